@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 (bookworm) packages that Strata builds, tests and benchmarks with.
+# Idempotent: packages already present are skipped, so a second run does no network work.
+# Usage: deploy/install-deps.sh            (as root, or with sudo available)
+set -euo pipefail
+
+packages=(
+  # toolchain and build systems
+  build-essential cmake ninja-build meson pkg-config git
+  # core libraries (DESIGN.md "Fixed by the people we build for")
+  libxxhash-dev libprotobuf-dev protobuf-compiler libucx-dev ucx-utils librocksdb-dev
+  # CLI, logging, config, JSON
+  libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libyaml-cpp-dev
+  # codecs
+  libzstd-dev liblz4-dev
+  # tests
+  catch2
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,127 @@
+#include "strata/key_chain.h"
+
+#include <algorithm>
+
+#include "byte_order.h"
+#include "xxh3.h"
+
+namespace strata {
+namespace {
+
+// Writes `key` in canonical form (high then low, each big-endian) at `p`. Kept inline here rather
+// than calling BlockKey::ToBytes: it sits on the chain's critical path.
+inline void PutKey(std::byte* p, const BlockKey& key) {
+  internal::StoreBE<uint64_t>(p, key.high);
+  internal::StoreBE<uint64_t>(p + 8, key.low);
+}
+
+// Hashes the frame  prev || LE32(tokens) || extra  laid out in `frame` (scratch, reused).
+inline BlockKey HashLink(std::vector<std::byte>& frame, const BlockKey& prev,
+                         const uint32_t* tokens, size_t n, std::span<const std::byte> extra) {
+  const size_t size = BlockKey::kSize + n * sizeof(uint32_t) + extra.size();
+  if (frame.size() < size) frame.resize(size);
+  std::byte* p = frame.data();
+  PutKey(p, prev);
+  internal::StoreTokensLE(p + BlockKey::kSize, tokens, n);
+  if (!extra.empty())
+    std::copy(extra.begin(), extra.end(), p + BlockKey::kSize + n * sizeof(uint32_t));
+  return internal::Xxh3_128(p, size);
+}
+
+// The chain is latency-bound: each link waits for the previous key. With the block size a
+// compile-time constant the frame lives in registers/stack, the token copy is a fixed-size move
+// and XXH3's length dispatch folds away, so only the hash's own dependency chain remains.
+template <size_t B>
+void KeyBlocksFixed(const uint32_t* tokens, size_t n_blocks, uint32_t /*block_size*/,
+                    BlockKey prev, BlockKey* out) {
+  alignas(64) std::byte frame[BlockKey::kSize + B * sizeof(uint32_t)];
+  for (size_t b = 0; b < n_blocks; ++b) {
+    PutKey(frame, prev);
+    internal::StoreTokensLE(frame + BlockKey::kSize, tokens + b * B, B);
+    prev = internal::Xxh3_128(frame, sizeof(frame));
+    out[b] = prev;
+  }
+}
+
+void KeyBlocksAnySize(const uint32_t* tokens, size_t n_blocks, uint32_t block_size,
+                      BlockKey prev, BlockKey* out) {
+  std::vector<std::byte> frame(BlockKey::kSize + size_t{block_size} * sizeof(uint32_t));
+  for (size_t b = 0; b < n_blocks; ++b) {
+    prev = HashLink(frame, prev, tokens + b * block_size, block_size, {});
+    out[b] = prev;
+  }
+}
+
+using KeyBlocksFn = void (*)(const uint32_t* tokens, size_t n_blocks, uint32_t block_size,
+                             BlockKey prev, BlockKey* out);
+
+// Chosen once per chain (at construction), not per block.
+KeyBlocksFn SelectKeyBlocks(uint32_t block_size) {
+  switch (block_size) {
+    case 16: return &KeyBlocksFixed<16>;
+    case 32: return &KeyBlocksFixed<32>;
+    case 64: return &KeyBlocksFixed<64>;
+    case 128: return &KeyBlocksFixed<128>;
+    case 256: return &KeyBlocksFixed<256>;
+    case 512: return &KeyBlocksFixed<512>;
+    default: return &KeyBlocksAnySize;
+  }
+}
+
+}  // namespace
+
+BlockKey ChainBlockKey(const BlockKey& prev, std::span<const uint32_t> block_tokens,
+                       std::span<const std::byte> extra) {
+  std::vector<std::byte> frame;
+  return HashLink(frame, prev, block_tokens.data(), block_tokens.size(), extra);
+}
+
+std::vector<BlockKey> ComputeBlockKeys(const Namespace& ns, std::span<const uint32_t> tokens) {
+  const uint32_t block_size = ns.block_size();
+  std::vector<BlockKey> keys(tokens.size() / block_size);
+  if (!keys.empty())
+    SelectKeyBlocks(block_size)(tokens.data(), keys.size(), block_size, ns.id(), keys.data());
+  return keys;
+}
+
+KeyChain::KeyChain(const Namespace& ns) : KeyChain(ns.id(), ns.block_size()) {}
+
+KeyChain::KeyChain(const NamespaceId& ns_id, uint32_t block_size)
+    : ns_id_(ns_id), block_size_(block_size), key_blocks_(SelectKeyBlocks(block_size)) {}
+
+void KeyChain::KeyFullBlocks(std::span<const uint32_t> tokens) {
+  const size_t n_blocks = tokens.size() / block_size_;
+  if (n_blocks == 0) return;
+  const BlockKey prev = Tip();
+  const size_t first = keys_.size();
+  keys_.resize(first + n_blocks);
+  key_blocks_(tokens.data(), n_blocks, block_size_, prev, keys_.data() + first);
+}
+
+void KeyChain::Append(std::span<const uint32_t> tokens) {
+  if (!pending_.empty()) {
+    size_t take = std::min(tokens.size(), block_size_ - pending_.size());
+    pending_.insert(pending_.end(), tokens.begin(), tokens.begin() + take);
+    tokens = tokens.subspan(take);
+    if (pending_.size() < block_size_) return;
+    KeyFullBlocks(pending_);
+    pending_.clear();
+  }
+  const size_t full = tokens.size() / block_size_ * block_size_;
+  KeyFullBlocks(tokens.first(full));
+  pending_.assign(tokens.begin() + full, tokens.end());
+}
+
+Status KeyChain::AppendBlock(std::span<const uint32_t> block_tokens,
+                             std::span<const std::byte> extra) {
+  if (!pending_.empty())
+    return Status::InvalidArgument("AppendBlock: " + std::to_string(pending_.size()) +
+                                   " tokens of a partial block are pending");
+  if (block_tokens.size() != block_size_)
+    return Status::InvalidArgument("AppendBlock: got " + std::to_string(block_tokens.size()) +
+                                   " tokens, block size is " + std::to_string(block_size_));
+  keys_.push_back(HashLink(frame_, Tip(), block_tokens.data(), block_tokens.size(), extra));
+  return Status::OK();
+}
+
+}  // namespace strata

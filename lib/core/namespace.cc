@@ -1,0 +1,144 @@
+#include "strata/namespace.h"
+
+#include <string>
+
+#include "byte_order.h"
+#include "xxh3.h"
+
+namespace strata {
+namespace {
+
+constexpr char kNamespaceMagic[8] = {'S', 'T', 'R', 'A', 'T', 'A', 'N', 'S'};
+
+struct DtypeEntry {
+  KvDtype dtype;
+  std::string_view name;
+  size_t size;
+};
+constexpr DtypeEntry kDtypes[] = {
+    {KvDtype::kFloat16, "fp16", 2},       {KvDtype::kBFloat16, "bf16", 2},
+    {KvDtype::kFloat8E4M3, "fp8_e4m3", 1}, {KvDtype::kFloat8E5M2, "fp8_e5m2", 1},
+    {KvDtype::kFloat32, "fp32", 4},
+};
+
+struct CodecEntry {
+  Codec codec;
+  std::string_view name;
+};
+constexpr CodecEntry kCodecs[] = {
+    {Codec::kNone, "none"},         {Codec::kShuffleZstd, "shuffle_zstd"},
+    {Codec::kShuffleLz4, "shuffle_lz4"}, {Codec::kFp8E4M3, "fp8_e4m3"},
+    {Codec::kInt8Group, "int8_group"},   {Codec::kInt4Kivi, "int4_kivi"},
+};
+
+class Encoder {
+ public:
+  template <typename T>
+  void Put(T v) {
+    size_t at = out_.size();
+    out_.resize(at + sizeof(T));
+    internal::StoreLE<T>(out_.data() + at, v);
+  }
+  void PutString(std::string_view s) {
+    Put<uint32_t>(static_cast<uint32_t>(s.size()));
+    const auto* p = reinterpret_cast<const std::byte*>(s.data());
+    out_.insert(out_.end(), p, p + s.size());
+  }
+  void PutRaw(const char* p, size_t n) {
+    const auto* b = reinterpret_cast<const std::byte*>(p);
+    out_.insert(out_.end(), b, b + n);
+  }
+  std::vector<std::byte> Take() { return std::move(out_); }
+
+ private:
+  std::vector<std::byte> out_;
+};
+
+}  // namespace
+
+std::string_view KvDtypeName(KvDtype dtype) {
+  for (const auto& e : kDtypes)
+    if (e.dtype == dtype) return e.name;
+  return "unknown";
+}
+
+size_t KvDtypeSize(KvDtype dtype) {
+  for (const auto& e : kDtypes)
+    if (e.dtype == dtype) return e.size;
+  return 0;
+}
+
+std::string_view CodecName(Codec codec) {
+  for (const auto& e : kCodecs)
+    if (e.codec == codec) return e.name;
+  return "unknown";
+}
+
+Result<KvDtype> ParseKvDtype(std::string_view name) {
+  for (const auto& e : kDtypes)
+    if (e.name == name) return e.dtype;
+  return Status::InvalidArgument("unknown KV dtype '" + std::string(name) +
+                                 "' (expected fp16, bf16, fp8_e4m3, fp8_e5m2 or fp32)");
+}
+
+Result<Codec> ParseCodec(std::string_view name) {
+  for (const auto& e : kCodecs)
+    if (e.name == name) return e.codec;
+  return Status::InvalidArgument(
+      "unknown codec '" + std::string(name) +
+      "' (expected none, shuffle_zstd, shuffle_lz4, fp8_e4m3, int8_group or int4_kivi)");
+}
+
+std::vector<std::byte> EncodeNamespace(const NamespaceSpec& spec) {
+  // Layout drawn in docs/keys.md, "Namespace encoding".
+  Encoder e;
+  e.PutRaw(kNamespaceMagic, sizeof(kNamespaceMagic));
+  e.Put<uint16_t>(kNamespaceEncodingVersion);
+  e.Put<uint8_t>(static_cast<uint8_t>(spec.kv_dtype));
+  e.Put<uint8_t>(static_cast<uint8_t>(spec.attention));
+  e.Put<uint16_t>(static_cast<uint16_t>(spec.codec));
+  e.Put<uint32_t>(spec.num_layers);
+  e.Put<uint32_t>(spec.num_kv_heads);
+  e.Put<uint32_t>(spec.head_dim);
+  e.Put<uint32_t>(spec.block_size);
+  e.Put<uint32_t>(spec.rank);
+  e.Put<uint32_t>(spec.world_size);
+  e.PutString(spec.model_id);
+  e.PutString(spec.model_revision);
+  e.PutString(spec.lora_id);
+  e.PutString(spec.tenant_salt);
+  return e.Take();
+}
+
+Result<Namespace> Namespace::Create(NamespaceSpec spec) {
+  if (spec.model_id.empty()) return Status::InvalidArgument("namespace: model_id is empty");
+  if (KvDtypeSize(spec.kv_dtype) == 0)
+    return Status::InvalidArgument("namespace: unknown kv_dtype value " +
+                                   std::to_string(static_cast<int>(spec.kv_dtype)));
+  if (spec.attention != AttentionKind::kKeyValue && spec.attention != AttentionKind::kMla)
+    return Status::InvalidArgument("namespace: unknown attention kind");
+  if (CodecName(spec.codec) == "unknown")
+    return Status::InvalidArgument("namespace: unknown codec value " +
+                                   std::to_string(static_cast<int>(spec.codec)));
+  if (spec.num_layers == 0) return Status::InvalidArgument("namespace: num_layers must be > 0");
+  if (spec.num_kv_heads == 0) return Status::InvalidArgument("namespace: num_kv_heads must be > 0");
+  if (spec.head_dim == 0) return Status::InvalidArgument("namespace: head_dim must be > 0");
+  if (spec.block_size == 0) return Status::InvalidArgument("namespace: block_size must be > 0");
+  if (spec.world_size == 0) return Status::InvalidArgument("namespace: world_size must be > 0");
+  if (spec.rank >= spec.world_size)
+    return Status::InvalidArgument("namespace: rank " + std::to_string(spec.rank) +
+                                   " is not below world_size " + std::to_string(spec.world_size));
+  Namespace ns;
+  ns.encoding_ = EncodeNamespace(spec);
+  ns.id_ = internal::Xxh3_128(ns.encoding_.data(), ns.encoding_.size());
+  ns.spec_ = std::move(spec);
+  return ns;
+}
+
+uint64_t Namespace::block_bytes() const {
+  uint64_t planes = spec_.attention == AttentionKind::kMla ? 1 : 2;
+  return planes * spec_.num_layers * spec_.block_size * spec_.num_kv_heads * spec_.head_dim *
+         KvDtypeSize(spec_.kv_dtype);
+}
+
+}  // namespace strata

@@ -1,0 +1,66 @@
+// The block header that travels with every cached block through every tier and transfer
+// (docs/keys.md, "Block format"). A block that fails verification is a miss, never data.
+//
+// Layout, 64 bytes, all integers little-endian:
+//
+//   offset size field
+//   ------ ---- -----------------------------------------------------------
+//        0    4 magic  "STBK" (0x53 0x54 0x42 0x4B)
+//        4    2 format version (kBlockFormatVersion)
+//        6    2 codec (strata::Codec)
+//        8    8 payload length in bytes
+//       16   16 block key, canonical form (block_key.h)
+//       32   16 namespace id, canonical form
+//       48    8 payload checksum: XXH3-64 (seed 0) of the payload bytes
+//       56    8 header checksum: XXH3-64 (seed 0) of header bytes [0, 56)
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "strata/block_key.h"
+#include "strata/namespace.h"
+#include "strata/result.h"
+#include "strata/status.h"
+
+namespace strata {
+
+inline constexpr size_t kBlockHeaderSize = 64;
+inline constexpr uint16_t kBlockFormatVersion = 1;
+inline constexpr uint32_t kBlockMagic = 0x4B425453;  // "STBK" in little-endian byte order
+// Upper bound on a payload we accept from a header; larger lengths are treated as corruption.
+inline constexpr uint64_t kMaxBlockPayload = uint64_t{1} << 36;  // 64 GiB
+
+struct BlockHeader {
+  uint16_t version = kBlockFormatVersion;
+  Codec codec = Codec::kNone;
+  uint64_t payload_length = 0;
+  BlockKey key;
+  NamespaceId ns;
+  uint64_t payload_checksum = 0;
+
+  friend bool operator==(const BlockHeader&, const BlockHeader&) = default;
+};
+
+// XXH3-64 (seed 0) of `payload`: the checksum stored in BlockHeader::payload_checksum.
+uint64_t PayloadChecksum(std::span<const std::byte> payload);
+
+// A header for `payload`, with its length and checksum filled in.
+BlockHeader MakeBlockHeader(const BlockKey& key, const NamespaceId& ns, Codec codec,
+                            std::span<const std::byte> payload);
+
+// Writes the 64-byte encoding of `header` (header checksum included).
+void EncodeBlockHeader(const BlockHeader& header, std::span<std::byte, kBlockHeaderSize> out);
+
+// Decodes the first 64 bytes of `in`. Corruption when `in` is shorter than a header, the magic or
+// header checksum is wrong, the codec is unknown or the length is absurd; NotSupported for a
+// version this build cannot read.
+Result<BlockHeader> DecodeBlockHeader(std::span<const std::byte> in);
+
+// Corruption unless `payload` has the header's length and checksum.
+Status VerifyPayload(const BlockHeader& header, std::span<const std::byte> payload);
+
+}  // namespace strata

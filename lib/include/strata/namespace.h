@@ -1,0 +1,98 @@
+// Namespace: everything that makes KV bytes incompatible, fingerprinted into a 128-bit id.
+// Two requests share cached blocks only when their namespaces have equal fingerprints.
+//
+// The canonical encoding that is hashed is drawn in docs/keys.md; equal specs give equal
+// fingerprints on every host, process, restart and build. Changing the encoding is a format break
+// and bumps kNamespaceEncodingVersion.
+//
+// Thread-safety: a Namespace is immutable after Create() and may be shared across threads.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "strata/block_key.h"
+#include "strata/result.h"
+
+namespace strata {
+
+// Element type of the engine's KV cache. Values are part of the on-disk/wire format: never reuse.
+enum class KvDtype : uint8_t {
+  kFloat16 = 1,
+  kBFloat16 = 2,
+  kFloat8E4M3 = 3,
+  kFloat8E5M2 = 4,
+  kFloat32 = 5,
+};
+
+// How attention stores KV: separate K and V planes (MHA/GQA/MQA), or one latent (MLA).
+enum class AttentionKind : uint8_t {
+  kKeyValue = 1,
+  kMla = 2,
+};
+
+// Block payload codec. Values are part of the on-disk/wire format: never reuse.
+enum class Codec : uint16_t {
+  kNone = 0,          // raw KV bytes in the Strata block layout
+  kShuffleZstd = 1,   // lossless: byte-plane shuffle + zstd
+  kShuffleLz4 = 2,    // lossless: byte-plane shuffle + lz4
+  kFp8E4M3 = 3,       // lossy: FP8 e4m3 with per-block scales
+  kInt8Group = 4,     // lossy: INT8 per-token-group
+  kInt4Kivi = 5,      // lossy: INT4, per-channel keys, per-token values (KIVI)
+};
+
+std::string_view KvDtypeName(KvDtype dtype);
+std::string_view CodecName(Codec codec);
+// Parse the names above ("fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "fp32"; "none", "shuffle_zstd",
+// ...). InvalidArgument on an unknown name.
+Result<KvDtype> ParseKvDtype(std::string_view name);
+Result<Codec> ParseCodec(std::string_view name);
+// Bytes per element of `dtype`.
+size_t KvDtypeSize(KvDtype dtype);
+
+struct NamespaceSpec {
+  std::string model_id;        // e.g. "meta-llama/Llama-3.1-8B-Instruct"
+  std::string model_revision;  // e.g. a git sha of the weights. Default: "" (unspecified).
+  KvDtype kv_dtype = KvDtype::kFloat16;
+  AttentionKind attention = AttentionKind::kKeyValue;
+  uint32_t num_layers = 0;    // REQUIRES: > 0
+  uint32_t num_kv_heads = 0;  // KV heads held by this rank; 1 for MLA. REQUIRES: > 0
+  uint32_t head_dim = 0;      // per-head dim; the latent dim for MLA. REQUIRES: > 0
+  uint32_t block_size = 16;   // tokens per block. Default: 16 (vLLM). REQUIRES: > 0
+  uint32_t rank = 0;          // parallel rank whose KV this is. REQUIRES: < world_size
+  uint32_t world_size = 1;    // ranks that split the KV (tensor x pipeline parallel)
+  Codec codec = Codec::kNone;
+  std::string lora_id;      // adapter id; "" for the base model
+  std::string tenant_salt;  // isolates tenants: blocks never match across salts. Default: ""
+};
+
+inline constexpr uint16_t kNamespaceEncodingVersion = 1;
+
+class Namespace {
+ public:
+  // Validates `spec` and computes its fingerprint. InvalidArgument names the bad field.
+  static Result<Namespace> Create(NamespaceSpec spec);
+
+  const NamespaceSpec& spec() const { return spec_; }
+  const NamespaceId& id() const { return id_; }
+  uint32_t block_size() const { return spec_.block_size; }
+  // The canonical bytes that id() hashes (docs/keys.md).
+  const std::vector<std::byte>& encoding() const { return encoding_; }
+  // Bytes of one uncompressed block of KV for this rank: planes x layers x block_size x heads x
+  // head_dim x dtype size (planes = 2 for K/V, 1 for MLA).
+  uint64_t block_bytes() const;
+
+ private:
+  Namespace() = default;
+  NamespaceSpec spec_;
+  std::vector<std::byte> encoding_;
+  NamespaceId id_;
+};
+
+// The canonical encoding of `spec` (no validation). Exposed for tests and tools.
+std::vector<std::byte> EncodeNamespace(const NamespaceSpec& spec);
+
+}  // namespace strata
