@@ -8,9 +8,12 @@ packages=(
   # toolchain and build systems
   build-essential cmake ninja-build meson pkg-config git
   # core libraries (DESIGN.md "Fixed by the people we build for")
-  libxxhash-dev libprotobuf-dev protobuf-compiler libucx-dev ucx-utils librocksdb-dev
+  libxxhash-dev xxhash libprotobuf-dev protobuf-compiler libucx-dev ucx-utils librocksdb-dev
   # CLI, logging, config, JSON
   libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libyaml-cpp-dev
+  # cluster: etcd membership (server for tests, etcdctl for operators), HTTP client for etcd's
+  # JSON gateway, OpenSSL for the HMAC-SHA256 handshake between nodes
+  etcd-server etcd-client libcurl4-openssl-dev libssl-dev
   # codecs
   libzstd-dev liblz4-dev
   # tests
