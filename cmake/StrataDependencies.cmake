@@ -19,6 +19,13 @@ pkg_check_modules(LZ4 REQUIRED IMPORTED_TARGET liblz4>=1.9)
 # RocksDB >= 7.8: disk-tier index and metadata, private to store/.
 pkg_check_modules(ROCKSDB REQUIRED IMPORTED_TARGET rocksdb>=7.8)
 
+# Protobuf >= 3.21 (lite runtime): wire messages, generated at build time, private to transport/.
+find_package(Protobuf 3.21 REQUIRED)
+# libcurl >= 7.88: HTTP client for etcd's v3 JSON gateway, private to transport/membership/.
+find_package(CURL 7.88 REQUIRED)
+# OpenSSL >= 3.0 (libcrypto): HMAC-SHA256 of the peer handshake, private to transport/wire/.
+find_package(OpenSSL 3.0 REQUIRED COMPONENTS Crypto)
+
 # UCX >= 1.13: data plane, private to transport/ucx/.
 set(STRATA_UCX_STATUS "off")
 if(NOT STRATA_WITH_UCX STREQUAL "off")

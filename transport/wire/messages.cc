@@ -1,0 +1,383 @@
+#include "transport/wire/messages.h"
+
+#include <cstring>
+#include <string>
+#include <type_traits>
+
+#include "strata/block_format.h"
+#include "wire/strata_wire.pb.h"  // generated, build tree
+
+namespace strata::wire {
+namespace {
+
+template <typename T>
+void StoreLE(std::byte* p, T v) {
+  static_assert(std::is_unsigned_v<T>);
+  for (size_t i = 0; i < sizeof(T); ++i) p[i] = static_cast<std::byte>((v >> (8 * i)) & 0xff);
+}
+
+template <typename T>
+T LoadLE(const std::byte* p) {
+  static_assert(std::is_unsigned_v<T>);
+  T v = 0;
+  for (size_t i = 0; i < sizeof(T); ++i) v |= static_cast<T>(static_cast<uint8_t>(p[i])) << (8 * i);
+  return v;
+}
+
+std::string ToBytesString(std::span<const std::byte> b) {
+  return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+std::vector<std::byte> FromBytesString(const std::string& s) {
+  std::vector<std::byte> out(s.size());
+  if (!s.empty()) std::memcpy(out.data(), s.data(), s.size());
+  return out;
+}
+
+std::string KeyString(const BlockKey& k) {
+  auto b = k.ToBytes();
+  return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+Status CheckKeyCount(size_t n, std::string_view what) {
+  if (n > kMaxKeysPerMessage)
+    return Status::InvalidArgument(std::string(what) + ": " + std::to_string(n) +
+                                   " keys exceed the limit of " +
+                                   std::to_string(kMaxKeysPerMessage));
+  return Status::OK();
+}
+
+Status CheckSize(size_t got, size_t want, std::string_view what) {
+  if (got != want)
+    return Status::InvalidArgument(std::string(what) + " must be " + std::to_string(want) +
+                                   " bytes, not " + std::to_string(got));
+  return Status::OK();
+}
+
+Status ParseKeys(const google::protobuf::RepeatedPtrField<std::string>& in,
+                 std::vector<BlockKey>* out, std::string_view what) {
+  STRATA_RETURN_IF_ERROR(CheckKeyCount(in.size(), what));
+  out->reserve(in.size());
+  for (int i = 0; i < in.size(); ++i) {
+    const std::string& s = in.Get(i);
+    if (s.size() != BlockKey::kSize)
+      return Status::Corruption(std::string(what) + ": key " + std::to_string(i) + " is " +
+                                std::to_string(s.size()) + " bytes, not 16");
+    out->push_back(BlockKey::FromBytes(
+        std::span<const std::byte, 16>(reinterpret_cast<const std::byte*>(s.data()), 16)));
+  }
+  return Status::OK();
+}
+
+void AddKeys(const std::vector<BlockKey>& keys,
+             google::protobuf::RepeatedPtrField<std::string>* out) {
+  out->Reserve(static_cast<int>(keys.size()));
+  for (const BlockKey& k : keys) out->Add(KeyString(k));
+}
+
+// Serialises the Protobuf for `message` into `body`.
+Status EncodeBody(const Message& message, std::string* body) {
+  return std::visit(
+      [&](const auto& m) -> Status {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, Hello>) {
+          STRATA_RETURN_IF_ERROR(CheckSize(m.nonce.size(), kNonceSize, "Hello.nonce"));
+          pb::Hello p;
+          p.set_protocol_version(m.protocol_version);
+          p.set_node_id(m.node_id);
+          p.set_nonce(ToBytesString(m.nonce));
+          p.set_worker_address(ToBytesString(m.worker_address));
+          p.SerializeToString(body);
+        } else if constexpr (std::is_same_v<T, HelloAck>) {
+          STRATA_RETURN_IF_ERROR(CheckSize(m.nonce.size(), kNonceSize, "HelloAck.nonce"));
+          STRATA_RETURN_IF_ERROR(CheckSize(m.server_mac.size(), kMacSize, "HelloAck.server_mac"));
+          pb::HelloAck p;
+          p.set_node_id(m.node_id);
+          p.set_nonce(ToBytesString(m.nonce));
+          p.set_server_mac(ToBytesString(m.server_mac));
+          p.SerializeToString(body);
+        } else if constexpr (std::is_same_v<T, Auth>) {
+          STRATA_RETURN_IF_ERROR(CheckSize(m.client_mac.size(), kMacSize, "Auth.client_mac"));
+          pb::Auth p;
+          p.set_client_mac(ToBytesString(m.client_mac));
+          p.SerializeToString(body);
+        } else if constexpr (std::is_same_v<T, AuthOk>) {
+          pb::AuthOk p;
+          p.SerializeToString(body);
+        } else if constexpr (std::is_same_v<T, ErrorMessage>) {
+          pb::Error p;
+          p.set_request_id(m.request_id);
+          p.set_code(static_cast<uint32_t>(m.code));
+          p.set_message(m.message);
+          p.SerializeToString(body);
+        } else if constexpr (std::is_same_v<T, LookupRequest>) {
+          STRATA_RETURN_IF_ERROR(CheckKeyCount(m.keys.size(), "LookupRequest"));
+          pb::LookupRequest p;
+          p.set_request_id(m.request_id);
+          AddKeys(m.keys, p.mutable_keys());
+          p.SerializeToString(body);
+        } else if constexpr (std::is_same_v<T, LookupResponse>) {
+          STRATA_RETURN_IF_ERROR(CheckKeyCount(m.holders.size(), "LookupResponse"));
+          pb::LookupResponse p;
+          p.set_request_id(m.request_id);
+          for (const auto& hs : m.holders) {
+            auto* h = p.add_holders();
+            for (const auto& id : hs) h->add_node_ids(id);
+          }
+          p.SerializeToString(body);
+        } else if constexpr (std::is_same_v<T, Announce>) {
+          STRATA_RETURN_IF_ERROR(CheckKeyCount(m.added.size() + m.evicted.size(), "Announce"));
+          pb::Announce p;
+          p.set_request_id(m.request_id);
+          p.set_holder_id(m.holder_id);
+          AddKeys(m.added, p.mutable_added());
+          AddKeys(m.evicted, p.mutable_evicted());
+          p.set_replace(m.replace);
+          p.SerializeToString(body);
+        } else if constexpr (std::is_same_v<T, AnnounceAck>) {
+          pb::AnnounceAck p;
+          p.set_request_id(m.request_id);
+          p.SerializeToString(body);
+        } else if constexpr (std::is_same_v<T, PullRequest>) {
+          STRATA_RETURN_IF_ERROR(CheckKeyCount(m.keys.size(), "PullRequest"));
+          if (m.capacities.size() != m.keys.size())
+            return Status::InvalidArgument("PullRequest: one capacity per key is required");
+          pb::PullRequest p;
+          p.set_request_id(m.request_id);
+          p.set_namespace_id(KeyString(m.namespace_id));
+          AddKeys(m.keys, p.mutable_keys());
+          for (uint64_t c : m.capacities) p.add_capacities(c);
+          p.SerializeToString(body);
+        }
+        return Status::OK();
+      },
+      message);
+}
+
+template <typename P>
+Status ParseProto(std::span<const std::byte> body, P* p, MessageType type) {
+  if (!p->ParseFromArray(body.data(), static_cast<int>(body.size())))
+    return Status::Corruption(std::string(MessageTypeName(type)) +
+                              ": body is not a valid Protobuf message");
+  return Status::OK();
+}
+
+Result<Message> DecodeBody(MessageType type, std::span<const std::byte> body) {
+  switch (type) {
+    case MessageType::kHello: {
+      pb::Hello p;
+      STRATA_RETURN_IF_ERROR(ParseProto(body, &p, type));
+      STRATA_RETURN_IF_ERROR(CheckSize(p.nonce().size(), kNonceSize, "Hello.nonce"));
+      Hello m;
+      m.protocol_version = p.protocol_version();
+      m.node_id = p.node_id();
+      m.nonce = FromBytesString(p.nonce());
+      m.worker_address = FromBytesString(p.worker_address());
+      return Message(std::move(m));
+    }
+    case MessageType::kHelloAck: {
+      pb::HelloAck p;
+      STRATA_RETURN_IF_ERROR(ParseProto(body, &p, type));
+      STRATA_RETURN_IF_ERROR(CheckSize(p.nonce().size(), kNonceSize, "HelloAck.nonce"));
+      STRATA_RETURN_IF_ERROR(CheckSize(p.server_mac().size(), kMacSize, "HelloAck.server_mac"));
+      HelloAck m;
+      m.node_id = p.node_id();
+      m.nonce = FromBytesString(p.nonce());
+      m.server_mac = FromBytesString(p.server_mac());
+      return Message(std::move(m));
+    }
+    case MessageType::kAuth: {
+      pb::Auth p;
+      STRATA_RETURN_IF_ERROR(ParseProto(body, &p, type));
+      STRATA_RETURN_IF_ERROR(CheckSize(p.client_mac().size(), kMacSize, "Auth.client_mac"));
+      return Message(Auth{FromBytesString(p.client_mac())});
+    }
+    case MessageType::kAuthOk: {
+      pb::AuthOk p;
+      STRATA_RETURN_IF_ERROR(ParseProto(body, &p, type));
+      return Message(AuthOk{});
+    }
+    case MessageType::kError: {
+      pb::Error p;
+      STRATA_RETURN_IF_ERROR(ParseProto(body, &p, type));
+      ErrorMessage m;
+      m.request_id = p.request_id();
+      m.code = (p.code() == 0 || p.code() > static_cast<uint32_t>(StatusCode::kInternal))
+                   ? StatusCode::kInternal
+                   : static_cast<StatusCode>(p.code());
+      m.message = p.message();
+      return Message(std::move(m));
+    }
+    case MessageType::kLookupRequest: {
+      pb::LookupRequest p;
+      STRATA_RETURN_IF_ERROR(ParseProto(body, &p, type));
+      LookupRequest m;
+      m.request_id = p.request_id();
+      STRATA_RETURN_IF_ERROR(ParseKeys(p.keys(), &m.keys, "LookupRequest"));
+      return Message(std::move(m));
+    }
+    case MessageType::kLookupResponse: {
+      pb::LookupResponse p;
+      STRATA_RETURN_IF_ERROR(ParseProto(body, &p, type));
+      STRATA_RETURN_IF_ERROR(CheckKeyCount(p.holders_size(), "LookupResponse"));
+      LookupResponse m;
+      m.request_id = p.request_id();
+      m.holders.reserve(p.holders_size());
+      for (const auto& h : p.holders())
+        m.holders.emplace_back(h.node_ids().begin(), h.node_ids().end());
+      return Message(std::move(m));
+    }
+    case MessageType::kAnnounce: {
+      pb::Announce p;
+      STRATA_RETURN_IF_ERROR(ParseProto(body, &p, type));
+      Announce m;
+      m.request_id = p.request_id();
+      m.holder_id = p.holder_id();
+      m.replace = p.replace();
+      STRATA_RETURN_IF_ERROR(CheckKeyCount(p.added_size() + p.evicted_size(), "Announce"));
+      STRATA_RETURN_IF_ERROR(ParseKeys(p.added(), &m.added, "Announce.added"));
+      STRATA_RETURN_IF_ERROR(ParseKeys(p.evicted(), &m.evicted, "Announce.evicted"));
+      return Message(std::move(m));
+    }
+    case MessageType::kAnnounceAck: {
+      pb::AnnounceAck p;
+      STRATA_RETURN_IF_ERROR(ParseProto(body, &p, type));
+      return Message(AnnounceAck{p.request_id()});
+    }
+    case MessageType::kPullRequest: {
+      pb::PullRequest p;
+      STRATA_RETURN_IF_ERROR(ParseProto(body, &p, type));
+      PullRequest m;
+      m.request_id = p.request_id();
+      if (p.namespace_id().size() != 16)
+        return Status::Corruption("PullRequest: namespace id is " +
+                                  std::to_string(p.namespace_id().size()) + " bytes, not 16");
+      m.namespace_id = BlockKey::FromBytes(std::span<const std::byte, 16>(
+          reinterpret_cast<const std::byte*>(p.namespace_id().data()), 16));
+      STRATA_RETURN_IF_ERROR(ParseKeys(p.keys(), &m.keys, "PullRequest"));
+      if (p.capacities_size() != p.keys_size())
+        return Status::Corruption("PullRequest: " + std::to_string(p.capacities_size()) +
+                                  " capacities for " + std::to_string(p.keys_size()) + " keys");
+      m.capacities.assign(p.capacities().begin(), p.capacities().end());
+      return Message(std::move(m));
+    }
+  }
+  return Status::NotSupported("unknown message type " +
+                              std::to_string(static_cast<unsigned>(type)));
+}
+
+}  // namespace
+
+std::string_view MessageTypeName(MessageType type) {
+  switch (type) {
+    case MessageType::kHello: return "Hello";
+    case MessageType::kHelloAck: return "HelloAck";
+    case MessageType::kAuth: return "Auth";
+    case MessageType::kAuthOk: return "AuthOk";
+    case MessageType::kError: return "Error";
+    case MessageType::kLookupRequest: return "LookupRequest";
+    case MessageType::kLookupResponse: return "LookupResponse";
+    case MessageType::kAnnounce: return "Announce";
+    case MessageType::kAnnounceAck: return "AnnounceAck";
+    case MessageType::kPullRequest: return "PullRequest";
+  }
+  return "unknown";
+}
+
+Status ErrorMessage::ToStatus() const {
+  return Status(code == StatusCode::kOk ? StatusCode::kInternal : code, message);
+}
+
+MessageType TypeOf(const Message& message) {
+  return static_cast<MessageType>(message.index() + 1);
+}
+
+Result<std::vector<std::byte>> EncodeFrame(const Message& message) {
+  std::string body;
+  STRATA_RETURN_IF_ERROR(EncodeBody(message, &body));
+  if (body.size() > kMaxControlBody)
+    return Status::InvalidArgument("control message of " + std::to_string(body.size()) +
+                                   " bytes exceeds the limit of " +
+                                   std::to_string(kMaxControlBody));
+  std::vector<std::byte> frame(kFrameHeaderSize + body.size());
+  std::byte* p = frame.data();
+  StoreLE<uint32_t>(p, kFrameMagic);
+  StoreLE<uint16_t>(p + 4, kProtocolVersion);
+  StoreLE<uint16_t>(p + 6, static_cast<uint16_t>(TypeOf(message)));
+  StoreLE<uint32_t>(p + 8, static_cast<uint32_t>(body.size()));
+  if (!body.empty()) std::memcpy(p + kFrameHeaderSize, body.data(), body.size());
+  const auto checksum = PayloadChecksum(std::span<const std::byte>(p + kFrameHeaderSize, body.size()));
+  StoreLE<uint32_t>(p + 12, static_cast<uint32_t>(checksum));
+  return frame;
+}
+
+Result<uint16_t> PeekFrameVersion(std::span<const std::byte> frame) {
+  if (frame.size() < kFrameHeaderSize)
+    return Status::Corruption("control frame truncated: " + std::to_string(frame.size()) +
+                              " bytes, the header alone is " + std::to_string(kFrameHeaderSize));
+  if (LoadLE<uint32_t>(frame.data()) != kFrameMagic)
+    return Status::Corruption("control frame: bad magic");
+  return LoadLE<uint16_t>(frame.data() + 4);
+}
+
+Result<Message> DecodeFrame(std::span<const std::byte> frame) {
+  STRATA_ASSIGN_OR_RETURN(uint16_t version, PeekFrameVersion(frame));
+  if (version != kProtocolVersion)
+    return Status::NotSupported("protocol version " + std::to_string(version) +
+                                " is not supported (this node speaks " +
+                                std::to_string(kProtocolVersion) + ")");
+  const std::byte* p = frame.data();
+  const auto type = static_cast<MessageType>(LoadLE<uint16_t>(p + 6));
+  if (MessageTypeName(type) == "unknown")
+    return Status::NotSupported("unknown message type " +
+                                std::to_string(static_cast<unsigned>(type)));
+  const uint32_t length = LoadLE<uint32_t>(p + 8);
+  if (length > kMaxControlBody)
+    return Status::InvalidArgument("control message body of " + std::to_string(length) +
+                                   " bytes exceeds the limit of " +
+                                   std::to_string(kMaxControlBody));
+  if (frame.size() - kFrameHeaderSize != length)
+    return Status::Corruption(std::string(MessageTypeName(type)) + ": frame says " +
+                              std::to_string(length) + " body bytes but carries " +
+                              std::to_string(frame.size() - kFrameHeaderSize));
+  auto body = frame.subspan(kFrameHeaderSize);
+  if (static_cast<uint32_t>(PayloadChecksum(body)) != LoadLE<uint32_t>(p + 12))
+    return Status::Corruption(std::string(MessageTypeName(type)) + ": body checksum mismatch");
+  return DecodeBody(type, body);
+}
+
+void EncodeDataHeader(const DataHeader& h, std::span<std::byte, kDataHeaderSize> out) {
+  std::byte* p = out.data();
+  std::memset(p, 0, kDataHeaderSize);
+  StoreLE<uint32_t>(p, kDataMagic);
+  StoreLE<uint16_t>(p + 4, kProtocolVersion);
+  p[6] = static_cast<std::byte>(h.status);
+  StoreLE<uint64_t>(p + 8, h.request_id);
+  StoreLE<uint32_t>(p + 16, h.index);
+  StoreLE<uint64_t>(p + 24, h.length);
+}
+
+Result<DataHeader> DecodeDataHeader(std::span<const std::byte> in) {
+  if (in.size() != kDataHeaderSize)
+    return Status::Corruption("data header is " + std::to_string(in.size()) + " bytes, not " +
+                              std::to_string(kDataHeaderSize));
+  const std::byte* p = in.data();
+  if (LoadLE<uint32_t>(p) != kDataMagic) return Status::Corruption("data header: bad magic");
+  const uint16_t version = LoadLE<uint16_t>(p + 4);
+  if (version != kProtocolVersion)
+    return Status::NotSupported("data header: protocol version " + std::to_string(version) +
+                                " is not supported");
+  DataHeader h;
+  const auto code = static_cast<uint8_t>(p[6]);
+  if (code > static_cast<uint8_t>(StatusCode::kInternal))
+    return Status::Corruption("data header: unknown status " + std::to_string(code));
+  h.status = static_cast<StatusCode>(code);
+  h.request_id = LoadLE<uint64_t>(p + 8);
+  h.index = LoadLE<uint32_t>(p + 16);
+  h.length = LoadLE<uint64_t>(p + 24);
+  if (h.status != StatusCode::kOk && h.length != 0)
+    return Status::Corruption("data header: an error status with a block length");
+  return h;
+}
+
+}  // namespace strata::wire

@@ -1,0 +1,165 @@
+// Strata's peer-to-peer wire format (docs/wire-protocol.md): control messages in versioned frames,
+// and the fixed binary header of data messages. This header is the only view the rest of the
+// project has of the wire: the generated Protobuf code stays inside transport/wire/.
+//
+// Control frame, 16 bytes then the Protobuf body, integers little-endian:
+//
+//   offset size field
+//   ------ ---- -----------------------------------------------------------
+//        0    4 magic "STWR" (0x53 0x54 0x57 0x52)
+//        4    2 protocol version (kProtocolVersion)
+//        6    2 message type (MessageType)
+//        8    4 body length in bytes (<= kMaxControlBody)
+//       12    4 XXH3-64 (seed 0) of the body, low 32 bits
+//       16    n body: the Protobuf message named by the type
+//
+// Data message (one per pulled block): the UCX active-message header is a DataHeader (below), the
+// active-message payload is the block (64-byte block header + payload).
+//
+// Thread-safety: pure functions and value types.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "strata/block_key.h"
+#include "strata/result.h"
+#include "strata/status.h"
+
+namespace strata::wire {
+
+inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr uint32_t kFrameMagic = 0x52575453;  // "STWR" in little-endian byte order
+inline constexpr size_t kFrameHeaderSize = 16;
+// Largest control body we encode or accept. A lookup of 64K keys is ~1.2 MiB.
+inline constexpr size_t kMaxControlBody = size_t{4} << 20;
+// Largest number of keys in one lookup, announce or pull.
+inline constexpr size_t kMaxKeysPerMessage = 65536;
+inline constexpr size_t kNonceSize = 32;
+inline constexpr size_t kMacSize = 32;  // HMAC-SHA256
+
+// Values are part of the wire format: never reuse.
+enum class MessageType : uint16_t {
+  kHello = 1,
+  kHelloAck = 2,
+  kAuth = 3,
+  kAuthOk = 4,
+  kError = 5,
+  kLookupRequest = 6,
+  kLookupResponse = 7,
+  kAnnounce = 8,
+  kAnnounceAck = 9,
+  kPullRequest = 10,
+};
+
+std::string_view MessageTypeName(MessageType type);
+
+struct Hello {
+  uint32_t protocol_version = kProtocolVersion;
+  std::string node_id;
+  std::vector<std::byte> nonce;  // kNonceSize bytes
+  std::vector<std::byte> worker_address;
+};
+
+struct HelloAck {
+  std::string node_id;
+  std::vector<std::byte> nonce;       // kNonceSize bytes
+  std::vector<std::byte> server_mac;  // kMacSize bytes
+};
+
+struct Auth {
+  std::vector<std::byte> client_mac;  // kMacSize bytes
+};
+
+struct AuthOk {};
+
+struct ErrorMessage {
+  uint64_t request_id = 0;
+  StatusCode code = StatusCode::kInternal;
+  std::string message;
+
+  Status ToStatus() const;
+};
+
+struct LookupRequest {
+  uint64_t request_id = 0;
+  std::vector<BlockKey> keys;
+};
+
+struct LookupResponse {
+  uint64_t request_id = 0;
+  std::vector<std::vector<std::string>> holders;  // one list per requested key
+};
+
+struct Announce {
+  uint64_t request_id = 0;
+  std::string holder_id;
+  std::vector<BlockKey> added;
+  std::vector<BlockKey> evicted;
+  bool replace = false;
+};
+
+struct AnnounceAck {
+  uint64_t request_id = 0;
+};
+
+struct PullRequest {
+  uint64_t request_id = 0;
+  NamespaceId namespace_id;
+  std::vector<BlockKey> keys;
+  std::vector<uint64_t> capacities;  // one per key: bytes reserved (block header + payload)
+};
+
+using Message = std::variant<Hello, HelloAck, Auth, AuthOk, ErrorMessage, LookupRequest,
+                             LookupResponse, Announce, AnnounceAck, PullRequest>;
+
+MessageType TypeOf(const Message& message);
+
+// Encodes `message` into a frame. InvalidArgument when the message breaks a limit above (too many
+// keys, wrong nonce or MAC size, body over kMaxControlBody).
+Result<std::vector<std::byte>> EncodeFrame(const Message& message);
+
+// Decodes one frame. Errors, each with a message naming what was wrong:
+//  - Corruption: shorter than a frame header, bad magic, length disagreeing with the bytes given,
+//    body checksum mismatch, a body Protobuf cannot parse, a key that is not 16 bytes;
+//  - NotSupported: a protocol version other than kProtocolVersion, an unknown message type;
+//  - InvalidArgument: a limit exceeded (body size, key count, nonce/MAC size).
+Result<Message> DecodeFrame(std::span<const std::byte> frame);
+
+// Reads only the version field of a frame that has at least a full frame header; for error
+// reports to peers that speak another version.
+Result<uint16_t> PeekFrameVersion(std::span<const std::byte> frame);
+
+// The header of a data message: the UCX active-message header of every pulled block.
+//
+//   offset size field
+//   ------ ---- -----------------------------------------------------------
+//        0    4 magic "STDT" (0x53 0x54 0x44 0x54)
+//        4    2 protocol version
+//        6    1 status (strata::StatusCode; kOk when a block follows)
+//        7    1 reserved, 0
+//        8    8 request id (PullRequest.request_id)
+//       16    4 index of the key in the PullRequest
+//       20    4 reserved, 0
+//       24    8 block bytes that follow (block header + payload; 0 unless status is kOk)
+inline constexpr uint32_t kDataMagic = 0x54445453;  // "STDT"
+inline constexpr size_t kDataHeaderSize = 32;
+
+struct DataHeader {
+  StatusCode status = StatusCode::kOk;
+  uint64_t request_id = 0;
+  uint32_t index = 0;
+  uint64_t length = 0;
+
+  friend bool operator==(const DataHeader&, const DataHeader&) = default;
+};
+
+void EncodeDataHeader(const DataHeader& header, std::span<std::byte, kDataHeaderSize> out);
+// Corruption on a wrong size or magic, NotSupported on another protocol version.
+Result<DataHeader> DecodeDataHeader(std::span<const std::byte> in);
+
+}  // namespace strata::wire
