@@ -1,0 +1,233 @@
+// PeerTransport between real UCX workers in one process (loopback transports UCX finds here):
+// handshake and admission, bit-exact pulls into a registered memfd pool, unknown keys, malformed
+// and wrong-version messages, and tenant isolation by namespace. Tests with separate processes
+// (SIGKILL, stalls) are in peer_process_test.cc.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "strata/key_chain.h"
+#include "strata/namespace.h"
+#include "transport/peer_transport.h"
+#include "transport/testing/memfd_block_pool.h"
+#include "transport/wire/messages.h"
+
+namespace strata::transport {
+namespace {
+
+using testing::MemfdBlockPool;
+constexpr char kSecret[] = "test-cluster-secret-0123456789";
+
+Namespace MakeNs(std::string salt) {
+  NamespaceSpec spec;
+  spec.model_id = "test/model";
+  spec.num_layers = 2;
+  spec.num_kv_heads = 2;
+  spec.head_dim = 64;
+  spec.tenant_salt = std::move(salt);
+  return *Namespace::Create(spec);
+}
+
+std::vector<uint32_t> Tokens(size_t blocks, uint32_t seed) {
+  std::vector<uint32_t> t(blocks * 16);
+  std::mt19937 rng(seed);
+  for (auto& x : t) x = rng() % 50000;
+  return t;
+}
+
+std::vector<std::byte> Payload(size_t n, uint32_t seed) {
+  std::vector<std::byte> p(n);
+  std::mt19937 rng(seed);
+  for (auto& b : p) b = static_cast<std::byte>(rng());
+  return p;
+}
+
+struct Node {
+  std::unique_ptr<MemfdBlockPool> pool;
+  std::unique_ptr<PeerTransport> transport;
+};
+
+Node MakeNode(const std::string& id, const std::string& secret, size_t slots, size_t slot_bytes) {
+  Node n;
+  n.pool = *MemfdBlockPool::Open(slots, slot_bytes);
+  PeerTransportOptions o;
+  o.node_id = id;
+  o.cluster_secret = secret;
+  o.regions = {n.pool->region()};
+  o.request_timeout = std::chrono::milliseconds(2000);
+  o.block_source = n.pool.get();
+  auto t = PeerTransport::Open(std::move(o));
+  REQUIRE(t.ok());
+  n.transport = std::move(*t);
+  return n;
+}
+
+constexpr size_t kPayload = 64 * 1024;
+constexpr size_t kSlot = kPayload + kBlockHeaderSize;
+
+TEST_CASE("a pull is bit-exact, verified, and unknown keys are NotFound", "[transport][ucx]") {
+  Node a = MakeNode("a", kSecret, 16, kSlot);
+  Node b = MakeNode("b", kSecret, 16, kSlot);
+  const Namespace ns = MakeNs("");
+  const auto keys = ComputeBlockKeys(ns, Tokens(8, 1));
+  for (size_t i = 0; i < keys.size(); ++i) a.pool->Put(i, keys[i], ns.id(), Payload(kPayload, i));
+
+  REQUIRE(b.transport->Connect("a", a.transport->worker_address()).ok());
+  std::vector<PullTarget> targets;
+  for (size_t i = 0; i < keys.size(); ++i) targets.push_back({keys[i], b.pool->slot(i), kSlot});
+  // One key a does not hold, in the middle.
+  targets[5].key = BlockKey{1, 2};
+  auto r = b.transport->Pull("a", ns.id(), targets);
+  REQUIRE(r.ok());
+  REQUIRE(r->blocks.size() == 8);
+  CHECK(r->LeadingOk() == 5);
+  CHECK(r->blocks[5].IsNotFound());
+  for (size_t i : {0, 1, 2, 3, 4, 6, 7}) {
+    INFO(i);
+    CHECK(r->blocks[i].ok());
+    CHECK(std::memcmp(b.pool->slot(i), a.pool->slot(i), kSlot) == 0);
+  }
+  // Every pin was released once the sends completed.
+  for (int i = 0; i < 200 && a.pool->pinned() != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  CHECK(a.pool->pinned() == 0);
+}
+
+TEST_CASE("a peer with the wrong cluster secret is refused before it can pull",
+          "[transport][ucx][auth]") {
+  Node a = MakeNode("a", kSecret, 4, kSlot);
+  Node bad = MakeNode("mallory", "another-secret-0123456789", 4, kSlot);
+  const Namespace ns = MakeNs("");
+  const auto keys = ComputeBlockKeys(ns, Tokens(1, 2));
+  a.pool->Put(0, keys[0], ns.id(), Payload(kPayload, 9));
+
+  Status st = bad.transport->Connect("a", a.transport->worker_address());
+  CHECK(st.code() == StatusCode::kPermissionDenied);
+  // No session: nothing can be pulled.
+  CHECK_FALSE(bad.transport->PreparePull("a", ns.id(), {{keys[0], bad.pool->slot(0), kSlot}}).ok());
+
+  // Skipping the handshake: a raw PullRequest is refused with PermissionDenied.
+  wire::PullRequest req{77, ns.id(), {keys[0]}, {kSlot}};
+  Status raw = bad.transport->SendRawUnauthenticatedForTest(
+      a.transport->worker_address(), *wire::EncodeFrame(req), std::chrono::milliseconds(2000));
+  CHECK(raw.code() == StatusCode::kPermissionDenied);
+  CHECK(raw.message().find("handshake") != std::string_view::npos);
+  CHECK(a.pool->pinned() == 0);
+
+  // A peer that claims to be "a" but does not know our secret fails our check of its MAC.
+  Node impostor = MakeNode("a", "impostor-secret-0123456789", 4, kSlot);
+  Node b = MakeNode("b", kSecret, 4, kSlot);
+  CHECK(b.transport->Connect("a", impostor.transport->worker_address()).code() ==
+        StatusCode::kPermissionDenied);
+
+  // The node keeps serving good peers.
+  REQUIRE(b.transport->Connect("a", a.transport->worker_address()).ok());
+  auto r = b.transport->Pull("a", ns.id(), {{keys[0], b.pool->slot(0), kSlot}});
+  REQUIRE(r.ok());
+  CHECK(r->LeadingOk() == 1);
+}
+
+TEST_CASE("malformed, truncated and wrong-version messages get clear errors; the node serves on",
+          "[transport][ucx][wire]") {
+  Node a = MakeNode("a", kSecret, 4, kSlot);
+  Node b = MakeNode("b", kSecret, 4, kSlot);
+  const Namespace ns = MakeNs("");
+  const auto keys = ComputeBlockKeys(ns, Tokens(1, 3));
+  a.pool->Put(0, keys[0], ns.id(), Payload(kPayload, 3));
+  REQUIRE(b.transport->Connect("a", a.transport->worker_address()).ok());
+  const auto wait = std::chrono::milliseconds(2000);
+
+  auto good = *wire::EncodeFrame(wire::PullRequest{5, ns.id(), {keys[0]}, {kSlot}});
+  SECTION("garbage") {
+    std::vector<std::byte> junk(100, std::byte{0x5a});
+    CHECK(b.transport->SendRawForTest("a", junk, wait).IsCorruption());
+  }
+  SECTION("truncated") {
+    auto t = good;
+    t.resize(t.size() - 3);
+    CHECK(b.transport->SendRawForTest("a", t, wait).IsCorruption());
+  }
+  SECTION("empty") {
+    CHECK(b.transport->SendRawForTest("a", {}, wait).IsCorruption());
+  }
+  SECTION("wrong protocol version") {
+    auto t = good;
+    t[4] = std::byte{9};
+    Status st = b.transport->SendRawForTest("a", t, wait);
+    CHECK(st.code() == StatusCode::kNotSupported);
+    CHECK(st.message().find("version 9") != std::string_view::npos);
+  }
+  SECTION("a response where a request belongs") {
+    CHECK(b.transport->SendRawForTest("a", *wire::EncodeFrame(wire::AnnounceAck{1}), wait)
+              .IsInvalidArgument());
+  }
+  SECTION("no directory on this node") {
+    auto r = b.transport->Lookup("a", {keys[0]});
+    CHECK(r.status().code() == StatusCode::kNotSupported);
+  }
+  auto r = b.transport->Pull("a", ns.id(), {{keys[0], b.pool->slot(0), kSlot}});
+  REQUIRE(r.ok());
+  CHECK(r->LeadingOk() == 1);
+  CHECK(std::memcmp(b.pool->slot(0), a.pool->slot(0), kSlot) == 0);
+}
+
+TEST_CASE("a salted namespace is never served to a request without the salt",
+          "[transport][ucx][tenant]") {
+  Node a = MakeNode("a", kSecret, 8, kSlot);
+  Node b = MakeNode("b", kSecret, 8, kSlot);
+  const Namespace salted = MakeNs("tenant-42-salt");
+  const Namespace plain = MakeNs("");
+  REQUIRE(salted.id() != plain.id());
+  const auto tokens = Tokens(2, 4);
+  const auto salted_keys = ComputeBlockKeys(salted, tokens);
+  const auto plain_keys = ComputeBlockKeys(plain, tokens);
+  for (size_t i = 0; i < 2; ++i) {
+    a.pool->Put(i, salted_keys[i], salted.id(), Payload(kPayload, 40 + i));
+    CHECK(salted_keys[i] != plain_keys[i]);  // by construction: the salt is inside every key
+  }
+  REQUIRE(b.transport->Connect("a", a.transport->worker_address()).ok());
+  // Same tokens without the salt: different keys, nothing found.
+  auto r1 = b.transport->Pull("a", plain.id(), {{plain_keys[0], b.pool->slot(0), kSlot},
+                                                {plain_keys[1], b.pool->slot(1), kSlot}});
+  REQUIRE(r1.ok());
+  CHECK(r1->blocks[0].IsNotFound());
+  CHECK(r1->blocks[1].IsNotFound());
+  // Even knowing the salted keys, a request naming another namespace is refused.
+  auto r2 = b.transport->Pull("a", plain.id(), {{salted_keys[0], b.pool->slot(2), kSlot}});
+  REQUIRE(r2.ok());
+  CHECK(r2->blocks[0].IsNotFound());
+  // With the salt, the blocks are served.
+  auto r3 = b.transport->Pull("a", salted.id(), {{salted_keys[0], b.pool->slot(3), kSlot},
+                                                 {salted_keys[1], b.pool->slot(4), kSlot}});
+  REQUIRE(r3.ok());
+  CHECK(r3->LeadingOk() == 2);
+}
+
+TEST_CASE("prepare checks destinations; post issues", "[transport][ucx]") {
+  Node a = MakeNode("a", kSecret, 4, kSlot);
+  Node b = MakeNode("b", kSecret, 4, kSlot);
+  const Namespace ns = MakeNs("");
+  const auto keys = ComputeBlockKeys(ns, Tokens(2, 5));
+  a.pool->Put(0, keys[0], ns.id(), Payload(kPayload, 5));
+  a.pool->Put(1, keys[1], ns.id(), Payload(kPayload, 6));
+  CHECK(b.transport->PreparePull("a", ns.id(), {{keys[0], b.pool->slot(0), kSlot}})
+            .status()
+            .code() == StatusCode::kUnavailable);  // no session yet
+  REQUIRE(b.transport->Connect("a", a.transport->worker_address()).ok());
+  std::vector<std::byte> outside(kSlot);
+  CHECK(b.transport->PreparePull("a", ns.id(), {{keys[0], outside.data(), kSlot}})
+            .status()
+            .IsInvalidArgument());
+  auto op = b.transport->PreparePull("a", ns.id(), {{keys[0], b.pool->slot(0), kSlot},
+                                                    {keys[1], b.pool->slot(1), kSlot}});
+  REQUIRE(op.ok());
+  REQUIRE((*op)->Post().ok());
+  PullResult r = (*op)->Wait();
+  CHECK(r.LeadingOk() == 2);
+  CHECK(r.bytes == 2 * kSlot);
+}
+
+}  // namespace
+}  // namespace strata::transport

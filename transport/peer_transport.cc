@@ -1,0 +1,696 @@
+#include "transport/peer_transport.h"
+
+#include <future>
+#include <unordered_map>
+
+#include "strata/block_format.h"
+#include "transport/wire/auth.h"
+
+namespace strata::transport {
+
+using Clock = std::chrono::steady_clock;
+
+size_t PullResult::LeadingOk() const {
+  size_t n = 0;
+  while (n < blocks.size() && blocks[n].ok()) ++n;
+  return n;
+}
+
+struct PullOp::State {
+  PeerTransport::Impl* impl = nullptr;
+  std::string peer;
+  ConnId conn = 0;
+  uint64_t request_id = 0;
+  NamespaceId ns;
+  std::vector<PullTarget> targets;
+  std::vector<std::byte> frame;
+  // Progress-thread state.
+  std::vector<Status> status;
+  std::vector<uint8_t> settled;
+  size_t unsettled = 0;
+  size_t receiving = 0;  // accepted data messages whose bytes have not landed or failed yet
+  size_t bytes = 0;
+  Status failure;        // set when the connection failed or the request timed out
+  Clock::time_point deadline;
+  bool posted = false;
+  bool finished = false;
+  std::promise<PullResult> promise;
+  std::future<PullResult> future = promise.get_future();
+};
+
+struct PeerTransport::Impl {
+  struct Waiter {
+    std::shared_ptr<std::promise<Status>> promise;
+  };
+  // Client side of a connection, by peer id.
+  struct Session {
+    std::string peer;
+    ConnId conn = 0;
+    std::vector<std::byte> address;
+    bool ready = false;
+    std::vector<std::byte> client_nonce;
+    Clock::time_point deadline;
+    std::vector<std::shared_ptr<std::promise<Status>>> waiters;
+    std::vector<std::shared_ptr<std::promise<Status>>> raw_waiters;
+  };
+  // Server side of a connection, by connection.
+  struct ServerConn {
+    enum class State { kNew, kChallenged, kAdmitted } state = State::kNew;
+    std::string client_id;
+    std::vector<std::byte> client_nonce;
+    std::vector<std::byte> server_nonce;
+  };
+  struct Rpc {
+    ConnId conn = 0;
+    Clock::time_point deadline;
+    std::shared_ptr<std::promise<Result<wire::Message>>> promise;
+  };
+
+  PeerTransportOptions options;
+  std::unique_ptr<UcxEngine> engine;
+  std::atomic<uint64_t> next_request{1};
+
+  // Progress-thread state.
+  std::unordered_map<std::string, Session> sessions;
+  std::unordered_map<ConnId, std::string> client_conns;  // conn -> session key
+  std::unordered_map<ConnId, ServerConn> server_conns;
+  std::unordered_map<uint64_t, Rpc> rpcs;
+  std::unordered_map<uint64_t, std::shared_ptr<PullOp::State>> pulls;
+
+  static constexpr int kIndexBits = 20;
+
+  // ---- helpers ----
+  void SendMessage(ConnId conn, const wire::Message& m) {
+    auto frame = wire::EncodeFrame(m);
+    if (!frame.ok()) return;  // only our own messages: limits are checked where they are built
+    engine->SendControl(conn, std::move(*frame));
+  }
+
+  void SendError(ConnId conn, uint64_t request_id, const Status& st) {
+    SendMessage(conn, wire::ErrorMessage{request_id, st.code(), std::string(st.message())});
+  }
+
+  void Settle(PullOp::State& p, size_t index, Status st) {
+    if (p.settled[index]) return;
+    p.settled[index] = 1;
+    p.status[index] = std::move(st);
+    --p.unsettled;
+  }
+
+  void MaybeFinish(const std::shared_ptr<PullOp::State>& p) {
+    if (p->finished) return;
+    const bool done = p->unsettled == 0 || (!p->failure.ok() && p->receiving == 0);
+    if (!done) return;
+    p->finished = true;
+    PullResult r;
+    r.blocks = std::move(p->status);
+    for (size_t i = 0; i < r.blocks.size(); ++i)
+      if (!p->settled[i]) r.blocks[i] = p->failure;
+    r.bytes = p->bytes;
+    pulls.erase(p->request_id);
+    p->promise.set_value(std::move(r));
+  }
+
+  // Fails everything that rides on `conn`; force-closes it when `close`.
+  void FailConn(ConnId conn, const Status& st, bool close) {
+    if (auto it = client_conns.find(conn); it != client_conns.end()) {
+      auto s = sessions.find(it->second);
+      if (s != sessions.end() && s->second.conn == conn) {
+        for (auto& w : s->second.waiters) w->set_value(st);
+        for (auto& w : s->second.raw_waiters) w->set_value(st);
+        sessions.erase(s);
+      }
+      client_conns.erase(it);
+    }
+    server_conns.erase(conn);
+    for (auto it = rpcs.begin(); it != rpcs.end();) {
+      if (it->second.conn == conn) {
+        it->second.promise->set_value(st);
+        it = rpcs.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    std::vector<std::shared_ptr<PullOp::State>> hit;
+    for (auto& [id, p] : pulls)
+      if (p->conn == conn) hit.push_back(p);
+    for (auto& p : hit) {
+      if (p->failure.ok()) p->failure = st;
+      MaybeFinish(p);
+    }
+    if (close) engine->Close(conn, /*force=*/true);
+  }
+
+  void OnTick() {
+    const auto now = Clock::now();
+    std::vector<ConnId> expired;
+    for (auto& [peer, s] : sessions)
+      if (!s.ready && now > s.deadline) expired.push_back(s.conn);
+    for (auto& [id, r] : rpcs)
+      if (now > r.deadline) expired.push_back(r.conn);
+    for (auto& [id, p] : pulls) {
+      if (!p->posted || p->finished) continue;
+      if (now > p->deadline && p->failure.ok()) expired.push_back(p->conn);
+      // Last resort: UCX never reported the cancelled receives.
+      if (now > p->deadline + options.request_timeout) p->receiving = 0;
+    }
+    for (ConnId c : expired)
+      FailConn(c, Status::TimedOut("peer did not answer within " +
+                                   std::to_string(options.request_timeout.count()) + " ms"),
+               /*close=*/true);
+    std::vector<std::shared_ptr<PullOp::State>> all;
+    for (auto& [id, p] : pulls) all.push_back(p);
+    for (auto& p : all) MaybeFinish(p);
+  }
+
+  // ---- data messages (puller side) ----
+  void OnData(ConnId conn, std::span<const std::byte> header, size_t length, std::byte** dest,
+              uint64_t* cookie) {
+    auto h = wire::DecodeDataHeader(header);
+    if (!h.ok()) return;
+    auto it = pulls.find(h->request_id);
+    if (it == pulls.end() || it->second->conn != conn) return;
+    auto& p = *it->second;
+    if (h->index >= p.targets.size() || p.settled[h->index] || !p.failure.ok()) return;
+    if (h->status != StatusCode::kOk) {
+      Settle(p, h->index, Status(h->status, "peer " + p.peer + " cannot serve block " +
+                                               p.targets[h->index].key.ToHex()));
+      MaybeFinish(it->second);
+      return;
+    }
+    if (h->length != length || length > p.targets[h->index].capacity || length == 0) {
+      Settle(p, h->index, Status::Corruption("peer " + p.peer + " sent " +
+                                             std::to_string(length) + " bytes for a block of " +
+                                             std::to_string(p.targets[h->index].capacity) +
+                                             " reserved bytes"));
+      MaybeFinish(it->second);
+      return;
+    }
+    *dest = p.targets[h->index].dest;
+    *cookie = (h->request_id << kIndexBits) | h->index;
+    ++p.receiving;
+  }
+
+  void OnDataDone(ConnId conn, uint64_t cookie, const Status& st) {
+    const uint64_t rid = cookie >> kIndexBits;
+    const size_t index = cookie & ((uint64_t{1} << kIndexBits) - 1);
+    auto it = pulls.find(rid);
+    if (it == pulls.end()) return;
+    auto p = it->second;
+    if (p->receiving > 0) --p->receiving;
+    if (!st.ok()) {
+      Settle(*p, index, st);
+    } else {
+      Settle(*p, index, Verify(*p, index));
+    }
+    MaybeFinish(p);
+  }
+
+  Status Verify(PullOp::State& p, size_t index) {
+    const PullTarget& t = p.targets[index];
+    auto h = DecodeBlockHeader(std::span<const std::byte>(t.dest, t.capacity));
+    if (!h.ok()) return h.status().WithContext("pulled block " + t.key.ToHex());
+    if (h->key != t.key) return Status::Corruption("pulled block has another key");
+    if (h->ns != p.ns) return Status::Corruption("pulled block has another namespace");
+    if (kBlockHeaderSize + h->payload_length > t.capacity)
+      return Status::Corruption("pulled block is longer than the bytes received");
+    STRATA_RETURN_IF_ERROR(VerifyPayload(
+        *h, std::span<const std::byte>(t.dest + kBlockHeaderSize, h->payload_length)));
+    p.bytes += kBlockHeaderSize + h->payload_length;
+    return Status::OK();
+  }
+
+  // ---- control messages ----
+  void OnControl(ConnId conn, std::span<const std::byte> bytes) {
+    if (client_conns.count(conn)) {
+      OnClientControl(conn, bytes);
+    } else {
+      OnServerControl(conn, bytes);
+    }
+  }
+
+  void OnClientControl(ConnId conn, std::span<const std::byte> bytes) {
+    auto decoded = wire::DecodeFrame(bytes);
+    if (!decoded.ok()) return;  // a server that speaks garbage: its requests will time out
+    auto sit = sessions.find(client_conns[conn]);
+    Session* s = (sit != sessions.end() && sit->second.conn == conn) ? &sit->second : nullptr;
+    wire::Message& m = *decoded;
+    if (auto* ack = std::get_if<wire::HelloAck>(&m)) {
+      if (s == nullptr || s->ready) return;
+      const bool ok = ack->node_id == s->peer &&
+                      wire::VerifyHandshakeMac(options.cluster_secret, wire::MacRole::kServer,
+                                               s->client_nonce, ack->nonce, options.node_id,
+                                               ack->node_id, ack->server_mac);
+      if (!ok) {
+        FailConn(conn,
+                 Status::PermissionDenied("peer " + s->peer +
+                                          " could not prove it knows the cluster secret"),
+                 true);
+        return;
+      }
+      SendMessage(conn, wire::Auth{wire::HandshakeMac(options.cluster_secret,
+                                                      wire::MacRole::kClient, s->client_nonce,
+                                                      ack->nonce, options.node_id, s->peer)});
+    } else if (std::holds_alternative<wire::AuthOk>(m)) {
+      if (s == nullptr || s->ready) return;
+      s->ready = true;
+      for (auto& w : s->waiters) w->set_value(Status::OK());
+      s->waiters.clear();
+    } else if (auto* err = std::get_if<wire::ErrorMessage>(&m)) {
+      if (err->request_id == 0) {
+        if (s != nullptr && !s->ready) {
+          FailConn(conn, err->ToStatus().WithContext("peer refused the handshake"), true);
+        } else if (s != nullptr) {
+          for (auto& w : s->raw_waiters) w->set_value(err->ToStatus());
+          s->raw_waiters.clear();
+        }
+        return;
+      }
+      if (auto r = rpcs.find(err->request_id); r != rpcs.end() && r->second.conn == conn) {
+        r->second.promise->set_value(err->ToStatus());
+        rpcs.erase(r);
+      } else if (auto p = pulls.find(err->request_id);
+                 p != pulls.end() && p->second->conn == conn) {
+        auto pull = p->second;
+        if (pull->failure.ok()) pull->failure = err->ToStatus();
+        MaybeFinish(pull);
+      }
+    } else {
+      uint64_t id = 0;
+      if (auto* lr = std::get_if<wire::LookupResponse>(&m)) id = lr->request_id;
+      if (auto* aa = std::get_if<wire::AnnounceAck>(&m)) id = aa->request_id;
+      auto r = rpcs.find(id);
+      if (id == 0 || r == rpcs.end() || r->second.conn != conn) return;
+      r->second.promise->set_value(std::move(m));
+      rpcs.erase(r);
+    }
+  }
+
+  void OnServerControl(ConnId conn, std::span<const std::byte> bytes) {
+    ServerConn& sc = server_conns[conn];
+    auto decoded = wire::DecodeFrame(bytes);
+    if (!decoded.ok()) {
+      SendError(conn, 0, decoded.status());
+      return;
+    }
+    wire::Message& m = *decoded;
+    if (auto* hello = std::get_if<wire::Hello>(&m)) {
+      if (hello->protocol_version != wire::kProtocolVersion) {
+        SendError(conn, 0,
+                  Status::NotSupported("protocol version " +
+                                       std::to_string(hello->protocol_version) +
+                                       " is not supported (this node speaks " +
+                                       std::to_string(wire::kProtocolVersion) + ")"));
+        return;
+      }
+      sc.state = ServerConn::State::kChallenged;
+      sc.client_id = hello->node_id;
+      sc.client_nonce = hello->nonce;
+      sc.server_nonce = wire::RandomNonce();
+      SendMessage(conn, wire::HelloAck{options.node_id, sc.server_nonce,
+                                       wire::HandshakeMac(options.cluster_secret,
+                                                          wire::MacRole::kServer,
+                                                          sc.client_nonce, sc.server_nonce,
+                                                          sc.client_id, options.node_id)});
+      return;
+    }
+    if (auto* auth = std::get_if<wire::Auth>(&m)) {
+      if (sc.state == ServerConn::State::kChallenged &&
+          wire::VerifyHandshakeMac(options.cluster_secret, wire::MacRole::kClient,
+                                   sc.client_nonce, sc.server_nonce, sc.client_id,
+                                   options.node_id, auth->client_mac)) {
+        sc.state = ServerConn::State::kAdmitted;
+        SendMessage(conn, wire::AuthOk{});
+      } else {
+        sc.state = ServerConn::State::kNew;
+        SendError(conn, 0, Status::PermissionDenied("handshake failed: wrong cluster secret"));
+      }
+      return;
+    }
+    if (sc.state != ServerConn::State::kAdmitted) {
+      SendError(conn, 0,
+                Status::PermissionDenied(std::string(wire::MessageTypeName(wire::TypeOf(m))) +
+                                         " refused: the handshake has not completed"));
+      return;
+    }
+    if (auto* lookup = std::get_if<wire::LookupRequest>(&m)) {
+      if (options.directory == nullptr) {
+        SendError(conn, lookup->request_id, Status::NotSupported("this node keeps no directory"));
+        return;
+      }
+      wire::LookupResponse resp = options.directory->Lookup(*lookup);
+      resp.request_id = lookup->request_id;
+      SendMessage(conn, resp);
+    } else if (auto* ann = std::get_if<wire::Announce>(&m)) {
+      if (options.directory == nullptr) {
+        SendError(conn, ann->request_id, Status::NotSupported("this node keeps no directory"));
+        return;
+      }
+      Status st = options.directory->Announce(*ann);
+      if (st.ok())
+        SendMessage(conn, wire::AnnounceAck{ann->request_id});
+      else
+        SendError(conn, ann->request_id, st);
+    } else if (auto* pull = std::get_if<wire::PullRequest>(&m)) {
+      ServePull(conn, *pull);
+    } else {
+      SendError(conn, 0,
+                Status::InvalidArgument(std::string(wire::MessageTypeName(wire::TypeOf(m))) +
+                                        " is not a request"));
+    }
+  }
+
+  void SendBlockStatus(ConnId conn, uint64_t rid, uint32_t index, StatusCode code) {
+    std::array<std::byte, wire::kDataHeaderSize> hdr;
+    wire::EncodeDataHeader(wire::DataHeader{code, rid, index, 0}, hdr);
+    engine->SendData(conn, hdr, nullptr, 0, {});
+  }
+
+  void ServePull(ConnId conn, const wire::PullRequest& req) {
+    for (uint32_t i = 0; i < req.keys.size(); ++i) {
+      if (options.block_source == nullptr) {
+        SendBlockStatus(conn, req.request_id, i, StatusCode::kNotFound);
+        continue;
+      }
+      auto pinned = options.block_source->Pin(req.keys[i]);
+      if (!pinned.ok()) {
+        SendBlockStatus(conn, req.request_id, i, pinned.status().code());
+        continue;
+      }
+      // Serve only the namespace asked for (a tenant's salt is part of it) and only what fits.
+      auto h = DecodeBlockHeader(std::span<const std::byte>(pinned->data, pinned->size));
+      StatusCode refuse = StatusCode::kOk;
+      if (!h.ok() || h->key != req.keys[i]) refuse = StatusCode::kCorruption;
+      else if (h->ns != req.namespace_id) refuse = StatusCode::kNotFound;
+      else if (pinned->size > req.capacities[i]) refuse = StatusCode::kResourceExhausted;
+      if (refuse != StatusCode::kOk) {
+        options.block_source->Unpin(pinned->pin);
+        SendBlockStatus(conn, req.request_id, i, refuse);
+        continue;
+      }
+      std::array<std::byte, wire::kDataHeaderSize> hdr;
+      wire::EncodeDataHeader(wire::DataHeader{StatusCode::kOk, req.request_id, i, pinned->size},
+                             hdr);
+      BlockSource* src = options.block_source;
+      const uint64_t pin = pinned->pin;
+      engine->SendData(conn, hdr, pinned->data, pinned->size,
+                       [src, pin](const Status&) { src->Unpin(pin); });
+    }
+  }
+
+  // ---- client helpers (run on the progress thread) ----
+  void StartSession(const std::string& peer, std::vector<std::byte> address,
+                    std::shared_ptr<std::promise<Status>> waiter) {
+    auto it = sessions.find(peer);
+    if (it != sessions.end()) {
+      if (it->second.address == address) {
+        if (it->second.ready)
+          waiter->set_value(Status::OK());
+        else
+          it->second.waiters.push_back(std::move(waiter));
+        return;
+      }
+      FailConn(it->second.conn, Status::Aborted("peer address changed"), true);
+    }
+    auto conn = engine->Connect(address);
+    if (!conn.ok()) {
+      waiter->set_value(conn.status());
+      return;
+    }
+    Session s;
+    s.peer = peer;
+    s.conn = *conn;
+    s.address = std::move(address);
+    s.client_nonce = wire::RandomNonce();
+    s.deadline = Clock::now() + options.request_timeout;
+    s.waiters.push_back(std::move(waiter));
+    client_conns[*conn] = peer;
+    SendMessage(*conn, wire::Hello{wire::kProtocolVersion, options.node_id, s.client_nonce,
+                                   engine->worker_address()});
+    sessions[peer] = std::move(s);
+  }
+
+  // Runs `fn` on the progress thread and waits for its value.
+  template <typename T, typename Fn>
+  T RunSync(Fn fn) {
+    auto promise = std::make_shared<std::promise<T>>();
+    auto future = promise->get_future();
+    engine->Post([promise, fn = std::move(fn)]() mutable { promise->set_value(fn()); });
+    return future.get();
+  }
+
+  Result<wire::Message> Call(const std::string& peer, wire::Message m, uint64_t id) {
+    auto frame = wire::EncodeFrame(m);
+    if (!frame.ok()) return frame.status();
+    auto promise = std::make_shared<std::promise<Result<wire::Message>>>();
+    auto future = promise->get_future();
+    engine->Post([this, peer, id, promise, frame = std::move(*frame)]() mutable {
+      auto it = sessions.find(peer);
+      if (it == sessions.end() || !it->second.ready) {
+        promise->set_value(Status::Unavailable("no session with peer " + peer));
+        return;
+      }
+      rpcs[id] = Rpc{it->second.conn, Clock::now() + options.request_timeout, promise};
+      engine->SendControl(it->second.conn, std::move(frame));
+    });
+    return future.get();
+  }
+};
+
+// ---- PullOp ----
+
+PullOp::~PullOp() {
+  if (state_ && state_->posted) (void)Wait();
+}
+
+Status PullOp::Post() {
+  if (state_->posted) return Status::InvalidArgument("PullOp: already posted");
+  state_->posted = true;
+  auto st = state_;
+  auto* impl = st->impl;
+  impl->engine->Post([impl, st] {
+    auto it = impl->sessions.find(st->peer);
+    st->deadline = Clock::now() + impl->options.request_timeout;
+    if (it == impl->sessions.end() || !it->second.ready || it->second.conn != st->conn) {
+      st->failure = Status::Unavailable("session with peer " + st->peer + " was lost");
+      impl->MaybeFinish(st);
+      return;
+    }
+    impl->pulls[st->request_id] = st;
+    if (st->targets.empty()) {
+      impl->MaybeFinish(st);
+      return;
+    }
+    impl->engine->SendControl(st->conn, std::move(st->frame), [impl, st](const Status& s) {
+      if (!s.ok() && st->failure.ok()) {
+        st->failure = s;
+        impl->MaybeFinish(st);
+      }
+    });
+  });
+  return Status::OK();
+}
+
+PullResult PullOp::Wait() {
+  if (!state_->posted) {
+    PullResult r;
+    r.blocks.assign(state_->targets.size(), Status::Aborted("PullOp was never posted"));
+    return r;
+  }
+  if (!state_->future.valid()) return PullResult{};
+  return state_->future.get();
+}
+
+// ---- PeerTransport ----
+
+PeerTransport::PeerTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+PeerTransport::~PeerTransport() {
+  impl_->engine.reset();  // joins the progress thread; everything below is single-threaded
+  const Status st = Status::Aborted("transport shut down");
+  for (auto& [peer, s] : impl_->sessions) {
+    for (auto& w : s.waiters) w->set_value(st);
+    for (auto& w : s.raw_waiters) w->set_value(st);
+  }
+  for (auto& [id, r] : impl_->rpcs) r.promise->set_value(st);
+  std::vector<std::shared_ptr<PullOp::State>> all;
+  for (auto& [id, p] : impl_->pulls) all.push_back(p);
+  for (auto& p : all) {
+    p->failure = st;
+    p->receiving = 0;
+    impl_->MaybeFinish(p);
+  }
+}
+
+Result<std::unique_ptr<PeerTransport>> PeerTransport::Open(PeerTransportOptions options) {
+  if (options.node_id.empty()) return Status::InvalidArgument("PeerTransport: empty node id");
+  if (options.cluster_secret.size() < 16)
+    return Status::InvalidArgument("PeerTransport: the cluster secret must be >= 16 bytes");
+  auto impl = std::make_unique<Impl>();
+  impl->options = std::move(options);
+  Impl* raw = impl.get();
+  UcxEngineOptions eo;
+  eo.name = "strata-" + raw->options.node_id;
+  eo.tls = raw->options.tls;
+  eo.regions = raw->options.regions;
+  eo.handlers.on_control = [raw](ConnId c, std::span<const std::byte> b) { raw->OnControl(c, b); };
+  eo.handlers.on_data = [raw](ConnId c, std::span<const std::byte> h, size_t n, std::byte** d,
+                              uint64_t* k) { raw->OnData(c, h, n, d, k); };
+  eo.handlers.on_data_done = [raw](ConnId c, uint64_t k, const Status& s) {
+    raw->OnDataDone(c, k, s);
+  };
+  eo.handlers.on_conn_error = [raw](ConnId c, const Status& s) { raw->FailConn(c, s, false); };
+  eo.handlers.on_tick = [raw] { raw->OnTick(); };
+  STRATA_ASSIGN_OR_RETURN(impl->engine, UcxEngine::Open(std::move(eo)));
+  return std::unique_ptr<PeerTransport>(new PeerTransport(std::move(impl)));
+}
+
+const std::string& PeerTransport::node_id() const { return impl_->options.node_id; }
+const std::vector<std::byte>& PeerTransport::worker_address() const {
+  return impl_->engine->worker_address();
+}
+const std::string& PeerTransport::tls() const { return impl_->engine->tls(); }
+
+Status PeerTransport::Connect(const std::string& peer, std::span<const std::byte> address) {
+  auto waiter = std::make_shared<std::promise<Status>>();
+  auto future = waiter->get_future();
+  std::vector<std::byte> addr(address.begin(), address.end());
+  impl_->engine->Post([impl = impl_.get(), peer, addr = std::move(addr), waiter]() mutable {
+    impl->StartSession(peer, std::move(addr), std::move(waiter));
+  });
+  return future.get();
+}
+
+void PeerTransport::Disconnect(const std::string& peer) {
+  impl_->engine->Post([impl = impl_.get(), peer] {
+    auto it = impl->sessions.find(peer);
+    if (it != impl->sessions.end())
+      impl->FailConn(it->second.conn, Status::Aborted("disconnected"), true);
+  });
+}
+
+Result<std::unique_ptr<PullOp>> PeerTransport::PreparePull(const std::string& peer,
+                                                           const NamespaceId& ns,
+                                                           std::vector<PullTarget> targets) {
+  if (targets.size() > wire::kMaxKeysPerMessage)
+    return Status::InvalidArgument("PreparePull: too many blocks in one pull");
+  for (const PullTarget& t : targets) {
+    if (t.dest == nullptr || t.capacity < kBlockHeaderSize)
+      return Status::InvalidArgument("PreparePull: a target has no room for a block");
+    bool inside = false;
+    for (const MemoryRegion& r : impl_->options.regions) {
+      const auto* base = static_cast<const std::byte*>(r.base);
+      if (t.dest >= base && t.dest + t.capacity <= base + r.size) inside = true;
+    }
+    if (!inside)
+      return Status::InvalidArgument("PreparePull: a destination is outside the registered pool");
+  }
+  auto st = std::make_shared<PullOp::State>();
+  st->impl = impl_.get();
+  st->peer = peer;
+  st->ns = ns;
+  st->request_id = impl_->next_request.fetch_add(1);
+  wire::PullRequest req;
+  req.request_id = st->request_id;
+  req.namespace_id = ns;
+  for (const PullTarget& t : targets) {
+    req.keys.push_back(t.key);
+    req.capacities.push_back(t.capacity);
+  }
+  STRATA_ASSIGN_OR_RETURN(st->frame, wire::EncodeFrame(req));
+  st->status.assign(targets.size(), Status::OK());
+  st->settled.assign(targets.size(), 0);
+  st->unsettled = targets.size();
+  st->targets = std::move(targets);
+  // Resolve the session now, so that Post() only issues.
+  auto conn = impl_->RunSync<Result<ConnId>>([impl = impl_.get(), peer]() -> Result<ConnId> {
+    auto it = impl->sessions.find(peer);
+    if (it == impl->sessions.end() || !it->second.ready)
+      return Status::Unavailable("no session with peer " + peer + " (Connect first)");
+    return it->second.conn;
+  });
+  if (!conn.ok()) return conn.status();
+  st->conn = *conn;
+  return std::unique_ptr<PullOp>(new PullOp(std::move(st)));
+}
+
+Result<PullResult> PeerTransport::Pull(const std::string& peer, const NamespaceId& ns,
+                                       std::vector<PullTarget> targets) {
+  STRATA_ASSIGN_OR_RETURN(auto op, PreparePull(peer, ns, std::move(targets)));
+  STRATA_RETURN_IF_ERROR(op->Post());
+  return op->Wait();
+}
+
+Result<wire::LookupResponse> PeerTransport::Lookup(const std::string& peer,
+                                                   std::vector<BlockKey> keys) {
+  const uint64_t id = impl_->next_request.fetch_add(1);
+  STRATA_ASSIGN_OR_RETURN(auto m, impl_->Call(peer, wire::LookupRequest{id, std::move(keys)}, id));
+  auto* resp = std::get_if<wire::LookupResponse>(&m);
+  if (resp == nullptr) return Status::Corruption("peer answered a lookup with another message");
+  return std::move(*resp);
+}
+
+Status PeerTransport::Announce(const std::string& peer, wire::Announce announce) {
+  const uint64_t id = impl_->next_request.fetch_add(1);
+  announce.request_id = id;
+  auto m = impl_->Call(peer, std::move(announce), id);
+  if (!m.ok()) return m.status();
+  if (!std::holds_alternative<wire::AnnounceAck>(*m))
+    return Status::Corruption("peer answered an announce with another message");
+  return Status::OK();
+}
+
+Status PeerTransport::SendRawForTest(const std::string& peer, std::vector<std::byte> bytes,
+                                     std::chrono::milliseconds wait) {
+  auto waiter = std::make_shared<std::promise<Status>>();
+  auto future = waiter->get_future();
+  impl_->engine->Post([impl = impl_.get(), peer, waiter, bytes = std::move(bytes)]() mutable {
+    auto it = impl->sessions.find(peer);
+    if (it == impl->sessions.end() || !it->second.ready) {
+      waiter->set_value(Status::Unavailable("no session with peer " + peer));
+      return;
+    }
+    it->second.raw_waiters.push_back(waiter);
+    impl->engine->SendControl(it->second.conn, std::move(bytes));
+  });
+  if (future.wait_for(wait) == std::future_status::ready) return future.get();
+  impl_->engine->Post([impl = impl_.get(), peer, waiter] {
+    auto it = impl->sessions.find(peer);
+    if (it == impl->sessions.end()) return;
+    auto& w = it->second.raw_waiters;
+    for (auto i = w.begin(); i != w.end(); ++i)
+      if (*i == waiter) {
+        w.erase(i);
+        waiter->set_value(Status::OK());
+        return;
+      }
+  });
+  return future.get();
+}
+
+Status PeerTransport::SendRawUnauthenticatedForTest(std::span<const std::byte> address,
+                                                    std::vector<std::byte> bytes,
+                                                    std::chrono::milliseconds wait) {
+  // A session that skips the handshake: ready at once, so raw sends go out on it.
+  static std::atomic<int> counter{0};
+  const std::string key = "raw-unauthenticated-" + std::to_string(counter++);
+  std::vector<std::byte> addr(address.begin(), address.end());
+  Status st = impl_->RunSync<Status>([impl = impl_.get(), key, addr]() -> Status {
+    auto conn = impl->engine->Connect(addr);
+    if (!conn.ok()) return conn.status();
+    Impl::Session s;
+    s.peer = key;
+    s.conn = *conn;
+    s.address = addr;
+    s.ready = true;
+    impl->client_conns[*conn] = key;
+    impl->sessions[key] = std::move(s);
+    return Status::OK();
+  });
+  STRATA_RETURN_IF_ERROR(st);
+  Status got = SendRawForTest(key, std::move(bytes), wait);
+  Disconnect(key);
+  return got;
+}
+
+}  // namespace strata::transport

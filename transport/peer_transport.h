@@ -1,0 +1,153 @@
+// PeerTransport: Strata's node-to-node protocol over a UcxEngine (docs/wire-protocol.md).
+//
+//  - Admission: every connection starts with the HMAC handshake of transport/wire/auth.h. Until
+//    it completes, a peer gets PermissionDenied for anything else: no lookup, announce or pull.
+//  - Serving: PullRequest is answered from a BlockSource (pin, send by rendezvous from the
+//    registered pool, unpin when the send completes); LookupRequest and Announce go to a
+//    DirectoryService.
+//  - Pulling: PreparePull (resolve the session, check destinations, encode) is separate from
+//    Post (issue). Every block that lands is verified (block header, key, namespace, payload
+//    checksum) before it counts; a peer that dies or stalls costs at most the request timeout and
+//    yields the blocks that did arrive.
+//
+// Threading: public methods are thread-safe and may block the caller (never the progress
+// thread). REQUIRES: they are not called from a BlockSource or DirectoryService callback.
+// BlockSource and DirectoryService are called on the progress thread and must not block.
+//
+// Ownership: the BlockSource, DirectoryService and registered regions must outlive the
+// transport.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "strata/block_key.h"
+#include "strata/result.h"
+#include "strata/status.h"
+#include "transport/ucx/ucx_engine.h"
+#include "transport/wire/messages.h"
+
+namespace strata::transport {
+
+// A block pinned for a transfer: its encoded bytes (64-byte header + payload) inside a
+// registered region.
+struct PinnedBlock {
+  const std::byte* data = nullptr;
+  size_t size = 0;
+  uint64_t pin = 0;  // handed back to Unpin
+};
+
+class BlockSource {
+ public:
+  virtual ~BlockSource() = default;
+  // Pins `key`. NotFound when this node does not hold it.
+  virtual Result<PinnedBlock> Pin(const BlockKey& key) = 0;
+  virtual void Unpin(uint64_t pin) = 0;
+};
+
+class DirectoryService {
+ public:
+  virtual ~DirectoryService() = default;
+  virtual wire::LookupResponse Lookup(const wire::LookupRequest& request) = 0;
+  virtual Status Announce(const wire::Announce& announce) = 0;
+};
+
+struct PeerTransportOptions {
+  // This node's id in membership. REQUIRES: non-empty.
+  std::string node_id;
+  // The cluster secret (wire::LoadClusterSecret). REQUIRES: at least 16 bytes.
+  std::string cluster_secret;
+  // UCX transports (UCX_TLS syntax). Default: "" (UCX_TLS from the environment, else UCX's own).
+  std::string tls;
+  // Regions registered once at start-up: the host pool, where pulled blocks land and from which
+  // served blocks are sent. Default: none.
+  std::vector<MemoryRegion> regions;
+  // Longest a request (handshake, lookup, announce, pull) may take before it fails with
+  // TimedOut and its connection is dropped. Default: 2 s.
+  std::chrono::milliseconds request_timeout{2000};
+  // Serves pulls. Default: none (pulls get NotFound for every key).
+  BlockSource* block_source = nullptr;
+  // Serves lookups and announces. Default: none (NotSupported).
+  DirectoryService* directory = nullptr;
+};
+
+// One block to pull, and where it lands.
+struct PullTarget {
+  BlockKey key;
+  std::byte* dest = nullptr;  // REQUIRES: inside a registered region
+  size_t capacity = 0;        // bytes reserved at dest (header + payload)
+};
+
+struct PullResult {
+  std::vector<Status> blocks;  // one per target: OK when verified bytes are at dest
+  size_t bytes = 0;            // bytes of the verified blocks
+  // Blocks verified from the first one on, without a gap.
+  size_t LeadingOk() const;
+};
+
+class PeerTransport;
+
+// A prepared pull: resolved, checked and encoded; Post() issues it. Single use.
+class PullOp {
+ public:
+  ~PullOp();
+  // Issues the request. Returns at once; Wait() for the result.
+  Status Post();
+  // Waits for the result: every block verified, failed, or the timeout passed.
+  PullResult Wait();
+
+ private:
+  friend class PeerTransport;
+  struct State;
+  explicit PullOp(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  std::shared_ptr<State> state_;
+};
+
+class PeerTransport {
+ public:
+  static Result<std::unique_ptr<PeerTransport>> Open(PeerTransportOptions options);
+  ~PeerTransport();
+
+  const std::string& node_id() const;
+  const std::vector<std::byte>& worker_address() const;
+  const std::string& tls() const;
+
+  // Connects to `peer` at `worker_address` and runs the handshake (or reuses the session).
+  // PermissionDenied when the peer refuses our secret or cannot prove it knows it.
+  Status Connect(const std::string& peer, std::span<const std::byte> worker_address);
+  // Drops the session with `peer` (its pending requests fail).
+  void Disconnect(const std::string& peer);
+
+  Result<std::unique_ptr<PullOp>> PreparePull(const std::string& peer, const NamespaceId& ns,
+                                              std::vector<PullTarget> targets);
+  // PreparePull + Post + Wait.
+  Result<PullResult> Pull(const std::string& peer, const NamespaceId& ns,
+                          std::vector<PullTarget> targets);
+
+  Result<wire::LookupResponse> Lookup(const std::string& peer, std::vector<BlockKey> keys);
+  Status Announce(const std::string& peer, wire::Announce announce);
+
+  // Sends raw bytes as a control message on the session with `peer`, and waits for the peer's
+  // Error answer, if any, for up to `wait`. For protocol tests: malformed input must get an Error
+  // and leave the peer serving. Returns the peer's error as a Status (OK when none came).
+  Status SendRawForTest(const std::string& peer, std::vector<std::byte> bytes,
+                        std::chrono::milliseconds wait);
+  // Sends raw bytes on a fresh connection that has not done the handshake.
+  Status SendRawUnauthenticatedForTest(std::span<const std::byte> worker_address,
+                                       std::vector<std::byte> bytes,
+                                       std::chrono::milliseconds wait);
+
+  struct Impl;
+
+ private:
+  explicit PeerTransport(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace strata::transport

@@ -1,0 +1,119 @@
+// UcxEngine: one UCP context and one worker per node, driven by one progress thread that sleeps on
+// the worker's event fd when idle. Control messages are UCP active messages (id kAmControl); bulk
+// block data are active messages (id kAmData) sent with UCX rendezvous and received with
+// ucp_am_recv_data_nbx straight into a registered region (zero-copy where the transport does RMA:
+// cma, posix shm, RDMA; pipelined on tcp). Memory regions are registered once, at Open.
+//
+// Endpoints: Connect() creates an endpoint from a peer's worker address with
+// UCP_ERR_HANDLING_MODE_PEER, so a dead peer fails its requests instead of hanging them. Messages
+// are sent with UCP_AM_SEND_FLAG_REPLY; a peer that connected to us is answered on the endpoint
+// UCX hands to the receive handler ("reply connection"), so replies and data travel back on the
+// connection the requester owns and can force-close to cancel them.
+//
+// Threading: every UCP call runs on the progress thread. The public methods are thread-safe:
+// they queue work for the progress thread. Handlers are called on the progress thread and must
+// not block; they may call the engine's methods.
+//
+// Ownership: the engine does not own registered memory; it must outlive the engine.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "strata/result.h"
+#include "strata/status.h"
+
+namespace strata::transport {
+
+// A contiguous range of host memory registered with UCX.
+struct MemoryRegion {
+  void* base = nullptr;
+  size_t size = 0;
+};
+
+using ConnId = uint64_t;  // 0 is never a valid connection
+
+struct UcxHandlers {
+  // A control message arrived on `conn`.
+  std::function<void(ConnId conn, std::span<const std::byte> message)> on_control;
+  // A data message with AM header `header` announces `length` bytes. Set *dest to where they go
+  // (REQUIRES: inside a registered region when set, with room for `length`) and *cookie to
+  // anything; leave *dest null to refuse the data (the sender's send then fails).
+  std::function<void(ConnId conn, std::span<const std::byte> header, size_t length,
+                     std::byte** dest, uint64_t* cookie)>
+      on_data;
+  // The bytes of an accepted data message landed (OK) or will never land (error). Called once
+  // per accepted data message; after it, the engine no longer touches *dest.
+  std::function<void(ConnId conn, uint64_t cookie, const Status& status)> on_data_done;
+  // `conn` failed (peer died, transport error, forced close); its requests have failed.
+  std::function<void(ConnId conn, const Status& status)> on_conn_error;
+  // Called on the progress thread at least every UcxEngineOptions::tick (timeouts live here).
+  std::function<void()> on_tick;
+};
+
+struct UcxEngineOptions {
+  // Name of the UCP context and worker, for UCX's logs. Default: "strata".
+  std::string name = "strata";
+  // Transports for this context (UCX_TLS syntax, e.g. "tcp" or "posix,cma,tcp"). Default: ""
+  // (the UCX_TLS environment variable if set, else UCX's own choice).
+  std::string tls;
+  // Regions registered with ucp_mem_map once, at Open, e.g. the host pool. Default: none.
+  std::vector<MemoryRegion> regions;
+  // Empty progress rounds before the progress thread sleeps on the event fd. Default: 2000.
+  int spin_rounds = 2000;
+  // Longest sleep of the progress thread; on_tick runs at least this often. Default: 10 ms.
+  std::chrono::milliseconds tick{10};
+  UcxHandlers handlers;
+};
+
+class UcxEngine {
+ public:
+  static constexpr unsigned kAmControl = 1;
+  static constexpr unsigned kAmData = 2;
+
+  // Creates the context and worker, registers the regions, starts the progress thread.
+  static Result<std::unique_ptr<UcxEngine>> Open(UcxEngineOptions options);
+  // Stops the progress thread, force-closes endpoints (their pending operations fail), then
+  // deregisters memory and destroys the worker and context.
+  ~UcxEngine();
+
+  UcxEngine(const UcxEngine&) = delete;
+  UcxEngine& operator=(const UcxEngine&) = delete;
+
+  // This worker's address, to publish through membership.
+  const std::vector<std::byte>& worker_address() const;
+  // The transports UCX selected for this context (from UCX_TLS / options), for reports.
+  const std::string& tls() const;
+  // The packed remote key of registered region `index` (for RMA protocols).
+  const std::vector<std::byte>& packed_rkey(size_t index) const;
+
+  // Creates an endpoint to the worker at `worker_address`. Blocks until created (local work).
+  Result<ConnId> Connect(std::span<const std::byte> worker_address);
+  // Sends a control message. `done` (may be empty) runs on the progress thread.
+  void SendControl(ConnId conn, std::vector<std::byte> message,
+                   std::function<void(const Status&)> done = {});
+  // Sends `length` bytes at `data` as one data message with AM header `header`, by rendezvous.
+  // REQUIRES: `data` stays valid until `done` runs; header.size() <= 64.
+  void SendData(ConnId conn, std::span<const std::byte> header, const std::byte* data,
+                size_t length, std::function<void(const Status&)> done);
+  // Closes `conn`. force: pending operations on it fail at once with Aborted (on_data_done and
+  // send callbacks run with an error); otherwise they are flushed first.
+  void Close(ConnId conn, bool force);
+  // Runs `fn` on the progress thread.
+  void Post(std::function<void()> fn);
+  // True when called on the progress thread.
+  bool OnProgressThread() const;
+
+ private:
+  struct Impl;
+  explicit UcxEngine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace strata::transport
