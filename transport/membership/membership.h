@@ -1,0 +1,60 @@
+// Membership: who is in the cluster now (docs/cluster.md, "Membership").
+//
+//  - StaticMembership: the members are listed in configuration and never change.
+//  - EtcdMembership (etcd_membership.h): each node registers under a lease with a TTL and keeps it
+//    alive; every node watches the member prefix; a member whose lease expired is dropped.
+//
+// Thread-safety: Members() and SetListener() are thread-safe. The listener runs on the
+// membership's own thread (or the caller's, for static membership) and must not block for long.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <string>
+#include <vector>
+
+#include "strata/result.h"
+#include "strata/status.h"
+
+namespace strata::transport {
+
+struct Member {
+  std::string id;                     // unique node id
+  std::vector<std::byte> address;     // UCX worker address
+  std::string host;                   // host name: "same host" peers are preferred for pulls
+
+  friend bool operator==(const Member&, const Member&) = default;
+};
+
+class Membership {
+ public:
+  using Listener = std::function<void(const std::vector<Member>& members)>;
+
+  virtual ~Membership() = default;
+  // The live members, this node included, sorted by id.
+  virtual std::vector<Member> Members() const = 0;
+  // Calls `listener` with the full member list after every change (and once now).
+  virtual void SetListener(Listener listener) = 0;
+};
+
+class StaticMembership : public Membership {
+ public:
+  // InvalidArgument on an empty or duplicate id.
+  static Result<std::unique_ptr<StaticMembership>> Open(std::vector<Member> members);
+
+  std::vector<Member> Members() const override { return members_; }
+  void SetListener(Listener listener) override;
+
+ private:
+  explicit StaticMembership(std::vector<Member> m) : members_(std::move(m)) {}
+  std::vector<Member> members_;
+};
+
+// Base64 (RFC 4648, with padding): how member addresses travel in etcd values and configs.
+std::string Base64Encode(std::span<const std::byte> bytes);
+Result<std::vector<std::byte>> Base64Decode(std::string_view text);
+
+}  // namespace strata::transport
