@@ -1,0 +1,454 @@
+// strata_gpu_check: the CUDA kernels of kernels/ against their CPU reference, then their
+// bandwidth beside cudaMemcpy in the same run (DESIGN.md "Benchmarks" JSON lines with --json).
+//
+//   correctness  gather/scatter for every layout x {fp16, bf16, fp8} into device memory and into
+//                mapped pinned host memory, byte-exact; the 16-byte and the byte-wise paths;
+//                lossy codecs bit-exact (payloads and decoded blocks) and NaN flagged
+//   bandwidth    blocks of 16 tokens x 8 KV heads x 128 dims x 32 layers (fp16, 2 MiB), N random
+//                engine blocks: gather/scatter vs cudaMemcpy D2D of the same bytes (target >= 0.8);
+//                gather into / scatter from pinned host vs cudaMemcpy D2H / H2D; quantize /
+//                dequantize (raw bytes per second) vs D2D (target >= 0.7)
+//
+// Exit status 1 on any mismatch or CUDA error, so a script can gate on it. Dependencies: the CUDA
+// runtime and kernels/ (CPU reference + CUDA kernels) only.
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include "strata_kernels/codec.h"
+#include "strata_kernels/cuda_kernels.h"
+#include "strata_kernels/gather_scatter.h"
+#include "strata_kernels/kv_synth.h"
+
+namespace sk = strata::kernels;
+
+namespace {
+
+int g_failures = 0;
+bool g_json = false;
+std::string g_device;
+
+void Fail(const std::string& what) {
+  std::printf("FAIL  %s\n", what.c_str());
+  ++g_failures;
+}
+void Pass(const std::string& what) {
+  if (!g_json) std::printf("ok    %s\n", what.c_str());
+}
+
+#define CUDA_OK(expr)                                                                  \
+  do {                                                                                 \
+    cudaError_t _e = (expr);                                                           \
+    if (_e != cudaSuccess) {                                                           \
+      std::printf("FAIL  CUDA error %s at %s:%d: %s\n", cudaGetErrorName(_e), __FILE__, \
+                  __LINE__, #expr);                                                    \
+      std::exit(1);                                                                    \
+    }                                                                                  \
+  } while (0)
+
+bool Check(const sk::KernelStatus& st, const std::string& what) {
+  if (!st.ok()) Fail(what + ": " + st.ToString());
+  return st.ok();
+}
+
+void Fill(std::vector<std::byte>& buf, uint64_t seed) {
+  uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (auto& b : buf) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    b = static_cast<std::byte>(s >> 24);
+  }
+}
+
+struct Dev {
+  explicit Dev(size_t n) : size(n) { CUDA_OK(cudaMalloc(&p, n)); }
+  ~Dev() { cudaFree(p); }
+  char* c() const { return static_cast<char*>(p); }
+  void* p = nullptr;
+  size_t size;
+};
+struct Pinned {
+  explicit Pinned(size_t n) : size(n) { CUDA_OK(cudaHostAlloc(&p, n, cudaHostAllocMapped)); }
+  ~Pinned() { cudaFreeHost(p); }
+  char* c() const { return static_cast<char*>(p); }
+  void* p = nullptr;
+  size_t size;
+};
+
+std::vector<std::byte> Download(const void* d, size_t n) {
+  std::vector<std::byte> out(n);
+  CUDA_OK(cudaMemcpy(out.data(), d, n, cudaMemcpyDeviceToHost));
+  return out;
+}
+
+// ---------------------------------------------------------------- correctness
+void CheckGatherScatter() {
+  for (auto layout : {sk::PagedLayout::kVllmFlashAttn, sk::PagedLayout::kFlashInfer,
+                      sk::PagedLayout::kMla}) {
+    for (auto dtype : {sk::KvDtype::kFloat16, sk::KvDtype::kBFloat16, sk::KvDtype::kFloat8E4M3}) {
+      for (uint32_t dim : {128u, 3u}) {
+        for (bool pinned_dst : {false, true}) {
+          sk::PagedKvSpec spec;
+          spec.layout = layout;
+          spec.dtype = dtype;
+          spec.num_layers = 4;
+          spec.num_blocks = 37;
+          spec.block_size = 16;
+          spec.num_kv_heads = layout == sk::PagedLayout::kMla ? 1 : 8;
+          spec.head_dim = layout == sk::PagedLayout::kMla ? dim * 4 + 64 : dim;
+          const std::string name = std::string("gather/scatter ") +
+                                   std::string(sk::PagedLayoutName(layout)) + " " +
+                                   std::string(sk::KvDtypeName(dtype)) + " dim " +
+                                   std::to_string(spec.head_dim) +
+                                   (pinned_dst ? " (pinned host blocks)" : " (device blocks)");
+          std::vector<std::vector<std::byte>> host(spec.num_layers,
+                                                   std::vector<std::byte>(spec.layer_bytes()));
+          std::vector<std::unique_ptr<Dev>> dev;
+          std::vector<void*> bases;
+          for (uint32_t l = 0; l < spec.num_layers; ++l) {
+            Fill(host[l], 31 + l);
+            dev.push_back(std::make_unique<Dev>(spec.layer_bytes()));
+            CUDA_OK(cudaMemcpy(dev[l]->p, host[l].data(), spec.layer_bytes(), cudaMemcpyHostToDevice));
+            bases.push_back(dev[l]->p);
+          }
+          std::unique_ptr<sk::cuda::CudaKvMover> mover;
+          if (!Check(sk::cuda::CudaKvMover::Create(spec, bases, &mover), name)) continue;
+          const uint64_t bb = spec.block_shape().bytes();
+          const std::vector<int32_t> ids = {36, 0, 17, 5, 22, 9, 30};
+          const size_t n = ids.size();
+          Dev dblocks(bb * n);
+          Pinned hblocks(bb * n);
+          char* blocks_base = pinned_dst ? hblocks.c() : dblocks.c();
+          if (pinned_dst) {
+            void* dp = nullptr;
+            CUDA_OK(cudaHostGetDevicePointer(&dp, hblocks.p, 0));
+            blocks_base = static_cast<char*>(dp);
+          }
+          std::vector<void*> ptrs;
+          for (size_t i = 0; i < n; ++i) ptrs.push_back(blocks_base + i * bb);
+          if (!Check(mover->Gather(ids, ptrs, nullptr), name)) continue;
+          CUDA_OK(cudaDeviceSynchronize());
+          std::vector<std::byte> got = pinned_dst
+                                           ? std::vector<std::byte>(reinterpret_cast<std::byte*>(hblocks.c()),
+                                                                    reinterpret_cast<std::byte*>(hblocks.c()) + bb * n)
+                                           : Download(dblocks.p, bb * n);
+          std::vector<std::byte> ref(bb * n);
+          std::vector<std::span<std::byte>> rs;
+          std::vector<std::span<const std::byte>> ls;
+          for (size_t i = 0; i < n; ++i) rs.emplace_back(ref.data() + i * bb, bb);
+          for (auto& h : host) ls.emplace_back(h);
+          if (!Check(sk::GatherBlocksCpu(spec, ls, ids, rs), name)) continue;
+          if (got != ref) {
+            Fail(name + ": gather differs from the CPU reference");
+            continue;
+          }
+          // scatter fresh bytes to other blocks
+          std::vector<std::byte> fresh(bb * n);
+          Fill(fresh, 77);
+          if (pinned_dst) std::memcpy(hblocks.p, fresh.data(), bb * n);
+          else CUDA_OK(cudaMemcpy(dblocks.p, fresh.data(), bb * n, cudaMemcpyHostToDevice));
+          const std::vector<int32_t> to = {1, 2, 35, 14, 20, 8, 33};
+          std::vector<const void*> cptrs(ptrs.begin(), ptrs.end());
+          if (!Check(mover->Scatter(to, cptrs, nullptr), name)) continue;
+          CUDA_OK(cudaDeviceSynchronize());
+          std::vector<std::span<std::byte>> wl;
+          std::vector<std::span<const std::byte>> fs;
+          for (auto& h : host) wl.emplace_back(h);
+          for (size_t i = 0; i < n; ++i) fs.emplace_back(fresh.data() + i * bb, bb);
+          if (!Check(sk::ScatterBlocksCpu(spec, wl, to, fs), name)) continue;
+          bool same = true;
+          for (uint32_t l = 0; l < spec.num_layers; ++l)
+            same = same && Download(dev[l]->p, spec.layer_bytes()) == host[l];
+          if (!same) {
+            Fail(name + ": scatter differs from the CPU reference");
+            continue;
+          }
+          const std::vector<int32_t> bad = {3, 37};
+          std::vector<void*> two(ptrs.begin(), ptrs.begin() + 2);
+          if (mover->Gather(bad, two, nullptr).code() != sk::KernelCode::kInvalidArgument) {
+            Fail(name + ": an out-of-range block id was not rejected");
+            continue;
+          }
+          Pass(name);
+        }
+      }
+    }
+  }
+}
+
+void CheckCodecs() {
+  const sk::BlockShape shapes[] = {{8, 2, 16, 8, 128, sk::KvDtype::kFloat16},
+                                   {8, 2, 16, 8, 128, sk::KvDtype::kBFloat16},
+                                   {4, 2, 16, 4, 80, sk::KvDtype::kFloat16},
+                                   {4, 1, 16, 1, 576, sk::KvDtype::kBFloat16},
+                                   {2, 2, 256, 2, 64, sk::KvDtype::kBFloat16}};
+  for (const auto& shape : shapes) {
+    constexpr uint32_t kBlocks = 4;
+    sk::KvSynthOptions opt;
+    opt.hidden_dim = 128;
+    std::vector<std::byte> data;
+    if (!Check(sk::SynthesizeKvBlocks(shape, kBlocks, opt, &data), "synthesize")) continue;
+    for (auto codec : {sk::Codec::kFp8E4M3, sk::Codec::kInt8Group, sk::Codec::kInt4Kivi}) {
+      const std::string name = "codec " + std::string(sk::CodecName(codec)) + " " +
+                               std::string(sk::KvDtypeName(shape.dtype)) + " L" +
+                               std::to_string(shape.num_layers) + " T" +
+                               std::to_string(shape.block_size) + " H" +
+                               std::to_string(shape.num_kv_heads) + " D" +
+                               std::to_string(shape.head_dim);
+      std::unique_ptr<sk::cuda::CudaCodec> gc;
+      if (!Check(sk::cuda::CudaCodec::Create(codec, shape, &gc), name)) continue;
+      const uint64_t eb = gc->encoded_bytes(), pb = sk::AlignUp16(eb), bb = shape.bytes();
+      Dev din(bb * kBlocks), dpay(pb * kBlocks), dout(bb * kBlocks), dflags(4 * kBlocks);
+      std::vector<const void*> ins;
+      std::vector<void*> pays, outs;
+      for (uint32_t i = 0; i < kBlocks; ++i) {
+        ins.push_back(din.c() + i * bb);
+        pays.push_back(dpay.c() + i * pb);
+        outs.push_back(dout.c() + i * bb);
+      }
+      bool ok = true;
+      for (int poison = 0; poison < 2 && ok; ++poison) {
+        auto input = data;
+        if (poison) {  // NaN in block 2
+          const uint16_t nan = 0x7fc0;
+          std::memcpy(input.data() + 2 * bb + 2 * 1234, &nan, 2);
+        }
+        CUDA_OK(cudaMemcpy(din.p, input.data(), bb * kBlocks, cudaMemcpyHostToDevice));
+        ok = Check(gc->Encode(ins, pays, static_cast<uint32_t*>(dflags.p), nullptr), name);
+        std::vector<const void*> cp(pays.begin(), pays.end());
+        ok = ok && Check(gc->Decode(cp, outs, nullptr), name);
+        CUDA_OK(cudaDeviceSynchronize());
+        if (!ok) break;
+        const auto gpay = Download(dpay.p, pb * kBlocks), gout = Download(dout.p, bb * kBlocks);
+        const auto gflags = Download(dflags.p, 4 * kBlocks);
+        for (uint32_t i = 0; i < kBlocks && ok; ++i) {
+          uint32_t flag;
+          std::memcpy(&flag, gflags.data() + 4 * i, 4);
+          std::vector<uint64_t> cpay((eb + 7) / 8);
+          std::span<std::byte> cs(reinterpret_cast<std::byte*>(cpay.data()), eb);
+          const auto st = sk::QuantizeBlockCpu(codec, shape, {input.data() + i * bb, bb}, cs);
+          if (poison && i == 2) {
+            if (flag == 0 || st.code() != sk::KernelCode::kOutOfRange) {
+              Fail(name + ": NaN input not flagged (flag " + std::to_string(flag) + ", CPU " +
+                   st.ToString() + ")");
+              ok = false;
+            }
+            continue;
+          }
+          if (flag != 0 || !st.ok()) {
+            Fail(name + ": block " + std::to_string(i) + " flagged " + std::to_string(flag) +
+                 " / CPU " + st.ToString());
+            ok = false;
+            continue;
+          }
+          if (std::memcmp(cs.data(), gpay.data() + i * pb, eb) != 0) {
+            size_t at = 0;
+            while (at < eb && cs[at] == gpay[i * pb + at]) ++at;
+            Fail(name + ": payload differs from the CPU reference at byte " + std::to_string(at));
+            ok = false;
+            continue;
+          }
+          std::vector<std::byte> cout(bb);
+          ok = Check(sk::DequantizeBlockCpu(codec, shape, cs, cout), name);
+          if (ok && std::memcmp(cout.data(), gout.data() + i * bb, bb) != 0) {
+            Fail(name + ": decoded block differs from the CPU reference");
+            ok = false;
+          }
+        }
+      }
+      if (ok) Pass(name + " (bit-exact, NaN flagged)");
+    }
+  }
+}
+
+// ---------------------------------------------------------------- bandwidth
+struct Timer {
+  cudaEvent_t a, b;
+  Timer() {
+    CUDA_OK(cudaEventCreate(&a));
+    CUDA_OK(cudaEventCreate(&b));
+  }
+  ~Timer() {
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+  }
+  template <typename Fn>
+  double MedianSeconds(int reps, Fn&& fn) {
+    fn();
+    CUDA_OK(cudaDeviceSynchronize());
+    std::vector<double> t;
+    for (int i = 0; i < reps; ++i) {
+      CUDA_OK(cudaEventRecord(a));
+      fn();
+      CUDA_OK(cudaEventRecord(b));
+      CUDA_OK(cudaEventSynchronize(b));
+      float ms = 0;
+      CUDA_OK(cudaEventElapsedTime(&ms, a, b));
+      t.push_back(ms / 1e3);
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  }
+};
+
+void Report(const std::string& name, double bytes, double t, const std::string& baseline,
+            double bytes_base, double t_base, double target) {
+  const double v = bytes / t / 1e9, bv = bytes_base / t_base / 1e9, ratio = v / bv;
+  const bool met = target <= 0 || ratio >= target;
+  if (g_json) {
+    std::printf("{\"bench\":\"kernels_gpu\",\"case\":\"%s\",\"metric\":\"GB/s\",\"value\":%.3f,"
+                "\"baseline\":\"%s\",\"baseline_value\":%.3f,\"ratio\":%.4f,\"target_ratio\":%.2f,"
+                "\"device\":\"%s\"}\n",
+                name.c_str(), v, baseline.c_str(), bv, ratio, target, g_device.c_str());
+  } else {
+    std::printf("%-44s %9.1f GB/s   %-18s %9.1f GB/s   ratio %.3f%s\n", name.c_str(), v,
+                baseline.c_str(), bv, ratio,
+                target > 0 ? (met ? "  (target met)" : "  (BELOW TARGET)") : "");
+  }
+}
+
+void Bandwidth(uint32_t n, int reps) {
+  Timer timer;
+  cudaStream_t s = nullptr;
+  for (auto layout : {sk::PagedLayout::kVllmFlashAttn, sk::PagedLayout::kFlashInfer,
+                      sk::PagedLayout::kMla}) {
+    sk::PagedKvSpec spec;
+    spec.layout = layout;
+    spec.dtype = layout == sk::PagedLayout::kMla ? sk::KvDtype::kBFloat16 : sk::KvDtype::kFloat16;
+    spec.num_layers = 32;
+    spec.block_size = 16;
+    spec.num_kv_heads = layout == sk::PagedLayout::kMla ? 1 : 8;
+    spec.head_dim = layout == sk::PagedLayout::kMla ? 576 : 128;
+    spec.num_blocks = n * 2;
+    const uint64_t bb = spec.block_shape().bytes(), total = bb * n;
+    std::vector<std::unique_ptr<Dev>> layers;
+    std::vector<void*> bases;
+    for (uint32_t l = 0; l < spec.num_layers; ++l) {
+      layers.push_back(std::make_unique<Dev>(spec.layer_bytes()));
+      CUDA_OK(cudaMemset(layers.back()->p, l, spec.layer_bytes()));
+      bases.push_back(layers.back()->p);
+    }
+    std::unique_ptr<sk::cuda::CudaKvMover> mover;
+    if (!Check(sk::cuda::CudaKvMover::Create(spec, bases, &mover), "bandwidth mover")) return;
+    std::vector<int32_t> ids(spec.num_blocks);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), std::mt19937(1));
+    ids.resize(n);
+    Dev dst(total), src(total);
+    Pinned host(total);
+    void* host_dev = nullptr;
+    CUDA_OK(cudaHostGetDevicePointer(&host_dev, host.p, 0));
+    std::vector<void*> dptrs, hptrs;
+    for (uint32_t i = 0; i < n; ++i) {
+      dptrs.push_back(dst.c() + i * bb);
+      hptrs.push_back(static_cast<char*>(host_dev) + i * bb);
+    }
+    std::vector<const void*> cdptrs(dptrs.begin(), dptrs.end()), chptrs(hptrs.begin(), hptrs.end());
+    const std::string tag = std::string(sk::PagedLayoutName(layout)) + "/" +
+                            std::string(sk::KvDtypeName(spec.dtype)) + "/" +
+                            std::to_string(bb >> 10) + "KiB_blocks/n=" + std::to_string(n);
+    const double t_d2d = timer.MedianSeconds(reps, [&] {
+      CUDA_OK(cudaMemcpyAsync(dst.p, src.p, total, cudaMemcpyDeviceToDevice, s));
+    });
+    const double t_h2d = timer.MedianSeconds(reps, [&] {
+      CUDA_OK(cudaMemcpyAsync(dst.p, host.p, total, cudaMemcpyHostToDevice, s));
+    });
+    const double t_d2h = timer.MedianSeconds(reps, [&] {
+      CUDA_OK(cudaMemcpyAsync(host.p, dst.p, total, cudaMemcpyDeviceToHost, s));
+    });
+    const double t_g = timer.MedianSeconds(reps, [&] { (void)mover->Gather(ids, dptrs, s); });
+    const double t_s = timer.MedianSeconds(reps, [&] { (void)mover->Scatter(ids, cdptrs, s); });
+    const double t_gh = timer.MedianSeconds(reps, [&] { (void)mover->Gather(ids, hptrs, s); });
+    const double t_sh = timer.MedianSeconds(reps, [&] { (void)mover->Scatter(ids, chptrs, s); });
+    CUDA_OK(cudaGetLastError());
+    Report("gather_d2d/" + tag, total, t_g, "cudaMemcpy_d2d", total, t_d2d, 0.8);
+    Report("scatter_d2d/" + tag, total, t_s, "cudaMemcpy_d2d", total, t_d2d, 0.8);
+    Report("gather_to_pinned_host/" + tag, total, t_gh, "cudaMemcpy_d2h", total, t_d2h, 0);
+    Report("scatter_from_pinned_host/" + tag, total, t_sh, "cudaMemcpy_h2d", total, t_h2d, 0);
+    if (layout == sk::PagedLayout::kMla) continue;
+
+    // Codecs over the same N blocks (KV-like content: 4 synthesized blocks, repeated).
+    for (auto dtype : {sk::KvDtype::kFloat16, sk::KvDtype::kBFloat16}) {
+      sk::BlockShape shape = spec.block_shape();
+      shape.dtype = dtype;
+      std::vector<std::byte> synth;
+      sk::KvSynthOptions opt;
+      if (!Check(sk::SynthesizeKvBlocks(shape, 4, opt, &synth), "synthesize")) return;
+      for (uint32_t i = 0; i < n; ++i)
+        CUDA_OK(cudaMemcpy(src.c() + i * bb, synth.data() + (i % 4) * bb, bb, cudaMemcpyHostToDevice));
+      std::vector<const void*> ins;
+      for (uint32_t i = 0; i < n; ++i) ins.push_back(src.c() + i * bb);
+      for (auto codec : {sk::Codec::kFp8E4M3, sk::Codec::kInt8Group, sk::Codec::kInt4Kivi}) {
+        std::unique_ptr<sk::cuda::CudaCodec> gc;
+        if (!Check(sk::cuda::CudaCodec::Create(codec, shape, &gc), "codec")) continue;
+        const uint64_t pb = sk::AlignUp16(gc->encoded_bytes());
+        std::vector<void*> pays;
+        for (uint32_t i = 0; i < n; ++i) pays.push_back(dst.c() + i * pb);  // pb < bb
+        std::vector<const void*> cpays(pays.begin(), pays.end());
+        Dev out(total);
+        std::vector<void*> outs;
+        for (uint32_t i = 0; i < n; ++i) outs.push_back(out.c() + i * bb);
+        const double t_enc = timer.MedianSeconds(reps, [&] { (void)gc->Encode(ins, pays, nullptr, s); });
+        const double t_dec = timer.MedianSeconds(reps, [&] { (void)gc->Decode(cpays, outs, s); });
+        CUDA_OK(cudaGetLastError());
+        const std::string ctag = std::string(sk::CodecName(codec)) + "/" +
+                                 std::string(sk::KvDtypeName(dtype)) + "/" +
+                                 std::to_string(bb >> 10) + "KiB_blocks/n=" + std::to_string(n);
+        Report("quantize/" + ctag, total, t_enc, "cudaMemcpy_d2d", total, t_d2d, 0.7);
+        Report("dequantize/" + ctag, total, t_dec, "cudaMemcpy_d2d", total, t_d2d, 0.7);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  uint32_t n = 256;
+  int reps = 20;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--quick") quick = true;
+    else if (a == "--json") g_json = true;
+    else if (a == "--blocks" && i + 1 < argc) n = static_cast<uint32_t>(std::atoi(argv[++i]));
+    else if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
+    else {
+      std::printf("usage: %s [--quick] [--json] [--blocks N (256)] [--reps N (20)]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (n == 0 || reps <= 0) {
+    std::printf("--blocks and --reps must be positive\n");
+    return 2;
+  }
+  const sk::KernelStatus dev = sk::cuda::DeviceAvailable();
+  if (!dev.ok()) {
+    std::printf("FAIL  no usable CUDA device: %s\n", dev.ToString().c_str());
+    return 1;
+  }
+  cudaDeviceProp prop;
+  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
+  g_device = prop.name;
+  int driver = 0, runtime = 0;
+  CUDA_OK(cudaDriverGetVersion(&driver));
+  CUDA_OK(cudaRuntimeGetVersion(&runtime));
+  std::printf("# device: %s, sm_%d%d, %d SMs, %.1f GiB; driver %d, runtime %d\n", prop.name,
+              prop.major, prop.minor, prop.multiProcessorCount,
+              prop.totalGlobalMem / 1073741824.0, driver, runtime);
+  CheckGatherScatter();
+  CheckCodecs();
+  std::printf("# correctness: %s (%d failure%s)\n", g_failures ? "FAILED" : "all passed",
+              g_failures, g_failures == 1 ? "" : "s");
+  if (!quick) Bandwidth(n, reps);
+  return g_failures ? 1 : 0;
+}

@@ -1,0 +1,158 @@
+// Scalar number formats shared by the CPU reference and the CUDA kernels: fp16, bf16 and FP8 e4m3
+// conversions written with integer arithmetic only, so that host and device produce the same bits
+// (bit-exact CPU/CUDA agreement of every codec rests on this and on compiling without FMA
+// contraction: -ffp-contract=off on the host, --fmad=false for nvcc; see kernels/CMakeLists.txt).
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "strata_kernels/hd.h"
+
+namespace strata::kernels {
+
+STRATA_KERNELS_HD inline float BitsToFloat(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+#endif
+}
+
+STRATA_KERNELS_HD inline uint32_t FloatToBits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+#endif
+}
+
+STRATA_KERNELS_HD inline bool IsFiniteFloat(float f) {
+  return (FloatToBits(f) & 0x7f800000u) != 0x7f800000u;
+}
+
+// IEEE binary16 -> float (exact).
+STRATA_KERNELS_HD inline float HalfToFloat(uint16_t h) {
+  const uint32_t sign = uint32_t{h & 0x8000u} << 16;
+  const uint32_t exp = (h >> 10) & 0x1f;
+  const uint32_t mant = h & 0x3ff;
+  if (exp == 0) {
+    // zero or subnormal: mant * 2^-24, exact in float
+    const float v = static_cast<float>(mant) * 5.9604644775390625e-8f;
+    return sign ? -v : v;
+  }
+  if (exp == 31) return BitsToFloat(sign | 0x7f800000u | (mant << 13));
+  return BitsToFloat(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+enum class Round : uint8_t { kNearestEven, kDown, kUp };  // kDown = toward -inf, kUp = toward +inf
+
+// float -> IEEE binary16 with the given rounding (overflow gives +-inf where the rounding
+// direction allows it, else +-65504). NaN stays NaN.
+STRATA_KERNELS_HD inline uint16_t FloatToHalf(float f, Round mode = Round::kNearestEven) {
+  const uint32_t x = FloatToBits(f);
+  const uint32_t sign = x >> 31;
+  const uint32_t abs = x & 0x7fffffffu;
+  const uint16_t s16 = static_cast<uint16_t>(sign << 15);
+  if (abs >= 0x7f800000u) return s16 | (abs > 0x7f800000u ? 0x7e00 : 0x7c00);
+  const int exp = static_cast<int>(abs >> 23) - 127;
+  const uint32_t mant = abs & 0x7fffffu;
+  if (exp > 15) {  // beyond 65504 + half an ulp: inf, or the largest finite toward zero
+    const bool away = (mode == Round::kUp && !sign) || (mode == Round::kDown && sign);
+    if (mode != Round::kNearestEven && !away) return s16 | 0x7bff;
+    return s16 | 0x7c00;
+  }
+  uint32_t base, rem, half;
+  if (exp >= -14) {
+    base = (static_cast<uint32_t>(exp + 15) << 10) | (mant >> 13);
+    rem = mant & 0x1fffu;
+    half = 0x1000u;
+  } else {
+    const int shift = 13 + (-14 - exp);  // >= 14
+    if (shift > 24) {
+      base = 0;
+      rem = abs ? 1u : 0u;  // nonzero and below half of the smallest subnormal
+      half = 2;
+    } else {
+      const uint32_t m24 = mant | 0x800000u;
+      base = m24 >> shift;
+      rem = m24 & ((1u << shift) - 1);
+      half = 1u << (shift - 1);
+    }
+  }
+  uint32_t inc = 0;
+  if (mode == Round::kNearestEven) {
+    inc = (rem > half || (rem == half && (base & 1))) ? 1 : 0;
+  } else if (rem != 0) {
+    const bool away = (mode == Round::kUp && !sign) || (mode == Round::kDown && sign);
+    inc = away ? 1 : 0;
+  }
+  return static_cast<uint16_t>(s16 | (base + inc));
+}
+
+// bfloat16 <-> float. The conversion to bf16 rounds to nearest even; NaN stays a quiet NaN.
+STRATA_KERNELS_HD inline float Bf16ToFloat(uint16_t b) { return BitsToFloat(uint32_t{b} << 16); }
+STRATA_KERNELS_HD inline uint16_t FloatToBf16(float f) {
+  const uint32_t x = FloatToBits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40);
+  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+}
+
+// OCP FP8 E4M3 ("e4m3fn": bias 7, no infinities, max 448, NaN = S.1111.111).
+inline constexpr float kE4m3Max = 448.0f;
+
+// float -> e4m3, round to nearest even, saturating to +-448 (infinities included). NaN -> NaN.
+STRATA_KERNELS_HD inline uint8_t FloatToE4m3(float f) {
+  const uint32_t x = FloatToBits(f);
+  const uint8_t s8 = static_cast<uint8_t>((x >> 31) << 7);
+  const uint32_t abs = x & 0x7fffffffu;
+  if (abs > 0x7f800000u) return s8 | 0x7f;
+  if (abs >= 0x43e00000u) return s8 | 0x7e;  // >= 448
+  const int exp = static_cast<int>(abs >> 23) - 127;
+  const uint32_t mant = abs & 0x7fffffu;
+  uint32_t base, rem, half;
+  if (exp >= -6) {
+    base = (static_cast<uint32_t>(exp + 7) << 3) | (mant >> 20);
+    rem = mant & 0xfffffu;
+    half = 0x80000u;
+  } else {
+    const int shift = 20 + (-6 - exp);  // >= 21
+    if (shift > 24) return s8;          // below half of the smallest subnormal 2^-9
+    const uint32_t m24 = mant | 0x800000u;
+    base = m24 >> shift;
+    rem = m24 & ((1u << shift) - 1);
+    half = 1u << (shift - 1);
+  }
+  const uint32_t inc = (rem > half || (rem == half && (base & 1))) ? 1 : 0;
+  return static_cast<uint8_t>(s8 | (base + inc));
+}
+
+STRATA_KERNELS_HD inline float E4m3ToFloat(uint8_t v) {
+  const uint32_t sign = uint32_t{v & 0x80u} << 24;
+  const uint32_t exp = (v >> 3) & 0xf;
+  const uint32_t mant = v & 0x7;
+  if (exp == 0) {
+    const float m = static_cast<float>(mant) * 0.001953125f;  // 2^-9
+    return sign ? -m : m;
+  }
+  if ((v & 0x7f) == 0x7f) return BitsToFloat(sign | 0x7fc00000u);
+  return BitsToFloat(sign | ((exp + 120) << 23) | (mant << 20));
+}
+
+// Round to nearest integer, ties to even (rintf on both sides: exact and mode-independent here
+// because Strata never changes the host rounding mode).
+STRATA_KERNELS_HD inline float RoundNearestEven(float v) {
+#if defined(__CUDA_ARCH__)
+  return rintf(v);
+#else
+  return __builtin_rintf(v);
+#endif
+}
+
+}  // namespace strata::kernels
