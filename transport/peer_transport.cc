@@ -1,5 +1,6 @@
 #include "transport/peer_transport.h"
 
+#include <cstring>
 #include <future>
 #include <unordered_map>
 
@@ -49,14 +50,15 @@ struct PeerTransport::Impl {
     std::vector<std::byte> address;
     bool ready = false;
     std::vector<std::byte> client_nonce;
+    uint64_t handshake_id = 0;
+    std::vector<std::byte> token;  // from AuthOk; sent with every request
     Clock::time_point deadline;
     std::vector<std::shared_ptr<std::promise<Status>>> waiters;
     std::vector<std::shared_ptr<std::promise<Status>>> raw_waiters;
   };
-  // Server side of a connection, by connection.
-  struct ServerConn {
-    enum class State { kNew, kChallenged, kAdmitted } state = State::kNew;
-    std::string client_id;
+  // Server side of a handshake in progress, by client id.
+  struct PendingHandshake {
+    uint64_t request_id = 0;
     std::vector<std::byte> client_nonce;
     std::vector<std::byte> server_nonce;
   };
@@ -68,12 +70,24 @@ struct PeerTransport::Impl {
 
   PeerTransportOptions options;
   std::unique_ptr<UcxEngine> engine;
-  std::atomic<uint64_t> next_request{1};
+  // Request ids start at a random point so that another peer cannot guess them.
+  std::atomic<uint64_t> next_request{RandomStart()};
+  static uint64_t RandomStart() {
+    auto n = wire::RandomNonce();
+    uint64_t v = 0;
+    std::memcpy(&v, n.data(), sizeof(v));
+    return (v >> 24) | 1;  // leaves room below 2^44 for the data cookie's request bits
+  }
 
   // Progress-thread state.
   std::unordered_map<std::string, Session> sessions;
   std::unordered_map<ConnId, std::string> client_conns;  // conn -> session key
-  std::unordered_map<ConnId, ServerConn> server_conns;
+  std::unordered_map<uint64_t, std::string> handshakes;   // handshake id -> session key
+  // Admission, by session token rather than by connection: UCX may deliver one peer's messages
+  // on more than one endpoint (two nodes that connect to each other share a matched pair).
+  std::unordered_map<std::string, PendingHandshake> pending_handshakes;  // by client id
+  std::unordered_map<std::string, std::string> admitted;         // token -> client id
+  std::unordered_map<std::string, std::string> token_of_client;  // client id -> token
   std::unordered_map<uint64_t, Rpc> rpcs;
   std::unordered_map<uint64_t, std::shared_ptr<PullOp::State>> pulls;
 
@@ -118,11 +132,11 @@ struct PeerTransport::Impl {
       if (s != sessions.end() && s->second.conn == conn) {
         for (auto& w : s->second.waiters) w->set_value(st);
         for (auto& w : s->second.raw_waiters) w->set_value(st);
+        handshakes.erase(s->second.handshake_id);
         sessions.erase(s);
       }
       client_conns.erase(it);
     }
-    server_conns.erase(conn);
     for (auto it = rpcs.begin(); it != rpcs.end();) {
       if (it->second.conn == conn) {
         it->second.promise->set_value(st);
@@ -169,7 +183,7 @@ struct PeerTransport::Impl {
     auto h = wire::DecodeDataHeader(header);
     if (!h.ok()) return;
     auto it = pulls.find(h->request_id);
-    if (it == pulls.end() || it->second->conn != conn) return;
+    if (it == pulls.end()) return;
     auto& p = *it->second;
     if (h->index >= p.targets.size() || p.settled[h->index] || !p.failure.ok()) return;
     if (h->status != StatusCode::kOk) {
@@ -221,8 +235,20 @@ struct PeerTransport::Impl {
   }
 
   // ---- control messages ----
+  // Requests go to the server side, responses to the client side. The connection alone cannot
+  // tell: when two nodes connect to each other, UCX may deliver a peer's requests on the endpoint
+  // we created towards it.
   void OnControl(ConnId conn, std::span<const std::byte> bytes) {
-    if (client_conns.count(conn)) {
+    bool response = false;
+    if (bytes.size() >= wire::kFrameHeaderSize) {
+      const auto type = static_cast<wire::MessageType>(static_cast<uint16_t>(bytes[6]) |
+                                                       (static_cast<uint16_t>(bytes[7]) << 8));
+      response = type == wire::MessageType::kHelloAck || type == wire::MessageType::kAuthOk ||
+                 type == wire::MessageType::kError ||
+                 type == wire::MessageType::kLookupResponse ||
+                 type == wire::MessageType::kAnnounceAck;
+    }
+    if (response && client_conns.count(conn)) {
       OnClientControl(conn, bytes);
     } else {
       OnServerControl(conn, bytes);
@@ -232,62 +258,73 @@ struct PeerTransport::Impl {
   void OnClientControl(ConnId conn, std::span<const std::byte> bytes) {
     auto decoded = wire::DecodeFrame(bytes);
     if (!decoded.ok()) return;  // a server that speaks garbage: its requests will time out
-    auto sit = sessions.find(client_conns[conn]);
-    Session* s = (sit != sessions.end() && sit->second.conn == conn) ? &sit->second : nullptr;
     wire::Message& m = *decoded;
+    // Responses are matched by request id (random start, so not guessable), not by connection.
+    auto session_for = [&](uint64_t handshake_id) -> Session* {
+      auto h = handshakes.find(handshake_id);
+      if (h == handshakes.end()) return nullptr;
+      auto it = sessions.find(h->second);
+      return it == sessions.end() ? nullptr : &it->second;
+    };
     if (auto* ack = std::get_if<wire::HelloAck>(&m)) {
+      Session* s = session_for(ack->request_id);
       if (s == nullptr || s->ready) return;
       const bool ok = ack->node_id == s->peer &&
                       wire::VerifyHandshakeMac(options.cluster_secret, wire::MacRole::kServer,
                                                s->client_nonce, ack->nonce, options.node_id,
                                                ack->node_id, ack->server_mac);
       if (!ok) {
-        FailConn(conn,
+        FailConn(s->conn,
                  Status::PermissionDenied("peer " + s->peer +
                                           " could not prove it knows the cluster secret"),
                  true);
         return;
       }
-      SendMessage(conn, wire::Auth{wire::HandshakeMac(options.cluster_secret,
-                                                      wire::MacRole::kClient, s->client_nonce,
-                                                      ack->nonce, options.node_id, s->peer)});
-    } else if (std::holds_alternative<wire::AuthOk>(m)) {
+      SendMessage(s->conn, wire::Auth{wire::HandshakeMac(options.cluster_secret,
+                                                         wire::MacRole::kClient, s->client_nonce,
+                                                         ack->nonce, options.node_id, s->peer),
+                                      s->handshake_id, options.node_id});
+    } else if (auto* ok = std::get_if<wire::AuthOk>(&m)) {
+      Session* s = session_for(ok->request_id);
       if (s == nullptr || s->ready) return;
       s->ready = true;
+      s->token = ok->session;
+      handshakes.erase(s->handshake_id);
       for (auto& w : s->waiters) w->set_value(Status::OK());
       s->waiters.clear();
     } else if (auto* err = std::get_if<wire::ErrorMessage>(&m)) {
-      if (err->request_id == 0) {
-        if (s != nullptr && !s->ready) {
-          FailConn(conn, err->ToStatus().WithContext("peer refused the handshake"), true);
-        } else if (s != nullptr) {
-          for (auto& w : s->raw_waiters) w->set_value(err->ToStatus());
-          s->raw_waiters.clear();
-        }
-        return;
-      }
-      if (auto r = rpcs.find(err->request_id); r != rpcs.end() && r->second.conn == conn) {
+      if (Session* s = session_for(err->request_id); s != nullptr && !s->ready) {
+        FailConn(s->conn, err->ToStatus().WithContext("peer refused the handshake"), true);
+      } else if (auto r = rpcs.find(err->request_id); r != rpcs.end()) {
         r->second.promise->set_value(err->ToStatus());
         rpcs.erase(r);
-      } else if (auto p = pulls.find(err->request_id);
-                 p != pulls.end() && p->second->conn == conn) {
+      } else if (auto p = pulls.find(err->request_id); p != pulls.end()) {
         auto pull = p->second;
         if (pull->failure.ok()) pull->failure = err->ToStatus();
         MaybeFinish(pull);
+      } else {
+        // About no request of ours (e.g. a malformed message we sent): tell whoever waits.
+        for (auto& [peer, s] : sessions) {
+          for (auto& w : s.raw_waiters) w->set_value(err->ToStatus());
+          s.raw_waiters.clear();
+        }
       }
     } else {
       uint64_t id = 0;
       if (auto* lr = std::get_if<wire::LookupResponse>(&m)) id = lr->request_id;
       if (auto* aa = std::get_if<wire::AnnounceAck>(&m)) id = aa->request_id;
       auto r = rpcs.find(id);
-      if (id == 0 || r == rpcs.end() || r->second.conn != conn) return;
+      if (id == 0 || r == rpcs.end()) return;
       r->second.promise->set_value(std::move(m));
       rpcs.erase(r);
     }
   }
 
+  static std::string TokenKey(const std::vector<std::byte>& t) {
+    return std::string(reinterpret_cast<const char*>(t.data()), t.size());
+  }
+
   void OnServerControl(ConnId conn, std::span<const std::byte> bytes) {
-    ServerConn& sc = server_conns[conn];
     auto decoded = wire::DecodeFrame(bytes);
     if (!decoded.ok()) {
       SendError(conn, 0, decoded.status());
@@ -296,39 +333,62 @@ struct PeerTransport::Impl {
     wire::Message& m = *decoded;
     if (auto* hello = std::get_if<wire::Hello>(&m)) {
       if (hello->protocol_version != wire::kProtocolVersion) {
-        SendError(conn, 0,
+        SendError(conn, hello->request_id,
                   Status::NotSupported("protocol version " +
                                        std::to_string(hello->protocol_version) +
                                        " is not supported (this node speaks " +
                                        std::to_string(wire::kProtocolVersion) + ")"));
         return;
       }
-      sc.state = ServerConn::State::kChallenged;
-      sc.client_id = hello->node_id;
-      sc.client_nonce = hello->nonce;
-      sc.server_nonce = wire::RandomNonce();
-      SendMessage(conn, wire::HelloAck{options.node_id, sc.server_nonce,
+      PendingHandshake& h = pending_handshakes[hello->node_id];
+      h.request_id = hello->request_id;
+      h.client_nonce = hello->nonce;
+      h.server_nonce = wire::RandomNonce();
+      SendMessage(conn, wire::HelloAck{options.node_id, h.server_nonce,
                                        wire::HandshakeMac(options.cluster_secret,
-                                                          wire::MacRole::kServer,
-                                                          sc.client_nonce, sc.server_nonce,
-                                                          sc.client_id, options.node_id)});
+                                                          wire::MacRole::kServer, h.client_nonce,
+                                                          h.server_nonce, hello->node_id,
+                                                          options.node_id),
+                                       hello->request_id});
       return;
     }
     if (auto* auth = std::get_if<wire::Auth>(&m)) {
-      if (sc.state == ServerConn::State::kChallenged &&
+      auto h = pending_handshakes.find(auth->node_id);
+      const bool ok =
+          h != pending_handshakes.end() && h->second.request_id == auth->request_id &&
           wire::VerifyHandshakeMac(options.cluster_secret, wire::MacRole::kClient,
-                                   sc.client_nonce, sc.server_nonce, sc.client_id,
-                                   options.node_id, auth->client_mac)) {
-        sc.state = ServerConn::State::kAdmitted;
-        SendMessage(conn, wire::AuthOk{});
-      } else {
-        sc.state = ServerConn::State::kNew;
-        SendError(conn, 0, Status::PermissionDenied("handshake failed: wrong cluster secret"));
+                                   h->second.client_nonce, h->second.server_nonce,
+                                   auth->node_id, options.node_id, auth->client_mac);
+      if (h != pending_handshakes.end()) pending_handshakes.erase(h);
+      if (!ok) {
+        SendError(conn, auth->request_id,
+                  Status::PermissionDenied("handshake failed: wrong cluster secret"));
+        return;
       }
+      // One live session per client: a new handshake revokes the previous token.
+      auto token = wire::RandomNonce();
+      token.resize(wire::kSessionSize);
+      if (auto old = token_of_client.find(auth->node_id); old != token_of_client.end())
+        admitted.erase(old->second);
+      admitted[TokenKey(token)] = auth->node_id;
+      token_of_client[auth->node_id] = TokenKey(token);
+      SendMessage(conn, wire::AuthOk{auth->request_id, token});
       return;
     }
-    if (sc.state != ServerConn::State::kAdmitted) {
+    if (std::holds_alternative<wire::ErrorMessage>(m)) return;  // never answer an Error
+    const std::vector<std::byte>* session = nullptr;
+    uint64_t request_id = 0;
+    if (auto* x = std::get_if<wire::LookupRequest>(&m)) session = &x->session, request_id = x->request_id;
+    if (auto* x = std::get_if<wire::Announce>(&m)) session = &x->session, request_id = x->request_id;
+    if (auto* x = std::get_if<wire::PullRequest>(&m)) session = &x->session, request_id = x->request_id;
+    if (session == nullptr) {
       SendError(conn, 0,
+                Status::InvalidArgument(std::string(wire::MessageTypeName(wire::TypeOf(m))) +
+                                        " is not a request"));
+      return;
+    }
+    if (!admitted.count(TokenKey(*session))) {
+      SendError(conn, request_id,
                 Status::PermissionDenied(std::string(wire::MessageTypeName(wire::TypeOf(m))) +
                                          " refused: the handshake has not completed"));
       return;
@@ -353,10 +413,6 @@ struct PeerTransport::Impl {
         SendError(conn, ann->request_id, st);
     } else if (auto* pull = std::get_if<wire::PullRequest>(&m)) {
       ServePull(conn, *pull);
-    } else {
-      SendError(conn, 0,
-                Status::InvalidArgument(std::string(wire::MessageTypeName(wire::TypeOf(m))) +
-                                        " is not a request"));
     }
   }
 
@@ -422,11 +478,13 @@ struct PeerTransport::Impl {
     s.conn = *conn;
     s.address = std::move(address);
     s.client_nonce = wire::RandomNonce();
+    s.handshake_id = next_request.fetch_add(1);
     s.deadline = Clock::now() + options.request_timeout;
     s.waiters.push_back(std::move(waiter));
     client_conns[*conn] = peer;
+    handshakes[s.handshake_id] = peer;
     SendMessage(*conn, wire::Hello{wire::kProtocolVersion, options.node_id, s.client_nonce,
-                                   engine->worker_address()});
+                                   engine->worker_address(), s.handshake_id});
     sessions[peer] = std::move(s);
   }
 
@@ -440,18 +498,26 @@ struct PeerTransport::Impl {
   }
 
   Result<wire::Message> Call(const std::string& peer, wire::Message m, uint64_t id) {
-    auto frame = wire::EncodeFrame(m);
-    if (!frame.ok()) return frame.status();
     auto promise = std::make_shared<std::promise<Result<wire::Message>>>();
     auto future = promise->get_future();
-    engine->Post([this, peer, id, promise, frame = std::move(*frame)]() mutable {
+    engine->Post([this, peer, id, promise, m = std::move(m)]() mutable {
       auto it = sessions.find(peer);
       if (it == sessions.end() || !it->second.ready) {
         promise->set_value(Status::Unavailable("no session with peer " + peer));
         return;
       }
+      std::visit(
+          [&](auto& x) {
+            if constexpr (requires { x.session; }) x.session = it->second.token;
+          },
+          m);
+      auto frame = wire::EncodeFrame(m);
+      if (!frame.ok()) {
+        promise->set_value(frame.status());
+        return;
+      }
       rpcs[id] = Rpc{it->second.conn, Clock::now() + options.request_timeout, promise};
-      engine->SendControl(it->second.conn, std::move(frame));
+      engine->SendControl(it->second.conn, std::move(*frame));
     });
     return future.get();
   }
@@ -597,20 +663,23 @@ Result<std::unique_ptr<PullOp>> PeerTransport::PreparePull(const std::string& pe
     req.keys.push_back(t.key);
     req.capacities.push_back(t.capacity);
   }
+  // Resolve the session now, so that Post() only issues.
+  using ConnAndToken = std::pair<ConnId, std::vector<std::byte>>;
+  auto conn = impl_->RunSync<Result<ConnAndToken>>(
+      [impl = impl_.get(), peer]() -> Result<ConnAndToken> {
+        auto it = impl->sessions.find(peer);
+        if (it == impl->sessions.end() || !it->second.ready)
+          return Status::Unavailable("no session with peer " + peer + " (Connect first)");
+        return ConnAndToken{it->second.conn, it->second.token};
+      });
+  if (!conn.ok()) return conn.status();
+  st->conn = conn->first;
+  req.session = conn->second;
   STRATA_ASSIGN_OR_RETURN(st->frame, wire::EncodeFrame(req));
   st->status.assign(targets.size(), Status::OK());
   st->settled.assign(targets.size(), 0);
   st->unsettled = targets.size();
   st->targets = std::move(targets);
-  // Resolve the session now, so that Post() only issues.
-  auto conn = impl_->RunSync<Result<ConnId>>([impl = impl_.get(), peer]() -> Result<ConnId> {
-    auto it = impl->sessions.find(peer);
-    if (it == impl->sessions.end() || !it->second.ready)
-      return Status::Unavailable("no session with peer " + peer + " (Connect first)");
-    return it->second.conn;
-  });
-  if (!conn.ok()) return conn.status();
-  st->conn = *conn;
   return std::unique_ptr<PullOp>(new PullOp(std::move(st)));
 }
 

@@ -30,6 +30,7 @@
 #include "strata/block_key.h"
 #include "strata/result.h"
 #include "strata/status.h"
+#include "transport/directory/directory.h"  // DirectoryService
 #include "transport/ucx/ucx_engine.h"
 #include "transport/wire/messages.h"
 
@@ -49,13 +50,6 @@ class BlockSource {
   // Pins `key`. NotFound when this node does not hold it.
   virtual Result<PinnedBlock> Pin(const BlockKey& key) = 0;
   virtual void Unpin(uint64_t pin) = 0;
-};
-
-class DirectoryService {
- public:
-  virtual ~DirectoryService() = default;
-  virtual wire::LookupResponse Lookup(const wire::LookupRequest& request) = 0;
-  virtual Status Announce(const wire::Announce& announce) = 0;
 };
 
 struct PeerTransportOptions {

@@ -27,16 +27,16 @@ void StoreU16(std::byte* p, uint16_t v) {
 
 TEST_CASE("every message type round-trips through a frame", "[transport][wire]") {
   std::vector<Message> messages;
-  messages.push_back(Hello{kProtocolVersion, "node-a", Bytes(kNonceSize, 1), Bytes(40, 2)});
-  messages.push_back(HelloAck{"node-b", Bytes(kNonceSize, 3), Bytes(kMacSize, 4)});
-  messages.push_back(Auth{Bytes(kMacSize, 5)});
-  messages.push_back(AuthOk{});
+  messages.push_back(Hello{kProtocolVersion, "node-a", Bytes(kNonceSize, 1), Bytes(40, 2), 3});
+  messages.push_back(HelloAck{"node-b", Bytes(kNonceSize, 3), Bytes(kMacSize, 4), 3});
+  messages.push_back(Auth{Bytes(kMacSize, 5), 3, "node-a"});
+  messages.push_back(AuthOk{3, Bytes(kSessionSize, 6)});
   messages.push_back(ErrorMessage{7, StatusCode::kPermissionDenied, "no"});
-  messages.push_back(LookupRequest{9, {Key(1), Key(2), Key(3)}});
+  messages.push_back(LookupRequest{9, {Key(1), Key(2), Key(3)}, Bytes(kSessionSize, 7)});
   messages.push_back(LookupResponse{9, {{"a", "b"}, {}, {"c"}}});
-  messages.push_back(Announce{11, "node-c", {Key(4)}, {Key(5), Key(6)}, true});
+  messages.push_back(Announce{11, "node-c", {Key(4)}, {Key(5), Key(6)}, true, {}});
   messages.push_back(AnnounceAck{11});
-  messages.push_back(PullRequest{13, Key(99), {Key(7), Key(8)}, {4096, 8192}});
+  messages.push_back(PullRequest{13, Key(99), {Key(7), Key(8)}, {4096, 8192}, Bytes(16, 8)});
 
   for (const Message& m : messages) {
     auto frame = EncodeFrame(m);
@@ -67,7 +67,7 @@ TEST_CASE("truncated frames are Corruption at every length", "[transport][wire]"
 }
 
 TEST_CASE("a wrong protocol version is NotSupported and names the version", "[transport][wire]") {
-  auto frame = *EncodeFrame(AuthOk{});
+  auto frame = *EncodeFrame(AuthOk{1, Bytes(kSessionSize, 1)});
   StoreU16(frame.data() + 4, 77);
   auto r = DecodeFrame(frame);
   REQUIRE_FALSE(r.ok());
@@ -102,7 +102,7 @@ TEST_CASE("bad magic, unknown type, bad checksum and garbage bodies are rejected
       std::vector<std::byte> f(kFrameHeaderSize + rng() % 64);
       for (auto& b : f) b = static_cast<std::byte>(rng());
       // Valid header around a random body, so the Protobuf parser sees the garbage.
-      auto hdr = *EncodeFrame(AuthOk{});
+      auto hdr = *EncodeFrame(AnnounceAck{});
       std::memcpy(f.data(), hdr.data(), 8);
       StoreU16(f.data() + 6, static_cast<uint16_t>(1 + rng() % 10));
       const uint32_t len = static_cast<uint32_t>(f.size() - kFrameHeaderSize);
@@ -118,7 +118,7 @@ TEST_CASE("bad magic, unknown type, bad checksum and garbage bodies are rejected
 
 TEST_CASE("limits: oversized bodies, too many keys, short keys and nonces", "[transport][wire]") {
   SECTION("a frame header announcing a huge body") {
-    auto f = *EncodeFrame(AuthOk{});
+    auto f = *EncodeFrame(AnnounceAck{});
     const uint32_t huge = 0xfffffff0u;
     for (int k = 0; k < 4; ++k) f[8 + k] = static_cast<std::byte>((huge >> (8 * k)) & 0xff);
     CHECK(DecodeFrame(f).status().IsInvalidArgument());
@@ -129,7 +129,8 @@ TEST_CASE("limits: oversized bodies, too many keys, short keys and nonces", "[tr
     CHECK(EncodeFrame(m).status().IsInvalidArgument());
   }
   SECTION("a nonce of the wrong size is refused on both ends") {
-    CHECK(EncodeFrame(Hello{kProtocolVersion, "a", Bytes(5, 1), {}}).status().IsInvalidArgument());
+    CHECK(EncodeFrame(Hello{kProtocolVersion, "a", Bytes(5, 1), {}, 0}).status().IsInvalidArgument());
+    CHECK(EncodeFrame(AuthOk{1, Bytes(3, 1)}).status().IsInvalidArgument());
   }
   SECTION("pull capacities must match keys") {
     CHECK(EncodeFrame(PullRequest{1, Key(1), {Key(1)}, {}}).status().IsInvalidArgument());

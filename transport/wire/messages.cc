@@ -87,6 +87,7 @@ Status EncodeBody(const Message& message, std::string* body) {
           p.set_node_id(m.node_id);
           p.set_nonce(ToBytesString(m.nonce));
           p.set_worker_address(ToBytesString(m.worker_address));
+          p.set_request_id(m.request_id);
           p.SerializeToString(body);
         } else if constexpr (std::is_same_v<T, HelloAck>) {
           STRATA_RETURN_IF_ERROR(CheckSize(m.nonce.size(), kNonceSize, "HelloAck.nonce"));
@@ -95,14 +96,20 @@ Status EncodeBody(const Message& message, std::string* body) {
           p.set_node_id(m.node_id);
           p.set_nonce(ToBytesString(m.nonce));
           p.set_server_mac(ToBytesString(m.server_mac));
+          p.set_request_id(m.request_id);
           p.SerializeToString(body);
         } else if constexpr (std::is_same_v<T, Auth>) {
           STRATA_RETURN_IF_ERROR(CheckSize(m.client_mac.size(), kMacSize, "Auth.client_mac"));
           pb::Auth p;
           p.set_client_mac(ToBytesString(m.client_mac));
+          p.set_request_id(m.request_id);
+          p.set_node_id(m.node_id);
           p.SerializeToString(body);
         } else if constexpr (std::is_same_v<T, AuthOk>) {
+          STRATA_RETURN_IF_ERROR(CheckSize(m.session.size(), kSessionSize, "AuthOk.session"));
           pb::AuthOk p;
+          p.set_request_id(m.request_id);
+          p.set_session(ToBytesString(m.session));
           p.SerializeToString(body);
         } else if constexpr (std::is_same_v<T, ErrorMessage>) {
           pb::Error p;
@@ -115,6 +122,7 @@ Status EncodeBody(const Message& message, std::string* body) {
           pb::LookupRequest p;
           p.set_request_id(m.request_id);
           AddKeys(m.keys, p.mutable_keys());
+          p.set_session(ToBytesString(m.session));
           p.SerializeToString(body);
         } else if constexpr (std::is_same_v<T, LookupResponse>) {
           STRATA_RETURN_IF_ERROR(CheckKeyCount(m.holders.size(), "LookupResponse"));
@@ -133,6 +141,7 @@ Status EncodeBody(const Message& message, std::string* body) {
           AddKeys(m.added, p.mutable_added());
           AddKeys(m.evicted, p.mutable_evicted());
           p.set_replace(m.replace);
+          p.set_session(ToBytesString(m.session));
           p.SerializeToString(body);
         } else if constexpr (std::is_same_v<T, AnnounceAck>) {
           pb::AnnounceAck p;
@@ -147,6 +156,7 @@ Status EncodeBody(const Message& message, std::string* body) {
           p.set_namespace_id(KeyString(m.namespace_id));
           AddKeys(m.keys, p.mutable_keys());
           for (uint64_t c : m.capacities) p.add_capacities(c);
+          p.set_session(ToBytesString(m.session));
           p.SerializeToString(body);
         }
         return Status::OK();
@@ -173,6 +183,7 @@ Result<Message> DecodeBody(MessageType type, std::span<const std::byte> body) {
       m.node_id = p.node_id();
       m.nonce = FromBytesString(p.nonce());
       m.worker_address = FromBytesString(p.worker_address());
+      m.request_id = p.request_id();
       return Message(std::move(m));
     }
     case MessageType::kHelloAck: {
@@ -184,18 +195,20 @@ Result<Message> DecodeBody(MessageType type, std::span<const std::byte> body) {
       m.node_id = p.node_id();
       m.nonce = FromBytesString(p.nonce());
       m.server_mac = FromBytesString(p.server_mac());
+      m.request_id = p.request_id();
       return Message(std::move(m));
     }
     case MessageType::kAuth: {
       pb::Auth p;
       STRATA_RETURN_IF_ERROR(ParseProto(body, &p, type));
       STRATA_RETURN_IF_ERROR(CheckSize(p.client_mac().size(), kMacSize, "Auth.client_mac"));
-      return Message(Auth{FromBytesString(p.client_mac())});
+      return Message(Auth{FromBytesString(p.client_mac()), p.request_id(), p.node_id()});
     }
     case MessageType::kAuthOk: {
       pb::AuthOk p;
       STRATA_RETURN_IF_ERROR(ParseProto(body, &p, type));
-      return Message(AuthOk{});
+      STRATA_RETURN_IF_ERROR(CheckSize(p.session().size(), kSessionSize, "AuthOk.session"));
+      return Message(AuthOk{p.request_id(), FromBytesString(p.session())});
     }
     case MessageType::kError: {
       pb::Error p;
@@ -214,6 +227,7 @@ Result<Message> DecodeBody(MessageType type, std::span<const std::byte> body) {
       LookupRequest m;
       m.request_id = p.request_id();
       STRATA_RETURN_IF_ERROR(ParseKeys(p.keys(), &m.keys, "LookupRequest"));
+      m.session = FromBytesString(p.session());
       return Message(std::move(m));
     }
     case MessageType::kLookupResponse: {
@@ -237,6 +251,7 @@ Result<Message> DecodeBody(MessageType type, std::span<const std::byte> body) {
       STRATA_RETURN_IF_ERROR(CheckKeyCount(p.added_size() + p.evicted_size(), "Announce"));
       STRATA_RETURN_IF_ERROR(ParseKeys(p.added(), &m.added, "Announce.added"));
       STRATA_RETURN_IF_ERROR(ParseKeys(p.evicted(), &m.evicted, "Announce.evicted"));
+      m.session = FromBytesString(p.session());
       return Message(std::move(m));
     }
     case MessageType::kAnnounceAck: {
@@ -259,6 +274,7 @@ Result<Message> DecodeBody(MessageType type, std::span<const std::byte> body) {
         return Status::Corruption("PullRequest: " + std::to_string(p.capacities_size()) +
                                   " capacities for " + std::to_string(p.keys_size()) + " keys");
       m.capacities.assign(p.capacities().begin(), p.capacities().end());
+      m.session = FromBytesString(p.session());
       return Message(std::move(m));
     }
   }

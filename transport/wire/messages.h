@@ -63,19 +63,29 @@ struct Hello {
   std::string node_id;
   std::vector<std::byte> nonce;  // kNonceSize bytes
   std::vector<std::byte> worker_address;
+  uint64_t request_id = 0;
 };
 
 struct HelloAck {
   std::string node_id;
   std::vector<std::byte> nonce;       // kNonceSize bytes
   std::vector<std::byte> server_mac;  // kMacSize bytes
+  uint64_t request_id = 0;
 };
 
 struct Auth {
   std::vector<std::byte> client_mac;  // kMacSize bytes
+  uint64_t request_id = 0;
+  std::string node_id;
 };
 
-struct AuthOk {};
+// A session token: kSessionSize random bytes from AuthOk, carried by every request.
+inline constexpr size_t kSessionSize = 16;
+
+struct AuthOk {
+  uint64_t request_id = 0;
+  std::vector<std::byte> session;  // kSessionSize bytes
+};
 
 struct ErrorMessage {
   uint64_t request_id = 0;
@@ -88,6 +98,7 @@ struct ErrorMessage {
 struct LookupRequest {
   uint64_t request_id = 0;
   std::vector<BlockKey> keys;
+  std::vector<std::byte> session;
 };
 
 struct LookupResponse {
@@ -101,6 +112,7 @@ struct Announce {
   std::vector<BlockKey> added;
   std::vector<BlockKey> evicted;
   bool replace = false;
+  std::vector<std::byte> session;
 };
 
 struct AnnounceAck {
@@ -112,6 +124,7 @@ struct PullRequest {
   NamespaceId namespace_id;
   std::vector<BlockKey> keys;
   std::vector<uint64_t> capacities;  // one per key: bytes reserved (block header + payload)
+  std::vector<std::byte> session;
 };
 
 using Message = std::variant<Hello, HelloAck, Auth, AuthOk, ErrorMessage, LookupRequest,
