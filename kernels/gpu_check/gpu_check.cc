@@ -102,9 +102,12 @@ void CheckGatherScatter() {
           spec.dtype = dtype;
           spec.num_layers = 4;
           spec.num_blocks = 37;
-          spec.block_size = 16;
-          spec.num_kv_heads = layout == sk::PagedLayout::kMla ? 1 : 8;
-          spec.head_dim = layout == sk::PagedLayout::kMla ? dim * 4 + 64 : dim;
+          // dim 3 (with 5 tokens, 3 heads, MLA 77): chunks of 45*w or 385*w bytes, not multiples of
+          // 16, so the byte-wise path runs; dim 128 (MLA 576) takes the 16-byte path.
+          const bool odd = dim == 3;
+          spec.block_size = odd ? 5 : 16;
+          spec.num_kv_heads = layout == sk::PagedLayout::kMla ? 1 : (odd ? 3 : 8);
+          spec.head_dim = layout == sk::PagedLayout::kMla ? (odd ? 77 : 576) : dim;
           const std::string name = std::string("gather/scatter ") +
                                    std::string(sk::PagedLayoutName(layout)) + " " +
                                    std::string(sk::KvDtypeName(dtype)) + " dim " +

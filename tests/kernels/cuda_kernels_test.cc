@@ -42,15 +42,16 @@ TEST_CASE("CUDA gather/scatter equal the CPU reference", "[kernels][gpu]") {
   if (!HaveDevice()) return;
   for (auto layout : {PagedLayout::kVllmFlashAttn, PagedLayout::kFlashInfer, PagedLayout::kMla}) {
     for (auto dtype : {KvDtype::kFloat16, KvDtype::kBFloat16, KvDtype::kFloat8E4M3}) {
-      for (uint32_t head_dim : {128u, 3u}) {  // 3: the byte-wise (unaligned) path
+      for (uint32_t head_dim : {128u, 3u}) {
         PagedKvSpec spec;
         spec.layout = layout;
         spec.dtype = dtype;
         spec.num_layers = 3;
         spec.num_blocks = 20;
-        spec.block_size = 16;
-        spec.num_kv_heads = layout == PagedLayout::kMla ? 1 : 4;
-        spec.head_dim = layout == PagedLayout::kMla ? head_dim * 4 + 64 : head_dim;
+        const bool odd = head_dim == 3;  // chunks not a multiple of 16 bytes: byte-wise path
+        spec.block_size = odd ? 5 : 16;
+        spec.num_kv_heads = layout == PagedLayout::kMla ? 1 : (odd ? 3 : 4);
+        spec.head_dim = layout == PagedLayout::kMla ? (odd ? 77 : 576) : head_dim;
         INFO(PagedLayoutName(layout) << " " << KvDtypeName(dtype) << " D " << spec.head_dim);
         testing::HostCache cache(spec);
         std::vector<std::unique_ptr<DeviceBuf>> dlayers;
