@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "convert_cpu.h"  // kernels/src: the bulk conversions the CPU codecs use
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -123,6 +125,34 @@ TEST_CASE("e4m3 encodes to the nearest code, ties to even, saturating at 448", "
   }
   CHECK(FloatToE4m3(std::numeric_limits<float>::infinity()) == 0x7e);
   CHECK(FloatToE4m3(std::nanf("")) == 0x7f);
+}
+
+TEST_CASE("bulk fp16/bf16 conversions equal the scalar ones", "[kernels]") {
+  std::vector<uint16_t> all(65536);
+  for (uint32_t h = 0; h < 65536; ++h) all[h] = static_cast<uint16_t>(h);
+  std::vector<float> f(all.size());
+  for (bool bf16 : {false, true}) {
+    internal::KvToFloat(bf16, all.data(), f.data(), all.size());
+    for (uint32_t h = 0; h < 65536; ++h) {
+      const float ref = bf16 ? Bf16ToFloat(all[h]) : HalfToFloat(all[h]);
+      if (std::isnan(ref)) {
+        REQUIRE(std::isnan(f[h]));
+      } else {
+        REQUIRE(FloatToBits(f[h]) == FloatToBits(ref));
+      }
+    }
+  }
+  std::vector<float> in;
+  for (float v : InterestingFloats())
+    if (!std::isnan(v)) in.push_back(v);
+  std::vector<uint16_t> out(in.size());
+  for (bool bf16 : {false, true}) {
+    internal::FloatToKv(bf16, in.data(), out.data(), in.size());
+    for (size_t i = 0; i < in.size(); ++i) {
+      INFO("f = " << in[i]);
+      REQUIRE(out[i] == (bf16 ? FloatToBf16(in[i]) : FloatToHalf(in[i])));
+    }
+  }
 }
 
 }  // namespace

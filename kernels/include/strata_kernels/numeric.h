@@ -107,30 +107,28 @@ STRATA_KERNELS_HD inline uint16_t FloatToBf16(float f) {
 // OCP FP8 E4M3 ("e4m3fn": bias 7, no infinities, max 448, NaN = S.1111.111).
 inline constexpr float kE4m3Max = 448.0f;
 
+// Round to nearest integer, ties to even, for |v| < 2^22: adding and subtracting 1.5 * 2^23 leaves
+// exactly the rounded value (IEEE round-to-nearest-even addition; never reassociated, as neither
+// side compiles with fast-math). Unlike rintf it is inline and vectorizes on every host; the
+// codecs only round values of magnitude <= 448. A zero result may come out as +0 for a negative v.
+STRATA_KERNELS_HD inline float RoundHalfEvenSmall(float v) {
+  return (v + 12582912.0f) - 12582912.0f;
+}
+
 // float -> e4m3, round to nearest even, saturating to +-448 (infinities included). NaN -> NaN.
+// Branch-free so that it vectorizes: normals round on the float's bits; subnormals (< 2^-6) are
+// k * 2^-9 with k = round(|x| * 512) in 0..8, and code k (k == 8 is the smallest normal, 0x08).
 STRATA_KERNELS_HD inline uint8_t FloatToE4m3(float f) {
   const uint32_t x = FloatToBits(f);
-  const uint8_t s8 = static_cast<uint8_t>((x >> 31) << 7);
+  const uint32_t sign = (x >> 24) & 0x80u;
   const uint32_t abs = x & 0x7fffffffu;
-  if (abs > 0x7f800000u) return s8 | 0x7f;
-  if (abs >= 0x43e00000u) return s8 | 0x7e;  // >= 448
-  const int exp = static_cast<int>(abs >> 23) - 127;
-  const uint32_t mant = abs & 0x7fffffu;
-  uint32_t base, rem, half;
-  if (exp >= -6) {
-    base = (static_cast<uint32_t>(exp + 7) << 3) | (mant >> 20);
-    rem = mant & 0xfffffu;
-    half = 0x80000u;
-  } else {
-    const int shift = 20 + (-6 - exp);  // >= 21
-    if (shift > 24) return s8;          // below half of the smallest subnormal 2^-9
-    const uint32_t m24 = mant | 0x800000u;
-    base = m24 >> shift;
-    rem = m24 & ((1u << shift) - 1);
-    half = 1u << (shift - 1);
-  }
-  const uint32_t inc = (rem > half || (rem == half && (base & 1))) ? 1 : 0;
-  return static_cast<uint8_t>(s8 | (base + inc));
+  const uint32_t normal = ((abs + 0x7ffffu + ((abs >> 20) & 1u)) >> 20) - 960u;  // (127-7) << 3
+  const uint32_t sub =
+      static_cast<uint32_t>(RoundHalfEvenSmall(BitsToFloat(abs < 0x3c800000u ? abs : 0u) * 512.0f));
+  uint32_t code = abs < 0x3c800000u ? sub : normal;  // 0x3c800000 = 2^-6
+  code = abs >= 0x43e00000u ? 0x7eu : code;          // >= 448 (and +-inf): saturate
+  code = abs > 0x7f800000u ? 0x7fu : code;           // NaN
+  return static_cast<uint8_t>(sign | code);
 }
 
 STRATA_KERNELS_HD inline float E4m3ToFloat(uint8_t v) {
@@ -145,14 +143,5 @@ STRATA_KERNELS_HD inline float E4m3ToFloat(uint8_t v) {
   return BitsToFloat(sign | ((exp + 120) << 23) | (mant << 20));
 }
 
-// Round to nearest integer, ties to even (rintf on both sides: exact and mode-independent here
-// because Strata never changes the host rounding mode).
-STRATA_KERNELS_HD inline float RoundNearestEven(float v) {
-#if defined(__CUDA_ARCH__)
-  return rintf(v);
-#else
-  return __builtin_rintf(v);
-#endif
-}
 
 }  // namespace strata::kernels

@@ -1,6 +1,6 @@
 // Per-element arithmetic of the lossy codecs, shared verbatim by the CPU reference (quant_cpu.cc)
 // and the CUDA kernels (cuda/quant.cu), which is why their outputs are bit-identical. Only
-// IEEE-exact float operations (+, -, *, /, rint, comparisons) and the integer conversions of
+// IEEE-exact float operations (+, -, *, /, comparisons) and the integer conversions of
 // numeric.h are used; both sides are compiled without FMA contraction.
 //
 // Thread-safety: pure functions.
@@ -45,7 +45,7 @@ STRATA_KERNELS_HD inline float Fp8Dequant(uint8_t q, float scale) { return E4m3T
 
 // INT8 symmetric, one scale per group.
 STRATA_KERNELS_HD inline int8_t Int8Quant(float x, float inv) {
-  const float r = RoundNearestEven(x * inv);
+  const float r = RoundHalfEvenSmall(x * inv);
   return static_cast<int8_t>(r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r));
 }
 STRATA_KERNELS_HD inline float Int8Dequant(int8_t q, float scale) {
@@ -81,7 +81,7 @@ STRATA_KERNELS_HD inline Int4Params Int4ParamsFromStored(uint16_t min_h, uint16_
   return p;
 }
 STRATA_KERNELS_HD inline uint8_t Int4Quant(float x, float min_f, float inv) {
-  const float r = RoundNearestEven((x - min_f) * inv);
+  const float r = RoundHalfEvenSmall((x - min_f) * inv);
   return static_cast<uint8_t>(r > 15.0f ? 15.0f : (r < 0.0f ? 0.0f : r));
 }
 STRATA_KERNELS_HD inline float Int4Dequant(uint8_t q, float min_f, float scale_f) {
