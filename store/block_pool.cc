@@ -1,0 +1,541 @@
+#include "store/block_pool.h"
+
+#include <algorithm>
+#include <bit>
+#include <string>
+
+namespace strata::store {
+namespace {
+
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+
+uint64_t KeyHash(const BlockKey& k) { return k.low ^ (k.high * 0x9E3779B97F4A7C15ULL); }
+
+}  // namespace
+
+// ---- PinnedBlock ----
+
+PinnedBlock& PinnedBlock::operator=(PinnedBlock&& other) noexcept {
+  if (this != &other) {
+    Release();
+    pool_ = other.pool_;
+    slot_ = other.slot_;
+    header_ = other.header_;
+    payload_ = other.payload_;
+    offset_ = other.offset_;
+    other.pool_ = nullptr;
+    other.slot_ = kNoSlot;
+  }
+  return *this;
+}
+
+void PinnedBlock::Release() {
+  if (pool_ != nullptr) pool_->ReleaseReader(slot_);
+  pool_ = nullptr;
+  slot_ = kNoSlot;
+  payload_ = {};
+}
+
+// ---- BlockPool ----
+
+Status BlockPool::ValidateOptions(const BlockPoolOptions& o, uint64_t capacity_bytes,
+                                  uint32_t* num_slabs, uint32_t* max_blocks) {
+  if (o.slab_bytes == 0 || o.slab_bytes % (2 * kMiB) != 0 || o.slab_bytes > 256 * kMiB)
+    return Status::InvalidArgument("slab_bytes must be a multiple of 2 MiB and at most 256 MiB");
+  if (capacity_bytes < o.slab_bytes)
+    return Status::InvalidArgument("capacity must hold at least one slab (" +
+                                   std::to_string(o.slab_bytes) + " bytes)");
+  const uint64_t slabs = (capacity_bytes + o.slab_bytes - 1) / o.slab_bytes;
+  if (slabs > UINT32_MAX / 2) return Status::InvalidArgument("capacity too large");
+  uint64_t blocks = o.max_blocks ? o.max_blocks : slabs * o.slab_bytes / (64 * 1024);
+  if (blocks == 0 || blocks >= (uint64_t{1} << 31))
+    return Status::InvalidArgument("max_blocks must be in [1, 2^31)");
+  if (slabs * o.slab_bytes / SlabAllocator::kAlign >= (uint64_t{1} << 32))
+    return Status::InvalidArgument("capacity above 16 TiB is not supported");
+  *num_slabs = static_cast<uint32_t>(slabs);
+  *max_blocks = static_cast<uint32_t>(blocks);
+  return Status::OK();
+}
+
+BlockPool::BlockPool(TierKind kind, const BlockPoolOptions& options, uint32_t num_slabs,
+                     uint32_t max_blocks, PoolMemory memory,
+                     std::unique_ptr<EvictionPolicy> policy)
+    : kind_(kind),
+      options_(options),
+      max_blocks_(max_blocks),
+      mem_(memory),
+      epoch_(std::chrono::steady_clock::now()),
+      alloc_(options.slab_bytes, num_slabs),
+      policy_(std::move(policy)),
+      slots_(new Slot[max_blocks]),
+      stripes_(new SpinLock[kStripes]) {
+  // Load factor up to 2 per bucket: half the bucket memory of a one-per-slot table.
+  const uint32_t nbuckets = std::max<uint32_t>(std::bit_ceil(max_blocks) / 2, 1);
+  bucket_mask_ = nbuckets - 1;
+  buckets_.reset(new uint32_t[nbuckets]);
+  std::fill_n(buckets_.get(), nbuckets, kNoSlot);
+  for (uint32_t i = 0; i < max_blocks; ++i)
+    slots_[i].next.store(i + 1 < max_blocks ? i + 1 : kNoSlot, std::memory_order_relaxed);
+  free_head_.store(0, std::memory_order_relaxed);
+}
+
+BlockPool::~BlockPool() = default;
+
+uint32_t BlockPool::NowMs() const {
+  return static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now() - epoch_)
+                                   .count());
+}
+
+uint32_t BlockPool::PopFreeSlot() {
+  uint64_t head = free_head_.load(std::memory_order_acquire);
+  for (;;) {
+    const uint32_t slot = static_cast<uint32_t>(head);
+    if (slot == kNoSlot) return kNoSlot;
+    const uint32_t next = slots_[slot].next.load(std::memory_order_relaxed);
+    const uint64_t tagged = ((head >> 32) + 1) << 32 | next;
+    if (free_head_.compare_exchange_weak(head, tagged, std::memory_order_acq_rel,
+                                         std::memory_order_acquire))
+      return slot;
+  }
+}
+
+void BlockPool::PushFreeSlot(uint32_t slot) {
+  uint64_t head = free_head_.load(std::memory_order_relaxed);
+  for (;;) {
+    slots_[slot].next.store(static_cast<uint32_t>(head), std::memory_order_relaxed);
+    const uint64_t tagged = ((head >> 32) + 1) << 32 | slot;
+    if (free_head_.compare_exchange_weak(head, tagged, std::memory_order_release,
+                                         std::memory_order_relaxed))
+      return;
+  }
+}
+
+uint32_t BlockPool::FindLocked(uint32_t bucket, const BlockKey& key) const {
+  for (uint32_t s = buckets_[bucket]; s != kNoSlot; s = slots_[s].next.load(std::memory_order_relaxed))
+    if (slots_[s].key == key) return s;
+  return kNoSlot;
+}
+
+void BlockPool::UnlinkLocked(uint32_t bucket, uint32_t slot) {
+  uint32_t prev = kNoSlot;
+  for (uint32_t s = buckets_[bucket]; s != kNoSlot;
+       prev = s, s = slots_[s].next.load(std::memory_order_relaxed)) {
+    if (s != slot) continue;
+    const uint32_t next = slots_[s].next.load(std::memory_order_relaxed);
+    if (prev == kNoSlot) buckets_[bucket] = next;
+    else slots_[prev].next.store(next, std::memory_order_relaxed);
+    return;
+  }
+}
+
+bool BlockPool::Pinned(const Slot& s, uint32_t now) const {
+  if ((s.refs.load(std::memory_order_acquire) >> 16) == 0) return false;
+  // Wrap-safe: the deadline is at most max_pin_ttl ahead of the time it was set.
+  return static_cast<int32_t>(s.pin_deadline_ms.load(std::memory_order_relaxed) - now) > 0;
+}
+
+bool BlockPool::Evictable(uint32_t slot, uint32_t now) const {
+  const Slot& s = slots_[slot];
+  return s.state.load(std::memory_order_acquire) == kLive &&
+         (s.refs.load(std::memory_order_acquire) & 0xFFFF) == 0 && !Pinned(s, now);
+}
+
+uint32_t BlockPool::AcquireReader(const BlockKey& key) {
+  const uint32_t b = Bucket(key);
+  std::lock_guard lock(StripeOf(b));
+  const uint32_t s = FindLocked(b, key);
+  if (s == kNoSlot || slots_[s].state.load(std::memory_order_relaxed) != kLive) return kNoSlot;
+  slots_[s].refs.fetch_add(kReader, std::memory_order_acq_rel);
+  return s;
+}
+
+void BlockPool::ReleaseReader(uint32_t slot) {
+  slots_[slot].refs.fetch_sub(kReader, std::memory_order_acq_rel);
+}
+
+Result<uint32_t> BlockPool::AllocateSlot() {
+  for (;;) {
+    const uint32_t s = PopFreeSlot();
+    if (s != kNoSlot) return s;
+    std::lock_guard lock(evict_mu_);
+    STRATA_RETURN_IF_ERROR(EvictOne(-1));
+  }
+}
+
+Result<uint64_t> BlockPool::AllocatePayload(int cls) {
+  uint64_t off = alloc_.Allocate(cls);
+  if (off != SlabAllocator::kNoOffset) return off;
+  std::lock_guard lock(evict_mu_);
+  for (;;) {
+    off = alloc_.Allocate(cls);
+    if (off != SlabAllocator::kNoOffset) return off;
+    STRATA_RETURN_IF_ERROR(EvictOne(cls));
+  }
+}
+
+Status BlockPool::EvictOne(int want_cls) {
+  const uint32_t now = NowMs();
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    const uint32_t victim =
+        policy_->PickVictim([&](uint32_t s) { return Evictable(s, now); });
+    if (victim == kNoSlot)
+      return Status::NoSpace(std::string(TierKindName(kind_)) +
+                             " pool is full and every block is pinned or in use");
+    const int vcls = slots_[victim].cls;
+    const uint32_t slab = alloc_.SlabOf(uint64_t{slots_[victim].page} * SlabAllocator::kAlign);
+    if (!EvictSlot(victim, now)) continue;  // pinned or read meanwhile: pick again
+    // The chunk freed belongs to another class and its slab still holds blocks: free the whole
+    // slab so it can be lent to the class that needs space (no stranded free chunks).
+    if (want_cls >= 0 && vcls != want_cls && alloc_.SlabClass(slab) == vcls)
+      ReclaimSlab(slab, now);
+    return Status::OK();
+  }
+  return Status::NoSpace(std::string(TierKindName(kind_)) +
+                         " pool: no evictable block found (all busy)");
+}
+
+bool BlockPool::EvictSlot(uint32_t slot, uint32_t now) {
+  Slot& s = slots_[slot];
+  const uint32_t b = Bucket(s.key);
+  {
+    std::lock_guard lock(StripeOf(b));
+    if (!Evictable(slot, now)) return false;
+    UnlinkLocked(b, slot);
+    s.state.store(kWriting, std::memory_order_release);  // unreachable from the index now
+  }
+  const uint64_t offset = uint64_t{s.page} * SlabAllocator::kAlign;
+  if (options_.on_evict && mem_.host_visible) {
+    auto header = DecodeBlockHeader(
+        std::span<const std::byte>(mem_.header_base + uint64_t{slot} * kBlockHeaderSize,
+                                   kBlockHeaderSize));
+    if (header.ok())
+      options_.on_evict(*header, std::span<const std::byte>(mem_.payload_base + offset, s.length),
+                        policy_->HasChildren(slot));
+  }
+  policy_->OnRemove(slot);
+  alloc_.Free(offset, s.cls);
+  counters_.blocks.fetch_sub(1, std::memory_order_relaxed);
+  counters_.bytes.fetch_sub(s.length, std::memory_order_relaxed);
+  counters_.evictions.fetch_add(1, std::memory_order_relaxed);
+  s.refs.store(0, std::memory_order_relaxed);  // expired pins die with the block
+  s.state.store(kFree, std::memory_order_release);
+  PushFreeSlot(slot);
+  return true;
+}
+
+void BlockPool::ReclaimSlab(uint32_t slab, uint32_t now) {
+  const uint64_t lo = uint64_t{slab} * alloc_.slab_bytes() / SlabAllocator::kAlign;
+  const uint64_t hi = lo + alloc_.slab_bytes() / SlabAllocator::kAlign;
+  for (uint32_t i = 0; i < max_blocks_; ++i) {
+    if (slots_[i].state.load(std::memory_order_acquire) != kLive) continue;
+    if (slots_[i].page < lo || slots_[i].page >= hi) continue;
+    EvictSlot(i, now);
+  }
+}
+
+Status BlockPool::Put(const BlockHeader& header, std::span<const std::byte> payload,
+                      const PutOptions& options) {
+  if (payload.size() != header.payload_length)
+    return Status::InvalidArgument("payload size does not match the header's payload_length");
+  const int cls = alloc_.ClassOf(payload.size());
+  if (cls < 0)
+    return Status::InvalidArgument("payload of " + std::to_string(payload.size()) +
+                                   " bytes: must be 1.." + std::to_string(alloc_.slab_bytes()));
+  if (options_.verify_on_put) STRATA_RETURN_IF_ERROR(VerifyPayload(header, payload));
+  const BlockKey& key = header.key;
+  const uint32_t b = Bucket(key);
+  {
+    std::lock_guard lock(StripeOf(b));
+    if (FindLocked(b, key) != kNoSlot) return Status::OK();  // same key, same bytes
+  }
+  STRATA_ASSIGN_OR_RETURN(const uint32_t slot, AllocateSlot());
+  auto off = AllocatePayload(cls);
+  if (!off.ok()) {
+    PushFreeSlot(slot);
+    return off.status();
+  }
+  Slot& s = slots_[slot];
+  mem_.copy_in(mem_.payload_base + *off, payload.data(), payload.size());
+  EncodeBlockHeader(header, std::span<std::byte, kBlockHeaderSize>(
+                                mem_.header_base + uint64_t{slot} * kBlockHeaderSize,
+                                kBlockHeaderSize));
+  s.key = key;
+  s.page = static_cast<uint32_t>(*off / SlabAllocator::kAlign);
+  s.length = static_cast<uint32_t>(payload.size());
+  s.cls = static_cast<uint8_t>(cls);
+  s.refs.store(0, std::memory_order_relaxed);
+  s.state.store(kWriting, std::memory_order_relaxed);
+
+  uint32_t parent = kNoSlot;
+  if (options.parent != nullptr) {
+    const uint32_t pb = Bucket(*options.parent);
+    std::lock_guard lock(StripeOf(pb));
+    parent = FindLocked(pb, *options.parent);
+  }
+  // The policy learns of the block before it is published, so an Erase (which needs the index)
+  // can never remove it from the policy first. Not evictable until kLive.
+  policy_->OnInsert(slot, parent, KeyHash(key));
+  {
+    std::lock_guard lock(StripeOf(b));
+    if (FindLocked(b, key) == kNoSlot) {
+      s.next.store(buckets_[b], std::memory_order_relaxed);
+      buckets_[b] = slot;
+      s.state.store(kLive, std::memory_order_release);
+      counters_.blocks.fetch_add(1, std::memory_order_relaxed);
+      counters_.bytes.fetch_add(s.length, std::memory_order_relaxed);
+      counters_.puts.fetch_add(1, std::memory_order_relaxed);
+      return Status::OK();
+    }
+  }
+  // Lost a race with a concurrent put of the same key: theirs stays.
+  {
+    std::lock_guard lock(evict_mu_);
+    policy_->OnRemove(slot);
+  }
+  s.state.store(kFree, std::memory_order_relaxed);
+  alloc_.Free(*off, cls);
+  PushFreeSlot(slot);
+  return Status::OK();
+}
+
+Result<WriteReservation> BlockPool::Reserve(const BlockKey& key, uint64_t length) {
+  const int cls = alloc_.ClassOf(length);
+  if (cls < 0)
+    return Status::InvalidArgument("payload of " + std::to_string(length) +
+                                   " bytes: must be 1.." + std::to_string(alloc_.slab_bytes()));
+  const uint32_t b = Bucket(key);
+  {
+    std::lock_guard lock(StripeOf(b));
+    if (FindLocked(b, key) != kNoSlot) return Status::AlreadyExists("block is cached");
+  }
+  STRATA_ASSIGN_OR_RETURN(const uint32_t slot, AllocateSlot());
+  auto off = AllocatePayload(cls);
+  if (!off.ok()) {
+    PushFreeSlot(slot);
+    return off.status();
+  }
+  Slot& s = slots_[slot];
+  s.key = key;
+  s.page = static_cast<uint32_t>(*off / SlabAllocator::kAlign);
+  s.length = static_cast<uint32_t>(length);
+  s.cls = static_cast<uint8_t>(cls);
+  s.refs.store(0, std::memory_order_relaxed);
+  s.state.store(kWriting, std::memory_order_relaxed);
+  return WriteReservation{key, slot, cls, *off, length};
+}
+
+Status BlockPool::Commit(const WriteReservation& r, const BlockHeader& header,
+                         const PutOptions& options, bool verify) {
+  if (r.slot >= max_blocks_ || header.key != r.key || header.payload_length != r.length) {
+    Abort(r);
+    return Status::InvalidArgument("commit does not match its reservation");
+  }
+  if (verify && mem_.host_visible) {
+    Status st = VerifyPayload(header, std::span<const std::byte>(mem_.payload_base + r.offset,
+                                                                 r.length));
+    if (!st.ok()) {
+      Abort(r);
+      counters_.corrupt.fetch_add(1, std::memory_order_relaxed);
+      return st;
+    }
+  }
+  Slot& s = slots_[r.slot];
+  EncodeBlockHeader(header, std::span<std::byte, kBlockHeaderSize>(
+                                mem_.header_base + uint64_t{r.slot} * kBlockHeaderSize,
+                                kBlockHeaderSize));
+  uint32_t parent = kNoSlot;
+  if (options.parent != nullptr) {
+    const uint32_t pb = Bucket(*options.parent);
+    std::lock_guard lock(StripeOf(pb));
+    parent = FindLocked(pb, *options.parent);
+  }
+  policy_->OnInsert(r.slot, parent, KeyHash(r.key));
+  const uint32_t b = Bucket(r.key);
+  {
+    std::lock_guard lock(StripeOf(b));
+    if (FindLocked(b, r.key) == kNoSlot) {
+      s.next.store(buckets_[b], std::memory_order_relaxed);
+      buckets_[b] = r.slot;
+      s.state.store(kLive, std::memory_order_release);
+      counters_.blocks.fetch_add(1, std::memory_order_relaxed);
+      counters_.bytes.fetch_add(s.length, std::memory_order_relaxed);
+      counters_.puts.fetch_add(1, std::memory_order_relaxed);
+      return Status::OK();
+    }
+  }
+  {
+    std::lock_guard lock(evict_mu_);
+    policy_->OnRemove(r.slot);
+  }
+  Abort(r);
+  return Status::OK();
+}
+
+void BlockPool::Abort(const WriteReservation& r) {
+  if (r.slot >= max_blocks_) return;
+  slots_[r.slot].state.store(kFree, std::memory_order_relaxed);
+  alloc_.Free(r.offset, r.cls);
+  PushFreeSlot(r.slot);
+}
+
+std::vector<BlockKey> BlockPool::Keys(const std::optional<NamespaceId>& ns) const {
+  std::vector<BlockKey> out;
+  for (uint32_t i = 0; i < max_blocks_; ++i) {
+    if (slots_[i].state.load(std::memory_order_acquire) != kLive) continue;
+    const uint32_t b = Bucket(slots_[i].key);
+    std::lock_guard lock(StripeOf(b));
+    if (slots_[i].state.load(std::memory_order_relaxed) != kLive) continue;
+    if (ns) {
+      auto header = DecodeBlockHeader(std::span<const std::byte>(
+          mem_.header_base + uint64_t{i} * kBlockHeaderSize, kBlockHeaderSize));
+      if (!header.ok() || header->ns != *ns) continue;
+    }
+    out.push_back(slots_[i].key);
+  }
+  return out;
+}
+
+Result<BlockHeader> BlockPool::Get(const BlockKey& key, std::span<std::byte> out) {
+  const uint32_t slot = AcquireReader(key);
+  if (slot == kNoSlot) {
+    counters_.misses.fetch_add(1, std::memory_order_relaxed);
+    return Status::NotFound("block not in " + std::string(TierKindName(kind_)) + " tier");
+  }
+  const Slot& s = slots_[slot];
+  if (out.size() < s.length) {
+    ReleaseReader(slot);
+    return Status::InvalidArgument("output buffer smaller than the payload (" +
+                                   std::to_string(s.length) + " bytes)");
+  }
+  auto header = DecodeBlockHeader(std::span<const std::byte>(
+      mem_.header_base + uint64_t{slot} * kBlockHeaderSize, kBlockHeaderSize));
+  mem_.copy_out(out.data(), mem_.payload_base + uint64_t{s.page} * SlabAllocator::kAlign,
+                s.length);
+  policy_->OnAccess(slot);
+  ReleaseReader(slot);
+  if (!header.ok()) return header.status();
+  counters_.hits.fetch_add(1, std::memory_order_relaxed);
+  return header;
+}
+
+Result<PinnedBlock> BlockPool::Acquire(const BlockKey& key) {
+  if (!mem_.host_visible)
+    return Status::NotSupported("zero-copy views need a host-visible pool");
+  const uint32_t slot = AcquireReader(key);
+  if (slot == kNoSlot) {
+    counters_.misses.fetch_add(1, std::memory_order_relaxed);
+    return Status::NotFound("block not in " + std::string(TierKindName(kind_)) + " tier");
+  }
+  const Slot& s = slots_[slot];
+  auto header = DecodeBlockHeader(std::span<const std::byte>(
+      mem_.header_base + uint64_t{slot} * kBlockHeaderSize, kBlockHeaderSize));
+  if (!header.ok()) {
+    ReleaseReader(slot);
+    return header.status();
+  }
+  policy_->OnAccess(slot);
+  counters_.hits.fetch_add(1, std::memory_order_relaxed);
+  PinnedBlock pb;
+  pb.pool_ = this;
+  pb.slot_ = slot;
+  pb.header_ = *header;
+  pb.offset_ = uint64_t{s.page} * SlabAllocator::kAlign;
+  pb.payload_ = std::span<const std::byte>(mem_.payload_base + pb.offset_, s.length);
+  return pb;
+}
+
+Result<BlockLocation> BlockPool::Find(const BlockKey& key) const {
+  const uint32_t b = Bucket(key);
+  std::lock_guard lock(StripeOf(b));
+  const uint32_t s = FindLocked(b, key);
+  if (s == kNoSlot) return Status::NotFound("block not in " + std::string(TierKindName(kind_)) + " tier");
+  return BlockLocation{kind_, uint64_t{slots_[s].page} * SlabAllocator::kAlign, slots_[s].length};
+}
+
+Status BlockPool::Pin(const BlockKey& key, std::chrono::milliseconds ttl) {
+  if (ttl.count() <= 0) return Status::InvalidArgument("pin ttl must be positive");
+  ttl = std::min(ttl, options_.max_pin_ttl);
+  const uint32_t b = Bucket(key);
+  std::lock_guard lock(StripeOf(b));
+  const uint32_t s = FindLocked(b, key);
+  if (s == kNoSlot) return Status::NotFound("cannot pin: block not in tier");
+  Slot& slot = slots_[s];
+  const uint32_t now = NowMs();
+  if ((slot.refs.load(std::memory_order_relaxed) >> 16) == 0xFFFF)
+    return Status::ResourceExhausted("too many pins on one block");
+  const uint32_t deadline = now + static_cast<uint32_t>(ttl.count());
+  const uint32_t old = slot.pin_deadline_ms.load(std::memory_order_relaxed);
+  if (!Pinned(slot, now) || static_cast<int32_t>(deadline - old) > 0)
+    slot.pin_deadline_ms.store(deadline, std::memory_order_relaxed);
+  slot.refs.fetch_add(kPin, std::memory_order_acq_rel);
+  return Status::OK();
+}
+
+Status BlockPool::Unpin(const BlockKey& key) {
+  const uint32_t b = Bucket(key);
+  std::lock_guard lock(StripeOf(b));
+  const uint32_t s = FindLocked(b, key);
+  if (s == kNoSlot) return Status::NotFound("cannot unpin: block not in tier");
+  auto& refs = slots_[s].refs;
+  uint32_t v = refs.load(std::memory_order_relaxed);
+  do {
+    if ((v >> 16) == 0) return Status::InvalidArgument("block is not pinned");
+  } while (!refs.compare_exchange_weak(v, v - kPin, std::memory_order_acq_rel));
+  return Status::OK();
+}
+
+Status BlockPool::Erase(const BlockKey& key) {
+  std::lock_guard evict_lock(evict_mu_);
+  const uint32_t b = Bucket(key);
+  uint32_t slot;
+  {
+    std::lock_guard lock(StripeOf(b));
+    slot = FindLocked(b, key);
+    if (slot == kNoSlot) return Status::NotFound("cannot erase: block not in tier");
+    const uint32_t now = NowMs();
+    if (!Evictable(slot, now)) return Status::Unavailable("block is pinned or being read");
+    UnlinkLocked(b, slot);
+    slots_[slot].state.store(kWriting, std::memory_order_release);
+  }
+  Slot& s = slots_[slot];
+  policy_->OnRemove(slot);
+  alloc_.Free(uint64_t{s.page} * SlabAllocator::kAlign, s.cls);
+  counters_.blocks.fetch_sub(1, std::memory_order_relaxed);
+  counters_.bytes.fetch_sub(s.length, std::memory_order_relaxed);
+  s.refs.store(0, std::memory_order_relaxed);
+  s.state.store(kFree, std::memory_order_release);
+  PushFreeSlot(slot);
+  return Status::OK();
+}
+
+TierStats BlockPool::Stats() const {
+  TierStats st;
+  st.blocks = static_cast<uint64_t>(std::max<int64_t>(0, counters_.blocks.load()));
+  st.payload_bytes = static_cast<uint64_t>(std::max<int64_t>(0, counters_.bytes.load()));
+  st.capacity_bytes = capacity_bytes();
+  st.hits = counters_.hits.load();
+  st.misses = counters_.misses.load();
+  st.puts = counters_.puts.load();
+  st.evictions = counters_.evictions.load();
+  st.corrupt_dropped = counters_.corrupt.load();
+  st.max_blocks = max_blocks_;
+  st.metadata_bytes = uint64_t{max_blocks_} * (sizeof(Slot) + policy_->BytesPerSlot()) +
+                      (uint64_t{bucket_mask_} + 1) * sizeof(uint32_t) + alloc_.MetadataBytes();
+  st.fixed_metadata_bytes = kStripes * sizeof(SpinLock) + alloc_.FixedMetadataBytes() + 16 * 1024;
+  return st;
+}
+
+std::string_view TierKindName(TierKind kind) {
+  switch (kind) {
+    case TierKind::kDevice:
+      return "device";
+    case TierKind::kHost:
+      return "host";
+    case TierKind::kDisk:
+      return "disk";
+  }
+  return "unknown";
+}
+
+}  // namespace strata::store

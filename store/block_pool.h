@@ -1,0 +1,232 @@
+// BlockPool: the memory-pool tier that HostTier (memfd) and DeviceTier (cudaMalloc) share: a slot
+// table (per-block metadata), a lock-striped hash index, a SlabAllocator for payload space and an
+// EvictionPolicy, over a region whose copy operations are chosen once at set-up (an operation
+// table, not a branch per request).
+//
+// Per-block metadata (measured by Stats().metadata_bytes / max_blocks, docs/store.md): a 40-byte
+// Slot, the policy's node (16 bytes), 2-4 bytes of hash buckets and the slab allocator's 28
+// bytes per slab, shared by the blocks of the slab. The 64-byte block header itself lives in the header area, one per
+// slot (in the shared pool for the host tier, so clients can read it).
+//
+// Hot paths (Put without eviction, Get, Find, Pin): no malloc, no system call, no global lock: the
+// key's index stripe (one of 1024 spin locks), one size class's spin lock, a lock-free free-slot
+// stack and relaxed atomics in the policy. Eviction (when the pool is full) serialises on
+// evict_mu_; it is the slow path.
+//
+// Thread-safety: all methods are thread-safe. Reads of a block hold a reader reference (counted
+// in the slot, taken under the index stripe lock), so the block cannot be evicted or erased under
+// a reader: a PinnedBlock keeps its bytes valid until it is destroyed.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <optional>
+#include <vector>
+
+#include "store/eviction_policy.h"
+#include "store/slab_allocator.h"
+#include "store/spin_lock.h"
+#include "store/thread_annotations.h"
+#include "store/tier.h"
+
+namespace strata::store {
+
+// Called for each block the pool evicts, while its bytes are still in place and no reader can
+// reach it, with the block's header, its payload (a host pointer: the host tier only) and whether
+// it had cached children (a shared prefix). The tiered store writes blocks back to disk from here.
+// It runs on the evicting thread with the pool's eviction lock held: it must not call back into
+// the pool.
+using EvictionSink =
+    std::function<void(const BlockHeader&, std::span<const std::byte>, bool shared_prefix)>;
+
+struct BlockPoolOptions {
+  // Size of one slab: the unit the allocator lends to a size class, and the largest payload the
+  // pool accepts. Larger slabs spread their 28 bytes of bookkeeping over more blocks; smaller
+  // ones let small pools hold more size classes at once. Default: 16 MiB.
+  // REQUIRES: a multiple of 2 MiB, <= 256 MiB.
+  uint64_t slab_bytes = uint64_t{16} << 20;
+  // Slots (blocks the pool can index). Default: 0, meaning payload capacity / 64 KiB: enough for
+  // 64 KiB blocks; set it to capacity / your block size to spend less on metadata.
+  uint32_t max_blocks = 0;
+  // Eviction policy of this tier. Default: prefix.
+  PolicyOptions policy;
+  // Verify each put payload against its header checksum (one XXH3 pass over the bytes). Default:
+  // true. Turn off only when the producer verified (e.g. a checked transfer).
+  bool verify_on_put = true;
+  // Called for each evicted block (host tier only). Default: none (evicted blocks are dropped).
+  EvictionSink on_evict;
+  // Longest pin a caller may ask for; longer TTLs are clamped. Default: 10 minutes.
+  std::chrono::milliseconds max_pin_ttl = std::chrono::minutes(10);
+};
+
+// How the pool's memory is reached (set up by HostTier / DeviceTier).
+struct PoolMemory {
+  std::byte* payload_base = nullptr;  // slab region: host or device address
+  std::byte* header_base = nullptr;   // max_blocks x 64 bytes, host memory
+  void (*copy_in)(std::byte* pool_dst, const std::byte* src, size_t n) = nullptr;
+  void (*copy_out)(std::byte* dst, const std::byte* pool_src, size_t n) = nullptr;
+  bool host_visible = true;  // payload_base is CPU-addressable (zero-copy views, eviction sink)
+};
+
+class BlockPool;
+
+// A block held for zero-copy reading (host-visible pools). Move-only; the block stays valid (not
+// evicted, not erased, bytes unchanged) until the PinnedBlock is destroyed or Release()d.
+class PinnedBlock {
+ public:
+  PinnedBlock() = default;
+  PinnedBlock(PinnedBlock&& other) noexcept { *this = std::move(other); }
+  PinnedBlock& operator=(PinnedBlock&& other) noexcept;
+  ~PinnedBlock() { Release(); }
+
+  const BlockHeader& header() const { return header_; }
+  std::span<const std::byte> payload() const { return payload_; }
+  // Offset of the payload from the pool base (what a client that mapped the pool uses).
+  uint64_t offset() const { return offset_; }
+  void Release();
+
+ private:
+  friend class BlockPool;
+  BlockPool* pool_ = nullptr;
+  uint32_t slot_ = kNoSlot;
+  BlockHeader header_;
+  std::span<const std::byte> payload_;
+  uint64_t offset_ = 0;
+};
+
+// Space for a block being written in place by a producer that maps the pool (an engine client of
+// the daemon, a transfer landing in the pool): Reserve, write the payload at
+// payload_base + offset, then Commit (publish) or Abort. A reservation is invisible to readers,
+// to Find and to eviction until it is committed.
+struct WriteReservation {
+  BlockKey key;
+  uint32_t slot = kNoSlot;
+  int cls = -1;
+  uint64_t offset = 0;  // payload offset from the pool's payload base
+  uint64_t length = 0;
+};
+
+class BlockPool : public Tier {
+ public:
+  ~BlockPool() override;
+  BlockPool(const BlockPool&) = delete;
+  BlockPool& operator=(const BlockPool&) = delete;
+
+  TierKind kind() const override { return kind_; }
+  Status Put(const BlockHeader& header, std::span<const std::byte> payload,
+             const PutOptions& options = {}) override;
+  Result<BlockHeader> Get(const BlockKey& key, std::span<std::byte> out) override;
+  Result<BlockLocation> Find(const BlockKey& key) const override;
+  Status Pin(const BlockKey& key, std::chrono::milliseconds ttl) override;
+  Status Unpin(const BlockKey& key) override;
+  Status Erase(const BlockKey& key) override;
+  TierStats Stats() const override;
+
+  // Reserves a slot and payload space for `length` bytes of `key` (evicting as needed).
+  // AlreadyExists when the key is cached; NoSpace when nothing can be evicted.
+  Result<WriteReservation> Reserve(const BlockKey& key, uint64_t length);
+  // Publishes a reservation whose payload has been written. `header` must describe it (key,
+  // length); with `verify` the payload is checked against header.payload_checksum first
+  // (Corruption: the reservation is released). When the key was published meanwhile by another
+  // producer, this one is released and OK returned (same key, same bytes).
+  Status Commit(const WriteReservation& reservation, const BlockHeader& header,
+                const PutOptions& options, bool verify);
+  // Releases a reservation that will not be committed.
+  void Abort(const WriteReservation& reservation);
+  // Keys of the blocks cached now, of namespace `ns` (every namespace when nullopt).
+  std::vector<BlockKey> Keys(const std::optional<NamespaceId>& ns) const;
+  // Where payload offsets point (host-visible pools: a CPU address).
+  std::byte* payload_base() const { return mem_.payload_base; }
+
+  // Zero-copy read (host-visible pools; NotSupported otherwise). Counts as a hit.
+  Result<PinnedBlock> Acquire(const BlockKey& key);
+
+  uint64_t capacity_bytes() const { return uint64_t{alloc_.num_slabs()} * alloc_.slab_bytes(); }
+  uint32_t max_blocks() const { return max_blocks_; }
+  uint64_t max_payload_bytes() const { return alloc_.slab_bytes(); }
+  const EvictionPolicy& policy() const { return *policy_; }
+
+ protected:
+  // REQUIRES: options validated by ValidateOptions; memory laid out for num_slabs x slab_bytes of
+  // payload and max_blocks headers.
+  BlockPool(TierKind kind, const BlockPoolOptions& options, uint32_t num_slabs, uint32_t max_blocks,
+            PoolMemory memory, std::unique_ptr<EvictionPolicy> policy);
+
+  // Checks options and computes (num_slabs, max_blocks) for `capacity_bytes` of payload.
+  static Status ValidateOptions(const BlockPoolOptions& options, uint64_t capacity_bytes,
+                                uint32_t* num_slabs, uint32_t* max_blocks);
+
+ private:
+  friend class PinnedBlock;
+
+  enum State : uint8_t { kFree = 0, kWriting = 1, kLive = 2 };
+  static constexpr uint32_t kReader = 1;
+  static constexpr uint32_t kPin = 1u << 16;
+  static constexpr uint32_t kStripes = 1024;
+
+  struct Slot {
+    BlockKey key;                    // set before publication, immutable while published
+    uint32_t page = 0;               // payload offset / 4 KiB
+    uint32_t length = 0;             // payload bytes
+    std::atomic<uint32_t> next{kNoSlot};  // hash chain (under the stripe lock) or free stack
+    std::atomic<uint32_t> refs{0};   // low 16 bits: readers; high 16 bits: pins
+    std::atomic<uint32_t> pin_deadline_ms{0};
+    uint8_t cls = 0;
+    std::atomic<uint8_t> state{kFree};
+  };
+
+  uint32_t Bucket(const BlockKey& key) const { return static_cast<uint32_t>(key.low) & bucket_mask_; }
+  SpinLock& StripeOf(uint32_t bucket) const { return stripes_[bucket & (kStripes - 1)]; }
+  // REQUIRES: the stripe lock of `bucket`.
+  uint32_t FindLocked(uint32_t bucket, const BlockKey& key) const;
+  void UnlinkLocked(uint32_t bucket, uint32_t slot);
+
+  uint32_t PopFreeSlot();
+  void PushFreeSlot(uint32_t slot);
+  uint32_t NowMs() const;
+  bool Pinned(const Slot& s, uint32_t now) const;
+  bool Evictable(uint32_t slot, uint32_t now) const;
+
+  // Finds `key` and takes a reader reference; kNoSlot on a miss.
+  uint32_t AcquireReader(const BlockKey& key);
+  void ReleaseReader(uint32_t slot);
+
+  // Space for a payload of class `cls` (evicting as needed), or NoSpace.
+  Result<uint64_t> AllocatePayload(int cls);
+  // A free slot (evicting if every slot is used), or NoSpace.
+  Result<uint32_t> AllocateSlot();
+  // Evicts the policy's next victim. NoSpace when nothing is evictable.
+  Status EvictOne(int want_cls) REQUIRES_LOCK(evict_mu_);
+  // Unlinks and frees `slot` if it is still live and evictable; false otherwise.
+  bool EvictSlot(uint32_t slot, uint32_t now) REQUIRES_LOCK(evict_mu_);
+  void ReclaimSlab(uint32_t slab, uint32_t now) REQUIRES_LOCK(evict_mu_);
+
+  const TierKind kind_;
+  const BlockPoolOptions options_;
+  const uint32_t max_blocks_;
+  const PoolMemory mem_;
+  const std::chrono::steady_clock::time_point epoch_;
+  SlabAllocator alloc_;
+  std::unique_ptr<EvictionPolicy> policy_;
+  std::unique_ptr<Slot[]> slots_;
+  uint32_t bucket_mask_;
+  // buckets_[b] (chain head) is guarded by StripeOf(b).
+  std::unique_ptr<uint32_t[]> buckets_;
+  mutable std::unique_ptr<SpinLock[]> stripes_;
+  std::atomic<uint64_t> free_head_;  // tagged: (tag << 32) | slot
+  std::mutex evict_mu_;              // one evictor at a time (slow path)
+
+  struct alignas(64) Counters {
+    std::atomic<uint64_t> hits{0}, misses{0}, puts{0}, evictions{0}, corrupt{0};
+    std::atomic<int64_t> blocks{0}, bytes{0};
+  };
+  mutable Counters counters_;
+};
+
+}  // namespace strata::store

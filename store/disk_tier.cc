@@ -1,0 +1,795 @@
+#include "store/disk_tier.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/slice.h>
+#include <rocksdb/write_batch.h>
+
+#include "store/thread_annotations.h"
+
+namespace strata::store {
+namespace {
+
+constexpr uint64_t kAlign = 4096;
+constexpr size_t kRecordSize = 77;  // without the optional parent key
+constexpr size_t kRecordWithParent = kRecordSize + BlockKey::kSize;
+
+// Blob-mode value: [64 header][1 has-parent][16 parent, if any][payload].
+size_t BlobPrefix(bool has_parent) { return kBlockHeaderSize + 1 + (has_parent ? 16 : 0); }
+
+uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+uint64_t KeyHash(const BlockKey& k) { return k.low ^ (k.high * 0x9E3779B97F4A7C15ULL); }
+
+std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+Status FromRocks(const rocksdb::Status& s, const char* what) {
+  if (s.ok()) return Status::OK();
+  std::string msg = std::string(what) + ": " + s.ToString();
+  if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kNoSpace) return Status::NoSpace(msg);
+  if (s.IsCorruption()) return Status::Corruption(msg);
+  if (s.IsNotFound()) return Status::NotFound(msg);
+  return Status::IOError(msg);
+}
+
+void PutLe(std::byte* p, uint64_t v, int n) {
+  for (int i = 0; i < n; ++i) p[i] = static_cast<std::byte>(v >> (8 * i));
+}
+uint64_t GetLe(const std::byte* p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v |= uint64_t(std::to_integer<uint8_t>(p[i])) << (8 * i);
+  return v;
+}
+
+// 4 KiB-aligned scratch memory for O_DIRECT, one per thread, grown on demand (disk path only).
+std::byte* AlignedScratch(size_t bytes) {
+  struct Buf {
+    std::byte* p = nullptr;
+    size_t n = 0;
+    ~Buf() { std::free(p); }
+  };
+  thread_local Buf buf;
+  if (buf.n < bytes) {
+    std::free(buf.p);
+    buf.p = static_cast<std::byte*>(std::aligned_alloc(kAlign, RoundUp(bytes, kAlign)));
+    buf.n = buf.p ? RoundUp(bytes, kAlign) : 0;
+  }
+  return buf.p;
+}
+
+bool Aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kAlign == 0; }
+
+// Free space of the slab file: best fit by length, coalescing neighbours.
+class ExtentAllocator {
+ public:
+  // Returns the offset of `len` free bytes, or UINT64_MAX.
+  uint64_t Allocate(uint64_t len) {
+    auto it = by_len_.lower_bound({len, 0});
+    if (it == by_len_.end()) return UINT64_MAX;
+    const auto [flen, off] = *it;
+    by_len_.erase(it);
+    by_off_.erase(off);
+    if (flen > len) Insert(off + len, flen - len);
+    free_bytes_ -= len;
+    return off;
+  }
+  void Free(uint64_t off, uint64_t len) {
+    free_bytes_ += len;
+    auto next = by_off_.lower_bound(off);
+    if (next != by_off_.end() && next->first == off + len) {
+      len += next->second;
+      by_len_.erase({next->second, next->first});
+      next = by_off_.erase(next);
+    }
+    if (next != by_off_.begin()) {
+      auto prev = std::prev(next);
+      if (prev->first + prev->second == off) {
+        off = prev->first;
+        len += prev->second;
+        by_len_.erase({prev->second, prev->first});
+        by_off_.erase(prev);
+      }
+    }
+    Insert(off, len);
+  }
+  uint64_t free_bytes() const { return free_bytes_; }
+  size_t extents() const { return by_off_.size(); }
+
+ private:
+  void Insert(uint64_t off, uint64_t len) {
+    by_off_[off] = len;
+    by_len_.insert({len, off});
+  }
+  std::map<uint64_t, uint64_t> by_off_;
+  std::set<std::pair<uint64_t, uint64_t>> by_len_;
+  uint64_t free_bytes_ = 0;
+};
+
+}  // namespace
+
+class DiskTier::Impl {
+ public:
+  explicit Impl(const DiskTierOptions& o) : options_(o), epoch_(std::chrono::steady_clock::now()) {}
+  ~Impl() {
+    if (db_) {
+      (void)db_->FlushWAL(true);
+      (void)db_->Close();
+    }
+    if (fd_ >= 0) close(fd_);
+  }
+
+  Status Open();
+  Status Put(const BlockHeader& header, std::span<const std::byte> payload, const PutOptions& po);
+  Result<BlockHeader> Get(const BlockKey& key, std::span<std::byte> out);
+  Result<BlockLocation> Find(const BlockKey& key) const;
+  Status Pin(const BlockKey& key, std::chrono::milliseconds ttl);
+  Status Unpin(const BlockKey& key);
+  Status Erase(const BlockKey& key);
+  TierStats Stats() const;
+  Status Sync();
+  bool HasChildren(const BlockKey& key) const;
+  const DiskTierOpenInfo& open_info() const { return open_info_; }
+  std::vector<BlockKey> Keys(const std::optional<NamespaceId>& ns) const;
+
+ private:
+  enum State : uint8_t { kFree = 0, kWriting = 1, kLive = 2 };
+  struct Entry {
+    BlockHeader header;
+    uint64_t offset = 0;
+    uint32_t alloc = 0;  // bytes reserved in blocks.data
+    uint32_t readers = 0;
+    uint32_t pins = 0;
+    uint32_t pin_deadline_ms = 0;
+    State state = kFree;
+  };
+
+  bool slab_mode() const { return options_.payload_store == PayloadStore::kSlabFile; }
+  uint32_t NowMs() const {
+    return static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::steady_clock::now() - epoch_)
+                                     .count());
+  }
+  bool Pinned(const Entry& e, uint32_t now) const {
+    return e.pins > 0 && static_cast<int32_t>(e.pin_deadline_ms - now) > 0;
+  }
+  bool Evictable(uint32_t slot, uint32_t now) const REQUIRES_LOCK(mu_) {
+    const Entry& e = entries_[slot];
+    return e.state == kLive && e.readers == 0 && !Pinned(e, now);
+  }
+  std::string DbKey(const BlockKey& key) const {
+    auto b = key.ToBytes();
+    return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+  }
+  uint32_t Lookup(const BlockKey& key) const REQUIRES_LOCK(mu_) {
+    auto it = index_.find(key);
+    return it == index_.end() ? kNoSlot : it->second;
+  }
+
+  // Space of `len` bytes in blocks.data, evicting and growing the file as needed.
+  Result<uint64_t> AllocateSpace(uint64_t len) REQUIRES_LOCK(mu_);
+  Status GrowFile(uint64_t new_end) REQUIRES_LOCK(mu_);
+  // Payload-byte budget for a new block (blob mode), evicting as needed.
+  Status MakeRoom(uint64_t len) REQUIRES_LOCK(mu_);
+  Status EvictOne() REQUIRES_LOCK(mu_);
+  // Removes slot from index, RocksDB and allocator. REQUIRES: state kLive or kWriting.
+  Status Drop(uint32_t slot) REQUIRES_LOCK(mu_);
+  Result<uint32_t> NewSlot() REQUIRES_LOCK(mu_);
+  void ReleaseSlot(uint32_t slot) REQUIRES_LOCK(mu_);
+
+  Status WritePayload(uint64_t offset, std::span<const std::byte> payload);
+  Status ReadPayload(uint64_t offset, uint32_t alloc, std::span<std::byte> out, size_t len);
+
+  const DiskTierOptions options_;
+  const std::chrono::steady_clock::time_point epoch_;
+  std::unique_ptr<rocksdb::DB> db_;
+  int fd_ = -1;
+  uint32_t max_blocks_ = 0;
+  DiskTierOpenInfo open_info_;
+
+  mutable std::mutex mu_;
+  std::unique_ptr<EvictionPolicy> policy_;  // its own thread-safety; called under mu_ anyway
+  std::unordered_map<BlockKey, uint32_t, BlockKeyHash> index_ GUARDED_BY(mu_);
+  std::vector<Entry> entries_ GUARDED_BY(mu_);
+  std::vector<uint32_t> free_slots_ GUARDED_BY(mu_);
+  ExtentAllocator space_ GUARDED_BY(mu_);
+  uint64_t file_end_ GUARDED_BY(mu_) = 0;   // bytes handed out from the file's tail
+  uint64_t file_size_ GUARDED_BY(mu_) = 0;  // bytes fallocated
+  uint64_t used_bytes_ GUARDED_BY(mu_) = 0;  // payload bytes reserved by live blocks
+  uint64_t hits_ GUARDED_BY(mu_) = 0, misses_ GUARDED_BY(mu_) = 0, puts_ GUARDED_BY(mu_) = 0;
+  uint64_t evictions_ GUARDED_BY(mu_) = 0, corrupt_ GUARDED_BY(mu_) = 0;
+};
+
+Status DiskTier::Impl::Open() {
+  const auto start = std::chrono::steady_clock::now();
+  if (options_.path.empty()) return Status::InvalidArgument("disk tier path is empty");
+  if (options_.capacity_bytes < kAlign)
+    return Status::InvalidArgument("disk tier capacity must be at least 4 KiB");
+  if (options_.extend_bytes == 0 || options_.extend_bytes % kAlign)
+    return Status::InvalidArgument("extend_bytes must be a positive multiple of 4 KiB");
+  uint64_t blocks = options_.max_blocks ? options_.max_blocks
+                                        : std::max<uint64_t>(1, options_.capacity_bytes / 65536);
+  if (blocks >= (uint64_t{1} << 31)) return Status::InvalidArgument("max_blocks too large");
+  max_blocks_ = static_cast<uint32_t>(blocks);
+  std::error_code ec;
+  std::filesystem::create_directories(options_.path, ec);
+  if (ec) return Status::IOError("cannot create " + options_.path + ": " + ec.message());
+
+  STRATA_ASSIGN_OR_RETURN(policy_, MakeEvictionPolicy(max_blocks_, options_.policy));
+
+  rocksdb::Options opts;
+  opts.create_if_missing = true;
+  opts.compression = rocksdb::kNoCompression;
+  opts.max_background_jobs = 2;
+  opts.write_buffer_size = 64 << 20;
+  if (!slab_mode()) {
+    opts.enable_blob_files = true;
+    opts.min_blob_size = 0;
+    opts.blob_file_size = 256 << 20;
+    opts.enable_blob_garbage_collection = true;
+    opts.blob_compression_type = rocksdb::kNoCompression;
+    opts.use_direct_reads = options_.direct_io;
+    opts.use_direct_io_for_flush_and_compaction = options_.direct_io;
+  }
+  rocksdb::DB* raw = nullptr;
+  STRATA_RETURN_IF_ERROR(
+      FromRocks(rocksdb::DB::Open(opts, options_.path + "/index", &raw), "open RocksDB index"));
+  db_.reset(raw);
+
+  uint64_t file_bytes = 0;
+  if (slab_mode()) {
+    const std::string data = options_.path + "/blocks.data";
+    int flags = O_RDWR | O_CREAT | O_CLOEXEC | (options_.direct_io ? O_DIRECT : 0);
+    fd_ = ::open(data.c_str(), flags, 0644);
+    if (fd_ < 0) return Status::IOError(Errno("open " + data));
+    struct stat st {};
+    if (fstat(fd_, &st) != 0) return Status::IOError(Errno("fstat " + data));
+    file_bytes = static_cast<uint64_t>(st.st_size) / kAlign * kAlign;
+  }
+
+  std::lock_guard lock(mu_);
+  entries_.resize(max_blocks_);
+  free_slots_.reserve(max_blocks_);
+  for (uint32_t i = max_blocks_; i-- > 0;) free_slots_.push_back(i);
+  index_.reserve(max_blocks_);
+
+  // Rebuild the index: every record is checked (header checksum, extent inside the file, no
+  // overlap); bad records are deleted, never trusted.
+  struct Found {
+    BlockHeader header;
+    uint64_t offset, alloc;
+    bool has_parent;
+    BlockKey parent;
+  };
+  std::vector<Found> found;
+  std::vector<std::string> bad;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const rocksdb::Slice k = it->key();
+    const rocksdb::Slice v = it->value();
+    const auto* vp = reinterpret_cast<const std::byte*>(v.data());
+    auto header = DecodeBlockHeader(std::span<const std::byte>(vp, std::min<size_t>(v.size(), kBlockHeaderSize)));
+    bool ok = k.size() == BlockKey::kSize && header.ok();
+    if (ok) {
+      auto kb = BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(
+          reinterpret_cast<const std::byte*>(k.data()), BlockKey::kSize));
+      ok = kb == header->key;
+    }
+    Found f{};
+    if (ok && slab_mode()) {
+      ok = (v.size() == kRecordSize || v.size() == kRecordWithParent);
+      if (ok) {
+        f.offset = GetLe(vp + 64, 8);
+        f.alloc = GetLe(vp + 72, 4);
+        f.has_parent = std::to_integer<uint8_t>(vp[76]) == 1 && v.size() == kRecordWithParent;
+        if (f.has_parent)
+          f.parent = BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(vp + 77, 16));
+        ok = f.offset % kAlign == 0 && f.alloc == RoundUp(header->payload_length, kAlign) &&
+             f.offset + f.alloc <= file_bytes;
+      }
+    } else if (ok) {
+      ok = v.size() > kBlockHeaderSize;
+      if (ok) {
+        f.has_parent = std::to_integer<uint8_t>(vp[64]) == 1;
+        const size_t prefix = BlobPrefix(f.has_parent);
+        ok = v.size() == prefix + header->payload_length;
+        if (ok && f.has_parent)
+          f.parent = BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(vp + 65, 16));
+      }
+      f.alloc = header->payload_length;
+    }
+    if (!ok) {
+      bad.emplace_back(k.data(), k.size());
+      continue;
+    }
+    f.header = *header;
+    found.push_back(f);
+  }
+  STRATA_RETURN_IF_ERROR(FromRocks(it->status(), "scan RocksDB index"));
+  it.reset();
+
+  std::vector<uint32_t> keep;  // indices into found
+  keep.reserve(found.size());
+  if (slab_mode()) {
+    std::vector<uint32_t> order(found.size());
+    for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(),
+              [&](uint32_t a, uint32_t b) { return found[a].offset < found[b].offset; });
+    uint64_t end = 0;
+    for (uint32_t i : order) {
+      if (found[i].offset < end) {  // overlaps an earlier extent: cannot both be right
+        bad.push_back(DbKey(found[i].header.key));
+        continue;
+      }
+      end = found[i].offset + found[i].alloc;
+      keep.push_back(i);
+    }
+  } else {
+    for (uint32_t i = 0; i < found.size(); ++i) keep.push_back(i);
+  }
+  if (keep.size() > max_blocks_) {  // more than this configuration can track: drop the rest
+    for (size_t i = max_blocks_; i < keep.size(); ++i) bad.push_back(DbKey(found[keep[i]].header.key));
+    keep.resize(max_blocks_);
+  }
+  if (!bad.empty()) {
+    rocksdb::WriteBatch batch;
+    for (const auto& k : bad) batch.Delete(k);
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    STRATA_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "delete bad index records"));
+  }
+  // Insert in file order; then link parents for the prefix policy.
+  uint64_t prev_end = 0;
+  for (uint32_t i : keep) {
+    const Found& f = found[i];
+    const uint32_t slot = free_slots_.back();
+    free_slots_.pop_back();
+    Entry& e = entries_[slot];
+    e.header = f.header;
+    e.offset = f.offset;
+    e.alloc = static_cast<uint32_t>(f.alloc);
+    e.state = kLive;
+    index_.emplace(f.header.key, slot);
+    used_bytes_ += f.alloc;
+    if (slab_mode()) {
+      if (f.offset > prev_end) space_.Free(prev_end, f.offset - prev_end);
+      prev_end = f.offset + f.alloc;
+    }
+  }
+  // Parents enter the policy before their children (so children are counted), whatever order
+  // RocksDB returned them in.
+  std::vector<uint32_t> found_of_slot(max_blocks_, UINT32_MAX);
+  for (uint32_t i : keep) found_of_slot[index_[found[i].header.key]] = i;
+  std::vector<uint8_t> state(max_blocks_, 0);  // 0 new, 1 waiting for its parent, 2 inserted
+  std::vector<uint32_t> stack;
+  for (uint32_t i : keep) {
+    stack.push_back(index_[found[i].header.key]);
+    while (!stack.empty()) {
+      const uint32_t slot = stack.back();
+      if (state[slot] == 2) {
+        stack.pop_back();
+        continue;
+      }
+      const Found& f = found[found_of_slot[slot]];
+      uint32_t parent = f.has_parent ? Lookup(f.parent) : kNoSlot;
+      if (parent != kNoSlot && state[parent] == 0) {
+        state[slot] = 1;
+        stack.push_back(parent);
+        continue;
+      }
+      if (parent != kNoSlot && state[parent] == 1) parent = kNoSlot;  // a cycle: bad records
+      state[slot] = 2;
+      stack.pop_back();
+      policy_->OnInsert(slot, parent, KeyHash(f.header.key));
+    }
+  }
+  if (slab_mode()) {
+    if (file_bytes > prev_end) space_.Free(prev_end, file_bytes - prev_end);
+    file_end_ = file_bytes;
+    file_size_ = file_bytes;
+  }
+  open_info_.blocks_recovered = keep.size();
+  open_info_.records_dropped = bad.size();
+  open_info_.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return Status::OK();
+}
+
+Result<uint32_t> DiskTier::Impl::NewSlot() {
+  while (free_slots_.empty()) STRATA_RETURN_IF_ERROR(EvictOne());
+  const uint32_t s = free_slots_.back();
+  free_slots_.pop_back();
+  return s;
+}
+
+void DiskTier::Impl::ReleaseSlot(uint32_t slot) {
+  entries_[slot] = Entry{};
+  free_slots_.push_back(slot);
+}
+
+Status DiskTier::Impl::GrowFile(uint64_t new_end) {
+  if (new_end <= file_size_) return Status::OK();
+  const uint64_t target = std::min(RoundUp(new_end, options_.extend_bytes),
+                                   RoundUp(options_.capacity_bytes, kAlign));
+  uint64_t want = std::max(target, new_end);
+  int rc = posix_fallocate(fd_, static_cast<off_t>(file_size_),
+                           static_cast<off_t>(want - file_size_));
+  if ((rc == ENOSPC || rc == EDQUOT) && want > new_end) {  // a whole step does not fit: try less
+    want = new_end;
+    rc = posix_fallocate(fd_, static_cast<off_t>(file_size_),
+                         static_cast<off_t>(want - file_size_));
+  }
+  if (rc != 0) {
+    errno = rc;
+    if (rc == ENOSPC || rc == EDQUOT)
+      return Status::NoSpace(Errno("disk tier: growing " + options_.path + "/blocks.data"));
+    return Status::IOError(Errno("disk tier: fallocate blocks.data"));
+  }
+  file_size_ = want;
+  return Status::OK();
+}
+
+Status DiskTier::Impl::EvictOne() {
+  const uint32_t now = NowMs();
+  const uint32_t victim = policy_->PickVictim([&](uint32_t s) { return Evictable(s, now); });
+  if (victim == kNoSlot)
+    return Status::NoSpace("disk tier is full and every block is pinned or being read");
+  ++evictions_;
+  return Drop(victim);
+}
+
+Status DiskTier::Impl::Drop(uint32_t slot) {
+  Entry& e = entries_[slot];
+  // The delete reaches the WAL before the space can be reused (see the file comment).
+  Status st = FromRocks(db_->Delete(rocksdb::WriteOptions(), DbKey(e.header.key)), "delete");
+  index_.erase(e.header.key);
+  policy_->OnRemove(slot);
+  used_bytes_ -= e.alloc;
+  if (slab_mode()) space_.Free(e.offset, e.alloc);
+  ReleaseSlot(slot);
+  return st;
+}
+
+Result<uint64_t> DiskTier::Impl::AllocateSpace(uint64_t len) {
+  for (;;) {
+    if (used_bytes_ + len <= options_.capacity_bytes) {
+      uint64_t off = space_.Allocate(len);
+      if (off != UINT64_MAX) return off;
+      if (file_end_ + len <= RoundUp(options_.capacity_bytes, kAlign)) {
+        STRATA_RETURN_IF_ERROR(GrowFile(file_end_ + len));
+        off = file_end_;
+        file_end_ += len;
+        if (file_size_ > file_end_) {  // hand the rest of the fallocated step to the allocator
+          space_.Free(file_end_, file_size_ - file_end_);
+          file_end_ = file_size_;
+        }
+        return off;
+      }
+    }
+    if (index_.empty()) return Status::NoSpace("disk tier: block larger than the capacity");
+    STRATA_RETURN_IF_ERROR(EvictOne());
+  }
+}
+
+Status DiskTier::Impl::MakeRoom(uint64_t len) {
+  while (used_bytes_ + len > options_.capacity_bytes) {
+    if (index_.empty()) return Status::NoSpace("disk tier: block larger than the capacity");
+    STRATA_RETURN_IF_ERROR(EvictOne());
+  }
+  return Status::OK();
+}
+
+Status DiskTier::Impl::WritePayload(uint64_t offset, std::span<const std::byte> payload) {
+  const size_t alloc = RoundUp(payload.size(), kAlign);
+  const std::byte* src = payload.data();
+  if (options_.direct_io && (!Aligned(src) || alloc != payload.size())) {
+    std::byte* buf = AlignedScratch(alloc);
+    if (buf == nullptr) return Status::ResourceExhausted("disk tier: no memory for a bounce buffer");
+    std::memcpy(buf, src, payload.size());
+    std::memset(buf + payload.size(), 0, alloc - payload.size());
+    src = buf;
+  }
+  size_t done = 0;
+  const size_t n = options_.direct_io ? alloc : payload.size();
+  while (done < n) {
+    const ssize_t w = pwrite(fd_, src + done, n - done, static_cast<off_t>(offset + done));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == ENOSPC || errno == EDQUOT) return Status::NoSpace(Errno("disk tier: pwrite"));
+      return Status::IOError(Errno("disk tier: pwrite"));
+    }
+    done += static_cast<size_t>(w);
+  }
+  return Status::OK();
+}
+
+Status DiskTier::Impl::ReadPayload(uint64_t offset, uint32_t alloc, std::span<std::byte> out,
+                                   size_t len) {
+  std::byte* dst = out.data();
+  const bool bounce = options_.direct_io && (!Aligned(dst) || out.size() < alloc);
+  if (bounce) {
+    dst = AlignedScratch(alloc);
+    if (dst == nullptr) return Status::ResourceExhausted("disk tier: no memory for a bounce buffer");
+  }
+  const size_t n = options_.direct_io ? alloc : len;
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t r = pread(fd_, dst + done, n - done, static_cast<off_t>(offset + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Status::IOError(Errno("disk tier: pread"));
+    }
+    if (r == 0) return Status::Corruption("disk tier: payload extends past the end of blocks.data");
+    done += static_cast<size_t>(r);
+  }
+  if (bounce) std::memcpy(out.data(), dst, len);
+  return Status::OK();
+}
+
+Status DiskTier::Impl::Put(const BlockHeader& header, std::span<const std::byte> payload,
+                           const PutOptions& po) {
+  if (payload.size() != header.payload_length)
+    return Status::InvalidArgument("payload size does not match the header's payload_length");
+  if (payload.empty() || payload.size() > UINT32_MAX - kAlign)
+    return Status::InvalidArgument("disk tier payloads must be 1 byte .. 4 GiB");
+  STRATA_RETURN_IF_ERROR(VerifyPayload(header, payload));
+  const uint64_t alloc = slab_mode() ? RoundUp(payload.size(), kAlign) : payload.size();
+  uint32_t slot;
+  uint64_t offset = 0;
+  uint32_t parent_slot = kNoSlot;
+  {
+    std::lock_guard lock(mu_);
+    if (Lookup(header.key) != kNoSlot) return Status::OK();  // same key, same bytes
+    STRATA_ASSIGN_OR_RETURN(slot, NewSlot());
+    Status st;
+    if (slab_mode()) {
+      auto off = AllocateSpace(alloc);
+      if (off.ok()) offset = *off; else st = off.status();
+    } else {
+      st = MakeRoom(alloc);
+    }
+    if (!st.ok()) {
+      ReleaseSlot(slot);
+      return st;
+    }
+    Entry& e = entries_[slot];
+    e.header = header;
+    e.offset = offset;
+    e.alloc = static_cast<uint32_t>(alloc);
+    e.state = kWriting;  // reserved: concurrent puts of the key return, readers miss
+    index_.emplace(header.key, slot);
+    used_bytes_ += alloc;
+    if (po.parent != nullptr) parent_slot = Lookup(*po.parent);
+  }
+
+  // Payload first, then the record that names it.
+  Status st;
+  std::string value;
+  if (slab_mode()) {
+    st = WritePayload(offset, payload);
+    if (st.ok() && options_.sync && fdatasync(fd_) != 0) st = Status::IOError(Errno("fdatasync"));
+    value.resize(po.parent ? kRecordWithParent : kRecordSize);
+    auto* vp = reinterpret_cast<std::byte*>(value.data());
+    EncodeBlockHeader(header, std::span<std::byte, kBlockHeaderSize>(vp, kBlockHeaderSize));
+    PutLe(vp + 64, offset, 8);
+    PutLe(vp + 72, alloc, 4);
+    vp[76] = std::byte{static_cast<uint8_t>(po.parent ? 1 : 0)};
+    if (po.parent) po.parent->ToBytes(std::span<std::byte, BlockKey::kSize>(vp + 77, 16));
+  } else {
+    const size_t prefix = BlobPrefix(po.parent != nullptr);
+    value.resize(prefix + payload.size());
+    auto* vp = reinterpret_cast<std::byte*>(value.data());
+    EncodeBlockHeader(header, std::span<std::byte, kBlockHeaderSize>(vp, kBlockHeaderSize));
+    vp[64] = std::byte{static_cast<uint8_t>(po.parent ? 1 : 0)};
+    if (po.parent) po.parent->ToBytes(std::span<std::byte, BlockKey::kSize>(vp + 65, 16));
+    std::memcpy(vp + prefix, payload.data(), payload.size());
+  }
+  if (st.ok()) {
+    rocksdb::WriteOptions wo;
+    wo.sync = options_.sync;
+    st = FromRocks(db_->Put(wo, DbKey(header.key), value), "write index record");
+  }
+
+  std::lock_guard lock(mu_);
+  Entry& e = entries_[slot];
+  if (!st.ok()) {
+    index_.erase(header.key);
+    used_bytes_ -= e.alloc;
+    if (slab_mode()) space_.Free(e.offset, e.alloc);
+    ReleaseSlot(slot);
+    return st;
+  }
+  e.state = kLive;
+  if (parent_slot != kNoSlot && entries_[parent_slot].state != kLive) parent_slot = kNoSlot;
+  policy_->OnInsert(slot, parent_slot, KeyHash(header.key));
+  ++puts_;
+  return Status::OK();
+}
+
+Result<BlockHeader> DiskTier::Impl::Get(const BlockKey& key, std::span<std::byte> out) {
+  uint32_t slot;
+  BlockHeader header;
+  uint64_t offset;
+  uint32_t alloc;
+  {
+    std::lock_guard lock(mu_);
+    slot = Lookup(key);
+    if (slot == kNoSlot || entries_[slot].state != kLive) {
+      ++misses_;
+      return Status::NotFound("block not in disk tier");
+    }
+    Entry& e = entries_[slot];
+    if (out.size() < e.header.payload_length)
+      return Status::InvalidArgument("output buffer smaller than the payload (" +
+                                     std::to_string(e.header.payload_length) + " bytes)");
+    ++e.readers;
+    header = e.header;
+    offset = e.offset;
+    alloc = e.alloc;
+  }
+  const size_t len = header.payload_length;
+  Status st;
+  if (slab_mode()) {
+    st = ReadPayload(offset, alloc, out, len);
+    if (st.ok()) st = VerifyPayload(header, out.first(len));
+  } else {
+    rocksdb::PinnableSlice value;
+    st = FromRocks(db_->Get(rocksdb::ReadOptions(), db_->DefaultColumnFamily(), DbKey(key), &value),
+                   "read block");
+    if (st.ok()) {
+      auto h = DecodeBlockHeader(
+          std::span<const std::byte>(reinterpret_cast<const std::byte*>(value.data()), value.size()));
+      const size_t prefix =
+          value.size() > kBlockHeaderSize
+              ? BlobPrefix(static_cast<uint8_t>(value.data()[kBlockHeaderSize]) == 1)
+              : 0;
+      if (!h.ok() || !(*h == header) || value.size() != prefix + len) {
+        st = Status::Corruption("disk tier: blob record does not match its index entry");
+      } else {
+        std::memcpy(out.data(), value.data() + prefix, len);
+        st = VerifyPayload(header, out.first(len));
+      }
+    }
+  }
+  std::lock_guard lock(mu_);
+  Entry& e = entries_[slot];
+  --e.readers;
+  if (!st.ok()) {
+    if (st.IsCorruption() || st.IsNotFound()) {
+      // Never data: drop the block (once; a concurrent reader may have dropped it already).
+      if (e.state == kLive && e.header.key == key && e.readers == 0) {
+        ++corrupt_;
+        (void)Drop(slot);
+      }
+      ++misses_;
+      return Status::Corruption("disk tier: block " + key.ToHex() + " failed verification and was dropped: " + std::string(st.message()));
+    }
+    return st;
+  }
+  policy_->OnAccess(slot);
+  ++hits_;
+  return header;
+}
+
+Result<BlockLocation> DiskTier::Impl::Find(const BlockKey& key) const {
+  std::lock_guard lock(mu_);
+  const uint32_t s = Lookup(key);
+  if (s == kNoSlot || entries_[s].state != kLive) return Status::NotFound("block not in disk tier");
+  return BlockLocation{TierKind::kDisk, entries_[s].offset, entries_[s].header.payload_length};
+}
+
+Status DiskTier::Impl::Pin(const BlockKey& key, std::chrono::milliseconds ttl) {
+  if (ttl.count() <= 0) return Status::InvalidArgument("pin ttl must be positive");
+  ttl = std::min(ttl, options_.max_pin_ttl);
+  std::lock_guard lock(mu_);
+  const uint32_t s = Lookup(key);
+  if (s == kNoSlot || entries_[s].state != kLive) return Status::NotFound("cannot pin: block not in disk tier");
+  Entry& e = entries_[s];
+  const uint32_t now = NowMs();
+  const uint32_t deadline = now + static_cast<uint32_t>(ttl.count());
+  if (!Pinned(e, now)) e.pins = 0;
+  if (e.pins == 0 || static_cast<int32_t>(deadline - e.pin_deadline_ms) > 0) e.pin_deadline_ms = deadline;
+  ++e.pins;
+  return Status::OK();
+}
+
+Status DiskTier::Impl::Unpin(const BlockKey& key) {
+  std::lock_guard lock(mu_);
+  const uint32_t s = Lookup(key);
+  if (s == kNoSlot || entries_[s].state != kLive) return Status::NotFound("cannot unpin: block not in disk tier");
+  if (entries_[s].pins == 0) return Status::InvalidArgument("block is not pinned");
+  --entries_[s].pins;
+  return Status::OK();
+}
+
+Status DiskTier::Impl::Erase(const BlockKey& key) {
+  std::lock_guard lock(mu_);
+  const uint32_t s = Lookup(key);
+  if (s == kNoSlot || entries_[s].state != kLive) return Status::NotFound("cannot erase: block not in disk tier");
+  if (!Evictable(s, NowMs())) return Status::Unavailable("block is pinned or being read");
+  return Drop(s);
+}
+
+Status DiskTier::Impl::Sync() {
+  if (slab_mode() && fdatasync(fd_) != 0) return Status::IOError(Errno("disk tier: fdatasync"));
+  return FromRocks(db_->FlushWAL(/*sync=*/true), "sync WAL");
+}
+
+bool DiskTier::Impl::HasChildren(const BlockKey& key) const {
+  std::lock_guard lock(mu_);
+  const uint32_t s = Lookup(key);
+  return s != kNoSlot && policy_->HasChildren(s);
+}
+
+std::vector<BlockKey> DiskTier::Impl::Keys(const std::optional<NamespaceId>& ns) const {
+  std::lock_guard lock(mu_);
+  std::vector<BlockKey> out;
+  for (const auto& [key, slot] : index_) {
+    const Entry& e = entries_[slot];
+    if (e.state == kLive && (!ns || e.header.ns == *ns)) out.push_back(key);
+  }
+  return out;
+}
+
+TierStats DiskTier::Impl::Stats() const {
+  std::lock_guard lock(mu_);
+  TierStats st;
+  st.blocks = index_.size();
+  st.payload_bytes = used_bytes_;
+  st.capacity_bytes = options_.capacity_bytes;
+  st.hits = hits_;
+  st.misses = misses_;
+  st.puts = puts_;
+  st.evictions = evictions_;
+  st.corrupt_dropped = corrupt_;
+  st.max_blocks = max_blocks_;
+  st.metadata_bytes = uint64_t{max_blocks_} * (sizeof(Entry) + policy_->BytesPerSlot() + 4) +
+                      index_.bucket_count() * sizeof(void*) + index_.size() * 32;
+  return st;
+}
+
+// ---- DiskTier ----
+
+DiskTier::DiskTier(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+DiskTier::~DiskTier() = default;
+
+Result<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& options) {
+  auto impl = std::make_unique<Impl>(options);
+  STRATA_RETURN_IF_ERROR(impl->Open());
+  return std::unique_ptr<DiskTier>(new DiskTier(std::move(impl)));
+}
+
+Status DiskTier::Put(const BlockHeader& header, std::span<const std::byte> payload,
+                     const PutOptions& options) {
+  return impl_->Put(header, payload, options);
+}
+Result<BlockHeader> DiskTier::Get(const BlockKey& key, std::span<std::byte> out) {
+  return impl_->Get(key, out);
+}
+Result<BlockLocation> DiskTier::Find(const BlockKey& key) const { return impl_->Find(key); }
+Status DiskTier::Pin(const BlockKey& key, std::chrono::milliseconds ttl) { return impl_->Pin(key, ttl); }
+Status DiskTier::Unpin(const BlockKey& key) { return impl_->Unpin(key); }
+Status DiskTier::Erase(const BlockKey& key) { return impl_->Erase(key); }
+TierStats DiskTier::Stats() const { return impl_->Stats(); }
+Status DiskTier::Sync() { return impl_->Sync(); }
+bool DiskTier::HasChildren(const BlockKey& key) const { return impl_->HasChildren(key); }
+std::vector<BlockKey> DiskTier::Keys(const std::optional<NamespaceId>& ns) const {
+  return impl_->Keys(ns);
+}
+const DiskTierOpenInfo& DiskTier::open_info() const { return impl_->open_info(); }
+
+}  // namespace strata::store

@@ -1,0 +1,110 @@
+// DiskTier: the NVMe capacity tier (DESIGN.md "Tiers"). RocksDB holds the index and metadata; the
+// payload lives either in one slab file written and read with O_DIRECT (PayloadStore::kSlabFile,
+// the default: it measured faster on our machines, docs/store.md) or in RocksDB's own blob files
+// (PayloadStore::kBlobDb, kept for comparison and for filesystems without O_DIRECT).
+//
+// RocksDB record per block, slab-file mode (key = the 16-byte canonical BlockKey):
+//
+//   offset size field
+//   ------ ---- --------------------------------------------------------------
+//        0   64 block header (strata/block_format.h), header checksum included
+//       64    8 payload offset in blocks.data, little-endian, 4 KiB-aligned
+//       72    4 bytes reserved on disk for the payload (4 KiB multiple), little-endian
+//       76    1 1 if a parent key follows, else 0
+//       77   16 parent key (canonical), when present
+//
+// In blob mode the value is the 64-byte header, the parent flag and key as above (at offsets 64
+// and 65), then the payload.
+//
+// Durability and crash safety: a Put writes the payload first (pwrite, O_DIRECT) and only then its
+// index record, so the index never names bytes that were not written; space is reused only after
+// the deleting record is in RocksDB's WAL. Every Get verifies the payload's XXH3-64 checksum
+// against the header and drops a block that fails (a miss, never data), so even a torn or lost
+// write after power loss is never served. A Put is durable against process crashes when it
+// returns; against power loss after Sync() returns (or at once with options.sync).
+//
+// Thread-safety: all methods are thread-safe. One mutex guards the in-memory index, the space
+// allocator and the policy; payload I/O runs outside it. Ownership: the tier owns its directory's
+// files while open; two DiskTiers must not share a directory (RocksDB's LOCK file refuses it).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <optional>
+#include <vector>
+
+#include "store/eviction_policy.h"
+#include "store/tier.h"
+
+namespace strata::store {
+
+enum class PayloadStore : uint8_t {
+  kSlabFile = 0,  // payload in blocks.data with O_DIRECT
+  kBlobDb = 1,    // payload in RocksDB blob files
+};
+
+struct DiskTierOptions {
+  // Directory of the tier (created if missing). REQUIRES: non-empty.
+  std::string path;
+  // Payload bytes the tier may use; least valuable blocks are evicted beyond it. A disk that
+  // fills up earlier makes Put return NoSpace. Default: 64 GiB.
+  uint64_t capacity_bytes = uint64_t{64} << 30;
+  // Where payload bytes go. Default: kSlabFile.
+  PayloadStore payload_store = PayloadStore::kSlabFile;
+  // Eviction policy of this tier. Default: prefix.
+  PolicyOptions policy;
+  // Blocks the policy can track. Default: 0, meaning capacity_bytes / 64 KiB.
+  uint32_t max_blocks = 0;
+  // Make every Put durable against power loss before it returns (fdatasync + WAL sync). Default:
+  // false: Put is durable against process crashes; call Sync() for power-loss durability.
+  bool sync = false;
+  // Growth step of blocks.data (fallocate, so a full disk shows at allocation, not mid-write).
+  // Default: 64 MiB.
+  uint64_t extend_bytes = uint64_t{64} << 20;
+  // Use O_DIRECT for the slab file. Default: true. Tests on filesystems without O_DIRECT (tmpfs)
+  // may turn it off.
+  bool direct_io = true;
+  // Longest pin a caller may ask for; longer TTLs are clamped. Default: 10 minutes.
+  std::chrono::milliseconds max_pin_ttl = std::chrono::minutes(10);
+};
+
+struct DiskTierOpenInfo {
+  uint64_t blocks_recovered = 0;
+  uint64_t records_dropped = 0;  // index records that were corrupt or pointed outside the file
+  double seconds = 0;            // wall time of Open
+};
+
+class DiskTier final : public Tier {
+ public:
+  // Opens (or creates) the tier at options.path and rebuilds the in-memory index from RocksDB.
+  static Result<std::unique_ptr<DiskTier>> Open(const DiskTierOptions& options);
+  ~DiskTier() override;
+
+  TierKind kind() const override { return TierKind::kDisk; }
+  Status Put(const BlockHeader& header, std::span<const std::byte> payload,
+             const PutOptions& options = {}) override;
+  Result<BlockHeader> Get(const BlockKey& key, std::span<std::byte> out) override;
+  Result<BlockLocation> Find(const BlockKey& key) const override;
+  Status Pin(const BlockKey& key, std::chrono::milliseconds ttl) override;
+  Status Unpin(const BlockKey& key) override;
+  Status Erase(const BlockKey& key) override;
+  TierStats Stats() const override;
+
+  // Makes every Put that returned before this call durable against power loss.
+  Status Sync();
+  // True when `key` has cached children in this tier (a shared prefix).
+  bool HasChildren(const BlockKey& key) const;
+  // Keys of the blocks cached now, of namespace `ns` (every namespace when nullopt).
+  std::vector<BlockKey> Keys(const std::optional<NamespaceId>& ns) const;
+  const DiskTierOpenInfo& open_info() const;
+
+  class Impl;
+
+ private:
+  explicit DiskTier(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace strata::store

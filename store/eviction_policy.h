@@ -1,0 +1,94 @@
+// Eviction policies of the local tiers, shared by the real tiers (block_pool.h, disk_tier.h) and by
+// `strata bench trace`, which replays a trace through the very same objects (docs/store.md,
+// "Eviction").
+//
+// A policy ranks *slots*: dense ids in [0, capacity) that a tier assigns to its cached blocks (a
+// tier's slot table, the trace replayer's id map). Working on slots rather than keys keeps the
+// policy's per-block state in flat arrays (BytesPerSlot() bytes each, counted in the tier's
+// metadata budget) and lets the same code run on BlockKeys and on trace block ids.
+//
+// A block's *parent* is the block of the same chain one position earlier (key[i-1] for key[i]).
+// Prefix-aware policies use it: a block whose children are cached is interior and is worth more
+// than a leaf, because evicting it would strand every cached descendant (a request only hits a
+// prefix).
+//
+// Thread-safety contract (both policies):
+//  - OnInsert/OnAccess/OnRemove may run concurrently from many threads, and concurrently with
+//    PickVictim, as long as each slot's own events are ordered by the caller: OnInsert(s)
+//    happens-before OnAccess(s) and OnRemove(s), and OnRemove(s) happens-before the next
+//    OnInsert(s).
+//  - PickVictim calls are serialised by the caller (one evictor at a time); it never removes the
+//    slot it returns, the caller does (OnRemove) once the block is really gone.
+//  - "prefix": a hit (OnAccess) is one relaxed atomic store, no lock; OnInsert pushes onto a
+//    lock-free ring and takes the policy's own mutex only when that ring is full; OnRemove and
+//    PickVictim take it (eviction is the slow path). "lru" keeps an exact doubly-linked list under
+//    one spin lock on every call: it is the baseline, not the fast path.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "store/function_ref.h"
+#include "strata/result.h"
+
+namespace strata::store {
+
+inline constexpr uint32_t kNoSlot = UINT32_MAX;
+
+enum class PolicyKind : uint8_t {
+  kLru = 0,     // exact least-recently-used: the baseline every peer uses
+  kPrefix = 1,  // prefix- and frequency-aware (docs/store.md): the default
+};
+
+std::string_view PolicyKindName(PolicyKind kind);
+// "lru" or "prefix"; InvalidArgument otherwise.
+Result<PolicyKind> ParsePolicyKind(std::string_view name);
+
+class EvictionPolicy {
+ public:
+  virtual ~EvictionPolicy() = default;
+
+  virtual PolicyKind kind() const = 0;
+  uint32_t capacity() const { return capacity_; }
+
+  // A block entered `slot`. `parent` is the slot of its parent block when that is cached in the
+  // same tier, kNoSlot otherwise. `key_hash` is a well-mixed hash of the block's key, for policies
+  // that remember keys across evictions (neither built-in policy needs it today).
+  // REQUIRES: slot < capacity(), slot not currently inserted; parent == kNoSlot or inserted.
+  virtual void OnInsert(uint32_t slot, uint32_t parent, uint64_t key_hash) = 0;
+  // The block in `slot` was read (a hit). Ignored when `slot` is not inserted.
+  virtual void OnAccess(uint32_t slot) = 0;
+  // The block in `slot` left the tier. Ignored when `slot` is not inserted.
+  virtual void OnRemove(uint32_t slot) = 0;
+
+  // The slot to evict next: the lowest-ranked inserted slot for which evictable(slot) is true
+  // (pinned or in-flight blocks are not). kNoSlot when none is.
+  virtual uint32_t PickVictim(FunctionRef<bool(uint32_t)> evictable) = 0;
+
+  // True when `slot` has cached children (it is an interior node of the prefix tree). Tiers use
+  // it to admit shared prefixes to the next tier down.
+  virtual bool HasChildren(uint32_t slot) const = 0;
+  // Accesses of `slot` the policy remembers (saturating, aged); 0 when not inserted.
+  virtual uint32_t Frequency(uint32_t slot) const = 0;
+
+  // Bytes of policy state per slot (the tier adds its own index bytes to report the total).
+  virtual size_t BytesPerSlot() const = 0;
+
+ protected:
+  explicit EvictionPolicy(uint32_t capacity) : capacity_(capacity) {}
+
+ private:
+  uint32_t capacity_;
+};
+
+struct PolicyOptions {
+  PolicyKind kind = PolicyKind::kPrefix;  // Default: prefix.
+};
+
+// A policy for slots [0, capacity). InvalidArgument for capacity 0 or a bad option.
+Result<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(uint32_t capacity,
+                                                           const PolicyOptions& options = {});
+
+}  // namespace strata::store

@@ -1,0 +1,112 @@
+#include "store/host_tier.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+namespace strata::store {
+namespace {
+
+constexpr uint64_t k2MiB = uint64_t{2} << 20;
+
+uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+void HostCopy(std::byte* dst, const std::byte* src, size_t n) { std::memcpy(dst, src, n); }
+
+std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+}  // namespace
+
+Result<std::unique_ptr<HostTier>> HostTier::Open(const HostTierOptions& options) {
+  uint32_t num_slabs = 0, max_blocks = 0;
+  STRATA_RETURN_IF_ERROR(
+      ValidateOptions(options.pool, options.capacity_bytes, &num_slabs, &max_blocks));
+  STRATA_ASSIGN_OR_RETURN(auto policy, MakeEvictionPolicy(max_blocks, options.pool.policy));
+
+  const uint64_t payload_offset = RoundUp(uint64_t{max_blocks} * kBlockHeaderSize, k2MiB);
+  const uint64_t size = payload_offset + uint64_t{num_slabs} * options.pool.slab_bytes;
+
+  int fd = -1;
+  bool hugetlb = false;
+  if (options.hugetlb) {
+    fd = memfd_create(options.name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB);
+    if (fd >= 0 && ftruncate(fd, static_cast<off_t>(size)) != 0) {
+      close(fd);
+      fd = -1;
+    }
+    hugetlb = fd >= 0;
+  }
+  if (fd < 0) {
+    fd = memfd_create(options.name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) return Status::IOError(Errno("memfd_create"));
+    if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
+      Status st = errno == ENOSPC || errno == ENOMEM ? Status::NoSpace(Errno("ftruncate memfd"))
+                                                     : Status::IOError(Errno("ftruncate memfd"));
+      close(fd);
+      return st;
+    }
+  }
+  // Clients may map the pool but never resize it.
+  (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+
+  // Reserve size + 2 MiB of address space, then map the memfd at a 2 MiB boundary inside it.
+  const uint64_t reservation_size = size + k2MiB;
+  void* reservation = mmap(nullptr, reservation_size, PROT_NONE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (reservation == MAP_FAILED) {
+    close(fd);
+    return Status::IOError(Errno("mmap reservation"));
+  }
+  auto* aligned = reinterpret_cast<std::byte*>(
+      RoundUp(reinterpret_cast<uintptr_t>(reservation), k2MiB));
+  int flags = MAP_SHARED | MAP_FIXED | (options.populate ? MAP_POPULATE : 0);
+  void* base = mmap(aligned, size, PROT_READ | PROT_WRITE, flags, fd, 0);
+  if (base == MAP_FAILED) {
+    Status st = Status::IOError(Errno("mmap memfd"));
+    munmap(reservation, reservation_size);
+    close(fd);
+    if (hugetlb) {  // hugetlbfs accepts the size but has too few reserved pages: use 4 KiB pages
+      HostTierOptions fallback = options;
+      fallback.hugetlb = false;
+      return Open(fallback);
+    }
+    return st;
+  }
+  if (!hugetlb) (void)madvise(base, size, MADV_HUGEPAGE);  // best effort (THP for shmem)
+
+  PoolMemory mem;
+  mem.payload_base = static_cast<std::byte*>(base) + payload_offset;
+  mem.header_base = static_cast<std::byte*>(base);
+  mem.copy_in = &HostCopy;
+  mem.copy_out = &HostCopy;
+  mem.host_visible = true;
+  return std::unique_ptr<HostTier>(new HostTier(options, num_slabs, max_blocks, mem,
+                                                std::move(policy), fd,
+                                                static_cast<std::byte*>(base), size,
+                                                payload_offset, hugetlb, reservation,
+                                                reservation_size));
+}
+
+HostTier::HostTier(const HostTierOptions& options, uint32_t num_slabs, uint32_t max_blocks,
+                   PoolMemory memory, std::unique_ptr<EvictionPolicy> policy, int fd,
+                   std::byte* base, uint64_t size, uint64_t payload_offset, bool hugetlb,
+                   void* reservation, uint64_t reservation_size)
+    : BlockPool(TierKind::kHost, options.pool, num_slabs, max_blocks, memory, std::move(policy)),
+      fd_(fd),
+      base_(base),
+      size_(size),
+      payload_offset_(payload_offset),
+      hugetlb_(hugetlb),
+      reservation_(reservation),
+      reservation_size_(reservation_size) {}
+
+HostTier::~HostTier() {
+  munmap(reservation_, reservation_size_);  // covers the fixed mapping inside it
+  close(fd_);
+}
+
+}  // namespace strata::store

@@ -1,0 +1,283 @@
+#include "store/tiered_store.h"
+
+#include <cstdlib>
+#include <string>
+
+namespace strata::store {
+namespace {
+
+uint64_t KeyHash(const BlockKey& k) { return k.low ^ (k.high * 0x9E3779B97F4A7C15ULL); }
+
+struct AlignedBuffer {
+  std::byte* p = nullptr;
+  size_t n = 0;
+  ~AlignedBuffer() { std::free(p); }
+  std::span<std::byte> Get(size_t bytes) {
+    const size_t want = (bytes + 4095) / 4096 * 4096;
+    if (n < want) {
+      std::free(p);
+      p = static_cast<std::byte*>(std::aligned_alloc(4096, want));
+      n = p ? want : 0;
+    }
+    return {p, n};
+  }
+};
+
+}  // namespace
+
+// ---- PrefetchTicket ----
+
+size_t PrefetchTicket::Wait() {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return pending_ == 0; });
+  return loaded_;
+}
+bool PrefetchTicket::done() const {
+  std::lock_guard lock(mu_);
+  return pending_ == 0;
+}
+size_t PrefetchTicket::loaded() const {
+  std::lock_guard lock(mu_);
+  return loaded_;
+}
+size_t PrefetchTicket::failed() const {
+  std::lock_guard lock(mu_);
+  return failed_;
+}
+
+// ---- TieredStore ----
+
+TieredStore::TieredStore(const TieredStoreOptions& options)
+    : options_(options),
+      sketch_(std::max<uint64_t>(
+          1024, (options.host.pool.max_blocks ? options.host.pool.max_blocks
+                                              : options.host.capacity_bytes / 65536) *
+                    4)) {}
+
+Result<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStoreOptions& options,
+                                                       std::unique_ptr<Tier> device) {
+  if (options.prefetch_threads == 0)
+    return Status::InvalidArgument("prefetch_threads must be at least 1");
+  std::unique_ptr<TieredStore> store(new TieredStore(options));
+  store->device_ = std::move(device);
+  if (options.disk) {
+    STRATA_ASSIGN_OR_RETURN(store->disk_, DiskTier::Open(*options.disk));
+  }
+  HostTierOptions host = options.host;
+  if (store->disk_) {
+    TieredStore* self = store.get();
+    host.pool.on_evict = [self](const BlockHeader& h, std::span<const std::byte> p, bool shared) {
+      self->OnHostEvict(h, p, shared);
+    };
+  }
+  STRATA_ASSIGN_OR_RETURN(store->host_, HostTier::Open(host));
+  for (uint32_t i = 0; i < options.prefetch_threads; ++i)
+    store->workers_.emplace_back([s = store.get()] { s->PrefetchLoop(); });
+  return store;
+}
+
+TieredStore::~TieredStore() {
+  std::deque<Job> abandoned;
+  {
+    std::lock_guard lock(queue_mu_);
+    stop_ = true;
+    abandoned.swap(queue_);
+  }
+  queue_cv_.notify_all();
+  for (auto& t : workers_) t.join();
+  for (auto& job : abandoned) {
+    std::lock_guard lock(job.ticket->mu_);
+    ++job.ticket->failed_;
+    if (--job.ticket->pending_ == 0) job.ticket->cv_.notify_all();
+  }
+}
+
+void TieredStore::CountAccess(const BlockKey& key) { sketch_.Increment(KeyHash(key)); }
+
+void TieredStore::OnHostEvict(const BlockHeader& header, std::span<const std::byte> payload,
+                              bool shared) {
+  if (options_.write_policy == WritePolicy::kWriteThrough) return;  // already on disk
+  const bool admit =
+      shared || sketch_.Estimate(KeyHash(header.key)) >= options_.disk_admission_min_frequency;
+  if (!admit) {
+    rejected_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  Status st = disk_->Put(header, payload);
+  if (st.ok()) {
+    demotions_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    // The block is lost from the hierarchy, which a cache may do; the disk error is counted and
+    // the disk's state (e.g. full) shows in its own stats.
+    demotion_errors_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+Status TieredStore::Put(const BlockKey& key, const NamespaceId& ns,
+                        std::span<const std::byte> payload, const PutOptions& options,
+                        Codec codec) {
+  return PutBlock(MakeBlockHeader(key, ns, codec, payload), payload, options);
+}
+
+Status TieredStore::PutBlock(const BlockHeader& header, std::span<const std::byte> payload,
+                             const PutOptions& options) {
+  CountAccess(header.key);
+  STRATA_RETURN_IF_ERROR(host_->Put(header, payload, options));
+  if (disk_ && options_.write_policy == WritePolicy::kWriteThrough)
+    STRATA_RETURN_IF_ERROR(disk_->Put(header, payload, options).WithContext("write-through"));
+  return Status::OK();
+}
+
+Status TieredStore::CommitReserved(const WriteReservation& reservation, const BlockHeader& header,
+                                   const PutOptions& options, bool verify) {
+  CountAccess(header.key);
+  Status disk_status;
+  if (disk_ && options_.write_policy == WritePolicy::kWriteThrough) {
+    // The reservation's bytes cannot change or move until it is committed or aborted.
+    disk_status = disk_->Put(header,
+                             std::span<const std::byte>(host_->payload_base() + reservation.offset,
+                                                        reservation.length),
+                             options)
+                      .WithContext("write-through");
+  }
+  STRATA_RETURN_IF_ERROR(host_->Commit(reservation, header, options, verify));
+  return disk_status;
+}
+
+std::vector<BlockKey> TieredStore::Keys(const std::optional<NamespaceId>& ns) const {
+  std::vector<BlockKey> out = host_->Keys(ns);
+  if (disk_) {
+    std::vector<BlockKey> d = disk_->Keys(ns);
+    out.insert(out.end(), d.begin(), d.end());
+  }
+  return out;
+}
+
+Result<BlockHeader> TieredStore::Get(const BlockKey& key, std::span<std::byte> out) {
+  CountAccess(key);
+  if (device_) {
+    auto r = device_->Get(key, out);
+    if (r.ok() || !r.status().IsNotFound()) return r;
+  }
+  auto r = host_->Get(key, out);
+  if (r.ok() || !r.status().IsNotFound() || !disk_) return r;
+  auto d = disk_->Get(key, out);
+  if (!d.ok()) return d.status().IsCorruption() ? Status::NotFound(d.status().message()) : d;
+  // Promotion: a host that is full of pinned blocks just leaves the block on disk.
+  if (host_->Put(*d, out.first(d->payload_length)).ok())
+    promotions_.fetch_add(1, std::memory_order_relaxed);
+  return d;
+}
+
+LookupResult TieredStore::Lookup(std::span<const BlockKey> chain) const {
+  LookupResult out;
+  out.where.reserve(chain.size());
+  for (const BlockKey& key : chain) {
+    if (device_ && device_->Find(key).ok()) {
+      out.where.push_back(TierKind::kDevice);
+    } else if (host_->Find(key).ok()) {
+      out.where.push_back(TierKind::kHost);
+    } else if (disk_ && disk_->Find(key).ok()) {
+      out.where.push_back(TierKind::kDisk);
+    } else {
+      break;
+    }
+  }
+  out.prefix_blocks = out.where.size();
+  return out;
+}
+
+std::shared_ptr<PrefetchTicket> TieredStore::Prefetch(std::span<const BlockKey> keys) {
+  auto ticket = std::make_shared<PrefetchTicket>();
+  std::vector<BlockKey> todo;
+  for (const BlockKey& key : keys)
+    if (disk_ && !host_->Find(key).ok() && disk_->Find(key).ok()) todo.push_back(key);
+  if (todo.empty()) return ticket;
+  {
+    std::lock_guard tl(ticket->mu_);
+    ticket->pending_ = todo.size();
+  }
+  {
+    std::lock_guard lock(queue_mu_);
+    for (const BlockKey& key : todo) queue_.push_back({key, ticket});
+  }
+  queue_cv_.notify_all();
+  return ticket;
+}
+
+void TieredStore::PrefetchLoop() {
+  AlignedBuffer staging;
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock lock(queue_mu_);
+      queue_cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    bool ok = host_->Find(job.key).ok();
+    if (!ok) {
+      auto loc = disk_->Find(job.key);
+      if (loc.ok()) {
+        auto buf = staging.Get(loc->length);
+        auto h = buf.empty() ? Result<BlockHeader>(Status::ResourceExhausted("staging buffer"))
+                             : disk_->Get(job.key, buf);
+        if (h.ok()) ok = host_->Put(*h, buf.first(h->payload_length)).ok();
+        if (ok) prefetched_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    std::lock_guard tl(job.ticket->mu_);
+    ++(ok ? job.ticket->loaded_ : job.ticket->failed_);
+    if (--job.ticket->pending_ == 0) job.ticket->cv_.notify_all();
+  }
+}
+
+Status TieredStore::Pin(const BlockKey& key, std::chrono::milliseconds ttl) {
+  if (device_) {
+    Status st = device_->Pin(key, ttl);
+    if (!st.IsNotFound()) return st;
+  }
+  Status st = host_->Pin(key, ttl);
+  if (!st.IsNotFound() || !disk_) return st;
+  return disk_->Pin(key, ttl);
+}
+
+Status TieredStore::Unpin(const BlockKey& key) {
+  if (device_) {
+    Status st = device_->Unpin(key);
+    if (st.ok()) return st;
+  }
+  Status st = host_->Unpin(key);
+  if (st.ok() || !disk_) return st;
+  Status d = disk_->Unpin(key);
+  return d.ok() ? d : st;
+}
+
+Status TieredStore::Erase(const BlockKey& key) {
+  bool found = false;
+  for (Tier* t : {device_.get(), static_cast<Tier*>(host_.get()), static_cast<Tier*>(disk_.get())}) {
+    if (t == nullptr) continue;
+    Status st = t->Erase(key);
+    if (st.ok()) found = true;
+    else if (!st.IsNotFound()) return st;
+  }
+  return found ? Status::OK() : Status::NotFound("block not in any local tier");
+}
+
+Status TieredStore::Sync() { return disk_ ? disk_->Sync() : Status::OK(); }
+
+StoreStats TieredStore::Stats() const {
+  StoreStats st;
+  if (device_) st.device = device_->Stats();
+  st.host = host_->Stats();
+  if (disk_) st.disk = disk_->Stats();
+  st.promotions = promotions_.load();
+  st.prefetched = prefetched_.load();
+  st.demotions = demotions_.load();
+  st.demotions_rejected = rejected_.load();
+  st.demotion_errors = demotion_errors_.load();
+  return st;
+}
+
+}  // namespace strata::store

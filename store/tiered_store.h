@@ -1,0 +1,158 @@
+// TieredStore: the local tier hierarchy (DESIGN.md "Tiers"): an optional device tier, the host
+// tier (memfd pool) and an optional disk tier, behind one put/get/lookup/prefetch/pin/erase API.
+//
+//  - Put lands in host. With WritePolicy::kWriteBack (default) a block reaches disk when host
+//    evicts it, and only if it is worth it: the frequency sketch has seen its key at least
+//    `disk_admission_min_frequency` times, or it is a shared prefix (it had cached children) -
+//    no one-hit wonders on the SSD. With kWriteThrough every put is also written to disk at once.
+//  - Get looks in device, host, then disk; a disk hit is verified (checksum) and promoted to host.
+//  - Prefetch(keys) brings disk blocks to host on background threads; the ticket reports when.
+//  - Lookup(chain) returns the longest prefix of the chain present in any local tier and where
+//    each of its blocks is.
+//
+// Copies of KV bytes: Put 1 (caller -> pool); Get from host 1 (pool -> caller), or 0 with
+// host().Acquire(); write-back 1 (pool -> disk, O_DIRECT from the pool); Get from disk 2 (disk ->
+// caller, caller -> pool for the promotion); prefetch 2 (disk -> staging buffer -> pool).
+//
+// Thread-safety: all methods are thread-safe. Ownership: the store owns its tiers and its
+// prefetch threads (joined by the destructor, which abandons queued prefetches).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <thread>
+#include <vector>
+
+#include "store/disk_tier.h"
+#include "store/frequency_sketch.h"
+#include "store/host_tier.h"
+#include "store/thread_annotations.h"
+#include "store/tier.h"
+#include "strata/block_format.h"
+
+namespace strata::store {
+
+enum class WritePolicy : uint8_t {
+  kWriteBack = 0,     // disk is written when host evicts (admission-filtered)
+  kWriteThrough = 1,  // disk is written at put time as well
+};
+
+struct TieredStoreOptions {
+  HostTierOptions host;
+  // The disk tier; none for a host-only store. Default: none.
+  std::optional<DiskTierOptions> disk;
+  // Default: kWriteBack.
+  WritePolicy write_policy = WritePolicy::kWriteBack;
+  // Write-back admission: sketch count a key needs before host eviction writes it to disk (shared
+  // prefixes are always admitted). Default: 2 (seen at least twice). 0 or 1 admits everything.
+  uint32_t disk_admission_min_frequency = 2;
+  // Threads that serve Prefetch. Default: 1. REQUIRES: >= 1.
+  uint32_t prefetch_threads = 1;
+};
+
+struct LookupResult {
+  size_t prefix_blocks = 0;     // chain[0, prefix_blocks) is present locally
+  std::vector<TierKind> where;  // size prefix_blocks: the fastest tier holding each block
+};
+
+// Completion of one Prefetch call.
+class PrefetchTicket {
+ public:
+  // Blocks until every key of the call was handled; returns how many were brought to host.
+  size_t Wait();
+  bool done() const;
+  size_t loaded() const;
+  size_t failed() const;  // missing from disk, corrupt, or no host space
+
+ private:
+  friend class TieredStore;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  size_t pending_ GUARDED_BY(mu_) = 0;
+  size_t loaded_ GUARDED_BY(mu_) = 0;
+  size_t failed_ GUARDED_BY(mu_) = 0;
+};
+
+struct StoreStats {
+  TierStats device, host, disk;
+  uint64_t promotions = 0;        // disk -> host on Get
+  uint64_t prefetched = 0;        // disk -> host by Prefetch
+  uint64_t demotions = 0;         // host -> disk on eviction (write-back)
+  uint64_t demotions_rejected = 0;  // evicted from host, not admitted to disk
+  uint64_t demotion_errors = 0;     // admitted, but the disk write failed (e.g. disk full)
+};
+
+class TieredStore {
+ public:
+  // `device` is an optional device tier (device_tier.h, CUDA builds).
+  static Result<std::unique_ptr<TieredStore>> Open(const TieredStoreOptions& options,
+                                                   std::unique_ptr<Tier> device = nullptr);
+  ~TieredStore();
+
+  // Builds the block header (XXH3-64 checksum of `payload`) and stores the block.
+  Status Put(const BlockKey& key, const NamespaceId& ns, std::span<const std::byte> payload,
+             const PutOptions& options = {}, Codec codec = Codec::kNone);
+  // Stores a block that already has its header (from a client or a peer; verified by the host).
+  Status PutBlock(const BlockHeader& header, std::span<const std::byte> payload,
+                  const PutOptions& options = {});
+  // Publishes a block that a producer wrote in place into the host pool (host().Reserve; the
+  // daemon's zero-copy client stores). With write-through it is written to disk too, before it
+  // becomes visible. `verify` as BlockPool::Commit.
+  Status CommitReserved(const WriteReservation& reservation, const BlockHeader& header,
+                        const PutOptions& options, bool verify);
+  // Keys cached in the host and disk tiers, of namespace `ns` (every namespace when nullopt);
+  // a key in both appears twice.
+  std::vector<BlockKey> Keys(const std::optional<NamespaceId>& ns) const;
+  // Copies the payload into `out` (see Tier::Get). A disk hit is promoted to host.
+  Result<BlockHeader> Get(const BlockKey& key, std::span<std::byte> out);
+  LookupResult Lookup(std::span<const BlockKey> chain) const;
+  // Queues the keys that are on disk and not in host for loading into host; keys elsewhere are
+  // counted as handled at once.
+  std::shared_ptr<PrefetchTicket> Prefetch(std::span<const BlockKey> keys);
+  // Pins the block in the fastest tier that holds it. NotFound if none does.
+  Status Pin(const BlockKey& key, std::chrono::milliseconds ttl);
+  Status Unpin(const BlockKey& key);
+  // Erases the block from every tier. NotFound if none held it; Unavailable if one is in use.
+  Status Erase(const BlockKey& key);
+  // Makes every block written to disk so far durable against power loss.
+  Status Sync();
+  StoreStats Stats() const;
+
+  HostTier& host() { return *host_; }
+  DiskTier* disk() { return disk_.get(); }
+  Tier* device() { return device_.get(); }
+
+ private:
+  explicit TieredStore(const TieredStoreOptions& options);
+  void OnHostEvict(const BlockHeader& header, std::span<const std::byte> payload, bool shared);
+  void PrefetchLoop();
+  void CountAccess(const BlockKey& key);
+
+  const TieredStoreOptions options_;
+  FrequencySketch sketch_;
+  std::unique_ptr<Tier> device_;
+  std::unique_ptr<DiskTier> disk_;  // declared before host_: host_ (whose evictions write here)
+  std::unique_ptr<HostTier> host_;  // is destroyed first
+
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  struct Job {
+    BlockKey key;
+    std::shared_ptr<PrefetchTicket> ticket;
+  };
+  std::deque<Job> queue_ GUARDED_BY(queue_mu_);
+  bool stop_ GUARDED_BY(queue_mu_) = false;
+  std::vector<std::thread> workers_;
+
+  std::atomic<uint64_t> promotions_{0}, prefetched_{0}, demotions_{0}, rejected_{0},
+      demotion_errors_{0};
+};
+
+}  // namespace strata::store
