@@ -2,6 +2,9 @@
 // conversions written with integer arithmetic only, so that host and device produce the same bits
 // (bit-exact CPU/CUDA agreement of every codec rests on this and on compiling without FMA
 // contraction: -ffp-contract=off on the host, --fmad=false for nvcc; see kernels/CMakeLists.txt).
+// On the device, the round-to-nearest-even conversions use the hardware instructions instead,
+// which give the same bits for every non-NaN value (IEEE rounding; tests/kernels and gpu_check
+// compare CUDA and CPU output byte for byte). NaN payloads may differ; codecs reject NaN input.
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -10,6 +13,12 @@
 #include <cstring>
 
 #include "strata_kernels/hd.h"
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#endif
 
 namespace strata::kernels {
 
@@ -39,6 +48,9 @@ STRATA_KERNELS_HD inline bool IsFiniteFloat(float f) {
 
 // IEEE binary16 -> float (exact).
 STRATA_KERNELS_HD inline float HalfToFloat(uint16_t h) {
+#if defined(__CUDA_ARCH__)
+  return __half2float(__ushort_as_half(h));  // exact, so the same value as the code below
+#endif
   const uint32_t sign = uint32_t{h & 0x8000u} << 16;
   const uint32_t exp = (h >> 10) & 0x1f;
   const uint32_t mant = h & 0x3ff;
@@ -56,6 +68,10 @@ enum class Round : uint8_t { kNearestEven, kDown, kUp };  // kDown = toward -inf
 // float -> IEEE binary16 with the given rounding (overflow gives +-inf where the rounding
 // direction allows it, else +-65504). NaN stays NaN.
 STRATA_KERNELS_HD inline uint16_t FloatToHalf(float f, Round mode = Round::kNearestEven) {
+#if defined(__CUDA_ARCH__)
+  // IEEE round-to-nearest-even in hardware: the same bits as below for every non-NaN input.
+  if (mode == Round::kNearestEven) return __half_as_ushort(__float2half_rn(f));
+#endif
   const uint32_t x = FloatToBits(f);
   const uint32_t sign = x >> 31;
   const uint32_t abs = x & 0x7fffffffu;
@@ -99,6 +115,9 @@ STRATA_KERNELS_HD inline uint16_t FloatToHalf(float f, Round mode = Round::kNear
 // bfloat16 <-> float. The conversion to bf16 rounds to nearest even; NaN stays a quiet NaN.
 STRATA_KERNELS_HD inline float Bf16ToFloat(uint16_t b) { return BitsToFloat(uint32_t{b} << 16); }
 STRATA_KERNELS_HD inline uint16_t FloatToBf16(float f) {
+#if defined(__CUDA_ARCH__)
+  return __bfloat16_as_ushort(__float2bfloat16_rn(f));  // same bits for every non-NaN input
+#endif
   const uint32_t x = FloatToBits(f);
   if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40);
   return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
@@ -119,6 +138,10 @@ STRATA_KERNELS_HD inline float RoundHalfEvenSmall(float v) {
 // Branch-free so that it vectorizes: normals round on the float's bits; subnormals (< 2^-6) are
 // k * 2^-9 with k = round(|x| * 512) in 0..8, and code k (k == 8 is the smallest normal, 0x08).
 STRATA_KERNELS_HD inline uint8_t FloatToE4m3(float f) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  // cvt.rn.satfinite.e4m3x2.f32: nearest-even, saturating, NaN -> 0x7f; the same bits as below.
+  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(f, __NV_SATFINITE, __NV_E4M3));
+#endif
   const uint32_t x = FloatToBits(f);
   const uint32_t sign = (x >> 24) & 0x80u;
   const uint32_t abs = x & 0x7fffffffu;
