@@ -213,7 +213,8 @@ struct PeerTransport::Impl {
     auto p = it->second;
     if (p->receiving > 0) --p->receiving;
     if (!st.ok()) {
-      Settle(*p, index, st);
+      // A receive cancelled because the pull failed reports why the pull failed.
+      Settle(*p, index, p->failure.ok() ? st : p->failure);
     } else {
       Settle(*p, index, Verify(*p, index));
     }

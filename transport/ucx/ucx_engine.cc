@@ -531,8 +531,9 @@ void UcxEngine::SendData(ConnId conn, std::span<const std::byte> header, const s
     ucp_request_param_t p{};
     p.op_attr_mask =
         UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
-    // Blocks go by rendezvous (zero-copy into the puller's pool); a bare status goes eager.
-    p.flags = UCP_AM_SEND_FLAG_REPLY | (length > 0 ? UCP_AM_SEND_FLAG_RNDV : 0);
+    // Large blocks go by rendezvous (zero-copy into the puller's pool); small ones and bare
+    // statuses as UCX chooses.
+    p.flags = UCP_AM_SEND_FLAG_REPLY | (length >= impl->options.rndv_threshold ? UCP_AM_SEND_FLAG_RNDV : 0);
     p.cb.send = &Impl::SendDone;
     p.user_data = op;
     if (ucp_mem_h m = impl->MemhFor(data, length)) {

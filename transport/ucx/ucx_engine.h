@@ -4,6 +4,8 @@
 // ucp_am_recv_data_nbx straight into a registered region (zero-copy where the transport does RMA:
 // cma, posix shm, RDMA; pipelined on tcp). Memory regions are registered once, at Open.
 //
+// Below UcxEngineOptions::rndv_threshold, UCX picks the protocol itself.
+//
 // Endpoints: Connect() creates an endpoint from a peer's worker address with
 // UCP_ERR_HANDLING_MODE_PEER, so a dead peer fails its requests instead of hanging them. Messages
 // are sent with UCP_AM_SEND_FLAG_REPLY; a peer that connected to us is answered on the endpoint
@@ -65,6 +67,10 @@ struct UcxEngineOptions {
   std::string tls;
   // Regions registered with ucp_mem_map once, at Open, e.g. the host pool. Default: none.
   std::vector<MemoryRegion> regions;
+  // Data messages of at least this many bytes are forced to rendezvous (zero-copy into the
+  // receiver's registered pool); smaller ones go by UCX's own choice (eager copies for small
+  // sizes, which pipeline better). Default: 256 KiB.
+  size_t rndv_threshold = 256 * 1024;
   // Empty progress rounds before the progress thread sleeps on the event fd. Default: 2000.
   int spin_rounds = 2000;
   // Longest sleep of the progress thread; on_tick runs at least this often. Default: 10 ms.
