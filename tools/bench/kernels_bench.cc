@@ -11,8 +11,10 @@
 //  - codec_error/<codec>/<dtype>: metric rel_l2_error = ||x - x'|| / ||x|| against the fp32 KV the
 //    blocks were rounded from; baseline <dtype>_rounding, the error of storing that KV in the
 //    dtype at all (lower is better). Extra fields: cosine, max_abs_error (vs the dtype block).
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -37,6 +39,26 @@ struct Options {
   int reps = 5;
   int zstd_level = 1;
 };
+
+// Runs fns round-robin `reps` times (after one warm-up round) and returns each one's median wall
+// time, so that a noisy neighbour hits the case and its memcpy baseline alike.
+std::vector<double> InterleavedMedians(int reps, const std::vector<std::function<void()>>& fns) {
+  std::vector<std::vector<double>> t(fns.size());
+  for (int r = -1; r < reps; ++r) {
+    for (size_t i = 0; i < fns.size(); ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      fns[i]();
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (r >= 0) t[i].push_back(s);
+    }
+  }
+  std::vector<double> med;
+  for (auto& v : t) {
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    med.push_back(v[v.size() / 2]);
+  }
+  return med;
+}
 
 void Check(const k::KernelStatus& st) {
   if (!st.ok()) cli::Fail("bench kernels: " + st.ToString());
@@ -102,12 +124,14 @@ void BenchGatherScatter(const Options& opt, BenchReport& report) {
       dst.emplace_back(blocks.data() + i * bb, bb);
       csrc.emplace_back(blocks.data() + i * bb, bb);
     }
-    const double t_memcpy = MedianSeconds(opt.reps, [&] {
-      std::memcpy(blocks.data(), src.data(), total);
-      DoNotOptimize(blocks[total / 2]);
-    });
-    const double t_g = MedianSeconds(opt.reps, [&] { Check(k::GatherBlocksCpu(spec, rl, ids, dst)); });
-    const double t_s = MedianSeconds(opt.reps, [&] { Check(k::ScatterBlocksCpu(spec, wl, ids, csrc)); });
+    const auto t = InterleavedMedians(
+        opt.reps, {[&] {
+                     std::memcpy(blocks.data(), src.data(), total);
+                     DoNotOptimize(blocks[total / 2]);
+                   },
+                   [&] { Check(k::GatherBlocksCpu(spec, rl, ids, dst)); },
+                   [&] { Check(k::ScatterBlocksCpu(spec, wl, ids, csrc)); }});
+    const double t_memcpy = t[0], t_g = t[1], t_s = t[2];
     const std::string tag = std::string(k::PagedLayoutName(spec.layout)) + "/" +
                             std::string(k::KvDtypeName(spec.dtype)) + "/" +
                             std::to_string(bb >> 10) + "KiB_blocks/n=" + std::to_string(opt.blocks);
@@ -133,11 +157,10 @@ void BenchCodecs(const Options& opt, BenchReport& report) {
     const uint64_t bb = shape.bytes(), total = bb * opt.codec_blocks;
     const double dtype_err = RelL2(ref32, dtype, data.data(), shape.elems() * opt.codec_blocks);
     std::vector<std::byte> copy(total);
-    const double t_memcpy = MedianSeconds(opt.reps, [&] {
+    auto memcpy_fn = [&] {
       std::memcpy(copy.data(), data.data(), total);
       DoNotOptimize(copy[total / 2]);
-    });
-    const double memcpy_gbs = total / t_memcpy / 1e9;
+    };
     for (k::Codec codec : codecs) {
       k::CodecOptions co;
       co.zstd_level = opt.zstd_level;
@@ -156,8 +179,9 @@ void BenchCodecs(const Options& opt, BenchReport& report) {
         for (uint32_t b = 0; b < opt.codec_blocks; ++b)
           Check(c->Decode({pay + b * cap, sizes[b]}, {out.data() + b * bb, bb}));
       };
-      const double t_enc = MedianSeconds(opt.reps, encode_all);
-      const double t_dec = MedianSeconds(opt.reps, decode_all);
+      encode_all();  // decode_all needs the payloads
+      const auto t = InterleavedMedians(opt.reps, {memcpy_fn, encode_all, decode_all});
+      const double memcpy_gbs = total / t[0] / 1e9, t_enc = t[1], t_dec = t[2];
       const uint64_t encoded = std::accumulate(sizes.begin(), sizes.end(), uint64_t{0});
       const std::string tag = std::string(k::CodecName(codec)) + "/" + std::string(k::KvDtypeName(dtype));
       nlohmann::json extra = {{"block_bytes", bb}, {"blocks", opt.codec_blocks}};
