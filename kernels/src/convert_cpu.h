@@ -1,6 +1,6 @@
 // Bulk fp16/bf16 <-> float conversion for the CPU codecs. Same bits as numeric.h's scalar
-// functions for every non-NaN value (tests/kernels/numeric_test.cc checks it); uses F16C on x86-64
-// CPUs that have it (chosen once at run time), the scalar code elsewhere.
+// functions for every non-NaN value (tests/kernels/numeric_test.cc checks it); uses F16C (fp16)
+// and AVX2 (bf16) on x86-64 CPUs that have them (chosen once at run time), scalar code elsewhere.
 // Thread-safety: pure functions.
 #pragma once
 

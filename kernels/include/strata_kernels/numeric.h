@@ -119,8 +119,8 @@ STRATA_KERNELS_HD inline uint16_t FloatToBf16(float f) {
   return __bfloat16_as_ushort(__float2bfloat16_rn(f));  // same bits for every non-NaN input
 #endif
   const uint32_t x = FloatToBits(f);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40);
-  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+  const uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1)) >> 16;  // branch-free: vectorizes
+  return static_cast<uint16_t>((x & 0x7fffffffu) > 0x7f800000u ? ((x >> 16) | 0x40) : rounded);
 }
 
 // OCP FP8 E4M3 ("e4m3fn": bias 7, no infinities, max 448, NaN = S.1111.111).
