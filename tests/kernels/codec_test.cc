@@ -12,6 +12,7 @@
 #include "strata_kernels/codec.h"
 #include "strata_kernels/gather_scatter.h"
 #include "strata_kernels/kv_synth.h"
+#include "strata_kernels/quant_math.h"
 #include "test_util.h"
 
 namespace strata::kernels {
@@ -105,6 +106,18 @@ struct BoundCalc {
     return b * (1 + 1e-5) + HalfUlp(s.dtype, decoded) + 1e-30;
   }
 };
+
+TEST_CASE("INT4 parameters do not depend on the sign of a zero minimum", "[kernels]") {
+  // CPU and CUDA reduce min/max in different orders, which can only change a zero's sign.
+  for (float mx : {0.0f, 1.5f, 1000.0f}) {
+    const Int4Params a = MakeInt4Params(-0.0f, mx), b = MakeInt4Params(0.0f, mx);
+    CHECK(a.min_h == b.min_h);
+    CHECK(a.scale_h == b.scale_h);
+  }
+  const Int4Params z = MakeInt4Params(-0.0f, -0.0f);
+  CHECK(z.min_h == 0);
+  CHECK(z.scale_h == 0);
+}
 
 TEST_CASE("byte-plane shuffle is a permutation and its own inverse", "[kernels]") {
   for (uint32_t w : {1u, 2u, 4u}) {

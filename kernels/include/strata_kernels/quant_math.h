@@ -63,6 +63,10 @@ struct Int4Params {
 };
 // REQUIRES: mn <= mx, both finite with |.| <= 65504.
 STRATA_KERNELS_HD inline Int4Params MakeInt4Params(float mn, float mx) {
+  // A min/max reduction's result depends on its order only in the sign of a zero (min(-0, +0) is
+  // whichever came first); x + 0 maps -0 to +0, so CPU and CUDA store the same bits.
+  mn = mn + 0.0f;
+  mx = mx + 0.0f;
   Int4Params p;
   p.min_h = FloatToHalf(mn, Round::kDown);
   p.min_f = HalfToFloat(p.min_h);
