@@ -1,0 +1,81 @@
+#include "daemon/request_handler.h"
+
+#include <variant>
+
+#include "strata/version.h"
+
+namespace strata {
+namespace {
+
+template <typename... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <typename... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+ipc::Response Error(uint64_t id, Status status) {
+  ipc::Response r;
+  r.id = id;
+  r.status = std::move(status);
+  return r;
+}
+
+}  // namespace
+
+ipc::Response RequestHandler::HandleHello(const ipc::Request& request, const ipc::Hello& hello) {
+  if (hello.protocol_version != ipc::kIpcProtocolVersion)
+    return Error(request.id, Status::NotSupported(
+                                 "client speaks protocol " + std::to_string(hello.protocol_version) +
+                                 ", daemon speaks " + std::to_string(ipc::kIpcProtocolVersion)));
+  ipc::Response r;
+  r.id = request.id;
+  r.body = ipc::HelloReply{ipc::kIpcProtocolVersion, node_->pool_bytes(), std::string(Version())};
+  return r;
+}
+
+ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& request) {
+  ipc::Response r;
+  r.id = request.id;
+  std::visit(
+      Overloaded{
+          [&](const ipc::Hello& h) { r = HandleHello(request, h); },
+          [&](const ipc::LookupRequest& q) {
+            ipc::LookupReply reply;
+            reply.tiers = node_->Lookup(q.keys);
+            reply.matched = static_cast<uint32_t>(reply.tiers.size());
+            r.body = std::move(reply);
+          },
+          [&](const ipc::StoreBeginRequest& q) {
+            auto slots = node_->BeginStore(owner, q.ns, q.keys, q.sizes, q.codec);
+            if (!slots.ok()) r.status = slots.status();
+            else r.body = ipc::StoreBeginReply{std::move(slots).value()};
+          },
+          [&](const ipc::StoreCommitRequest& q) {
+            if (q.abort) {
+              node_->AbortStore(owner, q.keys);
+              r.body = ipc::StoreCommitReply{0};
+              return;
+            }
+            auto n = node_->CommitStore(owner, q.keys, q.checksums);
+            if (!n.ok()) r.status = n.status();
+            else r.body = ipc::StoreCommitReply{*n};
+          },
+          [&](const ipc::LoadRequest& q) {
+            auto locs = node_->PinForLoad(owner, q.keys, q.pin_ms);
+            if (!locs.ok()) r.status = locs.status();
+            else r.body = ipc::LoadReply{std::move(locs).value()};
+          },
+          [&](const ipc::UnpinRequest& q) {
+            node_->Unpin(owner, q.keys);
+            r.body = ipc::UnpinReply{};
+          },
+          [&](const ipc::PrefetchRequest& q) { r.body = ipc::PrefetchReply{node_->Prefetch(q.keys)}; },
+          [&](const ipc::StatsRequest&) { r.body = ipc::StatsReply{node_->StatsJson()}; },
+          [&](const ipc::ClearRequest& q) { r.body = ipc::ClearReply{node_->Clear(q.ns)}; },
+      },
+      request.body);
+  return r;
+}
+
+}  // namespace strata

@@ -1,0 +1,315 @@
+#include "ipc/ipc_protocol.h"
+
+#include <string>
+
+#include "ipc/strata_ipc.pb.h"
+
+namespace strata::ipc {
+namespace {
+
+Status Malformed(const std::string& what) {
+  return Status::InvalidArgument("malformed message: " + what);
+}
+
+std::string PackKeys(const std::vector<BlockKey>& keys) {
+  std::string out(keys.size() * BlockKey::kSize, '\0');
+  for (size_t i = 0; i < keys.size(); ++i)
+    keys[i].ToBytes(std::span<std::byte, BlockKey::kSize>(
+        reinterpret_cast<std::byte*>(out.data()) + i * BlockKey::kSize, BlockKey::kSize));
+  return out;
+}
+
+Status UnpackKeys(const std::string& packed, std::vector<BlockKey>* keys) {
+  if (packed.size() % BlockKey::kSize != 0)
+    return Malformed("keys field is " + std::to_string(packed.size()) +
+                     " bytes, not a multiple of 16");
+  const size_t n = packed.size() / BlockKey::kSize;
+  if (n > kMaxKeysPerRequest)
+    return Malformed(std::to_string(n) + " keys exceed the limit of " +
+                     std::to_string(kMaxKeysPerRequest));
+  keys->resize(n);
+  for (size_t i = 0; i < n; ++i)
+    (*keys)[i] = BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(
+        reinterpret_cast<const std::byte*>(packed.data()) + i * BlockKey::kSize, BlockKey::kSize));
+  return Status::OK();
+}
+
+std::string PackId(const NamespaceId& id) {
+  auto b = id.ToBytes();
+  return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+Status UnpackId(const std::string& bytes, NamespaceId* id) {
+  if (bytes.size() != BlockKey::kSize)
+    return Malformed("namespace id is " + std::to_string(bytes.size()) + " bytes, not 16");
+  *id = BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(
+      reinterpret_cast<const std::byte*>(bytes.data()), BlockKey::kSize));
+  return Status::OK();
+}
+
+Status CheckCodec(uint32_t value, Codec* codec) {
+  *codec = static_cast<Codec>(value);
+  if (value > 0xFFFF || CodecName(*codec) == "unknown")
+    return Malformed("unknown codec " + std::to_string(value));
+  return Status::OK();
+}
+
+template <typename... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <typename... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+}  // namespace
+
+std::string_view TierName(Tier tier) {
+  switch (tier) {
+    case Tier::kNone: return "none";
+    case Tier::kHost: return "host";
+    case Tier::kDisk: return "disk";
+    case Tier::kDevice: return "device";
+    case Tier::kRemote: return "remote";
+  }
+  return "unknown";
+}
+
+std::string EncodeRequest(const Request& request) {
+  pb::Request m;
+  m.set_id(request.id);
+  std::visit(Overloaded{
+                 [&](const Hello& r) {
+                   auto* b = m.mutable_hello();
+                   b->set_protocol_version(r.protocol_version);
+                   b->set_client_name(r.client_name);
+                 },
+                 [&](const LookupRequest& r) { m.mutable_lookup()->set_keys(PackKeys(r.keys)); },
+                 [&](const StoreBeginRequest& r) {
+                   auto* b = m.mutable_store_begin();
+                   b->set_namespace_id(PackId(r.ns));
+                   b->set_keys(PackKeys(r.keys));
+                   for (uint64_t s : r.sizes) b->add_sizes(s);
+                   b->set_codec(static_cast<uint32_t>(r.codec));
+                 },
+                 [&](const StoreCommitRequest& r) {
+                   auto* b = m.mutable_store_commit();
+                   b->set_keys(PackKeys(r.keys));
+                   for (uint64_t c : r.checksums) b->add_checksums(c);
+                   b->set_abort(r.abort);
+                 },
+                 [&](const LoadRequest& r) {
+                   auto* b = m.mutable_load();
+                   b->set_keys(PackKeys(r.keys));
+                   b->set_pin_ms(r.pin_ms);
+                 },
+                 [&](const UnpinRequest& r) { m.mutable_unpin()->set_keys(PackKeys(r.keys)); },
+                 [&](const PrefetchRequest& r) {
+                   m.mutable_prefetch()->set_keys(PackKeys(r.keys));
+                 },
+                 [&](const StatsRequest&) { m.mutable_stats(); },
+                 [&](const ClearRequest& r) {
+                   auto* b = m.mutable_clear();
+                   if (r.ns) b->set_namespace_id(PackId(*r.ns));
+                 },
+             },
+             request.body);
+  return m.SerializeAsString();
+}
+
+Result<Request> DecodeRequest(std::span<const std::byte> body) {
+  pb::Request m;
+  if (body.size() > kMaxMessageBytes) return Malformed("body exceeds the size limit");
+  if (!m.ParseFromArray(body.data(), static_cast<int>(body.size())))
+    return Malformed("not a Request");
+  Request out;
+  out.id = m.id();
+  switch (m.body_case()) {
+    case pb::Request::kHello: {
+      Hello h;
+      h.protocol_version = m.hello().protocol_version();
+      h.client_name = m.hello().client_name();
+      out.body = std::move(h);
+      break;
+    }
+    case pb::Request::kLookup: {
+      LookupRequest r;
+      STRATA_RETURN_IF_ERROR(UnpackKeys(m.lookup().keys(), &r.keys));
+      out.body = std::move(r);
+      break;
+    }
+    case pb::Request::kStoreBegin: {
+      const auto& b = m.store_begin();
+      StoreBeginRequest r;
+      STRATA_RETURN_IF_ERROR(UnpackId(b.namespace_id(), &r.ns));
+      STRATA_RETURN_IF_ERROR(UnpackKeys(b.keys(), &r.keys));
+      if (static_cast<size_t>(b.sizes_size()) != r.keys.size())
+        return Malformed("store_begin has " + std::to_string(r.keys.size()) + " keys but " +
+                         std::to_string(b.sizes_size()) + " sizes");
+      r.sizes.assign(b.sizes().begin(), b.sizes().end());
+      STRATA_RETURN_IF_ERROR(CheckCodec(b.codec(), &r.codec));
+      out.body = std::move(r);
+      break;
+    }
+    case pb::Request::kStoreCommit: {
+      const auto& b = m.store_commit();
+      StoreCommitRequest r;
+      STRATA_RETURN_IF_ERROR(UnpackKeys(b.keys(), &r.keys));
+      r.abort = b.abort();
+      if (!r.abort && static_cast<size_t>(b.checksums_size()) != r.keys.size())
+        return Malformed("store_commit has " + std::to_string(r.keys.size()) + " keys but " +
+                         std::to_string(b.checksums_size()) + " checksums");
+      r.checksums.assign(b.checksums().begin(), b.checksums().end());
+      out.body = std::move(r);
+      break;
+    }
+    case pb::Request::kLoad: {
+      LoadRequest r;
+      STRATA_RETURN_IF_ERROR(UnpackKeys(m.load().keys(), &r.keys));
+      r.pin_ms = m.load().pin_ms();
+      out.body = std::move(r);
+      break;
+    }
+    case pb::Request::kUnpin: {
+      UnpinRequest r;
+      STRATA_RETURN_IF_ERROR(UnpackKeys(m.unpin().keys(), &r.keys));
+      out.body = std::move(r);
+      break;
+    }
+    case pb::Request::kPrefetch: {
+      PrefetchRequest r;
+      STRATA_RETURN_IF_ERROR(UnpackKeys(m.prefetch().keys(), &r.keys));
+      out.body = std::move(r);
+      break;
+    }
+    case pb::Request::kStats:
+      out.body = StatsRequest{};
+      break;
+    case pb::Request::kClear: {
+      ClearRequest r;
+      if (!m.clear().namespace_id().empty()) {
+        NamespaceId id;
+        STRATA_RETURN_IF_ERROR(UnpackId(m.clear().namespace_id(), &id));
+        r.ns = id;
+      }
+      out.body = std::move(r);
+      break;
+    }
+    case pb::Request::BODY_NOT_SET:
+      return Malformed("request has no body (unknown or missing request type)");
+  }
+  return out;
+}
+
+std::string EncodeResponse(const Response& response) {
+  pb::Response m;
+  m.set_id(response.id);
+  m.set_code(static_cast<uint32_t>(response.status.code()));
+  m.set_message(std::string(response.status.message()));
+  std::visit(Overloaded{
+                 [&](const std::monostate&) {},
+                 [&](const HelloReply& r) {
+                   auto* b = m.mutable_hello();
+                   b->set_protocol_version(r.protocol_version);
+                   b->set_pool_bytes(r.pool_bytes);
+                   b->set_daemon_version(r.daemon_version);
+                 },
+                 [&](const LookupReply& r) {
+                   auto* b = m.mutable_lookup();
+                   b->set_matched(r.matched);
+                   for (Tier t : r.tiers) b->add_tiers(static_cast<pb::Tier>(t));
+                 },
+                 [&](const StoreBeginReply& r) {
+                   auto* b = m.mutable_store_begin();
+                   for (const Slot& s : r.slots) {
+                     auto* slot = b->add_slots();
+                     slot->set_exists(s.exists);
+                     slot->set_offset(s.offset);
+                   }
+                 },
+                 [&](const StoreCommitReply& r) { m.mutable_store_commit()->set_committed(r.committed); },
+                 [&](const LoadReply& r) {
+                   auto* b = m.mutable_load();
+                   for (const Location& l : r.locations) {
+                     auto* loc = b->add_locations();
+                     loc->set_offset(l.offset);
+                     loc->set_length(l.length);
+                     loc->set_checksum(l.checksum);
+                     loc->set_codec(static_cast<uint32_t>(l.codec));
+                   }
+                 },
+                 [&](const UnpinReply&) { m.mutable_unpin(); },
+                 [&](const PrefetchReply& r) { m.mutable_prefetch()->set_queued(r.queued); },
+                 [&](const StatsReply& r) { m.mutable_stats()->set_json(r.json); },
+                 [&](const ClearReply& r) { m.mutable_clear()->set_erased(r.erased); },
+             },
+             response.body);
+  return m.SerializeAsString();
+}
+
+Result<Response> DecodeResponse(std::span<const std::byte> body) {
+  pb::Response m;
+  if (body.size() > kMaxMessageBytes) return Malformed("body exceeds the size limit");
+  if (!m.ParseFromArray(body.data(), static_cast<int>(body.size())))
+    return Malformed("not a Response");
+  Response out;
+  out.id = m.id();
+  if (m.code() > static_cast<uint32_t>(StatusCode::kInternal))
+    return Malformed("unknown status code " + std::to_string(m.code()));
+  if (m.code() != 0) {
+    out.status = Status(static_cast<StatusCode>(m.code()), m.message());
+    return out;
+  }
+  switch (m.body_case()) {
+    case pb::Response::kHello:
+      out.body = HelloReply{m.hello().protocol_version(), m.hello().pool_bytes(),
+                            m.hello().daemon_version()};
+      break;
+    case pb::Response::kLookup: {
+      LookupReply r;
+      r.matched = m.lookup().matched();
+      for (int t : m.lookup().tiers()) {
+        if (t < 0 || t > static_cast<int>(Tier::kRemote)) return Malformed("unknown tier");
+        r.tiers.push_back(static_cast<Tier>(t));
+      }
+      if (r.tiers.size() != r.matched) return Malformed("lookup tiers do not match 'matched'");
+      out.body = std::move(r);
+      break;
+    }
+    case pb::Response::kStoreBegin: {
+      StoreBeginReply r;
+      for (const auto& s : m.store_begin().slots()) r.slots.push_back({s.exists(), s.offset()});
+      out.body = std::move(r);
+      break;
+    }
+    case pb::Response::kStoreCommit:
+      out.body = StoreCommitReply{m.store_commit().committed()};
+      break;
+    case pb::Response::kLoad: {
+      LoadReply r;
+      for (const auto& l : m.load().locations()) {
+        Location loc{l.offset(), l.length(), l.checksum(), Codec::kNone};
+        STRATA_RETURN_IF_ERROR(CheckCodec(l.codec(), &loc.codec));
+        r.locations.push_back(loc);
+      }
+      out.body = std::move(r);
+      break;
+    }
+    case pb::Response::kUnpin:
+      out.body = UnpinReply{};
+      break;
+    case pb::Response::kPrefetch:
+      out.body = PrefetchReply{m.prefetch().queued()};
+      break;
+    case pb::Response::kStats:
+      out.body = StatsReply{m.stats().json()};
+      break;
+    case pb::Response::kClear:
+      out.body = ClearReply{m.clear().erased()};
+      break;
+    case pb::Response::BODY_NOT_SET:
+      return Malformed("OK response without a body");
+  }
+  return out;
+}
+
+}  // namespace strata::ipc

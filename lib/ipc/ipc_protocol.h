@@ -1,0 +1,134 @@
+// The engine <-> daemon control protocol as plain C++ values (docs/client-protocol.md), and its
+// encoding. This header is the only view lib/ has of the protocol: the generated Protobuf code
+// (strata_ipc.proto) stays inside lib/ipc/.
+//
+// A message on the socket is a 4-byte little-endian body length (<= kMaxMessageBytes) followed by
+// the body: a Protobuf `Request` (client -> daemon) or `Response` (daemon -> client).
+//
+// Thread-safety: pure functions and value types.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "strata/block_key.h"
+#include "strata/namespace.h"
+#include "strata/result.h"
+#include "strata/status.h"
+
+namespace strata::ipc {
+
+inline constexpr uint32_t kIpcProtocolVersion = 1;
+inline constexpr size_t kLengthPrefixBytes = 4;
+// Largest message body either side sends or accepts; larger lengths close the connection.
+inline constexpr size_t kMaxMessageBytes = size_t{8} << 20;
+// Largest number of keys in one request (a 1M-token prompt at block size 16 is 65536 blocks).
+inline constexpr size_t kMaxKeysPerRequest = 131072;
+
+// Where a block is. Values are part of the protocol: never reuse.
+enum class Tier : uint8_t { kNone = 0, kHost = 1, kDisk = 2, kDevice = 3, kRemote = 4 };
+std::string_view TierName(Tier tier);
+
+struct Hello {
+  uint32_t protocol_version = kIpcProtocolVersion;
+  std::string client_name;
+};
+struct HelloReply {
+  uint32_t protocol_version = kIpcProtocolVersion;
+  uint64_t pool_bytes = 0;
+  std::string daemon_version;
+};
+struct LookupRequest {
+  std::vector<BlockKey> keys;
+};
+struct LookupReply {
+  uint32_t matched = 0;
+  std::vector<Tier> tiers;  // one per matched key
+};
+struct StoreBeginRequest {
+  NamespaceId ns;
+  std::vector<BlockKey> keys;
+  std::vector<uint64_t> sizes;  // payload bytes per key
+  Codec codec = Codec::kNone;
+};
+struct Slot {
+  bool exists = false;  // already cached: nothing to write
+  uint64_t offset = 0;  // payload offset in the pool
+};
+struct StoreBeginReply {
+  std::vector<Slot> slots;
+};
+struct StoreCommitRequest {
+  std::vector<BlockKey> keys;
+  std::vector<uint64_t> checksums;  // XXH3-64 of each payload; ignored when abort
+  bool abort = false;
+};
+struct StoreCommitReply {
+  uint32_t committed = 0;
+};
+struct LoadRequest {
+  std::vector<BlockKey> keys;
+  uint32_t pin_ms = 0;  // 0: the daemon's default pin expiry
+};
+struct Location {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  uint64_t checksum = 0;
+  Codec codec = Codec::kNone;
+};
+struct LoadReply {
+  std::vector<Location> locations;  // the pinned prefix, in key order
+};
+struct UnpinRequest {
+  std::vector<BlockKey> keys;
+};
+struct UnpinReply {};
+struct PrefetchRequest {
+  std::vector<BlockKey> keys;
+};
+struct PrefetchReply {
+  uint32_t queued = 0;
+};
+struct StatsRequest {};
+struct StatsReply {
+  std::string json;
+};
+struct ClearRequest {
+  std::optional<NamespaceId> ns;  // nullopt: every namespace
+};
+struct ClearReply {
+  uint64_t erased = 0;
+};
+
+using RequestBody = std::variant<Hello, LookupRequest, StoreBeginRequest, StoreCommitRequest,
+                                 LoadRequest, UnpinRequest, PrefetchRequest, StatsRequest,
+                                 ClearRequest>;
+struct Request {
+  uint64_t id = 0;
+  RequestBody body;
+};
+
+using ResponseBody =
+    std::variant<std::monostate, HelloReply, LookupReply, StoreBeginReply, StoreCommitReply,
+                 LoadReply, UnpinReply, PrefetchReply, StatsReply, ClearReply>;
+struct Response {
+  uint64_t id = 0;
+  Status status;  // not OK: body is empty
+  ResponseBody body;
+};
+
+// Encode to a Protobuf body (no length prefix).
+std::string EncodeRequest(const Request& request);
+std::string EncodeResponse(const Response& response);
+
+// Decode a body. InvalidArgument on anything malformed: unparsable Protobuf, no body, keys that
+// are not a multiple of 16 bytes or too many, mismatched list lengths, unknown enum values.
+Result<Request> DecodeRequest(std::span<const std::byte> body);
+Result<Response> DecodeResponse(std::span<const std::byte> body);
+
+}  // namespace strata::ipc

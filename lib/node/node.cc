@@ -1,0 +1,392 @@
+// LocalNode: the Node over the local tier hierarchy (store::TieredStore).
+#include "node/node.h"
+
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include <nlohmann/json.hpp>
+
+#include "store/tiered_store.h"
+
+namespace strata {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+ipc::Tier ToIpcTier(store::TierKind kind) {
+  switch (kind) {
+    case store::TierKind::kDevice: return ipc::Tier::kDevice;
+    case store::TierKind::kHost: return ipc::Tier::kHost;
+    case store::TierKind::kDisk: return ipc::Tier::kDisk;
+  }
+  return ipc::Tier::kNone;
+}
+
+uint64_t DefaultHostPoolBytes() {
+  const long pages = ::sysconf(_SC_AVPHYS_PAGES);
+  const long page = ::sysconf(_SC_PAGESIZE);
+  uint64_t avail = (pages > 0 && page > 0) ? uint64_t(pages) * uint64_t(page) : (4ull << 30);
+  uint64_t bytes = std::min<uint64_t>(avail / 4, 64ull << 30);
+  return std::max<uint64_t>(bytes, 64ull << 20);
+}
+
+uint64_t DefaultDiskBytes(const std::string& dir) {
+  struct statvfs vfs;
+  if (::statvfs(dir.c_str(), &vfs) != 0) return 64ull << 30;
+  return uint64_t(vfs.f_bavail) * vfs.f_frsize / 10 * 8;
+}
+
+nlohmann::json TierJson(const store::TierStats& s) {
+  return {{"blocks", s.blocks},         {"payload_bytes", s.payload_bytes},
+          {"capacity_bytes", s.capacity_bytes}, {"hits", s.hits},
+          {"misses", s.misses},         {"puts", s.puts},
+          {"evictions", s.evictions},   {"corrupt_dropped", s.corrupt_dropped},
+          {"metadata_bytes", s.metadata_bytes}};
+}
+
+class LocalNode final : public Node {
+ public:
+  LocalNode(std::unique_ptr<store::TieredStore> store, const NodeOptions& options)
+      : store_(std::move(store)), options_(options), reaper_([this] { ReapLoop(); }) {}
+
+  ~LocalNode() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    reaper_.join();
+    std::unordered_map<OwnerId, OwnerState> owners;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      owners.swap(owners_);
+    }
+    for (auto& [id, st] : owners)
+      for (auto& [key, r] : st.reservations) store_->host().Abort(r.reservation);
+  }
+
+  int pool_fd() const override { return store_->host().fd(); }
+  uint64_t pool_bytes() const override { return store_->host().size(); }
+  std::byte* pool_base() const override { return store_->host().base(); }
+
+  std::vector<ipc::Tier> Lookup(std::span<const BlockKey> keys) override {
+    store::LookupResult r = store_->Lookup(keys);
+    std::vector<ipc::Tier> out;
+    out.reserve(r.where.size());
+    for (store::TierKind k : r.where) out.push_back(ToIpcTier(k));
+    return out;
+  }
+
+  Result<std::vector<ipc::Slot>> BeginStore(OwnerId owner, const NamespaceId& ns,
+                                            std::span<const BlockKey> keys,
+                                            std::span<const uint64_t> sizes, Codec codec) override {
+    if (keys.size() != sizes.size())
+      return Status::InvalidArgument("BeginStore: keys and sizes differ in length");
+    const store::LookupResult present = store_->Lookup(keys);
+    std::vector<ipc::Slot> slots(keys.size());
+    std::vector<Reservation> made;
+    made.reserve(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (i < present.prefix_blocks) {
+        slots[i].exists = true;
+        continue;
+      }
+      if (sizes[i] == 0) {
+        AbortAll(made);
+        return Status::InvalidArgument("BeginStore: block " + keys[i].ToHex() + " is empty");
+      }
+      auto r = store_->host().Reserve(keys[i], sizes[i]);
+      if (!r.ok()) {
+        if (r.status().code() == StatusCode::kAlreadyExists) {
+          slots[i].exists = true;
+          continue;
+        }
+        AbortAll(made);
+        return r.status().WithContext("BeginStore");
+      }
+      slots[i].offset = store_->host().payload_offset() + r->offset;
+      made.push_back({*r, ns, codec, i > 0 ? std::optional<BlockKey>(keys[i - 1]) : std::nullopt});
+    }
+    std::vector<Reservation> replaced;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto& st = owners_[owner];
+      for (auto& r : made) {
+        auto [it, inserted] = st.reservations.try_emplace(r.reservation.key, r);
+        if (!inserted) {  // the owner reserved this key before without committing: keep the new
+          replaced.push_back(it->second);
+          it->second = r;
+        }
+      }
+    }
+    AbortAll(replaced);
+    return slots;
+  }
+
+  Result<uint32_t> CommitStore(OwnerId owner, std::span<const BlockKey> keys,
+                               std::span<const uint64_t> checksums) override {
+    if (keys.size() != checksums.size())
+      return Status::InvalidArgument("CommitStore: keys and checksums differ in length");
+    std::vector<std::optional<Reservation>> found(keys.size());
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto& st = owners_[owner];
+      for (size_t i = 0; i < keys.size(); ++i) {
+        auto it = st.reservations.find(keys[i]);
+        if (it == st.reservations.end()) continue;
+        found[i] = it->second;
+        st.reservations.erase(it);
+      }
+    }
+    uint32_t committed = 0;
+    Status first_error;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (!found[i]) {
+        if (first_error.ok())
+          first_error = Status::NotFound("CommitStore: block " + keys[i].ToHex() +
+                                         " was not reserved by this client");
+        continue;
+      }
+      const Reservation& r = *found[i];
+      BlockHeader header;
+      header.codec = r.codec;
+      header.payload_length = r.reservation.length;
+      header.key = r.reservation.key;
+      header.ns = r.ns;
+      header.payload_checksum = checksums[i];
+      store::PutOptions put;
+      if (r.parent) put.parent = &*r.parent;
+      // The client computed the checksum over the bytes it wrote into the pool; every reader
+      // verifies before use, so the commit does not reread the payload.
+      Status st = store_->CommitReserved(r.reservation, header, put, /*verify=*/false);
+      if (st.ok()) ++committed;
+      else if (first_error.ok()) first_error = st;
+    }
+    if (committed == 0 && !first_error.ok()) return first_error;
+    return committed;
+  }
+
+  void AbortStore(OwnerId owner, std::span<const BlockKey> keys) override {
+    std::vector<Reservation> aborted;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = owners_.find(owner);
+      if (it == owners_.end()) return;
+      for (const BlockKey& k : keys) {
+        auto r = it->second.reservations.find(k);
+        if (r == it->second.reservations.end()) continue;
+        aborted.push_back(r->second);
+        it->second.reservations.erase(r);
+      }
+    }
+    AbortAll(aborted);
+  }
+
+  Result<std::vector<ipc::Location>> PinForLoad(OwnerId owner, std::span<const BlockKey> keys,
+                                                uint32_t pin_ms) override {
+    const store::LookupResult present = store_->Lookup(keys);
+    // Bring the disk-resident part of the prefix into host first.
+    std::vector<BlockKey> on_disk;
+    for (size_t i = 0; i < present.prefix_blocks; ++i)
+      if (present.where[i] == store::TierKind::kDisk) on_disk.push_back(keys[i]);
+    if (!on_disk.empty()) store_->Prefetch(on_disk)->Wait();
+
+    const auto deadline =
+        Clock::now() + std::chrono::milliseconds(pin_ms ? pin_ms : options_.default_pin_ms);
+    std::vector<ipc::Location> out;
+    std::vector<std::pair<BlockKey, Pin>> pins;
+    for (size_t i = 0; i < present.prefix_blocks; ++i) {
+      auto block = store_->host().Acquire(keys[i]);
+      if (!block.ok()) break;  // evicted meanwhile, or on a tier clients cannot map
+      out.push_back({store_->host().payload_offset() + block->offset(),
+                     block->header().payload_length, block->header().payload_checksum,
+                     block->header().codec});
+      pins.emplace_back(keys[i], Pin{std::move(block).value(), deadline});
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto& st = owners_[owner];
+      for (auto& [k, p] : pins) st.pins.emplace(k, std::move(p));
+    }
+    return out;
+  }
+
+  void Unpin(OwnerId owner, std::span<const BlockKey> keys) override {
+    std::vector<Pin> released;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = owners_.find(owner);
+      if (it == owners_.end()) return;
+      for (const BlockKey& k : keys) {
+        auto p = it->second.pins.find(k);
+        if (p == it->second.pins.end()) continue;
+        released.push_back(std::move(p->second));
+        it->second.pins.erase(p);
+      }
+    }
+    // `released` unpins as it goes out of scope, outside the lock.
+  }
+
+  uint32_t Prefetch(std::span<const BlockKey> keys) override {
+    const store::LookupResult present = store_->Lookup(keys);
+    std::vector<BlockKey> on_disk;
+    for (size_t i = 0; i < present.prefix_blocks; ++i)
+      if (present.where[i] == store::TierKind::kDisk) on_disk.push_back(keys[i]);
+    if (!on_disk.empty()) store_->Prefetch(on_disk);
+    return static_cast<uint32_t>(on_disk.size());
+  }
+
+  uint64_t Clear(std::optional<NamespaceId> ns) override {
+    std::vector<BlockKey> victims = store_->Keys(ns);
+    uint64_t erased = 0;
+    for (const BlockKey& k : victims)
+      if (store_->Erase(k).ok()) ++erased;
+    return erased;
+  }
+
+  std::string StatsJson() override {
+    store::StoreStats s = store_->Stats();
+    size_t sessions = 0, pins = 0, reservations = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      sessions = owners_.size();
+      for (auto& [id, st] : owners_) {
+        pins += st.pins.size();
+        reservations += st.reservations.size();
+      }
+    }
+    nlohmann::json j = {{"host", TierJson(s.host)},
+                        {"disk", TierJson(s.disk)},
+                        {"promotions", s.promotions},
+                        {"prefetched", s.prefetched},
+                        {"demotions", s.demotions},
+                        {"demotions_rejected", s.demotions_rejected},
+                        {"demotion_errors", s.demotion_errors},
+                        {"owners", sessions},
+                        {"pins", pins},
+                        {"reservations", reservations},
+                        {"pool_bytes", pool_bytes()}};
+    return j.dump();
+  }
+
+  void ReleaseOwner(OwnerId owner) override {
+    OwnerState st;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = owners_.find(owner);
+      if (it == owners_.end()) return;
+      st = std::move(it->second);
+      owners_.erase(it);
+    }
+    for (auto& [k, r] : st.reservations) store_->host().Abort(r.reservation);
+    // st.pins release their blocks as st goes out of scope.
+  }
+
+  // Writes every host block that the disk tier lacks to disk (a clean shutdown loses nothing a
+  // restart could have served), then makes the disk tier durable.
+  Status Flush() override {
+    store::DiskTier* disk = store_->disk();
+    if (disk == nullptr) return Status::OK();
+    Status first_error;
+    for (const BlockKey& key : store_->host().Keys(std::nullopt)) {
+      if (disk->Find(key).ok()) continue;
+      auto block = store_->host().Acquire(key);
+      if (!block.ok()) continue;  // evicted meanwhile
+      Status st = disk->Put(block->header(), block->payload());
+      if (!st.ok() && first_error.ok()) first_error = st.WithContext("flushing host blocks to disk");
+    }
+    Status synced = store_->Sync();
+    return first_error.ok() ? synced : first_error;
+  }
+
+ private:
+  struct Reservation {
+    store::WriteReservation reservation;
+    NamespaceId ns;
+    Codec codec;
+    std::optional<BlockKey> parent;  // the previous key of the same request: its chain parent
+  };
+  struct Pin {
+    store::PinnedBlock block;
+    Clock::time_point deadline;
+  };
+  struct OwnerState {
+    std::unordered_map<BlockKey, Reservation, BlockKeyHash> reservations;
+    std::unordered_multimap<BlockKey, Pin, BlockKeyHash> pins;
+  };
+
+  void AbortAll(const std::vector<Reservation>& rs) {
+    for (const auto& r : rs) store_->host().Abort(r.reservation);
+  }
+
+  // Releases pins whose client did not unpin in time (a hung or crashed engine).
+  void ReapLoop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      cv_.wait_for(lock, std::chrono::milliseconds(250));
+      const auto now = Clock::now();
+      std::vector<Pin> expired;
+      for (auto& [id, st] : owners_) {
+        for (auto it = st.pins.begin(); it != st.pins.end();) {
+          if (it->second.deadline <= now) {
+            expired.push_back(std::move(it->second));
+            it = st.pins.erase(it);
+          } else {
+            ++it;
+          }
+        }
+      }
+      lock.unlock();
+      expired.clear();
+      lock.lock();
+    }
+  }
+
+  std::unique_ptr<store::TieredStore> store_;
+  const NodeOptions options_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;                                   // GUARDED_BY(mu_)
+  std::unordered_map<OwnerId, OwnerState> owners_;      // GUARDED_BY(mu_)
+  std::thread reaper_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
+  store::TieredStoreOptions so;
+  so.host.capacity_bytes = options.host_pool_bytes ? options.host_pool_bytes : DefaultHostPoolBytes();
+  auto policy = store::ParsePolicyKind(options.eviction_policy);
+  if (!policy.ok()) return policy.status().WithContext("eviction_policy");
+  so.host.pool.policy.kind = *policy;
+  so.write_policy =
+      options.write_through ? store::WritePolicy::kWriteThrough : store::WritePolicy::kWriteBack;
+  if (!options.data_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(options.data_dir, ec);
+    if (ec)
+      return Status::IOError("cannot create data_dir '" + options.data_dir + "': " + ec.message());
+    store::DiskTierOptions disk;
+    disk.path = options.data_dir;
+    disk.capacity_bytes = options.disk_bytes ? options.disk_bytes : DefaultDiskBytes(options.data_dir);
+    disk.policy.kind = *policy;
+    so.disk = disk;
+  }
+  auto store = store::TieredStore::Open(so);
+  if (!store.ok() && so.disk && so.disk->direct_io) {
+    // Filesystems without O_DIRECT (tmpfs, some overlays) still get a disk tier, buffered.
+    so.disk->direct_io = false;
+    store = store::TieredStore::Open(so);
+  }
+  if (!store.ok()) return store.status();
+  return std::unique_ptr<Node>(new LocalNode(std::move(store).value(), options));
+}
+
+}  // namespace strata

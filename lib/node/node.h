@@ -1,0 +1,98 @@
+// Node: one Strata cache node — the local tier hierarchy (store/) plus, when configured, the
+// cluster (transport/). The daemon's request handler and the embedded client both drive a Node;
+// engines never see it directly.
+//
+// Stores are two-phase so that KV bytes never cross a socket: BeginStore reserves pool space the
+// client writes into (the pool is a memfd the client maps), CommitStore verifies each payload's
+// checksum in place and publishes it. Loads pin blocks in the host pool and return their
+// locations; the client copies them out and unpins. Every reservation and pin belongs to an
+// *owner* (a client session); ReleaseOwner drops all of them when the session ends, and pins also
+// expire, so a crashed client leaks nothing.
+//
+// Thread-safety: every method may be called from many threads at once.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ipc/ipc_protocol.h"
+#include "strata/block_key.h"
+#include "strata/namespace.h"
+#include "strata/result.h"
+
+namespace strata {
+
+struct NodeOptions {
+  // Bytes of the shared host pool. Default: 0 = a quarter of the machine's available memory,
+  // capped at 64 GiB.
+  uint64_t host_pool_bytes = 0;
+  // Directory of the disk tier; empty disables it. Default: "./strata-data".
+  std::string data_dir = "./strata-data";
+  // Bytes the disk tier may use. Default: 0 = 80% of the free space at start-up.
+  uint64_t disk_bytes = 0;
+  // true: blocks are also written to disk when stored (write-through); false: written when
+  // demoted from host (write-back). Default: false.
+  bool write_through = false;
+  // Eviction policy of the host and disk tiers: "prefix" or "lru". Default: "prefix".
+  std::string eviction_policy = "prefix";
+  // How long a load pin lives unless the client unpins first. Default: 30000 ms.
+  uint32_t default_pin_ms = 30000;
+};
+
+class Node {
+ public:
+  using OwnerId = uint64_t;
+
+  static Result<std::unique_ptr<Node>> Open(const NodeOptions& options);
+  virtual ~Node() = default;
+
+  // The shared host pool: a memfd of pool_bytes() mapped at pool_base().
+  virtual int pool_fd() const = 0;
+  virtual uint64_t pool_bytes() const = 0;
+  virtual std::byte* pool_base() const = 0;
+
+  // Tiers of the longest prefix of `keys` cached in any local tier.
+  virtual std::vector<ipc::Tier> Lookup(std::span<const BlockKey> keys) = 0;
+
+  // Reserves space for each payload; keys already cached (or reserved by another owner) get
+  // exists = true. NoSpace when the pool cannot hold them even after eviction.
+  virtual Result<std::vector<ipc::Slot>> BeginStore(OwnerId owner, const NamespaceId& ns,
+                                                    std::span<const BlockKey> keys,
+                                                    std::span<const uint64_t> sizes,
+                                                    Codec codec) = 0;
+  // Verifies and publishes reserved blocks; returns how many were published. A block whose bytes
+  // do not match its checksum is dropped and reported as Corruption (the others still commit).
+  virtual Result<uint32_t> CommitStore(OwnerId owner, std::span<const BlockKey> keys,
+                                       std::span<const uint64_t> checksums) = 0;
+  virtual void AbortStore(OwnerId owner, std::span<const BlockKey> keys) = 0;
+
+  // Pins the longest cached prefix of `keys` in the host pool (promoting from disk) and returns
+  // where each block is.
+  virtual Result<std::vector<ipc::Location>> PinForLoad(OwnerId owner,
+                                                        std::span<const BlockKey> keys,
+                                                        uint32_t pin_ms) = 0;
+  virtual void Unpin(OwnerId owner, std::span<const BlockKey> keys) = 0;
+
+  // Starts bringing disk blocks of `keys` into the host pool; returns how many were queued.
+  virtual uint32_t Prefetch(std::span<const BlockKey> keys) = 0;
+
+  // Erases every block of `ns` (every block when nullopt) that is not pinned; returns how many.
+  virtual uint64_t Clear(std::optional<NamespaceId> ns) = 0;
+
+  // Node and tier statistics as a JSON object.
+  virtual std::string StatsJson() = 0;
+
+  // Drops every reservation and pin of `owner` (its session ended).
+  virtual void ReleaseOwner(OwnerId owner) = 0;
+
+  // Persists what a restart should find: host blocks the disk tier lacks are written to it, and
+  // the disk tier is synced. Called on clean shutdown.
+  virtual Status Flush() = 0;
+};
+
+}  // namespace strata

@@ -1,0 +1,392 @@
+// The engine API (strata/client.h) end to end: embedded, against an in-process daemon, and
+// against real `strata serve` processes (restart with the disk tier, a client SIGKILLed mid-store,
+// malformed messages on the socket).
+#include "strata/client.h"
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "daemon/daemon.h"
+#include "ipc/ipc_protocol.h"
+#include "ipc/unix_socket.h"
+#include "node/node.h"
+#include "strata/key_chain.h"
+
+namespace strata {
+namespace {
+
+Namespace TestNamespace(const std::string& salt = "") {
+  NamespaceSpec s;
+  s.model_id = "test/model";
+  s.num_layers = 2;
+  s.num_kv_heads = 2;
+  s.head_dim = 64;
+  s.block_size = 16;
+  s.tenant_salt = salt;
+  return std::move(Namespace::Create(s)).value();
+}
+
+// A prompt and one payload per full block (deterministic bytes).
+struct Prompt {
+  std::vector<uint32_t> tokens;
+  std::vector<BlockKey> keys;
+  std::vector<std::vector<std::byte>> blocks;
+  std::vector<ConstBuffer> in;
+
+  Prompt(const Namespace& ns, size_t n_blocks, uint32_t seed, size_t block_bytes = 8192) {
+    std::mt19937 rng(seed);
+    tokens.resize(n_blocks * ns.block_size());
+    for (auto& t : tokens) t = rng() % 128000;
+    keys = ComputeBlockKeys(ns, tokens);
+    for (size_t i = 0; i < n_blocks; ++i) {
+      blocks.emplace_back(block_bytes);
+      for (auto& b : blocks.back()) b = static_cast<std::byte>(rng());
+      in.push_back({blocks.back().data(), blocks.back().size()});
+    }
+  }
+};
+
+struct Outputs {
+  std::vector<std::vector<std::byte>> bufs;
+  std::vector<MutableBuffer> out;
+  Outputs(size_t n, size_t bytes) {
+    for (size_t i = 0; i < n; ++i) {
+      bufs.emplace_back(bytes);
+      out.push_back({bufs.back().data(), bufs.back().size()});
+    }
+  }
+};
+
+std::string TempDir(const std::string& name) {
+  std::string d = "/tmp/strata-test-" + name + "-" + std::to_string(getpid());
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  return d;
+}
+
+// Exercises one client: store, lookup, load bit-exact, idempotent store, bad buffers, clear.
+void RoundTrip(Client& client) {
+  Namespace ns = TestNamespace();
+  Prompt p(ns, 12, 1);
+  auto stored = client.Store(ns, p.keys, p.in).Wait();
+  REQUIRE(stored.ok());
+  CHECK(*stored == 12);
+
+  auto look = client.Lookup(ns, p.tokens);
+  REQUIRE(look.ok());
+  CHECK(look->matched_blocks == 12);
+  CHECK(look->matched_tokens == 12 * 16);
+  CHECK(look->tiers.size() == 12);
+  CHECK(look->tiers[0] == BlockTier::kHost);
+
+  Outputs o(12, 8192);
+  auto loaded = client.Load(p.keys, o.out).Wait();
+  REQUIRE(loaded.ok());
+  CHECK(*loaded == 12);
+  for (size_t i = 0; i < 12; ++i) CHECK(o.bufs[i] == p.blocks[i]);
+
+  // Storing again stores nothing new; a longer prompt with the same prefix stores only its tail.
+  CHECK(*client.Store(ns, p.keys, p.in).Wait() == 0);
+  Prompt longer(ns, 12, 1);  // same seed: same prefix
+  Prompt tail(ns, 4, 2);
+  std::vector<uint32_t> toks = p.tokens;
+  toks.insert(toks.end(), tail.tokens.begin(), tail.tokens.end());
+  std::vector<BlockKey> keys = ComputeBlockKeys(ns, toks);
+  std::vector<ConstBuffer> bufs = p.in;
+  bufs.insert(bufs.end(), tail.in.begin(), tail.in.end());
+  CHECK(*client.Store(ns, keys, bufs).Wait() == 4);
+  CHECK(client.Lookup(keys)->matched_blocks == 16);
+
+  // A prompt that diverges after block 5 matches 6 blocks.
+  std::vector<uint32_t> diverged = p.tokens;
+  diverged[6 * 16 + 3] ^= 1;
+  CHECK(client.Lookup(ns, diverged)->matched_blocks == 6);
+
+  // Loading into a buffer that is too small is a clear error.
+  Outputs small(2, 100);
+  auto bad = client.Load(std::span<const BlockKey>(p.keys).first(2), small.out).Wait();
+  CHECK(bad.status().IsInvalidArgument());
+  // Mismatched lengths.
+  CHECK(client.Store(ns, p.keys, std::span<const ConstBuffer>(p.in).first(3)).Wait().status()
+            .IsInvalidArgument());
+
+  // Another namespace (tenant salt) sees none of it.
+  Namespace other = TestNamespace("tenant-b");
+  CHECK(client.Lookup(other, p.tokens)->matched_blocks == 0);
+
+  auto stats = client.Stats();
+  REQUIRE(stats.ok());
+  auto j = nlohmann::json::parse(*stats);
+  CHECK(j["host"]["blocks"] == 16);
+  CHECK(j["pins"] == 0);
+  CHECK(j["reservations"] == 0);
+
+  auto cleared = client.Clear(ns.id());
+  REQUIRE(cleared.ok());
+  CHECK(*cleared == 16);
+  CHECK(client.Lookup(keys)->matched_blocks == 0);
+}
+
+TEST_CASE("Embedded client: store then lookup then load then clear", "[lib]") {
+  auto client = Client::Embedded({64ull << 20, "", 0, "prefix"});
+  REQUIRE(client.ok());
+  RoundTrip(**client);
+}
+
+struct InProcessDaemon {
+  std::unique_ptr<Node> node;
+  std::unique_ptr<Daemon> daemon;
+  std::string socket;
+
+  explicit InProcessDaemon(const std::string& name) {
+    NodeOptions opts;
+    opts.host_pool_bytes = 64ull << 20;
+    opts.data_dir.clear();
+    opts.default_pin_ms = 1000;
+    auto n = Node::Open(opts);
+    REQUIRE(n.ok());
+    node = std::move(n).value();
+    socket = "/tmp/strata-test-" + name + "-" + std::to_string(getpid()) + ".sock";
+    DaemonOptions d;
+    d.socket_path = socket;
+    auto dm = Daemon::Start(node.get(), d);
+    REQUIRE(dm.ok());
+    daemon = std::move(dm).value();
+  }
+};
+
+TEST_CASE("Daemon client: the same round trip over the socket", "[lib]") {
+  InProcessDaemon d("roundtrip");
+  auto client = Client::Connect(d.socket);
+  REQUIRE(client.ok());
+  RoundTrip(**client);
+}
+
+TEST_CASE("Two clients share a prefix through one daemon", "[lib]") {
+  InProcessDaemon d("share");
+  auto a = Client::Connect(d.socket);
+  auto b = Client::Connect(d.socket);
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  Namespace ns = TestNamespace();
+  Prompt p(ns, 8, 5);
+  REQUIRE(*(*a)->Store(ns, p.keys, p.in).Wait() == 8);
+  auto look = (*b)->Lookup(ns, p.tokens);
+  CHECK(look->matched_blocks == 8);
+  Outputs o(8, 8192);
+  CHECK(*(*b)->Load(p.keys, o.out).Wait() == 8);
+  for (size_t i = 0; i < 8; ++i) CHECK(o.bufs[i] == p.blocks[i]);
+  CHECK(d.daemon->active_sessions() == 2);
+}
+
+TEST_CASE("Pins of a client that disconnects are released and pins expire", "[lib]") {
+  InProcessDaemon d("pins");
+  Namespace ns = TestNamespace();
+  Prompt p(ns, 4, 9);
+  auto stats_pins = [&] {
+    auto c = Client::Connect(d.socket);
+    return nlohmann::json::parse(*(*c)->Stats())["pins"].get<int>();
+  };
+  {
+    auto c = Client::Connect(d.socket);
+    REQUIRE(*(*c)->Store(ns, p.keys, p.in).Wait() == 4);
+    REQUIRE(*(*c)->Pin(p.keys, 60000) == 4);
+    CHECK(stats_pins() == 4);
+  }  // disconnects
+  for (int i = 0; i < 100 && stats_pins() != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK(stats_pins() == 0);
+  // A pin of a connected client expires after its pin_ms.
+  auto c = Client::Connect(d.socket);
+  REQUIRE(*(*c)->Pin(p.keys, 200) == 4);
+  CHECK(stats_pins() == 4);
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  CHECK(stats_pins() == 0);
+}
+
+TEST_CASE("Malformed or oversized or out-of-order messages get errors and the daemon keeps serving",
+          "[lib]") {
+  InProcessDaemon d("malformed");
+  auto raw = ipc::UnixConnection::Connect(d.socket);
+  REQUIRE(raw.ok());
+  std::string reply;
+  auto response = [&]() {
+    REQUIRE(raw->Receive(&reply).ok());
+    auto r = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
+    REQUIRE(r.ok());
+    return *r;
+  };
+  // Garbage.
+  REQUIRE(raw->Send("\x01\x02garbage").ok());
+  CHECK(response().status.IsInvalidArgument());
+  // A valid request before Hello.
+  REQUIRE(raw->Send(ipc::EncodeRequest({7, ipc::StatsRequest{}})).ok());
+  auto r = response();
+  CHECK(r.status.IsInvalidArgument());
+  CHECK(std::string(r.status.message()).find("Hello") != std::string::npos);
+  // Commit of keys that were never reserved, after a proper Hello.
+  REQUIRE(raw->Send(ipc::EncodeRequest({8, ipc::Hello{}})).ok());
+  int fd = -1;
+  REQUIRE(raw->Receive(&reply, &fd).ok());
+  CHECK(fd >= 0);
+  ::close(fd);
+  REQUIRE(raw->Send(ipc::EncodeRequest({9, ipc::StoreCommitRequest{{BlockKey{1, 2}}, {3}, false}}))
+              .ok());
+  CHECK(response().status.IsNotFound());
+  // Wrong protocol version: error, then the daemon closes the connection.
+  auto v2 = ipc::UnixConnection::Connect(d.socket);
+  REQUIRE(v2->Send(ipc::EncodeRequest({1, ipc::Hello{99, "future"}})).ok());
+  REQUIRE(v2->Receive(&reply).ok());
+  CHECK(ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)))->status.code() ==
+        StatusCode::kNotSupported);
+  CHECK(v2->Receive(&reply).code() == StatusCode::kUnavailable);
+  // An oversized length prefix: the connection is dropped.
+  auto big = ipc::UnixConnection::Connect(d.socket);
+  const uint32_t huge = 0x7FFFFFFF;
+  REQUIRE(::write(big->fd(), &huge, 4) == 4);
+  REQUIRE(big->Receive(&reply).ok());  // the error reply
+  CHECK(big->Receive(&reply).code() == StatusCode::kUnavailable);
+  // The daemon still serves a well-behaved client.
+  auto good = Client::Connect(d.socket);
+  REQUIRE(good.ok());
+  CHECK((*good)->Stats().ok());
+}
+
+// ---- real `strata serve` processes ----
+
+pid_t StartServe(const std::vector<std::string>& args, const std::string& socket) {
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    std::vector<char*> argv;
+    std::string cli = STRATA_CLI_PATH;
+    argv.push_back(cli.data());
+    std::vector<std::string> copy = args;
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(cli.c_str(), argv.data());
+    _exit(127);
+  }
+  for (int i = 0; i < 200; ++i) {
+    if (Client::Connect(socket).ok()) return pid;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ::kill(pid, SIGKILL);
+  FAIL("strata serve did not come up on " << socket);
+  return -1;
+}
+
+int StopServe(pid_t pid, int sig = SIGTERM) {
+  ::kill(pid, sig);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+
+// Write-back (the default): the blocks are only in host memory until the clean shutdown writes
+// them to disk.
+TEST_CASE("strata serve: restart with the disk tier keeps blocks and SIGTERM exits cleanly",
+          "[lib][integration]") {
+  const std::string dir = TempDir("restart");
+  const std::string socket = dir + "/s.sock";
+  const std::vector<std::string> args = {"serve", "--socket", socket, "--data-dir", dir + "/data",
+                                         "--host-pool", "64MiB", "--disk", "256MiB"};
+  Namespace ns = TestNamespace();
+  Prompt p(ns, 10, 11, 65536);
+  pid_t pid = StartServe(args, socket);
+  {
+    auto c = Client::Connect(socket);
+    REQUIRE(c.ok());
+    REQUIRE(*(*c)->Store(ns, p.keys, p.in).Wait() == 10);
+  }
+  int status = StopServe(pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK_FALSE(std::filesystem::exists(socket));  // removed on clean shutdown
+
+  pid = StartServe(args, socket);
+  {
+    auto c = Client::Connect(socket);
+    REQUIRE(c.ok());
+    auto look = (*c)->Lookup(p.keys);
+    CHECK(look->matched_blocks == 10);
+    if (!look->tiers.empty()) CHECK(look->tiers[0] == BlockTier::kDisk);
+    Outputs o(10, 65536);
+    CHECK(*(*c)->Load(p.keys, o.out).Wait() == 10);
+    for (size_t i = 0; i < 10; ++i) CHECK(o.bufs[i] == p.blocks[i]);
+  }
+  StopServe(pid);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("strata serve: a client SIGKILLed mid-store leaves no block and no reservation",
+          "[lib][integration]") {
+  const std::string dir = TempDir("killed");
+  const std::string socket = dir + "/s.sock";
+  pid_t serve = StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool", "64MiB"},
+                           socket);
+  Namespace ns = TestNamespace();
+  Prompt p(ns, 6, 13);
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // Reserve, write half of the first block, then wait to be killed.
+    auto conn = ipc::UnixConnection::Connect(socket);
+    std::string reply;
+    int fd = -1;
+    if (!conn->Send(ipc::EncodeRequest({1, ipc::Hello{}})).ok() ||
+        !conn->Receive(&reply, &fd).ok())
+      _exit(2);
+    auto* base = static_cast<std::byte*>(::mmap(nullptr, 64ull << 20, PROT_READ | PROT_WRITE,
+                                                MAP_SHARED, fd, 0));
+    ipc::StoreBeginRequest begin{ns.id(), p.keys, std::vector<uint64_t>(6, 8192), Codec::kNone};
+    if (!conn->Send(ipc::EncodeRequest({2, begin})).ok() || !conn->Receive(&reply).ok()) _exit(3);
+    auto r = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
+    const auto& slots = std::get<ipc::StoreBeginReply>(r->body).slots;
+    std::memset(base + slots[0].offset, 0xAB, 4096);
+    (void)!::write(1, "ready\n", 6);
+    ::pause();
+    _exit(0);
+  }
+  // Wait until the child has reserved and half-written, then kill it.
+  bool reserved = false;
+  for (int i = 0; i < 200 && !reserved; ++i) {
+    auto c = Client::Connect(socket);
+    if (c.ok()) reserved = nlohmann::json::parse(*(*c)->Stats())["reservations"] == 6;
+    if (!reserved) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(reserved);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  auto c = Client::Connect(socket);
+  REQUIRE(c.ok());
+  bool released = false;
+  for (int i = 0; i < 100 && !released; ++i) {
+    released = nlohmann::json::parse(*(*c)->Stats())["reservations"] == 0;
+    if (!released) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(released);
+  CHECK((*c)->Lookup(p.keys)->matched_blocks == 0);  // nothing half-written is visible
+  // The daemon is unaffected: the same blocks store and load normally.
+  CHECK(*(*c)->Store(ns, p.keys, p.in).Wait() == 6);
+  Outputs o(6, 8192);
+  CHECK(*(*c)->Load(p.keys, o.out).Wait() == 6);
+  CHECK(o.bufs[0] == p.blocks[0]);
+  int status = StopServe(serve);
+  CHECK(WIFEXITED(status));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace strata

@@ -1,0 +1,126 @@
+// The engine <-> daemon protocol: round trips of every message, and rejection of malformed input.
+#include "ipc/ipc_protocol.h"
+
+#include <random>
+
+#include <catch2/catch.hpp>
+
+namespace strata::ipc {
+namespace {
+
+std::span<const std::byte> Bytes(const std::string& s) {
+  return std::as_bytes(std::span<const char>(s));
+}
+
+std::vector<BlockKey> SomeKeys(size_t n) {
+  std::vector<BlockKey> keys;
+  for (size_t i = 0; i < n; ++i) keys.push_back({i * 7 + 1, i * 13 + 2});
+  return keys;
+}
+
+TEST_CASE("Every request type round-trips", "[lib]") {
+  const NamespaceId ns{0xAB, 0xCD};
+  std::vector<Request> requests = {
+      {1, Hello{kIpcProtocolVersion, "engine-1"}},
+      {2, LookupRequest{SomeKeys(5)}},
+      {3, StoreBeginRequest{ns, SomeKeys(3), {10, 20, 30}, Codec::kShuffleLz4}},
+      {4, StoreCommitRequest{SomeKeys(2), {111, 222}, false}},
+      {5, StoreCommitRequest{SomeKeys(2), {}, true}},
+      {6, LoadRequest{SomeKeys(4), 1500}},
+      {7, UnpinRequest{SomeKeys(1)}},
+      {8, PrefetchRequest{SomeKeys(9)}},
+      {9, StatsRequest{}},
+      {10, ClearRequest{ns}},
+      {11, ClearRequest{std::nullopt}},
+  };
+  for (const auto& r : requests) {
+    auto decoded = DecodeRequest(Bytes(EncodeRequest(r)));
+    REQUIRE(decoded.ok());
+    CHECK(decoded->id == r.id);
+    CHECK(decoded->body.index() == r.body.index());
+    // Re-encoding the decoded request gives the same bytes.
+    CHECK(EncodeRequest(*decoded) == EncodeRequest(r));
+  }
+  auto d = DecodeRequest(Bytes(EncodeRequest(requests[2])));
+  const auto& sb = std::get<StoreBeginRequest>(d->body);
+  CHECK(sb.ns == ns);
+  CHECK(sb.keys == SomeKeys(3));
+  CHECK(sb.sizes == std::vector<uint64_t>{10, 20, 30});
+  CHECK(sb.codec == Codec::kShuffleLz4);
+}
+
+TEST_CASE("Every response type round-trips; errors carry code and message", "[lib]") {
+  std::vector<Response> responses;
+  responses.push_back({1, Status::OK(), HelloReply{1, 1 << 30, "0.1.0"}});
+  responses.push_back({2, Status::OK(), LookupReply{2, {Tier::kHost, Tier::kDisk}}});
+  responses.push_back({3, Status::OK(), StoreBeginReply{{{false, 4096}, {true, 0}}}});
+  responses.push_back({4, Status::OK(), StoreCommitReply{7}});
+  responses.push_back({5, Status::OK(), LoadReply{{{64, 128, 0xFFFFFFFFFFFFFFFFull, Codec::kNone}}}});
+  responses.push_back({6, Status::OK(), UnpinReply{}});
+  responses.push_back({7, Status::OK(), PrefetchReply{3}});
+  responses.push_back({8, Status::OK(), StatsReply{"{\"a\":1}"}});
+  responses.push_back({9, Status::OK(), ClearReply{12}});
+  for (const auto& r : responses) {
+    auto decoded = DecodeResponse(Bytes(EncodeResponse(r)));
+    REQUIRE(decoded.ok());
+    CHECK(decoded->id == r.id);
+    CHECK(decoded->status.ok());
+    CHECK(EncodeResponse(*decoded) == EncodeResponse(r));
+  }
+  Response err{5, Status::NoSpace("pool full"), {}};
+  auto decoded = DecodeResponse(Bytes(EncodeResponse(err)));
+  REQUIRE(decoded.ok());
+  CHECK(decoded->status.IsNoSpace());
+  CHECK(decoded->status.message() == "pool full");
+}
+
+TEST_CASE("Malformed requests are rejected with a clear status", "[lib]") {
+  auto expect_bad = [](const std::string& body, const std::string& needle) {
+    auto d = DecodeRequest(Bytes(body));
+    REQUIRE_FALSE(d.ok());
+    CHECK(d.status().IsInvalidArgument());
+    INFO(d.status().ToString());
+    CHECK(std::string(d.status().message()).find(needle) != std::string::npos);
+  };
+  expect_bad("\xff\xff\xff", "not a Request");
+  expect_bad("", "no body");
+  // Keys that are not a multiple of 16 bytes.
+  std::string enc = EncodeRequest({1, LookupRequest{SomeKeys(2)}});
+  std::string truncated_keys = enc;
+  {
+    // Build by hand: a LookupRequest whose keys field is 17 bytes.
+    Request r{1, LookupRequest{}};
+    std::string body = EncodeRequest(r);
+    // field 11 (lookup), length-delimited, containing field 1 (keys) of 17 bytes
+    std::string inner = std::string("\x0a\x11", 2) + std::string(17, 'k');
+    body += std::string("\x5a", 1) + static_cast<char>(inner.size()) + inner;
+    expect_bad(body, "multiple of 16");
+  }
+  // store_begin with mismatched sizes.
+  {
+    StoreBeginRequest sb{NamespaceId{1, 2}, SomeKeys(3), {1, 2}, Codec::kNone};
+    expect_bad(EncodeRequest({1, sb}), "sizes");
+  }
+  // Unknown codec.
+  {
+    StoreBeginRequest sb{NamespaceId{1, 2}, SomeKeys(1), {1}, static_cast<Codec>(999)};
+    expect_bad(EncodeRequest({1, sb}), "codec");
+  }
+  // Every truncation of a valid message is rejected or decodes to a well-formed request.
+  std::string good = EncodeRequest({42, StoreBeginRequest{NamespaceId{1, 2}, SomeKeys(4),
+                                                          {1, 2, 3, 4}, Codec::kNone}});
+  for (size_t n = 0; n < good.size(); ++n) {
+    auto d = DecodeRequest(Bytes(good.substr(0, n)));
+    if (d.ok()) CHECK(d->body.index() < std::variant_size_v<RequestBody>);
+  }
+  // Random garbage never crashes the decoder.
+  std::mt19937 rng(3);
+  for (int i = 0; i < 2000; ++i) {
+    std::string junk(rng() % 64, '\0');
+    for (auto& c : junk) c = static_cast<char>(rng());
+    (void)DecodeRequest(Bytes(junk));
+  }
+}
+
+}  // namespace
+}  // namespace strata::ipc
