@@ -13,6 +13,8 @@ find_package(CLI11 2.1 REQUIRED CONFIG)
 find_package(fmt 9 REQUIRED CONFIG)
 # nlohmann_json >= 3.10: JSON output of the CLI and the trace reader.
 find_package(nlohmann_json 3.10 REQUIRED CONFIG)
+# yaml-cpp >= 0.7: the daemon's config file, private to lib/daemon.
+find_package(yaml-cpp 0.7 REQUIRED CONFIG)
 # zstd >= 1.5 and lz4 >= 1.9: lossless KV codecs in kernels/.
 pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd>=1.5)
 pkg_check_modules(LZ4 REQUIRED IMPORTED_TARGET liblz4>=1.9)

@@ -14,9 +14,6 @@ packages=(
   # cluster: etcd membership (server for tests, etcdctl for operators), HTTP client for etcd's
   # JSON gateway, OpenSSL for the HMAC-SHA256 handshake between nodes
   etcd-server etcd-client libcurl4-openssl-dev libssl-dev
-  # cluster: etcd membership (server for tests, etcdctl for operators), HTTP client for etcd's
-  # JSON gateway, OpenSSL for the HMAC-SHA256 handshake between nodes
-  etcd-server etcd-client libcurl4-openssl-dev libssl-dev
   # codecs
   libzstd-dev liblz4-dev
   # tests
