@@ -1,0 +1,186 @@
+// DiskTier: round trips in both payload stores, restart recovery, corrupted payloads and index
+// records, eviction at capacity, bad input.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <vector>
+
+#include "store/disk_tier.h"
+#include "store_test_util.h"
+
+namespace strata::store {
+namespace {
+
+using testing::IsTestPayload;
+using testing::TempDir;
+using testing::TestHeader;
+using testing::TestKey;
+using testing::TestPayload;
+
+constexpr uint64_t kMiB = 1 << 20;
+
+DiskTierOptions Opts(const std::string& path, PayloadStore ps = PayloadStore::kSlabFile,
+                     uint64_t capacity = 256 * kMiB) {
+  DiskTierOptions o;
+  o.path = path;
+  o.capacity_bytes = capacity;
+  o.payload_store = ps;
+  o.extend_bytes = 4 * kMiB;
+  return o;
+}
+
+std::unique_ptr<DiskTier> OpenDisk(const DiskTierOptions& o) {
+  auto t = DiskTier::Open(o);
+  INFO(t.status().ToString());
+  REQUIRE(t.ok());
+  return std::move(t).value();
+}
+
+Status PutTest(DiskTier& t, uint64_t i, size_t size, const BlockKey* parent = nullptr) {
+  const BlockKey k = TestKey(i);
+  const auto p = TestPayload(k, size);
+  PutOptions po;
+  po.parent = parent;
+  return t.Put(TestHeader(k, p), p, po);
+}
+
+size_t SizeOf(uint64_t i) { return 1000 + (i * 7919) % 70000; }
+
+TEST_CASE("disk tier round-trips blocks and survives a restart", "[store]") {
+  for (PayloadStore ps : {PayloadStore::kSlabFile, PayloadStore::kBlobDb}) {
+    TempDir dir;
+    const int n = 300;
+    {
+      auto t = OpenDisk(Opts(dir.path(), ps));
+      for (int i = 0; i < n; ++i) {
+        const BlockKey parent = TestKey(i - 1);
+        REQUIRE(PutTest(*t, i, SizeOf(i), i % 10 ? &parent : nullptr).ok());
+      }
+      REQUIRE(t->HasChildren(TestKey(0)));
+      REQUIRE(t->Erase(TestKey(5)).ok());
+      REQUIRE(t->Erase(TestKey(5)).IsNotFound());
+      REQUIRE(t->Sync().ok());
+    }
+    auto t = OpenDisk(Opts(dir.path(), ps));
+    REQUIRE(t->open_info().blocks_recovered == n - 1);
+    REQUIRE(t->open_info().records_dropped == 0);
+    REQUIRE(t->HasChildren(TestKey(0)));  // parent links survive the restart
+    std::vector<std::byte> out(80000);
+    for (int i = 0; i < n; ++i) {
+      auto h = t->Get(TestKey(i), out);
+      if (i == 5) {
+        REQUIRE(h.status().IsNotFound());
+        continue;
+      }
+      REQUIRE(h.ok());
+      REQUIRE(h->payload_length == SizeOf(i));
+      REQUIRE(IsTestPayload(TestKey(i), out.data(), SizeOf(i)));
+    }
+    // Unaligned, exactly-sized output buffers work too (bounce buffer for O_DIRECT).
+    std::vector<std::byte> exact(SizeOf(7) + 1);
+    auto h = t->Get(TestKey(7), std::span<std::byte>(exact).subspan(1));
+    REQUIRE(h.ok());
+    REQUIRE(IsTestPayload(TestKey(7), exact.data() + 1, SizeOf(7)));
+  }
+}
+
+TEST_CASE("disk tier detects a corrupted payload, drops it and serves a miss", "[store]") {
+  TempDir dir;
+  uint64_t offset;
+  {
+    auto t = OpenDisk(Opts(dir.path()));
+    for (int i = 0; i < 10; ++i) REQUIRE(PutTest(*t, i, 50000).ok());
+    offset = t->Find(TestKey(3))->offset;
+  }
+  // Flip a byte of block 3's payload behind the tier's back (bit rot, a torn write).
+  const std::string data = dir.path() + "/blocks.data";
+  int fd = ::open(data.c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  std::byte b;
+  REQUIRE(pread(fd, &b, 1, static_cast<off_t>(offset + 777)) == 1);
+  b ^= std::byte{0x40};
+  REQUIRE(pwrite(fd, &b, 1, static_cast<off_t>(offset + 777)) == 1);
+  close(fd);
+
+  auto t = OpenDisk(Opts(dir.path()));
+  std::vector<std::byte> out(50000);
+  auto h = t->Get(TestKey(3), out);
+  REQUIRE(h.status().IsCorruption());
+  REQUIRE(t->Get(TestKey(3), out).status().IsNotFound());  // dropped
+  REQUIRE(t->Stats().corrupt_dropped == 1);
+  for (int i = 0; i < 10; ++i) {
+    if (i == 3) continue;
+    REQUIRE(t->Get(TestKey(i), out).ok());
+    REQUIRE(IsTestPayload(TestKey(i), out.data(), 50000));
+  }
+  // The drop is durable: after another restart the block is still gone, the rest still there.
+  t.reset();
+  t = OpenDisk(Opts(dir.path()));
+  REQUIRE(t->open_info().blocks_recovered == 9);
+}
+
+TEST_CASE("disk tier refuses index records that point outside its file", "[store]") {
+  TempDir dir;
+  {
+    auto t = OpenDisk(Opts(dir.path()));
+    for (int i = 0; i < 20; ++i) REQUIRE(PutTest(*t, i, 40000).ok());
+  }
+  // Truncate the payload file: records of the cut blocks now point past its end.
+  std::filesystem::resize_file(dir.path() + "/blocks.data", 10 * 40960);
+  auto t = OpenDisk(Opts(dir.path()));
+  REQUIRE(t->open_info().records_dropped > 0);
+  REQUIRE(t->open_info().blocks_recovered + t->open_info().records_dropped == 20);
+  std::vector<std::byte> out(40000);
+  for (int i = 0; i < 20; ++i) {
+    auto h = t->Get(TestKey(i), out);
+    if (h.ok()) REQUIRE(IsTestPayload(TestKey(i), out.data(), 40000));
+  }
+}
+
+TEST_CASE("disk tier evicts at capacity, keeps pinned blocks, reuses space", "[store]") {
+  TempDir dir;
+  auto t = OpenDisk(Opts(dir.path(), PayloadStore::kSlabFile, 4 * kMiB));
+  REQUIRE(PutTest(*t, 0, 65536).ok());
+  REQUIRE(t->Pin(TestKey(0), std::chrono::seconds(60)).ok());
+  for (int i = 1; i < 300; ++i) REQUIRE(PutTest(*t, i, 65536).ok());
+  const auto st = t->Stats();
+  REQUIRE(st.payload_bytes <= 4 * kMiB);
+  REQUIRE(st.evictions >= 230);
+  REQUIRE(t->Find(TestKey(0)).ok());
+  REQUIRE(t->Erase(TestKey(0)).code() == StatusCode::kUnavailable);
+  REQUIRE(t->Unpin(TestKey(0)).ok());
+  REQUIRE(t->Erase(TestKey(0)).ok());
+  // The file never grew past the capacity: freed extents were reused.
+  REQUIRE(std::filesystem::file_size(dir.path() + "/blocks.data") <= 4 * kMiB);
+  std::vector<std::byte> out(65536);
+  for (int i = 280; i < 300; ++i) REQUIRE(t->Get(TestKey(i), out).ok());
+}
+
+TEST_CASE("disk tier rejects bad input with a clear status", "[store]") {
+  TempDir dir;
+  DiskTierOptions o = Opts(dir.path());
+  o.path = "";
+  REQUIRE(DiskTier::Open(o).status().IsInvalidArgument());
+  o = Opts(dir.path());
+  o.extend_bytes = 1000;
+  REQUIRE(DiskTier::Open(o).status().IsInvalidArgument());
+  auto t = OpenDisk(Opts(dir.path()));
+  const BlockKey k = TestKey(1);
+  auto p = TestPayload(k, 5000);
+  const BlockHeader h = TestHeader(k, p);
+  REQUIRE(t->Put(h, std::span<const std::byte>(p).first(10)).IsInvalidArgument());
+  p[0] ^= std::byte{1};
+  REQUIRE(t->Put(h, p).IsCorruption());
+  p[0] ^= std::byte{1};
+  REQUIRE(t->Put(h, p).ok());
+  std::vector<std::byte> small(10);
+  REQUIRE(t->Get(k, small).status().IsInvalidArgument());
+  // A second tier on the same directory is refused (RocksDB's lock), not corrupted.
+  REQUIRE_FALSE(DiskTier::Open(Opts(dir.path())).ok());
+}
+
+}  // namespace
+}  // namespace strata::store
