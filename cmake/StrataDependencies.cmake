@@ -62,6 +62,30 @@ if(NOT STRATA_WITH_CUDA STREQUAL "off")
   endif()
 endif()
 
+# Python module: pybind11 >= 2.10 against Debian's own interpreter (/usr/bin/python3), the one
+# Debian's python3-numpy/-torch/-pytest install into; another python3 may come first on PATH.
+set(STRATA_PYTHON_STATUS "off")
+set(STRATA_HAVE_PYTHON OFF)
+if(NOT STRATA_BUILD_PYTHON STREQUAL "off")
+  if(EXISTS /usr/bin/python3 AND NOT Python3_EXECUTABLE)
+    set(Python3_EXECUTABLE /usr/bin/python3 CACHE FILEPATH "Python interpreter for the module and its tests")
+  endif()
+  set(PYBIND11_FINDPYTHON ON)
+  find_package(Python3 3.9 COMPONENTS Interpreter Development.Module)
+  if(Python3_FOUND)
+    find_package(pybind11 2.10 CONFIG)
+  endif()
+  if(Python3_FOUND AND pybind11_FOUND)
+    set(STRATA_HAVE_PYTHON ON)
+    set(STRATA_PYTHON_STATUS "on (${Python3_EXECUTABLE} ${Python3_VERSION})")
+  elseif(STRATA_BUILD_PYTHON STREQUAL "on")
+    message(FATAL_ERROR "STRATA_BUILD_PYTHON=on but pybind11 or the python3 headers were not found")
+  endif()
+endif()
+
+# hiredis >= 0.14: the Redis baseline of `strata bench client`.
+pkg_check_modules(HIREDIS IMPORTED_TARGET hiredis>=0.14)
+
 if(STRATA_BUILD_TESTS)
   # Catch2 2.13 (Debian 12): catch2/catch.hpp, target Catch2::Catch2, catch_discover_tests.
   find_package(Catch2 2.13 REQUIRED CONFIG)

@@ -14,6 +14,10 @@ packages=(
   # cluster: etcd membership (server for tests, etcdctl for operators), HTTP client for etcd's
   # JSON gateway, OpenSSL for the HMAC-SHA256 handshake between nodes
   etcd-server etcd-client libcurl4-openssl-dev libssl-dev
+  # Python module and its tests, built and run with Debian's own /usr/bin/python3
+  pybind11-dev python3-dev python3-numpy python3-pytest python3-torch
+  # benchmark baselines: Redis driven through hiredis (strata bench client)
+  redis-server libhiredis-dev
   # codecs
   libzstd-dev liblz4-dev
   # tests

@@ -1,0 +1,198 @@
+// The C ABI (strata/c.h) over the C++ client. Nothing may throw across it: every entry point
+// catches everything and turns it into a status and strata_last_error().
+#include "strata/c.h"
+
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "strata/client.h"
+#include "strata/key_chain.h"
+
+struct strata_client {
+  std::unique_ptr<strata::Client> client;
+};
+struct strata_namespace {
+  strata::Namespace ns;
+};
+
+namespace {
+
+thread_local std::string g_last_error;
+
+strata_status Report(const strata::Status& st) {
+  g_last_error = st.ok() ? "" : st.ToString();
+  return static_cast<strata_status>(st.code());
+}
+
+strata_status Invalid(const char* what) {
+  return Report(strata::Status::InvalidArgument(what));
+}
+
+std::vector<strata::BlockKey> Keys(const uint8_t* bytes, size_t n) {
+  std::vector<strata::BlockKey> keys(n);
+  for (size_t i = 0; i < n; ++i)
+    keys[i] = strata::BlockKey::FromBytes(std::span<const std::byte, 16>(
+        reinterpret_cast<const std::byte*>(bytes) + 16 * i, 16));
+  return keys;
+}
+
+template <typename Fn>
+strata_status Guard(Fn&& fn) {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    return Report(strata::Status::Internal(e.what()));
+  } catch (...) {
+    return Report(strata::Status::Internal("unknown exception"));
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* strata_last_error(void) { return g_last_error.c_str(); }
+
+strata_status strata_namespace_create(const strata_namespace_spec* spec, strata_namespace** out) {
+  return Guard([&] {
+    if (spec == nullptr || out == nullptr) return Invalid("spec and out must not be NULL");
+    strata::NamespaceSpec s;
+    s.model_id = spec->model_id ? spec->model_id : "";
+    s.model_revision = spec->model_revision ? spec->model_revision : "";
+    auto dtype = strata::ParseKvDtype(spec->kv_dtype ? spec->kv_dtype : "bf16");
+    if (!dtype.ok()) return Report(dtype.status());
+    s.kv_dtype = *dtype;
+    s.attention = spec->mla ? strata::AttentionKind::kMla : strata::AttentionKind::kKeyValue;
+    s.num_layers = spec->num_layers;
+    s.num_kv_heads = spec->num_kv_heads;
+    s.head_dim = spec->head_dim;
+    s.block_size = spec->block_size;
+    s.rank = spec->rank;
+    s.world_size = spec->world_size;
+    auto codec = strata::ParseCodec(spec->codec ? spec->codec : "none");
+    if (!codec.ok()) return Report(codec.status());
+    s.codec = *codec;
+    s.lora_id = spec->lora_id ? spec->lora_id : "";
+    s.tenant_salt = spec->tenant_salt ? spec->tenant_salt : "";
+    auto ns = strata::Namespace::Create(std::move(s));
+    if (!ns.ok()) return Report(ns.status());
+    *out = new strata_namespace{std::move(ns).value()};
+    return Report(strata::Status::OK());
+  });
+}
+
+void strata_namespace_destroy(strata_namespace* ns) { delete ns; }
+
+uint32_t strata_namespace_block_size(const strata_namespace* ns) {
+  return ns ? ns->ns.block_size() : 0;
+}
+
+strata_status strata_compute_keys(const strata_namespace* ns, const uint32_t* tokens,
+                                  size_t n_tokens, uint8_t* keys_out, size_t max_keys,
+                                  size_t* n_keys) {
+  return Guard([&] {
+    if (ns == nullptr || (tokens == nullptr && n_tokens > 0) || n_keys == nullptr)
+      return Invalid("ns, tokens and n_keys must not be NULL");
+    auto keys = strata::ComputeBlockKeys(ns->ns, std::span<const uint32_t>(tokens, n_tokens));
+    if (keys.size() > max_keys) return Invalid("keys_out is too small");
+    for (size_t i = 0; i < keys.size(); ++i)
+      keys[i].ToBytes(std::span<std::byte, 16>(reinterpret_cast<std::byte*>(keys_out) + 16 * i, 16));
+    *n_keys = keys.size();
+    return Report(strata::Status::OK());
+  });
+}
+
+strata_status strata_connect(const char* socket_path, strata_client** out) {
+  return Guard([&] {
+    if (out == nullptr) return Invalid("out must not be NULL");
+    auto c = strata::Client::Connect(socket_path ? socket_path : "");
+    if (!c.ok()) return Report(c.status());
+    *out = new strata_client{std::move(c).value()};
+    return Report(strata::Status::OK());
+  });
+}
+
+strata_status strata_embedded(uint64_t host_pool_bytes, const char* data_dir, strata_client** out) {
+  return Guard([&] {
+    if (out == nullptr) return Invalid("out must not be NULL");
+    strata::EmbeddedOptions o;
+    if (host_pool_bytes) o.host_pool_bytes = host_pool_bytes;
+    o.data_dir = data_dir ? data_dir : "";
+    auto c = strata::Client::Embedded(o);
+    if (!c.ok()) return Report(c.status());
+    *out = new strata_client{std::move(c).value()};
+    return Report(strata::Status::OK());
+  });
+}
+
+void strata_close(strata_client* client) { delete client; }
+
+strata_status strata_lookup(strata_client* client, const uint8_t* keys, size_t n, size_t* matched,
+                            uint8_t* tiers_out) {
+  return Guard([&] {
+    if (client == nullptr || (keys == nullptr && n > 0) || matched == nullptr)
+      return Invalid("client, keys and matched must not be NULL");
+    auto r = client->client->Lookup(Keys(keys, n));
+    if (!r.ok()) return Report(r.status());
+    *matched = r->matched_blocks;
+    if (tiers_out)
+      for (size_t i = 0; i < r->tiers.size(); ++i) tiers_out[i] = static_cast<uint8_t>(r->tiers[i]);
+    return Report(strata::Status::OK());
+  });
+}
+
+strata_status strata_store(strata_client* client, const strata_namespace* ns, const uint8_t* keys,
+                           size_t n, const void* const* buffers, const size_t* sizes,
+                           size_t* stored) {
+  return Guard([&] {
+    if (client == nullptr || ns == nullptr || (n > 0 && (!keys || !buffers || !sizes)))
+      return Invalid("client, ns, keys, buffers and sizes must not be NULL");
+    std::vector<strata::ConstBuffer> bufs(n);
+    for (size_t i = 0; i < n; ++i) bufs[i] = {buffers[i], sizes[i]};
+    auto r = client->client->Store(ns->ns, Keys(keys, n), bufs).Wait();
+    if (!r.ok()) return Report(r.status());
+    if (stored) *stored = *r;
+    return Report(strata::Status::OK());
+  });
+}
+
+strata_status strata_load(strata_client* client, const uint8_t* keys, size_t n,
+                          void* const* buffers, const size_t* capacities, size_t* loaded) {
+  return Guard([&] {
+    if (client == nullptr || loaded == nullptr || (n > 0 && (!keys || !buffers || !capacities)))
+      return Invalid("client, keys, buffers, capacities and loaded must not be NULL");
+    std::vector<strata::MutableBuffer> bufs(n);
+    for (size_t i = 0; i < n; ++i) bufs[i] = {buffers[i], capacities[i]};
+    auto r = client->client->Load(Keys(keys, n), bufs).Wait();
+    if (!r.ok()) return Report(r.status());
+    *loaded = *r;
+    return Report(strata::Status::OK());
+  });
+}
+
+strata_status strata_clear(strata_client* client, const strata_namespace* ns, uint64_t* erased) {
+  return Guard([&] {
+    if (client == nullptr) return Invalid("client must not be NULL");
+    auto r = client->client->Clear(ns ? std::optional<strata::NamespaceId>(ns->ns.id())
+                                      : std::nullopt);
+    if (!r.ok()) return Report(r.status());
+    if (erased) *erased = *r;
+    return Report(strata::Status::OK());
+  });
+}
+
+strata_status strata_stats(strata_client* client, char* buf, size_t capacity) {
+  return Guard([&] {
+    if (client == nullptr || buf == nullptr || capacity == 0)
+      return Invalid("client and buf must not be NULL");
+    auto r = client->client->Stats();
+    if (!r.ok()) return Report(r.status());
+    std::strncpy(buf, r->c_str(), capacity - 1);
+    buf[capacity - 1] = '\0';
+    return Report(strata::Status::OK());
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,86 @@
+/* The C ABI of the Strata client (docs/client-api.md), for FFI from any language.
+ *
+ * Opaque handles, status codes (the values of strata::StatusCode), no exceptions: every function
+ * returns STRATA_OK or an error code, and strata_last_error() describes the last error of the
+ * calling thread. Keys are 16-byte arrays in canonical form (docs/keys.md).
+ *
+ * Thread-safety: a strata_client may be used from many threads at once; strata_last_error is per
+ * thread. Calls block until done (the C++ API offers the asynchronous forms). */
+#ifndef STRATA_C_H_
+#define STRATA_C_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef int strata_status;
+#define STRATA_OK 0
+#define STRATA_NOT_FOUND 2
+#define STRATA_CORRUPTION 3
+#define STRATA_INVALID_ARGUMENT 4
+#define STRATA_IO_ERROR 5
+#define STRATA_NO_SPACE 6
+#define STRATA_UNAVAILABLE 8
+#define STRATA_INTERNAL 14
+
+#define STRATA_KEY_BYTES 16
+
+typedef struct strata_client strata_client;
+typedef struct strata_namespace strata_namespace;
+
+/* Everything that makes KV bytes incompatible (strata/namespace.h). Strings may be NULL. */
+typedef struct strata_namespace_spec {
+  const char* model_id;
+  const char* model_revision;
+  const char* kv_dtype; /* "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "fp32" */
+  int mla;              /* 0: K/V planes, 1: MLA latent */
+  uint32_t num_layers, num_kv_heads, head_dim, block_size, rank, world_size;
+  const char* codec; /* "none", "shuffle_zstd", ... */
+  const char* lora_id;
+  const char* tenant_salt;
+} strata_namespace_spec;
+
+/* The message of the calling thread's last error ("" when none). Valid until the thread's next
+ * call into this library. */
+const char* strata_last_error(void);
+
+strata_status strata_namespace_create(const strata_namespace_spec* spec, strata_namespace** out);
+void strata_namespace_destroy(strata_namespace* ns);
+uint32_t strata_namespace_block_size(const strata_namespace* ns);
+/* Keys of every full block of tokens[0, n_tokens): writes n_tokens / block_size keys of 16 bytes
+ * to keys_out (capacity: max_keys keys) and their number to *n_keys. */
+strata_status strata_compute_keys(const strata_namespace* ns, const uint32_t* tokens,
+                                  size_t n_tokens, uint8_t* keys_out, size_t max_keys,
+                                  size_t* n_keys);
+
+/* Connects to the daemon at socket_path (NULL: the default path). */
+strata_status strata_connect(const char* socket_path, strata_client** out);
+/* An in-process cache: host pool of host_pool_bytes (0: 256 MiB), disk tier under data_dir
+ * (NULL: none). */
+strata_status strata_embedded(uint64_t host_pool_bytes, const char* data_dir, strata_client** out);
+void strata_close(strata_client* client);
+
+/* The longest cached prefix of keys[0, n): *matched blocks; tiers_out (may be NULL, capacity n)
+ * gets each matched block's tier (1 host, 2 disk, 3 device, 4 remote). */
+strata_status strata_lookup(strata_client* client, const uint8_t* keys, size_t n, size_t* matched,
+                            uint8_t* tiers_out);
+/* Stores buffers[i] (sizes[i] bytes) as keys[i]; *stored (may be NULL) = blocks newly stored. */
+strata_status strata_store(strata_client* client, const strata_namespace* ns, const uint8_t* keys,
+                           size_t n, const void* const* buffers, const size_t* sizes,
+                           size_t* stored);
+/* Loads the longest cached prefix into buffers[i] (capacities[i] bytes); *loaded = blocks. */
+strata_status strata_load(strata_client* client, const uint8_t* keys, size_t n,
+                          void* const* buffers, const size_t* capacities, size_t* loaded);
+/* Erases every unpinned block of ns (every namespace when ns is NULL). */
+strata_status strata_clear(strata_client* client, const strata_namespace* ns, uint64_t* erased);
+/* Writes the statistics JSON (NUL-terminated, truncated to capacity) to buf. */
+strata_status strata_stats(strata_client* client, char* buf, size_t capacity);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* STRATA_C_H_ */
