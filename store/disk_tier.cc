@@ -546,7 +546,7 @@ Status DiskTier::Impl::Put(const BlockHeader& header, std::span<const std::byte>
     return Status::InvalidArgument("payload size does not match the header's payload_length");
   if (payload.empty() || payload.size() > UINT32_MAX - kAlign)
     return Status::InvalidArgument("disk tier payloads must be 1 byte .. 4 GiB");
-  STRATA_RETURN_IF_ERROR(VerifyPayload(header, payload));
+  if (options_.verify_on_put) STRATA_RETURN_IF_ERROR(VerifyPayload(header, payload));
   const uint64_t alloc = slab_mode() ? RoundUp(payload.size(), kAlign) : payload.size();
   uint32_t slot;
   uint64_t offset = 0;

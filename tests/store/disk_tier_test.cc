@@ -173,7 +173,18 @@ TEST_CASE("disk tier rejects bad input with a clear status", "[store]") {
   const BlockHeader h = TestHeader(k, p);
   REQUIRE(t->Put(h, std::span<const std::byte>(p).first(10)).IsInvalidArgument());
   p[0] ^= std::byte{1};
-  REQUIRE(t->Put(h, p).IsCorruption());
+  {
+    // verify_on_put refuses to persist a payload that does not match its header ...
+    TempDir other;
+    DiskTierOptions vo = Opts(other.path());
+    vo.verify_on_put = true;
+    auto v = OpenDisk(vo);
+    REQUIRE(v->Put(h, p).IsCorruption());
+  }
+  // ... and without it, the bad payload is stored but never served: Get verifies.
+  REQUIRE(t->Put(h, p).ok());
+  std::vector<std::byte> buf(5000);
+  REQUIRE(t->Get(k, buf).status().IsCorruption());
   p[0] ^= std::byte{1};
   REQUIRE(t->Put(h, p).ok());
   std::vector<std::byte> small(10);

@@ -1,0 +1,299 @@
+// `strata bench tiers`: host and disk tiers against the floor of what they do, measured in the
+// same run (DESIGN.md, Benchmarks):
+//  - host_put_get/{64KiB,2MiB}/threads={1,2}: Put then Get of every block of a working set larger
+//    than the CPU caches, vs `memcpy` of the same bytes (two copies per block: in and out). The
+//    put path takes blocks with their header already made (the daemon's path: the producer
+//    computed the checksum), verify_on_put off; host_put_get_verified/* verifies each put too.
+//  - disk_write/2MiB and disk_read/2MiB: the disk tier (slab file, O_DIRECT; and RocksDB BlobDB)
+//    vs `dd bs=2M oflag=direct` / `iflag=direct` run on the same filesystem, in the same run.
+//  - host_metadata_per_block/*: index + policy + allocator bytes per cached block (target <= 64).
+//  - disk_reopen/N: wall time to reopen a disk tier of N blocks (target < 2 s); the tier is built
+//    once under --dir and reused by later runs.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench_report.h"
+#include "../strata/command_registry.h"
+#include "store/disk_tier.h"
+#include "store/host_tier.h"
+
+namespace strata::bench {
+namespace {
+
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+
+struct Options {
+  bool json = false;
+  std::string dir = "strata-data/bench-tiers";
+  uint64_t host_mib = 512;
+  uint64_t disk_mib = 1024;
+  int reps = 5;
+  uint64_t reopen_blocks = 1000000;
+};
+
+struct Aligned {
+  std::byte* p = nullptr;
+  explicit Aligned(size_t n) : p(static_cast<std::byte*>(std::aligned_alloc(4096, n))) {
+    if (p == nullptr) cli::Fail("out of memory");
+    std::memset(p, 0x5A, n);
+  }
+  ~Aligned() { std::free(p); }
+};
+
+BlockKey Key(uint64_t i, uint64_t salt) {
+  return BlockKey{(salt + 1) * 0x9E3779B97F4A7C15ULL, i * 0xBF58476D1CE4E5B9ULL + salt};
+}
+
+// Runs fn(thread_index) on `threads` threads and returns the wall time.
+template <typename Fn>
+double Parallel(int threads, Fn&& fn) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> ts;
+  for (int t = 1; t < threads; ++t) ts.emplace_back([&, t] { fn(t); });
+  fn(0);
+  for (auto& t : ts) t.join();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void HostCases(BenchReport& report, const Options& opt) {
+  for (size_t block : {size_t{64} << 10, size_t{2} << 20}) {
+    const std::string size_name = block == (64u << 10) ? "64KiB" : "2MiB";
+    for (bool verify : {false, true}) {
+      for (int threads : {1, 2}) {
+        store::HostTierOptions ho;
+        ho.capacity_bytes = opt.host_mib * kMiB;
+        ho.pool.max_blocks = static_cast<uint32_t>(ho.capacity_bytes / block);
+        ho.pool.verify_on_put = verify;
+        auto host = store::HostTier::Open(ho);
+        if (!host.ok()) cli::Fail(host.status().ToString());
+        // Working set: half the pool (no eviction in the timed loop), well above the LLC.
+        const size_t n = ho.capacity_bytes / block / 2;
+        Aligned src(n * block), out(n * block), dst(n * block);
+        for (size_t i = 0; i < n * block; i += 4096) src.p[i] = static_cast<std::byte>(i >> 12);
+        std::vector<BlockHeader> headers(n);
+        uint64_t salt = 0;
+        auto make_headers = [&] {
+          ++salt;
+          for (size_t i = 0; i < n; ++i)
+            headers[i] = MakeBlockHeader(Key(i, salt), NamespaceId{1, 1}, Codec::kNone,
+                                         std::span<const std::byte>(src.p + i * block, block));
+        };
+        double t_tier = 0;
+        bool failed = false;
+        auto run_tier = [&] {
+          make_headers();
+          t_tier = Parallel(threads, [&](int t) {
+            for (size_t i = t; i < n; i += threads) {
+              std::span<const std::byte> p(src.p + i * block, block);
+              if (!(*host)->Put(headers[i], p).ok()) failed = true;
+              if (!(*host)->Get(headers[i].key, std::span<std::byte>(out.p + i * block, block)).ok())
+                failed = true;
+            }
+          });
+          for (size_t i = 0; i < n; ++i) (void)(*host)->Erase(headers[i].key);
+        };
+        std::vector<double> tier_times, copy_times;
+        for (int r = 0; r < opt.reps + 1; ++r) {
+          run_tier();
+          if (r > 0) tier_times.push_back(t_tier);
+          const double tc = Parallel(threads, [&](int t) {
+            for (size_t i = t; i < n; i += threads) {
+              std::memcpy(dst.p + i * block, src.p + i * block, block);
+              std::memcpy(out.p + i * block, dst.p + i * block, block);
+            }
+          });
+          DoNotOptimize(out.p[0]);
+          if (r > 0) copy_times.push_back(tc);
+        }
+        if (failed) cli::Fail("host tier put/get failed during the benchmark");
+        auto median = [](std::vector<double> v) {
+          std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+          return v[v.size() / 2];
+        };
+        const double bytes = static_cast<double>(n) * block;
+        report.Add({std::string(verify ? "host_put_get_verified/" : "host_put_get/") + size_name +
+                        "/threads=" + std::to_string(threads),
+                    "GB/s", bytes / median(tier_times) / 1e9, "memcpy",
+                    bytes / median(copy_times) / 1e9, true,
+                    {{"blocks", n}, {"block_bytes", block}, {"verify_on_put", verify},
+                     {"note", "put+get moves each payload twice; memcpy baseline copies twice"},
+                     {"target_ratio", 0.8}}});
+      }
+    }
+    // Metadata per cached block, the pool full of blocks of this size.
+    store::HostTierOptions ho;
+    ho.capacity_bytes = 256 * kMiB;
+    ho.pool.max_blocks = static_cast<uint32_t>(ho.capacity_bytes / block);
+    ho.pool.verify_on_put = false;
+    auto host = store::HostTier::Open(ho);
+    if (!host.ok()) cli::Fail(host.status().ToString());
+    Aligned payload(block);
+    for (uint64_t i = 0; i < ho.pool.max_blocks; ++i) {
+      auto h = MakeBlockHeader(Key(i, 999), NamespaceId{1, 1}, Codec::kNone,
+                               std::span<const std::byte>(payload.p, block));
+      if (!(*host)->Put(h, std::span<const std::byte>(payload.p, block)).ok())
+        cli::Fail("metadata fill failed");
+    }
+    const auto st = (*host)->Stats();
+    report.Add({"host_metadata_per_block/" + size_name, "bytes",
+                static_cast<double>(st.metadata_bytes) / st.blocks, "target_64B", 64, false,
+                {{"blocks", st.blocks},
+                 {"fixed_per_pool_bytes", st.fixed_metadata_bytes},
+                 {"block_header_bytes", kBlockHeaderSize}}});
+  }
+}
+
+// Runs a shell command and returns its combined output.
+std::string Shell(const std::string& cmd) {
+  std::string out;
+  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+  if (f == nullptr) cli::Fail("cannot run: " + cmd);
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
+  if (pclose(f) != 0) cli::Fail("command failed: " + cmd + "\n" + out);
+  return out;
+}
+
+// dd's "N bytes (...) copied, T s, ..." line: returns bytes / T in GB/s.
+double DdGBps(const std::string& out) {
+  std::smatch m;
+  static const std::regex re(R"((\d+) bytes .* copied, ([0-9.e+-]+) s)");
+  if (!std::regex_search(out, m, re)) cli::Fail("cannot parse dd output: " + out);
+  return std::stod(m[1]) / std::stod(m[2]) / 1e9;
+}
+
+void DiskCases(BenchReport& report, const Options& opt) {
+  const size_t block = 2 * kMiB;
+  const uint64_t n = opt.disk_mib * kMiB / block;
+  std::filesystem::create_directories(opt.dir);
+  const std::string dd_file = opt.dir + "/dd.tmp";
+  Aligned src(n * block), out(block);
+  for (uint64_t i = 0; i < n * block; i += 4096) src.p[i] = static_cast<std::byte>(i * 31 >> 12);
+  std::vector<BlockHeader> headers(n);
+  for (uint64_t i = 0; i < n; ++i)
+    headers[i] = MakeBlockHeader(Key(i, 7), NamespaceId{1, 1}, Codec::kNone,
+                                 std::span<const std::byte>(src.p + i * block, block));
+
+  for (auto ps : {store::PayloadStore::kSlabFile, store::PayloadStore::kBlobDb}) {
+    const std::string mode = ps == store::PayloadStore::kSlabFile ? "slab_odirect" : "blobdb";
+    std::vector<double> w_tier, r_tier, w_dd, r_dd;
+    for (int r = 0; r < std::max(1, opt.reps / 2); ++r) {
+      const std::string tdir = opt.dir + "/tier-" + mode;
+      std::filesystem::remove_all(tdir);
+      store::DiskTierOptions o;
+      o.path = tdir;
+      o.capacity_bytes = (opt.disk_mib + 64) * kMiB;
+      o.payload_store = ps;
+      o.extend_bytes = 256 * kMiB;
+      auto tier = store::DiskTier::Open(o);
+      if (!tier.ok()) cli::Fail(tier.status().ToString());
+      auto t0 = std::chrono::steady_clock::now();
+      for (uint64_t i = 0; i < n; ++i) {
+        Status st = (*tier)->Put(headers[i], std::span<const std::byte>(src.p + i * block, block));
+        if (!st.ok()) cli::Fail("disk put: " + st.ToString());
+      }
+      auto t1 = std::chrono::steady_clock::now();
+      for (uint64_t i = 0; i < n; ++i) {
+        auto h = (*tier)->Get(headers[i].key, std::span<std::byte>(out.p, block));
+        if (!h.ok()) cli::Fail("disk get: " + h.status().ToString());
+      }
+      auto t2 = std::chrono::steady_clock::now();
+      w_tier.push_back(n * block / std::chrono::duration<double>(t1 - t0).count() / 1e9);
+      r_tier.push_back(n * block / std::chrono::duration<double>(t2 - t1).count() / 1e9);
+      tier->reset();
+      std::filesystem::remove_all(tdir);
+      // dd on the same filesystem, same bytes, same block size, O_DIRECT both ways.
+      w_dd.push_back(DdGBps(Shell("dd if=/dev/zero of=" + dd_file + " bs=2M count=" +
+                                  std::to_string(n) + " oflag=direct")));
+      r_dd.push_back(DdGBps(Shell("dd if=" + dd_file + " of=/dev/null bs=2M iflag=direct")));
+      std::filesystem::remove(dd_file);
+    }
+    auto median = [](std::vector<double> v) {
+      std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+      return v[v.size() / 2];
+    };
+    nlohmann::json extra = {{"payload_store", mode}, {"blocks", n}, {"dir", opt.dir},
+                            {"target_ratio", 0.7}, {"verified_reads", true}};
+    report.Add({"disk_write/2MiB/" + mode, "GB/s", median(w_tier), "dd_odirect", median(w_dd),
+                true, extra});
+    report.Add({"disk_read/2MiB/" + mode, "GB/s", median(r_tier), "dd_odirect", median(r_dd),
+                true, extra});
+  }
+}
+
+void ReopenCase(BenchReport& report, const Options& opt) {
+  if (opt.reopen_blocks == 0) return;
+  const std::string tdir = opt.dir + "/reopen-" + std::to_string(opt.reopen_blocks);
+  store::DiskTierOptions o;
+  o.path = tdir;
+  o.capacity_bytes = (opt.reopen_blocks + 1024) * 4096;
+  o.max_blocks = static_cast<uint32_t>(opt.reopen_blocks + 1024);
+  o.extend_bytes = 256 * kMiB;
+  o.direct_io = false;  // building 1M tiny blocks: buffered is much faster; reopen is unaffected
+  {
+    auto tier = store::DiskTier::Open(o);
+    if (!tier.ok()) cli::Fail(tier.status().ToString());
+    const uint64_t have = (*tier)->open_info().blocks_recovered;
+    std::byte payload[64];
+    std::memset(payload, 0x33, sizeof(payload));
+    for (uint64_t i = have; i < opt.reopen_blocks; ++i) {
+      const BlockKey k = Key(i, 4242);
+      const BlockKey parent = Key(i - 1, 4242);
+      store::PutOptions po;
+      if (i % 32) po.parent = &parent;
+      auto h = MakeBlockHeader(k, NamespaceId{1, 1}, Codec::kNone, payload);
+      Status st = (*tier)->Put(h, payload, po);
+      if (!st.ok()) cli::Fail("building the reopen tier: " + st.ToString());
+    }
+    if (!(*tier)->Sync().ok()) cli::Fail("sync");
+  }
+  std::vector<double> times;
+  uint64_t recovered = 0;
+  for (int r = 0; r < 3; ++r) {
+    auto tier = store::DiskTier::Open(o);
+    if (!tier.ok()) cli::Fail(tier.status().ToString());
+    times.push_back((*tier)->open_info().seconds);
+    recovered = (*tier)->open_info().blocks_recovered;
+  }
+  std::nth_element(times.begin(), times.begin() + 1, times.end());
+  report.Add({"disk_reopen/" + std::to_string(opt.reopen_blocks) + "_blocks", "s", times[1],
+              "target_2s", 2.0, false, {{"blocks_recovered", recovered}, {"dir", tdir}}});
+}
+
+void Run(const Options& opt) {
+  if (opt.reps < 1) cli::Fail("--reps must be at least 1");
+  if (opt.host_mib < 64 || opt.disk_mib < 16) cli::Fail("--host-mib >= 64 and --disk-mib >= 16");
+  BenchReport report("tiers", opt.json);
+  HostCases(report, opt);
+  DiskCases(report, opt);
+  ReopenCase(report, opt);
+}
+
+[[maybe_unused]] const bool kRegistered = cli::RegisterCommand("bench", [](CLI::App& parent) {
+  auto opt = std::make_shared<Options>();
+  auto* cmd = parent.add_subcommand(
+      "tiers", "Host tier vs memcpy, disk tier vs dd O_DIRECT, metadata per block, 1M-block reopen");
+  AddJsonFlag(*cmd, opt->json);
+  cmd->add_option("--dir", opt->dir, "Directory for the disk cases (the filesystem measured)")
+      ->capture_default_str();
+  cmd->add_option("--host-mib", opt->host_mib, "Host pool size in MiB")->capture_default_str();
+  cmd->add_option("--disk-mib", opt->disk_mib, "Bytes written per disk case in MiB")
+      ->capture_default_str();
+  cmd->add_option("--reps", opt->reps, "Timed repetitions (median is reported)")
+      ->capture_default_str();
+  cmd->add_option("--reopen-blocks", opt->reopen_blocks,
+                  "Blocks in the reopen case (0 skips it; built once under --dir)")
+      ->capture_default_str();
+  cmd->callback([opt] { Run(*opt); });
+});
+
+}  // namespace
+}  // namespace strata::bench
