@@ -113,6 +113,7 @@ __global__ void __launch_bounds__(kThreads) Fp8EncodeKernel(CodecParams p) {
   const uint64_t vecs = p.shape.chunk_elems() / 8, first = uint64_t{c} * vecs;
   float amax = 0.0f;
   uint32_t bad = 0;
+#pragma unroll 4
   for (uint64_t v = threadIdx.x; v < vecs; v += kThreads) {
     float x[8];
     Load8(in, first + v, p.bf16, x);
@@ -139,6 +140,7 @@ __global__ void __launch_bounds__(kThreads) Fp8EncodeKernel(CodecParams p) {
     if (c == 0) WriteHeader(p, out);
   }
   uint2* q = reinterpret_cast<uint2*>(out + p.lay.data_offset);
+#pragma unroll 4
   for (uint64_t v = threadIdx.x; v < vecs; v += kThreads) {
     float x[8];
     Load8(in, first + v, p.bf16, x);
@@ -243,6 +245,7 @@ __global__ void __launch_bounds__(kThreads) Int4KeyEncodeKernel(CodecParams p) {
   if (t_id == 0) WriteHeader(p, out);
   float mn[8], mx[8];
   uint32_t bad = 0;
+#pragma unroll 4
   for (uint32_t t = 0; t < s.block_size; ++t) {
     float x[8];
     Load8(in, first + t * row_vecs, p.bf16, x);
@@ -269,6 +272,7 @@ __global__ void __launch_bounds__(kThreads) Int4KeyEncodeKernel(CodecParams p) {
   reinterpret_cast<uint4*>(out + p.lay.scale_offset)[pidx] = make_uint4(sw[0], sw[1], sw[2], sw[3]);
   reinterpret_cast<uint4*>(out + p.lay.kmin_offset)[pidx] = make_uint4(mw[0], mw[1], mw[2], mw[3]);
   uint32_t* nib = reinterpret_cast<uint32_t*>(out + p.lay.data_offset);
+#pragma unroll 4
   for (uint32_t t = 0; t < s.block_size; ++t) {
     float x[8];
     Load8(in, first + t * row_vecs, p.bf16, x);
