@@ -20,8 +20,8 @@ packages=(
   redis-server libhiredis-dev
   # codecs
   libzstd-dev liblz4-dev
-  # tests
-  catch2
+  # tests; clang + compiler-rt for the libFuzzer targets
+  catch2 clang libclang-rt-14-dev
 )
 
 missing=()

@@ -25,7 +25,10 @@ Result<std::unique_ptr<SocketChannel>> SocketChannel::Open(const std::string& so
     if (fd >= 0) ::close(fd);
     return Status::Internal("daemon did not hand over its host pool");
   }
-  void* base = ::mmap(nullptr, hr->pool_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  // MAP_POPULATE fills this process's page tables now, so no store or load takes a page fault
+  // later (the daemon already allocated the pages; this only maps them).
+  void* base = ::mmap(nullptr, hr->pool_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+                      fd, 0);
   ::close(fd);  // the mapping keeps the pool alive
   if (base == MAP_FAILED)
     return Status::IOError(std::string("mapping the daemon's host pool: ") + std::strerror(errno));

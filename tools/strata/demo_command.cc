@@ -1,90 +1,233 @@
-// `strata demo`: Strata's main job on an embedded single-node default. Replays a Mooncake-format
-// request trace (default: the one in tests/data/): each prompt is keyed with the hash-chained
-// scheme, looked up against what earlier requests cached (longest cached prefix), then cached.
-// Prints what each lookup saw and the totals.
+// `strata demo`: Strata's main job on an embedded single-node default. Starts `strata serve` with
+// its defaults (host pool sized from free memory, disk tier under ./strata-data), then acts as a
+// serving engine through the client API: replays a Mooncake-format production trace (default:
+// the one in tests/data/), and for each request keys the prompt, looks it up, loads the cached
+// prefix's KV (verifying every byte), and stores the KV of the blocks it had to "compute" —
+// synthetic KV of a stated model shape, derived from the block key so that every load can be
+// checked. Prints per-request lookups, hit ratio and throughput, then stops the daemon cleanly.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <memory>
-#include <unordered_set>
+#include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "../bench/mooncake_trace.h"
 #include "command_registry.h"
-#include "namespace_flags.h"
+#include "strata/client.h"
 #include "strata/key_chain.h"
 
 namespace strata::cli {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 struct DemoOptions {
   std::string trace = bench::DefaultTracePath();
-  size_t max_requests = 0;
-  size_t show = 10;
+  size_t max_requests = 150;
+  size_t show = 8;
   bool json = false;
-  NamespaceFlags ns;
+  std::string data_dir = "./strata-data";
+  std::string host_pool;  // empty: the daemon's default (a quarter of free memory)
 };
+
+// The model shape whose KV the demo moves: Qwen2.5-0.5B (24 layers, 2 KV heads, head dim 64) with
+// an FP8 KV cache (vLLM's kv_cache_dtype=fp8): 6 KiB per token, 96 KiB per 16-token block.
+NamespaceSpec DemoNamespace() {
+  NamespaceSpec s;
+  s.model_id = "Qwen/Qwen2.5-0.5B-Instruct";
+  s.kv_dtype = KvDtype::kFloat8E4M3;
+  s.num_layers = 24;
+  s.num_kv_heads = 2;
+  s.head_dim = 64;
+  s.block_size = 16;
+  return s;
+}
+
+// Deterministic stand-in for the KV an engine computed for `key`.
+void FillKv(const BlockKey& key, std::byte* out, size_t n) {
+  uint64_t x = key.low ^ key.high;
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    x += 0x9e3779b97f4a7c15ULL;
+    uint64_t z = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z ^= z >> 27;
+    std::memcpy(out + i, &z, 8);
+  }
+}
+
+struct Daemon {
+  pid_t pid = -1;
+  std::string socket;
+};
+
+Daemon StartDaemon(const DemoOptions& opt, const std::string& dir) {
+  Daemon d;
+  d.socket = dir + "/strata.sock";
+  std::vector<std::string> args = {"/proc/self/exe", "serve", "--socket", d.socket,
+                                   "--data-dir", opt.data_dir};
+  if (!opt.host_pool.empty()) {
+    args.push_back("--host-pool");
+    args.push_back(opt.host_pool);
+  }
+  d.pid = ::fork();
+  if (d.pid < 0) Fail("fork failed");
+  if (d.pid == 0) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv("/proc/self/exe", argv.data());
+    _exit(127);
+  }
+  for (int i = 0; i < 600; ++i) {
+    if (std::filesystem::exists(d.socket)) return d;
+    int status;
+    if (::waitpid(d.pid, &status, WNOHANG) == d.pid) Fail("strata serve exited at start-up");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::kill(d.pid, SIGKILL);
+  Fail("strata serve did not start within 30 s");
+}
 
 void RunDemo(const DemoOptions& opt) {
   auto trace = bench::ReadMooncakeTrace(opt.trace);
   if (!trace.ok()) Fail(trace.status().ToString());
-  Namespace ns = opt.ns.Build();
-  size_t n = trace->size();
-  if (opt.max_requests && opt.max_requests < n) n = opt.max_requests;
+  auto ns_result = Namespace::Create(DemoNamespace());
+  if (!ns_result.ok()) Fail(ns_result.status().ToString());
+  const Namespace ns = std::move(ns_result).value();
+  const size_t n = opt.max_requests && opt.max_requests < trace->size() ? opt.max_requests
+                                                                         : trace->size();
+  const size_t block_bytes = ns.block_bytes();
 
-  std::unordered_set<BlockKey, BlockKeyHash> cached;
-  uint64_t requested_blocks = 0, hit_blocks = 0, tokens_total = 0;
-  double key_seconds = 0;
+  const std::string dir = std::filesystem::temp_directory_path() /
+                          ("strata-demo-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  Daemon daemon = StartDaemon(opt, dir);
+  auto client = Client::Connect(daemon.socket);
+  if (!client.ok()) {
+    ::kill(daemon.pid, SIGKILL);
+    Fail(client.status().ToString());
+  }
   if (!opt.json)
-    std::cout << fmt::format("strata demo: {} requests from {}\nnamespace {} ({}), block_size {}\n",
-                             n, opt.trace, ns.id().ToHex(), ns.spec().model_id, ns.block_size());
+    std::cout << fmt::format(
+        "strata demo: replaying {} requests of {} through `strata serve` ({})\n"
+        "model shape {} ({} layers, {} KV heads, head dim {}, {}): {} KiB of KV per {}-token "
+        "block\n",
+        n, opt.trace, daemon.socket, ns.spec().model_id, ns.spec().num_layers,
+        ns.spec().num_kv_heads, ns.spec().head_dim, KvDtypeName(ns.spec().kv_dtype),
+        block_bytes >> 10, ns.block_size());
+
+  uint64_t requested = 0, hit = 0, stored_blocks = 0, loaded_blocks = 0, bad = 0, tokens_total = 0;
+  double t_lookup = 0, t_load = 0, t_store = 0;
+  std::vector<std::byte> arena;
+  std::vector<std::byte> expect(block_bytes);
+  const auto start = Clock::now();
   for (size_t r = 0; r < n; ++r) {
     std::vector<uint32_t> tokens = bench::SynthesizeTokens((*trace)[r]);
-    auto t0 = std::chrono::steady_clock::now();
-    std::vector<BlockKey> keys = ComputeBlockKeys(ns, tokens);
-    key_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    size_t hit = 0;
-    while (hit < keys.size() && cached.count(keys[hit])) ++hit;
-    requested_blocks += keys.size();
-    hit_blocks += hit;
     tokens_total += tokens.size();
+    auto t0 = Clock::now();
+    auto look = (*client)->Lookup(ns, tokens);
+    auto t1 = Clock::now();
+    if (!look.ok()) Fail(look.status().ToString());
+    const std::vector<BlockKey>& keys = look->keys;
+    const size_t matched = look->matched_blocks;
+    arena.resize(keys.size() * block_bytes);
+    // Load the cached prefix into the engine's buffers.
+    std::vector<MutableBuffer> out;
+    for (size_t i = 0; i < matched; ++i) out.push_back({arena.data() + i * block_bytes, block_bytes});
+    auto loaded = (*client)->Load(std::span<const BlockKey>(keys).first(matched), out).Wait();
+    auto t2 = Clock::now();
+    if (!loaded.ok()) Fail(loaded.status().ToString());
+    for (size_t i = 0; i < *loaded; ++i) {
+      FillKv(keys[i], expect.data(), block_bytes);
+      if (std::memcmp(expect.data(), arena.data() + i * block_bytes, block_bytes) != 0) ++bad;
+    }
+    // "Compute" the rest and store it.
+    std::vector<ConstBuffer> in;
+    for (size_t i = *loaded; i < keys.size(); ++i) {
+      FillKv(keys[i], arena.data() + i * block_bytes, block_bytes);
+      in.push_back({arena.data() + i * block_bytes, block_bytes});
+    }
+    auto t3 = Clock::now();
+    auto stored = (*client)->Store(ns, std::span<const BlockKey>(keys).subspan(*loaded), in).Wait();
+    auto t4 = Clock::now();
+    if (!stored.ok()) Fail(stored.status().ToString());
+    t_lookup += std::chrono::duration<double>(t1 - t0).count();
+    t_load += std::chrono::duration<double>(t2 - t1).count();
+    t_store += std::chrono::duration<double>(t4 - t3).count();
+    requested += keys.size();
+    hit += *loaded;
+    loaded_blocks += *loaded;
+    stored_blocks += *stored;
     if (!opt.json && r < opt.show)
-      std::cout << fmt::format("  request {:>5}: {:>6} tokens, {:>5} blocks, cached prefix {:>5} "
-                               "blocks ({:>6} tokens), first key {}\n",
-                               r, tokens.size(), keys.size(), hit, hit * ns.block_size(),
-                               keys.empty() ? std::string("-") : keys[0].ToHex());
-    cached.insert(keys.begin(), keys.end());
+      std::cout << fmt::format("  request {:>4}: {:>6} tokens, {:>5} blocks, {:>5} cached ({:>3.0f}%)"
+                               ", {} stored\n",
+                               r, tokens.size(), keys.size(), *loaded,
+                               keys.empty() ? 0.0 : 100.0 * *loaded / keys.size(), *stored);
   }
-  const double ratio = requested_blocks ? double(hit_blocks) / requested_blocks : 0;
-  nlohmann::json out = {{"requests", n},
-                        {"tokens", tokens_total},
-                        {"requested_blocks", requested_blocks},
-                        {"hit_blocks", hit_blocks},
-                        {"prefix_hit_ratio", ratio},
-                        {"unique_blocks", cached.size()},
-                        {"keying_tokens_per_s", key_seconds > 0 ? tokens_total / key_seconds : 0}};
+  const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  auto stats = (*client)->Stats();
+  client->reset();
+
+  ::kill(daemon.pid, SIGTERM);
+  int status = 0;
+  ::waitpid(daemon.pid, &status, 0);
+  std::filesystem::remove_all(dir);
+  const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+
+  const double gb = 1e9;
+  nlohmann::json out = {
+      {"requests", n},
+      {"tokens", tokens_total},
+      {"model", ns.spec().model_id},
+      {"block_bytes", block_bytes},
+      {"requested_blocks", requested},
+      {"hit_blocks", hit},
+      {"prefix_hit_ratio", requested ? double(hit) / requested : 0},
+      {"stored_blocks", stored_blocks},
+      {"load_GBps", t_load > 0 ? loaded_blocks * block_bytes / t_load / gb : 0},
+      {"store_GBps", t_store > 0 ? stored_blocks * block_bytes / t_store / gb : 0},
+      {"lookup_us_per_request", n ? t_lookup / n * 1e6 : 0},
+      {"verify_failures", bad},
+      {"wall_s", wall},
+      {"daemon_clean_exit", clean}};
+  if (stats.ok()) out["daemon_stats"] = nlohmann::json::parse(*stats);
   if (opt.json) {
     std::cout << out.dump() << "\n";
-    return;
+  } else {
+    std::cout << fmt::format(
+        "totals: {} requests, {} tokens, {} blocks requested, {} served from the cache "
+        "(prefix hit ratio {:.3f})\n"
+        "        {} blocks stored ({:.2f} GB, {:.2f} GB/s), {} loaded ({:.2f} GB, {:.2f} GB/s, every "
+        "byte verified: {} mismatches), lookup {:.0f} us/request, {:.1f} s in all\n"
+        "daemon stopped {}\n",
+        n, tokens_total, requested, hit, requested ? double(hit) / requested : 0.0, stored_blocks,
+        stored_blocks * block_bytes / gb, out["store_GBps"].get<double>(), loaded_blocks,
+        loaded_blocks * block_bytes / gb, out["load_GBps"].get<double>(), bad,
+        out["lookup_us_per_request"].get<double>(), wall,
+        clean ? "cleanly (SIGTERM, disk tier flushed)" : "with an error");
   }
-  std::cout << fmt::format(
-      "totals: {} requests, {} tokens, {} blocks requested, {} served from cache\n"
-      "prefix hit ratio {:.3f} with an unbounded cache ({} unique blocks); keyed {:.1f} M tokens/s\n",
-      n, tokens_total, requested_blocks, hit_blocks, ratio, cached.size(),
-      key_seconds > 0 ? tokens_total / key_seconds / 1e6 : 0.0);
+  if (bad != 0 || !clean) Fail("demo failed: verification mismatches or unclean daemon exit");
 }
 
 [[maybe_unused]] const bool kRegistered = RegisterCommand("", [](CLI::App& parent) {
   auto opt = std::make_shared<DemoOptions>();
   auto* cmd = parent.add_subcommand(
-      "demo", "Replay a request trace through an embedded single-node cache and print its lookups");
+      "demo", "Start a single-node daemon and replay a production trace through the client API");
   cmd->add_option("--trace", opt->trace, "Mooncake-format trace (JSON lines)")->capture_default_str();
-  cmd->add_option("--requests", opt->max_requests, "Replay at most this many requests (0: all)");
-  cmd->add_option("--show", opt->show, "Print the lookups of the first N requests")
+  cmd->add_option("--requests", opt->max_requests, "Replay this many requests (0: all)")
       ->capture_default_str();
+  cmd->add_option("--show", opt->show, "Print the first N requests")->capture_default_str();
+  cmd->add_option("--data-dir", opt->data_dir, "Disk tier directory of the daemon")
+      ->capture_default_str();
+  cmd->add_option("--host-pool", opt->host_pool, "Host pool size (default: from free memory)");
   cmd->add_flag("--json", opt->json, "Print the totals as one JSON object");
-  opt->ns.AddTo(*cmd);
   cmd->callback([opt] { RunDemo(*opt); });
 });
 

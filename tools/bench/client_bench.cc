@@ -1,0 +1,265 @@
+// `strata bench client`: store + load through a real `strata serve`, beside two baselines run in
+// the same benchmark with the same value sizes and the same number of client processes:
+//  - memcpy: each process copies its payloads into a buffer and back out (what store + load must
+//    at least do: one copy in, one copy out);
+//  - redis: a `redis-server` (Debian) started by the benchmark on a Unix socket, persistence off,
+//    driven with SET then GET of the same values through hiredis — the remote backend LMCache users
+//    deploy.
+// Metric: payload GB/s of store + load (bytes stored + bytes loaded per second, all processes).
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+#include "../strata/command_registry.h"
+#include "bench_report.h"
+#include "strata/client.h"
+#include "strata/key_chain.h"
+
+namespace strata::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  bool json = false;
+  double seconds = 1.5;  // per case and system
+  std::vector<int> clients = {1, 4};
+};
+
+struct Case {
+  size_t block_bytes;
+  size_t blocks;  // per process and round
+};
+
+Namespace BenchNamespace(int process) {
+  NamespaceSpec s;
+  s.model_id = "bench/client";
+  s.num_layers = 1;
+  s.num_kv_heads = 1;
+  s.head_dim = 64;
+  s.tenant_salt = "p" + std::to_string(process);
+  return std::move(Namespace::Create(s)).value();
+}
+
+// Runs `body(process)` in `n` forked processes after a common start, returns payload bytes moved
+// by all of them divided by the slowest one's wall time. Each body returns its byte count, or -1.
+template <typename Body>
+double RunProcesses(int n, Body&& body) {
+  int go[2], results[2];
+  if (::pipe(go) != 0 || ::pipe(results) != 0) cli::Fail("pipe failed");
+  std::vector<pid_t> pids;
+  for (int p = 0; p < n; ++p) {
+    pid_t pid = ::fork();
+    if (pid < 0) cli::Fail("fork failed");
+    if (pid == 0) {
+      ::close(go[1]);
+      char c;
+      if (::read(go[0], &c, 1) != 1) _exit(2);
+      auto start = Clock::now();
+      double bytes = body(p);
+      double secs = std::chrono::duration<double>(Clock::now() - start).count();
+      double msg[2] = {bytes, secs};
+      (void)!::write(results[1], msg, sizeof(msg));
+      _exit(bytes < 0 ? 1 : 0);
+    }
+    pids.push_back(pid);
+  }
+  ::close(go[0]);
+  std::string release(n, 'g');
+  (void)!::write(go[1], release.data(), release.size());
+  ::close(go[1]);
+  double total = 0, slowest = 0;
+  bool failed = false;
+  for (int p = 0; p < n; ++p) {
+    double msg[2];
+    if (::read(results[0], msg, sizeof(msg)) != sizeof(msg)) failed = true;
+    else {
+      if (msg[0] < 0) failed = true;
+      total += msg[0];
+      slowest = std::max(slowest, msg[1]);
+    }
+  }
+  for (pid_t pid : pids) ::waitpid(pid, nullptr, 0);
+  ::close(results[0]);
+  ::close(results[1]);
+  if (failed || slowest <= 0) cli::Fail("a benchmark client process failed");
+  return total / slowest / 1e9;
+}
+
+std::vector<std::byte> Payload(size_t n, int seed) {
+  std::vector<std::byte> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = static_cast<std::byte>((i * 131 + seed) & 0xFF);
+  return v;
+}
+
+double StrataRun(const std::string& socket, const Case& c, int process, double seconds) {
+  auto client = Client::Connect(socket);
+  if (!client.ok()) return -1;
+  Namespace ns = BenchNamespace(process);
+  std::vector<std::vector<std::byte>> in, out;
+  std::vector<ConstBuffer> ins;
+  std::vector<MutableBuffer> outs;
+  for (size_t i = 0; i < c.blocks; ++i) {
+    in.push_back(Payload(c.block_bytes, process + int(i)));
+    out.emplace_back(c.block_bytes);
+    ins.push_back({in.back().data(), c.block_bytes});
+    outs.push_back({out.back().data(), c.block_bytes});
+  }
+  double bytes = 0;
+  const auto start = Clock::now();
+  for (uint32_t round = 0; std::chrono::duration<double>(Clock::now() - start).count() < seconds;
+       ++round) {
+    std::vector<uint32_t> tokens(c.blocks * ns.block_size());
+    for (size_t t = 0; t < tokens.size(); ++t) tokens[t] = round * 7919 + t;
+    std::vector<BlockKey> keys = ComputeBlockKeys(ns, tokens);
+    auto stored = (*client)->Store(ns, keys, ins).Wait();
+    auto loaded = (*client)->Load(keys, outs).Wait();
+    if (!stored.ok() || !loaded.ok() || *loaded != c.blocks) return -1;
+    bytes += 2.0 * c.blocks * c.block_bytes;
+    if (!(*client)->Clear(ns.id()).ok()) return -1;
+  }
+  return out[0] == in[0] ? bytes : -1;
+}
+
+double MemcpyRun(const Case& c, int process, double seconds) {
+  std::vector<std::vector<std::byte>> in, pool, out;
+  for (size_t i = 0; i < c.blocks; ++i) {
+    in.push_back(Payload(c.block_bytes, process + int(i)));
+    pool.emplace_back(c.block_bytes);
+    out.emplace_back(c.block_bytes);
+  }
+  double bytes = 0;
+  const auto start = Clock::now();
+  while (std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
+    for (size_t i = 0; i < c.blocks; ++i)
+      std::memcpy(pool[i].data(), in[i].data(), c.block_bytes);
+    for (size_t i = 0; i < c.blocks; ++i)
+      std::memcpy(out[i].data(), pool[i].data(), c.block_bytes);
+    DoNotOptimize(out[0][0]);
+    bytes += 2.0 * c.blocks * c.block_bytes;
+  }
+  return bytes;
+}
+
+double RedisRun(const std::string& socket, const Case& c, int process, double seconds) {
+  redisContext* ctx = redisConnectUnix(socket.c_str());
+  if (ctx == nullptr || ctx->err) return -1;
+  std::vector<std::vector<std::byte>> in;
+  for (size_t i = 0; i < c.blocks; ++i) in.push_back(Payload(c.block_bytes, process + int(i)));
+  std::vector<std::byte> out(c.block_bytes);
+  double bytes = 0;
+  bool ok = true;
+  const auto start = Clock::now();
+  for (uint32_t round = 0;
+       ok && std::chrono::duration<double>(Clock::now() - start).count() < seconds; ++round) {
+    for (size_t i = 0; i < c.blocks && ok; ++i) {
+      std::string key = "p" + std::to_string(process) + ":" + std::to_string(round) + ":" +
+                        std::to_string(i);
+      auto* r = static_cast<redisReply*>(redisCommand(ctx, "SET %b %b", key.data(), key.size(),
+                                                      in[i].data(), in[i].size()));
+      ok = r != nullptr && r->type == REDIS_REPLY_STATUS;
+      freeReplyObject(r);
+    }
+    for (size_t i = 0; i < c.blocks && ok; ++i) {
+      std::string key = "p" + std::to_string(process) + ":" + std::to_string(round) + ":" +
+                        std::to_string(i);
+      auto* r = static_cast<redisReply*>(redisCommand(ctx, "GET %b", key.data(), key.size()));
+      ok = r != nullptr && r->type == REDIS_REPLY_STRING && size_t(r->len) == c.block_bytes;
+      if (ok) std::memcpy(out.data(), r->str, r->len);  // into the engine's buffer, as a load must
+      freeReplyObject(r);
+    }
+    for (size_t i = 0; i < c.blocks && ok; ++i) {
+      std::string key = "p" + std::to_string(process) + ":" + std::to_string(round) + ":" +
+                        std::to_string(i);
+      freeReplyObject(redisCommand(ctx, "DEL %b", key.data(), key.size()));
+    }
+    bytes += 2.0 * c.blocks * c.block_bytes;
+  }
+  redisFree(ctx);
+  return ok ? bytes : -1;
+}
+
+pid_t Spawn(std::vector<std::string> args) {
+  pid_t pid = ::fork();
+  if (pid < 0) cli::Fail("fork failed");
+  if (pid == 0) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execvp(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+void WaitForSocket(const std::string& path, pid_t pid, const char* what) {
+  for (int i = 0; i < 400; ++i) {
+    if (std::filesystem::exists(path)) return;
+    int status;
+    if (::waitpid(pid, &status, WNOHANG) == pid) cli::Fail(std::string(what) + " exited at start");
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ::kill(pid, SIGKILL);
+  cli::Fail(std::string(what) + " did not start");
+}
+
+void Stop(pid_t pid) {
+  ::kill(pid, SIGTERM);
+  ::waitpid(pid, nullptr, 0);
+}
+
+void Run(const Options& opt) {
+  BenchReport report("client", opt.json);
+  const std::string dir = std::filesystem::temp_directory_path() /
+                          ("strata-bench-client-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string strata_sock = dir + "/strata.sock", redis_sock = dir + "/redis.sock";
+  pid_t serve = Spawn({"/proc/self/exe", "serve", "--socket", strata_sock, "--no-disk",
+                       "--host-pool", "1GiB"});
+  WaitForSocket(strata_sock, serve, "strata serve");
+  pid_t redis = Spawn({"redis-server", "--port", "0", "--unixsocket", redis_sock, "--save", "",
+                       "--appendonly", "no", "--dir", dir, "--loglevel", "warning"});
+  WaitForSocket(redis_sock, redis, "redis-server");
+
+  const Case cases[] = {{size_t{64} << 10, 256}, {size_t{2} << 20, 16}};
+  for (const Case& c : cases) {
+    const std::string size = c.block_bytes == (64u << 10) ? "64KiB" : "2MiB";
+    for (int clients : opt.clients) {
+      const std::string name = "store_load/" + size + "/clients=" + std::to_string(clients);
+      double strata = RunProcesses(clients, [&](int p) {
+        return StrataRun(strata_sock, c, p, opt.seconds);
+      });
+      double memcpy_gbps = RunProcesses(clients, [&](int p) { return MemcpyRun(c, p, opt.seconds); });
+      double redis_gbps = RunProcesses(clients, [&](int p) {
+        return RedisRun(redis_sock, c, p, opt.seconds);
+      });
+      nlohmann::json extra = {{"block_bytes", c.block_bytes}, {"clients", clients}};
+      report.Add({name, "GB/s", strata, "memcpy", memcpy_gbps, true, extra});
+      report.Add({name, "GB/s", strata, "redis", redis_gbps, true, extra});
+    }
+  }
+  Stop(serve);
+  Stop(redis);
+  std::filesystem::remove_all(dir);
+}
+
+[[maybe_unused]] const bool kRegistered = cli::RegisterCommand("bench", [](CLI::App& parent) {
+  auto opt = std::make_shared<Options>();
+  auto* cmd = parent.add_subcommand(
+      "client", "Store+load through strata serve vs memcpy and redis-server, 1 and 4 clients");
+  AddJsonFlag(*cmd, opt->json);
+  cmd->add_option("--seconds", opt->seconds, "Seconds per case and system")->capture_default_str();
+  cmd->add_option("--clients", opt->clients, "Client process counts")->capture_default_str();
+  cmd->callback([opt] { Run(*opt); });
+});
+
+}  // namespace
+}  // namespace strata::bench
