@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <future>
+#include <limits>
 #include <unordered_map>
 
 #include "strata/block_format.h"
@@ -600,6 +601,8 @@ Result<std::unique_ptr<PeerTransport>> PeerTransport::Open(PeerTransportOptions 
   eo.name = "strata-" + raw->options.node_id;
   eo.tls = raw->options.tls;
   eo.regions = raw->options.regions;
+  eo.spin_rounds = raw->options.progress_spin_rounds < 0 ? std::numeric_limits<int>::max()
+                                                         : raw->options.progress_spin_rounds;
   eo.handlers.on_control = [raw](ConnId c, std::span<const std::byte> b) { raw->OnControl(c, b); };
   eo.handlers.on_data = [raw](ConnId c, std::span<const std::byte> h, size_t n, std::byte** d,
                               uint64_t* k) { raw->OnData(c, h, n, d, k); };
@@ -694,7 +697,7 @@ Result<PullResult> PeerTransport::Pull(const std::string& peer, const NamespaceI
 Result<wire::LookupResponse> PeerTransport::Lookup(const std::string& peer,
                                                    std::vector<BlockKey> keys) {
   const uint64_t id = impl_->next_request.fetch_add(1);
-  STRATA_ASSIGN_OR_RETURN(auto m, impl_->Call(peer, wire::LookupRequest{id, std::move(keys)}, id));
+  STRATA_ASSIGN_OR_RETURN(auto m, impl_->Call(peer, wire::LookupRequest{id, std::move(keys), {}}, id));
   auto* resp = std::get_if<wire::LookupResponse>(&m);
   if (resp == nullptr) return Status::Corruption("peer answered a lookup with another message");
   return std::move(*resp);

@@ -70,32 +70,32 @@ TEST_CASE("a shard records holders, evictions and replacements, and forgets the 
   const auto keys = RandomKeys(4, 3);
   shard.OnMembershipChange({"a"});
   // Keys owned by "a" when it is alone: all of them.
-  CHECK(shard.Announce({1, "x", {keys[0]}, {}, false}).code() == StatusCode::kUnavailable);  // x is not a member
+  CHECK(shard.Announce({1, "x", {keys[0]}, {}, false, {}}).code() == StatusCode::kUnavailable);  // x is not a member
   shard.OnMembershipChange({"a", "x", "y"});
   std::vector<BlockKey> mine;
   for (const auto& k : RandomKeys(200, 4))
     if (RendezvousOwner(k, {"a", "x", "y"}) == "a") mine.push_back(k);
   REQUIRE(mine.size() > 10);
-  REQUIRE(shard.Announce({1, "x", {mine[0], mine[1]}, {}, false}).ok());
-  REQUIRE(shard.Announce({2, "y", {mine[1], mine[2]}, {}, false}).ok());
-  auto r = shard.Lookup({7, {mine[0], mine[1], mine[2], mine[3]}});
+  REQUIRE(shard.Announce({1, "x", {mine[0], mine[1]}, {}, false, {}}).ok());
+  REQUIRE(shard.Announce({2, "y", {mine[1], mine[2]}, {}, false, {}}).ok());
+  auto r = shard.Lookup({7, {mine[0], mine[1], mine[2], mine[3]}, {}});
   CHECK(r.request_id == 7);
   CHECK(r.holders[0] == std::vector<std::string>{"x"});
   CHECK(r.holders[1] == std::vector<std::string>{"x", "y"});
   CHECK(r.holders[2] == std::vector<std::string>{"y"});
   CHECK(r.holders[3].empty());
-  REQUIRE(shard.Announce({3, "x", {}, {mine[1]}, false}).ok());
-  CHECK(shard.Lookup({8, {mine[1]}}).holders[0] == std::vector<std::string>{"y"});
-  REQUIRE(shard.Announce({4, "y", {mine[3]}, {}, true}).ok());  // replace: y holds only mine[3]
-  r = shard.Lookup({9, {mine[1], mine[2], mine[3]}});
+  REQUIRE(shard.Announce({3, "x", {}, {mine[1]}, false, {}}).ok());
+  CHECK(shard.Lookup({8, {mine[1]}, {}}).holders[0] == std::vector<std::string>{"y"});
+  REQUIRE(shard.Announce({4, "y", {mine[3]}, {}, true, {}}).ok());  // replace: y holds only mine[3]
+  r = shard.Lookup({9, {mine[1], mine[2], mine[3]}, {}});
   CHECK(r.holders[0].empty());
   CHECK(r.holders[1].empty());
   CHECK(r.holders[2] == std::vector<std::string>{"y"});
   // y dies: its entries stop being returned.
   shard.OnMembershipChange({"a", "x"});
-  CHECK(shard.Lookup({10, {mine[3]}}).holders[0].empty());
-  CHECK(shard.Lookup({11, {mine[0]}}).holders[0] == std::vector<std::string>{"x"});
-  CHECK(shard.Announce({5, "", {}, {}, false}).IsInvalidArgument());
+  CHECK(shard.Lookup({10, {mine[3]}, {}}).holders[0].empty());
+  CHECK(shard.Lookup({11, {mine[0]}, {}}).holders[0] == std::vector<std::string>{"x"});
+  CHECK(shard.Announce({5, "", {}, {}, false, {}}).IsInvalidArgument());
 }
 
 #ifdef STRATA_HAVE_UCX

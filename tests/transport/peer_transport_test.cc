@@ -109,7 +109,7 @@ TEST_CASE("a peer with the wrong cluster secret is refused before it can pull",
   CHECK_FALSE(bad.transport->PreparePull("a", ns.id(), {{keys[0], bad.pool->slot(0), kSlot}}).ok());
 
   // Skipping the handshake: a raw PullRequest is refused with PermissionDenied.
-  wire::PullRequest req{77, ns.id(), {keys[0]}, {kSlot}};
+  wire::PullRequest req{77, ns.id(), {keys[0]}, {kSlot}, {}};
   Status raw = bad.transport->SendRawUnauthenticatedForTest(
       a.transport->worker_address(), *wire::EncodeFrame(req), std::chrono::milliseconds(2000));
   CHECK(raw.code() == StatusCode::kPermissionDenied);
@@ -139,7 +139,7 @@ TEST_CASE("malformed, truncated and wrong-version messages get clear errors; the
   REQUIRE(b.transport->Connect("a", a.transport->worker_address()).ok());
   const auto wait = std::chrono::milliseconds(2000);
 
-  auto good = *wire::EncodeFrame(wire::PullRequest{5, ns.id(), {keys[0]}, {kSlot}});
+  auto good = *wire::EncodeFrame(wire::PullRequest{5, ns.id(), {keys[0]}, {kSlot}, {}});
   SECTION("garbage") {
     std::vector<std::byte> junk(100, std::byte{0x5a});
     CHECK(b.transport->SendRawForTest("a", junk, wait).IsCorruption());
@@ -166,6 +166,15 @@ TEST_CASE("malformed, truncated and wrong-version messages get clear errors; the
   SECTION("no directory on this node") {
     auto r = b.transport->Lookup("a", {keys[0]});
     CHECK(r.status().code() == StatusCode::kNotSupported);
+  }
+  SECTION("a 60000-key lookup (a control message large enough for rendezvous)") {
+    std::vector<BlockKey> many(60000, keys[0]);
+    auto r = b.transport->Lookup("a", many);
+    CHECK(r.status().code() == StatusCode::kNotSupported);  // decoded, answered
+  }
+  SECTION("a control message over the transport's limit is refused unread") {
+    std::vector<std::byte> huge(9 << 20, std::byte{1});
+    CHECK(b.transport->SendRawForTest("a", huge, std::chrono::milliseconds(500)).ok());
   }
   auto r = b.transport->Pull("a", ns.id(), {{keys[0], b.pool->slot(0), kSlot}});
   REQUIRE(r.ok());

@@ -57,7 +57,7 @@ TEST_CASE("every message type round-trips through a frame", "[transport][wire]")
 }
 
 TEST_CASE("truncated frames are Corruption at every length", "[transport][wire]") {
-  auto frame = *EncodeFrame(LookupRequest{1, {Key(1), Key(2)}});
+  auto frame = *EncodeFrame(LookupRequest{1, {Key(1), Key(2)}, {}});
   for (size_t n = 0; n < frame.size(); ++n) {
     auto r = DecodeFrame(std::span<const std::byte>(frame.data(), n));
     INFO("length " << n);
@@ -78,7 +78,7 @@ TEST_CASE("a wrong protocol version is NotSupported and names the version", "[tr
 
 TEST_CASE("bad magic, unknown type, bad checksum and garbage bodies are rejected",
           "[transport][wire]") {
-  auto good = *EncodeFrame(LookupRequest{1, {Key(1)}});
+  auto good = *EncodeFrame(LookupRequest{1, {Key(1)}, {}});
   SECTION("magic") {
     auto f = good;
     f[0] = std::byte{'X'};
@@ -133,7 +133,7 @@ TEST_CASE("limits: oversized bodies, too many keys, short keys and nonces", "[tr
     CHECK(EncodeFrame(AuthOk{1, Bytes(3, 1)}).status().IsInvalidArgument());
   }
   SECTION("pull capacities must match keys") {
-    CHECK(EncodeFrame(PullRequest{1, Key(1), {Key(1)}, {}}).status().IsInvalidArgument());
+    CHECK(EncodeFrame(PullRequest{1, Key(1), {Key(1)}, {}, {}}).status().IsInvalidArgument());
   }
 }
 

@@ -15,6 +15,7 @@
 //    -e is printed beside it (extra field): the price of peer-failure detection in UCX 1.13;
 //  - ucx_perftest -t ucp_am_lat -e: its typical one-way latency, doubled to a round trip (a pull
 //    is a request and a response).
+// ucx_perftest runs before and after our measurement; the better of its two runs is the baseline.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -61,6 +62,7 @@ struct Options {
   std::vector<std::string> sizes = {"64KiB", "2MiB", "32MiB"};
   int reps = 9;
   int lat_iters = 0;  // 0: chosen per size
+  bool busy_poll = false;
   // Hidden server mode.
   bool serve = false;
   std::string serve_tls;
@@ -117,6 +119,7 @@ int Serve(const Options& opt) {
   o.node_id = "holder";
   o.cluster_secret = kSecret;
   o.tls = opt.serve_tls;
+  o.progress_spin_rounds = opt.busy_poll ? -1 : 2000;
   o.regions = {(*pool)->region()};
   o.block_source = pool->get();
   o.request_timeout = std::chrono::seconds(30);
@@ -292,9 +295,11 @@ Result<PullFigures> MeasurePulls(const Options& opt, size_t size, const std::str
   const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
   if (n <= 0) return Status::IOError("readlink /proc/self/exe failed");
   self[n] = '\0';
-  Child holder = Spawn({self, "bench", "transfer", "--serve", "--serve-tls", tls,
-                        "--block-bytes", std::to_string(size), "--blocks", std::to_string(blocks)},
-                       "");
+  std::vector<std::string> args = {self, "bench", "transfer", "--serve", "--serve-tls", tls,
+                                   "--block-bytes", std::to_string(size), "--blocks",
+                                   std::to_string(blocks)};
+  if (opt.busy_poll) args.push_back("--busy-poll");
+  Child holder = Spawn(args, "");
   struct Guard {
     Child* c;
     ~Guard() { Reap(*c); }
@@ -308,6 +313,7 @@ Result<PullFigures> MeasurePulls(const Options& opt, size_t size, const std::str
   o.node_id = "puller";
   o.cluster_secret = kSecret;
   o.tls = tls;
+  o.progress_spin_rounds = opt.busy_poll ? -1 : 2000;
   o.regions = {pool->region()};
   o.request_timeout = std::chrono::seconds(30);
   STRATA_ASSIGN_OR_RETURN(auto t, PeerTransport::Open(std::move(o)));
@@ -372,7 +378,16 @@ void Run(const Options& opt) {
         std::cerr << "strata: " << tag << ": " << f.status().ToString() << "\n";
         continue;
       }
+      // The machine is shared: measure the baseline again after ours and keep its better run,
+      // so that load that came and went does not flatter the ratio.
+      PerftestResult again = Perftest(*size, tls);
+      if (again.ok) {
+        base.gbps = std::max(base.gbps, again.gbps);
+        base.gbps_no_errh = std::max(base.gbps_no_errh, again.gbps_no_errh);
+        base.lat_us = std::min(base.lat_us, again.lat_us);
+      }
       const nlohmann::json extra = {{"tls", tls}, {"block_bytes", *size},
+                                    {"busy_poll", opt.busy_poll},
                                     {"blocks_per_pull", f->blocks}, {"verified", true},
                                     {"target_ratio", 0.85},
                                     {"baseline_flags", "ucp_am_bw -e (peer error handling)"},
@@ -400,6 +415,8 @@ void Run(const Options& opt) {
   cmd->add_option("--reps", opt->reps, "Timed bandwidth repetitions (median)")
       ->capture_default_str();
   cmd->add_option("--lat-iters", opt->lat_iters, "One-block pulls for latency (0: by size)");
+  cmd->add_flag("--busy-poll", opt->busy_poll,
+                "Progress threads never sleep (lower latency, a core each)");
   // Hidden: the holder process.
   cmd->add_flag("--serve", opt->serve)->group("");
   cmd->add_option("--serve-tls", opt->serve_tls)->group("");

@@ -208,6 +208,9 @@ struct UcxEngine::Impl {
     const ConnId conn = (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP)
                             ? impl->ConnOf(param->reply_ep)
                             : 0;
+    if (length > impl->options.max_control_bytes) {
+      return (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) ? UCS_ERR_MESSAGE_TRUNCATED : UCS_OK;
+    }
     if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
       // A large control message: receive it into a buffer of its own first.
       auto* op = new Op;

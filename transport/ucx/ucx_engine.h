@@ -71,6 +71,9 @@ struct UcxEngineOptions {
   // receiver's registered pool); smaller ones go by UCX's own choice (eager copies for small
   // sizes, which pipeline better). Default: 256 KiB.
   size_t rndv_threshold = 256 * 1024;
+  // Largest control message accepted; a peer announcing a longer one is refused before any
+  // buffer is allocated. Default: 8 MiB.
+  size_t max_control_bytes = size_t{8} << 20;
   // Empty progress rounds before the progress thread sleeps on the event fd. Default: 2000.
   int spin_rounds = 2000;
   // Longest sleep of the progress thread; on_tick runs at least this often. Default: 10 ms.
