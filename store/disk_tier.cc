@@ -127,6 +127,10 @@ class DiskTier::Impl {
   explicit Impl(const DiskTierOptions& o) : options_(o), epoch_(std::chrono::steady_clock::now()) {}
   ~Impl() {
     if (db_) {
+      // Flush the memtable so that the next Open reads sorted tables instead of replaying the
+      // WAL (a clean close reopens fast; after a crash the WAL is replayed, bounded by
+      // write_buffer_size).
+      (void)db_->Flush(rocksdb::FlushOptions());
       (void)db_->FlushWAL(true);
       (void)db_->Close();
     }
@@ -235,7 +239,7 @@ Status DiskTier::Impl::Open() {
   opts.create_if_missing = true;
   opts.compression = rocksdb::kNoCompression;
   opts.max_background_jobs = 2;
-  opts.write_buffer_size = 64 << 20;
+  opts.write_buffer_size = 16 << 20;
   if (!slab_mode()) {
     opts.enable_blob_files = true;
     opts.min_blob_size = 0;
@@ -264,7 +268,6 @@ Status DiskTier::Impl::Open() {
   std::lock_guard lock(mu_);
   entries_.resize(max_blocks_);
   free_slots_.reserve(max_blocks_);
-  for (uint32_t i = max_blocks_; i-- > 0;) free_slots_.push_back(i);
   index_.reserve(max_blocks_);
 
   // Rebuild the index: every record is checked (header checksum, extent inside the file, no
@@ -276,8 +279,14 @@ Status DiskTier::Impl::Open() {
     BlockKey parent;
   };
   std::vector<Found> found;
+  uint64_t estimate = 0;
+  if (db_->GetIntProperty("rocksdb.estimate-num-keys", &estimate))
+    found.reserve(std::min<uint64_t>(estimate + estimate / 8, max_blocks_ + uint64_t{1024}));
   std::vector<std::string> bad;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  rocksdb::ReadOptions scan;
+  scan.fill_cache = false;
+  scan.readahead_size = 4 << 20;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(scan));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     const rocksdb::Slice k = it->key();
     const rocksdb::Slice v = it->value();
@@ -322,25 +331,31 @@ Status DiskTier::Impl::Open() {
   STRATA_RETURN_IF_ERROR(FromRocks(it->status(), "scan RocksDB index"));
   it.reset();
 
-  std::vector<uint32_t> keep;  // indices into found
+  // Overlap check on a compact copy (16 bytes per record) sorted by offset.
+  struct Extent {
+    uint64_t offset;
+    uint32_t alloc;
+    uint32_t index;  // into found
+  };
+  std::vector<Extent> extents;
+  extents.reserve(found.size());
+  for (uint32_t i = 0; i < found.size(); ++i)
+    extents.push_back({found[i].offset, static_cast<uint32_t>(found[i].alloc), i});
+  if (slab_mode())
+    std::sort(extents.begin(), extents.end(),
+              [](const Extent& a, const Extent& b) { return a.offset < b.offset; });
+  std::vector<uint32_t> keep;  // indices into found, in file order
   keep.reserve(found.size());
-  if (slab_mode()) {
-    std::vector<uint32_t> order(found.size());
-    for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(),
-              [&](uint32_t a, uint32_t b) { return found[a].offset < found[b].offset; });
-    uint64_t end = 0;
-    for (uint32_t i : order) {
-      if (found[i].offset < end) {  // overlaps an earlier extent: cannot both be right
-        bad.push_back(DbKey(found[i].header.key));
-        continue;
-      }
-      end = found[i].offset + found[i].alloc;
-      keep.push_back(i);
+  uint64_t end = 0;
+  for (const Extent& e : extents) {
+    if (slab_mode() && e.offset < end) {  // overlaps an earlier extent: cannot both be right
+      bad.push_back(DbKey(found[e.index].header.key));
+      continue;
     }
-  } else {
-    for (uint32_t i = 0; i < found.size(); ++i) keep.push_back(i);
+    end = e.offset + e.alloc;
+    keep.push_back(e.index);
   }
+  extents = {};
   if (keep.size() > max_blocks_) {  // more than this configuration can track: drop the rest
     for (size_t i = max_blocks_; i < keep.size(); ++i) bad.push_back(DbKey(found[keep[i]].header.key));
     keep.resize(max_blocks_);
@@ -352,12 +367,13 @@ Status DiskTier::Impl::Open() {
     wo.sync = true;
     STRATA_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "delete bad index records"));
   }
-  // Insert in file order; then link parents for the prefix policy.
+  // Slots 0..n-1 in file order; the rest stay free.
+  const uint32_t n = static_cast<uint32_t>(keep.size());
+  free_slots_.clear();
+  for (uint32_t i = max_blocks_; i-- > n;) free_slots_.push_back(i);
   uint64_t prev_end = 0;
-  for (uint32_t i : keep) {
-    const Found& f = found[i];
-    const uint32_t slot = free_slots_.back();
-    free_slots_.pop_back();
+  for (uint32_t slot = 0; slot < n; ++slot) {
+    const Found& f = found[keep[slot]];
     Entry& e = entries_[slot];
     e.header = f.header;
     e.offset = f.offset;
@@ -371,30 +387,33 @@ Status DiskTier::Impl::Open() {
     }
   }
   // Parents enter the policy before their children (so children are counted), whatever order
-  // RocksDB returned them in.
-  std::vector<uint32_t> found_of_slot(max_blocks_, UINT32_MAX);
-  for (uint32_t i : keep) found_of_slot[index_[found[i].header.key]] = i;
-  std::vector<uint8_t> state(max_blocks_, 0);  // 0 new, 1 waiting for its parent, 2 inserted
+  // the records came in; a parent cycle (only bad records make one) is cut.
+  std::vector<uint32_t> parent_of(n, kNoSlot);
+  for (uint32_t slot = 0; slot < n; ++slot) {
+    const Found& f = found[keep[slot]];
+    if (f.has_parent) parent_of[slot] = Lookup(f.parent);
+  }
+  found = {};
+  std::vector<uint8_t> state(n, 0);  // 0 new, 1 waiting for its parent, 2 inserted
   std::vector<uint32_t> stack;
-  for (uint32_t i : keep) {
-    stack.push_back(index_[found[i].header.key]);
+  for (uint32_t root = 0; root < n; ++root) {
+    stack.push_back(root);
     while (!stack.empty()) {
       const uint32_t slot = stack.back();
       if (state[slot] == 2) {
         stack.pop_back();
         continue;
       }
-      const Found& f = found[found_of_slot[slot]];
-      uint32_t parent = f.has_parent ? Lookup(f.parent) : kNoSlot;
+      uint32_t parent = parent_of[slot];
       if (parent != kNoSlot && state[parent] == 0) {
         state[slot] = 1;
         stack.push_back(parent);
         continue;
       }
-      if (parent != kNoSlot && state[parent] == 1) parent = kNoSlot;  // a cycle: bad records
+      if (parent != kNoSlot && state[parent] == 1) parent = kNoSlot;
       state[slot] = 2;
       stack.pop_back();
-      policy_->OnInsert(slot, parent, KeyHash(f.header.key));
+      policy_->OnInsert(slot, parent, KeyHash(entries_[slot].header.key));
     }
   }
   if (slab_mode()) {

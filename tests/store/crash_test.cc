@@ -1,4 +1,4 @@
-// Crash safety of the disk tier: a writer process (crash_writer.cc) is SIGKILLed at random points
+// Crash safety of the disk tier: a writer process (`strata_store_test_helper write`, test_helper.cc) is SIGKILLed at random points
 // while it writes; after each kill the tier is reopened and every block is checked: each block
 // acknowledged as durable is present and correct, and no block is ever served with wrong bytes
 // (a torn or half-written one is a miss).
@@ -42,8 +42,8 @@ RunResult RunAndKill(const std::string& dir, uint64_t first, uint64_t count,
     dup2(out[1], STDOUT_FILENO);
     close(out[0]);
     close(out[1]);
-    execl(STRATA_CRASH_WRITER_PATH, STRATA_CRASH_WRITER_PATH, dir.c_str(), first_s.c_str(),
-          count_s.c_str(), "7", static_cast<char*>(nullptr));
+    execl(STRATA_STORE_TEST_HELPER, STRATA_STORE_TEST_HELPER, "write", dir.c_str(),
+          first_s.c_str(), count_s.c_str(), "7", static_cast<char*>(nullptr));
     _exit(127);
   }
   close(out[1]);
@@ -91,7 +91,7 @@ RunResult RunAndKill(const std::string& dir, uint64_t first, uint64_t count,
 
 TEST_CASE("disk tier survives SIGKILL during writes: acked blocks intact, nothing corrupt served",
           "[store][crash]") {
-  REQUIRE(access(STRATA_CRASH_WRITER_PATH, X_OK) == 0);  // built with the tests
+  REQUIRE(access(STRATA_STORE_TEST_HELPER, X_OK) == 0);  // built with the tests
   TempDir dir;
   std::mt19937_64 rng(20251126);
   std::set<uint64_t> acked;

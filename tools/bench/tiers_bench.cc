@@ -9,6 +9,7 @@
 //  - host_metadata_per_block/*: index + policy + allocator bytes per cached block (target <= 64).
 //  - disk_reopen/N: wall time to reopen a disk tier of N blocks (target < 2 s); the tier is built
 //    once under --dir and reused by later runs.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -36,6 +37,7 @@ struct Options {
   uint64_t disk_mib = 1024;
   int reps = 5;
   uint64_t reopen_blocks = 1000000;
+  std::vector<std::string> cases = {"host", "disk", "reopen"};
 };
 
 struct Aligned {
@@ -272,9 +274,12 @@ void Run(const Options& opt) {
   if (opt.reps < 1) cli::Fail("--reps must be at least 1");
   if (opt.host_mib < 64 || opt.disk_mib < 16) cli::Fail("--host-mib >= 64 and --disk-mib >= 16");
   BenchReport report("tiers", opt.json);
-  HostCases(report, opt);
-  DiskCases(report, opt);
-  ReopenCase(report, opt);
+  auto want = [&](const char* c) {
+    return std::find(opt.cases.begin(), opt.cases.end(), c) != opt.cases.end();
+  };
+  if (want("host")) HostCases(report, opt);
+  if (want("disk")) DiskCases(report, opt);
+  if (want("reopen")) ReopenCase(report, opt);
 }
 
 [[maybe_unused]] const bool kRegistered = cli::RegisterCommand("bench", [](CLI::App& parent) {
@@ -291,6 +296,10 @@ void Run(const Options& opt) {
       ->capture_default_str();
   cmd->add_option("--reopen-blocks", opt->reopen_blocks,
                   "Blocks in the reopen case (0 skips it; built once under --dir)")
+      ->capture_default_str();
+  cmd->add_option("--cases", opt->cases, "Which groups to run: host, disk, reopen")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"host", "disk", "reopen"}))
       ->capture_default_str();
   cmd->callback([opt] { Run(*opt); });
 });
