@@ -238,65 +238,13 @@ Status BlockPool::Put(const BlockHeader& header, std::span<const std::byte> payl
                       const PutOptions& options) {
   if (payload.size() != header.payload_length)
     return Status::InvalidArgument("payload size does not match the header's payload_length");
-  const int cls = alloc_.ClassOf(payload.size());
-  if (cls < 0)
-    return Status::InvalidArgument("payload of " + std::to_string(payload.size()) +
-                                   " bytes: must be 1.." + std::to_string(alloc_.slab_bytes()));
   if (options_.verify_on_put) STRATA_RETURN_IF_ERROR(VerifyPayload(header, payload));
-  const BlockKey& key = header.key;
-  const uint32_t b = Bucket(key);
-  {
-    std::lock_guard lock(StripeOf(b));
-    if (FindLocked(b, key) != kNoSlot) return Status::OK();  // same key, same bytes
-  }
-  STRATA_ASSIGN_OR_RETURN(const uint32_t slot, AllocateSlot());
-  auto off = AllocatePayload(cls);
-  if (!off.ok()) {
-    PushFreeSlot(slot);
-    return off.status();
-  }
-  Slot& s = slots_[slot];
-  mem_.copy_in(mem_.payload_base + *off, payload.data(), payload.size());
-  EncodeBlockHeader(header, std::span<std::byte, kBlockHeaderSize>(
-                                mem_.header_base + uint64_t{slot} * kBlockHeaderSize,
-                                kBlockHeaderSize));
-  s.key = key;
-  s.page = static_cast<uint32_t>(*off / SlabAllocator::kAlign);
-  s.length = static_cast<uint32_t>(payload.size());
-  s.cls = static_cast<uint8_t>(cls);
-  s.refs.store(0, std::memory_order_relaxed);
-  s.state.store(kWriting, std::memory_order_relaxed);
-
-  uint32_t parent = kNoSlot;
-  if (options.parent != nullptr) {
-    const uint32_t pb = Bucket(*options.parent);
-    std::lock_guard lock(StripeOf(pb));
-    parent = FindLocked(pb, *options.parent);
-  }
-  // The policy learns of the block before it is published, so an Erase (which needs the index)
-  // can never remove it from the policy first. Not evictable until kLive.
-  policy_->OnInsert(slot, parent, KeyHash(key));
-  {
-    std::lock_guard lock(StripeOf(b));
-    if (FindLocked(b, key) == kNoSlot) {
-      s.next.store(buckets_[b], std::memory_order_relaxed);
-      buckets_[b] = slot;
-      s.state.store(kLive, std::memory_order_release);
-      counters_.blocks.fetch_add(1, std::memory_order_relaxed);
-      counters_.bytes.fetch_add(s.length, std::memory_order_relaxed);
-      counters_.puts.fetch_add(1, std::memory_order_relaxed);
-      return Status::OK();
-    }
-  }
-  // Lost a race with a concurrent put of the same key: theirs stays.
-  {
-    std::lock_guard lock(evict_mu_);
-    policy_->OnRemove(slot);
-  }
-  s.state.store(kFree, std::memory_order_relaxed);
-  alloc_.Free(*off, cls);
-  PushFreeSlot(slot);
-  return Status::OK();
+  auto reservation = Reserve(header.key, payload.size());
+  if (!reservation.ok())  // a cached key is left as it is (same key, same bytes)
+    return reservation.status().code() == StatusCode::kAlreadyExists ? Status::OK()
+                                                                     : reservation.status();
+  mem_.copy_in(mem_.payload_base + reservation->offset, payload.data(), payload.size());
+  return Commit(*reservation, header, options, /*verify=*/false);
 }
 
 Result<WriteReservation> BlockPool::Reserve(const BlockKey& key, uint64_t length) {
@@ -350,6 +298,8 @@ Status BlockPool::Commit(const WriteReservation& r, const BlockHeader& header,
     std::lock_guard lock(StripeOf(pb));
     parent = FindLocked(pb, *options.parent);
   }
+  // The policy learns of the block before it is published, so an Erase (which needs the index)
+  // can never remove it from the policy first. Not evictable until kLive.
   policy_->OnInsert(r.slot, parent, KeyHash(r.key));
   const uint32_t b = Bucket(r.key);
   {
@@ -364,6 +314,7 @@ Status BlockPool::Commit(const WriteReservation& r, const BlockHeader& header,
       return Status::OK();
     }
   }
+  // Lost a race with a concurrent put of the same key: theirs stays.
   {
     std::lock_guard lock(evict_mu_);
     policy_->OnRemove(r.slot);
