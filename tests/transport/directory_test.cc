@@ -1,11 +1,11 @@
 // Directory: the rendezvous sharding math, shard moves on join/leave, the shard's bookkeeping,
 // and (with UCX) holders announcing to and looking up from shard owners over real transports.
-#include <catch2/catch.hpp>
+#include "transport/directory/directory.h"
 
+#include <catch2/catch.hpp>
 #include <map>
 #include <random>
 
-#include "transport/directory/directory.h"
 #include "transport/directory/rendezvous.h"
 #ifdef STRATA_HAVE_UCX
 #include "transport/directory/transport_peers.h"
@@ -41,7 +41,7 @@ TEST_CASE("rendezvous owners are deterministic and balanced", "[transport][direc
   CHECK(RendezvousScore(keys[0], "x") != RendezvousScore(keys[0], "y"));
 }
 
-TEST_CASE("a join moves only keys to the new member; a leave only the leaver's keys",
+TEST_CASE("a join moves only keys to the new member - a leave only the leaver's keys",
           "[transport][directory]") {
   const std::vector<std::string> three = {"a", "b", "c"};
   const std::vector<std::string> four = {"a", "b", "c", "d"};
@@ -64,13 +64,14 @@ TEST_CASE("a join moves only keys to the new member; a leave only the leaver's k
   }
 }
 
-TEST_CASE("a shard records holders, evictions and replacements, and forgets the dead",
+TEST_CASE("a shard records holders evictions and replacements and forgets the dead",
           "[transport][directory]") {
   DirectoryShard shard("a");
   const auto keys = RandomKeys(4, 3);
   shard.OnMembershipChange({"a"});
   // Keys owned by "a" when it is alone: all of them.
-  CHECK(shard.Announce({1, "x", {keys[0]}, {}, false, {}}).code() == StatusCode::kUnavailable);  // x is not a member
+  CHECK(shard.Announce({1, "x", {keys[0]}, {}, false, {}}).code() ==
+        StatusCode::kUnavailable);  // x is not a member
   shard.OnMembershipChange({"a", "x", "y"});
   std::vector<BlockKey> mine;
   for (const auto& k : RandomKeys(200, 4))
@@ -137,7 +138,7 @@ void SetMembers(std::map<std::string, DirNode*>& nodes) {
   }
 }
 
-TEST_CASE("holders announce to shard owners over UCX; joins move shards; the dead drop out",
+TEST_CASE("holders announce to shard owners over UCX - joins move shards - the dead drop out",
           "[transport][directory][ucx]") {
   DirNode a = MakeDirNode("a"), b = MakeDirNode("b"), c = MakeDirNode("c");
   std::map<std::string, DirNode*> nodes = {{"a", &a}, {"b", &b}, {"c", &c}};
@@ -155,7 +156,8 @@ TEST_CASE("holders announce to shard owners over UCX; joins move shards; the dea
   for (const auto& k : chain_a) ++owners[a.client->OwnerOf(k)];
   CHECK(owners.size() == 3);
 
-  auto check_all = [](DirNode& from, const std::vector<BlockKey>& chain, const std::string& holder) {
+  auto check_all = [](DirNode& from, const std::vector<BlockKey>& chain,
+                      const std::string& holder) {
     auto h = from.client->Lookup(chain);
     REQUIRE(h.size() == chain.size());
     for (size_t i = 0; i < h.size(); ++i) {

@@ -1,18 +1,18 @@
 // Membership: static lists, base64, and etcd membership against a real etcd process (leases,
 // keep-alive, watch, expiry of a SIGKILLed member, clean leave, malformed entries).
-#include <catch2/catch.hpp>
+#include "transport/membership/membership.h"
 
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <thread>
 
 #include "etcd_process.h"
 #include "transport/membership/etcd_client.h"
 #include "transport/membership/etcd_membership.h"
-#include "transport/membership/membership.h"
 
 namespace strata::transport {
 namespace {
@@ -67,7 +67,7 @@ TEST_CASE("static membership lists its members sorted and refuses duplicates",
   CHECK(StaticMembership::Open({Member{}}).status().IsInvalidArgument());
 }
 
-TEST_CASE("member values round-trip; malformed ones are Corruption", "[transport][membership]") {
+TEST_CASE("member values round-trip - malformed ones are Corruption", "[transport][membership]") {
   auto m = DecodeMemberValue(EncodeMemberValue(M("node-1")));
   REQUIRE(m.ok());
   CHECK(*m == M("node-1"));
@@ -77,7 +77,7 @@ TEST_CASE("member values round-trip; malformed ones are Corruption", "[transport
         StatusCode::kInvalidArgument);
 }
 
-TEST_CASE("etcd membership: join, watch, clean leave, lease expiry of a killed member",
+TEST_CASE("etcd membership: join watch clean leave lease expiry of a killed member",
           "[transport][membership][etcd]") {
   testing::EtcdProcess etcd;
   REQUIRE(etcd.ready());

@@ -3,8 +3,6 @@
 // other over UCX. Holders are forked child processes (their own UCX context, pool, membership
 // and directory), so SIGKILL and SIGSTOP hit a real peer. Children are killed even when a check
 // fails (ChildNode's destructor).
-#include <catch2/catch.hpp>
-
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -12,9 +10,10 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <set>
+#include <catch2/catch.hpp>
 #include <cstring>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "etcd_process.h"
@@ -197,9 +196,10 @@ bool AllHeldBy(LocalNode& c, const std::vector<BlockKey>& chain, const std::stri
   return true;
 }
 
-TEST_CASE("3 nodes and a real etcd: C finds A's 64-block prefix in the directory and pulls it "
-          "bit-exact; a joining node moves shards and every block is still found",
-          "[transport][etcd][ucx][process]") {
+TEST_CASE(
+    "3 nodes and a real etcd: C finds A's 64-block prefix in the directory and pulls it "
+    "bit-exact - a joining node moves shards and every block is still found",
+    "[transport][etcd][ucx][process]") {
   testing::EtcdProcess etcd;
   REQUIRE(etcd.ready());
   constexpr size_t kBlocks = 64, kPayload = 64 * 1024, kSlot = kPayload + kBlockHeaderSize;
@@ -247,9 +247,10 @@ TEST_CASE("3 nodes and a real etcd: C finds A's 64-block prefix in the directory
   CHECK(WaitFor(std::chrono::seconds(5), [&] { return AllHeldBy(*c, chain, "node-a"); }));
 }
 
-TEST_CASE("SIGKILL of the holder mid-transfer: the pull returns within the timeout with a "
-          "consistent partial result; the dead node leaves membership and the directory",
-          "[transport][etcd][ucx][process]") {
+TEST_CASE(
+    "SIGKILL of the holder mid-transfer: the pull returns within the timeout with a "
+    "consistent partial result - the dead node leaves membership and the directory",
+    "[transport][etcd][ucx][process]") {
   testing::EtcdProcess etcd;
   REQUIRE(etcd.ready());
   constexpr size_t kBlocks = 48, kPayload = 4 << 20, kSlot = kPayload + kBlockHeaderSize;
@@ -274,9 +275,8 @@ TEST_CASE("SIGKILL of the holder mid-transfer: the pull returns within the timeo
   REQUIRE((*op)->Post().ok());
   // Kill the holder once the first block's bytes have started landing.
   const std::byte* first = c->pool->slot(0);
-  WaitFor(std::chrono::seconds(5), [&] {
-    return std::atomic_ref<const std::byte>(first[0]).load() == std::byte{'S'};
-  });
+  WaitFor(std::chrono::seconds(5),
+          [&] { return std::atomic_ref<const std::byte>(first[0]).load() == std::byte{'S'}; });
   a.Kill();
   const auto killed = Clock::now();
   PullResult r = (*op)->Wait();
@@ -306,14 +306,17 @@ TEST_CASE("SIGKILL of the holder mid-transfer: the pull returns within the timeo
     return true;
   }));
   // The surviving peer still serves: C can still reach B's directory shard.
-  CHECK(c->transport->Connect("node-b", [&] {
-    for (const auto& m : c->membership->Members())
-      if (m.id == "node-b") return m.address;
-    return std::vector<std::byte>{};
-  }()).ok());
+  CHECK(c->transport
+            ->Connect("node-b",
+                      [&] {
+                        for (const auto& m : c->membership->Members())
+                          if (m.id == "node-b") return m.address;
+                        return std::vector<std::byte>{};
+                      }())
+            .ok());
 }
 
-TEST_CASE("a stalled holder (SIGSTOP) costs at most the timeout; nothing hangs",
+TEST_CASE("a stalled holder (SIGSTOP) costs at most the timeout - nothing hangs",
           "[transport][etcd][ucx][process]") {
   testing::EtcdProcess etcd;
   REQUIRE(etcd.ready());
@@ -334,9 +337,8 @@ TEST_CASE("a stalled holder (SIGSTOP) costs at most the timeout; nothing hangs",
   REQUIRE(op.ok());
   REQUIRE((*op)->Post().ok());
   const std::byte* first = c->pool->slot(0);
-  WaitFor(std::chrono::seconds(5), [&] {
-    return std::atomic_ref<const std::byte>(first[0]).load() == std::byte{'S'};
-  });
+  WaitFor(std::chrono::seconds(5),
+          [&] { return std::atomic_ref<const std::byte>(first[0]).load() == std::byte{'S'}; });
   ::kill(a.pid(), SIGSTOP);
   const auto stopped = Clock::now();
   PullResult r = (*op)->Wait();
@@ -352,7 +354,7 @@ TEST_CASE("a stalled holder (SIGSTOP) costs at most the timeout; nothing hangs",
     }
   }
   INFO("leading OK: " << r.LeadingOk() << ", first error: "
-                        << (r.LeadingOk() < kBlocks ? r.blocks[r.LeadingOk()].ToString() : "none"));
+                      << (r.LeadingOk() < kBlocks ? r.blocks[r.LeadingOk()].ToString() : "none"));
   CHECK(timed_out > 0);
   a.Kill();
 }

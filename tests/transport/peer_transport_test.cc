@@ -2,15 +2,15 @@
 // handshake and admission, bit-exact pulls into a registered memfd pool, unknown keys, malformed
 // and wrong-version messages, and tenant isolation by namespace. Tests with separate processes
 // (SIGKILL, stalls) are in peer_process_test.cc.
-#include <catch2/catch.hpp>
+#include "transport/peer_transport.h"
 
+#include <catch2/catch.hpp>
 #include <cstring>
 #include <random>
 #include <thread>
 
 #include "strata/key_chain.h"
 #include "strata/namespace.h"
-#include "transport/peer_transport.h"
 #include "transport/testing/memfd_block_pool.h"
 #include "transport/wire/messages.h"
 
@@ -67,7 +67,7 @@ Node MakeNode(const std::string& id, const std::string& secret, size_t slots, si
 constexpr size_t kPayload = 64 * 1024;
 constexpr size_t kSlot = kPayload + kBlockHeaderSize;
 
-TEST_CASE("a pull is bit-exact, verified, and unknown keys are NotFound", "[transport][ucx]") {
+TEST_CASE("a pull is bit-exact verified and unknown keys are NotFound", "[transport][ucx]") {
   Node a = MakeNode("a", kSecret, 16, kSlot);
   Node b = MakeNode("b", kSecret, 16, kSlot);
   const Namespace ns = MakeNs("");
@@ -129,7 +129,7 @@ TEST_CASE("a peer with the wrong cluster secret is refused before it can pull",
   CHECK(r->LeadingOk() == 1);
 }
 
-TEST_CASE("malformed, truncated and wrong-version messages get clear errors; the node serves on",
+TEST_CASE("malformed truncated and wrong-version messages get clear errors - the node serves on",
           "[transport][ucx][wire]") {
   Node a = MakeNode("a", kSecret, 4, kSlot);
   Node b = MakeNode("b", kSecret, 4, kSlot);
@@ -149,9 +149,7 @@ TEST_CASE("malformed, truncated and wrong-version messages get clear errors; the
     t.resize(t.size() - 3);
     CHECK(b.transport->SendRawForTest("a", t, wait).IsCorruption());
   }
-  SECTION("empty") {
-    CHECK(b.transport->SendRawForTest("a", {}, wait).IsCorruption());
-  }
+  SECTION("empty") { CHECK(b.transport->SendRawForTest("a", {}, wait).IsCorruption()); }
   SECTION("wrong protocol version") {
     auto t = good;
     t[4] = std::byte{9};
@@ -198,8 +196,9 @@ TEST_CASE("a salted namespace is never served to a request without the salt",
   }
   REQUIRE(b.transport->Connect("a", a.transport->worker_address()).ok());
   // Same tokens without the salt: different keys, nothing found.
-  auto r1 = b.transport->Pull("a", plain.id(), {{plain_keys[0], b.pool->slot(0), kSlot},
-                                                {plain_keys[1], b.pool->slot(1), kSlot}});
+  auto r1 = b.transport->Pull(
+      "a", plain.id(),
+      {{plain_keys[0], b.pool->slot(0), kSlot}, {plain_keys[1], b.pool->slot(1), kSlot}});
   REQUIRE(r1.ok());
   CHECK(r1->blocks[0].IsNotFound());
   CHECK(r1->blocks[1].IsNotFound());
@@ -208,29 +207,30 @@ TEST_CASE("a salted namespace is never served to a request without the salt",
   REQUIRE(r2.ok());
   CHECK(r2->blocks[0].IsNotFound());
   // With the salt, the blocks are served.
-  auto r3 = b.transport->Pull("a", salted.id(), {{salted_keys[0], b.pool->slot(3), kSlot},
-                                                 {salted_keys[1], b.pool->slot(4), kSlot}});
+  auto r3 = b.transport->Pull(
+      "a", salted.id(),
+      {{salted_keys[0], b.pool->slot(3), kSlot}, {salted_keys[1], b.pool->slot(4), kSlot}});
   REQUIRE(r3.ok());
   CHECK(r3->LeadingOk() == 2);
 }
 
-TEST_CASE("prepare checks destinations; post issues", "[transport][ucx]") {
+TEST_CASE("prepare checks destinations - post issues", "[transport][ucx]") {
   Node a = MakeNode("a", kSecret, 4, kSlot);
   Node b = MakeNode("b", kSecret, 4, kSlot);
   const Namespace ns = MakeNs("");
   const auto keys = ComputeBlockKeys(ns, Tokens(2, 5));
   a.pool->Put(0, keys[0], ns.id(), Payload(kPayload, 5));
   a.pool->Put(1, keys[1], ns.id(), Payload(kPayload, 6));
-  CHECK(b.transport->PreparePull("a", ns.id(), {{keys[0], b.pool->slot(0), kSlot}})
-            .status()
-            .code() == StatusCode::kUnavailable);  // no session yet
+  CHECK(
+      b.transport->PreparePull("a", ns.id(), {{keys[0], b.pool->slot(0), kSlot}}).status().code() ==
+      StatusCode::kUnavailable);  // no session yet
   REQUIRE(b.transport->Connect("a", a.transport->worker_address()).ok());
   std::vector<std::byte> outside(kSlot);
   CHECK(b.transport->PreparePull("a", ns.id(), {{keys[0], outside.data(), kSlot}})
             .status()
             .IsInvalidArgument());
-  auto op = b.transport->PreparePull("a", ns.id(), {{keys[0], b.pool->slot(0), kSlot},
-                                                    {keys[1], b.pool->slot(1), kSlot}});
+  auto op = b.transport->PreparePull(
+      "a", ns.id(), {{keys[0], b.pool->slot(0), kSlot}, {keys[1], b.pool->slot(1), kSlot}});
   REQUIRE(op.ok());
   REQUIRE((*op)->Post().ok());
   PullResult r = (*op)->Wait();

@@ -1,7 +1,6 @@
 // Wire format: round trips, and rejection of malformed, truncated, oversized and wrong-version
 // input with a clear Status; the handshake MACs.
 #include <catch2/catch.hpp>
-
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -76,7 +75,7 @@ TEST_CASE("a wrong protocol version is NotSupported and names the version", "[tr
   CHECK(*PeekFrameVersion(frame) == 77);
 }
 
-TEST_CASE("bad magic, unknown type, bad checksum and garbage bodies are rejected",
+TEST_CASE("bad magic unknown type bad checksum and garbage bodies are rejected",
           "[transport][wire]") {
   auto good = *EncodeFrame(LookupRequest{1, {Key(1)}, {}});
   SECTION("magic") {
@@ -116,7 +115,7 @@ TEST_CASE("bad magic, unknown type, bad checksum and garbage bodies are rejected
   }
 }
 
-TEST_CASE("limits: oversized bodies, too many keys, short keys and nonces", "[transport][wire]") {
+TEST_CASE("limits: oversized bodies too many keys short keys and nonces", "[transport][wire]") {
   SECTION("a frame header announcing a huge body") {
     auto f = *EncodeFrame(AnnounceAck{});
     const uint32_t huge = 0xfffffff0u;
@@ -129,7 +128,8 @@ TEST_CASE("limits: oversized bodies, too many keys, short keys and nonces", "[tr
     CHECK(EncodeFrame(m).status().IsInvalidArgument());
   }
   SECTION("a nonce of the wrong size is refused on both ends") {
-    CHECK(EncodeFrame(Hello{kProtocolVersion, "a", Bytes(5, 1), {}, 0}).status().IsInvalidArgument());
+    CHECK(
+        EncodeFrame(Hello{kProtocolVersion, "a", Bytes(5, 1), {}, 0}).status().IsInvalidArgument());
     CHECK(EncodeFrame(AuthOk{1, Bytes(3, 1)}).status().IsInvalidArgument());
   }
   SECTION("pull capacities must match keys") {
@@ -156,8 +156,7 @@ TEST_CASE("data headers round-trip and reject bad input", "[transport][wire]") {
   CHECK(DecodeDataHeader(bad).status().IsCorruption());
 }
 
-TEST_CASE("handshake MACs bind the secret, both nonces, both ids and the role",
-          "[transport][wire]") {
+TEST_CASE("handshake MACs bind the secret both nonces both ids and the role", "[transport][wire]") {
   const std::string secret = "0123456789abcdef-secret";
   auto cn = RandomNonce();
   auto sn = RandomNonce();
@@ -165,7 +164,8 @@ TEST_CASE("handshake MACs bind the secret, both nonces, both ids and the role",
   auto mac = HandshakeMac(secret, MacRole::kServer, cn, sn, "a", "b");
   REQUIRE(mac.size() == kMacSize);
   CHECK(VerifyHandshakeMac(secret, MacRole::kServer, cn, sn, "a", "b", mac));
-  CHECK_FALSE(VerifyHandshakeMac("0123456789abcdef-other", MacRole::kServer, cn, sn, "a", "b", mac));
+  CHECK_FALSE(
+      VerifyHandshakeMac("0123456789abcdef-other", MacRole::kServer, cn, sn, "a", "b", mac));
   CHECK_FALSE(VerifyHandshakeMac(secret, MacRole::kClient, cn, sn, "a", "b", mac));
   CHECK_FALSE(VerifyHandshakeMac(secret, MacRole::kServer, sn, cn, "a", "b", mac));
   CHECK_FALSE(VerifyHandshakeMac(secret, MacRole::kServer, cn, sn, "b", "a", mac));
@@ -176,7 +176,7 @@ TEST_CASE("handshake MACs bind the secret, both nonces, both ids and the role",
         HandshakeMac(secret, MacRole::kClient, cn, sn, "a", "b"));
 }
 
-TEST_CASE("the cluster secret comes from config, environment or file", "[transport][wire]") {
+TEST_CASE("the cluster secret comes from config environment or file", "[transport][wire]") {
   ClusterSecretSource src;
   src.env_var = "STRATA_TEST_SECRET_UNSET_VAR";
   CHECK(LoadClusterSecret(src).status().IsInvalidArgument());

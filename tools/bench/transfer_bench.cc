@@ -17,7 +17,9 @@
 //    is a request and a response).
 // ucx_perftest runs before and after our measurement; the better of its two runs is the baseline.
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,9 +35,6 @@
 #include <thread>
 #include <vector>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include "../strata/command_registry.h"
 #include "bench_report.h"
 #include "strata/block_format.h"
@@ -46,10 +45,10 @@
 namespace strata::bench {
 namespace {
 
-using transport::testing::MemfdBlockPool;
 using transport::PeerTransport;
 using transport::PeerTransportOptions;
 using transport::PullTarget;
+using transport::testing::MemfdBlockPool;
 using Clock = std::chrono::steady_clock;
 
 constexpr char kSecret[] = "strata-bench-transfer-secret";
@@ -220,9 +219,9 @@ void Reap(Child& c) {
 
 struct PerftestResult {
   bool ok = false;
-  double gbps = 0;       // ucp_am_bw with -e (peer error handling, as ours): overall bandwidth
+  double gbps = 0;          // ucp_am_bw with -e (peer error handling, as ours): overall bandwidth
   double gbps_no_errh = 0;  // ucp_am_bw without error handling (UCX may then use posix/sysv AM)
-  double lat_us = 0;     // ucp_am_lat: typical (median) one-way latency
+  double lat_us = 0;        // ucp_am_lat: typical (median) one-way latency
   std::string error;
 };
 
@@ -231,8 +230,8 @@ std::vector<double> RunPerftest(const std::string& test, size_t size, int iters,
                                 const std::string& tls, bool peer_errors, std::string* error) {
   for (int attempt = 0; attempt < 3; ++attempt) {
     const std::string port = std::to_string(FreePort());
-    std::vector<std::string> common = {"-t", test, "-s", std::to_string(size), "-n",
-                                       std::to_string(iters), "-p", port};
+    std::vector<std::string> common = {
+        "-t", test, "-s", std::to_string(size), "-n", std::to_string(iters), "-p", port};
     if (peer_errors) common.push_back("-e");  // endpoints with error handling, as ours
     std::vector<std::string> server = {"ucx_perftest"};
     server.insert(server.end(), common.begin(), common.end());
@@ -295,9 +294,9 @@ Result<PullFigures> MeasurePulls(const Options& opt, size_t size, const std::str
   const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
   if (n <= 0) return Status::IOError("readlink /proc/self/exe failed");
   self[n] = '\0';
-  std::vector<std::string> args = {self, "bench", "transfer", "--serve", "--serve-tls", tls,
-                                   "--block-bytes", std::to_string(size), "--blocks",
-                                   std::to_string(blocks)};
+  std::vector<std::string> args = {
+      self, "bench",         "transfer",           "--serve",  "--serve-tls",
+      tls,  "--block-bytes", std::to_string(size), "--blocks", std::to_string(blocks)};
   if (opt.busy_poll) args.push_back("--busy-poll");
   Child holder = Spawn(args, "");
   struct Guard {
@@ -347,9 +346,10 @@ Result<PullFigures> MeasurePulls(const Options& opt, size_t size, const std::str
   std::sort(times.begin(), times.end());
   f.gbps = static_cast<double>(blocks * size) / times[times.size() / 2] / 1e9;
 
-  const int iters = opt.lat_iters > 0
-                        ? opt.lat_iters
-                        : static_cast<int>(std::clamp<size_t>((size_t{512} << 20) / size, 30, 1000));
+  const int iters =
+      opt.lat_iters > 0
+          ? opt.lat_iters
+          : static_cast<int>(std::clamp<size_t>((size_t{512} << 20) / size, 30, 1000));
   std::vector<double> lat;
   for (int i = 0; i < iters; ++i) {
     STRATA_ASSIGN_OR_RETURN(double s, timed_pull(i % blocks, 1));
@@ -386,18 +386,30 @@ void Run(const Options& opt) {
         base.gbps_no_errh = std::max(base.gbps_no_errh, again.gbps_no_errh);
         base.lat_us = std::min(base.lat_us, again.lat_us);
       }
-      const nlohmann::json extra = {{"tls", tls}, {"block_bytes", *size},
+      const nlohmann::json extra = {{"tls", tls},
+                                    {"block_bytes", *size},
                                     {"busy_poll", opt.busy_poll},
-                                    {"blocks_per_pull", f->blocks}, {"verified", true},
+                                    {"blocks_per_pull", f->blocks},
+                                    {"verified", true},
                                     {"target_ratio", 0.85},
                                     {"baseline_flags", "ucp_am_bw -e (peer error handling)"},
                                     {"ucx_perftest_no_error_handling_gbps", base.gbps_no_errh}};
       report.Add({tag, "GB/s", f->gbps, "ucx_perftest", base.gbps, true, extra});
       const double rtt = 2 * base.lat_us;
-      report.Add({"pull_latency_p50/" + size_name + "/tls=" + tls, "us", f->p50_us,
-                  "ucx_perftest", rtt, false, {{"tls", tls}, {"baseline_test", "ucp_am_lat x2"}}});
-      report.Add({"pull_latency_p99/" + size_name + "/tls=" + tls, "us", f->p99_us,
-                  "ucx_perftest", rtt, false, {{"tls", tls}, {"baseline_test", "ucp_am_lat x2"}}});
+      report.Add({"pull_latency_p50/" + size_name + "/tls=" + tls,
+                  "us",
+                  f->p50_us,
+                  "ucx_perftest",
+                  rtt,
+                  false,
+                  {{"tls", tls}, {"baseline_test", "ucp_am_lat x2"}}});
+      report.Add({"pull_latency_p99/" + size_name + "/tls=" + tls,
+                  "us",
+                  f->p99_us,
+                  "ucx_perftest",
+                  rtt,
+                  false,
+                  {{"tls", tls}, {"baseline_test", "ucp_am_lat x2"}}});
     }
   }
 }
@@ -424,7 +436,8 @@ void Run(const Options& opt) {
   cmd->add_option("--blocks", opt->blocks)->group("");
   cmd->callback([opt] {
     if (opt->serve) {
-      if (opt->block_bytes == 0 || opt->blocks == 0) cli::Fail("--serve needs --block-bytes and --blocks");
+      if (opt->block_bytes == 0 || opt->blocks == 0)
+        cli::Fail("--serve needs --block-bytes and --blocks");
       Serve(*opt);
       return;
     }

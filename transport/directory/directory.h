@@ -57,8 +57,8 @@ class DirectoryShard : public DirectoryService {
  private:
   const std::string self_;
   mutable std::mutex mu_;
-  std::vector<std::string> members_;                                        // GUARDED_BY(mu_)
-  std::unordered_set<std::string> live_;                                   // GUARDED_BY(mu_)
+  std::vector<std::string> members_;                                           // GUARDED_BY(mu_)
+  std::unordered_set<std::string> live_;                                       // GUARDED_BY(mu_)
   std::unordered_map<BlockKey, std::set<std::string>, BlockKeyHash> holders_;  // GUARDED_BY(mu_)
 };
 

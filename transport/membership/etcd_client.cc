@@ -11,8 +11,8 @@ namespace strata::transport {
 namespace {
 
 std::string B64(const std::string& s) {
-  return Base64Encode(std::span<const std::byte>(reinterpret_cast<const std::byte*>(s.data()),
-                                                 s.size()));
+  return Base64Encode(
+      std::span<const std::byte>(reinterpret_cast<const std::byte*>(s.data()), s.size()));
 }
 
 std::string UnB64(const std::string& s) {
@@ -129,8 +129,7 @@ Result<nlohmann::json> EtcdClient::Post(const std::string& path, const nlohmann:
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &http);
   curl_slist_free_all(headers);
   curl_easy_cleanup(curl);
-  if (rc != CURLE_OK)
-    return Status::Unavailable("etcd " + url + ": " + curl_easy_strerror(rc));
+  if (rc != CURLE_OK) return Status::Unavailable("etcd " + url + ": " + curl_easy_strerror(rc));
   // A streaming endpoint answers one JSON object per line; unary calls use the first.
   const std::string first = response.substr(0, response.find('\n'));
   auto j = nlohmann::json::parse(first, nullptr, /*allow_exceptions=*/false);
@@ -182,7 +181,8 @@ Status EtcdClient::Delete(const std::string& key) {
 Result<std::vector<EtcdKeyValue>> EtcdClient::RangePrefix(const std::string& prefix,
                                                           int64_t* revision) {
   STRATA_ASSIGN_OR_RETURN(
-      auto j, Post("/v3/kv/range", {{"key", B64(prefix)}, {"range_end", B64(PrefixRangeEnd(prefix))}}));
+      auto j,
+      Post("/v3/kv/range", {{"key", B64(prefix)}, {"range_end", B64(PrefixRangeEnd(prefix))}}));
   std::vector<EtcdKeyValue> out;
   if (j.contains("kvs"))
     for (const auto& kv : j["kvs"]) out.push_back(ParseKv(kv));
@@ -218,7 +218,8 @@ Status EtcdClient::WatchPrefix(const std::string& prefix, int64_t start_revision
   curl_easy_cleanup(curl);
   if (stop.load()) return Status::OK();
   if (!state.error.ok()) return state.error;
-  if (rc != CURLE_OK) return Status::Unavailable("etcd watch: " + std::string(curl_easy_strerror(rc)));
+  if (rc != CURLE_OK)
+    return Status::Unavailable("etcd watch: " + std::string(curl_easy_strerror(rc)));
   return Status::Unavailable("etcd watch: the stream ended");
 }
 

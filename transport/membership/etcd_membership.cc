@@ -5,9 +5,8 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
-#include <thread>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "transport/membership/etcd_client.h"
 
@@ -115,7 +114,8 @@ struct EtcdMembership::Impl {
   }
 
   void KeepAliveLoop() {
-    const auto period = std::chrono::duration_cast<std::chrono::milliseconds>(options.lease_ttl) / 3;
+    const auto period =
+        std::chrono::duration_cast<std::chrono::milliseconds>(options.lease_ttl) / 3;
     while (SleepFor(period)) {
       auto ttl = client.KeepAlive(lease);
       if (ttl.ok()) continue;
@@ -125,8 +125,8 @@ struct EtcdMembership::Impl {
 
   void WatchLoop(int64_t revision) {
     while (!stop.load()) {
-      Status st = client.WatchPrefix(options.prefix, revision,
-                                     [this](const EtcdEvent& e) { OnEvent(e); }, stop);
+      Status st = client.WatchPrefix(
+          options.prefix, revision, [this](const EtcdEvent& e) { OnEvent(e); }, stop);
       if (stop.load()) return;
       (void)st;
       if (!SleepFor(std::chrono::milliseconds(200))) return;

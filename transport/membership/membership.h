@@ -12,8 +12,8 @@
 #include <functional>
 #include <memory>
 #include <span>
-#include <string_view>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "strata/result.h"
@@ -22,9 +22,9 @@
 namespace strata::transport {
 
 struct Member {
-  std::string id;                     // unique node id
-  std::vector<std::byte> address;     // UCX worker address
-  std::string host;                   // host name: "same host" peers are preferred for pulls
+  std::string id;                  // unique node id
+  std::vector<std::byte> address;  // UCX worker address
+  std::string host;                // host name: "same host" peers are preferred for pulls
 
   friend bool operator==(const Member&, const Member&) = default;
 };

@@ -56,7 +56,7 @@ class MemfdBlockPool : public BlockSource {
   size_t slot_bytes_ = 0;
   mutable std::mutex mu_;
   std::unordered_map<BlockKey, size_t, BlockKeyHash> index_;  // GUARDED_BY(mu_)
-  std::vector<uint32_t> pins_;                                 // GUARDED_BY(mu_)
+  std::vector<uint32_t> pins_;                                // GUARDED_BY(mu_)
 };
 
 }  // namespace strata::transport::testing

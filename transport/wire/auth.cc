@@ -66,13 +66,15 @@ Result<std::string> LoadClusterSecret(const ClusterSecretSource& source) {
   if (!source.value.empty()) {
     secret = source.value;
     from = "the configuration";
-  } else if (const char* env = source.env_var.empty() ? nullptr : std::getenv(source.env_var.c_str());
+  } else if (const char* env =
+                 source.env_var.empty() ? nullptr : std::getenv(source.env_var.c_str());
              env != nullptr && *env != '\0') {
     secret = env;
     from = "$" + source.env_var;
   } else if (!source.file.empty()) {
     std::ifstream in(source.file, std::ios::binary);
-    if (!in) return Status::InvalidArgument("cluster secret file " + source.file + " cannot be read");
+    if (!in)
+      return Status::InvalidArgument("cluster secret file " + source.file + " cannot be read");
     std::ostringstream ss;
     ss << in.rdbuf();
     secret = ss.str();
@@ -83,8 +85,7 @@ Result<std::string> LoadClusterSecret(const ClusterSecretSource& source) {
                                    source.env_var + ", or in a secret file");
   }
   if (secret.size() < 16)
-    return Status::InvalidArgument("cluster secret from " + from +
-                                   " is shorter than 16 bytes");
+    return Status::InvalidArgument("cluster secret from " + from + " is shorter than 16 bytes");
   return secret;
 }
 

@@ -286,16 +286,26 @@ Result<Message> DecodeBody(MessageType type, std::span<const std::byte> body) {
 
 std::string_view MessageTypeName(MessageType type) {
   switch (type) {
-    case MessageType::kHello: return "Hello";
-    case MessageType::kHelloAck: return "HelloAck";
-    case MessageType::kAuth: return "Auth";
-    case MessageType::kAuthOk: return "AuthOk";
-    case MessageType::kError: return "Error";
-    case MessageType::kLookupRequest: return "LookupRequest";
-    case MessageType::kLookupResponse: return "LookupResponse";
-    case MessageType::kAnnounce: return "Announce";
-    case MessageType::kAnnounceAck: return "AnnounceAck";
-    case MessageType::kPullRequest: return "PullRequest";
+    case MessageType::kHello:
+      return "Hello";
+    case MessageType::kHelloAck:
+      return "HelloAck";
+    case MessageType::kAuth:
+      return "Auth";
+    case MessageType::kAuthOk:
+      return "AuthOk";
+    case MessageType::kError:
+      return "Error";
+    case MessageType::kLookupRequest:
+      return "LookupRequest";
+    case MessageType::kLookupResponse:
+      return "LookupResponse";
+    case MessageType::kAnnounce:
+      return "Announce";
+    case MessageType::kAnnounceAck:
+      return "AnnounceAck";
+    case MessageType::kPullRequest:
+      return "PullRequest";
   }
   return "unknown";
 }
@@ -304,9 +314,7 @@ Status ErrorMessage::ToStatus() const {
   return Status(code == StatusCode::kOk ? StatusCode::kInternal : code, message);
 }
 
-MessageType TypeOf(const Message& message) {
-  return static_cast<MessageType>(message.index() + 1);
-}
+MessageType TypeOf(const Message& message) { return static_cast<MessageType>(message.index() + 1); }
 
 Result<std::vector<std::byte>> EncodeFrame(const Message& message) {
   std::string body;
@@ -322,7 +330,8 @@ Result<std::vector<std::byte>> EncodeFrame(const Message& message) {
   StoreLE<uint16_t>(p + 6, static_cast<uint16_t>(TypeOf(message)));
   StoreLE<uint32_t>(p + 8, static_cast<uint32_t>(body.size()));
   if (!body.empty()) std::memcpy(p + kFrameHeaderSize, body.data(), body.size());
-  const auto checksum = PayloadChecksum(std::span<const std::byte>(p + kFrameHeaderSize, body.size()));
+  const auto checksum =
+      PayloadChecksum(std::span<const std::byte>(p + kFrameHeaderSize, body.size()));
   StoreLE<uint32_t>(p + 12, static_cast<uint32_t>(checksum));
   return frame;
 }
