@@ -12,6 +12,7 @@
 // again first); the infinite cache never evicts. Both are offline references computed in the same
 // run.
 #include <algorithm>
+#include <filesystem>
 #include <cmath>
 #include <memory>
 #include <queue>
@@ -303,7 +304,10 @@ void Run(const Options& opt) {
 
   std::vector<std::pair<std::string, Chains>> traces;
   traces.reserve(8);  // `full` below refers into traces[0]
-  traces.emplace_back("mooncake", std::move(chains));
+  const std::string base = std::filesystem::path(opt.trace).stem().string();
+  traces.emplace_back(base == "mooncake_synthetic_trace" || base == "synthetic_trace" ? "mooncake"
+                                                                                       : base,
+                      std::move(chains));
   if (opt.variants) {
     const Chains& full = traces[0].second;
     const size_t half = full.size() / 2;

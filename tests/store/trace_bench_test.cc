@@ -1,0 +1,66 @@
+// `strata bench trace` end to end: the JSON fields the lead's scripts read, and the orderings any
+// correct replay must show (no online policy beats Belady; nothing beats the infinite cache).
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+std::vector<std::string> RunLines(const std::string& args) {
+  const std::string cmd = std::string(STRATA_CLI_PATH) + " bench trace " + args + " 2>&1";
+  FILE* f = popen(cmd.c_str(), "r");
+  REQUIRE(f != nullptr);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
+  const int rc = pclose(f);
+  INFO(cmd << "\n" << out);
+  REQUIRE(rc == 0);
+  std::vector<std::string> lines;
+  std::istringstream in(out);
+  for (std::string l; std::getline(in, l);)
+    if (!l.empty()) lines.push_back(l);
+  return lines;
+}
+
+double Field(const std::string& json, const std::string& name) {
+  const std::string key = "\"" + name + "\":";
+  const size_t at = json.find(key);
+  INFO(json);
+  REQUIRE(at != std::string::npos);
+  return std::stod(json.substr(at + key.size()));
+}
+
+TEST_CASE("bench trace prints the required fields and sane orderings", "[store]") {
+  for (const char* policy : {"prefix", "lru"}) {
+    const auto lines =
+        RunLines(std::string("--json --capacity-fraction 0.05 --policy ") + policy);
+    REQUIRE(lines.size() == 1);
+    const std::string& j = lines[0];
+    REQUIRE(j.find(std::string("\"policy\":\"") + policy + "\"") != std::string::npos);
+    REQUIRE(Field(j, "capacity_blocks") == 2196);
+    REQUIRE(Field(j, "requests") == 3993);
+    const double hit = Field(j, "hit_ratio"), lru = Field(j, "lru_hit_ratio");
+    const double opt = Field(j, "belady_hit_ratio"), inf = Field(j, "infinite_hit_ratio");
+    REQUIRE(hit > 0);
+    REQUIRE(hit <= opt);
+    REQUIRE(lru <= opt);
+    REQUIRE(opt <= inf);
+    REQUIRE(inf < 1.0);
+    if (std::string(policy) == "lru") REQUIRE(hit == lru);
+  }
+  // An unknown policy is a clear error, not a crash.
+  const std::string cmd = std::string(STRATA_CLI_PATH) + " bench trace --policy nope 2>&1";
+  FILE* f = popen(cmd.c_str(), "r");
+  REQUIRE(f != nullptr);
+  char buf[512];
+  while (fread(buf, 1, sizeof(buf), f) > 0) {
+  }
+  REQUIRE(pclose(f) != 0);
+}
+
+}  // namespace
