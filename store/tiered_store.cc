@@ -64,7 +64,7 @@ Result<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStoreOptions&
     STRATA_ASSIGN_OR_RETURN(store->disk_, DiskTier::Open(*options.disk));
   }
   HostTierOptions host = options.host;
-  if (store->disk_) {
+  if (store->disk_ || options.on_host_removed) {
     TieredStore* self = store.get();
     host.pool.on_evict = [self](const BlockHeader& h, std::span<const std::byte> p, bool shared) {
       self->OnHostEvict(h, p, shared);
@@ -96,6 +96,8 @@ void TieredStore::CountAccess(const BlockKey& key) { sketch_.Increment(KeyHash(k
 
 void TieredStore::OnHostEvict(const BlockHeader& header, std::span<const std::byte> payload,
                               bool shared) {
+  if (options_.on_host_removed) options_.on_host_removed(header.key);
+  if (disk_ == nullptr) return;
   if (options_.write_policy == WritePolicy::kWriteThrough) return;  // already on disk
   const bool admit =
       shared || sketch_.Estimate(KeyHash(header.key)) >= options_.disk_admission_min_frequency;
@@ -259,6 +261,7 @@ Status TieredStore::Erase(const BlockKey& key) {
   for (Tier* t : {device_.get(), static_cast<Tier*>(host_.get()), static_cast<Tier*>(disk_.get())}) {
     if (t == nullptr) continue;
     Status st = t->Erase(key);
+    if (st.ok() && t == host_.get() && options_.on_host_removed) options_.on_host_removed(key);
     if (st.ok()) found = true;
     else if (!st.IsNotFound()) return st;
   }

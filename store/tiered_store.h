@@ -23,6 +23,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -55,6 +56,11 @@ struct TieredStoreOptions {
   uint32_t disk_admission_min_frequency = 2;
   // Threads that serve Prefetch. Default: 1. REQUIRES: >= 1.
   uint32_t prefetch_threads = 1;
+  // Called with the key of every block that leaves the host tier (evicted, or erased), e.g. to
+  // tell the cluster directory. It runs on the evicting or erasing thread, possibly with the host
+  // pool's eviction lock held: it must not call back into the store, and must not block.
+  // Default: none.
+  std::function<void(const BlockKey&)> on_host_removed;
 };
 
 struct LookupResult {

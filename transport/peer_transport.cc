@@ -178,10 +178,23 @@ struct PeerTransport::Impl {
     for (auto& p : all) MaybeFinish(p);
   }
 
+  bool InsideRegions(const std::byte* p, size_t n) const {
+    for (const MemoryRegion& r : options.regions) {
+      const auto* base = static_cast<const std::byte*>(r.base);
+      if (p >= base && p + n <= base + r.size) return true;
+    }
+    return false;
+  }
+
   // ---- data messages (puller side) ----
   void OnData(ConnId conn, std::span<const std::byte> header, size_t length, std::byte** dest,
               uint64_t* cookie) {
-    auto h = wire::DecodeDataHeader(header);
+    // The AM header is a DataHeader, followed by the 64-byte block header for a split block.
+    if (header.size() != wire::kDataHeaderSize &&
+        header.size() != wire::kDataHeaderSize + kBlockHeaderSize)
+      return;
+    const bool split = header.size() != wire::kDataHeaderSize;
+    auto h = wire::DecodeDataHeader(header.first(wire::kDataHeaderSize));
     if (!h.ok()) return;
     auto it = pulls.find(h->request_id);
     if (it == pulls.end()) return;
@@ -193,15 +206,56 @@ struct PeerTransport::Impl {
       MaybeFinish(it->second);
       return;
     }
-    if (h->length != length || length > p.targets[h->index].capacity || length == 0) {
-      Settle(p, h->index, Status::Corruption("peer " + p.peer + " sent " +
-                                             std::to_string(length) + " bytes for a block of " +
-                                             std::to_string(p.targets[h->index].capacity) +
-                                             " reserved bytes"));
+    const PullTarget& t = p.targets[h->index];
+    // Bytes the block takes at dest: a split block's header goes to header_dest, or ahead of
+    // the payload for a contiguous target.
+    size_t at_dest = length + (split && t.header_dest == nullptr ? kBlockHeaderSize : 0);
+    if (t.dest == nullptr) at_dest = length;  // allocated on arrival: capacity bounds the payload
+    if (h->length != length || at_dest > t.capacity || length == 0 ||
+        (!split && t.header_dest != nullptr)) {
+      Settle(p, h->index,
+             Status::Corruption("peer " + p.peer + " sent " + std::to_string(length) +
+                                " bytes for a block of " + std::to_string(t.capacity) +
+                                " reserved bytes" + (split ? "" : " (not split)")));
       MaybeFinish(it->second);
       return;
     }
-    *dest = p.targets[h->index].dest;
+    if (split) {
+      const std::byte* block_header = header.data() + wire::kDataHeaderSize;
+      if (t.dest == nullptr) {
+        // Allocated on arrival: the header says how long the payload is.
+        PullTarget& mt = p.targets[h->index];
+        auto bh = DecodeBlockHeader(std::span<const std::byte>(block_header, kBlockHeaderSize));
+        Status bad;
+        if (!bh.ok())
+          bad = bh.status().WithContext("pulled block " + mt.key.ToHex());
+        else if (bh->key != mt.key || bh->payload_length != length)
+          bad = Status::Corruption("peer " + p.peer + " sent a block header that does not match");
+        std::byte* where = bad.ok() && mt.header_dest != nullptr && mt.allocate
+                               ? mt.allocate(*bh)
+                               : nullptr;
+        if (bad.ok() && where == nullptr)
+          bad = Status::ResourceExhausted("no local space for pulled block " + mt.key.ToHex());
+        if (bad.ok() && !InsideRegions(where, length))
+          bad = Status::Internal("allocated destination is outside the registered pool");
+        if (!bad.ok()) {
+          Settle(p, h->index, std::move(bad));
+          MaybeFinish(it->second);
+          return;
+        }
+        mt.dest = where;
+        std::memcpy(mt.header_dest, block_header, kBlockHeaderSize);
+        *dest = where;
+      } else if (t.header_dest != nullptr) {
+        std::memcpy(t.header_dest, block_header, kBlockHeaderSize);
+        *dest = t.dest;
+      } else {
+        std::memcpy(t.dest, block_header, kBlockHeaderSize);
+        *dest = t.dest + kBlockHeaderSize;
+      }
+    } else {
+      *dest = t.dest;
+    }
     *cookie = (h->request_id << kIndexBits) | h->index;
     ++p.receiving;
   }
@@ -224,14 +278,18 @@ struct PeerTransport::Impl {
 
   Status Verify(PullOp::State& p, size_t index) {
     const PullTarget& t = p.targets[index];
-    auto h = DecodeBlockHeader(std::span<const std::byte>(t.dest, t.capacity));
+    const bool split = t.header_dest != nullptr;
+    auto h = split ? DecodeBlockHeader(std::span<const std::byte>(t.header_dest, kBlockHeaderSize))
+                   : DecodeBlockHeader(std::span<const std::byte>(t.dest, t.capacity));
     if (!h.ok()) return h.status().WithContext("pulled block " + t.key.ToHex());
     if (h->key != t.key) return Status::Corruption("pulled block has another key");
-    if (h->ns != p.ns) return Status::Corruption("pulled block has another namespace");
-    if (kBlockHeaderSize + h->payload_length > t.capacity)
+    if (p.ns != NamespaceId{} && h->ns != p.ns)
+      return Status::Corruption("pulled block has another namespace");
+    const std::byte* payload = split ? t.dest : t.dest + kBlockHeaderSize;
+    if (h->payload_length + (split ? 0 : kBlockHeaderSize) > t.capacity)
       return Status::Corruption("pulled block is longer than the bytes received");
-    STRATA_RETURN_IF_ERROR(VerifyPayload(
-        *h, std::span<const std::byte>(t.dest + kBlockHeaderSize, h->payload_length)));
+    STRATA_RETURN_IF_ERROR(
+        VerifyPayload(*h, std::span<const std::byte>(payload, h->payload_length)));
     p.bytes += kBlockHeaderSize + h->payload_length;
     return Status::OK();
   }
@@ -436,23 +494,38 @@ struct PeerTransport::Impl {
         continue;
       }
       // Serve only the namespace asked for (a tenant's salt is part of it) and only what fits.
-      auto h = DecodeBlockHeader(std::span<const std::byte>(pinned->data, pinned->size));
+      const bool split = pinned->header != nullptr;
+      auto h = split
+                   ? DecodeBlockHeader(std::span<const std::byte>(pinned->header, kBlockHeaderSize))
+                   : DecodeBlockHeader(std::span<const std::byte>(pinned->data, pinned->size));
+      const size_t block_bytes = pinned->size + (split ? kBlockHeaderSize : 0);
       StatusCode refuse = StatusCode::kOk;
-      if (!h.ok() || h->key != req.keys[i]) refuse = StatusCode::kCorruption;
-      else if (h->ns != req.namespace_id) refuse = StatusCode::kNotFound;
-      else if (pinned->size > req.capacities[i]) refuse = StatusCode::kResourceExhausted;
+      if (!h.ok() || h->key != req.keys[i] ||
+          (split && h->payload_length != pinned->size))
+        refuse = StatusCode::kCorruption;
+      else if (req.namespace_id != NamespaceId{} && h->ns != req.namespace_id)
+        refuse = StatusCode::kNotFound;  // a zero namespace asks for the one the key names
+      else if (block_bytes > req.capacities[i])
+        refuse = StatusCode::kResourceExhausted;
       if (refuse != StatusCode::kOk) {
         options.block_source->Unpin(pinned->pin);
         SendBlockStatus(conn, req.request_id, i, refuse);
         continue;
       }
-      std::array<std::byte, wire::kDataHeaderSize> hdr;
+      // Split blocks: the block header rides in the AM header after the DataHeader; the payload
+      // is sent zero-copy from the pool.
+      std::array<std::byte, wire::kDataHeaderSize + kBlockHeaderSize> hdr;
       wire::EncodeDataHeader(wire::DataHeader{StatusCode::kOk, req.request_id, i, pinned->size},
-                             hdr);
+                             std::span<std::byte, wire::kDataHeaderSize>(hdr.data(),
+                                                                         wire::kDataHeaderSize));
+      if (split)
+        std::memcpy(hdr.data() + wire::kDataHeaderSize, pinned->header, kBlockHeaderSize);
       BlockSource* src = options.block_source;
       const uint64_t pin = pinned->pin;
-      engine->SendData(conn, hdr, pinned->data, pinned->size,
-                       [src, pin](const Status&) { src->Unpin(pin); });
+      engine->SendData(conn,
+                       std::span<const std::byte>(hdr.data(), split ? hdr.size()
+                                                                    : wire::kDataHeaderSize),
+                       pinned->data, pinned->size, [src, pin](const Status&) { src->Unpin(pin); });
     }
   }
 
@@ -645,14 +718,11 @@ Result<std::unique_ptr<PullOp>> PeerTransport::PreparePull(const std::string& pe
   if (targets.size() > wire::kMaxKeysPerMessage)
     return Status::InvalidArgument("PreparePull: too many blocks in one pull");
   for (const PullTarget& t : targets) {
-    if (t.dest == nullptr || t.capacity < kBlockHeaderSize)
+    if (t.dest == nullptr && t.header_dest != nullptr && t.allocate && t.capacity > 0)
+      continue;  // allocated on arrival
+    if (t.dest == nullptr || t.capacity < (t.header_dest != nullptr ? 1 : kBlockHeaderSize))
       return Status::InvalidArgument("PreparePull: a target has no room for a block");
-    bool inside = false;
-    for (const MemoryRegion& r : impl_->options.regions) {
-      const auto* base = static_cast<const std::byte*>(r.base);
-      if (t.dest >= base && t.dest + t.capacity <= base + r.size) inside = true;
-    }
-    if (!inside)
+    if (!impl_->InsideRegions(t.dest, t.capacity))
       return Status::InvalidArgument("PreparePull: a destination is outside the registered pool");
   }
   auto st = std::make_shared<PullOp::State>();
@@ -665,7 +735,8 @@ Result<std::unique_ptr<PullOp>> PeerTransport::PreparePull(const std::string& pe
   req.namespace_id = ns;
   for (const PullTarget& t : targets) {
     req.keys.push_back(t.key);
-    req.capacities.push_back(t.capacity);
+    // On the wire a capacity counts the whole block (header + payload).
+    req.capacities.push_back(t.capacity + (t.header_dest != nullptr ? kBlockHeaderSize : 0));
   }
   // Resolve the session now, so that Post() only issues.
   using ConnAndToken = std::pair<ConnId, std::vector<std::byte>>;

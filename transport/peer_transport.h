@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "strata/block_format.h"
 #include "strata/block_key.h"
 #include "strata/result.h"
 #include "strata/status.h"
@@ -36,12 +37,16 @@
 
 namespace strata::transport {
 
-// A block pinned for a transfer: its encoded bytes (64-byte header + payload) inside a
-// registered region.
+// A block pinned for a transfer. Contiguous form (header == nullptr): `data` holds the encoded
+// block (64-byte header + payload) inside a registered region. Split form (header != nullptr):
+// `header` holds the 64-byte block header (any memory; it travels in the data message's AM
+// header) and `data`/`size` the payload alone, inside a registered region (sent zero-copy). The
+// host tier serves the split form: it keeps headers apart from payloads.
 struct PinnedBlock {
   const std::byte* data = nullptr;
   size_t size = 0;
-  uint64_t pin = 0;  // handed back to Unpin
+  uint64_t pin = 0;                    // handed back to Unpin
+  const std::byte* header = nullptr;  // split form: the 64-byte block header
 };
 
 class BlockSource {
@@ -75,11 +80,23 @@ struct PeerTransportOptions {
   DirectoryService* directory = nullptr;
 };
 
-// One block to pull, and where it lands.
+// One block to pull, and where it lands. Contiguous form (header_dest == nullptr): the encoded
+// block (header + payload) lands at dest. Split form: the 64-byte block header is copied to
+// header_dest (any memory) and the payload alone lands at dest (e.g. straight into a host-tier
+// reservation), so no payload byte is copied after it arrives.
+//
+// Split form with `allocate` and no dest: the payload's place is chosen when the block's header
+// arrives (its length is not known before): `allocate` runs on the progress thread with the
+// decoded header (key and length already checked against the target) and returns where the
+// payload lands (REQUIRES: inside a registered region, room for header.payload_length bytes;
+// must not block), or nullptr to refuse the block (ResourceExhausted). `capacity` is then the
+// largest payload accepted. Whoever allocated frees what a failed block left allocated.
 struct PullTarget {
   BlockKey key;
-  std::byte* dest = nullptr;  // REQUIRES: inside a registered region
-  size_t capacity = 0;        // bytes reserved at dest (header + payload)
+  std::byte* dest = nullptr;         // REQUIRES: inside a registered region
+  size_t capacity = 0;               // bytes reserved at dest (contiguous: header + payload)
+  std::byte* header_dest = nullptr;  // split form: 64 bytes for the block header
+  std::function<std::byte*(const BlockHeader& header)> allocate;  // split form, dest == nullptr
 };
 
 struct PullResult {
@@ -122,6 +139,9 @@ class PeerTransport {
   // Drops the session with `peer` (its pending requests fail).
   void Disconnect(const std::string& peer);
 
+  // `ns`: the namespace every pulled block must carry; NamespaceId{} (all zero) accepts the
+  // namespace each block's header names (the key already hashes its namespace: a chain key
+  // names one prefix of one namespace).
   Result<std::unique_ptr<PullOp>> PreparePull(const std::string& peer, const NamespaceId& ns,
                                               std::vector<PullTarget> targets);
   // PreparePull + Post + Wait.

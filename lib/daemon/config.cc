@@ -57,6 +57,48 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
     c->node.eviction_policy = value;
   } else if (key == "pin_ms") {
     STRATA_ASSIGN_OR_RETURN(c->node.default_pin_ms, ParseU32(key, value));
+  } else if (key == "membership") {
+    if (value != "" && value != "none" && value != "etcd" && value != "static")
+      return Status::InvalidArgument("membership: '" + value + "' (expected none, etcd or static)");
+    c->node.cluster.membership = value == "none" ? "" : value;
+  } else if (key == "node_id") {
+    c->node.cluster.node_id = value;
+  } else if (key == "cluster_secret") {
+    c->node.cluster.secret = value;
+  } else if (key == "cluster_secret_file") {
+    c->node.cluster.secret_file = value;
+  } else if (key == "etcd") {
+    // Setting an endpoint turns etcd membership on.
+    c->node.cluster.etcd_endpoint = value;
+    if (c->node.cluster.membership.empty()) c->node.cluster.membership = "etcd";
+  } else if (key == "etcd_prefix") {
+    c->node.cluster.etcd_prefix = value;
+  } else if (key == "etcd_lease_ttl_s") {
+    STRATA_ASSIGN_OR_RETURN(c->node.cluster.etcd_lease_ttl_s, ParseU32(key, value));
+    if (c->node.cluster.etcd_lease_ttl_s == 0)
+      return Status::InvalidArgument("etcd_lease_ttl_s: must be at least 1");
+  } else if (key == "static_dir") {
+    c->node.cluster.static_dir = value;
+  } else if (key == "static_peers") {
+    c->node.cluster.static_peers.clear();
+    size_t start = 0;
+    while (start <= value.size()) {
+      size_t comma = value.find(',', start);
+      if (comma == std::string::npos) comma = value.size();
+      std::string id = value.substr(start, comma - start);
+      if (!id.empty()) c->node.cluster.static_peers.push_back(id);
+      start = comma + 1;
+    }
+  } else if (key == "ucx_tls") {
+    c->node.cluster.ucx_tls = value;
+  } else if (key == "request_timeout_ms") {
+    STRATA_ASSIGN_OR_RETURN(c->node.cluster.request_timeout_ms, ParseU32(key, value));
+    if (c->node.cluster.request_timeout_ms == 0)
+      return Status::InvalidArgument("request_timeout_ms: must be at least 1");
+  } else if (key == "announce_interval_ms") {
+    STRATA_ASSIGN_OR_RETURN(c->node.cluster.announce_interval_ms, ParseU32(key, value));
+    if (c->node.cluster.announce_interval_ms == 0)
+      return Status::InvalidArgument("announce_interval_ms: must be at least 1");
   } else {
     return Status::InvalidArgument("unknown setting '" + key + "'");
   }
@@ -114,6 +156,14 @@ Status ApplyEnvironment(const std::map<std::string, std::string>& env, ServeConf
       {"STRATA_DATA_DIR", "data_dir"},     {"STRATA_DISK", "disk"},
       {"STRATA_WRITE_THROUGH", "write_through"}, {"STRATA_EVICTION_POLICY", "eviction_policy"},
       {"STRATA_PIN_MS", "pin_ms"},         {"STRATA_MAX_CLIENTS", "max_clients"},
+      {"STRATA_MEMBERSHIP", "membership"}, {"STRATA_NODE_ID", "node_id"},
+      {"STRATA_CLUSTER_SECRET", "cluster_secret"},
+      {"STRATA_CLUSTER_SECRET_FILE", "cluster_secret_file"},
+      {"STRATA_ETCD", "etcd"},             {"STRATA_ETCD_PREFIX", "etcd_prefix"},
+      {"STRATA_ETCD_LEASE_TTL_S", "etcd_lease_ttl_s"},
+      {"STRATA_STATIC_DIR", "static_dir"}, {"STRATA_STATIC_PEERS", "static_peers"},
+      {"STRATA_UCX_TLS", "ucx_tls"},       {"STRATA_REQUEST_TIMEOUT_MS", "request_timeout_ms"},
+      {"STRATA_ANNOUNCE_INTERVAL_MS", "announce_interval_ms"},
   };
   for (const auto& [var, key] : kVars) {
     auto it = env.find(var);

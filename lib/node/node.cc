@@ -4,6 +4,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -13,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "node/cluster.h"
 #include "store/tiered_store.h"
 
 namespace strata {
@@ -53,10 +55,22 @@ nlohmann::json TierJson(const store::TierStats& s) {
 
 class LocalNode final : public Node {
  public:
-  LocalNode(std::unique_ptr<store::TieredStore> store, const NodeOptions& options)
-      : store_(std::move(store)), options_(options), reaper_([this] { ReapLoop(); }) {}
+  // `cluster_ref` is what the store's removal hook reads; it is pointed at `cluster` here and
+  // cleared before the cluster is destroyed.
+  LocalNode(std::unique_ptr<store::TieredStore> store, const NodeOptions& options,
+            std::unique_ptr<Cluster> cluster,
+            std::shared_ptr<std::atomic<Cluster*>> cluster_ref)
+      : store_(std::move(store)),
+        options_(options),
+        cluster_(std::move(cluster)),
+        cluster_ref_(std::move(cluster_ref)),
+        reaper_([this] { ReapLoop(); }) {
+    cluster_ref_->store(cluster_.get());
+  }
 
   ~LocalNode() override {
+    cluster_ref_->store(nullptr);
+    cluster_.reset();  // stops serving peers and leaves membership before the store goes
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
@@ -81,7 +95,17 @@ class LocalNode final : public Node {
     std::vector<ipc::Tier> out;
     out.reserve(r.where.size());
     for (store::TierKind k : r.where) out.push_back(ToIpcTier(k));
+    if (cluster_ && out.size() < keys.size()) {
+      const size_t remote = cluster_->RemotePrefix(keys.subspan(out.size()));
+      out.insert(out.end(), remote, ipc::Tier::kRemote);
+    }
     return out;
+  }
+
+  size_t Fetch(std::span<const BlockKey> keys) override {
+    const size_t local = store_->Lookup(keys).prefix_blocks;
+    if (!cluster_ || local >= keys.size()) return local;
+    return cluster_->Fetch(keys, local);
   }
 
   Result<std::vector<ipc::Slot>> BeginStore(OwnerId owner, const NamespaceId& ns,
@@ -166,8 +190,12 @@ class LocalNode final : public Node {
       // The client computed the checksum over the bytes it wrote into the pool; every reader
       // verifies before use, so the commit does not reread the payload.
       Status st = store_->CommitReserved(r.reservation, header, put, /*verify=*/false);
-      if (st.ok()) ++committed;
-      else if (first_error.ok()) first_error = st;
+      if (st.ok()) {
+        ++committed;
+        if (cluster_) cluster_->Added(header.key);
+      } else if (first_error.ok()) {
+        first_error = st;
+      }
     }
     if (committed == 0 && !first_error.ok()) return first_error;
     return committed;
@@ -191,12 +219,19 @@ class LocalNode final : public Node {
 
   Result<std::vector<ipc::Location>> PinForLoad(OwnerId owner, std::span<const BlockKey> keys,
                                                 uint32_t pin_ms) override {
+    // Pull the part of the prefix that only peers hold first.
+    if (cluster_) (void)Fetch(keys);
     const store::LookupResult present = store_->Lookup(keys);
     // Bring the disk-resident part of the prefix into host first.
     std::vector<BlockKey> on_disk;
     for (size_t i = 0; i < present.prefix_blocks; ++i)
       if (present.where[i] == store::TierKind::kDisk) on_disk.push_back(keys[i]);
-    if (!on_disk.empty()) store_->Prefetch(on_disk)->Wait();
+    if (!on_disk.empty()) {
+      store_->Prefetch(on_disk)->Wait();
+      if (cluster_)
+        for (const BlockKey& k : on_disk)
+          if (store_->host().Find(k).ok()) cluster_->Added(k);
+    }
 
     const auto deadline =
         Clock::now() + std::chrono::milliseconds(pin_ms ? pin_ms : options_.default_pin_ms);
@@ -240,7 +275,13 @@ class LocalNode final : public Node {
     for (size_t i = 0; i < present.prefix_blocks; ++i)
       if (present.where[i] == store::TierKind::kDisk) on_disk.push_back(keys[i]);
     if (!on_disk.empty()) store_->Prefetch(on_disk);
-    return static_cast<uint32_t>(on_disk.size());
+    size_t queued = on_disk.size();
+    if (cluster_ && present.prefix_blocks < keys.size()) {
+      // Remote blocks: fetched in the background by the cluster's fetch thread.
+      cluster_->FetchAsync(std::vector<BlockKey>(keys.begin(), keys.end()));
+      queued += keys.size() - present.prefix_blocks;
+    }
+    return static_cast<uint32_t>(queued);
   }
 
   uint64_t Clear(std::optional<NamespaceId> ns) override {
@@ -273,6 +314,7 @@ class LocalNode final : public Node {
                         {"pins", pins},
                         {"reservations", reservations},
                         {"pool_bytes", pool_bytes()}};
+    if (cluster_) j["cluster"] = nlohmann::json::parse(cluster_->StatsJson());
     return j.dump();
   }
 
@@ -351,6 +393,8 @@ class LocalNode final : public Node {
 
   std::unique_ptr<store::TieredStore> store_;
   const NodeOptions options_;
+  std::unique_ptr<Cluster> cluster_;  // null for a single node
+  std::shared_ptr<std::atomic<Cluster*>> cluster_ref_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;                                   // GUARDED_BY(mu_)
@@ -379,6 +423,13 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
     disk.policy.kind = *policy;
     so.disk = disk;
   }
+  // Blocks that leave the host tier leave the directory too (a no-op until the cluster is up).
+  auto cluster_ref = std::make_shared<std::atomic<Cluster*>>(nullptr);
+  if (!options.cluster.membership.empty()) {
+    so.on_host_removed = [cluster_ref](const BlockKey& key) {
+      if (Cluster* c = cluster_ref->load(std::memory_order_acquire)) c->Evicted(key);
+    };
+  }
   auto store = store::TieredStore::Open(so);
   if (!store.ok() && so.disk && so.disk->direct_io) {
     // Filesystems without O_DIRECT (tmpfs, some overlays) still get a disk tier, buffered.
@@ -386,7 +437,18 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
     store = store::TieredStore::Open(so);
   }
   if (!store.ok()) return store.status();
-  return std::unique_ptr<Node>(new LocalNode(std::move(store).value(), options));
+  std::unique_ptr<Cluster> cluster;
+  if (!options.cluster.membership.empty()) {
+#ifdef STRATA_HAVE_UCX
+    auto c = Cluster::Open(options.cluster, store->get());
+    if (!c.ok()) return c.status().WithContext("cluster");
+    cluster = std::move(c).value();
+#else
+    return Status::NotSupported("cluster: this build has no UCX transport");
+#endif
+  }
+  return std::unique_ptr<Node>(
+      new LocalNode(std::move(store).value(), options, std::move(cluster), cluster_ref));
 }
 
 }  // namespace strata

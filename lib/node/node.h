@@ -27,6 +27,36 @@
 
 namespace strata {
 
+// Cluster settings (docs/cluster.md, docs/config.md). Clustering is on when `membership` is not
+// empty; without it the node is a single node.
+struct ClusterOptions {
+  // "" (single node), "etcd" or "static". Default: "".
+  std::string membership;
+  // This node's id in membership. Default: "" = "<hostname>-<pid>".
+  std::string node_id;
+  // The cluster secret (>= 16 bytes), or a file holding it (trailing newline ignored); the
+  // STRATA_CLUSTER_SECRET variable also sets it. REQUIRES (clustered): one of them. Default: "".
+  std::string secret;
+  std::string secret_file;
+  // etcd membership: client URL, key prefix, lease TTL. Defaults: "http://127.0.0.1:2379",
+  // "/strata/members/", 10 s.
+  std::string etcd_endpoint = "http://127.0.0.1:2379";
+  std::string etcd_prefix = "/strata/members/";
+  uint32_t etcd_lease_ttl_s = 10;
+  // static membership: a directory shared by the nodes (e.g. a volume or NFS), where each node
+  // publishes "<node_id>.member" (its id, UCX worker address, host as JSON) at start-up and
+  // reads the others'; `static_peers` lists the other node ids. The node starts serving at once
+  // and connects to each peer as its file appears. Defaults: "", empty.
+  std::string static_dir;
+  std::vector<std::string> static_peers;
+  // UCX transports (UCX_TLS syntax). Default: "" (UCX_TLS from the environment, else UCX's own).
+  std::string ucx_tls;
+  // Longest a peer request (handshake, directory call, pull) may take. Default: 2000 ms.
+  uint32_t request_timeout_ms = 2000;
+  // How often announces are flushed to the directory shards. Default: 50 ms.
+  uint32_t announce_interval_ms = 50;
+};
+
 struct NodeOptions {
   // Bytes of the shared host pool. Default: 0 = a quarter of the machine's available memory,
   // capped at 64 GiB.
@@ -42,6 +72,8 @@ struct NodeOptions {
   std::string eviction_policy = "prefix";
   // How long a load pin lives unless the client unpins first. Default: 30000 ms.
   uint32_t default_pin_ms = 30000;
+  // Default: single node.
+  ClusterOptions cluster;
 };
 
 class Node {
@@ -56,8 +88,15 @@ class Node {
   virtual uint64_t pool_bytes() const = 0;
   virtual std::byte* pool_base() const = 0;
 
-  // Tiers of the longest prefix of `keys` cached in any local tier.
+  // Tiers of the longest prefix of `keys` cached in any local tier or, when clustered, held by a
+  // live peer according to the directory (those blocks are ipc::Tier::kRemote).
   virtual std::vector<ipc::Tier> Lookup(std::span<const BlockKey> keys) = 0;
+
+  // Brings the remote part of the longest prefix of `keys` into the local host pool (DESIGN.md
+  // "Cluster": directory, holder choice, pin at the holder, transfer, verify, insert, unpin).
+  // Returns how many leading blocks of `keys` are now local. A dead or stalled peer costs at most
+  // the request timeout and yields the blocks that did arrive. Single node: the local prefix.
+  virtual size_t Fetch(std::span<const BlockKey> keys) = 0;
 
   // Reserves space for each payload; keys already cached (or reserved by another owner) get
   // exists = true. NoSpace when the pool cannot hold them even after eviction.
@@ -71,14 +110,15 @@ class Node {
                                        std::span<const uint64_t> checksums) = 0;
   virtual void AbortStore(OwnerId owner, std::span<const BlockKey> keys) = 0;
 
-  // Pins the longest cached prefix of `keys` in the host pool (promoting from disk) and returns
-  // where each block is.
+  // Pins the longest cached prefix of `keys` in the host pool (fetching the part that only peers
+  // hold, promoting from disk) and returns where each block is.
   virtual Result<std::vector<ipc::Location>> PinForLoad(OwnerId owner,
                                                         std::span<const BlockKey> keys,
                                                         uint32_t pin_ms) = 0;
   virtual void Unpin(OwnerId owner, std::span<const BlockKey> keys) = 0;
 
-  // Starts bringing disk blocks of `keys` into the host pool; returns how many were queued.
+  // Starts bringing disk blocks of `keys` into the host pool, and (clustered) remote blocks in
+  // the background; returns how many were queued.
   virtual uint32_t Prefetch(std::span<const BlockKey> keys) = 0;
 
   // Erases every block of `ns` (every block when nullopt) that is not pinned; returns how many.

@@ -24,6 +24,17 @@ struct ServeFlags {
   std::string disk;
   std::string eviction_policy;
   bool no_disk = false;
+  // Cluster (docs/cluster.md).
+  std::string membership;
+  std::string node_id;
+  std::string etcd;
+  std::string etcd_prefix;
+  std::string etcd_lease_ttl_s;
+  std::string cluster_secret_file;
+  std::string static_dir;
+  std::string static_peers;
+  std::string ucx_tls;
+  std::string request_timeout_ms;
 };
 
 void RunServe(const ServeFlags& f) {
@@ -50,6 +61,16 @@ void RunServe(const ServeFlags& f) {
   flag(f.host_pool, "STRATA_HOST_POOL");
   flag(f.disk, "STRATA_DISK");
   flag(f.eviction_policy, "STRATA_EVICTION_POLICY");
+  flag(f.membership, "STRATA_MEMBERSHIP");
+  flag(f.node_id, "STRATA_NODE_ID");
+  flag(f.etcd, "STRATA_ETCD");
+  flag(f.etcd_prefix, "STRATA_ETCD_PREFIX");
+  flag(f.etcd_lease_ttl_s, "STRATA_ETCD_LEASE_TTL_S");
+  flag(f.cluster_secret_file, "STRATA_CLUSTER_SECRET_FILE");
+  flag(f.static_dir, "STRATA_STATIC_DIR");
+  flag(f.static_peers, "STRATA_STATIC_PEERS");
+  flag(f.ucx_tls, "STRATA_UCX_TLS");
+  flag(f.request_timeout_ms, "STRATA_REQUEST_TIMEOUT_MS");
   if (f.no_disk) config.node.data_dir.clear();
 
   auto node = Node::Open(config.node);
@@ -60,6 +81,10 @@ void RunServe(const ServeFlags& f) {
                            (*daemon)->socket_path(), (*node)->pool_bytes() >> 20,
                            config.node.data_dir.empty() ? "off" : config.node.data_dir)
             << std::endl;
+  if (!config.node.cluster.membership.empty())
+    std::cout << fmt::format("strata serve: cluster node ({} membership)",
+                             config.node.cluster.membership)
+              << std::endl;
 
   int sig = 0;
   sigwait(&stop_signals, &sig);
@@ -82,6 +107,21 @@ void RunServe(const ServeFlags& f) {
   cmd->add_option("--disk", f->disk, "Disk tier size, e.g. 100GiB [STRATA_DISK]");
   cmd->add_option("--eviction-policy", f->eviction_policy, "prefix or lru [STRATA_EVICTION_POLICY]");
   cmd->add_flag("--no-disk", f->no_disk, "Run without a disk tier");
+  cmd->add_option("--membership", f->membership, "none, etcd or static [STRATA_MEMBERSHIP]");
+  cmd->add_option("--node-id", f->node_id, "Node id in the cluster [STRATA_NODE_ID]");
+  cmd->add_option("--etcd", f->etcd, "etcd URL; turns etcd membership on [STRATA_ETCD]");
+  cmd->add_option("--etcd-prefix", f->etcd_prefix, "etcd key prefix [STRATA_ETCD_PREFIX]");
+  cmd->add_option("--etcd-lease-ttl", f->etcd_lease_ttl_s,
+                  "etcd lease TTL in seconds [STRATA_ETCD_LEASE_TTL_S]");
+  cmd->add_option("--cluster-secret-file", f->cluster_secret_file,
+                  "File holding the cluster secret [STRATA_CLUSTER_SECRET_FILE]");
+  cmd->add_option("--static-dir", f->static_dir,
+                  "Shared directory for static membership [STRATA_STATIC_DIR]");
+  cmd->add_option("--static-peers", f->static_peers,
+                  "Comma-separated peer ids for static membership [STRATA_STATIC_PEERS]");
+  cmd->add_option("--ucx-tls", f->ucx_tls, "UCX transports, UCX_TLS syntax [STRATA_UCX_TLS]");
+  cmd->add_option("--request-timeout-ms", f->request_timeout_ms,
+                  "Peer request timeout [STRATA_REQUEST_TIMEOUT_MS]");
   cmd->callback([f] { RunServe(*f); });
 });
 

@@ -50,7 +50,7 @@ struct UcxEngine::Impl {
     bool is_recv = false;
     bool control_recv = false;
     std::vector<std::byte> buffer;  // control message bytes (send or large receive)
-    std::byte header[64];
+    std::byte header[128];  // a DataHeader, and the block header of a split block
     std::function<void(const Status&)> done;
   };
 

@@ -108,7 +108,7 @@ class UcxEngine {
   void SendControl(ConnId conn, std::vector<std::byte> message,
                    std::function<void(const Status&)> done = {});
   // Sends `length` bytes at `data` as one data message with AM header `header`, by rendezvous.
-  // REQUIRES: `data` stays valid until `done` runs; header.size() <= 64.
+  // REQUIRES: `data` stays valid until `done` runs; header.size() <= 128.
   void SendData(ConnId conn, std::span<const std::byte> header, const std::byte* data,
                 size_t length, std::function<void(const Status&)> done);
   // Closes `conn`. force: pending operations on it fail at once with Aborted (on_data_done and

@@ -1,0 +1,498 @@
+// Cluster over transport/ (PeerTransport, membership, directory) and the host tier. See cluster.h.
+#include "node/cluster.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "store/tiered_store.h"
+#include "strata/block_format.h"
+#include "transport/directory/directory.h"
+#include "transport/directory/transport_peers.h"
+#include "transport/membership/etcd_membership.h"
+#include "transport/membership/membership.h"
+#include "transport/peer_transport.h"
+#include "transport/wire/auth.h"
+
+namespace strata {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string HostName() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  return buf;
+}
+
+// Serves peers' pulls from the host tier: the payload zero-copy from the pool (a reader
+// reference keeps it in place until the send completes), the 64-byte header from a copy encoded
+// at pin time (the pool keeps decoded headers apart from payloads).
+// Thread-safety: Pin/Unpin run on the transport's progress thread; one mutex guards the pins.
+class HostBlockSource final : public transport::BlockSource {
+ public:
+  explicit HostBlockSource(store::TieredStore* store) : store_(store) {}
+
+  Result<transport::PinnedBlock> Pin(const BlockKey& key) override {
+    auto block = store_->host().Acquire(key);
+    if (!block.ok()) return block.status();
+    auto pin = std::make_unique<PinState>();
+    EncodeBlockHeader(block->header(), std::span<std::byte, kBlockHeaderSize>(pin->header));
+    transport::PinnedBlock out;
+    out.data = block->payload().data();
+    out.size = block->payload().size();
+    out.header = pin->header.data();
+    pin->block = std::move(block).value();
+    std::lock_guard<std::mutex> lock(mu_);
+    out.pin = next_++;
+    pins_.emplace(out.pin, std::move(pin));
+    served_.fetch_add(1, std::memory_order_relaxed);
+    return out;
+  }
+
+  void Unpin(uint64_t pin) override {
+    std::unique_ptr<PinState> released;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = pins_.find(pin);
+    if (it == pins_.end()) return;
+    released = std::move(it->second);  // the reader reference drops with it
+    pins_.erase(it);
+  }
+
+  uint64_t served() const { return served_.load(std::memory_order_relaxed); }
+
+ private:
+  struct PinState {
+    store::PinnedBlock block;
+    std::array<std::byte, kBlockHeaderSize> header;
+  };
+  store::TieredStore* store_;
+  std::mutex mu_;
+  uint64_t next_ = 1;                                              // GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, std::unique_ptr<PinState>> pins_;  // GUARDED_BY(mu_)
+  std::atomic<uint64_t> served_{0};
+};
+
+// Static membership through a shared directory: each node publishes <dir>/<id>.member (the JSON
+// of EncodeMemberValue, written to a temporary file and renamed, so readers never see half of
+// it) and reads the files of the peers it was told about. Returns the members found, self first.
+std::vector<transport::Member> ReadStaticMembers(const ClusterOptions& o,
+                                                 const transport::Member& self) {
+  std::vector<transport::Member> out{self};
+  for (const std::string& id : o.static_peers) {
+    if (id == self.id) continue;
+    std::ifstream in(std::filesystem::path(o.static_dir) / (id + ".member"));
+    if (!in) continue;
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto m = transport::DecodeMemberValue(ss.str());
+    if (m.ok() && m->id == id) out.push_back(std::move(m).value());
+  }
+  std::sort(out.begin(), out.end(),
+            [](const transport::Member& a, const transport::Member& b) { return a.id < b.id; });
+  return out;
+}
+
+Status PublishStaticMember(const std::string& dir, const transport::Member& self) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const auto path = std::filesystem::path(dir) / (self.id + ".member");
+  const auto tmp = std::filesystem::path(dir) / (self.id + ".member.tmp");
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << transport::EncodeMemberValue(self);
+    if (!out) return Status::IOError("cannot write " + tmp.string());
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return Status::IOError("cannot publish " + path.string() + ": " + ec.message());
+  return Status::OK();
+}
+
+class ClusterImpl final : public Cluster {
+ public:
+  ClusterImpl(const ClusterOptions& options, store::TieredStore* store)
+      : options_(options), store_(store), source_(store) {}
+
+  ~ClusterImpl() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (worker_.joinable()) worker_.join();
+    if (fetcher_.joinable()) fetcher_.join();
+    membership_.reset();  // leaves (revokes the lease) before the transport goes
+    if (!options_.static_dir.empty()) {
+      std::error_code ec;
+      std::filesystem::remove(std::filesystem::path(options_.static_dir) / (self_.id + ".member"),
+                              ec);
+    }
+    transport_.reset();
+  }
+
+  Status Start() {
+    self_.id = options_.node_id.empty() ? HostName() + "-" + std::to_string(::getpid())
+                                        : options_.node_id;
+    self_.host = HostName();
+    auto secret = wire::LoadClusterSecret(
+        wire::ClusterSecretSource{options_.secret, "STRATA_CLUSTER_SECRET", options_.secret_file});
+    if (!secret.ok()) return secret.status().WithContext("cluster_secret");
+    shard_ = std::make_unique<transport::DirectoryShard>(self_.id);
+    transport::PeerTransportOptions to;
+    to.node_id = self_.id;
+    to.cluster_secret = *secret;
+    to.tls = options_.ucx_tls;
+    // The whole memfd: headers and slabs; registered once, here.
+    to.regions.push_back({store_->host().base(), store_->host().size()});
+    to.request_timeout = std::chrono::milliseconds(options_.request_timeout_ms);
+    to.block_source = &source_;
+    to.directory = shard_.get();
+    auto transport = transport::PeerTransport::Open(std::move(to));
+    if (!transport.ok()) return transport.status().WithContext("cluster transport");
+    transport_ = std::move(transport).value();
+    self_.address = transport_->worker_address();
+    peers_ = std::make_unique<transport::TransportDirectoryPeers>(transport_.get());
+    transport::DirectoryClientOptions dco;
+    dco.self_id = self_.id;
+    client_ = std::make_unique<transport::DirectoryClient>(dco, shard_.get(), peers_.get());
+
+    if (options_.membership == "etcd") {
+      transport::EtcdMembershipOptions eo;
+      eo.endpoint = options_.etcd_endpoint;
+      eo.prefix = options_.etcd_prefix;
+      eo.lease_ttl = std::chrono::seconds(options_.etcd_lease_ttl_s);
+      eo.call_timeout = std::chrono::milliseconds(options_.request_timeout_ms);
+      eo.self = self_;
+      auto m = transport::EtcdMembership::Open(std::move(eo));
+      if (!m.ok()) return m.status().WithContext("etcd membership");
+      membership_ = std::move(m).value();
+      ApplyMembers(membership_->Members());
+      membership_->SetListener([this](const std::vector<transport::Member>& members) {
+        std::lock_guard<std::mutex> lock(mu_);
+        pending_members_ = members;
+        cv_.notify_all();
+      });
+    } else if (options_.membership == "static") {
+      if (options_.static_dir.empty())
+        return Status::InvalidArgument("static membership needs static_dir (docs/config.md)");
+      STRATA_RETURN_IF_ERROR(PublishStaticMember(options_.static_dir, self_));
+      ApplyMembers(ReadStaticMembers(options_, self_));
+    } else {
+      return Status::InvalidArgument("membership: '" + options_.membership +
+                                     "' (expected etcd or static)");
+    }
+    worker_ = std::thread([this] { BackgroundLoop(); });
+    fetcher_ = std::thread([this] { FetchLoop(); });
+    return Status::OK();
+  }
+
+  const std::string& node_id() const override { return self_.id; }
+
+  void Added(const BlockKey& key) override {
+    client_->Added(key);
+    added_.fetch_add(1, std::memory_order_relaxed);
+  }
+  void Evicted(const BlockKey& key) override {
+    client_->Evicted(key);
+    evicted_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  size_t RemotePrefix(std::span<const BlockKey> keys) override {
+    if (keys.empty()) return 0;
+    auto holders = client_->Lookup(std::vector<BlockKey>(keys.begin(), keys.end()));
+    size_t n = 0;
+    while (n < holders.size() && HasPeer(holders[n])) ++n;
+    return n;
+  }
+
+  size_t Fetch(std::span<const BlockKey> keys, size_t local_prefix) override;
+
+  // Queues a background Fetch (Prefetch).
+  void FetchAsync(std::vector<BlockKey> keys) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    fetch_queue_.push_back(std::move(keys));
+    cv_.notify_all();
+  }
+
+  std::string StatsJson() override {
+    nlohmann::json j;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      j["members"] = members_.size();
+    }
+    j["node_id"] = self_.id;
+    j["announced_added"] = added_.load();
+    j["announced_evicted"] = evicted_.load();
+    j["directory_entries"] = shard_->entries();
+    j["pulls"] = pulls_.load();
+    j["pulled_blocks"] = pulled_blocks_.load();
+    j["pulled_bytes"] = pulled_bytes_.load();
+    j["pull_failures"] = pull_failures_.load();
+    j["served_blocks"] = source_.served();
+    return j.dump();
+  }
+
+ private:
+  bool HasPeer(const std::vector<std::string>& holders) const {
+    for (const auto& h : holders)
+      if (h != self_.id) return true;
+    return false;
+  }
+
+  // New member list: addresses for the directory's connections, shards move, held keys are
+  // re-announced, sessions with departed peers dropped.
+  void ApplyMembers(const std::vector<transport::Member>& members) {
+    std::vector<std::string> ids;
+    std::vector<std::string> departed;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      std::map<std::string, transport::Member> next;
+      for (const auto& m : members) {
+        next[m.id] = m;
+        ids.push_back(m.id);
+      }
+      for (const auto& [id, m] : members_)
+        if (!next.count(id)) departed.push_back(id);
+      members_ = std::move(next);
+    }
+    std::sort(ids.begin(), ids.end());
+    peers_->SetMembers(members);
+    shard_->OnMembershipChange(ids);
+    (void)client_->OnMembershipChange(ids);  // owners that cannot be reached stay pending
+    for (const auto& id : departed) transport_->Disconnect(id);
+  }
+
+  void BackgroundLoop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      cv_.wait_for(lock, std::chrono::milliseconds(options_.announce_interval_ms));
+      if (stop_) break;
+      std::optional<std::vector<transport::Member>> members;
+      members.swap(pending_members_);
+      lock.unlock();
+      if (options_.membership == "static") {
+        auto now = ReadStaticMembers(options_, self_);
+        bool changed = false;
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          changed = now.size() != members_.size();
+          for (const auto& m : now) {
+            auto it = members_.find(m.id);
+            if (it == members_.end() || !(it->second == m)) changed = true;
+          }
+        }
+        if (changed) members = std::move(now);
+      }
+      if (members) ApplyMembers(*members);
+      (void)client_->Flush();  // unreachable owners keep their entries pending: retried next round
+      lock.lock();
+    }
+  }
+
+  void FetchLoop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      cv_.wait(lock, [&] { return stop_ || !fetch_queue_.empty(); });
+      if (stop_) break;
+      std::vector<BlockKey> keys = std::move(fetch_queue_.front());
+      fetch_queue_.pop_front();
+      lock.unlock();
+      const size_t local = store_->Lookup(keys).prefix_blocks;
+      (void)Fetch(keys, local);
+      lock.lock();
+    }
+  }
+
+  // Per pulled block: where its header lands and the host reservation its payload went to.
+  struct Landing {
+    std::array<std::byte, kBlockHeaderSize> header{};
+    std::optional<store::WriteReservation> reservation;
+  };
+
+  const ClusterOptions options_;
+  store::TieredStore* store_;
+  transport::Member self_;
+  HostBlockSource source_;  // declared before transport_: outlives it
+  std::unique_ptr<transport::DirectoryShard> shard_;
+  std::unique_ptr<transport::PeerTransport> transport_;
+  std::unique_ptr<transport::TransportDirectoryPeers> peers_;
+  std::unique_ptr<transport::DirectoryClient> client_;
+  std::unique_ptr<transport::Membership> membership_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;                                                // GUARDED_BY(mu_)
+  std::map<std::string, transport::Member> members_;                 // GUARDED_BY(mu_)
+  std::optional<std::vector<transport::Member>> pending_members_;   // GUARDED_BY(mu_)
+  std::unordered_map<std::string, int> in_flight_;                  // GUARDED_BY(mu_)
+  std::deque<std::vector<BlockKey>> fetch_queue_;                    // GUARDED_BY(mu_)
+  std::thread worker_;
+  std::thread fetcher_;
+
+  std::atomic<uint64_t> added_{0}, evicted_{0}, pulls_{0}, pulled_blocks_{0}, pulled_bytes_{0},
+      pull_failures_{0};
+};
+
+size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
+  if (local_prefix >= keys.size()) return local_prefix;
+  const std::span<const BlockKey> rest = keys.subspan(local_prefix);
+  auto holders = client_->Lookup(std::vector<BlockKey>(rest.begin(), rest.end()));
+  size_t n = 0;
+  while (n < holders.size() && HasPeer(holders[n])) ++n;
+  if (n == 0) return local_prefix;
+
+  // Holder choice per block: a peer on this host first, then the fewest pulls in flight
+  // (counting the blocks this fetch has already given it), then the id (deterministic).
+  std::vector<std::string> choice(n);
+  std::map<std::string, std::vector<size_t>> by_holder;  // holder -> indices into rest
+  std::map<std::string, std::vector<std::byte>> addresses;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::unordered_map<std::string, int> load = in_flight_;
+    for (size_t i = 0; i < n; ++i) {
+      const std::string* best = nullptr;
+      auto rank = [&](const std::string& id) {
+        auto m = members_.find(id);
+        const bool same_host = m != members_.end() && m->second.host == self_.host;
+        return std::make_tuple(same_host ? 0 : 1, load[id], id);
+      };
+      for (const auto& h : holders[i]) {
+        if (h == self_.id || !members_.count(h)) continue;
+        if (best == nullptr || rank(h) < rank(*best)) best = &h;
+      }
+      if (best == nullptr) {  // the directory named only departed members
+        n = i;
+        break;
+      }
+      choice[i] = *best;
+      ++load[*best];
+      by_holder[*best].push_back(i);
+      addresses[*best] = members_.at(*best).address;
+    }
+    for (const auto& [h, idx] : by_holder) in_flight_[h] += static_cast<int>(idx.size());
+  }
+  if (n == 0) return local_prefix;
+
+  std::vector<Landing> landings(n);
+  const size_t max_payload = store_->host().max_payload_bytes();
+  std::byte* const payload_base = store_->host().payload_base();
+  store::TieredStore* store = store_;
+  struct Issued {
+    std::string holder;
+    std::vector<size_t> indices;
+    std::unique_ptr<transport::PullOp> op;
+  };
+  std::vector<Issued> issued;
+  std::vector<Status> result(n, Status::Unavailable("not pulled"));
+  for (auto& [holder, indices] : by_holder) {
+    Status connected = transport_->Connect(holder, addresses[holder]);
+    if (!connected.ok()) {
+      for (size_t i : indices) result[i] = connected;
+      continue;
+    }
+    for (size_t start = 0; start < indices.size(); start += wire::kMaxKeysPerMessage) {
+      const size_t end = std::min(indices.size(), start + wire::kMaxKeysPerMessage);
+      std::vector<transport::PullTarget> targets;
+      std::vector<size_t> part(indices.begin() + start, indices.begin() + end);
+      for (size_t i : part) {
+        transport::PullTarget t;
+        t.key = rest[i];
+        t.capacity = max_payload;
+        Landing* landing = &landings[i];
+        t.header_dest = landing->header.data();
+        // Runs on the progress thread when the block's header arrives: the payload lands
+        // straight in a host-tier reservation of the right length.
+        t.allocate = [store, landing, payload_base](const BlockHeader& h) -> std::byte* {
+          auto r = store->host().Reserve(h.key, h.payload_length);
+          if (!r.ok()) return nullptr;  // cached meanwhile (AlreadyExists) or no space
+          landing->reservation = *r;
+          return payload_base + r->offset;
+        };
+        targets.push_back(std::move(t));
+      }
+      auto op = transport_->PreparePull(holder, NamespaceId{}, std::move(targets));
+      if (!op.ok()) {
+        for (size_t i : part) result[i] = op.status();
+        continue;
+      }
+      Status posted = (*op)->Post();
+      if (!posted.ok()) {
+        for (size_t i : part) result[i] = posted;
+        continue;
+      }
+      issued.push_back({holder, std::move(part), std::move(op).value()});
+    }
+  }
+  pulls_.fetch_add(issued.size(), std::memory_order_relaxed);
+  for (Issued& is : issued) {
+    transport::PullResult r = is.op->Wait();
+    for (size_t k = 0; k < is.indices.size() && k < r.blocks.size(); ++k)
+      result[is.indices[k]] = r.blocks[k];
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [h, idx] : by_holder) in_flight_[h] -= static_cast<int>(idx.size());
+  }
+  // Insert what arrived and verified (the transport checked header, key and payload checksum),
+  // in chain order so each block's parent is known; free what did not.
+  for (size_t i = 0; i < n; ++i) {
+    Landing& l = landings[i];
+    if (!l.reservation) {
+      if (!result[i].ok()) pull_failures_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    if (!result[i].ok()) {
+      store_->host().Abort(*l.reservation);
+      pull_failures_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    auto header = DecodeBlockHeader(l.header);
+    if (!header.ok() || header->key != rest[i]) {  // verified already; belt and braces
+      store_->host().Abort(*l.reservation);
+      pull_failures_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    store::PutOptions put;
+    const size_t pos = local_prefix + i;
+    if (pos > 0) put.parent = &keys[pos - 1];
+    Status st = store_->CommitReserved(*l.reservation, *header, put, /*verify=*/false);
+    if (st.ok()) {
+      Added(rest[i]);
+      pulled_blocks_.fetch_add(1, std::memory_order_relaxed);
+      pulled_bytes_.fetch_add(header->payload_length, std::memory_order_relaxed);
+    } else {
+      pull_failures_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  return store_->Lookup(keys).prefix_blocks;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Cluster>> Cluster::Open(const ClusterOptions& options,
+                                               store::TieredStore* store) {
+  if (options.request_timeout_ms == 0)
+    return Status::InvalidArgument("request_timeout_ms must be at least 1");
+  auto c = std::make_unique<ClusterImpl>(options, store);
+  STRATA_RETURN_IF_ERROR(c->Start());
+  return std::unique_ptr<Cluster>(std::move(c));
+}
+
+}  // namespace strata

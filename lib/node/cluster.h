@@ -1,0 +1,64 @@
+// Cluster: what makes a LocalNode a cluster node (DESIGN.md "Cluster", docs/cluster.md). It owns
+// the PeerTransport (the host pool registered once, at Open), the membership (etcd or static),
+// this node's directory shard, the DirectoryClient that announces what the host tier holds, and
+// the BlockSource that serves peers' pulls zero-copy from the host tier.
+//
+//  - Announce: Added() for every block committed to the host tier, Evicted() for every block that
+//    leaves it; a background thread flushes them in batches every announce_interval_ms and
+//    applies membership changes (shards move, holders re-announce, departed peers are dropped).
+//  - Fetch: directory lookup, holder choice (same host first, then the fewest pulls in flight),
+//    pulls issued to all chosen holders at once, each block's payload landing straight in a
+//    host-tier reservation (its header in a 64-byte buffer), verified by the transport (header,
+//    key, namespace, payload checksum), committed, announced. Copies of payload bytes: 0 beyond
+//    the transfer itself, on both sides.
+//
+// Thread-safety: all methods are thread-safe. Ownership: the TieredStore must outlive the
+// Cluster. Added()/Evicted() do not block (they may run with the host pool's eviction lock held);
+// the other methods block on the network, each call at most a few request timeouts.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "node/node.h"
+#include "strata/block_key.h"
+#include "strata/result.h"
+
+namespace strata {
+namespace store {
+class TieredStore;
+}
+
+class Cluster {
+ public:
+  // Starts the transport, joins membership, builds the directory. InvalidArgument for bad
+  // options (no secret, unknown membership); Unavailable when etcd cannot be reached;
+  // NotSupported in a build without UCX.
+  static Result<std::unique_ptr<Cluster>> Open(const ClusterOptions& options,
+                                               store::TieredStore* store);
+  virtual ~Cluster() = default;
+
+  virtual const std::string& node_id() const = 0;
+
+  // A block was committed to / left this node's host tier. Never blocks.
+  virtual void Added(const BlockKey& key) = 0;
+  virtual void Evicted(const BlockKey& key) = 0;
+
+  // How many keys of `keys`, from the first on, some live peer holds (directory lookup).
+  virtual size_t RemotePrefix(std::span<const BlockKey> keys) = 0;
+
+  // Pulls keys[local_prefix, ...) from the peers that hold them into the host tier. Returns how
+  // many leading blocks of `keys` are local afterwards (>= local_prefix).
+  virtual size_t Fetch(std::span<const BlockKey> keys, size_t local_prefix) = 0;
+
+  // Queues Fetch(keys, <local prefix>) for the cluster's fetch thread (Prefetch). Never blocks.
+  virtual void FetchAsync(std::vector<BlockKey> keys) = 0;
+
+  // Cluster statistics as a JSON object (members, pulls, bytes, failures).
+  virtual std::string StatsJson() = 0;
+};
+
+}  // namespace strata
