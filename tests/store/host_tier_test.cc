@@ -124,7 +124,7 @@ TEST_CASE("host pool is a shared memfd: a second mapping sees the same bytes", "
   REQUIRE(ftruncate(t->fd(), 4096) != 0);
 }
 
-TEST_CASE("host tier evicts when full, never a pinned or viewed block; pins expire", "[store]") {
+TEST_CASE("host tier evicts when full but never a pinned or viewed block and pins expire", "[store]") {
   auto t = OpenHost(4 * kMiB, 0, PolicyKind::kLru);  // 4 MiB: 64 blocks of 64 KiB
   REQUIRE(PutTest(*t, 0, 65536).ok());
   // A TTL far above the test's run time even under a sanitizer: this part checks pinning only.
