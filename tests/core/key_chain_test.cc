@@ -257,7 +257,7 @@ TEST_CASE("Incremental extension equals keying all tokens at once", "[core]") {
   }
 }
 
-TEST_CASE("AppendBlock: extra bytes change the key; bad use is rejected", "[core]") {
+TEST_CASE("AppendBlock: extra bytes change the key and bad use is rejected", "[core]") {
   Namespace ns = Make(DefaultSpec());
   const auto block = Iota(5, 16);
   KeyChain plain(ns), with_empty(ns), with_extra(ns);

@@ -49,7 +49,7 @@ TEST_CASE("Every request type round-trips", "[lib]") {
   CHECK(sb.codec == Codec::kShuffleLz4);
 }
 
-TEST_CASE("Every response type round-trips; errors carry code and message", "[lib]") {
+TEST_CASE("Every response type round-trips and errors carry code and message", "[lib]") {
   std::vector<Response> responses;
   responses.push_back({1, Status::OK(), HelloReply{1, 1 << 30, "0.1.0"}});
   responses.push_back({2, Status::OK(), LookupReply{2, {Tier::kHost, Tier::kDisk}}});

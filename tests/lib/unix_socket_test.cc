@@ -101,7 +101,7 @@ TEST_CASE("Receive times out when asked to", "[lib]") {
   CHECK(b.Receive(&body).IsTimedOut());
 }
 
-TEST_CASE("A live socket is not stolen; a stale one is replaced", "[lib]") {
+TEST_CASE("A live socket is not stolen and a stale one is replaced", "[lib]") {
   const std::string path = SocketPath("stale");
   {
     auto first = UnixListener::Listen(path, 0600);
