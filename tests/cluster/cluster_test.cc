@@ -21,6 +21,7 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -110,18 +111,21 @@ class ServeNode {
             const std::string& secret_file, const std::string& pool,
             std::vector<std::string> extra = {})
       : socket_(dir + "/" + id + ".sock") {
-    std::vector<std::string> args = {"serve",
-                                      "--socket", socket_,
-                                      "--no-disk",
-                                      "--host-pool", pool,
-                                      "--node-id", id,
-                                      "--etcd", etcd,
-                                      "--etcd-prefix", "/strata-test/members/",
-                                      "--etcd-lease-ttl", "2",
-                                      "--cluster-secret-file", secret_file,
+    std::vector<std::string> args = {"serve",       "--socket",  socket_, "--no-disk",
+                                      "--host-pool", pool,        "--node-id", id,
                                       "--request-timeout-ms", "2000"};
+    if (!etcd.empty()) {  // else the caller passes static membership flags in `extra`
+      for (const char* a : {"--etcd", etcd.c_str(), "--etcd-prefix", "/strata-test/members/",
+                            "--etcd-lease-ttl", "2"})
+        args.emplace_back(a);
+    }
+    if (!secret_file.empty()) {
+      args.emplace_back("--cluster-secret-file");
+      args.push_back(secret_file);
+    }
     args.insert(args.end(), extra.begin(), extra.end());
     const std::string log = dir + "/" + id + ".log";
+    std::fflush(nullptr);  // the child must not inherit (and print again) buffered output
     pid_ = ::fork();
     REQUIRE(pid_ >= 0);
     if (pid_ == 0) {
@@ -137,13 +141,42 @@ class ServeNode {
       _exit(127);
     }
     for (int i = 0; i < 400 && !ready_; ++i) {
-      if (Client::Connect(socket_).ok()) ready_ = true;
-      else std::this_thread::sleep_for(25ms);
+      if (Client::Connect(socket_).ok()) {
+        ready_ = true;
+      } else {
+        int status = 0;
+        if (::waitpid(pid_, &status, WNOHANG) == pid_) {  // exited: keep the code for Wait()
+          exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+          pid_ = -1;
+          break;
+        }
+        std::this_thread::sleep_for(25ms);
+      }
     }
   }
   ~ServeNode() { Kill(); }
 
   bool ready() const { return ready_; }
+  // SIGTERM and wait: a clean shutdown.
+  void Stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  // Waits (up to 10 s) for a child that exits by itself; its exit code, or -1.
+  int Wait() {
+    if (pid_ <= 0) return exit_code_;
+    int status = 0;
+    for (int i = 0; i < 400; ++i) {
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      std::this_thread::sleep_for(25ms);
+    }
+    return -1;
+  }
   pid_t pid() const { return pid_; }
   const std::string& socket() const { return socket_; }
   void Kill() {
@@ -162,6 +195,7 @@ class ServeNode {
   std::string socket_;
   pid_t pid_ = -1;
   bool ready_ = false;
+  int exit_code_ = -1;
 };
 
 nlohmann::json ClusterStats(Client& c) {
@@ -226,6 +260,7 @@ TEST_CASE("cluster: disaggregated prefill -> decode through two strata serve nod
   const double ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
   std::printf("[cluster] P/D: lookup -> loaded %zu blocks (%.1f MiB) through node B: %.2f ms\n",
               kBlocks, kBlocks * kBytes / 1048576.0, ms);
+  std::fflush(stdout);
 
   // Now local to B: a second lookup sees host, and B is a holder too.
   auto again = decode->Lookup(p.keys);
@@ -294,6 +329,7 @@ TEST_CASE("cluster: 3 strata serve nodes: pull then SIGKILL of the holder mid-tr
   const size_t n = *loaded;
   std::printf("[cluster] SIGKILL mid-transfer: %zu of %zu blocks loaded in %.0f ms\n", n, kBig,
               std::chrono::duration<double, std::milli>(took).count());
+  std::fflush(stdout);
   CHECK(n <= kBig);
   // A directory call and a pull may each wait for the dead peer, at most the 2 s timeout each.
   CHECK(took < 4000ms + 1000ms);
@@ -316,6 +352,7 @@ TEST_CASE("cluster: 3 strata serve nodes: pull then SIGKILL of the holder mid-tr
   CHECK(WaitFor(4500ms, [&] { return ClusterStats(*cc)["members"] == 2; }));
   std::printf("[cluster] dead node left membership after %.0f ms\n",
               std::chrono::duration<double, std::milli>(Clock::now() - killed).count());
+  std::fflush(stdout);
   // ... and the directory stops naming it: what only A held is no longer remote.
   CHECK(WaitFor(3000ms, [&] { return RemoteBlocks(*cc, only_a.keys) == 0; }));
   // The blocks C pulled before are still served: B can load the small prefix from C.
@@ -341,6 +378,88 @@ TEST_CASE("cluster: 3 strata serve nodes: pull then SIGKILL of the holder mid-tr
     REQUIRE(ld.ok());
     CHECK(*ld == 0);
     CHECK(ClusterStats(*cd)["pulled_blocks"] == 0);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("cluster: static membership through a shared directory and Prefetch of remote blocks",
+          "[cluster]") {
+  const std::string dir = TempDir("static");
+  const std::string secret = WriteSecret(dir, "secret", kSecret);
+  const std::string members = dir + "/members";
+  ServeNode a(dir, "static-a", "", secret, "64MiB",
+              {"--membership", "static", "--static-dir", members, "--static-peers", "static-b"});
+  REQUIRE(a.ready());
+  ServeNode b(dir, "static-b", "", secret, "64MiB",
+              {"--membership", "static", "--static-dir", members, "--static-peers", "static-a"});
+  REQUIRE(b.ready());
+  auto ca = a.Connect();
+  auto cb = b.Connect();
+  // A started before B's file existed: it picks B up when the file appears.
+  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
+  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
+
+  Namespace ns = TestNamespace();
+  Prompt p(ns, 32, 21, 16 << 10);
+  REQUIRE(*ca->Store(ns, p.keys, p.in).Wait() == 32);
+  REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, p.keys) == 32; }));
+  // Prefetch pulls in the background; the blocks become host blocks of B.
+  auto queued = cb->Prefetch(p.keys).Wait();
+  REQUIRE(queued.ok());
+  CHECK(*queued == 32);
+  CHECK(WaitFor(5000ms, [&] {
+    auto look = cb->Lookup(p.keys);
+    return look.ok() && look->matched_blocks == 32 && look->tiers.back() == BlockTier::kHost;
+  }));
+  Outputs o(32, 16 << 10);
+  REQUIRE(*cb->Load(p.keys, o.out).Wait() == 32);
+  for (size_t i = 0; i < 32; ++i) CHECK(o.bufs[i] == p.blocks[i]);
+  CHECK(ClusterStats(*cb)["pulled_blocks"] == 32);
+
+  // Clear on A: its blocks leave the directory (evictions and erases are announced).
+  REQUIRE(*ca->Clear(ns.id()) == 32);
+  Prompt q(ns, 8, 22, 16 << 10);
+  REQUIRE(*ca->Store(ns, q.keys, q.in).Wait() == 8);
+  REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, q.keys) == 8; }));
+  REQUIRE(*ca->Clear(ns.id()) == 8);
+  CHECK(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, q.keys) == 0; }));
+
+  // A clean stop removes the member file; B drops A.
+  a.Stop();
+  CHECK(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 1; }));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("cluster: bad cluster settings are refused with a clear error", "[cluster]") {
+  const std::string dir = TempDir("bad");
+  // Clustered without a secret: the daemon does not start, and says why.
+  {
+    ServeNode n(dir, "no-secret", "", "", "64MiB",
+                {"--membership", "static", "--static-dir", dir + "/m"});
+    CHECK_FALSE(n.ready());
+    CHECK(n.Wait() != 0);
+    std::ifstream log(dir + "/no-secret.log");
+    std::stringstream ss;
+    ss << log.rdbuf();
+    CHECK(ss.str().find("cluster_secret") != std::string::npos);
+  }
+  // A secret shorter than 16 bytes.
+  {
+    const std::string s = WriteSecret(dir, "short", "tooshort");
+    ServeNode n(dir, "short-secret", "", s, "64MiB",
+                {"--membership", "static", "--static-dir", dir + "/m"});
+    CHECK_FALSE(n.ready());
+    CHECK(n.Wait() != 0);
+  }
+  // Unknown membership kind, bad timeout: config errors name the key.
+  {
+    ServeNode n(dir, "bad-kind", "", "", "64MiB", {"--membership", "gossip"});
+    CHECK_FALSE(n.ready());
+    CHECK(n.Wait() != 0);
+    std::ifstream log(dir + "/bad-kind.log");
+    std::stringstream ss;
+    ss << log.rdbuf();
+    CHECK(ss.str().find("membership") != std::string::npos);
   }
   std::filesystem::remove_all(dir);
 }
