@@ -31,7 +31,7 @@ using Clock = std::chrono::steady_clock;
 
 struct DemoOptions {
   std::string trace = bench::DefaultTracePath();
-  size_t max_requests = 150;
+  size_t max_requests = 40;
   size_t show = 8;
   bool json = false;
   std::string data_dir = "./strata-data";
