@@ -7,10 +7,9 @@ pool) and checks the bytes. Prints the time from lookup to loaded.
 
 usage: pd.py PREFILL_SOCKET DECODE_SOCKET
 """
+import random
 import sys
 import time
-
-import numpy as np
 
 import strata
 
@@ -19,11 +18,11 @@ def main():
     prefill_sock, decode_sock = sys.argv[1], sys.argv[2]
     ns = strata.Namespace("example/llama-like", num_layers=2, num_kv_heads=2, head_dim=64,
                           block_size=16, kv_dtype="fp16")
-    rng = np.random.default_rng(5)
-    tokens = rng.integers(0, 128000, size=4096, dtype=np.uint32).tolist()
+    rng = random.Random(5)
+    tokens = [rng.randrange(128000) for _ in range(4096)]
     keys = ns.keys(tokens)  # 256 blocks
     block_bytes = ns.block_bytes
-    blocks = [rng.integers(0, 255, size=block_bytes, dtype=np.uint8) for _ in keys]
+    blocks = [rng.randbytes(block_bytes) for _ in keys]
 
     prefill = strata.Client.connect(prefill_sock)
     stored = prefill.store(ns, keys, blocks)
@@ -38,10 +37,10 @@ def main():
         time.sleep(0.05)
     t0 = time.perf_counter()
     matched, tiers = decode.lookup(keys)
-    out = [np.empty(block_bytes, dtype=np.uint8) for _ in keys]
+    out = [bytearray(block_bytes) for _ in keys]
     loaded = decode.load(keys, out)
     t1 = time.perf_counter()
-    exact = sum(int(np.array_equal(a, b)) for a, b in zip(out, blocks))
+    exact = sum(int(a == b) for a, b in zip(out, blocks))
     print(f"decode: lookup saw {matched} blocks, first tier {tiers[0] if tiers else 'none'}")
     print(f"decode: loaded {loaded} blocks through node B, {exact} bit-exact")
     print(f"lookup -> loaded: {(t1 - t0) * 1e3:.2f} ms for {loaded * block_bytes / 2**20:.1f} MiB")
