@@ -9,29 +9,12 @@
 #include <functional>
 #include <thread>
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
-
 #include "client/channel.h"
+#include "strata/block_format.h"
 #include "strata/key_chain.h"
 
 namespace strata {
 namespace {
-
-// Copy in chunks that stay in L2, hashing each chunk right after it lands, so the checksum costs
-// cache reads, not a second pass over DRAM.
-constexpr size_t kCopyChunk = 128 << 10;
-
-uint64_t CopyAndChecksum(std::byte* dst, const std::byte* src, size_t n) {
-  XXH3_state_t state;
-  XXH3_64bits_reset(&state);
-  for (size_t at = 0; at < n; at += kCopyChunk) {
-    const size_t len = std::min(kCopyChunk, n - at);
-    std::memcpy(dst + at, src + at, len);
-    XXH3_64bits_update(&state, dst + at, len);
-  }
-  return XXH3_64bits_digest(&state);
-}
 
 // A small pool of threads for asynchronous calls.
 class WorkerPool {
@@ -199,7 +182,7 @@ class ClientImpl final : public Client {
         return range;
       }
       commit.keys.push_back(keys[i]);
-      commit.checksums.push_back(CopyAndChecksum(channel_->pool_base() + slot.offset,
+      commit.checksums.push_back(CopyWithChecksum(channel_->pool_base() + slot.offset,
                                                  static_cast<const std::byte*>(buffers[i].data),
                                                  buffers[i].size));
     }
@@ -242,7 +225,7 @@ class ClientImpl final : public Client {
         error = range;
         break;
       }
-      uint64_t sum = CopyAndChecksum(static_cast<std::byte*>(buffers[loaded].data),
+      uint64_t sum = CopyWithChecksum(static_cast<std::byte*>(buffers[loaded].data),
                                      channel_->pool_base() + loc.offset, loc.length);
       if (sum != loc.checksum) break;  // a corrupt block is a miss: the prefix ends here
     }

@@ -12,10 +12,6 @@ constexpr size_t kHeaderChecksumOffset = 56;
 
 }  // namespace
 
-uint64_t PayloadChecksum(std::span<const std::byte> payload) {
-  return internal::Xxh3_64(payload.data(), payload.size());
-}
-
 BlockHeader MakeBlockHeader(const BlockKey& key, const NamespaceId& ns, Codec codec,
                             std::span<const std::byte> payload) {
   BlockHeader h;

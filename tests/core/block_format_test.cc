@@ -106,3 +106,23 @@ TEST_CASE("Payload length mismatches and bad fields are corruption", "[core]") {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+TEST_CASE("CopyWithChecksum copies and sums like PayloadChecksum at every size", "[core]") {
+  std::mt19937 rng(5);
+  for (size_t n : {size_t{0}, size_t{1}, size_t{63}, size_t{4096}, size_t{128} << 10,
+                   (size_t{128} << 10) + 1, size_t{2} << 20, (size_t{3} << 20) + 17}) {
+    std::vector<std::byte> src(n), dst(n);
+    for (auto& b : src) b = static_cast<std::byte>(rng());
+    INFO("size " << n);
+    CHECK(CopyWithChecksum(dst.data(), src.data(), n) == PayloadChecksum(src));
+    CHECK(dst == src);
+  }
+  // The documented value: XXH3-64 of the empty payload (xxHash's own test vector).
+  CHECK(PayloadChecksum({}) == 0x2D06800538D394C2ULL);
+}
+
+}  // namespace
+}  // namespace strata

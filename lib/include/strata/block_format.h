@@ -48,6 +48,10 @@ struct BlockHeader {
 // XXH3-64 (seed 0) of `payload`: the checksum stored in BlockHeader::payload_checksum.
 uint64_t PayloadChecksum(std::span<const std::byte> payload);
 
+// Copies n bytes from src to dst and returns PayloadChecksum of them, hashing each chunk while it
+// is still in cache (one pass over memory instead of two). REQUIRES: the ranges do not overlap.
+uint64_t CopyWithChecksum(std::byte* dst, const std::byte* src, size_t n);
+
 // A header for `payload`, with its length and checksum filled in.
 BlockHeader MakeBlockHeader(const BlockKey& key, const NamespaceId& ns, Codec codec,
                             std::span<const std::byte> payload);

@@ -1,0 +1,37 @@
+// Payload checksums: XXH3-64 (seed 0) through libxxhash's runtime-dispatched entry points, which
+// pick the widest vector unit the CPU has (AVX-512 / AVX2 / SSE2). Bulk payloads are hashed here;
+// the short per-block key hashes stay inline (xxh3.h). Same algorithm, same bits either way.
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t as a complete type: the state lives on the stack
+#include <xxhash.h>
+#include <xxh_x86dispatch.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "strata/block_format.h"
+
+namespace strata {
+
+uint64_t PayloadChecksum(std::span<const std::byte> payload) {
+  return XXH3_64bits_dispatch(payload.data(), payload.size());
+}
+
+uint64_t CopyWithChecksum(std::byte* dst, const std::byte* src, size_t n) {
+  // Chunks small enough to stay in L2 between the copy and the hash, so the checksum costs cache
+  // reads, not a second pass over DRAM.
+  constexpr size_t kChunk = size_t{128} << 10;
+  if (n <= kChunk) {
+    std::memcpy(dst, src, n);
+    return XXH3_64bits_dispatch(dst, n);
+  }
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  for (size_t at = 0; at < n; at += kChunk) {
+    const size_t len = std::min(kChunk, n - at);
+    std::memcpy(dst + at, src + at, len);
+    XXH3_64bits_update_dispatch(&state, dst + at, len);
+  }
+  return XXH3_64bits_digest(&state);
+}
+
+}  // namespace strata
