@@ -191,6 +191,7 @@ pid_t Spawn(std::vector<std::string> args) {
   pid_t pid = ::fork();
   if (pid < 0) cli::Fail("fork failed");
   if (pid == 0) {
+    ::dup2(2, 1);  // the servers' chatter goes to stderr: stdout carries only the JSON lines
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

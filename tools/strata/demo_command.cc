@@ -79,6 +79,7 @@ Daemon StartDaemon(const DemoOptions& opt, const std::string& dir) {
   d.pid = ::fork();
   if (d.pid < 0) Fail("fork failed");
   if (d.pid == 0) {
+    ::dup2(2, 1);  // the daemon's log goes to stderr: stdout carries the demo's own output
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
