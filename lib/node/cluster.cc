@@ -320,6 +320,13 @@ class ClusterImpl final : public Cluster {
     }
   }
 
+  // One round of Fetch: pulls rest[i] for each i of `want` from its best holder not yet tried,
+  // commits what verified (done[i] = 1), records each block's status in result[i].
+  void PullRound(std::span<const BlockKey> keys, size_t local_prefix,
+                 const std::vector<std::vector<std::string>>& holders,
+                 const std::vector<size_t>& want, std::vector<std::set<std::string>>& tried,
+                 std::vector<Status>& result, std::vector<uint8_t>& done);
+
   // Per pulled block: where its header lands and the host reservation its payload went to.
   struct Landing {
     std::array<std::byte, kBlockHeaderSize> header{};
@@ -358,49 +365,74 @@ size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
   while (n < holders.size() && HasPeer(holders[n])) ++n;
   if (n == 0) return local_prefix;
 
+  std::vector<Status> result(n, Status::Unavailable("not pulled"));
+  std::vector<uint8_t> done(n, 0);
+  std::vector<std::set<std::string>> tried(n);
+  // Round 0 asks the best holder of each block; round 1 asks another holder for the blocks whose
+  // holder answered that it cannot serve them (the directory is a hint: an entry may be stale)
+  // or whose connection failed fast. A timeout is not retried: the bound stays one timeout per
+  // round, and a stalled peer costs at most one.
+  for (int round = 0; round < 2; ++round) {
+    std::vector<size_t> want;
+    for (size_t i = 0; i < n; ++i) {
+      if (done[i]) continue;
+      if (round > 0 && (result[i].code() == StatusCode::kTimedOut ||
+                        result[i].code() == StatusCode::kResourceExhausted ||
+                        result[i].code() == StatusCode::kAlreadyExists))
+        continue;
+      want.push_back(i);
+    }
+    if (want.empty()) break;
+    PullRound(keys, local_prefix, holders, want, tried, result, done);
+  }
+  return store_->Lookup(keys).prefix_blocks;
+}
+
+void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
+                            const std::vector<std::vector<std::string>>& holders,
+                            const std::vector<size_t>& want,
+                            std::vector<std::set<std::string>>& tried,
+                            std::vector<Status>& result, std::vector<uint8_t>& done) {
+  const std::span<const BlockKey> rest = keys.subspan(local_prefix);
   // Holder choice per block: a peer on this host first, then the fewest pulls in flight
-  // (counting the blocks this fetch has already given it), then the id (deterministic).
-  std::vector<std::string> choice(n);
+  // (counting the blocks this round has already given it), then the id (deterministic).
   std::map<std::string, std::vector<size_t>> by_holder;  // holder -> indices into rest
   std::map<std::string, std::vector<std::byte>> addresses;
   {
     std::lock_guard<std::mutex> lock(mu_);
     std::unordered_map<std::string, int> load = in_flight_;
-    for (size_t i = 0; i < n; ++i) {
+    auto rank = [&](const std::string& id) {
+      auto m = members_.find(id);
+      const bool same_host = m != members_.end() && m->second.host == self_.host;
+      return std::make_tuple(same_host ? 0 : 1, load[id], id);
+    };
+    for (size_t i : want) {
       const std::string* best = nullptr;
-      auto rank = [&](const std::string& id) {
-        auto m = members_.find(id);
-        const bool same_host = m != members_.end() && m->second.host == self_.host;
-        return std::make_tuple(same_host ? 0 : 1, load[id], id);
-      };
       for (const auto& h : holders[i]) {
-        if (h == self_.id || !members_.count(h)) continue;
+        if (h == self_.id || !members_.count(h) || tried[i].count(h)) continue;
         if (best == nullptr || rank(h) < rank(*best)) best = &h;
       }
-      if (best == nullptr) {  // the directory named only departed members
-        n = i;
-        break;
-      }
-      choice[i] = *best;
+      if (best == nullptr) continue;  // no (other) live holder
+      tried[i].insert(*best);
       ++load[*best];
       by_holder[*best].push_back(i);
       addresses[*best] = members_.at(*best).address;
     }
     for (const auto& [h, idx] : by_holder) in_flight_[h] += static_cast<int>(idx.size());
   }
-  if (n == 0) return local_prefix;
+  if (by_holder.empty()) return;
 
-  std::vector<Landing> landings(n);
+  std::unordered_map<size_t, Landing> landings;  // by index into rest; stable addresses
+  for (const auto& [h, idx] : by_holder)
+    for (size_t i : idx) landings[i];
   const size_t max_payload = store_->host().max_payload_bytes();
   std::byte* const payload_base = store_->host().payload_base();
   store::TieredStore* store = store_;
   struct Issued {
-    std::string holder;
     std::vector<size_t> indices;
     std::unique_ptr<transport::PullOp> op;
   };
   std::vector<Issued> issued;
-  std::vector<Status> result(n, Status::Unavailable("not pulled"));
   for (auto& [holder, indices] : by_holder) {
     Status connected = transport_->Connect(holder, addresses[holder]);
     if (!connected.ok()) {
@@ -437,7 +469,7 @@ size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
         for (size_t i : part) result[i] = posted;
         continue;
       }
-      issued.push_back({holder, std::move(part), std::move(op).value()});
+      issued.push_back({std::move(part), std::move(op).value()});
     }
   }
   pulls_.fetch_add(issued.size(), std::memory_order_relaxed);
@@ -452,7 +484,10 @@ size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
   }
   // Insert what arrived and verified (the transport checked header, key and payload checksum),
   // in chain order so each block's parent is known; free what did not.
-  for (size_t i = 0; i < n; ++i) {
+  std::vector<size_t> order;
+  for (const auto& [i, l] : landings) order.push_back(i);
+  std::sort(order.begin(), order.end());
+  for (size_t i : order) {
     Landing& l = landings[i];
     if (!l.reservation) {
       if (!result[i].ok()) pull_failures_.fetch_add(1, std::memory_order_relaxed);
@@ -466,6 +501,7 @@ size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
     auto header = DecodeBlockHeader(l.header);
     if (!header.ok() || header->key != rest[i]) {  // verified already; belt and braces
       store_->host().Abort(*l.reservation);
+      result[i] = Status::Corruption("pulled block header changed after verification");
       pull_failures_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
@@ -474,14 +510,15 @@ size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
     if (pos > 0) put.parent = &keys[pos - 1];
     Status st = store_->CommitReserved(*l.reservation, *header, put, /*verify=*/false);
     if (st.ok()) {
+      done[i] = 1;
       Added(rest[i]);
       pulled_blocks_.fetch_add(1, std::memory_order_relaxed);
       pulled_bytes_.fetch_add(header->payload_length, std::memory_order_relaxed);
     } else {
+      result[i] = st;
       pull_failures_.fetch_add(1, std::memory_order_relaxed);
     }
   }
-  return store_->Lookup(keys).prefix_blocks;
 }
 
 }  // namespace
