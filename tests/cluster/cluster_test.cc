@@ -29,6 +29,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "daemon/config.h"
 #include "strata/client.h"
 #include "strata/key_chain.h"
 #include "tests/transport/etcd_process.h"
@@ -461,6 +462,54 @@ TEST_CASE("cluster: bad cluster settings are refused with a clear error", "[clus
     ss << log.rdbuf();
     CHECK(ss.str().find("membership") != std::string::npos);
   }
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("cluster: config keys, environment and defaults", "[cluster]") {
+  ServeConfig c;
+  CHECK(c.node.cluster.membership.empty());  // single node unless configured
+  CHECK(c.node.cluster.request_timeout_ms == 2000);
+  CHECK(c.node.cluster.etcd_lease_ttl_s == 10);
+  CHECK(c.node.cluster.etcd_prefix == "/strata/members/");
+  REQUIRE(ApplyEnvironment({{"STRATA_ETCD", "http://10.0.0.1:2379"},
+                            {"STRATA_NODE_ID", "n1"},
+                            {"STRATA_CLUSTER_SECRET_FILE", "/etc/strata/secret"},
+                            {"STRATA_ETCD_LEASE_TTL_S", "3"},
+                            {"STRATA_UCX_TLS", "tcp"},
+                            {"STRATA_REQUEST_TIMEOUT_MS", "500"}},
+                           &c)
+              .ok());
+  CHECK(c.node.cluster.membership == "etcd");  // an etcd URL turns etcd membership on
+  CHECK(c.node.cluster.etcd_endpoint == "http://10.0.0.1:2379");
+  CHECK(c.node.cluster.node_id == "n1");
+  CHECK(c.node.cluster.secret_file == "/etc/strata/secret");
+  CHECK(c.node.cluster.etcd_lease_ttl_s == 3);
+  CHECK(c.node.cluster.ucx_tls == "tcp");
+  CHECK(c.node.cluster.request_timeout_ms == 500);
+
+  ServeConfig s;
+  REQUIRE(ApplyEnvironment({{"STRATA_MEMBERSHIP", "static"}, {"STRATA_STATIC_PEERS", "a,,b,c"}},
+                           &s)
+              .ok());
+  CHECK(s.node.cluster.static_peers == std::vector<std::string>{"a", "b", "c"});
+
+  ServeConfig bad;
+  Status st = ApplyEnvironment({{"STRATA_MEMBERSHIP", "gossip"}}, &bad);
+  CHECK(st.IsInvalidArgument());
+  CHECK(st.ToString().find("STRATA_MEMBERSHIP") != std::string::npos);
+  CHECK(ApplyEnvironment({{"STRATA_REQUEST_TIMEOUT_MS", "0"}}, &bad).IsInvalidArgument());
+  CHECK(ApplyEnvironment({{"STRATA_ETCD_LEASE_TTL_S", "soon"}}, &bad).IsInvalidArgument());
+
+  // YAML keys are the same names.
+  const std::string dir = TempDir("config");
+  const std::string yaml = dir + "/strata.yaml";
+  std::ofstream(yaml) << "node_id: decode-3\netcd: http://etcd:2379\ncluster_secret_file: /s\n"
+                         "request_timeout_ms: 750\n";
+  ServeConfig y;
+  REQUIRE(ApplyConfigFile(yaml, &y).ok());
+  CHECK(y.node.cluster.membership == "etcd");
+  CHECK(y.node.cluster.node_id == "decode-3");
+  CHECK(y.node.cluster.request_timeout_ms == 750);
   std::filesystem::remove_all(dir);
 }
 
