@@ -217,18 +217,33 @@ void Stop(pid_t pid) {
   ::waitpid(pid, nullptr, 0);
 }
 
+// The servers the benchmark started; stopped however Run ends (cli::Fail throws), so a failed
+// run leaves no daemon behind holding the caller's pipes open.
+struct Servers {
+  std::string dir;
+  pid_t serve = -1, redis = -1;
+  ~Servers() {
+    if (serve > 0) Stop(serve);
+    if (redis > 0) Stop(redis);
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
+
 void Run(const Options& opt) {
   BenchReport report("client", opt.json);
-  const std::string dir = std::filesystem::temp_directory_path() /
-                          ("strata-bench-client-" + std::to_string(::getpid()));
+  Servers servers;
+  servers.dir = std::filesystem::temp_directory_path() /
+                ("strata-bench-client-" + std::to_string(::getpid()));
+  const std::string& dir = servers.dir;
   std::filesystem::create_directories(dir);
   const std::string strata_sock = dir + "/strata.sock", redis_sock = dir + "/redis.sock";
-  pid_t serve = Spawn({"/proc/self/exe", "serve", "--socket", strata_sock, "--no-disk",
-                       "--host-pool", "1GiB"});
-  WaitForSocket(strata_sock, serve, "strata serve");
-  pid_t redis = Spawn({"redis-server", "--port", "0", "--unixsocket", redis_sock, "--save", "",
-                       "--appendonly", "no", "--dir", dir, "--loglevel", "warning"});
-  WaitForSocket(redis_sock, redis, "redis-server");
+  servers.serve = Spawn({"/proc/self/exe", "serve", "--socket", strata_sock, "--no-disk",
+                         "--host-pool", "1GiB"});
+  WaitForSocket(strata_sock, servers.serve, "strata serve");
+  servers.redis = Spawn({"redis-server", "--port", "0", "--unixsocket", redis_sock, "--save", "",
+                         "--appendonly", "no", "--dir", dir, "--loglevel", "warning"});
+  WaitForSocket(redis_sock, servers.redis, "redis-server");
 
   const Case cases[] = {{size_t{64} << 10, 256}, {size_t{2} << 20, 16}};
   for (const Case& c : cases) {
@@ -247,9 +262,6 @@ void Run(const Options& opt) {
       report.Add({name, "GB/s", strata, "redis", redis_gbps, true, extra});
     }
   }
-  Stop(serve);
-  Stop(redis);
-  std::filesystem::remove_all(dir);
 }
 
 [[maybe_unused]] const bool kRegistered = cli::RegisterCommand("bench", [](CLI::App& parent) {
