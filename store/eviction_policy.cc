@@ -123,14 +123,17 @@ class LruPolicy final : public EvictionPolicy {
 // prefix: a CLOCK queue with frequency (S3-FIFO's main queue: Yang et al., "FIFO queues are all
 // you need for cache eviction", SOSP'23) that is prefix-aware (docs/store.md, "Eviction").
 //
-//  - A new block joins the tail of one FIFO queue with frequency 0.
+//  - A new block joins the tail of the queue with frequency 0.
 //  - A hit only bumps the block's 2-bit frequency (a relaxed atomic store; no lock, no list
 //    surgery, which is why FIFO-based policies scale where LRU does not).
 //  - Eviction looks at the head: a block that was hit since it last passed the head goes back to
 //    the tail with its frequency decremented (one extra lap per remembered hit, up to 3: frequent
-//    blocks outlive one-off ones); a block with cached children (an interior node of the prefix
-//    tree) goes back to the tail unchanged, so its descendants leave first and a shared prefix
-//    outlives every tail hanging from it; a pinned block waits; anything else is the victim.
+//    blocks outlive one-off ones). A block with cached children (an interior node of the prefix
+//    tree) gets one extra lap the first time it reaches the head (a shared prefix outlives the
+//    tails under it); the next time it is *parked* off the queue until its last child leaves,
+//    and then returns to the head, so it goes right after its descendants instead of waiting a
+//    whole lap per block of the chain (which kept finished conversations cached for many laps).
+//    A pinned block waits; anything else is the victim.
 //
 // Admission to disk (no one-hit wonders) lives in the tiered store, with FrequencySketch.
 class PrefixPolicy final : public EvictionPolicy {
@@ -144,12 +147,22 @@ class PrefixPolicy final : public EvictionPolicy {
 
   void OnInsert(uint32_t slot, uint32_t parent, uint64_t /*key_hash*/) override {
     Node& n = nodes_[slot];
+    // Not live and not linked here (OnRemove came first), so no other thread writes its flags.
+    const uint8_t gen = static_cast<uint8_t>(Gen(n.flags.load(std::memory_order_relaxed)) + 1);
+    uint8_t parent_gen = 0;
+    if (parent != kNoSlot) {
+      const uint8_t pf = nodes_[parent].flags.load(std::memory_order_acquire);
+      if (pf & kLiveBit) {
+        parent_gen = Gen(pf);
+        nodes_[parent].children.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        parent = kNoSlot;
+      }
+    }
     n.children.store(0, std::memory_order_relaxed);
-    n.freq.store(0, std::memory_order_relaxed);
+    n.meta.store(static_cast<uint8_t>(parent_gen << kGenShift), std::memory_order_relaxed);
     n.parent.store(parent, std::memory_order_relaxed);
-    if (parent != kNoSlot && Live(nodes_[parent]))
-      nodes_[parent].children.fetch_add(1, std::memory_order_relaxed);
-    n.flags.fetch_or(kLiveBit, std::memory_order_release);
+    n.flags.store(static_cast<uint8_t>((gen << kGenShift) | kLiveBit), std::memory_order_release);
     while (!TryPush(slot)) {  // ring full: drain it ourselves (slow path)
       std::lock_guard lock(mu_);
       Drain();
@@ -158,8 +171,9 @@ class PrefixPolicy final : public EvictionPolicy {
 
   void OnAccess(uint32_t slot) override {
     Node& n = nodes_[slot];
-    const uint8_t f = n.freq.load(std::memory_order_relaxed);
-    if (f < kMaxFreq) n.freq.store(f + 1, std::memory_order_relaxed);  // lossy under races: fine
+    const uint8_t m = n.meta.load(std::memory_order_relaxed);
+    if ((m & kFreqMask) < kMaxFreq)
+      n.meta.store(m + 1, std::memory_order_relaxed);  // lossy under races: fine
   }
 
   void OnRemove(uint32_t slot) override {
@@ -170,11 +184,17 @@ class PrefixPolicy final : public EvictionPolicy {
     Unlink(slot);
     n.flags.fetch_and(static_cast<uint8_t>(~kLiveBit), std::memory_order_release);
     const uint32_t parent = n.parent.load(std::memory_order_relaxed);
-    if (parent != kNoSlot) {
-      // Saturating: a parent slot that was reused meanwhile must not wrap.
+    // The parent may have left first (erased, or evicted by the fallback below) and its slot may
+    // hold another block now: only the incarnation the child was inserted under is decremented.
+    if (parent != kNoSlot && IsIncarnation(nodes_[parent], ParentGen(n))) {
       auto& c = nodes_[parent].children;
       uint16_t v = c.load(std::memory_order_relaxed);
       while (v > 0 && !c.compare_exchange_weak(v, v - 1, std::memory_order_relaxed)) {
+      }
+      // Its last child left: a parked parent is next in line (children only drop under mu_).
+      if (v == 1 && Parked(nodes_[parent])) {
+        Unlink(parent);
+        PushFront(kMain, parent);
       }
     }
   }
@@ -182,30 +202,37 @@ class PrefixPolicy final : public EvictionPolicy {
   uint32_t PickVictim(FunctionRef<bool(uint32_t)> evictable) override {
     std::lock_guard lock(mu_);
     Drain();
-    // Every block passes the head at most kMaxFreq + 1 times before it is a candidate; interior
-    // and pinned blocks may rotate a few more laps before the fallback below.
+    // Every block passes the head at most kMaxFreq + 2 times before it is a candidate or parked;
+    // pinned blocks may rotate a few more laps before the fallback below.
     const uint64_t budget = static_cast<uint64_t>(size_[kMain]) * (kMaxFreq + 3);
     for (uint64_t step = 0; step < budget; ++step) {
-      const int q = kMain;
-      const uint32_t s = head_[q];
-      if (s == kNoSlot) return kNoSlot;
+      const uint32_t s = head_[kMain];
+      if (s == kNoSlot) break;
       Node& n = nodes_[s];
-      const uint8_t f = n.freq.load(std::memory_order_relaxed);
+      const uint8_t m = n.meta.load(std::memory_order_relaxed);
       const bool interior = n.children.load(std::memory_order_relaxed) > 0;
       Unlink(s);
-      if (f > 0) {
-        n.freq.store(f - 1, std::memory_order_relaxed);
+      if (m & kFreqMask) {
+        n.meta.store(m - 1, std::memory_order_relaxed);
         PushBack(kMain, s);  // second chance, one per remembered hit
-      } else if (interior || !evictable(s)) {
-        PushBack(q, s);  // its descendants go first; pinned blocks wait
+      } else if (interior) {
+        if (m & kLappedBit) {
+          PushBack(kParked, s);  // back at the head when its last child leaves (OnRemove)
+        } else {
+          n.meta.fetch_or(kLappedBit, std::memory_order_relaxed);
+          PushBack(kMain, s);  // one extra lap for a prefix
+        }
+      } else if (!evictable(s)) {
+        PushBack(kMain, s);  // pinned or in flight: waits
       } else {
-        PushBack(q, s);  // stays linked until the caller's OnRemove
+        PushBack(kMain, s);  // stays linked until the caller's OnRemove
         return s;
       }
     }
     // Everything left is pinned or interior: take the first evictable block, interior or not.
-    for (uint32_t s = head_[kMain]; s != kNoSlot; s = nodes_[s].next)
-      if (evictable(s)) return s;
+    for (int q : {kMain, kParked})
+      for (uint32_t s = head_[q]; s != kNoSlot; s = nodes_[s].next)
+        if (evictable(s)) return s;
     return kNoSlot;
   }
 
@@ -214,30 +241,53 @@ class PrefixPolicy final : public EvictionPolicy {
   }
   uint32_t Frequency(uint32_t slot) const override {
     const Node& n = nodes_[slot];
-    return Live(n) ? n.freq.load(std::memory_order_relaxed) + 1 : 0;
+    return Live(n) ? (n.meta.load(std::memory_order_relaxed) & kFreqMask) + 1u : 0u;
   }
   // The insert ring is a fixed 24 KiB on top, whatever the capacity.
   size_t BytesPerSlot() const override { return sizeof(Node); }
 
  private:
   static constexpr uint8_t kMaxFreq = 3;
-  static constexpr int kMain = 0;
+  static constexpr int kMain = 0;    // the CLOCK queue
+  static constexpr int kParked = 1;  // interior blocks that used their extra lap
   static constexpr uint32_t kRingSize = 1024;
 
-  static constexpr uint8_t kLiveBit = 1;    // inserted and not removed
-  static constexpr uint8_t kLinkedBit = 2;  // in the queue (changed under mu_ only)
+  // Node::flags: three bits and the block's incarnation (5 bits, bumped by every OnInsert of the
+  // slot). Node::meta: the 2-bit frequency, the lapped bit and the parent's incarnation when this
+  // block was inserted. A child removed after its parent's slot was reused leaves the new
+  // occupant's child count alone unless the 5-bit incarnations collide (1 in 32, and only when a
+  // parent leaves before its children, which the policy itself avoids): an ordering hint, never
+  // a correctness matter.
+  static constexpr uint8_t kLiveBit = 1;    // flags: inserted and not removed
+  static constexpr uint8_t kLinkedBit = 2;  // flags: in a queue (changed under mu_ only)
+  static constexpr uint8_t kParkedBit = 4;  // flags: that queue is kParked (under mu_ only)
+  static constexpr uint8_t kFreqMask = 3;   // meta: hits remembered (0..kMaxFreq)
+  static constexpr uint8_t kLappedBit = 4;  // meta: had its extra lap as an interior block
+  static constexpr int kGenShift = 3;       // both: incarnation in the top 5 bits
 
   struct Node {
     uint32_t prev = kNoSlot;  // queue links: under mu_
     uint32_t next = kNoSlot;
     std::atomic<uint32_t> parent{kNoSlot};
     std::atomic<uint16_t> children{0};
-    std::atomic<uint8_t> freq{0};
+    std::atomic<uint8_t> meta{0};
     std::atomic<uint8_t> flags{0};
   };
   static_assert(sizeof(Node) == 16);
 
   static bool Live(const Node& n) { return n.flags.load(std::memory_order_acquire) & kLiveBit; }
+  static uint8_t Gen(uint8_t flags) { return flags >> kGenShift; }
+  static uint8_t ParentGen(const Node& n) {
+    return n.meta.load(std::memory_order_relaxed) >> kGenShift;
+  }
+  static bool IsIncarnation(const Node& n, uint8_t gen) {
+    const uint8_t f = n.flags.load(std::memory_order_acquire);
+    return (f & kLiveBit) && Gen(f) == gen;
+  }
+  static bool Parked(const Node& n) {
+    const uint8_t f = n.flags.load(std::memory_order_relaxed);
+    return (f & kLinkedBit) && (f & kParkedBit);
+  }
 
   // Vyukov's bounded MPMC queue, used multi-producer / single-consumer (the consumer holds mu_).
   struct Cell {
@@ -281,13 +331,19 @@ class PrefixPolicy final : public EvictionPolicy {
 
   void Unlink(uint32_t s) REQUIRES_LOCK(mu_) {
     Node& n = nodes_[s];
-    if (!(n.flags.load(std::memory_order_relaxed) & kLinkedBit)) return;
-    const int q = kMain;
+    const uint8_t flags = n.flags.load(std::memory_order_relaxed);
+    if (!(flags & kLinkedBit)) return;
+    const int q = (flags & kParkedBit) ? kParked : kMain;
     if (n.prev != kNoSlot) nodes_[n.prev].next = n.next; else head_[q] = n.next;
     if (n.next != kNoSlot) nodes_[n.next].prev = n.prev; else tail_[q] = n.prev;
     n.prev = n.next = kNoSlot;
-    n.flags.fetch_and(static_cast<uint8_t>(~kLinkedBit), std::memory_order_relaxed);
+    n.flags.fetch_and(static_cast<uint8_t>(~(kLinkedBit | kParkedBit)), std::memory_order_relaxed);
     --size_[q];
+  }
+  void Link(int q, uint32_t s) REQUIRES_LOCK(mu_) {
+    nodes_[s].flags.fetch_or(q == kParked ? kLinkedBit | kParkedBit : kLinkedBit,
+                             std::memory_order_relaxed);
+    ++size_[q];
   }
   void PushBack(int q, uint32_t s) REQUIRES_LOCK(mu_) {
     Node& n = nodes_[s];
@@ -295,8 +351,15 @@ class PrefixPolicy final : public EvictionPolicy {
     n.next = kNoSlot;
     if (tail_[q] != kNoSlot) nodes_[tail_[q]].next = s; else head_[q] = s;
     tail_[q] = s;
-    n.flags.fetch_or(kLinkedBit, std::memory_order_relaxed);
-    ++size_[q];
+    Link(q, s);
+  }
+  void PushFront(int q, uint32_t s) REQUIRES_LOCK(mu_) {
+    Node& n = nodes_[s];
+    n.prev = kNoSlot;
+    n.next = head_[q];
+    if (head_[q] != kNoSlot) nodes_[head_[q]].prev = s; else tail_[q] = s;
+    head_[q] = s;
+    Link(q, s);
   }
 
   std::unique_ptr<Node[]> nodes_;
@@ -304,9 +367,9 @@ class PrefixPolicy final : public EvictionPolicy {
   std::atomic<uint64_t> enqueue_{0};
   std::mutex mu_;
   uint64_t dequeue_ GUARDED_BY(mu_) = 0;
-  uint32_t head_[1] GUARDED_BY(mu_) = {kNoSlot};
-  uint32_t tail_[1] GUARDED_BY(mu_) = {kNoSlot};
-  uint32_t size_[1] GUARDED_BY(mu_) = {0};
+  uint32_t head_[2] GUARDED_BY(mu_) = {kNoSlot, kNoSlot};
+  uint32_t tail_[2] GUARDED_BY(mu_) = {kNoSlot, kNoSlot};
+  uint32_t size_[2] GUARDED_BY(mu_) = {0, 0};
 };
 
 }  // namespace

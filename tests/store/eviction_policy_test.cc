@@ -110,5 +110,101 @@ TEST_CASE("prefix skips blocks that are not evictable and still finds one", "[st
   REQUIRE(p->BytesPerSlot() <= 20);
 }
 
+TEST_CASE("prefix evicts a finished chain's prefix right after its tail, not a lap later",
+          "[store]") {
+  auto p = Make(PolicyKind::kPrefix, 16);
+  // Chain 0 -> 1 -> 2 (an old conversation), then one-off blocks 3..7.
+  p->OnInsert(0, kNoSlot, 100);
+  p->OnInsert(1, 0, 101);
+  p->OnInsert(2, 1, 102);
+  for (uint32_t s = 3; s < 8; ++s) p->OnInsert(s, kNoSlot, s);
+  // 0 and 1 are interior: they get their one extra lap; the leaf 2 goes first.
+  REQUIRE(p->PickVictim(kAll) == 2);
+  p->OnRemove(2);
+  // 1 is a leaf now, queued behind 3..7 after its lap; 0 is parked when the head reaches it and
+  // follows 1 at once.
+  REQUIRE(p->PickVictim(kAll) == 3);
+  p->OnRemove(3);
+  std::vector<uint32_t> order;
+  for (int i = 0; i < 6; ++i) {
+    const uint32_t v = p->PickVictim(kAll);
+    REQUIRE(v != kNoSlot);
+    order.push_back(v);
+    p->OnRemove(v);
+  }
+  REQUIRE(order == std::vector<uint32_t>{4, 5, 6, 7, 1, 0});
+  // Once lapped, an interior block is parked: the chain leaves tail-first, each block as soon as
+  // its child is gone.
+  for (uint32_t s = 0; s < 4; ++s) p->OnInsert(s, s ? s - 1 : kNoSlot, 200 + s);
+  for (uint32_t s = 4; s < 10; ++s) p->OnInsert(s, kNoSlot, 200 + s);
+  REQUIRE(p->PickVictim(kAll) == 3);  // 0, 1, 2 took their lap
+  p->OnRemove(3);
+  REQUIRE(p->PickVictim(kAll) == 4);
+  p->OnRemove(4);
+  order.clear();
+  for (int i = 0; i < 8; ++i) {
+    const uint32_t v = p->PickVictim(kAll);
+    REQUIRE(v != kNoSlot);
+    order.push_back(v);
+    p->OnRemove(v);
+  }
+  REQUIRE(order == std::vector<uint32_t>{5, 6, 7, 8, 9, 2, 1, 0});
+}
+
+// Defects of the earlier prefix policy, found while reproducing the `strata bench client` failure
+// under steady-state eviction (docs/store.md, "Testing"); fixed since.
+
+// A block's node keeps its parent's *slot*. When the parent leaves first (erased, or evicted as
+// an interior block) and the slot is reused, the old child's removal must not decrement the new
+// occupant's child count (an interior block would look like a leaf and be evicted before its
+// descendants, stranding them). Incarnation tags tell the two apart.
+TEST_CASE("prefix keeps the child count of a block that reused its parent's slot", "[store]") {
+  auto p = Make(PolicyKind::kPrefix, 8);
+  p->OnInsert(0, kNoSlot, 1);  // A
+  p->OnInsert(1, 0, 2);        // B, child of A
+  p->OnRemove(0);              // A erased while B is cached
+  p->OnInsert(0, kNoSlot, 3);  // X reuses A's slot
+  p->OnInsert(2, 0, 4);        // Y, child of X
+  REQUIRE(p->HasChildren(0));
+  p->OnRemove(1);  // B leaves: must not touch X
+  REQUIRE(p->HasChildren(0));
+}
+
+// Interior blocks used to go back to the tail each time the head passed them, behind the chains
+// inserted since, so every lap took one leaf from *every* chain, the newest included: a chain
+// stored just now lost its tail as fast as the oldest one (LRU keeps it whole). In `strata bench
+// client` without Clear (1 GiB pool, 4 clients) a client's Load right after its Store came back
+// short. Interior blocks now get one extra lap and are then parked until their children leave.
+TEST_CASE("prefix keeps the chain stored before the newest one whole while older chains remain",
+          "[store]") {
+  for (PolicyKind kind : {PolicyKind::kLru, PolicyKind::kPrefix}) {
+    INFO("policy " << PolicyKindName(kind));
+    constexpr uint32_t kCap = 256, kLen = 32;  // room for 8 chains
+    auto p = Make(kind, kCap);
+    std::vector<uint32_t> free_slots;
+    for (uint32_t s = kCap; s-- > 0;) free_slots.push_back(s);
+    std::vector<std::vector<uint32_t>> chains;
+    for (uint32_t c = 0; c < 40; ++c) {
+      std::vector<uint32_t> chain;
+      for (uint32_t i = 0; i < kLen; ++i) {
+        if (free_slots.empty()) {
+          const uint32_t v = p->PickVictim(kAll);
+          REQUIRE(v != kNoSlot);
+          p->OnRemove(v);
+          free_slots.push_back(v);
+        }
+        const uint32_t s = free_slots.back();
+        free_slots.pop_back();
+        p->OnInsert(s, i ? chain.back() : kNoSlot, c * kLen + i);
+        chain.push_back(s);
+      }
+      chains.push_back(chain);
+      if (c == 0) continue;
+      INFO("after chain " << c);
+      for (uint32_t s : chains[c - 1]) REQUIRE(p->Frequency(s) > 0);  // still inserted
+    }
+  }
+}
+
 }  // namespace
 }  // namespace strata::store
