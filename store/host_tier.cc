@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -63,7 +64,8 @@ Result<std::unique_ptr<HostTier>> HostTier::Open(const HostTierOptions& options)
   }
   auto* aligned = reinterpret_cast<std::byte*>(
       RoundUp(reinterpret_cast<uintptr_t>(reservation), k2MiB));
-  int flags = MAP_SHARED | MAP_FIXED | (options.populate ? MAP_POPULATE : 0);
+  const bool at_open = options.populate == HostTierOptions::Populate::kAtOpen;
+  const int flags = MAP_SHARED | MAP_FIXED | (at_open ? MAP_POPULATE : 0);
   void* base = mmap(aligned, size, PROT_READ | PROT_WRITE, flags, fd, 0);
   if (base == MAP_FAILED) {
     Status st = Status::IOError(Errno("mmap memfd"));
@@ -84,11 +86,34 @@ Result<std::unique_ptr<HostTier>> HostTier::Open(const HostTierOptions& options)
   mem.copy_in = &HostCopy;
   mem.copy_out = &HostCopy;
   mem.host_visible = true;
-  return std::unique_ptr<HostTier>(new HostTier(options, num_slabs, max_blocks, mem,
-                                                std::move(policy), fd,
-                                                static_cast<std::byte*>(base), size,
-                                                payload_offset, hugetlb, reservation,
-                                                reservation_size));
+  std::unique_ptr<HostTier> tier(new HostTier(options, num_slabs, max_blocks, mem,
+                                              std::move(policy), fd, static_cast<std::byte*>(base),
+                                              size, payload_offset, hugetlb, reservation,
+                                              reservation_size));
+  tier->populated_ = at_open;
+  if (options.populate == HostTierOptions::Populate::kBackground) {
+    HostTier* t = tier.get();
+    t->populator_ = std::thread([t] { t->populated_ = t->PopulateAll(); });
+  }
+  return tier;
+}
+
+bool HostTier::PopulateAll() {
+  // Header area and slabs alike, low addresses first (the allocator hands out low slabs first).
+  // MADV_POPULATE_WRITE only faults pages in; it never changes their contents, so it may run
+  // while the tier serves puts and gets on the same pages.
+  constexpr uint64_t kChunk = uint64_t{64} << 20;
+  for (uint64_t off = 0; off < size_; off += kChunk) {
+    if (stop_populating_.load(std::memory_order_relaxed)) return false;
+    const uint64_t len = std::min(kChunk, size_ - off);
+    if (madvise(base_ + off, len, MADV_POPULATE_WRITE) != 0) return false;  // EINVAL, ENOMEM, ...
+  }
+  return true;
+}
+
+bool HostTier::WaitPopulated() {
+  if (populator_.joinable()) populator_.join();
+  return populated_;
 }
 
 HostTier::HostTier(const HostTierOptions& options, uint32_t num_slabs, uint32_t max_blocks,
@@ -105,6 +130,8 @@ HostTier::HostTier(const HostTierOptions& options, uint32_t num_slabs, uint32_t 
       reservation_size_(reservation_size) {}
 
 HostTier::~HostTier() {
+  stop_populating_.store(true, std::memory_order_relaxed);
+  if (populator_.joinable()) populator_.join();
   munmap(reservation_, reservation_size_);  // covers the fixed mapping inside it
   close(fd_);
 }

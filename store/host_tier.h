@@ -15,9 +15,11 @@
 // the mapping; fd() stays valid for the tier's lifetime (dup it to hand it out).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "store/block_pool.h"
 
@@ -31,8 +33,16 @@ struct HostTierOptions {
   // Ask for MFD_HUGETLB pages first (needs reserved hugetlbfs pages; falls back silently).
   // Default: true.
   bool hugetlb = true;
-  // Touch every page at open (MAP_POPULATE), so the put path never faults. Default: true.
-  bool populate = true;
+  // How the pool's pages get their memory.
+  //  - kBackground (default): a thread of the tier faults them in, 64 MiB at a time
+  //    (MADV_POPULATE_WRITE), while the tier already serves; a put that lands on a page the thread
+  //    has not reached yet takes the fault itself. A daemon with a 16 GiB pool starts at once
+  //    instead of after the kernel has zeroed 16 GiB.
+  //  - kAtOpen: Open returns once every page is in (MAP_POPULATE): the put path never faults
+  //    (benchmarks).
+  //  - kOnDemand: pages fault in at first use.
+  enum class Populate : uint8_t { kBackground, kAtOpen, kOnDemand };
+  Populate populate = Populate::kBackground;
   // memfd name, visible in /proc/PID/fd. Default: "strata-host-pool".
   std::string name = "strata-host-pool";
 };
@@ -51,12 +61,18 @@ class HostTier final : public BlockPool {
   uint64_t payload_offset() const { return payload_offset_; }
   // True when MFD_HUGETLB pages back the pool (else 4 KiB pages, THP where the kernel allows).
   bool hugetlb() const { return hugetlb_; }
+  // Blocks until the background population is over (at once for kAtOpen / kOnDemand). True when
+  // every page was populated; false when the kernel has no MADV_POPULATE_WRITE (Linux < 5.14)
+  // or memory ran short (the pages then fault in at first use, as with kOnDemand).
+  bool WaitPopulated();
 
  private:
   HostTier(const HostTierOptions& options, uint32_t num_slabs, uint32_t max_blocks,
            PoolMemory memory, std::unique_ptr<EvictionPolicy> policy, int fd, std::byte* base,
            uint64_t size, uint64_t payload_offset, bool hugetlb, void* reservation,
            uint64_t reservation_size);
+  // Faults every page in (MADV_POPULATE_WRITE, 64 MiB at a time) until done or stopped.
+  bool PopulateAll();
 
   int fd_;
   std::byte* base_;
@@ -65,6 +81,9 @@ class HostTier final : public BlockPool {
   bool hugetlb_;
   void* reservation_;
   uint64_t reservation_size_;
+  std::atomic<bool> stop_populating_{false};
+  bool populated_ = false;  // written by populator_ before it ends; read after join
+  std::thread populator_;
 };
 
 }  // namespace strata::store

@@ -70,6 +70,7 @@ void HostCases(BenchReport& report, const Options& opt) {
     for (bool verify : {false, true}) {
       for (int threads : {1, 2}) {
         store::HostTierOptions ho;
+        ho.populate = store::HostTierOptions::Populate::kAtOpen;  // no page faults timed
         ho.capacity_bytes = opt.host_mib * kMiB;
         ho.pool.max_blocks = static_cast<uint32_t>(ho.capacity_bytes / block);
         ho.pool.verify_on_put = verify;
