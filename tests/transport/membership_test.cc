@@ -13,11 +13,13 @@
 #include "etcd_process.h"
 #include "transport/membership/etcd_client.h"
 #include "transport/membership/etcd_membership.h"
+#include "wait_for.h"
 
 namespace strata::transport {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using testing::WaitFor;
 
 Member M(std::string id) {
   std::vector<std::byte> addr;
@@ -29,17 +31,6 @@ std::vector<std::string> Ids(const std::vector<Member>& ms) {
   std::vector<std::string> out;
   for (const auto& m : ms) out.push_back(m.id);
   return out;
-}
-
-// Waits up to `limit` for `pred`; true if it held.
-template <typename Pred>
-bool WaitFor(std::chrono::milliseconds limit, Pred pred) {
-  const auto end = Clock::now() + limit;
-  while (Clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return pred();
 }
 
 TEST_CASE("base64 round-trips and rejects bad input", "[transport][membership]") {

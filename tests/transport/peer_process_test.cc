@@ -12,9 +12,9 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <set>
-#include <thread>
 
 #include "etcd_process.h"
 #include "strata/key_chain.h"
@@ -24,12 +24,14 @@
 #include "transport/membership/etcd_membership.h"
 #include "transport/peer_transport.h"
 #include "transport/testing/memfd_block_pool.h"
+#include "wait_for.h"
 
 namespace strata::transport {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using testing::MemfdBlockPool;
+using testing::WaitFor;
 constexpr char kSecret[] = "process-test-cluster-secret";
 constexpr auto kTtl = std::chrono::seconds(2);
 constexpr auto kTimeout = std::chrono::milliseconds(2000);
@@ -178,16 +180,6 @@ class ChildNode {
   bool ok_ = false;
 };
 
-template <typename Pred>
-bool WaitFor(std::chrono::milliseconds limit, Pred pred) {
-  const auto end = Clock::now() + limit;
-  while (Clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return pred();
-}
-
 bool AllHeldBy(LocalNode& c, const std::vector<BlockKey>& chain, const std::string& holder) {
   c.Sync();
   auto h = c.directory->Lookup(chain);
@@ -196,90 +188,121 @@ bool AllHeldBy(LocalNode& c, const std::vector<BlockKey>& chain, const std::stri
   return true;
 }
 
+// The worker address that member `id` registered, as `c` sees it; empty if it is not a member.
+std::vector<std::byte> AddressOf(LocalNode& c, const std::string& id) {
+  for (const auto& m : c.membership->Members())
+    if (m.id == id) return m.address;
+  return {};
+}
+
+// What every test here starts from: a real etcd; node-a, a child holding Chain(blocks) with
+// `payload`-byte blocks; with `with_b`, node-b, a child holding nothing; node-c in this process
+// with one slot per block. Ready once C sees all of them as members. Members are declared in
+// start order, so they stop in reverse (C, B, A, then etcd) however the test ends.
+struct PullSetup {
+  const size_t blocks, payload, slot_bytes;
+  const std::vector<BlockKey> chain;
+  testing::EtcdProcess etcd;
+  std::unique_ptr<ChildNode> a, b;
+  std::unique_ptr<LocalNode> c;
+
+  PullSetup(size_t n_blocks, size_t payload_bytes, bool with_b)
+      : blocks(n_blocks),
+        payload(payload_bytes),
+        slot_bytes(payload_bytes + kBlockHeaderSize),
+        chain(Chain(n_blocks)) {
+    REQUIRE(etcd.ready());
+    a = std::make_unique<ChildNode>("node-a", etcd.endpoint(), blocks, payload);
+    REQUIRE(a->ok());
+    if (with_b) {
+      b = std::make_unique<ChildNode>("node-b", etcd.endpoint(), 0, 4096);
+      REQUIRE(b->ok());
+    }
+    c = LocalNode::Open("node-c", etcd.endpoint(), blocks, slot_bytes);
+    REQUIRE(c);
+    const size_t members = with_b ? 3 : 2;
+    REQUIRE(WaitFor(std::chrono::seconds(5),
+                    [&] { return c->membership->Members().size() == members; }));
+  }
+
+  // Connects C's transport to node-a at the address A registered.
+  void ConnectToA() { REQUIRE(c->transport->Connect("node-a", AddressOf(*c, "node-a")).ok()); }
+
+  // Block i of the chain into C's slot i.
+  std::vector<PullTarget> Targets() const {
+    std::vector<PullTarget> targets;
+    for (size_t i = 0; i < blocks; ++i) targets.push_back({chain[i], c->pool->slot(i), slot_bytes});
+    return targets;
+  }
+
+  // Posts a pull of every block from A, and returns once the first block's bytes have started
+  // landing in C's pool (or after 5 s).
+  std::unique_ptr<PullOp> PostPullFromA() {
+    auto op = c->transport->PreparePull("node-a", TestNs().id(), Targets());
+    REQUIRE(op.ok());
+    REQUIRE((*op)->Post().ok());
+    const std::byte* first = c->pool->slot(0);
+    WaitFor(std::chrono::seconds(5),
+            [&] { return std::atomic_ref<const std::byte>(first[0]).load() == std::byte{'S'}; });
+    return std::move(op).value();
+  }
+
+  // True if C's slot i holds A's payload of block i.
+  bool SlotMatches(size_t i) const {
+    const auto want = Payload(i, payload);
+    return std::memcmp(c->pool->slot(i) + kBlockHeaderSize, want.data(), payload) == 0;
+  }
+};
+
 TEST_CASE(
     "3 nodes and a real etcd: C finds A's 64-block prefix in the directory and pulls it "
     "bit-exact - a joining node moves shards and every block is still found",
     "[transport][etcd][ucx][process]") {
-  testing::EtcdProcess etcd;
-  REQUIRE(etcd.ready());
-  constexpr size_t kBlocks = 64, kPayload = 64 * 1024, kSlot = kPayload + kBlockHeaderSize;
-  ChildNode a("node-a", etcd.endpoint(), kBlocks, kPayload);
-  REQUIRE(a.ok());
-  ChildNode b("node-b", etcd.endpoint(), 0, 4096);
-  REQUIRE(b.ok());
-  auto c = LocalNode::Open("node-c", etcd.endpoint(), kBlocks, kSlot);
-  REQUIRE(c);
-  REQUIRE(WaitFor(std::chrono::seconds(5), [&] { return c->membership->Members().size() == 3; }));
-  const auto chain = Chain(kBlocks);
+  PullSetup s(64, 64 * 1024, /*with_b=*/true);
+  LocalNode& c = *s.c;
   // Shards are spread over the three nodes, and every block is found at A.
   std::set<std::string> owners;
-  c->Sync();
-  for (const auto& k : chain) owners.insert(c->directory->OwnerOf(k));
+  c.Sync();
+  for (const auto& k : s.chain) owners.insert(c.directory->OwnerOf(k));
   CHECK(owners.size() == 3);
-  REQUIRE(WaitFor(std::chrono::seconds(5), [&] { return AllHeldBy(*c, chain, "node-a"); }));
+  REQUIRE(WaitFor(std::chrono::seconds(5), [&] { return AllHeldBy(c, s.chain, "node-a"); }));
 
-  Member holder;
-  for (const auto& m : c->membership->Members())
-    if (m.id == "node-a") holder = m;
-  REQUIRE(c->transport->Connect("node-a", holder.address).ok());
-  std::vector<PullTarget> targets;
-  for (size_t i = 0; i < kBlocks; ++i) targets.push_back({chain[i], c->pool->slot(i), kSlot});
-  auto r = c->transport->Pull("node-a", TestNs().id(), targets);
+  s.ConnectToA();
+  auto r = c.transport->Pull("node-a", TestNs().id(), s.Targets());
   REQUIRE(r.ok());
-  CHECK(r->LeadingOk() == kBlocks);
-  for (size_t i = 0; i < kBlocks; ++i) {
+  CHECK(r->LeadingOk() == s.blocks);
+  for (size_t i = 0; i < s.blocks; ++i) {
     INFO("block " << i);
-    const auto want = Payload(i, kPayload);
-    REQUIRE(std::memcmp(c->pool->slot(i) + kBlockHeaderSize, want.data(), kPayload) == 0);
-    auto h = DecodeBlockHeader(std::span<const std::byte>(c->pool->slot(i), kSlot));
+    REQUIRE(s.SlotMatches(i));
+    auto h = DecodeBlockHeader(std::span<const std::byte>(c.pool->slot(i), s.slot_bytes));
     REQUIRE(h.ok());
-    CHECK(h->key == chain[i]);
+    CHECK(h->key == s.chain[i]);
   }
 
   // D joins: shards move to it, holders re-announce, lookups still find every block.
-  ChildNode d("node-d", etcd.endpoint(), 0, 4096);
+  ChildNode d("node-d", s.etcd.endpoint(), 0, 4096);
   REQUIRE(d.ok());
-  REQUIRE(WaitFor(std::chrono::seconds(5), [&] { return c->membership->Members().size() == 4; }));
-  c->Sync();
+  REQUIRE(WaitFor(std::chrono::seconds(5), [&] { return c.membership->Members().size() == 4; }));
+  c.Sync();
   size_t moved_to_d = 0;
-  for (const auto& k : chain) moved_to_d += c->directory->OwnerOf(k) == "node-d";
+  for (const auto& k : s.chain) moved_to_d += c.directory->OwnerOf(k) == "node-d";
   CHECK(moved_to_d > 0);
-  CHECK(WaitFor(std::chrono::seconds(5), [&] { return AllHeldBy(*c, chain, "node-a"); }));
+  CHECK(WaitFor(std::chrono::seconds(5), [&] { return AllHeldBy(c, s.chain, "node-a"); }));
 }
 
 TEST_CASE(
     "SIGKILL of the holder mid-transfer: the pull returns within the timeout with a "
     "consistent partial result - the dead node leaves membership and the directory",
     "[transport][etcd][ucx][process]") {
-  testing::EtcdProcess etcd;
-  REQUIRE(etcd.ready());
-  constexpr size_t kBlocks = 48, kPayload = 4 << 20, kSlot = kPayload + kBlockHeaderSize;
-  ChildNode a("node-a", etcd.endpoint(), kBlocks, kPayload);
-  REQUIRE(a.ok());
-  ChildNode b("node-b", etcd.endpoint(), 0, 4096);
-  REQUIRE(b.ok());
-  auto c = LocalNode::Open("node-c", etcd.endpoint(), kBlocks, kSlot);
-  REQUIRE(c);
-  REQUIRE(WaitFor(std::chrono::seconds(5), [&] { return c->membership->Members().size() == 3; }));
-  const auto chain = Chain(kBlocks);
-  REQUIRE(WaitFor(std::chrono::seconds(5), [&] { return AllHeldBy(*c, chain, "node-a"); }));
-  Member holder;
-  for (const auto& m : c->membership->Members())
-    if (m.id == "node-a") holder = m;
-  REQUIRE(c->transport->Connect("node-a", holder.address).ok());
-
-  std::vector<PullTarget> targets;
-  for (size_t i = 0; i < kBlocks; ++i) targets.push_back({chain[i], c->pool->slot(i), kSlot});
-  auto op = c->transport->PreparePull("node-a", TestNs().id(), targets);
-  REQUIRE(op.ok());
-  REQUIRE((*op)->Post().ok());
-  // Kill the holder once the first block's bytes have started landing.
-  const std::byte* first = c->pool->slot(0);
-  WaitFor(std::chrono::seconds(5),
-          [&] { return std::atomic_ref<const std::byte>(first[0]).load() == std::byte{'S'}; });
-  a.Kill();
+  PullSetup s(48, 4 << 20, /*with_b=*/true);
+  LocalNode& c = *s.c;
+  const size_t kBlocks = s.blocks;
+  REQUIRE(WaitFor(std::chrono::seconds(5), [&] { return AllHeldBy(c, s.chain, "node-a"); }));
+  s.ConnectToA();
+  auto op = s.PostPullFromA();  // returns once the first block's bytes have started landing
+  s.a->Kill();
   const auto killed = Clock::now();
-  PullResult r = (*op)->Wait();
+  PullResult r = op->Wait();
   const auto waited = Clock::now() - killed;
   CHECK(waited <= kTimeout + std::chrono::milliseconds(1000));
   REQUIRE(r.blocks.size() == kBlocks);
@@ -289,66 +312,40 @@ TEST_CASE(
   for (size_t i = 0; i < kBlocks; ++i) {
     if (!r.blocks[i].ok()) continue;
     INFO("block " << i);
-    const auto want = Payload(i, kPayload);
-    CHECK(std::memcmp(c->pool->slot(i) + kBlockHeaderSize, want.data(), kPayload) == 0);
+    CHECK(s.SlotMatches(i));
   }
   for (size_t i = lead; i < kBlocks; ++i)
     if (!r.blocks[i].ok()) CHECK_FALSE(r.blocks[i].message().empty());
 
   // The dead node leaves membership within its lease TTL (plus etcd's expiry tick) ...
   CHECK(WaitFor(kTtl + std::chrono::milliseconds(2500),
-                [&] { return c->membership->Members().size() == 2; }));
+                [&] { return c.membership->Members().size() == 2; }));
   // ... and its directory entries stop being returned.
   CHECK(WaitFor(std::chrono::seconds(3), [&] {
-    c->Sync();
-    for (const auto& h : c->directory->Lookup(chain))
+    c.Sync();
+    for (const auto& h : c.directory->Lookup(s.chain))
       if (!h.empty()) return false;
     return true;
   }));
   // The surviving peer still serves: C can still reach B's directory shard.
-  CHECK(c->transport
-            ->Connect("node-b",
-                      [&] {
-                        for (const auto& m : c->membership->Members())
-                          if (m.id == "node-b") return m.address;
-                        return std::vector<std::byte>{};
-                      }())
-            .ok());
+  CHECK(c.transport->Connect("node-b", AddressOf(c, "node-b")).ok());
 }
 
 TEST_CASE("a stalled holder (SIGSTOP) costs at most the timeout - nothing hangs",
           "[transport][etcd][ucx][process]") {
-  testing::EtcdProcess etcd;
-  REQUIRE(etcd.ready());
-  constexpr size_t kBlocks = 48, kPayload = 4 << 20, kSlot = kPayload + kBlockHeaderSize;
-  ChildNode a("node-a", etcd.endpoint(), kBlocks, kPayload);
-  REQUIRE(a.ok());
-  auto c = LocalNode::Open("node-c", etcd.endpoint(), kBlocks, kSlot);
-  REQUIRE(c);
-  REQUIRE(WaitFor(std::chrono::seconds(5), [&] { return c->membership->Members().size() == 2; }));
-  Member holder;
-  for (const auto& m : c->membership->Members())
-    if (m.id == "node-a") holder = m;
-  REQUIRE(c->transport->Connect("node-a", holder.address).ok());
-  const auto chain = Chain(kBlocks);
-  std::vector<PullTarget> targets;
-  for (size_t i = 0; i < kBlocks; ++i) targets.push_back({chain[i], c->pool->slot(i), kSlot});
-  auto op = c->transport->PreparePull("node-a", TestNs().id(), targets);
-  REQUIRE(op.ok());
-  REQUIRE((*op)->Post().ok());
-  const std::byte* first = c->pool->slot(0);
-  WaitFor(std::chrono::seconds(5),
-          [&] { return std::atomic_ref<const std::byte>(first[0]).load() == std::byte{'S'}; });
-  ::kill(a.pid(), SIGSTOP);
+  PullSetup s(48, 4 << 20, /*with_b=*/false);
+  const size_t kBlocks = s.blocks;
+  s.ConnectToA();
+  auto op = s.PostPullFromA();  // returns once the first block's bytes have started landing
+  ::kill(s.a->pid(), SIGSTOP);
   const auto stopped = Clock::now();
-  PullResult r = (*op)->Wait();
+  PullResult r = op->Wait();
   const auto waited = Clock::now() - stopped;
   CHECK(waited <= kTimeout + std::chrono::milliseconds(1000));
   size_t timed_out = 0;
   for (size_t i = 0; i < kBlocks; ++i) {
     if (r.blocks[i].ok()) {
-      const auto want = Payload(i, kPayload);
-      CHECK(std::memcmp(c->pool->slot(i) + kBlockHeaderSize, want.data(), kPayload) == 0);
+      CHECK(s.SlotMatches(i));
     } else {
       timed_out += r.blocks[i].IsTimedOut();
     }
@@ -356,7 +353,7 @@ TEST_CASE("a stalled holder (SIGSTOP) costs at most the timeout - nothing hangs"
   INFO("leading OK: " << r.LeadingOk() << ", first error: "
                       << (r.LeadingOk() < kBlocks ? r.blocks[r.LeadingOk()].ToString() : "none"));
   CHECK(timed_out > 0);
-  a.Kill();
+  s.a->Kill();
 }
 
 }  // namespace
