@@ -2,7 +2,8 @@
 // bandwidth beside cudaMemcpy in the same run (DESIGN.md "Benchmarks" JSON lines with --json).
 //
 //   correctness  gather/scatter for every layout x {fp16, bf16, fp8} into device memory and into
-//                mapped pinned host memory, byte-exact; the 16-byte and the byte-wise paths;
+//                mapped pinned host memory, byte-exact; the 16-byte and the byte-wise paths, chunks
+//                of one tile and of several;
 //                lossy codecs bit-exact (payloads and decoded blocks) and NaN flagged
 //   bandwidth    blocks of 16 tokens x 8 KV heads x 128 dims x 32 layers (fp16, 2 MiB), N random
 //                engine blocks: gather/scatter vs cudaMemcpy D2D of the same bytes (target >= 0.8);
@@ -95,23 +96,29 @@ void CheckGatherScatter() {
   for (auto layout : {sk::PagedLayout::kVllmFlashAttn, sk::PagedLayout::kFlashInfer,
                       sk::PagedLayout::kMla}) {
     for (auto dtype : {sk::KvDtype::kFloat16, sk::KvDtype::kBFloat16, sk::KvDtype::kFloat8E4M3}) {
-      for (uint32_t dim : {128u, 3u}) {
+      // {tokens, dim}: dim 3 (MLA 77) gives chunks that are not multiples of 16 bytes, so the
+      // byte-wise path runs; dim 128 (MLA 576) takes the 16-byte path. 16 / 5 tokens make one
+      // tile per chunk; 40 / 41 tokens make chunks of several tiles (up to 80 KiB, 3 tiles).
+      struct GsShape {
+        uint32_t tokens, dim;
+      };
+      for (const GsShape gs : {GsShape{16, 128}, GsShape{5, 3}, GsShape{40, 128}, GsShape{41, 3}}) {
         for (bool pinned_dst : {false, true}) {
           sk::PagedKvSpec spec;
           spec.layout = layout;
           spec.dtype = dtype;
           spec.num_layers = 4;
           spec.num_blocks = 37;
-          // dim 3 (with 5 tokens, 3 heads, MLA 77): chunks of 45*w or 385*w bytes, not multiples of
-          // 16, so the byte-wise path runs; dim 128 (MLA 576) takes the 16-byte path.
-          const bool odd = dim == 3;
-          spec.block_size = odd ? 5 : 16;
-          spec.num_kv_heads = layout == sk::PagedLayout::kMla ? 1 : (odd ? 3 : 8);
-          spec.head_dim = layout == sk::PagedLayout::kMla ? (odd ? 77 : 576) : dim;
+          const bool odd = gs.dim == 3;
+          spec.block_size = gs.tokens;
+          spec.num_kv_heads =
+              layout == sk::PagedLayout::kMla ? 1 : (odd ? (gs.tokens > 16 ? 9 : 3) : 8);
+          spec.head_dim = layout == sk::PagedLayout::kMla ? (odd ? 77 : 576) : gs.dim;
           const std::string name = std::string("gather/scatter ") +
                                    std::string(sk::PagedLayoutName(layout)) + " " +
                                    std::string(sk::KvDtypeName(dtype)) + " dim " +
-                                   std::to_string(spec.head_dim) +
+                                   std::to_string(spec.head_dim) + " x " +
+                                   std::to_string(spec.block_size) + " tokens" +
                                    (pinned_dst ? " (pinned host blocks)" : " (device blocks)");
           std::vector<std::vector<std::byte>> host(spec.num_layers,
                                                    std::vector<std::byte>(spec.layer_bytes()));
@@ -193,7 +200,8 @@ void CheckCodecs() {
                                    {8, 2, 16, 8, 128, sk::KvDtype::kBFloat16},
                                    {4, 2, 16, 4, 80, sk::KvDtype::kFloat16},
                                    {4, 1, 16, 1, 576, sk::KvDtype::kBFloat16},
-                                   {2, 2, 256, 2, 64, sk::KvDtype::kBFloat16}};
+                                   {2, 2, 256, 2, 64, sk::KvDtype::kBFloat16},
+                                   {2, 2, 24, 4, 64, sk::KvDtype::kFloat16}};
   for (const auto& shape : shapes) {
     constexpr uint32_t kBlocks = 4;
     sk::KvSynthOptions opt;

@@ -3,12 +3,14 @@
 // byte-for-byte (the lossy codecs are bit-exact: quant_math.h).
 //
 // Prepare/post split (NIXL style): CudaKvMover::Create registers an engine's per-layer base
-// pointers once; each Gather/Scatter validates its block ids on the host, uploads a small
-// descriptor array with stream-ordered allocation (cudaMallocAsync) and enqueues ONE kernel for
-// all layers and blocks on the caller's stream. Calls return once the work is enqueued; the
-// caller synchronises the stream before reading the destination. Block buffers may be device
-// memory or mapped pinned host memory (zero-copy over PCIe/NVLink-C2C): any address the device
-// can access.
+// pointers once; each Gather/Scatter validates its block ids on the host and enqueues ONE kernel
+// for all layers and blocks on the caller's stream, its per-block descriptors passed in the
+// kernel's parameters (up to 1024 blocks when built with CUDA >= 12.1, whose 16 KiB parameter
+// buffers need a driver >= 12.1; else 32); larger calls also upload them with stream-ordered
+// allocation (cudaMallocAsync). CudaCodec calls work the same way. Calls return once the work
+// is enqueued; the caller synchronises the stream before reading the destination. Block buffers
+// may be device memory or mapped pinned host memory (zero-copy over PCIe/NVLink-C2C): any
+// address the device can access.
 //
 // Copies use 16-byte vector accesses when chunk_bytes and every pointer are 16-byte aligned
 // (always true for real engine shapes), else a byte-wise fallback.

@@ -2,7 +2,7 @@
 // conversions written with integer arithmetic only, so that host and device produce the same bits
 // (bit-exact CPU/CUDA agreement of every codec rests on this and on compiling without FMA
 // contraction: -ffp-contract=off on the host, --fmad=false for nvcc; see kernels/CMakeLists.txt).
-// On the device, the round-to-nearest-even conversions use the hardware instructions instead,
+// On the device, the rounding conversions (all three modes) use the hardware instructions instead,
 // which give the same bits for every non-NaN value (IEEE rounding; tests/kernels and gpu_check
 // compare CUDA and CPU output byte for byte). NaN payloads may differ; codecs reject NaN input.
 //
@@ -69,8 +69,11 @@ enum class Round : uint8_t { kNearestEven, kDown, kUp };  // kDown = toward -inf
 // direction allows it, else +-65504). NaN stays NaN.
 STRATA_KERNELS_HD inline uint16_t FloatToHalf(float f, Round mode = Round::kNearestEven) {
 #if defined(__CUDA_ARCH__)
-  // IEEE round-to-nearest-even in hardware: the same bits as below for every non-NaN input.
+  // IEEE rounding in hardware (cvt.rn / cvt.rm / cvt.rp .f16.f32): the same bits as below for
+  // every non-NaN input, overflow and subnormals included.
   if (mode == Round::kNearestEven) return __half_as_ushort(__float2half_rn(f));
+  if (mode == Round::kDown) return __half_as_ushort(__float2half_rd(f));
+  return __half_as_ushort(__float2half_ru(f));
 #endif
   const uint32_t x = FloatToBits(f);
   const uint32_t sign = x >> 31;

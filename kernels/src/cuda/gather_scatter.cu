@@ -1,7 +1,15 @@
 // CUDA gather/scatter (cuda_kernels.h): one kernel per call moves every (block, layer, plane)
-// chunk. Each CTA iteration copies one tile of a chunk with 16-byte loads issued before the
-// stores (kUnroll per thread) and walks the tiles grid-stride.
+// chunk, its block descriptors passed in the launch's parameter buffer (cuda_util.h; calls of
+// more than 1024 blocks upload them). A chunk is cut into as few equal tiles as fit
+// kThreads x kUnroll elements (16-byte vectors, or bytes on the unaligned path), so a chunk of up
+// to 32 KiB is one tile (an MLA chunk of 18 KiB: 4.5 vectors per thread). 16 CTAs per SM walk the
+// tiles grid-stride; each iteration issues all its loads, then resolves the next tile's
+// descriptors, then stores, so the descriptor lookups overlap the data loads. KV bytes are
+// touched once: loads and stores carry the streaming (evict-first) cache hint. Index arithmetic
+// is 32-bit (Launch bounds it).
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include "cuda_util.h"
 #include "strata_kernels/cuda_kernels.h"
@@ -10,58 +18,92 @@ namespace strata::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kUnroll = 4;
+constexpr int kVecUnroll = 8;   // 16-byte vectors in flight per thread: tiles up to 32 KiB
+constexpr int kByteUnroll = 4;  // byte-wise path: tiles up to 1 KiB
 
 struct MoveParams {
   const uint64_t* layers;  // num_layers engine layer base addresses
-  const uint64_t* desc;    // per block: engine block id, Strata block address
+  const ulonglong2* desc;  // per block {engine block id, Strata block address}, or inline
   uint64_t chunk_bytes;
-  uint64_t tiles_per_chunk;
-  uint64_t total_tiles;
-  uint32_t num_layers;
+  uint32_t chunk_elems;  // chunk length in elements (16-byte vectors or bytes)
+  uint32_t tile_elems;   // ceil(chunk_elems / tiles_per_chunk) <= kThreads * unroll
+  uint32_t tiles_per_chunk;
+  uint32_t total_tiles;       // blocks * num_layers * planes * tiles_per_chunk <= 2^31
+  uint32_t chunks_per_block;  // num_layers * planes
   uint32_t planes;
   uint32_t pool_blocks;
   PagedLayout layout;
 };
 
-template <bool kGather, bool kVec>
-__global__ void __launch_bounds__(kThreads) MoveKernel(MoveParams p) {
-  constexpr uint64_t kElem = kVec ? 16 : 1;
-  const uint64_t tile_bytes = kElem * kThreads * kUnroll;
-  const uint32_t lps = p.num_layers * p.planes;
-  for (uint64_t g = blockIdx.x; g < p.total_tiles; g += gridDim.x) {
-    const uint64_t item = g / p.tiles_per_chunk;
-    const uint64_t tile = g - item * p.tiles_per_chunk;
-    const uint64_t i = item / lps;
-    const uint32_t lp = static_cast<uint32_t>(item - i * lps);
-    const uint32_t l = lp / p.planes, pl = lp - l * p.planes;
-    const uint64_t block_id = p.desc[2 * i];
-    char* strata = reinterpret_cast<char*>(p.desc[2 * i + 1]) + uint64_t{lp} * p.chunk_bytes;
-    char* engine = reinterpret_cast<char*>(p.layers[l]) +
-                   EngineChunkIndex(p.layout, p.pool_blocks, block_id, pl) * p.chunk_bytes;
-    const char* src = kGather ? engine : strata;
-    char* dst = kGather ? strata : engine;
-    const uint64_t base = tile * tile_bytes;
-    if constexpr (kVec) {
-      uint4 r[kUnroll];
+// Where tile g reads and writes: element range [begin, end) of the chunk at src / dst.
+struct Tile {
+  const char* src;
+  char* dst;
+  uint32_t begin;
+  uint32_t end;
+};
+
+template <bool kGather, uint32_t kN>
+__device__ __forceinline__ Tile LocateTile(const MoveParams& p, const InlineDesc<kN>& inl,
+                                           uint32_t g) {
+  const uint32_t item = g / p.tiles_per_chunk;  // (block, layer, plane)
+  const uint32_t tile = g - item * p.tiles_per_chunk;
+  const uint32_t i = item / p.chunks_per_block;
+  const uint32_t lp = item - i * p.chunks_per_block;
+  const uint32_t l = lp / p.planes, pl = lp - l * p.planes;
+  const ulonglong2 d = LoadDesc(inl, p.desc, i);
+  char* strata = reinterpret_cast<char*>(d.y) + uint64_t{lp} * p.chunk_bytes;
+  char* engine = reinterpret_cast<char*>(__ldg(&p.layers[l])) +
+                 EngineChunkIndex(p.layout, p.pool_blocks, d.x, pl) * p.chunk_bytes;
+  Tile t;
+  t.src = kGather ? engine : strata;
+  t.dst = kGather ? strata : engine;
+  t.begin = tile * p.tile_elems;
+  t.end = min(t.begin + p.tile_elems, p.chunk_elems);
+  return t;
+}
+
+template <bool kGather, bool kVec, uint32_t kN>
+__global__ void __launch_bounds__(kThreads) MoveKernel(MoveParams p, InlineDesc<kN> inl) {
+  using Elem = std::conditional_t<kVec, uint4, unsigned char>;
+  constexpr int kUnroll = kVec ? kVecUnroll : kByteUnroll;
+  uint32_t g = blockIdx.x;
+  if (g >= p.total_tiles) return;
+  Tile t = LocateTile<kGather>(p, inl, g);
+  for (;;) {
+    const Elem* src = reinterpret_cast<const Elem*>(t.src);
+    Elem* dst = reinterpret_cast<Elem*>(t.dst);
+    Elem r[kUnroll];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const uint64_t off = base + (static_cast<uint64_t>(u) * kThreads + threadIdx.x) * 16;
-        if (off < p.chunk_bytes) r[u] = *reinterpret_cast<const uint4*>(src + off);
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const uint64_t off = base + (static_cast<uint64_t>(u) * kThreads + threadIdx.x) * 16;
-        if (off < p.chunk_bytes) *reinterpret_cast<uint4*>(dst + off) = r[u];
-      }
-    } else {
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const uint64_t off = base + static_cast<uint64_t>(u) * kThreads + threadIdx.x;
-        if (off < p.chunk_bytes) dst[off] = src[off];
-      }
+    for (int u = 0; u < kUnroll; ++u) {
+      const uint32_t e = t.begin + u * kThreads + threadIdx.x;
+      if (e < t.end) r[u] = __ldcs(src + e);
     }
+    const uint32_t next = g + gridDim.x;
+    const bool more = next < p.total_tiles;
+    Tile n = t;
+    if (more) n = LocateTile<kGather>(p, inl, next);  // overlaps the loads above
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const uint32_t e = t.begin + u * kThreads + threadIdx.x;
+      if (e < t.end) __stcs(dst + e, r[u]);
+    }
+    if (!more) break;
+    g = next;
+    t = n;
   }
+}
+
+template <bool kGather, bool kVec>
+KernelStatus LaunchMove(MoveParams p, unsigned grid, const std::vector<uint64_t>& desc,
+                        cudaStream_t stream) {
+  return LaunchWithDesc(reinterpret_cast<const ulonglong2*>(desc.data()), desc.size() / 2, stream,
+                        kGather ? "gather launch" : "scatter launch",
+                        [&](const auto& inl, const ulonglong2* dev) {
+                          constexpr uint32_t kN = std::remove_cvref_t<decltype(inl)>::kSize;
+                          p.desc = dev;
+                          MoveKernel<kGather, kVec, kN><<<grid, kThreads, 0, stream>>>(p, inl);
+                        });
 }
 
 }  // namespace
@@ -143,34 +185,35 @@ KernelStatus CudaKvMover::Launch(bool gather, std::span<const int32_t> block_ids
     host_desc_[2 * i + 1] = reinterpret_cast<uint64_t>(blocks[i]);
     if (host_desc_[2 * i + 1] % 16) aligned = false;
   }
-  void* d_desc = nullptr;
-  STRATA_KERNELS_RETURN_IF_ERROR(
-      UploadDescriptors(host_desc_.data(), host_desc_.size() * 8, stream, &d_desc));
-
+  const uint64_t unroll = aligned ? kVecUnroll : kByteUnroll;
+  const uint64_t chunk_elems = aligned ? shape.chunk_bytes() / 16 : shape.chunk_bytes();
+  const uint64_t tiles_per_chunk = (chunk_elems + kThreads * unroll - 1) / (kThreads * unroll);
+  const uint64_t total_tiles = tiles_per_chunk * block_ids.size() * shape.num_chunks();
+  if (total_tiles > (uint64_t{1} << 31))  // chunk_elems < 2^32 (ValidateBlockShape)
+    return KernelStatus::InvalidArgument("gather/scatter of " + std::to_string(block_ids.size()) +
+                                         " blocks is too large for one call; split it");
   MoveParams p;
   p.layers = static_cast<const uint64_t*>(d_layers_);
-  p.desc = static_cast<const uint64_t*>(d_desc);
+  p.desc = nullptr;
   p.chunk_bytes = shape.chunk_bytes();
-  const uint64_t tile_bytes = uint64_t{aligned ? 16u : 1u} * kThreads * kUnroll;
-  p.tiles_per_chunk = (p.chunk_bytes + tile_bytes - 1) / tile_bytes;
-  p.total_tiles = p.tiles_per_chunk * block_ids.size() * shape.num_chunks();
-  p.num_layers = spec_.num_layers;
+  p.chunk_elems = static_cast<uint32_t>(chunk_elems);
+  p.tiles_per_chunk = static_cast<uint32_t>(tiles_per_chunk);
+  p.tile_elems = static_cast<uint32_t>((chunk_elems + tiles_per_chunk - 1) / tiles_per_chunk);
+  p.total_tiles = static_cast<uint32_t>(total_tiles);
+  p.chunks_per_block = static_cast<uint32_t>(shape.num_chunks());
   p.planes = shape.planes;
   p.pool_blocks = spec_.num_blocks;
   p.layout = spec_.layout;
+  // 16 CTAs per SM, 4 of them resident (64 registers): oversubscribing measured 2-4 % faster on
+  // an H100 than a grid of exactly the resident CTAs.
   const uint64_t max_grid = uint64_t(sm_count_ > 0 ? sm_count_ : 1) * 16;
-  const unsigned grid = static_cast<unsigned>(p.total_tiles < max_grid ? p.total_tiles : max_grid);
+  const unsigned grid = static_cast<unsigned>(total_tiles < max_grid ? total_tiles : max_grid);
   if (gather) {
-    if (aligned) MoveKernel<true, true><<<grid, kThreads, 0, stream>>>(p);
-    else MoveKernel<true, false><<<grid, kThreads, 0, stream>>>(p);
-  } else {
-    if (aligned) MoveKernel<false, true><<<grid, kThreads, 0, stream>>>(p);
-    else MoveKernel<false, false><<<grid, kThreads, 0, stream>>>(p);
+    return aligned ? LaunchMove<true, true>(p, grid, host_desc_, stream)
+                   : LaunchMove<true, false>(p, grid, host_desc_, stream);
   }
-  KernelStatus launched = CudaError(cudaGetLastError(), gather ? "gather launch" : "scatter launch");
-  KernelStatus freed = FreeDescriptors(d_desc, stream);
-  if (!launched.ok()) return launched;
-  return freed;
+  return aligned ? LaunchMove<false, true>(p, grid, host_desc_, stream)
+                 : LaunchMove<false, false>(p, grid, host_desc_, stream);
 }
 
 }  // namespace strata::kernels::cuda

@@ -5,10 +5,13 @@
 //            (the second read of the 32 KiB chunk hits L1/L2)
 //   INT8     one thread per 8 elements (16 B); a group of G is G/8 adjacent lanes reduced with
 //            warp shuffles
-//   INT4     values as INT8 (groups of Gv); keys one thread per 8 channels of a layer, looping
-//            over the block's tokens twice (coalesced 16 B rows)
+//   INT4     values as INT8 (groups of Gv); keys one thread per 4 channels of a layer, the
+//            block's 16 tokens loaded into registers at once (8 B per lane, 256 B per warp row),
+//            then min/max, scales and codes from those registers (longer blocks: 16 at a time,
+//            read twice)
 //   decode   one thread per 8 elements
 #include <string>
+#include <type_traits>
 
 #include "cuda_util.h"
 #include "strata_kernels/cuda_kernels.h"
@@ -22,8 +25,8 @@ constexpr uint32_t kFlagNonFinite = 1;
 constexpr uint32_t kFlagRange = 2;
 
 struct CodecParams {
-  const uint64_t* desc;  // [in_0 .. in_{n-1}, out_0 .. out_{n-1}]
-  uint32_t* flags;       // may be null
+  const ulonglong2* desc;  // per block {input, output}; null when inline (cuda_util.h)
+  uint32_t* flags;         // may be null
   uint32_t n;
   BlockShape shape;
   LossyLayout lay;
@@ -31,11 +34,13 @@ struct CodecParams {
   bool bf16;
 };
 
-__device__ inline const void* InPtr(const CodecParams& p, uint32_t b) {
-  return reinterpret_cast<const void*>(p.desc[b]);
+template <uint32_t kN>
+__device__ inline const void* InPtr(const CodecParams& p, const InlineDesc<kN>& inl, uint32_t b) {
+  return reinterpret_cast<const void*>(LoadDesc(inl, p.desc, b).x);
 }
-__device__ inline void* OutPtr(const CodecParams& p, uint32_t b) {
-  return reinterpret_cast<void*>(p.desc[p.n + b]);
+template <uint32_t kN>
+__device__ inline void* OutPtr(const CodecParams& p, const InlineDesc<kN>& inl, uint32_t b) {
+  return reinterpret_cast<void*>(LoadDesc(inl, p.desc, b).y);
 }
 
 __device__ inline void Load8(const void* base, uint64_t vec, bool bf16, float x[8]) {
@@ -106,10 +111,11 @@ __device__ inline float WarpMin(float v, int lanes) {
 }
 
 // ---- FP8: grid (num_chunks, n) ----
-__global__ void __launch_bounds__(kThreads) Fp8EncodeKernel(CodecParams p) {
+template <uint32_t kN>
+__global__ void __launch_bounds__(kThreads) Fp8EncodeKernel(CodecParams p, InlineDesc<kN> inl) {
   const uint32_t b = blockIdx.y, c = blockIdx.x;
-  const void* in = InPtr(p, b);
-  char* out = static_cast<char*>(OutPtr(p, b));
+  const void* in = InPtr(p, inl, b);
+  char* out = static_cast<char*>(OutPtr(p, inl, b));
   const uint64_t vecs = p.shape.chunk_elems() / 8, first = uint64_t{c} * vecs;
   float amax = 0.0f;
   uint32_t bad = 0;
@@ -152,14 +158,15 @@ __global__ void __launch_bounds__(kThreads) Fp8EncodeKernel(CodecParams p) {
 }
 
 // ---- INT8: grid (ceil(vecs / kThreads), n) ----
-__global__ void __launch_bounds__(kThreads) Int8EncodeKernel(CodecParams p) {
+template <uint32_t kN>
+__global__ void __launch_bounds__(kThreads) Int8EncodeKernel(CodecParams p, InlineDesc<kN> inl) {
   const uint32_t b = blockIdx.y;
   const uint64_t vecs = p.shape.elems() / 8;
   const uint64_t v = uint64_t{blockIdx.x} * kThreads + threadIdx.x;
   const bool valid = v < vecs;
   const int lanes = static_cast<int>(p.lay.group / 8);
-  const void* in = InPtr(p, b);
-  char* out = static_cast<char*>(OutPtr(p, b));
+  const void* in = InPtr(p, inl, b);
+  char* out = static_cast<char*>(OutPtr(p, inl, b));
   float x[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   uint32_t bad = 0;
   float amax = 0.0f;
@@ -189,108 +196,182 @@ __device__ inline uint32_t CheckInt4(float x) {
   return AbsF(x) > kInt4MaxAbs ? kFlagRange : 0u;
 }
 
-// ---- INT4 values (planes == 2): grid (ceil(L * chunk_vecs / kThreads), n) ----
-__global__ void __launch_bounds__(kThreads) Int4ValueEncodeKernel(CodecParams p) {
-  const uint32_t b = blockIdx.y;
-  const BlockShape& s = p.shape;
-  const uint64_t chunk_vecs = s.chunk_elems() / 8;
-  const uint64_t vv = uint64_t{blockIdx.x} * kThreads + threadIdx.x;
-  const bool valid = vv < uint64_t{s.num_layers} * chunk_vecs;
-  const int lanes = static_cast<int>(p.lay.group / 8);
-  const uint64_t l = vv / chunk_vecs, k = vv % chunk_vecs;
-  const uint64_t vec = (l * 2 + 1) * chunk_vecs + k;  // the value chunk of layer l
-  const void* in = InPtr(p, b);
-  char* out = static_cast<char*>(OutPtr(p, b));
-  float x[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  uint32_t bad = 0;
-  if (valid) {
-    Load8(in, vec, p.bf16, x);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) bad |= CheckInt4(x[j]);
-  }
-  float mn = x[0], mx = x[0];
-#pragma unroll
-  for (int j = 1; j < 8; ++j) {
-    mn = MinF(mn, x[j]);
-    mx = MaxF(mx, x[j]);
-  }
-  mn = WarpMin(mn, lanes);
-  mx = WarpMax(mx, lanes);
-  if (!valid) return;
-  Flag(p, b, bad);
-  if (bad) return;  // MakeInt4Params needs finite, in-range input; the payload is flagged
-  const Int4Params prm = MakeInt4Params(mn, mx);
-  if (k % lanes == 0) {
-    const uint64_t gi = l * (s.chunk_elems() / p.lay.group) + k * 8 / p.lay.group;
-    reinterpret_cast<uint16_t*>(out + p.lay.vscale_offset)[gi] = prm.scale_h;
-    reinterpret_cast<uint16_t*>(out + p.lay.vmin_offset)[gi] = prm.min_h;
-  }
-  uint32_t w = 0;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) w |= uint32_t{Int4Quant(x[j], prm.min_f, prm.inv)} << (4 * j);
-  reinterpret_cast<uint32_t*>(out + p.lay.data_offset)[vec] = w;
-}
+// ---- INT4 values (planes == 2): grid (ceil(L * chunk_vecs / (kThreads * kValueVecs)), n) ----
+// Each thread quantizes kValueVecs vectors of 8 values, 32 vectors apart (a warp covers
+// 32 * kValueVecs consecutive vectors, each load coalesced), all its loads issued first. A group
+// of Gv values is Gv/8 adjacent lanes, reduced with warp shuffles. Vector indices are 32-bit (a
+// block is under 4 GiB).
+constexpr uint32_t kValueVecs = 4;
 
-// ---- INT4 keys (plane 0, or the MLA latent): grid (ceil(L * row/8 / kThreads), n) ----
-__global__ void __launch_bounds__(kThreads) Int4KeyEncodeKernel(CodecParams p) {
+template <uint32_t kN>
+__global__ void __launch_bounds__(kThreads)
+    Int4ValueEncodeKernel(CodecParams p, InlineDesc<kN> inl) {
   const uint32_t b = blockIdx.y;
   const BlockShape& s = p.shape;
-  const uint64_t row_vecs = uint64_t{s.num_kv_heads} * s.head_dim / 8;
-  const uint64_t t_id = uint64_t{blockIdx.x} * kThreads + threadIdx.x;
-  if (t_id >= uint64_t{s.num_layers} * row_vecs) return;
-  const uint64_t l = t_id / row_vecs, cv = t_id % row_vecs;
-  const uint64_t first = l * s.planes * s.block_size * row_vecs + cv;  // token 0's vector
-  const void* in = InPtr(p, b);
-  char* out = static_cast<char*>(OutPtr(p, b));
-  if (t_id == 0) WriteHeader(p, out);
-  float mn[8], mx[8];
-  uint32_t bad = 0;
-#pragma unroll 4
-  for (uint32_t t = 0; t < s.block_size; ++t) {
+  const uint32_t chunk_vecs = static_cast<uint32_t>(s.chunk_elems() / 8);
+  const uint32_t total = s.num_layers * chunk_vecs;
+  const int lanes = static_cast<int>(p.lay.group / 8);
+  const uint32_t lane = threadIdx.x & 31;
+  const uint32_t first = (blockIdx.x * kThreads + (threadIdx.x - lane)) * kValueVecs + lane;
+  const uint4* in = static_cast<const uint4*>(InPtr(p, inl, b));
+  char* out = static_cast<char*>(OutPtr(p, inl, b));
+  uint4 raw[kValueVecs];
+  uint32_t vec[kValueVecs];
+#pragma unroll
+  for (uint32_t u = 0; u < kValueVecs; ++u) {
+    const uint32_t vv = first + u * 32;
+    const uint32_t l = vv / chunk_vecs, k = vv - l * chunk_vecs;
+    vec[u] = (l * 2 + 1) * chunk_vecs + k;  // the value chunk of layer l
+    raw[u] = vv < total ? in[vec[u]] : make_uint4(0, 0, 0, 0);
+  }
+  uint32_t bad_any = 0;
+#pragma unroll
+  for (uint32_t u = 0; u < kValueVecs; ++u) {
+    const uint32_t vv = first + u * 32;
+    const bool valid = vv < total;
+    const uint32_t w4[4] = {raw[u].x, raw[u].y, raw[u].z, raw[u].w};
     float x[8];
-    Load8(in, first + t * row_vecs, p.bf16, x);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const uint16_t lo = static_cast<uint16_t>(w4[k] & 0xffff),
+                     hi = static_cast<uint16_t>(w4[k] >> 16);
+      x[2 * k] = p.bf16 ? Bf16ToFloat(lo) : HalfToFloat(lo);
+      x[2 * k + 1] = p.bf16 ? Bf16ToFloat(hi) : HalfToFloat(hi);
+    }
+    uint32_t bad = 0;
+    float mn = x[0], mx = x[0];
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       bad |= CheckInt4(x[j]);
-      mn[j] = t == 0 ? x[j] : MinF(mn[j], x[j]);
-      mx[j] = t == 0 ? x[j] : MaxF(mx[j], x[j]);
+      mn = MinF(mn, x[j]);
+      mx = MaxF(mx, x[j]);
+    }
+    mn = WarpMin(mn, lanes);  // every lane takes part (invalid lanes hold zeros)
+    mx = WarpMax(mx, lanes);
+    if (!valid) continue;
+    bad_any |= bad;
+    if (bad) continue;  // MakeInt4Params needs finite, in-range input; the payload is flagged
+    const Int4Params prm = MakeInt4Params(mn, mx);
+    const uint32_t l = vv / chunk_vecs, k = vv - l * chunk_vecs;
+    if (k % lanes == 0) {
+      const uint64_t gi =
+          uint64_t{l} * (s.chunk_elems() / p.lay.group) + uint64_t{k} * 8 / p.lay.group;
+      reinterpret_cast<uint16_t*>(out + p.lay.vscale_offset)[gi] = prm.scale_h;
+      reinterpret_cast<uint16_t*>(out + p.lay.vmin_offset)[gi] = prm.min_h;
+    }
+    uint32_t w = 0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) w |= uint32_t{Int4Quant(x[j], prm.min_f, prm.inv)} << (4 * j);
+    reinterpret_cast<uint32_t*>(out + p.lay.data_offset)[vec[u]] = w;
+  }
+  Flag(p, b, bad_any);
+}
+
+// ---- INT4 keys (plane 0, or the MLA latent): grid (ceil(L * row/4 / kThreads), n) ----
+// One thread per 4 channels of a layer (8-byte loads; a warp reads 256 contiguous bytes of a
+// token row). The block's tokens are loaded kKeyTokens at a time into registers, all those loads
+// in flight together; when block_size <= kKeyTokens (16, vLLM's default) the quantize pass reads
+// the same registers, larger blocks read their key chunk a second time (from L1/L2). The bound of
+// 4 CTAs per SM caps it at 64 registers (no spills): 128 KiB of loads in flight per SM.
+constexpr uint32_t kKeyTokens = 16;
+
+__device__ inline void Unpack4(uint2 v, bool bf16, float x[4]) {
+  const uint32_t w[2] = {v.x, v.y};
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    const uint16_t lo = static_cast<uint16_t>(w[k] & 0xffff),
+                   hi = static_cast<uint16_t>(w[k] >> 16);
+    x[2 * k] = bf16 ? Bf16ToFloat(lo) : HalfToFloat(lo);
+    x[2 * k + 1] = bf16 ? Bf16ToFloat(hi) : HalfToFloat(hi);
+  }
+}
+
+template <uint32_t kN>
+__global__ void __launch_bounds__(kThreads, 4)
+    Int4KeyEncodeKernel(CodecParams p, InlineDesc<kN> inl) {
+  const uint32_t b = blockIdx.y;
+  const BlockShape& s = p.shape;
+  const uint32_t tokens = s.block_size;
+  const uint64_t row_q = uint64_t{s.num_kv_heads} * s.head_dim / 4;  // 4-channel groups per row
+  const uint64_t t_id = uint64_t{blockIdx.x} * kThreads + threadIdx.x;
+  if (t_id >= uint64_t{s.num_layers} * row_q) return;
+  const uint64_t l = t_id / row_q, cq = t_id % row_q;
+  const uint64_t first = l * s.planes * tokens * row_q + cq;  // token 0's 4 channels
+  const uint2* in = static_cast<const uint2*>(InPtr(p, inl, b));
+  char* out = static_cast<char*>(OutPtr(p, inl, b));
+  if (t_id == 0) WriteHeader(p, out);
+  // min/max over the tokens: order-independent up to the sign of a zero (MakeInt4Params).
+  float mn[4], mx[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    mn[j] = __int_as_float(0x7f800000);   // +inf
+    mx[j] = __int_as_float(0xff800000);   // -inf
+  }
+  uint32_t bad = 0;
+  uint2 raw[kKeyTokens];
+  for (uint32_t t0 = 0; t0 < tokens; t0 += kKeyTokens) {
+#pragma unroll
+    for (uint32_t t = 0; t < kKeyTokens; ++t)
+      if (t0 + t < tokens) raw[t] = in[first + (t0 + t) * row_q];
+#pragma unroll
+    for (uint32_t t = 0; t < kKeyTokens; ++t) {
+      if (t0 + t < tokens) {
+        float x[4];
+        Unpack4(raw[t], p.bf16, x);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          bad |= CheckInt4(x[j]);
+          mn[j] = MinF(mn[j], x[j]);
+          mx[j] = MaxF(mx[j], x[j]);
+        }
+      }
     }
   }
   Flag(p, b, bad);
   if (bad) return;
-  float min_f[8], inv[8];
-  uint32_t sw[4] = {0, 0, 0, 0}, mw[4] = {0, 0, 0, 0};
+  float min_f[4], inv[4];
+  uint32_t sw[2] = {0, 0}, mw[2] = {0, 0};
 #pragma unroll
-  for (int j = 0; j < 8; ++j) {
+  for (int j = 0; j < 4; ++j) {
     const Int4Params prm = MakeInt4Params(mn[j], mx[j]);
     min_f[j] = prm.min_f;
     inv[j] = prm.inv;
     sw[j / 2] |= uint32_t{prm.scale_h} << (16 * (j % 2));
     mw[j / 2] |= uint32_t{prm.min_h} << (16 * (j % 2));
   }
-  const uint64_t pidx = l * row_vecs + cv;  // in units of 8 halves
-  reinterpret_cast<uint4*>(out + p.lay.scale_offset)[pidx] = make_uint4(sw[0], sw[1], sw[2], sw[3]);
-  reinterpret_cast<uint4*>(out + p.lay.kmin_offset)[pidx] = make_uint4(mw[0], mw[1], mw[2], mw[3]);
-  uint32_t* nib = reinterpret_cast<uint32_t*>(out + p.lay.data_offset);
-#pragma unroll 4
-  for (uint32_t t = 0; t < s.block_size; ++t) {
-    float x[8];
-    Load8(in, first + t * row_vecs, p.bf16, x);
-    uint32_t w = 0;
+  const uint64_t pidx = l * row_q + cq;  // in units of 4 halves
+  reinterpret_cast<uint2*>(out + p.lay.scale_offset)[pidx] = make_uint2(sw[0], sw[1]);
+  reinterpret_cast<uint2*>(out + p.lay.kmin_offset)[pidx] = make_uint2(mw[0], mw[1]);
+  uint16_t* nib = reinterpret_cast<uint16_t*>(out + p.lay.data_offset);  // 4 codes per u16
+  for (uint32_t t0 = 0; t0 < tokens; t0 += kKeyTokens) {
+    if (tokens > kKeyTokens) {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) w |= uint32_t{Int4Quant(x[j], min_f[j], inv[j])} << (4 * j);
-    nib[first + t * row_vecs] = w;
+      for (uint32_t t = 0; t < kKeyTokens; ++t)
+        if (t0 + t < tokens) raw[t] = in[first + (t0 + t) * row_q];
+    }
+#pragma unroll
+    for (uint32_t t = 0; t < kKeyTokens; ++t) {
+      if (t0 + t < tokens) {
+        float x[4];
+        Unpack4(raw[t], p.bf16, x);
+        uint32_t w = 0;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) w |= uint32_t{Int4Quant(x[j], min_f[j], inv[j])} << (4 * j);
+        nib[first + (t0 + t) * row_q] = static_cast<uint16_t>(w);
+      }
+    }
   }
 }
 
-// ---- decode: grid (ceil(vecs / kThreads), n); desc = [payload_i.., block_i..] ----
-__global__ void __launch_bounds__(kThreads) DecodeKernel(CodecParams p) {
+// ---- decode: grid (ceil(vecs / kThreads), n); desc = {payload, block} ----
+template <uint32_t kN>
+__global__ void __launch_bounds__(kThreads) DecodeKernel(CodecParams p, InlineDesc<kN> inl) {
   const uint32_t b = blockIdx.y;
   const BlockShape& s = p.shape;
   const uint64_t v = uint64_t{blockIdx.x} * kThreads + threadIdx.x;
   if (v >= s.elems() / 8) return;
-  const char* in = static_cast<const char*>(InPtr(p, b));
-  void* out = OutPtr(p, b);
+  const char* in = static_cast<const char*>(InPtr(p, inl, b));
+  void* out = OutPtr(p, inl, b);
   const uint64_t e = v * 8;
   float x[8];
   if (p.codec == Codec::kFp8E4M3 || p.codec == Codec::kInt8Group) {
@@ -346,9 +427,9 @@ KernelStatus PrepareDesc(std::vector<uint64_t>& desc, std::span<const void* cons
     return KernelStatus::InvalidArgument("at most 65535 blocks per call");
   desc.resize(2 * a.size());
   for (size_t i = 0; i < a.size(); ++i) {
-    desc[i] = reinterpret_cast<uint64_t>(a[i]);
-    desc[a.size() + i] = reinterpret_cast<uint64_t>(b[i]);
-    if (a[i] == nullptr || b[i] == nullptr || desc[i] % 16 || desc[a.size() + i] % 16)
+    desc[2 * i] = reinterpret_cast<uint64_t>(a[i]);
+    desc[2 * i + 1] = reinterpret_cast<uint64_t>(b[i]);
+    if (a[i] == nullptr || b[i] == nullptr || desc[2 * i] % 16 || desc[2 * i + 1] % 16)
       return KernelStatus::InvalidArgument("buffer " + std::to_string(i) +
                                            " is null or not 16-byte aligned");
   }
@@ -383,30 +464,38 @@ KernelStatus CudaCodec::Encode(std::span<const void* const> blocks, std::span<vo
   if (d_flags)
     STRATA_KERNELS_RETURN_IF_ERROR(
         CudaError(cudaMemsetAsync(d_flags, 0, n * sizeof(uint32_t), stream), "cudaMemsetAsync"));
-  void* d_desc = nullptr;
-  STRATA_KERNELS_RETURN_IF_ERROR(
-      UploadDescriptors(host_desc_.data(), host_desc_.size() * 8, stream, &d_desc));
-  CodecParams p{static_cast<const uint64_t*>(d_desc), d_flags, n, shape_,
-                ComputeLossyLayout(codec_, shape_), codec_, shape_.dtype == KvDtype::kBFloat16};
-  const uint64_t row_vecs = uint64_t{shape_.num_kv_heads} * shape_.head_dim / 8;
-  switch (codec_) {
-    case Codec::kFp8E4M3:
-      Fp8EncodeKernel<<<dim3(static_cast<unsigned>(shape_.num_chunks()), n), kThreads, 0, stream>>>(p);
-      break;
-    case Codec::kInt8Group:
-      Int8EncodeKernel<<<dim3(Blocks(shape_.elems() / 8), n), kThreads, 0, stream>>>(p);
-      break;
-    default:
-      Int4KeyEncodeKernel<<<dim3(Blocks(shape_.num_layers * row_vecs), n), kThreads, 0, stream>>>(p);
-      if (shape_.planes == 2)
-        Int4ValueEncodeKernel<<<dim3(Blocks(shape_.num_layers * shape_.chunk_elems() / 8), n),
-                                kThreads, 0, stream>>>(p);
-      break;
-  }
-  KernelStatus launched = CudaError(cudaGetLastError(), "encode launch");
-  KernelStatus freed = FreeDescriptors(d_desc, stream);
-  if (!launched.ok()) return launched;
-  return freed;
+  CodecParams p{nullptr, d_flags, n, shape_, ComputeLossyLayout(codec_, shape_), codec_,
+                shape_.dtype == KvDtype::kBFloat16};
+  const Codec codec = codec_;
+  const BlockShape& shape = shape_;
+  return LaunchWithDesc(
+      reinterpret_cast<const ulonglong2*>(host_desc_.data()), n, stream, "encode launch",
+      [&](const auto& inl, const ulonglong2* dev) {
+        constexpr uint32_t kN = std::remove_cvref_t<decltype(inl)>::kSize;
+        p.desc = dev;
+        switch (codec) {
+          case Codec::kFp8E4M3:
+            Fp8EncodeKernel<kN><<<dim3(static_cast<unsigned>(shape.num_chunks()), n), kThreads, 0,
+                                  stream>>>(p, inl);
+            break;
+          case Codec::kInt8Group:
+            Int8EncodeKernel<kN>
+                <<<dim3(Blocks(shape.elems() / 8), n), kThreads, 0, stream>>>(p, inl);
+            break;
+          default: {
+            const uint64_t row_quads = uint64_t{shape.num_kv_heads} * shape.head_dim / 4;
+            Int4KeyEncodeKernel<kN>
+                <<<dim3(Blocks(shape.num_layers * row_quads), n), kThreads, 0, stream>>>(p, inl);
+            if (shape.planes == 2) {
+              const uint64_t vecs = shape.num_layers * shape.chunk_elems() / 8;
+              Int4ValueEncodeKernel<kN>
+                  <<<dim3(Blocks((vecs + kValueVecs - 1) / kValueVecs), n), kThreads, 0, stream>>>(
+                      p, inl);
+            }
+            break;
+          }
+        }
+      });
 }
 
 KernelStatus CudaCodec::Decode(std::span<const void* const> payloads, std::span<void* const> blocks,
@@ -418,16 +507,15 @@ KernelStatus CudaCodec::Decode(std::span<const void* const> payloads, std::span<
       "payloads", "blocks"));
   if (payloads.empty()) return KernelStatus::Ok();
   const uint32_t n = static_cast<uint32_t>(payloads.size());
-  void* d_desc = nullptr;
-  STRATA_KERNELS_RETURN_IF_ERROR(
-      UploadDescriptors(host_desc_.data(), host_desc_.size() * 8, stream, &d_desc));
-  CodecParams p{static_cast<const uint64_t*>(d_desc), nullptr, n, shape_,
-                ComputeLossyLayout(codec_, shape_), codec_, shape_.dtype == KvDtype::kBFloat16};
-  DecodeKernel<<<dim3(Blocks(shape_.elems() / 8), n), kThreads, 0, stream>>>(p);
-  KernelStatus launched = CudaError(cudaGetLastError(), "decode launch");
-  KernelStatus freed = FreeDescriptors(d_desc, stream);
-  if (!launched.ok()) return launched;
-  return freed;
+  CodecParams p{nullptr, nullptr, n, shape_, ComputeLossyLayout(codec_, shape_), codec_,
+                shape_.dtype == KvDtype::kBFloat16};
+  const unsigned grid_x = Blocks(shape_.elems() / 8);
+  return LaunchWithDesc(reinterpret_cast<const ulonglong2*>(host_desc_.data()), n, stream,
+                        "decode launch", [&](const auto& inl, const ulonglong2* dev) {
+                          constexpr uint32_t kN = std::remove_cvref_t<decltype(inl)>::kSize;
+                          p.desc = dev;
+                          DecodeKernel<kN><<<dim3(grid_x, n), kThreads, 0, stream>>>(p, inl);
+                        });
 }
 
 }  // namespace strata::kernels::cuda
