@@ -68,7 +68,8 @@ BlockPool::BlockPool(TierKind kind, const BlockPoolOptions& options, uint32_t nu
       alloc_(options.slab_bytes, num_slabs),
       policy_(std::move(policy)),
       slots_(new Slot[max_blocks]),
-      stripes_(new SpinLock[kStripes]) {
+      stripes_(new SpinLock[kStripes]),
+      busy_slabs_((num_slabs + 63) / 64) {
   // Load factor up to 2 per bucket: half the bucket memory of a one-per-slot table.
   const uint32_t nbuckets = std::max<uint32_t>(std::bit_ceil(max_blocks) / 2, 1);
   bucket_mask_ = nbuckets - 1;
@@ -159,37 +160,99 @@ Result<uint32_t> BlockPool::AllocateSlot() {
     const uint32_t s = PopFreeSlot();
     if (s != kNoSlot) return s;
     std::lock_guard lock(evict_mu_);
-    STRATA_RETURN_IF_ERROR(EvictOne(-1));
+    STRATA_RETURN_IF_ERROR(EvictOne());
   }
 }
 
+// Room for a chunk of class `cls` comes from evicting either a block of that class (its chunk is
+// reused) or every block of a slab lent to another class (the slab changes class, as memcached's
+// slab rebalancing). Victims are taken in policy order, but a block of another class is a victim
+// only when its whole slab can be emptied: evicting around a pinned, read or reserved block
+// would free no slab and only throw cached blocks away (a pool whose every slab held one busy
+// block used to be evicted completely before the put failed). Each round evicts at least one block
+// or marks one more slab busy, so the loop ends.
 Result<uint64_t> BlockPool::AllocatePayload(int cls) {
   uint64_t off = alloc_.Allocate(cls);
   if (off != SlabAllocator::kNoOffset) return off;
   std::lock_guard lock(evict_mu_);
+  bool busy_known = false;
   for (;;) {
     off = alloc_.Allocate(cls);
     if (off != SlabAllocator::kNoOffset) return off;
-    STRATA_RETURN_IF_ERROR(EvictOne(cls));
+    const uint32_t now = NowMs();
+    const uint32_t victim = policy_->PickVictim([&](uint32_t s) {
+      if (!Evictable(s, now)) return false;
+      if (slots_[s].cls == cls) return true;
+      if (!busy_known) {
+        FindBusySlabs(now);
+        busy_known = true;
+      }
+      return !SlabBusy(SlabOfSlot(s));
+    });
+    if (victim == kNoSlot)
+      return Status::NoSpace(std::string(TierKindName(kind_)) + " pool: no room for a " +
+                             std::to_string(alloc_.ChunkBytes(cls)) +
+                             "-byte chunk: every block of that size is pinned, read or being "
+                             "written, and so is a block in every slab of other sizes");
+    const int vcls = slots_[victim].cls;
+    if (vcls == cls) {
+      (void)EvictSlot(victim, now);  // false: read meanwhile; the next pick skips it
+      continue;
+    }
+    const uint32_t slab = SlabOfSlot(victim);
+    if (!DrainSlab(slab, vcls, now)) {
+      if (!busy_known) {
+        FindBusySlabs(now);
+        busy_known = true;
+      }
+      SetSlabBusy(slab);
+    }
   }
 }
 
-Status BlockPool::EvictOne(int want_cls) {
+uint32_t BlockPool::SlabOfSlot(uint32_t slot) const {
+  return alloc_.SlabOf(uint64_t{slots_[slot].page.load(std::memory_order_relaxed)} *
+                       SlabAllocator::kAlign);
+}
+
+void BlockPool::FindBusySlabs(uint32_t now) {
+  std::fill(busy_slabs_.begin(), busy_slabs_.end(), 0);
+  for (uint32_t i = 0; i < max_blocks_; ++i) {
+    const uint8_t state = slots_[i].state.load(std::memory_order_acquire);
+    if (state == kFree || (state == kLive && Evictable(i, now))) continue;
+    SetSlabBusy(SlabOfSlot(i));  // pinned, read, or a reservation
+  }
+}
+
+bool BlockPool::DrainSlab(uint32_t slab, int cls, uint32_t now) {
+  if (!alloc_.BeginDrain(slab, cls)) return true;  // released meanwhile: Allocate again
+  const uint64_t lo = uint64_t{slab} * alloc_.slab_bytes() / SlabAllocator::kAlign;
+  const uint64_t hi = lo + alloc_.slab_bytes() / SlabAllocator::kAlign;
+  bool emptied = true;
+  for (uint32_t i = 0; i < max_blocks_ && emptied; ++i) {
+    const uint8_t state = slots_[i].state.load(std::memory_order_acquire);
+    if (state == kFree) continue;
+    const uint32_t page = slots_[i].page.load(std::memory_order_relaxed);
+    if (page < lo || page >= hi) continue;
+    // A reservation, or a block pinned or read since the victim was picked: stop here, so no
+    // more of this slab is evicted in vain.
+    if (state != kLive || !EvictSlot(i, now)) emptied = false;
+  }
+  if (alloc_.SlabClass(slab) == cls) {  // a chunk is still in use (or was allocated unseen)
+    alloc_.EndDrain(slab, cls);
+    return false;
+  }
+  return true;
+}
+
+Status BlockPool::EvictOne() {
   const uint32_t now = NowMs();
   for (int attempt = 0; attempt < 64; ++attempt) {
-    const uint32_t victim =
-        policy_->PickVictim([&](uint32_t s) { return Evictable(s, now); });
+    const uint32_t victim = policy_->PickVictim([&](uint32_t s) { return Evictable(s, now); });
     if (victim == kNoSlot)
       return Status::NoSpace(std::string(TierKindName(kind_)) +
                              " pool is full and every block is pinned or in use");
-    const int vcls = slots_[victim].cls;
-    const uint32_t slab = alloc_.SlabOf(uint64_t{slots_[victim].page} * SlabAllocator::kAlign);
-    if (!EvictSlot(victim, now)) continue;  // pinned or read meanwhile: pick again
-    // The chunk freed belongs to another class and its slab still holds blocks: free the whole
-    // slab so it can be lent to the class that needs space (no stranded free chunks).
-    if (want_cls >= 0 && vcls != want_cls && alloc_.SlabClass(slab) == vcls)
-      ReclaimSlab(slab, now);
-    return Status::OK();
+    if (EvictSlot(victim, now)) return Status::OK();  // else pinned or read meanwhile: pick again
   }
   return Status::NoSpace(std::string(TierKindName(kind_)) +
                          " pool: no evictable block found (all busy)");
@@ -204,7 +267,7 @@ bool BlockPool::EvictSlot(uint32_t slot, uint32_t now) {
     UnlinkLocked(b, slot);
     s.state.store(kWriting, std::memory_order_release);  // unreachable from the index now
   }
-  const uint64_t offset = uint64_t{s.page} * SlabAllocator::kAlign;
+  const uint64_t offset = uint64_t{s.page.load(std::memory_order_relaxed)} * SlabAllocator::kAlign;
   if (options_.on_evict && mem_.host_visible) {
     auto header = DecodeBlockHeader(
         std::span<const std::byte>(mem_.header_base + uint64_t{slot} * kBlockHeaderSize,
@@ -222,16 +285,6 @@ bool BlockPool::EvictSlot(uint32_t slot, uint32_t now) {
   s.state.store(kFree, std::memory_order_release);
   PushFreeSlot(slot);
   return true;
-}
-
-void BlockPool::ReclaimSlab(uint32_t slab, uint32_t now) {
-  const uint64_t lo = uint64_t{slab} * alloc_.slab_bytes() / SlabAllocator::kAlign;
-  const uint64_t hi = lo + alloc_.slab_bytes() / SlabAllocator::kAlign;
-  for (uint32_t i = 0; i < max_blocks_; ++i) {
-    if (slots_[i].state.load(std::memory_order_acquire) != kLive) continue;
-    if (slots_[i].page < lo || slots_[i].page >= hi) continue;
-    EvictSlot(i, now);
-  }
 }
 
 Status BlockPool::Put(const BlockHeader& header, std::span<const std::byte> payload,
@@ -265,11 +318,11 @@ Result<WriteReservation> BlockPool::Reserve(const BlockKey& key, uint64_t length
   }
   Slot& s = slots_[slot];
   s.key = key;
-  s.page = static_cast<uint32_t>(*off / SlabAllocator::kAlign);
+  s.page.store(static_cast<uint32_t>(*off / SlabAllocator::kAlign), std::memory_order_relaxed);
   s.length = static_cast<uint32_t>(length);
   s.cls = static_cast<uint8_t>(cls);
   s.refs.store(0, std::memory_order_relaxed);
-  s.state.store(kWriting, std::memory_order_relaxed);
+  s.state.store(kWriting, std::memory_order_release);  // the evictor's FindBusySlabs sees it
   return WriteReservation{key, slot, cls, *off, length};
 }
 
@@ -361,8 +414,10 @@ Result<BlockHeader> BlockPool::Get(const BlockKey& key, std::span<std::byte> out
   }
   auto header = DecodeBlockHeader(std::span<const std::byte>(
       mem_.header_base + uint64_t{slot} * kBlockHeaderSize, kBlockHeaderSize));
-  mem_.copy_out(out.data(), mem_.payload_base + uint64_t{s.page} * SlabAllocator::kAlign,
-                s.length);
+  mem_.copy_out(
+      out.data(),
+      mem_.payload_base + uint64_t{s.page.load(std::memory_order_relaxed)} * SlabAllocator::kAlign,
+      s.length);
   policy_->OnAccess(slot);
   ReleaseReader(slot);
   if (!header.ok()) return header.status();
@@ -391,7 +446,7 @@ Result<PinnedBlock> BlockPool::Acquire(const BlockKey& key) {
   pb.pool_ = this;
   pb.slot_ = slot;
   pb.header_ = *header;
-  pb.offset_ = uint64_t{s.page} * SlabAllocator::kAlign;
+  pb.offset_ = uint64_t{s.page.load(std::memory_order_relaxed)} * SlabAllocator::kAlign;
   pb.payload_ = std::span<const std::byte>(mem_.payload_base + pb.offset_, s.length);
   return pb;
 }
@@ -401,7 +456,9 @@ Result<BlockLocation> BlockPool::Find(const BlockKey& key) const {
   std::lock_guard lock(StripeOf(b));
   const uint32_t s = FindLocked(b, key);
   if (s == kNoSlot) return Status::NotFound("block not in " + std::string(TierKindName(kind_)) + " tier");
-  return BlockLocation{kind_, uint64_t{slots_[s].page} * SlabAllocator::kAlign, slots_[s].length};
+  return BlockLocation{
+      kind_, uint64_t{slots_[s].page.load(std::memory_order_relaxed)} * SlabAllocator::kAlign,
+      slots_[s].length};
 }
 
 Status BlockPool::Pin(const BlockKey& key, std::chrono::milliseconds ttl) {
@@ -451,7 +508,7 @@ Status BlockPool::Erase(const BlockKey& key) {
   }
   Slot& s = slots_[slot];
   policy_->OnRemove(slot);
-  alloc_.Free(uint64_t{s.page} * SlabAllocator::kAlign, s.cls);
+  alloc_.Free(uint64_t{s.page.load(std::memory_order_relaxed)} * SlabAllocator::kAlign, s.cls);
   counters_.blocks.fetch_sub(1, std::memory_order_relaxed);
   counters_.bytes.fetch_sub(s.length, std::memory_order_relaxed);
   s.refs.store(0, std::memory_order_relaxed);
@@ -472,7 +529,8 @@ TierStats BlockPool::Stats() const {
   st.corrupt_dropped = counters_.corrupt.load();
   st.max_blocks = max_blocks_;
   st.metadata_bytes = uint64_t{max_blocks_} * (sizeof(Slot) + policy_->BytesPerSlot()) +
-                      (uint64_t{bucket_mask_} + 1) * sizeof(uint32_t) + alloc_.MetadataBytes();
+                      (uint64_t{bucket_mask_} + 1) * sizeof(uint32_t) + alloc_.MetadataBytes() +
+                      busy_slabs_.size() * sizeof(uint64_t);
   st.fixed_metadata_bytes = kStripes * sizeof(SpinLock) + alloc_.FixedMetadataBytes() + 16 * 1024;
   return st;
 }

@@ -172,7 +172,9 @@ class BlockPool : public Tier {
 
   struct Slot {
     BlockKey key;                    // set before publication, immutable while published
-    uint32_t page = 0;               // payload offset / 4 KiB
+    // Payload offset / 4 KiB. Written before the slot leaves kFree; atomic (relaxed) because the
+    // evictor reads it of reservations that may be released and reused meanwhile.
+    std::atomic<uint32_t> page{0};
     uint32_t length = 0;             // payload bytes
     std::atomic<uint32_t> next{kNoSlot};  // hash chain (under the stripe lock) or free stack
     std::atomic<uint32_t> refs{0};   // low 16 bits: readers; high 16 bits: pins
@@ -197,15 +199,30 @@ class BlockPool : public Tier {
   uint32_t AcquireReader(const BlockKey& key);
   void ReleaseReader(uint32_t slot);
 
-  // Space for a payload of class `cls` (evicting as needed), or NoSpace.
+  // Space for a payload of class `cls` (evicting as needed), or NoSpace when no evictable block
+  // can make room: none of class `cls`, and every slab of another class holds a block that is
+  // pinned, read or being written (evicting around it would free no slab).
   Result<uint64_t> AllocatePayload(int cls);
   // A free slot (evicting if every slot is used), or NoSpace.
   Result<uint32_t> AllocateSlot();
   // Evicts the policy's next victim. NoSpace when nothing is evictable.
-  Status EvictOne(int want_cls) REQUIRES_LOCK(evict_mu_);
+  Status EvictOne() REQUIRES_LOCK(evict_mu_);
   // Unlinks and frees `slot` if it is still live and evictable; false otherwise.
   bool EvictSlot(uint32_t slot, uint32_t now) REQUIRES_LOCK(evict_mu_);
-  void ReclaimSlab(uint32_t slab, uint32_t now) REQUIRES_LOCK(evict_mu_);
+  // Slab of the payload of `slot`. REQUIRES: the slot is not kFree.
+  uint32_t SlabOfSlot(uint32_t slot) const;
+  // Sets busy_slabs_ to the slabs holding a block that eviction cannot remove now (pinned, read,
+  // reserved). A snapshot: a block that becomes busy later is found by DrainSlab.
+  void FindBusySlabs(uint32_t now) REQUIRES_LOCK(evict_mu_);
+  bool SlabBusy(uint32_t slab) const REQUIRES_LOCK(evict_mu_) {
+    return (busy_slabs_[slab / 64] >> (slab % 64)) & 1;
+  }
+  void SetSlabBusy(uint32_t slab) REQUIRES_LOCK(evict_mu_) {
+    busy_slabs_[slab / 64] |= uint64_t{1} << (slab % 64);
+  }
+  // Evicts every block of `slab` (lent to class `cls`) so the slab returns to the free list.
+  // False when a block of it could not be evicted (the slab stays with `cls`).
+  bool DrainSlab(uint32_t slab, int cls, uint32_t now) REQUIRES_LOCK(evict_mu_);
 
   const TierKind kind_;
   const BlockPoolOptions options_;
@@ -221,6 +238,8 @@ class BlockPool : public Tier {
   mutable std::unique_ptr<SpinLock[]> stripes_;
   std::atomic<uint64_t> free_head_;  // tagged: (tag << 32) | slot
   std::mutex evict_mu_;              // one evictor at a time (slow path)
+  // One bit per slab (FindBusySlabs); sized at construction so eviction never allocates.
+  std::vector<uint64_t> busy_slabs_ GUARDED_BY(evict_mu_);
 
   struct alignas(64) Counters {
     std::atomic<uint64_t> hits{0}, misses{0}, puts{0}, evictions{0}, corrupt{0};

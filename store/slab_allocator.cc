@@ -78,6 +78,7 @@ uint64_t SlabAllocator::Allocate(int cls) {
     for (size_t w = 0; w < words; ++w) bits[w] = ~uint64_t{0};
     if (s.chunks % 64) bits[words - 1] = (uint64_t{1} << (s.chunks % 64)) - 1;
     s.cls.store(static_cast<int16_t>(cls), std::memory_order_relaxed);
+    s.draining = false;
     PushPartial(c, slab);
   }
   const uint32_t slab = c.partial_head;
@@ -102,9 +103,11 @@ void SlabAllocator::Free(uint64_t offset, int cls) {
     std::lock_guard lock(c.mu);
     Slab& s = slabs_[slab];
     s.Bits()[chunk / 64] |= uint64_t{1} << (chunk % 64);
-    if (s.free_count++ == 0) PushPartial(c, slab);
+    // A draining slab stays out of the partial list: Allocate must not refill it.
+    if (s.free_count++ == 0 && !s.draining) PushPartial(c, slab);
     if (s.free_count == s.chunks) {
-      RemovePartial(c, slab);
+      if (!s.draining) RemovePartial(c, slab);
+      s.draining = false;
       s.cls.store(-1, std::memory_order_relaxed);
       if (s.chunks > 64) delete[] s.heap_bits;
       s.chunks = 0;
@@ -116,6 +119,28 @@ void SlabAllocator::Free(uint64_t offset, int cls) {
     std::lock_guard free_lock(free_mu_);
     free_slabs_.push_back(slab);
   }
+}
+
+bool SlabAllocator::BeginDrain(uint32_t slab, int cls) {
+  if (cls < 0 || cls >= num_classes_) return false;
+  ClassState& c = classes_[cls];
+  std::lock_guard lock(c.mu);
+  Slab& s = slabs_[slab];
+  if (s.cls.load(std::memory_order_relaxed) != cls || s.draining) return false;
+  if (s.free_count > 0) RemovePartial(c, slab);
+  s.draining = true;
+  return true;
+}
+
+void SlabAllocator::EndDrain(uint32_t slab, int cls) {
+  if (cls < 0 || cls >= num_classes_) return;
+  ClassState& c = classes_[cls];
+  std::lock_guard lock(c.mu);
+  Slab& s = slabs_[slab];
+  // Released meanwhile (and maybe lent again): Free or Allocate reset the flag.
+  if (s.cls.load(std::memory_order_relaxed) != cls || !s.draining) return;
+  s.draining = false;
+  if (s.free_count > 0) PushPartial(c, slab);
 }
 
 uint32_t SlabAllocator::free_slabs() const {

@@ -51,6 +51,15 @@ class SlabAllocator {
   // REQUIRES: `offset` came from Allocate(cls) and is not yet freed.
   void Free(uint64_t offset, int cls);
 
+  // Draining: the pool empties one slab of class `cls` so that it can be lent to another class.
+  // While a slab drains, Allocate hands out none of its chunks (so a concurrent put of `cls`
+  // cannot refill it); when its last chunk is freed it returns to the free-slab list as usual.
+  // BeginDrain is false (and does nothing) when `slab` is not lent to `cls`. EndDrain ends a drain
+  // that did not empty the slab (its free chunks are allocatable again); it does nothing when the
+  // slab was released meanwhile. REQUIRES: one drainer at a time (the pool's eviction lock).
+  bool BeginDrain(uint32_t slab, int cls);
+  void EndDrain(uint32_t slab, int cls);
+
   uint32_t free_slabs() const;
   // Bytes of bookkeeping that scale with the pool: slab headers, the free-slab list and the
   // bitmaps of slabs lent to small-chunk classes.
@@ -64,6 +73,7 @@ class SlabAllocator {
     std::atomic<int16_t> cls{-1};  // written under the class lock, read lock-free
     uint16_t free_count = 0;
     uint16_t chunks = 0;
+    bool draining = false;  // out of the partial list until emptied or EndDrain
     uint32_t prev = UINT32_MAX;  // links in the class's partial-slab list
     uint32_t next = UINT32_MAX;
     // Bit i set: chunk i is free. Inline for up to 64 chunks; a heap array (allocated when the

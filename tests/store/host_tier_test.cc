@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <random>
@@ -192,6 +193,124 @@ TEST_CASE("host allocator does not fragment under churn of mixed block sizes", "
     REQUIRE(IsTestPayload(TestKey(i), out.data(), h->payload_length));
   }
   REQUIRE(present == t->Stats().blocks);
+}
+
+// A prompt's blocks stored two-phase, as the daemon stores a client's blocks: reserve every block,
+// write the payloads in place, then commit each with its chain parent. Keys already cached are
+// skipped. On a failed reservation the ones made are aborted and its status returned.
+Status StoreChain(HostTier& t, const std::vector<BlockKey>& chain, size_t size) {
+  std::vector<WriteReservation> made;
+  for (const BlockKey& k : chain) {
+    auto r = t.Reserve(k, size);
+    if (r.status().code() == StatusCode::kAlreadyExists) continue;
+    if (!r.ok()) {
+      for (const auto& m : made) t.Abort(m);
+      return r.status();
+    }
+    const auto p = TestPayload(k, size);
+    std::memcpy(t.payload_base() + r->offset, p.data(), size);
+    made.push_back(*r);
+  }
+  for (const auto& r : made) {
+    const auto it = std::find(chain.begin(), chain.end(), r.key);
+    PutOptions po;
+    if (it != chain.begin()) po.parent = &*(it - 1);
+    STRATA_RETURN_IF_ERROR(t.Commit(r, TestHeader(r.key, TestPayload(r.key, size)), po, true));
+  }
+  return Status::OK();
+}
+
+// Prompt `n` of a workload: two shared system-prompt blocks (one of 4 prompts per size), then its
+// own blocks; all of one size (one model), sizes mixed across prompts.
+std::vector<BlockKey> PromptChain(uint64_t n, size_t size, size_t blocks, uint64_t system) {
+  std::vector<BlockKey> chain;
+  for (size_t i = 0; i < blocks; ++i)
+    chain.push_back(i < 2 ? TestKey(system * 2 + i, size) : TestKey(n * 64 + i, size + 1));
+  return chain;
+}
+
+TEST_CASE("host pool keeps storing chained prompts of mixed block sizes through eviction",
+          "[store]") {
+  const size_t sizes[] = {4096, 24576, 65536, 200000, kMiB};
+  for (PolicyKind kind : {PolicyKind::kPrefix, PolicyKind::kLru}) {
+    INFO("policy " << PolicyKindName(kind));
+    auto t = OpenHost(16 * kMiB, 4096, kind);  // 8 slabs of 2 MiB
+    std::mt19937_64 rng(5);
+    for (uint64_t n = 0; n < 1500; ++n) {
+      const size_t size = sizes[rng() % 5];
+      const size_t blocks = std::clamp<size_t>(1 + rng() % 24, 1, 6 * kMiB / size);
+      const auto chain = PromptChain(n, size, blocks, rng() % 4);
+      Status st = n % 2 ? StoreChain(*t, chain, size) : Status::OK();
+      for (size_t i = 0; n % 2 == 0 && i < chain.size() && st.ok(); ++i) {
+        const auto p = TestPayload(chain[i], size);
+        PutOptions po;
+        if (i > 0) po.parent = &chain[i - 1];
+        st = t->Put(TestHeader(chain[i], p), p, po);
+      }
+      INFO("prompt " << n << ": " << blocks << " blocks of " << size << " bytes");
+      REQUIRE(st.ok());
+      // The prompt's own last block is read back at once (the engine loads what it stored).
+      if (blocks > 2) {
+        auto view = t->Acquire(chain.back());
+        REQUIRE(view.ok());
+        REQUIRE(IsTestPayload(chain.back(), view->payload().data(), size));
+      }
+    }
+    const auto st = t->Stats();
+    REQUIRE(st.evictions > 1000);
+    REQUIRE(st.payload_bytes <= st.capacity_bytes);
+    REQUIRE(t->Keys(std::nullopt).size() == st.blocks);
+    // A request larger than the pool is the one NoSpace for an unpinned pool; it leaves no
+    // reservation behind and the pool goes on storing.
+    std::vector<BlockKey> huge;
+    for (uint64_t i = 0; i < 17; ++i) huge.push_back(TestKey(900000 + i));
+    REQUIRE(StoreChain(*t, huge, kMiB).IsNoSpace());
+    REQUIRE(StoreChain(*t, std::vector<BlockKey>(huge.begin(), huge.begin() + 4), kMiB).ok());
+    REQUIRE(t->Find(huge[3]).ok());
+  }
+}
+
+// Regression: a put whose size class needed a slab evicted a victim of another class and then
+// the rest of the victim's slab; when that slab also held a block in use the slab stayed lent, and
+// the pool went on to the next victim's slab, and the next: it emptied the pool before it found
+// a slab it could free (or failed with NoSpace after evicting everything).
+TEST_CASE("a put of another block size empties one slab it can free and never the whole pool",
+          "[store]") {
+  for (PolicyKind kind : {PolicyKind::kPrefix, PolicyKind::kLru}) {
+    INFO("policy " << PolicyKindName(kind));
+    // 4 slabs of 2 MiB, filled with 16 KiB blocks: 128 per slab, slab i holds blocks 128i...
+    auto t = OpenHost(8 * kMiB, 2048, kind);
+    for (uint64_t i = 0; i < 512; ++i) REQUIRE(PutTest(*t, i, 16384).ok());
+    REQUIRE(t->Stats().blocks == 512);
+    auto slab_of = [&](uint64_t i) { return t->Find(TestKey(i))->offset / (2 * kMiB); };
+    // A reader in each of the three slabs that hold the oldest blocks (the policy's first victims).
+    std::vector<PinnedBlock> readers;
+    for (uint64_t i : {0, 128, 256}) {
+      REQUIRE(slab_of(i) == i / 128);
+      readers.push_back(std::move(t->Acquire(TestKey(i))).value());
+    }
+    REQUIRE(PutTest(*t, 1000, kMiB).ok());
+    const auto st = t->Stats();
+    INFO("evictions " << st.evictions);
+    REQUIRE(st.evictions == 128);  // the one slab without a reader, nothing else
+    REQUIRE(st.blocks == 512 - 128 + 1);
+    for (uint64_t i : {0, 128, 256}) REQUIRE(t->Find(TestKey(i)).ok());
+
+    // With a reader in every slab no slab can change class: NoSpace, and nothing is evicted.
+    readers.push_back(std::move(t->Acquire(TestKey(1000))).value());
+    REQUIRE(PutTest(*t, 1001, kMiB).ok());  // the 1 MiB slab has a second chunk
+    readers.push_back(std::move(t->Acquire(TestKey(1001))).value());
+    const Status full = PutTest(*t, 1002, 512 * 1024);
+    INFO(full.ToString());
+    REQUIRE(full.IsNoSpace());
+    REQUIRE(t->Stats().evictions == 128);
+    REQUIRE(t->Stats().blocks == 512 - 128 + 2);
+    // The same size as the cached blocks still finds room (a block of its own class).
+    REQUIRE(PutTest(*t, 1003, 16384).ok());
+    // Readers gone: the slab of the oldest blocks changes class.
+    readers.clear();
+    REQUIRE(PutTest(*t, 1002, 512 * 1024).ok());
+  }
 }
 
 TEST_CASE("host tier metadata per cached block is at most 64 bytes", "[store]") {

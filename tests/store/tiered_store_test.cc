@@ -2,6 +2,8 @@
 // prefetch, lookup of the longest local prefix.
 #include <catch2/catch.hpp>
 
+#include <cstring>
+#include <random>
 #include <vector>
 
 #include "store/tiered_store.h"
@@ -157,6 +159,53 @@ TEST_CASE("pin, unpin and erase go to the tier that holds the block", "[store]")
   REQUIRE(s->Lookup(std::vector<BlockKey>{TestKey(1)}).prefix_blocks == 0);
   REQUIRE(s->Erase(TestKey(1)).IsNotFound());
   REQUIRE(s->Pin(TestKey(1), std::chrono::seconds(1)).IsNotFound());
+}
+
+TEST_CASE("tiered store keeps storing chained prompts through host eviction with write-back",
+          "[store]") {
+  TempDir dir;
+  auto s = OpenStore(dir.path(), WritePolicy::kWriteBack, 8 * kMiB);
+  std::mt19937_64 rng(3);
+  const size_t sizes[] = {kBlock, 4 * kBlock};
+  for (uint64_t n = 0; n < 300; ++n) {
+    const size_t size = sizes[rng() % 2];
+    // A system prompt of 2 blocks (one of 4 per size), then 1 to 8 blocks of the prompt's own.
+    const uint64_t system = rng() % 4;
+    std::vector<BlockKey> chain;
+    for (size_t i = 0; i < 2 + 1 + rng() % 8; ++i)
+      chain.push_back(i < 2 ? TestKey(system * 2 + i, size) : TestKey(n * 16 + i, size + 1));
+    INFO("prompt " << n << " of " << chain.size() << " blocks of " << size << " bytes");
+    for (size_t i = 0; i < chain.size(); ++i) {
+      const auto p = TestPayload(chain[i], size);
+      PutOptions po;
+      if (i > 0) po.parent = &chain[i - 1];
+      if (i % 2) {  // as the daemon stores: reserve, write in place, commit
+        auto r = s->host().Reserve(chain[i], size);
+        if (r.status().code() == StatusCode::kAlreadyExists) continue;
+        REQUIRE(r.ok());
+        std::memcpy(s->host().payload_base() + r->offset, p.data(), size);
+        REQUIRE(
+            s->CommitReserved(*r, MakeBlockHeader(chain[i], kNs, Codec::kNone, p), po, true).ok());
+      } else {
+        REQUIRE(s->Put(chain[i], kNs, p, po).ok());
+      }
+    }
+  }
+  const auto st = s->Stats();
+  REQUIRE(st.host.evictions > 500);
+  REQUIRE(st.demotions > 0);
+  REQUIRE(st.demotion_errors == 0);
+  // The shared system prompts are kept: in host, or written back when they left it.
+  std::vector<std::byte> out(4 * kBlock);
+  for (size_t size : sizes) {
+    for (uint64_t i = 0; i < 8; ++i) {
+      const BlockKey k = TestKey(i, size);
+      auto h = s->Get(k, out);
+      INFO("system block " << i << " of " << size << " bytes");
+      REQUIRE(h.ok());
+      REQUIRE(IsTestPayload(k, out.data(), size));
+    }
+  }
 }
 
 }  // namespace
