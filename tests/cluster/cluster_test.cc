@@ -19,8 +19,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <functional>
-#include <random>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -32,13 +32,19 @@
 #include "daemon/config.h"
 #include "strata/client.h"
 #include "strata/key_chain.h"
+#include "tests/lib/client_test_util.h"
 #include "tests/transport/etcd_process.h"
+#include "tests/transport/wait_for.h"
+#include "tools/strata/serve_process.h"
 
 namespace strata {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
+using testing::Outputs;
+using testing::Prompt;
+using transport::testing::WaitFor;
 
 Namespace TestNamespace() {
   NamespaceSpec s;
@@ -48,46 +54,6 @@ Namespace TestNamespace() {
   s.head_dim = 64;
   s.block_size = 16;
   return std::move(Namespace::Create(s)).value();
-}
-
-struct Prompt {
-  std::vector<uint32_t> tokens;
-  std::vector<BlockKey> keys;
-  std::vector<std::vector<std::byte>> blocks;
-  std::vector<ConstBuffer> in;
-
-  Prompt(const Namespace& ns, size_t n_blocks, uint32_t seed, size_t block_bytes) {
-    std::mt19937_64 rng(seed);
-    tokens.resize(n_blocks * ns.block_size());
-    for (auto& t : tokens) t = static_cast<uint32_t>(rng() % 128000);
-    keys = ComputeBlockKeys(ns, tokens);
-    for (size_t i = 0; i < n_blocks; ++i) {
-      blocks.emplace_back(block_bytes);
-      auto* w = reinterpret_cast<uint64_t*>(blocks.back().data());
-      for (size_t j = 0; j < block_bytes / 8; ++j) w[j] = rng();
-      in.push_back({blocks.back().data(), blocks.back().size()});
-    }
-  }
-};
-
-struct Outputs {
-  std::vector<std::vector<std::byte>> bufs;
-  std::vector<MutableBuffer> out;
-  Outputs(size_t n, size_t bytes) {
-    for (size_t i = 0; i < n; ++i) {
-      bufs.emplace_back(bytes);
-      out.push_back({bufs.back().data(), bufs.back().size()});
-    }
-  }
-};
-
-bool WaitFor(std::chrono::milliseconds limit, const std::function<bool()>& pred) {
-  const auto end = Clock::now() + limit;
-  while (Clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
 }
 
 std::string TempDir(const std::string& name) {
@@ -105,98 +71,56 @@ std::string WriteSecret(const std::string& dir, const std::string& name, const s
   return path;
 }
 
-// One `strata serve` child; SIGKILLed by the destructor unless stopped.
+// One `strata serve` child, its output in <dir>/<id>.log; SIGKILLed by the destructor unless
+// stopped.
 class ServeNode {
  public:
   ServeNode(const std::string& dir, const std::string& id, const std::string& etcd,
             const std::string& secret_file, const std::string& pool,
-            std::vector<std::string> extra = {})
-      : socket_(dir + "/" + id + ".sock") {
-    std::vector<std::string> args = {"serve",       "--socket",  socket_, "--no-disk",
-                                      "--host-pool", pool,        "--node-id", id,
-                                      "--request-timeout-ms", "2000"};
+            std::vector<std::string> extra = {}) {
+    cli::ServeOptions o;
+    o.exe = STRATA_CLI_PATH;
+    o.socket = dir + "/" + id + ".sock";
+    o.log_file = dir + "/" + id + ".log";
+    o.ready = cli::ServeReady::kClientConnects;
+    o.stop_signal = SIGKILL;
+    o.args = {"serve",   "--socket", o.socket, "--no-disk", "--host-pool", pool,
+              "--node-id", id,       "--request-timeout-ms", "2000"};
     if (!etcd.empty()) {  // else the caller passes static membership flags in `extra`
       for (const char* a : {"--etcd", etcd.c_str(), "--etcd-prefix", "/strata-test/members/",
                             "--etcd-lease-ttl", "2"})
-        args.emplace_back(a);
+        o.args.emplace_back(a);
     }
     if (!secret_file.empty()) {
-      args.emplace_back("--cluster-secret-file");
-      args.push_back(secret_file);
+      o.args.emplace_back("--cluster-secret-file");
+      o.args.push_back(secret_file);
     }
-    args.insert(args.end(), extra.begin(), extra.end());
-    const std::string log = dir + "/" + id + ".log";
-    std::fflush(nullptr);  // the child must not inherit (and print again) buffered output
-    pid_ = ::fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      FILE* f = std::freopen(log.c_str(), "w", stdout);
-      (void)f;
-      ::dup2(::fileno(stdout), 2);
-      std::vector<char*> argv;
-      std::string cli = STRATA_CLI_PATH;
-      argv.push_back(cli.data());
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(cli.c_str(), argv.data());
-      _exit(127);
-    }
-    for (int i = 0; i < 400 && !ready_; ++i) {
-      if (Client::Connect(socket_).ok()) {
-        ready_ = true;
-      } else {
-        int status = 0;
-        if (::waitpid(pid_, &status, WNOHANG) == pid_) {  // exited: keep the code for Wait()
-          exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-          pid_ = -1;
-          break;
-        }
-        std::this_thread::sleep_for(25ms);
-      }
-    }
+    o.args.insert(o.args.end(), extra.begin(), extra.end());
+    auto started = cli::ServeProcess::Start(std::move(o));
+    REQUIRE(started.ok());
+    process_ = std::move(started).value();
+    ready_ = process_->WaitReady().ok();
   }
-  ~ServeNode() { Kill(); }
 
   bool ready() const { return ready_; }
   // SIGTERM and wait: a clean shutdown.
-  void Stop() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
+  void Stop() { process_->Stop(SIGTERM); }
   // Waits (up to 10 s) for a child that exits by itself; its exit code, or -1.
   int Wait() {
-    if (pid_ <= 0) return exit_code_;
-    int status = 0;
-    for (int i = 0; i < 400; ++i) {
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-      }
-      std::this_thread::sleep_for(25ms);
-    }
-    return -1;
+    std::optional<int> status = process_->WaitExit(std::chrono::seconds(10));
+    return status && WIFEXITED(*status) ? WEXITSTATUS(*status) : -1;
   }
-  pid_t pid() const { return pid_; }
-  const std::string& socket() const { return socket_; }
-  void Kill() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
+  const std::string& socket() const { return process_->socket(); }
+  void Kill() { process_->Kill(); }
   std::unique_ptr<Client> Connect() {
-    auto c = Client::Connect(socket_);
+    auto c = Client::Connect(socket());
     REQUIRE(c.ok());
     return std::move(c).value();
   }
 
  private:
-  std::string socket_;
-  pid_t pid_ = -1;
+  std::unique_ptr<cli::ServeProcess> process_;
   bool ready_ = false;
-  int exit_code_ = -1;
 };
 
 nlohmann::json ClusterStats(Client& c) {

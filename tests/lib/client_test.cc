@@ -22,9 +22,14 @@
 #include "ipc/unix_socket.h"
 #include "node/node.h"
 #include "strata/key_chain.h"
+#include "tests/lib/client_test_util.h"
+#include "tools/strata/serve_process.h"
 
 namespace strata {
 namespace {
+
+using testing::Outputs;
+using testing::Prompt;
 
 Namespace TestNamespace(const std::string& salt = "") {
   NamespaceSpec s;
@@ -36,37 +41,6 @@ Namespace TestNamespace(const std::string& salt = "") {
   s.tenant_salt = salt;
   return std::move(Namespace::Create(s)).value();
 }
-
-// A prompt and one payload per full block (deterministic bytes).
-struct Prompt {
-  std::vector<uint32_t> tokens;
-  std::vector<BlockKey> keys;
-  std::vector<std::vector<std::byte>> blocks;
-  std::vector<ConstBuffer> in;
-
-  Prompt(const Namespace& ns, size_t n_blocks, uint32_t seed, size_t block_bytes = 8192) {
-    std::mt19937 rng(seed);
-    tokens.resize(n_blocks * ns.block_size());
-    for (auto& t : tokens) t = rng() % 128000;
-    keys = ComputeBlockKeys(ns, tokens);
-    for (size_t i = 0; i < n_blocks; ++i) {
-      blocks.emplace_back(block_bytes);
-      for (auto& b : blocks.back()) b = static_cast<std::byte>(rng());
-      in.push_back({blocks.back().data(), blocks.back().size()});
-    }
-  }
-};
-
-struct Outputs {
-  std::vector<std::vector<std::byte>> bufs;
-  std::vector<MutableBuffer> out;
-  Outputs(size_t n, size_t bytes) {
-    for (size_t i = 0; i < n; ++i) {
-      bufs.emplace_back(bytes);
-      out.push_back({bufs.back().data(), bufs.back().size()});
-    }
-  }
-};
 
 std::string TempDir(const std::string& name) {
   std::string d = "/tmp/strata-test-" + name + "-" + std::to_string(getpid());
@@ -265,33 +239,21 @@ TEST_CASE("Malformed or oversized or out-of-order messages get errors and the da
 
 // ---- real `strata serve` processes ----
 
-pid_t StartServe(const std::vector<std::string>& args, const std::string& socket) {
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    std::vector<char*> argv;
-    std::string cli = STRATA_CLI_PATH;
-    argv.push_back(cli.data());
-    std::vector<std::string> copy = args;
-    for (auto& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(cli.c_str(), argv.data());
-    _exit(127);
-  }
-  for (int i = 0; i < 200; ++i) {
-    if (Client::Connect(socket).ok()) return pid;
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));
-  }
-  ::kill(pid, SIGKILL);
-  FAIL("strata serve did not come up on " << socket);
-  return -1;
-}
-
-int StopServe(pid_t pid, int sig = SIGTERM) {
-  ::kill(pid, sig);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return status;
+// A `strata serve` child, up (a client connects to `socket`); SIGKILLed by the destructor unless
+// stopped, so a failed check leaves no daemon behind.
+std::unique_ptr<cli::ServeProcess> StartServe(const std::vector<std::string>& args,
+                                              const std::string& socket) {
+  cli::ServeOptions o;
+  o.exe = STRATA_CLI_PATH;
+  o.args = args;
+  o.socket = socket;
+  o.ready = cli::ServeReady::kClientConnects;
+  o.start_timeout = std::chrono::seconds(5);
+  o.stop_signal = SIGKILL;
+  auto serve = cli::SpawnServe(std::move(o));
+  INFO(serve.status().ToString());
+  REQUIRE(serve.ok());
+  return std::move(serve).value();
 }
 
 // Write-back (the default): the blocks are only in host memory until the clean shutdown writes
@@ -304,18 +266,18 @@ TEST_CASE("strata serve: restart with the disk tier keeps blocks and SIGTERM exi
                                          "--host-pool", "64MiB", "--disk", "256MiB"};
   Namespace ns = TestNamespace();
   Prompt p(ns, 10, 11, 65536);
-  pid_t pid = StartServe(args, socket);
+  auto serve = StartServe(args, socket);
   {
     auto c = Client::Connect(socket);
     REQUIRE(c.ok());
     REQUIRE(*(*c)->Store(ns, p.keys, p.in).Wait() == 10);
   }
-  int status = StopServe(pid);
+  int status = serve->Stop();
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
   CHECK_FALSE(std::filesystem::exists(socket));  // removed on clean shutdown
 
-  pid = StartServe(args, socket);
+  serve = StartServe(args, socket);
   {
     auto c = Client::Connect(socket);
     REQUIRE(c.ok());
@@ -326,7 +288,7 @@ TEST_CASE("strata serve: restart with the disk tier keeps blocks and SIGTERM exi
     CHECK(*(*c)->Load(p.keys, o.out).Wait() == 10);
     for (size_t i = 0; i < 10; ++i) CHECK(o.bufs[i] == p.blocks[i]);
   }
-  StopServe(pid);
+  serve->Stop();
   std::filesystem::remove_all(dir);
 }
 
@@ -334,8 +296,8 @@ TEST_CASE("strata serve: a client SIGKILLed mid-store leaves no block and no res
           "[lib][integration]") {
   const std::string dir = TempDir("killed");
   const std::string socket = dir + "/s.sock";
-  pid_t serve = StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool", "64MiB"},
-                           socket);
+  auto serve = StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool", "64MiB"},
+                          socket);
   Namespace ns = TestNamespace();
   Prompt p(ns, 6, 13);
   pid_t child = ::fork();
@@ -383,7 +345,7 @@ TEST_CASE("strata serve: a client SIGKILLed mid-store leaves no block and no res
   Outputs o(6, 8192);
   CHECK(*(*c)->Load(p.keys, o.out).Wait() == 6);
   CHECK(o.bufs[0] == p.blocks[0]);
-  int status = StopServe(serve);
+  int status = serve->Stop();
   CHECK(WIFEXITED(status));
   std::filesystem::remove_all(dir);
 }

@@ -6,7 +6,6 @@
 //    driven with SET then GET of the same values through hiredis — the remote backend LMCache users
 //    deploy.
 // Metric: payload GB/s of store + load (bytes stored + bytes loaded per second, all processes).
-#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,9 +15,9 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
-#include <thread>
 
 #include "../strata/command_registry.h"
+#include "../strata/serve_process.h"
 #include "bench_report.h"
 #include "strata/client.h"
 #include "strata/key_chain.h"
@@ -187,48 +186,25 @@ double RedisRun(const std::string& socket, const Case& c, int process, double se
   return ok ? bytes : -1;
 }
 
-pid_t Spawn(std::vector<std::string> args) {
-  pid_t pid = ::fork();
-  if (pid < 0) cli::Fail("fork failed");
-  if (pid == 0) {
-    ::dup2(2, 1);  // the servers' chatter goes to stderr: stdout carries only the JSON lines
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execvp(argv[0], argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-void WaitForSocket(const std::string& path, pid_t pid, const char* what) {
-  for (int i = 0; i < 400; ++i) {
-    if (std::filesystem::exists(path)) return;
-    int status;
-    if (::waitpid(pid, &status, WNOHANG) == pid) cli::Fail(std::string(what) + " exited at start");
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));
-  }
-  ::kill(pid, SIGKILL);
-  cli::Fail(std::string(what) + " did not start");
-}
-
-void Stop(pid_t pid) {
-  ::kill(pid, SIGTERM);
-  ::waitpid(pid, nullptr, 0);
-}
-
 // The servers the benchmark started; stopped however Run ends (cli::Fail throws), so a failed
-// run leaves no daemon behind holding the caller's pipes open.
+// run leaves no daemon behind holding the caller's pipes open. Their output goes to stderr:
+// stdout carries only the JSON lines.
 struct Servers {
   std::string dir;
-  pid_t serve = -1, redis = -1;
+  std::unique_ptr<cli::ServeProcess> serve, redis;
   ~Servers() {
-    if (serve > 0) Stop(serve);
-    if (redis > 0) Stop(redis);
+    serve.reset();
+    redis.reset();
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
   }
 };
+
+std::unique_ptr<cli::ServeProcess> SpawnOrFail(cli::ServeOptions options) {
+  auto server = cli::SpawnServe(std::move(options));
+  if (!server.ok()) cli::Fail(server.status().message());
+  return std::move(server).value();
+}
 
 void Run(const Options& opt) {
   BenchReport report("client", opt.json);
@@ -238,12 +214,16 @@ void Run(const Options& opt) {
   const std::string& dir = servers.dir;
   std::filesystem::create_directories(dir);
   const std::string strata_sock = dir + "/strata.sock", redis_sock = dir + "/redis.sock";
-  servers.serve = Spawn({"/proc/self/exe", "serve", "--socket", strata_sock, "--no-disk",
-                         "--host-pool", "1GiB"});
-  WaitForSocket(strata_sock, servers.serve, "strata serve");
-  servers.redis = Spawn({"redis-server", "--port", "0", "--unixsocket", redis_sock, "--save", "",
-                         "--appendonly", "no", "--dir", dir, "--loglevel", "warning"});
-  WaitForSocket(redis_sock, servers.redis, "redis-server");
+  cli::ServeOptions serve;
+  serve.socket = strata_sock;
+  serve.args = {"serve", "--socket", strata_sock, "--no-disk", "--host-pool", "1GiB"};
+  servers.serve = SpawnOrFail(std::move(serve));
+  cli::ServeOptions redis;
+  redis.name = redis.exe = "redis-server";
+  redis.socket = redis_sock;
+  redis.args = {"--port",       "0",  "--unixsocket", redis_sock, "--save",     "",
+                "--appendonly", "no", "--dir",        dir,        "--loglevel", "warning"};
+  servers.redis = SpawnOrFail(std::move(redis));
 
   const Case cases[] = {{size_t{64} << 10, 256}, {size_t{2} << 20, 16}};
   for (const Case& c : cases) {

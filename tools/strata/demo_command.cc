@@ -14,13 +14,13 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
-#include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "../bench/mooncake_trace.h"
 #include "command_registry.h"
+#include "serve_process.h"
 #include "strata/client.h"
 #include "strata/key_chain.h"
 
@@ -62,38 +62,19 @@ void FillKv(const BlockKey& key, std::byte* out, size_t n) {
   }
 }
 
-struct Daemon {
-  pid_t pid = -1;
-  std::string socket;
-};
-
-Daemon StartDaemon(const DemoOptions& opt, const std::string& dir) {
-  Daemon d;
-  d.socket = dir + "/strata.sock";
-  std::vector<std::string> args = {"/proc/self/exe", "serve", "--socket", d.socket,
-                                   "--data-dir", opt.data_dir};
+// The daemon the demo replays through, up; stopped by its destructor if the demo fails.
+std::unique_ptr<ServeProcess> StartDaemon(const DemoOptions& opt, const std::string& dir) {
+  ServeOptions o;
+  o.socket = dir + "/strata.sock";
+  o.args = {"serve", "--socket", o.socket, "--data-dir", opt.data_dir};
   if (!opt.host_pool.empty()) {
-    args.push_back("--host-pool");
-    args.push_back(opt.host_pool);
+    o.args.push_back("--host-pool");
+    o.args.push_back(opt.host_pool);
   }
-  d.pid = ::fork();
-  if (d.pid < 0) Fail("fork failed");
-  if (d.pid == 0) {
-    ::dup2(2, 1);  // the daemon's log goes to stderr: stdout carries the demo's own output
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv("/proc/self/exe", argv.data());
-    _exit(127);
-  }
-  for (int i = 0; i < 600; ++i) {
-    if (std::filesystem::exists(d.socket)) return d;
-    int status;
-    if (::waitpid(d.pid, &status, WNOHANG) == d.pid) Fail("strata serve exited at start-up");
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ::kill(d.pid, SIGKILL);
-  Fail("strata serve did not start within 30 s");
+  o.start_timeout = std::chrono::seconds(30);
+  auto daemon = SpawnServe(std::move(o));
+  if (!daemon.ok()) Fail(daemon.status().message());
+  return std::move(daemon).value();
 }
 
 void RunDemo(const DemoOptions& opt) {
@@ -109,18 +90,15 @@ void RunDemo(const DemoOptions& opt) {
   const std::string dir = std::filesystem::temp_directory_path() /
                           ("strata-demo-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
-  Daemon daemon = StartDaemon(opt, dir);
-  auto client = Client::Connect(daemon.socket);
-  if (!client.ok()) {
-    ::kill(daemon.pid, SIGKILL);
-    Fail(client.status().ToString());
-  }
+  std::unique_ptr<ServeProcess> daemon = StartDaemon(opt, dir);
+  auto client = Client::Connect(daemon->socket());
+  if (!client.ok()) Fail(client.status().ToString());
   if (!opt.json)
     std::cout << fmt::format(
         "strata demo: replaying {} requests of {} through `strata serve` ({})\n"
         "model shape {} ({} layers, {} KV heads, head dim {}, {}): {} KiB of KV per {}-token "
         "block\n",
-        n, opt.trace, daemon.socket, ns.spec().model_id, ns.spec().num_layers,
+        n, opt.trace, daemon->socket(), ns.spec().model_id, ns.spec().num_layers,
         ns.spec().num_kv_heads, ns.spec().head_dim, KvDtypeName(ns.spec().kv_dtype),
         block_bytes >> 10, ns.block_size());
 
@@ -176,9 +154,7 @@ void RunDemo(const DemoOptions& opt) {
   auto stats = (*client)->Stats();
   client->reset();
 
-  ::kill(daemon.pid, SIGTERM);
-  int status = 0;
-  ::waitpid(daemon.pid, &status, 0);
+  const int status = daemon->Stop(SIGTERM);
   std::filesystem::remove_all(dir);
   const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
 
