@@ -8,9 +8,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -348,6 +350,106 @@ TEST_CASE("strata serve: a client SIGKILLed mid-store leaves no block and no res
   int status = serve->Stop();
   CHECK(WIFEXITED(status));
   std::filesystem::remove_all(dir);
+}
+
+// Steady-state eviction through the daemon (what `strata bench client` does without Clear): a
+// small pool, several clients storing chained prompts (a shared 2-block system prompt, then their
+// own blocks) and loading them right back, far more bytes than the pool holds, then a phase of
+// another block size. Every Store must succeed: a full pool evicts to make room. NoSpace is
+// right only for a request larger than the pool.
+void SteadyStateEviction(const std::vector<std::string>& extra_args, bool require_whole_loads) {
+  const std::string dir = TempDir("steady");
+  const std::string socket = dir + "/s.sock";
+  std::vector<std::string> args = {"serve", "--socket", socket, "--host-pool", "64MiB"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  for (std::string& a : args)
+    if (a == "DIR") a = dir + "/data";
+  auto serve = StartServe(args, socket);
+  struct Phase {
+    size_t block_bytes, blocks, prompts;
+  };
+  size_t short_loads = 0;
+  for (const Phase& ph : {Phase{64 << 10, 16, 30}, Phase{256 << 10, 8, 16}}) {
+    // A namespace per block size: no key is shared across the phases.
+    Namespace ns = TestNamespace("steady-" + std::to_string(ph.block_bytes));
+    constexpr int kClients = 4;
+    std::atomic<size_t> failed{0}, bad{0}, shorter{0};
+    std::mutex mu;
+    std::string first_failure;
+    std::vector<std::thread> clients;
+    for (int c = 0; c < kClients; ++c) {
+      clients.emplace_back([&, c] {
+        auto fail = [&](const std::string& what) {
+          if (failed.fetch_add(1) == 0) {
+            std::lock_guard lock(mu);
+            first_failure = what;
+          }
+        };
+        auto client = Client::Connect(socket);
+        if (!client.ok()) return fail(client.status().ToString());
+        std::mt19937 rng(c + 1);
+        for (size_t n = 0; n < ph.prompts; ++n) {
+          std::vector<uint32_t> tokens(ph.blocks * ns.block_size());
+          for (size_t t = 0; t < tokens.size(); ++t)
+            tokens[t] = t < 2 * ns.block_size() ? static_cast<uint32_t>(t) : rng() % 128000;
+          const std::vector<BlockKey> keys = ComputeBlockKeys(ns, tokens);
+          std::vector<std::vector<std::byte>> blocks(ph.blocks);
+          std::vector<ConstBuffer> in;
+          Outputs out(ph.blocks, ph.block_bytes);
+          for (size_t i = 0; i < ph.blocks; ++i) {
+            blocks[i].resize(ph.block_bytes);
+            for (size_t j = 0; j < ph.block_bytes; ++j)
+              blocks[i][j] = static_cast<std::byte>((keys[i].low >> (j % 8 * 8)) ^ j);
+            in.push_back({blocks[i].data(), blocks[i].size()});
+          }
+          auto stored = (*client)->Store(ns, keys, in).Wait();
+          if (!stored.ok()) return fail("store: " + stored.status().ToString());
+          auto loaded = (*client)->Load(keys, out.out).Wait();
+          if (!loaded.ok()) return fail("load: " + loaded.status().ToString());
+          if (*loaded < ph.blocks) shorter.fetch_add(1);
+          for (size_t i = 0; i < *loaded; ++i)
+            if (out.bufs[i] != blocks[i]) bad.fetch_add(1);
+        }
+      });
+    }
+    for (auto& t : clients) t.join();
+    INFO(ph.block_bytes << "-byte blocks: first failure: " << first_failure);
+    CHECK(failed == 0);
+    CHECK(bad == 0);
+    short_loads += shorter;
+  }
+  auto c = Client::Connect(socket);
+  REQUIRE(c.ok());
+  auto stats = nlohmann::json::parse(*(*c)->Stats());
+  CHECK(stats["host"]["evictions"].get<uint64_t>() > 100);
+  CHECK(stats["reservations"] == 0);
+  CHECK(stats["pins"] == 0);
+  if (require_whole_loads)
+    CHECK(short_loads == 0);
+  else if (short_loads)
+    WARN(short_loads << " loads right after their store came back short");
+  // A request larger than the pool is refused with NoSpace; the daemon keeps serving.
+  Namespace ns = TestNamespace("huge");
+  Prompt huge(ns, 80, 17, 1 << 20);
+  auto refused = (*c)->Store(ns, huge.keys, huge.in).Wait();
+  CHECK(refused.status().IsNoSpace());
+  Prompt small(ns, 4, 18);
+  CHECK(*(*c)->Store(ns, small.keys, small.in).Wait() == 4);
+  CHECK(nlohmann::json::parse(*(*c)->Stats())["reservations"] == 0);
+  int status = serve->Stop();
+  CHECK(WIFEXITED(status));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("strata serve: stores succeed through steady-state eviction of a small pool",
+          "[lib][integration]") {
+  SECTION("lru, no disk: every load right after its store is whole") {
+    SteadyStateEviction({"--no-disk", "--eviction-policy", "lru"}, true);
+  }
+  SECTION("prefix, no disk") { SteadyStateEviction({"--no-disk"}, false); }
+  SECTION("prefix, write-back to a disk tier") {
+    SteadyStateEviction({"--data-dir", "DIR", "--disk", "256MiB"}, false);
+  }
 }
 
 }  // namespace
