@@ -123,7 +123,14 @@ class LruPolicy final : public EvictionPolicy {
 // prefix: a CLOCK queue with frequency (S3-FIFO's main queue: Yang et al., "FIFO queues are all
 // you need for cache eviction", SOSP'23) that is prefix-aware (docs/store.md, "Eviction").
 //
-//  - A new block joins the tail of the queue with frequency 0.
+//  - A new block joins a FIFO *nursery* (10% of the slots, S3-FIFO's small-queue share) and moves
+//    on to the tail of the CLOCK queue when newer blocks push it out. The nursery is not examined
+//    for victims while the queue holds one, so a block is never evicted before a tenth of the
+//    capacity was stored after it: a prefix stored a moment ago and about to be loaded (by a
+//    decode node, the next turn) is not the first victim just because older blocks were read and
+//    took their second chance ahead of it. (S3-FIFO's small queue does the opposite, quick
+//    demotion of new blocks; prefix reuse comes late, so it costs hits here.)
+//    A new block starts with frequency 0.
 //  - A hit only bumps the block's 2-bit frequency (a relaxed atomic store; no lock, no list
 //    surgery, which is why FIFO-based policies scale where LRU does not).
 //  - Eviction looks at the head: a block that was hit since it last passed the head goes back to
@@ -230,7 +237,7 @@ class PrefixPolicy final : public EvictionPolicy {
       }
     }
     // Everything left is pinned or interior: take the first evictable block, interior or not.
-    for (int q : {kMain, kParked})
+    for (int q : {kMain, kParked, kNursery})
       for (uint32_t s = head_[q]; s != kNoSlot; s = nodes_[s].next)
         if (evictable(s)) return s;
     return kNoSlot;
@@ -248,22 +255,24 @@ class PrefixPolicy final : public EvictionPolicy {
 
  private:
   static constexpr uint8_t kMaxFreq = 3;
-  static constexpr int kMain = 0;    // the CLOCK queue
-  static constexpr int kParked = 1;  // interior blocks that used their extra lap
+  static constexpr int kMain = 0;     // the CLOCK queue
+  static constexpr int kParked = 1;   // interior blocks that used their extra lap
+  static constexpr int kNursery = 2;  // the newest blocks, FIFO, never victims while main has one
   static constexpr uint32_t kRingSize = 1024;
 
-  // Node::flags: three bits and the block's incarnation (5 bits, bumped by every OnInsert of the
-  // slot). Node::meta: the 2-bit frequency, the lapped bit and the parent's incarnation when this
+  // Node::flags: live, linked, the queue (2 bits) and the incarnation (4 bits, bumped by every
+  // OnInsert of the slot). Node::meta: the 2-bit frequency, the lapped bit and the parent's incarnation when this
   // block was inserted. A child removed after its parent's slot was reused leaves the new
-  // occupant's child count alone unless the 5-bit incarnations collide (1 in 32, and only when a
+  // occupant's child count alone unless the 4-bit incarnations collide (1 in 16, and only when a
   // parent leaves before its children, which the policy itself avoids): an ordering hint, never
   // a correctness matter.
   static constexpr uint8_t kLiveBit = 1;    // flags: inserted and not removed
   static constexpr uint8_t kLinkedBit = 2;  // flags: in a queue (changed under mu_ only)
-  static constexpr uint8_t kParkedBit = 4;  // flags: that queue is kParked (under mu_ only)
+  static constexpr int kQueueShift = 2;     // flags: which queue, 2 bits (under mu_ only)
+  static constexpr uint8_t kQueueMask = 3 << kQueueShift;
   static constexpr uint8_t kFreqMask = 3;   // meta: hits remembered (0..kMaxFreq)
   static constexpr uint8_t kLappedBit = 4;  // meta: had its extra lap as an interior block
-  static constexpr int kGenShift = 3;       // both: incarnation in the top 5 bits
+  static constexpr int kGenShift = 4;       // both: incarnation in the top 4 bits
 
   struct Node {
     uint32_t prev = kNoSlot;  // queue links: under mu_
@@ -286,7 +295,7 @@ class PrefixPolicy final : public EvictionPolicy {
   }
   static bool Parked(const Node& n) {
     const uint8_t f = n.flags.load(std::memory_order_relaxed);
-    return (f & kLinkedBit) && (f & kParkedBit);
+    return (f & kLinkedBit) && ((f & kQueueMask) >> kQueueShift) == kParked;
   }
 
   // Vyukov's bounded MPMC queue, used multi-producer / single-consumer (the consumer holds mu_).
@@ -318,14 +327,18 @@ class PrefixPolicy final : public EvictionPolicy {
   void Drain() REQUIRES_LOCK(mu_) {
     for (;;) {
       Cell& c = ring_[dequeue_ & (kRingSize - 1)];
-      if (c.seq.load(std::memory_order_acquire) != dequeue_ + 1) return;  // empty or in flight
+      if (c.seq.load(std::memory_order_acquire) != dequeue_ + 1) break;  // empty or in flight
       const uint32_t slot = c.slot;
       c.seq.store(dequeue_ + kRingSize, std::memory_order_release);
       ++dequeue_;
-      // Seen before within the sketch's window: a returning block, straight to M.
-      if (!Live(nodes_[slot])) continue;
+      if (!Live(nodes_[slot])) continue;  // removed before it was drained
       Unlink(slot);
-      PushBack(kMain, slot);
+      PushBack(kNursery, slot);
+    }
+    while (size_[kNursery] > nursery_limit_) {  // the oldest newcomers join the CLOCK
+      const uint32_t s = head_[kNursery];
+      Unlink(s);
+      PushBack(kMain, s);
     }
   }
 
@@ -333,15 +346,15 @@ class PrefixPolicy final : public EvictionPolicy {
     Node& n = nodes_[s];
     const uint8_t flags = n.flags.load(std::memory_order_relaxed);
     if (!(flags & kLinkedBit)) return;
-    const int q = (flags & kParkedBit) ? kParked : kMain;
+    const int q = (flags & kQueueMask) >> kQueueShift;
     if (n.prev != kNoSlot) nodes_[n.prev].next = n.next; else head_[q] = n.next;
     if (n.next != kNoSlot) nodes_[n.next].prev = n.prev; else tail_[q] = n.prev;
     n.prev = n.next = kNoSlot;
-    n.flags.fetch_and(static_cast<uint8_t>(~(kLinkedBit | kParkedBit)), std::memory_order_relaxed);
+    n.flags.fetch_and(static_cast<uint8_t>(~(kLinkedBit | kQueueMask)), std::memory_order_relaxed);
     --size_[q];
   }
   void Link(int q, uint32_t s) REQUIRES_LOCK(mu_) {
-    nodes_[s].flags.fetch_or(q == kParked ? kLinkedBit | kParkedBit : kLinkedBit,
+    nodes_[s].flags.fetch_or(static_cast<uint8_t>(kLinkedBit | (q << kQueueShift)),
                              std::memory_order_relaxed);
     ++size_[q];
   }
@@ -367,9 +380,10 @@ class PrefixPolicy final : public EvictionPolicy {
   std::atomic<uint64_t> enqueue_{0};
   std::mutex mu_;
   uint64_t dequeue_ GUARDED_BY(mu_) = 0;
-  uint32_t head_[2] GUARDED_BY(mu_) = {kNoSlot, kNoSlot};
-  uint32_t tail_[2] GUARDED_BY(mu_) = {kNoSlot, kNoSlot};
-  uint32_t size_[2] GUARDED_BY(mu_) = {0, 0};
+  uint32_t head_[3] GUARDED_BY(mu_) = {kNoSlot, kNoSlot, kNoSlot};
+  uint32_t tail_[3] GUARDED_BY(mu_) = {kNoSlot, kNoSlot, kNoSlot};
+  uint32_t size_[3] GUARDED_BY(mu_) = {0, 0, 0};
+  const uint32_t nursery_limit_ = capacity() / 10;  // S3-FIFO's small-queue share
 };
 
 }  // namespace

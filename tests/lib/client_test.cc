@@ -446,9 +446,11 @@ TEST_CASE("strata serve: stores succeed through steady-state eviction of a small
   SECTION("lru, no disk: every load right after its store is whole") {
     SteadyStateEviction({"--no-disk", "--eviction-policy", "lru"}, true);
   }
-  SECTION("prefix, no disk") { SteadyStateEviction({"--no-disk"}, false); }
+  SECTION("prefix, no disk: every load right after its store is whole") {
+    SteadyStateEviction({"--no-disk"}, true);
+  }
   SECTION("prefix, write-back to a disk tier") {
-    SteadyStateEviction({"--data-dir", "DIR", "--disk", "256MiB"}, false);
+    SteadyStateEviction({"--data-dir", "DIR", "--disk", "256MiB"}, true);
   }
 }
 

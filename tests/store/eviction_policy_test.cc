@@ -63,7 +63,7 @@ TEST_CASE("prefix evicts the tail of a chain before its head (lru does the oppos
 
 TEST_CASE("prefix keeps a shared prefix over one-off tails and hit blocks over cold ones",
           "[store]") {
-  auto p = Make(PolicyKind::kPrefix, 16);
+  auto p = Make(PolicyKind::kPrefix, 9);  // under 10 slots: no nursery, every block is a candidate
   // System prompt 0 -> 1, shared by two requests with tails 2 and 3; then a one-off block 4.
   p->OnInsert(0, kNoSlot, 10);
   p->OnInsert(1, 0, 11);
@@ -112,7 +112,7 @@ TEST_CASE("prefix skips blocks that are not evictable and still finds one", "[st
 
 TEST_CASE("prefix evicts a finished chain's prefix right after its tail, not a lap later",
           "[store]") {
-  auto p = Make(PolicyKind::kPrefix, 16);
+  auto p = Make(PolicyKind::kPrefix, 9);  // under 10 slots: no nursery
   // Chain 0 -> 1 -> 2 (an old conversation), then one-off blocks 3..7.
   p->OnInsert(0, kNoSlot, 100);
   p->OnInsert(1, 0, 101);
@@ -136,19 +136,38 @@ TEST_CASE("prefix evicts a finished chain's prefix right after its tail, not a l
   // Once lapped, an interior block is parked: the chain leaves tail-first, each block as soon as
   // its child is gone.
   for (uint32_t s = 0; s < 4; ++s) p->OnInsert(s, s ? s - 1 : kNoSlot, 200 + s);
-  for (uint32_t s = 4; s < 10; ++s) p->OnInsert(s, kNoSlot, 200 + s);
+  for (uint32_t s = 4; s < 9; ++s) p->OnInsert(s, kNoSlot, 200 + s);
   REQUIRE(p->PickVictim(kAll) == 3);  // 0, 1, 2 took their lap
   p->OnRemove(3);
   REQUIRE(p->PickVictim(kAll) == 4);
   p->OnRemove(4);
   order.clear();
-  for (int i = 0; i < 8; ++i) {
+  for (int i = 0; i < 7; ++i) {
     const uint32_t v = p->PickVictim(kAll);
     REQUIRE(v != kNoSlot);
     order.push_back(v);
     p->OnRemove(v);
   }
-  REQUIRE(order == std::vector<uint32_t>{5, 6, 7, 8, 9, 2, 1, 0});
+  REQUIRE(order == std::vector<uint32_t>{5, 6, 7, 8, 2, 1, 0});
+}
+
+TEST_CASE("prefix never evicts one of the newest tenth while older blocks remain", "[store]") {
+  constexpr uint32_t kCap = 100;
+  auto p = Make(PolicyKind::kPrefix, kCap);
+  // 90 old blocks read three times (the most the policy remembers), then 10 new ones.
+  for (uint32_t s = 0; s < 90; ++s) p->OnInsert(s, kNoSlot, s);
+  for (int r = 0; r < 3; ++r)
+    for (uint32_t s = 0; s < 90; ++s) p->OnAccess(s);
+  for (uint32_t s = 90; s < kCap; ++s) p->OnInsert(s, kNoSlot, s);
+  // Every old block goes first, however often it was read; then the new ones, oldest first.
+  for (uint32_t i = 0; i < kCap; ++i) {
+    const uint32_t v = p->PickVictim(kAll);
+    REQUIRE(v != kNoSlot);
+    if (i < 90) REQUIRE(v < 90);
+    else REQUIRE(v == i);
+    p->OnRemove(v);
+  }
+  REQUIRE(p->PickVictim(kAll) == kNoSlot);
 }
 
 // Defects of the earlier prefix policy, found while reproducing the `strata bench client` failure
