@@ -143,9 +143,10 @@ TEST_CASE("CUDA lossy codecs are bit-exact with the CPU reference", "[kernels][g
         std::memcpy(&f, gflags.data() + 4 * i, 4);
         CHECK(f == 0);
       }
-      // A NaN in block 1 is flagged for that block only.
+      // A NaN in block 1 is flagged for that block only. (0x7e00 is a NaN in fp16 but a finite
+      // 2^125 in bf16, whose quiet NaN is 0x7fc0.)
       auto poisoned = data;
-      const uint16_t nan = 0x7e00;
+      const uint16_t nan = shape.dtype == KvDtype::kBFloat16 ? 0x7fc0 : 0x7e00;
       std::memcpy(poisoned.data() + bb + 2 * 333, &nan, 2);
       din.Upload(poisoned.data());
       REQUIRE(gc->Encode(ins, pays, static_cast<uint32_t*>(dflags.ptr), nullptr).ok());
