@@ -34,4 +34,19 @@ uint64_t CopyWithChecksum(std::byte* dst, const std::byte* src, size_t n) {
   return XXH3_64bits_digest(&state);
 }
 
+static_assert(sizeof(XXH3_state_t) <= sizeof(PayloadChecksumStream) &&
+              alignof(XXH3_state_t) <= 64);
+
+PayloadChecksumStream::PayloadChecksumStream() {
+  XXH3_64bits_reset(reinterpret_cast<XXH3_state_t*>(state_));
+}
+
+void PayloadChecksumStream::Update(std::span<const std::byte> piece) {
+  XXH3_64bits_update_dispatch(reinterpret_cast<XXH3_state_t*>(state_), piece.data(), piece.size());
+}
+
+uint64_t PayloadChecksumStream::Digest() const {
+  return XXH3_64bits_digest(reinterpret_cast<const XXH3_state_t*>(state_));
+}
+
 }  // namespace strata

@@ -52,6 +52,19 @@ uint64_t PayloadChecksum(std::span<const std::byte> payload);
 // is still in cache (one pass over memory instead of two). REQUIRES: the ranges do not overlap.
 uint64_t CopyWithChecksum(std::byte* dst, const std::byte* src, size_t n);
 
+// PayloadChecksum computed piece by piece, for payloads that arrive in pieces (a disk read in
+// flight): Update() with consecutive pieces, then Digest() equals PayloadChecksum of their
+// concatenation. No allocation; the hash state lives in the object.
+class PayloadChecksumStream {
+ public:
+  PayloadChecksumStream();
+  void Update(std::span<const std::byte> piece);
+  uint64_t Digest() const;
+
+ private:
+  alignas(64) unsigned char state_[640];  // XXH3_state_t (size checked in checksum.cc)
+};
+
 // A header for `payload`, with its length and checksum filled in.
 BlockHeader MakeBlockHeader(const BlockKey& key, const NamespaceId& ns, Codec codec,
                             std::span<const std::byte> payload);
