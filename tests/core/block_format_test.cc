@@ -124,5 +124,25 @@ TEST_CASE("CopyWithChecksum copies and sums like PayloadChecksum at every size",
   CHECK(PayloadChecksum({}) == 0x2D06800538D394C2ULL);
 }
 
+TEST_CASE("PayloadChecksumStream over any split equals PayloadChecksum", "[core]") {
+  std::mt19937 rng(9);
+  for (size_t n : {size_t{0}, size_t{1}, size_t{240}, size_t{4096}, size_t{512} << 10,
+                   (size_t{2} << 20) + 12345}) {
+    std::vector<std::byte> data(n);
+    for (auto& b : data) b = static_cast<std::byte>(rng());
+    for (int split = 0; split < 4; ++split) {
+      INFO("size " << n << ", split " << split);
+      PayloadChecksumStream sum;
+      size_t at = 0;
+      while (at < n) {
+        const size_t piece = std::min(n - at, split == 0 ? n : 1 + rng() % (n / (split * 3) + 1));
+        sum.Update(std::span(data).subspan(at, piece));
+        at += piece;
+      }
+      CHECK(sum.Digest() == PayloadChecksum(data));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace strata
