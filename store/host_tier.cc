@@ -91,9 +91,14 @@ Result<std::unique_ptr<HostTier>> HostTier::Open(const HostTierOptions& options)
                                               size, payload_offset, hugetlb, reservation,
                                               reservation_size));
   tier->populated_ = at_open;
+  if (at_open) tier->populated_bytes_.store(size, std::memory_order_relaxed);
   if (options.populate == HostTierOptions::Populate::kBackground) {
     HostTier* t = tier.get();
-    t->populator_ = std::thread([t] { t->populated_ = t->PopulateAll(); });
+    t->populating_.store(true, std::memory_order_relaxed);
+    t->populator_ = std::thread([t] {
+      t->populated_ = t->PopulateAll();
+      t->populating_.store(false, std::memory_order_relaxed);
+    });
   }
   return tier;
 }
@@ -107,6 +112,7 @@ bool HostTier::PopulateAll() {
     if (stop_populating_.load(std::memory_order_relaxed)) return false;
     const uint64_t len = std::min(kChunk, size_ - off);
     if (madvise(base_ + off, len, MADV_POPULATE_WRITE) != 0) return false;  // EINVAL, ENOMEM, ...
+    populated_bytes_.store(off + len, std::memory_order_relaxed);
   }
   return true;
 }

@@ -65,6 +65,10 @@ class HostTier final : public BlockPool {
   // every page was populated; false when the kernel has no MADV_POPULATE_WRITE (Linux < 5.14)
   // or memory ran short (the pages then fault in at first use, as with kOnDemand).
   bool WaitPopulated();
+  // Bytes of the memfd the population has faulted in so far (size() once done; 0 for kOnDemand).
+  uint64_t populated_bytes() const { return populated_bytes_.load(std::memory_order_relaxed); }
+  // True while the background population runs.
+  bool populating() const { return populating_.load(std::memory_order_relaxed); }
 
  private:
   HostTier(const HostTierOptions& options, uint32_t num_slabs, uint32_t max_blocks,
@@ -82,6 +86,8 @@ class HostTier final : public BlockPool {
   void* reservation_;
   uint64_t reservation_size_;
   std::atomic<bool> stop_populating_{false};
+  std::atomic<uint64_t> populated_bytes_{0};
+  std::atomic<bool> populating_{false};
   bool populated_ = false;  // written by populator_ before it ends; read after join
   std::thread populator_;
 };

@@ -97,6 +97,15 @@ struct PullTarget {
   size_t capacity = 0;               // bytes reserved at dest (contiguous: header + payload)
   std::byte* header_dest = nullptr;  // split form: 64 bytes for the block header
   std::function<std::byte*(const BlockHeader& header)> allocate;  // split form, dest == nullptr
+
+  // The contiguous form: header and payload land together at dest.
+  static PullTarget Into(const BlockKey& key, std::byte* dest, size_t capacity) {
+    PullTarget t;
+    t.key = key;
+    t.dest = dest;
+    t.capacity = capacity;
+    return t;
+  }
 };
 
 struct PullResult {

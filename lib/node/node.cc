@@ -313,7 +313,9 @@ class LocalNode final : public Node {
                         {"owners", sessions},
                         {"pins", pins},
                         {"reservations", reservations},
-                        {"pool_bytes", pool_bytes()}};
+                        {"pool_bytes", pool_bytes()},
+                        {"pool_populated_bytes", store_->host().populated_bytes()},
+                        {"pool_populating", store_->host().populating()}};
     if (cluster_) j["cluster"] = nlohmann::json::parse(cluster_->StatsJson());
     return j.dump();
   }

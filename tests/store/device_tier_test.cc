@@ -48,8 +48,10 @@ TEST_CASE("device tier stores blocks in GPU memory behind the tier interface", "
   REQUIRE(h.ok());
   REQUIRE(IsTestPayload(TestKey(199), out.data(), kBlock));
   REQUIRE((*t)->Acquire(TestKey(199)).status().code() == StatusCode::kNotSupported);
-  REQUIRE(DeviceTier::Open(DeviceTierOptions{.device = 999}).status().code() ==
-          StatusCode::kUnavailable);
+  REQUIRE(DeviceTier::Open(
+              DeviceTierOptions{.device = 999, .capacity_bytes = uint64_t{1} << 30, .pool = {}})
+              .status()
+              .code() == StatusCode::kUnavailable);
 #endif
 }
 

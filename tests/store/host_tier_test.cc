@@ -356,8 +356,11 @@ TEST_CASE("host tier populates its pool in the background while it serves", "[st
       REQUIRE(IsTestPayload(TestKey(i), out.data(), out.size()));
     }
     const bool populated = (*t)->WaitPopulated();
+    REQUIRE_FALSE((*t)->populating());
     if (mode == P::kOnDemand) REQUIRE_FALSE(populated);
     if (mode == P::kAtOpen) REQUIRE(populated);
+    if (populated) REQUIRE((*t)->populated_bytes() == (*t)->size());
+    if (mode == P::kOnDemand) REQUIRE((*t)->populated_bytes() == 0);
     if (mode == P::kBackground && !populated) WARN("no MADV_POPULATE_WRITE on this kernel");
     for (uint64_t i = 0; i < 64; ++i) {  // population never touched the contents
       REQUIRE((*t)->Get(TestKey(i), out).ok());

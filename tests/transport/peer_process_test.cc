@@ -231,7 +231,8 @@ struct PullSetup {
   // Block i of the chain into C's slot i.
   std::vector<PullTarget> Targets() const {
     std::vector<PullTarget> targets;
-    for (size_t i = 0; i < blocks; ++i) targets.push_back({chain[i], c->pool->slot(i), slot_bytes});
+    for (size_t i = 0; i < blocks; ++i)
+      targets.push_back(PullTarget::Into(chain[i], c->pool->slot(i), slot_bytes));
     return targets;
   }
 

@@ -76,7 +76,8 @@ TEST_CASE("a pull is bit-exact verified and unknown keys are NotFound", "[transp
 
   REQUIRE(b.transport->Connect("a", a.transport->worker_address()).ok());
   std::vector<PullTarget> targets;
-  for (size_t i = 0; i < keys.size(); ++i) targets.push_back({keys[i], b.pool->slot(i), kSlot});
+  for (size_t i = 0; i < keys.size(); ++i)
+    targets.push_back(PullTarget::Into(keys[i], b.pool->slot(i), kSlot));
   // One key a does not hold, in the middle.
   targets[5].key = BlockKey{1, 2};
   auto r = b.transport->Pull("a", ns.id(), targets);
@@ -106,7 +107,9 @@ TEST_CASE("a peer with the wrong cluster secret is refused before it can pull",
   Status st = bad.transport->Connect("a", a.transport->worker_address());
   CHECK(st.code() == StatusCode::kPermissionDenied);
   // No session: nothing can be pulled.
-  CHECK_FALSE(bad.transport->PreparePull("a", ns.id(), {{keys[0], bad.pool->slot(0), kSlot}}).ok());
+  CHECK_FALSE(bad.transport
+                  ->PreparePull("a", ns.id(), {PullTarget::Into(keys[0], bad.pool->slot(0), kSlot)})
+                  .ok());
 
   // Skipping the handshake: a raw PullRequest is refused with PermissionDenied.
   wire::PullRequest req{77, ns.id(), {keys[0]}, {kSlot}, {}};
@@ -124,7 +127,7 @@ TEST_CASE("a peer with the wrong cluster secret is refused before it can pull",
 
   // The node keeps serving good peers.
   REQUIRE(b.transport->Connect("a", a.transport->worker_address()).ok());
-  auto r = b.transport->Pull("a", ns.id(), {{keys[0], b.pool->slot(0), kSlot}});
+  auto r = b.transport->Pull("a", ns.id(), {PullTarget::Into(keys[0], b.pool->slot(0), kSlot)});
   REQUIRE(r.ok());
   CHECK(r->LeadingOk() == 1);
 }
@@ -174,7 +177,7 @@ TEST_CASE("malformed truncated and wrong-version messages get clear errors - the
     std::vector<std::byte> huge(9 << 20, std::byte{1});
     CHECK(b.transport->SendRawForTest("a", huge, std::chrono::milliseconds(500)).ok());
   }
-  auto r = b.transport->Pull("a", ns.id(), {{keys[0], b.pool->slot(0), kSlot}});
+  auto r = b.transport->Pull("a", ns.id(), {PullTarget::Into(keys[0], b.pool->slot(0), kSlot)});
   REQUIRE(r.ok());
   CHECK(r->LeadingOk() == 1);
   CHECK(std::memcmp(b.pool->slot(0), a.pool->slot(0), kSlot) == 0);
@@ -196,20 +199,21 @@ TEST_CASE("a salted namespace is never served to a request without the salt",
   }
   REQUIRE(b.transport->Connect("a", a.transport->worker_address()).ok());
   // Same tokens without the salt: different keys, nothing found.
-  auto r1 = b.transport->Pull(
-      "a", plain.id(),
-      {{plain_keys[0], b.pool->slot(0), kSlot}, {plain_keys[1], b.pool->slot(1), kSlot}});
+  auto r1 = b.transport->Pull("a", plain.id(),
+                              {PullTarget::Into(plain_keys[0], b.pool->slot(0), kSlot),
+                               PullTarget::Into(plain_keys[1], b.pool->slot(1), kSlot)});
   REQUIRE(r1.ok());
   CHECK(r1->blocks[0].IsNotFound());
   CHECK(r1->blocks[1].IsNotFound());
   // Even knowing the salted keys, a request naming another namespace is refused.
-  auto r2 = b.transport->Pull("a", plain.id(), {{salted_keys[0], b.pool->slot(2), kSlot}});
+  auto r2 = b.transport->Pull("a", plain.id(),
+                              {PullTarget::Into(salted_keys[0], b.pool->slot(2), kSlot)});
   REQUIRE(r2.ok());
   CHECK(r2->blocks[0].IsNotFound());
   // With the salt, the blocks are served.
-  auto r3 = b.transport->Pull(
-      "a", salted.id(),
-      {{salted_keys[0], b.pool->slot(3), kSlot}, {salted_keys[1], b.pool->slot(4), kSlot}});
+  auto r3 = b.transport->Pull("a", salted.id(),
+                              {PullTarget::Into(salted_keys[0], b.pool->slot(3), kSlot),
+                               PullTarget::Into(salted_keys[1], b.pool->slot(4), kSlot)});
   REQUIRE(r3.ok());
   CHECK(r3->LeadingOk() == 2);
 }
@@ -221,16 +225,17 @@ TEST_CASE("prepare checks destinations - post issues", "[transport][ucx]") {
   const auto keys = ComputeBlockKeys(ns, Tokens(2, 5));
   a.pool->Put(0, keys[0], ns.id(), Payload(kPayload, 5));
   a.pool->Put(1, keys[1], ns.id(), Payload(kPayload, 6));
-  CHECK(
-      b.transport->PreparePull("a", ns.id(), {{keys[0], b.pool->slot(0), kSlot}}).status().code() ==
-      StatusCode::kUnavailable);  // no session yet
+  CHECK(b.transport->PreparePull("a", ns.id(), {PullTarget::Into(keys[0], b.pool->slot(0), kSlot)})
+            .status()
+            .code() == StatusCode::kUnavailable);  // no session yet
   REQUIRE(b.transport->Connect("a", a.transport->worker_address()).ok());
   std::vector<std::byte> outside(kSlot);
-  CHECK(b.transport->PreparePull("a", ns.id(), {{keys[0], outside.data(), kSlot}})
+  CHECK(b.transport->PreparePull("a", ns.id(), {PullTarget::Into(keys[0], outside.data(), kSlot)})
             .status()
             .IsInvalidArgument());
-  auto op = b.transport->PreparePull(
-      "a", ns.id(), {{keys[0], b.pool->slot(0), kSlot}, {keys[1], b.pool->slot(1), kSlot}});
+  auto op = b.transport->PreparePull("a", ns.id(),
+                                     {PullTarget::Into(keys[0], b.pool->slot(0), kSlot),
+                                      PullTarget::Into(keys[1], b.pool->slot(1), kSlot)});
   REQUIRE(op.ok());
   REQUIRE((*op)->Post().ok());
   PullResult r = (*op)->Wait();

@@ -12,9 +12,11 @@
 #include <hiredis/hiredis.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <thread>
 
 #include "../strata/command_registry.h"
 #include "../strata/serve_process.h"
@@ -38,13 +40,15 @@ struct Case {
   size_t blocks;  // per process and round
 };
 
-Namespace BenchNamespace(int process) {
+// One namespace per process and block size: no case finds another case's keys, even without the
+// per-round Clear.
+Namespace BenchNamespace(int process, size_t block_bytes) {
   NamespaceSpec s;
   s.model_id = "bench/client";
   s.num_layers = 1;
   s.num_kv_heads = 1;
   s.head_dim = 64;
-  s.tenant_salt = "p" + std::to_string(process);
+  s.tenant_salt = "p" + std::to_string(process) + "/b" + std::to_string(block_bytes);
   return std::move(Namespace::Create(s)).value();
 }
 
@@ -99,10 +103,26 @@ std::vector<std::byte> Payload(size_t n, int seed) {
   return v;
 }
 
+// The daemon populates its pool in the background after it starts listening; time nothing
+// before that is over (its page faults and zeroing would be charged to the first case).
+void WaitPoolPopulated(const std::string& socket) {
+  auto client = Client::Connect(socket);
+  if (!client.ok()) cli::Fail("strata serve: " + client.status().ToString());
+  const auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (Clock::now() < deadline) {
+    auto stats = (*client)->Stats();
+    if (!stats.ok()) cli::Fail("strata serve stats: " + stats.status().ToString());
+    const auto j = nlohmann::json::parse(*stats);
+    if (!j.value("pool_populating", false)) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::fprintf(stderr, "strata bench client: the pool was not populated after 120 s; timing anyway\n");
+}
+
 double StrataRun(const std::string& socket, const Case& c, int process, double seconds) {
   auto client = Client::Connect(socket);
   if (!client.ok()) return -1;
-  Namespace ns = BenchNamespace(process);
+  Namespace ns = BenchNamespace(process, c.block_bytes);
   std::vector<std::vector<std::byte>> in, out;
   std::vector<ConstBuffer> ins;
   std::vector<MutableBuffer> outs;
@@ -218,6 +238,7 @@ void Run(const Options& opt) {
   serve.socket = strata_sock;
   serve.args = {"serve", "--socket", strata_sock, "--no-disk", "--host-pool", "1GiB"};
   servers.serve = SpawnOrFail(std::move(serve));
+  WaitPoolPopulated(strata_sock);
   cli::ServeOptions redis;
   redis.name = redis.exe = "redis-server";
   redis.socket = redis_sock;

@@ -321,7 +321,7 @@ Result<PullFigures> MeasurePulls(const Options& opt, size_t size, const std::str
   auto targets = [&](size_t first, size_t count) {
     std::vector<PullTarget> v;
     for (size_t i = first; i < first + count; ++i)
-      v.push_back(PullTarget{BenchKey(i, size), pool->slot(i), slot});
+      v.push_back(PullTarget::Into(BenchKey(i, size), pool->slot(i), slot));
     return v;
   };
   auto timed_pull = [&](size_t first, size_t count) -> Result<double> {
