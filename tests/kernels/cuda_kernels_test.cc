@@ -42,17 +42,25 @@ TEST_CASE("CUDA gather/scatter equal the CPU reference", "[kernels][gpu]") {
   if (!HaveDevice()) return;
   for (auto layout : {PagedLayout::kVllmFlashAttn, PagedLayout::kFlashInfer, PagedLayout::kMla}) {
     for (auto dtype : {KvDtype::kFloat16, KvDtype::kBFloat16, KvDtype::kFloat8E4M3}) {
-      for (uint32_t head_dim : {128u, 3u}) {
+      // {head_dim, tokens per block, MLA head_dim}. 3-wide heads make chunks that are not a
+      // multiple of 16 bytes (byte-wise path); 40 / 41 tokens make chunks of several 32 KiB tiles
+      // (vLLM/FlashInfer fp16 40 KiB, MLA 45 KiB aligned and 80 KiB byte-wise).
+      struct Case {
+        uint32_t head_dim, block_size, mla_head_dim;
+      };
+      for (const Case& k : {Case{128, 16, 576}, Case{128, 40, 576}, Case{3, 5, 77},
+                            Case{3, 41, 1001}}) {
         PagedKvSpec spec;
         spec.layout = layout;
         spec.dtype = dtype;
         spec.num_layers = 3;
         spec.num_blocks = 20;
-        const bool odd = head_dim == 3;  // chunks not a multiple of 16 bytes: byte-wise path
-        spec.block_size = odd ? 5 : 16;
+        const bool odd = k.head_dim == 3;
+        spec.block_size = k.block_size;
         spec.num_kv_heads = layout == PagedLayout::kMla ? 1 : (odd ? 3 : 4);
-        spec.head_dim = layout == PagedLayout::kMla ? (odd ? 77 : 576) : head_dim;
-        INFO(PagedLayoutName(layout) << " " << KvDtypeName(dtype) << " D " << spec.head_dim);
+        spec.head_dim = layout == PagedLayout::kMla ? k.mla_head_dim : k.head_dim;
+        INFO(PagedLayoutName(layout) << " " << KvDtypeName(dtype) << " D " << spec.head_dim
+                                     << " tokens " << spec.block_size);
         testing::HostCache cache(spec);
         std::vector<std::unique_ptr<DeviceBuf>> dlayers;
         std::vector<void*> bases;
