@@ -619,7 +619,6 @@ Status DiskTier::Impl::ReadVerifiedAio(uint64_t offset, std::byte* dst, uint32_t
   const uint64_t len = header.payload_length;
   const uint32_t pieces = static_cast<uint32_t>((alloc + kPiece - 1) / kPiece);
   struct iocb cbs[ThreadAio::kDepth];
-  uint64_t piece_of_cb[ThreadAio::kDepth];
   int64_t result[ThreadAio::kDepth];
   uint32_t submitted = 0, hashed = 0, in_flight = 0;
   Status st;
@@ -636,7 +635,6 @@ Status DiskTier::Impl::ReadVerifiedAio(uint64_t offset, std::byte* dst, uint32_t
       cbs[c].aio_nbytes = std::min<uint64_t>(kPiece, alloc - at);
       cbs[c].aio_offset = static_cast<int64_t>(offset + at);
       cbs[c].aio_data = c;
-      piece_of_cb[c] = submitted;
       result[c] = INT64_MIN;  // not landed
       struct iocb* p = &cbs[c];
       const long r = syscall(SYS_io_submit, ctx, 1, &p);
@@ -673,7 +671,7 @@ Status DiskTier::Impl::ReadVerifiedAio(uint64_t offset, std::byte* dst, uint32_t
     while (st.ok() && hashed < submitted) {
       const uint32_t c = hashed % ThreadAio::kDepth;
       if (result[c] == INT64_MIN) break;
-      const uint64_t at = piece_of_cb[c] * kPiece;
+      const uint64_t at = uint64_t{hashed} * kPiece;  // pieces are hashed in order
       const uint64_t want = std::min<uint64_t>(kPiece, alloc - at);
       if (result[c] < 0) {
         errno = static_cast<int>(-result[c]);

@@ -90,36 +90,34 @@ Result<std::unique_ptr<HostTier>> HostTier::Open(const HostTierOptions& options)
                                               std::move(policy), fd, static_cast<std::byte*>(base),
                                               size, payload_offset, hugetlb, reservation,
                                               reservation_size));
-  tier->populated_ = at_open;
   if (at_open) tier->populated_bytes_.store(size, std::memory_order_relaxed);
   if (options.populate == HostTierOptions::Populate::kBackground) {
     HostTier* t = tier.get();
     t->populating_.store(true, std::memory_order_relaxed);
     t->populator_ = std::thread([t] {
-      t->populated_ = t->PopulateAll();
+      t->PopulateAll();
       t->populating_.store(false, std::memory_order_relaxed);
     });
   }
   return tier;
 }
 
-bool HostTier::PopulateAll() {
+void HostTier::PopulateAll() {
   // Header area and slabs alike, low addresses first (the allocator hands out low slabs first).
   // MADV_POPULATE_WRITE only faults pages in; it never changes their contents, so it may run
   // while the tier serves puts and gets on the same pages.
   constexpr uint64_t kChunk = uint64_t{64} << 20;
   for (uint64_t off = 0; off < size_; off += kChunk) {
-    if (stop_populating_.load(std::memory_order_relaxed)) return false;
+    if (stop_populating_.load(std::memory_order_relaxed)) return;
     const uint64_t len = std::min(kChunk, size_ - off);
-    if (madvise(base_ + off, len, MADV_POPULATE_WRITE) != 0) return false;  // EINVAL, ENOMEM, ...
+    if (madvise(base_ + off, len, MADV_POPULATE_WRITE) != 0) return;  // EINVAL, ENOMEM, ...
     populated_bytes_.store(off + len, std::memory_order_relaxed);
   }
-  return true;
 }
 
 bool HostTier::WaitPopulated() {
   if (populator_.joinable()) populator_.join();
-  return populated_;
+  return populated_bytes() == size_;
 }
 
 HostTier::HostTier(const HostTierOptions& options, uint32_t num_slabs, uint32_t max_blocks,

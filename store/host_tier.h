@@ -75,8 +75,9 @@ class HostTier final : public BlockPool {
            PoolMemory memory, std::unique_ptr<EvictionPolicy> policy, int fd, std::byte* base,
            uint64_t size, uint64_t payload_offset, bool hugetlb, void* reservation,
            uint64_t reservation_size);
-  // Faults every page in (MADV_POPULATE_WRITE, 64 MiB at a time) until done or stopped.
-  bool PopulateAll();
+  // Faults every page in (MADV_POPULATE_WRITE, 64 MiB at a time) until done, stopped or refused,
+  // advancing populated_bytes_.
+  void PopulateAll();
 
   int fd_;
   std::byte* base_;
@@ -88,7 +89,6 @@ class HostTier final : public BlockPool {
   std::atomic<bool> stop_populating_{false};
   std::atomic<uint64_t> populated_bytes_{0};
   std::atomic<bool> populating_{false};
-  bool populated_ = false;  // written by populator_ before it ends; read after join
   std::thread populator_;
 };
 

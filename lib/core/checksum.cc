@@ -24,14 +24,13 @@ uint64_t CopyWithChecksum(std::byte* dst, const std::byte* src, size_t n) {
     std::memcpy(dst, src, n);
     return XXH3_64bits_dispatch(dst, n);
   }
-  XXH3_state_t state;
-  XXH3_64bits_reset(&state);
+  PayloadChecksumStream sum;
   for (size_t at = 0; at < n; at += kChunk) {
     const size_t len = std::min(kChunk, n - at);
     std::memcpy(dst + at, src + at, len);
-    XXH3_64bits_update_dispatch(&state, dst + at, len);
+    sum.Update(std::span<const std::byte>(dst + at, len));
   }
-  return XXH3_64bits_digest(&state);
+  return sum.Digest();
 }
 
 static_assert(sizeof(XXH3_state_t) <= sizeof(PayloadChecksumStream) &&
