@@ -685,9 +685,12 @@ Status DiskTier::Impl::ReadVerifiedAio(uint64_t offset, std::byte* dst, uint32_t
           const ssize_t r = pread(fd_, dst + at + done, want - done,
                                   static_cast<off_t>(offset + at + done));
           if (r < 0 && errno == EINTR) continue;
-          if (r < 0) st = Status::IOError(Errno("disk tier: pread"));
-          else if (r == 0) st = Status::Corruption("disk tier: payload extends past the end of blocks.data");
-          else done += static_cast<size_t>(r);
+          if (r < 0)
+            st = Status::IOError(Errno("disk tier: pread"));
+          else if (r == 0)
+            st = Status::Corruption("disk tier: payload extends past the end of blocks.data");
+          else
+            done += static_cast<size_t>(r);
         }
         if (!st.ok()) break;
       }

@@ -261,8 +261,8 @@ class PrefixPolicy final : public EvictionPolicy {
   static constexpr uint32_t kRingSize = 1024;
 
   // Node::flags: live, linked, the queue (2 bits) and the incarnation (4 bits, bumped by every
-  // OnInsert of the slot). Node::meta: the 2-bit frequency, the lapped bit and the parent's incarnation when this
-  // block was inserted. A child removed after its parent's slot was reused leaves the new
+  // OnInsert of the slot). Node::meta: the 2-bit frequency, the lapped bit and the parent's
+  // incarnation when this block was inserted. A child removed after its parent's slot was reused leaves the new
   // occupant's child count alone unless the 4-bit incarnations collide (1 in 16, and only when a
   // parent leaves before its children, which the policy itself avoids): an ordering hint, never
   // a correctness matter.

@@ -116,7 +116,8 @@ void WaitPoolPopulated(const std::string& socket) {
     if (!j.value("pool_populating", false)) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  std::fprintf(stderr, "strata bench client: the pool was not populated after 120 s; timing anyway\n");
+  std::fprintf(stderr,
+               "strata bench client: the pool was not populated after 120 s; timing anyway\n");
 }
 
 double StrataRun(const std::string& socket, const Case& c, int process, double seconds) {
