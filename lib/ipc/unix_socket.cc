@@ -7,7 +7,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <cstring>
 
 #include "ipc/ipc_protocol.h"
@@ -29,9 +32,32 @@ Result<sockaddr_un> MakeAddress(const std::string& path) {
   return addr;
 }
 
+using Clock = std::chrono::steady_clock;
+
+// Descriptors one message may carry before the kernel truncates (and closes) the rest.
+constexpr size_t kMaxPassedFds = 16;
+// Bytes a message body grows by per read: a stalled sender holds at most this much beyond what
+// it has sent.
+constexpr size_t kBodyChunk = 64 * 1024;
+
+// Waits until `fd` is readable or `deadline` passes (TimedOut). No deadline: returns at once.
+Status WaitReadable(int fd, const std::optional<Clock::time_point>& deadline) {
+  if (!deadline) return Status::OK();
+  while (true) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - Clock::now()).count();
+    if (left <= 0) return Status::TimedOut("receive timed out");
+    pollfd p{fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1 << 30)));
+    if (r > 0) return Status::OK();  // readable, closed or failed: recv says which
+    if (r < 0 && errno != EINTR) return Errno("poll");
+  }
+}
+
 // Reads exactly n bytes. Unavailable on EOF at a message boundary or mid-message.
-Status ReadFully(int fd, char* p, size_t n) {
+Status ReadFully(int fd, char* p, size_t n, const std::optional<Clock::time_point>& deadline) {
   while (n > 0) {
+    STRATA_RETURN_IF_ERROR(WaitReadable(fd, deadline));
     ssize_t r = ::recv(fd, p, n, 0);
     if (r > 0) {
       p += r;
@@ -49,13 +75,90 @@ Status ReadFully(int fd, char* p, size_t n) {
   return Status::OK();
 }
 
+// Checks the directory `dir` that holds (or will hold) a socket: a real directory, owned by us or
+// root, not writable by group or others unless sticky.
+Status CheckSocketDirectory(const std::string& dir) {
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0)
+    return Status::IOError("socket directory '" + dir + "': " + std::strerror(errno));
+  if (!S_ISDIR(st.st_mode))
+    return Status::PermissionDenied("socket directory '" + dir +
+                                    "' is not a directory (a symbolic link or a file)");
+  if (st.st_uid != ::geteuid() && st.st_uid != 0)
+    return Status::PermissionDenied("socket directory '" + dir + "' is owned by uid " +
+                                    std::to_string(st.st_uid) + ", not by uid " +
+                                    std::to_string(::geteuid()) + " or root");
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0)
+    return Status::PermissionDenied("socket directory '" + dir +
+                                    "' is writable by group or others and not sticky");
+  return Status::OK();
+}
+
+std::string ParentDirectory(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
 }  // namespace
 
 std::string DefaultSocketPath() {
   if (const char* env = std::getenv("STRATA_SOCKET"); env != nullptr && *env != '\0') return env;
   if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && *xdg != '\0')
-    return std::string(xdg) + "/strata.sock";
-  return "/tmp/strata-" + std::to_string(::getuid()) + ".sock";
+    return std::string(xdg) + "/strata/strata.sock";
+  return "/tmp/strata-" + std::to_string(::getuid()) + "/strata.sock";
+}
+
+Status PrepareSocketDirectory(const std::string& socket_path, gid_t group) {
+  const std::string dir = ParentDirectory(socket_path);
+  const mode_t mode = group == kNoGroup ? 0700 : 0750;
+  // mkdir -p: each missing component is created with `mode` (umask cleared for the call).
+  for (size_t pos = 1; pos <= dir.size(); ++pos) {
+    if (pos != dir.size() && dir[pos] != '/') continue;
+    const std::string part = dir.substr(0, pos);
+    const mode_t old_umask = ::umask(0);
+    const int rc = ::mkdir(part.c_str(), mode);
+    const int err = errno;
+    ::umask(old_umask);
+    if (rc == 0) {
+      if (group != kNoGroup && ::chown(part.c_str(), static_cast<uid_t>(-1), group) != 0)
+        return Errno("chown socket directory '" + part + "' to gid " + std::to_string(group));
+    } else if (err != EEXIST) {
+      errno = err;
+      return Errno("mkdir socket directory '" + part + "'");
+    }
+  }
+  return CheckSocketDirectory(dir);
+}
+
+Status CheckDaemonSocketOwner(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0)
+    return Status::Unavailable("no daemon socket at '" + path + "': " + std::strerror(errno));
+  if (!S_ISSOCK(st.st_mode))
+    return Status::PermissionDenied("'" + path + "' is not a socket");
+  if (st.st_uid != ::geteuid() && st.st_uid != 0)
+    return Status::PermissionDenied("daemon socket '" + path + "' is owned by uid " +
+                                    std::to_string(st.st_uid) + ", not by this user (uid " +
+                                    std::to_string(::geteuid()) +
+                                    ") or root: refusing to hand it KV data");
+  return CheckSocketDirectory(ParentDirectory(path));
+}
+
+bool ByteBudget::Lease::Grow(size_t n) {
+  size_t used = budget_->used_.load(std::memory_order_relaxed);
+  do {
+    if (n > budget_->limit_ || used > budget_->limit_ - n) return false;
+  } while (!budget_->used_.compare_exchange_weak(used, used + n, std::memory_order_relaxed));
+  bytes_ += n;
+  return true;
+}
+
+void ByteBudget::Lease::Reset() {
+  if (bytes_ == 0) return;
+  budget_->used_.fetch_sub(bytes_, std::memory_order_relaxed);
+  bytes_ = 0;
 }
 
 Result<UnixConnection> UnixConnection::Connect(const std::string& path) {
@@ -133,18 +236,22 @@ Status UnixConnection::Send(std::string_view body, int pass_fd) {
   return Status::OK();
 }
 
-Status UnixConnection::Receive(std::string* body, int* received_fd) {
+Status UnixConnection::Receive(std::string* body, int* received_fd, const ReceiveLimits& limits) {
   if (received_fd) *received_fd = -1;
   unsigned char prefix[kLengthPrefixBytes];
   iovec iov{prefix, sizeof(prefix)};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxPassedFds)];
   msg.msg_control = control;
   msg.msg_controllen = sizeof(control);
+  std::optional<Clock::time_point> deadline;
+  if (limits.idle_timeout_ms > 0)
+    deadline = Clock::now() + std::chrono::milliseconds(limits.idle_timeout_ms);
   ssize_t r;
   do {
+    STRATA_RETURN_IF_ERROR(WaitReadable(fd_, deadline));
     r = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
   } while (r < 0 && errno == EINTR);
   if (r == 0) return Status::Unavailable("connection closed by peer");
@@ -152,24 +259,52 @@ Status UnixConnection::Receive(std::string* body, int* received_fd) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) return Status::TimedOut("receive timed out");
     return Errno("recvmsg");
   }
+  // Keep the first descriptor if the caller wants one; close every other (a message may carry
+  // several, in one or more SCM_RIGHTS blocks).
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < n; ++i) {
       int fd;
-      std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
-      if (received_fd) *received_fd = fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      if (received_fd != nullptr && *received_fd < 0) *received_fd = fd;
       else ::close(fd);
     }
   }
+  deadline.reset();
+  if (limits.message_timeout_ms > 0)
+    deadline = Clock::now() + std::chrono::milliseconds(limits.message_timeout_ms);
+  Status st;
   if (static_cast<size_t>(r) < sizeof(prefix))
-    STRATA_RETURN_IF_ERROR(ReadFully(fd_, reinterpret_cast<char*>(prefix) + r,
-                                     sizeof(prefix) - static_cast<size_t>(r)));
+    st = ReadFully(fd_, reinterpret_cast<char*>(prefix) + r, sizeof(prefix) - static_cast<size_t>(r),
+                   deadline);
   uint32_t len = 0;
   for (size_t i = 0; i < kLengthPrefixBytes; ++i) len |= uint32_t{prefix[i]} << (8 * i);
-  if (len > kMaxMessageBytes)
-    return Status::InvalidArgument("message length " + std::to_string(len) +
-                                   " exceeds the limit of " + std::to_string(kMaxMessageBytes));
-  body->resize(len);
-  return ReadFully(fd_, body->data(), len);
+  if (st.ok() && len > kMaxMessageBytes)
+    st = Status::InvalidArgument("message length " + std::to_string(len) +
+                                 " exceeds the limit of " + std::to_string(kMaxMessageBytes));
+  // The body grows as its bytes arrive: an announced length costs nothing until it is sent.
+  body->clear();
+  size_t got = 0;
+  while (st.ok() && got < len) {
+    const size_t want = std::min<size_t>(len - got, kBodyChunk);
+    const size_t old_capacity = body->capacity();
+    body->resize(got + want);
+    if (limits.lease != nullptr && body->capacity() > old_capacity &&
+        !limits.lease->Grow(body->capacity() - old_capacity)) {
+      st = Status::ResourceExhausted("the daemon's receive buffers are full (" +
+                                     std::to_string(limits.lease->bytes()) + " bytes held by this "
+                                     "connection)");
+      break;
+    }
+    st = ReadFully(fd_, body->data() + got, want, deadline);
+    got += want;
+  }
+  if (!st.ok() && received_fd != nullptr && *received_fd >= 0) {
+    ::close(*received_fd);
+    *received_fd = -1;
+  }
+  return st;
 }
 
 Status UnixConnection::SetReceiveTimeout(int timeout_ms) {
@@ -188,6 +323,31 @@ pid_t UnixConnection::PeerPid() const {
   socklen_t len = sizeof(cred);
   if (::getsockopt(fd_, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
   return cred.pid;
+}
+
+Result<PeerCredentials> UnixConnection::Peer() const {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (::getsockopt(fd_, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return Errno("SO_PEERCRED");
+  PeerCredentials out;
+  out.pid = cred.pid;
+  out.uid = cred.uid;
+  out.gid = cred.gid;
+#ifdef SO_PEERGROUPS
+  std::vector<gid_t> groups(64);
+  socklen_t glen = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+  int rc = ::getsockopt(fd_, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen);
+  if (rc != 0 && errno == ERANGE) {  // glen now holds the size needed
+    groups.resize(glen / sizeof(gid_t));
+    glen = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+    rc = ::getsockopt(fd_, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen);
+  }
+  if (rc == 0) {
+    groups.resize(glen / sizeof(gid_t));
+    out.groups = std::move(groups);
+  }
+#endif
+  return out;
 }
 
 Result<UnixListener> UnixListener::Listen(const std::string& path, mode_t mode) {

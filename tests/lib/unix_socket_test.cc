@@ -1,4 +1,5 @@
-// Unix socket transport: framing, descriptor passing, limits, stale sockets, permissions.
+// Unix socket transport: framing, descriptor passing, limits, stale sockets, permissions, the
+// default path and its directory, the client's check of the daemon's socket, receive budgets.
 #include "ipc/unix_socket.h"
 
 #include <sys/mman.h>
@@ -7,8 +8,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
 #include <thread>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -133,6 +139,228 @@ TEST_CASE("Shutdown wakes a blocked Accept", "[lib]") {
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   listener->Shutdown();
   t.join();
+}
+
+size_t OpenFds() {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+// Sends `body` framed, with `nfds` fresh memfds attached to its first byte.
+void SendWithFds(int fd, const std::string& body, int nfds) {
+  std::vector<int> fds;
+  for (int i = 0; i < nfds; ++i) fds.push_back(::memfd_create("strata-test-fd", MFD_CLOEXEC));
+  std::string frame(4, '\0');
+  const uint32_t len = static_cast<uint32_t>(body.size());
+  std::memcpy(frame.data(), &len, 4);
+  frame += body;
+  iovec iov{frame.data(), frame.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
+  msg.msg_control = control.data();
+  msg.msg_controllen = control.size();
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+  std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  REQUIRE(::sendmsg(fd, &msg, 0) == static_cast<ssize_t>(frame.size()));
+  for (int f : fds) ::close(f);
+}
+
+TEST_CASE("Descriptors that arrive with a message are closed unless asked for", "[lib]") {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  UnixConnection b(sv[1]);
+  const size_t before = OpenFds();
+  std::string body;
+  // Not asked for: every one of them is closed.
+  for (int i = 0; i < 20; ++i) {
+    SendWithFds(sv[0], "three", 3);
+    REQUIRE(b.Receive(&body).ok());
+    CHECK(body == "three");
+  }
+  CHECK(OpenFds() == before);
+  // Asked for: the first is the caller's, the others are closed.
+  SendWithFds(sv[0], "four", 4);
+  int fd = -1;
+  REQUIRE(b.Receive(&body, &fd).ok());
+  CHECK(fd >= 0);
+  CHECK(OpenFds() == before + 1);
+  ::close(fd);
+  ::close(sv[0]);
+}
+
+TEST_CASE("A message body is allocated as its bytes arrive and charged to the budget", "[lib]") {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  UnixConnection a(sv[0]), b(sv[1]);
+  ByteBudget budget(size_t{16} << 20);
+  {
+    // 8 MiB announced, 100 KiB sent, then the sender stalls: the receiver holds about what came.
+    ByteBudget::Lease lease(&budget);
+    ReceiveLimits limits;
+    limits.message_timeout_ms = 200;
+    limits.lease = &lease;
+    const uint32_t len = static_cast<uint32_t>(kMaxMessageBytes);
+    REQUIRE(::write(sv[0], &len, 4) == 4);
+    std::string part(100 * 1024, 'x');
+    REQUIRE(::write(sv[0], part.data(), part.size()) == static_cast<ssize_t>(part.size()));
+    std::string body;
+    CHECK(b.Receive(&body, nullptr, limits).IsTimedOut());
+    CHECK(lease.bytes() > 0);
+    CHECK(lease.bytes() <= size_t{512} << 10);
+    CHECK(body.capacity() <= size_t{512} << 10);
+    CHECK(budget.used() == lease.bytes());
+  }
+  CHECK(budget.used() == 0);  // the lease returned it
+}
+
+TEST_CASE("A receive over the shared budget is refused; idle and stalled receives time out",
+          "[lib]") {
+  ByteBudget budget(size_t{1} << 20);
+  {
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    UnixConnection a(sv[0]), b(sv[1]);
+    std::thread sender([&] { (void)a.Send(std::string(size_t{2} << 20, 'y')); });
+    ByteBudget::Lease lease(&budget);
+    ReceiveLimits limits;
+    limits.lease = &lease;
+    std::string body;
+    CHECK(b.Receive(&body, nullptr, limits).code() == StatusCode::kResourceExhausted);
+    CHECK(budget.used() <= budget.limit());
+    b.Shutdown();
+    sender.join();
+  }
+  CHECK(budget.used() == 0);
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  UnixConnection a(sv[0]), b(sv[1]);
+  ReceiveLimits idle;
+  idle.idle_timeout_ms = 100;
+  std::string body;
+  CHECK(b.Receive(&body, nullptr, idle).IsTimedOut());
+  // Within the idle time a whole message is received.
+  REQUIRE(a.Send("hello").ok());
+  REQUIRE(b.Receive(&body, nullptr, idle).ok());
+  CHECK(body == "hello");
+}
+
+TEST_CASE("Peer credentials name the connecting process", "[lib]") {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  UnixConnection a(sv[0]), b(sv[1]);
+  auto peer = b.Peer();
+  REQUIRE(peer.ok());
+  CHECK(peer->pid == ::getpid());
+  CHECK(peer->uid == ::geteuid());
+  CHECK(peer->gid == ::getegid());
+}
+
+// Sets (or unsets, for nullptr) an environment variable for one scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value) ::setenv(name, value, 1);
+    else ::unsetenv(name);
+  }
+  ~ScopedEnv() {
+    if (old_) ::setenv(name_, old_->c_str(), 1);
+    else ::unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+TEST_CASE("The default socket lives in a private directory, never a file in /tmp", "[lib]") {
+  ScopedEnv no_override("STRATA_SOCKET", nullptr);
+  {
+    ScopedEnv xdg("XDG_RUNTIME_DIR", "/run/user/4242");
+    CHECK(DefaultSocketPath() == "/run/user/4242/strata/strata.sock");
+  }
+  ScopedEnv no_xdg("XDG_RUNTIME_DIR", nullptr);
+  CHECK(DefaultSocketPath() == "/tmp/strata-" + std::to_string(::getuid()) + "/strata.sock");
+  ScopedEnv explicit_path("STRATA_SOCKET", "/somewhere/s.sock");
+  CHECK(DefaultSocketPath() == "/somewhere/s.sock");
+}
+
+std::string FreshDir(const char* name) {
+  const std::string d = "/tmp/strata-test-" + std::string(name) + "-" + std::to_string(getpid());
+  std::filesystem::remove_all(d);
+  return d;
+}
+
+TEST_CASE("The daemon creates its socket directory 0700 and refuses an unsafe one", "[lib]") {
+  const std::string root = FreshDir("sockdir");
+  const std::string path = root + "/a/b/strata.sock";
+  REQUIRE(PrepareSocketDirectory(path).ok());
+  struct stat st;
+  for (const std::string& d : {root, root + "/a", root + "/a/b"}) {
+    REQUIRE(::stat(d.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0700);
+  }
+  REQUIRE(PrepareSocketDirectory(path).ok());  // again: it exists and is fine
+
+  // Writable by others and not sticky: someone could swap the socket.
+  REQUIRE(::chmod((root + "/a/b").c_str(), 0777) == 0);
+  Status st1 = PrepareSocketDirectory(path);
+  CHECK(st1.code() == StatusCode::kPermissionDenied);
+  CHECK_THAT(st1.ToString(), Catch::Contains("writable by group or others"));
+  // Sticky and world-writable, as /tmp: allowed (files there cannot be replaced by others).
+  REQUIRE(::chmod((root + "/a/b").c_str(), 01777) == 0);
+  CHECK(PrepareSocketDirectory(path).ok());
+
+  // A symbolic link where the directory should be.
+  REQUIRE(::symlink((root + "/a").c_str(), (root + "/link").c_str()) == 0);
+  CHECK(PrepareSocketDirectory(root + "/link/strata.sock").code() ==
+        StatusCode::kPermissionDenied);
+
+  // Owned by another user (as a pre-created /tmp/strata-<uid> would be).
+  if (::geteuid() == 0) {
+    REQUIRE(::mkdir((root + "/theirs").c_str(), 0700) == 0);
+    REQUIRE(::chown((root + "/theirs").c_str(), 65534, 65534) == 0);
+    Status st2 = PrepareSocketDirectory(root + "/theirs/strata.sock");
+    CHECK(st2.code() == StatusCode::kPermissionDenied);
+    CHECK_THAT(st2.ToString(), Catch::Contains("owned by uid 65534"));
+  } else {
+    WARN("SKIPPED: a directory owned by another uid needs root to create");
+  }
+  std::filesystem::remove_all(root);
+}
+
+TEST_CASE("A client refuses a daemon socket that is not its user's or root's", "[lib]") {
+  const std::string root = FreshDir("owner");
+  REQUIRE(PrepareSocketDirectory(root + "/s.sock").ok());
+  const std::string path = root + "/s.sock";
+  CHECK(CheckDaemonSocketOwner(path).code() == StatusCode::kUnavailable);  // nothing there
+  {
+    auto listener = UnixListener::Listen(path, 0600);
+    REQUIRE(listener.ok());
+    CHECK(CheckDaemonSocketOwner(path).ok());
+    REQUIRE(::chmod(root.c_str(), 0777) == 0);  // a directory anyone may swap sockets in
+    CHECK(CheckDaemonSocketOwner(path).code() == StatusCode::kPermissionDenied);
+    REQUIRE(::chmod(root.c_str(), 0700) == 0);
+    if (::geteuid() == 0) {
+      // Another user's socket, as one pre-created to capture stored KV would be.
+      REQUIRE(::lchown(path.c_str(), 65534, 65534) == 0);
+      Status st = CheckDaemonSocketOwner(path);
+      CHECK(st.code() == StatusCode::kPermissionDenied);
+      CHECK_THAT(st.ToString(), Catch::Contains("owned by uid 65534"));
+    } else {
+      WARN("SKIPPED: a socket owned by another uid needs root to create");
+    }
+  }
+  // A regular file where the socket should be.
+  { std::ofstream(root + "/file.sock") << "x"; }
+  CHECK(CheckDaemonSocketOwner(root + "/file.sock").code() == StatusCode::kPermissionDenied);
+  std::filesystem::remove_all(root);
 }
 
 }  // namespace
