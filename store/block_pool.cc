@@ -400,6 +400,19 @@ std::vector<BlockKey> BlockPool::Keys(const std::optional<NamespaceId>& ns) cons
   return out;
 }
 
+Result<NamespaceId> BlockPool::NamespaceOf(const BlockKey& key) const {
+  const uint32_t b = Bucket(key);
+  std::lock_guard lock(StripeOf(b));
+  const uint32_t s = FindLocked(b, key);
+  if (s == kNoSlot || slots_[s].state.load(std::memory_order_relaxed) != kLive)
+    return Status::NotFound("block not in " + std::string(TierKindName(kind_)) + " tier");
+  // The header does not change while the block is published (the stripe lock keeps it so).
+  auto header = DecodeBlockHeader(std::span<const std::byte>(
+      mem_.header_base + uint64_t{s} * kBlockHeaderSize, kBlockHeaderSize));
+  if (!header.ok()) return header.status();
+  return header->ns;
+}
+
 Result<BlockHeader> BlockPool::Get(const BlockKey& key, std::span<std::byte> out) {
   const uint32_t slot = AcquireReader(key);
   if (slot == kNoSlot) {

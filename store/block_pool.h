@@ -146,6 +146,9 @@ class BlockPool : public Tier {
 
   // Zero-copy read (host-visible pools; NotSupported otherwise). Counts as a hit.
   Result<PinnedBlock> Acquire(const BlockKey& key);
+  // Namespace of the cached block `key` (its header's), for statistics; no access is recorded.
+  // NotFound when it is not cached.
+  Result<NamespaceId> NamespaceOf(const BlockKey& key) const;
 
   uint64_t capacity_bytes() const { return uint64_t{alloc_.num_slabs()} * alloc_.slab_bytes(); }
   uint32_t max_blocks() const { return max_blocks_; }

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -29,6 +30,8 @@ namespace strata::store {
 namespace {
 
 constexpr uint64_t kAlign = 4096;
+// Slots of a new tier's policy; it doubles as blocks arrive (DiskTier::Impl::GrowPolicy).
+constexpr uint32_t kInitialPolicySlots = 4096;
 constexpr size_t kRecordSize = 77;  // without the optional parent key
 constexpr size_t kRecordWithParent = kRecordSize + BlockKey::kSize;
 
@@ -173,6 +176,7 @@ class DiskTier::Impl {
   bool HasChildren(const BlockKey& key) const;
   const DiskTierOpenInfo& open_info() const { return open_info_; }
   std::vector<BlockKey> Keys(const std::optional<NamespaceId>& ns) const;
+  Result<NamespaceId> NamespaceOf(const BlockKey& key) const;
 
  private:
   enum State : uint8_t { kFree = 0, kWriting = 1, kLive = 2 };
@@ -183,6 +187,10 @@ class DiskTier::Impl {
     uint32_t readers = 0;
     uint32_t pins = 0;
     uint32_t pin_deadline_ms = 0;
+    // Slot of the parent block when inserted (kNoSlot: none), and the tier's clock at the last
+    // insert or hit: what a rebuilt policy is refilled from (GrowPolicy), in this order.
+    uint32_t parent = kNoSlot;
+    uint64_t used_at = 0;
     State state = kFree;
   };
 
@@ -217,6 +225,14 @@ class DiskTier::Impl {
   // Removes slot from index, RocksDB and allocator. REQUIRES: state kLive or kWriting.
   Status Drop(uint32_t slot) REQUIRES_LOCK(mu_);
   Result<uint32_t> NewSlot() REQUIRES_LOCK(mu_);
+  // Replaces the policy with one of `capacity` slots holding the live blocks (oldest use first,
+  // parents before their children). The frequencies the old policy remembered are lost; the
+  // recency order is kept.
+  Status GrowPolicy(uint32_t capacity) REQUIRES_LOCK(mu_);
+  // Inserts `order`'s slots into the policy, each after its parent (parent_of(slot), kNoSlot:
+  // none); a parent cycle (only bad records make one) is cut.
+  template <typename ParentOf>
+  void FillPolicy(const std::vector<uint32_t>& order, ParentOf parent_of) REQUIRES_LOCK(mu_);
   void ReleaseSlot(uint32_t slot) REQUIRES_LOCK(mu_);
 
   Status WritePayload(uint64_t offset, std::span<const std::byte> payload);
@@ -242,8 +258,12 @@ class DiskTier::Impl {
   mutable std::mutex mu_;
   std::unique_ptr<EvictionPolicy> policy_;  // its own thread-safety; called under mu_ anyway
   std::unordered_map<BlockKey, uint32_t, BlockKeyHash> index_ GUARDED_BY(mu_);
-  std::vector<Entry> entries_ GUARDED_BY(mu_);
+  // Metadata grows with the blocks stored, up to max_blocks_: entries_ (a deque, so growing never
+  // moves an entry), the index and the policy (rebuilt at twice the size when full). Slots at or
+  // above entries_.size() are free and not listed in free_slots_.
+  std::deque<Entry> entries_ GUARDED_BY(mu_);
   std::vector<uint32_t> free_slots_ GUARDED_BY(mu_);
+  uint64_t clock_ GUARDED_BY(mu_) = 0;  // bumped by every insert and hit
   ExtentAllocator space_ GUARDED_BY(mu_);
   uint64_t file_end_ GUARDED_BY(mu_) = 0;   // bytes handed out from the file's tail
   uint64_t file_size_ GUARDED_BY(mu_) = 0;  // bytes fallocated
@@ -266,8 +286,6 @@ Status DiskTier::Impl::Open() {
   std::error_code ec;
   std::filesystem::create_directories(options_.path, ec);
   if (ec) return Status::IOError("cannot create " + options_.path + ": " + ec.message());
-
-  STRATA_ASSIGN_OR_RETURN(policy_, MakeEvictionPolicy(max_blocks_, options_.policy));
 
   rocksdb::Options opts;
   opts.create_if_missing = true;
@@ -300,9 +318,6 @@ Status DiskTier::Impl::Open() {
   }
 
   std::lock_guard lock(mu_);
-  entries_.resize(max_blocks_);
-  free_slots_.reserve(max_blocks_);
-  index_.reserve(max_blocks_);
 
   // Rebuild the index: every record is checked (header checksum, extent inside the file, no
   // overlap); bad records are deleted, never trusted.
@@ -404,7 +419,12 @@ Status DiskTier::Impl::Open() {
   // Slots 0..n-1 in file order; the rest stay free.
   const uint32_t n = static_cast<uint32_t>(keep.size());
   free_slots_.clear();
-  for (uint32_t i = max_blocks_; i-- > n;) free_slots_.push_back(i);
+  entries_.resize(n);
+  index_.reserve(n);
+  STRATA_ASSIGN_OR_RETURN(
+      policy_, MakeEvictionPolicy(std::min<uint32_t>(max_blocks_, std::max<uint32_t>(
+                                                                      kInitialPolicySlots, n * 2)),
+                                  options_.policy));
   uint64_t prev_end = 0;
   for (uint32_t slot = 0; slot < n; ++slot) {
     const Found& f = found[keep[slot]];
@@ -412,6 +432,7 @@ Status DiskTier::Impl::Open() {
     e.header = f.header;
     e.offset = f.offset;
     e.alloc = static_cast<uint32_t>(f.alloc);
+    e.used_at = ++clock_;
     e.state = kLive;
     index_.emplace(f.header.key, slot);
     used_bytes_ += f.alloc;
@@ -421,35 +442,15 @@ Status DiskTier::Impl::Open() {
     }
   }
   // Parents enter the policy before their children (so children are counted), whatever order
-  // the records came in; a parent cycle (only bad records make one) is cut.
-  std::vector<uint32_t> parent_of(n, kNoSlot);
+  // the records came in.
   for (uint32_t slot = 0; slot < n; ++slot) {
     const Found& f = found[keep[slot]];
-    if (f.has_parent) parent_of[slot] = Lookup(f.parent);
+    if (f.has_parent) entries_[slot].parent = Lookup(f.parent);
   }
   found = {};
-  std::vector<uint8_t> state(n, 0);  // 0 new, 1 waiting for its parent, 2 inserted
-  std::vector<uint32_t> stack;
-  for (uint32_t root = 0; root < n; ++root) {
-    stack.push_back(root);
-    while (!stack.empty()) {
-      const uint32_t slot = stack.back();
-      if (state[slot] == 2) {
-        stack.pop_back();
-        continue;
-      }
-      uint32_t parent = parent_of[slot];
-      if (parent != kNoSlot && state[parent] == 0) {
-        state[slot] = 1;
-        stack.push_back(parent);
-        continue;
-      }
-      if (parent != kNoSlot && state[parent] == 1) parent = kNoSlot;
-      state[slot] = 2;
-      stack.pop_back();
-      policy_->OnInsert(slot, parent, KeyHash(entries_[slot].header.key));
-    }
-  }
+  std::vector<uint32_t> order(n);
+  for (uint32_t slot = 0; slot < n; ++slot) order[slot] = slot;
+  FillPolicy(order, [&](uint32_t slot) { return entries_[slot].parent; });
   if (slab_mode()) {
     if (file_bytes > prev_end) space_.Free(prev_end, file_bytes - prev_end);
     file_end_ = file_bytes;
@@ -462,7 +463,57 @@ Status DiskTier::Impl::Open() {
   return Status::OK();
 }
 
+template <typename ParentOf>
+void DiskTier::Impl::FillPolicy(const std::vector<uint32_t>& order, ParentOf parent_of) {
+  std::vector<uint8_t> state(entries_.size(), 0);  // 0 new, 1 waiting for its parent, 2 inserted
+  std::vector<uint32_t> stack;
+  for (uint32_t root : order) {
+    stack.push_back(root);
+    while (!stack.empty()) {
+      const uint32_t slot = stack.back();
+      if (state[slot] == 2) {
+        stack.pop_back();
+        continue;
+      }
+      uint32_t parent = parent_of(slot);
+      if (parent != kNoSlot && (parent >= entries_.size() || entries_[parent].state != kLive))
+        parent = kNoSlot;
+      if (parent != kNoSlot && state[parent] == 0) {
+        state[slot] = 1;
+        stack.push_back(parent);
+        continue;
+      }
+      if (parent != kNoSlot && state[parent] == 1) parent = kNoSlot;
+      state[slot] = 2;
+      stack.pop_back();
+      policy_->OnInsert(slot, parent, KeyHash(entries_[slot].header.key));
+    }
+  }
+}
+
+Status DiskTier::Impl::GrowPolicy(uint32_t capacity) {
+  STRATA_ASSIGN_OR_RETURN(policy_, MakeEvictionPolicy(capacity, options_.policy));
+  std::vector<uint32_t> order;
+  order.reserve(index_.size());
+  for (uint32_t slot = 0; slot < entries_.size(); ++slot)
+    if (entries_[slot].state == kLive) order.push_back(slot);
+  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+    return entries_[a].used_at < entries_[b].used_at;
+  });
+  FillPolicy(order, [&](uint32_t slot) { return entries_[slot].parent; });
+  return Status::OK();
+}
+
 Result<uint32_t> DiskTier::Impl::NewSlot() {
+  if (free_slots_.empty() && entries_.size() < max_blocks_) {
+    // Grow before evicting: the tier holds fewer blocks than it may.
+    const uint32_t slot = static_cast<uint32_t>(entries_.size());
+    if (slot >= policy_->capacity())
+      STRATA_RETURN_IF_ERROR(GrowPolicy(static_cast<uint32_t>(
+          std::min<uint64_t>(max_blocks_, uint64_t{policy_->capacity()} * 2))));
+    entries_.emplace_back();
+    return slot;
+  }
   while (free_slots_.empty()) STRATA_RETURN_IF_ERROR(EvictOne());
   const uint32_t s = free_slots_.back();
   free_slots_.pop_back();
@@ -781,6 +832,8 @@ Status DiskTier::Impl::Put(const BlockHeader& header, std::span<const std::byte>
   }
   e.state = kLive;
   if (parent_slot != kNoSlot && entries_[parent_slot].state != kLive) parent_slot = kNoSlot;
+  e.parent = parent_slot;
+  e.used_at = ++clock_;
   policy_->OnInsert(slot, parent_slot, KeyHash(header.key));
   ++puts_;
   return Status::OK();
@@ -846,6 +899,7 @@ Result<BlockHeader> DiskTier::Impl::Get(const BlockKey& key, std::span<std::byte
     return st;
   }
   policy_->OnAccess(slot);
+  e.used_at = ++clock_;
   ++hits_;
   return header;
 }
@@ -910,6 +964,13 @@ std::vector<BlockKey> DiskTier::Impl::Keys(const std::optional<NamespaceId>& ns)
   return out;
 }
 
+Result<NamespaceId> DiskTier::Impl::NamespaceOf(const BlockKey& key) const {
+  std::lock_guard lock(mu_);
+  const uint32_t s = Lookup(key);
+  if (s == kNoSlot || entries_[s].state != kLive) return Status::NotFound("block not in disk tier");
+  return entries_[s].header.ns;
+}
+
 TierStats DiskTier::Impl::Stats() const {
   std::lock_guard lock(mu_);
   TierStats st;
@@ -922,7 +983,11 @@ TierStats DiskTier::Impl::Stats() const {
   st.evictions = evictions_;
   st.corrupt_dropped = corrupt_;
   st.max_blocks = max_blocks_;
-  st.metadata_bytes = uint64_t{max_blocks_} * (sizeof(Entry) + policy_->BytesPerSlot() + 4) +
+  // What is allocated now: entries and free-slot list, the policy's slots, the index's buckets and
+  // nodes. It grows with the blocks stored (up to max_blocks), not with the configured bound.
+  st.metadata_bytes = uint64_t{entries_.size()} * sizeof(Entry) +
+                      uint64_t{free_slots_.capacity()} * sizeof(uint32_t) +
+                      uint64_t{policy_->capacity()} * policy_->BytesPerSlot() +
                       index_.bucket_count() * sizeof(void*) + index_.size() * 32;
   return st;
 }
@@ -954,6 +1019,9 @@ Status DiskTier::Sync() { return impl_->Sync(); }
 bool DiskTier::HasChildren(const BlockKey& key) const { return impl_->HasChildren(key); }
 std::vector<BlockKey> DiskTier::Keys(const std::optional<NamespaceId>& ns) const {
   return impl_->Keys(ns);
+}
+Result<NamespaceId> DiskTier::NamespaceOf(const BlockKey& key) const {
+  return impl_->NamespaceOf(key);
 }
 const DiskTierOpenInfo& DiskTier::open_info() const { return impl_->open_info(); }
 

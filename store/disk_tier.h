@@ -102,6 +102,9 @@ class DiskTier final : public Tier {
   bool HasChildren(const BlockKey& key) const;
   // Keys of the blocks cached now, of namespace `ns` (every namespace when nullopt).
   std::vector<BlockKey> Keys(const std::optional<NamespaceId>& ns) const;
+  // Namespace of the cached block `key`, for statistics; no access is recorded. NotFound when it
+  // is not cached.
+  Result<NamespaceId> NamespaceOf(const BlockKey& key) const;
   const DiskTierOpenInfo& open_info() const;
 
   class Impl;

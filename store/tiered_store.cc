@@ -143,6 +143,7 @@ Status TieredStore::CommitReserved(const WriteReservation& reservation, const Bl
                       .WithContext("write-through");
   }
   STRATA_RETURN_IF_ERROR(host_->Commit(reservation, header, options, verify));
+  access_.RecordStored(header.ns, header.payload_length);
   return disk_status;
 }
 
@@ -266,6 +267,13 @@ Status TieredStore::Erase(const BlockKey& key) {
     else if (!st.IsNotFound()) return st;
   }
   return found ? Status::OK() : Status::NotFound("block not in any local tier");
+}
+
+std::optional<NamespaceId> TieredStore::NamespaceOf(const BlockKey& key) const {
+  if (auto ns = host_->NamespaceOf(key); ns.ok()) return *ns;
+  if (disk_)
+    if (auto ns = disk_->NamespaceOf(key); ns.ok()) return *ns;
+  return std::nullopt;
 }
 
 Status TieredStore::Sync() { return disk_ ? disk_->Sync() : Status::OK(); }

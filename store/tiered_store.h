@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "store/access_stats.h"
 #include "store/disk_tier.h"
 #include "store/frequency_sketch.h"
 #include "store/host_tier.h"
@@ -130,6 +131,13 @@ class TieredStore {
   // Makes every block written to disk so far durable against power loss.
   Status Sync();
   StoreStats Stats() const;
+  // Namespace of the block `key` in the host or disk tier (statistics; no access is recorded).
+  std::optional<NamespaceId> NamespaceOf(const BlockKey& key) const;
+  // Lookup, load and store counters by tier and namespace (access_stats.h). The store counts the
+  // blocks committed by CommitReserved; lookups and loads are counted by the caller that serves
+  // them (the node), since the store's own Lookup also serves internal checks.
+  AccessStats& access() { return access_; }
+  const AccessStats& access() const { return access_; }
 
   HostTier& host() { return *host_; }
   DiskTier* disk() { return disk_.get(); }
@@ -157,6 +165,7 @@ class TieredStore {
   bool stop_ GUARDED_BY(queue_mu_) = false;
   std::vector<std::thread> workers_;
 
+  AccessStats access_;
   std::atomic<uint64_t> promotions_{0}, prefetched_{0}, demotions_{0}, rejected_{0},
       demotion_errors_{0};
 };

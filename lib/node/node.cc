@@ -53,6 +53,35 @@ nlohmann::json TierJson(const store::TierStats& s) {
           {"metadata_bytes", s.metadata_bytes}};
 }
 
+nlohmann::json CountsJson(const store::NamespaceCounts& c) {
+  return {{"hits", c.hits},
+          {"misses", c.misses},
+          {"blocks_stored", c.blocks_stored},
+          {"bytes_stored", c.bytes_stored},
+          {"blocks_served", c.blocks_served},
+          {"bytes_served", c.bytes_served}};
+}
+
+// Every block a lookup asked about is a hit or a miss: hit_blocks + miss_blocks = blocks.
+nlohmann::json LookupsJson(const store::AccessSnapshot& a) {
+  return {{"requests", a.lookups},
+          {"empty", a.empty_lookups},
+          {"blocks", a.lookup_blocks},
+          {"hit_blocks", a.hit_blocks},
+          {"miss_blocks", a.miss_blocks},
+          {"hit_ratio", a.lookup_blocks ? double(a.hit_blocks) / a.lookup_blocks : 0.0}};
+}
+
+// Namespace id (hex) -> counts; "other" sums the namespaces past the table's cap, "unattributed"
+// the misses of lookups that matched nothing (a lookup does not name its namespace).
+nlohmann::json NamespacesJson(const store::AccessSnapshot& a) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [id, c] : a.namespaces) out[id.ToHex()] = CountsJson(c);
+  out["other"] = CountsJson(a.other);
+  out["unattributed"] = CountsJson(a.unattributed);
+  return out;
+}
+
 class LocalNode final : public Node {
  public:
   // `cluster_ref` is what the store's removal hook reads; it is pointed at `cluster` here and
@@ -99,6 +128,7 @@ class LocalNode final : public Node {
       const size_t remote = cluster_->RemotePrefix(keys.subspan(out.size()));
       out.insert(out.end(), remote, ipc::Tier::kRemote);
     }
+    CountLookup(keys, r, out.size());
     return out;
   }
 
@@ -219,8 +249,13 @@ class LocalNode final : public Node {
 
   Result<std::vector<ipc::Location>> PinForLoad(OwnerId owner, std::span<const BlockKey> keys,
                                                 uint32_t pin_ms) override {
-    // Pull the part of the prefix that only peers hold first.
-    if (cluster_) (void)Fetch(keys);
+    // Pull the part of the prefix that only peers hold first (blocks from `local_before` on came
+    // from peers).
+    size_t local_before = keys.size();
+    if (cluster_) {
+      local_before = store_->Lookup(keys).prefix_blocks;
+      (void)Fetch(keys);
+    }
     const store::LookupResult present = store_->Lookup(keys);
     // Bring the disk-resident part of the prefix into host first.
     std::vector<BlockKey> on_disk;
@@ -243,6 +278,10 @@ class LocalNode final : public Node {
       out.push_back({store_->host().payload_offset() + block->offset(),
                      block->header().payload_length, block->header().payload_checksum,
                      block->header().codec});
+      store_->access().RecordServed(
+          block->header().ns,
+          i < local_before ? SourceOf(present.where[i]) : store::Source::kPeer,
+          block->header().payload_length);
       pins.emplace_back(keys[i], Pin{std::move(block).value(), deadline});
     }
     {
@@ -303,8 +342,11 @@ class LocalNode final : public Node {
         reservations += st.reservations.size();
       }
     }
+    const store::AccessSnapshot a = store_->access().Snapshot();
     nlohmann::json j = {{"host", TierJson(s.host)},
                         {"disk", TierJson(s.disk)},
+                        {"lookups", LookupsJson(a)},
+                        {"namespaces", NamespacesJson(a)},
                         {"promotions", s.promotions},
                         {"prefetched", s.prefetched},
                         {"demotions", s.demotions},
@@ -316,6 +358,25 @@ class LocalNode final : public Node {
                         {"pool_bytes", pool_bytes()},
                         {"pool_populated_bytes", store_->host().populated_bytes()},
                         {"pool_populating", store_->host().populating()}};
+    // Lookup hits and misses and load service by tier (store/access_stats.h); the tier's own
+    // read counters (Get/Acquire) stay as reads / read_misses.
+    auto tier = [&](const char* name, store::Source src, bool present) {
+      nlohmann::json& t = j[name];
+      if (t.is_null()) t = nlohmann::json::object();
+      if (t.contains("hits")) {
+        t["reads"] = t["hits"];
+        t["read_misses"] = t["misses"];
+      }
+      const size_t i = static_cast<size_t>(src);
+      t["hits"] = a.hits[i];
+      t["misses"] = present ? a.Misses(src) : 0;
+      t["served_blocks"] = a.served_blocks[i];
+      t["served_bytes"] = a.served_bytes[i];
+    };
+    if (store_->device() != nullptr) tier("device", store::Source::kDevice, true);
+    tier("host", store::Source::kHost, true);
+    tier("disk", store::Source::kDisk, store_->disk() != nullptr);
+    if (cluster_) tier("peer", store::Source::kPeer, true);
     if (cluster_) j["cluster"] = nlohmann::json::parse(cluster_->StatsJson());
     return j.dump();
   }
@@ -365,6 +426,27 @@ class LocalNode final : public Node {
     std::unordered_map<BlockKey, Reservation, BlockKeyHash> reservations;
     std::unordered_multimap<BlockKey, Pin, BlockKeyHash> pins;
   };
+
+  // Counts a lookup of `keys` whose first `matched` blocks were found, the local ones where `r`
+  // says and the rest at peers (store/access_stats.h). Every key asked is a hit or a miss.
+  void CountLookup(std::span<const BlockKey> keys, const store::LookupResult& r, size_t matched) {
+    std::vector<store::Source> where;
+    where.reserve(matched);
+    for (store::TierKind k : r.where) where.push_back(SourceOf(k));
+    where.resize(matched, store::Source::kPeer);
+    std::optional<NamespaceId> ns;
+    if (r.prefix_blocks > 0) ns = store_->NamespaceOf(keys[0]);
+    store_->access().RecordLookup(ns, where, keys.size());
+  }
+
+  static store::Source SourceOf(store::TierKind kind) {
+    switch (kind) {
+      case store::TierKind::kDevice: return store::Source::kDevice;
+      case store::TierKind::kHost: return store::Source::kHost;
+      case store::TierKind::kDisk: return store::Source::kDisk;
+    }
+    return store::Source::kHost;
+  }
 
   void AbortAll(const std::vector<Reservation>& rs) {
     for (const auto& r : rs) store_->host().Abort(r.reservation);
