@@ -1,9 +1,16 @@
 #include "daemon/config.h"
 
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <yaml-cpp/yaml.h>
 
@@ -29,26 +36,39 @@ Result<uint32_t> ParseU32(const std::string& key, const std::string& v) {
   }
 }
 
-// Sets one setting by its config-file name. The environment maps onto the same names.
+Result<uint64_t> ParseSize(const std::string& key, const std::string& v) {
+  auto n = ParseByteSize(v);
+  if (!n.ok()) return n.status().WithContext(key);
+  if (*n == 0) {
+    const std::string hint =
+        key == "disk" ? " (for no disk tier, leave data_dir empty or pass --no-disk)" : "";
+    return Status::InvalidArgument(key + ": '" + v + "' is zero bytes; a size must be positive" +
+                                   hint);
+  }
+  return *n;
+}
+
+// Sets one setting by its config-file name. The environment and the flags map onto the same
+// names.
 Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
   if (key == "socket") {
+    if (value.empty()) return Status::InvalidArgument("socket: empty path");
     c->daemon.socket_path = value;
   } else if (key == "socket_mode") {
-    STRATA_ASSIGN_OR_RETURN(uint32_t mode, ParseU32(key, value.rfind("0", 0) == 0 ? value : "0" + value));
+    STRATA_ASSIGN_OR_RETURN(uint32_t mode,
+                            ParseU32(key, value.rfind("0", 0) == 0 ? value : "0" + value));
     if (mode > 0777) return Status::InvalidArgument("socket_mode: '" + value + "' is not a mode");
     c->daemon.socket_mode = mode;
   } else if (key == "max_clients") {
     STRATA_ASSIGN_OR_RETURN(c->daemon.max_clients, ParseU32(key, value));
+    if (c->daemon.max_clients == 0)
+      return Status::InvalidArgument("max_clients: must be at least 1");
   } else if (key == "host_pool") {
-    auto v = ParseByteSize(value);
-    if (!v.ok()) return v.status().WithContext(key);
-    c->node.host_pool_bytes = *v;
+    STRATA_ASSIGN_OR_RETURN(c->node.host_pool_bytes, ParseSize(key, value));
   } else if (key == "data_dir") {
     c->node.data_dir = value;
   } else if (key == "disk") {
-    auto v = ParseByteSize(value);
-    if (!v.ok()) return v.status().WithContext(key);
-    c->node.disk_bytes = *v;
+    STRATA_ASSIGN_OR_RETURN(c->node.disk_bytes, ParseSize(key, value));
   } else if (key == "write_through") {
     STRATA_ASSIGN_OR_RETURN(c->node.write_through, ParseBool(key, value));
   } else if (key == "eviction_policy") {
@@ -105,70 +125,231 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
   return Status::OK();
 }
 
+// Edit distance (insertions, deletions, substitutions), for "did you mean".
+size_t Distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+struct EnvVar {
+  const char* var;
+  const char* key;
+};
+constexpr EnvVar kVars[] = {
+    {"STRATA_SOCKET", "socket"},
+    {"STRATA_HOST_POOL", "host_pool"},
+    {"STRATA_DATA_DIR", "data_dir"},
+    {"STRATA_DISK", "disk"},
+    {"STRATA_WRITE_THROUGH", "write_through"},
+    {"STRATA_EVICTION_POLICY", "eviction_policy"},
+    {"STRATA_PIN_MS", "pin_ms"},
+    {"STRATA_MAX_CLIENTS", "max_clients"},
+    {"STRATA_MEMBERSHIP", "membership"},
+    {"STRATA_NODE_ID", "node_id"},
+    {"STRATA_CLUSTER_SECRET", "cluster_secret"},
+    {"STRATA_CLUSTER_SECRET_FILE", "cluster_secret_file"},
+    {"STRATA_ETCD", "etcd"},
+    {"STRATA_ETCD_PREFIX", "etcd_prefix"},
+    {"STRATA_ETCD_LEASE_TTL_S", "etcd_lease_ttl_s"},
+    {"STRATA_STATIC_DIR", "static_dir"},
+    {"STRATA_STATIC_PEERS", "static_peers"},
+    {"STRATA_UCX_TLS", "ucx_tls"},
+    {"STRATA_REQUEST_TIMEOUT_MS", "request_timeout_ms"},
+    {"STRATA_ANNOUNCE_INTERVAL_MS", "announce_interval_ms"},
+};
+// STRATA_* variables that other Strata programs read (not settings of the daemon): not warned.
+constexpr const char* kOtherVars[] = {"STRATA_CLI"};
+
+// Free bytes of the filesystem holding `dir`, or of its nearest existing ancestor (the directory
+// is created at start-up). nullopt when none can be examined.
+std::optional<uint64_t> FreeBytes(const std::string& dir) {
+  std::filesystem::path p = std::filesystem::absolute(dir.empty() ? "." : dir);
+  for (;;) {
+    struct statvfs vfs;
+    if (::statvfs(p.c_str(), &vfs) == 0) return uint64_t(vfs.f_bavail) * vfs.f_frsize;
+    if (errno != ENOENT || !p.has_parent_path() || p.parent_path() == p) return std::nullopt;
+    p = p.parent_path();
+  }
+}
+
+std::string Size(uint64_t bytes) {
+  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 6) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[64];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
 }  // namespace
 
 Result<uint64_t> ParseByteSize(const std::string& text) {
+  size_t b = 0, e = text.size();
+  while (b < e && text[b] == ' ') ++b;
+  while (e > b && text[e - 1] == ' ') --e;
+  const std::string t = text.substr(b, e - b);
   size_t i = 0;
-  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
-  if (i == 0) return Status::InvalidArgument("'" + text + "' is not a size (e.g. 4GiB, 512M)");
-  uint64_t n;
-  try {
-    n = std::stoull(text.substr(0, i));
-  } catch (const std::exception&) {
-    return Status::InvalidArgument("'" + text + "' is too large");
+  while (i < t.size() && std::isdigit(static_cast<unsigned char>(t[i]))) ++i;
+  if (i == 0)
+    return Status::InvalidArgument("'" + text + "' is not a size (e.g. 64GiB, 512MiB, 100GB)");
+  uint64_t n = 0;
+  for (size_t k = 0; k < i; ++k) {
+    const uint64_t d = static_cast<uint64_t>(t[k] - '0');
+    if (n > (UINT64_MAX - d) / 10)
+      return Status::InvalidArgument("'" + text + "' is too large");
+    n = n * 10 + d;
   }
-  std::string unit = text.substr(i);
+  std::string unit = t.substr(i);
   while (!unit.empty() && unit.front() == ' ') unit.erase(unit.begin());
-  uint64_t mult;
-  if (unit.empty() || unit == "B") mult = 1;
-  else if (unit == "K" || unit == "KiB" || unit == "KB") mult = 1ull << 10;
-  else if (unit == "M" || unit == "MiB" || unit == "MB") mult = 1ull << 20;
-  else if (unit == "G" || unit == "GiB" || unit == "GB") mult = 1ull << 30;
-  else if (unit == "T" || unit == "TiB" || unit == "TB") mult = 1ull << 40;
-  else return Status::InvalidArgument("'" + text + "': unknown unit '" + unit + "'");
-  if (n > UINT64_MAX / mult) return Status::InvalidArgument("'" + text + "' is too large");
-  return n * mult;
+  struct Unit {
+    const char* name;
+    uint64_t mult;
+  };
+  static constexpr Unit kUnits[] = {
+      {"", 1},
+      {"B", 1},
+      {"KiB", uint64_t{1} << 10},
+      {"MiB", uint64_t{1} << 20},
+      {"GiB", uint64_t{1} << 30},
+      {"TiB", uint64_t{1} << 40},
+      {"KB", 1000},
+      {"kB", 1000},
+      {"MB", 1000 * 1000},
+      {"GB", 1000 * 1000 * 1000},
+      {"TB", uint64_t{1000} * 1000 * 1000 * 1000},
+  };
+  for (const Unit& u : kUnits) {
+    if (unit != u.name) continue;
+    if (n > UINT64_MAX / u.mult) return Status::InvalidArgument("'" + text + "' is too large");
+    return n * u.mult;
+  }
+  if (unit == "K" || unit == "M" || unit == "G" || unit == "T" || unit == "k") {
+    const char c = static_cast<char>(std::toupper(static_cast<unsigned char>(unit[0])));
+    return Status::InvalidArgument("'" + text + "' is ambiguous: write " + t.substr(0, i) + c +
+                                   "iB (powers of 2) or " + t.substr(0, i) + c +
+                                   "B (powers of 10)");
+  }
+  return Status::InvalidArgument("'" + text + "': unknown unit '" + unit +
+                                 "' (B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)");
 }
 
-Status ApplyConfigFile(const std::string& path, ServeConfig* config) {
+Status ApplySetting(const std::string& key, const std::string& value, const std::string& source,
+                    ServeConfig* config) {
+  return Set(key, value, config).WithContext(source);
+}
+
+Status ApplyConfigFile(const std::string& path, ServeConfig* config, ConfigWarnings* warnings) {
+  const std::string source = "config '" + path + "'";
   std::ifstream in(path);
-  if (!in) return Status::IOError("cannot read config '" + path + "': " + std::strerror(errno));
-  YAML::Node root;
+  if (!in) return Status::IOError("cannot read " + source + ": " + std::strerror(errno));
   try {
-    root = YAML::Load(in);
+    YAML::Node root = YAML::Load(in);
+    if (root.IsNull()) return Status::OK();
+    if (!root.IsMap()) return Status::InvalidArgument(source + ": not a mapping of settings");
+    std::map<std::string, int> seen;  // key -> line of its first occurrence (1-based)
+    for (const auto& kv : root) {
+      const int line = kv.first.Mark().line + 1;
+      if (!kv.first.IsScalar())
+        return Status::InvalidArgument(source + ", line " + std::to_string(line) +
+                                       ": a setting's name must be a plain word");
+      const std::string key = kv.first.Scalar();
+      if (kv.second.IsNull())
+        return Status::InvalidArgument(source + ": '" + key + "' has no value");
+      if (!kv.second.IsScalar())
+        return Status::InvalidArgument(source + ": '" + key + "' must be a single value, not a " +
+                                       (kv.second.IsMap() ? "mapping" : "list"));
+      auto [it, first] = seen.emplace(key, line);
+      if (!first && warnings != nullptr)
+        warnings->push_back(source + ": '" + key + "' is set twice (lines " +
+                            std::to_string(it->second) + " and " + std::to_string(line) +
+                            "); the last one wins");
+      STRATA_RETURN_IF_ERROR(ApplySetting(key, kv.second.Scalar(), source, config));
+    }
   } catch (const YAML::Exception& e) {
-    return Status::InvalidArgument("config '" + path + "': " + e.what());
-  }
-  if (root.IsNull()) return Status::OK();
-  if (!root.IsMap()) return Status::InvalidArgument("config '" + path + "': not a mapping");
-  for (const auto& kv : root) {
-    const std::string key = kv.first.as<std::string>();
-    if (!kv.second.IsScalar())
-      return Status::InvalidArgument("config '" + path + "': '" + key + "' must be a scalar");
-    STRATA_RETURN_IF_ERROR(Set(key, kv.second.as<std::string>(), config).WithContext("config '" + path + "'"));
+    return Status::InvalidArgument(source + ": " + e.what());
   }
   return Status::OK();
 }
 
-Status ApplyEnvironment(const std::map<std::string, std::string>& env, ServeConfig* config) {
-  static const std::pair<const char*, const char*> kVars[] = {
-      {"STRATA_SOCKET", "socket"},         {"STRATA_HOST_POOL", "host_pool"},
-      {"STRATA_DATA_DIR", "data_dir"},     {"STRATA_DISK", "disk"},
-      {"STRATA_WRITE_THROUGH", "write_through"}, {"STRATA_EVICTION_POLICY", "eviction_policy"},
-      {"STRATA_PIN_MS", "pin_ms"},         {"STRATA_MAX_CLIENTS", "max_clients"},
-      {"STRATA_MEMBERSHIP", "membership"}, {"STRATA_NODE_ID", "node_id"},
-      {"STRATA_CLUSTER_SECRET", "cluster_secret"},
-      {"STRATA_CLUSTER_SECRET_FILE", "cluster_secret_file"},
-      {"STRATA_ETCD", "etcd"},             {"STRATA_ETCD_PREFIX", "etcd_prefix"},
-      {"STRATA_ETCD_LEASE_TTL_S", "etcd_lease_ttl_s"},
-      {"STRATA_STATIC_DIR", "static_dir"}, {"STRATA_STATIC_PEERS", "static_peers"},
-      {"STRATA_UCX_TLS", "ucx_tls"},       {"STRATA_REQUEST_TIMEOUT_MS", "request_timeout_ms"},
-      {"STRATA_ANNOUNCE_INTERVAL_MS", "announce_interval_ms"},
-  };
+Status ApplyEnvironment(const std::map<std::string, std::string>& env, ServeConfig* config,
+                        ConfigWarnings* warnings) {
   for (const auto& [var, key] : kVars) {
     auto it = env.find(var);
     if (it == env.end()) continue;
-    STRATA_RETURN_IF_ERROR(Set(key, it->second, config).WithContext(std::string("environment ") + var));
+    STRATA_RETURN_IF_ERROR(
+        ApplySetting(key, it->second, std::string("environment ") + var, config));
+  }
+  if (warnings == nullptr) return Status::OK();
+  for (const auto& [name, value] : env) {
+    if (name.rfind("STRATA_", 0) != 0) continue;
+    bool known = false;
+    for (const auto& v : kVars) known = known || name == v.var;
+    for (const char* v : kOtherVars) known = known || name == v;
+    if (known) continue;
+    const char* nearest = nullptr;
+    size_t best = SIZE_MAX;
+    for (const auto& v : kVars) {
+      const size_t d = Distance(name, v.var);
+      if (d < best) {
+        best = d;
+        nearest = v.var;
+      }
+    }
+    std::string w = "environment " + name + " is not a Strata setting; ignored";
+    if (best <= 3) w += " (did you mean " + std::string(nearest) + "?)";
+    warnings->push_back(w);
+  }
+  return Status::OK();
+}
+
+HostResources DetectHostResources() {
+  HostResources r;
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0) r.physical_memory_bytes = uint64_t(pages) * uint64_t(page);
+  return r;
+}
+
+Status FinishConfig(const HostResources& host, ServeConfig* config, ConfigWarnings* warnings) {
+  constexpr uint64_t kMinPool = uint64_t{16} << 20;  // one slab of the host pool
+  const uint64_t pool = config->node.host_pool_bytes;
+  if (pool != 0 && pool < kMinPool)
+    return Status::InvalidArgument("host_pool: " + Size(pool) + " is below the minimum of " +
+                                   Size(kMinPool) + " (one slab)");
+  if (pool != 0 && host.physical_memory_bytes != 0 && pool > host.physical_memory_bytes)
+    return Status::InvalidArgument("host_pool: " + Size(pool) + " is more than this machine's " +
+                                   Size(host.physical_memory_bytes) + " of memory");
+  const std::string& dir = config->node.data_dir;
+  if (!dir.empty() && config->node.disk_bytes != 0) {
+    std::optional<uint64_t> free_bytes = FreeBytes(dir);
+    if (free_bytes) {
+      // The tier's own payload file is space it may keep using.
+      std::error_code ec;
+      const auto own = std::filesystem::file_size(std::filesystem::path(dir) / "blocks.data", ec);
+      const uint64_t room = *free_bytes + (ec ? 0 : own);
+      if (config->node.disk_bytes > room) {
+        if (warnings != nullptr)
+          warnings->push_back("disk: " + Size(config->node.disk_bytes) + " is more than the " +
+                              Size(room) + " that the filesystem of '" + dir +
+                              "' has free; the disk tier is bounded to " + Size(room));
+        config->node.disk_bytes = room;
+        if (room == 0) return Status::NoSpace("disk: the filesystem of '" + dir + "' is full");
+      }
+    }
   }
   return Status::OK();
 }

@@ -1,6 +1,10 @@
-// Daemon configuration: byte sizes, YAML file, environment, precedence and clear errors.
+// Daemon configuration: byte sizes, YAML file, environment, flags, precedence, checks against the
+// machine, and clear errors that name the setting and its source.
 #include "daemon/config.h"
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
 
 #include <catch2/catch.hpp>
@@ -14,16 +18,162 @@ std::string WriteTemp(const std::string& text) {
   return path;
 }
 
-TEST_CASE("Byte sizes parse with binary units", "[lib]") {
+TEST_CASE("Byte sizes: KiB..TiB are powers of 2, KB..TB powers of 10", "[lib]") {
   CHECK(*ParseByteSize("1048576") == 1048576);
-  CHECK(*ParseByteSize("64K") == 65536);
+  CHECK(*ParseByteSize("4096B") == 4096);
+  CHECK(*ParseByteSize("64KiB") == 65536);
   CHECK(*ParseByteSize("512MiB") == 512ull << 20);
   CHECK(*ParseByteSize("4GiB") == 4ull << 30);
-  CHECK(*ParseByteSize("2 TB") == 2ull << 40);
+  CHECK(*ParseByteSize("2 TiB") == 2ull << 40);
+  CHECK(*ParseByteSize(" 3GiB ") == 3ull << 30);
+  CHECK(*ParseByteSize("64KB") == 64000);
+  CHECK(*ParseByteSize("64kB") == 64000);
+  CHECK(*ParseByteSize("1GB") == 1000000000);  // not GiB
+  CHECK(*ParseByteSize("512MB") == 512000000);
+  CHECK(*ParseByteSize("2 TB") == 2000000000000);
+  CHECK(*ParseByteSize("17179869183GiB") == 17179869183ull << 30);  // 2^64 - 1 GiB
   CHECK(ParseByteSize("").status().IsInvalidArgument());
   CHECK(ParseByteSize("GiB").status().IsInvalidArgument());
   CHECK(ParseByteSize("4XB").status().IsInvalidArgument());
-  CHECK(ParseByteSize("99999999999999999999G").status().IsInvalidArgument());
+  CHECK(ParseByteSize("-1GiB").status().IsInvalidArgument());
+  CHECK(ParseByteSize("1.5GiB").status().IsInvalidArgument());
+  CHECK(ParseByteSize("99999999999999999999").status().IsInvalidArgument());
+  CHECK(ParseByteSize("99999999999GiB").status().IsInvalidArgument());
+  CHECK(ParseByteSize("17179869184GiB").status().IsInvalidArgument());  // 2^64
+}
+
+TEST_CASE("Byte sizes: a bare K, M, G or T is refused as ambiguous, naming both meanings",
+          "[lib]") {
+  for (const char* bare : {"64K", "64k", "256M", "1G", "1000T"}) {
+    Status st = ParseByteSize(bare).status();
+    INFO(bare << " -> " << st.ToString());
+    CHECK(st.IsInvalidArgument());
+    CHECK(st.ToString().find("ambiguous") != std::string::npos);
+    CHECK(st.ToString().find("iB (powers of 2)") != std::string::npos);
+  }
+  CHECK(ParseByteSize("1G").status().ToString().find("1GiB") != std::string::npos);
+  CHECK(ParseByteSize("1G").status().ToString().find("1GB") != std::string::npos);
+}
+
+TEST_CASE("Zero or empty sizes are errors that name their source", "[lib]") {
+  ServeConfig c;
+  struct Case {
+    const char* key;
+    const char* value;
+    const char* source;
+  };
+  for (const Case& k : {Case{"host_pool", "0", "flag --host-pool"},
+                        Case{"host_pool", "0GiB", "environment STRATA_HOST_POOL"},
+                        Case{"host_pool", "", "flag --host-pool"},
+                        Case{"disk", "0", "flag --disk"},
+                        Case{"disk", "", "config 'x.yaml'"}}) {
+    Status st = ApplySetting(k.key, k.value, k.source, &c);
+    INFO(k.key << "='" << k.value << "' from " << k.source << " -> " << st.ToString());
+    CHECK(st.IsInvalidArgument());
+    CHECK(st.ToString().find(k.source) != std::string::npos);
+    CHECK(st.ToString().find(k.key) != std::string::npos);
+  }
+  // A flag's error does not claim to come from the environment.
+  Status st = ApplySetting("host_pool", "0", "flag --host-pool", &c);
+  CHECK(st.ToString().find("environment") == std::string::npos);
+  CHECK(ApplySetting("disk", "0", "flag --disk", &c).ToString().find("--no-disk") !=
+        std::string::npos);
+  CHECK(c.node.host_pool_bytes == 0);  // nothing was set by the failed settings
+  CHECK(c.node.disk_bytes == 0);
+  Status env = ApplyEnvironment({{"STRATA_HOST_POOL", "0"}}, &c);
+  CHECK(env.IsInvalidArgument());
+  CHECK(env.ToString().find("environment STRATA_HOST_POOL") != std::string::npos);
+}
+
+TEST_CASE("A host pool larger than the machine's memory is an error, not an exception", "[lib]") {
+  ServeConfig c;
+  REQUIRE(ApplySetting("host_pool", "1000TiB", "flag --host-pool", &c).ok());
+  HostResources machine;
+  machine.physical_memory_bytes = 64ull << 30;
+  ConfigWarnings w;
+  Status st = FinishConfig(machine, &c, &w);
+  INFO(st.ToString());
+  CHECK(st.IsInvalidArgument());
+  CHECK(st.ToString().find("host_pool") != std::string::npos);
+  CHECK(st.ToString().find("64.0 GiB") != std::string::npos);
+  // The real machine too (no machine has 1000 TiB of memory).
+  CHECK(FinishConfig(DetectHostResources(), &c, &w).IsInvalidArgument());
+
+  ServeConfig tiny;
+  REQUIRE(ApplySetting("host_pool", "1MiB", "flag --host-pool", &tiny).ok());
+  CHECK(FinishConfig(machine, &tiny, &w).IsInvalidArgument());
+  ServeConfig fits;
+  REQUIRE(ApplySetting("host_pool", "2GiB", "flag --host-pool", &fits).ok());
+  CHECK(FinishConfig(machine, &fits, &w).ok());
+  CHECK(fits.node.host_pool_bytes == 2ull << 30);
+}
+
+TEST_CASE("A disk bound above the free space is clamped to it, with a warning", "[lib]") {
+  const std::string dir = std::string(STRATA_BINARY_DIR) + "/test-tmp-config-disk-" +
+                          std::to_string(getpid()) + "/not/yet/created";
+  ServeConfig c;
+  c.node.data_dir = dir;
+  REQUIRE(ApplySetting("disk", "1000TiB", "config 'strata.yaml'", &c).ok());
+  ConfigWarnings w;
+  REQUIRE(FinishConfig(HostResources{}, &c, &w).ok());
+  CHECK(c.node.disk_bytes < 1000ull << 40);
+  CHECK(c.node.disk_bytes > 0);
+  REQUIRE(w.size() == 1);
+  CHECK(w[0].find("disk: 1000.0 TiB") != std::string::npos);
+  CHECK(w[0].find(dir) != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(dir));  // checking creates nothing
+
+  ServeConfig small;
+  small.node.data_dir = dir;
+  REQUIRE(ApplySetting("disk", "4MiB", "flag --disk", &small).ok());
+  ConfigWarnings none;
+  REQUIRE(FinishConfig(HostResources{}, &small, &none).ok());
+  CHECK(small.node.disk_bytes == 4ull << 20);
+  CHECK(none.empty());
+}
+
+TEST_CASE("Misspelled STRATA_* variables are warned about with the nearest name", "[lib]") {
+  ServeConfig c;
+  ConfigWarnings w;
+  REQUIRE(ApplyEnvironment({{"STRATA_HOSTPOOL", "1GiB"},
+                            {"STRATA_DATA_DIR", "/d"},
+                            {"STRATA_CLI", "/usr/bin/strata"},
+                            {"STRATA_ZZZZZZZZZZZZZZZZ", "1"},
+                            {"HOME", "/root"}},
+                           &c, &w)
+              .ok());
+  CHECK(c.node.data_dir == "/d");
+  CHECK(c.node.host_pool_bytes == 0);
+  REQUIRE(w.size() == 2);
+  CHECK(w[0].find("STRATA_HOSTPOOL") != std::string::npos);
+  CHECK(w[0].find("did you mean STRATA_HOST_POOL?") != std::string::npos);
+  CHECK(w[1].find("STRATA_ZZZZZZZZZZZZZZZZ") != std::string::npos);
+  CHECK(w[1].find("did you mean") == std::string::npos);
+}
+
+TEST_CASE("YAML: duplicate keys warn (the last wins); a mapping or list for a value is an error",
+          "[lib]") {
+  ServeConfig c;
+  ConfigWarnings w;
+  std::string path = WriteTemp("host_pool: 1GiB\npin_ms: 5\nhost_pool: 2GiB\n");
+  REQUIRE(ApplyConfigFile(path, &c, &w).ok());
+  std::remove(path.c_str());
+  CHECK(c.node.host_pool_bytes == 2ull << 30);
+  REQUIRE(w.size() == 1);
+  CHECK(w[0].find("'host_pool' is set twice (lines 1 and 3)") != std::string::npos);
+
+  for (const char* bad : {"host_pool:\n  size: 1GiB\n", "disk: {a: 1}\n", "? [a, b]\n: 1\n",
+                          "? {a: 1}\n: 2\n", "host_pool:\n", "socket: [a, b]\n",
+                          "host_pool: 1G\n", "disk: 0\n"}) {
+    ServeConfig d;
+    std::string p = WriteTemp(bad);
+    Status st = Status::OK();
+    REQUIRE_NOTHROW(st = ApplyConfigFile(p, &d));
+    std::remove(p.c_str());
+    INFO(bad << " -> " << st.ToString());
+    CHECK(st.IsInvalidArgument());
+    CHECK(st.ToString().find("config '") != std::string::npos);
+  }
 }
 
 TEST_CASE("Config file, then environment, override the defaults", "[lib]") {

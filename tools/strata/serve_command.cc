@@ -4,7 +4,10 @@
 #include <signal.h>
 
 #include <iostream>
+#include <iterator>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -16,25 +19,40 @@
 namespace strata::cli {
 namespace {
 
+// A flag that sets a setting of docs/config.md: its name, the setting's YAML key, its help.
+struct SettingFlag {
+  const char* flag;
+  const char* key;
+  const char* help;
+};
+constexpr SettingFlag kSettingFlags[] = {
+    {"--socket", "socket", "Unix socket path [STRATA_SOCKET]"},
+    {"--data-dir", "data_dir", "Disk tier directory [STRATA_DATA_DIR]"},
+    {"--host-pool", "host_pool", "Host pool size, e.g. 8GiB or 8GB [STRATA_HOST_POOL]"},
+    {"--disk", "disk", "Disk tier bound, e.g. 100GiB or 100GB [STRATA_DISK]"},
+    {"--eviction-policy", "eviction_policy", "prefix or lru [STRATA_EVICTION_POLICY]"},
+    {"--membership", "membership", "none, etcd or static [STRATA_MEMBERSHIP]"},
+    {"--node-id", "node_id", "Node id in the cluster [STRATA_NODE_ID]"},
+    {"--etcd", "etcd", "etcd URL; turns etcd membership on [STRATA_ETCD]"},
+    {"--etcd-prefix", "etcd_prefix", "etcd key prefix [STRATA_ETCD_PREFIX]"},
+    {"--etcd-lease-ttl", "etcd_lease_ttl_s", "etcd lease TTL in seconds [STRATA_ETCD_LEASE_TTL_S]"},
+    {"--cluster-secret-file", "cluster_secret_file",
+     "File holding the cluster secret [STRATA_CLUSTER_SECRET_FILE]"},
+    {"--static-dir", "static_dir", "Shared directory for static membership [STRATA_STATIC_DIR]"},
+    {"--static-peers", "static_peers",
+     "Comma-separated peer ids for static membership [STRATA_STATIC_PEERS]"},
+    {"--ucx-tls", "ucx_tls", "UCX transports, UCX_TLS syntax [STRATA_UCX_TLS]"},
+    {"--request-timeout-ms", "request_timeout_ms",
+     "Peer request timeout [STRATA_REQUEST_TIMEOUT_MS]"},
+};
+
 struct ServeFlags {
   std::string config;
-  std::string socket;
-  std::string data_dir;
-  std::string host_pool;
-  std::string disk;
-  std::string eviction_policy;
   bool no_disk = false;
-  // Cluster (docs/cluster.md).
-  std::string membership;
-  std::string node_id;
-  std::string etcd;
-  std::string etcd_prefix;
-  std::string etcd_lease_ttl_s;
-  std::string cluster_secret_file;
-  std::string static_dir;
-  std::string static_peers;
-  std::string ucx_tls;
-  std::string request_timeout_ms;
+  // Values and options of kSettingFlags, by index. A flag given with an empty value is applied
+  // too (and refused where empty is not a value).
+  std::vector<std::string> values = std::vector<std::string>(std::size(kSettingFlags));
+  std::vector<CLI::Option*> options = std::vector<CLI::Option*>(std::size(kSettingFlags));
 };
 
 void RunServe(const ServeFlags& f) {
@@ -48,30 +66,21 @@ void RunServe(const ServeFlags& f) {
   signal(SIGPIPE, SIG_IGN);
 
   ServeConfig config;
+  ConfigWarnings warnings;
   if (!f.config.empty())
-    if (Status st = ApplyConfigFile(f.config, &config); !st.ok()) Fail(st.ToString(), 2);
-  if (Status st = ApplyEnvironment(StrataEnvironment(), &config); !st.ok()) Fail(st.ToString(), 2);
-  auto flag = [&](const std::string& value, const char* key) {
-    if (value.empty()) return;
-    std::map<std::string, std::string> one{{key, value}};
-    if (Status st = ApplyEnvironment(one, &config); !st.ok()) Fail(st.ToString(), 2);
-  };
-  flag(f.socket, "STRATA_SOCKET");
-  flag(f.data_dir, "STRATA_DATA_DIR");
-  flag(f.host_pool, "STRATA_HOST_POOL");
-  flag(f.disk, "STRATA_DISK");
-  flag(f.eviction_policy, "STRATA_EVICTION_POLICY");
-  flag(f.membership, "STRATA_MEMBERSHIP");
-  flag(f.node_id, "STRATA_NODE_ID");
-  flag(f.etcd, "STRATA_ETCD");
-  flag(f.etcd_prefix, "STRATA_ETCD_PREFIX");
-  flag(f.etcd_lease_ttl_s, "STRATA_ETCD_LEASE_TTL_S");
-  flag(f.cluster_secret_file, "STRATA_CLUSTER_SECRET_FILE");
-  flag(f.static_dir, "STRATA_STATIC_DIR");
-  flag(f.static_peers, "STRATA_STATIC_PEERS");
-  flag(f.ucx_tls, "STRATA_UCX_TLS");
-  flag(f.request_timeout_ms, "STRATA_REQUEST_TIMEOUT_MS");
+    if (Status st = ApplyConfigFile(f.config, &config, &warnings); !st.ok()) Fail(st.ToString(), 2);
+  if (Status st = ApplyEnvironment(StrataEnvironment(), &config, &warnings); !st.ok())
+    Fail(st.ToString(), 2);
+  for (size_t i = 0; i < std::size(kSettingFlags); ++i) {
+    if (f.options[i]->count() == 0) continue;
+    const SettingFlag& flag = kSettingFlags[i];
+    Status st = ApplySetting(flag.key, f.values[i], std::string("flag ") + flag.flag, &config);
+    if (!st.ok()) Fail(st.ToString(), 2);
+  }
   if (f.no_disk) config.node.data_dir.clear();
+  if (Status st = FinishConfig(DetectHostResources(), &config, &warnings); !st.ok())
+    Fail(st.ToString(), 2);
+  for (const std::string& w : warnings) std::cerr << "strata serve: warning: " << w << std::endl;
 
   auto node = Node::Open(config.node);
   if (!node.ok()) Fail(node.status().ToString());
@@ -101,27 +110,9 @@ void RunServe(const ServeFlags& f) {
   auto f = std::make_shared<ServeFlags>();
   auto* cmd = parent.add_subcommand("serve", "Run the sidecar cache daemon");
   cmd->add_option("--config", f->config, "YAML config file (docs/config.md)");
-  cmd->add_option("--socket", f->socket, "Unix socket path [STRATA_SOCKET]");
-  cmd->add_option("--data-dir", f->data_dir, "Disk tier directory [STRATA_DATA_DIR]");
-  cmd->add_option("--host-pool", f->host_pool, "Host pool size, e.g. 8GiB [STRATA_HOST_POOL]");
-  cmd->add_option("--disk", f->disk, "Disk tier size, e.g. 100GiB [STRATA_DISK]");
-  cmd->add_option("--eviction-policy", f->eviction_policy, "prefix or lru [STRATA_EVICTION_POLICY]");
+  for (size_t i = 0; i < std::size(kSettingFlags); ++i)
+    f->options[i] = cmd->add_option(kSettingFlags[i].flag, f->values[i], kSettingFlags[i].help);
   cmd->add_flag("--no-disk", f->no_disk, "Run without a disk tier");
-  cmd->add_option("--membership", f->membership, "none, etcd or static [STRATA_MEMBERSHIP]");
-  cmd->add_option("--node-id", f->node_id, "Node id in the cluster [STRATA_NODE_ID]");
-  cmd->add_option("--etcd", f->etcd, "etcd URL; turns etcd membership on [STRATA_ETCD]");
-  cmd->add_option("--etcd-prefix", f->etcd_prefix, "etcd key prefix [STRATA_ETCD_PREFIX]");
-  cmd->add_option("--etcd-lease-ttl", f->etcd_lease_ttl_s,
-                  "etcd lease TTL in seconds [STRATA_ETCD_LEASE_TTL_S]");
-  cmd->add_option("--cluster-secret-file", f->cluster_secret_file,
-                  "File holding the cluster secret [STRATA_CLUSTER_SECRET_FILE]");
-  cmd->add_option("--static-dir", f->static_dir,
-                  "Shared directory for static membership [STRATA_STATIC_DIR]");
-  cmd->add_option("--static-peers", f->static_peers,
-                  "Comma-separated peer ids for static membership [STRATA_STATIC_PEERS]");
-  cmd->add_option("--ucx-tls", f->ucx_tls, "UCX transports, UCX_TLS syntax [STRATA_UCX_TLS]");
-  cmd->add_option("--request-timeout-ms", f->request_timeout_ms,
-                  "Peer request timeout [STRATA_REQUEST_TIMEOUT_MS]");
   cmd->callback([f] { RunServe(*f); });
 });
 
