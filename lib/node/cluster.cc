@@ -150,6 +150,11 @@ class ClusterImpl final : public Cluster {
   Status Start() {
     self_.id = options_.node_id.empty() ? HostName() + "-" + std::to_string(::getpid())
                                         : options_.node_id;
+    STRATA_RETURN_IF_ERROR(ValidateNodeId(self_.id, options_.node_id.empty()
+                                                        ? "node id from the host name"
+                                                        : "node_id"));
+    for (const std::string& peer : options_.static_peers)
+      STRATA_RETURN_IF_ERROR(ValidateNodeId(peer, "static_peers"));
     self_.host = HostName();
     auto secret = wire::LoadClusterSecret(
         wire::ClusterSecretSource{options_.secret, "STRATA_CLUSTER_SECRET", options_.secret_file});
@@ -522,6 +527,27 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
 }
 
 }  // namespace
+
+Status ValidateNodeId(std::string_view id, std::string_view what) {
+  constexpr size_t kMaxNodeIdBytes = 128;
+  auto bad = [&](const std::string& why) {
+    std::string shown(id.substr(0, 64));
+    for (char& c : shown)
+      if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
+    return Status::InvalidArgument(std::string(what) + ": '" + shown + "' " + why);
+  };
+  if (id.empty()) return bad("is empty");
+  if (id.size() > kMaxNodeIdBytes)
+    return bad("is longer than " + std::to_string(kMaxNodeIdBytes) + " bytes");
+  for (char c : id) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) return bad("may hold only letters, digits, '.', '_' and '-'");
+  }
+  if (id == "." || id.find("..") != std::string_view::npos)
+    return bad("may not be '.' or contain '..'");
+  return Status::OK();
+}
 
 Result<std::unique_ptr<Cluster>> Cluster::Open(const ClusterOptions& options,
                                                store::TieredStore* store) {

@@ -21,6 +21,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "node/node.h"
@@ -31,6 +32,10 @@ namespace strata {
 namespace store {
 class TieredStore;
 }
+
+// A node id names files in the static membership directory and keys in etcd: 1 to 128 bytes of
+// [A-Za-z0-9._-], not "." and without "..". InvalidArgument naming `what` and the id otherwise.
+Status ValidateNodeId(std::string_view id, std::string_view what = "node_id");
 
 class Cluster {
  public:

@@ -1,10 +1,14 @@
 #include "transport/ucx/ucx_engine.h"
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <future>
 #include <mutex>
@@ -61,6 +65,7 @@ struct UcxEngine::Impl {
   std::vector<std::vector<std::byte>> rkeys;
   std::vector<std::byte> address;
   std::string tls;
+  std::string net_device;
   int epoll_fd = -1;
   int wake_fd = -1;
   int worker_fd = -1;
@@ -345,10 +350,43 @@ UcxEngine::~UcxEngine() {
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 
+namespace {
+
+// The name of the interface that holds IP address `addr` (IPv4 or IPv6 text).
+Result<std::string> InterfaceOf(const std::string& addr) {
+  in_addr v4{};
+  in6_addr v6{};
+  const bool is_v4 = ::inet_pton(AF_INET, addr.c_str(), &v4) == 1;
+  if (!is_v4 && ::inet_pton(AF_INET6, addr.c_str(), &v6) != 1)
+    return Status::InvalidArgument("listen_addr: '" + addr + "' is not an IPv4 or IPv6 address");
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0)
+    return Status::IOError(std::string("getifaddrs: ") + std::strerror(errno));
+  std::string name;
+  for (ifaddrs* i = list; i != nullptr && name.empty(); i = i->ifa_next) {
+    if (i->ifa_addr == nullptr) continue;
+    if (is_v4 && i->ifa_addr->sa_family == AF_INET &&
+        reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr == v4.s_addr)
+      name = i->ifa_name;
+    if (!is_v4 && i->ifa_addr->sa_family == AF_INET6 &&
+        std::memcmp(&reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr, &v6, sizeof(v6)) == 0)
+      name = i->ifa_name;
+  }
+  ::freeifaddrs(list);
+  if (name.empty())
+    return Status::InvalidArgument("listen_addr: no interface of this host holds '" + addr + "'");
+  return name;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<UcxEngine>> UcxEngine::Open(UcxEngineOptions options) {
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
   const auto& opt = impl->options;
+  if (!opt.listen_addr.empty() && opt.listen_addr != "*") {
+    STRATA_ASSIGN_OR_RETURN(impl->net_device, InterfaceOf(opt.listen_addr));
+  }
 
   ucp_config_t* config = nullptr;
   ucs_status_t s = ucp_config_read(nullptr, nullptr, &config);
@@ -358,6 +396,13 @@ Result<std::unique_ptr<UcxEngine>> UcxEngine::Open(UcxEngineOptions options) {
     if (s != UCS_OK) {
       ucp_config_release(config);
       return FromUcs(s, "UCX_TLS=" + opt.tls);
+    }
+  }
+  if (!impl->net_device.empty()) {
+    s = ucp_config_modify(config, "NET_DEVICES", impl->net_device.c_str());
+    if (s != UCS_OK) {
+      ucp_config_release(config);
+      return FromUcs(s, "UCX_NET_DEVICES=" + impl->net_device);
     }
   }
   ucp_params_t params{};
@@ -449,6 +494,7 @@ Result<std::unique_ptr<UcxEngine>> UcxEngine::Open(UcxEngineOptions options) {
 
 const std::vector<std::byte>& UcxEngine::worker_address() const { return impl_->address; }
 const std::string& UcxEngine::tls() const { return impl_->tls; }
+const std::string& UcxEngine::net_device() const { return impl_->net_device; }
 const std::vector<std::byte>& UcxEngine::packed_rkey(size_t index) const {
   return impl_->rkeys.at(index);
 }

@@ -65,6 +65,12 @@ struct UcxEngineOptions {
   // Transports for this context (UCX_TLS syntax, e.g. "tcp" or "posix,cma,tcp"). Default: ""
   // (the UCX_TLS environment variable if set, else UCX's own choice).
   std::string tls;
+  // An IP address of this host: UCX's network transports use only the interface that holds it
+  // (UCX_NET_DEVICES), so its TCP listening sockets exist on that interface alone. "127.0.0.1"
+  // or "::1": loopback, for nodes on one host; "*" or "": every interface (UCX's own choice).
+  // Same-host transports (posix, sysv, cma) open no sockets and are not affected. An address no
+  // interface holds: InvalidArgument at Open. Default: "" (every interface).
+  std::string listen_addr;
   // Regions registered with ucp_mem_map once, at Open, e.g. the host pool. Default: none.
   std::vector<MemoryRegion> regions;
   // Data messages of at least this many bytes are forced to rendezvous (zero-copy into the
@@ -97,6 +103,8 @@ class UcxEngine {
 
   // This worker's address, to publish through membership.
   const std::vector<std::byte>& worker_address() const;
+  // The network interface the engine is confined to (options.listen_addr's), or "" for all.
+  const std::string& net_device() const;
   // The transports UCX selected for this context (from UCX_TLS / options), for reports.
   const std::string& tls() const;
   // The packed remote key of registered region `index` (for RMA protocols).
