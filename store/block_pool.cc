@@ -189,11 +189,7 @@ Result<uint64_t> BlockPool::AllocatePayload(int cls) {
       }
       return !SlabBusy(SlabOfSlot(s));
     });
-    if (victim == kNoSlot)
-      return Status::NoSpace(std::string(TierKindName(kind_)) + " pool: no room for a " +
-                             std::to_string(alloc_.ChunkBytes(cls)) +
-                             "-byte chunk: every block of that size is pinned, read or being "
-                             "written, and so is a block in every slab of other sizes");
+    if (victim == kNoSlot) return NoRoom(cls, now);
     const int vcls = slots_[victim].cls;
     if (vcls == cls) {
       (void)EvictSlot(victim, now);  // false: read meanwhile; the next pick skips it
@@ -208,6 +204,56 @@ Result<uint64_t> BlockPool::AllocatePayload(int cls) {
       SetSlabBusy(slab);
     }
   }
+}
+
+Status BlockPool::NoRoom(int cls, uint32_t now) const {
+  // Say what holds the space: reservations (stores not yet committed, e.g. one request larger
+  // than the pool) and pinned or read blocks are different problems for the operator.
+  uint64_t writing = 0, writing_bytes = 0, busy = 0;
+  for (uint32_t i = 0; i < max_blocks_; ++i) {
+    const uint8_t state = slots_[i].state.load(std::memory_order_acquire);
+    if (state == kWriting) {
+      ++writing;
+      writing_bytes += slots_[i].length;
+    } else if (state == kLive && !Evictable(i, now)) {
+      ++busy;
+    }
+  }
+  std::string msg = std::string(TierKindName(kind_)) + " pool (" +
+                    std::to_string(capacity_bytes()) + " bytes): no room for a " +
+                    std::to_string(alloc_.ChunkBytes(cls)) + "-byte block: ";
+  if (busy == 0)
+    msg += "nothing is pinned or read; " + std::to_string(writing) + " blocks (" +
+           std::to_string(writing_bytes) +
+           " bytes) are being written by stores not yet committed: a store larger than the "
+           "pool cannot fit, make the pool larger than the largest request";
+  else
+    msg += std::to_string(busy) + " blocks are pinned or being read and " +
+           std::to_string(writing) + " are being written by stores not yet committed; none of "
+           "them can be evicted";
+  return Status::NoSpace(msg);
+}
+
+Status BlockPool::CheckFits(std::span<const uint64_t> sizes) const {
+  std::vector<uint64_t> per_class(static_cast<size_t>(alloc_.num_classes()), 0);
+  for (uint64_t n : sizes) {
+    const int cls = alloc_.ClassOf(n);
+    if (cls < 0)
+      return Status::InvalidArgument("a block of " + std::to_string(n) + " bytes is larger than " +
+                                     std::string(TierKindName(kind_)) + " pool slabs (" +
+                                     std::to_string(alloc_.slab_bytes()) + " bytes)");
+    per_class[static_cast<size_t>(cls)] += alloc_.ChunkBytes(cls);
+  }
+  uint64_t needed = 0;
+  for (uint64_t bytes : per_class)
+    needed += (bytes + alloc_.slab_bytes() - 1) / alloc_.slab_bytes() * alloc_.slab_bytes();
+  if (needed <= capacity_bytes()) return Status::OK();
+  const uint64_t needed_mib = (needed + (1 << 20) - 1) >> 20;
+  return Status::NoSpace("a store of " + std::to_string(sizes.size()) + " blocks needs " +
+                         std::to_string(needed) + " bytes of " + std::string(TierKindName(kind_)) +
+                         " pool at once; the pool holds " + std::to_string(capacity_bytes()) +
+                         " bytes: make it at least " + std::to_string(needed_mib) +
+                         " MiB (host_pool) or store fewer blocks per request");
 }
 
 uint32_t BlockPool::SlabOfSlot(uint32_t slot) const {

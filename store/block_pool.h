@@ -146,6 +146,11 @@ class BlockPool : public Tier {
 
   // Zero-copy read (host-visible pools; NotSupported otherwise). Counts as a hit.
   Result<PinnedBlock> Acquire(const BlockKey& key);
+  // OK when blocks of `sizes` bytes could all be held at once by this pool when it is empty (each
+  // size rounded up to its chunk class, each class to whole slabs). Otherwise NoSpace saying how
+  // large the pool would have to be, or InvalidArgument for a size above one slab. A store whose
+  // blocks must coexist (reserved together) is refused up front with it.
+  Status CheckFits(std::span<const uint64_t> sizes) const;
   // Namespace of the cached block `key` (its header's), for statistics; no access is recorded.
   // NotFound when it is not cached.
   Result<NamespaceId> NamespaceOf(const BlockKey& key) const;
@@ -212,6 +217,8 @@ class BlockPool : public Tier {
   Status EvictOne() REQUIRES_LOCK(evict_mu_);
   // Unlinks and frees `slot` if it is still live and evictable; false otherwise.
   bool EvictSlot(uint32_t slot, uint32_t now) REQUIRES_LOCK(evict_mu_);
+  // The NoSpace of a failed allocation for class `cls`, saying what holds the space.
+  Status NoRoom(int cls, uint32_t now) const;
   // Slab of the payload of `slot`. REQUIRES: the slot is not kFree.
   uint32_t SlabOfSlot(uint32_t slot) const;
   // Sets busy_slabs_ to the slabs holding a block that eviction cannot remove now (pinned, read,
