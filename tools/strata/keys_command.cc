@@ -1,4 +1,5 @@
 // `strata keys`: prints the block keys of a token file, one per full block.
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -20,6 +21,13 @@ struct KeysOptions {
 };
 
 void RunKeys(const KeysOptions& opt) {
+  if (opt.tokens_path != "-") {
+    std::error_code ec;
+    const auto status = std::filesystem::status(opt.tokens_path, ec);
+    if (ec) Fail("--tokens '" + opt.tokens_path + "': " + ec.message(), 2);
+    if (std::filesystem::is_directory(status))
+      Fail("--tokens '" + opt.tokens_path + "' is a directory; expected a token file", 2);
+  }
   auto tokens = ReadTokenFile(opt.tokens_path);
   if (!tokens.ok()) Fail(tokens.status().ToString());
   Namespace ns = opt.ns.Build();

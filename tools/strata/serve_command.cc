@@ -3,9 +3,12 @@
 // flushes the disk tier and exits 0.
 #include <signal.h>
 
+#include <exception>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,7 +56,26 @@ struct ServeFlags {
   // too (and refused where empty is not a value).
   std::vector<std::string> values = std::vector<std::string>(std::size(kSettingFlags));
   std::vector<CLI::Option*> options = std::vector<CLI::Option*>(std::size(kSettingFlags));
+  // Trust and bounds (docs/operations.md); unset ones keep DaemonOptions' defaults.
+  std::string socket_group;
+  std::vector<uint32_t> allow_uids;
+  std::vector<uint32_t> allow_gids;
+  std::vector<uint32_t> admin_uids;
+  std::optional<uint32_t> idle_timeout_ms;
+  std::optional<uint32_t> max_clients_per_uid;
+  std::optional<uint32_t> max_pin_ms;
 };
+
+// A --config that is not a regular file is a usage error naming the flag.
+void CheckConfigFile(const std::string& path) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec) Fail("--config '" + path + "': " + ec.message(), 2);
+  if (std::filesystem::is_directory(status))
+    Fail("--config '" + path + "' is a directory; expected a YAML file", 2);
+  if (!std::filesystem::is_regular_file(status))
+    Fail("--config '" + path + "' is not a regular file", 2);
+}
 
 void RunServe(const ServeFlags& f) {
   // Block the stop signals before any thread starts, so that every thread inherits the mask and
@@ -67,8 +89,16 @@ void RunServe(const ServeFlags& f) {
 
   ServeConfig config;
   ConfigWarnings warnings;
-  if (!f.config.empty())
-    if (Status st = ApplyConfigFile(f.config, &config, &warnings); !st.ok()) Fail(st.ToString(), 2);
+  if (!f.config.empty()) {
+    CheckConfigFile(f.config);
+    Status st;
+    try {
+      st = ApplyConfigFile(f.config, &config, &warnings);
+    } catch (const std::exception& e) {  // the YAML library throws on what it cannot convert
+      st = Status::InvalidArgument("config '" + f.config + "': " + e.what());
+    }
+    if (!st.ok()) Fail(st.ToString(), 2);
+  }
   if (Status st = ApplyEnvironment(StrataEnvironment(), &config, &warnings); !st.ok())
     Fail(st.ToString(), 2);
   for (size_t i = 0; i < std::size(kSettingFlags); ++i) {
@@ -78,6 +108,20 @@ void RunServe(const ServeFlags& f) {
     if (!st.ok()) Fail(st.ToString(), 2);
   }
   if (f.no_disk) config.node.data_dir.clear();
+  DaemonOptions& d = config.daemon;
+  if (!f.socket_group.empty()) d.socket_group = f.socket_group;
+  d.allowed_uids.insert(d.allowed_uids.end(), f.allow_uids.begin(), f.allow_uids.end());
+  d.allowed_gids.insert(d.allowed_gids.end(), f.allow_gids.begin(), f.allow_gids.end());
+  d.admin_uids.insert(d.admin_uids.end(), f.admin_uids.begin(), f.admin_uids.end());
+  if (f.idle_timeout_ms) d.idle_timeout_ms = *f.idle_timeout_ms;
+  if (f.max_clients_per_uid) {
+    if (*f.max_clients_per_uid == 0) Fail("--max-clients-per-uid: must be at least 1", 2);
+    d.max_clients_per_uid = *f.max_clients_per_uid;
+  }
+  if (f.max_pin_ms) {
+    if (*f.max_pin_ms == 0) Fail("--max-pin-ms: must be at least 1", 2);
+    d.max_pin_ms = *f.max_pin_ms;
+  }
   if (Status st = FinishConfig(DetectHostResources(), &config, &warnings); !st.ok())
     Fail(st.ToString(), 2);
   for (const std::string& w : warnings) std::cerr << "strata serve: warning: " << w << std::endl;
@@ -113,6 +157,19 @@ void RunServe(const ServeFlags& f) {
   for (size_t i = 0; i < std::size(kSettingFlags); ++i)
     f->options[i] = cmd->add_option(kSettingFlags[i].flag, f->values[i], kSettingFlags[i].help);
   cmd->add_flag("--no-disk", f->no_disk, "Run without a disk tier");
+  cmd->add_option("--socket-group", f->socket_group,
+                  "Group (name or gid) allowed to reach the socket: directory 0750, socket 0660");
+  cmd->add_option("--allow-uid", f->allow_uids,
+                  "Allow clients of this uid besides the daemon's own and root (repeatable)");
+  cmd->add_option("--allow-gid", f->allow_gids,
+                  "Allow clients in this group, primary or supplementary (repeatable)");
+  cmd->add_option("--admin-uid", f->admin_uids,
+                  "This uid may Clear every namespace and read node-wide Stats (repeatable)");
+  cmd->add_option("--idle-timeout-ms", f->idle_timeout_ms,
+                  "Disconnect a client idle this long; 0 = never (default 600000)");
+  cmd->add_option("--max-clients-per-uid", f->max_clients_per_uid,
+                  "Connections one uid may hold (default 64)");
+  cmd->add_option("--max-pin-ms", f->max_pin_ms, "Longest pin a client may ask (default 60000)");
   cmd->callback([f] { RunServe(*f); });
 });
 
