@@ -1,8 +1,14 @@
 #include "daemon/daemon.h"
 
+#include <grp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <variant>
 #include <vector>
@@ -11,19 +17,42 @@ namespace strata {
 
 struct Daemon::Session {
   uint64_t owner = 0;
+  ipc::PeerCredentials peer;
+  Caller caller;
   ipc::UnixConnection conn;
   std::thread thread;
   std::atomic<bool> done{false};
 
-  explicit Session(ipc::UnixConnection c) : conn(std::move(c)) {}
+  Session(ipc::UnixConnection c, ipc::PeerCredentials p) : peer(std::move(p)), conn(std::move(c)) {}
 };
 
 namespace {
 
 // Consecutive malformed messages after which a session is dropped.
 constexpr int kMaxConsecutiveMalformed = 8;
+// A session keeps a receive buffer up to this size between messages; a larger one is freed.
+constexpr size_t kKeptBodyBytes = 64 * 1024;
 
 void Log(const std::string& line) { std::cerr << "strata serve: " << line << std::endl; }
+
+std::string Describe(const ipc::PeerCredentials& p) {
+  return "pid " + std::to_string(p.pid) + " uid " + std::to_string(p.uid) + " gid " +
+         std::to_string(p.gid);
+}
+
+// A group by name or number.
+Result<gid_t> ResolveGroup(const std::string& name) {
+  gid_t gid = 0;
+  auto [ptr, ec] = std::from_chars(name.data(), name.data() + name.size(), gid);
+  if (ec == std::errc() && ptr == name.data() + name.size()) return gid;
+  std::vector<char> buf(16384);
+  group g{};
+  group* found = nullptr;
+  const int rc = ::getgrnam_r(name.c_str(), &g, buf.data(), buf.size(), &found);
+  if (rc != 0 || found == nullptr)
+    return Status::InvalidArgument("socket_group: no group named '" + name + "'");
+  return found->gr_gid;
+}
 
 }  // namespace
 
@@ -31,8 +60,24 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(Node* node, const DaemonOptions& o
   DaemonOptions opts = options;
   if (opts.socket_path.empty()) opts.socket_path = ipc::DefaultSocketPath();
   if (opts.max_clients == 0) return Status::InvalidArgument("max_clients must be > 0");
+  if (opts.max_clients_per_uid == 0)
+    return Status::InvalidArgument("max_clients_per_uid must be > 0");
+  if (opts.max_buffered_bytes < ipc::kMaxMessageBytes)
+    return Status::InvalidArgument("max_buffered_bytes must be at least " +
+                                   std::to_string(ipc::kMaxMessageBytes) +
+                                   " (one message of the largest size)");
+  gid_t group = ipc::kNoGroup;
+  if (!opts.socket_group.empty()) {
+    STRATA_ASSIGN_OR_RETURN(group, ResolveGroup(opts.socket_group));
+    opts.allowed_gids.push_back(group);
+    if (opts.socket_mode == 0600) opts.socket_mode = 0660;
+  }
+  STRATA_RETURN_IF_ERROR(ipc::PrepareSocketDirectory(opts.socket_path, group));
   STRATA_ASSIGN_OR_RETURN(ipc::UnixListener listener,
                           ipc::UnixListener::Listen(opts.socket_path, opts.socket_mode));
+  if (group != ipc::kNoGroup && ::chown(opts.socket_path.c_str(), static_cast<uid_t>(-1), group) != 0)
+    return Status::IOError("chown '" + opts.socket_path + "' to gid " + std::to_string(group) +
+                           ": " + std::strerror(errno));
   std::unique_ptr<Daemon> d(new Daemon(node, std::move(opts), std::move(listener)));
   d->accept_thread_ = std::thread([raw = d.get()] { raw->AcceptLoop(); });
   return d;
@@ -41,8 +86,10 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(Node* node, const DaemonOptions& o
 Daemon::Daemon(Node* node, DaemonOptions options, ipc::UnixListener listener)
     : node_(node),
       options_(std::move(options)),
-      handler_(node),
-      listener_(std::move(listener)) {}
+      handler_(node, RequestHandlerOptions{.max_pin_ms = options_.max_pin_ms}),
+      listener_(std::move(listener)),
+      self_uid_(::geteuid()),
+      receive_budget_(options_.max_buffered_bytes) {}
 
 Daemon::~Daemon() { Stop(); }
 
@@ -83,6 +130,27 @@ void Daemon::ReapFinished() {
   for (auto& s : finished) s->thread.join();
 }
 
+Status Daemon::Admit(const ipc::PeerCredentials& peer) const {
+  if (peer.uid == 0 || peer.uid == self_uid_) return Status::OK();
+  const auto& uids = options_.allowed_uids;
+  if (std::find(uids.begin(), uids.end(), peer.uid) != uids.end()) return Status::OK();
+  for (gid_t g : options_.allowed_gids) {
+    if (g == peer.gid) return Status::OK();
+    if (std::find(peer.groups.begin(), peer.groups.end(), g) != peer.groups.end())
+      return Status::OK();
+  }
+  return Status::PermissionDenied("uid " + std::to_string(peer.uid) +
+                                  " is not allowed to use this daemon (allowed: uid " +
+                                  std::to_string(self_uid_) +
+                                  ", root, allowed_uids, allowed_gids)");
+}
+
+bool Daemon::IsAdmin(uid_t uid) const {
+  if (uid == 0 || uid == self_uid_) return true;
+  const auto& admins = options_.admin_uids;
+  return std::find(admins.begin(), admins.end(), uid) != admins.end();
+}
+
 void Daemon::AcceptLoop() {
   while (!stopping_.load()) {
     auto conn = listener_.Accept();
@@ -92,17 +160,42 @@ void Daemon::AcceptLoop() {
       continue;
     }
     ReapFinished();
+    // Refuses the connection with `why` (sent to the peer and logged).
+    auto refuse = [&](const Status& why, const std::string& who) {
+      refused_.fetch_add(1);
+      Log("refused client " + who + ": " + why.ToString());
+      ipc::Response r;
+      r.status = why;
+      (void)conn->Send(ipc::EncodeResponse(r));
+    };  // the connection closes as it goes out of scope
+    auto peer = conn->Peer();
+    if (!peer.ok()) {
+      refuse(peer.status(), "(no credentials)");
+      continue;
+    }
+    if (Status admitted = Admit(*peer); !admitted.ok()) {
+      refuse(admitted, Describe(*peer));
+      continue;
+    }
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_.load()) return;
     if (sessions_.size() >= options_.max_clients) {
-      ipc::Response refuse;
-      refuse.status = Status::ResourceExhausted("daemon serves its maximum of " +
-                                                std::to_string(options_.max_clients) + " clients");
-      (void)conn->Send(ipc::EncodeResponse(refuse));
-      continue;  // the connection closes as it goes out of scope
+      refuse(Status::ResourceExhausted("daemon serves its maximum of " +
+                                       std::to_string(options_.max_clients) + " clients"),
+             Describe(*peer));
+      continue;
     }
-    auto session = std::make_unique<Session>(std::move(conn).value());
+    size_t same_uid = 0;
+    for (const auto& [id, s] : sessions_) same_uid += !s->done.load() && s->peer.uid == peer->uid;
+    if (same_uid >= options_.max_clients_per_uid) {
+      refuse(Status::ResourceExhausted("uid " + std::to_string(peer->uid) + " already holds " +
+                                       std::to_string(same_uid) + " connections (the maximum)"),
+             Describe(*peer));
+      continue;
+    }
+    auto session = std::make_unique<Session>(std::move(conn).value(), std::move(peer).value());
     session->owner = next_owner_.fetch_add(1);
+    session->caller.admin = IsAdmin(session->peer.uid);
     Session* raw = session.get();
     sessions_[raw->owner] = std::move(session);
     raw->thread = std::thread([this, raw] { Serve(raw); });
@@ -113,14 +206,27 @@ void Daemon::Serve(Session* session) {
   bool hello_done = false;
   int malformed = 0;
   std::string body;
+  ipc::ByteBudget::Lease lease(&receive_budget_);
+  ipc::ReceiveLimits limits;
+  limits.idle_timeout_ms = static_cast<int>(std::min<uint32_t>(options_.idle_timeout_ms, 1u << 30));
+  limits.message_timeout_ms =
+      static_cast<int>(std::min<uint32_t>(options_.message_timeout_ms, 1u << 30));
+  limits.lease = &lease;
+  const std::string who = "session " + std::to_string(session->owner) + " (" +
+                          Describe(session->peer) + ")";
   while (!stopping_.load()) {
-    Status st = session->conn.Receive(&body);
+    if (body.capacity() > kKeptBodyBytes) std::string().swap(body);
+    lease.Reset();
+    Status st = session->conn.Receive(&body, nullptr, limits);  // descriptors: all closed
     if (!st.ok()) {
-      if (st.IsInvalidArgument()) {  // oversized length: the stream cannot be resynchronised
+      if (st.IsInvalidArgument() || st.code() == StatusCode::kResourceExhausted) {
+        // An oversized length cannot be resynchronised; a full budget cannot be waited out.
         ipc::Response r;
         r.status = st;
         (void)session->conn.Send(ipc::EncodeResponse(r));
-        Log("session " + std::to_string(session->owner) + " dropped: " + st.ToString());
+        Log(who + " dropped: " + st.ToString());
+      } else if (st.IsTimedOut() && !stopping_.load()) {
+        Log(who + " dropped: " + st.ToString() + " (idle or stalled mid-message)");
       }
       break;
     }
@@ -131,8 +237,7 @@ void Daemon::Serve(Session* session) {
       response.status = request.status();
       if (++malformed >= kMaxConsecutiveMalformed) {
         (void)session->conn.Send(ipc::EncodeResponse(response));
-        Log("session " + std::to_string(session->owner) + " dropped after " +
-            std::to_string(malformed) + " malformed messages");
+        Log(who + " dropped after " + std::to_string(malformed) + " malformed messages");
         break;
       }
     } else if (const auto* hello = std::get_if<ipc::Hello>(&request->body)) {
@@ -150,7 +255,7 @@ void Daemon::Serve(Session* session) {
       response.status = Status::InvalidArgument("the first request on a connection must be Hello");
     } else {
       malformed = 0;
-      response = handler_.Handle(session->owner, *request);
+      response = handler_.Handle(session->owner, *request, session->caller);
     }
     if (!session->conn.Send(ipc::EncodeResponse(response), pass_fd).ok()) break;
   }

@@ -7,6 +7,13 @@
 // sending garbage is disconnected. Whatever a session reserved or pinned is released when it ends,
 // however it ends.
 //
+// Trust and bounds (docs/operations.md, "Security"): the socket's directory is created 0700 (0750
+// with socket_group); each connecting process's credentials (SO_PEERCRED) must match the allow
+// list, or it is refused with a logged reason. Per client: at most max_clients_per_uid sessions
+// per uid, disconnected after idle_timeout_ms without a request or message_timeout_ms inside one
+// message; message bodies are allocated as they arrive and all sessions together hold at most
+// max_buffered_bytes of them.
+//
 // Thread-safety: Start/Stop from one thread; sessions run on their own threads.
 #pragma once
 
@@ -19,6 +26,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "daemon/request_handler.h"
 #include "ipc/unix_socket.h"
@@ -27,12 +35,37 @@
 namespace strata {
 
 struct DaemonOptions {
-  // Path of the Unix domain socket. Default: ipc::DefaultSocketPath().
+  // Path of the Unix domain socket; its directory is created (0700, or 0750 with socket_group)
+  // and must not be writable by others. Default: ipc::DefaultSocketPath().
   std::string socket_path;
-  // Permission bits of the socket file. Default: 0600 (only the daemon's user may connect).
+  // Permission bits of the socket file. Default: 0600 (only the daemon's user may connect);
+  // 0660 when socket_group is set and this is left at 0600.
   mode_t socket_mode = 0600;
+  // A group (name or number) whose members may reach the socket: its directory becomes 0750 and
+  // the socket 0660, both of this group, and the group joins allowed_gids. Default: "" (none).
+  std::string socket_group;
+  // Users and groups allowed to connect besides the daemon's own user and root; a client matches
+  // a group by its primary or a supplementary group. Others are refused and logged. Default: none.
+  std::vector<uid_t> allowed_uids;
+  std::vector<gid_t> allowed_gids;
+  // Users who may Clear every namespace and read node-wide Stats, besides root and the daemon's
+  // own user. Default: none.
+  std::vector<uid_t> admin_uids;
   // Sessions served at once; further clients are refused with ResourceExhausted. Default: 256.
   uint32_t max_clients = 256;
+  // Sessions one uid may hold at once; further ones are refused. Default: 64.
+  uint32_t max_clients_per_uid = 64;
+  // A session that starts no request for this long is disconnected (releasing its pins and
+  // reservations). 0: never. Default: 600000 (10 min).
+  uint32_t idle_timeout_ms = 600000;
+  // Longest time from a message's first byte to its last before the session is dropped. 0: no
+  // limit. Default: 30000.
+  uint32_t message_timeout_ms = 30000;
+  // Bytes of message bodies all sessions together may hold while receiving; a session whose next
+  // bytes do not fit is dropped. Default: 64 MiB (8 of the largest messages at once).
+  size_t max_buffered_bytes = size_t{64} << 20;
+  // Longest pin a client may ask for (RequestHandlerOptions::max_pin_ms). Default: 60000.
+  uint32_t max_pin_ms = 60000;
 };
 
 class Daemon {
@@ -47,12 +80,17 @@ class Daemon {
   const std::string& socket_path() const { return options_.socket_path; }
   size_t active_sessions();
   uint64_t sessions_served() const { return next_owner_.load() - 1; }
+  // Connections refused (credentials, per-uid cap, max_clients) since Start.
+  uint64_t refused() const { return refused_.load(); }
 
  private:
   struct Session;
 
   Daemon(Node* node, DaemonOptions options, ipc::UnixListener listener);
   void AcceptLoop();
+  // Why the peer may not connect, or OK.
+  Status Admit(const ipc::PeerCredentials& peer) const;
+  bool IsAdmin(uid_t uid) const;
   void Serve(Session* session);
   void ReapFinished();
 
@@ -63,6 +101,9 @@ class Daemon {
   std::thread accept_thread_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> next_owner_{1};
+  std::atomic<uint64_t> refused_{0};
+  const uid_t self_uid_;
+  ipc::ByteBudget receive_budget_;
 
   std::mutex mu_;
   std::map<uint64_t, std::unique_ptr<Session>> sessions_;  // GUARDED_BY(mu_)

@@ -1,6 +1,9 @@
 #include "daemon/request_handler.h"
 
+#include <algorithm>
 #include <variant>
+
+#include <nlohmann/json.hpp>
 
 #include "strata/version.h"
 
@@ -34,7 +37,8 @@ ipc::Response RequestHandler::HandleHello(const ipc::Request& request, const ipc
   return r;
 }
 
-ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& request) {
+ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& request,
+                                     const Caller& caller) {
   ipc::Response r;
   r.id = request.id;
   std::visit(
@@ -62,7 +66,9 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
             else r.body = ipc::StoreCommitReply{*n};
           },
           [&](const ipc::LoadRequest& q) {
-            auto locs = node_->PinForLoad(owner, q.keys, q.pin_ms);
+            // 0 asks for the node's default; anything else is capped.
+            const uint32_t pin_ms = std::min(q.pin_ms, options_.max_pin_ms);
+            auto locs = node_->PinForLoad(owner, q.keys, pin_ms);
             if (!locs.ok()) r.status = locs.status();
             else r.body = ipc::LoadReply{std::move(locs).value()};
           },
@@ -71,8 +77,23 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
             r.body = ipc::UnpinReply{};
           },
           [&](const ipc::PrefetchRequest& q) { r.body = ipc::PrefetchReply{node_->Prefetch(q.keys)}; },
-          [&](const ipc::StatsRequest&) { r.body = ipc::StatsReply{node_->StatsJson()}; },
-          [&](const ipc::ClearRequest& q) { r.body = ipc::ClearReply{node_->Clear(q.ns)}; },
+          [&](const ipc::StatsRequest&) {
+            if (caller.admin) {
+              r.body = ipc::StatsReply{node_->StatsJson()};
+              return;
+            }
+            // Node-wide counters describe other tenants' traffic: a non-admin sees the pool.
+            nlohmann::json j = {{"scope", "restricted"}, {"pool_bytes", node_->pool_bytes()}};
+            r.body = ipc::StatsReply{j.dump()};
+          },
+          [&](const ipc::ClearRequest& q) {
+            if (!q.ns && !caller.admin) {
+              r.status = Status::PermissionDenied(
+                  "Clear of every namespace is for admin users; name a namespace");
+              return;
+            }
+            r.body = ipc::ClearReply{node_->Clear(q.ns)};
+          },
       },
       request.body);
   return r;

@@ -1,0 +1,330 @@
+// The daemon's trust and resource bounds against a real `strata serve` (docs/operations.md,
+// "Security"): hostile raw connections (stalled large frames, many descriptors, many connections,
+// idle ones, other users) while a normal client keeps being served, with the daemon's descriptor
+// count and RSS read from /proc.
+#include "daemon/daemon.h"
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "ipc/ipc_protocol.h"
+#include "ipc/unix_socket.h"
+#include "strata/client.h"
+#include "tools/strata/serve_process.h"
+
+namespace strata {
+namespace {
+
+std::string TestDir(const std::string& name) {
+  const std::string d = "/tmp/strata-test-daemon-" + name + "-" + std::to_string(::getpid());
+  std::filesystem::remove_all(d);
+  return d;  // the daemon creates it
+}
+
+// A `strata serve` with no disk tier and a 64 MiB pool on `dir`/s.sock, plus `extra` flags; its
+// output goes to `dir`.log.
+std::unique_ptr<cli::ServeProcess> StartServe(const std::string& dir,
+                                              std::vector<std::string> extra = {}) {
+  cli::ServeOptions o;
+  o.exe = STRATA_CLI_PATH;
+  o.socket = dir + "/s.sock";
+  o.args = {"serve", "--socket", o.socket, "--no-disk", "--host-pool", "64MiB"};
+  o.args.insert(o.args.end(), extra.begin(), extra.end());
+  o.log_file = dir + ".log";
+  o.stop_signal = SIGKILL;
+  auto serve = cli::SpawnServe(std::move(o));
+  INFO(serve.status().ToString());
+  REQUIRE(serve.ok());
+  return std::move(serve).value();
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+size_t FdCount(pid_t pid) {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd"))
+    ++n;
+  return n;
+}
+
+// Resident set of `pid` in bytes (VmRSS).
+size_t RssBytes(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  return 0;
+}
+
+// A raw connection to `path` (no Hello, no client library).
+int RawConnect(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// The next response on raw connection `fd` (within 5 s), or its status when none comes.
+Result<ipc::Response> ReadResponse(int fd) {
+  ipc::UnixConnection conn(::dup(fd));
+  STRATA_RETURN_IF_ERROR(conn.SetReceiveTimeout(5000));
+  std::string body;
+  STRATA_RETURN_IF_ERROR(conn.Receive(&body));
+  return ipc::DecodeResponse(std::as_bytes(std::span<const char>(body)));
+}
+
+// A normal client is served: it connects (Hello, pool mapping) and reads Stats.
+void CheckServes(const std::string& socket) {
+  auto client = Client::Connect(socket);
+  INFO(client.status().ToString());
+  REQUIRE(client.ok());
+  auto stats = (*client)->Stats();
+  INFO(stats.status().ToString());
+  CHECK(stats.ok());
+}
+
+TEST_CASE("Daemon: 200 stalled 8 MiB frames hold memory for the bytes sent, not the lengths",
+          "[lib][daemon]") {
+  const std::string dir = TestDir("stalled");
+  auto serve = StartServe(dir, {"--max-clients-per-uid", "256"});
+  const pid_t pid = serve->pid();
+  CheckServes(serve->socket());
+  const size_t rss_before = RssBytes(pid);
+  std::vector<int> fds;
+  const uint32_t len = static_cast<uint32_t>(ipc::kMaxMessageBytes);
+  const std::string some(4096, 'x');
+  for (int i = 0; i < 200; ++i) {
+    const int fd = RawConnect(serve->socket());
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, &len, 4) == 4);
+    REQUIRE(::write(fd, some.data(), some.size()) == static_cast<ssize_t>(some.size()));
+    fds.push_back(fd);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const size_t rss_after = RssBytes(pid);
+  INFO("daemon RSS " << (rss_before >> 20) << " MiB -> " << (rss_after >> 20) << " MiB");
+  // 200 x 8 MiB would be 1.6 GB; what arrived is 200 x 4 KiB, held in 64 KiB chunks.
+  CHECK(rss_after < rss_before + (size_t{96} << 20));
+  CheckServes(serve->socket());
+  for (int fd : fds) ::close(fd);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("Daemon: bodies past the shared receive budget drop their sessions, RSS stays bounded",
+          "[lib][daemon]") {
+  const std::string dir = TestDir("budget");
+  auto serve = StartServe(dir);
+  const pid_t pid = serve->pid();
+  const size_t rss_before = RssBytes(pid);
+  // 24 connections each send 7 MiB of an 8 MiB message: 168 MiB against a 64 MiB budget.
+  std::vector<std::thread> senders;
+  std::vector<int> fds(24, -1);
+  for (size_t i = 0; i < fds.size(); ++i) {
+    fds[i] = RawConnect(serve->socket());
+    REQUIRE(fds[i] >= 0);
+    senders.emplace_back([fd = fds[i]] {
+      const uint32_t len = static_cast<uint32_t>(ipc::kMaxMessageBytes);
+      std::string frame(4 + (size_t{7} << 20), 'z');
+      std::memcpy(frame.data(), &len, 4);
+      size_t sent = 0;
+      while (sent < frame.size()) {
+        const ssize_t r = ::send(fd, frame.data() + sent, frame.size() - sent, MSG_NOSIGNAL);
+        if (r <= 0) return;  // dropped by the daemon
+        sent += static_cast<size_t>(r);
+      }
+    });
+  }
+  for (auto& t : senders) t.join();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const size_t rss_after = RssBytes(pid);
+  INFO("daemon RSS " << (rss_before >> 20) << " MiB -> " << (rss_after >> 20) << " MiB");
+  CHECK(rss_after < rss_before + (size_t{128} << 20));
+  CheckServes(serve->socket());
+  for (int fd : fds) ::close(fd);
+  CHECK_THAT(ReadFile(dir + ".log"), Catch::Contains("receive buffers are full"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("Daemon: descriptors sent with messages are all closed", "[lib][daemon]") {
+  const std::string dir = TestDir("fds");
+  auto serve = StartServe(dir);
+  const pid_t pid = serve->pid();
+  CheckServes(serve->socket());
+  const int fd = RawConnect(serve->socket());
+  REQUIRE(fd >= 0);
+  const size_t fds_before = FdCount(pid);
+  ipc::Request stats;
+  stats.id = 1;
+  stats.body = ipc::StatsRequest{};
+  const std::string body = ipc::EncodeRequest(stats);
+  std::string frame(4, '\0');
+  const uint32_t len = static_cast<uint32_t>(body.size());
+  std::memcpy(frame.data(), &len, 4);
+  frame += body;
+  for (int i = 0; i < 100; ++i) {
+    int passed[3];
+    for (int& p : passed) p = ::memfd_create("strata-test-fd", MFD_CLOEXEC);
+    iovec iov{frame.data(), frame.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(passed))];
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(passed));
+    std::memcpy(CMSG_DATA(c), passed, sizeof(passed));
+    REQUIRE(::sendmsg(fd, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(frame.size()));
+    for (int p : passed) ::close(p);
+    auto reply = ReadResponse(fd);  // an error (no Hello yet), but an answer
+    REQUIRE(reply.ok());
+  }
+  const size_t fds_after = FdCount(pid);
+  INFO("daemon descriptors " << fds_before << " -> " << fds_after << " after 100 messages x 3");
+  CHECK(fds_after <= fds_before + 2);
+  ::close(fd);
+  CheckServes(serve->socket());
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("Daemon: connections per uid are capped and idle ones are dropped", "[lib][daemon]") {
+  const std::string dir = TestDir("caps");
+  auto serve = StartServe(dir, {"--max-clients-per-uid", "4", "--idle-timeout-ms", "600"});
+  std::vector<int> held;
+  for (int i = 0; i < 4; ++i) {
+    held.push_back(RawConnect(serve->socket()));
+    REQUIRE(held.back() >= 0);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const int fifth = RawConnect(serve->socket());
+  REQUIRE(fifth >= 0);
+  auto refused = ReadResponse(fifth);
+  REQUIRE(refused.ok());
+  CHECK(refused->status.code() == StatusCode::kResourceExhausted);
+  ::close(fifth);
+  // The held connections send nothing: after the idle timeout they are closed, and the uid may
+  // connect again.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  char byte;
+  for (int fd : held) {
+    CHECK(::recv(fd, &byte, 1, MSG_DONTWAIT) == 0);  // EOF: the daemon closed it
+    ::close(fd);
+  }
+  CheckServes(serve->socket());
+  const std::string log = ReadFile(dir + ".log");
+  CHECK_THAT(log, Catch::Contains("already holds 4 connections"));
+  CHECK_THAT(log, Catch::Contains("idle or stalled"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("Daemon: the socket directory is private and other users are refused by credentials",
+          "[lib][daemon]") {
+  const std::string dir = TestDir("creds");
+  auto serve = StartServe(dir);
+  struct stat st;
+  REQUIRE(::stat(dir.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+  REQUIRE(::stat(serve->socket().c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  if (::geteuid() != 0) {
+    WARN("SKIPPED: connecting as another uid needs root (setuid in a child)");
+    return;
+  }
+  // Open the directory and socket to everyone, so that only the credential check stands between
+  // another user and the daemon.
+  REQUIRE(::chmod(dir.c_str(), 0711) == 0);
+  REQUIRE(::chmod(serve->socket().c_str(), 0666) == 0);
+  // Child as uid/gid 65534: exit 0 if refused with PermissionDenied, 1 if served, 2 otherwise.
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) _exit(3);
+    const int fd = RawConnect(serve->socket());
+    if (fd < 0) _exit(4);
+    auto r = ReadResponse(fd);
+    _exit(r.ok() && r->status.code() == StatusCode::kPermissionDenied ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK_THAT(ReadFile(dir + ".log"), Catch::Contains("refused client pid"));
+  CheckServes(serve->socket());
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("Daemon: an allowed uid connects; a pre-existing socket directory of another uid is "
+          "refused",
+          "[lib][daemon]") {
+  if (::geteuid() != 0) {
+    WARN("SKIPPED: needs root (setuid in a child, chown of a directory)");
+    return;
+  }
+  const std::string dir = TestDir("allowed");
+  auto serve = StartServe(dir, {"--allow-uid", "65534"});
+  REQUIRE(::chmod(dir.c_str(), 0711) == 0);
+  REQUIRE(::chmod(serve->socket().c_str(), 0666) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) _exit(3);
+    const int fd = RawConnect(serve->socket());
+    if (fd < 0) _exit(4);
+    ipc::Request stats;
+    stats.id = 7;
+    stats.body = ipc::StatsRequest{};
+    ipc::UnixConnection conn(fd);
+    if (!conn.Send(ipc::EncodeRequest(stats)).ok()) _exit(5);
+    auto r = ReadResponse(fd);  // served: the answer is to request 7 (Hello first, it says)
+    _exit(r.ok() && r->id == 7 && r->status.code() != StatusCode::kPermissionDenied ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  serve.reset();
+
+  // Someone else pre-created the directory: the daemon refuses to put its socket there.
+  const std::string theirs = TestDir("theirs");
+  REQUIRE(::mkdir(theirs.c_str(), 0755) == 0);
+  REQUIRE(::chown(theirs.c_str(), 65534, 65534) == 0);
+  cli::ServeOptions o;
+  o.exe = STRATA_CLI_PATH;
+  o.socket = theirs + "/s.sock";
+  o.args = {"serve", "--socket", o.socket, "--no-disk", "--host-pool", "64MiB"};
+  o.log_file = theirs + ".log";
+  auto refused = cli::SpawnServe(std::move(o));
+  CHECK_FALSE(refused.ok());
+  CHECK_THAT(ReadFile(theirs + ".log"), Catch::Contains("owned by uid 65534"));
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(theirs);
+}
+
+}  // namespace
+}  // namespace strata
