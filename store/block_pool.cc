@@ -594,16 +594,4 @@ TierStats BlockPool::Stats() const {
   return st;
 }
 
-std::string_view TierKindName(TierKind kind) {
-  switch (kind) {
-    case TierKind::kDevice:
-      return "device";
-    case TierKind::kHost:
-      return "host";
-    case TierKind::kDisk:
-      return "disk";
-  }
-  return "unknown";
-}
-
 }  // namespace strata::store

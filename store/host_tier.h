@@ -2,14 +2,15 @@
 // the BlockPool (slot table, striped index, slab allocator, eviction policy).
 //
 // The pool is a real memfd so the daemon can pass it to engine clients over SCM_RIGHTS and
-// register it with UCX once (DESIGN.md): fd(), base(), size() and the offsets of BlockLocation /
-// PinnedBlock::offset() are all a client or transport needs. Layout of the memfd:
+// register it with UCX once (DESIGN.md). The memfd holds payloads only (slabs, every payload
+// 4 KiB-aligned, offsets as BlockLocation / PinnedBlock::offset()); the 64-byte block headers
+// live in a private anonymous mapping of this process, so no client can read or forge them.
+// After the tier's own writable mapping is made, the memfd is sealed (F_SEAL_FUTURE_WRITE,
+// SHRINK, GROW, SEAL) and set to mode 0400: the only descriptor handed out, read_only_fd(), can
+// be mapped for reading only, and nobody can map the pool writable again (docs/data-plane.md).
 //
-//   [0, payload_offset)              header area: slot i's 64-byte block header at i * 64
-//   [payload_offset, size)           slabs: payloads, every one 4 KiB-aligned
-//
-// payload_offset is 2 MiB-aligned and the mapping is 2 MiB-aligned, so transparent huge pages can
-// back it (madvise(MADV_HUGEPAGE); with MFD_HUGETLB when hugetlbfs pages are reserved).
+// The mapping is 2 MiB-aligned, so transparent huge pages can back it (madvise(MADV_HUGEPAGE);
+// with MFD_HUGETLB when hugetlbfs pages are reserved).
 //
 // Thread-safety: as BlockPool (all methods thread-safe). Ownership: the tier owns the memfd and
 // the mapping; fd() stays valid for the tier's lifetime (dup it to hand it out).
@@ -55,10 +56,10 @@ class HostTier final : public BlockPool {
   ~HostTier() override;
 
   int fd() const { return fd_; }
+  // A read-only descriptor of the memfd: what clients receive (dup it to hand it out).
+  int read_only_fd() const { return read_only_fd_; }
   std::byte* base() const { return base_; }
   uint64_t size() const { return size_; }
-  uint64_t header_offset() const { return 0; }
-  uint64_t payload_offset() const { return payload_offset_; }
   // True when MFD_HUGETLB pages back the pool (else 4 KiB pages, THP where the kernel allows).
   bool hugetlb() const { return hugetlb_; }
   // Blocks until the background population is over (at once for kAtOpen / kOnDemand). True when
@@ -72,20 +73,22 @@ class HostTier final : public BlockPool {
 
  private:
   HostTier(const HostTierOptions& options, uint32_t num_slabs, uint32_t max_blocks,
-           PoolMemory memory, std::unique_ptr<EvictionPolicy> policy, int fd, std::byte* base,
-           uint64_t size, uint64_t payload_offset, bool hugetlb, void* reservation,
-           uint64_t reservation_size);
+           PoolMemory memory, std::unique_ptr<EvictionPolicy> policy, int fd, int read_only_fd,
+           std::byte* base, uint64_t size, bool hugetlb, void* reservation,
+           uint64_t reservation_size, void* headers, uint64_t header_bytes);
   // Faults every page in (MADV_POPULATE_WRITE, 64 MiB at a time) until done, stopped or refused,
   // advancing populated_bytes_.
   void PopulateAll();
 
   int fd_;
+  int read_only_fd_;
   std::byte* base_;
   uint64_t size_;
-  uint64_t payload_offset_;
   bool hugetlb_;
   void* reservation_;
   uint64_t reservation_size_;
+  void* headers_;  // max_blocks x 64-byte headers, private to this process
+  uint64_t header_bytes_;
   std::atomic<bool> stop_populating_{false};
   std::atomic<uint64_t> populated_bytes_{0};
   std::atomic<bool> populating_{false};

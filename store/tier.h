@@ -18,16 +18,13 @@
 #include "strata/block_key.h"
 #include "strata/result.h"
 #include "strata/status.h"
+#include "strata/tier.h"
 
 namespace strata::store {
 
-enum class TierKind : uint8_t {
-  kDevice = 0,
-  kHost = 1,
-  kDisk = 2,
-};
-
-std::string_view TierKindName(TierKind kind);
+// The store's tiers are strata::Tier's kDevice, kHost and kDisk (strata/tier.h).
+using TierKind = ::strata::Tier;
+inline std::string_view TierKindName(TierKind kind) { return TierName(kind); }
 
 // Where a block lives inside one tier. For host and device tiers `offset` is the payload's byte
 // offset from the pool base (TierLayout); for the disk tier the offset in its payload file.

@@ -68,9 +68,7 @@ strata_status strata_namespace_create(const strata_namespace_spec* spec, strata_
     s.num_layers = spec->num_layers;
     s.num_kv_heads = spec->num_kv_heads;
     s.head_dim = spec->head_dim;
-    s.block_size = spec->block_size;
-    s.rank = spec->rank;
-    s.world_size = spec->world_size;
+    s.block_size = spec->block_size ? spec->block_size : 16;
     auto codec = strata::ParseCodec(spec->codec ? spec->codec : "none");
     if (!codec.ok()) return Report(codec.status());
     s.codec = *codec;
@@ -158,14 +156,70 @@ strata_status strata_store(strata_client* client, const strata_namespace* ns, co
   });
 }
 
-strata_status strata_load(strata_client* client, const uint8_t* keys, size_t n,
-                          void* const* buffers, const size_t* capacities, size_t* loaded) {
+strata_status strata_load(strata_client* client, const strata_namespace* ns, const uint8_t* keys,
+                          size_t n, void* const* buffers, const size_t* capacities,
+                          size_t* loaded) {
   return Guard([&] {
-    if (client == nullptr || loaded == nullptr || (n > 0 && (!keys || !buffers || !capacities)))
-      return Invalid("client, keys, buffers, capacities and loaded must not be NULL");
+    if (client == nullptr || ns == nullptr || loaded == nullptr ||
+        (n > 0 && (!keys || !buffers || !capacities)))
+      return Invalid("client, ns, keys, buffers, capacities and loaded must not be NULL");
     std::vector<strata::MutableBuffer> bufs(n);
     for (size_t i = 0; i < n; ++i) bufs[i] = {buffers[i], capacities[i]};
-    auto r = client->client->Load(Keys(keys, n), bufs).Wait();
+    auto r = client->client->Load(ns->ns, Keys(keys, n), bufs).Wait();
+    if (!r.ok()) return Report(r.status());
+    *loaded = *r;
+    return Report(strata::Status::OK());
+  });
+}
+
+strata_status strata_register_kv_cache(strata_client* client, const strata_namespace* ns,
+                                       const char* layout, void* const* layers,
+                                       uint32_t num_layers, uint32_t num_blocks,
+                                       uint32_t tp_rank, uint32_t tp_size, uint32_t* cache_out) {
+  return Guard([&] {
+    if (client == nullptr || ns == nullptr || layout == nullptr || cache_out == nullptr ||
+        (num_layers > 0 && layers == nullptr))
+      return Invalid("client, ns, layout, layers and cache_out must not be NULL");
+    auto l = strata::ParseKvLayout(layout);
+    if (!l.ok()) return Report(l.status());
+    strata::KvCacheSpec spec;
+    spec.layout = *l;
+    spec.layers.assign(layers, layers + num_layers);
+    spec.num_blocks = num_blocks;
+    spec.tp_rank = tp_rank;
+    spec.tp_size = tp_size;
+    auto r = client->client->RegisterKvCache(ns->ns, spec);
+    if (!r.ok()) return Report(r.status());
+    *cache_out = *r;
+    return Report(strata::Status::OK());
+  });
+}
+
+strata_status strata_unregister_kv_cache(strata_client* client, uint32_t cache) {
+  return Guard([&] {
+    if (client == nullptr) return Invalid("client must not be NULL");
+    return Report(client->client->UnregisterKvCache(cache));
+  });
+}
+
+strata_status strata_store_paged(strata_client* client, uint32_t cache, const uint8_t* keys,
+                                 const int32_t* block_ids, size_t n, size_t* stored) {
+  return Guard([&] {
+    if (client == nullptr || (n > 0 && (!keys || !block_ids)))
+      return Invalid("client, keys and block_ids must not be NULL");
+    auto r = client->client->StorePaged(cache, Keys(keys, n), std::span(block_ids, n)).Wait();
+    if (!r.ok()) return Report(r.status());
+    if (stored) *stored = *r;
+    return Report(strata::Status::OK());
+  });
+}
+
+strata_status strata_load_paged(strata_client* client, uint32_t cache, const uint8_t* keys,
+                                const int32_t* block_ids, size_t n, size_t* loaded) {
+  return Guard([&] {
+    if (client == nullptr || loaded == nullptr || (n > 0 && (!keys || !block_ids)))
+      return Invalid("client, keys, block_ids and loaded must not be NULL");
+    auto r = client->client->LoadPaged(cache, Keys(keys, n), std::span(block_ids, n)).Wait();
     if (!r.ok()) return Report(r.status());
     *loaded = *r;
     return Report(strata::Status::OK());

@@ -1,21 +1,65 @@
 #include "client/channel.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
+#include <utility>
 
 namespace strata {
 
+Result<StagingMapping> StagingMapping::Create(uint64_t bytes) {
+  if (bytes == 0) return Status::InvalidArgument("staging memory of 0 bytes");
+  StagingMapping m;
+  m.fd_ = ::memfd_create("strata-client-staging", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (m.fd_ < 0) return Status::IOError(std::string("memfd_create: ") + std::strerror(errno));
+  if (::ftruncate(m.fd_, static_cast<off_t>(bytes)) != 0)
+    return Status::IOError(std::string("sizing the staging memfd: ") + std::strerror(errno));
+  // The daemon maps it and copies out of it: it must never shrink under the daemon's copy.
+  if (::fcntl(m.fd_, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+    return Status::IOError(std::string("sealing the staging memfd: ") + std::strerror(errno));
+  void* base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, m.fd_, 0);
+  if (base == MAP_FAILED)
+    return Status::IOError(std::string("mapping the staging memfd: ") + std::strerror(errno));
+  m.base_ = static_cast<std::byte*>(base);
+  m.bytes_ = bytes;
+  return m;
+}
+
+StagingMapping& StagingMapping::operator=(StagingMapping&& other) noexcept {
+  if (this != &other) {
+    this->~StagingMapping();
+    fd_ = std::exchange(other.fd_, -1);
+    base_ = std::exchange(other.base_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+StagingMapping::~StagingMapping() {
+  if (base_ != nullptr) ::munmap(base_, bytes_);
+  if (fd_ >= 0) ::close(fd_);
+  base_ = nullptr;
+  fd_ = -1;
+}
+
 Result<std::unique_ptr<SocketChannel>> SocketChannel::Open(const std::string& socket_path,
-                                                           int request_timeout_ms) {
+                                                           int request_timeout_ms,
+                                                           uint64_t staging_bytes) {
+  // A socket that another user created (e.g. pre-created in a shared /tmp) would capture every
+  // block this client stores: refuse it before saying anything.
+  STRATA_RETURN_IF_ERROR(ipc::CheckDaemonSocketOwner(socket_path));
   STRATA_ASSIGN_OR_RETURN(ipc::UnixConnection conn, ipc::UnixConnection::Connect(socket_path));
   if (request_timeout_ms > 0) STRATA_RETURN_IF_ERROR(conn.SetReceiveTimeout(request_timeout_ms));
   std::unique_ptr<SocketChannel> ch(new SocketChannel(std::move(conn)));
+  STRATA_ASSIGN_OR_RETURN(ch->staging_, StagingMapping::Create(staging_bytes));
   int fd = -1;
   ipc::Hello hello;
   hello.client_name = "strata-client/" + std::to_string(::getpid());
-  auto reply = ch->CallLocked(std::move(hello), &fd);
+  hello.staging_bytes = staging_bytes;
+  auto reply = ch->CallLocked(std::move(hello), ch->staging_.fd(), &fd);
   if (!reply.ok()) {
     if (fd >= 0) ::close(fd);
     return reply.status().WithContext("hello to daemon at '" + socket_path + "'");
@@ -25,30 +69,30 @@ Result<std::unique_ptr<SocketChannel>> SocketChannel::Open(const std::string& so
     if (fd >= 0) ::close(fd);
     return Status::Internal("daemon did not hand over its host pool");
   }
-  // MAP_POPULATE fills this process's page tables now, so no store or load takes a page fault
-  // later (the daemon already allocated the pages; this only maps them).
-  void* base = ::mmap(nullptr, hr->pool_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-                      fd, 0);
+  // Read-only, and no MAP_POPULATE: filling the page tables of a 16 GiB pool up front took
+  // seconds; a load faults in the pages it reads (the daemon allocated them already).
+  void* base = ::mmap(nullptr, hr->pool_bytes, PROT_READ, MAP_SHARED, fd, 0);
   ::close(fd);  // the mapping keeps the pool alive
   if (base == MAP_FAILED)
     return Status::IOError(std::string("mapping the daemon's host pool: ") + std::strerror(errno));
-  ch->pool_base_ = static_cast<std::byte*>(base);
+  ch->pool_base_ = static_cast<const std::byte*>(base);
   ch->pool_bytes_ = hr->pool_bytes;
   return ch;
 }
 
 SocketChannel::~SocketChannel() {
-  if (pool_base_ != nullptr) ::munmap(pool_base_, pool_bytes_);
+  if (pool_base_ != nullptr) ::munmap(const_cast<std::byte*>(pool_base_), pool_bytes_);
 }
 
 Result<ipc::ResponseBody> SocketChannel::Call(ipc::RequestBody body) {
   std::lock_guard<std::mutex> lock(mu_);
-  return CallLocked(std::move(body), nullptr);
+  return CallLocked(std::move(body), -1, nullptr);
 }
 
-Result<ipc::ResponseBody> SocketChannel::CallLocked(ipc::RequestBody body, int* received_fd) {
+Result<ipc::ResponseBody> SocketChannel::CallLocked(ipc::RequestBody body, int pass_fd,
+                                                    int* received_fd) {
   ipc::Request request{next_id_++, std::move(body)};
-  STRATA_RETURN_IF_ERROR(conn_.Send(ipc::EncodeRequest(request)));
+  STRATA_RETURN_IF_ERROR(conn_.Send(ipc::EncodeRequest(request), pass_fd));
   std::string reply;
   STRATA_RETURN_IF_ERROR(conn_.Receive(&reply, received_fd));
   STRATA_ASSIGN_OR_RETURN(ipc::Response response,
@@ -60,9 +104,12 @@ Result<ipc::ResponseBody> SocketChannel::CallLocked(ipc::RequestBody body, int* 
   return std::move(response.body);
 }
 
-Result<std::unique_ptr<EmbeddedChannel>> EmbeddedChannel::Open(const NodeOptions& options) {
+Result<std::unique_ptr<EmbeddedChannel>> EmbeddedChannel::Open(const NodeOptions& options,
+                                                               uint64_t staging_bytes) {
+  STRATA_ASSIGN_OR_RETURN(StagingMapping staging, StagingMapping::Create(staging_bytes));
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Node> node, Node::Open(options));
-  return std::unique_ptr<EmbeddedChannel>(new EmbeddedChannel(std::move(node)));
+  return std::unique_ptr<EmbeddedChannel>(
+      new EmbeddedChannel(std::move(node), std::move(staging)));
 }
 
 EmbeddedChannel::~EmbeddedChannel() {
@@ -72,7 +119,9 @@ EmbeddedChannel::~EmbeddedChannel() {
 
 Result<ipc::ResponseBody> EmbeddedChannel::Call(ipc::RequestBody body) {
   ipc::Request request{next_id_.fetch_add(1), std::move(body)};
-  ipc::Response response = handler_.Handle(kOwner, request);
+  // The embedded client's own process owns the node: it is an admin.
+  Caller caller{.admin = true, .staging = {staging_.base(), staging_.bytes()}};
+  ipc::Response response = handler_.Handle(kOwner, request, caller);
   if (!response.status.ok()) return response.status;
   return std::move(response.body);
 }

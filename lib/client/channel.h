@@ -23,46 +23,78 @@ class Channel {
   virtual ~Channel() = default;
   // Sends `body` as a request and returns the response body, or the status of a failed request.
   virtual Result<ipc::ResponseBody> Call(ipc::RequestBody body) = 0;
-  // The host pool, mapped into this process.
-  virtual std::byte* pool_base() const = 0;
+  // The host pool, mapped into this process read-only (loads copy out of it).
+  virtual const std::byte* pool_base() const = 0;
   virtual uint64_t pool_bytes() const = 0;
+  // This client's staging memory (stores write payloads here; StoreCommit offsets index it).
+  virtual std::byte* staging_base() const = 0;
+  virtual uint64_t staging_bytes() const = 0;
+};
+
+// A sealed memfd of `bytes` mapped read-write into this process: the client's staging memory.
+class StagingMapping {
+ public:
+  // IOError when the memfd cannot be created, sized, sealed or mapped.
+  static Result<StagingMapping> Create(uint64_t bytes);
+  StagingMapping() = default;
+  StagingMapping(StagingMapping&& other) noexcept { *this = std::move(other); }
+  StagingMapping& operator=(StagingMapping&& other) noexcept;
+  ~StagingMapping();
+  int fd() const { return fd_; }
+  std::byte* base() const { return base_; }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  int fd_ = -1;
+  std::byte* base_ = nullptr;
+  uint64_t bytes_ = 0;
 };
 
 class SocketChannel final : public Channel {
  public:
-  // Connects, says Hello, receives and maps the pool descriptor.
+  // Connects, says Hello with a staging memfd of `staging_bytes`, receives the pool's read-only
+  // descriptor and maps it (lazily: page tables fill as blocks are read, so connecting to a
+  // daemon with a large pool is immediate).
   static Result<std::unique_ptr<SocketChannel>> Open(const std::string& socket_path,
-                                                     int request_timeout_ms);
+                                                     int request_timeout_ms,
+                                                     uint64_t staging_bytes);
   ~SocketChannel() override;
   Result<ipc::ResponseBody> Call(ipc::RequestBody body) override;
-  std::byte* pool_base() const override { return pool_base_; }
+  const std::byte* pool_base() const override { return pool_base_; }
   uint64_t pool_bytes() const override { return pool_bytes_; }
+  std::byte* staging_base() const override { return staging_.base(); }
+  uint64_t staging_bytes() const override { return staging_.bytes(); }
 
  private:
   explicit SocketChannel(ipc::UnixConnection conn) : conn_(std::move(conn)) {}
-  Result<ipc::ResponseBody> CallLocked(ipc::RequestBody body, int* received_fd);
+  Result<ipc::ResponseBody> CallLocked(ipc::RequestBody body, int pass_fd, int* received_fd);
 
   std::mutex mu_;
   ipc::UnixConnection conn_;  // GUARDED_BY(mu_)
   uint64_t next_id_ = 1;      // GUARDED_BY(mu_)
-  std::byte* pool_base_ = nullptr;
+  const std::byte* pool_base_ = nullptr;
   uint64_t pool_bytes_ = 0;
+  StagingMapping staging_;
 };
 
 class EmbeddedChannel final : public Channel {
  public:
-  static Result<std::unique_ptr<EmbeddedChannel>> Open(const NodeOptions& options);
+  static Result<std::unique_ptr<EmbeddedChannel>> Open(const NodeOptions& options,
+                                                       uint64_t staging_bytes);
   ~EmbeddedChannel() override;
   Result<ipc::ResponseBody> Call(ipc::RequestBody body) override;
-  std::byte* pool_base() const override { return node_->pool_base(); }
+  const std::byte* pool_base() const override { return node_->pool_base(); }
   uint64_t pool_bytes() const override { return node_->pool_bytes(); }
+  std::byte* staging_base() const override { return staging_.base(); }
+  uint64_t staging_bytes() const override { return staging_.bytes(); }
 
  private:
   static constexpr Node::OwnerId kOwner = 1;
-  explicit EmbeddedChannel(std::unique_ptr<Node> node)
-      : node_(std::move(node)), handler_(node_.get()) {}
+  EmbeddedChannel(std::unique_ptr<Node> node, StagingMapping staging)
+      : node_(std::move(node)), handler_(node_.get()), staging_(std::move(staging)) {}
   std::unique_ptr<Node> node_;
   RequestHandler handler_;
+  StagingMapping staging_;
   std::atomic<uint64_t> next_id_{1};
 };
 

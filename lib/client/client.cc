@@ -1,20 +1,38 @@
-// Client: the engine API (strata/client.h) over a Channel. Copies of KV bytes per call:
-//   Store: 1 (engine buffer -> shared pool; its XXH3-64 computed chunk by chunk from cache).
-//   Load:  1 (shared pool -> engine buffer; verified chunk by chunk from cache).
+// Client: the engine API (strata/client.h) over a Channel. Copies of KV bytes per call
+// (docs/data-plane.md):
+//   Store:      engine buffer -> staging (codec none: memcpy; else the codec's encoder writes it);
+//               the daemon then copies staging -> pool, hashing as it copies.
+//   Load:       pool (read-only mapping) -> engine buffer, verified as it is copied (codec none),
+//               or verified in place and decoded straight into the buffer.
+//   StorePaged: engine pages -> staging, gathered per head shard (codec none), or gathered into
+//               scratch and encoded into staging; then the daemon's copy.
+//   LoadPaged:  pool -> engine pages, verified per shard, then scattered (codec none), or decoded
+//               into scratch and scattered.
 #include "strata/client.h"
 
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <map>
 #include <thread>
+#include <tuple>
 
 #include "client/channel.h"
+#include "client/staging_allocator.h"
 #include "strata/block_format.h"
 #include "strata/key_chain.h"
+#include "strata_kernels/block_codec.h"
+#include "strata_kernels/gather_scatter.h"
 
 namespace strata {
 namespace {
+
+static_assert(static_cast<int>(KvLayout::kVllmFlashAttn) ==
+              static_cast<int>(kernels::PagedLayout::kVllmFlashAttn));
+static_assert(static_cast<int>(KvLayout::kFlashInfer) ==
+              static_cast<int>(kernels::PagedLayout::kFlashInfer));
+static_assert(static_cast<int>(KvLayout::kMla) == static_cast<int>(kernels::PagedLayout::kMla));
 
 // A small pool of threads for asynchronous calls.
 class WorkerPool {
@@ -37,6 +55,7 @@ class WorkerPool {
     }
     cv_.notify_one();
   }
+  size_t size() const { return threads_.size(); }
 
  private:
   void Run() {
@@ -59,8 +78,6 @@ class WorkerPool {
   std::vector<std::thread> threads_;
 };
 
-BlockTier ToBlockTier(ipc::Tier t) { return static_cast<BlockTier>(static_cast<uint8_t>(t)); }
-
 template <typename T>
 Result<T> Expect(Result<ipc::ResponseBody> r) {
   if (!r.ok()) return r.status();
@@ -68,10 +85,99 @@ Result<T> Expect(Result<ipc::ResponseBody> r) {
   return Status::Internal("daemon answered with the wrong reply type");
 }
 
+Status FromKernel(const kernels::KernelStatus& st, const std::string& context) {
+  if (st.ok()) return Status::OK();
+  const std::string msg = context + ": " + st.message();
+  switch (st.code()) {
+    case kernels::KernelCode::kInvalidArgument: return Status::InvalidArgument(msg);
+    case kernels::KernelCode::kCorruption: return Status::Corruption(msg);
+    case kernels::KernelCode::kNotSupported: return Status::NotSupported(msg);
+    case kernels::KernelCode::kOutOfRange: return Status::InvalidArgument(msg);
+    default: return Status::Internal(msg);
+  }
+}
+
+// The uncompressed shape of one block of `ns`, with `heads` KV heads (a head shard: 1).
+kernels::BlockShape ShapeOf(const NamespaceSpec& spec, uint32_t heads) {
+  kernels::BlockShape s;
+  s.num_layers = spec.num_layers;
+  s.planes = spec.attention == AttentionKind::kMla ? 1 : 2;
+  s.block_size = spec.block_size;
+  s.num_kv_heads = heads;
+  s.head_dim = spec.head_dim;
+  s.dtype = static_cast<kernels::KvDtype>(spec.kv_dtype);
+  return s;
+}
+
+// This thread's codec for (codec, shape): BlockCodec keeps compression contexts and scratch, one
+// object per thread.
+Result<kernels::BlockCodec*> ThreadCodec(Codec codec, const kernels::BlockShape& shape) {
+  using Key = std::tuple<uint16_t, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t, uint8_t>;
+  thread_local std::map<Key, std::unique_ptr<kernels::BlockCodec>> codecs;
+  const Key key{static_cast<uint16_t>(codec), shape.num_layers, shape.planes, shape.block_size,
+                shape.num_kv_heads, shape.head_dim, static_cast<uint8_t>(shape.dtype)};
+  auto it = codecs.find(key);
+  if (it != codecs.end()) return it->second.get();
+  std::unique_ptr<kernels::BlockCodec> c;
+  Status st = FromKernel(kernels::BlockCodec::Create(static_cast<kernels::Codec>(codec), shape,
+                                                     kernels::CodecOptions{}, &c),
+                         "codec " + std::string(CodecName(codec)));
+  if (!st.ok()) return st;
+  if (codecs.size() > 16) codecs.clear();  // a thread serving many shapes: keep the map small
+  auto* raw = c.get();
+  codecs.emplace(key, std::move(c));
+  return raw;
+}
+
+// A block's bytes, verified against the daemon's checksum and decoded into `out` (raw bytes of
+// the shape). False when it fails verification or decoding (a miss, never data).
+bool VerifyAndDecode(Codec codec, const kernels::BlockShape& shape, const std::byte* payload,
+                     uint64_t length, uint64_t checksum, std::byte* out) {
+  if (codec == Codec::kNone) {
+    if (length != shape.bytes()) return false;
+    return CopyWithChecksum(out, payload, length) == checksum;
+  }
+  if (PayloadChecksum({payload, length}) != checksum) return false;
+  auto c = ThreadCodec(codec, shape);
+  if (!c.ok()) return false;
+  return (*c)->Decode({payload, length}, {out, shape.bytes()}).ok();
+}
+
+// One payload to publish: where its key goes in the chain, and how to write it.
+struct StagedItem {
+  BlockKey key;
+  BlockKey parent;  // BlockKey{}: none
+  uint64_t max_bytes = 0;
+  // Writes the payload into dst (max_bytes long); returns its length.
+  std::function<Result<uint64_t>(std::byte* dst)> write;
+};
+
+struct RegisteredCache {
+  Namespace ns;
+  KvCacheSpec spec;
+  kernels::PagedKvSpec paged;  // with this rank's heads
+  uint32_t head_begin = 0;     // first of this rank's heads in the namespace
+  kernels::BlockShape shard;   // one head shard, uncompressed
+  std::vector<std::span<const std::byte>> const_layers;
+  std::vector<std::span<std::byte>> layers;
+
+  uint32_t heads() const { return paged.num_kv_heads; }
+  // Shard keys of `keys`, block-major: keys[i]'s shards at [i * heads(), (i + 1) * heads()).
+  std::vector<BlockKey> ShardKeys(std::span<const BlockKey> keys) const {
+    std::vector<BlockKey> out;
+    out.reserve(keys.size() * heads());
+    for (const BlockKey& k : keys)
+      for (uint32_t h = 0; h < heads(); ++h) out.push_back(HeadShardKey(k, head_begin + h));
+    return out;
+  }
+};
+
 class ClientImpl final : public Client {
  public:
   ClientImpl(std::unique_ptr<Channel> channel, const ClientOptions& options)
-      : channel_(std::move(channel)), workers_(options.worker_threads) {}
+      : channel_(std::move(channel)),
+        staging_(channel_->staging_bytes()),
+        workers_(options.worker_threads) {}
 
   Result<LookupResult> Lookup(std::span<const BlockKey> keys) override {
     STRATA_ASSIGN_OR_RETURN(
@@ -79,7 +185,7 @@ class ClientImpl final : public Client {
         Expect<ipc::LookupReply>(channel_->Call(ipc::LookupRequest{{keys.begin(), keys.end()}})));
     LookupResult out;
     out.matched_blocks = reply.matched;
-    for (ipc::Tier t : reply.tiers) out.tiers.push_back(ToBlockTier(t));
+    out.tiers = std::move(reply.tiers);
     return out;
   }
 
@@ -104,24 +210,109 @@ class ClientImpl final : public Client {
                            std::span<const ConstBuffer> buffers) override {
     std::vector<BlockKey> k(keys.begin(), keys.end());
     std::vector<ConstBuffer> b(buffers.begin(), buffers.end());
-    NamespaceId id = ns.id();
-    Codec codec = ns.spec().codec;
-    return Async<size_t>([this, id, codec, k = std::move(k), b = std::move(b)] {
-      return DoStore(id, codec, k, b);
-    });
+    return Async<size_t>(
+        [this, ns, k = std::move(k), b = std::move(b)] { return DoStore(ns, k, b); });
   }
 
-  Completion<size_t> Load(std::span<const BlockKey> keys,
+  Completion<size_t> Load(const Namespace& ns, std::span<const BlockKey> keys,
                           std::span<const MutableBuffer> buffers) override {
     std::vector<BlockKey> k(keys.begin(), keys.end());
     std::vector<MutableBuffer> b(buffers.begin(), buffers.end());
-    return Async<size_t>([this, k = std::move(k), b = std::move(b)] { return DoLoad(k, b); });
+    return Async<size_t>(
+        [this, ns, k = std::move(k), b = std::move(b)] { return DoLoad(ns, k, b); });
   }
 
-  Result<size_t> Pin(std::span<const BlockKey> keys, uint32_t pin_ms) override {
+  Result<KvCacheId> RegisterKvCache(const Namespace& ns, const KvCacheSpec& spec) override {
+    const NamespaceSpec& n = ns.spec();
+    const bool mla = n.attention == AttentionKind::kMla;
+    if (spec.device >= 0)
+      return Status::NotSupported(
+          "RegisterKvCache: KV pages in CUDA device memory need the CUDA data path, which this "
+          "client does not have yet; register host pages");
+    if ((spec.layout == KvLayout::kMla) != mla)
+      return Status::InvalidArgument(std::string("RegisterKvCache: layout ") +
+                                     std::string(KvLayoutName(spec.layout)) +
+                                     " does not match the namespace's attention kind");
+    if (spec.layers.size() != n.num_layers)
+      return Status::InvalidArgument("RegisterKvCache: " + std::to_string(spec.layers.size()) +
+                                     " layer pointers for a namespace of " +
+                                     std::to_string(n.num_layers) + " layers");
+    if (spec.num_blocks == 0) return Status::InvalidArgument("RegisterKvCache: num_blocks is 0");
+    if (spec.tp_size == 0 || spec.tp_rank >= spec.tp_size)
+      return Status::InvalidArgument("RegisterKvCache: tp_rank " + std::to_string(spec.tp_rank) +
+                                     " is not below tp_size " + std::to_string(spec.tp_size));
+    if (!mla && n.num_kv_heads % spec.tp_size != 0)
+      return Status::InvalidArgument("RegisterKvCache: tp_size " + std::to_string(spec.tp_size) +
+                                     " does not divide the namespace's " +
+                                     std::to_string(n.num_kv_heads) + " KV heads");
+    RegisteredCache c{ns, spec, {}, 0, ShapeOf(n, 1), {}, {}};
+    c.paged.layout = static_cast<kernels::PagedLayout>(spec.layout);
+    c.paged.dtype = static_cast<kernels::KvDtype>(n.kv_dtype);
+    c.paged.num_layers = n.num_layers;
+    c.paged.num_blocks = spec.num_blocks;
+    c.paged.block_size = n.block_size;
+    c.paged.num_kv_heads = mla ? 1 : n.num_kv_heads / spec.tp_size;
+    c.paged.head_dim = n.head_dim;
+    c.head_begin = mla ? 0 : spec.tp_rank * c.paged.num_kv_heads;
+    STRATA_RETURN_IF_ERROR(
+        FromKernel(kernels::ValidatePagedKvSpec(c.paged), "RegisterKvCache"));
+    const uint64_t layer_bytes = c.paged.layer_bytes();
+    for (void* p : spec.layers) {
+      if (p == nullptr) return Status::InvalidArgument("RegisterKvCache: a layer pointer is null");
+      c.layers.emplace_back(static_cast<std::byte*>(p), layer_bytes);
+      c.const_layers.emplace_back(static_cast<const std::byte*>(p), layer_bytes);
+    }
+    if (n.codec != Codec::kNone) STRATA_RETURN_IF_ERROR(ThreadCodec(n.codec, c.shard).status());
+    std::lock_guard<std::mutex> lock(caches_mu_);
+    const KvCacheId id = next_cache_++;
+    caches_[id] = std::make_shared<const RegisteredCache>(std::move(c));
+    return id;
+  }
+
+  Status UnregisterKvCache(KvCacheId cache) override {
+    std::lock_guard<std::mutex> lock(caches_mu_);
+    if (caches_.erase(cache) == 0)
+      return Status::NotFound("KV cache " + std::to_string(cache) + " is not registered");
+    return Status::OK();
+  }
+
+  Result<size_t> LookupPaged(KvCacheId cache, std::span<const BlockKey> keys) override {
+    STRATA_ASSIGN_OR_RETURN(auto c, Cache(cache));
+    std::vector<BlockKey> shards = c->ShardKeys(keys);
+    STRATA_ASSIGN_OR_RETURN(LookupResult r, Lookup(shards));
+    return r.matched_blocks / c->heads();
+  }
+
+  Completion<size_t> StorePaged(KvCacheId cache, std::span<const BlockKey> keys,
+                                std::span<const int32_t> block_ids) override {
+    std::vector<BlockKey> k(keys.begin(), keys.end());
+    std::vector<int32_t> ids(block_ids.begin(), block_ids.end());
+    return Async<size_t>([this, cache, k = std::move(k), ids = std::move(ids)]() -> Result<size_t> {
+      STRATA_ASSIGN_OR_RETURN(auto c, Cache(cache));
+      return DoStorePaged(*c, k, ids);
+    });
+  }
+
+  Completion<size_t> LoadPaged(KvCacheId cache, std::span<const BlockKey> keys,
+                               std::span<const int32_t> block_ids) override {
+    std::vector<BlockKey> k(keys.begin(), keys.end());
+    std::vector<int32_t> ids(block_ids.begin(), block_ids.end());
+    return Async<size_t>([this, cache, k = std::move(k), ids = std::move(ids)]() -> Result<size_t> {
+      STRATA_ASSIGN_OR_RETURN(auto c, Cache(cache));
+      return DoLoadPaged(*c, k, ids, nullptr);
+    });
+  }
+
+  Result<std::unique_ptr<LayerwiseStore>> StorePagedLayerwise(
+      KvCacheId cache, std::span<const BlockKey> keys, std::span<const int32_t> block_ids) override;
+  Result<std::unique_ptr<LayerwiseLoad>> LoadPagedLayerwise(
+      KvCacheId cache, std::span<const BlockKey> keys, std::span<const int32_t> block_ids) override;
+
+  Result<size_t> Pin(const Namespace& ns, std::span<const BlockKey> keys,
+                     uint32_t pin_ms) override {
     STRATA_ASSIGN_OR_RETURN(ipc::LoadReply reply,
                             Expect<ipc::LoadReply>(channel_->Call(
-                                ipc::LoadRequest{{keys.begin(), keys.end()}, pin_ms})));
+                                ipc::LoadRequest{ns.id(), {keys.begin(), keys.end()}, pin_ms})));
     return reply.locations.size();
   }
 
@@ -142,7 +333,16 @@ class ClientImpl final : public Client {
     return reply.erased;
   }
 
- private:
+  // --- shared by the plain, paged and layerwise paths ---
+
+  Result<std::shared_ptr<const RegisteredCache>> Cache(KvCacheId id) {
+    std::lock_guard<std::mutex> lock(caches_mu_);
+    auto it = caches_.find(id);
+    if (it == caches_.end())
+      return Status::NotFound("KV cache " + std::to_string(id) + " is not registered");
+    return it->second;
+  }
+
   template <typename T, typename Fn>
   Completion<T> Async(Fn fn) {
     auto promise = std::make_shared<std::promise<Result<T>>>();
@@ -151,105 +351,457 @@ class ClientImpl final : public Client {
     return completion;
   }
 
-  Status CheckRange(uint64_t offset, uint64_t length) const {
-    if (offset > channel_->pool_bytes() || length > channel_->pool_bytes() - offset)
-      return Status::Internal("daemon returned a location outside its pool");
-    return Status::OK();
+  Result<std::vector<uint8_t>> Exists(const NamespaceId& ns, std::vector<BlockKey> keys) {
+    const size_t n = keys.size();
+    STRATA_ASSIGN_OR_RETURN(
+        ipc::StoreBeginReply reply,
+        Expect<ipc::StoreBeginReply>(channel_->Call(ipc::StoreBeginRequest{ns, std::move(keys)})));
+    if (reply.exists.size() != n)
+      return Status::Internal("daemon answered " + std::to_string(reply.exists.size()) +
+                              " existence flags for " + std::to_string(n) + " keys");
+    return std::move(reply.exists);
   }
 
-  Result<size_t> DoStore(const NamespaceId& ns, Codec codec, const std::vector<BlockKey>& keys,
+  // Writes `items` into staging, in rounds that fit a share of it, and has the daemon publish
+  // them. Returns how many were newly published.
+  Result<size_t> StageAndCommit(const NamespaceId& ns, Codec codec,
+                                std::vector<StagedItem>& items) {
+    const uint64_t round_limit = std::max<uint64_t>(staging_.bytes() / (workers_.size() + 1), 1);
+    size_t committed = 0;
+    for (size_t first = 0; first < items.size();) {
+      size_t last = first;
+      uint64_t bytes = 0;
+      while (last < items.size() &&
+             (last == first || bytes + items[last].max_bytes + 64 <= round_limit)) {
+        bytes += (items[last].max_bytes + 63) & ~uint64_t{63};
+        ++last;
+      }
+      STRATA_ASSIGN_OR_RETURN(uint64_t base, staging_.Acquire(bytes));
+      StagingLease lease(&staging_, base, bytes);
+      ipc::StoreCommitRequest commit;
+      commit.ns = ns;
+      commit.codec = codec;
+      uint64_t at = base;
+      for (size_t i = first; i < last; ++i) {
+        STRATA_ASSIGN_OR_RETURN(uint64_t written, items[i].write(channel_->staging_base() + at));
+        commit.keys.push_back(items[i].key);
+        commit.parents.push_back(items[i].parent);
+        commit.staging_offsets.push_back(at);
+        commit.lengths.push_back(written);
+        at += (items[i].max_bytes + 63) & ~uint64_t{63};
+      }
+      STRATA_ASSIGN_OR_RETURN(ipc::StoreCommitReply done,
+                              Expect<ipc::StoreCommitReply>(channel_->Call(std::move(commit))));
+      committed += done.committed;
+      first = last;
+    }
+    return committed;
+  }
+
+  Result<size_t> DoStore(const Namespace& ns, const std::vector<BlockKey>& keys,
                          const std::vector<ConstBuffer>& buffers) {
     if (keys.size() != buffers.size())
       return Status::InvalidArgument("Store: " + std::to_string(keys.size()) + " keys but " +
                                      std::to_string(buffers.size()) + " buffers");
     if (keys.empty()) return size_t{0};
-    ipc::StoreBeginRequest begin{ns, keys, {}, codec};
-    for (const auto& b : buffers) {
-      if (b.data == nullptr && b.size > 0) return Status::InvalidArgument("Store: null buffer");
-      begin.sizes.push_back(b.size);
+    const uint64_t block_bytes = ns.block_bytes();
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      if (buffers[i].data == nullptr) return Status::InvalidArgument("Store: null buffer");
+      if (buffers[i].size != block_bytes)
+        return Status::InvalidArgument("Store: buffer " + std::to_string(i) + " holds " +
+                                       std::to_string(buffers[i].size) +
+                                       " bytes, a block of this namespace has " +
+                                       std::to_string(block_bytes));
     }
-    STRATA_ASSIGN_OR_RETURN(ipc::StoreBeginReply reply,
-                            Expect<ipc::StoreBeginReply>(channel_->Call(std::move(begin))));
-    if (reply.slots.size() != keys.size())
-      return Status::Internal("daemon reserved a different number of slots");
-    ipc::StoreCommitRequest commit;
+    const Codec codec = ns.spec().codec;
+    const kernels::BlockShape shape = ShapeOf(ns.spec(), ns.spec().num_kv_heads);
+    uint64_t max_bytes = block_bytes;
+    if (codec != Codec::kNone) {
+      STRATA_ASSIGN_OR_RETURN(kernels::BlockCodec * c, ThreadCodec(codec, shape));
+      max_bytes = c->max_encoded_bytes();
+    }
+    STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> exists, Exists(ns.id(), keys));
+    std::vector<StagedItem> items;
     for (size_t i = 0; i < keys.size(); ++i) {
-      const ipc::Slot& slot = reply.slots[i];
-      if (slot.exists) continue;
-      Status range = CheckRange(slot.offset, buffers[i].size);
-      if (!range.ok()) {
-        AbortReserved(reply, keys, i);
-        return range;
-      }
-      commit.keys.push_back(keys[i]);
-      commit.checksums.push_back(CopyWithChecksum(channel_->pool_base() + slot.offset,
-                                                 static_cast<const std::byte*>(buffers[i].data),
-                                                 buffers[i].size));
+      if (exists[i]) continue;
+      const auto* src = static_cast<const std::byte*>(buffers[i].data);
+      items.push_back({keys[i], i > 0 ? keys[i - 1] : BlockKey{}, max_bytes,
+                       [=](std::byte* dst) { return Encode(codec, shape, src, dst, max_bytes); }});
     }
-    if (commit.keys.empty()) return size_t{0};
-    STRATA_ASSIGN_OR_RETURN(ipc::StoreCommitReply done,
-                            Expect<ipc::StoreCommitReply>(channel_->Call(std::move(commit))));
-    return size_t{done.committed};
+    return StageAndCommit(ns.id(), codec, items);
   }
 
-  void AbortReserved(const ipc::StoreBeginReply& reply, const std::vector<BlockKey>& keys,
-                     size_t from) {
-    ipc::StoreCommitRequest abort;
-    abort.abort = true;
-    for (size_t i = from; i < keys.size(); ++i)
-      if (!reply.slots[i].exists) abort.keys.push_back(keys[i]);
-    (void)channel_->Call(std::move(abort));
+  static Result<uint64_t> Encode(Codec codec, const kernels::BlockShape& shape,
+                                 const std::byte* raw, std::byte* dst, uint64_t max_bytes) {
+    if (codec == Codec::kNone) {
+      std::memcpy(dst, raw, shape.bytes());
+      return shape.bytes();
+    }
+    STRATA_ASSIGN_OR_RETURN(kernels::BlockCodec * c, ThreadCodec(codec, shape));
+    uint64_t written = 0;
+    STRATA_RETURN_IF_ERROR(
+        FromKernel(c->Encode({raw, shape.bytes()}, {dst, max_bytes}, &written), "encoding"));
+    return written;
   }
 
-  Result<size_t> DoLoad(const std::vector<BlockKey>& keys,
+  Status CheckLocation(const ipc::Location& loc) const {
+    if (loc.offset > channel_->pool_bytes() || loc.length > channel_->pool_bytes() - loc.offset)
+      return Status::Internal("daemon returned a location outside its pool");
+    return Status::OK();
+  }
+
+  Result<ipc::LoadReply> PinForLoad(const NamespaceId& ns, std::vector<BlockKey> keys) {
+    const size_t n = keys.size();
+    STRATA_ASSIGN_OR_RETURN(ipc::LoadReply reply, Expect<ipc::LoadReply>(channel_->Call(
+                                                      ipc::LoadRequest{ns, std::move(keys), 0})));
+    if (reply.locations.size() > n) return Status::Internal("daemon pinned more blocks than asked");
+    for (const auto& loc : reply.locations) STRATA_RETURN_IF_ERROR(CheckLocation(loc));
+    return reply;
+  }
+
+  Result<size_t> DoLoad(const Namespace& ns, const std::vector<BlockKey>& keys,
                         const std::vector<MutableBuffer>& buffers) {
     if (keys.size() != buffers.size())
       return Status::InvalidArgument("Load: " + std::to_string(keys.size()) + " keys but " +
                                      std::to_string(buffers.size()) + " buffers");
     if (keys.empty()) return size_t{0};
-    STRATA_ASSIGN_OR_RETURN(ipc::LoadReply reply,
-                            Expect<ipc::LoadReply>(channel_->Call(ipc::LoadRequest{keys, 0})));
+    const uint64_t block_bytes = ns.block_bytes();
+    for (size_t i = 0; i < buffers.size(); ++i)
+      if (buffers[i].data == nullptr || buffers[i].size < block_bytes)
+        return Status::InvalidArgument("Load: buffer " + std::to_string(i) + " holds " +
+                                       std::to_string(buffers[i].size) +
+                                       " bytes, a block of this namespace has " +
+                                       std::to_string(block_bytes));
+    STRATA_ASSIGN_OR_RETURN(ipc::LoadReply reply, PinForLoad(ns.id(), keys));
     const size_t pinned = reply.locations.size();
-    Status error;
+    const kernels::BlockShape shape = ShapeOf(ns.spec(), ns.spec().num_kv_heads);
     size_t loaded = 0;
     for (; loaded < pinned; ++loaded) {
       const ipc::Location& loc = reply.locations[loaded];
-      if (buffers[loaded].size < loc.length) {
-        error = Status::InvalidArgument("Load: buffer " + std::to_string(loaded) + " holds " +
-                                        std::to_string(buffers[loaded].size) + " bytes, block " +
-                                        keys[loaded].ToHex() + " has " +
-                                        std::to_string(loc.length));
-        break;
-      }
-      if (Status range = CheckRange(loc.offset, loc.length); !range.ok()) {
-        error = range;
-        break;
-      }
-      uint64_t sum = CopyWithChecksum(static_cast<std::byte*>(buffers[loaded].data),
-                                     channel_->pool_base() + loc.offset, loc.length);
-      if (sum != loc.checksum) break;  // a corrupt block is a miss: the prefix ends here
+      if (loc.codec != ns.spec().codec) break;  // not this namespace's bytes: a miss
+      if (!VerifyAndDecode(loc.codec, shape, channel_->pool_base() + loc.offset, loc.length,
+                           loc.checksum, static_cast<std::byte*>(buffers[loaded].data)))
+        break;  // a corrupt block is a miss: the prefix ends here
     }
-    Status unpin = Unpin(std::span<const BlockKey>(keys).first(pinned));
-    if (!error.ok()) return error;
-    if (!unpin.ok()) return unpin;
+    STRATA_RETURN_IF_ERROR(Unpin(std::span<const BlockKey>(keys).first(pinned)));
     return loaded;
   }
 
+  Result<size_t> DoStorePaged(const RegisteredCache& c, const std::vector<BlockKey>& keys,
+                              const std::vector<int32_t>& ids) {
+    if (keys.size() != ids.size())
+      return Status::InvalidArgument("StorePaged: " + std::to_string(keys.size()) +
+                                     " keys but " + std::to_string(ids.size()) + " block ids");
+    if (keys.empty()) return size_t{0};
+    const Codec codec = c.ns.spec().codec;
+    const uint32_t heads = c.heads();
+    const uint64_t shard_bytes = c.shard.bytes();
+    std::vector<BlockKey> shard_keys = c.ShardKeys(keys);
+    STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> exists, Exists(c.ns.id(), shard_keys));
+    uint64_t max_bytes = shard_bytes;
+    if (codec != Codec::kNone) {
+      STRATA_ASSIGN_OR_RETURN(kernels::BlockCodec * k, ThreadCodec(codec, c.shard));
+      max_bytes = k->max_encoded_bytes();
+    }
+    // Blocks in rounds; a round gathers all local shards of its blocks at once (one pass over each
+    // page), into scratch, then each missing shard is encoded (codec none: copied) into staging.
+    const uint64_t round_blocks = std::max<uint64_t>(
+        1, (staging_.bytes() / (workers_.size() + 1)) / (uint64_t{heads} * (max_bytes + 64)));
+    std::vector<std::byte> scratch;
+    size_t committed = 0;
+    for (size_t first = 0; first < keys.size(); first += round_blocks) {
+      const size_t last = std::min<size_t>(keys.size(), first + round_blocks);
+      bool any = false;
+      for (size_t s = first * heads; s < last * heads; ++s) any |= !exists[s];
+      if (!any) continue;
+      scratch.resize((last - first) * heads * shard_bytes);
+      std::vector<std::span<std::byte>> dst;
+      for (size_t s = 0; s < (last - first) * heads; ++s)
+        dst.emplace_back(scratch.data() + s * shard_bytes, shard_bytes);
+      STRATA_RETURN_IF_ERROR(FromKernel(
+          kernels::GatherHeadShardsCpu(c.paged, c.const_layers,
+                                       std::span<const int32_t>(ids).subspan(first, last - first),
+                                       dst, 0, c.paged.num_layers),
+          "StorePaged"));
+      std::vector<StagedItem> items;
+      for (size_t i = first; i < last; ++i)
+        for (uint32_t h = 0; h < heads; ++h) {
+          const size_t s = i * heads + h;
+          if (exists[s]) continue;
+          const std::byte* raw = dst[s - first * heads].data();
+          items.push_back({shard_keys[s], i > 0 ? shard_keys[s - heads] : BlockKey{}, max_bytes,
+                           [=, &c](std::byte* out) {
+                             return Encode(codec, c.shard, raw, out, max_bytes);
+                           }});
+        }
+      STRATA_ASSIGN_OR_RETURN(size_t n, StageAndCommit(c.ns.id(), codec, items));
+      committed += n;
+    }
+    return committed;
+  }
+
+  // Loads the loadable prefix; with `layer_done`, scatters layer by layer and calls it after each
+  // layer (the layerwise form), else block by block.
+  Result<size_t> DoLoadPaged(const RegisteredCache& c, const std::vector<BlockKey>& keys,
+                             const std::vector<int32_t>& ids,
+                             const std::function<void(uint32_t, size_t)>* layer_done) {
+    if (keys.size() != ids.size())
+      return Status::InvalidArgument("LoadPaged: " + std::to_string(keys.size()) + " keys but " +
+                                     std::to_string(ids.size()) + " block ids");
+    for (size_t i = 0; i < ids.size(); ++i)
+      if (ids[i] < 0 || static_cast<uint32_t>(ids[i]) >= c.paged.num_blocks)
+        return Status::InvalidArgument("LoadPaged: block id " + std::to_string(ids[i]) +
+                                       " is outside [0, " + std::to_string(c.paged.num_blocks) +
+                                       ")");
+    if (keys.empty()) return size_t{0};
+    const uint32_t heads = c.heads();
+    const uint64_t shard_bytes = c.shard.bytes();
+    std::vector<BlockKey> shard_keys = c.ShardKeys(keys);
+    STRATA_ASSIGN_OR_RETURN(ipc::LoadReply reply, PinForLoad(c.ns.id(), shard_keys));
+    const size_t pinned = reply.locations.size();
+    const size_t blocks = pinned / heads;
+    const Codec codec = c.ns.spec().codec;
+    // Codec none: shards are scattered straight from the pool once verified; else decoded into
+    // scratch first. The layerwise form verifies (and decodes) every block before layer 0.
+    const bool direct = codec == Codec::kNone;
+    std::vector<std::byte> scratch;
+    std::vector<std::span<const std::byte>> src(blocks * heads);
+    size_t good = 0;
+    auto verify_block = [&](size_t i) -> bool {
+      for (uint32_t h = 0; h < heads; ++h) {
+        const size_t s = i * heads + h;
+        const ipc::Location& loc = reply.locations[s];
+        if (loc.codec != codec) return false;
+        const std::byte* p = channel_->pool_base() + loc.offset;
+        if (direct) {
+          if (loc.length != shard_bytes || PayloadChecksum({p, loc.length}) != loc.checksum)
+            return false;
+          src[s] = {p, shard_bytes};
+        } else {
+          std::byte* out = scratch.data() + (layer_done ? s : h) * shard_bytes;
+          if (!VerifyAndDecode(codec, c.shard, p, loc.length, loc.checksum, out)) return false;
+          src[s] = {out, shard_bytes};
+        }
+      }
+      return true;
+    };
+    Status error;
+    if (layer_done == nullptr) {
+      if (!direct) scratch.resize(uint64_t{heads} * shard_bytes);
+      for (; good < blocks; ++good) {
+        if (!verify_block(good)) break;
+        error = FromKernel(
+            kernels::ScatterHeadShardsCpu(c.paged, c.layers,
+                                          std::span<const int32_t>(ids).subspan(good, 1),
+                                          std::span(src).subspan(good * heads, heads), 0,
+                                          c.paged.num_layers),
+            "LoadPaged");
+        if (!error.ok()) break;
+      }
+    } else {
+      if (!direct) scratch.resize(blocks * heads * shard_bytes);
+      while (good < blocks && verify_block(good)) ++good;
+      for (uint32_t l = 0; l < c.paged.num_layers && error.ok(); ++l) {
+        if (good > 0)
+          error = FromKernel(kernels::ScatterHeadShardsCpu(
+                                 c.paged, c.layers, std::span<const int32_t>(ids).first(good),
+                                 std::span(src).first(good * heads), l, l + 1),
+                             "LoadPaged");
+        if (error.ok()) (*layer_done)(l, good);
+      }
+    }
+    STRATA_RETURN_IF_ERROR(Unpin(std::span<const BlockKey>(shard_keys).first(pinned)));
+    if (!error.ok()) return error;
+    return good;
+  }
+
   std::unique_ptr<Channel> channel_;
-  WorkerPool workers_;
+  StagingAllocator staging_;
+  std::mutex caches_mu_;
+  std::map<KvCacheId, std::shared_ptr<const RegisteredCache>> caches_;  // GUARDED_BY(caches_mu_)
+  KvCacheId next_cache_ = 1;                                             // GUARDED_BY(caches_mu_)
+  WorkerPool workers_;  // last: its threads stop before the members they use go
 };
+
+// Gathers layer by layer into scratch, then encodes and commits at Finish.
+class LayerwiseStoreImpl final : public LayerwiseStore {
+ public:
+  LayerwiseStoreImpl(ClientImpl* client, std::shared_ptr<const RegisteredCache> cache,
+                     std::vector<BlockKey> keys, std::vector<int32_t> ids,
+                     std::vector<BlockKey> shard_keys, std::vector<uint8_t> exists)
+      : client_(client),
+        c_(std::move(cache)),
+        keys_(std::move(keys)),
+        ids_(std::move(ids)),
+        shard_keys_(std::move(shard_keys)),
+        exists_(std::move(exists)),
+        scratch_(shard_keys_.size() * c_->shard.bytes()),
+        layer_stored_(c_->paged.num_layers, false) {
+    for (size_t s = 0; s < shard_keys_.size(); ++s)
+      shards_.emplace_back(scratch_.data() + s * c_->shard.bytes(), c_->shard.bytes());
+  }
+
+  Status StoreLayer(uint32_t layer) override {
+    if (layer >= layer_stored_.size())
+      return Status::InvalidArgument("StoreLayer: layer " + std::to_string(layer) +
+                                     " of a model of " + std::to_string(layer_stored_.size()));
+    if (!keys_.empty())
+      STRATA_RETURN_IF_ERROR(FromKernel(
+          kernels::GatherHeadShardsCpu(c_->paged, c_->const_layers, ids_, shards_, layer,
+                                       layer + 1),
+          "StoreLayer"));
+    layer_stored_[layer] = true;
+    return Status::OK();
+  }
+
+  Completion<size_t> Finish() override {
+    return client_->Async<size_t>([this]() -> Result<size_t> {
+      for (size_t l = 0; l < layer_stored_.size(); ++l)
+        if (!layer_stored_[l])
+          return Status::InvalidArgument("Finish: layer " + std::to_string(l) +
+                                         " was never stored");
+      const Codec codec = c_->ns.spec().codec;
+      uint64_t max_bytes = c_->shard.bytes();
+      if (codec != Codec::kNone) {
+        STRATA_ASSIGN_OR_RETURN(kernels::BlockCodec * k, ThreadCodec(codec, c_->shard));
+        max_bytes = k->max_encoded_bytes();
+      }
+      const uint32_t heads = c_->heads();
+      std::vector<StagedItem> items;
+      for (size_t s = 0; s < shard_keys_.size(); ++s) {
+        if (exists_[s]) continue;
+        const std::byte* raw = shards_[s].data();
+        const RegisteredCache* c = c_.get();
+        items.push_back({shard_keys_[s], s >= heads ? shard_keys_[s - heads] : BlockKey{},
+                         max_bytes, [=](std::byte* out) {
+                           return ClientImpl::Encode(codec, c->shard, raw, out, max_bytes);
+                         }});
+      }
+      return client_->StageAndCommit(c_->ns.id(), codec, items);
+    });
+  }
+
+ private:
+  ClientImpl* client_;
+  std::shared_ptr<const RegisteredCache> c_;
+  std::vector<BlockKey> keys_;
+  std::vector<int32_t> ids_;
+  std::vector<BlockKey> shard_keys_;
+  std::vector<uint8_t> exists_;
+  std::vector<std::byte> scratch_;
+  std::vector<std::span<std::byte>> shards_;
+  std::vector<bool> layer_stored_;
+};
+
+// Completes layer by layer: a worker verifies the prefix, then scatters one layer at a time.
+class LayerwiseLoadImpl final : public LayerwiseLoad {
+ public:
+  explicit LayerwiseLoadImpl(uint32_t layers) : layers_(layers) {}
+
+  Result<size_t> WaitLayer(uint32_t layer) override {
+    if (layer >= layers_)
+      return Status::InvalidArgument("WaitLayer: layer " + std::to_string(layer) +
+                                     " of a model of " + std::to_string(layers_));
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return done_layers_ > layer || finished_; });
+    if (done_layers_ > layer) return blocks_;
+    return error_.ok() ? Status::Internal("layerwise load ended early") : error_;
+  }
+
+  void LayerDone(uint32_t layer, size_t blocks) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_layers_ = layer + 1;
+      blocks_ = blocks;
+    }
+    cv_.notify_all();
+  }
+  void Finished(Status st) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      finished_ = true;
+      error_ = std::move(st);
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  const uint32_t layers_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint32_t done_layers_ = 0;  // GUARDED_BY(mu_)
+  size_t blocks_ = 0;         // GUARDED_BY(mu_)
+  bool finished_ = false;     // GUARDED_BY(mu_)
+  Status error_;              // GUARDED_BY(mu_)
+};
+
+Result<std::unique_ptr<LayerwiseStore>> ClientImpl::StorePagedLayerwise(
+    KvCacheId cache, std::span<const BlockKey> keys, std::span<const int32_t> block_ids) {
+  STRATA_ASSIGN_OR_RETURN(auto c, Cache(cache));
+  if (keys.size() != block_ids.size())
+    return Status::InvalidArgument("StorePagedLayerwise: " + std::to_string(keys.size()) +
+                                   " keys but " + std::to_string(block_ids.size()) +
+                                   " block ids");
+  for (int32_t id : block_ids)
+    if (id < 0 || static_cast<uint32_t>(id) >= c->paged.num_blocks)
+      return Status::InvalidArgument("StorePagedLayerwise: block id " + std::to_string(id) +
+                                     " is outside [0, " + std::to_string(c->paged.num_blocks) +
+                                     ")");
+  std::vector<BlockKey> shard_keys = c->ShardKeys(keys);
+  std::vector<uint8_t> exists;
+  if (!shard_keys.empty()) {
+    STRATA_ASSIGN_OR_RETURN(exists, Exists(c->ns.id(), shard_keys));
+  }
+  return std::unique_ptr<LayerwiseStore>(new LayerwiseStoreImpl(
+      this, std::move(c), {keys.begin(), keys.end()}, {block_ids.begin(), block_ids.end()},
+      std::move(shard_keys), std::move(exists)));
+}
+
+Result<std::unique_ptr<LayerwiseLoad>> ClientImpl::LoadPagedLayerwise(
+    KvCacheId cache, std::span<const BlockKey> keys, std::span<const int32_t> block_ids) {
+  STRATA_ASSIGN_OR_RETURN(auto c, Cache(cache));
+  auto load = std::make_shared<LayerwiseLoadImpl>(c->paged.num_layers);
+  std::vector<BlockKey> k(keys.begin(), keys.end());
+  std::vector<int32_t> ids(block_ids.begin(), block_ids.end());
+  workers_.Submit([this, c, load, k = std::move(k), ids = std::move(ids)] {
+    std::function<void(uint32_t, size_t)> done = [&](uint32_t l, size_t n) { load->LayerDone(l, n); };
+    auto r = DoLoadPaged(*c, k, ids, &done);
+    load->Finished(r.ok() ? Status::OK() : r.status());
+  });
+  // The caller's handle shares the state with the worker.
+  struct Handle final : LayerwiseLoad {
+    std::shared_ptr<LayerwiseLoadImpl> impl;
+    Result<size_t> WaitLayer(uint32_t layer) override { return impl->WaitLayer(layer); }
+  };
+  auto h = std::make_unique<Handle>();
+  h->impl = std::move(load);
+  return std::unique_ptr<LayerwiseLoad>(std::move(h));
+}
 
 }  // namespace
 
-std::string_view BlockTierName(BlockTier tier) {
-  return ipc::TierName(static_cast<ipc::Tier>(static_cast<uint8_t>(tier)));
+std::string_view KvLayoutName(KvLayout layout) {
+  switch (layout) {
+    case KvLayout::kVllmFlashAttn: return "vllm";
+    case KvLayout::kFlashInfer: return "flashinfer";
+    case KvLayout::kMla: return "mla";
+  }
+  return "unknown";
+}
+
+Result<KvLayout> ParseKvLayout(std::string_view name) {
+  for (KvLayout l : {KvLayout::kVllmFlashAttn, KvLayout::kFlashInfer, KvLayout::kMla})
+    if (name == KvLayoutName(l)) return l;
+  return Status::InvalidArgument("unknown KV layout '" + std::string(name) +
+                                 "' (vllm, flashinfer, mla)");
 }
 
 Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
                                                 const ClientOptions& options) {
   const std::string path = socket_path.empty() ? ipc::DefaultSocketPath() : socket_path;
-  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<SocketChannel> ch,
-                          SocketChannel::Open(path, options.request_timeout_ms));
+  STRATA_ASSIGN_OR_RETURN(
+      std::unique_ptr<SocketChannel> ch,
+      SocketChannel::Open(path, options.request_timeout_ms, options.staging_bytes));
   return std::unique_ptr<Client>(new ClientImpl(std::move(ch), options));
 }
 
@@ -260,7 +812,8 @@ Result<std::unique_ptr<Client>> Client::Embedded(const EmbeddedOptions& options,
   node.data_dir = options.data_dir;
   node.disk_bytes = options.disk_bytes;
   node.eviction_policy = options.eviction_policy;
-  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<EmbeddedChannel> ch, EmbeddedChannel::Open(node));
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<EmbeddedChannel> ch,
+                          EmbeddedChannel::Open(node, client_options.staging_bytes));
   return std::unique_ptr<Client>(new ClientImpl(std::move(ch), client_options));
 }
 

@@ -1,4 +1,5 @@
 #include "strata/block_format.h"
+#include "strata/tier.h"
 
 #include <string>
 
@@ -73,6 +74,21 @@ Status VerifyPayload(const BlockHeader& header, std::span<const std::byte> paylo
   if (PayloadChecksum(payload) != header.payload_checksum)
     return Status::Corruption("block " + header.key.ToHex() + ": payload checksum mismatch");
   return Status::OK();
+}
+
+}  // namespace strata
+
+namespace strata {
+
+std::string_view TierName(Tier tier) {
+  switch (tier) {
+    case Tier::kNone: return "none";
+    case Tier::kHost: return "host";
+    case Tier::kDisk: return "disk";
+    case Tier::kDevice: return "device";
+    case Tier::kRemote: return "remote";
+  }
+  return "unknown";
 }
 
 }  // namespace strata

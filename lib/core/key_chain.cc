@@ -1,5 +1,7 @@
 #include "strata/key_chain.h"
 
+#include <cstring>
+
 #include <algorithm>
 
 #include "byte_order.h"
@@ -122,6 +124,16 @@ Status KeyChain::AppendBlock(std::span<const uint32_t> block_tokens,
                                    " tokens, block size is " + std::to_string(block_size_));
   keys_.push_back(HashLink(frame_, Tip(), block_tokens.data(), block_tokens.size(), extra));
   return Status::OK();
+}
+
+BlockKey HeadShardKey(const BlockKey& block, uint32_t kv_head) {
+  // Layout drawn in docs/keys.md, "Head shards".
+  unsigned char frame[16 + 6 + 4];
+  auto key = block.ToBytes();
+  std::memcpy(frame, key.data(), 16);
+  std::memcpy(frame + 16, "kvhead", 6);
+  for (int i = 0; i < 4; ++i) frame[22 + i] = static_cast<unsigned char>(kv_head >> (8 * i));
+  return internal::Xxh3_128(frame, sizeof(frame));
 }
 
 }  // namespace strata

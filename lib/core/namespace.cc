@@ -101,8 +101,6 @@ std::vector<std::byte> EncodeNamespace(const NamespaceSpec& spec) {
   e.Put<uint32_t>(spec.num_kv_heads);
   e.Put<uint32_t>(spec.head_dim);
   e.Put<uint32_t>(spec.block_size);
-  e.Put<uint32_t>(spec.rank);
-  e.Put<uint32_t>(spec.world_size);
   e.PutString(spec.model_id);
   e.PutString(spec.model_revision);
   e.PutString(spec.lora_id);
@@ -124,10 +122,8 @@ Result<Namespace> Namespace::Create(NamespaceSpec spec) {
   if (spec.num_kv_heads == 0) return Status::InvalidArgument("namespace: num_kv_heads must be > 0");
   if (spec.head_dim == 0) return Status::InvalidArgument("namespace: head_dim must be > 0");
   if (spec.block_size == 0) return Status::InvalidArgument("namespace: block_size must be > 0");
-  if (spec.world_size == 0) return Status::InvalidArgument("namespace: world_size must be > 0");
-  if (spec.rank >= spec.world_size)
-    return Status::InvalidArgument("namespace: rank " + std::to_string(spec.rank) +
-                                   " is not below world_size " + std::to_string(spec.world_size));
+  if (spec.attention == AttentionKind::kMla && spec.num_kv_heads != 1)
+    return Status::InvalidArgument("namespace: an MLA namespace has num_kv_heads 1");
   Namespace ns;
   ns.encoding_ = EncodeNamespace(spec);
   ns.id_ = internal::Xxh3_128(ns.encoding_.data(), ns.encoding_.size());

@@ -19,6 +19,7 @@ struct Daemon::Session {
   uint64_t owner = 0;
   ipc::PeerCredentials peer;
   Caller caller;
+  StagingMemory staging;  // the client's staging memfd, mapped read-only at its Hello
   ipc::UnixConnection conn;
   std::thread thread;
   std::atomic<bool> done{false};
@@ -217,7 +218,16 @@ void Daemon::Serve(Session* session) {
   while (!stopping_.load()) {
     if (body.capacity() > kKeptBodyBytes) std::string().swap(body);
     lease.Reset();
-    Status st = session->conn.Receive(&body, nullptr, limits);  // descriptors: all closed
+    int received_fd = -1;  // only a Hello carries one (the staging memfd)
+    // A descriptor that came with this message and that nothing consumed (std::exchange'd it
+    // away) is closed however this iteration ends.
+    struct CloseUnconsumed {
+      int* fd;
+      ~CloseUnconsumed() {
+        if (*fd >= 0) ::close(*fd);
+      }
+    } close_unconsumed{&received_fd};
+    Status st = session->conn.Receive(&body, &received_fd, limits);
     if (!st.ok()) {
       if (st.IsInvalidArgument() || st.code() == StatusCode::kResourceExhausted) {
         // An oversized length cannot be resynchronised; a full budget cannot be waited out.
@@ -231,6 +241,11 @@ void Daemon::Serve(Session* session) {
       break;
     }
     auto request = ipc::DecodeRequest(std::as_bytes(std::span<const char>(body)));
+    const auto* hello = request.ok() ? std::get_if<ipc::Hello>(&request->body) : nullptr;
+    if (received_fd >= 0 && (hello == nullptr || hello_done)) {
+      ::close(received_fd);
+      received_fd = -1;
+    }
     ipc::Response response;
     int pass_fd = -1;
     if (!request.ok()) {
@@ -240,9 +255,20 @@ void Daemon::Serve(Session* session) {
         Log(who + " dropped after " + std::to_string(malformed) + " malformed messages");
         break;
       }
-    } else if (const auto* hello = std::get_if<ipc::Hello>(&request->body)) {
+    } else if (hello != nullptr) {
       malformed = 0;
       response = handler_.HandleHello(*request, *hello);
+      if (response.status.ok() && !hello_done) {
+        auto staging = StagingMemory::Map(std::exchange(received_fd, -1), hello->staging_bytes,
+                                          options_.max_staging_bytes);
+        if (staging.ok()) {
+          session->staging = std::move(staging).value();
+          session->caller.staging = session->staging.bytes();
+        } else {
+          response.body = std::monostate{};
+          response.status = staging.status().WithContext("Hello");
+        }
+      }
       if (response.status.ok()) {
         hello_done = true;
         pass_fd = node_->pool_fd();

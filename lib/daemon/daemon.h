@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "daemon/request_handler.h"
+#include "daemon/staging_memory.h"
 #include "ipc/unix_socket.h"
 #include "node/node.h"
 
@@ -53,6 +54,9 @@ struct DaemonOptions {
   std::vector<uid_t> admin_uids;
   // Sessions served at once; further clients are refused with ResourceExhausted. Default: 256.
   uint32_t max_clients = 256;
+  // Largest staging memfd a client may hand over (its stores are written there, then copied into
+  // the pool by the daemon; docs/data-plane.md). Default: 4 GiB.
+  uint64_t max_staging_bytes = uint64_t{4} << 30;
   // Sessions one uid may hold at once; further ones are refused. Default: 64.
   uint32_t max_clients_per_uid = 64;
   // A session that starts no request for this long is disconnected (releasing its pins and

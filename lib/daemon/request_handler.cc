@@ -17,6 +17,28 @@ struct Overloaded : Ts... {
 template <typename... Ts>
 Overloaded(Ts...) -> Overloaded<Ts...>;
 
+// The payloads of `q` inside the client's staging memory. InvalidArgument for a range outside it
+// (the client chose the offsets: nothing of it is trusted).
+Result<std::vector<Node::StagedBlock>> StagedBlocks(const ipc::StoreCommitRequest& q,
+                                                    std::span<const std::byte> staging) {
+  if (staging.empty())
+    return Status::InvalidArgument("StoreCommit: this connection has no staging memory");
+  std::vector<Node::StagedBlock> out;
+  out.reserve(q.keys.size());
+  for (size_t i = 0; i < q.keys.size(); ++i) {
+    const uint64_t off = q.staging_offsets[i], len = q.lengths[i];
+    if (off > staging.size() || len > staging.size() - off)
+      return Status::InvalidArgument("StoreCommit: block " + q.keys[i].ToHex() + " at [" +
+                                     std::to_string(off) + ", +" + std::to_string(len) +
+                                     ") lies outside the " + std::to_string(staging.size()) +
+                                     "-byte staging memory");
+    Node::StagedBlock b{q.keys[i], std::nullopt, staging.subspan(off, len)};
+    if (q.parents[i] != BlockKey{}) b.parent = q.parents[i];
+    out.push_back(b);
+  }
+  return out;
+}
+
 ipc::Response Error(uint64_t id, Status status) {
   ipc::Response r;
   r.id = id;
@@ -51,24 +73,22 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
             r.body = std::move(reply);
           },
           [&](const ipc::StoreBeginRequest& q) {
-            auto slots = node_->BeginStore(owner, q.ns, q.keys, q.sizes, q.codec);
-            if (!slots.ok()) r.status = slots.status();
-            else r.body = ipc::StoreBeginReply{std::move(slots).value()};
+            r.body = ipc::StoreBeginReply{node_->Exists(q.keys)};
           },
           [&](const ipc::StoreCommitRequest& q) {
-            if (q.abort) {
-              node_->AbortStore(owner, q.keys);
-              r.body = ipc::StoreCommitReply{0};
+            auto blocks = StagedBlocks(q, caller.staging);
+            if (!blocks.ok()) {
+              r.status = blocks.status();
               return;
             }
-            auto n = node_->CommitStore(owner, q.keys, q.checksums);
+            auto n = node_->Store(q.ns, q.codec, *blocks);
             if (!n.ok()) r.status = n.status();
-            else r.body = ipc::StoreCommitReply{*n};
+            else r.body = ipc::StoreCommitReply{n->committed, n->existed};
           },
           [&](const ipc::LoadRequest& q) {
             // 0 asks for the node's default; anything else is capped.
             const uint32_t pin_ms = std::min(q.pin_ms, options_.max_pin_ms);
-            auto locs = node_->PinForLoad(owner, q.keys, pin_ms);
+            auto locs = node_->PinForLoad(owner, q.ns, q.keys, pin_ms);
             if (!locs.ok()) r.status = locs.status();
             else r.body = ipc::LoadReply{std::move(locs).value()};
           },

@@ -4,6 +4,8 @@
 // Thread-safety: Handle may be called from many threads at once (the Node is thread-safe).
 #pragma once
 
+#include <span>
+
 #include "ipc/ipc_protocol.h"
 #include "node/node.h"
 
@@ -20,6 +22,9 @@ struct Caller {
   // An admin may Clear every namespace at once and reads the node-wide Stats; others may Clear
   // only a namespace they name and see only the pool's size in Stats (docs/operations.md).
   bool admin = false;
+  // The caller's staging memory as this process maps it (read-only): StoreCommit offsets index
+  // it and are checked against it. Empty: stores are refused.
+  std::span<const std::byte> staging;
 };
 
 class RequestHandler {

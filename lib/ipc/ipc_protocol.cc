@@ -63,17 +63,6 @@ Overloaded(Ts...) -> Overloaded<Ts...>;
 
 }  // namespace
 
-std::string_view TierName(Tier tier) {
-  switch (tier) {
-    case Tier::kNone: return "none";
-    case Tier::kHost: return "host";
-    case Tier::kDisk: return "disk";
-    case Tier::kDevice: return "device";
-    case Tier::kRemote: return "remote";
-  }
-  return "unknown";
-}
-
 std::string EncodeRequest(const Request& request) {
   pb::Request m;
   m.set_id(request.id);
@@ -82,23 +71,26 @@ std::string EncodeRequest(const Request& request) {
                    auto* b = m.mutable_hello();
                    b->set_protocol_version(r.protocol_version);
                    b->set_client_name(r.client_name);
+                   b->set_staging_bytes(r.staging_bytes);
                  },
                  [&](const LookupRequest& r) { m.mutable_lookup()->set_keys(PackKeys(r.keys)); },
                  [&](const StoreBeginRequest& r) {
                    auto* b = m.mutable_store_begin();
                    b->set_namespace_id(PackId(r.ns));
                    b->set_keys(PackKeys(r.keys));
-                   for (uint64_t s : r.sizes) b->add_sizes(s);
-                   b->set_codec(static_cast<uint32_t>(r.codec));
                  },
                  [&](const StoreCommitRequest& r) {
                    auto* b = m.mutable_store_commit();
+                   b->set_namespace_id(PackId(r.ns));
+                   b->set_codec(static_cast<uint32_t>(r.codec));
                    b->set_keys(PackKeys(r.keys));
-                   for (uint64_t c : r.checksums) b->add_checksums(c);
-                   b->set_abort(r.abort);
+                   b->set_parents(PackKeys(r.parents));
+                   for (uint64_t o : r.staging_offsets) b->add_staging_offsets(o);
+                   for (uint64_t n : r.lengths) b->add_lengths(n);
                  },
                  [&](const LoadRequest& r) {
                    auto* b = m.mutable_load();
+                   b->set_namespace_id(PackId(r.ns));
                    b->set_keys(PackKeys(r.keys));
                    b->set_pin_ms(r.pin_ms);
                  },
@@ -128,6 +120,7 @@ Result<Request> DecodeRequest(std::span<const std::byte> body) {
       Hello h;
       h.protocol_version = m.hello().protocol_version();
       h.client_name = m.hello().client_name();
+      h.staging_bytes = m.hello().staging_bytes();
       out.body = std::move(h);
       break;
     }
@@ -142,28 +135,31 @@ Result<Request> DecodeRequest(std::span<const std::byte> body) {
       StoreBeginRequest r;
       STRATA_RETURN_IF_ERROR(UnpackId(b.namespace_id(), &r.ns));
       STRATA_RETURN_IF_ERROR(UnpackKeys(b.keys(), &r.keys));
-      if (static_cast<size_t>(b.sizes_size()) != r.keys.size())
-        return Malformed("store_begin has " + std::to_string(r.keys.size()) + " keys but " +
-                         std::to_string(b.sizes_size()) + " sizes");
-      r.sizes.assign(b.sizes().begin(), b.sizes().end());
-      STRATA_RETURN_IF_ERROR(CheckCodec(b.codec(), &r.codec));
       out.body = std::move(r);
       break;
     }
     case pb::Request::kStoreCommit: {
       const auto& b = m.store_commit();
       StoreCommitRequest r;
+      STRATA_RETURN_IF_ERROR(UnpackId(b.namespace_id(), &r.ns));
+      STRATA_RETURN_IF_ERROR(CheckCodec(b.codec(), &r.codec));
       STRATA_RETURN_IF_ERROR(UnpackKeys(b.keys(), &r.keys));
-      r.abort = b.abort();
-      if (!r.abort && static_cast<size_t>(b.checksums_size()) != r.keys.size())
-        return Malformed("store_commit has " + std::to_string(r.keys.size()) + " keys but " +
-                         std::to_string(b.checksums_size()) + " checksums");
-      r.checksums.assign(b.checksums().begin(), b.checksums().end());
+      STRATA_RETURN_IF_ERROR(UnpackKeys(b.parents(), &r.parents));
+      const size_t n = r.keys.size();
+      if (r.parents.size() != n || static_cast<size_t>(b.staging_offsets_size()) != n ||
+          static_cast<size_t>(b.lengths_size()) != n)
+        return Malformed("store_commit has " + std::to_string(n) + " keys but " +
+                         std::to_string(r.parents.size()) + " parents, " +
+                         std::to_string(b.staging_offsets_size()) + " offsets and " +
+                         std::to_string(b.lengths_size()) + " lengths");
+      r.staging_offsets.assign(b.staging_offsets().begin(), b.staging_offsets().end());
+      r.lengths.assign(b.lengths().begin(), b.lengths().end());
       out.body = std::move(r);
       break;
     }
     case pb::Request::kLoad: {
       LoadRequest r;
+      STRATA_RETURN_IF_ERROR(UnpackId(m.load().namespace_id(), &r.ns));
       STRATA_RETURN_IF_ERROR(UnpackKeys(m.load().keys(), &r.keys));
       r.pin_ms = m.load().pin_ms();
       out.body = std::move(r);
@@ -219,14 +215,14 @@ std::string EncodeResponse(const Response& response) {
                    for (Tier t : r.tiers) b->add_tiers(static_cast<pb::Tier>(t));
                  },
                  [&](const StoreBeginReply& r) {
-                   auto* b = m.mutable_store_begin();
-                   for (const Slot& s : r.slots) {
-                     auto* slot = b->add_slots();
-                     slot->set_exists(s.exists);
-                     slot->set_offset(s.offset);
-                   }
+                   m.mutable_store_begin()->set_exists(
+                       std::string(r.exists.begin(), r.exists.end()));
                  },
-                 [&](const StoreCommitReply& r) { m.mutable_store_commit()->set_committed(r.committed); },
+                 [&](const StoreCommitReply& r) {
+                   auto* b = m.mutable_store_commit();
+                   b->set_committed(r.committed);
+                   b->set_existed(r.existed);
+                 },
                  [&](const LoadReply& r) {
                    auto* b = m.mutable_load();
                    for (const Location& l : r.locations) {
@@ -277,12 +273,14 @@ Result<Response> DecodeResponse(std::span<const std::byte> body) {
     }
     case pb::Response::kStoreBegin: {
       StoreBeginReply r;
-      for (const auto& s : m.store_begin().slots()) r.slots.push_back({s.exists(), s.offset()});
+      const std::string& e = m.store_begin().exists();
+      if (e.size() > kMaxKeysPerRequest) return Malformed("store_begin reply is too long");
+      r.exists.assign(e.begin(), e.end());
       out.body = std::move(r);
       break;
     }
     case pb::Response::kStoreCommit:
-      out.body = StoreCommitReply{m.store_commit().committed()};
+      out.body = StoreCommitReply{m.store_commit().committed(), m.store_commit().existed()};
       break;
     case pb::Response::kLoad: {
       LoadReply r;

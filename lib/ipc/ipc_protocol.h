@@ -20,23 +20,25 @@
 #include "strata/namespace.h"
 #include "strata/result.h"
 #include "strata/status.h"
+#include "strata/tier.h"
 
 namespace strata::ipc {
 
-inline constexpr uint32_t kIpcProtocolVersion = 1;
+inline constexpr uint32_t kIpcProtocolVersion = 2;
 inline constexpr size_t kLengthPrefixBytes = 4;
 // Largest message body either side sends or accepts; larger lengths close the connection.
 inline constexpr size_t kMaxMessageBytes = size_t{8} << 20;
 // Largest number of keys in one request (a 1M-token prompt at block size 16 is 65536 blocks).
 inline constexpr size_t kMaxKeysPerRequest = 131072;
 
-// Where a block is. Values are part of the protocol: never reuse.
-enum class Tier : uint8_t { kNone = 0, kHost = 1, kDisk = 2, kDevice = 3, kRemote = 4 };
-std::string_view TierName(Tier tier);
+// Where a block is: strata::Tier (strata/tier.h), whose values the protocol carries.
+using ::strata::Tier;
+using ::strata::TierName;
 
 struct Hello {
   uint32_t protocol_version = kIpcProtocolVersion;
   std::string client_name;
+  uint64_t staging_bytes = 0;  // bytes of the staging memfd sent with the Hello
 };
 struct HelloReply {
   uint32_t protocol_version = kIpcProtocolVersion;
@@ -53,25 +55,25 @@ struct LookupReply {
 struct StoreBeginRequest {
   NamespaceId ns;
   std::vector<BlockKey> keys;
-  std::vector<uint64_t> sizes;  // payload bytes per key
-  Codec codec = Codec::kNone;
-};
-struct Slot {
-  bool exists = false;  // already cached: nothing to write
-  uint64_t offset = 0;  // payload offset in the pool
 };
 struct StoreBeginReply {
-  std::vector<Slot> slots;
+  std::vector<uint8_t> exists;  // one per key: 1 = cached already
 };
+// Blocks written into the client's staging memfd, to be copied into the pool and published.
 struct StoreCommitRequest {
+  NamespaceId ns;
+  Codec codec = Codec::kNone;
   std::vector<BlockKey> keys;
-  std::vector<uint64_t> checksums;  // XXH3-64 of each payload; ignored when abort
-  bool abort = false;
+  std::vector<BlockKey> parents;  // one per key; BlockKey{} (all zero): no parent
+  std::vector<uint64_t> staging_offsets;
+  std::vector<uint64_t> lengths;  // payload bytes
 };
 struct StoreCommitReply {
-  uint32_t committed = 0;
+  uint32_t committed = 0;  // newly published
+  uint32_t existed = 0;    // skipped: cached already
 };
 struct LoadRequest {
+  NamespaceId ns;
   std::vector<BlockKey> keys;
   uint32_t pin_ms = 0;  // 0: the daemon's default pin expiry
 };

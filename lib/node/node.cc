@@ -22,15 +22,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-ipc::Tier ToIpcTier(store::TierKind kind) {
-  switch (kind) {
-    case store::TierKind::kDevice: return ipc::Tier::kDevice;
-    case store::TierKind::kHost: return ipc::Tier::kHost;
-    case store::TierKind::kDisk: return ipc::Tier::kDisk;
-  }
-  return ipc::Tier::kNone;
-}
-
 uint64_t DefaultHostPoolBytes() {
   const long pages = ::sysconf(_SC_AVPHYS_PAGES);
   const long page = ::sysconf(_SC_PAGESIZE);
@@ -111,19 +102,15 @@ class LocalNode final : public Node {
       std::lock_guard<std::mutex> lock(mu_);
       owners.swap(owners_);
     }
-    for (auto& [id, st] : owners)
-      for (auto& [key, r] : st.reservations) store_->host().Abort(r.reservation);
   }
 
-  int pool_fd() const override { return store_->host().fd(); }
+  int pool_fd() const override { return store_->host().read_only_fd(); }
   uint64_t pool_bytes() const override { return store_->host().size(); }
   std::byte* pool_base() const override { return store_->host().base(); }
 
   std::vector<ipc::Tier> Lookup(std::span<const BlockKey> keys) override {
     store::LookupResult r = store_->Lookup(keys);
-    std::vector<ipc::Tier> out;
-    out.reserve(r.where.size());
-    for (store::TierKind k : r.where) out.push_back(ToIpcTier(k));
+    std::vector<Tier> out(r.where.begin(), r.where.end());
     if (cluster_ && out.size() < keys.size()) {
       const size_t remote = cluster_->RemotePrefix(keys.subspan(out.size()));
       out.insert(out.end(), remote, ipc::Tier::kRemote);
@@ -138,116 +125,59 @@ class LocalNode final : public Node {
     return cluster_->Fetch(keys, local);
   }
 
-  Result<std::vector<ipc::Slot>> BeginStore(OwnerId owner, const NamespaceId& ns,
-                                            std::span<const BlockKey> keys,
-                                            std::span<const uint64_t> sizes, Codec codec) override {
-    if (keys.size() != sizes.size())
-      return Status::InvalidArgument("BeginStore: keys and sizes differ in length");
-    const store::LookupResult present = store_->Lookup(keys);
-    std::vector<ipc::Slot> slots(keys.size());
-    std::vector<Reservation> made;
-    made.reserve(keys.size());
-    for (size_t i = 0; i < keys.size(); ++i) {
-      if (i < present.prefix_blocks) {
-        slots[i].exists = true;
+  std::vector<uint8_t> Exists(std::span<const BlockKey> keys) override {
+    std::vector<uint8_t> out(keys.size(), 0);
+    for (size_t i = 0; i < keys.size(); ++i) out[i] = Cached(keys[i]) ? 1 : 0;
+    return out;
+  }
+
+  Result<StoreOutcome> Store(const NamespaceId& ns, Codec codec,
+                             std::span<const StagedBlock> blocks) override {
+    StoreOutcome outcome;
+    store::HostTier& host = store_->host();
+    // A request the empty pool could not hold is refused before anything is stored (storing it
+    // block by block would evict its own first blocks to make room for its last).
+    std::vector<uint64_t> sizes;
+    sizes.reserve(blocks.size());
+    for (const StagedBlock& b : blocks) sizes.push_back(b.payload.size());
+    STRATA_RETURN_IF_ERROR(host.CheckFits(sizes).WithContext("Store"));
+    for (const StagedBlock& b : blocks) {
+      if (b.payload.empty())
+        return Partial(outcome, Status::InvalidArgument("Store: block " + b.key.ToHex() +
+                                                         " is empty"));
+      if (Cached(b.key)) {
+        ++outcome.existed;
         continue;
       }
-      if (sizes[i] == 0) {
-        AbortAll(made);
-        return Status::InvalidArgument("BeginStore: block " + keys[i].ToHex() + " is empty");
-      }
-      auto r = store_->host().Reserve(keys[i], sizes[i]);
+      auto r = host.Reserve(b.key, b.payload.size());
       if (!r.ok()) {
         if (r.status().code() == StatusCode::kAlreadyExists) {
-          slots[i].exists = true;
+          ++outcome.existed;
           continue;
         }
-        AbortAll(made);
-        return r.status().WithContext("BeginStore");
+        return Partial(outcome, r.status().WithContext("Store"));
       }
-      slots[i].offset = store_->host().payload_offset() + r->offset;
-      made.push_back({*r, ns, codec, i > 0 ? std::optional<BlockKey>(keys[i - 1]) : std::nullopt});
-    }
-    std::vector<Reservation> replaced;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto& st = owners_[owner];
-      for (auto& r : made) {
-        auto [it, inserted] = st.reservations.try_emplace(r.reservation.key, r);
-        if (!inserted) {  // the owner reserved this key before without committing: keep the new
-          replaced.push_back(it->second);
-          it->second = r;
-        }
-      }
-    }
-    AbortAll(replaced);
-    return slots;
-  }
-
-  Result<uint32_t> CommitStore(OwnerId owner, std::span<const BlockKey> keys,
-                               std::span<const uint64_t> checksums) override {
-    if (keys.size() != checksums.size())
-      return Status::InvalidArgument("CommitStore: keys and checksums differ in length");
-    std::vector<std::optional<Reservation>> found(keys.size());
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto& st = owners_[owner];
-      for (size_t i = 0; i < keys.size(); ++i) {
-        auto it = st.reservations.find(keys[i]);
-        if (it == st.reservations.end()) continue;
-        found[i] = it->second;
-        st.reservations.erase(it);
-      }
-    }
-    uint32_t committed = 0;
-    Status first_error;
-    for (size_t i = 0; i < keys.size(); ++i) {
-      if (!found[i]) {
-        if (first_error.ok())
-          first_error = Status::NotFound("CommitStore: block " + keys[i].ToHex() +
-                                         " was not reserved by this client");
-        continue;
-      }
-      const Reservation& r = *found[i];
+      // The one copy of the store path on the daemon's side; the checksum is of the bytes copied,
+      // so a client that rewrites its staging memory meanwhile changes nothing published.
       BlockHeader header;
-      header.codec = r.codec;
-      header.payload_length = r.reservation.length;
-      header.key = r.reservation.key;
-      header.ns = r.ns;
-      header.payload_checksum = checksums[i];
+      header.codec = codec;
+      header.payload_length = r->length;
+      header.key = b.key;
+      header.ns = ns;
+      header.payload_checksum =
+          CopyWithChecksum(host.payload_base() + r->offset, b.payload.data(), b.payload.size());
       store::PutOptions put;
-      if (r.parent) put.parent = &*r.parent;
-      // The client computed the checksum over the bytes it wrote into the pool; every reader
-      // verifies before use, so the commit does not reread the payload.
-      Status st = store_->CommitReserved(r.reservation, header, put, /*verify=*/false);
-      if (st.ok()) {
-        ++committed;
-        if (cluster_) cluster_->Added(header.key);
-      } else if (first_error.ok()) {
-        first_error = st;
-      }
+      if (b.parent) put.parent = &*b.parent;
+      Status st = store_->CommitReserved(*r, header, put, /*verify=*/false);
+      if (!st.ok()) return Partial(outcome, st);
+      ++outcome.committed;
+      if (cluster_) cluster_->Added(header.key);
     }
-    if (committed == 0 && !first_error.ok()) return first_error;
-    return committed;
+    return outcome;
   }
 
-  void AbortStore(OwnerId owner, std::span<const BlockKey> keys) override {
-    std::vector<Reservation> aborted;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = owners_.find(owner);
-      if (it == owners_.end()) return;
-      for (const BlockKey& k : keys) {
-        auto r = it->second.reservations.find(k);
-        if (r == it->second.reservations.end()) continue;
-        aborted.push_back(r->second);
-        it->second.reservations.erase(r);
-      }
-    }
-    AbortAll(aborted);
-  }
-
-  Result<std::vector<ipc::Location>> PinForLoad(OwnerId owner, std::span<const BlockKey> keys,
+  Result<std::vector<ipc::Location>> PinForLoad(OwnerId owner, const NamespaceId& ns,
+                                                std::span<const BlockKey> keys,
                                                 uint32_t pin_ms) override {
     // Pull the part of the prefix that only peers hold first (blocks from `local_before` on came
     // from peers).
@@ -275,7 +205,8 @@ class LocalNode final : public Node {
     for (size_t i = 0; i < present.prefix_blocks; ++i) {
       auto block = store_->host().Acquire(keys[i]);
       if (!block.ok()) break;  // evicted meanwhile, or on a tier clients cannot map
-      out.push_back({store_->host().payload_offset() + block->offset(),
+      if (block->header().ns != ns) break;  // a key of another namespace: not this caller's
+      out.push_back({block->offset(),
                      block->header().payload_length, block->header().payload_checksum,
                      block->header().codec});
       store_->access().RecordServed(
@@ -333,14 +264,11 @@ class LocalNode final : public Node {
 
   std::string StatsJson() override {
     store::StoreStats s = store_->Stats();
-    size_t sessions = 0, pins = 0, reservations = 0;
+    size_t sessions = 0, pins = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
       sessions = owners_.size();
-      for (auto& [id, st] : owners_) {
-        pins += st.pins.size();
-        reservations += st.reservations.size();
-      }
+      for (auto& [id, st] : owners_) pins += st.pins.size();
     }
     const store::AccessSnapshot a = store_->access().Snapshot();
     nlohmann::json j = {{"host", TierJson(s.host)},
@@ -354,7 +282,6 @@ class LocalNode final : public Node {
                         {"demotion_errors", s.demotion_errors},
                         {"owners", sessions},
                         {"pins", pins},
-                        {"reservations", reservations},
                         {"pool_bytes", pool_bytes()},
                         {"pool_populated_bytes", store_->host().populated_bytes()},
                         {"pool_populating", store_->host().populating()}};
@@ -390,7 +317,6 @@ class LocalNode final : public Node {
       st = std::move(it->second);
       owners_.erase(it);
     }
-    for (auto& [k, r] : st.reservations) store_->host().Abort(r.reservation);
     // st.pins release their blocks as st goes out of scope.
   }
 
@@ -412,18 +338,11 @@ class LocalNode final : public Node {
   }
 
  private:
-  struct Reservation {
-    store::WriteReservation reservation;
-    NamespaceId ns;
-    Codec codec;
-    std::optional<BlockKey> parent;  // the previous key of the same request: its chain parent
-  };
   struct Pin {
     store::PinnedBlock block;
     Clock::time_point deadline;
   };
   struct OwnerState {
-    std::unordered_map<BlockKey, Reservation, BlockKeyHash> reservations;
     std::unordered_multimap<BlockKey, Pin, BlockKeyHash> pins;
   };
 
@@ -448,8 +367,16 @@ class LocalNode final : public Node {
     return store::Source::kHost;
   }
 
-  void AbortAll(const std::vector<Reservation>& rs) {
-    for (const auto& r : rs) store_->host().Abort(r.reservation);
+  // True when a local tier holds `key` (no access is recorded).
+  bool Cached(const BlockKey& key) {
+    if (store_->host().Find(key).ok()) return true;
+    return store_->disk() != nullptr && store_->disk()->Find(key).ok();
+  }
+
+  // `outcome` when some block was published before `error`, else `error`.
+  static Result<StoreOutcome> Partial(const StoreOutcome& outcome, Status error) {
+    if (outcome.committed > 0) return outcome;
+    return error;
   }
 
   // Releases pins whose client did not unpin in time (a hung or crashed engine).

@@ -2,12 +2,13 @@
 // cluster (transport/). The daemon's request handler and the embedded client both drive a Node;
 // engines never see it directly.
 //
-// Stores are two-phase so that KV bytes never cross a socket: BeginStore reserves pool space the
-// client writes into (the pool is a memfd the client maps), CommitStore verifies each payload's
-// checksum in place and publishes it. Loads pin blocks in the host pool and return their
-// locations; the client copies them out and unpins. Every reservation and pin belongs to an
-// *owner* (a client session); ReleaseOwner drops all of them when the session ends, and pins also
-// expire, so a crashed client leaks nothing.
+// KV bytes never cross a socket and the node trusts no byte a client writes (docs/data-plane.md):
+// a client writes the payloads it stores into its own staging memory, and Store copies each one
+// into the host pool, computing its checksum from the bytes it copied and writing the header
+// itself, so what is published is exactly what was hashed and no client can touch it afterwards.
+// Loads pin blocks in the host pool and return their locations; the client reads them through a
+// read-only mapping and unpins. Every pin belongs to an *owner* (a client session); ReleaseOwner
+// drops them when the session ends, and pins also expire, so a crashed client leaks nothing.
 //
 // Thread-safety: every method may be called from many threads at once.
 #pragma once
@@ -83,7 +84,8 @@ class Node {
   static Result<std::unique_ptr<Node>> Open(const NodeOptions& options);
   virtual ~Node() = default;
 
-  // The shared host pool: a memfd of pool_bytes() mapped at pool_base().
+  // The shared host pool: a memfd of pool_bytes() mapped at pool_base(); pool_fd() is a read-only
+  // descriptor of it (what clients receive).
   virtual int pool_fd() const = 0;
   virtual uint64_t pool_bytes() const = 0;
   virtual std::byte* pool_base() const = 0;
@@ -98,21 +100,31 @@ class Node {
   // the request timeout and yields the blocks that did arrive. Single node: the local prefix.
   virtual size_t Fetch(std::span<const BlockKey> keys) = 0;
 
-  // Reserves space for each payload; keys already cached (or reserved by another owner) get
-  // exists = true. NoSpace when the pool cannot hold them even after eviction.
-  virtual Result<std::vector<ipc::Slot>> BeginStore(OwnerId owner, const NamespaceId& ns,
-                                                    std::span<const BlockKey> keys,
-                                                    std::span<const uint64_t> sizes,
-                                                    Codec codec) = 0;
-  // Verifies and publishes reserved blocks; returns how many were published. A block whose bytes
-  // do not match its checksum is dropped and reported as Corruption (the others still commit).
-  virtual Result<uint32_t> CommitStore(OwnerId owner, std::span<const BlockKey> keys,
-                                       std::span<const uint64_t> checksums) = 0;
-  virtual void AbortStore(OwnerId owner, std::span<const BlockKey> keys) = 0;
+  // One flag per key: 1 when the key is cached in a local tier.
+  virtual std::vector<uint8_t> Exists(std::span<const BlockKey> keys) = 0;
+
+  // A payload to publish. `payload` points into memory the caller mapped from a client (its
+  // staging memfd); the node only reads it, once.
+  struct StagedBlock {
+    BlockKey key;
+    std::optional<BlockKey> parent;  // the chain's previous block, for prefix-aware eviction
+    std::span<const std::byte> payload;
+  };
+  struct StoreOutcome {
+    uint32_t committed = 0;  // newly published
+    uint32_t existed = 0;    // skipped: cached already
+  };
+  // Copies each payload into the host pool, computing its XXH3-64 from the copied bytes, writes
+  // its header (namespace `ns`, `codec`) and publishes it. Keys already cached are skipped.
+  // NoSpace when the pool cannot hold a block even after eviction; the blocks before it stay
+  // published (the outcome is returned when at least one was, the error otherwise).
+  virtual Result<StoreOutcome> Store(const NamespaceId& ns, Codec codec,
+                                     std::span<const StagedBlock> blocks) = 0;
 
   // Pins the longest cached prefix of `keys` in the host pool (fetching the part that only peers
-  // hold, promoting from disk) and returns where each block is.
-  virtual Result<std::vector<ipc::Location>> PinForLoad(OwnerId owner,
+  // hold, promoting from disk) and returns where each block is. A block whose header names
+  // another namespace than `ns` ends the prefix (keys are never trusted to belong to `ns`).
+  virtual Result<std::vector<ipc::Location>> PinForLoad(OwnerId owner, const NamespaceId& ns,
                                                         std::span<const BlockKey> keys,
                                                         uint32_t pin_ms) = 0;
   virtual void Unpin(OwnerId owner, std::span<const BlockKey> keys) = 0;
@@ -127,7 +139,7 @@ class Node {
   // Node and tier statistics as a JSON object.
   virtual std::string StatsJson() = 0;
 
-  // Drops every reservation and pin of `owner` (its session ended).
+  // Drops every pin of `owner` (its session ended).
   virtual void ReleaseOwner(OwnerId owner) = 0;
 
   // Persists what a restart should find: host blocks the disk tier lacks are written to it, and

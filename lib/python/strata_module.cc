@@ -1,9 +1,11 @@
-// The `strata` Python module (docs/client-api.md): the C++ client on numpy arrays, bytes-like
-// objects and CPU torch tensors. Payload buffers are used in place (no copies besides the one
-// into or out of the shared pool); the GIL is released while bytes move.
+// The `strata` Python module (docs/client-api.md): the C++ client on torch tensors (any dtype,
+// bf16 and fp8 included), numpy arrays and bytes-like objects, plus the paged API over an engine's
+// per-layer KV tensors. Buffers are used in place; the GIL is released while bytes move.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,48 +56,71 @@ py::bytes KeyBytes(const strata::BlockKey& k) {
   return py::bytes(reinterpret_cast<const char*>(b.data()), b.size());
 }
 
-// A CPU torch tensor shares its memory with tensor.numpy(); anything else must speak the buffer
-// protocol already.
-py::buffer AsBuffer(const py::handle& obj) {
-  if (py::isinstance<py::buffer>(obj)) return py::reinterpret_borrow<py::buffer>(obj);
-  if (py::hasattr(obj, "numpy") && py::hasattr(obj, "is_contiguous")) {
-    if (py::hasattr(obj, "device") && py::str(obj.attr("device")).cast<std::string>() != "cpu")
-      throw py::value_error("only CPU tensors can be stored or loaded (move it with .cpu())");
+// A contiguous byte range of a Python object, and the reference that keeps it alive.
+struct RawBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  py::object owner;               // a torch tensor: the tensor itself
+  std::optional<py::buffer_info> info;  // a buffer-protocol object: its export
+};
+
+bool IsTorchTensor(const py::handle& obj) {
+  return py::hasattr(obj, "data_ptr") && py::hasattr(obj, "element_size") &&
+         py::hasattr(obj, "is_contiguous");
+}
+
+// Torch tensors of any dtype (bf16 and fp8 included: their memory is taken through data_ptr(),
+// never through numpy, which has no such dtypes); anything else must speak the buffer protocol.
+RawBuffer ExportOne(const py::handle& obj, bool writable) {
+  RawBuffer out;
+  if (IsTorchTensor(obj)) {
+    const std::string device = py::str(obj.attr("device").attr("type")).cast<std::string>();
+    if (device != "cpu")
+      throw py::value_error("a " + device +
+                            " tensor: this build moves host memory only (move it with .cpu())");
     if (!obj.attr("is_contiguous")().cast<bool>())
       throw py::value_error("tensor is not contiguous (call .contiguous())");
-    return obj.attr("detach")().attr("numpy")();
+    out.ptr = reinterpret_cast<void*>(obj.attr("data_ptr")().cast<uintptr_t>());
+    out.bytes = obj.attr("numel")().cast<size_t>() * obj.attr("element_size")().cast<size_t>();
+    out.owner = py::reinterpret_borrow<py::object>(obj);
+    return out;
   }
-  throw py::type_error("expected a bytes-like object, a numpy array or a CPU torch tensor");
+  if (!py::isinstance<py::buffer>(obj))
+    throw py::type_error("expected a torch tensor, a numpy array or a bytes-like object");
+  py::buffer_info info = py::reinterpret_borrow<py::buffer>(obj).request(writable);
+  if (info.ndim > 0) {
+    py::ssize_t expect = info.itemsize;
+    for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
+      if (info.shape[d] != 1 && info.strides[d] != expect)
+        throw py::value_error("buffer is not C-contiguous");
+      expect *= info.shape[d];
+    }
+  }
+  out.ptr = info.ptr;
+  out.bytes = static_cast<size_t>(info.size * info.itemsize);
+  out.info = std::move(info);
+  return out;
 }
 
 struct HeldBuffers {
-  std::vector<py::buffer_info> infos;  // keep the exports alive while bytes move
+  std::vector<RawBuffer> buffers;  // keep the exports alive while bytes move
 };
 
 HeldBuffers Export(const py::sequence& buffers, bool writable) {
   HeldBuffers held;
-  for (const py::handle& h : buffers) {
-    py::buffer b = AsBuffer(h);
-    py::buffer_info info = b.request(writable);
-    if (info.ndim > 0) {
-      py::ssize_t expect = info.itemsize;
-      for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
-        if (info.shape[d] != 1 && info.strides[d] != expect)
-          throw py::value_error("buffer is not C-contiguous");
-        expect *= info.shape[d];
-      }
-    }
-    held.infos.push_back(std::move(info));
-  }
+  for (const py::handle& h : buffers) held.buffers.push_back(ExportOne(h, writable));
   return held;
 }
 
-size_t Bytes(const py::buffer_info& info) { return static_cast<size_t>(info.size * info.itemsize); }
+// A registered paged KV cache: its id and the tensors whose memory it points into.
+struct PyKvCache {
+  strata::KvCacheId id = 0;
+  py::list tensors;
+};
 
 strata::Namespace MakeNamespace(const std::string& model_id, uint32_t num_layers,
                                 uint32_t num_kv_heads, uint32_t head_dim, uint32_t block_size,
-                                const std::string& kv_dtype, bool mla, uint32_t rank,
-                                uint32_t world_size, const std::string& codec,
+                                const std::string& kv_dtype, bool mla, const std::string& codec,
                                 const std::string& lora_id, const std::string& tenant_salt,
                                 const std::string& model_revision) {
   strata::NamespaceSpec s;
@@ -107,8 +132,6 @@ strata::Namespace MakeNamespace(const std::string& model_id, uint32_t num_layers
   s.num_kv_heads = num_kv_heads;
   s.head_dim = head_dim;
   s.block_size = block_size;
-  s.rank = rank;
-  s.world_size = world_size;
   s.codec = Unwrap(strata::ParseCodec(codec));
   s.lora_id = lora_id;
   s.tenant_salt = tenant_salt;
@@ -124,8 +147,8 @@ PYBIND11_MODULE(strata, m) {
   py::class_<strata::Namespace>(m, "Namespace")
       .def(py::init(&MakeNamespace), py::arg("model_id"), py::arg("num_layers"),
            py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("block_size") = 16,
-           py::arg("kv_dtype") = "bf16", py::arg("mla") = false, py::arg("rank") = 0,
-           py::arg("world_size") = 1, py::arg("codec") = "none", py::arg("lora_id") = "",
+           py::arg("kv_dtype") = "bf16", py::arg("mla") = false, py::arg("codec") = "none",
+           py::arg("lora_id") = "",
            py::arg("tenant_salt") = "", py::arg("model_revision") = "")
       .def_property_readonly("id", [](const strata::Namespace& ns) { return ns.id().ToHex(); })
       .def_property_readonly("block_size", &strata::Namespace::block_size)
@@ -138,6 +161,10 @@ PYBIND11_MODULE(strata, m) {
             return out;
           },
           py::arg("tokens"), "Keys of every full block of `tokens` (16-byte bytes each).");
+
+  py::class_<PyKvCache>(m, "KvCache")
+      .def_readonly("id", &PyKvCache::id)
+      .def_readonly("tensors", &PyKvCache::tensors);
 
   py::class_<strata::Client>(m, "Client")
       .def_static(
@@ -164,7 +191,7 @@ PYBIND11_MODULE(strata, m) {
               r = Unwrap(c.Lookup(k));
             }
             std::vector<std::string> tiers;
-            for (auto t : r.tiers) tiers.emplace_back(strata::BlockTierName(t));
+            for (auto t : r.tiers) tiers.emplace_back(strata::TierName(t));
             return py::make_tuple(r.matched_blocks, tiers);
           },
           py::arg("keys"), "(matched blocks, tier of each) for the longest cached prefix.")
@@ -175,7 +202,7 @@ PYBIND11_MODULE(strata, m) {
             auto k = ToKeys(keys);
             HeldBuffers held = Export(buffers, /*writable=*/false);
             std::vector<strata::ConstBuffer> in;
-            for (auto& info : held.infos) in.push_back({info.ptr, Bytes(info)});
+            for (auto& b : held.buffers) in.push_back({b.ptr, b.bytes});
             py::gil_scoped_release release;
             return Unwrap(c.Store(ns, k, in).Wait());
           },
@@ -183,15 +210,16 @@ PYBIND11_MODULE(strata, m) {
           "Store one buffer per key; returns how many blocks were new.")
       .def(
           "load",
-          [](strata::Client& c, const std::vector<py::bytes>& keys, const py::sequence& buffers) {
+          [](strata::Client& c, const strata::Namespace& ns, const std::vector<py::bytes>& keys,
+             const py::sequence& buffers) {
             auto k = ToKeys(keys);
             HeldBuffers held = Export(buffers, /*writable=*/true);
             std::vector<strata::MutableBuffer> out;
-            for (auto& info : held.infos) out.push_back({info.ptr, Bytes(info)});
+            for (auto& b : held.buffers) out.push_back({b.ptr, b.bytes});
             py::gil_scoped_release release;
-            return Unwrap(c.Load(k, out).Wait());
+            return Unwrap(c.Load(ns, k, out).Wait());
           },
-          py::arg("keys"), py::arg("buffers"),
+          py::arg("ns"), py::arg("keys"), py::arg("buffers"),
           "Load the longest cached prefix into the buffers; returns how many blocks.")
       .def(
           "prefetch",
@@ -203,12 +231,77 @@ PYBIND11_MODULE(strata, m) {
           py::arg("keys"))
       .def(
           "pin",
-          [](strata::Client& c, const std::vector<py::bytes>& keys, uint32_t pin_ms) {
+          [](strata::Client& c, const strata::Namespace& ns, const std::vector<py::bytes>& keys,
+             uint32_t pin_ms) {
             auto k = ToKeys(keys);
             py::gil_scoped_release release;
-            return Unwrap(c.Pin(k, pin_ms));
+            return Unwrap(c.Pin(ns, k, pin_ms));
           },
-          py::arg("keys"), py::arg("pin_ms") = 0)
+          py::arg("ns"), py::arg("keys"), py::arg("pin_ms") = 0)
+      .def(
+          "register_kv_cache",
+          [](strata::Client& c, const strata::Namespace& ns, const py::sequence& layers,
+             const std::string& layout, uint32_t tp_rank, uint32_t tp_size) {
+            strata::KvCacheSpec spec;
+            spec.layout = Unwrap(strata::ParseKvLayout(layout));
+            spec.tp_rank = tp_rank;
+            spec.tp_size = tp_size;
+            PyKvCache out;
+            size_t layer_bytes = 0;
+            for (const py::handle& h : layers) {
+              RawBuffer b = ExportOne(h, /*writable=*/true);
+              if (layer_bytes != 0 && b.bytes != layer_bytes)
+                throw py::value_error("every layer must have the same size");
+              layer_bytes = b.bytes;
+              spec.layers.push_back(b.ptr);
+              out.tensors.append(h);
+            }
+            const auto& n = ns.spec();
+            const bool mla = n.attention == strata::AttentionKind::kMla;
+            const uint64_t heads = mla ? 1 : n.num_kv_heads / std::max(1u, tp_size);
+            const uint64_t page = (mla ? 1 : 2) * uint64_t{n.block_size} * heads * n.head_dim *
+                                  strata::KvDtypeSize(n.kv_dtype);
+            if (page == 0 || layer_bytes % page != 0)
+              throw py::value_error("a layer of " + std::to_string(layer_bytes) +
+                                    " bytes is not a whole number of " + std::to_string(page) +
+                                    "-byte pages of this namespace and tp_size");
+            spec.num_blocks = static_cast<uint32_t>(layer_bytes / page);
+            out.id = Unwrap(c.RegisterKvCache(ns, spec));
+            return out;
+          },
+          py::arg("ns"), py::arg("layers"), py::arg("layout") = "vllm", py::arg("tp_rank") = 0,
+          py::arg("tp_size") = 1,
+          "Register an engine's paged KV cache: one tensor per layer (e.g. vLLM's [2, num_blocks, "
+          "block_size, kv_heads, head_dim]); keep the returned KvCache while using it.")
+      .def(
+          "store_paged",
+          [](strata::Client& c, const PyKvCache& cache, const std::vector<py::bytes>& keys,
+             const std::vector<int32_t>& block_ids) {
+            auto k = ToKeys(keys);
+            py::gil_scoped_release release;
+            return Unwrap(c.StorePaged(cache.id, k, block_ids).Wait());
+          },
+          py::arg("cache"), py::arg("keys"), py::arg("block_ids"),
+          "Store pages block_ids[i] as keys[i]; returns how many head shards were new.")
+      .def(
+          "load_paged",
+          [](strata::Client& c, const PyKvCache& cache, const std::vector<py::bytes>& keys,
+             const std::vector<int32_t>& block_ids) {
+            auto k = ToKeys(keys);
+            py::gil_scoped_release release;
+            return Unwrap(c.LoadPaged(cache.id, k, block_ids).Wait());
+          },
+          py::arg("cache"), py::arg("keys"), py::arg("block_ids"),
+          "Load the longest loadable prefix into pages block_ids; returns how many blocks.")
+      .def(
+          "lookup_paged",
+          [](strata::Client& c, const PyKvCache& cache, const std::vector<py::bytes>& keys) {
+            auto k = ToKeys(keys);
+            py::gil_scoped_release release;
+            return Unwrap(c.LookupPaged(cache.id, k));
+          },
+          py::arg("cache"), py::arg("keys"),
+          "How many leading blocks this rank can load now.")
       .def(
           "unpin",
           [](strata::Client& c, const std::vector<py::bytes>& keys) {

@@ -46,13 +46,15 @@ using testing::Outputs;
 using testing::Prompt;
 using transport::testing::WaitFor;
 
-Namespace TestNamespace() {
+// 2 layers x 2 planes x 2 heads x 128 dims x 2 bytes = 2 KiB per token: blocks of
+// `block_bytes` (32 KiB: 16 tokens).
+Namespace TestNamespace(size_t block_bytes) {
   NamespaceSpec s;
   s.model_id = "test/cluster-model";
   s.num_layers = 2;
   s.num_kv_heads = 2;
-  s.head_dim = 64;
-  s.block_size = 16;
+  s.head_dim = 128;
+  s.block_size = static_cast<uint32_t>(block_bytes / 2048);
   return std::move(Namespace::Create(s)).value();
 }
 
@@ -134,7 +136,7 @@ size_t RemoteBlocks(Client& c, std::span<const BlockKey> keys) {
   auto look = c.Lookup(keys);
   if (!look.ok()) return 0;
   size_t n = 0;
-  for (BlockTier t : look->tiers) n += t == BlockTier::kRemote;
+  for (Tier t : look->tiers) n += t == Tier::kRemote;
   return n;
 }
 
@@ -157,8 +159,8 @@ TEST_CASE("cluster: disaggregated prefill -> decode through two strata serve nod
 
   // 4K tokens, block 16 -> 256 blocks of 32 KiB (2 layers x K,V x 2 heads x 64 dims x 16
   // tokens x fp16 = 16 KiB; 32 KiB stands for a larger model): 8 MiB of KV.
-  Namespace ns = TestNamespace();
   constexpr size_t kBlocks = 256, kBytes = 32 << 10;
+  Namespace ns = TestNamespace(kBytes);
   Prompt p(ns, kBlocks, 5, kBytes);
   REQUIRE(p.tokens.size() == 4096);
   auto stored = prefill->Store(ns, p.keys, p.in).Wait();
@@ -173,9 +175,9 @@ TEST_CASE("cluster: disaggregated prefill -> decode through two strata serve nod
   REQUIRE(look.ok());
   CHECK(look->matched_blocks == kBlocks);
   REQUIRE(!look->tiers.empty());
-  CHECK(look->tiers[0] == BlockTier::kRemote);
+  CHECK(look->tiers[0] == Tier::kRemote);
   Outputs o(kBlocks, kBytes);
-  auto loaded = decode->Load(p.keys, o.out).Wait();
+  auto loaded = decode->Load(ns, p.keys, o.out).Wait();
   const auto t1 = Clock::now();
   REQUIRE(loaded.ok());
   CHECK(*loaded == kBlocks);
@@ -191,7 +193,7 @@ TEST_CASE("cluster: disaggregated prefill -> decode through two strata serve nod
   auto again = decode->Lookup(p.keys);
   REQUIRE(again.ok());
   CHECK(again->matched_blocks == kBlocks);
-  if (!again->tiers.empty()) CHECK(again->tiers[0] == BlockTier::kHost);
+  if (!again->tiers.empty()) CHECK(again->tiers[0] == Tier::kHost);
   auto cs = ClusterStats(*decode);
   CHECK(cs["pulled_blocks"] == kBlocks);
   CHECK(ClusterStats(*prefill)["served_blocks"] == kBlocks);
@@ -218,14 +220,14 @@ TEST_CASE("cluster: 3 strata serve nodes: pull then SIGKILL of the holder mid-tr
   REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cc)["members"] == 3; }));
   REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 3; }));
 
-  Namespace ns = TestNamespace();
+  Namespace ns = TestNamespace(16 << 10);
   // A stores a 64-block prefix; C pulls it from A, bit-exact.
   Prompt small(ns, 64, 7, 16 << 10);
   REQUIRE(*ca->Store(ns, small.keys, small.in).Wait() == 64);
   REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cc, small.keys) == 64; }));
   {
     Outputs o(64, 16 << 10);
-    auto loaded = cc->Load(small.keys, o.out).Wait();
+    auto loaded = cc->Load(ns, small.keys, o.out).Wait();
     REQUIRE(loaded.ok());
     CHECK(*loaded == 64);
     for (size_t i = 0; i < 64; ++i) CHECK(o.bufs[i] == small.blocks[i]);
@@ -233,9 +235,10 @@ TEST_CASE("cluster: 3 strata serve nodes: pull then SIGKILL of the holder mid-tr
 
   // A big prefix (48 x 4 MiB) for the kill, and one that only A holds and nobody pulls.
   constexpr size_t kBig = 48, kBigBytes = 4 << 20;
-  Prompt big(ns, kBig, 8, kBigBytes);
+  Namespace big_ns = TestNamespace(kBigBytes);
+  Prompt big(big_ns, kBig, 8, kBigBytes);
   Prompt only_a(ns, 16, 9, 16 << 10);
-  REQUIRE(*ca->Store(ns, big.keys, big.in).Wait() == kBig);
+  REQUIRE(*ca->Store(big_ns, big.keys, big.in).Wait() == kBig);
   REQUIRE(*ca->Store(ns, only_a.keys, only_a.in).Wait() == 16);
   REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cc, big.keys) == kBig; }));
   REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cc, only_a.keys) == 16; }));
@@ -247,7 +250,7 @@ TEST_CASE("cluster: 3 strata serve nodes: pull then SIGKILL of the holder mid-tr
     a.Kill();
   });
   const auto t0 = Clock::now();
-  auto loaded = cc->Load(big.keys, o.out).Wait();
+  auto loaded = cc->Load(big_ns, big.keys, o.out).Wait();
   const auto took = Clock::now() - t0;
   killer.join();
   REQUIRE(loaded.ok());
@@ -264,10 +267,10 @@ TEST_CASE("cluster: 3 strata serve nodes: pull then SIGKILL of the holder mid-tr
     auto look = cc->Lookup(big.keys);
     REQUIRE(look.ok());
     size_t host = 0;
-    for (BlockTier t : look->tiers) host += t == BlockTier::kHost;
+    for (Tier t : look->tiers) host += t == Tier::kHost;
     CHECK(host >= n);
     Outputs again(kBig, kBigBytes);
-    auto reload = cc->Load(big.keys, again.out).Wait();
+    auto reload = cc->Load(big_ns, big.keys, again.out).Wait();
     REQUIRE(reload.ok());
     for (size_t i = 0; i < *reload; ++i) CHECK(again.bufs[i] == big.blocks[i]);
   }
@@ -285,7 +288,7 @@ TEST_CASE("cluster: 3 strata serve nodes: pull then SIGKILL of the holder mid-tr
   REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, small.keys) == 64; }));
   {
     Outputs ob(64, 16 << 10);
-    auto lb = cb->Load(small.keys, ob.out).Wait();
+    auto lb = cb->Load(ns, small.keys, ob.out).Wait();
     REQUIRE(lb.ok());
     CHECK(*lb == 64);
     for (size_t i = 0; i < 64; ++i) CHECK(ob.bufs[i] == small.blocks[i]);
@@ -299,7 +302,7 @@ TEST_CASE("cluster: 3 strata serve nodes: pull then SIGKILL of the holder mid-tr
   REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cd)["members"] == 3; }));
   {
     Outputs od(64, 16 << 10);
-    auto ld = cd->Load(small.keys, od.out).Wait();
+    auto ld = cd->Load(ns, small.keys, od.out).Wait();
     REQUIRE(ld.ok());
     CHECK(*ld == 0);
     CHECK(ClusterStats(*cd)["pulled_blocks"] == 0);
@@ -324,7 +327,7 @@ TEST_CASE("cluster: static membership through a shared directory and Prefetch of
   REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
   REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
 
-  Namespace ns = TestNamespace();
+  Namespace ns = TestNamespace(16 << 10);
   Prompt p(ns, 32, 21, 16 << 10);
   REQUIRE(*ca->Store(ns, p.keys, p.in).Wait() == 32);
   REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, p.keys) == 32; }));
@@ -334,10 +337,10 @@ TEST_CASE("cluster: static membership through a shared directory and Prefetch of
   CHECK(*queued == 32);
   CHECK(WaitFor(5000ms, [&] {
     auto look = cb->Lookup(p.keys);
-    return look.ok() && look->matched_blocks == 32 && look->tiers.back() == BlockTier::kHost;
+    return look.ok() && look->matched_blocks == 32 && look->tiers.back() == Tier::kHost;
   }));
   Outputs o(32, 16 << 10);
-  REQUIRE(*cb->Load(p.keys, o.out).Wait() == 32);
+  REQUIRE(*cb->Load(ns, p.keys, o.out).Wait() == 32);
   for (size_t i = 0; i < 32; ++i) CHECK(o.bufs[i] == p.blocks[i]);
   CHECK(ClusterStats(*cb)["pulled_blocks"] == 32);
 

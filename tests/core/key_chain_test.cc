@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -63,34 +64,34 @@ std::string TempPath(const std::string& name) {
 TEST_CASE("Documented test vectors hold (docs/keys.md)", "[core]") {
   SECTION("V1: default namespace, tokens 0..31, block 16") {
     Namespace ns = Make(DefaultSpec());
-    CHECK(ns.id().ToHex() == "3f58d2461c669656ef65408d0403e8c7");
+    CHECK(ns.id().ToHex() == "228675c223f3497b70dad36c356d32c5");
     CHECK(Hex(ComputeBlockKeys(ns, Iota(0, 32))) ==
-          std::vector<std::string>{"62221939c158671d71bfd513ae97a0a5",
-                                   "389c010207038575aaa855c7629c515b"});
+          std::vector<std::string>{"08740f344f161fc5568628bf0ccd0c09",
+                                   "ffadbf9429c3df37232c3b3af060c2b7"});
   }
   SECTION("V2: block size 4, tokens 1..9, the 9th token is an unkeyed tail") {
     auto s = DefaultSpec();
     s.block_size = 4;
     Namespace ns = Make(s);
-    CHECK(ns.id().ToHex() == "c3776a94ac57a433436a3567329b18f5");
+    CHECK(ns.id().ToHex() == "af1921e6f5e9f61b6964c0b3361597f0");
     CHECK(Hex(ComputeBlockKeys(ns, Iota(1, 9))) ==
-          std::vector<std::string>{"0e2c2137aac19149884c1e1f11a9a188",
-                                   "64715046e08e2df7d11a84bead361eb3"});
+          std::vector<std::string>{"96bb0f32d9ba11a5e44b5e06745dd17a",
+                                   "524fbb74ecf7d853360c89d1609518e2"});
   }
   SECTION("V3: tenant salt 'tenant-a'") {
     auto s = DefaultSpec();
     s.tenant_salt = "tenant-a";
     Namespace ns = Make(s);
-    CHECK(ns.id().ToHex() == "4d5d86209ed7c0369985e23954b5baff");
+    CHECK(ns.id().ToHex() == "3199def973bec39d533f2e9c36398642");
     CHECK(Hex(ComputeBlockKeys(ns, Iota(0, 16))) ==
-          std::vector<std::string>{"85ce1ec436d6c8eee16487f744d15bb1"});
+          std::vector<std::string>{"19ec60a71d79a915b8bdf515b56bdb63"});
   }
   SECTION("V4: the largest token id") {
     Namespace ns = Make(DefaultSpec());
     CHECK(Hex(ComputeBlockKeys(ns, std::vector<uint32_t>(16, 4294967295u))) ==
-          std::vector<std::string>{"fb827487fd1889c2e5a813c68d0d6d5a"});
+          std::vector<std::string>{"87c242e244a66241104f32806a19cc17"});
   }
-  SECTION("V5: MLA fp8 namespace, rank 1 of 8, block 64") {
+  SECTION("V5: MLA fp8 namespace, block 64") {
     NamespaceSpec s;
     s.model_id = "deepseek-ai/DeepSeek-V3";
     s.model_revision = "main";
@@ -100,13 +101,11 @@ TEST_CASE("Documented test vectors hold (docs/keys.md)", "[core]") {
     s.num_kv_heads = 1;
     s.head_dim = 576;
     s.block_size = 64;
-    s.rank = 1;
-    s.world_size = 8;
     Namespace ns = Make(s);
-    CHECK(ns.id().ToHex() == "b50d8b9d6ce4a01671ecac75656cc2d4");
+    CHECK(ns.id().ToHex() == "3e9754f3416901df49fc037811da5578");
     CHECK(Hex(ComputeBlockKeys(ns, Iota(0, 128, 7))) ==
-          std::vector<std::string>{"06acfdebb72874ccf969a94032a61de8",
-                                   "65955245fff9a83cd8e6118fd8bc0561"});
+          std::vector<std::string>{"00470930f745d512194f7b3573e4aefc",
+                                   "05f5bb6c91f69fb760e16215caaa7ffb"});
   }
   SECTION("V6: per-block extra bytes on the first block") {
     Namespace ns = Make(DefaultSpec());
@@ -115,9 +114,19 @@ TEST_CASE("Documented test vectors hold (docs/keys.md)", "[core]") {
     for (int i = 1; i <= 8; ++i) extra.push_back(std::byte(i));
     REQUIRE(chain.AppendBlock(Iota(100, 16), extra).ok());
     chain.Append(Iota(116, 16));
-    CHECK(Hex(chain.keys()) == std::vector<std::string>{"a84d5d84651af2dbf4e9801b2ca5436d",
-                                                        "47ac03143896ba9a4e17edb67845f267"});
+    CHECK(Hex(chain.keys()) == std::vector<std::string>{"f4637aee55d2c5c7c1fdea41a7b4ed8d",
+                                                        "46840d21d249a7eafa620ffe5cb3a442"});
   }
+}
+
+TEST_CASE("Head shard keys: documented vector, distinct per head", "[core]") {
+  const BlockKey k = BlockKey::FromHex("08740f344f161fc5568628bf0ccd0c09").value();
+  CHECK(HeadShardKey(k, 3).ToHex() == "caf37d401b3c22bdedcd31107ccb1fc9");
+  CHECK(HeadShardKey(k, 0).ToHex() == "57d5f072e53043c92c0ab4d487d03c59");
+  std::set<BlockKey> seen;
+  for (uint32_t h = 0; h < 64; ++h) seen.insert(HeadShardKey(k, h));
+  CHECK(seen.size() == 64);
+  CHECK(seen.count(k) == 0);
 }
 
 TEST_CASE("Keys agree with the independent xxh128sum tool over the documented frame", "[core]") {
@@ -195,15 +204,13 @@ TEST_CASE("Every namespace field changes every key", "[core]") {
   add("model_id", [](NamespaceSpec& s) { s.model_id += "x"; });
   add("model_revision", [](NamespaceSpec& s) { s.model_revision = "abc"; });
   add("kv_dtype", [](NamespaceSpec& s) { s.kv_dtype = KvDtype::kFloat16; });
-  add("attention", [](NamespaceSpec& s) { s.attention = AttentionKind::kMla; });
+  add("attention", [](NamespaceSpec& s) {
+    s.attention = AttentionKind::kMla;
+    s.num_kv_heads = 1;  // MLA has one latent "head"
+  });
   add("num_layers", [](NamespaceSpec& s) { s.num_layers = 33; });
   add("num_kv_heads", [](NamespaceSpec& s) { s.num_kv_heads = 4; });
   add("head_dim", [](NamespaceSpec& s) { s.head_dim = 64; });
-  add("rank", [](NamespaceSpec& s) {
-    s.rank = 1;
-    s.world_size = 2;
-  });
-  add("world_size", [](NamespaceSpec& s) { s.world_size = 2; });
   add("codec", [](NamespaceSpec& s) { s.codec = Codec::kShuffleZstd; });
   add("lora_id", [](NamespaceSpec& s) { s.lora_id = "adapter-1"; });
   add("tenant_salt", [](NamespaceSpec& s) { s.tenant_salt = "t"; });
@@ -291,8 +298,8 @@ TEST_CASE("Namespace validation names the bad field", "[core]") {
   s.block_size = 0;
   expect_invalid(s, "block_size");
   s = DefaultSpec();
-  s.rank = 1;
-  expect_invalid(s, "rank");
+  s.attention = AttentionKind::kMla;  // an MLA namespace has one latent "head"
+  expect_invalid(s, "num_kv_heads");
   s = DefaultSpec();
   s.kv_dtype = static_cast<KvDtype>(99);
   expect_invalid(s, "kv_dtype");

@@ -23,25 +23,24 @@ awk 'BEGIN { srand(7); for (i = 0; i < 5000; i++) printf "%d,", int(rand() * 128
 echo "[4294967295, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]" > "$work/c.txt"
 
 llama="meta-llama/Llama-3.1-8B-Instruct"
-# token file | block | model | dtype | mla | layers | kv heads | head dim | rank | world | codec | lora | salt
+# token file | block | model | dtype | mla | layers | kv heads | head dim | codec | lora | salt
 cases=(
-  "a.txt|16|$llama|bf16|0|32|8|128|0|1|none||"
-  "b.txt|256|$llama|bf16|0|32|8|128|0|1|none||tenant-a"
-  "b.txt|16|deepseek-ai/DeepSeek-V3|fp8_e4m3|1|61|1|576|3|8|none||"
-  "c.txt|16|$llama|bf16|0|32|8|128|0|1|shuffle_zstd|my-adapter|"
+  "a.txt|16|$llama|bf16|0|32|8|128|none||"
+  "b.txt|256|$llama|bf16|0|32|8|128|none||tenant-a"
+  "b.txt|16|deepseek-ai/DeepSeek-V3|fp8_e4m3|1|61|1|576|none||"
+  "c.txt|16|$llama|bf16|0|32|8|128|shuffle_zstd|my-adapter|"
 )
 failed=0
 for c in "${cases[@]}"; do
-  IFS='|' read -r file block model dtype mla layers heads dim rank world codec lora salt <<< "$c"
+  IFS='|' read -r file block model dtype mla layers heads dim codec lora salt <<< "$c"
   args=(--tokens "$work/$file" --block-size "$block" --model "$model" --dtype "$dtype"
-        --layers "$layers" --kv-heads "$heads" --head-dim "$dim" --rank "$rank"
-        --world-size "$world" --codec "$codec")
+        --layers "$layers" --kv-heads "$heads" --head-dim "$dim" --codec "$codec")
   [ "$mla" = 1 ] && args+=(--mla)
   [ -n "$lora" ] && args+=(--lora "$lora")
   [ -n "$salt" ] && args+=(--salt "$salt")
   a=$("$cmake_cli" keys "${args[@]}" | grep -v '^#' | cut -f2)
-  b=$("$dump" "$work/$file" "$block" "$model" "$dtype" "$mla" "$layers" "$heads" "$dim" "$rank" \
-        "$world" "$codec" "$lora" "$salt")
+  b=$("$dump" "$work/$file" "$block" "$model" "$dtype" "$mla" "$layers" "$heads" "$dim" \
+        "$codec" "$lora" "$salt")
   if [ -z "$a" ] || [ "$a" != "$b" ]; then
     echo "MISMATCH for: $c"
     echo "  cmake: $(echo "$a" | head -c 200)"

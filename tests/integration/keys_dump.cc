@@ -14,9 +14,9 @@
 #include "strata/key_chain.h"
 
 int main(int argc, char** argv) {
-  if (argc != 14) {
-    std::cerr << "usage: keys_dump TOKENS BLOCK_SIZE MODEL DTYPE MLA LAYERS KV_HEADS HEAD_DIM RANK "
-                 "WORLD CODEC LORA SALT\n";
+  if (argc != 12) {
+    std::cerr << "usage: keys_dump TOKENS BLOCK_SIZE MODEL DTYPE MLA LAYERS KV_HEADS HEAD_DIM "
+                 "CODEC LORA SALT\n";
     return 2;
   }
   std::ifstream in(argv[1]);
@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   spec.block_size = std::stoul(argv[2]);
   spec.model_id = argv[3];
   auto dtype = strata::ParseKvDtype(argv[4]);
-  auto codec = strata::ParseCodec(argv[11]);
+  auto codec = strata::ParseCodec(argv[9]);
   if (!dtype.ok() || !codec.ok()) return 2;
   spec.kv_dtype = *dtype;
   spec.attention = std::string(argv[5]) == "1" ? strata::AttentionKind::kMla
@@ -41,11 +41,9 @@ int main(int argc, char** argv) {
   spec.num_layers = std::stoul(argv[6]);
   spec.num_kv_heads = std::stoul(argv[7]);
   spec.head_dim = std::stoul(argv[8]);
-  spec.rank = std::stoul(argv[9]);
-  spec.world_size = std::stoul(argv[10]);
   spec.codec = *codec;
-  spec.lora_id = argv[12];
-  spec.tenant_salt = argv[13];
+  spec.lora_id = argv[10];
+  spec.tenant_salt = argv[11];
   auto ns = strata::Namespace::Create(spec);
   if (!ns.ok()) {
     std::cerr << ns.status().ToString() << "\n";

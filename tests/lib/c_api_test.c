@@ -15,7 +15,8 @@
     }                                                                      \
   } while (0)
 
-enum { kBlocks = 8, kBlockSize = 16, kBytes = 4096 };
+/* A block: 2 planes x 2 layers x 16 tokens x 1 head x 64 dims x 2 bytes (fp16). */
+enum { kBlocks = 8, kBlockSize = 16, kBytes = 8192, kPages = 12 };
 
 int main(int argc, char** argv) {
   strata_namespace_spec spec;
@@ -26,7 +27,6 @@ int main(int argc, char** argv) {
   spec.num_kv_heads = 1;
   spec.head_dim = 64;
   spec.block_size = kBlockSize;
-  spec.world_size = 1;
   strata_namespace* ns = NULL;
   CHECK(strata_namespace_create(&spec, &ns) == STRATA_OK);
   CHECK(strata_namespace_block_size(ns) == kBlockSize);
@@ -70,20 +70,58 @@ int main(int argc, char** argv) {
   CHECK(strata_lookup(client, keys, kBlocks, &matched, tiers) == STRATA_OK);
   CHECK(matched == kBlocks);
   CHECK(tiers[0] == 1);
-  CHECK(strata_load(client, keys, kBlocks, out_ptrs, sizes, &loaded) == STRATA_OK);
+  CHECK(strata_load(client, ns, keys, kBlocks, out_ptrs, sizes, &loaded) == STRATA_OK);
   CHECK(loaded == kBlocks);
   CHECK(memcmp(in, out, sizeof(in)) == 0);
 
   size_t small[kBlocks];
   for (int b = 0; b < kBlocks; ++b) small[b] = 10;
-  CHECK(strata_load(client, keys, kBlocks, out_ptrs, small, &loaded) == STRATA_INVALID_ARGUMENT);
+  CHECK(strata_load(client, ns, keys, kBlocks, out_ptrs, small, &loaded) ==
+        STRATA_INVALID_ARGUMENT);
+  /* A buffer that is not one block of the namespace is refused, not stored. */
+  CHECK(strata_store(client, ns, keys, kBlocks, in_ptrs, small, &stored) ==
+        STRATA_INVALID_ARGUMENT);
+  CHECK(strstr(strata_last_error(), "8192") != NULL);
+
+  /* Paged: a vLLM-layout cache of kPages pages per layer, [2, pages, 16, 1, 64] fp16. */
+  enum { kPageBytes = kBlockSize * 64 * 2, kLayerBytes = 2 * kPages * kPageBytes };
+  static unsigned char layer0[kLayerBytes], layer1[kLayerBytes], want0[kLayerBytes],
+      want1[kLayerBytes];
+  for (int i = 0; i < kLayerBytes; ++i) {
+    layer0[i] = (unsigned char)(i * 3 + 1);
+    layer1[i] = (unsigned char)(i * 5 + 2);
+  }
+  memcpy(want0, layer0, sizeof(layer0));
+  memcpy(want1, layer1, sizeof(layer1));
+  void* layers[2] = {layer0, layer1};
+  uint32_t cache = 0;
+  CHECK(strata_register_kv_cache(client, ns, "vllm", layers, 2, kPages, 0, 1, &cache) ==
+        STRATA_OK);
+  CHECK(strata_register_kv_cache(client, ns, "tiles", layers, 2, kPages, 0, 1, &cache) ==
+        STRATA_INVALID_ARGUMENT);
+  int32_t pages[kBlocks] = {11, 3, 7, 0, 5, 9, 2, 8};
+  size_t shards = 0;
+  CHECK(strata_store_paged(client, cache, keys, pages, kBlocks, &shards) == STRATA_OK);
+  CHECK(shards == kBlocks);
+  memset(layer0, 0, sizeof(layer0));
+  memset(layer1, 0, sizeof(layer1));
+  CHECK(strata_load_paged(client, cache, keys, pages, kBlocks, &loaded) == STRATA_OK);
+  CHECK(loaded == kBlocks);
+  for (int b = 0; b < kBlocks; ++b)
+    for (int plane = 0; plane < 2; ++plane) {
+      const size_t at = (size_t)(plane * kPages + pages[b]) * kPageBytes;
+      CHECK(memcmp(layer0 + at, want0 + at, kPageBytes) == 0);
+      CHECK(memcmp(layer1 + at, want1 + at, kPageBytes) == 0);
+    }
+  CHECK(strata_unregister_kv_cache(client, cache) == STRATA_OK);
+  CHECK(strata_load_paged(client, cache, keys, pages, kBlocks, &loaded) == STRATA_NOT_FOUND);
 
   char stats[4096];
   CHECK(strata_stats(client, stats, sizeof(stats)) == STRATA_OK);
   CHECK(strstr(stats, "\"host\"") != NULL);
   uint64_t erased = 0;
   CHECK(strata_clear(client, ns, &erased) == STRATA_OK);
-  CHECK(erased == kBlocks);
+  CHECK(erased == 2 * kBlocks); /* the blocks and the paged head shards */
   CHECK(strata_lookup(client, keys, kBlocks, &matched, NULL) == STRATA_OK);
   CHECK(matched == 0);
 

@@ -3,6 +3,7 @@
 // malformed messages on the socket).
 #include "strata/client.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -19,6 +20,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "client/channel.h"
 #include "daemon/daemon.h"
 #include "ipc/ipc_protocol.h"
 #include "ipc/unix_socket.h"
@@ -33,13 +35,15 @@ namespace {
 using testing::Outputs;
 using testing::Prompt;
 
-Namespace TestNamespace(const std::string& salt = "") {
+// 2 layers x 2 planes x 2 heads x 32 dims x 2 bytes = 512 bytes per token: blocks of
+// `block_bytes` (8 KiB: 16 tokens).
+Namespace TestNamespace(const std::string& salt = "", size_t block_bytes = 8192) {
   NamespaceSpec s;
   s.model_id = "test/model";
   s.num_layers = 2;
   s.num_kv_heads = 2;
-  s.head_dim = 64;
-  s.block_size = 16;
+  s.head_dim = 32;
+  s.block_size = static_cast<uint32_t>(block_bytes / 512);
   s.tenant_salt = salt;
   return std::move(Namespace::Create(s)).value();
 }
@@ -64,10 +68,10 @@ void RoundTrip(Client& client) {
   CHECK(look->matched_blocks == 12);
   CHECK(look->matched_tokens == 12 * 16);
   CHECK(look->tiers.size() == 12);
-  CHECK(look->tiers[0] == BlockTier::kHost);
+  CHECK(look->tiers[0] == Tier::kHost);
 
   Outputs o(12, 8192);
-  auto loaded = client.Load(p.keys, o.out).Wait();
+  auto loaded = client.Load(ns, p.keys, o.out).Wait();
   REQUIRE(loaded.ok());
   CHECK(*loaded == 12);
   for (size_t i = 0; i < 12; ++i) CHECK(o.bufs[i] == p.blocks[i]);
@@ -91,11 +95,17 @@ void RoundTrip(Client& client) {
 
   // Loading into a buffer that is too small is a clear error.
   Outputs small(2, 100);
-  auto bad = client.Load(std::span<const BlockKey>(p.keys).first(2), small.out).Wait();
+  auto bad = client.Load(ns, std::span<const BlockKey>(p.keys).first(2), small.out).Wait();
   CHECK(bad.status().IsInvalidArgument());
   // Mismatched lengths.
   CHECK(client.Store(ns, p.keys, std::span<const ConstBuffer>(p.in).first(3)).Wait().status()
             .IsInvalidArgument());
+  // A buffer that is not one block of the namespace is refused (it was once stored as a 100-byte
+  // block, and a later Load reported success with the rest of the caller's buffer untouched).
+  Prompt odd(ns, 2, 77, 100);
+  auto refused = client.Store(ns, odd.keys, odd.in).Wait();
+  CHECK(refused.status().IsInvalidArgument());
+  CHECK(client.Lookup(odd.keys)->matched_blocks == 0);
 
   // Another namespace (tenant salt) sees none of it.
   Namespace other = TestNamespace("tenant-b");
@@ -106,7 +116,6 @@ void RoundTrip(Client& client) {
   auto j = nlohmann::json::parse(*stats);
   CHECK(j["host"]["blocks"] == 16);
   CHECK(j["pins"] == 0);
-  CHECK(j["reservations"] == 0);
 
   auto cleared = client.Clear(ns.id());
   REQUIRE(cleared.ok());
@@ -161,7 +170,7 @@ TEST_CASE("Two clients share a prefix through one daemon", "[lib]") {
   auto look = (*b)->Lookup(ns, p.tokens);
   CHECK(look->matched_blocks == 8);
   Outputs o(8, 8192);
-  CHECK(*(*b)->Load(p.keys, o.out).Wait() == 8);
+  CHECK(*(*b)->Load(ns, p.keys, o.out).Wait() == 8);
   for (size_t i = 0; i < 8; ++i) CHECK(o.bufs[i] == p.blocks[i]);
   CHECK(d.daemon->active_sessions() == 2);
 }
@@ -177,7 +186,7 @@ TEST_CASE("Pins of a client that disconnects are released and pins expire", "[li
   {
     auto c = Client::Connect(d.socket);
     REQUIRE(*(*c)->Store(ns, p.keys, p.in).Wait() == 4);
-    REQUIRE(*(*c)->Pin(p.keys, 60000) == 4);
+    REQUIRE(*(*c)->Pin(ns, p.keys, 60000) == 4);
     CHECK(stats_pins() == 4);
   }  // disconnects
   for (int i = 0; i < 100 && stats_pins() != 0; ++i)
@@ -185,7 +194,7 @@ TEST_CASE("Pins of a client that disconnects are released and pins expire", "[li
   CHECK(stats_pins() == 0);
   // A pin of a connected client expires after its pin_ms.
   auto c = Client::Connect(d.socket);
-  REQUIRE(*(*c)->Pin(p.keys, 200) == 4);
+  REQUIRE(*(*c)->Pin(ns, p.keys, 200) == 4);
   CHECK(stats_pins() == 4);
   std::this_thread::sleep_for(std::chrono::milliseconds(800));
   CHECK(stats_pins() == 0);
@@ -211,15 +220,27 @@ TEST_CASE("Malformed or oversized or out-of-order messages get errors and the da
   auto r = response();
   CHECK(r.status.IsInvalidArgument());
   CHECK(std::string(r.status.message()).find("Hello") != std::string::npos);
-  // Commit of keys that were never reserved, after a proper Hello.
+  // A Hello without a staging memfd is refused (and the connection closed); with one, a commit
+  // outside it is refused.
   REQUIRE(raw->Send(ipc::EncodeRequest({8, ipc::Hello{}})).ok());
+  CHECK(response().status.IsInvalidArgument());
+  raw = ipc::UnixConnection::Connect(d.socket);
+  REQUIRE(raw.ok());
+  auto staging = StagingMapping::Create(1 << 20);
+  REQUIRE(staging.ok());
+  ipc::Hello hello;
+  hello.staging_bytes = 1 << 20;
+  REQUIRE(raw->Send(ipc::EncodeRequest({9, hello}), staging->fd()).ok());
   int fd = -1;
   REQUIRE(raw->Receive(&reply, &fd).ok());
   CHECK(fd >= 0);
   ::close(fd);
-  REQUIRE(raw->Send(ipc::EncodeRequest({9, ipc::StoreCommitRequest{{BlockKey{1, 2}}, {3}, false}}))
-              .ok());
-  CHECK(response().status.IsNotFound());
+  ipc::StoreCommitRequest commit{TestNamespace().id(), Codec::kNone, {BlockKey{1, 2}},
+                                 {BlockKey{}}, {(1 << 20) - 100}, {8192}};
+  REQUIRE(raw->Send(ipc::EncodeRequest({10, commit})).ok());
+  auto outside = response();
+  CHECK(outside.status.IsInvalidArgument());
+  CHECK(std::string(outside.status.message()).find("outside") != std::string::npos);
   // Wrong protocol version: error, then the daemon closes the connection.
   auto v2 = ipc::UnixConnection::Connect(d.socket);
   REQUIRE(v2->Send(ipc::EncodeRequest({1, ipc::Hello{99, "future"}})).ok());
@@ -266,7 +287,7 @@ TEST_CASE("strata serve: restart with the disk tier keeps blocks and SIGTERM exi
   const std::string socket = dir + "/s.sock";
   const std::vector<std::string> args = {"serve", "--socket", socket, "--data-dir", dir + "/data",
                                          "--host-pool", "64MiB", "--disk", "256MiB"};
-  Namespace ns = TestNamespace();
+  Namespace ns = TestNamespace("", 65536);
   Prompt p(ns, 10, 11, 65536);
   auto serve = StartServe(args, socket);
   {
@@ -285,68 +306,79 @@ TEST_CASE("strata serve: restart with the disk tier keeps blocks and SIGTERM exi
     REQUIRE(c.ok());
     auto look = (*c)->Lookup(p.keys);
     CHECK(look->matched_blocks == 10);
-    if (!look->tiers.empty()) CHECK(look->tiers[0] == BlockTier::kDisk);
+    if (!look->tiers.empty()) CHECK(look->tiers[0] == Tier::kDisk);
     Outputs o(10, 65536);
-    CHECK(*(*c)->Load(p.keys, o.out).Wait() == 10);
+    CHECK(*(*c)->Load(ns, p.keys, o.out).Wait() == 10);
     for (size_t i = 0; i < 10; ++i) CHECK(o.bufs[i] == p.blocks[i]);
   }
   serve->Stop();
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("strata serve: a client SIGKILLed mid-store leaves no block and no reservation",
+// The trust boundary (docs/data-plane.md): a second local process, with its own staging memory,
+// can neither write the pool nor make the daemon publish bytes other than those it hashed.
+TEST_CASE("strata serve: clients cannot write the pool or forge a published block",
           "[lib][integration]") {
-  const std::string dir = TempDir("killed");
+  const std::string dir = TempDir("forge");
   const std::string socket = dir + "/s.sock";
   auto serve = StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool", "64MiB"},
                           socket);
-  Namespace ns = TestNamespace();
+  Namespace ns = TestNamespace("tenant-a");
   Prompt p(ns, 6, 13);
-  pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    // Reserve, write half of the first block, then wait to be killed.
-    auto conn = ipc::UnixConnection::Connect(socket);
-    std::string reply;
-    int fd = -1;
-    if (!conn->Send(ipc::EncodeRequest({1, ipc::Hello{}})).ok() ||
-        !conn->Receive(&reply, &fd).ok())
-      _exit(2);
-    auto* base = static_cast<std::byte*>(::mmap(nullptr, 64ull << 20, PROT_READ | PROT_WRITE,
-                                                MAP_SHARED, fd, 0));
-    ipc::StoreBeginRequest begin{ns.id(), p.keys, std::vector<uint64_t>(6, 8192), Codec::kNone};
-    if (!conn->Send(ipc::EncodeRequest({2, begin})).ok() || !conn->Receive(&reply).ok()) _exit(3);
-    auto r = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
-    const auto& slots = std::get<ipc::StoreBeginReply>(r->body).slots;
-    std::memset(base + slots[0].offset, 0xAB, 4096);
-    (void)!::write(1, "ready\n", 6);
-    ::pause();
-    _exit(0);
+  auto a = Client::Connect(socket);
+  REQUIRE(a.ok());
+  REQUIRE(*(*a)->Store(ns, p.keys, p.in).Wait() == 6);
+
+  // An attacker speaks the protocol itself: it gets the pool's descriptor...
+  auto conn = ipc::UnixConnection::Connect(socket);
+  REQUIRE(conn.ok());
+  auto staging = StagingMapping::Create(1 << 20);
+  REQUIRE(staging.ok());
+  ipc::Hello hello;
+  hello.staging_bytes = 1 << 20;
+  REQUIRE(conn->Send(ipc::EncodeRequest({1, hello}), staging->fd()).ok());
+  std::string reply;
+  int fd = -1;
+  REQUIRE(conn->Receive(&reply, &fd).ok());
+  REQUIRE(fd >= 0);
+  // ... which maps for reading only, cannot be upgraded, reopened read-write or resized.
+  CHECK(::mmap(nullptr, 64ull << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED);
+  void* ro = ::mmap(nullptr, 64ull << 20, PROT_READ, MAP_SHARED, fd, 0);
+  REQUIRE(ro != MAP_FAILED);
+  CHECK(::mprotect(ro, 64ull << 20, PROT_READ | PROT_WRITE) != 0);
+  const int rw = ::open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_RDWR);
+  if (rw >= 0) {  // root passes the mode check; the seal still refuses a writable mapping
+    CHECK(::mmap(nullptr, 64ull << 20, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0) == MAP_FAILED);
+    ::close(rw);
   }
-  // Wait until the child has reserved and half-written, then kill it.
-  bool reserved = false;
-  for (int i = 0; i < 200 && !reserved; ++i) {
-    auto c = Client::Connect(socket);
-    if (c.ok()) reserved = nlohmann::json::parse(*(*c)->Stats())["reservations"] == 6;
-    if (!reserved) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  CHECK(reserved);
-  ::kill(child, SIGKILL);
-  ::waitpid(child, nullptr, 0);
-  auto c = Client::Connect(socket);
-  REQUIRE(c.ok());
-  bool released = false;
-  for (int i = 0; i < 100 && !released; ++i) {
-    released = nlohmann::json::parse(*(*c)->Stats())["reservations"] == 0;
-    if (!released) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  CHECK(released);
-  CHECK((*c)->Lookup(p.keys)->matched_blocks == 0);  // nothing half-written is visible
-  // The daemon is unaffected: the same blocks store and load normally.
-  CHECK(*(*c)->Store(ns, p.keys, p.in).Wait() == 6);
+  CHECK(::ftruncate(fd, 4096) != 0);
+  ::munmap(ro, 64ull << 20);
+  ::close(fd);
+
+  // A commit whose staging bytes change right after: what was published is what the daemon
+  // hashed while copying, and a load verifies against the daemon's checksum.
+  Namespace mine = TestNamespace("tenant-b");
+  Prompt q(mine, 1, 21);
+  std::memcpy(staging->base(), q.blocks[0].data(), 8192);
+  ipc::StoreCommitRequest commit{mine.id(), Codec::kNone, {q.keys[0]}, {BlockKey{}}, {0}, {8192}};
+  REQUIRE(conn->Send(ipc::EncodeRequest({2, commit})).ok());
+  REQUIRE(conn->Receive(&reply).ok());
+  auto done = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
+  REQUIRE(done.ok());
+  REQUIRE(done->status.ok());
+  CHECK(std::get<ipc::StoreCommitReply>(done->body).committed == 1);
+  std::memset(staging->base(), 0xAB, 8192);  // too late: the pool holds its own copy
+  Outputs qo(1, 8192);
+  CHECK(*(*a)->Load(mine, q.keys, qo.out).Wait() == 1);
+  CHECK(qo.bufs[0] == q.blocks[0]);
+
+  // Tenant A's blocks, loaded through another namespace's name, are not served.
+  Outputs wrong(6, 8192);
+  CHECK(*(*a)->Load(mine, p.keys, wrong.out).Wait() == 0);
+  // Tenant A still loads exactly what it stored.
   Outputs o(6, 8192);
-  CHECK(*(*c)->Load(p.keys, o.out).Wait() == 6);
-  CHECK(o.bufs[0] == p.blocks[0]);
+  CHECK(*(*a)->Load(ns, p.keys, o.out).Wait() == 6);
+  for (size_t i = 0; i < 6; ++i) CHECK(o.bufs[i] == p.blocks[i]);
   int status = serve->Stop();
   CHECK(WIFEXITED(status));
   std::filesystem::remove_all(dir);
@@ -371,7 +403,7 @@ void SteadyStateEviction(const std::vector<std::string>& extra_args, bool requir
   size_t short_loads = 0;
   for (const Phase& ph : {Phase{64 << 10, 16, 30}, Phase{256 << 10, 8, 16}}) {
     // A namespace per block size: no key is shared across the phases.
-    Namespace ns = TestNamespace("steady-" + std::to_string(ph.block_bytes));
+    Namespace ns = TestNamespace("steady-" + std::to_string(ph.block_bytes), ph.block_bytes);
     constexpr int kClients = 4;
     std::atomic<size_t> failed{0}, bad{0}, shorter{0};
     std::mutex mu;
@@ -404,7 +436,7 @@ void SteadyStateEviction(const std::vector<std::string>& extra_args, bool requir
           }
           auto stored = (*client)->Store(ns, keys, in).Wait();
           if (!stored.ok()) return fail("store: " + stored.status().ToString());
-          auto loaded = (*client)->Load(keys, out.out).Wait();
+          auto loaded = (*client)->Load(ns, keys, out.out).Wait();
           if (!loaded.ok()) return fail("load: " + loaded.status().ToString());
           if (*loaded < ph.blocks) shorter.fetch_add(1);
           for (size_t i = 0; i < *loaded; ++i)
@@ -422,20 +454,19 @@ void SteadyStateEviction(const std::vector<std::string>& extra_args, bool requir
   REQUIRE(c.ok());
   auto stats = nlohmann::json::parse(*(*c)->Stats());
   CHECK(stats["host"]["evictions"].get<uint64_t>() > 100);
-  CHECK(stats["reservations"] == 0);
   CHECK(stats["pins"] == 0);
   if (require_whole_loads)
     CHECK(short_loads == 0);
   else if (short_loads)
     WARN(short_loads << " loads right after their store came back short");
   // A request larger than the pool is refused with NoSpace; the daemon keeps serving.
-  Namespace ns = TestNamespace("huge");
-  Prompt huge(ns, 80, 17, 1 << 20);
-  auto refused = (*c)->Store(ns, huge.keys, huge.in).Wait();
+  Namespace huge_ns = TestNamespace("huge", 1 << 20);
+  Prompt huge(huge_ns, 80, 17, 1 << 20);
+  auto refused = (*c)->Store(huge_ns, huge.keys, huge.in).Wait();
   CHECK(refused.status().IsNoSpace());
-  Prompt small(ns, 4, 18);
-  CHECK(*(*c)->Store(ns, small.keys, small.in).Wait() == 4);
-  CHECK(nlohmann::json::parse(*(*c)->Stats())["reservations"] == 0);
+  Namespace small_ns = TestNamespace("small");
+  Prompt small(small_ns, 4, 18);
+  CHECK(*(*c)->Store(small_ns, small.keys, small.in).Wait() == 4);
   int status = serve->Stop();
   CHECK(WIFEXITED(status));
   std::filesystem::remove_all(dir);

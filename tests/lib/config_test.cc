@@ -151,7 +151,7 @@ TEST_CASE("Misspelled STRATA_* variables are warned about with the nearest name"
   CHECK(w[1].find("did you mean") == std::string::npos);
 }
 
-TEST_CASE("YAML: duplicate keys warn (the last wins); a mapping or list for a value is an error",
+TEST_CASE("YAML: duplicate keys warn (the last wins) and a mapping or list for a value is an error",
           "[lib]") {
   ServeConfig c;
   ConfigWarnings w;

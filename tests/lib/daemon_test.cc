@@ -283,7 +283,7 @@ TEST_CASE("Daemon: the socket directory is private and other users are refused b
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("Daemon: an allowed uid connects; a pre-existing socket directory of another uid is "
+TEST_CASE("Daemon: an allowed uid connects and a pre-existing socket directory of another uid is "
           "refused",
           "[lib][daemon]") {
   if (::geteuid() != 0) {

@@ -35,9 +35,10 @@ int main(int argc, char** argv) {
   const std::vector<Request> requests = {
       {1, Hello{kIpcProtocolVersion, "seed"}},
       {2, LookupRequest{keys}},
-      {3, StoreBeginRequest{NamespaceId{7, 8}, keys, {64, 128, 256}, Codec::kShuffleZstd}},
-      {4, StoreCommitRequest{keys, {9, 10, 11}, false}},
-      {5, LoadRequest{keys, 1000}},
+      {3, StoreBeginRequest{NamespaceId{7, 8}, keys}},
+      {4, StoreCommitRequest{NamespaceId{7, 8}, Codec::kShuffleZstd, keys, keys, {0, 64, 128},
+                             {64, 64, 64}}},
+      {5, LoadRequest{NamespaceId{7, 8}, keys, 1000}},
       {6, UnpinRequest{keys}},
       {7, PrefetchRequest{keys}},
       {8, StatsRequest{}},
@@ -50,7 +51,8 @@ int main(int argc, char** argv) {
   const std::vector<Response> responses = {
       {1, Status::OK(), HelloReply{1, 1 << 20, "0.1.0"}},
       {2, Status::OK(), LookupReply{2, {Tier::kHost, Tier::kDisk}}},
-      {3, Status::OK(), StoreBeginReply{{{false, 4096}, {true, 0}}}},
+      {3, Status::OK(), StoreBeginReply{{0, 1}}},
+      {4, Status::OK(), StoreCommitReply{3, 1}},
       {5, Status::OK(), LoadReply{{{4096, 64, 12345, Codec::kNone}}}},
       {6, Status::NoSpace("full"), {}},
   };

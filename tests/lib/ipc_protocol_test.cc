@@ -21,12 +21,13 @@ std::vector<BlockKey> SomeKeys(size_t n) {
 TEST_CASE("Every request type round-trips", "[lib]") {
   const NamespaceId ns{0xAB, 0xCD};
   std::vector<Request> requests = {
-      {1, Hello{kIpcProtocolVersion, "engine-1"}},
+      {1, Hello{kIpcProtocolVersion, "engine-1", 1 << 28}},
       {2, LookupRequest{SomeKeys(5)}},
-      {3, StoreBeginRequest{ns, SomeKeys(3), {10, 20, 30}, Codec::kShuffleLz4}},
-      {4, StoreCommitRequest{SomeKeys(2), {111, 222}, false}},
-      {5, StoreCommitRequest{SomeKeys(2), {}, true}},
-      {6, LoadRequest{SomeKeys(4), 1500}},
+      {3, StoreBeginRequest{ns, SomeKeys(3)}},
+      {4, StoreCommitRequest{ns, Codec::kShuffleLz4, SomeKeys(2), {BlockKey{}, BlockKey{5, 6}},
+                             {0, 8192}, {4000, 8192}}},
+      {5, StoreCommitRequest{ns, Codec::kNone, {}, {}, {}, {}}},
+      {6, LoadRequest{ns, SomeKeys(4), 1500}},
       {7, UnpinRequest{SomeKeys(1)}},
       {8, PrefetchRequest{SomeKeys(9)}},
       {9, StatsRequest{}},
@@ -41,20 +42,24 @@ TEST_CASE("Every request type round-trips", "[lib]") {
     // Re-encoding the decoded request gives the same bytes.
     CHECK(EncodeRequest(*decoded) == EncodeRequest(r));
   }
-  auto d = DecodeRequest(Bytes(EncodeRequest(requests[2])));
-  const auto& sb = std::get<StoreBeginRequest>(d->body);
-  CHECK(sb.ns == ns);
-  CHECK(sb.keys == SomeKeys(3));
-  CHECK(sb.sizes == std::vector<uint64_t>{10, 20, 30});
-  CHECK(sb.codec == Codec::kShuffleLz4);
+  auto d = DecodeRequest(Bytes(EncodeRequest(requests[3])));
+  const auto& sc = std::get<StoreCommitRequest>(d->body);
+  CHECK(sc.ns == ns);
+  CHECK(sc.codec == Codec::kShuffleLz4);
+  CHECK(sc.keys == SomeKeys(2));
+  CHECK(sc.parents == std::vector<BlockKey>{BlockKey{}, BlockKey{5, 6}});
+  CHECK(sc.staging_offsets == std::vector<uint64_t>{0, 8192});
+  CHECK(sc.lengths == std::vector<uint64_t>{4000, 8192});
+  auto h = DecodeRequest(Bytes(EncodeRequest(requests[0])));
+  CHECK(std::get<Hello>(h->body).staging_bytes == (1u << 28));
 }
 
 TEST_CASE("Every response type round-trips and errors carry code and message", "[lib]") {
   std::vector<Response> responses;
   responses.push_back({1, Status::OK(), HelloReply{1, 1 << 30, "0.1.0"}});
   responses.push_back({2, Status::OK(), LookupReply{2, {Tier::kHost, Tier::kDisk}}});
-  responses.push_back({3, Status::OK(), StoreBeginReply{{{false, 4096}, {true, 0}}}});
-  responses.push_back({4, Status::OK(), StoreCommitReply{7}});
+  responses.push_back({3, Status::OK(), StoreBeginReply{{0, 1, 1}}});
+  responses.push_back({4, Status::OK(), StoreCommitReply{7, 2}});
   responses.push_back({5, Status::OK(), LoadReply{{{64, 128, 0xFFFFFFFFFFFFFFFFull, Codec::kNone}}}});
   responses.push_back({6, Status::OK(), UnpinReply{}});
   responses.push_back({7, Status::OK(), PrefetchReply{3}});
@@ -96,19 +101,22 @@ TEST_CASE("Malformed requests are rejected with a clear status", "[lib]") {
     body += std::string("\x5a", 1) + static_cast<char>(inner.size()) + inner;
     expect_bad(body, "multiple of 16");
   }
-  // store_begin with mismatched sizes.
+  // store_commit with mismatched lists.
   {
-    StoreBeginRequest sb{NamespaceId{1, 2}, SomeKeys(3), {1, 2}, Codec::kNone};
-    expect_bad(EncodeRequest({1, sb}), "sizes");
+    StoreCommitRequest sc{NamespaceId{1, 2}, Codec::kNone, SomeKeys(3), SomeKeys(3), {1, 2},
+                          {1, 2, 3}};
+    expect_bad(EncodeRequest({1, sc}), "offsets");
   }
   // Unknown codec.
   {
-    StoreBeginRequest sb{NamespaceId{1, 2}, SomeKeys(1), {1}, static_cast<Codec>(999)};
-    expect_bad(EncodeRequest({1, sb}), "codec");
+    StoreCommitRequest sc{NamespaceId{1, 2}, static_cast<Codec>(999), SomeKeys(1), SomeKeys(1),
+                          {1}, {1}};
+    expect_bad(EncodeRequest({1, sc}), "codec");
   }
   // Every truncation of a valid message is rejected or decodes to a well-formed request.
-  std::string good = EncodeRequest({42, StoreBeginRequest{NamespaceId{1, 2}, SomeKeys(4),
-                                                          {1, 2, 3, 4}, Codec::kNone}});
+  std::string good = EncodeRequest({42, StoreCommitRequest{NamespaceId{1, 2}, Codec::kNone,
+                                                           SomeKeys(4), SomeKeys(4), {1, 2, 3, 4},
+                                                           {5, 6, 7, 8}}});
   for (size_t n = 0; n < good.size(); ++n) {
     auto d = DecodeRequest(Bytes(good.substr(0, n)));
     if (d.ok()) CHECK(d->body.index() < std::variant_size_v<RequestBody>);

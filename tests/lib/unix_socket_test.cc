@@ -219,7 +219,7 @@ TEST_CASE("A message body is allocated as its bytes arrive and charged to the bu
   CHECK(budget.used() == 0);  // the lease returned it
 }
 
-TEST_CASE("A receive over the shared budget is refused; idle and stalled receives time out",
+TEST_CASE("A receive over the shared budget is refused and idle or stalled receives time out",
           "[lib]") {
   ByteBudget budget(size_t{1} << 20);
   {

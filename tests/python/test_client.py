@@ -1,6 +1,6 @@
-"""The `strata` Python module: numpy arrays, bytes and CPU torch tensors, embedded and against a
-real `strata serve` (started by the fixture), and the layer-major KV connector recipe of
-docs/client-api.md."""
+"""The `strata` Python module: numpy arrays, bytes and CPU torch tensors (bf16 included), embedded
+and against a real `strata serve` (started by the fixture), the layer-major KV connector recipe and
+the paged API of docs/client-api.md."""
 import os
 import signal
 import subprocess
@@ -14,9 +14,12 @@ import torch
 import strata
 
 
-def make_ns(salt=""):
+BLOCK_BYTES = 4 * 2 * 16 * 2 * 64 * 2  # layers x planes x tokens x heads x dim x fp16
+
+
+def make_ns(salt="", dtype="fp16", codec="none"):
     return strata.Namespace("py/model", num_layers=4, num_kv_heads=2, head_dim=64, block_size=16,
-                            kv_dtype="fp16", tenant_salt=salt)
+                            kv_dtype=dtype, codec=codec, tenant_salt=salt)
 
 
 @pytest.fixture(params=["embedded", "daemon"])
@@ -43,10 +46,10 @@ def client(request):
 def test_keys_match_documented_vector():
     ns = strata.Namespace("meta-llama/Llama-3.1-8B-Instruct", num_layers=32, num_kv_heads=8,
                           head_dim=128, block_size=16, kv_dtype="bf16")
-    assert ns.id == "3f58d2461c669656ef65408d0403e8c7"
+    assert ns.id == "228675c223f3497b70dad36c356d32c5"
     keys = ns.keys(list(range(32)))
-    assert [k.hex() for k in keys] == ["62221939c158671d71bfd513ae97a0a5",
-                                       "389c010207038575aaa855c7629c515b"]
+    assert [k.hex() for k in keys] == ["08740f344f161fc5568628bf0ccd0c09",
+                                       "ffadbf9429c3df37232c3b3af060c2b7"]
     assert len(ns.keys(list(range(15)))) == 0
 
 
@@ -60,7 +63,7 @@ def test_numpy_round_trip(client):
     matched, tiers = client.lookup(keys)
     assert matched == 6 and tiers[0] == "host"
     out = [np.empty_like(b) for b in blocks]
-    assert client.load(keys, out) == 6
+    assert client.load(ns, keys, out) == 6
     for a, b in zip(blocks, out):
         assert np.array_equal(a, b)
     assert client.store(ns, keys, blocks) == 0  # already cached
@@ -69,18 +72,22 @@ def test_numpy_round_trip(client):
 def test_bytes_and_errors(client):
     ns = make_ns()
     keys = ns.keys(list(range(32)))
-    assert client.store(ns, keys, [b"a" * 1000, bytearray(b"b" * 1000)]) == 2
-    out = [bytearray(1000), bytearray(1000)]
-    assert client.load(keys, out) == 2
-    assert out[0] == b"a" * 1000 and out[1] == b"b" * 1000
+    n = BLOCK_BYTES
+    with pytest.raises(ValueError):  # not one block of the namespace: refused, not stored
+        client.store(ns, keys, [b"a" * 1000, bytearray(b"b" * 1000)])
+    assert client.lookup(keys)[0] == 0
+    assert client.store(ns, keys, [b"a" * n, bytearray(b"b" * n)]) == 2
+    out = [bytearray(n), bytearray(n)]
+    assert client.load(ns, keys, out) == 2
+    assert out[0] == b"a" * n and out[1] == b"b" * n
     with pytest.raises(ValueError):
-        client.load(keys, [bytearray(10), bytearray(10)])  # too small
+        client.load(ns, keys, [bytearray(10), bytearray(10)])  # too small
     with pytest.raises(ValueError):
         client.lookup([b"short"])
     with pytest.raises(TypeError):
         client.store(ns, keys, [object(), object()])
     with pytest.raises(BufferError):  # bytes are read-only: cannot load into them
-        client.load(keys, [b"x" * 1000, b"y" * 1000])
+        client.load(ns, keys, [b"x" * n, b"y" * n])
     other = make_ns("tenant-b")
     assert client.lookup(other.keys(list(range(32))))[0] == 0
     assert client.clear(ns) == 2
@@ -102,7 +109,7 @@ def test_torch_layer_major_kv_connector_recipe(client):
 
     matched, _ = client.lookup(keys)
     restored = torch.empty_like(blocks)
-    assert client.load(keys[:matched], list(restored[:matched])) == matched
+    assert client.load(ns, keys[:matched], list(restored[:matched])) == matched
     kv_back = restored.permute(1, 2, 0, 3, 4, 5).flatten(2, 3)
     assert torch.equal(kv_back, kv[:, :, : n * B])
 
@@ -113,3 +120,45 @@ def test_torch_layer_major_kv_connector_recipe(client):
 def test_stats(client):
     s = client.stats()
     assert "host" in s and "pins" in s and s["pins"] == 0
+
+
+@pytest.mark.parametrize("dtype,codec", [("bf16", "none"), ("bf16", "shuffle_zstd"),
+                                         ("fp16", "shuffle_lz4")])
+def test_bf16_tensors_and_lossless_codecs_round_trip(client, dtype, codec):
+    """bf16 tensors (which numpy cannot hold) store and load, bit-exact through lossless codecs."""
+    ns = make_ns(dtype=dtype, codec=codec)
+    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float16
+    keys = ns.keys(list(range(3 * 16)))
+    blocks = [torch.randn(4, 2, 16, 2, 64).to(torch_dtype) for _ in keys]
+    assert client.store(ns, keys, blocks) == 3
+    out = [torch.empty_like(b) for b in blocks]
+    assert client.load(ns, keys, out) == 3
+    for a, b in zip(blocks, out):
+        assert torch.equal(a, b)
+
+
+def test_paged_vllm_layout_round_trip_and_tensor_parallel(client):
+    """An engine registers per-layer vLLM-layout tensors [2, pages, 16, heads, 64] once, stores
+    pages by id and loads them into other pages; a TP=2 rank loads its half of the heads."""
+    ns = strata.Namespace("py/paged", num_layers=3, num_kv_heads=4, head_dim=64, block_size=16,
+                          kv_dtype="bf16")
+    pages = 10
+    layers = [torch.randn(2, pages, 16, 4, 64).to(torch.bfloat16) for _ in range(3)]
+    cache = client.register_kv_cache(ns, layers, layout="vllm")
+    keys = ns.keys(list(range(4 * 16)))
+    src = [7, 2, 9, 0]
+    assert client.store_paged(cache, keys, src) == 4 * 4  # 4 blocks x 4 head shards
+    assert client.lookup_paged(cache, keys) == 4
+
+    dst_layers = [torch.zeros(2, pages, 16, 4, 64, dtype=torch.bfloat16) for _ in range(3)]
+    dst = client.register_kv_cache(ns, dst_layers, layout="vllm")
+    assert client.load_paged(dst, keys, [1, 3, 5, 6]) == 4
+    for l in range(3):
+        assert torch.equal(dst_layers[l][:, [1, 3, 5, 6]], layers[l][:, src])
+
+    # Rank 1 of TP=2 holds heads 2 and 3: it loads exactly those, from what TP=1 stored.
+    half = [torch.zeros(2, pages, 16, 2, 64, dtype=torch.bfloat16) for _ in range(3)]
+    rank1 = client.register_kv_cache(ns, half, layout="vllm", tp_rank=1, tp_size=2)
+    assert client.load_paged(rank1, keys, [0, 1, 2, 3]) == 4
+    for l in range(3):
+        assert torch.equal(half[l][:, [0, 1, 2, 3]], layers[l][:, src, :, 2:4])

@@ -19,7 +19,7 @@ uint64_t Find(const AccessSnapshot& s, const NamespaceId& ns, uint64_t Namespace
   return 0;
 }
 
-TEST_CASE("access stats: lookups that match nothing are misses; hits by tier add up", "[store]") {
+TEST_CASE("access stats: lookups that match nothing are misses and hits by tier add up", "[store]") {
   AccessStats a;
   // Ten lookups of 4 keys that match nothing.
   for (int i = 0; i < 10; ++i) a.RecordLookup(std::nullopt, {}, 4);

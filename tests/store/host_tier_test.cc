@@ -2,6 +2,7 @@
 // metadata per block.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -100,29 +101,43 @@ TEST_CASE("host tier rejects bad input with a clear status", "[store]") {
   REQUIRE(t->Unpin(k).IsInvalidArgument());  // not pinned
 }
 
-TEST_CASE("host pool is a shared memfd: a second mapping sees the same bytes", "[store]") {
+TEST_CASE("host pool: clients see the payloads read-only and never the headers", "[store]") {
   auto t = OpenHost(8 * kMiB);
   const BlockKey k = TestKey(3);
   const auto p = TestPayload(k, 12345);
   REQUIRE(t->Put(TestHeader(k, p), p).ok());
   auto view = t->Acquire(k);
   REQUIRE(view.ok());
-  REQUIRE(view->payload().data() == t->base() + t->payload_offset() + view->offset());
-  // What a client does with the fd it received over SCM_RIGHTS.
-  void* m = mmap(nullptr, t->size(), PROT_READ, MAP_SHARED, t->fd(), 0);
+  REQUIRE(view->payload().data() == t->base() + view->offset());
+  // What a client does with the descriptor it received over SCM_RIGHTS.
+  void* m = mmap(nullptr, t->size(), PROT_READ, MAP_SHARED, t->read_only_fd(), 0);
   REQUIRE(m != MAP_FAILED);
   const auto* client = static_cast<const std::byte*>(m);
-  REQUIRE(IsTestPayload(k, client + t->payload_offset() + view->offset(), p.size()));
-  // The slot's header is in the pool too.
+  REQUIRE(IsTestPayload(k, client + view->offset(), p.size()));
+  // The headers are not in the memfd: no 64-byte window of it decodes as this block's header.
   bool header_found = false;
-  for (uint64_t off = 0; off < t->payload_offset(); off += kBlockHeaderSize) {
+  for (uint64_t off = 0; off + kBlockHeaderSize <= t->size(); off += kBlockHeaderSize) {
     auto h = DecodeBlockHeader(std::span<const std::byte>(client + off, kBlockHeaderSize));
     if (h.ok() && h->key == k) header_found = true;
   }
-  REQUIRE(header_found);
+  REQUIRE_FALSE(header_found);
+  // No writable mapping, no upgrade of the read-only one, no read-write reopen, no resize.
+  REQUIRE(mprotect(m, t->size(), PROT_READ | PROT_WRITE) != 0);
   munmap(m, t->size());
-  // Sealed against resizing by clients.
+  REQUIRE(mmap(nullptr, t->size(), PROT_READ | PROT_WRITE, MAP_SHARED, t->read_only_fd(), 0) ==
+          MAP_FAILED);
+  REQUIRE(mmap(nullptr, t->size(), PROT_READ | PROT_WRITE, MAP_SHARED, t->fd(), 0) == MAP_FAILED);
+  const std::string reopen = "/proc/self/fd/" + std::to_string(t->read_only_fd());
+  const int rw = open(reopen.c_str(), O_RDWR);
+  if (rw >= 0) {  // root passes the mode check; the seal still refuses a writable mapping
+    REQUIRE(mmap(nullptr, t->size(), PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0) == MAP_FAILED);
+    close(rw);
+  }
   REQUIRE(ftruncate(t->fd(), 4096) != 0);
+  // The tier's own mapping stays writable: puts still work after the seal.
+  const BlockKey k2 = TestKey(4);
+  const auto p2 = TestPayload(k2, 4096);
+  REQUIRE(t->Put(TestHeader(k2, p2), p2).ok());
 }
 
 TEST_CASE("host tier evicts when full but never a pinned or viewed block and pins expire", "[store]") {

@@ -48,6 +48,9 @@ Namespace BenchNamespace(int process, size_t block_bytes) {
   s.num_layers = 1;
   s.num_kv_heads = 1;
   s.head_dim = 64;
+  // One block of bf16 K and V holds 2 x 64 x 2 = 256 bytes per token: size the block in tokens so
+  // that a block is exactly block_bytes (stores refuse buffers of another size).
+  s.block_size = static_cast<uint32_t>(block_bytes / 256);
   s.tenant_salt = "p" + std::to_string(process) + "/b" + std::to_string(block_bytes);
   return std::move(Namespace::Create(s)).value();
 }
@@ -141,7 +144,7 @@ double StrataRun(const std::string& socket, const Case& c, int process, double s
     for (size_t t = 0; t < tokens.size(); ++t) tokens[t] = round * 7919 + t;
     std::vector<BlockKey> keys = ComputeBlockKeys(ns, tokens);
     auto stored = (*client)->Store(ns, keys, ins).Wait();
-    auto loaded = (*client)->Load(keys, outs).Wait();
+    auto loaded = (*client)->Load(ns, keys, outs).Wait();
     if (!stored.ok() || !loaded.ok() || *loaded != c.blocks) return -1;
     bytes += 2.0 * c.blocks * c.block_bytes;
     if (!(*client)->Clear(ns.id()).ok()) return -1;

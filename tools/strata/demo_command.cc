@@ -120,7 +120,8 @@ void RunDemo(const DemoOptions& opt) {
     // Load the cached prefix into the engine's buffers.
     std::vector<MutableBuffer> out;
     for (size_t i = 0; i < matched; ++i) out.push_back({arena.data() + i * block_bytes, block_bytes});
-    auto loaded = (*client)->Load(std::span<const BlockKey>(keys).first(matched), out).Wait();
+    auto loaded =
+        (*client)->Load(ns, std::span<const BlockKey>(keys).first(matched), out).Wait();
     auto t2 = Clock::now();
     if (!loaded.ok()) Fail(loaded.status().ToString());
     for (size_t i = 0; i < *loaded; ++i) {

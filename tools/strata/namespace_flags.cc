@@ -11,11 +11,9 @@ void NamespaceFlags::AddTo(CLI::App& cmd) {
       ->capture_default_str();
   cmd.add_flag("--mla", mla, "Multi-head latent attention (one latent plane instead of K and V)");
   cmd.add_option("--layers", layers, "Number of layers")->capture_default_str();
-  cmd.add_option("--kv-heads", kv_heads, "KV heads on this rank")->capture_default_str();
+  cmd.add_option("--kv-heads", kv_heads, "KV heads of the model (all tensor-parallel ranks together)")->capture_default_str();
   cmd.add_option("--head-dim", head_dim, "Head dim (latent dim with --mla)")->capture_default_str();
   cmd.add_option("--block-size", block_size, "Tokens per block")->capture_default_str();
-  cmd.add_option("--rank", rank, "Parallel rank")->capture_default_str();
-  cmd.add_option("--world-size", world_size, "Parallel world size")->capture_default_str();
   cmd.add_option("--codec", codec, "Block codec")->capture_default_str();
   cmd.add_option("--lora", lora, "LoRA adapter id");
   cmd.add_option("--salt", salt, "Tenant salt; blocks never match across salts");
@@ -33,8 +31,6 @@ Namespace NamespaceFlags::Build() const {
   spec.num_kv_heads = kv_heads;
   spec.head_dim = head_dim;
   spec.block_size = block_size;
-  spec.rank = rank;
-  spec.world_size = world_size;
   auto c = ParseCodec(codec);
   if (!c.ok()) Fail(c.status().ToString(), 2);
   spec.codec = *c;

@@ -19,8 +19,6 @@ struct NamespaceFlags {
   uint32_t kv_heads = 8;
   uint32_t head_dim = 128;
   uint32_t block_size = 16;
-  uint32_t rank = 0;
-  uint32_t world_size = 1;
   std::string codec = "none";
   std::string lora;
   std::string salt;

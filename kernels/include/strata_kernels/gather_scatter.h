@@ -35,4 +35,23 @@ KernelStatus ScatterBlocksCpu(const PagedKvSpec& spec, std::span<const std::span
                               std::span<const int32_t> block_ids,
                               std::span<const std::span<const std::byte>> src_blocks);
 
+// Head shards: the paged API stores each block as one shard per KV head, so that a rank of any
+// tensor-parallel degree loads exactly its heads. A shard is the block of one head:
+//   [layer][plane][token][head_dim]        (BlockShape with num_kv_heads = 1)
+// Shard (i, h) is dst_shards[i * spec.num_kv_heads + h]: head h of the engine's (local) heads of
+// block block_ids[i]. Only layers [layer_begin, layer_end) move (the layer-by-layer forms); each
+// lands at its own offset of the shard, so calling once per layer builds whole shards.
+// REQUIRES: as GatherBlocksCpu; shards.size() == block_ids.size() * spec.num_kv_heads, each of at
+// least one shard's bytes; layer_begin < layer_end <= spec.num_layers.
+KernelStatus GatherHeadShardsCpu(const PagedKvSpec& spec,
+                                 std::span<const std::span<const std::byte>> layers,
+                                 std::span<const int32_t> block_ids,
+                                 std::span<const std::span<std::byte>> dst_shards,
+                                 uint32_t layer_begin, uint32_t layer_end);
+KernelStatus ScatterHeadShardsCpu(const PagedKvSpec& spec,
+                                  std::span<const std::span<std::byte>> layers,
+                                  std::span<const int32_t> block_ids,
+                                  std::span<const std::span<const std::byte>> src_shards,
+                                  uint32_t layer_begin, uint32_t layer_end);
+
 }  // namespace strata::kernels

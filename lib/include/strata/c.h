@@ -35,9 +35,10 @@ typedef struct strata_namespace strata_namespace;
 typedef struct strata_namespace_spec {
   const char* model_id;
   const char* model_revision;
-  const char* kv_dtype; /* "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "fp32" */
+  const char* kv_dtype; /* "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "fp32"; NULL: "bf16" */
   int mla;              /* 0: K/V planes, 1: MLA latent */
-  uint32_t num_layers, num_kv_heads, head_dim, block_size, rank, world_size;
+  /* num_kv_heads: the model's KV heads (1 for MLA); block_size 0: 16 */
+  uint32_t num_layers, num_kv_heads, head_dim, block_size;
   const char* codec; /* "none", "shuffle_zstd", ... */
   const char* lora_id;
   const char* tenant_salt;
@@ -67,13 +68,31 @@ void strata_close(strata_client* client);
  * gets each matched block's tier (1 host, 2 disk, 3 device, 4 remote). */
 strata_status strata_lookup(strata_client* client, const uint8_t* keys, size_t n, size_t* matched,
                             uint8_t* tiers_out);
-/* Stores buffers[i] (sizes[i] bytes) as keys[i]; *stored (may be NULL) = blocks newly stored. */
+/* Stores buffers[i] (sizes[i] bytes: exactly one uncompressed block of ns) as keys[i], encoded
+ * with ns's codec; *stored (may be NULL) = blocks newly stored. */
 strata_status strata_store(strata_client* client, const strata_namespace* ns, const uint8_t* keys,
                            size_t n, const void* const* buffers, const size_t* sizes,
                            size_t* stored);
-/* Loads the longest cached prefix into buffers[i] (capacities[i] bytes); *loaded = blocks. */
-strata_status strata_load(strata_client* client, const uint8_t* keys, size_t n,
-                          void* const* buffers, const size_t* capacities, size_t* loaded);
+/* Loads the longest cached prefix of keys (of ns) into buffers[i] (capacities[i] bytes, at least
+ * one uncompressed block), verified and decoded; *loaded = blocks. */
+strata_status strata_load(strata_client* client, const strata_namespace* ns, const uint8_t* keys,
+                          size_t n, void* const* buffers, const size_t* capacities,
+                          size_t* loaded);
+
+/* Paged KV (the engine data plane): register the engine's paged cache once, then store and load
+ * blocks by page id. layout: "vllm", "flashinfer" or "mla"; layers: num_layers base pointers of
+ * host memory, each num_blocks pages of this rank's heads (tp_rank of tp_size). */
+strata_status strata_register_kv_cache(strata_client* client, const strata_namespace* ns,
+                                       const char* layout, void* const* layers,
+                                       uint32_t num_layers, uint32_t num_blocks,
+                                       uint32_t tp_rank, uint32_t tp_size, uint32_t* cache_out);
+strata_status strata_unregister_kv_cache(strata_client* client, uint32_t cache);
+/* *stored (may be NULL) = head shards newly stored. */
+strata_status strata_store_paged(strata_client* client, uint32_t cache, const uint8_t* keys,
+                                 const int32_t* block_ids, size_t n, size_t* stored);
+/* *loaded = leading blocks loaded into their pages. */
+strata_status strata_load_paged(strata_client* client, uint32_t cache, const uint8_t* keys,
+                                const int32_t* block_ids, size_t n, size_t* loaded);
 /* Erases every unpinned block of ns (every namespace when ns is NULL). */
 strata_status strata_clear(strata_client* client, const strata_namespace* ns, uint64_t* erased);
 /* Writes the statistics JSON (NUL-terminated, truncated to capacity) to buf. */

@@ -2,9 +2,12 @@
 //
 // A Client talks to a `strata serve` daemon over its Unix domain socket (Client::Connect) or runs
 // the same cache in-process (Client::Embedded): the two share every line of request logic. KV bytes
-// never cross the socket: the daemon hands the client its host pool as a shared-memory descriptor,
-// Store copies each block from the engine's buffer straight into the pool (one copy, its checksum
-// computed on the way), and Load copies it straight out (one copy, verified on the way).
+// never cross the socket (docs/data-plane.md): Store encodes each block with the namespace's codec
+// into the client's own staging memory and the daemon copies it into its pool, computing the
+// checksum itself; Load reads each block from a read-only mapping of the pool, verifies it and
+// decodes it into the caller's buffer. The paged forms gather from and scatter into an engine's
+// paged KV cache on the way, in per-KV-head shards, so that any tensor-parallel degree can load
+// what another stored.
 //
 // Thread-safety: a Client may be used from many threads at once. Asynchronous calls run on the
 // client's worker threads; the buffers passed to them must stay valid until Wait() returns.
@@ -24,19 +27,17 @@
 #include "strata/namespace.h"
 #include "strata/result.h"
 #include "strata/status.h"
+#include "strata/tier.h"
 
 namespace strata {
 
-// Where a block is cached.
-enum class BlockTier : uint8_t { kNone = 0, kHost = 1, kDisk = 2, kDevice = 3, kRemote = 4 };
-std::string_view BlockTierName(BlockTier tier);
-
 struct LookupResult {
-  size_t matched_blocks = 0;     // leading blocks cached somewhere
-  size_t matched_tokens = 0;     // matched_blocks x block size (token lookups only)
-  std::vector<BlockKey> keys;    // every full block's key (token lookups only)
-  std::vector<BlockTier> tiers;  // tier of each matched block
+  size_t matched_blocks = 0;   // leading blocks cached somewhere
+  size_t matched_tokens = 0;   // matched_blocks x block size (token lookups only)
+  std::vector<BlockKey> keys;  // every full block's key (token lookups only)
+  std::vector<Tier> tiers;     // tier of each matched block
 };
+
 
 struct ConstBuffer {
   const void* data = nullptr;
@@ -66,6 +67,58 @@ class Completion {
   std::future<Result<T>> future_;
 };
 
+// How an engine lays out its paged KV cache, per layer (kernels/include/strata_kernels/kv_layout.h
+// draws them). Values are part of the C ABI: never reuse.
+enum class KvLayout : uint8_t {
+  kVllmFlashAttn = 1,  // [2, num_blocks, block_size, kv_heads, head_dim]  (vLLM flash-attn)
+  kFlashInfer = 2,     // [num_blocks, 2, block_size, kv_heads, head_dim]  (FlashInfer NHD)
+  kMla = 3,            // [num_blocks, block_size, latent_dim]             (MLA)
+};
+std::string_view KvLayoutName(KvLayout layout);
+// "vllm", "flashinfer", "mla". InvalidArgument otherwise.
+Result<KvLayout> ParseKvLayout(std::string_view name);
+
+// An engine's paged KV cache, registered once (RegisterKvCache).
+struct KvCacheSpec {
+  KvLayout layout = KvLayout::kVllmFlashAttn;
+  // One base pointer per layer (the namespace's num_layers of them), each holding num_blocks pages
+  // in `layout` with this rank's KV heads, in the namespace's dtype. Must stay valid until the
+  // cache is unregistered.
+  std::vector<void*> layers;
+  uint32_t num_blocks = 0;  // pages per layer. REQUIRES: > 0
+  // Where the pages are: -1 for host memory, else the CUDA device ordinal. Default: -1.
+  int device = -1;
+  // Tensor-parallel position: this rank holds KV heads [tp_rank * H / tp_size, (tp_rank + 1) *
+  // H / tp_size) of the namespace's H = num_kv_heads (REQUIRES: tp_size divides H). MLA: every
+  // rank holds the one latent. Defaults: 0 of 1.
+  uint32_t tp_rank = 0;
+  uint32_t tp_size = 1;
+};
+
+using KvCacheId = uint32_t;
+
+// A paged store whose layers arrive one at a time (the engine saves layer i as soon as its forward
+// pass has written it). REQUIRES: StoreLayer for every layer, then Finish; the pages of a layer may
+// be overwritten once its StoreLayer returned.
+class LayerwiseStore {
+ public:
+  virtual ~LayerwiseStore() = default;
+  // Gathers layer `layer` of every block into staging memory.
+  virtual Status StoreLayer(uint32_t layer) = 0;
+  // Encodes and commits the blocks; completes with how many blocks were newly stored.
+  virtual Completion<size_t> Finish() = 0;
+};
+
+// A paged load whose layers complete one at a time, in order, so that attention on layer i can
+// start while later layers are still being written into the engine's pages.
+class LayerwiseLoad {
+ public:
+  virtual ~LayerwiseLoad() = default;
+  // Blocks until layer `layer` of the loaded prefix is in the engine's pages; returns how many
+  // leading blocks were loaded (the same for every layer: the prefix is fixed before layer 0).
+  virtual Result<size_t> WaitLayer(uint32_t layer) = 0;
+};
+
 // Options of an embedded (in-process) cache. Defaults as for `strata serve`.
 struct EmbeddedOptions {
   uint64_t host_pool_bytes = 256ull << 20;  // Default: 256 MiB.
@@ -77,6 +130,10 @@ struct EmbeddedOptions {
 struct ClientOptions {
   int worker_threads = 2;       // threads running asynchronous calls. Default: 2.
   int request_timeout_ms = 30000;  // a daemon that does not answer in time fails the call.
+  // Bytes of the client's staging memory (a memfd shared with the daemon; pages are allocated as
+  // they are first written). Stores larger than it go in several rounds; a layerwise store must
+  // fit whole. Default: 256 MiB.
+  uint64_t staging_bytes = uint64_t{256} << 20;
 };
 
 class Client {
@@ -97,22 +154,51 @@ class Client {
   // Starts bringing disk blocks of `keys` into host memory; completes with how many were queued.
   virtual Completion<uint32_t> Prefetch(std::span<const BlockKey> keys) = 0;
 
-  // Stores buffers[i] as the payload of keys[i] (codec ns.spec().codec). Keys already cached are
-  // skipped. Completes with the number of blocks newly stored.
+  // Stores buffers[i], one uncompressed block of `ns` (ns.block_bytes() bytes, in the Strata block
+  // layout of docs/kernels.md), as keys[i], encoded with the namespace's codec. Keys already
+  // cached are skipped. Completes with the number of blocks newly stored. InvalidArgument for a
+  // buffer of another size.
   // REQUIRES: keys.size() == buffers.size(); the buffers stay valid until Wait() returns.
   virtual Completion<size_t> Store(const Namespace& ns, std::span<const BlockKey> keys,
                                    std::span<const ConstBuffer> buffers) = 0;
 
-  // Loads the longest cached prefix of `keys` into `buffers`, verifying every checksum; completes
-  // with the number of leading blocks loaded (a block that fails verification ends the prefix).
-  // InvalidArgument when a buffer is smaller than its block.
+  // Loads the longest cached prefix of `keys` (keys of `ns`) into `buffers`, verifying every
+  // checksum and decoding with the namespace's codec; completes with the number of leading blocks
+  // loaded, each ns.block_bytes() long (a block that fails verification ends the prefix).
+  // InvalidArgument when a buffer is smaller than ns.block_bytes().
   // REQUIRES: keys.size() == buffers.size(); the buffers stay valid until Wait() returns.
-  virtual Completion<size_t> Load(std::span<const BlockKey> keys,
+  virtual Completion<size_t> Load(const Namespace& ns, std::span<const BlockKey> keys,
                                   std::span<const MutableBuffer> buffers) = 0;
+
+  // --- Paged KV: the engine data plane ---
+  // Registers an engine's paged KV cache for namespace `ns`. InvalidArgument for a spec that does
+  // not match the namespace (layers, heads, layout); NotSupported for device memory in a build or
+  // on a machine without CUDA.
+  virtual Result<KvCacheId> RegisterKvCache(const Namespace& ns, const KvCacheSpec& spec) = 0;
+  virtual Status UnregisterKvCache(KvCacheId cache) = 0;
+  // How many leading blocks of `keys` this rank can load now (every one of its head shards
+  // cached).
+  virtual Result<size_t> LookupPaged(KvCacheId cache, std::span<const BlockKey> keys) = 0;
+  // Stores the pages block_ids[i] (all layers, K and V) as block keys[i]: gathered into staging,
+  // encoded with the namespace's codec, checksummed and published by the daemon. Completes with
+  // the number of head shards newly stored.
+  virtual Completion<size_t> StorePaged(KvCacheId cache, std::span<const BlockKey> keys,
+                                        std::span<const int32_t> block_ids) = 0;
+  // Loads the longest loadable prefix of `keys` into pages block_ids[0..n): verified, decoded,
+  // scattered. Completes with n. Pages past n are left as they were (the engine recomputes them).
+  virtual Completion<size_t> LoadPaged(KvCacheId cache, std::span<const BlockKey> keys,
+                                       std::span<const int32_t> block_ids) = 0;
+  // The layer-by-layer forms. The spans are copied; the pages must stay valid until Finish()'s
+  // completion / the last WaitLayer.
+  virtual Result<std::unique_ptr<LayerwiseStore>> StorePagedLayerwise(
+      KvCacheId cache, std::span<const BlockKey> keys, std::span<const int32_t> block_ids) = 0;
+  virtual Result<std::unique_ptr<LayerwiseLoad>> LoadPagedLayerwise(
+      KvCacheId cache, std::span<const BlockKey> keys, std::span<const int32_t> block_ids) = 0;
 
   // Pins the longest cached prefix in host memory (for pin_ms; 0: the daemon default) so that a
   // later Load finds it there; returns how many leading blocks were pinned.
-  virtual Result<size_t> Pin(std::span<const BlockKey> keys, uint32_t pin_ms = 0) = 0;
+  virtual Result<size_t> Pin(const Namespace& ns, std::span<const BlockKey> keys,
+                             uint32_t pin_ms = 0) = 0;
   virtual Status Unpin(std::span<const BlockKey> keys) = 0;
 
   // Daemon and tier statistics as a JSON object.

@@ -29,6 +29,12 @@ BlockKey ChainBlockKey(const BlockKey& prev, std::span<const uint32_t> block_tok
 // Keys every full block of `tokens` (no extras). Equivalent to a KeyChain fed all tokens at once.
 std::vector<BlockKey> ComputeBlockKeys(const Namespace& ns, std::span<const uint32_t> tokens);
 
+// The key of the shard of block `block` that holds KV head `kv_head` (of the namespace's
+// num_kv_heads; 0 for MLA): H(block (16 canonical bytes) || "kvhead" || LE32(kv_head)). The paged
+// API stores each block as one shard per KV head, so that a rank of any tensor-parallel degree
+// loads exactly its heads (docs/keys.md, "Head shards").
+BlockKey HeadShardKey(const BlockKey& block, uint32_t kv_head);
+
 // An incrementally extended chain: Append() more tokens later without rehashing earlier blocks
 // (a conversation's next turn, a decode step). Tokens of an unfinished last block wait in a
 // buffer until the block fills.

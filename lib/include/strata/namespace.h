@@ -56,20 +56,18 @@ size_t KvDtypeSize(KvDtype dtype);
 struct NamespaceSpec {
   std::string model_id;        // e.g. "meta-llama/Llama-3.1-8B-Instruct"
   std::string model_revision;  // e.g. a git sha of the weights. Default: "" (unspecified).
-  KvDtype kv_dtype = KvDtype::kFloat16;
+  KvDtype kv_dtype = KvDtype::kBFloat16;  // Default: bf16 (in C++, C, Python and the CLI)
   AttentionKind attention = AttentionKind::kKeyValue;
   uint32_t num_layers = 0;    // REQUIRES: > 0
-  uint32_t num_kv_heads = 0;  // KV heads held by this rank; 1 for MLA. REQUIRES: > 0
+  uint32_t num_kv_heads = 0;  // the model's KV heads (all ranks together); 1 for MLA. REQUIRES: > 0
   uint32_t head_dim = 0;      // per-head dim; the latent dim for MLA. REQUIRES: > 0
   uint32_t block_size = 16;   // tokens per block. Default: 16 (vLLM). REQUIRES: > 0
-  uint32_t rank = 0;          // parallel rank whose KV this is. REQUIRES: < world_size
-  uint32_t world_size = 1;    // ranks that split the KV (tensor x pipeline parallel)
   Codec codec = Codec::kNone;
   std::string lora_id;      // adapter id; "" for the base model
   std::string tenant_salt;  // isolates tenants: blocks never match across salts. Default: ""
 };
 
-inline constexpr uint16_t kNamespaceEncodingVersion = 1;
+inline constexpr uint16_t kNamespaceEncodingVersion = 2;
 
 class Namespace {
  public:
@@ -81,8 +79,9 @@ class Namespace {
   uint32_t block_size() const { return spec_.block_size; }
   // The canonical bytes that id() hashes (docs/keys.md).
   const std::vector<std::byte>& encoding() const { return encoding_; }
-  // Bytes of one uncompressed block of KV for this rank: planes x layers x block_size x heads x
-  // head_dim x dtype size (planes = 2 for K/V, 1 for MLA).
+  // Bytes of one uncompressed block of KV of every head: planes x layers x block_size x heads x
+  // head_dim x dtype size (planes = 2 for K/V, 1 for MLA). The paged API stores a block as one
+  // shard per KV head, each block_bytes() / num_kv_heads (MLA: one shard of block_bytes()).
   uint64_t block_bytes() const;
 
  private:
