@@ -673,6 +673,7 @@ Result<std::unique_ptr<PeerTransport>> PeerTransport::Open(PeerTransportOptions 
   UcxEngineOptions eo;
   eo.name = "strata-" + raw->options.node_id;
   eo.tls = raw->options.tls;
+  eo.listen_addr = raw->options.listen_addr;
   eo.regions = raw->options.regions;
   eo.spin_rounds = raw->options.progress_spin_rounds < 0 ? std::numeric_limits<int>::max()
                                                          : raw->options.progress_spin_rounds;

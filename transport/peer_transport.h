@@ -64,6 +64,9 @@ struct PeerTransportOptions {
   std::string cluster_secret;
   // UCX transports (UCX_TLS syntax). Default: "" (UCX_TLS from the environment, else UCX's own).
   std::string tls;
+  // An IP address of this host; UCX's network transports use only its interface
+  // (UcxEngineOptions::listen_addr). "" or "*": every interface. Default: "".
+  std::string listen_addr;
   // Regions registered once at start-up: the host pool, where pulled blocks land and from which
   // served blocks are sent. Default: none.
   std::vector<MemoryRegion> regions;

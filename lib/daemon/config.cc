@@ -1,5 +1,7 @@
 #include "daemon/config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -46,6 +48,27 @@ Result<uint64_t> ParseSize(const std::string& key, const std::string& v) {
                                    hint);
   }
   return *n;
+}
+
+bool IsIpAddress(const std::string& v) {
+  in_addr v4{};
+  in6_addr v6{};
+  return ::inet_pton(AF_INET, v.c_str(), &v4) == 1 || ::inet_pton(AF_INET6, v.c_str(), &v6) == 1;
+}
+
+bool IsLoopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;
+}
+
+// The host part of a URL such as "http://10.0.0.1:2379/".
+std::string UrlHost(const std::string& url) {
+  size_t b = url.find("://");
+  b = b == std::string::npos ? 0 : b + 3;
+  size_t e = url.find('/', b);
+  std::string authority = url.substr(b, e == std::string::npos ? std::string::npos : e - b);
+  if (!authority.empty() && authority.front() == '[')
+    return authority.substr(0, authority.find(']') + 1);
+  return authority.substr(0, authority.find(':'));
 }
 
 // Sets one setting by its config-file name. The environment and the flags map onto the same
@@ -111,6 +134,11 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
     }
   } else if (key == "ucx_tls") {
     c->node.cluster.ucx_tls = value;
+  } else if (key == "listen_addr") {
+    if (value != "*" && !IsIpAddress(value))
+      return Status::InvalidArgument("listen_addr: '" + value +
+                                     "' is not an IPv4 or IPv6 address (or * for every interface)");
+    c->node.cluster.listen_addr = value;
   } else if (key == "request_timeout_ms") {
     STRATA_ASSIGN_OR_RETURN(c->node.cluster.request_timeout_ms, ParseU32(key, value));
     if (c->node.cluster.request_timeout_ms == 0)
@@ -164,6 +192,7 @@ constexpr EnvVar kVars[] = {
     {"STRATA_STATIC_DIR", "static_dir"},
     {"STRATA_STATIC_PEERS", "static_peers"},
     {"STRATA_UCX_TLS", "ucx_tls"},
+    {"STRATA_LISTEN_ADDR", "listen_addr"},
     {"STRATA_REQUEST_TIMEOUT_MS", "request_timeout_ms"},
     {"STRATA_ANNOUNCE_INTERVAL_MS", "announce_interval_ms"},
 };
@@ -351,6 +380,13 @@ Status FinishConfig(const HostResources& host, ServeConfig* config, ConfigWarnin
       }
     }
   }
+  const ClusterOptions& cluster = config->node.cluster;
+  if (cluster.membership == "etcd" && IsLoopback(cluster.listen_addr) &&
+      !IsLoopback(UrlHost(cluster.etcd_endpoint)) && warnings != nullptr)
+    warnings->push_back("listen_addr: " + cluster.listen_addr +
+                        " (loopback) while etcd is at '" + cluster.etcd_endpoint +
+                        "'; peers on other hosts cannot reach this node: set listen_addr to its "
+                        "cluster-facing address");
   return Status::OK();
 }
 

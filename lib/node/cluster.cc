@@ -164,6 +164,7 @@ class ClusterImpl final : public Cluster {
     to.node_id = self_.id;
     to.cluster_secret = *secret;
     to.tls = options_.ucx_tls;
+    to.listen_addr = options_.listen_addr;
     // The whole memfd: headers and slabs; registered once, here.
     to.regions.push_back({store_->host().base(), store_->host().size()});
     to.request_timeout = std::chrono::milliseconds(options_.request_timeout_ms);

@@ -52,6 +52,12 @@ struct ClusterOptions {
   std::vector<std::string> static_peers;
   // UCX transports (UCX_TLS syntax). Default: "" (UCX_TLS from the environment, else UCX's own).
   std::string ucx_tls;
+  // An IP address of this host: UCX's network transports, and so their listening sockets, use
+  // only the interface that holds it. "*": every interface. The loopback default suits nodes on
+  // one host; a cluster spanning hosts must name each node's cluster-facing address (peers on
+  // other hosts cannot reach a loopback-confined node). An address no interface holds makes the
+  // node fail to start. Default: "127.0.0.1".
+  std::string listen_addr = "127.0.0.1";
   // Longest a peer request (handshake, directory call, pull) may take. Default: 2000 ms.
   uint32_t request_timeout_ms = 2000;
   // How often announces are flushed to the directory shards. Default: 50 ms.

@@ -21,6 +21,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -113,6 +114,7 @@ class ServeNode {
     return status && WIFEXITED(*status) ? WEXITSTATUS(*status) : -1;
   }
   const std::string& socket() const { return process_->socket(); }
+  pid_t pid() const { return process_->pid(); }
   void Kill() { process_->Kill(); }
   std::unique_ptr<Client> Connect() {
     auto c = Client::Connect(socket());
@@ -358,6 +360,65 @@ TEST_CASE("cluster: static membership through a shared directory and Prefetch of
   std::filesystem::remove_all(dir);
 }
 
+// Local addresses (hex, as /proc/net/tcp writes them) of process `pid`'s listening TCP sockets.
+std::vector<std::string> ListeningAddresses(pid_t pid) {
+  std::set<std::string> inodes;
+  const std::string fds = "/proc/" + std::to_string(pid) + "/fd";
+  for (const auto& e : std::filesystem::directory_iterator(fds)) {
+    std::error_code ec;
+    const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
+    if (!ec && target.rfind("socket:[", 0) == 0)
+      inodes.insert(target.substr(8, target.size() - 9));
+  }
+  std::vector<std::string> out;
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::istringstream f(line);
+      std::string sl, local, remote, state, queues, timer, retr, uid, timeout, inode;
+      f >> sl >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout >> inode;
+      if (state == "0A" && inodes.count(inode)) out.push_back(local.substr(0, local.find(':')));
+    }
+  }
+  return out;
+}
+
+TEST_CASE("cluster: a node listens on loopback only unless --listen-addr names another address",
+          "[cluster]") {
+  const std::string dir = TempDir("listen");
+  const std::string secret = WriteSecret(dir, "secret", kSecret);
+  const std::string members = dir + "/members";
+  // Default listen_addr (127.0.0.1), tcp: every TCP listening socket of the daemon is on
+  // 127.0.0.1, and two such nodes still pull from each other.
+  ServeNode a(dir, "listen-a", "", secret, "64MiB",
+              {"--membership", "static", "--static-dir", members, "--static-peers", "listen-b",
+               "--ucx-tls", "tcp"});
+  REQUIRE(a.ready());
+  ServeNode b(dir, "listen-b", "", secret, "64MiB",
+              {"--membership", "static", "--static-dir", members, "--static-peers", "listen-a",
+               "--ucx-tls", "tcp", "--listen-addr", "127.0.0.1"});
+  REQUIRE(b.ready());
+  for (ServeNode* n : {&a, &b}) {
+    const auto listening = ListeningAddresses(n->pid());
+    INFO("listening TCP sockets: " << listening.size());
+    REQUIRE_FALSE(listening.empty());
+    for (const auto& addr : listening) CHECK(addr == "0100007F");  // 127.0.0.1
+  }
+  auto ca = a.Connect();
+  auto cb = b.Connect();
+  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
+  Namespace ns = TestNamespace(16 << 10);
+  Prompt p(ns, 8, 31, 16 << 10);
+  REQUIRE(*ca->Store(ns, p.keys, p.in).Wait() == 8);
+  REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, p.keys) == 8; }));
+  Outputs o(8, 16 << 10);
+  REQUIRE(*cb->Load(ns, p.keys, o.out).Wait() == 8);
+  for (size_t i = 0; i < 8; ++i) CHECK(o.bufs[i] == p.blocks[i]);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("cluster: bad cluster settings are refused with a clear error", "[cluster]") {
   const std::string dir = TempDir("bad");
   // Clustered without a secret: the daemon does not start, and says why.
@@ -378,6 +439,19 @@ TEST_CASE("cluster: bad cluster settings are refused with a clear error", "[clus
                 {"--membership", "static", "--static-dir", dir + "/m"});
     CHECK_FALSE(n.ready());
     CHECK(n.Wait() != 0);
+  }
+  // A listen address that no interface of this host holds (TEST-NET-3).
+  {
+    const std::string s = WriteSecret(dir, "secret", kSecret);
+    ServeNode n(dir, "far-addr", "", s, "64MiB",
+                {"--membership", "static", "--static-dir", dir + "/m", "--listen-addr",
+                 "203.0.113.77"});
+    CHECK_FALSE(n.ready());
+    CHECK(n.Wait() != 0);
+    std::ifstream log(dir + "/far-addr.log");
+    std::stringstream ss;
+    ss << log.rdbuf();
+    CHECK(ss.str().find("203.0.113.77") != std::string::npos);
   }
   // Unknown membership kind, bad timeout: config errors name the key.
   {
@@ -413,6 +487,19 @@ TEST_CASE("cluster: config keys, environment and defaults", "[cluster]") {
   CHECK(c.node.cluster.etcd_lease_ttl_s == 3);
   CHECK(c.node.cluster.ucx_tls == "tcp");
   CHECK(c.node.cluster.request_timeout_ms == 500);
+  CHECK(c.node.cluster.listen_addr == "127.0.0.1");  // loopback unless configured
+  ConfigWarnings warned;
+  REQUIRE(FinishConfig(HostResources{}, &c, &warned).ok());
+  bool loopback_warned = false;  // etcd on another host, UCX confined to loopback
+  for (const std::string& w : warned) loopback_warned |= w.find("listen_addr") != std::string::npos;
+  CHECK(loopback_warned);
+  REQUIRE(ApplyEnvironment({{"STRATA_LISTEN_ADDR", "10.0.0.7"}}, &c).ok());
+  CHECK(c.node.cluster.listen_addr == "10.0.0.7");
+  REQUIRE(ApplyEnvironment({{"STRATA_LISTEN_ADDR", "*"}}, &c).ok());
+  CHECK(c.node.cluster.listen_addr == "*");
+  Status not_ip = ApplyEnvironment({{"STRATA_LISTEN_ADDR", "eth0"}}, &c);
+  CHECK(not_ip.IsInvalidArgument());
+  CHECK(not_ip.ToString().find("STRATA_LISTEN_ADDR") != std::string::npos);
 
   ServeConfig s;
   REQUIRE(ApplyEnvironment({{"STRATA_MEMBERSHIP", "static"}, {"STRATA_STATIC_PEERS", "a,,b,c"}},
@@ -431,12 +518,13 @@ TEST_CASE("cluster: config keys, environment and defaults", "[cluster]") {
   const std::string dir = TempDir("config");
   const std::string yaml = dir + "/strata.yaml";
   std::ofstream(yaml) << "node_id: decode-3\netcd: http://etcd:2379\ncluster_secret_file: /s\n"
-                         "request_timeout_ms: 750\n";
+                         "request_timeout_ms: 750\nlisten_addr: ::1\n";
   ServeConfig y;
   REQUIRE(ApplyConfigFile(yaml, &y).ok());
   CHECK(y.node.cluster.membership == "etcd");
   CHECK(y.node.cluster.node_id == "decode-3");
   CHECK(y.node.cluster.request_timeout_ms == 750);
+  CHECK(y.node.cluster.listen_addr == "::1");
   std::filesystem::remove_all(dir);
 }
 

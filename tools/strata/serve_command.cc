@@ -45,6 +45,9 @@ constexpr SettingFlag kSettingFlags[] = {
     {"--static-peers", "static_peers",
      "Comma-separated peer ids for static membership [STRATA_STATIC_PEERS]"},
     {"--ucx-tls", "ucx_tls", "UCX transports, UCX_TLS syntax [STRATA_UCX_TLS]"},
+    {"--listen-addr", "listen_addr",
+     "Address whose interface peers reach this node on; * = all (default 127.0.0.1) "
+     "[STRATA_LISTEN_ADDR]"},
     {"--request-timeout-ms", "request_timeout_ms",
      "Peer request timeout [STRATA_REQUEST_TIMEOUT_MS]"},
 };
@@ -135,8 +138,11 @@ void RunServe(const ServeFlags& f) {
                            config.node.data_dir.empty() ? "off" : config.node.data_dir)
             << std::endl;
   if (!config.node.cluster.membership.empty())
-    std::cout << fmt::format("strata serve: cluster node ({} membership)",
-                             config.node.cluster.membership)
+    std::cout << fmt::format("strata serve: cluster node ({} membership, UCX on {})",
+                             config.node.cluster.membership,
+                             config.node.cluster.listen_addr == "*"
+                                 ? std::string("every interface")
+                                 : "the interface of " + config.node.cluster.listen_addr)
               << std::endl;
 
   int sig = 0;
