@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
@@ -16,6 +17,7 @@
 
 #include "node/cluster.h"
 #include "store/tiered_store.h"
+#include "strata_kernels/codec.h"
 
 namespace strata {
 namespace {
@@ -145,6 +147,8 @@ class LocalNode final : public Node {
       if (b.payload.empty())
         return Partial(outcome, Status::InvalidArgument("Store: block " + b.key.ToHex() +
                                                          " is empty"));
+      if (Status framing = CheckPayloadFraming(codec, b); !framing.ok())
+        return Partial(outcome, framing);
       if (Cached(b.key)) {
         ++outcome.existed;
         continue;
@@ -365,6 +369,22 @@ class LocalNode final : public Node {
       case store::TierKind::kDisk: return store::Source::kDisk;
     }
     return store::Source::kHost;
+  }
+
+  // The codec in a block's header is the codec of its bytes, always: an encoded payload must
+  // carry the codec's own header (kernels/codec.h: magic, this codec, a body that fills it). The
+  // daemon cannot decode (it does not know the block's shape) but it refuses a mislabel.
+  static Status CheckPayloadFraming(Codec codec, const StagedBlock& b) {
+    if (codec == Codec::kNone) return Status::OK();
+    kernels::PayloadHeader h;
+    if (b.payload.size() >= kernels::kPayloadHeaderBytes)
+      std::memcpy(&h, b.payload.data(), sizeof(h));
+    if (b.payload.size() < kernels::kPayloadHeaderBytes || h.magic != kernels::kPayloadMagic ||
+        h.codec != static_cast<uint16_t>(codec) ||
+        uint64_t{h.body_bytes} + kernels::kPayloadHeaderBytes != b.payload.size())
+      return Status::InvalidArgument("Store: block " + b.key.ToHex() + " is not a " +
+                                     std::string(CodecName(codec)) + " payload");
+    return Status::OK();
   }
 
   // True when a local tier holds `key` (no access is recorded).

@@ -368,6 +368,15 @@ TEST_CASE("strata serve: clients cannot write the pool or forge a published bloc
   REQUIRE(done->status.ok());
   CHECK(std::get<ipc::StoreCommitReply>(done->body).committed == 1);
   std::memset(staging->base(), 0xAB, 8192);  // too late: the pool holds its own copy
+  // Raw bytes labelled with a codec they are not encoded with are refused, never published.
+  ipc::StoreCommitRequest mislabel{mine.id(), Codec::kFp8E4M3, {BlockKey{9, 9}}, {BlockKey{}},
+                                   {0}, {8192}};
+  REQUIRE(conn->Send(ipc::EncodeRequest({3, mislabel})).ok());
+  REQUIRE(conn->Receive(&reply).ok());
+  auto refused = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
+  REQUIRE(refused.ok());
+  CHECK(refused->status.IsInvalidArgument());
+  CHECK((*a)->Lookup(std::vector<BlockKey>{BlockKey{9, 9}})->matched_blocks == 0);
   Outputs qo(1, 8192);
   CHECK(*(*a)->Load(mine, q.keys, qo.out).Wait() == 1);
   CHECK(qo.bufs[0] == q.blocks[0]);
@@ -379,6 +388,65 @@ TEST_CASE("strata serve: clients cannot write the pool or forge a published bloc
   Outputs o(6, 8192);
   CHECK(*(*a)->Load(ns, p.keys, o.out).Wait() == 6);
   for (size_t i = 0; i < 6; ++i) CHECK(o.bufs[i] == p.blocks[i]);
+  int status = serve->Stop();
+  CHECK(WIFEXITED(status));
+  std::filesystem::remove_all(dir);
+}
+
+// Regression (issue 14): a call that timed out left its response on the socket, and every later
+// call on that connection failed with "daemon answered request N instead of N+1". The slow call
+// here is a legitimate one: a 1 ms receive timeout against a StoreCommit of 256 MiB, which the
+// daemon copies and hashes. The store still completes in the daemon; later calls skip its late
+// response and get their own.
+TEST_CASE("strata serve: a client whose call timed out resynchronises and later calls succeed",
+          "[lib][integration]") {
+  const std::string dir = TempDir("resync");
+  const std::string socket = dir + "/s.sock";
+  auto serve = StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool", "512MiB"},
+                          socket);
+  constexpr size_t kBlocks = 64, kBlockBytes = size_t{4} << 20;
+  Namespace ns = TestNamespace("resync", kBlockBytes);
+  std::vector<uint32_t> tokens(kBlocks * ns.block_size());
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<uint32_t>(i * 2654435761u);
+  const std::vector<BlockKey> keys = ComputeBlockKeys(ns, tokens);
+  // Connecting is fast, but a 1 ms timeout may still catch a busy daemon's Hello: retry it.
+  std::unique_ptr<SocketChannel> ch;
+  for (int attempt = 0; attempt < 100 && ch == nullptr; ++attempt) {
+    auto opened = SocketChannel::Open(socket, 1, kBlocks * kBlockBytes);
+    if (opened.ok()) ch = std::move(opened).value();
+  }
+  REQUIRE(ch != nullptr);
+  std::memset(ch->staging_base(), 0x5A, kBlocks * kBlockBytes);
+  ipc::StoreCommitRequest commit{ns.id(), Codec::kNone, keys, {}, {}, {}};
+  for (size_t i = 0; i < kBlocks; ++i) {
+    commit.parents.push_back(i == 0 ? BlockKey{} : keys[i - 1]);
+    commit.staging_offsets.push_back(i * kBlockBytes);
+    commit.lengths.push_back(kBlockBytes);
+  }
+  auto slow = ch->Call(commit);
+  INFO(slow.status().ToString());
+  REQUIRE(slow.status().IsTimedOut());
+
+  // The daemon finishes the store and answers it; then Lookups on the same connection succeed
+  // (each may itself time out on a busy machine: retried, but no other error is accepted).
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  bool answered = false;
+  for (int attempt = 0; attempt < 200 && !answered; ++attempt) {
+    auto look = ch->Call(ipc::LookupRequest{keys});
+    if (look.status().IsTimedOut()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
+    INFO(look.status().ToString());
+    REQUIRE(look.ok());
+    const auto* reply = std::get_if<ipc::LookupReply>(&*look);
+    REQUIRE(reply != nullptr);
+    CHECK(reply->matched == kBlocks);  // the timed-out store did complete
+    answered = true;
+  }
+  CHECK(answered);
+  auto stats = ch->Call(ipc::StatsRequest{});
+  CHECK((stats.ok() || stats.status().IsTimedOut()));
   int status = serve->Stop();
   CHECK(WIFEXITED(status));
   std::filesystem::remove_all(dir);

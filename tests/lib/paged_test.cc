@@ -1,0 +1,404 @@
+// The engine data plane (strata/client.h, docs/data-plane.md): paged KV in every layout, dtype
+// and codec stored and loaded through a real `strata serve` and in embedded mode; lossless codecs
+// bit for bit, lossy codecs exactly as the codec's own CPU round trip (and close to the input);
+// stored bytes in Stats equal the encoded sizes; any tensor-parallel degree loads what another
+// stored; the layer-by-layer forms.
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "strata/client.h"
+#include "strata/key_chain.h"
+#include "strata_kernels/block_codec.h"
+#include "strata_kernels/numeric.h"
+#include "tools/strata/serve_process.h"
+
+namespace strata {
+namespace {
+
+constexpr uint32_t kLayers = 3, kBlockSize = 16, kHeadDim = 64, kPages = 24;
+
+struct Shape {
+  KvLayout layout;
+  uint32_t heads;  // the model's KV heads (1 for MLA)
+  KvDtype dtype;
+  Codec codec;
+};
+
+Namespace MakeNamespace(const Shape& s, const std::string& salt = "") {
+  NamespaceSpec spec;
+  spec.model_id = "test/paged";
+  spec.kv_dtype = s.dtype;
+  spec.attention = s.layout == KvLayout::kMla ? AttentionKind::kMla : AttentionKind::kKeyValue;
+  spec.num_layers = kLayers;
+  spec.num_kv_heads = s.heads;
+  spec.head_dim = kHeadDim;
+  spec.block_size = kBlockSize;
+  spec.codec = s.codec;
+  spec.tenant_salt = salt;
+  return std::move(Namespace::Create(spec)).value();
+}
+
+uint32_t Planes(KvLayout l) { return l == KvLayout::kMla ? 1 : 2; }
+
+// An engine's paged cache of `heads` heads, one buffer per layer, filled with KV-like values
+// (normal, |x| of a few units; finite, so every lossy codec takes them).
+struct PagedCache {
+  KvLayout layout;
+  uint32_t heads;
+  KvDtype dtype;
+  std::vector<std::vector<std::byte>> layers;
+
+  PagedCache(KvLayout l, uint32_t h, KvDtype d) : layout(l), heads(h), dtype(d) {
+    layers.assign(kLayers, std::vector<std::byte>(LayerBytes()));
+  }
+  uint64_t PageChunkBytes() const { return uint64_t{kBlockSize} * heads * kHeadDim * 2; }
+  uint64_t LayerBytes() const { return Planes(layout) * kPages * PageChunkBytes(); }
+  void Fill(uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 1.5f);
+    for (auto& layer : layers)
+      for (size_t i = 0; i + 1 < layer.size(); i += 2) {
+        const float x = normal(rng);
+        const uint16_t v = dtype == KvDtype::kBFloat16 ? kernels::FloatToBf16(x)
+                                                       : kernels::FloatToHalf(x);
+        std::memcpy(&layer[i], &v, 2);
+      }
+  }
+  void Zero() {
+    for (auto& layer : layers) std::fill(layer.begin(), layer.end(), std::byte{0});
+  }
+  KvCacheSpec Spec(uint32_t tp_rank = 0, uint32_t tp_size = 1) {
+    KvCacheSpec s;
+    s.layout = layout;
+    for (auto& l : layers) s.layers.push_back(l.data());
+    s.num_blocks = kPages;
+    s.tp_rank = tp_rank;
+    s.tp_size = tp_size;
+    return s;
+  }
+  // Byte offset of (plane, page) in a layer, as kernels/kv_layout.h draws the layouts.
+  uint64_t ChunkOffset(uint32_t plane, uint32_t page) const {
+    switch (layout) {
+      case KvLayout::kVllmFlashAttn: return (uint64_t{plane} * kPages + page) * PageChunkBytes();
+      case KvLayout::kFlashInfer: return (uint64_t{page} * 2 + plane) * PageChunkBytes();
+      case KvLayout::kMla: return uint64_t{page} * PageChunkBytes();
+    }
+    return 0;
+  }
+  // The [token][head_dim] rows of head `h` of (layer, plane, page), concatenated.
+  std::vector<std::byte> Head(uint32_t layer, uint32_t plane, uint32_t page, uint32_t h) const {
+    const uint64_t row = kHeadDim * 2;
+    std::vector<std::byte> out(kBlockSize * row);
+    const std::byte* chunk = layers[layer].data() + ChunkOffset(plane, page);
+    for (uint32_t t = 0; t < kBlockSize; ++t)
+      std::memcpy(out.data() + t * row, chunk + (uint64_t{t} * heads + h) * row, row);
+    return out;
+  }
+  // One head shard as the paged API stores it: [layer][plane][token][head_dim].
+  std::vector<std::byte> Shard(uint32_t page, uint32_t h) const {
+    std::vector<std::byte> out;
+    for (uint32_t l = 0; l < kLayers; ++l)
+      for (uint32_t p = 0; p < Planes(layout); ++p) {
+        auto rows = Head(l, p, page, h);
+        out.insert(out.end(), rows.begin(), rows.end());
+      }
+    return out;
+  }
+};
+
+std::vector<uint32_t> Tokens(size_t blocks, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint32_t> t(blocks * kBlockSize);
+  for (auto& x : t) x = rng() % 128000;
+  return t;
+}
+
+// A random assignment of `n` distinct pages.
+std::vector<int32_t> Pages(size_t n, uint32_t seed) {
+  std::vector<int32_t> all(kPages);
+  for (uint32_t i = 0; i < kPages; ++i) all[i] = static_cast<int32_t>(i);
+  std::shuffle(all.begin(), all.end(), std::mt19937(seed));
+  all.resize(n);
+  return all;
+}
+
+float ToFloat(KvDtype d, const std::byte* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return d == KvDtype::kBFloat16 ? kernels::Bf16ToFloat(v) : kernels::HalfToFloat(v);
+}
+
+struct Daemon {
+  std::string dir;
+  std::unique_ptr<cli::ServeProcess> serve;
+  Daemon() {
+    dir = "/tmp/strata-paged-test-" + std::to_string(::getpid());
+    std::filesystem::create_directories(dir);
+    cli::ServeOptions o;
+    o.exe = STRATA_CLI_PATH;
+    o.args = {"serve", "--socket", dir + "/s.sock", "--no-disk", "--host-pool", "256MiB"};
+    o.socket = dir + "/s.sock";
+    o.ready = cli::ServeReady::kClientConnects;
+    o.stop_signal = SIGKILL;
+    auto s = cli::SpawnServe(std::move(o));
+    INFO(s.status().ToString());
+    REQUIRE(s.ok());
+    serve = std::move(s).value();
+  }
+  ~Daemon() {
+    serve.reset();
+    std::filesystem::remove_all(dir);
+  }
+};
+
+// Both modes: a real daemon process, and embedded.
+std::unique_ptr<Client> ConnectTo(Daemon* d) {
+  auto c = d ? Client::Connect(d->serve->socket()) : Client::Embedded({256ull << 20, "", 0, "lru"});
+  INFO(c.status().ToString());
+  REQUIRE(c.ok());
+  return std::move(c).value();
+}
+
+uint64_t StoredPayloadBytes(Client& c) {
+  auto j = nlohmann::json::parse(c.Stats().value());
+  return j["host"]["payload_bytes"].get<uint64_t>();
+}
+
+void RoundTrip(Client& client, const Shape& s) {
+  INFO("layout " << KvLayoutName(s.layout) << ", " << KvDtypeName(s.dtype) << ", codec "
+                 << CodecName(s.codec));
+  REQUIRE(client.Clear(std::nullopt).ok());
+  Namespace ns = MakeNamespace(s);
+  PagedCache src(s.layout, s.heads, s.dtype);
+  src.Fill(7);
+  auto src_id = client.RegisterKvCache(ns, src.Spec());
+  REQUIRE(src_id.ok());
+  constexpr size_t kBlocks = 6;
+  const std::vector<BlockKey> keys = ComputeBlockKeys(ns, Tokens(kBlocks, 3));
+  const std::vector<int32_t> from = Pages(kBlocks, 1), to = Pages(kBlocks, 2);
+
+  auto stored = client.StorePaged(*src_id, keys, from).Wait();
+  REQUIRE(stored.ok());
+  CHECK(*stored == kBlocks * s.heads);
+  CHECK(*client.StorePaged(*src_id, keys, from).Wait() == 0);  // cached already
+  CHECK(*client.LookupPaged(*src_id, keys) == kBlocks);
+
+  // What the codec's own CPU round trip gives for each shard, and its encoded size.
+  kernels::BlockShape shard{kLayers, Planes(s.layout), kBlockSize, 1, kHeadDim,
+                            static_cast<kernels::KvDtype>(s.dtype)};
+  std::unique_ptr<kernels::BlockCodec> codec;
+  REQUIRE(kernels::BlockCodec::Create(static_cast<kernels::Codec>(s.codec), shard, {}, &codec)
+              .ok());
+  uint64_t encoded_total = 0;
+  std::vector<std::vector<std::byte>> expect;  // [block * heads + h]
+  for (size_t i = 0; i < kBlocks; ++i)
+    for (uint32_t h = 0; h < s.heads; ++h) {
+      const auto raw = src.Shard(from[i], h);
+      std::vector<std::byte> enc(codec->max_encoded_bytes()), dec(raw.size());
+      uint64_t n = 0;
+      REQUIRE(codec->Encode(raw, enc, &n).ok());
+      REQUIRE(codec->Decode({enc.data(), n}, dec).ok());
+      encoded_total += n;
+      expect.push_back(std::move(dec));
+    }
+  CHECK(StoredPayloadBytes(client) == encoded_total);
+  if (s.codec == Codec::kShuffleZstd) CHECK(encoded_total < kBlocks * ns.block_bytes());
+
+  PagedCache dst(s.layout, s.heads, s.dtype);
+  auto dst_id = client.RegisterKvCache(ns, dst.Spec());
+  REQUIRE(dst_id.ok());
+  auto loaded = client.LoadPaged(*dst_id, keys, to).Wait();
+  REQUIRE(loaded.ok());
+  CHECK(*loaded == kBlocks);
+  double err2 = 0, ref2 = 0;
+  for (size_t i = 0; i < kBlocks; ++i)
+    for (uint32_t h = 0; h < s.heads; ++h) {
+      const auto got = dst.Shard(to[i], h);
+      CHECK(got == expect[i * s.heads + h]);  // exactly the codec's round trip
+      const auto raw = src.Shard(from[i], h);
+      if (s.codec == Codec::kNone || s.codec == Codec::kShuffleZstd ||
+          s.codec == Codec::kShuffleLz4)
+        CHECK(got == raw);  // lossless: bit for bit
+      for (size_t b = 0; b + 1 < raw.size(); b += 2) {
+        const double x = ToFloat(s.dtype, &raw[b]), y = ToFloat(s.dtype, &got[b]);
+        err2 += (x - y) * (x - y);
+        ref2 += x * x;
+      }
+    }
+  // Lossy codecs stay close: relative RMS error (FP8 ~3%, INT8 ~1%, INT4 ~8% on this data).
+  CHECK(std::sqrt(err2 / ref2) < 0.15);
+  // Pages outside the loaded ones are untouched.
+  std::vector<bool> used(kPages, false);
+  for (int32_t p : to) used[p] = true;
+  for (uint32_t p = 0; p < kPages; ++p)
+    if (!used[p])
+      for (uint32_t h = 0; h < s.heads; ++h) {
+        auto z = dst.Shard(p, h);
+        CHECK(std::all_of(z.begin(), z.end(), [](std::byte b) { return b == std::byte{0}; }));
+      }
+  // A prefix that diverges after block 3 loads 3 blocks.
+  std::vector<uint32_t> other = Tokens(kBlocks, 3);
+  other[3 * kBlockSize] ^= 1;
+  CHECK(*client.LoadPaged(*dst_id, ComputeBlockKeys(ns, other), to).Wait() == 3);
+  CHECK(client.UnregisterKvCache(*src_id).ok());
+  CHECK(client.UnregisterKvCache(*dst_id).ok());
+}
+
+TEST_CASE("paged store and load: every layout, fp16 and bf16, every codec, daemon and embedded",
+          "[lib][integration]") {
+  Daemon daemon;
+  for (Daemon* d : {&daemon, static_cast<Daemon*>(nullptr)}) {
+    INFO((d ? "daemon" : "embedded"));
+    auto client = ConnectTo(d);
+    for (KvLayout layout : {KvLayout::kVllmFlashAttn, KvLayout::kFlashInfer, KvLayout::kMla})
+      for (KvDtype dtype : {KvDtype::kFloat16, KvDtype::kBFloat16})
+        for (Codec codec : {Codec::kNone, Codec::kShuffleZstd, Codec::kShuffleLz4,
+                            Codec::kFp8E4M3, Codec::kInt8Group, Codec::kInt4Kivi})
+          RoundTrip(*client, {layout, layout == KvLayout::kMla ? 1u : 4u, dtype, codec});
+  }
+}
+
+// Stores at TP degree `from_tp` (every rank registers its slice of the heads of one model-wide
+// cache) and loads at `to_tp`; every rank gets exactly its heads.
+void TensorParallel(Client& client, uint32_t from_tp, uint32_t to_tp) {
+  INFO("TP " << from_tp << " -> " << to_tp);
+  REQUIRE(client.Clear(std::nullopt).ok());
+  const Shape s{KvLayout::kVllmFlashAttn, 4, KvDtype::kBFloat16, Codec::kShuffleLz4};
+  Namespace ns = MakeNamespace(s);
+  PagedCache full(s.layout, s.heads, s.dtype);
+  full.Fill(11);
+  constexpr size_t kBlocks = 5;
+  const std::vector<BlockKey> keys = ComputeBlockKeys(ns, Tokens(kBlocks, 9));
+  const std::vector<int32_t> pages = Pages(kBlocks, 4);
+  // Each storing rank holds its heads only: copy its slice out of the full cache.
+  size_t stored = 0;
+  for (uint32_t r = 0; r < from_tp; ++r) {
+    const uint32_t hr = s.heads / from_tp;
+    PagedCache rank(s.layout, hr, s.dtype);
+    for (uint32_t l = 0; l < kLayers; ++l)
+      for (uint32_t p = 0; p < 2; ++p)
+        for (int32_t page : pages)
+          for (uint32_t h = 0; h < hr; ++h) {
+            auto rows = full.Head(l, p, page, r * hr + h);
+            std::byte* chunk = rank.layers[l].data() + rank.ChunkOffset(p, page);
+            for (uint32_t t = 0; t < kBlockSize; ++t)
+              std::memcpy(chunk + (uint64_t{t} * hr + h) * kHeadDim * 2,
+                          rows.data() + t * kHeadDim * 2, kHeadDim * 2);
+          }
+    auto id = client.RegisterKvCache(ns, rank.Spec(r, from_tp));
+    REQUIRE(id.ok());
+    stored += client.StorePaged(*id, keys, pages).Wait().value();
+  }
+  CHECK(stored == kBlocks * s.heads);
+  for (uint32_t r = 0; r < to_tp; ++r) {
+    const uint32_t hr = s.heads / to_tp;
+    PagedCache rank(s.layout, hr, s.dtype);
+    auto id = client.RegisterKvCache(ns, rank.Spec(r, to_tp));
+    REQUIRE(id.ok());
+    CHECK(*client.LookupPaged(*id, keys) == kBlocks);
+    REQUIRE(*client.LoadPaged(*id, keys, pages).Wait() == kBlocks);
+    for (uint32_t l = 0; l < kLayers; ++l)
+      for (uint32_t p = 0; p < 2; ++p)
+        for (int32_t page : pages)
+          for (uint32_t h = 0; h < hr; ++h) CHECK(rank.Head(l, p, page, h) ==
+                                                  full.Head(l, p, page, r * hr + h));
+  }
+}
+
+TEST_CASE("paged: any tensor-parallel degree loads what another stored (2->4, 4->1, 1->2)",
+          "[lib][integration]") {
+  Daemon daemon;
+  auto client = ConnectTo(&daemon);
+  TensorParallel(*client, 2, 4);
+  TensorParallel(*client, 4, 1);
+  TensorParallel(*client, 1, 2);
+  // A degree that does not divide the heads is refused at registration.
+  const Shape s{KvLayout::kVllmFlashAttn, 4, KvDtype::kBFloat16, Codec::kNone};
+  PagedCache c(s.layout, 4, s.dtype);
+  CHECK(client->RegisterKvCache(MakeNamespace(s), c.Spec(0, 3)).status().IsInvalidArgument());
+}
+
+TEST_CASE("paged: layer-by-layer store and load", "[lib][integration]") {
+  Daemon daemon;
+  for (Codec codec : {Codec::kNone, Codec::kShuffleZstd}) {
+    auto client = ConnectTo(&daemon);
+    const Shape s{KvLayout::kFlashInfer, 2, KvDtype::kFloat16, codec};
+    Namespace ns = MakeNamespace(s, "layerwise");
+    PagedCache src(s.layout, s.heads, s.dtype), dst(s.layout, s.heads, s.dtype);
+    src.Fill(21);
+    auto src_id = client->RegisterKvCache(ns, src.Spec());
+    auto dst_id = client->RegisterKvCache(ns, dst.Spec());
+    REQUIRE(src_id.ok());
+    REQUIRE(dst_id.ok());
+    const std::vector<BlockKey> keys = ComputeBlockKeys(ns, Tokens(4, 5));
+    const std::vector<int32_t> from = Pages(4, 6), to = Pages(4, 8);
+    auto store = client->StorePagedLayerwise(*src_id, keys, from);
+    REQUIRE(store.ok());
+    // The engine saves each layer as its forward pass finishes it; a page may change after.
+    for (uint32_t l = 0; l < kLayers; ++l) REQUIRE((*store)->StoreLayer(l).ok());
+    PagedCache want = src;
+    src.Zero();  // the engine reuses its pages: what was saved is already staged
+    CHECK(*(*store)->Finish().Wait() == 4 * s.heads);
+    // Missing a layer is an error, not a silent partial block.
+    auto partial = client->StorePagedLayerwise(*src_id, ComputeBlockKeys(ns, Tokens(2, 99)),
+                                               std::vector<int32_t>{0, 1});
+    REQUIRE(partial.ok());
+    REQUIRE((*partial)->StoreLayer(0).ok());
+    CHECK((*partial)->Finish().Wait().status().IsInvalidArgument());
+
+    auto load = client->LoadPagedLayerwise(*dst_id, keys, to);
+    REQUIRE(load.ok());
+    for (uint32_t l = 0; l < kLayers; ++l) {
+      auto n = (*load)->WaitLayer(l);
+      REQUIRE(n.ok());
+      CHECK(*n == 4);
+      for (size_t i = 0; i < 4; ++i)  // layer l is in place once WaitLayer(l) returned
+        for (uint32_t p = 0; p < 2; ++p)
+          for (uint32_t h = 0; h < s.heads; ++h)
+            CHECK(dst.Head(l, p, to[i], h) == want.Head(l, p, from[i], h));
+    }
+  }
+}
+
+TEST_CASE("paged: bad registrations and block ids are clear errors", "[lib]") {
+  auto client = ConnectTo(nullptr);
+  const Shape s{KvLayout::kVllmFlashAttn, 2, KvDtype::kFloat16, Codec::kNone};
+  Namespace ns = MakeNamespace(s);
+  PagedCache c(s.layout, 2, s.dtype);
+  KvCacheSpec spec = c.Spec();
+  spec.layers.pop_back();
+  CHECK(client->RegisterKvCache(ns, spec).status().IsInvalidArgument());
+  spec = c.Spec();
+  spec.layout = KvLayout::kMla;
+  CHECK(client->RegisterKvCache(ns, spec).status().IsInvalidArgument());
+  spec = c.Spec();
+  spec.device = 0;
+  CHECK(client->RegisterKvCache(ns, spec).status().code() == StatusCode::kNotSupported);
+  auto id = client->RegisterKvCache(ns, c.Spec());
+  REQUIRE(id.ok());
+  const auto keys = ComputeBlockKeys(ns, Tokens(2, 1));
+  CHECK(client->StorePaged(*id, keys, std::vector<int32_t>{0, int32_t{kPages}})
+            .Wait()
+            .status()
+            .IsInvalidArgument());
+  CHECK(client->LoadPaged(*id, keys, std::vector<int32_t>{-1, 0})
+            .Wait()
+            .status()
+            .IsInvalidArgument());
+  CHECK(client->LoadPaged(*id + 100, keys, std::vector<int32_t>{0, 1})
+            .Wait()
+            .status()
+            .IsNotFound());
+}
+
+}  // namespace
+}  // namespace strata
