@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The README's main job, shortened, twice over one data directory: the first run stores the KV of a
 # few trace requests through a real `strata serve` (a pool that holds them all, so none is evicted
-# and rejected by disk admission) and stops it (SIGTERM writes the host blocks to
-# the disk tier); the second run's daemon reopens the disk tier, so every block of the same
-# requests must come back from disk, byte-exact.
+# and rejected by disk admission) and stops it (SIGTERM writes the host blocks to the disk tier);
+# --keep-data keeps the directory the demo created; the second run's daemon reopens the disk tier,
+# so every block of the same requests must come back from disk, byte-exact.
 # Usage: demo_restart_test.sh STRATA_CLI WORK_DIR
 set -euo pipefail
 cli=$1
@@ -12,7 +12,7 @@ rm -rf "$work"
 mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
 run() {
-  "$cli" demo --requests 3 --host-pool 1GiB --data-dir "$work/data" --json | tail -n 1
+  "$cli" demo --requests 3 --host-pool 1GiB --data-dir "$work/data" --keep-data --json | tail -n 1
 }
 first=$(run)
 second=$(run)

@@ -1,16 +1,8 @@
 // `strata bench trace`: replays a Mooncake-format trace through the store's eviction policy and
 // reports the prefix-hit ratio beside LRU, the offline optimum (Belady) and the infinite cache.
 //
-// Replay model (docs/store.md, "Eviction"): each line's hash_ids is a chain of 512-token blocks. A
-// request hits the longest cached prefix of its chain; then all its blocks are inserted (or
-// touched), in chain order, each with its predecessor as parent. While a request is served its
-// blocks are in use (pinned), so they are not eviction candidates for that request. The policy
-// object is store::MakeEvictionPolicy's, the same code the host and disk tiers run; trace block ids
-// map to the policy's dense slots through an id table here, as BlockKeys map to slots in a tier.
-//
-// Belady evicts the cached block whose next request is furthest in the future (blocks never used
-// again first); the infinite cache never evicts. Both are offline references computed in the same
-// run.
+// Each line's hash_ids is a chain of 512-token blocks, replayed by policy_replay.h (its replay
+// model, Belady and the infinite cache are described there), all in the same run.
 #include <algorithm>
 #include <filesystem>
 #include <cmath>
@@ -24,13 +16,12 @@
 
 #include "bench_report.h"
 #include "mooncake_trace.h"
+#include "policy_replay.h"
 #include "../strata/command_registry.h"
 #include "store/eviction_policy.h"
 
 namespace strata::bench {
 namespace {
-
-using Chains = std::vector<std::vector<uint64_t>>;
 
 struct Options {
   bool json = false;
@@ -40,115 +31,6 @@ struct Options {
   std::string policy = "prefix";
   bool variants = false;
 };
-
-struct Counts {
-  uint64_t hit = 0;
-  uint64_t requested = 0;
-  double Ratio() const { return requested ? static_cast<double>(hit) / requested : 0; }
-};
-
-uint64_t UniqueBlocks(const Chains& chains) {
-  std::unordered_set<uint64_t> u;
-  for (const auto& c : chains) u.insert(c.begin(), c.end());
-  return u.size();
-}
-
-// Replays `chains` through `policy` with `capacity` slots.
-Counts ReplayPolicy(const Chains& chains, store::EvictionPolicy& policy) {
-  const uint32_t capacity = policy.capacity();
-  std::unordered_map<uint64_t, uint32_t> slot_of;
-  slot_of.reserve(capacity * 2);
-  std::vector<uint64_t> id_of(capacity);
-  std::vector<uint32_t> in_use_epoch(capacity, 0);  // == epoch: the slot belongs to this request
-  std::vector<uint32_t> free_slots(capacity);
-  for (uint32_t i = 0; i < capacity; ++i) free_slots[i] = capacity - 1 - i;
-  Counts counts;
-  uint32_t epoch = 0;
-  for (const auto& chain : chains) {
-    ++epoch;
-    size_t k = 0;
-    while (k < chain.size() && slot_of.count(chain[k])) ++k;
-    counts.hit += k;
-    counts.requested += chain.size();
-    uint32_t parent = store::kNoSlot;
-    for (uint64_t id : chain) {
-      auto it = slot_of.find(id);
-      if (it != slot_of.end()) {
-        policy.OnAccess(it->second);
-        in_use_epoch[it->second] = epoch;
-        parent = it->second;
-        continue;
-      }
-      if (free_slots.empty()) {
-        uint32_t victim =
-            policy.PickVictim([&](uint32_t s) { return in_use_epoch[s] != epoch; });
-        if (victim == store::kNoSlot) break;  // the request alone fills the cache
-        policy.OnRemove(victim);
-        slot_of.erase(id_of[victim]);
-        free_slots.push_back(victim);
-      }
-      uint32_t slot = free_slots.back();
-      free_slots.pop_back();
-      slot_of.emplace(id, slot);
-      id_of[slot] = id;
-      in_use_epoch[slot] = epoch;
-      policy.OnInsert(slot, parent, id * 0x9E3779B97F4A7C15ULL);
-      parent = slot;
-    }
-  }
-  return counts;
-}
-
-Counts ReplayBelady(const Chains& chains, uint64_t capacity) {
-  constexpr uint64_t kNever = UINT64_MAX;
-  // next_use[r][j]: index of the next request (after r) whose chain contains chains[r][j].
-  std::vector<std::vector<uint64_t>> next_use(chains.size());
-  std::unordered_map<uint64_t, uint64_t> upcoming;
-  for (size_t r = chains.size(); r-- > 0;) {
-    next_use[r].resize(chains[r].size());
-    for (size_t j = 0; j < chains[r].size(); ++j) {
-      auto it = upcoming.find(chains[r][j]);
-      next_use[r][j] = it == upcoming.end() ? kNever : it->second;
-    }
-    for (uint64_t id : chains[r]) upcoming[id] = r;
-  }
-  // Ties (blocks whose next use is the same request) break towards the deeper block, so a prefix is
-  // never stranded by evicting its head first.
-  std::unordered_map<uint64_t, uint64_t> cached;  // id -> next use
-  std::priority_queue<std::tuple<uint64_t, size_t, uint64_t>> heap;  // (next use, depth, id), lazy
-  Counts counts;
-  for (size_t r = 0; r < chains.size(); ++r) {
-    const auto& chain = chains[r];
-    size_t k = 0;
-    while (k < chain.size() && cached.count(chain[k])) ++k;
-    counts.hit += k;
-    counts.requested += chain.size();
-    for (size_t j = 0; j < chain.size(); ++j) {
-      cached[chain[j]] = next_use[r][j];
-      heap.emplace(next_use[r][j], j, chain[j]);
-    }
-    while (cached.size() > capacity) {
-      auto [nu, depth, id] = heap.top();
-      heap.pop();
-      auto it = cached.find(id);
-      if (it != cached.end() && it->second == nu) cached.erase(it);
-    }
-  }
-  return counts;
-}
-
-Counts ReplayInfinite(const Chains& chains) {
-  std::unordered_set<uint64_t> seen;
-  Counts counts;
-  for (const auto& chain : chains) {
-    size_t k = 0;
-    while (k < chain.size() && seen.count(chain[k])) ++k;
-    counts.hit += k;
-    counts.requested += chain.size();
-    seen.insert(chain.begin(), chain.end());
-  }
-  return counts;
-}
 
 // ---- trace variants, to check that the policy generalises (docs/store.md) ----
 
@@ -258,19 +140,12 @@ Chains SyntheticCoding(uint64_t seed) {
 
 void RunOne(BenchReport& report, const std::string& trace_name, const Chains& chains,
             uint64_t capacity, store::PolicyKind kind) {
-  if (capacity == 0 || capacity >= store::kNoSlot) cli::Fail("capacity must be in [1, 2^32-1)");
-  store::PolicyOptions popt;
-  popt.kind = kind;
-  auto policy = store::MakeEvictionPolicy(static_cast<uint32_t>(capacity), popt);
-  if (!policy.ok()) cli::Fail(policy.status().ToString());
-  store::PolicyOptions lopt;
-  lopt.kind = store::PolicyKind::kLru;
-  auto lru = store::MakeEvictionPolicy(static_cast<uint32_t>(capacity), lopt);
-  if (!lru.ok()) cli::Fail(lru.status().ToString());
-  const Counts got = ReplayPolicy(chains, **policy);
-  const Counts lru_c = ReplayPolicy(chains, **lru);
-  const Counts opt = ReplayBelady(chains, capacity);
-  const Counts inf = ReplayInfinite(chains);
+  auto got = ReplayPolicy(chains, capacity, kind);
+  if (!got.ok()) cli::Fail(got.status().ToString());
+  auto lru_c = ReplayPolicy(chains, capacity, store::PolicyKind::kLru);
+  if (!lru_c.ok()) cli::Fail(lru_c.status().ToString());
+  const ReplayCounts opt = ReplayBelady(chains, capacity);
+  const ReplayCounts inf = ReplayInfinite(chains);
   const uint64_t unique = UniqueBlocks(chains);
   nlohmann::json extra = {
       {"trace", trace_name},
@@ -279,15 +154,15 @@ void RunOne(BenchReport& report, const std::string& trace_name, const Chains& ch
       {"capacity_fraction", static_cast<double>(capacity) / unique},
       {"unique_blocks", unique},
       {"requests", chains.size()},
-      {"requested_blocks", got.requested},
-      {"hit_ratio", got.Ratio()},
-      {"lru_hit_ratio", lru_c.Ratio()},
+      {"requested_blocks", got->requested},
+      {"hit_ratio", got->Ratio()},
+      {"lru_hit_ratio", lru_c->Ratio()},
       {"belady_hit_ratio", opt.Ratio()},
       {"infinite_hit_ratio", inf.Ratio()},
-      {"ratio_to_lru", lru_c.Ratio() > 0 ? got.Ratio() / lru_c.Ratio() : 0},
+      {"ratio_to_lru", lru_c->Ratio() > 0 ? got->Ratio() / lru_c->Ratio() : 0},
   };
   report.Add({"trace/" + trace_name + "/capacity=" + std::to_string(capacity), "hit_ratio",
-              got.Ratio(), "belady", opt.Ratio(), true, extra});
+              got->Ratio(), "belady", opt.Ratio(), true, extra});
 }
 
 void Run(const Options& opt) {
