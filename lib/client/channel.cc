@@ -89,19 +89,48 @@ Result<ipc::ResponseBody> SocketChannel::Call(ipc::RequestBody body) {
   return CallLocked(std::move(body), -1, nullptr);
 }
 
+// The daemon answers a session's requests in order, one response each. A call that timed out
+// leaves its response to come; the next call reads it first and discards it (its id is smaller),
+// at most `unanswered_` of them, then reads its own. A stream that cannot be resynchronised (a
+// timeout inside a message, an id from the future) is closed: every later call is Unavailable.
 Result<ipc::ResponseBody> SocketChannel::CallLocked(ipc::RequestBody body, int pass_fd,
                                                     int* received_fd) {
+  if (conn_.fd() < 0)
+    return Status::Unavailable("the connection to the daemon was closed after a broken reply");
   ipc::Request request{next_id_++, std::move(body)};
   STRATA_RETURN_IF_ERROR(conn_.Send(ipc::EncodeRequest(request), pass_fd));
+  ++unanswered_;
   std::string reply;
-  STRATA_RETURN_IF_ERROR(conn_.Receive(&reply, received_fd));
-  STRATA_ASSIGN_OR_RETURN(ipc::Response response,
-                          ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply))));
-  if (!response.status.ok()) return response.status;
-  if (response.id != request.id)
-    return Status::Internal("daemon answered request " + std::to_string(response.id) +
-                            " instead of " + std::to_string(request.id));
-  return std::move(response.body);
+  for (;;) {
+    int fd = -1;
+    Status st = conn_.Receive(&reply, received_fd != nullptr ? &fd : nullptr);
+    if (st.IsTimedOut())
+      return st.WithContext("request " + std::to_string(request.id) +
+                            " (its late response will be skipped)");
+    if (!st.ok()) {
+      // A partly read message, a length over the limit, a closed socket: the framing is lost.
+      conn_ = ipc::UnixConnection(-1);
+      return st;
+    }
+    auto response = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
+    const bool stale =
+        response.ok() && response->id < request.id && unanswered_ > 1;  // a timed-out call's
+    if (!response.ok() || (response->id != request.id && !stale)) {
+      if (fd >= 0) ::close(fd);
+      conn_ = ipc::UnixConnection(-1);
+      if (!response.ok()) return response.status();
+      return Status::Internal("daemon answered request " + std::to_string(response->id) +
+                              " instead of " + std::to_string(request.id));
+    }
+    --unanswered_;
+    if (stale) {
+      if (fd >= 0) ::close(fd);
+      continue;
+    }
+    if (received_fd != nullptr) *received_fd = fd;
+    if (!response->status.ok()) return response->status;
+    return std::move(response->body);
+  }
 }
 
 Result<std::unique_ptr<EmbeddedChannel>> EmbeddedChannel::Open(const NodeOptions& options,

@@ -72,6 +72,9 @@ class SocketChannel final : public Channel {
   std::mutex mu_;
   ipc::UnixConnection conn_;  // GUARDED_BY(mu_)
   uint64_t next_id_ = 1;      // GUARDED_BY(mu_)
+  // Requests sent whose response has not been read yet (those of timed-out calls, plus the call
+  // in progress). GUARDED_BY(mu_)
+  uint64_t unanswered_ = 0;
   const std::byte* pool_base_ = nullptr;
   uint64_t pool_bytes_ = 0;
   StagingMapping staging_;
