@@ -124,10 +124,13 @@ Status TieredStore::Put(const BlockKey& key, const NamespaceId& ns,
 Status TieredStore::PutBlock(const BlockHeader& header, std::span<const std::byte> payload,
                              const PutOptions& options) {
   CountAccess(header.key);
-  STRATA_RETURN_IF_ERROR(host_->Put(header, payload, options));
-  if (disk_ && options_.write_policy == WritePolicy::kWriteThrough)
+  // Write-through: disk first, so that a block the disk refused never becomes visible in host.
+  const bool through = disk_ && options_.write_policy == WritePolicy::kWriteThrough;
+  if (through)
     STRATA_RETURN_IF_ERROR(disk_->Put(header, payload, options).WithContext("write-through"));
-  return Status::OK();
+  Status st = host_->Put(header, payload, options);
+  if (!st.ok() && through) (void)disk_->Erase(header.key);
+  return st;
 }
 
 Status TieredStore::CommitReserved(const WriteReservation& reservation, const BlockHeader& header,
@@ -141,10 +144,19 @@ Status TieredStore::CommitReserved(const WriteReservation& reservation, const Bl
                                                         reservation.length),
                              options)
                       .WithContext("write-through");
+    if (!disk_status.ok()) {  // reported failed: nothing of it may become visible
+      host_->Abort(reservation);
+      return disk_status;
+    }
   }
-  STRATA_RETURN_IF_ERROR(host_->Commit(reservation, header, options, verify));
+  Status st = host_->Commit(reservation, header, options, verify);
+  if (!st.ok()) {
+    if (disk_status.ok() && disk_ && options_.write_policy == WritePolicy::kWriteThrough)
+      (void)disk_->Erase(header.key);
+    return st;
+  }
   access_.RecordStored(header.ns, header.payload_length);
-  return disk_status;
+  return Status::OK();
 }
 
 std::vector<BlockKey> TieredStore::Keys(const std::optional<NamespaceId>& ns) const {

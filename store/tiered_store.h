@@ -107,11 +107,15 @@ class TieredStore {
   Status Put(const BlockKey& key, const NamespaceId& ns, std::span<const std::byte> payload,
              const PutOptions& options = {}, Codec codec = Codec::kNone);
   // Stores a block that already has its header (from a client or a peer; verified by the host).
+  // With write-through the disk is written first; an error from either tier leaves the block in
+  // neither.
   Status PutBlock(const BlockHeader& header, std::span<const std::byte> payload,
                   const PutOptions& options = {});
   // Publishes a block that a producer wrote in place into the host pool (host().Reserve; the
   // daemon's zero-copy client stores). With write-through it is written to disk too, before it
-  // becomes visible. `verify` as BlockPool::Commit.
+  // becomes visible; when the disk refuses it (e.g. NoSpace) the reservation is released and
+  // the error returned, and nothing of the block is visible. `verify` as BlockPool::Commit.
+  // On any error the reservation has been released.
   Status CommitReserved(const WriteReservation& reservation, const BlockHeader& header,
                         const PutOptions& options, bool verify);
   // Keys cached in the host and disk tiers, of namespace `ns` (every namespace when nullopt);
