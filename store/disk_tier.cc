@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <ctime>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -301,11 +302,6 @@ Status DiskTier::Impl::Open() {
     opts.use_direct_reads = options_.direct_io;
     opts.use_direct_io_for_flush_and_compaction = options_.direct_io;
   }
-  rocksdb::DB* raw = nullptr;
-  STRATA_RETURN_IF_ERROR(
-      FromRocks(rocksdb::DB::Open(opts, options_.path + "/index", &raw), "open RocksDB index"));
-  db_.reset(raw);
-
   uint64_t file_bytes = 0;
   if (slab_mode()) {
     const std::string data = options_.path + "/blocks.data";
@@ -328,57 +324,108 @@ Status DiskTier::Impl::Open() {
     BlockKey parent;
   };
   std::vector<Found> found;
-  uint64_t estimate = 0;
-  if (db_->GetIntProperty("rocksdb.estimate-num-keys", &estimate))
-    found.reserve(std::min<uint64_t>(estimate + estimate / 8, max_blocks_ + uint64_t{1024}));
   std::vector<std::string> bad;
-  rocksdb::ReadOptions scan;
-  scan.fill_cache = false;
-  scan.readahead_size = 4 << 20;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(scan));
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    const rocksdb::Slice k = it->key();
-    const rocksdb::Slice v = it->value();
-    const auto* vp = reinterpret_cast<const std::byte*>(v.data());
-    auto header = DecodeBlockHeader(std::span<const std::byte>(vp, std::min<size_t>(v.size(), kBlockHeaderSize)));
-    bool ok = k.size() == BlockKey::kSize && header.ok();
-    if (ok) {
-      auto kb = BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(
-          reinterpret_cast<const std::byte*>(k.data()), BlockKey::kSize));
-      ok = kb == header->key;
-    }
-    Found f{};
-    if (ok && slab_mode()) {
-      ok = (v.size() == kRecordSize || v.size() == kRecordWithParent);
+  const std::string index_dir = options_.path + "/index";
+  // Opens RocksDB at index_dir and reads every record into found/bad; on failure db_ is closed.
+  auto load_index = [&]() -> Status {
+    found.clear();
+    bad.clear();
+    rocksdb::DB* raw = nullptr;
+    Status st = FromRocks(rocksdb::DB::Open(opts, index_dir, &raw), "open RocksDB index");
+    if (!st.ok()) return st;
+    db_.reset(raw);
+    uint64_t estimate = 0;
+    if (db_->GetIntProperty("rocksdb.estimate-num-keys", &estimate))
+      found.reserve(std::min<uint64_t>(estimate + estimate / 8, max_blocks_ + uint64_t{1024}));
+    rocksdb::ReadOptions scan;
+    scan.fill_cache = false;
+    scan.readahead_size = 4 << 20;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(scan));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const rocksdb::Slice k = it->key();
+      const rocksdb::Slice v = it->value();
+      const auto* vp = reinterpret_cast<const std::byte*>(v.data());
+      auto header = DecodeBlockHeader(
+          std::span<const std::byte>(vp, std::min<size_t>(v.size(), kBlockHeaderSize)));
+      bool ok = k.size() == BlockKey::kSize && header.ok();
       if (ok) {
-        f.offset = GetLe(vp + 64, 8);
-        f.alloc = GetLe(vp + 72, 4);
-        f.has_parent = std::to_integer<uint8_t>(vp[76]) == 1 && v.size() == kRecordWithParent;
-        if (f.has_parent)
-          f.parent = BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(vp + 77, 16));
-        ok = f.offset % kAlign == 0 && f.alloc == RoundUp(header->payload_length, kAlign) &&
-             f.offset + f.alloc <= file_bytes;
+        auto kb = BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(
+            reinterpret_cast<const std::byte*>(k.data()), BlockKey::kSize));
+        ok = kb == header->key;
       }
-    } else if (ok) {
-      ok = v.size() > kBlockHeaderSize;
-      if (ok) {
-        f.has_parent = std::to_integer<uint8_t>(vp[64]) == 1;
-        const size_t prefix = BlobPrefix(f.has_parent);
-        ok = v.size() == prefix + header->payload_length;
-        if (ok && f.has_parent)
-          f.parent = BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(vp + 65, 16));
+      Found f{};
+      if (ok && slab_mode()) {
+        ok = (v.size() == kRecordSize || v.size() == kRecordWithParent);
+        if (ok) {
+          f.offset = GetLe(vp + 64, 8);
+          f.alloc = GetLe(vp + 72, 4);
+          f.has_parent = std::to_integer<uint8_t>(vp[76]) == 1 && v.size() == kRecordWithParent;
+          if (f.has_parent)
+            f.parent =
+                BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(vp + 77, 16));
+          ok = f.offset % kAlign == 0 && f.alloc == RoundUp(header->payload_length, kAlign) &&
+               f.offset + f.alloc <= file_bytes;
+        }
+      } else if (ok) {
+        ok = v.size() > kBlockHeaderSize;
+        if (ok) {
+          f.has_parent = std::to_integer<uint8_t>(vp[64]) == 1;
+          const size_t prefix = BlobPrefix(f.has_parent);
+          ok = v.size() == prefix + header->payload_length;
+          if (ok && f.has_parent)
+            f.parent =
+                BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(vp + 65, 16));
+        }
+        f.alloc = header->payload_length;
       }
-      f.alloc = header->payload_length;
+      if (!ok) {
+        bad.emplace_back(k.data(), k.size());
+        continue;
+      }
+      f.header = *header;
+      found.push_back(f);
     }
-    if (!ok) {
-      bad.emplace_back(k.data(), k.size());
-      continue;
+    st = FromRocks(it->status(), "scan RocksDB index");
+    it.reset();
+    if (!st.ok()) {
+      (void)db_->Close();
+      db_.reset();
     }
-    f.header = *header;
-    found.push_back(f);
+    return st;
+  };
+  // A damaged index (a truncated MANIFEST, a flipped byte in a table) never stops the tier from
+  // opening: RocksDB's repair first (it keeps what it can read; every record is then checked as
+  // above and every payload is verified when read), else the index is moved aside and the tier
+  // starts empty. Errors that are not damage (permissions, I/O) still fail the open.
+  Status st = load_index();
+  if (!st.ok() && (st.IsCorruption() || st.IsNotFound())) {
+    const std::string damage = st.ToString();
+    Status repaired = FromRocks(rocksdb::RepairDB(index_dir, opts), "repair RocksDB index");
+    if (repaired.ok()) st = load_index();
+    if (repaired.ok() && st.ok()) {
+      open_info_.index_recovery = "index at '" + index_dir + "' was damaged (" + damage +
+                                  "); repaired by RocksDB, every record re-checked";
+    } else {
+      char stamp[32];
+      const std::time_t now = std::time(nullptr);
+      std::tm tm{};
+      ::gmtime_r(&now, &tm);
+      std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+      const std::string aside = index_dir + ".damaged-" + stamp;
+      std::error_code ec;
+      std::filesystem::rename(index_dir, aside, ec);
+      if (ec)
+        return Status::IOError("disk tier: index at '" + index_dir + "' is damaged (" + damage +
+                               ") and cannot be moved aside: " + ec.message());
+      STRATA_RETURN_IF_ERROR(load_index().WithContext("a new index after moving the damaged one"));
+      open_info_.index_recovery = "index at '" + index_dir + "' was damaged (" + damage +
+                                  ") and could not be repaired (" +
+                                  (repaired.ok() ? st.ToString() : repaired.ToString()) +
+                                  "); moved to '" + aside + "', starting empty";
+    }
+  } else if (!st.ok()) {
+    return st;
   }
-  STRATA_RETURN_IF_ERROR(FromRocks(it->status(), "scan RocksDB index"));
-  it.reset();
 
   // Overlap check on a compact copy (16 bytes per record) sorted by offset.
   struct Extent {

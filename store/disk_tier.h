@@ -78,6 +78,10 @@ struct DiskTierOpenInfo {
   uint64_t blocks_recovered = 0;
   uint64_t records_dropped = 0;  // index records that were corrupt or pointed outside the file
   double seconds = 0;            // wall time of Open
+  // Empty when the RocksDB index opened cleanly; else what was done about its damage (repaired
+  // by RocksDB, or moved aside to "<path>/index.damaged-<UTC time>" and started empty), for the
+  // owner to log.
+  std::string index_recovery;
 };
 
 class DiskTier final : public Tier {

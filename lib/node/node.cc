@@ -9,6 +9,7 @@
 #include <cstring>
 #include <condition_variable>
 #include <filesystem>
+#include <iostream>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -468,6 +469,9 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
     store = store::TieredStore::Open(so);
   }
   if (!store.ok()) return store.status();
+  if (store::DiskTier* disk = (*store)->disk();
+      disk != nullptr && !disk->open_info().index_recovery.empty())
+    std::cerr << "strata: disk tier: " << disk->open_info().index_recovery << std::endl;
   std::unique_ptr<Cluster> cluster;
   if (!options.cluster.membership.empty()) {
 #ifdef STRATA_HAVE_UCX
