@@ -152,6 +152,53 @@ struct StagedItem {
   std::function<Result<uint64_t>(std::byte* dst)> write;
 };
 
+// Commits in flight: the daemon copies round k out of staging while the caller writes round k+1
+// into another lease. At most one commit is outstanding; a lease is released only after the
+// daemon answered for it (it reads the staging bytes until then), also when the caller returns
+// early with an error.
+class CommitPipeline {
+ public:
+  explicit CommitPipeline(Channel* channel) : channel_(channel) {}
+  ~CommitPipeline() { (void)Drain(); }
+
+  // Sends `commit` (whose payloads lie in `lease`) once the previous one is answered.
+  Status Submit(ipc::StoreCommitRequest commit, StagingLease lease) {
+    STRATA_RETURN_IF_ERROR(Drain());
+    lease_ = std::move(lease);
+    inflight_ = std::async(std::launch::async, [ch = channel_, c = std::move(commit)]() mutable {
+      return ch->Call(std::move(c));
+    });
+    return Status::OK();
+  }
+  // Waits for the outstanding commit; the first error of any commit.
+  Status Drain() {
+    if (inflight_.valid()) {
+      auto r = inflight_.get();
+      lease_.Reset();
+      if (!r.ok()) {
+        if (error_.ok()) error_ = r.status();
+      } else if (auto* reply = std::get_if<ipc::StoreCommitReply>(&*r)) {
+        committed_ += reply->committed;
+      } else if (error_.ok()) {
+        error_ = Status::Internal("daemon answered a commit with the wrong reply type");
+      }
+    }
+    return error_;
+  }
+  size_t committed() const { return committed_; }
+
+ private:
+  Channel* channel_;
+  std::future<Result<ipc::ResponseBody>> inflight_;
+  StagingLease lease_;
+  Status error_;
+  size_t committed_ = 0;
+};
+
+// Bytes of one commit round: large enough that a round trip is cheap beside the copy, small
+// enough that the client's writing and the daemon's copying overlap.
+constexpr uint64_t kRoundBytes = uint64_t{16} << 20;
+
 struct RegisteredCache {
   Namespace ns;
   KvCacheSpec spec;
@@ -362,40 +409,50 @@ class ClientImpl final : public Client {
     return std::move(reply.exists);
   }
 
-  // Writes `items` into staging, in rounds that fit a share of it, and has the daemon publish
-  // them. Returns how many were newly published.
+  // Writes `items` into staging, in rounds, and has the daemon publish them, the daemon's copy of
+  // one round overlapping the writing of the next. Returns how many were newly published.
   Result<size_t> StageAndCommit(const NamespaceId& ns, Codec codec,
                                 std::vector<StagedItem>& items) {
-    const uint64_t round_limit = std::max<uint64_t>(staging_.bytes() / (workers_.size() + 1), 1);
-    size_t committed = 0;
+    const uint64_t round_limit = RoundLimit();
+    CommitPipeline pipeline(channel_.get());
     for (size_t first = 0; first < items.size();) {
       size_t last = first;
       uint64_t bytes = 0;
       while (last < items.size() &&
              (last == first || bytes + items[last].max_bytes + 64 <= round_limit)) {
-        bytes += (items[last].max_bytes + 63) & ~uint64_t{63};
+        bytes += Aligned(items[last].max_bytes);
         ++last;
       }
+      // An oversized round holds staging alone: never two such leases per call (no deadlock).
+      if (bytes > round_limit) STRATA_RETURN_IF_ERROR(pipeline.Drain());
       STRATA_ASSIGN_OR_RETURN(uint64_t base, staging_.Acquire(bytes));
       StagingLease lease(&staging_, base, bytes);
-      ipc::StoreCommitRequest commit;
-      commit.ns = ns;
-      commit.codec = codec;
+      ipc::StoreCommitRequest commit{ns, codec, {}, {}, {}, {}};
       uint64_t at = base;
       for (size_t i = first; i < last; ++i) {
         STRATA_ASSIGN_OR_RETURN(uint64_t written, items[i].write(channel_->staging_base() + at));
-        commit.keys.push_back(items[i].key);
-        commit.parents.push_back(items[i].parent);
-        commit.staging_offsets.push_back(at);
-        commit.lengths.push_back(written);
-        at += (items[i].max_bytes + 63) & ~uint64_t{63};
+        AddToCommit(&commit, items[i].key, items[i].parent, at, written);
+        at += Aligned(items[i].max_bytes);
       }
-      STRATA_ASSIGN_OR_RETURN(ipc::StoreCommitReply done,
-                              Expect<ipc::StoreCommitReply>(channel_->Call(std::move(commit))));
-      committed += done.committed;
+      STRATA_RETURN_IF_ERROR(pipeline.Submit(std::move(commit), std::move(lease)));
       first = last;
     }
-    return committed;
+    STRATA_RETURN_IF_ERROR(pipeline.Drain());
+    return pipeline.committed();
+  }
+
+  static uint64_t Aligned(uint64_t n) { return (n + 63) & ~uint64_t{63}; }
+  static void AddToCommit(ipc::StoreCommitRequest* commit, const BlockKey& key,
+                          const BlockKey& parent, uint64_t offset, uint64_t length) {
+    commit->keys.push_back(key);
+    commit->parents.push_back(parent);
+    commit->staging_offsets.push_back(offset);
+    commit->lengths.push_back(length);
+  }
+  // The most staging one round of one call may take: two rounds of every worker fit at once.
+  uint64_t RoundLimit() const {
+    return std::max<uint64_t>(
+        std::min<uint64_t>(kRoundBytes, staging_.bytes() / (2 * (workers_.size() + 1))), 64);
   }
 
   Result<size_t> DoStore(const Namespace& ns, const std::vector<BlockKey>& keys,
@@ -503,41 +560,76 @@ class ClientImpl final : public Client {
       STRATA_ASSIGN_OR_RETURN(kernels::BlockCodec * k, ThreadCodec(codec, c.shard));
       max_bytes = k->max_encoded_bytes();
     }
-    // Blocks in rounds; a round gathers all local shards of its blocks at once (one pass over each
-    // page), into scratch, then each missing shard is encoded (codec none: copied) into staging.
-    const uint64_t round_blocks = std::max<uint64_t>(
-        1, (staging_.bytes() / (workers_.size() + 1)) / (uint64_t{heads} * (max_bytes + 64)));
-    std::vector<std::byte> scratch;
-    size_t committed = 0;
+    // Rounds of blocks. Codec none: a round's shards are gathered straight into staging (a shard
+    // cached already lands in a throwaway buffer). Other codecs: each block's shards are gathered
+    // into this thread's scratch and the missing ones encoded into staging. Round k's commit
+    // runs while round k+1 is written.
+    const uint64_t per_block = uint64_t{heads} * Aligned(max_bytes);
+    if (per_block > staging_.bytes() / 2)
+      return Status::NoSpace("StorePaged: one block needs " + std::to_string(per_block) +
+                             " bytes of staging memory, the client has " +
+                             std::to_string(staging_.bytes()) + " (ClientOptions::staging_bytes)");
+    const uint64_t round_blocks = std::max<uint64_t>(1, RoundLimit() / per_block);
+    thread_local std::vector<std::byte> scratch, discard;
+    if (codec != Codec::kNone && scratch.size() < uint64_t{heads} * shard_bytes)
+      scratch.resize(uint64_t{heads} * shard_bytes);
+    if (discard.size() < shard_bytes) discard.resize(shard_bytes);
+    CommitPipeline pipeline(channel_.get());
+    std::vector<std::span<std::byte>> dst;
     for (size_t first = 0; first < keys.size(); first += round_blocks) {
       const size_t last = std::min<size_t>(keys.size(), first + round_blocks);
-      bool any = false;
-      for (size_t s = first * heads; s < last * heads; ++s) any |= !exists[s];
-      if (!any) continue;
-      scratch.resize((last - first) * heads * shard_bytes);
-      std::vector<std::span<std::byte>> dst;
-      for (size_t s = 0; s < (last - first) * heads; ++s)
-        dst.emplace_back(scratch.data() + s * shard_bytes, shard_bytes);
-      STRATA_RETURN_IF_ERROR(FromKernel(
-          kernels::GatherHeadShardsCpu(c.paged, c.const_layers,
-                                       std::span<const int32_t>(ids).subspan(first, last - first),
-                                       dst, 0, c.paged.num_layers),
-          "StorePaged"));
-      std::vector<StagedItem> items;
-      for (size_t i = first; i < last; ++i)
-        for (uint32_t h = 0; h < heads; ++h) {
-          const size_t s = i * heads + h;
-          if (exists[s]) continue;
-          const std::byte* raw = dst[s - first * heads].data();
-          items.push_back({shard_keys[s], i > 0 ? shard_keys[s - heads] : BlockKey{}, max_bytes,
-                           [=, &c](std::byte* out) {
-                             return Encode(codec, c.shard, raw, out, max_bytes);
-                           }});
+      size_t missing = 0;
+      for (size_t s = first * heads; s < last * heads; ++s) missing += !exists[s];
+      if (missing == 0) continue;
+      const uint64_t bytes = missing * Aligned(max_bytes);
+      // An oversized round holds staging alone: never two such leases per call (no deadlock).
+      if (bytes > RoundLimit()) STRATA_RETURN_IF_ERROR(pipeline.Drain());
+      STRATA_ASSIGN_OR_RETURN(uint64_t base, staging_.Acquire(bytes));
+      StagingLease lease(&staging_, base, bytes);
+      std::byte* staging = channel_->staging_base();
+      ipc::StoreCommitRequest commit{c.ns.id(), codec, {}, {}, {}, {}};
+      uint64_t at = base;
+      auto parent_of = [&](size_t s) { return s >= heads ? shard_keys[s - heads] : BlockKey{}; };
+      if (codec == Codec::kNone) {
+        dst.clear();
+        for (size_t s = first * heads; s < last * heads; ++s) {
+          if (exists[s]) {
+            dst.emplace_back(discard.data(), shard_bytes);
+            continue;
+          }
+          dst.emplace_back(staging + at, shard_bytes);
+          AddToCommit(&commit, shard_keys[s], parent_of(s), at, shard_bytes);
+          at += Aligned(max_bytes);
         }
-      STRATA_ASSIGN_OR_RETURN(size_t n, StageAndCommit(c.ns.id(), codec, items));
-      committed += n;
+        STRATA_RETURN_IF_ERROR(FromKernel(
+            kernels::GatherHeadShardsCpu(c.paged, c.const_layers,
+                                         std::span<const int32_t>(ids).subspan(first, last - first),
+                                         dst, 0, c.paged.num_layers),
+            "StorePaged"));
+      } else {
+        dst.resize(heads);
+        for (uint32_t h = 0; h < heads; ++h)
+          dst[h] = {scratch.data() + uint64_t{h} * shard_bytes, shard_bytes};
+        for (size_t i = first; i < last; ++i) {
+          STRATA_RETURN_IF_ERROR(FromKernel(
+              kernels::GatherHeadShardsCpu(c.paged, c.const_layers,
+                                           std::span<const int32_t>(ids).subspan(i, 1), dst, 0,
+                                           c.paged.num_layers),
+              "StorePaged"));
+          for (uint32_t h = 0; h < heads; ++h) {
+            const size_t s = i * heads + h;
+            if (exists[s]) continue;
+            STRATA_ASSIGN_OR_RETURN(uint64_t n,
+                                    Encode(codec, c.shard, dst[h].data(), staging + at, max_bytes));
+            AddToCommit(&commit, shard_keys[s], parent_of(s), at, n);
+            at += Aligned(max_bytes);
+          }
+        }
+      }
+      STRATA_RETURN_IF_ERROR(pipeline.Submit(std::move(commit), std::move(lease)));
     }
-    return committed;
+    STRATA_RETURN_IF_ERROR(pipeline.Drain());
+    return pipeline.committed();
   }
 
   // Loads the loadable prefix; with `layer_done`, scatters layer by layer and calls it after each
@@ -564,7 +656,9 @@ class ClientImpl final : public Client {
     // Codec none: shards are scattered straight from the pool once verified; else decoded into
     // scratch first. The layerwise form verifies (and decodes) every block before layer 0.
     const bool direct = codec == Codec::kNone;
-    std::vector<std::byte> scratch;
+    thread_local std::vector<std::byte> block_scratch;  // one block's shards (non-layerwise)
+    std::vector<std::byte> request_scratch;              // every block's (layerwise)
+    std::vector<std::byte>& scratch = layer_done ? request_scratch : block_scratch;
     std::vector<std::span<const std::byte>> src(blocks * heads);
     size_t good = 0;
     auto verify_block = [&](size_t i) -> bool {
@@ -587,7 +681,8 @@ class ClientImpl final : public Client {
     };
     Status error;
     if (layer_done == nullptr) {
-      if (!direct) scratch.resize(uint64_t{heads} * shard_bytes);
+      if (!direct && scratch.size() < uint64_t{heads} * shard_bytes)
+        scratch.resize(uint64_t{heads} * shard_bytes);
       for (; good < blocks; ++good) {
         if (!verify_block(good)) break;
         error = FromKernel(

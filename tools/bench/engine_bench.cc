@@ -1,0 +1,231 @@
+// `strata bench engine`: the engine data plane (docs/data-plane.md) as an engine drives it. A
+// 4K-token prompt of Llama-3.1-8B-shaped KV (32 layers, 8 KV heads, head dim 128, bf16, 16-token
+// pages: 256 blocks of 2 MiB, 512 MiB) sits in a paged cache in vLLM's layout at random page ids;
+// StorePaged puts it into a real `strata serve` and LoadPaged brings it back into other pages,
+// per codec, beside memcpy of the same bytes measured in the same run (the same bytes once:
+// one memcpy of the 512 MiB between two buffers, single-threaded, as the client's worker is).
+// Every load is checked against the source pages (lossless codecs) before it is timed.
+//
+// Copies per store: gather engine pages -> staging (codec none) or scratch + encode -> staging,
+// then the daemon's copy staging -> pool; per load: verify + scatter from the read-only pool
+// (codec none) or verify + decode into scratch + scatter.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "../strata/command_registry.h"
+#include "../strata/serve_process.h"
+#include "bench_report.h"
+#include "strata/client.h"
+#include "strata/key_chain.h"
+#include "strata_kernels/numeric.h"
+
+namespace strata::bench {
+namespace {
+
+struct Options {
+  bool json = false;
+  int reps = 5;
+  uint32_t tokens = 4096;
+  std::vector<std::string> codecs = {"none", "shuffle_lz4", "shuffle_zstd", "fp8_e4m3",
+                                     "int8_group", "int4_kivi"};
+};
+
+constexpr uint32_t kLayers = 32, kHeads = 8, kHeadDim = 128, kPage = 16;
+
+Namespace EngineNamespace(Codec codec) {
+  NamespaceSpec s;
+  s.model_id = "meta-llama/Llama-3.1-8B-Instruct";
+  s.kv_dtype = KvDtype::kBFloat16;
+  s.num_layers = kLayers;
+  s.num_kv_heads = kHeads;
+  s.head_dim = kHeadDim;
+  s.block_size = kPage;
+  s.codec = codec;
+  s.tenant_salt = "bench-engine";
+  return std::move(Namespace::Create(s)).value();
+}
+
+// An engine's paged KV cache in vLLM's flash-attn layout: per layer [2, pages, 16, 8, 128] bf16.
+struct Engine {
+  uint32_t pages;
+  std::vector<std::vector<std::byte>> layers;
+  explicit Engine(uint32_t n) : pages(n) {
+    layers.assign(kLayers, std::vector<std::byte>(LayerBytes()));
+  }
+  uint64_t LayerBytes() const { return 2ull * pages * kPage * kHeads * kHeadDim * 2; }
+  // KV-like values: normal around 0 (so the codecs see realistic exponents).
+  void Fill(uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 1.5f);
+    std::vector<uint16_t> table(4096);
+    for (auto& v : table) v = kernels::FloatToBf16(normal(rng));
+    for (auto& l : layers)
+      for (size_t i = 0; i + 1 < l.size(); i += 2) {
+        const uint16_t v = table[rng() & 4095];
+        std::memcpy(&l[i], &v, 2);
+      }
+  }
+  KvCacheSpec Spec() {
+    KvCacheSpec s;
+    s.layout = KvLayout::kVllmFlashAttn;
+    for (auto& l : layers) s.layers.push_back(l.data());
+    s.num_blocks = pages;
+    return s;
+  }
+};
+
+void Run(const Options& opt) {
+  BenchReport report("engine", opt.json);
+  const uint32_t blocks = opt.tokens / kPage;
+  const uint64_t kv_bytes = uint64_t{blocks} * 2 * kLayers * kPage * kHeads * kHeadDim * 2;
+  const std::string dir = std::filesystem::temp_directory_path() /
+                          ("strata-bench-engine-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  struct Cleanup {
+    std::string dir;
+    std::unique_ptr<cli::ServeProcess> serve;
+    ~Cleanup() {
+      serve.reset();
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup{dir, nullptr};
+  const uint64_t pool_mib = (kv_bytes * 3 / 2) >> 20;
+  cli::ServeOptions so;
+  so.socket = dir + "/strata.sock";
+  so.args = {"serve", "--socket", so.socket, "--no-disk", "--host-pool",
+             std::to_string(pool_mib) + "MiB"};
+  so.ready = cli::ServeReady::kClientConnects;
+  auto serve = cli::SpawnServe(std::move(so));
+  if (!serve.ok()) cli::Fail(serve.status().ToString());
+  cleanup.serve = std::move(serve).value();
+  ClientOptions co;
+  co.staging_bytes = uint64_t{1} << 30;
+  auto client = Client::Connect(cleanup.serve->socket(), co);
+  if (!client.ok()) cli::Fail(client.status().ToString());
+  // Wait for the daemon's background pool population, so that page faults are not timed.
+  for (int i = 0; i < 2400; ++i) {
+    auto j = nlohmann::json::parse((*client)->Stats().value());
+    if (!j.value("pool_populating", false)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+
+  // The engine's pages: source and destination, each with room for the prompt twice over, the
+  // prompt's blocks at random page ids.
+  const uint32_t pages = blocks * 2;
+  Engine src(pages), dst(pages);
+  src.Fill(1);
+  std::vector<int32_t> ids(pages);
+  for (uint32_t i = 0; i < pages; ++i) ids[i] = static_cast<int32_t>(i);
+  std::shuffle(ids.begin(), ids.end(), std::mt19937(2));
+  const std::vector<int32_t> from(ids.begin(), ids.begin() + blocks);
+  std::shuffle(ids.begin(), ids.end(), std::mt19937(3));
+  const std::vector<int32_t> to(ids.begin(), ids.begin() + blocks);
+  std::vector<uint32_t> tokens(opt.tokens);
+  for (uint32_t i = 0; i < opt.tokens; ++i) tokens[i] = (i * 2654435761u) % 128000;
+
+  // Baseline: one memcpy of the same bytes, in the same run.
+  std::vector<std::byte> a(kv_bytes), b(kv_bytes);
+  std::memcpy(a.data(), src.layers[0].data(), std::min<uint64_t>(kv_bytes, src.LayerBytes()));
+  const double memcpy_s = MedianSeconds(opt.reps, [&] {
+    std::memcpy(b.data(), a.data(), kv_bytes);
+    DoNotOptimize(b[kv_bytes / 2]);
+  });
+  const double memcpy_gbps = kv_bytes / memcpy_s / 1e9;
+  a.clear();
+  a.shrink_to_fit();
+  b.clear();
+  b.shrink_to_fit();
+
+  for (const std::string& name : opt.codecs) {
+    auto codec = ParseCodec(name);
+    if (!codec.ok()) cli::Fail(codec.status().ToString(), 2);
+    Namespace ns = EngineNamespace(*codec);
+    const std::vector<BlockKey> keys = ComputeBlockKeys(ns, tokens);
+    auto sid = (*client)->RegisterKvCache(ns, src.Spec());
+    auto did = (*client)->RegisterKvCache(ns, dst.Spec());
+    if (!sid.ok() || !did.ok()) cli::Fail("RegisterKvCache failed");
+    uint64_t stored_bytes = 0;
+    // Each store starts from an empty namespace (Clear, untimed), after one warm-up store.
+    std::vector<double> store_times;
+    for (int r = 0; r <= opt.reps; ++r) {
+      if (!(*client)->Clear(ns.id()).ok()) cli::Fail("Clear failed");
+      const auto t0 = std::chrono::steady_clock::now();
+      auto n = (*client)->StorePaged(*sid, keys, from).Wait();
+      const auto t1 = std::chrono::steady_clock::now();
+      if (!n.ok() || *n != size_t{blocks} * kHeads)
+        cli::Fail("StorePaged: " + (n.ok() ? std::to_string(*n) + " shards" : n.status().ToString()));
+      if (r > 0) store_times.push_back(std::chrono::duration<double>(t1 - t0).count());
+    }
+    std::nth_element(store_times.begin(), store_times.begin() + store_times.size() / 2,
+                     store_times.end());
+    const double store_s = store_times[store_times.size() / 2];
+    {
+      auto j = nlohmann::json::parse((*client)->Stats().value());
+      stored_bytes = j["host"]["payload_bytes"].get<uint64_t>();
+    }
+    const double load_s = MedianSeconds(opt.reps, [&] {
+      auto n = (*client)->LoadPaged(*did, keys, to).Wait();
+      if (!n.ok() || *n != blocks)
+        cli::Fail("LoadPaged: " + (n.ok() ? std::to_string(*n) + " blocks" : n.status().ToString()));
+    });
+    // Lossless codecs must bring back the very bytes (checked once, outside the timing).
+    if (*codec == Codec::kNone || *codec == Codec::kShuffleLz4 || *codec == Codec::kShuffleZstd) {
+      const uint64_t chunk = uint64_t{kPage} * kHeads * kHeadDim * 2;
+      for (uint32_t l = 0; l < kLayers; ++l)
+        for (uint32_t p = 0; p < 2; ++p)
+          for (uint32_t i = 0; i < blocks; ++i)
+            if (std::memcmp(dst.layers[l].data() + (uint64_t{p} * pages + to[i]) * chunk,
+                            src.layers[l].data() + (uint64_t{p} * pages + from[i]) * chunk,
+                            chunk) != 0)
+              cli::Fail("LoadPaged brought back different bytes with codec " + name);
+    }
+    (void)(*client)->UnregisterKvCache(*sid);
+    (void)(*client)->UnregisterKvCache(*did);
+    (void)(*client)->Clear(ns.id());
+    nlohmann::json extra = {{"kv_bytes", kv_bytes},
+                            {"stored_bytes", stored_bytes},
+                            {"compression_ratio", double(kv_bytes) / double(stored_bytes)},
+                            {"tokens", opt.tokens},
+                            {"model", "Llama-3.1-8B shape, bf16, vLLM layout"},
+                            {"reps", opt.reps}};
+    const std::string prefix = "paged_";
+    report.Add({prefix + "store/" + name, "GB/s", kv_bytes / store_s / 1e9, "memcpy",
+                memcpy_gbps, true, extra});
+    report.Add({prefix + "load/" + name, "GB/s", kv_bytes / load_s / 1e9, "memcpy", memcpy_gbps,
+                true, extra});
+  }
+}
+
+[[maybe_unused]] const bool kRegistered = cli::RegisterCommand("bench", [](CLI::App& parent) {
+  auto opt = std::make_shared<Options>();
+  auto* cmd = parent.add_subcommand(
+      "engine", "Paged store/load of a 4K-token Llama-3.1-8B prompt through strata serve, per "
+                "codec, vs memcpy of the same bytes");
+  AddJsonFlag(*cmd, opt->json);
+  cmd->add_option("--reps", opt->reps, "Timed repetitions per case (median)")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  cmd->add_option("--tokens", opt->tokens, "Prompt length in tokens (multiple of 16)")
+      ->check(CLI::Range(16u, 131072u))
+      ->capture_default_str();
+  cmd->add_option("--codecs", opt->codecs, "Codecs to measure (comma-separated)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->callback([opt] {
+    if (opt->tokens % kPage != 0) cli::Fail("--tokens must be a multiple of 16", 2);
+    Run(*opt);
+  });
+});
+
+}  // namespace
+}  // namespace strata::bench
