@@ -124,6 +124,23 @@ Result<Namespace> Namespace::Create(NamespaceSpec spec) {
   if (spec.block_size == 0) return Status::InvalidArgument("namespace: block_size must be > 0");
   if (spec.attention == AttentionKind::kMla && spec.num_kv_heads != 1)
     return Status::InvalidArgument("namespace: an MLA namespace has num_kv_heads 1");
+  // block_bytes() is a product of five 32-bit fields: it could wrap in 64 bits, and no pool
+  // holds a block above kMaxBlockBytes. Checked here so block_bytes() never overflows.
+  const uint64_t planes = spec.attention == AttentionKind::kMla ? 1 : 2;
+  uint64_t bytes = planes * KvDtypeSize(spec.kv_dtype);
+  bool overflow = false;
+  for (uint64_t f : {uint64_t{spec.num_layers}, uint64_t{spec.block_size},
+                     uint64_t{spec.num_kv_heads}, uint64_t{spec.head_dim}})
+    overflow |= __builtin_mul_overflow(bytes, f, &bytes);
+  if (overflow || bytes > kMaxBlockBytes)
+    return Status::InvalidArgument(
+        "namespace: a block of " + std::to_string(planes) + " planes x num_layers " +
+        std::to_string(spec.num_layers) + " x block_size " + std::to_string(spec.block_size) +
+        " x num_kv_heads " + std::to_string(spec.num_kv_heads) + " x head_dim " +
+        std::to_string(spec.head_dim) + " x " + std::to_string(KvDtypeSize(spec.kv_dtype)) +
+        "-byte kv_dtype " + (overflow ? std::string("overflows 64 bits")
+                                      : "is " + std::to_string(bytes) + " bytes") +
+        "; the largest block is 4 GiB");
   Namespace ns;
   ns.encoding_ = EncodeNamespace(spec);
   ns.id_ = internal::Xxh3_128(ns.encoding_.data(), ns.encoding_.size());

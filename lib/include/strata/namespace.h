@@ -71,7 +71,11 @@ inline constexpr uint16_t kNamespaceEncodingVersion = 2;
 
 class Namespace {
  public:
-  // Validates `spec` and computes its fingerprint. InvalidArgument names the bad field.
+  // The largest block_bytes() a namespace may have: 4 GiB.
+  static constexpr uint64_t kMaxBlockBytes = uint64_t{4} << 30;
+
+  // Validates `spec` and computes its fingerprint. InvalidArgument names the bad field; a spec
+  // whose block_bytes() would exceed kMaxBlockBytes (or overflow) names the fields multiplied.
   static Result<Namespace> Create(NamespaceSpec spec);
 
   const NamespaceSpec& spec() const { return spec_; }
