@@ -680,7 +680,36 @@ class ClientImpl final : public Client {
       return true;
     };
     Status error;
-    if (layer_done == nullptr) {
+    if (layer_done == nullptr && direct) {
+      // One pass over the pool: each layer of a block's shards is scattered and then hashed while
+      // still in cache. A block whose checksums fail ends the prefix: its pages were written but
+      // are reported as not loaded (the engine recomputes them, as for any page past the count).
+      const uint64_t layer_bytes = shard_bytes / c.paged.num_layers;
+      std::vector<PayloadChecksumStream> sums(heads);
+      for (; good < blocks && error.ok(); ++good) {
+        bool framed = true;
+        for (uint32_t h = 0; h < heads && framed; ++h) {
+          const ipc::Location& loc = reply.locations[good * heads + h];
+          framed = loc.codec == codec && loc.length == shard_bytes;
+          src[good * heads + h] = {channel_->pool_base() + loc.offset, shard_bytes};
+          sums[h] = PayloadChecksumStream();
+        }
+        if (!framed) break;
+        for (uint32_t l = 0; l < c.paged.num_layers && error.ok(); ++l) {
+          error = FromKernel(
+              kernels::ScatterHeadShardsCpu(c.paged, c.layers,
+                                            std::span<const int32_t>(ids).subspan(good, 1),
+                                            std::span(src).subspan(good * heads, heads), l, l + 1),
+              "LoadPaged");
+          for (uint32_t h = 0; h < heads; ++h)
+            sums[h].Update(src[good * heads + h].subspan(l * layer_bytes, layer_bytes));
+        }
+        bool verified = error.ok();
+        for (uint32_t h = 0; h < heads && verified; ++h)
+          verified = sums[h].Digest() == reply.locations[good * heads + h].checksum;
+        if (!verified) break;
+      }
+    } else if (layer_done == nullptr) {
       if (!direct && scratch.size() < uint64_t{heads} * shard_bytes)
         scratch.resize(uint64_t{heads} * shard_bytes);
       for (; good < blocks; ++good) {
