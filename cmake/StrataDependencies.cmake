@@ -25,7 +25,8 @@ pkg_check_modules(ROCKSDB REQUIRED IMPORTED_TARGET rocksdb>=7.8)
 find_package(Protobuf 3.21 REQUIRED)
 # libcurl >= 7.88: HTTP client for etcd's v3 JSON gateway, private to transport/membership/.
 find_package(CURL 7.88 REQUIRED)
-# OpenSSL >= 3.0 (libcrypto): HMAC-SHA256 of the peer handshake, private to transport/wire/.
+# OpenSSL >= 3.0 (libcrypto): HMAC-SHA256 of the peer handshake, private to transport/wire/, and
+# SHA-256 of the engine key schemes, private to lib/core.
 find_package(OpenSSL 3.0 REQUIRED COMPONENTS Crypto)
 
 # UCX >= 1.13: data plane, private to transport/ucx/.

@@ -16,6 +16,8 @@ packages=(
   etcd-server etcd-client libcurl4-openssl-dev libssl-dev
   # Python module and its tests, built and run with Debian's own /usr/bin/python3
   pybind11-dev python3-dev python3-numpy python3-pytest python3-torch
+  # engine-compatible keys: the tests compute vLLM's block hashes with cbor2, hashlib and xxhash
+  python3-cbor2 python3-xxhash
   # benchmark baselines: Redis driven through hiredis (strata bench client)
   redis-server libhiredis-dev
   # codecs

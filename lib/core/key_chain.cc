@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "byte_order.h"
+#include "engine_link.h"
 #include "xxh3.h"
 
 namespace strata {
@@ -79,6 +80,10 @@ BlockKey ChainBlockKey(const BlockKey& prev, std::span<const uint32_t> block_tok
 }
 
 std::vector<BlockKey> ComputeBlockKeys(const Namespace& ns, std::span<const uint32_t> tokens) {
+  if (ns.spec().key_scheme != KeyScheme::kStrata) {
+    // Without multimodal items ComputeSchemeKeys cannot fail.
+    return std::move(ComputeSchemeKeys(ns, tokens).value().keys);
+  }
   const uint32_t block_size = ns.block_size();
   std::vector<BlockKey> keys(tokens.size() / block_size);
   if (!keys.empty())
@@ -86,7 +91,20 @@ std::vector<BlockKey> ComputeBlockKeys(const Namespace& ns, std::span<const uint
   return keys;
 }
 
-KeyChain::KeyChain(const Namespace& ns) : KeyChain(ns.id(), ns.block_size()) {}
+KeyChain::KeyChain(const Namespace& ns) : KeyChain(ns.id(), ns.block_size()) {
+  if (ns.spec().key_scheme != KeyScheme::kStrata) engine_ns_ = ns;
+}
+
+void KeyChain::KeyEngineBlocks(std::span<const uint32_t> tokens) {
+  internal::EngineLinker linker(*engine_ns_);
+  for (size_t at = 0; at + block_size_ <= tokens.size(); at += block_size_) {
+    const bool first = engine_hashes_.empty();
+    const EngineHash& parent = first ? linker.root() : engine_hashes_.back();
+    EngineHash h = linker.Link(parent, tokens.subspan(at, block_size_), first);
+    keys_.push_back(linker.Key(h));
+    engine_hashes_.push_back(h);
+  }
+}
 
 KeyChain::KeyChain(const NamespaceId& ns_id, uint32_t block_size)
     : ns_id_(ns_id), block_size_(block_size), key_blocks_(SelectKeyBlocks(block_size)) {}
@@ -94,6 +112,7 @@ KeyChain::KeyChain(const NamespaceId& ns_id, uint32_t block_size)
 void KeyChain::KeyFullBlocks(std::span<const uint32_t> tokens) {
   const size_t n_blocks = tokens.size() / block_size_;
   if (n_blocks == 0) return;
+  if (engine_ns_) return KeyEngineBlocks(tokens);
   const BlockKey prev = Tip();
   const size_t first = keys_.size();
   keys_.resize(first + n_blocks);
@@ -122,6 +141,15 @@ Status KeyChain::AppendBlock(std::span<const uint32_t> block_tokens,
   if (block_tokens.size() != block_size_)
     return Status::InvalidArgument("AppendBlock: got " + std::to_string(block_tokens.size()) +
                                    " tokens, block size is " + std::to_string(block_size_));
+  if (engine_ns_) {
+    if (!extra.empty())
+      return Status::InvalidArgument(
+          "AppendBlock: extra bytes have no place in key scheme " +
+          std::string(KeySchemeName(engine_ns_->spec().key_scheme)) +
+          " (give vLLM multimodal items to ComputeSchemeKeys)");
+    KeyEngineBlocks(block_tokens);
+    return Status::OK();
+  }
   keys_.push_back(HashLink(frame_, Tip(), block_tokens.data(), block_tokens.size(), extra));
   return Status::OK();
 }

@@ -31,6 +31,17 @@ constexpr CodecEntry kCodecs[] = {
     {Codec::kInt8Group, "int8_group"},   {Codec::kInt4Kivi, "int4_kivi"},
 };
 
+struct KeySchemeEntry {
+  KeyScheme scheme;
+  std::string_view name;
+};
+constexpr KeySchemeEntry kKeySchemes[] = {
+    {KeyScheme::kStrata, "strata"},
+    {KeyScheme::kVllmSha256Cbor, "vllm-sha256-cbor"},
+    {KeyScheme::kVllmXxhashCbor, "vllm-xxhash-cbor"},
+    {KeyScheme::kSglang, "sglang"},
+};
+
 class Encoder {
  public:
   template <typename T>
@@ -74,6 +85,20 @@ std::string_view CodecName(Codec codec) {
   return "unknown";
 }
 
+std::string_view KeySchemeName(KeyScheme scheme) {
+  for (const auto& e : kKeySchemes)
+    if (e.scheme == scheme) return e.name;
+  return "unknown";
+}
+
+Result<KeyScheme> ParseKeyScheme(std::string_view name) {
+  for (const auto& e : kKeySchemes)
+    if (e.name == name) return e.scheme;
+  return Status::InvalidArgument(
+      "unknown key scheme '" + std::string(name) +
+      "' (expected strata, vllm-sha256-cbor, vllm-xxhash-cbor or sglang)");
+}
+
 Result<KvDtype> ParseKvDtype(std::string_view name) {
   for (const auto& e : kDtypes)
     if (e.name == name) return e.dtype;
@@ -97,6 +122,7 @@ std::vector<std::byte> EncodeNamespace(const NamespaceSpec& spec) {
   e.Put<uint8_t>(static_cast<uint8_t>(spec.kv_dtype));
   e.Put<uint8_t>(static_cast<uint8_t>(spec.attention));
   e.Put<uint16_t>(static_cast<uint16_t>(spec.codec));
+  e.Put<uint16_t>(static_cast<uint16_t>(spec.key_scheme));
   e.Put<uint32_t>(spec.num_layers);
   e.Put<uint32_t>(spec.num_kv_heads);
   e.Put<uint32_t>(spec.head_dim);
@@ -105,7 +131,45 @@ std::vector<std::byte> EncodeNamespace(const NamespaceSpec& spec) {
   e.PutString(spec.model_revision);
   e.PutString(spec.lora_id);
   e.PutString(spec.tenant_salt);
+  e.PutString(spec.hash_seed);
   return e.Take();
+}
+
+namespace {
+
+// The seed the keys of `spec` use: the vllm-sha256-cbor default applied.
+std::string_view EffectiveSeed(const NamespaceSpec& spec) {
+  if (spec.key_scheme == KeyScheme::kVllmSha256Cbor && spec.hash_seed.empty())
+    return kVllmDefaultHashSeed;
+  return spec.hash_seed;
+}
+
+}  // namespace
+
+std::vector<std::string> FingerprintDifferences(const NamespaceSpec& ours,
+                                                const NamespaceSpec& theirs) {
+  std::vector<std::string> out;
+  auto add = [&out](std::string_view field, std::string a, std::string b) {
+    if (a != b) out.push_back(std::string(field) + ": '" + a + "' vs '" + b + "'");
+  };
+  auto num = [](auto v) { return std::to_string(static_cast<uint64_t>(v)); };
+  add("model_id", ours.model_id, theirs.model_id);
+  add("model_revision", ours.model_revision, theirs.model_revision);
+  add("kv_dtype", std::string(KvDtypeName(ours.kv_dtype)),
+      std::string(KvDtypeName(theirs.kv_dtype)));
+  add("attention", ours.attention == AttentionKind::kMla ? "mla" : "kv",
+      theirs.attention == AttentionKind::kMla ? "mla" : "kv");
+  add("num_layers", num(ours.num_layers), num(theirs.num_layers));
+  add("num_kv_heads", num(ours.num_kv_heads), num(theirs.num_kv_heads));
+  add("head_dim", num(ours.head_dim), num(theirs.head_dim));
+  add("block_size", num(ours.block_size), num(theirs.block_size));
+  add("codec", std::string(CodecName(ours.codec)), std::string(CodecName(theirs.codec)));
+  add("lora_id", ours.lora_id, theirs.lora_id);
+  add("tenant_salt", ours.tenant_salt, theirs.tenant_salt);
+  add("key_scheme", std::string(KeySchemeName(ours.key_scheme)),
+      std::string(KeySchemeName(theirs.key_scheme)));
+  add("hash_seed", std::string(EffectiveSeed(ours)), std::string(EffectiveSeed(theirs)));
+  return out;
 }
 
 Result<Namespace> Namespace::Create(NamespaceSpec spec) {
@@ -124,6 +188,19 @@ Result<Namespace> Namespace::Create(NamespaceSpec spec) {
   if (spec.block_size == 0) return Status::InvalidArgument("namespace: block_size must be > 0");
   if (spec.attention == AttentionKind::kMla && spec.num_kv_heads != 1)
     return Status::InvalidArgument("namespace: an MLA namespace has num_kv_heads 1");
+  if (KeySchemeName(spec.key_scheme) == "unknown")
+    return Status::InvalidArgument("namespace: unknown key_scheme value " +
+                                   std::to_string(static_cast<int>(spec.key_scheme)));
+  if ((spec.key_scheme == KeyScheme::kStrata || spec.key_scheme == KeyScheme::kSglang) &&
+      !spec.hash_seed.empty())
+    return Status::InvalidArgument("namespace: key_scheme " +
+                                   std::string(KeySchemeName(spec.key_scheme)) +
+                                   " has no seed; hash_seed must be empty");
+  if (spec.key_scheme == KeyScheme::kVllmXxhashCbor && spec.hash_seed.empty())
+    return Status::InvalidArgument(
+        "namespace: key_scheme vllm-xxhash-cbor needs hash_seed (the engine's PYTHONHASHSEED): "
+        "without one vLLM draws a random root hash per process, which no other process matches");
+  spec.hash_seed = std::string(EffectiveSeed(spec));
   // block_bytes() is a product of five 32-bit fields: it could wrap in 64 bits, and no pool
   // holds a block above kMaxBlockBytes. Checked here so block_bytes() never overflows.
   const uint64_t planes = spec.attention == AttentionKind::kMla ? 1 : 2;

@@ -122,7 +122,8 @@ strata::Namespace MakeNamespace(const std::string& model_id, uint32_t num_layers
                                 uint32_t num_kv_heads, uint32_t head_dim, uint32_t block_size,
                                 const std::string& kv_dtype, bool mla, const std::string& codec,
                                 const std::string& lora_id, const std::string& tenant_salt,
-                                const std::string& model_revision) {
+                                const std::string& model_revision, const std::string& key_scheme,
+                                const std::string& hash_seed) {
   strata::NamespaceSpec s;
   s.model_id = model_id;
   s.model_revision = model_revision;
@@ -135,6 +136,8 @@ strata::Namespace MakeNamespace(const std::string& model_id, uint32_t num_layers
   s.codec = Unwrap(strata::ParseCodec(codec));
   s.lora_id = lora_id;
   s.tenant_salt = tenant_salt;
+  s.key_scheme = Unwrap(strata::ParseKeyScheme(key_scheme));
+  s.hash_seed = hash_seed;
   return Unwrap(strata::Namespace::Create(std::move(s)));
 }
 
@@ -149,8 +152,16 @@ PYBIND11_MODULE(strata, m) {
            py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("block_size") = 16,
            py::arg("kv_dtype") = "bf16", py::arg("mla") = false, py::arg("codec") = "none",
            py::arg("lora_id") = "",
-           py::arg("tenant_salt") = "", py::arg("model_revision") = "")
+           py::arg("tenant_salt") = "", py::arg("model_revision") = "",
+           py::arg("key_scheme") = "strata", py::arg("hash_seed") = "")
       .def_property_readonly("id", [](const strata::Namespace& ns) { return ns.id().ToHex(); })
+      .def_property_readonly(
+          "key_scheme",
+          [](const strata::Namespace& ns) {
+            return std::string(strata::KeySchemeName(ns.spec().key_scheme));
+          })
+      .def_property_readonly("hash_seed",
+                             [](const strata::Namespace& ns) { return ns.spec().hash_seed; })
       .def_property_readonly("block_size", &strata::Namespace::block_size)
       .def_property_readonly("block_bytes", &strata::Namespace::block_bytes)
       .def(

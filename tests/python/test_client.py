@@ -46,11 +46,27 @@ def client(request):
 def test_keys_match_documented_vector():
     ns = strata.Namespace("meta-llama/Llama-3.1-8B-Instruct", num_layers=32, num_kv_heads=8,
                           head_dim=128, block_size=16, kv_dtype="bf16")
-    assert ns.id == "228675c223f3497b70dad36c356d32c5"
+    assert ns.id == "187c067a43dd7ddd405c25c0db1fcd76"
     keys = ns.keys(list(range(32)))
-    assert [k.hex() for k in keys] == ["08740f344f161fc5568628bf0ccd0c09",
-                                       "ffadbf9429c3df37232c3b3af060c2b7"]
+    assert [k.hex() for k in keys] == ["d3d95dd701aeafae57409d9461d2813c",
+                                       "5b591d54836a140346d4fa86a8852593"]
     assert len(ns.keys(list(range(15)))) == 0
+
+
+def test_namespace_key_scheme_vllm_sha256_cbor():
+    # docs/keys.md "Key schemes": key = XXH3-128(ns_id || vLLM's sha256_cbor block hash).
+    cbor2 = pytest.importorskip("cbor2")
+    xxhash = pytest.importorskip("xxhash")
+    import hashlib
+    ns = strata.Namespace("meta-llama/Llama-3.1-8B-Instruct", num_layers=32, num_kv_heads=8,
+                          head_dim=128, key_scheme="vllm-sha256-cbor")
+    assert ns.key_scheme == "vllm-sha256-cbor" and ns.hash_seed == "vllm-none-hash"
+    sha = lambda o: hashlib.sha256(cbor2.dumps(o, canonical=True)).digest()
+    h0 = sha((sha("vllm-none-hash"), tuple(range(16)), None))
+    assert ns.keys(list(range(16))) == [xxhash.xxh3_128_digest(bytes.fromhex(ns.id) + h0)]
+    with pytest.raises(Exception, match="PYTHONHASHSEED"):
+        strata.Namespace("m", num_layers=1, num_kv_heads=1, head_dim=8,
+                         key_scheme="vllm-xxhash-cbor")
 
 
 def test_numpy_round_trip(client):

@@ -15,8 +15,15 @@ void NamespaceFlags::AddTo(CLI::App& cmd) {
   cmd.add_option("--head-dim", head_dim, "Head dim (latent dim with --mla)")->capture_default_str();
   cmd.add_option("--block-size", block_size, "Tokens per block")->capture_default_str();
   cmd.add_option("--codec", codec, "Block codec")->capture_default_str();
-  cmd.add_option("--lora", lora, "LoRA adapter id");
-  cmd.add_option("--salt", salt, "Tenant salt; blocks never match across salts");
+  cmd.add_option("--lora", lora, "LoRA adapter id (vLLM schemes: the LoRA name)");
+  cmd.add_option("--salt", salt,
+                 "Tenant salt; blocks never match across salts (vLLM schemes: the cache_salt)");
+  cmd.add_option("--key-scheme", key_scheme,
+                 "How keys are computed: strata, vllm-sha256-cbor, vllm-xxhash-cbor or sglang")
+      ->capture_default_str();
+  cmd.add_option("--hash-seed", hash_seed,
+                 "vLLM schemes: the engine's PYTHONHASHSEED (default for vllm-sha256-cbor: "
+                 "vllm-none-hash; required for vllm-xxhash-cbor)");
 }
 
 Namespace NamespaceFlags::Build() const {
@@ -36,6 +43,10 @@ Namespace NamespaceFlags::Build() const {
   spec.codec = *c;
   spec.lora_id = lora;
   spec.tenant_salt = salt;
+  auto k = ParseKeyScheme(key_scheme);
+  if (!k.ok()) Fail(k.status().ToString(), 2);
+  spec.key_scheme = *k;
+  spec.hash_seed = hash_seed;
   auto ns = Namespace::Create(std::move(spec));
   if (!ns.ok()) Fail(ns.status().ToString(), 2);
   return std::move(ns).value();

@@ -1,5 +1,5 @@
-// Command-line flags that describe a namespace (model, layout, rank, codec, salt), shared by every
-// command that keys tokens. Defaults describe Llama-3.1-8B in bf16 on one rank.
+// Command-line flags that describe a namespace (model, layout, codec, salt, key scheme), shared by
+// every command that keys tokens. Defaults describe Llama-3.1-8B in bf16 on one rank.
 #pragma once
 
 #include <string>
@@ -22,6 +22,8 @@ struct NamespaceFlags {
   std::string codec = "none";
   std::string lora;
   std::string salt;
+  std::string key_scheme = "strata";
+  std::string hash_seed;
 
   void AddTo(CLI::App& cmd);
   // The validated namespace, or a Fail() with the reason.

@@ -44,12 +44,30 @@ enum class Codec : uint16_t {
   kInt4Kivi = 5,      // lossy: INT4, per-channel keys, per-token values (KIVI)
 };
 
+// How block keys are computed from tokens (docs/keys.md, "Key schemes"). The engine schemes
+// reproduce a serving engine's own block hash, so that Strata, the engine, its KV events and the
+// routers above it name a prefix with the same hash. Values are part of the namespace encoding:
+// never reuse.
+enum class KeyScheme : uint16_t {
+  kStrata = 0,          // "strata": the XXH3-128 chain of docs/keys.md
+  kVllmSha256Cbor = 1,  // "vllm-sha256-cbor": vLLM --prefix-caching-hash-algo sha256_cbor
+  kVllmXxhashCbor = 2,  // "vllm-xxhash-cbor": vLLM --prefix-caching-hash-algo xxhash_cbor
+  kSglang = 3,          // "sglang": SGLang HiCache's chained SHA-256 page hash
+};
+
+// vLLM's NONE_HASH seed when PYTHONHASHSEED is unset and the algorithm is cryptographic
+// (vllm/v1/core/kv_cache_utils.py, DEFAULT_NONE_HASH_SEED).
+inline constexpr std::string_view kVllmDefaultHashSeed = "vllm-none-hash";
+
 std::string_view KvDtypeName(KvDtype dtype);
 std::string_view CodecName(Codec codec);
+std::string_view KeySchemeName(KeyScheme scheme);
 // Parse the names above ("fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "fp32"; "none", "shuffle_zstd",
 // ...). InvalidArgument on an unknown name.
 Result<KvDtype> ParseKvDtype(std::string_view name);
 Result<Codec> ParseCodec(std::string_view name);
+// "strata", "vllm-sha256-cbor", "vllm-xxhash-cbor" or "sglang".
+Result<KeyScheme> ParseKeyScheme(std::string_view name);
 // Bytes per element of `dtype`.
 size_t KvDtypeSize(KvDtype dtype);
 
@@ -65,9 +83,18 @@ struct NamespaceSpec {
   Codec codec = Codec::kNone;
   std::string lora_id;      // adapter id; "" for the base model
   std::string tenant_salt;  // isolates tenants: blocks never match across salts. Default: ""
+  // How keys are computed. For the vLLM schemes lora_id is vLLM's LoRA name (an extra key of
+  // every block) and tenant_salt its cache_salt (an extra key of the first block), so that a
+  // request's namespace carries exactly what vLLM folds into its hashes. Default: kStrata.
+  KeyScheme key_scheme = KeyScheme::kStrata;
+  // The seed of the chain's root. vLLM schemes: the string vLLM derives NONE_HASH from (its
+  // PYTHONHASHSEED); "" means kVllmDefaultHashSeed for vllm-sha256-cbor, and is refused for
+  // vllm-xxhash-cbor, whose unseeded vLLM draws a random root per process. Must be "" for the
+  // strata and sglang schemes, which have no seed. Default: "".
+  std::string hash_seed;
 };
 
-inline constexpr uint16_t kNamespaceEncodingVersion = 2;
+inline constexpr uint16_t kNamespaceEncodingVersion = 3;
 
 class Namespace {
  public:
@@ -76,6 +103,8 @@ class Namespace {
 
   // Validates `spec` and computes its fingerprint. InvalidArgument names the bad field; a spec
   // whose block_bytes() would exceed kMaxBlockBytes (or overflow) names the fields multiplied.
+  // A vllm-sha256-cbor spec with an empty hash_seed gets kVllmDefaultHashSeed: spec() shows the
+  // seed that the keys use.
   static Result<Namespace> Create(NamespaceSpec spec);
 
   const NamespaceSpec& spec() const { return spec_; }
@@ -97,5 +126,13 @@ class Namespace {
 
 // The canonical encoding of `spec` (no validation). Exposed for tests and tools.
 std::vector<std::byte> EncodeNamespace(const NamespaceSpec& spec);
+
+// The fingerprint fields in which `ours` and `theirs` differ, as "field: ours vs theirs" lines
+// (empty when they agree): model_id, model_revision, kv_dtype, attention, num_layers,
+// num_kv_heads, head_dim, block_size, codec, lora_id, tenant_salt, key_scheme, hash_seed (seeds
+// compared after the scheme's default is applied). An adapter compares the namespace it was
+// configured with against what its engine announces and reports a mismatch, never silent misses.
+std::vector<std::string> FingerprintDifferences(const NamespaceSpec& ours,
+                                                const NamespaceSpec& theirs);
 
 }  // namespace strata
