@@ -60,8 +60,9 @@ py::bytes KeyBytes(const strata::BlockKey& k) {
 struct RawBuffer {
   void* ptr = nullptr;
   size_t bytes = 0;
-  py::object owner;               // a torch tensor: the tensor itself
+  py::object owner;               // a torch tensor: the tensor itself (or its host copy)
   std::optional<py::buffer_info> info;  // a buffer-protocol object: its export
+  py::object device_tensor;       // a CUDA tensor loaded through the host copy in `owner`
 };
 
 bool IsTorchTensor(const py::handle& obj) {
@@ -71,15 +72,26 @@ bool IsTorchTensor(const py::handle& obj) {
 
 // Torch tensors of any dtype (bf16 and fp8 included: their memory is taken through data_ptr(),
 // never through numpy, which has no such dtypes); anything else must speak the buffer protocol.
-RawBuffer ExportOne(const py::handle& obj, bool writable) {
+// A CUDA tensor (with `device_copies`) goes through a pinned host copy: made here for a store,
+// copied back by CopyBackToDevices after a load. The paged API registers memory instead and
+// takes host tensors only.
+RawBuffer ExportOne(const py::handle& obj, bool writable, bool device_copies = false) {
   RawBuffer out;
   if (IsTorchTensor(obj)) {
     const std::string device = py::str(obj.attr("device").attr("type")).cast<std::string>();
-    if (device != "cpu")
-      throw py::value_error("a " + device +
-                            " tensor: this build moves host memory only (move it with .cpu())");
     if (!obj.attr("is_contiguous")().cast<bool>())
       throw py::value_error("tensor is not contiguous (call .contiguous())");
+    if (device != "cpu") {
+      if (!device_copies || device != "cuda")
+        throw py::value_error("a " + device + " tensor: only host tensors can be registered "
+                              "(the CUDA paged data path is not built yet)");
+      py::object host = py::module_::import("torch").attr("empty_like")(
+          obj, py::arg("device") = "cpu", py::arg("pin_memory") = true);
+      if (!writable) host.attr("copy_")(obj);  // store: the device bytes, now on the host
+      RawBuffer b = ExportOne(host, writable);
+      if (writable) b.device_tensor = py::reinterpret_borrow<py::object>(obj);
+      return b;
+    }
     out.ptr = reinterpret_cast<void*>(obj.attr("data_ptr")().cast<uintptr_t>());
     out.bytes = obj.attr("numel")().cast<size_t>() * obj.attr("element_size")().cast<size_t>();
     out.owner = py::reinterpret_borrow<py::object>(obj);
@@ -108,8 +120,16 @@ struct HeldBuffers {
 
 HeldBuffers Export(const py::sequence& buffers, bool writable) {
   HeldBuffers held;
-  for (const py::handle& h : buffers) held.buffers.push_back(ExportOne(h, writable));
+  for (const py::handle& h : buffers)
+    held.buffers.push_back(ExportOne(h, writable, /*device_copies=*/true));
   return held;
+}
+
+// After a load: the blocks that came back into host copies of CUDA tensors go to the devices.
+void CopyBackToDevices(const HeldBuffers& held, size_t loaded) {
+  for (size_t i = 0; i < loaded && i < held.buffers.size(); ++i)
+    if (held.buffers[i].device_tensor) held.buffers[i].device_tensor.attr("copy_")(
+        held.buffers[i].owner);
 }
 
 // A registered paged KV cache: its id and the tensors whose memory it points into.
@@ -227,8 +247,13 @@ PYBIND11_MODULE(strata, m) {
             HeldBuffers held = Export(buffers, /*writable=*/true);
             std::vector<strata::MutableBuffer> out;
             for (auto& b : held.buffers) out.push_back({b.ptr, b.bytes});
-            py::gil_scoped_release release;
-            return Unwrap(c.Load(ns, k, out).Wait());
+            size_t loaded;
+            {
+              py::gil_scoped_release release;
+              loaded = Unwrap(c.Load(ns, k, out).Wait());
+            }
+            CopyBackToDevices(held, loaded);
+            return loaded;
           },
           py::arg("ns"), py::arg("keys"), py::arg("buffers"),
           "Load the longest cached prefix into the buffers; returns how many blocks.")
