@@ -374,6 +374,12 @@ Result<WriteReservation> BlockPool::Reserve(const BlockKey& key, uint64_t length
 
 Status BlockPool::Commit(const WriteReservation& r, const BlockHeader& header,
                          const PutOptions& options, bool verify) {
+  bool published = false;
+  return Publish(r, header, options, verify, &published);
+}
+
+Status BlockPool::Publish(const WriteReservation& r, const BlockHeader& header,
+                          const PutOptions& options, bool verify, bool* published) {
   if (r.slot >= max_blocks_ || header.key != r.key || header.payload_length != r.length) {
     Abort(r);
     return Status::InvalidArgument("commit does not match its reservation");
@@ -410,6 +416,7 @@ Status BlockPool::Commit(const WriteReservation& r, const BlockHeader& header,
       counters_.blocks.fetch_add(1, std::memory_order_relaxed);
       counters_.bytes.fetch_add(s.length, std::memory_order_relaxed);
       counters_.puts.fetch_add(1, std::memory_order_relaxed);
+      *published = true;
       return Status::OK();
     }
   }
@@ -487,6 +494,10 @@ Result<BlockHeader> BlockPool::Get(const BlockKey& key, std::span<std::byte> out
 Result<PinnedBlock> BlockPool::Acquire(const BlockKey& key) {
   if (!mem_.host_visible)
     return Status::NotSupported("zero-copy views need a host-visible pool");
+  return AcquireInPlace(key);
+}
+
+Result<PinnedBlock> BlockPool::AcquireInPlace(const BlockKey& key) {
   const uint32_t slot = AcquireReader(key);
   if (slot == kNoSlot) {
     counters_.misses.fetch_add(1, std::memory_order_relaxed);
@@ -508,6 +519,90 @@ Result<PinnedBlock> BlockPool::Acquire(const BlockKey& key) {
   pb.offset_ = uint64_t{s.page.load(std::memory_order_relaxed)} * SlabAllocator::kAlign;
   pb.payload_ = std::span<const std::byte>(mem_.payload_base + pb.offset_, s.length);
   return pb;
+}
+
+Status BlockPool::CopyInBatch(std::span<const BatchCopy> copies) {
+  for (const BatchCopy& c : copies) mem_.copy_in(c.dst, c.src, c.n);
+  return Status::OK();
+}
+
+Status BlockPool::CopyOutBatch(std::span<const BatchCopy> copies) {
+  for (const BatchCopy& c : copies) mem_.copy_out(c.dst, c.src, c.n);
+  return Status::OK();
+}
+
+Result<size_t> BlockPool::PutBatch(std::span<const BatchPut> blocks) {
+  for (const BatchPut& b : blocks) {
+    if (b.payload.size() != b.header.payload_length)
+      return Status::InvalidArgument("PutBatch: payload size does not match block " +
+                                     b.header.key.ToHex() + "'s header");
+    if (options_.verify_on_put) STRATA_RETURN_IF_ERROR(VerifyPayload(b.header, b.payload));
+  }
+  std::vector<WriteReservation> reserved;
+  std::vector<const BatchPut*> source;
+  std::vector<BatchCopy> copies;
+  reserved.reserve(blocks.size());
+  source.reserve(blocks.size());
+  copies.reserve(blocks.size());
+  Status stopped;
+  for (const BatchPut& b : blocks) {
+    auto r = Reserve(b.header.key, b.payload.size());
+    if (!r.ok()) {
+      if (r.status().code() == StatusCode::kAlreadyExists) continue;  // cached: same bytes
+      stopped = r.status();
+      break;
+    }
+    reserved.push_back(*r);
+    source.push_back(&b);
+    copies.push_back({mem_.payload_base + r->offset, b.payload.data(), b.payload.size()});
+  }
+  if (reserved.empty()) {
+    if (!stopped.ok()) return stopped;
+    return size_t{0};
+  }
+  if (Status st = CopyInBatch(copies); !st.ok()) {
+    for (const WriteReservation& r : reserved) Abort(r);
+    return st;
+  }
+  size_t published = 0;
+  for (size_t i = 0; i < reserved.size(); ++i) {
+    PutOptions o;
+    o.parent = source[i]->parent;
+    bool fresh = false;
+    if (Publish(reserved[i], source[i]->header, o, /*verify=*/false, &fresh).ok() && fresh)
+      ++published;
+  }
+  return published;
+}
+
+Status BlockPool::GetBatch(std::span<BatchGet> blocks) {
+  std::vector<PinnedBlock> held;  // reader references, released when this returns
+  std::vector<BatchCopy> copies;
+  std::vector<BatchGet*> copied;
+  held.reserve(blocks.size());
+  copies.reserve(blocks.size());
+  copied.reserve(blocks.size());
+  for (BatchGet& b : blocks) {
+    auto block = AcquireInPlace(b.key);
+    if (!block.ok()) {
+      b.status = block.status();
+      continue;
+    }
+    if (b.out.size() < block->payload().size()) {
+      b.status = Status::InvalidArgument("output buffer smaller than the payload (" +
+                                         std::to_string(block->payload().size()) + " bytes)");
+      continue;
+    }
+    b.header = block->header();
+    b.status = Status::OK();
+    copies.push_back({b.out.data(), block->payload().data(), block->payload().size()});
+    copied.push_back(&b);
+    held.push_back(std::move(block).value());
+  }
+  Status st = copies.empty() ? Status::OK() : CopyOutBatch(copies);
+  if (!st.ok())
+    for (BatchGet* b : copied) b->status = st;
+  return st;
 }
 
 Result<BlockLocation> BlockPool::Find(const BlockKey& key) const {

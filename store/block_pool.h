@@ -100,6 +100,24 @@ class PinnedBlock {
   uint64_t offset_ = 0;
 };
 
+// One block of BlockPool::PutBatch: the header that describes it, its payload (host memory that
+// stays unchanged until PutBatch returns) and its chain parent (PutOptions::parent).
+struct BatchPut {
+  BlockHeader header;
+  std::span<const std::byte> payload;
+  const BlockKey* parent = nullptr;
+};
+
+// One block of BlockPool::GetBatch: the key and where its payload goes (in); the header and the
+// outcome (out): NotFound, InvalidArgument when `out` is shorter than the payload, IOError when
+// the copy failed.
+struct BatchGet {
+  BlockKey key;
+  std::span<std::byte> out;
+  BlockHeader header;
+  Status status;
+};
+
 // Space for a block being written in place by a producer that maps the pool (an engine client of
 // the daemon, a transfer landing in the pool): Reserve, write the payload at
 // payload_base + offset, then Commit (publish) or Abort. A reservation is invisible to readers,
@@ -146,6 +164,27 @@ class BlockPool : public Tier {
 
   // Zero-copy read (host-visible pools; NotSupported otherwise). Counts as a hit.
   Result<PinnedBlock> Acquire(const BlockKey& key);
+
+  // Batched copies: the pool reserves or reads every block of the batch first, then moves all
+  // the payloads with one CopyInBatch / CopyOutBatch (the device tier: asynchronous copies on one
+  // stream and one synchronisation per batch), then publishes or releases them. Per batch, not per
+  // block, they allocate their bookkeeping vectors: these are batch paths, not the per-block hot
+  // path.
+  //
+  // PutBatch stores the blocks that are not cached yet: it reserves space for each (stopping at
+  // the first block that does not fit), copies the payloads in, and publishes them. With
+  // verify_on_put each payload is checked against its header first (a mismatch is Corruption and
+  // stores nothing). Returns how many blocks were newly published (cached ones are skipped);
+  // the reservation error when none was reserved and some block did not fit; IOError when a copy
+  // failed (nothing of the batch is published then).
+  Result<size_t> PutBatch(std::span<const BatchPut> blocks);
+  // GetBatch copies the payload of each block found into its `out` and sets its header and
+  // status; blocks are read under reader references, so none is evicted while copied. The
+  // payload is not verified against its checksum here (a device pool cannot be read by the CPU):
+  // the caller verifies the bytes where they land (TieredStore::PromoteFromDevice commits them
+  // into host with verification). Returns OK, or IOError when the copies failed (then every
+  // found block's status is that error too).
+  Status GetBatch(std::span<BatchGet> blocks);
   // OK when blocks of `sizes` bytes could all be held at once by this pool when it is empty (each
   // size rounded up to its chunk class, each class to whole slabs). Otherwise NoSpace saying how
   // large the pool would have to be, or InvalidArgument for a size above one slab. A store whose
@@ -165,6 +204,23 @@ class BlockPool : public Tier {
   // payload and max_blocks headers.
   BlockPool(TierKind kind, const BlockPoolOptions& options, uint32_t num_slabs, uint32_t max_blocks,
             PoolMemory memory, std::unique_ptr<EvictionPolicy> policy);
+
+  // One payload copy of a batch: `n` bytes from `src` to `dst` (pool memory on one side).
+  struct BatchCopy {
+    std::byte* dst;
+    const std::byte* src;
+    size_t n;
+  };
+  // Moves the payloads of a batch into / out of the pool's memory; OK once every copy is done.
+  // Default: the pool's copy operations, one after the other (host pools: memcpy). IOError when
+  // a copy failed.
+  virtual Status CopyInBatch(std::span<const BatchCopy> copies);
+  virtual Status CopyOutBatch(std::span<const BatchCopy> copies);
+
+  // As Acquire, for every pool: payload() is an address in the pool's own memory (a device
+  // address for the device tier), for the pool's copy operations only. Counts as a hit.
+  Result<PinnedBlock> AcquireInPlace(const BlockKey& key);
+  const BlockPoolOptions& options() const { return options_; }
 
   // Checks options and computes (num_slabs, max_blocks) for `capacity_bytes` of payload.
   static Status ValidateOptions(const BlockPoolOptions& options, uint64_t capacity_bytes,
@@ -196,6 +252,11 @@ class BlockPool : public Tier {
   // REQUIRES: the stripe lock of `bucket`.
   uint32_t FindLocked(uint32_t bucket, const BlockKey& key) const;
   void UnlinkLocked(uint32_t bucket, uint32_t slot);
+
+  // Commit, saying whether this reservation became the published block (false when another
+  // producer published the key first).
+  Status Publish(const WriteReservation& reservation, const BlockHeader& header,
+                 const PutOptions& options, bool verify, bool* published);
 
   uint32_t PopFreeSlot();
   void PushFreeSlot(uint32_t slot);

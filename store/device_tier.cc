@@ -30,9 +30,19 @@ int DeviceTier::DeviceCount() {
   return n;
 }
 
+Status DeviceTier::CheckDevice(int device) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) return Status::Unavailable("no CUDA device: " + CudaError("cudaGetDeviceCount", e));
+  if (n == 0) return Status::Unavailable("no CUDA device: cudaGetDeviceCount found 0 devices");
+  if (device < 0 || device >= n)
+    return Status::Unavailable("no CUDA device " + std::to_string(device) + ": this machine has " +
+                               std::to_string(n) + " (ordinals 0.." + std::to_string(n - 1) + ")");
+  return Status::OK();
+}
+
 Result<std::unique_ptr<DeviceTier>> DeviceTier::Open(const DeviceTierOptions& options) {
-  if (options.device < 0 || options.device >= DeviceCount())
-    return Status::Unavailable("no CUDA device " + std::to_string(options.device));
+  STRATA_RETURN_IF_ERROR(CheckDevice(options.device));
   uint32_t num_slabs = 0, max_blocks = 0;
   STRATA_RETURN_IF_ERROR(
       ValidateOptions(options.pool, options.capacity_bytes, &num_slabs, &max_blocks));
@@ -42,6 +52,12 @@ Result<std::unique_ptr<DeviceTier>> DeviceTier::Open(const DeviceTierOptions& op
   void* base = nullptr;
   e = cudaMalloc(&base, uint64_t{num_slabs} * options.pool.slab_bytes);
   if (e != cudaSuccess) return Status::NoSpace(CudaError("cudaMalloc", e));
+  cudaStream_t stream = nullptr;
+  e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+  if (e != cudaSuccess) {
+    cudaFree(base);
+    return Status::Unavailable(CudaError("cudaStreamCreate", e));
+  }
   std::unique_ptr<std::byte[]> headers(new std::byte[uint64_t{max_blocks} * kBlockHeaderSize]);
   PoolMemory mem;
   mem.payload_base = static_cast<std::byte*>(base);
@@ -51,7 +67,7 @@ Result<std::unique_ptr<DeviceTier>> DeviceTier::Open(const DeviceTierOptions& op
   mem.host_visible = false;
   return std::unique_ptr<DeviceTier>(new DeviceTier(options, num_slabs, max_blocks, mem,
                                                     std::move(policy), options.device, base,
-                                                    std::move(headers)));
+                                                    stream, std::move(headers)));
 }
 
 namespace {
@@ -63,17 +79,61 @@ BlockPoolOptions WithoutSink(BlockPoolOptions o) {
 
 DeviceTier::DeviceTier(const DeviceTierOptions& options, uint32_t num_slabs, uint32_t max_blocks,
                        PoolMemory memory, std::unique_ptr<EvictionPolicy> policy, int device,
-                       void* base, std::unique_ptr<std::byte[]> headers)
+                       void* base, void* stream, std::unique_ptr<std::byte[]> headers)
     : BlockPool(TierKind::kDevice, WithoutSink(options.pool), num_slabs, max_blocks, memory,
                 std::move(policy)),
       device_(device),
       base_(base),
+      stream_(stream),
       headers_(std::move(headers)) {}
 
-DeviceTier::~DeviceTier() { cudaFree(base_); }
+DeviceTier::~DeviceTier() {
+  cudaSetDevice(device_);
+  if (registered_ != nullptr) cudaHostUnregister(registered_);
+  cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
+  cudaFree(base_);
+}
+
+Status DeviceTier::RegisterHostMemory(std::byte* base, uint64_t bytes) {
+  std::lock_guard lock(register_mu_);
+  if (registered_ != nullptr)
+    return Status::AlreadyExists("device tier: a host region is registered already");
+  cudaError_t e = cudaSetDevice(device_);
+  if (e == cudaSuccess) e = cudaHostRegister(base, bytes, cudaHostRegisterDefault);
+  if (e != cudaSuccess)
+    return Status::IOError(CudaError("device tier: cudaHostRegister of the host pool", e));
+  registered_ = base;
+  return Status::OK();
+}
+
+Status DeviceTier::CopyInBatch(std::span<const BatchCopy> copies) {
+  return CopyBatch(copies, "host -> device");
+}
+
+Status DeviceTier::CopyOutBatch(std::span<const BatchCopy> copies) {
+  return CopyBatch(copies, "device -> host");
+}
+
+Status DeviceTier::CopyBatch(std::span<const BatchCopy> copies, const char* direction) {
+  std::lock_guard lock(stream_mu_);
+  auto stream = static_cast<cudaStream_t>(stream_);
+  cudaError_t e = cudaSetDevice(device_);
+  for (size_t i = 0; e == cudaSuccess && i < copies.size(); ++i)
+    e = cudaMemcpyAsync(copies[i].dst, copies[i].src, copies[i].n, cudaMemcpyDefault, stream);
+  // Synchronised even after a failed enqueue: the copies already queued read or write the
+  // caller's memory, which must not be released under them.
+  const cudaError_t sync = cudaStreamSynchronize(stream);
+  if (e == cudaSuccess) e = sync;
+  if (e != cudaSuccess)
+    return Status::IOError(std::string("device tier: batch copy ") + direction + ": " +
+                           cudaGetErrorString(e));
+  return Status::OK();
+}
 
 Status DeviceTier::Put(const BlockHeader& header, std::span<const std::byte> payload,
                        const PutOptions& options) {
+  if (cudaSetDevice(device_) != cudaSuccess)
+    return Status::IOError("device tier: cudaSetDevice failed");
   tls_copy_failed = false;
   Status st = BlockPool::Put(header, payload, options);
   if (st.ok() && tls_copy_failed) {
@@ -84,6 +144,8 @@ Status DeviceTier::Put(const BlockHeader& header, std::span<const std::byte> pay
 }
 
 Result<BlockHeader> DeviceTier::Get(const BlockKey& key, std::span<std::byte> out) {
+  if (cudaSetDevice(device_) != cudaSuccess)
+    return Status::IOError("device tier: cudaSetDevice failed");
   tls_copy_failed = false;
   auto r = BlockPool::Get(key, out);
   if (r.ok() && tls_copy_failed) return Status::IOError("device tier: cudaMemcpy device -> host failed");

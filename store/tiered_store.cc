@@ -55,7 +55,7 @@ TieredStore::TieredStore(const TieredStoreOptions& options)
                     4)) {}
 
 Result<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStoreOptions& options,
-                                                       std::unique_ptr<Tier> device) {
+                                                       std::unique_ptr<BlockPool> device) {
   if (options.prefetch_threads == 0)
     return Status::InvalidArgument("prefetch_threads must be at least 1");
   std::unique_ptr<TieredStore> store(new TieredStore(options));
@@ -73,6 +73,7 @@ Result<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStoreOptions&
   STRATA_ASSIGN_OR_RETURN(store->host_, HostTier::Open(host));
   for (uint32_t i = 0; i < options.prefetch_threads; ++i)
     store->workers_.emplace_back([s = store.get()] { s->PrefetchLoop(); });
+  if (store->device_) store->device_worker_ = std::thread([s = store.get()] { s->DeviceLoop(); });
   return store;
 }
 
@@ -85,6 +86,14 @@ TieredStore::~TieredStore() {
   }
   queue_cv_.notify_all();
   for (auto& t : workers_) t.join();
+  {
+    std::lock_guard lock(device_mu_);
+    device_stop_ = true;
+    device_queue_.clear();
+  }
+  device_cv_.notify_all();
+  if (device_worker_.joinable()) device_worker_.join();
+  device_.reset();  // before host_: it unregisters the host pool's mapping from the GPU
   for (auto& job : abandoned) {
     std::lock_guard lock(job.ticket->mu_);
     ++job.ticket->failed_;
@@ -161,6 +170,10 @@ Status TieredStore::CommitReserved(const WriteReservation& reservation, const Bl
 
 std::vector<BlockKey> TieredStore::Keys(const std::optional<NamespaceId>& ns) const {
   std::vector<BlockKey> out = host_->Keys(ns);
+  if (device_) {
+    std::vector<BlockKey> d = device_->Keys(ns);
+    out.insert(out.end(), d.begin(), d.end());
+  }
   if (disk_) {
     std::vector<BlockKey> d = disk_->Keys(ns);
     out.insert(out.end(), d.begin(), d.end());
@@ -170,12 +183,13 @@ std::vector<BlockKey> TieredStore::Keys(const std::optional<NamespaceId>& ns) co
 
 Result<BlockHeader> TieredStore::Get(const BlockKey& key, std::span<std::byte> out) {
   CountAccess(key);
+  auto r = host_->Get(key, out);
+  if (r.ok() || !r.status().IsNotFound()) return r;
   if (device_) {
-    auto r = device_->Get(key, out);
+    r = device_->Get(key, out);
     if (r.ok() || !r.status().IsNotFound()) return r;
   }
-  auto r = host_->Get(key, out);
-  if (r.ok() || !r.status().IsNotFound() || !disk_) return r;
+  if (!disk_) return r;
   auto d = disk_->Get(key, out);
   if (!d.ok()) return d.status().IsCorruption() ? Status::NotFound(d.status().message()) : d;
   // Promotion: a host that is full of pinned blocks just leaves the block on disk.
@@ -188,10 +202,10 @@ LookupResult TieredStore::Lookup(std::span<const BlockKey> chain) const {
   LookupResult out;
   out.where.reserve(chain.size());
   for (const BlockKey& key : chain) {
-    if (device_ && device_->Find(key).ok()) {
-      out.where.push_back(TierKind::kDevice);
-    } else if (host_->Find(key).ok()) {
+    if (host_->Find(key).ok()) {
       out.where.push_back(TierKind::kHost);
+    } else if (device_ && device_->Find(key).ok()) {
+      out.where.push_back(TierKind::kDevice);
     } else if (disk_ && disk_->Find(key).ok()) {
       out.where.push_back(TierKind::kDisk);
     } else {
@@ -249,29 +263,28 @@ void TieredStore::PrefetchLoop() {
 }
 
 Status TieredStore::Pin(const BlockKey& key, std::chrono::milliseconds ttl) {
+  Status st = host_->Pin(key, ttl);
+  if (!st.IsNotFound()) return st;
   if (device_) {
-    Status st = device_->Pin(key, ttl);
+    st = device_->Pin(key, ttl);
     if (!st.IsNotFound()) return st;
   }
-  Status st = host_->Pin(key, ttl);
-  if (!st.IsNotFound() || !disk_) return st;
-  return disk_->Pin(key, ttl);
+  return disk_ ? disk_->Pin(key, ttl) : st;
 }
 
 Status TieredStore::Unpin(const BlockKey& key) {
-  if (device_) {
-    Status st = device_->Unpin(key);
-    if (st.ok()) return st;
-  }
   Status st = host_->Unpin(key);
-  if (st.ok() || !disk_) return st;
+  if (st.ok()) return st;
+  if (device_ && device_->Unpin(key).ok()) return Status::OK();
+  if (!disk_) return st;
   Status d = disk_->Unpin(key);
   return d.ok() ? d : st;
 }
 
 Status TieredStore::Erase(const BlockKey& key) {
   bool found = false;
-  for (Tier* t : {device_.get(), static_cast<Tier*>(host_.get()), static_cast<Tier*>(disk_.get())}) {
+  for (Tier* t : {static_cast<Tier*>(device_.get()), static_cast<Tier*>(host_.get()),
+                  static_cast<Tier*>(disk_.get())}) {
     if (t == nullptr) continue;
     Status st = t->Erase(key);
     if (st.ok() && t == host_.get() && options_.on_host_removed) options_.on_host_removed(key);
@@ -283,6 +296,8 @@ Status TieredStore::Erase(const BlockKey& key) {
 
 std::optional<NamespaceId> TieredStore::NamespaceOf(const BlockKey& key) const {
   if (auto ns = host_->NamespaceOf(key); ns.ok()) return *ns;
+  if (device_)
+    if (auto ns = device_->NamespaceOf(key); ns.ok()) return *ns;
   if (disk_)
     if (auto ns = disk_->NamespaceOf(key); ns.ok()) return *ns;
   return std::nullopt;
@@ -300,7 +315,112 @@ StoreStats TieredStore::Stats() const {
   st.demotions = demotions_.load();
   st.demotions_rejected = rejected_.load();
   st.demotion_errors = demotion_errors_.load();
+  st.device_copies = device_copies_.load();
+  st.device_copy_batches = device_copy_batches_.load();
+  st.device_promotions = device_promotions_.load();
+  st.device_corrupt = device_corrupt_.load();
   return st;
+}
+
+// ---- Device tier ----
+
+size_t TieredStore::PromoteFromDevice(std::span<const BlockKey> keys) {
+  if (!device_) return 0;
+  std::vector<WriteReservation> reserved;
+  std::vector<BatchGet> batch;
+  for (const BlockKey& key : keys) {
+    if (host_->Find(key).ok()) continue;
+    auto loc = device_->Find(key);
+    if (!loc.ok()) continue;
+    auto r = host_->Reserve(key, loc->length);
+    if (!r.ok()) {
+      if (r.status().code() == StatusCode::kAlreadyExists) continue;  // published meanwhile
+      break;  // host is full of pinned blocks: the rest stays on the device
+    }
+    reserved.push_back(*r);
+    batch.push_back(BatchGet{key, {host_->payload_base() + r->offset, r->length}, {}, {}});
+  }
+  if (batch.empty()) return 0;
+  (void)device_->GetBatch(batch);  // per-block outcomes below
+  size_t promoted = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const BatchGet& b = batch[i];
+    // A device block replaced meanwhile by one of another length fails the length check of
+    // Commit (InvalidArgument) and is not promoted.
+    if (!b.status.ok()) {
+      host_->Abort(reserved[i]);
+      continue;
+    }
+    Status st = host_->Commit(reserved[i], b.header, {}, /*verify=*/true);  // releases on error
+    if (st.ok()) {
+      ++promoted;
+    } else if (st.IsCorruption()) {
+      (void)device_->Erase(b.key);
+      device_corrupt_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  device_promotions_.fetch_add(promoted, std::memory_order_relaxed);
+  return promoted;
+}
+
+void TieredStore::CopyToDevice(std::span<const BlockKey> keys) {
+  if (!device_ || keys.empty()) return;
+  {
+    std::lock_guard lock(device_mu_);
+    for (const BlockKey& key : keys) {
+      if (device_queue_.size() >= kDeviceQueueLimit) break;
+      device_queue_.push_back(key);
+    }
+  }
+  device_cv_.notify_all();
+}
+
+void TieredStore::WaitDeviceCopies() {
+  if (!device_) return;
+  std::unique_lock lock(device_mu_);
+  device_cv_.wait(lock, [&] { return device_stop_ || (device_queue_.empty() && !device_busy_); });
+}
+
+void TieredStore::DeviceLoop() {
+  std::vector<BlockKey> batch;
+  std::unique_lock lock(device_mu_);
+  for (;;) {
+    device_cv_.wait(lock, [&] { return device_stop_ || !device_queue_.empty(); });
+    if (device_stop_) return;
+    batch.assign(device_queue_.begin(), device_queue_.end());
+    device_queue_.clear();
+    device_busy_ = true;
+    lock.unlock();
+    CopyBatchToDevice(batch);
+    lock.lock();
+    device_busy_ = false;
+    device_cv_.notify_all();
+  }
+}
+
+void TieredStore::CopyBatchToDevice(std::span<const BlockKey> keys) {
+  std::vector<PinnedBlock> held;  // host blocks read in place until their batch is copied
+  std::vector<BatchPut> puts;
+  uint64_t bytes = 0;
+  auto flush = [&] {
+    if (puts.empty()) return;
+    auto n = device_->PutBatch(puts);
+    if (n.ok()) device_copies_.fetch_add(*n, std::memory_order_relaxed);
+    device_copy_batches_.fetch_add(1, std::memory_order_relaxed);
+    puts.clear();
+    held.clear();
+    bytes = 0;
+  };
+  for (const BlockKey& key : keys) {
+    if (device_->Find(key).ok()) continue;
+    auto block = host_->Acquire(key);
+    if (!block.ok()) continue;  // left host meanwhile
+    if (bytes + block->payload().size() > kDeviceBatchBytes) flush();
+    bytes += block->payload().size();
+    puts.push_back(BatchPut{block->header(), block->payload(), nullptr});
+    held.push_back(std::move(block).value());
+  }
+  flush();
 }
 
 }  // namespace strata::store

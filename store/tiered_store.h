@@ -5,17 +5,25 @@
 //    evicts it, and only if it is worth it: the frequency sketch has seen its key at least
 //    `disk_admission_min_frequency` times, or it is a shared prefix (it had cached children) -
 //    no one-hit wonders on the SSD. With kWriteThrough every put is also written to disk at once.
-//  - Get looks in device, host, then disk; a disk hit is verified (checksum) and promoted to host.
+//  - The device tier (GPU memory, device_tier.h) holds copies of host blocks that were read:
+//    CopyToDevice queues them and the device thread copies them in batches (one synchronisation
+//    per batch). It survives host evictions, so a block host dropped can come back from the GPU
+//    (PromoteFromDevice: one batch device -> host, verified against the checksum on arrival)
+//    instead of from disk or a peer. Device evictions drop the copy. The host tier stays the tier
+//    that is served (clients and peers read the host pool; no one else can map GPU memory).
+//  - Get looks in host, device, then disk; a disk hit is verified (checksum) and promoted to host.
 //  - Prefetch(keys) brings disk blocks to host on background threads; the ticket reports when.
-//  - Lookup(chain) returns the longest prefix of the chain present in any local tier and where
-//    each of its blocks is.
+//  - Lookup(chain) returns the longest prefix of the chain present in any local tier and, for
+//    each of its blocks, the tier a read is served from: host, else device, else disk.
 //
 // Copies of KV bytes: Put 1 (caller -> pool); Get from host 1 (pool -> caller), or 0 with
 // host().Acquire(); write-back 1 (pool -> disk, O_DIRECT from the pool); Get from disk 2 (disk ->
-// caller, caller -> pool for the promotion); prefetch 2 (disk -> staging buffer -> pool).
+// caller, caller -> pool for the promotion); prefetch 2 (disk -> staging buffer -> pool); copy to
+// device 1 (host pool -> GPU, DMA); promotion from device 1 (GPU -> host pool, DMA).
 //
-// Thread-safety: all methods are thread-safe. Ownership: the store owns its tiers and its
-// prefetch threads (joined by the destructor, which abandons queued prefetches).
+// Thread-safety: all methods are thread-safe. Ownership: the store owns its tiers, its prefetch
+// threads and its device thread (joined by the destructor, which abandons queued prefetches and
+// device copies).
 #pragma once
 
 #include <atomic>
@@ -94,13 +102,19 @@ struct StoreStats {
   uint64_t demotions = 0;         // host -> disk on eviction (write-back)
   uint64_t demotions_rejected = 0;  // evicted from host, not admitted to disk
   uint64_t demotion_errors = 0;     // admitted, but the disk write failed (e.g. disk full)
+  uint64_t device_copies = 0;       // host -> device copies published (CopyToDevice)
+  uint64_t device_copy_batches = 0;  // batches those took (one device synchronisation each)
+  uint64_t device_promotions = 0;   // device -> host (PromoteFromDevice)
+  uint64_t device_corrupt = 0;      // device copies that failed verification on promotion
 };
 
 class TieredStore {
  public:
-  // `device` is an optional device tier (device_tier.h, CUDA builds).
+  // `device` is an optional device tier (device_tier.h, CUDA builds; any BlockPool serves, which
+  // is how CPU tests exercise the logic). Whatever its kind, Lookup reports its blocks as
+  // TierKind::kDevice.
   static Result<std::unique_ptr<TieredStore>> Open(const TieredStoreOptions& options,
-                                                   std::unique_ptr<Tier> device = nullptr);
+                                                   std::unique_ptr<BlockPool> device = nullptr);
   ~TieredStore();
 
   // Builds the block header (XXH3-64 checksum of `payload`) and stores the block.
@@ -118,8 +132,8 @@ class TieredStore {
   // On any error the reservation has been released.
   Status CommitReserved(const WriteReservation& reservation, const BlockHeader& header,
                         const PutOptions& options, bool verify);
-  // Keys cached in the host and disk tiers, of namespace `ns` (every namespace when nullopt);
-  // a key in both appears twice.
+  // Keys cached in the host, device and disk tiers, of namespace `ns` (every namespace when
+  // nullopt); a key in several appears once per tier.
   std::vector<BlockKey> Keys(const std::optional<NamespaceId>& ns) const;
   // Copies the payload into `out` (see Tier::Get). A disk hit is promoted to host.
   Result<BlockHeader> Get(const BlockKey& key, std::span<std::byte> out);
@@ -127,7 +141,24 @@ class TieredStore {
   // Queues the keys that are on disk and not in host for loading into host; keys elsewhere are
   // counted as handled at once.
   std::shared_ptr<PrefetchTicket> Prefetch(std::span<const BlockKey> keys);
-  // Pins the block in the fastest tier that holds it. NotFound if none does.
+  // Copies the blocks of `keys` that are in the device tier and not in host into host, in one
+  // batch (one device synchronisation); each payload is verified against its header's checksum
+  // as it is published (a device copy that fails is dropped and counted as device_corrupt).
+  // Stops at the first block host has no room for. Returns how many were promoted. Without a
+  // device tier: 0.
+  size_t PromoteFromDevice(std::span<const BlockKey> keys);
+  // Queues copies of the host blocks `keys` into the device tier; the device thread copies what
+  // is queued in batches of up to kDeviceBatchBytes, skipping keys the device holds already or
+  // host no longer holds. At most kDeviceQueueLimit keys wait; more are not queued (the device
+  // tier is a cache). Without a device tier: nothing.
+  void CopyToDevice(std::span<const BlockKey> keys);
+  // Blocks until every copy queued by CopyToDevice so far is done.
+  void WaitDeviceCopies();
+  static constexpr uint64_t kDeviceBatchBytes = uint64_t{256} << 20;
+  static constexpr size_t kDeviceQueueLimit = 65536;
+
+  // Pins the block in the tier a read is served from (host, device, disk). NotFound if none
+  // holds it.
   Status Pin(const BlockKey& key, std::chrono::milliseconds ttl);
   Status Unpin(const BlockKey& key);
   // Erases the block from every tier. NotFound if none held it; Unavailable if one is in use.
@@ -135,7 +166,8 @@ class TieredStore {
   // Makes every block written to disk so far durable against power loss.
   Status Sync();
   StoreStats Stats() const;
-  // Namespace of the block `key` in the host or disk tier (statistics; no access is recorded).
+  // Namespace of the block `key` in the host, device or disk tier (statistics; no access is
+  // recorded).
   std::optional<NamespaceId> NamespaceOf(const BlockKey& key) const;
   // Lookup, load and store counters by tier and namespace (access_stats.h). The store counts the
   // blocks committed by CommitReserved; lookups and loads are counted by the caller that serves
@@ -145,17 +177,20 @@ class TieredStore {
 
   HostTier& host() { return *host_; }
   DiskTier* disk() { return disk_.get(); }
-  Tier* device() { return device_.get(); }
+  BlockPool* device() { return device_.get(); }
 
  private:
   explicit TieredStore(const TieredStoreOptions& options);
   void OnHostEvict(const BlockHeader& header, std::span<const std::byte> payload, bool shared);
   void PrefetchLoop();
+  void DeviceLoop();
+  // One batch of CopyToDevice: the host blocks of `keys` the device lacks, host -> device.
+  void CopyBatchToDevice(std::span<const BlockKey> keys);
   void CountAccess(const BlockKey& key);
 
   const TieredStoreOptions options_;
   FrequencySketch sketch_;
-  std::unique_ptr<Tier> device_;
+  std::unique_ptr<BlockPool> device_;
   std::unique_ptr<DiskTier> disk_;  // declared before host_: host_ (whose evictions write here)
   std::unique_ptr<HostTier> host_;  // is destroyed first
 
@@ -169,9 +204,17 @@ class TieredStore {
   bool stop_ GUARDED_BY(queue_mu_) = false;
   std::vector<std::thread> workers_;
 
+  std::mutex device_mu_;
+  std::condition_variable device_cv_;
+  std::deque<BlockKey> device_queue_ GUARDED_BY(device_mu_);
+  bool device_busy_ GUARDED_BY(device_mu_) = false;  // a batch is being copied
+  bool device_stop_ GUARDED_BY(device_mu_) = false;
+  std::thread device_worker_;  // only with a device tier
+
   AccessStats access_;
   std::atomic<uint64_t> promotions_{0}, prefetched_{0}, demotions_{0}, rejected_{0},
-      demotion_errors_{0};
+      demotion_errors_{0}, device_copies_{0}, device_copy_batches_{0}, device_promotions_{0},
+      device_corrupt_{0};
 };
 
 }  // namespace strata::store

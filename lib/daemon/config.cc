@@ -43,7 +43,9 @@ Result<uint64_t> ParseSize(const std::string& key, const std::string& v) {
   if (!n.ok()) return n.status().WithContext(key);
   if (*n == 0) {
     const std::string hint =
-        key == "disk" ? " (for no disk tier, leave data_dir empty or pass --no-disk)" : "";
+        key == "disk"          ? " (for no disk tier, leave data_dir empty or pass --no-disk)"
+        : key == "device_pool" ? " (for no device tier, leave device_pool unset)"
+                               : "";
     return Status::InvalidArgument(key + ": '" + v + "' is zero bytes; a size must be positive" +
                                    hint);
   }
@@ -88,6 +90,10 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
       return Status::InvalidArgument("max_clients: must be at least 1");
   } else if (key == "host_pool") {
     STRATA_ASSIGN_OR_RETURN(c->node.host_pool_bytes, ParseSize(key, value));
+  } else if (key == "device_pool") {
+    STRATA_ASSIGN_OR_RETURN(c->node.device_pool_bytes, ParseSize(key, value));
+  } else if (key == "device") {
+    STRATA_ASSIGN_OR_RETURN(c->node.device, ParseU32(key, value));
   } else if (key == "data_dir") {
     c->node.data_dir = value;
   } else if (key == "disk") {
@@ -176,6 +182,8 @@ struct EnvVar {
 constexpr EnvVar kVars[] = {
     {"STRATA_SOCKET", "socket"},
     {"STRATA_HOST_POOL", "host_pool"},
+    {"STRATA_DEVICE_POOL", "device_pool"},
+    {"STRATA_DEVICE", "device"},
     {"STRATA_DATA_DIR", "data_dir"},
     {"STRATA_DISK", "disk"},
     {"STRATA_WRITE_THROUGH", "write_through"},

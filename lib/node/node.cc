@@ -18,6 +18,9 @@
 
 #include "node/cluster.h"
 #include "store/tiered_store.h"
+#ifdef STRATA_WITH_DEVICE_TIER
+#include "store/device_tier.h"
+#endif
 #include "strata_kernels/codec.h"
 
 namespace strata {
@@ -192,10 +195,13 @@ class LocalNode final : public Node {
       (void)Fetch(keys);
     }
     const store::LookupResult present = store_->Lookup(keys);
-    // Bring the disk-resident part of the prefix into host first.
-    std::vector<BlockKey> on_disk;
-    for (size_t i = 0; i < present.prefix_blocks; ++i)
+    // Bring the device- and disk-resident parts of the prefix into host first.
+    std::vector<BlockKey> on_device, on_disk;
+    for (size_t i = 0; i < present.prefix_blocks; ++i) {
+      if (present.where[i] == store::TierKind::kDevice) on_device.push_back(keys[i]);
       if (present.where[i] == store::TierKind::kDisk) on_disk.push_back(keys[i]);
+    }
+    if (!on_device.empty()) (void)store_->PromoteFromDevice(on_device);
     if (!on_disk.empty()) {
       store_->Prefetch(on_disk)->Wait();
       if (cluster_)
@@ -220,6 +226,9 @@ class LocalNode final : public Node {
           block->header().payload_length);
       pins.emplace_back(keys[i], Pin{std::move(block).value(), deadline});
     }
+    // What was loaded is what the device tier keeps (copied in the background, in batches).
+    if (store_->device() != nullptr && !out.empty())
+      store_->CopyToDevice(keys.first(out.size()));
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto& st = owners_[owner];
@@ -246,11 +255,15 @@ class LocalNode final : public Node {
 
   uint32_t Prefetch(std::span<const BlockKey> keys) override {
     const store::LookupResult present = store_->Lookup(keys);
-    std::vector<BlockKey> on_disk;
-    for (size_t i = 0; i < present.prefix_blocks; ++i)
+    std::vector<BlockKey> on_device, on_disk;
+    for (size_t i = 0; i < present.prefix_blocks; ++i) {
+      if (present.where[i] == store::TierKind::kDevice) on_device.push_back(keys[i]);
       if (present.where[i] == store::TierKind::kDisk) on_disk.push_back(keys[i]);
+    }
+    // Device blocks come back at once (one batch copy); disk blocks on the prefetch threads.
+    if (!on_device.empty()) (void)store_->PromoteFromDevice(on_device);
     if (!on_disk.empty()) store_->Prefetch(on_disk);
-    size_t queued = on_disk.size();
+    size_t queued = on_device.size() + on_disk.size();
     if (cluster_ && present.prefix_blocks < keys.size()) {
       // Remote blocks: fetched in the background by the cluster's fetch thread.
       cluster_->FetchAsync(std::vector<BlockKey>(keys.begin(), keys.end()));
@@ -285,11 +298,16 @@ class LocalNode final : public Node {
                         {"demotions", s.demotions},
                         {"demotions_rejected", s.demotions_rejected},
                         {"demotion_errors", s.demotion_errors},
+                        {"device_copies", s.device_copies},
+                        {"device_copy_batches", s.device_copy_batches},
+                        {"device_promotions", s.device_promotions},
+                        {"device_corrupt", s.device_corrupt},
                         {"owners", sessions},
                         {"pins", pins},
                         {"pool_bytes", pool_bytes()},
                         {"pool_populated_bytes", store_->host().populated_bytes()},
                         {"pool_populating", store_->host().populating()}};
+    if (store_->device() != nullptr) j["device"] = TierJson(s.device);
     // Lookup hits and misses and load service by tier (store/access_stats.h); the tier's own
     // read counters (Get/Acquire) stay as reads / read_misses.
     auto tier = [&](const char* name, store::Source src, bool present) {
@@ -391,6 +409,7 @@ class LocalNode final : public Node {
   // True when a local tier holds `key` (no access is recorded).
   bool Cached(const BlockKey& key) {
     if (store_->host().Find(key).ok()) return true;
+    if (store_->device() != nullptr && store_->device()->Find(key).ok()) return true;
     return store_->disk() != nullptr && store_->disk()->Find(key).ok();
   }
 
@@ -434,7 +453,40 @@ class LocalNode final : public Node {
   std::thread reaper_;
 };
 
+// The device tier of `options` (none when device_pool_bytes is 0).
+Result<std::unique_ptr<store::BlockPool>> OpenDeviceTier(const NodeOptions& options) {
+  if (options.device_pool_bytes == 0) return std::unique_ptr<store::BlockPool>();
+  STRATA_RETURN_IF_ERROR(DevicePoolAvailable(options.device));
+#ifdef STRATA_WITH_DEVICE_TIER
+  store::DeviceTierOptions o;
+  o.device = static_cast<int>(options.device);
+  o.capacity_bytes = options.device_pool_bytes;
+  o.pool.verify_on_put = false;  // filled from host blocks, verified when they were stored
+  auto policy = store::ParsePolicyKind(options.eviction_policy);
+  if (policy.ok()) o.pool.policy.kind = *policy;
+  // Slabs no larger than the pool itself, so that small pools (tests) still open.
+  while (o.pool.slab_bytes > (uint64_t{2} << 20) && o.pool.slab_bytes > o.capacity_bytes)
+    o.pool.slab_bytes /= 2;
+  auto tier = store::DeviceTier::Open(o);
+  if (!tier.ok()) return tier.status();
+  return std::unique_ptr<store::BlockPool>(std::move(tier).value());
+#else
+  return Status::Internal("unreachable: DevicePoolAvailable without a device tier");
+#endif
+}
+
 }  // namespace
+
+Status DevicePoolAvailable(uint32_t device) {
+#ifdef STRATA_WITH_DEVICE_TIER
+  return store::DeviceTier::CheckDevice(static_cast<int>(device));
+#else
+  (void)device;
+  return Status::NotSupported(
+      "this build has no CUDA (configured with STRATA_WITH_CUDA=off, or nvcc was not found): "
+      "it cannot hold a device pool");
+#endif
+}
 
 Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
   store::TieredStoreOptions so;
@@ -462,13 +514,32 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
       if (Cluster* c = cluster_ref->load(std::memory_order_acquire)) c->Evicted(key);
     };
   }
-  auto store = store::TieredStore::Open(so);
-  if (!store.ok() && so.disk && so.disk->direct_io) {
+  // The device tier goes first: a missing GPU or a build without CUDA is the error to report.
+  Status device_error;
+  auto open_store = [&]() -> Result<std::unique_ptr<store::TieredStore>> {
+    auto device = OpenDeviceTier(options);
+    if (!device.ok()) {
+      device_error = device.status().WithContext("device_pool");
+      return device_error;
+    }
+    return store::TieredStore::Open(so, std::move(device).value());
+  };
+  auto store = open_store();
+  if (!store.ok() && device_error.ok() && so.disk && so.disk->direct_io) {
     // Filesystems without O_DIRECT (tmpfs, some overlays) still get a disk tier, buffered.
     so.disk->direct_io = false;
-    store = store::TieredStore::Open(so);
+    store = open_store();
   }
   if (!store.ok()) return store.status();
+  if (store::BlockPool* device_tier = (*store)->device(); device_tier != nullptr) {
+#ifdef STRATA_WITH_DEVICE_TIER
+    // Page-lock the host pool once, so that batch copies between it and the GPU are DMA.
+    auto* gpu = static_cast<store::DeviceTier*>(device_tier);
+    STRATA_RETURN_IF_ERROR(
+        gpu->RegisterHostMemory((*store)->host().base(), (*store)->host().size())
+            .WithContext("device_pool"));
+#endif
+  }
   if (store::DiskTier* disk = (*store)->disk();
       disk != nullptr && !disk->open_info().index_recovery.empty())
     std::cerr << "strata: disk tier: " << disk->open_info().index_recovery << std::endl;

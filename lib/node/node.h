@@ -75,6 +75,13 @@ struct NodeOptions {
   // true: blocks are also written to disk when stored (write-through); false: written when
   // demoted from host (write-back). Default: false.
   bool write_through = false;
+  // Bytes of GPU memory for the device tier (docs/store.md "The device tier in the node"): a
+  // cache of the blocks clients loaded, copied from host in batches, that serves them back to
+  // host when host has dropped them. 0: no device tier. CUDA builds only; Node::Open fails when
+  // the build has no CUDA or the device is missing. Default: 0.
+  uint64_t device_pool_bytes = 0;
+  // CUDA device ordinal of the device tier. Default: 0.
+  uint32_t device = 0;
   // Eviction policy of the host and disk tiers: "prefix" or "lru". Default: "prefix".
   std::string eviction_policy = "prefix";
   // How long a load pin lives unless the client unpins first. Default: 30000 ms.
@@ -82,6 +89,10 @@ struct NodeOptions {
   // Default: single node.
   ClusterOptions cluster;
 };
+
+// OK when a device tier can be opened on CUDA device `device`; otherwise why not:
+// NotSupported "this build has no CUDA ..." or Unavailable "no CUDA device: ...".
+Status DevicePoolAvailable(uint32_t device);
 
 class Node {
  public:

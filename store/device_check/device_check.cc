@@ -8,12 +8,15 @@
 //                pins stop protecting; Acquire NotSupported; bad device ids Unavailable, bad
 //                options InvalidArgument, an allocation larger than the card NoSpace; 4 threads
 //                putting and getting at once
-//   bandwidth    N blocks put (host -> device) and got (device -> host) through the tier, from
-//                pageable and from pinned host memory, beside cudaMemcpy of the same blocks one
-//                call per block and of all N bytes in one call; medians over --reps batches
+//   bandwidth    N blocks put (host -> device) and got (device -> host) through the tier, block
+//                by block (Put/Get) and as one batch (PutBatch/GetBatch: one stream, one
+//                synchronisation; bytes compared), from pageable and from pinned host memory,
+//                beside cudaMemcpy of the same blocks one call per block and of all N bytes in one
+//                call; medians over --reps batches
 //
-// Exit status 1 on any failure. Copies go through the tier's cudaMemcpy on the calling thread (the
-// default stream); timings are wall-clock (std::chrono::steady_clock) around synchronous calls.
+// Exit status 1 on any failure. Put/Get copy with cudaMemcpy on the calling thread (the default
+// stream), the batch calls on the tier's stream; timings are wall-clock
+// (std::chrono::steady_clock) around calls that return once their copies are done.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -443,6 +446,51 @@ void Bandwidth(size_t block, uint32_t n, int reps, bool pinned_host) {
       Row("tier_get/" + tag, total, tg, "cudaMemcpy_d2h one call", t_d2h_one);
     }
   }
+
+  // The batch calls (what strata serve --device-pool uses): every block of the batch reserved or
+  // read first, one cudaMemcpyAsync per block on the tier's stream, one cudaStreamSynchronize.
+  DeviceTierOptions o;
+  o.capacity_bytes = std::max<uint64_t>(total + (total >> 2), uint64_t{64} << 20);
+  o.capacity_bytes = (o.capacity_bytes + (16 << 20) - 1) & ~uint64_t{(16 << 20) - 1};
+  o.pool.verify_on_put = false;
+  auto t = OpenOrFail(o, "bandwidth batch");
+  if (!t) return;
+  int bad = 0;
+  std::vector<double> put_t, get_t;
+  for (int r = -1; r < reps; ++r) {  // r = -1: warm-up (first use of the slabs), not timed
+    std::vector<BatchPut> puts;
+    std::vector<BatchGet> gets;
+    for (uint32_t i = 0; i < n; ++i) {
+      BlockHeader h = headers[r < 0 ? 0 : r][i];
+      if (r < 0) h.key = Key(i, 999);
+      puts.push_back({h, {src + i * block, block}, nullptr});
+      gets.push_back({h.key, {dst + i * block, block}, {}, {}});
+    }
+    if (r == 0) std::memset(dst, 0, total);
+    auto a = std::chrono::steady_clock::now();
+    auto put = t->PutBatch(puts);
+    auto b = std::chrono::steady_clock::now();
+    Status got = t->GetBatch(gets);
+    auto c = std::chrono::steady_clock::now();
+    if (!put.ok() || *put != n || !got.ok()) ++bad;
+    for (const BatchGet& g : gets) bad += g.status.ok() ? 0 : 1;
+    if (r == 0 && std::memcmp(src, dst, total) != 0) ++bad;
+    if (r >= 0) {
+      put_t.push_back(std::chrono::duration<double>(b - a).count());
+      get_t.push_back(std::chrono::duration<double>(c - b).count());
+    }
+    for (const BatchPut& p : puts) (void)t->Erase(p.header.key);
+  }
+  if (!Expect(bad == 0 && t->Stats().evictions == 0,
+              "bandwidth batch " + tag + ": a batch failed, bytes differ or the tier evicted"))
+    return;
+  std::sort(put_t.begin(), put_t.end());
+  std::sort(get_t.begin(), get_t.end());
+  const double tp = put_t[put_t.size() / 2], tg = get_t[get_t.size() / 2];
+  Row("tier_put_batch/" + tag, total, tp, "cudaMemcpy_h2d per block", t_h2d_blk);
+  Row("tier_put_batch/" + tag, total, tp, "cudaMemcpy_h2d one call", t_h2d_one);
+  Row("tier_get_batch/" + tag, total, tg, "cudaMemcpy_d2h per block", t_d2h_blk);
+  Row("tier_get_batch/" + tag, total, tg, "cudaMemcpy_d2h one call", t_d2h_one);
 }
 
 }  // namespace

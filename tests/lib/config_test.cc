@@ -203,6 +203,39 @@ TEST_CASE("Config file, then environment, override the defaults", "[lib]") {
   CHECK(c.daemon.socket_path == "/tmp/x.sock");
 }
 
+TEST_CASE("The device pool is set by YAML device_pool and device or STRATA_DEVICE_POOL and "
+          "STRATA_DEVICE",
+          "[lib]") {
+  ServeConfig c;
+  CHECK(c.node.device_pool_bytes == 0);  // no device tier unless asked for
+  CHECK(c.node.device == 0);
+  std::string path = WriteTemp("device_pool: 4GiB\ndevice: 1\n");
+  REQUIRE(ApplyConfigFile(path, &c).ok());
+  std::remove(path.c_str());
+  CHECK(c.node.device_pool_bytes == 4ull << 30);
+  CHECK(c.node.device == 1);
+  ConfigWarnings w;
+  REQUIRE(ApplyEnvironment({{"STRATA_DEVICE_POOL", "512MiB"}, {"STRATA_DEVICE", "2"}}, &c, &w).ok());
+  CHECK(w.empty());  // known variables
+  CHECK(c.node.device_pool_bytes == 512ull << 20);
+  CHECK(c.node.device == 2);
+  REQUIRE(ApplySetting("device_pool", "8GB", "flag --device-pool", &c).ok());
+  CHECK(c.node.device_pool_bytes == 8000000000ull);
+  REQUIRE(ApplySetting("device", "0", "flag --device", &c).ok());
+  CHECK(c.node.device == 0);
+
+  Status zero = ApplySetting("device_pool", "0", "flag --device-pool", &c);
+  CHECK(zero.IsInvalidArgument());
+  CHECK(zero.ToString().find("flag --device-pool") != std::string::npos);
+  CHECK(zero.ToString().find("leave device_pool unset") != std::string::npos);
+  CHECK(ApplySetting("device_pool", "4G", "flag --device-pool", &c).IsInvalidArgument());
+  Status bad_device = ApplyEnvironment({{"STRATA_DEVICE", "gpu0"}}, &c);
+  CHECK(bad_device.IsInvalidArgument());
+  CHECK(bad_device.ToString().find("environment STRATA_DEVICE") != std::string::npos);
+  CHECK(c.node.device_pool_bytes == 8000000000ull);  // refused values change nothing
+  CHECK(c.node.device == 0);
+}
+
 TEST_CASE("Bad config names the key and the file", "[lib]") {
   ServeConfig c;
   for (const char* bad : {"host_pool: lots\n", "colour: blue\n", "write_through: maybe\n",

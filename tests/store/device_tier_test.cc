@@ -1,9 +1,17 @@
-// DeviceTier (CUDA builds): round trip through GPU memory, eviction, pins. Says plainly when it
-// cannot run: without a CUDA build, or without a device.
+// DeviceTier (CUDA builds) on a GPU: round trip through GPU memory, eviction, pins, batch copies
+// from registered (page-locked) host memory, and the tier under TieredStore (copies of loaded
+// blocks, promotion back to host). A test that cannot run - no CUDA in this build, or no device -
+// prints "SKIPPED: <why>" and exits 77, which ctest reports as skipped (SKIP_RETURN_CODE), never
+// as passed: this binary holds only [gpu] tests and ctest runs each in its own process.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
+#include "store/tiered_store.h"
 #include "store_test_util.h"
 
 #if defined(STRATA_WITH_DEVICE_TIER)
@@ -13,14 +21,34 @@
 namespace strata::store {
 namespace {
 
-TEST_CASE("device tier stores blocks in GPU memory behind the tier interface", "[store][gpu]") {
+[[noreturn]] void Skip(const std::string& why) {
+  std::printf("SKIPPED: %s\n", why.c_str());
+  std::fflush(stdout);
+  std::_Exit(77);
+}
+
+// Skips the calling test unless DeviceTier can run here.
+void RequireDevice() {
 #if !defined(STRATA_WITH_DEVICE_TIER)
-  WARN("SKIPPED: device tier not built (no CUDA toolkit in this build)");
+  Skip("device tier not built (this build has no CUDA)");
 #else
-  if (DeviceTier::DeviceCount() == 0) {
-    WARN("SKIPPED: no CUDA device");
-    return;
-  }
+  if (Status st = DeviceTier::CheckDevice(0); !st.ok()) Skip(st.ToString());
+#endif
+}
+
+#if !defined(STRATA_WITH_DEVICE_TIER)
+TEST_CASE("device tier stores blocks in GPU memory behind the tier interface", "[store][gpu]") {
+  RequireDevice();
+}
+TEST_CASE("device tier batch copies from page-locked host memory", "[store][gpu]") {
+  RequireDevice();
+}
+TEST_CASE("device tier under TieredStore survives host eviction and promotes back", "[store][gpu]") {
+  RequireDevice();
+}
+#else
+TEST_CASE("device tier stores blocks in GPU memory behind the tier interface", "[store][gpu]") {
+  RequireDevice();
   using testing::IsTestPayload;
   using testing::TestHeader;
   using testing::TestKey;
@@ -52,8 +80,92 @@ TEST_CASE("device tier stores blocks in GPU memory behind the tier interface", "
               DeviceTierOptions{.device = 999, .capacity_bytes = uint64_t{1} << 30, .pool = {}})
               .status()
               .code() == StatusCode::kUnavailable);
-#endif
 }
+
+TEST_CASE("device tier batch copies from page-locked host memory", "[store][gpu]") {
+  RequireDevice();
+  using testing::IsTestPayload;
+  using testing::TestHeader;
+  using testing::TestKey;
+  using testing::TestPayload;
+  DeviceTierOptions o;
+  o.capacity_bytes = 16 << 20;
+  o.pool.slab_bytes = 2 << 20;
+  auto t = DeviceTier::Open(o);
+  INFO(t.status().ToString());
+  REQUIRE(t.ok());
+  const size_t kBlock = 65536, kN = 128;
+  // One host region for the sources and one for the destinations, registered as the node
+  // registers its host pool (only one region per tier: sources and destinations share it).
+  std::vector<std::byte> host(2 * kN * kBlock);
+  REQUIRE((*t)->RegisterHostMemory(host.data(), host.size()).ok());
+  CHECK((*t)->RegisterHostMemory(host.data(), host.size()).code() ==
+        StatusCode::kAlreadyExists);
+  std::vector<BatchPut> puts;
+  for (size_t i = 0; i < kN; ++i) {
+    const auto p = TestPayload(TestKey(i), kBlock);
+    std::copy(p.begin(), p.end(), host.begin() + i * kBlock);
+    puts.push_back({TestHeader(TestKey(i), p), {host.data() + i * kBlock, kBlock}, nullptr});
+  }
+  auto n = (*t)->PutBatch(puts);
+  INFO(n.status().ToString());
+  REQUIRE(n.ok());
+  CHECK(*n == kN);
+  std::vector<BatchGet> gets;
+  for (size_t i = 0; i < kN; ++i)
+    gets.push_back({TestKey(i), {host.data() + (kN + i) * kBlock, kBlock}, {}, {}});
+  REQUIRE((*t)->GetBatch(gets).ok());
+  for (size_t i = 0; i < kN; ++i) {
+    INFO(i);
+    REQUIRE(gets[i].status.ok());
+    CHECK(IsTestPayload(TestKey(i), host.data() + (kN + i) * kBlock, kBlock));
+  }
+  // Through the per-block path too: the batch put the same bytes.
+  std::vector<std::byte> out(kBlock);
+  REQUIRE((*t)->Get(TestKey(7), out).ok());
+  CHECK(IsTestPayload(TestKey(7), out.data(), kBlock));
+}
+
+TEST_CASE("device tier under TieredStore survives host eviction and promotes back", "[store][gpu]") {
+  RequireDevice();
+  using testing::IsTestPayload;
+  using testing::TestKey;
+  using testing::TestPayload;
+  TieredStoreOptions so;
+  so.host.capacity_bytes = 4 << 20;  // 64 blocks of 64 KiB
+  so.host.pool.slab_bytes = 2 << 20;
+  so.host.hugetlb = false;
+  DeviceTierOptions o;
+  o.capacity_bytes = 8 << 20;
+  o.pool.slab_bytes = 2 << 20;
+  o.pool.verify_on_put = false;
+  auto d = DeviceTier::Open(o);
+  REQUIRE(d.ok());
+  DeviceTier* gpu = d->get();
+  auto s = TieredStore::Open(so, std::move(d).value());
+  REQUIRE(s.ok());
+  REQUIRE(gpu->RegisterHostMemory((*s)->host().base(), (*s)->host().size()).ok());
+  const NamespaceId ns{1, 2};
+  const size_t kBlock = 65536;
+  std::vector<BlockKey> chain;
+  for (uint64_t i = 0; i < 16; ++i) chain.push_back(TestKey(i));
+  for (const BlockKey& k : chain) REQUIRE((*s)->Put(k, ns, TestPayload(k, kBlock)).ok());
+  (*s)->CopyToDevice(chain);
+  (*s)->WaitDeviceCopies();
+  CHECK((*s)->Stats().device.blocks == 16);
+  CHECK((*s)->Stats().device_copy_batches == 1);
+  for (uint64_t i = 100; i < 300; ++i)
+    REQUIRE((*s)->Put(TestKey(i), ns, TestPayload(TestKey(i), kBlock)).ok());
+  CHECK((*s)->Lookup(chain).where == std::vector<TierKind>(16, TierKind::kDevice));
+  CHECK((*s)->PromoteFromDevice(chain) == 16);
+  CHECK((*s)->Stats().device_corrupt == 0);
+  for (const BlockKey& k : chain) {
+    auto block = (*s)->host().Acquire(k);
+    REQUIRE(block.ok());
+    CHECK(IsTestPayload(k, block->payload().data(), kBlock));
+  }
+}
+#endif
 
 }  // namespace
 }  // namespace strata::store

@@ -32,6 +32,9 @@ constexpr SettingFlag kSettingFlags[] = {
     {"--socket", "socket", "Unix socket path [STRATA_SOCKET]"},
     {"--data-dir", "data_dir", "Disk tier directory [STRATA_DATA_DIR]"},
     {"--host-pool", "host_pool", "Host pool size, e.g. 8GiB or 8GB [STRATA_HOST_POOL]"},
+    {"--device-pool", "device_pool",
+     "GPU memory for the device tier, e.g. 4GiB; CUDA builds with a GPU [STRATA_DEVICE_POOL]"},
+    {"--device", "device", "CUDA device ordinal of the device tier (default 0) [STRATA_DEVICE]"},
     {"--disk", "disk", "Disk tier bound, e.g. 100GiB or 100GB [STRATA_DISK]"},
     {"--eviction-policy", "eviction_policy", "prefix or lru [STRATA_EVICTION_POLICY]"},
     {"--membership", "membership", "none, etcd or static [STRATA_MEMBERSHIP]"},
@@ -137,6 +140,10 @@ void RunServe(const ServeFlags& f) {
                            (*daemon)->socket_path(), (*node)->pool_bytes() >> 20,
                            config.node.data_dir.empty() ? "off" : config.node.data_dir)
             << std::endl;
+  if (config.node.device_pool_bytes > 0)
+    std::cout << fmt::format("strata serve: device tier {} MiB on CUDA device {}",
+                             config.node.device_pool_bytes >> 20, config.node.device)
+              << std::endl;
   if (!config.node.cluster.membership.empty())
     std::cout << fmt::format("strata serve: cluster node ({} membership, UCX on {})",
                              config.node.cluster.membership,
