@@ -33,7 +33,8 @@ int DeviceTier::DeviceCount() {
 Status DeviceTier::CheckDevice(int device) {
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess) return Status::Unavailable("no CUDA device: " + CudaError("cudaGetDeviceCount", e));
+  if (e != cudaSuccess)
+    return Status::Unavailable("no CUDA device: " + CudaError("cudaGetDeviceCount", e));
   if (n == 0) return Status::Unavailable("no CUDA device: cudaGetDeviceCount found 0 devices");
   if (device < 0 || device >= n)
     return Status::Unavailable("no CUDA device " + std::to_string(device) + ": this machine has " +

@@ -43,7 +43,8 @@ TEST_CASE("device tier stores blocks in GPU memory behind the tier interface", "
 TEST_CASE("device tier batch copies from page-locked host memory", "[store][gpu]") {
   RequireDevice();
 }
-TEST_CASE("device tier under TieredStore survives host eviction and promotes back", "[store][gpu]") {
+TEST_CASE("device tier under TieredStore survives host eviction and promotes back",
+          "[store][gpu]") {
   RequireDevice();
 }
 #else
@@ -126,7 +127,8 @@ TEST_CASE("device tier batch copies from page-locked host memory", "[store][gpu]
   CHECK(IsTestPayload(TestKey(7), out.data(), kBlock));
 }
 
-TEST_CASE("device tier under TieredStore survives host eviction and promotes back", "[store][gpu]") {
+TEST_CASE("device tier under TieredStore survives host eviction and promotes back",
+          "[store][gpu]") {
   RequireDevice();
   using testing::IsTestPayload;
   using testing::TestKey;
