@@ -7,21 +7,11 @@ namespace {
 
 constexpr auto kRelaxed = std::memory_order_relaxed;
 
-size_t Index(Source s) { return static_cast<size_t>(s); }
+size_t Index(::strata::Tier s) { return TierRank(s); }
 
 }  // namespace
 
-std::string_view SourceName(Source source) {
-  switch (source) {
-    case Source::kDevice: return "device";
-    case Source::kHost: return "host";
-    case Source::kDisk: return "disk";
-    case Source::kPeer: return "peer";
-  }
-  return "unknown";
-}
-
-uint64_t AccessSnapshot::Misses(Source source) const {
+uint64_t AccessSnapshot::Misses(::strata::Tier source) const {
   uint64_t found = 0;
   for (size_t i = 0; i <= Index(source); ++i) found += hits[i];
   return lookup_blocks - found;
@@ -39,7 +29,7 @@ NamespaceCounts& AccessStats::CountsOf(const NamespaceId& ns) {
   return other_;
 }
 
-void AccessStats::RecordLookup(const std::optional<NamespaceId>& ns, std::span<const Source> where,
+void AccessStats::RecordLookup(const std::optional<NamespaceId>& ns, std::span<const ::strata::Tier> where,
                                size_t asked) {
   const uint64_t hit = where.size();
   const uint64_t miss = asked - hit;
@@ -47,7 +37,7 @@ void AccessStats::RecordLookup(const std::optional<NamespaceId>& ns, std::span<c
   lookup_blocks_.fetch_add(asked, kRelaxed);
   if (hit == 0) empty_lookups_.fetch_add(1, kRelaxed);
   std::array<uint64_t, kNumSources> by_source{};
-  for (Source s : where) ++by_source[Index(s)];
+  for (::strata::Tier s : where) ++by_source[Index(s)];
   for (size_t i = 0; i < kNumSources; ++i)
     if (by_source[i] != 0) hits_[i].fetch_add(by_source[i], kRelaxed);
   std::lock_guard lock(ns_mu_);
@@ -56,7 +46,7 @@ void AccessStats::RecordLookup(const std::optional<NamespaceId>& ns, std::span<c
   c.misses += miss;
 }
 
-void AccessStats::RecordServed(const NamespaceId& ns, Source source, uint64_t bytes) {
+void AccessStats::RecordServed(const NamespaceId& ns, ::strata::Tier source, uint64_t bytes) {
   served_blocks_[Index(source)].fetch_add(1, kRelaxed);
   served_bytes_[Index(source)].fetch_add(bytes, kRelaxed);
   std::lock_guard lock(ns_mu_);

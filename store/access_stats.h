@@ -29,13 +29,21 @@
 #include "store/spin_lock.h"
 #include "store/thread_annotations.h"
 #include "strata/block_key.h"
+#include "strata/tier.h"
 
 namespace strata::store {
 
-// Where a block was found or served from, fastest first.
-enum class Source : uint8_t { kDevice = 0, kHost = 1, kDisk = 2, kPeer = 3 };
+// Where a block was found or served from is a strata::Tier (kDevice, kHost, kDisk, or kRemote for
+// a peer). The per-tier counters are kept fastest first: TierRank gives the index.
 inline constexpr size_t kNumSources = 4;
-std::string_view SourceName(Source source);  // "device", "host", "disk", "peer"
+inline size_t TierRank(::strata::Tier tier) {
+  switch (tier) {
+    case ::strata::Tier::kDevice: return 0;
+    case ::strata::Tier::kHost: return 1;
+    case ::strata::Tier::kDisk: return 2;
+    default: return 3;  // kRemote
+  }
+}
 
 struct NamespaceCounts {
   uint64_t hits = 0;           // blocks of lookups that matched
@@ -60,7 +68,7 @@ struct AccessSnapshot {
   NamespaceCounts unattributed;  // misses of lookups that matched nothing (namespace unknown)
 
   // Blocks that lookups looked for in `source` and found neither there nor in a faster tier.
-  uint64_t Misses(Source source) const;
+  uint64_t Misses(::strata::Tier source) const;
 };
 
 class AccessStats {
@@ -72,10 +80,10 @@ class AccessStats {
   // A lookup of `asked` keys whose first where.size() keys were found, key i in where[i]; `ns` is
   // the namespace of the matched blocks (nullopt when none matched).
   // REQUIRES: where.size() <= asked.
-  void RecordLookup(const std::optional<NamespaceId>& ns, std::span<const Source> where,
+  void RecordLookup(const std::optional<NamespaceId>& ns, std::span<const ::strata::Tier> where,
                     size_t asked);
   // A block of `ns` with `bytes` of payload handed to a load from `source`.
-  void RecordServed(const NamespaceId& ns, Source source, uint64_t bytes);
+  void RecordServed(const NamespaceId& ns, ::strata::Tier source, uint64_t bytes);
   // A new block of `ns` with `bytes` of payload committed by a store.
   void RecordStored(const NamespaceId& ns, uint64_t bytes);
 

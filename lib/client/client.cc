@@ -227,9 +227,13 @@ class ClientImpl final : public Client {
         workers_(options.worker_threads) {}
 
   Result<LookupResult> Lookup(std::span<const BlockKey> keys) override {
-    STRATA_ASSIGN_OR_RETURN(
-        ipc::LookupReply reply,
-        Expect<ipc::LookupReply>(channel_->Call(ipc::LookupRequest{{keys.begin(), keys.end()}})));
+    return LookupIn(keys, std::nullopt);
+  }
+
+  Result<LookupResult> LookupIn(std::span<const BlockKey> keys, std::optional<NamespaceId> ns) {
+    STRATA_ASSIGN_OR_RETURN(ipc::LookupReply reply,
+                            Expect<ipc::LookupReply>(channel_->Call(
+                                ipc::LookupRequest{{keys.begin(), keys.end()}, ns})));
     LookupResult out;
     out.matched_blocks = reply.matched;
     out.tiers = std::move(reply.tiers);
@@ -238,7 +242,7 @@ class ClientImpl final : public Client {
 
   Result<LookupResult> Lookup(const Namespace& ns, std::span<const uint32_t> tokens) override {
     std::vector<BlockKey> keys = ComputeBlockKeys(ns, tokens);
-    STRATA_ASSIGN_OR_RETURN(LookupResult out, Lookup(keys));
+    STRATA_ASSIGN_OR_RETURN(LookupResult out, LookupIn(keys, ns.id()));
     out.matched_tokens = out.matched_blocks * ns.block_size();
     out.keys = std::move(keys);
     return out;
@@ -326,7 +330,7 @@ class ClientImpl final : public Client {
   Result<size_t> LookupPaged(KvCacheId cache, std::span<const BlockKey> keys) override {
     STRATA_ASSIGN_OR_RETURN(auto c, Cache(cache));
     std::vector<BlockKey> shards = c->ShardKeys(keys);
-    STRATA_ASSIGN_OR_RETURN(LookupResult r, Lookup(shards));
+    STRATA_ASSIGN_OR_RETURN(LookupResult r, LookupIn(shards, c->ns.id()));
     return r.matched_blocks / c->heads();
   }
 
@@ -398,11 +402,15 @@ class ClientImpl final : public Client {
     return completion;
   }
 
-  Result<std::vector<uint8_t>> Exists(const NamespaceId& ns, std::vector<BlockKey> keys) {
+  // Which keys are cached; `bytes_each` (an upper bound of each payload) lets the daemon refuse a
+  // store the pool cannot hold before anything is encoded.
+  Result<std::vector<uint8_t>> Exists(const NamespaceId& ns, std::vector<BlockKey> keys,
+                                      uint64_t bytes_each = 0) {
     const size_t n = keys.size();
-    STRATA_ASSIGN_OR_RETURN(
-        ipc::StoreBeginReply reply,
-        Expect<ipc::StoreBeginReply>(channel_->Call(ipc::StoreBeginRequest{ns, std::move(keys)})));
+    std::vector<uint64_t> sizes(bytes_each ? n : 0, bytes_each);
+    STRATA_ASSIGN_OR_RETURN(ipc::StoreBeginReply reply,
+                            Expect<ipc::StoreBeginReply>(channel_->Call(ipc::StoreBeginRequest{
+                                ns, std::move(keys), std::move(sizes)})));
     if (reply.exists.size() != n)
       return Status::Internal("daemon answered " + std::to_string(reply.exists.size()) +
                               " existence flags for " + std::to_string(n) + " keys");
@@ -477,7 +485,7 @@ class ClientImpl final : public Client {
       STRATA_ASSIGN_OR_RETURN(kernels::BlockCodec * c, ThreadCodec(codec, shape));
       max_bytes = c->max_encoded_bytes();
     }
-    STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> exists, Exists(ns.id(), keys));
+    STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> exists, Exists(ns.id(), keys, max_bytes));
     std::vector<StagedItem> items;
     for (size_t i = 0; i < keys.size(); ++i) {
       if (exists[i]) continue;
@@ -554,12 +562,13 @@ class ClientImpl final : public Client {
     const uint32_t heads = c.heads();
     const uint64_t shard_bytes = c.shard.bytes();
     std::vector<BlockKey> shard_keys = c.ShardKeys(keys);
-    STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> exists, Exists(c.ns.id(), shard_keys));
     uint64_t max_bytes = shard_bytes;
     if (codec != Codec::kNone) {
       STRATA_ASSIGN_OR_RETURN(kernels::BlockCodec * k, ThreadCodec(codec, c.shard));
       max_bytes = k->max_encoded_bytes();
     }
+    STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> exists,
+                            Exists(c.ns.id(), shard_keys, max_bytes));
     // Rounds of blocks. Codec none: a round's shards are gathered straight into staging (a shard
     // cached already lands in a throwaway buffer). Other codecs: each block's shards are gathered
     // into this thread's scratch and the missing ones encoded into staging. Round k's commit
@@ -874,7 +883,12 @@ Result<std::unique_ptr<LayerwiseStore>> ClientImpl::StorePagedLayerwise(
   std::vector<BlockKey> shard_keys = c->ShardKeys(keys);
   std::vector<uint8_t> exists;
   if (!shard_keys.empty()) {
-    STRATA_ASSIGN_OR_RETURN(exists, Exists(c->ns.id(), shard_keys));
+    uint64_t max_bytes = c->shard.bytes();
+    if (c->ns.spec().codec != Codec::kNone) {
+      STRATA_ASSIGN_OR_RETURN(kernels::BlockCodec * k, ThreadCodec(c->ns.spec().codec, c->shard));
+      max_bytes = k->max_encoded_bytes();
+    }
+    STRATA_ASSIGN_OR_RETURN(exists, Exists(c->ns.id(), shard_keys, max_bytes));
   }
   return std::unique_ptr<LayerwiseStore>(new LayerwiseStoreImpl(
       this, std::move(c), {keys.begin(), keys.end()}, {block_ids.begin(), block_ids.end()},

@@ -68,12 +68,18 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
           [&](const ipc::Hello& h) { r = HandleHello(request, h); },
           [&](const ipc::LookupRequest& q) {
             ipc::LookupReply reply;
-            reply.tiers = node_->Lookup(q.keys);
+            reply.tiers = node_->Lookup(q.keys, q.ns);
             reply.matched = static_cast<uint32_t>(reply.tiers.size());
             r.body = std::move(reply);
           },
           [&](const ipc::StoreBeginRequest& q) {
-            r.body = ipc::StoreBeginReply{node_->Exists(q.keys)};
+            if (!q.sizes.empty() && q.sizes.size() != q.keys.size()) {
+              r.status = Status::InvalidArgument("StoreBegin: keys and sizes differ in length");
+              return;
+            }
+            auto exists = node_->Exists(q.keys, q.sizes);
+            if (!exists.ok()) r.status = exists.status().WithContext("Store");
+            else r.body = ipc::StoreBeginReply{std::move(exists).value()};
           },
           [&](const ipc::StoreCommitRequest& q) {
             auto blocks = StagedBlocks(q, caller.staging);

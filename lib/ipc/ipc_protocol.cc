@@ -73,11 +73,15 @@ std::string EncodeRequest(const Request& request) {
                    b->set_client_name(r.client_name);
                    b->set_staging_bytes(r.staging_bytes);
                  },
-                 [&](const LookupRequest& r) { m.mutable_lookup()->set_keys(PackKeys(r.keys)); },
+                 [&](const LookupRequest& r) {
+                   m.mutable_lookup()->set_keys(PackKeys(r.keys));
+                   if (r.ns) m.mutable_lookup()->set_namespace_id(PackId(*r.ns));
+                 },
                  [&](const StoreBeginRequest& r) {
                    auto* b = m.mutable_store_begin();
                    b->set_namespace_id(PackId(r.ns));
                    b->set_keys(PackKeys(r.keys));
+                   for (uint64_t n : r.sizes) b->add_sizes(n);
                  },
                  [&](const StoreCommitRequest& r) {
                    auto* b = m.mutable_store_commit();
@@ -127,6 +131,11 @@ Result<Request> DecodeRequest(std::span<const std::byte> body) {
     case pb::Request::kLookup: {
       LookupRequest r;
       STRATA_RETURN_IF_ERROR(UnpackKeys(m.lookup().keys(), &r.keys));
+      if (!m.lookup().namespace_id().empty()) {
+        NamespaceId id;
+        STRATA_RETURN_IF_ERROR(UnpackId(m.lookup().namespace_id(), &id));
+        r.ns = id;
+      }
       out.body = std::move(r);
       break;
     }
@@ -135,6 +144,10 @@ Result<Request> DecodeRequest(std::span<const std::byte> body) {
       StoreBeginRequest r;
       STRATA_RETURN_IF_ERROR(UnpackId(b.namespace_id(), &r.ns));
       STRATA_RETURN_IF_ERROR(UnpackKeys(b.keys(), &r.keys));
+      if (b.sizes_size() != 0 && static_cast<size_t>(b.sizes_size()) != r.keys.size())
+        return Malformed("store_begin has " + std::to_string(r.keys.size()) + " keys but " +
+                         std::to_string(b.sizes_size()) + " sizes");
+      r.sizes.assign(b.sizes().begin(), b.sizes().end());
       out.body = std::move(r);
       break;
     }

@@ -47,6 +47,7 @@ struct HelloReply {
 };
 struct LookupRequest {
   std::vector<BlockKey> keys;
+  std::optional<NamespaceId> ns;  // for statistics only (per-namespace hits and misses)
 };
 struct LookupReply {
   uint32_t matched = 0;
@@ -55,6 +56,7 @@ struct LookupReply {
 struct StoreBeginRequest {
   NamespaceId ns;
   std::vector<BlockKey> keys;
+  std::vector<uint64_t> sizes;  // per key, an upper bound of its payload bytes; empty: unknown
 };
 struct StoreBeginReply {
   std::vector<uint8_t> exists;  // one per key: 1 = cached already

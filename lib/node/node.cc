@@ -114,14 +114,15 @@ class LocalNode final : public Node {
   uint64_t pool_bytes() const override { return store_->host().size(); }
   std::byte* pool_base() const override { return store_->host().base(); }
 
-  std::vector<ipc::Tier> Lookup(std::span<const BlockKey> keys) override {
+  std::vector<Tier> Lookup(std::span<const BlockKey> keys,
+                           const std::optional<NamespaceId>& ns) override {
     store::LookupResult r = store_->Lookup(keys);
     std::vector<Tier> out(r.where.begin(), r.where.end());
     if (cluster_ && out.size() < keys.size()) {
       const size_t remote = cluster_->RemotePrefix(keys.subspan(out.size()));
       out.insert(out.end(), remote, ipc::Tier::kRemote);
     }
-    CountLookup(keys, r, out.size());
+    CountLookup(keys, r, out.size(), ns);
     return out;
   }
 
@@ -131,9 +132,15 @@ class LocalNode final : public Node {
     return cluster_->Fetch(keys, local);
   }
 
-  std::vector<uint8_t> Exists(std::span<const BlockKey> keys) override {
+  Result<std::vector<uint8_t>> Exists(std::span<const BlockKey> keys,
+                                      std::span<const uint64_t> sizes) override {
     std::vector<uint8_t> out(keys.size(), 0);
-    for (size_t i = 0; i < keys.size(); ++i) out[i] = Cached(keys[i]) ? 1 : 0;
+    std::vector<uint64_t> uncached;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      out[i] = Cached(keys[i]) ? 1 : 0;
+      if (!out[i] && i < sizes.size()) uncached.push_back(sizes[i]);
+    }
+    if (!uncached.empty()) STRATA_RETURN_IF_ERROR(store_->host().CheckFits(uncached));
     return out;
   }
 
@@ -222,7 +229,7 @@ class LocalNode final : public Node {
                      block->header().codec});
       store_->access().RecordServed(
           block->header().ns,
-          i < local_before ? SourceOf(present.where[i]) : store::Source::kPeer,
+          i < local_before ? present.where[i] : Tier::kRemote,
           block->header().payload_length);
       pins.emplace_back(keys[i], Pin{std::move(block).value(), deadline});
     }
@@ -310,7 +317,7 @@ class LocalNode final : public Node {
     if (store_->device() != nullptr) j["device"] = TierJson(s.device);
     // Lookup hits and misses and load service by tier (store/access_stats.h); the tier's own
     // read counters (Get/Acquire) stay as reads / read_misses.
-    auto tier = [&](const char* name, store::Source src, bool present) {
+    auto tier = [&](const char* name, Tier src, bool present) {
       nlohmann::json& t = j[name];
       if (t.is_null()) t = nlohmann::json::object();
       if (t.contains("hits")) {
@@ -323,10 +330,10 @@ class LocalNode final : public Node {
       t["served_blocks"] = a.served_blocks[i];
       t["served_bytes"] = a.served_bytes[i];
     };
-    if (store_->device() != nullptr) tier("device", store::Source::kDevice, true);
-    tier("host", store::Source::kHost, true);
-    tier("disk", store::Source::kDisk, store_->disk() != nullptr);
-    if (cluster_) tier("peer", store::Source::kPeer, true);
+    if (store_->device() != nullptr) tier("device", Tier::kDevice, true);
+    tier("host", Tier::kHost, true);
+    tier("disk", Tier::kDisk, store_->disk() != nullptr);
+    if (cluster_) tier("remote", Tier::kRemote, true);
     if (cluster_) j["cluster"] = nlohmann::json::parse(cluster_->StatsJson());
     return j.dump();
   }
@@ -371,23 +378,12 @@ class LocalNode final : public Node {
 
   // Counts a lookup of `keys` whose first `matched` blocks were found, the local ones where `r`
   // says and the rest at peers (store/access_stats.h). Every key asked is a hit or a miss.
-  void CountLookup(std::span<const BlockKey> keys, const store::LookupResult& r, size_t matched) {
-    std::vector<store::Source> where;
-    where.reserve(matched);
-    for (store::TierKind k : r.where) where.push_back(SourceOf(k));
-    where.resize(matched, store::Source::kPeer);
-    std::optional<NamespaceId> ns;
-    if (r.prefix_blocks > 0) ns = store_->NamespaceOf(keys[0]);
+  void CountLookup(std::span<const BlockKey> keys, const store::LookupResult& r, size_t matched,
+                   std::optional<NamespaceId> ns) {
+    std::vector<Tier> where(r.where.begin(), r.where.end());
+    where.resize(matched, Tier::kRemote);
+    if (!ns && r.prefix_blocks > 0) ns = store_->NamespaceOf(keys[0]);
     store_->access().RecordLookup(ns, where, keys.size());
-  }
-
-  static store::Source SourceOf(store::TierKind kind) {
-    switch (kind) {
-      case store::TierKind::kDevice: return store::Source::kDevice;
-      case store::TierKind::kHost: return store::Source::kHost;
-      case store::TierKind::kDisk: return store::Source::kDisk;
-    }
-    return store::Source::kHost;
   }
 
   // The codec in a block's header is the codec of its bytes, always: an encoded payload must

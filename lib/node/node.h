@@ -108,8 +108,10 @@ class Node {
   virtual std::byte* pool_base() const = 0;
 
   // Tiers of the longest prefix of `keys` cached in any local tier or, when clustered, held by a
-  // live peer according to the directory (those blocks are ipc::Tier::kRemote).
-  virtual std::vector<ipc::Tier> Lookup(std::span<const BlockKey> keys) = 0;
+  // live peer according to the directory (those blocks are Tier::kRemote). `ns`, when given, is
+  // the namespace the keys belong to, for the per-namespace hit and miss counters.
+  virtual std::vector<Tier> Lookup(std::span<const BlockKey> keys,
+                                   const std::optional<NamespaceId>& ns = std::nullopt) = 0;
 
   // Brings the remote part of the longest prefix of `keys` into the local host pool (DESIGN.md
   // "Cluster": directory, holder choice, pin at the holder, transfer, verify, insert, unpin).
@@ -117,8 +119,12 @@ class Node {
   // the request timeout and yields the blocks that did arrive. Single node: the local prefix.
   virtual size_t Fetch(std::span<const BlockKey> keys) = 0;
 
-  // One flag per key: 1 when the key is cached in a local tier.
-  virtual std::vector<uint8_t> Exists(std::span<const BlockKey> keys) = 0;
+  // One flag per key: 1 when the key is cached in a local tier. With `sizes` (one per key, an
+  // upper bound of its payload), NoSpace when the empty pool could not hold the uncached ones at
+  // once: a store that cannot fit is refused before the client encodes anything, with the size
+  // the pool would need.
+  virtual Result<std::vector<uint8_t>> Exists(std::span<const BlockKey> keys,
+                                              std::span<const uint64_t> sizes = {}) = 0;
 
   // A payload to publish. `payload` points into memory the caller mapped from a client (its
   // staging memfd); the node only reads it, once.

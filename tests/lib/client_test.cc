@@ -158,6 +158,38 @@ TEST_CASE("Daemon client: the same round trip over the socket", "[lib]") {
   RoundTrip(**client);
 }
 
+// Issue 15: an operator computes hit ratios from the daemon's own counters.
+TEST_CASE("Daemon counters: lookups that match nothing are misses of their namespace and every "
+          "served block is counted by tier",
+          "[lib]") {
+  InProcessDaemon d("counters");
+  auto c = Client::Connect(d.socket);
+  REQUIRE(c.ok());
+  Namespace ns = TestNamespace("counted");
+  Prompt p(ns, 4, 31);
+  for (int i = 0; i < 10; ++i) CHECK((*c)->Lookup(ns, p.tokens)->matched_blocks == 0);
+  REQUIRE(*(*c)->Store(ns, p.keys, p.in).Wait() == 4);
+  CHECK((*c)->Lookup(ns, p.tokens)->matched_blocks == 4);
+  Outputs o(4, 8192);
+  REQUIRE(*(*c)->Load(ns, p.keys, o.out).Wait() == 4);
+  auto j = nlohmann::json::parse(*(*c)->Stats());
+  INFO(j.dump(1));
+  CHECK(j["lookups"]["requests"] == 11);
+  CHECK(j["lookups"]["empty"] == 10);
+  CHECK(j["lookups"]["miss_blocks"] == 40);
+  CHECK(j["lookups"]["hit_blocks"] == 4);
+  const auto& mine = j["namespaces"][ns.id().ToHex()];
+  CHECK(mine["misses"] == 40);
+  CHECK(mine["hits"] == 4);
+  CHECK(mine["blocks_stored"] == 4);
+  CHECK(mine["bytes_stored"] == 4 * 8192);
+  CHECK(mine["blocks_served"] == 4);
+  CHECK(mine["bytes_served"] == 4 * 8192);
+  CHECK(j["host"]["served_blocks"] == 4);
+  CHECK(j["host"]["served_bytes"] == 4 * 8192);
+  CHECK(j["namespaces"]["unattributed"]["misses"] == 0);
+}
+
 TEST_CASE("Two clients share a prefix through one daemon", "[lib]") {
   InProcessDaemon d("share");
   auto a = Client::Connect(d.socket);

@@ -30,11 +30,11 @@ TEST_CASE("access stats: lookups that match nothing are misses and hits by tier 
   CHECK(s.hit_blocks == 0);
   CHECK(s.miss_blocks == 40);
   CHECK(s.unattributed.misses == 40);
-  CHECK(s.Misses(Source::kHost) == 40);
-  CHECK(s.Misses(Source::kDisk) == 40);
+  CHECK(s.Misses(::strata::Tier::kHost) == 40);
+  CHECK(s.Misses(::strata::Tier::kDisk) == 40);
 
   // 6 keys: 2 in host, 1 on disk, 1 at a peer, 2 missing.
-  const std::vector<Source> where = {Source::kHost, Source::kHost, Source::kDisk, Source::kPeer};
+  const std::vector<::strata::Tier> where = {::strata::Tier::kHost, ::strata::Tier::kHost, ::strata::Tier::kDisk, ::strata::Tier::kRemote};
   a.RecordLookup(Ns(1), where, 6);
   s = a.Snapshot();
   CHECK(s.lookups == 11);
@@ -42,12 +42,12 @@ TEST_CASE("access stats: lookups that match nothing are misses and hits by tier 
   CHECK(s.lookup_blocks == 46);
   CHECK(s.hit_blocks == 4);
   CHECK(s.miss_blocks == 42);
-  CHECK(s.hits[size_t(Source::kHost)] == 2);
-  CHECK(s.hits[size_t(Source::kDisk)] == 1);
-  CHECK(s.hits[size_t(Source::kPeer)] == 1);
-  CHECK(s.Misses(Source::kHost) == 44);  // not in device or host
-  CHECK(s.Misses(Source::kDisk) == 43);
-  CHECK(s.Misses(Source::kPeer) == s.miss_blocks);
+  CHECK(s.hits[TierRank(::strata::Tier::kHost)] == 2);
+  CHECK(s.hits[TierRank(::strata::Tier::kDisk)] == 1);
+  CHECK(s.hits[TierRank(::strata::Tier::kRemote)] == 1);
+  CHECK(s.Misses(::strata::Tier::kHost) == 44);  // not in device or host
+  CHECK(s.Misses(::strata::Tier::kDisk) == 43);
+  CHECK(s.Misses(::strata::Tier::kRemote) == s.miss_blocks);
   CHECK(Find(s, Ns(1), &NamespaceCounts::hits) == 4);
   CHECK(Find(s, Ns(1), &NamespaceCounts::misses) == 2);
 }
@@ -57,14 +57,14 @@ TEST_CASE("access stats: served and stored by tier and namespace", "[store]") {
   a.RecordStored(Ns(1), 100);
   a.RecordStored(Ns(1), 50);
   a.RecordStored(Ns(2), 7);
-  a.RecordServed(Ns(1), Source::kHost, 100);
-  a.RecordServed(Ns(1), Source::kDisk, 50);
-  a.RecordServed(Ns(1), Source::kDisk, 50);
+  a.RecordServed(Ns(1), ::strata::Tier::kHost, 100);
+  a.RecordServed(Ns(1), ::strata::Tier::kDisk, 50);
+  a.RecordServed(Ns(1), ::strata::Tier::kDisk, 50);
   const AccessSnapshot s = a.Snapshot();
-  CHECK(s.served_blocks[size_t(Source::kHost)] == 1);
-  CHECK(s.served_bytes[size_t(Source::kHost)] == 100);
-  CHECK(s.served_blocks[size_t(Source::kDisk)] == 2);
-  CHECK(s.served_bytes[size_t(Source::kDisk)] == 100);
+  CHECK(s.served_blocks[TierRank(::strata::Tier::kHost)] == 1);
+  CHECK(s.served_bytes[TierRank(::strata::Tier::kHost)] == 100);
+  CHECK(s.served_blocks[TierRank(::strata::Tier::kDisk)] == 2);
+  CHECK(s.served_bytes[TierRank(::strata::Tier::kDisk)] == 100);
   CHECK(Find(s, Ns(1), &NamespaceCounts::blocks_stored) == 2);
   CHECK(Find(s, Ns(1), &NamespaceCounts::bytes_stored) == 150);
   CHECK(Find(s, Ns(1), &NamespaceCounts::blocks_served) == 3);
@@ -74,8 +74,8 @@ TEST_CASE("access stats: served and stored by tier and namespace", "[store]") {
 TEST_CASE("access stats: namespaces past the cap are summed in 'other'", "[store]") {
   AccessStats a(/*max_namespaces=*/4);
   for (uint64_t i = 0; i < 100; ++i) a.RecordStored(Ns(i), 10);
-  a.RecordLookup(Ns(0), std::vector<Source>{Source::kHost}, 1);
-  a.RecordLookup(Ns(50), std::vector<Source>{Source::kHost}, 3);
+  a.RecordLookup(Ns(0), std::vector<::strata::Tier>{::strata::Tier::kHost}, 1);
+  a.RecordLookup(Ns(50), std::vector<::strata::Tier>{::strata::Tier::kHost}, 3);
   const AccessSnapshot s = a.Snapshot();
   CHECK(s.namespaces.size() == 4);
   CHECK(Find(s, Ns(0), &NamespaceCounts::hits) == 1);
@@ -90,7 +90,7 @@ TEST_CASE("access stats: concurrent lookups keep the totals exact", "[store]") {
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t)
     threads.emplace_back([&, t] {
-      const std::vector<Source> where(size_t(t), Source::kHost);
+      const std::vector<::strata::Tier> where(size_t(t), ::strata::Tier::kHost);
       for (int i = 0; i < 10000; ++i) a.RecordLookup(Ns(uint64_t(i % 16)), where, 5);
     });
   for (auto& th : threads) th.join();

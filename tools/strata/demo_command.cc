@@ -355,7 +355,7 @@ void RunDemo(const DemoOptions& opt) {
       {"cleanup_s", Seconds(t_end - t_stop)},
       {"total_s", total}};
   nlohmann::json served = nlohmann::json::object();
-  for (const char* tier : {"device", "host", "disk", "peer"})
+  for (const char* tier : {"device", "host", "disk", "remote"})
     if (s1.contains(tier))
       served[tier] = {{"blocks", JsonU64(s1, {tier, "served_blocks"})},
                       {"bytes", JsonU64(s1, {tier, "served_bytes"})}};
