@@ -92,7 +92,8 @@ Result<std::unique_ptr<HostTier>> HostTier::Open(const HostTierOptions& options)
   // From here on nobody can map the memfd writable (F_SEAL_FUTURE_WRITE: the mapping above stays
   // the only writable one) or resize it, and the descriptor handed to clients is a read-only
   // reopen of it, which mode 0400 keeps from being reopened read-write through /proc.
-  if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) != 0) {
+  if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) !=
+      0) {
     Status st = Status::IOError(Errno("sealing the pool memfd"));
     munmap(reservation, reservation_size);
     close(fd);

@@ -38,8 +38,8 @@ KernelStatus Validate(const PagedKvSpec& spec, std::span<const LayerSpan> layers
                                            std::to_string(spec.num_blocks) + ")");
     if (blocks[i].data() == nullptr || blocks[i].size() < block_bytes)
       return KernelStatus::InvalidArgument("block buffer " + std::to_string(i) + " has " +
-                                           std::to_string(blocks[i].size()) + " bytes, a block needs " +
-                                           std::to_string(block_bytes));
+                                           std::to_string(blocks[i].size()) +
+                                           " bytes, a block needs " + std::to_string(block_bytes));
   }
   return KernelStatus::Ok();
 }
@@ -150,11 +150,16 @@ void MoveShardsImpl(const PagedKvSpec& spec, std::span<const LayerSpan> layers,
       for (uint32_t p = 0; p < shape.planes; ++p) {
         const uint64_t at = (uint64_t{l} * shape.planes + p) * shard_chunk;
         for (uint32_t h = 0; h < heads; ++h) rows[h] = shards[i * heads + h].data() + at;
-        const uint64_t c = EngineChunkIndex(spec.layout, spec.num_blocks, uint64_t(block_ids[i]), p);
+        const uint64_t c =
+            EngineChunkIndex(spec.layout, spec.num_blocks, uint64_t(block_ids[i]), p);
         auto* engine = const_cast<std::byte*>(layers[l].data()) + c * chunk;
         switch (row_bytes) {  // head_dim 128 or 64 in 16-bit dtypes, 128 in fp8
-          case 256: MoveChunk<kToShards, 256>(engine, rows.data(), heads, spec.block_size, row_bytes); break;
-          case 128: MoveChunk<kToShards, 128>(engine, rows.data(), heads, spec.block_size, row_bytes); break;
+          case 256:
+            MoveChunk<kToShards, 256>(engine, rows.data(), heads, spec.block_size, row_bytes);
+            break;
+          case 128:
+            MoveChunk<kToShards, 128>(engine, rows.data(), heads, spec.block_size, row_bytes);
+            break;
           default: MoveChunk<kToShards, 0>(engine, rows.data(), heads, spec.block_size, row_bytes);
         }
       }

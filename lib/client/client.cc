@@ -902,7 +902,9 @@ Result<std::unique_ptr<LayerwiseLoad>> ClientImpl::LoadPagedLayerwise(
   std::vector<BlockKey> k(keys.begin(), keys.end());
   std::vector<int32_t> ids(block_ids.begin(), block_ids.end());
   workers_.Submit([this, c, load, k = std::move(k), ids = std::move(ids)] {
-    std::function<void(uint32_t, size_t)> done = [&](uint32_t l, size_t n) { load->LayerDone(l, n); };
+    std::function<void(uint32_t, size_t)> done = [&](uint32_t l, size_t n) {
+      load->LayerDone(l, n);
+    };
     auto r = DoLoadPaged(*c, k, ids, &done);
     load->Finished(r.ok() ? Status::OK() : r.status());
   });

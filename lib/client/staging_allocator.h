@@ -29,8 +29,9 @@ class StagingAllocator {
     n = (n + 63) & ~uint64_t{63};
     if (n == 0) n = 64;
     if (n > bytes_)
-      return Status::NoSpace("needs " + std::to_string(n) + " bytes of staging memory, the client has " +
-                             std::to_string(bytes_) + " (ClientOptions::staging_bytes)");
+      return Status::NoSpace("needs " + std::to_string(n) +
+                             " bytes of staging memory, the client has " + std::to_string(bytes_) +
+                             " (ClientOptions::staging_bytes)");
     std::unique_lock<std::mutex> lock(mu_);
     while (true) {
       for (auto it = free_.begin(); it != free_.end(); ++it) {
@@ -79,7 +80,9 @@ class StagingLease {
  public:
   StagingLease() = default;
   StagingLease(StagingAllocator* a, uint64_t offset, uint64_t n) : a_(a), offset_(offset), n_(n) {}
-  StagingLease(StagingLease&& o) noexcept : a_(o.a_), offset_(o.offset_), n_(o.n_) { o.a_ = nullptr; }
+  StagingLease(StagingLease&& o) noexcept : a_(o.a_), offset_(o.offset_), n_(o.n_) {
+    o.a_ = nullptr;
+  }
   StagingLease& operator=(StagingLease&& o) noexcept {
     if (this != &o) {
       Reset();

@@ -361,7 +361,8 @@ class LocalNode final : public Node {
       auto block = store_->host().Acquire(key);
       if (!block.ok()) continue;  // evicted meanwhile
       Status st = disk->Put(block->header(), block->payload());
-      if (!st.ok() && first_error.ok()) first_error = st.WithContext("flushing host blocks to disk");
+      if (!st.ok() && first_error.ok())
+        first_error = st.WithContext("flushing host blocks to disk");
     }
     Status synced = store_->Sync();
     return first_error.ok() ? synced : first_error;
@@ -486,7 +487,8 @@ Status DevicePoolAvailable(uint32_t device) {
 
 Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
   store::TieredStoreOptions so;
-  so.host.capacity_bytes = options.host_pool_bytes ? options.host_pool_bytes : DefaultHostPoolBytes();
+  so.host.capacity_bytes =
+      options.host_pool_bytes ? options.host_pool_bytes : DefaultHostPoolBytes();
   auto policy = store::ParsePolicyKind(options.eviction_policy);
   if (!policy.ok()) return policy.status().WithContext("eviction_policy");
   so.host.pool.policy.kind = *policy;
@@ -499,7 +501,8 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
       return Status::IOError("cannot create data_dir '" + options.data_dir + "': " + ec.message());
     store::DiskTierOptions disk;
     disk.path = options.data_dir;
-    disk.capacity_bytes = options.disk_bytes ? options.disk_bytes : DefaultDiskBytes(options.data_dir);
+    disk.capacity_bytes =
+        options.disk_bytes ? options.disk_bytes : DefaultDiskBytes(options.data_dir);
     disk.policy.kind = *policy;
     so.disk = disk;
   }

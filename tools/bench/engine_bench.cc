@@ -163,7 +163,8 @@ void Run(const Options& opt) {
       auto n = (*client)->StorePaged(*sid, keys, from).Wait();
       const auto t1 = std::chrono::steady_clock::now();
       if (!n.ok() || *n != size_t{blocks} * kHeads)
-        cli::Fail("StorePaged: " + (n.ok() ? std::to_string(*n) + " shards" : n.status().ToString()));
+        cli::Fail("StorePaged: " +
+                  (n.ok() ? std::to_string(*n) + " shards" : n.status().ToString()));
       if (r > 0) store_times.push_back(std::chrono::duration<double>(t1 - t0).count());
     }
     std::nth_element(store_times.begin(), store_times.begin() + store_times.size() / 2,
@@ -176,7 +177,8 @@ void Run(const Options& opt) {
     const double load_s = MedianSeconds(opt.reps, [&] {
       auto n = (*client)->LoadPaged(*did, keys, to).Wait();
       if (!n.ok() || *n != blocks)
-        cli::Fail("LoadPaged: " + (n.ok() ? std::to_string(*n) + " blocks" : n.status().ToString()));
+        cli::Fail("LoadPaged: " +
+                  (n.ok() ? std::to_string(*n) + " blocks" : n.status().ToString()));
     });
     // Lossless codecs must bring back the very bytes (checked once, outside the timing).
     if (*codec == Codec::kNone || *codec == Codec::kShuffleLz4 || *codec == Codec::kShuffleZstd) {
