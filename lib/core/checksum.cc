@@ -16,22 +16,7 @@ uint64_t PayloadChecksum(std::span<const std::byte> payload) {
   return XXH3_64bits_dispatch(payload.data(), payload.size());
 }
 
-uint64_t CopyWithChecksum(std::byte* dst, const std::byte* src, size_t n) {
-  // Chunks small enough to stay in L2 between the copy and the hash, so the checksum costs cache
-  // reads, not a second pass over DRAM.
-  constexpr size_t kChunk = size_t{128} << 10;
-  if (n <= kChunk) {
-    std::memcpy(dst, src, n);
-    return XXH3_64bits_dispatch(dst, n);
-  }
-  PayloadChecksumStream sum;
-  for (size_t at = 0; at < n; at += kChunk) {
-    const size_t len = std::min(kChunk, n - at);
-    std::memcpy(dst + at, src + at, len);
-    sum.Update(std::span<const std::byte>(dst + at, len));
-  }
-  return sum.Digest();
-}
+// CopyWithChecksum and ScatterWithChecksum: checksum_copy.cc.
 
 static_assert(sizeof(XXH3_state_t) <= sizeof(PayloadChecksumStream) &&
               alignof(XXH3_state_t) <= 64);

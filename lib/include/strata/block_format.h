@@ -48,9 +48,17 @@ struct BlockHeader {
 // XXH3-64 (seed 0) of `payload`: the checksum stored in BlockHeader::payload_checksum.
 uint64_t PayloadChecksum(std::span<const std::byte> payload);
 
-// Copies n bytes from src to dst and returns PayloadChecksum of them, hashing each chunk while it
-// is still in cache (one pass over memory instead of two). REQUIRES: the ranges do not overlap.
+// Copies n bytes from src to dst and returns PayloadChecksum of the bytes written, in one pass:
+// each 64-byte stripe is loaded once, stored with non-temporal stores (dst is not pulled into
+// this core's cache) and hashed from the same registers (AVX2; plain copy then hash otherwise).
+// REQUIRES: the ranges do not overlap.
 uint64_t CopyWithChecksum(std::byte* dst, const std::byte* src, size_t n);
+
+// As CopyWithChecksum for a destination in pieces: src[i * piece_bytes, (i + 1) * piece_bytes)
+// goes to dst[i] (the last piece may be shorter); returns PayloadChecksum of src[0, n). One pass,
+// non-temporal stores. REQUIRES: ceil(n / piece_bytes) pointers in dst; no range overlaps src.
+uint64_t ScatterWithChecksum(const std::byte* src, size_t n, size_t piece_bytes,
+                             std::byte* const* dst);
 
 // PayloadChecksum computed piece by piece, for payloads that arrive in pieces (a disk read in
 // flight): Update() with consecutive pieces, then Digest() equals PayloadChecksum of their
