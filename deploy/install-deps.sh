@@ -16,6 +16,8 @@ packages=(
   etcd-server etcd-client libcurl4-openssl-dev libssl-dev
   # Python module and its tests, built and run with Debian's own /usr/bin/python3
   pybind11-dev python3-dev python3-numpy python3-pytest python3-torch
+  # the engines' virtual environment (vLLM, SGLang from PyPI: deploy/install-engines.sh)
+  python3-venv
   # engine-compatible keys: the tests compute vLLM's block hashes with cbor2, hashlib and xxhash
   python3-cbor2 python3-xxhash
   # benchmark baselines: Redis driven through hiredis (strata bench client)
@@ -35,12 +37,14 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#packages[@]} packages present"
-  exit 0
+else
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The serving engines the adapters plug into (PyPI, pinned, in <repo>/.venv).
+"$(dirname "${BASH_SOURCE[0]}")/install-engines.sh"

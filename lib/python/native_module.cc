@@ -163,7 +163,7 @@ strata::Namespace MakeNamespace(const std::string& model_id, uint32_t num_layers
 
 }  // namespace
 
-PYBIND11_MODULE(strata, m) {
+PYBIND11_MODULE(_native, m) {
   m.doc() = "Strata: a distributed prefix-cache tier for LLM serving (docs/client-api.md)";
   m.attr("__version__") = std::string(strata::Version());
 
