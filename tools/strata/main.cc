@@ -23,10 +23,6 @@ int Run(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(strata::Version()));
 
-  app.add_subcommand("version", "Print the Strata version")->callback([] {
-    std::cout << "strata " << strata::Version() << "\n";
-  });
-
   auto* bench = app.add_subcommand(
       "bench", "Run a benchmark; each prints its figures beside a baseline measured in the same run");
   bench->require_subcommand(1);

@@ -1,0 +1,15 @@
+// The one source of libstrata.so (lib/CMakeLists.txt, lib/node/meson.build): the library's code is
+// the strata_core and strata_lib archives, linked whole; lib/strata.map says what it exports.
+// Including the public headers here checks that each compiles on its own in a C++20 program that
+// has nothing but the installed include directory.
+#include "strata/block_format.h"
+#include "strata/block_key.h"
+#include "strata/c.h"
+#include "strata/client.h"
+#include "strata/engine_keys.h"
+#include "strata/key_chain.h"
+#include "strata/namespace.h"
+#include "strata/result.h"
+#include "strata/status.h"
+#include "strata/tier.h"
+#include "strata/version.h"
