@@ -191,7 +191,41 @@ PYBIND11_MODULE(_native, m) {
             for (const auto& k : strata::ComputeBlockKeys(ns, tokens)) out.push_back(KeyBytes(k));
             return out;
           },
-          py::arg("tokens"), "Keys of every full block of `tokens` (16-byte bytes each).");
+          py::arg("tokens"), "Keys of every full block of `tokens` (16-byte bytes each).")
+      .def(
+          "fingerprint_differences",
+          [](const strata::Namespace& ns, const strata::Namespace& other) {
+            return strata::FingerprintDifferences(ns.spec(), other.spec());
+          },
+          py::arg("other"),
+          "The fingerprint fields in which this namespace and `other` differ, as 'field: ours vs "
+          "theirs' lines; empty when they agree.");
+
+  py::class_<strata::LayerwiseStore>(m, "LayerwiseStore")
+      .def(
+          "store_layer",
+          [](strata::LayerwiseStore& s, uint32_t layer) {
+            py::gil_scoped_release release;
+            Check(s.StoreLayer(layer));
+          },
+          py::arg("layer"), "Gather layer `layer` of every block; its pages may be reused after.")
+      .def(
+          "finish",
+          [](strata::LayerwiseStore& s) {
+            py::gil_scoped_release release;
+            return Unwrap(s.Finish().Wait());
+          },
+          "Encode and commit (blocks until done; the GIL is released); returns new head shards.");
+
+  py::class_<strata::LayerwiseLoad>(m, "LayerwiseLoad")
+      .def(
+          "wait_layer",
+          [](strata::LayerwiseLoad& l, uint32_t layer) {
+            py::gil_scoped_release release;
+            return Unwrap(l.WaitLayer(layer));
+          },
+          py::arg("layer"),
+          "Block until layer `layer` is in the pages; returns how many leading blocks loaded.");
 
   py::class_<PyKvCache>(m, "KvCache")
       .def_readonly("id", &PyKvCache::id)
@@ -329,6 +363,26 @@ PYBIND11_MODULE(_native, m) {
           },
           py::arg("cache"), py::arg("keys"), py::arg("block_ids"),
           "Load the longest loadable prefix into pages block_ids; returns how many blocks.")
+      .def(
+          "store_paged_layerwise",
+          [](strata::Client& c, const PyKvCache& cache, const std::vector<py::bytes>& keys,
+             const std::vector<int32_t>& block_ids) {
+            auto k = ToKeys(keys);
+            py::gil_scoped_release release;
+            return Unwrap(c.StorePagedLayerwise(cache.id, k, block_ids));
+          },
+          py::arg("cache"), py::arg("keys"), py::arg("block_ids"),
+          "A paged store taken layer by layer: store_layer(i) for every layer, then finish().")
+      .def(
+          "load_paged_layerwise",
+          [](strata::Client& c, const PyKvCache& cache, const std::vector<py::bytes>& keys,
+             const std::vector<int32_t>& block_ids) {
+            auto k = ToKeys(keys);
+            py::gil_scoped_release release;
+            return Unwrap(c.LoadPagedLayerwise(cache.id, k, block_ids));
+          },
+          py::arg("cache"), py::arg("keys"), py::arg("block_ids"),
+          "A paged load completing layer by layer: wait_layer(i) returns the loaded prefix.")
       .def(
           "lookup_paged",
           [](strata::Client& c, const PyKvCache& cache, const std::vector<py::bytes>& keys) {
