@@ -18,6 +18,8 @@ readonly SGLANG_VERSION=0.5.23
 # What sglang.srt.mem_cache.{hicache_storage,memory_pool_host,storage.backend_factory} import
 # beyond vLLM's dependencies (found by importing them in a venv holding only vLLM).
 readonly SGLANG_EXTRA=(ipython==9.18.1 gguf==0.19.0)
+# The adapter tests run with the venv's own pytest (tests/python_engines).
+readonly TEST_TOOLS=(pytest==8.3.5)
 
 if [ "${STRATA_SKIP_ENGINES:-0}" = "1" ]; then
   echo "install-engines: skipped (STRATA_SKIP_ENGINES=1)"
@@ -47,6 +49,6 @@ echo "install-engines: installing vllm $VLLM_VERSION and sglang $SGLANG_VERSION 
 "$py" -m pip install --quiet --upgrade pip
 "$py" -m pip install --quiet "vllm==$VLLM_VERSION"
 "$py" -m pip install --quiet --no-deps "sglang==$SGLANG_VERSION"
-"$py" -m pip install --quiet "${SGLANG_EXTRA[@]}"
+"$py" -m pip install --quiet "${SGLANG_EXTRA[@]}" "${TEST_TOOLS[@]}"
 installed || { echo "install-engines: the installed versions do not match the pins" >&2; exit 1; }
 echo "install-engines: done"

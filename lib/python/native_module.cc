@@ -5,11 +5,13 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "strata/client.h"
+#include "strata/engine_keys.h"
 #include "strata/key_chain.h"
 #include "strata/version.h"
 
@@ -192,6 +194,32 @@ PYBIND11_MODULE(_native, m) {
             return out;
           },
           py::arg("tokens"), "Keys of every full block of `tokens` (16-byte bytes each).")
+      .def(
+          "engine_keys",
+          [](const strata::Namespace& ns, const py::list& hashes) {
+            std::vector<py::bytes> out;
+            out.reserve(hashes.size());
+            for (const py::handle& h : hashes) {
+              std::optional<strata::EngineHash> e;
+              if (py::isinstance<py::str>(h)) {
+                e = strata::EngineHash::FromHex(h.cast<std::string>());
+              } else if (py::isinstance<py::bytes>(h)) {
+                const std::string raw = h.cast<std::string>();
+                if (raw.size() == 16 || raw.size() == 32) {
+                  e.emplace();
+                  e->size = static_cast<uint8_t>(raw.size());
+                  std::memcpy(e->bytes.data(), raw.data(), raw.size());
+                }
+              }
+              if (!e)
+                throw py::value_error("an engine hash is 16 or 32 bytes, or 32 or 64 hex digits");
+              out.push_back(KeyBytes(strata::KeyOfEngineHash(ns.id(), *e)));
+            }
+            return out;
+          },
+          py::arg("hashes"),
+          "Strata keys of blocks whose engine hashes (vLLM BlockHash bytes, SGLang hex page "
+          "hashes) are given: XXH3-128(namespace id || hash), docs/keys.md.")
       .def(
           "fingerprint_differences",
           [](const strata::Namespace& ns, const strata::Namespace& other) {
