@@ -548,6 +548,8 @@ def main(argv=None) -> int:
     ap.add_argument("--turns", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--sizes", default="1024,4096,16384")
+    ap.add_argument("--small", action="store_true",
+                    help="2 KV heads, hidden 128, vocab 4096: the ctest's configuration")
     ap.add_argument("--codecs", default="",
                     help="comma list; default none,shuffle_lz4 (exact), fp8_e4m3,int8_group,"
                          "int4_kivi (lossy)")
@@ -556,6 +558,9 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     spec = ModelSpec(layers=a.layers)
+    if a.small:
+        spec = ModelSpec(layers=a.layers, kv_heads=2, hidden=128, ffn=256, vocab=4096,
+                         max_positions=4096)
     model_dir = write_model_dir(spec, tempfile.mkdtemp(prefix="strata-ref-model-"))
     prompts = conversation_prompts(spec, a.conversations, a.turns)
     lw = not a.no_layerwise
