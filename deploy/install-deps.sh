@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 (bookworm) packages that Strata builds, tests and benchmarks with.
 # Idempotent: packages already present are skipped, so a second run does no network work.
-# Usage: deploy/install-deps.sh            (as root, or with sudo available)
+# Usage: deploy/install-deps.sh [--no-engines]   (as root, or with sudo available)
+#   --no-engines: skip the serving engines' virtual environment (deploy/install-engines.sh, ~9 GiB),
+#                 which only the engine adapter tests need; `strata demo` does not.
 set -euo pipefail
+
+engines=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-engines) engines=0 ;;
+    *) echo "install-deps: unknown argument $arg (usage: install-deps.sh [--no-engines])" >&2
+       exit 2 ;;
+  esac
+done
 
 packages=(
   # toolchain and build systems
@@ -11,6 +22,8 @@ packages=(
   libxxhash-dev xxhash libprotobuf-dev protobuf-compiler libucx-dev ucx-utils librocksdb-dev
   # CLI, logging, config, JSON
   libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libyaml-cpp-dev
+  # the daemon's Prometheus /metrics, /healthz and /readyz endpoint
+  libcpp-httplib-dev
   # cluster: etcd membership (server for tests, etcdctl for operators), HTTP client for etcd's
   # JSON gateway, OpenSSL for the HMAC-SHA256 handshake between nodes
   etcd-server etcd-client libcurl4-openssl-dev libssl-dev
@@ -24,6 +37,9 @@ packages=(
   redis-server libhiredis-dev
   # codecs
   libzstd-dev liblz4-dev
+  # KV events in vLLM's format (docs/kv-events.md): ZMQ PUB/SUB/ROUTER and msgpack batches, in C++
+  # (lib/events) and in the tests' subscriber and publisher (Debian's python3-zmq, python3-msgpack)
+  libzmq3-dev libmsgpack-dev python3-zmq python3-msgpack
   # tests; clang + compiler-rt for the libFuzzer targets
   catch2 clang libclang-rt-14-dev
 )
@@ -47,4 +63,6 @@ else
 fi
 
 # The serving engines the adapters plug into (PyPI, pinned, in <repo>/.venv).
-"$(dirname "${BASH_SOURCE[0]}")/install-engines.sh"
+if [ "$engines" = 1 ]; then
+  "$(dirname "${BASH_SOURCE[0]}")/install-engines.sh"
+fi
