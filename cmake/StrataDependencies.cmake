@@ -29,6 +29,12 @@ find_package(CURL 7.88 REQUIRED)
 # SHA-256 of the engine key schemes, private to lib/core.
 find_package(OpenSSL 3.0 REQUIRED COMPONENTS Crypto)
 
+# libzmq >= 4.3 and msgpack-c >= 4.0: vLLM-format KV events (ZMQ PUB/SUB/ROUTER, msgpack
+# batches), private to lib/events. Debian 12 names the msgpack C library's module `msgpack`,
+# newer releases `msgpack-c`.
+pkg_check_modules(ZMQ REQUIRED IMPORTED_TARGET libzmq>=4.3)
+pkg_search_module(MSGPACK REQUIRED IMPORTED_TARGET msgpack-c>=4.0 msgpack>=4.0)
+
 # UCX >= 1.13: data plane, private to transport/ucx/.
 set(STRATA_UCX_STATUS "off")
 if(NOT STRATA_WITH_UCX STREQUAL "off")

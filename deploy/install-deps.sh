@@ -40,6 +40,9 @@ packages=(
   # KV events in vLLM's format (docs/kv-events.md): ZMQ PUB/SUB/ROUTER and msgpack batches, in C++
   # (lib/events) and in the tests' subscriber and publisher (Debian's python3-zmq, python3-msgpack)
   libzmq3-dev libmsgpack-dev python3-zmq python3-msgpack
+  # KV events in vLLM's format (docs/kv-events.md): ZMQ PUB/SUB/ROUTER and msgpack batches, in C++
+  # (lib/events) and in the tests' subscriber and publisher (Debian's python3-zmq, python3-msgpack)
+  libzmq3-dev libmsgpack-dev python3-zmq python3-msgpack
   # tests; clang + compiler-rt for the libFuzzer targets
   catch2 clang libclang-rt-14-dev
 )

@@ -600,7 +600,10 @@ Status DiskTier::Impl::EvictOne() {
   if (victim == kNoSlot)
     return Status::NoSpace("disk tier is full and every block is pinned or being read");
   ++evictions_;
-  return Drop(victim);
+  const BlockKey key = entries_[victim].header.key;
+  Status st = Drop(victim);
+  if (options_.on_evict) options_.on_evict(key);
+  return st;
 }
 
 Status DiskTier::Impl::Drop(uint32_t slot) {

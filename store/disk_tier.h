@@ -30,6 +30,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <optional>
@@ -72,6 +73,9 @@ struct DiskTierOptions {
   // payload is never served either way; this only refuses to persist one). Costs one XXH3 pass
   // per write (~30% of a 2 MiB write on our machines). Default: false.
   bool verify_on_put = false;
+  // Called with the key of each block the tier evicts to make room, under the tier's lock: it
+  // must not call back into the tier and must not block. Default: none.
+  std::function<void(const BlockKey&)> on_evict;
 };
 
 struct DiskTierOpenInfo {

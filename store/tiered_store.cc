@@ -61,10 +61,15 @@ Result<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStoreOptions&
   std::unique_ptr<TieredStore> store(new TieredStore(options));
   store->device_ = std::move(device);
   if (options.disk) {
-    STRATA_ASSIGN_OR_RETURN(store->disk_, DiskTier::Open(*options.disk));
+    DiskTierOptions disk = *options.disk;
+    if (options.on_tier_change) {
+      TieredStore* self = store.get();
+      disk.on_evict = [self](const BlockKey& key) { self->Changed(TierKind::kDisk, key, false); };
+    }
+    STRATA_ASSIGN_OR_RETURN(store->disk_, DiskTier::Open(disk));
   }
   HostTierOptions host = options.host;
-  if (store->disk_ || options.on_host_removed) {
+  if (store->disk_ || options.on_host_removed || options.on_tier_change) {
     TieredStore* self = store.get();
     host.pool.on_evict = [self](const BlockHeader& h, std::span<const std::byte> p, bool shared) {
       self->OnHostEvict(h, p, shared);
@@ -106,6 +111,7 @@ void TieredStore::CountAccess(const BlockKey& key) { sketch_.Increment(KeyHash(k
 void TieredStore::OnHostEvict(const BlockHeader& header, std::span<const std::byte> payload,
                               bool shared) {
   if (options_.on_host_removed) options_.on_host_removed(header.key);
+  Changed(TierKind::kHost, header.key, false);
   if (disk_ == nullptr) return;
   if (options_.write_policy == WritePolicy::kWriteThrough) return;  // already on disk
   const bool admit =
@@ -117,6 +123,7 @@ void TieredStore::OnHostEvict(const BlockHeader& header, std::span<const std::by
   Status st = disk_->Put(header, payload);
   if (st.ok()) {
     demotions_.fetch_add(1, std::memory_order_relaxed);
+    Changed(TierKind::kDisk, header.key, true);
   } else {
     // The block is lost from the hierarchy, which a cache may do; the disk error is counted and
     // the disk's state (e.g. full) shows in its own stats.
@@ -139,6 +146,10 @@ Status TieredStore::PutBlock(const BlockHeader& header, std::span<const std::byt
     STRATA_RETURN_IF_ERROR(disk_->Put(header, payload, options).WithContext("write-through"));
   Status st = host_->Put(header, payload, options);
   if (!st.ok() && through) (void)disk_->Erase(header.key);
+  if (st.ok()) {
+    if (through) Changed(TierKind::kDisk, header.key, true);
+    Changed(TierKind::kHost, header.key, true);
+  }
   return st;
 }
 
@@ -165,6 +176,9 @@ Status TieredStore::CommitReserved(const WriteReservation& reservation, const Bl
     return st;
   }
   access_.RecordStored(header.ns, header.payload_length);
+  if (disk_ && options_.write_policy == WritePolicy::kWriteThrough)
+    Changed(TierKind::kDisk, header.key, true);
+  Changed(TierKind::kHost, header.key, true);
   return Status::OK();
 }
 
@@ -193,8 +207,10 @@ Result<BlockHeader> TieredStore::Get(const BlockKey& key, std::span<std::byte> o
   auto d = disk_->Get(key, out);
   if (!d.ok()) return d.status().IsCorruption() ? Status::NotFound(d.status().message()) : d;
   // Promotion: a host that is full of pinned blocks just leaves the block on disk.
-  if (host_->Put(*d, out.first(d->payload_length)).ok())
+  if (host_->Put(*d, out.first(d->payload_length)).ok()) {
     promotions_.fetch_add(1, std::memory_order_relaxed);
+    Changed(TierKind::kHost, key, true);
+  }
   return d;
 }
 
@@ -253,7 +269,10 @@ void TieredStore::PrefetchLoop() {
         auto h = buf.empty() ? Result<BlockHeader>(Status::ResourceExhausted("staging buffer"))
                              : disk_->Get(job.key, buf);
         if (h.ok()) ok = host_->Put(*h, buf.first(h->payload_length)).ok();
-        if (ok) prefetched_.fetch_add(1, std::memory_order_relaxed);
+        if (ok) {
+          prefetched_.fetch_add(1, std::memory_order_relaxed);
+          Changed(TierKind::kHost, job.key, true);
+        }
       }
     }
     std::lock_guard tl(job.ticket->mu_);
@@ -288,6 +307,7 @@ Status TieredStore::Erase(const BlockKey& key) {
     if (t == nullptr) continue;
     Status st = t->Erase(key);
     if (st.ok() && t == host_.get() && options_.on_host_removed) options_.on_host_removed(key);
+    if (st.ok() && t != device_.get()) Changed(t->kind(), key, false);
     if (st.ok()) found = true;
     else if (!st.IsNotFound()) return st;
   }
@@ -354,6 +374,7 @@ size_t TieredStore::PromoteFromDevice(std::span<const BlockKey> keys) {
     Status st = host_->Commit(reserved[i], b.header, {}, /*verify=*/true);  // releases on error
     if (st.ok()) {
       ++promoted;
+      Changed(TierKind::kHost, b.key, true);
     } else if (st.IsCorruption()) {
       (void)device_->Erase(b.key);
       device_corrupt_.fetch_add(1, std::memory_order_relaxed);

@@ -70,6 +70,12 @@ struct TieredStoreOptions {
   // pool's eviction lock held: it must not call back into the store, and must not block.
   // Default: none.
   std::function<void(const BlockKey&)> on_host_removed;
+  // Called when the host or disk tier gains (`added`) or loses a block: commits, promotions,
+  // prefetches, write-back and write-through, evictions and erasures (KV events,
+  // docs/kv-events.md). The device tier is not reported. Same rules as on_host_removed: it may
+  // run with a tier's lock held, must not call back into the store and must not block.
+  // Default: none.
+  std::function<void(TierKind tier, const BlockKey& key, bool added)> on_tier_change;
 };
 
 struct LookupResult {
@@ -187,6 +193,9 @@ class TieredStore {
   // One batch of CopyToDevice: the host blocks of `keys` the device lacks, host -> device.
   void CopyBatchToDevice(std::span<const BlockKey> keys);
   void CountAccess(const BlockKey& key);
+  void Changed(TierKind tier, const BlockKey& key, bool added) const {
+    if (options_.on_tier_change) options_.on_tier_change(tier, key, added);
+  }
 
   const TieredStoreOptions options_;
   FrequencySketch sketch_;

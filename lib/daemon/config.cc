@@ -73,6 +73,56 @@ std::string UrlHost(const std::string& url) {
   return authority.substr(0, authority.find(':'));
 }
 
+// The KV-event settings (docs/kv-events.md).
+Status SetEventsSetting(const std::string& key, const std::string& value, ServeConfig* c) {
+  events::KvEventsOptions& ev = c->node.kv_events;
+  auto positive = [&](uint32_t* out) -> Status {
+    STRATA_ASSIGN_OR_RETURN(*out, ParseU32(key, value));
+    if (*out == 0) return Status::InvalidArgument(key + ": must be at least 1");
+    return Status::OK();
+  };
+  if (key == "kv_events") {
+    ev.endpoint = value;
+  } else if (key == "kv_events_replay") {
+    ev.replay_endpoint = value;
+  } else if (key == "kv_events_topic") {
+    ev.topic = value;
+  } else if (key == "kv_events_replay_batches") {
+    return positive(&ev.replay_batches);
+  } else if (key == "kv_events_max_pending") {
+    return positive(&ev.max_pending_events);
+  } else if (key == "kv_events_batch_ms") {
+    return positive(&ev.batch_interval_ms);
+  } else if (key == "kv_events_block_size") {
+    return positive(&ev.block_size);
+  } else if (key == "kv_events_medium_host") {
+    ev.medium_host = value;
+  } else if (key == "kv_events_medium_disk") {
+    ev.medium_disk = value;
+  } else if (key == "kv_events_medium_device") {
+    ev.medium_device = value;
+  } else if (key == "kv_events_hash_format") {
+    if (value != "int" && value != "bytes")
+      return Status::InvalidArgument(key + ": '" + value + "' (expected int or bytes)");
+    ev.int_hashes = value == "int";
+  } else if (key == "kv_events_encoding") {
+    if (value != "map" && value != "array")
+      return Status::InvalidArgument(key + ": '" + value + "' (expected map or array)");
+    ev.encoding = value == "map" ? events::EventEncoding::kTaggedMap
+                                 : events::EventEncoding::kTaggedArray;
+  } else if (key == "engine_events") {
+    if (value.empty() || value == "none") {
+      c->node.engine_events.engines.clear();
+    } else {
+      STRATA_ASSIGN_OR_RETURN(c->node.engine_events.engines,
+                              events::ParseEngineEndpoints(value));
+    }
+  } else {
+    return Status::InvalidArgument("unknown setting '" + key + "'");
+  }
+  return Status::OK();
+}
+
 // Sets one setting by its config-file name. The environment and the flags map onto the same
 // names.
 Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
@@ -153,6 +203,8 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
     STRATA_ASSIGN_OR_RETURN(c->node.cluster.announce_interval_ms, ParseU32(key, value));
     if (c->node.cluster.announce_interval_ms == 0)
       return Status::InvalidArgument("announce_interval_ms: must be at least 1");
+  } else if (key.rfind("kv_events", 0) == 0 || key == "engine_events") {
+    return SetEventsSetting(key, value, c);
   } else {
     return Status::InvalidArgument("unknown setting '" + key + "'");
   }
@@ -203,6 +255,19 @@ constexpr EnvVar kVars[] = {
     {"STRATA_LISTEN_ADDR", "listen_addr"},
     {"STRATA_REQUEST_TIMEOUT_MS", "request_timeout_ms"},
     {"STRATA_ANNOUNCE_INTERVAL_MS", "announce_interval_ms"},
+    {"STRATA_KV_EVENTS", "kv_events"},
+    {"STRATA_KV_EVENTS_REPLAY", "kv_events_replay"},
+    {"STRATA_KV_EVENTS_TOPIC", "kv_events_topic"},
+    {"STRATA_KV_EVENTS_REPLAY_BATCHES", "kv_events_replay_batches"},
+    {"STRATA_KV_EVENTS_MAX_PENDING", "kv_events_max_pending"},
+    {"STRATA_KV_EVENTS_BATCH_MS", "kv_events_batch_ms"},
+    {"STRATA_KV_EVENTS_BLOCK_SIZE", "kv_events_block_size"},
+    {"STRATA_KV_EVENTS_MEDIUM_HOST", "kv_events_medium_host"},
+    {"STRATA_KV_EVENTS_MEDIUM_DISK", "kv_events_medium_disk"},
+    {"STRATA_KV_EVENTS_MEDIUM_DEVICE", "kv_events_medium_device"},
+    {"STRATA_KV_EVENTS_HASH_FORMAT", "kv_events_hash_format"},
+    {"STRATA_KV_EVENTS_ENCODING", "kv_events_encoding"},
+    {"STRATA_ENGINE_EVENTS", "engine_events"},
 };
 // STRATA_* variables that other Strata programs read (not settings of the daemon): not warned.
 constexpr const char* kOtherVars[] = {"STRATA_CLI"};

@@ -22,6 +22,7 @@
 #include "store/device_tier.h"
 #endif
 #include "strata_kernels/codec.h"
+#include "events/node_events.h"
 
 namespace strata {
 namespace {
@@ -282,8 +283,11 @@ class LocalNode final : public Node {
   uint64_t Clear(std::optional<NamespaceId> ns) override {
     std::vector<BlockKey> victims = store_->Keys(ns);
     uint64_t erased = 0;
+    const bool every = !ns.has_value();
     for (const BlockKey& k : victims)
       if (store_->Erase(k).ok()) ++erased;
+    // A clear of everything that left nothing behind (no pins) is announced as such.
+    if (events_ && every && store_->Keys(std::nullopt).empty()) events_->OnAllCleared();
     return erased;
   }
 
@@ -335,6 +339,7 @@ class LocalNode final : public Node {
     tier("disk", Tier::kDisk, store_->disk() != nullptr);
     if (cluster_) tier("remote", Tier::kRemote, true);
     if (cluster_) j["cluster"] = nlohmann::json::parse(cluster_->StatsJson());
+    if (events_) j.update(nlohmann::json::parse(events_->StatsJson()));
     return j.dump();
   }
 
@@ -448,6 +453,10 @@ class LocalNode final : public Node {
   bool stop_ = false;                                   // GUARDED_BY(mu_)
   std::unordered_map<OwnerId, OwnerState> owners_;      // GUARDED_BY(mu_)
   std::thread reaper_;
+
+ public:
+  // KV events (events/node_events.h); null when off. Set once by Node::Open.
+  std::shared_ptr<events::NodeEvents> events_;
 };
 
 // The device tier of `options` (none when device_pool_bytes is 0).
@@ -513,6 +522,14 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
       if (Cluster* c = cluster_ref->load(std::memory_order_acquire)) c->Evicted(key);
     };
   }
+  // KV events: the tiers' gains and losses go to the publisher (events/node_events.h).
+  auto node_events = events::NodeEvents::Open(options.kv_events, options.engine_events);
+  if (!node_events.ok()) return node_events.status();
+  if (*node_events) {
+    so.on_tier_change = [ev = *node_events](Tier tier, const BlockKey& key, bool added) {
+      ev->OnTierChange(tier, key, added);
+    };
+  }
   // The device tier goes first: a missing GPU or a build without CUDA is the error to report.
   Status device_error;
   auto open_store = [&]() -> Result<std::unique_ptr<store::TieredStore>> {
@@ -552,8 +569,10 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
     return Status::NotSupported("cluster: this build has no UCX transport");
 #endif
   }
-  return std::unique_ptr<Node>(
+  std::unique_ptr<LocalNode> node(
       new LocalNode(std::move(store).value(), options, std::move(cluster), cluster_ref));
+  node->events_ = *std::move(node_events);
+  return std::unique_ptr<Node>(std::move(node));
 }
 
 }  // namespace strata

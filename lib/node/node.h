@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "events/engine_events.h"
+#include "events/kv_event_publisher.h"
 #include "ipc/ipc_protocol.h"
 #include "strata/block_key.h"
 #include "strata/namespace.h"
@@ -88,6 +90,12 @@ struct NodeOptions {
   uint32_t default_pin_ms = 30000;
   // Default: single node.
   ClusterOptions cluster;
+  // KV events (docs/kv-events.md): the blocks the host and disk tiers gain and lose, published
+  // in vLLM's format. Default: off (no endpoint).
+  events::KvEventsOptions kv_events;
+  // Engines whose vLLM KV events the node follows (which blocks each holds on its GPU), shown in
+  // the statistics under "engines". Default: none.
+  events::EngineEventsOptions engine_events;
 };
 
 // OK when a device tier can be opened on CUDA device `device`; otherwise why not:

@@ -53,6 +53,34 @@ constexpr SettingFlag kSettingFlags[] = {
      "[STRATA_LISTEN_ADDR]"},
     {"--request-timeout-ms", "request_timeout_ms",
      "Peer request timeout [STRATA_REQUEST_TIMEOUT_MS]"},
+    {"--kv-events", "kv_events",
+     "Publish vLLM KV events of the host and disk tiers on this ZMQ PUB endpoint, e.g. "
+     "tcp://*:5557 [STRATA_KV_EVENTS]"},
+    {"--kv-events-replay", "kv_events_replay",
+     "ZMQ ROUTER endpoint for KV-event replay, e.g. tcp://*:5558 [STRATA_KV_EVENTS_REPLAY]"},
+    {"--kv-events-topic", "kv_events_topic", "Topic of KV events (default '') "
+     "[STRATA_KV_EVENTS_TOPIC]"},
+    {"--kv-events-replay-batches", "kv_events_replay_batches",
+     "KV-event batches kept for replay (default 10000) [STRATA_KV_EVENTS_REPLAY_BATCHES]"},
+    {"--kv-events-max-pending", "kv_events_max_pending",
+     "KV events buffered before dropping (default 100000) [STRATA_KV_EVENTS_MAX_PENDING]"},
+    {"--kv-events-batch-ms", "kv_events_batch_ms",
+     "KV-event batching interval (default 10) [STRATA_KV_EVENTS_BATCH_MS]"},
+    {"--kv-events-block-size", "kv_events_block_size",
+     "block_size field of BlockStored (default 16) [STRATA_KV_EVENTS_BLOCK_SIZE]"},
+    {"--kv-events-medium-host", "kv_events_medium_host",
+     "medium of host-tier events (default CPU) [STRATA_KV_EVENTS_MEDIUM_HOST]"},
+    {"--kv-events-medium-disk", "kv_events_medium_disk",
+     "medium of disk-tier events (default STORAGE) [STRATA_KV_EVENTS_MEDIUM_DISK]"},
+    {"--kv-events-medium-device", "kv_events_medium_device",
+     "medium of device-tier events (default GPU) [STRATA_KV_EVENTS_MEDIUM_DEVICE]"},
+    {"--kv-events-hash-format", "kv_events_hash_format",
+     "int (vLLM's default) or bytes [STRATA_KV_EVENTS_HASH_FORMAT]"},
+    {"--kv-events-encoding", "kv_events_encoding",
+     "map (current vLLM) or array (vLLM before #42892) [STRATA_KV_EVENTS_ENCODING]"},
+    {"--engine-events", "engine_events",
+     "Follow engines' vLLM KV events: [NAME=]ENDPOINT[|REPLAY_ENDPOINT],... "
+     "[STRATA_ENGINE_EVENTS]"},
 };
 
 struct ServeFlags {
