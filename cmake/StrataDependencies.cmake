@@ -18,6 +18,11 @@ find_package(yaml-cpp 0.7 REQUIRED CONFIG)
 # zstd >= 1.5 and lz4 >= 1.9: lossless KV codecs in kernels/.
 pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd>=1.5)
 pkg_check_modules(LZ4 REQUIRED IMPORTED_TARGET liblz4>=1.9)
+# spdlog >= 1.10: the daemon's structured log, private to lib/daemon/log.cc.
+find_package(spdlog 1.10 REQUIRED CONFIG)
+# cpp-httplib >= 0.11: the daemon's /metrics, /healthz and /readyz endpoint, private to
+# lib/daemon/metrics_server.cc.
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib>=0.11)
 # RocksDB >= 7.8: disk-tier index and metadata, private to store/.
 pkg_check_modules(ROCKSDB REQUIRED IMPORTED_TARGET rocksdb>=7.8)
 

@@ -24,6 +24,8 @@ packages=(
   libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libyaml-cpp-dev
   # the daemon's Prometheus /metrics, /healthz and /readyz endpoint
   libcpp-httplib-dev
+  # the daemon's Prometheus /metrics, /healthz and /readyz endpoint
+  libcpp-httplib-dev
   # cluster: etcd membership (server for tests, etcdctl for operators), HTTP client for etcd's
   # JSON gateway, OpenSSL for the HMAC-SHA256 handshake between nodes
   etcd-server etcd-client libcurl4-openssl-dev libssl-dev

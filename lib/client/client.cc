@@ -17,6 +17,7 @@
 #include <map>
 #include <thread>
 #include <tuple>
+#include <unordered_set>
 
 #include "client/channel.h"
 #include "client/staging_allocator.h"
@@ -419,7 +420,7 @@ class ClientImpl final : public Client {
 
   // Writes `items` into staging, in rounds, and has the daemon publish them, the daemon's copy of
   // one round overlapping the writing of the next. Returns how many were newly published.
-  Result<size_t> StageAndCommit(const NamespaceId& ns, Codec codec,
+  Result<size_t> StageAndCommit(const Namespace& ns, Codec codec,
                                 std::vector<StagedItem>& items) {
     const uint64_t round_limit = RoundLimit();
     CommitPipeline pipeline(channel_.get());
@@ -435,7 +436,8 @@ class ClientImpl final : public Client {
       if (bytes > round_limit) STRATA_RETURN_IF_ERROR(pipeline.Drain());
       STRATA_ASSIGN_OR_RETURN(uint64_t base, staging_.Acquire(bytes));
       StagingLease lease(&staging_, base, bytes);
-      ipc::StoreCommitRequest commit{ns, codec, {}, {}, {}, {}};
+      ipc::StoreCommitRequest commit{ns.id(), codec, {}, {}, {}, {}};
+      commit.spec = DescribeOnce(ns);
       uint64_t at = base;
       for (size_t i = first; i < last; ++i) {
         STRATA_ASSIGN_OR_RETURN(uint64_t written, items[i].write(channel_->staging_base() + at));
@@ -447,6 +449,14 @@ class ClientImpl final : public Client {
     }
     STRATA_RETURN_IF_ERROR(pipeline.Drain());
     return pipeline.committed();
+  }
+
+  // The spec of `ns` the first time this connection commits to it (the daemon records it for
+  // `strata inspect`, docs/client-protocol.md), nullopt afterwards.
+  std::optional<NamespaceSpec> DescribeOnce(const Namespace& ns) {
+    std::lock_guard<std::mutex> lock(described_mu_);
+    if (!described_.insert(ns.id()).second) return std::nullopt;
+    return ns.spec();
   }
 
   static uint64_t Aligned(uint64_t n) { return (n + 63) & ~uint64_t{63}; }
@@ -493,7 +503,7 @@ class ClientImpl final : public Client {
       items.push_back({keys[i], i > 0 ? keys[i - 1] : BlockKey{}, max_bytes,
                        [=](std::byte* dst) { return Encode(codec, shape, src, dst, max_bytes); }});
     }
-    return StageAndCommit(ns.id(), codec, items);
+    return StageAndCommit(ns, codec, items);
   }
 
   static Result<uint64_t> Encode(Codec codec, const kernels::BlockShape& shape,
@@ -597,6 +607,7 @@ class ClientImpl final : public Client {
       StagingLease lease(&staging_, base, bytes);
       std::byte* staging = channel_->staging_base();
       ipc::StoreCommitRequest commit{c.ns.id(), codec, {}, {}, {}, {}};
+      commit.spec = DescribeOnce(c.ns);
       uint64_t at = base;
       auto parent_of = [&](size_t s) { return s >= heads ? shard_keys[s - heads] : BlockKey{}; };
       if (codec == Codec::kNone) {
@@ -751,6 +762,8 @@ class ClientImpl final : public Client {
   std::unique_ptr<Channel> channel_;
   StagingAllocator staging_;
   std::mutex caches_mu_;
+  std::mutex described_mu_;
+  std::unordered_set<NamespaceId, BlockKeyHash> described_;  // GUARDED_BY(described_mu_)
   std::map<KvCacheId, std::shared_ptr<const RegisteredCache>> caches_;  // GUARDED_BY(caches_mu_)
   KvCacheId next_cache_ = 1;                                             // GUARDED_BY(caches_mu_)
   WorkerPool workers_;  // last: its threads stop before the members they use go
@@ -810,7 +823,7 @@ class LayerwiseStoreImpl final : public LayerwiseStore {
                            return ClientImpl::Encode(codec, c->shard, raw, out, max_bytes);
                          }});
       }
-      return client_->StageAndCommit(c_->ns.id(), codec, items);
+      return client_->StageAndCommit(c_->ns, codec, items);
     });
   }
 

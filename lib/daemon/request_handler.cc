@@ -1,10 +1,13 @@
 #include "daemon/request_handler.h"
 
 #include <algorithm>
+#include <chrono>
 #include <variant>
 
 #include <nlohmann/json.hpp>
 
+#include "daemon/log.h"
+#include "daemon/metrics.h"
 #include "strata/version.h"
 
 namespace strata {
@@ -61,6 +64,7 @@ ipc::Response RequestHandler::HandleHello(const ipc::Request& request, const ipc
 
 ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& request,
                                      const Caller& caller) {
+  const auto started = std::chrono::steady_clock::now();
   ipc::Response r;
   r.id = request.id;
   std::visit(
@@ -87,16 +91,31 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
               r.status = blocks.status();
               return;
             }
+            // The description of the namespace (its connection's first commit of it), for the
+            // inspector; a spec that does not fingerprint to q.ns is counted, never trusted.
+            if (q.spec) (void)node_->DescribeNamespace(q.ns, *q.spec);
             auto n = node_->Store(q.ns, q.codec, *blocks);
-            if (!n.ok()) r.status = n.status();
-            else r.body = ipc::StoreCommitReply{n->committed, n->existed};
+            if (!n.ok()) {
+              r.status = n.status();
+              return;
+            }
+            r.body = ipc::StoreCommitReply{n->committed, n->existed};
+            uint64_t bytes = 0;
+            for (uint64_t len : q.lengths) bytes += len;
+            metrics::Requests().store_bytes.fetch_add(bytes, std::memory_order_relaxed);
           },
           [&](const ipc::LoadRequest& q) {
             // 0 asks for the node's default; anything else is capped.
             const uint32_t pin_ms = std::min(q.pin_ms, options_.max_pin_ms);
             auto locs = node_->PinForLoad(owner, q.ns, q.keys, pin_ms);
-            if (!locs.ok()) r.status = locs.status();
-            else r.body = ipc::LoadReply{std::move(locs).value()};
+            if (!locs.ok()) {
+              r.status = locs.status();
+              return;
+            }
+            uint64_t bytes = 0;
+            for (const ipc::Location& l : *locs) bytes += l.length;
+            metrics::Requests().load_bytes.fetch_add(bytes, std::memory_order_relaxed);
+            r.body = ipc::LoadReply{std::move(locs).value()};
           },
           [&](const ipc::UnpinRequest& q) {
             node_->Unpin(owner, q.keys);
@@ -120,8 +139,33 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
             }
             r.body = ipc::ClearReply{node_->Clear(q.ns)};
           },
+          [&](const ipc::InspectRequest& q) {
+            auto json = node_->Inspect(q, caller.admin);
+            if (!json.ok()) r.status = json.status();
+            else r.body = ipc::InspectReply{std::move(json).value()};
+          },
       },
       request.body);
+  // Every request is timed by type (metrics.h: the Request enum follows RequestBody's order;
+  // types past kInspect are counted as kOther).
+  metrics::RequestMetrics& m = metrics::Requests();
+  const size_t kind =
+      std::min(request.body.index(), static_cast<size_t>(metrics::Request::kOther));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  m.latency[kind].Observe(seconds);
+  if (!r.status.ok()) m.errors[kind].fetch_add(1, std::memory_order_relaxed);
+  const std::string_view name = metrics::RequestName(static_cast<metrics::Request>(kind));
+  if (!r.status.ok()) {
+    // A client can repeat a failing request at request rate: one line per type per second.
+    log::WarnLimited(name, "request_failed",
+                     {{"request", std::string(name)}, {"id", std::to_string(request.id)},
+                      {"error", r.status.ToString()}});
+  } else if (log::Enabled(log::Level::kDebug)) {
+    log::Write(log::Level::kDebug, "request",
+               {{"request", std::string(name)}, {"id", std::to_string(request.id)},
+                {"us", std::to_string(static_cast<uint64_t>(seconds * 1e6))}});
+  }
   return r;
 }
 

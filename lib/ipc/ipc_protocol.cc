@@ -54,6 +54,47 @@ Status CheckCodec(uint32_t value, Codec* codec) {
   return Status::OK();
 }
 
+void PackSpec(const NamespaceSpec& s, pb::NamespaceSpec* m) {
+  m->set_model_id(s.model_id);
+  m->set_model_revision(s.model_revision);
+  m->set_kv_dtype(static_cast<uint32_t>(s.kv_dtype));
+  m->set_attention(static_cast<uint32_t>(s.attention));
+  m->set_num_layers(s.num_layers);
+  m->set_num_kv_heads(s.num_kv_heads);
+  m->set_head_dim(s.head_dim);
+  m->set_block_size(s.block_size);
+  m->set_codec(static_cast<uint32_t>(s.codec));
+  m->set_lora_id(s.lora_id);
+  m->set_tenant_salt(s.tenant_salt);
+  m->set_key_scheme(static_cast<uint32_t>(s.key_scheme));
+  m->set_hash_seed(s.hash_seed);
+}
+
+// The enum fields are range-checked only as far as their C++ types go; Namespace::Create
+// validates the rest where a spec is used.
+Status UnpackSpec(const pb::NamespaceSpec& m, NamespaceSpec* s) {
+  if (m.kv_dtype() > 0xFF || m.attention() > 0xFF || m.codec() > 0xFFFF ||
+      m.key_scheme() > 0xFFFF)
+    return Malformed("namespace spec has an out-of-range enum value");
+  s->model_id = m.model_id();
+  s->model_revision = m.model_revision();
+  s->kv_dtype = static_cast<KvDtype>(m.kv_dtype());
+  s->attention = static_cast<AttentionKind>(m.attention());
+  s->num_layers = m.num_layers();
+  s->num_kv_heads = m.num_kv_heads();
+  s->head_dim = m.head_dim();
+  s->block_size = m.block_size();
+  s->codec = static_cast<Codec>(m.codec());
+  s->lora_id = m.lora_id();
+  s->tenant_salt = m.tenant_salt();
+  s->key_scheme = static_cast<KeyScheme>(m.key_scheme());
+  s->hash_seed = m.hash_seed();
+  return Status::OK();
+}
+
+// Largest token list an InspectRequest carries (a 1M-token prompt).
+constexpr int kMaxInspectTokens = 1 << 20;
+
 template <typename... Ts>
 struct Overloaded : Ts... {
   using Ts::operator()...;
@@ -91,6 +132,7 @@ std::string EncodeRequest(const Request& request) {
                    b->set_parents(PackKeys(r.parents));
                    for (uint64_t o : r.staging_offsets) b->add_staging_offsets(o);
                    for (uint64_t n : r.lengths) b->add_lengths(n);
+                   if (r.spec) PackSpec(*r.spec, b->mutable_spec());
                  },
                  [&](const LoadRequest& r) {
                    auto* b = m.mutable_load();
@@ -106,6 +148,18 @@ std::string EncodeRequest(const Request& request) {
                  [&](const ClearRequest& r) {
                    auto* b = m.mutable_clear();
                    if (r.ns) b->set_namespace_id(PackId(*r.ns));
+                 },
+                 [&](const InspectRequest& r) {
+                   auto* b = m.mutable_inspect();
+                   b->set_command(r.command);
+                   if (r.ns) b->set_namespace_id(PackId(*r.ns));
+                   b->set_keys(PackKeys(r.keys));
+                   if (r.spec) PackSpec(*r.spec, b->mutable_spec());
+                   for (uint32_t t : r.tokens) b->add_tokens(t);
+                   b->set_tier(r.tier);
+                   b->set_limit(r.limit);
+                   b->set_verify(r.verify);
+                   b->set_sort(r.sort);
                  },
              },
              request.body);
@@ -167,6 +221,11 @@ Result<Request> DecodeRequest(std::span<const std::byte> body) {
                          std::to_string(b.lengths_size()) + " lengths");
       r.staging_offsets.assign(b.staging_offsets().begin(), b.staging_offsets().end());
       r.lengths.assign(b.lengths().begin(), b.lengths().end());
+      if (b.has_spec()) {
+        NamespaceSpec spec;
+        STRATA_RETURN_IF_ERROR(UnpackSpec(b.spec(), &spec));
+        r.spec = std::move(spec);
+      }
       out.body = std::move(r);
       break;
     }
@@ -200,6 +259,32 @@ Result<Request> DecodeRequest(std::span<const std::byte> body) {
         STRATA_RETURN_IF_ERROR(UnpackId(m.clear().namespace_id(), &id));
         r.ns = id;
       }
+      out.body = std::move(r);
+      break;
+    }
+    case pb::Request::kInspect: {
+      const auto& b = m.inspect();
+      InspectRequest r;
+      r.command = b.command();
+      if (!b.namespace_id().empty()) {
+        NamespaceId id;
+        STRATA_RETURN_IF_ERROR(UnpackId(b.namespace_id(), &id));
+        r.ns = id;
+      }
+      STRATA_RETURN_IF_ERROR(UnpackKeys(b.keys(), &r.keys));
+      if (b.has_spec()) {
+        NamespaceSpec spec;
+        STRATA_RETURN_IF_ERROR(UnpackSpec(b.spec(), &spec));
+        r.spec = std::move(spec);
+      }
+      if (b.tokens_size() > kMaxInspectTokens)
+        return Malformed("inspect carries " + std::to_string(b.tokens_size()) +
+                         " tokens, more than " + std::to_string(kMaxInspectTokens));
+      r.tokens.assign(b.tokens().begin(), b.tokens().end());
+      r.tier = b.tier();
+      r.limit = b.limit();
+      r.verify = b.verify();
+      r.sort = b.sort();
       out.body = std::move(r);
       break;
     }
@@ -250,6 +335,7 @@ std::string EncodeResponse(const Response& response) {
                  [&](const PrefetchReply& r) { m.mutable_prefetch()->set_queued(r.queued); },
                  [&](const StatsReply& r) { m.mutable_stats()->set_json(r.json); },
                  [&](const ClearReply& r) { m.mutable_clear()->set_erased(r.erased); },
+                 [&](const InspectReply& r) { m.mutable_inspect()->set_json(r.json); },
              },
              response.body);
   return m.SerializeAsString();
@@ -316,6 +402,9 @@ Result<Response> DecodeResponse(std::span<const std::byte> body) {
       break;
     case pb::Response::kClear:
       out.body = ClearReply{m.clear().erased()};
+      break;
+    case pb::Response::kInspect:
+      out.body = InspectReply{m.inspect().json()};
       break;
     case pb::Response::BODY_NOT_SET:
       return Malformed("OK response without a body");

@@ -69,6 +69,9 @@ struct StoreCommitRequest {
   std::vector<BlockKey> parents;  // one per key; BlockKey{} (all zero): no parent
   std::vector<uint64_t> staging_offsets;
   std::vector<uint64_t> lengths;  // payload bytes
+  // The namespace behind `ns`, sent with a connection's first commit of it (for the inspector;
+  // the daemon records it only when it fingerprints to `ns`). nullopt: not sent.
+  std::optional<NamespaceSpec> spec = std::nullopt;
 };
 struct StoreCommitReply {
   uint32_t committed = 0;  // newly published
@@ -108,10 +111,25 @@ struct ClearRequest {
 struct ClearReply {
   uint64_t erased = 0;
 };
+// `strata inspect` (docs/operations.md, "Inspector"); the reply is a JSON object.
+struct InspectRequest {
+  std::string command;             // "node", "namespaces", "prefix", "key" or "ls"
+  std::optional<NamespaceId> ns;
+  std::vector<BlockKey> keys;      // prefix: the chain; key: one key
+  std::optional<NamespaceSpec> spec;  // prefix: the caller's namespace
+  std::vector<uint32_t> tokens;    // prefix: the tokens
+  std::string tier;                // ls: "" (every tier), "device", "host" or "disk"
+  uint32_t limit = 0;              // ls: at most this many (0: 1000)
+  bool verify = false;             // key: check the payload's checksum now
+  std::string sort;                // ls: "namespace" (default), "key" or "bytes"
+};
+struct InspectReply {
+  std::string json;
+};
 
 using RequestBody = std::variant<Hello, LookupRequest, StoreBeginRequest, StoreCommitRequest,
                                  LoadRequest, UnpinRequest, PrefetchRequest, StatsRequest,
-                                 ClearRequest>;
+                                 ClearRequest, InspectRequest>;
 struct Request {
   uint64_t id = 0;
   RequestBody body;
@@ -119,7 +137,7 @@ struct Request {
 
 using ResponseBody =
     std::variant<std::monostate, HelloReply, LookupReply, StoreBeginReply, StoreCommitReply,
-                 LoadReply, UnpinReply, PrefetchReply, StatsReply, ClearReply>;
+                 LoadReply, UnpinReply, PrefetchReply, StatsReply, ClearReply, InspectReply>;
 struct Response {
   uint64_t id = 0;
   Status status;  // not OK: body is empty

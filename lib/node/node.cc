@@ -17,6 +17,9 @@
 #include <nlohmann/json.hpp>
 
 #include "node/cluster.h"
+#include "node/live_view.h"
+#include "node/namespace_registry.h"
+#include "node/removal_log.h"
 #include "store/tiered_store.h"
 #ifdef STRATA_WITH_DEVICE_TIER
 #include "store/device_tier.h"
@@ -86,11 +89,15 @@ class LocalNode final : public Node {
   // cleared before the cluster is destroyed.
   LocalNode(std::unique_ptr<store::TieredStore> store, const NodeOptions& options,
             std::unique_ptr<Cluster> cluster,
-            std::shared_ptr<std::atomic<Cluster*>> cluster_ref)
+            std::shared_ptr<std::atomic<Cluster*>> cluster_ref,
+            std::shared_ptr<RemovalLog> removals)
       : store_(std::move(store)),
         options_(options),
         cluster_(std::move(cluster)),
         cluster_ref_(std::move(cluster_ref)),
+        removals_(std::move(removals)),
+        registry_(options.data_dir.empty() ? std::string()
+                                           : options.data_dir + "/namespaces.json"),
         reaper_([this] { ReapLoop(); }) {
     cluster_ref_->store(cluster_.get());
   }
@@ -285,7 +292,10 @@ class LocalNode final : public Node {
     uint64_t erased = 0;
     const bool every = !ns.has_value();
     for (const BlockKey& k : victims)
-      if (store_->Erase(k).ok()) ++erased;
+      if (store_->Erase(k).ok()) {
+        ++erased;
+        removals_->Record(k, /*cleared=*/true);
+      }
     // A clear of everything that left nothing behind (no pins) is announced as such.
     if (events_ && every && store_->Keys(std::nullopt).empty()) events_->OnAllCleared();
     return erased;
@@ -317,7 +327,8 @@ class LocalNode final : public Node {
                         {"pins", pins},
                         {"pool_bytes", pool_bytes()},
                         {"pool_populated_bytes", store_->host().populated_bytes()},
-                        {"pool_populating", store_->host().populating()}};
+                        {"pool_populating", store_->host().populating()},
+                        {"namespace_fingerprint_mismatches", registry_.mismatches()}};
     if (store_->device() != nullptr) j["device"] = TierJson(s.device);
     // Lookup hits and misses and load service by tier (store/access_stats.h); the tier's own
     // read counters (Get/Acquire) stay as reads / read_misses.
@@ -341,6 +352,31 @@ class LocalNode final : public Node {
     if (cluster_) j["cluster"] = nlohmann::json::parse(cluster_->StatsJson());
     if (events_) j.update(nlohmann::json::parse(events_->StatsJson()));
     return j.dump();
+  }
+
+  Result<std::string> Inspect(const ipc::InspectRequest& request, bool admin) override {
+    if (request.command == "node") {
+      if (!admin)
+        return Status::PermissionDenied("inspect node: node-wide views are for admin users");
+      NodeFacts facts;
+      facts.options = &options_;
+      facts.uptime_s = std::chrono::duration<double>(Clock::now() - started_).count();
+      facts.fingerprint_mismatches = registry_.mismatches();
+      facts.stats_json = StatsJson();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        facts.pin_owners = owners_.size();
+        for (auto& [id, st] : owners_) facts.pins += st.pins.size();
+      }
+      return InspectNode(store_.get(), cluster_.get(), facts);
+    }
+    LiveView view(store_.get(), cluster_.get(), &registry_, removals_.get(),
+                  [this](const BlockKey& key) { return PinsOf(key); });
+    return inspect::Run(view, request, admin);
+  }
+
+  bool DescribeNamespace(const NamespaceId& id, const NamespaceSpec& spec) override {
+    return registry_.Describe(id, spec);
   }
 
   void ReleaseOwner(OwnerId owner) override {
@@ -381,6 +417,14 @@ class LocalNode final : public Node {
   struct OwnerState {
     std::unordered_multimap<BlockKey, Pin, BlockKeyHash> pins;
   };
+
+  // Load pins that clients hold on `key` now.
+  uint32_t PinsOf(const BlockKey& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    uint32_t n = 0;
+    for (auto& [id, st] : owners_) n += static_cast<uint32_t>(st.pins.count(key));
+    return n;
+  }
 
   // Counts a lookup of `keys` whose first `matched` blocks were found, the local ones where `r`
   // says and the rest at peers (store/access_stats.h). Every key asked is a hit or a miss.
@@ -448,6 +492,9 @@ class LocalNode final : public Node {
   const NodeOptions options_;
   std::unique_ptr<Cluster> cluster_;  // null for a single node
   std::shared_ptr<std::atomic<Cluster*>> cluster_ref_;
+  std::shared_ptr<RemovalLog> removals_;  // written by the host tier's removal hook
+  NamespaceRegistry registry_;
+  const Clock::time_point started_ = Clock::now();
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;                                   // GUARDED_BY(mu_)
@@ -516,12 +563,13 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
     so.disk = disk;
   }
   // Blocks that leave the host tier leave the directory too (a no-op until the cluster is up).
+  // Every block that leaves the host tier is noted for the inspector ("evicted at T").
   auto cluster_ref = std::make_shared<std::atomic<Cluster*>>(nullptr);
-  if (!options.cluster.membership.empty()) {
-    so.on_host_removed = [cluster_ref](const BlockKey& key) {
-      if (Cluster* c = cluster_ref->load(std::memory_order_acquire)) c->Evicted(key);
-    };
-  }
+  auto removals = std::make_shared<RemovalLog>();
+  so.on_host_removed = [cluster_ref, removals](const BlockKey& key) {
+    removals->Record(key, /*cleared=*/false);
+    if (Cluster* c = cluster_ref->load(std::memory_order_acquire)) c->Evicted(key);
+  };
   // KV events: the tiers' gains and losses go to the publisher (events/node_events.h).
   auto node_events = events::NodeEvents::Open(options.kv_events, options.engine_events);
   if (!node_events.ok()) return node_events.status();
@@ -570,7 +618,8 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
 #endif
   }
   std::unique_ptr<LocalNode> node(
-      new LocalNode(std::move(store).value(), options, std::move(cluster), cluster_ref));
+      new LocalNode(std::move(store).value(), options, std::move(cluster), cluster_ref,
+                    std::move(removals)));
   node->events_ = *std::move(node_events);
   return std::unique_ptr<Node>(std::move(node));
 }

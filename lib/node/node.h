@@ -170,6 +170,14 @@ class Node {
   // Node and tier statistics as a JSON object.
   virtual std::string StatsJson() = 0;
 
+  // Operator introspection (`strata inspect`, node/inspect.h): the JSON reply to `request`, for
+  // an admin caller or a restricted one (who must name a namespace and sees only its blocks).
+  // "node" is admin-only: configuration, uptime, health and per-tier usage.
+  virtual Result<std::string> Inspect(const ipc::InspectRequest& request, bool admin) = 0;
+  // Records `spec` as the namespace behind `id` for the inspector (node/namespace_registry.h);
+  // false (counted as a fingerprint mismatch) when it does not fingerprint to `id`.
+  virtual bool DescribeNamespace(const NamespaceId& id, const NamespaceSpec& spec) = 0;
+
   // Drops every pin of `owner` (its session ended).
   virtual void ReleaseOwner(OwnerId owner) = 0;
 

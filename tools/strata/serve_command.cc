@@ -17,6 +17,8 @@
 #include "command_registry.h"
 #include "daemon/config.h"
 #include "daemon/daemon.h"
+#include "daemon/log.h"
+#include "daemon/metrics_server.h"
 #include "node/node.h"
 
 namespace strata::cli {
@@ -98,6 +100,9 @@ struct ServeFlags {
   std::optional<uint32_t> idle_timeout_ms;
   std::optional<uint32_t> max_clients_per_uid;
   std::optional<uint32_t> max_pin_ms;
+  std::string metrics_addr;  // "" = no metrics endpoint
+  std::string log_level = "warn";
+  std::string log_format = "text";
 };
 
 // A --config that is not a regular file is a usage error naming the flag.
@@ -160,6 +165,8 @@ void RunServe(const ServeFlags& f) {
     Fail(st.ToString(), 2);
   for (const std::string& w : warnings) std::cerr << "strata serve: warning: " << w << std::endl;
 
+  if (Status st = log::Configure(f.log_level, f.log_format); !st.ok())
+    Fail("--log-level/--log-format: " + st.ToString(), 2);
   auto node = Node::Open(config.node);
   if (!node.ok()) Fail(node.status().ToString());
   auto daemon = Daemon::Start(node->get(), config.daemon);
@@ -180,8 +187,20 @@ void RunServe(const ServeFlags& f) {
                                  : "the interface of " + config.node.cluster.listen_addr)
               << std::endl;
 
+  std::atomic<bool> ready{true};
+  std::unique_ptr<MetricsServer> metrics;
+  if (!f.metrics_addr.empty()) {
+    auto m = StartDaemonMetrics(f.metrics_addr, node->get(), daemon->get(), &ready);
+    if (!m.ok()) Fail("--metrics-addr: " + m.status().ToString(), 2);
+    metrics = std::move(m).value();
+    std::cout << fmt::format("strata serve: metrics on http://{}:{}/metrics", metrics->host(),
+                             metrics->port())
+              << std::endl;
+  }
+
   int sig = 0;
   sigwait(&stop_signals, &sig);
+  ready = false;
   std::cout << "strata serve: " << (sig == SIGTERM ? "SIGTERM" : "SIGINT")
             << ", shutting down" << std::endl;
   (*daemon)->Stop();
@@ -211,6 +230,12 @@ void RunServe(const ServeFlags& f) {
   cmd->add_option("--max-clients-per-uid", f->max_clients_per_uid,
                   "Connections one uid may hold (default 64)");
   cmd->add_option("--max-pin-ms", f->max_pin_ms, "Longest pin a client may ask (default 60000)");
+  cmd->add_option("--metrics-addr", f->metrics_addr,
+                  "Serve /metrics, /healthz and /readyz on HOST:PORT (:PORT = loopback); "
+                  "default: off");
+  cmd->add_option("--log-level", f->log_level,
+                  "trace, debug (a line per request), info, warn (default), error or off");
+  cmd->add_option("--log-format", f->log_format, "text (default) or json (one object a line)");
   cmd->callback([f] { RunServe(*f); });
 });
 

@@ -1,0 +1,77 @@
+// The operator's inspector (`strata inspect`, docs/operations.md "Inspector"): what a node holds,
+// per namespace, per prefix and per block, and why a prefix misses. One implementation serves a
+// running daemon (the node's live View) and a stopped one's disk tier (the CLI's offline View),
+// so both answer with the same JSON (schema_version kSchemaVersion; unknown values are null,
+// never 0).
+//
+// Trust (docs/operations.md, "Security"): an admin caller sees every namespace; any other caller
+// must name a namespace and sees only its blocks (a key held by another namespace is reported
+// as absent), and is never told about other namespaces.
+//
+// Thread-safety: the functions are as thread-safe as the View they are given.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ipc/ipc_protocol.h"
+#include "strata/block_format.h"
+#include "strata/namespace.h"
+#include "strata/result.h"
+
+namespace strata::inspect {
+
+inline constexpr int kSchemaVersion = 1;
+
+// Tiers holding a block, as bits.
+enum TierBit : uint8_t { kDeviceBit = 1, kHostBit = 2, kDiskBit = 4 };
+
+struct BlockFacts {
+  NamespaceId ns;
+  uint64_t bytes = 0;  // payload bytes
+  uint8_t tiers = 0;   // TierBit set
+  uint32_t pins = 0;   // load pins clients hold on it now
+};
+
+// Why a block that was cached is not any more.
+struct Removal {
+  int64_t unix_ms = 0;
+  std::string reason;  // "evicted" or "cleared"
+};
+
+// What the inspector reads. Implementations: the node's (live) and the CLI's (offline).
+class View {
+ public:
+  virtual ~View() = default;
+  virtual std::string_view source() const = 0;  // "live" or "offline"
+  virtual std::optional<BlockFacts> Find(const BlockKey& key) = 0;
+  // Every locally held block, once each.
+  virtual void ForEach(const std::function<void(const BlockKey&, const BlockFacts&)>& fn) = 0;
+  // The namespaces described to the node (NamespaceRegistry).
+  virtual std::vector<std::pair<NamespaceId, NamespaceSpec>> Namespaces() = 0;
+  // The full header of a locally held block.
+  virtual std::optional<BlockHeader> Header(const BlockKey& key) = 0;
+  // Reads the block and checks its checksum now: true = intact; nullopt = cannot tell here.
+  virtual std::optional<bool> Verify(const BlockKey& key) = 0;
+  // When and why `key` left the node, if it did recently.
+  virtual std::optional<Removal> Removed(const BlockKey&) { return std::nullopt; }
+  // Clustered: how many leading keys of `keys` (none of them local) peers hold.
+  virtual bool clustered() const { return false; }
+  virtual size_t RemotePrefix(std::span<const BlockKey>) { return 0; }
+};
+
+// Answers the `namespaces`, `prefix`, `key` and `ls` commands (`node` is answered by the node or
+// the CLI, which know the configuration). InvalidArgument for an unknown command or missing
+// arguments; PermissionDenied for a non-admin caller that names no namespace.
+Result<std::string> Run(View& view, const ipc::InspectRequest& request, bool admin);
+
+// The JSON object of a namespace spec as the inspector prints it (no salt, only whether there
+// is one).
+std::string SpecJson(const NamespaceSpec& spec);
+
+}  // namespace strata::inspect

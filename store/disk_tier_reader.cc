@@ -1,0 +1,139 @@
+// The disk tier's records as disk_tier.cc writes them (its file comment draws the layout).
+#include "store/disk_tier_reader.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+
+namespace strata::store {
+namespace {
+
+constexpr uint64_t kAlign = 4096;
+constexpr size_t kRecordSize = 77;
+constexpr size_t kRecordWithParent = kRecordSize + BlockKey::kSize;
+
+uint64_t GetLe(const std::byte* p, int n) {
+  uint64_t v = 0;
+  for (int i = n - 1; i >= 0; --i) v = (v << 8) | std::to_integer<uint64_t>(p[i]);
+  return v;
+}
+
+BlockKey KeyAt(const std::byte* p) {
+  return BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(p, BlockKey::kSize));
+}
+
+}  // namespace
+
+class DiskTierReader::Db {
+ public:
+  std::unique_ptr<rocksdb::DB> db;
+};
+
+DiskTierReader::~DiskTierReader() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<std::unique_ptr<DiskTierReader>> DiskTierReader::Open(const std::string& dir) {
+  const std::string index_dir = dir + "/index";
+  std::error_code ec;
+  if (!std::filesystem::is_directory(index_dir, ec))
+    return Status::NotFound("'" + dir + "' holds no disk tier (no index/ directory)");
+  std::unique_ptr<DiskTierReader> r(new DiskTierReader());
+  r->dir_ = dir;
+  r->db_ = std::make_unique<Db>();
+  const std::string data = dir + "/blocks.data";
+  r->fd_ = ::open(data.c_str(), O_RDONLY | O_CLOEXEC);
+  if (r->fd_ >= 0) {
+    struct stat st {};
+    if (::fstat(r->fd_, &st) == 0) r->data_file_bytes_ = static_cast<uint64_t>(st.st_size);
+  }
+  rocksdb::Options opts;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::OpenForReadOnly(opts, index_dir, &raw);
+  if (!s.ok()) return Status::IOError("open RocksDB index read-only: " + s.ToString());
+  r->db_->db.reset(raw);
+  rocksdb::ReadOptions scan;
+  scan.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(raw->NewIterator(scan));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const rocksdb::Slice k = it->key(), v = it->value();
+    const auto* vp = reinterpret_cast<const std::byte*>(v.data());
+    auto header = DecodeBlockHeader(
+        std::span<const std::byte>(vp, std::min<size_t>(v.size(), kBlockHeaderSize)));
+    bool ok = k.size() == BlockKey::kSize && header.ok() &&
+              KeyAt(reinterpret_cast<const std::byte*>(k.data())) == header->key;
+    DiskRecord rec;
+    if (ok) {
+      rec.header = *header;
+      const bool blob_parent = v.size() > kBlockHeaderSize && std::to_integer<int>(vp[64]) == 1;
+      const size_t blob_prefix = kBlockHeaderSize + 1 + (blob_parent ? BlockKey::kSize : 0);
+      if (v.size() > kBlockHeaderSize && v.size() == blob_prefix + header->payload_length) {
+        rec.in_blob = true;
+        if (blob_parent) rec.parent = KeyAt(vp + 65);
+      } else if (v.size() == kRecordSize || v.size() == kRecordWithParent) {
+        rec.offset = GetLe(vp + 64, 8);
+        if (std::to_integer<int>(vp[76]) == 1 && v.size() == kRecordWithParent)
+          rec.parent = KeyAt(vp + 77);
+        const uint64_t alloc = GetLe(vp + 72, 4);
+        ok = rec.offset % kAlign == 0 && alloc >= header->payload_length &&
+             rec.offset + alloc <= r->data_file_bytes_;
+      } else {
+        ok = false;
+      }
+    }
+    if (!ok) {
+      ++r->bad_records_;
+      continue;
+    }
+    r->records_.push_back(rec);
+  }
+  if (!it->status().ok())
+    return Status::IOError("scan RocksDB index: " + it->status().ToString());
+  std::sort(r->records_.begin(), r->records_.end(),
+            [](const DiskRecord& a, const DiskRecord& b) {
+              return a.header.key < b.header.key;
+            });
+  return r;
+}
+
+const DiskRecord* DiskTierReader::Find(const BlockKey& key) const {
+  auto it = std::lower_bound(records_.begin(), records_.end(), key,
+                             [](const DiskRecord& r, const BlockKey& k) { return r.header.key < k; });
+  if (it == records_.end() || !(it->header.key == key)) return nullptr;
+  return &*it;
+}
+
+Result<bool> DiskTierReader::Verify(const DiskRecord& record) const {
+  std::vector<std::byte> payload(record.header.payload_length);
+  if (record.in_blob) {
+    std::string value;
+    const std::string key(reinterpret_cast<const char*>(record.header.key.ToBytes().data()),
+                          BlockKey::kSize);
+    rocksdb::Status s = db_->db->Get(rocksdb::ReadOptions(), key, &value);
+    if (!s.ok()) return Status::IOError("read RocksDB record: " + s.ToString());
+    if (value.size() < payload.size()) return false;
+    std::memcpy(payload.data(), value.data() + value.size() - payload.size(), payload.size());
+  } else {
+    if (fd_ < 0) return Status::IOError("cannot open " + dir_ + "/blocks.data");
+    size_t done = 0;
+    while (done < payload.size()) {
+      const ssize_t n = ::pread(fd_, payload.data() + done, payload.size() - done,
+                                static_cast<off_t>(record.offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return Status::IOError(std::string("pread blocks.data: ") + std::strerror(errno));
+      if (n == 0) return false;  // cut short: the payload is not all there
+      done += static_cast<size_t>(n);
+    }
+  }
+  return PayloadChecksum(payload) == record.header.payload_checksum;
+}
+
+}  // namespace strata::store

@@ -1,0 +1,58 @@
+// DiskTierReader: a read-only view of a disk tier's directory (disk_tier.h) for `strata inspect
+// --data-dir`, usable while no daemon runs and safe while one does: RocksDB is opened with
+// OpenForReadOnly (no LOCK file taken, nothing written, no recovery or repair), and payloads are
+// read with plain pread. Records that fail the checks DiskTier::Open applies (a bad header, a key
+// that does not match its header, an extent outside blocks.data) are counted, not returned.
+//
+// Thread-safety: after Open, const methods may be called from any thread. The records are a
+// snapshot taken at Open.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "strata/block_format.h"
+#include "strata/result.h"
+
+namespace strata::store {
+
+struct DiskRecord {
+  BlockHeader header;
+  std::optional<BlockKey> parent;
+  bool in_blob = false;      // payload inside the RocksDB value (blob mode), else in blocks.data
+  uint64_t offset = 0;       // blocks.data offset (slab mode)
+};
+
+class DiskTierReader {
+ public:
+  // Opens `<dir>/index` read-only and reads every record. NotFound when `dir` holds no index.
+  static Result<std::unique_ptr<DiskTierReader>> Open(const std::string& dir);
+  ~DiskTierReader();
+
+  const std::vector<DiskRecord>& records() const { return records_; }
+  // Index records that failed the checks (DiskTier::Open would drop them).
+  uint64_t bad_records() const { return bad_records_; }
+  // Bytes of blocks.data (0 in blob mode).
+  uint64_t data_file_bytes() const { return data_file_bytes_; }
+  // The record of `key`, or nullptr.
+  const DiskRecord* Find(const BlockKey& key) const;
+  // Reads the payload of `record` and checks it against its header's checksum: true when it
+  // matches, false when it does not (the daemon would drop the block), an error when it cannot
+  // be read.
+  Result<bool> Verify(const DiskRecord& record) const;
+
+ private:
+  DiskTierReader() = default;
+  class Db;
+  std::unique_ptr<Db> db_;
+  std::string dir_;
+  std::vector<DiskRecord> records_;
+  uint64_t bad_records_ = 0;
+  uint64_t data_file_bytes_ = 0;
+  int fd_ = -1;
+};
+
+}  // namespace strata::store

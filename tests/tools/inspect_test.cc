@@ -1,0 +1,455 @@
+// `strata inspect` and the /metrics endpoint against real processes: a `strata serve` with known
+// contents (stored through the client library), the CLI run as a child process (its --json
+// parsed, its exit codes checked), the offline inspector on the disk tier of a stopped daemon,
+// and /metrics scraped with curl and parsed (docs/operations.md, "Inspector" and "Metrics").
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch_test_macros.hpp>
+#include <nlohmann/json.hpp>
+
+#include "strata/client.h"
+#include "strata/key_chain.h"
+#include "tests/lib/client_test_util.h"
+#include "tools/strata/serve_process.h"
+
+namespace strata {
+namespace {
+
+using nlohmann::json;
+
+// 2 layers x 2 planes x 2 heads x 32 dims x 2 bytes x 16 tokens = 16 KiB per block.
+NamespaceSpec BaseSpec() {
+  NamespaceSpec s;
+  s.model_id = "test/inspect-model";
+  s.num_layers = 2;
+  s.num_kv_heads = 2;
+  s.head_dim = 32;
+  s.block_size = 16;
+  return s;
+}
+// The same namespace as flags of `strata inspect prefix`.
+std::string BaseFlags() {
+  return "--model test/inspect-model --layers 2 --kv-heads 2 --head-dim 32 --block-size 16";
+}
+Namespace Make(const NamespaceSpec& s) { return std::move(Namespace::Create(s)).value(); }
+
+std::string TempDir(const std::string& name) {
+  std::string d = "/tmp/strata-test-inspect-" + name + "-" + std::to_string(::getpid());
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  return d;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+struct Run {
+  int code = -1;
+  std::string out;
+  json Json() const {
+    INFO(out);
+    return json::parse(out);
+  }
+};
+
+// Runs a shell command; its stdout and exit code (stderr goes to ours).
+Run Sh(const std::string& cmd) {
+  Run r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+Run Inspect(const std::string& args) {
+  return Sh(std::string(STRATA_CLI_PATH) + " inspect " + args);
+}
+
+void WriteTokens(const std::string& path, const std::vector<uint32_t>& tokens) {
+  std::ofstream out(path);
+  for (uint32_t t : tokens) out << t << "\n";
+}
+
+class Serve {
+ public:
+  explicit Serve(const std::string& dir, std::vector<std::string> extra = {}) : dir_(dir) {
+    cli::ServeOptions o;
+    o.exe = STRATA_CLI_PATH;
+    o.socket = dir + "/s.sock";
+    o.args = {"serve", "--socket", o.socket, "--data-dir", dir + "/data", "--host-pool", "64MiB",
+              "--disk", "64MiB"};
+    o.args.insert(o.args.end(), extra.begin(), extra.end());
+    o.log_file = dir + "/serve.log";
+    o.ready = cli::ServeReady::kClientConnects;
+    o.stop_signal = SIGKILL;
+    log_ = o.log_file;
+    auto serve = cli::SpawnServe(std::move(o));
+    INFO(serve.status().ToString() << "\n" << ReadFile(log_));
+    REQUIRE(serve.ok());
+    process_ = std::move(serve).value();
+  }
+  std::unique_ptr<Client> Connect() {
+    auto c = Client::Connect(process_->socket());
+    INFO(c.status().ToString());
+    REQUIRE(c.ok());
+    return std::move(c).value();
+  }
+  int Stop() {
+    const int status = process_->Stop(SIGTERM);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  std::string socket() const { return dir_ + "/s.sock"; }
+  std::string data() const { return dir_ + "/data"; }
+  std::string Log() const { return ReadFile(log_); }
+
+ private:
+  std::string dir_;
+  std::string log_;
+  std::unique_ptr<cli::ServeProcess> process_;
+};
+
+TEST_CASE("inspect a live daemon: node, namespaces, prefix, key, ls and exit codes",
+          "[tools][inspect]") {
+  const std::string dir = TempDir("live");
+  Serve serve(dir);
+  const Namespace ns = Make(BaseSpec());
+  testing::Prompt p(ns, 8, 11, ns.block_bytes());
+  auto c = serve.Connect();
+  REQUIRE(*c->Store(ns, p.keys, p.in).Wait() == 8);
+  const std::string s = "--socket " + serve.socket() + " ";
+
+  Run node = Inspect(s + "--json node");
+  REQUIRE(node.code == 0);
+  json j = node.Json();
+  CHECK(j["schema_version"] == 1);
+  CHECK(j["source"] == "live");
+  CHECK(j["health"] == "ok");
+  CHECK(j["tiers"]["host"]["blocks"] == 8);
+  CHECK(j["tiers"]["host"]["used_bytes"] == 8 * ns.block_bytes());
+  CHECK(j["tiers"]["host"]["capacity_bytes"].get<uint64_t>() > 0);
+  CHECK(j["tiers"]["disk"]["blocks"] == 0);
+  CHECK(j["tiers"]["host"]["evictions_per_second"].is_null());  // one sample: unknown
+  CHECK(j["pins"] == 0);
+  Run human = Inspect(s + "node");
+  CHECK(human.code == 0);
+  CHECK(human.out.find("health ok") != std::string::npos);
+  CHECK(std::regex_search(human.out, std::regex("\nhost +[0-9.]+ MiB +128\\.0 KiB +8 ")));
+
+  Run nss = Inspect(s + "--json namespaces");
+  REQUIRE(nss.code == 0);
+  j = nss.Json();
+  REQUIRE(j["namespaces"].size() == 1);
+  const json& n0 = j["namespaces"][0];
+  CHECK(n0["id"] == ns.id().ToHex());
+  CHECK(n0["fingerprint"]["model_id"] == "test/inspect-model");
+  CHECK(n0["fingerprint"]["key_scheme"] == "strata");
+  CHECK(n0["fingerprint"]["salt_present"] == false);
+  CHECK(n0["blocks"]["host"] == 8);
+  CHECK(n0["bytes"]["host"] == 8 * ns.block_bytes());
+  CHECK(n0["near_duplicates"].empty());
+
+  // Six stored blocks and five tokens more: reach 6 everywhere, the tail never keyed.
+  std::vector<uint32_t> tokens(p.tokens.begin(), p.tokens.begin() + 6 * 16 + 5);
+  WriteTokens(dir + "/t1", tokens);
+  Run pre = Inspect(s + "--json prefix --tokens " + dir + "/t1 " + BaseFlags());
+  REQUIRE(pre.code == 0);
+  j = pre.Json();
+  CHECK(j["namespace"] == ns.id().ToHex());
+  CHECK(j["keyed_blocks"] == 6);
+  CHECK(j["reach"]["device"] == 0);
+  CHECK(j["reach"]["host"] == 6);
+  CHECK(j["reach"]["disk"] == 6);
+  CHECK(j["reach"]["peers"].is_null());  // a single node: no peers to ask
+  CHECK(j["reach_tokens"]["host"] == 96);
+  CHECK(j["blocks"][0]["key"] == p.keys[0].ToHex());
+  CHECK(j["blocks"][0]["tiers"] == json::array({"host"}));
+  CHECK(j["blocks"][0]["bytes"] == ns.block_bytes());
+  CHECK(j["blocks"][0]["age_s"].is_null());
+  CHECK(j["first_miss"]["reason"] == "partial_block");
+  CHECK(j["first_miss"]["index"] == 6);
+
+  // All eight and eight unknown blocks: the first miss is block 8, absent.
+  tokens.assign(p.tokens.begin(), p.tokens.end());
+  for (uint32_t i = 0; i < 8 * 16; ++i) tokens.push_back(200000 + i);
+  WriteTokens(dir + "/t2", tokens);
+  j = Inspect(s + "--json prefix --tokens " + dir + "/t2 " + BaseFlags()).Json();
+  CHECK(j["reach"]["host"] == 8);
+  CHECK(j["first_miss"]["index"] == 8);
+  CHECK(j["first_miss"]["reason"] == "absent");
+  CHECK(j["blocks"][8]["tiers"].empty());
+  CHECK(j["blocks"][8]["bytes"].is_null());
+  human = Inspect(s + "prefix --tokens " + dir + "/t2 " + BaseFlags());
+  CHECK(human.code == 0);
+  CHECK(human.out.find("first miss: block 8") != std::string::npos);
+
+  Run key = Inspect(s + "--json key " + p.keys[3].ToHex());
+  REQUIRE(key.code == 0);
+  j = key.Json();
+  CHECK(j["found"] == true);
+  CHECK(j["tiers"] == json::array({"host"}));
+  CHECK(j["header"]["namespace"] == ns.id().ToHex());
+  CHECK(j["header"]["payload_length"] == ns.block_bytes());
+  CHECK(j["checksum_verified"] == true);
+  CHECK(j["fingerprint"]["model_id"] == "test/inspect-model");
+
+  Run ls = Inspect(s + "--json ls --limit 3 --sort key");
+  REQUIRE(ls.code == 0);
+  j = ls.Json();
+  CHECK(j["total"] == 8);
+  CHECK(j["truncated"] == true);
+  REQUIRE(j["blocks"].size() == 3);
+  CHECK(j["blocks"][0]["key"].get<std::string>() < j["blocks"][1]["key"].get<std::string>());
+  j = Inspect(s + "--json ls --tier disk").Json();
+  CHECK(j["total"] == 0);
+
+  // A cleared namespace: the miss says so.
+  REQUIRE(*c->Clear(ns.id()) == 8);
+  j = Inspect(s + "--json prefix --tokens " + dir + "/t2 " + BaseFlags()).Json();
+  CHECK(j["reach"]["host"] == 0);
+  CHECK(j["first_miss"]["reason"] == "cleared");
+  CHECK(j["first_miss"]["at_unix_ms"].get<int64_t>() > 0);
+
+  // --watch: one answer per refresh; the second knows the eviction rate.
+  Run watch = Inspect(s + "--json --watch 0.2 --watch-count 2 node");
+  CHECK(watch.code == 0);
+  std::istringstream lines(watch.out);
+  std::string first, second;
+  std::getline(lines, first);
+  std::getline(lines, second);
+  CHECK(json::parse(first)["tiers"]["host"]["evictions_per_second"].is_null());
+  CHECK(json::parse(second)["tiers"]["host"]["evictions_per_second"] == 0.0);
+
+  // Exit codes: 1 unreachable, 2 usage.
+  CHECK(Inspect("--socket " + dir + "/nowhere.sock node 2>/dev/null").code == 1);
+  CHECK(Inspect(s + "key not-a-key 2>/dev/null").code == 2);
+  CHECK(Inspect(s + "--no-such-flag node 2>/dev/null").code == 2);
+  CHECK(Inspect(s + "--socket x --data-dir y node 2>/dev/null").code == 2);
+}
+
+TEST_CASE("inspect flags namespaces that differ in one field and names them as the miss reason",
+          "[tools][inspect]") {
+  const std::string dir = TempDir("mismatch");
+  Serve serve(dir);
+  const Namespace a = Make(BaseSpec());
+  NamespaceSpec rev = BaseSpec();
+  rev.model_revision = "rev-2";
+  const Namespace b = Make(rev);
+  NamespaceSpec vllm = BaseSpec();
+  vllm.key_scheme = KeyScheme::kVllmSha256Cbor;
+  const Namespace v = Make(vllm);
+  testing::Prompt p(a, 4, 21, a.block_bytes());
+  testing::Prompt other(b, 2, 22, b.block_bytes());
+  auto c = serve.Connect();
+  REQUIRE(*c->Store(a, p.keys, p.in).Wait() == 4);
+  REQUIRE(*c->Store(b, other.keys, other.in).Wait() == 2);
+  const std::string s = "--socket " + serve.socket() + " ";
+
+  Run nss = Inspect(s + "--json namespaces");
+  CHECK(nss.code == 3);  // near-duplicates found
+  json j = nss.Json();
+  CHECK(j["flagged"] == 2);
+  for (const json& n : j["namespaces"]) {
+    REQUIRE(n["near_duplicates"].size() == 1);
+    CHECK(n["near_duplicates"][0]["differences"][0].get<std::string>().rfind("model_revision",
+                                                                              0) == 0);
+  }
+  Run human = Inspect(s + "namespaces");
+  CHECK(human.code == 3);
+  CHECK(human.out.find("NEAR-DUPLICATE") != std::string::npos);
+
+  // The engine asks with revision rev-2 for tokens cached under the first namespace.
+  WriteTokens(dir + "/t", p.tokens);
+  Run pre = Inspect(s + "--json prefix --tokens " + dir + "/t " + BaseFlags() +
+                    " --revision rev-2");
+  CHECK(pre.code == 3);
+  j = pre.Json();
+  CHECK(j["reach"]["host"] == 0);
+  CHECK(j["first_miss"]["reason"] == "namespace_mismatch");
+  CHECK(j["first_miss"]["other_namespace"]["id"] == a.id().ToHex());
+  CHECK(j["first_miss"]["other_namespace"]["reach_tokens"] == 64);
+  const json& diffs = j["first_miss"]["other_namespace"]["differences"];
+  REQUIRE(diffs.size() == 1);
+  CHECK(diffs[0].get<std::string>().rfind("model_revision", 0) == 0);
+
+  // The same tokens keyed with vLLM's scheme: a key-scheme mismatch.
+  j = Inspect(s + "--json prefix --tokens " + dir + "/t " + BaseFlags() +
+              " --key-scheme vllm-sha256-cbor")
+          .Json();
+  CHECK(j["first_miss"]["reason"] == "key_scheme_mismatch");
+  CHECK(j["first_miss"]["other_namespace"]["id"] == a.id().ToHex());
+  (void)v;
+
+  // A salt is never shown, only that it differs.
+  NamespaceSpec salted = BaseSpec();
+  salted.tenant_salt = "secret-salt-123";
+  const Namespace t = Make(salted);
+  testing::Prompt tp(t, 1, 23, t.block_bytes());
+  REQUIRE(*c->Store(t, tp.keys, tp.in).Wait() == 1);
+  Run all = Inspect(s + "--json namespaces");
+  CHECK(all.out.find("secret-salt-123") == std::string::npos);
+  CHECK(all.out.find("tenant_salt: differs") != std::string::npos);
+}
+
+TEST_CASE("inspect offline: the disk tier of a stopped daemon, RocksDB read-only",
+          "[tools][inspect]") {
+  const std::string dir = TempDir("offline");
+  const Namespace ns = Make(BaseSpec());
+  testing::Prompt p(ns, 8, 31, ns.block_bytes());
+  {
+    Serve serve(dir);
+    auto c = serve.Connect();
+    REQUIRE(*c->Store(ns, p.keys, p.in).Wait() == 8);
+    c.reset();
+    REQUIRE(serve.Stop() == 0);  // a clean stop writes the host blocks to disk
+  }
+  const std::string d = "--data-dir " + dir + "/data ";
+  Run node = Inspect(d + "--json node");
+  REQUIRE(node.code == 0);
+  json j = node.Json();
+  CHECK(j["source"] == "offline");
+  CHECK(j["health"] == "ok");
+  CHECK(j["tiers"]["disk"]["blocks"] == 8);
+  CHECK(j["tiers"]["disk"]["used_bytes"] == 8 * ns.block_bytes());
+  CHECK(j["tiers"]["disk"]["capacity_bytes"].is_null());
+  CHECK(j["uptime_s"].is_null());
+
+  j = Inspect(d + "--json namespaces").Json();
+  REQUIRE(j["namespaces"].size() == 1);
+  CHECK(j["namespaces"][0]["fingerprint"]["model_id"] == "test/inspect-model");
+  CHECK(j["namespaces"][0]["blocks"]["disk"] == 8);
+
+  WriteTokens(dir + "/t", p.tokens);
+  j = Inspect(d + "--json prefix --tokens " + dir + "/t " + BaseFlags()).Json();
+  CHECK(j["source"] == "offline");
+  CHECK(j["reach"]["host"] == 0);
+  CHECK(j["reach"]["disk"] == 8);
+  CHECK(j["first_miss"].is_null());
+
+  Run key = Inspect(d + "--json key " + p.keys[5].ToHex());
+  REQUIRE(key.code == 0);
+  CHECK(key.Json()["checksum_verified"] == true);
+  CHECK(Inspect(d + "--json ls").Json()["total"] == 8);
+
+  // A flipped payload byte: `key` finds the block fails its checksum (exit 3).
+  {
+    std::fstream f(dir + "/data/blocks.data", std::ios::in | std::ios::out | std::ios::binary);
+    REQUIRE(f);
+    for (std::streamoff off = 100; off < 8 * 65536; off += 4096) {
+      f.seekg(off);
+      char ch = 0;
+      if (!f.get(ch)) break;
+      f.seekp(off);
+      f.put(static_cast<char>(ch ^ 0x5a));
+    }
+  }
+  size_t failed = 0;
+  for (const BlockKey& k : p.keys) {
+    Run r = Inspect(d + "--json key " + k.ToHex());
+    if (r.code == 3) {
+      CHECK(r.Json()["checksum_verified"] == false);
+      ++failed;
+    }
+  }
+  CHECK(failed == 8);
+  CHECK(Inspect("--data-dir " + dir + "/nothing node 2>/dev/null").code == 1);
+}
+
+// Prometheus text: sample name with labels -> value.
+std::map<std::string, double> Scrape(const std::string& url) {
+  Run r = Sh("curl -sf " + url);
+  REQUIRE(r.code == 0);
+  std::map<std::string, double> out;
+  std::istringstream in(r.out);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t sp = line.rfind(' ');
+    REQUIRE(sp != std::string::npos);
+    out[line.substr(0, sp)] = std::stod(line.substr(sp + 1));
+  }
+  return out;
+}
+
+TEST_CASE("/metrics scraped with curl: counters follow a known workload exactly",
+          "[tools][metrics]") {
+  const std::string dir = TempDir("metrics");
+  Serve serve(dir, {"--metrics-addr", "127.0.0.1:0"});
+  const std::regex addr("metrics on (http://127\\.0\\.0\\.1:[0-9]+)/metrics");
+  std::smatch m;
+  const std::string log = serve.Log();
+  INFO(log);
+  REQUIRE(std::regex_search(log, m, addr));
+  const std::string base = m[1];
+  CHECK(Sh("curl -sf " + base + "/healthz").out == "ok\n");
+  CHECK(Sh("curl -sf " + base + "/readyz").out == "ready\n");
+  CHECK(Sh("curl -s -o /dev/null -w '%{http_code}' " + base + "/nothing").out == "404");
+
+  const Namespace ns = Make(BaseSpec());
+  const std::string nsl = "namespace=\"" + ns.id().ToHex() + "\"";
+  testing::Prompt p(ns, 4, 41, ns.block_bytes());
+  auto c = serve.Connect();
+  auto before = Scrape(base + "/metrics");
+  CHECK(before["strata_tier_blocks{tier=\"host\"}"] == 0);
+  CHECK(before["strata_client_sessions"] == 1);
+
+  REQUIRE(*c->Store(ns, p.keys, p.in).Wait() == 4);
+  auto after_store = Scrape(base + "/metrics");
+  CHECK(after_store["strata_tier_blocks{tier=\"host\"}"] == 4);
+  CHECK(after_store["strata_tier_used_bytes{tier=\"host\"}"] == 4.0 * ns.block_bytes());
+  CHECK(after_store["strata_namespace_stored_blocks_total{" + nsl + "}"] == 4);
+  CHECK(after_store["strata_namespace_stored_bytes_total{" + nsl + "}"] ==
+        4.0 * ns.block_bytes());
+  CHECK(after_store["strata_request_bytes_total{request=\"store_commit\"}"] ==
+        4.0 * ns.block_bytes());
+  CHECK(after_store["strata_request_duration_seconds_count{request=\"store_commit\"}"] >= 1);
+
+  // One lookup of 6 keys, 4 cached: 4 host hits and 2 misses, exactly.
+  std::vector<BlockKey> keys = p.keys;
+  std::vector<uint32_t> more(6 * 16);
+  for (size_t i = 0; i < more.size(); ++i)
+    more[i] = i < p.tokens.size() ? p.tokens[i] : 300000 + static_cast<uint32_t>(i);
+  keys = ComputeBlockKeys(ns, more);
+  const double lookups0 = after_store["strata_request_duration_seconds_count{request=\"lookup\"}"];
+  auto found = c->Lookup(keys);
+  REQUIRE(found.ok());
+  REQUIRE(found->matched_blocks == 4);
+  auto after_lookup = Scrape(base + "/metrics");
+  CHECK(after_lookup["strata_request_duration_seconds_count{request=\"lookup\"}"] ==
+        lookups0 + 1);
+  CHECK(after_lookup["strata_tier_hits_total{tier=\"host\"}"] -
+            after_store["strata_tier_hits_total{tier=\"host\"}"] == 4);
+  CHECK(after_lookup["strata_lookup_blocks_total{outcome=\"miss\"}"] -
+            after_store["strata_lookup_blocks_total{outcome=\"miss\"}"] == 2);
+  CHECK(after_lookup["strata_request_duration_seconds_bucket{request=\"lookup\",le=\"+Inf\"}"] ==
+        lookups0 + 1);
+
+  testing::Outputs out(4, ns.block_bytes());
+  REQUIRE(*c->Load(ns, p.keys, out.out).Wait() == 4);
+  auto after_load = Scrape(base + "/metrics");
+  CHECK(after_load["strata_request_bytes_total{request=\"load\"}"] == 4.0 * ns.block_bytes());
+  CHECK(after_load["strata_namespace_served_blocks_total{" + nsl + "}"] == 4);
+  CHECK(after_load["strata_tier_served_blocks_total{tier=\"host\"}"] == 4);
+  CHECK(after_load["strata_tier_corrupt_dropped_total{tier=\"host\"}"] == 0);
+  CHECK(after_load["strata_namespace_fingerprint_mismatches_total"] == 0);
+  CHECK(after_load.count("strata_request_duration_seconds_sum{request=\"load\"}") == 1);
+}
+
+}  // namespace
+}  // namespace strata

@@ -1,0 +1,519 @@
+// `strata inspect`: what a node holds and why a prefix misses (docs/operations.md, "Inspector").
+// Live against a daemon's socket (the Inspect request of docs/client-protocol.md), or offline
+// against a disk tier's directory (`--data-dir DIR`: RocksDB opened read-only, works with no
+// daemon running). Both print the same JSON with --json (node/inspect.h), or tables.
+//
+// Exit codes: 0 ok; 1 unreachable or an error; 2 bad usage; 3 degraded or a problem found (a
+// degraded node, near-duplicate namespaces, a prefix that misses because of a namespace or key
+// scheme mismatch, a block whose checksum fails).
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "client/channel.h"
+#include "command_registry.h"
+#include "ipc/unix_socket.h"
+#include "namespace_flags.h"
+#include "node/inspect.h"
+#include "node/namespace_registry.h"
+#include "store/disk_tier_reader.h"
+#include "strata/engine_keys.h"
+#include "strata/version.h"
+#include "token_file.h"
+
+namespace strata::cli {
+namespace {
+
+using nlohmann::json;
+
+constexpr int kDegradedExit = 3;
+
+struct InspectOptions {
+  std::string socket;
+  std::string data_dir;
+  bool json = false;
+  bool full = false;
+  double watch_s = 0;
+  uint32_t watch_count = 0;  // 0: until interrupted
+  int timeout_ms = 10000;
+  // Subcommand arguments.
+  std::string command;
+  std::string tokens_path;
+  NamespaceFlags ns;
+  std::string key;
+  std::string ls_namespace;
+  std::string tier;
+  uint32_t limit = 100;
+  std::string sort = "namespace";
+};
+
+// ---- Offline view: a stopped (or running) daemon's disk tier, read-only. ----
+
+class OfflineView final : public inspect::View {
+ public:
+  OfflineView(std::unique_ptr<store::DiskTierReader> reader,
+              std::vector<NamespaceRegistry::Entry> namespaces)
+      : reader_(std::move(reader)), namespaces_(std::move(namespaces)) {}
+
+  std::string_view source() const override { return "offline"; }
+  std::optional<inspect::BlockFacts> Find(const BlockKey& key) override {
+    const store::DiskRecord* r = reader_->Find(key);
+    if (r == nullptr) return std::nullopt;
+    return Facts(*r);
+  }
+  void ForEach(const std::function<void(const BlockKey&, const inspect::BlockFacts&)>& fn)
+      override {
+    for (const store::DiskRecord& r : reader_->records()) fn(r.header.key, Facts(r));
+  }
+  std::vector<std::pair<NamespaceId, NamespaceSpec>> Namespaces() override {
+    std::vector<std::pair<NamespaceId, NamespaceSpec>> out;
+    for (const auto& e : namespaces_) out.emplace_back(e.id, e.spec);
+    return out;
+  }
+  std::optional<BlockHeader> Header(const BlockKey& key) override {
+    const store::DiskRecord* r = reader_->Find(key);
+    if (r == nullptr) return std::nullopt;
+    return r->header;
+  }
+  std::optional<bool> Verify(const BlockKey& key) override {
+    const store::DiskRecord* r = reader_->Find(key);
+    if (r == nullptr) return std::nullopt;
+    auto ok = reader_->Verify(*r);
+    if (!ok.ok()) return std::nullopt;
+    return *ok;
+  }
+  const store::DiskTierReader& reader() const { return *reader_; }
+
+ private:
+  static inspect::BlockFacts Facts(const store::DiskRecord& r) {
+    inspect::BlockFacts f;
+    f.ns = r.header.ns;
+    f.bytes = r.header.payload_length;
+    f.tiers = inspect::kDiskBit;
+    f.pins = 0;
+    return f;
+  }
+  std::unique_ptr<store::DiskTierReader> reader_;
+  std::vector<NamespaceRegistry::Entry> namespaces_;
+};
+
+json OfflineNode(OfflineView& view, const std::string& dir) {
+  const auto& reader = view.reader();
+  uint64_t used = 0;
+  for (const auto& r : reader.records()) used += r.header.payload_length;
+  json degraded = json::array();
+  if (reader.bad_records() > 0)
+    degraded.push_back(std::to_string(reader.bad_records()) +
+                       " index records fail the checks (the daemon drops them at start)");
+  json out = {{"schema_version", inspect::kSchemaVersion},
+              {"command", "node"},
+              {"source", "offline"},
+              {"version", Version()},
+              {"uptime_s", nullptr},
+              {"build", nullptr},
+              {"config", {{"data_dir", dir}}},
+              {"health", degraded.empty() ? "ok" : "degraded"},
+              {"degraded_reasons", degraded},
+              {"warnings", json::array()},
+              {"pin_owners", nullptr},
+              {"pins", nullptr}};
+  out["tiers"]["disk"] = {{"capacity_bytes", nullptr},
+                          {"used_bytes", used},
+                          {"blocks", reader.records().size()},
+                          {"file_bytes", reader.data_file_bytes()},
+                          {"pinned", nullptr},
+                          {"evictions", nullptr},
+                          {"evictions_per_second", nullptr},
+                          {"fragmentation", nullptr},
+                          {"corrupt_dropped", nullptr},
+                          {"policy", nullptr}};
+  return out;
+}
+
+// ---- Building the request. ----
+
+BlockKey ParseKey(const std::string& hex, const char* what) {
+  auto k = BlockKey::FromHex(hex);
+  if (!k) Fail(std::string(what) + " '" + hex + "': not 32 hex digits", 2);
+  return *k;
+}
+
+ipc::InspectRequest BuildRequest(const InspectOptions& o) {
+  ipc::InspectRequest q;
+  q.command = o.command;
+  if (o.command == "prefix") {
+    if (o.tokens_path != "-" && std::filesystem::is_directory(o.tokens_path))
+      Fail("--tokens '" + o.tokens_path + "' is a directory; expected a token file", 2);
+    auto tokens = ReadTokenFile(o.tokens_path);
+    if (!tokens.ok()) Fail(tokens.status().ToString(), 2);
+    Namespace ns = o.ns.Build();
+    auto keys = ComputeSchemeKeys(ns, *tokens);
+    if (!keys.ok()) Fail(keys.status().ToString(), 2);
+    q.ns = ns.id();
+    q.spec = ns.spec();
+    q.keys = keys->keys;
+    q.tokens = std::move(tokens).value();
+  } else if (o.command == "key") {
+    q.keys.push_back(ParseKey(o.key, "key"));
+    q.verify = true;
+  } else if (o.command == "ls") {
+    if (!o.ls_namespace.empty()) q.ns = ParseKey(o.ls_namespace, "--namespace");
+    q.tier = o.tier;
+    q.limit = o.limit;
+    q.sort = o.sort;
+  }
+  return q;
+}
+
+// ---- Human output. ----
+
+std::string Bytes(const json& v) {
+  if (!v.is_number()) return "-";
+  double b = v.get<double>();
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  int u = 0;
+  while (b >= 1024 && u < 5) {
+    b /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{:.0f} B", b) : fmt::format("{:.1f} {}", b, kUnits[u]);
+}
+
+std::string Num(const json& v) {
+  if (v.is_null()) return "-";
+  if (v.is_number_float()) return fmt::format("{:.1f}", v.get<double>());
+  return v.dump();
+}
+
+std::string Duration(const json& v) {
+  if (!v.is_number()) return "-";
+  const uint64_t s = static_cast<uint64_t>(v.get<double>());
+  if (s < 60) return fmt::format("{}s", s);
+  if (s < 3600) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  if (s < 86400) return fmt::format("{}h{:02}m", s / 3600, (s / 60) % 60);
+  return fmt::format("{}d{:02}h", s / 86400, (s / 3600) % 24);
+}
+
+std::string Short(const json& v, bool full) {
+  if (!v.is_string()) return "-";
+  const std::string s = v.get<std::string>();
+  return full || s.size() <= 12 ? s : s.substr(0, 12);
+}
+
+std::string Tiers(const json& v) {
+  std::string out;
+  for (const auto& t : v) out += (out.empty() ? "" : ",") + t.get<std::string>();
+  return out.empty() ? "-" : out;
+}
+
+void PrintNode(const json& j) {
+  std::cout << fmt::format("strata {} ({})  uptime {}  health {}\n", j.value("version", "?"),
+                           j.value("source", "?"), Duration(j["uptime_s"]),
+                           j.value("health", "?"));
+  if (j["build"].is_object())
+    std::cout << fmt::format("build: cuda {}, ucx {}\n", j["build"]["cuda"] ? "on" : "off",
+                             j["build"]["ucx"] ? "on" : "off");
+  const json& c = j["config"];
+  if (c.is_object() && c.contains("host_pool_bytes"))
+    std::cout << fmt::format(
+        "config: host pool {}, data dir {}, policy {}, {}, membership {}\n",
+        Bytes(c["host_pool_bytes"]), c["data_dir"].is_null() ? "off" : c["data_dir"].dump(),
+        c.value("eviction_policy", "?"), c.value("write_through", false) ? "write-through"
+                                                                         : "write-back",
+        c["membership"].is_null() ? "none" : c["membership"].get<std::string>());
+  else if (c.is_object())
+    std::cout << fmt::format("data dir {} (no daemon asked)\n", c["data_dir"].dump());
+  if (!j["pins"].is_null())
+    std::cout << fmt::format("load pins {} (held by {} sessions)\n", Num(j["pins"]),
+                             Num(j["pin_owners"]));
+  std::cout << fmt::format("{:<8}{:>12}{:>12}{:>10}{:>8}{:>11}{:>9}{:>9}  {}\n", "tier",
+                           "capacity", "used", "blocks", "pinned", "evictions", "evict/s",
+                           "corrupt", "policy");
+  for (const char* t : {"device", "host", "disk"}) {
+    if (!j["tiers"].contains(t)) continue;
+    const json& x = j["tiers"][t];
+    std::cout << fmt::format("{:<8}{:>12}{:>12}{:>10}{:>8}{:>11}{:>9}{:>9}  {}\n", t,
+                             Bytes(x["capacity_bytes"]), Bytes(x["used_bytes"]),
+                             Num(x["blocks"]), Num(x["pinned"]), Num(x["evictions"]),
+                             Num(x["evictions_per_second"]), Num(x["corrupt_dropped"]),
+                             x["policy"].is_null() ? "-" : x["policy"].get<std::string>());
+  }
+  for (const auto& r : j["degraded_reasons"]) std::cout << "degraded: " << r.get<std::string>()
+                                                        << "\n";
+  for (const auto& r : j["warnings"]) std::cout << "warning: " << r.get<std::string>() << "\n";
+}
+
+void PrintNamespaces(const json& j, bool full) {
+  std::cout << fmt::format("{:<14}{:<34}{:<18}{:>6}{:>7}{:>14}{:>13}{:>6}{:>9}{:>11}\n",
+                           "namespace", "model", "key scheme", "block", "dtype", "layout",
+                           "codec", "salt", "blocks", "bytes");
+  for (const auto& n : j["namespaces"]) {
+    const json& f = n["fingerprint"];
+    uint64_t blocks = 0, bytes = 0;
+    for (const auto& [t, v] : n["blocks"].items()) blocks += v.get<uint64_t>();
+    for (const auto& [t, v] : n["bytes"].items()) bytes += v.get<uint64_t>();
+    if (f.is_null()) {
+      std::cout << fmt::format("{:<14}{:<34}{:<18}{:>6}{:>7}{:>14}{:>13}{:>6}{:>9}{:>11}\n",
+                               Short(n["id"], full), "(not described)", "-", "-", "-", "-", "-",
+                               "-", blocks, Bytes(bytes));
+      continue;
+    }
+    std::string scheme = f["key_scheme"].get<std::string>();
+    if (!f["hash_seed"].get<std::string>().empty())
+      scheme += "/" + f["hash_seed"].get<std::string>();
+    std::string model = f["model_id"].get<std::string>();
+    if (!f["lora_id"].get<std::string>().empty()) model += "+" + f["lora_id"].get<std::string>();
+    std::cout << fmt::format(
+        "{:<14}{:<34}{:<18}{:>6}{:>7}{:>14}{:>13}{:>6}{:>9}{:>11}\n", Short(n["id"], full),
+        model.size() > 33 ? model.substr(0, 32) + "~" : model, scheme, Num(f["block_size"]),
+        f["kv_dtype"].get<std::string>(),
+        fmt::format("{}x{}x{}", Num(f["num_layers"]), Num(f["num_kv_heads"]),
+                    Num(f["head_dim"])),
+        f["codec"].get<std::string>(), f["salt_present"].get<bool>() ? "yes" : "no", blocks,
+        Bytes(bytes));
+  }
+  for (const auto& n : j["namespaces"])
+    for (const auto& d : n["near_duplicates"]) {
+      std::string diffs;
+      for (const auto& x : d["differences"]) diffs += (diffs.empty() ? "" : "; ") +
+                                                      x.get<std::string>();
+      std::cout << fmt::format("NEAR-DUPLICATE: {} and {} differ only in {}\n",
+                               Short(n["id"], full), Short(d["id"], full), diffs);
+    }
+}
+
+void PrintPrefix(const json& j, bool full) {
+  const json& r = j["reach"];
+  const json& t = j["reach_tokens"];
+  std::cout << fmt::format("namespace {}  tokens {}  block size {}  keyed blocks {}\n",
+                           Short(j["namespace"], full), Num(j["tokens"]), Num(j["block_size"]),
+                           Num(j["keyed_blocks"]));
+  std::cout << "reach (cumulative blocks / tokens):";
+  for (const char* k : {"device", "host", "disk", "peers"})
+    std::cout << fmt::format("  {} {}/{}", k, Num(r[k]), t.is_object() ? Num(t[k]) : "-");
+  std::cout << "\n";
+  std::cout << fmt::format("{:>6}  {:<14}{:<18}{:<8}{:>11}{:>7}{:>6}{:>6}\n", "block", "key",
+                           "tiers", "holder", "bytes", "age", "hits", "pins");
+  for (const auto& b : j["blocks"])
+    std::cout << fmt::format("{:>6}  {:<14}{:<18}{:<8}{:>11}{:>7}{:>6}{:>6}\n", Num(b["index"]),
+                             Short(b["key"], full), Tiers(b["tiers"]),
+                             b["holder"].is_null() ? "-" : b["holder"].get<std::string>(),
+                             Bytes(b["bytes"]), Duration(b["age_s"]), Num(b["hits"]),
+                             Num(b["pins"]));
+  const json& m = j["first_miss"];
+  if (m.is_null()) {
+    std::cout << "first miss: none (every block is cached)\n";
+    return;
+  }
+  std::cout << fmt::format("first miss: block {} ({}): {}: {}\n", Num(m["index"]),
+                           Short(m["key"], full), m["reason"].get<std::string>(),
+                           m["detail"].get<std::string>());
+  if (m.contains("other_namespace")) {
+    const json& o = m["other_namespace"];
+    std::cout << fmt::format("  cached under namespace {} ({} tokens), which differs in:\n",
+                             Short(o["id"], full), Num(o["reach_tokens"]));
+    for (const auto& d : o["differences"]) std::cout << "    " << d.get<std::string>() << "\n";
+  }
+}
+
+void PrintKey(const json& j, bool full) {
+  std::cout << "key " << j["key"].get<std::string>() << "\n";
+  if (!j["found"].get<bool>()) {
+    std::cout << "not cached";
+    if (j.contains("removed") && j["removed"].is_object())
+      std::cout << fmt::format(" ({} at unix ms {})", j["removed"]["reason"].get<std::string>(),
+                               Num(j["removed"]["at_unix_ms"]));
+    std::cout << "\n";
+    return;
+  }
+  const json& h = j["header"];
+  if (h.is_object())
+    std::cout << fmt::format("namespace {}  codec {}  payload {}  checksum {}\n",
+                             Short(h["namespace"], full), h["codec"].get<std::string>(),
+                             Bytes(h["payload_length"]), h["checksum"].get<std::string>());
+  std::cout << fmt::format("tiers {}  holders {}  pins {}  hits {}  last access {}\n",
+                           Tiers(j["tiers"]), Tiers(j["holders"]), Num(j["pins"]),
+                           Num(j["hits"]), Num(j["last_access_unix_ms"]));
+  const json& v = j["checksum_verified"];
+  std::cout << "checksum verified now: "
+            << (v.is_null() ? "unknown" : v.get<bool>() ? "ok" : "FAILED") << "\n";
+}
+
+void PrintLs(const json& j, const InspectOptions& o) {
+  const json& rows = j["blocks"];
+  std::cout << fmt::format("{:<34}{:<34}{:<18}{:>11}{:>6}\n", "key", "namespace", "tiers",
+                           "bytes", "pins");
+  for (const json& b : rows)
+    std::cout << fmt::format("{:<34}{:<34}{:<18}{:>11}{:>6}\n", Short(b["key"], o.full),
+                             Short(b["namespace"], o.full), Tiers(b["tiers"]),
+                             Bytes(b["bytes"]), Num(b["pins"]));
+  std::cout << fmt::format("{} of {} blocks{}\n", rows.size(), Num(j["total"]),
+                           j["truncated"].get<bool>() ? " (--limit reached)" : "");
+}
+
+// 3 when the answer shows a problem (see the file comment), else 0.
+int ExitCodeOf(const json& j) {
+  const std::string c = j.value("command", "");
+  if (c == "node" && j.value("health", "ok") != "ok") return kDegradedExit;
+  if (c == "namespaces" && j.value("flagged", 0) > 0) return kDegradedExit;
+  if (c == "prefix" && j["first_miss"].is_object()) {
+    const std::string reason = j["first_miss"].value("reason", "");
+    if (reason == "namespace_mismatch" || reason == "key_scheme_mismatch") return kDegradedExit;
+  }
+  if (c == "key" && j.contains("checksum_verified") && j["checksum_verified"] == false)
+    return kDegradedExit;
+  return 0;
+}
+
+// ---- Running. ----
+
+// One answer: from the daemon, or from the disk tier when --data-dir is given.
+class Source {
+ public:
+  explicit Source(const InspectOptions& o) : o_(o) {}
+
+  json Ask(const ipc::InspectRequest& q) {
+    if (!o_.data_dir.empty()) return AskOffline(q);
+    if (!channel_) {
+      const std::string path = o_.socket.empty() ? ipc::DefaultSocketPath() : o_.socket;
+      auto ch = SocketChannel::Open(path, o_.timeout_ms, 4096);
+      if (!ch.ok()) Fail("cannot reach the daemon at " + path + ": " + ch.status().ToString());
+      channel_ = std::move(ch).value();
+    }
+    auto reply = channel_->Call(q);
+    if (!reply.ok()) {
+      if (reply.status().code() == StatusCode::kInvalidArgument &&
+          std::string(reply.status().message()).find("unknown") != std::string::npos)
+        Fail("the daemon does not answer Inspect (a version before it): " +
+             reply.status().ToString());
+      Fail("inspect " + q.command + ": " + reply.status().ToString());
+    }
+    auto* r = std::get_if<ipc::InspectReply>(&*reply);
+    if (r == nullptr) Fail("inspect: the daemon answered with another reply type");
+    return json::parse(r->json);
+  }
+
+ private:
+  json AskOffline(const ipc::InspectRequest& q) {
+    if (!view_) {
+      auto reader = store::DiskTierReader::Open(o_.data_dir);
+      if (!reader.ok()) Fail("--data-dir: " + reader.status().ToString());
+      auto entries = NamespaceRegistry::ReadFile(o_.data_dir + "/namespaces.json");
+      view_ = std::make_unique<OfflineView>(
+          std::move(reader).value(),
+          entries.ok() ? std::move(entries).value() : std::vector<NamespaceRegistry::Entry>{});
+    }
+    if (q.command == "node") return OfflineNode(*view_, o_.data_dir);
+    auto out = inspect::Run(*view_, q, /*admin=*/true);
+    if (!out.ok()) Fail("inspect " + q.command + ": " + out.status().ToString());
+    return json::parse(*out);
+  }
+
+  const InspectOptions& o_;
+  std::unique_ptr<SocketChannel> channel_;
+  std::unique_ptr<OfflineView> view_;
+};
+
+void Print(const json& j, const InspectOptions& o) {
+  if (o.json) {
+    std::cout << j.dump() << std::endl;
+    return;
+  }
+  if (o.command == "node") PrintNode(j);
+  else if (o.command == "namespaces") PrintNamespaces(j, o.full);
+  else if (o.command == "prefix") PrintPrefix(j, o.full);
+  else if (o.command == "key") PrintKey(j, o.full);
+  else if (o.command == "ls") PrintLs(j, o);
+  std::cout << std::flush;
+}
+
+// Per-second eviction rates of `now` from the previous `node` answer.
+void AddRates(json& now, const json& before, double seconds) {
+  if (seconds <= 0 || !before.is_object()) return;
+  for (auto& [tier, t] : now["tiers"].items()) {
+    const json& b = before["tiers"].value(tier, json(nullptr));
+    if (!b.is_object() || !t["evictions"].is_number() || !b["evictions"].is_number()) continue;
+    t["evictions_per_second"] =
+        (t["evictions"].get<double>() - b["evictions"].get<double>()) / seconds;
+  }
+}
+
+void RunInspect(const InspectOptions& o) {
+  if (!o.socket.empty() && !o.data_dir.empty())
+    Fail("--socket and --data-dir exclude each other (live or offline)", 2);
+  if (o.watch_s < 0 || !std::isfinite(o.watch_s)) Fail("--watch: must be a positive number", 2);
+  const ipc::InspectRequest q = BuildRequest(o);
+  Source source(o);
+  const bool tty = ::isatty(STDOUT_FILENO) == 1;
+  json previous;
+  auto previous_at = std::chrono::steady_clock::now();
+  int code = 0;
+  for (uint32_t round = 0;; ++round) {
+    json j = source.Ask(q);
+    const auto now = std::chrono::steady_clock::now();
+    if (o.command == "node")
+      AddRates(j, previous, std::chrono::duration<double>(now - previous_at).count());
+    previous = j;
+    previous_at = now;
+    if (o.watch_s > 0 && tty && !o.json) std::cout << "\033[H\033[2J";
+    Print(j, o);
+    code = ExitCodeOf(j);
+    if (o.watch_s <= 0 || (o.watch_count > 0 && round + 1 >= o.watch_count)) break;
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.watch_s));
+  }
+  if (code != 0) throw CLI::RuntimeError(code);
+}
+
+[[maybe_unused]] const bool kRegistered = RegisterCommand("", [](CLI::App& parent) {
+  auto o = std::make_shared<InspectOptions>();
+  auto* cmd = parent.add_subcommand(
+      "inspect", "What a node caches, and why a prefix misses (live, or offline with --data-dir)");
+  cmd->require_subcommand(1);
+  cmd->fallthrough();
+  cmd->add_option("--socket", o->socket, "The daemon's socket (default: the daemon's default)");
+  cmd->add_option("--data-dir", o->data_dir,
+                  "Inspect a disk tier directory instead of a daemon (read-only; no daemon needed)");
+  cmd->add_flag("--json", o->json, "One JSON object per answer (schema_version, null = unknown)");
+  cmd->add_flag("--full", o->full, "Whole keys and namespace ids instead of 12 hex digits");
+  cmd->add_option("--watch", o->watch_s, "Refresh every SECONDS until interrupted");
+  cmd->add_option("--watch-count", o->watch_count, "With --watch: stop after N refreshes");
+  cmd->add_option("--timeout-ms", o->timeout_ms, "Longest wait for the daemon (default 10000)");
+
+  auto sub = [&](const char* name, const char* help) {
+    auto* s = cmd->add_subcommand(name, help);
+    s->callback([o, name] {
+      o->command = name;
+      RunInspect(*o);
+    });
+    return s;
+  };
+  sub("node", "Version, configuration, uptime, health and per-tier usage");
+  sub("namespaces", "Every namespace with its fingerprint, blocks and bytes; near-duplicates");
+  auto* prefix = sub("prefix", "How far a token prefix reaches in each tier, and why it misses");
+  prefix->add_option("--tokens", o->tokens_path, "Token file ('-' for stdin)")->required();
+  o->ns.AddTo(*prefix);
+  auto* key = sub("key", "One block: header, tiers, pins, checksum verified now");
+  key->add_option("KEY", o->key, "Block key (32 hex digits)")->required();
+  auto* ls = sub("ls", "Cached blocks, filtered and sorted");
+  ls->add_option("--namespace", o->ls_namespace, "Only this namespace (32 hex digits)");
+  ls->add_option("--tier", o->tier, "Only blocks in this tier: device, host or disk")
+      ->check(CLI::IsMember({"device", "host", "disk"}));
+  ls->add_option("--limit", o->limit, "At most this many blocks (default 100)");
+  ls->add_option("--sort", o->sort, "namespace (default), key or bytes")
+      ->check(CLI::IsMember({"namespace", "key", "bytes"}));
+});
+
+}  // namespace
+}  // namespace strata::cli
