@@ -11,6 +11,8 @@ machine prints that system's own error, never an estimate.
 Cases (JSON lines in DESIGN.md's format with --json; `baseline` names the peer and its version):
   put_get/<size>/clients=<n>   store then load every block, per-op p50/p99 and GB/s
   restart/<size>               share of the blocks served after kill -9 and restart
+  trace/capacity=<f>           hit ratio of Strata's eviction policy and of LMCache's own policy
+                               objects (LRU, LFU, FIFO) on the shipped trace, same replay model
   overhead/<size>              server memory (RSS growth while storing) per cached block beyond
                                the payload (negative: the server holds less than the payload,
                                e.g. memory it had touched before the run)
@@ -427,6 +429,85 @@ def _restart_phase(system, args, block_bytes, blocks, phase, out):
         out.put({"error": f"{type(e).__name__}: {e}"})
 
 
+def read_chains(path: str):
+    with open(path) as f:
+        return [json.loads(line)["hash_ids"] for line in f if line.strip()]
+
+
+class _Slot:
+    """A cached block as LMCache's policies see a MemoryObj: only can_evict is consulted."""
+    __slots__ = ("can_evict",)
+
+    def __init__(self):
+        self.can_evict = True
+
+
+def replay_lmcache_policy(policy_name: str, chains, capacity: int) -> float:
+    """Hit ratio of LMCache's own cache policy object (lmcache.v1.storage_backend.cache_policy),
+    driven the way LocalCPUBackend drives it, in Strata's replay model (tools/bench/
+    policy_replay.h): a request hits its longest cached prefix; then its blocks are inserted or
+    touched in chain order, the request's own blocks pinned (not evictable) while it is served."""
+    import logging
+    logging.disable(logging.INFO)
+    from lmcache.v1.storage_backend.cache_policy import get_cache_policy
+    policy = get_cache_policy(policy_name)
+    cache = policy.init_mutable_mapping()
+    hit = requested = 0
+    for chain in chains:
+        requested += len(chain)
+        n = 0
+        while n < len(chain) and chain[n] in cache:
+            n += 1
+        hit += n
+        pinned = []
+        for b in chain:
+            if b in cache:
+                policy.update_on_hit(b, cache)
+            else:
+                while len(cache) >= capacity:
+                    victims = policy.get_evict_candidates(cache, num_candidates=1)
+                    if not victims:
+                        break
+                    policy.update_on_force_evict(victims[0])
+                    del cache[victims[0]]
+                if len(cache) >= capacity:
+                    continue  # everything cached is this request's: LMCache skips the put
+                cache[b] = _Slot()
+                policy.update_on_put(b)
+            cache[b].can_evict = False
+            pinned.append(b)
+        for b in pinned:
+            if b in cache:
+                cache[b].can_evict = True
+    return hit / requested if requested else 0.0
+
+
+def trace_rows(cli: str, trace: str, fractions, lmcache_version: str, policy: str = "prefix"):
+    out = subprocess.run([cli, "bench", "trace", "--json", "--trace", trace, "--policy",
+                          f"{policy},lru", "--capacity-fraction", ",".join(map(str, fractions))],
+                         capture_output=True, text=True, check=True).stdout
+    mine = {}
+    for line in out.splitlines():
+        r = json.loads(line)
+        mine[(round(r["capacity_fraction"], 3), r["policy"])] = r
+    chains = read_chains(trace)
+    rows = []
+    for f in fractions:
+        strata_default = next(v for k, v in mine.items() if abs(k[0] - f) < 1e-3 and
+                              k[1] == policy)
+        cap = strata_default["capacity_blocks"]
+        for name in ("LRU", "LFU", "FIFO"):
+            theirs = replay_lmcache_policy(name, chains, cap)
+            r = row(f"trace/capacity={f:g}/strata={policy}", "hit_ratio",
+                    strata_default["hit_ratio"],
+                    f"lmcache {lmcache_version} {name}", theirs)
+            r.update({"capacity_blocks": cap, "belady_hit_ratio":
+                      strata_default["belady_hit_ratio"], "strata_lru_hit_ratio":
+                      strata_default["lru_hit_ratio"]})
+            rows.append(r)
+    return rows
+
+
 # ---- report ---------------------------------------------------------------------------------------
 
 def emit(rows, as_json):
@@ -454,6 +535,13 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--sizes", default="64KiB,2MiB")
     ap.add_argument("--clients", default="1,4")
+    ap.add_argument("--trace", default="",
+                    help="Mooncake-format trace for the policy replay (default: the one shipped "
+                         "next to the strata binary)")
+    ap.add_argument("--strata-policy", default="prefix",
+                    help="Strata's eviction policy in the replay (default: the daemon's default)")
+    ap.add_argument("--capacity-fraction", default="0.05,0.1",
+                    help="trace replay capacities, fractions of the unique blocks")
     ap.add_argument("--mib-per-client", type=int, default=256,
                     help="bytes each client stores per case (MiB); default 256")
     a = ap.parse_args(argv)
@@ -467,6 +555,21 @@ def main(argv=None):
             print(json.dumps({"bench": "peers", "case": f"{cls.name}/import", "error":
                               f"{type(e).__name__}: {e} (deploy/install-peers.sh installs it)"}),
                   flush=True)
+    # Eviction policy on the trace: LMCache's policies are Python objects that can be driven
+    # offline; Mooncake's eviction runs inside mooncake_master (C++) and cannot.
+    trace = a.trace or os.path.join(os.path.dirname(os.path.realpath(a.strata_cli)), "..",
+                                    "share", "strata", "mooncake_synthetic_trace.jsonl")
+    fractions = [float(x) for x in a.capacity_fraction.split(",") if x]
+    lm = next((p for p in peers if p.name == "lmcache"), None)
+    if lm is not None and os.path.exists(trace):
+        try:
+            emit(trace_rows(a.strata_cli, trace, fractions, lm.version, a.strata_policy),
+                 a.json)
+        except Exception as e:
+            emit([{"bench": "peers", "case": "trace", "error": f"{type(e).__name__}: {e}"}],
+                 a.json)
+    emit([{"bench": "peers", "case": "trace", "baseline": "mooncake", "error":
+           "mooncake: eviction runs inside mooncake_master (C++), not drivable offline"}], a.json)
     rows = []
     for size_name in a.sizes.split(","):
         block = SIZES[size_name]
