@@ -28,7 +28,6 @@ import multiprocessing as mp
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ import numpy as np
 SIZES = {"64KiB": 64 << 10, "2MiB": 2 << 20}
 
 
-# ---- helpers --------------------------------------------------------------------------------------
+# ---- helpers ------------------------------------------------------------------------------------
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -90,7 +89,7 @@ def stop(proc: subprocess.Popen, sig=signal.SIGTERM) -> None:
             proc.wait()
 
 
-# ---- systems --------------------------------------------------------------------------------------
+# ---- systems ------------------------------------------------------------------------------------
 
 def strata_ns(block_bytes: int):
     import strata
@@ -310,7 +309,7 @@ class LmcacheClient:
 CLIENTS = {"strata": StrataClient, "mooncake": MooncakeClient, "lmcache": LmcacheClient}
 
 
-# ---- workload -------------------------------------------------------------------------------------
+# ---- workload -----------------------------------------------------------------------------------
 
 def worker(system, args, block_bytes, first, count, barrier, out):
     try:
@@ -508,7 +507,7 @@ def trace_rows(cli: str, trace: str, fractions, lmcache_version: str, policy: st
     return rows
 
 
-# ---- report ---------------------------------------------------------------------------------------
+# ---- report -------------------------------------------------------------------------------------
 
 def emit(rows, as_json):
     for r in rows:
