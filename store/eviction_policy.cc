@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "store/classic_policies.h"
+#include "store/learned_policy.h"
 #include "store/spin_lock.h"
 #include "store/thread_annotations.h"
 
@@ -17,15 +19,35 @@ std::string_view PolicyKindName(PolicyKind kind) {
       return "lru";
     case PolicyKind::kPrefix:
       return "prefix";
+    case PolicyKind::kArc:
+      return "arc";
+    case PolicyKind::kS3Fifo:
+      return "s3fifo";
+    case PolicyKind::kWTinyLfu:
+      return "wtinylfu";
+    case PolicyKind::kGdsf:
+      return "gdsf";
+    case PolicyKind::kLearned:
+      return "learned";
   }
   return "unknown";
 }
 
+namespace {
+constexpr PolicyKind kAllKinds[] = {kDefaultPolicyKind, PolicyKind::kPrefix, PolicyKind::kLru,
+                                    PolicyKind::kArc,   PolicyKind::kS3Fifo, PolicyKind::kWTinyLfu,
+                                    PolicyKind::kGdsf};
+static_assert(kDefaultPolicyKind == PolicyKind::kLearned, "kAllKinds lists the default first");
+}  // namespace
+
+std::span<const PolicyKind> AllPolicyKinds() { return kAllKinds; }
+
 Result<PolicyKind> ParsePolicyKind(std::string_view name) {
-  if (name == "lru") return PolicyKind::kLru;
-  if (name == "prefix") return PolicyKind::kPrefix;
-  return Status::InvalidArgument("unknown eviction policy '" + std::string(name) +
-                                 "' (expected lru or prefix)");
+  for (PolicyKind k : kAllKinds)
+    if (name == PolicyKindName(k)) return k;
+  return Status::InvalidArgument(
+      "unknown eviction policy '" + std::string(name) +
+      "' (expected learned, prefix, lru, arc, s3fifo, wtinylfu or gdsf)");
 }
 
 namespace {
@@ -397,6 +419,16 @@ Result<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(uint32_t capacity,
       return std::unique_ptr<EvictionPolicy>(new LruPolicy(capacity));
     case PolicyKind::kPrefix:
       return std::unique_ptr<EvictionPolicy>(new PrefixPolicy(capacity));
+    case PolicyKind::kArc:
+      return MakeArcPolicy(capacity);
+    case PolicyKind::kS3Fifo:
+      return MakeS3FifoPolicy(capacity);
+    case PolicyKind::kWTinyLfu:
+      return MakeWTinyLfuPolicy(capacity);
+    case PolicyKind::kGdsf:
+      return MakeGdsfPolicy(capacity);
+    case PolicyKind::kLearned:
+      return MakeLearnedPolicy(capacity);
   }
   return Status::InvalidArgument("unknown eviction policy kind");
 }

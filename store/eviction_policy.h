@@ -28,6 +28,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string_view>
 
 #include "store/function_ref.h"
@@ -38,13 +39,20 @@ namespace strata::store {
 inline constexpr uint32_t kNoSlot = UINT32_MAX;
 
 enum class PolicyKind : uint8_t {
-  kLru = 0,     // exact least-recently-used: the baseline every peer uses
-  kPrefix = 1,  // prefix- and frequency-aware (docs/store.md): the default
+  kLru = 0,       // exact least-recently-used: the baseline every peer uses
+  kPrefix = 1,    // prefix- and frequency-aware CLOCK (docs/store.md)
+  kArc = 2,       // classic baselines (classic_policies.h): ARC,
+  kS3Fifo = 3,    // S3-FIFO,
+  kWTinyLfu = 4,  // W-TinyLFU,
+  kGdsf = 5,      // GreedyDual-Size-Frequency
+  kLearned = 6,   // prefix + online dead-block prediction (learned_policy.h): the default
 };
 
 std::string_view PolicyKindName(PolicyKind kind);
-// "lru" or "prefix"; InvalidArgument otherwise.
+// "lru", "prefix", "arc", "s3fifo", "wtinylfu", "gdsf" or "learned"; InvalidArgument otherwise.
 Result<PolicyKind> ParsePolicyKind(std::string_view name);
+// Every kind, the default first.
+std::span<const PolicyKind> AllPolicyKinds();
 
 class EvictionPolicy {
  public:
@@ -83,8 +91,10 @@ class EvictionPolicy {
   uint32_t capacity_;
 };
 
+inline constexpr PolicyKind kDefaultPolicyKind = PolicyKind::kLearned;
+
 struct PolicyOptions {
-  PolicyKind kind = PolicyKind::kPrefix;  // Default: prefix.
+  PolicyKind kind = kDefaultPolicyKind;  // Default: learned.
 };
 
 // A policy for slots [0, capacity). InvalidArgument for capacity 0 or a bad option.

@@ -1,6 +1,7 @@
 #include "store/tiered_store.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 namespace strata::store {
@@ -67,6 +68,15 @@ Result<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStoreOptions&
       disk.on_evict = [self](const BlockKey& key) { self->Changed(TierKind::kDisk, key, false); };
     }
     STRATA_ASSIGN_OR_RETURN(store->disk_, DiskTier::Open(disk));
+    if (options.write_policy == WritePolicy::kWriteBack && options.demotion_queue_bytes > 0) {
+      TieredStore* self = store.get();
+      STRATA_ASSIGN_OR_RETURN(
+          store->demotion_,
+          DemotionQueue::Open(options.demotion_queue_bytes,
+                              [self](const BlockHeader& h, std::span<const std::byte> p) {
+                                return self->WriteDemoted(h, p);
+                              }));
+    }
   }
   HostTierOptions host = options.host;
   if (store->disk_ || options.on_host_removed || options.on_tier_change) {
@@ -120,6 +130,16 @@ void TieredStore::OnHostEvict(const BlockHeader& header, std::span<const std::by
     rejected_.fetch_add(1, std::memory_order_relaxed);
     return;
   }
+  if (demotion_) {
+    // Never waits for the disk: staged (one memcpy) or dropped at once when the ring is full.
+    if (!demotion_->Enqueue(header, payload))
+      demotions_dropped_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  (void)WriteDemoted(header, payload);
+}
+
+Status TieredStore::WriteDemoted(const BlockHeader& header, std::span<const std::byte> payload) {
   Status st = disk_->Put(header, payload);
   if (st.ok()) {
     demotions_.fetch_add(1, std::memory_order_relaxed);
@@ -129,6 +149,7 @@ void TieredStore::OnHostEvict(const BlockHeader& header, std::span<const std::by
     // the disk's state (e.g. full) shows in its own stats.
     demotion_errors_.fetch_add(1, std::memory_order_relaxed);
   }
+  return st;
 }
 
 Status TieredStore::Put(const BlockKey& key, const NamespaceId& ns,
@@ -204,6 +225,19 @@ Result<BlockHeader> TieredStore::Get(const BlockKey& key, std::span<std::byte> o
     if (r.ok() || !r.status().IsNotFound()) return r;
   }
   if (!disk_) return r;
+  if (demotion_) {
+    BlockHeader h;
+    std::vector<std::byte> staged;
+    if (demotion_->Read(key, &h, &staged)) {
+      if (out.size() < staged.size()) return Status::InvalidArgument("output buffer too small");
+      std::memcpy(out.data(), staged.data(), staged.size());
+      if (host_->Put(h, std::span<const std::byte>(staged)).ok()) {
+        promotions_.fetch_add(1, std::memory_order_relaxed);
+        Changed(TierKind::kHost, key, true);
+      }
+      return h;
+    }
+  }
   auto d = disk_->Get(key, out);
   if (!d.ok()) return d.status().IsCorruption() ? Status::NotFound(d.status().message()) : d;
   // Promotion: a host that is full of pinned blocks just leaves the block on disk.
@@ -222,8 +256,8 @@ LookupResult TieredStore::Lookup(std::span<const BlockKey> chain) const {
       out.where.push_back(TierKind::kHost);
     } else if (device_ && device_->Find(key).ok()) {
       out.where.push_back(TierKind::kDevice);
-    } else if (disk_ && disk_->Find(key).ok()) {
-      out.where.push_back(TierKind::kDisk);
+    } else if (disk_ && (disk_->Find(key).ok() || (demotion_ && demotion_->Contains(key)))) {
+      out.where.push_back(TierKind::kDisk);  // staged blocks are on their way there
     } else {
       break;
     }
@@ -236,7 +270,9 @@ std::shared_ptr<PrefetchTicket> TieredStore::Prefetch(std::span<const BlockKey> 
   auto ticket = std::make_shared<PrefetchTicket>();
   std::vector<BlockKey> todo;
   for (const BlockKey& key : keys)
-    if (disk_ && !host_->Find(key).ok() && disk_->Find(key).ok()) todo.push_back(key);
+    if (disk_ && !host_->Find(key).ok() &&
+        (disk_->Find(key).ok() || (demotion_ && demotion_->Contains(key))))
+      todo.push_back(key);
   if (todo.empty()) return ticket;
   {
     std::lock_guard tl(ticket->mu_);
@@ -262,6 +298,17 @@ void TieredStore::PrefetchLoop() {
       queue_.pop_front();
     }
     bool ok = host_->Find(job.key).ok();
+    if (!ok && demotion_) {
+      BlockHeader h;
+      std::vector<std::byte> staged;
+      if (demotion_->Read(job.key, &h, &staged)) {
+        ok = host_->Put(h, std::span<const std::byte>(staged)).ok();
+        if (ok) {
+          prefetched_.fetch_add(1, std::memory_order_relaxed);
+          Changed(TierKind::kHost, job.key, true);
+        }
+      }
+    }
     if (!ok) {
       auto loc = disk_->Find(job.key);
       if (loc.ok()) {
@@ -335,6 +382,8 @@ StoreStats TieredStore::Stats() const {
   st.demotions = demotions_.load();
   st.demotions_rejected = rejected_.load();
   st.demotion_errors = demotion_errors_.load();
+  st.demotions_dropped = demotions_dropped_.load();
+  if (demotion_) st.demotion_staged_bytes = demotion_->Stats().staged_bytes;
   st.device_copies = device_copies_.load();
   st.device_copy_batches = device_copy_batches_.load();
   st.device_promotions = device_promotions_.load();

@@ -4,7 +4,9 @@
 //  - Put lands in host. With WritePolicy::kWriteBack (default) a block reaches disk when host
 //    evicts it, and only if it is worth it: the frequency sketch has seen its key at least
 //    `disk_admission_min_frequency` times, or it is a shared prefix (it had cached children) -
-//    no one-hit wonders on the SSD. With kWriteThrough every put is also written to disk at once.
+//    no one-hit wonders on the SSD. The write is asynchronous (DemotionQueue): the evicting put
+//    copies the block into a staging ring and goes on; a staged block stays readable (Get,
+//    Lookup as disk, Prefetch). With kWriteThrough every put is also written to disk at once.
 //  - The device tier (GPU memory, device_tier.h) holds copies of host blocks that were read:
 //    CopyToDevice queues them and the device thread copies them in batches (one synchronisation
 //    per batch). It survives host evictions, so a block host dropped can come back from the GPU
@@ -40,6 +42,7 @@
 #include <vector>
 
 #include "store/access_stats.h"
+#include "store/demotion_queue.h"
 #include "store/disk_tier.h"
 #include "store/frequency_sketch.h"
 #include "store/host_tier.h"
@@ -63,6 +66,12 @@ struct TieredStoreOptions {
   // Write-back admission: sketch count a key needs before host eviction writes it to disk (shared
   // prefixes are always admitted). Default: 2 (seen at least twice). 0 or 1 admits everything.
   uint32_t disk_admission_min_frequency = 2;
+  // Write-back staging (demotion_queue.h): a host eviction that demotes a block copies it into a
+  // ring of this many bytes and a writer thread writes it to disk, so an evicting put never waits
+  // for the disk; when the ring is full the block is dropped (StoreStats::demotions_dropped).
+  // 0 writes synchronously on the evicting thread, under the pool's eviction lock (compared in
+  // docs/benchmarks.md, "Demotion"). Default: 64 MiB.
+  uint64_t demotion_queue_bytes = uint64_t{64} << 20;
   // Threads that serve Prefetch. Default: 1. REQUIRES: >= 1.
   uint32_t prefetch_threads = 1;
   // Called with the key of every block that leaves the host tier (evicted, or erased), e.g. to
@@ -108,6 +117,8 @@ struct StoreStats {
   uint64_t demotions = 0;         // host -> disk on eviction (write-back)
   uint64_t demotions_rejected = 0;  // evicted from host, not admitted to disk
   uint64_t demotion_errors = 0;     // admitted, but the disk write failed (e.g. disk full)
+  uint64_t demotions_dropped = 0;   // admitted, but the staging ring was full: dropped at once
+  uint64_t demotion_staged_bytes = 0;  // staged for the disk now
   uint64_t device_copies = 0;       // host -> device copies published (CopyToDevice)
   uint64_t device_copy_batches = 0;  // batches those took (one device synchronisation each)
   uint64_t device_promotions = 0;   // device -> host (PromoteFromDevice)
@@ -181,6 +192,12 @@ class TieredStore {
   AccessStats& access() { return access_; }
   const AccessStats& access() const { return access_; }
 
+  // Waits until every block staged for disk so far is written (or failed). No-op without a
+  // demotion queue.
+  void DrainDemotions() {
+    if (demotion_) demotion_->Drain();
+  }
+
   HostTier& host() { return *host_; }
   DiskTier* disk() { return disk_.get(); }
   BlockPool* device() { return device_.get(); }
@@ -188,6 +205,9 @@ class TieredStore {
  private:
   explicit TieredStore(const TieredStoreOptions& options);
   void OnHostEvict(const BlockHeader& header, std::span<const std::byte> payload, bool shared);
+  // Writes a demoted block to disk and counts it (the demotion queue's writer, or the evicting
+  // thread when the queue is off).
+  Status WriteDemoted(const BlockHeader& header, std::span<const std::byte> payload);
   void PrefetchLoop();
   void DeviceLoop();
   // One batch of CopyToDevice: the host blocks of `keys` the device lacks, host -> device.
@@ -201,6 +221,7 @@ class TieredStore {
   FrequencySketch sketch_;
   std::unique_ptr<BlockPool> device_;
   std::unique_ptr<DiskTier> disk_;  // declared before host_: host_ (whose evictions write here)
+  std::unique_ptr<DemotionQueue> demotion_;  // write-back staging; destroyed (drained) after host_
   std::unique_ptr<HostTier> host_;  // is destroyed first
 
   std::mutex queue_mu_;
@@ -222,7 +243,8 @@ class TieredStore {
 
   AccessStats access_;
   std::atomic<uint64_t> promotions_{0}, prefetched_{0}, demotions_{0}, rejected_{0},
-      demotion_errors_{0}, device_copies_{0}, device_copy_batches_{0}, device_promotions_{0},
+      demotion_errors_{0}, demotions_dropped_{0}, device_copies_{0}, device_copy_batches_{0},
+      device_promotions_{0},
       device_corrupt_{0};
 };
 

@@ -22,7 +22,7 @@ const auto kAll = [](uint32_t) { return true; };
 TEST_CASE("policy names parse and bad ones are rejected", "[store]") {
   REQUIRE(ParsePolicyKind("lru").ok());
   REQUIRE(*ParsePolicyKind("prefix") == PolicyKind::kPrefix);
-  auto bad = ParsePolicyKind("arc");
+  auto bad = ParsePolicyKind("nope");
   REQUIRE(bad.status().IsInvalidArgument());
   REQUIRE(MakeEvictionPolicy(0).status().IsInvalidArgument());
 }

@@ -1,5 +1,7 @@
-// `strata bench trace`: replays a Mooncake-format trace through the store's eviction policy and
-// reports the prefix-hit ratio beside LRU, the offline optimum (Belady) and the infinite cache.
+// `strata bench trace`: replays a Mooncake-format trace through the store's eviction policies (the
+// default, `learned`, and the classic ones: lru, arc, s3fifo, wtinylfu, gdsf, and the previous
+// default `prefix`) and reports each one's prefix-hit ratio against the offline optimum (Belady),
+// with LRU and the infinite cache, all in the same run.
 //
 // Each line's hash_ids is a chain of 512-token blocks, replayed by policy_replay.h (its replay
 // model, Belady and the infinite cache are described there), all in the same run.
@@ -27,8 +29,8 @@ struct Options {
   bool json = false;
   std::string trace = DefaultTracePath();
   uint64_t capacity_blocks = 0;
-  double capacity_fraction = 0;
-  std::string policy = "prefix";
+  std::vector<double> capacity_fractions = {0.02, 0.05, 0.10, 0.25};
+  std::string policy = "all";
   bool variants = false;
 };
 
@@ -138,38 +140,61 @@ Chains SyntheticCoding(uint64_t seed) {
   return out;
 }
 
-void RunOne(BenchReport& report, const std::string& trace_name, const Chains& chains,
-            uint64_t capacity, store::PolicyKind kind) {
-  auto got = ReplayPolicy(chains, capacity, kind);
-  if (!got.ok()) cli::Fail(got.status().ToString());
+// One trace at one capacity: every policy of `kinds`, Belady and the infinite cache, in the same
+// run. One line per policy, with the offline optimum as baseline (ratio = fraction of Belady).
+void RunCapacity(BenchReport& report, const std::string& trace_name, const Chains& chains,
+                 uint64_t capacity, const std::vector<store::PolicyKind>& kinds) {
   auto lru_c = ReplayPolicy(chains, capacity, store::PolicyKind::kLru);
   if (!lru_c.ok()) cli::Fail(lru_c.status().ToString());
   const ReplayCounts opt = ReplayBelady(chains, capacity);
   const ReplayCounts inf = ReplayInfinite(chains);
   const uint64_t unique = UniqueBlocks(chains);
-  nlohmann::json extra = {
-      {"trace", trace_name},
-      {"policy", std::string(store::PolicyKindName(kind))},
-      {"capacity_blocks", capacity},
-      {"capacity_fraction", static_cast<double>(capacity) / unique},
-      {"unique_blocks", unique},
-      {"requests", chains.size()},
-      {"requested_blocks", got->requested},
-      {"hit_ratio", got->Ratio()},
-      {"lru_hit_ratio", lru_c->Ratio()},
-      {"belady_hit_ratio", opt.Ratio()},
-      {"infinite_hit_ratio", inf.Ratio()},
-      {"ratio_to_lru", lru_c->Ratio() > 0 ? got->Ratio() / lru_c->Ratio() : 0},
+  const std::string base_case = "trace/" + trace_name + "/capacity=" + std::to_string(capacity);
+  auto add = [&](const std::string& policy, const ReplayCounts& got) {
+    nlohmann::json extra = {
+        {"trace", trace_name},
+        {"policy", policy},
+        {"capacity_blocks", capacity},
+        {"capacity_fraction", static_cast<double>(capacity) / unique},
+        {"unique_blocks", unique},
+        {"requests", chains.size()},
+        {"requested_blocks", got.requested},
+        {"hit_ratio", got.Ratio()},
+        {"lru_hit_ratio", lru_c->Ratio()},
+        {"belady_hit_ratio", opt.Ratio()},
+        {"infinite_hit_ratio", inf.Ratio()},
+        {"ratio_to_lru", lru_c->Ratio() > 0 ? got.Ratio() / lru_c->Ratio() : 0},
+    };
+    report.Add({base_case + "/policy=" + policy, "hit_ratio", got.Ratio(), "belady", opt.Ratio(),
+                true, extra});
   };
-  report.Add({"trace/" + trace_name + "/capacity=" + std::to_string(capacity), "hit_ratio",
-              got->Ratio(), "belady", opt.Ratio(), true, extra});
+  for (store::PolicyKind kind : kinds) {
+    auto got = kind == store::PolicyKind::kLru ? lru_c : ReplayPolicy(chains, capacity, kind);
+    if (!got.ok()) cli::Fail(got.status().ToString());
+    add(std::string(store::PolicyKindName(kind)), *got);
+  }
+  if (kinds.size() > 1) {
+    add("belady", opt);
+    add("infinite", inf);
+  }
 }
 
 void Run(const Options& opt) {
-  auto kind = store::ParsePolicyKind(opt.policy);
-  if (!kind.ok()) cli::Fail(kind.status().ToString());
-  if (opt.capacity_fraction < 0 || opt.capacity_fraction > 1)
-    cli::Fail("--capacity-fraction must be in (0, 1]");
+  std::vector<store::PolicyKind> kinds;
+  if (opt.policy.empty() || opt.policy == "all") {
+    kinds.assign(store::AllPolicyKinds().begin(), store::AllPolicyKinds().end());
+  } else {
+    for (size_t at = 0; at <= opt.policy.size();) {
+      size_t comma = opt.policy.find(',', at);
+      if (comma == std::string::npos) comma = opt.policy.size();
+      auto kind = store::ParsePolicyKind(opt.policy.substr(at, comma - at));
+      if (!kind.ok()) cli::Fail(kind.status().ToString());
+      kinds.push_back(*kind);
+      at = comma + 1;
+    }
+  }
+  for (double f : opt.capacity_fractions)
+    if (!(f > 0 && f <= 1)) cli::Fail("--capacity-fraction values must be in (0, 1]");
   auto trace = ReadMooncakeTrace(opt.trace);
   if (!trace.ok()) cli::Fail(trace.status().ToString());
   Chains chains;
@@ -206,13 +231,11 @@ void Run(const Options& opt) {
     std::vector<uint64_t> capacities;
     if (opt.capacity_blocks > 0) {
       capacities.push_back(opt.capacity_blocks);
-    } else if (opt.capacity_fraction > 0) {
-      capacities.push_back(std::max<uint64_t>(1, static_cast<uint64_t>(unique * opt.capacity_fraction)));
     } else {
-      for (double f : {0.05, 0.10})
+      for (double f : opt.capacity_fractions)
         capacities.push_back(std::max<uint64_t>(1, static_cast<uint64_t>(unique * f)));
     }
-    for (uint64_t cap : capacities) RunOne(report, name, c, cap, *kind);
+    for (uint64_t cap : capacities) RunCapacity(report, name, c, cap, kinds);
   }
 }
 
@@ -223,11 +246,16 @@ void Run(const Options& opt) {
   AddJsonFlag(*cmd, opt->json);
   cmd->add_option("--trace", opt->trace, "Mooncake-format JSONL trace")->capture_default_str();
   auto* blocks = cmd->add_option("--capacity-blocks", opt->capacity_blocks,
-                                 "Cache capacity in blocks (default: 5% and 10% of unique blocks)");
-  cmd->add_option("--capacity-fraction", opt->capacity_fraction,
-                  "Cache capacity as a fraction of the trace's unique blocks")
+                                 "Cache capacity in blocks (instead of --capacity-fraction)");
+  cmd->add_option("--capacity-fraction", opt->capacity_fractions,
+                  "Cache capacities as fractions of the trace's unique blocks, comma-separated")
+      ->delimiter(',')
+      ->capture_default_str()
       ->excludes(blocks);
-  cmd->add_option("--policy", opt->policy, "Eviction policy: prefix or lru")->capture_default_str();
+  cmd->add_option("--policy", opt->policy,
+                  "Policies to replay, comma-separated (learned, prefix, lru, arc, s3fifo, "
+                  "wtinylfu, gdsf), or all; with more than one, Belady and infinite get lines too")
+      ->capture_default_str();
   cmd->add_flag("--variants", opt->variants,
                 "Also replay derived and synthetic traces (halves, sub-samples, conversation, "
                 "agent, coding) to check the policy generalises");

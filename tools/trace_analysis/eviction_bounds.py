@@ -134,7 +134,10 @@ def arc(chains, cap):
     hit = total = 0
 
     def replace(in_b2):
-        if t1 and (len(t1) > p or (in_b2 and len(t1) == p)):
+        # REPLACE(x, p); when the list it names is empty, the other one gives the victim (the
+        # paper's lists are never both empty here, but T2 can be while |T1| <= p: without this
+        # the replay raised KeyError: 'dictionary is empty').
+        if t1 and (not t2 or len(t1) > p or (in_b2 and len(t1) == p)):
             h, _ = t1.popitem(last=False)
             b1[h] = True
         else:
