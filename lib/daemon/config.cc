@@ -16,6 +16,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "store/eviction_policy.h"
+
 extern char** environ;
 
 namespace strata {
@@ -151,8 +153,8 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
   } else if (key == "write_through") {
     STRATA_ASSIGN_OR_RETURN(c->node.write_through, ParseBool(key, value));
   } else if (key == "eviction_policy") {
-    if (value != "prefix" && value != "lru")
-      return Status::InvalidArgument("eviction_policy: '" + value + "' (expected prefix or lru)");
+    if (auto kind = store::ParsePolicyKind(value); !kind.ok())
+      return kind.status().WithContext("eviction_policy");
     c->node.eviction_policy = value;
   } else if (key == "pin_ms") {
     STRATA_ASSIGN_OR_RETURN(c->node.default_pin_ms, ParseU32(key, value));

@@ -84,8 +84,9 @@ struct NodeOptions {
   uint64_t device_pool_bytes = 0;
   // CUDA device ordinal of the device tier. Default: 0.
   uint32_t device = 0;
-  // Eviction policy of the host and disk tiers: "prefix" or "lru". Default: "prefix".
-  std::string eviction_policy = "prefix";
+  // Eviction policy of the host, device and disk tiers (store/eviction_policy.h): "learned",
+  // "prefix", "lru", "arc", "s3fifo", "wtinylfu" or "gdsf". Default: "learned".
+  std::string eviction_policy = "learned";
   // How long a load pin lives unless the client unpins first. Default: 30000 ms.
   uint32_t default_pin_ms = 30000;
   // Default: single node.

@@ -329,10 +329,12 @@ TEST_CASE("a put of another block size empties one slab it can free and never th
 }
 
 TEST_CASE("host tier metadata per cached block is at most 64 bytes", "[store]") {
+  for (PolicyKind kind : {kDefaultPolicyKind, PolicyKind::kPrefix, PolicyKind::kLru})
   for (size_t block : {size_t{64} << 10, size_t{2} << 20}) {
+    INFO("policy " << PolicyKindName(kind));
     const uint64_t capacity = 64 * kMiB;
     // Default slab size (16 MiB).
-    auto t = OpenHost(capacity, static_cast<uint32_t>(capacity / block), PolicyKind::kPrefix,
+    auto t = OpenHost(capacity, static_cast<uint32_t>(capacity / block), kind,
                       BlockPoolOptions{}.slab_bytes);
     for (uint64_t i = 0; i < capacity / block; ++i) REQUIRE(PutTest(*t, i, block).ok());
     const auto st = t->Stats();
