@@ -229,3 +229,72 @@ def test_offload_secondary_tier(strata_node):
         SecondaryTierFactory.create_secondary_tier(
             {"type": "StrataSecondaryTier", "module_path": "strata.adapters.vllm_offload_tier",
              "socket": strata_node, "codec": "int8_group"}, memoryview(rows), spec)
+
+
+def test_offload_tier_under_vllm_tiering_manager(strata_node):
+    """vLLM's own TieringOffloadingSpec builds StrataSecondaryTier from its config; chunks stored
+    in one instance's CPU tier cascade into Strata, and a fresh instance (another engine_id, an
+    empty CPU tier) finds them there and promotes them, byte for byte."""
+    import dataclasses
+    import time
+    from vllm.v1.kv_offload.base import (LookupResult, ReqContext, ScheduleEndContext,
+                                         make_offload_key)
+    from vllm.v1.kv_offload.config import (OffloadingCacheConfig, OffloadingConfig,
+                                           OffloadingGroupConfig, OffloadingModelConfig,
+                                           OffloadingParallelConfig)
+    from vllm.v1.kv_offload.tiering.spec import TieringOffloadingSpec
+    cfg = OffloadingConfig(
+        groups=(OffloadingGroupConfig(tokens_per_block=16, layer_names=("l0",), group_id=0),),
+        worker_kv_bytes_per_block=8192, enable_kv_cache_events=True,
+        extra_config={"cpu_bytes_to_use": 16 << 20, "tier_poll_interval_s": 0,
+                      "secondary_tiers": [{"type": "StrataSecondaryTier",
+                                           "module_path": "strata.adapters.vllm_offload_tier",
+                                           "socket": strata_node}]},
+        engine_id=f"strata-test-{os.getpid()}", model=OffloadingModelConfig("test/m", "float16"),
+        cache=OffloadingCacheConfig(tokens_per_hash=16, blocks_per_chunk=1),
+        parallel=OffloadingParallelConfig(
+            rank=0, world_size=1, tp_size=1, pp_size=1, pcp_size=1, dcp_size=1,
+            data_parallel_index=0, data_parallel_size=1, data_parallel_rank_local=0,
+            is_parallelism_agnostic=False))
+    m = TieringOffloadingSpec(cfg).get_manager()
+    tier = m.secondary_tiers[0]
+    assert type(tier).__name__ == "StrataSecondaryTier"
+    rows = np.asarray(m.primary_tier.get_kv_memoryview()).view(np.uint8)
+    ctx = ReqContext("a")
+    m.on_new_request(ctx)
+    keys = [make_offload_key(bytes([i + 1]) * 32, 0) for i in range(3)]
+    for i, k in enumerate(keys):
+        ctx.set_offload_key_position(k, (i + 1) * 16)
+    out = m.prepare_store(keys, ctx)
+    want = np.random.default_rng(1).integers(0, 255, size=(3, rows.shape[1]), dtype=np.uint8)
+    rows[np.asarray(out.store_spec.block_ids)] = want  # what the GPU->CPU copy would write
+    m.complete_store(keys, ctx)
+    m.on_request_finished(ctx)
+    for _ in range(100):  # the cascade to Strata runs on the tier's threads
+        m.on_schedule_end(ScheduleEndContext([], []))
+        tier.drain_jobs()
+        if all(tier.lookup(k, ctx) == LookupResult.HIT for k in keys):
+            break
+        time.sleep(0.02)
+    assert tier.counters.get("stored_chunks") == 3
+    del rows
+    m.shutdown()
+
+    cfg2 = dataclasses.replace(cfg, engine_id=cfg.engine_id + "b")
+    m2 = TieringOffloadingSpec(cfg2).get_manager()
+    rows2 = np.asarray(m2.primary_tier.get_kv_memoryview()).view(np.uint8)
+    assert not rows2.any()
+    ctx2 = ReqContext("b")
+    m2.on_new_request(ctx2)
+    for _ in range(100):  # RETRY while the promotion from Strata runs, then HIT
+        res = [m2.lookup(k, ctx2) for k in keys]
+        if all(r == LookupResult.HIT for r in res):
+            break
+        m2.on_schedule_end(ScheduleEndContext(["b"], []))
+        time.sleep(0.02)
+    assert res == [LookupResult.HIT] * 3
+    ids = np.asarray(m2.prepare_load(keys, ctx2).block_ids)
+    assert np.array_equal(rows2[ids], want)
+    m2.complete_load(keys, ctx2)
+    del rows2
+    m2.shutdown()

@@ -393,7 +393,7 @@ class StrataConnector(KVConnectorBase_V1):
         try:
             self._cache = self._client.register_kv_cache(self.ns, tensors, layout=layout,
                                                          tp_rank=rank, tp_size=self._tp_size)
-        except (ValueError, RuntimeError) as e:
+        except ValueError as e:  # InvalidArgument: the tensors do not fit the namespace
             self.counters.add("fingerprint_mismatches")
             logger.error("StrataConnector: vLLM's KV cache (%d layers of %s, %s layout, rank %d "
                          "of %d) does not match namespace %s: %s", len(tensors),

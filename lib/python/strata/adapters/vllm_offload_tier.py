@@ -239,4 +239,5 @@ class StrataSecondaryTier(SecondaryTierManager):
     def shutdown(self) -> None:
         self.drain_jobs()
         self._pool.shutdown(wait=True)
+        self._rows = None  # release our export of the primary view, so vLLM can unmap it
         logger.info("StrataSecondaryTier counters: %s", self.counters.snapshot())
