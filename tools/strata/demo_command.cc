@@ -312,13 +312,13 @@ void RunDemo(const DemoOptions& opt) {
 
   // --- the same requests through the simulators ---
   say("replaying the same {} block chains through LRU, the offline optimum (Belady) and the "
-      "prefix policy at {} blocks...",
+      "node's policy at {} blocks...",
       t.chains.size(), capacity);
   auto lru = bench::ReplayPolicy(t.chains, capacity, store::PolicyKind::kLru);
   if (!lru.ok()) Fail(lru.status().ToString());
   // The daemon's own policy as one tier of the same size: what splitting it into host and disk
   // (with the disk's admission filter) costs or gains.
-  auto prefix = bench::ReplayPolicy(t.chains, capacity, store::PolicyKind::kPrefix);
+  auto prefix = bench::ReplayPolicy(t.chains, capacity, store::kDefaultPolicyKind);
   if (!prefix.ok()) Fail(prefix.status().ToString());
   const bench::ReplayCounts belady = bench::ReplayBelady(t.chains, capacity);
   const bench::ReplayCounts infinite = bench::ReplayInfinite(t.chains);
