@@ -286,6 +286,7 @@ void PrintNamespaces(const json& j, bool full) {
   }
   for (const auto& n : j["namespaces"])
     for (const auto& d : n["near_duplicates"]) {
+      if (d["id"].get<std::string>() < n["id"].get<std::string>()) continue;  // each pair once
       std::string diffs;
       for (const auto& x : d["differences"]) diffs += (diffs.empty() ? "" : "; ") +
                                                       x.get<std::string>();
@@ -353,11 +354,12 @@ void PrintKey(const json& j, bool full) {
 
 void PrintLs(const json& j, const InspectOptions& o) {
   const json& rows = j["blocks"];
-  std::cout << fmt::format("{:<34}{:<34}{:<18}{:>11}{:>6}\n", "key", "namespace", "tiers",
+  const int w = o.full ? 34 : 14;
+  std::cout << fmt::format("{:<{}}{:<{}}{:<18}{:>11}{:>6}\n", "key", w, "namespace", w, "tiers",
                            "bytes", "pins");
   for (const json& b : rows)
-    std::cout << fmt::format("{:<34}{:<34}{:<18}{:>11}{:>6}\n", Short(b["key"], o.full),
-                             Short(b["namespace"], o.full), Tiers(b["tiers"]),
+    std::cout << fmt::format("{:<{}}{:<{}}{:<18}{:>11}{:>6}\n", Short(b["key"], o.full), w,
+                             Short(b["namespace"], o.full), w, Tiers(b["tiers"]),
                              Bytes(b["bytes"]), Num(b["pins"]));
   std::cout << fmt::format("{} of {} blocks{}\n", rows.size(), Num(j["total"]),
                            j["truncated"].get<bool>() ? " (--limit reached)" : "");
