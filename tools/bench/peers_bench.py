@@ -481,7 +481,7 @@ def replay_lmcache_policy(policy_name: str, chains, capacity: int) -> float:
     return hit / requested if requested else 0.0
 
 
-def trace_rows(cli: str, trace: str, fractions, lmcache_version: str, policy: str = "prefix"):
+def trace_rows(cli: str, trace: str, fractions, lmcache_version: str, policy: str = "learned"):
     out = subprocess.run([cli, "bench", "trace", "--json", "--trace", trace, "--policy",
                           f"{policy},lru", "--capacity-fraction", ",".join(map(str, fractions))],
                          capture_output=True, text=True, check=True).stdout
@@ -537,7 +537,7 @@ def main(argv=None):
     ap.add_argument("--trace", default="",
                     help="Mooncake-format trace for the policy replay (default: the one shipped "
                          "next to the strata binary)")
-    ap.add_argument("--strata-policy", default="prefix",
+    ap.add_argument("--strata-policy", default="learned",
                     help="Strata's eviction policy in the replay (default: the daemon's default)")
     ap.add_argument("--capacity-fraction", default="0.05,0.1",
                     help="trace replay capacities, fractions of the unique blocks")
