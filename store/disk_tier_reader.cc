@@ -105,8 +105,9 @@ Result<std::unique_ptr<DiskTierReader>> DiskTierReader::Open(const std::string& 
 }
 
 const DiskRecord* DiskTierReader::Find(const BlockKey& key) const {
-  auto it = std::lower_bound(records_.begin(), records_.end(), key,
-                             [](const DiskRecord& r, const BlockKey& k) { return r.header.key < k; });
+  auto it = std::lower_bound(
+      records_.begin(), records_.end(), key,
+      [](const DiskRecord& r, const BlockKey& k) { return r.header.key < k; });
   if (it == records_.end() || !(it->header.key == key)) return nullptr;
   return &*it;
 }

@@ -486,7 +486,7 @@ void RunInspect(const InspectOptions& o) {
   cmd->fallthrough();
   cmd->add_option("--socket", o->socket, "The daemon's socket (default: the daemon's default)");
   cmd->add_option("--data-dir", o->data_dir,
-                  "Inspect a disk tier directory instead of a daemon (read-only; no daemon needed)");
+                  "Inspect a disk tier directory, not a daemon (read-only; no daemon needed)");
   cmd->add_flag("--json", o->json, "One JSON object per answer (schema_version, null = unknown)");
   cmd->add_flag("--full", o->full, "Whole keys and namespace ids instead of 12 hex digits");
   cmd->add_option("--watch", o->watch_s, "Refresh every SECONDS until interrupted");
