@@ -292,12 +292,37 @@ Result<json> Ls(View& view, const ipc::InspectRequest& q, bool admin) {
               {"blocks", std::move(blocks)}};
 }
 
+// Every disk block's checksum, checked now.
+json VerifyAll(View& view) {
+  std::vector<BlockKey> keys;
+  view.ForEach([&](const BlockKey& k, const BlockFacts& f) {
+    if (f.tiers & kDiskBit) keys.push_back(k);
+  });
+  std::sort(keys.begin(), keys.end());
+  uint64_t ok = 0, corrupt = 0, unknown = 0;
+  json bad = json::array();
+  for (const BlockKey& k : keys) {
+    const std::optional<bool> r = view.VerifyDisk(k);
+    if (!r) {
+      ++unknown;
+    } else if (*r) {
+      ++ok;
+    } else {
+      ++corrupt;
+      if (bad.size() < 1000) bad.push_back(k.ToHex());
+    }
+  }
+  return {{"checked", keys.size()}, {"ok", ok},         {"corrupt", corrupt},
+          {"unknown", unknown},     {"corrupt_keys", bad}, {"dropped", view.drops_corrupt()}};
+}
+
 }  // namespace
 
 std::string SpecJson(const NamespaceSpec& spec) { return SpecObject(spec).dump(); }
 
 Result<std::string> Run(View& view, const ipc::InspectRequest& q, bool admin) {
-  const bool node_wide = q.command == "namespaces" || (q.command == "ls" && !q.ns) ||
+  const bool node_wide = q.command == "namespaces" || q.command == "verify" ||
+                         (q.command == "ls" && !q.ns) ||
                          (q.command == "key" && !q.ns);
   if (!admin && node_wide)
     return Status::PermissionDenied("inspect " + q.command +
@@ -307,6 +332,7 @@ Result<std::string> Run(View& view, const ipc::InspectRequest& q, bool admin) {
   else if (q.command == "prefix") body = Prefix(view, q, admin);
   else if (q.command == "key") body = Key(view, q, admin);
   else if (q.command == "ls") body = Ls(view, q, admin);
+  else if (q.command == "verify") body = VerifyAll(view);
   if (!body.ok()) return body.status();
   json out = Header(kSchemaVersion, q.command, view);
   out.update(*body);

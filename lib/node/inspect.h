@@ -58,6 +58,10 @@ class View {
   virtual std::optional<BlockHeader> Header(const BlockKey& key) = 0;
   // Reads the block and checks its checksum now: true = intact; nullopt = cannot tell here.
   virtual std::optional<bool> Verify(const BlockKey& key) = 0;
+  // The same for the block's disk copy (the `verify` command). A live node drops a disk block
+  // that fails, as a load would; the offline view only reads.
+  virtual std::optional<bool> VerifyDisk(const BlockKey& key) { return Verify(key); }
+  virtual bool drops_corrupt() const { return false; }
   // When and why `key` left the node, if it did recently.
   virtual std::optional<Removal> Removed(const BlockKey&) { return std::nullopt; }
   // Clustered: how many leading keys of `keys` (none of them local) peers hold.
@@ -65,7 +69,7 @@ class View {
   virtual size_t RemotePrefix(std::span<const BlockKey>) { return 0; }
 };
 
-// Answers the `namespaces`, `prefix`, `key` and `ls` commands (`node` is answered by the node or
+// Answers the `namespaces`, `prefix`, `key`, `ls` and `verify` commands (`node` is answered by the node or
 // the CLI, which know the configuration). InvalidArgument for an unknown command or missing
 // arguments; PermissionDenied for a non-admin caller that names no namespace.
 Result<std::string> Run(View& view, const ipc::InspectRequest& request, bool admin);

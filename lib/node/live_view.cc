@@ -70,6 +70,18 @@ std::optional<bool> LiveView::Verify(const BlockKey& key) {
   return std::nullopt;
 }
 
+std::optional<bool> LiveView::VerifyDisk(const BlockKey& key) {
+  store::DiskTier* disk = store_->disk();
+  if (disk == nullptr) return std::nullopt;
+  auto loc = disk->Find(key);
+  if (!loc.ok()) return std::nullopt;  // evicted meanwhile
+  std::vector<std::byte> buf(loc->length);
+  auto h = disk->Get(key, buf);
+  if (h.ok()) return true;
+  if (h.status().code() == StatusCode::kCorruption) return false;
+  return std::nullopt;
+}
+
 std::optional<inspect::Removal> LiveView::Removed(const BlockKey& key) {
   return removals_->Find(key);
 }

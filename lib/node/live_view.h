@@ -41,6 +41,8 @@ class LiveView final : public inspect::View {
   std::vector<std::pair<NamespaceId, NamespaceSpec>> Namespaces() override;
   std::optional<BlockHeader> Header(const BlockKey& key) override;
   std::optional<bool> Verify(const BlockKey& key) override;
+  std::optional<bool> VerifyDisk(const BlockKey& key) override;
+  bool drops_corrupt() const override { return true; }
   std::optional<inspect::Removal> Removed(const BlockKey& key) override;
   bool clustered() const override { return cluster_ != nullptr; }
   size_t RemotePrefix(std::span<const BlockKey> keys) override;

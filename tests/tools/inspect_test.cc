@@ -219,6 +219,10 @@ TEST_CASE("inspect a live daemon: node, namespaces, prefix, key, ls and exit cod
   CHECK(j["blocks"][0]["key"].get<std::string>() < j["blocks"][1]["key"].get<std::string>());
   j = Inspect(s + "--json ls --tier disk").Json();
   CHECK(j["total"] == 0);
+  Run verify = Inspect(s + "--json verify");  // nothing on disk yet
+  CHECK(verify.code == 0);
+  CHECK(verify.Json()["checked"] == 0);
+  CHECK(verify.Json()["dropped"] == true);
 
   // A cleared namespace: the miss says so.
   REQUIRE(*c->Clear(ns.id()) == 8);
@@ -347,6 +351,9 @@ TEST_CASE("inspect offline: the disk tier of a stopped daemon, RocksDB read-only
   REQUIRE(key.code == 0);
   CHECK(key.Json()["checksum_verified"] == true);
   CHECK(Inspect(d + "--json ls").Json()["total"] == 8);
+  Run clean = Inspect(d + "--json verify");
+  CHECK(clean.code == 0);
+  CHECK(clean.Json()["ok"] == 8);
 
   // A flipped payload byte: `key` finds the block fails its checksum (exit 3).
   {
@@ -369,6 +376,13 @@ TEST_CASE("inspect offline: the disk tier of a stopped daemon, RocksDB read-only
     }
   }
   CHECK(failed == 8);
+  Run verify = Inspect(d + "--json verify");
+  CHECK(verify.code == 3);
+  j = verify.Json();
+  CHECK(j["checked"] == 8);
+  CHECK(j["corrupt"] == 8);
+  CHECK(j["dropped"] == false);
+  CHECK(j["corrupt_keys"].size() == 8);
   CHECK(Inspect("--data-dir " + dir + "/nothing node 2>/dev/null").code == 1);
 }
 

@@ -5,7 +5,7 @@
 //
 // Exit codes: 0 ok; 1 unreachable or an error; 2 bad usage; 3 degraded or a problem found (a
 // degraded node, near-duplicate namespaces, a prefix that misses because of a namespace or key
-// scheme mismatch, a block whose checksum fails).
+// scheme mismatch, a block whose checksum fails, corrupt blocks found by verify).
 #include <unistd.h>
 
 #include <chrono>
@@ -352,6 +352,15 @@ void PrintKey(const json& j, bool full) {
             << (v.is_null() ? "unknown" : v.get<bool>() ? "ok" : "FAILED") << "\n";
 }
 
+void PrintVerify(const json& j, bool full) {
+  std::cout << fmt::format("verified {} disk blocks: {} ok, {} corrupt, {} not checked{}\n",
+                           Num(j["checked"]), Num(j["ok"]), Num(j["corrupt"]), Num(j["unknown"]),
+                           j["corrupt"].get<uint64_t>() == 0 ? ""
+                           : j["dropped"].get<bool>() ? " (corrupt blocks dropped)"
+                                                      : " (read-only: nothing dropped)");
+  for (const auto& k : j["corrupt_keys"]) std::cout << "corrupt: " << Short(k, full) << "\n";
+}
+
 void PrintLs(const json& j, const InspectOptions& o) {
   const json& rows = j["blocks"];
   const int w = o.full ? 34 : 14;
@@ -376,6 +385,7 @@ int ExitCodeOf(const json& j) {
   }
   if (c == "key" && j.contains("checksum_verified") && j["checksum_verified"] == false)
     return kDegradedExit;
+  if (c == "verify" && j.value("corrupt", 0) > 0) return kDegradedExit;
   return 0;
 }
 
@@ -438,6 +448,7 @@ void Print(const json& j, const InspectOptions& o) {
   else if (o.command == "prefix") PrintPrefix(j, o.full);
   else if (o.command == "key") PrintKey(j, o.full);
   else if (o.command == "ls") PrintLs(j, o);
+  else if (o.command == "verify") PrintVerify(j, o.full);
   std::cout << std::flush;
 }
 
@@ -515,6 +526,8 @@ void RunInspect(const InspectOptions& o) {
   ls->add_option("--limit", o->limit, "At most this many blocks (default 100)");
   ls->add_option("--sort", o->sort, "namespace (default), key or bytes")
       ->check(CLI::IsMember({"namespace", "key", "bytes"}));
+  sub("verify",
+      "Check every disk block's checksum now (live: corrupt blocks are dropped, as a load would)");
 });
 
 }  // namespace
