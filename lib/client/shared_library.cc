@@ -1,7 +1,7 @@
-// The one source of libstrata.so (lib/CMakeLists.txt, lib/node/meson.build): the library's code is
-// the strata_core and strata_lib archives, linked whole; lib/strata.map says what it exports.
-// Including the public headers here checks that each compiles on its own in a C++20 program that
-// has nothing but the installed include directory.
+// The one source of libstrata.so (lib/CMakeLists.txt, lib/client/meson.build): the library's
+// code is the strata_core and strata_lib archives, linked whole; lib/strata.map says what it
+// exports. Every public header is included, so building the library compiles each of them (the
+// installed-tree consumers of tests/packaging compile them with nothing but <prefix>/include).
 #include "strata/block_format.h"
 #include "strata/block_key.h"
 #include "strata/c.h"
