@@ -47,6 +47,9 @@ packages=(
   libzmq3-dev libmsgpack-dev python3-zmq python3-msgpack
   # tests; clang + compiler-rt for the libFuzzer targets
   catch2 clang libclang-rt-14-dev
+  # packaging and deployment tests (tests/packaging, deploy/cluster-local.sh): YAML of the
+  # Kubernetes manifests and the Helm chart, network namespaces and veth pairs, etcd's health URL
+  python3-yaml iproute2 curl
 )
 
 missing=()
