@@ -1,8 +1,5 @@
 // CPU reference gather/scatter (gather_scatter.h): one memcpy per (block, layer, plane) chunk.
 #include <cstring>
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 #include <string>
 #include <vector>
 
@@ -89,21 +86,12 @@ KernelStatus ValidateShards(const PagedKvSpec& spec, std::span<const LayerSpan> 
 }
 
 // Copies one row; a compile-time size (kRow > 0) lets the compiler inline it as vector moves
-// instead of calling memcpy for each 128- or 256-byte row. kStream: the destination is written
-// with non-temporal stores (no read-for-ownership of lines that will not be read here again:
-// gathered shards go to staging memory that the daemon copies from), when it is 16-byte aligned.
-template <uint64_t kRow, bool kStream = false>
+// instead of calling memcpy for each 128- or 256-byte row. Ordinary stores, also for gathered
+// shards: the client writes staging in rounds of a few MiB that the daemon copies right after
+// from the shared cache (non-temporal stores would send them to DRAM and back; measured in
+// docs/benchmarks.md, "engine").
+template <uint64_t kRow>
 inline void CopyRow(std::byte* dst, const std::byte* src, uint64_t row_bytes) {
-#ifdef __SSE2__
-  if constexpr (kRow > 0 && kStream) {
-    if ((reinterpret_cast<uintptr_t>(dst) & 15) == 0) {
-      for (uint64_t i = 0; i < kRow; i += 16)
-        _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i),
-                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
-      return;
-    }
-  }
-#endif
   if constexpr (kRow > 0) {
     std::memcpy(dst, src, kRow);
   } else {
@@ -128,7 +116,7 @@ void MoveChunk(std::byte* engine_chunk, const std::byte* const* shard_rows, uint
     for (uint32_t h = 0; h < heads; ++h) {
       std::byte* shard = const_cast<std::byte*>(shard_rows[h]) + t * row_bytes;
       if constexpr (kToShards)
-        CopyRow<kRow, true>(shard, token + h * row_bytes, row_bytes);
+        CopyRow<kRow>(shard, token + h * row_bytes, row_bytes);
       else
         CopyRow<kRow>(token + h * row_bytes, shard, row_bytes);
     }
@@ -136,7 +124,7 @@ void MoveChunk(std::byte* engine_chunk, const std::byte* const* shard_rows, uint
 }
 
 template <bool kToShards, typename LayerSpan, typename ShardSpan>
-void MoveShardsImpl(const PagedKvSpec& spec, std::span<const LayerSpan> layers,
+void MoveShards(const PagedKvSpec& spec, std::span<const LayerSpan> layers,
                 std::span<const int32_t> block_ids, std::span<const ShardSpan> shards,
                 uint32_t layer_begin, uint32_t layer_end) {
   const BlockShape shape = spec.block_shape();
@@ -165,16 +153,6 @@ void MoveShardsImpl(const PagedKvSpec& spec, std::span<const LayerSpan> layers,
       }
     }
   }
-}
-
-template <bool kToShards, typename LayerSpan, typename ShardSpan>
-void MoveShards(const PagedKvSpec& spec, std::span<const LayerSpan> layers,
-                std::span<const int32_t> block_ids, std::span<const ShardSpan> shards,
-                uint32_t layer_begin, uint32_t layer_end) {
-  MoveShardsImpl<kToShards>(spec, layers, block_ids, shards, layer_begin, layer_end);
-#ifdef __SSE2__
-  if constexpr (kToShards) _mm_sfence();  // the streamed stores are visible before we return
-#endif
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 //               or verified in place and decoded straight into the buffer.
 //   StorePaged: engine pages -> staging, gathered per head shard (codec none), or gathered into
 //               scratch and encoded into staging; then the daemon's copy.
-//   LoadPaged:  pool -> engine pages, verified per shard, then scattered (codec none), or decoded
+//   LoadPaged:  pool -> engine pages, each shard hashed and scattered in one pass (codec none,
+//               ScatterWithChecksum; a shard that fails ends the prefix), or decoded
 //               into scratch and scattered.
 #include "strata/client.h"
 
@@ -156,29 +157,49 @@ struct StagedItem {
 // Commits in flight: the daemon copies round k out of staging while the caller writes round k+1
 // into another lease. At most one commit is outstanding; a lease is released only after the
 // daemon answered for it (it reads the staging bytes until then), also when the caller returns
-// early with an error.
+// early with an error. One sender thread per pipeline carries the commits (not one per commit:
+// rounds are small, so that a round's staging is still in cache when the daemon copies it).
 class CommitPipeline {
  public:
   explicit CommitPipeline(Channel* channel) : channel_(channel) {}
-  ~CommitPipeline() { (void)Drain(); }
+  ~CommitPipeline() {
+    (void)Drain();
+    if (sender_.joinable()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        stop_ = true;
+      }
+      cv_.notify_all();
+      sender_.join();
+    }
+  }
 
   // Sends `commit` (whose payloads lie in `lease`) once the previous one is answered.
   Status Submit(ipc::StoreCommitRequest commit, StagingLease lease) {
     STRATA_RETURN_IF_ERROR(Drain());
     lease_ = std::move(lease);
-    inflight_ = std::async(std::launch::async, [ch = channel_, c = std::move(commit)]() mutable {
-      return ch->Call(std::move(c));
-    });
+    if (!sender_.joinable()) sender_ = std::thread([this] { Send(); });
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pending_ = std::move(commit);
+      busy_ = true;
+    }
+    cv_.notify_all();
     return Status::OK();
   }
   // Waits for the outstanding commit; the first error of any commit.
   Status Drain() {
-    if (inflight_.valid()) {
-      auto r = inflight_.get();
+    std::optional<Result<ipc::ResponseBody>> r;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return !busy_; });
+      r.swap(reply_);
+    }
+    if (r.has_value()) {
       lease_.Reset();
-      if (!r.ok()) {
-        if (error_.ok()) error_ = r.status();
-      } else if (auto* reply = std::get_if<ipc::StoreCommitReply>(&*r)) {
+      if (!r->ok()) {
+        if (error_.ok()) error_ = r->status();
+      } else if (auto* reply = std::get_if<ipc::StoreCommitReply>(&**r)) {
         committed_ += reply->committed;
       } else if (error_.ok()) {
         error_ = Status::Internal("daemon answered a commit with the wrong reply type");
@@ -189,16 +210,40 @@ class CommitPipeline {
   size_t committed() const { return committed_; }
 
  private:
+  void Send() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      cv_.wait(lock, [&] { return stop_ || pending_.has_value(); });
+      if (!pending_.has_value()) return;
+      ipc::StoreCommitRequest commit = std::move(*pending_);
+      pending_.reset();
+      lock.unlock();
+      Result<ipc::ResponseBody> r = channel_->Call(std::move(commit));
+      lock.lock();
+      reply_.emplace(std::move(r));
+      busy_ = false;
+      cv_.notify_all();
+    }
+  }
+
   Channel* channel_;
-  std::future<Result<ipc::ResponseBody>> inflight_;
   StagingLease lease_;
   Status error_;
   size_t committed_ = 0;
+  std::thread sender_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<ipc::StoreCommitRequest> pending_;  // GUARDED_BY(mu_)
+  std::optional<Result<ipc::ResponseBody>> reply_;  // GUARDED_BY(mu_)
+  bool busy_ = false;                               // GUARDED_BY(mu_)
+  bool stop_ = false;                               // GUARDED_BY(mu_)
 };
 
 // Bytes of one commit round: large enough that a round trip is cheap beside the copy, small
-// enough that the client's writing and the daemon's copying overlap.
-constexpr uint64_t kRoundBytes = uint64_t{16} << 20;
+// enough that the client's writing and the daemon's copying overlap, and that the two rounds in
+// flight (8 MiB) stay in the shared L3 cache between the client's write and the daemon's read
+// (16 MiB rounds went through DRAM: docs/benchmarks.md, "engine").
+constexpr uint64_t kRoundBytes = uint64_t{4} << 20;
 
 struct RegisteredCache {
   Namespace ns;
@@ -210,6 +255,29 @@ struct RegisteredCache {
   std::vector<std::span<std::byte>> layers;
 
   uint32_t heads() const { return paged.num_kv_heads; }
+  // A shard's [layer][plane][token][head_dim] payload in rows: one row per (layer, plane, token),
+  // or per (layer, plane) where the engine's tile is the shard's rows already (one head, MLA).
+  uint64_t RowBytes() const {
+    const uint64_t row = uint64_t{paged.head_dim} * kernels::KvDtypeBytes(paged.dtype);
+    return heads() == 1 ? row * paged.block_size : row;
+  }
+  size_t RowsPerShard() const { return shard.bytes() / RowBytes(); }
+  // Where each row of head `h`'s shard of engine page `page` lives in the engine's pages.
+  // REQUIRES: rows has RowsPerShard() entries; page < paged.num_blocks; h < heads().
+  void ShardRows(int32_t page, uint32_t h, std::byte** rows) const {
+    const kernels::BlockShape shape = paged.block_shape();
+    const uint64_t chunk = shape.chunk_bytes(), row = RowBytes();
+    const uint32_t tokens = heads() == 1 ? 1 : paged.block_size;
+    size_t r = 0;
+    for (uint32_t l = 0; l < paged.num_layers; ++l)
+      for (uint32_t p = 0; p < shape.planes; ++p) {
+        std::byte* tile =
+            layers[l].data() +
+            kernels::EngineChunkIndex(paged.layout, paged.num_blocks, uint64_t(page), p) * chunk;
+        for (uint32_t t = 0; t < tokens; ++t)
+          rows[r++] = tile + (uint64_t{t} * heads() + h) * row;
+      }
+  }
   // Shard keys of `keys`, block-major: keys[i]'s shards at [i * heads(), (i + 1) * heads()).
   std::vector<BlockKey> ShardKeys(std::span<const BlockKey> keys) const {
     std::vector<BlockKey> out;
@@ -701,32 +769,23 @@ class ClientImpl final : public Client {
     };
     Status error;
     if (layer_done == nullptr && direct) {
-      // One pass over the pool: each layer of a block's shards is scattered and then hashed while
-      // still in cache. A block whose checksums fail ends the prefix: its pages were written but
-      // are reported as not loaded (the engine recomputes them, as for any page past the count).
-      const uint64_t layer_bytes = shard_bytes / c.paged.num_layers;
-      std::vector<PayloadChecksumStream> sums(heads);
-      for (; good < blocks && error.ok(); ++good) {
-        bool framed = true;
-        for (uint32_t h = 0; h < heads && framed; ++h) {
+      // One pass over the pool: each 64-byte stripe of a shard is read once, hashed and written to
+      // its row of the engine's pages from the same registers (ScatterWithChecksum, non-temporal
+      // stores). A block whose checksums fail ends the prefix: its pages were written but are
+      // reported as not loaded (the engine recomputes them, as for any page past the count).
+      std::vector<std::byte*> rows(c.RowsPerShard());
+      for (; good < blocks; ++good) {
+        bool verified = true;
+        for (uint32_t h = 0; h < heads && verified; ++h) {
           const ipc::Location& loc = reply.locations[good * heads + h];
-          framed = loc.codec == codec && loc.length == shard_bytes;
-          src[good * heads + h] = {channel_->pool_base() + loc.offset, shard_bytes};
-          sums[h] = PayloadChecksumStream();
+          if (loc.codec != codec || loc.length != shard_bytes) {
+            verified = false;
+            break;
+          }
+          c.ShardRows(ids[good], h, rows.data());
+          verified = ScatterWithChecksum(channel_->pool_base() + loc.offset, shard_bytes,
+                                         c.RowBytes(), rows.data()) == loc.checksum;
         }
-        if (!framed) break;
-        for (uint32_t l = 0; l < c.paged.num_layers && error.ok(); ++l) {
-          error = FromKernel(
-              kernels::ScatterHeadShardsCpu(c.paged, c.layers,
-                                            std::span<const int32_t>(ids).subspan(good, 1),
-                                            std::span(src).subspan(good * heads, heads), l, l + 1),
-              "LoadPaged");
-          for (uint32_t h = 0; h < heads; ++h)
-            sums[h].Update(src[good * heads + h].subspan(l * layer_bytes, layer_bytes));
-        }
-        bool verified = error.ok();
-        for (uint32_t h = 0; h < heads && verified; ++h)
-          verified = sums[h].Digest() == reply.locations[good * heads + h].checksum;
         if (!verified) break;
       }
     } else if (layer_done == nullptr) {

@@ -3,7 +3,8 @@
 // pages: 256 blocks of 2 MiB, 512 MiB) sits in a paged cache in vLLM's layout at random page ids;
 // StorePaged puts it into a real `strata serve` and LoadPaged brings it back into other pages,
 // per codec, beside memcpy of the same bytes measured in the same run (the same bytes once:
-// one memcpy of the 512 MiB between two buffers, single-threaded, as the client's worker is).
+// one memcpy of the 512 MiB between two touched buffers, single-threaded, timed before each
+// store and each load so that both see the same load on a shared machine).
 // Every load is checked against the source pages (lossless codecs) before it is timed.
 //
 // Copies per store: gather engine pages -> staging (codec none) or scratch + encode -> staging,
@@ -99,7 +100,7 @@ void Run(const Options& opt) {
       std::filesystem::remove_all(dir, ec);
     }
   } cleanup{dir, nullptr};
-  const uint64_t pool_mib = (kv_bytes * 3 / 2) >> 20;
+  const uint64_t pool_mib = std::max<uint64_t>(64, (kv_bytes * 3 / 2) >> 20);  // >= one slab
   cli::ServeOptions so;
   so.socket = dir + "/strata.sock";
   so.args = {"serve", "--socket", so.socket, "--no-disk", "--host-pool",
@@ -133,18 +134,23 @@ void Run(const Options& opt) {
   std::vector<uint32_t> tokens(opt.tokens);
   for (uint32_t i = 0; i < opt.tokens; ++i) tokens[i] = (i * 2654435761u) % 128000;
 
-  // Baseline: one memcpy of the same bytes, in the same run.
-  std::vector<std::byte> a(kv_bytes), b(kv_bytes);
+  // Baseline: memcpy of the same bytes between two buffers already touched (no page faults),
+  // timed right before each store and each load, so that baseline and case see the same machine
+  // (on a shared machine the available memory bandwidth moves by 2x within a minute); each
+  // case's baseline is the median of the memcpy runs interleaved with it.
+  std::vector<std::byte> a(kv_bytes, std::byte{1}), b(kv_bytes, std::byte{2});
   std::memcpy(a.data(), src.layers[0].data(), std::min<uint64_t>(kv_bytes, src.LayerBytes()));
-  const double memcpy_s = MedianSeconds(opt.reps, [&] {
+  auto time_memcpy = [&] {
+    const auto t0 = std::chrono::steady_clock::now();
     std::memcpy(b.data(), a.data(), kv_bytes);
     DoNotOptimize(b[kv_bytes / 2]);
-  });
-  const double memcpy_gbps = kv_bytes / memcpy_s / 1e9;
-  a.clear();
-  a.shrink_to_fit();
-  b.clear();
-  b.shrink_to_fit();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  auto median = [](std::vector<double> v) {
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+  };
+  time_memcpy();
 
   for (const std::string& name : opt.codecs) {
     auto codec = ParseCodec(name);
@@ -156,9 +162,10 @@ void Run(const Options& opt) {
     if (!sid.ok() || !did.ok()) cli::Fail("RegisterKvCache failed");
     uint64_t stored_bytes = 0;
     // Each store starts from an empty namespace (Clear, untimed), after one warm-up store.
-    std::vector<double> store_times;
+    std::vector<double> store_times, store_memcpy, load_times, load_memcpy;
     for (int r = 0; r <= opt.reps; ++r) {
       if (!(*client)->Clear(ns.id()).ok()) cli::Fail("Clear failed");
+      if (r > 0) store_memcpy.push_back(time_memcpy());
       const auto t0 = std::chrono::steady_clock::now();
       auto n = (*client)->StorePaged(*sid, keys, from).Wait();
       const auto t1 = std::chrono::steady_clock::now();
@@ -167,19 +174,22 @@ void Run(const Options& opt) {
                   (n.ok() ? std::to_string(*n) + " shards" : n.status().ToString()));
       if (r > 0) store_times.push_back(std::chrono::duration<double>(t1 - t0).count());
     }
-    std::nth_element(store_times.begin(), store_times.begin() + store_times.size() / 2,
-                     store_times.end());
-    const double store_s = store_times[store_times.size() / 2];
+    const double store_s = median(store_times);
     {
       auto j = nlohmann::json::parse((*client)->Stats().value());
       stored_bytes = j["host"]["payload_bytes"].get<uint64_t>();
     }
-    const double load_s = MedianSeconds(opt.reps, [&] {
+    for (int r = 0; r <= opt.reps; ++r) {
+      if (r > 0) load_memcpy.push_back(time_memcpy());
+      const auto t0 = std::chrono::steady_clock::now();
       auto n = (*client)->LoadPaged(*did, keys, to).Wait();
+      const auto t1 = std::chrono::steady_clock::now();
       if (!n.ok() || *n != blocks)
         cli::Fail("LoadPaged: " +
                   (n.ok() ? std::to_string(*n) + " blocks" : n.status().ToString()));
-    });
+      if (r > 0) load_times.push_back(std::chrono::duration<double>(t1 - t0).count());
+    }
+    const double load_s = median(load_times);
     // Lossless codecs must bring back the very bytes (checked once, outside the timing).
     if (*codec == Codec::kNone || *codec == Codec::kShuffleLz4 || *codec == Codec::kShuffleZstd) {
       const uint64_t chunk = uint64_t{kPage} * kHeads * kHeadDim * 2;
@@ -202,9 +212,9 @@ void Run(const Options& opt) {
                             {"reps", opt.reps}};
     const std::string prefix = "paged_";
     report.Add({prefix + "store/" + name, "GB/s", kv_bytes / store_s / 1e9, "memcpy",
-                memcpy_gbps, true, extra});
-    report.Add({prefix + "load/" + name, "GB/s", kv_bytes / load_s / 1e9, "memcpy", memcpy_gbps,
-                true, extra});
+                kv_bytes / median(store_memcpy) / 1e9, true, extra});
+    report.Add({prefix + "load/" + name, "GB/s", kv_bytes / load_s / 1e9, "memcpy",
+                kv_bytes / median(load_memcpy) / 1e9, true, extra});
   }
 }
 
