@@ -1,6 +1,7 @@
 #include "transport/peer_transport.h"
 
 #include <cstring>
+#include <deque>
 #include <future>
 #include <limits>
 #include <unordered_map>
@@ -47,8 +48,10 @@ struct PeerTransport::Impl {
   // Client side of a connection, by peer id.
   struct Session {
     std::string peer;
-    ConnId conn = 0;
+    ConnId conn = 0;       // control endpoint (UCX peer error handling)
+    ConnId data_conn = 0;  // pulls; 0: they ride `conn` (options.data_peer_errors)
     std::vector<std::byte> address;
+    ConnId PullConn() const { return data_conn != 0 ? data_conn : conn; }
     bool ready = false;
     std::vector<std::byte> client_nonce;
     uint64_t handshake_id = 0;
@@ -91,6 +94,23 @@ struct PeerTransport::Impl {
   std::unordered_map<std::string, std::string> token_of_client;  // client id -> token
   std::unordered_map<uint64_t, Rpc> rpcs;
   std::unordered_map<uint64_t, std::shared_ptr<PullOp::State>> pulls;
+  // Server side: a block pinned for a send. Released when the send completes, or at `deadline`
+  // (two request timeouts after the request came: the puller has given the pull up by then) if
+  // it never does: a puller that died may leave the send pending forever on an endpoint without
+  // peer error handling. A send that completes after its pin was released may carry bytes the
+  // pool reused; the puller's checksum refuses them.
+  struct ServedPin {
+    uint64_t pin = 0;
+    Clock::time_point deadline;
+    bool released = false;
+  };
+  std::deque<std::shared_ptr<ServedPin>> served_pins;  // by deadline (requests come in order)
+
+  void ReleasePin(ServedPin& sp) {
+    if (sp.released) return;
+    sp.released = true;
+    options.block_source->Unpin(sp.pin);
+  }
 
   static constexpr int kIndexBits = 20;
 
@@ -126,20 +146,26 @@ struct PeerTransport::Impl {
     p->promise.set_value(std::move(r));
   }
 
-  // Fails everything that rides on `conn`; force-closes it when `close`.
+  // Fails everything that rides on `conn` and, when `conn` belongs to a session, on the
+  // session's other endpoint; force-closes `conn` when `close`, the other endpoint always.
   void FailConn(ConnId conn, const Status& st, bool close) {
+    ConnId other = 0;
     if (auto it = client_conns.find(conn); it != client_conns.end()) {
-      auto s = sessions.find(it->second);
-      if (s != sessions.end() && s->second.conn == conn) {
+      const std::string key = it->second;
+      client_conns.erase(it);
+      auto s = sessions.find(key);
+      if (s != sessions.end() && (s->second.conn == conn || s->second.data_conn == conn)) {
+        other = s->second.conn == conn ? s->second.data_conn : s->second.conn;
+        if (other != 0) client_conns.erase(other);
         for (auto& w : s->second.waiters) w->set_value(st);
         for (auto& w : s->second.raw_waiters) w->set_value(st);
         handshakes.erase(s->second.handshake_id);
         sessions.erase(s);
       }
-      client_conns.erase(it);
     }
+    auto hit_conn = [&](ConnId c) { return c == conn || (other != 0 && c == other); };
     for (auto it = rpcs.begin(); it != rpcs.end();) {
-      if (it->second.conn == conn) {
+      if (hit_conn(it->second.conn)) {
         it->second.promise->set_value(st);
         it = rpcs.erase(it);
       } else {
@@ -148,16 +174,23 @@ struct PeerTransport::Impl {
     }
     std::vector<std::shared_ptr<PullOp::State>> hit;
     for (auto& [id, p] : pulls)
-      if (p->conn == conn) hit.push_back(p);
+      if (hit_conn(p->conn)) hit.push_back(p);
     for (auto& p : hit) {
       if (p->failure.ok()) p->failure = st;
       MaybeFinish(p);
     }
     if (close) engine->Close(conn, /*force=*/true);
+    // Force-closing a data endpoint cancels the receives still writing into the pool.
+    if (other != 0) engine->Close(other, /*force=*/true);
   }
 
   void OnTick() {
     const auto now = Clock::now();
+    while (!served_pins.empty() &&
+           (served_pins.front()->released || served_pins.front()->deadline < now)) {
+      ReleasePin(*served_pins.front());
+      served_pins.pop_front();
+    }
     std::vector<ConnId> expired;
     for (auto& [peer, s] : sessions)
       if (!s.ready && now > s.deadline) expired.push_back(s.conn);
@@ -520,12 +553,15 @@ struct PeerTransport::Impl {
                                                                          wire::kDataHeaderSize));
       if (split)
         std::memcpy(hdr.data() + wire::kDataHeaderSize, pinned->header, kBlockHeaderSize);
-      BlockSource* src = options.block_source;
-      const uint64_t pin = pinned->pin;
+      auto sp = std::make_shared<ServedPin>();
+      sp->pin = pinned->pin;
+      sp->deadline = Clock::now() + 2 * options.request_timeout;
+      served_pins.push_back(sp);
       engine->SendData(conn,
                        std::span<const std::byte>(hdr.data(), split ? hdr.size()
                                                                     : wire::kDataHeaderSize),
-                       pinned->data, pinned->size, [src, pin](const Status&) { src->Unpin(pin); });
+                       pinned->data, pinned->size,
+                       [this, sp](const Status&) { ReleasePin(*sp); });
     }
   }
 
@@ -551,6 +587,16 @@ struct PeerTransport::Impl {
     Session s;
     s.peer = peer;
     s.conn = *conn;
+    if (!options.data_peer_errors) {
+      auto data = engine->Connect(address, PeerFailure::kDetectedByCaller);
+      if (!data.ok()) {
+        engine->Close(*conn, /*force=*/true);
+        waiter->set_value(data.status());
+        return;
+      }
+      s.data_conn = *data;
+      client_conns[*data] = peer;
+    }
     s.address = std::move(address);
     s.client_nonce = wire::RandomNonce();
     s.handshake_id = next_request.fetch_add(1);
@@ -612,7 +658,7 @@ Status PullOp::Post() {
   impl->engine->Post([impl, st] {
     auto it = impl->sessions.find(st->peer);
     st->deadline = Clock::now() + impl->options.request_timeout;
-    if (it == impl->sessions.end() || !it->second.ready || it->second.conn != st->conn) {
+    if (it == impl->sessions.end() || !it->second.ready || it->second.PullConn() != st->conn) {
       st->failure = Status::Unavailable("session with peer " + st->peer + " was lost");
       impl->MaybeFinish(st);
       return;
@@ -648,6 +694,7 @@ PeerTransport::PeerTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 
 PeerTransport::~PeerTransport() {
   impl_->engine.reset();  // joins the progress thread; everything below is single-threaded
+  for (auto& sp : impl_->served_pins) impl_->ReleasePin(*sp);
   const Status st = Status::Aborted("transport shut down");
   for (auto& [peer, s] : impl_->sessions) {
     for (auto& w : s.waiters) w->set_value(st);
@@ -746,7 +793,7 @@ Result<std::unique_ptr<PullOp>> PeerTransport::PreparePull(const std::string& pe
         auto it = impl->sessions.find(peer);
         if (it == impl->sessions.end() || !it->second.ready)
           return Status::Unavailable("no session with peer " + peer + " (Connect first)");
-        return ConnAndToken{it->second.conn, it->second.token};
+        return ConnAndToken{it->second.PullConn(), it->second.token};
       });
   if (!conn.ok()) return conn.status();
   st->conn = conn->first;

@@ -3,8 +3,15 @@
 //  - Admission: every connection starts with the HMAC handshake of transport/wire/auth.h. Until
 //    it completes, a peer gets PermissionDenied for anything else: no lookup, announce or pull.
 //  - Serving: PullRequest is answered from a BlockSource (pin, send by rendezvous from the
-//    registered pool, unpin when the send completes); LookupRequest and Announce go to a
+//    registered pool, unpin when the send completes, or two request timeouts after the request
+//    if it never does: a dead puller cannot keep blocks pinned); LookupRequest and Announce go to a
 //    DirectoryService.
+//  - Endpoints: a session with a peer has a control endpoint (UCX peer error handling: the
+//    handshake, lookups, announces) and, unless PeerTransportOptions::data_peer_errors, a data
+//    endpoint without it (pull requests and the blocks they bring back), so that UCX may move
+//    blocks through shared memory and cma. A dead peer fails the control endpoint (UCX sees
+//    its sockets close), which fails the session's pulls and force-closes the data endpoint;
+//    a silent one is cut by the request timeout; membership dropping it disconnects it.
 //  - Pulling: PreparePull (resolve the session, check destinations, encode) is separate from
 //    Post (issue). Every block that lands is verified (block header, key, namespace, payload
 //    checksum) before it counts; a peer that dies or stalls costs at most the request timeout and
@@ -73,6 +80,12 @@ struct PeerTransportOptions {
   // Longest a request (handshake, lookup, announce, pull) may take before it fails with
   // TimedOut and its connection is dropped. Default: 2 s.
   std::chrono::milliseconds request_timeout{2000};
+  // Pulls ride the control endpoint, with UCX's peer error handling (true), or a second
+  // endpoint per session without it (false), which lets UCX 1.13 use its shared-memory
+  // transports (posix/sysv AM, cma) and runs tcp faster; the control endpoint, membership and
+  // the request timeout then detect a dead peer (docs/cluster.md has the measurements).
+  // Default: false.
+  bool data_peer_errors = false;
   // Empty progress rounds before the progress thread sleeps on the worker's event fd. More
   // rounds cut pull latency (no wake-up on the path) at the price of CPU; a negative value never
   // sleeps (busy polling). Default: 2000 (~0.3 ms of spinning).

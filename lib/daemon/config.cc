@@ -197,6 +197,8 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
       return Status::InvalidArgument("listen_addr: '" + value +
                                      "' is not an IPv4 or IPv6 address (or * for every interface)");
     c->node.cluster.listen_addr = value;
+  } else if (key == "ucx_peer_errors") {
+    STRATA_ASSIGN_OR_RETURN(c->node.cluster.ucx_peer_errors, ParseBool(key, value));
   } else if (key == "request_timeout_ms") {
     STRATA_ASSIGN_OR_RETURN(c->node.cluster.request_timeout_ms, ParseU32(key, value));
     if (c->node.cluster.request_timeout_ms == 0)
@@ -256,6 +258,7 @@ constexpr EnvVar kVars[] = {
     {"STRATA_UCX_TLS", "ucx_tls"},
     {"STRATA_LISTEN_ADDR", "listen_addr"},
     {"STRATA_REQUEST_TIMEOUT_MS", "request_timeout_ms"},
+    {"STRATA_UCX_PEER_ERRORS", "ucx_peer_errors"},
     {"STRATA_ANNOUNCE_INTERVAL_MS", "announce_interval_ms"},
     {"STRATA_KV_EVENTS", "kv_events"},
     {"STRATA_KV_EVENTS_REPLAY", "kv_events_replay"},

@@ -168,6 +168,7 @@ class ClusterImpl final : public Cluster {
     // The whole memfd: headers and slabs; registered once, here.
     to.regions.push_back({store_->host().base(), store_->host().size()});
     to.request_timeout = std::chrono::milliseconds(options_.request_timeout_ms);
+    to.data_peer_errors = options_.ucx_peer_errors;
     to.block_source = &source_;
     to.directory = shard_.get();
     auto transport = transport::PeerTransport::Open(std::move(to));

@@ -62,6 +62,11 @@ struct ClusterOptions {
   std::string listen_addr = "127.0.0.1";
   // Longest a peer request (handshake, directory call, pull) may take. Default: 2000 ms.
   uint32_t request_timeout_ms = 2000;
+  // Pulls ride endpoints with UCX's peer error handling (true) or without it (false: UCX may use
+  // shared memory and cma between nodes on one host, and tcp runs faster; a dead holder is then
+  // detected through the session's control endpoint, membership and request_timeout_ms).
+  // Default: false.
+  bool ucx_peer_errors = false;
   // How often announces are flushed to the directory shards. Default: 50 ms.
   uint32_t announce_interval_ms = 50;
 };

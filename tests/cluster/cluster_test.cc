@@ -312,6 +312,42 @@ TEST_CASE("cluster: 3 strata serve nodes: pull then SIGKILL of the holder mid-tr
   std::filesystem::remove_all(dir);
 }
 
+// Issue 14: a node with another secret used to stay a directory member of the nodes it could
+// not talk to, so about half of their keys' shards were "owned" by it and their announces never
+// arrived anywhere.
+TEST_CASE("cluster: a node that fails the secret handshake owns no directory shard",
+          "[cluster][etcd]") {
+  transport::testing::EtcdProcess etcd;
+  REQUIRE(etcd.ready());
+  const std::string dir = TempDir("secret");
+  const std::string secret = WriteSecret(dir, "secret", kSecret);
+  const std::string wrong = WriteSecret(dir, "wrong", "not-the-cluster-secret-at-all!!");
+  ServeNode a(dir, "sec-a", etcd.endpoint(), secret, "64MiB");
+  ServeNode d(dir, "sec-d", etcd.endpoint(), wrong, "64MiB");
+  REQUIRE(a.ready());
+  REQUIRE(d.ready());
+  auto ca = a.Connect();
+  auto cd = d.Connect();
+  // Both are etcd members; each counts only itself in its directory.
+  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
+  CHECK(WaitFor(5000ms, [&] { return ClusterStats(*ca)["directory_members"] == 1; }));
+  CHECK(ClusterStats(*ca)["rejected_members"] == nlohmann::json::array({"sec-d"}));
+  CHECK(WaitFor(5000ms, [&] { return ClusterStats(*cd)["directory_members"] == 1; }));
+  // Every block A stores is announced to a shard A owns: all 64 are in A's own shard.
+  const Namespace ns = TestNamespace(16 << 10);
+  Prompt p(ns, 64, 5, 16 << 10);
+  auto stored = ca->Store(ns, p.keys, p.in).Wait();
+  REQUIRE(stored.ok());
+  REQUIRE(*stored == 64);
+  CHECK(WaitFor(3000ms, [&] { return ClusterStats(*ca)["directory_entries"] == 64; }));
+  // D sees none of it as remote, and pulls nothing.
+  CHECK(RemoteBlocks(*cd, p.keys) == 0);
+  std::ifstream log(dir + "/sec-a.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  CHECK_THAT(text, Catch::Contains("sec-d failed the secret handshake"));
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("cluster: static membership through a shared directory and Prefetch of remote blocks",
           "[cluster]") {
   const std::string dir = TempDir("static");
@@ -419,6 +455,117 @@ TEST_CASE("cluster: a node listens on loopback only unless --listen-addr names a
   std::filesystem::remove_all(dir);
 }
 
+// Pulls ride endpoints without UCX's peer error handling (so that same-host pairs may use
+// shared memory and cma); a dead holder is still noticed, through the session's control endpoint
+// (UCX peer error handling) or the request timeout. Issue 16: kill -9 of the holder mid-transfer
+// fails the pull within the bound and the puller keeps serving.
+TEST_CASE("cluster: pulls without UCX peer error handling: SIGKILL of the holder mid-transfer "
+          "fails the pull within the bound and the puller serves on",
+          "[cluster]") {
+  for (const std::string tls : {"shm,tcp", "tcp"}) {
+    INFO("UCX_TLS " << tls);
+    const std::string dir = TempDir("kill-" + tls.substr(0, 3));
+    const std::string secret = WriteSecret(dir, "secret", kSecret);
+    const std::string members = dir + "/members";
+    auto flags = [&](const std::string& peer) {
+      return std::vector<std::string>{"--membership", "static", "--static-dir", members,
+                                      "--static-peers", peer, "--ucx-tls", tls};
+    };
+    ServeNode a(dir, "kill-a", "", secret, "384MiB", flags("kill-b"));
+    REQUIRE(a.ready());
+    ServeNode b(dir, "kill-b", "", secret, "384MiB", flags("kill-a"));
+    REQUIRE(b.ready());
+    auto ca = a.Connect();
+    auto cb = b.Connect();
+    REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
+    REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
+    constexpr size_t kBlocks = 64, kBytes = 4 << 20;
+    Namespace ns = TestNamespace(kBytes);
+    Prompt big(ns, kBlocks, 31, kBytes);
+    REQUIRE(*ca->Store(ns, big.keys, big.in).Wait() == kBlocks);
+    REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, big.keys) == kBlocks; }));
+
+    Outputs o(kBlocks, kBytes);
+    std::thread killer([&] {
+      // Once A has started sending (it pins every block of the request at once).
+      WaitFor(5000ms, [&] { return ClusterStats(*ca)["served_blocks"] > 0; });
+      std::this_thread::sleep_for(10ms);
+      a.Kill();
+    });
+    const auto t0 = Clock::now();
+    auto loaded = cb->Load(ns, big.keys, o.out).Wait();
+    const auto took = Clock::now() - t0;
+    killer.join();
+    REQUIRE(loaded.ok());
+    std::printf("[cluster] %s, no UCX peer errors: SIGKILL mid-transfer: %zu of %zu blocks in "
+                "%.0f ms\n",
+                tls.c_str(), *loaded, kBlocks,
+                std::chrono::duration<double, std::milli>(took).count());
+    std::fflush(stdout);
+    // A directory call and a pull may each wait for the dead peer: at most 2 s each.
+    CHECK(took < 4000ms + 1000ms);
+    for (size_t i = 0; i < *loaded; ++i) CHECK(o.bufs[i] == big.blocks[i]);
+
+    // B serves on: its own store and load work, and it answers lookups.
+    Namespace small_ns = TestNamespace(16 << 10);
+    Prompt mine(small_ns, 16, 32, 16 << 10);
+    REQUIRE(*cb->Store(small_ns, mine.keys, mine.in).Wait() == 16);
+    Outputs om(16, 16 << 10);
+    REQUIRE(*cb->Load(small_ns, mine.keys, om.out).Wait() == 16);
+    for (size_t i = 0; i < 16; ++i) CHECK(om.bufs[i] == mine.blocks[i]);
+    auto look = cb->Lookup(big.keys);
+    REQUIRE(look.ok());
+    CHECK(look->matched_blocks >= *loaded);
+    std::filesystem::remove_all(dir);
+  }
+}
+
+// The other side: the puller dies mid-transfer. The holder's sends to it fail or are dropped,
+// so the blocks they pinned become evictable again (Clear erases only unpinned blocks).
+TEST_CASE("cluster: pulls without UCX peer error handling: SIGKILL of the puller mid-transfer "
+          "leaves no block of the holder pinned",
+          "[cluster]") {
+  for (const std::string tls : {"shm,tcp", "tcp"}) {
+    INFO("UCX_TLS " << tls);
+    const std::string dir = TempDir("killp-" + tls.substr(0, 3));
+    const std::string secret = WriteSecret(dir, "secret", kSecret);
+    const std::string members = dir + "/members";
+    auto flags = [&](const std::string& peer) {
+      return std::vector<std::string>{"--membership", "static", "--static-dir", members,
+                                      "--static-peers", peer, "--ucx-tls", tls};
+    };
+    ServeNode a(dir, "killp-a", "", secret, "384MiB", flags("killp-b"));
+    REQUIRE(a.ready());
+    ServeNode b(dir, "killp-b", "", secret, "384MiB", flags("killp-a"));
+    REQUIRE(b.ready());
+    auto ca = a.Connect();
+    auto cb = b.Connect();
+    REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
+    constexpr size_t kBlocks = 64, kBytes = 4 << 20;
+    Namespace ns = TestNamespace(kBytes);
+    Prompt big(ns, kBlocks, 33, kBytes);
+    REQUIRE(*ca->Store(ns, big.keys, big.in).Wait() == kBlocks);
+    REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, big.keys) == kBlocks; }));
+    std::thread loader([&] {
+      Outputs o(kBlocks, kBytes);
+      (void)cb->Load(ns, big.keys, o.out).Wait();  // fails when B dies
+    });
+    WaitFor(5000ms, [&] { return ClusterStats(*ca)["served_blocks"] > 0; });
+    std::this_thread::sleep_for(10ms);
+    b.Kill();
+    loader.join();
+    // Every block of A becomes erasable: no send to the dead puller keeps its pin.
+    uint64_t erased = 0;
+    CHECK(WaitFor(6000ms, [&] {
+      auto n = ca->Clear(ns.id());
+      if (n.ok()) erased += *n;
+      return erased == kBlocks;
+    }));
+    CHECK(erased == kBlocks);
+    std::filesystem::remove_all(dir);
+  }
+}
+
 TEST_CASE("cluster: bad cluster settings are refused with a clear error", "[cluster]") {
   const std::string dir = TempDir("bad");
   // Clustered without a secret: the daemon does not start, and says why.
@@ -488,6 +635,9 @@ TEST_CASE("cluster: config keys, environment and defaults", "[cluster]") {
   CHECK(c.node.cluster.ucx_tls == "tcp");
   CHECK(c.node.cluster.request_timeout_ms == 500);
   CHECK(c.node.cluster.listen_addr == "127.0.0.1");  // loopback unless configured
+  CHECK_FALSE(c.node.cluster.ucx_peer_errors);  // pulls may use shared memory
+  REQUIRE(ApplyEnvironment({{"STRATA_UCX_PEER_ERRORS", "true"}}, &c).ok());
+  CHECK(c.node.cluster.ucx_peer_errors);
   ConfigWarnings warned;
   REQUIRE(FinishConfig(HostResources{}, &c, &warned).ok());
   bool loopback_warned = false;  // etcd on another host, UCX confined to loopback

@@ -56,6 +56,8 @@ constexpr SettingFlag kSettingFlags[] = {
      "[STRATA_LISTEN_ADDR]"},
     {"--request-timeout-ms", "request_timeout_ms",
      "Peer request timeout [STRATA_REQUEST_TIMEOUT_MS]"},
+    {"--ucx-peer-errors", "ucx_peer_errors",
+     "true: pulls over UCX endpoints with peer error handling (no shm) [STRATA_UCX_PEER_ERRORS]"},
     {"--kv-events", "kv_events",
      "Publish vLLM KV events of the host and disk tiers on this ZMQ PUB endpoint, e.g. "
      "tcp://*:5557 [STRATA_KV_EVENTS]"},

@@ -510,16 +510,18 @@ void UcxEngine::Post(std::function<void()> fn) {
     impl_->Enqueue(std::move(fn));
 }
 
-Result<ConnId> UcxEngine::Connect(std::span<const std::byte> worker_address) {
+Result<ConnId> UcxEngine::Connect(std::span<const std::byte> worker_address,
+                                  PeerFailure failure) {
   if (worker_address.empty()) return Status::InvalidArgument("Connect: empty worker address");
   std::vector<std::byte> addr(worker_address.begin(), worker_address.end());
-  auto work = [this, addr = std::move(addr)]() -> Result<ConnId> {
+  auto work = [this, addr = std::move(addr), failure]() -> Result<ConnId> {
     Impl* impl = impl_.get();
     ucp_ep_params_t ep{};
     ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                     UCP_EP_PARAM_FIELD_ERR_HANDLER;
     ep.address = reinterpret_cast<const ucp_address_t*>(addr.data());
-    ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+    ep.err_mode = failure == PeerFailure::kDetectedByUcx ? UCP_ERR_HANDLING_MODE_PEER
+                                                         : UCP_ERR_HANDLING_MODE_NONE;
     ep.err_handler.cb = &Impl::EpError;
     ep.err_handler.arg = impl;
     ucp_ep_h h = nullptr;

@@ -6,8 +6,9 @@
 //
 // Below UcxEngineOptions::rndv_threshold, UCX picks the protocol itself.
 //
-// Endpoints: Connect() creates an endpoint from a peer's worker address with
-// UCP_ERR_HANDLING_MODE_PEER, so a dead peer fails its requests instead of hanging them. Messages
+// Endpoints: Connect() creates an endpoint from a peer's worker address, by default with
+// UCP_ERR_HANDLING_MODE_PEER, so a dead peer fails its requests instead of hanging them (see
+// PeerFailure for the other mode and its price). Messages
 // are sent with UCP_AM_SEND_FLAG_REPLY; a peer that connected to us is answered on the endpoint
 // UCX hands to the receive handler ("reply connection"), so replies and data travel back on the
 // connection the requester owns and can force-close to cancel them.
@@ -40,6 +41,18 @@ struct MemoryRegion {
 };
 
 using ConnId = uint64_t;  // 0 is never a valid connection
+
+// Who notices that the peer of an endpoint died.
+enum class PeerFailure {
+  // UCP_ERR_HANDLING_MODE_PEER: UCX does; the endpoint's requests fail and on_conn_error runs.
+  // UCX 1.13 then refuses its shared-memory active-message transports (posix, sysv: "no peer
+  // failure handler"), so a same-host pair talks over tcp, and tcp itself runs slower.
+  kDetectedByUcx,
+  // UCP_ERR_HANDLING_MODE_NONE: every transport, shared memory and cma included. A dead peer's
+  // requests may never complete: the caller bounds them (timeouts, membership, or a
+  // kDetectedByUcx endpoint to the same peer) and then Close()s the endpoint with force.
+  kDetectedByCaller,
+};
 
 struct UcxHandlers {
   // A control message arrived on `conn`.
@@ -111,7 +124,8 @@ class UcxEngine {
   const std::vector<std::byte>& packed_rkey(size_t index) const;
 
   // Creates an endpoint to the worker at `worker_address`. Blocks until created (local work).
-  Result<ConnId> Connect(std::span<const std::byte> worker_address);
+  Result<ConnId> Connect(std::span<const std::byte> worker_address,
+                         PeerFailure failure = PeerFailure::kDetectedByUcx);
   // Sends a control message. `done` (may be empty) runs on the progress thread.
   void SendControl(ConnId conn, std::vector<std::byte> message,
                    std::function<void(const Status&)> done = {});
