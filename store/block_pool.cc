@@ -52,6 +52,9 @@ Status BlockPool::ValidateOptions(const BlockPoolOptions& o, uint64_t capacity_b
     return Status::InvalidArgument("max_blocks must be in [1, 2^31)");
   if (slabs * o.slab_bytes / SlabAllocator::kAlign >= (uint64_t{1} << 32))
     return Status::InvalidArgument("capacity above 16 TiB is not supported");
+  if (o.tenants == 0 || o.tenants > SlabAllocator::kMaxTenants)
+    return Status::InvalidArgument("tenants must be in [1, " +
+                                   std::to_string(SlabAllocator::kMaxTenants) + "]");
   *num_slabs = static_cast<uint32_t>(slabs);
   *max_blocks = static_cast<uint32_t>(blocks);
   return Status::OK();
@@ -65,7 +68,7 @@ BlockPool::BlockPool(TierKind kind, const BlockPoolOptions& options, uint32_t nu
       max_blocks_(max_blocks),
       mem_(memory),
       epoch_(std::chrono::steady_clock::now()),
-      alloc_(options.slab_bytes, num_slabs),
+      alloc_(options.slab_bytes, num_slabs, options.tenants),
       policy_(std::move(policy)),
       slots_(new Slot[max_blocks]),
       stripes_(new SpinLock[kStripes]),
@@ -338,7 +341,7 @@ Status BlockPool::Put(const BlockHeader& header, std::span<const std::byte> payl
   if (payload.size() != header.payload_length)
     return Status::InvalidArgument("payload size does not match the header's payload_length");
   if (options_.verify_on_put) STRATA_RETURN_IF_ERROR(VerifyPayload(header, payload));
-  auto reservation = Reserve(header.key, payload.size());
+  auto reservation = Reserve(header.key, payload.size(), TenantOf(header.ns));
   if (!reservation.ok())  // a cached key is left as it is (same key, same bytes)
     return reservation.status().code() == StatusCode::kAlreadyExists ? Status::OK()
                                                                      : reservation.status();
@@ -346,11 +349,20 @@ Status BlockPool::Put(const BlockHeader& header, std::span<const std::byte> payl
   return Commit(*reservation, header, options, /*verify=*/false);
 }
 
-Result<WriteReservation> BlockPool::Reserve(const BlockKey& key, uint64_t length) {
-  const int cls = alloc_.ClassOf(length);
-  if (cls < 0)
+Result<WriteReservation> BlockPool::Reserve(const BlockKey& key, uint64_t length,
+                                           uint16_t tenant) {
+  const int size_class = alloc_.ClassOf(length);
+  if (size_class < 0)
     return Status::InvalidArgument("payload of " + std::to_string(length) +
                                    " bytes: must be 1.." + std::to_string(alloc_.slab_bytes()));
+  if (tenant == kNoTenant)
+    return Status::PermissionDenied(
+        "the block's namespace belongs to no tenant this node knows yet (a client of its tenant "
+        "must open the namespace first)");
+  if (tenant >= alloc_.tenants())
+    return Status::InvalidArgument("tenant " + std::to_string(tenant) + " of " +
+                                   std::to_string(alloc_.tenants()));
+  const int cls = alloc_.Lane(size_class, tenant);
   const uint32_t b = Bucket(key);
   {
     std::lock_guard lock(StripeOf(b));
@@ -366,7 +378,7 @@ Result<WriteReservation> BlockPool::Reserve(const BlockKey& key, uint64_t length
   s.key = key;
   s.page.store(static_cast<uint32_t>(*off / SlabAllocator::kAlign), std::memory_order_relaxed);
   s.length = static_cast<uint32_t>(length);
-  s.cls = static_cast<uint8_t>(cls);
+  s.cls = static_cast<uint16_t>(cls);
   s.refs.store(0, std::memory_order_relaxed);
   s.state.store(kWriting, std::memory_order_release);  // the evictor's FindBusySlabs sees it
   return WriteReservation{key, slot, cls, *off, length};
@@ -546,7 +558,7 @@ Result<size_t> BlockPool::PutBatch(std::span<const BatchPut> blocks) {
   copies.reserve(blocks.size());
   Status stopped;
   for (const BatchPut& b : blocks) {
-    auto r = Reserve(b.header.key, b.payload.size());
+    auto r = Reserve(b.header.key, b.payload.size(), TenantOf(b.header.ns));
     if (!r.ok()) {
       if (r.status().code() == StatusCode::kAlreadyExists) continue;  // cached: same bytes
       stopped = r.status();

@@ -63,7 +63,16 @@ struct BlockPoolOptions {
   EvictionSink on_evict;
   // Longest pin a caller may ask for; longer TTLs are clamped. Default: 10 minutes.
   std::chrono::milliseconds max_pin_ttl = std::chrono::minutes(10);
+  // Tenants whose blocks never share a slab (docs/data-plane.md, "Tenants"); tenant 0 is the
+  // shared one. REQUIRES: 1..SlabAllocator::kMaxTenants. Default: 1.
+  uint16_t tenants = 1;
+  // The tenant of the blocks of a namespace, for puts that carry only a header (Put, PutBatch);
+  // kNoTenant refuses the put (PermissionDenied). Default: none (every such block is tenant 0).
+  std::function<uint16_t(const NamespaceId&)> tenant_of;
 };
+
+// BlockPoolOptions::tenant_of's answer for a namespace whose tenant is not known.
+inline constexpr uint16_t kNoTenant = UINT16_MAX;
 
 // How the pool's memory is reached (set up by HostTier / DeviceTier).
 struct PoolMemory {
@@ -146,9 +155,18 @@ class BlockPool : public Tier {
   Status Erase(const BlockKey& key) override;
   TierStats Stats() const override;
 
-  // Reserves a slot and payload space for `length` bytes of `key` (evicting as needed).
-  // AlreadyExists when the key is cached; NoSpace when nothing can be evicted.
-  Result<WriteReservation> Reserve(const BlockKey& key, uint64_t length);
+  // Reserves a slot and payload space for `length` bytes of `key` in a slab of `tenant`
+  // (evicting as needed). AlreadyExists when the key is cached; NoSpace when nothing can be
+  // evicted; PermissionDenied for kNoTenant; InvalidArgument for another tenant out of range.
+  Result<WriteReservation> Reserve(const BlockKey& key, uint64_t length, uint16_t tenant = 0);
+  // The tenant of namespace `ns` (options().tenant_of; 0 without it).
+  uint16_t TenantOf(const NamespaceId& ns) const {
+    return options_.tenant_of ? options_.tenant_of(ns) : 0;
+  }
+  // Slabs: the tenant whose bytes each holds (the one it is lent to, or was last lent to).
+  uint64_t slab_bytes() const { return alloc_.slab_bytes(); }
+  uint32_t num_slabs() const { return alloc_.num_slabs(); }
+  uint16_t SlabTenant(uint32_t slab) const { return alloc_.SlabTenant(slab); }
   // Publishes a reservation whose payload has been written. `header` must describe it (key,
   // length); with `verify` the payload is checked against header.payload_checksum first
   // (Corruption: the reservation is released). When the key was published meanwhile by another
@@ -221,6 +239,7 @@ class BlockPool : public Tier {
   // address for the device tier), for the pool's copy operations only. Counts as a hit.
   Result<PinnedBlock> AcquireInPlace(const BlockKey& key);
   const BlockPoolOptions& options() const { return options_; }
+  SlabAllocator& allocator() { return alloc_; }
 
   // Checks options and computes (num_slabs, max_blocks) for `capacity_bytes` of payload.
   static Status ValidateOptions(const BlockPoolOptions& options, uint64_t capacity_bytes,
@@ -243,7 +262,7 @@ class BlockPool : public Tier {
     std::atomic<uint32_t> next{kNoSlot};  // hash chain (under the stripe lock) or free stack
     std::atomic<uint32_t> refs{0};   // low 16 bits: readers; high 16 bits: pins
     std::atomic<uint32_t> pin_deadline_ms{0};
-    uint8_t cls = 0;
+    uint16_t cls = 0;  // the allocator's lane: size class and tenant
     std::atomic<uint8_t> state{kFree};
   };
 

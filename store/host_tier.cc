@@ -2,12 +2,14 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iostream>
 #include <string>
 
 namespace strata::store {
@@ -21,6 +23,61 @@ void HostCopy(std::byte* dst, const std::byte* src, size_t n) { std::memcpy(dst,
 
 std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
+
+// Maps a fresh memfd of `bytes` writable at `at` (MAP_FIXED, replacing what is there), seals it
+// and returns a read-only reopen of it; the writable descriptor is closed (the mapping keeps the
+// memory). With `hugetlb`, MFD_HUGETLB pages or an error.
+Result<int> MapSlabMemory(std::byte* at, uint64_t bytes, bool hugetlb, bool populate,
+                          const std::string& name) {
+  const unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING | (hugetlb ? MFD_HUGETLB : 0u);
+  const int fd = memfd_create(name.c_str(), flags);
+  if (fd < 0)
+    return errno == EMFILE || errno == ENFILE
+               ? Status::ResourceExhausted(Errno("memfd_create (one descriptor per slab)"))
+               : Status::IOError(Errno("memfd_create"));
+  struct FdGuard {
+    int fd;
+    ~FdGuard() { close(fd); }
+  } guard{fd};
+  if (ftruncate(fd, static_cast<off_t>(bytes)) != 0)
+    return errno == ENOSPC || errno == ENOMEM ? Status::NoSpace(Errno("ftruncate memfd"))
+                                              : Status::IOError(Errno("ftruncate memfd"));
+  const int mflags = MAP_SHARED | MAP_FIXED | (populate ? MAP_POPULATE : 0);
+  if (mmap(at, bytes, PROT_READ | PROT_WRITE, mflags, fd, 0) == MAP_FAILED)
+    return Status::IOError(Errno("mmap memfd"));
+  if (!hugetlb) (void)madvise(at, bytes, MADV_HUGEPAGE);  // best effort (THP for shmem)
+  // From here on nobody can map the memfd writable (F_SEAL_FUTURE_WRITE: the mapping above stays
+  // the only writable one) or resize it, and the descriptor kept is a read-only reopen of it,
+  // which mode 0400 keeps from being reopened read-write through /proc.
+  if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) != 0)
+    return Status::IOError(Errno("sealing a pool memfd"));
+  (void)fchmod(fd, 0400);
+  const std::string self_fd = "/proc/self/fd/" + std::to_string(fd);
+  const int read_only_fd = open(self_fd.c_str(), O_RDONLY | O_CLOEXEC);
+  if (read_only_fd < 0)
+    return Status::IOError(Errno(("reopening a pool memfd read-only through " + self_fd).c_str()));
+  return read_only_fd;
+}
+
+// One descriptor per slab stays open: raise the soft limit towards the hard one if needed.
+Status EnsureDescriptors(uint64_t slabs) {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return Status::OK();
+  const uint64_t wanted = slabs + 1024;  // what the daemon needs besides the slabs, generously
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < wanted) {
+    lim.rlim_cur =
+        lim.rlim_max == RLIM_INFINITY ? wanted : std::min<uint64_t>(wanted, lim.rlim_max);
+    (void)setrlimit(RLIMIT_NOFILE, &lim);
+    (void)getrlimit(RLIMIT_NOFILE, &lim);
+  }
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < slabs + 64)
+    return Status::ResourceExhausted(
+        "the host pool needs one descriptor per slab (" + std::to_string(slabs) +
+        ") but the open-files limit is " + std::to_string(lim.rlim_cur) +
+        ": raise it (ulimit -n, LimitNOFILE=) or use larger slabs");
+  return Status::OK();
+}
+
 }  // namespace
 
 Result<std::unique_ptr<HostTier>> HostTier::Open(const HostTierOptions& options) {
@@ -28,9 +85,11 @@ Result<std::unique_ptr<HostTier>> HostTier::Open(const HostTierOptions& options)
   STRATA_RETURN_IF_ERROR(
       ValidateOptions(options.pool, options.capacity_bytes, &num_slabs, &max_blocks));
   STRATA_ASSIGN_OR_RETURN(auto policy, MakeEvictionPolicy(max_blocks, options.pool.policy));
+  STRATA_RETURN_IF_ERROR(EnsureDescriptors(num_slabs));
 
-  const uint64_t size = uint64_t{num_slabs} * options.pool.slab_bytes;
-  // Block headers live in daemon-private memory, never in the memfd that clients map.
+  const uint64_t slab_bytes = options.pool.slab_bytes;
+  const uint64_t size = uint64_t{num_slabs} * slab_bytes;
+  // Block headers live in daemon-private memory, never in the memfds that clients map.
   const uint64_t header_bytes = RoundUp(uint64_t{max_blocks} * kBlockHeaderSize, 4096);
   void* headers = mmap(nullptr, header_bytes, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -43,87 +102,53 @@ Result<std::unique_ptr<HostTier>> HostTier::Open(const HostTierOptions& options)
     }
   } header_guard{headers, header_bytes};
 
-  int fd = -1;
-  bool hugetlb = false;
-  if (options.hugetlb) {
-    fd = memfd_create(options.name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB);
-    if (fd >= 0 && ftruncate(fd, static_cast<off_t>(size)) != 0) {
-      close(fd);
-      fd = -1;
-    }
-    hugetlb = fd >= 0;
-  }
-  if (fd < 0) {
-    fd = memfd_create(options.name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (fd < 0) return Status::IOError(Errno("memfd_create"));
-    if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
-      Status st = errno == ENOSPC || errno == ENOMEM ? Status::NoSpace(Errno("ftruncate memfd"))
-                                                     : Status::IOError(Errno("ftruncate memfd"));
-      close(fd);
-      return st;
-    }
-  }
-  // Reserve size + 2 MiB of address space, then map the memfd at a 2 MiB boundary inside it.
+  // Reserve size + 2 MiB of address space, then map the slabs' memfds at a 2 MiB boundary
+  // inside it, one after the other.
   const uint64_t reservation_size = size + k2MiB;
   void* reservation = mmap(nullptr, reservation_size, PROT_NONE,
                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (reservation == MAP_FAILED) {
-    close(fd);
-    return Status::IOError(Errno("mmap reservation"));
-  }
-  auto* aligned = reinterpret_cast<std::byte*>(
+  if (reservation == MAP_FAILED) return Status::IOError(Errno("mmap reservation"));
+  auto* base = reinterpret_cast<std::byte*>(
       RoundUp(reinterpret_cast<uintptr_t>(reservation), k2MiB));
   const bool at_open = options.populate == HostTierOptions::Populate::kAtOpen;
-  const int flags = MAP_SHARED | MAP_FIXED | (at_open ? MAP_POPULATE : 0);
-  void* base = mmap(aligned, size, PROT_READ | PROT_WRITE, flags, fd, 0);
-  if (base == MAP_FAILED) {
-    Status st = Status::IOError(Errno("mmap memfd"));
+  std::unique_ptr<Slab[]> slabs(new Slab[num_slabs]);
+  auto release = [&] {
+    for (uint32_t i = 0; i < num_slabs; ++i)
+      if (slabs[i].fd.load() >= 0) close(slabs[i].fd.load());
     munmap(reservation, reservation_size);
-    close(fd);
-    if (hugetlb) {  // hugetlbfs accepts the size but has too few reserved pages: use 4 KiB pages
-      HostTierOptions fallback = options;
-      fallback.hugetlb = false;
-      return Open(fallback);
+  };
+  for (uint32_t i = 0; i < num_slabs; ++i) {
+    auto fd = MapSlabMemory(base + uint64_t{i} * slab_bytes, slab_bytes, options.hugetlb,
+                            at_open, options.name);
+    if (!fd.ok()) {
+      release();
+      if (options.hugetlb) {  // too few reserved hugetlbfs pages: use 4 KiB pages
+        HostTierOptions fallback = options;
+        fallback.hugetlb = false;
+        return Open(fallback);
+      }
+      return fd.status();
     }
-    return st;
-  }
-  if (!hugetlb) (void)madvise(base, size, MADV_HUGEPAGE);  // best effort (THP for shmem)
-
-  // From here on nobody can map the memfd writable (F_SEAL_FUTURE_WRITE: the mapping above stays
-  // the only writable one) or resize it, and the descriptor handed to clients is a read-only
-  // reopen of it, which mode 0400 keeps from being reopened read-write through /proc.
-  if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) !=
-      0) {
-    Status st = Status::IOError(Errno("sealing the pool memfd"));
-    munmap(reservation, reservation_size);
-    close(fd);
-    return st;
-  }
-  (void)fchmod(fd, 0400);
-  const std::string self_fd = "/proc/self/fd/" + std::to_string(fd);
-  const int read_only_fd = open(self_fd.c_str(), O_RDONLY | O_CLOEXEC);
-  if (read_only_fd < 0) {
-    Status st = Status::IOError(Errno(("reopening the pool read-only through " + self_fd).c_str()));
-    munmap(reservation, reservation_size);
-    close(fd);
-    return st;
+    slabs[i].fd.store(*fd, std::memory_order_relaxed);
   }
 
   PoolMemory mem;
-  mem.payload_base = static_cast<std::byte*>(base);
+  mem.payload_base = base;
   mem.header_base = static_cast<std::byte*>(headers);
   mem.copy_in = &HostCopy;
   mem.copy_out = &HostCopy;
   mem.host_visible = true;
   std::unique_ptr<HostTier> tier(new HostTier(options, num_slabs, max_blocks, mem,
-                                              std::move(policy), fd, read_only_fd,
-                                              static_cast<std::byte*>(base), size, hugetlb,
-                                              reservation, reservation_size, headers,
-                                              header_bytes));
+                                              std::move(policy), std::move(slabs), base, size,
+                                              options.hugetlb, reservation, reservation_size,
+                                              headers, header_bytes));
   header_guard.p = nullptr;  // the tier owns the header area now
+  HostTier* t = tier.get();
+  t->allocator().SetLendHook([t](uint32_t slab, uint16_t tenant) {
+    return t->RenewSlab(slab, tenant);
+  });
   if (at_open) tier->populated_bytes_.store(size, std::memory_order_relaxed);
   if (options.populate == HostTierOptions::Populate::kBackground) {
-    HostTier* t = tier.get();
     t->populating_.store(true, std::memory_order_relaxed);
     t->populator_ = std::thread([t] {
       t->PopulateAll();
@@ -131,6 +156,43 @@ Result<std::unique_ptr<HostTier>> HostTier::Open(const HostTierOptions& options)
     });
   }
   return tier;
+}
+
+bool HostTier::RenewSlab(uint32_t slab, uint16_t tenant) {
+  std::byte* at = base_ + uint64_t{slab} * slab_bytes();
+  std::lock_guard lock(renew_mu_);
+  auto fd = MapSlabMemory(at, slab_bytes(), hugetlb_, false, name_);
+  if (!fd.ok()) {
+    // The old memfd is still mapped (MAP_FIXED replaces only on success): the slab stays free
+    // with the old tenant's bytes, and the put that wanted it fails with NoSpace.
+    std::cerr << "strata: host tier: slab " << slab << " could not get fresh memory for tenant "
+              << tenant << ": " << fd.status().ToString() << std::endl;
+    return false;
+  }
+  const int old = slabs_[slab].fd.exchange(*fd, std::memory_order_acq_rel);
+  slabs_[slab].generation.fetch_add(1, std::memory_order_acq_rel);
+  close(old);
+  slabs_renewed_.fetch_add(1, std::memory_order_relaxed);
+  if (renewed_listener_) renewed_listener_(slab, at, slab_bytes());
+  return true;
+}
+
+void HostTier::SetSlabRenewedListener(SlabRenewedListener listener) {
+  std::lock_guard lock(renew_mu_);
+  renewed_listener_ = std::move(listener);
+}
+
+Result<HostTier::SlabDescriptor> HostTier::DupSlab(uint32_t slab) const {
+  if (slab >= num_slabs())
+    return Status::InvalidArgument("slab " + std::to_string(slab) + " of " +
+                                   std::to_string(num_slabs()));
+  std::lock_guard lock(renew_mu_);
+  SlabDescriptor d;
+  d.fd = fcntl(slabs_[slab].fd.load(std::memory_order_acquire), F_DUPFD_CLOEXEC, 0);
+  if (d.fd < 0) return Status::IOError(Errno("dup of a slab descriptor"));
+  d.generation = slabs_[slab].generation.load(std::memory_order_acquire);
+  d.tenant = SlabTenant(slab);
+  return d;
 }
 
 void HostTier::PopulateAll() {
@@ -152,13 +214,13 @@ bool HostTier::WaitPopulated() {
 }
 
 HostTier::HostTier(const HostTierOptions& options, uint32_t num_slabs, uint32_t max_blocks,
-                   PoolMemory memory, std::unique_ptr<EvictionPolicy> policy, int fd,
-                   int read_only_fd, std::byte* base, uint64_t size, bool hugetlb,
+                   PoolMemory memory, std::unique_ptr<EvictionPolicy> policy,
+                   std::unique_ptr<Slab[]> slabs, std::byte* base, uint64_t size, bool hugetlb,
                    void* reservation, uint64_t reservation_size, void* headers,
                    uint64_t header_bytes)
     : BlockPool(TierKind::kHost, options.pool, num_slabs, max_blocks, memory, std::move(policy)),
-      fd_(fd),
-      read_only_fd_(read_only_fd),
+      name_(options.name),
+      slabs_(std::move(slabs)),
       base_(base),
       size_(size),
       hugetlb_(hugetlb),
@@ -170,10 +232,9 @@ HostTier::HostTier(const HostTierOptions& options, uint32_t num_slabs, uint32_t 
 HostTier::~HostTier() {
   stop_populating_.store(true, std::memory_order_relaxed);
   if (populator_.joinable()) populator_.join();
-  munmap(reservation_, reservation_size_);  // covers the fixed mapping inside it
+  munmap(reservation_, reservation_size_);  // covers the slabs' fixed mappings inside it
   munmap(headers_, header_bytes_);
-  close(read_only_fd_);
-  close(fd_);
+  for (uint32_t i = 0; i < num_slabs(); ++i) close(slabs_[i].fd.load());
 }
 
 }  // namespace strata::store

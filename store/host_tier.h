@@ -1,24 +1,33 @@
-// HostTier: the host DRAM tier, one pre-sized shared-memory pool (a memfd) carved into blocks by
-// the BlockPool (slot table, striped index, slab allocator, eviction policy).
+// HostTier: the host DRAM tier, one pre-sized shared-memory pool carved into blocks by the
+// BlockPool (slot table, striped index, slab allocator, eviction policy).
 //
-// The pool is a real memfd so the daemon can pass it to engine clients over SCM_RIGHTS and
-// register it with UCX once (DESIGN.md). The memfd holds payloads only (slabs, every payload
-// 4 KiB-aligned, offsets as BlockLocation / PinnedBlock::offset()); the 64-byte block headers
-// live in a private anonymous mapping of this process, so no client can read or forge them.
-// After the tier's own writable mapping is made, the memfd is sealed (F_SEAL_FUTURE_WRITE,
-// SHRINK, GROW, SEAL) and set to mode 0400: the only descriptor handed out, read_only_fd(), can
-// be mapped for reading only, and nobody can map the pool writable again (docs/data-plane.md).
+// The pool is one contiguous address range of this process made of one memfd per slab, so the
+// daemon can hand engine clients the slabs of the tenants they may use, and only those, over
+// SCM_RIGHTS (docs/data-plane.md, "Tenants"), and register the range with UCX. The memfds hold
+// payloads only (every payload 4 KiB-aligned, offsets from base() as BlockLocation /
+// PinnedBlock::offset()); the 64-byte block headers live in a private anonymous mapping of this
+// process, so no client can read or forge them. After the tier's own writable mapping of a slab
+// is made, its memfd is sealed (F_SEAL_FUTURE_WRITE, SHRINK, GROW, SEAL) and set to mode 0400,
+// and the tier keeps only a read-only reopen of it: nobody can map a slab writable again.
 //
-// The mapping is 2 MiB-aligned, so transparent huge pages can back it (madvise(MADV_HUGEPAGE);
-// with MFD_HUGETLB when hugetlbfs pages are reserved).
+// A slab that is lent to another tenant than the one whose bytes it held gets a fresh memfd
+// first, mapped over the old one at the same address (its generation counts up): a client that
+// mapped the old memfd keeps seeing the old tenant's stale bytes, never the new tenant's. The
+// renewal listener then re-registers the slab where the range is registered (UCX, CUDA).
 //
-// Thread-safety: as BlockPool (all methods thread-safe). Ownership: the tier owns the memfd and
-// the mapping; fd() stays valid for the tier's lifetime (dup it to hand it out).
+// The range is 2 MiB-aligned, so transparent huge pages can back it (madvise(MADV_HUGEPAGE);
+// with MFD_HUGETLB when hugetlbfs pages are reserved). One descriptor per slab stays open: Open
+// raises the soft open-files limit to the hard one when the slabs need it.
+//
+// Thread-safety: as BlockPool (all methods thread-safe). Ownership: the tier owns the memfds and
+// the mapping; DupSlab hands out a descriptor the caller owns.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -55,9 +64,25 @@ class HostTier final : public BlockPool {
   static Result<std::unique_ptr<HostTier>> Open(const HostTierOptions& options);
   ~HostTier() override;
 
-  int fd() const { return fd_; }
-  // A read-only descriptor of the memfd: what clients receive (dup it to hand it out).
-  int read_only_fd() const { return read_only_fd_; }
+  // What a client receives for one slab: a read-only descriptor of its memfd (owned by the
+  // caller), the slab's generation (counts up each time the slab gets a fresh memfd) and the
+  // tenant whose bytes the memfd holds.
+  struct SlabDescriptor {
+    int fd = -1;
+    uint32_t generation = 0;
+    uint16_t tenant = 0;
+  };
+  // InvalidArgument for a slab out of range; IOError when dup fails.
+  Result<SlabDescriptor> DupSlab(uint32_t slab) const;
+  uint32_t SlabGeneration(uint32_t slab) const {
+    return slabs_[slab].generation.load(std::memory_order_acquire);
+  }
+  // Slabs that got a fresh memfd since Open.
+  uint64_t slabs_renewed() const { return slabs_renewed_.load(std::memory_order_relaxed); }
+  // Runs after slab `slab` got a fresh memfd at [base, base + bytes) (same address), before any
+  // block is written there. REQUIRES: set before the tier serves puts of a second tenant.
+  using SlabRenewedListener = std::function<void(uint32_t slab, std::byte* base, uint64_t bytes)>;
+  void SetSlabRenewedListener(SlabRenewedListener listener);
   std::byte* base() const { return base_; }
   uint64_t size() const { return size_; }
   // True when MFD_HUGETLB pages back the pool (else 4 KiB pages, THP where the kernel allows).
@@ -72,16 +97,27 @@ class HostTier final : public BlockPool {
   bool populating() const { return populating_.load(std::memory_order_relaxed); }
 
  private:
+  struct Slab {
+    std::atomic<int> fd{-1};  // read-only reopen of the slab's memfd; swapped under renew_mu_
+    std::atomic<uint32_t> generation{0};
+  };
+
   HostTier(const HostTierOptions& options, uint32_t num_slabs, uint32_t max_blocks,
-           PoolMemory memory, std::unique_ptr<EvictionPolicy> policy, int fd, int read_only_fd,
-           std::byte* base, uint64_t size, bool hugetlb, void* reservation,
-           uint64_t reservation_size, void* headers, uint64_t header_bytes);
+           PoolMemory memory, std::unique_ptr<EvictionPolicy> policy,
+           std::unique_ptr<Slab[]> slabs, std::byte* base, uint64_t size, bool hugetlb,
+           void* reservation, uint64_t reservation_size, void* headers, uint64_t header_bytes);
   // Faults every page in (MADV_POPULATE_WRITE, 64 MiB at a time) until done, stopped or refused,
   // advancing populated_bytes_.
   void PopulateAll();
+  // The lend hook: gives `slab` a fresh memfd before it holds `tenant`'s bytes. False (logged)
+  // when the memfd cannot be made.
+  bool RenewSlab(uint32_t slab, uint16_t tenant);
 
-  int fd_;
-  int read_only_fd_;
+  const std::string name_;
+  mutable std::mutex renew_mu_;  // one renewal at a time; DupSlab reads a consistent fd
+  std::unique_ptr<Slab[]> slabs_;
+  SlabRenewedListener renewed_listener_;
+  std::atomic<uint64_t> slabs_renewed_{0};
   std::byte* base_;
   uint64_t size_;
   bool hugetlb_;

@@ -6,9 +6,16 @@
 
 namespace strata::store {
 
-SlabAllocator::SlabAllocator(uint64_t slab_bytes, uint32_t num_slabs)
-    : slab_bytes_(slab_bytes), num_slabs_(num_slabs), slabs_(new Slab[num_slabs]) {
-  for (uint32_t i = 0; i < num_slabs; ++i) slabs_[i].inline_bits = 0;
+SlabAllocator::SlabAllocator(uint64_t slab_bytes, uint32_t num_slabs, uint16_t tenants)
+    : slab_bytes_(slab_bytes),
+      num_slabs_(num_slabs),
+      tenants_(tenants),
+      slab_tenant_(new std::atomic<uint16_t>[num_slabs]),
+      slabs_(new Slab[num_slabs]) {
+  for (uint32_t i = 0; i < num_slabs; ++i) {
+    slabs_[i].inline_bits = 0;
+    slab_tenant_[i].store(0, std::memory_order_relaxed);
+  }
   // 4, 8, 12, 16 KiB, then 4 classes per power of two: 20, 24, 28, 32, 40, 48, 56, 64 KiB, ...
   uint64_t size = kAlign;
   while (size <= slab_bytes_ && num_classes_ < kMaxClasses) {
@@ -18,7 +25,7 @@ SlabAllocator::SlabAllocator(uint64_t slab_bytes, uint32_t num_slabs)
   }
   if (num_classes_ < kMaxClasses && class_bytes_[num_classes_ - 1] != slab_bytes_)
     class_bytes_[num_classes_++] = slab_bytes_;
-  classes_.reset(new ClassState[num_classes_]);
+  classes_.reset(new ClassState[size_t{num_classes_} * tenants_]);
   free_slabs_.reserve(num_slabs);
   for (uint32_t i = num_slabs; i-- > 0;) free_slabs_.push_back(i);
 }
@@ -58,46 +65,69 @@ SlabAllocator::~SlabAllocator() {
     if (slabs_[i].chunks > 64) delete[] slabs_[i].heap_bits;
 }
 
-uint64_t SlabAllocator::Allocate(int cls) {
+bool SlabAllocator::LendFreeSlab(int cls) {
+  uint32_t slab;
+  {
+    std::lock_guard free_lock(free_mu_);
+    if (free_slabs_.empty()) return false;
+    slab = free_slabs_.back();
+    free_slabs_.pop_back();
+  }
+  // The slab is out of every list: nobody else can lend it or write to it while the hook runs.
+  const uint16_t tenant = TenantOfLane(cls);
+  if (slab_tenant_[slab].load(std::memory_order_relaxed) != tenant) {
+    if (lend_hook_ && !lend_hook_(slab, tenant)) {
+      std::lock_guard free_lock(free_mu_);
+      free_slabs_.push_back(slab);
+      return false;
+    }
+    slab_tenant_[slab].store(tenant, std::memory_order_release);
+  }
   ClassState& c = classes_[cls];
   std::lock_guard lock(c.mu);
-  if (c.partial_head == UINT32_MAX) {
-    uint32_t slab;
-    {
-      std::lock_guard free_lock(free_mu_);
-      if (free_slabs_.empty()) return kNoOffset;
-      slab = free_slabs_.back();
-      free_slabs_.pop_back();
-    }
-    Slab& s = slabs_[slab];
-    s.chunks = static_cast<uint16_t>(slab_bytes_ / class_bytes_[cls]);
-    s.free_count = s.chunks;
-    const size_t words = (s.chunks + 63) / 64;
-    if (s.chunks > 64) s.heap_bits = new uint64_t[words];
-    uint64_t* bits = s.Bits();
-    for (size_t w = 0; w < words; ++w) bits[w] = ~uint64_t{0};
-    if (s.chunks % 64) bits[words - 1] = (uint64_t{1} << (s.chunks % 64)) - 1;
-    s.cls.store(static_cast<int16_t>(cls), std::memory_order_relaxed);
-    s.draining = false;
-    PushPartial(c, slab);
-  }
-  const uint32_t slab = c.partial_head;
   Slab& s = slabs_[slab];
+  s.chunks = static_cast<uint16_t>(slab_bytes_ / ChunkBytes(cls));
+  s.free_count = s.chunks;
+  const size_t words = (s.chunks + 63) / 64;
+  if (s.chunks > 64) s.heap_bits = new uint64_t[words];
   uint64_t* bits = s.Bits();
-  for (size_t w = 0; w < (s.chunks + 63u) / 64; ++w) {
-    if (bits[w] == 0) continue;
-    const int bit = std::countr_zero(bits[w]);
-    bits[w] &= bits[w] - 1;
-    if (--s.free_count == 0) RemovePartial(c, slab);
-    return uint64_t{slab} * slab_bytes_ + (w * 64 + bit) * class_bytes_[cls];
+  for (size_t w = 0; w < words; ++w) bits[w] = ~uint64_t{0};
+  if (s.chunks % 64) bits[words - 1] = (uint64_t{1} << (s.chunks % 64)) - 1;
+  s.cls.store(static_cast<int16_t>(cls), std::memory_order_relaxed);
+  s.draining = false;
+  PushPartial(c, slab);
+  return true;
+}
+
+uint64_t SlabAllocator::Allocate(int cls) {
+  ClassState& c = classes_[cls];
+  for (;;) {
+    {
+      std::lock_guard lock(c.mu);
+      const uint32_t slab = c.partial_head;
+      if (slab != UINT32_MAX) {
+        Slab& s = slabs_[slab];
+        uint64_t* bits = s.Bits();
+        for (size_t w = 0; w < (s.chunks + 63u) / 64; ++w) {
+          if (bits[w] == 0) continue;
+          const int bit = std::countr_zero(bits[w]);
+          bits[w] &= bits[w] - 1;
+          if (--s.free_count == 0) RemovePartial(c, slab);
+          return uint64_t{slab} * slab_bytes_ + (w * 64 + bit) * ChunkBytes(cls);
+        }
+        return kNoOffset;  // unreachable: a partial slab has a free bit
+      }
+    }
+    // No partial slab: lend a free one (outside the class lock, since the lend hook may make
+    // system calls), then take a chunk of whichever partial slab the class has by then.
+    if (!LendFreeSlab(cls)) return kNoOffset;
   }
-  return kNoOffset;  // unreachable: a partial slab has a free bit
 }
 
 void SlabAllocator::Free(uint64_t offset, int cls) {
   ClassState& c = classes_[cls];
   const uint32_t slab = SlabOf(offset);
-  const uint64_t chunk = (offset - uint64_t{slab} * slab_bytes_) / class_bytes_[cls];
+  const uint64_t chunk = (offset - uint64_t{slab} * slab_bytes_) / ChunkBytes(cls);
   bool release = false;
   {
     std::lock_guard lock(c.mu);
@@ -122,7 +152,7 @@ void SlabAllocator::Free(uint64_t offset, int cls) {
 }
 
 bool SlabAllocator::BeginDrain(uint32_t slab, int cls) {
-  if (cls < 0 || cls >= num_classes_) return false;
+  if (cls < 0 || cls >= num_classes_ * tenants_) return false;
   ClassState& c = classes_[cls];
   std::lock_guard lock(c.mu);
   Slab& s = slabs_[slab];
@@ -133,7 +163,7 @@ bool SlabAllocator::BeginDrain(uint32_t slab, int cls) {
 }
 
 void SlabAllocator::EndDrain(uint32_t slab, int cls) {
-  if (cls < 0 || cls >= num_classes_) return;
+  if (cls < 0 || cls >= num_classes_ * tenants_) return;
   ClassState& c = classes_[cls];
   std::lock_guard lock(c.mu);
   Slab& s = slabs_[slab];
@@ -149,11 +179,11 @@ uint32_t SlabAllocator::free_slabs() const {
 }
 
 uint64_t SlabAllocator::MetadataBytes() const {
-  uint64_t bytes = (sizeof(Slab) + sizeof(uint32_t)) * num_slabs_;
+  uint64_t bytes = (sizeof(Slab) + sizeof(uint32_t) + sizeof(uint16_t)) * num_slabs_;
   for (uint32_t i = 0; i < num_slabs_; ++i) {
     const int cls = SlabClass(i);
     if (cls < 0) continue;
-    const uint64_t chunks = slab_bytes_ / class_bytes_[cls];
+    const uint64_t chunks = slab_bytes_ / ChunkBytes(cls);
     if (chunks > 64) bytes += (chunks + 63) / 64 * sizeof(uint64_t);
   }
   return bytes;

@@ -7,6 +7,12 @@
 // block_pool.cc). It hands out *offsets*, never touches the memory, and so serves host (memfd) and
 // device (cudaMalloc) pools alike.
 //
+// Tenants: slabs are lent per tenant as well as per size class. A *lane* is a (tenant, class)
+// pair, Lane(cls, tenant); chunks of one slab all belong to one lane, so a slab holds the bytes of
+// one tenant only. A slab remembers its tenant while free; when it is lent to a lane of another
+// tenant, the lend hook runs first (the host tier gives the slab fresh memory there, so memory a
+// tenant could map never receives another tenant's bytes; docs/data-plane.md, "Tenants").
+//
 // Thread-safety: thread-safe. Allocate/Free take the spin lock of one size class (held for a
 // bitmap scan of one slab); the free-slab list has its own spin lock, taken only when a slab
 // changes class. No system call; memory is allocated only when a slab is lent to a class (its
@@ -16,6 +22,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -30,23 +37,42 @@ class SlabAllocator {
   static constexpr uint64_t kNoOffset = UINT64_MAX;
   static constexpr int kMaxClasses = 64;
 
-  // REQUIRES: slab_bytes is a multiple of kAlign, num_slabs > 0.
-  SlabAllocator(uint64_t slab_bytes, uint32_t num_slabs);
+  static constexpr uint16_t kMaxTenants = 256;
+  // Runs (with no lock of the allocator held) before free slab `slab`, last lent to another
+  // tenant, is lent to `tenant`; false refuses the lend (the slab stays free and Allocate fails).
+  using LendHook = std::function<bool(uint32_t slab, uint16_t tenant)>;
+
+  // REQUIRES: slab_bytes is a multiple of kAlign, num_slabs > 0, 1 <= tenants <= kMaxTenants.
+  SlabAllocator(uint64_t slab_bytes, uint32_t num_slabs, uint16_t tenants = 1);
   ~SlabAllocator();
   SlabAllocator(const SlabAllocator&) = delete;
   SlabAllocator& operator=(const SlabAllocator&) = delete;
 
   // The class serving `bytes`, or -1 when bytes is 0 or larger than a slab.
   int ClassOf(uint64_t bytes) const;
-  uint64_t ChunkBytes(int cls) const { return class_bytes_[cls]; }
+  // The lane of class `cls` for `tenant` (tenant 0: Lane(cls, 0) == cls). Allocate, Free, the
+  // drain calls and SlabClass speak lanes.
+  int Lane(int cls, uint16_t tenant) const { return tenant * num_classes_ + cls; }
+  uint16_t TenantOfLane(int lane) const { return static_cast<uint16_t>(lane / num_classes_); }
+  // Chunk bytes of a class or a lane.
+  uint64_t ChunkBytes(int lane) const { return class_bytes_[lane % num_classes_]; }
   int num_classes() const { return num_classes_; }
+  uint16_t tenants() const { return tenants_; }
+  // The tenant whose bytes `slab` holds: the one it is lent to, or was last lent to while free
+  // (0 for a slab never lent).
+  uint16_t SlabTenant(uint32_t slab) const {
+    return slab_tenant_[slab].load(std::memory_order_acquire);
+  }
+  // REQUIRES: before the first Allocate.
+  void SetLendHook(LendHook hook) { lend_hook_ = std::move(hook); }
   uint64_t slab_bytes() const { return slab_bytes_; }
   uint32_t num_slabs() const { return num_slabs_; }
   uint32_t SlabOf(uint64_t offset) const { return static_cast<uint32_t>(offset / slab_bytes_); }
   // The class a slab is lent to, or -1 when it is free.
   int SlabClass(uint32_t slab) const;
 
-  // A free chunk of class `cls`, or kNoOffset when the class is full and no slab is free.
+  // A free chunk of lane `cls`, or kNoOffset when the lane is full and no slab is free (or the
+  // lend hook refused the free one).
   uint64_t Allocate(int cls);
   // REQUIRES: `offset` came from Allocate(cls) and is not yet freed.
   void Free(uint64_t offset, int cls);
@@ -65,7 +91,7 @@ class SlabAllocator {
   // bitmaps of slabs lent to small-chunk classes.
   uint64_t MetadataBytes() const;
   // Fixed bookkeeping per pool (the size classes' locks).
-  uint64_t FixedMetadataBytes() const { return sizeof(ClassState) * num_classes_; }
+  uint64_t FixedMetadataBytes() const { return sizeof(ClassState) * num_classes_ * tenants_; }
 
  private:
   // 24 bytes: slab bookkeeping is part of the per-block metadata budget for big blocks.
@@ -93,9 +119,16 @@ class SlabAllocator {
   void PushPartial(ClassState& c, uint32_t slab) REQUIRES_LOCK(c.mu);
   void RemovePartial(ClassState& c, uint32_t slab) REQUIRES_LOCK(c.mu);
 
+  // Lends a free slab to lane `cls` (running the lend hook when its tenant changes); false when
+  // none is free or the hook refused.
+  bool LendFreeSlab(int cls);
+
   const uint64_t slab_bytes_;
   const uint32_t num_slabs_;
+  const uint16_t tenants_;
   int num_classes_ = 0;
+  LendHook lend_hook_;
+  std::unique_ptr<std::atomic<uint16_t>[]> slab_tenant_;
   std::array<uint64_t, kMaxClasses> class_bytes_{};
   std::unique_ptr<ClassState[]> classes_;
   // slabs_[i] fields are guarded by the lock of the class the slab is lent to; a free slab's by

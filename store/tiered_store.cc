@@ -401,7 +401,10 @@ size_t TieredStore::PromoteFromDevice(std::span<const BlockKey> keys) {
     if (host_->Find(key).ok()) continue;
     auto loc = device_->Find(key);
     if (!loc.ok()) continue;
-    auto r = host_->Reserve(key, loc->length);
+    auto ns = device_->NamespaceOf(key);
+    if (!ns.ok()) continue;
+    // In a slab of the block's tenant; a namespace no client opened yet stays on the device.
+    auto r = host_->Reserve(key, loc->length, host_->TenantOf(*ns));
     if (!r.ok()) {
       if (r.status().code() == StatusCode::kAlreadyExists) continue;  // published meanwhile
       break;  // host is full of pinned blocks: the rest stays on the device

@@ -60,24 +60,55 @@ Result<std::unique_ptr<SocketChannel>> SocketChannel::Open(const std::string& so
   hello.client_name = "strata-client/" + std::to_string(::getpid());
   hello.staging_bytes = staging_bytes;
   auto reply = ch->CallLocked(std::move(hello), ch->staging_.fd(), &fd);
-  if (!reply.ok()) {
-    if (fd >= 0) ::close(fd);
-    return reply.status().WithContext("hello to daemon at '" + socket_path + "'");
-  }
+  if (fd >= 0) ::close(fd);  // nothing comes with a HelloReply
+  if (!reply.ok()) return reply.status().WithContext("hello to daemon at '" + socket_path + "'");
   const auto* hr = std::get_if<ipc::HelloReply>(&*reply);
-  if (hr == nullptr || fd < 0) {
-    if (fd >= 0) ::close(fd);
-    return Status::Internal("daemon did not hand over its host pool");
-  }
-  // Read-only, and no MAP_POPULATE: filling the page tables of a 16 GiB pool up front took
-  // seconds; a load faults in the pages it reads (the daemon allocated them already).
-  void* base = ::mmap(nullptr, hr->pool_bytes, PROT_READ, MAP_SHARED, fd, 0);
-  ::close(fd);  // the mapping keeps the pool alive
+  if (hr == nullptr || hr->slab_bytes == 0 || hr->pool_bytes % hr->slab_bytes != 0)
+    return Status::Internal("daemon did not describe its host pool");
+  // Address space only: a slab is mapped over its place when a load first reads from it.
+  void* base = ::mmap(nullptr, hr->pool_bytes, PROT_NONE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (base == MAP_FAILED)
-    return Status::IOError(std::string("mapping the daemon's host pool: ") + std::strerror(errno));
+    return Status::IOError(std::string("reserving address space for the daemon's host pool: ") +
+                           std::strerror(errno));
   ch->pool_base_ = static_cast<const std::byte*>(base);
   ch->pool_bytes_ = hr->pool_bytes;
+  ch->slab_bytes_ = hr->slab_bytes;
+  const uint64_t slabs = hr->pool_bytes / hr->slab_bytes;
+  ch->mapped_.reset(new std::atomic<uint32_t>[slabs]);
+  for (uint64_t i = 0; i < slabs; ++i) ch->mapped_[i].store(kUnmapped, std::memory_order_relaxed);
   return ch;
+}
+
+Status SocketChannel::MapForRead(std::span<const ipc::Location> locations) {
+  for (const ipc::Location& loc : locations) {
+    const uint64_t slab = loc.offset / slab_bytes_;
+    if (slab >= pool_bytes_ / slab_bytes_ || loc.length > slab_bytes_ ||
+        loc.offset + loc.length > (slab + 1) * slab_bytes_)
+      return Status::Internal("daemon returned a location outside its pool's slabs");
+    if (mapped_[slab].load(std::memory_order_acquire) == loc.generation) continue;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (mapped_[slab].load(std::memory_order_relaxed) == loc.generation) continue;
+    int fd = -1;
+    auto reply = CallLocked(ipc::MapSlabRequest{static_cast<uint32_t>(slab)}, -1, &fd);
+    struct CloseFd {
+      int fd;
+      ~CloseFd() {
+        if (fd >= 0) ::close(fd);
+      }
+    } close_fd{fd};  // the mapping keeps the memory
+    if (!reply.ok())
+      return reply.status().WithContext("mapping pool slab " + std::to_string(slab));
+    const auto* mr = std::get_if<ipc::MapSlabReply>(&*reply);
+    if (mr == nullptr || fd < 0) return Status::Internal("daemon did not hand over a pool slab");
+    // Over the old mapping (PROT_NONE or an older generation) at the slab's place.
+    auto* at = const_cast<std::byte*>(pool_base_) + slab * slab_bytes_;
+    if (::mmap(at, slab_bytes_, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED)
+      return Status::IOError(std::string("mapping pool slab ") + std::to_string(slab) + ": " +
+                             std::strerror(errno));
+    mapped_[slab].store(mr->generation, std::memory_order_release);
+  }
+  return Status::OK();
 }
 
 SocketChannel::~SocketChannel() {
@@ -149,7 +180,7 @@ EmbeddedChannel::~EmbeddedChannel() {
 Result<ipc::ResponseBody> EmbeddedChannel::Call(ipc::RequestBody body) {
   ipc::Request request{next_id_.fetch_add(1), std::move(body)};
   // The embedded client's own process owns the node: it is an admin.
-  Caller caller{.admin = true, .staging = {staging_.base(), staging_.bytes()}};
+  Caller caller{.admin = true, .staging = {staging_.base(), staging_.bytes()}, .tenants = {}};
   ipc::Response response = handler_.Handle(kOwner, request, caller);
   if (!response.status.ok()) return response.status;
   return std::move(response.body);

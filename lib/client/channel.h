@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 
 #include "daemon/request_handler.h"
@@ -26,6 +27,10 @@ class Channel {
   // The host pool, mapped into this process read-only (loads copy out of it).
   virtual const std::byte* pool_base() const = 0;
   virtual uint64_t pool_bytes() const = 0;
+  // Makes the slabs holding `locations` readable at pool_base() + offset: a slab not mapped yet,
+  // or mapped at another generation, is asked for (MapSlabRequest) and mapped read-only over its
+  // place. PermissionDenied when the daemon refuses a slab. Embedded: nothing to do.
+  virtual Status MapForRead(std::span<const ipc::Location> locations) = 0;
   // This client's staging memory (stores write payloads here; StoreCommit offsets index it).
   virtual std::byte* staging_base() const = 0;
   virtual uint64_t staging_bytes() const = 0;
@@ -52,9 +57,9 @@ class StagingMapping {
 
 class SocketChannel final : public Channel {
  public:
-  // Connects, says Hello with a staging memfd of `staging_bytes`, receives the pool's read-only
-  // descriptor and maps it (lazily: page tables fill as blocks are read, so connecting to a
-  // daemon with a large pool is immediate).
+  // Connects, says Hello with a staging memfd of `staging_bytes` and reserves address space for
+  // the pool; slabs are mapped on first use (MapForRead), each from a read-only descriptor the
+  // daemon hands out only for slabs of tenants this client may use (docs/data-plane.md).
   static Result<std::unique_ptr<SocketChannel>> Open(const std::string& socket_path,
                                                      int request_timeout_ms,
                                                      uint64_t staging_bytes);
@@ -62,6 +67,7 @@ class SocketChannel final : public Channel {
   Result<ipc::ResponseBody> Call(ipc::RequestBody body) override;
   const std::byte* pool_base() const override { return pool_base_; }
   uint64_t pool_bytes() const override { return pool_bytes_; }
+  Status MapForRead(std::span<const ipc::Location> locations) override;
   std::byte* staging_base() const override { return staging_.base(); }
   uint64_t staging_bytes() const override { return staging_.bytes(); }
 
@@ -77,6 +83,10 @@ class SocketChannel final : public Channel {
   uint64_t unanswered_ = 0;
   const std::byte* pool_base_ = nullptr;
   uint64_t pool_bytes_ = 0;
+  uint64_t slab_bytes_ = 0;
+  // Generation each slab is mapped at; kUnmapped before its first use. Written under mu_.
+  static constexpr uint32_t kUnmapped = UINT32_MAX;
+  std::unique_ptr<std::atomic<uint32_t>[]> mapped_;
   StagingMapping staging_;
 };
 
@@ -88,6 +98,7 @@ class EmbeddedChannel final : public Channel {
   Result<ipc::ResponseBody> Call(ipc::RequestBody body) override;
   const std::byte* pool_base() const override { return node_->pool_base(); }
   uint64_t pool_bytes() const override { return node_->pool_bytes(); }
+  Status MapForRead(std::span<const ipc::Location>) override { return Status::OK(); }
   std::byte* staging_base() const override { return staging_.base(); }
   uint64_t staging_bytes() const override { return staging_.bytes(); }
 

@@ -310,6 +310,7 @@ class ClientImpl final : public Client {
   }
 
   Result<LookupResult> Lookup(const Namespace& ns, std::span<const uint32_t> tokens) override {
+    STRATA_RETURN_IF_ERROR(EnsureOpen(ns));
     std::vector<BlockKey> keys = ComputeBlockKeys(ns, tokens);
     STRATA_ASSIGN_OR_RETURN(LookupResult out, LookupIn(keys, ns.id()));
     out.matched_tokens = out.matched_blocks * ns.block_size();
@@ -365,6 +366,7 @@ class ClientImpl final : public Client {
       return Status::InvalidArgument("RegisterKvCache: tp_size " + std::to_string(spec.tp_size) +
                                      " does not divide the namespace's " +
                                      std::to_string(n.num_kv_heads) + " KV heads");
+    STRATA_RETURN_IF_ERROR(EnsureOpen(ns));
     RegisteredCache c{ns, spec, {}, 0, ShapeOf(n, 1), {}, {}};
     c.paged.layout = static_cast<kernels::PagedLayout>(spec.layout);
     c.paged.dtype = static_cast<kernels::KvDtype>(n.kv_dtype);
@@ -430,6 +432,7 @@ class ClientImpl final : public Client {
 
   Result<size_t> Pin(const Namespace& ns, std::span<const BlockKey> keys,
                      uint32_t pin_ms) override {
+    STRATA_RETURN_IF_ERROR(EnsureOpen(ns));
     STRATA_ASSIGN_OR_RETURN(ipc::LoadReply reply,
                             Expect<ipc::LoadReply>(channel_->Call(
                                 ipc::LoadRequest{ns.id(), {keys.begin(), keys.end()}, pin_ms})));
@@ -543,6 +546,7 @@ class ClientImpl final : public Client {
 
   Result<size_t> DoStore(const Namespace& ns, const std::vector<BlockKey>& keys,
                          const std::vector<ConstBuffer>& buffers) {
+    STRATA_RETURN_IF_ERROR(EnsureOpen(ns));
     if (keys.size() != buffers.size())
       return Status::InvalidArgument("Store: " + std::to_string(keys.size()) + " keys but " +
                                      std::to_string(buffers.size()) + " buffers");
@@ -596,14 +600,19 @@ class ClientImpl final : public Client {
   Result<ipc::LoadReply> PinForLoad(const NamespaceId& ns, std::vector<BlockKey> keys) {
     const size_t n = keys.size();
     STRATA_ASSIGN_OR_RETURN(ipc::LoadReply reply, Expect<ipc::LoadReply>(channel_->Call(
-                                                      ipc::LoadRequest{ns, std::move(keys), 0})));
+                                                      ipc::LoadRequest{ns, keys, 0})));
     if (reply.locations.size() > n) return Status::Internal("daemon pinned more blocks than asked");
     for (const auto& loc : reply.locations) STRATA_RETURN_IF_ERROR(CheckLocation(loc));
+    if (Status mapped = channel_->MapForRead(reply.locations); !mapped.ok()) {
+      (void)Unpin(std::span<const BlockKey>(keys.data(), reply.locations.size()));
+      return mapped;
+    }
     return reply;
   }
 
   Result<size_t> DoLoad(const Namespace& ns, const std::vector<BlockKey>& keys,
                         const std::vector<MutableBuffer>& buffers) {
+    STRATA_RETURN_IF_ERROR(EnsureOpen(ns));
     if (keys.size() != buffers.size())
       return Status::InvalidArgument("Load: " + std::to_string(keys.size()) + " keys but " +
                                      std::to_string(buffers.size()) + " buffers");
@@ -818,7 +827,28 @@ class ClientImpl final : public Client {
     return good;
   }
 
+  // Opens `ns` on this connection once (OpenNamespaceRequest): the daemon checks its tenant
+  // against this process's credentials before any request names it.
+  Status EnsureOpen(const Namespace& ns) {
+    {
+      std::lock_guard<std::mutex> lock(opened_mu_);
+      if (opened_.count(ns.id())) return Status::OK();
+    }
+    STRATA_ASSIGN_OR_RETURN(
+        ipc::OpenNamespaceReply reply,
+        Expect<ipc::OpenNamespaceReply>(channel_->Call(ipc::OpenNamespaceRequest{ns.encoding()})));
+    if (reply.ns != ns.id())
+      return Status::Internal("daemon fingerprinted namespace " + ns.id().ToHex() + " as " +
+                              reply.ns.ToHex());
+    std::lock_guard<std::mutex> lock(opened_mu_);
+    opened_.insert(ns.id());
+    return Status::OK();
+  }
+
   std::unique_ptr<Channel> channel_;
+  std::mutex opened_mu_;
+  std::unordered_set<NamespaceId, BlockKeyHash> opened_;  // GUARDED_BY(opened_mu_)
+
   StagingAllocator staging_;
   std::mutex caches_mu_;
   std::mutex described_mu_;

@@ -1,5 +1,6 @@
 #include "strata/namespace.h"
 
+#include <cstring>
 #include <string>
 
 #include "byte_order.h"
@@ -133,6 +134,62 @@ std::vector<std::byte> EncodeNamespace(const NamespaceSpec& spec) {
   e.PutString(spec.tenant_salt);
   e.PutString(spec.hash_seed);
   return e.Take();
+}
+
+namespace {
+
+// Reads the fields EncodeNamespace writes, in its order.
+class Decoder {
+ public:
+  explicit Decoder(std::span<const std::byte> in) : in_(in) {}
+  template <typename T>
+  bool Get(T* v) {
+    if (in_.size() - at_ < sizeof(T)) return false;
+    *v = internal::LoadLE<T>(in_.data() + at_);
+    at_ += sizeof(T);
+    return true;
+  }
+  bool GetString(std::string* s) {
+    uint32_t n = 0;
+    if (!Get(&n) || in_.size() - at_ < n) return false;
+    s->assign(reinterpret_cast<const char*>(in_.data() + at_), n);
+    at_ += n;
+    return true;
+  }
+  bool done() const { return at_ == in_.size(); }
+
+ private:
+  std::span<const std::byte> in_;
+  size_t at_ = 0;
+};
+
+}  // namespace
+
+Result<NamespaceSpec> DecodeNamespace(std::span<const std::byte> encoding) {
+  if (encoding.size() < sizeof(kNamespaceMagic) ||
+      std::memcmp(encoding.data(), kNamespaceMagic, sizeof(kNamespaceMagic)) != 0)
+    return Status::InvalidArgument("namespace encoding: no STRATANS magic");
+  Decoder d(encoding.subspan(sizeof(kNamespaceMagic)));
+  NamespaceSpec spec;
+  uint16_t version = 0, codec = 0, scheme = 0;
+  uint8_t dtype = 0, attention = 0;
+  if (!d.Get(&version)) return Status::InvalidArgument("namespace encoding: truncated");
+  if (version != kNamespaceEncodingVersion)
+    return Status::InvalidArgument("namespace encoding: version " + std::to_string(version) +
+                                   ", expected " + std::to_string(kNamespaceEncodingVersion));
+  const bool ok = d.Get(&dtype) && d.Get(&attention) && d.Get(&codec) && d.Get(&scheme) &&
+                  d.Get(&spec.num_layers) && d.Get(&spec.num_kv_heads) &&
+                  d.Get(&spec.head_dim) && d.Get(&spec.block_size) &&
+                  d.GetString(&spec.model_id) && d.GetString(&spec.model_revision) &&
+                  d.GetString(&spec.lora_id) && d.GetString(&spec.tenant_salt) &&
+                  d.GetString(&spec.hash_seed);
+  if (!ok) return Status::InvalidArgument("namespace encoding: truncated");
+  if (!d.done()) return Status::InvalidArgument("namespace encoding: trailing bytes");
+  spec.kv_dtype = static_cast<KvDtype>(dtype);
+  spec.attention = static_cast<AttentionKind>(attention);
+  spec.codec = static_cast<Codec>(codec);
+  spec.key_scheme = static_cast<KeyScheme>(scheme);
+  return spec;
 }
 
 namespace {

@@ -55,6 +55,13 @@ Result<gid_t> ResolveGroup(const std::string& name) {
   return found->gr_gid;
 }
 
+RequestHandlerOptions HandlerOptions(const DaemonOptions& d) {
+  RequestHandlerOptions o;
+  o.max_pin_ms = d.max_pin_ms;
+  for (const DaemonOptions::Tenant& t : d.tenants) o.private_salts.push_back(t.salt);
+  return o;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Daemon>> Daemon::Start(Node* node, const DaemonOptions& options) {
@@ -67,6 +74,15 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(Node* node, const DaemonOptions& o
     return Status::InvalidArgument("max_buffered_bytes must be at least " +
                                    std::to_string(ipc::kMaxMessageBytes) +
                                    " (one message of the largest size)");
+  if (opts.tenants.size() + 1 > 256)
+    return Status::InvalidArgument("at most 255 private tenants");
+  for (size_t i = 0; i < opts.tenants.size(); ++i) {
+    if (opts.tenants[i].salt.empty())
+      return Status::InvalidArgument("tenant: the shared tenant (salt '') cannot be private");
+    for (size_t j = 0; j < i; ++j)
+      if (opts.tenants[j].salt == opts.tenants[i].salt)
+        return Status::InvalidArgument("tenant '" + opts.tenants[i].salt + "' is listed twice");
+  }
   gid_t group = ipc::kNoGroup;
   if (!opts.socket_group.empty()) {
     STRATA_ASSIGN_OR_RETURN(group, ResolveGroup(opts.socket_group));
@@ -87,7 +103,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(Node* node, const DaemonOptions& o
 Daemon::Daemon(Node* node, DaemonOptions options, ipc::UnixListener listener)
     : node_(node),
       options_(std::move(options)),
-      handler_(node, RequestHandlerOptions{.max_pin_ms = options_.max_pin_ms}),
+      handler_(node, HandlerOptions(options_)),
       listener_(std::move(listener)),
       self_uid_(::geteuid()),
       receive_budget_(options_.max_buffered_bytes) {}
@@ -146,6 +162,23 @@ Status Daemon::Admit(const ipc::PeerCredentials& peer) const {
                                   ", root, allowed_uids, allowed_gids)");
 }
 
+std::vector<uint8_t> Daemon::AllowedTenants(const ipc::PeerCredentials& peer) const {
+  if (peer.uid == 0 || peer.uid == self_uid_ || options_.tenants.empty()) return {};
+  std::vector<uint8_t> allowed(options_.tenants.size() + 1, 0);
+  allowed[0] = 1;  // the shared tenant
+  auto in_group = [&](gid_t g) {
+    return g == peer.gid || std::find(peer.groups.begin(), peer.groups.end(), g) !=
+                                peer.groups.end();
+  };
+  for (size_t i = 0; i < options_.tenants.size(); ++i) {
+    const auto& t = options_.tenants[i];
+    if (std::find(t.uids.begin(), t.uids.end(), peer.uid) != t.uids.end() ||
+        std::any_of(t.gids.begin(), t.gids.end(), in_group))
+      allowed[i + 1] = 1;
+  }
+  return allowed;
+}
+
 bool Daemon::IsAdmin(uid_t uid) const {
   if (uid == 0 || uid == self_uid_) return true;
   const auto& admins = options_.admin_uids;
@@ -197,6 +230,7 @@ void Daemon::AcceptLoop() {
     auto session = std::make_unique<Session>(std::move(conn).value(), std::move(peer).value());
     session->owner = next_owner_.fetch_add(1);
     session->caller.admin = IsAdmin(session->peer.uid);
+    session->caller.tenants = AllowedTenants(session->peer);
     Session* raw = session.get();
     sessions_[raw->owner] = std::move(session);
     raw->thread = std::thread([this, raw] { Serve(raw); });
@@ -248,6 +282,15 @@ void Daemon::Serve(Session* session) {
     }
     ipc::Response response;
     int pass_fd = -1;
+    // A descriptor this iteration opened to send (a slab's), closed once sent.
+    struct CloseSent {
+      int fd = -1;
+      ~CloseSent() {
+        if (fd >= 0) ::close(fd);
+      }
+    } close_sent;
+    const auto* map_slab =
+        request.ok() ? std::get_if<ipc::MapSlabRequest>(&request->body) : nullptr;
     if (!request.ok()) {
       response.status = request.status();
       if (++malformed >= kMaxConsecutiveMalformed) {
@@ -271,7 +314,6 @@ void Daemon::Serve(Session* session) {
       }
       if (response.status.ok()) {
         hello_done = true;
-        pass_fd = node_->pool_fd();
       } else {
         (void)session->conn.Send(ipc::EncodeResponse(response));
         break;  // wrong protocol version: nothing else it sends can be understood
@@ -279,6 +321,17 @@ void Daemon::Serve(Session* session) {
     } else if (!hello_done) {
       response.id = request->id;
       response.status = Status::InvalidArgument("the first request on a connection must be Hello");
+    } else if (map_slab != nullptr) {
+      malformed = 0;
+      response.id = request->id;
+      auto slab = handler_.MapSlab(*map_slab, session->caller);
+      if (!slab.ok()) {
+        response.status = slab.status();
+        Log(who + ": " + slab.status().ToString());
+      } else {
+        response.body = ipc::MapSlabReply{slab->generation};
+        pass_fd = close_sent.fd = slab->fd;
+      }
     } else {
       malformed = 0;
       response = handler_.Handle(session->owner, *request, session->caller);

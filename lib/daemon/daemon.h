@@ -70,6 +70,18 @@ struct DaemonOptions {
   size_t max_buffered_bytes = size_t{64} << 20;
   // Longest pin a client may ask for (RequestHandlerOptions::max_pin_ms). Default: 60000.
   uint32_t max_pin_ms = 60000;
+  // Private tenants (docs/data-plane.md, "Tenants"; docs/operations.md, "Security"): a namespace
+  // whose tenant_salt is one of these may be opened only by the users and groups listed with it
+  // (and root and the daemon's own user); its blocks live in slabs of their own, which no other
+  // client can map. Every other salt belongs to the shared tenant, open to every client allowed
+  // to connect. Tenant i + 1 is tenants[i]; the node must be opened with tenants.size() + 1
+  // tenants (NodeOptions::tenants). Default: none (one shared tenant).
+  struct Tenant {
+    std::string salt;
+    std::vector<uid_t> uids;
+    std::vector<gid_t> gids;
+  };
+  std::vector<Tenant> tenants;
 };
 
 class Daemon {
@@ -95,6 +107,8 @@ class Daemon {
   // Why the peer may not connect, or OK.
   Status Admit(const ipc::PeerCredentials& peer) const;
   bool IsAdmin(uid_t uid) const;
+  // Caller::tenants for `peer`: empty (every tenant) for root and the daemon's own user.
+  std::vector<uint8_t> AllowedTenants(const ipc::PeerCredentials& peer) const;
   void Serve(Session* session);
   void ReapFinished();
 

@@ -1,5 +1,7 @@
 #include "daemon/request_handler.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <variant>
@@ -58,8 +60,62 @@ ipc::Response RequestHandler::HandleHello(const ipc::Request& request, const ipc
                                  ", daemon speaks " + std::to_string(ipc::kIpcProtocolVersion)));
   ipc::Response r;
   r.id = request.id;
-  r.body = ipc::HelloReply{ipc::kIpcProtocolVersion, node_->pool_bytes(), std::string(Version())};
+  r.body = ipc::HelloReply{ipc::kIpcProtocolVersion, node_->pool_bytes(), std::string(Version()),
+                           node_->pool_slab_bytes()};
   return r;
+}
+
+uint16_t RequestHandler::TenantOfSalt(const std::string& salt) const {
+  const auto& salts = options_.private_salts;
+  auto it = std::find(salts.begin(), salts.end(), salt);
+  return it == salts.end() ? 0 : static_cast<uint16_t>(it - salts.begin() + 1);
+}
+
+Status RequestHandler::CheckNamespace(const NamespaceId& ns, const Caller& caller) const {
+  if (options_.private_salts.empty()) return Status::OK();
+  const uint16_t tenant = node_->NamespaceTenant(ns);
+  if (tenant == Node::kUnknownTenant)
+    return Status::PermissionDenied("namespace " + ns.ToHex() +
+                                    " was not opened (OpenNamespace) by a client of its tenant");
+  if (!caller.MayUse(tenant))
+    return Status::PermissionDenied("namespace " + ns.ToHex() +
+                                    " belongs to a tenant this client may not use");
+  return Status::OK();
+}
+
+ipc::Response RequestHandler::OpenNamespace(const ipc::Request& request,
+                                            const ipc::OpenNamespaceRequest& q,
+                                            const Caller& caller) {
+  // The daemon fingerprints the encoding itself: the salt it reads is the one the id hashes.
+  auto spec = DecodeNamespace(q.encoding);
+  if (!spec.ok()) return Error(request.id, spec.status().WithContext("OpenNamespace"));
+  auto ns = Namespace::Create(*spec);
+  if (!ns.ok()) return Error(request.id, ns.status().WithContext("OpenNamespace"));
+  if (ns->encoding() != q.encoding)
+    return Error(request.id, Status::InvalidArgument(
+                                 "OpenNamespace: not a canonical namespace encoding"));
+  const uint16_t tenant = TenantOfSalt(spec->tenant_salt);
+  if (!caller.MayUse(tenant))
+    return Error(request.id,
+                 Status::PermissionDenied("OpenNamespace: tenant '" + spec->tenant_salt +
+                                          "' is not allowed for this client's credentials"));
+  if (Status st = node_->SetNamespaceTenant(ns->id(), tenant); !st.ok())
+    return Error(request.id, st.WithContext("OpenNamespace"));
+  ipc::Response r;
+  r.id = request.id;
+  r.body = ipc::OpenNamespaceReply{ns->id()};
+  return r;
+}
+
+Result<Node::PoolSlab> RequestHandler::MapSlab(const ipc::MapSlabRequest& request,
+                                               const Caller& caller) {
+  STRATA_ASSIGN_OR_RETURN(Node::PoolSlab slab, node_->OpenPoolSlab(request.slab));
+  if (!caller.MayUse(slab.tenant)) {
+    ::close(slab.fd);
+    return Status::PermissionDenied("MapSlab: slab " + std::to_string(request.slab) +
+                                    " holds blocks of a tenant this client may not use");
+  }
+  return slab;
 }
 
 ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& request,
@@ -71,12 +127,16 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
       Overloaded{
           [&](const ipc::Hello& h) { r = HandleHello(request, h); },
           [&](const ipc::LookupRequest& q) {
+            if (q.ns) {
+              if (r.status = CheckNamespace(*q.ns, caller); !r.status.ok()) return;
+            }
             ipc::LookupReply reply;
             reply.tiers = node_->Lookup(q.keys, q.ns);
             reply.matched = static_cast<uint32_t>(reply.tiers.size());
             r.body = std::move(reply);
           },
           [&](const ipc::StoreBeginRequest& q) {
+            if (r.status = CheckNamespace(q.ns, caller); !r.status.ok()) return;
             if (!q.sizes.empty() && q.sizes.size() != q.keys.size()) {
               r.status = Status::InvalidArgument("StoreBegin: keys and sizes differ in length");
               return;
@@ -86,6 +146,7 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
             else r.body = ipc::StoreBeginReply{std::move(exists).value()};
           },
           [&](const ipc::StoreCommitRequest& q) {
+            if (r.status = CheckNamespace(q.ns, caller); !r.status.ok()) return;
             auto blocks = StagedBlocks(q, caller.staging);
             if (!blocks.ok()) {
               r.status = blocks.status();
@@ -105,6 +166,7 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
             metrics::Requests().store_bytes.fetch_add(bytes, std::memory_order_relaxed);
           },
           [&](const ipc::LoadRequest& q) {
+            if (r.status = CheckNamespace(q.ns, caller); !r.status.ok()) return;
             // 0 asks for the node's default; anything else is capped.
             const uint32_t pin_ms = std::min(q.pin_ms, options_.max_pin_ms);
             auto locs = node_->PinForLoad(owner, q.ns, q.keys, pin_ms);
@@ -137,7 +199,15 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
                   "Clear of every namespace is for admin users; name a namespace");
               return;
             }
+            if (q.ns && !caller.admin) {
+              if (r.status = CheckNamespace(*q.ns, caller); !r.status.ok()) return;
+            }
             r.body = ipc::ClearReply{node_->Clear(q.ns)};
+          },
+          [&](const ipc::OpenNamespaceRequest& q) { r = OpenNamespace(request, q, caller); },
+          [&](const ipc::MapSlabRequest&) {
+            // The session answers it: its reply carries a descriptor.
+            r.status = Status::NotSupported("MapSlab: not over this channel");
           },
           [&](const ipc::InspectRequest& q) {
             auto json = node_->Inspect(q, caller.admin);

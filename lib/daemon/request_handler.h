@@ -5,6 +5,8 @@
 #pragma once
 
 #include <span>
+#include <string>
+#include <vector>
 
 #include "ipc/ipc_protocol.h"
 #include "node/node.h"
@@ -15,6 +17,10 @@ struct RequestHandlerOptions {
   // Longest pin a client may ask for; a LoadRequest asking more (up to 0xFFFFFFFF ms) pins for
   // this long. 0 in a request still means the node's default pin time. Default: 60000 ms.
   uint32_t max_pin_ms = 60000;
+  // The private tenants' salts: tenant i + 1 is private_salts[i]; every other salt is the shared
+  // tenant 0 (docs/data-plane.md, "Tenants"). REQUIRES: the node was opened with
+  // private_salts.size() + 1 tenants. Default: none.
+  std::vector<std::string> private_salts;
 };
 
 // Who sent a request, as far as the handler's decisions go.
@@ -25,6 +31,12 @@ struct Caller {
   // The caller's staging memory as this process maps it (read-only): StoreCommit offsets index
   // it and are checked against it. Empty: stores are refused.
   std::span<const std::byte> staging;
+  // The tenants whose namespaces the caller may open and whose slabs it may map: tenants[t] != 0
+  // for tenant t. Empty: every tenant (root, the daemon's own user, the embedded client).
+  std::vector<uint8_t> tenants;
+  bool MayUse(uint16_t tenant) const {
+    return tenants.empty() || (tenant < tenants.size() && tenants[tenant] != 0);
+  }
 };
 
 class RequestHandler {
@@ -46,7 +58,20 @@ class RequestHandler {
   // The reply to a Hello: NotSupported for another protocol version.
   ipc::Response HandleHello(const ipc::Request& request, const ipc::Hello& hello);
 
+  // The slab a MapSlabRequest names, whose descriptor the session sends with the reply (the
+  // caller closes it). PermissionDenied when the slab holds bytes of a tenant `caller` may not
+  // use; InvalidArgument for a slab out of range.
+  Result<Node::PoolSlab> MapSlab(const ipc::MapSlabRequest& request, const Caller& caller);
+
  private:
+  // The tenant of a namespace's salt (0: shared).
+  uint16_t TenantOfSalt(const std::string& salt) const;
+  // OK when `caller` may name namespace `ns`: always with one tenant; otherwise `ns` must have
+  // been opened (its tenant known) and its tenant be one the caller may use.
+  Status CheckNamespace(const NamespaceId& ns, const Caller& caller) const;
+  ipc::Response OpenNamespace(const ipc::Request& request, const ipc::OpenNamespaceRequest& q,
+                              const Caller& caller);
+
   Node* node_;
   const RequestHandlerOptions options_;
 };

@@ -149,6 +149,11 @@ std::string EncodeRequest(const Request& request) {
                    auto* b = m.mutable_clear();
                    if (r.ns) b->set_namespace_id(PackId(*r.ns));
                  },
+                 [&](const OpenNamespaceRequest& r) {
+                   m.mutable_open_namespace()->set_encoding(
+                       reinterpret_cast<const char*>(r.encoding.data()), r.encoding.size());
+                 },
+                 [&](const MapSlabRequest& r) { m.mutable_map_slab()->set_slab(r.slab); },
                  [&](const InspectRequest& r) {
                    auto* b = m.mutable_inspect();
                    b->set_command(r.command);
@@ -288,6 +293,15 @@ Result<Request> DecodeRequest(std::span<const std::byte> body) {
       out.body = std::move(r);
       break;
     }
+    case pb::Request::kOpenNamespace: {
+      const std::string& e = m.open_namespace().encoding();
+      const auto* p = reinterpret_cast<const std::byte*>(e.data());
+      out.body = OpenNamespaceRequest{{p, p + e.size()}};
+      break;
+    }
+    case pb::Request::kMapSlab:
+      out.body = MapSlabRequest{m.map_slab().slab()};
+      break;
     case pb::Request::BODY_NOT_SET:
       return Malformed("request has no body (unknown or missing request type)");
   }
@@ -306,6 +320,7 @@ std::string EncodeResponse(const Response& response) {
                    b->set_protocol_version(r.protocol_version);
                    b->set_pool_bytes(r.pool_bytes);
                    b->set_daemon_version(r.daemon_version);
+                   b->set_slab_bytes(r.slab_bytes);
                  },
                  [&](const LookupReply& r) {
                    auto* b = m.mutable_lookup();
@@ -329,6 +344,7 @@ std::string EncodeResponse(const Response& response) {
                      loc->set_length(l.length);
                      loc->set_checksum(l.checksum);
                      loc->set_codec(static_cast<uint32_t>(l.codec));
+                     loc->set_generation(l.generation);
                    }
                  },
                  [&](const UnpinReply&) { m.mutable_unpin(); },
@@ -336,6 +352,10 @@ std::string EncodeResponse(const Response& response) {
                  [&](const StatsReply& r) { m.mutable_stats()->set_json(r.json); },
                  [&](const ClearReply& r) { m.mutable_clear()->set_erased(r.erased); },
                  [&](const InspectReply& r) { m.mutable_inspect()->set_json(r.json); },
+                 [&](const OpenNamespaceReply& r) {
+                   m.mutable_open_namespace()->set_namespace_id(PackId(r.ns));
+                 },
+                 [&](const MapSlabReply& r) { m.mutable_map_slab()->set_generation(r.generation); },
              },
              response.body);
   return m.SerializeAsString();
@@ -357,7 +377,7 @@ Result<Response> DecodeResponse(std::span<const std::byte> body) {
   switch (m.body_case()) {
     case pb::Response::kHello:
       out.body = HelloReply{m.hello().protocol_version(), m.hello().pool_bytes(),
-                            m.hello().daemon_version()};
+                            m.hello().daemon_version(), m.hello().slab_bytes()};
       break;
     case pb::Response::kLookup: {
       LookupReply r;
@@ -384,7 +404,7 @@ Result<Response> DecodeResponse(std::span<const std::byte> body) {
     case pb::Response::kLoad: {
       LoadReply r;
       for (const auto& l : m.load().locations()) {
-        Location loc{l.offset(), l.length(), l.checksum(), Codec::kNone};
+        Location loc{l.offset(), l.length(), l.checksum(), Codec::kNone, l.generation()};
         STRATA_RETURN_IF_ERROR(CheckCodec(l.codec(), &loc.codec));
         r.locations.push_back(loc);
       }
@@ -405,6 +425,15 @@ Result<Response> DecodeResponse(std::span<const std::byte> body) {
       break;
     case pb::Response::kInspect:
       out.body = InspectReply{m.inspect().json()};
+      break;
+    case pb::Response::kOpenNamespace: {
+      OpenNamespaceReply r;
+      STRATA_RETURN_IF_ERROR(UnpackId(m.open_namespace().namespace_id(), &r.ns));
+      out.body = r;
+      break;
+    }
+    case pb::Response::kMapSlab:
+      out.body = MapSlabReply{m.map_slab().generation()};
       break;
     case pb::Response::BODY_NOT_SET:
       return Malformed("OK response without a body");

@@ -24,7 +24,7 @@
 
 namespace strata::ipc {
 
-inline constexpr uint32_t kIpcProtocolVersion = 2;
+inline constexpr uint32_t kIpcProtocolVersion = 3;
 inline constexpr size_t kLengthPrefixBytes = 4;
 // Largest message body either side sends or accepts; larger lengths close the connection.
 inline constexpr size_t kMaxMessageBytes = size_t{8} << 20;
@@ -44,6 +44,7 @@ struct HelloReply {
   uint32_t protocol_version = kIpcProtocolVersion;
   uint64_t pool_bytes = 0;
   std::string daemon_version;
+  uint64_t slab_bytes = 0;  // the pool is mapped slab by slab (MapSlabRequest)
 };
 struct LookupRequest {
   std::vector<BlockKey> keys;
@@ -87,6 +88,9 @@ struct Location {
   uint64_t length = 0;
   uint64_t checksum = 0;
   Codec codec = Codec::kNone;
+  // Generation of the slab holding the block (offset / slab_bytes): a client whose mapping of the
+  // slab is of another generation maps it again (MapSlabRequest) before reading.
+  uint32_t generation = 0;
 };
 struct LoadReply {
   std::vector<Location> locations;  // the pinned prefix, in key order
@@ -126,10 +130,29 @@ struct InspectRequest {
 struct InspectReply {
   std::string json;
 };
+// Opens a namespace on this connection: the daemon fingerprints `encoding` itself
+// (Namespace::encoding(), docs/keys.md) and checks that the caller's credentials allow the
+// namespace's tenant (its salt). Until then, requests naming the namespace are refused when the
+// daemon has private tenants.
+struct OpenNamespaceRequest {
+  std::vector<std::byte> encoding;
+};
+struct OpenNamespaceReply {
+  NamespaceId ns;
+};
+// A read-only descriptor of one slab of the pool, sent with the reply; PermissionDenied when the
+// slab holds the bytes of a tenant the caller may not use.
+struct MapSlabRequest {
+  uint32_t slab = 0;
+};
+struct MapSlabReply {
+  uint32_t generation = 0;
+};
 
 using RequestBody = std::variant<Hello, LookupRequest, StoreBeginRequest, StoreCommitRequest,
                                  LoadRequest, UnpinRequest, PrefetchRequest, StatsRequest,
-                                 ClearRequest, InspectRequest>;
+                                 ClearRequest, InspectRequest, OpenNamespaceRequest,
+                                 MapSlabRequest>;
 struct Request {
   uint64_t id = 0;
   RequestBody body;
@@ -137,7 +160,8 @@ struct Request {
 
 using ResponseBody =
     std::variant<std::monostate, HelloReply, LookupReply, StoreBeginReply, StoreCommitReply,
-                 LoadReply, UnpinReply, PrefetchReply, StatsReply, ClearReply, InspectReply>;
+                 LoadReply, UnpinReply, PrefetchReply, StatsReply, ClearReply, InspectReply,
+                 OpenNamespaceReply, MapSlabReply>;
 struct Response {
   uint64_t id = 0;
   Status status;  // not OK: body is empty

@@ -11,6 +11,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <optional>
 #include <mutex>
@@ -243,6 +244,8 @@ class ClusterImpl final : public Cluster {
     {
       std::lock_guard<std::mutex> lock(mu_);
       j["members"] = members_.size();
+      j["rejected_members"] = rejected_;  // failed the secret handshake: no directory shard
+      j["directory_members"] = members_.size() - rejected_.size();
     }
     j["node_id"] = self_.id;
     j["announced_added"] = added_.load();
@@ -264,8 +267,17 @@ class ClusterImpl final : public Cluster {
   }
 
   // New member list: addresses for the directory's connections, shards move, held keys are
-  // re-announced, sessions with departed peers dropped.
+  // re-announced, sessions with departed peers dropped. A member that fails the secret handshake
+  // (either side refuses the other's proof) stays a member, since etcd or the static directory
+  // lists it, but owns no directory shard: the shards are spread over the members this node
+  // shares the secret with. Rejected members are tried again every kRecheckRejected.
   void ApplyMembers(const std::vector<transport::Member>& members) {
+    std::set<std::string> rejected;
+    for (const auto& m : members) {
+      if (m.id == self_.id) continue;
+      Status st = transport_->Connect(m.id, m.address);
+      if (st.code() == StatusCode::kPermissionDenied) rejected.insert(m.id);
+    }
     std::vector<std::string> ids;
     std::vector<std::string> departed;
     {
@@ -273,11 +285,17 @@ class ClusterImpl final : public Cluster {
       std::map<std::string, transport::Member> next;
       for (const auto& m : members) {
         next[m.id] = m;
-        ids.push_back(m.id);
+        if (!rejected.count(m.id)) ids.push_back(m.id);
       }
       for (const auto& [id, m] : members_)
         if (!next.count(id)) departed.push_back(id);
+      for (const auto& id : rejected)
+        if (!rejected_.count(id))
+          std::cerr << "strata: cluster: member " << id
+                    << " failed the secret handshake; it owns no directory shard" << std::endl;
       members_ = std::move(next);
+      rejected_ = std::move(rejected);
+      rejected_checked_ = std::chrono::steady_clock::now();
     }
     std::sort(ids.begin(), ids.end());
     peers_->SetMembers(members);
@@ -306,6 +324,14 @@ class ClusterImpl final : public Cluster {
           }
         }
         if (changed) members = std::move(now);
+      }
+      if (!members) {
+        std::lock_guard<std::mutex> l(mu_);
+        if (!rejected_.empty() &&
+            std::chrono::steady_clock::now() - rejected_checked_ > kRecheckRejected) {
+          members.emplace();
+          for (const auto& [id, m] : members_) members->push_back(m);
+        }
       }
       if (members) ApplyMembers(*members);
       (void)client_->Flush();  // unreachable owners keep their entries pending: retried next round
@@ -354,6 +380,9 @@ class ClusterImpl final : public Cluster {
   std::condition_variable cv_;
   bool stop_ = false;                                                // GUARDED_BY(mu_)
   std::map<std::string, transport::Member> members_;                 // GUARDED_BY(mu_)
+  static constexpr std::chrono::seconds kRecheckRejected{2};
+  std::set<std::string> rejected_;                                   // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point rejected_checked_;           // GUARDED_BY(mu_)
   std::optional<std::vector<transport::Member>> pending_members_;   // GUARDED_BY(mu_)
   std::unordered_map<std::string, int> in_flight_;                  // GUARDED_BY(mu_)
   std::deque<std::vector<BlockKey>> fetch_queue_;                    // GUARDED_BY(mu_)
@@ -459,8 +488,8 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
         // Runs on the progress thread when the block's header arrives: the payload lands
         // straight in a host-tier reservation of the right length.
         t.allocate = [store, landing, payload_base](const BlockHeader& h) -> std::byte* {
-          auto r = store->host().Reserve(h.key, h.payload_length);
-          if (!r.ok()) return nullptr;  // cached meanwhile (AlreadyExists) or no space
+          auto r = store->host().Reserve(h.key, h.payload_length, store->host().TenantOf(h.ns));
+          if (!r.ok()) return nullptr;  // cached meanwhile, no space, or no tenant known
           landing->reservation = *r;
           return payload_base + r->offset;
         };

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "node/cluster.h"
+#include "node/tenant_map.h"
 #include "node/live_view.h"
 #include "node/namespace_registry.h"
 #include "node/removal_log.h"
@@ -118,9 +119,22 @@ class LocalNode final : public Node {
     }
   }
 
-  int pool_fd() const override { return store_->host().read_only_fd(); }
   uint64_t pool_bytes() const override { return store_->host().size(); }
   std::byte* pool_base() const override { return store_->host().base(); }
+  uint64_t pool_slab_bytes() const override { return store_->host().slab_bytes(); }
+  Result<PoolSlab> OpenPoolSlab(uint32_t slab) const override {
+    STRATA_ASSIGN_OR_RETURN(auto d, store_->host().DupSlab(slab));
+    return PoolSlab{d.fd, d.generation, d.tenant};
+  }
+  Status SetNamespaceTenant(const NamespaceId& ns, uint16_t tenant) override {
+    if (tenant >= options_.tenants)
+      return Status::InvalidArgument("tenant " + std::to_string(tenant) + " of " +
+                                     std::to_string(options_.tenants));
+    return tenants_->Set(ns, tenant);
+  }
+  uint16_t NamespaceTenant(const NamespaceId& ns) const override {
+    return options_.tenants == 1 ? 0 : tenants_->Get(ns);
+  }
 
   std::vector<Tier> Lookup(std::span<const BlockKey> keys,
                            const std::optional<NamespaceId>& ns) override {
@@ -156,6 +170,7 @@ class LocalNode final : public Node {
                              std::span<const StagedBlock> blocks) override {
     StoreOutcome outcome;
     store::HostTier& host = store_->host();
+    const uint16_t tenant = NamespaceTenant(ns);  // unknown: Reserve refuses (PermissionDenied)
     // A request the empty pool could not hold is refused before anything is stored (storing it
     // block by block would evict its own first blocks to make room for its last).
     std::vector<uint64_t> sizes;
@@ -172,7 +187,7 @@ class LocalNode final : public Node {
         ++outcome.existed;
         continue;
       }
-      auto r = host.Reserve(b.key, b.payload.size());
+      auto r = host.Reserve(b.key, b.payload.size(), tenant);
       if (!r.ok()) {
         if (r.status().code() == StatusCode::kAlreadyExists) {
           ++outcome.existed;
@@ -232,9 +247,10 @@ class LocalNode final : public Node {
       auto block = store_->host().Acquire(keys[i]);
       if (!block.ok()) break;  // evicted meanwhile, or on a tier clients cannot map
       if (block->header().ns != ns) break;  // a key of another namespace: not this caller's
+      const uint32_t slab = static_cast<uint32_t>(block->offset() / store_->host().slab_bytes());
       out.push_back({block->offset(),
                      block->header().payload_length, block->header().payload_checksum,
-                     block->header().codec});
+                     block->header().codec, store_->host().SlabGeneration(slab)});
       store_->access().RecordServed(
           block->header().ns,
           i < local_before ? present.where[i] : Tier::kRemote,
@@ -504,6 +520,7 @@ class LocalNode final : public Node {
  public:
   // KV events (events/node_events.h); null when off. Set once by Node::Open.
   std::shared_ptr<events::NodeEvents> events_;
+  std::shared_ptr<TenantMap> tenants_;  // shared with the host tier's tenant_of; set by Open
 };
 
 // The device tier of `options` (none when device_pool_bytes is 0).
@@ -578,6 +595,22 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
       ev->OnTierChange(tier, key, added);
     };
   }
+  // Tenants: the host tier takes each block into slabs of its namespace's tenant.
+  auto tenant_map = std::make_shared<TenantMap>();
+  so.host.pool.tenants = options.tenants;
+  if (options.tenants > 1) {
+    // Registrations of the pool's range (cudaHostRegister, UCX) would keep a renewed slab's old
+    // pages (docs/data-plane.md, "Tenants").
+    if (options.device_pool_bytes > 0)
+      return Status::NotSupported(
+          "device_pool with private tenants: the GPU's registration of the host pool would "
+          "not follow slabs that change tenant");
+    if (!options.cluster.membership.empty())
+      return Status::NotSupported(
+          "cluster membership with private tenants: the UCX registration of the host pool "
+          "would not follow slabs that change tenant");
+    so.host.pool.tenant_of = [tenant_map](const NamespaceId& ns) { return tenant_map->Get(ns); };
+  }
   // The device tier goes first: a missing GPU or a build without CUDA is the error to report.
   Status device_error;
   auto open_store = [&]() -> Result<std::unique_ptr<store::TieredStore>> {
@@ -621,6 +654,7 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
       new LocalNode(std::move(store).value(), options, std::move(cluster), cluster_ref,
                     std::move(removals)));
   node->events_ = *std::move(node_events);
+  node->tenants_ = std::move(tenant_map);
   return std::unique_ptr<Node>(std::move(node));
 }
 

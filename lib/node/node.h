@@ -96,6 +96,9 @@ struct NodeOptions {
   uint32_t default_pin_ms = 30000;
   // Default: single node.
   ClusterOptions cluster;
+  // Tenants of the host pool (docs/data-plane.md, "Tenants"): tenant 0 is the shared one, 1..N-1
+  // the private ones the daemon was configured with; their blocks never share a slab. Default: 1.
+  uint16_t tenants = 1;
   // KV events (docs/kv-events.md): the blocks the host and disk tiers gain and lose, published
   // in vLLM's format. Default: off (no endpoint).
   events::KvEventsOptions kv_events;
@@ -115,11 +118,25 @@ class Node {
   static Result<std::unique_ptr<Node>> Open(const NodeOptions& options);
   virtual ~Node() = default;
 
-  // The shared host pool: a memfd of pool_bytes() mapped at pool_base(); pool_fd() is a read-only
-  // descriptor of it (what clients receive).
-  virtual int pool_fd() const = 0;
+  // The host pool: pool_bytes() mapped at pool_base(), made of slabs of pool_slab_bytes(), each
+  // a memfd of its own that holds one tenant's payloads (docs/data-plane.md, "Tenants").
   virtual uint64_t pool_bytes() const = 0;
   virtual std::byte* pool_base() const = 0;
+  virtual uint64_t pool_slab_bytes() const = 0;
+  // What a client receives for slab `slab`: a read-only descriptor of its memfd (the caller
+  // closes it), its generation (ipc::Location::generation) and the tenant whose bytes it holds.
+  struct PoolSlab {
+    int fd = -1;
+    uint32_t generation = 0;
+    uint16_t tenant = 0;
+  };
+  virtual Result<PoolSlab> OpenPoolSlab(uint32_t slab) const = 0;
+  // Records the tenant of namespace `ns` (decided by the daemon from the namespace's salt);
+  // blocks of `ns` are stored in, and promoted to, slabs of that tenant from then on.
+  virtual Status SetNamespaceTenant(const NamespaceId& ns, uint16_t tenant) = 0;
+  // The tenant of `ns`, or kUnknownTenant when nobody opened it since start.
+  static constexpr uint16_t kUnknownTenant = UINT16_MAX;
+  virtual uint16_t NamespaceTenant(const NamespaceId& ns) const = 0;
 
   // Tiers of the longest prefix of `keys` cached in any local tier or, when clustered, held by a
   // live peer according to the directory (those blocks are Tier::kRemote). `ns`, when given, is

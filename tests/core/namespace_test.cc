@@ -3,8 +3,11 @@
 // silently), naming the fields; the largest allowed block is still accepted.
 #include "strata/namespace.h"
 
+#include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -52,6 +55,35 @@ TEST_CASE("Namespace: a block above 4 GiB is refused, 4 GiB exactly is accepted"
   auto m = Namespace::Create(mla);
   REQUIRE(m.ok());
   CHECK(m->block_bytes() == Namespace::kMaxBlockBytes);
+}
+
+TEST_CASE("Namespace: an encoding decodes back to its spec; anything else is refused", "[core]") {
+  NamespaceSpec s = Spec(2, 4, 64, 16);
+  s.model_revision = "rev";
+  s.lora_id = "lora";
+  s.tenant_salt = "tenant-a";
+  s.codec = Codec::kShuffleLz4;
+  s.key_scheme = KeyScheme::kVllmXxhashCbor;
+  s.hash_seed = "42";
+  auto ns = Namespace::Create(s);
+  REQUIRE(ns.ok());
+  auto back = DecodeNamespace(ns->encoding());
+  REQUIRE(back.ok());
+  CHECK(FingerprintDifferences(*back, ns->spec()).empty());
+  auto again = Namespace::Create(*back);
+  REQUIRE(again.ok());
+  CHECK(again->id() == ns->id());
+  std::vector<std::byte> e = ns->encoding();
+  CHECK(DecodeNamespace(std::span(e).first(e.size() - 1)).status().IsInvalidArgument());
+  e.push_back(std::byte{0});
+  CHECK(DecodeNamespace(e).status().IsInvalidArgument());
+  e = ns->encoding();
+  e[0] = std::byte{'X'};
+  CHECK(DecodeNamespace(e).status().IsInvalidArgument());
+  e = ns->encoding();
+  e[8] = std::byte{99};  // version
+  CHECK(DecodeNamespace(e).status().IsInvalidArgument());
+  CHECK(DecodeNamespace({}).status().IsInvalidArgument());
 }
 
 }  // namespace

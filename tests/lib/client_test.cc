@@ -265,8 +265,7 @@ TEST_CASE("Malformed or oversized or out-of-order messages get errors and the da
   REQUIRE(raw->Send(ipc::EncodeRequest({9, hello}), staging->fd()).ok());
   int fd = -1;
   REQUIRE(raw->Receive(&reply, &fd).ok());
-  CHECK(fd >= 0);
-  ::close(fd);
+  CHECK(fd < 0);  // the pool comes slab by slab (MapSlab), not with the HelloReply
   ipc::StoreCommitRequest commit{TestNamespace().id(), Codec::kNone, {BlockKey{1, 2}},
                                  {BlockKey{}}, {(1 << 20) - 100}, {8192}};
   REQUIRE(raw->Send(ipc::EncodeRequest({10, commit})).ok());
@@ -361,7 +360,7 @@ TEST_CASE("strata serve: clients cannot write the pool or forge a published bloc
   REQUIRE(a.ok());
   REQUIRE(*(*a)->Store(ns, p.keys, p.in).Wait() == 6);
 
-  // An attacker speaks the protocol itself: it gets the pool's descriptor...
+  // An attacker speaks the protocol itself: it gets a pool slab's descriptor...
   auto conn = ipc::UnixConnection::Connect(socket);
   REQUIRE(conn.ok());
   auto staging = StagingMapping::Create(1 << 20);
@@ -370,21 +369,27 @@ TEST_CASE("strata serve: clients cannot write the pool or forge a published bloc
   hello.staging_bytes = 1 << 20;
   REQUIRE(conn->Send(ipc::EncodeRequest({1, hello}), staging->fd()).ok());
   std::string reply;
+  REQUIRE(conn->Receive(&reply).ok());
+  auto hr = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
+  REQUIRE(hr.ok());
+  const uint64_t slab = std::get<ipc::HelloReply>(hr->body).slab_bytes;
+  REQUIRE(slab > 0);
+  REQUIRE(conn->Send(ipc::EncodeRequest({4, ipc::MapSlabRequest{0}})).ok());
   int fd = -1;
   REQUIRE(conn->Receive(&reply, &fd).ok());
   REQUIRE(fd >= 0);
   // ... which maps for reading only, cannot be upgraded, reopened read-write or resized.
-  CHECK(::mmap(nullptr, 64ull << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED);
-  void* ro = ::mmap(nullptr, 64ull << 20, PROT_READ, MAP_SHARED, fd, 0);
+  CHECK(::mmap(nullptr, slab, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED);
+  void* ro = ::mmap(nullptr, slab, PROT_READ, MAP_SHARED, fd, 0);
   REQUIRE(ro != MAP_FAILED);
-  CHECK(::mprotect(ro, 64ull << 20, PROT_READ | PROT_WRITE) != 0);
+  CHECK(::mprotect(ro, slab, PROT_READ | PROT_WRITE) != 0);
   const int rw = ::open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_RDWR);
   if (rw >= 0) {  // root passes the mode check; the seal still refuses a writable mapping
-    CHECK(::mmap(nullptr, 64ull << 20, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0) == MAP_FAILED);
+    CHECK(::mmap(nullptr, slab, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0) == MAP_FAILED);
     ::close(rw);
   }
   CHECK(::ftruncate(fd, 4096) != 0);
-  ::munmap(ro, 64ull << 20);
+  ::munmap(ro, slab);
   ::close(fd);
 
   // A commit whose staging bytes change right after: what was published is what the daemon

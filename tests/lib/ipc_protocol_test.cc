@@ -33,6 +33,8 @@ TEST_CASE("Every request type round-trips", "[lib]") {
       {9, StatsRequest{}},
       {10, ClearRequest{ns}},
       {11, ClearRequest{std::nullopt}},
+      {12, OpenNamespaceRequest{{std::byte{1}, std::byte{2}, std::byte{3}}}},
+      {13, MapSlabRequest{41}},
   };
   for (const auto& r : requests) {
     auto decoded = DecodeRequest(Bytes(EncodeRequest(r)));
@@ -56,7 +58,7 @@ TEST_CASE("Every request type round-trips", "[lib]") {
 
 TEST_CASE("Every response type round-trips and errors carry code and message", "[lib]") {
   std::vector<Response> responses;
-  responses.push_back({1, Status::OK(), HelloReply{1, 1 << 30, "0.1.0"}});
+  responses.push_back({1, Status::OK(), HelloReply{1, 1 << 30, "0.1.0", 16 << 20}});
   responses.push_back({2, Status::OK(), LookupReply{2, {Tier::kHost, Tier::kDisk}}});
   responses.push_back({3, Status::OK(), StoreBeginReply{{0, 1, 1}}});
   responses.push_back({4, Status::OK(), StoreCommitReply{7, 2}});
@@ -65,6 +67,10 @@ TEST_CASE("Every response type round-trips and errors carry code and message", "
   responses.push_back({7, Status::OK(), PrefetchReply{3}});
   responses.push_back({8, Status::OK(), StatsReply{"{\"a\":1}"}});
   responses.push_back({9, Status::OK(), ClearReply{12}});
+  responses.push_back({10, Status::OK(), OpenNamespaceReply{NamespaceId{3, 4}}});
+  responses.push_back({11, Status::OK(), MapSlabReply{7}});
+  responses.push_back(
+      {12, Status::OK(), LoadReply{{{16 << 20, 128, 1, Codec::kShuffleZstd, 9}}}});
   for (const auto& r : responses) {
     auto decoded = DecodeResponse(Bytes(EncodeResponse(r)));
     REQUIRE(decoded.ok());
@@ -77,6 +83,12 @@ TEST_CASE("Every response type round-trips and errors carry code and message", "
   REQUIRE(decoded.ok());
   CHECK(decoded->status.IsNoSpace());
   CHECK(decoded->status.message() == "pool full");
+  auto hello = DecodeResponse(Bytes(EncodeResponse(responses[0])));
+  CHECK(std::get<HelloReply>(hello->body).slab_bytes == (16u << 20));
+  auto load = DecodeResponse(Bytes(EncodeResponse(responses.back())));
+  CHECK(std::get<LoadReply>(load->body).locations[0].generation == 9);
+  auto open = DecodeRequest(Bytes(EncodeRequest({1, OpenNamespaceRequest{{std::byte{7}}}})));
+  CHECK(std::get<OpenNamespaceRequest>(open->body).encoding == std::vector{std::byte{7}});
 }
 
 TEST_CASE("Malformed requests are rejected with a clear status", "[lib]") {

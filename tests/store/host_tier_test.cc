@@ -101,6 +101,22 @@ TEST_CASE("host tier rejects bad input with a clear status", "[store]") {
   REQUIRE(t->Unpin(k).IsInvalidArgument());  // not pinned
 }
 
+// What a client does with the descriptors it receives over SCM_RIGHTS: the slabs' memfds mapped
+// read-only at their places in one range of the pool's size.
+const std::byte* MapLikeAClient(const HostTier& t) {
+  void* range = mmap(nullptr, t.size(), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(range != MAP_FAILED);
+  auto* base = static_cast<std::byte*>(range);
+  for (uint32_t i = 0; i < t.num_slabs(); ++i) {
+    auto d = t.DupSlab(i);
+    REQUIRE(d.ok());
+    REQUIRE(mmap(base + uint64_t{i} * t.slab_bytes(), t.slab_bytes(), PROT_READ,
+                 MAP_SHARED | MAP_FIXED, d->fd, 0) != MAP_FAILED);
+    close(d->fd);
+  }
+  return base;
+}
+
 TEST_CASE("host pool: clients see the payloads read-only and never the headers", "[store]") {
   auto t = OpenHost(8 * kMiB);
   const BlockKey k = TestKey(3);
@@ -109,12 +125,10 @@ TEST_CASE("host pool: clients see the payloads read-only and never the headers",
   auto view = t->Acquire(k);
   REQUIRE(view.ok());
   REQUIRE(view->payload().data() == t->base() + view->offset());
-  // What a client does with the descriptor it received over SCM_RIGHTS.
-  void* m = mmap(nullptr, t->size(), PROT_READ, MAP_SHARED, t->read_only_fd(), 0);
-  REQUIRE(m != MAP_FAILED);
-  const auto* client = static_cast<const std::byte*>(m);
+  const std::byte* client = MapLikeAClient(*t);
+  void* m = const_cast<std::byte*>(client);
   REQUIRE(IsTestPayload(k, client + view->offset(), p.size()));
-  // The headers are not in the memfd: no 64-byte window of it decodes as this block's header.
+  // The headers are not in the memfds: no 64-byte window of them decodes as this block's header.
   bool header_found = false;
   for (uint64_t off = 0; off + kBlockHeaderSize <= t->size(); off += kBlockHeaderSize) {
     auto h = DecodeBlockHeader(std::span<const std::byte>(client + off, kBlockHeaderSize));
@@ -124,20 +138,98 @@ TEST_CASE("host pool: clients see the payloads read-only and never the headers",
   // No writable mapping, no upgrade of the read-only one, no read-write reopen, no resize.
   REQUIRE(mprotect(m, t->size(), PROT_READ | PROT_WRITE) != 0);
   munmap(m, t->size());
-  REQUIRE(mmap(nullptr, t->size(), PROT_READ | PROT_WRITE, MAP_SHARED, t->read_only_fd(), 0) ==
+  const uint32_t slab = static_cast<uint32_t>(view->offset() / t->slab_bytes());
+  auto d = t->DupSlab(slab);
+  REQUIRE(d.ok());
+  REQUIRE(mmap(nullptr, t->slab_bytes(), PROT_READ | PROT_WRITE, MAP_SHARED, d->fd, 0) ==
           MAP_FAILED);
-  REQUIRE(mmap(nullptr, t->size(), PROT_READ | PROT_WRITE, MAP_SHARED, t->fd(), 0) == MAP_FAILED);
-  const std::string reopen = "/proc/self/fd/" + std::to_string(t->read_only_fd());
+  const std::string reopen = "/proc/self/fd/" + std::to_string(d->fd);
   const int rw = open(reopen.c_str(), O_RDWR);
   if (rw >= 0) {  // root passes the mode check; the seal still refuses a writable mapping
-    REQUIRE(mmap(nullptr, t->size(), PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0) == MAP_FAILED);
+    REQUIRE(mmap(nullptr, t->slab_bytes(), PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0) ==
+            MAP_FAILED);
+    REQUIRE(ftruncate(rw, 4096) != 0);
     close(rw);
   }
-  REQUIRE(ftruncate(t->fd(), 4096) != 0);
+  REQUIRE(ftruncate(d->fd, 4096) != 0);
+  close(d->fd);
+  REQUIRE(t->DupSlab(t->num_slabs()).status().IsInvalidArgument());
   // The tier's own mapping stays writable: puts still work after the seal.
   const BlockKey k2 = TestKey(4);
   const auto p2 = TestPayload(k2, 4096);
   REQUIRE(t->Put(TestHeader(k2, p2), p2).ok());
+}
+
+TEST_CASE("host pool: a slab lent to another tenant gets fresh memory; old mappings never see "
+          "the new tenant's bytes", "[store][tenant]") {
+  HostTierOptions o;
+  o.capacity_bytes = 2 * 2 * kMiB;  // two slabs
+  o.pool.slab_bytes = 2 * kMiB;
+  o.pool.policy.kind = PolicyKind::kLru;
+  o.pool.tenants = 3;
+  o.hugetlb = false;
+  auto opened = HostTier::Open(o);
+  REQUIRE(opened.ok());
+  HostTier& t = **opened;
+  std::vector<uint32_t> renewed;
+  t.SetSlabRenewedListener([&](uint32_t slab, std::byte* base, uint64_t bytes) {
+    CHECK(base == t.base() + uint64_t{slab} * t.slab_bytes());
+    CHECK(bytes == t.slab_bytes());
+    renewed.push_back(slab);
+  });
+  // Tenant 1 fills both slabs with 1 MiB blocks.
+  std::vector<BlockKey> a_keys;
+  for (uint64_t i = 0; i < 4; ++i) {
+    const BlockKey k = TestKey(100 + i);
+    const auto p = TestPayload(k, kMiB);
+    auto r = t.Reserve(k, p.size(), 1);
+    REQUIRE(r.ok());
+    std::memcpy(t.base() + r->offset, p.data(), p.size());
+    REQUIRE(t.Commit(*r, TestHeader(k, p), {}, /*verify=*/true).ok());
+    a_keys.push_back(k);
+  }
+  REQUIRE(renewed.size() == 2);  // both slabs were tenant 0's (never lent): renewed for tenant 1
+  for (uint32_t s = 0; s < 2; ++s) REQUIRE(t.SlabTenant(s) == 1);
+  // A client of tenant 1 maps the slabs.
+  const std::byte* a_view = MapLikeAClient(t);
+  const uint32_t gen0 = t.SlabGeneration(0), gen1 = t.SlabGeneration(1);
+  // Tenant 2 stores a 2 MiB block: a whole slab of tenant 1 is evicted and changes tenant.
+  const BlockKey kb = TestKey(200);
+  const auto pb = TestPayload(kb, 2 * kMiB);
+  auto rb = t.Reserve(kb, pb.size(), 2);
+  REQUIRE(rb.ok());
+  const uint32_t slab_b = static_cast<uint32_t>(rb->offset / t.slab_bytes());
+  REQUIRE(t.SlabTenant(slab_b) == 2);
+  REQUIRE(t.SlabGeneration(slab_b) == (slab_b == 0 ? gen0 : gen1) + 1);
+  REQUIRE(renewed.size() == 3);
+  std::memcpy(t.base() + rb->offset, pb.data(), pb.size());
+  REQUIRE(t.Commit(*rb, TestHeader(kb, pb), {}, /*verify=*/true).ok());
+  // The tenant-1 client's old mapping of that slab never shows tenant 2's bytes.
+  const std::byte* old = a_view + rb->offset;
+  REQUIRE_FALSE(IsTestPayload(kb, old, pb.size()));
+  REQUIRE(std::memcmp(old, t.base() + rb->offset, 4096) != 0);
+  // The slab's new descriptor says tenant 2; the other slab is still tenant 1's and unchanged.
+  auto d = t.DupSlab(slab_b);
+  REQUIRE(d.ok());
+  REQUIRE(d->tenant == 2);
+  close(d->fd);
+  for (const BlockKey& k : a_keys) {
+    auto v = t.Acquire(k);
+    if (!v.ok()) continue;  // evicted with the slab
+    REQUIRE(v->offset() / t.slab_bytes() != slab_b);
+    REQUIRE(IsTestPayload(k, a_view + v->offset(), kMiB));
+  }
+  // The same tenant reusing its own freed slab keeps the memfd (no renewal).
+  REQUIRE(t.Erase(kb).ok());
+  auto again = t.Reserve(TestKey(201), 2 * kMiB, 2);
+  REQUIRE(again.ok());
+  REQUIRE(renewed.size() == 3);
+  t.Abort(*again);
+  // Unknown tenants are refused.
+  REQUIRE(t.Reserve(TestKey(202), 4096, kNoTenant).status().code() ==
+          StatusCode::kPermissionDenied);
+  REQUIRE(t.Reserve(TestKey(202), 4096, 3).status().IsInvalidArgument());
+  munmap(const_cast<std::byte*>(a_view), t.size());
 }
 
 TEST_CASE("host tier evicts when full but never a pinned or viewed block and pins expire", "[store]") {

@@ -3,6 +3,8 @@
 // flushes the disk tier and exits 0.
 #include <signal.h>
 
+#include <algorithm>
+#include <charconv>
 #include <exception>
 #include <filesystem>
 #include <iostream>
@@ -100,6 +102,8 @@ struct ServeFlags {
   std::vector<uint32_t> allow_uids;
   std::vector<uint32_t> allow_gids;
   std::vector<uint32_t> admin_uids;
+  std::vector<std::string> tenant_uids;  // SALT:UID
+  std::vector<std::string> tenant_gids;  // SALT:GID
   std::optional<uint32_t> idle_timeout_ms;
   std::optional<uint32_t> max_clients_per_uid;
   std::optional<uint32_t> max_pin_ms;
@@ -117,6 +121,31 @@ void CheckConfigFile(const std::string& path) {
     Fail("--config '" + path + "' is a directory; expected a YAML file", 2);
   if (!std::filesystem::is_regular_file(status))
     Fail("--config '" + path + "' is not a regular file", 2);
+}
+
+// Adds --tenant-uid / --tenant-gid values (SALT:ID, the id after the last ':') to `tenants`.
+void AddTenantGrants(const std::vector<std::string>& values, const char* flag, bool gid,
+                     std::vector<DaemonOptions::Tenant>* tenants) {
+  for (const std::string& v : values) {
+    const size_t colon = v.rfind(':');
+    uint32_t id = 0;
+    const char* end = v.data() + v.size();
+    bool ok = colon != std::string::npos && colon > 0 && colon + 1 < v.size();
+    if (ok) {
+      auto [ptr, ec] = std::from_chars(v.data() + colon + 1, end, id);
+      ok = ec == std::errc() && ptr == end;
+    }
+    if (!ok)
+      Fail(std::string(flag) + " '" + v + "': expected SALT:" + (gid ? "GID" : "UID") +
+               " with a non-empty salt",
+           2);
+    const std::string salt = v.substr(0, colon);
+    auto it = std::find_if(tenants->begin(), tenants->end(),
+                           [&](const DaemonOptions::Tenant& t) { return t.salt == salt; });
+    if (it == tenants->end()) it = tenants->insert(tenants->end(), {salt, {}, {}});
+    if (gid) it->gids.push_back(id);
+    else it->uids.push_back(id);
+  }
 }
 
 void RunServe(const ServeFlags& f) {
@@ -155,6 +184,10 @@ void RunServe(const ServeFlags& f) {
   d.allowed_uids.insert(d.allowed_uids.end(), f.allow_uids.begin(), f.allow_uids.end());
   d.allowed_gids.insert(d.allowed_gids.end(), f.allow_gids.begin(), f.allow_gids.end());
   d.admin_uids.insert(d.admin_uids.end(), f.admin_uids.begin(), f.admin_uids.end());
+  AddTenantGrants(f.tenant_uids, "--tenant-uid", false, &d.tenants);
+  AddTenantGrants(f.tenant_gids, "--tenant-gid", true, &d.tenants);
+  if (d.tenants.size() > 255) Fail("--tenant-uid/--tenant-gid: at most 255 private tenants", 2);
+  config.node.tenants = static_cast<uint16_t>(d.tenants.size() + 1);
   if (f.idle_timeout_ms) d.idle_timeout_ms = *f.idle_timeout_ms;
   if (f.max_clients_per_uid) {
     if (*f.max_clients_per_uid == 0) Fail("--max-clients-per-uid: must be at least 1", 2);
@@ -228,6 +261,12 @@ void RunServe(const ServeFlags& f) {
                   "Allow clients in this group, primary or supplementary (repeatable)");
   cmd->add_option("--admin-uid", f->admin_uids,
                   "This uid may Clear every namespace and read node-wide Stats (repeatable)");
+  cmd->add_option("--tenant-uid", f->tenant_uids,
+                  "SALT:UID: namespaces of tenant salt SALT are private to this uid and the "
+                  "others listed for SALT; their blocks live in slabs only they can map "
+                  "(repeatable)");
+  cmd->add_option("--tenant-gid", f->tenant_gids,
+                  "SALT:GID: as --tenant-uid, for members of a group (repeatable)");
   cmd->add_option("--idle-timeout-ms", f->idle_timeout_ms,
                   "Disconnect a client idle this long; 0 = never (default 600000)");
   cmd->add_option("--max-clients-per-uid", f->max_clients_per_uid,

@@ -126,6 +126,10 @@ class Namespace {
 
 // The canonical encoding of `spec` (no validation). Exposed for tests and tools.
 std::vector<std::byte> EncodeNamespace(const NamespaceSpec& spec);
+// The spec an encoding was made of (no validation: Namespace::Create checks the fields).
+// InvalidArgument for bytes that are not an encoding of this version: wrong magic or version,
+// truncated, trailing bytes. The daemon reads a client's namespace with it (its tenant salt).
+Result<NamespaceSpec> DecodeNamespace(std::span<const std::byte> encoding);
 
 // The fingerprint fields in which `ours` and `theirs` differ, as "field: ours vs theirs" lines
 // (empty when they agree): model_id, model_revision, kv_dtype, attention, num_layers,
