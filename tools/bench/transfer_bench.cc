@@ -381,6 +381,8 @@ Result<std::unique_ptr<Cluster>> StartCluster(const Options& opt, const std::str
     if (netns != nullptr) {
       args.push_back("--listen-addr");
       args.push_back(in_netns ? netns->inner_ip : netns->outer_ip);
+    }
+    if (netns != nullptr && in_netns) {
       o.exe = "ip";
       std::vector<std::string> wrapped = {"netns", "exec", netns->name, exe};
       wrapped.insert(wrapped.end(), args.begin(), args.end());
