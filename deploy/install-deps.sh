@@ -24,8 +24,6 @@ packages=(
   libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libyaml-cpp-dev
   # the daemon's Prometheus /metrics, /healthz and /readyz endpoint
   libcpp-httplib-dev
-  # the daemon's Prometheus /metrics, /healthz and /readyz endpoint
-  libcpp-httplib-dev
   # cluster: etcd membership (server for tests, etcdctl for operators), HTTP client for etcd's
   # JSON gateway, OpenSSL for the HMAC-SHA256 handshake between nodes
   etcd-server etcd-client libcurl4-openssl-dev libssl-dev
@@ -39,9 +37,6 @@ packages=(
   redis-server libhiredis-dev
   # codecs
   libzstd-dev liblz4-dev
-  # KV events in vLLM's format (docs/kv-events.md): ZMQ PUB/SUB/ROUTER and msgpack batches, in C++
-  # (lib/events) and in the tests' subscriber and publisher (Debian's python3-zmq, python3-msgpack)
-  libzmq3-dev libmsgpack-dev python3-zmq python3-msgpack
   # KV events in vLLM's format (docs/kv-events.md): ZMQ PUB/SUB/ROUTER and msgpack batches, in C++
   # (lib/events) and in the tests' subscriber and publisher (Debian's python3-zmq, python3-msgpack)
   libzmq3-dev libmsgpack-dev python3-zmq python3-msgpack
