@@ -4,6 +4,7 @@
 #include <atomic>
 #include <bit>
 #include <mutex>
+#include <numeric>
 #include <vector>
 
 #include "store/frequency_sketch.h"
@@ -136,7 +137,7 @@ class LearnedPolicy final : public EvictionPolicy {
       : EvictionPolicy(capacity),
         nodes_(new Node[capacity]),
         sample_shift_(SampleShift(capacity)),
-        sketch_(capacity),
+        sketch_(std::bit_floor(capacity)),  // at most 2 bytes per slot
         optgen_(std::max<uint32_t>(1, capacity >> sample_shift_)) {
     for (auto& c : predictor_) c.store(kFriendly, std::memory_order_relaxed);
   }
@@ -232,7 +233,7 @@ class LearnedPolicy final : public EvictionPolicy {
     uint32_t eligible = 0;
     for (uint32_t probe = 0; probe < capacity() && eligible < kCandidates; ++probe) {
       const uint32_t s = cursor_;
-      cursor_ = cursor_ + 1 == capacity() ? 0 : cursor_ + 1;
+      cursor_ = static_cast<uint32_t>((uint64_t{cursor_} + stride_) % capacity());
       const Node& n = nodes_[s];
       if (!(n.flags.load(std::memory_order_acquire) & kLiveBit) || !evictable(s)) continue;
       const uint32_t last = n.last.load(std::memory_order_relaxed);
@@ -272,7 +273,10 @@ class LearnedPolicy final : public EvictionPolicy {
     if (!(n.flags.load(std::memory_order_acquire) & kLiveBit)) return 0;
     return (n.meta.load(std::memory_order_relaxed) & kHitsMask) + 1u;
   }
-  size_t BytesPerSlot() const override { return sizeof(Node); }
+  // The node and the sketch's share (1-2 bytes); OPTgen and the predictor are fixed.
+  size_t BytesPerSlot() const override {
+    return sizeof(Node) + (sketch_.MemoryBytes() + capacity() - 1) / capacity();
+  }
 
  private:
   static constexpr uint32_t kCandidates = 8;     // eligible leaves ranked per eviction
@@ -303,6 +307,11 @@ class LearnedPolicy final : public EvictionPolicy {
     const int bucket = std::min(7, static_cast<int>(std::bit_width(depth)));
     return static_cast<uint8_t>(std::min<int>(hits, 3) | (std::min<int>(parent_hits, 3) << 2) |
                                 (bucket << 4));
+  }
+  static uint32_t Stride(uint32_t capacity) {
+    uint32_t step = std::max<uint32_t>(1, static_cast<uint32_t>(capacity * 0.6180339887));
+    while (std::gcd(step, capacity) != 1) --step;
+    return step;
   }
   // About 256 sampled blocks of capacity, whatever the capacity (Hawkeye samples 64 sets of 16).
   static int SampleShift(uint32_t capacity) {
@@ -347,6 +356,10 @@ class LearnedPolicy final : public EvictionPolicy {
   OptGen optgen_ GUARDED_BY(sampler_mu_);
   std::mutex mu_;
   uint32_t cursor_ GUARDED_BY(mu_) = 0;
+  // The cursor's step: coprime with the capacity, near capacity / golden ratio, so a sweep
+  // visits every slot once per lap and one window's candidates are spread over the slot table
+  // (consecutive slots were often refilled together and have similar ages).
+  const uint32_t stride_ = Stride(capacity());
 };
 
 }  // namespace

@@ -26,8 +26,9 @@
 //  Rank, lowest evicted first: (averse or bypassed, then friendly), then least recently used.
 //  Evicting a friendly block detrains its signature (Hawkeye).
 //
-// Per-slot state: 16 bytes (BytesPerSlot); fixed per policy: the predictor (128 counters), the
-// OPTgen occupancy vector and sampler, together about 40 KiB whatever the capacity.
+// Per-slot state: a 16-byte node plus 1-2 bytes of the TinyLFU sketch (BytesPerSlot); fixed per
+// policy, whatever the capacity: the predictor (128 counters) and OPTgen (occupancy vector,
+// history, slot map of the sampled keys), at most about 140 KiB.
 //
 // Thread-safety: as EvictionPolicy. OnAccess is relaxed atomic stores, plus the sampler's spin
 // lock for sampled keys only (1 in R). OnInsert/OnRemove touch the node and its parent's child

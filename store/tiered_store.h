@@ -19,7 +19,7 @@
 //    each of its blocks, the tier a read is served from: host, else device, else disk.
 //
 // Copies of KV bytes: Put 1 (caller -> pool); Get from host 1 (pool -> caller), or 0 with
-// host().Acquire(); write-back 1 (pool -> disk, O_DIRECT from the pool); Get from disk 2 (disk ->
+// host().Acquire(); write-back 2 (pool -> staging ring -> disk, O_DIRECT); Get from disk 2 (disk ->
 // caller, caller -> pool for the promotion); prefetch 2 (disk -> staging buffer -> pool); copy to
 // device 1 (host pool -> GPU, DMA); promotion from device 1 (GPU -> host pool, DMA).
 //
