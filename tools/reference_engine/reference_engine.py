@@ -4,7 +4,7 @@ exactly as vLLM's worker does. It proves that reuse through Strata is exact and 
 is faster (docs/engines.md, docs/benchmarks.md).
 
     PYTHONPATH=build/python .venv/bin/python tools/reference_engine/reference_engine.py \
-        exact|lossy|pd|ttft [--strata build/bin/strata] [--json]
+        exact|lossy|pd|ttft [--strata build/bin/strata]
 
 Per engine step, in vLLM's order: Scheduler.schedule() (which calls the scheduler-side connector:
 get_num_new_matched_tokens, update_state_after_alloc, build_connector_meta), then the worker:
@@ -554,8 +554,10 @@ def main(argv=None) -> int:
                     help="comma list; default none,shuffle_lz4 (exact), fp8_e4m3,int8_group,"
                          "int4_kivi (lossy)")
     ap.add_argument("--no-layerwise", action="store_true")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1: no oversubscription on a shared machine)")
     a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     spec = ModelSpec(layers=a.layers)
     if a.small:
