@@ -493,9 +493,8 @@ def disaggregated(cli: str, model_dir: str, spec: ModelSpec, prompts, max_tokens
 def ttft(cli: str, model_dir: str, spec: ModelSpec, sizes=(1024, 4096, 16384), codec="none",
          layerwise=True):
     """TTFT of a prompt whose prefix (all but its last 16 tokens) another instance stored,
-    with and without Strata, and the hit funnel; DESIGN.md's JSON lines."""
+    with and without Strata, and the hit funnel; DESIGN.md's JSON lines, yielded per size."""
     model = TinyDecoder(spec)
-    lines = []
     g = torch.Generator().manual_seed(99)
     for n in sizes:
         prompt = torch.randint(10, spec.vocab, (n,), generator=g).tolist()
@@ -525,7 +524,7 @@ def ttft(cli: str, model_dir: str, spec: ModelSpec, sizes=(1024, 4096, 16384), c
         load_s = sum(stalls)
         per_block_recompute = t_base / max(1, n // spec.block_size)
         per_block_load = load_s / max(1, loaded)
-        lines.append({
+        yield {
             "bench": "reference_engine", "case": f"ttft/{n // 1024}K/codec={codec}/cpu",
             "metric": "ms", "value": round(t_strata * 1e3, 2), "baseline": "recompute",
             "baseline_value": round(t_base * 1e3, 2), "ratio": round(t_base / t_strata, 3),
@@ -535,8 +534,7 @@ def ttft(cli: str, model_dir: str, spec: ModelSpec, sizes=(1024, 4096, 16384), c
             "load_ms_per_block": round(per_block_load * 1e3, 4),
             "recompute_ms_per_block": round(per_block_recompute * 1e3, 4),
             "load_faster_than_recompute": per_block_load < per_block_recompute,
-        })
-    return lines
+        }
 
 
 def main(argv=None) -> int:
