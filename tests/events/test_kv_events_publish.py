@@ -91,6 +91,9 @@ def test_store_evict_demote_clear_and_replay():
         more = ns.keys(list(range(100000, 100000 + 16 * 60)))
         for i in range(0, len(more), 10):
             client.store(ns, more[i:i + 10], [block] * 10)
+        # Demotions may be written by a background queue: wait for them, then for their events.
+        wait_for(lambda: client.stats()["demotions"] > 0, 10, "demotions")
+        time.sleep(0.2)
         sub.poll(0.5)
         model = {}
         for e in sub.events():
