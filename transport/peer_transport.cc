@@ -1,5 +1,6 @@
 #include "transport/peer_transport.h"
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <future>
@@ -12,6 +13,10 @@
 namespace strata::transport {
 
 using Clock = std::chrono::steady_clock;
+
+// How long a timed-out pull waits for UCX to report its cancelled receives before giving up on
+// them (the connection is closed by then).
+constexpr std::chrono::milliseconds kCancelGrace{300};
 
 size_t PullResult::LeadingOk() const {
   size_t n = 0;
@@ -199,8 +204,12 @@ struct PeerTransport::Impl {
     for (auto& [id, p] : pulls) {
       if (!p->posted || p->finished) continue;
       if (now > p->deadline && p->failure.ok()) expired.push_back(p->conn);
-      // Last resort: UCX never reported the cancelled receives.
-      if (now > p->deadline + options.request_timeout) p->receiving = 0;
+      // Last resort: UCX never reported the cancelled receives (a force-closed endpoint without
+      // peer error mode may not, on tcp). The endpoint is closed by then, so nothing more lands;
+      // a short grace, not a second request timeout, keeps a dead peer's cost near one timeout.
+      if (now > p->deadline + std::min<std::chrono::milliseconds>(options.request_timeout,
+                                                                   kCancelGrace))
+        p->receiving = 0;
     }
     for (ConnId c : expired)
       FailConn(c, Status::TimedOut("peer did not answer within " +

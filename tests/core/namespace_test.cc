@@ -57,7 +57,7 @@ TEST_CASE("Namespace: a block above 4 GiB is refused, 4 GiB exactly is accepted"
   CHECK(m->block_bytes() == Namespace::kMaxBlockBytes);
 }
 
-TEST_CASE("Namespace: an encoding decodes back to its spec; anything else is refused", "[core]") {
+TEST_CASE("Namespace: an encoding decodes back to its spec, anything else is refused", "[core]") {
   NamespaceSpec s = Spec(2, 4, 64, 16);
   s.model_revision = "rev";
   s.lora_id = "lora";

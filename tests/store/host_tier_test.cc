@@ -160,7 +160,7 @@ TEST_CASE("host pool: clients see the payloads read-only and never the headers",
   REQUIRE(t->Put(TestHeader(k2, p2), p2).ok());
 }
 
-TEST_CASE("host pool: a slab lent to another tenant gets fresh memory; old mappings never see "
+TEST_CASE("host pool: a slab lent to another tenant gets fresh memory, old mappings never see "
           "the new tenant's bytes", "[store][tenant]") {
   HostTierOptions o;
   o.capacity_bytes = 2 * 2 * kMiB;  // two slabs
