@@ -67,7 +67,10 @@ def check_batch_shapes(messages, topic):
 
 def test_store_evict_demote_clear_and_replay():
     port, replay_port = free_port(), free_port()
-    with strata_serve("--host-pool", "16MiB", "--disk", "256MiB", "--kv-events",
+    # The prefix policy evicts shared prefixes that the disk admits (demotions to observe); the
+    # default (learned) evicts one-off chain tails first, which the disk does not admit.
+    with strata_serve("--host-pool", "16MiB", "--disk", "256MiB", "--eviction-policy", "prefix",
+                      "--kv-events",
                       f"tcp://*:{port}", "--kv-events-replay", f"tcp://*:{replay_port}",
                       "--kv-events-topic", "kv", disk=True) as (sock, _):
         sub = Subscriber(f"tcp://127.0.0.1:{port}", b"kv")
