@@ -26,6 +26,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -377,37 +378,38 @@ def put_get(system_obj, block_bytes, clients, blocks_per_client):
     }
 
 
+def _phase_in_child(ctx, system_obj, block_bytes, blocks, phase):
+    """Runs _restart_phase in a fresh client process; returns its result or raises its error."""
+    q = ctx.Queue()
+    p = ctx.Process(target=_restart_phase, args=(system_obj.name, system_obj.client_args(),
+                                                block_bytes, blocks, phase, q))
+    p.start()
+    r = q.get(timeout=600)
+    p.join()
+    if "error" in r:
+        raise RuntimeError(r["error"])
+    return r
+
+
 def restart_case(system_obj, block_bytes, blocks):
     """Blocks served after kill -9 of the server and a restart on the same data directory."""
     d = tempfile.mkdtemp(prefix="peers-restart-")
     capacity = block_bytes * blocks * 2 + (64 << 20)
-    system_obj.start(capacity, data_dir=d)
     ctx = mp.get_context("spawn")
     try:
-        q = ctx.Queue()
-        p = ctx.Process(target=_restart_phase, args=(system_obj.name, system_obj.client_args(),
-                                                    block_bytes, blocks, "put", q))
-        p.start()
-        r = q.get(timeout=600)
-        p.join()
-        if "error" in r:
-            raise RuntimeError(r["error"])
-        time.sleep(1.0)  # let write-through reach the disk tier, as an operator's restart would
+        system_obj.start(capacity, data_dir=d)
+        try:
+            _phase_in_child(ctx, system_obj, block_bytes, blocks, "put")
+            time.sleep(1.0)  # let write-through reach the disk tier, as an operator's restart would
+        finally:
+            system_obj.stop(signal.SIGKILL)
+        system_obj.start(capacity, data_dir=d)
+        try:
+            return _phase_in_child(ctx, system_obj, block_bytes, blocks, "get")["ok"] / blocks
+        finally:
+            system_obj.stop()
     finally:
-        system_obj.stop(signal.SIGKILL)
-    system_obj.start(capacity, data_dir=d)
-    try:
-        q = ctx.Queue()
-        p = ctx.Process(target=_restart_phase, args=(system_obj.name, system_obj.client_args(),
-                                                    block_bytes, blocks, "get", q))
-        p.start()
-        r = q.get(timeout=600)
-        p.join()
-        if "error" in r:
-            raise RuntimeError(r["error"])
-        return r["ok"] / blocks
-    finally:
-        system_obj.stop()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _restart_phase(system, args, block_bytes, blocks, phase, out):
