@@ -1043,7 +1043,8 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
   const std::string path = socket_path.empty() ? ipc::DefaultSocketPath() : socket_path;
   STRATA_ASSIGN_OR_RETURN(
       std::unique_ptr<SocketChannel> ch,
-      SocketChannel::Open(path, options.request_timeout_ms, options.staging_bytes));
+      SocketChannel::Open(path, options.request_timeout_ms, options.staging_bytes,
+                          options.trusted_daemon_uids));
   return std::unique_ptr<Client>(new ClientImpl(std::move(ch), options));
 }
 

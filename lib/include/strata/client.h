@@ -134,6 +134,11 @@ struct ClientOptions {
   // they are first written). Stores larger than it go in several rounds; a layerwise store must
   // fit whole. Default: 256 MiB.
   uint64_t staging_bytes = uint64_t{256} << 20;
+  // Users trusted to run the daemon besides this process's own and root: a socket (and its
+  // directory) owned by anyone else is refused before any byte is sent (it could be a socket
+  // another user planted to capture KV). STRATA_DAEMON_USER (comma-separated names or uids) adds
+  // to these, e.g. `strata` for the systemd service. Default: none.
+  std::vector<uint32_t> trusted_daemon_uids;
 };
 
 class Client {
