@@ -83,6 +83,24 @@ Status RequestHandler::CheckNamespace(const NamespaceId& ns, const Caller& calle
   return Status::OK();
 }
 
+Status RequestHandler::CheckInspect(const ipc::InspectRequest& q, const Caller& caller) const {
+  // A view of one namespace is for the clients of its tenant, as a Load of it would be. A spec
+  // names the caller's namespace only if it fingerprints to the id asked about.
+  if (options_.private_salts.empty()) return Status::OK();  // one tenant: nothing to hide
+  if (q.spec) {
+    if (!caller.MayUse(TenantOfSalt(q.spec->tenant_salt)))
+      return Status::PermissionDenied("tenant '" + q.spec->tenant_salt +
+                                      "' is not allowed for this client's credentials");
+    auto ns = Namespace::Create(*q.spec);
+    if (ns.ok() && q.ns && ns->id() != *q.ns)
+      return Status::PermissionDenied("the namespace spec does not fingerprint to " +
+                                      q.ns->ToHex());
+    if (ns.ok() && q.ns) return Status::OK();
+  }
+  if (q.ns) return CheckNamespace(*q.ns, caller);
+  return Status::OK();  // node-wide views: refused to non-admins by the node itself
+}
+
 ipc::Response RequestHandler::OpenNamespace(const ipc::Request& request,
                                             const ipc::OpenNamespaceRequest& q,
                                             const Caller& caller) {
@@ -210,6 +228,12 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
             r.status = Status::NotSupported("MapSlab: not over this channel");
           },
           [&](const ipc::InspectRequest& q) {
+            if (!caller.admin) {
+              if (Status st = CheckInspect(q, caller); !st.ok()) {
+                r.status = st.WithContext("inspect " + q.command);
+                return;
+              }
+            }
             auto json = node_->Inspect(q, caller.admin);
             if (!json.ok()) r.status = json.status();
             else r.body = ipc::InspectReply{std::move(json).value()};

@@ -368,6 +368,28 @@ int AttackAsB(const std::string& socket) {
   if (s.Code(ipc::LookupRequest{a.keys, ns_a.id()}) != StatusCode::kPermissionDenied) return 25;
   if (s.Code(ipc::ClearRequest{ns_a.id()}) != StatusCode::kPermissionDenied) return 26;
   if (s.Code(ipc::ClearRequest{std::nullopt}) != StatusCode::kPermissionDenied) return 27;
+  // `strata inspect` of A's namespace: its blocks, one of its keys, its prefix (with A's spec,
+  // or with B's spec and A's id) are A's to see.
+  ipc::InspectRequest ls;
+  ls.command = "ls";
+  ls.ns = ns_a.id();
+  if (s.Code(ls) != StatusCode::kPermissionDenied) return 40;
+  ipc::InspectRequest key;
+  key.command = "key";
+  key.ns = ns_a.id();
+  key.keys = {a.keys[0]};
+  if (s.Code(key) != StatusCode::kPermissionDenied) return 41;
+  ipc::InspectRequest prefix;
+  prefix.command = "prefix";
+  prefix.ns = ns_a.id();
+  prefix.keys = a.keys;
+  prefix.spec = ns_a.spec();
+  if (s.Code(prefix) != StatusCode::kPermissionDenied) return 42;
+  prefix.spec = ns_b.spec();
+  if (s.Code(prefix) != StatusCode::kPermissionDenied) return 43;
+  ls.ns = ns_b.id();  // its own namespace: allowed once opened
+  if (s.Code(ipc::OpenNamespaceRequest{ns_b.encoding()}) != StatusCode::kOk) return 44;
+  if (s.Code(ls) != StatusCode::kOk) return 45;
   // 3. Every slab of the pool: A's are refused; those handed out hold none of A's bytes and
   //    cannot be written, remapped writable or resized.
   const uint64_t slabs = pool_bytes / slab_bytes;
