@@ -10,6 +10,7 @@
 
 #include "daemon/log.h"
 #include "daemon/metrics.h"
+#include "events/block_tag.h"
 #include "strata/version.h"
 
 namespace strata {
@@ -21,6 +22,19 @@ struct Overloaded : Ts... {
 };
 template <typename... Ts>
 Overloaded(Ts...) -> Overloaded<Ts...>;
+
+// The store tag (events/block_tag.h) that makes the KV events of a block name it as its engine
+// does.
+std::string EventTag(const ipc::CommitEngineBlock& e) {
+  if (e.secondary_shard) return events::SecondaryShardTag();
+  events::BlockTag tag;
+  tag.hash = e.block.hash;
+  tag.parent = e.block.parent;
+  tag.block_size = e.block_size;
+  tag.token_ids = e.block.token_ids;
+  tag.lora_name = e.lora_name;
+  return events::EncodeBlockTag(tag);
+}
 
 // The payloads of `q` inside the client's staging memory. InvalidArgument for a range outside it
 // (the client chose the offsets: nothing of it is trusted).
@@ -37,8 +51,9 @@ Result<std::vector<Node::StagedBlock>> StagedBlocks(const ipc::StoreCommitReques
                                      std::to_string(off) + ", +" + std::to_string(len) +
                                      ") lies outside the " + std::to_string(staging.size()) +
                                      "-byte staging memory");
-    Node::StagedBlock b{q.keys[i], std::nullopt, staging.subspan(off, len)};
+    Node::StagedBlock b{q.keys[i], std::nullopt, staging.subspan(off, len), {}};
     if (q.parents[i] != BlockKey{}) b.parent = q.parents[i];
+    if (!q.engine_blocks.empty()) b.tag = EventTag(q.engine_blocks[i]);
     out.push_back(b);
   }
   return out;

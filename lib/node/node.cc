@@ -206,6 +206,7 @@ class LocalNode final : public Node {
           CopyWithChecksum(host.payload_base() + r->offset, b.payload.data(), b.payload.size());
       store::PutOptions put;
       if (b.parent) put.parent = &*b.parent;
+      put.tag = b.tag;
       Status st = store_->CommitReserved(*r, header, put, /*verify=*/false);
       if (!st.ok()) return Partial(outcome, st);
       ++outcome.committed;
@@ -591,8 +592,9 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
   auto node_events = events::NodeEvents::Open(options.kv_events, options.engine_events);
   if (!node_events.ok()) return node_events.status();
   if (*node_events) {
-    so.on_tier_change = [ev = *node_events](Tier tier, const BlockKey& key, bool added) {
-      ev->OnTierChange(tier, key, added);
+    so.on_tier_change = [ev = *node_events](Tier tier, const BlockKey& key, bool added,
+                                            std::string_view tag) {
+      ev->OnTierChange(tier, key, added, tag);
     };
   }
   // Tenants: the host tier takes each block into slabs of its namespace's tenant.

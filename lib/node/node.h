@@ -163,6 +163,9 @@ class Node {
     BlockKey key;
     std::optional<BlockKey> parent;  // the chain's previous block, for prefix-aware eviction
     std::span<const std::byte> payload;
+    // The block's store tag (store::PutOptions::tag; events/block_tag.h: the engine's hash for
+    // its KV events); empty: none.
+    std::string tag;
   };
   struct StoreOutcome {
     uint32_t committed = 0;  // newly published
