@@ -212,6 +212,9 @@ std::string EncodeRequest(const Request& request) {
                    b->set_limit(r.limit);
                    b->set_verify(r.verify);
                    b->set_sort(r.sort);
+                   b->set_window_s(r.window_s);
+                   b->set_deadline_ms(r.deadline_ms);
+                   b->set_recompute_tokens_per_second(r.recompute_tokens_per_second);
                  },
              },
              request.body);
@@ -343,6 +346,11 @@ Result<Request> DecodeRequest(std::span<const std::byte> body) {
       r.limit = b.limit();
       r.verify = b.verify();
       r.sort = b.sort();
+      r.window_s = b.window_s();
+      r.deadline_ms = b.deadline_ms();
+      r.recompute_tokens_per_second = b.recompute_tokens_per_second();
+      if (!(r.window_s >= 0) || !(r.recompute_tokens_per_second >= 0))  // NaN included
+        return Malformed("inspect window_s and recompute_tokens_per_second must be >= 0");
       out.body = std::move(r);
       break;
     }

@@ -136,6 +136,9 @@ struct InspectRequest {
   uint32_t limit = 0;              // ls: at most this many (0: 1000)
   bool verify = false;             // key: check the payload's checksum now
   std::string sort;                // ls: "namespace" (default), "key" or "bytes"
+  double window_s = 0;             // funnel: seconds back from now (0: 300)
+  uint32_t deadline_ms = 0;        // funnel: a load slower than this did not help (0: 1000)
+  double recompute_tokens_per_second = 0;  // funnel: the engine's prefill rate (0: unknown)
 };
 struct InspectReply {
   std::string json;

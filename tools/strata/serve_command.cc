@@ -195,6 +195,14 @@ void RunServe(const ServeFlags& f) {
 
   if (Status st = log::Configure(f.log_level, f.log_format); !st.ok())
     Fail("--log-level/--log-format: " + st.ToString(), 2);
+  // Published in membership: `strata inspect --all` on this host reaches the node through it.
+  if (!config.node.cluster.membership.empty()) {
+    std::error_code ec;
+    const std::string socket =
+        d.socket_path.empty() ? ipc::DefaultSocketPath() : d.socket_path;
+    const auto absolute = std::filesystem::absolute(socket, ec);
+    config.node.cluster.inspect_socket = ec ? socket : absolute.string();
+  }
   auto node = Node::Open(config.node);
   if (!node.ok()) Fail(node.status().ToString());
   auto daemon = Daemon::Start(node->get(), config.daemon);
