@@ -199,7 +199,7 @@ void RunServe(const ServeFlags& f) {
   if (!config.node.cluster.membership.empty()) {
     std::error_code ec;
     const std::string socket =
-        d.socket_path.empty() ? ipc::DefaultSocketPath() : d.socket_path;
+        config.daemon.socket_path.empty() ? ipc::DefaultSocketPath() : config.daemon.socket_path;
     const auto absolute = std::filesystem::absolute(socket, ec);
     config.node.cluster.inspect_socket = ec ? socket : absolute.string();
   }
