@@ -1231,8 +1231,10 @@ Result<std::unique_ptr<LayerwiseStore>> ClientImpl::StorePagedLayerwise(
     STRATA_ASSIGN_OR_RETURN(exists, Exists(c->ns.id(), shard_keys, max_bytes));
   }
   std::shared_ptr<std::byte> pinned;
-  if (c->device && !shard_keys.empty())
-    STRATA_ASSIGN_OR_RETURN(pinned, c->device->PinnedBuffer(shard_keys.size() * c->shard.bytes()));
+  if (c->device && !shard_keys.empty()) {
+    STRATA_ASSIGN_OR_RETURN(pinned,
+                            c->device->PinnedBuffer(shard_keys.size() * c->shard.bytes()));
+  }
   return std::unique_ptr<LayerwiseStore>(new LayerwiseStoreImpl(
       this, std::move(c), {keys.begin(), keys.end()}, {block_ids.begin(), block_ids.end()},
       std::move(shard_keys), std::move(exists), std::move(pinned)));
