@@ -112,7 +112,7 @@ class DeviceMemoryImpl final : public DeviceMemory {
 
   Result<bool> MapPool(std::span<const ipc::Location> locations) override {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!pool_read_only_ || pool_failed_) return false;
+    if (!pool_read_only_ || pool_failed_ || slab_bytes_ == 0) return false;
     for (const ipc::Location& loc : locations) {
       const uint64_t slab = loc.offset / slab_bytes_;
       if (slab >= slabs_.size()) return Status::Internal("a location outside the pool's slabs");
