@@ -33,11 +33,54 @@ namespace {
 constexpr uint64_t kAlign = 4096;
 // Slots of a new tier's policy; it doubles as blocks arrive (DiskTier::Impl::GrowPolicy).
 constexpr uint32_t kInitialPolicySlots = 4096;
-constexpr size_t kRecordSize = 77;  // without the optional parent key
-constexpr size_t kRecordWithParent = kRecordSize + BlockKey::kSize;
+constexpr size_t kRecordSize = 77;  // without the optional parent key and tag
 
-// Blob-mode value: [64 header][1 has-parent][16 parent, if any][payload].
-size_t BlobPrefix(bool has_parent) { return kBlockHeaderSize + 1 + (has_parent ? 16 : 0); }
+// The flags byte of a record (offset 76 in slab-file mode, 64 in blob mode), and what follows it.
+constexpr uint8_t kHasParent = 1;  // a 16-byte parent key follows
+constexpr uint8_t kHasTag = 2;     // then a tag: u16 LE length t, then t bytes (PutOptions::tag)
+
+// Bytes after the flags byte for a block with (or without) a parent and a tag of `tag` bytes.
+size_t TrailerBytes(bool has_parent, std::string_view tag) {
+  return (has_parent ? BlockKey::kSize : 0) + (tag.empty() ? 0 : 2 + tag.size());
+}
+// Writes the flags byte at p[0] and the parent and tag after it.
+void EncodeTrailer(std::byte* p, const BlockKey* parent, std::string_view tag) {
+  p[0] = std::byte{static_cast<uint8_t>((parent ? kHasParent : 0) | (tag.empty() ? 0 : kHasTag))};
+  size_t at = 1;
+  if (parent) {
+    parent->ToBytes(std::span<std::byte, BlockKey::kSize>(p + at, BlockKey::kSize));
+    at += BlockKey::kSize;
+  }
+  if (!tag.empty()) {
+    p[at] = std::byte{static_cast<uint8_t>(tag.size())};
+    p[at + 1] = std::byte{static_cast<uint8_t>(tag.size() >> 8)};
+    std::memcpy(p + at + 2, tag.data(), tag.size());
+  }
+}
+// Reads the flags byte at p[0] and what follows, within `avail` bytes from p. Returns the bytes
+// taken (flags included), 0 when they do not fit or the flags are unknown.
+size_t DecodeTrailer(const std::byte* p, size_t avail, bool* has_parent, BlockKey* parent,
+                     std::string* tag) {
+  if (avail < 1) return 0;
+  const uint8_t flags = std::to_integer<uint8_t>(p[0]);
+  if (flags & ~(kHasParent | kHasTag)) return 0;
+  size_t at = 1;
+  *has_parent = flags & kHasParent;
+  if (*has_parent) {
+    if (avail < at + BlockKey::kSize) return 0;
+    *parent = BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(p + at, 16));
+    at += BlockKey::kSize;
+  }
+  tag->clear();
+  if (flags & kHasTag) {
+    if (avail < at + 2) return 0;
+    const size_t t = std::to_integer<size_t>(p[at]) | (std::to_integer<size_t>(p[at + 1]) << 8);
+    if (t == 0 || avail < at + 2 + t) return 0;
+    tag->assign(reinterpret_cast<const char*>(p + at + 2), t);
+    at += 2 + t;
+  }
+  return at;
+}
 
 uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 uint64_t KeyHash(const BlockKey& k) { return k.low ^ (k.high * 0x9E3779B97F4A7C15ULL); }
@@ -176,6 +219,10 @@ class DiskTier::Impl {
   Status Sync();
   bool HasChildren(const BlockKey& key) const;
   const DiskTierOpenInfo& open_info() const { return open_info_; }
+  std::vector<std::pair<BlockKey, std::string>> TakeRecoveredTags() {
+    std::lock_guard lock(mu_);
+    return std::move(recovered_tags_);
+  }
   std::vector<BlockKey> Keys(const std::optional<NamespaceId>& ns) const;
   Result<NamespaceId> NamespaceOf(const BlockKey& key) const;
 
@@ -255,6 +302,8 @@ class DiskTier::Impl {
   int fd_ = -1;
   uint32_t max_blocks_ = 0;
   DiskTierOpenInfo open_info_;
+  // Tags of the blocks found at Open (until TakeRecoveredTags).
+  std::vector<std::pair<BlockKey, std::string>> recovered_tags_ GUARDED_BY(mu_);
 
   mutable std::mutex mu_;
   // Serialises this tier's writes to the RocksDB index (Put outside mu_, Delete under it; lock
@@ -327,6 +376,7 @@ Status DiskTier::Impl::Open() {
     uint64_t offset, alloc;
     bool has_parent;
     BlockKey parent;
+    std::string tag;
   };
   std::vector<Found> found;
   std::vector<std::string> bad;
@@ -360,26 +410,21 @@ Status DiskTier::Impl::Open() {
       }
       Found f{};
       if (ok && slab_mode()) {
-        ok = (v.size() == kRecordSize || v.size() == kRecordWithParent);
+        ok = v.size() >= kRecordSize &&
+             76 + DecodeTrailer(vp + 76, v.size() - 76, &f.has_parent, &f.parent, &f.tag) ==
+                 v.size();
         if (ok) {
           f.offset = GetLe(vp + 64, 8);
           f.alloc = GetLe(vp + 72, 4);
-          f.has_parent = std::to_integer<uint8_t>(vp[76]) == 1 && v.size() == kRecordWithParent;
-          if (f.has_parent)
-            f.parent =
-                BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(vp + 77, 16));
           ok = f.offset % kAlign == 0 && f.alloc == RoundUp(header->payload_length, kAlign) &&
                f.offset + f.alloc <= file_bytes;
         }
       } else if (ok) {
         ok = v.size() > kBlockHeaderSize;
         if (ok) {
-          f.has_parent = std::to_integer<uint8_t>(vp[64]) == 1;
-          const size_t prefix = BlobPrefix(f.has_parent);
-          ok = v.size() == prefix + header->payload_length;
-          if (ok && f.has_parent)
-            f.parent =
-                BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(vp + 65, 16));
+          const size_t trailer = DecodeTrailer(vp + kBlockHeaderSize, v.size() - kBlockHeaderSize,
+                                               &f.has_parent, &f.parent, &f.tag);
+          ok = trailer != 0 && v.size() == kBlockHeaderSize + trailer + header->payload_length;
         }
         f.alloc = header->payload_length;
       }
@@ -388,7 +433,7 @@ Status DiskTier::Impl::Open() {
         continue;
       }
       f.header = *header;
-      found.push_back(f);
+      found.push_back(std::move(f));
     }
     st = FromRocks(it->status(), "scan RocksDB index");
     it.reset();
@@ -498,6 +543,7 @@ Status DiskTier::Impl::Open() {
   for (uint32_t slot = 0; slot < n; ++slot) {
     const Found& f = found[keep[slot]];
     if (f.has_parent) entries_[slot].parent = Lookup(f.parent);
+    if (!f.tag.empty()) recovered_tags_.emplace_back(f.header.key, f.tag);
   }
   found = {};
   std::vector<uint32_t> order(n);
@@ -822,6 +868,9 @@ Status DiskTier::Impl::Put(const BlockHeader& header, std::span<const std::byte>
     return Status::InvalidArgument("payload size does not match the header's payload_length");
   if (payload.empty() || payload.size() > UINT32_MAX - kAlign)
     return Status::InvalidArgument("disk tier payloads must be 1 byte .. 4 GiB");
+  if (po.tag.size() > kMaxBlockTagBytes)
+    return Status::InvalidArgument("a block tag is at most " +
+                                   std::to_string(kMaxBlockTagBytes) + " bytes");
   if (options_.verify_on_put) STRATA_RETURN_IF_ERROR(VerifyPayload(header, payload));
   const uint64_t alloc = slab_mode() ? RoundUp(payload.size(), kAlign) : payload.size();
   uint32_t slot;
@@ -858,20 +907,18 @@ Status DiskTier::Impl::Put(const BlockHeader& header, std::span<const std::byte>
   if (slab_mode()) {
     st = WritePayload(offset, payload);
     if (st.ok() && options_.sync && fdatasync(fd_) != 0) st = Status::IOError(Errno("fdatasync"));
-    value.resize(po.parent ? kRecordWithParent : kRecordSize);
+    value.resize(kRecordSize + TrailerBytes(po.parent != nullptr, po.tag));
     auto* vp = reinterpret_cast<std::byte*>(value.data());
     EncodeBlockHeader(header, std::span<std::byte, kBlockHeaderSize>(vp, kBlockHeaderSize));
     PutLe(vp + 64, offset, 8);
     PutLe(vp + 72, alloc, 4);
-    vp[76] = std::byte{static_cast<uint8_t>(po.parent ? 1 : 0)};
-    if (po.parent) po.parent->ToBytes(std::span<std::byte, BlockKey::kSize>(vp + 77, 16));
+    EncodeTrailer(vp + 76, po.parent, po.tag);
   } else {
-    const size_t prefix = BlobPrefix(po.parent != nullptr);
+    const size_t prefix = kBlockHeaderSize + 1 + TrailerBytes(po.parent != nullptr, po.tag);
     value.resize(prefix + payload.size());
     auto* vp = reinterpret_cast<std::byte*>(value.data());
     EncodeBlockHeader(header, std::span<std::byte, kBlockHeaderSize>(vp, kBlockHeaderSize));
-    vp[64] = std::byte{static_cast<uint8_t>(po.parent ? 1 : 0)};
-    if (po.parent) po.parent->ToBytes(std::span<std::byte, BlockKey::kSize>(vp + 65, 16));
+    EncodeTrailer(vp + kBlockHeaderSize, po.parent, po.tag);
     std::memcpy(vp + prefix, payload.data(), payload.size());
   }
   if (st.ok()) {
@@ -931,11 +978,16 @@ Result<BlockHeader> DiskTier::Impl::Get(const BlockKey& key, std::span<std::byte
     if (st.ok()) {
       auto h = DecodeBlockHeader(
           std::span<const std::byte>(reinterpret_cast<const std::byte*>(value.data()), value.size()));
-      const size_t prefix =
+      bool has_parent;
+      BlockKey parent;
+      std::string tag;
+      const size_t trailer =
           value.size() > kBlockHeaderSize
-              ? BlobPrefix(static_cast<uint8_t>(value.data()[kBlockHeaderSize]) == 1)
+              ? DecodeTrailer(reinterpret_cast<const std::byte*>(value.data()) + kBlockHeaderSize,
+                              value.size() - kBlockHeaderSize, &has_parent, &parent, &tag)
               : 0;
-      if (!h.ok() || !(*h == header) || value.size() != prefix + len) {
+      const size_t prefix = kBlockHeaderSize + trailer;
+      if (!h.ok() || !(*h == header) || trailer == 0 || value.size() != prefix + len) {
         st = Status::Corruption("disk tier: blob record does not match its index entry");
       } else {
         std::memcpy(out.data(), value.data() + prefix, len);
@@ -1084,5 +1136,8 @@ Result<NamespaceId> DiskTier::NamespaceOf(const BlockKey& key) const {
   return impl_->NamespaceOf(key);
 }
 const DiskTierOpenInfo& DiskTier::open_info() const { return impl_->open_info(); }
+std::vector<std::pair<BlockKey, std::string>> DiskTier::TakeRecoveredTags() {
+  return impl_->TakeRecoveredTags();
+}
 
 }  // namespace strata::store

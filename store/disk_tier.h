@@ -10,11 +10,14 @@
 //        0   64 block header (strata/block_format.h), header checksum included
 //       64    8 payload offset in blocks.data, little-endian, 4 KiB-aligned
 //       72    4 bytes reserved on disk for the payload (4 KiB multiple), little-endian
-//       76    1 1 if a parent key follows, else 0
-//       77   16 parent key (canonical), when present
+//       76    1 flags: bit 0 a parent key follows, bit 1 a tag follows (other bits: 0)
+//       77   16 parent key (canonical), when bit 0
+//        …    2 tag length t (1..kMaxBlockTagBytes), little-endian, when bit 1
+//        …    t the block's tag (PutOptions::tag, opaque), when bit 1
 //
-// In blob mode the value is the 64-byte header, the parent flag and key as above (at offsets 64
-// and 65), then the payload.
+// In blob mode the value is the 64-byte header, the flags, parent and tag as above (from offset
+// 64), then the payload. Records without a tag are byte for byte what daemons before tags wrote;
+// such a daemon drops a record with a tag as malformed (the block is a miss, never wrong data).
 //
 // Durability and crash safety: a Put writes the payload first (pwrite, O_DIRECT) and only then its
 // index record, so the index never names bytes that were not written; space is reused only after
@@ -34,6 +37,7 @@
 #include <memory>
 #include <string>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "store/eviction_policy.h"
@@ -114,6 +118,9 @@ class DiskTier final : public Tier {
   // is not cached.
   Result<NamespaceId> NamespaceOf(const BlockKey& key) const;
   const DiskTierOpenInfo& open_info() const;
+  // The tags (PutOptions::tag) of the blocks Open found, once: the owner keeps them from then on
+  // (TieredStore's BlockTags). Later calls return nothing.
+  std::vector<std::pair<BlockKey, std::string>> TakeRecoveredTags();
 
   class Impl;
 

@@ -38,7 +38,15 @@ struct PutOptions {
   // Key of the block one position earlier in the same chain (key[i-1] for key[i]); lets the
   // prefix-aware policy rank prefixes above their tails. Default: none (a chain head or unknown).
   const BlockKey* parent = nullptr;
+  // The block's tag: opaque bytes that travel with it through every tier and survive restarts
+  // (the disk tier keeps them in the block's index record; the tiered store hands them to its
+  // on_tier_change hook). The KV-event publisher keeps the engine's own block hash there
+  // (lib/events/block_tag.h). At most kMaxBlockTagBytes. Default: empty (none).
+  std::string_view tag;
 };
+
+// The longest tag a tier keeps (PutOptions::tag); a longer one is refused as InvalidArgument.
+inline constexpr size_t kMaxBlockTagBytes = 16384;
 
 struct TierStats {
   uint64_t blocks = 0;          // blocks cached now

@@ -63,11 +63,14 @@ Result<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStoreOptions&
   store->device_ = std::move(device);
   if (options.disk) {
     DiskTierOptions disk = *options.disk;
-    if (options.on_tier_change) {
-      TieredStore* self = store.get();
-      disk.on_evict = [self](const BlockKey& key) { self->Changed(TierKind::kDisk, key, false); };
-    }
+    TieredStore* self = store.get();
+    disk.on_evict = [self](const BlockKey& key) { self->Changed(TierKind::kDisk, key, false); };
     STRATA_ASSIGN_OR_RETURN(store->disk_, DiskTier::Open(disk));
+    // The tags of the blocks the disk kept across the restart (no event: nothing changed).
+    for (auto& [key, tag] : store->disk_->TakeRecoveredTags()) {
+      store->tags_.Set(key, tag);
+      (void)store->tags_.Changed(TierKind::kDisk, key, true);
+    }
     if (options.write_policy == WritePolicy::kWriteBack && options.demotion_queue_bytes > 0) {
       TieredStore* self = store.get();
       STRATA_ASSIGN_OR_RETURN(
@@ -79,7 +82,7 @@ Result<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStoreOptions&
     }
   }
   HostTierOptions host = options.host;
-  if (store->disk_ || options.on_host_removed || options.on_tier_change) {
+  {  // always: evictions end the tags of blocks nothing else holds
     TieredStore* self = store.get();
     host.pool.on_evict = [self](const BlockHeader& h, std::span<const std::byte> p, bool shared) {
       self->OnHostEvict(h, p, shared);
@@ -120,27 +123,35 @@ void TieredStore::CountAccess(const BlockKey& key) { sketch_.Increment(KeyHash(k
 
 void TieredStore::OnHostEvict(const BlockHeader& header, std::span<const std::byte> payload,
                               bool shared) {
+  const bool write_back = disk_ != nullptr && options_.write_policy == WritePolicy::kWriteBack;
+  const bool admit =
+      write_back &&
+      (shared || sketch_.Estimate(KeyHash(header.key)) >= options_.disk_admission_min_frequency);
+  // The demotion carries the block's tag to the disk (WriteDemoted releases it).
+  if (admit) tags_.Hold(header.key);
   if (options_.on_host_removed) options_.on_host_removed(header.key);
   Changed(TierKind::kHost, header.key, false);
-  if (disk_ == nullptr) return;
-  if (options_.write_policy == WritePolicy::kWriteThrough) return;  // already on disk
-  const bool admit =
-      shared || sketch_.Estimate(KeyHash(header.key)) >= options_.disk_admission_min_frequency;
+  if (!write_back) return;  // no disk, or already on disk (write-through)
   if (!admit) {
     rejected_.fetch_add(1, std::memory_order_relaxed);
     return;
   }
   if (demotion_) {
     // Never waits for the disk: staged (one memcpy) or dropped at once when the ring is full.
-    if (!demotion_->Enqueue(header, payload))
+    if (!demotion_->Enqueue(header, payload)) {
       demotions_dropped_.fetch_add(1, std::memory_order_relaxed);
+      tags_.Release(header.key);
+    }
     return;
   }
   (void)WriteDemoted(header, payload);
 }
 
 Status TieredStore::WriteDemoted(const BlockHeader& header, std::span<const std::byte> payload) {
-  Status st = disk_->Put(header, payload);
+  const std::string tag = tags_.Get(header.key);
+  PutOptions put;
+  put.tag = tag;
+  Status st = disk_->Put(header, payload, put);
   if (st.ok()) {
     demotions_.fetch_add(1, std::memory_order_relaxed);
     Changed(TierKind::kDisk, header.key, true);
@@ -149,6 +160,7 @@ Status TieredStore::WriteDemoted(const BlockHeader& header, std::span<const std:
     // the disk's state (e.g. full) shows in its own stats.
     demotion_errors_.fetch_add(1, std::memory_order_relaxed);
   }
+  tags_.Release(header.key);  // the disk holds the tag now, or the block is gone
   return st;
 }
 
@@ -161,15 +173,21 @@ Status TieredStore::Put(const BlockKey& key, const NamespaceId& ns,
 Status TieredStore::PutBlock(const BlockHeader& header, std::span<const std::byte> payload,
                              const PutOptions& options) {
   CountAccess(header.key);
+  if (options.tag.size() > kMaxBlockTagBytes)
+    return Status::InvalidArgument("a block tag is at most " +
+                                   std::to_string(kMaxBlockTagBytes) + " bytes");
   // Write-through: disk first, so that a block the disk refused never becomes visible in host.
   const bool through = disk_ && options_.write_policy == WritePolicy::kWriteThrough;
   if (through)
     STRATA_RETURN_IF_ERROR(disk_->Put(header, payload, options).WithContext("write-through"));
+  tags_.Set(header.key, options.tag);
   Status st = host_->Put(header, payload, options);
   if (!st.ok() && through) (void)disk_->Erase(header.key);
   if (st.ok()) {
     if (through) Changed(TierKind::kDisk, header.key, true);
     Changed(TierKind::kHost, header.key, true);
+  } else {
+    tags_.DropIfUnheld(header.key);
   }
   return st;
 }
@@ -177,6 +195,11 @@ Status TieredStore::PutBlock(const BlockHeader& header, std::span<const std::byt
 Status TieredStore::CommitReserved(const WriteReservation& reservation, const BlockHeader& header,
                                    const PutOptions& options, bool verify) {
   CountAccess(header.key);
+  if (options.tag.size() > kMaxBlockTagBytes) {
+    host_->Abort(reservation);
+    return Status::InvalidArgument("a block tag is at most " +
+                                   std::to_string(kMaxBlockTagBytes) + " bytes");
+  }
   Status disk_status;
   if (disk_ && options_.write_policy == WritePolicy::kWriteThrough) {
     // The reservation's bytes cannot change or move until it is committed or aborted.
@@ -190,10 +213,12 @@ Status TieredStore::CommitReserved(const WriteReservation& reservation, const Bl
       return disk_status;
     }
   }
+  tags_.Set(header.key, options.tag);
   Status st = host_->Commit(reservation, header, options, verify);
   if (!st.ok()) {
     if (disk_status.ok() && disk_ && options_.write_policy == WritePolicy::kWriteThrough)
       (void)disk_->Erase(header.key);
+    tags_.DropIfUnheld(header.key);
     return st;
   }
   access_.RecordStored(header.ns, header.payload_length);

@@ -38,10 +38,12 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "store/access_stats.h"
+#include "store/block_tags.h"
 #include "store/demotion_queue.h"
 #include "store/disk_tier.h"
 #include "store/frequency_sketch.h"
@@ -81,10 +83,12 @@ struct TieredStoreOptions {
   std::function<void(const BlockKey&)> on_host_removed;
   // Called when the host or disk tier gains (`added`) or loses a block: commits, promotions,
   // prefetches, write-back and write-through, evictions and erasures (KV events,
-  // docs/kv-events.md). The device tier is not reported. Same rules as on_host_removed: it may
-  // run with a tier's lock held, must not call back into the store and must not block.
-  // Default: none.
-  std::function<void(TierKind tier, const BlockKey& key, bool added)> on_tier_change;
+  // docs/kv-events.md). The device tier is not reported. `tag` is the block's tag
+  // (PutOptions::tag, kept across tiers and restarts; empty: none), valid during the call. Same
+  // rules as on_host_removed: it may run with a tier's lock held, must not call back into the
+  // store and must not block. Default: none.
+  std::function<void(TierKind tier, const BlockKey& key, bool added, std::string_view tag)>
+      on_tier_change;
 };
 
 struct LookupResult {
@@ -183,6 +187,8 @@ class TieredStore {
   // Makes every block written to disk so far durable against power loss.
   Status Sync();
   StoreStats Stats() const;
+  // The tag (PutOptions::tag) of a block some tier holds; empty when it has none.
+  std::string TagOf(const BlockKey& key) const { return tags_.Get(key); }
   // Namespace of the block `key` in the host, device or disk tier (statistics; no access is
   // recorded).
   std::optional<NamespaceId> NamespaceOf(const BlockKey& key) const;
@@ -213,8 +219,10 @@ class TieredStore {
   // One batch of CopyToDevice: the host blocks of `keys` the device lacks, host -> device.
   void CopyBatchToDevice(std::span<const BlockKey> keys);
   void CountAccess(const BlockKey& key);
-  void Changed(TierKind tier, const BlockKey& key, bool added) const {
-    if (options_.on_tier_change) options_.on_tier_change(tier, key, added);
+  // Records the change in tags_ and reports it to on_tier_change with the block's tag.
+  void Changed(TierKind tier, const BlockKey& key, bool added) {
+    const std::string tag = tags_.Changed(tier, key, added);
+    if (options_.on_tier_change) options_.on_tier_change(tier, key, added, tag);
   }
 
   const TieredStoreOptions options_;
@@ -242,6 +250,7 @@ class TieredStore {
   std::thread device_worker_;  // only with a device tier
 
   AccessStats access_;
+  BlockTags tags_;  // PutOptions::tag of the blocks held, for on_tier_change and the disk
   std::atomic<uint64_t> promotions_{0}, prefetched_{0}, demotions_{0}, rejected_{0},
       demotion_errors_{0}, demotions_dropped_{0}, device_copies_{0}, device_copy_batches_{0},
       device_promotions_{0},

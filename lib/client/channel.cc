@@ -45,12 +45,13 @@ StagingMapping::~StagingMapping() {
   fd_ = -1;
 }
 
-Result<std::unique_ptr<SocketChannel>> SocketChannel::Open(const std::string& socket_path,
-                                                           int request_timeout_ms,
-                                                           uint64_t staging_bytes) {
+Result<std::unique_ptr<SocketChannel>> SocketChannel::Open(
+    const std::string& socket_path, int request_timeout_ms, uint64_t staging_bytes,
+    std::span<const uint32_t> trusted_daemon_uids) {
   // A socket that another user created (e.g. pre-created in a shared /tmp) would capture every
   // block this client stores: refuse it before saying anything.
-  STRATA_RETURN_IF_ERROR(ipc::CheckDaemonSocketOwner(socket_path));
+  STRATA_ASSIGN_OR_RETURN(std::vector<uid_t> trusted, ipc::TrustedDaemonUids(trusted_daemon_uids));
+  STRATA_RETURN_IF_ERROR(ipc::CheckDaemonSocketOwner(socket_path, trusted));
   STRATA_ASSIGN_OR_RETURN(ipc::UnixConnection conn, ipc::UnixConnection::Connect(socket_path));
   if (request_timeout_ms > 0) STRATA_RETURN_IF_ERROR(conn.SetReceiveTimeout(request_timeout_ms));
   std::unique_ptr<SocketChannel> ch(new SocketChannel(std::move(conn)));

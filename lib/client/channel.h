@@ -67,9 +67,10 @@ class SocketChannel final : public Channel {
   // Connects, says Hello with a staging memfd of `staging_bytes` and reserves address space for
   // the pool; slabs are mapped on first use (MapForRead), each from a read-only descriptor the
   // daemon hands out only for slabs of tenants this client may use (docs/data-plane.md).
-  static Result<std::unique_ptr<SocketChannel>> Open(const std::string& socket_path,
-                                                     int request_timeout_ms,
-                                                     uint64_t staging_bytes);
+  // `trusted_daemon_uids`: ClientOptions::trusted_daemon_uids (STRATA_DAEMON_USER is added here).
+  static Result<std::unique_ptr<SocketChannel>> Open(
+      const std::string& socket_path, int request_timeout_ms, uint64_t staging_bytes,
+      std::span<const uint32_t> trusted_daemon_uids = {});
   ~SocketChannel() override;
   Result<ipc::ResponseBody> Call(ipc::RequestBody body) override;
   const std::byte* pool_base() const override { return pool_base_; }

@@ -153,7 +153,44 @@ struct StagedItem {
   uint64_t max_bytes = 0;
   // Writes the payload into dst (max_bytes long); returns its length.
   std::function<Result<uint64_t>(std::byte* dst)> write;
+  // What the engine publishes for the block (StoreOptions::engine_blocks); every item of a call
+  // has one or none does.
+  std::optional<ipc::CommitEngineBlock> engine = std::nullopt;
 };
+
+// The commit form of `b`, a block of `ns`.
+ipc::CommitEngineBlock EngineInfo(const Namespace& ns, const EngineBlock& b) {
+  return {false, b, ns.block_size(), ns.spec().lora_id};
+}
+
+// Engine blocks for the shards of a paged store (block-major, `heads` per block, the first of
+// this rank being head `head_begin`): head 0's shard carries the block's, the others are
+// secondary. Empty when `blocks` is.
+std::vector<std::optional<ipc::CommitEngineBlock>> ShardEngineInfo(
+    const Namespace& ns, std::span<const EngineBlock> blocks, uint32_t heads,
+    uint32_t head_begin) {
+  std::vector<std::optional<ipc::CommitEngineBlock>> out;
+  if (blocks.empty()) return out;
+  out.reserve(blocks.size() * heads);
+  for (const EngineBlock& b : blocks)
+    for (uint32_t h = 0; h < heads; ++h) {
+      if (head_begin + h == 0) {
+        out.push_back(EngineInfo(ns, b));
+      } else {
+        ipc::CommitEngineBlock secondary;
+        secondary.secondary_shard = true;
+        out.push_back(std::move(secondary));
+      }
+    }
+  return out;
+}
+
+Status CheckEngineBlocks(const char* what, size_t keys, const StoreOptions& options) {
+  if (options.engine_blocks.empty() || options.engine_blocks.size() == keys) return Status::OK();
+  return Status::InvalidArgument(std::string(what) + ": " + std::to_string(keys) + " keys but " +
+                                 std::to_string(options.engine_blocks.size()) +
+                                 " engine blocks");
+}
 
 // Commits in flight: the daemon copies round k out of staging while the caller writes round k+1
 // into another lease. At most one commit is outstanding; a lease is released only after the
@@ -331,12 +368,19 @@ class ClientImpl final : public Client {
     });
   }
 
+  using Client::Store;
+  using Client::StorePaged;
+  using Client::StorePagedLayerwise;
+
   Completion<size_t> Store(const Namespace& ns, std::span<const BlockKey> keys,
-                           std::span<const ConstBuffer> buffers) override {
+                           std::span<const ConstBuffer> buffers,
+                           const StoreOptions& options) override {
     std::vector<BlockKey> k(keys.begin(), keys.end());
     std::vector<ConstBuffer> b(buffers.begin(), buffers.end());
-    return Async<size_t>(
-        [this, ns, k = std::move(k), b = std::move(b)] { return DoStore(ns, k, b); });
+    std::vector<EngineBlock> e(options.engine_blocks.begin(), options.engine_blocks.end());
+    return Async<size_t>([this, ns, k = std::move(k), b = std::move(b), e = std::move(e)] {
+      return DoStore(ns, k, b, e);
+    });
   }
 
   Completion<size_t> Load(const Namespace& ns, std::span<const BlockKey> keys,
@@ -411,12 +455,15 @@ class ClientImpl final : public Client {
   }
 
   Completion<size_t> StorePaged(KvCacheId cache, std::span<const BlockKey> keys,
-                                std::span<const int32_t> block_ids) override {
+                                std::span<const int32_t> block_ids,
+                                const StoreOptions& options) override {
     std::vector<BlockKey> k(keys.begin(), keys.end());
     std::vector<int32_t> ids(block_ids.begin(), block_ids.end());
-    return Async<size_t>([this, cache, k = std::move(k), ids = std::move(ids)]() -> Result<size_t> {
+    std::vector<EngineBlock> e(options.engine_blocks.begin(), options.engine_blocks.end());
+    return Async<size_t>([this, cache, k = std::move(k), ids = std::move(ids),
+                          e = std::move(e)]() -> Result<size_t> {
       STRATA_ASSIGN_OR_RETURN(auto c, Cache(cache));
-      return DoStorePaged(*c, k, ids);
+      return DoStorePaged(*c, k, ids, e);
     });
   }
 
@@ -431,7 +478,8 @@ class ClientImpl final : public Client {
   }
 
   Result<std::unique_ptr<LayerwiseStore>> StorePagedLayerwise(
-      KvCacheId cache, std::span<const BlockKey> keys, std::span<const int32_t> block_ids) override;
+      KvCacheId cache, std::span<const BlockKey> keys, std::span<const int32_t> block_ids,
+      const StoreOptions& options) override;
   Result<std::unique_ptr<LayerwiseLoad>> LoadPagedLayerwise(
       KvCacheId cache, std::span<const BlockKey> keys, std::span<const int32_t> block_ids) override;
 
@@ -518,8 +566,10 @@ class ClientImpl final : public Client {
       for (size_t i = first; i < last; ++i) {
         STRATA_ASSIGN_OR_RETURN(uint64_t written, items[i].write(channel_->staging_base() + at));
         AddToCommit(&commit, items[i].key, items[i].parent, at, written);
+        if (items[i].engine) commit.engine_blocks.push_back(*items[i].engine);
         at += Aligned(items[i].max_bytes);
       }
+      if (commit.engine_blocks.size() != commit.keys.size()) commit.engine_blocks.clear();
       STRATA_RETURN_IF_ERROR(pipeline.Submit(std::move(commit), std::move(lease)));
       first = last;
     }
@@ -550,8 +600,10 @@ class ClientImpl final : public Client {
   }
 
   Result<size_t> DoStore(const Namespace& ns, const std::vector<BlockKey>& keys,
-                         const std::vector<ConstBuffer>& buffers) {
+                         const std::vector<ConstBuffer>& buffers,
+                         const std::vector<EngineBlock>& engine) {
     STRATA_RETURN_IF_ERROR(EnsureOpen(ns));
+    STRATA_RETURN_IF_ERROR(CheckEngineBlocks("Store", keys.size(), StoreOptions{engine}));
     if (keys.size() != buffers.size())
       return Status::InvalidArgument("Store: " + std::to_string(keys.size()) + " keys but " +
                                      std::to_string(buffers.size()) + " buffers");
@@ -578,7 +630,9 @@ class ClientImpl final : public Client {
       if (exists[i]) continue;
       const auto* src = static_cast<const std::byte*>(buffers[i].data);
       items.push_back({keys[i], i > 0 ? keys[i - 1] : BlockKey{}, max_bytes,
-                       [=](std::byte* dst) { return Encode(codec, shape, src, dst, max_bytes); }});
+                       [=](std::byte* dst) { return Encode(codec, shape, src, dst, max_bytes); },
+                       engine.empty() ? std::nullopt
+                                      : std::optional(EngineInfo(ns, engine[i]))});
     }
     return StageAndCommit(ns, codec, items);
   }
@@ -645,16 +699,19 @@ class ClientImpl final : public Client {
   }
 
   Result<size_t> DoStorePaged(const RegisteredCache& c, const std::vector<BlockKey>& keys,
-                              const std::vector<int32_t>& ids) {
+                              const std::vector<int32_t>& ids,
+                              const std::vector<EngineBlock>& engine) {
     if (keys.size() != ids.size())
       return Status::InvalidArgument("StorePaged: " + std::to_string(keys.size()) +
                                      " keys but " + std::to_string(ids.size()) + " block ids");
+    STRATA_RETURN_IF_ERROR(CheckEngineBlocks("StorePaged", keys.size(), StoreOptions{engine}));
     if (keys.empty()) return size_t{0};
-    if (c.device) return DoStorePagedDevice(c, keys, ids);
+    if (c.device) return DoStorePagedDevice(c, keys, ids, engine);
     const Codec codec = c.ns.spec().codec;
     const uint32_t heads = c.heads();
     const uint64_t shard_bytes = c.shard.bytes();
     std::vector<BlockKey> shard_keys = c.ShardKeys(keys);
+    const auto shard_engine = ShardEngineInfo(c.ns, engine, heads, c.head_begin);
     uint64_t max_bytes = shard_bytes;
     if (codec != Codec::kNone) {
       STRATA_ASSIGN_OR_RETURN(kernels::BlockCodec * k, ThreadCodec(codec, c.shard));
@@ -662,6 +719,9 @@ class ClientImpl final : public Client {
     }
     STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> exists,
                             Exists(c.ns.id(), shard_keys, max_bytes));
+    auto add_engine = [&](ipc::StoreCommitRequest* commit, size_t s) {
+      if (!shard_engine.empty()) commit->engine_blocks.push_back(*shard_engine[s]);
+    };
     // Rounds of blocks. Codec none: a round's shards are gathered straight into staging (a shard
     // cached already lands in a throwaway buffer). Other codecs: each block's shards are gathered
     // into this thread's scratch and the missing ones encoded into staging. Round k's commit
@@ -702,6 +762,7 @@ class ClientImpl final : public Client {
           }
           dst.emplace_back(staging + at, shard_bytes);
           AddToCommit(&commit, shard_keys[s], parent_of(s), at, shard_bytes);
+          add_engine(&commit, s);
           at += Aligned(max_bytes);
         }
         STRATA_RETURN_IF_ERROR(FromKernel(
@@ -725,6 +786,7 @@ class ClientImpl final : public Client {
             STRATA_ASSIGN_OR_RETURN(uint64_t n,
                                     Encode(codec, c.shard, dst[h].data(), staging + at, max_bytes));
             AddToCommit(&commit, shard_keys[s], parent_of(s), at, n);
+            add_engine(&commit, s);
             at += Aligned(max_bytes);
           }
         }
@@ -849,12 +911,17 @@ class ClientImpl final : public Client {
   // device scratch and encoded into staging by the device (lossy codecs the CUDA codec takes), or
   // into pinned scratch and encoded by the CPU (lossless codecs). One synchronisation per round.
   Result<size_t> DoStorePagedDevice(const RegisteredCache& c, const std::vector<BlockKey>& keys,
-                                    const std::vector<int32_t>& ids) {
+                                    const std::vector<int32_t>& ids,
+                                    const std::vector<EngineBlock>& engine) {
     DeviceKvCache& dev = *c.device;
     const Codec codec = c.ns.spec().codec;
     const uint32_t heads = c.heads(), layers = c.paged.num_layers;
     const uint64_t shard_bytes = c.shard.bytes();
     std::vector<BlockKey> shard_keys = c.ShardKeys(keys);
+    const auto shard_engine = ShardEngineInfo(c.ns, engine, heads, c.head_begin);
+    auto add_engine = [&](ipc::StoreCommitRequest* commit, size_t s) {
+      if (!shard_engine.empty()) commit->engine_blocks.push_back(*shard_engine[s]);
+    };
     uint64_t max_bytes = shard_bytes;
     if (codec != Codec::kNone) {
       STRATA_ASSIGN_OR_RETURN(kernels::BlockCodec * k, ThreadCodec(codec, c.shard));
@@ -899,6 +966,7 @@ class ClientImpl final : public Client {
             if (exists[s]) continue;
             dst[j] = staging + at;
             AddToCommit(&commit, shard_keys[s], parent_of(s), at, length);
+            add_engine(&commit, s);
             at += Aligned(max_bytes);
           }
           STRATA_RETURN_IF_ERROR(codec == Codec::kNone ? dev.Gather(round_ids, dst, 0, layers)
@@ -916,6 +984,7 @@ class ClientImpl final : public Client {
             STRATA_ASSIGN_OR_RETURN(uint64_t len,
                                     Encode(codec, c.shard, dst[j], staging + at, max_bytes));
             AddToCommit(&commit, shard_keys[s], parent_of(s), at, len);
+            add_engine(&commit, s);
             at += Aligned(max_bytes);
           }
         }
@@ -1090,6 +1159,7 @@ class LayerwiseStoreImpl final : public LayerwiseStore {
   LayerwiseStoreImpl(ClientImpl* client, std::shared_ptr<const RegisteredCache> cache,
                      std::vector<BlockKey> keys, std::vector<int32_t> ids,
                      std::vector<BlockKey> shard_keys, std::vector<uint8_t> exists,
+                     std::vector<std::optional<ipc::CommitEngineBlock>> shard_engine,
                      std::shared_ptr<std::byte> pinned = nullptr)
       : client_(client),
         c_(std::move(cache)),
@@ -1097,6 +1167,7 @@ class LayerwiseStoreImpl final : public LayerwiseStore {
         ids_(std::move(ids)),
         shard_keys_(std::move(shard_keys)),
         exists_(std::move(exists)),
+        shard_engine_(std::move(shard_engine)),
         pinned_(std::move(pinned)),
         scratch_(pinned_ ? 0 : shard_keys_.size() * c_->shard.bytes()),
         layer_stored_(c_->paged.num_layers, false) {
@@ -1144,9 +1215,11 @@ class LayerwiseStoreImpl final : public LayerwiseStore {
         const std::byte* raw = shards_[s].data();
         const RegisteredCache* c = c_.get();
         items.push_back({shard_keys_[s], s >= heads ? shard_keys_[s - heads] : BlockKey{},
-                         max_bytes, [=](std::byte* out) {
+                         max_bytes,
+                         [=](std::byte* out) {
                            return ClientImpl::Encode(codec, c->shard, raw, out, max_bytes);
-                         }});
+                         },
+                         shard_engine_.empty() ? std::nullopt : shard_engine_[s]});
       }
       return client_->StageAndCommit(c_->ns, codec, items);
     });
@@ -1159,6 +1232,7 @@ class LayerwiseStoreImpl final : public LayerwiseStore {
   std::vector<int32_t> ids_;
   std::vector<BlockKey> shard_keys_;
   std::vector<uint8_t> exists_;
+  std::vector<std::optional<ipc::CommitEngineBlock>> shard_engine_;  // empty, or one per shard
   std::shared_ptr<std::byte> pinned_;
   std::vector<std::byte> scratch_;
   std::vector<std::span<std::byte>> shards_;
@@ -1209,8 +1283,10 @@ class LayerwiseLoadImpl final : public LayerwiseLoad {
 };
 
 Result<std::unique_ptr<LayerwiseStore>> ClientImpl::StorePagedLayerwise(
-    KvCacheId cache, std::span<const BlockKey> keys, std::span<const int32_t> block_ids) {
+    KvCacheId cache, std::span<const BlockKey> keys, std::span<const int32_t> block_ids,
+    const StoreOptions& options) {
   STRATA_ASSIGN_OR_RETURN(auto c, Cache(cache));
+  STRATA_RETURN_IF_ERROR(CheckEngineBlocks("StorePagedLayerwise", keys.size(), options));
   if (keys.size() != block_ids.size())
     return Status::InvalidArgument("StorePagedLayerwise: " + std::to_string(keys.size()) +
                                    " keys but " + std::to_string(block_ids.size()) +
@@ -1230,6 +1306,7 @@ Result<std::unique_ptr<LayerwiseStore>> ClientImpl::StorePagedLayerwise(
     }
     STRATA_ASSIGN_OR_RETURN(exists, Exists(c->ns.id(), shard_keys, max_bytes));
   }
+  auto shard_engine = ShardEngineInfo(c->ns, options.engine_blocks, c->heads(), c->head_begin);
   std::shared_ptr<std::byte> pinned;
   if (c->device && !shard_keys.empty()) {
     STRATA_ASSIGN_OR_RETURN(pinned,
@@ -1237,7 +1314,7 @@ Result<std::unique_ptr<LayerwiseStore>> ClientImpl::StorePagedLayerwise(
   }
   return std::unique_ptr<LayerwiseStore>(new LayerwiseStoreImpl(
       this, std::move(c), {keys.begin(), keys.end()}, {block_ids.begin(), block_ids.end()},
-      std::move(shard_keys), std::move(exists), std::move(pinned)));
+      std::move(shard_keys), std::move(exists), std::move(shard_engine), std::move(pinned)));
 }
 
 Result<std::unique_ptr<LayerwiseLoad>> ClientImpl::LoadPagedLayerwise(
@@ -1286,7 +1363,8 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
   const std::string path = socket_path.empty() ? ipc::DefaultSocketPath() : socket_path;
   STRATA_ASSIGN_OR_RETURN(
       std::unique_ptr<SocketChannel> ch,
-      SocketChannel::Open(path, options.request_timeout_ms, options.staging_bytes));
+      SocketChannel::Open(path, options.request_timeout_ms, options.staging_bytes,
+                          options.trusted_daemon_uids));
   return std::unique_ptr<Client>(new ClientImpl(std::move(ch), options));
 }
 

@@ -54,9 +54,18 @@ XXH_TARGET_AVX2 inline void StoreStripe(std::byte* dst, __m256i a, __m256i b) {
 }
 
 // One stripe: load, store to dst, accumulate (XXH3_accumulate_512_avx2 on the loaded registers).
+// How far ahead of the stripe being copied its source is prefetched: the hardware prefetcher
+// alone left the fused loop at ~0.75 of memcpy (rep movsb) on AMD EPYC; 512 bytes ahead brought
+// it to ~0.95, 2 KiB ahead was no better and worse when scattering.
+constexpr size_t kPrefetchAhead = 512;
+
 template <StoreKind kKind>
 XXH_TARGET_AVX2 inline void CopyStripe(__m256i* acc, std::byte* dst, const std::byte* src,
                                        const xxh_u8* secret) {
+  // Past the source's end is harmless: a prefetch never faults (integer arithmetic: no pointer
+  // past the object is formed).
+  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(src) + kPrefetchAhead),
+               _MM_HINT_T0);
   const __m256i d0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
   const __m256i d1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32));
   StoreStripe<kKind>(dst, d0, d1);
@@ -78,6 +87,30 @@ struct Pieces {
   std::byte* At(size_t at) const { return dst[at / piece] + at % piece; }
 };
 
+// The destinations of consecutive stripes, piece after piece, with no division per stripe (a
+// 64-bit division per 64-byte stripe cost as much as the copy: the fused loop ran at half of
+// memcpy's speed). REQUIRES: every piece but the last is a multiple of kStripe long.
+class StripeCursor {
+ public:
+  explicit StripeCursor(const Pieces& p)
+      : next_(p.dst + 1), piece_(p.piece), cur_(p.dst[0]), end_(p.dst[0] + p.piece) {}
+  std::byte* Take() {
+    if (cur_ == end_) [[unlikely]] {
+      cur_ = *next_++;
+      end_ = cur_ + piece_;
+    }
+    std::byte* d = cur_;
+    cur_ += kStripe;
+    return d;
+  }
+
+ private:
+  std::byte* const* next_;
+  size_t piece_;
+  std::byte* cur_;
+  std::byte* end_;
+};
+
 // XXH3-64 of src[0, n) while copying it to `out`. REQUIRES: n >= kFusedMin; every piece but the
 // last is a multiple of kStripe long (a stripe never straddles two pieces).
 template <StoreKind kKind>
@@ -88,9 +121,10 @@ XXH_TARGET_AVX2 uint64_t FusedCopy(const std::byte* src, size_t n, const Pieces&
   const xxh_u8* secret = XXH3_kSecret;
   const size_t nb_blocks = (n - 1) / kBlockLen;
   size_t at = 0;
+  StripeCursor cursor(out);
   for (size_t b = 0; b < nb_blocks; ++b) {
     for (size_t s = 0; s < kStripesPerBlock; ++s, at += kStripe)
-      CopyStripe<kKind>(acc, out.At(at), src + at, secret + s * XXH_SECRET_CONSUME_RATE);
+      CopyStripe<kKind>(acc, cursor.Take(), src + at, secret + s * XXH_SECRET_CONSUME_RATE);
     _mm256_store_si256(reinterpret_cast<__m256i*>(acc64), acc[0]);
     _mm256_store_si256(reinterpret_cast<__m256i*>(acc64) + 1, acc[1]);
     XXH3_scrambleAcc_avx2(acc64, secret + XXH_SECRET_DEFAULT_SIZE - kStripe);
@@ -99,7 +133,7 @@ XXH_TARGET_AVX2 uint64_t FusedCopy(const std::byte* src, size_t n, const Pieces&
   }
   const size_t nb_stripes = ((n - 1) - kBlockLen * nb_blocks) / kStripe;
   for (size_t s = 0; s < nb_stripes; ++s, at += kStripe)
-    CopyStripe<kKind>(acc, out.At(at), src + at, secret + s * XXH_SECRET_CONSUME_RATE);
+    CopyStripe<kKind>(acc, cursor.Take(), src + at, secret + s * XXH_SECRET_CONSUME_RATE);
   // The 1..64 bytes left: ordinary stores. The last stripe, [n - 64, n), is hashed from the
   // destination, which holds exactly the bytes copied (the stores above are this thread's own).
   {

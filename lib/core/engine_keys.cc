@@ -184,4 +184,22 @@ Result<SchemeKeys> ComputeSchemeKeys(const Namespace& ns, std::span<const uint32
   return out;
 }
 
+Result<std::vector<EngineBlock>> ComputeEngineBlocks(const Namespace& ns,
+                                                     std::span<const uint32_t> tokens,
+                                                     std::span<const MultimodalItem> mm) {
+  if (ns.spec().key_scheme == KeyScheme::kStrata)
+    return Status::InvalidArgument(
+        "engine blocks need an engine key scheme; the strata scheme's events name its keys");
+  STRATA_ASSIGN_OR_RETURN(SchemeKeys keys, ComputeSchemeKeys(ns, tokens, mm));
+  const uint32_t block_size = ns.block_size();
+  std::vector<EngineBlock> out(keys.hashes.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i].hash = keys.hashes[i];
+    if (i > 0) out[i].parent = keys.hashes[i - 1];
+    const auto block = tokens.subspan(i * block_size, block_size);
+    out[i].token_ids.assign(block.begin(), block.end());
+  }
+  return out;
+}
+
 }  // namespace strata

@@ -125,6 +125,98 @@ Status SetEventsSetting(const std::string& key, const std::string& value, ServeC
   return Status::OK();
 }
 
+// Settings whose value is a list: comma-separated in the environment and on flags, a YAML list
+// or a comma-separated scalar in a config file.
+bool IsListSetting(const std::string& key) {
+  return key == "allow_uids" || key == "allow_gids" || key == "admin_uids" ||
+         key == "tenant_uids" || key == "tenant_gids";
+}
+
+// The items of a comma-separated list, spaces around each trimmed; empty items are errors.
+Result<std::vector<std::string>> ParseList(const std::string& key, const std::string& value) {
+  std::vector<std::string> items;
+  size_t begin = 0;
+  while (true) {
+    const size_t comma = value.find(',', begin);
+    std::string item = value.substr(begin, comma == std::string::npos ? std::string::npos
+                                                                     : comma - begin);
+    const size_t first = item.find_first_not_of(" \t");
+    const size_t last = item.find_last_not_of(" \t");
+    item = first == std::string::npos ? "" : item.substr(first, last - first + 1);
+    if (item.empty())
+      return Status::InvalidArgument(key + ": '" + value + "' has an empty item");
+    items.push_back(std::move(item));
+    if (comma == std::string::npos) return items;
+    begin = comma + 1;
+  }
+}
+
+Result<std::vector<uint32_t>> ParseIdList(const std::string& key, const std::string& value) {
+  STRATA_ASSIGN_OR_RETURN(std::vector<std::string> items, ParseList(key, value));
+  std::vector<uint32_t> ids;
+  for (const std::string& item : items) {
+    STRATA_ASSIGN_OR_RETURN(uint32_t id, ParseU32(key, item));
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+// tenant_uids / tenant_gids: SALT:ID items (the id after the last ':'). The value replaces every
+// grant of its kind (uids or gids) that an earlier source made; a tenant left with neither goes.
+Status SetTenantGrants(const std::string& key, const std::string& value, bool gid,
+                       std::vector<DaemonOptions::Tenant>* out) {
+  STRATA_ASSIGN_OR_RETURN(std::vector<std::string> items, ParseList(key, value));
+  std::vector<DaemonOptions::Tenant> copy = *out;  // a refused value changes nothing
+  std::vector<DaemonOptions::Tenant>* tenants = &copy;
+  for (DaemonOptions::Tenant& t : *tenants) (gid ? t.gids : t.uids).clear();
+  for (const std::string& item : items) {
+    const size_t colon = item.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == item.size())
+      return Status::InvalidArgument(key + ": '" + item + "': expected SALT:" +
+                                     (gid ? "GID" : "UID") + " with a non-empty salt");
+    STRATA_ASSIGN_OR_RETURN(uint32_t id, ParseU32(key, item.substr(colon + 1)));
+    const std::string salt = item.substr(0, colon);
+    auto it = std::find_if(tenants->begin(), tenants->end(),
+                           [&](const DaemonOptions::Tenant& t) { return t.salt == salt; });
+    if (it == tenants->end()) it = tenants->insert(tenants->end(), {salt, {}, {}});
+    (gid ? it->gids : it->uids).push_back(id);
+  }
+  std::erase_if(*tenants, [](const DaemonOptions::Tenant& t) {
+    return t.uids.empty() && t.gids.empty();
+  });
+  *out = std::move(copy);
+  return Status::OK();
+}
+
+// Who may connect and what bounds a client (docs/operations.md, "Security").
+Status SetTrustSetting(const std::string& key, const std::string& value, ServeConfig* c) {
+  DaemonOptions& d = c->daemon;
+  if (key == "socket_group") {
+    if (value.empty()) return Status::InvalidArgument("socket_group: empty group");
+    d.socket_group = value;
+  } else if (key == "allow_uids") {
+    STRATA_ASSIGN_OR_RETURN(std::vector<uint32_t> ids, ParseIdList(key, value));
+    d.allowed_uids.assign(ids.begin(), ids.end());
+  } else if (key == "allow_gids") {
+    STRATA_ASSIGN_OR_RETURN(std::vector<uint32_t> ids, ParseIdList(key, value));
+    d.allowed_gids.assign(ids.begin(), ids.end());
+  } else if (key == "admin_uids") {
+    STRATA_ASSIGN_OR_RETURN(std::vector<uint32_t> ids, ParseIdList(key, value));
+    d.admin_uids.assign(ids.begin(), ids.end());
+  } else if (key == "tenant_uids" || key == "tenant_gids") {
+    return SetTenantGrants(key, value, key == "tenant_gids", &d.tenants);
+  } else if (key == "idle_timeout_ms") {
+    STRATA_ASSIGN_OR_RETURN(d.idle_timeout_ms, ParseU32(key, value));
+  } else if (key == "max_clients_per_uid" || key == "max_pin_ms") {
+    STRATA_ASSIGN_OR_RETURN(uint32_t n, ParseU32(key, value));
+    if (n == 0) return Status::InvalidArgument(key + ": must be at least 1");
+    (key == "max_pin_ms" ? d.max_pin_ms : d.max_clients_per_uid) = n;
+  } else {
+    return Status::InvalidArgument("unknown setting '" + key + "'");
+  }
+  return Status::OK();
+}
+
 // Sets one setting by its config-file name. The environment and the flags map onto the same
 // names.
 Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
@@ -209,6 +301,9 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
       return Status::InvalidArgument("announce_interval_ms: must be at least 1");
   } else if (key.rfind("kv_events", 0) == 0 || key == "engine_events") {
     return SetEventsSetting(key, value, c);
+  } else if (IsListSetting(key) || key == "socket_group" || key == "idle_timeout_ms" ||
+             key == "max_clients_per_uid" || key == "max_pin_ms") {
+    return SetTrustSetting(key, value, c);
   } else {
     return Status::InvalidArgument("unknown setting '" + key + "'");
   }
@@ -273,9 +368,18 @@ constexpr EnvVar kVars[] = {
     {"STRATA_KV_EVENTS_HASH_FORMAT", "kv_events_hash_format"},
     {"STRATA_KV_EVENTS_ENCODING", "kv_events_encoding"},
     {"STRATA_ENGINE_EVENTS", "engine_events"},
+    {"STRATA_SOCKET_GROUP", "socket_group"},
+    {"STRATA_ALLOW_UIDS", "allow_uids"},
+    {"STRATA_ALLOW_GIDS", "allow_gids"},
+    {"STRATA_ADMIN_UIDS", "admin_uids"},
+    {"STRATA_TENANT_UIDS", "tenant_uids"},
+    {"STRATA_TENANT_GIDS", "tenant_gids"},
+    {"STRATA_IDLE_TIMEOUT_MS", "idle_timeout_ms"},
+    {"STRATA_MAX_CLIENTS_PER_UID", "max_clients_per_uid"},
+    {"STRATA_MAX_PIN_MS", "max_pin_ms"},
 };
 // STRATA_* variables that other Strata programs read (not settings of the daemon): not warned.
-constexpr const char* kOtherVars[] = {"STRATA_CLI"};
+constexpr const char* kOtherVars[] = {"STRATA_CLI", "STRATA_DAEMON_USER"};
 
 // Free bytes of the filesystem holding `dir`, or of its nearest existing ancestor (the directory
 // is created at start-up). nullopt when none can be examined.
@@ -376,15 +480,28 @@ Status ApplyConfigFile(const std::string& path, ServeConfig* config, ConfigWarni
       const std::string key = kv.first.Scalar();
       if (kv.second.IsNull())
         return Status::InvalidArgument(source + ": '" + key + "' has no value");
-      if (!kv.second.IsScalar())
+      std::string value;
+      if (kv.second.IsSequence() && IsListSetting(key)) {
+        // A list setting may be a YAML list of scalars: the same as its comma-separated form.
+        for (const auto& item : kv.second) {
+          if (!item.IsScalar())
+            return Status::InvalidArgument(source + ": '" + key +
+                                           "' must be a list of single values");
+          value += (value.empty() ? "" : ",") + item.Scalar();
+        }
+        if (value.empty()) return Status::InvalidArgument(source + ": '" + key + "' is empty");
+      } else if (!kv.second.IsScalar()) {
         return Status::InvalidArgument(source + ": '" + key + "' must be a single value, not a " +
                                        (kv.second.IsMap() ? "mapping" : "list"));
+      } else {
+        value = kv.second.Scalar();
+      }
       auto [it, first] = seen.emplace(key, line);
       if (!first && warnings != nullptr)
         warnings->push_back(source + ": '" + key + "' is set twice (lines " +
                             std::to_string(it->second) + " and " + std::to_string(line) +
                             "); the last one wins");
-      STRATA_RETURN_IF_ERROR(ApplySetting(key, kv.second.Scalar(), source, config));
+      STRATA_RETURN_IF_ERROR(ApplySetting(key, value, source, config));
     }
   } catch (const YAML::Exception& e) {
     return Status::InvalidArgument(source + ": " + e.what());
@@ -432,6 +549,13 @@ HostResources DetectHostResources() {
 }
 
 Status FinishConfig(const HostResources& host, ServeConfig* config, ConfigWarnings* warnings) {
+  // Tenant 0 is the shared one; each private tenant (tenant_uids, tenant_gids) has a slab class of
+  // its own, numbered in a byte.
+  if (config->daemon.tenants.size() > 255)
+    return Status::InvalidArgument("tenant_uids/tenant_gids: " +
+                                   std::to_string(config->daemon.tenants.size()) +
+                                   " private tenants; at most 255");
+  config->node.tenants = static_cast<uint16_t>(config->daemon.tenants.size() + 1);
   constexpr uint64_t kMinPool = uint64_t{16} << 20;  // one slab of the host pool
   const uint64_t pool = config->node.host_pool_bytes;
   if (pool != 0 && pool < kMinPool)

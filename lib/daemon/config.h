@@ -48,7 +48,10 @@ Status ApplyConfigFile(const std::string& path, ServeConfig* config,
 // STRATA_EVICTION_POLICY, STRATA_PIN_MS, STRATA_MAX_CLIENTS, and the cluster settings
 // STRATA_MEMBERSHIP, STRATA_NODE_ID, STRATA_CLUSTER_SECRET, STRATA_CLUSTER_SECRET_FILE,
 // STRATA_ETCD, STRATA_ETCD_PREFIX, STRATA_ETCD_LEASE_TTL_S, STRATA_STATIC_DIR,
-// STRATA_STATIC_PEERS, STRATA_UCX_TLS, STRATA_REQUEST_TIMEOUT_MS, STRATA_ANNOUNCE_INTERVAL_MS.
+// STRATA_STATIC_PEERS, STRATA_UCX_TLS, STRATA_REQUEST_TIMEOUT_MS, STRATA_ANNOUNCE_INTERVAL_MS,
+// the KV-event settings, and the trust settings STRATA_SOCKET_GROUP, STRATA_ALLOW_UIDS,
+// STRATA_ALLOW_GIDS, STRATA_ADMIN_UIDS, STRATA_TENANT_UIDS, STRATA_TENANT_GIDS,
+// STRATA_IDLE_TIMEOUT_MS, STRATA_MAX_CLIENTS_PER_UID, STRATA_MAX_PIN_MS (docs/config.md).
 // Other STRATA_* variables that no Strata program reads are warned about (with the nearest
 // known name), since a misspelled variable would otherwise be ignored in silence.
 Status ApplyEnvironment(const std::map<std::string, std::string>& env, ServeConfig* config,

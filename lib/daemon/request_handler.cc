@@ -10,6 +10,7 @@
 
 #include "daemon/log.h"
 #include "daemon/metrics.h"
+#include "events/block_tag.h"
 #include "strata/version.h"
 
 namespace strata {
@@ -21,6 +22,19 @@ struct Overloaded : Ts... {
 };
 template <typename... Ts>
 Overloaded(Ts...) -> Overloaded<Ts...>;
+
+// The store tag (events/block_tag.h) that makes the KV events of a block name it as its engine
+// does.
+std::string EventTag(const ipc::CommitEngineBlock& e) {
+  if (e.secondary_shard) return events::SecondaryShardTag();
+  events::BlockTag tag;
+  tag.hash = e.block.hash;
+  tag.parent = e.block.parent;
+  tag.block_size = e.block_size;
+  tag.token_ids = e.block.token_ids;
+  tag.lora_name = e.lora_name;
+  return events::EncodeBlockTag(tag);
+}
 
 // The payloads of `q` inside the client's staging memory. InvalidArgument for a range outside it
 // (the client chose the offsets: nothing of it is trusted).
@@ -37,8 +51,9 @@ Result<std::vector<Node::StagedBlock>> StagedBlocks(const ipc::StoreCommitReques
                                      std::to_string(off) + ", +" + std::to_string(len) +
                                      ") lies outside the " + std::to_string(staging.size()) +
                                      "-byte staging memory");
-    Node::StagedBlock b{q.keys[i], std::nullopt, staging.subspan(off, len)};
+    Node::StagedBlock b{q.keys[i], std::nullopt, staging.subspan(off, len), {}};
     if (q.parents[i] != BlockKey{}) b.parent = q.parents[i];
+    if (!q.engine_blocks.empty()) b.tag = EventTag(q.engine_blocks[i]);
     out.push_back(b);
   }
   return out;
@@ -81,6 +96,24 @@ Status RequestHandler::CheckNamespace(const NamespaceId& ns, const Caller& calle
     return Status::PermissionDenied("namespace " + ns.ToHex() +
                                     " belongs to a tenant this client may not use");
   return Status::OK();
+}
+
+Status RequestHandler::CheckInspect(const ipc::InspectRequest& q, const Caller& caller) const {
+  // A view of one namespace is for the clients of its tenant, as a Load of it would be. A spec
+  // names the caller's namespace only if it fingerprints to the id asked about.
+  if (options_.private_salts.empty()) return Status::OK();  // one tenant: nothing to hide
+  if (q.spec) {
+    if (!caller.MayUse(TenantOfSalt(q.spec->tenant_salt)))
+      return Status::PermissionDenied("tenant '" + q.spec->tenant_salt +
+                                      "' is not allowed for this client's credentials");
+    auto ns = Namespace::Create(*q.spec);
+    if (ns.ok() && q.ns && ns->id() != *q.ns)
+      return Status::PermissionDenied("the namespace spec does not fingerprint to " +
+                                      q.ns->ToHex());
+    if (ns.ok() && q.ns) return Status::OK();
+  }
+  if (q.ns) return CheckNamespace(*q.ns, caller);
+  return Status::OK();  // node-wide views: refused to non-admins by the node itself
 }
 
 ipc::Response RequestHandler::OpenNamespace(const ipc::Request& request,
@@ -210,6 +243,12 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
             r.status = Status::NotSupported("MapSlab: not over this channel");
           },
           [&](const ipc::InspectRequest& q) {
+            if (!caller.admin) {
+              if (Status st = CheckInspect(q, caller); !st.ok()) {
+                r.status = st.WithContext("inspect " + q.command);
+                return;
+              }
+            }
             auto json = node_->Inspect(q, caller.admin);
             if (!json.ok()) r.status = json.status();
             else r.body = ipc::InspectReply{std::move(json).value()};

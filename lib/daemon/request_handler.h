@@ -69,6 +69,8 @@ class RequestHandler {
   // OK when `caller` may name namespace `ns`: always with one tenant; otherwise `ns` must have
   // been opened (its tenant known) and its tenant be one the caller may use.
   Status CheckNamespace(const NamespaceId& ns, const Caller& caller) const;
+  // OK when a non-admin `caller` may see the view `q` asks for: one of its tenants' namespaces.
+  Status CheckInspect(const ipc::InspectRequest& q, const Caller& caller) const;
   ipc::Response OpenNamespace(const ipc::Request& request, const ipc::OpenNamespaceRequest& q,
                               const Caller& caller);
 

@@ -6,10 +6,13 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "events/block_tag.h"
 #include "events/zmq_socket.h"
 
 namespace strata::events {
@@ -24,6 +27,15 @@ struct Pending {
   KvEventKind kind;
   Tier tier;
   BlockKey key;
+  std::string tag;  // the block's store tag (block_tag.h); empty: none
+};
+
+// A pending change as it is published: the hash it names and, for an engine block, its tag.
+struct Resolved {
+  KvEventKind kind;
+  Tier tier;
+  ExternalBlockHash hash;
+  std::optional<BlockTag> engine;
 };
 
 }  // namespace
@@ -64,13 +76,13 @@ class KvEventPublisher::Impl {
     return Status::OK();
   }
 
-  void Record(KvEventKind kind, Tier tier, const BlockKey& key) {
+  void Record(KvEventKind kind, Tier tier, const BlockKey& key, std::string_view tag) {
     std::lock_guard lock(mu_);
     if (pending_.size() >= options_.max_pending_events) {
       ++stats_.dropped;
       return;
     }
-    pending_.push_back({kind, tier, key});
+    pending_.push_back({kind, tier, key, std::string(tag)});
   }
 
   void Flush() {
@@ -123,14 +135,56 @@ class KvEventPublisher::Impl {
     }
   }
 
-  // One EventBatch from `batch`: runs of one kind and tier become one event.
-  void Publish(const std::vector<Pending>& batch) {
+  // The hash each change names: the engine's (from the block's tag) for an engine block, the
+  // Strata key otherwise; secondary head shards are left out (their head-0 shard speaks for
+  // the block). A tag that does not decode falls back to the key.
+  std::vector<Resolved> Resolve(const std::vector<Pending>& batch) const {
+    std::vector<Resolved> out;
+    out.reserve(batch.size());
+    for (const Pending& p : batch) {
+      Resolved r{p.kind, p.tier, ExternalBlockHash(uint64_t{0}), std::nullopt};
+      if (p.kind != KvEventKind::kAllBlocksCleared && !p.tag.empty()) {
+        auto tag = DecodeBlockTag(p.tag);
+        if (tag.ok() && tag->kind == BlockTagKind::kSecondaryShard) continue;
+        if (tag.ok()) {
+          r.hash = PublishedEngineHash(tag->hash, options_.int_hashes);
+          r.engine = std::move(tag).value();
+          out.push_back(std::move(r));
+          continue;
+        }
+      }
+      if (p.kind != KvEventKind::kAllBlocksCleared)
+        r.hash = PublishedHash(p.key, options_.int_hashes);
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+  // Whether `next` continues the BlockStored event that `prev` is in: same tier and, for engine
+  // blocks, the chain continues (next's parent is prev's hash) with the same block size and LoRA
+  // (vLLM's BlockStored names the parent of its first block only).
+  static bool Continues(const Resolved& prev, const Resolved& next) {
+    if (next.kind != prev.kind || next.tier != prev.tier) return false;
+    if (prev.kind != KvEventKind::kBlockStored) return true;
+    if (prev.engine.has_value() != next.engine.has_value()) return false;
+    if (!prev.engine) return true;
+    return next.engine->parent == prev.engine->hash &&
+           next.engine->block_size == prev.engine->block_size &&
+           next.engine->lora_name == prev.engine->lora_name &&
+           next.engine->token_ids.empty() == prev.engine->token_ids.empty();
+  }
+
+  // One EventBatch from `batch`: runs of one kind and tier become one event (stored engine blocks:
+  // runs of one chain, as vLLM's BlockStored).
+  void Publish(const std::vector<Pending>& pending) {
+    const std::vector<Resolved> batch = Resolve(pending);
+    if (batch.empty()) return;
     KvEventBatch out;
     out.ts = NowSeconds();
     out.data_parallel_rank = 0;  // vLLM fills in its publisher's rank; one rank here
     uint64_t stored = 0, removed = 0, clears = 0;
     for (size_t i = 0; i < batch.size();) {
-      const Pending& p = batch[i];
+      const Resolved& p = batch[i];
       KvEvent e;
       e.kind = p.kind;
       if (p.kind == KvEventKind::kAllBlocksCleared) {
@@ -141,10 +195,20 @@ class KvEventPublisher::Impl {
       }
       e.medium = Medium(p.tier);
       size_t j = i;
-      for (; j < batch.size() && batch[j].kind == p.kind && batch[j].tier == p.tier; ++j)
-        e.block_hashes.push_back(PublishedHash(batch[j].key, options_.int_hashes));
+      for (; j < batch.size() && (j == i || Continues(batch[j - 1], batch[j])); ++j) {
+        e.block_hashes.push_back(batch[j].hash);
+        if (p.kind == KvEventKind::kBlockStored && batch[j].engine)
+          for (uint32_t t : batch[j].engine->token_ids) e.token_ids.push_back(t);
+      }
       if (p.kind == KvEventKind::kBlockStored) {
         e.block_size = options_.block_size;
+        if (p.engine) {
+          // As vLLM fills them (vllm/v1/core/block_pool.py, _build_block_stored_event).
+          if (p.engine->parent.size != 0)
+            e.parent_block_hash = PublishedEngineHash(p.engine->parent, options_.int_hashes);
+          if (p.engine->block_size != 0) e.block_size = p.engine->block_size;
+          if (!p.engine->lora_name.empty()) e.lora_name = p.engine->lora_name;
+        }
         stored += j - i;
       } else {
         removed += j - i;
@@ -220,14 +284,14 @@ Result<std::unique_ptr<KvEventPublisher>> KvEventPublisher::Open(const KvEventsO
   return std::unique_ptr<KvEventPublisher>(new KvEventPublisher(std::move(impl)));
 }
 
-void KvEventPublisher::RecordStored(Tier tier, const BlockKey& key) {
-  impl_->Record(KvEventKind::kBlockStored, tier, key);
+void KvEventPublisher::RecordStored(Tier tier, const BlockKey& key, std::string_view tag) {
+  impl_->Record(KvEventKind::kBlockStored, tier, key, tag);
 }
-void KvEventPublisher::RecordRemoved(Tier tier, const BlockKey& key) {
-  impl_->Record(KvEventKind::kBlockRemoved, tier, key);
+void KvEventPublisher::RecordRemoved(Tier tier, const BlockKey& key, std::string_view tag) {
+  impl_->Record(KvEventKind::kBlockRemoved, tier, key, tag);
 }
 void KvEventPublisher::RecordAllCleared() {
-  impl_->Record(KvEventKind::kAllBlocksCleared, Tier::kNone, BlockKey{});
+  impl_->Record(KvEventKind::kAllBlocksCleared, Tier::kNone, BlockKey{}, {});
 }
 void KvEventPublisher::Flush() { impl_->Flush(); }
 KvEventsStats KvEventPublisher::stats() const { return impl_->stats(); }

@@ -17,10 +17,12 @@
 //    (identity, "", topic, seq, batch) for every kept batch with seq >= start, then
 //    (identity, "", "", -1 as 8 bytes, "").
 //
-// Block hashes: a block's Strata key (16 bytes, canonical form). With int_hashes (vLLM's default,
-// VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=1) the low 64 bits of the key read big-endian, i.e. the
-// key's low half; otherwise the 16 key bytes. For the `strata` key scheme the key is the
-// scheme's block hash (strata keys, docs/keys.md).
+// Block hashes: for a block whose tag (block_tag.h, the store's PutOptions::tag) names an engine
+// block, the engine's own hash, parent, tokens and block size, as vLLM publishes them
+// (PublishedEngineHash); a secondary head shard's tag publishes nothing. For any other block its
+// Strata key (16 bytes, canonical form); for the `strata` key scheme the key is the scheme's block
+// hash (docs/keys.md). With int_hashes (vLLM's default, VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=1) the
+// low 64 bits of the hash bytes read big-endian; otherwise the hash bytes.
 //
 // Thread-safety: Record*, Flush and stats may be called from any thread. Ownership: owns its
 // ZMQ context, sockets and thread; the destructor publishes what is pending and joins.
@@ -29,6 +31,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "events/kv_event.h"
 #include "strata/block_key.h"
@@ -90,9 +93,10 @@ class KvEventPublisher {
   KvEventPublisher(const KvEventPublisher&) = delete;
   KvEventPublisher& operator=(const KvEventPublisher&) = delete;
 
-  // `tier` gained / lost the block `key`. Never blocks on the network.
-  void RecordStored(Tier tier, const BlockKey& key);
-  void RecordRemoved(Tier tier, const BlockKey& key);
+  // `tier` gained / lost the block `key`, whose store tag is `tag` (empty: none). Never blocks on
+  // the network; the tag is decoded on the publisher thread.
+  void RecordStored(Tier tier, const BlockKey& key, std::string_view tag = {});
+  void RecordRemoved(Tier tier, const BlockKey& key, std::string_view tag = {});
   // Every block of every tier is gone (a full clear that left nothing behind).
   void RecordAllCleared();
 

@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "events/engine_events.h"
 #include "events/kv_event_publisher.h"
@@ -23,9 +24,9 @@ class NodeEvents {
   static Result<std::shared_ptr<NodeEvents>> Open(const KvEventsOptions& kv_events,
                                                   const EngineEventsOptions& engine_events);
 
-  void OnTierChange(Tier tier, const BlockKey& key, bool added) {
+  void OnTierChange(Tier tier, const BlockKey& key, bool added, std::string_view tag) {
     if (!publisher_) return;
-    added ? publisher_->RecordStored(tier, key) : publisher_->RecordRemoved(tier, key);
+    added ? publisher_->RecordStored(tier, key, tag) : publisher_->RecordRemoved(tier, key, tag);
   }
   // A clear of every namespace left the store empty.
   void OnAllCleared() {

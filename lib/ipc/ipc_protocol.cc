@@ -1,5 +1,6 @@
 #include "ipc/ipc_protocol.h"
 
+#include <cstring>
 #include <string>
 
 #include "ipc/strata_ipc.pb.h"
@@ -92,6 +93,50 @@ Status UnpackSpec(const pb::NamespaceSpec& m, NamespaceSpec* s) {
   return Status::OK();
 }
 
+void PackEngineBlock(const CommitEngineBlock& e, pb::EngineBlock* m) {
+  if (e.secondary_shard) {
+    m->set_secondary_shard(true);
+    return;
+  }
+  const auto bytes = [](const EngineHash& h) {
+    return std::string(reinterpret_cast<const char*>(h.bytes.data()), h.size);
+  };
+  m->set_hash(bytes(e.block.hash));
+  m->set_parent_hash(bytes(e.block.parent));
+  for (uint32_t t : e.block.token_ids) m->add_token_ids(t);
+  m->set_block_size(e.block_size);
+  m->set_lora_name(e.lora_name);
+}
+
+// Longest token list of one engine block, and longest LoRA name (block_tag.h keeps 255 bytes).
+constexpr int kMaxEngineBlockTokens = 4096;
+constexpr size_t kMaxLoraName = 255;
+
+Status UnpackEngineBlock(const pb::EngineBlock& m, CommitEngineBlock* e) {
+  if (m.secondary_shard()) {
+    e->secondary_shard = true;
+    return Status::OK();
+  }
+  const auto hash = [](const std::string& b, EngineHash* h) {
+    h->size = static_cast<uint8_t>(b.size());
+    std::memcpy(h->bytes.data(), b.data(), b.size());
+  };
+  if (m.hash().size() != 16 && m.hash().size() != 32)
+    return Malformed("an engine block hash has " + std::to_string(m.hash().size()) +
+                     " bytes, not 16 or 32");
+  if (!m.parent_hash().empty() && m.parent_hash().size() != m.hash().size())
+    return Malformed("an engine block's parent hash differs in length from its hash");
+  if (m.token_ids_size() > kMaxEngineBlockTokens || m.lora_name().size() > kMaxLoraName)
+    return Malformed("an engine block has more than " + std::to_string(kMaxEngineBlockTokens) +
+                     " tokens or a LoRA name over " + std::to_string(kMaxLoraName) + " bytes");
+  hash(m.hash(), &e->block.hash);
+  hash(m.parent_hash(), &e->block.parent);
+  e->block.token_ids.assign(m.token_ids().begin(), m.token_ids().end());
+  e->block_size = m.block_size();
+  e->lora_name = m.lora_name();
+  return Status::OK();
+}
+
 // Largest token list an InspectRequest carries (a 1M-token prompt).
 constexpr int kMaxInspectTokens = 1 << 20;
 
@@ -133,6 +178,8 @@ std::string EncodeRequest(const Request& request) {
                    for (uint64_t o : r.staging_offsets) b->add_staging_offsets(o);
                    for (uint64_t n : r.lengths) b->add_lengths(n);
                    if (r.spec) PackSpec(*r.spec, b->mutable_spec());
+                   for (const CommitEngineBlock& e : r.engine_blocks)
+                     PackEngineBlock(e, b->add_engine_blocks());
                  },
                  [&](const LoadRequest& r) {
                    auto* b = m.mutable_load();
@@ -165,6 +212,9 @@ std::string EncodeRequest(const Request& request) {
                    b->set_limit(r.limit);
                    b->set_verify(r.verify);
                    b->set_sort(r.sort);
+                   b->set_window_s(r.window_s);
+                   b->set_deadline_ms(r.deadline_ms);
+                   b->set_recompute_tokens_per_second(r.recompute_tokens_per_second);
                  },
              },
              request.body);
@@ -231,6 +281,12 @@ Result<Request> DecodeRequest(std::span<const std::byte> body) {
         STRATA_RETURN_IF_ERROR(UnpackSpec(b.spec(), &spec));
         r.spec = std::move(spec);
       }
+      if (b.engine_blocks_size() != 0 && static_cast<size_t>(b.engine_blocks_size()) != n)
+        return Malformed("store_commit has " + std::to_string(n) + " keys but " +
+                         std::to_string(b.engine_blocks_size()) + " engine blocks");
+      r.engine_blocks.resize(b.engine_blocks_size());
+      for (int i = 0; i < b.engine_blocks_size(); ++i)
+        STRATA_RETURN_IF_ERROR(UnpackEngineBlock(b.engine_blocks(i), &r.engine_blocks[i]));
       out.body = std::move(r);
       break;
     }
@@ -290,6 +346,11 @@ Result<Request> DecodeRequest(std::span<const std::byte> body) {
       r.limit = b.limit();
       r.verify = b.verify();
       r.sort = b.sort();
+      r.window_s = b.window_s();
+      r.deadline_ms = b.deadline_ms();
+      r.recompute_tokens_per_second = b.recompute_tokens_per_second();
+      if (!(r.window_s >= 0) || !(r.recompute_tokens_per_second >= 0))  // NaN included
+        return Malformed("inspect window_s and recompute_tokens_per_second must be >= 0");
       out.body = std::move(r);
       break;
     }

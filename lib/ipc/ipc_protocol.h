@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "strata/block_key.h"
+#include "strata/engine_keys.h"
 #include "strata/namespace.h"
 #include "strata/result.h"
 #include "strata/status.h"
@@ -62,6 +63,13 @@ struct StoreBeginRequest {
 struct StoreBeginReply {
   std::vector<uint8_t> exists;  // one per key: 1 = cached already
 };
+// pb::EngineBlock: what the engine publishes for one block of a commit.
+struct CommitEngineBlock {
+  bool secondary_shard = false;  // a head shard other than head 0: no events of its own
+  EngineBlock block;             // unset for a secondary shard
+  uint32_t block_size = 0;
+  std::string lora_name;
+};
 // Blocks written into the client's staging memfd, to be copied into the pool and published.
 struct StoreCommitRequest {
   NamespaceId ns;
@@ -73,6 +81,8 @@ struct StoreCommitRequest {
   // The namespace behind `ns`, sent with a connection's first commit of it (for the inspector;
   // the daemon records it only when it fingerprints to `ns`). nullopt: not sent.
   std::optional<NamespaceSpec> spec = std::nullopt;
+  // Empty, or one per key (engine key schemes; docs/kv-events.md "Engine hashes").
+  std::vector<CommitEngineBlock> engine_blocks = {};
 };
 struct StoreCommitReply {
   uint32_t committed = 0;  // newly published
@@ -126,6 +136,9 @@ struct InspectRequest {
   uint32_t limit = 0;              // ls: at most this many (0: 1000)
   bool verify = false;             // key: check the payload's checksum now
   std::string sort;                // ls: "namespace" (default), "key" or "bytes"
+  double window_s = 0;             // funnel: seconds back from now (0: 300)
+  uint32_t deadline_ms = 0;        // funnel: a load slower than this did not help (0: 1000)
+  double recompute_tokens_per_second = 0;  // funnel: the engine's prefill rate (0: unknown)
 };
 struct InspectReply {
   std::string json;

@@ -2,12 +2,14 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <optional>
@@ -75,16 +77,21 @@ Status ReadFully(int fd, char* p, size_t n, const std::optional<Clock::time_poin
   return Status::OK();
 }
 
-// Checks the directory `dir` that holds (or will hold) a socket: a real directory, owned by us or
-// root, not writable by group or others unless sticky.
-Status CheckSocketDirectory(const std::string& dir) {
+bool TrustedOwner(uid_t owner, std::span<const uid_t> trusted) {
+  return owner == ::geteuid() || owner == 0 ||
+         std::find(trusted.begin(), trusted.end(), owner) != trusted.end();
+}
+
+// Checks the directory `dir` that holds (or will hold) a socket: a real directory, owned by us,
+// root or a trusted uid, not writable by group or others unless sticky.
+Status CheckSocketDirectory(const std::string& dir, std::span<const uid_t> trusted = {}) {
   struct stat st;
   if (::lstat(dir.c_str(), &st) != 0)
     return Status::IOError("socket directory '" + dir + "': " + std::strerror(errno));
   if (!S_ISDIR(st.st_mode))
     return Status::PermissionDenied("socket directory '" + dir +
                                     "' is not a directory (a symbolic link or a file)");
-  if (st.st_uid != ::geteuid() && st.st_uid != 0)
+  if (!TrustedOwner(st.st_uid, trusted))
     return Status::PermissionDenied("socket directory '" + dir + "' is owned by uid " +
                                     std::to_string(st.st_uid) + ", not by uid " +
                                     std::to_string(::geteuid()) + " or root");
@@ -132,18 +139,46 @@ Status PrepareSocketDirectory(const std::string& socket_path, gid_t group) {
   return CheckSocketDirectory(dir);
 }
 
-Status CheckDaemonSocketOwner(const std::string& path) {
+Status CheckDaemonSocketOwner(const std::string& path, std::span<const uid_t> trusted_uids) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0)
     return Status::Unavailable("no daemon socket at '" + path + "': " + std::strerror(errno));
   if (!S_ISSOCK(st.st_mode))
     return Status::PermissionDenied("'" + path + "' is not a socket");
-  if (st.st_uid != ::geteuid() && st.st_uid != 0)
-    return Status::PermissionDenied("daemon socket '" + path + "' is owned by uid " +
-                                    std::to_string(st.st_uid) + ", not by this user (uid " +
-                                    std::to_string(::geteuid()) +
-                                    ") or root: refusing to hand it KV data");
-  return CheckSocketDirectory(ParentDirectory(path));
+  if (!TrustedOwner(st.st_uid, trusted_uids))
+    return Status::PermissionDenied(
+        "daemon socket '" + path + "' is owned by uid " + std::to_string(st.st_uid) +
+        ", not by this user (uid " + std::to_string(::geteuid()) +
+        "), root or a trusted daemon user: refusing to hand it KV data (if that uid runs your "
+        "daemon, set STRATA_DAEMON_USER to its name or uid)");
+  return CheckSocketDirectory(ParentDirectory(path), trusted_uids);
+}
+
+Result<std::vector<uid_t>> TrustedDaemonUids(std::span<const uint32_t> configured) {
+  std::vector<uid_t> uids(configured.begin(), configured.end());
+  const char* env = std::getenv("STRATA_DAEMON_USER");
+  if (env == nullptr || *env == '\0') return uids;
+  const std::string list = env;
+  size_t begin = 0;
+  while (begin <= list.size()) {
+    const size_t comma = std::min(list.find(',', begin), list.size());
+    const std::string name = list.substr(begin, comma - begin);
+    begin = comma + 1;
+    if (name.empty()) continue;
+    uint32_t id = 0;
+    auto [ptr, ec] = std::from_chars(name.data(), name.data() + name.size(), id);
+    if (ec == std::errc() && ptr == name.data() + name.size()) {
+      uids.push_back(id);
+      continue;
+    }
+    struct passwd pw;
+    struct passwd* found = nullptr;
+    std::vector<char> buf(16384);
+    if (::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || found == nullptr)
+      return Status::InvalidArgument("STRATA_DAEMON_USER: no user named '" + name + "'");
+    uids.push_back(found->pw_uid);
+  }
+  return uids;
 }
 
 bool ByteBudget::Lease::Grow(size_t n) {

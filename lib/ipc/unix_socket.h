@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,11 +43,17 @@ std::string DefaultSocketPath();
 inline constexpr gid_t kNoGroup = static_cast<gid_t>(-1);
 Status PrepareSocketDirectory(const std::string& socket_path, gid_t group = kNoGroup);
 
-// Client side, before trusting a daemon: `path` must be a socket owned by this process's user or
-// by root, in a directory that others cannot swap it out of (owned by this user or root, not
-// writable by group or others unless sticky). PermissionDenied says which check failed;
+// Client side, before trusting a daemon: `path` must be a socket owned by this process's user, by
+// root or by one of `trusted_uids` (the daemon's service user, e.g. `strata` under systemd), in a
+// directory that others cannot swap it out of (owned by one of the same, not writable by group or
+// others unless sticky). PermissionDenied says which check failed and how to trust the owner;
 // Unavailable when nothing is at `path`.
-Status CheckDaemonSocketOwner(const std::string& path);
+Status CheckDaemonSocketOwner(const std::string& path, std::span<const uid_t> trusted_uids = {});
+
+// The uids that STRATA_DAEMON_USER names (comma-separated user names or numeric uids: the users a
+// client trusts to run its daemon, besides itself and root), plus `configured`. InvalidArgument
+// names an unknown user.
+Result<std::vector<uid_t>> TrustedDaemonUids(std::span<const uint32_t> configured);
 
 // The peer of a connected socket, as the kernel recorded it at connect time (SO_PEERCRED), and
 // its supplementary groups where the kernel reports them (SO_PEERGROUPS, Linux >= 4.13).

@@ -27,6 +27,8 @@
 #include "strata/block_format.h"
 #include "transport/directory/directory.h"
 #include "transport/directory/transport_peers.h"
+#include "strata/version.h"
+#include "transport/membership/etcd_client.h"
 #include "transport/membership/etcd_membership.h"
 #include "transport/membership/membership.h"
 #include "transport/peer_transport.h"
@@ -157,6 +159,9 @@ class ClusterImpl final : public Cluster {
     for (const std::string& peer : options_.static_peers)
       STRATA_RETURN_IF_ERROR(ValidateNodeId(peer, "static_peers"));
     self_.host = HostName();
+    self_.listen_addr = options_.listen_addr;
+    self_.socket = options_.inspect_socket;
+    self_.version = Version();
     auto secret = wire::LoadClusterSecret(
         wire::ClusterSecretSource{options_.secret, "STRATA_CLUSTER_SECRET", options_.secret_file});
     if (!secret.ok()) return secret.status().WithContext("cluster_secret");
@@ -259,6 +264,94 @@ class ClusterImpl final : public Cluster {
     return j.dump();
   }
 
+  std::string PeersJson() override {
+    using nlohmann::json;
+    const auto now = Clock::now();
+    json members = json::array();
+    std::map<std::string, PeerPulls> pulls;
+    {
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      pulls = peer_pulls_;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, m] : members_) {
+      json p = {{"id", id}, {"self", id == self_.id}, {"host", m.host},
+                {"same_host", m.host == self_.host}};
+      auto text = [](const std::string& v) { return v.empty() ? json(nullptr) : json(v); };
+      p["listen_addr"] = text(m.listen_addr);
+      p["socket"] = text(m.socket);
+      p["version"] = text(m.version);
+      auto since = member_since_.find(id);
+      p["lease_age_s"] = since == member_since_.end()
+                             ? json(nullptr)
+                             : json(std::chrono::duration<double>(now - since->second).count());
+      p["handshake"] = id == self_.id ? json(nullptr) : json(rejected_.count(id) ? "rejected"
+                                                                                  : "ok");
+      // UCX 1.13 cannot say which lane an endpoint chose: the context's transports, and
+      // whether same-host ones (shm, cma) can apply.
+      p["transport"] = transport_->tls().empty() ? json(nullptr) : json(transport_->tls());
+      if (id == self_.id) {
+        p["pulls"] = p["pulled_blocks"] = p["pulled_bytes"] = p["pull_failures"] = nullptr;
+        p["recent"] = nullptr;
+        members.push_back(std::move(p));
+        continue;
+      }
+      const PeerPulls& s = pulls[id];
+      p["pulls"] = s.ops;
+      p["pulled_blocks"] = s.blocks;
+      p["pulled_bytes"] = s.bytes;
+      p["pull_failures"] = s.failures;
+      std::vector<double> ms;
+      uint64_t bytes = 0;
+      double seconds = 0;
+      for (const PullSample& x : s.recent) {
+        if (now - x.at > kRecentPulls) continue;
+        ms.push_back(x.seconds * 1e3);
+        bytes += x.bytes;
+        seconds += x.seconds;
+      }
+      std::sort(ms.begin(), ms.end());
+      auto pct = [&](double q) {
+        if (ms.empty()) return json(nullptr);
+        size_t i = static_cast<size_t>(q * double(ms.size() - 1) + 0.5);
+        return json(ms[std::min(i, ms.size() - 1)]);
+      };
+      p["recent"] = {{"window_s", std::chrono::duration<double>(kRecentPulls).count()},
+                     {"pulls", ms.size()},
+                     {"bytes", bytes},
+                     {"gb_per_s", seconds > 0 ? json(double(bytes) / seconds / 1e9)
+                                              : json(nullptr)},
+                     {"p50_ms", pct(0.50)},
+                     {"p99_ms", pct(0.99)}};
+      members.push_back(std::move(p));
+    }
+    json out = {{"node_id", self_.id},
+                {"membership", options_.membership},
+                {"lease_ttl_s", options_.membership == "etcd"
+                                    ? json(options_.etcd_lease_ttl_s) : json(nullptr)},
+                {"ucx_tls", transport_->tls().empty() ? json(nullptr) : json(transport_->tls())},
+                {"listen_addr", options_.listen_addr},
+                {"members", members}};
+    return out.dump();
+  }
+
+  Status CheckMembership() override {
+    if (options_.membership == "etcd") {
+      transport::EtcdClient client(options_.etcd_endpoint,
+                                   std::chrono::milliseconds(options_.request_timeout_ms));
+      int64_t revision = 0;
+      auto r = client.RangePrefix(options_.etcd_prefix, &revision);
+      if (!r.ok()) return r.status().WithContext("etcd at " + options_.etcd_endpoint);
+      return Status::OK();
+    }
+    std::error_code ec;
+    std::filesystem::directory_iterator it(options_.static_dir, ec);
+    if (ec)
+      return Status::IOError("static membership directory '" + options_.static_dir +
+                             "': " + ec.message());
+    return Status::OK();
+  }
+
  private:
   bool HasPeer(const std::vector<std::string>& holders) const {
     for (const auto& h : holders)
@@ -289,6 +382,13 @@ class ClusterImpl final : public Cluster {
       }
       for (const auto& [id, m] : members_)
         if (!next.count(id)) departed.push_back(id);
+      const auto now = Clock::now();
+      for (const auto& m : members) {
+        auto old = members_.find(m.id);
+        if (old == members_.end() || !(old->second == m)) member_since_[m.id] = now;
+      }
+      for (auto it = member_since_.begin(); it != member_since_.end();)
+        it = next.count(it->first) ? std::next(it) : member_since_.erase(it);
       for (const auto& id : rejected)
         if (!rejected_.count(id))
           std::cerr << "strata: cluster: member " << id
@@ -389,8 +489,41 @@ class ClusterImpl final : public Cluster {
   std::thread worker_;
   std::thread fetcher_;
 
+  // When this node saw each member's current registration appear (its "lease age").
+  std::map<std::string, Clock::time_point> member_since_;           // GUARDED_BY(mu_)
+
   std::atomic<uint64_t> added_{0}, evicted_{0}, pulls_{0}, pulled_blocks_{0}, pulled_bytes_{0},
       pull_failures_{0};
+
+  // Pulls from each peer, measured in PullRound: totals and the last kMaxSamples pull ops.
+  static constexpr auto kRecentPulls = std::chrono::seconds(60);
+  static constexpr size_t kMaxSamples = 1024;
+  struct PullSample {
+    Clock::time_point at;
+    double seconds = 0;
+    uint64_t bytes = 0;
+  };
+  struct PeerPulls {
+    uint64_t ops = 0, blocks = 0, bytes = 0, failures = 0;
+    std::deque<PullSample> recent;
+  };
+  void NotePull(const std::string& peer, double seconds, uint64_t blocks, uint64_t bytes,
+                uint64_t failures) {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    PeerPulls& p = peer_pulls_[peer];
+    ++p.ops;
+    p.blocks += blocks;
+    p.bytes += bytes;
+    p.failures += failures;
+    p.recent.push_back({Clock::now(), seconds, bytes});
+    if (p.recent.size() > kMaxSamples) p.recent.pop_front();
+  }
+  void NoteFailures(const std::string& peer, uint64_t failures) {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    peer_pulls_[peer].failures += failures;
+  }
+  std::mutex stats_mu_;
+  std::map<std::string, PeerPulls> peer_pulls_;  // GUARDED_BY(stats_mu_)
 };
 
 size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
@@ -465,14 +598,17 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
   std::byte* const payload_base = store_->host().payload_base();
   store::TieredStore* store = store_;
   struct Issued {
+    std::string holder;
     std::vector<size_t> indices;
     std::unique_ptr<transport::PullOp> op;
+    Clock::time_point posted;
   };
   std::vector<Issued> issued;
   for (auto& [holder, indices] : by_holder) {
     Status connected = transport_->Connect(holder, addresses[holder]);
     if (!connected.ok()) {
       for (size_t i : indices) result[i] = connected;
+      NoteFailures(holder, indices.size());
       continue;
     }
     for (size_t start = 0; start < indices.size(); start += wire::kMaxKeysPerMessage) {
@@ -498,21 +634,35 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
       auto op = transport_->PreparePull(holder, NamespaceId{}, std::move(targets));
       if (!op.ok()) {
         for (size_t i : part) result[i] = op.status();
+        NoteFailures(holder, part.size());
         continue;
       }
+      const Clock::time_point posted_at = Clock::now();
       Status posted = (*op)->Post();
       if (!posted.ok()) {
         for (size_t i : part) result[i] = posted;
+        NoteFailures(holder, part.size());
         continue;
       }
-      issued.push_back({std::move(part), std::move(op).value()});
+      issued.push_back({holder, std::move(part), std::move(op).value(), posted_at});
     }
   }
   pulls_.fetch_add(issued.size(), std::memory_order_relaxed);
   for (Issued& is : issued) {
     transport::PullResult r = is.op->Wait();
-    for (size_t k = 0; k < is.indices.size() && k < r.blocks.size(); ++k)
-      result[is.indices[k]] = r.blocks[k];
+    const double seconds = std::chrono::duration<double>(Clock::now() - is.posted).count();
+    uint64_t blocks = 0, bytes = 0, failures = 0;
+    for (size_t k = 0; k < is.indices.size(); ++k) {
+      const size_t i = is.indices[k];
+      if (k < r.blocks.size()) result[i] = r.blocks[k];
+      if (result[i].ok() && landings[i].reservation) {
+        ++blocks;
+        bytes += landings[i].reservation->length;
+      } else {
+        ++failures;
+      }
+    }
+    NotePull(is.holder, seconds, blocks, bytes, failures);
   }
   {
     std::lock_guard<std::mutex> lock(mu_);

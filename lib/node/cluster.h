@@ -64,6 +64,16 @@ class Cluster {
 
   // Cluster statistics as a JSON object (members, pulls, bytes, failures).
   virtual std::string StatsJson() = 0;
+
+  // The `peers` answer of `strata inspect` (docs/operations.md): every member with what it
+  // published (host, listen address, socket, version), how long this node has seen its current
+  // registration, the handshake's outcome, and the pulls this node made from it: totals, and
+  // over the last minute GB/s and p50/p99 of a pull's time (post to completion seen).
+  virtual std::string PeersJson() = 0;
+
+  // OK when membership's store answers now (etcd: a range of the member prefix; static: the
+  // shared directory can be listed); the error otherwise (`strata inspect doctor`).
+  virtual Status CheckMembership() = 0;
 };
 
 }  // namespace strata

@@ -1,6 +1,7 @@
 #include "node/inspect.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <map>
 
@@ -42,6 +43,18 @@ std::string Hex64(uint64_t v) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
   return buf;
+}
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Age in seconds of a block stored at `stored_unix_ms` (null when unknown).
+json AgeOf(const std::optional<Activity>& a) {
+  if (!a || a->stored_unix_ms == 0) return nullptr;
+  return std::max<double>(0, double(NowMs() - a->stored_unix_ms) / 1000.0);
 }
 
 json Header(uint64_t schema, std::string_view command, const View& view) {
@@ -162,8 +175,9 @@ Result<json> Prefix(View& view, const ipc::InspectRequest& q, bool admin) {
     else if (i < reach) b["holder"] = "peer";
     else b["holder"] = nullptr;
     b["bytes"] = f ? json(f->bytes) : json(nullptr);
-    b["age_s"] = nullptr;  // blocks carry no insertion time
-    b["hits"] = nullptr;   // nor a per-block hit count
+    const std::optional<Activity> act = f ? view.ActivityOf(q.keys[i]) : std::nullopt;
+    b["age_s"] = AgeOf(act);
+    b["hits"] = act ? json(act->hits) : json(nullptr);
     b["pins"] = f ? json(f->pins) : json(nullptr);
     blocks.push_back(std::move(b));
   }
@@ -178,6 +192,10 @@ Result<json> Prefix(View& view, const ipc::InspectRequest& q, bool admin) {
     if (other_namespace && reach == disk) {
       miss["reason"] = "other_namespace";
       miss["detail"] = "the key is cached, but its block belongs to another namespace";
+    } else if (auto begun = view.InFlightSince(q.keys[reach])) {
+      miss["reason"] = "in_flight";
+      miss["since_unix_ms"] = *begun;
+      miss["detail"] = "a store of this block has begun and is not committed yet";
     } else if (auto removed = view.Removed(q.keys[reach])) {
       miss["reason"] = removed->reason;
       miss["at_unix_ms"] = removed->unix_ms;
@@ -236,8 +254,11 @@ Result<json> Key(View& view, const ipc::InspectRequest& q, bool admin) {
   out["tiers"] = TiersJson(f->tiers);
   out["holders"] = json::array({"local"});
   out["pins"] = f->pins;
-  out["last_access_unix_ms"] = nullptr;
-  out["hits"] = nullptr;
+  const std::optional<Activity> act = view.ActivityOf(key);
+  out["last_access_unix_ms"] =
+      act && act->last_access_unix_ms ? json(act->last_access_unix_ms) : json(nullptr);
+  out["hits"] = act ? json(act->hits) : json(nullptr);
+  out["age_s"] = AgeOf(act);
   if (auto h = view.Header(key)) {
     out["header"] = {{"namespace", h->ns.ToHex()},
                      {"codec", CodecName(h->codec)},
@@ -286,7 +307,7 @@ Result<json> Ls(View& view, const ipc::InspectRequest& q, bool admin) {
                       {"tiers", TiersJson(f.tiers)},
                       {"bytes", f.bytes},
                       {"pins", f.pins},
-                      {"age_s", nullptr}});
+                      {"age_s", AgeOf(view.ActivityOf(k))}});
   }
   return json{{"total", rows.size()}, {"truncated", rows.size() > limit},
               {"blocks", std::move(blocks)}};
@@ -316,6 +337,29 @@ json VerifyAll(View& view) {
           {"unknown", unknown},     {"corrupt_keys", bad}, {"dropped", view.drops_corrupt()}};
 }
 
+// The hottest prefixes: chains with the most lookup hits (node/block_activity.h).
+json Top(View& view, const ipc::InspectRequest& q) {
+  const size_t limit = q.limit ? q.limit : 20;
+  auto top = view.Top(limit, q.ns);
+  if (!top) return {{"prefixes", nullptr}, {"detail", "hits are counted by a running daemon"}};
+  std::map<NamespaceId, uint32_t> block_size;
+  for (const auto& [id, spec] : view.Namespaces()) block_size[id] = spec.block_size;
+  json out = json::array();
+  for (const HotPrefix& p : *top) {
+    auto bs = block_size.find(p.ns);
+    out.push_back({{"namespace", p.ns.ToHex()},
+                   {"first_key", p.first.ToHex()},
+                   {"last_key", p.last.ToHex()},
+                   {"blocks", p.depth},
+                   {"tokens", bs == block_size.end() ? json(nullptr)
+                                                     : json(uint64_t{p.depth} * bs->second)},
+                   {"hits", p.hits},
+                   {"last_access_unix_ms",
+                    p.last_access_unix_ms ? json(p.last_access_unix_ms) : json(nullptr)}});
+  }
+  return {{"prefixes", out}};
+}
+
 }  // namespace
 
 std::string SpecJson(const NamespaceSpec& spec) { return SpecObject(spec).dump(); }
@@ -323,7 +367,7 @@ std::string SpecJson(const NamespaceSpec& spec) { return SpecObject(spec).dump()
 Result<std::string> Run(View& view, const ipc::InspectRequest& q, bool admin) {
   const bool node_wide = q.command == "namespaces" || q.command == "verify" ||
                          (q.command == "ls" && !q.ns) ||
-                         (q.command == "key" && !q.ns);
+                         (q.command == "key" && !q.ns) || (q.command == "top" && !q.ns);
   if (!admin && node_wide)
     return Status::PermissionDenied("inspect " + q.command +
                                     ": node-wide views are for admin users; name a namespace");
@@ -333,6 +377,7 @@ Result<std::string> Run(View& view, const ipc::InspectRequest& q, bool admin) {
   else if (q.command == "key") body = Key(view, q, admin);
   else if (q.command == "ls") body = Ls(view, q, admin);
   else if (q.command == "verify") body = VerifyAll(view);
+  else if (q.command == "top") body = Top(view, q);
   if (!body.ok()) return body.status();
   json out = Header(kSchemaVersion, q.command, view);
   out.update(*body);

@@ -38,6 +38,23 @@ struct BlockFacts {
   uint32_t pins = 0;   // load pins clients hold on it now
 };
 
+// What the node saw of a block since it started (node/block_activity.h).
+struct Activity {
+  int64_t stored_unix_ms = 0;       // 0: not stored here since start (age unknown)
+  uint64_t hits = 0;                // lookups that found it
+  int64_t last_access_unix_ms = 0;  // 0: none
+};
+
+// A hot prefix (`top`): the chain from `first` to `last`, `depth` blocks, found by `hits` lookups.
+struct HotPrefix {
+  BlockKey last;
+  BlockKey first;
+  NamespaceId ns;
+  size_t depth = 0;
+  uint64_t hits = 0;
+  int64_t last_access_unix_ms = 0;
+};
+
 // Why a block that was cached is not any more.
 struct Removal {
   int64_t unix_ms = 0;
@@ -67,10 +84,18 @@ class View {
   // Clustered: how many leading keys of `keys` (none of them local) peers hold.
   virtual bool clustered() const { return false; }
   virtual size_t RemotePrefix(std::span<const BlockKey>) { return 0; }
+  // Per-block activity; nullopt when unknown (offline, or not stored here since start).
+  virtual std::optional<Activity> ActivityOf(const BlockKey&) { return std::nullopt; }
+  // When a store of `key` began, if one is in flight (begun, not committed).
+  virtual std::optional<int64_t> InFlightSince(const BlockKey&) { return std::nullopt; }
+  // The `limit` hottest prefixes (of `ns` when given); nullopt when hits are not known here.
+  virtual std::optional<std::vector<HotPrefix>> Top(size_t, const std::optional<NamespaceId>&) {
+    return std::nullopt;
+  }
 };
 
-// Answers the `namespaces`, `prefix`, `key`, `ls` and `verify` commands (`node` is answered by the node or
-// the CLI, which know the configuration). InvalidArgument for an unknown command or missing
+// Answers the `namespaces`, `prefix`, `key`, `ls`, `verify` and `top` commands (`node`, `peers`,
+// `funnel` and `doctor` are answered by the node or the CLI, which know the configuration). InvalidArgument for an unknown command or missing
 // arguments; PermissionDenied for a non-admin caller that names no namespace.
 Result<std::string> Run(View& view, const ipc::InspectRequest& request, bool admin);
 

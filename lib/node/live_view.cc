@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "node/block_activity.h"
 #include "node/cluster.h"
 #include "store/tiered_store.h"
 #include "strata/version.h"
@@ -88,6 +89,26 @@ std::optional<inspect::Removal> LiveView::Removed(const BlockKey& key) {
 
 size_t LiveView::RemotePrefix(std::span<const BlockKey> keys) {
   return cluster_ != nullptr ? cluster_->RemotePrefix(keys) : 0;
+}
+
+std::optional<inspect::Activity> LiveView::ActivityOf(const BlockKey& key) {
+  auto f = activity_->Find(key);
+  if (!f) return std::nullopt;
+  return inspect::Activity{f->stored_unix_ms, f->hits, f->last_access_unix_ms};
+}
+
+std::optional<int64_t> LiveView::InFlightSince(const BlockKey& key) {
+  return activity_->InFlightSince(key);
+}
+
+std::optional<std::vector<inspect::HotPrefix>> LiveView::Top(
+    size_t limit, const std::optional<NamespaceId>& ns) {
+  std::vector<inspect::HotPrefix> out;
+  for (const auto& p : activity_->Top(limit, ns, [this](const BlockKey& k) {
+         return Find(k).has_value();
+       }))
+    out.push_back({p.last, p.first, p.ns, p.depth, p.hits, p.last_access_unix_ms});
+  return out;
 }
 
 std::string InspectNode(store::TieredStore* store, Cluster* cluster, const NodeFacts& facts) {

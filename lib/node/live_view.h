@@ -22,17 +22,20 @@ namespace store {
 class TieredStore;
 }
 class Cluster;
+class BlockActivity;
 
 class LiveView final : public inspect::View {
  public:
   // REQUIRES: everything outlives the view; `cluster` may be null (single node).
   LiveView(store::TieredStore* store, Cluster* cluster, const NamespaceRegistry* registry,
-           const RemovalLog* removals, std::function<uint32_t(const BlockKey&)> pins)
+           const RemovalLog* removals, std::function<uint32_t(const BlockKey&)> pins,
+           const BlockActivity* activity)
       : store_(store),
         cluster_(cluster),
         registry_(registry),
         removals_(removals),
-        pins_(std::move(pins)) {}
+        pins_(std::move(pins)),
+        activity_(activity) {}
 
   std::string_view source() const override { return "live"; }
   std::optional<inspect::BlockFacts> Find(const BlockKey& key) override;
@@ -46,6 +49,10 @@ class LiveView final : public inspect::View {
   std::optional<inspect::Removal> Removed(const BlockKey& key) override;
   bool clustered() const override { return cluster_ != nullptr; }
   size_t RemotePrefix(std::span<const BlockKey> keys) override;
+  std::optional<inspect::Activity> ActivityOf(const BlockKey& key) override;
+  std::optional<int64_t> InFlightSince(const BlockKey& key) override;
+  std::optional<std::vector<inspect::HotPrefix>> Top(
+      size_t limit, const std::optional<NamespaceId>& ns) override;
 
  private:
   store::TieredStore* store_;
@@ -53,6 +60,7 @@ class LiveView final : public inspect::View {
   const NamespaceRegistry* registry_;
   const RemovalLog* removals_;
   std::function<uint32_t(const BlockKey&)> pins_;
+  const BlockActivity* activity_;
 };
 
 // The reply to `strata inspect node` (docs/operations.md): version and build, configuration,

@@ -4,6 +4,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -16,7 +17,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "node/block_activity.h"
 #include "node/cluster.h"
+#include "node/doctor.h"
+#include "node/funnel_log.h"
 #include "node/tenant_map.h"
 #include "node/live_view.h"
 #include "node/namespace_registry.h"
@@ -144,7 +148,11 @@ class LocalNode final : public Node {
       const size_t remote = cluster_->RemotePrefix(keys.subspan(out.size()));
       out.insert(out.end(), remote, ipc::Tier::kRemote);
     }
-    CountLookup(keys, r, out.size(), ns);
+    const std::optional<NamespaceId> counted = CountLookup(keys, r, out.size(), ns);
+    activity_.Hit(keys.first(r.prefix_blocks));
+    std::array<uint32_t, 4> found{};
+    for (Tier t : out) ++found[store::TierRank(t)];
+    funnel_.Lookup(counted, static_cast<uint32_t>(keys.size()), found);
     return out;
   }
 
@@ -158,11 +166,16 @@ class LocalNode final : public Node {
                                       std::span<const uint64_t> sizes) override {
     std::vector<uint8_t> out(keys.size(), 0);
     std::vector<uint64_t> uncached;
+    std::vector<BlockKey> begun;
     for (size_t i = 0; i < keys.size(); ++i) {
       out[i] = Cached(keys[i]) ? 1 : 0;
-      if (!out[i] && i < sizes.size()) uncached.push_back(sizes[i]);
+      if (!out[i] && i < sizes.size()) {
+        uncached.push_back(sizes[i]);
+        begun.push_back(keys[i]);
+      }
     }
     if (!uncached.empty()) STRATA_RETURN_IF_ERROR(store_->host().CheckFits(uncached));
+    activity_.Begun(begun);  // a store's first step: in flight until committed
     return out;
   }
 
@@ -170,6 +183,13 @@ class LocalNode final : public Node {
                              std::span<const StagedBlock> blocks) override {
     StoreOutcome outcome;
     store::HostTier& host = store_->host();
+    // The committed blocks are noted for the inspector once, whichever way this returns.
+    struct NoteStored {
+      BlockActivity& activity;
+      const NamespaceId& ns;
+      std::vector<BlockActivity::StoredBlock> blocks;
+      ~NoteStored() { activity.Stored(ns, blocks); }
+    } note{activity_, ns, {}};
     const uint16_t tenant = NamespaceTenant(ns);  // unknown: Reserve refuses (PermissionDenied)
     // A request the empty pool could not hold is refused before anything is stored (storing it
     // block by block would evict its own first blocks to make room for its last).
@@ -206,9 +226,11 @@ class LocalNode final : public Node {
           CopyWithChecksum(host.payload_base() + r->offset, b.payload.data(), b.payload.size());
       store::PutOptions put;
       if (b.parent) put.parent = &*b.parent;
+      put.tag = b.tag;
       Status st = store_->CommitReserved(*r, header, put, /*verify=*/false);
       if (!st.ok()) return Partial(outcome, st);
       ++outcome.committed;
+      note.blocks.push_back({b.key, b.parent});
       if (cluster_) cluster_->Added(header.key);
     }
     return outcome;
@@ -217,6 +239,7 @@ class LocalNode final : public Node {
   Result<std::vector<ipc::Location>> PinForLoad(OwnerId owner, const NamespaceId& ns,
                                                 std::span<const BlockKey> keys,
                                                 uint32_t pin_ms) override {
+    const Clock::time_point began = Clock::now();
     // Pull the part of the prefix that only peers hold first (blocks from `local_before` on came
     // from peers).
     size_t local_before = keys.size();
@@ -265,6 +288,9 @@ class LocalNode final : public Node {
       auto& st = owners_[owner];
       for (auto& [k, p] : pins) st.pins.emplace(k, std::move(p));
     }
+    activity_.Accessed(keys.first(out.size()));
+    funnel_.Load(ns, static_cast<uint32_t>(keys.size()), static_cast<uint32_t>(out.size()),
+                 std::chrono::duration<double>(Clock::now() - began).count());
     return out;
   }
 
@@ -386,8 +412,50 @@ class LocalNode final : public Node {
       }
       return InspectNode(store_.get(), cluster_.get(), facts);
     }
+    if (request.command == "peers" || request.command == "funnel" ||
+        request.command == "doctor") {
+      if (!admin)
+        return Status::PermissionDenied("inspect " + request.command +
+                                        ": node-wide views are for admin users");
+      nlohmann::json out = {{"schema_version", inspect::kSchemaVersion},
+                            {"command", request.command},
+                            {"source", "live"}};
+      if (request.command == "peers") {
+        out["clustered"] = cluster_ != nullptr;
+        if (cluster_) out.update(nlohmann::json::parse(cluster_->PeersJson()));
+        else out["members"] = nlohmann::json::array();
+      } else if (request.command == "funnel") {
+        FunnelLog::Query q;
+        if (request.window_s > 0) q.window_s = request.window_s;
+        if (request.deadline_ms > 0) q.deadline_s = request.deadline_ms / 1000.0;
+        if (request.recompute_tokens_per_second > 0)
+          q.recompute_tokens_per_second = request.recompute_tokens_per_second;
+        q.block_size = [this](const NamespaceId& id) -> std::optional<uint32_t> {
+          for (const auto& e : registry_.Entries())
+            if (e.id == id) return e.spec.block_size;
+          return std::nullopt;
+        };
+        out.update(nlohmann::json::parse(funnel_.Funnel(q)));
+      } else {
+        DoctorFacts facts;
+        facts.options = &options_;
+        facts.host_pool_bytes = store_->host().size();
+        if (store_->disk() != nullptr) {
+          const store::StoreStats s = store_->Stats();
+          facts.disk_capacity_bytes = s.disk.capacity_bytes;
+          facts.disk_used_bytes = s.disk.payload_bytes;
+        }
+        for (const auto& e : registry_.Entries()) facts.namespaces.emplace_back(e.id, e.spec);
+        if (cluster_) {
+          facts.peers_json = cluster_->PeersJson();
+          facts.membership = cluster_->CheckMembership();
+        }
+        out.update(nlohmann::json::parse(RunDoctor(facts)));
+      }
+      return out.dump();
+    }
     LiveView view(store_.get(), cluster_.get(), &registry_, removals_.get(),
-                  [this](const BlockKey& key) { return PinsOf(key); });
+                  [this](const BlockKey& key) { return PinsOf(key); }, &activity_);
     return inspect::Run(view, request, admin);
   }
 
@@ -444,12 +512,15 @@ class LocalNode final : public Node {
 
   // Counts a lookup of `keys` whose first `matched` blocks were found, the local ones where `r`
   // says and the rest at peers (store/access_stats.h). Every key asked is a hit or a miss.
-  void CountLookup(std::span<const BlockKey> keys, const store::LookupResult& r, size_t matched,
-                   std::optional<NamespaceId> ns) {
+  // Returns the namespace it was counted under (nullopt: unattributed).
+  std::optional<NamespaceId> CountLookup(std::span<const BlockKey> keys,
+                                         const store::LookupResult& r, size_t matched,
+                                         std::optional<NamespaceId> ns) {
     std::vector<Tier> where(r.where.begin(), r.where.end());
     where.resize(matched, Tier::kRemote);
     if (!ns && r.prefix_blocks > 0) ns = store_->NamespaceOf(keys[0]);
     store_->access().RecordLookup(ns, where, keys.size());
+    return ns;
   }
 
   // The codec in a block's header is the codec of its bytes, always: an encoded payload must
@@ -510,6 +581,8 @@ class LocalNode final : public Node {
   std::shared_ptr<std::atomic<Cluster*>> cluster_ref_;
   std::shared_ptr<RemovalLog> removals_;  // written by the host tier's removal hook
   NamespaceRegistry registry_;
+  BlockActivity activity_;  // per-block age, hits, last access; stores in flight
+  FunnelLog funnel_;        // recent lookups and loads per namespace
   const Clock::time_point started_ = Clock::now();
   std::mutex mu_;
   std::condition_variable cv_;
@@ -591,8 +664,9 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
   auto node_events = events::NodeEvents::Open(options.kv_events, options.engine_events);
   if (!node_events.ok()) return node_events.status();
   if (*node_events) {
-    so.on_tier_change = [ev = *node_events](Tier tier, const BlockKey& key, bool added) {
-      ev->OnTierChange(tier, key, added);
+    so.on_tier_change = [ev = *node_events](Tier tier, const BlockKey& key, bool added,
+                                            std::string_view tag) {
+      ev->OnTierChange(tier, key, added, tag);
     };
   }
   // Tenants: the host tier takes each block into slabs of its namespace's tenant.

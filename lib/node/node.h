@@ -69,6 +69,9 @@ struct ClusterOptions {
   bool ucx_peer_errors = false;
   // How often announces are flushed to the directory shards. Default: 50 ms.
   uint32_t announce_interval_ms = 50;
+  // The daemon's socket, published in membership so that `strata inspect --all` on the same
+  // host reaches this node (docs/operations.md, "Inspector"). Default: "" (not published).
+  std::string inspect_socket;
 };
 
 struct NodeOptions {
@@ -163,6 +166,9 @@ class Node {
     BlockKey key;
     std::optional<BlockKey> parent;  // the chain's previous block, for prefix-aware eviction
     std::span<const std::byte> payload;
+    // The block's store tag (store::PutOptions::tag; events/block_tag.h: the engine's hash for
+    // its KV events); empty: none.
+    std::string tag;
   };
   struct StoreOutcome {
     uint32_t committed = 0;  // newly published

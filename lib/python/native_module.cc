@@ -115,6 +115,47 @@ RawBuffer ExportOne(const py::handle& obj, bool writable, bool device_copies = f
   return out;
 }
 
+// An engine hash from Python: 16 or 32 bytes, or their hex. `what` names it in errors.
+strata::EngineHash ToEngineHash(const py::handle& h, const char* what) {
+  std::optional<strata::EngineHash> e;
+  if (py::isinstance<py::str>(h)) {
+    e = strata::EngineHash::FromHex(h.cast<std::string>());
+  } else if (py::isinstance<py::bytes>(h)) {
+    const std::string raw = h.cast<std::string>();
+    if (raw.size() == 16 || raw.size() == 32) {
+      e.emplace();
+      e->size = static_cast<uint8_t>(raw.size());
+      std::memcpy(e->bytes.data(), raw.data(), raw.size());
+    }
+  }
+  if (!e)
+    throw py::value_error(std::string(what) +
+                          ": an engine hash is 16 or 32 bytes, or 32 or 64 hex digits");
+  return *e;
+}
+
+// engine_blocks=[(hash, parent_hash or None, token_ids or None), ...] (Namespace.engine_blocks).
+std::vector<strata::EngineBlock> ToEngineBlocks(const std::optional<py::sequence>& seq) {
+  std::vector<strata::EngineBlock> out;
+  if (!seq) return out;
+  out.reserve(py::len(*seq));
+  for (const py::handle& item : *seq) {
+    const py::tuple t = py::tuple(py::reinterpret_borrow<py::object>(item));
+    if (t.size() != 3)
+      throw py::value_error("an engine block is (hash, parent_hash or None, token_ids or None)");
+    strata::EngineBlock b;
+    b.hash = ToEngineHash(t[0], "engine block hash");
+    if (!t[1].is_none()) b.parent = ToEngineHash(t[1], "engine block parent_hash");
+    if (!t[2].is_none()) b.token_ids = t[2].cast<std::vector<uint32_t>>();
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+py::bytes HashBytes(const strata::EngineHash& h) {
+  return py::bytes(reinterpret_cast<const char*>(h.bytes.data()), h.size);
+}
+
 struct HeldBuffers {
   std::vector<RawBuffer> buffers;  // keep the exports alive while bytes move
 };
@@ -226,6 +267,20 @@ PYBIND11_MODULE(_native, m) {
           },
           py::arg("tokens"), "Keys of every full block of `tokens` (16-byte bytes each).")
       .def(
+          "engine_blocks",
+          [](const strata::Namespace& ns, const std::vector<uint32_t>& tokens) {
+            py::list out;
+            for (const auto& b : Unwrap(strata::ComputeEngineBlocks(ns, tokens)))
+              out.append(py::make_tuple(HashBytes(b.hash),
+                                        b.parent.size ? py::object(HashBytes(b.parent))
+                                                      : py::object(py::none()),
+                                        b.token_ids));
+            return out;
+          },
+          py::arg("tokens"),
+          "What the engine publishes in its KV events for every full block of `tokens` (engine "
+          "key schemes): [(hash, parent_hash or None, token_ids)], for store(engine_blocks=).")
+      .def(
           "engine_keys",
           [](const strata::Namespace& ns, const py::list& hashes) {
             std::vector<py::bytes> out;
@@ -329,16 +384,18 @@ PYBIND11_MODULE(_native, m) {
       .def(
           "store",
           [](strata::Client& c, const strata::Namespace& ns, const std::vector<py::bytes>& keys,
-             const py::sequence& buffers) {
+             const py::sequence& buffers, const std::optional<py::sequence>& engine_blocks) {
             auto k = ToKeys(keys);
             HeldBuffers held = Export(buffers, /*writable=*/false);
             std::vector<strata::ConstBuffer> in;
             for (auto& b : held.buffers) in.push_back({b.ptr, b.bytes});
+            const auto engine = ToEngineBlocks(engine_blocks);
             py::gil_scoped_release release;
-            return Unwrap(c.Store(ns, k, in).Wait());
+            return Unwrap(c.Store(ns, k, in, strata::StoreOptions{engine}).Wait());
           },
-          py::arg("ns"), py::arg("keys"), py::arg("buffers"),
-          "Store one buffer per key; returns how many blocks were new.")
+          py::arg("ns"), py::arg("keys"), py::arg("buffers"), py::arg("engine_blocks") = py::none(),
+          "Store one buffer per key; returns how many blocks were new. engine_blocks: what the "
+          "engine publishes for each block (Namespace.engine_blocks), for the KV events.")
       .def(
           "load",
           [](strata::Client& c, const strata::Namespace& ns, const std::vector<py::bytes>& keys,
@@ -420,13 +477,17 @@ PYBIND11_MODULE(_native, m) {
       .def(
           "store_paged",
           [](strata::Client& c, const PyKvCache& cache, const std::vector<py::bytes>& keys,
-             const std::vector<int32_t>& block_ids) {
+             const std::vector<int32_t>& block_ids,
+             const std::optional<py::sequence>& engine_blocks) {
             auto k = ToKeys(keys);
+            const auto engine = ToEngineBlocks(engine_blocks);
             SyncTorchStream(cache);
             py::gil_scoped_release release;
-            return Unwrap(c.StorePaged(cache.id, k, block_ids).Wait());
+            return Unwrap(
+                c.StorePaged(cache.id, k, block_ids, strata::StoreOptions{engine}).Wait());
           },
           py::arg("cache"), py::arg("keys"), py::arg("block_ids"),
+          py::arg("engine_blocks") = py::none(),
           "Store pages block_ids[i] as keys[i]; returns how many head shards were new.")
       .def(
           "load_paged",
@@ -442,13 +503,17 @@ PYBIND11_MODULE(_native, m) {
       .def(
           "store_paged_layerwise",
           [](strata::Client& c, const PyKvCache& cache, const std::vector<py::bytes>& keys,
-             const std::vector<int32_t>& block_ids) {
+             const std::vector<int32_t>& block_ids,
+             const std::optional<py::sequence>& engine_blocks) {
             auto k = ToKeys(keys);
+            const auto engine = ToEngineBlocks(engine_blocks);
             SyncTorchStream(cache);
             py::gil_scoped_release release;
-            return Unwrap(c.StorePagedLayerwise(cache.id, k, block_ids));
+            return Unwrap(
+                c.StorePagedLayerwise(cache.id, k, block_ids, strata::StoreOptions{engine}));
           },
           py::arg("cache"), py::arg("keys"), py::arg("block_ids"),
+          py::arg("engine_blocks") = py::none(),
           "A paged store taken layer by layer: store_layer(i) for every layer, then finish().")
       .def(
           "load_paged_layerwise",

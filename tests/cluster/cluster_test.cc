@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -393,6 +394,149 @@ TEST_CASE("cluster: static membership through a shared directory and Prefetch of
   // A clean stop removes the member file; B drops A.
   a.Stop();
   CHECK(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 1; }));
+  std::filesystem::remove_all(dir);
+}
+
+// `strata inspect ARGS`: its stdout and exit code.
+std::pair<int, std::string> InspectCli(const std::string& args) {
+  std::string out;
+  FILE* p = ::popen((std::string(STRATA_CLI_PATH) + " inspect " + args).c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// One JSON object a line.
+std::vector<nlohmann::json> JsonLines(const std::string& text) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+TEST_CASE("cluster: inspect peers counts the pulls from each member and --all asks every member",
+          "[cluster][inspect]") {
+  const std::string dir = TempDir("inspect");
+  const std::string secret = WriteSecret(dir, "secret", kSecret);
+  const std::string members = dir + "/members";
+  ServeNode a(dir, "insp-a", "", secret, "64MiB",
+              {"--membership", "static", "--static-dir", members, "--static-peers", "insp-b"});
+  REQUIRE(a.ready());
+  ServeNode b(dir, "insp-b", "", secret, "64MiB",
+              {"--membership", "static", "--static-dir", members, "--static-peers", "insp-a"});
+  REQUIRE(b.ready());
+  auto ca = a.Connect();
+  auto cb = b.Connect();
+  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
+  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
+
+  // 32 blocks of 16 KiB stored on A, loaded through B: B pulls all of them from A.
+  Namespace ns = TestNamespace(16 << 10);
+  Prompt p(ns, 32, 61, 16 << 10);
+  REQUIRE(*ca->Store(ns, p.keys, p.in).Wait() == 32);
+  REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, p.keys) == 32; }));
+  Outputs o(32, 16 << 10);
+  REQUIRE(*cb->Load(ns, p.keys, o.out).Wait() == 32);
+
+  auto [code, out] = InspectCli("--socket " + b.socket() + " --json peers");
+  INFO(out);
+  REQUIRE(code == 0);
+  nlohmann::json j = nlohmann::json::parse(out);
+  CHECK(j["clustered"] == true);
+  CHECK(j["node_id"] == "insp-b");
+  CHECK(j["membership"] == "static");
+  CHECK(j["lease_ttl_s"].is_null());  // static membership has no lease
+  REQUIRE(j["members"].size() == 2);
+  nlohmann::json pa, pb;
+  for (const auto& m : j["members"]) (m["id"] == "insp-a" ? pa : pb) = m;
+  CHECK(pb["self"] == true);
+  CHECK(pb["pulls"].is_null());
+  CHECK(pa["self"] == false);
+  CHECK(pa["same_host"] == true);
+  CHECK(pa["listen_addr"] == "127.0.0.1");
+  CHECK(pa["socket"] == std::filesystem::absolute(a.socket()).string());
+  CHECK(pa["handshake"] == "ok");
+  CHECK(pa["version"].is_string());
+  CHECK(pa["lease_age_s"].get<double>() >= 0);
+  CHECK(pa["pulls"].get<uint64_t>() >= 1);
+  CHECK(pa["pulled_blocks"] == 32);
+  CHECK(pa["pulled_bytes"] == 32 * (16 << 10));
+  CHECK(pa["pull_failures"] == 0);
+  CHECK(pa["recent"]["bytes"] == 32 * (16 << 10));
+  CHECK(pa["recent"]["gb_per_s"].get<double>() > 0);
+  CHECK(pa["recent"]["p50_ms"].get<double>() > 0);
+  CHECK(pa["recent"]["p99_ms"].get<double>() >= pa["recent"]["p50_ms"].get<double>());
+  // A pulled nothing: its figures are zeros it measured, the recent ones unknown.
+  auto [code_a, out_a] = InspectCli("--socket " + a.socket() + " --json peers");
+  REQUIRE(code_a == 0);
+  const nlohmann::json peers_a = nlohmann::json::parse(out_a);
+  for (const auto& m : peers_a["members"])
+    if (m["id"] == "insp-b") {
+      CHECK(m["pulled_blocks"] == 0);
+      CHECK(m["recent"]["gb_per_s"].is_null());
+      CHECK(m["recent"]["p50_ms"].is_null());
+    }
+  auto [hcode, human] = InspectCli("--socket " + b.socket() + " peers");
+  INFO(human);
+  CHECK(hcode == 0);
+  CHECK(human.find("insp-a") != std::string::npos);
+  CHECK(human.find("insp-b (self)") != std::string::npos);
+
+  // --all from B: one JSON line per member, each node's own answer.
+  auto [acode, all] = InspectCli("--socket " + b.socket() + " --all --json node");
+  INFO(all);
+  CHECK(acode == 0);
+  auto lines = JsonLines(all);
+  REQUIRE(lines.size() == 2);
+  std::map<std::string, nlohmann::json> by_id;
+  for (const auto& l : lines) by_id[l["node"]["id"].get<std::string>()] = l;
+  REQUIRE(by_id.count("insp-a") == 1);
+  REQUIRE(by_id.count("insp-b") == 1);
+  CHECK(by_id["insp-a"]["node"]["reachable"] == true);
+  CHECK(by_id["insp-a"]["config"]["node_id"] == "insp-a");
+  CHECK(by_id["insp-b"]["config"]["node_id"] == "insp-b");
+  CHECK(by_id["insp-a"]["tiers"]["host"]["blocks"] == 32);
+  CHECK(by_id["insp-b"]["tiers"]["host"]["blocks"] == 32);  // pulled
+
+  // doctor --all: every node's clock is measured against this host's (the same clock here).
+  auto [dcode, doctor] = InspectCli("--socket " + b.socket() + " --all --json doctor");
+  INFO(doctor);
+  CHECK(dcode == 0);
+  for (const auto& l : JsonLines(doctor)) {
+    for (const auto& c : l["checks"]) {
+      if (c["name"] == "clock_skew") CHECK(c["status"] == "pass");
+      if (c["name"] == "version_skew") CHECK(c["status"] == "pass");
+      if (c["name"] == "etcd_reachable") CHECK(c["status"] == "skip");  // static membership
+    }
+  }
+  auto [tcode, text] = InspectCli("--socket " + b.socket() + " --all node");
+  INFO(text);
+  CHECK(tcode == 0);
+  CHECK(text.find("=== node insp-a") != std::string::npos);
+  CHECK(text.find("=== node insp-b") != std::string::npos);
+
+  // A killed member keeps its membership file (static membership), so --all still lists it but
+  // cannot reach it: exit 1, and B is still answered.
+  a.Kill();
+  auto [kcode, killed] = InspectCli("--socket " + b.socket() + " --all --json node 2>/dev/null");
+  INFO(killed);
+  CHECK(kcode == 1);
+  lines = JsonLines(killed);
+  REQUIRE(lines.size() == 2);
+  for (const auto& l : lines) {
+    if (l["node"]["id"] == "insp-a") {
+      CHECK(l["node"]["reachable"] == false);
+      CHECK(l["node"]["error"].get<std::string>().find("cannot reach") != std::string::npos);
+    } else {
+      CHECK(l["node"]["reachable"] == true);
+      CHECK(l["tiers"]["host"]["blocks"] == 32);
+    }
+  }
   std::filesystem::remove_all(dir);
 }
 

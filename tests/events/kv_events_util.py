@@ -22,13 +22,17 @@ def free_port():
 
 
 @contextlib.contextmanager
-def strata_serve(*flags, disk=False):
-    """A real `strata serve` on a private socket; yields (socket path, process)."""
+def strata_serve(*flags, disk=False, data_dir=None):
+    """A real `strata serve` on a private socket; yields (socket path, process). With `data_dir`
+    its disk tier lives there (and outlives the daemon, for restarts)."""
     cli = os.environ["STRATA_CLI"]
     with tempfile.TemporaryDirectory() as d:
         sock = os.path.join(d, "s.sock")
         args = [cli, "serve", "--socket", sock]
-        args += ["--data-dir", os.path.join(d, "data")] if disk else ["--no-disk"]
+        if data_dir is not None:
+            args += ["--data-dir", data_dir]
+        else:
+            args += ["--data-dir", os.path.join(d, "data")] if disk else ["--no-disk"]
         log = open(os.path.join(d, "serve.log"), "w+")
         proc = subprocess.Popen(args + list(flags), stdout=log, stderr=subprocess.STDOUT)
         try:

@@ -236,6 +236,65 @@ TEST_CASE("The device pool is set by YAML device_pool and device or STRATA_DEVIC
   CHECK(c.node.device == 0);
 }
 
+TEST_CASE("Trust settings: YAML lists or comma-separated values, then the environment, then flags",
+          "[lib]") {
+  ServeConfig c;
+  std::string path = WriteTemp(
+      "socket_group: strata\nallow_uids: [1001, 1002]\nadmin_uids: 0, 1003\n"
+      "tenant_uids:\n  - team-a:1001\n  - team-b:1002\n  - 'ns:with:colons:1004'\n"
+      "tenant_gids: team-b:2000\nidle_timeout_ms: 0\nmax_clients_per_uid: 4\nmax_pin_ms: 900\n");
+  REQUIRE(ApplyConfigFile(path, &c).ok());
+  std::remove(path.c_str());
+  CHECK(c.daemon.socket_group == "strata");
+  CHECK(c.daemon.allowed_uids == std::vector<uid_t>{1001, 1002});
+  CHECK(c.daemon.admin_uids == std::vector<uid_t>{0, 1003});
+  REQUIRE(c.daemon.tenants.size() == 3);
+  CHECK(c.daemon.tenants[0].salt == "team-a");
+  CHECK(c.daemon.tenants[0].uids == std::vector<uid_t>{1001});
+  CHECK(c.daemon.tenants[1].salt == "team-b");
+  CHECK(c.daemon.tenants[1].uids == std::vector<uid_t>{1002});
+  CHECK(c.daemon.tenants[1].gids == std::vector<gid_t>{2000});
+  CHECK(c.daemon.tenants[2].salt == "ns:with:colons");  // the id follows the last ':'
+  CHECK(c.daemon.idle_timeout_ms == 0);
+  CHECK(c.daemon.max_clients_per_uid == 4);
+  CHECK(c.daemon.max_pin_ms == 900);
+
+  // A later source replaces the grants of its kind: team-a loses its uid and, with no gid
+  // either, stops being a private tenant; team-b keeps its gid.
+  ConfigWarnings w;
+  REQUIRE(ApplyEnvironment({{"STRATA_TENANT_UIDS", "team-b:1005"}, {"STRATA_ALLOW_GIDS", "7"}},
+                           &c, &w)
+              .ok());
+  CHECK(w.empty());
+  REQUIRE(c.daemon.tenants.size() == 1);
+  CHECK(c.daemon.tenants[0].salt == "team-b");
+  CHECK(c.daemon.tenants[0].uids == std::vector<uid_t>{1005});
+  CHECK(c.daemon.tenants[0].gids == std::vector<gid_t>{2000});
+  CHECK(c.daemon.allowed_gids == std::vector<gid_t>{7});
+  REQUIRE(FinishConfig(HostResources{}, &c, &w).ok());
+  CHECK(c.node.tenants == 2);  // the shared tenant and team-b
+
+  // Refused values name their source and change nothing.
+  for (const char* bad : {"team-a", ":1001", "team-a:", "team-a:x", "team-a:1,,team-b:2"}) {
+    Status st = ApplySetting("tenant_uids", bad, "flag --tenant-uid", &c);
+    CHECK(st.IsInvalidArgument());
+    CHECK(st.ToString().find("flag --tenant-uid") != std::string::npos);
+  }
+  CHECK(ApplySetting("max_pin_ms", "0", "flag --max-pin-ms", &c).IsInvalidArgument());
+  CHECK(ApplySetting("max_clients_per_uid", "0", "env", &c).IsInvalidArgument());
+  CHECK(ApplySetting("allow_uids", "-1", "env", &c).IsInvalidArgument());
+  REQUIRE(c.daemon.tenants.size() == 1);
+  CHECK(c.daemon.tenants[0].uids == std::vector<uid_t>{1005});
+  CHECK(c.daemon.max_pin_ms == 900);
+
+  std::string many;
+  for (int i = 0; i < 256; ++i) many += (i ? "," : "") + std::string("t") + std::to_string(i) + ":1";
+  REQUIRE(ApplySetting("tenant_uids", many, "flag --tenant-uid", &c).ok());
+  Status too_many = FinishConfig(HostResources{}, &c, &w);
+  CHECK(too_many.IsInvalidArgument());
+  CHECK(too_many.ToString().find("at most 255") != std::string::npos);
+}
+
 TEST_CASE("Bad config names the key and the file", "[lib]") {
   ServeConfig c;
   for (const char* bad : {"host_pool: lots\n", "colour: blue\n", "write_through: maybe\n",

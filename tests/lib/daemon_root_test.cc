@@ -7,6 +7,7 @@
 // (SKIP_RETURN_CODE), never as passed.
 #include <fcntl.h>
 #include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -115,6 +116,15 @@ int RunAs(uid_t id, const std::function<int()>& body) {
 }
 
 // A normal client is served: it connects (Hello) and reads Stats.
+void CheckServesWith(const std::string& socket, const ClientOptions& options) {
+  auto client = Client::Connect(socket, options);
+  INFO(client.status().ToString());
+  REQUIRE(client.ok());
+  auto stats = (*client)->Stats();
+  INFO(stats.status().ToString());
+  CHECK(stats.ok());
+}
+
 void CheckServes(const std::string& socket) {
   auto client = Client::Connect(socket);
   INFO(client.status().ToString());
@@ -196,6 +206,42 @@ TEST_CASE("A socket directory or a socket owned by another uid is refused", "[li
   CHECK(sock_status.code() == StatusCode::kPermissionDenied);
   CHECK_THAT(sock_status.ToString(), Catch::Contains("owned by uid 65534"));
   std::filesystem::remove_all(root);
+}
+
+TEST_CASE("A daemon socket of another uid is trusted when the client names that user "
+          "(ClientOptions::trusted_daemon_uids, STRATA_DAEMON_USER)",
+          "[lib][daemon][root]") {
+  RequireRoot("a socket owned by another uid needs root to create");
+  // The systemd unit runs the daemon as its own user (`strata`); engines of other users must be
+  // able to trust that user and no other. Here the socket and its directory belong to nobody.
+  const std::string dir = TestDir("service-user");
+  auto serve = StartServe(dir);
+  REQUIRE(::lchown(serve->socket().c_str(), 65534, 65534) == 0);
+  REQUIRE(::chown(dir.c_str(), 65534, 65534) == 0);
+  ::unsetenv("STRATA_DAEMON_USER");
+
+  auto refused = Client::Connect(serve->socket());
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == StatusCode::kPermissionDenied);
+  CHECK_THAT(refused.status().ToString(), Catch::Contains("STRATA_DAEMON_USER"));
+
+  ClientOptions trusting;
+  trusting.trusted_daemon_uids = {65534};
+  CheckServesWith(serve->socket(), trusting);
+
+  // By name or uid in the environment; another user is still refused, an unknown name is an error.
+  const char* nobody = ::getpwuid(65534) != nullptr ? ::getpwuid(65534)->pw_name : "65534";
+  ::setenv("STRATA_DAEMON_USER", nobody, 1);
+  CheckServesWith(serve->socket(), ClientOptions{});
+  ::setenv("STRATA_DAEMON_USER", "12345", 1);
+  CHECK(Client::Connect(serve->socket()).status().code() == StatusCode::kPermissionDenied);
+  ::setenv("STRATA_DAEMON_USER", "no-such-user-strata-test", 1);
+  auto unknown = Client::Connect(serve->socket());
+  CHECK(unknown.status().IsInvalidArgument());
+  CHECK_THAT(unknown.status().ToString(), Catch::Contains("no-such-user-strata-test"));
+  ::unsetenv("STRATA_DAEMON_USER");
+  serve.reset();
+  std::filesystem::remove_all(dir);
 }
 
 // ---- Tenants ----
@@ -322,6 +368,28 @@ int AttackAsB(const std::string& socket) {
   if (s.Code(ipc::LookupRequest{a.keys, ns_a.id()}) != StatusCode::kPermissionDenied) return 25;
   if (s.Code(ipc::ClearRequest{ns_a.id()}) != StatusCode::kPermissionDenied) return 26;
   if (s.Code(ipc::ClearRequest{std::nullopt}) != StatusCode::kPermissionDenied) return 27;
+  // `strata inspect` of A's namespace: its blocks, one of its keys, its prefix (with A's spec,
+  // or with B's spec and A's id) are A's to see.
+  ipc::InspectRequest ls;
+  ls.command = "ls";
+  ls.ns = ns_a.id();
+  if (s.Code(ls) != StatusCode::kPermissionDenied) return 40;
+  ipc::InspectRequest key;
+  key.command = "key";
+  key.ns = ns_a.id();
+  key.keys = {a.keys[0]};
+  if (s.Code(key) != StatusCode::kPermissionDenied) return 41;
+  ipc::InspectRequest prefix;
+  prefix.command = "prefix";
+  prefix.ns = ns_a.id();
+  prefix.keys = a.keys;
+  prefix.spec = ns_a.spec();
+  if (s.Code(prefix) != StatusCode::kPermissionDenied) return 42;
+  prefix.spec = ns_b.spec();
+  if (s.Code(prefix) != StatusCode::kPermissionDenied) return 43;
+  ls.ns = ns_b.id();  // its own namespace: allowed once opened
+  if (s.Code(ipc::OpenNamespaceRequest{ns_b.encoding()}) != StatusCode::kOk) return 44;
+  if (s.Code(ls) != StatusCode::kOk) return 45;
   // 3. Every slab of the pool: A's are refused; those handed out hold none of A's bytes and
   //    cannot be written, remapped writable or resized.
   const uint64_t slabs = pool_bytes / slab_bytes;

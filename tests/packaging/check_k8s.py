@@ -184,8 +184,12 @@ def main():
     for pod in kinds.get("Pod", []):
         c = pod["spec"]["containers"][0]
         sc = pod["spec"].get("securityContext", {})
-        if sc.get("runAsUser") != ds["securityContext"]["runAsUser"]:
-            fail("engine pod", "does not run as the daemon's uid (the client checks the owner)")
+        env = {v["name"]: v.get("value") for v in c.get("env", [])}
+        trusted = (env.get("STRATA_DAEMON_USER") or "").split(",")
+        if (sc.get("runAsUser") != ds["securityContext"]["runAsUser"] and
+                str(ds["securityContext"]["runAsUser"]) not in trusted):
+            fail("engine pod", "neither runs as the daemon's uid nor trusts it in "
+                 "STRATA_DAEMON_USER (the client checks the socket's owner)")
         if ds["securityContext"]["runAsGroup"] not in sc.get("supplementalGroups", []):
             fail("engine pod", "not in the daemon's socket group")
         if not any(v.get("hostPath", {}).get("path") == "/run/strata"

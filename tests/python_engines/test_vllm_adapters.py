@@ -60,6 +60,58 @@ def test_keys_are_vllm_block_hashes(model, strata_node):
     e.close()
 
 
+def test_kv_events_name_vllm_block_hashes(model):
+    """Blocks the connector saves are published by the node's KV events under vLLM's own block
+    hashes (docs/kv-events.md, "Engine hashes"), decoded with vLLM's KVEventBatch: the hashes of
+    request.block_hashes as maybe_convert_block_hash gives them, the parent of each event's first
+    block, and the blocks' tokens, as vLLM's BlockStored carries them."""
+    import socket as socketlib
+    import time
+
+    import msgspec
+    import zmq
+    from vllm.distributed.kv_events import KVEventBatch
+    from vllm.sampling_params import SamplingParams
+    from vllm.v1.core.kv_cache_utils import maybe_convert_block_hash
+    from vllm.v1.request import Request
+    with socketlib.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = ref.StrataNodes(os.environ["STRATA_CLI"], pool="256MiB",
+                            extra=("--kv-events", f"tcp://*:{port}"))
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        time.sleep(0.5)
+        e = engine(model, nodes.sockets[0])
+        p = prompt(5 * B + 3, 11)
+        e.generate(p, 2)
+        req = Request("h", p, SamplingParams(max_tokens=1), None, block_hasher=e.hasher)
+        e.close()
+        dec = msgspec.msgpack.Decoder(KVEventBatch)
+        stored = []
+        while sub.poll(1000):
+            _, _, payload = sub.recv_multipart()
+            stored += [ev for ev in dec.decode(payload).events
+                       if type(ev).__name__ == "BlockStored" and ev.medium == "CPU"]
+    finally:
+        sub.close(linger=0)
+        ctx.term()
+        nodes.close()
+    want = [maybe_convert_block_hash(h) for h in req.block_hashes]
+    assert len(want) == 5
+    assert [h for ev in stored for h in ev.block_hashes] == want
+    at = 0
+    for ev in stored:
+        n = len(ev.block_hashes)
+        assert ev.parent_block_hash == (want[at - 1] if at else None)
+        assert ev.token_ids == p[at * B:(at + n) * B]
+        assert ev.block_size == B
+        at += n
+
+
 def test_store_then_load_exact_tokens_and_side_effect_free_lookup(model, strata_node):
     base = ref.Engine(*model, num_blocks=256)
     p = prompt(7 * B + 5, 2)

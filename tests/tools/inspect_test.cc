@@ -18,6 +18,8 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "client/channel.h"
+#include "ipc/ipc_protocol.h"
 #include "strata/client.h"
 #include "strata/key_chain.h"
 #include "tests/lib/client_test_util.h"
@@ -182,7 +184,8 @@ TEST_CASE("inspect a live daemon: node, namespaces, prefix, key, ls and exit cod
   CHECK(j["blocks"][0]["key"] == p.keys[0].ToHex());
   CHECK(j["blocks"][0]["tiers"] == json::array({"host"}));
   CHECK(j["blocks"][0]["bytes"] == ns.block_bytes());
-  CHECK(j["blocks"][0]["age_s"].is_null());
+  CHECK(j["blocks"][0]["age_s"].is_number());  // stored by this daemon: its age is known
+  CHECK(j["blocks"][0]["hits"] == 0);          // no lookup yet
   CHECK(j["first_miss"]["reason"] == "partial_block");
   CHECK(j["first_miss"]["index"] == 6);
 
@@ -384,6 +387,177 @@ TEST_CASE("inspect offline: the disk tier of a stopped daemon, RocksDB read-only
   CHECK(j["dropped"] == false);
   CHECK(j["corrupt_keys"].size() == 8);
   CHECK(Inspect("--data-dir " + dir + "/nothing node 2>/dev/null").code == 1);
+}
+
+TEST_CASE("inspect top funnel doctor and prefix age/hits/in_flight against known traffic",
+          "[tools][inspect]") {
+  const std::string dir = TempDir("traffic");
+  Serve serve(dir);
+  const Namespace ns = Make(BaseSpec());
+  testing::Prompt p(ns, 8, 51, ns.block_bytes());
+  auto c = serve.Connect();
+  REQUIRE(*c->Store(ns, p.keys, p.in).Wait() == 8);
+  const std::string s = "--socket " + serve.socket() + " ";
+  const std::span<const BlockKey> all(p.keys), head = all.first(4);
+
+  // Before any lookup: no block was found yet; a fresh block is 0 hits old, its age known.
+  json j = Inspect(s + "--json top").Json();
+  CHECK(j["prefixes"].empty());
+
+  // 3 lookups of the whole chain and 2 more of its first 4 blocks: blocks 0-3 have 5 hits,
+  // 4-7 have 3. One lookup of unknown keys (a miss, attributed to no namespace).
+  for (int i = 0; i < 3; ++i) REQUIRE(c->Lookup(all)->matched_blocks == 8);
+  for (int i = 0; i < 2; ++i) REQUIRE(c->Lookup(head)->matched_blocks == 4);
+  std::vector<uint32_t> other(3 * 16);
+  for (size_t i = 0; i < other.size(); ++i) other[i] = 400000 + static_cast<uint32_t>(i);
+  REQUIRE(c->Lookup(ComputeBlockKeys(ns, other))->matched_blocks == 0);
+
+  Run top = Inspect(s + "--json top");
+  REQUIRE(top.code == 0);
+  j = top.Json();
+  REQUIRE(j["prefixes"].size() == 2);
+  CHECK(j["prefixes"][0]["hits"] == 5);
+  CHECK(j["prefixes"][0]["blocks"] == 4);
+  CHECK(j["prefixes"][0]["tokens"] == 64);
+  CHECK(j["prefixes"][0]["first_key"] == p.keys[0].ToHex());
+  CHECK(j["prefixes"][0]["last_key"] == p.keys[3].ToHex());
+  CHECK(j["prefixes"][0]["namespace"] == ns.id().ToHex());
+  CHECK(j["prefixes"][1]["hits"] == 3);
+  CHECK(j["prefixes"][1]["blocks"] == 8);
+  CHECK(j["prefixes"][1]["last_key"] == p.keys[7].ToHex());
+  CHECK(j["prefixes"][1]["last_access_unix_ms"].get<int64_t>() > 0);
+  Run human = Inspect(s + "top --limit 1");
+  INFO(human.out);
+  CHECK(std::regex_search(human.out, std::regex("\n +1  [0-9a-f]{12}  [0-9a-f]{12}  [0-9a-f]{12} +4 +64 +5  ")));
+
+  // prefix: per-block hits and age.
+  WriteTokens(dir + "/t", p.tokens);
+  j = Inspect(s + "--json prefix --tokens " + dir + "/t " + BaseFlags()).Json();
+  CHECK(j["blocks"][0]["hits"] == 5);
+  CHECK(j["blocks"][3]["hits"] == 5);
+  CHECK(j["blocks"][4]["hits"] == 3);
+  CHECK(j["blocks"][7]["hits"] == 3);
+  CHECK(j["blocks"][0]["age_s"].get<double>() >= 0);
+  CHECK(j["blocks"][0]["age_s"].get<double>() < 120);
+  j = Inspect(s + "--json key " + p.keys[2].ToHex()).Json();
+  CHECK(j["hits"] == 5);
+  CHECK(j["last_access_unix_ms"].get<int64_t>() > 0);
+
+  // One load of the 8 blocks: the funnel follows each stage exactly.
+  testing::Outputs out(8, ns.block_bytes());
+  REQUIRE(*c->Load(ns, p.keys, out.out).Wait() == 8);
+  Run funnel = Inspect(s + "--json funnel --window 600");
+  REQUIRE(funnel.code == 0);
+  j = funnel.Json();
+  CHECK(j["window_s"] == 600.0);
+  CHECK(j["recompute_tokens_per_second"].is_null());
+  json mine, unattributed;
+  for (const json& n : j["namespaces"]) {
+    if (n["namespace"] == ns.id().ToHex()) mine = n;
+    if (n["namespace"] == "unattributed") unattributed = n;
+  }
+  REQUIRE(mine.is_object());
+  const uint64_t lookups = mine["lookups"].get<uint64_t>();  // ours, and any the load made
+  CHECK(lookups >= 5);
+  CHECK(mine["lookup_blocks"].get<uint64_t>() == 3 * 8 + 2 * 4 + (lookups - 5) * 8);
+  CHECK(mine["found"]["host"] == mine["lookup_blocks"]);
+  CHECK(mine["found"]["disk"] == 0);
+  CHECK(mine["found"]["peers"] == 0);
+  CHECK(mine["loads"] == 1);
+  CHECK(mine["loaded_blocks"] == 8);
+  CHECK(mine["loaded_before_deadline_blocks"] == 8);
+  CHECK(mine["faster_than_recompute_blocks"].is_null());  // no rate: unknown, not 0
+  CHECK(mine["net_benefit_seconds"].is_null());
+  REQUIRE(unattributed.is_object());
+  CHECK(unattributed["lookups"] == 1);
+  CHECK(unattributed["lookup_blocks"] == 3);
+  CHECK(unattributed["found_blocks"] == 0);
+  // At 1 token per second, 128 tokens take 128 s to recompute: the load is faster.
+  j = Inspect(s + "--json funnel --recompute-tps 1").Json();
+  for (const json& n : j["namespaces"])
+    if (n["namespace"] == ns.id().ToHex()) mine = n;
+  CHECK(j["recompute_rate_source"] == "configured");
+  CHECK(mine["faster_than_recompute_blocks"] == 8);
+  CHECK(mine["net_benefit_seconds"].get<double>() > 127.0);
+  CHECK(mine["net_benefit_seconds"].get<double>() <= 128.0);
+  human = Inspect(s + "funnel --recompute-tps 1");
+  INFO(human.out);
+  CHECK(human.code == 0);
+  CHECK(human.out.find("recompute 1.0 tokens/s (configured)") != std::string::npos);
+
+  // A store begun and not committed: the prefix misses "in flight".
+  std::vector<uint32_t> tokens = p.tokens;
+  for (uint32_t i = 0; i < 2 * 16; ++i) tokens.push_back(500000 + i);
+  const std::vector<BlockKey> longer = ComputeBlockKeys(ns, tokens);
+  REQUIRE(longer.size() == 10);
+  auto raw = SocketChannel::Open(serve.socket(), 5000, 1 << 20);
+  REQUIRE(raw.ok());
+  auto begun = (*raw)->Call(ipc::StoreBeginRequest{ns.id(), {longer[8], longer[9]},
+                                                   {ns.block_bytes(), ns.block_bytes()}});
+  REQUIRE(begun.ok());
+  WriteTokens(dir + "/t2", tokens);
+  j = Inspect(s + "--json prefix --tokens " + dir + "/t2 " + BaseFlags()).Json();
+  CHECK(j["reach"]["host"] == 8);
+  CHECK(j["first_miss"]["index"] == 8);
+  CHECK(j["first_miss"]["reason"] == "in_flight");
+  CHECK(j["first_miss"]["since_unix_ms"].get<int64_t>() > 0);
+
+  // doctor: one namespace of 8 KiB blocks, a disk tier of 64 MiB, no cluster.
+  Run doctor = Inspect(s + "--json doctor");
+  INFO(doctor.out);
+  REQUIRE(doctor.code == 0);
+  j = doctor.Json();
+  std::map<std::string, json> checks;
+  for (const json& k : j["checks"]) checks[k["name"].get<std::string>()] = k;
+  CHECK(checks["key_scheme_reproducible"]["status"] == "pass");
+  CHECK(checks["block_size_alignment"]["status"] == "pass");
+  CHECK(checks["disk_space"]["status"] == "pass");
+  CHECK(checks["disk_space"]["detail"].get<std::string>().rfind("bound 64.0 MiB", 0) == 0);
+  CHECK(checks["etcd_reachable"]["status"] == "skip");
+  CHECK(checks["version_skew"]["status"] == "skip");
+  CHECK(checks["clock_skew"]["status"] == "skip");
+  CHECK(checks.count("memlock_limit") == 1);
+  CHECK(checks.count("shared_memory") == 1);
+  CHECK(j["summary"]["fail"] == 0);
+  // Two engines of one model keyed with different vLLM seeds, and a layout whose blocks are not
+  // a multiple of 4 KiB: fail (exit 3) and warn, each with its fix.
+  NamespaceSpec v1 = BaseSpec();
+  v1.key_scheme = KeyScheme::kVllmSha256Cbor;
+  v1.hash_seed = "1";
+  NamespaceSpec v2 = v1;
+  v2.hash_seed = "2";
+  NamespaceSpec odd = BaseSpec();
+  odd.head_dim = 24;  // 6 KiB blocks
+  for (const NamespaceSpec& spec : {v1, v2, odd}) {
+    const Namespace n = Make(spec);
+    testing::Prompt q(n, 1, 52, n.block_bytes());
+    REQUIRE(*c->Store(n, q.keys, q.in).Wait() == 1);
+  }
+  doctor = Inspect(s + "--json doctor");
+  CHECK(doctor.code == 3);
+  checks.clear();
+  j = doctor.Json();
+  for (const json& k : j["checks"]) checks[k["name"].get<std::string>()] = k;
+  CHECK(checks["key_scheme_reproducible"]["status"] == "fail");
+  CHECK(checks["key_scheme_reproducible"]["fix"].get<std::string>().find("PYTHONHASHSEED") !=
+        std::string::npos);
+  CHECK(checks["block_size_alignment"]["status"] == "warn");
+  CHECK(checks["block_size_alignment"]["detail"].get<std::string>().find("6144 bytes") !=
+        std::string::npos);
+  human = Inspect(s + "doctor");
+  INFO(human.out);
+  CHECK(human.code == 3);
+  CHECK(human.out.find("FAIL  key_scheme_reproducible") != std::string::npos);
+
+  // peers on a single node; the cluster-only commands refuse --data-dir.
+  j = Inspect(s + "--json peers").Json();
+  CHECK(j["clustered"] == false);
+  CHECK(j["members"].empty());
+  CHECK(Inspect("--data-dir " + serve.data() + " peers 2>/dev/null").code == 1);
+  // --all on a single node: that node alone.
+  Run one = Inspect(s + "--all --json node");
+  CHECK(one.code == 0);
+  CHECK(one.Json()["node"]["reachable"] == true);
 }
 
 // Prometheus text: sample name with labels -> value.

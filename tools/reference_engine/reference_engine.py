@@ -334,7 +334,7 @@ class Engine:
 class StrataNodes:
     """`strata serve` processes: one standalone node, or a cluster of two with etcd."""
 
-    def __init__(self, cli: str, nodes: int = 1, pool: str = "1GiB"):
+    def __init__(self, cli: str, nodes: int = 1, pool: str = "1GiB", extra: tuple = ()):
         self.dir = tempfile.mkdtemp(prefix="strata-ref-")
         self.procs: list[subprocess.Popen] = []
         self.sockets: list[str] = []
@@ -366,6 +366,7 @@ class StrataNodes:
             args = [cli, "serve", "--socket", sock, "--no-disk", "--host-pool", pool]
             if cluster:
                 args += ["--node-id", f"node-{'ab'[i]}"] + cluster
+            args += list(extra)  # more `strata serve` flags, e.g. --kv-events
             self.procs.append(subprocess.Popen(args, stdout=open(f"{self.dir}/node{i}.log", "w"),
                                                stderr=subprocess.STDOUT))
             self.sockets.append(sock)

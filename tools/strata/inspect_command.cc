@@ -3,11 +3,19 @@
 // against a disk tier's directory (`--data-dir DIR`: RocksDB opened read-only, works with no
 // daemon running). Both print the same JSON with --json (node/inspect.h), or tables.
 //
-// Exit codes: 0 ok; 1 unreachable or an error; 2 bad usage; 3 degraded or a problem found (a
-// degraded node, near-duplicate namespaces, a prefix that misses because of a namespace or key
-// scheme mismatch, a block whose checksum fails, corrupt blocks found by verify).
+// With --all, the command runs against every member of the local daemon's cluster: the local
+// daemon's `peers` answer lists the members with the socket each published in membership, and a
+// member on this host is asked through that socket (a member on another host is reported
+// unreachable: run the inspector there). One section (or one JSON object a line) per node.
+//
+// Exit codes: 0 ok; 1 unreachable or an error (with --all: some member unreachable, the others
+// still printed); 2 bad usage; 3 degraded or a problem found (a degraded node, near-duplicate
+// namespaces, a prefix that misses because of a namespace or key scheme mismatch, a block whose
+// checksum fails, corrupt blocks found by verify, a member that failed the secret handshake or
+// runs another version, a failed doctor check).
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -30,6 +38,7 @@
 #include "node/namespace_registry.h"
 #include "store/disk_tier_reader.h"
 #include "strata/engine_keys.h"
+#include "strata/result.h"
 #include "strata/version.h"
 #include "token_file.h"
 
@@ -57,6 +66,10 @@ struct InspectOptions {
   std::string tier;
   uint32_t limit = 100;
   std::string sort = "namespace";
+  bool all = false;
+  double window_s = 300;
+  uint32_t deadline_ms = 1000;
+  double recompute_tps = 0;  // 0: unknown
 };
 
 // ---- Offline view: a stopped (or running) daemon's disk tier, read-only. ----
@@ -173,6 +186,16 @@ ipc::InspectRequest BuildRequest(const InspectOptions& o) {
     q.tier = o.tier;
     q.limit = o.limit;
     q.sort = o.sort;
+  } else if (o.command == "top") {
+    if (!o.ls_namespace.empty()) q.ns = ParseKey(o.ls_namespace, "--namespace");
+    q.limit = o.limit;
+  } else if (o.command == "funnel") {
+    if (!(o.window_s > 0) || !std::isfinite(o.window_s)) Fail("--window: must be positive", 2);
+    if (!(o.recompute_tps >= 0) || !std::isfinite(o.recompute_tps))
+      Fail("--recompute-tps: must be a positive number", 2);
+    q.window_s = o.window_s;
+    q.deadline_ms = o.deadline_ms;
+    q.recompute_tokens_per_second = o.recompute_tps;
   }
   return q;
 }
@@ -374,6 +397,110 @@ void PrintLs(const json& j, const InspectOptions& o) {
                            j["truncated"].get<bool>() ? " (--limit reached)" : "");
 }
 
+std::string Ms(const json& v) {
+  if (!v.is_number()) return "-";
+  return fmt::format("{:.2f}", v.get<double>());
+}
+
+void PrintPeers(const json& j, bool full) {
+  if (!j.value("clustered", false)) {
+    std::cout << "not clustered (no membership): no peers\n";
+    return;
+  }
+  std::cout << fmt::format("node {}  membership {}  lease ttl {}  ucx tls {}  listen {}\n",
+                           j.value("node_id", "?"), j.value("membership", "?"),
+                           j["lease_ttl_s"].is_null() ? "-" : Num(j["lease_ttl_s"]) + "s",
+                           j["ucx_tls"].is_null() ? "(UCX default)" : j["ucx_tls"].get<std::string>(),
+                           j.value("listen_addr", "?"));
+  std::cout << fmt::format("{:<16}{:<14}{:<16}{:>10}{:>10}{:>7}{:>8}{:>11}{:>6}{:>8}{:>9}{:>9}\n",
+                           "member", "host", "listen", "lease age", "handshake", "pulls",
+                           "blocks", "bytes", "fail", "GB/s", "p50 ms", "p99 ms");
+  for (const json& m : j["members"]) {
+    std::string id = m["id"].get<std::string>();
+    if (m["self"] == true) id += " (self)";
+    const json& r = m["recent"];
+    const auto rec = [&](const char* k) { return r.is_object() ? r[k] : json(nullptr); };
+    std::cout << fmt::format(
+        "{:<16}{:<14}{:<16}{:>10}{:>10}{:>7}{:>8}{:>11}{:>6}{:>8}{:>9}{:>9}\n",
+        full || id.size() <= 15 ? id : id.substr(0, 14) + "~", m.value("host", "-").substr(0, 13),
+        m["listen_addr"].is_null() ? "-" : m["listen_addr"].get<std::string>(),
+        Duration(m["lease_age_s"]),
+        m["handshake"].is_null() ? "-" : m["handshake"].get<std::string>(), Num(m["pulls"]),
+        Num(m["pulled_blocks"]), Bytes(m["pulled_bytes"]), Num(m["pull_failures"]),
+        rec("gb_per_s").is_number() ? fmt::format("{:.2f}", rec("gb_per_s").get<double>()) : "-",
+        Ms(rec("p50_ms")), Ms(rec("p99_ms")));
+  }
+  std::cout << "GB/s, p50 and p99: pulls from each member over the last 60 s\n";
+}
+
+std::string When(const json& unix_ms) {
+  if (!unix_ms.is_number()) return "-";
+  const double ago = (std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count() -
+                      unix_ms.get<double>()) /
+                     1000.0;
+  return Duration(std::max(0.0, ago)) + " ago";
+}
+
+void PrintTop(const json& j, bool full) {
+  if (j["prefixes"].is_null()) {
+    std::cout << "hits unknown: " << j.value("detail", "") << "\n";
+    return;
+  }
+  std::cout << fmt::format("{:>4}  {:<14}{:<14}{:<14}{:>7}{:>8}{:>7}  {}\n", "rank", "namespace",
+                           "first key", "last key", "blocks", "tokens", "hits", "last access");
+  size_t rank = 0;
+  for (const json& p : j["prefixes"])
+    std::cout << fmt::format("{:>4}  {:<14}{:<14}{:<14}{:>7}{:>8}{:>7}  {}\n", ++rank,
+                             Short(p["namespace"], full), Short(p["first_key"], full),
+                             Short(p["last_key"], full), Num(p["blocks"]), Num(p["tokens"]),
+                             Num(p["hits"]), When(p["last_access_unix_ms"]));
+  if (rank == 0) std::cout << "no block has been found by a lookup yet\n";
+}
+
+void PrintFunnel(const json& j, bool full) {
+  std::cout << fmt::format(
+      "window {}{}  deadline {} ms  recompute {}\n", Duration(j["window_s"]),
+      j.value("window_covered", true) ? "" : " (partly: the event log wrapped)",
+      Num(json(static_cast<int64_t>(j["deadline_s"].get<double>() * 1000))),
+      j["recompute_tokens_per_second"].is_null()
+          ? std::string("rate unknown (--recompute-tps)")
+          : Num(j["recompute_tokens_per_second"]) + " tokens/s (" +
+                j["recompute_rate_source"].get<std::string>() + ")");
+  std::cout << fmt::format("{:<14}{:>8}{:>8}{:>8}  {:<19}{:>8}{:>9}{:>8}{:>13}\n", "namespace",
+                           "lookups", "blocks", "found", "dev/host/disk/peer", "loaded",
+                           "in time", "faster", "net benefit");
+  for (const json& n : j["namespaces"]) {
+    const json& f = n["found"];
+    std::cout << fmt::format(
+        "{:<14}{:>8}{:>8}{:>8}  {:<19}{:>8}{:>9}{:>8}{:>13}\n", Short(n["namespace"], full),
+        Num(n["lookups"]), Num(n["lookup_blocks"]), Num(n["found_blocks"]),
+        fmt::format("{}/{}/{}/{}", Num(f["device"]), Num(f["host"]), Num(f["disk"]),
+                    Num(f["peers"])),
+        Num(n["loaded_blocks"]), Num(n["loaded_before_deadline_blocks"]),
+        Num(n["faster_than_recompute_blocks"]),
+        n["net_benefit_seconds"].is_number()
+            ? fmt::format("{:+.3f} s", n["net_benefit_seconds"].get<double>())
+            : "-");
+  }
+  if (j["namespaces"].empty()) std::cout << "no lookups or loads in the window\n";
+}
+
+void PrintDoctor(const json& j) {
+  for (const json& c : j["checks"]) {
+    std::string st = c["status"].get<std::string>();
+    for (char& ch : st) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    std::cout << fmt::format("{:<5} {:<24} {}\n", st, c["name"].get<std::string>(),
+                             c["detail"].get<std::string>());
+    if (c["fix"].is_string()) std::cout << fmt::format("{:<30} fix: {}\n", "",
+                                                       c["fix"].get<std::string>());
+  }
+  const json& s = j["summary"];
+  std::cout << fmt::format("{} pass, {} warn, {} fail, {} skipped\n", Num(s["pass"]),
+                           Num(s["warn"]), Num(s["fail"]), Num(s["skip"]));
+}
+
 // 3 when the answer shows a problem (see the file comment), else 0.
 int ExitCodeOf(const json& j) {
   const std::string c = j.value("command", "");
@@ -386,6 +513,13 @@ int ExitCodeOf(const json& j) {
   if (c == "key" && j.contains("checksum_verified") && j["checksum_verified"] == false)
     return kDegradedExit;
   if (c == "verify" && j.value("corrupt", 0) > 0) return kDegradedExit;
+  if (c == "peers" && j.contains("members"))
+    for (const json& m : j["members"]) {
+      if (m.value("handshake", json(nullptr)) == "rejected") return kDegradedExit;
+      if (m["version"].is_string() && m["version"] != Version()) return kDegradedExit;
+    }
+  if (c == "doctor" && j.contains("summary") && j["summary"].value("fail", 0) > 0)
+    return kDegradedExit;
   return 0;
 }
 
@@ -396,24 +530,37 @@ class Source {
  public:
   explicit Source(const InspectOptions& o) : o_(o) {}
 
+  // `socket`: another daemon's than the options' (--all); "" for the options' own.
+  explicit Source(const InspectOptions& o, std::string socket) : o_(o), socket_(std::move(socket)) {}
+
   json Ask(const ipc::InspectRequest& q) {
+    auto r = TryAsk(q);
+    if (!r.ok()) Fail(r.status().message());
+    return std::move(r).value();
+  }
+
+  // As Ask, the failure as a status (--all goes on with the other members).
+  Result<json> TryAsk(const ipc::InspectRequest& q) {
     if (!o_.data_dir.empty()) return AskOffline(q);
     if (!channel_) {
-      const std::string path = o_.socket.empty() ? ipc::DefaultSocketPath() : o_.socket;
+      std::string path = !socket_.empty() ? socket_
+                         : o_.socket.empty() ? ipc::DefaultSocketPath() : o_.socket;
       auto ch = SocketChannel::Open(path, o_.timeout_ms, 4096);
-      if (!ch.ok()) Fail("cannot reach the daemon at " + path + ": " + ch.status().ToString());
+      if (!ch.ok())
+        return Status::Unavailable("cannot reach the daemon at " + path + ": " +
+                                   ch.status().ToString());
       channel_ = std::move(ch).value();
     }
     auto reply = channel_->Call(q);
     if (!reply.ok()) {
       if (reply.status().code() == StatusCode::kInvalidArgument &&
           std::string(reply.status().message()).find("unknown") != std::string::npos)
-        Fail("the daemon does not answer Inspect (a version before it): " +
-             reply.status().ToString());
-      Fail("inspect " + q.command + ": " + reply.status().ToString());
+        return Status::Unavailable("the daemon does not answer inspect " + q.command +
+                                   " (a version before it): " + reply.status().ToString());
+      return Status::Unavailable("inspect " + q.command + ": " + reply.status().ToString());
     }
     auto* r = std::get_if<ipc::InspectReply>(&*reply);
-    if (r == nullptr) Fail("inspect: the daemon answered with another reply type");
+    if (r == nullptr) return Status::Unavailable("inspect: the daemon answered with another reply type");
     return json::parse(r->json);
   }
 
@@ -428,12 +575,17 @@ class Source {
           entries.ok() ? std::move(entries).value() : std::vector<NamespaceRegistry::Entry>{});
     }
     if (q.command == "node") return OfflineNode(*view_, o_.data_dir);
+    if (q.command == "peers" || q.command == "funnel" || q.command == "doctor")
+      Fail("inspect " + q.command + " asks a running daemon; --data-dir has no " +
+           (q.command == "peers" ? "cluster" : q.command == "funnel" ? "request log"
+                                                                     : "limits to check"));
     auto out = inspect::Run(*view_, q, /*admin=*/true);
     if (!out.ok()) Fail("inspect " + q.command + ": " + out.status().ToString());
     return json::parse(*out);
   }
 
   const InspectOptions& o_;
+  std::string socket_;
   std::unique_ptr<SocketChannel> channel_;
   std::unique_ptr<OfflineView> view_;
 };
@@ -449,6 +601,10 @@ void Print(const json& j, const InspectOptions& o) {
   else if (o.command == "key") PrintKey(j, o.full);
   else if (o.command == "ls") PrintLs(j, o);
   else if (o.command == "verify") PrintVerify(j, o.full);
+  else if (o.command == "peers") PrintPeers(j, o.full);
+  else if (o.command == "top") PrintTop(j, o.full);
+  else if (o.command == "funnel") PrintFunnel(j, o.full);
+  else if (o.command == "doctor") PrintDoctor(j);
   std::cout << std::flush;
 }
 
@@ -463,9 +619,130 @@ void AddRates(json& now, const json& before, double seconds) {
   }
 }
 
+// One member of the cluster as --all reaches it.
+struct Target {
+  std::string id;
+  std::string socket;       // "" when it cannot be reached from here
+  std::string unreachable;  // why, when socket is ""
+  std::unique_ptr<Source> source;
+  std::string self_socket;  // the local daemon's published socket (shown only)
+};
+
+// The members of the local daemon's cluster (itself alone when it is not clustered).
+std::vector<Target> Members(const InspectOptions& o, Source& local) {
+  ipc::InspectRequest q;
+  q.command = "peers";
+  const json peers = local.Ask(q);
+  std::vector<Target> out;
+  if (!peers.value("clustered", false)) {
+    out.push_back({"local", "", "", nullptr, ""});
+    return out;
+  }
+  for (const json& m : peers["members"]) {
+    Target t;
+    t.id = m["id"].get<std::string>();
+    if (m["self"] == true) {
+      if (m["socket"].is_string()) t.self_socket = m["socket"].get<std::string>();
+      out.push_back(std::move(t));  // asked through the local source
+      continue;
+    }
+    if (!m["socket"].is_string())
+      t.unreachable = "it published no socket in membership (an older version)";
+    else if (m["same_host"] != true)
+      t.unreachable = "it runs on host " + m.value("host", std::string("?")) +
+                      ": run `strata inspect --socket " + m["socket"].get<std::string>() +
+                      "` there";
+    else
+      t.socket = m["socket"].get<std::string>();
+    if (!t.socket.empty()) t.source = std::make_unique<Source>(o, t.socket);
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+int64_t UnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The doctor's clock check from a node's answer: its clock against this host's, measured at the
+// middle of the request (uncertainty: half the round trip).
+void AddClockSkew(json& answer, int64_t sent_ms, int64_t received_ms) {
+  if (!answer.contains("checks") || !answer["now_unix_ms"].is_number()) return;
+  const double mid = (double(sent_ms) + double(received_ms)) / 2;
+  const double skew = answer["now_unix_ms"].get<double>() - mid;
+  const double bound = double(received_ms - sent_ms) / 2;
+  const double a = std::fabs(skew);
+  const char* status = a > 1000 + bound ? "fail" : a > 100 + bound ? "warn" : "pass";
+  for (json& c : answer["checks"]) {
+    if (c["name"] != "clock_skew") continue;
+    json& s = answer["summary"];
+    s[c["status"].get<std::string>()] = s[c["status"].get<std::string>()].get<int>() - 1;
+    s[status] = s[status].get<int>() + 1;
+    c["status"] = status;
+    c["detail"] = fmt::format("clock {:+.0f} ms from this host's (+/- {:.0f} ms)", skew, bound);
+    c["fix"] = std::string(status) == "pass"
+                   ? json(nullptr)
+                   : json("synchronise clocks (chrony or systemd-timesyncd against the same "
+                          "NTP servers); removal times and ages compare across nodes");
+    c["skew_ms"] = skew;
+  }
+}
+
+void RunAll(const InspectOptions& o, const ipc::InspectRequest& q) {
+  if (!o.data_dir.empty()) Fail("--all asks the cluster's daemons; it excludes --data-dir", 2);
+  if (o.watch_s > 0) Fail("--all and --watch exclude each other", 2);
+  Source local(o);
+  std::vector<Target> targets = Members(o, local);
+  bool unreachable = false, degraded = false;
+  for (Target& t : targets) {
+    Source* src = t.id == "local" || (t.source == nullptr && t.unreachable.empty())
+                      ? &local : t.source.get();
+    const std::string& shown = t.socket.empty() ? t.self_socket : t.socket;
+    json node = {{"id", t.id}, {"socket", shown.empty() ? json(nullptr) : json(shown)}};
+    json answer;
+    std::string error = t.unreachable;
+    if (src != nullptr) {
+      const int64_t sent = UnixMs();
+      auto r = src->TryAsk(q);
+      const int64_t received = UnixMs();
+      if (r.ok()) {
+        answer = std::move(r).value();
+        if (o.command == "doctor") AddClockSkew(answer, sent, received);
+      } else {
+        error = std::string(r.status().message());
+      }
+    }
+    node["reachable"] = error.empty();
+    if (!error.empty()) {
+      unreachable = true;
+      node["error"] = error;
+      answer = {{"schema_version", inspect::kSchemaVersion}, {"command", o.command}};
+    }
+    answer["node"] = node;
+    if (error.empty() && ExitCodeOf(answer) == kDegradedExit) degraded = true;
+    if (o.json) {
+      std::cout << answer.dump() << std::endl;
+      continue;
+    }
+    std::cout << fmt::format("=== node {}{} ===\n", t.id,
+                             shown.empty() ? "" : " (" + shown + ")");
+    if (!error.empty()) std::cout << "unreachable: " << error << "\n";
+    else Print(answer, o);
+    std::cout << std::flush;
+  }
+  if (unreachable) throw CLI::RuntimeError(1);
+  if (degraded) throw CLI::RuntimeError(kDegradedExit);
+}
+
 void RunInspect(const InspectOptions& o) {
   if (!o.socket.empty() && !o.data_dir.empty())
     Fail("--socket and --data-dir exclude each other (live or offline)", 2);
+  if (o.all) {
+    RunAll(o, BuildRequest(o));
+    return;
+  }
   if (o.watch_s < 0 || !std::isfinite(o.watch_s)) Fail("--watch: must be a positive number", 2);
   const ipc::InspectRequest q = BuildRequest(o);
   Source source(o);
@@ -503,6 +780,9 @@ void RunInspect(const InspectOptions& o) {
   cmd->add_option("--watch", o->watch_s, "Refresh every SECONDS until interrupted");
   cmd->add_option("--watch-count", o->watch_count, "With --watch: stop after N refreshes");
   cmd->add_option("--timeout-ms", o->timeout_ms, "Longest wait for the daemon (default 10000)");
+  cmd->add_flag("--all", o->all,
+                "Every member of the daemon's cluster (those on this host, through the socket "
+                "each publishes in membership), one section or JSON line per node");
 
   auto sub = [&](const char* name, const char* help) {
     auto* s = cmd->add_subcommand(name, help);
@@ -528,6 +808,19 @@ void RunInspect(const InspectOptions& o) {
       ->check(CLI::IsMember({"namespace", "key", "bytes"}));
   sub("verify",
       "Check every disk block's checksum now (live: corrupt blocks are dropped, as a load would)");
+  sub("peers", "Cluster members: lease age, address, transport, pulls (GB/s, p50/p99, failures)");
+  auto* top = sub("top", "The hottest prefixes: chains with the most lookup hits");
+  top->add_option("--namespace", o->ls_namespace, "Only this namespace (32 hex digits)");
+  top->add_option("--limit", o->limit, "At most this many prefixes (default 100)");
+  auto* funnel = sub("funnel",
+                     "Per namespace over a window: lookups -> found -> loaded -> in time -> "
+                     "faster than recomputing, and the net benefit");
+  funnel->add_option("--window", o->window_s, "Seconds back from now (default 300)");
+  funnel->add_option("--deadline-ms", o->deadline_ms,
+                     "A load slower than this did not help the engine (default 1000)");
+  funnel->add_option("--recompute-tps", o->recompute_tps,
+                     "The engine's prefill rate in tokens per second (default: unknown)");
+  sub("doctor", "Set-up checks (pass/warn/fail) with the exact fix");
 });
 
 }  // namespace

@@ -4,7 +4,6 @@
 #include <signal.h>
 
 #include <algorithm>
-#include <charconv>
 #include <exception>
 #include <filesystem>
 #include <iostream>
@@ -12,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <fmt/format.h>
@@ -123,29 +123,26 @@ void CheckConfigFile(const std::string& path) {
     Fail("--config '" + path + "' is not a regular file", 2);
 }
 
-// Adds --tenant-uid / --tenant-gid values (SALT:ID, the id after the last ':') to `tenants`.
-void AddTenantGrants(const std::vector<std::string>& values, const char* flag, bool gid,
-                     std::vector<DaemonOptions::Tenant>* tenants) {
-  for (const std::string& v : values) {
-    const size_t colon = v.rfind(':');
-    uint32_t id = 0;
-    const char* end = v.data() + v.size();
-    bool ok = colon != std::string::npos && colon > 0 && colon + 1 < v.size();
-    if (ok) {
-      auto [ptr, ec] = std::from_chars(v.data() + colon + 1, end, id);
-      ok = ec == std::errc() && ptr == end;
-    }
-    if (!ok)
-      Fail(std::string(flag) + " '" + v + "': expected SALT:" + (gid ? "GID" : "UID") +
-               " with a non-empty salt",
-           2);
-    const std::string salt = v.substr(0, colon);
-    auto it = std::find_if(tenants->begin(), tenants->end(),
-                           [&](const DaemonOptions::Tenant& t) { return t.salt == salt; });
-    if (it == tenants->end()) it = tenants->insert(tenants->end(), {salt, {}, {}});
-    if (gid) it->gids.push_back(id);
-    else it->uids.push_back(id);
+// Applies a repeatable trust flag, if given, as its setting (a comma-separated list).
+template <typename T>
+void ApplyListFlag(const std::vector<T>& values, const char* flag, const char* key,
+                   ServeConfig* config) {
+  if (values.empty()) return;
+  std::string joined;
+  for (const T& v : values) {
+    if constexpr (std::is_same_v<T, std::string>) joined += (joined.empty() ? "" : ",") + v;
+    else joined += (joined.empty() ? "" : ",") + std::to_string(v);
   }
+  Status st = ApplySetting(key, joined, std::string("flag ") + flag, config);
+  if (!st.ok()) Fail(st.ToString(), 2);
+}
+
+template <typename T>
+void ApplyScalarFlag(const std::optional<T>& value, const char* flag, const char* key,
+                     ServeConfig* config) {
+  if (!value) return;
+  Status st = ApplySetting(key, std::to_string(*value), std::string("flag ") + flag, config);
+  if (!st.ok()) Fail(st.ToString(), 2);
 }
 
 void RunServe(const ServeFlags& f) {
@@ -179,30 +176,33 @@ void RunServe(const ServeFlags& f) {
     if (!st.ok()) Fail(st.ToString(), 2);
   }
   if (f.no_disk) config.node.data_dir.clear();
-  DaemonOptions& d = config.daemon;
-  if (!f.socket_group.empty()) d.socket_group = f.socket_group;
-  d.allowed_uids.insert(d.allowed_uids.end(), f.allow_uids.begin(), f.allow_uids.end());
-  d.allowed_gids.insert(d.allowed_gids.end(), f.allow_gids.begin(), f.allow_gids.end());
-  d.admin_uids.insert(d.admin_uids.end(), f.admin_uids.begin(), f.admin_uids.end());
-  AddTenantGrants(f.tenant_uids, "--tenant-uid", false, &d.tenants);
-  AddTenantGrants(f.tenant_gids, "--tenant-gid", true, &d.tenants);
-  if (d.tenants.size() > 255) Fail("--tenant-uid/--tenant-gid: at most 255 private tenants", 2);
-  config.node.tenants = static_cast<uint16_t>(d.tenants.size() + 1);
-  if (f.idle_timeout_ms) d.idle_timeout_ms = *f.idle_timeout_ms;
-  if (f.max_clients_per_uid) {
-    if (*f.max_clients_per_uid == 0) Fail("--max-clients-per-uid: must be at least 1", 2);
-    d.max_clients_per_uid = *f.max_clients_per_uid;
+  // The trust flags replace what the config file and the environment set (docs/config.md).
+  if (!f.socket_group.empty()) {
+    Status st = ApplySetting("socket_group", f.socket_group, "flag --socket-group", &config);
+    if (!st.ok()) Fail(st.ToString(), 2);
   }
-  if (f.max_pin_ms) {
-    if (*f.max_pin_ms == 0) Fail("--max-pin-ms: must be at least 1", 2);
-    d.max_pin_ms = *f.max_pin_ms;
-  }
+  ApplyListFlag(f.allow_uids, "--allow-uid", "allow_uids", &config);
+  ApplyListFlag(f.allow_gids, "--allow-gid", "allow_gids", &config);
+  ApplyListFlag(f.admin_uids, "--admin-uid", "admin_uids", &config);
+  ApplyListFlag(f.tenant_uids, "--tenant-uid", "tenant_uids", &config);
+  ApplyListFlag(f.tenant_gids, "--tenant-gid", "tenant_gids", &config);
+  ApplyScalarFlag(f.idle_timeout_ms, "--idle-timeout-ms", "idle_timeout_ms", &config);
+  ApplyScalarFlag(f.max_clients_per_uid, "--max-clients-per-uid", "max_clients_per_uid", &config);
+  ApplyScalarFlag(f.max_pin_ms, "--max-pin-ms", "max_pin_ms", &config);
   if (Status st = FinishConfig(DetectHostResources(), &config, &warnings); !st.ok())
     Fail(st.ToString(), 2);
   for (const std::string& w : warnings) std::cerr << "strata serve: warning: " << w << std::endl;
 
   if (Status st = log::Configure(f.log_level, f.log_format); !st.ok())
     Fail("--log-level/--log-format: " + st.ToString(), 2);
+  // Published in membership: `strata inspect --all` on this host reaches the node through it.
+  if (!config.node.cluster.membership.empty()) {
+    std::error_code ec;
+    const std::string socket =
+        d.socket_path.empty() ? ipc::DefaultSocketPath() : d.socket_path;
+    const auto absolute = std::filesystem::absolute(socket, ec);
+    config.node.cluster.inspect_socket = ec ? socket : absolute.string();
+  }
   auto node = Node::Open(config.node);
   if (!node.ok()) Fail(node.status().ToString());
   auto daemon = Daemon::Start(node->get(), config.daemon);

@@ -13,8 +13,11 @@
 namespace strata::transport {
 
 std::string EncodeMemberValue(const Member& m) {
-  return nlohmann::json{{"id", m.id}, {"address", Base64Encode(m.address)}, {"host", m.host}}
-      .dump();
+  nlohmann::json j = {{"id", m.id}, {"address", Base64Encode(m.address)}, {"host", m.host}};
+  if (!m.listen_addr.empty()) j["listen_addr"] = m.listen_addr;
+  if (!m.socket.empty()) j["socket"] = m.socket;
+  if (!m.version.empty()) j["version"] = m.version;
+  return j.dump();
 }
 
 Result<Member> DecodeMemberValue(const std::string& value) {
@@ -27,7 +30,13 @@ Result<Member> DecodeMemberValue(const std::string& value) {
   auto addr = Base64Decode(j["address"].get<std::string>());
   if (!addr.ok()) return addr.status().WithContext("member " + m.id + " address");
   m.address = std::move(*addr);
-  if (j.contains("host") && j["host"].is_string()) m.host = j["host"].get<std::string>();
+  auto text = [&](const char* field, std::string* out) {
+    if (j.contains(field) && j[field].is_string()) *out = j[field].get<std::string>();
+  };
+  text("host", &m.host);
+  text("listen_addr", &m.listen_addr);
+  text("socket", &m.socket);
+  text("version", &m.version);
   if (m.id.empty()) return Status::Corruption("member value has an empty id");
   return m;
 }

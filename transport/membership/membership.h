@@ -25,6 +25,10 @@ struct Member {
   std::string id;                  // unique node id
   std::vector<std::byte> address;  // UCX worker address
   std::string host;                // host name: "same host" peers are preferred for pulls
+  // What operators see of the member (`strata inspect peers`, `--all`); "" when not published.
+  std::string listen_addr;  // the interface its UCX network transports use
+  std::string socket;       // its daemon's socket: how `strata inspect --all` reaches it on a host
+  std::string version;      // its strata version
 
   friend bool operator==(const Member&, const Member&) = default;
 };

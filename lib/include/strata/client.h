@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "strata/block_key.h"
+#include "strata/engine_keys.h"
 #include "strata/namespace.h"
 #include "strata/result.h"
 #include "strata/status.h"
@@ -119,6 +120,17 @@ class LayerwiseLoad {
   virtual Result<size_t> WaitLayer(uint32_t layer) = 0;
 };
 
+// Options of a store (Store, StorePaged, StorePagedLayerwise).
+struct StoreOptions {
+  // What the engine publishes for each block in its own KV events (ComputeEngineBlocks, or the
+  // hashes the engine computed itself): empty, or one per key, for a namespace with an engine
+  // key scheme. The daemon keeps it with the block (across tiers and restarts) so that its KV
+  // events name the block as the engine's do (docs/kv-events.md, "Engine hashes"); a paged
+  // store's blocks are published once each, by their head-0 shard. Copied by the call.
+  // Default: none (the events name the Strata keys).
+  std::span<const EngineBlock> engine_blocks;
+};
+
 // Options of an embedded (in-process) cache. Defaults as for `strata serve`.
 struct EmbeddedOptions {
   uint64_t host_pool_bytes = 256ull << 20;  // Default: 256 MiB.
@@ -134,6 +146,11 @@ struct ClientOptions {
   // they are first written). Stores larger than it go in several rounds; a layerwise store must
   // fit whole. Default: 256 MiB.
   uint64_t staging_bytes = uint64_t{256} << 20;
+  // Users trusted to run the daemon besides this process's own and root: a socket (and its
+  // directory) owned by anyone else is refused before any byte is sent (it could be a socket
+  // another user planted to capture KV). STRATA_DAEMON_USER (comma-separated names or uids) adds
+  // to these, e.g. `strata` for the systemd service. Default: none.
+  std::vector<uint32_t> trusted_daemon_uids;
 };
 
 class Client {
@@ -159,8 +176,14 @@ class Client {
   // cached are skipped. Completes with the number of blocks newly stored. InvalidArgument for a
   // buffer of another size.
   // REQUIRES: keys.size() == buffers.size(); the buffers stay valid until Wait() returns.
+  // InvalidArgument when options.engine_blocks is neither empty nor one per key.
   virtual Completion<size_t> Store(const Namespace& ns, std::span<const BlockKey> keys,
-                                   std::span<const ConstBuffer> buffers) = 0;
+                                   std::span<const ConstBuffer> buffers,
+                                   const StoreOptions& options) = 0;
+  Completion<size_t> Store(const Namespace& ns, std::span<const BlockKey> keys,
+                           std::span<const ConstBuffer> buffers) {
+    return Store(ns, keys, buffers, StoreOptions{});
+  }
 
   // Loads the longest cached prefix of `keys` (keys of `ns`) into `buffers`, verifying every
   // checksum and decoding with the namespace's codec; completes with the number of leading blocks
@@ -183,7 +206,12 @@ class Client {
   // encoded with the namespace's codec, checksummed and published by the daemon. Completes with
   // the number of head shards newly stored.
   virtual Completion<size_t> StorePaged(KvCacheId cache, std::span<const BlockKey> keys,
-                                        std::span<const int32_t> block_ids) = 0;
+                                        std::span<const int32_t> block_ids,
+                                        const StoreOptions& options) = 0;
+  Completion<size_t> StorePaged(KvCacheId cache, std::span<const BlockKey> keys,
+                                std::span<const int32_t> block_ids) {
+    return StorePaged(cache, keys, block_ids, StoreOptions{});
+  }
   // Loads the longest loadable prefix of `keys` into pages block_ids[0..n): verified, decoded,
   // scattered. Completes with n. Pages past n are left as they were (the engine recomputes them).
   virtual Completion<size_t> LoadPaged(KvCacheId cache, std::span<const BlockKey> keys,
@@ -191,7 +219,12 @@ class Client {
   // The layer-by-layer forms. The spans are copied; the pages must stay valid until Finish()'s
   // completion / the last WaitLayer.
   virtual Result<std::unique_ptr<LayerwiseStore>> StorePagedLayerwise(
-      KvCacheId cache, std::span<const BlockKey> keys, std::span<const int32_t> block_ids) = 0;
+      KvCacheId cache, std::span<const BlockKey> keys, std::span<const int32_t> block_ids,
+      const StoreOptions& options) = 0;
+  Result<std::unique_ptr<LayerwiseStore>> StorePagedLayerwise(
+      KvCacheId cache, std::span<const BlockKey> keys, std::span<const int32_t> block_ids) {
+    return StorePagedLayerwise(cache, keys, block_ids, StoreOptions{});
+  }
   virtual Result<std::unique_ptr<LayerwiseLoad>> LoadPagedLayerwise(
       KvCacheId cache, std::span<const BlockKey> keys, std::span<const int32_t> block_ids) = 0;
 

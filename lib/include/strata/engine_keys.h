@@ -53,6 +53,15 @@ struct EngineHash {
   }
 };
 
+// What an engine announces for one block in its own KV events (vLLM's BlockStored: the block's
+// hash, its parent's, its tokens). A store that carries it (Client::Store's StoreOptions) makes
+// Strata's KV events name the block as the engine does (docs/kv-events.md, "Engine hashes").
+struct EngineBlock {
+  EngineHash hash;                  // the engine's hash of the block (16 or 32 bytes)
+  EngineHash parent;                // the previous block's; size 0: the first block of its prompt
+  std::vector<uint32_t> token_ids;  // the block's tokens; empty: not known
+};
+
 // One multimodal input of a vLLM request (vLLM's mm_features): its identifier (mm_hash) and the
 // token positions its placeholder occupies. Items are given sorted by offset, as vLLM keeps them.
 struct MultimodalItem {
@@ -70,6 +79,13 @@ struct SchemeKeys {
 // only; InvalidArgument for multimodal items under another scheme or items not sorted by offset.
 Result<SchemeKeys> ComputeSchemeKeys(const Namespace& ns, std::span<const uint32_t> tokens,
                                      std::span<const MultimodalItem> mm = {});
+
+// The EngineBlocks of every full block of `tokens` under `ns`'s key scheme (ComputeSchemeKeys'
+// hashes, each block's parent the hash before it), for a store of those blocks.
+// InvalidArgument for the strata scheme (its events name the keys themselves).
+Result<std::vector<EngineBlock>> ComputeEngineBlocks(const Namespace& ns,
+                                                     std::span<const uint32_t> tokens,
+                                                     std::span<const MultimodalItem> mm = {});
 
 // The Strata key of a block whose engine hash is `hash`: XXH3-128(ns_id || hash). Lets an adapter
 // turn the hashes an engine already computed (vLLM's request.block_hashes) into keys.

@@ -244,12 +244,18 @@ class StrataHiCacheStorage(HiCacheStorage):
             return [True] * len(keys)  # MLA: one writer per replica group stores for all
         skeys = self._keys(keys)
         pages = self._pages(host_indices, len(keys))
+        # For the node's KV events: each page's hash and its parent's (the page before it in the
+        # chain: keys[i - 1], or the last of extra_info.prefix_keys); SGLang hands over no tokens.
+        prefix = (extra_info.prefix_keys if extra_info is not None else None) or []
+        parents = ([prefix[-1]] if prefix else [None]) + list(keys[:-1])
+        engine = [(k, p, None) for k, p in zip(keys, parents)]
         with self._lock:
             for lo in range(0, len(keys), self.stage_pages):
                 hi = min(lo + self.stage_pages, len(keys))
                 self._gather(pages[lo:hi], self._stage_view(hi - lo))
                 try:
-                    self.client.store_paged(self._cache, skeys[lo:hi], list(range(hi - lo)))
+                    self.client.store_paged(self._cache, skeys[lo:hi], list(range(hi - lo)),
+                                            engine_blocks=engine[lo:hi])
                 except Exception:
                     self._stats["store_failures"] += hi - lo
                     raise

@@ -102,11 +102,14 @@ class LoadOp:
 
 @dataclass
 class SaveOp:
-    """Save page block_ids[i] as keys[i]; `finish`: report req_id in get_finished when done."""
+    """Save page block_ids[i] as keys[i]; `finish`: report req_id in get_finished when done.
+    `engine_blocks`: what vLLM publishes for each block in its KV events (its hash, its parent's,
+    its tokens), so that the node's KV events name the blocks as vLLM's own do."""
     req_id: str
     keys: list[bytes]
     block_ids: list[int]
     finish: bool = False
+    engine_blocks: list[tuple[bytes, bytes | None, list[int]]] | None = None
 
 
 @dataclass
@@ -317,11 +320,24 @@ class StrataConnector(KVConnectorBase_V1):
         rid = st.request.request_id
         first = st.saved_blocks
         keys = self._keys(st.request.block_hashes[first:full])
+        engine = self._engine_blocks(st.request, first, full)
         per = max(1, _SAVE_CHUNK_BYTES // max(1, self.ns.block_bytes // self._tp_size))
         for i in range(0, full - first, per):
             out.append(SaveOp(rid, keys[i:i + per], st.block_ids[first + i:min(full, first + i +
-                                                                                per)], finish))
+                                                                                per)], finish,
+                              engine[i:i + per] if engine is not None else None))
         st.saved_blocks = full
+
+    def _engine_blocks(self, request: "Request", first: int,
+                       full: int) -> list[tuple[bytes, bytes | None, list[int]]] | None:
+        """Blocks [first, full) as vLLM's BlockStored names them (vllm/v1/core/block_pool.py):
+        the block's hash, the previous block's (None for block 0), the block's tokens. None when
+        the key scheme is not one Strata shares with vLLM (its events then name the keys)."""
+        if self.ns.key_scheme not in ("vllm-sha256-cbor", "vllm-xxhash-cbor"):
+            return None
+        hashes, tokens, b = request.block_hashes, request.all_token_ids, self._block_size
+        return [(bytes(hashes[j]), bytes(hashes[j - 1]) if j > 0 else None,
+                 list(tokens[j * b:(j + 1) * b])) for j in range(first, full)]
 
     def build_connector_meta(self, scheduler_output: "SchedulerOutput") -> KVConnectorMetadata:
         meta = StrataConnectorMetadata(loads=self._pending_loads)
@@ -475,7 +491,8 @@ class StrataConnector(KVConnectorBase_V1):
         self._bound_inflight(need)
         for op in meta.saves:
             try:
-                h = self._client.store_paged_layerwise(self._cache, op.keys, op.block_ids)
+                h = self._client.store_paged_layerwise(self._cache, op.keys, op.block_ids,
+                                                       engine_blocks=op.engine_blocks)
                 self._active_saves.append(_ActiveSave(op, h))
             except Exception as e:
                 self._save_failed(op, e)

@@ -121,8 +121,9 @@ class StrataSecondaryTier(SecondaryTierManager):
             self._ns_by_group[group] = ns
         return ns
 
-    def _split(self, keys: Collection[OffloadKey], chunk_ids) -> dict[int, tuple[list, list, list]]:
-        """Per KV cache group: (strata keys, row indices, offload keys), in job order."""
+    def _split(self, keys: Collection[OffloadKey], chunk_ids) -> dict[int, tuple]:
+        """Per KV cache group: (strata keys, row indices, offload keys, their block hashes), in job
+        order."""
         out: dict[int, tuple[list, list, list]] = {}
         for k, c in zip(keys, chunk_ids):
             g = get_offload_group_idx(k)
@@ -131,7 +132,7 @@ class StrataSecondaryTier(SecondaryTierManager):
             rows.append(int(c))
             oks.append(k)
         for g, (hashes, rows, oks) in out.items():
-            out[g] = (self._namespace(g).engine_keys(hashes), rows, oks)
+            out[g] = (self._namespace(g).engine_keys(hashes), rows, oks, hashes)
         return out
 
     # ------------------------------------------------------------- SecondaryTierManager
@@ -168,8 +169,11 @@ class StrataSecondaryTier(SecondaryTierManager):
         t0 = time.perf_counter()
         ok, stored_keys = True, []
         try:
-            for g, (keys, rows, oks) in self._split(job.keys, job.chunk_ids).items():
-                self._client.store(self._namespace(g), keys, [self._rows[r] for r in rows])
+            for g, (keys, rows, oks, hashes) in self._split(job.keys, job.chunk_ids).items():
+                # The node's KV events name each row by its offload key's hash, as vLLM's own
+                # events name a secondary tier's chunk (no parent, no tokens).
+                self._client.store(self._namespace(g), keys, [self._rows[r] for r in rows],
+                                   engine_blocks=[(h, None, None) for h in hashes])
                 stored_keys.extend(oks)
         except Exception as e:
             ok = False
@@ -191,7 +195,7 @@ class StrataSecondaryTier(SecondaryTierManager):
         loaded: list[OffloadKey] = []
         ok = True
         try:
-            for g, (keys, rows, oks) in self._split(job.keys, job.chunk_ids).items():
+            for g, (keys, rows, oks, _) in self._split(job.keys, job.chunk_ids).items():
                 n = self._client.load(self._namespace(g), keys, [self._rows[r] for r in rows])
                 loaded.extend(oks[:n])
                 if n < len(keys):
