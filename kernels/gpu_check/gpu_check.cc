@@ -4,11 +4,16 @@
 //   correctness  gather/scatter for every layout x {fp16, bf16, fp8} into device memory and into
 //                mapped pinned host memory, byte-exact; the 16-byte and the byte-wise paths, chunks
 //                of one tile and of several;
-//                lossy codecs bit-exact (payloads and decoded blocks) and NaN flagged
+//                lossy codecs bit-exact (payloads and decoded blocks) and NaN flagged;
+//                head-shard gather/scatter (the paged API's per-KV-head shards) byte-exact with
+//                GatherHeadShardsCpu / ScatterHeadShardsCpu: every layout x {fp16, bf16, fp8},
+//                device and pinned host shards, whole blocks and single layers, skipped shards
 //   bandwidth    blocks of 16 tokens x 8 KV heads x 128 dims x 32 layers (fp16, 2 MiB), N random
 //                engine blocks: gather/scatter vs cudaMemcpy D2D of the same bytes (target >= 0.8);
 //                gather into / scatter from pinned host vs cudaMemcpy D2H / H2D; quantize /
-//                dequantize (raw bytes per second) vs D2D (target >= 0.7)
+//                dequantize (raw bytes per second) vs D2D (target >= 0.7); head-shard gather /
+//                scatter to device shards vs D2D (target >= 0.8) and to / from pinned host shards
+//                (what the client's paged store and load do) vs D2H / H2D (target >= 0.8)
 //
 // Exit status 1 on any mismatch or CUDA error, so a script can gate on it. Dependencies: the CUDA
 // runtime and kernels/ (CPU reference + CUDA kernels) only.
@@ -186,6 +191,128 @@ void CheckGatherScatter() {
           std::vector<void*> two(ptrs.begin(), ptrs.begin() + 2);
           if (mover->Gather(bad, two, nullptr).code() != sk::KernelCode::kInvalidArgument) {
             Fail(name + ": an out-of-range block id was not rejected");
+            continue;
+          }
+          Pass(name);
+        }
+      }
+    }
+  }
+}
+
+
+// Head shards: shard (i, h) of page ids[i] is [layer][plane][token][head_dim] of head h.
+void CheckHeadShards() {
+  for (auto layout : {sk::PagedLayout::kVllmFlashAttn, sk::PagedLayout::kFlashInfer,
+                      sk::PagedLayout::kMla}) {
+    for (auto dtype : {sk::KvDtype::kFloat16, sk::KvDtype::kBFloat16, sk::KvDtype::kFloat8E4M3}) {
+      struct HsShape {
+        uint32_t tokens, dim, heads;
+      };
+      for (const HsShape hs : {HsShape{16, 128, 8}, HsShape{16, 64, 4}, HsShape{40, 128, 8},
+                               HsShape{5, 3, 3}}) {
+        for (bool pinned : {false, true}) {
+          sk::PagedKvSpec spec;
+          spec.layout = layout;
+          spec.dtype = dtype;
+          spec.num_layers = 4;
+          spec.num_blocks = 37;
+          spec.block_size = hs.tokens;
+          spec.num_kv_heads = layout == sk::PagedLayout::kMla ? 1 : hs.heads;
+          spec.head_dim = layout == sk::PagedLayout::kMla ? (hs.dim == 3 ? 77 : 576) : hs.dim;
+          const std::string name = std::string("head shards ") +
+                                   std::string(sk::PagedLayoutName(layout)) + " " +
+                                   std::string(sk::KvDtypeName(dtype)) + " dim " +
+                                   std::to_string(spec.head_dim) + " x " +
+                                   std::to_string(spec.num_kv_heads) + " heads x " +
+                                   std::to_string(spec.block_size) + " tokens" +
+                                   (pinned ? " (pinned host shards)" : " (device shards)");
+          std::vector<std::vector<std::byte>> host(spec.num_layers,
+                                                   std::vector<std::byte>(spec.layer_bytes()));
+          std::vector<std::unique_ptr<Dev>> dev;
+          std::vector<void*> bases;
+          for (uint32_t l = 0; l < spec.num_layers; ++l) {
+            Fill(host[l], 41 + l);
+            dev.push_back(std::make_unique<Dev>(spec.layer_bytes()));
+            CUDA_OK(cudaMemcpy(dev[l]->p, host[l].data(), spec.layer_bytes(),
+                               cudaMemcpyHostToDevice));
+            bases.push_back(dev[l]->p);
+          }
+          std::unique_ptr<sk::cuda::CudaKvMover> mover;
+          if (!Check(sk::cuda::CudaKvMover::Create(spec, bases, &mover), name)) continue;
+          sk::BlockShape shard = spec.block_shape();
+          shard.num_kv_heads = 1;
+          const uint64_t sb = shard.bytes();
+          const std::vector<int32_t> ids = {36, 0, 17, 5, 22};
+          const size_t n = ids.size() * spec.num_kv_heads;
+          Dev dshards(sb * n);
+          Pinned hshards(sb * n);
+          char* base = dshards.c();
+          if (pinned) {
+            void* dp = nullptr;
+            CUDA_OK(cudaHostGetDevicePointer(&dp, hshards.p, 0));
+            base = static_cast<char*>(dp);
+          }
+          auto read = [&] {
+            if (pinned)
+              return std::vector<std::byte>(reinterpret_cast<std::byte*>(hshards.c()),
+                                            reinterpret_cast<std::byte*>(hshards.c()) + sb * n);
+            return Download(dshards.p, sb * n);
+          };
+          auto write = [&](const std::vector<std::byte>& v) {
+            if (pinned) std::memcpy(hshards.p, v.data(), sb * n);
+            else CUDA_OK(cudaMemcpy(dshards.p, v.data(), sb * n, cudaMemcpyHostToDevice));
+          };
+          std::vector<void*> ptrs;
+          for (size_t i = 0; i < n; ++i) ptrs.push_back(base + i * sb);
+          std::vector<std::byte> ref(sb * n);
+          std::vector<std::span<std::byte>> rs;
+          std::vector<std::span<const std::byte>> ls;
+          for (size_t i = 0; i < n; ++i) rs.emplace_back(ref.data() + i * sb, sb);
+          for (auto& h : host) ls.emplace_back(h);
+          if (!Check(sk::GatherHeadShardsCpu(spec, ls, ids, rs, 0, spec.num_layers), name))
+            continue;
+          if (!Check(mover->GatherHeadShards(ids, ptrs, 0, spec.num_layers, nullptr), name))
+            continue;
+          CUDA_OK(cudaDeviceSynchronize());
+          if (read() != ref) {
+            Fail(name + ": gather differs from GatherHeadShardsCpu");
+            continue;
+          }
+          // Layer by layer, every other shard skipped: the rest equal the reference.
+          write(std::vector<std::byte>(sb * n));
+          std::vector<void*> some = ptrs;
+          for (size_t i = 0; i < n; i += 2) some[i] = nullptr;
+          bool ok = true;
+          for (uint32_t l = 0; l < spec.num_layers && ok; ++l)
+            ok = Check(mover->GatherHeadShards(ids, some, l, l + 1, nullptr), name);
+          if (!ok) continue;
+          CUDA_OK(cudaDeviceSynchronize());
+          std::vector<std::byte> want(sb * n);
+          for (size_t i = 1; i < n; i += 2) std::memcpy(&want[i * sb], &ref[i * sb], sb);
+          if (read() != want) {
+            Fail(name + ": layer-by-layer gather with skipped shards differs");
+            continue;
+          }
+          std::vector<std::byte> fresh(sb * n);
+          Fill(fresh, 91);
+          write(fresh);
+          const std::vector<int32_t> to = {1, 2, 35, 14, 20};
+          std::vector<const void*> cptrs(ptrs.begin(), ptrs.end());
+          if (!Check(mover->ScatterHeadShards(to, cptrs, 0, spec.num_layers, nullptr), name))
+            continue;
+          CUDA_OK(cudaDeviceSynchronize());
+          std::vector<std::span<std::byte>> wl;
+          std::vector<std::span<const std::byte>> fs;
+          for (auto& h : host) wl.emplace_back(h);
+          for (size_t i = 0; i < n; ++i) fs.emplace_back(fresh.data() + i * sb, sb);
+          if (!Check(sk::ScatterHeadShardsCpu(spec, wl, to, fs, 0, spec.num_layers), name))
+            continue;
+          bool same = true;
+          for (uint32_t l = 0; l < spec.num_layers; ++l)
+            same = same && Download(dev[l]->p, spec.layer_bytes()) == host[l];
+          if (!same) {
+            Fail(name + ": scatter differs from ScatterHeadShardsCpu");
             continue;
           }
           Pass(name);
@@ -385,6 +512,37 @@ void Bandwidth(uint32_t n, int reps) {
     Report("scatter_d2d/" + tag, total, t_s, "cudaMemcpy_d2d", total, t_d2d, 0.8);
     Report("gather_to_pinned_host/" + tag, total, t_gh, "cudaMemcpy_d2h", total, t_d2h, 0);
     Report("scatter_from_pinned_host/" + tag, total, t_sh, "cudaMemcpy_h2d", total, t_h2d, 0);
+    {
+      // Head shards, as the client's paged store (gather into registered staging) and load
+      // (scatter from the registered pool) move them; same bytes as the block rows above.
+      const uint64_t heads = spec.num_kv_heads;
+      sk::BlockShape sh = spec.block_shape();
+      sh.num_kv_heads = 1;
+      const uint64_t sb = sh.bytes();
+      std::vector<void*> ds, hs;
+      for (uint32_t i = 0; i < n; ++i)
+        for (uint64_t h = 0; h < heads; ++h) {
+          ds.push_back(dst.c() + (i * heads + h) * sb);
+          hs.push_back(static_cast<char*>(host_dev) + (i * heads + h) * sb);
+        }
+      std::vector<const void*> cds(ds.begin(), ds.end()), chs(hs.begin(), hs.end());
+      const uint32_t L = spec.num_layers;
+      const double t_hg = timer.MedianSeconds(reps, [&] {
+        (void)mover->GatherHeadShards(ids, ds, 0, L, s); });
+      const double t_hs = timer.MedianSeconds(reps, [&] {
+        (void)mover->ScatterHeadShards(ids, cds, 0, L, s); });
+      const double t_hgh = timer.MedianSeconds(reps, [&] {
+        (void)mover->GatherHeadShards(ids, hs, 0, L, s); });
+      const double t_hsh = timer.MedianSeconds(reps, [&] {
+        (void)mover->ScatterHeadShards(ids, chs, 0, L, s); });
+      CUDA_OK(cudaGetLastError());
+      Report("head_shard_gather_d2d/" + tag, total, t_hg, "cudaMemcpy_d2d", total, t_d2d, 0.8);
+      Report("head_shard_scatter_d2d/" + tag, total, t_hs, "cudaMemcpy_d2d", total, t_d2d, 0.8);
+      Report("head_shard_gather_to_pinned_host/" + tag, total, t_hgh, "cudaMemcpy_d2h", total,
+             t_d2h, 0.8);
+      Report("head_shard_scatter_from_pinned_host/" + tag, total, t_hsh, "cudaMemcpy_h2d", total,
+             t_h2d, 0.8);
+    }
     if (layout == sk::PagedLayout::kMla) continue;
 
     // Codecs over the same N blocks (KV-like content: 4 synthesized blocks, repeated).
@@ -457,6 +615,7 @@ int main(int argc, char** argv) {
               prop.major, prop.minor, prop.multiProcessorCount,
               prop.totalGlobalMem / 1073741824.0, driver, runtime);
   CheckGatherScatter();
+  CheckHeadShards();
   CheckCodecs();
   std::printf("# correctness: %s (%d failure%s)\n", g_failures ? "FAILED" : "all passed",
               g_failures, g_failures == 1 ? "" : "s");

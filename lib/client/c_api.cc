@@ -176,6 +176,15 @@ strata_status strata_register_kv_cache(strata_client* client, const strata_names
                                        const char* layout, void* const* layers,
                                        uint32_t num_layers, uint32_t num_blocks,
                                        uint32_t tp_rank, uint32_t tp_size, uint32_t* cache_out) {
+  return strata_register_kv_cache_device(client, ns, layout, layers, num_layers, num_blocks,
+                                         tp_rank, tp_size, -1, cache_out);
+}
+
+strata_status strata_register_kv_cache_device(strata_client* client, const strata_namespace* ns,
+                                              const char* layout, void* const* layers,
+                                              uint32_t num_layers, uint32_t num_blocks,
+                                              uint32_t tp_rank, uint32_t tp_size, int device,
+                                              uint32_t* cache_out) {
   return Guard([&] {
     if (client == nullptr || ns == nullptr || layout == nullptr || cache_out == nullptr ||
         (num_layers > 0 && layers == nullptr))
@@ -188,6 +197,7 @@ strata_status strata_register_kv_cache(strata_client* client, const strata_names
     spec.num_blocks = num_blocks;
     spec.tp_rank = tp_rank;
     spec.tp_size = tp_size;
+    spec.device = device;
     auto r = client->client->RegisterKvCache(ns->ns, spec);
     if (!r.ok()) return Report(r.status());
     *cache_out = *r;

@@ -102,7 +102,10 @@ Status SocketChannel::MapForRead(std::span<const ipc::Location> locations) {
       return reply.status().WithContext("mapping pool slab " + std::to_string(slab));
     const auto* mr = std::get_if<ipc::MapSlabReply>(&*reply);
     if (mr == nullptr || fd < 0) return Status::Internal("daemon did not hand over a pool slab");
-    // Over the old mapping (PROT_NONE or an older generation) at the slab's place.
+    // Over the old mapping (PROT_NONE or an older generation) at the slab's place; whoever
+    // registered the old one lets go of it first.
+    if (remap_hook_ && mapped_[slab].load(std::memory_order_relaxed) != kUnmapped)
+      remap_hook_(slab);
     auto* at = const_cast<std::byte*>(pool_base_) + slab * slab_bytes_;
     if (::mmap(at, slab_bytes_, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED)
       return Status::IOError(std::string("mapping pool slab ") + std::to_string(slab) + ": " +

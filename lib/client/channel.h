@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -34,6 +35,12 @@ class Channel {
   // This client's staging memory (stores write payloads here; StoreCommit offsets index it).
   virtual std::byte* staging_base() const = 0;
   virtual uint64_t staging_bytes() const = 0;
+  // The unit MapForRead maps the pool in: one slab (embedded: the whole pool, mapped always).
+  virtual uint64_t slab_bytes() const = 0;
+  // `hook(slab)` runs before MapForRead maps a new generation of a slab over an older mapping of
+  // it, under the channel's lock: a device registration of the old mapping is dropped there
+  // (cuda_paged.h). Null: none. Embedded channels never remap.
+  virtual void SetSlabRemapHook(std::function<void(uint64_t slab)> hook) { (void)hook; }
 };
 
 // A sealed memfd of `bytes` mapped read-write into this process: the client's staging memory.
@@ -71,6 +78,11 @@ class SocketChannel final : public Channel {
   Status MapForRead(std::span<const ipc::Location> locations) override;
   std::byte* staging_base() const override { return staging_.base(); }
   uint64_t staging_bytes() const override { return staging_.bytes(); }
+  uint64_t slab_bytes() const override { return slab_bytes_; }
+  void SetSlabRemapHook(std::function<void(uint64_t slab)> hook) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    remap_hook_ = std::move(hook);
+  }
 
  private:
   explicit SocketChannel(ipc::UnixConnection conn) : conn_(std::move(conn)) {}
@@ -88,6 +100,7 @@ class SocketChannel final : public Channel {
   // Generation each slab is mapped at; kUnmapped before its first use. Written under mu_.
   static constexpr uint32_t kUnmapped = UINT32_MAX;
   std::unique_ptr<std::atomic<uint32_t>[]> mapped_;
+  std::function<void(uint64_t)> remap_hook_;  // GUARDED_BY(mu_)
   StagingMapping staging_;
 };
 
@@ -102,6 +115,7 @@ class EmbeddedChannel final : public Channel {
   Status MapForRead(std::span<const ipc::Location>) override { return Status::OK(); }
   std::byte* staging_base() const override { return staging_.base(); }
   uint64_t staging_bytes() const override { return staging_.bytes(); }
+  uint64_t slab_bytes() const override { return node_->pool_bytes(); }
 
  private:
   static constexpr Node::OwnerId kOwner = 1;

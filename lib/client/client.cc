@@ -21,6 +21,7 @@
 #include <unordered_set>
 
 #include "client/channel.h"
+#include "client/cuda_paged.h"
 #include "client/staging_allocator.h"
 #include "strata/block_format.h"
 #include "strata/key_chain.h"
@@ -290,6 +291,9 @@ struct RegisteredCache {
   kernels::BlockShape shard;   // one head shard, uncompressed
   std::vector<std::span<const std::byte>> const_layers;
   std::vector<std::span<std::byte>> layers;
+  // Pages in CUDA device memory (spec.device >= 0): the device half of the data path; `layers`
+  // then hold device addresses the CPU never touches.
+  std::shared_ptr<DeviceKvCache> device;
 
   uint32_t heads() const { return paged.num_kv_heads; }
   // A shard's [layer][plane][token][head_dim] payload in rows: one row per (layer, plane, token),
@@ -390,10 +394,6 @@ class ClientImpl final : public Client {
   Result<KvCacheId> RegisterKvCache(const Namespace& ns, const KvCacheSpec& spec) override {
     const NamespaceSpec& n = ns.spec();
     const bool mla = n.attention == AttentionKind::kMla;
-    if (spec.device >= 0)
-      return Status::NotSupported(
-          "RegisterKvCache: KV pages in CUDA device memory need the CUDA data path, which this "
-          "client does not have yet; register host pages");
     if ((spec.layout == KvLayout::kMla) != mla)
       return Status::InvalidArgument(std::string("RegisterKvCache: layout ") +
                                      std::string(KvLayoutName(spec.layout)) +
@@ -411,7 +411,7 @@ class ClientImpl final : public Client {
                                      " does not divide the namespace's " +
                                      std::to_string(n.num_kv_heads) + " KV heads");
     STRATA_RETURN_IF_ERROR(EnsureOpen(ns));
-    RegisteredCache c{ns, spec, {}, 0, ShapeOf(n, 1), {}, {}};
+    RegisteredCache c{ns, spec, {}, 0, ShapeOf(n, 1), {}, {}, nullptr};
     c.paged.layout = static_cast<kernels::PagedLayout>(spec.layout);
     c.paged.dtype = static_cast<kernels::KvDtype>(n.kv_dtype);
     c.paged.num_layers = n.num_layers;
@@ -429,6 +429,11 @@ class ClientImpl final : public Client {
       c.const_layers.emplace_back(static_cast<const std::byte*>(p), layer_bytes);
     }
     if (n.codec != Codec::kNone) STRATA_RETURN_IF_ERROR(ThreadCodec(n.codec, c.shard).status());
+    if (spec.device >= 0) {
+      STRATA_ASSIGN_OR_RETURN(DeviceMemory * memory, Devices());
+      STRATA_ASSIGN_OR_RETURN(c.device, DeviceKvCache::Create(memory, spec.device, c.paged,
+                                                              spec.layers, n.codec));
+    }
     std::lock_guard<std::mutex> lock(caches_mu_);
     const KvCacheId id = next_cache_++;
     caches_[id] = std::make_shared<const RegisteredCache>(std::move(c));
@@ -701,6 +706,7 @@ class ClientImpl final : public Client {
                                      " keys but " + std::to_string(ids.size()) + " block ids");
     STRATA_RETURN_IF_ERROR(CheckEngineBlocks("StorePaged", keys.size(), StoreOptions{engine}));
     if (keys.empty()) return size_t{0};
+    if (c.device) return DoStorePagedDevice(c, keys, ids, engine);
     const Codec codec = c.ns.spec().codec;
     const uint32_t heads = c.heads();
     const uint64_t shard_bytes = c.shard.bytes();
@@ -805,6 +811,7 @@ class ClientImpl final : public Client {
                                        " is outside [0, " + std::to_string(c.paged.num_blocks) +
                                        ")");
     if (keys.empty()) return size_t{0};
+    if (c.device) return DoLoadPagedDevice(c, keys, ids, layer_done);
     const uint32_t heads = c.heads();
     const uint64_t shard_bytes = c.shard.bytes();
     std::vector<BlockKey> shard_keys = c.ShardKeys(keys);
@@ -889,6 +896,227 @@ class ClientImpl final : public Client {
     return good;
   }
 
+  // --- KV caches in CUDA device memory (cuda_paged.h; docs/data-plane.md) ---
+
+  // This client's CUDA registrations, made once; NotSupported without CUDA or a device.
+  Result<DeviceMemory*> Devices() {
+    std::lock_guard<std::mutex> lock(device_mu_);
+    if (!device_memory_) {
+      STRATA_ASSIGN_OR_RETURN(device_memory_, DeviceMemory::Create(channel_.get()));
+    }
+    return device_memory_.get();
+  }
+
+  // As DoStorePaged, the pages gathered by the device: straight into staging (codec none), into
+  // device scratch and encoded into staging by the device (lossy codecs the CUDA codec takes), or
+  // into pinned scratch and encoded by the CPU (lossless codecs). One synchronisation per round.
+  Result<size_t> DoStorePagedDevice(const RegisteredCache& c, const std::vector<BlockKey>& keys,
+                                    const std::vector<int32_t>& ids,
+                                    const std::vector<EngineBlock>& engine) {
+    DeviceKvCache& dev = *c.device;
+    const Codec codec = c.ns.spec().codec;
+    const uint32_t heads = c.heads(), layers = c.paged.num_layers;
+    const uint64_t shard_bytes = c.shard.bytes();
+    std::vector<BlockKey> shard_keys = c.ShardKeys(keys);
+    const auto shard_engine = ShardEngineInfo(c.ns, engine, heads, c.head_begin);
+    auto add_engine = [&](ipc::StoreCommitRequest* commit, size_t s) {
+      if (!shard_engine.empty()) commit->engine_blocks.push_back(*shard_engine[s]);
+    };
+    uint64_t max_bytes = shard_bytes;
+    if (codec != Codec::kNone) {
+      STRATA_ASSIGN_OR_RETURN(kernels::BlockCodec * k, ThreadCodec(codec, c.shard));
+      max_bytes = k->max_encoded_bytes();
+    }
+    const bool device_writes = codec == Codec::kNone || dev.device_codec();
+    if (codec != Codec::kNone && dev.device_codec() && dev.encoded_bytes() > max_bytes)
+      return Status::Internal("device codec payloads exceed the CPU codec's bound");
+    STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> exists,
+                            Exists(c.ns.id(), shard_keys, max_bytes));
+    const uint64_t per_block = uint64_t{heads} * Aligned(max_bytes);
+    if (per_block > staging_.bytes() / 2)
+      return Status::NoSpace("StorePaged: one block needs " + std::to_string(per_block) +
+                             " bytes of staging memory, the client has " +
+                             std::to_string(staging_.bytes()) + " (ClientOptions::staging_bytes)");
+    const uint64_t round_blocks = std::max<uint64_t>(1, RoundLimit() / per_block);
+    CommitPipeline pipeline(channel_.get());
+    std::vector<std::byte*> dst;
+    for (size_t first = 0; first < keys.size(); first += round_blocks) {
+      const size_t last = std::min<size_t>(keys.size(), first + round_blocks);
+      size_t missing = 0;
+      for (size_t s = first * heads; s < last * heads; ++s) missing += !exists[s];
+      if (missing == 0) continue;
+      const uint64_t bytes = missing * Aligned(max_bytes);
+      if (bytes > RoundLimit()) STRATA_RETURN_IF_ERROR(pipeline.Drain());
+      STRATA_ASSIGN_OR_RETURN(uint64_t base, staging_.Acquire(bytes));
+      StagingLease lease(&staging_, base, bytes);
+      std::byte* staging = channel_->staging_base();
+      ipc::StoreCommitRequest commit{c.ns.id(), codec, {}, {}, {}, {}};
+      commit.spec = DescribeOnce(c.ns);
+      uint64_t at = base;
+      auto parent_of = [&](size_t s) { return s >= heads ? shard_keys[s - heads] : BlockKey{}; };
+      const auto round_ids = std::span<const int32_t>(ids).subspan(first, last - first);
+      const size_t n = (last - first) * heads;
+      dst.assign(n, nullptr);
+      {
+        auto lock = dev.Lock();
+        if (device_writes) {
+          const uint64_t length = codec == Codec::kNone ? shard_bytes : dev.encoded_bytes();
+          for (size_t j = 0; j < n; ++j) {
+            const size_t s = first * heads + j;
+            if (exists[s]) continue;
+            dst[j] = staging + at;
+            AddToCommit(&commit, shard_keys[s], parent_of(s), at, length);
+            add_engine(&commit, s);
+            at += Aligned(max_bytes);
+          }
+          STRATA_RETURN_IF_ERROR(codec == Codec::kNone ? dev.Gather(round_ids, dst, 0, layers)
+                                                       : dev.GatherEncode(round_ids, dst));
+          STRATA_RETURN_IF_ERROR(dev.Sync());
+        } else {
+          STRATA_ASSIGN_OR_RETURN(std::byte * scratch, dev.HostScratch(n * shard_bytes));
+          for (size_t j = 0; j < n; ++j)
+            if (!exists[first * heads + j]) dst[j] = scratch + j * shard_bytes;
+          STRATA_RETURN_IF_ERROR(dev.Gather(round_ids, dst, 0, layers));
+          STRATA_RETURN_IF_ERROR(dev.Sync());
+          for (size_t j = 0; j < n; ++j) {
+            const size_t s = first * heads + j;
+            if (exists[s]) continue;
+            STRATA_ASSIGN_OR_RETURN(uint64_t len,
+                                    Encode(codec, c.shard, dst[j], staging + at, max_bytes));
+            AddToCommit(&commit, shard_keys[s], parent_of(s), at, len);
+            add_engine(&commit, s);
+            at += Aligned(max_bytes);
+          }
+        }
+      }
+      STRATA_RETURN_IF_ERROR(pipeline.Submit(std::move(commit), std::move(lease)));
+    }
+    STRATA_RETURN_IF_ERROR(pipeline.Drain());
+    return pipeline.committed();
+  }
+
+  // As DoLoadPaged for device pages. Every shard is verified by the CPU before any byte reaches
+  // the device; then, per round of blocks (the whole prefix when layerwise): codec none scatters
+  // straight from the registered pool; lossy codecs the CUDA codec takes decode from the pool
+  // into device scratch and scatter; lossless codecs (and any codec when the pool cannot be
+  // registered read-only) verify and decode into pinned scratch, which is scattered. The
+  // layerwise form enqueues layer after layer with an event each and completes WaitLayer(l) as
+  // layer l's event fires.
+  Result<size_t> DoLoadPagedDevice(const RegisteredCache& c, const std::vector<BlockKey>& keys,
+                                   const std::vector<int32_t>& ids,
+                                   const std::function<void(uint32_t, size_t)>* layer_done) {
+    DeviceKvCache& dev = *c.device;
+    STRATA_ASSIGN_OR_RETURN(DeviceMemory * memory, Devices());
+    const uint32_t heads = c.heads(), layers = c.paged.num_layers;
+    const uint64_t shard_bytes = c.shard.bytes();
+    const Codec codec = c.ns.spec().codec;
+    std::vector<BlockKey> shard_keys = c.ShardKeys(keys);
+    STRATA_ASSIGN_OR_RETURN(ipc::LoadReply reply, PinForLoad(c.ns.id(), shard_keys));
+    const size_t pinned = reply.locations.size();
+    const size_t blocks = pinned / heads;
+    const std::byte* pool = channel_->pool_base();
+    size_t good = 0;
+    Status error;
+    {
+      auto lock = dev.Lock();
+      Result<bool> mapped = memory->MapPool(reply.locations);
+      const bool pool_ok = mapped.ok() && *mapped;
+      if (!mapped.ok()) error = mapped.status();
+      enum class Mode { kPool, kDecode, kHost } mode = Mode::kHost;
+      if (pool_ok && codec == Codec::kNone) mode = Mode::kPool;
+      if (pool_ok && dev.device_codec()) {
+        mode = Mode::kDecode;
+        for (size_t s = 0; s < blocks * heads; ++s)
+          if ((reinterpret_cast<uintptr_t>(pool + reply.locations[s].offset) & 15) != 0)
+            mode = Mode::kHost;  // the CUDA decoder reads 16-byte vectors
+      }
+      // Rounds bound the scratch; the layerwise form takes the prefix in one round.
+      const uint64_t per_block = uint64_t{heads} * shard_bytes;
+      const size_t round_blocks =
+          layer_done != nullptr || mode == Mode::kPool
+              ? std::max<size_t>(blocks, 1)
+              : std::max<size_t>(1, size_t{64 << 20} / per_block);
+      std::vector<const std::byte*> src(blocks * heads);
+      std::byte* scratch = nullptr;
+      if (mode == Mode::kHost && blocks > 0 && error.ok()) {
+        auto s = dev.HostScratch(std::min(blocks, round_blocks) * per_block);
+        if (s.ok()) scratch = *s;
+        else error = s.status();
+      }
+      // Verifies (and in host mode decodes) block i; src[] then names its device-readable shards.
+      auto prepare = [&](size_t i, size_t round_first) -> bool {
+        for (uint32_t h = 0; h < heads; ++h) {
+          const size_t s = i * heads + h;
+          const ipc::Location& loc = reply.locations[s];
+          const std::byte* p = pool + loc.offset;
+          if (loc.codec != codec) return false;
+          switch (mode) {
+            case Mode::kPool:
+              if (loc.length != shard_bytes || PayloadChecksum({p, loc.length}) != loc.checksum)
+                return false;
+              src[s] = p;
+              break;
+            case Mode::kDecode: {
+              kernels::PayloadHeader header;
+              if (loc.length != dev.encoded_bytes() ||
+                  PayloadChecksum({p, loc.length}) != loc.checksum ||
+                  !kernels::ReadPayloadHeader({p, loc.length}, static_cast<kernels::Codec>(codec),
+                                              c.shard, &header)
+                       .ok())
+                return false;
+              src[s] = p;
+              break;
+            }
+            case Mode::kHost: {
+              std::byte* out = scratch + ((i - round_first) * heads + h) * shard_bytes;
+              if (!VerifyAndDecode(codec, c.shard, p, loc.length, loc.checksum, out))
+                return false;
+              src[s] = out;
+              break;
+            }
+          }
+        }
+        return true;
+      };
+      bool stop = false;
+      for (size_t first = 0; first < blocks && !stop && error.ok(); first += round_blocks) {
+        const size_t last = std::min(blocks, first + round_blocks);
+        size_t end = first;
+        while (end < last && prepare(end, first)) ++end;
+        stop = end < last;
+        good = end;
+        if (end == first) break;
+        const auto round_ids = std::span<const int32_t>(ids).subspan(first, end - first);
+        const auto round_src = std::span<const std::byte* const>(src).subspan(
+            first * heads, (end - first) * heads);
+        if (mode == Mode::kDecode) error = dev.Decode(round_src);
+        if (layer_done == nullptr) {
+          if (error.ok())
+            error = mode == Mode::kDecode ? dev.ScatterDecoded(round_ids, 0, layers)
+                                          : dev.Scatter(round_ids, round_src, 0, layers);
+          if (error.ok()) error = dev.Sync();
+        } else {
+          for (uint32_t l = 0; l < layers && error.ok(); ++l) {
+            error = mode == Mode::kDecode ? dev.ScatterDecoded(round_ids, l, l + 1)
+                                          : dev.Scatter(round_ids, round_src, l, l + 1);
+            if (error.ok()) error = dev.RecordLayer(l);
+          }
+          for (uint32_t l = 0; l < layers && error.ok(); ++l) {
+            error = dev.WaitLayer(l);
+            if (error.ok()) (*layer_done)(l, good);
+          }
+          if (error.ok()) error = dev.Sync();
+        }
+      }
+      if (!error.ok()) (void)dev.Sync();  // nothing may still read the pool once it is unpinned
+      if (layer_done != nullptr && good == 0 && error.ok())
+        for (uint32_t l = 0; l < layers; ++l) (*layer_done)(l, 0);
+    }
+    STRATA_RETURN_IF_ERROR(Unpin(std::span<const BlockKey>(shard_keys).first(pinned)));
+    if (!error.ok()) return error;
+    return good;
+  }
+
   // Opens `ns` on this connection once (OpenNamespaceRequest): the daemon checks its tenant
   // against this process's credentials before any request names it.
   Status EnsureOpen(const Namespace& ns) {
@@ -908,6 +1136,10 @@ class ClientImpl final : public Client {
   }
 
   std::unique_ptr<Channel> channel_;
+  // Registrations of staging and the pool with CUDA, made at the first device cache (before
+  // caches_: the caches use it).
+  std::mutex device_mu_;
+  std::unique_ptr<DeviceMemory> device_memory_;  // GUARDED_BY(device_mu_) until set
   std::mutex opened_mu_;
   std::unordered_set<NamespaceId, BlockKeyHash> opened_;  // GUARDED_BY(opened_mu_)
 
@@ -923,10 +1155,12 @@ class ClientImpl final : public Client {
 // Gathers layer by layer into scratch, then encodes and commits at Finish.
 class LayerwiseStoreImpl final : public LayerwiseStore {
  public:
+  // `pinned`: for a device cache, pinned host memory of every shard (the gather target).
   LayerwiseStoreImpl(ClientImpl* client, std::shared_ptr<const RegisteredCache> cache,
                      std::vector<BlockKey> keys, std::vector<int32_t> ids,
                      std::vector<BlockKey> shard_keys, std::vector<uint8_t> exists,
-                     std::vector<std::optional<ipc::CommitEngineBlock>> shard_engine)
+                     std::vector<std::optional<ipc::CommitEngineBlock>> shard_engine,
+                     std::shared_ptr<std::byte> pinned = nullptr)
       : client_(client),
         c_(std::move(cache)),
         keys_(std::move(keys)),
@@ -934,21 +1168,30 @@ class LayerwiseStoreImpl final : public LayerwiseStore {
         shard_keys_(std::move(shard_keys)),
         exists_(std::move(exists)),
         shard_engine_(std::move(shard_engine)),
-        scratch_(shard_keys_.size() * c_->shard.bytes()),
+        pinned_(std::move(pinned)),
+        scratch_(pinned_ ? 0 : shard_keys_.size() * c_->shard.bytes()),
         layer_stored_(c_->paged.num_layers, false) {
-    for (size_t s = 0; s < shard_keys_.size(); ++s)
-      shards_.emplace_back(scratch_.data() + s * c_->shard.bytes(), c_->shard.bytes());
+    std::byte* base = pinned_ ? pinned_.get() : scratch_.data();
+    for (size_t s = 0; s < shard_keys_.size(); ++s) {
+      shards_.emplace_back(base + s * c_->shard.bytes(), c_->shard.bytes());
+      shard_ptrs_.push_back(shards_.back().data());
+    }
   }
 
   Status StoreLayer(uint32_t layer) override {
     if (layer >= layer_stored_.size())
       return Status::InvalidArgument("StoreLayer: layer " + std::to_string(layer) +
                                      " of a model of " + std::to_string(layer_stored_.size()));
-    if (!keys_.empty())
+    if (!keys_.empty() && c_->device) {  // the device gathers into pinned memory, now
+      auto lock = c_->device->Lock();
+      STRATA_RETURN_IF_ERROR(c_->device->Gather(ids_, shard_ptrs_, layer, layer + 1));
+      STRATA_RETURN_IF_ERROR(c_->device->Sync());
+    } else if (!keys_.empty()) {
       STRATA_RETURN_IF_ERROR(FromKernel(
           kernels::GatherHeadShardsCpu(c_->paged, c_->const_layers, ids_, shards_, layer,
                                        layer + 1),
           "StoreLayer"));
+    }
     layer_stored_[layer] = true;
     return Status::OK();
   }
@@ -990,8 +1233,10 @@ class LayerwiseStoreImpl final : public LayerwiseStore {
   std::vector<BlockKey> shard_keys_;
   std::vector<uint8_t> exists_;
   std::vector<std::optional<ipc::CommitEngineBlock>> shard_engine_;  // empty, or one per shard
+  std::shared_ptr<std::byte> pinned_;
   std::vector<std::byte> scratch_;
   std::vector<std::span<std::byte>> shards_;
+  std::vector<std::byte*> shard_ptrs_;
   std::vector<bool> layer_stored_;
 };
 
@@ -1062,9 +1307,14 @@ Result<std::unique_ptr<LayerwiseStore>> ClientImpl::StorePagedLayerwise(
     STRATA_ASSIGN_OR_RETURN(exists, Exists(c->ns.id(), shard_keys, max_bytes));
   }
   auto shard_engine = ShardEngineInfo(c->ns, options.engine_blocks, c->heads(), c->head_begin);
+  std::shared_ptr<std::byte> pinned;
+  if (c->device && !shard_keys.empty()) {
+    STRATA_ASSIGN_OR_RETURN(pinned,
+                            c->device->PinnedBuffer(shard_keys.size() * c->shard.bytes()));
+  }
   return std::unique_ptr<LayerwiseStore>(new LayerwiseStoreImpl(
       this, std::move(c), {keys.begin(), keys.end()}, {block_ids.begin(), block_ids.end()},
-      std::move(shard_keys), std::move(exists), std::move(shard_engine)));
+      std::move(shard_keys), std::move(exists), std::move(shard_engine), std::move(pinned)));
 }
 
 Result<std::unique_ptr<LayerwiseLoad>> ClientImpl::LoadPagedLayerwise(

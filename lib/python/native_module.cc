@@ -85,8 +85,7 @@ RawBuffer ExportOne(const py::handle& obj, bool writable, bool device_copies = f
       throw py::value_error("tensor is not contiguous (call .contiguous())");
     if (device != "cpu") {
       if (!device_copies || device != "cuda")
-        throw py::value_error("a " + device + " tensor: only host tensors can be registered "
-                              "(the CUDA paged data path is not built yet)");
+        throw py::value_error("a " + device + " tensor: only host and CUDA tensors are taken");
       py::object host = py::module_::import("torch").attr("empty_like")(
           obj, py::arg("device") = "cpu", py::arg("pin_memory") = true);
       if (!writable) host.attr("copy_")(obj);  // store: the device bytes, now on the host
@@ -179,7 +178,39 @@ void CopyBackToDevices(const HeldBuffers& held, size_t loaded) {
 struct PyKvCache {
   strata::KvCacheId id = 0;
   py::list tensors;
+  int device = -1;  // CUDA device ordinal of the tensors, -1 for host tensors
 };
+
+// The memory of one layer tensor of a paged cache: a host tensor (or buffer) as ExportOne takes
+// it, or a CUDA tensor's device memory in place (data_ptr and device index), which the client's
+// CUDA data path gathers from and scatters into.
+RawBuffer ExportLayer(const py::handle& obj, int* device) {
+  *device = -1;
+  if (IsTorchTensor(obj) &&
+      py::str(obj.attr("device").attr("type")).cast<std::string>() == "cuda") {
+    if (!obj.attr("is_contiguous")().cast<bool>())
+      throw py::value_error("tensor is not contiguous (call .contiguous())");
+    py::object index = obj.attr("device").attr("index");
+    *device = index.is_none()
+                  ? py::module_::import("torch").attr("cuda").attr("current_device")().cast<int>()
+                  : index.cast<int>();
+    RawBuffer out;
+    out.ptr = reinterpret_cast<void*>(obj.attr("data_ptr")().cast<uintptr_t>());
+    out.bytes = obj.attr("numel")().cast<size_t>() * obj.attr("element_size")().cast<size_t>();
+    out.owner = py::reinterpret_borrow<py::object>(obj);
+    return out;
+  }
+  return ExportOne(obj, /*writable=*/true);
+}
+
+// Before the client reads or writes a CUDA cache's pages on its own stream: the work torch has
+// queued on the device's current stream (the forward pass writing the pages, or reading them)
+// completes first.
+void SyncTorchStream(const PyKvCache& cache) {
+  if (cache.device < 0) return;
+  py::module_::import("torch").attr("cuda").attr("current_stream")(cache.device)
+      .attr("synchronize")();
+}
 
 strata::Namespace MakeNamespace(const std::string& model_id, uint32_t num_layers,
                                 uint32_t num_kv_heads, uint32_t head_dim, uint32_t block_size,
@@ -288,6 +319,12 @@ PYBIND11_MODULE(_native, m) {
       .def(
           "store_layer",
           [](strata::LayerwiseStore& s, uint32_t layer) {
+            // A CUDA cache's layer was written on torch's current stream: let it finish first.
+            if (py::module_::import("sys").attr("modules").contains("torch")) {
+              py::object cuda = py::module_::import("torch").attr("cuda");
+              if (cuda.attr("is_initialized")().cast<bool>())
+                cuda.attr("current_stream")().attr("synchronize")();
+            }
             py::gil_scoped_release release;
             Check(s.StoreLayer(layer));
           },
@@ -312,7 +349,8 @@ PYBIND11_MODULE(_native, m) {
 
   py::class_<PyKvCache>(m, "KvCache")
       .def_readonly("id", &PyKvCache::id)
-      .def_readonly("tensors", &PyKvCache::tensors);
+      .def_readonly("tensors", &PyKvCache::tensors)
+      .def_readonly("device", &PyKvCache::device);
 
   py::class_<strata::Client>(m, "Client")
       .def_static(
@@ -403,8 +441,14 @@ PYBIND11_MODULE(_native, m) {
             spec.tp_size = tp_size;
             PyKvCache out;
             size_t layer_bytes = 0;
+            bool first = true;
             for (const py::handle& h : layers) {
-              RawBuffer b = ExportOne(h, /*writable=*/true);
+              int device = -1;
+              RawBuffer b = ExportLayer(h, &device);
+              if (!first && device != out.device)
+                throw py::value_error("every layer must be on the same device");
+              out.device = device;
+              first = false;
               if (layer_bytes != 0 && b.bytes != layer_bytes)
                 throw py::value_error("every layer must have the same size");
               layer_bytes = b.bytes;
@@ -421,13 +465,15 @@ PYBIND11_MODULE(_native, m) {
                                     " bytes is not a whole number of " + std::to_string(page) +
                                     "-byte pages of this namespace and tp_size");
             spec.num_blocks = static_cast<uint32_t>(layer_bytes / page);
+            spec.device = out.device;
             out.id = Unwrap(c.RegisterKvCache(ns, spec));
             return out;
           },
           py::arg("ns"), py::arg("layers"), py::arg("layout") = "vllm", py::arg("tp_rank") = 0,
           py::arg("tp_size") = 1,
           "Register an engine's paged KV cache: one tensor per layer (e.g. vLLM's [2, num_blocks, "
-          "block_size, kv_heads, head_dim]); keep the returned KvCache while using it.")
+          "block_size, kv_heads, head_dim]), host or CUDA tensors (all on one device); keep the "
+          "returned KvCache while using it.")
       .def(
           "store_paged",
           [](strata::Client& c, const PyKvCache& cache, const std::vector<py::bytes>& keys,
@@ -435,6 +481,7 @@ PYBIND11_MODULE(_native, m) {
              const std::optional<py::sequence>& engine_blocks) {
             auto k = ToKeys(keys);
             const auto engine = ToEngineBlocks(engine_blocks);
+            SyncTorchStream(cache);
             py::gil_scoped_release release;
             return Unwrap(
                 c.StorePaged(cache.id, k, block_ids, strata::StoreOptions{engine}).Wait());
@@ -447,6 +494,7 @@ PYBIND11_MODULE(_native, m) {
           [](strata::Client& c, const PyKvCache& cache, const std::vector<py::bytes>& keys,
              const std::vector<int32_t>& block_ids) {
             auto k = ToKeys(keys);
+            SyncTorchStream(cache);  // nothing queued still reads the pages being overwritten
             py::gil_scoped_release release;
             return Unwrap(c.LoadPaged(cache.id, k, block_ids).Wait());
           },
@@ -459,6 +507,7 @@ PYBIND11_MODULE(_native, m) {
              const std::optional<py::sequence>& engine_blocks) {
             auto k = ToKeys(keys);
             const auto engine = ToEngineBlocks(engine_blocks);
+            SyncTorchStream(cache);
             py::gil_scoped_release release;
             return Unwrap(
                 c.StorePagedLayerwise(cache.id, k, block_ids, strata::StoreOptions{engine}));
@@ -471,6 +520,7 @@ PYBIND11_MODULE(_native, m) {
           [](strata::Client& c, const PyKvCache& cache, const std::vector<py::bytes>& keys,
              const std::vector<int32_t>& block_ids) {
             auto k = ToKeys(keys);
+            SyncTorchStream(cache);
             py::gil_scoped_release release;
             return Unwrap(c.LoadPagedLayerwise(cache.id, k, block_ids));
           },

@@ -99,6 +99,12 @@ int main(int argc, char** argv) {
         STRATA_OK);
   CHECK(strata_register_kv_cache(client, ns, "tiles", layers, 2, kPages, 0, 1, &cache) ==
         STRATA_INVALID_ARGUMENT);
+  /* Host pages named as CUDA device memory: refused (no CUDA or device: NOT_SUPPORTED; with a
+   * device: not device memory, INVALID_ARGUMENT). */
+  uint32_t device_cache = 0;
+  strata_status device_st = strata_register_kv_cache_device(client, ns, "vllm", layers, 2, kPages,
+                                                            0, 1, 0, &device_cache);
+  CHECK(device_st == STRATA_NOT_SUPPORTED || device_st == STRATA_INVALID_ARGUMENT);
   int32_t pages[kBlocks] = {11, 3, 7, 0, 5, 9, 2, 8};
   size_t shards = 0;
   CHECK(strata_store_paged(client, cache, keys, pages, kBlocks, &shards) == STRATA_OK);

@@ -6,6 +6,8 @@
 // one memcpy of the 512 MiB between two touched buffers, single-threaded, timed before each
 // store and each load so that both see the same load on a shared machine).
 // Every load is checked against the source pages (lossless codecs) before it is timed.
+// With a CUDA device, GPU rows follow: the same prompt in device memory through the client's CUDA
+// data path, beside pinned cudaMemcpy (engine_bench_gpu.h).
 //
 // Copies per store: gather engine pages -> staging (codec none) or scratch + encode -> staging,
 // then the daemon's copy staging -> pool; per load: verify + scatter from the read-only pool
@@ -25,6 +27,7 @@
 #include "../strata/command_registry.h"
 #include "../strata/serve_process.h"
 #include "bench_report.h"
+#include "engine_bench_gpu.h"
 #include "strata/client.h"
 #include "strata/key_chain.h"
 #include "strata_kernels/numeric.h"
@@ -216,6 +219,8 @@ void Run(const Options& opt) {
     report.Add({prefix + "load/" + name, "GB/s", kv_bytes / load_s / 1e9, "memcpy",
                 kv_bytes / median(load_memcpy) / 1e9, true, extra});
   }
+  // The same prompt in CUDA device memory, where a device is present (engine_bench_gpu.h).
+  RunEngineGpuRows(**client, opt.tokens, opt.reps, opt.codecs, report);
 }
 
 [[maybe_unused]] const bool kRegistered = cli::RegisterCommand("bench", [](CLI::App& parent) {

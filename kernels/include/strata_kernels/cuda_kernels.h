@@ -58,10 +58,28 @@ class CudaKvMover {
   KernelStatus Scatter(std::span<const int32_t> block_ids, std::span<const void* const> src_blocks,
                        cudaStream_t stream);
 
+  // Head shards, byte for byte as GatherHeadShardsCpu / ScatterHeadShardsCpu (gather_scatter.h):
+  // shard (i, h) = shards[i * spec().num_kv_heads + h] holds head h of page block_ids[i] as
+  // [layer][plane][token][head_dim]; only layers [layer_begin, layer_end) move, each to its own
+  // offset of the shard. One kernel per call, reading each engine chunk contiguously. A null
+  // shard pointer is skipped (the paged store leaves out shards the cache holds already).
+  // InvalidArgument (nothing enqueued) for a bad id, count or layer range.
+  // REQUIRES: shards are device-accessible (device memory or mapped pinned host memory) and
+  // hold a shard's bytes (block_shape() with num_kv_heads = 1).
+  KernelStatus GatherHeadShards(std::span<const int32_t> block_ids,
+                                std::span<void* const> dst_shards, uint32_t layer_begin,
+                                uint32_t layer_end, cudaStream_t stream);
+  KernelStatus ScatterHeadShards(std::span<const int32_t> block_ids,
+                                 std::span<const void* const> src_shards, uint32_t layer_begin,
+                                 uint32_t layer_end, cudaStream_t stream);
+
  private:
   CudaKvMover() = default;
   KernelStatus Launch(bool gather, std::span<const int32_t> block_ids,
                       std::span<const void* const> blocks, cudaStream_t stream);
+  KernelStatus LaunchShards(bool gather, std::span<const int32_t> block_ids,
+                            std::span<const void* const> shards, uint32_t layer_begin,
+                            uint32_t layer_end, cudaStream_t stream);
 
   PagedKvSpec spec_;
   void* d_layers_ = nullptr;  // device array of num_layers base pointers

@@ -106,6 +106,97 @@ KernelStatus LaunchMove(MoveParams p, unsigned grid, const std::vector<uint64_t>
                         });
 }
 
+
+// --- Head shards (GatherHeadShardsCpu's layout) ---
+//
+// Work is cut as for whole blocks: each (block, layer, plane) engine chunk [token][head][dim] is
+// read (gather) or written (scatter) contiguously in tiles of at most kThreads x unroll elements;
+// element e of the chunk is (token t, head h, column c) and lives in shard (i, h) at row t of
+// that shard's (layer, plane) chunk:
+//   engine:  chunk + e                           e = (t * heads + h) * row + c
+//   shard:   shards[i * heads + h] + lp * shard_chunk + t * row + c,   lp = layer * planes + plane
+// (in elements: 16-byte vectors or bytes). Rows are head_dim elements, 128-256 bytes for real
+// shapes, so the shard side is written (or read) in runs of whole rows.
+struct ShardParams {
+  const uint64_t* layers;  // num_layers engine layer base addresses
+  const ulonglong2* desc;  // per shard {engine block id, shard address or 0: skip}, or inline
+  uint64_t chunk_bytes;        // engine chunk: tokens * heads * row bytes
+  uint64_t shard_chunk_bytes;  // a shard's (layer, plane) chunk: tokens * row bytes
+  uint32_t row_elems;          // head_dim in elements
+  uint32_t token_elems;        // heads * row_elems
+  uint32_t chunk_elems;        // tokens * token_elems
+  uint32_t tile_elems;
+  uint32_t tiles_per_chunk;
+  uint32_t total_tiles;        // blocks * chunks_per_block * tiles_per_chunk <= 2^31
+  uint32_t chunks_per_block;   // (layer_end - layer_begin) * planes
+  uint32_t first_chunk;        // layer_begin * planes
+  uint32_t planes;
+  uint32_t heads;
+  uint32_t pool_blocks;
+  PagedLayout layout;
+};
+
+template <bool kGather, bool kVec, uint32_t kN>
+__global__ void __launch_bounds__(kThreads) ShardKernel(ShardParams p, InlineDesc<kN> inl) {
+  using Elem = std::conditional_t<kVec, uint4, unsigned char>;
+  constexpr int kUnroll = kVec ? kVecUnroll : kByteUnroll;
+  for (uint32_t g = blockIdx.x; g < p.total_tiles; g += gridDim.x) {
+    const uint32_t item = g / p.tiles_per_chunk;
+    const uint32_t tile = g - item * p.tiles_per_chunk;
+    const uint32_t i = item / p.chunks_per_block;
+    const uint32_t lp = p.first_chunk + (item - i * p.chunks_per_block);
+    const uint32_t l = lp / p.planes, pl = lp - l * p.planes;
+    const uint64_t block = LoadDesc(inl, p.desc, i * p.heads).x;  // every head: the same page
+    Elem* engine = reinterpret_cast<Elem*>(
+        reinterpret_cast<char*>(__ldg(&p.layers[l])) +
+        EngineChunkIndex(p.layout, p.pool_blocks, block, pl) * p.chunk_bytes);
+    const uint32_t begin = tile * p.tile_elems;
+    const uint32_t end = min(begin + p.tile_elems, p.chunk_elems);
+    Elem* shard[kUnroll];
+    Elem r[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const uint32_t e = begin + u * kThreads + threadIdx.x;
+      shard[u] = nullptr;
+      if (e < end) {
+        const uint32_t t = e / p.token_elems;
+        const uint32_t in_token = e - t * p.token_elems;
+        const uint32_t h = in_token / p.row_elems;
+        const uint32_t c = in_token - h * p.row_elems;
+        const uint64_t base = LoadDesc(inl, p.desc, i * p.heads + h).y;
+        if (base != 0) {
+          shard[u] = reinterpret_cast<Elem*>(reinterpret_cast<char*>(base) +
+                                             uint64_t{lp} * p.shard_chunk_bytes) +
+                     (uint64_t{t} * p.row_elems + c);
+          r[u] = kGather ? __ldcs(engine + e) : __ldcs(shard[u]);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (shard[u] == nullptr) continue;
+      const uint32_t e = begin + u * kThreads + threadIdx.x;
+      if (kGather) {
+        __stcs(shard[u], r[u]);
+      } else {
+        __stcs(engine + e, r[u]);
+      }
+    }
+  }
+}
+
+template <bool kGather, bool kVec>
+KernelStatus LaunchShardMove(ShardParams p, unsigned grid, const std::vector<uint64_t>& desc,
+                             cudaStream_t stream) {
+  return LaunchWithDesc(reinterpret_cast<const ulonglong2*>(desc.data()), desc.size() / 2, stream,
+                        kGather ? "head-shard gather launch" : "head-shard scatter launch",
+                        [&](const auto& inl, const ulonglong2* dev) {
+                          constexpr uint32_t kN = std::remove_cvref_t<decltype(inl)>::kSize;
+                          p.desc = dev;
+                          ShardKernel<kGather, kVec, kN><<<grid, kThreads, 0, stream>>>(p, inl);
+                        });
+}
+
 }  // namespace
 
 KernelStatus DeviceAvailable() {
@@ -214,6 +305,92 @@ KernelStatus CudaKvMover::Launch(bool gather, std::span<const int32_t> block_ids
   }
   return aligned ? LaunchMove<false, true>(p, grid, host_desc_, stream)
                  : LaunchMove<false, false>(p, grid, host_desc_, stream);
+}
+
+
+KernelStatus CudaKvMover::GatherHeadShards(std::span<const int32_t> block_ids,
+                                           std::span<void* const> dst_shards,
+                                           uint32_t layer_begin, uint32_t layer_end,
+                                           cudaStream_t stream) {
+  return LaunchShards(true, block_ids,
+                      std::span<const void* const>(
+                          reinterpret_cast<const void* const*>(dst_shards.data()),
+                          dst_shards.size()),
+                      layer_begin, layer_end, stream);
+}
+
+KernelStatus CudaKvMover::ScatterHeadShards(std::span<const int32_t> block_ids,
+                                            std::span<const void* const> src_shards,
+                                            uint32_t layer_begin, uint32_t layer_end,
+                                            cudaStream_t stream) {
+  return LaunchShards(false, block_ids, src_shards, layer_begin, layer_end, stream);
+}
+
+KernelStatus CudaKvMover::LaunchShards(bool gather, std::span<const int32_t> block_ids,
+                                       std::span<const void* const> shards, uint32_t layer_begin,
+                                       uint32_t layer_end, cudaStream_t stream) {
+  const uint32_t heads = spec_.num_kv_heads;
+  if (layer_begin >= layer_end || layer_end > spec_.num_layers)
+    return KernelStatus::InvalidArgument("layer range [" + std::to_string(layer_begin) + ", " +
+                                         std::to_string(layer_end) + ") is not inside [0, " +
+                                         std::to_string(spec_.num_layers) + ")");
+  if (shards.size() != block_ids.size() * heads)
+    return KernelStatus::InvalidArgument(std::to_string(shards.size()) + " shard buffers for " +
+                                         std::to_string(block_ids.size()) + " blocks of " +
+                                         std::to_string(heads) + " heads");
+  if (block_ids.empty()) return KernelStatus::Ok();
+  const BlockShape shape = spec_.block_shape();
+  const uint64_t row_bytes = uint64_t{spec_.head_dim} * KvDtypeBytes(spec_.dtype);
+  bool aligned = layers_aligned_ && row_bytes % 16 == 0;
+  host_desc_.resize(2 * shards.size());
+  for (size_t i = 0; i < block_ids.size(); ++i) {
+    if (block_ids[i] < 0 || static_cast<uint32_t>(block_ids[i]) >= spec_.num_blocks)
+      return KernelStatus::InvalidArgument("block id " + std::to_string(block_ids[i]) +
+                                           " (entry " + std::to_string(i) +
+                                           ") is outside [0, " +
+                                           std::to_string(spec_.num_blocks) + ")");
+    for (uint32_t h = 0; h < heads; ++h) {
+      const size_t s = i * heads + h;
+      host_desc_[2 * s] = static_cast<uint64_t>(block_ids[i]);
+      host_desc_[2 * s + 1] = reinterpret_cast<uint64_t>(shards[s]);
+      if (host_desc_[2 * s + 1] % 16) aligned = false;
+    }
+  }
+  const uint64_t unroll = aligned ? kVecUnroll : kByteUnroll;
+  const uint64_t elem = aligned ? 16 : 1;
+  const uint64_t chunk_elems = shape.chunk_bytes() / elem;
+  const uint64_t tiles_per_chunk = (chunk_elems + kThreads * unroll - 1) / (kThreads * unroll);
+  const uint64_t chunks_per_block = uint64_t{layer_end - layer_begin} * shape.planes;
+  const uint64_t total_tiles = tiles_per_chunk * block_ids.size() * chunks_per_block;
+  if (total_tiles > (uint64_t{1} << 31))
+    return KernelStatus::InvalidArgument("head-shard move of " +
+                                         std::to_string(block_ids.size()) +
+                                         " blocks is too large for one call; split it");
+  ShardParams p;
+  p.layers = static_cast<const uint64_t*>(d_layers_);
+  p.desc = nullptr;
+  p.chunk_bytes = shape.chunk_bytes();
+  p.shard_chunk_bytes = uint64_t{spec_.block_size} * row_bytes;
+  p.row_elems = static_cast<uint32_t>(row_bytes / elem);
+  p.token_elems = p.row_elems * heads;
+  p.chunk_elems = static_cast<uint32_t>(chunk_elems);
+  p.tiles_per_chunk = static_cast<uint32_t>(tiles_per_chunk);
+  p.tile_elems = static_cast<uint32_t>((chunk_elems + tiles_per_chunk - 1) / tiles_per_chunk);
+  p.total_tiles = static_cast<uint32_t>(total_tiles);
+  p.chunks_per_block = static_cast<uint32_t>(chunks_per_block);
+  p.first_chunk = layer_begin * shape.planes;
+  p.planes = shape.planes;
+  p.heads = heads;
+  p.pool_blocks = spec_.num_blocks;
+  p.layout = spec_.layout;
+  const uint64_t max_grid = uint64_t(sm_count_ > 0 ? sm_count_ : 1) * 16;
+  const unsigned grid = static_cast<unsigned>(total_tiles < max_grid ? total_tiles : max_grid);
+  if (gather) {
+    return aligned ? LaunchShardMove<true, true>(p, grid, host_desc_, stream)
+                   : LaunchShardMove<true, false>(p, grid, host_desc_, stream);
+  }
+  return aligned ? LaunchShardMove<false, true>(p, grid, host_desc_, stream)
+                 : LaunchShardMove<false, false>(p, grid, host_desc_, stream);
 }
 
 }  // namespace strata::kernels::cuda

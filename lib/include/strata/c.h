@@ -24,6 +24,7 @@ typedef int strata_status;
 #define STRATA_IO_ERROR 5
 #define STRATA_NO_SPACE 6
 #define STRATA_UNAVAILABLE 8
+#define STRATA_NOT_SUPPORTED 11
 #define STRATA_INTERNAL 14
 
 #define STRATA_KEY_BYTES 16
@@ -86,6 +87,14 @@ strata_status strata_register_kv_cache(strata_client* client, const strata_names
                                        const char* layout, void* const* layers,
                                        uint32_t num_layers, uint32_t num_blocks,
                                        uint32_t tp_rank, uint32_t tp_size, uint32_t* cache_out);
+/* As strata_register_kv_cache for pages in memory of CUDA device `device` (-1: host memory).
+ * STRATA_NOT_SUPPORTED without CUDA or a device; the engine's writes to a page must be complete
+ * (its stream synchronised) before it is stored. */
+strata_status strata_register_kv_cache_device(strata_client* client, const strata_namespace* ns,
+                                              const char* layout, void* const* layers,
+                                              uint32_t num_layers, uint32_t num_blocks,
+                                              uint32_t tp_rank, uint32_t tp_size, int device,
+                                              uint32_t* cache_out);
 strata_status strata_unregister_kv_cache(strata_client* client, uint32_t cache);
 /* *stored (may be NULL) = head shards newly stored. */
 strata_status strata_store_paged(strata_client* client, uint32_t cache, const uint8_t* keys,
