@@ -18,7 +18,8 @@ namespace {
 
 constexpr uint64_t kAlign = 4096;
 constexpr size_t kRecordSize = 77;
-constexpr size_t kRecordWithParent = kRecordSize + BlockKey::kSize;
+constexpr size_t kCompressedRecordSize = 82;
+constexpr uint8_t kHasParent = 1, kCompressed = 2;  // flags at offset 76
 
 uint64_t GetLe(const std::byte* p, int n) {
   uint64_t v = 0;
@@ -75,16 +76,29 @@ Result<std::unique_ptr<DiskTierReader>> DiskTierReader::Open(const std::string& 
       rec.header = *header;
       const bool blob_parent = v.size() > kBlockHeaderSize && std::to_integer<int>(vp[64]) == 1;
       const size_t blob_prefix = kBlockHeaderSize + 1 + (blob_parent ? BlockKey::kSize : 0);
+      const uint8_t flags = v.size() > 76 ? std::to_integer<uint8_t>(vp[76]) : 0;
+      const bool compressed = (flags & kCompressed) != 0;
+      const size_t parent_at = compressed ? kCompressedRecordSize : kRecordSize;
       if (v.size() > kBlockHeaderSize && v.size() == blob_prefix + header->payload_length) {
         rec.in_blob = true;
         if (blob_parent) rec.parent = KeyAt(vp + 65);
-      } else if (v.size() == kRecordSize || v.size() == kRecordWithParent) {
+        rec.stored_bytes = header->payload_length;
+        rec.reserved_bytes = header->payload_length;
+      } else if ((flags & ~(kHasParent | kCompressed)) == 0 &&
+                 v.size() == parent_at + ((flags & kHasParent) ? BlockKey::kSize : 0)) {
         rec.offset = GetLe(vp + 64, 8);
-        if (std::to_integer<int>(vp[76]) == 1 && v.size() == kRecordWithParent)
-          rec.parent = KeyAt(vp + 77);
-        const uint64_t alloc = GetLe(vp + 72, 4);
-        ok = rec.offset % kAlign == 0 && alloc >= header->payload_length &&
-             rec.offset + alloc <= r->data_file_bytes_;
+        if (flags & kHasParent) rec.parent = KeyAt(vp + parent_at);
+        rec.reserved_bytes = GetLe(vp + 72, 4);
+        rec.stored_bytes = header->payload_length;
+        if (compressed) {
+          const uint8_t kind = std::to_integer<uint8_t>(vp[77]);
+          ok = IsKnownDiskCompression(kind);
+          rec.compression = static_cast<DiskCompression>(kind);
+          rec.stored_bytes = static_cast<uint32_t>(GetLe(vp + 78, 4));
+        }
+        ok = ok && rec.stored_bytes > 0 && rec.offset % kAlign == 0 &&
+             rec.reserved_bytes >= rec.stored_bytes &&
+             rec.offset + rec.reserved_bytes <= r->data_file_bytes_;
       } else {
         ok = false;
       }
@@ -124,15 +138,19 @@ Result<bool> DiskTierReader::Verify(const DiskRecord& record) const {
     std::memcpy(payload.data(), value.data() + value.size() - payload.size(), payload.size());
   } else {
     if (fd_ < 0) return Status::IOError("cannot open " + dir_ + "/blocks.data");
+    const bool compressed = record.compression != DiskCompression::kNone;
+    std::vector<std::byte> stored(compressed ? record.stored_bytes : 0);
+    std::span<std::byte> dst = compressed ? std::span<std::byte>(stored) : payload;
     size_t done = 0;
-    while (done < payload.size()) {
-      const ssize_t n = ::pread(fd_, payload.data() + done, payload.size() - done,
+    while (done < dst.size()) {
+      const ssize_t n = ::pread(fd_, dst.data() + done, dst.size() - done,
                                 static_cast<off_t>(record.offset + done));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return Status::IOError(std::string("pread blocks.data: ") + std::strerror(errno));
       if (n == 0) return false;  // cut short: the payload is not all there
       done += static_cast<size_t>(n);
     }
+    if (compressed && !DecompressPayload(record.compression, stored, payload).ok()) return false;
   }
   return PayloadChecksum(payload) == record.header.payload_checksum;
 }
