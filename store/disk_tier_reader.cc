@@ -18,8 +18,9 @@ namespace {
 
 constexpr uint64_t kAlign = 4096;
 constexpr size_t kRecordSize = 77;
-constexpr size_t kCompressedRecordSize = 82;
-constexpr uint8_t kHasParent = 1, kCompressed = 2;  // flags at offset 76
+// Flags at offset 76 (slab) or 64 (blob); what each adds follows in this order (disk_tier.h).
+constexpr uint8_t kHasParent = 1, kHasTag = 2, kCompressed = 4;
+
 
 uint64_t GetLe(const std::byte* p, int n) {
   uint64_t v = 0;
@@ -29,6 +30,33 @@ uint64_t GetLe(const std::byte* p, int n) {
 
 BlockKey KeyAt(const std::byte* p) {
   return BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(p, BlockKey::kSize));
+}
+
+// The bytes after a slab record's flags byte, walked: parent, tag, compression. Returns the
+// record's size when they are consistent with `size`, else 0.
+size_t SlabRecordSize(const std::byte* vp, size_t size, DiskRecord* rec, bool* known) {
+  if (size < kRecordSize) return 0;
+  const uint8_t flags = std::to_integer<uint8_t>(vp[76]);
+  if (flags & ~(kHasParent | kHasTag | kCompressed)) return 0;
+  size_t at = kRecordSize;
+  if (flags & kHasParent) {
+    if (size < at + BlockKey::kSize) return 0;
+    rec->parent = KeyAt(vp + at);
+    at += BlockKey::kSize;
+  }
+  if (flags & kHasTag) {
+    if (size < at + 2) return 0;
+    at += 2 + (std::to_integer<size_t>(vp[at]) | (std::to_integer<size_t>(vp[at + 1]) << 8));
+  }
+  if (flags & kCompressed) {
+    if (size < at + 5) return 0;
+    const uint8_t kind = std::to_integer<uint8_t>(vp[at]);
+    *known = IsKnownDiskCompression(kind);
+    rec->compression = static_cast<DiskCompression>(kind);
+    rec->stored_bytes = static_cast<uint32_t>(GetLe(vp + at + 1, 4));
+    at += 5;
+  }
+  return at;
 }
 
 }  // namespace
@@ -76,27 +104,20 @@ Result<std::unique_ptr<DiskTierReader>> DiskTierReader::Open(const std::string& 
       rec.header = *header;
       const bool blob_parent = v.size() > kBlockHeaderSize && std::to_integer<int>(vp[64]) == 1;
       const size_t blob_prefix = kBlockHeaderSize + 1 + (blob_parent ? BlockKey::kSize : 0);
-      const uint8_t flags = v.size() > 76 ? std::to_integer<uint8_t>(vp[76]) : 0;
-      const bool compressed = (flags & kCompressed) != 0;
-      const size_t parent_at = compressed ? kCompressedRecordSize : kRecordSize;
+      DiskRecord slab;
+      slab.stored_bytes = header->payload_length;
+      bool known = true;
       if (v.size() > kBlockHeaderSize && v.size() == blob_prefix + header->payload_length) {
         rec.in_blob = true;
         if (blob_parent) rec.parent = KeyAt(vp + 65);
         rec.stored_bytes = header->payload_length;
         rec.reserved_bytes = header->payload_length;
-      } else if ((flags & ~(kHasParent | kCompressed)) == 0 &&
-                 v.size() == parent_at + ((flags & kHasParent) ? BlockKey::kSize : 0)) {
+      } else if (SlabRecordSize(vp, v.size(), &slab, &known) == v.size()) {
+        slab.header = rec.header;
+        rec = slab;
         rec.offset = GetLe(vp + 64, 8);
-        if (flags & kHasParent) rec.parent = KeyAt(vp + parent_at);
         rec.reserved_bytes = GetLe(vp + 72, 4);
-        rec.stored_bytes = header->payload_length;
-        if (compressed) {
-          const uint8_t kind = std::to_integer<uint8_t>(vp[77]);
-          ok = IsKnownDiskCompression(kind);
-          rec.compression = static_cast<DiskCompression>(kind);
-          rec.stored_bytes = static_cast<uint32_t>(GetLe(vp + 78, 4));
-        }
-        ok = ok && rec.stored_bytes > 0 && rec.offset % kAlign == 0 &&
+        ok = known && rec.stored_bytes > 0 && rec.offset % kAlign == 0 &&
              rec.reserved_bytes >= rec.stored_bytes &&
              rec.offset + rec.reserved_bytes <= r->data_file_bytes_;
       } else {
