@@ -15,7 +15,7 @@ find_package(fmt 9 REQUIRED CONFIG)
 find_package(nlohmann_json 3.10 REQUIRED CONFIG)
 # yaml-cpp >= 0.7: the daemon's config file, private to lib/daemon.
 find_package(yaml-cpp 0.7 REQUIRED CONFIG)
-# zstd >= 1.5 and lz4 >= 1.9: lossless KV codecs in kernels/.
+# zstd >= 1.5 and lz4 >= 1.9: lossless KV codecs in kernels/ and the disk tier's compression.
 pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd>=1.5)
 pkg_check_modules(LZ4 REQUIRED IMPORTED_TARGET liblz4>=1.9)
 # spdlog >= 1.10: the daemon's structured log, private to lib/daemon/log.cc.

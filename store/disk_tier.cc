@@ -33,19 +33,25 @@ namespace {
 constexpr uint64_t kAlign = 4096;
 // Slots of a new tier's policy; it doubles as blocks arrive (DiskTier::Impl::GrowPolicy).
 constexpr uint32_t kInitialPolicySlots = 4096;
-constexpr size_t kRecordSize = 77;  // without the optional parent key and tag
+constexpr size_t kRecordSize = 77;  // without the optional parent key, tag and compression
 
 // The flags byte of a record (offset 76 in slab-file mode, 64 in blob mode), and what follows it.
-constexpr uint8_t kHasParent = 1;  // a 16-byte parent key follows
-constexpr uint8_t kHasTag = 2;     // then a tag: u16 LE length t, then t bytes (PutOptions::tag)
+constexpr uint8_t kHasParent = 1;   // a 16-byte parent key follows
+constexpr uint8_t kHasTag = 2;      // then a tag: u16 LE length t, then t bytes (PutOptions::tag)
+constexpr uint8_t kCompressed = 4;  // then u8 compression, u32 LE stored length (slab mode only)
 
-// Bytes after the flags byte for a block with (or without) a parent and a tag of `tag` bytes.
-size_t TrailerBytes(bool has_parent, std::string_view tag) {
-  return (has_parent ? BlockKey::kSize : 0) + (tag.empty() ? 0 : 2 + tag.size());
+// Bytes after the flags byte for a block with (or without) a parent, a tag of `tag` bytes and
+// compression.
+size_t TrailerBytes(bool has_parent, std::string_view tag, bool compressed = false) {
+  return (has_parent ? BlockKey::kSize : 0) + (tag.empty() ? 0 : 2 + tag.size()) +
+         (compressed ? 5 : 0);
 }
-// Writes the flags byte at p[0] and the parent and tag after it.
-void EncodeTrailer(std::byte* p, const BlockKey* parent, std::string_view tag) {
-  p[0] = std::byte{static_cast<uint8_t>((parent ? kHasParent : 0) | (tag.empty() ? 0 : kHasTag))};
+// Writes the flags byte at p[0] and the parent, tag and compression after it.
+void EncodeTrailer(std::byte* p, const BlockKey* parent, std::string_view tag,
+                   DiskCompression compression = DiskCompression::kNone, uint32_t stored = 0) {
+  const bool compressed = compression != DiskCompression::kNone;
+  p[0] = std::byte{static_cast<uint8_t>((parent ? kHasParent : 0) | (tag.empty() ? 0 : kHasTag) |
+                                        (compressed ? kCompressed : 0))};
   size_t at = 1;
   if (parent) {
     parent->ToBytes(std::span<std::byte, BlockKey::kSize>(p + at, BlockKey::kSize));
@@ -55,15 +61,24 @@ void EncodeTrailer(std::byte* p, const BlockKey* parent, std::string_view tag) {
     p[at] = std::byte{static_cast<uint8_t>(tag.size())};
     p[at + 1] = std::byte{static_cast<uint8_t>(tag.size() >> 8)};
     std::memcpy(p + at + 2, tag.data(), tag.size());
+    at += 2 + tag.size();
+  }
+  if (compressed) {
+    p[at] = std::byte{static_cast<uint8_t>(compression)};
+    for (int i = 0; i < 4; ++i) p[at + 1 + i] = std::byte{static_cast<uint8_t>(stored >> (8 * i))};
   }
 }
 // Reads the flags byte at p[0] and what follows, within `avail` bytes from p. Returns the bytes
-// taken (flags included), 0 when they do not fit or the flags are unknown.
+// taken (flags included), 0 when they do not fit or the flags are unknown. `compression` and
+// `stored` are set for a compressed record (else kNone and 0); nullptr refuses compressed
+// records (blob mode).
 size_t DecodeTrailer(const std::byte* p, size_t avail, bool* has_parent, BlockKey* parent,
-                     std::string* tag) {
+                     std::string* tag, DiskCompression* compression = nullptr,
+                     uint32_t* stored = nullptr) {
   if (avail < 1) return 0;
   const uint8_t flags = std::to_integer<uint8_t>(p[0]);
-  if (flags & ~(kHasParent | kHasTag)) return 0;
+  if (flags & ~(kHasParent | kHasTag | kCompressed)) return 0;
+  if ((flags & kCompressed) && compression == nullptr) return 0;
   size_t at = 1;
   *has_parent = flags & kHasParent;
   if (*has_parent) {
@@ -78,6 +93,21 @@ size_t DecodeTrailer(const std::byte* p, size_t avail, bool* has_parent, BlockKe
     if (t == 0 || avail < at + 2 + t) return 0;
     tag->assign(reinterpret_cast<const char*>(p + at + 2), t);
     at += 2 + t;
+  }
+  if (compression != nullptr) {
+    *compression = DiskCompression::kNone;
+    *stored = 0;
+  }
+  if (flags & kCompressed) {
+    if (avail < at + 5) return 0;
+    const uint8_t kind = std::to_integer<uint8_t>(p[at]);
+    if (!IsKnownDiskCompression(kind)) return 0;
+    uint32_t n = 0;
+    for (int i = 0; i < 4; ++i) n |= std::to_integer<uint32_t>(p[at + 1 + i]) << (8 * i);
+    if (n == 0) return 0;
+    *compression = static_cast<DiskCompression>(kind);
+    *stored = n;
+    at += 5;
   }
   return at;
 }
@@ -128,13 +158,17 @@ class ThreadAio {
   bool ok_ = false;
 };
 
-std::byte* AlignedScratch(size_t bytes) {
+// Per-thread scratch buffers: kBounce for O_DIRECT bounces of unaligned caller buffers, kStored
+// for compressed payloads on their way to or from the disk (both may be live in one call).
+enum Scratch { kBounce = 0, kStored = 1 };
+std::byte* AlignedScratch(size_t bytes, Scratch which = kBounce) {
   struct Buf {
     std::byte* p = nullptr;
     size_t n = 0;
     ~Buf() { std::free(p); }
   };
-  thread_local Buf buf;
+  thread_local Buf bufs[2];
+  Buf& buf = bufs[which];
   if (buf.n < bytes) {
     std::free(buf.p);
     buf.p = static_cast<std::byte*>(std::aligned_alloc(kAlign, RoundUp(bytes, kAlign)));
@@ -238,8 +272,10 @@ class DiskTier::Impl {
     // Slot of the parent block when inserted (kNoSlot: none), and the tier's clock at the last
     // insert or hit: what a rebuilt policy is refilled from (GrowPolicy), in this order.
     uint32_t parent = kNoSlot;
+    uint32_t stored = 0;  // payload bytes in blocks.data (compressed length, or the raw length)
     uint64_t used_at = 0;
     State state = kFree;
+    DiskCompression compression = DiskCompression::kNone;
   };
 
   bool slab_mode() const { return options_.payload_store == PayloadStore::kSlabFile; }
@@ -283,6 +319,19 @@ class DiskTier::Impl {
   void FillPolicy(const std::vector<uint32_t>& order, ParentOf parent_of) REQUIRES_LOCK(mu_);
   void ReleaseSlot(uint32_t slot) REQUIRES_LOCK(mu_);
 
+  // True when Put should try to compress this block: compression is on and the block's codec is
+  // not already an entropy coder (shuffle_zstd, shuffle_lz4: another pass would not shrink it).
+  bool CompressionWorthTrying(const BlockHeader& header) const;
+  // Compresses `payload` into this thread's kStored scratch, zero-padded to 4 KiB; the span
+  // covers the compressed bytes (the padding follows them). Empty when the compressed form would
+  // not take fewer 4 KiB pages than the raw payload (it is then stored raw).
+  Result<std::span<const std::byte>> Compress(std::span<const std::byte> payload);
+  // Reads a compressed payload (`stored` bytes in `alloc` on disk), decompresses it into `out`
+  // (the raw length) and verifies the raw bytes against `header`'s checksum. Sets *undecodable
+  // when the stored bytes do not decompress (Corruption is returned too).
+  Status ReadCompressedPayload(uint64_t offset, uint32_t alloc, uint32_t stored,
+                               DiskCompression compression, std::span<std::byte> out,
+                               const BlockHeader& header, bool* undecodable);
   Status WritePayload(uint64_t offset, std::span<const std::byte> payload);
   Status ReadPayload(uint64_t offset, uint32_t alloc, std::span<std::byte> out, size_t len);
   // Reads the payload of `header` and verifies its checksum. With O_DIRECT the read is split into
@@ -325,6 +374,9 @@ class DiskTier::Impl {
   uint64_t used_bytes_ GUARDED_BY(mu_) = 0;  // payload bytes reserved by live blocks
   uint64_t hits_ GUARDED_BY(mu_) = 0, misses_ GUARDED_BY(mu_) = 0, puts_ GUARDED_BY(mu_) = 0;
   uint64_t evictions_ GUARDED_BY(mu_) = 0, corrupt_ GUARDED_BY(mu_) = 0;
+  uint64_t raw_bytes_ GUARDED_BY(mu_) = 0;          // raw payload bytes of live blocks
+  uint64_t compressed_blocks_ GUARDED_BY(mu_) = 0;  // live blocks stored compressed
+  uint64_t stored_raw_ GUARDED_BY(mu_) = 0, decompress_errors_ GUARDED_BY(mu_) = 0;
 };
 
 Status DiskTier::Impl::Open() {
@@ -334,6 +386,9 @@ Status DiskTier::Impl::Open() {
     return Status::InvalidArgument("disk tier capacity must be at least 4 KiB");
   if (options_.extend_bytes == 0 || options_.extend_bytes % kAlign)
     return Status::InvalidArgument("extend_bytes must be a positive multiple of 4 KiB");
+  if (options_.compression.kind != DiskCompression::kNone && !slab_mode())
+    return Status::InvalidArgument(
+        "disk tier compression needs the slab-file payload store (not BlobDB)");
   uint64_t blocks = options_.max_blocks ? options_.max_blocks
                                         : std::max<uint64_t>(1, options_.capacity_bytes / 65536);
   if (blocks >= (uint64_t{1} << 31)) return Status::InvalidArgument("max_blocks too large");
@@ -377,7 +432,8 @@ Status DiskTier::Impl::Open() {
     bool has_parent;
     BlockKey parent;
     std::string tag;
-  };
+    uint32_t stored;
+    DiskCompression compression;  };
   std::vector<Found> found;
   std::vector<std::string> bad;
   const std::string index_dir = options_.path + "/index";
@@ -411,13 +467,13 @@ Status DiskTier::Impl::Open() {
       Found f{};
       if (ok && slab_mode()) {
         ok = v.size() >= kRecordSize &&
-             76 + DecodeTrailer(vp + 76, v.size() - 76, &f.has_parent, &f.parent, &f.tag) ==
-                 v.size();
+             76 + DecodeTrailer(vp + 76, v.size() - 76, &f.has_parent, &f.parent, &f.tag,
+                                &f.compression, &f.stored) == v.size();
         if (ok) {
           f.offset = GetLe(vp + 64, 8);
           f.alloc = GetLe(vp + 72, 4);
-          ok = f.offset % kAlign == 0 && f.alloc == RoundUp(header->payload_length, kAlign) &&
-               f.offset + f.alloc <= file_bytes;
+          if (f.compression == DiskCompression::kNone) f.stored = header->payload_length;
+          ok = f.offset % kAlign == 0 && f.alloc == RoundUp(f.stored, kAlign) &&               f.offset + f.alloc <= file_bytes;
         }
       } else if (ok) {
         ok = v.size() > kBlockHeaderSize;
@@ -427,6 +483,8 @@ Status DiskTier::Impl::Open() {
           ok = trailer != 0 && v.size() == kBlockHeaderSize + trailer + header->payload_length;
         }
         f.alloc = header->payload_length;
+        f.stored = header->payload_length;
+        f.compression = DiskCompression::kNone;
       }
       if (!ok) {
         bad.emplace_back(k.data(), k.size());
@@ -529,10 +587,14 @@ Status DiskTier::Impl::Open() {
     e.header = f.header;
     e.offset = f.offset;
     e.alloc = static_cast<uint32_t>(f.alloc);
+    e.stored = f.stored;
+    e.compression = f.compression;
     e.used_at = ++clock_;
     e.state = kLive;
     index_.emplace(f.header.key, slot);
     used_bytes_ += f.alloc;
+    raw_bytes_ += f.header.payload_length;
+    if (f.compression != DiskCompression::kNone) ++compressed_blocks_;
     if (slab_mode()) {
       if (f.offset > prev_end) space_.Free(prev_end, f.offset - prev_end);
       prev_end = f.offset + f.alloc;
@@ -668,6 +730,8 @@ Status DiskTier::Impl::Drop(uint32_t slot) {
   index_.erase(e.header.key);
   policy_->OnRemove(slot);
   used_bytes_ -= e.alloc;
+  raw_bytes_ -= e.header.payload_length;
+  if (e.compression != DiskCompression::kNone) --compressed_blocks_;
   if (slab_mode()) space_.Free(e.offset, e.alloc);
   ReleaseSlot(slot);
   return st;
@@ -744,9 +808,50 @@ Status DiskTier::Impl::ReadPayload(uint64_t offset, uint32_t alloc, std::span<st
     }
     if (r == 0) return Status::Corruption("disk tier: payload extends past the end of blocks.data");
     done += static_cast<size_t>(r);
+    // O_DIRECT reads of an aligned extent come short only at the end of the file; the rest
+    // cannot be asked for at an unaligned offset (EINVAL), and is not there anyway.
+    if (options_.direct_io && done < n && (offset + done) % kAlign != 0)
+      return Status::Corruption("disk tier: payload extends past the end of blocks.data");
   }
   if (bounce) std::memcpy(out.data(), dst, len);
   return Status::OK();
+}
+
+bool DiskTier::Impl::CompressionWorthTrying(const BlockHeader& header) const {
+  return options_.compression.kind != DiskCompression::kNone && slab_mode() &&
+         header.codec != Codec::kShuffleZstd && header.codec != Codec::kShuffleLz4;
+}
+
+Result<std::span<const std::byte>> DiskTier::Impl::Compress(std::span<const std::byte> payload) {
+  const uint64_t raw_alloc = RoundUp(payload.size(), kAlign);
+  // Worth keeping only when it saves at least one page on disk.
+  if (raw_alloc <= kAlign) return std::span<const std::byte>();
+  std::byte* buf = AlignedScratch(raw_alloc, kStored);
+  if (buf == nullptr)
+    return Status::ResourceExhausted("disk tier: no memory for a compression buffer");
+  const size_t n = CompressPayload(options_.compression, payload,
+                                   std::span<std::byte>(buf, raw_alloc - kAlign));
+  if (n == 0) return std::span<const std::byte>();
+  std::memset(buf + n, 0, RoundUp(n, kAlign) - n);
+  return std::span<const std::byte>(buf, n);
+}
+
+Status DiskTier::Impl::ReadCompressedPayload(uint64_t offset, uint32_t alloc, uint32_t stored,
+                                             DiskCompression compression,
+                                             std::span<std::byte> out, const BlockHeader& header,
+                                             bool* undecodable) {
+  std::byte* buf = AlignedScratch(alloc, kStored);
+  if (buf == nullptr)
+    return Status::ResourceExhausted("disk tier: no memory for a decompression buffer");
+  STRATA_RETURN_IF_ERROR(ReadPayload(offset, alloc, std::span<std::byte>(buf, alloc), stored));
+  Status st = DecompressPayload(compression, std::span<const std::byte>(buf, stored), out);
+  if (!st.ok()) {
+    *undecodable = st.IsCorruption();
+    return Status::Corruption("block " + header.key.ToHex() + ": " +
+                              std::string(DiskCompressionName(compression)) + " record of " +
+                              std::to_string(stored) + " bytes: " + std::string(st.message()));
+  }
+  return VerifyPayload(header, out);
 }
 
 Status DiskTier::Impl::ReadVerifiedPayload(uint64_t offset, uint32_t alloc,
@@ -872,7 +977,26 @@ Status DiskTier::Impl::Put(const BlockHeader& header, std::span<const std::byte>
     return Status::InvalidArgument("a block tag is at most " +
                                    std::to_string(kMaxBlockTagBytes) + " bytes");
   if (options_.verify_on_put) STRATA_RETURN_IF_ERROR(VerifyPayload(header, payload));
-  const uint64_t alloc = slab_mode() ? RoundUp(payload.size(), kAlign) : payload.size();
+  // Compression, outside the lock: `stored` is what goes to blocks.data (a 4 KiB-aligned buffer
+  // padded with zeros when compressed, so the O_DIRECT write needs no bounce copy).
+  std::span<const std::byte> stored = payload;
+  uint32_t stored_len = static_cast<uint32_t>(payload.size());
+  DiskCompression compression = DiskCompression::kNone;
+  if (CompressionWorthTrying(header)) {
+    {
+      std::lock_guard lock(mu_);
+      if (Lookup(header.key) != kNoSlot) return Status::OK();  // same key, same bytes
+    }
+    STRATA_ASSIGN_OR_RETURN(auto c, Compress(payload));
+    if (!c.empty()) {
+      stored = c;
+      stored_len = static_cast<uint32_t>(c.size());
+      compression = options_.compression.kind;
+    }
+  }
+  const bool kept_raw =
+      options_.compression.kind != DiskCompression::kNone && compression == DiskCompression::kNone;
+  const uint64_t alloc = slab_mode() ? RoundUp(stored_len, kAlign) : payload.size();
   uint32_t slot;
   uint64_t offset = 0;
   uint32_t parent_slot = kNoSlot;
@@ -895,9 +1019,13 @@ Status DiskTier::Impl::Put(const BlockHeader& header, std::span<const std::byte>
     e.header = header;
     e.offset = offset;
     e.alloc = static_cast<uint32_t>(alloc);
+    e.stored = stored_len;
+    e.compression = compression;
     e.state = kWriting;  // reserved: concurrent puts of the key return, readers miss
     index_.emplace(header.key, slot);
     used_bytes_ += alloc;
+    raw_bytes_ += header.payload_length;
+    if (compression != DiskCompression::kNone) ++compressed_blocks_;
     if (po.parent != nullptr) parent_slot = Lookup(*po.parent);
   }
 
@@ -905,15 +1033,15 @@ Status DiskTier::Impl::Put(const BlockHeader& header, std::span<const std::byte>
   Status st;
   std::string value;
   if (slab_mode()) {
-    st = WritePayload(offset, payload);
+    const bool compressed = compression != DiskCompression::kNone;
+    // A compressed payload is written with its zero padding (it is in a 4 KiB-aligned buffer).
+    st = WritePayload(offset, compressed ? std::span<const std::byte>(stored.data(), alloc) : stored);
     if (st.ok() && options_.sync && fdatasync(fd_) != 0) st = Status::IOError(Errno("fdatasync"));
-    value.resize(kRecordSize + TrailerBytes(po.parent != nullptr, po.tag));
-    auto* vp = reinterpret_cast<std::byte*>(value.data());
+    value.resize(kRecordSize + TrailerBytes(po.parent != nullptr, po.tag, compressed));    auto* vp = reinterpret_cast<std::byte*>(value.data());
     EncodeBlockHeader(header, std::span<std::byte, kBlockHeaderSize>(vp, kBlockHeaderSize));
     PutLe(vp + 64, offset, 8);
     PutLe(vp + 72, alloc, 4);
-    EncodeTrailer(vp + 76, po.parent, po.tag);
-  } else {
+    EncodeTrailer(vp + 76, po.parent, po.tag, compression, stored_len);  } else {
     const size_t prefix = kBlockHeaderSize + 1 + TrailerBytes(po.parent != nullptr, po.tag);
     value.resize(prefix + payload.size());
     auto* vp = reinterpret_cast<std::byte*>(value.data());
@@ -933,10 +1061,13 @@ Status DiskTier::Impl::Put(const BlockHeader& header, std::span<const std::byte>
   if (!st.ok()) {
     index_.erase(header.key);
     used_bytes_ -= e.alloc;
+    raw_bytes_ -= e.header.payload_length;
+    if (e.compression != DiskCompression::kNone) --compressed_blocks_;
     if (slab_mode()) space_.Free(e.offset, e.alloc);
     ReleaseSlot(slot);
     return st;
   }
+  if (kept_raw) ++stored_raw_;
   e.state = kLive;
   if (parent_slot != kNoSlot && entries_[parent_slot].state != kLive) parent_slot = kNoSlot;
   e.parent = parent_slot;
@@ -950,7 +1081,8 @@ Result<BlockHeader> DiskTier::Impl::Get(const BlockKey& key, std::span<std::byte
   uint32_t slot;
   BlockHeader header;
   uint64_t offset;
-  uint32_t alloc;
+  uint32_t alloc, stored;
+  DiskCompression compression;
   {
     std::lock_guard lock(mu_);
     slot = Lookup(key);
@@ -966,10 +1098,16 @@ Result<BlockHeader> DiskTier::Impl::Get(const BlockKey& key, std::span<std::byte
     header = e.header;
     offset = e.offset;
     alloc = e.alloc;
+    stored = e.stored;
+    compression = e.compression;
   }
   const size_t len = header.payload_length;
   Status st;
-  if (slab_mode()) {
+  bool undecodable = false;
+  if (slab_mode() && compression != DiskCompression::kNone) {
+    st = ReadCompressedPayload(offset, alloc, stored, compression, out.first(len), header,
+                               &undecodable);
+  } else if (slab_mode()) {
     st = ReadVerifiedPayload(offset, alloc, out, header);
   } else {
     rocksdb::PinnableSlice value;
@@ -1003,6 +1141,7 @@ Result<BlockHeader> DiskTier::Impl::Get(const BlockKey& key, std::span<std::byte
       // Never data: drop the block (once; a concurrent reader may have dropped it already).
       if (e.state == kLive && e.header.key == key && e.readers == 0) {
         ++corrupt_;
+        if (undecodable) ++decompress_errors_;
         (void)Drop(slot);
       }
       ++misses_;
@@ -1095,6 +1234,10 @@ TierStats DiskTier::Impl::Stats() const {
   st.evictions = evictions_;
   st.corrupt_dropped = corrupt_;
   st.max_blocks = max_blocks_;
+  st.raw_payload_bytes = raw_bytes_;
+  st.compressed_blocks = compressed_blocks_;
+  st.stored_raw = stored_raw_;
+  st.decompress_errors = decompress_errors_;
   // What is allocated now: entries and free-slot list, the policy's slots, the index's buckets and
   // nodes. It grows with the blocks stored (up to max_blocks), not with the configured bound.
   st.metadata_bytes = uint64_t{entries_.size()} * sizeof(Entry) +

@@ -7,13 +7,26 @@
 //
 //   offset size field
 //   ------ ---- --------------------------------------------------------------
-//        0   64 block header (strata/block_format.h), header checksum included
+//        0   64 block header (strata/block_format.h), header checksum included; its
+//               payload_length and payload_checksum are those of the raw payload
 //       64    8 payload offset in blocks.data, little-endian, 4 KiB-aligned
-//       72    4 bytes reserved on disk for the payload (4 KiB multiple), little-endian
-//       76    1 flags: bit 0 a parent key follows, bit 1 a tag follows (other bits: 0)
+//       72    4 bytes reserved on disk for the stored payload (4 KiB multiple), little-endian
+//       76    1 flags: bit 0 a parent key follows, bit 1 a tag follows, bit 2 the payload is
+//               stored compressed (other bits: 0)
 //       77   16 parent key (canonical), when bit 0
 //        …    2 tag length t (1..kMaxBlockTagBytes), little-endian, when bit 1
 //        …    t the block's tag (PutOptions::tag, opaque), when bit 1
+//        …    1 compression (DiskCompression: 1 lz4, 2 zstd), when bit 2
+//        …    4 stored (compressed) bytes, little-endian, when bit 2; the raw length is the
+//               header's
+//
+// Compression (DiskTierOptions::compression, docs/store.md "Compression on disk") is chosen per
+// record: a payload whose compressed form would not take fewer 4 KiB pages than the raw one
+// (incompressible bytes, or a block already stored with a lossless codec) is written raw, with
+// bit 2 clear (byte for byte the layout of tiers without compression). Every record says how it
+// is stored, so a directory written under one setting opens and reads under any other (mixed
+// directories work); a record of a compression this build does not know is dropped at Open like
+// any other bad record. Blob mode never compresses.
 //
 // In blob mode the value is the 64-byte header, the flags, parent and tag as above (from offset
 // 64), then the payload. Records without a tag are byte for byte what daemons before tags wrote;
@@ -22,8 +35,9 @@
 // Durability and crash safety: a Put writes the payload first (pwrite, O_DIRECT) and only then its
 // index record, so the index never names bytes that were not written; space is reused only after
 // the deleting record is in RocksDB's WAL. Every Get verifies the payload's XXH3-64 checksum
-// against the header and drops a block that fails (a miss, never data), so even a torn or lost
-// write after power loss is never served. A Put is durable against process crashes when it
+// against the header (after decompression, for a compressed record) and drops a block that fails
+// or does not decompress (a miss, never data), so even a torn or lost write after power loss is
+// never served. A Put is durable against process crashes when it
 // returns; against power loss after Sync() returns (or at once with options.sync).
 //
 // Thread-safety: all methods are thread-safe. One mutex guards the in-memory index, the space
@@ -40,6 +54,7 @@
 #include <utility>
 #include <vector>
 
+#include "store/disk_compression.h"
 #include "store/eviction_policy.h"
 #include "store/tier.h"
 
@@ -77,6 +92,11 @@ struct DiskTierOptions {
   // payload is never served either way; this only refuses to persist one). Costs one XXH3 pass
   // per write (~30% of a 2 MiB write on our machines). Default: false.
   bool verify_on_put = false;
+  // Lossless compression of payloads in blocks.data (slab-file mode only: Open refuses it with
+  // kBlobDb). Costs CPU at Put and at Get (a decompression before the checksum) and saves disk
+  // space and I/O as far as the bytes compress; capacity_bytes counts the stored (compressed)
+  // bytes. Default: none.
+  DiskCompressionOptions compression;
   // Called with the key of each block the tier evicts to make room, under the tier's lock: it
   // must not call back into the tier and must not block. Default: none.
   std::function<void(const BlockKey&)> on_evict;

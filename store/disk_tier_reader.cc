@@ -18,7 +18,9 @@ namespace {
 
 constexpr uint64_t kAlign = 4096;
 constexpr size_t kRecordSize = 77;
-constexpr size_t kRecordWithParent = kRecordSize + BlockKey::kSize;
+// Flags at offset 76 (slab) or 64 (blob); what each adds follows in this order (disk_tier.h).
+constexpr uint8_t kHasParent = 1, kHasTag = 2, kCompressed = 4;
+
 
 uint64_t GetLe(const std::byte* p, int n) {
   uint64_t v = 0;
@@ -28,6 +30,33 @@ uint64_t GetLe(const std::byte* p, int n) {
 
 BlockKey KeyAt(const std::byte* p) {
   return BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(p, BlockKey::kSize));
+}
+
+// The bytes after a slab record's flags byte, walked: parent, tag, compression. Returns the
+// record's size when they are consistent with `size`, else 0.
+size_t SlabRecordSize(const std::byte* vp, size_t size, DiskRecord* rec, bool* known) {
+  if (size < kRecordSize) return 0;
+  const uint8_t flags = std::to_integer<uint8_t>(vp[76]);
+  if (flags & ~(kHasParent | kHasTag | kCompressed)) return 0;
+  size_t at = kRecordSize;
+  if (flags & kHasParent) {
+    if (size < at + BlockKey::kSize) return 0;
+    rec->parent = KeyAt(vp + at);
+    at += BlockKey::kSize;
+  }
+  if (flags & kHasTag) {
+    if (size < at + 2) return 0;
+    at += 2 + (std::to_integer<size_t>(vp[at]) | (std::to_integer<size_t>(vp[at + 1]) << 8));
+  }
+  if (flags & kCompressed) {
+    if (size < at + 5) return 0;
+    const uint8_t kind = std::to_integer<uint8_t>(vp[at]);
+    *known = IsKnownDiskCompression(kind);
+    rec->compression = static_cast<DiskCompression>(kind);
+    rec->stored_bytes = static_cast<uint32_t>(GetLe(vp + at + 1, 4));
+    at += 5;
+  }
+  return at;
 }
 
 }  // namespace
@@ -75,16 +104,22 @@ Result<std::unique_ptr<DiskTierReader>> DiskTierReader::Open(const std::string& 
       rec.header = *header;
       const bool blob_parent = v.size() > kBlockHeaderSize && std::to_integer<int>(vp[64]) == 1;
       const size_t blob_prefix = kBlockHeaderSize + 1 + (blob_parent ? BlockKey::kSize : 0);
+      DiskRecord slab;
+      slab.stored_bytes = header->payload_length;
+      bool known = true;
       if (v.size() > kBlockHeaderSize && v.size() == blob_prefix + header->payload_length) {
         rec.in_blob = true;
         if (blob_parent) rec.parent = KeyAt(vp + 65);
-      } else if (v.size() == kRecordSize || v.size() == kRecordWithParent) {
+        rec.stored_bytes = header->payload_length;
+        rec.reserved_bytes = header->payload_length;
+      } else if (SlabRecordSize(vp, v.size(), &slab, &known) == v.size()) {
+        slab.header = rec.header;
+        rec = slab;
         rec.offset = GetLe(vp + 64, 8);
-        if (std::to_integer<int>(vp[76]) == 1 && v.size() == kRecordWithParent)
-          rec.parent = KeyAt(vp + 77);
-        const uint64_t alloc = GetLe(vp + 72, 4);
-        ok = rec.offset % kAlign == 0 && alloc >= header->payload_length &&
-             rec.offset + alloc <= r->data_file_bytes_;
+        rec.reserved_bytes = GetLe(vp + 72, 4);
+        ok = known && rec.stored_bytes > 0 && rec.offset % kAlign == 0 &&
+             rec.reserved_bytes >= rec.stored_bytes &&
+             rec.offset + rec.reserved_bytes <= r->data_file_bytes_;
       } else {
         ok = false;
       }
@@ -124,15 +159,19 @@ Result<bool> DiskTierReader::Verify(const DiskRecord& record) const {
     std::memcpy(payload.data(), value.data() + value.size() - payload.size(), payload.size());
   } else {
     if (fd_ < 0) return Status::IOError("cannot open " + dir_ + "/blocks.data");
+    const bool compressed = record.compression != DiskCompression::kNone;
+    std::vector<std::byte> stored(compressed ? record.stored_bytes : 0);
+    std::span<std::byte> dst = compressed ? std::span<std::byte>(stored) : payload;
     size_t done = 0;
-    while (done < payload.size()) {
-      const ssize_t n = ::pread(fd_, payload.data() + done, payload.size() - done,
+    while (done < dst.size()) {
+      const ssize_t n = ::pread(fd_, dst.data() + done, dst.size() - done,
                                 static_cast<off_t>(record.offset + done));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return Status::IOError(std::string("pread blocks.data: ") + std::strerror(errno));
       if (n == 0) return false;  // cut short: the payload is not all there
       done += static_cast<size_t>(n);
     }
+    if (compressed && !DecompressPayload(record.compression, stored, payload).ok()) return false;
   }
   return PayloadChecksum(payload) == record.header.payload_checksum;
 }

@@ -14,16 +14,22 @@
 #include <string>
 #include <vector>
 
+#include "store/disk_compression.h"
 #include "strata/block_format.h"
 #include "strata/result.h"
 
 namespace strata::store {
 
 struct DiskRecord {
-  BlockHeader header;
+  BlockHeader header;  // payload_length and payload_checksum are of the raw payload
   std::optional<BlockKey> parent;
   bool in_blob = false;      // payload inside the RocksDB value (blob mode), else in blocks.data
   uint64_t offset = 0;       // blocks.data offset (slab mode)
+  // How the payload is stored (slab mode): compressed or raw, its stored length, and the bytes
+  // reserved for it in blocks.data (4 KiB multiple). In blob mode: none, the raw length twice.
+  DiskCompression compression = DiskCompression::kNone;
+  uint32_t stored_bytes = 0;
+  uint64_t reserved_bytes = 0;
 };
 
 class DiskTierReader {
@@ -39,9 +45,9 @@ class DiskTierReader {
   uint64_t data_file_bytes() const { return data_file_bytes_; }
   // The record of `key`, or nullptr.
   const DiskRecord* Find(const BlockKey& key) const;
-  // Reads the payload of `record` and checks it against its header's checksum: true when it
-  // matches, false when it does not (the daemon would drop the block), an error when it cannot
-  // be read.
+  // Reads the payload of `record` (decompressing a compressed one) and checks it against its
+  // header's checksum: true when it matches, false when it does not or when the stored bytes do
+  // not decompress (the daemon would drop the block), an error when it cannot be read.
   Result<bool> Verify(const DiskRecord& record) const;
 
  private:

@@ -31,7 +31,7 @@ inline std::string_view TierKindName(TierKind kind) { return TierName(kind); }
 struct BlockLocation {
   TierKind tier = TierKind::kHost;
   uint64_t offset = 0;
-  uint64_t length = 0;  // payload bytes
+  uint64_t length = 0;  // payload bytes (raw: before any compression on disk)
 };
 
 struct PutOptions {
@@ -61,6 +61,12 @@ struct TierStats {
                                  // (not the 64-byte block headers, which are part of each block)
   uint64_t fixed_metadata_bytes = 0;  // per-tier constant overhead (lock arrays)
   uint64_t max_blocks = 0;       // slots the metadata was sized for
+  // Disk tier only (0 in the others). payload_bytes is what the blocks take on disk (compressed,
+  // 4 KiB-rounded); raw_payload_bytes what they hold before compression.
+  uint64_t raw_payload_bytes = 0;
+  uint64_t compressed_blocks = 0;   // blocks stored compressed now
+  uint64_t stored_raw = 0;          // puts with compression on that were written raw (no gain)
+  uint64_t decompress_errors = 0;   // stored bytes that did not decompress (also corrupt_dropped)
 };
 
 class Tier {

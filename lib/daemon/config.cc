@@ -16,6 +16,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "store/disk_compression.h"
 #include "store/eviction_policy.h"
 
 extern char** environ;
@@ -242,6 +243,10 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
     c->node.data_dir = value;
   } else if (key == "disk") {
     STRATA_ASSIGN_OR_RETURN(c->node.disk_bytes, ParseSize(key, value));
+  } else if (key == "disk_compression") {
+    if (auto parsed = store::ParseDiskCompression(value); !parsed.ok())
+      return parsed.status().WithContext("disk_compression");
+    c->node.disk_compression = value;
   } else if (key == "write_through") {
     STRATA_ASSIGN_OR_RETURN(c->node.write_through, ParseBool(key, value));
   } else if (key == "eviction_policy") {
@@ -337,6 +342,7 @@ constexpr EnvVar kVars[] = {
     {"STRATA_DEVICE", "device"},
     {"STRATA_DATA_DIR", "data_dir"},
     {"STRATA_DISK", "disk"},
+    {"STRATA_DISK_COMPRESSION", "disk_compression"},
     {"STRATA_WRITE_THROUGH", "write_through"},
     {"STRATA_EVICTION_POLICY", "eviction_policy"},
     {"STRATA_PIN_MS", "pin_ms"},

@@ -159,6 +159,12 @@ std::string RenderPrometheus(const std::string& stats_json, const DaemonGauges& 
       {"strata_tier_evictions_total", "evictions", "counter", "Blocks evicted from the tier"},
       {"strata_tier_corrupt_dropped_total", "corrupt_dropped", "counter",
        "Blocks that failed checksum verification and were dropped"},
+      {"strata_tier_raw_payload_bytes", "raw_payload_bytes", "gauge",
+       "Payload bytes cached in the tier before compression (disk)"},
+      {"strata_tier_compressed_blocks", "compressed_blocks", "gauge",
+       "Blocks stored compressed (disk)"},
+      {"strata_tier_decompress_errors_total", "decompress_errors", "counter",
+       "Stored blocks that did not decompress and were dropped (disk)"},
   };
   static constexpr const char* kTiers[] = {"device", "host", "disk", "remote"};
   for (const TierFamily& f : kTier) {

@@ -134,6 +134,8 @@ std::string InspectNode(store::TieredStore* store, Cluster* cluster, const NodeF
   out["config"] = {{"host_pool_bytes", store->host().size()},
                    {"device_pool_bytes", o.device_pool_bytes},
                    {"data_dir", o.data_dir.empty() ? json(nullptr) : json(o.data_dir)},
+                   {"disk_compression", o.data_dir.empty() ? json(nullptr)
+                                                           : json(o.disk_compression)},
                    {"write_through", o.write_through},
                    {"eviction_policy", o.eviction_policy},
                    {"default_pin_ms", o.default_pin_ms},
@@ -161,6 +163,9 @@ std::string InspectNode(store::TieredStore* store, Cluster* cluster, const NodeF
   tier("host", s.host, facts.pins);
   if (store::DiskTier* disk = store->disk(); disk != nullptr) {
     tier("disk", s.disk, nullptr);
+    // used_bytes is what the blocks take on disk; raw_bytes what they hold (before compression).
+    out["tiers"]["disk"]["raw_bytes"] = s.disk.raw_payload_bytes;
+    out["tiers"]["disk"]["compressed_blocks"] = s.disk.compressed_blocks;
     const auto& info = disk->open_info();
     if (!info.index_recovery.empty())
       degraded.push_back("disk tier index was damaged at start: " + info.index_recovery);

@@ -59,6 +59,16 @@ nlohmann::json TierJson(const store::TierStats& s) {
           {"metadata_bytes", s.metadata_bytes}};
 }
 
+// The disk tier adds what compression does: payload_bytes is what its blocks take on disk.
+nlohmann::json DiskTierJson(const store::TierStats& s) {
+  nlohmann::json j = TierJson(s);
+  j["raw_payload_bytes"] = s.raw_payload_bytes;
+  j["compressed_blocks"] = s.compressed_blocks;
+  j["stored_raw"] = s.stored_raw;
+  j["decompress_errors"] = s.decompress_errors;
+  return j;
+}
+
 nlohmann::json CountsJson(const store::NamespaceCounts& c) {
   return {{"hits", c.hits},
           {"misses", c.misses},
@@ -353,7 +363,7 @@ class LocalNode final : public Node {
     }
     const store::AccessSnapshot a = store_->access().Snapshot();
     nlohmann::json j = {{"host", TierJson(s.host)},
-                        {"disk", TierJson(s.disk)},
+                        {"disk", DiskTierJson(s.disk)},
                         {"lookups", LookupsJson(a)},
                         {"namespaces", NamespacesJson(a)},
                         {"promotions", s.promotions},
@@ -650,6 +660,9 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
     disk.capacity_bytes =
         options.disk_bytes ? options.disk_bytes : DefaultDiskBytes(options.data_dir);
     disk.policy.kind = *policy;
+    auto compression = store::ParseDiskCompression(options.disk_compression);
+    if (!compression.ok()) return compression.status().WithContext("disk_compression");
+    disk.compression = *compression;
     so.disk = disk;
   }
   // Blocks that leave the host tier leave the directory too (a no-op until the cluster is up).

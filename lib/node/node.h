@@ -80,8 +80,13 @@ struct NodeOptions {
   uint64_t host_pool_bytes = 0;
   // Directory of the disk tier; empty disables it. Default: "./strata-data".
   std::string data_dir = "./strata-data";
-  // Bytes the disk tier may use. Default: 0 = 80% of the free space at start-up.
+  // Bytes the disk tier may use (stored bytes: compressed ones count as their compressed size).
+  // Default: 0 = 80% of the free space at start-up.
   uint64_t disk_bytes = 0;
+  // Lossless compression of the disk tier's payloads (store/disk_compression.h): "none", "lz4",
+  // "zstd" or "zstd:LEVEL". Blocks are compressed when written to disk and decompressed when read
+  // back; a block that would not shrink is written raw. Default: "none".
+  std::string disk_compression = "none";
   // true: blocks are also written to disk when stored (write-through); false: written when
   // demoted from host (write-back). Default: false.
   bool write_through = false;

@@ -295,6 +295,31 @@ TEST_CASE("Trust settings: YAML lists or comma-separated values, then the enviro
   CHECK(too_many.ToString().find("at most 255") != std::string::npos);
 }
 
+TEST_CASE("Disk compression is set by YAML disk_compression, STRATA_DISK_COMPRESSION or "
+          "--disk-compression and refuses unknown codecs",
+          "[lib]") {
+  ServeConfig c;
+  CHECK(c.node.disk_compression == "none");  // off by default
+  std::string path = WriteTemp("disk_compression: lz4\n");
+  REQUIRE(ApplyConfigFile(path, &c).ok());
+  std::remove(path.c_str());
+  CHECK(c.node.disk_compression == "lz4");
+  ConfigWarnings w;
+  REQUIRE(ApplyEnvironment({{"STRATA_DISK_COMPRESSION", "zstd:5"}}, &c, &w).ok());
+  CHECK(w.empty());  // a known variable
+  CHECK(c.node.disk_compression == "zstd:5");
+  REQUIRE(ApplySetting("disk_compression", "zstd", "flag --disk-compression", &c).ok());
+  CHECK(c.node.disk_compression == "zstd");
+  for (const char* bad : {"gzip", "zstd:fast", "zstd:100"}) {
+    Status st = ApplySetting("disk_compression", bad, "flag --disk-compression", &c);
+    INFO(st.ToString());
+    CHECK(st.IsInvalidArgument());
+    CHECK(st.ToString().find("flag --disk-compression") != std::string::npos);
+    CHECK(st.ToString().find("disk_compression") != std::string::npos);
+  }
+  CHECK(c.node.disk_compression == "zstd");  // refused values change nothing
+}
+
 TEST_CASE("Bad config names the key and the file", "[lib]") {
   ServeConfig c;
   for (const char* bad : {"host_pool: lots\n", "colour: blue\n", "write_through: maybe\n",

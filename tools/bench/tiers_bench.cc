@@ -9,11 +9,17 @@
 //  - host_metadata_per_block/*: index + policy + allocator bytes per cached block (target <= 64).
 //  - disk_reopen/N: wall time to reopen a disk tier of N blocks (target < 2 s); the tier is built
 //    once under --dir and reused by later runs.
+//  - disk_demote/2MiB/kv_bf16/C, disk_promote/2MiB/kv_bf16/C (case group `compression`): the disk
+//    tier's Put (compress, O_DIRECT write: what the demotion writer does) and Get (read,
+//    decompress, verify: what promotion does) of realistic KV blocks (kernels' synthesizer, bf16)
+//    per disk compression C (none, lz4, zstd:1, zstd:3), in GB/s of raw bytes, beside `dd` with
+//    O_DIRECT in the same run; disk_compression_ratio/2MiB/kv_bf16/C: raw bytes / bytes on disk.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <regex>
 #include <string>
@@ -24,6 +30,7 @@
 #include "../strata/command_registry.h"
 #include "store/disk_tier.h"
 #include "store/host_tier.h"
+#include "strata_kernels/kv_synth.h"
 
 namespace strata::bench {
 namespace {
@@ -37,7 +44,7 @@ struct Options {
   uint64_t disk_mib = 1024;
   int reps = 5;
   uint64_t reopen_blocks = 1000000;
-  std::vector<std::string> cases = {"host", "disk", "reopen"};
+  std::vector<std::string> cases = {"host", "disk", "reopen", "compression"};
 };
 
 struct Aligned {
@@ -232,6 +239,89 @@ void DiskCases(BenchReport& report, const Options& opt) {
   }
 }
 
+double Median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+void CompressionCases(BenchReport& report, const Options& opt) {
+  namespace k = strata::kernels;
+  // Llama-3-8B's KV geometry (32 layers, 8 KV heads of 128 dims), 16-token blocks: 2 MiB.
+  const k::BlockShape shape{32, 2, 16, 8, 128, k::KvDtype::kBFloat16};
+  const size_t block = shape.bytes();
+  const uint64_t n = std::max<uint64_t>(8, opt.disk_mib * kMiB / block);
+  // Synthesis is slow (a projection per token and layer): 8 distinct blocks, cycled under
+  // distinct keys. Each block is compressed on its own, so the ratio is that of the 8.
+  constexpr uint32_t kDistinct = 8;
+  k::KvSynthOptions synth;
+  synth.seed = 2024;
+  synth.first_position = 4096;
+  std::vector<std::byte> kv;
+  if (!k::SynthesizeKvBlocks(shape, kDistinct, synth, &kv).ok()) cli::Fail("KV synthesis failed");
+  Aligned src(kDistinct * block), out(block);
+  std::memcpy(src.p, kv.data(), kv.size());
+  std::vector<BlockHeader> headers(n);
+  for (uint64_t i = 0; i < n; ++i)
+    headers[i] = MakeBlockHeader(
+        Key(i, 11), NamespaceId{1, 1}, Codec::kNone,
+        std::span<const std::byte>(src.p + (i % kDistinct) * block, block));
+  std::filesystem::create_directories(opt.dir);
+  const std::string dd_file = opt.dir + "/dd.tmp";
+  const std::vector<std::string> settings = {"none", "lz4", "zstd:1", "zstd:3"};
+  std::map<std::string, std::vector<double>> w, r, ratio;
+  std::vector<double> w_dd, r_dd;
+  // Every repetition runs every setting and then dd, so drift of the shared disk hits them alike.
+  for (int rep = 0; rep < opt.reps; ++rep) {
+    for (const std::string& c : settings) {
+      const std::string tdir = opt.dir + "/tier-compression";
+      std::filesystem::remove_all(tdir);
+      store::DiskTierOptions o;
+      o.path = tdir;
+      o.capacity_bytes = (opt.disk_mib + 64) * kMiB;
+      o.extend_bytes = 256 * kMiB;
+      auto parsed = store::ParseDiskCompression(c);
+      if (!parsed.ok()) cli::Fail(parsed.status().ToString());
+      o.compression = *parsed;
+      auto tier = store::DiskTier::Open(o);
+      if (!tier.ok()) cli::Fail(tier.status().ToString());
+      const auto t0 = std::chrono::steady_clock::now();
+      for (uint64_t i = 0; i < n; ++i) {
+        Status st = (*tier)->Put(
+            headers[i], std::span<const std::byte>(src.p + (i % kDistinct) * block, block));
+        if (!st.ok()) cli::Fail("disk put: " + st.ToString());
+      }
+      const auto t1 = std::chrono::steady_clock::now();
+      for (uint64_t i = 0; i < n; ++i) {
+        auto h = (*tier)->Get(headers[i].key, std::span<std::byte>(out.p, block));
+        if (!h.ok()) cli::Fail("disk get: " + h.status().ToString());
+      }
+      const auto t2 = std::chrono::steady_clock::now();
+      const auto st = (*tier)->Stats();
+      w[c].push_back(n * block / std::chrono::duration<double>(t1 - t0).count() / 1e9);
+      r[c].push_back(n * block / std::chrono::duration<double>(t2 - t1).count() / 1e9);
+      ratio[c].push_back(static_cast<double>(st.raw_payload_bytes) / st.payload_bytes);
+      tier->reset();
+      std::filesystem::remove_all(tdir);
+    }
+    w_dd.push_back(DdGBps(Shell("dd if=/dev/zero of=" + dd_file + " bs=2M count=" +
+                                std::to_string(n) + " oflag=direct")));
+    r_dd.push_back(DdGBps(Shell("dd if=" + dd_file + " of=/dev/null bs=2M iflag=direct")));
+    std::filesystem::remove(dd_file);
+  }
+  for (const std::string& c : settings) {
+    const nlohmann::json extra = {{"disk_compression", c},  {"blocks", n},
+                                  {"distinct_blocks", kDistinct}, {"dtype", "bf16"},
+                                  {"dir", opt.dir},          {"reps", opt.reps},
+                                  {"verified_reads", true}};
+    report.Add({"disk_demote/2MiB/kv_bf16/" + c, "GB/s", Median(w[c]), "dd_odirect",
+                Median(w_dd), true, extra});
+    report.Add({"disk_promote/2MiB/kv_bf16/" + c, "GB/s", Median(r[c]), "dd_odirect",
+                Median(r_dd), true, extra});
+    report.Add({"disk_compression_ratio/2MiB/kv_bf16/" + c, "x", Median(ratio[c]), "none", 1.0,
+                true, extra});
+  }
+}
+
 void ReopenCase(BenchReport& report, const Options& opt) {
   if (opt.reopen_blocks == 0) return;
   const std::string tdir = opt.dir + "/reopen-" + std::to_string(opt.reopen_blocks);
@@ -281,12 +371,14 @@ void Run(const Options& opt) {
   if (want("host")) HostCases(report, opt);
   if (want("disk")) DiskCases(report, opt);
   if (want("reopen")) ReopenCase(report, opt);
+  if (want("compression")) CompressionCases(report, opt);
 }
 
 [[maybe_unused]] const bool kRegistered = cli::RegisterCommand("bench", [](CLI::App& parent) {
   auto opt = std::make_shared<Options>();
   auto* cmd = parent.add_subcommand(
-      "tiers", "Host tier vs memcpy, disk tier vs dd O_DIRECT, metadata per block, 1M-block reopen");
+      "tiers", "Host tier vs memcpy, disk tier vs dd O_DIRECT, metadata per block, 1M-block reopen, "
+      "disk compression of KV bytes");
   AddJsonFlag(*cmd, opt->json);
   cmd->add_option("--dir", opt->dir, "Directory for the disk cases (the filesystem measured)")
       ->capture_default_str();
@@ -298,9 +390,11 @@ void Run(const Options& opt) {
   cmd->add_option("--reopen-blocks", opt->reopen_blocks,
                   "Blocks in the reopen case (0 skips it; built once under --dir)")
       ->capture_default_str();
-  cmd->add_option("--cases", opt->cases, "Which groups to run: host, disk, reopen")
+  cmd->add_option("--cases", opt->cases,
+                  "Which groups to run: host, disk, reopen, compression (disk tier compression "
+                  "of KV bytes)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"host", "disk", "reopen"}))
+      ->check(CLI::IsMember({"host", "disk", "reopen", "compression"}))
       ->capture_default_str();
   cmd->callback([opt] { Run(*opt); });
 });

@@ -124,8 +124,14 @@ class OfflineView final : public inspect::View {
 
 json OfflineNode(OfflineView& view, const std::string& dir) {
   const auto& reader = view.reader();
-  uint64_t used = 0;
-  for (const auto& r : reader.records()) used += r.header.payload_length;
+  // used_bytes: what the blocks take in blocks.data (compressed ones at their stored size, 4 KiB
+  // extents), as the live node reports it; raw_bytes: what they hold before compression.
+  uint64_t used = 0, raw = 0, compressed = 0;
+  for (const auto& r : reader.records()) {
+    used += r.reserved_bytes;
+    raw += r.header.payload_length;
+    if (r.compression != store::DiskCompression::kNone) ++compressed;
+  }
   json degraded = json::array();
   if (reader.bad_records() > 0)
     degraded.push_back(std::to_string(reader.bad_records()) +
@@ -144,6 +150,8 @@ json OfflineNode(OfflineView& view, const std::string& dir) {
               {"pins", nullptr}};
   out["tiers"]["disk"] = {{"capacity_bytes", nullptr},
                           {"used_bytes", used},
+                          {"raw_bytes", raw},
+                          {"compressed_blocks", compressed},
                           {"blocks", reader.records().size()},
                           {"file_bytes", reader.data_file_bytes()},
                           {"pinned", nullptr},

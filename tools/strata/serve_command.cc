@@ -40,6 +40,9 @@ constexpr SettingFlag kSettingFlags[] = {
      "GPU memory for the device tier, e.g. 4GiB; CUDA builds with a GPU [STRATA_DEVICE_POOL]"},
     {"--device", "device", "CUDA device ordinal of the device tier (default 0) [STRATA_DEVICE]"},
     {"--disk", "disk", "Disk tier bound, e.g. 100GiB or 100GB [STRATA_DISK]"},
+    {"--disk-compression", "disk_compression",
+     "Compress disk tier payloads: none (default), lz4, zstd or zstd:LEVEL "
+     "[STRATA_DISK_COMPRESSION]"},
     {"--eviction-policy", "eviction_policy",
      "learned (default), prefix, lru, arc, s3fifo, wtinylfu or gdsf [STRATA_EVICTION_POLICY]"},
     {"--membership", "membership", "none, etcd or static [STRATA_MEMBERSHIP]"},
