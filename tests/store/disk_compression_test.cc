@@ -88,7 +88,7 @@ void RequireReads(DiskTier& t, const BlockKey& k, const std::vector<std::byte>& 
 
 uint64_t RoundUp4K(uint64_t n) { return (n + 4095) / 4096 * 4096; }
 
-TEST_CASE("disk compression setting: none, lz4, zstd, zstd:LEVEL; anything else is refused",
+TEST_CASE("disk compression setting: none, lz4, zstd, zstd:LEVEL - anything else is refused",
           "[store]") {
   CHECK(Compression("none").kind == DiskCompression::kNone);
   CHECK(Compression("lz4").kind == DiskCompression::kLz4);

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -582,7 +583,12 @@ TEST_CASE("/metrics scraped with curl: counters follow a known workload exactly"
   Serve serve(dir, {"--metrics-addr", "127.0.0.1:0"});
   const std::regex addr("metrics on (http://127\\.0\\.0\\.1:[0-9]+)/metrics");
   std::smatch m;
-  const std::string log = serve.Log();
+  // The daemon prints the metrics line after its socket answers: wait for it.
+  std::string log = serve.Log();
+  for (int i = 0; i < 200 && !std::regex_search(log, m, addr); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    log = serve.Log();
+  }
   INFO(log);
   REQUIRE(std::regex_search(log, m, addr));
   const std::string base = m[1];
