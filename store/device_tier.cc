@@ -2,6 +2,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <string>
 
 namespace strata::store {
@@ -90,20 +91,52 @@ DeviceTier::DeviceTier(const DeviceTierOptions& options, uint32_t num_slabs, uin
 
 DeviceTier::~DeviceTier() {
   cudaSetDevice(device_);
-  if (registered_ != nullptr) cudaHostUnregister(registered_);
+  for (const auto& [at, unit] : registered_)
+    if (unit.second) cudaHostUnregister(at);
   cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
   cudaFree(base_);
 }
 
-Status DeviceTier::RegisterHostMemory(std::byte* base, uint64_t bytes) {
+Status DeviceTier::RegisterHostMemory(std::byte* base, uint64_t bytes, uint64_t unit) {
   std::lock_guard lock(register_mu_);
-  if (registered_ != nullptr)
+  if (!registered_.empty())
     return Status::AlreadyExists("device tier: a host region is registered already");
+  if (unit == 0 || unit > bytes) unit = bytes;
   cudaError_t e = cudaSetDevice(device_);
-  if (e == cudaSuccess) e = cudaHostRegister(base, bytes, cudaHostRegisterDefault);
   if (e != cudaSuccess)
     return Status::IOError(CudaError("device tier: cudaHostRegister of the host pool", e));
-  registered_ = base;
+  for (uint64_t at = 0; at < bytes; at += unit) {
+    const uint64_t n = std::min(unit, bytes - at);
+    e = cudaHostRegister(base + at, n, cudaHostRegisterDefault);
+    if (e != cudaSuccess) {
+      for (const auto& [p, b] : registered_) cudaHostUnregister(p);
+      registered_.clear();
+      return Status::IOError(CudaError("device tier: cudaHostRegister of the host pool", e));
+    }
+    registered_[base + at] = {n, true};
+  }
+  return Status::OK();
+}
+
+Status DeviceTier::ReregisterHostUnit(std::byte* base) {
+  std::lock_guard stream_lock(stream_mu_);  // no batch reads or writes the unit meanwhile
+  std::lock_guard lock(register_mu_);
+  auto it = registered_.find(base);
+  if (it == registered_.end())
+    return Status::InvalidArgument("device tier: no registered host memory starts there");
+  cudaError_t e = cudaSetDevice(device_);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(static_cast<cudaStream_t>(stream_));
+  if (e == cudaSuccess && it->second.second) {
+    e = cudaHostUnregister(base);
+    if (e == cudaErrorHostMemoryNotRegistered) e = cudaSuccess;
+  }
+  if (e != cudaSuccess)
+    return Status::IOError(CudaError("device tier: unregistering a renewed host slab", e));
+  it->second.second = false;
+  e = cudaHostRegister(base, it->second.first, cudaHostRegisterDefault);
+  if (e != cudaSuccess)
+    return Status::IOError(CudaError("device tier: cudaHostRegister of a renewed host slab", e));
+  it->second.second = true;
   return Status::OK();
 }
 

@@ -23,9 +23,11 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "store/block_pool.h"
@@ -55,10 +57,18 @@ class DeviceTier final : public BlockPool {
   Result<BlockHeader> Get(const BlockKey& key, std::span<std::byte> out) override;
 
   // Page-locks [base, base + bytes) with cudaHostRegister so that batch copies to and from it are
-  // asynchronous DMA (the node registers the host pool's mapping once, when it attaches the
-  // tier). Unregistered by the destructor. AlreadyExists when a region is registered
-  // already; IOError naming the CUDA error otherwise.
-  Status RegisterHostMemory(std::byte* base, uint64_t bytes);
+  // asynchronous DMA (the node registers the host pool's mapping when it attaches the tier), as
+  // one registration per `unit` bytes (0: one for the whole range): the node registers per host
+  // slab, so that a slab that gets fresh memory can be registered again alone. Unregistered by
+  // the destructor. AlreadyExists when a region is registered already; IOError naming the CUDA
+  // error otherwise (nothing stays registered).
+  Status RegisterHostMemory(std::byte* base, uint64_t bytes, uint64_t unit = 0);
+  // Registers again the unit at `base` (a host slab whose memory was replaced at the same
+  // address: the old registration pins the old pages, so a copy would move the old memory's
+  // bytes). Waits for the batch in flight first. When registering the new memory fails, the unit
+  // stays unregistered (copies from it are then staged by CUDA: slower, still correct) and the
+  // error is returned. InvalidArgument when `base` is not the start of a registered unit.
+  Status ReregisterHostUnit(std::byte* base);
 
   int device() const { return device_; }
   void* device_base() const { return base_; }
@@ -86,7 +96,9 @@ class DeviceTier final : public BlockPool {
   std::unique_ptr<std::byte[]> headers_;
   std::mutex stream_mu_;  // one batch at a time on stream_
   std::mutex register_mu_;
-  std::byte* registered_ GUARDED_BY(register_mu_) = nullptr;
+  // Units of host memory: start -> (bytes, registered now: false after a failed
+  // ReregisterHostUnit).
+  std::map<std::byte*, std::pair<uint64_t, bool>> registered_ GUARDED_BY(register_mu_);
 };
 
 }  // namespace strata::store

@@ -21,6 +21,7 @@
 #include <unordered_set>
 
 #include "client/channel.h"
+#include "client/copy_threads.h"
 #include "client/cuda_paged.h"
 #include "client/staging_allocator.h"
 #include "strata/block_format.h"
@@ -282,6 +283,9 @@ class CommitPipeline {
 // flight (8 MiB) stay in the shared L3 cache between the client's write and the daemon's read
 // (16 MiB rounds went through DRAM: docs/benchmarks.md, "engine").
 constexpr uint64_t kRoundBytes = uint64_t{4} << 20;
+// The least bytes a copy thread is given: splitting costs a wake-up of each copy thread (tens of
+// microseconds), which a copy of 1 MiB (~0.1-0.3 ms) repays.
+constexpr uint64_t kParallelCopyMin = uint64_t{1} << 20;
 
 struct RegisteredCache {
   Namespace ns;
@@ -334,6 +338,8 @@ class ClientImpl final : public Client {
   ClientImpl(std::unique_ptr<Channel> channel, const ClientOptions& options)
       : channel_(std::move(channel)),
         staging_(channel_->staging_bytes()),
+        copy_threads_(options.copy_threads < 0 ? CopyThreads::DefaultHelpers()
+                                               : options.copy_threads),
         workers_(options.worker_threads) {}
 
   Result<LookupResult> Lookup(std::span<const BlockKey> keys) override {
@@ -765,11 +771,34 @@ class ClientImpl final : public Client {
           add_engine(&commit, s);
           at += Aligned(max_bytes);
         }
-        STRATA_RETURN_IF_ERROR(FromKernel(
-            kernels::GatherHeadShardsCpu(c.paged, c.const_layers,
-                                         std::span<const int32_t>(ids).subspan(first, last - first),
-                                         dst, 0, c.paged.num_layers),
-            "StorePaged"));
+        // Split over the copy threads by ranges of blocks: the head-shard gather (rows of one
+        // head, a few hundred bytes each) is the slower half of the store's pipeline.
+        std::mutex error_mu;
+        Status gather_error;
+        const std::byte* const discard_at = discard.data();  // thread_local: this thread's
+        copy_threads_.ParallelFor(
+            last - first, std::max<uint64_t>(1, kParallelCopyMin / (uint64_t{heads} * shard_bytes)),
+            [&](size_t b, size_t e) {
+              std::vector<std::span<std::byte>> d(dst.begin() + b * heads,
+                                                  dst.begin() + e * heads);
+              std::vector<std::byte> own_discard;  // cached shards: one throwaway per range
+              for (auto& span : d)
+                if (span.data() == discard_at) {
+                  if (own_discard.empty()) own_discard.resize(shard_bytes);
+                  span = {own_discard.data(), shard_bytes};
+                }
+              Status st = FromKernel(
+                  kernels::GatherHeadShardsCpu(
+                      c.paged, c.const_layers,
+                      std::span<const int32_t>(ids).subspan(first + b, e - b), d, 0,
+                      c.paged.num_layers),
+                  "StorePaged");
+              if (!st.ok()) {
+                std::lock_guard<std::mutex> lock(error_mu);
+                if (gather_error.ok()) gather_error = st;
+              }
+            });
+        STRATA_RETURN_IF_ERROR(gather_error);
       } else {
         dst.resize(heads);
         for (uint32_t h = 0; h < heads; ++h)
@@ -851,21 +880,32 @@ class ClientImpl final : public Client {
       // its row of the engine's pages from the same registers (ScatterWithChecksum, non-temporal
       // stores). A block whose checksums fail ends the prefix: its pages were written but are
       // reported as not loaded (the engine recomputes them, as for any page past the count).
-      std::vector<std::byte*> rows(c.RowsPerShard());
-      for (; good < blocks; ++good) {
-        bool verified = true;
-        for (uint32_t h = 0; h < heads && verified; ++h) {
-          const ipc::Location& loc = reply.locations[good * heads + h];
-          if (loc.codec != codec || loc.length != shard_bytes) {
-            verified = false;
-            break;
+      // Loads of several MiB are split over the copy threads by ranges of blocks (copy_threads.h:
+      // one core hashes and scatters at about half of memcpy's speed); each range stops at its
+      // first bad block, and the loaded prefix ends at the first bad block of all.
+      std::vector<uint8_t> verified(blocks, 0);
+      auto scatter = [&](size_t begin, size_t end) {
+        std::vector<std::byte*> rows(c.RowsPerShard());
+        for (size_t i = begin; i < end; ++i) {
+          bool ok = true;
+          for (uint32_t h = 0; h < heads && ok; ++h) {
+            const ipc::Location& loc = reply.locations[i * heads + h];
+            if (loc.codec != codec || loc.length != shard_bytes) {
+              ok = false;
+              break;
+            }
+            c.ShardRows(ids[i], h, rows.data());
+            ok = ScatterWithChecksum(channel_->pool_base() + loc.offset, shard_bytes,
+                                     c.RowBytes(), rows.data()) == loc.checksum;
           }
-          c.ShardRows(ids[good], h, rows.data());
-          verified = ScatterWithChecksum(channel_->pool_base() + loc.offset, shard_bytes,
-                                         c.RowBytes(), rows.data()) == loc.checksum;
+          if (!ok) return;
+          verified[i] = 1;
         }
-        if (!verified) break;
-      }
+      };
+      copy_threads_.ParallelFor(blocks, std::max<uint64_t>(1, kParallelCopyMin /
+                                                                  (uint64_t{heads} * shard_bytes)),
+                                scatter);
+      while (good < blocks && verified[good]) ++good;
     } else if (layer_done == nullptr) {
       if (!direct && scratch.size() < uint64_t{heads} * shard_bytes)
         scratch.resize(uint64_t{heads} * shard_bytes);
@@ -1149,7 +1189,8 @@ class ClientImpl final : public Client {
   std::unordered_set<NamespaceId, BlockKeyHash> described_;  // GUARDED_BY(described_mu_)
   std::map<KvCacheId, std::shared_ptr<const RegisteredCache>> caches_;  // GUARDED_BY(caches_mu_)
   KvCacheId next_cache_ = 1;                                             // GUARDED_BY(caches_mu_)
-  WorkerPool workers_;  // last: its threads stop before the members they use go
+  CopyThreads copy_threads_;  // used by the workers: stops after them
+  WorkerPool workers_;        // last: its threads stop before the members they use go
 };
 
 // Gathers layer by layer into scratch, then encodes and commits at Finish.

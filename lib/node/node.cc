@@ -686,12 +686,8 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
   auto tenant_map = std::make_shared<TenantMap>();
   so.host.pool.tenants = options.tenants;
   if (options.tenants > 1) {
-    // Registrations of the pool's range (cudaHostRegister, UCX) would keep a renewed slab's old
-    // pages (docs/data-plane.md, "Tenants").
-    if (options.device_pool_bytes > 0)
-      return Status::NotSupported(
-          "device_pool with private tenants: the GPU's registration of the host pool would "
-          "not follow slabs that change tenant");
+    // The UCX registration of the pool's range would keep a renewed slab's old pages
+    // (docs/data-plane.md, "Tenants"); the GPU's follows each renewal (below).
     if (!options.cluster.membership.empty())
       return Status::NotSupported(
           "cluster membership with private tenants: the UCX registration of the host pool "
@@ -717,11 +713,19 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
   if (!store.ok()) return store.status();
   if (store::BlockPool* device_tier = (*store)->device(); device_tier != nullptr) {
 #ifdef STRATA_WITH_DEVICE_TIER
-    // Page-lock the host pool once, so that batch copies between it and the GPU are DMA.
+    // Page-lock the host pool, slab by slab, so that batch copies between it and the GPU are
+    // DMA; a slab that gets fresh memory for another tenant is registered again before any
+    // block is written there (else the GPU would keep copying the old memory's pages).
     auto* gpu = static_cast<store::DeviceTier*>(device_tier);
-    STRATA_RETURN_IF_ERROR(
-        gpu->RegisterHostMemory((*store)->host().base(), (*store)->host().size())
-            .WithContext("device_pool"));
+    store::HostTier& host = (*store)->host();
+    STRATA_RETURN_IF_ERROR(gpu->RegisterHostMemory(host.base(), host.size(), host.slab_bytes())
+                               .WithContext("device_pool"));
+    host.SetSlabRenewedListener([gpu](uint32_t slab, std::byte* base, uint64_t) {
+      if (Status st = gpu->ReregisterHostUnit(base); !st.ok())
+        std::cerr << "strata: device tier: host slab " << slab
+                  << " stays unregistered (copies to and from it are staged): " << st.ToString()
+                  << std::endl;
+    });
 #endif
   }
   if (store::DiskTier* disk = (*store)->disk();

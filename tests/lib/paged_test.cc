@@ -369,6 +369,53 @@ TEST_CASE("paged: layer-by-layer store and load", "[lib][integration]") {
   }
 }
 
+// A load of more than a few MiB is verified and scattered by several threads, each over a range
+// of blocks (lib/client/copy_threads.h): every page lands where it belongs, whatever the split,
+// and a prefix that ends early loads exactly its blocks.
+TEST_CASE("paged: a large load split over copy threads lands every page", "[lib][integration]") {
+  Daemon daemon;
+  // 32 heads: a block is 384 KiB, 20 blocks 7.5 MiB, more than one thread's share.
+  const Shape s{KvLayout::kVllmFlashAttn, 32, KvDtype::kBFloat16, Codec::kNone};
+  Namespace ns = MakeNamespace(s, "split");
+  PagedCache src(s.layout, s.heads, s.dtype);
+  src.Fill(31);
+  constexpr size_t kBlocks = 20;
+  const std::vector<BlockKey> keys = ComputeBlockKeys(ns, Tokens(kBlocks, 13));
+  const std::vector<int32_t> from = Pages(kBlocks, 14), to = Pages(kBlocks, 15);
+  {
+    auto client = ConnectTo(&daemon);
+    auto id = client->RegisterKvCache(ns, src.Spec());
+    REQUIRE(id.ok());
+    REQUIRE(*client->StorePaged(*id, keys, from).Wait() == kBlocks * s.heads);
+  }
+  for (int helpers : {0, 1, 3}) {
+    INFO("copy threads " << helpers);
+    ClientOptions options;
+    options.copy_threads = helpers;
+    auto c = Client::Connect(daemon.serve->socket(), options);
+    REQUIRE(c.ok());
+    PagedCache dst(s.layout, s.heads, s.dtype);
+    auto id = (*c)->RegisterKvCache(ns, dst.Spec());
+    REQUIRE(id.ok());
+    REQUIRE(*(*c)->LoadPaged(*id, keys, to).Wait() == kBlocks);
+    for (size_t i = 0; i < kBlocks; ++i)
+      for (uint32_t h = 0; h < s.heads; ++h) REQUIRE(dst.Shard(to[i], h) == src.Shard(from[i], h));
+    // A prompt that diverges in block 14 (past the middle) loads 14 blocks, no page beyond.
+    dst.Zero();
+    std::vector<uint32_t> other = Tokens(kBlocks, 13);
+    other[14 * kBlockSize] ^= 1;
+    CHECK(*(*c)->LoadPaged(*id, ComputeBlockKeys(ns, other), to).Wait() == 14);
+    for (size_t i = 0; i < kBlocks; ++i)
+      for (uint32_t h = 0; h < s.heads; ++h) {
+        const auto got = dst.Shard(to[i], h);
+        if (i < 14)
+          REQUIRE(got == src.Shard(from[i], h));
+        else
+          REQUIRE(std::all_of(got.begin(), got.end(), [](std::byte b) { return b == std::byte{0}; }));
+      }
+  }
+}
+
 TEST_CASE("paged: bad registrations and block ids are clear errors", "[lib]") {
   auto client = ConnectTo(nullptr);
   const Shape s{KvLayout::kVllmFlashAttn, 2, KvDtype::kFloat16, Codec::kNone};

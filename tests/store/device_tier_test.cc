@@ -5,6 +5,9 @@
 // as passed: this binary holds only [gpu] tests and ctest runs each in its own process.
 #include <catch2/catch.hpp>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -44,6 +47,10 @@ TEST_CASE("device tier batch copies from page-locked host memory", "[store][gpu]
   RequireDevice();
 }
 TEST_CASE("device tier under TieredStore survives host eviction and promotes back",
+          "[store][gpu]") {
+  RequireDevice();
+}
+TEST_CASE("device tier follows a host slab that gets fresh memory at the same address",
           "[store][gpu]") {
   RequireDevice();
 }
@@ -166,6 +173,64 @@ TEST_CASE("device tier under TieredStore survives host eviction and promotes bac
     REQUIRE(block.ok());
     CHECK(IsTestPayload(k, block->payload().data(), kBlock));
   }
+}
+// The node registers the host pool slab by slab and registers a slab again when it gets a fresh
+// memfd for another tenant (HostTier::RenewSlab maps it over the old one, MAP_FIXED). Without
+// that, CUDA keeps the old registration's pages: a copy to the GPU would read the old memory and
+// a copy from it would land where no process reads any more.
+TEST_CASE("device tier follows a host slab that gets fresh memory at the same address",
+          "[store][gpu]") {
+  RequireDevice();
+  using testing::IsTestPayload;
+  using testing::TestHeader;
+  using testing::TestKey;
+  using testing::TestPayload;
+  DeviceTierOptions o;
+  o.capacity_bytes = 8 << 20;
+  o.pool.slab_bytes = 2 << 20;
+  auto t = DeviceTier::Open(o);
+  REQUIRE(t.ok());
+  constexpr size_t kUnit = 2 << 20, kBlock = 65536;
+  auto map_unit = [](std::byte* at) {
+    const int fd = memfd_create("strata-device-tier-test", MFD_CLOEXEC);
+    REQUIRE(fd >= 0);
+    REQUIRE(ftruncate(fd, kUnit) == 0);
+    void* p = mmap(at, kUnit, PROT_READ | PROT_WRITE, MAP_SHARED | (at ? MAP_FIXED : 0), fd, 0);
+    close(fd);
+    REQUIRE(p != MAP_FAILED);
+    return static_cast<std::byte*>(p);
+  };
+  // Two units, reserved together so that they are adjacent.
+  void* area = mmap(nullptr, 2 * kUnit, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(area != MAP_FAILED);
+  auto* base = static_cast<std::byte*>(area);
+  map_unit(base);
+  map_unit(base + kUnit);
+  REQUIRE((*t)->RegisterHostMemory(base, 2 * kUnit, kUnit).ok());
+  CHECK((*t)->ReregisterHostUnit(base + 4096).code() == StatusCode::kInvalidArgument);
+
+  // Unit 1 gets a fresh memfd; its new bytes go to the GPU and come back into unit 0.
+  map_unit(base + kUnit);
+  REQUIRE((*t)->ReregisterHostUnit(base + kUnit).ok());
+  const BlockKey k = TestKey(5);
+  const auto p = TestPayload(k, kBlock);
+  std::copy(p.begin(), p.end(), base + kUnit);
+  std::vector<BatchPut> puts{{TestHeader(k, p), {base + kUnit, kBlock}, nullptr}};
+  auto n = (*t)->PutBatch(puts);
+  REQUIRE(n.ok());
+  REQUIRE(*n == 1);
+  std::vector<BatchGet> gets{{k, {base, kBlock}, {}, {}}};
+  REQUIRE((*t)->GetBatch(gets).ok());
+  REQUIRE(gets[0].status.ok());
+  CHECK(IsTestPayload(k, base, kBlock));
+  // And from the GPU into the renewed unit.
+  std::fill(base + kUnit, base + kUnit + kBlock, std::byte{0});
+  gets = {{k, {base + kUnit, kBlock}, {}, {}}};
+  REQUIRE((*t)->GetBatch(gets).ok());
+  REQUIRE(gets[0].status.ok());
+  CHECK(IsTestPayload(k, base + kUnit, kBlock));
+  t->reset();  // unregisters before the memory goes
+  munmap(area, 2 * kUnit);
 }
 #endif
 

@@ -141,6 +141,9 @@ struct EmbeddedOptions {
 
 struct ClientOptions {
   int worker_threads = 2;       // threads running asynchronous calls. Default: 2.
+  // Threads that help a large load verify and scatter its blocks (besides the calling worker;
+  // 0: none). Default: -1, one per further core, at most 3.
+  int copy_threads = -1;
   int request_timeout_ms = 30000;  // a daemon that does not answer in time fails the call.
   // Bytes of the client's staging memory (a memfd shared with the daemon; pages are allocated as
   // they are first written). Stores larger than it go in several rounds; a layerwise store must
