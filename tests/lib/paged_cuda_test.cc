@@ -24,12 +24,13 @@
 #include "strata_kernels/block_codec.h"
 #include "strata_kernels/cuda_kernels.h"
 #include "strata_kernels/numeric.h"
+#include "tests/lib/paged_test_util.h"
 #include "tools/strata/serve_process.h"
 
 namespace strata {
 namespace {
 
-constexpr uint32_t kLayers = 3, kBlockSize = 16, kHeadDim = 64, kPages = 24;
+using namespace paged_test;  // NOLINT: the shared fixtures of the paged tests
 
 void RequireDevice() {
   kernels::KernelStatus st = kernels::cuda::DeviceAvailable();
@@ -40,42 +41,13 @@ void RequireDevice() {
   }
 }
 
-struct Shape {
-  KvLayout layout;
-  uint32_t heads;
-  KvDtype dtype;
-  Codec codec;
-};
-
-uint32_t Planes(KvLayout l) { return l == KvLayout::kMla ? 1 : 2; }
-
-Namespace MakeNamespace(const Shape& s, const std::string& salt = "") {
-  NamespaceSpec spec;
-  spec.model_id = "test/paged-cuda";
-  spec.kv_dtype = s.dtype;
-  spec.attention = s.layout == KvLayout::kMla ? AttentionKind::kMla : AttentionKind::kKeyValue;
-  spec.num_layers = kLayers;
-  spec.num_kv_heads = s.heads;
-  spec.head_dim = kHeadDim;
-  spec.block_size = kBlockSize;
-  spec.codec = s.codec;
-  spec.tenant_salt = salt;
-  return std::move(Namespace::Create(spec)).value();
-}
-
 // An engine's paged cache: host bytes (the truth the test compares) and, for a device cache, a
 // copy in device memory that Upload/Download keep in step.
-struct PagedCache {
-  KvLayout layout;
-  uint32_t heads;
-  KvDtype dtype;
+struct PagedCache : HostPages {
   bool on_device;
-  std::vector<std::vector<std::byte>> layers;
   std::vector<void*> dlayers;
 
-  PagedCache(KvLayout l, uint32_t h, KvDtype d, bool device)
-      : layout(l), heads(h), dtype(d), on_device(device) {
-    layers.assign(kLayers, std::vector<std::byte>(LayerBytes()));
+  PagedCache(KvLayout l, uint32_t h, KvDtype d, bool device) : HostPages(l, h, d), on_device(device) {
     if (on_device)
       for (uint32_t i = 0; i < kLayers; ++i) {
         void* p = nullptr;
@@ -88,18 +60,8 @@ struct PagedCache {
     for (void* p : dlayers) cudaFree(p);
   }
   PagedCache(const PagedCache&) = delete;
-  uint64_t PageChunkBytes() const { return uint64_t{kBlockSize} * heads * kHeadDim * 2; }
-  uint64_t LayerBytes() const { return Planes(layout) * kPages * PageChunkBytes(); }
   void Fill(uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<float> normal(0.0f, 1.5f);
-    for (auto& layer : layers)
-      for (size_t i = 0; i + 1 < layer.size(); i += 2) {
-        const float x = normal(rng);
-        const uint16_t v = dtype == KvDtype::kBFloat16 ? kernels::FloatToBf16(x)
-                                                       : kernels::FloatToHalf(x);
-        std::memcpy(&layer[i], &v, 2);
-      }
+    HostPages::Fill(seed);
     Upload();
   }
   void Upload() {
@@ -121,79 +83,7 @@ struct PagedCache {
     s.device = on_device ? 0 : -1;
     return s;
   }
-  uint64_t ChunkOffset(uint32_t plane, uint32_t page) const {
-    switch (layout) {
-      case KvLayout::kVllmFlashAttn: return (uint64_t{plane} * kPages + page) * PageChunkBytes();
-      case KvLayout::kFlashInfer: return (uint64_t{page} * 2 + plane) * PageChunkBytes();
-      case KvLayout::kMla: return uint64_t{page} * PageChunkBytes();
-    }
-    return 0;
-  }
-  std::vector<std::byte> Head(uint32_t layer, uint32_t plane, uint32_t page, uint32_t h) const {
-    const uint64_t row = kHeadDim * 2;
-    std::vector<std::byte> out(kBlockSize * row);
-    const std::byte* chunk = layers[layer].data() + ChunkOffset(plane, page);
-    for (uint32_t t = 0; t < kBlockSize; ++t)
-      std::memcpy(out.data() + t * row, chunk + (uint64_t{t} * heads + h) * row, row);
-    return out;
-  }
-  std::vector<std::byte> Shard(uint32_t page, uint32_t h) const {
-    std::vector<std::byte> out;
-    for (uint32_t l = 0; l < kLayers; ++l)
-      for (uint32_t p = 0; p < Planes(layout); ++p) {
-        auto rows = Head(l, p, page, h);
-        out.insert(out.end(), rows.begin(), rows.end());
-      }
-    return out;
-  }
 };
-
-std::vector<uint32_t> Tokens(size_t blocks, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<uint32_t> t(blocks * kBlockSize);
-  for (auto& x : t) x = rng() % 128000;
-  return t;
-}
-
-std::vector<int32_t> Pages(size_t n, uint32_t seed) {
-  std::vector<int32_t> all(kPages);
-  for (uint32_t i = 0; i < kPages; ++i) all[i] = static_cast<int32_t>(i);
-  std::shuffle(all.begin(), all.end(), std::mt19937(seed));
-  all.resize(n);
-  return all;
-}
-
-struct Daemon {
-  std::string dir;
-  std::unique_ptr<cli::ServeProcess> serve;
-  Daemon() {
-    dir = "/tmp/strata-paged-cuda-test-" + std::to_string(::getpid());
-    std::filesystem::create_directories(dir);
-    cli::ServeOptions o;
-    // STRATA_CLI: the binary where tests built elsewhere run (kernels/gpu_check/device_run.sh).
-    const char* cli = std::getenv("STRATA_CLI");
-    o.exe = cli != nullptr && *cli != '\0' ? cli : STRATA_CLI_PATH;
-    o.args = {"serve", "--socket", dir + "/s.sock", "--no-disk", "--host-pool", "256MiB"};
-    o.socket = dir + "/s.sock";
-    o.ready = cli::ServeReady::kClientConnects;
-    o.stop_signal = SIGKILL;
-    auto s = cli::SpawnServe(std::move(o));
-    INFO(s.status().ToString());
-    REQUIRE(s.ok());
-    serve = std::move(s).value();
-  }
-  ~Daemon() {
-    serve.reset();
-    std::filesystem::remove_all(dir);
-  }
-};
-
-std::unique_ptr<Client> ConnectTo(Daemon* d) {
-  auto c = d ? Client::Connect(d->serve->socket()) : Client::Embedded({256ull << 20, "", 0, "lru"});
-  INFO(c.status().ToString());
-  REQUIRE(c.ok());
-  return std::move(c).value();
-}
 
 // Stores from a cache on `from_device` and loads into one on `to_device`; the loaded shards equal
 // the CPU codec's round trip of the stored ones (lossless: the stored ones).
@@ -202,7 +92,7 @@ void RoundTrip(Client& client, const Shape& s, bool from_device, bool to_device)
                  << CodecName(s.codec) << ", " << (from_device ? "device" : "host") << " -> "
                  << (to_device ? "device" : "host"));
   REQUIRE(client.Clear(std::nullopt).ok());
-  Namespace ns = MakeNamespace(s);
+  Namespace ns = MakeNamespace(s, "", "test/paged-cuda");
   PagedCache src(s.layout, s.heads, s.dtype, from_device);
   src.Fill(7);
   auto src_id = client.RegisterKvCache(ns, src.Spec());
@@ -261,7 +151,7 @@ void RoundTrip(Client& client, const Shape& s, bool from_device, bool to_device)
 TEST_CASE("paged CUDA: device <-> host caches, every layout, fp16 and bf16, every codec",
           "[lib][gpu]") {
   RequireDevice();
-  Daemon daemon;
+  Daemon daemon("strata-paged-cuda-test");
   for (Daemon* d : {&daemon, static_cast<Daemon*>(nullptr)}) {
     INFO((d ? "daemon" : "embedded"));
     auto client = ConnectTo(d);
@@ -279,12 +169,12 @@ TEST_CASE("paged CUDA: device <-> host caches, every layout, fp16 and bf16, ever
 
 TEST_CASE("paged CUDA: layer-by-layer store and load", "[lib][gpu]") {
   RequireDevice();
-  Daemon daemon;
+  Daemon daemon("strata-paged-cuda-test");
   auto client = ConnectTo(&daemon);
   for (Codec codec : {Codec::kNone, Codec::kShuffleZstd, Codec::kFp8E4M3}) {
     INFO(CodecName(codec));
     const Shape s{KvLayout::kFlashInfer, 2, KvDtype::kFloat16, codec};
-    Namespace ns = MakeNamespace(s, "layerwise");
+    Namespace ns = MakeNamespace(s, "layerwise", "test/paged-cuda");
     PagedCache src(s.layout, s.heads, s.dtype, true), dst(s.layout, s.heads, s.dtype, true);
     src.Fill(21);
     auto src_id = client->RegisterKvCache(ns, src.Spec());
@@ -336,7 +226,7 @@ TEST_CASE("paged CUDA: registrations that do not name device memory are refused"
   RequireDevice();
   auto client = ConnectTo(nullptr);
   const Shape s{KvLayout::kVllmFlashAttn, 2, KvDtype::kFloat16, Codec::kNone};
-  Namespace ns = MakeNamespace(s);
+  Namespace ns = MakeNamespace(s, "", "test/paged-cuda");
   PagedCache host(s.layout, 2, s.dtype, false);
   KvCacheSpec spec = host.Spec();
   spec.device = 0;  // host pages named as device memory

@@ -19,63 +19,17 @@
 #include "strata/key_chain.h"
 #include "strata_kernels/block_codec.h"
 #include "strata_kernels/numeric.h"
+#include "tests/lib/paged_test_util.h"
 #include "tools/strata/serve_process.h"
 
 namespace strata {
 namespace {
 
-constexpr uint32_t kLayers = 3, kBlockSize = 16, kHeadDim = 64, kPages = 24;
+using namespace paged_test;  // NOLINT: the shared fixtures of the paged tests
 
-struct Shape {
-  KvLayout layout;
-  uint32_t heads;  // the model's KV heads (1 for MLA)
-  KvDtype dtype;
-  Codec codec;
-};
-
-Namespace MakeNamespace(const Shape& s, const std::string& salt = "") {
-  NamespaceSpec spec;
-  spec.model_id = "test/paged";
-  spec.kv_dtype = s.dtype;
-  spec.attention = s.layout == KvLayout::kMla ? AttentionKind::kMla : AttentionKind::kKeyValue;
-  spec.num_layers = kLayers;
-  spec.num_kv_heads = s.heads;
-  spec.head_dim = kHeadDim;
-  spec.block_size = kBlockSize;
-  spec.codec = s.codec;
-  spec.tenant_salt = salt;
-  return std::move(Namespace::Create(spec)).value();
-}
-
-uint32_t Planes(KvLayout l) { return l == KvLayout::kMla ? 1 : 2; }
-
-// An engine's paged cache of `heads` heads, one buffer per layer, filled with KV-like values
-// (normal, |x| of a few units; finite, so every lossy codec takes them).
-struct PagedCache {
-  KvLayout layout;
-  uint32_t heads;
-  KvDtype dtype;
-  std::vector<std::vector<std::byte>> layers;
-
-  PagedCache(KvLayout l, uint32_t h, KvDtype d) : layout(l), heads(h), dtype(d) {
-    layers.assign(kLayers, std::vector<std::byte>(LayerBytes()));
-  }
-  uint64_t PageChunkBytes() const { return uint64_t{kBlockSize} * heads * kHeadDim * 2; }
-  uint64_t LayerBytes() const { return Planes(layout) * kPages * PageChunkBytes(); }
-  void Fill(uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<float> normal(0.0f, 1.5f);
-    for (auto& layer : layers)
-      for (size_t i = 0; i + 1 < layer.size(); i += 2) {
-        const float x = normal(rng);
-        const uint16_t v = dtype == KvDtype::kBFloat16 ? kernels::FloatToBf16(x)
-                                                       : kernels::FloatToHalf(x);
-        std::memcpy(&layer[i], &v, 2);
-      }
-  }
-  void Zero() {
-    for (auto& layer : layers) std::fill(layer.begin(), layer.end(), std::byte{0});
-  }
+// A host cache as the engine registers it, possibly as one rank's slice of the heads.
+struct PagedCache : HostPages {
+  using HostPages::HostPages;
   KvCacheSpec Spec(uint32_t tp_rank = 0, uint32_t tp_size = 1) {
     KvCacheSpec s;
     s.layout = layout;
@@ -85,88 +39,7 @@ struct PagedCache {
     s.tp_size = tp_size;
     return s;
   }
-  // Byte offset of (plane, page) in a layer, as kernels/kv_layout.h draws the layouts.
-  uint64_t ChunkOffset(uint32_t plane, uint32_t page) const {
-    switch (layout) {
-      case KvLayout::kVllmFlashAttn: return (uint64_t{plane} * kPages + page) * PageChunkBytes();
-      case KvLayout::kFlashInfer: return (uint64_t{page} * 2 + plane) * PageChunkBytes();
-      case KvLayout::kMla: return uint64_t{page} * PageChunkBytes();
-    }
-    return 0;
-  }
-  // The [token][head_dim] rows of head `h` of (layer, plane, page), concatenated.
-  std::vector<std::byte> Head(uint32_t layer, uint32_t plane, uint32_t page, uint32_t h) const {
-    const uint64_t row = kHeadDim * 2;
-    std::vector<std::byte> out(kBlockSize * row);
-    const std::byte* chunk = layers[layer].data() + ChunkOffset(plane, page);
-    for (uint32_t t = 0; t < kBlockSize; ++t)
-      std::memcpy(out.data() + t * row, chunk + (uint64_t{t} * heads + h) * row, row);
-    return out;
-  }
-  // One head shard as the paged API stores it: [layer][plane][token][head_dim].
-  std::vector<std::byte> Shard(uint32_t page, uint32_t h) const {
-    std::vector<std::byte> out;
-    for (uint32_t l = 0; l < kLayers; ++l)
-      for (uint32_t p = 0; p < Planes(layout); ++p) {
-        auto rows = Head(l, p, page, h);
-        out.insert(out.end(), rows.begin(), rows.end());
-      }
-    return out;
-  }
 };
-
-std::vector<uint32_t> Tokens(size_t blocks, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<uint32_t> t(blocks * kBlockSize);
-  for (auto& x : t) x = rng() % 128000;
-  return t;
-}
-
-// A random assignment of `n` distinct pages.
-std::vector<int32_t> Pages(size_t n, uint32_t seed) {
-  std::vector<int32_t> all(kPages);
-  for (uint32_t i = 0; i < kPages; ++i) all[i] = static_cast<int32_t>(i);
-  std::shuffle(all.begin(), all.end(), std::mt19937(seed));
-  all.resize(n);
-  return all;
-}
-
-float ToFloat(KvDtype d, const std::byte* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return d == KvDtype::kBFloat16 ? kernels::Bf16ToFloat(v) : kernels::HalfToFloat(v);
-}
-
-struct Daemon {
-  std::string dir;
-  std::unique_ptr<cli::ServeProcess> serve;
-  Daemon() {
-    dir = "/tmp/strata-paged-test-" + std::to_string(::getpid());
-    std::filesystem::create_directories(dir);
-    cli::ServeOptions o;
-    o.exe = STRATA_CLI_PATH;
-    o.args = {"serve", "--socket", dir + "/s.sock", "--no-disk", "--host-pool", "256MiB"};
-    o.socket = dir + "/s.sock";
-    o.ready = cli::ServeReady::kClientConnects;
-    o.stop_signal = SIGKILL;
-    auto s = cli::SpawnServe(std::move(o));
-    INFO(s.status().ToString());
-    REQUIRE(s.ok());
-    serve = std::move(s).value();
-  }
-  ~Daemon() {
-    serve.reset();
-    std::filesystem::remove_all(dir);
-  }
-};
-
-// Both modes: a real daemon process, and embedded.
-std::unique_ptr<Client> ConnectTo(Daemon* d) {
-  auto c = d ? Client::Connect(d->serve->socket()) : Client::Embedded({256ull << 20, "", 0, "lru"});
-  INFO(c.status().ToString());
-  REQUIRE(c.ok());
-  return std::move(c).value();
-}
 
 uint64_t StoredPayloadBytes(Client& c) {
   auto j = nlohmann::json::parse(c.Stats().value());
