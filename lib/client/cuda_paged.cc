@@ -183,6 +183,7 @@ class DeviceKvCacheImpl final : public DeviceKvCache {
     if (d_flags_ != nullptr) (void)cudaFree(d_flags_);
     if (h_flags_ != nullptr) (void)cudaFreeHost(h_flags_);
     if (h_scratch_.host != nullptr) (void)cudaFreeHost(const_cast<std::byte*>(h_scratch_.host));
+    for (const MappedRange& r : idle_pinned_) (void)cudaFreeHost(const_cast<std::byte*>(r.host));
   }
 
   Status Init(std::span<void* const> layers) {
@@ -320,28 +321,59 @@ class DeviceKvCacheImpl final : public DeviceKvCache {
     return static_cast<std::byte*>(p);
   }
 
+  // Pinning is slow (cudaHostAlloc of the 512 MiB of a 4K-token prompt takes tens to hundreds of
+  // milliseconds), so a released buffer is kept for the next layerwise store (at most
+  // kIdlePinnedBuffers of them, freed with the cache) and reused when it is large enough and at
+  // most twice the size asked for. Sizes are rounded up to 2 MiB so that prompts of nearby
+  // lengths share buffers.
   Result<std::shared_ptr<std::byte>> PinnedBuffer(uint64_t bytes) override {
-    STRATA_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
-    void* p = nullptr;
-    bytes = std::max<uint64_t>(bytes, 1);
-    STRATA_RETURN_IF_ERROR(
-        CudaStatus(cudaHostAlloc(&p, bytes, cudaHostAllocPortable | cudaHostAllocMapped),
-                   "cudaHostAlloc(layerwise shards)"));
-    void* d = nullptr;
-    if (Status st = CudaStatus(cudaHostGetDevicePointer(&d, p, 0), "cudaHostGetDevicePointer");
-        !st.ok()) {
-      (void)cudaFreeHost(p);
-      return st;
+    bytes = (std::max<uint64_t>(bytes, 1) + kPinnedGrain - 1) / kPinnedGrain * kPinnedGrain;
+    MappedRange buffer;
+    {
+      std::lock_guard<std::mutex> lock(pinned_mu_);
+      auto best = idle_pinned_.end();
+      for (auto it = idle_pinned_.begin(); it != idle_pinned_.end(); ++it)
+        if (it->bytes >= bytes && it->bytes <= 2 * bytes &&
+            (best == idle_pinned_.end() || it->bytes < best->bytes))
+          best = it;
+      if (best != idle_pinned_.end()) {
+        buffer = *best;
+        idle_pinned_.erase(best);
+      }
+    }
+    if (buffer.host == nullptr) {
+      STRATA_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
+      void* p = nullptr;
+      STRATA_RETURN_IF_ERROR(
+          CudaStatus(cudaHostAlloc(&p, bytes, cudaHostAllocPortable | cudaHostAllocMapped),
+                     "cudaHostAlloc(layerwise shards)"));
+      void* d = nullptr;
+      if (Status st = CudaStatus(cudaHostGetDevicePointer(&d, p, 0), "cudaHostGetDevicePointer");
+          !st.ok()) {
+        (void)cudaFreeHost(p);
+        return st;
+      }
+      buffer = {static_cast<std::byte*>(p), bytes, static_cast<std::byte*>(d)};
     }
     {
       std::lock_guard<std::mutex> lock(pinned_mu_);
-      pinned_.push_back({static_cast<std::byte*>(p), bytes, static_cast<std::byte*>(d)});
+      pinned_.push_back(buffer);
     }
     // The buffer's holder also holds this cache (RegisteredCache), so `this` outlives it.
-    return std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [this](std::byte* q) {
+    return std::shared_ptr<std::byte>(const_cast<std::byte*>(buffer.host), [this](std::byte* q) {
+      MappedRange freed;
       {
         std::lock_guard<std::mutex> lock(pinned_mu_);
-        std::erase_if(pinned_, [&](const MappedRange& r) { return r.host == q; });
+        auto it = std::find_if(pinned_.begin(), pinned_.end(),
+                               [&](const MappedRange& r) { return r.host == q; });
+        if (it != pinned_.end()) {
+          freed = *it;
+          pinned_.erase(it);
+        }
+        if (freed.host != nullptr && idle_pinned_.size() < kIdlePinnedBuffers) {
+          idle_pinned_.push_back(freed);
+          return;
+        }
       }
       (void)cudaFreeHost(q);
     });
@@ -452,8 +484,11 @@ class DeviceKvCacheImpl final : public DeviceKvCache {
   std::vector<const void*> cptrs_;
   std::vector<const void*> blocks_;
   std::vector<void*> outs_;
+  static constexpr size_t kIdlePinnedBuffers = 2;
+  static constexpr uint64_t kPinnedGrain = uint64_t{2} << 20;
   std::mutex pinned_mu_;
-  std::vector<MappedRange> pinned_;  // PinnedBuffer's live buffers. GUARDED_BY(pinned_mu_)
+  std::vector<MappedRange> pinned_;       // PinnedBuffer's live buffers. GUARDED_BY(pinned_mu_)
+  std::vector<MappedRange> idle_pinned_;  // released, kept for reuse. GUARDED_BY(pinned_mu_)
 };
 
 }  // namespace

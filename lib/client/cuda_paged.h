@@ -87,8 +87,9 @@ class DeviceKvCache {
   // Pinned, mapped host memory of at least `bytes`, owned by the cache (grown, never shrunk).
   // Valid until the next HostScratch call; use under Lock().
   virtual Result<std::byte*> HostScratch(uint64_t bytes) = 0;
-  // Pinned, mapped host memory of `bytes` of the caller's own (a layerwise store's shards, kept
-  // across calls): cudaHostAlloc, freed with the last reference.
+  // Pinned, mapped host memory of at least `bytes` of the caller's own (a layerwise store's
+  // shards, kept across calls) until the last reference goes; then kept by the cache (at most two
+  // buffers) for a later call that fits, else freed.
   virtual Result<std::shared_ptr<std::byte>> PinnedBuffer(uint64_t bytes) = 0;
   // Records an event after what is enqueued so far (layer `layer` of a layerwise load) and
   // WaitLayer blocks until it completed.
