@@ -863,7 +863,7 @@ std::map<std::string, double> Scrape(const std::string& url) {
   return out;
 }
 
-TEST_CASE("cluster: /metrics counts the pulls from each peer exactly; the inspect endpoint "
+TEST_CASE("cluster: /metrics counts the pulls from each peer exactly, the inspect endpoint "
           "answers only holders of the cluster secret",
           "[cluster][metrics][inspect]") {
   const std::string dir = TempDir("peer-metrics");

@@ -637,7 +637,7 @@ TEST_CASE("inspect funnel without any rate reports the benefit as unknown (null,
   }
 }
 
-TEST_CASE("inspect verify --drop removes the corrupt block offline; the daemon serves the rest",
+TEST_CASE("inspect verify --drop removes the corrupt block offline, the daemon serves the rest",
           "[tools][inspect]") {
   const std::string dir = TempDir("drop");
   const Namespace ns = Make(BaseSpec());
