@@ -125,6 +125,10 @@ assert n1["tiers"]["host"]["blocks"] == 0, n1["tiers"]["host"]
 print("ok: node2 answered over its inspect endpoint with its 3 blocks")
 PY
 
+# The same as tables (printed for docs/operations.md).
+"$cli" inspect --socket "$dir/node1/strata.sock" --all --cluster-secret-file "$dir/secret" node ||
+  fail "inspect --all node (tables)"
+
 # Key-level data over HTTP: ls lists node2's three keys.
 STRATA_CLUSTER_SECRET=$(cat "$dir/secret") "$cli" inspect --socket "$dir/node1/strata.sock" \
   --all --json ls > "$out" || fail "inspect --all ls (secret from the environment)"
