@@ -247,6 +247,14 @@ strata_status strata_clear(strata_client* client, const strata_namespace* ns, ui
   });
 }
 
+strata_status strata_set_recompute_rate(strata_client* client, const strata_namespace* ns,
+                                        double tokens_per_second) {
+  return Guard([&] {
+    if (client == nullptr || ns == nullptr) return Invalid("client and ns must not be NULL");
+    return Report(client->client->SetRecomputeRate(ns->ns, tokens_per_second));
+  });
+}
+
 strata_status strata_stats(strata_client* client, char* buf, size_t capacity) {
   return Guard([&] {
     if (client == nullptr || buf == nullptr || capacity == 0)

@@ -11,6 +11,7 @@
 //               into scratch and scattered.
 #include "strata/client.h"
 
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -494,8 +495,25 @@ class ClientImpl final : public Client {
     STRATA_RETURN_IF_ERROR(EnsureOpen(ns));
     STRATA_ASSIGN_OR_RETURN(ipc::LoadReply reply,
                             Expect<ipc::LoadReply>(channel_->Call(
-                                ipc::LoadRequest{ns.id(), {keys.begin(), keys.end()}, pin_ms})));
+                                ipc::LoadRequest{ns.id(), {keys.begin(), keys.end()}, pin_ms,
+                                                 RecomputeRate(ns.id())})));
     return reply.locations.size();
+  }
+
+  Status SetRecomputeRate(const Namespace& ns, double tokens_per_second) override {
+    if (!(tokens_per_second > 0) || !std::isfinite(tokens_per_second))
+      return Status::InvalidArgument("SetRecomputeRate: tokens_per_second must be positive and "
+                                     "finite");
+    std::lock_guard<std::mutex> lock(rates_mu_);
+    rates_[ns.id()] = tokens_per_second;
+    return Status::OK();
+  }
+
+  // The rate reported for `ns`; 0 when none.
+  double RecomputeRate(const NamespaceId& ns) const {
+    std::lock_guard<std::mutex> lock(rates_mu_);
+    auto it = rates_.find(ns);
+    return it == rates_.end() ? 0 : it->second;
   }
 
   Status Unpin(std::span<const BlockKey> keys) override {
@@ -665,7 +683,8 @@ class ClientImpl final : public Client {
   Result<ipc::LoadReply> PinForLoad(const NamespaceId& ns, std::vector<BlockKey> keys) {
     const size_t n = keys.size();
     STRATA_ASSIGN_OR_RETURN(ipc::LoadReply reply, Expect<ipc::LoadReply>(channel_->Call(
-                                                      ipc::LoadRequest{ns, keys, 0})));
+                                                      ipc::LoadRequest{ns, keys, 0,
+                                                                       RecomputeRate(ns)})));
     if (reply.locations.size() > n) return Status::Internal("daemon pinned more blocks than asked");
     for (const auto& loc : reply.locations) STRATA_RETURN_IF_ERROR(CheckLocation(loc));
     if (Status mapped = channel_->MapForRead(reply.locations); !mapped.ok()) {
@@ -1188,6 +1207,8 @@ class ClientImpl final : public Client {
   std::mutex described_mu_;
   std::unordered_set<NamespaceId, BlockKeyHash> described_;  // GUARDED_BY(described_mu_)
   std::map<KvCacheId, std::shared_ptr<const RegisteredCache>> caches_;  // GUARDED_BY(caches_mu_)
+  mutable std::mutex rates_mu_;
+  std::map<NamespaceId, double> rates_;  // GUARDED_BY(rates_mu_): SetRecomputeRate
   KvCacheId next_cache_ = 1;                                             // GUARDED_BY(caches_mu_)
   CopyThreads copy_threads_;  // used by the workers: stops after them
   WorkerPool workers_;        // last: its threads stop before the members they use go

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -253,6 +254,19 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
     if (auto kind = store::ParsePolicyKind(value); !kind.ok())
       return kind.status().WithContext("eviction_policy");
     c->node.eviction_policy = value;
+  } else if (key == "recompute_tokens_per_second") {
+    double v = 0;
+    try {
+      size_t used = 0;
+      v = std::stod(value, &used);
+      if (used != value.size()) throw std::invalid_argument(value);
+    } catch (const std::exception&) {
+      v = -1;
+    }
+    if (!(v >= 0) || !std::isfinite(v))
+      return Status::InvalidArgument("recompute_tokens_per_second: '" + value +
+                                     "' is not a non-negative number of tokens per second");
+    c->node.recompute_tokens_per_second = v;
   } else if (key == "pin_ms") {
     STRATA_ASSIGN_OR_RETURN(c->node.default_pin_ms, ParseU32(key, value));
   } else if (key == "membership") {
@@ -346,6 +360,7 @@ constexpr EnvVar kVars[] = {
     {"STRATA_WRITE_THROUGH", "write_through"},
     {"STRATA_EVICTION_POLICY", "eviction_policy"},
     {"STRATA_PIN_MS", "pin_ms"},
+    {"STRATA_RECOMPUTE_TOKENS_PER_SECOND", "recompute_tokens_per_second"},
     {"STRATA_MAX_CLIENTS", "max_clients"},
     {"STRATA_MEMBERSHIP", "membership"},
     {"STRATA_NODE_ID", "node_id"},

@@ -69,9 +69,11 @@ std::string Label(std::string_view name, std::string_view value) {
   return out;
 }
 
-// Every numeric leaf of `j` under `prefix`, as gauges (the cluster section).
+// Every numeric leaf of `j` under `prefix`, as gauges (the cluster section; its per-peer
+// "peers" object is rendered by PeerPulls).
 void Flatten(Writer& w, const std::string& prefix, const json& j) {
   for (auto it = j.begin(); it != j.end(); ++it) {
+    if (prefix == "strata_cluster" && it.key() == "peers") continue;
     std::string name = prefix + "_" + it.key();
     for (char& c : name)
       if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') c = '_';
@@ -81,6 +83,47 @@ void Flatten(Writer& w, const std::string& prefix, const json& j) {
       w.Family(name, "gauge", "cluster statistic (docs/cluster.md)");
       w.Sample(name, "", it->is_boolean() ? (it->get<bool>() ? 1 : 0) : it->get<double>());
     }
+  }
+}
+
+// This node's pulls from each peer (Cluster::StatsJson "peers"): counters and a histogram of a
+// pull's time (post to completion), labelled by peer id.
+void PeerPulls(Writer& w, const json& peers) {
+  static constexpr struct {
+    const char* name;
+    const char* field;
+    const char* help;
+  } kCounters[] = {
+      {"strata_peer_pulls_total", "pulls", "Pull operations this node made from the peer"},
+      {"strata_peer_pulled_blocks_total", "pulled_blocks", "Blocks pulled from the peer"},
+      {"strata_peer_pulled_bytes_total", "pulled_bytes", "Payload bytes pulled from the peer"},
+      {"strata_peer_pull_failures_total", "pull_failures",
+       "Blocks whose pull from the peer failed (error, timeout, verification)"},
+  };
+  for (const auto& c : kCounters) {
+    w.Family(c.name, "counter", c.help);
+    for (auto it = peers.begin(); it != peers.end(); ++it)
+      w.Sample(c.name, Label("peer", it.key()), Num(*it, c.field));
+  }
+  w.Family("strata_peer_pull_duration_seconds", "histogram",
+           "Time of a pull from the peer, post to completion");
+  for (auto it = peers.begin(); it != peers.end(); ++it) {
+    const json& h = (*it)["pull_seconds"];
+    if (!h.is_object()) continue;
+    const std::string peer = Label("peer", it.key());
+    const json& le = h["le"];
+    const json& cum = h["cumulative"];
+    if (!le.is_array() || !cum.is_array() || cum.size() != le.size() + 1) continue;
+    for (size_t b = 0; b < le.size(); ++b) {
+      char bound[32];
+      std::snprintf(bound, sizeof bound, "%g", le[b].get<double>());
+      w.Sample("strata_peer_pull_duration_seconds_bucket", peer + "," + Label("le", bound),
+               cum[b].get<double>());
+    }
+    w.Sample("strata_peer_pull_duration_seconds_bucket", peer + "," + Label("le", "+Inf"),
+             cum.back().get<double>());
+    w.Sample("strata_peer_pull_duration_seconds_sum", peer, Num(h, "sum"));
+    w.Sample("strata_peer_pull_duration_seconds_count", peer, cum.back().get<double>());
   }
 }
 
@@ -254,7 +297,10 @@ std::string RenderPrometheus(const std::string& stats_json, const DaemonGauges& 
            static_cast<double>(r.store_bytes.load(std::memory_order_relaxed)));
   w.Sample("strata_request_bytes_total", Label("request", "load"),
            static_cast<double>(r.load_bytes.load(std::memory_order_relaxed)));
-  if (auto c = s.find("cluster"); c != s.end() && c->is_object()) Flatten(w, "strata_cluster", *c);
+  if (auto c = s.find("cluster"); c != s.end() && c->is_object()) {
+    Flatten(w, "strata_cluster", *c);
+    if (auto p = c->find("peers"); p != c->end() && p->is_object()) PeerPulls(w, *p);
+  }
   return w.Take();
 }
 

@@ -17,25 +17,33 @@ class MetricsServer::Impl {
   std::thread thread;
 };
 
-Result<std::unique_ptr<MetricsServer>> MetricsServer::Start(MetricsServerOptions options) {
-  const size_t colon = options.address.rfind(':');
-  if (colon == std::string::npos || colon + 1 == options.address.size())
-    return Status::InvalidArgument("metrics address '" + options.address +
+Result<std::pair<std::string, int>> ParseHostPort(const std::string& address,
+                                                  std::string_view what) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 == address.size())
+    return Status::InvalidArgument(std::string(what) + " '" + address +
                                    "' is not HOST:PORT (e.g. 127.0.0.1:9464)");
-  std::string host = options.address.substr(0, colon);
+  std::string host = address.substr(0, colon);
   if (host.size() > 2 && host.front() == '[' && host.back() == ']')
     host = host.substr(1, host.size() - 2);
   if (host.empty()) host = "127.0.0.1";
   int port = 0;
   try {
     size_t used = 0;
-    const std::string p = options.address.substr(colon + 1);
+    const std::string p = address.substr(colon + 1);
     port = std::stoi(p, &used);
     if (used != p.size() || port < 0 || port > 65535) throw std::out_of_range(p);
   } catch (const std::exception&) {
-    return Status::InvalidArgument("metrics address '" + options.address +
+    return Status::InvalidArgument(std::string(what) + " '" + address +
                                    "': the port is not a number in 0..65535");
   }
+  return std::make_pair(host, port);
+}
+
+Result<std::unique_ptr<MetricsServer>> MetricsServer::Start(MetricsServerOptions options) {
+  auto hp = ParseHostPort(options.address, "metrics address");
+  if (!hp.ok()) return hp.status();
+  auto [host, port] = *hp;
   std::unique_ptr<MetricsServer> out(new MetricsServer());
   out->impl_ = std::make_unique<Impl>();
   httplib::Server& srv = out->impl_->server;

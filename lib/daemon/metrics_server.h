@@ -10,6 +10,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include "strata/result.h"
 
@@ -24,6 +26,12 @@ struct MetricsServerOptions {
   // True when /readyz should answer 200. Default: always ready.
   std::function<bool()> ready;
 };
+
+// "HOST:PORT" (an IPv4 address or name, "[v6]" unbracketed; port 0..65535) or ":PORT"
+// (127.0.0.1) as {host, port}: the operator endpoints' listen addresses. InvalidArgument naming
+// `what` otherwise.
+Result<std::pair<std::string, int>> ParseHostPort(const std::string& address,
+                                                  std::string_view what);
 
 class MetricsServer {
  public:

@@ -202,6 +202,8 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
             if (r.status = CheckNamespace(q.ns, caller); !r.status.ok()) return;
             // 0 asks for the node's default; anything else is capped.
             const uint32_t pin_ms = std::min(q.pin_ms, options_.max_pin_ms);
+            if (q.recompute_tokens_per_second > 0)
+              node_->ReportRecomputeRate(q.ns, q.recompute_tokens_per_second);
             auto locs = node_->PinForLoad(owner, q.ns, q.keys, pin_ms);
             if (!locs.ok()) {
               r.status = locs.status();

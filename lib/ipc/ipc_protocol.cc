@@ -1,5 +1,6 @@
 #include "ipc/ipc_protocol.h"
 
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -186,6 +187,7 @@ std::string EncodeRequest(const Request& request) {
                    b->set_namespace_id(PackId(r.ns));
                    b->set_keys(PackKeys(r.keys));
                    b->set_pin_ms(r.pin_ms);
+                   b->set_recompute_tokens_per_second(r.recompute_tokens_per_second);
                  },
                  [&](const UnpinRequest& r) { m.mutable_unpin()->set_keys(PackKeys(r.keys)); },
                  [&](const PrefetchRequest& r) {
@@ -295,6 +297,10 @@ Result<Request> DecodeRequest(std::span<const std::byte> body) {
       STRATA_RETURN_IF_ERROR(UnpackId(m.load().namespace_id(), &r.ns));
       STRATA_RETURN_IF_ERROR(UnpackKeys(m.load().keys(), &r.keys));
       r.pin_ms = m.load().pin_ms();
+      r.recompute_tokens_per_second = m.load().recompute_tokens_per_second();
+      if (!(r.recompute_tokens_per_second >= 0) || !std::isfinite(r.recompute_tokens_per_second))
+        return Status::InvalidArgument("LoadRequest: recompute_tokens_per_second is not a "
+                                       "finite non-negative number");
       out.body = std::move(r);
       break;
     }

@@ -92,6 +92,9 @@ struct LoadRequest {
   NamespaceId ns;
   std::vector<BlockKey> keys;
   uint32_t pin_ms = 0;  // 0: the daemon's default pin expiry
+  // The engine's prefill rate for `ns` (Client::SetRecomputeRate): `strata inspect funnel` weighs
+  // this load against recomputing at it. 0: not reported.
+  double recompute_tokens_per_second = 0;
 };
 struct Location {
   uint64_t offset = 0;

@@ -161,6 +161,7 @@ class ClusterImpl final : public Cluster {
     self_.host = HostName();
     self_.listen_addr = options_.listen_addr;
     self_.socket = options_.inspect_socket;
+    self_.inspect_addr = options_.inspect_addr;
     self_.version = Version();
     auto secret = wire::LoadClusterSecret(
         wire::ClusterSecretSource{options_.secret, "STRATA_CLUSTER_SECRET", options_.secret_file});
@@ -261,6 +262,21 @@ class ClusterImpl final : public Cluster {
     j["pulled_bytes"] = pulled_bytes_.load();
     j["pull_failures"] = pull_failures_.load();
     j["served_blocks"] = source_.served();
+    // Per peer: this node's pulls from it (counters) and their time, as histogram buckets.
+    nlohmann::json peers = nlohmann::json::object();
+    {
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      for (const auto& [id, p] : peer_pulls_) {
+        nlohmann::json counts = nlohmann::json::array();
+        uint64_t cum = 0;
+        for (uint64_t c : p.buckets) counts.push_back(cum += c);
+        peers[id] = {{"pulls", p.ops}, {"pulled_blocks", p.blocks}, {"pulled_bytes", p.bytes},
+                     {"pull_failures", p.failures},
+                     {"pull_seconds", {{"le", kPullBounds}, {"cumulative", counts},
+                                       {"sum", p.seconds}}}};
+      }
+    }
+    j["peers"] = std::move(peers);
     return j.dump();
   }
 
@@ -280,6 +296,7 @@ class ClusterImpl final : public Cluster {
       auto text = [](const std::string& v) { return v.empty() ? json(nullptr) : json(v); };
       p["listen_addr"] = text(m.listen_addr);
       p["socket"] = text(m.socket);
+      p["inspect_addr"] = text(m.inspect_addr);
       p["version"] = text(m.version);
       auto since = member_since_.find(id);
       p["lease_age_s"] = since == member_since_.end()
@@ -503,9 +520,14 @@ class ClusterImpl final : public Cluster {
     double seconds = 0;
     uint64_t bytes = 0;
   };
+  // Bounds (seconds) of the per-peer pull time histogram in StatsJson's "peers" (/metrics).
+  static constexpr std::array<double, 15> kPullBounds = {
+      1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5, 5};
   struct PeerPulls {
     uint64_t ops = 0, blocks = 0, bytes = 0, failures = 0;
     std::deque<PullSample> recent;
+    std::array<uint64_t, kPullBounds.size() + 1> buckets{};  // per bound, then +Inf
+    double seconds = 0;
   };
   void NotePull(const std::string& peer, double seconds, uint64_t blocks, uint64_t bytes,
                 uint64_t failures) {
@@ -516,6 +538,9 @@ class ClusterImpl final : public Cluster {
     p.bytes += bytes;
     p.failures += failures;
     p.recent.push_back({Clock::now(), seconds, bytes});
+    ++p.buckets[std::lower_bound(kPullBounds.begin(), kPullBounds.end(), seconds) -
+                kPullBounds.begin()];
+    p.seconds += seconds;
     if (p.recent.size() > kMaxSamples) p.recent.pop_front();
   }
   void NoteFailures(const std::string& peer, uint64_t failures) {

@@ -36,9 +36,15 @@ void FunnelLog::Lookup(const std::optional<NamespaceId>& ns, uint32_t blocks,
   ++lookups_total_;
 }
 
+void FunnelLog::ReportRate(const NamespaceId& ns, double tokens_per_second) {
+  std::lock_guard<std::mutex> lock(mu_);
+  engine_tps_[ns] = tokens_per_second;
+}
+
 void FunnelLog::Load(const NamespaceId& ns, uint32_t asked, uint32_t loaded, double seconds) {
   LoadEvent e{NowMs(), ns, asked, loaded, seconds};
   std::lock_guard<std::mutex> lock(mu_);
+  if (auto it = engine_tps_.find(ns); it != engine_tps_.end()) e.engine_tps = it->second;
   if (loads_.size() < kCapacity) {
     loads_.push_back(e);
   } else {
@@ -58,6 +64,8 @@ std::string FunnelLog::Funnel(const Query& q) const {
     uint64_t loads = 0, load_asked = 0, loaded = 0, in_time = 0, faster = 0;
     double load_seconds = 0, benefit_s = 0;
     bool benefit_known = true;
+    std::optional<double> rate;       // the latest rate a load of the window was weighed with
+    std::string rate_source;          // "query", "engine", "configured" or "mixed"; "": none
   };
   std::map<std::string, Row> rows;  // namespace id (hex) or "unattributed"
   bool covered = true;
@@ -83,16 +91,29 @@ std::string FunnelLog::Funnel(const Query& q) const {
       if (e.seconds > q.deadline_s) continue;
       r.in_time += e.loaded;
       const std::optional<uint32_t> bs = q.block_size ? q.block_size(e.ns) : std::nullopt;
-      if (!q.recompute_tokens_per_second || !bs) {
+      std::optional<double> rate;
+      const char* source = "";
+      if (q.recompute_tokens_per_second) {
+        rate = q.recompute_tokens_per_second;
+        source = "query";
+      } else if (e.engine_tps > 0) {
+        rate = e.engine_tps;
+        source = "engine";
+      } else if (q.configured_tokens_per_second) {
+        rate = q.configured_tokens_per_second;
+        source = "configured";
+      }
+      if (!rate || !bs) {
         r.benefit_known = false;
         continue;
       }
-      const double recompute_s = double(e.loaded) * *bs / *q.recompute_tokens_per_second;
+      r.rate = rate;
+      r.rate_source = r.rate_source.empty() || r.rate_source == source ? source : "mixed";
+      const double recompute_s = double(e.loaded) * *bs / *rate;
       if (e.seconds < recompute_s) r.faster += e.loaded;
       r.benefit_s += recompute_s - e.seconds;
     }
   }
-  const bool rate = q.recompute_tokens_per_second.has_value();
   json out = json::array();
   for (const auto& [id, r] : rows) {
     uint64_t found = 0;
@@ -110,17 +131,24 @@ std::string FunnelLog::Funnel(const Query& q) const {
               {"loaded_blocks", r.loaded},
               {"loaded_before_deadline_blocks", r.in_time},
               {"load_seconds", r.load_seconds}};
-    n["faster_than_recompute_blocks"] = rate && r.benefit_known ? json(r.faster) : json(nullptr);
-    n["net_benefit_seconds"] = rate && r.benefit_known ? json(r.benefit_s) : json(nullptr);
+    const bool known = r.benefit_known && r.rate.has_value();
+    n["faster_than_recompute_blocks"] = known ? json(r.faster) : json(nullptr);
+    n["net_benefit_seconds"] = known ? json(r.benefit_s) : json(nullptr);
+    n["recompute_tokens_per_second"] = r.rate ? json(*r.rate) : json(nullptr);
+    n["recompute_rate_source"] = r.rate_source.empty() ? json(nullptr) : json(r.rate_source);
     n["hit_ratio"] = r.blocks ? json(double(found) / r.blocks) : json(nullptr);
     out.push_back(std::move(n));
   }
+  // The rate for loads no engine reported one for: the query's, else the node's configured one.
+  const std::optional<double> fallback = q.recompute_tokens_per_second
+                                             ? q.recompute_tokens_per_second
+                                             : q.configured_tokens_per_second;
   json j = {{"window_s", q.window_s},
             {"window_covered", covered},
             {"deadline_s", q.deadline_s},
-            {"recompute_tokens_per_second",
-             rate ? json(*q.recompute_tokens_per_second) : json(nullptr)},
-            {"recompute_rate_source", rate ? json("configured") : json(nullptr)},
+            {"recompute_tokens_per_second", fallback ? json(*fallback) : json(nullptr)},
+            {"recompute_rate_source", q.recompute_tokens_per_second ? json("query")
+                                      : fallback ? json("configured") : json(nullptr)},
             {"namespaces", out}};
   return j.dump();
 }

@@ -8,12 +8,19 @@
 // pool (peer pulls, disk and device promotions included); the client's copy out of the pool
 // follows and is not counted.
 //
+// "Faster than recomputing" weighs each load against the rate at which the engine would
+// recompute its blocks: the rate the engine of the namespace reported (ReportRate, from
+// Client::SetRecomputeRate) when the load happened; else the node's configured rate; else
+// unknown, and the funnel's faster/benefit figures are null (never 0). A query may override both
+// (`strata inspect funnel --recompute-tps`).
+//
 // Thread-safety: all methods are thread-safe (one mutex, one short critical section a request).
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -36,11 +43,17 @@ class FunnelLog {
               const std::array<uint32_t, 4>& found);
   // One load of `asked` keys of `ns` that pinned `loaded` of them in `seconds`.
   void Load(const NamespaceId& ns, uint32_t asked, uint32_t loaded, double seconds);
+  // The engine of `ns` recomputes `tokens_per_second` tokens a second; the loads of `ns` from
+  // now on are weighed against it. REQUIRES: tokens_per_second > 0.
+  void ReportRate(const NamespaceId& ns, double tokens_per_second);
 
   struct Query {
     double window_s = 300;
     double deadline_s = 1.0;  // a load slower than this did not help the engine
+    // Replaces every other rate (a what-if; `--recompute-tps`).
     std::optional<double> recompute_tokens_per_second;
+    // The node's configured rate, for loads of namespaces whose engine reported none.
+    std::optional<double> configured_tokens_per_second;
     // Tokens per block of a namespace (its block_size), when it was described.
     std::function<std::optional<uint32_t>(const NamespaceId&)> block_size;
   };
@@ -61,11 +74,13 @@ class FunnelLog {
     uint32_t asked = 0;
     uint32_t loaded = 0;
     double seconds = 0;
+    double engine_tps = 0;  // the engine's reported rate for ns at the time; 0: none
   };
   mutable std::mutex mu_;
   std::vector<LookupEvent> lookups_;  // GUARDED_BY(mu_): ring, next_lookup_ the next slot
   std::vector<LoadEvent> loads_;      // GUARDED_BY(mu_)
   size_t next_lookup_ = 0, next_load_ = 0;  // GUARDED_BY(mu_)
+  std::map<NamespaceId, double> engine_tps_;  // GUARDED_BY(mu_): the latest reported rates
   uint64_t lookups_total_ = 0, loads_total_ = 0;  // GUARDED_BY(mu_)
 };
 

@@ -314,7 +314,7 @@ Result<json> Ls(View& view, const ipc::InspectRequest& q, bool admin) {
 }
 
 // Every disk block's checksum, checked now.
-json VerifyAll(View& view) {
+json VerifyAll(View& view, const Progress& progress) {
   std::vector<BlockKey> keys;
   view.ForEach([&](const BlockKey& k, const BlockFacts& f) {
     if (f.tiers & kDiskBit) keys.push_back(k);
@@ -322,7 +322,9 @@ json VerifyAll(View& view) {
   std::sort(keys.begin(), keys.end());
   uint64_t ok = 0, corrupt = 0, unknown = 0;
   json bad = json::array();
+  size_t done = 0;
   for (const BlockKey& k : keys) {
+    if (progress) progress(done++, keys.size());
     const std::optional<bool> r = view.VerifyDisk(k);
     if (!r) {
       ++unknown;
@@ -333,8 +335,16 @@ json VerifyAll(View& view) {
       if (bad.size() < 1000) bad.push_back(k.ToHex());
     }
   }
-  return {{"checked", keys.size()}, {"ok", ok},         {"corrupt", corrupt},
-          {"unknown", unknown},     {"corrupt_keys", bad}, {"dropped", view.drops_corrupt()}};
+  if (progress) progress(keys.size(), keys.size());
+  // dropped: whether the corrupt blocks were removed (live: as a load would; offline: only
+  // with `verify --drop`, which the CLI applies after this answer).
+  return {{"checked", keys.size()},
+          {"ok", ok},
+          {"corrupt", corrupt},
+          {"unknown", unknown},
+          {"corrupt_keys", bad},
+          {"dropped", view.drops_corrupt()},
+          {"dropped_blocks", view.drops_corrupt() ? corrupt : 0}};
 }
 
 // The hottest prefixes: chains with the most lookup hits (node/block_activity.h).
@@ -364,7 +374,8 @@ json Top(View& view, const ipc::InspectRequest& q) {
 
 std::string SpecJson(const NamespaceSpec& spec) { return SpecObject(spec).dump(); }
 
-Result<std::string> Run(View& view, const ipc::InspectRequest& q, bool admin) {
+Result<std::string> Run(View& view, const ipc::InspectRequest& q, bool admin,
+                        const Progress& progress) {
   const bool node_wide = q.command == "namespaces" || q.command == "verify" ||
                          (q.command == "ls" && !q.ns) ||
                          (q.command == "key" && !q.ns) || (q.command == "top" && !q.ns);
@@ -376,7 +387,7 @@ Result<std::string> Run(View& view, const ipc::InspectRequest& q, bool admin) {
   else if (q.command == "prefix") body = Prefix(view, q, admin);
   else if (q.command == "key") body = Key(view, q, admin);
   else if (q.command == "ls") body = Ls(view, q, admin);
-  else if (q.command == "verify") body = VerifyAll(view);
+  else if (q.command == "verify") body = VerifyAll(view, progress);
   else if (q.command == "top") body = Top(view, q);
   if (!body.ok()) return body.status();
   json out = Header(kSchemaVersion, q.command, view);

@@ -97,7 +97,10 @@ class View {
 // Answers the `namespaces`, `prefix`, `key`, `ls`, `verify` and `top` commands (`node`, `peers`,
 // `funnel` and `doctor` are answered by the node or the CLI, which know the configuration). InvalidArgument for an unknown command or missing
 // arguments; PermissionDenied for a non-admin caller that names no namespace.
-Result<std::string> Run(View& view, const ipc::InspectRequest& request, bool admin);
+// `progress`, when set, is called during `verify` with the blocks checked so far and the total.
+using Progress = std::function<void(size_t done, size_t total)>;
+Result<std::string> Run(View& view, const ipc::InspectRequest& request, bool admin,
+                        const Progress& progress = nullptr);
 
 // The JSON object of a namespace spec as the inspector prints it (no salt, only whether there
 // is one).

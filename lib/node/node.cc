@@ -440,6 +440,8 @@ class LocalNode final : public Node {
         if (request.deadline_ms > 0) q.deadline_s = request.deadline_ms / 1000.0;
         if (request.recompute_tokens_per_second > 0)
           q.recompute_tokens_per_second = request.recompute_tokens_per_second;
+        if (options_.recompute_tokens_per_second > 0)
+          q.configured_tokens_per_second = options_.recompute_tokens_per_second;
         q.block_size = [this](const NamespaceId& id) -> std::optional<uint32_t> {
           for (const auto& e : registry_.Entries())
             if (e.id == id) return e.spec.block_size;
@@ -471,6 +473,10 @@ class LocalNode final : public Node {
 
   bool DescribeNamespace(const NamespaceId& id, const NamespaceSpec& spec) override {
     return registry_.Describe(id, spec);
+  }
+
+  void ReportRecomputeRate(const NamespaceId& ns, double tokens_per_second) override {
+    funnel_.ReportRate(ns, tokens_per_second);
   }
 
   void ReleaseOwner(OwnerId owner) override {

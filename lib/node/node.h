@@ -72,6 +72,10 @@ struct ClusterOptions {
   // The daemon's socket, published in membership so that `strata inspect --all` on the same
   // host reaches this node (docs/operations.md, "Inspector"). Default: "" (not published).
   std::string inspect_socket;
+  // HOST:PORT of the daemon's inspect endpoint (`strata serve --inspect-addr`), published in
+  // membership so that `strata inspect --all` on another host reaches this node over HTTP,
+  // authenticated with the cluster secret (docs/operations.md, "Inspector"). Default: "".
+  std::string inspect_addr;
 };
 
 struct NodeOptions {
@@ -102,6 +106,10 @@ struct NodeOptions {
   std::string eviction_policy = "learned";
   // How long a load pin lives unless the client unpins first. Default: 30000 ms.
   uint32_t default_pin_ms = 30000;
+  // The engines' prefill rate in tokens per second, for `strata inspect funnel` when an engine
+  // reports none (Client::SetRecomputeRate). 0: unknown (the funnel's benefit is null).
+  // Default: 0.
+  double recompute_tokens_per_second = 0;
   // Default: single node.
   ClusterOptions cluster;
   // Tenants of the host pool (docs/data-plane.md, "Tenants"): tenant 0 is the shared one, 1..N-1
@@ -211,6 +219,11 @@ class Node {
   // Records `spec` as the namespace behind `id` for the inspector (node/namespace_registry.h);
   // false (counted as a fingerprint mismatch) when it does not fingerprint to `id`.
   virtual bool DescribeNamespace(const NamespaceId& id, const NamespaceSpec& spec) = 0;
+
+  // The engine's prefill rate for `ns`, reported with a load (Client::SetRecomputeRate): the loads
+  // of `ns` that follow are weighed against recomputing at it (`strata inspect funnel`).
+  // REQUIRES: tokens_per_second > 0 and finite.
+  virtual void ReportRecomputeRate(const NamespaceId& ns, double tokens_per_second) = 0;
 
   // Drops every pin of `owner` (its session ended).
   virtual void ReleaseOwner(OwnerId owner) = 0;

@@ -549,6 +549,14 @@ PYBIND11_MODULE(_native, m) {
              return py::module_::import("json").attr("loads")(json);
            })
       .def(
+          "set_recompute_rate",
+          [](strata::Client& c, const strata::Namespace& ns, double tokens_per_second) {
+            Check(c.SetRecomputeRate(ns, tokens_per_second));
+          },
+          py::arg("ns"), py::arg("tokens_per_second"),
+          "The engine's prefill rate for ns (tokens/s), sent with later loads of ns: "
+          "`strata inspect funnel` counts the loads faster than recomputing.")
+      .def(
           "clear",
           [](strata::Client& c, const strata::Namespace* ns) {
             std::optional<strata::NamespaceId> id;

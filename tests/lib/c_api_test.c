@@ -72,6 +72,13 @@ int main(int argc, char** argv) {
   CHECK(tiers[0] == 1);
   CHECK(strata_load(client, ns, keys, kBlocks, out_ptrs, sizes, &loaded) == STRATA_OK);
   CHECK(loaded == kBlocks);
+  /* The engine's prefill rate, sent with later loads: positive and finite only. */
+  CHECK(strata_set_recompute_rate(client, ns, 0.0) == STRATA_INVALID_ARGUMENT);
+  CHECK(strata_set_recompute_rate(client, ns, -5.0) == STRATA_INVALID_ARGUMENT);
+  CHECK(strata_set_recompute_rate(NULL, ns, 5.0) == STRATA_INVALID_ARGUMENT);
+  CHECK(strata_set_recompute_rate(client, ns, 2500.0) == STRATA_OK);
+  CHECK(strata_load(client, ns, keys, kBlocks, out_ptrs, sizes, &loaded) == STRATA_OK);
+  CHECK(loaded == kBlocks);
   CHECK(memcmp(in, out, sizeof(in)) == 0);
 
   size_t small[kBlocks];

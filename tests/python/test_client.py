@@ -1,6 +1,7 @@
 """The `strata` Python module: numpy arrays, bytes and CPU torch tensors (bf16 included), embedded
 and against a real `strata serve` (started by the fixture), the layer-major KV connector recipe and
 the paged API of docs/client-api.md."""
+import json
 import os
 import signal
 import subprocess
@@ -178,3 +179,39 @@ def test_paged_vllm_layout_round_trip_and_tensor_parallel(client):
     assert client.load_paged(rank1, keys, [0, 1, 2, 3]) == 4
     for l in range(3):
         assert torch.equal(half[l][:, [0, 1, 2, 3]], layers[l][:, src, :, 2:4])
+
+
+def test_set_recompute_rate_reaches_inspect_funnel():
+    """The engine's prefill rate, reported through the Python client, weighs its loads."""
+    cli = os.environ["STRATA_CLI"]
+    with tempfile.TemporaryDirectory() as d:
+        sock = os.path.join(d, "s.sock")
+        proc = subprocess.Popen([cli, "serve", "--socket", sock, "--no-disk", "--host-pool", "64MiB"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(200):
+                if os.path.exists(sock):
+                    break
+                time.sleep(0.025)
+            c = strata.Client.connect(sock)
+            ns = make_ns()
+            keys = ns.keys(list(range(32)))
+            with pytest.raises(ValueError):
+                c.set_recompute_rate(ns, 0)
+            with pytest.raises(ValueError):
+                c.set_recompute_rate(ns, float("nan"))
+            c.set_recompute_rate(ns, 4.0)  # 32 tokens: 8 s to recompute
+            assert c.store(ns, keys, [b"a" * BLOCK_BYTES, b"b" * BLOCK_BYTES]) == 2
+            assert c.load(ns, keys, [bytearray(BLOCK_BYTES), bytearray(BLOCK_BYTES)]) == 2
+            out = subprocess.run([cli, "inspect", "--socket", sock, "--json", "funnel"],
+                                 check=True, capture_output=True, text=True).stdout
+            rows = [n for n in json.loads(out)["namespaces"] if n["namespace"] == ns.id]
+            assert len(rows) == 1, out
+            assert rows[0]["recompute_rate_source"] == "engine"
+            assert rows[0]["recompute_tokens_per_second"] == 4.0
+            assert rows[0]["faster_than_recompute_blocks"] == 2
+            assert 7.0 < rows[0]["net_benefit_seconds"] <= 8.0
+            del c
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <regex>
 #include <sstream>
@@ -477,14 +478,15 @@ TEST_CASE("inspect top funnel doctor and prefix age/hits/in_flight against known
   j = Inspect(s + "--json funnel --recompute-tps 1").Json();
   for (const json& n : j["namespaces"])
     if (n["namespace"] == ns.id().ToHex()) mine = n;
-  CHECK(j["recompute_rate_source"] == "configured");
+  CHECK(j["recompute_rate_source"] == "query");
+  CHECK(mine["recompute_rate_source"] == "query");
   CHECK(mine["faster_than_recompute_blocks"] == 8);
   CHECK(mine["net_benefit_seconds"].get<double>() > 127.0);
   CHECK(mine["net_benefit_seconds"].get<double>() <= 128.0);
   human = Inspect(s + "funnel --recompute-tps 1");
   INFO(human.out);
   CHECK(human.code == 0);
-  CHECK(human.out.find("recompute 1.0 tokens/s (configured)") != std::string::npos);
+  CHECK(human.out.find("recompute 1.0 tokens/s (query)") != std::string::npos);
 
   // A store begun and not committed: the prefix misses "in flight".
   std::vector<uint32_t> tokens = p.tokens;
@@ -562,6 +564,163 @@ TEST_CASE("inspect top funnel doctor and prefix age/hits/in_flight against known
 }
 
 // Prometheus text: sample name with labels -> value.
+TEST_CASE("inspect funnel weighs loads against the engine's reported rate, else the configured one",
+          "[tools][inspect]") {
+  const std::string dir = TempDir("recompute");
+  Serve serve(dir, {"--recompute-tps", "1000"});
+  const std::string s = "--socket " + serve.socket() + " ";
+  const Namespace ns = Make(BaseSpec());
+  testing::Prompt p(ns, 8, 71, ns.block_bytes());
+  auto c = serve.Connect();
+  REQUIRE(*c->Store(ns, p.keys, p.in).Wait() == 8);
+  testing::Outputs out(8, ns.block_bytes());
+  auto mine = [&](const json& j) {
+    for (const json& n : j["namespaces"])
+      if (n["namespace"] == ns.id().ToHex()) return n;
+    return json();
+  };
+
+  // No rate reported: the node's configured 1000 tokens/s (128 tokens: 0.128 s to recompute).
+  REQUIRE(*c->Load(ns, p.keys, out.out).Wait() == 8);
+  json j = Inspect(s + "--json funnel").Json();
+  CHECK(j["recompute_tokens_per_second"] == 1000.0);
+  CHECK(j["recompute_rate_source"] == "configured");
+  json n = mine(j);
+  REQUIRE(n.is_object());
+  CHECK(n["recompute_rate_source"] == "configured");
+  CHECK(n["recompute_tokens_per_second"] == 1000.0);
+  const double first_benefit = n["net_benefit_seconds"].get<double>();
+  CHECK(first_benefit <= 0.128);
+  CHECK(first_benefit > 0.128 - n["load_seconds"].get<double>() - 1e-9);
+
+  // The engine reports 2 tokens/s: its next load is weighed against 64 s of recomputing.
+  CHECK(c->SetRecomputeRate(ns, 0).code() == StatusCode::kInvalidArgument);
+  CHECK(c->SetRecomputeRate(ns, std::numeric_limits<double>::infinity()).code() ==
+        StatusCode::kInvalidArgument);
+  REQUIRE(c->SetRecomputeRate(ns, 2).ok());
+  REQUIRE(*c->Load(ns, p.keys, out.out).Wait() == 8);
+  n = mine(Inspect(s + "--json funnel").Json());
+  CHECK(n["loads"] == 2);
+  CHECK(n["recompute_rate_source"] == "mixed");  // one load at the configured rate, one at 2
+  CHECK(n["recompute_tokens_per_second"] == 2.0);
+  // 8 at 2 tokens/s, and 8 more unless the first load took over 0.128 s (a loaded machine).
+  CHECK(n["faster_than_recompute_blocks"].get<uint64_t>() >= 8);
+  const double benefit = n["net_benefit_seconds"].get<double>();
+  CHECK(benefit > 64.0 + 0.128 - n["load_seconds"].get<double>() - 1e-9);
+  CHECK(benefit <= 64.128);
+  // A window holding only the engine-rated load: its source alone.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  REQUIRE(*c->Load(ns, p.keys, out.out).Wait() == 8);
+  n = mine(Inspect(s + "--json funnel --window 1").Json());
+  CHECK(n["loads"] == 1);
+  CHECK(n["recompute_rate_source"] == "engine");
+  CHECK(n["faster_than_recompute_blocks"] == 8);
+}
+
+TEST_CASE("inspect funnel without any rate reports the benefit as unknown (null, never 0)",
+          "[tools][inspect]") {
+  const std::string dir = TempDir("norate");
+  Serve serve(dir);
+  const Namespace ns = Make(BaseSpec());
+  testing::Prompt p(ns, 2, 73, ns.block_bytes());
+  auto c = serve.Connect();
+  REQUIRE(*c->Store(ns, p.keys, p.in).Wait() == 2);
+  testing::Outputs out(2, ns.block_bytes());
+  REQUIRE(*c->Load(ns, p.keys, out.out).Wait() == 2);
+  json j = Inspect("--socket " + serve.socket() + " --json funnel").Json();
+  CHECK(j["recompute_tokens_per_second"].is_null());
+  CHECK(j["recompute_rate_source"].is_null());
+  for (const json& n : j["namespaces"]) {
+    CHECK(n["faster_than_recompute_blocks"].is_null());
+    CHECK(n["net_benefit_seconds"].is_null());
+    CHECK(n["recompute_rate_source"].is_null());
+  }
+}
+
+TEST_CASE("inspect verify --drop removes the corrupt block offline, the daemon serves the rest",
+          "[tools][inspect]") {
+  const std::string dir = TempDir("drop");
+  const Namespace ns = Make(BaseSpec());
+  testing::Prompt p(ns, 8, 77, ns.block_bytes());
+  {
+    Serve serve(dir);
+    auto c = serve.Connect();
+    REQUIRE(*c->Store(ns, p.keys, p.in).Wait() == 8);
+    c.reset();
+    REQUIRE(serve.Stop() == 0);  // a clean stop writes the host blocks to disk
+  }
+  const std::string d = "--data-dir " + dir + "/data ";
+  REQUIRE(Inspect(d + "--json verify").Json()["ok"] == 8);
+  // One flipped byte in the block at the start of blocks.data (blocks are 8 KiB extents).
+  {
+    std::fstream f(dir + "/data/blocks.data", std::ios::in | std::ios::out | std::ios::binary);
+    REQUIRE(f);
+    f.seekg(100);
+    char ch = 0;
+    REQUIRE(f.get(ch));
+    f.seekp(100);
+    f.put(static_cast<char>(ch ^ 0x5a));
+  }
+  // Piped (not a terminal): no progress bar on stderr.
+  Run found = Sh(std::string(STRATA_CLI_PATH) + " inspect " + d + "--json verify 2>&1");
+  CHECK(found.code == 3);
+  CHECK(found.out.find('\r') == std::string::npos);
+  json j = found.Json();
+  CHECK(j["checked"] == 8);
+  CHECK(j["corrupt"] == 1);
+  CHECK(j["dropped"] == false);
+  REQUIRE(j["corrupt_keys"].size() == 1);
+  const std::string bad = j["corrupt_keys"][0].get<std::string>();
+
+  Run drop = Inspect(d + "--json verify --drop");
+  CHECK(drop.code == 3);  // it found a corrupt block (and removed it)
+  j = drop.Json();
+  CHECK(j["corrupt"] == 1);
+  CHECK(j["dropped"] == true);
+  CHECK(j["dropped_blocks"] == 1);
+  Run again = Inspect(d + "--json verify");
+  CHECK(again.code == 0);
+  CHECK(again.Json()["checked"] == 7);
+  CHECK(again.Json()["corrupt"] == 0);
+  CHECK(Inspect(d + "--json key " + bad).Json()["found"] == false);
+  std::string human = Inspect(d + "verify").out;
+  CHECK(human.find("verified 7 disk blocks: 7 ok, 0 corrupt") != std::string::npos);
+
+  // The daemon restarts on the directory and serves the seven intact blocks, each on its own.
+  Serve serve(dir);
+  auto c = serve.Connect();
+  size_t served = 0;
+  for (size_t i = 0; i < p.keys.size(); ++i) {
+    testing::Outputs one(1, ns.block_bytes());
+    const size_t n = *c->Load(ns, std::span(p.keys).subspan(i, 1), one.out).Wait();
+    if (p.keys[i].ToHex() == bad) {
+      CHECK(n == 0);
+      continue;
+    }
+    REQUIRE(n == 1);
+    CHECK(one.bufs[0] == p.blocks[i]);
+    ++served;
+  }
+  CHECK(served == 7);
+  // --drop while a daemon holds the directory: refused (exit 1) with the way out; the daemon
+  // goes on serving.
+  {
+    std::fstream f(dir + "/data/blocks.data", std::ios::in | std::ios::out | std::ios::binary);
+    REQUIRE(f);
+    f.seekg(3 * 8192 + 100);
+    char ch = 0;
+    REQUIRE(f.get(ch));
+    f.seekp(3 * 8192 + 100);
+    f.put(static_cast<char>(ch ^ 0x5a));
+  }
+  Run busy = Sh(std::string(STRATA_CLI_PATH) + " inspect " + d + "verify --drop 2>&1");
+  INFO(busy.out);
+  CHECK(busy.code == 1);
+  CHECK(busy.out.find("a running daemon holds it") != std::string::npos);
+  auto stats = c->Stats();
+  CHECK(stats.ok());
+}
+
 std::map<std::string, double> Scrape(const std::string& url) {
   Run r = Sh("curl -sf " + url);
   REQUIRE(r.code == 0);

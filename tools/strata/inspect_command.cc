@@ -4,9 +4,12 @@
 // daemon running). Both print the same JSON with --json (node/inspect.h), or tables.
 //
 // With --all, the command runs against every member of the local daemon's cluster: the local
-// daemon's `peers` answer lists the members with the socket each published in membership, and a
-// member on this host is asked through that socket (a member on another host is reported
-// unreachable: run the inspector there). One section (or one JSON object a line) per node.
+// daemon's `peers` answer lists the members with the socket and the inspect endpoint each
+// published in membership. A member on this host is asked through its socket; a member on
+// another host through its inspect endpoint (`strata serve --inspect-addr`, HTTP authenticated
+// with the cluster secret: $STRATA_CLUSTER_SECRET or --cluster-secret-file; daemon/inspect_http.h).
+// A member that published neither is reported unreachable. One section (or one JSON object a
+// line) per node.
 //
 // Exit codes: 0 ok; 1 unreachable or an error (with --all: some member unreachable, the others
 // still printed); 2 bad usage; 3 degraded or a problem found (a degraded node, near-duplicate
@@ -15,6 +18,7 @@
 // runs another version, a failed doctor check).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cmath>
@@ -22,6 +26,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <unordered_set>
@@ -32,10 +37,12 @@
 
 #include "client/channel.h"
 #include "command_registry.h"
+#include "daemon/inspect_http.h"
 #include "ipc/unix_socket.h"
 #include "namespace_flags.h"
 #include "node/inspect.h"
 #include "node/namespace_registry.h"
+#include "store/disk_tier.h"
 #include "store/disk_tier_reader.h"
 #include "strata/engine_keys.h"
 #include "strata/result.h"
@@ -67,9 +74,11 @@ struct InspectOptions {
   uint32_t limit = 100;
   std::string sort = "namespace";
   bool all = false;
+  std::string cluster_secret_file;  // --all: for members on other hosts
   double window_s = 300;
   uint32_t deadline_ms = 1000;
   double recompute_tps = 0;  // 0: unknown
+  bool drop = false;          // verify --drop (offline)
 };
 
 // ---- Offline view: a stopped (or running) daemon's disk tier, read-only. ----
@@ -105,9 +114,12 @@ class OfflineView final : public inspect::View {
     if (r == nullptr) return std::nullopt;
     auto ok = reader_->Verify(*r);
     if (!ok.ok()) return std::nullopt;
+    if (!*ok) corrupt_.push_back(key);
     return *ok;
   }
   const store::DiskTierReader& reader() const { return *reader_; }
+  // Every key whose check failed so far (verify: all of them, where the JSON lists 1000).
+  const std::vector<BlockKey>& corrupt() const { return corrupt_; }
 
  private:
   static inspect::BlockFacts Facts(const store::DiskRecord& r) {
@@ -120,6 +132,73 @@ class OfflineView final : public inspect::View {
   }
   std::unique_ptr<store::DiskTierReader> reader_;
   std::vector<NamespaceRegistry::Entry> namespaces_;
+  std::vector<BlockKey> corrupt_;
+};
+
+// `verify --drop` offline: removes `keys` from the disk tier at `dir`, opened read-write as the
+// daemon opens it (which takes RocksDB's lock: it fails while a daemon holds the directory).
+Result<uint64_t> DropOffline(const std::string& dir, const store::DiskTierReader& reader,
+                             const std::vector<BlockKey>& keys) {
+  store::DiskTierOptions o;
+  o.path = dir;
+  bool blob = false;
+  uint64_t reserved = 0;
+  for (const auto& r : reader.records()) {
+    blob = blob || r.in_blob;
+    reserved += r.reserved_bytes;
+  }
+  o.payload_store = blob ? store::PayloadStore::kBlobDb : store::PayloadStore::kSlabFile;
+  // Room for everything that is there: opening must evict nothing.
+  o.capacity_bytes = std::max<uint64_t>({reserved, reader.data_file_bytes(), 1}) * 2;
+  o.max_blocks = static_cast<uint32_t>(reader.records().size() * 2 + 1024);
+  o.sync = true;
+  auto tier = store::DiskTier::Open(o);
+  if (!tier.ok() && o.direct_io) {  // filesystems without O_DIRECT (tmpfs)
+    o.direct_io = false;
+    tier = store::DiskTier::Open(o);
+  }
+  if (!tier.ok())
+    return Status::Unavailable("--drop: cannot open " + dir + " for writing (" +
+                               tier.status().ToString() +
+                               "); a running daemon holds it: stop it, or run `strata inspect "
+                               "verify` against the daemon, which drops corrupt blocks itself");
+  uint64_t dropped = 0;
+  for (const BlockKey& k : keys) {
+    Status st = (*tier)->Erase(k);
+    if (st.ok()) ++dropped;
+    else if (st.code() != StatusCode::kNotFound) return st.WithContext("--drop " + k.ToHex());
+  }
+  STRATA_RETURN_IF_ERROR((*tier)->Sync());
+  return dropped;
+}
+
+// A progress bar on stderr, when stderr is a terminal: "verify [#####.....] 512/1024".
+class ProgressBar {
+ public:
+  explicit ProgressBar(std::string label)
+      : label_(std::move(label)), on_(::isatty(STDERR_FILENO) == 1) {}
+  ~ProgressBar() {
+    if (on_ && drawn_) std::cerr << "\r\033[K" << std::flush;  // leave the line clean
+  }
+  void Update(size_t done, size_t total) {
+    if (!on_ || total == 0) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (done != total && drawn_ && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    drawn_ = true;
+    constexpr int kWidth = 30;
+    const int filled = static_cast<int>(kWidth * done / total);
+    std::cerr << fmt::format("\r{} [{}{}] {}/{} ({:.0f}%)", label_, std::string(filled, '#'),
+                             std::string(kWidth - filled, '.'), done, total,
+                             100.0 * double(done) / double(total))
+              << std::flush;
+  }
+
+ private:
+  std::string label_;
+  bool on_;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point last_{};
 };
 
 json OfflineNode(OfflineView& view, const std::string& dir) {
@@ -386,9 +465,11 @@ void PrintKey(const json& j, bool full) {
 void PrintVerify(const json& j, bool full) {
   std::cout << fmt::format("verified {} disk blocks: {} ok, {} corrupt, {} not checked{}\n",
                            Num(j["checked"]), Num(j["ok"]), Num(j["corrupt"]), Num(j["unknown"]),
-                           j["corrupt"].get<uint64_t>() == 0 ? ""
-                           : j["dropped"].get<bool>() ? " (corrupt blocks dropped)"
-                                                      : " (read-only: nothing dropped)");
+                           j["corrupt"].get<uint64_t>() == 0 ? std::string()
+                           : j["dropped"].get<bool>()
+                               ? fmt::format(" ({} corrupt blocks dropped)",
+                                             Num(j.value("dropped_blocks", json(nullptr))))
+                               : std::string(" (read-only: nothing dropped; --drop removes them)"));
   for (const auto& k : j["corrupt_keys"]) std::cout << "corrupt: " << Short(k, full) << "\n";
 }
 
@@ -541,6 +622,11 @@ class Source {
   // `socket`: another daemon's than the options' (--all); "" for the options' own.
   explicit Source(const InspectOptions& o, std::string socket) : o_(o), socket_(std::move(socket)) {}
 
+  // A daemon on another host, through its inspect endpoint (--all).
+  Source(const InspectOptions& o, std::string inspect_addr, std::string secret)
+      : o_(o), http_(std::make_unique<InspectHttpClient>(std::move(inspect_addr),
+                                                         std::move(secret), o.timeout_ms)) {}
+
   json Ask(const ipc::InspectRequest& q) {
     auto r = TryAsk(q);
     if (!r.ok()) Fail(r.status().message());
@@ -550,6 +636,11 @@ class Source {
   // As Ask, the failure as a status (--all goes on with the other members).
   Result<json> TryAsk(const ipc::InspectRequest& q) {
     if (!o_.data_dir.empty()) return AskOffline(q);
+    if (http_) {
+      auto r = http_->Ask(q);
+      if (!r.ok()) return r.status();
+      return json::parse(*r);
+    }
     if (!channel_) {
       std::string path = !socket_.empty() ? socket_
                          : o_.socket.empty() ? ipc::DefaultSocketPath() : o_.socket;
@@ -559,7 +650,23 @@ class Source {
                                    ch.status().ToString());
       channel_ = std::move(ch).value();
     }
+    // A live verify reads every disk block on the daemon: on a terminal, say so while it runs.
+    std::optional<std::jthread> ticker;
+    if (q.command == "verify" && ::isatty(STDERR_FILENO) == 1)
+      ticker.emplace([](std::stop_token stop) {
+        const auto began = std::chrono::steady_clock::now();
+        while (!stop.stop_requested()) {
+          std::cerr << fmt::format(
+                           "\rverify: the daemon is checking its disk blocks... {:.0f} s",
+                           std::chrono::duration<double>(std::chrono::steady_clock::now() - began)
+                               .count())
+                    << std::flush;
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        }
+        std::cerr << "\r\033[K" << std::flush;
+      });
     auto reply = channel_->Call(q);
+    ticker.reset();
     if (!reply.ok()) {
       if (reply.status().code() == StatusCode::kInvalidArgument &&
           std::string(reply.status().message()).find("unknown") != std::string::npos)
@@ -587,14 +694,29 @@ class Source {
       Fail("inspect " + q.command + " asks a running daemon; --data-dir has no " +
            (q.command == "peers" ? "cluster" : q.command == "funnel" ? "request log"
                                                                      : "limits to check"));
-    auto out = inspect::Run(*view_, q, /*admin=*/true);
+    std::optional<ProgressBar> bar;
+    inspect::Progress progress;
+    if (q.command == "verify") {
+      bar.emplace("verify " + o_.data_dir);
+      progress = [&bar](size_t done, size_t total) { bar->Update(done, total); };
+    }
+    auto out = inspect::Run(*view_, q, /*admin=*/true, progress);
+    bar.reset();
     if (!out.ok()) Fail("inspect " + q.command + ": " + out.status().ToString());
-    return json::parse(*out);
+    json j = json::parse(*out);
+    if (q.command == "verify" && o_.drop && !view_->corrupt().empty()) {
+      auto dropped = DropOffline(o_.data_dir, view_->reader(), view_->corrupt());
+      if (!dropped.ok()) Fail(dropped.status().ToString());
+      j["dropped"] = true;
+      j["dropped_blocks"] = *dropped;
+    }
+    return j;
   }
 
   const InspectOptions& o_;
   std::string socket_;
   std::unique_ptr<SocketChannel> channel_;
+  std::unique_ptr<InspectHttpClient> http_;
   std::unique_ptr<OfflineView> view_;
 };
 
@@ -630,7 +752,8 @@ void AddRates(json& now, const json& before, double seconds) {
 // One member of the cluster as --all reaches it.
 struct Target {
   std::string id;
-  std::string socket;       // "" when it cannot be reached from here
+  std::string socket;       // "" when it is not asked through a socket
+  std::string inspect_addr; // asked over HTTP (another host) when not ""
   std::string unreachable;  // why, when socket is ""
   std::unique_ptr<Source> source;
   std::string self_socket;  // the local daemon's published socket (shown only)
@@ -642,8 +765,9 @@ std::vector<Target> Members(const InspectOptions& o, Source& local) {
   q.command = "peers";
   const json peers = local.Ask(q);
   std::vector<Target> out;
+  std::optional<Result<std::string>> secret;  // loaded once, for the first member on another host
   if (!peers.value("clustered", false)) {
-    out.push_back({"local", "", "", nullptr, ""});
+    out.push_back({"local", "", "", "", nullptr, ""});
     return out;
   }
   for (const json& m : peers["members"]) {
@@ -654,15 +778,26 @@ std::vector<Target> Members(const InspectOptions& o, Source& local) {
       out.push_back(std::move(t));  // asked through the local source
       continue;
     }
-    if (!m["socket"].is_string())
-      t.unreachable = "it published no socket in membership (an older version)";
-    else if (m["same_host"] != true)
-      t.unreachable = "it runs on host " + m.value("host", std::string("?")) +
-                      ": run `strata inspect --socket " + m["socket"].get<std::string>() +
-                      "` there";
-    else
+    const bool has_http = m.contains("inspect_addr") && m["inspect_addr"].is_string();
+    if (m["socket"].is_string() && m["same_host"] == true) {
       t.socket = m["socket"].get<std::string>();
-    if (!t.socket.empty()) t.source = std::make_unique<Source>(o, t.socket);
+      t.source = std::make_unique<Source>(o, t.socket);
+    } else if (has_http) {
+      t.inspect_addr = m["inspect_addr"].get<std::string>();
+      if (!secret) secret = LoadInspectSecret("", o.cluster_secret_file);
+      if (secret->ok())
+        t.source = std::make_unique<Source>(o, t.inspect_addr, **secret);
+      else
+        t.unreachable = "it runs on host " + m.value("host", std::string("?")) +
+                        " (inspect endpoint " + t.inspect_addr +
+                        "), which needs the cluster secret: " + (*secret).status().ToString();
+    } else if (!m["socket"].is_string()) {
+      t.unreachable = "it published neither a socket nor an inspect endpoint in membership";
+    } else {
+      t.unreachable = "it runs on host " + m.value("host", std::string("?")) +
+                      " and publishes no inspect endpoint (strata serve --inspect-addr): run "
+                      "`strata inspect --socket " + m["socket"].get<std::string>() + "` there";
+    }
     out.push_back(std::move(t));
   }
   return out;
@@ -707,8 +842,13 @@ void RunAll(const InspectOptions& o, const ipc::InspectRequest& q) {
   for (Target& t : targets) {
     Source* src = t.id == "local" || (t.source == nullptr && t.unreachable.empty())
                       ? &local : t.source.get();
-    const std::string& shown = t.socket.empty() ? t.self_socket : t.socket;
-    json node = {{"id", t.id}, {"socket", shown.empty() ? json(nullptr) : json(shown)}};
+    const std::string& socket = t.socket.empty() ? t.self_socket : t.socket;
+    const std::string shown = !t.inspect_addr.empty() ? "inspect endpoint " + t.inspect_addr
+                                                      : socket;
+    json node = {{"id", t.id},
+                 {"socket", socket.empty() ? json(nullptr) : json(socket)},
+                 {"inspect_addr", t.inspect_addr.empty() ? json(nullptr) : json(t.inspect_addr)},
+                 {"via", t.inspect_addr.empty() ? "socket" : "http"}};
     json answer;
     std::string error = t.unreachable;
     if (src != nullptr) {
@@ -789,8 +929,12 @@ void RunInspect(const InspectOptions& o) {
   cmd->add_option("--watch-count", o->watch_count, "With --watch: stop after N refreshes");
   cmd->add_option("--timeout-ms", o->timeout_ms, "Longest wait for the daemon (default 10000)");
   cmd->add_flag("--all", o->all,
-                "Every member of the daemon's cluster (those on this host, through the socket "
-                "each publishes in membership), one section or JSON line per node");
+                "Every member of the daemon's cluster (on this host through the socket each "
+                "publishes in membership, on other hosts through its inspect endpoint), one "
+                "section or JSON line per node");
+  cmd->add_option("--cluster-secret-file", o->cluster_secret_file,
+                  "With --all: the cluster secret, for members on other hosts (default: "
+                  "$STRATA_CLUSTER_SECRET)");
 
   auto sub = [&](const char* name, const char* help) {
     auto* s = cmd->add_subcommand(name, help);
@@ -814,8 +958,12 @@ void RunInspect(const InspectOptions& o) {
   ls->add_option("--limit", o->limit, "At most this many blocks (default 100)");
   ls->add_option("--sort", o->sort, "namespace (default), key or bytes")
       ->check(CLI::IsMember({"namespace", "key", "bytes"}));
-  sub("verify",
-      "Check every disk block's checksum now (live: corrupt blocks are dropped, as a load would)");
+  auto* verify = sub("verify",
+                     "Check every disk block's checksum now, with a progress bar on a terminal "
+                     "(live: corrupt blocks are dropped, as a load would)");
+  verify->add_flag("--drop", o->drop,
+                   "With --data-dir: remove the corrupt blocks (the directory must not be in use "
+                   "by a daemon)");
   sub("peers", "Cluster members: lease age, address, transport, pulls (GB/s, p50/p99, failures)");
   auto* top = sub("top", "The hottest prefixes: chains with the most lookup hits");
   top->add_option("--namespace", o->ls_namespace, "Only this namespace (32 hex digits)");

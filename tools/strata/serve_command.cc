@@ -2,6 +2,7 @@
 // flags (docs/config.md). Runs until SIGTERM or SIGINT, then stops accepting, disconnects clients,
 // flushes the disk tier and exits 0.
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <exception>
@@ -19,6 +20,7 @@
 #include "command_registry.h"
 #include "daemon/config.h"
 #include "daemon/daemon.h"
+#include "daemon/inspect_http.h"
 #include "daemon/log.h"
 #include "daemon/metrics_server.h"
 #include "node/node.h"
@@ -45,6 +47,9 @@ constexpr SettingFlag kSettingFlags[] = {
      "[STRATA_DISK_COMPRESSION]"},
     {"--eviction-policy", "eviction_policy",
      "learned (default), prefix, lru, arc, s3fifo, wtinylfu or gdsf [STRATA_EVICTION_POLICY]"},
+    {"--recompute-tps", "recompute_tokens_per_second",
+     "Engines' prefill tokens/s for `inspect funnel` when an engine reports none "
+     "[STRATA_RECOMPUTE_TOKENS_PER_SECOND]"},
     {"--membership", "membership", "none, etcd or static [STRATA_MEMBERSHIP]"},
     {"--node-id", "node_id", "Node id in the cluster [STRATA_NODE_ID]"},
     {"--etcd", "etcd", "etcd URL; turns etcd membership on [STRATA_ETCD]"},
@@ -111,9 +116,18 @@ struct ServeFlags {
   std::optional<uint32_t> max_clients_per_uid;
   std::optional<uint32_t> max_pin_ms;
   std::string metrics_addr;  // "" = no metrics endpoint
+  std::string inspect_addr;  // "" = no inspect endpoint for other hosts
   std::string log_level = "warn";
   std::string log_format = "text";
 };
+
+// What peers on other hosts resolve this host by, for a wildcard --inspect-addr with
+// listen_addr "*".
+std::string ThisHostName() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  return buf;
+}
 
 // A --config that is not a regular file is a usage error naming the flag.
 void CheckConfigFile(const std::string& path) {
@@ -206,8 +220,23 @@ void RunServe(const ServeFlags& f) {
     const auto absolute = std::filesystem::absolute(socket, ec);
     config.node.cluster.inspect_socket = ec ? socket : absolute.string();
   }
+  // Bound before the node joins membership, so that it publishes the port (0 picks one).
+  std::unique_ptr<InspectServer> inspect;
+  if (!f.inspect_addr.empty()) {
+    const ClusterOptions& c = config.node.cluster;
+    if (c.membership.empty())
+      Fail("--inspect-addr serves the other members of a cluster; set a membership", 2);
+    auto secret = LoadInspectSecret(c.secret, c.secret_file);
+    if (!secret.ok()) Fail("--inspect-addr: " + secret.status().ToString(), 2);
+    auto s = InspectServer::Start(f.inspect_addr, std::move(secret).value());
+    if (!s.ok()) Fail("--inspect-addr: " + s.status().ToString(), 2);
+    inspect = std::move(s).value();
+    config.node.cluster.inspect_addr =
+        inspect->PublishedAddress(c.listen_addr == "*" ? ThisHostName() : c.listen_addr);
+  }
   auto node = Node::Open(config.node);
   if (!node.ok()) Fail(node.status().ToString());
+  if (inspect) inspect->SetNode(node->get());
   auto daemon = Daemon::Start(node->get(), config.daemon);
   if (!daemon.ok()) Fail(daemon.status().ToString());
   std::cout << fmt::format("strata serve: listening on {} (host pool {} MiB, disk tier {})",
@@ -236,6 +265,10 @@ void RunServe(const ServeFlags& f) {
                              metrics->port())
               << std::endl;
   }
+  if (inspect)
+    std::cout << fmt::format("strata serve: inspect endpoint on {} (cluster secret required)",
+                             config.node.cluster.inspect_addr)
+              << std::endl;
 
   int sig = 0;
   sigwait(&stop_signals, &sig);
@@ -243,6 +276,7 @@ void RunServe(const ServeFlags& f) {
   std::cout << "strata serve: " << (sig == SIGTERM ? "SIGTERM" : "SIGINT")
             << ", shutting down" << std::endl;
   (*daemon)->Stop();
+  if (inspect) inspect->Stop();
   Status flushed = (*node)->Flush();
   if (!flushed.ok()) Fail("flushing the disk tier: " + flushed.ToString());
   std::cout << "strata serve: stopped cleanly after " << (*daemon)->sessions_served()
@@ -277,6 +311,10 @@ void RunServe(const ServeFlags& f) {
   cmd->add_option("--max-pin-ms", f->max_pin_ms, "Longest pin a client may ask (default 60000)");
   cmd->add_option("--metrics-addr", f->metrics_addr,
                   "Serve /metrics, /healthz and /readyz on HOST:PORT (:PORT = loopback); "
+                  "default: off");
+  cmd->add_option("--inspect-addr", f->inspect_addr,
+                  "Answer `strata inspect --all` from other hosts on HOST:PORT (HTTP, every "
+                  "request authenticated with the cluster secret; published in membership); "
                   "default: off");
   cmd->add_option("--log-level", f->log_level,
                   "trace, debug (a line per request), info, warn (default), error or off");

@@ -16,6 +16,7 @@ std::string EncodeMemberValue(const Member& m) {
   nlohmann::json j = {{"id", m.id}, {"address", Base64Encode(m.address)}, {"host", m.host}};
   if (!m.listen_addr.empty()) j["listen_addr"] = m.listen_addr;
   if (!m.socket.empty()) j["socket"] = m.socket;
+  if (!m.inspect_addr.empty()) j["inspect_addr"] = m.inspect_addr;
   if (!m.version.empty()) j["version"] = m.version;
   return j.dump();
 }
@@ -36,6 +37,7 @@ Result<Member> DecodeMemberValue(const std::string& value) {
   text("host", &m.host);
   text("listen_addr", &m.listen_addr);
   text("socket", &m.socket);
+  text("inspect_addr", &m.inspect_addr);
   text("version", &m.version);
   if (m.id.empty()) return Status::Corruption("member value has an empty id");
   return m;

@@ -28,6 +28,9 @@ struct Member {
   // What operators see of the member (`strata inspect peers`, `--all`); "" when not published.
   std::string listen_addr;  // the interface its UCX network transports use
   std::string socket;       // its daemon's socket: how `strata inspect --all` reaches it on a host
+  // HOST:PORT of its inspect endpoint (`strata serve --inspect-addr`): how `strata inspect --all`
+  // reaches it from another host, authenticated with the cluster secret.
+  std::string inspect_addr;
   std::string version;      // its strata version
 
   friend bool operator==(const Member&, const Member&) = default;

@@ -54,6 +54,22 @@ bool VerifyHandshakeMac(std::string_view secret, MacRole role,
   return mac.size() == want.size() && CRYPTO_memcmp(mac.data(), want.data(), want.size()) == 0;
 }
 
+std::vector<std::byte> MessageMac(std::string_view secret, std::string_view message) {
+  std::vector<std::byte> mac(kMacSize);
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(message.data()), message.size(),
+       reinterpret_cast<unsigned char*>(mac.data()), &len);
+  mac.resize(len);
+  return mac;
+}
+
+bool VerifyMessageMac(std::string_view secret, std::string_view message,
+                      std::span<const std::byte> mac) {
+  const auto want = MessageMac(secret, message);
+  return mac.size() == want.size() && CRYPTO_memcmp(mac.data(), want.data(), want.size()) == 0;
+}
+
 std::vector<std::byte> RandomNonce() {
   std::vector<std::byte> nonce(kNonceSize);
   if (RAND_bytes(reinterpret_cast<unsigned char*>(nonce.data()), kNonceSize) != 1) std::abort();

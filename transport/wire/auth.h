@@ -42,6 +42,14 @@ bool VerifyHandshakeMac(std::string_view secret, MacRole role,
                         std::span<const std::byte> server_nonce, std::string_view client_id,
                         std::string_view server_id, std::span<const std::byte> mac);
 
+// HMAC-SHA256(secret, message): the operator's inspect endpoint signs its requests and replies
+// with it (lib/daemon/inspect_http.h). kMacSize bytes.
+std::vector<std::byte> MessageMac(std::string_view secret, std::string_view message);
+
+// True when `mac` equals MessageMac(secret, message); compares in constant time.
+bool VerifyMessageMac(std::string_view secret, std::string_view message,
+                      std::span<const std::byte> mac);
+
 // kNonceSize bytes from the operating system's CSPRNG.
 std::vector<std::byte> RandomNonce();
 

@@ -104,6 +104,10 @@ strata_status strata_load_paged(strata_client* client, uint32_t cache, const uin
                                 const int32_t* block_ids, size_t n, size_t* loaded);
 /* Erases every unpinned block of ns (every namespace when ns is NULL). */
 strata_status strata_clear(strata_client* client, const strata_namespace* ns, uint64_t* erased);
+/* The engine's prefill rate for ns in tokens per second, sent with the client's later loads of ns
+ * (`strata inspect funnel`: loads faster than recomputing). Must be positive and finite. */
+strata_status strata_set_recompute_rate(strata_client* client, const strata_namespace* ns,
+                                        double tokens_per_second);
 /* Writes the statistics JSON (NUL-terminated, truncated to capacity) to buf. */
 strata_status strata_stats(strata_client* client, char* buf, size_t capacity);
 

@@ -241,6 +241,13 @@ class Client {
   virtual Result<std::string> Stats() = 0;
   // Erases every unpinned block of `ns` (every namespace when nullopt); returns how many.
   virtual Result<uint64_t> Clear(std::optional<NamespaceId> ns) = 0;
+
+  // The engine's prefill rate for `ns`: the tokens a second it computes when it recomputes a
+  // prefix instead of loading it (measured by the engine, e.g. prompt tokens over prefill time).
+  // Sent with this client's later loads of `ns` (Load, LoadPaged, Pin), so that
+  // `strata inspect funnel` tells which loads were faster than recomputing. InvalidArgument
+  // unless positive and finite.
+  virtual Status SetRecomputeRate(const Namespace& ns, double tokens_per_second) = 0;
 };
 
 }  // namespace strata

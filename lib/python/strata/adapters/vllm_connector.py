@@ -168,6 +168,10 @@ class StrataConnector(KVConnectorBase_V1):
         self.ns = resolve_namespace(vllm_config, extra, self.counters)
         self._client = client if client is not None else strata.Client.connect(
             extra.get("strata.socket", ""))
+        # The engine's prefill rate, sent with its loads (`strata inspect funnel`).
+        if extra.get("strata.recompute_tokens_per_second") is not None:
+            self._client.set_recompute_rate(
+                self.ns, float(extra["strata.recompute_tokens_per_second"]))
         tp = vllm_config.parallel_config
         self._tp_size = int(extra.get("strata.tp_size", tp.tensor_parallel_size))
         if tp.pipeline_parallel_size != 1:
