@@ -40,6 +40,9 @@ struct PullOp::State {
   size_t bytes = 0;
   Status failure;        // set when the connection failed or the request timed out
   Clock::time_point deadline;
+  Clock::time_point posted_at;   // when the progress thread issued the request
+  Clock::time_point first_data;  // the first data message's header arrived
+  double verify_s = 0;           // progress-thread time in payload verification
   bool posted = false;
   bool finished = false;
   std::promise<PullResult> promise;
@@ -147,6 +150,12 @@ struct PeerTransport::Impl {
     for (size_t i = 0; i < r.blocks.size(); ++i)
       if (!p->settled[i]) r.blocks[i] = p->failure;
     r.bytes = p->bytes;
+    const auto now = Clock::now();
+    if (p->first_data != Clock::time_point{})
+      r.first_data_s = std::chrono::duration<double>(p->first_data - p->posted_at).count();
+    if (p->posted_at != Clock::time_point{})
+      r.last_data_s = std::chrono::duration<double>(now - p->posted_at).count();
+    r.verify_s = p->verify_s;
     pulls.erase(p->request_id);
     p->promise.set_value(std::move(r));
   }
@@ -242,6 +251,7 @@ struct PeerTransport::Impl {
     if (it == pulls.end()) return;
     auto& p = *it->second;
     if (h->index >= p.targets.size() || p.settled[h->index] || !p.failure.ok()) return;
+    if (p.first_data == Clock::time_point{}) p.first_data = Clock::now();
     if (h->status != StatusCode::kOk) {
       Settle(p, h->index, Status(h->status, "peer " + p.peer + " cannot serve block " +
                                                p.targets[h->index].key.ToHex()));
@@ -330,8 +340,10 @@ struct PeerTransport::Impl {
     const std::byte* payload = split ? t.dest : t.dest + kBlockHeaderSize;
     if (h->payload_length + (split ? 0 : kBlockHeaderSize) > t.capacity)
       return Status::Corruption("pulled block is longer than the bytes received");
-    STRATA_RETURN_IF_ERROR(
-        VerifyPayload(*h, std::span<const std::byte>(payload, h->payload_length)));
+    const auto t0 = Clock::now();
+    Status verified = VerifyPayload(*h, std::span<const std::byte>(payload, h->payload_length));
+    p.verify_s += std::chrono::duration<double>(Clock::now() - t0).count();
+    STRATA_RETURN_IF_ERROR(verified);
     p.bytes += kBlockHeaderSize + h->payload_length;
     return Status::OK();
   }
@@ -673,6 +685,7 @@ Status PullOp::Post() {
       return;
     }
     impl->pulls[st->request_id] = st;
+    st->posted_at = Clock::now();
     if (st->targets.empty()) {
       impl->MaybeFinish(st);
       return;

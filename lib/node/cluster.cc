@@ -261,6 +261,18 @@ class ClusterImpl final : public Cluster {
     j["pulled_bytes"] = pulled_bytes_.load();
     j["pull_failures"] = pull_failures_.load();
     j["served_blocks"] = source_.served();
+    // Where Fetch's time went, summed over every Fetch (docs/cluster.md, "Where a pull's time
+    // goes"): the directory lookup, connecting and preparing, the pulls (post to the last
+    // block), of which the first block's wait and the progress thread's verification, and the
+    // commit to the host tier.
+    auto secs = [](const std::atomic<uint64_t>& ns) { return double(ns.load()) / 1e9; };
+    j["fetch_profile"] = {{"fetches", fetches_.load()},
+                          {"lookup_s", secs(prof_lookup_ns_)},
+                          {"prepare_s", secs(prof_prepare_ns_)},
+                          {"pull_s", secs(prof_pull_ns_)},
+                          {"first_data_s", secs(prof_first_data_ns_)},
+                          {"verify_s", secs(prof_verify_ns_)},
+                          {"commit_s", secs(prof_commit_ns_)}};
     return j.dump();
   }
 
@@ -494,6 +506,17 @@ class ClusterImpl final : public Cluster {
 
   std::atomic<uint64_t> added_{0}, evicted_{0}, pulls_{0}, pulled_blocks_{0}, pulled_bytes_{0},
       pull_failures_{0};
+  // Fetch's stage profile (StatsJson "fetch_profile"), nanoseconds summed over every Fetch.
+  std::atomic<uint64_t> fetches_{0}, prof_lookup_ns_{0}, prof_prepare_ns_{0}, prof_pull_ns_{0},
+      prof_first_data_ns_{0}, prof_verify_ns_{0}, prof_commit_ns_{0};
+  static void AddNs(std::atomic<uint64_t>& to, Clock::duration d) {
+    to.fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(d)
+                                           .count()),
+                 std::memory_order_relaxed);
+  }
+  static void AddSeconds(std::atomic<uint64_t>& to, double s) {
+    to.fetch_add(static_cast<uint64_t>(s * 1e9), std::memory_order_relaxed);
+  }
 
   // Pulls from each peer, measured in PullRound: totals and the last kMaxSamples pull ops.
   static constexpr auto kRecentPulls = std::chrono::seconds(60);
@@ -529,7 +552,10 @@ class ClusterImpl final : public Cluster {
 size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
   if (local_prefix >= keys.size()) return local_prefix;
   const std::span<const BlockKey> rest = keys.subspan(local_prefix);
+  fetches_.fetch_add(1, std::memory_order_relaxed);
+  const auto looked_up = Clock::now();
   auto holders = client_->Lookup(std::vector<BlockKey>(rest.begin(), rest.end()));
+  AddNs(prof_lookup_ns_, Clock::now() - looked_up);
   size_t n = 0;
   while (n < holders.size() && HasPeer(holders[n])) ++n;
   if (n == 0) return local_prefix;
@@ -591,6 +617,7 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
   }
   if (by_holder.empty()) return;
 
+  const auto preparing = Clock::now();
   std::unordered_map<size_t, Landing> landings;  // by index into rest; stable addresses
   for (const auto& [h, idx] : by_holder)
     for (size_t i : idx) landings[i];
@@ -648,8 +675,14 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
     }
   }
   pulls_.fetch_add(issued.size(), std::memory_order_relaxed);
+  const auto pulling = Clock::now();
+  AddNs(prof_prepare_ns_, pulling - preparing);
+  double first_data_s = 0;
   for (Issued& is : issued) {
     transport::PullResult r = is.op->Wait();
+    AddSeconds(prof_verify_ns_, r.verify_s);
+    if (r.first_data_s > 0 && (first_data_s == 0 || r.first_data_s < first_data_s))
+      first_data_s = r.first_data_s;
     const double seconds = std::chrono::duration<double>(Clock::now() - is.posted).count();
     uint64_t blocks = 0, bytes = 0, failures = 0;
     for (size_t k = 0; k < is.indices.size(); ++k) {
@@ -664,6 +697,14 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
     }
     NotePull(is.holder, seconds, blocks, bytes, failures);
   }
+  const auto committing = Clock::now();
+  AddNs(prof_pull_ns_, committing - pulling);
+  AddSeconds(prof_first_data_ns_, first_data_s);
+  struct CommitTimer {
+    std::atomic<uint64_t>& to;
+    Clock::time_point from;
+    ~CommitTimer() { AddNs(to, Clock::now() - from); }
+  } commit_timer{prof_commit_ns_, committing};
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [h, idx] : by_holder) in_flight_[h] -= static_cast<int>(idx.size());
