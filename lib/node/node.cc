@@ -206,7 +206,11 @@ class LocalNode final : public Node {
     std::vector<uint64_t> sizes;
     sizes.reserve(blocks.size());
     for (const StagedBlock& b : blocks) sizes.push_back(b.payload.size());
-    STRATA_RETURN_IF_ERROR(host.CheckFits(sizes).WithContext("Store"));
+    if (Status fits = host.CheckFits(sizes); !fits.ok())
+      return fits.code() == StatusCode::kInvalidArgument
+                 ? Status::InvalidArgument("Store: " + std::string(fits.message()) +
+                                           "; a larger host_slab holds it (docs/config.md)")
+                 : fits.WithContext("Store");
     for (const StagedBlock& b : blocks) {
       if (b.payload.empty())
         return Partial(outcome, Status::InvalidArgument("Store: block " + b.key.ToHex() +
@@ -645,6 +649,7 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
   store::TieredStoreOptions so;
   so.host.capacity_bytes =
       options.host_pool_bytes ? options.host_pool_bytes : DefaultHostPoolBytes();
+  if (options.host_slab_bytes != 0) so.host.pool.slab_bytes = options.host_slab_bytes;
   auto policy = store::ParsePolicyKind(options.eviction_policy);
   if (!policy.ok()) return policy.status().WithContext("eviction_policy");
   so.host.pool.policy.kind = *policy;
