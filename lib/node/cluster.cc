@@ -9,14 +9,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
 #include <mutex>
 #include <set>
-#include <sstream>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -31,6 +28,7 @@
 #include "transport/membership/etcd_client.h"
 #include "transport/membership/etcd_membership.h"
 #include "transport/membership/membership.h"
+#include "transport/membership/static_membership.h"
 #include "transport/peer_transport.h"
 #include "transport/wire/auth.h"
 
@@ -93,41 +91,6 @@ class HostBlockSource final : public transport::BlockSource {
   std::atomic<uint64_t> served_{0};
 };
 
-// Static membership through a shared directory: each node publishes <dir>/<id>.member (the JSON
-// of EncodeMemberValue, written to a temporary file and renamed, so readers never see half of
-// it) and reads the files of the peers it was told about. Returns the members found, self first.
-std::vector<transport::Member> ReadStaticMembers(const ClusterOptions& o,
-                                                 const transport::Member& self) {
-  std::vector<transport::Member> out{self};
-  for (const std::string& id : o.static_peers) {
-    if (id == self.id) continue;
-    std::ifstream in(std::filesystem::path(o.static_dir) / (id + ".member"));
-    if (!in) continue;
-    std::stringstream ss;
-    ss << in.rdbuf();
-    auto m = transport::DecodeMemberValue(ss.str());
-    if (m.ok() && m->id == id) out.push_back(std::move(m).value());
-  }
-  std::sort(out.begin(), out.end(),
-            [](const transport::Member& a, const transport::Member& b) { return a.id < b.id; });
-  return out;
-}
-
-Status PublishStaticMember(const std::string& dir, const transport::Member& self) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  const auto path = std::filesystem::path(dir) / (self.id + ".member");
-  const auto tmp = std::filesystem::path(dir) / (self.id + ".member.tmp");
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << transport::EncodeMemberValue(self);
-    if (!out) return Status::IOError("cannot write " + tmp.string());
-  }
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return Status::IOError("cannot publish " + path.string() + ": " + ec.message());
-  return Status::OK();
-}
-
 class ClusterImpl final : public Cluster {
  public:
   ClusterImpl(const ClusterOptions& options, store::TieredStore* store)
@@ -141,12 +104,8 @@ class ClusterImpl final : public Cluster {
     cv_.notify_all();
     if (worker_.joinable()) worker_.join();
     if (fetcher_.joinable()) fetcher_.join();
-    membership_.reset();  // leaves (revokes the lease) before the transport goes
-    if (!options_.static_dir.empty()) {
-      std::error_code ec;
-      std::filesystem::remove(std::filesystem::path(options_.static_dir) / (self_.id + ".member"),
-                              ec);
-    }
+    // Leaves (revokes the lease, removes the member file) before the transport goes.
+    membership_.reset();
     transport_.reset();
   }
 
@@ -186,6 +145,7 @@ class ClusterImpl final : public Cluster {
     dco.self_id = self_.id;
     client_ = std::make_unique<transport::DirectoryClient>(dco, shard_.get(), peers_.get());
 
+    // Either kind: members now, then changes through the background loop.
     if (options_.membership == "etcd") {
       transport::EtcdMembershipOptions eo;
       eo.endpoint = options_.etcd_endpoint;
@@ -196,21 +156,26 @@ class ClusterImpl final : public Cluster {
       auto m = transport::EtcdMembership::Open(std::move(eo));
       if (!m.ok()) return m.status().WithContext("etcd membership");
       membership_ = std::move(m).value();
-      ApplyMembers(membership_->Members());
-      membership_->SetListener([this](const std::vector<transport::Member>& members) {
-        std::lock_guard<std::mutex> lock(mu_);
-        pending_members_ = members;
-        cv_.notify_all();
-      });
     } else if (options_.membership == "static") {
-      if (options_.static_dir.empty())
-        return Status::InvalidArgument("static membership needs static_dir (docs/config.md)");
-      STRATA_RETURN_IF_ERROR(PublishStaticMember(options_.static_dir, self_));
-      ApplyMembers(ReadStaticMembers(options_, self_));
+      transport::StaticMembershipOptions so;
+      so.self = self_;
+      so.peers = options_.static_peers;
+      so.dir = options_.static_dir;
+      so.poll_interval = std::chrono::milliseconds(options_.announce_interval_ms);
+      auto m = transport::StaticMembership::OpenInDirectory(std::move(so));
+      if (!m.ok()) return m.status();
+      static_membership_ = m->get();
+      membership_ = std::move(m).value();
     } else {
       return Status::InvalidArgument("membership: '" + options_.membership +
                                      "' (expected etcd or static)");
     }
+    ApplyMembers(membership_->Members());
+    membership_->SetListener([this](const std::vector<transport::Member>& members) {
+      std::lock_guard<std::mutex> lock(mu_);
+      pending_members_ = members;
+      cv_.notify_all();
+    });
     worker_ = std::thread([this] { BackgroundLoop(); });
     fetcher_ = std::thread([this] { FetchLoop(); });
     return Status::OK();
@@ -356,12 +321,7 @@ class ClusterImpl final : public Cluster {
       if (!r.ok()) return r.status().WithContext("etcd at " + options_.etcd_endpoint);
       return Status::OK();
     }
-    std::error_code ec;
-    std::filesystem::directory_iterator it(options_.static_dir, ec);
-    if (ec)
-      return Status::IOError("static membership directory '" + options_.static_dir +
-                             "': " + ec.message());
-    return Status::OK();
+    return static_membership_ != nullptr ? static_membership_->Check() : Status::OK();
   }
 
  private:
@@ -424,19 +384,6 @@ class ClusterImpl final : public Cluster {
       std::optional<std::vector<transport::Member>> members;
       members.swap(pending_members_);
       lock.unlock();
-      if (options_.membership == "static") {
-        auto now = ReadStaticMembers(options_, self_);
-        bool changed = false;
-        {
-          std::lock_guard<std::mutex> l(mu_);
-          changed = now.size() != members_.size();
-          for (const auto& m : now) {
-            auto it = members_.find(m.id);
-            if (it == members_.end() || !(it->second == m)) changed = true;
-          }
-        }
-        if (changed) members = std::move(now);
-      }
       if (!members) {
         std::lock_guard<std::mutex> l(mu_);
         if (!rejected_.empty() &&
@@ -487,6 +434,7 @@ class ClusterImpl final : public Cluster {
   std::unique_ptr<transport::TransportDirectoryPeers> peers_;
   std::unique_ptr<transport::DirectoryClient> client_;
   std::unique_ptr<transport::Membership> membership_;
+  transport::StaticMembership* static_membership_ = nullptr;  // membership_, when static
 
   std::mutex mu_;
   std::condition_variable cv_;
