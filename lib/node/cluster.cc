@@ -150,6 +150,7 @@ class ClusterImpl final : public Cluster {
     auto holders = client_->Lookup(std::vector<BlockKey>(keys.begin(), keys.end()));
     size_t n = 0;
     while (n < holders.size() && HasPeer(holders[n])) ++n;
+    NoteHints(keys.first(n), holders);
     return n;
   }
 
@@ -179,6 +180,12 @@ class ClusterImpl final : public Cluster {
     j["pulled_bytes"] = pulled_bytes_.load();
     j["pull_failures"] = pull_failures_.load();
     j["served_blocks"] = source_.served();
+    // Pulled blocks that found no free space on arrival and were pulled again into room made on
+    // the fetch thread (eviction never runs on the progress thread).
+    j["pull_room_retries"] = room_retries_.load();
+    // Fetches that pulled from the holders a client's Lookup had just been told (no second
+    // directory lookup).
+    j["hinted_fetches"] = hinted_fetches_.load();
     // Where Fetch's time went, summed over every Fetch (docs/cluster.md, "Where a pull's time
     // goes"): the directory lookup, connecting and preparing, the pulls (post to the last
     // block), of which the first block's wait and the progress thread's verification, and the
@@ -278,6 +285,39 @@ class ClusterImpl final : public Cluster {
   }
 
  private:
+  // Holder hints: what the directory answered a client's Lookup (RemotePrefix), kept for
+  // kHintTtl so that the Load that follows pulls without asking the directory again (one round
+  // trip through the shard owner's progress thread less). A hint is as good as the directory's
+  // answer was: a stale one fails its blocks in the first round, and the second round asks the
+  // directory afresh (Fetch).
+  static constexpr auto kHintTtl = std::chrono::milliseconds(500);
+  static constexpr size_t kMaxHints = 1 << 16;
+  struct Hint {
+    std::vector<std::string> holders;
+    Clock::time_point at;
+  };
+  void NoteHints(std::span<const BlockKey> keys, const std::vector<std::vector<std::string>>& h) {
+    const auto now = Clock::now();
+    std::lock_guard<std::mutex> lock(hints_mu_);
+    if (hints_.size() + keys.size() > kMaxHints) hints_.clear();
+    for (size_t i = 0; i < keys.size() && i < h.size(); ++i) hints_[keys[i]] = Hint{h[i], now};
+  }
+  // The hinted holders of every key of `keys` (taken: a hint serves one Fetch), or nothing when
+  // a key has no fresh hint.
+  std::optional<std::vector<std::vector<std::string>>> TakeHints(std::span<const BlockKey> keys) {
+    const auto now = Clock::now();
+    std::lock_guard<std::mutex> lock(hints_mu_);
+    std::vector<std::vector<std::string>> out;
+    out.reserve(keys.size());
+    for (const BlockKey& k : keys) {
+      auto it = hints_.find(k);
+      if (it == hints_.end() || now - it->second.at > kHintTtl) return std::nullopt;
+      out.push_back(it->second.holders);
+    }
+    for (const BlockKey& k : keys) hints_.erase(k);
+    return out;
+  }
+
   bool HasPeer(const std::vector<std::string>& holders) const {
     for (const auto& h : holders)
       if (h != self_.id) return true;
@@ -367,10 +407,15 @@ class ClusterImpl final : public Cluster {
 
   // One round of Fetch: pulls rest[i] for each i of `want` from its best holder not yet tried,
   // commits what verified (done[i] = 1), records each block's status in result[i].
+  // Placement: a block with room[i] == 0 is placed when its header arrives, on the progress
+  // thread, without eviction (TryReserve); one that found no free space there records its
+  // length in room[i]. A block with room[i] > 0 gets its reservation here, on the calling
+  // thread, evicting (and writing back) as needed, before its pull is posted.
   void PullRound(std::span<const BlockKey> keys, size_t local_prefix,
                  const std::vector<std::vector<std::string>>& holders,
                  const std::vector<size_t>& want, std::vector<std::set<std::string>>& tried,
-                 std::vector<Status>& result, std::vector<uint8_t>& done);
+                 std::vector<Status>& result, std::vector<uint8_t>& done,
+                 std::vector<uint64_t>& room);
 
   // Per pulled block: where its header lands and the host reservation its payload went to.
   struct Landing {
@@ -387,6 +432,8 @@ class ClusterImpl final : public Cluster {
   std::unique_ptr<transport::TransportDirectoryPeers> peers_;
   std::unique_ptr<transport::DirectoryClient> client_;
   std::unique_ptr<transport::Membership> membership_;
+  std::mutex hints_mu_;
+  std::unordered_map<BlockKey, Hint, BlockKeyHash> hints_;  // GUARDED_BY(hints_mu_)
   transport::StaticMembership* static_membership_ = nullptr;  // membership_, when static
 
   std::mutex mu_;
@@ -408,6 +455,7 @@ class ClusterImpl final : public Cluster {
   std::atomic<uint64_t> added_{0}, evicted_{0}, pulls_{0}, pulled_blocks_{0}, pulled_bytes_{0},
       pull_failures_{0};
   // Fetch's stage profile (StatsJson "fetch_profile"), nanoseconds summed over every Fetch.
+  std::atomic<uint64_t> room_retries_{0}, hinted_fetches_{0};
   std::atomic<uint64_t> fetches_{0}, prof_lookup_ns_{0}, prof_prepare_ns_{0}, prof_pull_ns_{0},
       prof_first_data_ns_{0}, prof_verify_ns_{0}, prof_commit_ns_{0};
   static void AddNs(std::atomic<uint64_t>& to, Clock::duration d) {
@@ -455,8 +503,12 @@ size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
   const std::span<const BlockKey> rest = keys.subspan(local_prefix);
   fetches_.fetch_add(1, std::memory_order_relaxed);
   const auto looked_up = Clock::now();
-  auto holders = client_->Lookup(std::vector<BlockKey>(rest.begin(), rest.end()));
+  auto hinted = TakeHints(rest);
+  const bool from_hints = hinted.has_value();
+  auto holders = from_hints ? std::move(*hinted)
+                            : client_->Lookup(std::vector<BlockKey>(rest.begin(), rest.end()));
   AddNs(prof_lookup_ns_, Clock::now() - looked_up);
+  if (from_hints) hinted_fetches_.fetch_add(1, std::memory_order_relaxed);
   size_t n = 0;
   while (n < holders.size() && HasPeer(holders[n])) ++n;
   if (n == 0) return local_prefix;
@@ -464,14 +516,21 @@ size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
   std::vector<Status> result(n, Status::Unavailable("not pulled"));
   std::vector<uint8_t> done(n, 0);
   std::vector<std::set<std::string>> tried(n);
+  std::vector<uint64_t> room(n, 0);
   // Round 0 asks the best holder of each block; round 1 asks another holder for the blocks whose
   // holder answered that it cannot serve them (the directory is a hint: an entry may be stale)
-  // or whose connection failed fast. A timeout is not retried: the bound stays one timeout per
-  // round, and a stalled peer costs at most one.
+  // or whose connection failed fast, and asks again (any holder) for the blocks that found no
+  // free space on arrival: this thread makes room for them first. A timeout is not retried: the
+  // bound stays one timeout per round, and a stalled peer costs at most one.
   for (int round = 0; round < 2; ++round) {
     std::vector<size_t> want;
     for (size_t i = 0; i < n; ++i) {
       if (done[i]) continue;
+      if (round > 0 && room[i] > 0) {
+        tried[i].clear();
+        want.push_back(i);
+        continue;
+      }
       if (round > 0 && (result[i].code() == StatusCode::kTimedOut ||
                         result[i].code() == StatusCode::kResourceExhausted ||
                         result[i].code() == StatusCode::kAlreadyExists))
@@ -479,7 +538,15 @@ size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
       want.push_back(i);
     }
     if (want.empty()) break;
-    PullRound(keys, local_prefix, holders, want, tried, result, done);
+    const bool stale = std::any_of(want.begin(), want.end(), [&](size_t i) {
+      return result[i].code() == StatusCode::kNotFound;
+    });
+    if (round > 0 && from_hints && stale) {
+      // A holder no longer has what the hint named: the second round asks the directory.
+      auto fresh = client_->Lookup(std::vector<BlockKey>(rest.begin(), rest.begin() + n));
+      for (size_t i = 0; i < n && i < fresh.size(); ++i) holders[i] = std::move(fresh[i]);
+    }
+    PullRound(keys, local_prefix, holders, want, tried, result, done, room);
   }
   return store_->Lookup(keys).prefix_blocks;
 }
@@ -488,7 +555,8 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
                             const std::vector<std::vector<std::string>>& holders,
                             const std::vector<size_t>& want,
                             std::vector<std::set<std::string>>& tried,
-                            std::vector<Status>& result, std::vector<uint8_t>& done) {
+                            std::vector<Status>& result, std::vector<uint8_t>& done,
+                            std::vector<uint64_t>& room) {
   const std::span<const BlockKey> rest = keys.subspan(local_prefix);
   // Holder choice per block: a peer on this host first, then the fewest pulls in flight
   // (counting the blocks this round has already given it), then the id (deterministic).
@@ -543,22 +611,50 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
       const size_t end = std::min(indices.size(), start + wire::kMaxKeysPerMessage);
       std::vector<transport::PullTarget> targets;
       std::vector<size_t> part(indices.begin() + start, indices.begin() + end);
+      std::vector<size_t> placed;
       for (size_t i : part) {
         transport::PullTarget t;
         t.key = rest[i];
-        t.capacity = max_payload;
         Landing* landing = &landings[i];
         t.header_dest = landing->header.data();
+        if (room[i] > 0) {
+          // No free space on arrival last round: reserve now, on this thread (evicting and
+          // writing back as needed). A cluster node has one tenant (Node::Open), tenant 0.
+          auto r = store->host().Reserve(rest[i], room[i], /*tenant=*/0);
+          room[i] = 0;
+          room_retries_.fetch_add(1, std::memory_order_relaxed);
+          if (!r.ok()) {
+            result[i] = r.status();
+            continue;
+          }
+          landing->reservation = *r;
+          t.dest = payload_base + r->offset;
+          t.capacity = r->length;
+          targets.push_back(std::move(t));
+          placed.push_back(i);
+          continue;
+        }
+        t.capacity = max_payload;
+        uint64_t* wanted = &room[i];
         // Runs on the progress thread when the block's header arrives: the payload lands
-        // straight in a host-tier reservation of the right length.
-        t.allocate = [store, landing, payload_base](const BlockHeader& h) -> std::byte* {
-          auto r = store->host().Reserve(h.key, h.payload_length, store->host().TenantOf(h.ns));
-          if (!r.ok()) return nullptr;  // cached meanwhile, no space, or no tenant known
+        // straight in a host-tier reservation of the right length, taken without eviction (no
+        // eviction lock, write-back or disk I/O on the progress thread); without free space the
+        // block is refused and its length noted for the next round.
+        t.allocate = [store, landing, payload_base, wanted](const BlockHeader& h) -> std::byte* {
+          auto r =
+              store->host().TryReserve(h.key, h.payload_length, store->host().TenantOf(h.ns));
+          if (!r.ok()) {
+            if (r.status().code() == StatusCode::kNoSpace) *wanted = h.payload_length;
+            return nullptr;  // cached meanwhile, no free space, or no tenant known
+          }
           landing->reservation = *r;
           return payload_base + r->offset;
         };
         targets.push_back(std::move(t));
+        placed.push_back(i);
       }
+      part = std::move(placed);
+      if (targets.empty()) continue;
       auto op = transport_->PreparePull(holder, NamespaceId{}, std::move(targets));
       if (!op.ok()) {
         for (size_t i : part) result[i] = op.status();

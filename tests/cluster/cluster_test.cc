@@ -762,6 +762,46 @@ TEST_CASE("cluster: 32 MiB blocks are stored and pulled with a larger host_slab,
   std::filesystem::remove_all(dir);
 }
 
+// Issue 16: eviction never runs on the UCX progress thread. The puller's pool is full of its own
+// blocks, so pulled blocks find no free space when their headers arrive (the progress thread
+// only takes free space); the fetch thread makes room (evicting the puller's own blocks) and
+// pulls them again, and the whole prefix loads bit-exact.
+TEST_CASE("cluster: a pull into a full pool makes room off the progress thread and loads all",
+          "[cluster]") {
+  const std::string dir = TempDir("fullpool");
+  const std::string secret = WriteSecret(dir, "secret", kSecret);
+  const std::string members = dir + "/members";
+  auto flags = [&](const std::string& peer) {
+    return std::vector<std::string>{"--membership", "static", "--static-dir", members,
+                                    "--static-peers", peer};
+  };
+  ServeNode a(dir, "full-a", "", secret, "128MiB", flags("full-b"));
+  REQUIRE(a.ready());
+  ServeNode b(dir, "full-b", "", secret, "64MiB", flags("full-a"));
+  REQUIRE(b.ready());
+  auto ca = a.Connect();
+  auto cb = b.Connect();
+  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
+  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
+  constexpr size_t kBytes = 4 << 20;
+  Namespace ns = TestNamespace(kBytes);
+  Prompt own(ns, 15, 51, kBytes);  // 60 of B's 64 MiB
+  REQUIRE(*cb->Store(ns, own.keys, own.in).Wait() == 15);
+  Prompt remote(ns, 8, 52, kBytes);
+  REQUIRE(*ca->Store(ns, remote.keys, remote.in).Wait() == 8);
+  REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, remote.keys) == 8; }));
+  Outputs o(8, kBytes);
+  auto loaded = cb->Load(ns, remote.keys, o.out).Wait();
+  REQUIRE(loaded.ok());
+  CHECK(*loaded == 8);
+  for (size_t i = 0; i < *loaded; ++i) CHECK(o.bufs[i] == remote.blocks[i]);
+  auto stats = ClusterStats(*cb);
+  INFO(stats.dump());
+  CHECK(stats["pull_room_retries"] >= 1);
+  CHECK(stats["pulled_blocks"] == 8);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("cluster: bad cluster settings are refused with a clear error", "[cluster]") {
   const std::string dir = TempDir("bad");
   // Clustered without a secret: the daemon does not start, and says why.
