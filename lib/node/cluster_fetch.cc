@@ -75,7 +75,14 @@ size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
   // or whose connection failed fast, and asks again (any holder) for the blocks that found no
   // free space on arrival: this thread makes room for them first. A timeout is not retried: the
   // bound stays one timeout per round, and a stalled peer costs at most one.
+  // Blocks of this prefix committed in round 0 are held (reader references) while round 1 makes
+  // room, so that room for the rest is not made by evicting them.
+  std::vector<store::PinnedBlock> held;
   for (int round = 0; round < 2; ++round) {
+    if (round > 0 && std::any_of(room.begin(), room.end(), [](uint64_t r) { return r > 0; }))
+      for (size_t i = 0; i < n; ++i)
+        if (done[i])
+          if (auto b = store_->host().Acquire(rest[i]); b.ok()) held.push_back(std::move(b).value());
     std::vector<size_t> want;
     for (size_t i = 0; i < n; ++i) {
       if (done[i]) continue;
