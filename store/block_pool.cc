@@ -351,6 +351,16 @@ Status BlockPool::Put(const BlockHeader& header, std::span<const std::byte> payl
 
 Result<WriteReservation> BlockPool::Reserve(const BlockKey& key, uint64_t length,
                                            uint16_t tenant) {
+  return ReserveImpl(key, length, tenant, /*may_evict=*/true);
+}
+
+Result<WriteReservation> BlockPool::TryReserve(const BlockKey& key, uint64_t length,
+                                              uint16_t tenant) {
+  return ReserveImpl(key, length, tenant, /*may_evict=*/false);
+}
+
+Result<WriteReservation> BlockPool::ReserveImpl(const BlockKey& key, uint64_t length,
+                                               uint16_t tenant, bool may_evict) {
   const int size_class = alloc_.ClassOf(length);
   if (size_class < 0)
     return Status::InvalidArgument("payload of " + std::to_string(length) +
@@ -368,8 +378,16 @@ Result<WriteReservation> BlockPool::Reserve(const BlockKey& key, uint64_t length
     std::lock_guard lock(StripeOf(b));
     if (FindLocked(b, key) != kNoSlot) return Status::AlreadyExists("block is cached");
   }
-  STRATA_ASSIGN_OR_RETURN(const uint32_t slot, AllocateSlot());
-  auto off = AllocatePayload(cls);
+  uint32_t slot = kNoSlot;
+  Result<uint64_t> off = Status::NoSpace("no free chunk without eviction");
+  if (may_evict) {
+    STRATA_ASSIGN_OR_RETURN(slot, AllocateSlot());
+    off = AllocatePayload(cls);
+  } else {
+    slot = PopFreeSlot();
+    if (slot == kNoSlot) return Status::NoSpace("no free slot without eviction");
+    if (const uint64_t o = alloc_.Allocate(cls); o != SlabAllocator::kNoOffset) off = o;
+  }
   if (!off.ok()) {
     PushFreeSlot(slot);
     return off.status();

@@ -159,6 +159,10 @@ class BlockPool : public Tier {
   // (evicting as needed). AlreadyExists when the key is cached; NoSpace when nothing can be
   // evicted; PermissionDenied for kNoTenant; InvalidArgument for another tenant out of range.
   Result<WriteReservation> Reserve(const BlockKey& key, uint64_t length, uint16_t tenant = 0);
+  // As Reserve, but never evicts (no eviction lock, no write-back, no disk I/O): NoSpace when no
+  // free slot or chunk is at hand. For threads that must not block, such as a transport's
+  // progress thread placing a pulled block (the puller makes room on its own thread and retries).
+  Result<WriteReservation> TryReserve(const BlockKey& key, uint64_t length, uint16_t tenant = 0);
   // The tenant of namespace `ns` (options().tenant_of; 0 without it).
   uint16_t TenantOf(const NamespaceId& ns) const {
     return options_.tenant_of ? options_.tenant_of(ns) : 0;
@@ -291,6 +295,8 @@ class BlockPool : public Tier {
   // can make room: none of class `cls`, and every slab of another class holds a block that is
   // pinned, read or being written (evicting around it would free no slab).
   Result<uint64_t> AllocatePayload(int cls);
+  Result<WriteReservation> ReserveImpl(const BlockKey& key, uint64_t length, uint16_t tenant,
+                                       bool may_evict);
   // A free slot (evicting if every slot is used), or NoSpace.
   Result<uint32_t> AllocateSlot();
   // Evicts the policy's next victim. NoSpace when nothing is evictable.

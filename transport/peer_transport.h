@@ -127,6 +127,12 @@ struct PullTarget {
 struct PullResult {
   std::vector<Status> blocks;  // one per target: OK when verified bytes are at dest
   size_t bytes = 0;            // bytes of the verified blocks
+  // Where the pull's time went (the stage profile of docs/cluster.md, "Where a pull's time
+  // goes"): from Post to the first block's header arriving, from Post to the last block
+  // settling, and the progress thread's time spent verifying payload checksums.
+  double first_data_s = 0;
+  double last_data_s = 0;
+  double verify_s = 0;
   // Blocks verified from the first one on, without a gap.
   size_t LeadingOk() const;
 };

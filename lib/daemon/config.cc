@@ -236,6 +236,14 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
       return Status::InvalidArgument("max_clients: must be at least 1");
   } else if (key == "host_pool") {
     STRATA_ASSIGN_OR_RETURN(c->node.host_pool_bytes, ParseSize(key, value));
+  } else if (key == "host_slab") {
+    STRATA_ASSIGN_OR_RETURN(uint64_t slab, ParseSize(key, value));
+    constexpr uint64_t kMiB2 = uint64_t{2} << 20;
+    if (slab < kMiB2 || slab % kMiB2 != 0 || slab > (uint64_t{256} << 20))
+      return Status::InvalidArgument("host_slab: '" + value +
+                                     "' must be a multiple of 2 MiB from 2 MiB to 256 MiB (the "
+                                     "largest block the host pool holds is one slab)");
+    c->node.host_slab_bytes = slab;
   } else if (key == "device_pool") {
     STRATA_ASSIGN_OR_RETURN(c->node.device_pool_bytes, ParseSize(key, value));
   } else if (key == "device") {
@@ -352,6 +360,7 @@ struct EnvVar {
 constexpr EnvVar kVars[] = {
     {"STRATA_SOCKET", "socket"},
     {"STRATA_HOST_POOL", "host_pool"},
+    {"STRATA_HOST_SLAB", "host_slab"},
     {"STRATA_DEVICE_POOL", "device_pool"},
     {"STRATA_DEVICE", "device"},
     {"STRATA_DATA_DIR", "data_dir"},
@@ -577,7 +586,9 @@ Status FinishConfig(const HostResources& host, ServeConfig* config, ConfigWarnin
                                    std::to_string(config->daemon.tenants.size()) +
                                    " private tenants; at most 255");
   config->node.tenants = static_cast<uint16_t>(config->daemon.tenants.size() + 1);
-  constexpr uint64_t kMinPool = uint64_t{16} << 20;  // one slab of the host pool
+  // One slab of the host pool (host_slab, default 16 MiB).
+  const uint64_t kMinPool =
+      config->node.host_slab_bytes ? config->node.host_slab_bytes : uint64_t{16} << 20;
   const uint64_t pool = config->node.host_pool_bytes;
   if (pool != 0 && pool < kMinPool)
     return Status::InvalidArgument("host_pool: " + Size(pool) + " is below the minimum of " +

@@ -166,6 +166,17 @@ class LocalNode final : public Node {
     return out;
   }
 
+  // Whether blocks of `sizes` bytes fit the empty host pool; a block larger than a slab is
+  // refused naming the setting that raises the limit (host_slab).
+  Status FitsHostPool(std::span<const uint64_t> sizes, const char* what) const {
+    Status fits = store_->host().CheckFits(sizes);
+    if (fits.ok()) return fits;
+    if (fits.code() == StatusCode::kInvalidArgument)
+      return Status::InvalidArgument(std::string(what) + ": " + std::string(fits.message()) +
+                                     "; a larger host_slab holds it (docs/config.md)");
+    return fits.WithContext(what);
+  }
+
   size_t Fetch(std::span<const BlockKey> keys) override {
     const size_t local = store_->Lookup(keys).prefix_blocks;
     if (!cluster_ || local >= keys.size()) return local;
@@ -184,7 +195,7 @@ class LocalNode final : public Node {
         begun.push_back(keys[i]);
       }
     }
-    if (!uncached.empty()) STRATA_RETURN_IF_ERROR(store_->host().CheckFits(uncached));
+    if (!uncached.empty()) STRATA_RETURN_IF_ERROR(FitsHostPool(uncached, "Exists"));
     activity_.Begun(begun);  // a store's first step: in flight until committed
     return out;
   }
@@ -206,7 +217,7 @@ class LocalNode final : public Node {
     std::vector<uint64_t> sizes;
     sizes.reserve(blocks.size());
     for (const StagedBlock& b : blocks) sizes.push_back(b.payload.size());
-    STRATA_RETURN_IF_ERROR(host.CheckFits(sizes).WithContext("Store"));
+    STRATA_RETURN_IF_ERROR(FitsHostPool(sizes, "Store"));
     for (const StagedBlock& b : blocks) {
       if (b.payload.empty())
         return Partial(outcome, Status::InvalidArgument("Store: block " + b.key.ToHex() +
@@ -651,6 +662,7 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
   store::TieredStoreOptions so;
   so.host.capacity_bytes =
       options.host_pool_bytes ? options.host_pool_bytes : DefaultHostPoolBytes();
+  if (options.host_slab_bytes != 0) so.host.pool.slab_bytes = options.host_slab_bytes;
   auto policy = store::ParsePolicyKind(options.eviction_policy);
   if (!policy.ok()) return policy.status().WithContext("eviction_policy");
   so.host.pool.policy.kind = *policy;

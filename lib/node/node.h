@@ -82,6 +82,9 @@ struct NodeOptions {
   // Bytes of the shared host pool. Default: 0 = a quarter of the machine's available memory,
   // capped at 64 GiB.
   uint64_t host_pool_bytes = 0;
+  // Bytes of one host-pool slab: the largest block the host tier holds (store/slab_allocator.h).
+  // A multiple of 2 MiB, at most 256 MiB. Default: 0 = 16 MiB.
+  uint64_t host_slab_bytes = 0;
   // Directory of the disk tier; empty disables it. Default: "./strata-data".
   std::string data_dir = "./strata-data";
   // Bytes the disk tier may use (stored bytes: compressed ones count as their compressed size).

@@ -8,11 +8,15 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
 #include <thread>
 
 #include "etcd_process.h"
 #include "transport/membership/etcd_client.h"
 #include "transport/membership/etcd_membership.h"
+#include "transport/membership/static_membership.h"
 #include "wait_for.h"
 
 namespace strata::transport {
@@ -56,6 +60,56 @@ TEST_CASE("static membership lists its members sorted and refuses duplicates",
   CHECK(seen.size() == 3);
   CHECK(StaticMembership::Open({M("a"), M("a")}).status().IsInvalidArgument());
   CHECK(StaticMembership::Open({Member{}}).status().IsInvalidArgument());
+}
+
+TEST_CASE("static membership through a shared directory: peers appear and leave with their files",
+          "[transport][membership]") {
+  const std::string dir = "/tmp/strata-static-membership-" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  auto open = [&](const std::string& id, std::vector<std::string> peers) {
+    StaticMembershipOptions o;
+    o.self = M(id);
+    o.peers = std::move(peers);
+    o.dir = dir;
+    o.poll_interval = std::chrono::milliseconds(10);
+    return StaticMembership::OpenInDirectory(std::move(o));
+  };
+  auto a = open("a", {"b", "c"});
+  REQUIRE(a.ok());
+  CHECK(Ids((*a)->Members()) == std::vector<std::string>{"a"});  // b has not published yet
+  std::vector<std::vector<std::string>> seen;
+  std::mutex mu;
+  (*a)->SetListener([&](const std::vector<Member>& m) {
+    std::lock_guard<std::mutex> lock(mu);
+    seen.push_back(Ids(m));
+  });
+  auto b = open("b", {"a"});
+  REQUIRE(b.ok());
+  CHECK(Ids((*b)->Members()) == std::vector<std::string>{"a", "b"});
+  auto waits = [&](std::vector<std::string> want) {
+    for (int i = 0; i < 300; ++i) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!seen.empty() && seen.back() == want) return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  };
+  CHECK(waits({"a", "b"}));
+  // A file that is not a member record is not a member.
+  std::ofstream(dir + "/c.member") << "not json";
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(Ids((*a)->Members()) == std::vector<std::string>{"a", "b"});
+  CHECK((*a)->Check().ok());
+  b->reset();  // removes its file
+  CHECK_FALSE(std::filesystem::exists(dir + "/b.member"));
+  CHECK(waits({"a"}));
+  StaticMembershipOptions none;
+  none.self = M("x");
+  CHECK(StaticMembership::OpenInDirectory(none).status().IsInvalidArgument());
+  a->reset();
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("member values round-trip - malformed ones are Corruption", "[transport][membership]") {

@@ -438,7 +438,20 @@ struct PullFigures {
   double p50_us = 0, p99_us = 0;
   size_t blocks = 0;
   uint64_t pulled_from_holders = 0;  // holders that served blocks in the last rep
+  // The puller's Fetch profile over the timed reps (cluster stats "fetch_profile"), ms per
+  // load: where the time of a whole-prefix load went on the puller node.
+  nlohmann::json profile_ms_per_load;
 };
+
+// The puller's cumulative Fetch profile (seconds; cluster stats "fetch_profile").
+nlohmann::json FetchProfile(Client& c) {
+  auto s = c.Stats();
+  if (!s.ok()) return {};
+  auto j = nlohmann::json::parse(*s, nullptr, false);
+  if (!j.is_object() || !j.contains("cluster") || !j["cluster"].contains("fetch_profile"))
+    return {};
+  return j["cluster"]["fetch_profile"];
+}
 
 Result<PullFigures> MeasurePulls(const Options& opt, Cluster& c, size_t size, size_t blocks) {
   STRATA_ASSIGN_OR_RETURN(Namespace ns, BenchNamespace(size));
@@ -476,10 +489,12 @@ Result<PullFigures> MeasurePulls(const Options& opt, Cluster& c, size_t size, si
   std::vector<MutableBuffer> out;
   for (size_t i = 0; i < blocks; ++i) out.push_back({out_bytes.data() + i * size, size});
 
+  double lookup_s = 0;  // the client's Lookup calls, summed
   auto load = [&](size_t n) -> Result<double> {
     STRATA_RETURN_IF_ERROR(p.Clear(ns.id()).status());
     const auto t0 = Clock::now();
     STRATA_ASSIGN_OR_RETURN(auto look, p.Lookup(std::span<const BlockKey>(keys.data(), n)));
+    lookup_s += std::chrono::duration<double>(Clock::now() - t0).count();
     if (look.matched_blocks != n) return Status::NotFound("lookup lost blocks");
     STRATA_ASSIGN_OR_RETURN(
         size_t loaded, p.Load(ns, std::span<const BlockKey>(keys.data(), n),
@@ -498,9 +513,22 @@ Result<PullFigures> MeasurePulls(const Options& opt, Cluster& c, size_t size, si
   if (std::memcmp(out_bytes.data() + (blocks - 1) * size, payload.data(), size) != 0)
     return Status::Corruption("the last loaded block differs from what was stored");
   std::vector<double> times;
+  const nlohmann::json before = FetchProfile(p);
+  lookup_s = 0;
   for (int r = 0; r < opt.reps; ++r) {
     STRATA_ASSIGN_OR_RETURN(double s, load(blocks));
     times.push_back(s);
+  }
+  const nlohmann::json after = FetchProfile(p);
+  if (before.is_object() && after.is_object()) {
+    for (const char* k : {"lookup_s", "prepare_s", "pull_s", "first_data_s", "verify_s",
+                          "commit_s"}) {
+      const double d = after.value(k, 0.0) - before.value(k, 0.0);
+      std::string name(k);
+      name.replace(name.size() - 2, 2, "_ms");
+      f.profile_ms_per_load[name] = d / opt.reps * 1e3;
+    }
+    f.profile_ms_per_load["client_lookup_ms"] = lookup_s / opt.reps * 1e3;
   }
   std::sort(times.begin(), times.end());
   f.median_s = times[times.size() / 2];
@@ -604,7 +632,9 @@ void Run(const Options& opt) {
                       {"target_ratio", *size >= (size_t{2} << 20) ? 0.85 : 0.7},
                       {"baseline_flags", "ucp_am_bw, the better of -e and without"},
                       {"ucx_perftest_e_gbps", base.gbps_e},
-                      {"ucx_perftest_no_e_gbps", base.gbps_no_e}});
+                      {"ucx_perftest_no_e_gbps", base.gbps_no_e},
+                      {"load_ms", f->median_s * 1e3},
+                      {"puller_fetch_profile_ms", f->profile_ms_per_load}});
         report.Add({"pull/" + tag, "GB/s", f->gbps, "ucx_perftest", base.best_gbps(), true,
                     extra});
         nlohmann::json lat_extra = common;

@@ -38,6 +38,8 @@ constexpr SettingFlag kSettingFlags[] = {
     {"--socket", "socket", "Unix socket path [STRATA_SOCKET]"},
     {"--data-dir", "data_dir", "Disk tier directory [STRATA_DATA_DIR]"},
     {"--host-pool", "host_pool", "Host pool size, e.g. 8GiB or 8GB [STRATA_HOST_POOL]"},
+    {"--host-slab", "host_slab",
+     "Host pool slab size, the largest block it holds (default 16MiB) [STRATA_HOST_SLAB]"},
     {"--device-pool", "device_pool",
      "GPU memory for the device tier, e.g. 4GiB; CUDA builds with a GPU [STRATA_DEVICE_POOL]"},
     {"--device", "device", "CUDA device ordinal of the device tier (default 0) [STRATA_DEVICE]"},

@@ -19,22 +19,6 @@ int Decode6(char c) {
 
 }  // namespace
 
-Result<std::unique_ptr<StaticMembership>> StaticMembership::Open(std::vector<Member> members) {
-  std::set<std::string> ids;
-  for (const Member& m : members) {
-    if (m.id.empty()) return Status::InvalidArgument("static membership: a member has no id");
-    if (!ids.insert(m.id).second)
-      return Status::InvalidArgument("static membership: member id " + m.id + " is listed twice");
-  }
-  std::sort(members.begin(), members.end(),
-            [](const Member& a, const Member& b) { return a.id < b.id; });
-  return std::unique_ptr<StaticMembership>(new StaticMembership(std::move(members)));
-}
-
-void StaticMembership::SetListener(Listener listener) {
-  if (listener) listener(members_);
-}
-
 std::string Base64Encode(std::span<const std::byte> bytes) {
   std::string out;
   out.reserve((bytes.size() + 2) / 3 * 4);

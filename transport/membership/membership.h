@@ -1,6 +1,7 @@
 // Membership: who is in the cluster now (docs/cluster.md, "Membership").
 //
-//  - StaticMembership: the members are listed in configuration and never change.
+//  - StaticMembership (static_membership.h): the members are named in configuration; their
+//    addresses come from a fixed list or from files in a shared directory.
 //  - EtcdMembership (etcd_membership.h): each node registers under a lease with a TTL and keeps it
 //    alive; every node watches the member prefix; a member whose lease expired is dropped.
 //
@@ -45,19 +46,6 @@ class Membership {
   virtual std::vector<Member> Members() const = 0;
   // Calls `listener` with the full member list after every change (and once now).
   virtual void SetListener(Listener listener) = 0;
-};
-
-class StaticMembership : public Membership {
- public:
-  // InvalidArgument on an empty or duplicate id.
-  static Result<std::unique_ptr<StaticMembership>> Open(std::vector<Member> members);
-
-  std::vector<Member> Members() const override { return members_; }
-  void SetListener(Listener listener) override;
-
- private:
-  explicit StaticMembership(std::vector<Member> m) : members_(std::move(m)) {}
-  std::vector<Member> members_;
 };
 
 // Base64 (RFC 4648, with padding): how member addresses travel in etcd values and configs.

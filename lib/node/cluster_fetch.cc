@@ -1,0 +1,308 @@
+// Cluster fetching: lookups, holder hints and ranking, pulls, placement, commit (cluster_impl.h).
+#include <algorithm>
+
+#include "node/cluster_impl.h"
+
+namespace strata {
+
+size_t ClusterImpl::RemotePrefix(std::span<const BlockKey> keys) {
+  if (keys.empty()) return 0;
+  auto holders = client_->Lookup(std::vector<BlockKey>(keys.begin(), keys.end()));
+  size_t n = 0;
+  while (n < holders.size() && HasPeer(holders[n])) ++n;
+  NoteHints(keys.first(n), holders);
+  return n;
+}
+
+void ClusterImpl::NoteHints(std::span<const BlockKey> keys, const std::vector<std::vector<std::string>>& h) {
+  const auto now = Clock::now();
+  std::lock_guard<std::mutex> lock(hints_mu_);
+  if (hints_.size() + keys.size() > kMaxHints) hints_.clear();
+  for (size_t i = 0; i < keys.size() && i < h.size(); ++i) hints_[keys[i]] = Hint{h[i], now};
+}
+
+// The hinted holders of every key of `keys` (taken: a hint serves one Fetch), or nothing when
+// a key has no fresh hint.
+std::optional<std::vector<std::vector<std::string>>> ClusterImpl::TakeHints(std::span<const BlockKey> keys) {
+  const auto now = Clock::now();
+  std::lock_guard<std::mutex> lock(hints_mu_);
+  std::vector<std::vector<std::string>> out;
+  out.reserve(keys.size());
+  for (const BlockKey& k : keys) {
+    auto it = hints_.find(k);
+    if (it == hints_.end() || now - it->second.at > kHintTtl) return std::nullopt;
+    out.push_back(it->second.holders);
+  }
+  for (const BlockKey& k : keys) hints_.erase(k);
+  return out;
+}
+
+void ClusterImpl::FetchLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    cv_.wait(lock, [&] { return stop_ || !fetch_queue_.empty(); });
+    if (stop_) break;
+    std::vector<BlockKey> keys = std::move(fetch_queue_.front());
+    fetch_queue_.pop_front();
+    lock.unlock();
+    const size_t local = store_->Lookup(keys).prefix_blocks;
+    (void)Fetch(keys, local);
+    lock.lock();
+  }
+}
+
+size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
+  if (local_prefix >= keys.size()) return local_prefix;
+  const std::span<const BlockKey> rest = keys.subspan(local_prefix);
+  fetches_.fetch_add(1, std::memory_order_relaxed);
+  const auto looked_up = Clock::now();
+  auto hinted = TakeHints(rest);
+  const bool from_hints = hinted.has_value();
+  auto holders = from_hints ? std::move(*hinted)
+                            : client_->Lookup(std::vector<BlockKey>(rest.begin(), rest.end()));
+  AddNs(prof_lookup_ns_, Clock::now() - looked_up);
+  if (from_hints) hinted_fetches_.fetch_add(1, std::memory_order_relaxed);
+  size_t n = 0;
+  while (n < holders.size() && HasPeer(holders[n])) ++n;
+  if (n == 0) return local_prefix;
+
+  std::vector<Status> result(n, Status::Unavailable("not pulled"));
+  std::vector<uint8_t> done(n, 0);
+  std::vector<std::set<std::string>> tried(n);
+  std::vector<uint64_t> room(n, 0);
+  // Round 0 asks the best holder of each block; round 1 asks another holder for the blocks whose
+  // holder answered that it cannot serve them (the directory is a hint: an entry may be stale)
+  // or whose connection failed fast, and asks again (any holder) for the blocks that found no
+  // free space on arrival: this thread makes room for them first. A timeout is not retried: the
+  // bound stays one timeout per round, and a stalled peer costs at most one.
+  // Blocks of this prefix committed in round 0 are held (reader references) while round 1 makes
+  // room, so that room for the rest is not made by evicting them.
+  std::vector<store::PinnedBlock> held;
+  for (int round = 0; round < 2; ++round) {
+    if (round > 0 && std::any_of(room.begin(), room.end(), [](uint64_t r) { return r > 0; }))
+      for (size_t i = 0; i < n; ++i)
+        if (done[i])
+          if (auto b = store_->host().Acquire(rest[i]); b.ok()) held.push_back(std::move(b).value());
+    std::vector<size_t> want;
+    for (size_t i = 0; i < n; ++i) {
+      if (done[i]) continue;
+      if (round > 0 && room[i] > 0) {
+        tried[i].clear();
+        want.push_back(i);
+        continue;
+      }
+      if (round > 0 && (result[i].code() == StatusCode::kTimedOut ||
+                        result[i].code() == StatusCode::kResourceExhausted ||
+                        result[i].code() == StatusCode::kAlreadyExists))
+        continue;
+      want.push_back(i);
+    }
+    if (want.empty()) break;
+    const bool stale = std::any_of(want.begin(), want.end(), [&](size_t i) {
+      return result[i].code() == StatusCode::kNotFound;
+    });
+    if (round > 0 && from_hints && stale) {
+      // A holder no longer has what the hint named: the second round asks the directory.
+      auto fresh = client_->Lookup(std::vector<BlockKey>(rest.begin(), rest.begin() + n));
+      for (size_t i = 0; i < n && i < fresh.size(); ++i) holders[i] = std::move(fresh[i]);
+    }
+    PullRound(keys, local_prefix, holders, want, tried, result, done, room);
+  }
+  return store_->Lookup(keys).prefix_blocks;
+}
+
+void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
+                            const std::vector<std::vector<std::string>>& holders,
+                            const std::vector<size_t>& want,
+                            std::vector<std::set<std::string>>& tried,
+                            std::vector<Status>& result, std::vector<uint8_t>& done,
+                            std::vector<uint64_t>& room) {
+  const std::span<const BlockKey> rest = keys.subspan(local_prefix);
+  // Holder choice per block: a peer on this host first, then the fewest pulls in flight
+  // (counting the blocks this round has already given it), then the id (deterministic).
+  std::map<std::string, std::vector<size_t>> by_holder;  // holder -> indices into rest
+  std::map<std::string, std::vector<std::byte>> addresses;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::unordered_map<std::string, int> load = in_flight_;
+    auto rank = [&](const std::string& id) {
+      auto m = members_.find(id);
+      const bool same_host = m != members_.end() && m->second.host == self_.host;
+      return std::make_tuple(same_host ? 0 : 1, load[id], id);
+    };
+    for (size_t i : want) {
+      const std::string* best = nullptr;
+      for (const auto& h : holders[i]) {
+        if (h == self_.id || !members_.count(h) || tried[i].count(h)) continue;
+        if (best == nullptr || rank(h) < rank(*best)) best = &h;
+      }
+      if (best == nullptr) continue;  // no (other) live holder
+      tried[i].insert(*best);
+      ++load[*best];
+      by_holder[*best].push_back(i);
+      addresses[*best] = members_.at(*best).address;
+    }
+    for (const auto& [h, idx] : by_holder) in_flight_[h] += static_cast<int>(idx.size());
+  }
+  if (by_holder.empty()) return;
+
+  const auto preparing = Clock::now();
+  std::unordered_map<size_t, Landing> landings;  // by index into rest; stable addresses
+  for (const auto& [h, idx] : by_holder)
+    for (size_t i : idx) landings[i];
+  const size_t max_payload = store_->host().max_payload_bytes();
+  std::byte* const payload_base = store_->host().payload_base();
+  store::TieredStore* store = store_;
+  struct Issued {
+    std::string holder;
+    std::vector<size_t> indices;
+    std::unique_ptr<transport::PullOp> op;
+    Clock::time_point posted;
+  };
+  std::vector<Issued> issued;
+  for (auto& [holder, indices] : by_holder) {
+    Status connected = transport_->Connect(holder, addresses[holder]);
+    if (!connected.ok()) {
+      for (size_t i : indices) result[i] = connected;
+      NoteFailures(holder, indices.size());
+      continue;
+    }
+    for (size_t start = 0; start < indices.size(); start += wire::kMaxKeysPerMessage) {
+      const size_t end = std::min(indices.size(), start + wire::kMaxKeysPerMessage);
+      std::vector<transport::PullTarget> targets;
+      std::vector<size_t> part(indices.begin() + start, indices.begin() + end);
+      std::vector<size_t> placed;
+      for (size_t i : part) {
+        transport::PullTarget t;
+        t.key = rest[i];
+        Landing* landing = &landings[i];
+        t.header_dest = landing->header.data();
+        if (room[i] > 0) {
+          // No free space on arrival last round: reserve now, on this thread (evicting and
+          // writing back as needed). A cluster node has one tenant (Node::Open), tenant 0.
+          auto r = store->host().Reserve(rest[i], room[i], /*tenant=*/0);
+          room[i] = 0;
+          room_retries_.fetch_add(1, std::memory_order_relaxed);
+          if (!r.ok()) {
+            result[i] = r.status();
+            continue;
+          }
+          landing->reservation = *r;
+          t.dest = payload_base + r->offset;
+          t.capacity = r->length;
+          targets.push_back(std::move(t));
+          placed.push_back(i);
+          continue;
+        }
+        t.capacity = max_payload;
+        uint64_t* wanted = &room[i];
+        // Runs on the progress thread when the block's header arrives: the payload lands
+        // straight in a host-tier reservation of the right length, taken without eviction (no
+        // eviction lock, write-back or disk I/O on the progress thread); without free space the
+        // block is refused and its length noted for the next round.
+        t.allocate = [store, landing, payload_base, wanted](const BlockHeader& h) -> std::byte* {
+          auto r =
+              store->host().TryReserve(h.key, h.payload_length, store->host().TenantOf(h.ns));
+          if (!r.ok()) {
+            if (r.status().code() == StatusCode::kNoSpace) *wanted = h.payload_length;
+            return nullptr;  // cached meanwhile, no free space, or no tenant known
+          }
+          landing->reservation = *r;
+          return payload_base + r->offset;
+        };
+        targets.push_back(std::move(t));
+        placed.push_back(i);
+      }
+      part = std::move(placed);
+      if (targets.empty()) continue;
+      auto op = transport_->PreparePull(holder, NamespaceId{}, std::move(targets));
+      if (!op.ok()) {
+        for (size_t i : part) result[i] = op.status();
+        NoteFailures(holder, part.size());
+        continue;
+      }
+      const Clock::time_point posted_at = Clock::now();
+      Status posted = (*op)->Post();
+      if (!posted.ok()) {
+        for (size_t i : part) result[i] = posted;
+        NoteFailures(holder, part.size());
+        continue;
+      }
+      issued.push_back({holder, std::move(part), std::move(op).value(), posted_at});
+    }
+  }
+  pulls_.fetch_add(issued.size(), std::memory_order_relaxed);
+  const auto pulling = Clock::now();
+  AddNs(prof_prepare_ns_, pulling - preparing);
+  double first_data_s = 0;
+  for (Issued& is : issued) {
+    transport::PullResult r = is.op->Wait();
+    AddSeconds(prof_verify_ns_, r.verify_s);
+    if (r.first_data_s > 0 && (first_data_s == 0 || r.first_data_s < first_data_s))
+      first_data_s = r.first_data_s;
+    const double seconds = std::chrono::duration<double>(Clock::now() - is.posted).count();
+    uint64_t blocks = 0, bytes = 0, failures = 0;
+    for (size_t k = 0; k < is.indices.size(); ++k) {
+      const size_t i = is.indices[k];
+      if (k < r.blocks.size()) result[i] = r.blocks[k];
+      if (result[i].ok() && landings[i].reservation) {
+        ++blocks;
+        bytes += landings[i].reservation->length;
+      } else {
+        ++failures;
+      }
+    }
+    NotePull(is.holder, seconds, blocks, bytes, failures);
+  }
+  const auto committing = Clock::now();
+  AddNs(prof_pull_ns_, committing - pulling);
+  AddSeconds(prof_first_data_ns_, first_data_s);
+  struct CommitTimer {
+    std::atomic<uint64_t>& to;
+    Clock::time_point from;
+    ~CommitTimer() { AddNs(to, Clock::now() - from); }
+  } commit_timer{prof_commit_ns_, committing};
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [h, idx] : by_holder) in_flight_[h] -= static_cast<int>(idx.size());
+  }
+  // Insert what arrived and verified (the transport checked header, key and payload checksum),
+  // in chain order so each block's parent is known; free what did not.
+  std::vector<size_t> order;
+  for (const auto& [i, l] : landings) order.push_back(i);
+  std::sort(order.begin(), order.end());
+  for (size_t i : order) {
+    Landing& l = landings[i];
+    if (!l.reservation) {
+      if (!result[i].ok()) pull_failures_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    if (!result[i].ok()) {
+      store_->host().Abort(*l.reservation);
+      pull_failures_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    auto header = DecodeBlockHeader(l.header);
+    if (!header.ok() || header->key != rest[i]) {  // verified already; belt and braces
+      store_->host().Abort(*l.reservation);
+      result[i] = Status::Corruption("pulled block header changed after verification");
+      pull_failures_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    store::PutOptions put;
+    const size_t pos = local_prefix + i;
+    if (pos > 0) put.parent = &keys[pos - 1];
+    Status st = store_->CommitReserved(*l.reservation, *header, put, /*verify=*/false);
+    if (st.ok()) {
+      done[i] = 1;
+      Added(rest[i]);
+      pulled_blocks_.fetch_add(1, std::memory_order_relaxed);
+      pulled_bytes_.fetch_add(header->payload_length, std::memory_order_relaxed);
+    } else {
+      result[i] = st;
+      pull_failures_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+}  // namespace strata

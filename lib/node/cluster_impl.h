@@ -1,0 +1,223 @@
+// The cluster node's private state (lib/node/cluster.h), shared by the files that implement it,
+// one concept each:
+//   cluster.cc          opening the node (transport, membership: etcd or static), membership
+//                       changes and the announce loop, statistics
+//   cluster_fetch.cc    fetching: directory lookups and holder hints, the fetch queue, holder
+//                       ranking, pulls, placement and commit
+//   host_block_source.h serving peers' pulls from the host tier
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "node/cluster.h"
+#include "node/host_block_source.h"
+#include "store/tiered_store.h"
+#include "strata/block_format.h"
+#include "transport/directory/directory.h"
+#include "transport/directory/transport_peers.h"
+#include "transport/membership/membership.h"
+#include "transport/membership/static_membership.h"
+#include "transport/peer_transport.h"
+
+namespace strata {
+
+class ClusterImpl final : public Cluster {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  ClusterImpl(const ClusterOptions& options, store::TieredStore* store)
+      : options_(options), store_(store), source_(store) {}
+
+  ~ClusterImpl() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (worker_.joinable()) worker_.join();
+    if (fetcher_.joinable()) fetcher_.join();
+    // Leaves (revokes the lease, removes the member file) before the transport goes.
+    membership_.reset();
+    transport_.reset();
+  }
+
+  Status Start();
+
+  const std::string& node_id() const override { return self_.id; }
+
+  void Added(const BlockKey& key) override {
+    client_->Added(key);
+    added_.fetch_add(1, std::memory_order_relaxed);
+  }
+  void Evicted(const BlockKey& key) override {
+    client_->Evicted(key);
+    evicted_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  size_t RemotePrefix(std::span<const BlockKey> keys) override;
+
+  size_t Fetch(std::span<const BlockKey> keys, size_t local_prefix) override;
+
+  // Queues a background Fetch (Prefetch).
+  void FetchAsync(std::vector<BlockKey> keys) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    fetch_queue_.push_back(std::move(keys));
+    cv_.notify_all();
+  }
+
+  std::string StatsJson() override;
+
+  std::string PeersJson() override;
+
+  Status CheckMembership() override;
+
+ private:
+  // Holder hints: what the directory answered a client's Lookup (RemotePrefix), kept for
+  // kHintTtl so that the Load that follows pulls without asking the directory again (one round
+  // trip through the shard owner's progress thread less). A hint is as good as the directory's
+  // answer was: a stale one fails its blocks in the first round, and the second round asks the
+  // directory afresh (Fetch).
+  static constexpr auto kHintTtl = std::chrono::milliseconds(500);
+  static constexpr size_t kMaxHints = 1 << 16;
+  struct Hint {
+    std::vector<std::string> holders;
+    Clock::time_point at;
+  };
+  void NoteHints(std::span<const BlockKey> keys, const std::vector<std::vector<std::string>>& h);
+  // The hinted holders of every key of `keys` (taken: a hint serves one Fetch), or nothing when
+  // a key has no fresh hint.
+  std::optional<std::vector<std::vector<std::string>>> TakeHints(std::span<const BlockKey> keys);
+
+  bool HasPeer(const std::vector<std::string>& holders) const {
+    for (const auto& h : holders)
+      if (h != self_.id) return true;
+    return false;
+  }
+
+  // New member list: addresses for the directory's connections, shards move, held keys are
+  // re-announced, sessions with departed peers dropped. A member that fails the secret handshake
+  // (either side refuses the other's proof) stays a member, since etcd or the static directory
+  // lists it, but owns no directory shard: the shards are spread over the members this node
+  // shares the secret with. Rejected members are tried again every kRecheckRejected.
+  void ApplyMembers(const std::vector<transport::Member>& members);
+
+  void BackgroundLoop();
+
+  void FetchLoop();
+
+  // One round of Fetch: pulls rest[i] for each i of `want` from its best holder not yet tried,
+  // commits what verified (done[i] = 1), records each block's status in result[i].
+  // Placement: a block with room[i] == 0 is placed when its header arrives, on the progress
+  // thread, without eviction (TryReserve); one that found no free space there records its
+  // length in room[i]. A block with room[i] > 0 gets its reservation here, on the calling
+  // thread, evicting (and writing back) as needed, before its pull is posted.
+  void PullRound(std::span<const BlockKey> keys, size_t local_prefix,
+                 const std::vector<std::vector<std::string>>& holders,
+                 const std::vector<size_t>& want, std::vector<std::set<std::string>>& tried,
+                 std::vector<Status>& result, std::vector<uint8_t>& done,
+                 std::vector<uint64_t>& room);
+
+  // Per pulled block: where its header lands and the host reservation its payload went to.
+  struct Landing {
+    std::array<std::byte, kBlockHeaderSize> header{};
+    std::optional<store::WriteReservation> reservation;
+  };
+
+  const ClusterOptions options_;
+  store::TieredStore* store_;
+  transport::Member self_;
+  HostBlockSource source_;  // declared before transport_: outlives it
+  std::unique_ptr<transport::DirectoryShard> shard_;
+  std::unique_ptr<transport::PeerTransport> transport_;
+  std::unique_ptr<transport::TransportDirectoryPeers> peers_;
+  std::unique_ptr<transport::DirectoryClient> client_;
+  std::unique_ptr<transport::Membership> membership_;
+  std::mutex hints_mu_;
+  std::unordered_map<BlockKey, Hint, BlockKeyHash> hints_;  // GUARDED_BY(hints_mu_)
+  transport::StaticMembership* static_membership_ = nullptr;  // membership_, when static
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;                                                // GUARDED_BY(mu_)
+  std::map<std::string, transport::Member> members_;                 // GUARDED_BY(mu_)
+  static constexpr std::chrono::seconds kRecheckRejected{2};
+  std::set<std::string> rejected_;                                   // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point rejected_checked_;           // GUARDED_BY(mu_)
+  std::optional<std::vector<transport::Member>> pending_members_;   // GUARDED_BY(mu_)
+  std::unordered_map<std::string, int> in_flight_;                  // GUARDED_BY(mu_)
+  std::deque<std::vector<BlockKey>> fetch_queue_;                    // GUARDED_BY(mu_)
+  std::thread worker_;
+  std::thread fetcher_;
+
+  // When this node saw each member's current registration appear (its "lease age").
+  std::map<std::string, Clock::time_point> member_since_;           // GUARDED_BY(mu_)
+
+  std::atomic<uint64_t> added_{0}, evicted_{0}, pulls_{0}, pulled_blocks_{0}, pulled_bytes_{0},
+      pull_failures_{0};
+  // Fetch's stage profile (StatsJson "fetch_profile"), nanoseconds summed over every Fetch.
+  std::atomic<uint64_t> room_retries_{0}, hinted_fetches_{0};
+  std::atomic<uint64_t> fetches_{0}, prof_lookup_ns_{0}, prof_prepare_ns_{0}, prof_pull_ns_{0},
+      prof_first_data_ns_{0}, prof_verify_ns_{0}, prof_commit_ns_{0};
+  static void AddNs(std::atomic<uint64_t>& to, Clock::duration d) {
+    to.fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(d)
+                                           .count()),
+                 std::memory_order_relaxed);
+  }
+  static void AddSeconds(std::atomic<uint64_t>& to, double s) {
+    to.fetch_add(static_cast<uint64_t>(s * 1e9), std::memory_order_relaxed);
+  }
+
+  // Pulls from each peer, measured in PullRound: totals and the last kMaxSamples pull ops.
+  static constexpr auto kRecentPulls = std::chrono::seconds(60);
+  static constexpr size_t kMaxSamples = 1024;
+  struct PullSample {
+    Clock::time_point at;
+    double seconds = 0;
+    uint64_t bytes = 0;
+  };
+  // Bounds (seconds) of the per-peer pull time histogram in StatsJson's "peers" (/metrics).
+  static constexpr std::array<double, 15> kPullBounds = {
+      1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5, 5};
+  struct PeerPulls {
+    uint64_t ops = 0, blocks = 0, bytes = 0, failures = 0;
+    std::deque<PullSample> recent;
+    std::array<uint64_t, kPullBounds.size() + 1> buckets{};  // per bound, then +Inf
+    double seconds = 0;
+  };
+  void NotePull(const std::string& peer, double seconds, uint64_t blocks, uint64_t bytes,
+                uint64_t failures) {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    PeerPulls& p = peer_pulls_[peer];
+    ++p.ops;
+    p.blocks += blocks;
+    p.bytes += bytes;
+    p.failures += failures;
+    p.recent.push_back({Clock::now(), seconds, bytes});
+    ++p.buckets[std::lower_bound(kPullBounds.begin(), kPullBounds.end(), seconds) -
+                kPullBounds.begin()];
+    p.seconds += seconds;
+    if (p.recent.size() > kMaxSamples) p.recent.pop_front();
+  }
+  void NoteFailures(const std::string& peer, uint64_t failures) {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    peer_pulls_[peer].failures += failures;
+  }
+  std::mutex stats_mu_;
+  std::map<std::string, PeerPulls> peer_pulls_;  // GUARDED_BY(stats_mu_)
+};
+
+}  // namespace strata

@@ -1,0 +1,208 @@
+// The PeerTransport's private state (transport/peer_transport.h), shared by the files that
+// implement it, one concept each:
+//   peer_transport.cc   the transport's core: open, connect, failures and timeouts, the
+//                       control-message dispatch
+//   peer_session.cc     sessions: the handshake and admission (transport/wire/auth.h), and the
+//                       server side of control requests
+//   peer_rpc.cc         request/response calls: lookups, announces, raw test messages
+//   pull_client.cc      pulls: prepare/post/wait, data landing, verification
+//   pull_server.cc      serving pulls from the BlockSource
+// Everything here runs on the engine's progress thread unless a comment says otherwise.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <future>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "transport/peer_transport.h"
+#include "transport/wire/auth.h"
+
+namespace strata::transport {
+
+using Clock = std::chrono::steady_clock;
+
+// How long a timed-out pull waits for UCX to report its cancelled receives before giving up on
+// them (the connection is closed by then).
+inline constexpr std::chrono::milliseconds kCancelGrace{300};
+
+struct PullOp::State {
+  PeerTransport::Impl* impl = nullptr;
+  std::string peer;
+  ConnId conn = 0;
+  uint64_t request_id = 0;
+  NamespaceId ns;
+  std::vector<PullTarget> targets;
+  std::vector<std::byte> frame;
+  // Progress-thread state.
+  std::vector<Status> status;
+  std::vector<uint8_t> settled;
+  size_t unsettled = 0;
+  size_t receiving = 0;  // accepted data messages whose bytes have not landed or failed yet
+  size_t bytes = 0;
+  Status failure;        // set when the connection failed or the request timed out
+  Clock::time_point deadline;
+  Clock::time_point posted_at;   // when the progress thread issued the request
+  Clock::time_point first_data;  // the first data message's header arrived
+  double verify_s = 0;           // progress-thread time in payload verification
+  bool posted = false;
+  bool finished = false;
+  std::promise<PullResult> promise;
+  std::future<PullResult> future = promise.get_future();
+};
+
+struct PeerTransport::Impl {
+  struct Waiter {
+    std::shared_ptr<std::promise<Status>> promise;
+  };
+  // Client side of a connection, by peer id.
+  struct Session {
+    std::string peer;
+    ConnId conn = 0;       // control endpoint (UCX peer error handling)
+    ConnId data_conn = 0;  // pulls; 0: they ride `conn` (options.data_peer_errors)
+    std::vector<std::byte> address;
+    ConnId PullConn() const { return data_conn != 0 ? data_conn : conn; }
+    bool ready = false;
+    std::vector<std::byte> client_nonce;
+    uint64_t handshake_id = 0;
+    std::vector<std::byte> token;  // from AuthOk; sent with every request
+    Clock::time_point deadline;
+    std::vector<std::shared_ptr<std::promise<Status>>> waiters;
+    std::vector<std::shared_ptr<std::promise<Status>>> raw_waiters;
+  };
+  // Server side of a handshake in progress, by client id.
+  struct PendingHandshake {
+    uint64_t request_id = 0;
+    std::vector<std::byte> client_nonce;
+    std::vector<std::byte> server_nonce;
+  };
+  struct Rpc {
+    ConnId conn = 0;
+    Clock::time_point deadline;
+    std::shared_ptr<std::promise<Result<wire::Message>>> promise;
+  };
+
+  PeerTransportOptions options;
+  std::unique_ptr<UcxEngine> engine;
+  // Request ids start at a random point so that another peer cannot guess them.
+  std::atomic<uint64_t> next_request{RandomStart()};
+  static uint64_t RandomStart() {
+    auto n = wire::RandomNonce();
+    uint64_t v = 0;
+    std::memcpy(&v, n.data(), sizeof(v));
+    return (v >> 24) | 1;  // leaves room below 2^44 for the data cookie's request bits
+  }
+
+  // Progress-thread state.
+  std::unordered_map<std::string, Session> sessions;
+  std::unordered_map<ConnId, std::string> client_conns;  // conn -> session key
+  std::unordered_map<uint64_t, std::string> handshakes;   // handshake id -> session key
+  // Admission, by session token rather than by connection: UCX may deliver one peer's messages
+  // on more than one endpoint (two nodes that connect to each other share a matched pair).
+  std::unordered_map<std::string, PendingHandshake> pending_handshakes;  // by client id
+  std::unordered_map<std::string, std::string> admitted;         // token -> client id
+  std::unordered_map<std::string, std::string> token_of_client;  // client id -> token
+  std::unordered_map<uint64_t, Rpc> rpcs;
+  std::unordered_map<uint64_t, std::shared_ptr<PullOp::State>> pulls;
+  // Server side: a block pinned for a send. Released when the send completes, or at `deadline`
+  // (two request timeouts after the request came: the puller has given the pull up by then) if
+  // it never does: a puller that died may leave the send pending forever on an endpoint without
+  // peer error handling. A send that completes after its pin was released may carry bytes the
+  // pool reused; the puller's checksum refuses them.
+  struct ServedPin {
+    uint64_t pin = 0;
+    Clock::time_point deadline;
+    bool released = false;
+  };
+  std::deque<std::shared_ptr<ServedPin>> served_pins;  // by deadline (requests come in order)
+
+  void ReleasePin(ServedPin& sp) {
+    if (sp.released) return;
+    sp.released = true;
+    options.block_source->Unpin(sp.pin);
+  }
+
+  static constexpr int kIndexBits = 20;
+
+  // ---- helpers ----
+  void SendMessage(ConnId conn, const wire::Message& m) {
+    auto frame = wire::EncodeFrame(m);
+    if (!frame.ok()) return;  // only our own messages: limits are checked where they are built
+    engine->SendControl(conn, std::move(*frame));
+  }
+
+  void SendError(ConnId conn, uint64_t request_id, const Status& st) {
+    SendMessage(conn, wire::ErrorMessage{request_id, st.code(), std::string(st.message())});
+  }
+
+  void Settle(PullOp::State& p, size_t index, Status st) {
+    if (p.settled[index]) return;
+    p.settled[index] = 1;
+    p.status[index] = std::move(st);
+    --p.unsettled;
+  }
+
+  void MaybeFinish(const std::shared_ptr<PullOp::State>& p);
+
+  // Fails everything that rides on `conn` and, when `conn` belongs to a session, on the
+  // session's other endpoint; force-closes `conn` when `close`, the other endpoint always.
+  void FailConn(ConnId conn, const Status& st, bool close);
+
+  void OnTick();
+
+  bool InsideRegions(const std::byte* p, size_t n) const {
+    for (const MemoryRegion& r : options.regions) {
+      const auto* base = static_cast<const std::byte*>(r.base);
+      if (p >= base && p + n <= base + r.size) return true;
+    }
+    return false;
+  }
+
+  // ---- data messages (puller side) ----
+  void OnData(ConnId conn, std::span<const std::byte> header, size_t length, std::byte** dest,
+              uint64_t* cookie);
+
+  void OnDataDone(ConnId conn, uint64_t cookie, const Status& st);
+
+  Status Verify(PullOp::State& p, size_t index);
+
+  // ---- control messages ----
+  // Requests go to the server side, responses to the client side. The connection alone cannot
+  // tell: when two nodes connect to each other, UCX may deliver a peer's requests on the endpoint
+  // we created towards it.
+  void OnControl(ConnId conn, std::span<const std::byte> bytes);
+
+  void OnClientControl(ConnId conn, std::span<const std::byte> bytes);
+
+  static std::string TokenKey(const std::vector<std::byte>& t) {
+    return std::string(reinterpret_cast<const char*>(t.data()), t.size());
+  }
+
+  void OnServerControl(ConnId conn, std::span<const std::byte> bytes);
+
+  void SendBlockStatus(ConnId conn, uint64_t rid, uint32_t index, StatusCode code);
+
+  void ServePull(ConnId conn, const wire::PullRequest& req);
+
+  // ---- client helpers (run on the progress thread) ----
+  void StartSession(const std::string& peer, std::vector<std::byte> address,
+                    std::shared_ptr<std::promise<Status>> waiter);
+
+  // Runs `fn` on the progress thread and waits for its value.
+  template <typename T, typename Fn>
+  T RunSync(Fn fn) {
+    auto promise = std::make_shared<std::promise<T>>();
+    auto future = promise->get_future();
+    engine->Post([promise, fn = std::move(fn)]() mutable { promise->set_value(fn()); });
+    return future.get();
+  }
+
+  Result<wire::Message> Call(const std::string& peer, wire::Message m, uint64_t id);
+};
+
+}  // namespace strata::transport

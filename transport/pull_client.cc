@@ -1,0 +1,246 @@
+// PeerTransport pulls: prepare, post, land, verify (peer_transport_impl.h).
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "strata/block_format.h"
+#include "transport/peer_transport_impl.h"
+
+namespace strata::transport {
+
+size_t PullResult::LeadingOk() const {
+  size_t n = 0;
+  while (n < blocks.size() && blocks[n].ok()) ++n;
+  return n;
+}
+
+void PeerTransport::Impl::MaybeFinish(const std::shared_ptr<PullOp::State>& p) {
+  if (p->finished) return;
+  const bool done = p->unsettled == 0 || (!p->failure.ok() && p->receiving == 0);
+  if (!done) return;
+  p->finished = true;
+  PullResult r;
+  r.blocks = std::move(p->status);
+  for (size_t i = 0; i < r.blocks.size(); ++i)
+    if (!p->settled[i]) r.blocks[i] = p->failure;
+  r.bytes = p->bytes;
+  const auto now = Clock::now();
+  if (p->first_data != Clock::time_point{})
+    r.first_data_s = std::chrono::duration<double>(p->first_data - p->posted_at).count();
+  if (p->posted_at != Clock::time_point{})
+    r.last_data_s = std::chrono::duration<double>(now - p->posted_at).count();
+  r.verify_s = p->verify_s;
+  pulls.erase(p->request_id);
+  p->promise.set_value(std::move(r));
+}
+
+// ---- data messages (puller side) ----
+void PeerTransport::Impl::OnData(ConnId conn, std::span<const std::byte> header, size_t length, std::byte** dest,
+            uint64_t* cookie) {
+  // The AM header is a DataHeader, followed by the 64-byte block header for a split block.
+  if (header.size() != wire::kDataHeaderSize &&
+      header.size() != wire::kDataHeaderSize + kBlockHeaderSize)
+    return;
+  const bool split = header.size() != wire::kDataHeaderSize;
+  auto h = wire::DecodeDataHeader(header.first(wire::kDataHeaderSize));
+  if (!h.ok()) return;
+  auto it = pulls.find(h->request_id);
+  if (it == pulls.end()) return;
+  auto& p = *it->second;
+  if (h->index >= p.targets.size() || p.settled[h->index] || !p.failure.ok()) return;
+  if (p.first_data == Clock::time_point{}) p.first_data = Clock::now();
+  if (h->status != StatusCode::kOk) {
+    Settle(p, h->index, Status(h->status, "peer " + p.peer + " cannot serve block " +
+                                             p.targets[h->index].key.ToHex()));
+    MaybeFinish(it->second);
+    return;
+  }
+  const PullTarget& t = p.targets[h->index];
+  // Bytes the block takes at dest: a split block's header goes to header_dest, or ahead of
+  // the payload for a contiguous target.
+  size_t at_dest = length + (split && t.header_dest == nullptr ? kBlockHeaderSize : 0);
+  if (t.dest == nullptr) at_dest = length;  // allocated on arrival: capacity bounds the payload
+  if (h->length != length || at_dest > t.capacity || length == 0 ||
+      (!split && t.header_dest != nullptr)) {
+    Settle(p, h->index,
+           Status::Corruption("peer " + p.peer + " sent " + std::to_string(length) +
+                              " bytes for a block of " + std::to_string(t.capacity) +
+                              " reserved bytes" + (split ? "" : " (not split)")));
+    MaybeFinish(it->second);
+    return;
+  }
+  if (split) {
+    const std::byte* block_header = header.data() + wire::kDataHeaderSize;
+    if (t.dest == nullptr) {
+      // Allocated on arrival: the header says how long the payload is.
+      PullTarget& mt = p.targets[h->index];
+      auto bh = DecodeBlockHeader(std::span<const std::byte>(block_header, kBlockHeaderSize));
+      Status bad;
+      if (!bh.ok())
+        bad = bh.status().WithContext("pulled block " + mt.key.ToHex());
+      else if (bh->key != mt.key || bh->payload_length != length)
+        bad = Status::Corruption("peer " + p.peer + " sent a block header that does not match");
+      std::byte* where = bad.ok() && mt.header_dest != nullptr && mt.allocate
+                             ? mt.allocate(*bh)
+                             : nullptr;
+      if (bad.ok() && where == nullptr)
+        bad = Status::ResourceExhausted("no local space for pulled block " + mt.key.ToHex());
+      if (bad.ok() && !InsideRegions(where, length))
+        bad = Status::Internal("allocated destination is outside the registered pool");
+      if (!bad.ok()) {
+        Settle(p, h->index, std::move(bad));
+        MaybeFinish(it->second);
+        return;
+      }
+      mt.dest = where;
+      std::memcpy(mt.header_dest, block_header, kBlockHeaderSize);
+      *dest = where;
+    } else if (t.header_dest != nullptr) {
+      std::memcpy(t.header_dest, block_header, kBlockHeaderSize);
+      *dest = t.dest;
+    } else {
+      std::memcpy(t.dest, block_header, kBlockHeaderSize);
+      *dest = t.dest + kBlockHeaderSize;
+    }
+  } else {
+    *dest = t.dest;
+  }
+  *cookie = (h->request_id << kIndexBits) | h->index;
+  ++p.receiving;
+}
+
+void PeerTransport::Impl::OnDataDone(ConnId conn, uint64_t cookie, const Status& st) {
+  const uint64_t rid = cookie >> kIndexBits;
+  const size_t index = cookie & ((uint64_t{1} << kIndexBits) - 1);
+  auto it = pulls.find(rid);
+  if (it == pulls.end()) return;
+  auto p = it->second;
+  if (p->receiving > 0) --p->receiving;
+  if (!st.ok()) {
+    // A receive cancelled because the pull failed reports why the pull failed.
+    Settle(*p, index, p->failure.ok() ? st : p->failure);
+  } else {
+    Settle(*p, index, Verify(*p, index));
+  }
+  MaybeFinish(p);
+}
+
+Status PeerTransport::Impl::Verify(PullOp::State& p, size_t index) {
+  const PullTarget& t = p.targets[index];
+  const bool split = t.header_dest != nullptr;
+  auto h = split ? DecodeBlockHeader(std::span<const std::byte>(t.header_dest, kBlockHeaderSize))
+                 : DecodeBlockHeader(std::span<const std::byte>(t.dest, t.capacity));
+  if (!h.ok()) return h.status().WithContext("pulled block " + t.key.ToHex());
+  if (h->key != t.key) return Status::Corruption("pulled block has another key");
+  if (p.ns != NamespaceId{} && h->ns != p.ns)
+    return Status::Corruption("pulled block has another namespace");
+  const std::byte* payload = split ? t.dest : t.dest + kBlockHeaderSize;
+  if (h->payload_length + (split ? 0 : kBlockHeaderSize) > t.capacity)
+    return Status::Corruption("pulled block is longer than the bytes received");
+  const auto t0 = Clock::now();
+  Status verified = VerifyPayload(*h, std::span<const std::byte>(payload, h->payload_length));
+  p.verify_s += std::chrono::duration<double>(Clock::now() - t0).count();
+  STRATA_RETURN_IF_ERROR(verified);
+  p.bytes += kBlockHeaderSize + h->payload_length;
+  return Status::OK();
+}
+
+// ---- PullOp ----
+
+PullOp::~PullOp() {
+  if (state_ && state_->posted) (void)Wait();
+}
+
+Status PullOp::Post() {
+  if (state_->posted) return Status::InvalidArgument("PullOp: already posted");
+  state_->posted = true;
+  auto st = state_;
+  auto* impl = st->impl;
+  impl->engine->Post([impl, st] {
+    auto it = impl->sessions.find(st->peer);
+    st->deadline = Clock::now() + impl->options.request_timeout;
+    if (it == impl->sessions.end() || !it->second.ready || it->second.PullConn() != st->conn) {
+      st->failure = Status::Unavailable("session with peer " + st->peer + " was lost");
+      impl->MaybeFinish(st);
+      return;
+    }
+    impl->pulls[st->request_id] = st;
+    st->posted_at = Clock::now();
+    if (st->targets.empty()) {
+      impl->MaybeFinish(st);
+      return;
+    }
+    impl->engine->SendControl(st->conn, std::move(st->frame), [impl, st](const Status& s) {
+      if (!s.ok() && st->failure.ok()) {
+        st->failure = s;
+        impl->MaybeFinish(st);
+      }
+    });
+  });
+  return Status::OK();
+}
+
+PullResult PullOp::Wait() {
+  if (!state_->posted) {
+    PullResult r;
+    r.blocks.assign(state_->targets.size(), Status::Aborted("PullOp was never posted"));
+    return r;
+  }
+  if (!state_->future.valid()) return PullResult{};
+  return state_->future.get();
+}
+
+Result<std::unique_ptr<PullOp>> PeerTransport::PreparePull(const std::string& peer,
+                                                           const NamespaceId& ns,
+                                                           std::vector<PullTarget> targets) {
+  if (targets.size() > wire::kMaxKeysPerMessage)
+    return Status::InvalidArgument("PreparePull: too many blocks in one pull");
+  for (const PullTarget& t : targets) {
+    if (t.dest == nullptr && t.header_dest != nullptr && t.allocate && t.capacity > 0)
+      continue;  // allocated on arrival
+    if (t.dest == nullptr || t.capacity < (t.header_dest != nullptr ? 1 : kBlockHeaderSize))
+      return Status::InvalidArgument("PreparePull: a target has no room for a block");
+    if (!impl_->InsideRegions(t.dest, t.capacity))
+      return Status::InvalidArgument("PreparePull: a destination is outside the registered pool");
+  }
+  auto st = std::make_shared<PullOp::State>();
+  st->impl = impl_.get();
+  st->peer = peer;
+  st->ns = ns;
+  st->request_id = impl_->next_request.fetch_add(1);
+  wire::PullRequest req;
+  req.request_id = st->request_id;
+  req.namespace_id = ns;
+  for (const PullTarget& t : targets) {
+    req.keys.push_back(t.key);
+    // On the wire a capacity counts the whole block (header + payload).
+    req.capacities.push_back(t.capacity + (t.header_dest != nullptr ? kBlockHeaderSize : 0));
+  }
+  // Resolve the session now, so that Post() only issues.
+  using ConnAndToken = std::pair<ConnId, std::vector<std::byte>>;
+  auto conn = impl_->RunSync<Result<ConnAndToken>>(
+      [impl = impl_.get(), peer]() -> Result<ConnAndToken> {
+        auto it = impl->sessions.find(peer);
+        if (it == impl->sessions.end() || !it->second.ready)
+          return Status::Unavailable("no session with peer " + peer + " (Connect first)");
+        return ConnAndToken{it->second.PullConn(), it->second.token};
+      });
+  if (!conn.ok()) return conn.status();
+  st->conn = conn->first;
+  req.session = conn->second;
+  STRATA_ASSIGN_OR_RETURN(st->frame, wire::EncodeFrame(req));
+  st->status.assign(targets.size(), Status::OK());
+  st->settled.assign(targets.size(), 0);
+  st->unsettled = targets.size();
+  st->targets = std::move(targets);
+  return std::unique_ptr<PullOp>(new PullOp(std::move(st)));
+}
+
+Result<PullResult> PeerTransport::Pull(const std::string& peer, const NamespaceId& ns,
+                                       std::vector<PullTarget> targets) {
+  STRATA_ASSIGN_OR_RETURN(auto op, PreparePull(peer, ns, std::move(targets)));
+  STRATA_RETURN_IF_ERROR(op->Post());
+  return op->Wait();
+}
+
+}  // namespace strata::transport
