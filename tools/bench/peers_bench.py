@@ -492,15 +492,31 @@ CLIENTS = {"strata": StrataClient, "mooncake": MooncakeClient, "lmcache": Lmcach
 
 # ---- workload -----------------------------------------------------------------------------------
 
+def _warm_imports(system: str) -> None:
+    """The client's libraries, imported before the first PSS reading (an interpreter's own
+    footprint is not the cache's)."""
+    if system == "strata":
+        import strata  # noqa: F401
+    elif system == "mooncake":
+        import mooncake.store  # noqa: F401
+    else:
+        import torch  # noqa: F401
+        import lmcache.v1.storage_backend.local_disk_backend  # noqa: F401
+        import lmcache.v1.storage_backend.remote_backend  # noqa: F401
+
+
 def worker(system, args, block_bytes, first, count, barrier, measure, out):
     try:
+        _warm_imports(system)
+        measure.wait()  # the parent reads PSS before any client exists ...
+        measure.wait()
         client = CLIENTS[system](args, block_bytes)
         client.prepare(range(first, first + count))
         rng = np.random.default_rng(first)
         src = rng.integers(0, 255, size=block_bytes, dtype=np.uint8)
         dst = np.zeros(block_bytes, dtype=np.uint8)
         put_lat, get_lat = [], []
-        measure.wait()  # the parent reads PSS before the puts ...
+        measure.wait()  # ... before the puts ...
         measure.wait()
         barrier.wait()
         t0 = time.perf_counter()
@@ -544,12 +560,12 @@ def put_get(system_obj, block_bytes, clients, blocks_per_client, disk=False):
                                                   barrier, measure, out)) for c in range(clients)]
         for p in procs:
             p.start()
-        pids = system_obj.server_pids() + [p.pid for p in procs]
-        pss = []
+        servers, cpids = system_obj.server_pids(), [p.pid for p in procs]
+        pss = []  # (servers, clients) before any client, before the puts, after them
         try:
-            for _ in range(2):
+            for _ in range(3):
                 measure.wait()
-                pss.append(pss_bytes(pids))
+                pss.append((pss_bytes(servers), pss_bytes(cpids)))
                 measure.wait()
         except Exception:  # a client failed before the barrier: its error is in `out`
             pss = None
@@ -571,8 +587,18 @@ def put_get(system_obj, block_bytes, clients, blocks_per_client, disk=False):
         "put_p50_us": pct(lat("put"), 0.5) * 1e6, "put_p99_us": pct(lat("put"), 0.99) * 1e6,
         "get_p50_us": pct(lat("get"), 0.5) * 1e6, "get_p99_us": pct(lat("get"), 0.99) * 1e6,
         "verified": sum(r["ok"] for r in results) / (clients * blocks_per_client),
+        # Marginal: PSS growth of servers and clients while storing, per block, beyond the payload
+        # (negative: memory allocated and touched before, e.g. a pool faulted in at start).
         "pss_per_block": (None if not pss
-                          else (pss[1] - pss[0]) / (clients * blocks_per_client) - block_bytes),
+                          else (sum(pss[2]) - sum(pss[1])) / (clients * blocks_per_client)
+                          - block_bytes),
+        # Footprint: the servers' whole PSS plus what the clients grew from before they connected,
+        # per block, beyond the payload (includes capacity reserved up front: the same capacity
+        # is given to every system, capacity_bytes).
+        "footprint_per_block": (None if not pss
+                                else (pss[2][0] + pss[2][1] - pss[0][1]) /
+                                (clients * blocks_per_client) - block_bytes),
+        "capacity_bytes": capacity,
     }
 
 
@@ -974,7 +1000,7 @@ def emit(rows, as_json):
 
 def row(case, metric, value, peer, peer_value, higher_better=True):
     ratio = (value / peer_value if higher_better else peer_value / value) \
-        if value and peer_value else None
+        if value and peer_value and value > 0 and peer_value > 0 else None
     return {"bench": "peers", "case": case, "metric": metric, "value": value,
             "baseline": peer, "baseline_value": peer_value, "ratio": ratio}
 
@@ -1083,8 +1109,13 @@ def main(argv=None):
                            False),
                        row(case, "verified", mine["verified"], label, theirs["verified"])]
                 if n == 1:
-                    out.append(row(f"overhead/{size_name}", "pss_B/block_beyond_payload",
+                    out.append(row(f"overhead/{size_name}", "pss_growth_B/block_beyond_payload",
                                    mine["pss_per_block"], label, theirs["pss_per_block"], False))
+                    out.append(row(f"overhead/{size_name}",
+                                   "pss_footprint_B/block_beyond_payload",
+                                   mine["footprint_per_block"], label,
+                                   theirs["footprint_per_block"], False))
+                    out[-1]["capacity_bytes"] = mine["capacity_bytes"]
                 for r in out:
                     r["strata_tier"] = tier
                 emit(out, a.json)
