@@ -397,7 +397,7 @@ class LmcacheDiskClient:
         from lmcache.utils import CacheEngineKey
         from lmcache.v1.storage_backend.local_disk_backend import LocalDiskBackend
         config, md, self.cpu, self.shape = _lmcache_parts(
-            block_bytes, 64 * block_bytes + (64 << 20), local_cpu=False,
+            block_bytes, args["capacity"], local_cpu=False,
             local_disk=args["dir"], max_local_disk_size=args["capacity"] / 2**30)
         self.backend = LocalDiskBackend(config, _event_loop(), self.cpu, "cpu", None, md)
         self.torch, self.key_type, self.threading = torch, CacheEngineKey, threading
@@ -439,6 +439,7 @@ class LmcacheServer:
         if data_dir:
             raise RuntimeError("lmcache server: its store is process memory (CreateStorageBackend"
                                "('cpu')): nothing survives the server process")
+        self.capacity = capacity
         self.port = free_port()
         self.proc = subprocess.Popen([sys.executable, "-m", "lmcache.v1.server", "127.0.0.1",
                                       str(self.port), "cpu"],
@@ -455,7 +456,7 @@ class LmcacheServer:
         return [self.proc.pid]
 
     def client_args(self):
-        return {"port": self.port}
+        return {"port": self.port, "capacity": self.capacity}
 
     def stop(self, sig=signal.SIGTERM):
         stop(self.proc, sig)
@@ -466,8 +467,9 @@ class LmcacheServerClient(LmcacheDiskClient):
         import torch
         from lmcache.utils import CacheEngineKey
         from lmcache.v1.storage_backend.remote_backend import RemoteBackend
+        # The staging allocator as large as the case's capacity: a get's buffer comes from it.
         config, md, self.cpu, self.shape = _lmcache_parts(
-            block_bytes, 64 * block_bytes + (64 << 20), local_cpu=False,
+            block_bytes, args["capacity"], local_cpu=False,
             remote_url=f"lm://127.0.0.1:{args['port']}", remote_serde="naive")
         self.backend = RemoteBackend(config, md, _event_loop(), self.cpu, "cpu")
         if self.backend.connection is None:
@@ -545,6 +547,9 @@ def worker(system, args, block_bytes, first, count, barrier, measure, out):
         out.put({"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()})
 
 
+CASE_TIMEOUT_S = 240  # a client that hangs this long fails its case (the error is printed)
+
+
 def put_get(system_obj, block_bytes, clients, blocks_per_client, disk=False):
     """disk: the system runs with its disk tier (Strata: --data-dir, write-through)."""
     capacity = int(block_bytes * clients * blocks_per_client * 1.5) + (64 << 20)
@@ -554,7 +559,7 @@ def put_get(system_obj, block_bytes, clients, blocks_per_client, disk=False):
         ctx = mp.get_context("spawn")
         barrier, out = ctx.Barrier(clients), ctx.Queue()
         # The parent joins `measure` to read PSS over servers and clients while all are idle.
-        measure = ctx.Barrier(clients + 1, timeout=600)
+        measure = ctx.Barrier(clients + 1, timeout=CASE_TIMEOUT_S)
         procs = [ctx.Process(target=worker, args=(system_obj.name, system_obj.client_args(),
                                                   block_bytes, c * 1_000_000, blocks_per_client,
                                                   barrier, measure, out)) for c in range(clients)]
@@ -569,9 +574,17 @@ def put_get(system_obj, block_bytes, clients, blocks_per_client, disk=False):
                 measure.wait()
         except Exception:  # a client failed before the barrier: its error is in `out`
             pss = None
-        results = [out.get(timeout=600) for _ in procs]
-        for p in procs:
-            p.join(timeout=30)
+        try:
+            results = [out.get(timeout=CASE_TIMEOUT_S) for _ in procs]
+        except Exception:
+            raise RuntimeError(f"{system_obj.name}: a client gave no result within "
+                               f"{CASE_TIMEOUT_S} s (hung; killed)") from None
+        finally:
+            for p in procs:
+                p.join(timeout=10)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
         errors = [r for r in results if "error" in r]
         if errors:
             raise RuntimeError(errors[0]["error"])
