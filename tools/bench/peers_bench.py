@@ -278,7 +278,7 @@ class LmcacheCpu:
     def start(self, capacity: int, data_dir: str | None = None):
         if data_dir:
             raise RuntimeError("lmcache: LocalCPUBackend is process memory: nothing survives its "
-                               "engine process (its local-disk backend is not measured here)")
+                               "engine process (lmcache-disk is its local-disk backend)")
         self.capacity = capacity
         return self
 
