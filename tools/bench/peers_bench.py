@@ -1136,7 +1136,7 @@ def main(argv=None):
         if "restart" not in cases:
             continue
         case = f"restart/{size_name}"
-        blocks = max(8, (64 << 20) // block)
+        blocks = max(8, (min(64, a.mib_per_client) << 20) // block)  # 64 MiB, or less
         try:
             mine = restart_case(strata_sys, block, blocks)
         except Exception as e:
