@@ -1,21 +1,29 @@
 #!/usr/bin/env python3
 """`strata bench peers`: Strata beside the systems operators already run, same machine, same
-workload, same run (issue 18; docs/benchmarks.md "Side by side").
+workload, same run (issue 18; docs/benchmarks.md "peers").
 
 Systems: Strata (`strata serve`, the daemon an engine talks to), Mooncake Store (`mooncake_master`
 plus a store service process holding the memory, clients over TCP, zero-copy put_from/get_into
-on registered buffers) and LMCache (its local CPU backend). Each case runs in fresh server
+on registered buffers; its SSD offload for the restart case) and its transfer engine, LMCache (its
+local CPU backend in the client process, its local-disk backend, its cache server with the remote
+backend) and vLLM's native offloading (CPU and file-system tier). Each case runs in fresh server
 processes started here on loopback and stopped afterwards. A case a system cannot run on this
 machine prints that system's own error, never an estimate.
 
-Cases (JSON lines in DESIGN.md's format with --json; `baseline` names the peer and its version):
-  put_get/<size>/clients=<n>   store then load every block, per-op p50/p99 and GB/s
+Cases (JSON lines in DESIGN.md's format with --json; `baseline` names the peer and its version;
+--cases picks them):
+  put_get/<size>/clients=<n>   store then load every block, per-op p50/p99 and GB/s (a disk peer
+                               against Strata with its disk tier, write-through: strata_tier)
+  transfer/<size>/blocks=<n>   prefill -> decode between two nodes: Strata's peer pull between two
+                               `strata serve` against Mooncake's TransferEngine over tcp, GB/s and
+                               one-block p50/p99
   restart/<size>               share of the blocks served after kill -9 and restart
   trace/capacity=<f>           hit ratio of Strata's eviction policy and of LMCache's own policy
                                objects (LRU, LFU, FIFO) on the shipped trace, same replay model
-  overhead/<size>              server memory (RSS growth while storing) per cached block beyond
-                               the payload (negative: the server holds less than the payload,
-                               e.g. memory it had touched before the run)
+  overhead/<size>              per cached block beyond the payload: PSS growth while storing and
+                               PSS footprint (/proc/PID/smaps_rollup over servers and clients, so
+                               shared memory counts once), and disk bytes (restart case)
+  put_get/vllm-*               vLLM's CPU offloading and file-system tier (its own error here)
 
 Run with the peers' virtual environment (deploy/install-peers.sh) and the strata package of this
 build on PYTHONPATH; `strata bench peers` does both.
@@ -832,7 +840,7 @@ def strata_transfer(cli: str, block_bytes: int, blocks: int, reps: int, lat_iter
 
 
 def _mooncake_te_target(block_bytes, blocks, seed, q):
-    """The prefill side of Mooncake's transfer engine: KV in registered memory, served to readers."""
+    """The prefill side of Mooncake's transfer engine: KV in registered memory, read by peers."""
     try:
         from mooncake.engine import TransferEngine
         te = TransferEngine()
