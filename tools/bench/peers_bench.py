@@ -161,6 +161,7 @@ class Strata:
 
     def stop(self, sig=signal.SIGTERM):
         stop(self.proc, sig)
+        shutil.rmtree(self.dir, ignore_errors=True)  # its socket directory
 
 
 class StrataClient:
@@ -240,6 +241,8 @@ class Mooncake:
         for p in (getattr(self, "service", None), getattr(self, "master", None)):
             if p is not None:
                 stop(p, sig)
+        if getattr(self, "ready", None) and os.path.exists(self.ready):
+            os.unlink(self.ready)
 
 
 class MooncakeClient:
