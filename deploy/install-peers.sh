@@ -2,9 +2,13 @@
 # Installs the systems Strata is measured against (`strata bench peers`, docs/benchmarks.md),
 # pinned, into their own virtual environment (<repo>/.venv-peers; STRATA_PEERS_VENV overrides):
 #
-#   LMCache 0.5.6                            (its CPU and local-disk storage backends)
+#   LMCache 0.5.6                            (its CPU and local-disk storage backends, and its
+#                                             cache server `python -m lmcache.v1.server`)
 #   Mooncake transfer engine 0.3.13.post1    (non-CUDA wheel: mooncake_master + the store client
-#                                             over TCP, and the transfer engine)
+#                                             over TCP with its SSD offload, and the transfer
+#                                             engine)
+#
+# vLLM's native offloading is measured from deploy/install-engines.sh's venv (STRATA_ENGINES_VENV).
 #
 # Not part of the README's set-up lines: the benchmark says how to get them when they are missing.
 # LMCache pins numpy <= 2.2.6 against vLLM's 2.3.5, hence a venv apart from deploy/install-engines.sh's.

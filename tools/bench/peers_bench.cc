@@ -23,6 +23,9 @@ struct Options {
   std::string sizes = "64KiB,2MiB";
   std::string clients = "1,4";
   int mib_per_client = 256;
+  std::string cases = "trace,put_get,restart,transfer,vllm";
+  int transfer_mib = 128;
+  int reps = 5;
   std::string python;  // the peers' interpreter; default: see FindPython
 };
 
@@ -66,7 +69,10 @@ std::string FindPython(const std::string& flag) {
   const std::string self = fs::read_symlink("/proc/self/exe", ec).string();
   std::vector<std::string> args = {python,  script.string(), "--strata-cli", self,
                                    "--sizes", opt.sizes,     "--clients",    opt.clients,
-                                   "--mib-per-client", std::to_string(opt.mib_per_client)};
+                                   "--mib-per-client", std::to_string(opt.mib_per_client),
+                                   "--cases", opt.cases, "--transfer-mib",
+                                   std::to_string(opt.transfer_mib), "--reps",
+                                   std::to_string(opt.reps)};
   if (opt.json) args.push_back("--json");
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -78,12 +84,23 @@ std::string FindPython(const std::string& flag) {
 [[maybe_unused]] const bool kRegistered = cli::RegisterCommand("bench", [](CLI::App& parent) {
   auto opt = std::make_shared<Options>();
   auto* cmd = parent.add_subcommand(
-      "peers", "Store/load, restart and memory beside Mooncake Store and LMCache (same run)");
+      "peers",
+      "Store/load, transfer, restart and overhead beside Mooncake, LMCache and vLLM (same run)");
   cmd->add_flag("--json", opt->json, "One JSON object per case (DESIGN.md's benchmark format)");
   cmd->add_option("--sizes", opt->sizes, "Block sizes (64KiB, 2MiB)")->capture_default_str();
   cmd->add_option("--clients", opt->clients, "Client process counts")->capture_default_str();
   cmd->add_option("--mib-per-client", opt->mib_per_client, "MiB each client stores per case")
       ->capture_default_str();
+  cmd->add_option("--cases", opt->cases,
+                  "Cases to run: trace, put_get (with memory/PSS overhead), restart (with disk "
+                  "overhead), transfer (prefill->decode between two nodes), vllm")
+      ->capture_default_str();
+  cmd->add_option("--transfer-mib", opt->transfer_mib, "Prefix size of the transfer case (MiB)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--reps", opt->reps, "Transfer repetitions (the median is reported)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--python", opt->python,
                   "Interpreter with the peers installed (default: .venv-peers, see "
                   "deploy/install-peers.sh)");

@@ -1,21 +1,29 @@
 #!/usr/bin/env python3
 """`strata bench peers`: Strata beside the systems operators already run, same machine, same
-workload, same run (issue 18; docs/benchmarks.md "Side by side").
+workload, same run (issue 18; docs/benchmarks.md "peers").
 
 Systems: Strata (`strata serve`, the daemon an engine talks to), Mooncake Store (`mooncake_master`
 plus a store service process holding the memory, clients over TCP, zero-copy put_from/get_into
-on registered buffers) and LMCache (its local CPU backend). Each case runs in fresh server
+on registered buffers; its SSD offload for the restart case) and its transfer engine, LMCache (its
+local CPU backend in the client process, its local-disk backend, its cache server with the remote
+backend) and vLLM's native offloading (CPU and file-system tier). Each case runs in fresh server
 processes started here on loopback and stopped afterwards. A case a system cannot run on this
 machine prints that system's own error, never an estimate.
 
-Cases (JSON lines in DESIGN.md's format with --json; `baseline` names the peer and its version):
-  put_get/<size>/clients=<n>   store then load every block, per-op p50/p99 and GB/s
+Cases (JSON lines in DESIGN.md's format with --json; `baseline` names the peer and its version;
+--cases picks them):
+  put_get/<size>/clients=<n>   store then load every block, per-op p50/p99 and GB/s (a disk peer
+                               against Strata with its disk tier, write-through: strata_tier)
+  transfer/<size>/blocks=<n>   prefill -> decode between two nodes: Strata's peer pull between two
+                               `strata serve` against Mooncake's TransferEngine over tcp, GB/s and
+                               one-block p50/p99
   restart/<size>               share of the blocks served after kill -9 and restart
   trace/capacity=<f>           hit ratio of Strata's eviction policy and of LMCache's own policy
                                objects (LRU, LFU, FIFO) on the shipped trace, same replay model
-  overhead/<size>              server memory (RSS growth while storing) per cached block beyond
-                               the payload (negative: the server holds less than the payload,
-                               e.g. memory it had touched before the run)
+  overhead/<size>              per cached block beyond the payload: PSS growth while storing and
+                               PSS footprint (/proc/PID/smaps_rollup over servers and clients, so
+                               shared memory counts once), and disk bytes (restart case)
+  put_get/vllm-*               vLLM's CPU offloading and file-system tier (its own error here)
 
 Run with the peers' virtual environment (deploy/install-peers.sh) and the strata package of this
 build on PYTHONPATH; `strata bench peers` does both.
@@ -60,12 +68,30 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+def pss_bytes(pids) -> int:
+    """Proportional set size summed over `pids` (/proc/PID/smaps_rollup): a page shared by k
+    processes counts 1/k in each, so over the daemon and its clients shared memory (Strata's pool
+    and staging memfds, Mooncake's registered segments) counts once."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+    return total
+
+
+def disk_bytes(path: str) -> int:
+    """Bytes allocated on disk under `path` (st_blocks, so sparse files count what they use)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total
 
 
 def pct(values, q):
@@ -135,6 +161,7 @@ class Strata:
 
     def stop(self, sig=signal.SIGTERM):
         stop(self.proc, sig)
+        shutil.rmtree(self.dir, ignore_errors=True)  # its socket directory
 
 
 class StrataClient:
@@ -165,15 +192,15 @@ class Mooncake:
         self.version = version_of("mooncake-transfer-engine-non-cuda")
 
     def start(self, capacity: int, data_dir: str | None = None):
-        if data_dir:
-            raise RuntimeError("mooncake: no persistent tier in this benchmark's setup "
-                               "(its SSD offload needs a local file system path per client and "
-                               "is not recovered by a restarted master)")
-        self.rpc = free_port()
+        # With a data directory: Mooncake's SSD offload (master --enable_offload, the store
+        # service's enable_ssd_offload on that directory; objects offloaded at PutEnd).
+        self.rpc = getattr(self, "rpc", None) if data_dir else None
+        self.rpc = self.rpc or free_port()
         self.master = subprocess.Popen(
             [os.path.join(self.pkg, "mooncake_master"), f"--rpc_port={self.rpc}",
              "--rpc_address=127.0.0.1", "--enable_http_metadata_server=false",
-             "--default_kv_lease_ttl=600000"],
+             "--default_kv_lease_ttl=600000"] +
+            (["--enable_offload=true"] if data_dir else []),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_port(self.rpc)
         # The memory lives in a store service process (a client that mounts a segment and
@@ -184,11 +211,16 @@ class Mooncake:
             "from mooncake.store import MooncakeDistributedStore\n"
             "s = MooncakeDistributedStore()\n"
             f"rc = s.setup('127.0.0.1', 'P2PHANDSHAKE', {capacity}, 16 << 20, 'tcp', '',"
-            f" '127.0.0.1:{self.rpc}')\n"
+            f" '127.0.0.1:{self.rpc}', enable_ssd_offload={bool(data_dir)},"
+            f" ssd_offload_path={data_dir or ''!r})\n"
             "if rc != 0: sys.exit(f'setup failed: {rc}')\n"
             f"open({self.ready!r}, 'w').close()\n"
             "while True: time.sleep(3600)\n")
-        self.service = subprocess.Popen([sys.executable, "-c", code],
+        # file_per_key: one file per object, re-scanned at start (the default bucket backend
+        # writes only when a bucket fills); the offload heartbeat every second.
+        env = dict(os.environ, MOONCAKE_OFFLOAD_STORAGE_BACKEND_DESCRIPTOR=
+                   "file_per_key_storage_backend", MOONCAKE_OFFLOAD_HEARTBEAT_INTERVAL_SECONDS="1")
+        self.service = subprocess.Popen([sys.executable, "-c", code], env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         end = time.monotonic() + 60
         while not os.path.exists(self.ready):
@@ -209,6 +241,8 @@ class Mooncake:
         for p in (getattr(self, "service", None), getattr(self, "master", None)):
             if p is not None:
                 stop(p, sig)
+        if getattr(self, "ready", None) and os.path.exists(self.ready):
+            os.unlink(self.ready)
 
 
 class MooncakeClient:
@@ -255,7 +289,7 @@ class LmcacheCpu:
     def start(self, capacity: int, data_dir: str | None = None):
         if data_dir:
             raise RuntimeError("lmcache: LocalCPUBackend is process memory: nothing survives its "
-                               "engine process (its local-disk backend is not measured here)")
+                               "engine process (lmcache-disk is its local-disk backend)")
         self.capacity = capacity
         return self
 
@@ -294,7 +328,7 @@ class LmcacheClient:
         obj = self.backend.allocate(self.shape, self.torch.bfloat16)
         if obj is None:
             raise RuntimeError("lmcache: allocate returned None (cache full)")
-        obj.tensor.view(self.torch.uint8).view(-1).copy_(self.torch.from_numpy(buf))
+        np.copyto(_bytes_of(obj), buf)
         self.backend.submit_put_task(self.keys[i], obj)
         obj.ref_count_down()
 
@@ -302,24 +336,201 @@ class LmcacheClient:
         obj = self.backend.get_blocking(self.keys[i])
         if obj is None:
             return False
-        self.torch.from_numpy(buf).copy_(obj.tensor.view(self.torch.uint8).view(-1))
+        np.copyto(buf, _bytes_of(obj))
         obj.ref_count_down()
         return True
 
 
-CLIENTS = {"strata": StrataClient, "mooncake": MooncakeClient, "lmcache": LmcacheClient}
+def _bytes_of(obj) -> np.ndarray:
+    """A MemoryObj's bytes as a numpy view: the copy is one memcpy on this thread (torch's copy_
+    hands a 64 KiB copy to its intra-op thread pool, which on a loaded machine took ~20 ms)."""
+    import torch
+    return obj.tensor.view(torch.uint8).view(-1).numpy()
+
+
+def _lmcache_parts(block_bytes: int, cpu_bytes: int, **cfg):
+    """LMCache's config, metadata and LocalCPUBackend (its allocator) for the bench's KV shape."""
+    import torch
+    from lmcache.v1.config import LMCacheEngineConfig
+    from lmcache.v1.metadata import LMCacheMetadata
+    from lmcache.v1.storage_backend.local_cpu_backend import LocalCPUBackend
+    layers, heads = (2, 4) if block_bytes == 64 << 10 else (32, 8)
+    config = LMCacheEngineConfig.from_defaults(chunk_size=16, max_local_cpu_size=cpu_bytes / 2**30,
+                                               **cfg)
+    md = LMCacheMetadata(model_name="bench", world_size=1, local_world_size=1, worker_id=0,
+                         local_worker_id=0, kv_dtype=torch.bfloat16,
+                         kv_shape=(layers, 2, 16, heads, 128), chunk_size=16)
+    shape = torch.Size([2, layers, 16, heads * 128])
+    return config, md, LocalCPUBackend(config, md), shape
+
+
+def _event_loop():
+    import asyncio
+    import threading
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    return loop
+
+
+class LmcacheDisk:
+    """LMCache's local-disk backend (LocalDiskBackend: files in a directory, its index and
+    eviction policy in process memory), LocalCPUBackend as its staging allocator, driven in each
+    client process as it runs inside each engine worker. A put is timed until LMCache's write
+    callback fires (the block is on disk), a get reads the file back (get_blocking)."""
+    name = "lmcache-disk"
+    disk = True
+
+    def __init__(self):
+        from lmcache.v1.storage_backend.local_disk_backend import LocalDiskBackend  # noqa: F401
+        self.version = version_of("lmcache")
+
+    def start(self, capacity: int, data_dir: str | None = None):
+        self.own_dir = data_dir is None
+        self.dir = data_dir or tempfile.mkdtemp(prefix="lmcache-disk-")
+        self.capacity = capacity
+        return self
+
+    def server_pids(self):
+        return []
+
+    def client_args(self):
+        return {"capacity": self.capacity, "dir": self.dir}
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class LmcacheDiskClient:
+    def __init__(self, args, block_bytes):
+        import threading
+        import torch
+        from lmcache.utils import CacheEngineKey
+        from lmcache.v1.storage_backend.local_disk_backend import LocalDiskBackend
+        config, md, self.cpu, self.shape = _lmcache_parts(
+            block_bytes, args["capacity"], local_cpu=False,
+            local_disk=args["dir"], max_local_disk_size=args["capacity"] / 2**30)
+        self.backend = LocalDiskBackend(config, _event_loop(), self.cpu, "cpu", None, md)
+        self.torch, self.key_type, self.threading = torch, CacheEngineKey, threading
+
+    def prepare(self, ids) -> None:
+        self.keys = {i: self.key_type("bench", 1, 0, i, self.torch.bfloat16) for i in ids}
+
+    def put(self, i: int, buf: np.ndarray) -> None:
+        obj = self.cpu.allocate(self.shape, self.torch.bfloat16)
+        if obj is None:
+            raise RuntimeError("lmcache: allocate returned None (staging full)")
+        np.copyto(_bytes_of(obj), buf)
+        done = self.threading.Event()
+        self.backend.submit_put_task(self.keys[i], obj, on_complete_callback=lambda k: done.set())
+        obj.ref_count_down()
+        if not done.wait(60):
+            raise RuntimeError("lmcache local disk: the write did not complete within 60 s")
+
+    def get(self, i: int, buf: np.ndarray) -> bool:
+        obj = self.backend.get_blocking(self.keys[i])
+        if obj is None:
+            return False
+        np.copyto(buf, _bytes_of(obj))
+        obj.ref_count_down()
+        return True
+
+
+class LmcacheServer:
+    """LMCache's cache server (`python -m lmcache.v1.server HOST PORT cpu`, its in-memory store)
+    with each client's RemoteBackend (remote_url lm://, naive serde) over TCP, LocalCPUBackend as
+    the client's staging allocator. A put waits for the remote write's future."""
+    name = "lmcache-server"
+
+    def __init__(self):
+        from lmcache.v1.storage_backend.remote_backend import RemoteBackend  # noqa: F401
+        self.version = version_of("lmcache")
+
+    def start(self, capacity: int, data_dir: str | None = None):
+        if data_dir:
+            raise RuntimeError("lmcache server: its store is process memory (CreateStorageBackend"
+                               "('cpu')): nothing survives the server process")
+        self.capacity = capacity
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "lmcache.v1.server", "127.0.0.1",
+                                      str(self.port), "cpu"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_port(self.port, 60)
+        except TimeoutError:
+            stop(self.proc)
+            raise RuntimeError("lmcache server did not start: " +
+                               self.proc.stderr.read().decode(errors="replace")[-600:])
+        return self
+
+    def server_pids(self):
+        return [self.proc.pid]
+
+    def client_args(self):
+        return {"port": self.port, "capacity": self.capacity}
+
+    def stop(self, sig=signal.SIGTERM):
+        stop(self.proc, sig)
+
+
+class LmcacheServerClient(LmcacheDiskClient):
+    def __init__(self, args, block_bytes):
+        import torch
+        from lmcache.utils import CacheEngineKey
+        from lmcache.v1.storage_backend.remote_backend import RemoteBackend
+        # The staging allocator as large as the case's capacity: a get's buffer comes from it.
+        config, md, self.cpu, self.shape = _lmcache_parts(
+            block_bytes, args["capacity"], local_cpu=False,
+            remote_url=f"lm://127.0.0.1:{args['port']}", remote_serde="naive")
+        self.backend = RemoteBackend(config, md, _event_loop(), self.cpu, "cpu")
+        if self.backend.connection is None:
+            raise RuntimeError("lmcache RemoteBackend: no connection to the server")
+        self.torch, self.key_type = torch, CacheEngineKey
+
+    def put(self, i: int, buf: np.ndarray) -> None:
+        obj = self.cpu.allocate(self.shape, self.torch.bfloat16)
+        if obj is None:
+            raise RuntimeError("lmcache: allocate returned None (staging full)")
+        np.copyto(_bytes_of(obj), buf)
+        fut = self.backend.submit_put_task(self.keys[i], obj)
+        obj.ref_count_down()
+        fut.result(60)
+
+
+CASES = ("trace", "put_get", "restart", "transfer", "vllm")
+
+CLIENTS = {"strata": StrataClient, "mooncake": MooncakeClient, "lmcache": LmcacheClient,
+           "lmcache-disk": LmcacheDiskClient, "lmcache-server": LmcacheServerClient}
 
 
 # ---- workload -----------------------------------------------------------------------------------
 
-def worker(system, args, block_bytes, first, count, barrier, out):
+def _warm_imports(system: str) -> None:
+    """The client's libraries, imported before the first PSS reading (an interpreter's own
+    footprint is not the cache's)."""
+    if system == "strata":
+        import strata  # noqa: F401
+    elif system == "mooncake":
+        import mooncake.store  # noqa: F401
+    else:
+        import torch  # noqa: F401
+        import lmcache.v1.storage_backend.local_disk_backend  # noqa: F401
+        import lmcache.v1.storage_backend.remote_backend  # noqa: F401
+
+
+def worker(system, args, block_bytes, first, count, barrier, measure, out):
     try:
+        _warm_imports(system)
+        measure.wait()  # the parent reads PSS before any client exists ...
+        measure.wait()
         client = CLIENTS[system](args, block_bytes)
         client.prepare(range(first, first + count))
         rng = np.random.default_rng(first)
         src = rng.integers(0, 255, size=block_bytes, dtype=np.uint8)
         dst = np.zeros(block_bytes, dtype=np.uint8)
         put_lat, get_lat = [], []
+        measure.wait()  # ... before the puts ...
+        measure.wait()
         barrier.wait()
         t0 = time.perf_counter()
         for i in range(first, first + count):
@@ -328,6 +539,8 @@ def worker(system, args, block_bytes, first, count, barrier, out):
             client.put(i, src)
             put_lat.append(time.perf_counter() - s)
         t1 = time.perf_counter()
+        measure.wait()  # ... and after them, every client idle
+        measure.wait()
         barrier.wait()
         t2 = time.perf_counter()
         ok = 0
@@ -340,31 +553,56 @@ def worker(system, args, block_bytes, first, count, barrier, out):
         out.put({"put": put_lat, "get": get_lat, "put_span": (t0, t1), "get_span": (t2, t3),
                  "ok": ok})
     except Exception as e:
+        measure.abort()
+        barrier.abort()
         out.put({"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()})
 
 
-def put_get(system_obj, block_bytes, clients, blocks_per_client):
+CASE_TIMEOUT_S = 240  # a client that hangs this long fails its case (the error is printed)
+
+
+def put_get(system_obj, block_bytes, clients, blocks_per_client, disk=False):
+    """disk: the system runs with its disk tier (Strata: --data-dir, write-through)."""
     capacity = int(block_bytes * clients * blocks_per_client * 1.5) + (64 << 20)
-    system_obj.start(capacity)
+    d = tempfile.mkdtemp(prefix="peers-disk-") if disk else None
+    system_obj.start(capacity, data_dir=d)
     try:
-        rss0 = sum(rss_bytes(pid) for pid in system_obj.server_pids())
         ctx = mp.get_context("spawn")
         barrier, out = ctx.Barrier(clients), ctx.Queue()
+        # The parent joins `measure` to read PSS over servers and clients while all are idle.
+        measure = ctx.Barrier(clients + 1, timeout=CASE_TIMEOUT_S)
         procs = [ctx.Process(target=worker, args=(system_obj.name, system_obj.client_args(),
                                                   block_bytes, c * 1_000_000, blocks_per_client,
-                                                  barrier, out)) for c in range(clients)]
+                                                  barrier, measure, out)) for c in range(clients)]
         for p in procs:
             p.start()
-        results = [out.get(timeout=600) for _ in procs]
-        for p in procs:
-            p.join(timeout=30)
+        servers, cpids = system_obj.server_pids(), [p.pid for p in procs]
+        pss = []  # (servers, clients) before any client, before the puts, after them
+        try:
+            for _ in range(3):
+                measure.wait()
+                pss.append((pss_bytes(servers), pss_bytes(cpids)))
+                measure.wait()
+        except Exception:  # a client failed before the barrier: its error is in `out`
+            pss = None
+        try:
+            results = [out.get(timeout=CASE_TIMEOUT_S) for _ in procs]
+        except Exception:
+            raise RuntimeError(f"{system_obj.name}: a client gave no result within "
+                               f"{CASE_TIMEOUT_S} s (hung; killed)") from None
+        finally:
+            for p in procs:
+                p.join(timeout=10)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
         errors = [r for r in results if "error" in r]
         if errors:
             raise RuntimeError(errors[0]["error"])
-        pids = system_obj.server_pids()
-        rss = sum(rss_bytes(pid) for pid in pids) - rss0 if pids else None
     finally:
         system_obj.stop()
+        if d:
+            shutil.rmtree(d, ignore_errors=True)
     total = block_bytes * clients * blocks_per_client
     span = lambda k: (max(r[k][1] for r in results) - min(r[k][0] for r in results))  # noqa
     lat = lambda k: [x for r in results for x in r[k]]  # noqa
@@ -373,8 +611,18 @@ def put_get(system_obj, block_bytes, clients, blocks_per_client):
         "put_p50_us": pct(lat("put"), 0.5) * 1e6, "put_p99_us": pct(lat("put"), 0.99) * 1e6,
         "get_p50_us": pct(lat("get"), 0.5) * 1e6, "get_p99_us": pct(lat("get"), 0.99) * 1e6,
         "verified": sum(r["ok"] for r in results) / (clients * blocks_per_client),
-        "rss_per_block": (None if rss is None
-                          else rss / (clients * blocks_per_client) - block_bytes),
+        # Marginal: PSS growth of servers and clients while storing, per block, beyond the payload
+        # (negative: memory allocated and touched before, e.g. a pool faulted in at start).
+        "pss_per_block": (None if not pss
+                          else (sum(pss[2]) - sum(pss[1])) / (clients * blocks_per_client)
+                          - block_bytes),
+        # Footprint: the servers' whole PSS plus what the clients grew from before they connected,
+        # per block, beyond the payload (includes capacity reserved up front: the same capacity
+        # is given to every system, capacity_bytes).
+        "footprint_per_block": (None if not pss
+                                else (pss[2][0] + pss[2][1] - pss[0][1]) /
+                                (clients * blocks_per_client) - block_bytes),
+        "capacity_bytes": capacity,
     }
 
 
@@ -401,15 +649,22 @@ def restart_case(system_obj, block_bytes, blocks):
         try:
             _phase_in_child(ctx, system_obj, block_bytes, blocks, "put")
             time.sleep(1.0)  # let write-through reach the disk tier, as an operator's restart would
+            on_disk = disk_bytes(d)
         finally:
             system_obj.stop(signal.SIGKILL)
         system_obj.start(capacity, data_dir=d)
+        time.sleep(3.0)  # every system gets the same time to re-scan its directory
         try:
-            return _phase_in_child(ctx, system_obj, block_bytes, blocks, "get")["ok"] / blocks
+            served = _phase_in_child(ctx, system_obj, block_bytes, blocks, "get")["ok"] / blocks
         finally:
             system_obj.stop()
+        return {"served": served, "disk_per_block": on_disk / blocks - block_bytes}
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def system_has_server(system: str) -> bool:
+    return system in ("strata", "mooncake", "lmcache-server")
 
 
 def _restart_phase(system, args, block_bytes, blocks, phase, out):
@@ -426,8 +681,252 @@ def _restart_phase(system, args, block_bytes, blocks, phase, out):
             else:
                 ok += c.get(i, buf) and int.from_bytes(buf[:8].tobytes(), "little") == i
         out.put({"ok": ok})
+        if phase == "put" and not system_has_server(system):
+            # The cache lives in this (engine) process: kill -9 it, as the server is elsewhere.
+            out.close()
+            out.join_thread()
+            os.kill(os.getpid(), signal.SIGKILL)
     except Exception as e:
         out.put({"error": f"{type(e).__name__}: {e}"})
+
+
+# ---- vLLM's native offloading -------------------------------------------------------------------
+
+_VLLM_PROBE = r"""
+import json, sys
+from importlib.metadata import version
+out = {"version": version("vllm")}
+try:
+    from vllm.platforms import current_platform
+    out["platform"] = type(current_platform).__name__
+    from vllm.v1.kv_offload.cpu.spec import CPUOffloadingSpec
+    from vllm.v1.kv_offload.tiering.spec import TieringOffloadingSpec
+    for name, cls in (("cpu", CPUOffloadingSpec), ("fs", TieringOffloadingSpec)):
+        # The worker side is what moves KV; its platform check runs before any config is read,
+        # so the spec is made without its VllmConfig (__init__) to reach it on this machine.
+        spec = cls.__new__(cls)
+        spec._worker = None
+        try:
+            spec.get_worker(None)
+            out[name] = None
+        except Exception as e:
+            out[name] = f"{type(e).__name__}: {e}"
+except Exception as e:
+    out["import"] = f"{type(e).__name__}: {e}"
+print(json.dumps(out))
+"""
+
+
+def engines_python() -> str:
+    """vLLM's interpreter: $STRATA_ENGINES_VENV, else .venv beside the peers' venv (both live in
+    the repository root, deploy/install-engines.sh and deploy/install-peers.sh)."""
+    venv = os.environ.get("STRATA_ENGINES_VENV") or os.path.join(
+        os.path.dirname(os.path.abspath(sys.prefix)), ".venv")
+    return os.path.join(venv, "bin", "python")
+
+
+def vllm_rows():
+    """vLLM's CPU offloading (OffloadingConnector, CPUOffloadingSpec) and its file-system tier
+    (TieringOffloadingSpec with an "fs" secondary tier, which is a CPUOffloadingSpec): each case
+    prints vLLM's own error where it cannot run here, or that it ran (then it needs a driver)."""
+    py = engines_python()
+    if not os.path.exists(py):
+        return [{"bench": "peers", "case": "vllm/import", "error":
+                 f"vllm: no interpreter at {py} (deploy/install-engines.sh installs it; "
+                 "STRATA_ENGINES_VENV overrides)"}]
+    r = subprocess.run([py, "-c", _VLLM_PROBE], capture_output=True, text=True, timeout=300)
+    try:
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return [{"bench": "peers", "case": "vllm/import", "error": r.stderr[-600:]}]
+    label = f"vllm {out.get('version', '?')}"
+    if "import" in out:
+        return [{"bench": "peers", "case": "vllm/import", "baseline": label,
+                 "error": out["import"]}]
+    rows = []
+    for name, what in (("cpu", "CPU offloading (CPUOffloadingSpec.get_worker)"),
+                       ("fs", "file-system tier (TieringOffloadingSpec.get_worker)")):
+        err = out.get(name)
+        rows.append({"bench": "peers", "case": f"put_get/vllm-{name}", "baseline": label,
+                     "platform": out.get("platform"),
+                     "error": (f"vllm {what} on platform {out.get('platform')}: {err}" if err
+                               else f"vllm {what} started here but is not driven by this "
+                                    "benchmark yet")})
+    return rows
+
+
+# ---- prefill -> decode transfer between two nodes ------------------------------------------------
+
+def strata_transfer(cli: str, block_bytes: int, blocks: int, reps: int, lat_iters: int):
+    """Strata's peer pull between two real `strata serve` nodes on loopback (static membership,
+    UCX over tcp), as `strata bench transfer` does: the prefill node's client stores the prefix,
+    the decode node's client times Lookup + Load of it (the decode node looks it up in the
+    directory, pulls from the prefill node, verifies every checksum, commits to its host tier and
+    the client copies the blocks out); Clear on the decode node between reps."""
+    import strata
+    d = tempfile.mkdtemp(prefix="strata-peers-xfer-")
+    secret = os.path.join(d, "secret")
+    with open(secret, "w") as f:
+        f.write("strata-bench-peers-secret-0123456789abcdef\n")
+    os.chmod(secret, 0o600)
+    pool = f"{(block_bytes * blocks * 2 + (64 << 20)) >> 20}MiB"
+    procs, clients = {}, {}
+    try:
+        for nid in ("prefill", "decode"):
+            sock = os.path.join(d, nid + ".sock")
+            procs[nid] = subprocess.Popen(
+                [cli, "serve", "--socket", sock, "--no-disk", "--host-pool", pool,
+                 "--node-id", nid, "--membership", "static", "--static-dir",
+                 os.path.join(d, "members"), "--static-peers", "prefill,decode",
+                 "--cluster-secret-file", secret, "--ucx-tls", "tcp",
+                 "--request-timeout-ms", "10000"],
+                stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, nid + ".log"), "wb"))
+        for nid, p in procs.items():
+            sock = os.path.join(d, nid + ".sock")
+            end = time.monotonic() + 30
+            while True:
+                if p.poll() is not None or time.monotonic() > end:
+                    raise RuntimeError(f"strata serve {nid} did not start: " +
+                                       open(os.path.join(d, nid + ".log")).read()[-400:])
+                if os.path.exists(sock):
+                    try:
+                        clients[nid] = strata.Client.connect(sock)
+                        break
+                    except Exception:
+                        pass
+                time.sleep(0.05)
+        dec = clients["decode"]
+        end = time.monotonic() + 30
+        while dec.stats().get("cluster", {}).get("members", 0) != 2:
+            if time.monotonic() > end:
+                raise RuntimeError("the decode node did not see the prefill node within 30 s")
+            time.sleep(0.05)
+        ns = strata_ns(block_bytes)
+        rng = np.random.default_rng(block_bytes + blocks)
+        tokens = [int(t) for t in rng.integers(0, 128000, size=blocks * ns.block_size)]
+        keys = ns.keys(tokens)
+        src = [rng.integers(0, 255, size=block_bytes, dtype=np.uint8) for _ in range(blocks)]
+        if clients["prefill"].store(ns, keys, src) != blocks:
+            raise RuntimeError("the prefill node did not store every block")
+        end = time.monotonic() + 30
+        while True:
+            n, tiers = dec.lookup(keys)
+            if n == blocks and all(t == "remote" for t in tiers):
+                break
+            if time.monotonic() > end:
+                raise RuntimeError(f"the decode node's directory names {n} of {blocks} blocks "
+                                   "after 30 s")
+            time.sleep(0.05)
+        dst = [np.zeros(block_bytes, dtype=np.uint8) for _ in range(blocks)]
+
+        def pull(k):
+            dec.clear(ns)
+            t = time.perf_counter()
+            n, _ = dec.lookup(keys[:k])
+            got = dec.load(ns, keys[:k], dst[:k])
+            dt = time.perf_counter() - t
+            if n != k or got != k:
+                raise RuntimeError(f"decode node loaded {got} of {k} blocks")
+            return dt
+
+        pull(blocks)  # warm-up: connects, faults the pool in
+        times = sorted(pull(blocks) for _ in range(reps))
+        ok = all(np.array_equal(a, b) for a, b in zip(src, dst))
+        lat = sorted(pull(1) for _ in range(lat_iters))
+        return {"GBps": blocks * block_bytes / times[len(times) // 2] / 1e9,
+                "p50_us": pct(lat, 0.5) * 1e6, "p99_us": pct(lat, 0.99) * 1e6, "verified": ok}
+    finally:
+        clients.clear()
+        for p in procs.values():
+            stop(p)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _mooncake_te_target(block_bytes, blocks, seed, q):
+    """The prefill side of Mooncake's transfer engine: KV in registered memory, read by peers."""
+    try:
+        from mooncake.engine import TransferEngine
+        te = TransferEngine()
+        rc = te.initialize("127.0.0.1", "P2PHANDSHAKE", "tcp", "")
+        if rc != 0:
+            raise RuntimeError(f"TransferEngine.initialize returned {rc}")
+        buf = np.random.default_rng(seed).integers(0, 255, size=block_bytes * blocks,
+                                                   dtype=np.uint8)
+        rc = te.register_memory(buf.ctypes.data, buf.nbytes)
+        if rc != 0:
+            raise RuntimeError(f"TransferEngine.register_memory returned {rc}")
+        q.put({"port": te.get_rpc_port(), "addr": buf.ctypes.data})
+        time.sleep(3600)
+    except Exception as e:
+        q.put({"error": f"{type(e).__name__}: {e}"})
+
+
+def mooncake_transfer(block_bytes: int, blocks: int, reps: int, lat_iters: int):
+    """Mooncake's transfer engine over TCP (P2P handshake, no metadata server): the decode side
+    reads the prefix block by block from the prefill process's registered memory in one
+    batch_transfer_sync_read (what its vLLM connector does per request), the same bytes as
+    Strata's pull; the single-block latency is one transfer_sync_read."""
+    from mooncake.engine import TransferEngine
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    seed = block_bytes + blocks
+    target = ctx.Process(target=_mooncake_te_target, args=(block_bytes, blocks, seed, q))
+    target.start()
+    try:
+        r = q.get(timeout=120)
+        if "error" in r:
+            raise RuntimeError(r["error"])
+        peer, base = f"127.0.0.1:{r['port']}", r["addr"]
+        te = TransferEngine()
+        rc = te.initialize("127.0.0.1", "P2PHANDSHAKE", "tcp", "")
+        if rc != 0:
+            raise RuntimeError(f"TransferEngine.initialize returned {rc}")
+        dst = np.zeros(block_bytes * blocks, dtype=np.uint8)
+        if te.register_memory(dst.ctypes.data, dst.nbytes) != 0:
+            raise RuntimeError("TransferEngine.register_memory failed")
+        local = [dst.ctypes.data + i * block_bytes for i in range(blocks)]
+        remote = [base + i * block_bytes for i in range(blocks)]
+
+        def pull(k):
+            dst[: k * block_bytes] = 0
+            t = time.perf_counter()
+            rc = te.batch_transfer_sync_read(peer, local[:k], remote[:k], [block_bytes] * k)
+            dt = time.perf_counter() - t
+            if rc != 0:
+                raise RuntimeError(f"batch_transfer_sync_read returned {rc}")
+            return dt
+
+        pull(blocks)
+        times = sorted(pull(blocks) for _ in range(reps))
+        want = np.random.default_rng(seed).integers(0, 255, size=block_bytes * blocks,
+                                                    dtype=np.uint8)
+        ok = bool(np.array_equal(want, dst))
+        lat = sorted(pull(1) for _ in range(lat_iters))
+        te.unregister_memory(dst.ctypes.data)
+        return {"GBps": blocks * block_bytes / times[len(times) // 2] / 1e9,
+                "p50_us": pct(lat, 0.5) * 1e6, "p99_us": pct(lat, 0.99) * 1e6, "verified": ok}
+    finally:
+        target.kill()
+        target.join()
+
+
+def transfer_rows(cli, size_name, block_bytes, blocks, reps, lat_iters, mooncake_version):
+    case = f"transfer/{size_name}/blocks={blocks}"
+    label = f"mooncake transfer engine {mooncake_version} tcp"
+    mine = strata_transfer(cli, block_bytes, blocks, reps, lat_iters)
+    try:
+        theirs = mooncake_transfer(block_bytes, blocks, reps, lat_iters)
+    except Exception as e:
+        return [{"bench": "peers", "case": case, "metric": "GB/s", "value": mine["GBps"],
+                 "baseline": label, "error": f"{type(e).__name__}: {e}"}]
+    rows = [row(case, "GB/s", mine["GBps"], label, theirs["GBps"]),
+            row(case, "p50_us_1_block", mine["p50_us"], label, theirs["p50_us"], False),
+            row(case, "p99_us_1_block", mine["p99_us"], label, theirs["p99_us"], False),
+            row(case, "verified", float(mine["verified"]), label, float(theirs["verified"]))]
+    for r in rows:
+        r["path"] = ("strata: serve -> serve peer pull (UCX tcp), client Lookup + Load on the "
+                     "decode node; mooncake: TransferEngine batch_transfer_sync_read over tcp")
+    return rows
 
 
 def read_chains(path: str):
@@ -525,7 +1024,7 @@ def emit(rows, as_json):
 
 def row(case, metric, value, peer, peer_value, higher_better=True):
     ratio = (value / peer_value if higher_better else peer_value / value) \
-        if value and peer_value else None
+        if value and peer_value and value > 0 and peer_value > 0 else None
     return {"bench": "peers", "case": case, "metric": metric, "value": value,
             "baseline": peer, "baseline_value": peer_value, "ratio": ratio}
 
@@ -545,11 +1044,20 @@ def main(argv=None):
                     help="trace replay capacities, fractions of the unique blocks")
     ap.add_argument("--mib-per-client", type=int, default=256,
                     help="bytes each client stores per case (MiB); default 256")
+    ap.add_argument("--cases", default="trace,put_get,restart,transfer,vllm",
+                    help="which cases to run (comma-separated): " + ",".join(CASES))
+    ap.add_argument("--transfer-mib", type=int, default=128,
+                    help="prefix size of the transfer case (MiB); default 128")
+    ap.add_argument("--reps", type=int, default=5, help="transfer reps (median)")
     a = ap.parse_args(argv)
+    cases = set(x for x in a.cases.split(",") if x)
+    unknown = cases - set(CASES)
+    if unknown:
+        ap.error(f"unknown case(s) {sorted(unknown)}: choose from {','.join(CASES)}")
 
     strata_sys = Strata(a.strata_cli)
     peers = []
-    for cls in (Mooncake, LmcacheCpu):
+    for cls in (Mooncake, LmcacheCpu, LmcacheDisk, LmcacheServer):
         try:
             peers.append(cls())
         except Exception as e:  # the peer's own import error: printed, nothing estimated
@@ -562,30 +1070,53 @@ def main(argv=None):
                                     "share", "strata", "mooncake_synthetic_trace.jsonl")
     fractions = [float(x) for x in a.capacity_fraction.split(",") if x]
     lm = next((p for p in peers if p.name == "lmcache"), None)
-    if lm is not None and os.path.exists(trace):
+    if "trace" in cases and lm is not None and os.path.exists(trace):
         try:
             emit(trace_rows(a.strata_cli, trace, fractions, lm.version, a.strata_policy),
                  a.json)
         except Exception as e:
             emit([{"bench": "peers", "case": "trace", "error": f"{type(e).__name__}: {e}"}],
                  a.json)
-    emit([{"bench": "peers", "case": "trace", "baseline": "mooncake", "error":
-           "mooncake: eviction runs inside mooncake_master (C++), not drivable offline"}], a.json)
+    if "trace" in cases:
+        emit([{"bench": "peers", "case": "trace", "baseline": "mooncake", "error":
+               "mooncake: eviction runs inside mooncake_master (C++), not drivable offline"}],
+             a.json)
+    if "vllm" in cases:
+        emit(vllm_rows(), a.json)
     rows = []
+    mc = next((p for p in peers if p.name == "mooncake"), None)
     for size_name in a.sizes.split(","):
         block = SIZES[size_name]
-        for n in map(int, a.clients.split(",")):
+        if "transfer" in cases:
+            blocks = max(4, (a.transfer_mib << 20) // block)
+            try:
+                emit(transfer_rows(a.strata_cli, size_name, block, blocks, a.reps,
+                                   max(15, min(200, (256 << 20) // block)),
+                                   mc.version if mc else "not installed"), a.json)
+            except Exception as e:
+                emit([{"bench": "peers", "case": f"transfer/{size_name}",
+                       "error": f"strata: {type(e).__name__}: {e}"}], a.json)
+        for n in (map(int, a.clients.split(",")) if "put_get" in cases else ()):
             per_client = max(8, (a.mib_per_client << 20) // block // n)
             case = f"put_get/{size_name}/clients={n}"
-            try:
-                mine = put_get(strata_sys, block, n, per_client)
-            except Exception as e:
-                emit([{"bench": "peers", "case": case, "error": f"strata: {e}"}], a.json)
-                continue
+            mine_by_tier = {}
             for peer in peers:
+                # A disk peer is measured against Strata with its disk tier (write-through).
+                tier = "disk" if getattr(peer, "disk", False) else "memory"
+                if tier not in mine_by_tier:
+                    try:
+                        mine_by_tier[tier] = put_get(strata_sys, block, n, per_client,
+                                                     disk=tier == "disk")
+                    except Exception as e:
+                        mine_by_tier[tier] = None
+                        emit([{"bench": "peers", "case": case, "tier": tier,
+                               "error": f"strata: {e}"}], a.json)
+                mine = mine_by_tier[tier]
+                if mine is None:
+                    continue
                 label = f"{peer.name} {peer.version}"
                 try:
-                    theirs = put_get(peer, block, n, per_client)
+                    theirs = put_get(peer, block, n, per_client, disk=tier == "disk")
                 except Exception as e:
                     emit([{"bench": "peers", "case": case, "baseline": label,
                            "error": str(e)}], a.json)
@@ -602,12 +1133,21 @@ def main(argv=None):
                            False),
                        row(case, "verified", mine["verified"], label, theirs["verified"])]
                 if n == 1:
-                    out.append(row(f"overhead/{size_name}", "rss_B/block",
-                                   mine["rss_per_block"], label, theirs["rss_per_block"], False))
+                    out.append(row(f"overhead/{size_name}", "pss_growth_B/block_beyond_payload",
+                                   mine["pss_per_block"], label, theirs["pss_per_block"], False))
+                    out.append(row(f"overhead/{size_name}",
+                                   "pss_footprint_B/block_beyond_payload",
+                                   mine["footprint_per_block"], label,
+                                   theirs["footprint_per_block"], False))
+                    out[-1]["capacity_bytes"] = mine["capacity_bytes"]
+                for r in out:
+                    r["strata_tier"] = tier
                 emit(out, a.json)
                 rows += out
+        if "restart" not in cases:
+            continue
         case = f"restart/{size_name}"
-        blocks = max(8, (64 << 20) // block)
+        blocks = max(8, (min(64, a.mib_per_client) << 20) // block)  # 64 MiB, or less
         try:
             mine = restart_case(strata_sys, block, blocks)
         except Exception as e:
@@ -617,10 +1157,13 @@ def main(argv=None):
             label = f"{peer.name} {peer.version}"
             try:
                 theirs = restart_case(peer, block, blocks)
-                emit([row(case, "served_after_kill", mine, label, theirs)], a.json)
+                emit([row(case, "served_after_kill", mine["served"], label, theirs["served"]),
+                      row(f"overhead/{size_name}", "disk_B/block_beyond_payload",
+                          mine["disk_per_block"], label, theirs["disk_per_block"], False)],
+                     a.json)
             except Exception as e:
                 emit([{"bench": "peers", "case": case, "metric": "served_after_kill",
-                       "value": mine, "baseline": label, "error": str(e)}], a.json)
+                       "value": mine["served"], "baseline": label, "error": str(e)}], a.json)
     return 0
 
 

@@ -1,0 +1,49 @@
+#!/bin/bash
+# `strata bench peers` on the path a user runs, small: one client, 64 KiB blocks, 2 MiB per client,
+# a 1 MiB transfer prefix. Checks that every case prints its JSON line (DESIGN.md, Benchmarks), that
+# Strata's figures are positive with every loaded byte verified, that each peer's case prints a
+# figure or that peer's own error, and that Strata serves every block after kill -9.
+# Exit 77 (skipped) where the peers are not installed (deploy/install-peers.sh).
+# Usage: bench_peers_test.sh STRATA_BINARY
+set -u
+strata=$1
+out=$(mktemp)
+err=$(mktemp)
+trap 'rm -f "$out" "$err"' EXIT
+"$strata" bench peers --json --sizes 64KiB --clients 1 --mib-per-client 2 --transfer-mib 1 \
+  --reps 1 --cases put_get,restart,transfer,vllm >"$out" 2>"$err"
+rc=$?
+if [ $rc -ne 0 ] && grep -q "are not installed" "$err"; then
+  echo "skipped: $(grep 'are not installed' "$err")"
+  exit 77
+fi
+[ $rc -eq 0 ] || { echo "FAIL: exit $rc"; cat "$out"; tail -40 "$err"; exit 1; }
+cat "$out"
+python3 - "$out" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.startswith('{')]
+assert all(l['bench'] == 'peers' for l in lines), lines
+cases = {l['case'] for l in lines}
+need = {'put_get/64KiB/clients=1', 'restart/64KiB', 'transfer/64KiB/blocks=16',
+        'overhead/64KiB'}
+missing = need - cases
+assert not missing, f'missing cases: {missing}'
+# vLLM (deploy/install-engines.sh's venv): both cases, or the one line saying it is missing.
+assert {'put_get/vllm-cpu', 'put_get/vllm-fs'} <= cases or 'vllm/import' in cases, cases
+strata_errors = [l for l in lines if 'error' in l and str(l['error']).startswith('strata')]
+assert not strata_errors, strata_errors
+for l in lines:
+    if 'error' in l:
+        assert l['error'], l  # a peer that cannot run a case prints its own error
+        continue
+    m = l['metric']
+    if m.endswith('GB/s') or m.endswith('_us') or m.endswith('_us_1_block'):
+        assert l['value'] > 0, l
+    if m == 'verified':
+        assert l['value'] == 1.0, l
+    if m == 'served_after_kill':
+        assert l['value'] == 1.0, l  # Strata's disk tier, write-through
+peer_rows = {l['baseline'].split()[0] for l in lines if 'baseline' in l}
+assert {'mooncake', 'lmcache', 'lmcache-disk', 'lmcache-server'} <= peer_rows, peer_rows
+print('ok:', len(lines), 'lines')
+PY
