@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <queue>
 #include <tuple>
 #include <random>
@@ -33,6 +34,10 @@ struct Options {
   std::vector<double> capacity_fractions = {0.02, 0.05, 0.10, 0.25};
   std::string policy = "all";
   bool variants = false;
+  double host_fraction = 0;  // with disk_fraction: the two-tier replay instead
+  double disk_fraction = 0;
+  uint32_t admission_min_frequency = 2;  // TieredStoreOptions' default
+  std::string disk_policy;  // two-tier: the disk tier's policy; empty: the host's
 };
 
 // One trace at one capacity: every policy of `kinds`, Belady and the infinite cache, in the same
@@ -74,6 +79,44 @@ void RunCapacity(BenchReport& report, const std::string& trace_name, const Chain
   }
 }
 
+// One trace through a host tier over a disk tier (ReplayTwoTier: write-back demotion through the
+// store's DiskAdmission, promotion on a disk hit), every policy of `kinds` in both tiers. One line
+// per policy, with the one-tier Belady of the two tiers' capacity together as the baseline.
+void RunTwoTier(BenchReport& report, const std::string& trace_name, const Chains& chains,
+                uint64_t host, uint64_t disk, uint32_t min_frequency,
+                const std::vector<store::PolicyKind>& kinds,
+                std::optional<store::PolicyKind> disk_kind) {
+  const ReplayCounts opt = ReplayBelady(chains, host + disk);
+  const std::string base_case = "trace/" + trace_name + "/host=" + std::to_string(host) +
+                                "/disk=" + std::to_string(disk);
+  for (store::PolicyKind kind : kinds) {
+    auto got = ReplayTwoTier(chains, host, disk, kind, disk_kind.value_or(kind), min_frequency);
+    if (!got.ok()) cli::Fail(got.status().ToString());
+    const std::string policy(store::PolicyKindName(kind));
+    const std::string disk_policy(store::PolicyKindName(disk_kind.value_or(kind)));
+    nlohmann::json extra = {
+        {"trace", trace_name},
+        {"policy", policy},
+        {"disk_policy", disk_policy},
+        {"host_blocks", host},
+        {"disk_blocks", disk},
+        {"admission_min_frequency", min_frequency},
+        {"requests", chains.size()},
+        {"requested_blocks", got->requested},
+        {"hit_ratio", got->Ratio()},
+        {"host_hit_ratio", got->HostRatio()},
+        {"disk_hit_ratio", got->DiskRatio()},
+        {"miss_ratio", 1 - got->Ratio()},
+        {"demoted", got->demoted},
+        {"rejected", got->rejected},
+        {"promoted", got->promoted},
+        {"belady_hit_ratio", opt.Ratio()},
+    };
+    report.Add({base_case + "/policy=" + policy + "/disk_policy=" + disk_policy, "hit_ratio",
+                got->Ratio(), "belady", opt.Ratio(), true, extra});
+  }
+}
+
 void Run(const Options& opt) {
   std::vector<store::PolicyKind> kinds;
   if (opt.policy.empty() || opt.policy == "all") {
@@ -90,6 +133,16 @@ void Run(const Options& opt) {
   }
   for (double f : opt.capacity_fractions)
     if (!(f > 0 && f <= 1)) cli::Fail("--capacity-fraction values must be in (0, 1]");
+  std::optional<store::PolicyKind> disk_kind;
+  if (!opt.disk_policy.empty()) {
+    auto kind = store::ParsePolicyKind(opt.disk_policy);
+    if (!kind.ok()) cli::Fail(kind.status().ToString());
+    disk_kind = *kind;
+  }
+  if ((opt.host_fraction > 0) != (opt.disk_fraction > 0))
+    cli::Fail("--host-fraction and --disk-fraction go together");
+  for (double f : {opt.host_fraction, opt.disk_fraction})
+    if (f < 0 || f > 1) cli::Fail("--host-fraction and --disk-fraction must be in (0, 1]");
   auto trace = ReadMooncakeTrace(opt.trace);
   if (!trace.ok()) cli::Fail(trace.status().ToString());
   Chains chains;
@@ -130,6 +183,12 @@ void Run(const Options& opt) {
       for (double f : opt.capacity_fractions)
         capacities.push_back(std::max<uint64_t>(1, static_cast<uint64_t>(unique * f)));
     }
+    if (opt.host_fraction > 0) {
+      RunTwoTier(report, name, c, std::max<uint64_t>(1, unique * opt.host_fraction),
+                 std::max<uint64_t>(1, unique * opt.disk_fraction), opt.admission_min_frequency,
+                 kinds, disk_kind);
+      continue;
+    }
     for (uint64_t cap : capacities) RunCapacity(report, name, c, cap, kinds);
   }
 }
@@ -154,6 +213,18 @@ void Run(const Options& opt) {
   cmd->add_flag("--variants", opt->variants,
                 "Also replay derived and synthetic traces (halves, sub-samples, conversation, "
                 "agent, coding) to check the policy generalises");
+  auto* host = cmd->add_option("--host-fraction", opt->host_fraction,
+                               "Two-tier replay: host tier capacity as a fraction of the unique "
+                               "blocks (with --disk-fraction; replaces --capacity-fraction)");
+  cmd->add_option("--disk-fraction", opt->disk_fraction,
+                  "Two-tier replay: disk tier capacity as a fraction of the unique blocks");
+  cmd->add_option("--admission-min-frequency", opt->admission_min_frequency,
+                  "Two-tier replay: accesses a host victim needs to be written to disk (the "
+                  "store's disk_admission_min_frequency)")
+      ->capture_default_str();
+  cmd->add_option("--disk-policy", opt->disk_policy,
+                  "Two-tier replay: the disk tier's policy (default: the host tier's)");
+  host->excludes(blocks);
   cmd->callback([opt] { Run(*opt); });
 });
 
