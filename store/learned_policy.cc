@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cmath>
 #include <mutex>
 #include <numeric>
 #include <vector>
@@ -138,7 +139,8 @@ class LearnedPolicy final : public EvictionPolicy {
         nodes_(new Node[capacity]),
         sample_shift_(SampleShift(capacity)),
         sketch_(std::bit_floor(capacity)),  // at most 2 bytes per slot
-        optgen_(std::max<uint32_t>(1, capacity >> sample_shift_)) {
+        optgen_(std::max<uint32_t>(1, capacity >> sample_shift_)),
+        ghosts_(std::bit_ceil(4 * std::max<uint32_t>(64, capacity >> sample_shift_))) {
     for (auto& c : predictor_) c.store(kFriendly, std::memory_order_relaxed);
   }
 
@@ -175,9 +177,12 @@ class LearnedPolicy final : public EvictionPolicy {
     if (sampled) {
       std::lock_guard lock(sampler_mu_);
       tracked = optgen_.Track(slot, key_hash);
+      n.nominated = 0;
+      CheckGhost(key_hash, clock_.load(std::memory_order_relaxed));
       optgen_.Access(key_hash, sig, [this](uint8_t s, bool kept) { Train(s, kept); });
     }
-    n.flags.store(static_cast<uint8_t>((gen << kGenShift) | kLiveBit | (tracked ? kSampledBit : 0)),
+    n.flags.store(static_cast<uint8_t>((gen << kGenShift) | kLiveBit | (tracked ? kSampledBit : 0) |
+                                       (seen << kSeenShift)),
                   std::memory_order_release);
   }
 
@@ -200,6 +205,7 @@ class LearnedPolicy final : public EvictionPolicy {
       uint64_t key;
       if (optgen_.Key(slot, &key))
         optgen_.Access(key, sig, [this](uint8_t s, bool kept) { Train(s, kept); });
+      CheckNominated(n, clock_.load(std::memory_order_relaxed));
     }
   }
 
@@ -228,8 +234,10 @@ class LearnedPolicy final : public EvictionPolicy {
     const uint32_t now = clock_.load(std::memory_order_relaxed);
     const uint32_t nursery = capacity() / 10;
     const uint64_t credit = capacity() / 2;
-    uint32_t best = kNoSlot;
-    uint64_t best_rank = UINT64_MAX;
+    uint32_t best[kExperts];
+    uint64_t best_rank[kExperts];
+    std::fill(best, best + kExperts, kNoSlot);
+    std::fill(best_rank, best_rank + kExperts, UINT64_MAX);
     uint32_t eligible = 0;
     for (uint32_t probe = 0; probe < capacity() && eligible < kCandidates; ++probe) {
       const uint32_t s = cursor_;
@@ -239,28 +247,42 @@ class LearnedPolicy final : public EvictionPolicy {
       const uint32_t last = n.last.load(std::memory_order_relaxed);
       const bool interior = n.children.load(std::memory_order_relaxed) > 0;
       const bool young = now - last < nursery;
-      const bool averse = Bypassed(n, last) || !Friendly(n.sig.load(std::memory_order_relaxed));
+      const bool bypassed = Bypassed(n, last);
+      const bool averse = bypassed || !Friendly(n.sig.load(std::memory_order_relaxed));
       if (!interior && !young) ++eligible;
-      // Within a class: the least recently used goes first, each remembered reuse (up to 3)
-      // counting as half a turnover of the cache more recent (GDSF's frequency credit).
-      const uint64_t hits =
-          std::min<uint64_t>(n.meta.load(std::memory_order_relaxed) & kHitsMask, 3);
-      const uint64_t value = uint64_t{kAgeLimit} - std::min<uint64_t>(now - last, kAgeLimit) +
-                             hits * credit;
-      // Lowest first: leaves, then old, then averse, then value.
-      const uint64_t rank = (uint64_t{interior} << 63) | (uint64_t{young} << 62) |
-                            (uint64_t{!averse} << 61) | value;
-      if (rank < best_rank) {
-        best_rank = rank;
-        best = s;
-      }
+      const uint64_t hits = n.meta.load(std::memory_order_relaxed) & kHitsMask;
+      const uint64_t recency = uint64_t{kAgeLimit} - std::min<uint64_t>(now - last, kAgeLimit);
+      // Every expert keeps prefix order (a leaf before an interior block); lowest rank first.
+      const uint64_t leaf = uint64_t{interior} << 63;
+      uint64_t rank[kExperts];
+      // kDeadBlock: leaves, then old, then averse (predicted dead), then recency with a
+      // frequency credit of half a turnover per remembered reuse (up to 3).
+      rank[kDeadBlock] = leaf | (uint64_t{young} << 62) | (uint64_t{!averse} << 61) |
+                         (recency + std::min<uint64_t>(hits, 3) * credit);
+      // kRecency: least recently used (LRU).
+      rank[kRecency] = leaf | recency;
+      // kProbation: blocks not reused since they were stored (hits beyond the count they were
+      // inserted with) or bypassed go first, oldest first (S3-FIFO's small queue, ARC's T1).
+      const uint64_t seen = (n.flags.load(std::memory_order_relaxed) & kSeenMask) >> kSeenShift;
+      rank[kProbation] = leaf | (uint64_t{hits > seen && !bypassed} << 62) | recency;
+      // kFrequency: GDSF (priority = clock + frequency), a whole turnover per reuse (up to 15).
+      rank[kFrequency] = leaf | (recency + hits * capacity());
+      for (int e = 0; e < kExperts; ++e)
+        if (rank[e] < best_rank[e]) {
+          best_rank[e] = rank[e];
+          best[e] = s;
+        }
     }
-    if (best != kNoSlot && (best_rank >> 61) == 1) {  // a friendly leaf goes: detrain (Hawkeye)
-      auto& c = predictor_[nodes_[best].sig.load(std::memory_order_relaxed) & kSigMask];
+    const uint32_t victim = best[leader_];
+    if (victim == kNoSlot) return kNoSlot;
+    if (victim == best[kDeadBlock] && (best_rank[kDeadBlock] >> 61) == 1) {
+      // a friendly leaf goes: detrain (Hawkeye)
+      auto& c = predictor_[nodes_[victim].sig.load(std::memory_order_relaxed) & kSigMask];
       const uint8_t v = c.load(std::memory_order_relaxed);
       if (v > 0) c.store(v - 1, std::memory_order_relaxed);
     }
-    return best;
+    Referee(best, victim, now);
+    return victim;
   }
 
   bool HasChildren(uint32_t slot) const override {
@@ -280,6 +302,13 @@ class LearnedPolicy final : public EvictionPolicy {
 
  private:
   static constexpr uint32_t kCandidates = 8;     // eligible leaves ranked per eviction
+  // The experts: orderings of the same candidates (PickVictim). The leader's choice is evicted.
+  static constexpr int kDeadBlock = 0, kRecency = 1, kProbation = 2, kFrequency = 3;
+  static constexpr int kExperts = 4;
+  static constexpr uint32_t kWindowEpochs = 32;  // a reuse within one capacity of inserts counts
+  static constexpr uint64_t kDecayLaps = 4;      // regrets halve every 4 x capacity evictions
+  static constexpr double kSwitchMargin = 0.9;   // a challenger needs 10% fewer regrets,
+  static constexpr double kSwitchSigmas = 2;     // and two standard errors fewer
   static constexpr uint32_t kAgeLimit = 1u << 31;  // ages beyond this rank as equally old
   static constexpr uint8_t kFriendly = 4;          // predictor counters: 0..7, friendly from 4
   static constexpr uint8_t kMaxCounter = 7;
@@ -288,8 +317,10 @@ class LearnedPolicy final : public EvictionPolicy {
   static constexpr int kGenShift = 4;          // meta: parent's incarnation; flags: own
   static constexpr uint8_t kLiveBit = 1;       // flags
   static constexpr uint8_t kSampledBit = 2;    // flags: the key is in OPTgen's sample
+  static constexpr int kSeenShift = 2;         // flags: the reuse count it was inserted with
+  static constexpr uint8_t kSeenMask = 3 << kSeenShift;
 
-  // Node: 16 bytes per slot.
+  // Node: 16 bytes per slot (nominated and nominated_epoch under sampler_mu_).
   struct Node {
     std::atomic<uint32_t> parent{kNoSlot};
     std::atomic<uint32_t> last{0};      // insert clock at the last access
@@ -298,6 +329,8 @@ class LearnedPolicy final : public EvictionPolicy {
     std::atomic<uint8_t> depth{0};      // position in the chain (saturating)
     std::atomic<uint8_t> meta{0};       // reuse count, parent incarnation
     std::atomic<uint8_t> flags{0};      // live, sampled, incarnation
+    uint8_t nominated = 0;              // experts that nominated it and lost (sampled slots only)
+    uint8_t nominated_epoch = 0;        // when (epochs of capacity / kWindowEpochs inserts)
   };
   static_assert(sizeof(Node) == 16);
 
@@ -332,6 +365,82 @@ class LearnedPolicy final : public EvictionPolicy {
     if (!kept && v > 0) c.store(v - 1, std::memory_order_relaxed);
   }
 
+  // The referee (regret of each expert, LeCaR/CACHEUS-style, on the sampled keys only so that
+  // every expert is judged on the same sample): an expert's nominee that is read again within one
+  // capacity of inserts is a regret for it, whether it was evicted (the leader's, and every expert
+  // that agreed: seen again when its key is inserted again, through the ghost table) or left
+  // cached (seen at its next hit). The leader is the expert with the fewest regrets per
+  // nomination, both decayed by half every kDecayLaps x capacity evictions.
+  void Referee(const uint32_t* best, uint32_t victim, uint32_t now) {
+    std::lock_guard lock(sampler_mu_);
+    const uint8_t epoch = Epoch(now);
+    uint8_t agreed = 0;
+    for (int e = 0; e < kExperts; ++e) {
+      if (best[e] == victim) {
+        agreed |= static_cast<uint8_t>(1u << e);
+        continue;
+      }
+      if (best[e] == kNoSlot) continue;
+      Node& n = nodes_[best[e]];
+      if (!(n.flags.load(std::memory_order_relaxed) & kSampledBit)) continue;
+      if (n.nominated && static_cast<uint8_t>(epoch - n.nominated_epoch) >= kWindowEpochs)
+        n.nominated = 0;  // expired
+      if (!(n.nominated & (1u << e))) nominations_[e] += 1;
+      if (!n.nominated) n.nominated_epoch = epoch;
+      n.nominated |= static_cast<uint8_t>(1u << e);
+    }
+    uint64_t key;
+    if ((nodes_[victim].flags.load(std::memory_order_relaxed) & kSampledBit) &&
+        optgen_.Key(victim, &key)) {
+      for (int e = 0; e < kExperts; ++e)
+        if (agreed & (1u << e)) nominations_[e] += 1;
+      const uint64_t h = Mix(key ^ 0x2545F4914F6CDD1DULL);
+      ghosts_[h & (ghosts_.size() - 1)] = Ghost{static_cast<uint32_t>(h >> 32), now, agreed};
+    }
+    if (++evictions_ % (kDecayLaps * capacity()) == 0) {
+      for (int e = 0; e < kExperts; ++e) {
+        regrets_[e] /= 2;
+        nominations_[e] /= 2;
+      }
+    }
+    auto score = [&](int e) { return (regrets_[e] + 1) / (nominations_[e] + 2); };
+    int best_e = leader_;
+    for (int e = 0; e < kExperts; ++e)
+      if (score(e) < score(best_e)) best_e = e;
+    // A challenger takes over when its regret rate is lower by 10% and by two standard errors of
+    // the difference (binomial), so that noise does not flip the ordering back and forth: mixing
+    // two orderings keeps neither's cache contents and is worse than either.
+    auto se = [&](int e) {
+      const double p = score(e);
+      return std::sqrt(p * (1 - p) / (nominations_[e] + 2));
+    };
+    if (best_e != leader_ && score(best_e) < kSwitchMargin * score(leader_) &&
+        score(leader_) - score(best_e) > kSwitchSigmas * std::hypot(se(best_e), se(leader_)))
+      leader_ = best_e;
+  }
+  void Regret(uint8_t mask) REQUIRES_LOCK(sampler_mu_) {
+    for (int e = 0; e < kExperts; ++e)
+      if (mask & (1u << e)) regrets_[e] += 1;
+  }
+  // A sampled key is inserted again: was it a victim within the window?
+  void CheckGhost(uint64_t key_hash, uint32_t now) REQUIRES_LOCK(sampler_mu_) {
+    const uint64_t h = Mix(key_hash ^ 0x2545F4914F6CDD1DULL);
+    Ghost& g = ghosts_[h & (ghosts_.size() - 1)];
+    if (g.mask && g.tag == static_cast<uint32_t>(h >> 32)) {
+      if (now - g.time < capacity()) Regret(g.mask);
+      g.mask = 0;
+    }
+  }
+  // A sampled cached block is read: did an expert nominate it within the window?
+  void CheckNominated(Node& n, uint32_t now) REQUIRES_LOCK(sampler_mu_) {
+    if (n.nominated && static_cast<uint8_t>(Epoch(now) - n.nominated_epoch) < kWindowEpochs)
+      Regret(n.nominated);
+    n.nominated = 0;
+  }
+  uint8_t Epoch(uint32_t now) const {
+    return static_cast<uint8_t>(now / std::max<uint32_t>(1, capacity() / kWindowEpochs));
+  }
+
   static uint8_t Gen(uint8_t flags) { return flags >> kGenShift; }
   static uint8_t ParentGen(uint8_t meta) { return meta >> kGenShift; }
   static bool IsIncarnation(const Node& n, uint8_t gen) {
@@ -354,6 +463,16 @@ class LearnedPolicy final : public EvictionPolicy {
   FrequencySketch sketch_;  // inserts per key, aged (TinyLFU): memory across evictions
   SpinLock sampler_mu_;
   OptGen optgen_ GUARDED_BY(sampler_mu_);
+  struct Ghost {
+    uint32_t tag = 0;
+    uint32_t time = 0;
+    uint8_t mask = 0;  // the experts that nominated the victim
+  };
+  std::vector<Ghost> ghosts_ GUARDED_BY(sampler_mu_);  // sampled victims, direct-mapped
+  double regrets_[kExperts] GUARDED_BY(sampler_mu_) = {};
+  double nominations_[kExperts] GUARDED_BY(sampler_mu_) = {};
+  uint64_t evictions_ GUARDED_BY(sampler_mu_) = 0;
+  int leader_ = kDeadBlock;  // read under mu_, written under mu_ and sampler_mu_
   std::mutex mu_;
   uint32_t cursor_ GUARDED_BY(mu_) = 0;
   // The cursor's step: coprime with the capacity, near capacity / golden ratio, so a sweep

@@ -23,12 +23,23 @@
 //    always loses its tail before its head; the newest tenth of the capacity (by insert clock) is
 //    not a candidate while an older block is (the `prefix` policy's nursery: a prefix stored a
 //    moment ago is about to be loaded).
-//  Rank, lowest evicted first: (averse or bypassed, then friendly), then least recently used.
-//  Evicting a friendly block detrains its signature (Hawkeye).
+//  - Experts and a referee (LeCaR, Vietri et al., HotStorage'18; CACHEUS, Rodriguez et al.,
+//    FAST'21): four orderings rank the same window of candidates, and the current leader's choice
+//    is evicted. kDeadBlock: (averse or bypassed, then friendly), then least recently used with a
+//    frequency credit (the policy before issue 17's second round); kRecency: LRU; kProbation:
+//    blocks not reused since they were stored (or bypassed) first, oldest first (S3-FIFO's small
+//    queue, ARC's T1); kFrequency: GDSF's clock + frequency. Every expert keeps prefix order.
+//    The referee judges every expert on the sampled keys: an expert's nominee that is read again
+//    within one capacity of inserts is a regret, whether it was evicted (its key comes back: a
+//    ghost table of sampled victims) or left cached (its next hit). The leader is the expert with
+//    the fewest regrets per nomination (decayed), replaced only when a challenger is better by 10%
+//    and two standard errors, so that noise does not mix orderings.
+//  Evicting a friendly block under kDeadBlock detrains its signature (Hawkeye).
 //
 // Per-slot state: a 16-byte node plus 1-2 bytes of the TinyLFU sketch (BytesPerSlot); fixed per
-// policy, whatever the capacity: the predictor (128 counters) and OPTgen (occupancy vector,
-// history, slot map of the sampled keys), at most about 140 KiB.
+// policy, whatever the capacity: the predictor (128 counters), OPTgen (occupancy vector, history,
+// slot map of the sampled keys) and the referee's ghost table (4 x the sampled capacity entries of
+// 12 bytes), at most about 160 KiB.
 //
 // Thread-safety: as EvictionPolicy. OnAccess is relaxed atomic stores, plus the sampler's spin
 // lock for sampled keys only (1 in R). OnInsert/OnRemove touch the node and its parent's child

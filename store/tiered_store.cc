@@ -50,10 +50,11 @@ size_t PrefetchTicket::failed() const {
 
 TieredStore::TieredStore(const TieredStoreOptions& options)
     : options_(options),
-      sketch_(std::max<uint64_t>(
-          1024, (options.host.pool.max_blocks ? options.host.pool.max_blocks
-                                              : options.host.capacity_bytes / 65536) *
-                    4)) {}
+      admission_(std::max<uint64_t>(
+                     1024, (options.host.pool.max_blocks ? options.host.pool.max_blocks
+                                                         : options.host.capacity_bytes / 65536) *
+                               4),
+                 options.disk_admission_min_frequency) {}
 
 Result<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStoreOptions& options,
                                                        std::unique_ptr<BlockPool> device) {
@@ -119,14 +120,12 @@ TieredStore::~TieredStore() {
   }
 }
 
-void TieredStore::CountAccess(const BlockKey& key) { sketch_.Increment(KeyHash(key)); }
+void TieredStore::CountAccess(const BlockKey& key) { admission_.CountAccess(KeyHash(key)); }
 
 void TieredStore::OnHostEvict(const BlockHeader& header, std::span<const std::byte> payload,
                               bool shared) {
   const bool write_back = disk_ != nullptr && options_.write_policy == WritePolicy::kWriteBack;
-  const bool admit =
-      write_back &&
-      (shared || sketch_.Estimate(KeyHash(header.key)) >= options_.disk_admission_min_frequency);
+  const bool admit = write_back && admission_.Admit(KeyHash(header.key), shared);
   // The demotion carries the block's tag to the disk (WriteDemoted releases it).
   if (admit) tags_.Hold(header.key);
   if (options_.on_host_removed) options_.on_host_removed(header.key);

@@ -46,7 +46,7 @@
 #include "store/block_tags.h"
 #include "store/demotion_queue.h"
 #include "store/disk_tier.h"
-#include "store/frequency_sketch.h"
+#include "store/disk_admission.h"
 #include "store/host_tier.h"
 #include "store/thread_annotations.h"
 #include "store/tier.h"
@@ -226,7 +226,7 @@ class TieredStore {
   }
 
   const TieredStoreOptions options_;
-  FrequencySketch sketch_;
+  DiskAdmission admission_;
   std::unique_ptr<BlockPool> device_;
   std::unique_ptr<DiskTier> disk_;  // declared before host_: host_ (whose evictions write here)
   std::unique_ptr<DemotionQueue> demotion_;  // write-back staging; destroyed (drained) after host_

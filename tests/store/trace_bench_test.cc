@@ -63,4 +63,31 @@ TEST_CASE("bench trace prints the required fields and sane orderings", "[store]"
   REQUIRE(pclose(f) != 0);
 }
 
+TEST_CASE("bench trace replays a host tier over a disk tier", "[store]") {
+  const auto lines = RunLines(
+      "--json --host-fraction 0.05 --disk-fraction 0.2 --policy lru --disk-policy prefix");
+  REQUIRE(lines.size() == 1);
+  const std::string& j = lines[0];
+  REQUIRE(j.find("\"disk_policy\":\"prefix\"") != std::string::npos);
+  REQUIRE(Field(j, "host_blocks") == 2196);
+  REQUIRE(Field(j, "disk_blocks") == 8784);
+  const double host = Field(j, "host_hit_ratio"), disk = Field(j, "disk_hit_ratio");
+  const double miss = Field(j, "miss_ratio"), opt = Field(j, "belady_hit_ratio");
+  REQUIRE(host > 0);
+  REQUIRE(disk > 0);  // the disk serves what host evicted
+  REQUIRE(host + disk + miss == Approx(1.0));
+  REQUIRE(host + disk <= opt);
+  REQUIRE(Field(j, "demoted") > 0);
+  REQUIRE(Field(j, "promoted") > 0);
+  // One fraction without the other is a clear error.
+  const std::string cmd =
+      std::string(STRATA_CLI_PATH) + " bench trace --host-fraction 0.05 2>&1";
+  FILE* f = popen(cmd.c_str(), "r");
+  REQUIRE(f != nullptr);
+  char buf[512];
+  while (fread(buf, 1, sizeof(buf), f) > 0) {
+  }
+  REQUIRE(pclose(f) != 0);
+}
+
 }  // namespace

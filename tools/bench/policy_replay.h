@@ -49,4 +49,27 @@ ReplayCounts ReplayBelady(const Chains& chains, uint64_t capacity);
 // A cache that never evicts.
 ReplayCounts ReplayInfinite(const Chains& chains);
 
+// A host tier over a disk tier, as TieredStore's write-back runs them: a request hits the longest
+// prefix of its chain held in either tier (a block in host is a host hit, else a disk hit); every
+// block of it is counted once by the disk admission sketch (a put or a get in the store), then read
+// or stored in host; a disk hit is promoted (copied) into host; a host victim that is not on disk
+// already is demoted to disk when store::DiskAdmission admits it (the store's object), else
+// dropped. Host runs `kind`, disk `disk_kind` (host_capacity and disk_capacity blocks).
+struct TwoTierCounts {
+  uint64_t host_hit = 0;   // prefix blocks found in host
+  uint64_t disk_hit = 0;   // prefix blocks found on disk only
+  uint64_t requested = 0;  // blocks asked
+  uint64_t demoted = 0;    // host victims written to disk
+  uint64_t rejected = 0;   // host victims the admission filter kept off the disk
+  uint64_t promoted = 0;   // disk blocks copied back into host
+  double HostRatio() const { return requested ? static_cast<double>(host_hit) / requested : 0; }
+  double DiskRatio() const { return requested ? static_cast<double>(disk_hit) / requested : 0; }
+  double Ratio() const { return HostRatio() + DiskRatio(); }
+};
+// InvalidArgument for a capacity outside [1, 2^32 - 1).
+Result<TwoTierCounts> ReplayTwoTier(const Chains& chains, uint64_t host_capacity,
+                                    uint64_t disk_capacity, store::PolicyKind kind,
+                                    store::PolicyKind disk_kind,
+                                    uint32_t admission_min_frequency);
+
 }  // namespace strata::bench

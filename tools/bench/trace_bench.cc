@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <queue>
 #include <tuple>
 #include <random>
@@ -19,6 +20,7 @@
 #include "bench_report.h"
 #include "mooncake_trace.h"
 #include "policy_replay.h"
+#include "trace_generators.h"
 #include "../strata/command_registry.h"
 #include "store/eviction_policy.h"
 
@@ -32,113 +34,11 @@ struct Options {
   std::vector<double> capacity_fractions = {0.02, 0.05, 0.10, 0.25};
   std::string policy = "all";
   bool variants = false;
+  double host_fraction = 0;  // with disk_fraction: the two-tier replay instead
+  double disk_fraction = 0;
+  uint32_t admission_min_frequency = 2;  // TieredStoreOptions' default
+  std::string disk_policy;  // two-tier: the disk tier's policy; empty: the host's
 };
-
-// ---- trace variants, to check that the policy generalises (docs/store.md) ----
-
-// A multi-turn chat service: a few shared system prompts (Zipf), sessions whose every turn resends
-// the whole conversation plus a few new blocks; sessions interleave.
-Chains SyntheticConversation(uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  const int kPrompts = 12, kSessions = 3000;
-  std::vector<std::vector<uint64_t>> prompts(kPrompts);
-  uint64_t next_id = 1;
-  for (auto& p : prompts) {
-    int len = 2 + static_cast<int>(rng() % 7);
-    for (int i = 0; i < len; ++i) p.push_back(next_id++);
-  }
-  std::vector<double> w(kPrompts);
-  for (int i = 0; i < kPrompts; ++i) w[i] = 1.0 / (i + 1);
-  std::discrete_distribution<int> pick_prompt(w.begin(), w.end());
-  std::geometric_distribution<int> turns(1.0 / 5);    // mean 5 turns
-  std::exponential_distribution<double> think(1.0 / 40);  // requests between turns
-  struct Event { double t; int session; };
-  auto later = [](const Event& a, const Event& b) { return a.t > b.t; };
-  std::priority_queue<Event, std::vector<Event>, decltype(later)> q(later);
-  std::vector<std::vector<uint64_t>> conv(kSessions);
-  std::vector<int> left(kSessions);
-  for (int s = 0; s < kSessions; ++s) {
-    conv[s] = prompts[pick_prompt(rng)];
-    left[s] = 1 + turns(rng);
-    q.push({s * 3.0, s});
-  }
-  Chains out;
-  while (!q.empty()) {
-    auto [t, s] = q.top();
-    q.pop();
-    int add = 1 + static_cast<int>(rng() % 4);
-    for (int i = 0; i < add; ++i) conv[s].push_back(next_id++);
-    out.push_back(conv[s]);
-    if (--left[s] > 0) q.push({t + think(rng), s});
-  }
-  return out;
-}
-
-// Tool-using agents: a handful of long agent prompts (system + tool schemas), tasks that run many
-// quick steps, each appending a tool call and its result.
-Chains SyntheticAgent(uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  const int kAgents = 4, kTasks = 600;
-  std::vector<std::vector<uint64_t>> agents(kAgents);
-  uint64_t next_id = 1;
-  for (auto& a : agents) {
-    int len = 10 + static_cast<int>(rng() % 20);
-    for (int i = 0; i < len; ++i) a.push_back(next_id++);
-  }
-  std::geometric_distribution<int> steps(1.0 / 10);
-  std::exponential_distribution<double> gap(1.0 / 8);
-  struct Event { double t; int task; };
-  auto later = [](const Event& a, const Event& b) { return a.t > b.t; };
-  std::priority_queue<Event, std::vector<Event>, decltype(later)> q(later);
-  std::vector<std::vector<uint64_t>> ctx(kTasks);
-  std::vector<int> left(kTasks);
-  for (int t = 0; t < kTasks; ++t) {
-    ctx[t] = agents[rng() % kAgents];
-    ctx[t].push_back(next_id++);  // the task statement
-    left[t] = 1 + steps(rng);
-    q.push({t * 6.0, t});
-  }
-  Chains out;
-  while (!q.empty()) {
-    auto [t, k] = q.top();
-    q.pop();
-    int add = 1 + static_cast<int>(rng() % 3);
-    for (int i = 0; i < add; ++i) ctx[k].push_back(next_id++);
-    out.push_back(ctx[k]);
-    if (--left[k] > 0) q.push({t + gap(rng), k});
-  }
-  return out;
-}
-
-// Coding assistants: repository contexts (Zipf popularity, 8-60 blocks) that are re-sent with a
-// new question each time; a context is revised now and then (its tail changes).
-Chains SyntheticCoding(uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  const int kRepos = 300, kRequests = 6000;
-  std::vector<std::vector<uint64_t>> repos(kRepos);
-  uint64_t next_id = 1;
-  for (auto& r : repos) {
-    int len = 8 + static_cast<int>(rng() % 53);
-    for (int i = 0; i < len; ++i) r.push_back(next_id++);
-  }
-  std::vector<double> w(kRepos);
-  for (int i = 0; i < kRepos; ++i) w[i] = 1.0 / std::pow(i + 1, 0.8);
-  std::discrete_distribution<int> pick(w.begin(), w.end());
-  Chains out;
-  for (int i = 0; i < kRequests; ++i) {
-    auto& r = repos[pick(rng)];
-    if (rng() % 20 == 0) {  // revision: rewrite the last quarter of the context
-      size_t keep = r.size() * 3 / 4;
-      r.resize(keep);
-      while (r.size() < keep + keep / 3 + 1) r.push_back(next_id++);
-    }
-    std::vector<uint64_t> chain = r;
-    int q = 1 + static_cast<int>(rng() % 3);
-    for (int j = 0; j < q; ++j) chain.push_back(next_id++);
-    out.push_back(std::move(chain));
-  }
-  return out;
-}
 
 // One trace at one capacity: every policy of `kinds`, Belady and the infinite cache, in the same
 // run. One line per policy, with the offline optimum as baseline (ratio = fraction of Belady).
@@ -179,6 +79,44 @@ void RunCapacity(BenchReport& report, const std::string& trace_name, const Chain
   }
 }
 
+// One trace through a host tier over a disk tier (ReplayTwoTier: write-back demotion through the
+// store's DiskAdmission, promotion on a disk hit), every policy of `kinds` in both tiers. One line
+// per policy, with the one-tier Belady of the two tiers' capacity together as the baseline.
+void RunTwoTier(BenchReport& report, const std::string& trace_name, const Chains& chains,
+                uint64_t host, uint64_t disk, uint32_t min_frequency,
+                const std::vector<store::PolicyKind>& kinds,
+                std::optional<store::PolicyKind> disk_kind) {
+  const ReplayCounts opt = ReplayBelady(chains, host + disk);
+  const std::string base_case = "trace/" + trace_name + "/host=" + std::to_string(host) +
+                                "/disk=" + std::to_string(disk);
+  for (store::PolicyKind kind : kinds) {
+    auto got = ReplayTwoTier(chains, host, disk, kind, disk_kind.value_or(kind), min_frequency);
+    if (!got.ok()) cli::Fail(got.status().ToString());
+    const std::string policy(store::PolicyKindName(kind));
+    const std::string disk_policy(store::PolicyKindName(disk_kind.value_or(kind)));
+    nlohmann::json extra = {
+        {"trace", trace_name},
+        {"policy", policy},
+        {"disk_policy", disk_policy},
+        {"host_blocks", host},
+        {"disk_blocks", disk},
+        {"admission_min_frequency", min_frequency},
+        {"requests", chains.size()},
+        {"requested_blocks", got->requested},
+        {"hit_ratio", got->Ratio()},
+        {"host_hit_ratio", got->HostRatio()},
+        {"disk_hit_ratio", got->DiskRatio()},
+        {"miss_ratio", 1 - got->Ratio()},
+        {"demoted", got->demoted},
+        {"rejected", got->rejected},
+        {"promoted", got->promoted},
+        {"belady_hit_ratio", opt.Ratio()},
+    };
+    report.Add({base_case + "/policy=" + policy + "/disk_policy=" + disk_policy, "hit_ratio",
+                got->Ratio(), "belady", opt.Ratio(), true, extra});
+  }
+}
+
 void Run(const Options& opt) {
   std::vector<store::PolicyKind> kinds;
   if (opt.policy.empty() || opt.policy == "all") {
@@ -195,6 +133,16 @@ void Run(const Options& opt) {
   }
   for (double f : opt.capacity_fractions)
     if (!(f > 0 && f <= 1)) cli::Fail("--capacity-fraction values must be in (0, 1]");
+  std::optional<store::PolicyKind> disk_kind;
+  if (!opt.disk_policy.empty()) {
+    auto kind = store::ParsePolicyKind(opt.disk_policy);
+    if (!kind.ok()) cli::Fail(kind.status().ToString());
+    disk_kind = *kind;
+  }
+  if ((opt.host_fraction > 0) != (opt.disk_fraction > 0))
+    cli::Fail("--host-fraction and --disk-fraction go together");
+  for (double f : {opt.host_fraction, opt.disk_fraction})
+    if (f < 0 || f > 1) cli::Fail("--host-fraction and --disk-fraction must be in (0, 1]");
   auto trace = ReadMooncakeTrace(opt.trace);
   if (!trace.ok()) cli::Fail(trace.status().ToString());
   Chains chains;
@@ -235,6 +183,12 @@ void Run(const Options& opt) {
       for (double f : opt.capacity_fractions)
         capacities.push_back(std::max<uint64_t>(1, static_cast<uint64_t>(unique * f)));
     }
+    if (opt.host_fraction > 0) {
+      RunTwoTier(report, name, c, std::max<uint64_t>(1, unique * opt.host_fraction),
+                 std::max<uint64_t>(1, unique * opt.disk_fraction), opt.admission_min_frequency,
+                 kinds, disk_kind);
+      continue;
+    }
     for (uint64_t cap : capacities) RunCapacity(report, name, c, cap, kinds);
   }
 }
@@ -259,6 +213,18 @@ void Run(const Options& opt) {
   cmd->add_flag("--variants", opt->variants,
                 "Also replay derived and synthetic traces (halves, sub-samples, conversation, "
                 "agent, coding) to check the policy generalises");
+  auto* host = cmd->add_option("--host-fraction", opt->host_fraction,
+                               "Two-tier replay: host tier capacity as a fraction of the unique "
+                               "blocks (with --disk-fraction; replaces --capacity-fraction)");
+  cmd->add_option("--disk-fraction", opt->disk_fraction,
+                  "Two-tier replay: disk tier capacity as a fraction of the unique blocks");
+  cmd->add_option("--admission-min-frequency", opt->admission_min_frequency,
+                  "Two-tier replay: accesses a host victim needs to be written to disk (the "
+                  "store's disk_admission_min_frequency)")
+      ->capture_default_str();
+  cmd->add_option("--disk-policy", opt->disk_policy,
+                  "Two-tier replay: the disk tier's policy (default: the host tier's)");
+  host->excludes(blocks);
   cmd->callback([opt] { Run(*opt); });
 });
 
