@@ -712,6 +712,7 @@ TierStats BlockPool::Stats() const {
   st.evictions = counters_.evictions.load();
   st.corrupt_dropped = counters_.corrupt.load();
   st.max_blocks = max_blocks_;
+  st.lent_bytes = uint64_t{alloc_.num_slabs() - alloc_.free_slabs()} * alloc_.slab_bytes();
   st.metadata_bytes = uint64_t{max_blocks_} * (sizeof(Slot) + policy_->BytesPerSlot()) +
                       (uint64_t{bucket_mask_} + 1) * sizeof(uint32_t) + alloc_.MetadataBytes() +
                       busy_slabs_.size() * sizeof(uint64_t);

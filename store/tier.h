@@ -61,6 +61,10 @@ struct TierStats {
                                  // (not the 64-byte block headers, which are part of each block)
   uint64_t fixed_metadata_bytes = 0;  // per-tier constant overhead (lock arrays)
   uint64_t max_blocks = 0;       // slots the metadata was sized for
+  // Pools (host, device): bytes of the slabs lent to size classes now. What of them holds no
+  // payload (chunks rounded up to their class, free chunks of partly used slabs) is the pool's
+  // fragmentation: 1 - payload_bytes / lent_bytes.
+  uint64_t lent_bytes = 0;
   // Disk tier only (0 in the others). payload_bytes is what the blocks take on disk (compressed,
   // 4 KiB-rounded); raw_payload_bytes what they hold before compression.
   uint64_t raw_payload_bytes = 0;

@@ -1,5 +1,7 @@
 #include "node/live_view.h"
 
+#include <algorithm>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
@@ -145,13 +147,21 @@ std::string InspectNode(store::TieredStore* store, Cluster* cluster, const NodeF
   json degraded = json::array(), warnings = json::array();
   const store::StoreStats s = store->Stats();
   auto tier = [&](const char* name, const store::TierStats& t, json pinned) {
+    // Pools: the share of lent slab memory that holds no payload; the disk tier's extents are
+    // not measured (null).
+    json fragmentation = nullptr;
+    if (std::string_view(name) != "disk")
+      fragmentation = t.lent_bytes == 0
+                          ? 0.0
+                          : 1.0 - static_cast<double>(std::min(t.payload_bytes, t.lent_bytes)) /
+                                      static_cast<double>(t.lent_bytes);
     out["tiers"][name] = {{"capacity_bytes", t.capacity_bytes},
                           {"used_bytes", t.payload_bytes},
                           {"blocks", t.blocks},
                           {"pinned", pinned},
                           {"evictions", t.evictions},
                           {"evictions_per_second", nullptr},  // a rate needs two samples
-                          {"fragmentation", nullptr},
+                          {"fragmentation", fragmentation},
                           {"corrupt_dropped", t.corrupt_dropped},
                           {"policy", o.eviction_policy}};
     if (t.corrupt_dropped > 0)

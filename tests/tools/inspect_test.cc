@@ -150,6 +150,11 @@ TEST_CASE("inspect a live daemon: node, namespaces, prefix, key, ls and exit cod
   CHECK(j["tiers"]["host"]["capacity_bytes"].get<uint64_t>() > 0);
   CHECK(j["tiers"]["disk"]["blocks"] == 0);
   CHECK(j["tiers"]["host"]["evictions_per_second"].is_null());  // one sample: unknown
+  // 8 blocks of one size class fill part of one 16 MiB slab (the default host_slab): the rest of
+  // the lent slab is the pool's fragmentation. The disk tier's is not measured.
+  CHECK(j["tiers"]["host"]["fragmentation"].get<double>() ==
+        Approx(1.0 - 8.0 * ns.block_bytes() / double(16 << 20)));
+  CHECK(j["tiers"]["disk"]["fragmentation"].is_null());
   CHECK(j["pins"] == 0);
   Run human = Inspect(s + "node");
   CHECK(human.code == 0);
