@@ -9,6 +9,7 @@
 
 #include "node/block_activity.h"
 #include "node/cluster.h"
+#include "store/eviction_policy.h"
 #include "store/tiered_store.h"
 #include "strata/version.h"
 
@@ -146,6 +147,11 @@ std::string InspectNode(store::TieredStore* store, Cluster* cluster, const NodeF
                    {"node_id", cluster ? json(cluster->node_id()) : json(nullptr)}};
   json degraded = json::array(), warnings = json::array();
   const store::StoreStats s = store->Stats();
+  auto policy_of = [&](std::string_view tier) -> json {
+    auto kind = store::ParsePolicyKind(o.eviction_policy);
+    if (!kind.ok()) return o.eviction_policy;
+    return std::string(store::PolicyKindName(tier == "disk" ? store::DiskPolicyFor(*kind) : *kind));
+  };
   auto tier = [&](const char* name, const store::TierStats& t, json pinned) {
     // Pools: the share of lent slab memory that holds no payload; the disk tier's extents are
     // not measured (null).
@@ -163,7 +169,7 @@ std::string InspectNode(store::TieredStore* store, Cluster* cluster, const NodeF
                           {"evictions_per_second", nullptr},  // a rate needs two samples
                           {"fragmentation", fragmentation},
                           {"corrupt_dropped", t.corrupt_dropped},
-                          {"policy", o.eviction_policy}};
+                          {"policy", policy_of(name)}};
     if (t.corrupt_dropped > 0)
       degraded.push_back(std::to_string(t.corrupt_dropped) + " " + name +
                          " blocks failed checksum verification and were dropped");

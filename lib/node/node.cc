@@ -677,7 +677,7 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
     disk.path = options.data_dir;
     disk.capacity_bytes =
         options.disk_bytes ? options.disk_bytes : DefaultDiskBytes(options.data_dir);
-    disk.policy.kind = *policy;
+    disk.policy.kind = store::DiskPolicyFor(*policy);  // eviction_policy.h: why
     auto compression = store::ParseDiskCompression(options.disk_compression);
     if (!compression.ok()) return compression.status().WithContext("disk_compression");
     disk.compression = *compression;

@@ -37,7 +37,7 @@ struct Options {
   double host_fraction = 0;  // with disk_fraction: the two-tier replay instead
   double disk_fraction = 0;
   uint32_t admission_min_frequency = 2;  // TieredStoreOptions' default
-  std::string disk_policy;  // two-tier: the disk tier's policy; empty: the host's
+  std::string disk_policy;  // two-tier: the disk tier's policy; empty: the node's choice
 };
 
 // One trace at one capacity: every policy of `kinds`, Belady and the infinite cache, in the same
@@ -90,10 +90,12 @@ void RunTwoTier(BenchReport& report, const std::string& trace_name, const Chains
   const std::string base_case = "trace/" + trace_name + "/host=" + std::to_string(host) +
                                 "/disk=" + std::to_string(disk);
   for (store::PolicyKind kind : kinds) {
-    auto got = ReplayTwoTier(chains, host, disk, kind, disk_kind.value_or(kind), min_frequency);
+    // As the node: the disk tier runs DiskPolicyFor(host policy) unless --disk-policy names one.
+    const store::PolicyKind disk_policy_kind = disk_kind.value_or(store::DiskPolicyFor(kind));
+    auto got = ReplayTwoTier(chains, host, disk, kind, disk_policy_kind, min_frequency);
     if (!got.ok()) cli::Fail(got.status().ToString());
     const std::string policy(store::PolicyKindName(kind));
-    const std::string disk_policy(store::PolicyKindName(disk_kind.value_or(kind)));
+    const std::string disk_policy(store::PolicyKindName(disk_policy_kind));
     nlohmann::json extra = {
         {"trace", trace_name},
         {"policy", policy},
@@ -223,7 +225,8 @@ void Run(const Options& opt) {
                   "store's disk_admission_min_frequency)")
       ->capture_default_str();
   cmd->add_option("--disk-policy", opt->disk_policy,
-                  "Two-tier replay: the disk tier's policy (default: the host tier's)");
+                  "Two-tier replay: the disk tier's policy (default: the node's, the host "
+                  "tier's except prefix under learned)");
   host->excludes(blocks);
   cmd->callback([opt] { Run(*opt); });
 });
