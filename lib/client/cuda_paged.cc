@@ -306,19 +306,23 @@ class DeviceKvCacheImpl final : public DeviceKvCache {
     STRATA_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"));
     if (h_scratch_.host != nullptr) (void)cudaFreeHost(const_cast<std::byte*>(h_scratch_.host));
     h_scratch_ = {};
-    bytes = std::max<uint64_t>(bytes, uint64_t{4} << 20);
+    STRATA_ASSIGN_OR_RETURN(h_scratch_, AllocMapped(std::max<uint64_t>(bytes, uint64_t{4} << 20),
+                                                    "cudaHostAlloc(scratch)"));
+    return const_cast<std::byte*>(h_scratch_.host);
+  }
+
+  // Pinned host memory mapped into the device's address space (the caller sets the device).
+  static Result<MappedRange> AllocMapped(uint64_t bytes, const char* what) {
     void* p = nullptr;
     STRATA_RETURN_IF_ERROR(
-        CudaStatus(cudaHostAlloc(&p, bytes, cudaHostAllocPortable | cudaHostAllocMapped),
-                   "cudaHostAlloc(scratch)"));
+        CudaStatus(cudaHostAlloc(&p, bytes, cudaHostAllocPortable | cudaHostAllocMapped), what));
     void* d = nullptr;
     if (Status st = CudaStatus(cudaHostGetDevicePointer(&d, p, 0), "cudaHostGetDevicePointer");
         !st.ok()) {
       (void)cudaFreeHost(p);
       return st;
     }
-    h_scratch_ = {static_cast<std::byte*>(p), bytes, static_cast<std::byte*>(d)};
-    return static_cast<std::byte*>(p);
+    return MappedRange{static_cast<std::byte*>(p), bytes, static_cast<std::byte*>(d)};
   }
 
   // Pinning is slow (cudaHostAlloc of the 512 MiB of a 4K-token prompt takes tens to hundreds of
@@ -343,17 +347,7 @@ class DeviceKvCacheImpl final : public DeviceKvCache {
     }
     if (buffer.host == nullptr) {
       STRATA_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
-      void* p = nullptr;
-      STRATA_RETURN_IF_ERROR(
-          CudaStatus(cudaHostAlloc(&p, bytes, cudaHostAllocPortable | cudaHostAllocMapped),
-                     "cudaHostAlloc(layerwise shards)"));
-      void* d = nullptr;
-      if (Status st = CudaStatus(cudaHostGetDevicePointer(&d, p, 0), "cudaHostGetDevicePointer");
-          !st.ok()) {
-        (void)cudaFreeHost(p);
-        return st;
-      }
-      buffer = {static_cast<std::byte*>(p), bytes, static_cast<std::byte*>(d)};
+      STRATA_ASSIGN_OR_RETURN(buffer, AllocMapped(bytes, "cudaHostAlloc(layerwise shards)"));
     }
     {
       std::lock_guard<std::mutex> lock(pinned_mu_);
