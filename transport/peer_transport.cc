@@ -103,6 +103,10 @@ void PeerTransport::Impl::OnControl(ConnId conn, std::span<const std::byte> byte
 PeerTransport::PeerTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 PeerTransport::~PeerTransport() {
+  {  // deferred blocks that become ready from now on are unpinned, not posted
+    std::lock_guard<std::mutex> lock(impl_->defer_gate->mu);
+    impl_->defer_gate->impl = nullptr;
+  }
   impl_->engine.reset();  // joins the progress thread; everything below is single-threaded
   for (auto& sp : impl_->served_pins) impl_->ReleasePin(*sp);
   const Status st = Status::Aborted("transport shut down");
@@ -143,6 +147,7 @@ Result<std::unique_ptr<PeerTransport>> PeerTransport::Open(PeerTransportOptions 
   eo.handlers.on_conn_error = [raw](ConnId c, const Status& s) { raw->FailConn(c, s, false); };
   eo.handlers.on_tick = [raw] { raw->OnTick(); };
   STRATA_ASSIGN_OR_RETURN(impl->engine, UcxEngine::Open(std::move(eo)));
+  impl->defer_gate->impl = raw;
   return std::unique_ptr<PeerTransport>(new PeerTransport(std::move(impl)));
 }
 

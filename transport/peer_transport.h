@@ -5,7 +5,9 @@
 //  - Serving: PullRequest is answered from a BlockSource (pin, send by rendezvous from the
 //    registered pool, unpin when the send completes, or two request timeouts after the request
 //    if it never does: a dead puller cannot keep blocks pinned); LookupRequest and Announce go to a
-//    DirectoryService.
+//    DirectoryService. A block the source must first bring into the pool (BlockSource::PinLater:
+//    the node's disk tier) is answered when it is ready, while the progress thread serves on;
+//    the puller takes a pull's blocks in any order.
 //  - Endpoints: a session with a peer has a control endpoint (UCX peer error handling: the
 //    handshake, lookups, announces) and, unless PeerTransportOptions::data_peer_errors, a data
 //    endpoint without it (pull requests and the blocks they bring back), so that UCX may move
@@ -56,11 +58,24 @@ struct PinnedBlock {
   const std::byte* header = nullptr;  // split form: the 64-byte block header
 };
 
+// Called once with a block PinLater made ready (or why it could not), from any thread.
+using PinReady = std::function<void(Result<PinnedBlock>)>;
+
 class BlockSource {
  public:
   virtual ~BlockSource() = default;
-  // Pins `key`. NotFound when this node does not hold it.
+  // Pins `key`. NotFound when this node does not hold it at hand.
   virtual Result<PinnedBlock> Pin(const BlockKey& key) = 0;
+  // For a key Pin answered NotFound: when the source can still make the block ready off the
+  // progress thread (the node's disk tier: promote it into the host pool), starts that and
+  // returns true; `ready` is then called exactly once, from any thread, with the pinned block
+  // or the reason it could not be pinned. Returns false when the source does not hold the key
+  // at all (`ready` is not called). Must not block. Default: false.
+  virtual bool PinLater(const BlockKey& key, PinReady ready) {
+    (void)key;
+    (void)ready;
+    return false;
+  }
   virtual void Unpin(uint64_t pin) = 0;
 };
 

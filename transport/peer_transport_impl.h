@@ -16,6 +16,7 @@
 #include <deque>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -188,6 +189,21 @@ struct PeerTransport::Impl {
   void SendBlockStatus(ConnId conn, uint64_t rid, uint32_t index, StatusCode code);
 
   void ServePull(ConnId conn, const wire::PullRequest& req);
+
+  // Answers block `index` of request `rid` with `pinned` (or its error): checks it against the
+  // key, namespace and capacity asked for, then sends it (pull_server.cc).
+  void ServeBlock(ConnId conn, uint64_t rid, uint32_t index, const BlockKey& key,
+                  const NamespaceId& ns, uint64_t capacity, Result<PinnedBlock> pinned);
+
+  // Deferred blocks (BlockSource::PinLater) come back on another thread and are posted to the
+  // progress thread through this gate; the destructor closes it before the engine stops, after
+  // which a late block is unpinned at once instead.
+  struct DeferGate {
+    std::mutex mu;
+    Impl* impl = nullptr;  // GUARDED_BY(mu); nullptr once the transport shuts down
+  };
+  std::shared_ptr<DeferGate> defer_gate = std::make_shared<DeferGate>();
+  std::atomic<uint64_t> deferred_blocks{0};  // blocks answered through PinLater
 
   // ---- client helpers (run on the progress thread) ----
   void StartSession(const std::string& peer, std::vector<std::byte> address,

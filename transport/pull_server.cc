@@ -1,4 +1,11 @@
 // PeerTransport serving pulls from the BlockSource (peer_transport_impl.h).
+//
+// A block the source holds at hand (Pin) is answered at once. One it must first bring into the
+// pool (PinLater: the node promotes it from its disk tier on another thread) is answered when it
+// is ready: the ready callback posts the pinned block back to the progress thread, which serves
+// other requests meanwhile. The puller takes a pull's blocks in any order (each data message
+// names its index). A block that cannot be made ready is answered with the source's error
+// (NotFound: the puller asks another holder).
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -21,47 +28,76 @@ void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
       continue;
     }
     auto pinned = options.block_source->Pin(req.keys[i]);
-    if (!pinned.ok()) {
-      SendBlockStatus(conn, req.request_id, i, pinned.status().code());
-      continue;
+    if (!pinned.ok() && pinned.status().IsNotFound()) {
+      const uint64_t rid = req.request_id;
+      const BlockKey key = req.keys[i];
+      const NamespaceId ns = req.namespace_id;
+      const uint64_t capacity = req.capacities[i];
+      std::weak_ptr<DeferGate> gate = defer_gate;
+      BlockSource* source = options.block_source;
+      const bool later = source->PinLater(
+          key, [gate, source, conn, rid, i, key, ns, capacity](Result<PinnedBlock> ready) {
+            auto g = gate.lock();
+            std::unique_lock<std::mutex> lock;
+            if (g) lock = std::unique_lock<std::mutex>(g->mu);
+            if (!g || g->impl == nullptr) {  // the transport is gone: nobody to send it
+              if (ready.ok()) source->Unpin(ready->pin);
+              return;
+            }
+            Impl* impl = g->impl;
+            impl->engine->Post([impl, conn, rid, i, key, ns, capacity,
+                                ready = std::move(ready)]() mutable {
+              impl->deferred_blocks.fetch_add(1, std::memory_order_relaxed);
+              impl->ServeBlock(conn, rid, i, key, ns, capacity, std::move(ready));
+            });
+          });
+      if (later) continue;
     }
-    // Serve only the namespace asked for (a tenant's salt is part of it) and only what fits.
-    const bool split = pinned->header != nullptr;
-    auto h = split
-                 ? DecodeBlockHeader(std::span<const std::byte>(pinned->header, kBlockHeaderSize))
-                 : DecodeBlockHeader(std::span<const std::byte>(pinned->data, pinned->size));
-    const size_t block_bytes = pinned->size + (split ? kBlockHeaderSize : 0);
-    StatusCode refuse = StatusCode::kOk;
-    if (!h.ok() || h->key != req.keys[i] ||
-        (split && h->payload_length != pinned->size))
-      refuse = StatusCode::kCorruption;
-    else if (req.namespace_id != NamespaceId{} && h->ns != req.namespace_id)
-      refuse = StatusCode::kNotFound;  // a zero namespace asks for the one the key names
-    else if (block_bytes > req.capacities[i])
-      refuse = StatusCode::kResourceExhausted;
-    if (refuse != StatusCode::kOk) {
-      options.block_source->Unpin(pinned->pin);
-      SendBlockStatus(conn, req.request_id, i, refuse);
-      continue;
-    }
-    // Split blocks: the block header rides in the AM header after the DataHeader; the payload
-    // is sent zero-copy from the pool.
-    std::array<std::byte, wire::kDataHeaderSize + kBlockHeaderSize> hdr;
-    wire::EncodeDataHeader(wire::DataHeader{StatusCode::kOk, req.request_id, i, pinned->size},
-                           std::span<std::byte, wire::kDataHeaderSize>(hdr.data(),
-                                                                       wire::kDataHeaderSize));
-    if (split)
-      std::memcpy(hdr.data() + wire::kDataHeaderSize, pinned->header, kBlockHeaderSize);
-    auto sp = std::make_shared<ServedPin>();
-    sp->pin = pinned->pin;
-    sp->deadline = Clock::now() + 2 * options.request_timeout;
-    served_pins.push_back(sp);
-    engine->SendData(conn,
-                     std::span<const std::byte>(hdr.data(), split ? hdr.size()
-                                                                  : wire::kDataHeaderSize),
-                     pinned->data, pinned->size,
-                     [this, sp](const Status&) { ReleasePin(*sp); });
+    ServeBlock(conn, req.request_id, i, req.keys[i], req.namespace_id, req.capacities[i],
+               std::move(pinned));
   }
+}
+
+void PeerTransport::Impl::ServeBlock(ConnId conn, uint64_t rid, uint32_t i, const BlockKey& key,
+                                     const NamespaceId& ns, uint64_t capacity,
+                                     Result<PinnedBlock> pinned) {
+  if (!pinned.ok()) {
+    SendBlockStatus(conn, rid, i, pinned.status().code());
+    return;
+  }
+  // Serve only the namespace asked for (a tenant's salt is part of it) and only what fits.
+  const bool split = pinned->header != nullptr;
+  auto h = split ? DecodeBlockHeader(std::span<const std::byte>(pinned->header, kBlockHeaderSize))
+                 : DecodeBlockHeader(std::span<const std::byte>(pinned->data, pinned->size));
+  const size_t block_bytes = pinned->size + (split ? kBlockHeaderSize : 0);
+  StatusCode refuse = StatusCode::kOk;
+  if (!h.ok() || h->key != key || (split && h->payload_length != pinned->size))
+    refuse = StatusCode::kCorruption;
+  else if (ns != NamespaceId{} && h->ns != ns)
+    refuse = StatusCode::kNotFound;  // a zero namespace asks for the one the key names
+  else if (block_bytes > capacity)
+    refuse = StatusCode::kResourceExhausted;
+  if (refuse != StatusCode::kOk) {
+    options.block_source->Unpin(pinned->pin);
+    SendBlockStatus(conn, rid, i, refuse);
+    return;
+  }
+  // Split blocks: the block header rides in the AM header after the DataHeader; the payload
+  // is sent zero-copy from the pool.
+  std::array<std::byte, wire::kDataHeaderSize + kBlockHeaderSize> hdr;
+  wire::EncodeDataHeader(
+      wire::DataHeader{StatusCode::kOk, rid, i, pinned->size},
+      std::span<std::byte, wire::kDataHeaderSize>(hdr.data(), wire::kDataHeaderSize));
+  if (split) std::memcpy(hdr.data() + wire::kDataHeaderSize, pinned->header, kBlockHeaderSize);
+  auto sp = std::make_shared<ServedPin>();
+  sp->pin = pinned->pin;
+  // From now: a deferred block's pin keeps served_pins ordered by deadline.
+  sp->deadline = Clock::now() + 2 * options.request_timeout;
+  served_pins.push_back(sp);
+  engine->SendData(
+      conn,
+      std::span<const std::byte>(hdr.data(), split ? hdr.size() : wire::kDataHeaderSize),
+      pinned->data, pinned->size, [this, sp](const Status&) { ReleasePin(*sp); });
 }
 
 }  // namespace strata::transport

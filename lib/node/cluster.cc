@@ -88,6 +88,11 @@ Status ClusterImpl::Start() {
     return Status::InvalidArgument("membership: '" + options_.membership +
                                    "' (expected etcd or static)");
   }
+  // Blocks the disk tier kept across a restart (the store reports no event for them): held from
+  // the start, announced with the first member list.
+  if (store_->disk() != nullptr)
+    for (const BlockKey& k : store_->disk()->Keys(std::nullopt))
+      TierChanged(store::TierKind::kDisk, k, /*added=*/true);
   ApplyMembers(membership_->Members());
   membership_->SetListener([this](const std::vector<transport::Member>& members) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -116,6 +121,10 @@ std::string ClusterImpl::StatsJson() {
   j["pulled_bytes"] = pulled_bytes_.load();
   j["pull_failures"] = pull_failures_.load();
   j["served_blocks"] = source_.served();
+  // Peers' pulls of blocks held only on the disk (or device) tier: promoted into host to serve
+  // them, and those that could not be (answered NotFound; the puller asks another holder).
+  j["served_promotions"] = source_.promoted();
+  j["served_promotion_failures"] = source_.promotion_failures();
   // Per peer: this node's pulls from it (counters) and their time, as histogram buckets.
   nlohmann::json peers = nlohmann::json::object();
   {

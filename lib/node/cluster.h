@@ -3,9 +3,10 @@
 // this node's directory shard, the DirectoryClient that announces what the host tier holds, and
 // the BlockSource that serves peers' pulls zero-copy from the host tier.
 //
-//  - Announce: Added() for every block committed to the host tier, Evicted() for every block that
-//    leaves it; a background thread flushes them in batches every announce_interval_ms and
-//    applies membership changes (shards move, holders re-announce, departed peers are dropped).
+//  - Announce: every block the host or disk tier holds (TierChanged); a background thread
+//    flushes the changes in batches every announce_interval_ms and applies membership changes
+//    (shards move, holders re-announce, departed peers are dropped). Peers' pulls of a block
+//    held only on disk promote it into the host tier first, off the progress thread.
 //  - Fetch: directory lookup, holder choice (same host first, then the fewest pulls in flight),
 //    pulls issued to all chosen holders at once, each block's payload landing straight in a
 //    host-tier reservation (its header in a 64-byte buffer), verified by the transport (header,
@@ -13,7 +14,7 @@
 //    the transfer itself, on both sides.
 //
 // Thread-safety: all methods are thread-safe. Ownership: the TieredStore must outlive the
-// Cluster. Added()/Evicted() do not block (they may run with the host pool's eviction lock held);
+// Cluster. TierChanged() does not block (they may run with the host pool's eviction lock held);
 // the other methods block on the network, each call at most a few request timeouts.
 #pragma once
 
@@ -25,13 +26,14 @@
 #include <vector>
 
 #include "node/node.h"
+#include "store/tier.h"
 #include "strata/block_key.h"
 #include "strata/result.h"
 
 namespace strata {
 namespace store {
 class TieredStore;
-}
+}  // namespace store
 
 // A node id names files in the static membership directory and keys in etcd: 1 to 128 bytes of
 // [A-Za-z0-9._-], not "." and without "..". InvalidArgument naming `what` and the id otherwise.
@@ -48,9 +50,11 @@ class Cluster {
 
   virtual const std::string& node_id() const = 0;
 
-  // A block was committed to / left this node's host tier. Never blocks.
-  virtual void Added(const BlockKey& key) = 0;
-  virtual void Evicted(const BlockKey& key) = 0;
+  // A local tier gained (`added`) or lost block `key` (TieredStoreOptions::on_tier_change). The
+  // directory is told that this node holds a block while its host or disk tier does: added when
+  // the first of the two gains it, evicted when the last loses it (a demotion re-announces it
+  // once the disk has it). Never blocks; may run with a tier's lock held.
+  virtual void TierChanged(store::TierKind tier, const BlockKey& key, bool added) = 0;
 
   // How many keys of `keys`, from the first on, some live peer holds (directory lookup).
   virtual size_t RemotePrefix(std::span<const BlockKey> keys) = 0;

@@ -294,8 +294,7 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
     if (pos > 0) put.parent = &keys[pos - 1];
     Status st = store_->CommitReserved(*l.reservation, *header, put, /*verify=*/false);
     if (st.ok()) {
-      done[i] = 1;
-      Added(rest[i]);
+      done[i] = 1;  // announced through TierChanged (the host tier gained it)
       pulled_blocks_.fetch_add(1, std::memory_order_relaxed);
       pulled_bytes_.fetch_add(header->payload_length, std::memory_order_relaxed);
     } else {

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "node/cluster.h"
+#include "node/held_tiers.h"
 #include "node/host_block_source.h"
 #include "store/tiered_store.h"
 #include "strata/block_format.h"
@@ -59,13 +60,19 @@ class ClusterImpl final : public Cluster {
 
   const std::string& node_id() const override { return self_.id; }
 
-  void Added(const BlockKey& key) override {
-    client_->Added(key);
-    added_.fetch_add(1, std::memory_order_relaxed);
-  }
-  void Evicted(const BlockKey& key) override {
-    client_->Evicted(key);
-    evicted_.fetch_add(1, std::memory_order_relaxed);
+  void TierChanged(store::TierKind tier, const BlockKey& key, bool added) override {
+    switch (held_.Change(tier, key, added)) {
+      case HeldTiers::Transition::kFirst:
+        client_->Added(key);
+        added_.fetch_add(1, std::memory_order_relaxed);
+        break;
+      case HeldTiers::Transition::kLast:
+        client_->Evicted(key);
+        evicted_.fetch_add(1, std::memory_order_relaxed);
+        break;
+      case HeldTiers::Transition::kNone:
+        break;
+    }
   }
 
   size_t RemotePrefix(std::span<const BlockKey> keys) override;
@@ -141,6 +148,7 @@ class ClusterImpl final : public Cluster {
   store::TieredStore* store_;
   transport::Member self_;
   HostBlockSource source_;  // declared before transport_: outlives it
+  HeldTiers held_;          // what the host and disk tiers hold (TierChanged)
   std::unique_ptr<transport::DirectoryShard> shard_;
   std::unique_ptr<transport::PeerTransport> transport_;
   std::unique_ptr<transport::TransportDirectoryPeers> peers_;

@@ -100,7 +100,7 @@ nlohmann::json NamespacesJson(const store::AccessSnapshot& a) {
 
 class LocalNode final : public Node {
  public:
-  // `cluster_ref` is what the store's removal hook reads; it is pointed at `cluster` here and
+  // `cluster_ref` is what the store's tier-change hook reads; it is pointed at `cluster` here and
   // cleared before the cluster is destroyed.
   LocalNode(std::unique_ptr<store::TieredStore> store, const NodeOptions& options,
             std::unique_ptr<Cluster> cluster,
@@ -252,7 +252,6 @@ class LocalNode final : public Node {
       if (!st.ok()) return Partial(outcome, st);
       ++outcome.committed;
       note.blocks.push_back({b.key, b.parent});
-      if (cluster_) cluster_->Added(header.key);
     }
     return outcome;
   }
@@ -278,9 +277,6 @@ class LocalNode final : public Node {
     if (!on_device.empty()) (void)store_->PromoteFromDevice(on_device);
     if (!on_disk.empty()) {
       store_->Prefetch(on_disk)->Wait();
-      if (cluster_)
-        for (const BlockKey& k : on_disk)
-          if (store_->host().Find(k).ok()) cluster_->Added(k);
     }
 
     const auto deadline =
@@ -683,23 +679,23 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
     disk.compression = *compression;
     so.disk = disk;
   }
-  // Blocks that leave the host tier leave the directory too (a no-op until the cluster is up).
   // Every block that leaves the host tier is noted for the inspector ("evicted at T").
   auto cluster_ref = std::make_shared<std::atomic<Cluster*>>(nullptr);
   auto removals = std::make_shared<RemovalLog>();
-  so.on_host_removed = [cluster_ref, removals](const BlockKey& key) {
+  so.on_host_removed = [removals](const BlockKey& key) {
     removals->Record(key, /*cleared=*/false);
-    if (Cluster* c = cluster_ref->load(std::memory_order_acquire)) c->Evicted(key);
   };
-  // KV events: the tiers' gains and losses go to the publisher (events/node_events.h).
+  // The tiers' gains and losses go to the cluster directory (blocks in host or disk are
+  // announced; a no-op until the cluster is up) and to the KV event publisher
+  // (events/node_events.h).
   auto node_events = events::NodeEvents::Open(options.kv_events, options.engine_events);
   if (!node_events.ok()) return node_events.status();
-  if (*node_events) {
-    so.on_tier_change = [ev = *node_events](Tier tier, const BlockKey& key, bool added,
-                                            std::string_view tag) {
-      ev->OnTierChange(tier, key, added, tag);
-    };
-  }
+  so.on_tier_change = [cluster_ref, ev = *node_events](Tier tier, const BlockKey& key,
+                                                       bool added, std::string_view tag) {
+    if (Cluster* c = cluster_ref->load(std::memory_order_acquire))
+      c->TierChanged(tier, key, added);
+    if (ev) ev->OnTierChange(tier, key, added, tag);
+  };
   // Tenants: the host tier takes each block into slabs of its namespace's tenant.
   auto tenant_map = std::make_shared<TenantMap>();
   so.host.pool.tenants = options.tenants;

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -91,8 +92,11 @@ class ServeNode {
     o.log_file = dir + "/" + id + ".log";
     o.ready = cli::ServeReady::kClientConnects;
     o.stop_signal = SIGKILL;
-    o.args = {"serve",   "--socket", o.socket, "--no-disk", "--host-pool", pool,
-              "--node-id", id,       "--request-timeout-ms", "2000"};
+    o.args = {"serve", "--socket", o.socket, "--host-pool", pool, "--node-id", id,
+              "--request-timeout-ms", "2000"};
+    // A disk tier only where the caller names one (--data-dir in `extra`).
+    if (std::find(extra.begin(), extra.end(), "--data-dir") == extra.end())
+      o.args.emplace_back("--no-disk");
     if (!etcd.empty()) {  // else the caller passes static membership flags in `extra`
       for (const char* a : {"--etcd", etcd.c_str(), "--etcd-prefix", "/strata-test/members/",
                             "--etcd-lease-ttl", "2"})
@@ -802,6 +806,72 @@ TEST_CASE("cluster: a pull into a full pool makes room off the progress thread a
   INFO(stats.dump());
   CHECK(stats["pull_room_retries"] >= 1);
   CHECK(stats["pulled_blocks"] == 8);
+  std::filesystem::remove_all(dir);
+}
+
+// Issue 16: blocks a holder keeps only on its disk tier are announced and served. Holder A has a
+// 64 MiB host pool and a disk tier (write-back, LRU): of a 24-block chain of 4 MiB the oldest
+// blocks are demoted to disk (they have cached children: admitted) and stay in the directory.
+// B loads the disk-only prefix first (A promotes each block into its host pool on its promotion
+// thread, off the progress thread, and serves it), then the whole chain; every byte matches.
+TEST_CASE("cluster: blocks held only on the holder's disk tier are announced, promoted and "
+          "pulled bit-exact",
+          "[cluster]") {
+  const std::string dir = TempDir("diskserve");
+  const std::string secret = WriteSecret(dir, "secret", kSecret);
+  const std::string members = dir + "/members";
+  auto flags = [&](const std::string& peer) {
+    return std::vector<std::string>{"--membership", "static", "--static-dir", members,
+                                    "--static-peers", peer};
+  };
+  std::vector<std::string> holder_flags = flags("disk-b");
+  for (const char* a : {"--data-dir", "", "--disk", "512MiB", "--eviction-policy", "lru"})
+    holder_flags.emplace_back(a);
+  holder_flags[5] = dir + "/a-disk";
+  ServeNode a(dir, "disk-a", "", secret, "64MiB", holder_flags);
+  REQUIRE(a.ready());
+  ServeNode b(dir, "disk-b", "", secret, "256MiB", flags("disk-a"));
+  REQUIRE(b.ready());
+  auto ca = a.Connect();
+  auto cb = b.Connect();
+  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
+  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
+  constexpr size_t kBlocks = 24, kBytes = 4 << 20;
+  Namespace ns = TestNamespace(kBytes);
+  Prompt p(ns, kBlocks, 61, kBytes);
+  REQUIRE(*ca->Store(ns, p.keys, p.in).Wait() == kBlocks);
+  // A holds the whole chain, its oldest blocks on disk only (once their demotion landed).
+  size_t on_disk = 0;
+  REQUIRE(WaitFor(5000ms, [&] {
+    auto look = ca->Lookup(p.keys);
+    if (!look.ok() || look->tiers.size() != kBlocks) return false;
+    on_disk = 0;
+    while (on_disk < kBlocks && look->tiers[on_disk] == Tier::kDisk) ++on_disk;
+    return on_disk >= 4;
+  }));
+  INFO("blocks on A's disk tier only: " << on_disk);
+  // ... and announces all of them: B sees the whole chain as remote.
+  REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, p.keys) == kBlocks; }));
+
+  // The disk-only prefix: every block promoted on A, pulled, verified.
+  Outputs first(on_disk, kBytes);
+  auto loaded = cb->Load(ns, std::span<const BlockKey>(p.keys).first(on_disk), first.out).Wait();
+  REQUIRE(loaded.ok());
+  CHECK(*loaded == on_disk);
+  for (size_t i = 0; i < *loaded; ++i) CHECK(first.bufs[i] == p.blocks[i]);
+  auto sa = ClusterStats(*ca);
+  INFO(sa.dump());
+  CHECK(sa["served_promotions"] == on_disk);
+  CHECK(sa["served_promotion_failures"] == 0);
+
+  // The whole chain (its rest from A's host tier, or from its disk where the promotions above
+  // pushed blocks out).
+  Outputs all(kBlocks, kBytes);
+  loaded = cb->Load(ns, p.keys, all.out).Wait();
+  REQUIRE(loaded.ok());
+  CHECK(*loaded == kBlocks);
+  for (size_t i = 0; i < *loaded; ++i) CHECK(all.bufs[i] == p.blocks[i]);
+  CHECK(ClusterStats(*cb)["pulled_blocks"] == kBlocks);
   std::filesystem::remove_all(dir);
 }
 

@@ -6,8 +6,13 @@
 
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <functional>
+#include <mutex>
 #include <random>
+#include <set>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "strata/key_chain.h"
 #include "strata/namespace.h"
@@ -62,6 +67,14 @@ Node MakeNode(const std::string& id, const std::string& secret, size_t slots, si
   REQUIRE(t.ok());
   n.transport = std::move(*t);
   return n;
+}
+
+bool WaitUntil(const std::function<bool()>& cond) {
+  for (int i = 0; i < 400; ++i) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return cond();
 }
 
 constexpr size_t kPayload = 64 * 1024;
@@ -241,6 +254,94 @@ TEST_CASE("prepare checks destinations - post issues", "[transport][ucx]") {
   PullResult r = (*op)->Wait();
   CHECK(r.LeadingOk() == 2);
   CHECK(r.bytes == 2 * kSlot);
+}
+
+
+// A BlockSource whose `deferred` keys are not at hand: Pin answers NotFound and PinLater parks
+// them until the test releases them (the node's disk tier, promoting on another thread).
+class DeferringSource : public BlockSource {
+ public:
+  explicit DeferringSource(MemfdBlockPool* pool) : pool_(pool) {}
+  std::set<BlockKey> deferred;  // set before serving
+  Result<PinnedBlock> Pin(const BlockKey& key) override {
+    if (deferred.count(key)) return Status::NotFound("on disk");
+    return pool_->Pin(key);
+  }
+  bool PinLater(const BlockKey& key, PinReady ready) override {
+    if (!deferred.count(key)) return false;
+    std::lock_guard<std::mutex> lock(mu_);
+    parked_.emplace_back(key, std::move(ready));
+    return true;
+  }
+  void Unpin(uint64_t pin) override { pool_->Unpin(pin); }
+  size_t parked() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return parked_.size();
+  }
+  // Answers every parked key from another thread: pinned from the pool, or `fail`.
+  void Release(const std::set<BlockKey>& fail) {
+    std::vector<std::pair<BlockKey, PinReady>> all;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      all.swap(parked_);
+    }
+    std::thread([this, all = std::move(all), fail]() mutable {
+      for (auto& [key, ready] : all)
+        ready(fail.count(key) ? Result<PinnedBlock>(Status::NotFound("promotion failed"))
+                              : pool_->Pin(key));
+    }).join();
+  }
+
+ private:
+  MemfdBlockPool* pool_;
+  std::mutex mu_;
+  std::vector<std::pair<BlockKey, PinReady>> parked_;
+};
+
+TEST_CASE("a deferred block is served when ready while other pulls go on - a failed one is "
+          "NotFound",
+          "[transport][ucx]") {
+  Node a = MakeNode("a", kSecret, 8, kSlot);
+  Node b = MakeNode("b", kSecret, 8, kSlot);
+  const Namespace ns = MakeNs("");
+  const auto keys = ComputeBlockKeys(ns, Tokens(4, 9));
+  for (size_t i = 0; i < keys.size(); ++i) a.pool->Put(i, keys[i], ns.id(), Payload(kPayload, i));
+  // `a` serves through the deferring source (its transport reads the source only on requests).
+  DeferringSource source(a.pool.get());
+  source.deferred = {keys[0], keys[1]};
+  PeerTransportOptions o;
+  o.node_id = "a2";
+  o.cluster_secret = kSecret;
+  o.regions = {a.pool->region()};
+  o.block_source = &source;
+  auto a2 = PeerTransport::Open(std::move(o));
+  REQUIRE(a2.ok());
+  REQUIRE(b.transport->Connect("a2", (*a2)->worker_address()).ok());
+
+  // Blocks 0 and 1 are parked; the pull waits for them.
+  auto op = b.transport->PreparePull("a2", ns.id(),
+                                     {PullTarget::Into(keys[0], b.pool->slot(0), kSlot),
+                                      PullTarget::Into(keys[1], b.pool->slot(1), kSlot),
+                                      PullTarget::Into(keys[2], b.pool->slot(2), kSlot)});
+  REQUIRE(op.ok());
+  REQUIRE((*op)->Post().ok());
+  REQUIRE(WaitUntil([&] { return source.parked() == 2; }));
+  // Meanwhile another pull from the same holder completes: the progress thread is not held.
+  auto other = b.transport->Pull("a2", ns.id(), {PullTarget::Into(keys[3], b.pool->slot(3), kSlot)});
+  REQUIRE(other.ok());
+  CHECK(other->LeadingOk() == 1);
+  CHECK(source.parked() == 2);
+  // Block 0 becomes ready, block 1 cannot be promoted.
+  source.Release({keys[1]});
+  PullResult r = (*op)->Wait();
+  REQUIRE(r.blocks.size() == 3);
+  CHECK(r.blocks[0].ok());
+  CHECK(r.blocks[1].IsNotFound());
+  CHECK(r.blocks[2].ok());
+  for (size_t i : {0, 2, 3}) CHECK(std::memcmp(b.pool->slot(i), a.pool->slot(i), kSlot) == 0);
+  for (int i = 0; i < 200 && a.pool->pinned() != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  CHECK(a.pool->pinned() == 0);
 }
 
 }  // namespace
