@@ -811,7 +811,8 @@ TEST_CASE("cluster: a pull into a full pool makes room off the progress thread a
 
 // Issue 16: blocks a holder keeps only on its disk tier are announced and served. Holder A has a
 // 64 MiB host pool and a disk tier (write-back, LRU): of a 24-block chain of 4 MiB the oldest
-// blocks are demoted to disk (they have cached children: admitted) and stay in the directory.
+// blocks are demoted to disk (they have cached children: admitted) and stay in the directory
+// (withdrawn at the host eviction, announced again when the disk write lands).
 // B loads the disk-only prefix first (A promotes each block into its host pool on its promotion
 // thread, off the progress thread, and serves it), then the whole chain; every byte matches.
 TEST_CASE("cluster: blocks held only on the holder's disk tier are announced, promoted and "
@@ -825,9 +826,10 @@ TEST_CASE("cluster: blocks held only on the holder's disk tier are announced, pr
                                     "--static-peers", peer};
   };
   std::vector<std::string> holder_flags = flags("disk-b");
-  for (const char* a : {"--data-dir", "", "--disk", "512MiB", "--eviction-policy", "lru"})
-    holder_flags.emplace_back(a);
-  holder_flags[5] = dir + "/a-disk";
+  for (const std::string& a : {std::string("--data-dir"), dir + "/a-disk", std::string("--disk"),
+                               std::string("512MiB"), std::string("--eviction-policy"),
+                               std::string("lru")})
+    holder_flags.push_back(a);
   ServeNode a(dir, "disk-a", "", secret, "64MiB", holder_flags);
   REQUIRE(a.ready());
   ServeNode b(dir, "disk-b", "", secret, "256MiB", flags("disk-a"));
@@ -838,24 +840,44 @@ TEST_CASE("cluster: blocks held only on the holder's disk tier are announced, pr
   REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
   constexpr size_t kBlocks = 24, kBytes = 4 << 20;
   Namespace ns = TestNamespace(kBytes);
-  Prompt p(ns, kBlocks, 61, kBytes);
-  REQUIRE(*ca->Store(ns, p.keys, p.in).Wait() == kBlocks);
+  // One block more than the loads use: every block of the chain they load has a child, so each
+  // is admitted to disk when host evicts it (the extra leaf may be dropped).
+  Prompt stored_prompt(ns, kBlocks + 1, 61, kBytes);
+  const Prompt& p = stored_prompt;
+  const std::span<const BlockKey> keys = std::span<const BlockKey>(p.keys).first(kBlocks);
+  // At most 8 blocks (32 MiB) per Store, so that each fits the pool; each Store after the first
+  // starts with the previous one's last block (stored already), so every block but the last
+  // has its child linked (a shared prefix: admitted to disk when host evicts it).
+  for (size_t begin = 0; begin + 1 < kBlocks + 1;) {
+    const size_t end = std::min(kBlocks + 1, begin + 8);
+    auto stored = ca->Store(ns, std::span<const BlockKey>(p.keys).subspan(begin, end - begin),
+                            std::span<const ConstBuffer>(p.in).subspan(begin, end - begin))
+                      .Wait();
+    REQUIRE(stored.ok());
+    begin = end - 1;
+  }
   // A holds the whole chain, its oldest blocks on disk only (once their demotion landed).
   size_t on_disk = 0;
-  REQUIRE(WaitFor(5000ms, [&] {
-    auto look = ca->Lookup(p.keys);
+  std::string tiers;  // A's tier of each block (1 host, 2 disk), for the failure message
+  const bool demoted = WaitFor(5000ms, [&] {
+    auto look = ca->Lookup(keys);
+    tiers.clear();
+    if (look.ok())
+      for (Tier t : look->tiers) tiers += std::to_string(static_cast<int>(t));
     if (!look.ok() || look->tiers.size() != kBlocks) return false;
     on_disk = 0;
     while (on_disk < kBlocks && look->tiers[on_disk] == Tier::kDisk) ++on_disk;
     return on_disk >= 4;
-  }));
+  });
+  INFO("A's tiers: " << tiers);
+  REQUIRE(demoted);
   INFO("blocks on A's disk tier only: " << on_disk);
   // ... and announces all of them: B sees the whole chain as remote.
-  REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, p.keys) == kBlocks; }));
+  REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, keys) == kBlocks; }));
 
   // The disk-only prefix: every block promoted on A, pulled, verified.
   Outputs first(on_disk, kBytes);
-  auto loaded = cb->Load(ns, std::span<const BlockKey>(p.keys).first(on_disk), first.out).Wait();
+  auto loaded = cb->Load(ns, keys.first(on_disk), first.out).Wait();
   REQUIRE(loaded.ok());
   CHECK(*loaded == on_disk);
   for (size_t i = 0; i < *loaded; ++i) CHECK(first.bufs[i] == p.blocks[i]);
@@ -867,7 +889,7 @@ TEST_CASE("cluster: blocks held only on the holder's disk tier are announced, pr
   // The whole chain (its rest from A's host tier, or from its disk where the promotions above
   // pushed blocks out).
   Outputs all(kBlocks, kBytes);
-  loaded = cb->Load(ns, p.keys, all.out).Wait();
+  loaded = cb->Load(ns, keys, all.out).Wait();
   REQUIRE(loaded.ok());
   CHECK(*loaded == kBlocks);
   for (size_t i = 0; i < *loaded; ++i) CHECK(all.bufs[i] == p.blocks[i]);
