@@ -16,7 +16,8 @@
 //    a silent one is cut by the request timeout; membership dropping it disconnects it.
 //  - Pulling: PreparePull (resolve the session, check destinations, encode) is separate from
 //    Post (issue). Every block that lands is verified (block header, key, namespace, payload
-//    checksum) before it counts; a peer that dies or stalls costs at most the request timeout and
+//    checksum) before it counts, by the thread in PullOp::Wait as blocks land (the progress
+//    thread only receives); a peer that dies or stalls costs at most the request timeout and
 //    yields the blocks that did arrive.
 //
 // Threading: public methods are thread-safe and may block the caller (never the progress
@@ -144,7 +145,8 @@ struct PullResult {
   size_t bytes = 0;            // bytes of the verified blocks
   // Where the pull's time went (the stage profile of docs/cluster.md, "Where a pull's time
   // goes"): from Post to the first block's header arriving, from Post to the last block
-  // settling, and the progress thread's time spent verifying payload checksums.
+  // settling, and the time Wait's thread spent verifying blocks (header, key, namespace, XXH3;
+  // off the progress thread, overlapping the receives of later blocks).
   double first_data_s = 0;
   double last_data_s = 0;
   double verify_s = 0;
@@ -160,7 +162,8 @@ class PullOp {
   ~PullOp();
   // Issues the request. Returns at once; Wait() for the result.
   Status Post();
-  // Waits for the result: every block verified, failed, or the timeout passed.
+  // Waits for the result: every block verified, failed, or the timeout passed. The calling
+  // thread verifies the blocks as they land, while later ones are still being received.
   PullResult Wait();
 
  private:

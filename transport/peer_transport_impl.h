@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <future>
@@ -45,12 +46,16 @@ struct PullOp::State {
   std::vector<uint8_t> settled;
   size_t unsettled = 0;
   size_t receiving = 0;  // accepted data messages whose bytes have not landed or failed yet
-  size_t bytes = 0;
   Status failure;        // set when the connection failed or the request timed out
   Clock::time_point deadline;
   Clock::time_point posted_at;   // when the progress thread issued the request
   Clock::time_point first_data;  // the first data message's header arrived
-  double verify_s = 0;           // progress-thread time in payload verification
+  // Blocks whose bytes landed, handed to the thread in PullOp::Wait, which verifies them (block
+  // header, key, namespace, XXH3-64) off the progress thread while later blocks still arrive.
+  std::mutex verify_mu;
+  std::condition_variable verify_cv;
+  std::vector<uint32_t> to_verify;  // GUARDED_BY(verify_mu)
+  bool all_settled = false;         // GUARDED_BY(verify_mu): MaybeFinish ran
   bool posted = false;
   bool finished = false;
   std::promise<PullResult> promise;
@@ -170,7 +175,9 @@ struct PeerTransport::Impl {
 
   void OnDataDone(ConnId conn, uint64_t cookie, const Status& st);
 
-  Status Verify(PullOp::State& p, size_t index);
+  // Checks a landed block (header, key, namespace, payload checksum); adds its bytes to *bytes
+  // when it passes. Runs on the thread in PullOp::Wait.
+  static Status Verify(const PullTarget& t, const NamespaceId& ns, size_t* bytes);
 
   // ---- control messages ----
   // Requests go to the server side, responses to the client side. The connection alone cannot

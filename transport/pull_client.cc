@@ -2,6 +2,9 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <mutex>
+#include <utility>
+#include <vector>
 
 #include "strata/block_format.h"
 #include "transport/peer_transport_impl.h"
@@ -23,15 +26,18 @@ void PeerTransport::Impl::MaybeFinish(const std::shared_ptr<PullOp::State>& p) {
   r.blocks = std::move(p->status);
   for (size_t i = 0; i < r.blocks.size(); ++i)
     if (!p->settled[i]) r.blocks[i] = p->failure;
-  r.bytes = p->bytes;
   const auto now = Clock::now();
   if (p->first_data != Clock::time_point{})
     r.first_data_s = std::chrono::duration<double>(p->first_data - p->posted_at).count();
   if (p->posted_at != Clock::time_point{})
     r.last_data_s = std::chrono::duration<double>(now - p->posted_at).count();
-  r.verify_s = p->verify_s;
   pulls.erase(p->request_id);
   p->promise.set_value(std::move(r));
+  {
+    std::lock_guard<std::mutex> lock(p->verify_mu);
+    p->all_settled = true;
+  }
+  p->verify_cv.notify_all();
 }
 
 // ---- data messages (puller side) ----
@@ -119,29 +125,32 @@ void PeerTransport::Impl::OnDataDone(ConnId conn, uint64_t cookie, const Status&
   if (!st.ok()) {
     // A receive cancelled because the pull failed reports why the pull failed.
     Settle(*p, index, p->failure.ok() ? st : p->failure);
-  } else {
-    Settle(*p, index, Verify(*p, index));
+  } else if (!p->settled[index]) {
+    // Landed: verified by the thread in PullOp::Wait (it overrides this OK when a check fails).
+    Settle(*p, index, Status::OK());
+    {
+      std::lock_guard<std::mutex> lock(p->verify_mu);
+      p->to_verify.push_back(static_cast<uint32_t>(index));
+    }
+    p->verify_cv.notify_all();
   }
   MaybeFinish(p);
 }
 
-Status PeerTransport::Impl::Verify(PullOp::State& p, size_t index) {
-  const PullTarget& t = p.targets[index];
+Status PeerTransport::Impl::Verify(const PullTarget& t, const NamespaceId& ns, size_t* bytes) {
   const bool split = t.header_dest != nullptr;
   auto h = split ? DecodeBlockHeader(std::span<const std::byte>(t.header_dest, kBlockHeaderSize))
                  : DecodeBlockHeader(std::span<const std::byte>(t.dest, t.capacity));
   if (!h.ok()) return h.status().WithContext("pulled block " + t.key.ToHex());
   if (h->key != t.key) return Status::Corruption("pulled block has another key");
-  if (p.ns != NamespaceId{} && h->ns != p.ns)
+  if (ns != NamespaceId{} && h->ns != ns)
     return Status::Corruption("pulled block has another namespace");
   const std::byte* payload = split ? t.dest : t.dest + kBlockHeaderSize;
   if (h->payload_length + (split ? 0 : kBlockHeaderSize) > t.capacity)
     return Status::Corruption("pulled block is longer than the bytes received");
-  const auto t0 = Clock::now();
-  Status verified = VerifyPayload(*h, std::span<const std::byte>(payload, h->payload_length));
-  p.verify_s += std::chrono::duration<double>(Clock::now() - t0).count();
-  STRATA_RETURN_IF_ERROR(verified);
-  p.bytes += kBlockHeaderSize + h->payload_length;
+  STRATA_RETURN_IF_ERROR(
+      VerifyPayload(*h, std::span<const std::byte>(payload, h->payload_length)));
+  *bytes += kBlockHeaderSize + h->payload_length;
   return Status::OK();
 }
 
@@ -187,7 +196,34 @@ PullResult PullOp::Wait() {
     return r;
   }
   if (!state_->future.valid()) return PullResult{};
-  return state_->future.get();
+  // Verify the blocks as they land (the progress thread only receives), until every block is
+  // settled and every landed one verified.
+  State& s = *state_;
+  std::vector<std::pair<uint32_t, Status>> failed;
+  size_t bytes = 0;
+  double verify_s = 0;
+  for (;;) {
+    std::vector<uint32_t> batch;
+    bool last = false;
+    {
+      std::unique_lock<std::mutex> lock(s.verify_mu);
+      s.verify_cv.wait(lock, [&] { return !s.to_verify.empty() || s.all_settled; });
+      batch.swap(s.to_verify);
+      last = s.all_settled;
+    }
+    const auto t0 = Clock::now();
+    for (uint32_t i : batch) {
+      Status st = PeerTransport::Impl::Verify(s.targets[i], s.ns, &bytes);
+      if (!st.ok()) failed.emplace_back(i, std::move(st));
+    }
+    verify_s += std::chrono::duration<double>(Clock::now() - t0).count();
+    if (last && batch.empty()) break;
+  }
+  PullResult r = s.future.get();
+  for (auto& [i, st] : failed) r.blocks[i] = std::move(st);
+  r.bytes = bytes;
+  r.verify_s = verify_s;
+  return r;
 }
 
 Result<std::unique_ptr<PullOp>> PeerTransport::PreparePull(const std::string& peer,

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <future>
 #include <map>
 #include <thread>
 #include <tuple>
@@ -708,20 +709,56 @@ class ClientImpl final : public Client {
                                        std::to_string(buffers[i].size) +
                                        " bytes, a block of this namespace has " +
                                        std::to_string(block_bytes));
-    STRATA_ASSIGN_OR_RETURN(ipc::LoadReply reply, PinForLoad(ns.id(), keys));
-    const size_t pinned = reply.locations.size();
+    // A long prefix loads in chunks of about kLoadChunkBytes, pipelined: while this thread
+    // copies chunk k out of the pool, a helper thread has the daemon pin chunk k+1 (and, in a
+    // cluster, pull it from a peer first), so the copy overlaps the pull instead of following
+    // the whole prefix's (docs/cluster.md, "Streamed loads"). The next chunk is asked for only
+    // when this one was pinned whole; when this one ends short (a miss, a corrupt block) the
+    // next is unpinned unread. A later chunk that fails ends the prefix there.
     const kernels::BlockShape shape = ShapeOf(ns.spec(), ns.spec().num_kv_heads);
+    const size_t chunk = static_cast<size_t>(std::max<uint64_t>(1, kLoadChunkBytes / block_bytes));
+    auto pin_chunk = [this, &ns, &keys, chunk](size_t begin) {
+      const size_t end = std::min(keys.size(), begin + chunk);
+      return PinForLoad(ns.id(), std::vector<BlockKey>(keys.begin() + begin, keys.begin() + end));
+    };
+    const std::span<const BlockKey> all(keys);
+    STRATA_ASSIGN_OR_RETURN(ipc::LoadReply reply, pin_chunk(0));
     size_t loaded = 0;
-    for (; loaded < pinned; ++loaded) {
-      const ipc::Location& loc = reply.locations[loaded];
-      if (loc.codec != ns.spec().codec) break;  // not this namespace's bytes: a miss
-      if (!VerifyAndDecode(loc.codec, shape, channel_->pool_base() + loc.offset, loc.length,
-                           loc.checksum, static_cast<std::byte*>(buffers[loaded].data)))
-        break;  // a corrupt block is a miss: the prefix ends here
+    for (size_t begin = 0;;) {
+      const size_t asked = std::min(chunk, keys.size() - begin);
+      const size_t pinned = reply.locations.size();
+      const size_t next_begin = begin + asked;
+      std::future<Result<ipc::LoadReply>> next;
+      if (pinned == asked && next_begin < keys.size())
+        next = std::async(std::launch::async, pin_chunk, next_begin);
+      size_t ok = 0;
+      for (; ok < pinned; ++ok) {
+        const ipc::Location& loc = reply.locations[ok];
+        if (loc.codec != ns.spec().codec) break;  // not this namespace's bytes: a miss
+        if (!VerifyAndDecode(loc.codec, shape, channel_->pool_base() + loc.offset, loc.length,
+                             loc.checksum, static_cast<std::byte*>(buffers[begin + ok].data)))
+          break;  // a corrupt block is a miss: the prefix ends here
+      }
+      loaded += ok;
+      const Status unpinned = Unpin(all.subspan(begin, pinned));
+      if (!next.valid()) {
+        STRATA_RETURN_IF_ERROR(unpinned);
+        return loaded;
+      }
+      Result<ipc::LoadReply> following = next.get();
+      if (ok < pinned || !unpinned.ok() || !following.ok()) {
+        if (following.ok()) (void)Unpin(all.subspan(next_begin, following->locations.size()));
+        STRATA_RETURN_IF_ERROR(unpinned);
+        return loaded;
+      }
+      reply = std::move(following).value();
+      begin = next_begin;
     }
-    STRATA_RETURN_IF_ERROR(Unpin(std::span<const BlockKey>(keys).first(pinned)));
-    return loaded;
   }
+  // Bytes per chunk of a pipelined Load (DoLoad): 64 MiB (32 blocks of 2 MiB). Each chunk costs
+  // the daemon one Fetch (a request round trip to the holders), so fewer, larger chunks; the
+  // serial tail left is the copy of the last chunk.
+  static constexpr uint64_t kLoadChunkBytes = uint64_t{64} << 20;
 
   Result<size_t> DoStorePaged(const RegisteredCache& c, const std::vector<BlockKey>& keys,
                               const std::vector<int32_t>& ids,

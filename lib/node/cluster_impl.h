@@ -98,7 +98,9 @@ class ClusterImpl final : public Cluster {
   // trip through the shard owner's progress thread less). A hint is as good as the directory's
   // answer was: a stale one fails its blocks in the first round, and the second round asks the
   // directory afresh (Fetch).
-  static constexpr auto kHintTtl = std::chrono::milliseconds(500);
+  // 2 s: a streamed Load (one Fetch per 64 MiB chunk) of a long prefix outlasts 500 ms under load,
+  // and its later chunks then paid a directory round trip each.
+  static constexpr auto kHintTtl = std::chrono::milliseconds(2000);
   static constexpr size_t kMaxHints = 1 << 16;
   struct Hint {
     std::vector<std::string> holders;

@@ -134,9 +134,9 @@ struct InProcessDaemon {
   std::unique_ptr<Daemon> daemon;
   std::string socket;
 
-  explicit InProcessDaemon(const std::string& name) {
+  explicit InProcessDaemon(const std::string& name, uint64_t pool_bytes = 64ull << 20) {
     NodeOptions opts;
-    opts.host_pool_bytes = 64ull << 20;
+    opts.host_pool_bytes = pool_bytes;
     opts.data_dir.clear();
     opts.default_pin_ms = 1000;
     auto n = Node::Open(opts);
@@ -156,6 +156,45 @@ TEST_CASE("Daemon client: the same round trip over the socket", "[lib]") {
   auto client = Client::Connect(d.socket);
   REQUIRE(client.ok());
   RoundTrip(**client);
+}
+
+// Issue 16: a Load of more than 64 MiB goes in pipelined chunks (the daemon pins chunk k+1 while
+// the client copies chunk k). Every block arrives bit-exact across the chunk boundaries, and a
+// prefix that ends inside a later chunk, or exactly at a chunk boundary, loads exactly its
+// blocks and leaves no pin behind.
+TEST_CASE("Daemon client: a long Load goes in chunks and stops where the prefix ends", "[lib]") {
+  InProcessDaemon d("chunkedload", 256ull << 20);
+  auto c = Client::Connect(d.socket);
+  REQUIRE(c.ok());
+  Client& client = **c;
+  constexpr size_t kBytes = 1 << 20;  // 64 blocks per 64 MiB chunk
+  Namespace ns = TestNamespace("", kBytes);
+  auto pins = [&] { return nlohmann::json::parse(*client.Stats())["pins"].get<int>(); };
+  {
+    Prompt p(ns, 80, 201, kBytes);  // chunks of 64 + 16
+    REQUIRE(*client.Store(ns, p.keys, p.in).Wait() == 80);
+    Outputs o(80, kBytes);
+    auto loaded = client.Load(ns, p.keys, o.out).Wait();
+    REQUIRE(loaded.ok());
+    CHECK(*loaded == 80);
+    for (size_t i = 0; i < 80; ++i) CHECK(o.bufs[i] == p.blocks[i]);
+    CHECK(pins() == 0);
+    REQUIRE(client.Clear(ns.id()).ok());
+  }
+  for (size_t stored : {size_t{70}, size_t{64}}) {  // ends inside the second chunk, or before it
+    INFO("stored " << stored);
+    Prompt p(ns, 100, 202 + static_cast<uint32_t>(stored), kBytes);
+    REQUIRE(*client.Store(ns, std::span<const BlockKey>(p.keys).first(stored),
+                          std::span<const ConstBuffer>(p.in).first(stored))
+                 .Wait() == stored);
+    Outputs o(100, kBytes);
+    auto loaded = client.Load(ns, p.keys, o.out).Wait();
+    REQUIRE(loaded.ok());
+    CHECK(*loaded == stored);
+    for (size_t i = 0; i < stored; ++i) CHECK(o.bufs[i] == p.blocks[i]);
+    CHECK(pins() == 0);
+    REQUIRE(client.Clear(ns.id()).ok());
+  }
 }
 
 // Issue 15: an operator computes hit ratios from the daemon's own counters.
