@@ -1436,7 +1436,7 @@ Result<std::unique_ptr<Client>> Client::Embedded(const EmbeddedOptions& options,
   node.host_pool_bytes = options.host_pool_bytes;
   node.data_dir = options.data_dir;
   node.disk_bytes = options.disk_bytes;
-  node.eviction_policy = options.eviction_policy;
+  if (!options.eviction_policy.empty()) node.eviction_policy = options.eviction_policy;
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<EmbeddedChannel> ch,
                           EmbeddedChannel::Open(node, client_options.staging_bytes));
   return std::unique_ptr<Client>(new ClientImpl(std::move(ch), client_options));

@@ -129,6 +129,19 @@ TEST_CASE("Embedded client: store then lookup then load then clear", "[lib]") {
   RoundTrip(**client);
 }
 
+TEST_CASE("Embedded client: no policy named runs the node's default, a wrong name is refused",
+          "[lib]") {
+  EmbeddedOptions options;
+  options.host_pool_bytes = 64ull << 20;
+  auto client = Client::Embedded(options);  // eviction_policy "": NodeOptions' default
+  REQUIRE(client.ok());
+  RoundTrip(**client);
+  options.eviction_policy = "no-such-policy";
+  auto refused = Client::Embedded(options);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().ToString().find("eviction_policy") != std::string::npos);
+}
+
 struct InProcessDaemon {
   std::unique_ptr<Node> node;
   std::unique_ptr<Daemon> daemon;

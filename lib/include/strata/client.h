@@ -136,7 +136,9 @@ struct EmbeddedOptions {
   uint64_t host_pool_bytes = 256ull << 20;  // Default: 256 MiB.
   std::string data_dir;                     // disk tier directory; empty: none. Default: "".
   uint64_t disk_bytes = 0;                  // Default: 0 = 80% of free space.
-  std::string eviction_policy = "prefix";   // "prefix" or "lru". Default: "prefix".
+  // Any policy `strata serve --eviction-policy` takes ("learned", "prefix", "lru", "arc", ...);
+  // empty: the node's default (NodeOptions::eviction_policy, "learned"). Default: "".
+  std::string eviction_policy;
 };
 
 struct ClientOptions {
