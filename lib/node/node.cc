@@ -684,22 +684,24 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
     so.disk = disk;
   }
   // Blocks that leave the host tier leave the directory too (a no-op until the cluster is up).
-  // Every block that leaves the host tier is noted for the inspector ("evicted at T").
+  // Every block that leaves the host tier is noted for the inspector ("evicted at T"), and again
+  // when it leaves the disk tier (below).
   auto cluster_ref = std::make_shared<std::atomic<Cluster*>>(nullptr);
   auto removals = std::make_shared<RemovalLog>();
   so.on_host_removed = [cluster_ref, removals](const BlockKey& key) {
     removals->Record(key, /*cleared=*/false);
     if (Cluster* c = cluster_ref->load(std::memory_order_acquire)) c->Evicted(key);
   };
-  // KV events: the tiers' gains and losses go to the publisher (events/node_events.h).
+  // KV events: the tiers' gains and losses go to the publisher (events/node_events.h). A block
+  // the disk tier evicts has left the node: noted for the inspector at that time (its host
+  // eviction, noted above, was a demotion).
   auto node_events = events::NodeEvents::Open(options.kv_events, options.engine_events);
   if (!node_events.ok()) return node_events.status();
-  if (*node_events) {
-    so.on_tier_change = [ev = *node_events](Tier tier, const BlockKey& key, bool added,
-                                            std::string_view tag) {
-      ev->OnTierChange(tier, key, added, tag);
-    };
-  }
+  so.on_tier_change = [ev = *node_events, removals](Tier tier, const BlockKey& key, bool added,
+                                                    std::string_view tag) {
+    if (tier == Tier::kDisk && !added) removals->Record(key, /*cleared=*/false);
+    if (ev) ev->OnTierChange(tier, key, added, tag);
+  };
   // Tenants: the host tier takes each block into slabs of its namespace's tenant.
   auto tenant_map = std::make_shared<TenantMap>();
   so.host.pool.tenants = options.tenants;
