@@ -151,8 +151,9 @@ Status SocketChannel::Post(ipc::RequestBody body) {
 
 // The daemon answers a session's requests in order, one response each. A call that timed out, or
 // a Post, leaves its response to come; the next call reads it first and discards it (its id is
-// smaller), at most `unanswered_` of them, then reads its own. A stream that cannot be resynchronised (a
-// timeout inside a message, an id from the future) is closed: every later call is Unavailable.
+// smaller), at most `unanswered_` of them, then reads its own. A stream that cannot be
+// resynchronised (a timeout inside a message, an id from the future) is closed: every later call
+// is Unavailable.
 Result<ipc::ResponseBody> SocketChannel::CallLocked(ipc::RequestBody body, int pass_fd,
                                                     int* received_fd) {
   if (conn_.fd() < 0)
