@@ -212,6 +212,12 @@ class StrataEmbeddedClient(StrataClient):
         self.c = strata.Client.embedded(host_pool_bytes=args["capacity"])
         self.ns = strata_ns(block_bytes)
         assert self.ns.block_bytes == block_bytes
+        # The node faults its pool in on a background thread; an engine creates its client at
+        # start-up, long before its first store (as the daemon is up before its clients, and as
+        # LMCache's allocator faults its buffer in in its constructor): wait for it.
+        end = time.monotonic() + 60
+        while self.c.stats().get("pool_populating") and time.monotonic() < end:
+            time.sleep(0.05)
 
 
 class Mooncake:
