@@ -35,10 +35,11 @@ constexpr uint64_t kAlign = 4096;
 constexpr uint32_t kInitialPolicySlots = 4096;
 constexpr size_t kRecordSize = 77;  // without the optional parent key, tag and compression
 
-// The flags byte of a record (offset 76 in slab-file mode, 64 in blob mode), and what follows it.
+// The flags byte of a record (offset 76), and what follows it. (Records of the removed BlobDB
+// back-end had it at offset 64: DiskTier::Open recognises them to refuse such a directory.)
 constexpr uint8_t kHasParent = 1;   // a 16-byte parent key follows
 constexpr uint8_t kHasTag = 2;      // then a tag: u16 LE length t, then t bytes (PutOptions::tag)
-constexpr uint8_t kCompressed = 4;  // then u8 compression, u32 LE stored length (slab mode only)
+constexpr uint8_t kCompressed = 4;  // then u8 compression, u32 LE stored length
 
 // Bytes after the flags byte for a block with (or without) a parent, a tag of `tag` bytes and
 // compression.
@@ -71,7 +72,7 @@ void EncodeTrailer(std::byte* p, const BlockKey* parent, std::string_view tag,
 // Reads the flags byte at p[0] and what follows, within `avail` bytes from p. Returns the bytes
 // taken (flags included), 0 when they do not fit or the flags are unknown. `compression` and
 // `stored` are set for a compressed record (else kNone and 0); nullptr refuses compressed
-// records (blob mode).
+// records (as BlobDB records never were).
 size_t DecodeTrailer(const std::byte* p, size_t avail, bool* has_parent, BlockKey* parent,
                      std::string* tag, DiskCompression* compression = nullptr,
                      uint32_t* stored = nullptr) {
@@ -116,6 +117,17 @@ uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 uint64_t KeyHash(const BlockKey& k) { return k.low ^ (k.high * 0x9E3779B97F4A7C15ULL); }
 
 std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+}  // namespace
+
+Status DiskTierBlobDbRemoved(const std::string& path) {
+  return Status::NotSupported(
+      "disk tier at '" + path + "' was written by the BlobDB payload back-end, which was removed "
+      "(issue 17; only the O_DIRECT slab file remains); its blocks were left as they are. Move the "
+      "directory aside or delete it to start an empty disk tier there");
+}
+
+namespace {
 
 Status FromRocks(const rocksdb::Status& s, const char* what) {
   if (s.ok()) return Status::OK();
@@ -278,7 +290,6 @@ class DiskTier::Impl {
     DiskCompression compression = DiskCompression::kNone;
   };
 
-  bool slab_mode() const { return options_.payload_store == PayloadStore::kSlabFile; }
   uint32_t NowMs() const {
     return static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                      std::chrono::steady_clock::now() - epoch_)
@@ -303,8 +314,6 @@ class DiskTier::Impl {
   // Space of `len` bytes in blocks.data, evicting and growing the file as needed.
   Result<uint64_t> AllocateSpace(uint64_t len) REQUIRES_LOCK(mu_);
   Status GrowFile(uint64_t new_end) REQUIRES_LOCK(mu_);
-  // Payload-byte budget for a new block (blob mode), evicting as needed.
-  Status MakeRoom(uint64_t len) REQUIRES_LOCK(mu_);
   Status EvictOne() REQUIRES_LOCK(mu_);
   // Removes slot from index, RocksDB and allocator. REQUIRES: state kLive or kWriting.
   Status Drop(uint32_t slot) REQUIRES_LOCK(mu_);
@@ -386,9 +395,6 @@ Status DiskTier::Impl::Open() {
     return Status::InvalidArgument("disk tier capacity must be at least 4 KiB");
   if (options_.extend_bytes == 0 || options_.extend_bytes % kAlign)
     return Status::InvalidArgument("extend_bytes must be a positive multiple of 4 KiB");
-  if (options_.compression.kind != DiskCompression::kNone && !slab_mode())
-    return Status::InvalidArgument(
-        "disk tier compression needs the slab-file payload store (not BlobDB)");
   uint64_t blocks = options_.max_blocks ? options_.max_blocks
                                         : std::max<uint64_t>(1, options_.capacity_bytes / 65536);
   if (blocks >= (uint64_t{1} << 31)) return Status::InvalidArgument("max_blocks too large");
@@ -402,17 +408,16 @@ Status DiskTier::Impl::Open() {
   opts.compression = rocksdb::kNoCompression;
   opts.max_background_jobs = 2;
   opts.write_buffer_size = 16 << 20;
-  if (!slab_mode()) {
-    opts.enable_blob_files = true;
-    opts.min_blob_size = 0;
-    opts.blob_file_size = 256 << 20;
-    opts.enable_blob_garbage_collection = true;
-    opts.blob_compression_type = rocksdb::kNoCompression;
-    opts.use_direct_reads = options_.direct_io;
-    opts.use_direct_io_for_flush_and_compaction = options_.direct_io;
+  const std::string index_dir = options_.path + "/index";
+  // A directory of the removed BlobDB back-end (issue 17): refused before anything is opened,
+  // so nothing in it is touched. Its payloads lived in RocksDB blob files; a tier that never
+  // flushed has none yet, and is recognised by its records below.
+  if (std::filesystem::is_directory(index_dir, ec)) {
+    for (const auto& f : std::filesystem::directory_iterator(index_dir, ec))
+      if (f.path().extension() == ".blob") return DiskTierBlobDbRemoved(options_.path);
   }
   uint64_t file_bytes = 0;
-  if (slab_mode()) {
+  {
     const std::string data = options_.path + "/blocks.data";
     int flags = O_RDWR | O_CREAT | O_CLOEXEC | (options_.direct_io ? O_DIRECT : 0);
     fd_ = ::open(data.c_str(), flags, 0644);
@@ -436,11 +441,12 @@ Status DiskTier::Impl::Open() {
     DiskCompression compression;  };
   std::vector<Found> found;
   std::vector<std::string> bad;
-  const std::string index_dir = options_.path + "/index";
+  uint64_t blob_records = 0;  // records of the removed BlobDB back-end
   // Opens RocksDB at index_dir and reads every record into found/bad; on failure db_ is closed.
   auto load_index = [&]() -> Status {
     found.clear();
     bad.clear();
+    blob_records = 0;
     rocksdb::DB* raw = nullptr;
     Status st = FromRocks(rocksdb::DB::Open(opts, index_dir, &raw), "open RocksDB index");
     if (!st.ok()) return st;
@@ -465,26 +471,26 @@ Status DiskTier::Impl::Open() {
         ok = kb == header->key;
       }
       Found f{};
-      if (ok && slab_mode()) {
-        ok = v.size() >= kRecordSize &&
+      const bool header_ok = ok;
+      bool slab_shape = false;  // the trailer decodes and ends the record
+      if (ok) {
+        ok = slab_shape = v.size() >= kRecordSize &&
              76 + DecodeTrailer(vp + 76, v.size() - 76, &f.has_parent, &f.parent, &f.tag,
                                 &f.compression, &f.stored) == v.size();
         if (ok) {
           f.offset = GetLe(vp + 64, 8);
           f.alloc = GetLe(vp + 72, 4);
           if (f.compression == DiskCompression::kNone) f.stored = header->payload_length;
-          ok = f.offset % kAlign == 0 && f.alloc == RoundUp(f.stored, kAlign) &&               f.offset + f.alloc <= file_bytes;
+          ok = f.offset % kAlign == 0 && f.alloc == RoundUp(f.stored, kAlign) &&
+               f.offset + f.alloc <= file_bytes;
         }
-      } else if (ok) {
-        ok = v.size() > kBlockHeaderSize;
-        if (ok) {
-          const size_t trailer = DecodeTrailer(vp + kBlockHeaderSize, v.size() - kBlockHeaderSize,
-                                               &f.has_parent, &f.parent, &f.tag);
-          ok = trailer != 0 && v.size() == kBlockHeaderSize + trailer + header->payload_length;
-        }
-        f.alloc = header->payload_length;
-        f.stored = header->payload_length;
-        f.compression = DiskCompression::kNone;
+      }
+      if (header_ok && !slab_shape && v.size() > kBlockHeaderSize) {
+        // The removed BlobDB back-end's record: header, flags at 64, parent/tag, the payload.
+        const size_t trailer = DecodeTrailer(vp + kBlockHeaderSize, v.size() - kBlockHeaderSize,
+                                             &f.has_parent, &f.parent, &f.tag);
+        if (trailer != 0 && v.size() == kBlockHeaderSize + trailer + header->payload_length)
+          ++blob_records;
       }
       if (!ok) {
         bad.emplace_back(k.data(), k.size());
@@ -534,6 +540,11 @@ Status DiskTier::Impl::Open() {
   } else if (!st.ok()) {
     return st;
   }
+  if (blob_records > 0) {  // before any bad record is deleted: nothing of it is lost
+    (void)db_->Close();
+    db_.reset();
+    return DiskTierBlobDbRemoved(options_.path);
+  }
 
   // Overlap check on a compact copy (16 bytes per record) sorted by offset.
   struct Extent {
@@ -545,14 +556,13 @@ Status DiskTier::Impl::Open() {
   extents.reserve(found.size());
   for (uint32_t i = 0; i < found.size(); ++i)
     extents.push_back({found[i].offset, static_cast<uint32_t>(found[i].alloc), i});
-  if (slab_mode())
-    std::sort(extents.begin(), extents.end(),
-              [](const Extent& a, const Extent& b) { return a.offset < b.offset; });
+  std::sort(extents.begin(), extents.end(),
+            [](const Extent& a, const Extent& b) { return a.offset < b.offset; });
   std::vector<uint32_t> keep;  // indices into found, in file order
   keep.reserve(found.size());
   uint64_t end = 0;
   for (const Extent& e : extents) {
-    if (slab_mode() && e.offset < end) {  // overlaps an earlier extent: cannot both be right
+    if (e.offset < end) {  // overlaps an earlier extent: cannot both be right
       bad.push_back(DbKey(found[e.index].header.key));
       continue;
     }
@@ -595,10 +605,8 @@ Status DiskTier::Impl::Open() {
     used_bytes_ += f.alloc;
     raw_bytes_ += f.header.payload_length;
     if (f.compression != DiskCompression::kNone) ++compressed_blocks_;
-    if (slab_mode()) {
-      if (f.offset > prev_end) space_.Free(prev_end, f.offset - prev_end);
-      prev_end = f.offset + f.alloc;
-    }
+    if (f.offset > prev_end) space_.Free(prev_end, f.offset - prev_end);
+    prev_end = f.offset + f.alloc;
   }
   // Parents enter the policy before their children (so children are counted), whatever order
   // the records came in.
@@ -611,11 +619,9 @@ Status DiskTier::Impl::Open() {
   std::vector<uint32_t> order(n);
   for (uint32_t slot = 0; slot < n; ++slot) order[slot] = slot;
   FillPolicy(order, [&](uint32_t slot) { return entries_[slot].parent; });
-  if (slab_mode()) {
-    if (file_bytes > prev_end) space_.Free(prev_end, file_bytes - prev_end);
-    file_end_ = file_bytes;
-    file_size_ = file_bytes;
-  }
+  if (file_bytes > prev_end) space_.Free(prev_end, file_bytes - prev_end);
+  file_end_ = file_bytes;
+  file_size_ = file_bytes;
   open_info_.blocks_recovered = keep.size();
   open_info_.records_dropped = bad.size();
   open_info_.seconds =
@@ -732,7 +738,7 @@ Status DiskTier::Impl::Drop(uint32_t slot) {
   used_bytes_ -= e.alloc;
   raw_bytes_ -= e.header.payload_length;
   if (e.compression != DiskCompression::kNone) --compressed_blocks_;
-  if (slab_mode()) space_.Free(e.offset, e.alloc);
+  space_.Free(e.offset, e.alloc);
   ReleaseSlot(slot);
   return st;
 }
@@ -756,14 +762,6 @@ Result<uint64_t> DiskTier::Impl::AllocateSpace(uint64_t len) {
     if (index_.empty()) return Status::NoSpace("disk tier: block larger than the capacity");
     STRATA_RETURN_IF_ERROR(EvictOne());
   }
-}
-
-Status DiskTier::Impl::MakeRoom(uint64_t len) {
-  while (used_bytes_ + len > options_.capacity_bytes) {
-    if (index_.empty()) return Status::NoSpace("disk tier: block larger than the capacity");
-    STRATA_RETURN_IF_ERROR(EvictOne());
-  }
-  return Status::OK();
 }
 
 Status DiskTier::Impl::WritePayload(uint64_t offset, std::span<const std::byte> payload) {
@@ -818,7 +816,7 @@ Status DiskTier::Impl::ReadPayload(uint64_t offset, uint32_t alloc, std::span<st
 }
 
 bool DiskTier::Impl::CompressionWorthTrying(const BlockHeader& header) const {
-  return options_.compression.kind != DiskCompression::kNone && slab_mode() &&
+  return options_.compression.kind != DiskCompression::kNone &&
          header.codec != Codec::kShuffleZstd && header.codec != Codec::kShuffleLz4;
 }
 
@@ -996,7 +994,7 @@ Status DiskTier::Impl::Put(const BlockHeader& header, std::span<const std::byte>
   }
   const bool kept_raw =
       options_.compression.kind != DiskCompression::kNone && compression == DiskCompression::kNone;
-  const uint64_t alloc = slab_mode() ? RoundUp(stored_len, kAlign) : payload.size();
+  const uint64_t alloc = RoundUp(stored_len, kAlign);
   uint32_t slot;
   uint64_t offset = 0;
   uint32_t parent_slot = kNoSlot;
@@ -1004,17 +1002,12 @@ Status DiskTier::Impl::Put(const BlockHeader& header, std::span<const std::byte>
     std::lock_guard lock(mu_);
     if (Lookup(header.key) != kNoSlot) return Status::OK();  // same key, same bytes
     STRATA_ASSIGN_OR_RETURN(slot, NewSlot());
-    Status st;
-    if (slab_mode()) {
-      auto off = AllocateSpace(alloc);
-      if (off.ok()) offset = *off; else st = off.status();
-    } else {
-      st = MakeRoom(alloc);
-    }
-    if (!st.ok()) {
+    auto off = AllocateSpace(alloc);
+    if (!off.ok()) {
       ReleaseSlot(slot);
-      return st;
+      return off.status();
     }
+    offset = *off;
     Entry& e = entries_[slot];
     e.header = header;
     e.offset = offset;
@@ -1032,22 +1025,17 @@ Status DiskTier::Impl::Put(const BlockHeader& header, std::span<const std::byte>
   // Payload first, then the record that names it.
   Status st;
   std::string value;
-  if (slab_mode()) {
+  {
     const bool compressed = compression != DiskCompression::kNone;
     // A compressed payload is written with its zero padding (it is in a 4 KiB-aligned buffer).
     st = WritePayload(offset, compressed ? std::span<const std::byte>(stored.data(), alloc) : stored);
     if (st.ok() && options_.sync && fdatasync(fd_) != 0) st = Status::IOError(Errno("fdatasync"));
-    value.resize(kRecordSize + TrailerBytes(po.parent != nullptr, po.tag, compressed));    auto* vp = reinterpret_cast<std::byte*>(value.data());
+    value.resize(kRecordSize + TrailerBytes(po.parent != nullptr, po.tag, compressed));
+    auto* vp = reinterpret_cast<std::byte*>(value.data());
     EncodeBlockHeader(header, std::span<std::byte, kBlockHeaderSize>(vp, kBlockHeaderSize));
     PutLe(vp + 64, offset, 8);
     PutLe(vp + 72, alloc, 4);
-    EncodeTrailer(vp + 76, po.parent, po.tag, compression, stored_len);  } else {
-    const size_t prefix = kBlockHeaderSize + 1 + TrailerBytes(po.parent != nullptr, po.tag);
-    value.resize(prefix + payload.size());
-    auto* vp = reinterpret_cast<std::byte*>(value.data());
-    EncodeBlockHeader(header, std::span<std::byte, kBlockHeaderSize>(vp, kBlockHeaderSize));
-    EncodeTrailer(vp + kBlockHeaderSize, po.parent, po.tag);
-    std::memcpy(vp + prefix, payload.data(), payload.size());
+    EncodeTrailer(vp + 76, po.parent, po.tag, compression, stored_len);
   }
   if (st.ok()) {
     rocksdb::WriteOptions wo;
@@ -1063,7 +1051,7 @@ Status DiskTier::Impl::Put(const BlockHeader& header, std::span<const std::byte>
     used_bytes_ -= e.alloc;
     raw_bytes_ -= e.header.payload_length;
     if (e.compression != DiskCompression::kNone) --compressed_blocks_;
-    if (slab_mode()) space_.Free(e.offset, e.alloc);
+    space_.Free(e.offset, e.alloc);
     ReleaseSlot(slot);
     return st;
   }
@@ -1104,34 +1092,11 @@ Result<BlockHeader> DiskTier::Impl::Get(const BlockKey& key, std::span<std::byte
   const size_t len = header.payload_length;
   Status st;
   bool undecodable = false;
-  if (slab_mode() && compression != DiskCompression::kNone) {
+  if (compression != DiskCompression::kNone) {
     st = ReadCompressedPayload(offset, alloc, stored, compression, out.first(len), header,
                                &undecodable);
-  } else if (slab_mode()) {
-    st = ReadVerifiedPayload(offset, alloc, out, header);
   } else {
-    rocksdb::PinnableSlice value;
-    st = FromRocks(db_->Get(rocksdb::ReadOptions(), db_->DefaultColumnFamily(), DbKey(key), &value),
-                   "read block");
-    if (st.ok()) {
-      auto h = DecodeBlockHeader(
-          std::span<const std::byte>(reinterpret_cast<const std::byte*>(value.data()), value.size()));
-      bool has_parent;
-      BlockKey parent;
-      std::string tag;
-      const size_t trailer =
-          value.size() > kBlockHeaderSize
-              ? DecodeTrailer(reinterpret_cast<const std::byte*>(value.data()) + kBlockHeaderSize,
-                              value.size() - kBlockHeaderSize, &has_parent, &parent, &tag)
-              : 0;
-      const size_t prefix = kBlockHeaderSize + trailer;
-      if (!h.ok() || !(*h == header) || trailer == 0 || value.size() != prefix + len) {
-        st = Status::Corruption("disk tier: blob record does not match its index entry");
-      } else {
-        std::memcpy(out.data(), value.data() + prefix, len);
-        st = VerifyPayload(header, out.first(len));
-      }
-    }
+    st = ReadVerifiedPayload(offset, alloc, out, header);
   }
   std::lock_guard lock(mu_);
   Entry& e = entries_[slot];
@@ -1195,7 +1160,7 @@ Status DiskTier::Impl::Erase(const BlockKey& key) {
 }
 
 Status DiskTier::Impl::Sync() {
-  if (slab_mode() && fdatasync(fd_) != 0) return Status::IOError(Errno("disk tier: fdatasync"));
+  if (fdatasync(fd_) != 0) return Status::IOError(Errno("disk tier: fdatasync"));
   return FromRocks(db_->FlushWAL(/*sync=*/true), "sync WAL");
 }
 

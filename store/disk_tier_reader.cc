@@ -13,12 +13,14 @@
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 
+#include "store/disk_tier.h"
+
 namespace strata::store {
 namespace {
 
 constexpr uint64_t kAlign = 4096;
 constexpr size_t kRecordSize = 77;
-// Flags at offset 76 (slab) or 64 (blob); what each adds follows in this order (disk_tier.h).
+// Flags at offset 76; what each adds follows in this order (disk_tier.h).
 constexpr uint8_t kHasParent = 1, kHasTag = 2, kCompressed = 4;
 
 
@@ -75,6 +77,8 @@ Result<std::unique_ptr<DiskTierReader>> DiskTierReader::Open(const std::string& 
   std::error_code ec;
   if (!std::filesystem::is_directory(index_dir, ec))
     return Status::NotFound("'" + dir + "' holds no disk tier (no index/ directory)");
+  for (const auto& f : std::filesystem::directory_iterator(index_dir, ec))
+    if (f.path().extension() == ".blob") return DiskTierBlobDbRemoved(dir);
   std::unique_ptr<DiskTierReader> r(new DiskTierReader());
   r->dir_ = dir;
   r->db_ = std::make_unique<Db>();
@@ -102,17 +106,15 @@ Result<std::unique_ptr<DiskTierReader>> DiskTierReader::Open(const std::string& 
     DiskRecord rec;
     if (ok) {
       rec.header = *header;
+      // A record that is not a slab record but has the shape of the removed BlobDB back-end's
+      // (the payload after the header and a flags byte, with parent): such a directory is
+      // refused, as DiskTier::Open refuses it.
       const bool blob_parent = v.size() > kBlockHeaderSize && std::to_integer<int>(vp[64]) == 1;
       const size_t blob_prefix = kBlockHeaderSize + 1 + (blob_parent ? BlockKey::kSize : 0);
       DiskRecord slab;
       slab.stored_bytes = header->payload_length;
       bool known = true;
-      if (v.size() > kBlockHeaderSize && v.size() == blob_prefix + header->payload_length) {
-        rec.in_blob = true;
-        if (blob_parent) rec.parent = KeyAt(vp + 65);
-        rec.stored_bytes = header->payload_length;
-        rec.reserved_bytes = header->payload_length;
-      } else if (SlabRecordSize(vp, v.size(), &slab, &known) == v.size()) {
+      if (SlabRecordSize(vp, v.size(), &slab, &known) == v.size()) {
         slab.header = rec.header;
         rec = slab;
         rec.offset = GetLe(vp + 64, 8);
@@ -120,6 +122,9 @@ Result<std::unique_ptr<DiskTierReader>> DiskTierReader::Open(const std::string& 
         ok = known && rec.stored_bytes > 0 && rec.offset % kAlign == 0 &&
              rec.reserved_bytes >= rec.stored_bytes &&
              rec.offset + rec.reserved_bytes <= r->data_file_bytes_;
+      } else if (v.size() > kBlockHeaderSize &&
+                 v.size() == blob_prefix + header->payload_length) {
+        return DiskTierBlobDbRemoved(dir);
       } else {
         ok = false;
       }
@@ -149,15 +154,7 @@ const DiskRecord* DiskTierReader::Find(const BlockKey& key) const {
 
 Result<bool> DiskTierReader::Verify(const DiskRecord& record) const {
   std::vector<std::byte> payload(record.header.payload_length);
-  if (record.in_blob) {
-    std::string value;
-    const std::string key(reinterpret_cast<const char*>(record.header.key.ToBytes().data()),
-                          BlockKey::kSize);
-    rocksdb::Status s = db_->db->Get(rocksdb::ReadOptions(), key, &value);
-    if (!s.ok()) return Status::IOError("read RocksDB record: " + s.ToString());
-    if (value.size() < payload.size()) return false;
-    std::memcpy(payload.data(), value.data() + value.size() - payload.size(), payload.size());
-  } else {
+  {
     if (fd_ < 0) return Status::IOError("cannot open " + dir_ + "/blocks.data");
     const bool compressed = record.compression != DiskCompression::kNone;
     std::vector<std::byte> stored(compressed ? record.stored_bytes : 0);

@@ -4,8 +4,8 @@
 //    than the CPU caches, vs `memcpy` of the same bytes (two copies per block: in and out). The
 //    put path takes blocks with their header already made (the daemon's path: the producer
 //    computed the checksum), verify_on_put off; host_put_get_verified/* verifies each put too.
-//  - disk_write/2MiB and disk_read/2MiB: the disk tier (slab file, O_DIRECT; and RocksDB BlobDB)
-//    vs `dd bs=2M oflag=direct` / `iflag=direct` run on the same filesystem, in the same run.
+//  - disk_write/2MiB and disk_read/2MiB: the disk tier (slab file, O_DIRECT) vs
+//    `dd bs=2M oflag=direct` / `iflag=direct` run on the same filesystem, in the same run.
 //  - host_metadata_per_block/*: index + policy + allocator bytes per cached block (target <= 64).
 //  - disk_reopen/N: wall time to reopen a disk tier of N blocks (target < 2 s); the tier is built
 //    once under --dir and reused by later runs.
@@ -229,8 +229,8 @@ void DiskCases(BenchReport& report, const Options& opt) {
     headers[i] = MakeBlockHeader(Key(i, 7), NamespaceId{1, 1}, Codec::kNone,
                                  std::span<const std::byte>(src.p + i * block, block));
 
-  for (auto ps : {store::PayloadStore::kSlabFile, store::PayloadStore::kBlobDb}) {
-    const std::string mode = ps == store::PayloadStore::kSlabFile ? "slab_odirect" : "blobdb";
+  {
+    const std::string mode = "slab_odirect";
     std::vector<Pair> w_pairs, r_pairs;
     for (int r = 0; r < std::max(kMinPairs, opt.reps); ++r) {
       const std::string tdir = opt.dir + "/tier-" + mode;
@@ -238,7 +238,6 @@ void DiskCases(BenchReport& report, const Options& opt) {
       store::DiskTierOptions o;
       o.path = tdir;
       o.capacity_bytes = (opt.disk_mib + 64) * kMiB;
-      o.payload_store = ps;
       o.extend_bytes = 256 * kMiB;
       auto tier = store::DiskTier::Open(o);
       if (!tier.ok()) cli::Fail(tier.status().ToString());
@@ -264,7 +263,7 @@ void DiskCases(BenchReport& report, const Options& opt) {
           DdGBps(Shell("dd if=" + dd_file + " of=/dev/null bs=2M iflag=direct"));
       std::filesystem::remove(dd_file);
     }
-    nlohmann::json extra = {{"payload_store", mode}, {"blocks", n}, {"dir", opt.dir},
+    nlohmann::json extra = {{"blocks", n}, {"dir", opt.dir},
                             {"target_ratio", 0.7}, {"verified_reads", true}};
     AddPaired(report, "disk_write/2MiB/" + mode, "GB/s", "dd_odirect", w_pairs, extra);
     AddPaired(report, "disk_read/2MiB/" + mode, "GB/s", "dd_odirect", r_pairs, extra);
