@@ -142,13 +142,8 @@ Result<uint64_t> DropOffline(const std::string& dir, const store::DiskTierReader
                              const std::vector<BlockKey>& keys) {
   store::DiskTierOptions o;
   o.path = dir;
-  bool blob = false;
   uint64_t reserved = 0;
-  for (const auto& r : reader.records()) {
-    blob = blob || r.in_blob;
-    reserved += r.reserved_bytes;
-  }
-  o.payload_store = blob ? store::PayloadStore::kBlobDb : store::PayloadStore::kSlabFile;
+  for (const auto& r : reader.records()) reserved += r.reserved_bytes;
   // Room for everything that is there: opening must evict nothing.
   o.capacity_bytes = std::max<uint64_t>({reserved, reader.data_file_bytes(), 1}) * 2;
   o.max_blocks = static_cast<uint32_t>(reader.records().size() * 2 + 1024);
