@@ -194,8 +194,9 @@ TEST_CASE("cluster tenants: A's blocks pull bit-exact to A's client on another n
   const Prompt first = PromptA(31), second = PromptA(32);
   REQUIRE(RunAs(kUidA, [&] { return StoreOrLoadAsA(node1->socket(), first, true); }) == 0);
   REQUIRE(RunAs(kUidA, [&] { return StoreOrLoadAsA(node1->socket(), second, true); }) == 0);
-  REQUIRE(WaitFor(5000ms, [&] { return Count(Tiers(**admin2, first.keys), Tier::kRemote) == kBlocks; }));
-  REQUIRE(WaitFor(5000ms, [&] { return Count(Tiers(**admin2, second.keys), Tier::kRemote) == kBlocks; }));
+  auto remote = [&](const Prompt& p) { return Count(Tiers(**admin2, p.keys), Tier::kRemote); };
+  REQUIRE(WaitFor(5000ms, [&] { return remote(first) == kBlocks; }));
+  REQUIRE(WaitFor(5000ms, [&] { return remote(second) == kBlocks; }));
 
   // A's client on node 2 loads the first prompt: node 2 pulls it, naming A's namespace, into
   // its own slabs of tenant A; the bytes are A's, bit-exact.

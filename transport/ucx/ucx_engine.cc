@@ -476,7 +476,8 @@ Result<std::unique_ptr<UcxEngine>> UcxEngine::Open(UcxEngineOptions options) {
     for (size_t i = 0; i < reg.units; ++i) reg.memhs[i].store(nullptr, std::memory_order_relaxed);
     for (size_t i = 0; i < reg.units; ++i) {
       const size_t at = i * reg.unit;
-      STRATA_ASSIGN_OR_RETURN(ucp_mem_h memh, impl->Map(reg.base + at, std::min(reg.unit, reg.size - at)));
+      const size_t length = std::min(reg.unit, reg.size - at);
+      STRATA_ASSIGN_OR_RETURN(ucp_mem_h memh, impl->Map(reg.base + at, length));
       reg.memhs[i].store(memh, std::memory_order_release);
     }
   }
