@@ -37,6 +37,8 @@ void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
       refuse = StatusCode::kCorruption;
     else if (req.namespace_id != NamespaceId{} && h->ns != req.namespace_id)
       refuse = StatusCode::kNotFound;  // a zero namespace asks for the one the key names
+    else if (req.namespace_id == NamespaceId{} && !options.block_source->ServesUnnamed(h->ns))
+      refuse = StatusCode::kPermissionDenied;  // a private tenant's block: name its namespace
     else if (block_bytes > req.capacities[i])
       refuse = StatusCode::kResourceExhausted;
     if (refuse != StatusCode::kOk) {

@@ -180,7 +180,7 @@ class LocalNode final : public Node {
   size_t Fetch(std::span<const BlockKey> keys) override {
     const size_t local = store_->Lookup(keys).prefix_blocks;
     if (!cluster_ || local >= keys.size()) return local;
-    return cluster_->Fetch(keys, local);
+    return cluster_->Fetch(keys, local, NamespaceId{});
   }
 
   Result<std::vector<uint8_t>> Exists(std::span<const BlockKey> keys,
@@ -265,8 +265,9 @@ class LocalNode final : public Node {
     // from peers).
     size_t local_before = keys.size();
     if (cluster_) {
+      // The pull names the caller's namespace: holders serve a private tenant's blocks only so.
       local_before = store_->Lookup(keys).prefix_blocks;
-      (void)Fetch(keys);
+      if (local_before < keys.size()) (void)cluster_->Fetch(keys, local_before, ns);
     }
     const store::LookupResult present = store_->Lookup(keys);
     // Bring the device- and disk-resident parts of the prefix into host first.
@@ -706,12 +707,8 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
   auto tenant_map = std::make_shared<TenantMap>();
   so.host.pool.tenants = options.tenants;
   if (options.tenants > 1) {
-    // The UCX registration of the pool's range would keep a renewed slab's old pages
-    // (docs/data-plane.md, "Tenants"); the GPU's follows each renewal (below).
-    if (!options.cluster.membership.empty())
-      return Status::NotSupported(
-          "cluster membership with private tenants: the UCX registration of the host pool "
-          "would not follow slabs that change tenant");
+    // A slab that changes tenant gets fresh memory; the GPU's registration (below) and UCX's
+    // (Cluster) follow each renewal (docs/data-plane.md, "Tenants").
     so.host.pool.tenant_of = [tenant_map](const NamespaceId& ns) { return tenant_map->Get(ns); };
   }
   // The device tier goes first: a missing GPU or a build without CUDA is the error to report.
@@ -740,7 +737,7 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
     store::HostTier& host = (*store)->host();
     STRATA_RETURN_IF_ERROR(gpu->RegisterHostMemory(host.base(), host.size(), host.slab_bytes())
                                .WithContext("device_pool"));
-    host.SetSlabRenewedListener([gpu](uint32_t slab, std::byte* base, uint64_t) {
+    host.AddSlabRenewedListener([gpu](uint32_t slab, std::byte* base, uint64_t) {
       if (Status st = gpu->ReregisterHostUnit(base); !st.ok())
         std::cerr << "strata: device tier: host slab " << slab
                   << " stays unregistered (copies to and from it are staged): " << st.ToString()
