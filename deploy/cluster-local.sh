@@ -30,60 +30,33 @@ strata=$(command -v "$strata") || { echo "cluster-local: no strata binary" >&2; 
 command -v etcd > /dev/null || { echo "cluster-local: etcd not installed" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "cluster-local: needs root for ip netns" >&2; exit 1; }
 
-# Names and a /24 unique to this run, so that runs side by side do not collide.
-tag=$(( $$ % 100000 ))
-net="10.$(( 100 + $$ % 100 )).$(( ($$ / 100) % 250 + 1 ))"
-bridge="stbr$tag"
+# shellcheck source=netns-lib.sh
+. "$(dirname "$(readlink -f "$0")")/netns-lib.sh"
+NETNS_PREFIX=st
+netns_plan
 dir=$(mktemp -d /tmp/strata-cluster-local.XXXXXX)
 pids=()
-etcd_pid=
 
 cleanup() {
   set +e
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2> /dev/null; done
   for pid in "${pids[@]}"; do wait "$pid" 2> /dev/null; done
-  if [ -n "$etcd_pid" ]; then kill -TERM "$etcd_pid" 2> /dev/null; wait "$etcd_pid" 2> /dev/null; fi
-  for i in $(seq 1 "$nodes"); do
-    ip netns del "st$tag-$i" 2> /dev/null
-    ip link del "stv$tag-$i" 2> /dev/null
-  done
-  ip link del "$bridge" 2> /dev/null
+  netns_down "$nodes"
   rm -rf "$dir"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ip link add "$bridge" type bridge
-ip addr add "$net.1/24" dev "$bridge"
-ip link set "$bridge" up
-
-etcd --name local --data-dir "$dir/etcd" --listen-client-urls "http://$net.1:2379" \
-  --advertise-client-urls "http://$net.1:2379" --listen-peer-urls "http://$net.1:2380" \
-  --initial-advertise-peer-urls "http://$net.1:2380" --initial-cluster "local=http://$net.1:2380" \
-  > "$dir/etcd.log" 2>&1 &
-etcd_pid=$!
+netns_up "$nodes"
+netns_start_etcd "$dir"
 head -c 32 /dev/urandom | base64 > "$dir/cluster-secret"
 
 sockets=()
 for i in $(seq 1 "$nodes"); do
-  ns="st$tag-$i"
-  ip netns add "$ns"
-  ip link add "stv$tag-$i" type veth peer name eth0 netns "$ns"
-  ip link set "stv$tag-$i" master "$bridge" up
-  ip -n "$ns" addr add "$net.$(( 10 + i ))/24" dev eth0
-  ip -n "$ns" link set eth0 up
-  ip -n "$ns" link set lo up
-done
-for _ in $(seq 100); do
-  curl -fsS "http://$net.1:2379/health" > /dev/null 2>&1 && break
-  sleep 0.1
-done
-
-for i in $(seq 1 "$nodes"); do
   sock="$dir/node$i/strata.sock"
-  ip netns exec "st$tag-$i" "$strata" serve --socket "$sock" --no-disk --host-pool "$host_pool" \
-    --node-id "node$i" --listen-addr "$net.$(( 10 + i ))" --ucx-tls tcp \
-    --etcd "http://$net.1:2379" --etcd-prefix /strata-local/members/ --etcd-lease-ttl 2 \
+  ip netns exec "$(netns_name "$i")" "$strata" serve --socket "$sock" --no-disk --host-pool "$host_pool" \
+    --node-id "node$i" --listen-addr "$(netns_addr "$i")" --ucx-tls tcp \
+    --etcd "$NETNS_ETCD_URL" --etcd-prefix /strata-local/members/ --etcd-lease-ttl 2 \
     --cluster-secret-file "$dir/cluster-secret" --request-timeout-ms 2000 \
     > "$dir/node$i.log" 2>&1 &
   pids+=("$!")
@@ -98,12 +71,12 @@ for i in $(seq 1 "$nodes"); do
   fi
 done
 
-echo "cluster-local: etcd http://$net.1:2379, $nodes nodes (data under $dir):"
+echo "cluster-local: etcd $NETNS_ETCD_URL, $nodes nodes (data under $dir):"
 for i in $(seq 1 "$nodes"); do
-  printf '  node%d  netns st%s-%d  address %s  pid %d  socket %s\n' "$i" "$tag" "$i" \
-    "$net.$(( 10 + i ))" "${pids[$((i - 1))]}" "${sockets[$((i - 1))]}"
+  printf '  node%d  netns %s  address %s  pid %d  socket %s\n' "$i" "$(netns_name "$i")" \
+    "$(netns_addr "$i")" "${pids[$((i - 1))]}" "${sockets[$((i - 1))]}"
 done
-echo "  a client: STRATA_SOCKET=${sockets[0]} ...; a shell in a node: ip netns exec st$tag-1 bash"
+echo "  a client: STRATA_SOCKET=${sockets[0]} ...; a shell in a node: ip netns exec $(netns_name 1) bash"
 
 if [ $# -gt 0 ]; then
   set +e

@@ -381,8 +381,18 @@ Result<WriteReservation> BlockPool::ReserveImpl(const BlockKey& key, uint64_t le
   uint32_t slot = kNoSlot;
   Result<uint64_t> off = Status::NoSpace("no free chunk without eviction");
   if (may_evict) {
-    STRATA_ASSIGN_OR_RETURN(slot, AllocateSlot());
-    off = AllocatePayload(cls);
+    // Without eviction if it can; else the put is about to evict: before_evict (the tiered
+    // store's bounded wait for demotion room) runs first, with no pool lock held.
+    slot = PopFreeSlot();
+    uint64_t o = slot == kNoSlot ? SlabAllocator::kNoOffset : alloc_.Allocate(cls);
+    if (o == SlabAllocator::kNoOffset && options_.before_evict) options_.before_evict(length);
+    if (slot == kNoSlot) {
+      STRATA_ASSIGN_OR_RETURN(slot, AllocateSlot());
+    }
+    if (o == SlabAllocator::kNoOffset)
+      off = AllocatePayload(cls);
+    else
+      off = o;
   } else {
     slot = PopFreeSlot();
     if (slot == kNoSlot) return Status::NoSpace("no free slot without eviction");

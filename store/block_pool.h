@@ -61,6 +61,11 @@ struct BlockPoolOptions {
   bool verify_on_put = true;
   // Called for each evicted block (host tier only). Default: none (evicted blocks are dropped).
   EvictionSink on_evict;
+  // Called by a put (Put, Reserve; not TryReserve) that found no free slot or chunk and is about
+  // to evict, with its payload length, before it takes the eviction lock: no pool lock is held,
+  // so it may wait. The tiered store waits here a bounded time for room in its demotion ring
+  // (TieredStoreOptions::demotion_wait). Default: none.
+  std::function<void(uint64_t length)> before_evict;
   // Longest pin a caller may ask for; longer TTLs are clamped. Default: 10 minutes.
   std::chrono::milliseconds max_pin_ttl = std::chrono::minutes(10);
   // Tenants whose blocks never share a slab (docs/data-plane.md, "Tenants"); tenant 0 is the

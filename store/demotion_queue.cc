@@ -40,34 +40,37 @@ DemotionQueue::~DemotionQueue() {
   if (writer_.joinable()) writer_.join();
 }
 
+bool DemotionQueue::PlaceLocked(uint64_t need, uint64_t* at, uint64_t* span) const {
+  *at = 0;
+  *span = need;
+  if (need > capacity_) return false;
+  if (entries_.empty()) return true;  // the ring restarts at 0
+  const uint64_t tail = entries_.front().offset;
+  if (head_ > tail) {  // free: [head_, capacity_) and [0, tail)
+    if (capacity_ - head_ >= need) {
+      *at = head_;
+      return true;
+    }
+    if (tail >= need) {
+      *span = need + (capacity_ - head_);  // the skipped end is held until this one retires
+      return true;
+    }
+    return false;
+  }
+  if (tail - head_ >= need) {  // wrapped: free is [head_, tail)
+    *at = head_;
+    return true;
+  }
+  return false;
+}
+
 bool DemotionQueue::Enqueue(const BlockHeader& header, std::span<const std::byte> payload) {
   const uint64_t need = RoundUp(std::max<uint64_t>(payload.size(), 1), kAlign);
   std::lock_guard lock(mu_);
   uint64_t at = 0, span = need;
-  if (need > capacity_) {
+  if (!PlaceLocked(need, &at, &span)) {
     ++stats_.dropped_full;
     return false;
-  }
-  if (entries_.empty()) {
-    head_ = 0;
-  } else {
-    const uint64_t tail = entries_.front().offset;
-    if (head_ > tail) {  // free: [head_, capacity_) and [0, tail)
-      if (capacity_ - head_ >= need) {
-        at = head_;
-      } else if (tail >= need) {
-        at = 0;
-        span = need + (capacity_ - head_);  // the skipped end is held until this one retires
-      } else {
-        ++stats_.dropped_full;
-        return false;
-      }
-    } else if (tail - head_ >= need) {  // wrapped: free is [head_, tail)
-      at = head_;
-    } else {
-      ++stats_.dropped_full;
-      return false;
-    }
   }
   std::memcpy(ring_.get() + at, payload.data(), payload.size());
   entries_.push_back({header, at, payload.size(), span});
@@ -77,6 +80,20 @@ bool DemotionQueue::Enqueue(const BlockHeader& header, std::span<const std::byte
   ++stats_.queued;
   work_cv_.notify_one();
   return true;
+}
+
+bool DemotionQueue::WaitForRoom(uint64_t bytes, std::chrono::microseconds timeout) {
+  const uint64_t need = RoundUp(std::max<uint64_t>(bytes, 1), kAlign);
+  uint64_t at = 0, span = 0;
+  std::unique_lock lock(mu_);
+  if (PlaceLocked(need, &at, &span)) return true;
+  if (need > capacity_ || timeout.count() <= 0) return false;
+  ++stats_.waits;
+  const bool room = done_cv_.wait_for(lock, timeout, [&] {
+    return stop_ || PlaceLocked(need, &at, &span);
+  }) && !stop_;
+  if (!room) ++stats_.wait_timeouts;
+  return room;
 }
 
 bool DemotionQueue::Read(const BlockKey& key, BlockHeader* header,

@@ -4,7 +4,8 @@
 // pool's eviction lock, no I/O) and returns; a writer thread of the queue writes staged blocks to
 // the disk tier in order and frees their staging space. When the ring has no room for a block,
 // Enqueue refuses it at once (the block is dropped from the hierarchy, which a cache may do, and
-// counted): a put that evicts never waits for the disk. While a block is staged, Read finds it,
+// counted); under the eviction lock nothing waits for the disk. A put that is about to evict may
+// first wait a bounded time for room (WaitForRoom), holding no pool lock. While a block is staged, Read finds it,
 // so a block on its way to disk is not a miss.
 //
 // The staging ring is allocated once (4 KiB-aligned, so the disk's O_DIRECT writes go straight
@@ -14,6 +15,7 @@
 // memcpy at most; the writer holds it only to take and to retire an entry, never across I/O.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -34,6 +36,8 @@ struct DemotionQueueStats {
   uint64_t written = 0;       // blocks the sink stored
   uint64_t failed = 0;        // blocks the sink refused (e.g. disk full)
   uint64_t dropped_full = 0;  // blocks refused because the ring had no room
+  uint64_t waits = 0;          // WaitForRoom calls that found no room at once and waited
+  uint64_t wait_timeouts = 0;  // of those, the ones whose time ran out without room
   uint64_t staged_bytes = 0;  // bytes staged now
   uint64_t capacity_bytes = 0;
 };
@@ -50,6 +54,11 @@ class DemotionQueue {
 
   // Stages a copy of the block for the writer. False, at once, when the ring has no room.
   bool Enqueue(const BlockHeader& header, std::span<const std::byte> payload);
+  // Waits up to `timeout` until the ring has room for a block of `bytes` (the writer retires
+  // entries). True when there is room now (another thread may take it first). Called by a put
+  // that is about to evict, before it takes the pool's eviction lock (TieredStoreOptions::
+  // demotion_wait): it waits for the disk a bounded time instead of its victim being dropped.
+  bool WaitForRoom(uint64_t bytes, std::chrono::microseconds timeout);
   // Copies a staged block's payload into `out` (resized) and its header into `*header`. False
   // when `key` is not staged.
   bool Read(const BlockKey& key, BlockHeader* header, std::vector<std::byte>* out) const;
@@ -72,6 +81,9 @@ class DemotionQueue {
 
   DemotionQueue(uint64_t capacity_bytes, Sink sink);
   void WriterLoop();
+  // Where a block of `need` (aligned) bytes would go: its ring offset and the ring bytes it
+  // would hold. False when the ring has no room for it now.
+  bool PlaceLocked(uint64_t need, uint64_t* at, uint64_t* span) const REQUIRES_LOCK(mu_);
 
   const uint64_t capacity_;
   std::unique_ptr<std::byte[], AlignedFree> ring_;

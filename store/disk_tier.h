@@ -1,9 +1,9 @@
 // DiskTier: the NVMe capacity tier (DESIGN.md "Tiers"). RocksDB holds the index and metadata; the
-// payload lives either in one slab file written and read with O_DIRECT (PayloadStore::kSlabFile,
-// the default: it measured faster on our machines, docs/store.md) or in RocksDB's own blob files
-// (PayloadStore::kBlobDb, kept for comparison and for filesystems without O_DIRECT).
+// payload lives in one slab file written and read with O_DIRECT (blocks.data). (A second payload
+// back-end, RocksDB's BlobDB, measured 0.05-0.2x dd and was removed in issue 17; Open refuses a
+// directory it wrote with NotSupported, naming the removal, and leaves its blocks as they are.)
 //
-// RocksDB record per block, slab-file mode (key = the 16-byte canonical BlockKey):
+// RocksDB record per block (key = the 16-byte canonical BlockKey):
 //
 //   offset size field
 //   ------ ---- --------------------------------------------------------------
@@ -26,11 +26,10 @@
 // bit 2 clear (byte for byte the layout of tiers without compression). Every record says how it
 // is stored, so a directory written under one setting opens and reads under any other (mixed
 // directories work); a record of a compression this build does not know is dropped at Open like
-// any other bad record. Blob mode never compresses.
+// any other bad record.
 //
-// In blob mode the value is the 64-byte header, the flags, parent and tag as above (from offset
-// 64), then the payload. Records without a tag are byte for byte what daemons before tags wrote;
-// such a daemon drops a record with a tag as malformed (the block is a miss, never wrong data).
+// Records without a tag are byte for byte what daemons before tags wrote; such a daemon drops a
+// record with a tag as malformed (the block is a miss, never wrong data).
 //
 // Durability and crash safety: a Put writes the payload first (pwrite, O_DIRECT) and only then its
 // index record, so the index never names bytes that were not written; space is reused only after
@@ -60,19 +59,12 @@
 
 namespace strata::store {
 
-enum class PayloadStore : uint8_t {
-  kSlabFile = 0,  // payload in blocks.data with O_DIRECT
-  kBlobDb = 1,    // payload in RocksDB blob files
-};
-
 struct DiskTierOptions {
   // Directory of the tier (created if missing). REQUIRES: non-empty.
   std::string path;
   // Payload bytes the tier may use; least valuable blocks are evicted beyond it. A disk that
   // fills up earlier makes Put return NoSpace. Default: 64 GiB.
   uint64_t capacity_bytes = uint64_t{64} << 30;
-  // Where payload bytes go. Default: kSlabFile.
-  PayloadStore payload_store = PayloadStore::kSlabFile;
   // Eviction policy of this tier. Default: prefix.
   PolicyOptions policy;
   // Blocks the policy can track. Default: 0, meaning capacity_bytes / 64 KiB.
@@ -92,8 +84,7 @@ struct DiskTierOptions {
   // payload is never served either way; this only refuses to persist one). Costs one XXH3 pass
   // per write (~30% of a 2 MiB write on our machines). Default: false.
   bool verify_on_put = false;
-  // Lossless compression of payloads in blocks.data (slab-file mode only: Open refuses it with
-  // kBlobDb). Costs CPU at Put and at Get (a decompression before the checksum) and saves disk
+  // Lossless compression of payloads in blocks.data. Costs CPU at Put and at Get (a decompression before the checksum) and saves disk
   // space and I/O as far as the bytes compress; capacity_bytes counts the stored (compressed)
   // bytes. Default: none.
   DiskCompressionOptions compression;
@@ -111,6 +102,10 @@ struct DiskTierOpenInfo {
   // owner to log.
   std::string index_recovery;
 };
+
+// The error for a directory written by the removed BlobDB payload back-end (issue 17): it names
+// the removal and what to do. DiskTier::Open and DiskTierReader::Open return it.
+Status DiskTierBlobDbRemoved(const std::string& path);
 
 class DiskTier final : public Tier {
  public:

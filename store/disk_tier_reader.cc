@@ -13,50 +13,19 @@
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 
+#include "store/disk_record.h"
+#include "store/disk_tier.h"
+
 namespace strata::store {
 namespace {
 
-constexpr uint64_t kAlign = 4096;
-constexpr size_t kRecordSize = 77;
-// Flags at offset 76 (slab) or 64 (blob); what each adds follows in this order (disk_tier.h).
-constexpr uint8_t kHasParent = 1, kHasTag = 2, kCompressed = 4;
-
-
-uint64_t GetLe(const std::byte* p, int n) {
-  uint64_t v = 0;
-  for (int i = n - 1; i >= 0; --i) v = (v << 8) | std::to_integer<uint64_t>(p[i]);
-  return v;
-}
+using disk::DecodeTrailer;
+using disk::GetLe;
+using disk::kAlign;
+using disk::kRecordSize;
 
 BlockKey KeyAt(const std::byte* p) {
   return BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(p, BlockKey::kSize));
-}
-
-// The bytes after a slab record's flags byte, walked: parent, tag, compression. Returns the
-// record's size when they are consistent with `size`, else 0.
-size_t SlabRecordSize(const std::byte* vp, size_t size, DiskRecord* rec, bool* known) {
-  if (size < kRecordSize) return 0;
-  const uint8_t flags = std::to_integer<uint8_t>(vp[76]);
-  if (flags & ~(kHasParent | kHasTag | kCompressed)) return 0;
-  size_t at = kRecordSize;
-  if (flags & kHasParent) {
-    if (size < at + BlockKey::kSize) return 0;
-    rec->parent = KeyAt(vp + at);
-    at += BlockKey::kSize;
-  }
-  if (flags & kHasTag) {
-    if (size < at + 2) return 0;
-    at += 2 + (std::to_integer<size_t>(vp[at]) | (std::to_integer<size_t>(vp[at + 1]) << 8));
-  }
-  if (flags & kCompressed) {
-    if (size < at + 5) return 0;
-    const uint8_t kind = std::to_integer<uint8_t>(vp[at]);
-    *known = IsKnownDiskCompression(kind);
-    rec->compression = static_cast<DiskCompression>(kind);
-    rec->stored_bytes = static_cast<uint32_t>(GetLe(vp + at + 1, 4));
-    at += 5;
-  }
-  return at;
 }
 
 }  // namespace
@@ -75,6 +44,8 @@ Result<std::unique_ptr<DiskTierReader>> DiskTierReader::Open(const std::string& 
   std::error_code ec;
   if (!std::filesystem::is_directory(index_dir, ec))
     return Status::NotFound("'" + dir + "' holds no disk tier (no index/ directory)");
+  for (const auto& f : std::filesystem::directory_iterator(index_dir, ec))
+    if (f.path().extension() == ".blob") return DiskTierBlobDbRemoved(dir);
   std::unique_ptr<DiskTierReader> r(new DiskTierReader());
   r->dir_ = dir;
   r->db_ = std::make_unique<Db>();
@@ -102,26 +73,31 @@ Result<std::unique_ptr<DiskTierReader>> DiskTierReader::Open(const std::string& 
     DiskRecord rec;
     if (ok) {
       rec.header = *header;
+      // A record that is not a slab record but has the shape of the removed BlobDB back-end's
+      // (the payload after the header and a flags byte, with parent): such a directory is
+      // refused, as DiskTier::Open refuses it.
       const bool blob_parent = v.size() > kBlockHeaderSize && std::to_integer<int>(vp[64]) == 1;
       const size_t blob_prefix = kBlockHeaderSize + 1 + (blob_parent ? BlockKey::kSize : 0);
-      DiskRecord slab;
-      slab.stored_bytes = header->payload_length;
-      bool known = true;
-      if (v.size() > kBlockHeaderSize && v.size() == blob_prefix + header->payload_length) {
-        rec.in_blob = true;
-        if (blob_parent) rec.parent = KeyAt(vp + 65);
-        rec.stored_bytes = header->payload_length;
-        rec.reserved_bytes = header->payload_length;
-      } else if (SlabRecordSize(vp, v.size(), &slab, &known) == v.size()) {
-        slab.header = rec.header;
-        rec = slab;
+      // The same decoder as DiskTier (disk_record.h), and the same checks as its Open.
+      bool has_parent = false;
+      BlockKey parent;
+      std::string tag;
+      uint32_t stored = 0;
+      ok = v.size() >= kRecordSize &&
+           76 + DecodeTrailer(vp + 76, v.size() - 76, &has_parent, &parent, &tag,
+                              &rec.compression, &stored) == v.size();
+      if (ok) {
+        if (has_parent) rec.parent = parent;
+        rec.stored_bytes = rec.compression == DiskCompression::kNone ? header->payload_length
+                                                                     : stored;
         rec.offset = GetLe(vp + 64, 8);
         rec.reserved_bytes = GetLe(vp + 72, 4);
-        ok = known && rec.stored_bytes > 0 && rec.offset % kAlign == 0 &&
+        ok = rec.stored_bytes > 0 && rec.offset % kAlign == 0 &&
              rec.reserved_bytes >= rec.stored_bytes &&
              rec.offset + rec.reserved_bytes <= r->data_file_bytes_;
-      } else {
-        ok = false;
+      } else if (v.size() > kBlockHeaderSize &&
+                 v.size() == blob_prefix + header->payload_length) {
+        return DiskTierBlobDbRemoved(dir);
       }
     }
     if (!ok) {
@@ -149,15 +125,7 @@ const DiskRecord* DiskTierReader::Find(const BlockKey& key) const {
 
 Result<bool> DiskTierReader::Verify(const DiskRecord& record) const {
   std::vector<std::byte> payload(record.header.payload_length);
-  if (record.in_blob) {
-    std::string value;
-    const std::string key(reinterpret_cast<const char*>(record.header.key.ToBytes().data()),
-                          BlockKey::kSize);
-    rocksdb::Status s = db_->db->Get(rocksdb::ReadOptions(), key, &value);
-    if (!s.ok()) return Status::IOError("read RocksDB record: " + s.ToString());
-    if (value.size() < payload.size()) return false;
-    std::memcpy(payload.data(), value.data() + value.size() - payload.size(), payload.size());
-  } else {
+  {
     if (fd_ < 0) return Status::IOError("cannot open " + dir_ + "/blocks.data");
     const bool compressed = record.compression != DiskCompression::kNone;
     std::vector<std::byte> stored(compressed ? record.stored_bytes : 0);

@@ -23,10 +23,9 @@ namespace strata::store {
 struct DiskRecord {
   BlockHeader header;  // payload_length and payload_checksum are of the raw payload
   std::optional<BlockKey> parent;
-  bool in_blob = false;      // payload inside the RocksDB value (blob mode), else in blocks.data
-  uint64_t offset = 0;       // blocks.data offset (slab mode)
-  // How the payload is stored (slab mode): compressed or raw, its stored length, and the bytes
-  // reserved for it in blocks.data (4 KiB multiple). In blob mode: none, the raw length twice.
+  uint64_t offset = 0;       // blocks.data offset
+  // How the payload is stored: compressed or raw, its stored length, and the bytes reserved for
+  // it in blocks.data (4 KiB multiple).
   DiskCompression compression = DiskCompression::kNone;
   uint32_t stored_bytes = 0;
   uint64_t reserved_bytes = 0;
@@ -34,14 +33,15 @@ struct DiskRecord {
 
 class DiskTierReader {
  public:
-  // Opens `<dir>/index` read-only and reads every record. NotFound when `dir` holds no index.
+  // Opens `<dir>/index` read-only and reads every record. NotFound when `dir` holds no index;
+  // NotSupported when the removed BlobDB back-end wrote it (DiskTierBlobDbRemoved).
   static Result<std::unique_ptr<DiskTierReader>> Open(const std::string& dir);
   ~DiskTierReader();
 
   const std::vector<DiskRecord>& records() const { return records_; }
   // Index records that failed the checks (DiskTier::Open would drop them).
   uint64_t bad_records() const { return bad_records_; }
-  // Bytes of blocks.data (0 in blob mode).
+  // Bytes of blocks.data.
   uint64_t data_file_bytes() const { return data_file_bytes_; }
   // The record of `key`, or nullptr.
   const DiskRecord* Find(const BlockKey& key) const;

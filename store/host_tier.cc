@@ -173,13 +173,20 @@ bool HostTier::RenewSlab(uint32_t slab, uint16_t tenant) {
   slabs_[slab].generation.fetch_add(1, std::memory_order_acq_rel);
   close(old);
   slabs_renewed_.fetch_add(1, std::memory_order_relaxed);
-  if (renewed_listener_) renewed_listener_(slab, at, slab_bytes());
+  for (const auto& [id, listener] : renewed_listeners_) listener(slab, at, slab_bytes());
   return true;
 }
 
-void HostTier::SetSlabRenewedListener(SlabRenewedListener listener) {
+uint64_t HostTier::AddSlabRenewedListener(SlabRenewedListener listener) {
   std::lock_guard lock(renew_mu_);
-  renewed_listener_ = std::move(listener);
+  const uint64_t id = next_listener_++;
+  renewed_listeners_.emplace_back(id, std::move(listener));
+  return id;
+}
+
+void HostTier::RemoveSlabRenewedListener(uint64_t id) {
+  std::lock_guard lock(renew_mu_);
+  std::erase_if(renewed_listeners_, [id](const auto& l) { return l.first == id; });
 }
 
 Result<HostTier::SlabDescriptor> HostTier::DupSlab(uint32_t slab) const {

@@ -30,6 +30,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "store/block_pool.h"
 
@@ -79,10 +81,16 @@ class HostTier final : public BlockPool {
   }
   // Slabs that got a fresh memfd since Open.
   uint64_t slabs_renewed() const { return slabs_renewed_.load(std::memory_order_relaxed); }
-  // Runs after slab `slab` got a fresh memfd at [base, base + bytes) (same address), before any
-  // block is written there. REQUIRES: set before the tier serves puts of a second tenant.
+  // Listeners run after slab `slab` got a fresh memfd at [base, base + bytes) (same address),
+  // before any block is written there, one renewal at a time, in the order they were added, on
+  // the thread whose allocation lent the slab (a put's, or the cluster transport's progress
+  // thread for a pulled block). Whoever registered the range with a device or a NIC registers
+  // the slab again there (the GPU's cudaHostRegister, UCX's ucp_mem_map). Add returns an id for
+  // Remove; once Remove returns, the listener no longer runs. REQUIRES: added before the tier
+  // serves puts of a second tenant (or before the range is registered).
   using SlabRenewedListener = std::function<void(uint32_t slab, std::byte* base, uint64_t bytes)>;
-  void SetSlabRenewedListener(SlabRenewedListener listener);
+  uint64_t AddSlabRenewedListener(SlabRenewedListener listener);
+  void RemoveSlabRenewedListener(uint64_t id);
   std::byte* base() const { return base_; }
   uint64_t size() const { return size_; }
   // True when MFD_HUGETLB pages back the pool (else 4 KiB pages, THP where the kernel allows).
@@ -116,7 +124,8 @@ class HostTier final : public BlockPool {
   const std::string name_;
   mutable std::mutex renew_mu_;  // one renewal at a time; DupSlab reads a consistent fd
   std::unique_ptr<Slab[]> slabs_;
-  SlabRenewedListener renewed_listener_;
+  std::vector<std::pair<uint64_t, SlabRenewedListener>> renewed_listeners_;  // GUARDED_BY(renew_mu_)
+  uint64_t next_listener_ = 1;                                                // GUARDED_BY(renew_mu_)
   std::atomic<uint64_t> slabs_renewed_{0};
   std::byte* base_;
   uint64_t size_;

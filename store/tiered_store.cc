@@ -88,6 +88,11 @@ Result<std::unique_ptr<TieredStore>> TieredStore::Open(const TieredStoreOptions&
     host.pool.on_evict = [self](const BlockHeader& h, std::span<const std::byte> p, bool shared) {
       self->OnHostEvict(h, p, shared);
     };
+    if (store->demotion_ && options.demotion_wait.count() > 0) {
+      host.pool.before_evict = [self, wait = options.demotion_wait](uint64_t length) {
+        (void)self->demotion_->WaitForRoom(length, wait);
+      };
+    }
   }
   STRATA_ASSIGN_OR_RETURN(store->host_, HostTier::Open(host));
   for (uint32_t i = 0; i < options.prefetch_threads; ++i)
@@ -407,7 +412,12 @@ StoreStats TieredStore::Stats() const {
   st.demotions_rejected = rejected_.load();
   st.demotion_errors = demotion_errors_.load();
   st.demotions_dropped = demotions_dropped_.load();
-  if (demotion_) st.demotion_staged_bytes = demotion_->Stats().staged_bytes;
+  if (demotion_) {
+    const DemotionQueueStats q = demotion_->Stats();
+    st.demotion_staged_bytes = q.staged_bytes;
+    st.demotion_waits = q.waits;
+    st.demotion_wait_timeouts = q.wait_timeouts;
+  }
   st.device_copies = device_copies_.load();
   st.device_copy_batches = device_copy_batches_.load();
   st.device_promotions = device_promotions_.load();

@@ -74,6 +74,14 @@ struct TieredStoreOptions {
   // 0 writes synchronously on the evicting thread, under the pool's eviction lock (compared in
   // docs/benchmarks.md, "Demotion"). Default: 64 MiB.
   uint64_t demotion_queue_bytes = uint64_t{64} << 20;
+  // Write-back back-pressure: a put that is about to evict (no free slot or chunk) while the
+  // staging ring has no room for a block of its size waits up to this long for the writer to
+  // free room, before it takes the pool's eviction lock (BlockPoolOptions::before_evict; no pool
+  // lock is held while it waits, and the evicting thread itself never does I/O). Its victim is
+  // then staged instead of dropped. A wait that runs out drops the victim as before
+  // (StoreStats::demotion_wait_timeouts). 0: never wait (drop at once). Measured in
+  // docs/benchmarks.md ("Steady state"). Default: 50 ms.
+  std::chrono::microseconds demotion_wait{50000};
   // Threads that serve Prefetch. Default: 1. REQUIRES: >= 1.
   uint32_t prefetch_threads = 1;
   // Called with the key of every block that leaves the host tier (evicted, or erased), e.g. to
@@ -123,6 +131,8 @@ struct StoreStats {
   uint64_t demotion_errors = 0;     // admitted, but the disk write failed (e.g. disk full)
   uint64_t demotions_dropped = 0;   // admitted, but the staging ring was full: dropped at once
   uint64_t demotion_staged_bytes = 0;  // staged for the disk now
+  uint64_t demotion_waits = 0;          // evicting puts that waited for staging room
+  uint64_t demotion_wait_timeouts = 0;  // of those, waits that ran out (the victim was dropped)
   uint64_t device_copies = 0;       // host -> device copies published (CopyToDevice)
   uint64_t device_copy_batches = 0;  // batches those took (one device synchronisation each)
   uint64_t device_promotions = 0;   // device -> host (PromoteFromDevice)

@@ -159,6 +159,14 @@ const std::vector<std::byte>& PeerTransport::worker_address() const {
 
 const std::string& PeerTransport::tls() const { return impl_->engine->tls(); }
 
+Status PeerTransport::ReregisterUnit(const void* unit_base) {
+  return impl_->engine->ReregisterUnit(unit_base);
+}
+
+uint64_t PeerTransport::units_reregistered() const {
+  return impl_->engine->units_reregistered();
+}
+
 Status PeerTransport::Connect(const std::string& peer, std::span<const std::byte> address) {
   auto waiter = std::make_shared<std::promise<Status>>();
   auto future = waiter->get_future();

@@ -78,6 +78,11 @@ class BlockSource {
     return false;
   }
   virtual void Unpin(uint64_t pin) = 0;
+  // Whether a block of namespace `ns` may go to a pull that names no namespace (a prefetch by
+  // key alone). A pull that names one gets only blocks of that namespace, whatever this says.
+  // A node with private tenants answers true only for its shared tenant's namespaces
+  // (docs/operations.md, "What a peer can do"). Default: true.
+  virtual bool ServesUnnamed(const NamespaceId& /*ns*/) { return true; }
 };
 
 struct PeerTransportOptions {
@@ -90,8 +95,8 @@ struct PeerTransportOptions {
   // An IP address of this host; UCX's network transports use only its interface
   // (UcxEngineOptions::listen_addr). "" or "*": every interface. Default: "".
   std::string listen_addr;
-  // Regions registered once at start-up: the host pool, where pulled blocks land and from which
-  // served blocks are sent. Default: none.
+  // Regions registered at start-up, unit by unit (MemoryRegion::unit): the host pool, where
+  // pulled blocks land and from which served blocks are sent. Default: none.
   std::vector<MemoryRegion> regions;
   // Longest a request (handshake, lookup, announce, pull) may take before it fails with
   // TimedOut and its connection is dropped. Default: 2 s.
@@ -181,6 +186,10 @@ class PeerTransport {
   const std::string& node_id() const;
   const std::vector<std::byte>& worker_address() const;
   const std::string& tls() const;
+  // UcxEngine::ReregisterUnit: registers again a unit of a region whose memory was replaced at
+  // the same address (a host slab renewed for another tenant). Any thread.
+  Status ReregisterUnit(const void* unit_base);
+  uint64_t units_reregistered() const;
 
   // Connects to `peer` at `worker_address` and runs the handshake (or reuses the session).
   // PermissionDenied when the peer refuses our secret or cannot prove it knows it.

@@ -75,6 +75,8 @@ void PeerTransport::Impl::ServeBlock(ConnId conn, uint64_t rid, uint32_t i, cons
     refuse = StatusCode::kCorruption;
   else if (ns != NamespaceId{} && h->ns != ns)
     refuse = StatusCode::kNotFound;  // a zero namespace asks for the one the key names
+  else if (ns == NamespaceId{} && !options.block_source->ServesUnnamed(h->ns))
+    refuse = StatusCode::kPermissionDenied;  // a private tenant's block: name its namespace
   else if (block_bytes > capacity)
     refuse = StatusCode::kResourceExhausted;
   if (refuse != StatusCode::kOk) {

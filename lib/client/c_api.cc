@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "strata/client.h"
+#include "strata/engine_keys.h"
 #include "strata/key_chain.h"
 
 struct strata_client {
@@ -36,6 +37,40 @@ std::vector<strata::BlockKey> Keys(const uint8_t* bytes, size_t n) {
     keys[i] = strata::BlockKey::FromBytes(std::span<const std::byte, 16>(
         reinterpret_cast<const std::byte*>(bytes) + 16 * i, 16));
   return keys;
+}
+
+// One engine hash of a strata_engine_block; `what` names it in errors.
+strata::Result<strata::EngineHash> EngineHashOf(const uint8_t* bytes, uint32_t size,
+                                               const char* what) {
+  if (size != 16 && size != 32)
+    return strata::Status::InvalidArgument(std::string(what) +
+                                           ": an engine hash is 16 or 32 bytes, not " +
+                                           std::to_string(size));
+  if (bytes == nullptr) return strata::Status::InvalidArgument(std::string(what) + " is NULL");
+  strata::EngineHash h;
+  h.size = static_cast<uint8_t>(size);
+  std::memcpy(h.bytes.data(), bytes, size);
+  return h;
+}
+
+strata::Result<std::vector<strata::EngineBlock>> EngineBlocks(const strata_engine_block* in,
+                                                             size_t n) {
+  std::vector<strata::EngineBlock> out(n);
+  if (n > 0 && in == nullptr) return strata::Status::InvalidArgument("engine_blocks is NULL");
+  for (size_t i = 0; i < n; ++i) {
+    STRATA_ASSIGN_OR_RETURN(out[i].hash, EngineHashOf(in[i].hash, in[i].hash_bytes,
+                                                      "engine block hash"));
+    if (in[i].parent_bytes != 0) {
+      STRATA_ASSIGN_OR_RETURN(out[i].parent, EngineHashOf(in[i].parent, in[i].parent_bytes,
+                                                          "engine block parent"));
+    }
+    if (in[i].num_tokens > 0) {
+      if (in[i].token_ids == nullptr)
+        return strata::Status::InvalidArgument("engine block token_ids is NULL");
+      out[i].token_ids.assign(in[i].token_ids, in[i].token_ids + in[i].num_tokens);
+    }
+  }
+  return out;
 }
 
 template <typename Fn>
@@ -74,6 +109,10 @@ strata_status strata_namespace_create(const strata_namespace_spec* spec, strata_
     s.codec = *codec;
     s.lora_id = spec->lora_id ? spec->lora_id : "";
     s.tenant_salt = spec->tenant_salt ? spec->tenant_salt : "";
+    auto scheme = strata::ParseKeyScheme(spec->key_scheme ? spec->key_scheme : "strata");
+    if (!scheme.ok()) return Report(scheme.status());
+    s.key_scheme = *scheme;
+    if (spec->hash_seed) s.hash_seed = spec->hash_seed;
     auto ns = strata::Namespace::Create(std::move(s));
     if (!ns.ok()) return Report(ns.status());
     *out = new strata_namespace{std::move(ns).value()};
@@ -90,13 +129,29 @@ uint32_t strata_namespace_block_size(const strata_namespace* ns) {
 strata_status strata_compute_keys(const strata_namespace* ns, const uint32_t* tokens,
                                   size_t n_tokens, uint8_t* keys_out, size_t max_keys,
                                   size_t* n_keys) {
+  return strata_compute_engine_hashes(ns, tokens, n_tokens, keys_out, nullptr, max_keys, n_keys,
+                                      nullptr);
+}
+
+strata_status strata_compute_engine_hashes(const strata_namespace* ns, const uint32_t* tokens,
+                                           size_t n_tokens, uint8_t* keys_out,
+                                           uint8_t* hashes_out, size_t max_keys, size_t* n_keys,
+                                           uint32_t* hash_bytes) {
   return Guard([&] {
     if (ns == nullptr || (tokens == nullptr && n_tokens > 0) || n_keys == nullptr)
       return Invalid("ns, tokens and n_keys must not be NULL");
-    auto keys = strata::ComputeBlockKeys(ns->ns, std::span<const uint32_t>(tokens, n_tokens));
+    auto r = strata::ComputeSchemeKeys(ns->ns, std::span<const uint32_t>(tokens, n_tokens));
+    if (!r.ok()) return Report(r.status());
+    const std::vector<strata::BlockKey>& keys = r->keys;
     if (keys.size() > max_keys) return Invalid("keys_out is too small");
+    if (keys.size() > 0 && keys_out == nullptr) return Invalid("keys_out must not be NULL");
     for (size_t i = 0; i < keys.size(); ++i)
       keys[i].ToBytes(std::span<std::byte, 16>(reinterpret_cast<std::byte*>(keys_out) + 16 * i, 16));
+    if (hashes_out)
+      for (size_t i = 0; i < r->hashes.size(); ++i)
+        std::memcpy(hashes_out + STRATA_MAX_ENGINE_HASH_BYTES * i, r->hashes[i].bytes.data(),
+                    r->hashes[i].size);
+    if (hash_bytes) *hash_bytes = r->hashes.empty() ? 0 : r->hashes[0].size;
     *n_keys = keys.size();
     return Report(strata::Status::OK());
   });
@@ -144,12 +199,23 @@ strata_status strata_lookup(strata_client* client, const uint8_t* keys, size_t n
 strata_status strata_store(strata_client* client, const strata_namespace* ns, const uint8_t* keys,
                            size_t n, const void* const* buffers, const size_t* sizes,
                            size_t* stored) {
+  return strata_store_tagged(client, ns, keys, n, buffers, sizes, nullptr, stored);
+}
+
+strata_status strata_store_tagged(strata_client* client, const strata_namespace* ns,
+                                  const uint8_t* keys, size_t n, const void* const* buffers,
+                                  const size_t* sizes, const strata_engine_block* engine_blocks,
+                                  size_t* stored) {
   return Guard([&] {
     if (client == nullptr || ns == nullptr || (n > 0 && (!keys || !buffers || !sizes)))
       return Invalid("client, ns, keys, buffers and sizes must not be NULL");
     std::vector<strata::ConstBuffer> bufs(n);
     for (size_t i = 0; i < n; ++i) bufs[i] = {buffers[i], sizes[i]};
-    auto r = client->client->Store(ns->ns, Keys(keys, n), bufs).Wait();
+    auto engine = EngineBlocks(engine_blocks, engine_blocks ? n : 0);
+    if (!engine.ok()) return Report(engine.status());
+    strata::StoreOptions options;
+    options.engine_blocks = *engine;
+    auto r = client->client->Store(ns->ns, Keys(keys, n), bufs, options).Wait();
     if (!r.ok()) return Report(r.status());
     if (stored) *stored = *r;
     return Report(strata::Status::OK());
@@ -214,10 +280,21 @@ strata_status strata_unregister_kv_cache(strata_client* client, uint32_t cache) 
 
 strata_status strata_store_paged(strata_client* client, uint32_t cache, const uint8_t* keys,
                                  const int32_t* block_ids, size_t n, size_t* stored) {
+  return strata_store_paged_tagged(client, cache, keys, block_ids, n, nullptr, stored);
+}
+
+strata_status strata_store_paged_tagged(strata_client* client, uint32_t cache,
+                                        const uint8_t* keys, const int32_t* block_ids, size_t n,
+                                        const strata_engine_block* engine_blocks, size_t* stored) {
   return Guard([&] {
     if (client == nullptr || (n > 0 && (!keys || !block_ids)))
       return Invalid("client, keys and block_ids must not be NULL");
-    auto r = client->client->StorePaged(cache, Keys(keys, n), std::span(block_ids, n)).Wait();
+    auto engine = EngineBlocks(engine_blocks, engine_blocks ? n : 0);
+    if (!engine.ok()) return Report(engine.status());
+    strata::StoreOptions options;
+    options.engine_blocks = *engine;
+    auto r = client->client->StorePaged(cache, Keys(keys, n), std::span(block_ids, n), options)
+                 .Wait();
     if (!r.ok()) return Report(r.status());
     if (stored) *stored = *r;
     return Report(strata::Status::OK());

@@ -116,6 +116,21 @@ Status SocketChannel::MapForRead(std::span<const ipc::Location> locations) {
 }
 
 SocketChannel::~SocketChannel() {
+  // Posted requests (a load's Unpin) are answered before this client goes, so that whatever the
+  // process does next (another connection's Stats, a test's check) sees their effect; a daemon
+  // that does not answer within a second is left to release them with the session.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ipc::ReceiveLimits limits;
+    limits.idle_timeout_ms = 1000;
+    limits.message_timeout_ms = 1000;
+    std::string reply;
+    for (; unanswered_ > 0 && conn_.fd() >= 0; --unanswered_) {
+      int fd = -1;
+      if (!conn_.Receive(&reply, &fd, limits).ok()) break;
+      if (fd >= 0) ::close(fd);
+    }
+  }
   if (pool_base_ != nullptr) ::munmap(const_cast<std::byte*>(pool_base_), pool_bytes_);
 }
 
@@ -124,10 +139,21 @@ Result<ipc::ResponseBody> SocketChannel::Call(ipc::RequestBody body) {
   return CallLocked(std::move(body), -1, nullptr);
 }
 
-// The daemon answers a session's requests in order, one response each. A call that timed out
-// leaves its response to come; the next call reads it first and discards it (its id is smaller),
-// at most `unanswered_` of them, then reads its own. A stream that cannot be resynchronised (a
-// timeout inside a message, an id from the future) is closed: every later call is Unavailable.
+Status SocketChannel::Post(ipc::RequestBody body) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (conn_.fd() < 0)
+    return Status::Unavailable("the connection to the daemon was closed after a broken reply");
+  ipc::Request request{next_id_++, std::move(body)};
+  STRATA_RETURN_IF_ERROR(conn_.Send(ipc::EncodeRequest(request), -1));
+  ++unanswered_;  // its response is read and dropped by the next call, as a timed-out call's
+  return Status::OK();
+}
+
+// The daemon answers a session's requests in order, one response each. A call that timed out, or
+// a Post, leaves its response to come; the next call reads it first and discards it (its id is
+// smaller), at most `unanswered_` of them, then reads its own. A stream that cannot be
+// resynchronised (a timeout inside a message, an id from the future) is closed: every later call
+// is Unavailable.
 Result<ipc::ResponseBody> SocketChannel::CallLocked(ipc::RequestBody body, int pass_fd,
                                                     int* received_fd) {
   if (conn_.fd() < 0)

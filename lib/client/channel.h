@@ -25,6 +25,11 @@ class Channel {
   virtual ~Channel() = default;
   // Sends `body` as a request and returns the response body, or the status of a failed request.
   virtual Result<ipc::ResponseBody> Call(ipc::RequestBody body) = 0;
+  // Sends `body` without waiting for its response (one send, no wake-up of the caller): the
+  // daemon answers a connection's requests in order, so every later request sees its effect; the
+  // response is read and dropped by the next Call. For requests whose failure the caller cannot
+  // act on (Unpin after a load: an unreleased pin still expires). Not OK: nothing was sent.
+  virtual Status Post(ipc::RequestBody body) = 0;
   // The host pool, mapped into this process read-only (loads copy out of it).
   virtual const std::byte* pool_base() const = 0;
   virtual uint64_t pool_bytes() const = 0;
@@ -73,6 +78,7 @@ class SocketChannel final : public Channel {
       std::span<const uint32_t> trusted_daemon_uids = {});
   ~SocketChannel() override;
   Result<ipc::ResponseBody> Call(ipc::RequestBody body) override;
+  Status Post(ipc::RequestBody body) override;
   const std::byte* pool_base() const override { return pool_base_; }
   uint64_t pool_bytes() const override { return pool_bytes_; }
   Status MapForRead(std::span<const ipc::Location> locations) override;
@@ -91,8 +97,8 @@ class SocketChannel final : public Channel {
   std::mutex mu_;
   ipc::UnixConnection conn_;  // GUARDED_BY(mu_)
   uint64_t next_id_ = 1;      // GUARDED_BY(mu_)
-  // Requests sent whose response has not been read yet (those of timed-out calls, plus the call
-  // in progress). GUARDED_BY(mu_)
+  // Requests sent whose response has not been read yet (those of timed-out calls and of Posts,
+  // plus the call in progress). GUARDED_BY(mu_)
   uint64_t unanswered_ = 0;
   const std::byte* pool_base_ = nullptr;
   uint64_t pool_bytes_ = 0;
@@ -110,6 +116,7 @@ class EmbeddedChannel final : public Channel {
                                                        uint64_t staging_bytes);
   ~EmbeddedChannel() override;
   Result<ipc::ResponseBody> Call(ipc::RequestBody body) override;
+  Status Post(ipc::RequestBody body) override { return Call(std::move(body)).status(); }
   const std::byte* pool_base() const override { return node_->pool_base(); }
   uint64_t pool_bytes() const override { return node_->pool_bytes(); }
   Status MapForRead(std::span<const ipc::Location>) override { return Status::OK(); }

@@ -11,6 +11,7 @@
 //               into scratch and scattered.
 #include "strata/client.h"
 
+#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <cstring>
@@ -373,7 +374,7 @@ class ClientImpl final : public Client {
       STRATA_ASSIGN_OR_RETURN(ipc::PrefetchReply reply, Expect<ipc::PrefetchReply>(channel_->Call(
                                                             ipc::PrefetchRequest{std::move(k)})));
       return reply.queued;
-    });
+    }, /*in_caller=*/true);
   }
 
   using Client::Store;
@@ -386,9 +387,12 @@ class ClientImpl final : public Client {
     std::vector<BlockKey> k(keys.begin(), keys.end());
     std::vector<ConstBuffer> b(buffers.begin(), buffers.end());
     std::vector<EngineBlock> e(options.engine_blocks.begin(), options.engine_blocks.end());
-    return Async<size_t>([this, ns, k = std::move(k), b = std::move(b), e = std::move(e)] {
-      return DoStore(ns, k, b, e);
-    });
+    const bool one_round = OneRound(ns, k.size());
+    return Async<size_t>(
+        [this, ns, k = std::move(k), b = std::move(b), e = std::move(e)] {
+          return DoStore(ns, k, b, e);
+        },
+        /*in_caller=*/one_round);
   }
 
   Completion<size_t> Load(const Namespace& ns, std::span<const BlockKey> keys,
@@ -396,7 +400,8 @@ class ClientImpl final : public Client {
     std::vector<BlockKey> k(keys.begin(), keys.end());
     std::vector<MutableBuffer> b(buffers.begin(), buffers.end());
     return Async<size_t>(
-        [this, ns, k = std::move(k), b = std::move(b)] { return DoLoad(ns, k, b); });
+        [this, ns, k = std::move(k), b = std::move(b)] { return DoLoad(ns, k, b); },
+        /*in_caller=*/true);  // holds no staging
   }
 
   Result<KvCacheId> RegisterKvCache(const Namespace& ns, const KvCacheSpec& spec) override {
@@ -479,10 +484,14 @@ class ClientImpl final : public Client {
                                std::span<const int32_t> block_ids) override {
     std::vector<BlockKey> k(keys.begin(), keys.end());
     std::vector<int32_t> ids(block_ids.begin(), block_ids.end());
-    return Async<size_t>([this, cache, k = std::move(k), ids = std::move(ids)]() -> Result<size_t> {
-      STRATA_ASSIGN_OR_RETURN(auto c, Cache(cache));
-      return DoLoadPaged(*c, k, ids, nullptr);
-    });
+    auto registered = Cache(cache);
+    const bool host_pages = registered.ok() && !(*registered)->device;  // holds no staging
+    return Async<size_t>(
+        [this, cache, k = std::move(k), ids = std::move(ids)]() -> Result<size_t> {
+          STRATA_ASSIGN_OR_RETURN(auto c, Cache(cache));
+          return DoLoadPaged(*c, k, ids, nullptr);
+        },
+        /*in_caller=*/host_pages);
   }
 
   Result<std::unique_ptr<LayerwiseStore>> StorePagedLayerwise(
@@ -522,6 +531,15 @@ class ClientImpl final : public Client {
         .status();
   }
 
+  // Releases a load's pins once its bytes are copied out, without waiting for the daemon's answer
+  // (Channel::Post): the daemon handles the connection's requests in order, so every later request
+  // sees them released; pins an Unpin failed to release still expire (pin_ms). Nothing pinned:
+  // nothing sent.
+  Status ReleasePins(std::span<const BlockKey> keys) {
+    if (keys.empty()) return Status::OK();
+    return channel_->Post(ipc::UnpinRequest{{keys.begin(), keys.end()}});
+  }
+
   Result<std::string> Stats() override {
     STRATA_ASSIGN_OR_RETURN(ipc::StatsReply reply,
                             Expect<ipc::StatsReply>(channel_->Call(ipc::StatsRequest{})));
@@ -544,11 +562,27 @@ class ClientImpl final : public Client {
     return it->second;
   }
 
+  // Runs `fn` on a worker thread. `in_caller`: the caller's Completion::Wait() runs it instead
+  // when no worker has begun it yet, so a call waited for at once (the C and Python APIs, an
+  // engine's synchronous load) costs no hand-off to a worker and back.
+  // REQUIRES for in_caller: `fn` holds at most one staging lease at a time and waits for staging
+  // only while it holds none (RoundLimit() bounds the pipelines of the workers, not of callers).
   template <typename T, typename Fn>
-  Completion<T> Async(Fn fn) {
-    auto promise = std::make_shared<std::promise<Result<T>>>();
-    Completion<T> completion(promise->get_future());
-    workers_.Submit([promise, fn = std::move(fn)]() mutable { promise->set_value(fn()); });
+  Completion<T> Async(Fn fn, bool in_caller = false) {
+    struct Task {
+      explicit Task(Fn f) : fn(std::move(f)) {}
+      void Run() {
+        if (!claimed.exchange(true, std::memory_order_acq_rel)) promise.set_value(fn());
+      }
+      std::atomic<bool> claimed{false};
+      std::promise<Result<T>> promise;
+      Fn fn;
+    };
+    auto task = std::make_shared<Task>(std::move(fn));
+    Completion<T> completion(task->promise.get_future(),
+                             in_caller ? std::function<void()>([task] { task->Run(); })
+                                       : std::function<void()>());
+    workers_.Submit([task] { task->Run(); });
     return completion;
   }
 
@@ -595,6 +629,12 @@ class ClientImpl final : public Client {
         at += Aligned(items[i].max_bytes);
       }
       if (commit.engine_blocks.size() != commit.keys.size()) commit.engine_blocks.clear();
+      if (first == 0 && last == items.size()) {
+        // The call's only round: nothing to overlap, so no sender thread; this thread commits.
+        STRATA_ASSIGN_OR_RETURN(ipc::StoreCommitReply reply,
+                                Expect<ipc::StoreCommitReply>(channel_->Call(std::move(commit))));
+        return size_t{reply.committed};
+      }
       STRATA_RETURN_IF_ERROR(pipeline.Submit(std::move(commit), std::move(lease)));
       first = last;
     }
@@ -624,6 +664,15 @@ class ClientImpl final : public Client {
         std::min<uint64_t>(kRoundBytes, staging_.bytes() / (2 * (workers_.size() + 1))), 64);
   }
 
+  // A Store of `n` blocks of `ns` that goes in one round trip: codec none (writing a block the
+  // daemon holds already costs a memcpy, not an encode) and every block fits one round. It skips
+  // StoreBegin: all blocks are written into staging and committed; the daemon still copies and
+  // checksums each, and skips (counts as existed) those it holds.
+  bool OneRound(const Namespace& ns, size_t n) const {
+    return ns.spec().codec == Codec::kNone && n > 0 &&
+           n <= RoundLimit() / Aligned(ns.block_bytes() + 64);
+  }
+
   Result<size_t> DoStore(const Namespace& ns, const std::vector<BlockKey>& keys,
                          const std::vector<ConstBuffer>& buffers,
                          const std::vector<EngineBlock>& engine) {
@@ -649,7 +698,10 @@ class ClientImpl final : public Client {
       STRATA_ASSIGN_OR_RETURN(kernels::BlockCodec * c, ThreadCodec(codec, shape));
       max_bytes = c->max_encoded_bytes();
     }
-    STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> exists, Exists(ns.id(), keys, max_bytes));
+    std::vector<uint8_t> exists(keys.size(), 0);  // one round: the commit skips cached blocks
+    if (!OneRound(ns, keys.size())) {
+      STRATA_ASSIGN_OR_RETURN(exists, Exists(ns.id(), keys, max_bytes));
+    }
     std::vector<StagedItem> items;
     for (size_t i = 0; i < keys.size(); ++i) {
       if (exists[i]) continue;
@@ -689,7 +741,7 @@ class ClientImpl final : public Client {
     if (reply.locations.size() > n) return Status::Internal("daemon pinned more blocks than asked");
     for (const auto& loc : reply.locations) STRATA_RETURN_IF_ERROR(CheckLocation(loc));
     if (Status mapped = channel_->MapForRead(reply.locations); !mapped.ok()) {
-      (void)Unpin(std::span<const BlockKey>(keys.data(), reply.locations.size()));
+      (void)ReleasePins(std::span<const BlockKey>(keys.data(), reply.locations.size()));
       return mapped;
     }
     return reply;
@@ -740,14 +792,15 @@ class ClientImpl final : public Client {
           break;  // a corrupt block is a miss: the prefix ends here
       }
       loaded += ok;
-      const Status unpinned = Unpin(all.subspan(begin, pinned));
+      const Status unpinned = ReleasePins(all.subspan(begin, pinned));
       if (!next.valid()) {
         STRATA_RETURN_IF_ERROR(unpinned);
         return loaded;
       }
       Result<ipc::LoadReply> following = next.get();
       if (ok < pinned || !unpinned.ok() || !following.ok()) {
-        if (following.ok()) (void)Unpin(all.subspan(next_begin, following->locations.size()));
+        if (following.ok())
+          (void)ReleasePins(all.subspan(next_begin, following->locations.size()));
         STRATA_RETURN_IF_ERROR(unpinned);
         return loaded;
       }
@@ -987,7 +1040,7 @@ class ClientImpl final : public Client {
         if (error.ok()) (*layer_done)(l, good);
       }
     }
-    STRATA_RETURN_IF_ERROR(Unpin(std::span<const BlockKey>(shard_keys).first(pinned)));
+    STRATA_RETURN_IF_ERROR(ReleasePins(std::span<const BlockKey>(shard_keys).first(pinned)));
     if (!error.ok()) return error;
     return good;
   }
@@ -1208,7 +1261,7 @@ class ClientImpl final : public Client {
       if (layer_done != nullptr && good == 0 && error.ok())
         for (uint32_t l = 0; l < layers; ++l) (*layer_done)(l, 0);
     }
-    STRATA_RETURN_IF_ERROR(Unpin(std::span<const BlockKey>(shard_keys).first(pinned)));
+    STRATA_RETURN_IF_ERROR(ReleasePins(std::span<const BlockKey>(shard_keys).first(pinned)));
     if (!error.ok()) return error;
     return good;
   }
@@ -1473,7 +1526,7 @@ Result<std::unique_ptr<Client>> Client::Embedded(const EmbeddedOptions& options,
   node.host_pool_bytes = options.host_pool_bytes;
   node.data_dir = options.data_dir;
   node.disk_bytes = options.disk_bytes;
-  node.eviction_policy = options.eviction_policy;
+  if (!options.eviction_policy.empty()) node.eviction_policy = options.eviction_policy;
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<EmbeddedChannel> ch,
                           EmbeddedChannel::Open(node, client_options.staging_bytes));
   return std::unique_ptr<Client>(new ClientImpl(std::move(ch), client_options));

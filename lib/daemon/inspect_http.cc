@@ -199,10 +199,12 @@ Result<std::string> InspectHttpClient::Ask(const ipc::InspectRequest& request) {
   if (!hp.ok()) return hp.status();
   if (hp->second == 0) return Status::InvalidArgument("inspect address " + address_ + ": port 0");
   httplib::Client cli(hp->first, hp->second);
-  const auto timeout = std::chrono::milliseconds(timeout_ms_);
-  cli.set_connection_timeout(timeout);
-  cli.set_read_timeout(timeout);
-  cli.set_write_timeout(timeout);
+  // timeout_ms <= 0: the answer may take as long as it takes (a live verify); connecting and
+  // sending the request are still bounded.
+  const auto bounded = std::chrono::milliseconds(timeout_ms_ > 0 ? timeout_ms_ : 10000);
+  cli.set_connection_timeout(bounded);
+  cli.set_write_timeout(bounded);
+  cli.set_read_timeout(timeout_ms_ > 0 ? bounded : std::chrono::hours(24));
   ipc::Request r;
   r.id = 1;
   r.body = request;

@@ -71,7 +71,8 @@ class InspectServer {
 // Asks one node's inspect endpoint.
 class InspectHttpClient {
  public:
-  // `address`: "HOST:PORT"; `secret`: the cluster secret.
+  // `address`: "HOST:PORT"; `secret`: the cluster secret; `timeout_ms` bounds each answer (<= 0:
+  // unbounded, connecting and sending still bounded by 10 s).
   InspectHttpClient(std::string address, std::string secret, int timeout_ms);
   ~InspectHttpClient();
 

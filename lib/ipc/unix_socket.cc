@@ -56,11 +56,16 @@ Status WaitReadable(int fd, const std::optional<Clock::time_point>& deadline) {
   }
 }
 
-// Reads exactly n bytes. Unavailable on EOF at a message boundary or mid-message.
+// Reads exactly n bytes. Unavailable on EOF at a message boundary or mid-message. Bytes that
+// have arrived already (a message's body, sent with its length) are read without a poll first:
+// one system call per message part, not two.
 Status ReadFully(int fd, char* p, size_t n, const std::optional<Clock::time_point>& deadline) {
   while (n > 0) {
-    STRATA_RETURN_IF_ERROR(WaitReadable(fd, deadline));
-    ssize_t r = ::recv(fd, p, n, 0);
+    ssize_t r = ::recv(fd, p, n, MSG_DONTWAIT);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      STRATA_RETURN_IF_ERROR(WaitReadable(fd, deadline));
+      r = ::recv(fd, p, n, 0);
+    }
     if (r > 0) {
       p += r;
       n -= static_cast<size_t>(r);

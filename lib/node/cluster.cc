@@ -48,8 +48,10 @@ Status ClusterImpl::Start() {
   to.cluster_secret = *secret;
   to.tls = options_.ucx_tls;
   to.listen_addr = options_.listen_addr;
-  // The whole memfd: headers and slabs; registered once, here.
-  to.regions.push_back({store_->host().base(), store_->host().size()});
+  // The host pool's payload range, one UCX registration per slab, so that a slab renewed for
+  // another tenant is registered again alone (the listener below).
+  to.regions.push_back(
+      {store_->host().base(), store_->host().size(), store_->host().slab_bytes()});
   to.request_timeout = std::chrono::milliseconds(options_.request_timeout_ms);
   to.data_peer_errors = options_.ucx_peer_errors;
   to.block_source = &source_;
@@ -57,6 +59,15 @@ Status ClusterImpl::Start() {
   auto transport = transport::PeerTransport::Open(std::move(to));
   if (!transport.ok()) return transport.status().WithContext("cluster transport");
   transport_ = std::move(transport).value();
+  // Added before membership starts (the first pull may lend a slab to another tenant): a slab
+  // that gets fresh memory is registered again before any block lands in it or leaves it.
+  renewal_listener_ = store_->host().AddSlabRenewedListener(
+      [t = transport_.get()](uint32_t slab, std::byte* base, uint64_t) {
+        if (Status st = t->ReregisterUnit(base); !st.ok())
+          std::cerr << "strata: cluster: host slab " << slab
+                    << " has no UCX registration now (UCX registers per transfer): "
+                    << st.ToString() << std::endl;
+      });
   self_.address = transport_->worker_address();
   peers_ = std::make_unique<transport::TransportDirectoryPeers>(transport_.get());
   transport::DirectoryClientOptions dco;
@@ -125,6 +136,9 @@ std::string ClusterImpl::StatsJson() {
   // them, and those that could not be (answered NotFound; the puller asks another holder).
   j["served_promotions"] = source_.promoted();
   j["served_promotion_failures"] = source_.promotion_failures();
+  j["refused_blocks"] = source_.refused();  // private tenants' blocks asked for by key alone
+  // Host slabs registered with UCX again after they got fresh memory for another tenant.
+  j["slabs_reregistered"] = transport_->units_reregistered();
   // Per peer: this node's pulls from it (counters) and their time, as histogram buckets.
   nlohmann::json peers = nlohmann::json::object();
   {

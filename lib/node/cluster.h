@@ -1,5 +1,6 @@
 // Cluster: what makes a LocalNode a cluster node (DESIGN.md "Cluster", docs/cluster.md). It owns
-// the PeerTransport (the host pool registered once, at Open), the membership (etcd or static),
+// the PeerTransport (the host pool registered slab by slab, at Open, and again for each slab
+// renewed for another tenant), the membership (etcd or static),
 // this node's directory shard, the DirectoryClient that announces what the host tier holds, and
 // the BlockSource that serves peers' pulls zero-copy from the host tier.
 //
@@ -60,8 +61,12 @@ class Cluster {
   virtual size_t RemotePrefix(std::span<const BlockKey> keys) = 0;
 
   // Pulls keys[local_prefix, ...) from the peers that hold them into the host tier. Returns how
-  // many leading blocks of `keys` are local afterwards (>= local_prefix).
-  virtual size_t Fetch(std::span<const BlockKey> keys, size_t local_prefix) = 0;
+  // many leading blocks of `keys` are local afterwards (>= local_prefix). `ns`: the namespace
+  // the blocks must carry, named in the pull (a Load's, which the daemon checked the client may
+  // use); holders serve a private tenant's blocks only to a pull that names their namespace.
+  // NamespaceId{}: any namespace, and only the shared tenant's blocks (a prefetch by key).
+  virtual size_t Fetch(std::span<const BlockKey> keys, size_t local_prefix,
+                       const NamespaceId& ns) = 0;
 
   // Queues Fetch(keys, <local prefix>) for the cluster's fetch thread (Prefetch). Never blocks.
   virtual void FetchAsync(std::vector<BlockKey> keys) = 0;

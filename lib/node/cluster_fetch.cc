@@ -46,12 +46,13 @@ void ClusterImpl::FetchLoop() {
     fetch_queue_.pop_front();
     lock.unlock();
     const size_t local = store_->Lookup(keys).prefix_blocks;
-    (void)Fetch(keys, local);
+    (void)Fetch(keys, local, NamespaceId{});
     lock.lock();
   }
 }
 
-size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
+size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix,
+                          const NamespaceId& ns) {
   if (local_prefix >= keys.size()) return local_prefix;
   const std::span<const BlockKey> rest = keys.subspan(local_prefix);
   fetches_.fetch_add(1, std::memory_order_relaxed);
@@ -70,6 +71,7 @@ size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
   std::vector<uint8_t> done(n, 0);
   std::vector<std::set<std::string>> tried(n);
   std::vector<uint64_t> room(n, 0);
+  std::vector<uint16_t> room_tenant(n, store::kNoTenant);  // the tenant of a block in room
   // Round 0 asks the best holder of each block; round 1 asks another holder for the blocks whose
   // holder answered that it cannot serve them (the directory is a hint: an entry may be stale)
   // or whose connection failed fast, and asks again (any holder) for the blocks that found no
@@ -93,6 +95,7 @@ size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
       }
       if (round > 0 && (result[i].code() == StatusCode::kTimedOut ||
                         result[i].code() == StatusCode::kResourceExhausted ||
+                        result[i].code() == StatusCode::kPermissionDenied ||
                         result[i].code() == StatusCode::kAlreadyExists))
         continue;
       want.push_back(i);
@@ -106,17 +109,18 @@ size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix) {
       auto fresh = client_->Lookup(std::vector<BlockKey>(rest.begin(), rest.begin() + n));
       for (size_t i = 0; i < n && i < fresh.size(); ++i) holders[i] = std::move(fresh[i]);
     }
-    PullRound(keys, local_prefix, holders, want, tried, result, done, room);
+    PullRound(keys, local_prefix, ns, holders, want, tried, result, done, room, room_tenant);
   }
   return store_->Lookup(keys).prefix_blocks;
 }
 
 void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
+                            const NamespaceId& ns,
                             const std::vector<std::vector<std::string>>& holders,
                             const std::vector<size_t>& want,
                             std::vector<std::set<std::string>>& tried,
                             std::vector<Status>& result, std::vector<uint8_t>& done,
-                            std::vector<uint64_t>& room) {
+                            std::vector<uint64_t>& room, std::vector<uint16_t>& room_tenant) {
   const std::span<const BlockKey> rest = keys.subspan(local_prefix);
   // Holder choice per block: a peer on this host first, then the fewest pulls in flight
   // (counting the blocks this round has already given it), then the id (deterministic).
@@ -179,8 +183,9 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
         t.header_dest = landing->header.data();
         if (room[i] > 0) {
           // No free space on arrival last round: reserve now, on this thread (evicting and
-          // writing back as needed). A cluster node has one tenant (Node::Open), tenant 0.
-          auto r = store->host().Reserve(rest[i], room[i], /*tenant=*/0);
+          // writing back as needed), in a slab of the tenant of the namespace the block's header
+          // named then (a tenant's bytes never land in another tenant's slab).
+          auto r = store->host().Reserve(rest[i], room[i], room_tenant[i]);
           room[i] = 0;
           room_retries_.fetch_add(1, std::memory_order_relaxed);
           if (!r.ok()) {
@@ -196,15 +201,20 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
         }
         t.capacity = max_payload;
         uint64_t* wanted = &room[i];
+        uint16_t* wanted_tenant = &room_tenant[i];
         // Runs on the progress thread when the block's header arrives: the payload lands
         // straight in a host-tier reservation of the right length, taken without eviction (no
         // eviction lock, write-back or disk I/O on the progress thread); without free space the
         // block is refused and its length noted for the next round.
-        t.allocate = [store, landing, payload_base, wanted](const BlockHeader& h) -> std::byte* {
-          auto r =
-              store->host().TryReserve(h.key, h.payload_length, store->host().TenantOf(h.ns));
+        t.allocate = [store, landing, payload_base, wanted,
+                      wanted_tenant](const BlockHeader& h) -> std::byte* {
+          const uint16_t tenant = store->host().TenantOf(h.ns);
+          auto r = store->host().TryReserve(h.key, h.payload_length, tenant);
           if (!r.ok()) {
-            if (r.status().code() == StatusCode::kNoSpace) *wanted = h.payload_length;
+            if (r.status().code() == StatusCode::kNoSpace) {
+              *wanted = h.payload_length;
+              *wanted_tenant = tenant;
+            }
             return nullptr;  // cached meanwhile, no free space, or no tenant known
           }
           landing->reservation = *r;
@@ -215,7 +225,7 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
       }
       part = std::move(placed);
       if (targets.empty()) continue;
-      auto op = transport_->PreparePull(holder, NamespaceId{}, std::move(targets));
+      auto op = transport_->PreparePull(holder, ns, std::move(targets));
       if (!op.ok()) {
         for (size_t i : part) result[i] = op.status();
         NoteFailures(holder, part.size());

@@ -53,6 +53,7 @@ class ClusterImpl final : public Cluster {
     if (fetcher_.joinable()) fetcher_.join();
     // Leaves (revokes the lease, removes the member file) before the transport goes.
     membership_.reset();
+    if (renewal_listener_ != 0) store_->host().RemoveSlabRenewedListener(renewal_listener_);
     transport_.reset();
   }
 
@@ -77,7 +78,8 @@ class ClusterImpl final : public Cluster {
 
   size_t RemotePrefix(std::span<const BlockKey> keys) override;
 
-  size_t Fetch(std::span<const BlockKey> keys, size_t local_prefix) override;
+  size_t Fetch(std::span<const BlockKey> keys, size_t local_prefix,
+               const NamespaceId& ns) override;
 
   // Queues a background Fetch (Prefetch).
   void FetchAsync(std::vector<BlockKey> keys) override {
@@ -134,11 +136,11 @@ class ClusterImpl final : public Cluster {
   // thread, without eviction (TryReserve); one that found no free space there records its
   // length in room[i]. A block with room[i] > 0 gets its reservation here, on the calling
   // thread, evicting (and writing back) as needed, before its pull is posted.
-  void PullRound(std::span<const BlockKey> keys, size_t local_prefix,
+  void PullRound(std::span<const BlockKey> keys, size_t local_prefix, const NamespaceId& ns,
                  const std::vector<std::vector<std::string>>& holders,
                  const std::vector<size_t>& want, std::vector<std::set<std::string>>& tried,
                  std::vector<Status>& result, std::vector<uint8_t>& done,
-                 std::vector<uint64_t>& room);
+                 std::vector<uint64_t>& room, std::vector<uint16_t>& room_tenant);
 
   // Per pulled block: where its header lands and the host reservation its payload went to.
   struct Landing {
@@ -153,6 +155,7 @@ class ClusterImpl final : public Cluster {
   HeldTiers held_;          // what the host and disk tiers hold (TierChanged)
   std::unique_ptr<transport::DirectoryShard> shard_;
   std::unique_ptr<transport::PeerTransport> transport_;
+  uint64_t renewal_listener_ = 0;  // the host tier's slab-renewal listener for transport_
   std::unique_ptr<transport::TransportDirectoryPeers> peers_;
   std::unique_ptr<transport::DirectoryClient> client_;
   std::unique_ptr<transport::Membership> membership_;

@@ -90,12 +90,22 @@ class HostBlockSource final : public transport::BlockSource {
     pins_.erase(it);
   }
 
+  // Only the shared tenant's blocks (tenant 0: every block without private tenants) go to a pull
+  // that names no namespace; a private tenant's, or one of a namespace this node has not seen
+  // opened since it started, needs the pull to name its namespace. Counted in refused().
+  bool ServesUnnamed(const NamespaceId& ns) override {
+    if (store_->host().TenantOf(ns) == 0) return true;
+    refused_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+
   uint64_t served() const { return served_.load(std::memory_order_relaxed); }
   // Blocks promoted into the host tier to serve a peer's pull, and those that could not be.
   uint64_t promoted() const { return promoted_.load(std::memory_order_relaxed); }
   uint64_t promotion_failures() const {
     return promotion_failures_.load(std::memory_order_relaxed);
   }
+  uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
 
  private:
   struct PinState {
@@ -146,6 +156,7 @@ class HostBlockSource final : public transport::BlockSource {
   uint64_t next_ = 1;                                              // GUARDED_BY(mu_)
   std::unordered_map<uint64_t, std::unique_ptr<PinState>> pins_;  // GUARDED_BY(mu_)
   std::atomic<uint64_t> served_{0}, promoted_{0}, promotion_failures_{0};
+  std::atomic<uint64_t> refused_{0};
 
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;

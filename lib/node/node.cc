@@ -180,7 +180,7 @@ class LocalNode final : public Node {
   size_t Fetch(std::span<const BlockKey> keys) override {
     const size_t local = store_->Lookup(keys).prefix_blocks;
     if (!cluster_ || local >= keys.size()) return local;
-    return cluster_->Fetch(keys, local);
+    return cluster_->Fetch(keys, local, NamespaceId{});
   }
 
   Result<std::vector<uint8_t>> Exists(std::span<const BlockKey> keys,
@@ -264,8 +264,9 @@ class LocalNode final : public Node {
     // from peers).
     size_t local_before = keys.size();
     if (cluster_) {
+      // The pull names the caller's namespace: holders serve a private tenant's blocks only so.
       local_before = store_->Lookup(keys).prefix_blocks;
-      (void)Fetch(keys);
+      if (local_before < keys.size()) (void)cluster_->Fetch(keys, local_before, ns);
     }
     const store::LookupResult present = store_->Lookup(keys);
     // Bring the device- and disk-resident parts of the prefix into host first.
@@ -679,7 +680,8 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
     disk.compression = *compression;
     so.disk = disk;
   }
-  // Every block that leaves the host tier is noted for the inspector ("evicted at T").
+  // Every block that leaves the host tier is noted for the inspector ("evicted at T"), and again
+  // when it leaves the disk tier (below).
   auto cluster_ref = std::make_shared<std::atomic<Cluster*>>(nullptr);
   auto removals = std::make_shared<RemovalLog>();
   so.on_host_removed = [removals](const BlockKey& key) {
@@ -687,11 +689,13 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
   };
   // The tiers' gains and losses go to the cluster directory (blocks in host or disk are
   // announced; a no-op until the cluster is up) and to the KV event publisher
-  // (events/node_events.h).
+  // (events/node_events.h). A block the disk tier evicts has left the node: noted for the
+  // inspector at that time (its host eviction, noted above, was a demotion).
   auto node_events = events::NodeEvents::Open(options.kv_events, options.engine_events);
   if (!node_events.ok()) return node_events.status();
-  so.on_tier_change = [cluster_ref, ev = *node_events](Tier tier, const BlockKey& key,
-                                                       bool added, std::string_view tag) {
+  so.on_tier_change = [cluster_ref, ev = *node_events, removals](
+                          Tier tier, const BlockKey& key, bool added, std::string_view tag) {
+    if (tier == Tier::kDisk && !added) removals->Record(key, /*cleared=*/false);
     if (Cluster* c = cluster_ref->load(std::memory_order_acquire))
       c->TierChanged(tier, key, added);
     if (ev) ev->OnTierChange(tier, key, added, tag);
@@ -700,12 +704,8 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
   auto tenant_map = std::make_shared<TenantMap>();
   so.host.pool.tenants = options.tenants;
   if (options.tenants > 1) {
-    // The UCX registration of the pool's range would keep a renewed slab's old pages
-    // (docs/data-plane.md, "Tenants"); the GPU's follows each renewal (below).
-    if (!options.cluster.membership.empty())
-      return Status::NotSupported(
-          "cluster membership with private tenants: the UCX registration of the host pool "
-          "would not follow slabs that change tenant");
+    // A slab that changes tenant gets fresh memory; the GPU's registration (below) and UCX's
+    // (Cluster) follow each renewal (docs/data-plane.md, "Tenants").
     so.host.pool.tenant_of = [tenant_map](const NamespaceId& ns) { return tenant_map->Get(ns); };
   }
   // The device tier goes first: a missing GPU or a build without CUDA is the error to report.
@@ -734,7 +734,7 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
     store::HostTier& host = (*store)->host();
     STRATA_RETURN_IF_ERROR(gpu->RegisterHostMemory(host.base(), host.size(), host.slab_bytes())
                                .WithContext("device_pool"));
-    host.SetSlabRenewedListener([gpu](uint32_t slab, std::byte* base, uint64_t) {
+    host.AddSlabRenewedListener([gpu](uint32_t slab, std::byte* base, uint64_t) {
       if (Status st = gpu->ReregisterHostUnit(base); !st.ok())
         std::cerr << "strata: device tier: host slab " << slab
                   << " stays unregistered (copies to and from it are staged): " << st.ToString()

@@ -1,9 +1,10 @@
-// RemovalLog: the most recent blocks that left a node's host tier, and when, so that the
-// inspector can say "evicted at T" instead of "absent" for a prefix that missed. Bounded: the
+// RemovalLog: the most recent blocks that left a node's host tier or its disk tier, and when (the
+// latest of the two: a host eviction that demoted is superseded by the disk eviction), so that
+// the inspector can say "evicted at T" instead of "absent" for a prefix that missed. Bounded: the
 // oldest entries are forgotten first (kCapacity entries, about 3 MiB).
 //
-// Thread-safety: all methods are thread-safe. Record is called by the host tier's removal hook,
-// possibly with the pool's eviction lock held: it takes one short mutex and never calls out.
+// Thread-safety: all methods are thread-safe. Record is called by the host tier's removal hook
+// and the disk tier's eviction hook, possibly with the pool's or the disk tier's lock held: it takes one short mutex and never calls out.
 #pragma once
 
 #include <chrono>

@@ -72,18 +72,33 @@ bool IsTorchTensor(const py::handle& obj) {
          py::hasattr(obj, "is_contiguous");
 }
 
+std::string TorchDeviceType(const py::handle& tensor) {
+  return py::str(tensor.attr("device").attr("type")).cast<std::string>();
+}
+
+// A contiguous torch tensor's memory where it lives (host or device), through data_ptr().
+RawBuffer TorchMemory(const py::handle& tensor) {
+  if (!tensor.attr("is_contiguous")().cast<bool>())
+    throw py::value_error("tensor is not contiguous (call .contiguous())");
+  RawBuffer out;
+  out.ptr = reinterpret_cast<void*>(tensor.attr("data_ptr")().cast<uintptr_t>());
+  out.bytes =
+      tensor.attr("numel")().cast<size_t>() * tensor.attr("element_size")().cast<size_t>();
+  out.owner = py::reinterpret_borrow<py::object>(tensor);
+  return out;
+}
+
 // Torch tensors of any dtype (bf16 and fp8 included: their memory is taken through data_ptr(),
 // never through numpy, which has no such dtypes); anything else must speak the buffer protocol.
 // A CUDA tensor (with `device_copies`) goes through a pinned host copy: made here for a store,
 // copied back by CopyBackToDevices after a load. The paged API registers memory instead and
 // takes host tensors only.
 RawBuffer ExportOne(const py::handle& obj, bool writable, bool device_copies = false) {
-  RawBuffer out;
   if (IsTorchTensor(obj)) {
-    const std::string device = py::str(obj.attr("device").attr("type")).cast<std::string>();
-    if (!obj.attr("is_contiguous")().cast<bool>())
-      throw py::value_error("tensor is not contiguous (call .contiguous())");
+    const std::string device = TorchDeviceType(obj);
     if (device != "cpu") {
+      if (!obj.attr("is_contiguous")().cast<bool>())
+        throw py::value_error("tensor is not contiguous (call .contiguous())");
       if (!device_copies || device != "cuda")
         throw py::value_error("a " + device + " tensor: only host and CUDA tensors are taken");
       py::object host = py::module_::import("torch").attr("empty_like")(
@@ -93,13 +108,11 @@ RawBuffer ExportOne(const py::handle& obj, bool writable, bool device_copies = f
       if (writable) b.device_tensor = py::reinterpret_borrow<py::object>(obj);
       return b;
     }
-    out.ptr = reinterpret_cast<void*>(obj.attr("data_ptr")().cast<uintptr_t>());
-    out.bytes = obj.attr("numel")().cast<size_t>() * obj.attr("element_size")().cast<size_t>();
-    out.owner = py::reinterpret_borrow<py::object>(obj);
-    return out;
+    return TorchMemory(obj);
   }
   if (!py::isinstance<py::buffer>(obj))
     throw py::type_error("expected a torch tensor, a numpy array or a bytes-like object");
+  RawBuffer out;
   py::buffer_info info = py::reinterpret_borrow<py::buffer>(obj).request(writable);
   if (info.ndim > 0) {
     py::ssize_t expect = info.itemsize;
@@ -186,18 +199,12 @@ struct PyKvCache {
 // CUDA data path gathers from and scatters into.
 RawBuffer ExportLayer(const py::handle& obj, int* device) {
   *device = -1;
-  if (IsTorchTensor(obj) &&
-      py::str(obj.attr("device").attr("type")).cast<std::string>() == "cuda") {
-    if (!obj.attr("is_contiguous")().cast<bool>())
-      throw py::value_error("tensor is not contiguous (call .contiguous())");
+  if (IsTorchTensor(obj) && TorchDeviceType(obj) == "cuda") {
+    RawBuffer out = TorchMemory(obj);
     py::object index = obj.attr("device").attr("index");
     *device = index.is_none()
                   ? py::module_::import("torch").attr("cuda").attr("current_device")().cast<int>()
                   : index.cast<int>();
-    RawBuffer out;
-    out.ptr = reinterpret_cast<void*>(obj.attr("data_ptr")().cast<uintptr_t>());
-    out.bytes = obj.attr("numel")().cast<size_t>() * obj.attr("element_size")().cast<size_t>();
-    out.owner = py::reinterpret_borrow<py::object>(obj);
     return out;
   }
   return ExportOne(obj, /*writable=*/true);

@@ -138,6 +138,66 @@ int main(int argc, char** argv) {
   CHECK(strata_lookup(client, keys, kBlocks, &matched, NULL) == STRATA_OK);
   CHECK(matched == 0);
 
+  /* An engine key scheme: keys and the engine's own hashes (vLLM sha256_cbor: 32 bytes, each block
+   * chained to the one before), stored with them so that KV events name the engine's hashes. */
+  {
+    strata_namespace_spec vspec = spec;
+    vspec.kv_dtype = "fp16";
+    vspec.key_scheme = "vllm-md5";
+    strata_namespace* vns = NULL;
+    CHECK(strata_namespace_create(&vspec, &vns) == STRATA_INVALID_ARGUMENT);
+    CHECK(strstr(strata_last_error(), "vllm-md5") != NULL);
+    vspec.key_scheme = "vllm-sha256-cbor";
+    CHECK(strata_namespace_create(&vspec, &vns) == STRATA_OK);
+    static uint8_t vkeys[kBlocks * STRATA_KEY_BYTES];
+    static uint8_t hashes[kBlocks * STRATA_MAX_ENGINE_HASH_BYTES];
+    size_t nv = 0;
+    uint32_t hash_bytes = 0;
+    CHECK(strata_compute_engine_hashes(vns, tokens, sizeof(tokens) / sizeof(tokens[0]), vkeys,
+                                       hashes, kBlocks, &nv, &hash_bytes) == STRATA_OK);
+    CHECK(nv == kBlocks);
+    CHECK(hash_bytes == 32);
+    CHECK(memcmp(vkeys, keys, sizeof(vkeys)) != 0); /* another scheme, other keys */
+    uint8_t again[kBlocks * STRATA_KEY_BYTES];
+    CHECK(strata_compute_keys(vns, tokens, sizeof(tokens) / sizeof(tokens[0]), again, kBlocks,
+                              &nv) == STRATA_OK);
+    CHECK(memcmp(again, vkeys, sizeof(again)) == 0); /* strata_compute_keys follows the scheme */
+    /* The strata scheme's engine hash is the key itself. */
+    static uint8_t own[kBlocks * STRATA_MAX_ENGINE_HASH_BYTES];
+    CHECK(strata_compute_engine_hashes(ns, tokens, sizeof(tokens) / sizeof(tokens[0]), again, own,
+                                       kBlocks, &nv, &hash_bytes) == STRATA_OK);
+    CHECK(hash_bytes == 16);
+    CHECK(memcmp(own + STRATA_MAX_ENGINE_HASH_BYTES * 3, keys + STRATA_KEY_BYTES * 3, 16) == 0);
+
+    strata_engine_block eb[kBlocks];
+    memset(eb, 0, sizeof(eb));
+    for (int b = 0; b < kBlocks; ++b) {
+      eb[b].hash = hashes + STRATA_MAX_ENGINE_HASH_BYTES * b;
+      eb[b].hash_bytes = 32;
+      if (b > 0) {
+        eb[b].parent = hashes + STRATA_MAX_ENGINE_HASH_BYTES * (b - 1);
+        eb[b].parent_bytes = 32;
+      }
+      eb[b].token_ids = tokens + b * kBlockSize;
+      eb[b].num_tokens = kBlockSize;
+    }
+    eb[3].hash_bytes = 20;
+    CHECK(strata_store_tagged(client, vns, vkeys, kBlocks, in_ptrs, sizes, eb, &stored) ==
+          STRATA_INVALID_ARGUMENT);
+    CHECK(strstr(strata_last_error(), "16 or 32") != NULL);
+    eb[3].hash_bytes = 32;
+    CHECK(strata_store_tagged(client, vns, vkeys, kBlocks, in_ptrs, sizes, eb, &stored) ==
+          STRATA_OK);
+    CHECK(stored == kBlocks);
+    memset(out, 0, sizeof(out));
+    CHECK(strata_load(client, vns, vkeys, kBlocks, out_ptrs, sizes, &loaded) == STRATA_OK);
+    CHECK(loaded == kBlocks);
+    CHECK(memcmp(in, out, sizeof(in)) == 0);
+    CHECK(strata_clear(client, vns, &erased) == STRATA_OK);
+    CHECK(erased == kBlocks);
+    strata_namespace_destroy(vns);
+  }
+
   strata_close(client);
   strata_namespace_destroy(ns);
   printf("c_api_test: all checks passed (%s)\n", argc > 1 ? "daemon" : "embedded");

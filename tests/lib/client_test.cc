@@ -22,6 +22,7 @@
 
 #include "client/channel.h"
 #include "daemon/daemon.h"
+#include "daemon/metrics.h"
 #include "ipc/ipc_protocol.h"
 #include "ipc/unix_socket.h"
 #include "node/node.h"
@@ -127,6 +128,19 @@ TEST_CASE("Embedded client: store then lookup then load then clear", "[lib]") {
   auto client = Client::Embedded({64ull << 20, "", 0, "prefix"});
   REQUIRE(client.ok());
   RoundTrip(**client);
+}
+
+TEST_CASE("Embedded client: no policy named runs the node's default, a wrong name is refused",
+          "[lib]") {
+  EmbeddedOptions options;
+  options.host_pool_bytes = 64ull << 20;
+  auto client = Client::Embedded(options);  // eviction_policy "": NodeOptions' default
+  REQUIRE(client.ok());
+  RoundTrip(**client);
+  options.eviction_policy = "no-such-policy";
+  auto refused = Client::Embedded(options);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().ToString().find("eviction_policy") != std::string::npos);
 }
 
 struct InProcessDaemon {
@@ -269,6 +283,66 @@ TEST_CASE("Pins of a client that disconnects are released and pins expire", "[li
   CHECK(stats_pins() == 4);
   std::this_thread::sleep_for(std::chrono::milliseconds(800));
   CHECK(stats_pins() == 0);
+}
+
+// Issue 18: the per-call cost of small stores and loads. Counted with the daemon's own request
+// counters (the daemon runs in this process): a store that fits one round goes in one round trip
+// (no StoreBegin), a load's Unpin is posted without waiting for its answer and is in effect for
+// every later request, a load that pins nothing sends no Unpin.
+TEST_CASE("Small stores and loads: one round trip per store, posted Unpin after a load", "[lib]") {
+  InProcessDaemon d("smallcall");
+  auto count = [](metrics::Request r) {
+    return metrics::Requests().latency[static_cast<size_t>(r)].count();
+  };
+  Namespace ns = TestNamespace("smallcall");
+  Prompt p(ns, 4, 41);
+  Outputs o(4, 8192);
+  {
+    auto c = Client::Connect(d.socket);
+    REQUIRE(c.ok());
+    const uint64_t begins = count(metrics::Request::kStoreBegin);
+    const uint64_t commits = count(metrics::Request::kStoreCommit);
+    REQUIRE(*(*c)->Store(ns, std::span(p.keys).first(2), std::span(p.in).first(2)).Wait() == 2);
+    // Again, with two blocks more: the daemon skips the two it holds, from the same round trip.
+    REQUIRE(*(*c)->Store(ns, p.keys, p.in).Wait() == 2);
+    CHECK(count(metrics::Request::kStoreBegin) == begins);
+    CHECK(count(metrics::Request::kStoreCommit) == commits + 2);
+    CHECK((*c)->Lookup(p.keys)->matched_blocks == 4);
+
+    const uint64_t loads = count(metrics::Request::kLoad);
+    const uint64_t unpins = count(metrics::Request::kUnpin);
+    REQUIRE(*(*c)->Load(ns, p.keys, o.out).Wait() == 4);
+    for (size_t i = 0; i < 4; ++i) CHECK(o.bufs[i] == p.blocks[i]);
+    // The Unpin went out behind the Load; the Stats after it on this connection sees it done.
+    CHECK(nlohmann::json::parse(*(*c)->Stats())["pins"] == 0);
+    CHECK(count(metrics::Request::kLoad) == loads + 1);
+    CHECK(count(metrics::Request::kUnpin) == unpins + 1);
+    // A load that pins nothing has nothing to unpin.
+    Prompt absent(ns, 2, 42);
+    Outputs none(2, 8192);
+    CHECK(*(*c)->Load(ns, absent.keys, none.out).Wait() == 0);
+    CHECK(nlohmann::json::parse(*(*c)->Stats())["pins"] == 0);
+    CHECK(count(metrics::Request::kUnpin) == unpins + 1);
+    // A call nobody waits for at once still completes on a worker thread.
+    auto pending = (*c)->Load(ns, p.keys, o.out);
+    for (int i = 0; i < 500 && !pending.Ready(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    CHECK(pending.Ready());
+    CHECK(*pending.Wait() == 4);
+    // The last Unpin is posted; the client leaves right after its load.
+  }
+  // A departed client's posted Unpin was answered before it went: another connection sees no pin.
+  auto other = Client::Connect(d.socket);
+  REQUIRE(other.ok());
+  CHECK(nlohmann::json::parse(*(*other)->Stats())["pins"] == 0);
+  // A store that does not fit one round (a codec's blocks) still asks StoreBegin first.
+  NamespaceSpec lz = ns.spec();
+  lz.codec = Codec::kShuffleLz4;
+  Namespace compressed = std::move(Namespace::Create(lz)).value();
+  Prompt q(compressed, 4, 43);
+  const uint64_t begins = count(metrics::Request::kStoreBegin);
+  REQUIRE(*(*other)->Store(compressed, q.keys, q.in).Wait() == 4);
+  CHECK(count(metrics::Request::kStoreBegin) == begins + 1);
 }
 
 TEST_CASE("Malformed or oversized or out-of-order messages get errors and the daemon keeps serving",

@@ -43,8 +43,7 @@ struct Recorder {
 };
 
 std::unique_ptr<TieredStore> OpenStore(const std::string& dir, Recorder* rec,
-                                       WritePolicy wp = WritePolicy::kWriteBack,
-                                       PayloadStore payload = PayloadStore::kSlabFile) {
+                                       WritePolicy wp = WritePolicy::kWriteBack) {
   TieredStoreOptions o;
   o.host.capacity_bytes = 4 * kMiB;  // 64 blocks
   o.host.pool.slab_bytes = 2 * kMiB;
@@ -53,7 +52,6 @@ std::unique_ptr<TieredStore> OpenStore(const std::string& dir, Recorder* rec,
   d.path = dir;
   d.capacity_bytes = 64 * kMiB;
   d.extend_bytes = 4 * kMiB;
-  d.payload_store = payload;
   o.disk = d;
   o.write_policy = wp;
   o.disk_admission_min_frequency = 0;  // every evicted block is demoted
@@ -78,12 +76,10 @@ Status PutTagged(TieredStore& s, uint64_t i) {
 }
 
 TEST_CASE("a block's tag survives demotion to disk, promotion and a restart", "[store]") {
-  const PayloadStore payload =
-      GENERATE(PayloadStore::kSlabFile, PayloadStore::kBlobDb);
   TempDir dir;
   {
     Recorder rec;
-    auto s = OpenStore(dir.path(), &rec, WritePolicy::kWriteBack, payload);
+    auto s = OpenStore(dir.path(), &rec, WritePolicy::kWriteBack);
     for (uint64_t i = 0; i < 8; ++i) REQUIRE(PutTagged(*s, i).ok());
     // Untagged blocks push the tagged ones out of host; they are demoted.
     for (uint64_t i = 100; i < 400; ++i)
@@ -112,7 +108,7 @@ TEST_CASE("a block's tag survives demotion to disk, promotion and a restart", "[
   }
   // After a restart the disk's records give the tags back: removals name them.
   Recorder rec;
-  auto s = OpenStore(dir.path(), &rec, WritePolicy::kWriteBack, payload);
+  auto s = OpenStore(dir.path(), &rec, WritePolicy::kWriteBack);
   for (uint64_t i = 0; i < 8; ++i) CHECK(s->TagOf(TestKey(i)) == TagOf(i));
   CHECK(s->TagOf(TestKey(150)).empty());
   REQUIRE(s->Erase(TestKey(5)).ok());

@@ -104,11 +104,6 @@ TEST_CASE("disk compression setting: none, lz4, zstd, zstd:LEVEL - anything else
     REQUIRE(c.status().IsInvalidArgument());
     CHECK(c.status().message().find("zstd") != std::string_view::npos);
   }
-  // BlobDB keeps payloads inside RocksDB: compression is refused there, not ignored.
-  TempDir dir;
-  DiskTierOptions o = Opts(dir.path(), "zstd");
-  o.payload_store = PayloadStore::kBlobDb;
-  CHECK(DiskTier::Open(o).status().IsInvalidArgument());
 }
 
 TEST_CASE("disk tier compression round-trips blocks with each compression and after a restart",

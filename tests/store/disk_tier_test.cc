@@ -6,10 +6,15 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <vector>
 
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+
 #include "store/disk_tier.h"
+#include "store/disk_tier_reader.h"
 #include "store_test_util.h"
 
 namespace strata::store {
@@ -23,12 +28,10 @@ using testing::TestPayload;
 
 constexpr uint64_t kMiB = 1 << 20;
 
-DiskTierOptions Opts(const std::string& path, PayloadStore ps = PayloadStore::kSlabFile,
-                     uint64_t capacity = 256 * kMiB) {
+DiskTierOptions Opts(const std::string& path, uint64_t capacity = 256 * kMiB) {
   DiskTierOptions o;
   o.path = path;
   o.capacity_bytes = capacity;
-  o.payload_store = ps;
   o.extend_bytes = 4 * kMiB;
   return o;
 }
@@ -51,41 +54,39 @@ Status PutTest(DiskTier& t, uint64_t i, size_t size, const BlockKey* parent = nu
 size_t SizeOf(uint64_t i) { return 1000 + (i * 7919) % 70000; }
 
 TEST_CASE("disk tier round-trips blocks and survives a restart", "[store]") {
-  for (PayloadStore ps : {PayloadStore::kSlabFile, PayloadStore::kBlobDb}) {
-    TempDir dir;
-    const int n = 300;
-    {
-      auto t = OpenDisk(Opts(dir.path(), ps));
-      for (int i = 0; i < n; ++i) {
-        const BlockKey parent = TestKey(i - 1);
-        REQUIRE(PutTest(*t, i, SizeOf(i), i % 10 ? &parent : nullptr).ok());
-      }
-      REQUIRE(t->HasChildren(TestKey(0)));
-      REQUIRE(t->Erase(TestKey(5)).ok());
-      REQUIRE(t->Erase(TestKey(5)).IsNotFound());
-      REQUIRE(t->Sync().ok());
-    }
-    auto t = OpenDisk(Opts(dir.path(), ps));
-    REQUIRE(t->open_info().blocks_recovered == n - 1);
-    REQUIRE(t->open_info().records_dropped == 0);
-    REQUIRE(t->HasChildren(TestKey(0)));  // parent links survive the restart
-    std::vector<std::byte> out(80000);
+  TempDir dir;
+  const int n = 300;
+  {
+    auto t = OpenDisk(Opts(dir.path()));
     for (int i = 0; i < n; ++i) {
-      auto h = t->Get(TestKey(i), out);
-      if (i == 5) {
-        REQUIRE(h.status().IsNotFound());
-        continue;
-      }
-      REQUIRE(h.ok());
-      REQUIRE(h->payload_length == SizeOf(i));
-      REQUIRE(IsTestPayload(TestKey(i), out.data(), SizeOf(i)));
+      const BlockKey parent = TestKey(i - 1);
+      REQUIRE(PutTest(*t, i, SizeOf(i), i % 10 ? &parent : nullptr).ok());
     }
-    // Unaligned, exactly-sized output buffers work too (bounce buffer for O_DIRECT).
-    std::vector<std::byte> exact(SizeOf(7) + 1);
-    auto h = t->Get(TestKey(7), std::span<std::byte>(exact).subspan(1));
-    REQUIRE(h.ok());
-    REQUIRE(IsTestPayload(TestKey(7), exact.data() + 1, SizeOf(7)));
+    REQUIRE(t->HasChildren(TestKey(0)));
+    REQUIRE(t->Erase(TestKey(5)).ok());
+    REQUIRE(t->Erase(TestKey(5)).IsNotFound());
+    REQUIRE(t->Sync().ok());
   }
+  auto t = OpenDisk(Opts(dir.path()));
+  REQUIRE(t->open_info().blocks_recovered == n - 1);
+  REQUIRE(t->open_info().records_dropped == 0);
+  REQUIRE(t->HasChildren(TestKey(0)));  // parent links survive the restart
+  std::vector<std::byte> out(80000);
+  for (int i = 0; i < n; ++i) {
+    auto h = t->Get(TestKey(i), out);
+    if (i == 5) {
+      REQUIRE(h.status().IsNotFound());
+      continue;
+    }
+    REQUIRE(h.ok());
+    REQUIRE(h->payload_length == SizeOf(i));
+    REQUIRE(IsTestPayload(TestKey(i), out.data(), SizeOf(i)));
+  }
+  // Unaligned, exactly-sized output buffers work too (bounce buffer for O_DIRECT).
+  std::vector<std::byte> exact(SizeOf(7) + 1);
+  auto h = t->Get(TestKey(7), std::span<std::byte>(exact).subspan(1));
+  REQUIRE(h.ok());
+  REQUIRE(IsTestPayload(TestKey(7), exact.data() + 1, SizeOf(7)));
 }
 
 TEST_CASE("disk tier detects a corrupted payload, drops it and serves a miss", "[store]") {
@@ -188,7 +189,7 @@ TEST_CASE("disk tier refuses index records that point outside its file", "[store
 
 TEST_CASE("disk tier evicts at capacity, keeps pinned blocks, reuses space", "[store]") {
   TempDir dir;
-  auto t = OpenDisk(Opts(dir.path(), PayloadStore::kSlabFile, 4 * kMiB));
+  auto t = OpenDisk(Opts(dir.path(), 4 * kMiB));
   REQUIRE(PutTest(*t, 0, 65536).ok());
   REQUIRE(t->Pin(TestKey(0), std::chrono::seconds(60)).ok());
   for (int i = 1; i < 300; ++i) REQUIRE(PutTest(*t, i, 65536).ok());
@@ -237,6 +238,79 @@ TEST_CASE("disk tier rejects bad input with a clear status", "[store]") {
   REQUIRE(t->Get(k, small).status().IsInvalidArgument());
   // A second tier on the same directory is refused (RocksDB's lock), not corrupted.
   REQUIRE_FALSE(DiskTier::Open(Opts(dir.path())).ok());
+}
+
+// A directory of the removed BlobDB back-end, written here with RocksDB as that back-end wrote
+// it: each record is the 64-byte header, a flags byte (0: no parent, no tag) and the payload.
+// `blob_files` puts the values in blob files (the back-end's options, then a flush); without
+// it they stay in the WAL and tables (a tier that crashed before its first flush).
+void WriteBlobDbTier(const std::string& dir, int blocks, bool blob_files) {
+  std::filesystem::create_directories(dir);
+  rocksdb::Options o;
+  o.create_if_missing = true;
+  if (blob_files) {
+    o.enable_blob_files = true;
+    o.min_blob_size = 0;
+  }
+  rocksdb::DB* raw = nullptr;
+  REQUIRE(rocksdb::DB::Open(o, dir + "/index", &raw).ok());
+  std::unique_ptr<rocksdb::DB> db(raw);
+  for (int i = 0; i < blocks; ++i) {
+    const BlockKey k = TestKey(i);
+    const auto p = TestPayload(k, 5000);
+    std::string value(kBlockHeaderSize + 1 + p.size(), '\0');
+    EncodeBlockHeader(TestHeader(k, p), std::span<std::byte, kBlockHeaderSize>(
+                                            reinterpret_cast<std::byte*>(value.data()),
+                                            kBlockHeaderSize));
+    std::memcpy(value.data() + kBlockHeaderSize + 1, p.data(), p.size());
+    const auto kb = k.ToBytes();
+    REQUIRE(db->Put(rocksdb::WriteOptions(),
+                    std::string(reinterpret_cast<const char*>(kb.data()), kb.size()), value)
+                .ok());
+  }
+  if (blob_files) REQUIRE(db->Flush(rocksdb::FlushOptions()).ok());
+  REQUIRE(db->Close().ok());
+}
+
+size_t CountRecords(const std::string& dir) {
+  rocksdb::DB* raw = nullptr;
+  REQUIRE(rocksdb::DB::OpenForReadOnly(rocksdb::Options(), dir + "/index", &raw).ok());
+  std::unique_ptr<rocksdb::DB> db(raw);
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
+  size_t n = 0;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
+  return n;
+}
+
+TEST_CASE("a directory of the removed BlobDB back-end is refused with a clear error and kept",
+          "[store]") {
+  const bool blob_files = GENERATE(true, false);
+  INFO("blob files: " << blob_files);
+  TempDir dir;
+  WriteBlobDbTier(dir.path(), 20, blob_files);
+  if (blob_files) {
+    bool any = false;
+    for (const auto& f : std::filesystem::directory_iterator(dir.path() + "/index"))
+      any = any || f.path().extension() == ".blob";
+    REQUIRE(any);
+  }
+  auto t = DiskTier::Open(Opts(dir.path()));
+  REQUIRE(t.status().code() == StatusCode::kNotSupported);
+  const std::string msg(t.status().message());
+  CHECK(msg.find("BlobDB") != std::string::npos);
+  CHECK(msg.find("removed") != std::string::npos);
+  CHECK(msg.find(dir.path()) != std::string::npos);
+  // Nothing was deleted: every record is still there (an open that treated them as bad records
+  // would have deleted them), and the read-only reader of `strata inspect` refuses it the same way.
+  CHECK(CountRecords(dir.path()) == 20);
+  auto r = DiskTierReader::Open(dir.path());
+  REQUIRE(r.status().code() == StatusCode::kNotSupported);
+  CHECK(std::string(r.status().message()).find("BlobDB") != std::string::npos);
+  // Moved aside as the message says, the directory holds a working (empty) tier again.
+  std::filesystem::rename(dir.path() + "/index", dir.path() + "/index.blobdb");
+  auto fresh = OpenDisk(Opts(dir.path()));
+  CHECK(fresh->Stats().blocks == 0);
+  REQUIRE(PutTest(*fresh, 1, 5000).ok());
 }
 
 }  // namespace

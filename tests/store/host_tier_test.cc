@@ -172,10 +172,17 @@ TEST_CASE("host pool: a slab lent to another tenant gets fresh memory, old mappi
   REQUIRE(opened.ok());
   HostTier& t = **opened;
   std::vector<uint32_t> renewed;
-  t.SetSlabRenewedListener([&](uint32_t slab, std::byte* base, uint64_t bytes) {
+  t.AddSlabRenewedListener([&](uint32_t slab, std::byte* base, uint64_t bytes) {
     CHECK(base == t.base() + uint64_t{slab} * t.slab_bytes());
     CHECK(bytes == t.slab_bytes());
     renewed.push_back(slab);
+  });
+  // A second listener (the GPU's and UCX's registrations both follow renewals) runs after the
+  // first, and no more once removed.
+  std::vector<uint32_t> second;
+  const uint64_t second_id = t.AddSlabRenewedListener([&](uint32_t slab, std::byte*, uint64_t) {
+    CHECK(second.size() + 1 == renewed.size());
+    second.push_back(slab);
   });
   // Tenant 1 fills both slabs with 1 MiB blocks.
   std::vector<BlockKey> a_keys;
@@ -189,6 +196,8 @@ TEST_CASE("host pool: a slab lent to another tenant gets fresh memory, old mappi
     a_keys.push_back(k);
   }
   REQUIRE(renewed.size() == 2);  // both slabs were tenant 0's (never lent): renewed for tenant 1
+  REQUIRE(second == renewed);
+  t.RemoveSlabRenewedListener(second_id);
   for (uint32_t s = 0; s < 2; ++s) REQUIRE(t.SlabTenant(s) == 1);
   // A client of tenant 1 maps the slabs.
   const std::byte* a_view = MapLikeAClient(t);
@@ -202,6 +211,7 @@ TEST_CASE("host pool: a slab lent to another tenant gets fresh memory, old mappi
   REQUIRE(t.SlabTenant(slab_b) == 2);
   REQUIRE(t.SlabGeneration(slab_b) == (slab_b == 0 ? gen0 : gen1) + 1);
   REQUIRE(renewed.size() == 3);
+  REQUIRE(second.size() == 2);
   std::memcpy(t.base() + rb->offset, pb.data(), pb.size());
   REQUIRE(t.Commit(*rb, TestHeader(kb, pb), {}, /*verify=*/true).ok());
   // The tenant-1 client's old mapping of that slab never shows tenant 2's bytes.

@@ -2,7 +2,8 @@
 # `strata bench peers` on the path a user runs, small: one client, 64 KiB blocks, 2 MiB per client,
 # a 1 MiB transfer prefix. Checks that every case prints its JSON line (DESIGN.md, Benchmarks), that
 # Strata's figures are positive with every loaded byte verified, that each peer's case prints a
-# figure or that peer's own error, and that Strata serves every block after kill -9.
+# figure or that peer's own error, that Strata's embedded mode is measured beside LMCache
+# in-process, and that Strata serves every block after kill -9.
 # Exit 77 (skipped) where the peers are not installed (deploy/install-peers.sh).
 # Usage: bench_peers_test.sh STRATA_BINARY
 set -u
@@ -43,6 +44,10 @@ for l in lines:
         assert l['value'] == 1.0, l
     if m == 'served_after_kill':
         assert l['value'] == 1.0, l  # Strata's disk tier, write-through
+# Strata's embedded mode (no daemon) beside LMCache in-process, wherever LMCache's rows are.
+if any(l.get('baseline', '').startswith('lmcache ') and 'error' not in l for l in lines):
+    emb = [l for l in lines if l.get('strata_tier') == 'embedded']
+    assert {l['metric'] for l in emb} >= {'put_GB/s', 'get_GB/s', 'verified'}, emb
 peer_rows = {l['baseline'].split()[0] for l in lines if 'baseline' in l}
 assert {'mooncake', 'lmcache', 'lmcache-disk', 'lmcache-server'} <= peer_rows, peer_rows
 print('ok:', len(lines), 'lines')

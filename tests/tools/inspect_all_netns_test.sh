@@ -19,21 +19,16 @@ ip netns del "stprobe$$"
 unshare --uts true 2> /dev/null || skip "unshare --uts is not permitted here"
 [ -d "$pydir/strata" ] || skip "no Python module in $pydir"
 
-tag=$(( $$ % 100000 ))
-net="10.$(( 100 + $$ % 100 )).$(( ($$ / 100) % 250 + 1 ))"
-bridge="stib$tag"
+# shellcheck source=../../deploy/netns-lib.sh
+. "$(dirname "$(readlink -f "$0")")/../../deploy/netns-lib.sh"
+NETNS_PREFIX=sti
+netns_plan
 dir=$(mktemp -d /tmp/strata-inspect-all.XXXXXX)
 pids=()
-etcd_pid=
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2> /dev/null; done
   for pid in "${pids[@]}"; do wait "$pid" 2> /dev/null; done
-  if [ -n "$etcd_pid" ]; then kill -TERM "$etcd_pid" 2> /dev/null; wait "$etcd_pid" 2> /dev/null; fi
-  for i in 1 2; do
-    ip netns del "sti$tag-$i" 2> /dev/null
-    ip link del "stiv$tag-$i" 2> /dev/null
-  done
-  ip link del "$bridge" 2> /dev/null
+  netns_down 2
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -43,36 +38,17 @@ fail() {
   exit 1
 }
 
-ip link add "$bridge" type bridge || skip "cannot create a bridge"
-ip addr add "$net.1/24" dev "$bridge"
-ip link set "$bridge" up
-etcd --name local --data-dir "$dir/etcd" --listen-client-urls "http://$net.1:2379" \
-  --advertise-client-urls "http://$net.1:2379" --listen-peer-urls "http://$net.1:2380" \
-  --initial-advertise-peer-urls "http://$net.1:2380" --initial-cluster "local=http://$net.1:2380" \
-  > "$dir/etcd.log" 2>&1 &
-etcd_pid=$!
+netns_up 2 || skip "cannot create a bridge"
+netns_start_etcd "$dir" || fail "etcd did not start"
 head -c 32 /dev/urandom | base64 > "$dir/secret"
 head -c 32 /dev/urandom | base64 > "$dir/wrong-secret"
 for i in 1 2; do
-  ns="sti$tag-$i"
-  ip netns add "$ns"
-  ip link add "stiv$tag-$i" type veth peer name eth0 netns "$ns"
-  ip link set "stiv$tag-$i" master "$bridge" up
-  ip -n "$ns" addr add "$net.$(( 10 + i ))/24" dev eth0
-  ip -n "$ns" link set eth0 up
-  ip -n "$ns" link set lo up
-done
-for _ in $(seq 100); do
-  curl -fsS "http://$net.1:2379/health" > /dev/null 2>&1 && break
-  sleep 0.1
-done
-for i in 1 2; do
-  addr="$net.$(( 10 + i ))"
+  addr=$(netns_addr "$i")
   # exec all the way down: $! is the daemon's pid.
-  ip netns exec "sti$tag-$i" unshare --uts sh -c "hostname inspecthost$i && exec \"\$0\" \"\$@\"" \
+  ip netns exec "$(netns_name "$i")" unshare --uts sh -c "hostname inspecthost$i && exec \"\$0\" \"\$@\"" \
     "$cli" serve --socket "$dir/node$i/strata.sock" --no-disk --host-pool 64MiB \
     --node-id "node$i" --listen-addr "$addr" --ucx-tls tcp --inspect-addr "$addr:0" \
-    --etcd "http://$net.1:2379" --etcd-prefix /strata-inspect/members/ --etcd-lease-ttl 2 \
+    --etcd "$NETNS_ETCD_URL" --etcd-prefix /strata-inspect/members/ --etcd-lease-ttl 2 \
     --cluster-secret-file "$dir/secret" > "$dir/node$i.log" 2>&1 &
   pids+=("$!")
 done

@@ -93,12 +93,14 @@ void WriteTokens(const std::string& path, const std::vector<uint32_t>& tokens) {
 
 class Serve {
  public:
-  explicit Serve(const std::string& dir, std::vector<std::string> extra = {}) : dir_(dir) {
+  explicit Serve(const std::string& dir, std::vector<std::string> extra = {},
+                 const std::string& host_pool = "64MiB", const std::string& disk = "64MiB")
+      : dir_(dir) {
     cli::ServeOptions o;
     o.exe = STRATA_CLI_PATH;
     o.socket = dir + "/s.sock";
-    o.args = {"serve", "--socket", o.socket, "--data-dir", dir + "/data", "--host-pool", "64MiB",
-              "--disk", "64MiB"};
+    o.args = {"serve", "--socket", o.socket, "--data-dir", dir + "/data", "--host-pool", host_pool,
+              "--disk", disk};
     o.args.insert(o.args.end(), extra.begin(), extra.end());
     o.log_file = dir + "/serve.log";
     o.ready = cli::ServeReady::kClientConnects;
@@ -640,6 +642,59 @@ TEST_CASE("inspect funnel without any rate reports the benefit as unknown (null,
     CHECK(n["net_benefit_seconds"].is_null());
     CHECK(n["recompute_rate_source"].is_null());
   }
+}
+
+// Stores `p` 32 blocks (4 MiB) per call, each call a prompt of its own for the pool.
+void StoreInParts(Client& c, const Namespace& ns, const testing::Prompt& p) {
+  for (size_t i = 0; i < p.keys.size(); i += 32) {
+    const size_t n = std::min<size_t>(32, p.keys.size() - i);
+    auto keys = std::span(p.keys).subspan(i, n);
+    auto in = std::span(p.in).subspan(i, n);
+    auto stored = c.Store(ns, keys, in).Wait();
+    INFO(stored.status().ToString());
+    REQUIRE(stored.ok());
+  }
+}
+
+TEST_CASE("inspect prefix dates a block's eviction from the disk tier, not its earlier demotion",
+          "[tools][inspect]") {
+  const std::string dir = TempDir("disk-evicted");
+  {
+    std::ofstream(dir + "/c.yaml") << "write_through: true\n";
+  }
+  // LRU on both tiers (the disk follows the host's policy): A goes first from each.
+  Serve serve(dir, {"--config", dir + "/c.yaml", "--eviction-policy", "lru"}, "32MiB", "128MiB");
+  NamespaceSpec spec = BaseSpec();  // 2 layers x 2 x 8 heads x 128 dims x 2 bytes x 16 = 128 KiB
+  spec.num_kv_heads = 8;
+  spec.head_dim = 128;
+  const Namespace ns = Make(spec);
+  auto c = serve.Connect();
+  const std::string s = "--socket " + serve.socket() + " ";
+  testing::Prompt a(ns, 4, 501, ns.block_bytes());
+  REQUIRE(*c->Store(ns, a.keys, a.in).Wait() == 4);
+  WriteTokens(dir + "/a", a.tokens);
+  const std::string prefix_a = s + "--json prefix --tokens " + dir + "/a " +
+                               "--model test/inspect-model --layers 2 --kv-heads 8 "
+                               "--head-dim 128 --block-size 16";
+  // 300 more blocks (37.5 MiB) push A out of the 32 MiB host; write-through kept it on disk.
+  testing::Prompt b1(ns, 300, 502, ns.block_bytes());
+  StoreInParts(*c, ns, b1);
+  json j = Inspect(prefix_a).Json();
+  REQUIRE(j["reach"]["host"] == 0);
+  REQUIRE(j["reach"]["disk"] == 4);
+  // Later, 800 more (100 MiB) fill the 128 MiB disk tier past A: A leaves the node now.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  const int64_t before_disk_eviction = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count();
+  testing::Prompt b2(ns, 800, 503, ns.block_bytes());
+  StoreInParts(*c, ns, b2);
+  j = Inspect(prefix_a).Json();
+  INFO(j.dump());
+  CHECK(j["reach"]["disk"] == 0);
+  CHECK(j["first_miss"]["index"] == 0);
+  CHECK(j["first_miss"]["reason"] == "evicted");
+  CHECK(j["first_miss"]["at_unix_ms"].get<int64_t>() >= before_disk_eviction);
 }
 
 TEST_CASE("inspect verify --drop removes the corrupt block offline, the daemon serves the rest",

@@ -26,6 +26,8 @@ struct Options {
   std::string cases = "trace,put_get,restart,transfer,vllm";
   int transfer_mib = 128;
   int reps = 5;
+  std::string peers;       // empty: every installed peer
+  bool embedded = true;    // Strata's embedded mode beside LMCache in-process
   std::string python;  // the peers' interpreter; default: see FindPython
 };
 
@@ -73,6 +75,11 @@ std::string FindPython(const std::string& flag) {
                                    "--cases", opt.cases, "--transfer-mib",
                                    std::to_string(opt.transfer_mib), "--reps",
                                    std::to_string(opt.reps)};
+  if (!opt.peers.empty()) {
+    args.push_back("--peers");
+    args.push_back(opt.peers);
+  }
+  if (!opt.embedded) args.push_back("--no-embedded");
   if (opt.json) args.push_back("--json");
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -101,6 +108,11 @@ std::string FindPython(const std::string& flag) {
   cmd->add_option("--reps", opt->reps, "Transfer repetitions (the median is reported)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--peers", opt->peers,
+                  "Only these peers, comma-separated (mooncake, lmcache, lmcache-disk, "
+                  "lmcache-server); default: every installed one");
+  cmd->add_flag("!--no-embedded", opt->embedded,
+                "Skip Strata's embedded mode (no daemon) beside LMCache in-process");
   cmd->add_option("--python", opt->python,
                   "Interpreter with the peers installed (default: .venv-peers, see "
                   "deploy/install-peers.sh)");

@@ -183,6 +183,43 @@ class StrataClient:
         return self.c.load(self.ns, [self.keys[i]], [buf]) == 1
 
 
+class StrataEmbedded:
+    """Strata's embedded mode (strata.Client.embedded: the same request logic and checksums as the
+    daemon, in the engine process, no socket): measured beside LMCache's in-process backend, which
+    also runs inside each engine process. clients=4 are four caches, as LMCache's are."""
+    name = "strata-embedded"
+
+    def __init__(self, cli: str):
+        self.version = Strata(cli).version
+
+    def start(self, capacity: int, data_dir: str | None = None):
+        self.capacity = capacity
+        return self
+
+    def server_pids(self):
+        return []
+
+    def client_args(self):
+        return {"capacity": self.capacity}
+
+    def stop(self, sig=signal.SIGTERM):
+        pass
+
+
+class StrataEmbeddedClient(StrataClient):
+    def __init__(self, args, block_bytes):
+        import strata
+        self.c = strata.Client.embedded(host_pool_bytes=args["capacity"])
+        self.ns = strata_ns(block_bytes)
+        assert self.ns.block_bytes == block_bytes
+        # The node faults its pool in on a background thread; an engine creates its client at
+        # start-up, long before its first store (as the daemon is up before its clients, and as
+        # LMCache's allocator faults its buffer in in its constructor): wait for it.
+        end = time.monotonic() + 60
+        while self.c.stats().get("pool_populating") and time.monotonic() < end:
+            time.sleep(0.05)
+
+
 class Mooncake:
     name = "mooncake"
 
@@ -499,7 +536,8 @@ class LmcacheServerClient(LmcacheDiskClient):
 
 CASES = ("trace", "put_get", "restart", "transfer", "vllm")
 
-CLIENTS = {"strata": StrataClient, "mooncake": MooncakeClient, "lmcache": LmcacheClient,
+CLIENTS = {"strata": StrataClient, "strata-embedded": StrataEmbeddedClient,
+           "mooncake": MooncakeClient, "lmcache": LmcacheClient,
            "lmcache-disk": LmcacheDiskClient, "lmcache-server": LmcacheServerClient}
 
 
@@ -508,7 +546,7 @@ CLIENTS = {"strata": StrataClient, "mooncake": MooncakeClient, "lmcache": Lmcach
 def _warm_imports(system: str) -> None:
     """The client's libraries, imported before the first PSS reading (an interpreter's own
     footprint is not the cache's)."""
-    if system == "strata":
+    if system in ("strata", "strata-embedded"):
         import strata  # noqa: F401
     elif system == "mooncake":
         import mooncake.store  # noqa: F401
@@ -1049,6 +1087,11 @@ def main(argv=None):
     ap.add_argument("--transfer-mib", type=int, default=128,
                     help="prefix size of the transfer case (MiB); default 128")
     ap.add_argument("--reps", type=int, default=5, help="transfer reps (median)")
+    ap.add_argument("--peers", default="",
+                    help="only these peers (comma-separated names: mooncake, lmcache, "
+                         "lmcache-disk, lmcache-server); default: all installed")
+    ap.add_argument("--no-embedded", dest="embedded", action="store_false",
+                    help="skip Strata's embedded mode beside LMCache in-process")
     a = ap.parse_args(argv)
     cases = set(x for x in a.cases.split(",") if x)
     unknown = cases - set(CASES)
@@ -1057,7 +1100,10 @@ def main(argv=None):
 
     strata_sys = Strata(a.strata_cli)
     peers = []
+    only = set(x for x in a.peers.split(",") if x)
     for cls in (Mooncake, LmcacheCpu, LmcacheDisk, LmcacheServer):
+        if only and cls.name not in only:
+            continue
         try:
             peers.append(cls())
         except Exception as e:  # the peer's own import error: printed, nothing estimated
@@ -1142,6 +1188,25 @@ def main(argv=None):
                     out[-1]["capacity_bytes"] = mine["capacity_bytes"]
                 for r in out:
                     r["strata_tier"] = tier
+                emit(out, a.json)
+                rows += out
+                if peer.name != "lmcache" or not a.embedded:
+                    continue
+                # In-process beside in-process: Strata's embedded mode against the same LMCache
+                # figures (the daemon's rows above pay the socket; these do not).
+                try:
+                    emb = put_get(StrataEmbedded(a.strata_cli), block, n, per_client)
+                except Exception as e:
+                    emit([{"bench": "peers", "case": case, "tier": "embedded",
+                           "error": f"strata-embedded: {e}"}], a.json)
+                    continue
+                out = [row(case, m, emb[k], label, theirs[k], hb) for m, k, hb in (
+                    ("put_GB/s", "put_GBps", True), ("get_GB/s", "get_GBps", True),
+                    ("put_p50_us", "put_p50_us", False), ("put_p99_us", "put_p99_us", False),
+                    ("get_p50_us", "get_p50_us", False), ("get_p99_us", "get_p99_us", False),
+                    ("verified", "verified", True))]
+                for r in out:
+                    r["strata_tier"] = "embedded"
                 emit(out, a.json)
                 rows += out
         if "restart" not in cases:

@@ -25,6 +25,7 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <limits>
 #include <optional>
 #include <stop_token>
 #include <string>
@@ -63,7 +64,7 @@ struct InspectOptions {
   bool full = false;
   double watch_s = 0;
   uint32_t watch_count = 0;  // 0: until interrupted
-  int timeout_ms = 10000;
+  int timeout_ms = -1;  // --timeout-ms; -1: not given (see CallTimeoutMs)
   // Subcommand arguments.
   std::string command;
   std::string tokens_path;
@@ -141,13 +142,8 @@ Result<uint64_t> DropOffline(const std::string& dir, const store::DiskTierReader
                              const std::vector<BlockKey>& keys) {
   store::DiskTierOptions o;
   o.path = dir;
-  bool blob = false;
   uint64_t reserved = 0;
-  for (const auto& r : reader.records()) {
-    blob = blob || r.in_blob;
-    reserved += r.reserved_bytes;
-  }
-  o.payload_store = blob ? store::PayloadStore::kBlobDb : store::PayloadStore::kSlabFile;
+  for (const auto& r : reader.records()) reserved += r.reserved_bytes;
   // Room for everything that is there: opening must evict nothing.
   o.capacity_bytes = std::max<uint64_t>({reserved, reader.data_file_bytes(), 1}) * 2;
   o.max_blocks = static_cast<uint32_t>(reader.records().size() * 2 + 1024);
@@ -614,6 +610,14 @@ int ExitCodeOf(const json& j) {
 
 // ---- Running. ----
 
+// How long one answer may take: --timeout-ms when given; else 10 s, except a live `verify`, which
+// reads every disk block on the daemon (minutes for a large tier) and waits as long as that takes
+// (a terminal shows the seconds; Ctrl-C stops it). 0: no bound.
+int CallTimeoutMs(const InspectOptions& o, const std::string& command) {
+  if (o.timeout_ms >= 0) return o.timeout_ms;
+  return command == "verify" ? 0 : 10000;
+}
+
 // One answer: from the daemon, or from the disk tier when --data-dir is given.
 class Source {
  public:
@@ -625,7 +629,8 @@ class Source {
   // A daemon on another host, through its inspect endpoint (--all).
   Source(const InspectOptions& o, std::string inspect_addr, std::string secret)
       : o_(o), http_(std::make_unique<InspectHttpClient>(std::move(inspect_addr),
-                                                         std::move(secret), o.timeout_ms)) {}
+                                                         std::move(secret),
+                                                         CallTimeoutMs(o, o.command))) {}
 
   json Ask(const ipc::InspectRequest& q) {
     auto r = TryAsk(q);
@@ -644,7 +649,7 @@ class Source {
     if (!channel_) {
       std::string path = !socket_.empty() ? socket_
                          : o_.socket.empty() ? ipc::DefaultSocketPath() : o_.socket;
-      auto ch = SocketChannel::Open(path, o_.timeout_ms, 4096);
+      auto ch = SocketChannel::Open(path, CallTimeoutMs(o_, q.command), 4096);
       if (!ch.ok())
         return Status::Unavailable("cannot reach the daemon at " + path + ": " +
                                    ch.status().ToString());
@@ -927,7 +932,9 @@ void RunInspect(const InspectOptions& o) {
   cmd->add_flag("--full", o->full, "Whole keys and namespace ids instead of 12 hex digits");
   cmd->add_option("--watch", o->watch_s, "Refresh every SECONDS until interrupted");
   cmd->add_option("--watch-count", o->watch_count, "With --watch: stop after N refreshes");
-  cmd->add_option("--timeout-ms", o->timeout_ms, "Longest wait for the daemon (default 10000)");
+  cmd->add_option("--timeout-ms", o->timeout_ms, "Longest wait for one answer of the daemon (default 10000; a live verify "
+                  "waits until the daemon has checked every block)")
+      ->check(CLI::Range(0, std::numeric_limits<int>::max()));
   cmd->add_flag("--all", o->all,
                 "Every member of the daemon's cluster (on this host through the socket each "
                 "publishes in membership, on other hosts through its inspect endpoint), one "

@@ -7,6 +7,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -61,8 +62,17 @@ struct UcxEngine::Impl {
   UcxEngineOptions options;
   ucp_context_h context = nullptr;
   ucp_worker_h worker = nullptr;
-  std::vector<ucp_mem_h> memhs;
-  std::vector<std::vector<std::byte>> rkeys;
+  // One per MemoryRegion; the vector is fixed at Open, the handles change (ReregisterUnit).
+  struct Registered {
+    std::byte* base = nullptr;
+    size_t size = 0;
+    size_t unit = 0;
+    size_t units = 0;
+    std::unique_ptr<std::atomic<ucp_mem_h>[]> memhs;  // null: unit not registered now
+  };
+  std::vector<Registered> registered;
+  std::mutex register_mu;  // one ReregisterUnit at a time
+  std::atomic<uint64_t> reregistered{0};
   std::vector<std::byte> address;
   std::string tls;
   std::string net_device;
@@ -83,20 +93,37 @@ struct UcxEngine::Impl {
   std::unordered_map<Op*, ucs_status_ptr_t> inflight;  // op -> UCX request, for shutdown
 
   ~Impl() {
-    for (ucp_mem_h m : memhs) ucp_mem_unmap(context, m);
+    for (Registered& r : registered)
+      for (size_t i = 0; i < r.units; ++i)
+        if (ucp_mem_h m = r.memhs[i].load(std::memory_order_acquire)) ucp_mem_unmap(context, m);
     if (worker) ucp_worker_destroy(worker);
     if (context) ucp_cleanup(context);
     if (epoll_fd >= 0) ::close(epoll_fd);
     if (wake_fd >= 0) ::close(wake_fd);
   }
 
+  // The handle of the unit that holds [p, p + n), or null (outside every region, across a unit
+  // boundary, or a unit being registered again): UCX then registers the buffer itself.
   ucp_mem_h MemhFor(const void* p, size_t n) const {
-    for (size_t i = 0; i < options.regions.size(); ++i) {
-      const auto* base = static_cast<const std::byte*>(options.regions[i].base);
-      const auto* q = static_cast<const std::byte*>(p);
-      if (q >= base && q + n <= base + options.regions[i].size) return memhs[i];
+    const auto* q = static_cast<const std::byte*>(p);
+    for (const Registered& r : registered) {
+      if (q < r.base || q >= r.base + r.size) continue;
+      const size_t i = static_cast<size_t>(q - r.base) / r.unit;
+      const std::byte* end = r.base + std::min(r.size, (i + 1) * r.unit);
+      return q + n <= end ? r.memhs[i].load(std::memory_order_acquire) : nullptr;
     }
     return nullptr;
+  }
+
+  Result<ucp_mem_h> Map(std::byte* base, size_t length) {
+    ucp_mem_map_params_t mp{};
+    mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+    mp.address = base;
+    mp.length = length;
+    ucp_mem_h memh = nullptr;
+    const ucs_status_t s = ucp_mem_map(context, &mp, &memh);
+    if (s != UCS_OK) return FromUcs(s, "ucp_mem_map");
+    return memh;
   }
 
   void Enqueue(std::function<void()> fn) {
@@ -406,9 +433,13 @@ Result<std::unique_ptr<UcxEngine>> UcxEngine::Open(UcxEngineOptions options) {
     }
   }
   ucp_params_t params{};
-  params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
+  params.field_mask =
+      UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
   params.features = UCP_FEATURE_AM | UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
   params.name = opt.name.c_str();
+  // ReregisterUnit maps and unmaps memory on the caller's thread while the progress thread runs
+  // the worker: the context's registration state then needs UCX's lock.
+  params.mt_workers_shared = 1;
   s = ucp_init(&params, config, &impl->context);
   ucp_config_release(config);
   if (s != UCS_OK) return FromUcs(s, "ucp_init");
@@ -432,24 +463,23 @@ Result<std::unique_ptr<UcxEngine>> UcxEngine::Open(UcxEngineOptions options) {
   impl->address.assign(a, a + attr.address_length);
   ucp_worker_release_address(impl->worker, attr.address);
 
+  impl->registered.reserve(opt.regions.size());
   for (const MemoryRegion& r : opt.regions) {
     if (r.base == nullptr || r.size == 0)
       return Status::InvalidArgument("UcxEngine: an empty memory region cannot be registered");
-    ucp_mem_map_params_t mp{};
-    mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
-    mp.address = r.base;
-    mp.length = r.size;
-    ucp_mem_h memh = nullptr;
-    s = ucp_mem_map(impl->context, &mp, &memh);
-    if (s != UCS_OK) return FromUcs(s, "ucp_mem_map");
-    impl->memhs.push_back(memh);
-    void* rkey = nullptr;
-    size_t rkey_size = 0;
-    s = ucp_rkey_pack(impl->context, memh, &rkey, &rkey_size);
-    if (s != UCS_OK) return FromUcs(s, "ucp_rkey_pack");
-    const auto* rb = static_cast<const std::byte*>(rkey);
-    impl->rkeys.emplace_back(rb, rb + rkey_size);
-    ucp_rkey_buffer_release(rkey);
+    Impl::Registered& reg = impl->registered.emplace_back();
+    reg.base = static_cast<std::byte*>(r.base);
+    reg.size = r.size;
+    reg.unit = r.unit == 0 || r.unit > r.size ? r.size : r.unit;
+    reg.units = (r.size + reg.unit - 1) / reg.unit;
+    reg.memhs.reset(new std::atomic<ucp_mem_h>[reg.units]);
+    for (size_t i = 0; i < reg.units; ++i) reg.memhs[i].store(nullptr, std::memory_order_relaxed);
+    for (size_t i = 0; i < reg.units; ++i) {
+      const size_t at = i * reg.unit;
+      const size_t length = std::min(reg.unit, reg.size - at);
+      STRATA_ASSIGN_OR_RETURN(ucp_mem_h memh, impl->Map(reg.base + at, length));
+      reg.memhs[i].store(memh, std::memory_order_release);
+    }
   }
 
   ucp_am_handler_param_t hp{};
@@ -495,8 +525,29 @@ Result<std::unique_ptr<UcxEngine>> UcxEngine::Open(UcxEngineOptions options) {
 const std::vector<std::byte>& UcxEngine::worker_address() const { return impl_->address; }
 const std::string& UcxEngine::tls() const { return impl_->tls; }
 const std::string& UcxEngine::net_device() const { return impl_->net_device; }
-const std::vector<std::byte>& UcxEngine::packed_rkey(size_t index) const {
-  return impl_->rkeys.at(index);
+Status UcxEngine::ReregisterUnit(const void* unit_base) {
+  Impl* impl = impl_.get();
+  const auto* p = static_cast<const std::byte*>(unit_base);
+  std::lock_guard<std::mutex> lock(impl->register_mu);
+  for (Impl::Registered& r : impl->registered) {
+    if (p < r.base || p >= r.base + r.size) continue;
+    const size_t offset = static_cast<size_t>(p - r.base);
+    if (offset % r.unit != 0) break;
+    const size_t i = offset / r.unit;
+    // The old handle goes first: it holds the replaced memory's pages.
+    if (ucp_mem_h old = r.memhs[i].exchange(nullptr, std::memory_order_acq_rel))
+      ucp_mem_unmap(impl->context, old);
+    STRATA_ASSIGN_OR_RETURN(ucp_mem_h memh,
+                            impl->Map(r.base + offset, std::min(r.unit, r.size - offset)));
+    r.memhs[i].store(memh, std::memory_order_release);
+    impl->reregistered.fetch_add(1, std::memory_order_relaxed);
+    return Status::OK();
+  }
+  return Status::InvalidArgument("UcxEngine: no registered unit starts at that address");
+}
+
+uint64_t UcxEngine::units_reregistered() const {
+  return impl_->reregistered.load(std::memory_order_relaxed);
 }
 
 bool UcxEngine::OnProgressThread() const {

@@ -2,7 +2,9 @@
 // the worker's event fd when idle. Control messages are UCP active messages (id kAmControl); bulk
 // block data are active messages (id kAmData) sent with UCX rendezvous and received with
 // ucp_am_recv_data_nbx straight into a registered region (zero-copy where the transport does RMA:
-// cma, posix shm, RDMA; pipelined on tcp). Memory regions are registered once, at Open.
+// cma, posix shm, RDMA; pipelined on tcp). Memory regions are registered at Open, one UCX
+// registration per unit (a host-pool slab), and a unit whose memory was replaced at the same
+// address is registered again alone (ReregisterUnit).
 //
 // Below UcxEngineOptions::rndv_threshold, UCX picks the protocol itself.
 //
@@ -13,8 +15,10 @@
 // UCX hands to the receive handler ("reply connection"), so replies and data travel back on the
 // connection the requester owns and can force-close to cancel them.
 //
-// Threading: every UCP call runs on the progress thread. The public methods are thread-safe:
-// they queue work for the progress thread. Handlers are called on the progress thread and must
+// Threading: every UCP call runs on the progress thread, except ucp_mem_map / ucp_mem_unmap of
+// ReregisterUnit, which run on the caller's thread (the context is created thread-shared for
+// them: UCP_PARAM_FIELD_MT_WORKERS_SHARED). The public methods are thread-safe: they queue work
+// for the progress thread. Handlers are called on the progress thread and must
 // not block; they may call the engine's methods.
 //
 // Ownership: the engine does not own registered memory; it must outlive the engine.
@@ -38,6 +42,11 @@ namespace strata::transport {
 struct MemoryRegion {
   void* base = nullptr;
   size_t size = 0;
+  // Registered as one UCX registration per `unit` bytes (the last unit may be shorter), so that
+  // one unit can be registered again alone (UcxEngine::ReregisterUnit); a transfer's memory
+  // handle is found by arithmetic (O(1) per region). A transfer that crosses a unit boundary
+  // goes without a handle (UCX then registers it itself). 0: one unit, the whole region.
+  size_t unit = 0;
 };
 
 using ConnId = uint64_t;  // 0 is never a valid connection
@@ -84,7 +93,7 @@ struct UcxEngineOptions {
   // Same-host transports (posix, sysv, cma) open no sockets and are not affected. An address no
   // interface holds: InvalidArgument at Open. Default: "" (every interface).
   std::string listen_addr;
-  // Regions registered with ucp_mem_map once, at Open, e.g. the host pool. Default: none.
+  // Regions registered with ucp_mem_map at Open, unit by unit, e.g. the host pool. Default: none.
   std::vector<MemoryRegion> regions;
   // Data messages of at least this many bytes are forced to rendezvous (zero-copy into the
   // receiver's registered pool); smaller ones go by UCX's own choice (eager copies for small
@@ -120,8 +129,18 @@ class UcxEngine {
   const std::string& net_device() const;
   // The transports UCX selected for this context (from UCX_TLS / options), for reports.
   const std::string& tls() const;
-  // The packed remote key of registered region `index` (for RMA protocols).
-  const std::vector<std::byte>& packed_rkey(size_t index) const;
+
+  // Registers again the unit of a registered region that starts at `unit_base`, after its
+  // memory was replaced at the same address (a host slab renewed for another tenant: a
+  // registration keeps the pages it was made on, e.g. pinned for RDMA, so transfers would move
+  // the old memory's bytes). The old registration is released first; until the new one is made,
+  // transfers in the unit go without a handle. REQUIRES: no transfer into or out of the unit is
+  // in flight (the pool renews only free slabs). Thread-safe, any thread, the progress thread
+  // included. InvalidArgument when no unit starts there; the UCX error when ucp_mem_map fails
+  // (the unit then stays without a handle: still correct, UCX registers per transfer).
+  Status ReregisterUnit(const void* unit_base);
+  // Units registered again so far (ReregisterUnit calls that succeeded).
+  uint64_t units_reregistered() const;
 
   // Creates an endpoint to the worker at `worker_address`. Blocks until created (local work).
   Result<ConnId> Connect(std::span<const std::byte> worker_address,

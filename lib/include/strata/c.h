@@ -43,7 +43,26 @@ typedef struct strata_namespace_spec {
   const char* codec; /* "none", "shuffle_zstd", ... */
   const char* lora_id;
   const char* tenant_salt;
+  /* How block keys are derived: "strata" (NULL), "vllm-sha256-cbor", "vllm-xxhash-cbor" or
+   * "sglang" (docs/keys.md, "Engine key schemes"); hash_seed: the engine's seed (NULL: its
+   * default). Added in 0.1: zero the struct (memset) so that older callers' fields stay valid. */
+  const char* key_scheme;
+  const char* hash_seed;
 } strata_namespace_spec;
+
+#define STRATA_MAX_ENGINE_HASH_BYTES 32
+
+/* What an engine announces for one block in its own KV events (vLLM's BlockStored): its hash,
+ * its parent's (parent_bytes 0: the first block of its prompt) and its tokens (may be NULL/0).
+ * Hashes are 16 or 32 bytes. */
+typedef struct strata_engine_block {
+  const uint8_t* hash;
+  uint32_t hash_bytes;
+  const uint8_t* parent;
+  uint32_t parent_bytes;
+  const uint32_t* token_ids;
+  size_t num_tokens;
+} strata_engine_block;
 
 /* The message of the calling thread's last error ("" when none). Valid until the thread's next
  * call into this library. */
@@ -52,13 +71,22 @@ const char* strata_last_error(void);
 strata_status strata_namespace_create(const strata_namespace_spec* spec, strata_namespace** out);
 void strata_namespace_destroy(strata_namespace* ns);
 uint32_t strata_namespace_block_size(const strata_namespace* ns);
-/* Keys of every full block of tokens[0, n_tokens): writes n_tokens / block_size keys of 16 bytes
- * to keys_out (capacity: max_keys keys) and their number to *n_keys. */
+/* Keys of every full block of tokens[0, n_tokens) under ns's key scheme: writes
+ * n_tokens / block_size keys of 16 bytes to keys_out (capacity: max_keys keys) and their number to
+ * *n_keys. */
 strata_status strata_compute_keys(const strata_namespace* ns, const uint32_t* tokens,
                                   size_t n_tokens, uint8_t* keys_out, size_t max_keys,
                                   size_t* n_keys);
 
 /* Connects to the daemon at socket_path (NULL: the default path). */
+/* As strata_compute_keys, plus the engine's own hash of each block (what its KV events name), in
+ * hashes_out: STRATA_MAX_ENGINE_HASH_BYTES bytes per block, the first *hash_bytes (16 or 32) of
+ * each used. For the "strata" scheme the hash is the key. */
+strata_status strata_compute_engine_hashes(const strata_namespace* ns, const uint32_t* tokens,
+                                           size_t n_tokens, uint8_t* keys_out,
+                                           uint8_t* hashes_out, size_t max_keys, size_t* n_keys,
+                                           uint32_t* hash_bytes);
+
 strata_status strata_connect(const char* socket_path, strata_client** out);
 /* An in-process cache: host pool of host_pool_bytes (0: 256 MiB), disk tier under data_dir
  * (NULL: none). */
@@ -74,6 +102,12 @@ strata_status strata_lookup(strata_client* client, const uint8_t* keys, size_t n
 strata_status strata_store(strata_client* client, const strata_namespace* ns, const uint8_t* keys,
                            size_t n, const void* const* buffers, const size_t* sizes,
                            size_t* stored);
+/* As strata_store, with engine_blocks[i] (n of them) for keys[i]: the daemon keeps them with the
+ * blocks so that its KV events name them as the engine does (docs/kv-events.md). */
+strata_status strata_store_tagged(strata_client* client, const strata_namespace* ns,
+                                  const uint8_t* keys, size_t n, const void* const* buffers,
+                                  const size_t* sizes, const strata_engine_block* engine_blocks,
+                                  size_t* stored);
 /* Loads the longest cached prefix of keys (of ns) into buffers[i] (capacities[i] bytes, at least
  * one uncompressed block), verified and decoded; *loaded = blocks. */
 strata_status strata_load(strata_client* client, const strata_namespace* ns, const uint8_t* keys,
@@ -99,6 +133,10 @@ strata_status strata_unregister_kv_cache(strata_client* client, uint32_t cache);
 /* *stored (may be NULL) = head shards newly stored. */
 strata_status strata_store_paged(strata_client* client, uint32_t cache, const uint8_t* keys,
                                  const int32_t* block_ids, size_t n, size_t* stored);
+/* As strata_store_paged, with engine_blocks[i] (n of them) for keys[i]. */
+strata_status strata_store_paged_tagged(strata_client* client, uint32_t cache,
+                                        const uint8_t* keys, const int32_t* block_ids, size_t n,
+                                        const strata_engine_block* engine_blocks, size_t* stored);
 /* *loaded = leading blocks loaded into their pages. */
 strata_status strata_load_paged(strata_client* client, uint32_t cache, const uint8_t* keys,
                                 const int32_t* block_ids, size_t n, size_t* loaded);

@@ -16,11 +16,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "strata/block_key.h"
@@ -50,22 +52,28 @@ struct MutableBuffer {
 };
 
 // The result of an asynchronous call. Wait() blocks until it is done and may be called once.
+// A call that no worker thread has begun by the time Wait() is called runs in the waiting thread
+// instead (`run_here`: claims the call's work, or does nothing when a worker has claimed it), so
+// a call waited for at once costs no thread hand-off.
 template <typename T>
 class Completion {
  public:
   Completion() = default;
-  explicit Completion(std::future<Result<T>> f) : future_(std::move(f)) {}
+  explicit Completion(std::future<Result<T>> f, std::function<void()> run_here = nullptr)
+      : future_(std::move(f)), run_here_(std::move(run_here)) {}
   bool Ready() const {
     return future_.valid() &&
            future_.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
   }
   Result<T> Wait() {
     if (!future_.valid()) return Status::InvalidArgument("Completion already waited for");
+    if (run_here_) std::exchange(run_here_, nullptr)();
     return future_.get();
   }
 
  private:
   std::future<Result<T>> future_;
+  std::function<void()> run_here_;
 };
 
 // How an engine lays out its paged KV cache, per layer (kernels/include/strata_kernels/kv_layout.h
@@ -136,7 +144,9 @@ struct EmbeddedOptions {
   uint64_t host_pool_bytes = 256ull << 20;  // Default: 256 MiB.
   std::string data_dir;                     // disk tier directory; empty: none. Default: "".
   uint64_t disk_bytes = 0;                  // Default: 0 = 80% of free space.
-  std::string eviction_policy = "prefix";   // "prefix" or "lru". Default: "prefix".
+  // Any policy `strata serve --eviction-policy` takes ("learned", "prefix", "lru", "arc", ...);
+  // empty: the node's default (NodeOptions::eviction_policy, "learned"). Default: "".
+  std::string eviction_policy;
 };
 
 struct ClientOptions {
