@@ -210,7 +210,6 @@ struct PeerTransport::Impl {
     Impl* impl = nullptr;  // GUARDED_BY(mu); nullptr once the transport shuts down
   };
   std::shared_ptr<DeferGate> defer_gate = std::make_shared<DeferGate>();
-  std::atomic<uint64_t> deferred_blocks{0};  // blocks answered through PinLater
 
   // ---- client helpers (run on the progress thread) ----
   void StartSession(const std::string& peer, std::vector<std::byte> address,

@@ -47,7 +47,6 @@ void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
             Impl* impl = g->impl;
             impl->engine->Post([impl, conn, rid, i, key, ns, capacity,
                                 ready = std::move(ready)]() mutable {
-              impl->deferred_blocks.fetch_add(1, std::memory_order_relaxed);
               impl->ServeBlock(conn, rid, i, key, ns, capacity, std::move(ready));
             });
           });

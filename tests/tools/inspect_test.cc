@@ -822,6 +822,13 @@ TEST_CASE("/metrics scraped with curl: counters follow a known workload exactly"
   auto before = Scrape(base + "/metrics");
   CHECK(before["strata_tier_blocks{tier=\"host\"}"] == 0);
   CHECK(before["strata_client_sessions"] == 1);
+  // The demotion staging counters are exported (zero: nothing has been evicted yet).
+  for (const char* name : {"strata_demotions_dropped_total", "strata_demotion_waits_total",
+                           "strata_demotion_wait_timeouts_total"}) {
+    INFO(name);
+    REQUIRE(before.count(name) == 1);
+    CHECK(before[name] == 0);
+  }
 
   REQUIRE(*c->Store(ns, p.keys, p.in).Wait() == 4);
   auto after_store = Scrape(base + "/metrics");
