@@ -88,6 +88,21 @@ def apply(model, e):
         model.clear()
 
 
+def chain_runs(events):
+    """Consecutive BlockStored events of one medium whose parent is the previous event's last
+    hash, joined into one (hashes and tokens concatenated in order)."""
+    out = []
+    for e in events:
+        prev = out[-1] if out else None
+        if prev and prev["medium"] == e["medium"] and \
+                e["parent_block_hash"] == prev["block_hashes"][-1]:
+            prev["block_hashes"] = prev["block_hashes"] + e["block_hashes"]
+            prev["token_ids"] = prev["token_ids"] + e["token_ids"]
+        else:
+            out.append(dict(e))
+    return out
+
+
 def test_events_name_vllm_block_hashes_across_eviction_demotion_and_restart(tmp_path):
     py, array_like = vllm_python()  # skips without vLLM
     assert not array_like, "vLLM 0.33 encodes events as tagged maps"
@@ -140,7 +155,11 @@ def test_events_name_vllm_block_hashes_across_eviction_demotion_and_restart(tmp_
         want = [expect(va, prompt_a, 0, 3), expect(va, prompt_a, 3, 6),
                 expect(vb, prompt_b, 0, 3)]
         got = [{f: e[f] for f in want[0]} for e in stored]
-        assert got == want  # one event per engine block run: no per-shard events
+        # One event per engine block run, no per-shard events (a shard's event would repeat a
+        # hash). A run may reach subscribers as consecutive chained events when the publisher's
+        # batch timer fires between two commits of one store (a loaded CI machine did): compare
+        # runs joined along their parents.
+        assert chain_runs(got) == chain_runs(want)
         assert want[1]["parent_block_hash"] == va[2]["int"]
 
         # Host evictions and demotions to disk: stores of another (strata-scheme) namespace.
