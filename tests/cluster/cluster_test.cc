@@ -39,6 +39,7 @@
 #include "strata/client.h"
 #include "strata/key_chain.h"
 #include "tests/lib/client_test_util.h"
+#include "tests/lib/run_command.h"
 #include "tests/transport/etcd_process.h"
 #include "tests/transport/wait_for.h"
 #include "tools/strata/serve_process.h"
@@ -406,14 +407,8 @@ TEST_CASE("cluster: static membership through a shared directory and Prefetch of
 
 // `strata inspect ARGS`: its stdout and exit code.
 std::pair<int, std::string> InspectCli(const std::string& args) {
-  std::string out;
-  FILE* p = ::popen((std::string(STRATA_CLI_PATH) + " inspect " + args).c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  auto r = testing::RunCommand(std::string(STRATA_CLI_PATH) + " inspect " + args);
+  return {r.exit_code, std::move(r.output)};
 }
 
 // One JSON object a line.

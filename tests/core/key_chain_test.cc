@@ -12,6 +12,8 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "../lib/run_command.h"
+
 namespace strata {
 namespace {
 
@@ -45,16 +47,10 @@ std::vector<std::string> Hex(const std::vector<BlockKey>& keys) {
 }
 
 std::string RunCommand(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  int rc = pclose(p);
-  INFO("command: " << cmd << "\noutput: " << out);
-  REQUIRE(rc == 0);
-  return out;
+  const auto r = testing::RunCommand(cmd);
+  INFO("command: " << cmd << "\noutput: " << r.output);
+  REQUIRE(r.exit_code == 0);
+  return r.output;
 }
 
 std::string TempPath(const std::string& name) {

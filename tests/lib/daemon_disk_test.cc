@@ -23,6 +23,7 @@
 #include "strata_kernels/kv_synth.h"
 #include "strata/key_chain.h"
 #include "tests/lib/client_test_util.h"
+#include "tests/lib/run_command.h"
 #include "tools/strata/serve_process.h"
 
 namespace strata {
@@ -282,14 +283,8 @@ void UseKvBytes(Prompt* p, uint64_t seed) {
 
 // `strata ARGS`: exit code and stdout.
 std::pair<int, std::string> Cli(const std::string& args) {
-  std::string out;
-  FILE* f = ::popen((std::string(STRATA_CLI_PATH) + " " + args + " 2>/dev/null").c_str(), "r");
-  REQUIRE(f != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  const int status = ::pclose(f);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  auto r = testing::RunCommand(std::string(STRATA_CLI_PATH) + " " + args + " 2>/dev/null");
+  return {r.exit_code, std::move(r.output)};
 }
 
 TEST_CASE("strata serve --disk-compression zstd: blocks written back compressed, served "

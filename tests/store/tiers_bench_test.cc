@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../lib/run_command.h"
 #include "store_test_util.h"
 
 namespace {
@@ -23,19 +24,11 @@ TEST_CASE("bench tiers steady case: every put evicts and demotes or drops, ratio
   const std::string cmd = std::string(STRATA_CLI_PATH) +
                           " bench tiers --json --cases steady --disk-mib 16 --steady-host-mib 64"
                           " --dir " + dir.path() + " 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
-  REQUIRE(f != nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
-  const int rc = pclose(f);
-  INFO(cmd << "\n" << out);
-  REQUIRE(rc == 0);
+  const auto r = strata::testing::RunCommand(cmd);
+  INFO(cmd << "\n" << r.output);
+  REQUIRE(r.exit_code == 0);
   std::vector<nlohmann::json> cases;
-  std::istringstream in(out);
-  for (std::string l; std::getline(in, l);)
-    if (!l.empty()) cases.push_back(nlohmann::json::parse(l));
+  for (const std::string& l : r.Lines()) cases.push_back(nlohmann::json::parse(l));
   REQUIRE(cases.size() == 8);  // put and demote x 256KiB, 2MiB x wait=0, the default wait
   for (const auto& c : cases) {
     INFO(c.dump());

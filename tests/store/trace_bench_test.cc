@@ -7,24 +7,16 @@
 #include <string>
 #include <vector>
 
+#include "../lib/run_command.h"
+
 namespace {
 
 std::vector<std::string> RunLines(const std::string& args) {
   const std::string cmd = std::string(STRATA_CLI_PATH) + " bench trace " + args + " 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
-  REQUIRE(f != nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
-  const int rc = pclose(f);
-  INFO(cmd << "\n" << out);
-  REQUIRE(rc == 0);
-  std::vector<std::string> lines;
-  std::istringstream in(out);
-  for (std::string l; std::getline(in, l);)
-    if (!l.empty()) lines.push_back(l);
-  return lines;
+  const auto r = strata::testing::RunCommand(cmd);
+  INFO(cmd << "\n" << r.output);
+  REQUIRE(r.exit_code == 0);
+  return r.Lines();
 }
 
 double Field(const std::string& json, const std::string& name) {
@@ -54,13 +46,9 @@ TEST_CASE("bench trace prints the required fields and sane orderings", "[store]"
     if (std::string(policy) == "lru") REQUIRE(hit == lru);
   }
   // An unknown policy is a clear error, not a crash.
-  const std::string cmd = std::string(STRATA_CLI_PATH) + " bench trace --policy nope 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
-  REQUIRE(f != nullptr);
-  char buf[512];
-  while (fread(buf, 1, sizeof(buf), f) > 0) {
-  }
-  REQUIRE(pclose(f) != 0);
+  const auto nope =
+      strata::testing::RunCommand(std::string(STRATA_CLI_PATH) + " bench trace --policy nope 2>&1");
+  REQUIRE(nope.exit_code > 0);
 }
 
 TEST_CASE("bench trace replays a host tier over a disk tier", "[store]") {
@@ -80,14 +68,9 @@ TEST_CASE("bench trace replays a host tier over a disk tier", "[store]") {
   REQUIRE(Field(j, "demoted") > 0);
   REQUIRE(Field(j, "promoted") > 0);
   // One fraction without the other is a clear error.
-  const std::string cmd =
-      std::string(STRATA_CLI_PATH) + " bench trace --host-fraction 0.05 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
-  REQUIRE(f != nullptr);
-  char buf[512];
-  while (fread(buf, 1, sizeof(buf), f) > 0) {
-  }
-  REQUIRE(pclose(f) != 0);
+  const auto half = strata::testing::RunCommand(std::string(STRATA_CLI_PATH) +
+                                                " bench trace --host-fraction 0.05 2>&1");
+  REQUIRE(half.exit_code > 0);
 }
 
 }  // namespace

@@ -25,6 +25,7 @@
 #include "strata/client.h"
 #include "strata/key_chain.h"
 #include "tests/lib/client_test_util.h"
+#include "tests/lib/run_command.h"
 #include "tools/strata/serve_process.h"
 
 namespace strata {
@@ -71,15 +72,8 @@ struct Run {
 
 // Runs a shell command; its stdout and exit code (stderr goes to ours).
 Run Sh(const std::string& cmd) {
-  Run r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  const testing::CommandResult c = testing::RunCommand(cmd);
+  return Run{c.exit_code, c.output};
 }
 
 Run Inspect(const std::string& args) {
