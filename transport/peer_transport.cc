@@ -107,7 +107,11 @@ PeerTransport::~PeerTransport() {
     std::lock_guard<std::mutex> lock(impl_->defer_gate->mu);
     impl_->defer_gate->impl = nullptr;
   }
-  impl_->engine.reset();  // joins the progress thread; everything below is single-threaded
+  // Join the progress thread while impl_->engine is still set: its last round may run handlers
+  // (an endpoint failing) that reach the engine; reset() would null the pointer first (a
+  // SIGSEGV seen in CI). Everything below is single-threaded.
+  impl_->engine->Stop();
+  impl_->engine.reset();
   for (auto& sp : impl_->served_pins) impl_->ReleasePin(*sp);
   const Status st = Status::Aborted("transport shut down");
   for (auto& [peer, s] : impl_->sessions) {

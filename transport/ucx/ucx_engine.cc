@@ -370,7 +370,9 @@ struct UcxEngine::Impl {
 
 UcxEngine::UcxEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-UcxEngine::~UcxEngine() {
+UcxEngine::~UcxEngine() { Stop(); }
+
+void UcxEngine::Stop() {
   impl_->stop = true;
   uint64_t one = 1;
   [[maybe_unused]] ssize_t r = ::write(impl_->wake_fd, &one, sizeof(one));

@@ -120,6 +120,12 @@ class UcxEngine {
   // deregisters memory and destroys the worker and context.
   ~UcxEngine();
 
+  // Stops and joins the progress thread: no handler runs after it returns (the last round may
+  // still run handlers while it waits). Idempotent; the destructor calls it. An owner whose
+  // handlers reach the engine through a pointer calls it before resetting that pointer (a
+  // unique_ptr is null while its object is being destroyed).
+  void Stop();
+
   UcxEngine(const UcxEngine&) = delete;
   UcxEngine& operator=(const UcxEngine&) = delete;
 
