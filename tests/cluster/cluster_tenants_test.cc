@@ -28,6 +28,7 @@
 
 #include "strata/client.h"
 #include "tests/lib/client_test_util.h"
+#include "tests/lib/run_as.h"
 #include "tests/transport/wait_for.h"
 #include "tools/strata/serve_process.h"
 
@@ -72,21 +73,7 @@ Prompt PromptA(uint32_t seed) {
   return Prompt(TenantNamespace("tenant-a"), kBlocks, seed, kBlockBytes);
 }
 
-// Runs `body` in a child process as uid/gid `id`; returns its exit code (body's return value;
-// 100 for a failure to become that user).
-int RunAs(uid_t id, const std::function<int()>& body) {
-  std::fflush(nullptr);
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setgid(id) != 0 || ::setuid(id) != 0) std::_Exit(100);
-    std::_Exit(body());
-  }
-  int status = 0;
-  REQUIRE(::waitpid(child, &status, 0) == child);
-  REQUIRE(WIFEXITED(status));
-  return WEXITSTATUS(status);
-}
+using testing::RunAs;
 
 // A process of tenant A: stores `p` (when `store`), then loads it; 0 when the load returns
 // exactly A's bytes.

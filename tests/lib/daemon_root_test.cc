@@ -31,6 +31,7 @@
 #include "ipc/unix_socket.h"
 #include "strata/client.h"
 #include "tests/lib/client_test_util.h"
+#include "tests/lib/run_as.h"
 #include "tools/strata/serve_process.h"
 
 namespace strata {
@@ -99,21 +100,7 @@ Result<ipc::Response> ReadResponse(int fd, int* received_fd = nullptr) {
   return ipc::DecodeResponse(std::as_bytes(std::span<const char>(body)));
 }
 
-// Runs `body` in a child process as uid/gid `id`; returns its exit code (body's return value;
-// 100 + n for a failure to become that user).
-int RunAs(uid_t id, const std::function<int()>& body) {
-  std::fflush(nullptr);
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setgid(id) != 0 || ::setuid(id) != 0) std::_Exit(100);
-    std::_Exit(body());
-  }
-  int status = 0;
-  REQUIRE(::waitpid(child, &status, 0) == child);
-  REQUIRE(WIFEXITED(status));
-  return WEXITSTATUS(status);
-}
+using testing::RunAs;
 
 // A normal client is served: it connects (Hello) and reads Stats.
 void CheckServesWith(const std::string& socket, const ClientOptions& options) {
