@@ -183,14 +183,9 @@ class StrataClient:
         return self.c.load(self.ns, [self.keys[i]], [buf]) == 1
 
 
-class StrataEmbedded:
-    """Strata's embedded mode (strata.Client.embedded: the same request logic and checksums as the
-    daemon, in the engine process, no socket): measured beside LMCache's in-process backend, which
-    also runs inside each engine process. clients=4 are four caches, as LMCache's are."""
-    name = "strata-embedded"
-
-    def __init__(self, cli: str):
-        self.version = Strata(cli).version
+class InProcessPeer:
+    """A peer that runs inside each client process: no server to start, watch or stop; each client
+    gets the capacity."""
 
     def start(self, capacity: int, data_dir: str | None = None):
         self.capacity = capacity
@@ -204,6 +199,16 @@ class StrataEmbedded:
 
     def stop(self, sig=signal.SIGTERM):
         pass
+
+
+class StrataEmbedded(InProcessPeer):
+    """Strata's embedded mode (strata.Client.embedded: the same request logic and checksums as the
+    daemon, in the engine process, no socket): measured beside LMCache's in-process backend, which
+    also runs inside each engine process. clients=4 are four caches, as LMCache's are."""
+    name = "strata-embedded"
+
+    def __init__(self, cli: str):
+        self.version = Strata(cli).version
 
 
 class StrataEmbeddedClient(StrataClient):
@@ -313,7 +318,7 @@ class MooncakeClient:
         return self.s.get_into(f"blk{i}", self._reg(buf), buf.nbytes) == buf.nbytes
 
 
-class LmcacheCpu:
+class LmcacheCpu(InProcessPeer):
     """LMCache's local CPU backend (LocalCPUBackend: its allocator, hot cache and eviction
     policy), driven in each client process as LMCache runs inside each engine worker: it has no
     server of its own for this backend, so clients=4 are four caches, not one shared."""
@@ -327,17 +332,7 @@ class LmcacheCpu:
         if data_dir:
             raise RuntimeError("lmcache: LocalCPUBackend is process memory: nothing survives its "
                                "engine process (lmcache-disk is its local-disk backend)")
-        self.capacity = capacity
-        return self
-
-    def server_pids(self):
-        return []
-
-    def client_args(self):
-        return {"capacity": self.capacity}
-
-    def stop(self, sig=signal.SIGTERM):
-        pass
+        return super().start(capacity)
 
 
 class LmcacheClient:
