@@ -1,6 +1,6 @@
 // libFuzzer target: the engine <-> daemon message decoders must reject any input with a Status,
 // never crash, hang or read out of bounds (built with -fsanitize=fuzzer,address,undefined by
-// tests/lib/fuzz_ipc_decoder.sh). A decoded request re-encodes and decodes to the same bytes.
+// cmake/StrataFuzz.cmake). A decoded request re-encodes and decodes to the same bytes.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>

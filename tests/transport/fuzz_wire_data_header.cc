@@ -2,7 +2,7 @@
 // (transport/wire/messages.cc DecodeDataHeader, the UCX active-message header) and the 64-byte
 // block header that starts the block (DecodeBlockHeader, lib/core/block_format.cc). Both come from
 // another node: any input gets a Status, never a crash or an out-of-bounds read; a decoded header
-// re-encodes and decodes to the same value. Built by tests/transport/fuzz_wire_decoder.sh.
+// re-encodes and decodes to the same value. Built by cmake/StrataFuzz.cmake.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>

@@ -2,7 +2,7 @@
 // DecodeFrame, PeekFrameVersion) must reject any input with a Status, never crash, hang or read
 // out of bounds: every byte of it comes from another node before or after the handshake. A
 // decoded message re-encodes, and that frame decodes and re-encodes to the same bytes. Built with
-// -fsanitize=fuzzer,address,undefined by tests/transport/fuzz_wire_decoder.sh.
+// -fsanitize=fuzzer,address,undefined by cmake/StrataFuzz.cmake.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
