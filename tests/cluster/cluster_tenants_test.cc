@@ -29,6 +29,7 @@
 #include "strata/client.h"
 #include "tests/lib/client_test_util.h"
 #include "tests/lib/run_as.h"
+#include "tests/lib/scratch_files.h"
 #include "tests/transport/wait_for.h"
 #include "tools/strata/serve_process.h"
 
@@ -38,6 +39,7 @@ namespace {
 using namespace std::chrono_literals;
 using testing::Outputs;
 using testing::Prompt;
+using testing::ReadFile;
 using transport::testing::WaitFor;
 
 constexpr uid_t kUidA = 12011, kUidB = 12012;
@@ -51,21 +53,8 @@ void RequireRoot(const char* why) {
   std::_Exit(77);
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-// 2 layers x 2 planes x 2 heads x 32 dims x 2 bytes = 512 bytes per token: 64 KiB blocks.
 Namespace TenantNamespace(const std::string& salt) {
-  NamespaceSpec s;
-  s.model_id = "test/cluster-tenant-model";
-  s.num_layers = 2;
-  s.num_kv_heads = 2;
-  s.head_dim = 32;
-  s.block_size = kBlockBytes / 512;
-  s.tenant_salt = salt;
-  return std::move(Namespace::Create(s)).value();
+  return testing::SmallNamespace("test/cluster-tenant-model", kBlockBytes, salt);
 }
 
 // Tenant A's prompts: every process computes the same keys and bytes from the seed.

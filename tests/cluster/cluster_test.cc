@@ -40,6 +40,7 @@
 #include "strata/key_chain.h"
 #include "tests/lib/client_test_util.h"
 #include "tests/lib/run_command.h"
+#include "tests/lib/scratch_files.h"
 #include "tests/transport/etcd_process.h"
 #include "tests/transport/wait_for.h"
 #include "tools/strata/serve_process.h"
@@ -51,6 +52,7 @@ using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 using testing::Outputs;
 using testing::Prompt;
+using testing::ScratchDir;
 using transport::testing::WaitFor;
 
 // 2 layers x 2 planes x 2 heads x 128 dims x 2 bytes = 2 KiB per token: blocks of
@@ -63,13 +65,6 @@ Namespace TestNamespace(size_t block_bytes) {
   s.head_dim = 128;
   s.block_size = static_cast<uint32_t>(block_bytes / 2048);
   return std::move(Namespace::Create(s)).value();
-}
-
-std::string TempDir(const std::string& name) {
-  std::string d = "/tmp/strata-cluster-" + name + "-" + std::to_string(::getpid());
-  std::filesystem::remove_all(d);
-  std::filesystem::create_directories(d);
-  return d;
 }
 
 std::string WriteSecret(const std::string& dir, const std::string& name, const std::string& s) {
@@ -157,7 +152,7 @@ TEST_CASE("cluster: disaggregated prefill -> decode through two strata serve nod
           "[cluster][etcd]") {
   transport::testing::EtcdProcess etcd;
   REQUIRE(etcd.ready());
-  const std::string dir = TempDir("pd");
+  const std::string dir = ScratchDir("pd");
   const std::string secret = WriteSecret(dir, "secret", kSecret);
   ServeNode prefill_node(dir, "prefill-a", etcd.endpoint(), secret, "256MiB");
   REQUIRE(prefill_node.ready());
@@ -216,7 +211,7 @@ TEST_CASE("cluster: 3 strata serve nodes: pull then SIGKILL of the holder mid-tr
           "[cluster][etcd]") {
   transport::testing::EtcdProcess etcd;
   REQUIRE(etcd.ready());
-  const std::string dir = TempDir("three");
+  const std::string dir = ScratchDir("three");
   const std::string secret = WriteSecret(dir, "secret", kSecret);
   // tcp between the nodes, so that a 4 MiB-block transfer takes long enough to be cut.
   const std::vector<std::string> tcp = {"--ucx-tls", "tcp"};
@@ -328,7 +323,7 @@ TEST_CASE("cluster: a node that fails the secret handshake owns no directory sha
           "[cluster][etcd]") {
   transport::testing::EtcdProcess etcd;
   REQUIRE(etcd.ready());
-  const std::string dir = TempDir("secret");
+  const std::string dir = ScratchDir("secret");
   const std::string secret = WriteSecret(dir, "secret", kSecret);
   const std::string wrong = WriteSecret(dir, "wrong", "not-the-cluster-secret-at-all!!");
   ServeNode a(dir, "sec-a", etcd.endpoint(), secret, "64MiB");
@@ -359,7 +354,7 @@ TEST_CASE("cluster: a node that fails the secret handshake owns no directory sha
 
 TEST_CASE("cluster: static membership through a shared directory and Prefetch of remote blocks",
           "[cluster]") {
-  const std::string dir = TempDir("static");
+  const std::string dir = ScratchDir("static");
   const std::string secret = WriteSecret(dir, "secret", kSecret);
   const std::string members = dir + "/members";
   ServeNode a(dir, "static-a", "", secret, "64MiB",
@@ -423,7 +418,7 @@ std::vector<nlohmann::json> JsonLines(const std::string& text) {
 
 TEST_CASE("cluster: inspect peers counts the pulls from each member and --all asks every member",
           "[cluster][inspect]") {
-  const std::string dir = TempDir("inspect");
+  const std::string dir = ScratchDir("inspect");
   const std::string secret = WriteSecret(dir, "secret", kSecret);
   const std::string members = dir + "/members";
   ServeNode a(dir, "insp-a", "", secret, "64MiB",
@@ -569,7 +564,7 @@ std::vector<std::string> ListeningAddresses(pid_t pid) {
 
 TEST_CASE("cluster: a node listens on loopback only unless --listen-addr names another address",
           "[cluster]") {
-  const std::string dir = TempDir("listen");
+  const std::string dir = ScratchDir("listen");
   const std::string secret = WriteSecret(dir, "secret", kSecret);
   const std::string members = dir + "/members";
   // Default listen_addr (127.0.0.1), tcp: every TCP listening socket of the daemon is on
@@ -610,7 +605,7 @@ TEST_CASE("cluster: pulls without UCX peer error handling: SIGKILL of the holder
           "[cluster]") {
   for (const std::string tls : {"shm,tcp", "tcp"}) {
     INFO("UCX_TLS " << tls);
-    const std::string dir = TempDir("kill-" + tls.substr(0, 3));
+    const std::string dir = ScratchDir("kill-" + tls.substr(0, 3));
     const std::string secret = WriteSecret(dir, "secret", kSecret);
     const std::string members = dir + "/members";
     auto flags = [&](const std::string& peer) {
@@ -673,7 +668,7 @@ TEST_CASE("cluster: pulls without UCX peer error handling: SIGKILL of the puller
           "[cluster]") {
   for (const std::string tls : {"shm,tcp", "tcp"}) {
     INFO("UCX_TLS " << tls);
-    const std::string dir = TempDir("killp-" + tls.substr(0, 3));
+    const std::string dir = ScratchDir("killp-" + tls.substr(0, 3));
     const std::string secret = WriteSecret(dir, "secret", kSecret);
     const std::string members = dir + "/members";
     auto flags = [&](const std::string& peer) {
@@ -718,7 +713,7 @@ TEST_CASE("cluster: pulls without UCX peer error handling: SIGKILL of the puller
 TEST_CASE("cluster: 32 MiB blocks are stored and pulled with a larger host_slab, refused clearly "
           "without",
           "[cluster]") {
-  const std::string dir = TempDir("bigslab");
+  const std::string dir = ScratchDir("bigslab");
   const std::string secret = WriteSecret(dir, "secret", kSecret);
   const std::string members = dir + "/members";
   auto flags = [&](const std::string& peer) {
@@ -770,7 +765,7 @@ TEST_CASE("cluster: 32 MiB blocks are stored and pulled with a larger host_slab,
 // pulls them again, and the whole prefix loads bit-exact.
 TEST_CASE("cluster: a pull into a full pool makes room off the progress thread and loads all",
           "[cluster]") {
-  const std::string dir = TempDir("fullpool");
+  const std::string dir = ScratchDir("fullpool");
   const std::string secret = WriteSecret(dir, "secret", kSecret);
   const std::string members = dir + "/members";
   auto flags = [&](const std::string& peer) {
@@ -813,7 +808,7 @@ TEST_CASE("cluster: a pull into a full pool makes room off the progress thread a
 TEST_CASE("cluster: blocks held only on the holder's disk tier are announced, promoted and "
           "pulled bit-exact",
           "[cluster]") {
-  const std::string dir = TempDir("diskserve");
+  const std::string dir = ScratchDir("diskserve");
   const std::string secret = WriteSecret(dir, "secret", kSecret);
   const std::string members = dir + "/members";
   auto flags = [&](const std::string& peer) {
@@ -893,7 +888,7 @@ TEST_CASE("cluster: blocks held only on the holder's disk tier are announced, pr
 }
 
 TEST_CASE("cluster: bad cluster settings are refused with a clear error", "[cluster]") {
-  const std::string dir = TempDir("bad");
+  const std::string dir = ScratchDir("bad");
   // Clustered without a secret: the daemon does not start, and says why.
   {
     ServeNode n(dir, "no-secret", "", "", "64MiB",
@@ -991,7 +986,7 @@ TEST_CASE("cluster: config keys, environment and defaults", "[cluster]") {
   CHECK(ApplyEnvironment({{"STRATA_ETCD_LEASE_TTL_S", "soon"}}, &bad).IsInvalidArgument());
 
   // YAML keys are the same names.
-  const std::string dir = TempDir("config");
+  const std::string dir = ScratchDir("config");
   const std::string yaml = dir + "/strata.yaml";
   std::ofstream(yaml) << "node_id: decode-3\netcd: http://etcd:2379\ncluster_secret_file: /s\n"
                          "request_timeout_ms: 750\nlisten_addr: ::1\n";
@@ -1045,7 +1040,7 @@ std::map<std::string, double> Scrape(const std::string& url) {
 TEST_CASE("cluster: /metrics counts the pulls from each peer exactly, the inspect endpoint "
           "answers only holders of the cluster secret",
           "[cluster][metrics][inspect]") {
-  const std::string dir = TempDir("peer-metrics");
+  const std::string dir = ScratchDir("peer-metrics");
   const std::string secret = WriteSecret(dir, "secret", kSecret);
   const std::string members = dir + "/members";
   ServeNode a(dir, "met-a", "", secret, "64MiB",

@@ -28,6 +28,7 @@
 #include "node/node.h"
 #include "strata/key_chain.h"
 #include "tests/lib/client_test_util.h"
+#include "tests/lib/scratch_files.h"
 #include "tools/strata/serve_process.h"
 
 namespace strata {
@@ -35,25 +36,10 @@ namespace {
 
 using testing::Outputs;
 using testing::Prompt;
+using testing::ScratchDir;
 
-// 2 layers x 2 planes x 2 heads x 32 dims x 2 bytes = 512 bytes per token: blocks of
-// `block_bytes` (8 KiB: 16 tokens).
 Namespace TestNamespace(const std::string& salt = "", size_t block_bytes = 8192) {
-  NamespaceSpec s;
-  s.model_id = "test/model";
-  s.num_layers = 2;
-  s.num_kv_heads = 2;
-  s.head_dim = 32;
-  s.block_size = static_cast<uint32_t>(block_bytes / 512);
-  s.tenant_salt = salt;
-  return std::move(Namespace::Create(s)).value();
-}
-
-std::string TempDir(const std::string& name) {
-  std::string d = "/tmp/strata-test-" + name + "-" + std::to_string(getpid());
-  std::filesystem::remove_all(d);
-  std::filesystem::create_directories(d);
-  return d;
+  return testing::SmallNamespace("test/model", block_bytes, salt);
 }
 
 // Exercises one client: store, lookup, load bit-exact, idempotent store, bad buffers, clear.
@@ -427,7 +413,7 @@ std::unique_ptr<cli::ServeProcess> StartServe(const std::vector<std::string>& ar
 // them to disk.
 TEST_CASE("strata serve: restart with the disk tier keeps blocks and SIGTERM exits cleanly",
           "[lib][integration]") {
-  const std::string dir = TempDir("restart");
+  const std::string dir = ScratchDir("restart");
   const std::string socket = dir + "/s.sock";
   const std::vector<std::string> args = {"serve", "--socket", socket, "--data-dir", dir + "/data",
                                          "--host-pool", "64MiB", "--disk", "256MiB"};
@@ -463,7 +449,7 @@ TEST_CASE("strata serve: restart with the disk tier keeps blocks and SIGTERM exi
 // can neither write the pool nor make the daemon publish bytes other than those it hashed.
 TEST_CASE("strata serve: clients cannot write the pool or forge a published block",
           "[lib][integration]") {
-  const std::string dir = TempDir("forge");
+  const std::string dir = ScratchDir("forge");
   const std::string socket = dir + "/s.sock";
   auto serve = StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool", "64MiB"},
                           socket);
@@ -550,7 +536,7 @@ TEST_CASE("strata serve: clients cannot write the pool or forge a published bloc
 // response and get their own.
 TEST_CASE("strata serve: a client whose call timed out resynchronises and later calls succeed",
           "[lib][integration]") {
-  const std::string dir = TempDir("resync");
+  const std::string dir = ScratchDir("resync");
   const std::string socket = dir + "/s.sock";
   auto serve = StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool", "512MiB"},
                           socket);
@@ -608,7 +594,7 @@ TEST_CASE("strata serve: a client whose call timed out resynchronises and later 
 // another block size. Every Store must succeed: a full pool evicts to make room. NoSpace is
 // right only for a request larger than the pool.
 void SteadyStateEviction(const std::vector<std::string>& extra_args, bool require_whole_loads) {
-  const std::string dir = TempDir("steady");
+  const std::string dir = ScratchDir("steady");
   const std::string socket = dir + "/s.sock";
   std::vector<std::string> args = {"serve", "--socket", socket, "--host-pool", "64MiB"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());

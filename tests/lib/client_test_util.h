@@ -9,12 +9,29 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "strata/client.h"
 #include "strata/key_chain.h"
 
 namespace strata::testing {
+
+// The small model of the tests that start a real daemon: 2 layers x 2 planes (K, V) x 2 KV heads
+// x 32 dims x 2 bytes = 512 bytes per token, so blocks of `block_bytes` (a multiple of 512) hold
+// block_bytes / 512 tokens. `salt` names the tenant ("" = the shared one).
+inline Namespace SmallNamespace(const std::string& model_id, size_t block_bytes,
+                                const std::string& salt = "") {
+  NamespaceSpec s;
+  s.model_id = model_id;
+  s.num_layers = 2;
+  s.num_kv_heads = 2;
+  s.head_dim = 32;
+  s.block_size = static_cast<uint32_t>(block_bytes / 512);
+  s.tenant_salt = salt;
+  return std::move(Namespace::Create(s)).value();
+}
 
 // A prompt of `n_blocks` full blocks of random tokens, its block keys, and one payload of
 // `block_bytes` deterministic bytes per block (`in` points at them). The same seed gives the

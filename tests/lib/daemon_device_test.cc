@@ -27,6 +27,7 @@
 #include "strata/client.h"
 #include "strata/key_chain.h"
 #include "tests/lib/client_test_util.h"
+#include "tests/lib/scratch_files.h"
 #include "tools/strata/serve_process.h"
 
 namespace strata {
@@ -34,6 +35,8 @@ namespace {
 
 using testing::Outputs;
 using testing::Prompt;
+using testing::ReadFile;
+using testing::ScratchDir;
 
 constexpr size_t kBlockBytes = 65536;
 
@@ -43,27 +46,8 @@ constexpr size_t kBlockBytes = 65536;
   std::_Exit(77);
 }
 
-// 2 layers x 2 planes x 2 heads x 32 dims x 2 bytes = 512 bytes per token: 64 KiB blocks.
 Namespace TestNamespace() {
-  NamespaceSpec s;
-  s.model_id = "test/device-model";
-  s.num_layers = 2;
-  s.num_kv_heads = 2;
-  s.head_dim = 32;
-  s.block_size = static_cast<uint32_t>(kBlockBytes / 512);
-  return std::move(Namespace::Create(s)).value();
-}
-
-std::string TempDir(const std::string& name) {
-  std::string d = "/tmp/strata-test-device-" + name + "-" + std::to_string(::getpid());
-  std::filesystem::remove_all(d);
-  std::filesystem::create_directories(d);
-  return d;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return testing::SmallNamespace("test/device-model", kBlockBytes);
 }
 
 cli::ServeOptions ServeArgs(const std::string& dir, std::vector<std::string> extra) {
@@ -98,7 +82,7 @@ TEST_CASE("strata serve --device-pool refuses to start without a usable GPU and 
           "[lib][integration]") {
   const Status available = DevicePoolAvailable(0);
   if (available.ok()) Skip("a CUDA device is present: the daemon would start");
-  const std::string dir = TempDir("refuse");
+  const std::string dir = ScratchDir("refuse");
   // The flag, the variable and the YAML key reach the same check, before any socket is bound.
   for (int how = 0; how < 3; ++how) {
     INFO("how " << how);
@@ -130,7 +114,7 @@ TEST_CASE("strata serve --device-pool refuses to start without a usable GPU and 
 
 TEST_CASE("strata serve --device-pool refuses a bad size or device before touching CUDA",
           "[lib][integration]") {
-  const std::string dir = TempDir("bad");
+  const std::string dir = ScratchDir("bad");
   std::string log = ExpectRefusal(dir, {"--device-pool", "64XB"});
   CHECK(log.find("device_pool") != std::string::npos);
   log = ExpectRefusal(dir, {"--device-pool", "0"});
@@ -159,7 +143,7 @@ TEST_CASE("strata serve --device-pool keeps loaded blocks on the GPU and serves 
           "host dropped them",
           "[lib][integration][gpu]") {
   if (Status st = DevicePoolAvailable(0); !st.ok()) Skip(st.ToString());
-  const std::string dir = TempDir("gpu");
+  const std::string dir = ScratchDir("gpu");
   auto serve = cli::SpawnServe(ServeArgs(dir, {"--device-pool", "64MiB"}));
   INFO(serve.status().ToString() << "\n" << ReadFile(dir + "/serve.log"));
   REQUIRE(serve.ok());

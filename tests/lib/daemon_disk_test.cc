@@ -20,10 +20,11 @@
 #include <nlohmann/json.hpp>
 
 #include "strata/client.h"
-#include "strata_kernels/kv_synth.h"
 #include "strata/key_chain.h"
+#include "strata_kernels/kv_synth.h"
 #include "tests/lib/client_test_util.h"
 #include "tests/lib/run_command.h"
+#include "tests/lib/scratch_files.h"
 #include "tools/strata/serve_process.h"
 
 namespace strata {
@@ -31,31 +32,13 @@ namespace {
 
 using testing::Outputs;
 using testing::Prompt;
+using testing::ReadFile;
+using testing::ScratchDir;
 
 constexpr size_t kBlockBytes = 65536;
 
-// 2 layers x 2 planes x 2 heads x 32 dims x 2 bytes = 512 bytes per token: 128-token blocks of
-// 64 KiB.
 Namespace TestNamespace(size_t block_bytes = kBlockBytes) {
-  NamespaceSpec s;
-  s.model_id = "test/disk-model";
-  s.num_layers = 2;
-  s.num_kv_heads = 2;
-  s.head_dim = 32;
-  s.block_size = static_cast<uint32_t>(block_bytes / 512);
-  return std::move(Namespace::Create(s)).value();
-}
-
-std::string TempDir(const std::string& name) {
-  std::string d = "/tmp/strata-test-disk-" + name + "-" + std::to_string(::getpid());
-  std::filesystem::remove_all(d);
-  std::filesystem::create_directories(d);
-  return d;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return testing::SmallNamespace("test/disk-model", block_bytes);
 }
 
 // `strata serve` on `dir`/s.sock with its disk tier (`disk` bytes) in `dir`/data, plus `extra`;
@@ -118,7 +101,7 @@ size_t Load(Client& c, const Namespace& ns, const Prompt& p, bool* exact) {
 TEST_CASE("strata serve: a disk block whose payload was flipped is dropped and counted, then "
           "stored again and served bit-exact",
           "[lib][integration]") {
-  const std::string dir = TempDir("flip");
+  const std::string dir = ScratchDir("flip");
   Namespace ns = TestNamespace();
   Prompt p(ns, 8, 41, kBlockBytes);
   {
@@ -204,7 +187,7 @@ void CheckStartsAndServes(const std::string& dir, const Namespace& ns, const Pro
 
 TEST_CASE("strata serve: a truncated RocksDB MANIFEST does not stop the daemon from starting",
           "[lib][integration]") {
-  const std::string dir = TempDir("manifest");
+  const std::string dir = ScratchDir("manifest");
   Namespace ns = TestNamespace();
   Prompt p(ns, 8, 46, kBlockBytes);
   Populate(dir, ns, p);
@@ -219,7 +202,7 @@ TEST_CASE("strata serve: a truncated RocksDB MANIFEST does not stop the daemon f
 
 TEST_CASE("strata serve: a flipped byte in a RocksDB table does not stop the daemon from starting",
           "[lib][integration]") {
-  const std::string dir = TempDir("sst");
+  const std::string dir = ScratchDir("sst");
   Namespace ns = TestNamespace();
   Prompt p(ns, 8, 47, kBlockBytes);
   Populate(dir, ns, p);
@@ -238,7 +221,7 @@ TEST_CASE("strata serve: a flipped byte in a RocksDB table does not stop the dae
 
 TEST_CASE("strata serve: a write-through store that the disk refuses leaves nothing visible",
           "[lib][integration]") {
-  const std::string dir = TempDir("wt-full");
+  const std::string dir = ScratchDir("wt-full");
   const std::string yaml = dir + "/strata.yaml";
   std::ofstream(yaml) << "write_through: true\n";
   // A disk tier of 128 KiB cannot hold a 256 KiB block: every disk Put is NoSpace.
@@ -290,7 +273,7 @@ std::pair<int, std::string> Cli(const std::string& args) {
 TEST_CASE("strata serve --disk-compression zstd: blocks written back compressed, served "
           "bit-exact, readable after a restart without compression",
           "[lib][integration]") {
-  const std::string dir = TempDir("zstd");
+  const std::string dir = ScratchDir("zstd");
   Namespace ns = TestNamespace();
   Prompt p(ns, 8, 51, kBlockBytes);
   UseKvBytes(&p, 51);

@@ -32,6 +32,7 @@
 #include "strata/client.h"
 #include "tests/lib/client_test_util.h"
 #include "tests/lib/run_as.h"
+#include "tests/lib/scratch_files.h"
 #include "tools/strata/serve_process.h"
 
 namespace strata {
@@ -39,6 +40,7 @@ namespace {
 
 using testing::Outputs;
 using testing::Prompt;
+using testing::ReadFile;
 
 void RequireRoot(const char* why) {
   if (::geteuid() == 0) return;
@@ -51,11 +53,6 @@ std::string TestDir(const std::string& name) {
   const std::string d = "/tmp/strata-test-root-" + name + "-" + std::to_string(::getpid());
   std::filesystem::remove_all(d);
   return d;  // the daemon creates it
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 // A `strata serve` with no disk tier and a 64 MiB pool on `dir`/s.sock, plus `extra` flags; its
@@ -237,16 +234,8 @@ constexpr uid_t kUidA = 12001, kUidB = 12002;
 constexpr size_t kBlockBytes = 65536;
 constexpr size_t kBlocks = 8;
 
-// 2 layers x 2 planes x 2 heads x 32 dims x 2 bytes = 512 bytes per token: 64 KiB blocks.
 Namespace TenantNamespace(const std::string& salt) {
-  NamespaceSpec s;
-  s.model_id = "test/tenant-model";
-  s.num_layers = 2;
-  s.num_kv_heads = 2;
-  s.head_dim = 32;
-  s.block_size = kBlockBytes / 512;
-  s.tenant_salt = salt;
-  return std::move(Namespace::Create(s)).value();
+  return testing::SmallNamespace("test/tenant-model", kBlockBytes, salt);
 }
 
 // Tenant A's prompt: every process computes the same keys and bytes from the seed.

@@ -25,10 +25,13 @@
 #include "ipc/ipc_protocol.h"
 #include "ipc/unix_socket.h"
 #include "strata/client.h"
+#include "tests/lib/scratch_files.h"
 #include "tools/strata/serve_process.h"
 
 namespace strata {
 namespace {
+
+using testing::ReadFile;
 
 std::string TestDir(const std::string& name) {
   const std::string d = "/tmp/strata-test-daemon-" + name + "-" + std::to_string(::getpid());
@@ -51,11 +54,6 @@ std::unique_ptr<cli::ServeProcess> StartServe(const std::string& dir,
   INFO(serve.status().ToString());
   REQUIRE(serve.ok());
   return std::move(serve).value();
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 size_t FdCount(pid_t pid) {

@@ -26,12 +26,15 @@
 #include "strata/key_chain.h"
 #include "tests/lib/client_test_util.h"
 #include "tests/lib/run_command.h"
+#include "tests/lib/scratch_files.h"
 #include "tools/strata/serve_process.h"
 
 namespace strata {
 namespace {
 
 using nlohmann::json;
+using testing::ReadFile;
+using testing::ScratchDir;
 
 // 2 layers x 2 planes x 2 heads x 32 dims x 2 bytes x 16 tokens = 8 KiB per block.
 NamespaceSpec BaseSpec() {
@@ -48,18 +51,6 @@ std::string BaseFlags() {
   return "--model test/inspect-model --layers 2 --kv-heads 2 --head-dim 32 --block-size 16";
 }
 Namespace Make(const NamespaceSpec& s) { return std::move(Namespace::Create(s)).value(); }
-
-std::string TempDir(const std::string& name) {
-  std::string d = "/tmp/strata-test-inspect-" + name + "-" + std::to_string(::getpid());
-  std::filesystem::remove_all(d);
-  std::filesystem::create_directories(d);
-  return d;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 struct Run {
   int code = -1;
@@ -127,7 +118,7 @@ class Serve {
 
 TEST_CASE("inspect a live daemon: node, namespaces, prefix, key, ls and exit codes",
           "[tools][inspect]") {
-  const std::string dir = TempDir("live");
+  const std::string dir = ScratchDir("live");
   Serve serve(dir);
   const Namespace ns = Make(BaseSpec());
   testing::Prompt p(ns, 8, 11, ns.block_bytes());
@@ -256,7 +247,7 @@ TEST_CASE("inspect a live daemon: node, namespaces, prefix, key, ls and exit cod
 
 TEST_CASE("inspect flags namespaces that differ in one field and names them as the miss reason",
           "[tools][inspect]") {
-  const std::string dir = TempDir("mismatch");
+  const std::string dir = ScratchDir("mismatch");
   Serve serve(dir);
   const Namespace a = Make(BaseSpec());
   NamespaceSpec rev = BaseSpec();
@@ -320,7 +311,7 @@ TEST_CASE("inspect flags namespaces that differ in one field and names them as t
 
 TEST_CASE("inspect offline: the disk tier of a stopped daemon, RocksDB read-only",
           "[tools][inspect]") {
-  const std::string dir = TempDir("offline");
+  const std::string dir = ScratchDir("offline");
   const Namespace ns = Make(BaseSpec());
   testing::Prompt p(ns, 8, 31, ns.block_bytes());
   {
@@ -394,7 +385,7 @@ TEST_CASE("inspect offline: the disk tier of a stopped daemon, RocksDB read-only
 
 TEST_CASE("inspect top funnel doctor and prefix age/hits/in_flight against known traffic",
           "[tools][inspect]") {
-  const std::string dir = TempDir("traffic");
+  const std::string dir = ScratchDir("traffic");
   Serve serve(dir);
   const Namespace ns = Make(BaseSpec());
   testing::Prompt p(ns, 8, 51, ns.block_bytes());
@@ -567,7 +558,7 @@ TEST_CASE("inspect top funnel doctor and prefix age/hits/in_flight against known
 // Prometheus text: sample name with labels -> value.
 TEST_CASE("inspect funnel weighs loads against the engine's reported rate, else the configured one",
           "[tools][inspect]") {
-  const std::string dir = TempDir("recompute");
+  const std::string dir = ScratchDir("recompute");
   Serve serve(dir, {"--recompute-tps", "1000"});
   const std::string s = "--socket " + serve.socket() + " ";
   const Namespace ns = Make(BaseSpec());
@@ -620,7 +611,7 @@ TEST_CASE("inspect funnel weighs loads against the engine's reported rate, else 
 
 TEST_CASE("inspect funnel without any rate reports the benefit as unknown (null, never 0)",
           "[tools][inspect]") {
-  const std::string dir = TempDir("norate");
+  const std::string dir = ScratchDir("norate");
   Serve serve(dir);
   const Namespace ns = Make(BaseSpec());
   testing::Prompt p(ns, 2, 73, ns.block_bytes());
@@ -652,7 +643,7 @@ void StoreInParts(Client& c, const Namespace& ns, const testing::Prompt& p) {
 
 TEST_CASE("inspect prefix dates a block's eviction from the disk tier, not its earlier demotion",
           "[tools][inspect]") {
-  const std::string dir = TempDir("disk-evicted");
+  const std::string dir = ScratchDir("disk-evicted");
   {
     std::ofstream(dir + "/c.yaml") << "write_through: true\n";
   }
@@ -693,7 +684,7 @@ TEST_CASE("inspect prefix dates a block's eviction from the disk tier, not its e
 
 TEST_CASE("inspect verify --drop removes the corrupt block offline, the daemon serves the rest",
           "[tools][inspect]") {
-  const std::string dir = TempDir("drop");
+  const std::string dir = ScratchDir("drop");
   const Namespace ns = Make(BaseSpec());
   testing::Prompt p(ns, 8, 77, ns.block_bytes());
   {
@@ -792,7 +783,7 @@ std::map<std::string, double> Scrape(const std::string& url) {
 
 TEST_CASE("/metrics scraped with curl: counters follow a known workload exactly",
           "[tools][metrics]") {
-  const std::string dir = TempDir("metrics");
+  const std::string dir = ScratchDir("metrics");
   Serve serve(dir, {"--metrics-addr", "127.0.0.1:0"});
   const std::regex addr("metrics on (http://127\\.0\\.0\\.1:[0-9]+)/metrics");
   std::smatch m;
