@@ -292,22 +292,9 @@ PYBIND11_MODULE(_native, m) {
           [](const strata::Namespace& ns, const py::list& hashes) {
             std::vector<py::bytes> out;
             out.reserve(hashes.size());
-            for (const py::handle& h : hashes) {
-              std::optional<strata::EngineHash> e;
-              if (py::isinstance<py::str>(h)) {
-                e = strata::EngineHash::FromHex(h.cast<std::string>());
-              } else if (py::isinstance<py::bytes>(h)) {
-                const std::string raw = h.cast<std::string>();
-                if (raw.size() == 16 || raw.size() == 32) {
-                  e.emplace();
-                  e->size = static_cast<uint8_t>(raw.size());
-                  std::memcpy(e->bytes.data(), raw.data(), raw.size());
-                }
-              }
-              if (!e)
-                throw py::value_error("an engine hash is 16 or 32 bytes, or 32 or 64 hex digits");
-              out.push_back(KeyBytes(strata::KeyOfEngineHash(ns.id(), *e)));
-            }
+            for (const py::handle& h : hashes)
+              out.push_back(
+                  KeyBytes(strata::KeyOfEngineHash(ns.id(), ToEngineHash(h, "engine_keys"))));
             return out;
           },
           py::arg("hashes"),
