@@ -23,6 +23,7 @@
 #include "strata/key_chain.h"
 #include "strata_kernels/kv_synth.h"
 #include "tests/lib/client_test_util.h"
+#include "tests/lib/disk_serve.h"
 #include "tests/lib/run_command.h"
 #include "tests/lib/scratch_files.h"
 #include "tools/strata/serve_process.h"
@@ -30,6 +31,7 @@
 namespace strata {
 namespace {
 
+using Serve = testing::DiskServe;
 using testing::Outputs;
 using testing::Prompt;
 using testing::ReadFile;
@@ -40,48 +42,6 @@ constexpr size_t kBlockBytes = 65536;
 Namespace TestNamespace(size_t block_bytes = kBlockBytes) {
   return testing::SmallNamespace("test/disk-model", block_bytes);
 }
-
-// `strata serve` on `dir`/s.sock with its disk tier (`disk` bytes) in `dir`/data, plus `extra`;
-// each start's output goes to its own `dir`/serve-N.log.
-class Serve {
- public:
-  Serve(const std::string& dir, std::vector<std::string> extra = {},
-        const std::string& disk = "64MiB")
-      : dir_(dir) {
-    cli::ServeOptions o;
-    o.exe = STRATA_CLI_PATH;
-    o.socket = dir + "/s.sock";
-    o.args = {"serve", "--socket", o.socket, "--data-dir", dir + "/data", "--host-pool", "64MiB",
-              "--disk", disk};
-    o.args.insert(o.args.end(), extra.begin(), extra.end());
-    o.log_file = dir + "/serve-" + std::to_string(++starts_) + ".log";
-    o.ready = cli::ServeReady::kClientConnects;
-    o.stop_signal = SIGKILL;
-    log_ = o.log_file;
-    auto serve = cli::SpawnServe(std::move(o));
-    INFO(serve.status().ToString() << "\n" << ReadFile(log_));
-    REQUIRE(serve.ok());
-    process_ = std::move(serve).value();
-  }
-  std::unique_ptr<Client> Connect() {
-    auto c = Client::Connect(process_->socket());
-    INFO(c.status().ToString());
-    REQUIRE(c.ok());
-    return std::move(c).value();
-  }
-  // SIGTERM: a clean shutdown (write-back blocks reach disk). Returns the exit code.
-  int Stop() {
-    const int status = process_->Stop(SIGTERM);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-  std::string Log() const { return ReadFile(log_); }
-
- private:
-  std::string dir_;
-  std::string log_;
-  static inline int starts_ = 0;
-  std::unique_ptr<cli::ServeProcess> process_;
-};
 
 nlohmann::json Stats(Client& c) {
   auto s = c.Stats();

@@ -25,6 +25,7 @@
 #include "strata/client.h"
 #include "strata/key_chain.h"
 #include "tests/lib/client_test_util.h"
+#include "tests/lib/disk_serve.h"
 #include "tests/lib/run_command.h"
 #include "tests/lib/scratch_files.h"
 #include "tools/strata/serve_process.h"
@@ -32,6 +33,7 @@
 namespace strata {
 namespace {
 
+using Serve = testing::DiskServe;
 using nlohmann::json;
 using testing::ReadFile;
 using testing::ScratchDir;
@@ -75,46 +77,6 @@ void WriteTokens(const std::string& path, const std::vector<uint32_t>& tokens) {
   std::ofstream out(path);
   for (uint32_t t : tokens) out << t << "\n";
 }
-
-class Serve {
- public:
-  explicit Serve(const std::string& dir, std::vector<std::string> extra = {},
-                 const std::string& host_pool = "64MiB", const std::string& disk = "64MiB")
-      : dir_(dir) {
-    cli::ServeOptions o;
-    o.exe = STRATA_CLI_PATH;
-    o.socket = dir + "/s.sock";
-    o.args = {"serve", "--socket", o.socket, "--data-dir", dir + "/data", "--host-pool", host_pool,
-              "--disk", disk};
-    o.args.insert(o.args.end(), extra.begin(), extra.end());
-    o.log_file = dir + "/serve.log";
-    o.ready = cli::ServeReady::kClientConnects;
-    o.stop_signal = SIGKILL;
-    log_ = o.log_file;
-    auto serve = cli::SpawnServe(std::move(o));
-    INFO(serve.status().ToString() << "\n" << ReadFile(log_));
-    REQUIRE(serve.ok());
-    process_ = std::move(serve).value();
-  }
-  std::unique_ptr<Client> Connect() {
-    auto c = Client::Connect(process_->socket());
-    INFO(c.status().ToString());
-    REQUIRE(c.ok());
-    return std::move(c).value();
-  }
-  int Stop() {
-    const int status = process_->Stop(SIGTERM);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-  std::string socket() const { return dir_ + "/s.sock"; }
-  std::string data() const { return dir_ + "/data"; }
-  std::string Log() const { return ReadFile(log_); }
-
- private:
-  std::string dir_;
-  std::string log_;
-  std::unique_ptr<cli::ServeProcess> process_;
-};
 
 TEST_CASE("inspect a live daemon: node, namespaces, prefix, key, ls and exit codes",
           "[tools][inspect]") {
@@ -648,7 +610,7 @@ TEST_CASE("inspect prefix dates a block's eviction from the disk tier, not its e
     std::ofstream(dir + "/c.yaml") << "write_through: true\n";
   }
   // LRU on both tiers (the disk follows the host's policy): A goes first from each.
-  Serve serve(dir, {"--config", dir + "/c.yaml", "--eviction-policy", "lru"}, "32MiB", "128MiB");
+  Serve serve(dir, {"--config", dir + "/c.yaml", "--eviction-policy", "lru"}, "128MiB", "32MiB");
   NamespaceSpec spec = BaseSpec();  // 2 layers x 2 x 8 heads x 128 dims x 2 bytes x 16 = 128 KiB
   spec.num_kv_heads = 8;
   spec.head_dim = 128;

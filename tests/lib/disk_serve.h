@@ -1,0 +1,72 @@
+// A real `strata serve` with a host pool and a disk tier in `dir`/data, for the tests that store,
+// stop it cleanly and look at (or damage) what it left on disk: tests/lib/daemon_disk_test.cc and
+// tests/tools/inspect_test.cc. Uses Catch2 (REQUIRE) to fail the test that starts it.
+//
+// Thread-safety: one thread per object.
+#pragma once
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "strata/client.h"
+#include "tests/lib/scratch_files.h"
+#include "tools/strata/serve_process.h"
+
+namespace strata::testing {
+
+class DiskServe {
+ public:
+  // Starts `strata serve` on `dir`/s.sock with a `host_pool` pool and a `disk` disk tier, plus
+  // `extra` flags; each start's output goes to its own `dir`/serve-N.log. SIGKILLed when
+  // destroyed unless Stop() ran.
+  explicit DiskServe(const std::string& dir, std::vector<std::string> extra = {},
+                     const std::string& disk = "64MiB", const std::string& host_pool = "64MiB")
+      : dir_(dir) {
+    cli::ServeOptions o;
+    o.exe = STRATA_CLI_PATH;
+    o.socket = socket();
+    o.args = {"serve", "--socket", o.socket, "--data-dir", data(), "--host-pool", host_pool,
+              "--disk", disk};
+    o.args.insert(o.args.end(), extra.begin(), extra.end());
+    o.log_file = dir + "/serve-" + std::to_string(++starts_) + ".log";
+    o.ready = cli::ServeReady::kClientConnects;
+    o.stop_signal = SIGKILL;
+    log_ = o.log_file;
+    auto serve = cli::SpawnServe(std::move(o));
+    INFO(serve.status().ToString() << "\n" << ReadFile(log_));
+    REQUIRE(serve.ok());
+    process_ = std::move(serve).value();
+  }
+
+  std::unique_ptr<Client> Connect() {
+    auto c = Client::Connect(process_->socket());
+    INFO(c.status().ToString());
+    REQUIRE(c.ok());
+    return std::move(c).value();
+  }
+
+  // SIGTERM: a clean shutdown (write-back blocks reach disk). Returns the exit code.
+  int Stop() {
+    const int status = process_->Stop(SIGTERM);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+  std::string socket() const { return dir_ + "/s.sock"; }
+  std::string data() const { return dir_ + "/data"; }
+  std::string Log() const { return ReadFile(log_); }
+
+ private:
+  std::string dir_;
+  std::string log_;
+  static inline int starts_ = 0;
+  std::unique_ptr<cli::ServeProcess> process_;
+};
+
+}  // namespace strata::testing
