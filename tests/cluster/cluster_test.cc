@@ -148,6 +148,41 @@ size_t RemoteBlocks(Client& c, std::span<const BlockKey> keys) {
 
 const std::string kSecret = "cluster-test-secret-0123456789abcdef";
 
+// Two nodes `name`-a and `name`-b that find each other through a static membership directory
+// (`dir`/members) and share the cluster secret (`dir`/secret), each with its pool and further
+// flags; built once each sees both members (A starts before B's file exists and picks B up when it
+// appears). Tests bind the parts: `auto& [secret, members, a, b, ca, cb] = pair;`.
+struct StaticPair {
+  StaticPair(const std::string& dir, const std::string& name, const std::string& pool_a,
+             const std::string& pool_b, std::vector<std::string> extra_a = {},
+             std::vector<std::string> extra_b = {})
+      : secret(WriteSecret(dir, "secret", kSecret)),
+        members(dir + "/members"),
+        a(dir, name + "-a", "", secret, pool_a, Flags(name + "-b", std::move(extra_a))),
+        b(dir, name + "-b", "", secret, pool_b, Flags(name + "-a", std::move(extra_b))) {
+    REQUIRE(a.ready());
+    REQUIRE(b.ready());
+    ca = a.Connect();
+    cb = b.Connect();
+    REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
+    REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
+  }
+
+  std::vector<std::string> Flags(const std::string& peer, std::vector<std::string> extra) const {
+    std::vector<std::string> f = {"--membership", "static", "--static-dir", members,
+                                  "--static-peers", peer};
+    f.insert(f.end(), extra.begin(), extra.end());
+    return f;
+  }
+
+  std::string secret;
+  std::string members;
+  ServeNode a;
+  ServeNode b;
+  std::unique_ptr<Client> ca;
+  std::unique_ptr<Client> cb;
+};
+
 TEST_CASE("cluster: disaggregated prefill -> decode through two strata serve nodes",
           "[cluster][etcd]") {
   transport::testing::EtcdProcess etcd;
@@ -355,19 +390,8 @@ TEST_CASE("cluster: a node that fails the secret handshake owns no directory sha
 TEST_CASE("cluster: static membership through a shared directory and Prefetch of remote blocks",
           "[cluster]") {
   const std::string dir = ScratchDir("static");
-  const std::string secret = WriteSecret(dir, "secret", kSecret);
-  const std::string members = dir + "/members";
-  ServeNode a(dir, "static-a", "", secret, "64MiB",
-              {"--membership", "static", "--static-dir", members, "--static-peers", "static-b"});
-  REQUIRE(a.ready());
-  ServeNode b(dir, "static-b", "", secret, "64MiB",
-              {"--membership", "static", "--static-dir", members, "--static-peers", "static-a"});
-  REQUIRE(b.ready());
-  auto ca = a.Connect();
-  auto cb = b.Connect();
-  // A started before B's file existed: it picks B up when the file appears.
-  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
-  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
+  StaticPair pair(dir, "static", "64MiB", "64MiB");  // A starts before B's file exists
+  auto& [secret, members, a, b, ca, cb] = pair;
 
   Namespace ns = TestNamespace(16 << 10);
   Prompt p(ns, 32, 21, 16 << 10);
@@ -419,18 +443,8 @@ std::vector<nlohmann::json> JsonLines(const std::string& text) {
 TEST_CASE("cluster: inspect peers counts the pulls from each member and --all asks every member",
           "[cluster][inspect]") {
   const std::string dir = ScratchDir("inspect");
-  const std::string secret = WriteSecret(dir, "secret", kSecret);
-  const std::string members = dir + "/members";
-  ServeNode a(dir, "insp-a", "", secret, "64MiB",
-              {"--membership", "static", "--static-dir", members, "--static-peers", "insp-b"});
-  REQUIRE(a.ready());
-  ServeNode b(dir, "insp-b", "", secret, "64MiB",
-              {"--membership", "static", "--static-dir", members, "--static-peers", "insp-a"});
-  REQUIRE(b.ready());
-  auto ca = a.Connect();
-  auto cb = b.Connect();
-  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
-  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
+  StaticPair pair(dir, "insp", "64MiB", "64MiB");
+  auto& [secret, members, a, b, ca, cb] = pair;
 
   // 32 blocks of 16 KiB stored on A, loaded through B: B pulls all of them from A.
   Namespace ns = TestNamespace(16 << 10);
@@ -565,27 +579,17 @@ std::vector<std::string> ListeningAddresses(pid_t pid) {
 TEST_CASE("cluster: a node listens on loopback only unless --listen-addr names another address",
           "[cluster]") {
   const std::string dir = ScratchDir("listen");
-  const std::string secret = WriteSecret(dir, "secret", kSecret);
-  const std::string members = dir + "/members";
-  // Default listen_addr (127.0.0.1), tcp: every TCP listening socket of the daemon is on
-  // 127.0.0.1, and two such nodes still pull from each other.
-  ServeNode a(dir, "listen-a", "", secret, "64MiB",
-              {"--membership", "static", "--static-dir", members, "--static-peers", "listen-b",
-               "--ucx-tls", "tcp"});
-  REQUIRE(a.ready());
-  ServeNode b(dir, "listen-b", "", secret, "64MiB",
-              {"--membership", "static", "--static-dir", members, "--static-peers", "listen-a",
-               "--ucx-tls", "tcp", "--listen-addr", "127.0.0.1"});
-  REQUIRE(b.ready());
+  // Default listen_addr (127.0.0.1) on A, named on B, tcp: every TCP listening socket of each
+  // daemon is on 127.0.0.1, and the two nodes still pull from each other.
+  StaticPair pair(dir, "listen", "64MiB", "64MiB", {"--ucx-tls", "tcp"},
+                  {"--ucx-tls", "tcp", "--listen-addr", "127.0.0.1"});
+  auto& [secret, members, a, b, ca, cb] = pair;
   for (ServeNode* n : {&a, &b}) {
     const auto listening = ListeningAddresses(n->pid());
     INFO("listening TCP sockets: " << listening.size());
     REQUIRE_FALSE(listening.empty());
     for (const auto& addr : listening) CHECK(addr == "0100007F");  // 127.0.0.1
   }
-  auto ca = a.Connect();
-  auto cb = b.Connect();
-  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
   Namespace ns = TestNamespace(16 << 10);
   Prompt p(ns, 8, 31, 16 << 10);
   REQUIRE(*ca->Store(ns, p.keys, p.in).Wait() == 8);
@@ -606,20 +610,8 @@ TEST_CASE("cluster: pulls without UCX peer error handling: SIGKILL of the holder
   for (const std::string tls : {"shm,tcp", "tcp"}) {
     INFO("UCX_TLS " << tls);
     const std::string dir = ScratchDir("kill-" + tls.substr(0, 3));
-    const std::string secret = WriteSecret(dir, "secret", kSecret);
-    const std::string members = dir + "/members";
-    auto flags = [&](const std::string& peer) {
-      return std::vector<std::string>{"--membership", "static", "--static-dir", members,
-                                      "--static-peers", peer, "--ucx-tls", tls};
-    };
-    ServeNode a(dir, "kill-a", "", secret, "384MiB", flags("kill-b"));
-    REQUIRE(a.ready());
-    ServeNode b(dir, "kill-b", "", secret, "384MiB", flags("kill-a"));
-    REQUIRE(b.ready());
-    auto ca = a.Connect();
-    auto cb = b.Connect();
-    REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
-    REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
+    StaticPair pair(dir, "kill", "384MiB", "384MiB", {"--ucx-tls", tls}, {"--ucx-tls", tls});
+    auto& [secret, members, a, b, ca, cb] = pair;
     constexpr size_t kBlocks = 64, kBytes = 4 << 20;
     Namespace ns = TestNamespace(kBytes);
     Prompt big(ns, kBlocks, 31, kBytes);
@@ -669,19 +661,8 @@ TEST_CASE("cluster: pulls without UCX peer error handling: SIGKILL of the puller
   for (const std::string tls : {"shm,tcp", "tcp"}) {
     INFO("UCX_TLS " << tls);
     const std::string dir = ScratchDir("killp-" + tls.substr(0, 3));
-    const std::string secret = WriteSecret(dir, "secret", kSecret);
-    const std::string members = dir + "/members";
-    auto flags = [&](const std::string& peer) {
-      return std::vector<std::string>{"--membership", "static", "--static-dir", members,
-                                      "--static-peers", peer, "--ucx-tls", tls};
-    };
-    ServeNode a(dir, "killp-a", "", secret, "384MiB", flags("killp-b"));
-    REQUIRE(a.ready());
-    ServeNode b(dir, "killp-b", "", secret, "384MiB", flags("killp-a"));
-    REQUIRE(b.ready());
-    auto ca = a.Connect();
-    auto cb = b.Connect();
-    REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
+    StaticPair pair(dir, "killp", "384MiB", "384MiB", {"--ucx-tls", tls}, {"--ucx-tls", tls});
+    auto& [secret, members, a, b, ca, cb] = pair;
     constexpr size_t kBlocks = 64, kBytes = 4 << 20;
     Namespace ns = TestNamespace(kBytes);
     Prompt big(ns, kBlocks, 33, kBytes);
@@ -714,20 +695,9 @@ TEST_CASE("cluster: 32 MiB blocks are stored and pulled with a larger host_slab,
           "without",
           "[cluster]") {
   const std::string dir = ScratchDir("bigslab");
-  const std::string secret = WriteSecret(dir, "secret", kSecret);
-  const std::string members = dir + "/members";
-  auto flags = [&](const std::string& peer) {
-    return std::vector<std::string>{"--membership", "static", "--static-dir", members,
-                                    "--static-peers", peer, "--host-slab", "64MiB"};
-  };
-  ServeNode a(dir, "big-a", "", secret, "256MiB", flags("big-b"));
-  REQUIRE(a.ready());
-  ServeNode b(dir, "big-b", "", secret, "256MiB", flags("big-a"));
-  REQUIRE(b.ready());
-  auto ca = a.Connect();
-  auto cb = b.Connect();
-  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
-  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
+  StaticPair pair(dir, "big", "256MiB", "256MiB", {"--host-slab", "64MiB"},
+                  {"--host-slab", "64MiB"});
+  auto& [secret, members, a, b, ca, cb] = pair;
   constexpr size_t kBlocks = 3, kBytes = size_t{32} << 20;
   Namespace ns = TestNamespace(kBytes);
   Prompt big(ns, kBlocks, 41, kBytes);
@@ -766,20 +736,8 @@ TEST_CASE("cluster: 32 MiB blocks are stored and pulled with a larger host_slab,
 TEST_CASE("cluster: a pull into a full pool makes room off the progress thread and loads all",
           "[cluster]") {
   const std::string dir = ScratchDir("fullpool");
-  const std::string secret = WriteSecret(dir, "secret", kSecret);
-  const std::string members = dir + "/members";
-  auto flags = [&](const std::string& peer) {
-    return std::vector<std::string>{"--membership", "static", "--static-dir", members,
-                                    "--static-peers", peer};
-  };
-  ServeNode a(dir, "full-a", "", secret, "128MiB", flags("full-b"));
-  REQUIRE(a.ready());
-  ServeNode b(dir, "full-b", "", secret, "64MiB", flags("full-a"));
-  REQUIRE(b.ready());
-  auto ca = a.Connect();
-  auto cb = b.Connect();
-  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
-  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
+  StaticPair pair(dir, "full", "128MiB", "64MiB");
+  auto& [secret, members, a, b, ca, cb] = pair;
   constexpr size_t kBytes = 4 << 20;
   Namespace ns = TestNamespace(kBytes);
   Prompt own(ns, 15, 51, kBytes);  // 60 of B's 64 MiB
@@ -809,25 +767,10 @@ TEST_CASE("cluster: blocks held only on the holder's disk tier are announced, pr
           "pulled bit-exact",
           "[cluster]") {
   const std::string dir = ScratchDir("diskserve");
-  const std::string secret = WriteSecret(dir, "secret", kSecret);
-  const std::string members = dir + "/members";
-  auto flags = [&](const std::string& peer) {
-    return std::vector<std::string>{"--membership", "static", "--static-dir", members,
-                                    "--static-peers", peer};
-  };
-  std::vector<std::string> holder_flags = flags("disk-b");
-  for (const std::string& a : {std::string("--data-dir"), dir + "/a-disk", std::string("--disk"),
-                               std::string("512MiB"), std::string("--eviction-policy"),
-                               std::string("lru")})
-    holder_flags.push_back(a);
-  ServeNode a(dir, "disk-a", "", secret, "64MiB", holder_flags);
-  REQUIRE(a.ready());
-  ServeNode b(dir, "disk-b", "", secret, "256MiB", flags("disk-a"));
-  REQUIRE(b.ready());
-  auto ca = a.Connect();
-  auto cb = b.Connect();
-  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
-  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
+  // The holder (A) has a disk tier.
+  StaticPair pair(dir, "disk", "64MiB", "256MiB",
+                  {"--data-dir", dir + "/a-disk", "--disk", "512MiB", "--eviction-policy", "lru"});
+  auto& [secret, members, a, b, ca, cb] = pair;
   constexpr size_t kBlocks = 24, kBytes = 4 << 20;
   Namespace ns = TestNamespace(kBytes);
   // One block more than the loads use: every block of the chain they load has a child, so each
@@ -1041,20 +984,9 @@ TEST_CASE("cluster: /metrics counts the pulls from each peer exactly, the inspec
           "answers only holders of the cluster secret",
           "[cluster][metrics][inspect]") {
   const std::string dir = ScratchDir("peer-metrics");
-  const std::string secret = WriteSecret(dir, "secret", kSecret);
-  const std::string members = dir + "/members";
-  ServeNode a(dir, "met-a", "", secret, "64MiB",
-              {"--membership", "static", "--static-dir", members, "--static-peers", "met-b",
-               "--inspect-addr", "127.0.0.1:0"});
-  REQUIRE(a.ready());
-  ServeNode b(dir, "met-b", "", secret, "64MiB",
-              {"--membership", "static", "--static-dir", members, "--static-peers", "met-a",
-               "--metrics-addr", "127.0.0.1:0"});
-  REQUIRE(b.ready());
-  auto ca = a.Connect();
-  auto cb = b.Connect();
-  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
-  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
+  StaticPair pair(dir, "met", "64MiB", "64MiB", {"--inspect-addr", "127.0.0.1:0"},
+                  {"--metrics-addr", "127.0.0.1:0"});
+  auto& [secret, members, a, b, ca, cb] = pair;
   const std::string metrics =
       FromLog(dir + "/met-b.log", std::regex("metrics on (http://127\\.0\\.0\\.1:[0-9]+)/"));
   REQUIRE(!metrics.empty());
