@@ -1,6 +1,8 @@
 // PeerTransport: its core (peer_transport_impl.h lists the other files).
 #include "transport/peer_transport.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -9,6 +11,13 @@
 #include "transport/peer_transport_impl.h"
 
 namespace strata::transport {
+
+int AutoProgressSpinRounds() {
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  const int n = ::sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+  return n >= 4 ? 2000 : 0;
+}
 
 // Fails everything that rides on `conn` and, when `conn` belongs to a session, on the
 // session's other endpoint; force-closes `conn` when `close`, the other endpoint always.

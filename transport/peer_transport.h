@@ -85,6 +85,13 @@ class BlockSource {
   virtual bool ServesUnnamed(const NamespaceId& /*ns*/) { return true; }
 };
 
+// The progress threads' default spin: 2000 empty rounds (~0.3 ms) where this process may run on
+// 4 or more CPUs, 0 (sleep on the event fd at once) on fewer. On 2 cores two spinning progress
+// threads per node compete with the threads they wait for (fetch, session, client): the 2 MiB
+// prefix of `strata bench peers` loaded 3.3x faster and one-block loads 15-30x faster without
+// spinning (docs/benchmarks.md, "peers", 2026-12-02). Not measured on many-core hosts.
+int AutoProgressSpinRounds();
+
 struct PeerTransportOptions {
   // This node's id in membership. REQUIRES: non-empty.
   std::string node_id;
@@ -108,9 +115,9 @@ struct PeerTransportOptions {
   // Default: false.
   bool data_peer_errors = false;
   // Empty progress rounds before the progress thread sleeps on the worker's event fd. More
-  // rounds cut pull latency (no wake-up on the path) at the price of CPU; a negative value never
-  // sleeps (busy polling). Default: 2000 (~0.3 ms of spinning).
-  int progress_spin_rounds = 2000;
+  // rounds cut pull latency (no wake-up on the path) when a core is free to spin; a negative
+  // value never sleeps (busy polling). Default: AutoProgressSpinRounds().
+  int progress_spin_rounds = AutoProgressSpinRounds();
   // Serves pulls. Default: none (pulls get NotFound for every key).
   BlockSource* block_source = nullptr;
   // Serves lookups and announces. Default: none (NotSupported).

@@ -318,6 +318,18 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
     c->node.cluster.listen_addr = value;
   } else if (key == "ucx_peer_errors") {
     STRATA_ASSIGN_OR_RETURN(c->node.cluster.ucx_peer_errors, ParseBool(key, value));
+  } else if (key == "progress_spin_rounds") {
+    if (value == "auto") {
+      c->node.cluster.progress_spin_rounds.reset();
+    } else if (value == "-1") {
+      c->node.cluster.progress_spin_rounds = -1;
+    } else {
+      STRATA_ASSIGN_OR_RETURN(const uint32_t n, ParseU32(key, value));
+      if (n > 10'000'000)
+        return Status::InvalidArgument("progress_spin_rounds: " + value +
+                                       " is more than 10000000 (-1 spins for ever)");
+      c->node.cluster.progress_spin_rounds = static_cast<int>(n);
+    }
   } else if (key == "request_timeout_ms") {
     STRATA_ASSIGN_OR_RETURN(c->node.cluster.request_timeout_ms, ParseU32(key, value));
     if (c->node.cluster.request_timeout_ms == 0)
@@ -384,6 +396,7 @@ constexpr EnvVar kVars[] = {
     {"STRATA_LISTEN_ADDR", "listen_addr"},
     {"STRATA_REQUEST_TIMEOUT_MS", "request_timeout_ms"},
     {"STRATA_UCX_PEER_ERRORS", "ucx_peer_errors"},
+    {"STRATA_PROGRESS_SPIN_ROUNDS", "progress_spin_rounds"},
     {"STRATA_ANNOUNCE_INTERVAL_MS", "announce_interval_ms"},
     {"STRATA_KV_EVENTS", "kv_events"},
     {"STRATA_KV_EVENTS_REPLAY", "kv_events_replay"},

@@ -54,6 +54,7 @@ Status ClusterImpl::Start() {
       {store_->host().base(), store_->host().size(), store_->host().slab_bytes()});
   to.request_timeout = std::chrono::milliseconds(options_.request_timeout_ms);
   to.data_peer_errors = options_.ucx_peer_errors;
+  if (options_.progress_spin_rounds) to.progress_spin_rounds = *options_.progress_spin_rounds;
   to.block_source = &source_;
   to.directory = shard_.get();
   auto transport = transport::PeerTransport::Open(std::move(to));

@@ -67,6 +67,9 @@ struct ClusterOptions {
   // detected through the session's control endpoint, membership and request_timeout_ms).
   // Default: false.
   bool ucx_peer_errors = false;
+  // Empty rounds the UCX progress thread spins before it sleeps on its event fd; -1 never sleeps.
+  // Default: unset = transport::AutoProgressSpinRounds() (2000 with 4 or more CPUs, else 0).
+  std::optional<int> progress_spin_rounds;
   // How often announces are flushed to the directory shards. Default: 50 ms.
   uint32_t announce_interval_ms = 50;
   // The daemon's socket, published in membership so that `strata inspect --all` on the same

@@ -902,6 +902,19 @@ TEST_CASE("cluster: config keys, environment and defaults", "[cluster]") {
   CHECK_FALSE(c.node.cluster.ucx_peer_errors);  // pulls may use shared memory
   REQUIRE(ApplyEnvironment({{"STRATA_UCX_PEER_ERRORS", "true"}}, &c).ok());
   CHECK(c.node.cluster.ucx_peer_errors);
+  CHECK_FALSE(c.node.cluster.progress_spin_rounds);  // auto: the transport sizes it by CPUs
+  REQUIRE(ApplyEnvironment({{"STRATA_PROGRESS_SPIN_ROUNDS", "0"}}, &c).ok());
+  CHECK(c.node.cluster.progress_spin_rounds == 0);
+  REQUIRE(ApplyEnvironment({{"STRATA_PROGRESS_SPIN_ROUNDS", "-1"}}, &c).ok());
+  CHECK(c.node.cluster.progress_spin_rounds == -1);
+  REQUIRE(ApplyEnvironment({{"STRATA_PROGRESS_SPIN_ROUNDS", "auto"}}, &c).ok());
+  CHECK_FALSE(c.node.cluster.progress_spin_rounds);
+  for (const char* bad_spin : {"-2", "fast", "20000000"}) {
+    const Status spin = ApplyEnvironment({{"STRATA_PROGRESS_SPIN_ROUNDS", bad_spin}}, &c);
+    CHECK(spin.IsInvalidArgument());
+    CHECK(spin.ToString().find("STRATA_PROGRESS_SPIN_ROUNDS") != std::string::npos);
+  }
+  CHECK_FALSE(c.node.cluster.progress_spin_rounds);
   ConfigWarnings warned;
   REQUIRE(FinishConfig(HostResources{}, &c, &warned).ok());
   bool loopback_warned = false;  // etcd on another host, UCX confined to loopback
