@@ -44,6 +44,10 @@ for l in lines:
         assert l['value'] == 1.0, l
     if m == 'served_after_kill':
         assert l['value'] == 1.0, l  # Strata's disk tier, write-through
+    if l['case'].startswith('transfer/') and m == 'GB/s':
+        # The decode node's own account of the timed loads (cluster stats fetch_profile).
+        prof = l['puller_fetch_profile_ms']
+        assert prof['load_ms'] > 0 and prof['pull_ms'] > 0, l
 # Strata's embedded mode (no daemon) beside LMCache in-process, wherever LMCache's rows are.
 if any(l.get('baseline', '').startswith('lmcache ') and 'error' not in l for l in lines):
     emb = [l for l in lines if l.get('strata_tier') == 'embedded']

@@ -862,12 +862,24 @@ def strata_transfer(cli: str, block_bytes: int, blocks: int, reps: int, lat_iter
                 raise RuntimeError(f"decode node loaded {got} of {k} blocks")
             return dt
 
+        def fetch_profile():
+            return dec.stats().get("cluster", {}).get("fetch_profile", {})
+
         pull(blocks)  # warm-up: connects, faults the pool in
+        before = fetch_profile()
         times = sorted(pull(blocks) for _ in range(reps))
+        after = fetch_profile()
         ok = all(np.array_equal(a, b) for a, b in zip(src, dst))
         lat = sorted(pull(1) for _ in range(lat_iters))
+        # Where a whole-prefix load went on the decode node (cluster stats "fetch_profile", ms
+        # per load over the timed reps); the rest of load_ms is the IPC, pinning and the
+        # client's verified copy out of the pool.
+        profile = {k[:-2] + "_ms": round((after.get(k, 0) - before.get(k, 0)) * 1e3 / reps, 3)
+                   for k in after if k.endswith("_s")}
+        profile["load_ms"] = round(times[len(times) // 2] * 1e3, 3)
         return {"GBps": blocks * block_bytes / times[len(times) // 2] / 1e9,
-                "p50_us": pct(lat, 0.5) * 1e6, "p99_us": pct(lat, 0.99) * 1e6, "verified": ok}
+                "p50_us": pct(lat, 0.5) * 1e6, "p99_us": pct(lat, 0.99) * 1e6, "verified": ok,
+                "profile": profile}
     finally:
         clients.clear()
         for p in procs.values():
@@ -959,6 +971,7 @@ def transfer_rows(cli, size_name, block_bytes, blocks, reps, lat_iters, mooncake
     for r in rows:
         r["path"] = ("strata: serve -> serve peer pull (UCX tcp), client Lookup + Load on the "
                      "decode node; mooncake: TransferEngine batch_transfer_sync_read over tcp")
+    rows[0]["puller_fetch_profile_ms"] = mine["profile"]
     return rows
 
 
