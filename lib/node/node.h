@@ -69,8 +69,9 @@ struct ClusterOptions {
   bool ucx_peer_errors = false;
   // A Load that comes in chunks (a streamed client Load) has the next chunk of the chain the
   // client looked up pulled on the fetch thread while this one is pulled and copied, so that
-  // two pulls per holder are in flight (docs/cluster.md, "Read-ahead"). Default: true.
-  bool pull_read_ahead = true;
+  // two pulls per holder are in flight (docs/cluster.md, "Read-ahead"). Off by default: it did
+  // not measure faster on the 2-core development machine (docs/benchmarks.md). Default: false.
+  bool pull_read_ahead = false;
   // How often announces are flushed to the directory shards. Default: 50 ms.
   uint32_t announce_interval_ms = 50;
   // The daemon's socket, published in membership so that `strata inspect --all` on the same

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -721,6 +722,11 @@ TEST_CASE("cluster: a streamed Load reads the next chunk ahead, two pulls in fli
           "[cluster]") {
   const std::string dir = TempDir("readahead");
   const std::string secret = WriteSecret(dir, "secret", kSecret);
+  // pull_read_ahead (off by default) for the nodes this test starts.
+  struct ReadAheadOn {
+    ReadAheadOn() { ::setenv("STRATA_PULL_READ_AHEAD", "true", 1); }
+    ~ReadAheadOn() { ::unsetenv("STRATA_PULL_READ_AHEAD"); }
+  } read_ahead_on;
   const std::string members = dir + "/members";
   auto flags = [&](const std::string& peer) {
     return std::vector<std::string>{"--membership", "static", "--static-dir", members,
