@@ -180,6 +180,22 @@ uint64_t PeerTransport::units_reregistered() const {
   return impl_->engine->units_reregistered();
 }
 
+TransferProfile PeerTransport::Profile() const {
+  const Impl::ProfileCounters& c = impl_->prof;
+  auto secs = [](const std::atomic<uint64_t>& ns) { return double(ns.load()) / 1e9; };
+  TransferProfile p;
+  p.pull_requests = c.pull_requests.load();
+  p.pull_blocks = c.pull_blocks.load();
+  p.max_pulls_in_flight = c.max_pulls_in_flight.load();
+  p.served_requests = c.served_requests.load();
+  p.served_blocks = c.served_blocks.load();
+  p.serve_pin_s = secs(c.serve_pin_ns);
+  p.serve_request_s = secs(c.serve_request_ns);
+  p.send_s = secs(c.send_ns);
+  p.max_sends_in_flight = c.max_sends_in_flight.load();
+  return p;
+}
+
 Status PeerTransport::Connect(const std::string& peer, std::span<const std::byte> address) {
   auto waiter = std::make_shared<std::promise<Status>>();
   auto future = waiter->get_future();

@@ -166,6 +166,22 @@ struct PullResult {
   size_t LeadingOk() const;
 };
 
+// Counters of the transfer path since Open, both sides (docs/cluster.md, "Where a pull's time
+// goes"). Read with PeerTransport::Profile(); sums only grow.
+struct TransferProfile {
+  // Puller side.
+  uint64_t pull_requests = 0;        // PullRequests posted
+  uint64_t pull_blocks = 0;          // blocks they asked for
+  uint64_t max_pulls_in_flight = 0;  // most PullRequests outstanding at once (all peers)
+  // Holder side.
+  uint64_t served_requests = 0;      // PullRequests answered
+  uint64_t served_blocks = 0;        // blocks sent (a payload, not a bare status)
+  double serve_pin_s = 0;            // in BlockSource::Pin/PinLater for them
+  double serve_request_s = 0;        // handling each request: pins, checks, queueing the sends
+  double send_s = 0;                 // every send, from queued to complete (they overlap)
+  uint64_t max_sends_in_flight = 0;  // most block sends outstanding at once
+};
+
 class PeerTransport;
 
 // A prepared pull: resolved, checked and encoded; Post() issues it. Single use.
@@ -197,6 +213,7 @@ class PeerTransport {
   // the same address (a host slab renewed for another tenant). Any thread.
   Status ReregisterUnit(const void* unit_base);
   uint64_t units_reregistered() const;
+  TransferProfile Profile() const;
 
   // Connects to `peer` at `worker_address` and runs the handshake (or reuses the session).
   // PermissionDenied when the peer refuses our secret or cannot prove it knows it.

@@ -135,6 +135,23 @@ struct PeerTransport::Impl {
 
   static constexpr int kIndexBits = 20;
 
+  // TransferProfile's counters; written on the progress thread, read by Profile() anywhere.
+  struct ProfileCounters {
+    std::atomic<uint64_t> pull_requests{0}, pull_blocks{0}, max_pulls_in_flight{0};
+    std::atomic<uint64_t> served_requests{0}, served_blocks{0};
+    std::atomic<uint64_t> serve_pin_ns{0}, serve_request_ns{0}, send_ns{0};
+    std::atomic<uint64_t> max_sends_in_flight{0};
+    uint64_t sends_in_flight = 0;  // progress thread only
+  };
+  ProfileCounters prof;
+  static void RaiseTo(std::atomic<uint64_t>& max, uint64_t v) {
+    if (v > max.load(std::memory_order_relaxed)) max.store(v, std::memory_order_relaxed);
+  }
+  static uint64_t NsSince(Clock::time_point t) {
+    return static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count());
+  }
+
   // ---- helpers ----
   void SendMessage(ConnId conn, const wire::Message& m) {
     auto frame = wire::EncodeFrame(m);

@@ -175,6 +175,9 @@ Status PullOp::Post() {
     }
     impl->pulls[st->request_id] = st;
     st->posted_at = Clock::now();
+    impl->prof.pull_requests.fetch_add(1, std::memory_order_relaxed);
+    impl->prof.pull_blocks.fetch_add(st->targets.size(), std::memory_order_relaxed);
+    PeerTransport::Impl::RaiseTo(impl->prof.max_pulls_in_flight, impl->pulls.size());
     if (st->targets.empty()) {
       impl->MaybeFinish(st);
       return;

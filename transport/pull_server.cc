@@ -22,12 +22,16 @@ void PeerTransport::Impl::SendBlockStatus(ConnId conn, uint64_t rid, uint32_t in
 }
 
 void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
+  const Clock::time_point arrived = Clock::now();
+  uint64_t pin_ns = 0;
   for (uint32_t i = 0; i < req.keys.size(); ++i) {
     if (options.block_source == nullptr) {
       SendBlockStatus(conn, req.request_id, i, StatusCode::kNotFound);
       continue;
     }
+    const Clock::time_point pinning = Clock::now();
     auto pinned = options.block_source->Pin(req.keys[i]);
+    pin_ns += NsSince(pinning);
     if (!pinned.ok() && pinned.status().IsNotFound()) {
       const uint64_t rid = req.request_id;
       const BlockKey key = req.keys[i];
@@ -55,6 +59,9 @@ void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
     ServeBlock(conn, req.request_id, i, req.keys[i], req.namespace_id, req.capacities[i],
                std::move(pinned));
   }
+  prof.served_requests.fetch_add(1, std::memory_order_relaxed);
+  prof.serve_pin_ns.fetch_add(pin_ns, std::memory_order_relaxed);
+  prof.serve_request_ns.fetch_add(NsSince(arrived), std::memory_order_relaxed);
 }
 
 void PeerTransport::Impl::ServeBlock(ConnId conn, uint64_t rid, uint32_t i, const BlockKey& key,
@@ -95,10 +102,16 @@ void PeerTransport::Impl::ServeBlock(ConnId conn, uint64_t rid, uint32_t i, cons
   // From now: a deferred block's pin keeps served_pins ordered by deadline.
   sp->deadline = Clock::now() + 2 * options.request_timeout;
   served_pins.push_back(sp);
+  prof.served_blocks.fetch_add(1, std::memory_order_relaxed);
+  RaiseTo(prof.max_sends_in_flight, ++prof.sends_in_flight);
   engine->SendData(
       conn,
       std::span<const std::byte>(hdr.data(), split ? hdr.size() : wire::kDataHeaderSize),
-      pinned->data, pinned->size, [this, sp](const Status&) { ReleasePin(*sp); });
+      pinned->data, pinned->size, [this, sp, queued = Clock::now()](const Status&) {
+        --prof.sends_in_flight;
+        prof.send_ns.fetch_add(NsSince(queued), std::memory_order_relaxed);
+        ReleasePin(*sp);
+      });
 }
 
 }  // namespace strata::transport

@@ -316,6 +316,8 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
       return Status::InvalidArgument("listen_addr: '" + value +
                                      "' is not an IPv4 or IPv6 address (or * for every interface)");
     c->node.cluster.listen_addr = value;
+  } else if (key == "pull_read_ahead") {
+    STRATA_ASSIGN_OR_RETURN(c->node.cluster.pull_read_ahead, ParseBool(key, value));
   } else if (key == "ucx_peer_errors") {
     STRATA_ASSIGN_OR_RETURN(c->node.cluster.ucx_peer_errors, ParseBool(key, value));
   } else if (key == "progress_spin_rounds") {
@@ -397,6 +399,7 @@ constexpr EnvVar kVars[] = {
     {"STRATA_REQUEST_TIMEOUT_MS", "request_timeout_ms"},
     {"STRATA_UCX_PEER_ERRORS", "ucx_peer_errors"},
     {"STRATA_PROGRESS_SPIN_ROUNDS", "progress_spin_rounds"},
+    {"STRATA_PULL_READ_AHEAD", "pull_read_ahead"},
     {"STRATA_ANNOUNCE_INTERVAL_MS", "announce_interval_ms"},
     {"STRATA_KV_EVENTS", "kv_events"},
     {"STRATA_KV_EVENTS_REPLAY", "kv_events_replay"},

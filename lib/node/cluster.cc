@@ -161,6 +161,10 @@ std::string ClusterImpl::StatsJson() {
   // Fetches that pulled from the holders a client's Lookup had just been told (no second
   // directory lookup).
   j["hinted_fetches"] = hinted_fetches_.load();
+  // Read-aheads queued for streamed Loads, and Fetches that waited for another's pull of the
+  // same blocks (a read-ahead's) instead of pulling them twice.
+  j["read_aheads"] = read_aheads_.load();
+  j["pulling_waits"] = pulling_waits_.load();
   // Where Fetch's time went, summed over every Fetch (docs/cluster.md, "Where a pull's time
   // goes"): the directory lookup, connecting and preparing, the pulls (post to the last
   // block), of which the first block's wait and the progress thread's verification, and the
@@ -173,6 +177,19 @@ std::string ClusterImpl::StatsJson() {
                         {"first_data_s", secs(prof_first_data_ns_)},
                         {"verify_s", secs(prof_verify_ns_)},
                         {"commit_s", secs(prof_commit_ns_)}};
+  // The transport's own account, both sides: this node's pull requests (blocks per request,
+  // most in flight at once) and its serving of its peers' pulls (pinning, handling each
+  // request, the sends from queued to complete, most in flight at once).
+  const transport::TransferProfile tp = transport_->Profile();
+  j["transfer_profile"] = {{"pull_requests", tp.pull_requests},
+                           {"pull_blocks", tp.pull_blocks},
+                           {"max_pulls_in_flight", tp.max_pulls_in_flight},
+                           {"served_requests", tp.served_requests},
+                           {"served_blocks", tp.served_blocks},
+                           {"serve_pin_s", tp.serve_pin_s},
+                           {"serve_request_s", tp.serve_request_s},
+                           {"send_s", tp.send_s},
+                           {"max_sends_in_flight", tp.max_sends_in_flight}};
   return j.dump();
 }
 

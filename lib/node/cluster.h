@@ -57,8 +57,11 @@ class Cluster {
   // once the disk has it). Never blocks; may run with a tier's lock held.
   virtual void TierChanged(store::TierKind tier, const BlockKey& key, bool added) = 0;
 
-  // How many keys of `keys`, from the first on, some live peer holds (directory lookup).
-  virtual size_t RemotePrefix(std::span<const BlockKey> keys) = 0;
+  // How many keys of chain[local, ...), from the first on, some live peer holds (directory
+  // lookup). `chain` is the whole chain a client looked up; its first `local` blocks are local.
+  // The answer is kept for the Loads that follow (holder hints, and the chain's order: a Fetch
+  // of part of it knows the block before its first and the blocks after its last).
+  virtual size_t RemotePrefix(std::span<const BlockKey> chain, size_t local) = 0;
 
   // Pulls keys[local_prefix, ...) from the peers that hold them into the host tier. Returns how
   // many leading blocks of `keys` are local afterwards (>= local_prefix). `ns`: the namespace
@@ -70,6 +73,13 @@ class Cluster {
 
   // Queues Fetch(keys, <local prefix>) for the cluster's fetch thread (Prefetch). Never blocks.
   virtual void FetchAsync(std::vector<BlockKey> keys) = 0;
+
+  // Read-ahead for a Load that comes in chunks (docs/cluster.md, "Read-ahead"): when a client
+  // looked up a chain that `keys` is a part of, queues a Fetch of the next keys.size() blocks
+  // of that chain for the fetch thread, so that the next chunk's pull is in flight while this
+  // one is pulled and copied. Nothing when the chain ends at keys.back() or is not known (a
+  // client Lookup more than 2 s ago). `ns` as for Fetch. Never blocks.
+  virtual void ReadAhead(std::span<const BlockKey> keys, const NamespaceId& ns) = 0;
 
   // Cluster statistics as a JSON object (members, pulls, bytes, failures).
   virtual std::string StatsJson() = 0;

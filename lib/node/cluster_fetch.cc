@@ -5,13 +5,77 @@
 
 namespace strata {
 
-size_t ClusterImpl::RemotePrefix(std::span<const BlockKey> keys) {
-  if (keys.empty()) return 0;
+size_t ClusterImpl::RemotePrefix(std::span<const BlockKey> chain, size_t local) {
+  if (local >= chain.size()) return 0;
+  const std::span<const BlockKey> keys = chain.subspan(local);
   auto holders = client_->Lookup(std::vector<BlockKey>(keys.begin(), keys.end()));
   size_t n = 0;
   while (n < holders.size() && HasPeer(holders[n])) ++n;
   NoteHints(keys.first(n), holders);
+  if (n > 0) NoteChain(chain.first(local + n));
   return n;
+}
+
+void ClusterImpl::NoteChain(std::span<const BlockKey> chain) {
+  const auto now = Clock::now();
+  auto shared = std::make_shared<const std::vector<BlockKey>>(chain.begin(), chain.end());
+  std::lock_guard<std::mutex> lock(hints_mu_);
+  if (chains_.size() + chain.size() > kMaxHints) chains_.clear();
+  for (size_t i = 0; i < chain.size(); ++i) chains_[chain[i]] = ChainPlace{shared, i, now};
+}
+
+std::optional<ClusterImpl::ChainPlace> ClusterImpl::FindChain(const BlockKey& key) {
+  std::lock_guard<std::mutex> lock(hints_mu_);
+  auto it = chains_.find(key);
+  if (it == chains_.end() || Clock::now() - it->second.at > kHintTtl) return std::nullopt;
+  return it->second;
+}
+
+void ClusterImpl::ReadAhead(std::span<const BlockKey> keys, const NamespaceId& ns) {
+  if (!options_.pull_read_ahead || keys.empty()) return;
+  auto place = FindChain(keys.back());
+  if (!place) return;
+  const std::vector<BlockKey>& chain = *place->chain;
+  const size_t begin = place->pos + 1;
+  if (begin >= chain.size()) return;
+  const size_t end = std::min(chain.size(), begin + keys.size());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const FetchJob& j : fetch_queue_)
+      if (!j.keys.empty() && j.keys.front() == chain[begin]) return;  // queued already
+    fetch_queue_.push_back({std::vector<BlockKey>(chain.begin() + begin, chain.begin() + end), ns});
+  }
+  read_aheads_.fetch_add(1, std::memory_order_relaxed);
+  cv_.notify_all();
+}
+
+bool ClusterImpl::MarkPulling(std::span<const BlockKey> keys) {
+  std::unique_lock<std::mutex> lock(pulling_mu_);
+  auto busy = [&] {
+    for (const BlockKey& k : keys)
+      if (pulling_.count(k)) return true;
+    return false;
+  };
+  const bool waited = busy();
+  if (waited) {
+    pulling_waits_.fetch_add(1, std::memory_order_relaxed);
+    // The other Fetch is bounded by its request timeouts (two rounds); past that, pull anyway.
+    (void)pulling_cv_.wait_for(lock, 2 * std::chrono::milliseconds(options_.request_timeout_ms),
+                               [&] { return !busy(); });
+  }
+  for (const BlockKey& k : keys) ++pulling_[k];
+  return waited;
+}
+
+void ClusterImpl::UnmarkPulling(std::span<const BlockKey> keys) {
+  {
+    std::lock_guard<std::mutex> lock(pulling_mu_);
+    for (const BlockKey& k : keys) {
+      auto it = pulling_.find(k);
+      if (it != pulling_.end() && --it->second == 0) pulling_.erase(it);
+    }
+  }
+  pulling_cv_.notify_all();
 }
 
 void ClusterImpl::NoteHints(std::span<const BlockKey> keys, const std::vector<std::vector<std::string>>& h) {
@@ -42,11 +106,11 @@ void ClusterImpl::FetchLoop() {
   while (!stop_) {
     cv_.wait(lock, [&] { return stop_ || !fetch_queue_.empty(); });
     if (stop_) break;
-    std::vector<BlockKey> keys = std::move(fetch_queue_.front());
+    FetchJob job = std::move(fetch_queue_.front());
     fetch_queue_.pop_front();
     lock.unlock();
-    const size_t local = store_->Lookup(keys).prefix_blocks;
-    (void)Fetch(keys, local, NamespaceId{});
+    const size_t local = store_->Lookup(job.keys).prefix_blocks;
+    (void)Fetch(job.keys, local, job.ns);
     lock.lock();
   }
 }
@@ -54,7 +118,22 @@ void ClusterImpl::FetchLoop() {
 size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix,
                           const NamespaceId& ns) {
   if (local_prefix >= keys.size()) return local_prefix;
+  // A block another Fetch is pulling now (a read-ahead) is waited for, not pulled twice.
+  const std::span<const BlockKey> marked = keys.subspan(local_prefix);
+  if (MarkPulling(marked))
+    local_prefix = std::max(local_prefix, store_->Lookup(keys).prefix_blocks);
+  struct Unmark {
+    ClusterImpl* self;
+    std::span<const BlockKey> keys;
+    ~Unmark() { self->UnmarkPulling(keys); }
+  } unmark{this, marked};
+  if (local_prefix >= keys.size()) return local_prefix;
   const std::span<const BlockKey> rest = keys.subspan(local_prefix);
+  // The block before keys[0] in the chain a client looked up: keys[0]'s parent (a chunk of a
+  // streamed Load, a read-ahead).
+  std::optional<BlockKey> first_parent;
+  if (auto place = FindChain(keys[0]); place && place->pos > 0)
+    first_parent = (*place->chain)[place->pos - 1];
   fetches_.fetch_add(1, std::memory_order_relaxed);
   const auto looked_up = Clock::now();
   auto hinted = TakeHints(rest);
@@ -109,13 +188,14 @@ size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix,
       auto fresh = client_->Lookup(std::vector<BlockKey>(rest.begin(), rest.begin() + n));
       for (size_t i = 0; i < n && i < fresh.size(); ++i) holders[i] = std::move(fresh[i]);
     }
-    PullRound(keys, local_prefix, ns, holders, want, tried, result, done, room, room_tenant);
+    PullRound(keys, local_prefix, ns, first_parent ? &*first_parent : nullptr, holders, want,
+              tried, result, done, room, room_tenant);
   }
   return store_->Lookup(keys).prefix_blocks;
 }
 
 void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
-                            const NamespaceId& ns,
+                            const NamespaceId& ns, const BlockKey* first_parent,
                             const std::vector<std::vector<std::string>>& holders,
                             const std::vector<size_t>& want,
                             std::vector<std::set<std::string>>& tried,
@@ -301,7 +381,7 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
     }
     store::PutOptions put;
     const size_t pos = local_prefix + i;
-    if (pos > 0) put.parent = &keys[pos - 1];
+    put.parent = pos > 0 ? &keys[pos - 1] : first_parent;
     Status st = store_->CommitReserved(*l.reservation, *header, put, /*verify=*/false);
     if (st.ok()) {
       done[i] = 1;  // announced through TierChanged (the host tier gained it)

@@ -76,7 +76,7 @@ class ClusterImpl final : public Cluster {
     }
   }
 
-  size_t RemotePrefix(std::span<const BlockKey> keys) override;
+  size_t RemotePrefix(std::span<const BlockKey> chain, size_t local) override;
 
   size_t Fetch(std::span<const BlockKey> keys, size_t local_prefix,
                const NamespaceId& ns) override;
@@ -84,9 +84,11 @@ class ClusterImpl final : public Cluster {
   // Queues a background Fetch (Prefetch).
   void FetchAsync(std::vector<BlockKey> keys) override {
     std::lock_guard<std::mutex> lock(mu_);
-    fetch_queue_.push_back(std::move(keys));
+    fetch_queue_.push_back({std::move(keys), NamespaceId{}});
     cv_.notify_all();
   }
+
+  void ReadAhead(std::span<const BlockKey> keys, const NamespaceId& ns) override;
 
   std::string StatsJson() override;
 
@@ -109,6 +111,27 @@ class ClusterImpl final : public Cluster {
     Clock::time_point at;
   };
   void NoteHints(std::span<const BlockKey> keys, const std::vector<std::vector<std::string>>& h);
+
+  // The chains clients looked up, in order, by key: for a Fetch of part of a chain, the block
+  // before its first (the parent its first block is committed with) and the blocks after its
+  // last (ReadAhead). Kept kHintTtl, at most kMaxHints keys; a later Lookup replaces a key's.
+  struct ChainPlace {
+    std::shared_ptr<const std::vector<BlockKey>> chain;
+    size_t pos = 0;
+    Clock::time_point at;
+  };
+  void NoteChain(std::span<const BlockKey> chain);
+  // Where `key` lies in a chain a client looked up in the last kHintTtl, if it does.
+  std::optional<ChainPlace> FindChain(const BlockKey& key);
+
+  // Keys some Fetch is pulling now (ReadAhead's on the fetch thread, a Load's on its own): a
+  // second Fetch of one of them waits for the first (at most two request timeouts) and then
+  // finds it local, instead of pulling it twice.
+  // Marks every key of `keys` as pulled by the caller, once no other Fetch pulls any of them
+  // (or the wait's bound passed: then the caller pulls them alongside). Returns whether it
+  // waited. UnmarkPulling(keys) undoes it.
+  bool MarkPulling(std::span<const BlockKey> keys);
+  void UnmarkPulling(std::span<const BlockKey> keys);
   // The hinted holders of every key of `keys` (taken: a hint serves one Fetch), or nothing when
   // a key has no fresh hint.
   std::optional<std::vector<std::vector<std::string>>> TakeHints(std::span<const BlockKey> keys);
@@ -136,7 +159,10 @@ class ClusterImpl final : public Cluster {
   // thread, without eviction (TryReserve); one that found no free space there records its
   // length in room[i]. A block with room[i] > 0 gets its reservation here, on the calling
   // thread, evicting (and writing back) as needed, before its pull is posted.
+  // `first_parent`: the parent of keys[0] (the block before it in the chain a client looked
+  // up), or nullptr.
   void PullRound(std::span<const BlockKey> keys, size_t local_prefix, const NamespaceId& ns,
+                 const BlockKey* first_parent,
                  const std::vector<std::vector<std::string>>& holders,
                  const std::vector<size_t>& want, std::vector<std::set<std::string>>& tried,
                  std::vector<Status>& result, std::vector<uint8_t>& done,
@@ -161,6 +187,10 @@ class ClusterImpl final : public Cluster {
   std::unique_ptr<transport::Membership> membership_;
   std::mutex hints_mu_;
   std::unordered_map<BlockKey, Hint, BlockKeyHash> hints_;  // GUARDED_BY(hints_mu_)
+  std::unordered_map<BlockKey, ChainPlace, BlockKeyHash> chains_;  // GUARDED_BY(hints_mu_)
+  std::mutex pulling_mu_;
+  std::condition_variable pulling_cv_;
+  std::unordered_map<BlockKey, uint32_t, BlockKeyHash> pulling_;  // GUARDED_BY(pulling_mu_)
   transport::StaticMembership* static_membership_ = nullptr;  // membership_, when static
 
   std::mutex mu_;
@@ -172,7 +202,11 @@ class ClusterImpl final : public Cluster {
   std::chrono::steady_clock::time_point rejected_checked_;           // GUARDED_BY(mu_)
   std::optional<std::vector<transport::Member>> pending_members_;   // GUARDED_BY(mu_)
   std::unordered_map<std::string, int> in_flight_;                  // GUARDED_BY(mu_)
-  std::deque<std::vector<BlockKey>> fetch_queue_;                    // GUARDED_BY(mu_)
+  struct FetchJob {
+    std::vector<BlockKey> keys;
+    NamespaceId ns;  // as for Fetch
+  };
+  std::deque<FetchJob> fetch_queue_;                                 // GUARDED_BY(mu_)
   std::thread worker_;
   std::thread fetcher_;
 
@@ -182,7 +216,8 @@ class ClusterImpl final : public Cluster {
   std::atomic<uint64_t> added_{0}, evicted_{0}, pulls_{0}, pulled_blocks_{0}, pulled_bytes_{0},
       pull_failures_{0};
   // Fetch's stage profile (StatsJson "fetch_profile"), nanoseconds summed over every Fetch.
-  std::atomic<uint64_t> room_retries_{0}, hinted_fetches_{0};
+  std::atomic<uint64_t> room_retries_{0}, hinted_fetches_{0}, read_aheads_{0},
+      pulling_waits_{0};
   std::atomic<uint64_t> fetches_{0}, prof_lookup_ns_{0}, prof_prepare_ns_{0}, prof_pull_ns_{0},
       prof_first_data_ns_{0}, prof_verify_ns_{0}, prof_commit_ns_{0};
   static void AddNs(std::atomic<uint64_t>& to, Clock::duration d) {

@@ -91,7 +91,7 @@ std::optional<inspect::Removal> LiveView::Removed(const BlockKey& key) {
 }
 
 size_t LiveView::RemotePrefix(std::span<const BlockKey> keys) {
-  return cluster_ != nullptr ? cluster_->RemotePrefix(keys) : 0;
+  return cluster_ != nullptr ? cluster_->RemotePrefix(keys, 0) : 0;
 }
 
 std::optional<inspect::Activity> LiveView::ActivityOf(const BlockKey& key) {

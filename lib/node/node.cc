@@ -155,7 +155,7 @@ class LocalNode final : public Node {
     store::LookupResult r = store_->Lookup(keys);
     std::vector<Tier> out(r.where.begin(), r.where.end());
     if (cluster_ && out.size() < keys.size()) {
-      const size_t remote = cluster_->RemotePrefix(keys.subspan(out.size()));
+      const size_t remote = cluster_->RemotePrefix(keys, out.size());
       out.insert(out.end(), remote, ipc::Tier::kRemote);
     }
     const std::optional<NamespaceId> counted = CountLookup(keys, r, out.size(), ns);
@@ -266,6 +266,7 @@ class LocalNode final : public Node {
     if (cluster_) {
       // The pull names the caller's namespace: holders serve a private tenant's blocks only so.
       local_before = store_->Lookup(keys).prefix_blocks;
+      cluster_->ReadAhead(keys, ns);  // the next chunk of a streamed Load, on the fetch thread
       if (local_before < keys.size()) (void)cluster_->Fetch(keys, local_before, ns);
     }
     const store::LookupResult present = store_->Lookup(keys);

@@ -70,6 +70,11 @@ struct ClusterOptions {
   // Empty rounds the UCX progress thread spins before it sleeps on its event fd; -1 never sleeps.
   // Default: unset = transport::AutoProgressSpinRounds() (2000 with 4 or more CPUs, else 0).
   std::optional<int> progress_spin_rounds;
+  // A Load that comes in chunks (a streamed client Load) has the next chunk of the chain the
+  // client looked up pulled on the fetch thread while this one is pulled and copied, so that
+  // two pulls per holder are in flight (docs/cluster.md, "Read-ahead"). Off by default: it did
+  // not measure faster on the 2-core development machine (docs/benchmarks.md). Default: false.
+  bool pull_read_ahead = false;
   // How often announces are flushed to the directory shards. Default: 50 ms.
   uint32_t announce_interval_ms = 50;
   // The daemon's socket, published in membership so that `strata inspect --all` on the same

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -686,6 +687,56 @@ TEST_CASE("cluster: pulls without UCX peer error handling: SIGKILL of the puller
     CHECK(erased == kBlocks);
     std::filesystem::remove_all(dir);
   }
+}
+
+// Issue 16: read-ahead. A Load of more than 64 MiB comes in chunks; while the puller pulls
+// the first chunk for the client, its fetch thread pulls the next one (two pull requests to the
+// holder in flight), and the Load's own Fetch of that chunk waits for it instead of pulling it
+// again: every block is pulled exactly once and arrives bit-exact.
+TEST_CASE("cluster: a streamed Load reads the next chunk ahead, two pulls in flight, each block "
+          "pulled once",
+          "[cluster]") {
+  const std::string dir = TempDir("readahead");
+  const std::string secret = WriteSecret(dir, "secret", kSecret);
+  // pull_read_ahead (off by default) for the nodes this test starts.
+  struct ReadAheadOn {
+    ReadAheadOn() { ::setenv("STRATA_PULL_READ_AHEAD", "true", 1); }
+    ~ReadAheadOn() { ::unsetenv("STRATA_PULL_READ_AHEAD"); }
+  } read_ahead_on;
+  const std::string members = dir + "/members";
+  auto flags = [&](const std::string& peer) {
+    return std::vector<std::string>{"--membership", "static", "--static-dir", members,
+                                    "--static-peers", peer};
+  };
+  ServeNode a(dir, "ra-a", "", secret, "256MiB", flags("ra-b"));
+  REQUIRE(a.ready());
+  ServeNode b(dir, "ra-b", "", secret, "256MiB", flags("ra-a"));
+  REQUIRE(b.ready());
+  auto ca = a.Connect();
+  auto cb = b.Connect();
+  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
+  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
+  // 40 x 4 MiB = 160 MiB: chunks of 16, 16 and 8 blocks.
+  constexpr size_t kBlocks = 40, kBytes = size_t{4} << 20;
+  Namespace ns = TestNamespace(kBytes);
+  Prompt p(ns, kBlocks, 43, kBytes);
+  REQUIRE(*ca->Store(ns, p.keys, p.in).Wait() == kBlocks);
+  // The client's Lookup names the chain (and its holders) to the puller.
+  REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, p.keys) == kBlocks; }));
+  Outputs o(kBlocks, kBytes);
+  auto loaded = cb->Load(ns, p.keys, o.out).Wait();
+  REQUIRE(loaded.ok());
+  CHECK(*loaded == kBlocks);
+  for (size_t i = 0; i < kBlocks; ++i) CHECK(o.bufs[i] == p.blocks[i]);
+  auto sb = ClusterStats(*cb);
+  INFO(sb.dump());
+  CHECK(sb["read_aheads"].get<uint64_t>() >= 1);
+  CHECK(sb["pulled_blocks"] == kBlocks);  // none twice
+  CHECK(sb["transfer_profile"]["pull_blocks"] == kBlocks);
+  CHECK(sb["transfer_profile"]["max_pulls_in_flight"].get<uint64_t>() >= 2);
+  auto sa = ClusterStats(*ca);
+  CHECK(sa["transfer_profile"]["served_blocks"] == kBlocks);
+  std::filesystem::remove_all(dir);
 }
 
 // Issue 16: blocks larger than the default 16 MiB slab. With host_slab 64 MiB both nodes store,

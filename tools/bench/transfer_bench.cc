@@ -441,17 +441,22 @@ struct PullFigures {
   // The puller's Fetch profile over the timed reps (cluster stats "fetch_profile"), ms per
   // load: where the time of a whole-prefix load went on the puller node.
   nlohmann::json profile_ms_per_load;
+  // The transport's own account over the timed reps (cluster stats "transfer_profile"): the
+  // puller's requests (per load, blocks per request, most in flight) and the holders' serving
+  // (pinning and request handling per load, the mean send from queued to complete, most sends
+  // in flight).
+  nlohmann::json transfer_profile;
 };
 
-// The puller's cumulative Fetch profile (seconds; cluster stats "fetch_profile").
-nlohmann::json FetchProfile(Client& c) {
+// A node's cumulative cluster stats section `name` ("fetch_profile", "transfer_profile").
+nlohmann::json ClusterSection(Client& c, const char* name = "fetch_profile") {
   auto s = c.Stats();
   if (!s.ok()) return {};
   auto j = nlohmann::json::parse(*s, nullptr, false);
-  if (!j.is_object() || !j.contains("cluster") || !j["cluster"].contains("fetch_profile"))
-    return {};
-  return j["cluster"]["fetch_profile"];
+  if (!j.is_object() || !j.contains("cluster") || !j["cluster"].contains(name)) return {};
+  return j["cluster"][name];
 }
+nlohmann::json FetchProfile(Client& c) { return ClusterSection(c); }
 
 Result<PullFigures> MeasurePulls(const Options& opt, Cluster& c, size_t size, size_t blocks) {
   STRATA_ASSIGN_OR_RETURN(Namespace ns, BenchNamespace(size));
@@ -514,12 +519,39 @@ Result<PullFigures> MeasurePulls(const Options& opt, Cluster& c, size_t size, si
     return Status::Corruption("the last loaded block differs from what was stored");
   std::vector<double> times;
   const nlohmann::json before = FetchProfile(p);
+  const nlohmann::json tp_before = ClusterSection(p, "transfer_profile");
+  std::vector<nlohmann::json> held_before;
+  for (auto& hc : c.holder_clients) held_before.push_back(ClusterSection(*hc, "transfer_profile"));
   lookup_s = 0;
   for (int r = 0; r < opt.reps; ++r) {
     STRATA_ASSIGN_OR_RETURN(double s, load(blocks));
     times.push_back(s);
   }
   const nlohmann::json after = FetchProfile(p);
+  const nlohmann::json tp_after = ClusterSection(p, "transfer_profile");
+  if (tp_before.is_object() && tp_after.is_object()) {
+    auto d = [&](const char* k) {
+      return tp_after.value(k, 0.0) - tp_before.value(k, 0.0);
+    };
+    const double requests = d("pull_requests");
+    f.transfer_profile["puller_requests_per_load"] = requests / opt.reps;
+    f.transfer_profile["puller_blocks_per_request"] = requests > 0 ? d("pull_blocks") / requests : 0;
+    f.transfer_profile["puller_max_pulls_in_flight"] = tp_after.value("max_pulls_in_flight", 0);
+  }
+  for (size_t h = 0; h < c.holder_clients.size(); ++h) {
+    const nlohmann::json a = ClusterSection(*c.holder_clients[h], "transfer_profile");
+    const nlohmann::json& b = held_before[h];
+    if (!a.is_object() || !b.is_object()) continue;
+    auto d = [&](const char* k) { return a.value(k, 0.0) - b.value(k, 0.0); };
+    const double sent = d("served_blocks");
+    f.transfer_profile["holder" + std::to_string(h)] = {
+        {"requests_per_load", d("served_requests") / opt.reps},
+        {"blocks_per_load", sent / opt.reps},
+        {"pin_ms_per_load", d("serve_pin_s") / opt.reps * 1e3},
+        {"request_ms_per_load", d("serve_request_s") / opt.reps * 1e3},
+        {"mean_send_ms", sent > 0 ? d("send_s") / sent * 1e3 : 0},
+        {"max_sends_in_flight", a.value("max_sends_in_flight", 0)}};
+  }
   if (before.is_object() && after.is_object()) {
     for (const char* k : {"lookup_s", "prepare_s", "pull_s", "first_data_s", "verify_s",
                           "commit_s"}) {
@@ -634,7 +666,8 @@ void Run(const Options& opt) {
                       {"ucx_perftest_e_gbps", base.gbps_e},
                       {"ucx_perftest_no_e_gbps", base.gbps_no_e},
                       {"load_ms", f->median_s * 1e3},
-                      {"puller_fetch_profile_ms", f->profile_ms_per_load}});
+                      {"puller_fetch_profile_ms", f->profile_ms_per_load},
+                      {"transfer_profile", f->transfer_profile}});
         report.Add({"pull/" + tag, "GB/s", f->gbps, "ucx_perftest", base.best_gbps(), true,
                     extra});
         nlohmann::json lat_extra = common;
