@@ -32,14 +32,16 @@ uint32_t Stride(uint32_t capacity) {
 }
 
 // Keys stored recently: a direct-mapped table of 14-bit fingerprints, each with a 2-bit count of
-// the key's inserts, so it remembers about the last `size` inserts (an entry survives n later
-// inserts with probability (1 - 1/size)^n): S3-FIFO's ghost queue, in 2 bytes an entry. A key
+// the key's inserts, with size rounded down to a power of two entries (at most 2 bytes per slot
+// of the tier), so it remembers about the last half to whole `size` of inserts (an entry survives
+// n later inserts with probability (1 - 1/entries)^n): S3-FIFO's ghost queue, which holds 0.9 x
+// the capacity. A key
 // stored again while remembered was evicted a short while ago. Thread-safety: relaxed atomics;
 // a race loses or mixes one entry (an estimate, like the sketch).
 class RecentKeys {
  public:
   explicit RecentKeys(uint32_t size)
-      : mask_(std::bit_ceil(std::max<uint32_t>(size, 64)) - 1), table_(new Cell[mask_ + 1]) {
+      : mask_(std::bit_floor(std::max<uint32_t>(size, 16)) - 1), table_(new Cell[mask_ + 1]) {
     for (uint32_t i = 0; i <= mask_; ++i) table_[i].store(0, std::memory_order_relaxed);
   }
   // Counts an insert of the key; returns the inserts remembered before this one (0..3).
@@ -215,6 +217,62 @@ class MiniSim {
   uint32_t cursor_ = 0;
 };
 
+// The keys of the cached blocks that are in the sample, by slot (linear probing, backward-shift
+// deletion): a hit names a slot, the simulations and OPTgen need its key. 4 x the sampled capacity
+// entries of 16 bytes; full at 3/4 (a key not tracked is then not simulated: rare, as the sample
+// holds about capacity / R blocks). Not thread-safe: the policy's sampler lock.
+class SampledKeys {
+ public:
+  explicit SampledKeys(uint32_t sampled_capacity)
+      : slots_(std::bit_ceil(4 * std::max<uint32_t>(sampled_capacity, 64))) {}
+
+  bool Track(uint32_t slot, uint64_t key) {
+    if (4 * (tracked_ + 1) > 3 * slots_.size()) return false;
+    size_t i = Home(slot);
+    while (slots_[i].slot != kNoSlot && slots_[i].slot != slot) i = Next(i);
+    if (slots_[i].slot == kNoSlot) ++tracked_;
+    slots_[i] = {slot, key};
+    return true;
+  }
+  bool Key(uint32_t slot, uint64_t* key) const {
+    for (size_t i = Home(slot); slots_[i].slot != kNoSlot; i = Next(i))
+      if (slots_[i].slot == slot) {
+        *key = slots_[i].key;
+        return true;
+      }
+    return false;
+  }
+  void Untrack(uint32_t slot) {
+    size_t i = Home(slot);
+    while (slots_[i].slot != slot) {
+      if (slots_[i].slot == kNoSlot) return;
+      i = Next(i);
+    }
+    --tracked_;
+    for (size_t j = Next(i);; j = Next(j)) {  // backward shift
+      if (slots_[j].slot == kNoSlot) break;
+      const size_t home = Home(slots_[j].slot);
+      if (((j - home) & (slots_.size() - 1)) >= ((j - i) & (slots_.size() - 1))) {
+        slots_[i] = slots_[j];
+        i = j;
+      }
+    }
+    slots_[i].slot = kNoSlot;
+  }
+  size_t MemoryBytes() const { return slots_.size() * sizeof(SlotKey); }
+
+ private:
+  struct SlotKey {
+    uint32_t slot = kNoSlot;
+    uint64_t key = 0;
+  };
+  size_t Home(uint32_t slot) const { return Mix(slot) & (slots_.size() - 1); }
+  size_t Next(size_t i) const { return (i + 1) & (slots_.size() - 1); }
+
+  std::vector<SlotKey> slots_;
+  size_t tracked_ = 0;
+};
+
 // OptGen (Jain & Lin, ISCA'16) over a sample of the keys: for each access of a sampled key it
 // answers "would Belady's MIN, with `capacity` blocks for the sampled keys, have kept this block
 // since its previous access?" and reports the signature of that previous access with the answer.
@@ -284,11 +342,11 @@ class LearnedPolicy final : public EvictionPolicy {
   explicit LearnedPolicy(uint32_t capacity)
       : EvictionPolicy(capacity),
         nodes_(new Node[capacity]),
-        keys_(new uint64_t[capacity]),
         sample_shift_(SampleShift(capacity, 256)),
         sim_shift_(SampleShift(capacity, 1024)),
         recent_(capacity),
-        optgen_(std::max<uint32_t>(1, capacity >> sample_shift_)) {
+        optgen_(std::max<uint32_t>(1, capacity >> sample_shift_)),
+        sampled_keys_(std::max<uint32_t>(1, capacity >> sim_shift_)) {
     for (auto& c : predictor_) c.store(kFriendly, std::memory_order_relaxed);
     sims_.reserve(kExperts);
     for (int e = 0; e < kExperts; ++e)
@@ -317,16 +375,20 @@ class LearnedPolicy final : public EvictionPolicy {
     const uint8_t seen = recent_.Insert(key_hash);
     if (seen == 0) small_.fetch_add(1, std::memory_order_relaxed);
     const uint8_t sig = Signature(seen, parent_hits, depth);
-    const bool sampled = IsSampled(key_hash, sample_shift_, 0x5bd1e995ULL);
-    keys_[slot] = key_hash;
+    const bool sampled = IsSampled(key_hash, sim_shift_);
     n.children.store(0, std::memory_order_relaxed);
     n.depth.store(depth, std::memory_order_relaxed);
     n.meta.store(static_cast<uint8_t>((parent_gen << kGenShift) | seen), std::memory_order_relaxed);
     n.parent.store(parent, std::memory_order_relaxed);
     n.last.store(clock_.fetch_add(1, std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     n.sig.store(sig, std::memory_order_relaxed);
-    Sampled(key_hash, sig, sampled);
-    n.flags.store(static_cast<uint8_t>((gen << kGenShift) | kLiveBit | (sampled ? kSampledBit : 0)),
+    bool tracked = false;
+    if (sampled) {
+      std::lock_guard lock(sampler_mu_);
+      tracked = sampled_keys_.Track(slot, key_hash);
+      Sampled(key_hash, sig);
+    }
+    n.flags.store(static_cast<uint8_t>((gen << kGenShift) | kLiveBit | (tracked ? kSampledBit : 0)),
                   std::memory_order_release);
   }
 
@@ -351,7 +413,11 @@ class LearnedPolicy final : public EvictionPolicy {
       parent_hits = nodes_[parent].meta.load(std::memory_order_relaxed) & kHitsMask;
     const uint8_t sig = Signature(hits, parent_hits, n.depth.load(std::memory_order_relaxed));
     n.sig.store(sig, std::memory_order_relaxed);
-    Sampled(keys_[slot], sig, f & kSampledBit);
+    if (f & kSampledBit) {
+      std::lock_guard lock(sampler_mu_);
+      uint64_t key;
+      if (sampled_keys_.Key(slot, &key)) Sampled(key, sig);
+    }
   }
 
   void OnRemove(uint32_t slot) override {
@@ -359,6 +425,10 @@ class LearnedPolicy final : public EvictionPolicy {
     const uint8_t f = n.flags.load(std::memory_order_acquire);
     if (!(f & kLiveBit)) return;
     n.flags.store(static_cast<uint8_t>(f & ~(kLiveBit | kSampledBit)), std::memory_order_release);
+    if (f & kSampledBit) {
+      std::lock_guard lock(sampler_mu_);
+      sampled_keys_.Untrack(slot);
+    }
     const uint8_t m = n.meta.load(std::memory_order_relaxed);
     if ((m & kHitsMask) == 0) small_.fetch_sub(1, std::memory_order_relaxed);
     const uint32_t parent = n.parent.load(std::memory_order_relaxed);
@@ -422,11 +492,10 @@ class LearnedPolicy final : public EvictionPolicy {
     if (!(n.flags.load(std::memory_order_acquire) & kLiveBit)) return 0;
     return (n.meta.load(std::memory_order_relaxed) & kHitsMask) + 1u;
   }
-  // The node, the key hash and the recent-keys table's share (2-4 bytes); OPTgen, the predictor
-  // and the simulations are fixed, whatever the capacity.
+  // The node and the recent-keys table's share (1-2 bytes); OPTgen, the predictor, the sampled
+  // keys and the simulations are fixed, whatever the capacity.
   size_t BytesPerSlot() const override {
-    return sizeof(Node) + sizeof(uint64_t) +
-           (recent_.MemoryBytes() + capacity() - 1) / capacity();
+    return sizeof(Node) + (recent_.MemoryBytes() + capacity() - 1) / capacity();
   }
 
  private:
@@ -438,7 +507,7 @@ class LearnedPolicy final : public EvictionPolicy {
   static constexpr uint8_t kHitsMask = 15;   // meta: references remembered, saturating
   static constexpr int kGenShift = 4;        // meta: parent's incarnation; flags: own
   static constexpr uint8_t kLiveBit = 1;     // flags
-  static constexpr uint8_t kSampledBit = 2;  // flags: the key is in OPTgen's sample
+  static constexpr uint8_t kSampledBit = 2;  // flags: the key is in the sample (SampledKeys)
 
   // Node: 16 bytes per slot (two spare).
   struct Node {
@@ -466,8 +535,9 @@ class LearnedPolicy final : public EvictionPolicy {
     while ((capacity >> (shift + 1)) >= target) ++shift;
     return shift;
   }
-  static bool IsSampled(uint64_t key_hash, int shift, uint64_t salt) {
-    return (Mix(key_hash ^ salt) & ((uint64_t{1} << shift) - 1)) == 0;
+  // The simulations' sample (1 in 2^sim_shift_ keys) holds OPTgen's (1 in 2^sample_shift_).
+  static bool IsSampled(uint64_t key_hash, int shift) {
+    return (Mix(key_hash ^ 0x2127599BF4325C37ULL) & ((uint64_t{1} << shift) - 1)) == 0;
   }
   bool Friendly(uint8_t sig) const {
     return predictor_[sig & kSigMask].load(std::memory_order_relaxed) >= kFriendly;
@@ -479,15 +549,12 @@ class LearnedPolicy final : public EvictionPolicy {
     if (!kept && v > 0) c.store(v - 1, std::memory_order_relaxed);
   }
 
-  // A reference (insert or hit) of a key: OPTgen trains the predictor on its sample; every
-  // expert's simulation sees the simulations' sample, and the leader follows them.
-  void Sampled(uint64_t key_hash, uint8_t sig, bool optgen_sampled) {
-    const bool simulated = IsSampled(key_hash, sim_shift_, 0x2127599BF4325C37ULL);
-    if (!optgen_sampled && !simulated) return;
-    std::lock_guard lock(sampler_mu_);
-    if (optgen_sampled)
+  // A reference (insert or hit) of a sampled key: every expert's simulation sees it, and the
+  // leader follows them; OPTgen trains the predictor on its own, smaller sample.
+  void Sampled(uint64_t key_hash, uint8_t sig) REQUIRES_LOCK(sampler_mu_) {
+    if (IsSampled(key_hash, sample_shift_))
       optgen_.Access(key_hash, sig, [this](uint8_t s, bool kept) { Train(s, kept); });
-    if (simulated) Simulate(key_hash, sig);
+    Simulate(key_hash, sig);
   }
 
   // The leader is the expert whose simulation hit most (hits halved every kDecayLaps simulated
@@ -527,7 +594,6 @@ class LearnedPolicy final : public EvictionPolicy {
   }
 
   std::unique_ptr<Node[]> nodes_;
-  std::unique_ptr<uint64_t[]> keys_;  // key hash by slot (written by OnInsert, before live)
   std::atomic<uint32_t> clock_{0};    // inserts so far
   std::atomic<uint8_t> predictor_[kSigMask + 1];
   const int sample_shift_;  // OPTgen's sample: 1 in 2^shift keys
@@ -537,6 +603,7 @@ class LearnedPolicy final : public EvictionPolicy {
   std::atomic<int> leader_{kFirstLeader};  // written under sampler_mu_, read by PickVictim
   SpinLock sampler_mu_;
   OptGen optgen_ GUARDED_BY(sampler_mu_);
+  SampledKeys sampled_keys_ GUARDED_BY(sampler_mu_);
   std::vector<MiniSim> sims_ GUARDED_BY(sampler_mu_);  // one per expert
   double sim_hits_[kExperts] GUARDED_BY(sampler_mu_) = {};
   uint64_t sim_refs_ GUARDED_BY(sampler_mu_) = 0;
