@@ -65,6 +65,20 @@ void DiskIndex::CloseWithoutFlush() {
   db_->db.reset();
 }
 
+Status DiskIndex::ScanReadOnly(const std::string& dir, const OnRecord& on_record) {
+  rocksdb::Options opts;
+  rocksdb::DB* raw = nullptr;
+  Status st = FromRocks(rocksdb::DB::OpenForReadOnly(opts, dir, &raw), "open RocksDB index read-only");
+  if (!st.ok()) return Status::IOError(st.message());
+  std::unique_ptr<rocksdb::DB> db(raw);
+  rocksdb::ReadOptions scan;
+  scan.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(scan));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) on_record(Bytes(it->key()), Bytes(it->value()));
+  st = FromRocks(it->status(), "scan RocksDB index");
+  return st.ok() ? st : Status::IOError(st.message());
+}
+
 Result<std::unique_ptr<DiskIndex>> DiskIndex::Open(const std::string& index_dir,
                                                    const BeginScan& begin,
                                                    const OnRecord& on_record,

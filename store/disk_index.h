@@ -64,6 +64,12 @@ class DiskIndex {
   // the directory).
   void CloseWithoutFlush();
 
+  // Reads every record of the index at `dir` without opening it for writing (RocksDB's
+  // OpenForReadOnly: no LOCK file taken, nothing written, no recovery or repair), so it is safe
+  // while a daemon has the index open, for `strata inspect --data-dir`. IOError when the index
+  // cannot be opened or read.
+  static Status ScanReadOnly(const std::string& dir, const OnRecord& on_record);
+
   // The RocksDB key of a block: its 16 canonical bytes.
   static std::string KeyBytes(const BlockKey& key);
 

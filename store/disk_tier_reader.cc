@@ -10,9 +10,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include <rocksdb/db.h>
-#include <rocksdb/options.h>
-
+#include "store/disk_index.h"
 #include "store/disk_record.h"
 #include "store/disk_tier.h"
 
@@ -30,11 +28,6 @@ BlockKey KeyAt(const std::byte* p) {
 
 }  // namespace
 
-class DiskTierReader::Db {
- public:
-  std::unique_ptr<rocksdb::DB> db;
-};
-
 DiskTierReader::~DiskTierReader() {
   if (fd_ >= 0) ::close(fd_);
 }
@@ -48,66 +41,59 @@ Result<std::unique_ptr<DiskTierReader>> DiskTierReader::Open(const std::string& 
     if (f.path().extension() == ".blob") return DiskTierBlobDbRemoved(dir);
   std::unique_ptr<DiskTierReader> r(new DiskTierReader());
   r->dir_ = dir;
-  r->db_ = std::make_unique<Db>();
   const std::string data = dir + "/blocks.data";
   r->fd_ = ::open(data.c_str(), O_RDONLY | O_CLOEXEC);
   if (r->fd_ >= 0) {
     struct stat st {};
     if (::fstat(r->fd_, &st) == 0) r->data_file_bytes_ = static_cast<uint64_t>(st.st_size);
   }
-  rocksdb::Options opts;
-  rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = rocksdb::DB::OpenForReadOnly(opts, index_dir, &raw);
-  if (!s.ok()) return Status::IOError("open RocksDB index read-only: " + s.ToString());
-  r->db_->db.reset(raw);
-  rocksdb::ReadOptions scan;
-  scan.fill_cache = false;
-  std::unique_ptr<rocksdb::Iterator> it(raw->NewIterator(scan));
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    const rocksdb::Slice k = it->key(), v = it->value();
-    const auto* vp = reinterpret_cast<const std::byte*>(v.data());
-    auto header = DecodeBlockHeader(
-        std::span<const std::byte>(vp, std::min<size_t>(v.size(), kBlockHeaderSize)));
-    bool ok = k.size() == BlockKey::kSize && header.ok() &&
-              KeyAt(reinterpret_cast<const std::byte*>(k.data())) == header->key;
-    DiskRecord rec;
-    if (ok) {
-      rec.header = *header;
-      // A record that is not a slab record but has the shape of the removed BlobDB back-end's
-      // (the payload after the header and a flags byte, with parent): such a directory is
-      // refused, as DiskTier::Open refuses it.
-      const bool blob_parent = v.size() > kBlockHeaderSize && std::to_integer<int>(vp[64]) == 1;
-      const size_t blob_prefix = kBlockHeaderSize + 1 + (blob_parent ? BlockKey::kSize : 0);
-      // The same decoder as DiskTier (disk_record.h), and the same checks as its Open.
-      bool has_parent = false;
-      BlockKey parent;
-      std::string tag;
-      uint32_t stored = 0;
-      ok = v.size() >= kRecordSize &&
-           76 + DecodeTrailer(vp + 76, v.size() - 76, &has_parent, &parent, &tag,
-                              &rec.compression, &stored) == v.size();
-      if (ok) {
-        if (has_parent) rec.parent = parent;
-        rec.stored_bytes = rec.compression == DiskCompression::kNone ? header->payload_length
-                                                                     : stored;
-        rec.offset = GetLe(vp + 64, 8);
-        rec.reserved_bytes = GetLe(vp + 72, 4);
-        ok = rec.stored_bytes > 0 && rec.offset % kAlign == 0 &&
-             rec.reserved_bytes >= rec.stored_bytes &&
-             rec.offset + rec.reserved_bytes <= r->data_file_bytes_;
-      } else if (v.size() > kBlockHeaderSize &&
-                 v.size() == blob_prefix + header->payload_length) {
-        return DiskTierBlobDbRemoved(dir);
-      }
-    }
-    if (!ok) {
-      ++r->bad_records_;
-      continue;
-    }
-    r->records_.push_back(rec);
-  }
-  if (!it->status().ok())
-    return Status::IOError("scan RocksDB index: " + it->status().ToString());
+  bool blob_db = false;
+  // The index's one home (disk_index.h) reads it, read-only.
+  Status scanned = disk::DiskIndex::ScanReadOnly(
+      index_dir, [&](std::span<const std::byte> k, std::span<const std::byte> v) {
+        if (blob_db) return;
+        const std::byte* vp = v.data();
+        auto header = DecodeBlockHeader(v.first(std::min<size_t>(v.size(), kBlockHeaderSize)));
+        bool ok = k.size() == BlockKey::kSize && header.ok() && KeyAt(k.data()) == header->key;
+        DiskRecord rec;
+        if (ok) {
+          rec.header = *header;
+          // A record that is not a slab record but has the shape of the removed BlobDB
+          // back-end's (the payload after the header and a flags byte, with parent): such a
+          // directory is refused, as DiskTier::Open refuses it.
+          const bool blob_parent = v.size() > kBlockHeaderSize && std::to_integer<int>(vp[64]) == 1;
+          const size_t blob_prefix = kBlockHeaderSize + 1 + (blob_parent ? BlockKey::kSize : 0);
+          // The same decoder as DiskTier (disk_record.h), and the same checks as its Open.
+          bool has_parent = false;
+          BlockKey parent;
+          std::string tag;
+          uint32_t stored = 0;
+          ok = v.size() >= kRecordSize &&
+               76 + DecodeTrailer(vp + 76, v.size() - 76, &has_parent, &parent, &tag,
+                                  &rec.compression, &stored) == v.size();
+          if (ok) {
+            if (has_parent) rec.parent = parent;
+            rec.stored_bytes = rec.compression == DiskCompression::kNone ? header->payload_length
+                                                                         : stored;
+            rec.offset = GetLe(vp + 64, 8);
+            rec.reserved_bytes = GetLe(vp + 72, 4);
+            ok = rec.stored_bytes > 0 && rec.offset % kAlign == 0 &&
+                 rec.reserved_bytes >= rec.stored_bytes &&
+                 rec.offset + rec.reserved_bytes <= r->data_file_bytes_;
+          } else if (v.size() > kBlockHeaderSize &&
+                     v.size() == blob_prefix + header->payload_length) {
+            blob_db = true;
+            return;
+          }
+        }
+        if (!ok) {
+          ++r->bad_records_;
+          return;
+        }
+        r->records_.push_back(rec);
+      });
+  if (!scanned.ok()) return scanned;
+  if (blob_db) return DiskTierBlobDbRemoved(dir);
   std::sort(r->records_.begin(), r->records_.end(),
             [](const DiskRecord& a, const DiskRecord& b) {
               return a.header.key < b.header.key;

@@ -1,8 +1,9 @@
 // DiskTierReader: a read-only view of a disk tier's directory (disk_tier.h) for `strata inspect
-// --data-dir`, usable while no daemon runs and safe while one does: RocksDB is opened with
-// OpenForReadOnly (no LOCK file taken, nothing written, no recovery or repair), and payloads are
-// read with plain pread. Records that fail the checks DiskTier::Open applies (a bad header, a key
-// that does not match its header, an extent outside blocks.data) are counted, not returned.
+// --data-dir`, usable while no daemon runs and safe while one does: the index is read through
+// DiskIndex::ScanReadOnly (RocksDB's OpenForReadOnly: no LOCK file taken, nothing written, no
+// recovery or repair), and payloads are read with plain pread. Records that fail the checks
+// DiskTier::Open applies (a bad header, a key that does not match its header, an extent outside
+// blocks.data) are counted, not returned.
 //
 // Thread-safety: after Open, const methods may be called from any thread. The records are a
 // snapshot taken at Open.
@@ -52,8 +53,6 @@ class DiskTierReader {
 
  private:
   DiskTierReader() = default;
-  class Db;
-  std::unique_ptr<Db> db_;
   std::string dir_;
   std::vector<DiskRecord> records_;
   uint64_t bad_records_ = 0;

@@ -8,7 +8,6 @@
 #include <numeric>
 #include <vector>
 
-#include "store/frequency_sketch.h"
 #include "store/spin_lock.h"
 #include "store/thread_annotations.h"
 
@@ -23,53 +22,211 @@ uint64_t Mix(uint64_t x) {  // splitmix64 finaliser
   return x ^ (x >> 31);
 }
 
-// OPTgen (Jain & Lin, ISCA'16) over a sample of the keys: for each access of a sampled key it
-// answers "would Belady's MIN, with `capacity` blocks for the sampled keys, have kept this block
-// since its previous access?" and reports the signature of that previous access with the answer.
-//
-// Time is the count of sampled accesses. occupancy_[t mod W] counts the blocks MIN keeps across
-// time t; a reuse interval [t0, t) fits when every counter in it is below the capacity, and then
-// takes one unit of each. Accesses older than the window (W = 8 x capacity, Hawkeye's) count as
-// not reused. The history is direct-mapped by key hash; an entry displaced while still inside
-// the window trains nothing (a collision says nothing about reuse).
-//
-// Memory: W 16-bit counters, 2W history entries of 12 bytes, a slot map of 4 x capacity entries.
-// Not thread-safe: the policy serialises it with its sampler lock.
-class OptGen {
- public:
-  explicit OptGen(uint32_t capacity)
-      : capacity_(capacity),
-        window_(8 * capacity),
-        occupancy_(window_, 0),
-        history_(std::bit_ceil(2 * window_)),
-        slots_(std::bit_ceil(4 * std::max<uint32_t>(capacity, 64))) {}
+// The cursor's step: coprime with the capacity, near capacity / golden ratio, so a sweep visits
+// every slot once per lap and one window's candidates are spread over the slot table (consecutive
+// slots were often refilled together and have similar ages).
+uint32_t Stride(uint32_t capacity) {
+  uint32_t step = std::max<uint32_t>(1, static_cast<uint32_t>(capacity * 0.6180339887));
+  while (std::gcd(step, capacity) != 1) --step;
+  return step;
+}
 
-  // An access of `key` with signature `sig`. Calls train(sig_before, kept) when `key` was seen
-  // before; kept tells whether MIN kept it until now.
-  template <typename Train>
-  void Access(uint64_t key, uint8_t sig, Train&& train) {
-    ++now_;
-    occupancy_[now_ % window_] = 0;
-    const uint64_t h = Mix(key);
-    Entry& e = history_[h & (history_.size() - 1)];
-    const uint32_t tag = static_cast<uint32_t>(h >> 32);
-    if (e.valid) {
-      const uint32_t age = now_ - e.time;
-      if (e.tag == tag) {
-        bool kept = age < window_;
-        for (uint32_t t = e.time; kept && t != now_; ++t)
-          kept = occupancy_[t % window_] < capacity_;
-        if (kept)
-          for (uint32_t t = e.time; t != now_; ++t) ++occupancy_[t % window_];
-        train(e.sig, kept);
-      } else if (age >= window_) {
-        train(e.sig, false);  // displaced after the window passed without a reuse
-      }
+// Keys stored recently: a direct-mapped table of 14-bit fingerprints, each with a 2-bit count of
+// the key's inserts, with size rounded up to a power of two entries (2-4 bytes per slot of the
+// tier), so it remembers about the last one to two `size` of inserts (an entry survives n later
+// inserts with probability (1 - 1/entries)^n): S3-FIFO's ghost queue, which holds 0.9 x the
+// capacity. Rounding down instead (0.5-1 x, at most 2 bytes per slot) cost 1-10% on the Mooncake
+// rows (5%: 0.984 of ARC instead of 1.032): a document's second request comes late. A key
+// stored again while remembered was evicted a short while ago. Thread-safety: relaxed atomics;
+// a race loses or mixes one entry (an estimate, like the sketch).
+class RecentKeys {
+ public:
+  explicit RecentKeys(uint32_t size)
+      : mask_(std::bit_ceil(std::max<uint32_t>(size, 16)) - 1), table_(new Cell[mask_ + 1]) {
+    for (uint32_t i = 0; i <= mask_; ++i) table_[i].store(0, std::memory_order_relaxed);
+  }
+  // Counts an insert of the key; returns the inserts remembered before this one (0..3).
+  uint8_t Insert(uint64_t key_hash) {
+    const uint64_t h = Mix(key_hash ^ 0x7F4A7C159E3779B9ULL);
+    Cell& e = table_[h & mask_];
+    const uint16_t fp = static_cast<uint16_t>(std::max<uint64_t>(1, h >> 50) << 2);
+    const uint16_t old = e.load(std::memory_order_relaxed);
+    const uint8_t count = (old & ~3) == fp ? (old & 3) : 0;
+    e.store(static_cast<uint16_t>(fp | std::min(3, count + 1)), std::memory_order_relaxed);
+    return count;
+  }
+  size_t MemoryBytes() const { return (mask_ + 1) * sizeof(Cell); }
+
+ private:
+  using Cell = std::atomic<uint16_t>;
+  const uint32_t mask_;
+  std::unique_ptr<Cell[]> table_;
+};
+
+// The experts: orderings of the same candidates; the leader's choice is evicted.
+constexpr int kDeadBlock = 0, kRecency = 1, kFrequency = 2, kFifo = 3;
+constexpr int kExperts = 4;
+constexpr int kFirstLeader = kFifo;         // S3-FIFO: the most robust classic policy (SOSP'23)
+constexpr uint32_t kCandidates = 8;         // eligible leaves ranked per eviction
+constexpr uint64_t kAgeLimit = 1u << 31;    // ages beyond this rank as equally old
+
+// What an expert knows of a block.
+struct Features {
+  uint64_t hits;    // references remembered: inserts the recent-keys table recalled, then hits
+  uint64_t age;     // inserts since its last reference
+  bool averse;      // predicted dead: a cache-averse signature, or bypassed
+  bool from_small;  // blocks neither reused nor stored recently are a tenth of the capacity or more
+};
+
+// Each expert's rank of a block, lowest evicted first, below 2^61 (the real cache adds prefix order
+// and the nursery above it). The same function ranks in the real cache and in the simulations.
+uint64_t ExpertRank(int expert, const Features& f, uint64_t capacity) {
+  const uint64_t recency = kAgeLimit - std::min<uint64_t>(f.age, kAgeLimit);
+  switch (expert) {
+    case kDeadBlock:  // predicted dead first, then recency + half a turnover per reuse (up to 3)
+      return (uint64_t{!f.averse} << 59) | (recency + std::min<uint64_t>(f.hits, 3) * (capacity / 2));
+    case kRecency:  // LRU
+      return recency;
+    case kFrequency:  // GDSF (priority = clock + frequency): a whole turnover per reuse (up to 15)
+      return recency + f.hits * capacity;
+    default: {
+      // kFifo: S3-FIFO. Blocks neither reused nor stored recently before (its small queue) go
+      // first, oldest first, while they are a tenth of the capacity or more; else the others (its
+      // main queue: reused, or stored again soon after an eviction, its ghost hit) by recency with
+      // a turnover per remembered reference (its CLOCK's laps, up to 3).
+      const bool small = f.hits == 0;
+      return (uint64_t{small != f.from_small} << 59) |
+             (small ? recency : recency + std::min<uint64_t>(f.hits, 3) * capacity);
     }
-    e = Entry{tag, now_, sig, true};
+  }
+}
+
+// A miniature simulation of one expert (SHARDS, Waldspurger et al., FAST'15, and miniature
+// simulations, Waldspurger et al., ATC'17): the references of a sample of the keys (1 in R by key
+// hash) replayed through a cache of capacity / R that evicts as the expert would, counting its
+// hits. The sampled reference stream is the same whatever the real cache holds, so the count
+// estimates the expert's hit ratio at the real capacity on the current workload, whoever leads.
+// Chains are not simulated (a sample holds few parents): it compares orderings; the real cache
+// keeps prefix order whoever leads. Memory: capacity / R entries of 16 bytes, an index of 2 x and
+// a recent-keys table of 1 x that many entries. Not thread-safe (the policy's sampler lock).
+class MiniSim {
+ public:
+  MiniSim(uint32_t capacity, int expert)
+      : capacity_(capacity),
+        expert_(expert),
+        entries_(capacity),
+        index_(std::bit_ceil(2 * capacity), kNoSlot),
+        recent_(capacity),
+        stride_(Stride(capacity)) {}
+
+  // A reference of `key` with signature `sig`; friendly(sig) is the dead-block predictor. Returns
+  // whether the simulated cache held it.
+  template <typename Friendly>
+  bool Access(uint64_t key, uint8_t sig, Friendly&& friendly) {
+    size_t i = Find(key);
+    if (index_[i] != kNoSlot) {
+      Entry& e = entries_[index_[i]];
+      if (e.hits == 0) --small_;
+      e.hits = static_cast<uint8_t>(std::min(15, e.hits + 1));
+      e.last = clock_;
+      e.sig = sig;
+      return true;
+    }
+    const uint8_t seen = recent_.Insert(key);
+    uint32_t slot = size_;
+    if (size_ == capacity_) {
+      slot = Pick(friendly);
+      if (entries_[slot].hits == 0) --small_;
+      Erase(entries_[slot].key);
+      i = Find(key);
+    } else {
+      ++size_;
+    }
+    entries_[slot] = Entry{key, ++clock_, seen, sig};
+    if (seen == 0) ++small_;
+    index_[i] = slot;
+    return false;
   }
 
-  // The sampled keys that are cached, by slot (linear probing, backward-shift deletion).
+  size_t MemoryBytes() const {
+    return entries_.size() * sizeof(Entry) + index_.size() * sizeof(uint32_t) +
+           recent_.MemoryBytes();
+  }
+
+ private:
+  struct Entry {
+    uint64_t key = 0;
+    uint32_t last = 0;  // insert clock at the last reference
+    uint8_t hits = 0;   // inserts remembered at insert, then hits (saturating)
+    uint8_t sig = 0;
+  };
+
+  // As LearnedPolicy::PickVictim: the lowest-ranked of a window with 8 candidates older than the
+  // newest tenth.
+  template <typename Friendly>
+  uint32_t Pick(Friendly&& friendly) {
+    const bool from_small = small_ >= capacity_ / 10;
+    uint32_t best = 0;
+    uint64_t best_rank = UINT64_MAX;
+    uint32_t eligible = 0;
+    for (uint32_t probe = 0; probe < capacity_ && eligible < kCandidates; ++probe) {
+      const uint32_t s = cursor_;
+      cursor_ = static_cast<uint32_t>((uint64_t{cursor_} + stride_) % capacity_);
+      const Entry& e = entries_[s];
+      const bool young = clock_ - e.last < capacity_ / 10;
+      if (!young) ++eligible;
+      const uint64_t rank =
+          (uint64_t{young} << 61) |
+          ExpertRank(expert_, Features{e.hits, clock_ - e.last, !friendly(e.sig), from_small},
+                     capacity_);
+      if (rank < best_rank) {
+        best_rank = rank;
+        best = s;
+      }
+    }
+    return best;
+  }
+  size_t Find(uint64_t key) const {
+    const size_t mask = index_.size() - 1;
+    size_t i = Mix(key) & mask;
+    while (index_[i] != kNoSlot && entries_[index_[i]].key != key) i = (i + 1) & mask;
+    return i;
+  }
+  void Erase(uint64_t key) {  // backward-shift deletion
+    const size_t mask = index_.size() - 1;
+    size_t i = Find(key);
+    for (size_t j = (i + 1) & mask;; j = (j + 1) & mask) {
+      if (index_[j] == kNoSlot) break;
+      const size_t home = Mix(entries_[index_[j]].key) & mask;
+      if (((j - home) & mask) >= ((j - i) & mask)) {
+        index_[i] = index_[j];
+        i = j;
+      }
+    }
+    index_[i] = kNoSlot;
+  }
+
+  const uint32_t capacity_;
+  const int expert_;
+  std::vector<Entry> entries_;
+  std::vector<uint32_t> index_;  // key -> entry, linear probing
+  RecentKeys recent_;
+  const uint32_t stride_;
+  uint32_t size_ = 0;
+  uint32_t small_ = 0;  // entries with hits == 0
+  uint32_t clock_ = 0;  // inserts
+  uint32_t cursor_ = 0;
+};
+
+// The keys of the cached blocks that are in the sample, by slot (linear probing, backward-shift
+// deletion): a hit names a slot, the simulations and OPTgen need its key. 4 x the sampled capacity
+// entries of 16 bytes; full at 3/4 (a key not tracked is then not simulated: rare, as the sample
+// holds about capacity / R blocks). Not thread-safe: the policy's sampler lock.
+class SampledKeys {
+ public:
+  explicit SampledKeys(uint32_t sampled_capacity)
+      : slots_(std::bit_ceil(4 * std::max<uint32_t>(sampled_capacity, 64))) {}
+
   bool Track(uint32_t slot, uint64_t key) {
     if (4 * (tracked_ + 1) > 3 * slots_.size()) return false;
     size_t i = Home(slot);
@@ -103,10 +260,67 @@ class OptGen {
     }
     slots_[i].slot = kNoSlot;
   }
+  size_t MemoryBytes() const { return slots_.size() * sizeof(SlotKey); }
+
+ private:
+  struct SlotKey {
+    uint32_t slot = kNoSlot;
+    uint64_t key = 0;
+  };
+  size_t Home(uint32_t slot) const { return Mix(slot) & (slots_.size() - 1); }
+  size_t Next(size_t i) const { return (i + 1) & (slots_.size() - 1); }
+
+  std::vector<SlotKey> slots_;
+  size_t tracked_ = 0;
+};
+
+// OptGen (Jain & Lin, ISCA'16) over a sample of the keys: for each access of a sampled key it
+// answers "would Belady's MIN, with `capacity` blocks for the sampled keys, have kept this block
+// since its previous access?" and reports the signature of that previous access with the answer.
+//
+// Time is the count of sampled accesses. occupancy_[t mod W] counts the blocks MIN keeps across
+// time t; a reuse interval [t0, t) fits when every counter in it is below the capacity, and then
+// takes one unit of each. Accesses older than the window (W = 8 x capacity, Hawkeye's) count as
+// not reused. The history is direct-mapped by key hash; an entry displaced while still inside
+// the window trains nothing (a collision says nothing about reuse).
+//
+// Memory: W 16-bit counters, 2W history entries of 12 bytes.
+// Not thread-safe: the policy serialises it with its sampler lock.
+class OptGen {
+ public:
+  explicit OptGen(uint32_t capacity)
+      : capacity_(capacity),
+        window_(8 * capacity),
+        occupancy_(window_, 0),
+        history_(std::bit_ceil(2 * window_)) {}
+
+  // An access of `key` with signature `sig`. Calls train(sig_before, kept) when `key` was seen
+  // before; kept tells whether MIN kept it until now.
+  template <typename Train>
+  void Access(uint64_t key, uint8_t sig, Train&& train) {
+    ++now_;
+    occupancy_[now_ % window_] = 0;
+    const uint64_t h = Mix(key);
+    Entry& e = history_[h & (history_.size() - 1)];
+    const uint32_t tag = static_cast<uint32_t>(h >> 32);
+    if (e.valid) {
+      const uint32_t age = now_ - e.time;
+      if (e.tag == tag) {
+        bool kept = age < window_;
+        for (uint32_t t = e.time; kept && t != now_; ++t)
+          kept = occupancy_[t % window_] < capacity_;
+        if (kept)
+          for (uint32_t t = e.time; t != now_; ++t) ++occupancy_[t % window_];
+        train(e.sig, kept);
+      } else if (age >= window_) {
+        train(e.sig, false);  // displaced after the window passed without a reuse
+      }
+    }
+    e = Entry{tag, now_, sig, true};
+  }
 
   size_t MemoryBytes() const {
-    return occupancy_.size() * sizeof(uint16_t) + history_.size() * sizeof(Entry) +
-           slots_.size() * sizeof(SlotKey);
+    return occupancy_.size() * sizeof(uint16_t) + history_.size() * sizeof(Entry);
   }
 
  private:
@@ -116,19 +330,11 @@ class OptGen {
     uint8_t sig = 0;
     bool valid = false;
   };
-  struct SlotKey {
-    uint32_t slot = kNoSlot;
-    uint64_t key = 0;
-  };
-  size_t Home(uint32_t slot) const { return Mix(slot) & (slots_.size() - 1); }
-  size_t Next(size_t i) const { return (i + 1) & (slots_.size() - 1); }
 
   const uint32_t capacity_;
   const uint32_t window_;
   std::vector<uint16_t> occupancy_;
   std::vector<Entry> history_;
-  std::vector<SlotKey> slots_;
-  size_t tracked_ = 0;
   uint32_t now_ = 0;
 };
 
@@ -137,11 +343,15 @@ class LearnedPolicy final : public EvictionPolicy {
   explicit LearnedPolicy(uint32_t capacity)
       : EvictionPolicy(capacity),
         nodes_(new Node[capacity]),
-        sample_shift_(SampleShift(capacity)),
-        sketch_(std::bit_floor(capacity)),  // at most 2 bytes per slot
+        sample_shift_(SampleShift(capacity, 256)),
+        sim_shift_(SampleShift(capacity, 1024)),
+        recent_(capacity),
         optgen_(std::max<uint32_t>(1, capacity >> sample_shift_)),
-        ghosts_(std::bit_ceil(4 * std::max<uint32_t>(64, capacity >> sample_shift_))) {
+        sampled_keys_(std::max<uint32_t>(1, capacity >> sim_shift_)) {
     for (auto& c : predictor_) c.store(kFriendly, std::memory_order_relaxed);
+    sims_.reserve(kExperts);
+    for (int e = 0; e < kExperts; ++e)
+      sims_.emplace_back(std::max<uint32_t>(1, capacity >> sim_shift_), e);
   }
 
   PolicyKind kind() const override { return PolicyKind::kLearned; }
@@ -162,11 +372,11 @@ class LearnedPolicy final : public EvictionPolicy {
         parent = kNoSlot;
       }
     }
-    // Inserts of this key the sketch remembers (it was cached before and evicted: a ghost hit).
-    const uint8_t seen = static_cast<uint8_t>(std::min<uint32_t>(3, sketch_.Estimate(key_hash)));
-    sketch_.Increment(key_hash);
+    // Inserts of this key remembered (it was stored a short while ago and evicted: a ghost hit).
+    const uint8_t seen = recent_.Insert(key_hash);
+    if (seen == 0) small_.fetch_add(1, std::memory_order_relaxed);
     const uint8_t sig = Signature(seen, parent_hits, depth);
-    const bool sampled = IsSampled(key_hash);
+    const bool sampled = IsSampled(key_hash, sim_shift_);
     n.children.store(0, std::memory_order_relaxed);
     n.depth.store(depth, std::memory_order_relaxed);
     n.meta.store(static_cast<uint8_t>((parent_gen << kGenShift) | seen), std::memory_order_relaxed);
@@ -176,13 +386,10 @@ class LearnedPolicy final : public EvictionPolicy {
     bool tracked = false;
     if (sampled) {
       std::lock_guard lock(sampler_mu_);
-      tracked = optgen_.Track(slot, key_hash);
-      n.nominated = 0;
-      CheckGhost(key_hash, clock_.load(std::memory_order_relaxed));
-      optgen_.Access(key_hash, sig, [this](uint8_t s, bool kept) { Train(s, kept); });
+      tracked = sampled_keys_.Track(slot, key_hash);
+      Sampled(key_hash, sig);
     }
-    n.flags.store(static_cast<uint8_t>((gen << kGenShift) | kLiveBit | (tracked ? kSampledBit : 0) |
-                                       (seen << kSeenShift)),
+    n.flags.store(static_cast<uint8_t>((gen << kGenShift) | kLiveBit | (tracked ? kSampledBit : 0)),
                   std::memory_order_release);
   }
 
@@ -190,9 +397,16 @@ class LearnedPolicy final : public EvictionPolicy {
     Node& n = nodes_[slot];
     const uint8_t f = n.flags.load(std::memory_order_acquire);
     if (!(f & kLiveBit)) return;
-    const uint8_t m = n.meta.load(std::memory_order_relaxed);
-    const uint8_t hits = std::min<uint8_t>((m & kHitsMask) + 1, kHitsMask);
-    n.meta.store(static_cast<uint8_t>((m & ~kHitsMask) | hits), std::memory_order_relaxed);
+    uint8_t m = n.meta.load(std::memory_order_relaxed);
+    uint8_t hits = static_cast<uint8_t>(std::min((m & kHitsMask) + 1, int{kHitsMask}));
+    if ((m & kHitsMask) == 0) {
+      // It leaves the small queue: counted once, by whichever racing hit sets the count.
+      if (n.meta.compare_exchange_strong(m, static_cast<uint8_t>(m | 1), std::memory_order_relaxed))
+        small_.fetch_sub(1, std::memory_order_relaxed);
+      hits = static_cast<uint8_t>(std::max(1, m & kHitsMask));
+    } else {
+      n.meta.store(static_cast<uint8_t>((m & ~kHitsMask) | hits), std::memory_order_relaxed);
+    }
     n.last.store(clock_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     uint8_t parent_hits = 0;
     const uint32_t parent = n.parent.load(std::memory_order_relaxed);
@@ -203,9 +417,7 @@ class LearnedPolicy final : public EvictionPolicy {
     if (f & kSampledBit) {
       std::lock_guard lock(sampler_mu_);
       uint64_t key;
-      if (optgen_.Key(slot, &key))
-        optgen_.Access(key, sig, [this](uint8_t s, bool kept) { Train(s, kept); });
-      CheckNominated(n, clock_.load(std::memory_order_relaxed));
+      if (sampled_keys_.Key(slot, &key)) Sampled(key, sig);
     }
   }
 
@@ -216,12 +428,14 @@ class LearnedPolicy final : public EvictionPolicy {
     n.flags.store(static_cast<uint8_t>(f & ~(kLiveBit | kSampledBit)), std::memory_order_release);
     if (f & kSampledBit) {
       std::lock_guard lock(sampler_mu_);
-      optgen_.Untrack(slot);
+      sampled_keys_.Untrack(slot);
     }
+    const uint8_t m = n.meta.load(std::memory_order_relaxed);
+    if ((m & kHitsMask) == 0) small_.fetch_sub(1, std::memory_order_relaxed);
     const uint32_t parent = n.parent.load(std::memory_order_relaxed);
     // The parent may have left first and its slot may hold another block now: only the
     // incarnation the child was inserted under is decremented.
-    if (parent != kNoSlot && IsIncarnation(nodes_[parent], ParentGen(n.meta.load()))) {
+    if (parent != kNoSlot && IsIncarnation(nodes_[parent], ParentGen(m))) {
       auto& c = nodes_[parent].children;
       uint16_t v = c.load(std::memory_order_relaxed);
       while (v > 0 && !c.compare_exchange_weak(v, v - 1, std::memory_order_relaxed)) {
@@ -233,11 +447,10 @@ class LearnedPolicy final : public EvictionPolicy {
     std::lock_guard lock(mu_);
     const uint32_t now = clock_.load(std::memory_order_relaxed);
     const uint32_t nursery = capacity() / 10;
-    const uint64_t credit = capacity() / 2;
-    uint32_t best[kExperts];
-    uint64_t best_rank[kExperts];
-    std::fill(best, best + kExperts, kNoSlot);
-    std::fill(best_rank, best_rank + kExperts, UINT64_MAX);
+    const bool from_small = small_.load(std::memory_order_relaxed) >= int64_t{capacity() / 10};
+    const int leader = leader_.load(std::memory_order_relaxed);
+    uint32_t victim = kNoSlot;
+    uint64_t victim_rank = UINT64_MAX;
     uint32_t eligible = 0;
     for (uint32_t probe = 0; probe < capacity() && eligible < kCandidates; ++probe) {
       const uint32_t s = cursor_;
@@ -247,41 +460,26 @@ class LearnedPolicy final : public EvictionPolicy {
       const uint32_t last = n.last.load(std::memory_order_relaxed);
       const bool interior = n.children.load(std::memory_order_relaxed) > 0;
       const bool young = now - last < nursery;
-      const bool bypassed = Bypassed(n, last);
-      const bool averse = bypassed || !Friendly(n.sig.load(std::memory_order_relaxed));
+      const bool averse = Bypassed(n, last) || !Friendly(n.sig.load(std::memory_order_relaxed));
       if (!interior && !young) ++eligible;
       const uint64_t hits = n.meta.load(std::memory_order_relaxed) & kHitsMask;
-      const uint64_t recency = uint64_t{kAgeLimit} - std::min<uint64_t>(now - last, kAgeLimit);
-      // Every expert keeps prefix order (a leaf before an interior block); lowest rank first.
-      const uint64_t leaf = uint64_t{interior} << 63;
-      uint64_t rank[kExperts];
-      // kDeadBlock: leaves, then old, then averse (predicted dead), then recency with a
-      // frequency credit of half a turnover per remembered reuse (up to 3).
-      rank[kDeadBlock] = leaf | (uint64_t{young} << 62) | (uint64_t{!averse} << 61) |
-                         (recency + std::min<uint64_t>(hits, 3) * credit);
-      // kRecency: least recently used (LRU).
-      rank[kRecency] = leaf | recency;
-      // kProbation: blocks not reused since they were stored (hits beyond the count they were
-      // inserted with) or bypassed go first, oldest first (S3-FIFO's small queue, ARC's T1).
-      const uint64_t seen = (n.flags.load(std::memory_order_relaxed) & kSeenMask) >> kSeenShift;
-      rank[kProbation] = leaf | (uint64_t{hits > seen && !bypassed} << 62) | recency;
-      // kFrequency: GDSF (priority = clock + frequency), a whole turnover per reuse (up to 15).
-      rank[kFrequency] = leaf | (recency + hits * capacity());
-      for (int e = 0; e < kExperts; ++e)
-        if (rank[e] < best_rank[e]) {
-          best_rank[e] = rank[e];
-          best[e] = s;
-        }
+      // Whoever leads: leaves before blocks with cached children (prefix order), blocks older
+      // than the newest tenth before the newest (the nursery), then the leader's order.
+      const uint64_t rank =
+          (uint64_t{interior} << 62) | (uint64_t{young} << 61) |
+          ExpertRank(leader, Features{hits, now - last, averse, from_small}, capacity());
+      if (rank < victim_rank) {
+        victim_rank = rank;
+        victim = s;
+      }
     }
-    const uint32_t victim = best[leader_];
     if (victim == kNoSlot) return kNoSlot;
-    if (victim == best[kDeadBlock] && (best_rank[kDeadBlock] >> 61) == 1) {
-      // a friendly leaf goes: detrain (Hawkeye)
+    if (leader == kDeadBlock && (victim_rank >> 59) == 1) {
+      // a friendly old leaf goes: detrain (Hawkeye)
       auto& c = predictor_[nodes_[victim].sig.load(std::memory_order_relaxed) & kSigMask];
       const uint8_t v = c.load(std::memory_order_relaxed);
       if (v > 0) c.store(v - 1, std::memory_order_relaxed);
     }
-    Referee(best, victim, now);
     return victim;
   }
 
@@ -295,65 +493,52 @@ class LearnedPolicy final : public EvictionPolicy {
     if (!(n.flags.load(std::memory_order_acquire) & kLiveBit)) return 0;
     return (n.meta.load(std::memory_order_relaxed) & kHitsMask) + 1u;
   }
-  // The node and the sketch's share (1-2 bytes); OPTgen and the predictor are fixed.
+  // The node and the recent-keys table's share (2-4 bytes); OPTgen, the predictor, the sampled
+  // keys and the simulations are fixed, whatever the capacity.
   size_t BytesPerSlot() const override {
-    return sizeof(Node) + (sketch_.MemoryBytes() + capacity() - 1) / capacity();
+    return sizeof(Node) + (recent_.MemoryBytes() + capacity() - 1) / capacity();
   }
 
  private:
-  static constexpr uint32_t kCandidates = 8;     // eligible leaves ranked per eviction
-  // The experts: orderings of the same candidates (PickVictim). The leader's choice is evicted.
-  static constexpr int kDeadBlock = 0, kRecency = 1, kProbation = 2, kFrequency = 3;
-  static constexpr int kExperts = 4;
-  static constexpr uint32_t kWindowEpochs = 32;  // a reuse within one capacity of inserts counts
-  static constexpr uint64_t kDecayLaps = 4;      // regrets halve every 4 x capacity evictions
-  static constexpr double kSwitchMargin = 0.9;   // a challenger needs 10% fewer regrets,
-  static constexpr double kSwitchSigmas = 2;     // and two standard errors fewer
-  static constexpr uint32_t kAgeLimit = 1u << 31;  // ages beyond this rank as equally old
-  static constexpr uint8_t kFriendly = 4;          // predictor counters: 0..7, friendly from 4
+  static constexpr uint64_t kDecayLaps = 4;  // simulated hits halve every 4 simulated capacities
+  static constexpr double kSwitchSigmas = 2; // a challenger leads by two standard deviations
+  static constexpr uint8_t kFriendly = 4;    // predictor counters: 0..7, friendly from 4
   static constexpr uint8_t kMaxCounter = 7;
-  static constexpr uint8_t kSigMask = 0x7F;    // 128 signatures
-  static constexpr uint8_t kHitsMask = 15;     // meta: reuse count, saturating
-  static constexpr int kGenShift = 4;          // meta: parent's incarnation; flags: own
-  static constexpr uint8_t kLiveBit = 1;       // flags
-  static constexpr uint8_t kSampledBit = 2;    // flags: the key is in OPTgen's sample
-  static constexpr int kSeenShift = 2;         // flags: the reuse count it was inserted with
-  static constexpr uint8_t kSeenMask = 3 << kSeenShift;
+  static constexpr uint8_t kSigMask = 0x7F;  // 128 signatures
+  static constexpr uint8_t kHitsMask = 15;   // meta: references remembered, saturating
+  static constexpr int kGenShift = 4;        // meta: parent's incarnation; flags: own
+  static constexpr uint8_t kLiveBit = 1;     // flags
+  static constexpr uint8_t kSampledBit = 2;  // flags: the key is in the sample (SampledKeys)
 
-  // Node: 16 bytes per slot (nominated and nominated_epoch under sampler_mu_).
+  // Node: 16 bytes per slot (two spare).
   struct Node {
     std::atomic<uint32_t> parent{kNoSlot};
     std::atomic<uint32_t> last{0};      // insert clock at the last access
     std::atomic<uint16_t> children{0};  // cached children
     std::atomic<uint8_t> sig{0};        // signature at the last access
     std::atomic<uint8_t> depth{0};      // position in the chain (saturating)
-    std::atomic<uint8_t> meta{0};       // reuse count, parent incarnation
+    std::atomic<uint8_t> meta{0};       // references remembered, parent incarnation
     std::atomic<uint8_t> flags{0};      // live, sampled, incarnation
-    uint8_t nominated = 0;              // experts that nominated it and lost (sampled slots only)
-    uint8_t nominated_epoch = 0;        // when (epochs of capacity / kWindowEpochs inserts)
   };
   static_assert(sizeof(Node) == 16);
 
-  // A block's signature: its reuse count (0..3), its parent's (0..3: is the chain being reused),
-  // and its depth's log2 bucket (0..7).
+  // A block's signature: its reference count (0..3), its parent's (0..3: is the chain being
+  // reused), and its depth's log2 bucket (0..7).
   static uint8_t Signature(uint8_t hits, uint8_t parent_hits, uint8_t depth) {
     const int bucket = std::min(7, static_cast<int>(std::bit_width(depth)));
     return static_cast<uint8_t>(std::min<int>(hits, 3) | (std::min<int>(parent_hits, 3) << 2) |
                                 (bucket << 4));
   }
-  static uint32_t Stride(uint32_t capacity) {
-    uint32_t step = std::max<uint32_t>(1, static_cast<uint32_t>(capacity * 0.6180339887));
-    while (std::gcd(step, capacity) != 1) --step;
-    return step;
-  }
-  // About 256 sampled blocks of capacity, whatever the capacity (Hawkeye samples 64 sets of 16).
-  static int SampleShift(uint32_t capacity) {
+  // The shift R = 2^shift that leaves about `target` blocks of sampled capacity (Hawkeye samples
+  // 64 sets of 16 blocks for OPTgen; SHARDS' fixed-size samples for the simulations).
+  static int SampleShift(uint32_t capacity, uint32_t target) {
     int shift = 0;
-    while ((capacity >> (shift + 1)) >= 256) ++shift;
+    while ((capacity >> (shift + 1)) >= target) ++shift;
     return shift;
   }
-  bool IsSampled(uint64_t key_hash) const {
-    return (Mix(key_hash ^ 0x5bd1e995ULL) & ((uint64_t{1} << sample_shift_) - 1)) == 0;
+  // The simulations' sample (1 in 2^sim_shift_ keys) holds OPTgen's (1 in 2^sample_shift_).
+  static bool IsSampled(uint64_t key_hash, int shift) {
+    return (Mix(key_hash ^ 0x2127599BF4325C37ULL) & ((uint64_t{1} << shift) - 1)) == 0;
   }
   bool Friendly(uint8_t sig) const {
     return predictor_[sig & kSigMask].load(std::memory_order_relaxed) >= kFriendly;
@@ -365,80 +550,33 @@ class LearnedPolicy final : public EvictionPolicy {
     if (!kept && v > 0) c.store(v - 1, std::memory_order_relaxed);
   }
 
-  // The referee (regret of each expert, LeCaR/CACHEUS-style, on the sampled keys only so that
-  // every expert is judged on the same sample): an expert's nominee that is read again within one
-  // capacity of inserts is a regret for it, whether it was evicted (the leader's, and every expert
-  // that agreed: seen again when its key is inserted again, through the ghost table) or left
-  // cached (seen at its next hit). The leader is the expert with the fewest regrets per
-  // nomination, both decayed by half every kDecayLaps x capacity evictions.
-  void Referee(const uint32_t* best, uint32_t victim, uint32_t now) {
-    std::lock_guard lock(sampler_mu_);
-    const uint8_t epoch = Epoch(now);
-    uint8_t agreed = 0;
-    for (int e = 0; e < kExperts; ++e) {
-      if (best[e] == victim) {
-        agreed |= static_cast<uint8_t>(1u << e);
-        continue;
-      }
-      if (best[e] == kNoSlot) continue;
-      Node& n = nodes_[best[e]];
-      if (!(n.flags.load(std::memory_order_relaxed) & kSampledBit)) continue;
-      if (n.nominated && static_cast<uint8_t>(epoch - n.nominated_epoch) >= kWindowEpochs)
-        n.nominated = 0;  // expired
-      if (!(n.nominated & (1u << e))) nominations_[e] += 1;
-      if (!n.nominated) n.nominated_epoch = epoch;
-      n.nominated |= static_cast<uint8_t>(1u << e);
-    }
-    uint64_t key;
-    if ((nodes_[victim].flags.load(std::memory_order_relaxed) & kSampledBit) &&
-        optgen_.Key(victim, &key)) {
-      for (int e = 0; e < kExperts; ++e)
-        if (agreed & (1u << e)) nominations_[e] += 1;
-      const uint64_t h = Mix(key ^ 0x2545F4914F6CDD1DULL);
-      ghosts_[h & (ghosts_.size() - 1)] = Ghost{static_cast<uint32_t>(h >> 32), now, agreed};
-    }
-    if (++evictions_ % (kDecayLaps * capacity()) == 0) {
-      for (int e = 0; e < kExperts; ++e) {
-        regrets_[e] /= 2;
-        nominations_[e] /= 2;
-      }
-    }
-    auto score = [&](int e) { return (regrets_[e] + 1) / (nominations_[e] + 2); };
-    int best_e = leader_;
+  // A reference (insert or hit) of a sampled key: every expert's simulation sees it, and the
+  // leader follows them; OPTgen trains the predictor on its own, smaller sample.
+  void Sampled(uint64_t key_hash, uint8_t sig) REQUIRES_LOCK(sampler_mu_) {
+    if (IsSampled(key_hash, sample_shift_))
+      optgen_.Access(key_hash, sig, [this](uint8_t s, bool kept) { Train(s, kept); });
+    Simulate(key_hash, sig);
+  }
+
+  // The leader is the expert whose simulation hit most (hits halved every kDecayLaps simulated
+  // capacities of references), replaced only when a challenger's lead exceeds kSwitchSigmas
+  // standard deviations of the difference (Poisson counts, taken as independent: conservative,
+  // as the simulations' hits are positively correlated), so that noise does not mix orderings:
+  // a cache filled by one ordering is not what another would have kept.
+  void Simulate(uint64_t key_hash, uint8_t sig) REQUIRES_LOCK(sampler_mu_) {
+    auto friendly = [this](uint8_t s) { return Friendly(s); };
     for (int e = 0; e < kExperts; ++e)
-      if (score(e) < score(best_e)) best_e = e;
-    // A challenger takes over when its regret rate is lower by 10% and by two standard errors of
-    // the difference (binomial), so that noise does not flip the ordering back and forth: mixing
-    // two orderings keeps neither's cache contents and is worse than either.
-    auto se = [&](int e) {
-      const double p = score(e);
-      return std::sqrt(p * (1 - p) / (nominations_[e] + 2));
-    };
-    if (best_e != leader_ && score(best_e) < kSwitchMargin * score(leader_) &&
-        score(leader_) - score(best_e) > kSwitchSigmas * std::hypot(se(best_e), se(leader_)))
-      leader_ = best_e;
-  }
-  void Regret(uint8_t mask) REQUIRES_LOCK(sampler_mu_) {
+      if (sims_[e].Access(key_hash, sig, friendly)) sim_hits_[e] += 1;
+    const uint64_t sim_capacity = std::max<uint32_t>(1, capacity() >> sim_shift_);
+    if (++sim_refs_ % (kDecayLaps * sim_capacity) == 0)
+      for (double& h : sim_hits_) h /= 2;
+    const int leader = leader_.load(std::memory_order_relaxed);
+    int best = leader;
     for (int e = 0; e < kExperts; ++e)
-      if (mask & (1u << e)) regrets_[e] += 1;
-  }
-  // A sampled key is inserted again: was it a victim within the window?
-  void CheckGhost(uint64_t key_hash, uint32_t now) REQUIRES_LOCK(sampler_mu_) {
-    const uint64_t h = Mix(key_hash ^ 0x2545F4914F6CDD1DULL);
-    Ghost& g = ghosts_[h & (ghosts_.size() - 1)];
-    if (g.mask && g.tag == static_cast<uint32_t>(h >> 32)) {
-      if (now - g.time < capacity()) Regret(g.mask);
-      g.mask = 0;
-    }
-  }
-  // A sampled cached block is read: did an expert nominate it within the window?
-  void CheckNominated(Node& n, uint32_t now) REQUIRES_LOCK(sampler_mu_) {
-    if (n.nominated && static_cast<uint8_t>(Epoch(now) - n.nominated_epoch) < kWindowEpochs)
-      Regret(n.nominated);
-    n.nominated = 0;
-  }
-  uint8_t Epoch(uint32_t now) const {
-    return static_cast<uint8_t>(now / std::max<uint32_t>(1, capacity() / kWindowEpochs));
+      if (sim_hits_[e] > sim_hits_[best]) best = e;
+    if (best != leader && sim_hits_[best] - sim_hits_[leader] >
+                              kSwitchSigmas * std::sqrt(sim_hits_[best] + sim_hits_[leader]))
+      leader_.store(best, std::memory_order_relaxed);
   }
 
   static uint8_t Gen(uint8_t flags) { return flags >> kGenShift; }
@@ -457,27 +595,21 @@ class LearnedPolicy final : public EvictionPolicy {
   }
 
   std::unique_ptr<Node[]> nodes_;
-  std::atomic<uint32_t> clock_{0};  // inserts so far
+  std::atomic<uint32_t> clock_{0};    // inserts so far
   std::atomic<uint8_t> predictor_[kSigMask + 1];
-  const int sample_shift_;
-  FrequencySketch sketch_;  // inserts per key, aged (TinyLFU): memory across evictions
+  const int sample_shift_;  // OPTgen's sample: 1 in 2^shift keys
+  const int sim_shift_;     // the simulations' sample
+  RecentKeys recent_;
+  std::atomic<int64_t> small_{0};  // live blocks with no reference remembered (the small queue)
+  std::atomic<int> leader_{kFirstLeader};  // written under sampler_mu_, read by PickVictim
   SpinLock sampler_mu_;
   OptGen optgen_ GUARDED_BY(sampler_mu_);
-  struct Ghost {
-    uint32_t tag = 0;
-    uint32_t time = 0;
-    uint8_t mask = 0;  // the experts that nominated the victim
-  };
-  std::vector<Ghost> ghosts_ GUARDED_BY(sampler_mu_);  // sampled victims, direct-mapped
-  double regrets_[kExperts] GUARDED_BY(sampler_mu_) = {};
-  double nominations_[kExperts] GUARDED_BY(sampler_mu_) = {};
-  uint64_t evictions_ GUARDED_BY(sampler_mu_) = 0;
-  int leader_ = kDeadBlock;  // read under mu_, written under mu_ and sampler_mu_
+  SampledKeys sampled_keys_ GUARDED_BY(sampler_mu_);
+  std::vector<MiniSim> sims_ GUARDED_BY(sampler_mu_);  // one per expert
+  double sim_hits_[kExperts] GUARDED_BY(sampler_mu_) = {};
+  uint64_t sim_refs_ GUARDED_BY(sampler_mu_) = 0;
   std::mutex mu_;
   uint32_t cursor_ GUARDED_BY(mu_) = 0;
-  // The cursor's step: coprime with the capacity, near capacity / golden ratio, so a sweep
-  // visits every slot once per lap and one window's candidates are spread over the slot table
-  // (consecutive slots were often refilled together and have similar ages).
   const uint32_t stride_ = Stride(capacity());
 };
 

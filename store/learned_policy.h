@@ -14,37 +14,41 @@
 //    one. Each decision trains a 3-bit counter of the *signature* the block had at its previous
 //    access: cache-friendly (MIN kept it) or cache-averse.
 //  - Signatures from chain-level features, SHiP-style (Wu et al., MICRO'11, which replaced the
-//    PC by other signatures): the block's reuse count, its parent's reuse count (is this chain, a
+//    PC by other signatures): the block's reference count, its parent's (is this chain, a
 //    conversation or a document, being reused?) and its depth in the chain (log2 bucket).
 //  - A chain-level dead signal at eviction time: a block *bypassed* since its last access (its
 //    parent was read later by a request that did not read it: the chain moved on along another
 //    branch, or stopped short) ranks with the averse ones.
+//  - Recently stored keys (S3-FIFO's ghost queue, Yang et al., SOSP'23): a direct-mapped table of
+//    key fingerprints remembers about the last one to two capacities of inserts, so a block stored again soon
+//    after its eviction starts with its earlier references counted, not as a newcomer.
 //  - Prefix order: a block with cached children is not a candidate while a leaf is, so a chain
 //    always loses its tail before its head; the newest tenth of the capacity (by insert clock) is
 //    not a candidate while an older block is (the `prefix` policy's nursery: a prefix stored a
 //    moment ago is about to be loaded).
-//  - Experts and a referee (LeCaR, Vietri et al., HotStorage'18; CACHEUS, Rodriguez et al.,
-//    FAST'21): four orderings rank the same window of candidates, and the current leader's choice
-//    is evicted. kDeadBlock: (averse or bypassed, then friendly), then least recently used with a
-//    frequency credit (the policy before issue 17's second round); kRecency: LRU; kProbation:
-//    blocks not reused since they were stored (or bypassed) first, oldest first (S3-FIFO's small
-//    queue, ARC's T1); kFrequency: GDSF's clock + frequency. Every expert keeps prefix order.
-//    The referee judges every expert on the sampled keys: an expert's nominee that is read again
-//    within one capacity of inserts is a regret, whether it was evicted (its key comes back: a
-//    ghost table of sampled victims) or left cached (its next hit). The leader is the expert with
-//    the fewest regrets per nomination (decayed), replaced only when a challenger is better by 10%
-//    and two standard errors, so that noise does not mix orderings.
+//  - Experts, followed by miniature simulations (the experts and the leader as LeCaR, Vietri et
+//    al., HotStorage'18, and CACHEUS, Rodriguez et al., FAST'21; the judge as SHARDS, Waldspurger
+//    et al., FAST'15 and ATC'17): four orderings of the same window of candidates, and the current
+//    leader's choice is evicted. kDeadBlock: averse or bypassed first, then least recently used
+//    with a frequency credit; kRecency: LRU; kFrequency: GDSF's clock + frequency; kFifo: S3-FIFO
+//    (newcomers not reused go first, oldest first, while they are a tenth of the capacity or more;
+//    else reused or returning blocks by recency with a credit per reference). Every expert keeps
+//    prefix order and the nursery. Each expert also runs alone on a miniature cache (capacity /
+//    R') fed the references of a 1-in-R' key sample; the leader is the expert whose simulation hit
+//    most (decayed), replaced only when a challenger leads by two standard deviations.
 //  Evicting a friendly block under kDeadBlock detrains its signature (Hawkeye).
 //
-// Per-slot state: a 16-byte node plus 1-2 bytes of the TinyLFU sketch (BytesPerSlot); fixed per
-// policy, whatever the capacity: the predictor (128 counters), OPTgen (occupancy vector, history,
-// slot map of the sampled keys) and the referee's ghost table (4 x the sampled capacity entries of
-// 12 bytes), at most about 160 KiB.
+// Per-slot state: a 16-byte node and 2-4 bytes of the recent-keys table (BytesPerSlot, <= 20);
+// fixed per policy, whatever the capacity: the predictor (128 counters), OPTgen (occupancy vector
+// and history for ~256 sampled blocks of capacity), the keys of the cached sampled blocks by slot
+// and the four simulations (~1024 blocks each: entries, index and recent-keys table), at most
+// about 450 KiB.
 //
-// Thread-safety: as EvictionPolicy. OnAccess is relaxed atomic stores, plus the sampler's spin
-// lock for sampled keys only (1 in R). OnInsert/OnRemove touch the node and its parent's child
-// count atomically; PickVictim runs under the policy's mutex. Replays are deterministic: the
-// cursor, the sample and the predictor depend on the event sequence only.
+// Thread-safety: as EvictionPolicy. OnAccess is relaxed atomic stores (one compare-and-swap on a
+// block's first hit), plus the sampler's spin lock for sampled keys only. OnInsert/OnRemove touch
+// the node and its parent's child count atomically; PickVictim runs under the policy's mutex.
+// Replays are deterministic: the cursor, the samples, the predictor and the simulations depend on
+// the event sequence only.
 #pragma once
 
 #include <cstdint>

@@ -187,9 +187,9 @@ TEST_CASE("learned: the same trace gives the same decisions", "[store]") {
 
 TEST_CASE("learned follows the expert ordering that the workload rewards", "[store]") {
   // Coding contexts: Zipf-popular repositories under one-off question tails. Keeping what was
-  // reused since it was stored (the probation and frequency experts) is what pays here: learned's
-  // first ordering alone (dead-block prediction over recency) gives 1.05x LRU at 2%, the classic
-  // scan-resistant policies 1.4-1.6x; learned must have switched to get within 10% of them.
+  // reused or stored again soon after an eviction (the fifo and frequency experts) is what pays
+  // here: the dead-block and recency orderings alone give 1.05x LRU at 2%, the classic
+  // scan-resistant policies 1.4-1.6x; learned must follow the right one to get within 10%.
   const Chains coding = SyntheticCoding(3);
   const uint64_t coding_capacity = UniqueBlocks(coding) / 50;
   const uint64_t lru = Hits(coding, coding_capacity, PolicyKind::kLru);

@@ -130,9 +130,13 @@ TEST_CASE("the device tier keeps loaded blocks after host evicts them and gives 
   // Host serves what it holds: Lookup names host while both hold a block.
   CHECK(s->Lookup(chain).where == std::vector<TierKind>(10, TierKind::kHost));
 
-  // Fill host (64 blocks) with others: the chain leaves host and stays on the device.
-  for (uint64_t i = 100; i < 300; ++i)
+  // Fill host (64 blocks) with others, each read as often as the chain was (a scan of blocks
+  // read once would not displace it under a scan-resistant policy such as the default's S3-FIFO
+  // ordering): the chain leaves host and stays on the device.
+  for (uint64_t i = 100; i < 300; ++i) {
     REQUIRE(s->Put(TestKey(i), kNs, TestPayload(TestKey(i), kBlock)).ok());
+    for (int read = 0; read < 3; ++read) REQUIRE(s->host().Acquire(TestKey(i)).ok());
+  }
   for (const BlockKey& k : chain) REQUIRE_FALSE(s->host().Find(k).ok());
   LookupResult look = s->Lookup(chain);
   CHECK(look.prefix_blocks == 10);
