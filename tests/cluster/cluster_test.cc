@@ -696,26 +696,14 @@ TEST_CASE("cluster: pulls without UCX peer error handling: SIGKILL of the puller
 TEST_CASE("cluster: a streamed Load reads the next chunk ahead, two pulls in flight, each block "
           "pulled once",
           "[cluster]") {
-  const std::string dir = TempDir("readahead");
-  const std::string secret = WriteSecret(dir, "secret", kSecret);
+  const std::string dir = ScratchDir("readahead");
   // pull_read_ahead (off by default) for the nodes this test starts.
   struct ReadAheadOn {
     ReadAheadOn() { ::setenv("STRATA_PULL_READ_AHEAD", "true", 1); }
     ~ReadAheadOn() { ::unsetenv("STRATA_PULL_READ_AHEAD"); }
   } read_ahead_on;
-  const std::string members = dir + "/members";
-  auto flags = [&](const std::string& peer) {
-    return std::vector<std::string>{"--membership", "static", "--static-dir", members,
-                                    "--static-peers", peer};
-  };
-  ServeNode a(dir, "ra-a", "", secret, "256MiB", flags("ra-b"));
-  REQUIRE(a.ready());
-  ServeNode b(dir, "ra-b", "", secret, "256MiB", flags("ra-a"));
-  REQUIRE(b.ready());
-  auto ca = a.Connect();
-  auto cb = b.Connect();
-  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*cb)["members"] == 2; }));
-  REQUIRE(WaitFor(5000ms, [&] { return ClusterStats(*ca)["members"] == 2; }));
+  StaticPair pair(dir, "ra", "256MiB", "256MiB");
+  auto& [secret, members, a, b, ca, cb] = pair;
   // 40 x 4 MiB = 160 MiB: chunks of 16, 16 and 8 blocks.
   constexpr size_t kBlocks = 40, kBytes = size_t{4} << 20;
   Namespace ns = TestNamespace(kBytes);
