@@ -96,9 +96,10 @@ inline constexpr PolicyKind kDefaultPolicyKind = PolicyKind::kLearned;
 // The disk tier's policy under a host tier running `host`: the same, except `learned`, whose
 // dead-block features read the request stream while the disk tier sees the host's victims; its
 // disk analogue is `prefix`. Replayed two-tier on the Mooncake trace (`strata bench trace
-// --host-fraction F --disk-fraction G`, docs/benchmarks.md), a `prefix` disk under a `learned`
-// host hits 0.176 / 0.231 / 0.205 of requests from disk at host 2% / 5% / 10% (disk 10% / 20% /
-// 25%) where a `learned` disk hits 0.091 / 0.142 / 0.152.
+// --host-fraction F --disk-fraction G`, docs/benchmarks.md), a `prefix` disk under today's
+// `learned` host (its third round) hits 0.217 of requests from disk at host 5% / disk 20% where a
+// `learned` disk hits 0.136; under the first round's `learned` host the same held at host 2% / 5%
+// / 10% (0.176 / 0.231 / 0.205 against 0.091 / 0.142 / 0.152).
 inline constexpr PolicyKind DiskPolicyFor(PolicyKind host) {
   return host == PolicyKind::kLearned ? PolicyKind::kPrefix : host;
 }
