@@ -171,8 +171,13 @@ TEST_CASE("a device copy that fails verification is dropped, never promoted", "[
   s->CopyToDevice(chain);
   s->WaitDeviceCopies();
   REQUIRE(s->Stats().device.blocks == 4);
-  for (uint64_t i = 100; i < 300; ++i)
+  // Fill host with blocks read more often than the chain (a scan of blocks read once does not
+  // displace it under the default's S3-FIFO ordering): the chain leaves host, stays on the device.
+  for (uint64_t i = 100; i < 300; ++i) {
     REQUIRE(s->Put(TestKey(i), kNs, TestPayload(TestKey(i), kBlock)).ok());
+    for (int read = 0; read < 3; ++read) REQUIRE(s->host().Acquire(TestKey(i)).ok());
+  }
+  for (const BlockKey& k : chain) REQUIRE_FALSE(s->host().Find(k).ok());
   // Damage the device copy of block 1 (the stand-in pool is host memory).
   auto loc = s->device()->Find(chain[1]);
   REQUIRE(loc.ok());

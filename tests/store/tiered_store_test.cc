@@ -57,6 +57,12 @@ TEST_CASE("write-back demotes evicted blocks that were seen twice, not one-hit w
     REQUIRE(s->Get(TestKey(i), out).ok());
   }
   for (uint64_t i = 1000; i < 1200; ++i) REQUIRE(Put(*s, i).ok());
+  // Then 100 more blocks seen twice: under a scan-resistant ordering (the default's S3-FIFO
+  // expert) one-hit wonders alone never displace reused blocks; these push 0..39 out.
+  for (uint64_t i = 2000; i < 2100; ++i) {
+    REQUIRE(Put(*s, i).ok());
+    REQUIRE(s->Get(TestKey(i), out).ok());
+  }
   s->DrainDemotions();  // demotion is asynchronous: wait for the writer before counting
   const auto st = s->Stats();
   REQUIRE(st.demotions >= 40);
