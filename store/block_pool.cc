@@ -726,7 +726,8 @@ TierStats BlockPool::Stats() const {
   st.metadata_bytes = uint64_t{max_blocks_} * (sizeof(Slot) + policy_->BytesPerSlot()) +
                       (uint64_t{bucket_mask_} + 1) * sizeof(uint32_t) + alloc_.MetadataBytes() +
                       busy_slabs_.size() * sizeof(uint64_t);
-  st.fixed_metadata_bytes = kStripes * sizeof(SpinLock) + alloc_.FixedMetadataBytes() + 16 * 1024;
+  st.fixed_metadata_bytes = kStripes * sizeof(SpinLock) + alloc_.FixedMetadataBytes() +
+                            policy_->FixedBytes();
   return st;
 }
 

@@ -83,6 +83,9 @@ class EvictionPolicy {
 
   // Bytes of policy state per slot (the tier adds its own index bytes to report the total).
   virtual size_t BytesPerSlot() const = 0;
+  // Bytes of policy state that do not grow with the capacity (samples, simulations), fixed at
+  // construction; reported with the tier's fixed metadata. Default: none.
+  virtual size_t FixedBytes() const { return 0; }
 
  protected:
   explicit EvictionPolicy(uint32_t capacity) : capacity_(capacity) {}

@@ -498,6 +498,12 @@ class LearnedPolicy final : public EvictionPolicy {
   size_t BytesPerSlot() const override {
     return sizeof(Node) + (recent_.MemoryBytes() + capacity() - 1) / capacity();
   }
+  // Sizes fixed at construction: read without sampler_mu_.
+  NO_THREAD_SAFETY_ANALYSIS size_t FixedBytes() const override {
+    size_t bytes = sizeof(predictor_) + optgen_.MemoryBytes() + sampled_keys_.MemoryBytes();
+    for (const MiniSim& s : sims_) bytes += s.MemoryBytes();
+    return bytes;
+  }
 
  private:
   static constexpr uint64_t kDecayLaps = 4;  // simulated hits halve every 4 simulated capacities

@@ -18,3 +18,4 @@
 #define CAPABILITY(x) STRATA_THREAD_ANNOTATION_(capability(x))
 #define ACQUIRE(...) STRATA_THREAD_ANNOTATION_(acquire_capability(__VA_ARGS__))
 #define RELEASE(...) STRATA_THREAD_ANNOTATION_(release_capability(__VA_ARGS__))
+#define NO_THREAD_SAFETY_ANALYSIS STRATA_THREAD_ANNOTATION_(no_thread_safety_analysis)
