@@ -72,6 +72,15 @@ class Subscriber:
             self.messages.append((topic, int.from_bytes(seq, "big"), payload))
         return self.messages
 
+    def poll_until(self, done, timeout_s=15.0, quiet_s=0.3):
+        """Collects messages until done(events) holds (then for quiet_s more, so that a batch in
+        flight is not cut) or timeout_s passes: a loaded machine may publish later than a fixed
+        poll waits."""
+        deadline = time.monotonic() + timeout_s
+        while not done(self.events()) and time.monotonic() < deadline:
+            self.poll(0.1)
+        return self.poll(quiet_s)
+
     def events(self):
         return [e for _, _, p in self.messages for e in decode(p)[1]]
 

@@ -142,7 +142,11 @@ def test_events_name_vllm_block_hashes_across_eviction_demotion_and_restart(tmp_
             cache = client.register_kv_cache(ns, layers, "vllm", tp_rank=rank, tp_size=2)
             caches.append((cache, layers))
             assert client.store_paged(cache, keys_b, [0, 1, 2], engine_blocks=eng_b) == 3 * 4
-        sub.poll(0.5)
+
+        def stored_cpu_hashes(events):
+            return sum(len(e["block_hashes"]) for e in events
+                       if e["type"] == "BlockStored" and e["medium"] == "CPU")
+        sub.poll_until(lambda events: stored_cpu_hashes(events) >= 9)  # 6 of A, 3 of B
         # (The host pool may already demote some: the paged shards' size class takes a slab.)
         stored = [e for e in sub.events() if e["type"] == "BlockStored" and e["medium"] == "CPU"]
 
@@ -217,7 +221,11 @@ def test_events_name_vllm_block_hashes_across_eviction_demotion_and_restart(tmp_
         time.sleep(0.5)
         client = strata.Client.connect(sock)
         client.clear(ns)
-        sub.poll(0.5)
+
+        def removed_from_storage(events):
+            return {h for e in events if e["type"] == "BlockRemoved" and e["medium"] == "STORAGE"
+                    for h in e["block_hashes"]}
+        sub.poll_until(lambda events: on_disk <= removed_from_storage(events))
         events = sub.events()
         removed = {h for e in events if e["type"] == "BlockRemoved" and e["medium"] == "STORAGE"
                    for h in e["block_hashes"]}
@@ -241,7 +249,7 @@ def test_strata_scheme_events_keep_naming_keys():
         ns = make_ns("strata", "", "events/plain")
         keys = ns.keys(list(range(3 * B)))
         assert client.store(ns, keys, [bytes(ns.block_bytes)] * 3) == 3
-        sub.poll(0.5)
+        sub.poll_until(lambda events: sum(len(e["block_hashes"]) for e in events) >= 3)
         events = chain_runs(sub.events())  # one run, possibly in chained batches
         assert [e["block_hashes"] for e in events] == [[int_hash(k) for k in keys]]
         assert events[0]["parent_block_hash"] is None and events[0]["token_ids"] == []
