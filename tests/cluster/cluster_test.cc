@@ -18,7 +18,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -145,6 +144,20 @@ size_t RemoteBlocks(Client& c, std::span<const BlockKey> keys) {
   size_t n = 0;
   for (Tier t : look->tiers) n += t == Tier::kRemote;
   return n;
+}
+
+// Stores `p` (blocks of `bytes`) through `holder`, waits until `puller`'s directory names every
+// block, then loads them through `puller` (a pull) and checks them bit-exact.
+void StoreThenPullBitExact(Client& holder, Client& puller, const Namespace& ns, const Prompt& p,
+                           size_t bytes) {
+  const size_t n = p.keys.size();
+  REQUIRE(*holder.Store(ns, p.keys, p.in).Wait() == n);
+  REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(puller, p.keys) == n; }));
+  Outputs o(n, bytes);
+  auto loaded = puller.Load(ns, p.keys, o.out).Wait();
+  REQUIRE(loaded.ok());
+  CHECK(*loaded == n);
+  for (size_t i = 0; i < n; ++i) CHECK(o.bufs[i] == p.blocks[i]);
 }
 
 const std::string kSecret = "cluster-test-secret-0123456789abcdef";
@@ -593,11 +606,7 @@ TEST_CASE("cluster: a node listens on loopback only unless --listen-addr names a
   }
   Namespace ns = TestNamespace(16 << 10);
   Prompt p(ns, 8, 31, 16 << 10);
-  REQUIRE(*ca->Store(ns, p.keys, p.in).Wait() == 8);
-  REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, p.keys) == 8; }));
-  Outputs o(8, 16 << 10);
-  REQUIRE(*cb->Load(ns, p.keys, o.out).Wait() == 8);
-  for (size_t i = 0; i < 8; ++i) CHECK(o.bufs[i] == p.blocks[i]);
+  StoreThenPullBitExact(*ca, *cb, ns, p, 16 << 10);
   std::filesystem::remove_all(dir);
 }
 
@@ -697,25 +706,15 @@ TEST_CASE("cluster: a streamed Load reads the next chunk ahead, two pulls in fli
           "pulled once",
           "[cluster]") {
   const std::string dir = ScratchDir("readahead");
-  // pull_read_ahead (off by default) for the nodes this test starts.
-  struct ReadAheadOn {
-    ReadAheadOn() { ::setenv("STRATA_PULL_READ_AHEAD", "true", 1); }
-    ~ReadAheadOn() { ::unsetenv("STRATA_PULL_READ_AHEAD"); }
-  } read_ahead_on;
-  StaticPair pair(dir, "ra", "256MiB", "256MiB");
+  StaticPair pair(dir, "ra", "256MiB", "256MiB", {"--pull-read-ahead", "true"},
+                  {"--pull-read-ahead", "true"});  // off by default
   auto& [secret, members, a, b, ca, cb] = pair;
   // 40 x 4 MiB = 160 MiB: chunks of 16, 16 and 8 blocks.
   constexpr size_t kBlocks = 40, kBytes = size_t{4} << 20;
   Namespace ns = TestNamespace(kBytes);
   Prompt p(ns, kBlocks, 43, kBytes);
-  REQUIRE(*ca->Store(ns, p.keys, p.in).Wait() == kBlocks);
-  // The client's Lookup names the chain (and its holders) to the puller.
-  REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, p.keys) == kBlocks; }));
-  Outputs o(kBlocks, kBytes);
-  auto loaded = cb->Load(ns, p.keys, o.out).Wait();
-  REQUIRE(loaded.ok());
-  CHECK(*loaded == kBlocks);
-  for (size_t i = 0; i < kBlocks; ++i) CHECK(o.bufs[i] == p.blocks[i]);
+  // The client's Lookup (in the wait) names the chain and its holders to the puller.
+  StoreThenPullBitExact(*ca, *cb, ns, p, kBytes);
   auto sb = ClusterStats(*cb);
   INFO(sb.dump());
   CHECK(sb["read_aheads"].get<uint64_t>() >= 1);
@@ -740,13 +739,7 @@ TEST_CASE("cluster: 32 MiB blocks are stored and pulled with a larger host_slab,
   constexpr size_t kBlocks = 3, kBytes = size_t{32} << 20;
   Namespace ns = TestNamespace(kBytes);
   Prompt big(ns, kBlocks, 41, kBytes);
-  REQUIRE(*ca->Store(ns, big.keys, big.in).Wait() == kBlocks);
-  REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, big.keys) == kBlocks; }));
-  Outputs o(kBlocks, kBytes);
-  auto loaded = cb->Load(ns, big.keys, o.out).Wait();
-  REQUIRE(loaded.ok());
-  CHECK(*loaded == kBlocks);
-  for (size_t i = 0; i < kBlocks; ++i) CHECK(o.bufs[i] == big.blocks[i]);
+  StoreThenPullBitExact(*ca, *cb, ns, big, kBytes);
   CHECK(ClusterStats(*cb)["pulled_blocks"] == kBlocks);
 
   // The default slab (16 MiB): refused at Store, with the reason and the setting to change.

@@ -70,6 +70,9 @@ constexpr SettingFlag kSettingFlags[] = {
      "Peer request timeout [STRATA_REQUEST_TIMEOUT_MS]"},
     {"--ucx-peer-errors", "ucx_peer_errors",
      "true: pulls over UCX endpoints with peer error handling (no shm) [STRATA_UCX_PEER_ERRORS]"},
+    {"--pull-read-ahead", "pull_read_ahead",
+     "true: a chunked Load's next chunk is pulled ahead on the fetch thread (default false) "
+     "[STRATA_PULL_READ_AHEAD]"},
     {"--progress-spin-rounds", "progress_spin_rounds",
      "Empty rounds the UCX progress thread spins before sleeping; auto = 2000 with 4+ CPUs, "
      "else 0; -1 never sleeps [STRATA_PROGRESS_SPIN_ROUNDS]"},
