@@ -4,6 +4,8 @@
 // (SIGKILL, stalls) are in peer_process_test.cc.
 #include "transport/peer_transport.h"
 
+#include <sched.h>
+
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <functional>
@@ -342,6 +344,34 @@ TEST_CASE("a deferred block is served when ready while other pulls go on - a fai
   for (int i = 0; i < 200 && a.pool->pinned() != 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   CHECK(a.pool->pinned() == 0);
+}
+
+// The progress threads' default spin follows the CPUs this process may run on: none below 4
+// (spinning threads starve the threads they wait for on 2 cores), 2000 rounds from 4.
+TEST_CASE("the default progress spin is 0 below 4 usable CPUs and 2000 from 4", "[transport]") {
+  cpu_set_t original;
+  CPU_ZERO(&original);
+  REQUIRE(::sched_getaffinity(0, sizeof(original), &original) == 0);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &original)) cpus.push_back(c);
+  auto run_on = [&](size_t n) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (size_t i = 0; i < n; ++i) CPU_SET(cpus[i], &set);
+    REQUIRE(::sched_setaffinity(0, sizeof(set), &set) == 0);  // this thread only
+  };
+  run_on(1);
+  CHECK(AutoProgressSpinRounds() == 0);
+  CHECK(PeerTransportOptions{}.progress_spin_rounds == 0);
+  if (cpus.size() >= 4) {
+    run_on(4);
+    CHECK(AutoProgressSpinRounds() == 2000);
+  } else {
+    WARN("only " << cpus.size() << " usable CPUs: the 4-CPU side is not checked here");
+  }
+  REQUIRE(::sched_setaffinity(0, sizeof(original), &original) == 0);
+  CHECK(AutoProgressSpinRounds() == (cpus.size() >= 4 ? 2000 : 0));
 }
 
 }  // namespace
