@@ -2,7 +2,8 @@
 # `strata bench transfer --netns-only`: two `strata serve` nodes in different network namespaces
 # joined by a veth pair (the shape of two hosts) pull a prefix through the client API, and
 # ucx_perftest runs across the same pair. Checks that every case prints its JSON line (DESIGN.md,
-# Benchmarks) with a positive value and baseline. Exit 77 (skipped) where namespaces cannot be
+# Benchmarks) with a positive value and baseline, and each pull line its ucx_perftest run on a
+# message larger than the cache. Exit 77 (skipped) where namespaces cannot be
 # created (not root, no iproute2) or ucx_perftest is missing.
 # Usage: bench_transfer_netns_test.sh STRATA_BINARY
 set -u
@@ -26,5 +27,7 @@ assert not missing, f'missing cases: {missing}'
 for l in lines:
     assert l['bench'] == 'transfer' and l['value'] > 0 and l['baseline_value'] > 0, l
     assert l['baseline'] == 'ucx_perftest' and l['netns'] is True, l
+    if l['case'].startswith('pull/'):  # the beyond-cache run of the same tool, beside it
+        assert l['ucx_perftest_beyond_cache_gbps'] > 0 and l['ratio_beyond_cache'] > 0, l
 print('ok:', len(lines), 'cases')
 PY

@@ -21,7 +21,14 @@
 //  - ucx_perftest -t ucp_am_lat, typical latency doubled: a round trip of `size` each way (a
 //    pull moves a small request and one block), the better of -e and without;
 //  - prefix_load (2 MiB blocks: 256 of them are a 4K-token Llama-3.1-8B prompt, bf16, 16-token
-//    blocks): the time the same bytes take at the baseline's bandwidth.
+//    blocks): the time the same bytes take at the baseline's bandwidth;
+//  - ucx_perftest beyond cache (extra fields, not the `baseline`): ucp_am_bw with one message
+//    of max(block, 64 MiB, 4 x L3) bytes, the better of -e and without. ucx_perftest sends one
+//    buffer again and again, so at 2 MiB its source and destination (4 MiB) stay in a 32 MiB
+//    L3 and it measures a cache-to-cache copy; a pull moves a prefix of distinct blocks (512
+//    MiB) from DRAM to DRAM. The beyond-cache run is the same tool, transport and protocol
+//    (one rendezvous per message) on a working set that does not fit in cache: the physical
+//    rate a same-host pull can reach (docs/cluster.md, "What ucx_perftest measures").
 // ucx_perftest runs before and after the nodes are measured; the better run of each is kept.
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -71,6 +78,7 @@ struct Options {
   bool netns = true;
   bool netns_only = false;       // only the netns case (and fail when it cannot be set up)
   size_t perftest_mib = 2048;    // bytes each ucp_am_bw run moves
+  size_t prefix_mib = 0;         // bytes of each case's prefix; 0: 64 MiB below 1 MiB, else 512
   bool data_peer_errors = false;  // the nodes' --ucx-peer-errors (pulls with UCX peer errors)
 };
 
@@ -281,6 +289,9 @@ struct PerftestResult {
   double gbps_no_e = 0;  // ucp_am_bw without -e
   double lat_e_us = 0;   // ucp_am_lat -e, typical one-way latency
   double lat_no_e_us = 0;
+  // ucp_am_bw on one message larger than the last-level cache, the better of -e and without.
+  double gbps_beyond_cache = 0;
+  size_t beyond_cache_bytes = 0;
   std::string error;
   double best_gbps() const { return std::max(gbps_e, gbps_no_e); }
   double best_rtt_us() const {
@@ -291,6 +302,8 @@ struct PerftestResult {
   void KeepBetter(const PerftestResult& o) {
     gbps_e = std::max(gbps_e, o.gbps_e);
     gbps_no_e = std::max(gbps_no_e, o.gbps_no_e);
+    gbps_beyond_cache = std::max(gbps_beyond_cache, o.gbps_beyond_cache);
+    beyond_cache_bytes = std::max(beyond_cache_bytes, o.beyond_cache_bytes);
     auto better = [](double a, double b) { return a <= 0 ? b : (b <= 0 ? a : std::min(a, b)); };
     lat_e_us = better(lat_e_us, o.lat_e_us);
     lat_no_e_us = better(lat_no_e_us, o.lat_no_e_us);
@@ -310,6 +323,17 @@ PerftestResult Perftest(size_t size, const std::string& tls, const PerftestPlace
     if (bw.size() >= 6) (e ? r.gbps_e : r.gbps_no_e) = bw[5] * 1048576.0 / 1e9;
     auto lat = RunPerftest("ucp_am_lat", size, lat_iters, tls, e, place, &r.error);
     if (lat.size() >= 2) (e ? r.lat_e_us : r.lat_no_e_us) = lat[1];
+  }
+  // One message as large as the block, 64 MiB and four last-level caches, whichever is largest:
+  // its buffers cannot stay in cache between sends.
+  const long l3 = ::sysconf(_SC_LEVEL3_CACHE_SIZE);
+  const size_t big = std::max({size, size_t{64} << 20, l3 > 0 ? 4 * static_cast<size_t>(l3) : 0});
+  const int big_iters = static_cast<int>(std::clamp<size_t>(bw_bytes / big, 4, 1000));
+  r.beyond_cache_bytes = big;
+  for (bool e : {true, false}) {
+    auto bw = RunPerftest("ucp_am_bw", big, big_iters, tls, e, place, &r.error);
+    if (bw.size() >= 6)
+      r.gbps_beyond_cache = std::max(r.gbps_beyond_cache, bw[5] * 1048576.0 / 1e9);
   }
   return r;
 }
@@ -620,9 +644,10 @@ void Run(const Options& opt) {
       if (!size.ok()) cli::Fail(size.status().ToString());
       // 64 MiB of 64 KiB blocks, else 512 MiB: at 2 MiB, the KV of a 4K-token Llama-3.1-8B
       // prompt (bf16, 16-token blocks).
-      const size_t blocks =
-          std::max<size_t>(4, (*size < (size_t{1} << 20) ? size_t{64} << 20 : size_t{512} << 20) /
-                                  *size);
+      const size_t prefix_bytes =
+          opt.prefix_mib > 0 ? opt.prefix_mib << 20
+                             : (*size < (size_t{1} << 20) ? size_t{64} << 20 : size_t{512} << 20);
+      const size_t blocks = std::max<size_t>(4, prefix_bytes / *size);
       const size_t pool = std::max<size_t>(blocks * *size + (blocks * *size) / 4, 64 << 20);
       const std::string load_before = LoadAverage();
       PerftestPlace pp{place.netns};
@@ -665,6 +690,10 @@ void Run(const Options& opt) {
                       {"baseline_flags", "ucp_am_bw, the better of -e and without"},
                       {"ucx_perftest_e_gbps", base.gbps_e},
                       {"ucx_perftest_no_e_gbps", base.gbps_no_e},
+                      {"ucx_perftest_beyond_cache_gbps", base.gbps_beyond_cache},
+                      {"ucx_perftest_beyond_cache_msg_bytes", base.beyond_cache_bytes},
+                      {"ratio_beyond_cache",
+                       base.gbps_beyond_cache > 0 ? f->gbps / base.gbps_beyond_cache : 0},
                       {"load_ms", f->median_s * 1e3},
                       {"puller_fetch_profile_ms", f->profile_ms_per_load},
                       {"transfer_profile", f->transfer_profile}});
@@ -716,6 +745,9 @@ void Run(const Options& opt) {
   cmd->add_flag("--netns-only", opt->netns_only,
                 "Only the netns case; exit 77 when namespaces cannot be created");
   cmd->add_option("--perftest-mib", opt->perftest_mib, "MiB each ucx_perftest bandwidth run moves")
+      ->capture_default_str();
+  cmd->add_option("--prefix-mib", opt->prefix_mib,
+                  "MiB of blocks per case (0: 64 MiB for blocks under 1 MiB, else 512 MiB)")
       ->capture_default_str();
   cmd->add_flag("--ucx-peer-errors", opt->data_peer_errors,
                 "Nodes pull over endpoints with UCX peer error handling (their old default)");
