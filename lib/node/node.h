@@ -72,11 +72,9 @@ struct ClusterOptions {
   std::optional<int> progress_spin_rounds;
   // A Load that comes in chunks (a streamed client Load) has the next chunk of the chain the
   // client looked up pulled on the fetch thread while this one is pulled and copied, so that
-  // two pulls per holder are in flight (docs/cluster.md, "Read-ahead"): 1.14x on 2 MiB x 256
-  // same-host loads, median of 6 A/B pairs with the benchmark scheduled fairly (docs/
-  // benchmarks.md, "transfer", 2026-12-02 14:31-14:44). false: each chunk is pulled when the
-  // client asks for it. Default: true.
-  bool pull_read_ahead = true;
+  // two pulls per holder are in flight (docs/cluster.md, "Read-ahead"). Off by default: it did
+  // not measure faster on the 2-core development machine (docs/benchmarks.md). Default: false.
+  bool pull_read_ahead = false;
   // How often announces are flushed to the directory shards. Default: 50 ms.
   uint32_t announce_interval_ms = 50;
   // The daemon's socket, published in membership so that `strata inspect --all` on the same

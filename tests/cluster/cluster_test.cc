@@ -707,7 +707,7 @@ TEST_CASE("cluster: a streamed Load reads the next chunk ahead, two pulls in fli
           "[cluster]") {
   const std::string dir = ScratchDir("readahead");
   StaticPair pair(dir, "ra", "256MiB", "256MiB", {"--pull-read-ahead", "true"},
-                  {"--pull-read-ahead", "true"});  // the default; kept explicit
+                  {"--pull-read-ahead", "true"});  // off by default
   auto& [secret, members, a, b, ca, cb] = pair;
   // 40 x 4 MiB = 160 MiB: chunks of 16, 16 and 8 blocks.
   constexpr size_t kBlocks = 40, kBytes = size_t{4} << 20;
