@@ -328,7 +328,7 @@ PerftestResult Perftest(size_t size, const std::string& tls, const PerftestPlace
   // its buffers cannot stay in cache between sends.
   const long l3 = ::sysconf(_SC_LEVEL3_CACHE_SIZE);
   const size_t big = std::max({size, size_t{64} << 20, l3 > 0 ? 4 * static_cast<size_t>(l3) : 0});
-  const int big_iters = static_cast<int>(std::clamp<size_t>(bw_bytes / big, 4, 1000));
+  const int big_iters = static_cast<int>(std::clamp<size_t>(bw_bytes / big, 2, 1000));
   r.beyond_cache_bytes = big;
   for (bool e : {true, false}) {
     auto bw = RunPerftest("ucp_am_bw", big, big_iters, tls, e, place, &r.error);
