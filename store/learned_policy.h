@@ -20,7 +20,7 @@
 //    parent was read later by a request that did not read it: the chain moved on along another
 //    branch, or stopped short) ranks with the averse ones.
 //  - Recently stored keys (S3-FIFO's ghost queue, Yang et al., SOSP'23): a direct-mapped table of
-//    key fingerprints (two 1-byte cells per slot) remembers about the last two capacities of
+//    key fingerprints (one 2-byte cell per slot) remembers about the last capacity of
 //    inserts, so a block stored again soon
 //    after its eviction starts with its earlier references counted, not as a newcomer.
 //  - Prefix order: a block with cached children is not a candidate while a leaf is, so a chain
