@@ -39,7 +39,7 @@
 //    most (decayed), replaced only when a challenger leads by two standard deviations.
 //  Evicting a friendly block under kDeadBlock detrains its signature (Hawkeye).
 //
-// Per-slot state: a 16-byte node and 2 bytes of the recent-keys table (BytesPerSlot: 18 from 8
+// Per-slot state: a 16-byte node and 2 bytes of the recent-keys table (BytesPerSlot: 18 from 16
 // slots up; the table is sized to the capacity exactly, not rounded to a power of two);
 // fixed per policy, whatever the capacity: the predictor (128 counters), OPTgen (occupancy vector
 // and history for ~256 sampled blocks of capacity), the keys of the cached sampled blocks by slot
