@@ -71,13 +71,13 @@ BlockPool::BlockPool(TierKind kind, const BlockPoolOptions& options, uint32_t nu
       alloc_(options.slab_bytes, num_slabs, options.tenants),
       policy_(std::move(policy)),
       slots_(new Slot[max_blocks]),
+      num_buckets_(std::max<uint32_t>((max_blocks + 1) / 2, 1)),
       stripes_(new SpinLock[kStripes]),
       busy_slabs_((num_slabs + 63) / 64) {
-  // Load factor up to 2 per bucket: half the bucket memory of a one-per-slot table.
-  const uint32_t nbuckets = std::max<uint32_t>(std::bit_ceil(max_blocks) / 2, 1);
-  bucket_mask_ = nbuckets - 1;
-  buckets_.reset(new uint32_t[nbuckets]);
-  std::fill_n(buckets_.get(), nbuckets, kNoSlot);
+  // Load factor 2 per bucket, exactly (not rounded to a power of two: a pool just above one would
+  // pay up to twice the bucket memory): 2 bytes per slot.
+  buckets_.reset(new uint32_t[num_buckets_]);
+  std::fill_n(buckets_.get(), num_buckets_, kNoSlot);
   for (uint32_t i = 0; i < max_blocks; ++i)
     slots_[i].next.store(i + 1 < max_blocks ? i + 1 : kNoSlot, std::memory_order_relaxed);
   free_head_.store(0, std::memory_order_relaxed);
@@ -724,7 +724,7 @@ TierStats BlockPool::Stats() const {
   st.max_blocks = max_blocks_;
   st.lent_bytes = uint64_t{alloc_.num_slabs() - alloc_.free_slabs()} * alloc_.slab_bytes();
   st.metadata_bytes = uint64_t{max_blocks_} * (sizeof(Slot) + policy_->BytesPerSlot()) +
-                      (uint64_t{bucket_mask_} + 1) * sizeof(uint32_t) + alloc_.MetadataBytes() +
+                      uint64_t{num_buckets_} * sizeof(uint32_t) + alloc_.MetadataBytes() +
                       busy_slabs_.size() * sizeof(uint64_t);
   st.fixed_metadata_bytes = kStripes * sizeof(SpinLock) + alloc_.FixedMetadataBytes() +
                             policy_->FixedBytes();

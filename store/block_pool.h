@@ -4,8 +4,9 @@
 // table, not a branch per request).
 //
 // Per-block metadata (measured by Stats().metadata_bytes / max_blocks, docs/store.md): a 40-byte
-// Slot, the policy's node (16 bytes), 2-4 bytes of hash buckets and the slab allocator's 28
-// bytes per slab, shared by the blocks of the slab. The 64-byte block header itself lives in the header area, one per
+// Slot, the policy's per-slot state (learned: 18 bytes), 2 bytes of hash buckets (one per two
+// slots, any count: no power-of-two rounding) and the slab allocator's 30 bytes per slab, shared
+// by the blocks of the slab. The 64-byte block header itself lives in the header area, one per
 // slot (in the shared pool for the host tier, so clients can read it).
 //
 // Hot paths (Put without eviction, Get, Find, Pin): no malloc, no system call, no global lock: the
@@ -275,7 +276,13 @@ class BlockPool : public Tier {
     std::atomic<uint8_t> state{kFree};
   };
 
-  uint32_t Bucket(const BlockKey& key) const { return static_cast<uint32_t>(key.low) & bucket_mask_; }
+  // The key's bucket: its low half (a hash; multiplied by 2^64 / phi so that keys differing only
+  // in low bits spread too), its top 32 bits scaled to [0, num_buckets_) (Lemire's multiply-shift
+  // range reduction: any bucket count works, no power of two needed).
+  uint32_t Bucket(const BlockKey& key) const {
+    const uint64_t h = (key.low * 0x9E3779B97F4A7C15ULL) >> 32;
+    return static_cast<uint32_t>((h * num_buckets_) >> 32);
+  }
   SpinLock& StripeOf(uint32_t bucket) const { return stripes_[bucket & (kStripes - 1)]; }
   // REQUIRES: the stripe lock of `bucket`.
   uint32_t FindLocked(uint32_t bucket, const BlockKey& key) const;
@@ -333,7 +340,7 @@ class BlockPool : public Tier {
   SlabAllocator alloc_;
   std::unique_ptr<EvictionPolicy> policy_;
   std::unique_ptr<Slot[]> slots_;
-  uint32_t bucket_mask_;
+  const uint32_t num_buckets_;  // (max_blocks + 1) / 2
   // buckets_[b] (chain head) is guarded by StripeOf(b).
   std::unique_ptr<uint32_t[]> buckets_;
   mutable std::unique_ptr<SpinLock[]> stripes_;

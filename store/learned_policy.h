@@ -20,7 +20,8 @@
 //    parent was read later by a request that did not read it: the chain moved on along another
 //    branch, or stopped short) ranks with the averse ones.
 //  - Recently stored keys (S3-FIFO's ghost queue, Yang et al., SOSP'23): a direct-mapped table of
-//    key fingerprints remembers about the last one to two capacities of inserts, so a block stored again soon
+//    key fingerprints (one 2-byte cell per slot) remembers about the last capacity of
+//    inserts, so a block stored again soon
 //    after its eviction starts with its earlier references counted, not as a newcomer.
 //  - Prefix order: a block with cached children is not a candidate while a leaf is, so a chain
 //    always loses its tail before its head; the newest tenth of the capacity (by insert clock) is
@@ -38,7 +39,8 @@
 //    most (decayed), replaced only when a challenger leads by two standard deviations.
 //  Evicting a friendly block under kDeadBlock detrains its signature (Hawkeye).
 //
-// Per-slot state: a 16-byte node and 2-4 bytes of the recent-keys table (BytesPerSlot, <= 20);
+// Per-slot state: a 16-byte node and 2 bytes of the recent-keys table (BytesPerSlot: 18 from 16
+// slots up; the table is sized to the capacity exactly, not rounded to a power of two);
 // fixed per policy, whatever the capacity: the predictor (128 counters), OPTgen (occupancy vector
 // and history for ~256 sampled blocks of capacity), the keys of the cached sampled blocks by slot
 // and the four simulations (~1024 blocks each: entries, index and recent-keys table), at most

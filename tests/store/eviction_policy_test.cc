@@ -227,3 +227,19 @@ TEST_CASE("prefix keeps the chain stored before the newest one whole while older
 
 }  // namespace
 }  // namespace strata::store
+
+namespace strata::store {
+namespace {
+
+// learned's per-slot state does not depend on where the capacity falls between powers of two (the
+// recent-keys table is sized to the capacity exactly): 16 bytes of node and one 2-byte cell.
+TEST_CASE("learned keeps 18 bytes per slot at every capacity", "[store]") {
+  for (uint32_t k = 5; k <= 20; ++k)  // from 31 slots: the table has at least 16 cells
+    for (uint32_t n : {(1u << k) - 1, 1u << k, (1u << k) + 1, (1u << k) + (1u << k) / 2}) {
+      INFO(n << " slots");
+      REQUIRE(Make(PolicyKind::kLearned, n)->BytesPerSlot() == 18);
+    }
+}
+
+}  // namespace
+}  // namespace strata::store

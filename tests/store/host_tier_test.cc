@@ -448,6 +448,61 @@ TEST_CASE("host tier metadata per cached block is at most 64 bytes", "[store]") 
   }
 }
 
+// The ~68 bytes per block of the previous layout came from tables rounded up to a power of two (the
+// hash buckets and the learned policy's recent-keys table) in pools just above one: both are now
+// sized to the block count exactly. Swept over block counts around powers of two, for every policy
+// kind a node runs (the classic baselines keep ghost lists and sets, as their papers do: they are
+// `strata bench trace` references), with the default 16 MiB slabs: 16 KiB blocks from 255 (a slab
+// of 16 KiB chunks carries a 128-byte bitmap) to 4097,
+// and 2 MiB blocks from 32 (the slab allocator's 30 bytes per slab are shared by 8 blocks there;
+// below 32 blocks its busy-slab word pushes a 2 MiB-block pool over: 64.25 bytes at 16 blocks).
+TEST_CASE("host tier metadata per block is at most 64 bytes at every block count", "[store]") {
+  struct Case {
+    size_t block;
+    uint32_t blocks;
+  };
+  std::vector<Case> cases;
+  for (uint32_t n : {255u, 256u, 257u, 511u, 513u, 1023u, 1025u, 1537u, 2049u, 4097u})
+    cases.push_back({size_t{16} << 10, n});
+  for (uint32_t slabs : {4u, 5u, 9u})  // 32, 40, 72 blocks of 2 MiB
+    cases.push_back({size_t{2} << 20, slabs * 8});
+  for (PolicyKind kind : {kDefaultPolicyKind, PolicyKind::kPrefix, PolicyKind::kLru})
+    for (const Case& c : cases) {
+      const uint64_t slab = BlockPoolOptions{}.slab_bytes;
+      const uint64_t capacity = (c.blocks * c.block + slab - 1) / slab * slab;
+      auto t = OpenHost(capacity, c.blocks, kind, slab);
+      for (uint32_t i = 0; i < c.blocks; ++i) REQUIRE(PutTest(*t, i, c.block).ok());
+      const auto st = t->Stats();
+      REQUIRE(st.blocks == c.blocks);
+      const double per_block = static_cast<double>(st.metadata_bytes) / st.blocks;
+      INFO("policy " << PolicyKindName(kind) << ", " << c.blocks << " blocks of " << c.block
+                     << " bytes: " << per_block << " bytes per block");
+      REQUIRE(per_block <= 64.0);
+    }
+}
+
+// The policy's fixed state (learned: OPTgen, the sampled keys, the miniature simulations) is
+// reported with the pool's fixed metadata, not lost: the difference between two pools that differ
+// only in their policy is the difference of the policies' FixedBytes().
+TEST_CASE("host tier fixed metadata counts the policy's fixed state", "[store]") {
+  const uint32_t blocks = 4096;
+  auto fixed_of = [&](PolicyKind kind) {
+    auto t = OpenHost(256 * kMiB, blocks, kind, BlockPoolOptions{}.slab_bytes);
+    return t->Stats().fixed_metadata_bytes;
+  };
+  auto policy_fixed = [&](PolicyKind kind) {
+    PolicyOptions o;
+    o.kind = kind;
+    auto p = MakeEvictionPolicy(blocks, o);
+    REQUIRE(p.ok());
+    return (*p)->FixedBytes();
+  };
+  const uint64_t learned = policy_fixed(PolicyKind::kLearned);
+  REQUIRE(learned > 64 * 1024);  // the simulations alone are tens of KiB
+  REQUIRE(policy_fixed(PolicyKind::kLru) == 0);
+  REQUIRE(fixed_of(PolicyKind::kLearned) - fixed_of(PolicyKind::kLru) == learned);
+}
+
 }  // namespace
 }  // namespace strata::store
 
