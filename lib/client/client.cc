@@ -756,10 +756,17 @@ class ClientImpl final : public Client {
       max_bytes = c->max_encoded_bytes();
     }
     if (codec == Codec::kNone && channel_->cross_memory()) {
+      // More than one commit: StoreBegin first, so that a request the empty pool cannot hold is
+      // refused whole (NoSpace) before any round evicts for it, and cached blocks are skipped.
+      std::vector<uint8_t> cached(keys.size(), 0);
+      if (uint64_t{keys.size()} * block_bytes > kCrossMemoryRoundBytes) {
+        STRATA_ASSIGN_OR_RETURN(cached, Exists(ns.id(), keys, block_bytes));
+      }
       std::vector<CrossMemoryItem> items;
       items.reserve(keys.size());
       for (size_t i = 0; i < keys.size(); ++i)
-        items.push_back({keys[i], i > 0 ? keys[i - 1] : BlockKey{}, buffers[i].data,
+        if (!cached[i])
+          items.push_back({keys[i], i > 0 ? keys[i - 1] : BlockKey{}, buffers[i].data,
                          block_bytes,
                          engine.empty() ? std::nullopt
                                         : std::optional(EngineInfo(ns, engine[i]))});

@@ -534,8 +534,8 @@ TEST_CASE("strata serve: clients cannot write the pool or forge a published bloc
 // client does not have mapped is a clear InvalidArgument with nothing of the call published and
 // the daemon still serving; a buffer rewritten during the copy publishes exactly what was hashed
 // (every load verifies); a connection that did not offer its memory cannot name addresses.
-TEST_CASE("strata serve: cross-memory stores and the staging path, bad addresses, buffers "
-          "changed mid-copy",
+TEST_CASE("strata serve: cross-memory and staging stores round-trip and a bad address or a buffer "
+          "changed mid-copy never publishes unverified bytes",
           "[lib][integration]") {
   const std::string dir = ScratchDir("cma");
   const std::string socket = dir + "/s.sock";
