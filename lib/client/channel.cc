@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -47,7 +48,7 @@ StagingMapping::~StagingMapping() {
 
 Result<std::unique_ptr<SocketChannel>> SocketChannel::Open(
     const std::string& socket_path, int request_timeout_ms, uint64_t staging_bytes,
-    std::span<const uint32_t> trusted_daemon_uids) {
+    std::span<const uint32_t> trusted_daemon_uids, CrossMemory cross_memory) {
   // A socket that another user created (e.g. pre-created in a shared /tmp) would capture every
   // block this client stores: refuse it before saying anything.
   STRATA_ASSIGN_OR_RETURN(std::vector<uid_t> trusted, ipc::TrustedDaemonUids(trusted_daemon_uids));
@@ -60,6 +61,15 @@ Result<std::unique_ptr<SocketChannel>> SocketChannel::Open(
   ipc::Hello hello;
   hello.client_name = "strata-client/" + std::to_string(::getpid());
   hello.staging_bytes = staging_bytes;
+  // Cross-memory stores: where Yama restricts ptrace to ancestors, let the daemon's pid (the
+  // socket's peer) read this process (PR_SET_PTRACER; no effect without Yama). The probe is the
+  // Hello's own client name: any 64 readable bytes of this process will do.
+  static const char kProbe[64] = "strata cross-memory probe";
+  if (cross_memory != CrossMemory::kOff) {
+    const pid_t daemon_pid = ch->conn_.PeerPid();
+    if (daemon_pid > 0) (void)::prctl(PR_SET_PTRACER, static_cast<unsigned long>(daemon_pid));
+    hello.cross_memory_probe = reinterpret_cast<uint64_t>(kProbe);
+  }
   auto reply = ch->CallLocked(std::move(hello), ch->staging_.fd(), &fd);
   if (fd >= 0) ::close(fd);  // nothing comes with a HelloReply
   if (!reply.ok()) return reply.status().WithContext("hello to daemon at '" + socket_path + "'");
@@ -72,6 +82,14 @@ Result<std::unique_ptr<SocketChannel>> SocketChannel::Open(
   if (base == MAP_FAILED)
     return Status::IOError(std::string("reserving address space for the daemon's host pool: ") +
                            std::strerror(errno));
+  ch->cross_memory_ = hr->cross_memory && cross_memory != CrossMemory::kOff;
+  if (cross_memory == CrossMemory::kRequired && !ch->cross_memory_) {
+    ::munmap(base, hr->pool_bytes);
+    return Status::PermissionDenied(
+        "the daemon at '" + socket_path +
+        "' cannot read this process's memory (cross-memory stores asked for by "
+        "STRATA_STORE_PATH=cross_memory or ClientOptions::store_path)");
+  }
   ch->pool_base_ = static_cast<const std::byte*>(base);
   ch->pool_bytes_ = hr->pool_bytes;
   ch->slab_bytes_ = hr->slab_bytes;

@@ -42,6 +42,9 @@ class Channel {
   virtual uint64_t staging_bytes() const = 0;
   // The unit MapForRead maps the pool in: one slab (embedded: the whole pool, mapped always).
   virtual uint64_t slab_bytes() const = 0;
+  // Whether StoreCommit may name addresses of this process's memory instead of staging offsets:
+  // the daemon read the Hello's probe (docs/data-plane.md, "Cross-memory store").
+  virtual bool cross_memory() const { return false; }
   // `hook(slab)` runs before MapForRead maps a new generation of a slab over an older mapping of
   // it, under the channel's lock: a device registration of the old mapping is dropped there
   // (cuda_paged.h). Null: none. Embedded channels never remap.
@@ -73,9 +76,14 @@ class SocketChannel final : public Channel {
   // the pool; slabs are mapped on first use (MapForRead), each from a read-only descriptor the
   // daemon hands out only for slabs of tenants this client may use (docs/data-plane.md).
   // `trusted_daemon_uids`: ClientOptions::trusted_daemon_uids (STRATA_DAEMON_USER is added here).
+  // `cross_memory`: offer the daemon cross-memory stores (it lets the daemon's pid trace this
+  // process where Yama asks for that, and sends a probe with the Hello); kRequired fails the
+  // connect when the daemon cannot read this process's memory.
+  enum class CrossMemory { kOff, kOffer, kRequired };
   static Result<std::unique_ptr<SocketChannel>> Open(
       const std::string& socket_path, int request_timeout_ms, uint64_t staging_bytes,
-      std::span<const uint32_t> trusted_daemon_uids = {});
+      std::span<const uint32_t> trusted_daemon_uids = {},
+      CrossMemory cross_memory = CrossMemory::kOff);
   ~SocketChannel() override;
   Result<ipc::ResponseBody> Call(ipc::RequestBody body) override;
   Status Post(ipc::RequestBody body) override;
@@ -85,6 +93,7 @@ class SocketChannel final : public Channel {
   std::byte* staging_base() const override { return staging_.base(); }
   uint64_t staging_bytes() const override { return staging_.bytes(); }
   uint64_t slab_bytes() const override { return slab_bytes_; }
+  bool cross_memory() const override { return cross_memory_; }
   void SetSlabRemapHook(std::function<void(uint64_t slab)> hook) override {
     std::lock_guard<std::mutex> lock(mu_);
     remap_hook_ = std::move(hook);
@@ -108,6 +117,7 @@ class SocketChannel final : public Channel {
   std::unique_ptr<std::atomic<uint32_t>[]> mapped_;
   std::function<void(uint64_t)> remap_hook_;  // GUARDED_BY(mu_)
   StagingMapping staging_;
+  bool cross_memory_ = false;  // set once by Open
 };
 
 class EmbeddedChannel final : public Channel {

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -40,6 +41,18 @@ static_assert(static_cast<int>(KvLayout::kVllmFlashAttn) ==
 static_assert(static_cast<int>(KvLayout::kFlashInfer) ==
               static_cast<int>(kernels::PagedLayout::kFlashInfer));
 static_assert(static_cast<int>(KvLayout::kMla) == static_cast<int>(kernels::PagedLayout::kMla));
+
+// ClientOptions::store_path, or STRATA_STORE_PATH where set.
+Result<ClientOptions::StorePath> StorePathOf(const ClientOptions& options) {
+  const char* env = std::getenv("STRATA_STORE_PATH");
+  if (env == nullptr || *env == '\0') return options.store_path;
+  const std::string_view v(env);
+  if (v == "auto") return ClientOptions::StorePath::kAuto;
+  if (v == "staging") return ClientOptions::StorePath::kStaging;
+  if (v == "cross_memory") return ClientOptions::StorePath::kCrossMemory;
+  return Status::InvalidArgument("environment STRATA_STORE_PATH='" + std::string(v) +
+                                 "': expected auto, staging or cross_memory");
+}
 
 // A small pool of threads for asynchronous calls.
 class WorkerPool {
@@ -286,6 +299,9 @@ class CommitPipeline {
 // flight (8 MiB) stay in the shared L3 cache between the client's write and the daemon's read
 // (16 MiB rounds went through DRAM: docs/benchmarks.md, "engine").
 constexpr uint64_t kRoundBytes = uint64_t{4} << 20;
+// Bytes of one cross-memory commit: the client writes nothing, so rounds only bound how long one
+// request holds the daemon's copy threads and how much pool it reserves at once.
+constexpr uint64_t kCrossMemoryRoundBytes = uint64_t{64} << 20;
 // The least bytes a copy thread is given: splitting costs a wake-up of each copy thread (tens of
 // microseconds), which a copy of 1 MiB (~0.1-0.3 ms) repays.
 constexpr uint64_t kParallelCopyMin = uint64_t{1} << 20;
@@ -341,6 +357,8 @@ class ClientImpl final : public Client {
   ClientImpl(std::unique_ptr<Channel> channel, const ClientOptions& options)
       : channel_(std::move(channel)),
         staging_(channel_->staging_bytes()),
+        paged_cross_memory_(StorePathOf(options).ok() &&
+                            *StorePathOf(options) == ClientOptions::StorePath::kCrossMemory),
         copy_threads_(options.copy_threads < 0 ? CopyThreads::DefaultHelpers()
                                                : options.copy_threads),
         workers_(options.worker_threads) {}
@@ -642,6 +660,45 @@ class ClientImpl final : public Client {
     return pipeline.committed();
   }
 
+  // A payload the daemon reads out of this process's memory (codec none).
+  struct CrossMemoryItem {
+    BlockKey key;
+    BlockKey parent;
+    const void* data;
+    uint64_t bytes;
+    std::optional<ipc::CommitEngineBlock> engine;
+  };
+  // Has the daemon copy `items` straight out of this process's memory into the pool, in commits
+  // of at most kCrossMemoryRoundBytes (docs/data-plane.md, "Cross-memory store"): no staging, no
+  // StoreBegin (the daemon skips the blocks it holds before reading them). Returns how many were
+  // newly published. REQUIRES: channel_->cross_memory(); the buffers stay valid until it returns.
+  Result<size_t> CommitCrossMemory(const Namespace& ns, std::span<const CrossMemoryItem> items) {
+    size_t committed = 0;
+    for (size_t first = 0; first < items.size();) {
+      ipc::StoreCommitRequest commit{ns.id(), Codec::kNone, {}, {}, {}, {}};
+      commit.spec = DescribeOnce(ns);
+      uint64_t bytes = 0;
+      size_t last = first;
+      for (; last < items.size() && (last == first || bytes + items[last].bytes <=
+                                                          kCrossMemoryRoundBytes);
+           ++last) {
+        const CrossMemoryItem& it = items[last];
+        commit.keys.push_back(it.key);
+        commit.parents.push_back(it.parent);
+        commit.source_addresses.push_back(reinterpret_cast<uint64_t>(it.data));
+        commit.lengths.push_back(it.bytes);
+        if (it.engine) commit.engine_blocks.push_back(*it.engine);
+        bytes += it.bytes;
+      }
+      if (commit.engine_blocks.size() != commit.keys.size()) commit.engine_blocks.clear();
+      STRATA_ASSIGN_OR_RETURN(ipc::StoreCommitReply reply,
+                              Expect<ipc::StoreCommitReply>(channel_->Call(std::move(commit))));
+      committed += reply.committed;
+      first = last;
+    }
+    return committed;
+  }
+
   // The spec of `ns` the first time this connection commits to it (the daemon records it for
   // `strata inspect`, docs/client-protocol.md), nullopt afterwards.
   std::optional<NamespaceSpec> DescribeOnce(const Namespace& ns) {
@@ -697,6 +754,23 @@ class ClientImpl final : public Client {
     if (codec != Codec::kNone) {
       STRATA_ASSIGN_OR_RETURN(kernels::BlockCodec * c, ThreadCodec(codec, shape));
       max_bytes = c->max_encoded_bytes();
+    }
+    if (codec == Codec::kNone && channel_->cross_memory()) {
+      // More than one commit: StoreBegin first, so that a request the empty pool cannot hold is
+      // refused whole (NoSpace) before any round evicts for it, and cached blocks are skipped.
+      std::vector<uint8_t> cached(keys.size(), 0);
+      if (uint64_t{keys.size()} * block_bytes > kCrossMemoryRoundBytes) {
+        STRATA_ASSIGN_OR_RETURN(cached, Exists(ns.id(), keys, block_bytes));
+      }
+      std::vector<CrossMemoryItem> items;
+      items.reserve(keys.size());
+      for (size_t i = 0; i < keys.size(); ++i)
+        if (!cached[i])
+          items.push_back({keys[i], i > 0 ? keys[i - 1] : BlockKey{}, buffers[i].data,
+                         block_bytes,
+                         engine.empty() ? std::nullopt
+                                        : std::optional(EngineInfo(ns, engine[i]))});
+      return CommitCrossMemory(ns, items);
     }
     std::vector<uint8_t> exists(keys.size(), 0);  // one round: the commit skips cached blocks
     if (!OneRound(ns, keys.size())) {
@@ -823,6 +897,11 @@ class ClientImpl final : public Client {
     if (keys.empty()) return size_t{0};
     if (c.device) return DoStorePagedDevice(c, keys, ids, engine);
     const Codec codec = c.ns.spec().codec;
+    // Paged cross-memory stores only when asked for (STRATA_STORE_PATH=cross_memory): the
+    // daemon's gather measured slower than the client's gather through staging on the 2-core
+    // development VM (docs/benchmarks.md, "Cross-memory store"), so `auto` keeps staging here.
+    if (codec == Codec::kNone && channel_->cross_memory() && paged_cross_memory_)
+      return StorePagedCrossMemory(c, keys, ids, engine);
     const uint32_t heads = c.heads();
     const uint64_t shard_bytes = c.shard.bytes();
     std::vector<BlockKey> shard_keys = c.ShardKeys(keys);
@@ -933,6 +1012,68 @@ class ClientImpl final : public Client {
     }
     STRATA_RETURN_IF_ERROR(pipeline.Drain());
     return pipeline.committed();
+  }
+
+  // StorePaged, codec none, cross-memory (docs/data-plane.md, "Cross-memory store"): the client
+  // names each block's engine chunks and the daemon gathers the head shards out of them itself,
+  // in commits of at most kCrossMemoryRoundBytes; nothing is written here. No StoreBegin: the
+  // daemon skips the shards it holds.
+  Result<size_t> StorePagedCrossMemory(const RegisteredCache& c,
+                                       const std::vector<BlockKey>& keys,
+                                       const std::vector<int32_t>& ids,
+                                       const std::vector<EngineBlock>& engine) {
+    for (size_t i = 0; i < ids.size(); ++i)
+      if (ids[i] < 0 || static_cast<uint32_t>(ids[i]) >= c.paged.num_blocks)
+        return Status::InvalidArgument("StorePaged: block id " + std::to_string(ids[i]) +
+                                       " is outside [0, " + std::to_string(c.paged.num_blocks) +
+                                       ")");
+    const uint32_t heads = c.heads();
+    const kernels::BlockShape shape = c.paged.block_shape();
+    const uint64_t chunk = shape.chunk_bytes(), row = c.RowBytes();
+    const uint32_t rows = heads == 1 ? 1 : c.paged.block_size;
+    const uint32_t chunks_per_block = c.paged.num_layers * shape.planes;
+    const uint64_t shard_bytes = c.shard.bytes();
+    if (uint64_t{chunks_per_block} * rows * row != shard_bytes ||
+        uint64_t{rows} * heads * row != chunk)
+      return Status::Internal("StorePaged: engine chunks do not make up the head shards");
+    const std::vector<BlockKey> shard_keys = c.ShardKeys(keys);
+    const auto shard_engine = ShardEngineInfo(c.ns, engine, heads, c.head_begin);
+    const size_t round_blocks =
+        std::max<uint64_t>(1, kCrossMemoryRoundBytes / (uint64_t{heads} * shard_bytes));
+    size_t committed = 0;
+    for (size_t first = 0; first < keys.size(); first += round_blocks) {
+      const size_t last = std::min(keys.size(), first + round_blocks);
+      ipc::StoreCommitRequest commit{c.ns.id(), Codec::kNone, {}, {}, {}, {}};
+      commit.spec = DescribeOnce(c.ns);
+      ipc::CrossMemoryGather g;
+      g.chunks_per_block = chunks_per_block;
+      g.rows_per_chunk = rows;
+      g.heads = heads;
+      g.row_bytes = row;
+      for (size_t i = first; i < last; ++i) {
+        for (uint32_t l = 0; l < c.paged.num_layers; ++l)
+          for (uint32_t p = 0; p < shape.planes; ++p)
+            g.chunk_addresses.push_back(reinterpret_cast<uint64_t>(
+                c.const_layers[l].data() +
+                kernels::EngineChunkIndex(c.paged.layout, c.paged.num_blocks, uint64_t(ids[i]),
+                                          p) *
+                    chunk));
+        for (uint32_t h = 0; h < heads; ++h) {
+          const size_t s = i * heads + h;
+          commit.keys.push_back(shard_keys[s]);
+          commit.parents.push_back(s >= heads ? shard_keys[s - heads] : BlockKey{});
+          commit.lengths.push_back(shard_bytes);
+          g.blocks.push_back(static_cast<uint32_t>(i - first));
+          g.key_heads.push_back(h);
+          if (!shard_engine.empty()) commit.engine_blocks.push_back(*shard_engine[s]);
+        }
+      }
+      commit.gather = std::move(g);
+      STRATA_ASSIGN_OR_RETURN(ipc::StoreCommitReply reply,
+                              Expect<ipc::StoreCommitReply>(channel_->Call(std::move(commit))));
+      committed += reply.committed;
+    }
+    return committed;
   }
 
   // Loads the loadable prefix; with `layer_done`, scatters layer by layer and calls it after each
@@ -1293,6 +1434,8 @@ class ClientImpl final : public Client {
   std::unordered_set<NamespaceId, BlockKeyHash> opened_;  // GUARDED_BY(opened_mu_)
 
   StagingAllocator staging_;
+  // StorePaged (codec none) goes cross-memory only when STRATA_STORE_PATH / store_path asks for it.
+  const bool paged_cross_memory_;
   std::mutex caches_mu_;
   std::mutex described_mu_;
   std::unordered_set<NamespaceId, BlockKeyHash> described_;  // GUARDED_BY(described_mu_)
@@ -1513,10 +1656,15 @@ Result<KvLayout> ParseKvLayout(std::string_view name) {
 Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
                                                 const ClientOptions& options) {
   const std::string path = socket_path.empty() ? ipc::DefaultSocketPath() : socket_path;
+  STRATA_ASSIGN_OR_RETURN(ClientOptions::StorePath store_path, StorePathOf(options));
+  const SocketChannel::CrossMemory cross_memory =
+      store_path == ClientOptions::StorePath::kStaging    ? SocketChannel::CrossMemory::kOff
+      : store_path == ClientOptions::StorePath::kAuto     ? SocketChannel::CrossMemory::kOffer
+                                                          : SocketChannel::CrossMemory::kRequired;
   STRATA_ASSIGN_OR_RETURN(
       std::unique_ptr<SocketChannel> ch,
       SocketChannel::Open(path, options.request_timeout_ms, options.staging_bytes,
-                          options.trusted_daemon_uids));
+                          options.trusted_daemon_uids, cross_memory));
   return std::unique_ptr<Client>(new ClientImpl(std::move(ch), options));
 }
 

@@ -13,6 +13,8 @@
 #include <variant>
 #include <vector>
 
+#include "core/cross_memory.h"
+
 namespace strata {
 
 struct Daemon::Session {
@@ -24,7 +26,13 @@ struct Daemon::Session {
   std::thread thread;
   std::atomic<bool> done{false};
 
+  // A pidfd of the peer (SO_PEERPIDFD) once it asked for cross-memory stores; -1: none.
+  int peer_pidfd = -1;
+
   Session(ipc::UnixConnection c, ipc::PeerCredentials p) : peer(std::move(p)), conn(std::move(c)) {}
+  ~Session() {
+    if (peer_pidfd >= 0) ::close(peer_pidfd);
+  }
 };
 
 namespace {
@@ -307,6 +315,23 @@ void Daemon::Serve(Session* session) {
         if (staging.ok()) {
           session->staging = std::move(staging).value();
           session->caller.staging = session->staging.bytes();
+          // Cross-memory stores: tried once per session on the probe the client named; refused
+          // (another uid without CAP_SYS_PTRACE, Yama, a pid namespace), stores use staging.
+          if (hello->cross_memory_probe != 0 && session->peer.pid > 0) {
+            auto peer = PeerProcess(session->conn.fd(), session->peer.pid);
+            Status probe = peer.status();
+            if (peer.ok()) {
+              session->peer_pidfd = peer->pidfd;
+              probe = ProbeProcessMemory(*peer, hello->cross_memory_probe, 64);
+            }
+            if (probe.ok()) {
+              session->caller.cross_memory_pid = session->peer.pid;
+              session->caller.cross_memory_pidfd = session->peer_pidfd;
+              std::get<ipc::HelloReply>(response.body).cross_memory = true;
+            } else {
+              Log(who + ": cross-memory stores refused, using staging: " + probe.ToString());
+            }
+          }
         } else {
           response.body = std::monostate{};
           response.status = staging.status().WithContext("Hello");

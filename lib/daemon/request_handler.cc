@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/cross_memory.h"
 #include "daemon/log.h"
 #include "daemon/metrics.h"
 #include "events/block_tag.h"
@@ -36,14 +37,71 @@ std::string EventTag(const ipc::CommitEngineBlock& e) {
   return events::EncodeBlockTag(tag);
 }
 
-// The payloads of `q` inside the client's staging memory. InvalidArgument for a range outside it
-// (the client chose the offsets: nothing of it is trusted).
+// The payloads of `q` inside the client's staging memory, or in its own memory for a
+// cross-memory commit. InvalidArgument for a range outside staging, or addresses from a client
+// that did not permit cross-memory reads (the client chose the offsets and addresses: nothing of
+// them is trusted; the node's reads of client memory fail cleanly on a bad address).
 Result<std::vector<Node::StagedBlock>> StagedBlocks(const ipc::StoreCommitRequest& q,
-                                                    std::span<const std::byte> staging) {
-  if (staging.empty())
-    return Status::InvalidArgument("StoreCommit: this connection has no staging memory");
+                                                    const Caller& caller) {
   std::vector<Node::StagedBlock> out;
   out.reserve(q.keys.size());
+  if (q.gather) {
+    const ipc::CrossMemoryGather& g = *q.gather;
+    if (caller.cross_memory_pid <= 0)
+      return Status::InvalidArgument(
+          "StoreCommit: a gather from a connection without cross-memory stores");
+    const uint64_t cpb = g.chunks_per_block;
+    // Each factor is bounded before multiplying: no overflow.
+    if (cpb == 0 || cpb > 65536 || g.rows_per_chunk == 0 || g.rows_per_chunk > 65536 ||
+        g.heads == 0 || g.heads > 4096 || g.row_bytes == 0 ||
+        g.row_bytes > kCrossMemoryChunkBytes ||
+        uint64_t{g.rows_per_chunk} * g.heads * g.row_bytes > kCrossMemoryChunkBytes ||
+        g.chunk_addresses.size() % cpb != 0)
+      return Status::InvalidArgument("StoreCommit: a malformed cross-memory gather");
+    const uint64_t shard = cpb * g.rows_per_chunk * g.row_bytes;
+    const size_t blocks = g.chunk_addresses.size() / cpb;
+    for (size_t i = 0; i < q.keys.size(); ++i) {
+      if (g.blocks[i] >= blocks || g.key_heads[i] >= g.heads || q.lengths[i] != shard)
+        return Status::InvalidArgument("StoreCommit: gathered shard " + std::to_string(i) +
+                                       " names block " + std::to_string(g.blocks[i]) + " of " +
+                                       std::to_string(blocks) + ", head " +
+                                       std::to_string(g.key_heads[i]) + " of " +
+                                       std::to_string(g.heads) + ", " +
+                                       std::to_string(q.lengths[i]) + " bytes of " +
+                                       std::to_string(shard));
+      Node::StagedBlock b{q.keys[i], std::nullopt, {}, {}};
+      Node::StagedBlock::ClientGather cg;
+      cg.pid = caller.cross_memory_pid;
+      cg.pidfd = caller.cross_memory_pidfd;
+      cg.chunks = std::span<const uint64_t>(g.chunk_addresses).subspan(g.blocks[i] * cpb, cpb);
+      cg.rows = g.rows_per_chunk;
+      cg.heads = g.heads;
+      cg.head = g.key_heads[i];
+      cg.row_bytes = g.row_bytes;
+      b.client_gather = cg;
+      if (q.parents[i] != BlockKey{}) b.parent = q.parents[i];
+      if (!q.engine_blocks.empty()) b.tag = EventTag(q.engine_blocks[i]);
+      out.push_back(std::move(b));
+    }
+    return out;
+  }
+  if (!q.source_addresses.empty()) {
+    if (caller.cross_memory_pid <= 0)
+      return Status::InvalidArgument(
+          "StoreCommit: client addresses from a connection without cross-memory stores");
+    for (size_t i = 0; i < q.keys.size(); ++i) {
+      Node::StagedBlock b{q.keys[i], std::nullopt, {}, {}};
+      b.client_memory = Node::ClientMemory{caller.cross_memory_pid, caller.cross_memory_pidfd,
+                                           q.source_addresses[i], q.lengths[i]};
+      if (q.parents[i] != BlockKey{}) b.parent = q.parents[i];
+      if (!q.engine_blocks.empty()) b.tag = EventTag(q.engine_blocks[i]);
+      out.push_back(std::move(b));
+    }
+    return out;
+  }
+  const std::span<const std::byte> staging = caller.staging;
+  if (staging.empty())
+    return Status::InvalidArgument("StoreCommit: this connection has no staging memory");
   for (size_t i = 0; i < q.keys.size(); ++i) {
     const uint64_t off = q.staging_offsets[i], len = q.lengths[i];
     if (off > staging.size() || len > staging.size() - off)
@@ -180,7 +238,7 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
           },
           [&](const ipc::StoreCommitRequest& q) {
             if (r.status = CheckNamespace(q.ns, caller); !r.status.ok()) return;
-            auto blocks = StagedBlocks(q, caller.staging);
+            auto blocks = StagedBlocks(q, caller);
             if (!blocks.ok()) {
               r.status = blocks.status();
               return;

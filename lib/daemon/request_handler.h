@@ -4,6 +4,8 @@
 // Thread-safety: Handle may be called from many threads at once (the Node is thread-safe).
 #pragma once
 
+#include <sys/types.h>
+
 #include <span>
 #include <string>
 #include <vector>
@@ -31,6 +33,10 @@ struct Caller {
   // The caller's staging memory as this process maps it (read-only): StoreCommit offsets index
   // it and are checked against it. Empty: stores are refused.
   std::span<const std::byte> staging;
+  // The caller's pid when it permitted cross-memory stores and the daemon read its Hello's probe
+  // (StoreCommit may then name addresses of its memory); 0: staging only.
+  pid_t cross_memory_pid = 0;
+  int cross_memory_pidfd = -1;  // a pidfd of cross_memory_pid (owned by the session)
   // The tenants whose namespaces the caller may open and whose slabs it may map: tenants[t] != 0
   // for tenant t. Empty: every tenant (root, the daemon's own user, the embedded client).
   std::vector<uint8_t> tenants;

@@ -159,6 +159,7 @@ std::string EncodeRequest(const Request& request) {
                    b->set_protocol_version(r.protocol_version);
                    b->set_client_name(r.client_name);
                    b->set_staging_bytes(r.staging_bytes);
+                   b->set_cross_memory_probe(r.cross_memory_probe);
                  },
                  [&](const LookupRequest& r) {
                    m.mutable_lookup()->set_keys(PackKeys(r.keys));
@@ -181,6 +182,17 @@ std::string EncodeRequest(const Request& request) {
                    if (r.spec) PackSpec(*r.spec, b->mutable_spec());
                    for (const CommitEngineBlock& e : r.engine_blocks)
                      PackEngineBlock(e, b->add_engine_blocks());
+                   for (uint64_t a : r.source_addresses) b->add_source_addresses(a);
+                   if (r.gather) {
+                     auto* g = b->mutable_gather();
+                     g->set_chunks_per_block(r.gather->chunks_per_block);
+                     g->set_rows_per_chunk(r.gather->rows_per_chunk);
+                     g->set_heads(r.gather->heads);
+                     g->set_row_bytes(r.gather->row_bytes);
+                     for (uint64_t a : r.gather->chunk_addresses) g->add_chunk_addresses(a);
+                     for (uint32_t x : r.gather->blocks) g->add_blocks(x);
+                     for (uint32_t h : r.gather->key_heads) g->add_key_heads(h);
+                   }
                  },
                  [&](const LoadRequest& r) {
                    auto* b = m.mutable_load();
@@ -236,6 +248,7 @@ Result<Request> DecodeRequest(std::span<const std::byte> body) {
       h.protocol_version = m.hello().protocol_version();
       h.client_name = m.hello().client_name();
       h.staging_bytes = m.hello().staging_bytes();
+      h.cross_memory_probe = m.hello().cross_memory_probe();
       out.body = std::move(h);
       break;
     }
@@ -270,13 +283,38 @@ Result<Request> DecodeRequest(std::span<const std::byte> body) {
       STRATA_RETURN_IF_ERROR(UnpackKeys(b.keys(), &r.keys));
       STRATA_RETURN_IF_ERROR(UnpackKeys(b.parents(), &r.parents));
       const size_t n = r.keys.size();
-      if (r.parents.size() != n || static_cast<size_t>(b.staging_offsets_size()) != n ||
-          static_cast<size_t>(b.lengths_size()) != n)
+      // Payloads in staging (offsets), in the client's memory (addresses) or gathered out of
+      // its paged cache, one of the three.
+      const auto& g = b.gather();
+      if (b.has_gather() &&
+          (b.staging_offsets_size() != 0 || b.source_addresses_size() != 0 ||
+           static_cast<size_t>(g.blocks_size()) != n ||
+           static_cast<size_t>(g.key_heads_size()) != n))
+        return Malformed("store_commit gathers " + std::to_string(g.blocks_size()) +
+                         " shards for " + std::to_string(n) + " keys, or names staging too");
+      const size_t places = b.has_gather() ? n
+                                           : static_cast<size_t>(b.staging_offsets_size()) +
+                                                 static_cast<size_t>(b.source_addresses_size());
+      if (r.parents.size() != n || places != n || static_cast<size_t>(b.lengths_size()) != n ||
+          (b.staging_offsets_size() != 0 && b.source_addresses_size() != 0))
         return Malformed("store_commit has " + std::to_string(n) + " keys but " +
                          std::to_string(r.parents.size()) + " parents, " +
-                         std::to_string(b.staging_offsets_size()) + " offsets and " +
+                         std::to_string(b.staging_offsets_size()) + " offsets, " +
+                         std::to_string(b.source_addresses_size()) + " addresses and " +
                          std::to_string(b.lengths_size()) + " lengths");
       r.staging_offsets.assign(b.staging_offsets().begin(), b.staging_offsets().end());
+      r.source_addresses.assign(b.source_addresses().begin(), b.source_addresses().end());
+      if (b.has_gather()) {
+        CrossMemoryGather x;
+        x.chunks_per_block = g.chunks_per_block();
+        x.rows_per_chunk = g.rows_per_chunk();
+        x.heads = g.heads();
+        x.row_bytes = g.row_bytes();
+        x.chunk_addresses.assign(g.chunk_addresses().begin(), g.chunk_addresses().end());
+        x.blocks.assign(g.blocks().begin(), g.blocks().end());
+        x.key_heads.assign(g.key_heads().begin(), g.key_heads().end());
+        r.gather = std::move(x);
+      }
       r.lengths.assign(b.lengths().begin(), b.lengths().end());
       if (b.has_spec()) {
         NamespaceSpec spec;
@@ -388,6 +426,7 @@ std::string EncodeResponse(const Response& response) {
                    b->set_pool_bytes(r.pool_bytes);
                    b->set_daemon_version(r.daemon_version);
                    b->set_slab_bytes(r.slab_bytes);
+                   b->set_cross_memory(r.cross_memory);
                  },
                  [&](const LookupReply& r) {
                    auto* b = m.mutable_lookup();
@@ -444,7 +483,8 @@ Result<Response> DecodeResponse(std::span<const std::byte> body) {
   switch (m.body_case()) {
     case pb::Response::kHello:
       out.body = HelloReply{m.hello().protocol_version(), m.hello().pool_bytes(),
-                            m.hello().daemon_version(), m.hello().slab_bytes()};
+                            m.hello().daemon_version(), m.hello().slab_bytes(),
+                            m.hello().cross_memory()};
       break;
     case pb::Response::kLookup: {
       LookupReply r;

@@ -40,12 +40,16 @@ struct Hello {
   uint32_t protocol_version = kIpcProtocolVersion;
   std::string client_name;
   uint64_t staging_bytes = 0;  // bytes of the staging memfd sent with the Hello
+  // Nonzero: the client permits cross-memory stores and names 64 bytes of its memory the daemon
+  // tries to read once (docs/data-plane.md, "Cross-memory store"). 0: staging only.
+  uint64_t cross_memory_probe = 0;
 };
 struct HelloReply {
   uint32_t protocol_version = kIpcProtocolVersion;
   uint64_t pool_bytes = 0;
   std::string daemon_version;
   uint64_t slab_bytes = 0;  // the pool is mapped slab by slab (MapSlabRequest)
+  bool cross_memory = false;  // the daemon read the Hello's probe: commits may name addresses
 };
 struct LookupRequest {
   std::vector<BlockKey> keys;
@@ -71,6 +75,18 @@ struct CommitEngineBlock {
   std::string lora_name;
 };
 // Blocks written into the client's staging memfd, to be copied into the pool and published.
+// Head shards the daemon gathers out of a client's paged KV cache (cross-memory paged commit).
+// An engine chunk is [rows_per_chunk][heads][row_bytes] at one client address; key i's payload is,
+// for each chunk of block blocks[i] in order, the rows of head key_heads[i].
+struct CrossMemoryGather {
+  uint32_t chunks_per_block = 0;  // layers x planes
+  uint32_t rows_per_chunk = 0;
+  uint32_t heads = 0;
+  uint64_t row_bytes = 0;
+  std::vector<uint64_t> chunk_addresses;  // chunks_per_block per block
+  std::vector<uint32_t> blocks;           // per key
+  std::vector<uint32_t> key_heads;        // per key
+};
 struct StoreCommitRequest {
   NamespaceId ns;
   Codec codec = Codec::kNone;
@@ -83,6 +99,11 @@ struct StoreCommitRequest {
   std::optional<NamespaceSpec> spec = std::nullopt;
   // Empty, or one per key (engine key schemes; docs/kv-events.md "Engine hashes").
   std::vector<CommitEngineBlock> engine_blocks = {};
+  // Cross-memory commit: one address in the client's memory per key (then staging_offsets is
+  // empty); codec none only. Empty: the payloads are in staging.
+  std::vector<uint64_t> source_addresses = {};
+  // Cross-memory paged commit (then staging_offsets and source_addresses are empty).
+  std::optional<CrossMemoryGather> gather = std::nullopt;
 };
 struct StoreCommitReply {
   uint32_t committed = 0;  // newly published

@@ -17,6 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "client/copy_threads.h"
+#include "core/cross_memory.h"
 #include "node/block_activity.h"
 #include "node/cluster.h"
 #include "node/doctor.h"
@@ -97,6 +99,10 @@ nlohmann::json NamespacesJson(const store::AccessSnapshot& a) {
   out["unattributed"] = CountsJson(a.unattributed);
   return out;
 }
+
+// The least bytes of a Store's copies given to one copy thread: a wake-up costs tens of
+// microseconds, which a copy of 1 MiB (~0.1-0.3 ms) repays.
+constexpr uint64_t kParallelStoreMin = uint64_t{1} << 20;
 
 class LocalNode final : public Node {
  public:
@@ -216,43 +222,127 @@ class LocalNode final : public Node {
     // block by block would evict its own first blocks to make room for its last).
     std::vector<uint64_t> sizes;
     sizes.reserve(blocks.size());
-    for (const StagedBlock& b : blocks) sizes.push_back(b.payload.size());
+    for (const StagedBlock& b : blocks) sizes.push_back(b.size());
     STRATA_RETURN_IF_ERROR(FitsHostPool(sizes, "Store"));
+    // 1. Reserve room for every block not cached yet, up to the first refusal.
+    struct Reserved {
+      const StagedBlock* block;
+      store::WriteReservation r;
+      Result<uint64_t> checksum = uint64_t{0};
+    };
+    std::vector<Reserved> reserved;
+    reserved.reserve(blocks.size());
+    Status refused;
     for (const StagedBlock& b : blocks) {
-      if (b.payload.empty())
-        return Partial(outcome, Status::InvalidArgument("Store: block " + b.key.ToHex() +
-                                                         " is empty"));
-      if (Status framing = CheckPayloadFraming(codec, b); !framing.ok())
-        return Partial(outcome, framing);
+      if (b.size() == 0) {
+        refused = Status::InvalidArgument("Store: block " + b.key.ToHex() + " is empty");
+        break;
+      }
+      if ((b.client_memory || b.client_gather) && codec != Codec::kNone) {
+        refused = Status::InvalidArgument("Store: a cross-memory commit must be of codec none");
+        break;
+      }
+      if (!b.client_memory && !b.client_gather) {
+        if (Status framing = CheckPayloadFraming(codec, b); !framing.ok()) {
+          refused = framing;
+          break;
+        }
+      }
       if (Cached(b.key)) {
         ++outcome.existed;
         continue;
       }
-      auto r = host.Reserve(b.key, b.payload.size(), tenant);
+      auto r = host.Reserve(b.key, b.size(), tenant);
       if (!r.ok()) {
         if (r.status().code() == StatusCode::kAlreadyExists) {
           ++outcome.existed;
           continue;
         }
-        return Partial(outcome, r.status().WithContext("Store"));
+        refused = r.status().WithContext("Store");
+        break;
       }
-      // The one copy of the store path on the daemon's side; the checksum is of the bytes copied,
-      // so a client that rewrites its staging memory meanwhile changes nothing published.
+      reserved.push_back({&b, *r});
+    }
+    // 2. The copies: the one copy of the store path on the daemon's side, split by blocks over
+    // this thread and the copy threads. Each checksum is of the bytes written into the pool, so
+    // a client that rewrites its staging memory or its own buffer meanwhile changes nothing
+    // published but what was hashed with it.
+    // Units of work: one block, or the shards of one block gathered together (they read the
+    // same engine chunks once).
+    std::byte* const pool = host.payload_base();
+    std::vector<size_t> units;  // first reserved index of each unit
+    for (size_t i = 0; i < reserved.size(); ++i) {
+      const auto& g = reserved[i].block->client_gather;
+      const auto& prev = i > 0 ? reserved[i - 1].block->client_gather : std::nullopt;
+      if (i == 0 || !g || !prev || g->chunks.data() != prev->chunks.data()) units.push_back(i);
+    }
+    units.push_back(reserved.size());
+    uint64_t bytes = 0;
+    for (const Reserved& x : reserved) bytes += x.r.length;
+    const size_t n_units = units.size() - 1;
+    // Through staging the client is gathering its next round meanwhile: one thread here, so the
+    // two do not take each other's cores (measured: split copies made paged stores slower on 2
+    // cores). Cross-memory, the client waits idle: split by units.
+    const bool client_idle = !reserved.empty() && (reserved[0].block->client_memory ||
+                                                   reserved[0].block->client_gather);
+    const uint64_t per_range =
+        client_idle ? std::max<uint64_t>(1, kParallelStoreMin /
+                                                std::max<uint64_t>(1, bytes / std::max<size_t>(
+                                                                              1, n_units)))
+                    : std::max<size_t>(1, n_units);
+    copy_threads_.ParallelFor(n_units, per_range, [&](size_t begin, size_t end) {
+      std::vector<ShardOut> shards;
+      for (size_t u = begin; u < end; ++u) {
+        Reserved& first = reserved[units[u]];
+        if (const auto& g = first.block->client_gather) {
+          shards.clear();
+          for (size_t i = units[u]; i < units[u + 1]; ++i)
+            shards.push_back({reserved[i].block->client_gather->head, pool + reserved[i].r.offset});
+          const Status st = GatherFromProcess({g->pid, g->pidfd}, g->chunks,
+                                              {g->rows, g->heads, g->row_bytes}, shards);
+          for (size_t i = units[u]; i < units[u + 1]; ++i) {
+            if (st.ok()) reserved[i].checksum = shards[i - units[u]].checksum;
+            else reserved[i].checksum = st;
+          }
+          continue;
+        }
+        std::byte* dst = pool + first.r.offset;
+        if (const auto& cm = first.block->client_memory)
+          first.checksum =
+              CopyFromProcessWithChecksum({cm->pid, cm->pidfd}, cm->address, cm->length, dst);
+        else
+          first.checksum =
+              CopyWithChecksum(dst, first.block->payload.data(), first.block->payload.size());
+      }
+    });
+    // 3. A client payload that could not be read fails the whole call: nothing of it is
+    // published (the client named memory it does not have, or unmapped it mid-call).
+    for (const Reserved& x : reserved) {
+      if (x.checksum.ok()) continue;
+      for (const Reserved& y : reserved) host.Abort(y.r);
+      return x.checksum.status().WithContext("Store");
+    }
+    // 4. Headers, written by the node, and publication in the request's order.
+    for (size_t i = 0; i < reserved.size(); ++i) {
+      const Reserved& x = reserved[i];
       BlockHeader header;
       header.codec = codec;
-      header.payload_length = r->length;
-      header.key = b.key;
+      header.payload_length = x.r.length;
+      header.key = x.block->key;
       header.ns = ns;
-      header.payload_checksum =
-          CopyWithChecksum(host.payload_base() + r->offset, b.payload.data(), b.payload.size());
+      header.payload_checksum = *x.checksum;
       store::PutOptions put;
-      if (b.parent) put.parent = &*b.parent;
-      put.tag = b.tag;
-      Status st = store_->CommitReserved(*r, header, put, /*verify=*/false);
-      if (!st.ok()) return Partial(outcome, st);
+      if (x.block->parent) put.parent = &*x.block->parent;
+      put.tag = x.block->tag;
+      Status st = store_->CommitReserved(x.r, header, put, /*verify=*/false);
+      if (!st.ok()) {
+        for (size_t j = i + 1; j < reserved.size(); ++j) host.Abort(reserved[j].r);
+        return Partial(outcome, st);
+      }
       ++outcome.committed;
-      note.blocks.push_back({b.key, b.parent});
+      note.blocks.push_back({x.block->key, x.block->parent});
     }
+    if (!refused.ok()) return Partial(outcome, refused);
     return outcome;
   }
 
@@ -617,6 +707,9 @@ class LocalNode final : public Node {
   bool stop_ = false;                                   // GUARDED_BY(mu_)
   std::unordered_map<OwnerId, OwnerState> owners_;      // GUARDED_BY(mu_)
   std::thread reaper_;
+  // Splits a cross-memory Store's copies into the pool by blocks (one helper per further core, at
+  // most 3): one core hashes and copies at about half a memcpy's speed (docs/benchmarks.md).
+  CopyThreads copy_threads_{CopyThreads::DefaultHelpers()};
 
  public:
   // KV events (events/node_events.h); null when off. Set once by Node::Open.

@@ -13,6 +13,8 @@
 // Thread-safety: every method may be called from many threads at once.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -184,8 +186,17 @@ class Node {
   virtual Result<std::vector<uint8_t>> Exists(std::span<const BlockKey> keys,
                                               std::span<const uint64_t> sizes = {}) = 0;
 
+  // Where a cross-memory payload lies: `length` bytes at `address` in process `pid` (a connected
+  // client that permitted the daemon to read its memory; docs/data-plane.md).
+  struct ClientMemory {
+    pid_t pid = 0;
+    int pidfd = -1;  // of `pid`, taken at connect time (core/cross_memory.h: ClientProcess)
+    uint64_t address = 0;
+    uint64_t length = 0;
+  };
   // A payload to publish. `payload` points into memory the caller mapped from a client (its
-  // staging memfd); the node only reads it, once.
+  // staging memfd); or, with `client_memory` set (and `payload` empty), the payload is read out of
+  // the client's own memory. The node only reads either, once.
   struct StagedBlock {
     BlockKey key;
     std::optional<BlockKey> parent;  // the chain's previous block, for prefix-aware eviction
@@ -193,15 +204,36 @@ class Node {
     // The block's store tag (store::PutOptions::tag; events/block_tag.h: the engine's hash for
     // its KV events); empty: none.
     std::string tag;
+    std::optional<ClientMemory> client_memory = std::nullopt;
+    // Set instead (cross-memory paged store): a head shard the node gathers out of the client's
+    // engine chunks; the shards of one block share `chunks` and are gathered together.
+    struct ClientGather {
+      pid_t pid = 0;
+      int pidfd = -1;
+      std::span<const uint64_t> chunks;  // the block's engine chunks, in the client's memory
+      uint32_t rows = 0, heads = 0, head = 0;
+      uint64_t row_bytes = 0;
+      uint64_t length() const { return chunks.size() * rows * row_bytes; }
+    };
+    std::optional<ClientGather> client_gather = std::nullopt;
+    uint64_t size() const {
+      return client_memory ? client_memory->length
+             : client_gather ? client_gather->length()
+                             : payload.size();
+    }
   };
   struct StoreOutcome {
     uint32_t committed = 0;  // newly published
     uint32_t existed = 0;    // skipped: cached already
   };
   // Copies each payload into the host pool, computing its XXH3-64 from the copied bytes, writes
-  // its header (namespace `ns`, `codec`) and publishes it. Keys already cached are skipped.
+  // its header (namespace `ns`, `codec`) and publishes it. Keys already cached are skipped. The
+  // copies of one call are split by blocks over the calling thread and the node's copy threads.
   // NoSpace when the pool cannot hold a block even after eviction; the blocks before it stay
-  // published (the outcome is returned when at least one was, the error otherwise).
+  // published (the outcome is returned when at least one was, the error otherwise). A payload
+  // in client memory that cannot be read whole (InvalidArgument: EFAULT, a short read) or at all
+  // (PermissionDenied, NotFound) fails the call with nothing of it published. Client memory
+  // payloads need codec none (InvalidArgument otherwise).
   virtual Result<StoreOutcome> Store(const NamespaceId& ns, Codec codec,
                                      std::span<const StagedBlock> blocks) = 0;
 

@@ -529,6 +529,96 @@ TEST_CASE("strata serve: clients cannot write the pool or forge a published bloc
   std::filesystem::remove_all(dir);
 }
 
+// Cross-memory stores (docs/data-plane.md): the daemon reads the engine's buffers itself with
+// process_vm_readv, hashing what it wrote into the pool. Both paths round-trip; an address the
+// client does not have mapped is a clear InvalidArgument with nothing of the call published and
+// the daemon still serving; a buffer rewritten during the copy publishes exactly what was hashed
+// (every load verifies); a connection that did not offer its memory cannot name addresses.
+TEST_CASE("strata serve: cross-memory and staging stores round-trip and a bad address or a buffer "
+          "changed mid-copy never publishes unverified bytes",
+          "[lib][integration]") {
+  const std::string dir = ScratchDir("cma");
+  const std::string socket = dir + "/s.sock";
+  auto serve = StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool", "256MiB"},
+                          socket);
+  ClientOptions cma;
+  cma.store_path = ClientOptions::StorePath::kCrossMemory;
+  ClientOptions staging;
+  staging.store_path = ClientOptions::StorePath::kStaging;
+  for (const ClientOptions& o : {cma, staging}) {
+    auto client = Client::Connect(socket, o);
+    REQUIRE(client.ok());
+    RoundTrip(**client);
+  }
+
+  auto client = Client::Connect(socket, cma);
+  REQUIRE(client.ok());
+  Client& c = **client;
+  Namespace ns = TestNamespace("cma");
+  // A buffer unmapped before the call: InvalidArgument, and neither it nor the good block of the
+  // same call is published.
+  Prompt p(ns, 2, 5);
+  void* gone = ::mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(gone != MAP_FAILED);
+  REQUIRE(::munmap(gone, 8192) == 0);
+  std::vector<ConstBuffer> bad = {p.in[0], {gone, 8192}};
+  auto refused = c.Store(ns, p.keys, bad).Wait();
+  CHECK(refused.status().IsInvalidArgument());
+  CHECK(refused.status().ToString().find("EFAULT") != std::string::npos);
+  CHECK(c.Lookup(p.keys)->matched_blocks == 0);
+  // The daemon keeps serving, this connection included.
+  REQUIRE(*c.Store(ns, p.keys, p.in).Wait() == 2);
+  Outputs po(2, 8192);
+  CHECK(*c.Load(ns, p.keys, po.out).Wait() == 2);
+  CHECK(po.bufs[1] == p.blocks[1]);
+
+  // Blocks rewritten by another thread while the daemon copies them: whatever mix of old and new
+  // bytes was published, its checksum is of exactly those bytes, so every load verifies.
+  Namespace big = TestNamespace("cma-big", 1 << 20);
+  Prompt q(big, 16, 9, 1 << 20);
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    uint8_t v = 0;
+    while (!stop.load())
+      for (auto& b : q.blocks) std::memset(b.data() + (v++ % 64) * 4096, v, 4096);
+  });
+  for (int round = 0; round < 5; ++round) {
+    REQUIRE(*c.Store(big, q.keys, q.in).Wait() == 16);
+    Outputs qo(16, 1 << 20);
+    CHECK(*c.Load(big, q.keys, qo.out).Wait() == 16);
+    REQUIRE(c.Clear(big.id()).ok());
+  }
+  stop.store(true);
+  writer.join();
+
+  // A raw connection that did not offer its memory in its Hello cannot name addresses.
+  auto conn = ipc::UnixConnection::Connect(socket);
+  REQUIRE(conn.ok());
+  auto mapping = StagingMapping::Create(1 << 20);
+  REQUIRE(mapping.ok());
+  ipc::Hello hello;
+  hello.staging_bytes = 1 << 20;
+  REQUIRE(conn->Send(ipc::EncodeRequest({1, hello}), mapping->fd()).ok());
+  std::string reply;
+  REQUIRE(conn->Receive(&reply).ok());
+  auto hr = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
+  REQUIRE(hr.ok());
+  CHECK_FALSE(std::get<ipc::HelloReply>(hr->body).cross_memory);
+  Prompt r(ns, 1, 31);
+  ipc::StoreCommitRequest commit{ns.id(), Codec::kNone, {r.keys[0]}, {BlockKey{}}, {}, {8192}};
+  commit.source_addresses = {reinterpret_cast<uint64_t>(r.blocks[0].data())};
+  REQUIRE(conn->Send(ipc::EncodeRequest({3, commit})).ok());
+  REQUIRE(conn->Receive(&reply).ok());
+  auto done = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
+  REQUIRE(done.ok());
+  CHECK(done->status.IsInvalidArgument());
+  CHECK(c.Lookup(r.keys)->matched_blocks == 0);
+
+  int status = serve->Stop();
+  CHECK(WIFEXITED(status));
+  std::filesystem::remove_all(dir);
+}
+
 // Regression (issue 14): a call that timed out left its response on the socket, and every later
 // call on that connection failed with "daemon answered request N instead of N+1". The slow call
 // here is a legitimate one: a 1 ms receive timeout against a StoreCommit of 256 MiB, which the

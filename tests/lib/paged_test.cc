@@ -129,9 +129,17 @@ void RoundTrip(Client& client, const Shape& s) {
 TEST_CASE("paged store and load: every layout, fp16 and bf16, every codec, daemon and embedded",
           "[lib][integration]") {
   Daemon daemon;
-  for (Daemon* d : {&daemon, static_cast<Daemon*>(nullptr)}) {
-    INFO((d ? "daemon" : "embedded"));
-    auto client = ConnectTo(d);
+  // Through the daemon both store paths: cross-memory (the daemon gathers the head shards out
+  // of the engine's pages itself; codec none) and staging (the client gathers).
+  ClientOptions cross_memory, staging;
+  cross_memory.store_path = ClientOptions::StorePath::kCrossMemory;
+  staging.store_path = ClientOptions::StorePath::kStaging;
+  for (const auto& [d, options] : {std::pair{&daemon, cross_memory}, std::pair{&daemon, staging},
+                                   std::pair{static_cast<Daemon*>(nullptr), staging}}) {
+    INFO((d ? "daemon" : "embedded") << ", store path "
+                                     << (options.store_path == staging.store_path ? "staging"
+                                                                                  : "cross-memory"));
+    auto client = ConnectTo(d, options);
     for (KvLayout layout : {KvLayout::kVllmFlashAttn, KvLayout::kFlashInfer, KvLayout::kMla})
       for (KvDtype dtype : {KvDtype::kFloat16, KvDtype::kBFloat16})
         for (Codec codec : {Codec::kNone, Codec::kShuffleZstd, Codec::kShuffleLz4,

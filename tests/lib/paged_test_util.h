@@ -156,8 +156,9 @@ struct Daemon {
 };
 
 // A client of `d`'s daemon, or embedded (256 MiB, LRU) when `d` is null.
-inline std::unique_ptr<Client> ConnectTo(Daemon* d) {
-  auto c = d ? Client::Connect(d->serve->socket()) : Client::Embedded({256ull << 20, "", 0, "lru"});
+inline std::unique_ptr<Client> ConnectTo(Daemon* d, const ClientOptions& options = {}) {
+  auto c = d ? Client::Connect(d->serve->socket(), options)
+             : Client::Embedded({256ull << 20, "", 0, "lru"}, options);
   INFO(c.status().ToString());
   REQUIRE(c.ok());
   return std::move(c).value();
