@@ -314,6 +314,7 @@ bool BlockPool::EvictSlot(uint32_t slot, uint32_t now) {
     std::lock_guard lock(StripeOf(b));
     if (!Evictable(slot, now)) return false;
     UnlinkLocked(b, slot);
+    OnUnpublished(slot);  // before the payload can be freed or rewritten
     s.state.store(kWriting, std::memory_order_release);  // unreachable from the index now
   }
   const uint64_t offset = uint64_t{s.page.load(std::memory_order_relaxed)} * SlabAllocator::kAlign;
@@ -453,6 +454,7 @@ Status BlockPool::Publish(const WriteReservation& r, const BlockHeader& header,
       s.next.store(buckets_[b], std::memory_order_relaxed);
       buckets_[b] = r.slot;
       s.state.store(kLive, std::memory_order_release);
+      OnPublished(r.slot, header, r.offset, r.cls);
       counters_.blocks.fetch_add(1, std::memory_order_relaxed);
       counters_.bytes.fetch_add(s.length, std::memory_order_relaxed);
       counters_.puts.fetch_add(1, std::memory_order_relaxed);
@@ -529,6 +531,19 @@ Result<BlockHeader> BlockPool::Get(const BlockKey& key, std::span<std::byte> out
   if (!header.ok()) return header.status();
   counters_.hits.fetch_add(1, std::memory_order_relaxed);
   return header;
+}
+
+size_t BlockPool::Touch(std::span<const BlockKey> keys) {
+  size_t touched = 0;
+  for (const BlockKey& key : keys) {
+    const uint32_t slot = AcquireReader(key);
+    if (slot == kNoSlot) continue;
+    policy_->OnAccess(slot);
+    ReleaseReader(slot);
+    counters_.hits.fetch_add(1, std::memory_order_relaxed);
+    ++touched;
+  }
+  return touched;
 }
 
 Result<PinnedBlock> BlockPool::Acquire(const BlockKey& key) {
@@ -698,6 +713,7 @@ Status BlockPool::Erase(const BlockKey& key) {
     const uint32_t now = NowMs();
     if (!Evictable(slot, now)) return Status::Unavailable("block is pinned or being read");
     UnlinkLocked(b, slot);
+    OnUnpublished(slot);  // before the payload can be freed or rewritten
     slots_[slot].state.store(kWriting, std::memory_order_release);
   }
   Slot& s = slots_[slot];

@@ -190,6 +190,11 @@ class BlockPool : public Tier {
   // Where payload offsets point (host-visible pools: a CPU address).
   std::byte* payload_base() const { return mem_.payload_base; }
 
+  // Records an access of each cached key of `keys` for the eviction policy (a hit, as a Get),
+  // reading no bytes: reads a client made without the pool (the host tier's load index) are
+  // reported here. Keys not cached are skipped. Returns how many were.
+  size_t Touch(std::span<const BlockKey> keys);
+
   // Zero-copy read (host-visible pools; NotSupported otherwise). Counts as a hit.
   Result<PinnedBlock> Acquire(const BlockKey& key);
 
@@ -244,6 +249,16 @@ class BlockPool : public Tier {
   // a copy failed.
   virtual Status CopyInBatch(std::span<const BatchCopy> copies);
   virtual Status CopyOutBatch(std::span<const BatchCopy> copies);
+
+  // Hooks for a pool that mirrors its index elsewhere (HostTier: the load index). OnPublished runs
+  // when `slot` (block `header`, payload at `offset`, allocator lane `lane`) becomes reachable;
+  // OnUnpublished when it stops being reachable, before its payload may be freed or rewritten.
+  // Both run with the key's stripe lock held (a spin lock): no system call, no call into the
+  // pool. Default: nothing.
+  virtual void OnPublished(uint32_t slot, const BlockHeader& header, uint64_t offset, int lane) {
+    (void)slot, (void)header, (void)offset, (void)lane;
+  }
+  virtual void OnUnpublished(uint32_t slot) { (void)slot; }
 
   // As Acquire, for every pool: payload() is an address in the pool's own memory (a device
   // address for the device tier), for the pool's copy operations only. Counts as a hit.

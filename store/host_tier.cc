@@ -143,6 +143,9 @@ Result<std::unique_ptr<HostTier>> HostTier::Open(const HostTierOptions& options)
                                               options.hugetlb, reservation, reservation_size,
                                               headers, header_bytes));
   header_guard.p = nullptr;  // the tier owns the header area now
+  STRATA_ASSIGN_OR_RETURN(tier->load_index_,
+                          LoadIndex::Create(options.pool.tenants, max_blocks,
+                                            options.name + "-load-index"));
   HostTier* t = tier.get();
   t->allocator().SetLendHook([t](uint32_t slab, uint16_t tenant) {
     return t->RenewSlab(slab, tenant);
@@ -157,6 +160,14 @@ Result<std::unique_ptr<HostTier>> HostTier::Open(const HostTierOptions& options)
   }
   return tier;
 }
+
+void HostTier::OnPublished(uint32_t slot, const BlockHeader& header, uint64_t offset, int lane) {
+  const uint32_t slab = static_cast<uint32_t>(offset / slab_bytes());
+  (void)load_index_->Publish(slot, allocator().TenantOfLane(lane), header, offset,
+                             SlabGeneration(slab));
+}
+
+void HostTier::OnUnpublished(uint32_t slot) { load_index_->Unpublish(slot); }
 
 bool HostTier::RenewSlab(uint32_t slab, uint16_t tenant) {
   std::byte* at = base_ + uint64_t{slab} * slab_bytes();

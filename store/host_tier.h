@@ -19,6 +19,11 @@
 // with MFD_HUGETLB when hugetlbfs pages are reserved). One descriptor per slab stays open: Open
 // raises the soft open-files limit to the hard one when the slabs need it.
 //
+// Every published block is also entered in its tenant's load index segment (store/load_index.h),
+// which clients of that tenant map read-only to load without a round trip; the entry is removed,
+// its seqlock bumped, before the block's payload can be freed (docs/data-plane.md, "Loads without
+// a round trip").
+//
 // Thread-safety: as BlockPool (all methods thread-safe). Ownership: the tier owns the memfds and
 // the mapping; DupSlab hands out a descriptor the caller owns.
 #pragma once
@@ -34,6 +39,7 @@
 #include <vector>
 
 #include "store/block_pool.h"
+#include "store/load_index.h"
 
 namespace strata::store {
 
@@ -91,6 +97,8 @@ class HostTier final : public BlockPool {
   using SlabRenewedListener = std::function<void(uint32_t slab, std::byte* base, uint64_t bytes)>;
   uint64_t AddSlabRenewedListener(SlabRenewedListener listener);
   void RemoveSlabRenewedListener(uint64_t id);
+  // The load index: clients map a tenant's segment read-only (LoadIndex::DupSegment).
+  const LoadIndex& load_index() const { return *load_index_; }
   std::byte* base() const { return base_; }
   uint64_t size() const { return size_; }
   // True when MFD_HUGETLB pages back the pool (else 4 KiB pages, THP where the kernel allows).
@@ -114,6 +122,8 @@ class HostTier final : public BlockPool {
            PoolMemory memory, std::unique_ptr<EvictionPolicy> policy,
            std::unique_ptr<Slab[]> slabs, std::byte* base, uint64_t size, bool hugetlb,
            void* reservation, uint64_t reservation_size, void* headers, uint64_t header_bytes);
+  void OnPublished(uint32_t slot, const BlockHeader& header, uint64_t offset, int lane) override;
+  void OnUnpublished(uint32_t slot) override;
   // Faults every page in (MADV_POPULATE_WRITE, 64 MiB at a time) until done, stopped or refused,
   // advancing populated_bytes_.
   void PopulateAll();
@@ -134,6 +144,7 @@ class HostTier final : public BlockPool {
   uint64_t reservation_size_;
   void* headers_;  // max_blocks x 64-byte headers, private to this process
   uint64_t header_bytes_;
+  std::unique_ptr<LoadIndex> load_index_;
   std::atomic<bool> stop_populating_{false};
   std::atomic<uint64_t> populated_bytes_{0};
   std::atomic<bool> populating_{false};

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -150,6 +151,48 @@ SocketChannel::~SocketChannel() {
     }
   }
   if (pool_base_ != nullptr) ::munmap(const_cast<std::byte*>(pool_base_), pool_bytes_);
+  for (auto& [tenant, m] : indexes_) ::munmap(const_cast<std::byte*>(m.base), m.bytes);
+}
+
+Status SocketChannel::Notify(ipc::RequestBody body) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (conn_.fd() < 0)
+    return Status::Unavailable("the connection to the daemon was closed after a broken reply");
+  ipc::Request request{next_id_++, std::move(body)};
+  return conn_.Send(ipc::EncodeRequest(request), -1);  // no response comes
+}
+
+Result<const store::LoadIndexView*> SocketChannel::MapLoadIndex(const NamespaceId& ns) {
+  std::lock_guard<std::mutex> lock(mu_);
+  int fd = -1;
+  auto reply = CallLocked(ipc::MapLoadIndexRequest{ns}, -1, &fd);
+  struct CloseFd {
+    int fd;
+    ~CloseFd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } close_fd{fd};  // the mapping keeps the memory
+  if (!reply.ok()) return reply.status().WithContext("mapping the load index");
+  const auto* mr = std::get_if<ipc::MapLoadIndexReply>(&*reply);
+  if (mr == nullptr || fd < 0) return Status::Internal("daemon did not hand over a load index");
+  if (auto it = indexes_.find(mr->tenant); it != indexes_.end()) return &it->second.view;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || st.st_size <= 0)
+    return Status::IOError(std::string("load index descriptor: ") + std::strerror(errno));
+  const uint64_t bytes = static_cast<uint64_t>(st.st_size);  // the memfd's own size, sealed
+  void* base = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED)
+    return Status::IOError(std::string("mapping the load index: ") + std::strerror(errno));
+  auto view = store::LoadIndexView::Attach(static_cast<const std::byte*>(base), bytes);
+  if (!view.ok()) {
+    ::munmap(base, bytes);
+    return view.status();
+  }
+  IndexMapping& m = indexes_[mr->tenant];
+  m.base = static_cast<const std::byte*>(base);
+  m.bytes = bytes;
+  m.view = *view;
+  return &m.view;
 }
 
 Result<ipc::ResponseBody> SocketChannel::Call(ipc::RequestBody body) {

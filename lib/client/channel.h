@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -17,6 +18,7 @@
 #include "ipc/ipc_protocol.h"
 #include "ipc/unix_socket.h"
 #include "node/node.h"
+#include "store/load_index.h"
 
 namespace strata {
 
@@ -30,6 +32,22 @@ class Channel {
   // response is read and dropped by the next Call. For requests whose failure the caller cannot
   // act on (Unpin after a load: an unreleased pin still expires). Not OK: nothing was sent.
   virtual Status Post(ipc::RequestBody body) = 0;
+  // Sends `body` expecting no response at all (a request the daemon never answers: AccessNotice).
+  // Not OK: nothing was sent.
+  virtual Status Notify(ipc::RequestBody body) { return Post(std::move(body)); }
+  // The load index segment of `ns`'s tenant, mapped read-only (MapLoadIndexRequest; mapped once
+  // per tenant, valid as long as the channel). NotSupported where loads have nothing to gain
+  // (embedded); PermissionDenied as a Load of `ns` would be.
+  virtual Result<const store::LoadIndexView*> MapLoadIndex(const NamespaceId& ns) {
+    (void)ns;
+    return Status::NotSupported("the load index is for clients of a daemon");
+  }
+  // True when [offset, offset + length) lies in one slab of the pool that this process has
+  // mapped at `generation`: a load index hit can be read there with no request.
+  virtual bool Readable(uint64_t offset, uint64_t length, uint32_t generation) const {
+    (void)offset, (void)length, (void)generation;
+    return false;
+  }
   // The host pool, mapped into this process read-only (loads copy out of it).
   virtual const std::byte* pool_base() const = 0;
   virtual uint64_t pool_bytes() const = 0;
@@ -87,6 +105,15 @@ class SocketChannel final : public Channel {
   ~SocketChannel() override;
   Result<ipc::ResponseBody> Call(ipc::RequestBody body) override;
   Status Post(ipc::RequestBody body) override;
+  Status Notify(ipc::RequestBody body) override;
+  Result<const store::LoadIndexView*> MapLoadIndex(const NamespaceId& ns) override;
+  bool Readable(uint64_t offset, uint64_t length, uint32_t generation) const override {
+    const uint64_t slab = offset / slab_bytes_;
+    if (slab >= pool_bytes_ / slab_bytes_ || length > slab_bytes_ ||
+        offset + length > (slab + 1) * slab_bytes_)
+      return false;
+    return mapped_[slab].load(std::memory_order_acquire) == generation;
+  }
   const std::byte* pool_base() const override { return pool_base_; }
   uint64_t pool_bytes() const override { return pool_bytes_; }
   Status MapForRead(std::span<const ipc::Location> locations) override;
@@ -116,6 +143,13 @@ class SocketChannel final : public Channel {
   static constexpr uint32_t kUnmapped = UINT32_MAX;
   std::unique_ptr<std::atomic<uint32_t>[]> mapped_;
   std::function<void(uint64_t)> remap_hook_;  // GUARDED_BY(mu_)
+  // Load index segments mapped, by tenant (node-based: views keep their address).
+  struct IndexMapping {
+    const std::byte* base = nullptr;
+    uint64_t bytes = 0;
+    store::LoadIndexView view;
+  };
+  std::map<uint32_t, IndexMapping> indexes_;  // GUARDED_BY(mu_)
   StagingMapping staging_;
   bool cross_memory_ = false;  // set once by Open
 };

@@ -22,6 +22,7 @@
 #include <map>
 #include <thread>
 #include <tuple>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "client/channel.h"
@@ -361,7 +362,15 @@ class ClientImpl final : public Client {
                             *StorePathOf(options) == ClientOptions::StorePath::kCrossMemory),
         copy_threads_(options.copy_threads < 0 ? CopyThreads::DefaultHelpers()
                                                : options.copy_threads),
-        workers_(options.worker_threads) {}
+        workers_(options.worker_threads),
+        use_index_(LoadIndexWanted()) {}
+  ~ClientImpl() override { FlushNotices(); }
+
+  // STRATA_LOAD_INDEX=off (or 0) turns loads through the load index off (docs/config.md).
+  static bool LoadIndexWanted() {
+    const char* v = std::getenv("STRATA_LOAD_INDEX");
+    return v == nullptr || (std::strcmp(v, "off") != 0 && std::strcmp(v, "0") != 0);
+  }
 
   Result<LookupResult> Lookup(std::span<const BlockKey> keys) override {
     return LookupIn(keys, std::nullopt);
@@ -559,6 +568,7 @@ class ClientImpl final : public Client {
   }
 
   Result<std::string> Stats() override {
+    FlushNotices();  // the daemon counts this client's loads through the index first
     STRATA_ASSIGN_OR_RETURN(ipc::StatsReply reply,
                             Expect<ipc::StatsReply>(channel_->Call(ipc::StatsRequest{})));
     return reply.json;
@@ -842,8 +852,92 @@ class ClientImpl final : public Client {
     // when this one was pinned whole; when this one ends short (a miss, a corrupt block) the
     // next is unpinned unread. A later chunk that fails ends the prefix there.
     const kernels::BlockShape shape = ShapeOf(ns.spec(), ns.spec().num_kv_heads);
+    // Host-tier blocks the load index names load with no request (docs/data-plane.md, "Loads
+    // without a round trip"); the rest of the prefix, from the first block it does not serve,
+    // over IPC as before.
+    const size_t fast = LoadThroughIndex(ns, shape, keys, buffers);
+    if (fast == keys.size()) return fast;
+    STRATA_ASSIGN_OR_RETURN(size_t rest,
+                            LoadOverIpc(ns, shape, std::span<const BlockKey>(keys).subspan(fast),
+                                        std::span<const MutableBuffer>(buffers).subspan(fast)));
+    return fast + rest;
+  }
+
+  // The leading blocks of `keys` that the load index of `ns`'s tenant names, read from this
+  // process's read-only pool mapping: entry read under its seqlock, payload verified (and
+  // decoded) into the buffer, seqlock checked again. Stops at the first block it cannot serve so
+  // (not indexed, slab not mapped at the entry's generation, checksum or seqlock failed): that
+  // block and the rest go over IPC. No system call on a hit; the hits are reported to the daemon
+  // in batches (NoteAccess).
+  size_t LoadThroughIndex(const Namespace& ns, const kernels::BlockShape& shape,
+                          std::span<const BlockKey> keys, std::span<const MutableBuffer> buffers) {
+    const store::LoadIndexView* view = IndexOf(ns.id());
+    if (view == nullptr) return 0;
+    const Codec codec = ns.spec().codec;
+    size_t n = 0;
+    for (; n < keys.size(); ++n) {
+      store::LoadIndexHit hit;
+      if (!view->Find(keys[n], ns.id(), &hit) || hit.codec != codec ||
+          !channel_->Readable(hit.offset, hit.length, hit.slab_generation))
+        break;
+      if (!VerifyAndDecode(codec, shape, channel_->pool_base() + hit.offset, hit.length,
+                           hit.checksum, static_cast<std::byte*>(buffers[n].data)) ||
+          !hit.StillValid())
+        break;  // rewritten or being reused meanwhile: a miss here, IPC decides
+    }
+    if (n > 0) NoteAccess(ns.id(), keys.first(n));
+    return n;
+  }
+
+  // The load index view of `ns`'s tenant, mapped at the first load of `ns`; null when the channel
+  // has none (embedded, a daemon without one, STRATA_LOAD_INDEX=off).
+  const store::LoadIndexView* IndexOf(const NamespaceId& ns) {
+    if (!use_index_) return nullptr;
+    std::lock_guard<std::mutex> lock(index_mu_);
+    auto it = index_views_.find(ns);
+    if (it != index_views_.end()) return it->second;
+    auto view = channel_->MapLoadIndex(ns);
+    const store::LoadIndexView* v = view.ok() ? *view : nullptr;
+    index_views_.emplace(ns, v);
+    return v;
+  }
+
+  // Access notices: the blocks loaded through the index are sent to the daemon (AccessNotice, no
+  // reply) in batches of kNoticeBatch keys or after kNoticeDelay, whichever comes first, at most
+  // kMaxNoticeKeys held (more are dropped: a notice only refreshes the eviction policy).
+  static constexpr size_t kNoticeBatch = 256;
+  static constexpr size_t kMaxNoticeKeys = 4096;
+  static constexpr std::chrono::milliseconds kNoticeDelay{10};
+  void NoteAccess(const NamespaceId& ns, std::span<const BlockKey> keys) {
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard<std::mutex> lock(notice_mu_);
+    if (!notice_keys_.empty() && notice_ns_ != ns) FlushNoticesLocked();
+    if (notice_keys_.empty()) {
+      notice_ns_ = ns;
+      notice_since_ = now;
+    }
+    const size_t room = kMaxNoticeKeys - notice_keys_.size();
+    notice_keys_.insert(notice_keys_.end(), keys.begin(),
+                        keys.begin() + static_cast<ptrdiff_t>(std::min(room, keys.size())));
+    if (notice_keys_.size() >= kNoticeBatch || now - notice_since_ >= kNoticeDelay)
+      FlushNoticesLocked();
+  }
+  void FlushNotices() {
+    std::lock_guard<std::mutex> lock(notice_mu_);
+    FlushNoticesLocked();
+  }
+  void FlushNoticesLocked() {
+    if (notice_keys_.empty()) return;
+    (void)channel_->Notify(ipc::AccessNotice{notice_ns_, std::move(notice_keys_)});
+    notice_keys_.clear();
+  }
+
+  Result<size_t> LoadOverIpc(const Namespace& ns, const kernels::BlockShape& shape,
+                             std::span<const BlockKey> keys,
+                             std::span<const MutableBuffer> buffers) {
+    const uint64_t block_bytes = ns.block_bytes();
     const size_t chunk = static_cast<size_t>(std::max<uint64_t>(1, kLoadChunkBytes / block_bytes));
-    auto pin_chunk = [this, &ns, &keys, chunk](size_t begin) {
+    auto pin_chunk = [this, &ns, keys, chunk](size_t begin) {
       const size_t end = std::min(keys.size(), begin + chunk);
       return PinForLoad(ns.id(), std::vector<BlockKey>(keys.begin() + begin, keys.begin() + end));
     };
@@ -1443,8 +1537,17 @@ class ClientImpl final : public Client {
   mutable std::mutex rates_mu_;
   std::map<NamespaceId, double> rates_;  // GUARDED_BY(rates_mu_): SetRecomputeRate
   KvCacheId next_cache_ = 1;                                             // GUARDED_BY(caches_mu_)
+  // Loads through the load index (LoadThroughIndex).
+  std::mutex index_mu_;
+  std::unordered_map<NamespaceId, const store::LoadIndexView*, BlockKeyHash>
+      index_views_;  // GUARDED_BY(index_mu_)
+  std::mutex notice_mu_;
+  NamespaceId notice_ns_;                            // GUARDED_BY(notice_mu_)
+  std::vector<BlockKey> notice_keys_;                // GUARDED_BY(notice_mu_)
+  std::chrono::steady_clock::time_point notice_since_;  // GUARDED_BY(notice_mu_)
   CopyThreads copy_threads_;  // used by the workers: stops after them
   WorkerPool workers_;        // last: its threads stop before the members they use go
+  const bool use_index_;
 };
 
 // Gathers layer by layer into scratch, then encodes and commits at Finish.

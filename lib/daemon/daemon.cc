@@ -299,6 +299,8 @@ void Daemon::Serve(Session* session) {
     } close_sent;
     const auto* map_slab =
         request.ok() ? std::get_if<ipc::MapSlabRequest>(&request->body) : nullptr;
+    const auto* map_index =
+        request.ok() ? std::get_if<ipc::MapLoadIndexRequest>(&request->body) : nullptr;
     if (!request.ok()) {
       response.status = request.status();
       if (++malformed >= kMaxConsecutiveMalformed) {
@@ -357,6 +359,21 @@ void Daemon::Serve(Session* session) {
         response.body = ipc::MapSlabReply{slab->generation};
         pass_fd = close_sent.fd = slab->fd;
       }
+    } else if (map_index != nullptr) {
+      malformed = 0;
+      response.id = request->id;
+      auto seg = handler_.MapLoadIndex(*map_index, session->caller);
+      if (!seg.ok()) {
+        response.status = seg.status();
+        Log(who + ": " + seg.status().ToString());
+      } else {
+        response.body = ipc::MapLoadIndexReply{seg->second, seg->first.bytes};
+        pass_fd = close_sent.fd = seg->first.fd;
+      }
+    } else if (std::holds_alternative<ipc::AccessNotice>(request->body)) {
+      malformed = 0;
+      (void)handler_.Handle(session->owner, *request, session->caller);
+      continue;  // a notice has no reply (Channel::Notify)
     } else {
       malformed = 0;
       response = handler_.Handle(session->owner, *request, session->caller);

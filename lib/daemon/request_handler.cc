@@ -209,6 +209,19 @@ Result<Node::PoolSlab> RequestHandler::MapSlab(const ipc::MapSlabRequest& reques
   return slab;
 }
 
+Result<std::pair<Node::LoadIndexSegment, uint16_t>> RequestHandler::MapLoadIndex(
+    const ipc::MapLoadIndexRequest& request, const Caller& caller) {
+  STRATA_RETURN_IF_ERROR(CheckNamespace(request.ns, caller).WithContext("MapLoadIndex"));
+  // The segment holds the keys of every namespace of the tenant: exactly what this caller could
+  // ask Lookup and Load about.
+  const uint16_t tenant = node_->NamespaceTenant(request.ns);
+  if (tenant == Node::kUnknownTenant || !caller.MayUse(tenant))
+    return Status::PermissionDenied("MapLoadIndex: namespace " + request.ns.ToHex() +
+                                    " is not of a tenant this client may use");
+  STRATA_ASSIGN_OR_RETURN(Node::LoadIndexSegment seg, node_->OpenLoadIndex(tenant));
+  return std::make_pair(seg, tenant);
+}
+
 ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& request,
                                      const Caller& caller) {
   const auto started = std::chrono::steady_clock::now();
@@ -301,6 +314,15 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
           [&](const ipc::MapSlabRequest&) {
             // The session answers it: its reply carries a descriptor.
             r.status = Status::NotSupported("MapSlab: not over this channel");
+          },
+          [&](const ipc::MapLoadIndexRequest&) {
+            r.status = Status::NotSupported("MapLoadIndex: not over this channel");
+          },
+          [&](const ipc::AccessNotice& q) {
+            // No reply goes back (the session drops it); a refused notice only goes unrecorded.
+            if (r.status = CheckNamespace(q.ns, caller); !r.status.ok()) return;
+            (void)node_->NoteAccess(q.ns, q.keys);
+            r.body = std::monostate{};
           },
           [&](const ipc::InspectRequest& q) {
             if (!caller.admin) {

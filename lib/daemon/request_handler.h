@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <span>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,11 @@ class RequestHandler {
   // caller closes it). PermissionDenied when the slab holds bytes of a tenant `caller` may not
   // use; InvalidArgument for a slab out of range.
   Result<Node::PoolSlab> MapSlab(const ipc::MapSlabRequest& request, const Caller& caller);
+  // The load index segment of the tenant of the namespace a MapLoadIndexRequest names, whose
+  // descriptor the session sends with the reply (the caller closes it), and the tenant.
+  // PermissionDenied as a Load of that namespace would be.
+  Result<std::pair<Node::LoadIndexSegment, uint16_t>> MapLoadIndex(
+      const ipc::MapLoadIndexRequest& request, const Caller& caller);
 
  private:
   // The tenant of a namespace's salt (0: shared).

@@ -215,6 +215,14 @@ std::string EncodeRequest(const Request& request) {
                        reinterpret_cast<const char*>(r.encoding.data()), r.encoding.size());
                  },
                  [&](const MapSlabRequest& r) { m.mutable_map_slab()->set_slab(r.slab); },
+                 [&](const MapLoadIndexRequest& r) {
+                   m.mutable_map_load_index()->set_namespace_id(PackId(r.ns));
+                 },
+                 [&](const AccessNotice& r) {
+                   auto* b = m.mutable_access_notice();
+                   b->set_namespace_id(PackId(r.ns));
+                   b->set_keys(PackKeys(r.keys));
+                 },
                  [&](const InspectRequest& r) {
                    auto* b = m.mutable_inspect();
                    b->set_command(r.command);
@@ -407,6 +415,19 @@ Result<Request> DecodeRequest(std::span<const std::byte> body) {
     case pb::Request::kMapSlab:
       out.body = MapSlabRequest{m.map_slab().slab()};
       break;
+    case pb::Request::kMapLoadIndex: {
+      MapLoadIndexRequest r;
+      STRATA_RETURN_IF_ERROR(UnpackId(m.map_load_index().namespace_id(), &r.ns));
+      out.body = r;
+      break;
+    }
+    case pb::Request::kAccessNotice: {
+      AccessNotice r;
+      STRATA_RETURN_IF_ERROR(UnpackId(m.access_notice().namespace_id(), &r.ns));
+      STRATA_RETURN_IF_ERROR(UnpackKeys(m.access_notice().keys(), &r.keys));
+      out.body = std::move(r);
+      break;
+    }
     case pb::Request::BODY_NOT_SET:
       return Malformed("request has no body (unknown or missing request type)");
   }
@@ -462,6 +483,11 @@ std::string EncodeResponse(const Response& response) {
                    m.mutable_open_namespace()->set_namespace_id(PackId(r.ns));
                  },
                  [&](const MapSlabReply& r) { m.mutable_map_slab()->set_generation(r.generation); },
+                 [&](const MapLoadIndexReply& r) {
+                   auto* b = m.mutable_map_load_index();
+                   b->set_tenant(r.tenant);
+                   b->set_bytes(r.bytes);
+                 },
              },
              response.body);
   return m.SerializeAsString();
@@ -541,6 +567,9 @@ Result<Response> DecodeResponse(std::span<const std::byte> body) {
     }
     case pb::Response::kMapSlab:
       out.body = MapSlabReply{m.map_slab().generation()};
+      break;
+    case pb::Response::kMapLoadIndex:
+      out.body = MapLoadIndexReply{m.map_load_index().tenant(), m.map_load_index().bytes()};
       break;
     case pb::Response::BODY_NOT_SET:
       return Malformed("OK response without a body");

@@ -186,10 +186,26 @@ struct MapSlabReply {
   uint32_t generation = 0;
 };
 
+// A read-only descriptor of the load index segment of `ns`'s tenant, sent with the reply
+// (docs/data-plane.md, "Loads without a round trip"); PermissionDenied as a Load of `ns` would be.
+struct MapLoadIndexRequest {
+  NamespaceId ns;
+};
+struct MapLoadIndexReply {
+  uint32_t tenant = 0;
+  uint64_t bytes = 0;  // the segment's size
+};
+// Blocks of `ns` a client loaded through the load index: the daemon records an access of each
+// for its eviction policy. No reply (Channel::Notify).
+struct AccessNotice {
+  NamespaceId ns;
+  std::vector<BlockKey> keys;
+};
+
 using RequestBody = std::variant<Hello, LookupRequest, StoreBeginRequest, StoreCommitRequest,
                                  LoadRequest, UnpinRequest, PrefetchRequest, StatsRequest,
                                  ClearRequest, InspectRequest, OpenNamespaceRequest,
-                                 MapSlabRequest>;
+                                 MapSlabRequest, MapLoadIndexRequest, AccessNotice>;
 struct Request {
   uint64_t id = 0;
   RequestBody body;
@@ -198,7 +214,7 @@ struct Request {
 using ResponseBody =
     std::variant<std::monostate, HelloReply, LookupReply, StoreBeginReply, StoreCommitReply,
                  LoadReply, UnpinReply, PrefetchReply, StatsReply, ClearReply, InspectReply,
-                 OpenNamespaceReply, MapSlabReply>;
+                 OpenNamespaceReply, MapSlabReply, MapLoadIndexReply>;
 struct Response {
   uint64_t id = 0;
   Status status;  // not OK: body is empty

@@ -146,6 +146,18 @@ class LocalNode final : public Node {
     STRATA_ASSIGN_OR_RETURN(auto d, store_->host().DupSlab(slab));
     return PoolSlab{d.fd, d.generation, d.tenant};
   }
+  Result<LoadIndexSegment> OpenLoadIndex(uint16_t tenant) const override {
+    STRATA_ASSIGN_OR_RETURN(auto seg, store_->host().load_index().DupSegment(tenant));
+    return LoadIndexSegment{seg.fd, seg.bytes};
+  }
+  size_t NoteAccess(const NamespaceId& ns, std::span<const BlockKey> keys) override {
+    (void)ns;  // the index served only `ns`'s blocks; the policy needs no namespace
+    const size_t touched = store_->host().Touch(keys);
+    notices_.fetch_add(1, std::memory_order_relaxed);
+    noticed_blocks_.fetch_add(touched, std::memory_order_relaxed);
+    activity_.Accessed(keys);
+    return touched;
+  }
   Status SetNamespaceTenant(const NamespaceId& ns, uint16_t tenant) override {
     if (tenant >= options_.tenants)
       return Status::InvalidArgument("tenant " + std::to_string(tenant) + " of " +
@@ -350,6 +362,7 @@ class LocalNode final : public Node {
                                                 std::span<const BlockKey> keys,
                                                 uint32_t pin_ms) override {
     const Clock::time_point began = Clock::now();
+    load_requests_.fetch_add(1, std::memory_order_relaxed);
     // Pull the part of the prefix that only peers hold first (blocks from `local_before` on came
     // from peers).
     size_t local_before = keys.size();
@@ -482,7 +495,15 @@ class LocalNode final : public Node {
                         {"pool_bytes", pool_bytes()},
                         {"pool_populated_bytes", store_->host().populated_bytes()},
                         {"pool_populating", store_->host().populating()},
-                        {"namespace_fingerprint_mismatches", registry_.mismatches()}};
+                        {"namespace_fingerprint_mismatches", registry_.mismatches()},
+                        {"load_requests", load_requests_.load(std::memory_order_relaxed)},
+                        {"load_index",
+                         {{"entries", store_->host().load_index().entries()},
+                          {"tenants", store_->host().load_index().tenants()},
+                          {"published", store_->host().load_index().published()},
+                          {"full", store_->host().load_index().full()},
+                          {"notices", notices_.load(std::memory_order_relaxed)},
+                          {"noticed_blocks", noticed_blocks_.load(std::memory_order_relaxed)}}}};
     if (store_->device() != nullptr) j["device"] = TierJson(s.device);
     // Lookup hits and misses and load service by tier (store/access_stats.h); the tier's own
     // read counters (Get/Acquire) stay as reads / read_misses.
@@ -700,6 +721,8 @@ class LocalNode final : public Node {
   std::shared_ptr<RemovalLog> removals_;  // written by the host tier's removal hook
   NamespaceRegistry registry_;
   BlockActivity activity_;  // per-block age, hits, last access; stores in flight
+  // PinForLoad calls (Load requests) and the access notices of loads through the load index.
+  std::atomic<uint64_t> load_requests_{0}, notices_{0}, noticed_blocks_{0};
   FunnelLog funnel_;        // recent lookups and loads per namespace
   const Clock::time_point started_ = Clock::now();
   std::mutex mu_;

@@ -160,6 +160,17 @@ class Node {
     uint16_t tenant = 0;
   };
   virtual Result<PoolSlab> OpenPoolSlab(uint32_t slab) const = 0;
+  // A read-only descriptor of tenant `tenant`'s load index segment (the caller closes it) and
+  // its size (store/load_index.h; docs/data-plane.md, "Loads without a round trip").
+  struct LoadIndexSegment {
+    int fd = -1;
+    uint64_t bytes = 0;
+  };
+  virtual Result<LoadIndexSegment> OpenLoadIndex(uint16_t tenant) const = 0;
+  // Blocks of `ns` a client loaded through the load index, with no request: each counts as an
+  // access (a hit) for the host tier's eviction policy and the statistics. Keys no longer cached
+  // are skipped; returns how many were.
+  virtual size_t NoteAccess(const NamespaceId& ns, std::span<const BlockKey> keys) = 0;
   // Records the tenant of namespace `ns` (decided by the daemon from the namespace's salt);
   // blocks of `ns` are stored in, and promoted to, slabs of that tenant from then on.
   virtual Status SetNamespaceTenant(const NamespaceId& ns, uint16_t tenant) = 0;

@@ -1,0 +1,342 @@
+// Loads without a round trip (docs/data-plane.md, "Loads without a round trip"): a client of a
+// real daemon loads host-tier blocks through the read-only load index, with no Load request, never
+// returns wrong bytes while another client evicts under it, cannot map or write another tenant's
+// segment or its own writable, and its access notices keep a hot block resident.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "client/channel.h"
+#include "daemon/daemon.h"
+#include "daemon/metrics.h"
+#include "ipc/ipc_protocol.h"
+#include "ipc/unix_socket.h"
+#include "node/node.h"
+#include "store/load_index.h"
+#include "strata/client.h"
+#include "tests/lib/client_test_util.h"
+#include "tests/lib/scratch_files.h"
+#include "tools/strata/serve_process.h"
+
+namespace strata {
+namespace {
+
+using testing::Outputs;
+using testing::Prompt;
+using testing::ScratchDir;
+
+constexpr size_t kBlock = 64 << 10;
+
+Namespace Ns(const std::string& salt = "") {
+  return testing::SmallNamespace("loadindex/model", kBlock, salt);
+}
+
+uint64_t Count(metrics::Request r) {
+  return metrics::Requests().latency[static_cast<size_t>(r)].count();
+}
+
+struct Daemon1 {
+  std::unique_ptr<Node> node;
+  std::unique_ptr<Daemon> daemon;
+  std::string socket;
+  explicit Daemon1(const std::string& name, uint64_t pool_bytes = 64ull << 20) {
+    NodeOptions opts;
+    opts.host_pool_bytes = pool_bytes;
+    opts.data_dir.clear();
+    auto n = Node::Open(opts);
+    REQUIRE(n.ok());
+    node = std::move(n).value();
+    socket = "/tmp/strata-test-" + name + "-" + std::to_string(getpid()) + ".sock";
+    DaemonOptions d;
+    d.socket_path = socket;
+    auto dm = Daemon::Start(node.get(), d);
+    REQUIRE(dm.ok());
+    daemon = std::move(dm).value();
+  }
+};
+
+std::unique_ptr<cli::ServeProcess> Serve(const std::vector<std::string>& args,
+                                         const std::string& socket) {
+  cli::ServeOptions o;
+  o.exe = STRATA_CLI_PATH;
+  o.args = args;
+  o.socket = socket;
+  o.ready = cli::ServeReady::kClientConnects;
+  o.start_timeout = std::chrono::seconds(5);
+  o.stop_signal = SIGKILL;
+  auto serve = cli::SpawnServe(std::move(o));
+  INFO(serve.status().ToString());
+  REQUIRE(serve.ok());
+  return std::move(serve).value();
+}
+
+nlohmann::json StatsOf(Client& c) { return nlohmann::json::parse(*c.Stats()); }
+
+TEST_CASE("Daemon client: host-tier hits load through the load index with no Load request",
+          "[lib]") {
+  Daemon1 d("loadindex-hits");
+  Namespace ns = Ns("hits");
+  Prompt p(ns, 8, 501, kBlock);
+  auto c = Client::Connect(d.socket);
+  REQUIRE(c.ok());
+  REQUIRE(*(*c)->Store(ns, p.keys, p.in).Wait() == 8);
+  Outputs o(8, kBlock);
+  // The first load maps the slabs over IPC (one Load request); the later ones need none.
+  const uint64_t loads0 = Count(metrics::Request::kLoad);
+  REQUIRE(*(*c)->Load(ns, p.keys, o.out).Wait() == 8);
+  CHECK(Count(metrics::Request::kLoad) == loads0 + 1);
+  const uint64_t noticed0 = StatsOf(**c)["load_index"]["noticed_blocks"].get<uint64_t>();
+  const uint64_t unpins0 = Count(metrics::Request::kUnpin);
+  for (int round = 0; round < 20; ++round) {
+    Outputs r(8, kBlock);
+    REQUIRE(*(*c)->Load(ns, p.keys, r.out).Wait() == 8);
+    for (size_t i = 0; i < 8; ++i) REQUIRE(r.bufs[i] == p.blocks[i]);
+  }
+  CHECK(Count(metrics::Request::kLoad) == loads0 + 1);
+  CHECK(Count(metrics::Request::kUnpin) == unpins0);
+  auto j = StatsOf(**c);  // flushes the client's access notices first
+  CHECK(j["load_index"]["noticed_blocks"].get<uint64_t>() == noticed0 + 160);
+  CHECK(j["load_index"]["published"].get<uint64_t>() >= 8);
+  CHECK(j["pins"] == 0);
+  // A prefix that runs past the cached blocks: the index serves the cached part, the miss goes
+  // over IPC and ends the prefix.
+  Prompt tail(ns, 2, 502, kBlock);
+  std::vector<BlockKey> keys = p.keys;
+  keys.push_back(tail.keys[0]);  // not stored
+  Outputs lo(9, kBlock);
+  CHECK(*(*c)->Load(ns, keys, lo.out).Wait() == 8);
+  CHECK(Count(metrics::Request::kLoad) == loads0 + 2);
+  // Another namespace's name finds nothing through the index either.
+  Namespace other = Ns("hits-other");
+  Outputs wrong(8, kBlock);
+  CHECK(*(*c)->Load(other, p.keys, wrong.out).Wait() == 0);
+  // Cleared blocks are gone from the index at once.
+  REQUIRE(*(*c)->Clear(ns.id()) == 8);
+  CHECK(*(*c)->Load(ns, p.keys, o.out).Wait() == 0);
+  CHECK(StatsOf(**c)["load_index"]["published"].get<uint64_t>() == 0);
+
+  // STRATA_LOAD_INDEX=off: every load is a Load request again (the A/B switch of the benchmarks).
+  REQUIRE(*(*c)->Store(ns, p.keys, p.in).Wait() == 8);
+  ::setenv("STRATA_LOAD_INDEX", "off", 1);
+  auto off = Client::Connect(d.socket);
+  ::unsetenv("STRATA_LOAD_INDEX");
+  REQUIRE(off.ok());
+  const uint64_t loads1 = Count(metrics::Request::kLoad);
+  for (int round = 0; round < 3; ++round) REQUIRE(*(*off)->Load(ns, p.keys, o.out).Wait() == 8);
+  CHECK(Count(metrics::Request::kLoad) == loads1 + 3);
+}
+
+TEST_CASE("strata serve: a client loading in a loop under a concurrent evictor gets its blocks "
+          "bit-exact or a miss, never wrong bytes",
+          "[lib][integration]") {
+  const std::string dir = ScratchDir("loadindex-evict");
+  const std::string socket = dir + "/s.sock";
+  // 32 MiB: two 16 MiB slabs, 512 blocks of 64 KiB.
+  auto serve = Serve({"serve", "--socket", socket, "--no-disk", "--host-pool", "32MiB"}, socket);
+  Namespace ns = Ns();
+  Prompt hot(ns, 4, 601, kBlock);
+  auto reader = Client::Connect(socket);
+  auto writer = Client::Connect(socket);
+  REQUIRE(reader.ok());
+  REQUIRE(writer.ok());
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> stores{0};
+  std::atomic<uint32_t> latest{0};
+  std::thread evictor([&] {
+    // A pool's worth and more of other blocks, again and again: every slab is reused.
+    for (uint32_t seed = 700; !stop.load(); ++seed) {
+      Prompt cold(ns, 64, seed, kBlock);
+      auto n = (*writer)->Store(ns, cold.keys, cold.in).Wait();
+      if (n.ok()) stores.fetch_add(*n);
+      latest.store(seed);
+    }
+  });
+  uint64_t loads = 0, full = 0, partial = 0, blocks = 0;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(4);
+  Outputs o(4, kBlock);
+  while (std::chrono::steady_clock::now() < until) {
+    auto stored = (*reader)->Store(ns, hot.keys, hot.in).Wait();  // back after an eviction
+    REQUIRE(stored.ok());
+    for (int i = 0; i < 20; ++i) {
+      for (auto& b : o.bufs) std::memset(b.data(), 0, b.size());
+      auto n = (*reader)->Load(ns, hot.keys, o.out).Wait();
+      REQUIRE(n.ok());
+      ++loads;
+      blocks += *n;
+      if (*n == 4) ++full; else if (*n > 0) ++partial;
+      for (size_t k = 0; k < *n; ++k) {
+        if (o.bufs[k] != hot.blocks[k]) {
+          size_t first = 0, diff = 0;
+          while (o.bufs[k][first] == hot.blocks[k][first]) ++first;
+          for (size_t b = 0; b < kBlock; ++b) diff += o.bufs[k][b] != hot.blocks[k][b];
+          bool zero = true;
+          for (size_t b = 0; b < kBlock; ++b) zero = zero && o.bufs[k][b] == std::byte{0};
+          FAIL("n " << *n << " k " << k << " first diff " << first << " bytes differing " << diff
+                    << " all zero " << zero << " xxh " << PayloadChecksum(o.bufs[k])
+                    << " want " << PayloadChecksum(hot.blocks[k]));
+        }
+      }
+    }
+    // The writer's latest blocks, which its next stores evict while this client reads them.
+    if (const uint32_t seed = latest.load(); seed != 0) {
+      Prompt recent(ns, 64, seed, kBlock);
+      Outputs ro(64, kBlock);
+      for (int i = 0; i < 4; ++i) {
+        auto n = (*reader)->Load(ns, recent.keys, ro.out).Wait();
+        REQUIRE(n.ok());
+        ++loads;
+        if (*n > 0 && *n < 64) ++partial;
+        for (size_t k = 0; k < *n; ++k) REQUIRE(ro.bufs[k] == recent.blocks[k]);
+      }
+    }
+  }
+  stop.store(true);
+  evictor.join();
+  INFO("loads " << loads << " full " << full << " partial " << partial << " stores "
+                << stores.load());
+  CHECK(stores.load() > 1024);  // the pool was turned over several times
+  CHECK(full > 0);
+  auto j = StatsOf(**reader);
+  CHECK(j["load_index"]["noticed_blocks"].get<uint64_t>() > 0);
+  CHECK(j["host"]["evictions"].get<uint64_t>() > 0);
+  int status = serve->Stop();
+  CHECK(WIFEXITED(status));
+  std::filesystem::remove_all(dir);
+}
+
+// Speaks the protocol itself: Hello, OpenNamespace, MapLoadIndex; returns the descriptor (or the
+// status of the refusal).
+Result<int> MapIndexRaw(const std::string& socket, const Namespace& open, const NamespaceId& ask) {
+  auto conn = ipc::UnixConnection::Connect(socket);
+  if (!conn.ok()) return conn.status();
+  auto staging = StagingMapping::Create(1 << 20);
+  if (!staging.ok()) return staging.status();
+  ipc::Hello hello;
+  hello.staging_bytes = 1 << 20;
+  STRATA_RETURN_IF_ERROR(conn->Send(ipc::EncodeRequest({1, hello}), staging->fd()));
+  std::string reply;
+  STRATA_RETURN_IF_ERROR(conn->Receive(&reply));
+  STRATA_RETURN_IF_ERROR(
+      conn->Send(ipc::EncodeRequest({2, ipc::OpenNamespaceRequest{open.encoding()}})));
+  STRATA_RETURN_IF_ERROR(conn->Receive(&reply));
+  STRATA_RETURN_IF_ERROR(conn->Send(ipc::EncodeRequest({3, ipc::MapLoadIndexRequest{ask}})));
+  int fd = -1;
+  STRATA_RETURN_IF_ERROR(conn->Receive(&reply, &fd));
+  auto r = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
+  if (!r.ok()) return r.status();
+  if (!r->status.ok()) return r->status;
+  if (fd < 0) return Status::Internal("no descriptor");
+  return fd;
+}
+
+TEST_CASE("strata serve: a client cannot write the load index, and a namespace it never opened "
+          "gets none",
+          "[lib][integration]") {
+  const std::string dir = ScratchDir("loadindex-ro");
+  const std::string socket = dir + "/s.sock";
+  auto serve = Serve({"serve", "--socket", socket, "--no-disk", "--host-pool", "32MiB",
+                      "--tenant-uid", "private-team:" + std::to_string(::getuid() + 12345)},
+                     socket);
+  Namespace ns = Ns("shared-tenant");
+  Prompt p(ns, 4, 801, kBlock);
+  auto a = Client::Connect(socket);
+  REQUIRE(a.ok());
+  REQUIRE(*(*a)->Store(ns, p.keys, p.in).Wait() == 4);
+
+  auto fd = MapIndexRaw(socket, ns, ns.id());
+  REQUIRE(fd.ok());
+  struct stat st {};
+  REQUIRE(::fstat(*fd, &st) == 0);
+  const size_t bytes = static_cast<size_t>(st.st_size);
+  REQUIRE(bytes >= 4096);
+  // Read-only: no writable mapping, no upgrade, no read-write reopen, no resize.
+  CHECK(::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0) == MAP_FAILED);
+  void* ro = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, *fd, 0);
+  REQUIRE(ro != MAP_FAILED);
+  CHECK(::mprotect(ro, bytes, PROT_READ | PROT_WRITE) != 0);
+  const int rw = ::open(("/proc/self/fd/" + std::to_string(*fd)).c_str(), O_RDWR);
+  if (rw >= 0) {  // root passes the mode check; the seal still refuses a writable mapping
+    CHECK(::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0) == MAP_FAILED);
+    ::close(rw);
+  }
+  CHECK(::ftruncate(*fd, 0) != 0);
+  // What it shows is this tenant's blocks: each of the stored keys is found, in its namespace.
+  auto view = store::LoadIndexView::Attach(static_cast<const std::byte*>(ro), bytes);
+  REQUIRE(view.ok());
+  for (const BlockKey& k : p.keys) {
+    store::LoadIndexHit hit;
+    CHECK(view->Find(k, ns.id(), &hit));
+    CHECK(hit.length == kBlock);
+    CHECK(!view->Find(k, Ns("someone-else").id(), &hit));
+  }
+  ::munmap(ro, bytes);
+  ::close(*fd);
+
+  // A namespace of a private tenant this uid is not listed for cannot even be opened, and its
+  // segment is refused (as a Load of it would be); root and the daemon's own user may use every
+  // tenant, so only a process of another uid sees the refusal (daemon_root_test covers that).
+  Namespace priv = Ns("private-team");
+  auto refused = MapIndexRaw(socket, priv, priv.id());
+  if (::geteuid() != 0) {
+    CHECK(refused.status().code() == StatusCode::kPermissionDenied);
+  }
+  // A namespace id nobody opened: refused whoever asks.
+  auto unopened = MapIndexRaw(socket, ns, Ns("never-opened").id());
+  CHECK(unopened.status().code() == StatusCode::kPermissionDenied);
+  int status = serve->Stop();
+  CHECK(WIFEXITED(status));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("strata serve: access notices from a client loading through the load index keep a hot "
+          "block resident",
+          "[lib][integration]") {
+  const std::string dir = ScratchDir("loadindex-hot");
+  const std::string socket = dir + "/s.sock";
+  // LRU: a block read once and never again leaves after a pool's worth of newer blocks, unless
+  // the reads through the index reach the policy.
+  auto serve = Serve({"serve", "--socket", socket, "--no-disk", "--host-pool", "32MiB",
+                      "--eviction-policy", "lru"},
+                     socket);
+  Namespace ns = Ns();
+  Prompt hot(ns, 1, 901, kBlock);
+  Prompt cold(ns, 1, 902, kBlock);  // stored at the same time, never read again
+  auto c = Client::Connect(socket);
+  REQUIRE(c.ok());
+  REQUIRE(*(*c)->Store(ns, hot.keys, hot.in).Wait() == 1);
+  REQUIRE(*(*c)->Store(ns, cold.keys, cold.in).Wait() == 1);
+  Outputs o(1, kBlock);
+  REQUIRE(*(*c)->Load(ns, hot.keys, o.out).Wait() == 1);  // maps the slab (IPC)
+  // Two pools' worth of one-time blocks, with a read of the hot block through the index (and its
+  // notice: StatsOf flushes them) between batches.
+  for (uint32_t seed = 1000; seed < 1032; ++seed) {
+    REQUIRE(*(*c)->Load(ns, hot.keys, o.out).Wait() == 1);
+    REQUIRE(o.bufs[0] == hot.blocks[0]);
+    (void)StatsOf(**c);
+    Prompt filler(ns, 32, seed, kBlock);
+    REQUIRE((*c)->Store(ns, filler.keys, filler.in).Wait().ok());
+  }
+  auto j = StatsOf(**c);
+  CHECK(j["host"]["evictions"].get<uint64_t>() >= 512);
+  CHECK(j["load_index"]["noticed_blocks"].get<uint64_t>() >= 32);
+  CHECK((*c)->Lookup(hot.keys)->matched_blocks == 1);
+  CHECK((*c)->Lookup(cold.keys)->matched_blocks == 0);
+  int status = serve->Stop();
+  CHECK(WIFEXITED(status));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace strata
