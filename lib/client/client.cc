@@ -366,10 +366,13 @@ class ClientImpl final : public Client {
         use_index_(LoadIndexWanted()) {}
   ~ClientImpl() override { FlushNotices(); }
 
-  // STRATA_LOAD_INDEX=off (or 0) turns loads through the load index off (docs/config.md).
+  // STRATA_LOAD_INDEX=on (or 1) turns loads through the load index on (docs/config.md). Off by
+  // default until loads through the index reach the daemon's per-namespace funnel (`strata
+  // inspect funnel` counts Load requests only) and one unexplained wrong-bytes failure of the
+  // concurrent-evictor test (1 in ~15 runs, on the branch, before its diagnostics) is understood.
   static bool LoadIndexWanted() {
     const char* v = std::getenv("STRATA_LOAD_INDEX");
-    return v == nullptr || (std::strcmp(v, "off") != 0 && std::strcmp(v, "0") != 0);
+    return v != nullptr && (std::strcmp(v, "on") == 0 || std::strcmp(v, "1") == 0);
   }
 
   Result<LookupResult> Lookup(std::span<const BlockKey> keys) override {

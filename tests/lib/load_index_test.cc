@@ -39,6 +39,10 @@ using testing::ScratchDir;
 
 constexpr size_t kBlock = 64 << 10;
 
+// Loads through the index are opt-in (STRATA_LOAD_INDEX=on, read when a client connects): every
+// client of this file connects with it on unless a test says otherwise.
+const bool kLoadIndexOn = (::setenv("STRATA_LOAD_INDEX", "on", 1), true);
+
 Namespace Ns(const std::string& salt = "") {
   return testing::SmallNamespace("loadindex/model", kBlock, salt);
 }
@@ -131,7 +135,7 @@ TEST_CASE("Daemon client: host-tier hits load through the load index with no Loa
   REQUIRE(*(*c)->Store(ns, p.keys, p.in).Wait() == 8);
   ::setenv("STRATA_LOAD_INDEX", "off", 1);
   auto off = Client::Connect(d.socket);
-  ::unsetenv("STRATA_LOAD_INDEX");
+  ::setenv("STRATA_LOAD_INDEX", "on", 1);
   REQUIRE(off.ok());
   const uint64_t loads1 = Count(metrics::Request::kLoad);
   for (int round = 0; round < 3; ++round) REQUIRE(*(*off)->Load(ns, p.keys, o.out).Wait() == 8);
