@@ -28,6 +28,7 @@
 #include "node/node.h"
 #include "strata/key_chain.h"
 #include "tests/lib/client_test_util.h"
+#include "tests/lib/disk_serve.h"
 #include "tests/lib/scratch_files.h"
 #include "tools/strata/serve_process.h"
 
@@ -392,22 +393,6 @@ TEST_CASE("Malformed or oversized or out-of-order messages get errors and the da
 
 // ---- real `strata serve` processes ----
 
-// A `strata serve` child, up (a client connects to `socket`); SIGKILLed by the destructor unless
-// stopped, so a failed check leaves no daemon behind.
-std::unique_ptr<cli::ServeProcess> StartServe(const std::vector<std::string>& args,
-                                              const std::string& socket) {
-  cli::ServeOptions o;
-  o.exe = STRATA_CLI_PATH;
-  o.args = args;
-  o.socket = socket;
-  o.ready = cli::ServeReady::kClientConnects;
-  o.start_timeout = std::chrono::seconds(5);
-  o.stop_signal = SIGKILL;
-  auto serve = cli::SpawnServe(std::move(o));
-  INFO(serve.status().ToString());
-  REQUIRE(serve.ok());
-  return std::move(serve).value();
-}
 
 // Write-back (the default): the blocks are only in host memory until the clean shutdown writes
 // them to disk.
@@ -419,7 +404,7 @@ TEST_CASE("strata serve: restart with the disk tier keeps blocks and SIGTERM exi
                                          "--host-pool", "64MiB", "--disk", "256MiB"};
   Namespace ns = TestNamespace("", 65536);
   Prompt p(ns, 10, 11, 65536);
-  auto serve = StartServe(args, socket);
+  auto serve = testing::StartServe(args, socket);
   {
     auto c = Client::Connect(socket);
     REQUIRE(c.ok());
@@ -430,7 +415,7 @@ TEST_CASE("strata serve: restart with the disk tier keeps blocks and SIGTERM exi
   CHECK(WEXITSTATUS(status) == 0);
   CHECK_FALSE(std::filesystem::exists(socket));  // removed on clean shutdown
 
-  serve = StartServe(args, socket);
+  serve = testing::StartServe(args, socket);
   {
     auto c = Client::Connect(socket);
     REQUIRE(c.ok());
@@ -451,8 +436,8 @@ TEST_CASE("strata serve: clients cannot write the pool or forge a published bloc
           "[lib][integration]") {
   const std::string dir = ScratchDir("forge");
   const std::string socket = dir + "/s.sock";
-  auto serve = StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool", "64MiB"},
-                          socket);
+  auto serve = testing::StartServe(
+      {"serve", "--socket", socket, "--no-disk", "--host-pool", "64MiB"}, socket);
   Namespace ns = TestNamespace("tenant-a");
   Prompt p(ns, 6, 13);
   auto a = Client::Connect(socket);
@@ -539,8 +524,8 @@ TEST_CASE("strata serve: cross-memory and staging stores round-trip and a bad ad
           "[lib][integration]") {
   const std::string dir = ScratchDir("cma");
   const std::string socket = dir + "/s.sock";
-  auto serve = StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool", "256MiB"},
-                          socket);
+  auto serve = testing::StartServe(
+      {"serve", "--socket", socket, "--no-disk", "--host-pool", "256MiB"}, socket);
   ClientOptions cma;
   cma.store_path = ClientOptions::StorePath::kCrossMemory;
   ClientOptions staging;
@@ -628,8 +613,8 @@ TEST_CASE("strata serve: a client whose call timed out resynchronises and later 
           "[lib][integration]") {
   const std::string dir = ScratchDir("resync");
   const std::string socket = dir + "/s.sock";
-  auto serve = StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool", "512MiB"},
-                          socket);
+  auto serve = testing::StartServe(
+      {"serve", "--socket", socket, "--no-disk", "--host-pool", "512MiB"}, socket);
   constexpr size_t kBlocks = 64, kBlockBytes = size_t{4} << 20;
   Namespace ns = TestNamespace("resync", kBlockBytes);
   std::vector<uint32_t> tokens(kBlocks * ns.block_size());
@@ -690,7 +675,7 @@ void SteadyStateEviction(const std::vector<std::string>& extra_args, bool requir
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   for (std::string& a : args)
     if (a == "DIR") a = dir + "/data";
-  auto serve = StartServe(args, socket);
+  auto serve = testing::StartServe(args, socket);
   struct Phase {
     size_t block_bytes, blocks, prompts;
   };

@@ -1,6 +1,7 @@
-// A real `strata serve` with a host pool and a disk tier in `dir`/data, for the tests that store,
-// stop it cleanly and look at (or damage) what it left on disk: tests/lib/daemon_disk_test.cc and
-// tests/tools/inspect_test.cc. Uses Catch2 (REQUIRE) to fail the test that starts it.
+// Real `strata serve` processes for tests: StartServe with any flags, and DiskServe with a host
+// pool and a disk tier in `dir`/data, for the tests that store, stop it cleanly and look at (or
+// damage) what it left on disk: tests/lib/daemon_disk_test.cc and tests/tools/inspect_test.cc.
+// Uses Catch2 (REQUIRE) to fail the test that starts it.
 //
 // Thread-safety: one thread per object.
 #pragma once
@@ -8,6 +9,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <utility>
@@ -20,6 +22,23 @@
 #include "tools/strata/serve_process.h"
 
 namespace strata::testing {
+
+// A `strata serve` child with `args`, up (a client connects to `socket`); SIGKILLed by the
+// destructor unless stopped, so a failed check leaves no daemon behind.
+inline std::unique_ptr<cli::ServeProcess> StartServe(const std::vector<std::string>& args,
+                                                     const std::string& socket) {
+  cli::ServeOptions o;
+  o.exe = STRATA_CLI_PATH;
+  o.args = args;
+  o.socket = socket;
+  o.ready = cli::ServeReady::kClientConnects;
+  o.start_timeout = std::chrono::seconds(5);
+  o.stop_signal = SIGKILL;
+  auto serve = cli::SpawnServe(std::move(o));
+  INFO(serve.status().ToString());
+  REQUIRE(serve.ok());
+  return std::move(serve).value();
+}
 
 class DiskServe {
  public:

@@ -27,6 +27,7 @@
 #include "store/load_index.h"
 #include "strata/client.h"
 #include "tests/lib/client_test_util.h"
+#include "tests/lib/disk_serve.h"
 #include "tests/lib/scratch_files.h"
 #include "tools/strata/serve_process.h"
 
@@ -71,20 +72,6 @@ struct Daemon1 {
   }
 };
 
-std::unique_ptr<cli::ServeProcess> Serve(const std::vector<std::string>& args,
-                                         const std::string& socket) {
-  cli::ServeOptions o;
-  o.exe = STRATA_CLI_PATH;
-  o.args = args;
-  o.socket = socket;
-  o.ready = cli::ServeReady::kClientConnects;
-  o.start_timeout = std::chrono::seconds(5);
-  o.stop_signal = SIGKILL;
-  auto serve = cli::SpawnServe(std::move(o));
-  INFO(serve.status().ToString());
-  REQUIRE(serve.ok());
-  return std::move(serve).value();
-}
 
 nlohmann::json StatsOf(Client& c) { return nlohmann::json::parse(*c.Stats()); }
 
@@ -142,13 +129,15 @@ TEST_CASE("Daemon client: host-tier hits load through the load index with no Loa
   CHECK(Count(metrics::Request::kLoad) == loads1 + 3);
 }
 
-TEST_CASE("strata serve: a client loading in a loop under a concurrent evictor gets its blocks "
-          "bit-exact or a miss, never wrong bytes",
-          "[lib][integration]") {
+TEST_CASE(
+    "strata serve: a client loading in a loop under a concurrent evictor gets its blocks "
+    "bit-exact or a miss, never wrong bytes",
+    "[lib][integration]") {
   const std::string dir = ScratchDir("loadindex-evict");
   const std::string socket = dir + "/s.sock";
   // 32 MiB: two 16 MiB slabs, 512 blocks of 64 KiB.
-  auto serve = Serve({"serve", "--socket", socket, "--no-disk", "--host-pool", "32MiB"}, socket);
+  auto serve = testing::StartServe(
+      {"serve", "--socket", socket, "--no-disk", "--host-pool", "32MiB"}, socket);
   Namespace ns = Ns();
   Prompt hot(ns, 4, 601, kBlock);
   auto reader = Client::Connect(socket);
@@ -245,14 +234,16 @@ Result<int> MapIndexRaw(const std::string& socket, const Namespace& open, const 
   return fd;
 }
 
-TEST_CASE("strata serve: a client cannot write the load index, and a namespace it never opened "
-          "gets none",
-          "[lib][integration]") {
+TEST_CASE(
+    "strata serve: a client cannot write the load index, and a namespace it never opened "
+    "gets none",
+    "[lib][integration]") {
   const std::string dir = ScratchDir("loadindex-ro");
   const std::string socket = dir + "/s.sock";
-  auto serve = Serve({"serve", "--socket", socket, "--no-disk", "--host-pool", "32MiB",
-                      "--tenant-uid", "private-team:" + std::to_string(::getuid() + 12345)},
-                     socket);
+  auto serve =
+      testing::StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool", "32MiB",
+                           "--tenant-uid", "private-team:" + std::to_string(::getuid() + 12345)},
+                          socket);
   Namespace ns = Ns("shared-tenant");
   Prompt p(ns, 4, 801, kBlock);
   auto a = Client::Connect(socket);
@@ -311,9 +302,9 @@ TEST_CASE("strata serve: access notices from a client loading through the load i
   const std::string socket = dir + "/s.sock";
   // LRU: a block read once and never again leaves after a pool's worth of newer blocks, unless
   // the reads through the index reach the policy.
-  auto serve = Serve({"serve", "--socket", socket, "--no-disk", "--host-pool", "32MiB",
-                      "--eviction-policy", "lru"},
-                     socket);
+  auto serve = testing::StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool",
+                                    "32MiB", "--eviction-policy", "lru"},
+                                   socket);
   Namespace ns = Ns();
   Prompt hot(ns, 1, 901, kBlock);
   Prompt cold(ns, 1, 902, kBlock);  // stored at the same time, never read again
