@@ -434,6 +434,8 @@ class LmcacheDisk:
 
 
 class LmcacheDiskClient:
+    extra_config = None  # LMCache's extra_config (LmcacheDiskDirectClient: use_odirect)
+
     def __init__(self, args, block_bytes):
         import threading
         import torch
@@ -441,7 +443,8 @@ class LmcacheDiskClient:
         from lmcache.v1.storage_backend.local_disk_backend import LocalDiskBackend
         config, md, self.cpu, self.shape = _lmcache_parts(
             block_bytes, args["capacity"], local_cpu=False,
-            local_disk=args["dir"], max_local_disk_size=args["capacity"] / 2**30)
+            local_disk=args["dir"], max_local_disk_size=args["capacity"] / 2**30,
+            **({"extra_config": self.extra_config} if self.extra_config else {}))
         self.backend = LocalDiskBackend(config, _event_loop(), self.cpu, "cpu", None, md)
         self.torch, self.key_type, self.threading = torch, CacheEngineKey, threading
 
@@ -466,6 +469,17 @@ class LmcacheDiskClient:
         np.copyto(buf, _bytes_of(obj))
         obj.ref_count_down()
         return True
+
+
+class LmcacheDiskDirect(LmcacheDisk):
+    """LMCache's local-disk backend with its `use_odirect` option (extra_config): files written
+    and read with O_DIRECT, as Strata's disk tier writes, so the two are compared on the same
+    terms (the plain `lmcache-disk` acknowledges a put once its file is in the page cache)."""
+    name = "lmcache-disk-odirect"
+
+
+class LmcacheDiskDirectClient(LmcacheDiskClient):
+    extra_config = {"use_odirect": True}
 
 
 class LmcacheServer:
@@ -533,7 +547,8 @@ CASES = ("trace", "put_get", "restart", "transfer", "vllm")
 
 CLIENTS = {"strata": StrataClient, "strata-embedded": StrataEmbeddedClient,
            "mooncake": MooncakeClient, "lmcache": LmcacheClient,
-           "lmcache-disk": LmcacheDiskClient, "lmcache-server": LmcacheServerClient}
+           "lmcache-disk": LmcacheDiskClient, "lmcache-disk-odirect": LmcacheDiskDirectClient,
+           "lmcache-server": LmcacheServerClient}
 
 
 # ---- workload -----------------------------------------------------------------------------------
@@ -1097,7 +1112,7 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=5, help="transfer reps (median)")
     ap.add_argument("--peers", default="",
                     help="only these peers (comma-separated names: mooncake, lmcache, "
-                         "lmcache-disk, lmcache-server); default: all installed")
+                         "lmcache-disk, lmcache-disk-odirect, lmcache-server); default: all installed")
     ap.add_argument("--no-embedded", dest="embedded", action="store_false",
                     help="skip Strata's embedded mode beside LMCache in-process")
     a = ap.parse_args(argv)
@@ -1109,7 +1124,7 @@ def main(argv=None):
     strata_sys = Strata(a.strata_cli)
     peers = []
     only = set(x for x in a.peers.split(",") if x)
-    for cls in (Mooncake, LmcacheCpu, LmcacheDisk, LmcacheServer):
+    for cls in (Mooncake, LmcacheCpu, LmcacheDisk, LmcacheDiskDirect, LmcacheServer):
         if only and cls.name not in only:
             continue
         try:
