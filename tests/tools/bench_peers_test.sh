@@ -53,6 +53,7 @@ if any(l.get('baseline', '').startswith('lmcache ') and 'error' not in l for l i
     emb = [l for l in lines if l.get('strata_tier') == 'embedded']
     assert {l['metric'] for l in emb} >= {'put_GB/s', 'get_GB/s', 'verified'}, emb
 peer_rows = {l['baseline'].split()[0] for l in lines if 'baseline' in l}
-assert {'mooncake', 'lmcache', 'lmcache-disk', 'lmcache-server'} <= peer_rows, peer_rows
+assert {'mooncake', 'lmcache', 'lmcache-disk', 'lmcache-disk-odirect',
+        'lmcache-server'} <= peer_rows, peer_rows
 print('ok:', len(lines), 'lines')
 PY
