@@ -29,5 +29,8 @@ for l in lines:
     assert l['baseline'] == 'ucx_perftest' and l['netns'] is True, l
     if l['case'].startswith('pull/'):  # the beyond-cache run of the same tool, beside it
         assert l['ucx_perftest_beyond_cache_gbps'] > 0 and l['ratio_beyond_cache'] > 0, l
+        # under 1 MiB: the pinned baseline, median of 5 runs per mode
+        assert l['ucx_perftest_pinned_median_gbps'] > 0 and l['ratio_pinned'] > 0, l
+        assert len(l['ucx_perftest_pinned_no_e_runs_gbps']) == 5, l
 print('ok:', len(lines), 'cases')
 PY
