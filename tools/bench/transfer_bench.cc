@@ -504,6 +504,9 @@ struct PullFigures {
   // (pinning and request handling per load, the mean send from queued to complete, most sends
   // in flight).
   nlohmann::json transfer_profile;
+  // The same Fetch profile over the one-block loads of the latency run, µs per load (mean), and
+  // `rest_us`: the mean one-block load minus those stages (IPC, pinning, the client's copy).
+  nlohmann::json one_block_profile_us;
 };
 
 // A node's cumulative cluster stats section `name` ("fetch_profile", "transfer_profile").
@@ -629,9 +632,30 @@ Result<PullFigures> MeasurePulls(const Options& opt, Cluster& c, size_t size, si
           ? opt.lat_iters
           : static_cast<int>(std::clamp<size_t>((size_t{256} << 20) / size, 15, 200));
   std::vector<double> lat;
+  const nlohmann::json lat_before = FetchProfile(p);
+  lookup_s = 0;
   for (int i = 0; i < iters; ++i) {
     STRATA_ASSIGN_OR_RETURN(double s, load(1));
     lat.push_back(s * 1e6);
+  }
+  const nlohmann::json lat_after = FetchProfile(p);
+  if (lat_before.is_object() && lat_after.is_object()) {
+    double mean_us = 0;
+    for (double v : lat) mean_us += v / lat.size();
+    double staged_us = lookup_s / iters * 1e6;
+    f.one_block_profile_us["client_lookup_us"] = lookup_s / iters * 1e6;
+    // pull_s contains first_data_s and verify_s: only the stages that follow each other count.
+    for (const char* k : {"lookup_s", "prepare_s", "pull_s", "first_data_s", "verify_s",
+                          "commit_s"}) {
+      const double us = (lat_after.value(k, 0.0) - lat_before.value(k, 0.0)) / iters * 1e6;
+      std::string name(k);
+      name.replace(name.size() - 2, 2, "_us");
+      f.one_block_profile_us[name] = us;
+      if (name == "lookup_us" || name == "prepare_us" || name == "pull_us" || name == "commit_us")
+        staged_us += us;
+    }
+    f.one_block_profile_us["mean_load_us"] = mean_us;
+    f.one_block_profile_us["rest_us"] = mean_us - staged_us;
   }
   std::sort(lat.begin(), lat.end());
   f.p50_us = lat[lat.size() / 2];
@@ -742,7 +766,8 @@ void Run(const Options& opt) {
         lat_extra.update({{"baseline_test", "ucp_am_lat typical x2, better of -e and without"},
                           {"ucx_perftest_lat_e_us", base.lat_e_us},
                           {"ucx_perftest_lat_no_e_us", base.lat_no_e_us},
-                          {"target_ratio", 1 / 1.5}});
+                          {"target_ratio", 1 / 1.5},
+                          {"one_block_profile_us", f->one_block_profile_us}});
         report.Add({"pull_latency_p50/" + tag, "us", f->p50_us, "ucx_perftest",
                     base.best_rtt_us(), false, lat_extra});
         report.Add({"pull_latency_p99/" + tag, "us", f->p99_us, "ucx_perftest",
