@@ -30,9 +30,9 @@
 //    (one rendezvous per message) on a working set that does not fit in cache: the physical
 //    rate a same-host pull can reach (docs/cluster.md, "What ucx_perftest measures").
 //  - ucx_perftest pinned (blocks under 1 MiB; extra fields): ucp_am_bw with server and client
-//    pinned to CPUs 0 and 1 (`-c`), 4x the iterations, 5 runs with -e and 5 without; the
-//    better of the two medians. Unpinned, the 64 KiB run moved 2.2-7.6 GB/s from one run to
-//    the next (the scheduler placing both processes on one core or not).
+//    pinned to CPUs 0 and 1 (`-c`), 4x the iterations, --pinned-runs (5) runs with -e and as
+//    many without; the better of the two medians. Unpinned, the 64 KiB run moved 2.2-7.6 GB/s
+//    from one run to the next here.
 // ucx_perftest runs before and after the nodes are measured; the better run of each is kept.
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -82,6 +82,7 @@ struct Options {
   bool netns = true;
   bool netns_only = false;       // only the netns case (and fail when it cannot be set up)
   size_t perftest_mib = 2048;    // bytes each ucp_am_bw run moves
+  int pinned_runs = 5;           // pinned ucp_am_bw runs per mode, blocks under 1 MiB (0: none)
   size_t prefix_mib = 0;         // bytes of each case's prefix; 0: 64 MiB below 1 MiB, else 512
   bool data_peer_errors = false;  // the nodes' --ucx-peer-errors (pulls with UCX peer errors)
 };
@@ -302,7 +303,7 @@ struct PerftestResult {
   // ucp_am_bw on one message larger than the last-level cache, the better of -e and without.
   double gbps_beyond_cache = 0;
   size_t beyond_cache_bytes = 0;
-  // ucp_am_bw pinned to CPUs 0 and 1, median of 5 runs, the better of -e and without (blocks
+  // ucp_am_bw pinned to CPUs 0 and 1, median of --pinned-runs runs, the better of -e and without (blocks
   // under 1 MiB; 0 otherwise), and every run's figure (GB/s) with -e and without.
   double gbps_pinned_median = 0;
   std::vector<double> pinned_e_runs, pinned_no_e_runs;
@@ -330,7 +331,7 @@ struct PerftestResult {
 };
 
 PerftestResult Perftest(size_t size, const std::string& tls, const PerftestPlace& place,
-                        size_t bw_bytes) {
+                        size_t bw_bytes, int pinned_runs) {
   PerftestResult r;
   const int bw_iters = static_cast<int>(std::clamp<size_t>(bw_bytes / size, 20, 20000));
   const int lat_iters =
@@ -355,11 +356,11 @@ PerftestResult Perftest(size_t size, const std::string& tls, const PerftestPlace
       r.gbps_beyond_cache = std::max(r.gbps_beyond_cache, bw[5] * 1048576.0 / 1e9);
   }
   // Small blocks: a baseline that holds still (pinned, more iterations, median of 5).
-  if (size < (size_t{1} << 20) && ::sysconf(_SC_NPROCESSORS_ONLN) >= 2) {
+  if (size < (size_t{1} << 20) && pinned_runs > 0 && ::sysconf(_SC_NPROCESSORS_ONLN) >= 2) {
     const int pinned_iters = static_cast<int>(std::clamp<size_t>(4 * bw_bytes / size, 20, 80000));
     for (bool e : {true, false}) {
       std::vector<double>& runs = e ? r.pinned_e_runs : r.pinned_no_e_runs;
-      for (int i = 0; i < 5; ++i) {
+      for (int i = 0; i < pinned_runs; ++i) {
         auto bw = RunPerftest("ucp_am_bw", size, pinned_iters, tls, e, place, &r.error, true);
         if (bw.size() >= 6) runs.push_back(bw[5] * 1048576.0 / 1e9);
       }
@@ -710,7 +711,7 @@ void Run(const Options& opt) {
       const std::string load_before = LoadAverage();
       PerftestPlace pp{place.netns};
       const size_t perftest_bytes = opt.perftest_mib << 20;
-      PerftestResult base = Perftest(*size, place.tls, pp, perftest_bytes);
+      PerftestResult base = Perftest(*size, place.tls, pp, perftest_bytes, opt.pinned_runs);
       for (int holders : opt.holders) {
         const std::string tag = size_name + "/" + place.tag + "/holders=" +
                                 std::to_string(holders);
@@ -728,7 +729,7 @@ void Run(const Options& opt) {
         if (holders == opt.holders.back()) {
           // The machine is shared: measure the baseline again after ours and keep its better
           // run, so that load that came and went does not flatter the ratio.
-          base.KeepBetter(Perftest(*size, place.tls, pp, perftest_bytes));
+          base.KeepBetter(Perftest(*size, place.tls, pp, perftest_bytes, opt.pinned_runs));
         }
         if (!base.ok()) {
           std::cerr << "strata: ucx_perftest failed for " << tag << ": " << base.error << "\n";
@@ -808,6 +809,8 @@ void Run(const Options& opt) {
                 "Skip the case across a veth pair between network namespaces");
   cmd->add_flag("--netns-only", opt->netns_only,
                 "Only the netns case; exit 77 when namespaces cannot be created");
+  cmd->add_option("--pinned-runs", opt->pinned_runs,
+                  "Pinned ucx_perftest runs per mode for blocks under 1 MiB (median; 0: none)");
   cmd->add_option("--perftest-mib", opt->perftest_mib, "MiB each ucx_perftest bandwidth run moves")
       ->capture_default_str();
   cmd->add_option("--prefix-mib", opt->prefix_mib,
