@@ -16,9 +16,10 @@
 //    a silent one is cut by the request timeout; membership dropping it disconnects it.
 //  - Pulling: PreparePull (resolve the session, check destinations, encode) is separate from
 //    Post (issue). Every block that lands is verified (block header, key, namespace, payload
-//    checksum) before it counts, by the thread in PullOp::Wait as blocks land (the progress
-//    thread only receives); a peer that dies or stalls costs at most the request timeout and
-//    yields the blocks that did arrive.
+//    checksum) before it counts: by the progress thread as its receive completes (bytes still
+//    in cache; PeerTransportOptions::verify_on_landing) or by the thread in PullOp::Wait; a
+//    peer that dies or stalls costs at most the request timeout and yields the blocks that did
+//    arrive.
 //
 // Threading: public methods are thread-safe and may block the caller (never the progress
 // thread). REQUIRES: they are not called from a BlockSource or DirectoryService callback.
@@ -118,6 +119,12 @@ struct PeerTransportOptions {
   // rounds cut pull latency (no wake-up on the path) when a core is free to spin; a negative
   // value never sleeps (busy polling). Default: AutoProgressSpinRounds().
   int progress_spin_rounds = AutoProgressSpinRounds();
+  // Where a landed block is verified (header, key, namespace, XXH3-64): on the thread that
+  // landed it, the moment its receive completes, while its bytes are still in cache (true; the
+  // progress thread: cma's get and tcp's receive copy run there), or on the thread in
+  // PullOp::Wait, overlapping later receives but reading the bytes again (false).
+  // Default: true (docs/cluster.md, "Verification where the block lands").
+  bool verify_on_landing = true;
   // Serves pulls. Default: none (pulls get NotFound for every key).
   BlockSource* block_source = nullptr;
   // Serves lookups and announces. Default: none (NotSupported).
@@ -157,8 +164,8 @@ struct PullResult {
   size_t bytes = 0;            // bytes of the verified blocks
   // Where the pull's time went (the stage profile of docs/cluster.md, "Where a pull's time
   // goes"): from Post to the first block's header arriving, from Post to the last block
-  // settling, and the time Wait's thread spent verifying blocks (header, key, namespace, XXH3;
-  // off the progress thread, overlapping the receives of later blocks).
+  // settling, and the time spent verifying blocks (header, key, namespace, XXH3; on the
+  // progress thread as each lands, or on Wait's thread: PeerTransportOptions::verify_on_landing).
   double first_data_s = 0;
   double last_data_s = 0;
   double verify_s = 0;
@@ -190,8 +197,9 @@ class PullOp {
   ~PullOp();
   // Issues the request. Returns at once; Wait() for the result.
   Status Post();
-  // Waits for the result: every block verified, failed, or the timeout passed. The calling
-  // thread verifies the blocks as they land, while later ones are still being received.
+  // Waits for the result: every block verified, failed, or the timeout passed. Unless the
+  // progress thread verifies them (verify_on_landing), the calling thread verifies the blocks
+  // as they land, while later ones are still being received.
   PullResult Wait();
 
  private:

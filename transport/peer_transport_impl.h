@@ -50,6 +50,10 @@ struct PullOp::State {
   Clock::time_point deadline;
   Clock::time_point posted_at;   // when the progress thread issued the request
   Clock::time_point first_data;  // the first data message's header arrived
+  // Blocks verified on the progress thread as they landed (verify_on_landing): their bytes and
+  // the time it took.
+  size_t landed_bytes = 0;
+  double landed_verify_s = 0;
   // Blocks whose bytes landed, handed to the thread in PullOp::Wait, which verifies them (block
   // header, key, namespace, XXH3-64) off the progress thread while later blocks still arrive.
   std::mutex verify_mu;
@@ -193,7 +197,8 @@ struct PeerTransport::Impl {
   void OnDataDone(ConnId conn, uint64_t cookie, const Status& st);
 
   // Checks a landed block (header, key, namespace, payload checksum); adds its bytes to *bytes
-  // when it passes. Runs on the thread in PullOp::Wait.
+  // when it passes. Runs on the progress thread as the block lands (verify_on_landing) or on
+  // the thread in PullOp::Wait.
   static Status Verify(const PullTarget& t, const NamespaceId& ns, size_t* bytes);
 
   // ---- control messages ----

@@ -12,7 +12,7 @@ command -v ucx_perftest >/dev/null || { echo "skipped: no ucx_perftest"; exit 77
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 "$strata" bench transfer --json --netns-only --sizes 64KiB --holders 1 --reps 1 \
-  --lat-iters 3 --perftest-mib 64 >"$out"
+  --lat-iters 3 --perftest-mib 64 --pinned-runs 3 >"$out"
 rc=$?
 [ $rc -eq 77 ] && { echo "skipped: cannot create network namespaces"; exit 77; }
 [ $rc -eq 0 ] || { echo "FAIL: exit $rc"; cat "$out"; exit 1; }
@@ -29,5 +29,8 @@ for l in lines:
     assert l['baseline'] == 'ucx_perftest' and l['netns'] is True, l
     if l['case'].startswith('pull/'):  # the beyond-cache run of the same tool, beside it
         assert l['ucx_perftest_beyond_cache_gbps'] > 0 and l['ratio_beyond_cache'] > 0, l
+        # under 1 MiB: the pinned baseline, median of --pinned-runs runs per mode
+        assert l['ucx_perftest_pinned_median_gbps'] > 0 and l['ratio_pinned'] > 0, l
+        assert len(l['ucx_perftest_pinned_no_e_runs_gbps']) == 3, l
 print('ok:', len(lines), 'cases')
 PY

@@ -56,7 +56,8 @@ struct Node {
   std::unique_ptr<PeerTransport> transport;
 };
 
-Node MakeNode(const std::string& id, const std::string& secret, size_t slots, size_t slot_bytes) {
+Node MakeNode(const std::string& id, const std::string& secret, size_t slots, size_t slot_bytes,
+              bool verify_on_landing = true) {
   Node n;
   n.pool = *MemfdBlockPool::Open(slots, slot_bytes);
   PeerTransportOptions o;
@@ -65,6 +66,7 @@ Node MakeNode(const std::string& id, const std::string& secret, size_t slots, si
   o.regions = {n.pool->region()};
   o.request_timeout = std::chrono::milliseconds(2000);
   o.block_source = n.pool.get();
+  o.verify_on_landing = verify_on_landing;
   auto t = PeerTransport::Open(std::move(o));
   REQUIRE(t.ok());
   n.transport = std::move(*t);
@@ -109,6 +111,37 @@ TEST_CASE("a pull is bit-exact verified and unknown keys are NotFound", "[transp
   for (int i = 0; i < 200 && a.pool->pinned() != 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   CHECK(a.pool->pinned() == 0);
+}
+
+TEST_CASE("a pulled block whose bytes do not match its checksum is Corruption - where it lands or on the waiting thread",
+          "[transport][ucx]") {
+  const bool on_landing = GENERATE(true, false);
+  INFO("verify_on_landing " << on_landing);
+  Node a = MakeNode("a", kSecret, 16, kSlot);
+  Node b = MakeNode("b", kSecret, 16, kSlot, on_landing);
+  const Namespace ns = MakeNs("");
+  const auto keys = ComputeBlockKeys(ns, Tokens(6, 2));
+  for (size_t i = 0; i < keys.size(); ++i) a.pool->Put(i, keys[i], ns.id(), Payload(kPayload, i));
+  // The holder's copy of block 3 rots after its checksum was written (one payload byte).
+  a.pool->slot(3)[kBlockHeaderSize + 1000] ^= std::byte{0x40};
+
+  REQUIRE(b.transport->Connect("a", a.transport->worker_address()).ok());
+  std::vector<PullTarget> targets;
+  for (size_t i = 0; i < keys.size(); ++i)
+    targets.push_back(PullTarget::Into(keys[i], b.pool->slot(i), kSlot));
+  auto r = b.transport->Pull("a", ns.id(), targets);
+  REQUIRE(r.ok());
+  REQUIRE(r->blocks.size() == 6);
+  CHECK(r->LeadingOk() == 3);
+  CHECK(r->blocks[3].IsCorruption());
+  for (size_t i : {0, 1, 2, 4, 5}) {
+    INFO(i);
+    CHECK(r->blocks[i].ok());
+    CHECK(std::memcmp(b.pool->slot(i), a.pool->slot(i), kSlot) == 0);
+  }
+  // Only the verified blocks count.
+  CHECK(r->bytes == 5 * kSlot);
+  CHECK(r->verify_s > 0);
 }
 
 TEST_CASE("a peer with the wrong cluster secret is refused before it can pull",

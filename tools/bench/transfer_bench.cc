@@ -29,6 +29,10 @@
 //    MiB) from DRAM to DRAM. The beyond-cache run is the same tool, transport and protocol
 //    (one rendezvous per message) on a working set that does not fit in cache: the physical
 //    rate a same-host pull can reach (docs/cluster.md, "What ucx_perftest measures").
+//  - ucx_perftest pinned (blocks under 1 MiB; extra fields): ucp_am_bw with server and client
+//    pinned to CPUs 0 and 1 (`-c`), 4x the iterations, --pinned-runs (5) runs with -e and as
+//    many without; the better of the two medians. Unpinned, the 64 KiB run moved 2.2-7.6 GB/s
+//    from one run to the next here.
 // ucx_perftest runs before and after the nodes are measured; the better run of each is kept.
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -78,6 +82,7 @@ struct Options {
   bool netns = true;
   bool netns_only = false;       // only the netns case (and fail when it cannot be set up)
   size_t perftest_mib = 2048;    // bytes each ucp_am_bw run moves
+  int pinned_runs = 5;           // pinned ucp_am_bw runs per mode, blocks under 1 MiB (0: none)
   size_t prefix_mib = 0;         // bytes of each case's prefix; 0: 64 MiB below 1 MiB, else 512
   bool data_peer_errors = false;  // the nodes' --ucx-peer-errors (pulls with UCX peer errors)
 };
@@ -240,9 +245,11 @@ struct PerftestPlace {
 };
 
 // Runs `ucx_perftest -t test -s size -n iters` as server and client; returns the "Final:" fields.
+// `pinned`: the server on CPU 0, the client on CPU 1 (`-c`).
 std::vector<double> RunPerftest(const std::string& test, size_t size, int iters,
                                 const std::string& tls, bool peer_errors,
-                                const PerftestPlace& place, std::string* error) {
+                                const PerftestPlace& place, std::string* error,
+                                bool pinned = false) {
   for (int attempt = 0; attempt < 3; ++attempt) {
     const std::string port = std::to_string(FreePort());
     std::vector<std::string> common = {
@@ -264,6 +271,10 @@ std::vector<double> RunPerftest(const std::string& test, size_t size, int iters,
     }
     server.insert(server.end(), common.begin(), common.end());
     client.insert(client.end(), common.begin(), common.end());
+    if (pinned) {
+      server.insert(server.end(), {"-c", "0"});
+      client.insert(client.end(), {"-c", "1"});
+    }
     Child s = Spawn(server, server_env);
     std::this_thread::sleep_for(std::chrono::milliseconds(300 + 300 * attempt));
     Child c = Spawn(client, client_env);
@@ -292,6 +303,10 @@ struct PerftestResult {
   // ucp_am_bw on one message larger than the last-level cache, the better of -e and without.
   double gbps_beyond_cache = 0;
   size_t beyond_cache_bytes = 0;
+  // ucp_am_bw pinned to CPUs 0 and 1, median of --pinned-runs runs, the better of -e and without (blocks
+  // under 1 MiB; 0 otherwise), and every run's figure (GB/s) with -e and without.
+  double gbps_pinned_median = 0;
+  std::vector<double> pinned_e_runs, pinned_no_e_runs;
   std::string error;
   double best_gbps() const { return std::max(gbps_e, gbps_no_e); }
   double best_rtt_us() const {
@@ -303,6 +318,11 @@ struct PerftestResult {
     gbps_e = std::max(gbps_e, o.gbps_e);
     gbps_no_e = std::max(gbps_no_e, o.gbps_no_e);
     gbps_beyond_cache = std::max(gbps_beyond_cache, o.gbps_beyond_cache);
+    if (o.gbps_pinned_median > gbps_pinned_median) {
+      gbps_pinned_median = o.gbps_pinned_median;
+      pinned_e_runs = o.pinned_e_runs;
+      pinned_no_e_runs = o.pinned_no_e_runs;
+    }
     beyond_cache_bytes = std::max(beyond_cache_bytes, o.beyond_cache_bytes);
     auto better = [](double a, double b) { return a <= 0 ? b : (b <= 0 ? a : std::min(a, b)); };
     lat_e_us = better(lat_e_us, o.lat_e_us);
@@ -311,7 +331,7 @@ struct PerftestResult {
 };
 
 PerftestResult Perftest(size_t size, const std::string& tls, const PerftestPlace& place,
-                        size_t bw_bytes) {
+                        size_t bw_bytes, int pinned_runs) {
   PerftestResult r;
   const int bw_iters = static_cast<int>(std::clamp<size_t>(bw_bytes / size, 20, 20000));
   const int lat_iters =
@@ -334,6 +354,21 @@ PerftestResult Perftest(size_t size, const std::string& tls, const PerftestPlace
     auto bw = RunPerftest("ucp_am_bw", big, big_iters, tls, e, place, &r.error);
     if (bw.size() >= 6)
       r.gbps_beyond_cache = std::max(r.gbps_beyond_cache, bw[5] * 1048576.0 / 1e9);
+  }
+  // Small blocks: a baseline that holds still (pinned, more iterations, median of 5).
+  if (size < (size_t{1} << 20) && pinned_runs > 0 && ::sysconf(_SC_NPROCESSORS_ONLN) >= 2) {
+    const int pinned_iters = static_cast<int>(std::clamp<size_t>(4 * bw_bytes / size, 20, 80000));
+    for (bool e : {true, false}) {
+      std::vector<double>& runs = e ? r.pinned_e_runs : r.pinned_no_e_runs;
+      for (int i = 0; i < pinned_runs; ++i) {
+        auto bw = RunPerftest("ucp_am_bw", size, pinned_iters, tls, e, place, &r.error, true);
+        if (bw.size() >= 6) runs.push_back(bw[5] * 1048576.0 / 1e9);
+      }
+      if (runs.empty()) continue;
+      std::vector<double> sorted = runs;
+      std::sort(sorted.begin(), sorted.end());
+      r.gbps_pinned_median = std::max(r.gbps_pinned_median, sorted[sorted.size() / 2]);
+    }
   }
   return r;
 }
@@ -470,6 +505,9 @@ struct PullFigures {
   // (pinning and request handling per load, the mean send from queued to complete, most sends
   // in flight).
   nlohmann::json transfer_profile;
+  // The same Fetch profile over the one-block loads of the latency run, µs per load (mean), and
+  // `rest_us`: the mean one-block load minus those stages (IPC, pinning, the client's copy).
+  nlohmann::json one_block_profile_us;
 };
 
 // A node's cumulative cluster stats section `name` ("fetch_profile", "transfer_profile").
@@ -595,9 +633,30 @@ Result<PullFigures> MeasurePulls(const Options& opt, Cluster& c, size_t size, si
           ? opt.lat_iters
           : static_cast<int>(std::clamp<size_t>((size_t{256} << 20) / size, 15, 200));
   std::vector<double> lat;
+  const nlohmann::json lat_before = FetchProfile(p);
+  lookup_s = 0;
   for (int i = 0; i < iters; ++i) {
     STRATA_ASSIGN_OR_RETURN(double s, load(1));
     lat.push_back(s * 1e6);
+  }
+  const nlohmann::json lat_after = FetchProfile(p);
+  if (lat_before.is_object() && lat_after.is_object()) {
+    double mean_us = 0;
+    for (double v : lat) mean_us += v / lat.size();
+    double staged_us = lookup_s / iters * 1e6;
+    f.one_block_profile_us["client_lookup_us"] = lookup_s / iters * 1e6;
+    // pull_s contains first_data_s and verify_s: only the stages that follow each other count.
+    for (const char* k : {"lookup_s", "prepare_s", "pull_s", "first_data_s", "verify_s",
+                          "commit_s"}) {
+      const double us = (lat_after.value(k, 0.0) - lat_before.value(k, 0.0)) / iters * 1e6;
+      std::string name(k);
+      name.replace(name.size() - 2, 2, "_us");
+      f.one_block_profile_us[name] = us;
+      if (name == "lookup_us" || name == "prepare_us" || name == "pull_us" || name == "commit_us")
+        staged_us += us;
+    }
+    f.one_block_profile_us["mean_load_us"] = mean_us;
+    f.one_block_profile_us["rest_us"] = mean_us - staged_us;
   }
   std::sort(lat.begin(), lat.end());
   f.p50_us = lat[lat.size() / 2];
@@ -652,7 +711,7 @@ void Run(const Options& opt) {
       const std::string load_before = LoadAverage();
       PerftestPlace pp{place.netns};
       const size_t perftest_bytes = opt.perftest_mib << 20;
-      PerftestResult base = Perftest(*size, place.tls, pp, perftest_bytes);
+      PerftestResult base = Perftest(*size, place.tls, pp, perftest_bytes, opt.pinned_runs);
       for (int holders : opt.holders) {
         const std::string tag = size_name + "/" + place.tag + "/holders=" +
                                 std::to_string(holders);
@@ -670,7 +729,7 @@ void Run(const Options& opt) {
         if (holders == opt.holders.back()) {
           // The machine is shared: measure the baseline again after ours and keep its better
           // run, so that load that came and went does not flatter the ratio.
-          base.KeepBetter(Perftest(*size, place.tls, pp, perftest_bytes));
+          base.KeepBetter(Perftest(*size, place.tls, pp, perftest_bytes, opt.pinned_runs));
         }
         if (!base.ok()) {
           std::cerr << "strata: ucx_perftest failed for " << tag << ": " << base.error << "\n";
@@ -694,6 +753,11 @@ void Run(const Options& opt) {
                       {"ucx_perftest_beyond_cache_msg_bytes", base.beyond_cache_bytes},
                       {"ratio_beyond_cache",
                        base.gbps_beyond_cache > 0 ? f->gbps / base.gbps_beyond_cache : 0},
+                      {"ucx_perftest_pinned_median_gbps", base.gbps_pinned_median},
+                      {"ucx_perftest_pinned_e_runs_gbps", base.pinned_e_runs},
+                      {"ucx_perftest_pinned_no_e_runs_gbps", base.pinned_no_e_runs},
+                      {"ratio_pinned",
+                       base.gbps_pinned_median > 0 ? f->gbps / base.gbps_pinned_median : 0},
                       {"load_ms", f->median_s * 1e3},
                       {"puller_fetch_profile_ms", f->profile_ms_per_load},
                       {"transfer_profile", f->transfer_profile}});
@@ -703,7 +767,8 @@ void Run(const Options& opt) {
         lat_extra.update({{"baseline_test", "ucp_am_lat typical x2, better of -e and without"},
                           {"ucx_perftest_lat_e_us", base.lat_e_us},
                           {"ucx_perftest_lat_no_e_us", base.lat_no_e_us},
-                          {"target_ratio", 1 / 1.5}});
+                          {"target_ratio", 1 / 1.5},
+                          {"one_block_profile_us", f->one_block_profile_us}});
         report.Add({"pull_latency_p50/" + tag, "us", f->p50_us, "ucx_perftest",
                     base.best_rtt_us(), false, lat_extra});
         report.Add({"pull_latency_p99/" + tag, "us", f->p99_us, "ucx_perftest",
@@ -744,6 +809,8 @@ void Run(const Options& opt) {
                 "Skip the case across a veth pair between network namespaces");
   cmd->add_flag("--netns-only", opt->netns_only,
                 "Only the netns case; exit 77 when namespaces cannot be created");
+  cmd->add_option("--pinned-runs", opt->pinned_runs,
+                  "Pinned ucx_perftest runs per mode for blocks under 1 MiB (median; 0: none)");
   cmd->add_option("--perftest-mib", opt->perftest_mib, "MiB each ucx_perftest bandwidth run moves")
       ->capture_default_str();
   cmd->add_option("--prefix-mib", opt->prefix_mib,
