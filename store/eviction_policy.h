@@ -99,10 +99,10 @@ inline constexpr PolicyKind kDefaultPolicyKind = PolicyKind::kLearned;
 // The disk tier's policy under a host tier running `host`: the same, except `learned`, whose
 // dead-block features read the request stream while the disk tier sees the host's victims; its
 // disk analogue is `prefix`. Replayed two-tier on the Mooncake trace (`strata bench trace
-// --host-fraction F --disk-fraction G`, docs/benchmarks.md), a `prefix` disk under today's
-// `learned` host (its third round) hits 0.217 of requests from disk at host 5% / disk 20% where a
-// `learned` disk hits 0.136; under the first round's `learned` host the same held at host 2% / 5%
-// / 10% (0.176 / 0.231 / 0.205 against 0.091 / 0.142 / 0.152).
+// --host-fraction F --disk-fraction 0.2 --policy learned --disk-policy D`, docs/benchmarks.md),
+// under the `learned` host with its ARC expert a `prefix` disk hits 0.278 / 0.218 / 0.161 of
+// requests from disk at host 2% / 5% / 10% where a `learned` disk hits 0.177 / 0.146 / 0.105
+// (and `lru` 0.211 at 5%).
 inline constexpr PolicyKind DiskPolicyFor(PolicyKind host) {
   return host == PolicyKind::kLearned ? PolicyKind::kPrefix : host;
 }

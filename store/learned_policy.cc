@@ -68,8 +68,8 @@ class RecentKeys {
 };
 
 // The experts: orderings of the same candidates; the leader's choice is evicted.
-constexpr int kDeadBlock = 0, kRecency = 1, kFrequency = 2, kFifo = 3;
-constexpr int kExperts = 4;
+constexpr int kDeadBlock = 0, kRecency = 1, kFrequency = 2, kFifo = 3, kArc = 4;
+constexpr int kExperts = 5;
 constexpr int kFirstLeader = kFifo;         // S3-FIFO: the most robust classic policy (SOSP'23)
 constexpr uint32_t kCandidates = 8;         // eligible leaves ranked per eviction
 constexpr uint64_t kAgeLimit = 1u << 31;    // ages beyond this rank as equally old
@@ -80,6 +80,7 @@ struct Features {
   uint64_t age;     // inserts since its last reference
   bool averse;      // predicted dead: a cache-averse signature, or bypassed
   bool from_small;  // blocks neither reused nor stored recently are a tenth of the capacity or more
+  bool t1_first;    // ARC: those blocks (its T1) are more than its adaptive target p
 };
 
 // Each expert's rank of a block, lowest evicted first, below 2^61 (the real cache adds prefix order
@@ -93,6 +94,15 @@ uint64_t ExpertRank(int expert, const Features& f, uint64_t capacity) {
       return recency;
     case kFrequency:  // GDSF (priority = clock + frequency): a whole turnover per reuse (up to 15)
       return recency + f.hits * capacity;
+    case kArc: {
+      // ARC (Megiddo & Modha, FAST'03): blocks referenced once recently (T1: no reference
+      // remembered) and blocks referenced at least twice (T2: reused, or stored again while the
+      // recent-keys table remembered it, ARC's ghost hit); the least recently used of T1 goes
+      // while T1 holds more than the target p, else the least recently used of T2. p moves with
+      // ghost hits in the ARC simulation (MiniSim), which keeps ARC's ghost lists B1/B2.
+      const bool t1 = f.hits == 0;
+      return (uint64_t{t1 != f.t1_first} << 59) | recency;
+    }
     default: {
       // kFifo: S3-FIFO. Blocks neither reused nor stored recently before (its small queue) go
       // first, oldest first, while they are a tenth of the capacity or more; else the others (its
@@ -112,7 +122,8 @@ uint64_t ExpertRank(int expert, const Features& f, uint64_t capacity) {
 // estimates the expert's hit ratio at the real capacity on the current workload, whoever leads.
 // Chains are not simulated (a sample holds few parents): it compares orderings; the real cache
 // keeps prefix order whoever leads. Memory: capacity / R entries of 16 bytes, an index of 2 x and
-// a recent-keys table of 1 x that many entries. Not thread-safe (the policy's sampler lock).
+// a recent-keys table of 1 x that many entries; the ARC simulation adds its ghost lists (one
+// 2-byte cell per entry). Not thread-safe (the policy's sampler lock).
 class MiniSim {
  public:
   MiniSim(uint32_t capacity, int expert)
@@ -121,7 +132,12 @@ class MiniSim {
         entries_(capacity),
         index_(std::bit_ceil(2 * capacity), kNoSlot),
         recent_(capacity),
+        ghosts_(expert == kArc ? capacity : 0, 0),
         stride_(Stride(capacity)) {}
+
+  // ARC's target size of T1 (its p), in simulated blocks; 0 for the other experts.
+  uint32_t Target() const { return target_; }
+  uint32_t capacity() const { return capacity_; }
 
   // A reference of `key` with signature `sig`; friendly(sig) is the dead-block predictor. Returns
   // whether the simulated cache held it.
@@ -137,10 +153,12 @@ class MiniSim {
       return true;
     }
     const uint8_t seen = recent_.Insert(key);
+    if (!ghosts_.empty()) GhostMiss(key);
     uint32_t slot = size_;
     if (size_ == capacity_) {
       slot = Pick(friendly);
       if (entries_[slot].hits == 0) --small_;
+      if (!ghosts_.empty()) GhostEvict(entries_[slot].key, entries_[slot].hits > 0);
       Erase(entries_[slot].key);
       i = Find(key);
     } else {
@@ -154,7 +172,7 @@ class MiniSim {
 
   size_t MemoryBytes() const {
     return entries_.size() * sizeof(Entry) + index_.size() * sizeof(uint32_t) +
-           recent_.MemoryBytes();
+           recent_.MemoryBytes() + ghosts_.size() * sizeof(uint16_t);
   }
 
  private:
@@ -165,11 +183,45 @@ class MiniSim {
     uint8_t sig = 0;
   };
 
+  // ARC's ghost lists B1 (evicted from T1) and B2 (evicted from T2), direct-mapped: one 2-byte
+  // cell per simulated block (ARC keeps |B1| + |B2| <= c), a 15-bit key fingerprint and the list.
+  // A later insert overwrites a cell, which drops the older ghost (ARC drops its LRU ghost).
+  uint16_t& GhostCell(uint64_t key, uint16_t* fingerprint) {
+    const uint64_t h = Mix(key ^ 0x3C6EF372FE94F82BULL);
+    *fingerprint = static_cast<uint16_t>(std::max<uint64_t>(1, h & 0x7FFF) << 1);
+    return ghosts_[((h >> 32) * ghosts_.size()) >> 32];
+  }
+  void GhostEvict(uint64_t key, bool from_t2) {
+    uint16_t fp;
+    uint16_t& cell = GhostCell(key, &fp);
+    if (cell != 0) --(cell & 1 ? b2_ : b1_);
+    cell = static_cast<uint16_t>(fp | from_t2);
+    ++(from_t2 ? b2_ : b1_);
+  }
+  // A miss: a ghost hit in B1 moves p up by max(1, |B2| / |B1|), one in B2 down by
+  // max(1, |B1| / |B2|) (ARC, Fig. 4, cases II and III).
+  void GhostMiss(uint64_t key) {
+    uint16_t fp;
+    uint16_t& cell = GhostCell(key, &fp);
+    if (cell == 0 || (cell & ~1) != fp) return;
+    if (cell & 1) {
+      const uint32_t delta = std::max<uint32_t>(1, b1_ / std::max<uint32_t>(1, b2_));
+      target_ = target_ > delta ? target_ - delta : 0;
+      --b2_;
+    } else {
+      const uint32_t delta = std::max<uint32_t>(1, b2_ / std::max<uint32_t>(1, b1_));
+      target_ = std::min(capacity_, target_ + delta);
+      --b1_;
+    }
+    cell = 0;
+  }
+
   // As LearnedPolicy::PickVictim: the lowest-ranked of a window with 8 candidates older than the
   // newest tenth.
   template <typename Friendly>
   uint32_t Pick(Friendly&& friendly) {
     const bool from_small = small_ >= capacity_ / 10;
+    const bool t1_first = small_ > target_;
     uint32_t best = 0;
     uint64_t best_rank = UINT64_MAX;
     uint32_t eligible = 0;
@@ -181,7 +233,8 @@ class MiniSim {
       if (!young) ++eligible;
       const uint64_t rank =
           (uint64_t{young} << 61) |
-          ExpertRank(expert_, Features{e.hits, clock_ - e.last, !friendly(e.sig), from_small},
+          ExpertRank(expert_,
+                     Features{e.hits, clock_ - e.last, !friendly(e.sig), from_small, t1_first},
                      capacity_);
       if (rank < best_rank) {
         best_rank = rank;
@@ -215,9 +268,12 @@ class MiniSim {
   std::vector<Entry> entries_;
   std::vector<uint32_t> index_;  // key -> entry, linear probing
   RecentKeys recent_;
+  std::vector<uint16_t> ghosts_;  // kArc only: B1 and B2
   const uint32_t stride_;
   uint32_t size_ = 0;
-  uint32_t small_ = 0;  // entries with hits == 0
+  uint32_t small_ = 0;  // entries with hits == 0 (ARC's T1)
+  uint32_t target_ = 0;  // kArc: p
+  uint32_t b1_ = 0, b2_ = 0;  // kArc: ghosts in B1, B2
   uint32_t clock_ = 0;  // inserts
   uint32_t cursor_ = 0;
 };
@@ -451,7 +507,9 @@ class LearnedPolicy final : public EvictionPolicy {
     std::lock_guard lock(mu_);
     const uint32_t now = clock_.load(std::memory_order_relaxed);
     const uint32_t nursery = capacity() / 10;
-    const bool from_small = small_.load(std::memory_order_relaxed) >= int64_t{capacity() / 10};
+    const int64_t small = small_.load(std::memory_order_relaxed);
+    const bool from_small = small >= int64_t{capacity() / 10};
+    const bool t1_first = small > int64_t{arc_target_.load(std::memory_order_relaxed)};
     const int leader = leader_.load(std::memory_order_relaxed);
     uint32_t victim = kNoSlot;
     uint64_t victim_rank = UINT64_MAX;
@@ -471,7 +529,7 @@ class LearnedPolicy final : public EvictionPolicy {
       // than the newest tenth before the newest (the nursery), then the leader's order.
       const uint64_t rank =
           (uint64_t{interior} << 62) | (uint64_t{young} << 61) |
-          ExpertRank(leader, Features{hits, now - last, averse, from_small}, capacity());
+          ExpertRank(leader, Features{hits, now - last, averse, from_small, t1_first}, capacity());
       if (rank < victim_rank) {
         victim_rank = rank;
         victim = s;
@@ -577,6 +635,9 @@ class LearnedPolicy final : public EvictionPolicy {
     auto friendly = [this](uint8_t s) { return Friendly(s); };
     for (int e = 0; e < kExperts; ++e)
       if (sims_[e].Access(key_hash, sig, friendly)) sim_hits_[e] += 1;
+    const MiniSim& arc = sims_[kArc];
+    arc_target_.store(static_cast<uint32_t>(uint64_t{arc.Target()} * capacity() / arc.capacity()),
+                      std::memory_order_relaxed);
     const uint64_t sim_capacity = std::max<uint32_t>(1, capacity() >> sim_shift_);
     if (++sim_refs_ % (kDecayLaps * sim_capacity) == 0)
       for (double& h : sim_hits_) h /= 2;
@@ -612,6 +673,9 @@ class LearnedPolicy final : public EvictionPolicy {
   RecentKeys recent_;
   std::atomic<int64_t> small_{0};  // live blocks with no reference remembered (the small queue)
   std::atomic<int> leader_{kFirstLeader};  // written under sampler_mu_, read by PickVictim
+  // ARC's p scaled to the real capacity: the ARC simulation's, whose ghost lists see the sample's
+  // evictions (written under sampler_mu_, read by PickVictim).
+  std::atomic<uint32_t> arc_target_{0};
   SpinLock sampler_mu_;
   OptGen optgen_ GUARDED_BY(sampler_mu_);
   SampledKeys sampled_keys_ GUARDED_BY(sampler_mu_);

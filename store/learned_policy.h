@@ -29,11 +29,15 @@
 //    moment ago is about to be loaded).
 //  - Experts, followed by miniature simulations (the experts and the leader as LeCaR, Vietri et
 //    al., HotStorage'18, and CACHEUS, Rodriguez et al., FAST'21; the judge as SHARDS, Waldspurger
-//    et al., FAST'15 and ATC'17): four orderings of the same window of candidates, and the current
+//    et al., FAST'15 and ATC'17): five orderings of the same window of candidates, and the current
 //    leader's choice is evicted. kDeadBlock: averse or bypassed first, then least recently used
 //    with a frequency credit; kRecency: LRU; kFrequency: GDSF's clock + frequency; kFifo: S3-FIFO
 //    (newcomers not reused go first, oldest first, while they are a tenth of the capacity or more;
-//    else reused or returning blocks by recency with a credit per reference). Every expert keeps
+//    else reused or returning blocks by recency with a credit per reference); kArc: ARC (blocks
+//    referenced once, T1, least recently used first while T1 exceeds the adaptive target p, else
+//    blocks referenced at least twice, T2; T1 is "no reference remembered", the per-block count
+//    every expert reads, and p is moved by ghost hits in the ARC simulation, which keeps ARC's
+//    ghost lists for its sampled keys and is scaled to the real capacity). Every expert keeps
 //    prefix order and the nursery. Each expert also runs alone on a miniature cache (capacity /
 //    R') fed the references of a 1-in-R' key sample; the leader is the expert whose simulation hit
 //    most (decayed), replaced only when a challenger leads by two standard deviations.
@@ -43,8 +47,8 @@
 // slots up; the table is sized to the capacity exactly, not rounded to a power of two);
 // fixed per policy, whatever the capacity: the predictor (128 counters), OPTgen (occupancy vector
 // and history for ~256 sampled blocks of capacity), the keys of the cached sampled blocks by slot
-// and the four simulations (~1024 blocks each: entries, index and recent-keys table), at most
-// about 450 KiB.
+// and the five simulations (~1024 blocks each: entries, index and recent-keys table; ARC's also
+// its ghost lists), reported by FixedBytes().
 //
 // Thread-safety: as EvictionPolicy. OnAccess is relaxed atomic stores (one compare-and-swap on a
 // block's first hit), plus the sampler's spin lock for sampled keys only. OnInsert/OnRemove touch

@@ -241,5 +241,26 @@ TEST_CASE("learned keeps 18 bytes per slot at every capacity", "[store]") {
     }
 }
 
+// learned's fixed state (OPTgen, the sampled keys, the five miniature simulations with ARC's ghost
+// lists) is what FixedBytes() reports, which the host tier adds to its fixed_metadata_bytes
+// (host_tier_test.cc): it stays under the 512 KiB docs/store.md quotes at every capacity, and is
+// largest just below the capacities where the samples halve (2^k - 1 slots).
+TEST_CASE("learned's fixed state stays under 512 KiB at every capacity", "[store]") {
+  size_t most = 0;
+  uint32_t at = 0;
+  for (uint32_t k = 1; k <= 20; ++k)
+    for (uint32_t n : {(1u << k) - 1, 1u << k, (1u << k) + (1u << k) / 2}) {
+      const size_t fixed = Make(PolicyKind::kLearned, n)->FixedBytes();
+      INFO(n << " slots: " << fixed << " bytes");
+      REQUIRE(fixed > 0);
+      REQUIRE(fixed <= 512 * 1024);
+      if (fixed > most) {
+        most = fixed;
+        at = n;
+      }
+    }
+  WARN("learned fixed state: at most " << most << " bytes (" << at << " slots)");
+}
+
 }  // namespace
 }  // namespace strata::store
