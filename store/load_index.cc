@@ -152,7 +152,11 @@ bool LoadIndex::Publish(uint32_t slot, uint16_t tenant, const BlockHeader& heade
     uint64_t s = e.w[0].load(std::memory_order_relaxed);
     if ((s & 1) || (e.w[6].load(std::memory_order_relaxed) >> 32) != 0) continue;
     if (!e.w[0].compare_exchange_strong(s, s + 1, std::memory_order_acq_rel)) continue;
-    // Claimed (odd): no other publisher takes it, readers skip it.
+    // Claimed (odd): no other publisher takes it, readers skip it. The fence orders the odd seq
+    // before the word stores below for a reader (its acquire fence, then its second seq load):
+    // a reader that saw any new word sees seq changed. The CAS's own release half orders only
+    // what precedes it (on x86 the locked CAS is a full barrier anyway; on ARM it is not).
+    std::atomic_thread_fence(std::memory_order_release);
     if ((e.w[6].load(std::memory_order_relaxed) >> 32) != 0) {  // filled between load and CAS
       e.w[0].store(s + 2, std::memory_order_release);
       continue;

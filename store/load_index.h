@@ -24,7 +24,8 @@
 // whose window is full is not published here (it loads over IPC; `full` counts them).
 //
 // Seqlock protocol. Writer (the daemon, holding the block's index stripe lock):
-//   publish:  CAS seq s -> s+1 (acq_rel); store words relaxed; seq.store(s+2, release)
+//   publish:  CAS seq s -> s+1 (acq_rel); fence(release); store words relaxed;
+//             seq.store(s+2, release)
 //   remove:   seq.store(s+1, relaxed); fence(release); length := 0; seq.store(s+2, release)
 //             -- before the pool frees the payload (so before any put can rewrite it)
 // Reader (a client): s1 = seq.load(acquire), odd -> skip; read words relaxed; copy and verify the

@@ -364,15 +364,13 @@ class ClientImpl final : public Client {
                                                : options.copy_threads),
         workers_(options.worker_threads),
         use_index_(LoadIndexWanted()) {}
-  ~ClientImpl() override { FlushNotices(); }
+  ~ClientImpl() override { StopNotices(); }
 
-  // STRATA_LOAD_INDEX=on (or 1) turns loads through the load index on (docs/config.md). Off by
-  // default until loads through the index reach the daemon's per-namespace funnel (`strata
-  // inspect funnel` counts Load requests only) and one unexplained wrong-bytes failure of the
-  // concurrent-evictor test (1 in ~15 runs, on the branch, before its diagnostics) is understood.
+  // Loads through the load index are on unless STRATA_LOAD_INDEX is `off` (or 0) in the
+  // client's environment (docs/config.md): the escape hatch, and the A/B switch of the benchmarks.
   static bool LoadIndexWanted() {
     const char* v = std::getenv("STRATA_LOAD_INDEX");
-    return v != nullptr && (std::strcmp(v, "on") == 0 || std::strcmp(v, "1") == 0);
+    return v == nullptr || (std::strcmp(v, "off") != 0 && std::strcmp(v, "0") != 0);
   }
 
   Result<LookupResult> Lookup(std::span<const BlockKey> keys) override {
@@ -871,13 +869,15 @@ class ClientImpl final : public Client {
   // decoded) into the buffer, seqlock checked again. Stops at the first block it cannot serve so
   // (not indexed, slab not mapped at the entry's generation, checksum or seqlock failed): that
   // block and the rest go over IPC. No system call on a hit; the hits are reported to the daemon
-  // in batches (NoteAccess).
+  // in batches (NoteLoad).
   size_t LoadThroughIndex(const Namespace& ns, const kernels::BlockShape& shape,
                           std::span<const BlockKey> keys, std::span<const MutableBuffer> buffers) {
     const store::LoadIndexView* view = IndexOf(ns.id());
     if (view == nullptr) return 0;
+    const auto began = std::chrono::steady_clock::now();  // vDSO: no system call
     const Codec codec = ns.spec().codec;
     size_t n = 0;
+    uint64_t bytes = 0;
     for (; n < keys.size(); ++n) {
       store::LoadIndexHit hit;
       if (!view->Find(keys[n], ns.id(), &hit) || hit.codec != codec ||
@@ -887,8 +887,9 @@ class ClientImpl final : public Client {
                            hit.checksum, static_cast<std::byte*>(buffers[n].data)) ||
           !hit.StillValid())
         break;  // rewritten or being reused meanwhile: a miss here, IPC decides
+      bytes += hit.length;
     }
-    if (n > 0) NoteAccess(ns.id(), keys.first(n));
+    if (n > 0) NoteLoad(ns.id(), keys.first(n), bytes, began);
     return n;
   }
 
@@ -905,34 +906,88 @@ class ClientImpl final : public Client {
     return v;
   }
 
-  // Access notices: the blocks loaded through the index are sent to the daemon (AccessNotice, no
-  // reply) in batches of kNoticeBatch keys or after kNoticeDelay, whichever comes first, at most
-  // kMaxNoticeKeys held (more are dropped: a notice only refreshes the eviction policy).
+  // Access notices (docs/data-plane.md, "Loads without a round trip"): each load through the
+  // index is reported to the daemon in an AccessNotice (no reply): its keys (for the eviction
+  // policy) and its block count, bytes and time (for the statistics and `strata inspect funnel`).
+  // A load only appends them to the pending batch of its namespace under notice_mu_; a notice
+  // thread, started at the first such load, sends the batches kNoticeDelay after the first load
+  // of the batch, or as soon as kNoticeBatch keys are pending, and otherwise sleeps on a
+  // condition variable without a timeout. So a load makes no system call but a wake-up of that
+  // thread when it starts a batch or fills one (one per batch, not per load), and an idle client
+  // still reports its last loads within about kNoticeDelay. At most kMaxNoticeKeys keys and as
+  // many loads are held (more are dropped: the thread is behind, e.g. waiting for the channel
+  // behind a long call).
   static constexpr size_t kNoticeBatch = 256;
   static constexpr size_t kMaxNoticeKeys = 4096;
   static constexpr std::chrono::milliseconds kNoticeDelay{10};
-  void NoteAccess(const NamespaceId& ns, std::span<const BlockKey> keys) {
+  void NoteLoad(const NamespaceId& ns, std::span<const BlockKey> keys, uint64_t bytes,
+                std::chrono::steady_clock::time_point began) {
     const auto now = std::chrono::steady_clock::now();
-    std::lock_guard<std::mutex> lock(notice_mu_);
-    if (!notice_keys_.empty() && notice_ns_ != ns) FlushNoticesLocked();
-    if (notice_keys_.empty()) {
-      notice_ns_ = ns;
-      notice_since_ = now;
+    bool wake = false;
+    {
+      std::lock_guard<std::mutex> lock(notice_mu_);
+      if (notice_stop_) return;  // the client is closing
+      if (!notice_thread_.joinable()) notice_thread_ = std::thread([this] { NoticeLoop(); });
+      const bool first = notice_loads_ == 0;
+      if (first) notice_since_ = now;
+      ipc::AccessNotice& batch = notices_[ns];
+      batch.ns = ns;
+      const size_t take = std::min(kMaxNoticeKeys - notice_keys_, keys.size());
+      batch.keys.insert(batch.keys.end(), keys.begin(),
+                        keys.begin() + static_cast<ptrdiff_t>(take));
+      notice_keys_ += take;
+      if (notice_loads_ < kMaxNoticeKeys) {
+        batch.load_blocks.push_back(static_cast<uint32_t>(keys.size()));
+        batch.load_seconds.push_back(std::chrono::duration<double>(now - began).count());
+        batch.bytes += bytes;
+        ++notice_loads_;
+      }
+      if (first && notice_idle_) wake = true;
+      if (notice_keys_ >= kNoticeBatch && !notice_urgent_) wake = notice_urgent_ = true;
     }
-    const size_t room = kMaxNoticeKeys - notice_keys_.size();
-    notice_keys_.insert(notice_keys_.end(), keys.begin(),
-                        keys.begin() + static_cast<ptrdiff_t>(std::min(room, keys.size())));
-    if (notice_keys_.size() >= kNoticeBatch || now - notice_since_ >= kNoticeDelay)
-      FlushNoticesLocked();
+    if (wake) notice_cv_.notify_one();
   }
+  // The notice thread: sleeps until a batch is pending, sends it when it is due (or urgent).
+  void NoticeLoop() {
+    std::unique_lock<std::mutex> lock(notice_mu_);
+    for (;;) {
+      notice_idle_ = true;
+      notice_cv_.wait(lock, [this] { return notice_loads_ > 0 || notice_stop_; });
+      notice_idle_ = false;
+      if (notice_stop_) return;  // StopNotices sends what is left
+      notice_cv_.wait_until(lock, notice_since_ + kNoticeDelay,
+                            [this] { return notice_urgent_ || notice_stop_; });
+      if (notice_stop_) return;
+      lock.unlock();
+      FlushNotices();
+      lock.lock();
+    }
+  }
+  // Sends the pending batches now (Stats, close, the notice thread). Sends are serialised, so a
+  // caller that returns has every load before its call reported.
   void FlushNotices() {
-    std::lock_guard<std::mutex> lock(notice_mu_);
-    FlushNoticesLocked();
+    std::lock_guard<std::mutex> send(notice_send_mu_);
+    std::unordered_map<NamespaceId, ipc::AccessNotice, BlockKeyHash> batches;
+    {
+      std::lock_guard<std::mutex> lock(notice_mu_);
+      batches.swap(notices_);
+      notice_keys_ = 0;
+      notice_loads_ = 0;
+      notice_urgent_ = false;
+    }
+    for (auto& [ns, batch] : batches) {
+      batch.recompute_tokens_per_second = RecomputeRate(ns);
+      (void)channel_->Notify(std::move(batch));
+    }
   }
-  void FlushNoticesLocked() {
-    if (notice_keys_.empty()) return;
-    (void)channel_->Notify(ipc::AccessNotice{notice_ns_, std::move(notice_keys_)});
-    notice_keys_.clear();
+  void StopNotices() {
+    {
+      std::lock_guard<std::mutex> lock(notice_mu_);
+      notice_stop_ = true;
+    }
+    notice_cv_.notify_one();
+    if (notice_thread_.joinable()) notice_thread_.join();
+    FlushNotices();
   }
 
   Result<size_t> LoadOverIpc(const Namespace& ns, const kernels::BlockShape& shape,
@@ -1175,9 +1230,63 @@ class ClientImpl final : public Client {
 
   // Loads the loadable prefix; with `layer_done`, scatters layer by layer and calls it after each
   // layer (the layerwise form), else block by block.
+  // LoadPaged of a host-memory cache, codec none, not layer by layer, through the load index:
+  // the leading blocks every shard of which the index names (mapped, this namespace, whole
+  // shards), each shard hashed and scattered straight from the pool into the engine's pages
+  // (ScatterWithChecksum) against the entry's checksum, then the entry's seqlock checked again
+  // (LoadThroughIndex's protocol, docs/data-plane.md). Returns how many leading blocks loaded; a
+  // block that fails a check had its pages written but is not counted (the caller loads it over
+  // IPC, or the engine recomputes it). No system call on a hit; the loads are reported in access
+  // notices (NoteLoad).
+  size_t LoadPagedThroughIndex(const RegisteredCache& c, const std::vector<BlockKey>& shard_keys,
+                               const std::vector<int32_t>& ids) {
+    const store::LoadIndexView* view = IndexOf(c.ns.id());
+    if (view == nullptr) return 0;
+    const auto began = std::chrono::steady_clock::now();
+    const uint32_t heads = c.heads();
+    const uint64_t shard_bytes = c.shard.bytes();
+    std::vector<store::LoadIndexHit> hits(shard_keys.size());
+    size_t found = 0;  // leading blocks whose every shard the index names
+    for (; found < ids.size(); ++found) {
+      bool ok = true;
+      for (uint32_t h = 0; h < heads && ok; ++h) {
+        store::LoadIndexHit& hit = hits[found * heads + h];
+        ok = view->Find(shard_keys[found * heads + h], c.ns.id(), &hit) &&
+             hit.codec == Codec::kNone && hit.length == shard_bytes &&
+             channel_->Readable(hit.offset, hit.length, hit.slab_generation);
+      }
+      if (!ok) break;
+    }
+    if (found == 0) return 0;
+    std::vector<uint8_t> verified(found, 0);
+    auto scatter = [&](size_t begin, size_t end) {
+      std::vector<std::byte*> rows(c.RowsPerShard());
+      for (size_t i = begin; i < end; ++i) {
+        for (uint32_t h = 0; h < heads; ++h) {
+          const store::LoadIndexHit& hit = hits[i * heads + h];
+          c.ShardRows(ids[i], h, rows.data());
+          if (ScatterWithChecksum(channel_->pool_base() + hit.offset, shard_bytes, c.RowBytes(),
+                                  rows.data()) != hit.checksum ||
+              !hit.StillValid())
+            return;  // this range stops at its first bad block
+        }
+        verified[i] = 1;
+      }
+    };
+    copy_threads_.ParallelFor(
+        found, std::max<uint64_t>(1, kParallelCopyMin / (uint64_t{heads} * shard_bytes)), scatter);
+    size_t good = 0;
+    while (good < found && verified[good]) ++good;
+    if (good > 0)
+      NoteLoad(c.ns.id(), std::span<const BlockKey>(shard_keys).first(good * heads),
+               good * heads * shard_bytes, began);
+    return good;
+  }
+
   Result<size_t> DoLoadPaged(const RegisteredCache& c, const std::vector<BlockKey>& keys,
                              const std::vector<int32_t>& ids,
-                             const std::function<void(uint32_t, size_t)>* layer_done) {
+                             const std::function<void(uint32_t, size_t)>* layer_done,
+                             bool try_index = true) {
     if (keys.size() != ids.size())
       return Status::InvalidArgument("LoadPaged: " + std::to_string(keys.size()) + " keys but " +
                                      std::to_string(ids.size()) + " block ids");
@@ -1191,6 +1300,19 @@ class ClientImpl final : public Client {
     const uint32_t heads = c.heads();
     const uint64_t shard_bytes = c.shard.bytes();
     std::vector<BlockKey> shard_keys = c.ShardKeys(keys);
+    if (try_index && layer_done == nullptr && c.ns.spec().codec == Codec::kNone) {
+      // The leading blocks whose shards the load index names load with no request; the rest,
+      // from the first block it does not serve, over IPC as below.
+      const size_t fast = LoadPagedThroughIndex(c, shard_keys, ids);
+      if (fast == keys.size()) return fast;
+      if (fast > 0) {
+        auto rest = DoLoadPaged(c, std::vector<BlockKey>(keys.begin() + fast, keys.end()),
+                                std::vector<int32_t>(ids.begin() + fast, ids.end()), nullptr,
+                                /*try_index=*/false);
+        if (!rest.ok()) return fast;  // the prefix loaded so far stands
+        return fast + *rest;
+      }
+    }
     STRATA_ASSIGN_OR_RETURN(ipc::LoadReply reply, PinForLoad(c.ns.id(), shard_keys));
     const size_t pinned = reply.locations.size();
     const size_t blocks = pinned / heads;
@@ -1544,10 +1666,19 @@ class ClientImpl final : public Client {
   std::mutex index_mu_;
   std::unordered_map<NamespaceId, const store::LoadIndexView*, BlockKeyHash>
       index_views_;  // GUARDED_BY(index_mu_)
+  // Access notices (NoteLoad): the pending batch per namespace and the thread that sends them.
+  std::mutex notice_send_mu_;  // held while batches are taken and sent (order: before notice_mu_)
   std::mutex notice_mu_;
-  NamespaceId notice_ns_;                            // GUARDED_BY(notice_mu_)
-  std::vector<BlockKey> notice_keys_;                // GUARDED_BY(notice_mu_)
-  std::chrono::steady_clock::time_point notice_since_;  // GUARDED_BY(notice_mu_)
+  std::condition_variable notice_cv_;
+  std::unordered_map<NamespaceId, ipc::AccessNotice, BlockKeyHash>
+      notices_;                                         // GUARDED_BY(notice_mu_)
+  size_t notice_keys_ = 0;                              // GUARDED_BY(notice_mu_): keys pending
+  size_t notice_loads_ = 0;                             // GUARDED_BY(notice_mu_): loads pending
+  std::chrono::steady_clock::time_point notice_since_;  // GUARDED_BY(notice_mu_): first pending
+  bool notice_idle_ = false;    // GUARDED_BY(notice_mu_): the thread waits for a first load
+  bool notice_urgent_ = false;  // GUARDED_BY(notice_mu_): kNoticeBatch keys pending
+  bool notice_stop_ = false;    // GUARDED_BY(notice_mu_)
+  std::thread notice_thread_;   // started by the first load through the index
   CopyThreads copy_threads_;  // used by the workers: stops after them
   WorkerPool workers_;        // last: its threads stop before the members they use go
   const bool use_index_;

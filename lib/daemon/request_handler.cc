@@ -321,7 +321,7 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
           [&](const ipc::AccessNotice& q) {
             // No reply goes back (the session drops it); a refused notice only goes unrecorded.
             if (r.status = CheckNamespace(q.ns, caller); !r.status.ok()) return;
-            (void)node_->NoteAccess(q.ns, q.keys);
+            (void)node_->NoteAccess(q);
             r.body = std::monostate{};
           },
           [&](const ipc::InspectRequest& q) {

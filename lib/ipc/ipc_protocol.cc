@@ -222,6 +222,10 @@ std::string EncodeRequest(const Request& request) {
                    auto* b = m.mutable_access_notice();
                    b->set_namespace_id(PackId(r.ns));
                    b->set_keys(PackKeys(r.keys));
+                   for (uint32_t n : r.load_blocks) b->add_load_blocks(n);
+                   for (double t : r.load_seconds) b->add_load_seconds(t);
+                   b->set_bytes(r.bytes);
+                   b->set_recompute_tokens_per_second(r.recompute_tokens_per_second);
                  },
                  [&](const InspectRequest& r) {
                    auto* b = m.mutable_inspect();
@@ -425,6 +429,14 @@ Result<Request> DecodeRequest(std::span<const std::byte> body) {
       AccessNotice r;
       STRATA_RETURN_IF_ERROR(UnpackId(m.access_notice().namespace_id(), &r.ns));
       STRATA_RETURN_IF_ERROR(UnpackKeys(m.access_notice().keys(), &r.keys));
+      // Not checked here: a notice gets no reply, so the daemon drops what does not add up
+      // (RequestHandler) rather than answer a decoding error nobody reads.
+      r.load_blocks.assign(m.access_notice().load_blocks().begin(),
+                           m.access_notice().load_blocks().end());
+      r.load_seconds.assign(m.access_notice().load_seconds().begin(),
+                            m.access_notice().load_seconds().end());
+      r.bytes = m.access_notice().bytes();
+      r.recompute_tokens_per_second = m.access_notice().recompute_tokens_per_second();
       out.body = std::move(r);
       break;
     }

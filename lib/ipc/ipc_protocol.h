@@ -196,10 +196,18 @@ struct MapLoadIndexReply {
   uint64_t bytes = 0;  // the segment's size
 };
 // Blocks of `ns` a client loaded through the load index: the daemon records an access of each
-// for its eviction policy. No reply (Channel::Notify).
+// for its eviction policy, and the loads they came from in its statistics and `strata inspect
+// funnel`, as it would Load requests. No reply (Channel::Notify).
 struct AccessNotice {
   NamespaceId ns;
-  std::vector<BlockKey> keys;
+  std::vector<BlockKey> keys;  // may be cut short (the client holds a bounded number)
+  // The client's loads these keys came from, one entry each: the blocks it loaded through the
+  // index and the seconds that took (the client's clock, copy and checksum included). The
+  // daemon ignores the entries when the two lists differ in length or a value is not finite.
+  std::vector<uint32_t> load_blocks;
+  std::vector<double> load_seconds;
+  uint64_t bytes = 0;                      // payload bytes of those loads
+  double recompute_tokens_per_second = 0;  // the engine's prefill rate for `ns`; 0: not reported
 };
 
 using RequestBody = std::variant<Hello, LookupRequest, StoreBeginRequest, StoreCommitRequest,

@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <condition_variable>
 #include <filesystem>
@@ -150,12 +151,35 @@ class LocalNode final : public Node {
     STRATA_ASSIGN_OR_RETURN(auto seg, store_->host().load_index().DupSegment(tenant));
     return LoadIndexSegment{seg.fd, seg.bytes};
   }
-  size_t NoteAccess(const NamespaceId& ns, std::span<const BlockKey> keys) override {
-    (void)ns;  // the index served only `ns`'s blocks; the policy needs no namespace
+  size_t NoteAccess(const ipc::AccessNotice& notice) override {
+    const std::span<const BlockKey> keys(notice.keys);
     const size_t touched = store_->host().Touch(keys);
     notices_.fetch_add(1, std::memory_order_relaxed);
     noticed_blocks_.fetch_add(touched, std::memory_order_relaxed);
     activity_.Accessed(keys);
+    // The loads: what PinForLoad records of a Load request (the funnel's event, the blocks
+    // served from the host tier), here with the client's time, which is the whole load.
+    const size_t n = notice.load_blocks.size();
+    bool valid = n == notice.load_seconds.size() && n <= ipc::kMaxKeysPerRequest &&
+                 std::isfinite(notice.recompute_tokens_per_second) &&
+                 notice.recompute_tokens_per_second >= 0;
+    uint64_t blocks = 0;
+    for (size_t i = 0; valid && i < n; ++i) {
+      valid = std::isfinite(notice.load_seconds[i]) && notice.load_seconds[i] >= 0 &&
+              notice.load_blocks[i] > 0 && notice.load_blocks[i] <= ipc::kMaxKeysPerRequest;
+      blocks += notice.load_blocks[i];
+    }
+    if (!valid || n == 0) return touched;
+    if (notice.recompute_tokens_per_second > 0)
+      ReportRecomputeRate(notice.ns, notice.recompute_tokens_per_second);
+    index_loads_.fetch_add(n, std::memory_order_relaxed);
+    for (size_t i = 0; i < n; ++i)
+      funnel_.Load(notice.ns, notice.load_blocks[i], notice.load_blocks[i],
+                   notice.load_seconds[i]);
+    // Per block, the bytes spread evenly (their sum exact): the notice carries the total.
+    for (uint64_t b = 0; b < blocks; ++b)
+      store_->access().RecordServed(notice.ns, Tier::kHost,
+                                    notice.bytes / blocks + (b < notice.bytes % blocks ? 1 : 0));
     return touched;
   }
   Status SetNamespaceTenant(const NamespaceId& ns, uint16_t tenant) override {
@@ -503,7 +527,8 @@ class LocalNode final : public Node {
                           {"published", store_->host().load_index().published()},
                           {"full", store_->host().load_index().full()},
                           {"notices", notices_.load(std::memory_order_relaxed)},
-                          {"noticed_blocks", noticed_blocks_.load(std::memory_order_relaxed)}}}};
+                          {"noticed_blocks", noticed_blocks_.load(std::memory_order_relaxed)},
+                          {"loads", index_loads_.load(std::memory_order_relaxed)}}}};
     if (store_->device() != nullptr) j["device"] = TierJson(s.device);
     // Lookup hits and misses and load service by tier (store/access_stats.h); the tier's own
     // read counters (Get/Acquire) stay as reads / read_misses.
@@ -722,7 +747,7 @@ class LocalNode final : public Node {
   NamespaceRegistry registry_;
   BlockActivity activity_;  // per-block age, hits, last access; stores in flight
   // PinForLoad calls (Load requests) and the access notices of loads through the load index.
-  std::atomic<uint64_t> load_requests_{0}, notices_{0}, noticed_blocks_{0};
+  std::atomic<uint64_t> load_requests_{0}, notices_{0}, noticed_blocks_{0}, index_loads_{0};
   FunnelLog funnel_;        // recent lookups and loads per namespace
   const Clock::time_point started_ = Clock::now();
   std::mutex mu_;

@@ -167,10 +167,13 @@ class Node {
     uint64_t bytes = 0;
   };
   virtual Result<LoadIndexSegment> OpenLoadIndex(uint16_t tenant) const = 0;
-  // Blocks of `ns` a client loaded through the load index, with no request: each counts as an
-  // access (a hit) for the host tier's eviction policy and the statistics. Keys no longer cached
-  // are skipped; returns how many were.
-  virtual size_t NoteAccess(const NamespaceId& ns, std::span<const BlockKey> keys) = 0;
+  // Blocks of `notice.ns` a client loaded through the load index, with no request: each key
+  // counts as an access (a hit) for the host tier's eviction policy and the statistics (keys no
+  // longer cached are skipped); each of its loads as a load of the namespace, served from the
+  // host tier, in the per-namespace counters and `strata inspect funnel`, as a Load request
+  // would (the load entries are ignored when they do not add up: lists of different lengths, a
+  // time not finite or negative). Returns how many keys were cached.
+  virtual size_t NoteAccess(const ipc::AccessNotice& notice) = 0;
   // Records the tenant of namespace `ns` (decided by the daemon from the namespace's salt);
   // blocks of `ns` are stored in, and promoted to, slabs of that tenant from then on.
   virtual Status SetNamespaceTenant(const NamespaceId& ns, uint16_t tenant) = 0;

@@ -28,6 +28,8 @@
 #include "strata/client.h"
 #include "tests/lib/client_test_util.h"
 #include "tests/lib/disk_serve.h"
+#include "tests/lib/paged_test_util.h"
+#include "tests/lib/run_command.h"
 #include "tests/lib/scratch_files.h"
 #include "tools/strata/serve_process.h"
 
@@ -40,9 +42,9 @@ using testing::ScratchDir;
 
 constexpr size_t kBlock = 64 << 10;
 
-// Loads through the index are opt-in (STRATA_LOAD_INDEX=on, read when a client connects): every
-// client of this file connects with it on unless a test says otherwise.
-const bool kLoadIndexOn = (::setenv("STRATA_LOAD_INDEX", "on", 1), true);
+// Loads through the index are on by default (STRATA_LOAD_INDEX=off turns them off, read when a
+// client connects): this file's clients run with it on whatever the environment of the run.
+const bool kLoadIndexOn = (::unsetenv("STRATA_LOAD_INDEX"), true);
 
 Namespace Ns(const std::string& salt = "") {
   return testing::SmallNamespace("loadindex/model", kBlock, salt);
@@ -122,7 +124,7 @@ TEST_CASE("Daemon client: host-tier hits load through the load index with no Loa
   REQUIRE(*(*c)->Store(ns, p.keys, p.in).Wait() == 8);
   ::setenv("STRATA_LOAD_INDEX", "off", 1);
   auto off = Client::Connect(d.socket);
-  ::setenv("STRATA_LOAD_INDEX", "on", 1);
+  ::unsetenv("STRATA_LOAD_INDEX");
   REQUIRE(off.ok());
   const uint64_t loads1 = Count(metrics::Request::kLoad);
   for (int round = 0; round < 3; ++round) REQUIRE(*(*off)->Load(ns, p.keys, o.out).Wait() == 8);
@@ -157,9 +159,12 @@ TEST_CASE(
     }
   });
   uint64_t loads = 0, full = 0, partial = 0, blocks = 0;
+  // 4 s, and on a loaded machine longer (up to 30 s) until the pool was turned over twice.
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(4);
+  const auto at_most = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   Outputs o(4, kBlock);
-  while (std::chrono::steady_clock::now() < until) {
+  while (std::chrono::steady_clock::now() < until ||
+         (stores.load() <= 1024 && std::chrono::steady_clock::now() < at_most)) {
     auto stored = (*reader)->Store(ns, hot.keys, hot.in).Wait();  // back after an eviction
     REQUIRE(stored.ok());
     for (int i = 0; i < 20; ++i) {
@@ -204,6 +209,140 @@ TEST_CASE(
   auto j = StatsOf(**reader);
   CHECK(j["load_index"]["noticed_blocks"].get<uint64_t>() > 0);
   CHECK(j["host"]["evictions"].get<uint64_t>() > 0);
+  int status = serve->Stop();
+  CHECK(WIFEXITED(status));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("Daemon client: LoadPaged of host-tier blocks goes through the load index with no Load "
+          "request",
+          "[lib]") {
+  Daemon1 d("loadindex-paged");
+  using paged_test::HostPages;
+  const paged_test::Shape shape{KvLayout::kVllmFlashAttn, 4, KvDtype::kBFloat16, Codec::kNone};
+  const Namespace ns = paged_test::MakeNamespace(shape, "index-paged");
+  auto spec = [](HostPages& p) {
+    KvCacheSpec s;
+    s.layout = p.layout;
+    for (auto& l : p.layers) s.layers.push_back(l.data());
+    s.num_blocks = paged_test::kPages;
+    return s;
+  };
+  HostPages src(shape.layout, shape.heads, shape.dtype), dst(shape.layout, shape.heads,
+                                                             shape.dtype);
+  src.Fill(11);
+  auto c = Client::Connect(d.socket);
+  REQUIRE(c.ok());
+  auto src_id = (*c)->RegisterKvCache(ns, spec(src));
+  auto dst_id = (*c)->RegisterKvCache(ns, spec(dst));
+  REQUIRE(src_id.ok());
+  REQUIRE(dst_id.ok());
+  constexpr size_t kBlocks = 6;
+  const std::vector<uint32_t> tokens = paged_test::Tokens(kBlocks, 5);
+  const std::vector<BlockKey> keys = ComputeBlockKeys(ns, tokens);
+  const std::vector<int32_t> from = paged_test::Pages(kBlocks, 1);
+  const std::vector<int32_t> to = paged_test::Pages(kBlocks, 2);
+  REQUIRE(*(*c)->StorePaged(*src_id, keys, from).Wait() == kBlocks * shape.heads);
+  // The first load maps the slabs over IPC; the next ones need no Load request.
+  REQUIRE(*(*c)->LoadPaged(*dst_id, keys, to).Wait() == kBlocks);
+  const uint64_t loads0 = Count(metrics::Request::kLoad);
+  const uint64_t noticed0 = StatsOf(**c)["load_index"]["noticed_blocks"].get<uint64_t>();
+  for (int round = 0; round < 3; ++round) {
+    dst.Zero();
+    REQUIRE(*(*c)->LoadPaged(*dst_id, keys, to).Wait() == kBlocks);
+    for (size_t i = 0; i < kBlocks; ++i)
+      for (uint32_t h = 0; h < shape.heads; ++h)
+        REQUIRE(dst.Shard(to[i], h) == src.Shard(from[i], h));
+  }
+  CHECK(Count(metrics::Request::kLoad) == loads0);
+  auto j = StatsOf(**c);
+  CHECK(j["load_index"]["noticed_blocks"].get<uint64_t>() == noticed0 + 3 * kBlocks * shape.heads);
+  CHECK(j["pins"] == 0);
+  // A prefix that diverges after block 3: three blocks through the index, the miss over IPC.
+  std::vector<uint32_t> other = tokens;
+  other[3 * paged_test::kBlockSize] ^= 1;
+  CHECK(*(*c)->LoadPaged(*dst_id, ComputeBlockKeys(ns, other), to).Wait() == 3);
+  CHECK(Count(metrics::Request::kLoad) == loads0 + 1);
+  // Off: every paged load is a Load request again.
+  ::setenv("STRATA_LOAD_INDEX", "off", 1);
+  auto off = Client::Connect(d.socket);
+  ::unsetenv("STRATA_LOAD_INDEX");
+  REQUIRE(off.ok());
+  auto off_id = (*off)->RegisterKvCache(ns, spec(dst));
+  REQUIRE(off_id.ok());
+  REQUIRE(*(*off)->LoadPaged(*off_id, keys, to).Wait() == kBlocks);
+  REQUIRE(*(*off)->LoadPaged(*off_id, keys, to).Wait() == kBlocks);
+  CHECK(Count(metrics::Request::kLoad) == loads0 + 3);
+}
+
+// The funnel row of `ns` from `strata inspect --json funnel` on `socket` (null when none).
+nlohmann::json FunnelRow(const std::string& socket, const Namespace& ns, std::string* output) {
+  const testing::CommandResult r = testing::RunCommand(
+      std::string(STRATA_CLI_PATH) + " inspect --socket " + socket + " --json funnel --window 600");
+  *output = "exit " + std::to_string(r.exit_code) + ": " + r.output;
+  const nlohmann::json j = nlohmann::json::parse(r.output, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("namespaces")) return nullptr;
+  for (const nlohmann::json& n : j["namespaces"])
+    if (n["namespace"] == ns.id().ToHex()) return n;
+  return nullptr;
+}
+
+TEST_CASE("strata serve: loads through the load index reach inspect's funnel and the stats "
+          "within a bounded time, with no further call of the client",
+          "[lib][integration]") {
+  const std::string dir = ScratchDir("loadindex-funnel");
+  const std::string socket = dir + "/s.sock";
+  auto serve = testing::StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool",
+                                    "32MiB", "--recompute-tps", "1000"},
+                                   socket);
+  Namespace ns = Ns("funnel");
+  Prompt p(ns, 4, 951, kBlock);
+  auto c = Client::Connect(socket);
+  auto watcher = Client::Connect(socket);  // reads the stats: never c, whose Stats would flush
+  REQUIRE(c.ok());
+  REQUIRE(watcher.ok());
+  REQUIRE(*(*c)->Store(ns, p.keys, p.in).Wait() == 4);
+  Outputs o(4, kBlock);
+  REQUIRE(*(*c)->Load(ns, p.keys, o.out).Wait() == 4);  // maps the slab: a Load request
+  const uint64_t requests0 = StatsOf(**watcher)["load_requests"].get<uint64_t>();
+  REQUIRE(requests0 >= 1);
+  REQUIRE((*c)->SetRecomputeRate(ns, 50).ok());
+  constexpr int kLoads = 5;
+  for (int i = 0; i < kLoads; ++i) {
+    REQUIRE(*(*c)->Load(ns, p.keys, o.out).Wait() == 4);
+    for (size_t k = 0; k < 4; ++k) REQUIRE(o.bufs[k] == p.blocks[k]);
+  }
+  const auto loaded = std::chrono::steady_clock::now();
+  // Nothing more from c: its notice thread must deliver the loads on its own.
+  nlohmann::json row;
+  for (;;) {
+    std::string output;
+    row = FunnelRow(socket, ns, &output);
+    if (row.is_object() && row["loads"] == 1 + kLoads) break;
+    INFO("inspect funnel: " << output);
+    REQUIRE(std::chrono::steady_clock::now() - loaded < std::chrono::seconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - loaded).count();
+  INFO("funnel complete after " << waited << " s");
+  CHECK(waited < 1.0);  // the notice delay is 10 ms; a second allows for a loaded machine
+  CHECK(row["load_asked_blocks"] == 4 * (1 + kLoads));
+  CHECK(row["loaded_blocks"] == 4 * (1 + kLoads));
+  CHECK(row["loaded_before_deadline_blocks"] == 4 * (1 + kLoads));
+  CHECK(row["load_seconds"].get<double>() > 0);
+  // The loads through the index carried the engine's rate (the first, over IPC, came before it).
+  CHECK(row["recompute_rate_source"] == "mixed");
+  CHECK(row["recompute_tokens_per_second"] == 50.0);
+  CHECK(row["faster_than_recompute_blocks"].get<uint64_t>() >= 4 * kLoads);
+  // The daemon's stats: no Load request for them, the loads and blocks counted all the same.
+  auto j = StatsOf(**watcher);
+  CHECK(j["load_requests"].get<uint64_t>() == requests0);
+  CHECK(j["load_index"]["loads"].get<uint64_t>() == kLoads);
+  CHECK(j["load_index"]["noticed_blocks"].get<uint64_t>() == 4 * kLoads);
+  const nlohmann::json& counts = j["namespaces"][ns.id().ToHex()];
+  CHECK(counts["blocks_served"].get<uint64_t>() == 4 * (1 + kLoads));
+  CHECK(counts["bytes_served"].get<uint64_t>() == 4 * (1 + kLoads) * kBlock);
   int status = serve->Stop();
   CHECK(WIFEXITED(status));
   std::filesystem::remove_all(dir);
