@@ -23,7 +23,7 @@
 //  - prefix_load (2 MiB blocks: 256 of them are a 4K-token Llama-3.1-8B prompt, bf16, 16-token
 //    blocks): the time the same bytes take at the baseline's bandwidth;
 //  - ucx_perftest beyond cache (extra fields, not the `baseline`): ucp_am_bw with one message
-//    of max(block, 64 MiB, 4 x L3) bytes, the better of -e and without. ucx_perftest sends one
+//    of max(block, 64 MiB, 4 x L3 up to 512 MiB) bytes, the better of -e and without. ucx_perftest sends one
 //    buffer again and again, so at 2 MiB its source and destination (4 MiB) stay in a 32 MiB
 //    L3 and it measures a cache-to-cache copy; a pull moves a prefix of distinct blocks (512
 //    MiB) from DRAM to DRAM. The beyond-cache run is the same tool, transport and protocol
@@ -66,6 +66,26 @@
 
 namespace strata::bench {
 namespace {
+
+// The largest data cache one CPU sees, from sysfs (what the kernel read from the CPU's cache
+// topology). Not sysconf(_SC_LEVEL3_CACHE_SIZE): glibc derives that from CPUID leaves that a VM
+// may fill in for the whole package (320 MiB on the 2-vCPU EPYC VMs here, whose sysfs says 32
+// MiB), which made the beyond-cache message 1.25 GiB and the netns case run for minutes.
+size_t LastLevelCacheBytes() {
+  size_t best = 0;
+  for (int index = 0; index < 8; ++index) {
+    std::ifstream in("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size");
+    std::string text;
+    if (!(in >> text) || text.empty()) continue;
+    size_t scale = 1;
+    if (text.back() == 'K') scale = size_t{1} << 10;
+    if (text.back() == 'M') scale = size_t{1} << 20;
+    best = std::max(best, static_cast<size_t>(std::strtoull(text.c_str(), nullptr, 10)) * scale);
+  }
+  if (best > 0) return best;
+  const long l3 = ::sysconf(_SC_LEVEL3_CACHE_SIZE);
+  return l3 > 0 ? static_cast<size_t>(l3) : 0;
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -346,8 +366,8 @@ PerftestResult Perftest(size_t size, const std::string& tls, const PerftestPlace
   }
   // One message as large as the block, 64 MiB and four last-level caches, whichever is largest:
   // its buffers cannot stay in cache between sends.
-  const long l3 = ::sysconf(_SC_LEVEL3_CACHE_SIZE);
-  const size_t big = std::max({size, size_t{64} << 20, l3 > 0 ? 4 * static_cast<size_t>(l3) : 0});
+  const size_t l3 = LastLevelCacheBytes();
+  const size_t big = std::max({size, size_t{64} << 20, std::min(4 * l3, size_t{512} << 20)});
   const int big_iters = static_cast<int>(std::clamp<size_t>(bw_bytes / big, 2, 1000));
   r.beyond_cache_bytes = big;
   for (bool e : {true, false}) {
