@@ -70,6 +70,13 @@ class EvictionPolicy {
   virtual void OnAccess(uint32_t slot) = 0;
   // The block in `slot` left the tier. Ignored when `slot` is not inserted.
   virtual void OnRemove(uint32_t slot) = 0;
+  // The block in `slot`, whose key hashes to `key_hash` (as given to OnInsert), was evicted (the
+  // slot PickVictim returned): OnRemove, and policies that remember evicted keys (ghosts) note
+  // the key. Default: OnRemove.
+  virtual void OnEvict(uint32_t slot, uint64_t key_hash) {
+    (void)key_hash;
+    OnRemove(slot);
+  }
 
   // The slot to evict next: the lowest-ranked inserted slot for which evictable(slot) is true
   // (pinned or in-flight blocks are not). kNoSlot when none is.

@@ -59,12 +59,27 @@
 
 #include <cstdint>
 #include <memory>
+#include <string_view>
 
 #include "store/eviction_policy.h"
+#include "strata/result.h"
 
 namespace strata::store {
 
+// Which expert's ordering evicts. kFollow: the expert whose miniature simulation leads (the
+// policy). The others force one expert for the whole run, to measure each ordering alone
+// (`strata bench trace --learned-leader`, docs/store.md).
+enum class LearnedLeader : uint8_t { kFollow, kDeadBlock, kRecency, kFrequency, kFifo, kArc };
+
+// "follow", "dead_block", "recency", "frequency", "fifo" or "arc"; InvalidArgument otherwise.
+Result<LearnedLeader> ParseLearnedLeader(std::string_view name);
+
+struct LearnedOptions {
+  LearnedLeader leader = LearnedLeader::kFollow;  // Default: follow the simulations.
+};
+
 // REQUIRES: capacity in [1, kNoSlot).
-std::unique_ptr<EvictionPolicy> MakeLearnedPolicy(uint32_t capacity);
+std::unique_ptr<EvictionPolicy> MakeLearnedPolicy(uint32_t capacity,
+                                                  const LearnedOptions& options = {});
 
 }  // namespace strata::store
