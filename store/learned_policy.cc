@@ -90,7 +90,7 @@ constexpr uint64_t kAgeLimit = 1u << 31;    // ages beyond this rank as equally 
 
 // What an expert knows of a block.
 struct Features {
-  uint64_t hits;    // references remembered: inserts the recent-keys table recalled, then hits
+  uint64_t hits;    // references remembered: evictions the evicted-keys table recalled, then hits
   uint64_t age;     // inserts since its last reference
   bool averse;      // predicted dead: a cache-averse signature, or bypassed
   bool from_small;  // blocks neither reused nor stored recently are a tenth of the capacity or more
@@ -111,7 +111,7 @@ uint64_t ExpertRank(int expert, const Features& f, uint64_t capacity) {
     case kArc: {
       // ARC (Megiddo & Modha, FAST'03): blocks referenced once recently (T1: no reference
       // remembered) and blocks referenced at least twice (T2: reused, or stored again while the
-      // recent-keys table remembered it, ARC's ghost hit); the least recently used of T1 goes
+      // evicted-keys table remembered it, ARC's ghost hit); the least recently used of T1 goes
       // while T1 holds more than the target p, else the least recently used of T2. p moves with
       // ghost hits in the ARC simulation (MiniSim), which keeps ARC's ghost lists B1/B2.
       const bool t1 = f.hits == 0;
@@ -136,7 +136,7 @@ uint64_t ExpertRank(int expert, const Features& f, uint64_t capacity) {
 // estimates the expert's hit ratio at the real capacity on the current workload, whoever leads.
 // Chains are not simulated (a sample holds few parents): it compares orderings; the real cache
 // keeps prefix order whoever leads. Memory: capacity / R entries of 16 bytes, an index of 2 x and
-// a recent-keys table of 1 x that many entries; the ARC simulation adds its ghost lists (one
+// an evicted-keys table of 1 x that many entries; the ARC simulation adds its ghost lists (one
 // 2-byte cell per entry). Not thread-safe (the policy's sampler lock).
 class MiniSim {
  public:
@@ -449,7 +449,7 @@ class LearnedPolicy final : public EvictionPolicy {
         parent = kNoSlot;
       }
     }
-    // Inserts of this key remembered (it was stored a short while ago and evicted: a ghost hit).
+    // Evictions of this key remembered (it was cached a short while ago: a ghost hit).
     const uint8_t seen = recent_.Count(key_hash);
     if (seen == 0) small_.fetch_add(1, std::memory_order_relaxed);
     const uint8_t sig = Signature(seen, parent_hits, depth);
@@ -576,7 +576,7 @@ class LearnedPolicy final : public EvictionPolicy {
     if (!(n.flags.load(std::memory_order_acquire) & kLiveBit)) return 0;
     return (n.meta.load(std::memory_order_relaxed) & kHitsMask) + 1u;
   }
-  // The node and the recent-keys table's share (2-4 bytes); OPTgen, the predictor, the sampled
+  // The node and the evicted-keys table's share (2 bytes); OPTgen, the predictor, the sampled
   // keys and the simulations are fixed, whatever the capacity.
   size_t BytesPerSlot() const override {
     return sizeof(Node) + (recent_.MemoryBytes() + capacity() - 1) / capacity();
@@ -651,7 +651,10 @@ class LearnedPolicy final : public EvictionPolicy {
   // capacities of references), replaced only when a challenger's lead exceeds kSwitchSigmas
   // standard deviations of the difference (Poisson counts, taken as independent: conservative,
   // as the simulations' hits are positively correlated), so that noise does not mix orderings:
-  // a cache filled by one ordering is not what another would have kept.
+  // a cache filled by one ordering is not what another would have kept. Three, not two: with
+  // five experts compared after every sampled reference, a two-sigma lead (one-sided p = 0.023
+  // per comparison) is crossed by chance again and again over a replay; three (0.0013) is the
+  // usual bound for many looks at the same data (issue 17, sixth pass: docs/store.md).
   void Simulate(uint64_t key_hash, uint8_t sig) REQUIRES_LOCK(sampler_mu_) {
     auto friendly = [this](uint8_t s) { return Friendly(s); };
     for (int e = 0; e < kExperts; ++e)
