@@ -107,9 +107,9 @@ inline constexpr PolicyKind kDefaultPolicyKind = PolicyKind::kLearned;
 // dead-block features read the request stream while the disk tier sees the host's victims; its
 // disk analogue is `prefix`. Replayed two-tier on the Mooncake trace (`strata bench trace
 // --host-fraction F --disk-fraction 0.2 --policy learned --disk-policy D`, docs/benchmarks.md),
-// under the `learned` host with its ARC expert a `prefix` disk hits 0.278 / 0.218 / 0.161 of
-// requests from disk at host 2% / 5% / 10% where a `learned` disk hits 0.177 / 0.146 / 0.105
-// (and `lru` 0.211 at 5%).
+// under the `learned` host (issue 17's sixth pass) a `prefix` disk hits 0.278 / 0.212 / 0.159 of
+// requests from disk at host 2% / 5% / 10% where a `learned` disk hits 0.188 / 0.138 / 0.103
+// (and `lru` 0.207 at 5%).
 inline constexpr PolicyKind DiskPolicyFor(PolicyKind host) {
   return host == PolicyKind::kLearned ? PolicyKind::kPrefix : host;
 }
