@@ -267,7 +267,7 @@ TEST_CASE("learned's fixed state stays under 512 KiB at every capacity", "[store
 // eviction counted (Frequency 2), one erased (OnRemove) or never cached starts fresh (1). A reused
 // block that stayed cached for many capacities of inserts is remembered too (recorded at insert,
 // the fifth pass forgot it: docs/store.md, "The sixth pass").
-TEST_CASE("learned remembers the keys it evicted, not the ones erased", "[store]") {
+TEST_CASE("learned remembers the keys it evicted and not the ones erased", "[store]") {
   auto p = Make(PolicyKind::kLearned, 64);
   p->OnInsert(0, kNoSlot, 0xA11CE);
   p->OnAccess(0);
