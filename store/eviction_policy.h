@@ -16,7 +16,7 @@
 //  - OnInsert/OnAccess/OnRemove may run concurrently from many threads, and concurrently with
 //    PickVictim, as long as each slot's own events are ordered by the caller: OnInsert(s)
 //    happens-before OnAccess(s) and OnRemove(s), and OnRemove(s) happens-before the next
-//    OnInsert(s).
+//    OnInsert(s). OnEvict(s, key) is an OnRemove(s) for these rules.
 //  - PickVictim calls are serialised by the caller (one evictor at a time); it never removes the
 //    slot it returns, the caller does (OnRemove) once the block is really gone.
 //  - "prefix": a hit (OnAccess) is one relaxed atomic store, no lock; OnInsert pushes onto a

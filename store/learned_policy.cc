@@ -33,7 +33,6 @@ uint32_t Stride(uint32_t capacity) {
   return step;
 }
 
-
 // Keys evicted recently (the ghosts of ARC's B1/B2 and S3-FIFO's G): a direct-mapped table of
 // 14-bit key fingerprints, each with a 2-bit count of the key's evictions, one 2-byte cell per slot
 // of the tier exactly (any count: the cell is chosen by multiply-shift, not by a power-of-two
@@ -47,9 +46,9 @@ uint32_t Stride(uint32_t capacity) {
 // 0.952 with evictions recorded). Sizes measured (fifth pass): 1-byte cells (6-bit fingerprints)
 // cost 1-2% on average, a newcomer read as returning one time in 63. Thread-safety: relaxed
 // atomics; a race loses or mixes one entry (an estimate, like the sketch).
-class RecentKeys {
+class EvictedKeys {
  public:
-  explicit RecentKeys(uint32_t size)
+  explicit EvictedKeys(uint32_t size)
       : entries_(std::max<uint32_t>(size, 16)), table_(new Cell[entries_]) {
     for (uint32_t i = 0; i < entries_; ++i) table_[i].store(0, std::memory_order_relaxed);
   }
@@ -145,7 +144,7 @@ class MiniSim {
         expert_(expert),
         entries_(capacity),
         index_(std::bit_ceil(2 * capacity), kNoSlot),
-        recent_(capacity),
+        evicted_(capacity),
         ghosts_(expert == kArc ? capacity : 0, 0),
         stride_(Stride(capacity)) {}
 
@@ -166,14 +165,14 @@ class MiniSim {
       e.sig = sig;
       return true;
     }
-    const uint8_t seen = recent_.Count(key);
+    const uint8_t seen = evicted_.Count(key);
     if (!ghosts_.empty()) GhostMiss(key);
     uint32_t slot = size_;
     if (size_ == capacity_) {
       slot = Pick(friendly);
       if (entries_[slot].hits == 0) --small_;
       if (!ghosts_.empty()) GhostEvict(entries_[slot].key, entries_[slot].hits > 0);
-      recent_.Record(entries_[slot].key);
+      evicted_.Record(entries_[slot].key);
       Erase(entries_[slot].key);
       i = Find(key);
     } else {
@@ -187,7 +186,7 @@ class MiniSim {
 
   size_t MemoryBytes() const {
     return entries_.size() * sizeof(Entry) + index_.size() * sizeof(uint32_t) +
-           recent_.MemoryBytes() + ghosts_.size() * sizeof(uint16_t);
+           evicted_.MemoryBytes() + ghosts_.size() * sizeof(uint16_t);
   }
 
  private:
@@ -282,7 +281,7 @@ class MiniSim {
   const int expert_;
   std::vector<Entry> entries_;
   std::vector<uint32_t> index_;  // key -> entry, linear probing
-  RecentKeys recent_;
+  EvictedKeys evicted_;
   std::vector<uint16_t> ghosts_;  // kArc only: B1 and B2
   const uint32_t stride_;
   uint32_t size_ = 0;
@@ -421,7 +420,7 @@ class LearnedPolicy final : public EvictionPolicy {
         nodes_(new Node[capacity]),
         sample_shift_(SampleShift(capacity, 256)),
         sim_shift_(SampleShift(capacity, 1024)),
-        recent_(capacity),
+        evicted_(capacity),
         optgen_(std::max<uint32_t>(1, capacity >> sample_shift_)),
         sampled_keys_(std::max<uint32_t>(1, capacity >> sim_shift_)) {
     for (auto& c : predictor_) c.store(kFriendly, std::memory_order_relaxed);
@@ -450,7 +449,7 @@ class LearnedPolicy final : public EvictionPolicy {
       }
     }
     // Evictions of this key remembered (it was cached a short while ago: a ghost hit).
-    const uint8_t seen = recent_.Count(key_hash);
+    const uint8_t seen = evicted_.Count(key_hash);
     if (seen == 0) small_.fetch_add(1, std::memory_order_relaxed);
     const uint8_t sig = Signature(seen, parent_hits, depth);
     const bool sampled = IsSampled(key_hash, sim_shift_);
@@ -499,7 +498,7 @@ class LearnedPolicy final : public EvictionPolicy {
   }
 
   void OnEvict(uint32_t slot, uint64_t key_hash) override {
-    if (nodes_[slot].flags.load(std::memory_order_acquire) & kLiveBit) recent_.Record(key_hash);
+    if (nodes_[slot].flags.load(std::memory_order_acquire) & kLiveBit) evicted_.Record(key_hash);
     OnRemove(slot);
   }
   void OnRemove(uint32_t slot) override {
@@ -579,7 +578,7 @@ class LearnedPolicy final : public EvictionPolicy {
   // The node and the evicted-keys table's share (2 bytes); OPTgen, the predictor, the sampled
   // keys and the simulations are fixed, whatever the capacity.
   size_t BytesPerSlot() const override {
-    return sizeof(Node) + (recent_.MemoryBytes() + capacity() - 1) / capacity();
+    return sizeof(Node) + (evicted_.MemoryBytes() + capacity() - 1) / capacity();
   }
   // Sizes fixed at construction: read without sampler_mu_.
   NO_THREAD_SAFETY_ANALYSIS size_t FixedBytes() const override {
@@ -696,7 +695,7 @@ class LearnedPolicy final : public EvictionPolicy {
   std::atomic<uint8_t> predictor_[kSigMask + 1];
   const int sample_shift_;  // OPTgen's sample: 1 in 2^shift keys
   const int sim_shift_;     // the simulations' sample
-  RecentKeys recent_;
+  EvictedKeys evicted_;
   std::atomic<int64_t> small_{0};  // live blocks with no reference remembered (the small queue)
   std::atomic<int> leader_{kFirstLeader};  // written under sampler_mu_, read by PickVictim
   // ARC's p scaled to the real capacity: the ARC simulation's, whose ghost lists see the sample's
