@@ -326,7 +326,7 @@ bool BlockPool::EvictSlot(uint32_t slot, uint32_t now) {
       options_.on_evict(*header, std::span<const std::byte>(mem_.payload_base + offset, s.length),
                         policy_->HasChildren(slot));
   }
-  policy_->OnRemove(slot);
+  policy_->OnEvict(slot, KeyHash(s.key));
   alloc_.Free(offset, s.cls);
   counters_.blocks.fetch_sub(1, std::memory_order_relaxed);
   counters_.bytes.fetch_sub(s.length, std::memory_order_relaxed);

@@ -386,6 +386,7 @@ Status DiskTier::Impl::EvictOne() {
     return Status::NoSpace("disk tier is full and every block is pinned or being read");
   ++evictions_;
   const BlockKey key = entries_[victim].header.key;
+  policy_->OnEvict(victim, KeyHash(key));  // Drop's OnRemove then finds the slot gone
   Status st = Drop(victim);
   if (options_.on_evict) options_.on_evict(key);
   return st;

@@ -16,7 +16,7 @@
 //  - OnInsert/OnAccess/OnRemove may run concurrently from many threads, and concurrently with
 //    PickVictim, as long as each slot's own events are ordered by the caller: OnInsert(s)
 //    happens-before OnAccess(s) and OnRemove(s), and OnRemove(s) happens-before the next
-//    OnInsert(s).
+//    OnInsert(s). OnEvict(s, key) is an OnRemove(s) for these rules.
 //  - PickVictim calls are serialised by the caller (one evictor at a time); it never removes the
 //    slot it returns, the caller does (OnRemove) once the block is really gone.
 //  - "prefix": a hit (OnAccess) is one relaxed atomic store, no lock; OnInsert pushes onto a
@@ -70,6 +70,13 @@ class EvictionPolicy {
   virtual void OnAccess(uint32_t slot) = 0;
   // The block in `slot` left the tier. Ignored when `slot` is not inserted.
   virtual void OnRemove(uint32_t slot) = 0;
+  // The block in `slot`, whose key hashes to `key_hash` (as given to OnInsert), was evicted (the
+  // slot PickVictim returned): OnRemove, and policies that remember evicted keys (ghosts) note
+  // the key. Default: OnRemove.
+  virtual void OnEvict(uint32_t slot, uint64_t key_hash) {
+    (void)key_hash;
+    OnRemove(slot);
+  }
 
   // The slot to evict next: the lowest-ranked inserted slot for which evictable(slot) is true
   // (pinned or in-flight blocks are not). kNoSlot when none is.
@@ -100,9 +107,9 @@ inline constexpr PolicyKind kDefaultPolicyKind = PolicyKind::kLearned;
 // dead-block features read the request stream while the disk tier sees the host's victims; its
 // disk analogue is `prefix`. Replayed two-tier on the Mooncake trace (`strata bench trace
 // --host-fraction F --disk-fraction 0.2 --policy learned --disk-policy D`, docs/benchmarks.md),
-// under the `learned` host with its ARC expert a `prefix` disk hits 0.278 / 0.218 / 0.161 of
-// requests from disk at host 2% / 5% / 10% where a `learned` disk hits 0.177 / 0.146 / 0.105
-// (and `lru` 0.211 at 5%).
+// under the `learned` host (issue 17's sixth pass) a `prefix` disk hits 0.278 / 0.212 / 0.159 of
+// requests from disk at host 2% / 5% / 10% where a `learned` disk hits 0.188 / 0.138 / 0.103
+// (and `lru` 0.207 at 5%).
 inline constexpr PolicyKind DiskPolicyFor(PolicyKind host) {
   return host == PolicyKind::kLearned ? PolicyKind::kPrefix : host;
 }

@@ -19,10 +19,10 @@
 //  - A chain-level dead signal at eviction time: a block *bypassed* since its last access (its
 //    parent was read later by a request that did not read it: the chain moved on along another
 //    branch, or stopped short) ranks with the averse ones.
-//  - Recently stored keys (S3-FIFO's ghost queue, Yang et al., SOSP'23): a direct-mapped table of
-//    key fingerprints (one 2-byte cell per slot) remembers about the last capacity of
-//    inserts, so a block stored again soon
-//    after its eviction starts with its earlier references counted, not as a newcomer.
+//  - Recently evicted keys (ARC's ghost lists, S3-FIFO's ghost queue, Yang et al., SOSP'23): a
+//    direct-mapped table of key fingerprints (one 2-byte cell per slot) remembers about the last
+//    capacity of evictions (the tier names the key: OnEvict), so a block stored again soon after
+//    its eviction starts with its earlier references counted, not as a newcomer.
 //  - Prefix order: a block with cached children is not a candidate while a leaf is, so a chain
 //    always loses its tail before its head; the newest tenth of the capacity (by insert clock) is
 //    not a candidate while an older block is (the `prefix` policy's nursery: a prefix stored a
@@ -40,14 +40,14 @@
 //    ghost lists for its sampled keys and is scaled to the real capacity). Every expert keeps
 //    prefix order and the nursery. Each expert also runs alone on a miniature cache (capacity /
 //    R') fed the references of a 1-in-R' key sample; the leader is the expert whose simulation hit
-//    most (decayed), replaced only when a challenger leads by two standard deviations.
+//    most (decayed), replaced only when a challenger leads by three standard deviations.
 //  Evicting a friendly block under kDeadBlock detrains its signature (Hawkeye).
 //
-// Per-slot state: a 16-byte node and 2 bytes of the recent-keys table (BytesPerSlot: 18 from 16
+// Per-slot state: a 16-byte node and 2 bytes of the evicted-keys table (BytesPerSlot: 18 from 16
 // slots up; the table is sized to the capacity exactly, not rounded to a power of two);
 // fixed per policy, whatever the capacity: the predictor (128 counters), OPTgen (occupancy vector
 // and history for ~256 sampled blocks of capacity), the keys of the cached sampled blocks by slot
-// and the five simulations (~1024 blocks each: entries, index and recent-keys table; ARC's also
+// and the five simulations (~1024 blocks each: entries, index and evicted-keys table; ARC's also
 // its ghost lists), reported by FixedBytes().
 //
 // Thread-safety: as EvictionPolicy. OnAccess is relaxed atomic stores (one compare-and-swap on a
@@ -59,12 +59,27 @@
 
 #include <cstdint>
 #include <memory>
+#include <string_view>
 
 #include "store/eviction_policy.h"
+#include "strata/result.h"
 
 namespace strata::store {
 
+// Which expert's ordering evicts. kFollow: the expert whose miniature simulation leads (the
+// policy). The others force one expert for the whole run, to measure each ordering alone
+// (`strata bench trace --learned-leader`, docs/store.md).
+enum class LearnedLeader : uint8_t { kFollow, kDeadBlock, kRecency, kFrequency, kFifo, kArc };
+
+// "follow", "dead_block", "recency", "frequency", "fifo" or "arc"; InvalidArgument otherwise.
+Result<LearnedLeader> ParseLearnedLeader(std::string_view name);
+
+struct LearnedOptions {
+  LearnedLeader leader = LearnedLeader::kFollow;  // Default: follow the simulations.
+};
+
 // REQUIRES: capacity in [1, kNoSlot).
-std::unique_ptr<EvictionPolicy> MakeLearnedPolicy(uint32_t capacity);
+std::unique_ptr<EvictionPolicy> MakeLearnedPolicy(uint32_t capacity,
+                                                  const LearnedOptions& options = {});
 
 }  // namespace strata::store

@@ -232,7 +232,7 @@ namespace strata::store {
 namespace {
 
 // learned's per-slot state does not depend on where the capacity falls between powers of two (the
-// recent-keys table is sized to the capacity exactly): 16 bytes of node and one 2-byte cell.
+// evicted-keys table is sized to the capacity exactly): 16 bytes of node and one 2-byte cell.
 TEST_CASE("learned keeps 18 bytes per slot at every capacity", "[store]") {
   for (uint32_t k = 5; k <= 20; ++k)  // from 31 slots: the table has at least 16 cells
     for (uint32_t n : {(1u << k) - 1, 1u << k, (1u << k) + 1, (1u << k) + (1u << k) / 2}) {
@@ -260,6 +260,31 @@ TEST_CASE("learned's fixed state stays under 512 KiB at every capacity", "[store
       }
     }
   WARN("learned fixed state: at most " << most << " bytes (" << at << " slots)");
+}
+
+// learned's ghosts (ARC's B1/B2, S3-FIFO's G) are the keys of *evicted* blocks, recorded when the
+// tier evicts (OnEvict names the key): a key stored again after an eviction starts with its
+// eviction counted (Frequency 2), one erased (OnRemove) or never cached starts fresh (1). A reused
+// block that stayed cached for many capacities of inserts is remembered too (recorded at insert,
+// the fifth pass forgot it: docs/store.md, "The sixth pass").
+TEST_CASE("learned remembers the keys it evicted and not the ones erased", "[store]") {
+  auto p = Make(PolicyKind::kLearned, 64);
+  p->OnInsert(0, kNoSlot, 0xA11CE);
+  p->OnAccess(0);
+  for (uint64_t k = 1; k < 64 * 40; ++k) {  // 40 capacities of other keys through slots 1..63
+    const uint32_t s = 1 + static_cast<uint32_t>(k % 63);
+    p->OnEvict(s, 0xB0B0000 + k - 63);
+    p->OnInsert(s, kNoSlot, 0xB0B0000 + k);
+  }
+  p->OnEvict(0, 0xA11CE);
+  p->OnInsert(0, kNoSlot, 0xA11CE);
+  REQUIRE(p->Frequency(0) == 2);
+  p->OnRemove(1);
+  p->OnInsert(1, kNoSlot, 0xC0FFEE);
+  REQUIRE(p->Frequency(1) == 1);
+  p->OnRemove(1);  // an erase, not an eviction: not remembered
+  p->OnInsert(1, kNoSlot, 0xC0FFEE);
+  REQUIRE(p->Frequency(1) == 1);
 }
 
 }  // namespace

@@ -449,7 +449,7 @@ TEST_CASE("host tier metadata per cached block is at most 64 bytes", "[store]") 
 }
 
 // The ~68 bytes per block of the previous layout came from tables rounded up to a power of two (the
-// hash buckets and the learned policy's recent-keys table) in pools just above one: both are now
+// hash buckets and the learned policy's evicted-keys table) in pools just above one: both are now
 // sized to the block count exactly. Swept over block counts around powers of two, for every policy
 // kind a node runs (the classic baselines keep ghost lists and sets, as their papers do: they are
 // `strata bench trace` references), with the default 16 MiB slabs: 16 KiB blocks from 255 (a slab

@@ -47,7 +47,7 @@ ReplayCounts ReplayPolicy(const Chains& chains, store::EvictionPolicy& policy) {
         uint32_t victim =
             policy.PickVictim([&](uint32_t s) { return in_use_epoch[s] != epoch; });
         if (victim == store::kNoSlot) break;  // the request alone fills the cache
-        policy.OnRemove(victim);
+        policy.OnEvict(victim, id_of[victim] * 0x9E3779B97F4A7C15ULL);
         slot_of.erase(id_of[victim]);
         free_slots.push_back(victim);
       }
@@ -141,7 +141,7 @@ class ReplayTier {
     if (victim == store::kNoSlot) return false;
     const bool shared = policy_->HasChildren(victim);
     const uint64_t id = id_of_[victim];
-    policy_->OnRemove(victim);
+    policy_->OnEvict(victim, IdHash(id));
     slot_of_.erase(id);
     free_.push_back(victim);
     on_evict(id, shared);

@@ -23,6 +23,7 @@
 #include "trace_generators.h"
 #include "../strata/command_registry.h"
 #include "store/eviction_policy.h"
+#include "store/learned_policy.h"
 
 namespace strata::bench {
 namespace {
@@ -38,12 +39,14 @@ struct Options {
   double disk_fraction = 0;
   uint32_t admission_min_frequency = 2;  // TieredStoreOptions' default
   std::string disk_policy;  // two-tier: the disk tier's policy; empty: the node's choice
+  std::string learned_leader = "follow";  // `learned` with one expert forced to lead
 };
 
 // One trace at one capacity: every policy of `kinds`, Belady and the infinite cache, in the same
 // run. One line per policy, with the offline optimum as baseline (ratio = fraction of Belady).
 void RunCapacity(BenchReport& report, const std::string& trace_name, const Chains& chains,
-                 uint64_t capacity, const std::vector<store::PolicyKind>& kinds) {
+                 uint64_t capacity, const std::vector<store::PolicyKind>& kinds,
+                 store::LearnedLeader leader, const std::string& leader_name) {
   auto lru_c = ReplayPolicy(chains, capacity, store::PolicyKind::kLru);
   if (!lru_c.ok()) cli::Fail(lru_c.status().ToString());
   const ReplayCounts opt = ReplayBelady(chains, capacity);
@@ -69,6 +72,12 @@ void RunCapacity(BenchReport& report, const std::string& trace_name, const Chain
                 true, extra});
   };
   for (store::PolicyKind kind : kinds) {
+    if (kind == store::PolicyKind::kLearned && leader != store::LearnedLeader::kFollow) {
+      // One expert forced to lead for the whole replay: "learned/arc" etc.
+      auto policy = store::MakeLearnedPolicy(static_cast<uint32_t>(capacity), {leader});
+      add("learned/" + leader_name, ReplayPolicy(chains, *policy));
+      continue;
+    }
     auto got = kind == store::PolicyKind::kLru ? lru_c : ReplayPolicy(chains, capacity, kind);
     if (!got.ok()) cli::Fail(got.status().ToString());
     add(std::string(store::PolicyKindName(kind)), *got);
@@ -141,6 +150,8 @@ void Run(const Options& opt) {
     if (!kind.ok()) cli::Fail(kind.status().ToString());
     disk_kind = *kind;
   }
+  auto leader = store::ParseLearnedLeader(opt.learned_leader);
+  if (!leader.ok()) cli::Fail(leader.status().ToString());
   if ((opt.host_fraction > 0) != (opt.disk_fraction > 0))
     cli::Fail("--host-fraction and --disk-fraction go together");
   for (double f : {opt.host_fraction, opt.disk_fraction})
@@ -191,7 +202,8 @@ void Run(const Options& opt) {
                  kinds, disk_kind);
       continue;
     }
-    for (uint64_t cap : capacities) RunCapacity(report, name, c, cap, kinds);
+    for (uint64_t cap : capacities)
+      RunCapacity(report, name, c, cap, kinds, *leader, opt.learned_leader);
   }
 }
 
@@ -227,6 +239,10 @@ void Run(const Options& opt) {
   cmd->add_option("--disk-policy", opt->disk_policy,
                   "Two-tier replay: the disk tier's policy (default: the node's, the host "
                   "tier's except prefix under learned)");
+  cmd->add_option("--learned-leader", opt->learned_leader,
+                  "learned: force one expert to lead for the whole replay (dead_block, recency, "
+                  "frequency, fifo, arc), or follow the simulations (the policy)")
+      ->capture_default_str();
   host->excludes(blocks);
   cmd->callback([opt] { Run(*opt); });
 });
