@@ -28,6 +28,7 @@
 #include "client/channel.h"
 #include "client/copy_threads.h"
 #include "client/cuda_paged.h"
+#include "client/huge_pages.h"
 #include "client/staging_allocator.h"
 #include "strata/block_format.h"
 #include "strata/key_chain.h"
@@ -53,6 +54,18 @@ Result<ClientOptions::StorePath> StorePathOf(const ClientOptions& options) {
   if (v == "cross_memory") return ClientOptions::StorePath::kCrossMemory;
   return Status::InvalidArgument("environment STRATA_STORE_PATH='" + std::string(v) +
                                  "': expected auto, staging or cross_memory");
+}
+
+// ClientOptions::kv_huge_pages, or STRATA_KV_HUGE_PAGES where set.
+Result<ClientOptions::KvHugePages> KvHugePagesOf(const ClientOptions& options) {
+  const char* env = std::getenv("STRATA_KV_HUGE_PAGES");
+  if (env == nullptr || *env == '\0') return options.kv_huge_pages;
+  const std::string_view v(env);
+  if (v == "off") return ClientOptions::KvHugePages::kOff;
+  if (v == "advise") return ClientOptions::KvHugePages::kAdvise;
+  if (v == "collapse") return ClientOptions::KvHugePages::kCollapse;
+  return Status::InvalidArgument("environment STRATA_KV_HUGE_PAGES='" + std::string(v) +
+                                 "': expected off, advise or collapse");
 }
 
 // A small pool of threads for asynchronous calls.
@@ -318,6 +331,8 @@ struct RegisteredCache {
   // Pages in CUDA device memory (spec.device >= 0): the device half of the data path; `layers`
   // then hold device addresses the CPU never touches.
   std::shared_ptr<DeviceKvCache> device;
+  // What the kernel took of the huge-page advice for host pages (ClientOptions::kv_huge_pages).
+  HugePageAdvice huge_pages;
 
   uint32_t heads() const { return paged.num_kv_heads; }
   // A shard's [layer][plane][token][head_dim] payload in rows: one row per (layer, plane, token),
@@ -360,6 +375,8 @@ class ClientImpl final : public Client {
         staging_(channel_->staging_bytes()),
         paged_cross_memory_(StorePathOf(options).ok() &&
                             *StorePathOf(options) == ClientOptions::StorePath::kCrossMemory),
+        kv_huge_pages_(KvHugePagesOf(options).ok() ? *KvHugePagesOf(options)
+                                                   : options.kv_huge_pages),
         copy_threads_(options.copy_threads < 0 ? CopyThreads::DefaultHelpers()
                                                : options.copy_threads),
         workers_(options.worker_threads),
@@ -470,6 +487,11 @@ class ClientImpl final : public Client {
       c.const_layers.emplace_back(static_cast<const std::byte*>(p), layer_bytes);
     }
     if (n.codec != Codec::kNone) STRATA_RETURN_IF_ERROR(ThreadCodec(n.codec, c.shard).status());
+    if (spec.device < 0 && kv_huge_pages_ != ClientOptions::KvHugePages::kOff) {
+      std::vector<MemoryRange> ranges;
+      for (const auto& l : c.layers) ranges.push_back({l.data(), l.size()});
+      c.huge_pages = AdviseHugePages(ranges, kv_huge_pages_ == ClientOptions::KvHugePages::kCollapse);
+    }
     if (spec.device >= 0) {
       STRATA_ASSIGN_OR_RETURN(DeviceMemory * memory, Devices());
       STRATA_ASSIGN_OR_RETURN(c.device, DeviceKvCache::Create(memory, spec.device, c.paged,
@@ -1655,6 +1677,7 @@ class ClientImpl final : public Client {
   StagingAllocator staging_;
   // StorePaged (codec none) goes cross-memory only when STRATA_STORE_PATH / store_path asks for it.
   const bool paged_cross_memory_;
+  const ClientOptions::KvHugePages kv_huge_pages_;
   std::mutex caches_mu_;
   std::mutex described_mu_;
   std::unordered_set<NamespaceId, BlockKeyHash> described_;  // GUARDED_BY(described_mu_)
@@ -1894,6 +1917,7 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
                                                 const ClientOptions& options) {
   const std::string path = socket_path.empty() ? ipc::DefaultSocketPath() : socket_path;
   STRATA_ASSIGN_OR_RETURN(ClientOptions::StorePath store_path, StorePathOf(options));
+  STRATA_RETURN_IF_ERROR(KvHugePagesOf(options).status());
   const SocketChannel::CrossMemory cross_memory =
       store_path == ClientOptions::StorePath::kStaging    ? SocketChannel::CrossMemory::kOff
       : store_path == ClientOptions::StorePath::kAuto     ? SocketChannel::CrossMemory::kOffer
@@ -1907,6 +1931,7 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
 
 Result<std::unique_ptr<Client>> Client::Embedded(const EmbeddedOptions& options,
                                                  const ClientOptions& client_options) {
+  STRATA_RETURN_IF_ERROR(KvHugePagesOf(client_options).status());
   NodeOptions node;
   node.host_pool_bytes = options.host_pool_bytes;
   node.data_dir = options.data_dir;
