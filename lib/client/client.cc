@@ -334,6 +334,14 @@ struct RegisteredCache {
   // What the kernel took of the huge-page advice for host pages (ClientOptions::kv_huge_pages).
   HugePageAdvice huge_pages;
 
+  // Whether MADV_COLLAPSE put at least three quarters of the pages in huge pages at
+  // registration (an unaligned layer loses up to 2 MiB at each end; the kernel does not split
+  // huge pages again unless memory runs short).
+  bool InHugePages() const {
+    const uint64_t total = uint64_t{paged.num_layers} * paged.layer_bytes();
+    return total > 0 && huge_pages.collapsed_bytes * 4 >= total * 3;
+  }
+
   uint32_t heads() const { return paged.num_kv_heads; }
   // A shard's [layer][plane][token][head_dim] payload in rows: one row per (layer, plane, token),
   // or per (layer, plane) where the engine's tile is the shard's rows already (one head, MLA).
@@ -469,7 +477,7 @@ class ClientImpl final : public Client {
                                      " does not divide the namespace's " +
                                      std::to_string(n.num_kv_heads) + " KV heads");
     STRATA_RETURN_IF_ERROR(EnsureOpen(ns));
-    RegisteredCache c{ns, spec, {}, 0, ShapeOf(n, 1), {}, {}, nullptr};
+    RegisteredCache c{ns, spec, {}, 0, ShapeOf(n, 1), {}, {}, nullptr, {}};
     c.paged.layout = static_cast<kernels::PagedLayout>(spec.layout);
     c.paged.dtype = static_cast<kernels::KvDtype>(n.kv_dtype);
     c.paged.num_layers = n.num_layers;
@@ -1071,10 +1079,13 @@ class ClientImpl final : public Client {
     if (keys.empty()) return size_t{0};
     if (c.device) return DoStorePagedDevice(c, keys, ids, engine);
     const Codec codec = c.ns.spec().codec;
-    // Paged cross-memory stores only when asked for (STRATA_STORE_PATH=cross_memory): the
-    // daemon's gather measured slower than the client's gather through staging on the 2-core
-    // development VM (docs/benchmarks.md, "Cross-memory store"), so `auto` keeps staging here.
-    if (codec == Codec::kNone && channel_->cross_memory() && paged_cross_memory_)
+    // Paged cross-memory stores when asked for (STRATA_STORE_PATH=cross_memory), and with `auto`
+    // from caches in huge pages: from 4 KiB pages the daemon's gather, which pins every source
+    // page, measured no faster than the client's gather through staging on the 2-core
+    // development VM; from pages collapsed into 2 MiB ones it was the fastest store path there
+    // (docs/benchmarks.md, "Engine KV in huge pages").
+    if (codec == Codec::kNone && channel_->cross_memory() &&
+        (paged_cross_memory_ || c.InHugePages()))
       return StorePagedCrossMemory(c, keys, ids, engine);
     const uint32_t heads = c.heads();
     const uint64_t shard_bytes = c.shard.bytes();
@@ -1675,7 +1686,8 @@ class ClientImpl final : public Client {
   std::unordered_set<NamespaceId, BlockKeyHash> opened_;  // GUARDED_BY(opened_mu_)
 
   StagingAllocator staging_;
-  // StorePaged (codec none) goes cross-memory only when STRATA_STORE_PATH / store_path asks for it.
+  // StorePaged (codec none) goes cross-memory when STRATA_STORE_PATH / store_path asks for it
+  // (and with `auto` from caches in huge pages, RegisteredCache::InHugePages).
   const bool paged_cross_memory_;
   const ClientOptions::KvHugePages kv_huge_pages_;
   std::mutex caches_mu_;
