@@ -43,12 +43,61 @@ if installed; then
   exit 0
 fi
 
+# Disk: the installed venv takes ~9 GiB and pip holds the downloaded wheels (~4 GiB) beside it
+# until they are unpacked; the build that follows in the README's test line needs ~4 GiB more.
+# pip's own wheel cache is off (it would keep a second copy of every wheel in ~/.cache/pip) and
+# its temporary files go next to the venv, not to /tmp (often a small tmpfs). On a machine without
+# that much room the engines are skipped with this message, and the adapter tests report
+# themselves skipped (never passed); STRATA_ENGINES_MIN_FREE_GIB overrides the threshold.
+readonly MIN_FREE_GIB="${STRATA_ENGINES_MIN_FREE_GIB:-18}"
+free_gib() {  # free GiB on the file system holding $1
+  df -P -k "$1" | awk 'NR == 2 { printf "%d", $4 / 1048576 }'
+}
+mkdir -p "$(dirname "$venv")"
+free="$(free_gib "$(dirname "$venv")")"
+if [ "$free" -lt "$MIN_FREE_GIB" ]; then
+  echo "install-engines: SKIPPED: only $free GiB free under $(dirname "$venv"); vllm $VLLM_VERSION" \
+       "and sglang $SGLANG_VERSION need about $MIN_FREE_GIB GiB while installing" \
+       "(STRATA_ENGINES_MIN_FREE_GIB). The engine adapter tests will report themselves skipped." >&2
+  exit 0
+fi
+
 echo "install-engines: installing vllm $VLLM_VERSION and sglang $SGLANG_VERSION into $venv" \
-     "(about 9 GiB, several minutes)"
+     "(about 9 GiB, several minutes; $free GiB free)"
+tmp="$venv.pip-tmp"
+log="$venv.install-log"
+cleanup_failed() {
+  rc=$?
+  rm -rf "$tmp"
+  if [ "$rc" -ne 0 ]; then
+    # A half-installed venv would hold several GiB and look present to nothing: remove it.
+    rm -rf "$venv"
+    echo "install-engines: FAILED (exit $rc); removed the partial venv $venv" \
+         "($(free_gib "$(dirname "$venv")") GiB free now)" >&2
+    sleep 1  # let the tee of pip's stderr finish writing the log
+    if grep -q "No space left on device" "$log" 2>/dev/null; then
+      # The disk filled up under the install (something else wrote to it meanwhile): the same
+      # outcome as too little room at the start, said as loudly, not a failed test run.
+      echo "install-engines: SKIPPED: the disk filled up while installing; the engine adapter" \
+           "tests will report themselves skipped." >&2
+      rm -f "$log"
+      exit 0
+    fi
+  fi
+  rm -f "$log"
+}
+trap cleanup_failed EXIT
+mkdir -p "$tmp"
+: > "$log"
+export TMPDIR="$tmp" PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+pip_install() {  # pip's errors go to stderr and to the log that cleanup_failed reads
+  "$py" -m pip install --quiet "$@" 2> >(tee -a "$log" >&2)
+}
 /usr/bin/python3 -m venv "$venv"
-"$py" -m pip install --quiet --upgrade pip
-"$py" -m pip install --quiet "vllm==$VLLM_VERSION"
-"$py" -m pip install --quiet --no-deps "sglang==$SGLANG_VERSION"
-"$py" -m pip install --quiet "${SGLANG_EXTRA[@]}" "${TEST_TOOLS[@]}"
+pip_install --upgrade pip
+pip_install "vllm==$VLLM_VERSION"
+pip_install --no-deps "sglang==$SGLANG_VERSION"
+pip_install "${SGLANG_EXTRA[@]}" "${TEST_TOOLS[@]}"
 installed || { echo "install-engines: the installed versions do not match the pins" >&2; exit 1; }
-echo "install-engines: done"
+echo "install-engines: done ($(du -sh "$venv" | cut -f1) in $venv," \
+     "$(free_gib "$(dirname "$venv")") GiB free now)"
