@@ -28,6 +28,7 @@
 #include "client/channel.h"
 #include "client/copy_threads.h"
 #include "client/cuda_paged.h"
+#include "client/huge_pages.h"
 #include "client/staging_allocator.h"
 #include "strata/block_format.h"
 #include "strata/key_chain.h"
@@ -53,6 +54,18 @@ Result<ClientOptions::StorePath> StorePathOf(const ClientOptions& options) {
   if (v == "cross_memory") return ClientOptions::StorePath::kCrossMemory;
   return Status::InvalidArgument("environment STRATA_STORE_PATH='" + std::string(v) +
                                  "': expected auto, staging or cross_memory");
+}
+
+// ClientOptions::kv_huge_pages, or STRATA_KV_HUGE_PAGES where set.
+Result<ClientOptions::KvHugePages> KvHugePagesOf(const ClientOptions& options) {
+  const char* env = std::getenv("STRATA_KV_HUGE_PAGES");
+  if (env == nullptr || *env == '\0') return options.kv_huge_pages;
+  const std::string_view v(env);
+  if (v == "off") return ClientOptions::KvHugePages::kOff;
+  if (v == "advise") return ClientOptions::KvHugePages::kAdvise;
+  if (v == "collapse") return ClientOptions::KvHugePages::kCollapse;
+  return Status::InvalidArgument("environment STRATA_KV_HUGE_PAGES='" + std::string(v) +
+                                 "': expected off, advise or collapse");
 }
 
 // A small pool of threads for asynchronous calls.
@@ -318,6 +331,16 @@ struct RegisteredCache {
   // Pages in CUDA device memory (spec.device >= 0): the device half of the data path; `layers`
   // then hold device addresses the CPU never touches.
   std::shared_ptr<DeviceKvCache> device;
+  // What the kernel took of the huge-page advice for host pages (ClientOptions::kv_huge_pages).
+  HugePageAdvice huge_pages;
+
+  // Whether MADV_COLLAPSE put at least three quarters of the pages in huge pages at
+  // registration (an unaligned layer loses up to 2 MiB at each end; the kernel does not split
+  // huge pages again unless memory runs short).
+  bool InHugePages() const {
+    const uint64_t total = uint64_t{paged.num_layers} * paged.layer_bytes();
+    return total > 0 && huge_pages.collapsed_bytes * 4 >= total * 3;
+  }
 
   uint32_t heads() const { return paged.num_kv_heads; }
   // A shard's [layer][plane][token][head_dim] payload in rows: one row per (layer, plane, token),
@@ -360,6 +383,8 @@ class ClientImpl final : public Client {
         staging_(channel_->staging_bytes()),
         paged_cross_memory_(StorePathOf(options).ok() &&
                             *StorePathOf(options) == ClientOptions::StorePath::kCrossMemory),
+        kv_huge_pages_(KvHugePagesOf(options).ok() ? *KvHugePagesOf(options)
+                                                   : options.kv_huge_pages),
         copy_threads_(options.copy_threads < 0 ? CopyThreads::DefaultHelpers()
                                                : options.copy_threads),
         workers_(options.worker_threads),
@@ -452,7 +477,7 @@ class ClientImpl final : public Client {
                                      " does not divide the namespace's " +
                                      std::to_string(n.num_kv_heads) + " KV heads");
     STRATA_RETURN_IF_ERROR(EnsureOpen(ns));
-    RegisteredCache c{ns, spec, {}, 0, ShapeOf(n, 1), {}, {}, nullptr};
+    RegisteredCache c{ns, spec, {}, 0, ShapeOf(n, 1), {}, {}, nullptr, {}};
     c.paged.layout = static_cast<kernels::PagedLayout>(spec.layout);
     c.paged.dtype = static_cast<kernels::KvDtype>(n.kv_dtype);
     c.paged.num_layers = n.num_layers;
@@ -470,6 +495,11 @@ class ClientImpl final : public Client {
       c.const_layers.emplace_back(static_cast<const std::byte*>(p), layer_bytes);
     }
     if (n.codec != Codec::kNone) STRATA_RETURN_IF_ERROR(ThreadCodec(n.codec, c.shard).status());
+    if (spec.device < 0 && kv_huge_pages_ != ClientOptions::KvHugePages::kOff) {
+      std::vector<MemoryRange> ranges;
+      for (const auto& l : c.layers) ranges.push_back({l.data(), l.size()});
+      c.huge_pages = AdviseHugePages(ranges, kv_huge_pages_ == ClientOptions::KvHugePages::kCollapse);
+    }
     if (spec.device >= 0) {
       STRATA_ASSIGN_OR_RETURN(DeviceMemory * memory, Devices());
       STRATA_ASSIGN_OR_RETURN(c.device, DeviceKvCache::Create(memory, spec.device, c.paged,
@@ -1049,10 +1079,13 @@ class ClientImpl final : public Client {
     if (keys.empty()) return size_t{0};
     if (c.device) return DoStorePagedDevice(c, keys, ids, engine);
     const Codec codec = c.ns.spec().codec;
-    // Paged cross-memory stores only when asked for (STRATA_STORE_PATH=cross_memory): the
-    // daemon's gather measured slower than the client's gather through staging on the 2-core
-    // development VM (docs/benchmarks.md, "Cross-memory store"), so `auto` keeps staging here.
-    if (codec == Codec::kNone && channel_->cross_memory() && paged_cross_memory_)
+    // Paged cross-memory stores when asked for (STRATA_STORE_PATH=cross_memory), and with `auto`
+    // from caches in huge pages: from 4 KiB pages the daemon's gather, which pins every source
+    // page, measured no faster than the client's gather through staging on the 2-core
+    // development VM; from pages collapsed into 2 MiB ones it was the fastest store path there
+    // (docs/benchmarks.md, "Engine KV in huge pages").
+    if (codec == Codec::kNone && channel_->cross_memory() &&
+        (paged_cross_memory_ || c.InHugePages()))
       return StorePagedCrossMemory(c, keys, ids, engine);
     const uint32_t heads = c.heads();
     const uint64_t shard_bytes = c.shard.bytes();
@@ -1653,8 +1686,10 @@ class ClientImpl final : public Client {
   std::unordered_set<NamespaceId, BlockKeyHash> opened_;  // GUARDED_BY(opened_mu_)
 
   StagingAllocator staging_;
-  // StorePaged (codec none) goes cross-memory only when STRATA_STORE_PATH / store_path asks for it.
+  // StorePaged (codec none) goes cross-memory when STRATA_STORE_PATH / store_path asks for it
+  // (and with `auto` from caches in huge pages, RegisteredCache::InHugePages).
   const bool paged_cross_memory_;
+  const ClientOptions::KvHugePages kv_huge_pages_;
   std::mutex caches_mu_;
   std::mutex described_mu_;
   std::unordered_set<NamespaceId, BlockKeyHash> described_;  // GUARDED_BY(described_mu_)
@@ -1894,6 +1929,7 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
                                                 const ClientOptions& options) {
   const std::string path = socket_path.empty() ? ipc::DefaultSocketPath() : socket_path;
   STRATA_ASSIGN_OR_RETURN(ClientOptions::StorePath store_path, StorePathOf(options));
+  STRATA_RETURN_IF_ERROR(KvHugePagesOf(options).status());
   const SocketChannel::CrossMemory cross_memory =
       store_path == ClientOptions::StorePath::kStaging    ? SocketChannel::CrossMemory::kOff
       : store_path == ClientOptions::StorePath::kAuto     ? SocketChannel::CrossMemory::kOffer
@@ -1907,6 +1943,7 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
 
 Result<std::unique_ptr<Client>> Client::Embedded(const EmbeddedOptions& options,
                                                  const ClientOptions& client_options) {
+  STRATA_RETURN_IF_ERROR(KvHugePagesOf(client_options).status());
   NodeOptions node;
   node.host_pool_bytes = options.host_pool_bytes;
   node.data_dir = options.data_dir;

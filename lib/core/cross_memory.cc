@@ -5,6 +5,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -40,6 +44,29 @@ bool ReadWhole(pid_t pid, uint64_t address, uint64_t length, std::byte* dst, int
   if (n == static_cast<ssize_t>(length)) return true;
   *err = n < 0 ? errno : 0;
   return false;
+}
+
+// Writes `n` bytes from `src` (daemon scratch, just written) to `dst` (the pool) with
+// non-temporal stores where both are 16-byte aligned and n is a multiple of 64: a plain store
+// first reads every pool line it writes (read for ownership), a third pass over DRAM.
+void StreamOut(std::byte* dst, const std::byte* src, uint64_t n) {
+#if defined(__x86_64__)
+  if (((reinterpret_cast<uintptr_t>(dst) | reinterpret_cast<uintptr_t>(src)) & 15) == 0 &&
+      n % 64 == 0) {
+    for (uint64_t i = 0; i < n; i += 64) {
+      const auto* s = reinterpret_cast<const __m128i*>(src + i);
+      auto* d = reinterpret_cast<__m128i*>(dst + i);
+      const __m128i a = _mm_load_si128(s), b = _mm_load_si128(s + 1), c = _mm_load_si128(s + 2),
+                    e = _mm_load_si128(s + 3);
+      _mm_stream_si128(d, a);
+      _mm_stream_si128(d + 1, b);
+      _mm_stream_si128(d + 2, c);
+      _mm_stream_si128(d + 3, e);
+    }
+    return;
+  }
+#endif
+  std::memcpy(dst, src, n);
 }
 
 // Whether the process behind `pidfd` still exists (running or not yet reaped): its pid has not
@@ -88,10 +115,11 @@ Status GatherFromProcess(const ClientProcess& p, std::span<const uint64_t> chunk
                                    std::to_string(kCrossMemoryChunkBytes) + ")");
   // Chunks per read: the scratch stays in L2, and the kernel takes at most IOV_MAX iovecs.
   const size_t batch = std::min<uint64_t>({kCrossMemoryChunkBytes / chunk, 1024});
-  thread_local std::vector<std::byte> scratch;
+  thread_local std::vector<std::byte> scratch, assembled;  // 16-byte aligned (operator new)
   thread_local std::vector<iovec> remote;
   thread_local std::vector<PayloadChecksumStream> streams;
   if (scratch.size() < batch * chunk) scratch.resize(batch * chunk);
+  if (assembled.size() < piece) assembled.resize(piece);
   remote.resize(batch);
   streams.assign(shards.size(), PayloadChecksumStream());
   for (size_t first = 0; first < chunks.size(); first += batch) {
@@ -108,19 +136,25 @@ Status GatherFromProcess(const ClientProcess& p, std::span<const uint64_t> chunk
     for (size_t i = 0; i < n; ++i) {
       const std::byte* c = scratch.data() + i * chunk;
       for (size_t s = 0; s < shards.size(); ++s) {
+        // The head's rows are put together in `assembled` (L1), hashed there and streamed to
+        // the pool from it: the checksum is of the very bytes written, from daemon memory.
         std::byte* out = shards[s].dst + (first + i) * piece;
         const std::byte* row = c + uint64_t{shards[s].head} * shape.row_bytes;
-        if (shape.heads == 1) {
-          std::memcpy(out, row, piece);
-        } else {
+        const std::byte* whole = row;
+        if (shape.heads != 1) {
           for (uint32_t r = 0; r < shape.rows; ++r)
-            std::memcpy(out + r * shape.row_bytes,
+            std::memcpy(assembled.data() + r * shape.row_bytes,
                         row + uint64_t{r} * shape.heads * shape.row_bytes, shape.row_bytes);
+          whole = assembled.data();
         }
-        streams[s].Update(std::span<const std::byte>(out, piece));  // from cache, just written
+        streams[s].Update(std::span<const std::byte>(whole, piece));
+        StreamOut(out, whole, piece);
       }
     }
   }
+#if defined(__x86_64__)
+  _mm_sfence();  // the streamed lines are in memory before the commit is answered
+#endif
   if (!StillThere(p.pidfd))
     return ReadError(ESRCH, p.pid, chunks.empty() ? 0 : chunks[0], chunk);
   for (size_t s = 0; s < shards.size(); ++s) shards[s].checksum = streams[s].Digest();

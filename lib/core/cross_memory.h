@@ -65,8 +65,10 @@ struct ShardOut {
 };
 
 // Reads the client's chunks (addresses `chunks`, each shape.chunk_bytes() long) in batches of one
-// process_vm_readv into a thread-local scratch that stays in L2, and writes each shard's rows out
-// of it, hashing every piece right after writing it. Errors as CopyFromProcessWithChecksum.
+// process_vm_readv into a thread-local scratch that stays in L2; puts each shard's rows of a chunk
+// together in a thread-local piece (L1), hashes it there and writes it to `dst` with
+// non-temporal stores (no read for ownership of the pool's lines; fenced before returning), so
+// the checksum is of the very bytes written. Errors as CopyFromProcessWithChecksum.
 // REQUIRES: every shards[i].head < shape.heads.
 Status GatherFromProcess(const ClientProcess& p, std::span<const uint64_t> chunks,
                          const ChunkShape& shape, std::span<ShardOut> shards);

@@ -425,12 +425,10 @@ constexpr EnvVar kVars[] = {
     {"STRATA_MAX_PIN_MS", "max_pin_ms"},
 };
 // STRATA_* variables that other Strata programs read (not settings of the daemon): not warned.
-// Also the install scripts' and the benchmark tooling's variables (docs/config.md), so that a
-// shell that exported them for deploy/install-engines.sh gets no warning from `strata serve`.
 constexpr const char* kOtherVars[] = {
-    "STRATA_CLI",          "STRATA_DAEMON_USER",  "STRATA_LOAD_INDEX",
-    "STRATA_STORE_PATH",   "STRATA_PEERS_VENV",   "STRATA_ENGINES_VENV",
-    "STRATA_SKIP_ENGINES", "STRATA_ENGINES_MIN_FREE_GIB"};
+    "STRATA_CLI",          "STRATA_DAEMON_USER",  "STRATA_KV_HUGE_PAGES",
+    "STRATA_LOAD_INDEX",   "STRATA_STORE_PATH",   "STRATA_PEERS_VENV",
+    "STRATA_ENGINES_VENV", "STRATA_SKIP_ENGINES", "STRATA_ENGINES_MIN_FREE_GIB"};
 
 // Free bytes of the filesystem holding `dir`, or of its nearest existing ancestor (the directory
 // is created at start-up). nullopt when none can be examined.

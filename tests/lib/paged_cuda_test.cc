@@ -187,7 +187,7 @@ TEST_CASE("paged CUDA: layer-by-layer store and load", "[lib][gpu]") {
     REQUIRE(store.ok());
     for (uint32_t l = 0; l < kLayers; ++l) REQUIRE((*store)->StoreLayer(l).ok());
     // The engine reuses its pages: what was saved is already staged.
-    std::vector<std::vector<std::byte>> want = src.layers;
+    auto want = src.layers;
     for (void* p : src.dlayers) REQUIRE(cudaMemset(p, 0, src.LayerBytes()) == cudaSuccess);
     auto finished = (*store)->Finish().Wait();
     INFO(finished.status().ToString());

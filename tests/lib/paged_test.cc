@@ -15,6 +15,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "lib/client/huge_pages.h"
 #include "strata/client.h"
 #include "strata/key_chain.h"
 #include "strata_kernels/block_codec.h"
@@ -46,12 +47,13 @@ uint64_t StoredPayloadBytes(Client& c) {
   return j["host"]["payload_bytes"].get<uint64_t>();
 }
 
-void RoundTrip(Client& client, const Shape& s) {
+// `huge`: the engine's pages in huge pages (HostPages, LayerAllocator).
+void RoundTrip(Client& client, const Shape& s, bool huge = false) {
   INFO("layout " << KvLayoutName(s.layout) << ", " << KvDtypeName(s.dtype) << ", codec "
-                 << CodecName(s.codec));
+                 << CodecName(s.codec) << (huge ? ", huge pages" : ""));
   REQUIRE(client.Clear(std::nullopt).ok());
   Namespace ns = MakeNamespace(s);
-  PagedCache src(s.layout, s.heads, s.dtype);
+  PagedCache src(s.layout, s.heads, s.dtype, huge);
   src.Fill(7);
   auto src_id = client.RegisterKvCache(ns, src.Spec());
   REQUIRE(src_id.ok());
@@ -86,7 +88,7 @@ void RoundTrip(Client& client, const Shape& s) {
   CHECK(StoredPayloadBytes(client) == encoded_total);
   if (s.codec == Codec::kShuffleZstd) CHECK(encoded_total < kBlocks * ns.block_bytes());
 
-  PagedCache dst(s.layout, s.heads, s.dtype);
+  PagedCache dst(s.layout, s.heads, s.dtype, huge);
   auto dst_id = client.RegisterKvCache(ns, dst.Spec());
   REQUIRE(dst_id.ok());
   auto loaded = client.LoadPaged(*dst_id, keys, to).Wait();
@@ -145,6 +147,35 @@ TEST_CASE("paged store and load: every layout, fp16 and bf16, every codec, daemo
         for (Codec codec : {Codec::kNone, Codec::kShuffleZstd, Codec::kShuffleLz4,
                             Codec::kFp8E4M3, Codec::kInt8Group, Codec::kInt4Kivi})
           RoundTrip(*client, {layout, layout == KvLayout::kMla ? 1u : 4u, dtype, codec});
+  }
+}
+
+TEST_CASE("paged store and load from huge pages: every layout, both store paths, bit for bit",
+          "[lib][integration]") {
+  // The engine's pages in 2 MiB pages (ClientOptions::kv_huge_pages, docs/data-plane.md "Engine
+  // KV in huge pages"): process_vm_readv and the gathers see huge-page mappings.
+  const uint64_t before = AnonHugePageBytes();
+  {
+    HostPages probe(KvLayout::kVllmFlashAttn, 4, KvDtype::kBFloat16, /*huge=*/true);
+    if (AnonHugePageBytes() <= before)
+      WARN("no transparent huge page was given to the test (THP never, or none free): the "
+           "pages below are 4 KiB pages");
+  }
+  Daemon daemon;
+  ClientOptions cross_memory, staging;
+  cross_memory.store_path = ClientOptions::StorePath::kCrossMemory;
+  staging.store_path = ClientOptions::StorePath::kStaging;
+  for (const auto& [d, options] : {std::pair{&daemon, cross_memory}, std::pair{&daemon, staging},
+                                   std::pair{static_cast<Daemon*>(nullptr), staging}}) {
+    INFO((d ? "daemon" : "embedded") << ", store path "
+                                     << (options.store_path == staging.store_path ? "staging"
+                                                                                  : "cross-memory"));
+    auto client = ConnectTo(d, options);
+    for (KvLayout layout : {KvLayout::kVllmFlashAttn, KvLayout::kFlashInfer, KvLayout::kMla})
+      for (KvDtype dtype : {KvDtype::kFloat16, KvDtype::kBFloat16})
+        for (Codec codec : {Codec::kNone, Codec::kShuffleLz4})
+          RoundTrip(*client, {layout, layout == KvLayout::kMla ? 1u : 4u, dtype, codec},
+                    /*huge=*/true);
   }
 }
 

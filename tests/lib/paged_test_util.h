@@ -3,6 +3,7 @@
 // (kernels/kv_layout.h), prompts and page assignments, and a real `strata serve` to run against.
 #pragma once
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
@@ -49,16 +51,51 @@ inline Namespace MakeNamespace(const Shape& s, const std::string& salt = "",
   return std::move(Namespace::Create(spec)).value();
 }
 
+// Allocates a layer from operator new or, with `huge`, from an anonymous mapping of its own,
+// aligned to 2 MiB and advised MADV_HUGEPAGE before its first touch, so that the kernel backs it
+// with huge pages (where transparent huge pages are not `never` and one is free).
+template <class T>
+struct LayerAllocator {
+  using value_type = T;
+  static constexpr size_t kHuge = size_t{2} << 20;
+  bool huge = false;
+  LayerAllocator() = default;
+  explicit LayerAllocator(bool h) : huge(h) {}
+  template <class U>
+  LayerAllocator(const LayerAllocator<U>& o) : huge(o.huge) {}  // NOLINT: rebinding
+  static size_t MappedBytes(size_t n) { return (n * sizeof(T) + kHuge - 1) / kHuge * kHuge; }
+  T* allocate(size_t n) {
+    if (!huge) return static_cast<T*>(::operator new(n * sizeof(T)));
+    const size_t len = MappedBytes(n);
+    void* m = ::mmap(nullptr, len + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    if (m == MAP_FAILED) throw std::bad_alloc();
+    auto* base = static_cast<std::byte*>(m);
+    const size_t head = (kHuge - reinterpret_cast<uintptr_t>(base) % kHuge) % kHuge;
+    if (head > 0) ::munmap(base, head);
+    ::munmap(base + head + len, kHuge - head);
+    (void)::madvise(base + head, len, MADV_HUGEPAGE);  // refused: 4 KiB pages, same test
+    return reinterpret_cast<T*>(base + head);
+  }
+  void deallocate(T* p, size_t n) {
+    if (!huge) return ::operator delete(p);
+    ::munmap(p, MappedBytes(n));
+  }
+  bool operator==(const LayerAllocator& o) const { return huge == o.huge; }
+};
+
 // An engine's paged cache of `heads` heads as host bytes, one buffer per layer: what the tests
-// fill, compare, and (host caches) register.
+// fill, compare, and (host caches) register. With `huge`, each layer in huge pages
+// (LayerAllocator).
 struct HostPages {
+  using Layer = std::vector<std::byte, LayerAllocator<std::byte>>;
   KvLayout layout;
   uint32_t heads;
   KvDtype dtype;
-  std::vector<std::vector<std::byte>> layers;
+  std::vector<Layer> layers;
 
-  HostPages(KvLayout l, uint32_t h, KvDtype d) : layout(l), heads(h), dtype(d) {
-    layers.assign(kLayers, std::vector<std::byte>(LayerBytes()));
+  HostPages(KvLayout l, uint32_t h, KvDtype d, bool huge = false) : layout(l), heads(h), dtype(d) {
+    layers.assign(kLayers, Layer(LayerBytes(), LayerAllocator<std::byte>(huge)));
   }
   uint64_t PageChunkBytes() const { return uint64_t{kBlockSize} * heads * kHeadDim * 2; }
   uint64_t LayerBytes() const { return Planes(layout) * kPages * PageChunkBytes(); }

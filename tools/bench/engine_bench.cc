@@ -13,10 +13,12 @@
 // Copies per store: gather engine pages -> staging (codec none) or scratch + encode -> staging,
 // then the daemon's copy staging -> pool; per load: verify + scatter from the read-only pool
 // (codec none) or verify + decode into scratch + scatter.
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -29,6 +31,7 @@
 #include "../strata/serve_process.h"
 #include "bench_report.h"
 #include "client/copy_threads.h"
+#include "client/huge_pages.h"
 #include "engine_bench_gpu.h"
 #include "strata/client.h"
 #include "strata/key_chain.h"
@@ -60,14 +63,28 @@ Namespace EngineNamespace(Codec codec) {
   return std::move(Namespace::Create(s)).value();
 }
 
-// An engine's paged KV cache in vLLM's flash-attn layout: per layer [2, pages, 16, 8, 128] bf16.
+// An engine's paged KV cache in vLLM's flash-attn layout: per layer [2, pages, 16, 8, 128] bf16,
+// each layer one large anonymous mapping, zeroed before it is registered, as an engine's
+// allocator (torch: malloc -> mmap for large tensors, then zero_) leaves it: the huge-page advice
+// of RegisterKvCache (ClientOptions::kv_huge_pages) applies to it as to an engine's.
 struct Engine {
+  struct Unmap {
+    uint64_t bytes;
+    void operator()(std::byte* p) const { ::munmap(p, bytes); }
+  };
   uint32_t pages;
-  std::vector<std::vector<std::byte>> layers;
+  std::vector<std::unique_ptr<std::byte, Unmap>> layers;
   explicit Engine(uint32_t n) : pages(n) {
-    layers.assign(kLayers, std::vector<std::byte>(LayerBytes()));
+    for (uint32_t l = 0; l < kLayers; ++l) {
+      void* p = ::mmap(nullptr, LayerBytes(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
+      if (p == MAP_FAILED) cli::Fail("mmap of the engine's KV cache failed");
+      layers.emplace_back(static_cast<std::byte*>(p), Unmap{LayerBytes()});
+      std::memset(p, 0, LayerBytes());
+    }
   }
   uint64_t LayerBytes() const { return 2ull * pages * kPage * kHeads * kHeadDim * 2; }
+  std::byte* Layer(uint32_t l) const { return layers[l].get(); }
   // KV-like values: normal around 0 (so the codecs see realistic exponents).
   void Fill(uint64_t seed) {
     std::mt19937_64 rng(seed);
@@ -75,19 +92,24 @@ struct Engine {
     std::vector<uint16_t> table(4096);
     for (auto& v : table) v = kernels::FloatToBf16(normal(rng));
     for (auto& l : layers)
-      for (size_t i = 0; i + 1 < l.size(); i += 2) {
+      for (size_t i = 0; i + 1 < LayerBytes(); i += 2) {
         const uint16_t v = table[rng() & 4095];
-        std::memcpy(&l[i], &v, 2);
+        std::memcpy(l.get() + i, &v, 2);
       }
   }
   KvCacheSpec Spec() {
     KvCacheSpec s;
     s.layout = KvLayout::kVllmFlashAttn;
-    for (auto& l : layers) s.layers.push_back(l.data());
+    for (auto& l : layers) s.layers.push_back(l.get());
     s.num_blocks = pages;
     return s;
   }
 };
+
+std::string EnvOr(const char* name, const char* otherwise) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? v : otherwise;
+}
 
 void Run(const Options& opt) {
   BenchReport report("engine", opt.json);
@@ -144,16 +166,34 @@ void Run(const Options& opt) {
   // (on a shared machine the available memory bandwidth moves by 2x within a minute); each
   // case's baseline is the median of the memcpy runs interleaved with it.
   std::vector<std::byte> a(kv_bytes, std::byte{1}), b(kv_bytes, std::byte{2});
-  std::memcpy(a.data(), src.layers[0].data(), std::min<uint64_t>(kv_bytes, src.LayerBytes()));
+  std::memcpy(a.data(), src.Layer(0), std::min<uint64_t>(kv_bytes, src.LayerBytes()));
   // The client splits a large load over its copy threads (lib/client/copy_threads.h), and a
   // store runs the client's gather beside the daemon's copy: both use more than one core. The
   // baseline is one memcpy (the yardstick); the same bytes split over as many threads
   // are timed beside it and reported (memcpy_split_gbps, ratio_to_memcpy_split): where one core
   // does not saturate DRAM, that split copy, not the single memcpy, is the physical limit.
   const int copy_threads = CopyThreads::DefaultHelpers() + 1;
-  std::vector<double> memcpy_split;
+  // The same single memcpy between two buffers in huge pages (advised before they are touched),
+  // reported beside it (memcpy_huge_gbps, ratio_to_memcpy_huge): on a VM a 4 KiB-page copy pays
+  // two-level page walks that a copy from and into 2 MiB pages does not, so a case on huge-page
+  // KV is read against this one.
+  auto huge_buffer = [&] {
+    void* p = ::mmap(nullptr, kv_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) cli::Fail("mmap of the baseline's buffers failed");
+    (void)::madvise(p, kv_bytes, MADV_HUGEPAGE);
+    std::memset(p, 3, kv_bytes);
+    return std::unique_ptr<std::byte, Engine::Unmap>(static_cast<std::byte*>(p),
+                                                     Engine::Unmap{kv_bytes});
+  };
+  const auto ah = huge_buffer(), bh = huge_buffer();
+  std::vector<double> memcpy_split, memcpy_huge;
   auto time_memcpy = [&] {
     auto t0 = std::chrono::steady_clock::now();
+    std::memcpy(bh.get(), ah.get(), kv_bytes);
+    DoNotOptimize(bh.get()[kv_bytes / 2]);
+    memcpy_huge.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    t0 = std::chrono::steady_clock::now();
     std::memcpy(b.data(), a.data(), kv_bytes);
     DoNotOptimize(b[kv_bytes / 2]);
     const double one = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -184,11 +224,18 @@ void Run(const Options& opt) {
     if (!codec.ok()) cli::Fail(codec.status().ToString(), 2);
     Namespace ns = EngineNamespace(*codec);
     const std::vector<BlockKey> keys = ComputeBlockKeys(ns, tokens);
+    const auto reg0 = std::chrono::steady_clock::now();
     auto sid = (*client)->RegisterKvCache(ns, src.Spec());
     auto did = (*client)->RegisterKvCache(ns, dst.Spec());
     if (!sid.ok() || !did.ok()) cli::Fail("RegisterKvCache failed");
+    const double register_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - reg0).count();
+    // How much of this process's anonymous memory is in huge pages now (the engine's 2 x 2x the
+    // prompt, when the advice took; the baseline's buffers and the staging memory are not).
+    const uint64_t anon_huge = AnonHugePageBytes();
     uint64_t stored_bytes = 0;
     memcpy_split.clear();
+    memcpy_huge.clear();
     // Each store starts from an empty namespace (Clear, untimed), after one warm-up store.
     std::vector<double> store_times, store_memcpy, load_times, load_memcpy;
     for (int r = 0; r <= opt.reps; ++r) {
@@ -224,8 +271,8 @@ void Run(const Options& opt) {
       for (uint32_t l = 0; l < kLayers; ++l)
         for (uint32_t p = 0; p < 2; ++p)
           for (uint32_t i = 0; i < blocks; ++i)
-            if (std::memcmp(dst.layers[l].data() + (uint64_t{p} * pages + to[i]) * chunk,
-                            src.layers[l].data() + (uint64_t{p} * pages + from[i]) * chunk,
+            if (std::memcmp(dst.Layer(l) + (uint64_t{p} * pages + to[i]) * chunk,
+                            src.Layer(l) + (uint64_t{p} * pages + from[i]) * chunk,
                             chunk) != 0)
               cli::Fail("LoadPaged brought back different bytes with codec " + name);
     }
@@ -238,8 +285,19 @@ void Run(const Options& opt) {
                             {"tokens", opt.tokens},
                             {"model", "Llama-3.1-8B shape, bf16, vLLM layout"},
                             {"reps", opt.reps},
-                            {"copy_threads", copy_threads}};
+                            {"copy_threads", copy_threads},
+                            {"engine_kv_bytes", 2 * kLayers * src.LayerBytes()},
+                            {"anon_huge_bytes", anon_huge},
+                            {"register_s", register_s},
+                            {"kv_huge_pages", EnvOr("STRATA_KV_HUGE_PAGES", "default")},
+                            {"store_path", EnvOr("STRATA_STORE_PATH", "default")}};
     nlohmann::json store_extra = extra, load_extra = extra;
+    {
+      const double huge = kv_bytes / median(memcpy_huge) / 1e9;
+      store_extra["memcpy_huge_gbps"] = load_extra["memcpy_huge_gbps"] = huge;
+      store_extra["ratio_to_memcpy_huge"] = kv_bytes / store_s / 1e9 / huge;
+      load_extra["ratio_to_memcpy_huge"] = kv_bytes / load_s / 1e9 / huge;
+    }
     if (!memcpy_split.empty()) {
       const double split = kv_bytes / median(memcpy_split) / 1e9;
       store_extra["memcpy_split_gbps"] = load_extra["memcpy_split_gbps"] = split;
