@@ -6,14 +6,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <span>
 #include <string>
-#include <thread>
-#include <utility>
 #include <vector>
 
 #include "strata/block_format.h"
@@ -79,65 +76,6 @@ Result<uint64_t> CopyFromProcessWithChecksum(const ClientProcess& p, uint64_t ad
     done += n;
   }
   if (!StillThere(p.pidfd)) return ReadError(ESRCH, pid, address, length);
-  return checksum.Digest();
-}
-
-Result<uint64_t> CopyFromProcessWithChecksum(const ClientProcess& p, uint64_t address,
-                                             uint64_t length, std::byte* dst, size_t workers,
-                                             const RunWorkers& run) {
-  const uint64_t pieces = (length + kCrossMemoryChunkBytes - 1) / kCrossMemoryChunkBytes;
-  if (workers < 2 || pieces < 2) return CopyFromProcessWithChecksum(p, address, length, dst);
-  if (address + length < address)
-    return Status::InvalidArgument("cross-memory read: address range wraps around");
-  // Per chunk: 0 not read yet, 1 read, 2 the read failed (its errno in errs); a worker publishes
-  // the state (release) after the bytes and errs, the hasher reads it (acquire) before them.
-  std::vector<std::atomic<uint8_t>> state(pieces);
-  std::vector<int> errs(pieces, 0);
-  std::atomic<uint64_t> next{0};
-  std::atomic<bool> stop{false};
-  PayloadChecksumStream checksum;  // the hasher's only
-  Status failed;                   // the hasher's only
-  const auto span_of = [&](uint64_t c) {
-    const uint64_t at = c * kCrossMemoryChunkBytes;
-    return std::pair<uint64_t, uint64_t>{at, std::min(kCrossMemoryChunkBytes, length - at)};
-  };
-  run(workers, [&](size_t worker) {
-    uint64_t hashed = 0;
-    // Hashes the chunks read so far, in order; with `wait`, all of them (every chunk is claimed
-    // by then, and a claimed chunk's reader is running). False once a read failed.
-    const auto hash_ready = [&](bool wait) {
-      for (int spins = 0; hashed < pieces;) {
-        const uint8_t st = state[hashed].load(std::memory_order_acquire);
-        if (st == 0) {
-          if (!wait) return true;
-          if (++spins % 256 == 0) std::this_thread::yield();
-          continue;
-        }
-        const auto [at, n] = span_of(hashed);
-        if (st == 2) {
-          failed = ReadError(errs[hashed], p.pid, address + at, n);
-          stop.store(true, std::memory_order_relaxed);
-          return false;
-        }
-        checksum.Update(std::span<const std::byte>(dst + at, n));  // from cache, just written
-        ++hashed;
-      }
-      return true;
-    };
-    while (!stop.load(std::memory_order_relaxed)) {
-      const uint64_t c = next.fetch_add(1, std::memory_order_relaxed);
-      if (c >= pieces) break;
-      const auto [at, n] = span_of(c);
-      int err = 0;
-      const bool ok = ReadWhole(p.pid, address + at, n, dst + at, &err);
-      errs[c] = err;
-      state[c].store(ok ? 1 : 2, std::memory_order_release);
-      if (worker == 0 && !hash_ready(false)) return;
-    }
-    if (worker == 0 && !stop.load(std::memory_order_relaxed)) (void)hash_ready(true);
-  });
-  if (!failed.ok()) return failed;
-  if (!StillThere(p.pidfd)) return ReadError(ESRCH, p.pid, address, length);
   return checksum.Digest();
 }
 

@@ -15,7 +15,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <span>
 
 #include "strata/result.h"
@@ -46,23 +45,6 @@ Result<ClientProcess> PeerProcess(int socket_fd, pid_t pid);
 // On error `dst` holds an undefined prefix of the payload.
 Result<uint64_t> CopyFromProcessWithChecksum(const ClientProcess& p, uint64_t address,
                                              uint64_t length, std::byte* dst);
-
-// Runs fn(w) once for each w in [0, workers), on any threads (all at once, or some one after
-// another), and returns when every call has returned.
-using RunWorkers =
-    std::function<void(size_t workers, const std::function<void(size_t worker)>& fn)>;
-
-// CopyFromProcessWithChecksum with the reads split over `workers` threads: each claims the next
-// chunk not read yet and reads it; the worker that got index 0 also hashes the chunks in order as
-// they arrive (the checksum is sequential), from the cache they were just written into, waiting
-// for a chunk another worker is still reading. The result, errors included, is that of
-// CopyFromProcessWithChecksum; workers < 2 or a payload of one chunk is that function.
-// Why: a store of one large block otherwise runs on one core while the client waits idle;
-// measured on the development VM (docs/benchmarks.md, "Where a peer wins"), the kernel's copy was
-// 62 % of the daemon's time in a 2 MiB put and the hash 9 %.
-Result<uint64_t> CopyFromProcessWithChecksum(const ClientProcess& p, uint64_t address,
-                                             uint64_t length, std::byte* dst, size_t workers,
-                                             const RunWorkers& run);
 
 // The shape of a paged gather: an engine chunk is [rows][heads][row_bytes] at one address of
 // the client; a head shard is, for each of its block's chunks in order, the `rows` rows of its

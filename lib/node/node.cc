@@ -326,50 +326,31 @@ class LocalNode final : public Node {
                                                 std::max<uint64_t>(1, bytes / std::max<size_t>(
                                                                               1, n_units)))
                     : std::max<size_t>(1, n_units);
-    // Fewer units than threads, the client idle: each large block's reads are split over the
-    // threads instead (CopyFromProcessWithChecksum with workers; one thread hashes in order).
-    const size_t threads = static_cast<size_t>(copy_threads_.helpers()) + 1;
-    const bool split_blocks = client_idle && n_units < threads;
-    const RunWorkers run_workers = [this](size_t workers,
-                                          const std::function<void(size_t)>& fn) {
-      copy_threads_.ParallelFor(workers, 1, [&](size_t begin, size_t end) {
-        for (size_t w = begin; w < end; ++w) fn(w);
-      });
-    };
-    const auto copy_unit = [&](size_t u, std::vector<ShardOut>& shards) {
-      Reserved& first = reserved[units[u]];
-      if (const auto& g = first.block->client_gather) {
-        shards.clear();
-        for (size_t i = units[u]; i < units[u + 1]; ++i)
-          shards.push_back({reserved[i].block->client_gather->head, pool + reserved[i].r.offset});
-        const Status st = GatherFromProcess({g->pid, g->pidfd}, g->chunks,
-                                            {g->rows, g->heads, g->row_bytes}, shards);
-        for (size_t i = units[u]; i < units[u + 1]; ++i) {
-          if (st.ok()) reserved[i].checksum = shards[i - units[u]].checksum;
-          else reserved[i].checksum = st;
-        }
-        return;
-      }
-      std::byte* dst = pool + first.r.offset;
-      if (const auto& cm = first.block->client_memory) {
-        const bool split = split_blocks && cm->length >= kParallelStoreMin;
-        first.checksum = CopyFromProcessWithChecksum({cm->pid, cm->pidfd}, cm->address,
-                                                     cm->length, dst, split ? threads : 1,
-                                                     run_workers);
-      } else {
-        first.checksum =
-            CopyWithChecksum(dst, first.block->payload.data(), first.block->payload.size());
-      }
-    };
-    if (split_blocks) {
+    copy_threads_.ParallelFor(n_units, per_range, [&](size_t begin, size_t end) {
       std::vector<ShardOut> shards;
-      for (size_t u = 0; u < n_units; ++u) copy_unit(u, shards);
-    } else {
-      copy_threads_.ParallelFor(n_units, per_range, [&](size_t begin, size_t end) {
-        std::vector<ShardOut> shards;
-        for (size_t u = begin; u < end; ++u) copy_unit(u, shards);
-      });
-    }
+      for (size_t u = begin; u < end; ++u) {
+        Reserved& first = reserved[units[u]];
+        if (const auto& g = first.block->client_gather) {
+          shards.clear();
+          for (size_t i = units[u]; i < units[u + 1]; ++i)
+            shards.push_back({reserved[i].block->client_gather->head, pool + reserved[i].r.offset});
+          const Status st = GatherFromProcess({g->pid, g->pidfd}, g->chunks,
+                                              {g->rows, g->heads, g->row_bytes}, shards);
+          for (size_t i = units[u]; i < units[u + 1]; ++i) {
+            if (st.ok()) reserved[i].checksum = shards[i - units[u]].checksum;
+            else reserved[i].checksum = st;
+          }
+          continue;
+        }
+        std::byte* dst = pool + first.r.offset;
+        if (const auto& cm = first.block->client_memory)
+          first.checksum =
+              CopyFromProcessWithChecksum({cm->pid, cm->pidfd}, cm->address, cm->length, dst);
+        else
+          first.checksum =
+              CopyWithChecksum(dst, first.block->payload.data(), first.block->payload.size());
+      }
+    });
     // 3. A client payload that could not be read fails the whole call: nothing of it is
     // published (the client named memory it does not have, or unmapped it mid-call).
     for (const Reserved& x : reserved) {
