@@ -126,8 +126,7 @@ Status SocketChannel::MapForRead(std::span<const ipc::Location> locations) {
     if (remap_hook_ && mapped_[slab].load(std::memory_order_relaxed) != kUnmapped)
       remap_hook_(slab);
     auto* at = const_cast<std::byte*>(pool_base_) + slab * slab_bytes_;
-    if (::mmap(at, slab_bytes_, PROT_READ, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd, 0) ==
-        MAP_FAILED)
+    if (::mmap(at, slab_bytes_, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED)
       return Status::IOError(std::string("mapping pool slab ") + std::to_string(slab) + ": " +
                              std::strerror(errno));
     mapped_[slab].store(mr->generation, std::memory_order_release);
