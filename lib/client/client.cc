@@ -381,7 +381,7 @@ class ClientImpl final : public Client {
   ClientImpl(std::unique_ptr<Channel> channel, const ClientOptions& options)
       : channel_(std::move(channel)),
         staging_(channel_->staging_bytes()),
-        paged_cross_memory_(StorePathOf(options).ok() &&
+        forced_cross_memory_(StorePathOf(options).ok() &&
                             *StorePathOf(options) == ClientOptions::StorePath::kCrossMemory),
         kv_huge_pages_(KvHugePagesOf(options).ok() ? *KvHugePagesOf(options)
                                                    : options.kv_huge_pages),
@@ -796,7 +796,13 @@ class ClientImpl final : public Client {
       STRATA_ASSIGN_OR_RETURN(kernels::BlockCodec * c, ThreadCodec(codec, shape));
       max_bytes = c->max_encoded_bytes();
     }
-    if (codec == Codec::kNone && channel_->cross_memory()) {
+    // `auto` sends a store that fits one staging round through staging: the client's memcpy into
+    // staging (which stays in cache) plus the daemon's fused copy out of it cost less than the
+    // kernel pinning the engine's 4 KiB pages one by one for process_vm_readv (one 2 MiB block
+    // per call: p50 261-331 us against 463-615 us; docs/benchmarks.md, "Where a peer wins").
+    // Larger stores are read in place, split over the daemon's copy threads.
+    const bool in_place = forced_cross_memory_ || !OneRound(ns, keys.size());
+    if (codec == Codec::kNone && channel_->cross_memory() && in_place) {
       // More than one commit: StoreBegin first, so that a request the empty pool cannot hold is
       // refused whole (NoSpace) before any round evicts for it, and cached blocks are skipped.
       std::vector<uint8_t> cached(keys.size(), 0);
@@ -1085,7 +1091,7 @@ class ClientImpl final : public Client {
     // development VM; from pages collapsed into 2 MiB ones it was the fastest store path there
     // (docs/benchmarks.md, "Engine KV in huge pages").
     if (codec == Codec::kNone && channel_->cross_memory() &&
-        (paged_cross_memory_ || c.InHugePages()))
+        (forced_cross_memory_ || c.InHugePages()))
       return StorePagedCrossMemory(c, keys, ids, engine);
     const uint32_t heads = c.heads();
     const uint64_t shard_bytes = c.shard.bytes();
@@ -1686,9 +1692,10 @@ class ClientImpl final : public Client {
   std::unordered_set<NamespaceId, BlockKeyHash> opened_;  // GUARDED_BY(opened_mu_)
 
   StagingAllocator staging_;
-  // StorePaged (codec none) goes cross-memory when STRATA_STORE_PATH / store_path asks for it
-  // (and with `auto` from caches in huge pages, RegisteredCache::InHugePages).
-  const bool paged_cross_memory_;
+  // STRATA_STORE_PATH / store_path is cross_memory: StorePaged (codec none) and a Store that fits
+  // one staging round go cross-memory too (with `auto` they go through staging, except StorePaged
+  // from caches in huge pages, RegisteredCache::InHugePages).
+  const bool forced_cross_memory_;
   const ClientOptions::KvHugePages kv_huge_pages_;
   std::mutex caches_mu_;
   std::mutex described_mu_;

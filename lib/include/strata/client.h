@@ -165,9 +165,11 @@ struct ClientOptions {
   // to these, e.g. `strata` for the systemd service. Default: none.
   std::vector<uint32_t> trusted_daemon_uids;
   // How stores of codec none reach the daemon (docs/data-plane.md, "Cross-memory store"):
-  // kAuto: the daemon reads the engine's buffers itself (process_vm_readv, no staging copy) when
-  // the kernel lets it, else through staging; kStaging: always through staging; kCrossMemory:
-  // cross-memory, and Connect fails (PermissionDenied) when the daemon cannot read this process.
+  // kAuto: a store larger than one staging round (4 MiB) is read by the daemon out of the
+  // engine's buffers itself (process_vm_readv, no staging copy) when the kernel lets it, a smaller
+  // one goes through staging (faster: no page pinning), and everything goes through staging when
+  // the kernel refuses; kStaging: always through staging; kCrossMemory: cross-memory, one-round
+  // stores too, and Connect fails (PermissionDenied) when the daemon cannot read this process.
   // STRATA_STORE_PATH (auto, staging, cross_memory) overrides it. Default: kAuto.
   enum class StorePath { kAuto, kStaging, kCrossMemory };
   StorePath store_path = StorePath::kAuto;
