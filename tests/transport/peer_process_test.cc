@@ -295,7 +295,11 @@ TEST_CASE(
     "SIGKILL of the holder mid-transfer: the pull returns within the timeout with a "
     "consistent partial result - the dead node leaves membership and the directory",
     "[transport][etcd][ucx][process]") {
-  PullSetup s(48, 4 << 20, /*with_b=*/true);
+  // 4 MiB blocks, one per data message; 64 KiB blocks, 16 per message (killed mid-message).
+  const auto [n_blocks, payload] =
+      GENERATE(table<size_t, size_t>({{48, size_t{4} << 20}, {3072, size_t{64} << 10}}));
+  INFO(n_blocks << " blocks of " << payload << " bytes");
+  PullSetup s(n_blocks, payload, /*with_b=*/true);
   LocalNode& c = *s.c;
   const size_t kBlocks = s.blocks;
   REQUIRE(WaitFor(std::chrono::seconds(5), [&] { return AllHeldBy(c, s.chain, "node-a"); }));
