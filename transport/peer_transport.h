@@ -94,7 +94,10 @@ class BlockSource {
 int AutoProgressSpinRounds();
 
 // PeerTransportOptions::pull_coalesce_bytes's default.
-inline constexpr uint64_t kDefaultPullCoalesceBytes = uint64_t{1} << 20;
+inline constexpr uint64_t kDefaultPullCoalesceBytes = uint64_t{4} << 20;
+// Blocks of this payload size or more always travel alone (UCX rendezvous, zero-copy where the
+// transport has it: cma, RDMA), whatever a pull's max_message_bytes.
+inline constexpr uint64_t kCoalesceBlockBelow = uint64_t{256} << 10;
 
 struct PeerTransportOptions {
   // This node's id in membership. REQUIRES: non-empty.
@@ -131,7 +134,7 @@ struct PeerTransportOptions {
   // Small blocks coalesced (docs/cluster.md, "Small blocks in fewer messages"): a pull asks its
   // holder to send several blocks per data message, of at most this many payload bytes in all
   // (PullRequest.max_message_bytes); the holder then puts every block whose payload is at most
-  // half of it into such messages, the puller lands each block in its own destination and
+  // half of it and under kCoalesceBlockBelow into such messages, the puller lands each block in its own destination and
   // verifies each alone. 0: one block per message. Holders serve either form, whatever this
   // node asks for. Default: kDefaultPullCoalesceBytes.
   uint64_t pull_coalesce_bytes = kDefaultPullCoalesceBytes;

@@ -24,8 +24,8 @@ void PeerTransport::Impl::SendBlockStatus(ConnId conn, uint64_t rid, uint32_t in
 void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
   const Clock::time_point arrived = Clock::now();
   uint64_t pin_ns = 0;
-  // Multi-block messages, when the puller asked for them: blocks whose payload is at most half
-  // the message go together, as many as the AM header carries.
+  // Multi-block messages, when the puller asked for them: blocks under kCoalesceBlockBelow whose
+  // payload is at most half the message go together, as many as the AM header carries.
   const uint64_t message_bytes = req.max_message_bytes;
   const size_t max_entries =
       message_bytes == 0 || engine->max_am_header() < wire::MultiDataHeaderSize(2)
@@ -70,7 +70,8 @@ void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
                            : pinned->header != nullptr ? pinned->size
                            : pinned->size >= kBlockHeaderSize ? pinned->size - kBlockHeaderSize
                                                               : 0;
-    if (max_entries == 0 || !pinned.ok() || payload == 0 || 2 * payload > message_bytes) {
+    if (max_entries == 0 || !pinned.ok() || payload == 0 || 2 * payload > message_bytes ||
+        payload >= kCoalesceBlockBelow) {
       ServeBlock(conn, req.request_id, i, req.keys[i], req.namespace_id, req.capacities[i],
                  std::move(pinned));
       continue;

@@ -339,7 +339,7 @@ TEST_CASE("small blocks come several per message - each verified alone", "[trans
   REQUIRE(r->blocks.size() == sizes.size());
   for (size_t i = 0; i < sizes.size(); ++i) {
     INFO("block " << i << " of " << sizes[i] << " bytes: " << r->blocks[i].ToString());
-    const bool coalesced = coalesce > 0 && 2 * sizes[i] <= coalesce;
+    const bool coalesced = coalesce > 0 && 2 * sizes[i] <= coalesce && sizes[i] < kCoalesceBlockBelow;
     if (i == 8) {
       CHECK(r->blocks[i].IsCorruption());
     } else if (split && !coalesced) {

@@ -73,7 +73,7 @@ constexpr SettingFlag kSettingFlags[] = {
      "true: pulls over UCX endpoints with peer error handling (no shm) [STRATA_UCX_PEER_ERRORS]"},
     {"--pull-coalesce-bytes", "pull_coalesce_bytes",
      "Largest data message a pull asks for: small blocks travel several per message (default "
-     "1MiB; 0 = one block per message) [STRATA_PULL_COALESCE_BYTES]"},
+     "4MiB; 0 = one block per message) [STRATA_PULL_COALESCE_BYTES]"},
     {"--pull-read-ahead", "pull_read_ahead",
      "true: a chunked Load's next chunk is pulled ahead on the fetch thread (default false) "
      "[STRATA_PULL_READ_AHEAD]"},
