@@ -153,7 +153,9 @@ Result<std::unique_ptr<PeerTransport>> PeerTransport::Open(PeerTransportOptions 
                                                          : raw->options.progress_spin_rounds;
   eo.handlers.on_control = [raw](ConnId c, std::span<const std::byte> b) { raw->OnControl(c, b); };
   eo.handlers.on_data = [raw](ConnId c, std::span<const std::byte> h, size_t n, std::byte** d,
-                              uint64_t* k) { raw->OnData(c, h, n, d, k); };
+                              std::vector<DataPiece>* pieces,
+                              uint64_t* k) { raw->OnData(c, h, n, d, pieces, k); };
+  raw->discard.resize(raw->options.pull_coalesce_bytes);
   eo.handlers.on_data_done = [raw](ConnId c, uint64_t k, const Status& s) {
     raw->OnDataDone(c, k, s);
   };
@@ -189,6 +191,7 @@ TransferProfile PeerTransport::Profile() const {
   p.max_pulls_in_flight = c.max_pulls_in_flight.load();
   p.served_requests = c.served_requests.load();
   p.served_blocks = c.served_blocks.load();
+  p.served_messages = c.served_messages.load();
   p.serve_pin_s = secs(c.serve_pin_ns);
   p.serve_request_s = secs(c.serve_request_ns);
   p.send_s = secs(c.send_ns);

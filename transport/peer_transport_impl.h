@@ -41,6 +41,9 @@ struct PullOp::State {
   NamespaceId ns;
   std::vector<PullTarget> targets;
   std::vector<std::byte> frame;
+  uint64_t max_message_bytes = 0;  // what the request asked for (0: one block per message)
+  // Multi-block data messages accepted: the indices each carries (progress thread).
+  std::vector<std::vector<uint32_t>> messages;
   // Progress-thread state.
   std::vector<Status> status;
   std::vector<uint8_t> settled;
@@ -137,12 +140,20 @@ struct PeerTransport::Impl {
     options.block_source->Unpin(sp.pin);
   }
 
+  // A data receive's cookie: the request id above kIndexBits; below, a block's index, or with
+  // kMultiBit the slot of a multi-block message in PullOp::State::messages (indices and slots
+  // stay below 2^16: wire::kMaxKeysPerMessage).
   static constexpr int kIndexBits = 20;
+  static constexpr uint64_t kMultiBit = uint64_t{1} << 19;
+  // Where the bytes of a refused block inside an accepted multi-block message go: never read.
+  // Sized at Open to pull_coalesce_bytes (a message longer than its request asked is refused
+  // whole); several receives may write into it at once.
+  std::vector<std::byte> discard;
 
   // TransferProfile's counters; written on the progress thread, read by Profile() anywhere.
   struct ProfileCounters {
     std::atomic<uint64_t> pull_requests{0}, pull_blocks{0}, max_pulls_in_flight{0};
-    std::atomic<uint64_t> served_requests{0}, served_blocks{0};
+    std::atomic<uint64_t> served_requests{0}, served_blocks{0}, served_messages{0};
     std::atomic<uint64_t> serve_pin_ns{0}, serve_request_ns{0}, send_ns{0};
     std::atomic<uint64_t> max_sends_in_flight{0};
     uint64_t sends_in_flight = 0;  // progress thread only
@@ -192,7 +203,13 @@ struct PeerTransport::Impl {
 
   // ---- data messages (puller side) ----
   void OnData(ConnId conn, std::span<const std::byte> header, size_t length, std::byte** dest,
-              uint64_t* cookie);
+              std::vector<DataPiece>* pieces, uint64_t* cookie);
+  // A multi-block data message (wire::MultiDataHeader): each block to its own place.
+  void OnMultiData(std::span<const std::byte> header, size_t length,
+                   std::vector<DataPiece>* pieces, uint64_t* cookie);
+  // Settles block `index` of `p` whose receive ended with `st`: verified now
+  // (verify_on_landing) or handed to the thread in PullOp::Wait.
+  void Landed(PullOp::State& p, size_t index, const Status& st);
 
   void OnDataDone(ConnId conn, uint64_t cookie, const Status& st);
 
@@ -218,6 +235,20 @@ struct PeerTransport::Impl {
   void SendBlockStatus(ConnId conn, uint64_t rid, uint32_t index, StatusCode code);
 
   void ServePull(ConnId conn, const wire::PullRequest& req);
+
+  // A multi-block data message being gathered by ServePull.
+  struct Batch {
+    uint64_t rid = 0;
+    uint64_t bytes = 0;
+    std::vector<std::byte> header;  // MultiDataHeader, entries appended
+    std::vector<DataPiece> pieces;
+    std::vector<uint64_t> pins;
+  };
+  // Checks `pinned` against the key, namespace and capacity asked for: kOk, or the status to
+  // answer (the pin is then released).
+  StatusCode CheckServed(const BlockKey& key, const NamespaceId& ns, uint64_t capacity,
+                         const PinnedBlock& pinned);
+  void SendBatch(ConnId conn, Batch& batch);
 
   // Answers block `index` of request `rid` with `pinned` (or its error): checks it against the
   // key, namespace and capacity asked for, then sends it (pull_server.cc).

@@ -41,8 +41,15 @@ void PeerTransport::Impl::MaybeFinish(const std::shared_ptr<PullOp::State>& p) {
 }
 
 // ---- data messages (puller side) ----
-void PeerTransport::Impl::OnData(ConnId conn, std::span<const std::byte> header, size_t length, std::byte** dest,
-            uint64_t* cookie) {
+void PeerTransport::Impl::OnData(ConnId conn, std::span<const std::byte> header, size_t length,
+                                 std::byte** dest, std::vector<DataPiece>* pieces,
+                                 uint64_t* cookie) {
+  uint32_t magic = 0;
+  if (header.size() >= sizeof(magic)) std::memcpy(&magic, header.data(), sizeof(magic));
+  if (magic == wire::kMultiDataMagic) {  // both magics are compared in host byte order
+    OnMultiData(header, length, pieces, cookie);
+    return;
+  }
   // The AM header is a DataHeader, followed by the 64-byte block header for a split block.
   if (header.size() != wire::kDataHeaderSize &&
       header.size() != wire::kDataHeaderSize + kBlockHeaderSize)
@@ -115,13 +122,107 @@ void PeerTransport::Impl::OnData(ConnId conn, std::span<const std::byte> header,
   ++p.receiving;
 }
 
+void PeerTransport::Impl::OnMultiData(std::span<const std::byte> header, size_t length,
+                                      std::vector<DataPiece>* pieces, uint64_t* cookie) {
+  auto h = wire::DecodeMultiDataHeader(header);
+  if (!h.ok()) return;  // refused; its blocks time out like those of a bad single header
+  auto it = pulls.find(h->request_id);
+  if (it == pulls.end()) return;
+  auto& p = *it->second;
+  if (!p.failure.ok()) return;
+  if (p.first_data == Clock::time_point{}) p.first_data = Clock::now();
+  // The message as a whole: its length must be what its entries add up to, and no more than
+  // this pull asked for (the discard buffer's size); else every block it names fails.
+  uint64_t sum = 0;
+  for (size_t e = 0; e < h->count; ++e) sum += h->LengthAt(e);
+  if (sum != length || h->length != length || length > p.max_message_bytes ||
+      length > discard.size()) {
+    for (size_t e = 0; e < h->count; ++e) {
+      const uint32_t index = h->IndexAt(e);
+      if (index < p.targets.size())
+        Settle(p, index,
+               Status::Corruption("peer " + p.peer + " sent a multi-block message of " +
+                                  std::to_string(length) + " bytes that disagrees with its " +
+                                  "header or exceeds " + std::to_string(p.max_message_bytes)));
+    }
+    MaybeFinish(it->second);
+    return;
+  }
+  // Each block alone: one that cannot be placed fails by itself, its bytes dropped.
+  std::vector<uint32_t> landing;
+  landing.reserve(h->count);
+  pieces->reserve(h->count);
+  for (size_t e = 0; e < h->count; ++e) {
+    const uint32_t index = h->IndexAt(e);
+    const size_t len = h->LengthAt(e);
+    std::byte* where = nullptr;
+    if (index < p.targets.size() && !p.settled[index] &&
+        std::find(landing.begin(), landing.end(), index) == landing.end()) {
+      PullTarget& t = p.targets[index];
+      auto bh = DecodeBlockHeader(std::span<const std::byte>(h->BlockHeaderAt(e)));
+      const size_t at_dest = len + (t.header_dest == nullptr ? kBlockHeaderSize : 0);
+      Status bad;
+      if (!bh.ok())
+        bad = bh.status().WithContext("pulled block " + t.key.ToHex());
+      else if (bh->key != t.key || bh->payload_length != len || len == 0)
+        bad = Status::Corruption("peer " + p.peer + " sent a block header that does not match");
+      else if ((t.dest == nullptr ? len : at_dest) > t.capacity)
+        bad = Status::Corruption("peer " + p.peer + " sent " + std::to_string(len) +
+                                 " bytes for a block of " + std::to_string(t.capacity) +
+                                 " reserved bytes");
+      if (bad.ok() && t.dest == nullptr) {
+        // Allocated on arrival: the header says how long the payload is.
+        std::byte* at = t.header_dest != nullptr && t.allocate ? t.allocate(*bh) : nullptr;
+        if (at == nullptr)
+          bad = Status::ResourceExhausted("no local space for pulled block " + t.key.ToHex());
+        else if (!InsideRegions(at, len))
+          bad = Status::Internal("allocated destination is outside the registered pool");
+        else
+          t.dest = at;
+      }
+      if (bad.ok()) {
+        if (t.header_dest != nullptr) {
+          std::memcpy(t.header_dest, h->BlockHeaderAt(e).data(), kBlockHeaderSize);
+          where = t.dest;
+        } else {
+          std::memcpy(t.dest, h->BlockHeaderAt(e).data(), kBlockHeaderSize);
+          where = t.dest + kBlockHeaderSize;
+        }
+        landing.push_back(index);
+      } else {
+        Settle(p, index, std::move(bad));
+      }
+    }
+    pieces->push_back({where != nullptr ? where : discard.data(), len});
+  }
+  if (landing.empty()) {
+    pieces->clear();  // nothing to land: refuse it (the holder's send fails, its pins go)
+    MaybeFinish(it->second);
+    return;
+  }
+  *cookie = (h->request_id << kIndexBits) | kMultiBit | p.messages.size();
+  p.messages.push_back(std::move(landing));
+  ++p.receiving;
+}
+
 void PeerTransport::Impl::OnDataDone(ConnId conn, uint64_t cookie, const Status& st) {
   const uint64_t rid = cookie >> kIndexBits;
-  const size_t index = cookie & ((uint64_t{1} << kIndexBits) - 1);
+  const size_t index = cookie & ((uint64_t{1} << kIndexBits) - 1) & ~kMultiBit;
   auto it = pulls.find(rid);
   if (it == pulls.end()) return;
   auto p = it->second;
   if (p->receiving > 0) --p->receiving;
+  if (cookie & kMultiBit) {
+    if (index < p->messages.size())
+      for (uint32_t i : p->messages[index]) Landed(*p, i, st);
+  } else {
+    Landed(*p, index, st);
+  }
+  MaybeFinish(p);
+}
+
+void PeerTransport::Impl::Landed(PullOp::State& state, size_t index, const Status& st) {
+  PullOp::State* p = &state;
   if (!st.ok()) {
     // A receive cancelled because the pull failed reports why the pull failed.
     Settle(*p, index, p->failure.ok() ? st : p->failure);
@@ -139,7 +240,6 @@ void PeerTransport::Impl::OnDataDone(ConnId conn, uint64_t cookie, const Status&
     }
     p->verify_cv.notify_all();
   }
-  MaybeFinish(p);
 }
 
 Status PeerTransport::Impl::Verify(const PullTarget& t, const NamespaceId& ns, size_t* bytes) {
@@ -253,9 +353,11 @@ Result<std::unique_ptr<PullOp>> PeerTransport::PreparePull(const std::string& pe
   st->peer = peer;
   st->ns = ns;
   st->request_id = impl_->next_request.fetch_add(1);
+  st->max_message_bytes = impl_->options.pull_coalesce_bytes;
   wire::PullRequest req;
   req.request_id = st->request_id;
   req.namespace_id = ns;
+  req.max_message_bytes = st->max_message_bytes;
   for (const PullTarget& t : targets) {
     req.keys.push_back(t.key);
     // On the wire a capacity counts the whole block (header + payload).

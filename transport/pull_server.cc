@@ -24,6 +24,16 @@ void PeerTransport::Impl::SendBlockStatus(ConnId conn, uint64_t rid, uint32_t in
 void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
   const Clock::time_point arrived = Clock::now();
   uint64_t pin_ns = 0;
+  // Multi-block messages, when the puller asked for them: blocks under kCoalesceBlockBelow whose
+  // payload is at most half the message go together, as many as the AM header carries.
+  const uint64_t message_bytes = req.max_message_bytes;
+  const size_t max_entries =
+      message_bytes == 0 || engine->max_am_header() < wire::MultiDataHeaderSize(2)
+          ? 0
+          : std::min<size_t>(65535, (engine->max_am_header() - wire::kMultiHeaderSize) /
+                                        wire::kMultiEntrySize);
+  Batch batch;
+  batch.rid = req.request_id;
   for (uint32_t i = 0; i < req.keys.size(); ++i) {
     if (options.block_source == nullptr) {
       SendBlockStatus(conn, req.request_id, i, StatusCode::kNotFound);
@@ -56,12 +66,90 @@ void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
           });
       if (later) continue;
     }
-    ServeBlock(conn, req.request_id, i, req.keys[i], req.namespace_id, req.capacities[i],
-               std::move(pinned));
+    const size_t payload = !pinned.ok()                ? 0
+                           : pinned->header != nullptr ? pinned->size
+                           : pinned->size >= kBlockHeaderSize ? pinned->size - kBlockHeaderSize
+                                                              : 0;
+    if (max_entries == 0 || !pinned.ok() || payload == 0 || 2 * payload > message_bytes ||
+        payload >= kCoalesceBlockBelow) {
+      ServeBlock(conn, req.request_id, i, req.keys[i], req.namespace_id, req.capacities[i],
+                 std::move(pinned));
+      continue;
+    }
+    const StatusCode refuse =
+        CheckServed(req.keys[i], req.namespace_id, req.capacities[i], *pinned);
+    if (refuse != StatusCode::kOk) {
+      options.block_source->Unpin(pinned->pin);
+      SendBlockStatus(conn, req.request_id, i, refuse);
+      continue;
+    }
+    if (batch.bytes + payload > message_bytes || batch.pins.size() == max_entries)
+      SendBatch(conn, batch);
+    const std::byte* header = pinned->header != nullptr ? pinned->header : pinned->data;
+    const std::byte* data = pinned->header != nullptr ? pinned->data
+                                                      : pinned->data + kBlockHeaderSize;
+    if (batch.header.empty()) batch.header.resize(wire::kMultiHeaderSize);
+    const size_t at = batch.header.size();
+    batch.header.resize(at + wire::kMultiEntrySize);
+    wire::EncodeMultiEntry(
+        i, static_cast<uint32_t>(payload), std::span<const std::byte, 64>(header, 64),
+        std::span<std::byte, wire::kMultiEntrySize>(batch.header.data() + at,
+                                                    wire::kMultiEntrySize));
+    batch.pieces.push_back({const_cast<std::byte*>(data), payload});
+    batch.pins.push_back(pinned->pin);
+    batch.bytes += payload;
   }
+  SendBatch(conn, batch);
   prof.served_requests.fetch_add(1, std::memory_order_relaxed);
   prof.serve_pin_ns.fetch_add(pin_ns, std::memory_order_relaxed);
   prof.serve_request_ns.fetch_add(NsSince(arrived), std::memory_order_relaxed);
+}
+
+void PeerTransport::Impl::SendBatch(ConnId conn, Batch& batch) {
+  if (batch.pins.empty()) return;
+  const size_t n = batch.pins.size();
+  wire::EncodeMultiDataHeader(batch.rid, batch.bytes, static_cast<uint16_t>(n), batch.header);
+  std::vector<std::shared_ptr<ServedPin>> pins;
+  pins.reserve(n);
+  const auto deadline = Clock::now() + 2 * options.request_timeout;
+  for (uint64_t pin : batch.pins) {
+    auto sp = std::make_shared<ServedPin>();
+    sp->pin = pin;
+    sp->deadline = deadline;
+    served_pins.push_back(sp);
+    pins.push_back(std::move(sp));
+  }
+  prof.served_blocks.fetch_add(n, std::memory_order_relaxed);
+  prof.served_messages.fetch_add(1, std::memory_order_relaxed);
+  RaiseTo(prof.max_sends_in_flight, ++prof.sends_in_flight);
+  engine->SendDataPieces(conn, batch.header, std::move(batch.pieces),
+                         [this, pins = std::move(pins), queued = Clock::now()](const Status&) {
+                           --prof.sends_in_flight;
+                           prof.send_ns.fetch_add(NsSince(queued), std::memory_order_relaxed);
+                           for (const auto& sp : pins) ReleasePin(*sp);
+                         });
+  batch.bytes = 0;
+  batch.header.clear();
+  batch.pieces = {};
+  batch.pins.clear();
+}
+
+StatusCode PeerTransport::Impl::CheckServed(const BlockKey& key, const NamespaceId& ns,
+                                            uint64_t capacity, const PinnedBlock& pinned) {
+  // Serve only the namespace asked for (a tenant's salt is part of it) and only what fits.
+  const bool split = pinned.header != nullptr;
+  auto h = split ? DecodeBlockHeader(std::span<const std::byte>(pinned.header, kBlockHeaderSize))
+                 : DecodeBlockHeader(std::span<const std::byte>(pinned.data, pinned.size));
+  const size_t block_bytes = pinned.size + (split ? kBlockHeaderSize : 0);
+  if (!h.ok() || h->key != key || (split && h->payload_length != pinned.size) ||
+      (!split && h->payload_length + kBlockHeaderSize != pinned.size))
+    return StatusCode::kCorruption;
+  if (ns != NamespaceId{} && h->ns != ns)
+    return StatusCode::kNotFound;  // a zero namespace asks for the one the key names
+  if (ns == NamespaceId{} && !options.block_source->ServesUnnamed(h->ns))
+    return StatusCode::kPermissionDenied;  // a private tenant's block: name its namespace
+  if (block_bytes > capacity) return StatusCode::kResourceExhausted;
+  return StatusCode::kOk;
 }
 
 void PeerTransport::Impl::ServeBlock(ConnId conn, uint64_t rid, uint32_t i, const BlockKey& key,
@@ -71,20 +159,8 @@ void PeerTransport::Impl::ServeBlock(ConnId conn, uint64_t rid, uint32_t i, cons
     SendBlockStatus(conn, rid, i, pinned.status().code());
     return;
   }
-  // Serve only the namespace asked for (a tenant's salt is part of it) and only what fits.
   const bool split = pinned->header != nullptr;
-  auto h = split ? DecodeBlockHeader(std::span<const std::byte>(pinned->header, kBlockHeaderSize))
-                 : DecodeBlockHeader(std::span<const std::byte>(pinned->data, pinned->size));
-  const size_t block_bytes = pinned->size + (split ? kBlockHeaderSize : 0);
-  StatusCode refuse = StatusCode::kOk;
-  if (!h.ok() || h->key != key || (split && h->payload_length != pinned->size))
-    refuse = StatusCode::kCorruption;
-  else if (ns != NamespaceId{} && h->ns != ns)
-    refuse = StatusCode::kNotFound;  // a zero namespace asks for the one the key names
-  else if (ns == NamespaceId{} && !options.block_source->ServesUnnamed(h->ns))
-    refuse = StatusCode::kPermissionDenied;  // a private tenant's block: name its namespace
-  else if (block_bytes > capacity)
-    refuse = StatusCode::kResourceExhausted;
+  const StatusCode refuse = CheckServed(key, ns, capacity, *pinned);
   if (refuse != StatusCode::kOk) {
     options.block_source->Unpin(pinned->pin);
     SendBlockStatus(conn, rid, i, refuse);
@@ -103,6 +179,7 @@ void PeerTransport::Impl::ServeBlock(ConnId conn, uint64_t rid, uint32_t i, cons
   sp->deadline = Clock::now() + 2 * options.request_timeout;
   served_pins.push_back(sp);
   prof.served_blocks.fetch_add(1, std::memory_order_relaxed);
+  prof.served_messages.fetch_add(1, std::memory_order_relaxed);
   RaiseTo(prof.max_sends_in_flight, ++prof.sends_in_flight);
   engine->SendData(
       conn,

@@ -318,6 +318,15 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
     c->node.cluster.listen_addr = value;
   } else if (key == "pull_read_ahead") {
     STRATA_ASSIGN_OR_RETURN(c->node.cluster.pull_read_ahead, ParseBool(key, value));
+  } else if (key == "pull_coalesce_bytes") {
+    if (value == "0") {
+      c->node.cluster.pull_coalesce_bytes = 0;
+    } else {
+      STRATA_ASSIGN_OR_RETURN(c->node.cluster.pull_coalesce_bytes, ParseSize(key, value));
+    }
+    if (c->node.cluster.pull_coalesce_bytes > (uint64_t{256} << 20))
+      return Status::InvalidArgument("pull_coalesce_bytes: " + value +
+                                     " is more than 256MiB (0 turns coalescing off)");
   } else if (key == "ucx_peer_errors") {
     STRATA_ASSIGN_OR_RETURN(c->node.cluster.ucx_peer_errors, ParseBool(key, value));
   } else if (key == "progress_spin_rounds") {
@@ -398,6 +407,7 @@ constexpr EnvVar kVars[] = {
     {"STRATA_LISTEN_ADDR", "listen_addr"},
     {"STRATA_REQUEST_TIMEOUT_MS", "request_timeout_ms"},
     {"STRATA_UCX_PEER_ERRORS", "ucx_peer_errors"},
+    {"STRATA_PULL_COALESCE_BYTES", "pull_coalesce_bytes"},
     {"STRATA_PROGRESS_SPIN_ROUNDS", "progress_spin_rounds"},
     {"STRATA_PULL_READ_AHEAD", "pull_read_ahead"},
     {"STRATA_ANNOUNCE_INTERVAL_MS", "announce_interval_ms"},

@@ -54,6 +54,7 @@ Status ClusterImpl::Start() {
       {store_->host().base(), store_->host().size(), store_->host().slab_bytes()});
   to.request_timeout = std::chrono::milliseconds(options_.request_timeout_ms);
   to.data_peer_errors = options_.ucx_peer_errors;
+  to.pull_coalesce_bytes = options_.pull_coalesce_bytes;
   if (options_.progress_spin_rounds) to.progress_spin_rounds = *options_.progress_spin_rounds;
   to.block_source = &source_;
   to.directory = shard_.get();
@@ -186,6 +187,7 @@ std::string ClusterImpl::StatsJson() {
                            {"max_pulls_in_flight", tp.max_pulls_in_flight},
                            {"served_requests", tp.served_requests},
                            {"served_blocks", tp.served_blocks},
+                           {"served_messages", tp.served_messages},
                            {"serve_pin_s", tp.serve_pin_s},
                            {"serve_request_s", tp.serve_request_s},
                            {"send_s", tp.send_s},

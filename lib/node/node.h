@@ -69,6 +69,11 @@ struct ClusterOptions {
   // detected through the session's control endpoint, membership and request_timeout_ms).
   // Default: false.
   bool ucx_peer_errors = false;
+  // Largest data message a pull asks its holder for when it coalesces small blocks (blocks of
+  // at most half of it travel several per message); 0: one block per message
+  // (transport::PeerTransportOptions::pull_coalesce_bytes). Default: 0 (off: docs/cluster.md,
+  // "Small blocks in fewer messages").
+  uint64_t pull_coalesce_bytes = 0;
   // Empty rounds the UCX progress thread spins before it sleeps on its event fd; -1 never sleeps.
   // Default: unset = transport::AutoProgressSpinRounds() (2000 with 4 or more CPUs, else 0).
   std::optional<int> progress_spin_rounds;

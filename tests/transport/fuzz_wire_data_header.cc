@@ -21,6 +21,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto again = wire::DecodeDataHeader(out);
     if (!again.ok() || !(*again == *header)) std::abort();
   }
+  // A multi-block data message's header: every entry readable within the input.
+  auto multi = wire::DecodeMultiDataHeader(bytes);
+  if (multi.ok()) {
+    if (bytes.size() != wire::MultiDataHeaderSize(multi->count)) std::abort();
+    for (size_t e = 0; e < multi->count; ++e) {
+      (void)multi->IndexAt(e);
+      (void)multi->LengthAt(e);
+      (void)DecodeBlockHeader(std::span<const std::byte>(multi->BlockHeaderAt(e)));
+    }
+  }
   // The block header follows the data header in the same message.
   auto rest = size >= wire::kDataHeaderSize ? bytes.subspan(wire::kDataHeaderSize) : bytes;
   for (auto in : {bytes, rest}) {

@@ -87,6 +87,7 @@ struct LocalNode {
     o.request_timeout = kTimeout;
     o.block_source = n->pool.get();
     o.directory = n->shard.get();
+    o.pull_coalesce_bytes = uint64_t{4} << 20;  // small blocks several per message
     auto t = PeerTransport::Open(std::move(o));
     if (!t.ok()) return nullptr;
     n->transport = std::move(*t);
@@ -295,7 +296,11 @@ TEST_CASE(
     "SIGKILL of the holder mid-transfer: the pull returns within the timeout with a "
     "consistent partial result - the dead node leaves membership and the directory",
     "[transport][etcd][ucx][process]") {
-  PullSetup s(48, 4 << 20, /*with_b=*/true);
+  // 4 MiB blocks, one per data message; 64 KiB blocks, 64 per message (killed mid-message).
+  const auto [n_blocks, payload] =
+      GENERATE(table<size_t, size_t>({{48, size_t{4} << 20}, {3072, size_t{64} << 10}}));
+  INFO(n_blocks << " blocks of " << payload << " bytes");
+  PullSetup s(n_blocks, payload, /*with_b=*/true);
   LocalNode& c = *s.c;
   const size_t kBlocks = s.blocks;
   REQUIRE(WaitFor(std::chrono::seconds(5), [&] { return AllHeldBy(c, s.chain, "node-a"); }));

@@ -123,7 +123,7 @@ TEST_CASE("UcxEngine registers a region per unit and again a unit whose memory w
   server_opts.rndv_threshold = 4096;  // the 1 MiB message goes by rendezvous into the unit
   server_opts.regions = {MemoryRegion{base, 4 * kUnit, kUnit}};
   server_opts.handlers.on_data = [&](ConnId, std::span<const std::byte>, size_t length,
-                                     std::byte** dest, uint64_t*) {
+                                     std::byte** dest, std::vector<DataPiece>*, uint64_t*) {
     if (length == kUnit) *dest = base + 2 * kUnit;
   };
   server_opts.handlers.on_data_done = [&](ConnId, uint64_t, const Status& st) {

@@ -156,6 +156,49 @@ TEST_CASE("data headers round-trip and reject bad input", "[transport][wire]") {
   CHECK(DecodeDataHeader(bad).status().IsCorruption());
 }
 
+TEST_CASE("multi-block data headers round-trip and reject bad input", "[transport][wire]") {
+  std::vector<std::byte> buf(MultiDataHeaderSize(3));
+  std::array<std::byte, 64> block_header{};
+  for (uint32_t e = 0; e < 3; ++e) {
+    block_header.fill(static_cast<std::byte>(0x10 + e));
+    EncodeMultiEntry(7 + e, 1000 * (e + 1), block_header,
+                     std::span<std::byte, kMultiEntrySize>(
+                         buf.data() + kMultiHeaderSize + e * kMultiEntrySize, kMultiEntrySize));
+  }
+  EncodeMultiDataHeader(42, 6000, 3, buf);
+  auto h = DecodeMultiDataHeader(buf);
+  REQUIRE(h.ok());
+  CHECK(h->request_id == 42);
+  CHECK(h->length == 6000);
+  REQUIRE(h->count == 3);
+  for (uint32_t e = 0; e < 3; ++e) {
+    CHECK(h->IndexAt(e) == 7 + e);
+    CHECK(h->LengthAt(e) == 1000 * (e + 1));
+    CHECK(h->BlockHeaderAt(e)[63] == static_cast<std::byte>(0x10 + e));
+  }
+  // A count that disagrees with the size, a truncation, a bad magic, another version.
+  CHECK(DecodeMultiDataHeader(std::span<const std::byte>(buf.data(), buf.size() - 1))
+            .status()
+            .IsCorruption());
+  CHECK(DecodeMultiDataHeader(std::span<const std::byte>(buf.data(), 10)).status().IsCorruption());
+  auto bad = buf;
+  StoreU16(bad.data() + 6, 0);
+  CHECK(DecodeMultiDataHeader(bad).status().IsCorruption());
+  bad = buf;
+  bad[0] = std::byte{0};
+  CHECK(DecodeMultiDataHeader(bad).status().IsCorruption());
+  bad = buf;
+  StoreU16(bad.data() + 4, 2);
+  CHECK(DecodeMultiDataHeader(bad).status().code() == StatusCode::kNotSupported);
+  // A pull request carries the largest message its puller takes.
+  PullRequest req{5, Key(1), {Key(2)}, {100}, std::vector<std::byte>(16), 1 << 20};
+  auto frame = EncodeFrame(req);
+  REQUIRE(frame.ok());
+  auto m = DecodeFrame(*frame);
+  REQUIRE(m.ok());
+  CHECK(std::get<PullRequest>(*m).max_message_bytes == uint64_t{1} << 20);
+}
+
 TEST_CASE("handshake MACs bind the secret both nonces both ids and the role", "[transport][wire]") {
   const std::string secret = "0123456789abcdef-secret";
   auto cn = RandomNonce();

@@ -626,12 +626,14 @@ Result<PullFigures> MeasurePulls(const Options& opt, Cluster& c, size_t size, si
     if (!a.is_object() || !b.is_object()) continue;
     auto d = [&](const char* k) { return a.value(k, 0.0) - b.value(k, 0.0); };
     const double sent = d("served_blocks");
+    const double messages = d("served_messages");
     f.transfer_profile["holder" + std::to_string(h)] = {
         {"requests_per_load", d("served_requests") / opt.reps},
         {"blocks_per_load", sent / opt.reps},
+        {"messages_per_load", messages / opt.reps},
         {"pin_ms_per_load", d("serve_pin_s") / opt.reps * 1e3},
         {"request_ms_per_load", d("serve_request_s") / opt.reps * 1e3},
-        {"mean_send_ms", sent > 0 ? d("send_s") / sent * 1e3 : 0},
+        {"mean_send_ms", messages > 0 ? d("send_s") / messages * 1e3 : 0},
         {"max_sends_in_flight", a.value("max_sends_in_flight", 0)}};
   }
   if (before.is_object() && after.is_object()) {

@@ -71,6 +71,9 @@ constexpr SettingFlag kSettingFlags[] = {
      "Peer request timeout [STRATA_REQUEST_TIMEOUT_MS]"},
     {"--ucx-peer-errors", "ucx_peer_errors",
      "true: pulls over UCX endpoints with peer error handling (no shm) [STRATA_UCX_PEER_ERRORS]"},
+    {"--pull-coalesce-bytes", "pull_coalesce_bytes",
+     "Largest data message a pull asks for: small blocks travel several per message (default 0 "
+     "= one block per message; e.g. 4MiB) [STRATA_PULL_COALESCE_BYTES]"},
     {"--pull-read-ahead", "pull_read_ahead",
      "true: a chunked Load's next chunk is pulled ahead on the fetch thread (default false) "
      "[STRATA_PULL_READ_AHEAD]"},

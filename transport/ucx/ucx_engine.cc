@@ -56,6 +56,8 @@ struct UcxEngine::Impl {
     bool control_recv = false;
     std::vector<std::byte> buffer;  // control message bytes (send or large receive)
     std::byte header[128];  // a DataHeader, and the block header of a split block
+    std::vector<std::byte> long_header;  // a header longer than `header` (several blocks)
+    std::vector<ucp_dt_iov_t> iov;        // a message in pieces (send or receive)
     std::function<void(const Status&)> done;
   };
 
@@ -74,6 +76,7 @@ struct UcxEngine::Impl {
   std::mutex register_mu;  // one ReregisterUnit at a time
   std::atomic<uint64_t> reregistered{0};
   std::vector<std::byte> address;
+  size_t max_am_header = 0;
   std::string tls;
   std::string net_device;
   int epoll_fd = -1;
@@ -273,14 +276,24 @@ struct UcxEngine::Impl {
                             : 0;
     std::byte* dest = nullptr;
     uint64_t cookie = 0;
+    std::vector<DataPiece> pieces;
     if (impl->options.handlers.on_data)
       impl->options.handlers.on_data(
           conn, std::span<const std::byte>(static_cast<const std::byte*>(header), header_length),
-          length, &dest, &cookie);
-    if (dest == nullptr)
+          length, &dest, &pieces, &cookie);
+    if (dest == nullptr && pieces.empty())
       return (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) ? UCS_ERR_REJECTED : UCS_OK;
     if (!(param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
-      if (length) std::memcpy(dest, data, length);  // eager: the bytes are already here
+      // Eager: the bytes are already here.
+      if (dest != nullptr) {
+        if (length) std::memcpy(dest, data, length);
+      } else {
+        const auto* from = static_cast<const std::byte*>(data);
+        for (const DataPiece& piece : pieces) {
+          std::memcpy(piece.data, from, piece.length);
+          from += piece.length;
+        }
+      }
       if (impl->options.handlers.on_data_done)
         impl->options.handlers.on_data_done(conn, cookie, Status::OK());
       return UCS_OK;
@@ -294,6 +307,16 @@ struct UcxEngine::Impl {
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     p.cb.recv_am = RecvDone;
     p.user_data = op;
+    if (dest == nullptr) {
+      // Several places in order: an iov receive (UCX unpacks the message into them).
+      op->iov.resize(pieces.size());
+      for (size_t i = 0; i < pieces.size(); ++i) op->iov[i] = {pieces[i].data, pieces[i].length};
+      p.op_attr_mask |= UCP_OP_ATTR_FIELD_DATATYPE;
+      p.datatype = ucp_dt_make_iov();
+      impl->Track(op, ucp_am_recv_data_nbx(impl->worker, data, op->iov.data(), op->iov.size(), &p),
+                  "data receive");
+      return UCS_OK;
+    }
     if (ucp_mem_h m = impl->MemhFor(dest, length)) {
       p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
       p.memh = m;
@@ -458,9 +481,10 @@ Result<std::unique_ptr<UcxEngine>> UcxEngine::Open(UcxEngineOptions options) {
   if (s != UCS_OK) return FromUcs(s, "ucp_worker_create");
 
   ucp_worker_attr_t attr{};
-  attr.field_mask = UCP_WORKER_ATTR_FIELD_ADDRESS;
+  attr.field_mask = UCP_WORKER_ATTR_FIELD_ADDRESS | UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
   s = ucp_worker_query(impl->worker, &attr);
   if (s != UCS_OK) return FromUcs(s, "ucp_worker_query");
+  impl->max_am_header = attr.max_am_header;
   const auto* a = reinterpret_cast<const std::byte*>(attr.address);
   impl->address.assign(a, a + attr.address_length);
   ucp_worker_release_address(impl->worker, attr.address);
@@ -648,6 +672,43 @@ void UcxEngine::SendData(ConnId conn, std::span<const std::byte> header, const s
                 "data send");
   });
 }
+
+void UcxEngine::SendDataPieces(ConnId conn, std::span<const std::byte> header,
+                               std::vector<DataPiece> pieces,
+                               std::function<void(const Status&)> done) {
+  auto* op = new Impl::Op;
+  op->impl = impl_.get();
+  op->conn = conn;
+  op->done = std::move(done);
+  op->long_header.assign(header.begin(), header.end());
+  size_t length = 0;
+  op->iov.resize(pieces.size());
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    op->iov[i] = {pieces[i].data, pieces[i].length};
+    length += pieces[i].length;
+  }
+  Post([impl = impl_.get(), op, length] {
+    auto it = impl->conns.find(op->conn);
+    if (it == impl->conns.end()) {
+      impl->Complete(op, Status::Unavailable("send: connection is closed"));
+      return;
+    }
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                     UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE;
+    p.flags = UCP_AM_SEND_FLAG_REPLY |
+              (length >= impl->options.rndv_threshold ? UCP_AM_SEND_FLAG_RNDV : 0);
+    p.datatype = ucp_dt_make_iov();
+    p.cb.send = &Impl::SendDone;
+    p.user_data = op;
+    impl->Track(op,
+                ucp_am_send_nbx(it->second.ep, kAmData, op->long_header.data(),
+                                op->long_header.size(), op->iov.data(), op->iov.size(), &p),
+                "data send");
+  });
+}
+
+size_t UcxEngine::max_am_header() const { return impl_->max_am_header; }
 
 void UcxEngine::Close(ConnId conn, bool force) {
   Post([impl = impl_.get(), conn, force] {

@@ -51,6 +51,13 @@ struct MemoryRegion {
 
 using ConnId = uint64_t;  // 0 is never a valid connection
 
+// One piece of a data message: `length` bytes at `data`. A message that carries several blocks
+// is a list of pieces, sent or received in order (a UCX iov datatype).
+struct DataPiece {
+  std::byte* data = nullptr;
+  size_t length = 0;
+};
+
 // Who notices that the peer of an endpoint died.
 enum class PeerFailure {
   // UCP_ERR_HANDLING_MODE_PEER: UCX does; the endpoint's requests fail and on_conn_error runs.
@@ -67,10 +74,12 @@ struct UcxHandlers {
   // A control message arrived on `conn`.
   std::function<void(ConnId conn, std::span<const std::byte> message)> on_control;
   // A data message with AM header `header` announces `length` bytes. Set *dest to where they go
-  // (REQUIRES: inside a registered region when set, with room for `length`) and *cookie to
-  // anything; leave *dest null to refuse the data (the sender's send then fails).
+  // (REQUIRES: inside a registered region when set, with room for `length`), or fill *pieces
+  // with the places its bytes go in order (any memory; lengths summing to `length`: a message
+  // carrying several blocks), and *cookie to anything; leave both empty to refuse the data (the
+  // sender's send then fails).
   std::function<void(ConnId conn, std::span<const std::byte> header, size_t length,
-                     std::byte** dest, uint64_t* cookie)>
+                     std::byte** dest, std::vector<DataPiece>* pieces, uint64_t* cookie)>
       on_data;
   // The bytes of an accepted data message landed (OK) or will never land (error). Called once
   // per accepted data message; after it, the engine no longer touches *dest.
@@ -158,6 +167,15 @@ class UcxEngine {
   // REQUIRES: `data` stays valid until `done` runs; header.size() <= 128.
   void SendData(ConnId conn, std::span<const std::byte> header, const std::byte* data,
                 size_t length, std::function<void(const Status&)> done);
+  // Sends the pieces `pieces` (in order, as one message of their summed length) with AM header
+  // `header` (at most max_am_header() bytes): several blocks in one data message. Forced to
+  // rendezvous from rndv_threshold bytes on, as SendData. REQUIRES: the pieces stay valid until
+  // `done` runs.
+  void SendDataPieces(ConnId conn, std::span<const std::byte> header, std::vector<DataPiece> pieces,
+                      std::function<void(const Status&)> done);
+  // The largest AM header UCX carries on this worker (its transports' smallest), from
+  // ucp_worker_query.
+  size_t max_am_header() const;
   // Closes `conn`. force: pending operations on it fail at once with Aborted (on_data_done and
   // send callbacks run with an error); otherwise they are flushed first.
   void Close(ConnId conn, bool force);

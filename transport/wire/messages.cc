@@ -157,6 +157,7 @@ Status EncodeBody(const Message& message, std::string* body) {
           AddKeys(m.keys, p.mutable_keys());
           for (uint64_t c : m.capacities) p.add_capacities(c);
           p.set_session(ToBytesString(m.session));
+          p.set_max_message_bytes(m.max_message_bytes);
           p.SerializeToString(body);
         }
         return Status::OK();
@@ -275,6 +276,7 @@ Result<Message> DecodeBody(MessageType type, std::span<const std::byte> body) {
                                   " capacities for " + std::to_string(p.keys_size()) + " keys");
       m.capacities.assign(p.capacities().begin(), p.capacities().end());
       m.session = FromBytesString(p.session());
+      m.max_message_bytes = p.max_message_bytes();
       return Message(std::move(m));
     }
   }
@@ -403,6 +405,63 @@ Result<DataHeader> DecodeDataHeader(std::span<const std::byte> in) {
   if (h.status != StatusCode::kOk && h.length != 0)
     return Status::Corruption("data header: an error status with a block length");
   return h;
+}
+
+static_assert(kMultiEntrySize == 8 + 64, "an entry is an index, a length, a block header");
+
+size_t MultiDataHeaderSize(size_t count) { return kMultiHeaderSize + count * kMultiEntrySize; }
+
+void EncodeMultiDataHeader(uint64_t request_id, uint64_t length, uint16_t count,
+                           std::span<std::byte> out) {
+  std::byte* p = out.data();
+  std::memset(p, 0, kMultiHeaderSize);
+  StoreLE<uint32_t>(p, kMultiDataMagic);
+  StoreLE<uint16_t>(p + 4, kProtocolVersion);
+  StoreLE<uint16_t>(p + 6, count);
+  StoreLE<uint64_t>(p + 8, request_id);
+  StoreLE<uint64_t>(p + 16, length);
+}
+
+void EncodeMultiEntry(uint32_t index, uint32_t length, std::span<const std::byte, 64> block_header,
+                      std::span<std::byte, kMultiEntrySize> out) {
+  std::byte* p = out.data();
+  StoreLE<uint32_t>(p, index);
+  StoreLE<uint32_t>(p + 4, length);
+  std::memcpy(p + 8, block_header.data(), 64);
+}
+
+Result<MultiDataHeader> DecodeMultiDataHeader(std::span<const std::byte> in) {
+  if (in.size() < kMultiHeaderSize)
+    return Status::Corruption("multi-block data header is " + std::to_string(in.size()) +
+                              " bytes, shorter than " + std::to_string(kMultiHeaderSize));
+  const std::byte* p = in.data();
+  if (LoadLE<uint32_t>(p) != kMultiDataMagic)
+    return Status::Corruption("multi-block data header: bad magic");
+  const uint16_t version = LoadLE<uint16_t>(p + 4);
+  if (version != kProtocolVersion)
+    return Status::NotSupported("multi-block data header: protocol version " +
+                                std::to_string(version) + " is not supported");
+  MultiDataHeader h;
+  h.count = LoadLE<uint16_t>(p + 6);
+  h.request_id = LoadLE<uint64_t>(p + 8);
+  h.length = LoadLE<uint64_t>(p + 16);
+  if (h.count == 0 || in.size() != MultiDataHeaderSize(h.count))
+    return Status::Corruption("multi-block data header: " + std::to_string(h.count) +
+                              " entries in " + std::to_string(in.size()) + " bytes");
+  h.entries = in.subspan(kMultiHeaderSize);
+  return h;
+}
+
+uint32_t MultiDataHeader::IndexAt(size_t i) const {
+  return LoadLE<uint32_t>(entries.data() + i * kMultiEntrySize);
+}
+
+uint32_t MultiDataHeader::LengthAt(size_t i) const {
+  return LoadLE<uint32_t>(entries.data() + i * kMultiEntrySize + 4);
+}
+
+std::span<const std::byte, 64> MultiDataHeader::BlockHeaderAt(size_t i) const {
+  return std::span<const std::byte, 64>(entries.data() + i * kMultiEntrySize + 8, 64);
 }
 
 }  // namespace strata::wire

@@ -125,6 +125,9 @@ struct PullRequest {
   std::vector<BlockKey> keys;
   std::vector<uint64_t> capacities;  // one per key: bytes reserved (block header + payload)
   std::vector<std::byte> session;
+  // > 0: this puller takes several blocks per data message (the multi-block form below), of at
+  // most this many payload bytes. 0: one block per message. Old holders ignore it.
+  uint64_t max_message_bytes = 0;
 };
 
 using Message = std::variant<Hello, HelloAck, Auth, AuthOk, ErrorMessage, LookupRequest,
@@ -174,5 +177,44 @@ struct DataHeader {
 void EncodeDataHeader(const DataHeader& header, std::span<std::byte, kDataHeaderSize> out);
 // Corruption on a wrong size or magic, NotSupported on another protocol version.
 Result<DataHeader> DecodeDataHeader(std::span<const std::byte> in);
+
+// The header of a multi-block data message, sent only to a puller whose PullRequest set
+// max_message_bytes: several blocks of one request in one active message. The payload is the
+// blocks' payloads (without their headers), in entry order, back to back.
+//
+//   offset size field
+//   ------ ---- -----------------------------------------------------------
+//        0    4 magic "STDM" (0x53 0x54 0x44 0x4d)
+//        4    2 protocol version
+//        6    2 block count n (>= 1)
+//        8    8 request id (PullRequest.request_id)
+//       16    8 payload bytes that follow (the sum of the blocks' payload lengths)
+//       24  72n per block: 4 index of the key in the PullRequest, 4 payload bytes of this block
+//              in the message, 64 the block header (checked by the puller: a bad one fails
+//              that block alone, its bytes are dropped)
+inline constexpr uint32_t kMultiDataMagic = 0x4d445453;  // "STDM"
+inline constexpr size_t kMultiHeaderSize = 24;
+inline constexpr size_t kMultiEntrySize = 72;
+
+struct MultiDataHeader {
+  uint64_t request_id = 0;
+  uint64_t length = 0;
+  uint16_t count = 0;
+  std::span<const std::byte> entries;  // count * kMultiEntrySize bytes, inside the decoded input
+
+  uint32_t IndexAt(size_t i) const;
+  uint32_t LengthAt(size_t i) const;
+  std::span<const std::byte, 64> BlockHeaderAt(size_t i) const;
+};
+
+size_t MultiDataHeaderSize(size_t count);
+// Writes the fixed part; REQUIRES: out.size() >= kMultiHeaderSize. Entries follow it.
+void EncodeMultiDataHeader(uint64_t request_id, uint64_t length, uint16_t count,
+                           std::span<std::byte> out);
+void EncodeMultiEntry(uint32_t index, uint32_t length, std::span<const std::byte, 64> block_header,
+                      std::span<std::byte, kMultiEntrySize> out);
+// Corruption on a short input, a bad magic, a count of 0 or one that disagrees with the size;
+// NotSupported on another protocol version. The entries are not checked here.
+Result<MultiDataHeader> DecodeMultiDataHeader(std::span<const std::byte> in);
 
 }  // namespace strata::wire
