@@ -222,7 +222,7 @@ struct PullSetup {
     c = LocalNode::Open("node-c", etcd.endpoint(), blocks, slot_bytes);
     REQUIRE(c);
     const size_t members = with_b ? 3 : 2;
-    REQUIRE(WaitFor(std::chrono::seconds(5),
+    REQUIRE(WaitFor(std::chrono::seconds(30),
                     [&] { return c->membership->Members().size() == members; }));
   }
 
@@ -238,13 +238,13 @@ struct PullSetup {
   }
 
   // Posts a pull of every block from A, and returns once the first block's bytes have started
-  // landing in C's pool (or after 5 s).
+  // landing in C's pool (or after 30 s).
   std::unique_ptr<PullOp> PostPullFromA() {
     auto op = c->transport->PreparePull("node-a", TestNs().id(), Targets());
     REQUIRE(op.ok());
     REQUIRE((*op)->Post().ok());
     const std::byte* first = c->pool->slot(0);
-    WaitFor(std::chrono::seconds(5),
+    WaitFor(std::chrono::seconds(30),
             [&] { return std::atomic_ref<const std::byte>(first[0]).load() == std::byte{'S'}; });
     return std::move(op).value();
   }
@@ -267,7 +267,7 @@ TEST_CASE(
   c.Sync();
   for (const auto& k : s.chain) owners.insert(c.directory->OwnerOf(k));
   CHECK(owners.size() == 3);
-  REQUIRE(WaitFor(std::chrono::seconds(5), [&] { return AllHeldBy(c, s.chain, "node-a"); }));
+  REQUIRE(WaitFor(std::chrono::seconds(30), [&] { return AllHeldBy(c, s.chain, "node-a"); }));
 
   s.ConnectToA();
   auto r = c.transport->Pull("node-a", TestNs().id(), s.Targets());
@@ -284,12 +284,12 @@ TEST_CASE(
   // D joins: shards move to it, holders re-announce, lookups still find every block.
   ChildNode d("node-d", s.etcd.endpoint(), 0, 4096);
   REQUIRE(d.ok());
-  REQUIRE(WaitFor(std::chrono::seconds(5), [&] { return c.membership->Members().size() == 4; }));
+  REQUIRE(WaitFor(std::chrono::seconds(30), [&] { return c.membership->Members().size() == 4; }));
   c.Sync();
   size_t moved_to_d = 0;
   for (const auto& k : s.chain) moved_to_d += c.directory->OwnerOf(k) == "node-d";
   CHECK(moved_to_d > 0);
-  CHECK(WaitFor(std::chrono::seconds(5), [&] { return AllHeldBy(c, s.chain, "node-a"); }));
+  CHECK(WaitFor(std::chrono::seconds(30), [&] { return AllHeldBy(c, s.chain, "node-a"); }));
 }
 
 TEST_CASE(
@@ -303,7 +303,7 @@ TEST_CASE(
   PullSetup s(n_blocks, payload, /*with_b=*/true);
   LocalNode& c = *s.c;
   const size_t kBlocks = s.blocks;
-  REQUIRE(WaitFor(std::chrono::seconds(5), [&] { return AllHeldBy(c, s.chain, "node-a"); }));
+  REQUIRE(WaitFor(std::chrono::seconds(30), [&] { return AllHeldBy(c, s.chain, "node-a"); }));
   s.ConnectToA();
   auto op = s.PostPullFromA();  // returns once the first block's bytes have started landing
   s.a->Kill();
