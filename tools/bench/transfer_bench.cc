@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -155,8 +156,9 @@ int FreePort() {
 class NetnsPair {
  public:
   static Result<std::unique_ptr<NetnsPair>> Create() {
+    RemoveStale();
     auto p = std::unique_ptr<NetnsPair>(new NetnsPair());
-    const std::string id = std::to_string(::getpid() % 100000);
+    const std::string id = std::to_string(::getpid());  // "stbt<pid>a" fits IFNAMSIZ (15)
     p->name = "strata-bt-" + id;
     p->outer_dev = "stbt" + id + "a";
     p->inner_dev = "stbt" + id + "b";
@@ -190,6 +192,20 @@ class NetnsPair {
 
  private:
   NetnsPair() = default;
+
+  // A bench killed by a signal (a ctest timeout, ^C) leaves its namespace behind, and the next
+  // one may land on the same subnet: remove those whose process is gone (deleting a namespace
+  // deletes its veth pair too).
+  static void RemoveStale() {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/run/netns", ec)) {
+      const std::string ns = entry.path().filename().string();
+      if (ns.rfind("strata-bt-", 0) != 0) continue;
+      const long pid = std::strtol(ns.c_str() + 10, nullptr, 10);
+      if (pid <= 0 || (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH))
+        (void)std::system(("ip netns del " + ns + " >/dev/null 2>&1").c_str());
+    }
+  }
   bool created_ = false;
 };
 
