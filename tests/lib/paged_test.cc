@@ -128,11 +128,11 @@ void RoundTrip(Client& client, const Shape& s, bool huge = false) {
   CHECK(client.UnregisterKvCache(*dst_id).ok());
 }
 
-TEST_CASE("paged store and load: every layout, fp16 and bf16, every codec, daemon and embedded",
-          "[lib][integration]") {
-  Daemon daemon;
-  // Through the daemon both store paths: cross-memory (the daemon gathers the head shards out
-  // of the engine's pages itself; codec none) and staging (the client gathers).
+// Runs `body` with a client of each store path: through `daemon` cross-memory (the daemon
+// gathers the head shards out of the engine's pages itself; codec none) and staging (the client
+// gathers), and embedded.
+template <typename Body>
+void ForEachStorePath(Daemon& daemon, Body body) {
   ClientOptions cross_memory, staging;
   cross_memory.store_path = ClientOptions::StorePath::kCrossMemory;
   staging.store_path = ClientOptions::StorePath::kStaging;
@@ -142,12 +142,20 @@ TEST_CASE("paged store and load: every layout, fp16 and bf16, every codec, daemo
                                      << (options.store_path == staging.store_path ? "staging"
                                                                                   : "cross-memory"));
     auto client = ConnectTo(d, options);
+    body(*client);
+  }
+}
+
+TEST_CASE("paged store and load: every layout, fp16 and bf16, every codec, daemon and embedded",
+          "[lib][integration]") {
+  Daemon daemon;
+  ForEachStorePath(daemon, [](Client& client) {
     for (KvLayout layout : {KvLayout::kVllmFlashAttn, KvLayout::kFlashInfer, KvLayout::kMla})
       for (KvDtype dtype : {KvDtype::kFloat16, KvDtype::kBFloat16})
         for (Codec codec : {Codec::kNone, Codec::kShuffleZstd, Codec::kShuffleLz4,
                             Codec::kFp8E4M3, Codec::kInt8Group, Codec::kInt4Kivi})
-          RoundTrip(*client, {layout, layout == KvLayout::kMla ? 1u : 4u, dtype, codec});
-  }
+          RoundTrip(client, {layout, layout == KvLayout::kMla ? 1u : 4u, dtype, codec});
+  });
 }
 
 TEST_CASE("paged store and load from huge pages: every layout, both store paths, bit for bit",
@@ -162,21 +170,13 @@ TEST_CASE("paged store and load from huge pages: every layout, both store paths,
            "pages below are 4 KiB pages");
   }
   Daemon daemon;
-  ClientOptions cross_memory, staging;
-  cross_memory.store_path = ClientOptions::StorePath::kCrossMemory;
-  staging.store_path = ClientOptions::StorePath::kStaging;
-  for (const auto& [d, options] : {std::pair{&daemon, cross_memory}, std::pair{&daemon, staging},
-                                   std::pair{static_cast<Daemon*>(nullptr), staging}}) {
-    INFO((d ? "daemon" : "embedded") << ", store path "
-                                     << (options.store_path == staging.store_path ? "staging"
-                                                                                  : "cross-memory"));
-    auto client = ConnectTo(d, options);
+  ForEachStorePath(daemon, [](Client& client) {
     for (KvLayout layout : {KvLayout::kVllmFlashAttn, KvLayout::kFlashInfer, KvLayout::kMla})
       for (KvDtype dtype : {KvDtype::kFloat16, KvDtype::kBFloat16})
         for (Codec codec : {Codec::kNone, Codec::kShuffleLz4})
-          RoundTrip(*client, {layout, layout == KvLayout::kMla ? 1u : 4u, dtype, codec},
+          RoundTrip(client, {layout, layout == KvLayout::kMla ? 1u : 4u, dtype, codec},
                     /*huge=*/true);
-  }
+  });
 }
 
 // Stores at TP degree `from_tp` (every rank registers its slice of the heads of one model-wide
