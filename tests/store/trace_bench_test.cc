@@ -70,6 +70,21 @@ TEST_CASE("the arc expert forced keeps a reused block's ghost (evicted keys reme
   REQUIRE(expert >= 0.95 * arc);
 }
 
+TEST_CASE("bench trace --held-out adds the held-out generator seeds", "[store]") {
+  // The rows a change to `learned` is judged on beside --variants (docs/store.md, "The seventh
+  // pass"): the shared trace, then conversation 7 and 11, agent 5, coding 9 and 13, each replayed.
+  const auto lines = RunLines("--json --held-out --capacity-fraction 0.05 --policy lru");
+  REQUIRE(lines.size() == 6);
+  const char* names[] = {"mooncake", "synthetic_conversation_7", "synthetic_conversation_11",
+                         "synthetic_agent_5", "synthetic_coding_9", "synthetic_coding_13"};
+  for (size_t i = 0; i < lines.size(); ++i) {
+    INFO(lines[i]);
+    REQUIRE(lines[i].find(std::string("\"trace\":\"") + names[i] + "\"") != std::string::npos);
+    REQUIRE(Field(lines[i], "hit_ratio") > 0);
+    REQUIRE(Field(lines[i], "hit_ratio") <= Field(lines[i], "belady_hit_ratio"));
+  }
+}
+
 TEST_CASE("bench trace replays a host tier over a disk tier", "[store]") {
   const auto lines = RunLines(
       "--json --host-fraction 0.05 --disk-fraction 0.2 --policy lru --disk-policy prefix");

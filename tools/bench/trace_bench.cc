@@ -13,6 +13,7 @@
 #include <queue>
 #include <tuple>
 #include <random>
+#include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -35,6 +36,7 @@ struct Options {
   std::vector<double> capacity_fractions = {0.02, 0.05, 0.10, 0.25};
   std::string policy = "all";
   bool variants = false;
+  bool held_out = false;
   double host_fraction = 0;  // with disk_fraction: the two-tier replay instead
   double disk_fraction = 0;
   uint32_t admission_min_frequency = 2;  // TieredStoreOptions' default
@@ -164,7 +166,7 @@ void Run(const Options& opt) {
   if (chains.empty()) cli::Fail("trace '" + opt.trace + "' has no requests");
 
   std::vector<std::pair<std::string, Chains>> traces;
-  traces.reserve(8);  // `full` below refers into traces[0]
+  traces.reserve(13);  // `full` below refers into traces[0]
   const std::string base = std::filesystem::path(opt.trace).stem().string();
   traces.emplace_back(base == "mooncake_synthetic_trace" || base == "synthetic_trace" ? "mooncake"
                                                                                        : base,
@@ -184,6 +186,17 @@ void Run(const Options& opt) {
     traces.emplace_back("synthetic_conversation", SyntheticConversation(1));
     traces.emplace_back("synthetic_agent", SyntheticAgent(2));
     traces.emplace_back("synthetic_coding", SyntheticCoding(3));
+  }
+
+  if (opt.held_out) {
+    // Generator seeds that no design choice of `learned` looked at (docs/store.md, "The seventh
+    // pass"): the check a change must pass beside --variants.
+    for (uint64_t seed : {7, 11})
+      traces.emplace_back("synthetic_conversation_" + std::to_string(seed),
+                          SyntheticConversation(seed));
+    traces.emplace_back("synthetic_agent_5", SyntheticAgent(5));
+    for (uint64_t seed : {9, 13})
+      traces.emplace_back("synthetic_coding_" + std::to_string(seed), SyntheticCoding(seed));
   }
 
   BenchReport report("trace", opt.json);
@@ -227,6 +240,9 @@ void Run(const Options& opt) {
   cmd->add_flag("--variants", opt->variants,
                 "Also replay derived and synthetic traces (halves, sub-samples, conversation, "
                 "agent, coding) to check the policy generalises");
+  cmd->add_flag("--held-out", opt->held_out,
+                "Also replay the held-out generator seeds (conversation 7 and 11, agent 5, coding 9 "
+                "and 13), which the policy's design never looked at");
   auto* host = cmd->add_option("--host-fraction", opt->host_fraction,
                                "Two-tier replay: host tier capacity as a fraction of the unique "
                                "blocks (with --disk-fraction; replaces --capacity-fraction)");
