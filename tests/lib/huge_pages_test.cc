@@ -193,8 +193,8 @@ TEST_CASE("huge pages: the collapse runs on the collapser's thread, 32 MiB at a 
     auto queued = collapser.Start(advice.advised);  // behind it, never started
     fake.WaitHeld();
     std::thread cancel([&] {
-      collapser.Cancel(job);
-      collapser.Cancel(queued);
+      collapser.Cancel(queued);  // not started: returns at once, and never starts
+      collapser.Cancel(job);     // waits for its piece in flight
     });
     while (!job->cancelled()) std::this_thread::yield();
     CHECK(!job->finished());  // its piece is still in the (held) call
