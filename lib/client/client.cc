@@ -28,6 +28,8 @@
 #include "client/channel.h"
 #include "client/copy_threads.h"
 #include "client/cuda_paged.h"
+#include "client/enum_setting.h"
+#include "client/huge_page_collapser.h"
 #include "client/huge_pages.h"
 #include "client/staging_allocator.h"
 #include "strata/block_format.h"
@@ -44,28 +46,40 @@ static_assert(static_cast<int>(KvLayout::kFlashInfer) ==
               static_cast<int>(kernels::PagedLayout::kFlashInfer));
 static_assert(static_cast<int>(KvLayout::kMla) == static_cast<int>(kernels::PagedLayout::kMla));
 
-// ClientOptions::store_path, or STRATA_STORE_PATH where set.
-Result<ClientOptions::StorePath> StorePathOf(const ClientOptions& options) {
-  const char* env = std::getenv("STRATA_STORE_PATH");
-  if (env == nullptr || *env == '\0') return options.store_path;
-  const std::string_view v(env);
-  if (v == "auto") return ClientOptions::StorePath::kAuto;
-  if (v == "staging") return ClientOptions::StorePath::kStaging;
-  if (v == "cross_memory") return ClientOptions::StorePath::kCrossMemory;
-  return Status::InvalidArgument("environment STRATA_STORE_PATH='" + std::string(v) +
-                                 "': expected auto, staging or cross_memory");
-}
+// The client's enum settings (client/enum_setting.h): a ClientOptions field or a default, which
+// a STRATA_* variable overrides (docs/config.md).
+constexpr EnumName<ClientOptions::StorePath> kStorePathNames[] = {
+    {"auto", ClientOptions::StorePath::kAuto},
+    {"staging", ClientOptions::StorePath::kStaging},
+    {"cross_memory", ClientOptions::StorePath::kCrossMemory}};
+constexpr EnumSetting<ClientOptions::StorePath> kStorePath{
+    "STRATA_STORE_PATH", "ClientOptions::store_path", kStorePathNames};
+constexpr EnumName<ClientOptions::KvHugePages> kKvHugePagesNames[] = {
+    {"off", ClientOptions::KvHugePages::kOff},
+    {"advise", ClientOptions::KvHugePages::kAdvise},
+    {"collapse", ClientOptions::KvHugePages::kCollapse}};
+constexpr EnumSetting<ClientOptions::KvHugePages> kKvHugePages{
+    "STRATA_KV_HUGE_PAGES", "ClientOptions::kv_huge_pages", kKvHugePagesNames};
+// Loads through the load index: on unless turned off in the client's environment (the escape
+// hatch, and the A/B switch of the benchmarks); no ClientOptions field.
+constexpr EnumName<bool> kLoadIndexNames[] = {{"on", true}, {"off", false}, {"1", true}, {"0", false}};
+constexpr EnumSetting<bool> kLoadIndex{"STRATA_LOAD_INDEX", "", kLoadIndexNames};
 
-// ClientOptions::kv_huge_pages, or STRATA_KV_HUGE_PAGES where set.
-Result<ClientOptions::KvHugePages> KvHugePagesOf(const ClientOptions& options) {
-  const char* env = std::getenv("STRATA_KV_HUGE_PAGES");
-  if (env == nullptr || *env == '\0') return options.kv_huge_pages;
-  const std::string_view v(env);
-  if (v == "off") return ClientOptions::KvHugePages::kOff;
-  if (v == "advise") return ClientOptions::KvHugePages::kAdvise;
-  if (v == "collapse") return ClientOptions::KvHugePages::kCollapse;
-  return Status::InvalidArgument("environment STRATA_KV_HUGE_PAGES='" + std::string(v) +
-                                 "': expected off, advise or collapse");
+// The settings a client runs with, read once when it connects: an error in any of them fails
+// Connect (and Embedded), naming its source.
+struct ClientSettings {
+  ClientOptions::StorePath store_path = ClientOptions::StorePath::kAuto;
+  ClientOptions::KvHugePages kv_huge_pages = ClientOptions::KvHugePages::kAdvise;
+  bool load_index = true;
+};
+
+Result<ClientSettings> SettingsOf(const ClientOptions& options) {
+  ClientSettings s;
+  STRATA_ASSIGN_OR_RETURN(s.store_path, ResolveEnumSetting(kStorePath, options.store_path));
+  STRATA_ASSIGN_OR_RETURN(s.kv_huge_pages,
+                          ResolveEnumSetting(kKvHugePages, options.kv_huge_pages));
+  STRATA_ASSIGN_OR_RETURN(s.load_index, ResolveEnumSetting(kLoadIndex, true));
+  return s;
 }
 
 // A small pool of threads for asynchronous calls.
@@ -333,13 +347,15 @@ struct RegisteredCache {
   std::shared_ptr<DeviceKvCache> device;
   // What the kernel took of the huge-page advice for host pages (ClientOptions::kv_huge_pages).
   HugePageAdvice huge_pages;
+  // The background MADV_COLLAPSE of those pages (kCollapse; null otherwise).
+  std::shared_ptr<const CollapseJob> collapse;
 
-  // Whether MADV_COLLAPSE put at least three quarters of the pages in huge pages at
-  // registration (an unaligned layer loses up to 2 MiB at each end; the kernel does not split
-  // huge pages again unless memory runs short).
+  // Whether MADV_COLLAPSE has put at least three quarters of the pages in huge pages so far (an
+  // unaligned layer loses up to 2 MiB at each end; the kernel does not split huge pages again
+  // unless memory runs short). Read at each paged store: the path follows the collapse.
   bool InHugePages() const {
     const uint64_t total = uint64_t{paged.num_layers} * paged.layer_bytes();
-    return total > 0 && huge_pages.collapsed_bytes * 4 >= total * 3;
+    return total > 0 && collapse != nullptr && collapse->collapsed_bytes() * 4 >= total * 3;
   }
 
   uint32_t heads() const { return paged.num_kv_heads; }
@@ -378,25 +394,17 @@ struct RegisteredCache {
 
 class ClientImpl final : public Client {
  public:
-  ClientImpl(std::unique_ptr<Channel> channel, const ClientOptions& options)
+  ClientImpl(std::unique_ptr<Channel> channel, const ClientOptions& options,
+             const ClientSettings& settings)
       : channel_(std::move(channel)),
         staging_(channel_->staging_bytes()),
-        forced_cross_memory_(StorePathOf(options).ok() &&
-                            *StorePathOf(options) == ClientOptions::StorePath::kCrossMemory),
-        kv_huge_pages_(KvHugePagesOf(options).ok() ? *KvHugePagesOf(options)
-                                                   : options.kv_huge_pages),
+        forced_cross_memory_(settings.store_path == ClientOptions::StorePath::kCrossMemory),
+        kv_huge_pages_(settings.kv_huge_pages),
         copy_threads_(options.copy_threads < 0 ? CopyThreads::DefaultHelpers()
                                                : options.copy_threads),
         workers_(options.worker_threads),
-        use_index_(LoadIndexWanted()) {}
+        use_index_(settings.load_index) {}
   ~ClientImpl() override { StopNotices(); }
-
-  // Loads through the load index are on unless STRATA_LOAD_INDEX is `off` (or 0) in the
-  // client's environment (docs/config.md): the escape hatch, and the A/B switch of the benchmarks.
-  static bool LoadIndexWanted() {
-    const char* v = std::getenv("STRATA_LOAD_INDEX");
-    return v == nullptr || (std::strcmp(v, "off") != 0 && std::strcmp(v, "0") != 0);
-  }
 
   Result<LookupResult> Lookup(std::span<const BlockKey> keys) override {
     return LookupIn(keys, std::nullopt);
@@ -477,7 +485,7 @@ class ClientImpl final : public Client {
                                      " does not divide the namespace's " +
                                      std::to_string(n.num_kv_heads) + " KV heads");
     STRATA_RETURN_IF_ERROR(EnsureOpen(ns));
-    RegisteredCache c{ns, spec, {}, 0, ShapeOf(n, 1), {}, {}, nullptr, {}};
+    RegisteredCache c{ns, spec, {}, 0, ShapeOf(n, 1), {}, {}, nullptr, {}, nullptr};
     c.paged.layout = static_cast<kernels::PagedLayout>(spec.layout);
     c.paged.dtype = static_cast<kernels::KvDtype>(n.kv_dtype);
     c.paged.num_layers = n.num_layers;
@@ -498,7 +506,10 @@ class ClientImpl final : public Client {
     if (spec.device < 0 && kv_huge_pages_ != ClientOptions::KvHugePages::kOff) {
       std::vector<MemoryRange> ranges;
       for (const auto& l : c.layers) ranges.push_back({l.data(), l.size()});
-      c.huge_pages = AdviseHugePages(ranges, kv_huge_pages_ == ClientOptions::KvHugePages::kCollapse);
+      c.huge_pages = AdviseHugePages(ranges);
+      // The collapse runs on the collapser's thread: registration returns at once.
+      if (kv_huge_pages_ == ClientOptions::KvHugePages::kCollapse && !c.huge_pages.advised.empty())
+        c.collapse = collapser_.Start(c.huge_pages.advised);
     }
     if (spec.device >= 0) {
       STRATA_ASSIGN_OR_RETURN(DeviceMemory * memory, Devices());
@@ -512,9 +523,17 @@ class ClientImpl final : public Client {
   }
 
   Status UnregisterKvCache(KvCacheId cache) override {
-    std::lock_guard<std::mutex> lock(caches_mu_);
-    if (caches_.erase(cache) == 0)
-      return Status::NotFound("KV cache " + std::to_string(cache) + " is not registered");
+    std::shared_ptr<const RegisteredCache> c;
+    {
+      std::lock_guard<std::mutex> lock(caches_mu_);
+      auto it = caches_.find(cache);
+      if (it == caches_.end())
+        return Status::NotFound("KV cache " + std::to_string(cache) + " is not registered");
+      c = std::move(it->second);
+      caches_.erase(it);
+    }
+    // The engine may free the memory once this returns: no MADV_COLLAPSE of it may run after.
+    collapser_.Cancel(c->collapse);
     return Status::OK();
   }
 
@@ -1721,6 +1740,9 @@ class ClientImpl final : public Client {
   bool notice_urgent_ = false;  // GUARDED_BY(notice_mu_): kNoticeBatch keys pending
   bool notice_stop_ = false;    // GUARDED_BY(notice_mu_)
   std::thread notice_thread_;   // started by the first load through the index
+  // Background MADV_COLLAPSE of registered caches (kCollapse): its destructor cancels and joins
+  // before the client returns from its own, so no collapse outlives the client.
+  HugePageCollapser collapser_;
   CopyThreads copy_threads_;  // used by the workers: stops after them
   WorkerPool workers_;        // last: its threads stop before the members they use go
   const bool use_index_;
@@ -1935,8 +1957,8 @@ Result<KvLayout> ParseKvLayout(std::string_view name) {
 Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
                                                 const ClientOptions& options) {
   const std::string path = socket_path.empty() ? ipc::DefaultSocketPath() : socket_path;
-  STRATA_ASSIGN_OR_RETURN(ClientOptions::StorePath store_path, StorePathOf(options));
-  STRATA_RETURN_IF_ERROR(KvHugePagesOf(options).status());
+  STRATA_ASSIGN_OR_RETURN(const ClientSettings settings, SettingsOf(options));
+  const ClientOptions::StorePath store_path = settings.store_path;
   const SocketChannel::CrossMemory cross_memory =
       store_path == ClientOptions::StorePath::kStaging    ? SocketChannel::CrossMemory::kOff
       : store_path == ClientOptions::StorePath::kAuto     ? SocketChannel::CrossMemory::kOffer
@@ -1945,12 +1967,12 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
       std::unique_ptr<SocketChannel> ch,
       SocketChannel::Open(path, options.request_timeout_ms, options.staging_bytes,
                           options.trusted_daemon_uids, cross_memory));
-  return std::unique_ptr<Client>(new ClientImpl(std::move(ch), options));
+  return std::unique_ptr<Client>(new ClientImpl(std::move(ch), options, settings));
 }
 
 Result<std::unique_ptr<Client>> Client::Embedded(const EmbeddedOptions& options,
                                                  const ClientOptions& client_options) {
-  STRATA_RETURN_IF_ERROR(KvHugePagesOf(client_options).status());
+  STRATA_ASSIGN_OR_RETURN(const ClientSettings settings, SettingsOf(client_options));
   NodeOptions node;
   node.host_pool_bytes = options.host_pool_bytes;
   node.data_dir = options.data_dir;
@@ -1958,7 +1980,7 @@ Result<std::unique_ptr<Client>> Client::Embedded(const EmbeddedOptions& options,
   if (!options.eviction_policy.empty()) node.eviction_policy = options.eviction_policy;
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<EmbeddedChannel> ch,
                           EmbeddedChannel::Open(node, client_options.staging_bytes));
-  return std::unique_ptr<Client>(new ClientImpl(std::move(ch), client_options));
+  return std::unique_ptr<Client>(new ClientImpl(std::move(ch), client_options, settings));
 }
 
 }  // namespace strata

@@ -8,14 +8,8 @@
 #include <cstring>
 #include <vector>
 
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25
-#endif
-
 namespace strata {
 namespace {
-
-constexpr uint64_t kCollapsePieceBytes = uint64_t{32} << 20;
 
 uint64_t ReadHugePageBytes() {
   uint64_t bytes = 0;
@@ -36,8 +30,7 @@ uint64_t HugePageBytes() {
   return bytes;
 }
 
-HugePageAdvice AdviseHugePages(std::span<const MemoryRange> ranges, bool collapse,
-                               MadviseFn madvise_fn) {
+HugePageAdvice AdviseHugePages(std::span<const MemoryRange> ranges, MadviseFn madvise_fn) {
   if (madvise_fn == nullptr) madvise_fn = &::madvise;
   HugePageAdvice out;
   // [begin, end) as integers, merged where they overlap or touch.
@@ -57,7 +50,6 @@ HugePageAdvice AdviseHugePages(std::span<const MemoryRange> ranges, bool collaps
   }
   merged.resize(n);
   const uint64_t huge = HugePageBytes();
-  bool collapsing = collapse;
   for (const auto& [b, e] : merged) {
     const uint64_t begin = (b + huge - 1) & ~(huge - 1), end = e & ~(huge - 1);
     if (begin >= end) continue;
@@ -68,19 +60,7 @@ HugePageAdvice AdviseHugePages(std::span<const MemoryRange> ranges, bool collaps
       continue;  // a range the kernel will not advise (hugetlbfs, a special mapping) is left
     }
     out.advised_bytes += end - begin;
-    for (uint64_t at = begin; collapsing && at < end; at += kCollapsePieceBytes) {
-      const uint64_t len = std::min(kCollapsePieceBytes, end - at);
-      if (madvise_fn(reinterpret_cast<void*>(at), len, MADV_COLLAPSE) == 0) {
-        out.collapsed_bytes += len;
-        continue;
-      }
-      const int err = errno;
-      if (out.collapse_errno == 0) out.collapse_errno = err;
-      // EAGAIN: a page was busy, the next piece may still go. Anything else (EINVAL: a kernel
-      // before 6.1 or a mapping it cannot collapse; ENOMEM: no free huge page) holds for the
-      // rest too, and each try may compact memory: stop collapsing.
-      if (err != EAGAIN) collapsing = false;
-    }
+    out.advised.push_back({static_cast<std::byte*>(p), end - begin});
   }
   return out;
 }

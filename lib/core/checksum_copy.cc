@@ -25,6 +25,7 @@
 
 #include <cstring>
 
+#include "checksum_copy.h"
 #include "strata/block_format.h"
 
 namespace strata {
@@ -173,7 +174,79 @@ uint64_t Fused(const std::byte* src, size_t n, const Pieces& out, uintptr_t dst_
   return FusedCopy<StoreKind::kUnaligned>(src, n, out);
 }
 
+// The accumulation of one stripe already in registers (XXH3_accumulate_512_avx2).
+XXH_TARGET_AVX2 inline void Accumulate(__m256i* acc, __m256i d0, __m256i d1,
+                                       const xxh_u8* secret) {
+  const __m256i data[2] = {d0, d1};
+  for (int i = 0; i < 2; ++i) {
+    const __m256i key = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(secret) + i);
+    const __m256i data_key = _mm256_xor_si256(data[i], key);
+    const __m256i data_key_lo = _mm256_shuffle_epi32(data_key, _MM_SHUFFLE(0, 3, 0, 1));
+    const __m256i product = _mm256_mul_epu32(data_key, data_key_lo);
+    const __m256i swapped = _mm256_shuffle_epi32(data[i], _MM_SHUFFLE(1, 0, 3, 2));
+    acc[i] = _mm256_add_epi64(product, _mm256_add_epi64(acc[i], swapped));
+  }
+}
+
 }  // namespace
+
+// XXH3_hashLong_64b over stripes that arrive a row at a time. With the payload's length n a
+// multiple of 64 (T = n / 64 stripes), the reference loop accumulates stripes 0 .. T-2 with the
+// secret at (k % 16) * 8, scrambles after every 16th of those, and accumulates stripe T-1 (the
+// last 64 bytes) with the "last stripe" secret before merging: exactly what AppendRows does.
+bool GatherWithChecksum::Fits(const std::byte* dst, uint64_t length) {
+  return HasAvx2() && (reinterpret_cast<uintptr_t>(dst) & 31) == 0 && length % kStripe == 0 &&
+         length >= kFusedMin;
+}
+
+GatherWithChecksum::GatherWithChecksum(std::byte* dst, uint64_t length)
+    : dst_(dst), stripes_(length / kStripe) {
+  const xxh_u64 init[XXH_ACC_NB] = XXH3_INIT_ACC;
+  std::memcpy(acc_, init, sizeof(acc_));
+}
+
+XXH_TARGET_AVX2 void GatherWithChecksum::AppendRows(const std::byte* src, size_t rows,
+                                                    size_t stride, size_t row_bytes) {
+  const xxh_u8* secret = XXH3_kSecret;
+  __m256i acc[2] = {_mm256_load_si256(reinterpret_cast<const __m256i*>(acc_)),
+                    _mm256_load_si256(reinterpret_cast<const __m256i*>(acc_) + 1)};
+  const size_t per_row = row_bytes / kStripe;
+  for (size_t r = 0; r < rows; ++r, src += stride) {
+    for (size_t s = 0; s < per_row; ++s, ++next_) {
+      const std::byte* from = src + s * kStripe;
+      std::byte* to = dst_ + next_ * kStripe;
+      const __m256i d0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from));
+      const __m256i d1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from + 32));
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(to), d0);
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(to + 32), d1);
+      if (next_ + 1 < stripes_) [[likely]] {
+        Accumulate(acc, d0, d1, secret + (next_ % kStripesPerBlock) * XXH_SECRET_CONSUME_RATE);
+        if (next_ % kStripesPerBlock == kStripesPerBlock - 1) {
+          _mm256_store_si256(reinterpret_cast<__m256i*>(acc_), acc[0]);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(acc_) + 1, acc[1]);
+          XXH3_scrambleAcc_avx2(acc_, secret + XXH_SECRET_DEFAULT_SIZE - kStripe);
+          acc[0] = _mm256_load_si256(reinterpret_cast<const __m256i*>(acc_));
+          acc[1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(acc_) + 1);
+        }
+        continue;
+      }
+      // The last stripe: its own secret, then the merge.
+      Accumulate(acc, d0, d1, secret + XXH_SECRET_DEFAULT_SIZE - kStripe - XXH_SECRET_LASTACC_START);
+      alignas(32) xxh_u64 out[XXH_ACC_NB];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out), acc[0]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out) + 1, acc[1]);
+      last_ = XXH3_mergeAccs(out, secret + XXH_SECRET_MERGEACCS_START,
+                             static_cast<xxh_u64>(stripes_ * kStripe) * XXH_PRIME64_1);
+    }
+  }
+  _mm256_store_si256(reinterpret_cast<__m256i*>(acc_), acc[0]);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(acc_) + 1, acc[1]);
+}
+
+uint64_t GatherWithChecksum::Finish() {
+  _mm_sfence();
+  return last_;
+}
 
 uint64_t CopyWithChecksum(std::byte* dst, const std::byte* src, size_t n) {
   if (n < kFusedMin || !HasAvx2()) {

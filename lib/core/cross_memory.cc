@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "checksum_copy.h"
 #include "strata/block_format.h"
 
 namespace strata {
@@ -118,10 +119,22 @@ Status GatherFromProcess(const ClientProcess& p, std::span<const uint64_t> chunk
   thread_local std::vector<std::byte> scratch, assembled;  // 16-byte aligned (operator new)
   thread_local std::vector<iovec> remote;
   thread_local std::vector<PayloadChecksumStream> streams;
+  thread_local std::vector<GatherWithChecksum> fused;
   if (scratch.size() < batch * chunk) scratch.resize(batch * chunk);
-  if (assembled.size() < piece) assembled.resize(piece);
   remote.resize(batch);
-  streams.assign(shards.size(), PayloadChecksumStream());
+  // One pass per byte (GatherWithChecksum: rows loaded from the scratch, streamed to the pool and
+  // hashed from the same registers) where every shard allows it; else each head's rows are put
+  // together in an L1 piece, hashed there and streamed out from it.
+  const uint64_t shard_bytes = chunks.size() * piece;
+  bool one_pass = shape.row_bytes % 64 == 0;
+  for (const ShardOut& s : shards) one_pass = one_pass && GatherWithChecksum::Fits(s.dst, shard_bytes);
+  fused.clear();
+  if (one_pass) {
+    for (const ShardOut& s : shards) fused.emplace_back(s.dst, shard_bytes);
+  } else {
+    if (assembled.size() < piece) assembled.resize(piece);
+    streams.assign(shards.size(), PayloadChecksumStream());
+  }
   for (size_t first = 0; first < chunks.size(); first += batch) {
     const size_t n = std::min(batch, chunks.size() - first);
     for (size_t i = 0; i < n; ++i) {
@@ -135,6 +148,12 @@ Status GatherFromProcess(const ClientProcess& p, std::span<const uint64_t> chunk
       return ReadError(got < 0 ? errno : 0, p.pid, chunks[first], n * chunk);
     for (size_t i = 0; i < n; ++i) {
       const std::byte* c = scratch.data() + i * chunk;
+      if (one_pass) {
+        for (size_t s = 0; s < shards.size(); ++s)
+          fused[s].AppendRows(c + uint64_t{shards[s].head} * shape.row_bytes, shape.rows,
+                              uint64_t{shape.heads} * shape.row_bytes, shape.row_bytes);
+        continue;
+      }
       for (size_t s = 0; s < shards.size(); ++s) {
         // The head's rows are put together in `assembled` (L1), hashed there and streamed to
         // the pool from it: the checksum is of the very bytes written, from daemon memory.
@@ -157,7 +176,8 @@ Status GatherFromProcess(const ClientProcess& p, std::span<const uint64_t> chunk
 #endif
   if (!StillThere(p.pidfd))
     return ReadError(ESRCH, p.pid, chunks.empty() ? 0 : chunks[0], chunk);
-  for (size_t s = 0; s < shards.size(); ++s) shards[s].checksum = streams[s].Digest();
+  for (size_t s = 0; s < shards.size(); ++s)
+    shards[s].checksum = one_pass ? fused[s].Finish() : streams[s].Digest();
   return Status::OK();
 }
 

@@ -2,11 +2,14 @@
 // returns exactly PayloadChecksum (libxxhash's XXH3-64) of the bytes and copies them exactly, for
 // every XXH3 length class (short, mid-size, one block, many blocks, a partial last stripe), every
 // destination alignment (32-byte streamed, 16-byte streamed, unaligned) and pieces of rows.
+#include <algorithm>
+#include <cstring>
 #include <random>
 #include <vector>
 
 #include <catch2/catch.hpp>
 
+#include "checksum_copy.h"
 #include "strata/block_format.h"
 
 namespace strata {
@@ -64,6 +67,45 @@ TEST_CASE("ScatterWithChecksum writes each piece to its place and hashes the who
       }
     }
   }
+}
+
+
+TEST_CASE("GatherWithChecksum assembles strided rows and hashes them as PayloadChecksum", "[core]") {
+  // Rows of `row` bytes taken from `heads`-interleaved chunks, as the daemon's gather of one head
+  // shard: every XXH3 length class it takes (one block, a partial last block, many blocks), rows
+  // of one stripe and of many, appended a few rows per call.
+  for (size_t row : {64, 256, 1024}) {
+    for (size_t rows_total : {size_t{4}, size_t{16}, size_t{17}, size_t{1024}, size_t{1027}}) {
+      const size_t n = row * rows_total;
+      if (n < 256) continue;  // below XXH3's long-input sizes: Fits refuses (checked below)
+      constexpr size_t kHeads = 3, kHead = 1;
+      const auto chunks = Random(rows_total * kHeads * row, static_cast<uint32_t>(n + row));
+      std::vector<std::byte> expected(n);
+      for (size_t r = 0; r < rows_total; ++r)
+        std::memcpy(expected.data() + r * row, chunks.data() + (r * kHeads + kHead) * row, row);
+      std::vector<std::byte> out(n + 64 + 32, std::byte{0xEE});
+      auto* dst = reinterpret_cast<std::byte*>(
+          (reinterpret_cast<uintptr_t>(out.data()) + 31) & ~uintptr_t{31});
+      INFO("row=" << row << " rows=" << rows_total);
+      REQUIRE(GatherWithChecksum::Fits(dst, n) == (__builtin_cpu_supports("avx2") != 0));
+      if (!GatherWithChecksum::Fits(dst, n)) continue;
+      GatherWithChecksum g(dst, n);
+      for (size_t r = 0; r < rows_total;) {
+        const size_t take = std::min<size_t>(rows_total - r, 1 + r % 5);  // 1..5 rows a call
+        g.AppendRows(chunks.data() + (r * kHeads + kHead) * row, take, kHeads * row, row);
+        r += take;
+      }
+      REQUIRE(g.Finish() == PayloadChecksum(expected));
+      REQUIRE(std::equal(dst, dst + n, expected.data()));
+      REQUIRE(dst[n] == std::byte{0xEE});
+    }
+  }
+  std::vector<std::byte> small(512 + 32);
+  auto* aligned = reinterpret_cast<std::byte*>(
+      (reinterpret_cast<uintptr_t>(small.data()) + 31) & ~uintptr_t{31});
+  CHECK(!GatherWithChecksum::Fits(aligned, 192));      // XXH3's mid-size path
+  CHECK(!GatherWithChecksum::Fits(aligned, 320 + 8));  // not whole stripes
+  CHECK(!GatherWithChecksum::Fits(aligned + 16, 320)); // not 32-byte aligned
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include "../strata/command_registry.h"
 #include "../strata/serve_process.h"
 #include "bench_report.h"
+#include "client/copy_threads.h"
 #include "strata/client.h"
 #include "strata/key_chain.h"
 
@@ -215,6 +216,30 @@ Timed MemcpyStoreRun(const Case& c, int process, double seconds) {
   return {bytes, timed};
 }
 
+// The same baseline split by payloads over as many threads as the daemon copies a cross-memory
+// store with (its calling thread and its copy threads, CopyThreads::DefaultHelpers() + 1): the
+// store is read against both, one memcpy (the yardstick) and this one (the physical bound
+// of a copy on that many cores).
+Timed MemcpySplitStoreRun(const Case& c, int process, double seconds) {
+  std::vector<std::vector<std::byte>> in, pool;
+  for (size_t i = 0; i < c.blocks; ++i) {
+    in.push_back(Payload(c.block_bytes, process + int(i)));
+    pool.emplace_back(c.block_bytes, std::byte{1});
+  }
+  CopyThreads threads(CopyThreads::DefaultHelpers());
+  double bytes = 0, timed = 0;
+  while (timed < seconds) {
+    const auto start = Clock::now();
+    threads.ParallelFor(c.blocks, 1, [&](size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i) std::memcpy(pool[i].data(), in[i].data(), c.block_bytes);
+    });
+    DoNotOptimize(pool[0][0]);
+    timed += std::chrono::duration<double>(Clock::now() - start).count();
+    bytes += double(c.blocks) * c.block_bytes;
+  }
+  return {bytes, timed};
+}
+
 double MemcpyRun(const Case& c, int process, double seconds) {
   std::vector<std::vector<std::byte>> in, pool, out;
   for (size_t i = 0; i < c.blocks; ++i) {
@@ -336,6 +361,13 @@ void Run(const Options& opt) {
       const double store_memcpy =
           RunProcesses(clients, [&](int p) { return MemcpyStoreRun(c, p, opt.seconds); });
       report.Add({store_name, "GB/s", store, "memcpy", store_memcpy, true, extra});
+      const int threads = CopyThreads::DefaultHelpers() + 1;
+      if (threads > 1) {
+        const double split = RunProcesses(
+            clients, [&](int p) { return MemcpySplitStoreRun(c, p, opt.seconds); });
+        report.Add({store_name, "GB/s", store, "memcpy_" + std::to_string(threads) + "threads",
+                    split, true, extra});
+      }
     }
   }
 }

@@ -178,8 +178,11 @@ struct ClientOptions {
   // fails the registration. kOff: left as the engine allocated them. kAdvise:
   // madvise(MADV_HUGEPAGE), so pages faulted in later are huge. kCollapse: also
   // madvise(MADV_COLLAPSE) the pages already there (an engine zeroes its cache before it
-  // registers it), synchronously inside RegisterKvCache (about 3 s per GiB measured on the
-  // development VM). STRATA_KV_HUGE_PAGES (off, advise, collapse) overrides it. Default: kAdvise.
+  // registers it), on a background thread of the client (about 3 s per GiB measured on the
+  // development VM): RegisterKvCache returns at once, StorePaged goes cross-memory (with kAuto)
+  // once the cache is mostly collapsed, UnregisterKvCache and the client's destruction stop the
+  // collapse after the piece in flight (32 MiB). STRATA_KV_HUGE_PAGES (off, advise, collapse)
+  // overrides it. Default: kAdvise.
   enum class KvHugePages { kOff, kAdvise, kCollapse };
   KvHugePages kv_huge_pages = KvHugePages::kAdvise;
 };
