@@ -130,9 +130,6 @@ Status SocketChannel::MapForRead(std::span<const ipc::Location> locations) {
       return Status::IOError(std::string("mapping pool slab ") + std::to_string(slab) + ": " +
                              std::strerror(errno));
     mapped_[slab].store(mr->generation, std::memory_order_release);
-    // The rest of the slab's page table is filled beside the loads that follow, from just past
-    // this block (the caller reads the block itself now).
-    prefaulter_.Enqueue(at, slab_bytes_, loc.offset + loc.length - slab * slab_bytes_);
   }
   return Status::OK();
 }
@@ -153,7 +150,6 @@ SocketChannel::~SocketChannel() {
       if (fd >= 0) ::close(fd);
     }
   }
-  prefaulter_.Stop();  // it reads the pool mapping
   if (pool_base_ != nullptr) ::munmap(const_cast<std::byte*>(pool_base_), pool_bytes_);
   for (auto& [tenant, m] : indexes_) ::munmap(const_cast<std::byte*>(m.base), m.bytes);
 }

@@ -14,7 +14,6 @@
 #include <span>
 #include <string>
 
-#include "client/slab_prefaulter.h"
 #include "daemon/request_handler.h"
 #include "ipc/ipc_protocol.h"
 #include "ipc/unix_socket.h"
@@ -126,8 +125,6 @@ class SocketChannel final : public Channel {
     std::lock_guard<std::mutex> lock(mu_);
     remap_hook_ = std::move(hook);
   }
-  // What the background populate of mapped slabs did (slab_prefaulter.h).
-  SlabPrefaulter::Stats prefault_stats() const { return prefaulter_.stats(); }
 
  private:
   explicit SocketChannel(ipc::UnixConnection conn) : conn_(std::move(conn)) {}
@@ -155,8 +152,6 @@ class SocketChannel final : public Channel {
   std::map<uint32_t, IndexMapping> indexes_;  // GUARDED_BY(mu_)
   StagingMapping staging_;
   bool cross_memory_ = false;  // set once by Open
-  // Maps each slab's pages after MapForRead maps the slab; stopped before the pool is unmapped.
-  SlabPrefaulter prefaulter_;
 };
 
 class EmbeddedChannel final : public Channel {
