@@ -12,6 +12,7 @@
 #include "strata/client.h"
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdlib>
@@ -103,25 +104,58 @@ class WorkerPool {
     }
     cv_.notify_one();
   }
+  // A task its caller most likely runs itself (an in-caller call, run by Completion::Wait when
+  // no worker has begun it): no worker is woken for it now; a worker takes it kDeferral after it
+  // was queued (a no-op when the caller has claimed it by then). One timed wake-up serves every
+  // task queued within kDeferral, instead of a wake-up per call on the caller's critical path (a
+  // woken worker competes with the caller and the daemon for the cores; docs/benchmarks.md,
+  // "Per-call cost"). Only the queue going from empty to not empty wakes a worker, to time it.
+  void SubmitDeferred(std::function<void()> task) {
+    bool wake;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      wake = deferred_.empty();
+      deferred_.push_back({std::chrono::steady_clock::now() + kDeferral, std::move(task)});
+    }
+    if (wake) cv_.notify_one();
+  }
   size_t size() const { return threads_.size(); }
+
+  static constexpr std::chrono::microseconds kDeferral{500};
 
  private:
   void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
     while (true) {
-      std::function<void()> task;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || !tasks_.empty(); });
-        if (tasks_.empty()) return;
-        task = std::move(tasks_.front());
-        tasks_.pop_front();
+      // Deferred tasks that are due (all of them once stopping) join the queue.
+      const auto now = std::chrono::steady_clock::now();
+      while (!deferred_.empty() && (stop_ || deferred_.front().due <= now)) {
+        tasks_.push_back(std::move(deferred_.front().task));
+        deferred_.pop_front();
       }
-      task();
+      if (!tasks_.empty()) {
+        std::function<void()> task = std::move(tasks_.front());
+        tasks_.pop_front();
+        lock.unlock();
+        task();
+        lock.lock();
+        continue;
+      }
+      if (stop_) return;
+      if (!deferred_.empty())
+        cv_.wait_until(lock, deferred_.front().due);
+      else
+        cv_.wait(lock);
     }
   }
+  struct Deferred {
+    std::chrono::steady_clock::time_point due;
+    std::function<void()> task;
+  };
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> tasks_;  // GUARDED_BY(mu_)
+  std::deque<Deferred> deferred_;            // GUARDED_BY(mu_), by due time
   bool stop_ = false;                        // GUARDED_BY(mu_)
   std::vector<std::thread> threads_;
 };
@@ -642,7 +676,8 @@ class ClientImpl final : public Client {
 
   // Runs `fn` on a worker thread. `in_caller`: the caller's Completion::Wait() runs it instead
   // when no worker has begun it yet, so a call waited for at once (the C and Python APIs, an
-  // engine's synchronous load) costs no hand-off to a worker and back.
+  // engine's synchronous load) costs no hand-off to a worker and back; no worker is woken for it
+  // either: a worker takes it up WorkerPool::kDeferral later if nobody waited for it by then.
   // REQUIRES for in_caller: `fn` holds at most one staging lease at a time and waits for staging
   // only while it holds none (RoundLimit() bounds the pipelines of the workers, not of callers).
   template <typename T, typename Fn>
@@ -660,7 +695,10 @@ class ClientImpl final : public Client {
     Completion<T> completion(task->promise.get_future(),
                              in_caller ? std::function<void()>([task] { task->Run(); })
                                        : std::function<void()>());
-    workers_.Submit([task] { task->Run(); });
+    if (in_caller)
+      workers_.SubmitDeferred([task] { task->Run(); });
+    else
+      workers_.Submit([task] { task->Run(); });
     return completion;
   }
 
