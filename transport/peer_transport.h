@@ -194,11 +194,15 @@ struct TransferProfile {
   uint64_t pull_requests = 0;        // PullRequests posted
   uint64_t pull_blocks = 0;          // blocks they asked for
   uint64_t max_pulls_in_flight = 0;  // most PullRequests outstanding at once (all peers)
+  uint64_t landed_multi = 0;         // multi-block data messages accepted
+  uint64_t landed_contiguous = 0;    // of those, received into one run of adjacent places
   // Holder side.
   uint64_t served_requests = 0;      // PullRequests answered
   uint64_t served_blocks = 0;        // blocks sent (a payload, not a bare status)
   uint64_t served_messages = 0;      // data messages that carried them (several blocks each
                                      // when coalesced: pull_coalesce_bytes)
+  uint64_t served_contiguous = 0;    // multi-block messages whose blocks lay adjacent in the
+                                     // pool: sent as one contiguous buffer
   double serve_pin_s = 0;            // in BlockSource::Pin/PinLater for them
   double serve_request_s = 0;        // handling each request: pins, checks, queueing the sends
   double send_s = 0;                 // every data message's send, queued to complete (they overlap)
