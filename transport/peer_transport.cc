@@ -49,8 +49,12 @@ void PeerTransport::Impl::FailConn(ConnId conn, const Status& st, bool close) {
   std::vector<std::shared_ptr<PullOp::State>> hit;
   for (auto& [id, p] : pulls)
     if (hit_conn(p->conn)) hit.push_back(p);
+  const auto now = Clock::now();
   for (auto& p : hit) {
     if (p->failure.ok()) p->failure = st;
+    // The endpoints are force-closed below: OnTick's last-resort cut-off for receives UCX never
+    // reports as cancelled counts from now, not from the request's deadline.
+    p->deadline = std::min(p->deadline, now);
     MaybeFinish(p);
   }
   if (close) engine->Close(conn, /*force=*/true);
