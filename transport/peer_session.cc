@@ -42,6 +42,7 @@ void PeerTransport::Impl::OnClientControl(ConnId conn, std::span<const std::byte
     if (s == nullptr || s->ready) return;
     s->ready = true;
     s->token = ok->session;
+    PublishReady(*s);
     handshakes.erase(s->handshake_id);
     for (auto& w : s->waiters) w->set_value(Status::OK());
     s->waiters.clear();

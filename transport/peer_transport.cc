@@ -33,6 +33,7 @@ void PeerTransport::Impl::FailConn(ConnId conn, const Status& st, bool close) {
       for (auto& w : s->second.waiters) w->set_value(st);
       for (auto& w : s->second.raw_waiters) w->set_value(st);
       handshakes.erase(s->second.handshake_id);
+      UnpublishReady(s->first);
       sessions.erase(s);
     }
   }
@@ -48,8 +49,12 @@ void PeerTransport::Impl::FailConn(ConnId conn, const Status& st, bool close) {
   std::vector<std::shared_ptr<PullOp::State>> hit;
   for (auto& [id, p] : pulls)
     if (hit_conn(p->conn)) hit.push_back(p);
+  const auto now = Clock::now();
   for (auto& p : hit) {
     if (p->failure.ok()) p->failure = st;
+    // The endpoints are force-closed below: OnTick's last-resort cut-off for receives UCX never
+    // reports as cancelled counts from now, not from the request's deadline.
+    p->deadline = std::min(p->deadline, now);
     MaybeFinish(p);
   }
   if (close) engine->Close(conn, /*force=*/true);
@@ -69,9 +74,11 @@ void PeerTransport::Impl::OnTick() {
     if (!s.ready && now > s.deadline) expired.push_back(s.conn);
   for (auto& [id, r] : rpcs)
     if (now > r.deadline) expired.push_back(r.conn);
+  std::vector<std::string> quiet;  // peers with a pull that saw no data for kProbeAfter
   for (auto& [id, p] : pulls) {
     if (!p->posted || p->finished) continue;
     if (now > p->deadline && p->failure.ok()) expired.push_back(p->conn);
+    if (p->failure.ok() && now - p->last_data > kProbeAfter) quiet.push_back(p->peer);
     // Last resort: UCX never reported the cancelled receives (a force-closed endpoint without
     // peer error mode may not, on tcp). The endpoint is closed by then, so nothing more lands;
     // a short grace, not a second request timeout, keeps a dead peer's cost near one timeout.
@@ -83,6 +90,16 @@ void PeerTransport::Impl::OnTick() {
     FailConn(c, Status::TimedOut("peer did not answer within " +
                                  std::to_string(options.request_timeout.count()) + " ms"),
              /*close=*/true);
+  for (const std::string& peer : quiet) {
+    auto it = sessions.find(peer);
+    if (it == sessions.end()) continue;
+    Session& s = it->second;
+    if (!s.ready || s.data_conn == 0 || now - s.probed < kProbeAfter) continue;
+    s.probed = now;
+    // A failed send fails the control endpoint (UCX peer error mode): on_conn_error then fails
+    // the session, its pulls included.
+    SendMessage(s.conn, wire::LookupRequest{0, {}, s.token});
+  }
   std::vector<std::shared_ptr<PullOp::State>> all;
   for (auto& [id, p] : pulls) all.push_back(p);
   for (auto& p : all) MaybeFinish(p);
@@ -192,6 +209,9 @@ TransferProfile PeerTransport::Profile() const {
   p.served_requests = c.served_requests.load();
   p.served_blocks = c.served_blocks.load();
   p.served_messages = c.served_messages.load();
+  p.served_contiguous = c.served_contiguous.load();
+  p.landed_multi = c.landed_multi.load();
+  p.landed_contiguous = c.landed_contiguous.load();
   p.serve_pin_s = secs(c.serve_pin_ns);
   p.serve_request_s = secs(c.serve_request_ns);
   p.send_s = secs(c.send_ns);
@@ -200,6 +220,14 @@ TransferProfile PeerTransport::Profile() const {
 }
 
 Status PeerTransport::Connect(const std::string& peer, std::span<const std::byte> address) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->ready_mu);
+    auto it = impl_->ready_sessions.find(peer);
+    if (it != impl_->ready_sessions.end() &&
+        std::equal(it->second.address.begin(), it->second.address.end(), address.begin(),
+                   address.end()))
+      return Status::OK();
+  }
   auto waiter = std::make_shared<std::promise<Status>>();
   auto future = waiter->get_future();
   std::vector<std::byte> addr(address.begin(), address.end());

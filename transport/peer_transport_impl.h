@@ -33,6 +33,14 @@ using Clock = std::chrono::steady_clock;
 // them (the connection is closed by then).
 inline constexpr std::chrono::milliseconds kCancelGrace{300};
 
+// A pull on a data endpoint without UCX peer error handling that has seen no data for this long
+// makes the transport probe the session's control endpoint (which has it): an empty directory
+// lookup, at most once per this interval per session. Over tcp an idle endpoint does not notice
+// that its peer died, but a send to a dead peer fails, so a holder killed mid-pull is noticed
+// within about this long plus a round trip instead of at the request timeout. A live holder
+// answers the probe with an empty LookupResponse (or an Error without a directory), ignored.
+inline constexpr std::chrono::milliseconds kProbeAfter{100};
+
 struct PullOp::State {
   PeerTransport::Impl* impl = nullptr;
   std::string peer;
@@ -53,6 +61,7 @@ struct PullOp::State {
   Clock::time_point deadline;
   Clock::time_point posted_at;   // when the progress thread issued the request
   Clock::time_point first_data;  // the first data message's header arrived
+  Clock::time_point last_data;   // the latest data message arrived or landed (kProbeAfter)
   // Blocks verified on the progress thread as they landed (verify_on_landing): their bytes and
   // the time it took.
   size_t landed_bytes = 0;
@@ -84,6 +93,7 @@ struct PeerTransport::Impl {
     std::vector<std::byte> client_nonce;
     uint64_t handshake_id = 0;
     std::vector<std::byte> token;  // from AuthOk; sent with every request
+    Clock::time_point probed;      // the last probe of `conn` (kProbeAfter)
     Clock::time_point deadline;
     std::vector<std::shared_ptr<std::promise<Status>>> waiters;
     std::vector<std::shared_ptr<std::promise<Status>>> raw_waiters;
@@ -109,6 +119,27 @@ struct PeerTransport::Impl {
     uint64_t v = 0;
     std::memcpy(&v, n.data(), sizeof(v));
     return (v >> 24) | 1;  // leaves room below 2^44 for the data cookie's request bits
+  }
+
+  // The ready sessions' endpoints for pulls and tokens, readable from any thread, so that
+  // Connect to a connected peer and PreparePull need no round trip through the progress thread
+  // (two wake-ups of it per Fetch otherwise). Written by the progress thread when a handshake
+  // completes and when a session fails; a reader that finds a session that is failing meanwhile
+  // learns it at Post (which checks the session on the progress thread).
+  struct ReadySession {
+    std::vector<std::byte> address;
+    ConnId pull_conn = 0;
+    std::vector<std::byte> token;
+  };
+  std::mutex ready_mu;
+  std::unordered_map<std::string, ReadySession> ready_sessions;  // GUARDED_BY(ready_mu)
+  void PublishReady(const Session& s) {
+    std::lock_guard<std::mutex> lock(ready_mu);
+    ready_sessions[s.peer] = ReadySession{s.address, s.PullConn(), s.token};
+  }
+  void UnpublishReady(const std::string& peer) {
+    std::lock_guard<std::mutex> lock(ready_mu);
+    ready_sessions.erase(peer);
   }
 
   // Progress-thread state.
@@ -154,6 +185,7 @@ struct PeerTransport::Impl {
   struct ProfileCounters {
     std::atomic<uint64_t> pull_requests{0}, pull_blocks{0}, max_pulls_in_flight{0};
     std::atomic<uint64_t> served_requests{0}, served_blocks{0}, served_messages{0};
+    std::atomic<uint64_t> served_contiguous{0}, landed_multi{0}, landed_contiguous{0};
     std::atomic<uint64_t> serve_pin_ns{0}, serve_request_ns{0}, send_ns{0};
     std::atomic<uint64_t> max_sends_in_flight{0};
     uint64_t sends_in_flight = 0;  // progress thread only
@@ -201,11 +233,24 @@ struct PeerTransport::Impl {
     return false;
   }
 
+  // [p, p + n) lies inside one registration unit of a region: one memory handle covers it.
+  bool InsideOneUnit(const std::byte* p, size_t n) const {
+    for (const MemoryRegion& r : options.regions) {
+      const auto* base = static_cast<const std::byte*>(r.base);
+      if (p < base || p + n > base + r.size) continue;
+      if (r.unit == 0) return true;
+      const size_t first = static_cast<size_t>(p - base) / r.unit;
+      return n == 0 || static_cast<size_t>(p + n - 1 - base) / r.unit == first;
+    }
+    return false;
+  }
+
   // ---- data messages (puller side) ----
   void OnData(ConnId conn, std::span<const std::byte> header, size_t length, std::byte** dest,
               std::vector<DataPiece>* pieces, uint64_t* cookie);
-  // A multi-block data message (wire::MultiDataHeader): each block to its own place.
-  void OnMultiData(std::span<const std::byte> header, size_t length,
+  // A multi-block data message (wire::MultiDataHeader): each block to its own place, into
+  // *dest as one buffer when those places follow each other, else into *pieces.
+  void OnMultiData(std::span<const std::byte> header, size_t length, std::byte** dest,
                    std::vector<DataPiece>* pieces, uint64_t* cookie);
   // Settles block `index` of `p` whose receive ended with `st`: verified now
   // (verify_on_landing) or handed to the thread in PullOp::Wait.

@@ -71,9 +71,9 @@ struct ClusterOptions {
   bool ucx_peer_errors = false;
   // Largest data message a pull asks its holder for when it coalesces small blocks (blocks of
   // at most half of it travel several per message); 0: one block per message
-  // (transport::PeerTransportOptions::pull_coalesce_bytes). Default: 0 (off: docs/cluster.md,
-  // "Small blocks in fewer messages").
-  uint64_t pull_coalesce_bytes = 0;
+  // (transport::PeerTransportOptions::pull_coalesce_bytes). Default: 4 MiB (docs/cluster.md,
+  // "Small blocks in one contiguous message").
+  uint64_t pull_coalesce_bytes = uint64_t{4} << 20;
   // Empty rounds the UCX progress thread spins before it sleeps on its event fd; -1 never sleeps.
   // Default: unset = transport::AutoProgressSpinRounds() (2000 with 4 or more CPUs, else 0).
   std::optional<int> progress_spin_rounds;

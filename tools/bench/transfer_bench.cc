@@ -635,6 +635,8 @@ Result<PullFigures> MeasurePulls(const Options& opt, Cluster& c, size_t size, si
     f.transfer_profile["puller_requests_per_load"] = requests / opt.reps;
     f.transfer_profile["puller_blocks_per_request"] = requests > 0 ? d("pull_blocks") / requests : 0;
     f.transfer_profile["puller_max_pulls_in_flight"] = tp_after.value("max_pulls_in_flight", 0);
+    f.transfer_profile["puller_multi_messages_per_load"] = d("landed_multi") / opt.reps;
+    f.transfer_profile["puller_contiguous_messages_per_load"] = d("landed_contiguous") / opt.reps;
   }
   for (size_t h = 0; h < c.holder_clients.size(); ++h) {
     const nlohmann::json a = ClusterSection(*c.holder_clients[h], "transfer_profile");
@@ -647,6 +649,7 @@ Result<PullFigures> MeasurePulls(const Options& opt, Cluster& c, size_t size, si
         {"requests_per_load", d("served_requests") / opt.reps},
         {"blocks_per_load", sent / opt.reps},
         {"messages_per_load", messages / opt.reps},
+        {"contiguous_messages_per_load", d("served_contiguous") / opt.reps},
         {"pin_ms_per_load", d("serve_pin_s") / opt.reps * 1e3},
         {"request_ms_per_load", d("serve_request_s") / opt.reps * 1e3},
         {"mean_send_ms", messages > 0 ? d("send_s") / messages * 1e3 : 0},

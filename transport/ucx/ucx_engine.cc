@@ -687,20 +687,37 @@ void UcxEngine::SendDataPieces(ConnId conn, std::span<const std::byte> header,
     op->iov[i] = {pieces[i].data, pieces[i].length};
     length += pieces[i].length;
   }
-  Post([impl = impl_.get(), op, length] {
+  // Pieces that follow each other in memory, inside one registered unit, go as one contiguous
+  // buffer with its memory handle: UCX 1.13's rendezvous packs the sender's remote key (and the
+  // receiver may then get the bytes zero-copy, cma on one host) only for a contiguous send; an
+  // iov send always goes as fragments through the transport.
+  bool adjacent = !pieces.empty();
+  for (size_t i = 1; adjacent && i < pieces.size(); ++i)
+    adjacent = pieces[i].data == pieces[i - 1].data + pieces[i - 1].length;
+  Post([impl = impl_.get(), op, length, adjacent] {
     auto it = impl->conns.find(op->conn);
     if (it == impl->conns.end()) {
       impl->Complete(op, Status::Unavailable("send: connection is closed"));
       return;
     }
     ucp_request_param_t p{};
-    p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                     UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE;
+    p.op_attr_mask =
+        UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
     p.flags = UCP_AM_SEND_FLAG_REPLY |
               (length >= impl->options.rndv_threshold ? UCP_AM_SEND_FLAG_RNDV : 0);
-    p.datatype = ucp_dt_make_iov();
     p.cb.send = &Impl::SendDone;
     p.user_data = op;
+    if (ucp_mem_h memh = adjacent ? impl->MemhFor(op->iov[0].buffer, length) : nullptr) {
+      p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
+      p.memh = memh;
+      impl->Track(op,
+                  ucp_am_send_nbx(it->second.ep, kAmData, op->long_header.data(),
+                                  op->long_header.size(), op->iov[0].buffer, length, &p),
+                  "data send");
+      return;
+    }
+    p.op_attr_mask |= UCP_OP_ATTR_FIELD_DATATYPE;
+    p.datatype = ucp_dt_make_iov();
     impl->Track(op,
                 ucp_am_send_nbx(it->second.ep, kAmData, op->long_header.data(),
                                 op->long_header.size(), op->iov.data(), op->iov.size(), &p),

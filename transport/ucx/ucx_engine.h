@@ -169,8 +169,10 @@ class UcxEngine {
                 size_t length, std::function<void(const Status&)> done);
   // Sends the pieces `pieces` (in order, as one message of their summed length) with AM header
   // `header` (at most max_am_header() bytes): several blocks in one data message. Forced to
-  // rendezvous from rndv_threshold bytes on, as SendData. REQUIRES: the pieces stay valid until
-  // `done` runs.
+  // rendezvous from rndv_threshold bytes on, as SendData. Pieces that follow each other in
+  // memory inside one registered unit go as one contiguous buffer (UCX 1.13 offers its
+  // zero-copy rendezvous get only for a contiguous send); others as a UCX iov, in fragments.
+  // REQUIRES: the pieces stay valid until `done` runs.
   void SendDataPieces(ConnId conn, std::span<const std::byte> header, std::vector<DataPiece> pieces,
                       std::function<void(const Status&)> done);
   // The largest AM header UCX carries on this worker (its transports' smallest), from
