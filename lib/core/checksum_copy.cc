@@ -54,12 +54,26 @@ XXH_TARGET_AVX2 inline void StoreStripe(std::byte* dst, __m256i a, __m256i b) {
   }
 }
 
-// One stripe: load, store to dst, accumulate (XXH3_accumulate_512_avx2 on the loaded registers).
 // How far ahead of the stripe being copied its source is prefetched: the hardware prefetcher
 // alone left the fused loop at ~0.75 of memcpy (rep movsb) on AMD EPYC; 512 bytes ahead brought
 // it to ~0.95, 2 KiB ahead was no better and worse when scattering.
 constexpr size_t kPrefetchAhead = 512;
 
+// The accumulation of one stripe already in registers (XXH3_accumulate_512_avx2).
+XXH_TARGET_AVX2 inline void Accumulate(__m256i* acc, __m256i d0, __m256i d1,
+                                       const xxh_u8* secret) {
+  const __m256i data[2] = {d0, d1};
+  for (int i = 0; i < 2; ++i) {
+    const __m256i key = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(secret) + i);
+    const __m256i data_key = _mm256_xor_si256(data[i], key);
+    const __m256i data_key_lo = _mm256_shuffle_epi32(data_key, _MM_SHUFFLE(0, 3, 0, 1));
+    const __m256i product = _mm256_mul_epu32(data_key, data_key_lo);
+    const __m256i swapped = _mm256_shuffle_epi32(data[i], _MM_SHUFFLE(1, 0, 3, 2));
+    acc[i] = _mm256_add_epi64(product, _mm256_add_epi64(acc[i], swapped));
+  }
+}
+
+// One stripe: load, store to dst, accumulate (XXH3_accumulate_512_avx2 on the loaded registers).
 template <StoreKind kKind>
 XXH_TARGET_AVX2 inline void CopyStripe(__m256i* acc, std::byte* dst, const std::byte* src,
                                        const xxh_u8* secret) {
@@ -70,15 +84,7 @@ XXH_TARGET_AVX2 inline void CopyStripe(__m256i* acc, std::byte* dst, const std::
   const __m256i d0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
   const __m256i d1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32));
   StoreStripe<kKind>(dst, d0, d1);
-  const __m256i data[2] = {d0, d1};
-  for (int i = 0; i < 2; ++i) {
-    const __m256i key = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(secret) + i);
-    const __m256i data_key = _mm256_xor_si256(data[i], key);
-    const __m256i data_key_lo = _mm256_shuffle_epi32(data_key, _MM_SHUFFLE(0, 3, 0, 1));
-    const __m256i product = _mm256_mul_epu32(data_key, data_key_lo);
-    const __m256i swapped = _mm256_shuffle_epi32(data[i], _MM_SHUFFLE(1, 0, 3, 2));
-    acc[i] = _mm256_add_epi64(product, _mm256_add_epi64(acc[i], swapped));
-  }
+  Accumulate(acc, d0, d1, secret);
 }
 
 // The destination of source byte `at`: pieces of `piece` bytes each, piece i at dst[i].
@@ -174,19 +180,6 @@ uint64_t Fused(const std::byte* src, size_t n, const Pieces& out, uintptr_t dst_
   return FusedCopy<StoreKind::kUnaligned>(src, n, out);
 }
 
-// The accumulation of one stripe already in registers (XXH3_accumulate_512_avx2).
-XXH_TARGET_AVX2 inline void Accumulate(__m256i* acc, __m256i d0, __m256i d1,
-                                       const xxh_u8* secret) {
-  const __m256i data[2] = {d0, d1};
-  for (int i = 0; i < 2; ++i) {
-    const __m256i key = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(secret) + i);
-    const __m256i data_key = _mm256_xor_si256(data[i], key);
-    const __m256i data_key_lo = _mm256_shuffle_epi32(data_key, _MM_SHUFFLE(0, 3, 0, 1));
-    const __m256i product = _mm256_mul_epu32(data_key, data_key_lo);
-    const __m256i swapped = _mm256_shuffle_epi32(data[i], _MM_SHUFFLE(1, 0, 3, 2));
-    acc[i] = _mm256_add_epi64(product, _mm256_add_epi64(acc[i], swapped));
-  }
-}
 
 }  // namespace
 
