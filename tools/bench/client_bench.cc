@@ -197,36 +197,17 @@ Timed StrataStoreRun(const std::string& socket, const Case& c, int process, doub
   return {bytes, timed};
 }
 
-// The store's baseline: one memcpy of each payload into a buffer of the same size ("the pool").
-Timed MemcpyStoreRun(const Case& c, int process, double seconds) {
+// The store's baseline: one memcpy of each payload into a buffer of the same size ("the pool"),
+// on one thread (helpers = 0: the yardstick) or split by payloads over the calling thread
+// and `helpers` copy threads (as many as the daemon copies a cross-memory store with,
+// CopyThreads::DefaultHelpers(): the physical bound of a copy on that many cores).
+Timed MemcpyStoreRun(const Case& c, int process, double seconds, int helpers = 0) {
   std::vector<std::vector<std::byte>> in, pool;
   for (size_t i = 0; i < c.blocks; ++i) {
     in.push_back(Payload(c.block_bytes, process + int(i)));
     pool.emplace_back(c.block_bytes, std::byte{1});
   }
-  double bytes = 0, timed = 0;
-  while (timed < seconds) {
-    const auto start = Clock::now();
-    for (size_t i = 0; i < c.blocks; ++i)
-      std::memcpy(pool[i].data(), in[i].data(), c.block_bytes);
-    DoNotOptimize(pool[0][0]);
-    timed += std::chrono::duration<double>(Clock::now() - start).count();
-    bytes += double(c.blocks) * c.block_bytes;
-  }
-  return {bytes, timed};
-}
-
-// The same baseline split by payloads over as many threads as the daemon copies a cross-memory
-// store with (its calling thread and its copy threads, CopyThreads::DefaultHelpers() + 1): the
-// store is read against both, one memcpy (the yardstick) and this one (the physical bound
-// of a copy on that many cores).
-Timed MemcpySplitStoreRun(const Case& c, int process, double seconds) {
-  std::vector<std::vector<std::byte>> in, pool;
-  for (size_t i = 0; i < c.blocks; ++i) {
-    in.push_back(Payload(c.block_bytes, process + int(i)));
-    pool.emplace_back(c.block_bytes, std::byte{1});
-  }
-  CopyThreads threads(CopyThreads::DefaultHelpers());
+  CopyThreads threads(helpers);
   double bytes = 0, timed = 0;
   while (timed < seconds) {
     const auto start = Clock::now();
@@ -364,7 +345,7 @@ void Run(const Options& opt) {
       const int threads = CopyThreads::DefaultHelpers() + 1;
       if (threads > 1) {
         const double split = RunProcesses(
-            clients, [&](int p) { return MemcpySplitStoreRun(c, p, opt.seconds); });
+            clients, [&](int p) { return MemcpyStoreRun(c, p, opt.seconds, threads - 1); });
         report.Add({store_name, "GB/s", store, "memcpy_" + std::to_string(threads) + "threads",
                     split, true, extra});
       }
