@@ -33,7 +33,8 @@
 //    leader's choice is evicted. kDeadBlock: averse or bypassed first, then least recently used
 //    with a frequency credit; kRecency: LRU; kFrequency: GDSF's clock + frequency; kFifo: S3-FIFO
 //    (newcomers not reused go first, oldest first, while they are a tenth of the capacity or more;
-//    else reused or returning blocks by recency with a credit per reference); kArc: ARC (blocks
+//    else reused or returning blocks by recency with a credit per reference after the one that
+//    brought the block into main, as S3-FIFO clears the frequency there); kArc: ARC (blocks
 //    referenced once, T1, least recently used first while T1 exceeds the adaptive target p, else
 //    blocks referenced at least twice, T2; T1 is "no reference remembered", the per-block count
 //    every expert reads, and p is moved by ghost hits in the ARC simulation, which keeps ARC's
