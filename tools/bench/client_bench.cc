@@ -202,7 +202,7 @@ Timed StrataStoreRun(const std::string& socket, const Case& c, int process, doub
 // vectors: glibc (2.36 here) copies 64 KiB with `rep movsb`, which on AMD Zen runs at a third of
 // its speed when (dst - src) mod 4096 is a few bytes (glibc BZ 30994), and heap chunks of 64 KiB
 // allocated in turn lie 64 KiB + 16 bytes apart: the baseline read 1.3-2.1 GB/s instead of 4-5
-// (docs/benchmarks.md, "bench client's memcpy baseline").
+// (docs/benchmarks.md, "The 64 KiB memcpy baseline read low").
 class PageBuffers {
  public:
   PageBuffers(size_t count, size_t bytes) {

@@ -155,7 +155,7 @@ class Strata:
         # clients come long after its daemon started, and the in-process peers fault their
         # buffers in before the clock starts (as StrataEmbeddedClient waits): wait for it too.
         # Not waiting charged up to a second of the daemon's page clearing to the first case's
-        # puts and gets (docs/benchmarks.md, "The daemon's pool populated before the clock").
+        # puts and gets (docs/benchmarks.md, "2 MiB against LMCache in-process").
         import strata
         c = strata.Client.connect(self.sock)
         end = time.monotonic() + 120
