@@ -105,17 +105,17 @@ class WorkerPool {
     cv_.notify_one();
   }
   // A task its caller most likely runs itself (an in-caller call, run by Completion::Wait when
-  // no worker has begun it): no worker is woken for it now; a worker takes it kDeferral after it
-  // was queued (a no-op when the caller has claimed it by then). One timed wake-up serves every
-  // task queued within kDeferral, instead of a wake-up per call on the caller's critical path (a
-  // woken worker competes with the caller and the daemon for the cores; docs/benchmarks.md,
-  // "Per-call cost"). Only the queue going from empty to not empty wakes a worker, to time it.
+  // no worker has begun it): no worker is woken for it now; the timekeeper (below) takes it up
+  // between kDeferral and 2 x kDeferral after it was queued, a no-op when the caller has claimed
+  // it by then. A worker woken per call competes with the caller and the daemon for the cores
+  // (docs/benchmarks.md, "Per-call cost"). A worker is woken here only when none keeps time and
+  // the queue was empty: the first call of a burst.
   void SubmitDeferred(std::function<void()> task) {
     bool wake;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      wake = deferred_.empty();
-      deferred_.push_back({std::chrono::steady_clock::now() + kDeferral, std::move(task)});
+      wake = deferred_.empty() && !timekeeper_;
+      deferred_.push_back({Clock::now() + kDeferral, std::move(task)});
     }
     if (wake) cv_.notify_one();
   }
@@ -124,16 +124,26 @@ class WorkerPool {
   static constexpr std::chrono::microseconds kDeferral{500};
 
  private:
+  using Clock = std::chrono::steady_clock;
+
+  // One worker at a time, the timekeeper, sleeps on the deferred queue's clock; the others sleep
+  // until a Submit. It wakes at most once per kDeferral and then runs every entry due by then, one
+  // after another: with a call every 50 us, one timed wake-up per 10 calls, where a wait until
+  // the front entry's due time woke every idle worker once per call.
   void Run() {
     std::unique_lock<std::mutex> lock(mu_);
+    bool keeping = false;  // this worker is the timekeeper
     while (true) {
-      // Deferred tasks that are due (all of them once stopping) join the queue.
-      const auto now = std::chrono::steady_clock::now();
-      while (!deferred_.empty() && (stop_ || deferred_.front().due <= now)) {
-        tasks_.push_back(std::move(deferred_.front().task));
-        deferred_.pop_front();
+      if (stop_) {  // everything deferred runs now
+        for (Deferred& d : deferred_) tasks_.push_back(std::move(d.task));
+        deferred_.clear();
       }
       if (!tasks_.empty()) {
+        // A submitted call may run long: the clock passes to another worker meanwhile.
+        if (keeping) {
+          keeping = timekeeper_ = false;
+          if (!deferred_.empty()) cv_.notify_one();
+        }
         std::function<void()> task = std::move(tasks_.front());
         tasks_.pop_front();
         lock.unlock();
@@ -142,20 +152,35 @@ class WorkerPool {
         continue;
       }
       if (stop_) return;
-      if (!deferred_.empty())
-        cv_.wait_until(lock, deferred_.front().due);
-      else
+      if (deferred_.empty() || (timekeeper_ && !keeping)) {
+        if (keeping) keeping = timekeeper_ = false;
         cv_.wait(lock);
+        continue;
+      }
+      keeping = timekeeper_ = true;
+      const auto now = Clock::now();
+      if (deferred_.front().due <= now) {
+        last_tick_ = now;
+        std::function<void()> task = std::move(deferred_.front().task);
+        deferred_.pop_front();
+        lock.unlock();
+        task();
+        lock.lock();
+        continue;
+      }
+      cv_.wait_until(lock, std::max(deferred_.front().due, last_tick_ + kDeferral));
     }
   }
   struct Deferred {
-    std::chrono::steady_clock::time_point due;
+    Clock::time_point due;
     std::function<void()> task;
   };
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> tasks_;  // GUARDED_BY(mu_)
   std::deque<Deferred> deferred_;            // GUARDED_BY(mu_), by due time
+  bool timekeeper_ = false;                  // GUARDED_BY(mu_): a worker keeps deferred_'s time
+  Clock::time_point last_tick_{};            // GUARDED_BY(mu_): when it last ran due entries
   bool stop_ = false;                        // GUARDED_BY(mu_)
   std::vector<std::thread> threads_;
 };
@@ -677,7 +702,8 @@ class ClientImpl final : public Client {
   // Runs `fn` on a worker thread. `in_caller`: the caller's Completion::Wait() runs it instead
   // when no worker has begun it yet, so a call waited for at once (the C and Python APIs, an
   // engine's synchronous load) costs no hand-off to a worker and back; no worker is woken for it
-  // either: a worker takes it up WorkerPool::kDeferral later if nobody waited for it by then.
+  // either: a worker takes it up 1-2 x WorkerPool::kDeferral later if nobody waited for it by
+  // then.
   // REQUIRES for in_caller: `fn` holds at most one staging lease at a time and waits for staging
   // only while it holds none (RoundLimit() bounds the pipelines of the workers, not of callers).
   template <typename T, typename Fn>

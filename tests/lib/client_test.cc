@@ -316,6 +316,25 @@ TEST_CASE("Small stores and loads: one round trip per store, posted Unpin after 
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     CHECK(pending.Ready());
     CHECK(*pending.Wait() == 4);
+    // A burst of such calls, queued while callers wait for others (the worker that keeps the
+    // deferred calls' time wakes at most once per WorkerPool::kDeferral and runs every one due),
+    // completes too, each with the whole prefix.
+    std::vector<Outputs> bursts;
+    bursts.reserve(16);  // `out` of each points into its own buffers
+    std::vector<Completion<size_t>> unwaited;
+    for (int k = 0; k < 16; ++k) {
+      const Outputs& b = bursts.emplace_back(4, p.blocks[0].size());
+      unwaited.push_back((*c)->Load(ns, p.keys, b.out));
+      REQUIRE(*(*c)->Load(ns, p.keys, o.out).Wait() == 4);
+    }
+    for (auto& u : unwaited)
+      for (int i = 0; i < 500 && !u.Ready(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (size_t k = 0; k < unwaited.size(); ++k) {
+      CHECK(unwaited[k].Ready());
+      CHECK(*unwaited[k].Wait() == 4);
+      for (size_t i = 0; i < 4; ++i) CHECK(bursts[k].bufs[i] == p.blocks[i]);
+    }
     // The last Unpin is posted; the client leaves right after its load.
   }
   // A departed client's posted Unpin was answered before it went: another connection sees no pin.
