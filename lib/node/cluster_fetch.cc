@@ -81,7 +81,8 @@ bool ClusterImpl::TryMarkPulling(std::span<const BlockKey> keys) {
 void ClusterImpl::PullOnLookup(std::span<const BlockKey> keys, size_t n,
                                const std::optional<NamespaceId>& ns) {
   if (!options_.pull_on_lookup || n == 0) return;
-  const std::span<const BlockKey> first = keys.first(std::min({n, keys.size(), kPullOnLookupBlocks}));
+  const std::span<const BlockKey> first =
+      keys.first(std::min({n, keys.size(), kPullOnLookupBlocks}));
   if (!TryMarkPulling(first)) return;  // pulling already (an earlier Lookup's, a Load's)
   {
     std::lock_guard<std::mutex> lock(mu_);
