@@ -166,10 +166,13 @@ std::string ClusterImpl::StatsJson() {
   // same blocks (a read-ahead's) instead of pulling them twice.
   j["read_aheads"] = read_aheads_.load();
   j["pulling_waits"] = pulling_waits_.load();
+  // Pulls a client Lookup started (pull_on_lookup).
+  j["pulls_on_lookup"] = pulls_on_lookup_.load();
   // Where Fetch's time went, summed over every Fetch (docs/cluster.md, "Where a pull's time
   // goes"): the directory lookup, connecting and preparing, the pulls (post to the last
   // block), of which the first block's wait and the progress thread's verification, and the
-  // commit to the host tier.
+  // commit to the host tier; each Fetch whole (fetch_s); and the directory part of client
+  // Lookups (remote_lookup_s: RemotePrefix asking the shard owners).
   auto secs = [](const std::atomic<uint64_t>& ns) { return double(ns.load()) / 1e9; };
   j["fetch_profile"] = {{"fetches", fetches_.load()},
                         {"lookup_s", secs(prof_lookup_ns_)},
@@ -177,7 +180,10 @@ std::string ClusterImpl::StatsJson() {
                         {"pull_s", secs(prof_pull_ns_)},
                         {"first_data_s", secs(prof_first_data_ns_)},
                         {"verify_s", secs(prof_verify_ns_)},
-                        {"commit_s", secs(prof_commit_ns_)}};
+                        {"commit_s", secs(prof_commit_ns_)},
+                        {"fetch_s", secs(prof_fetch_ns_)},
+                        {"remote_lookups", remote_lookups_.load()},
+                        {"remote_lookup_s", secs(prof_remote_lookup_ns_)}};
   // The transport's own account, both sides: this node's pull requests (blocks per request,
   // most in flight at once) and its serving of its peers' pulls (pinning, handling each
   // request, the sends from queued to complete, most in flight at once).

@@ -81,6 +81,17 @@ class Cluster {
   // client Lookup more than 2 s ago). `ns` as for Fetch. Never blocks.
   virtual void ReadAhead(std::span<const BlockKey> keys, const NamespaceId& ns) = 0;
 
+  // Pulling on lookup (`pull_on_lookup`; docs/cluster.md, "Pulling on lookup"): after a client
+  // Lookup found keys[0, n) of `keys` held only by peers, queues a pull of the first
+  // kPullOnLookupBlocks of them for the fetch thread, ahead of other queued work, and marks them
+  // as being pulled before it returns, so that the Load that follows waits for that pull instead
+  // of pulling them again. Nothing when the setting is off or some of them are being pulled
+  // already (a repeated Lookup). `ns` as for Fetch (none: NamespaceId{}). Never blocks on I/O.
+  virtual void PullOnLookup(std::span<const BlockKey> keys, size_t n,
+                            const std::optional<NamespaceId>& ns) = 0;
+  // Blocks a Lookup pulls at most: one streamed-Load chunk of 2 MiB blocks (lib/client).
+  static constexpr size_t kPullOnLookupBlocks = 32;
+
   // Cluster statistics as a JSON object (members, pulls, bytes, failures).
   virtual std::string StatsJson() = 0;
 

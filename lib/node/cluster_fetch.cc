@@ -8,7 +8,10 @@ namespace strata {
 size_t ClusterImpl::RemotePrefix(std::span<const BlockKey> chain, size_t local) {
   if (local >= chain.size()) return 0;
   const std::span<const BlockKey> keys = chain.subspan(local);
+  const auto asked = Clock::now();
   auto holders = client_->Lookup(std::vector<BlockKey>(keys.begin(), keys.end()));
+  remote_lookups_.fetch_add(1, std::memory_order_relaxed);
+  AddNs(prof_remote_lookup_ns_, Clock::now() - asked);
   size_t n = 0;
   while (n < holders.size() && HasPeer(holders[n])) ++n;
   NoteHints(keys.first(n), holders);
@@ -67,6 +70,30 @@ bool ClusterImpl::MarkPulling(std::span<const BlockKey> keys) {
   return waited;
 }
 
+bool ClusterImpl::TryMarkPulling(std::span<const BlockKey> keys) {
+  std::lock_guard<std::mutex> lock(pulling_mu_);
+  for (const BlockKey& k : keys)
+    if (pulling_.count(k)) return false;
+  for (const BlockKey& k : keys) ++pulling_[k];
+  return true;
+}
+
+void ClusterImpl::PullOnLookup(std::span<const BlockKey> keys, size_t n,
+                               const std::optional<NamespaceId>& ns) {
+  if (!options_.pull_on_lookup || n == 0) return;
+  const std::span<const BlockKey> first =
+      keys.first(std::min({n, keys.size(), kPullOnLookupBlocks}));
+  if (!TryMarkPulling(first)) return;  // pulling already (an earlier Lookup's, a Load's)
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Ahead of queued prefetches and read-aheads: a Load is about to wait for it.
+    fetch_queue_.push_front({std::vector<BlockKey>(first.begin(), first.end()),
+                             ns.value_or(NamespaceId{}), /*marked=*/true});
+  }
+  pulls_on_lookup_.fetch_add(1, std::memory_order_relaxed);
+  cv_.notify_all();
+}
+
 void ClusterImpl::UnmarkPulling(std::span<const BlockKey> keys) {
   {
     std::lock_guard<std::mutex> lock(pulling_mu_);
@@ -110,7 +137,12 @@ void ClusterImpl::FetchLoop() {
     fetch_queue_.pop_front();
     lock.unlock();
     const size_t local = store_->Lookup(job.keys).prefix_blocks;
-    (void)Fetch(job.keys, local, job.ns);
+    if (job.marked) {
+      (void)FetchMarked(job.keys, local, job.ns);
+      UnmarkPulling(job.keys);
+    } else {
+      (void)Fetch(job.keys, local, job.ns);
+    }
     lock.lock();
   }
 }
@@ -118,6 +150,11 @@ void ClusterImpl::FetchLoop() {
 size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix,
                           const NamespaceId& ns) {
   if (local_prefix >= keys.size()) return local_prefix;
+  struct FetchTimer {
+    std::atomic<uint64_t>& to;
+    Clock::time_point from;
+    ~FetchTimer() { AddNs(to, Clock::now() - from); }
+  } fetch_timer{prof_fetch_ns_, Clock::now()};
   // A block another Fetch is pulling now (a read-ahead) is waited for, not pulled twice.
   const std::span<const BlockKey> marked = keys.subspan(local_prefix);
   if (MarkPulling(marked))
@@ -127,6 +164,11 @@ size_t ClusterImpl::Fetch(std::span<const BlockKey> keys, size_t local_prefix,
     std::span<const BlockKey> keys;
     ~Unmark() { self->UnmarkPulling(keys); }
   } unmark{this, marked};
+  return FetchMarked(keys, local_prefix, ns);
+}
+
+size_t ClusterImpl::FetchMarked(std::span<const BlockKey> keys, size_t local_prefix,
+                                const NamespaceId& ns) {
   if (local_prefix >= keys.size()) return local_prefix;
   const std::span<const BlockKey> rest = keys.subspan(local_prefix);
   // The block before keys[0] in the chain a client looked up: keys[0]'s parent (a chunk of a

@@ -90,6 +90,9 @@ class ClusterImpl final : public Cluster {
 
   void ReadAhead(std::span<const BlockKey> keys, const NamespaceId& ns) override;
 
+  void PullOnLookup(std::span<const BlockKey> keys, size_t n,
+                    const std::optional<NamespaceId>& ns) override;
+
   std::string StatsJson() override;
 
   std::string PeersJson() override;
@@ -131,7 +134,11 @@ class ClusterImpl final : public Cluster {
   // (or the wait's bound passed: then the caller pulls them alongside). Returns whether it
   // waited. UnmarkPulling(keys) undoes it.
   bool MarkPulling(std::span<const BlockKey> keys);
+  // Marks them only when no other Fetch pulls any of them now; never waits.
+  bool TryMarkPulling(std::span<const BlockKey> keys);
   void UnmarkPulling(std::span<const BlockKey> keys);
+  // Fetch, for keys[local_prefix, ...) that the caller marked as being pulled.
+  size_t FetchMarked(std::span<const BlockKey> keys, size_t local_prefix, const NamespaceId& ns);
   // The hinted holders of every key of `keys` (taken: a hint serves one Fetch), or nothing when
   // a key has no fresh hint.
   std::optional<std::vector<std::vector<std::string>>> TakeHints(std::span<const BlockKey> keys);
@@ -204,7 +211,8 @@ class ClusterImpl final : public Cluster {
   std::unordered_map<std::string, int> in_flight_;                  // GUARDED_BY(mu_)
   struct FetchJob {
     std::vector<BlockKey> keys;
-    NamespaceId ns;  // as for Fetch
+    NamespaceId ns;       // as for Fetch
+    bool marked = false;  // keys marked as being pulled by whoever queued it (PullOnLookup)
   };
   std::deque<FetchJob> fetch_queue_;                                 // GUARDED_BY(mu_)
   std::thread worker_;
@@ -217,9 +225,11 @@ class ClusterImpl final : public Cluster {
       pull_failures_{0};
   // Fetch's stage profile (StatsJson "fetch_profile"), nanoseconds summed over every Fetch.
   std::atomic<uint64_t> room_retries_{0}, hinted_fetches_{0}, read_aheads_{0},
-      pulling_waits_{0};
+      pulling_waits_{0}, pulls_on_lookup_{0};
   std::atomic<uint64_t> fetches_{0}, prof_lookup_ns_{0}, prof_prepare_ns_{0}, prof_pull_ns_{0},
-      prof_first_data_ns_{0}, prof_verify_ns_{0}, prof_commit_ns_{0};
+      prof_first_data_ns_{0}, prof_verify_ns_{0}, prof_commit_ns_{0}, prof_fetch_ns_{0};
+  // The directory part of client Lookups (RemotePrefix), summed.
+  std::atomic<uint64_t> remote_lookups_{0}, prof_remote_lookup_ns_{0};
   static void AddNs(std::atomic<uint64_t>& to, Clock::duration d) {
     to.fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(d)
                                            .count()),

@@ -198,6 +198,7 @@ class LocalNode final : public Node {
     std::vector<Tier> out(r.where.begin(), r.where.end());
     if (cluster_ && out.size() < keys.size()) {
       const size_t remote = cluster_->RemotePrefix(keys, out.size());
+      cluster_->PullOnLookup(keys.subspan(out.size()), remote, ns);
       out.insert(out.end(), remote, ipc::Tier::kRemote);
     }
     const std::optional<NamespaceId> counted = CountLookup(keys, r, out.size(), ns);

@@ -82,6 +82,12 @@ struct ClusterOptions {
   // two pulls per holder are in flight (docs/cluster.md, "Read-ahead"). Off by default: it did
   // not measure faster on the 2-core development machine (docs/benchmarks.md). Default: false.
   bool pull_read_ahead = false;
+  // A client Lookup that finds blocks only peers hold starts pulling the first
+  // kPullOnLookupBlocks of them at once on the fetch thread, so that the pull runs while the
+  // Lookup's answer travels back and the client's Load comes in; that Load waits for it
+  // instead of pulling again (docs/cluster.md, "Pulling on lookup"). A Lookup an engine never
+  // follows with a Load leaves those blocks cached. Default: false.
+  bool pull_on_lookup = false;
   // How often announces are flushed to the directory shards. Default: 50 ms.
   uint32_t announce_interval_ms = 50;
   // The daemon's socket, published in membership so that `strata inspect --all` on the same

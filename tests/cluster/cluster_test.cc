@@ -728,6 +728,42 @@ TEST_CASE("cluster: a streamed Load reads the next chunk ahead, two pulls in fli
   std::filesystem::remove_all(dir);
 }
 
+// Issue 16, one-block latency: with pull_on_lookup a client Lookup that finds blocks only a peer
+// holds starts pulling the first kPullOnLookupBlocks (32) of them before it answers; the Load
+// that follows waits for that pull instead of pulling them again, and pulls the rest itself.
+// Every block is pulled and served once, and the prefix loads bit-exact.
+TEST_CASE("cluster: pull_on_lookup starts the pull at the Lookup - the Load waits for it, each "
+          "block pulled once",
+          "[cluster]") {
+  const std::string dir = ScratchDir("pull-on-lookup");
+  StaticPair pair(dir, "pol", "256MiB", "256MiB", {}, {"--pull-on-lookup", "true"});
+  auto& [secret, members, a, b, ca, cb] = pair;
+  // 40 x 1 MiB: more than one Lookup pulls (32), one streamed-Load chunk (64 MiB).
+  constexpr size_t kBlocks = 40, kBytes = size_t{1} << 20;
+  Namespace ns = TestNamespace(kBytes);
+  Prompt p(ns, kBlocks, 47, kBytes);
+  REQUIRE(*ca->Store(ns, p.keys, p.in).Wait() == kBlocks);
+  // Lookups until the puller's directory names every block (a block an earlier Lookup pulled
+  // is local by then: named too).
+  REQUIRE(WaitFor(5000ms, [&] {
+    auto look = cb->Lookup(p.keys);
+    return look.ok() && look->matched_blocks == kBlocks;
+  }));
+  Outputs o(kBlocks, kBytes);
+  auto loaded = cb->Load(ns, p.keys, o.out).Wait();
+  REQUIRE(loaded.ok());
+  CHECK(*loaded == kBlocks);
+  for (size_t i = 0; i < kBlocks; ++i) CHECK(o.bufs[i] == p.blocks[i]);
+  auto sb = ClusterStats(*cb);
+  INFO(sb.dump());
+  CHECK(sb["pulls_on_lookup"].get<uint64_t>() >= 1);
+  CHECK(sb["pulled_blocks"] == kBlocks);  // none twice
+  CHECK(sb["transfer_profile"]["pull_blocks"] == kBlocks);
+  CHECK(ClusterStats(*ca)["transfer_profile"]["served_blocks"] == kBlocks);
+  CHECK(ClusterStats(*ca)["pulls_on_lookup"] == 0);  // off by default
+  std::filesystem::remove_all(dir);
+}
+
 // Issue 16: blocks larger than the default 16 MiB slab. With host_slab 64 MiB both nodes store,
 // announce and pull 32 MiB blocks bit-exact; with the default slab a Store of one is refused with
 // an error that names the slab and the setting, and the daemon serves on.

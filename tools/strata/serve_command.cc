@@ -77,6 +77,9 @@ constexpr SettingFlag kSettingFlags[] = {
     {"--pull-read-ahead", "pull_read_ahead",
      "true: a chunked Load's next chunk is pulled ahead on the fetch thread (default false) "
      "[STRATA_PULL_READ_AHEAD]"},
+    {"--pull-on-lookup", "pull_on_lookup",
+     "true: a Lookup that finds blocks only peers hold starts pulling the first of them at once "
+     "(default false) [STRATA_PULL_ON_LOOKUP]"},
     {"--progress-spin-rounds", "progress_spin_rounds",
      "Empty rounds the UCX progress thread spins before sleeping; auto = 2000 with 4+ CPUs, "
      "else 0; -1 never sleeps [STRATA_PROGRESS_SPIN_ROUNDS]"},
