@@ -847,7 +847,15 @@ void Run(const Options& opt) {
       "transfer",
       "Pulls between two strata serve nodes (client Lookup + Load) vs ucx_perftest, same UCX_TLS");
   AddJsonFlag(*cmd, opt->json);
+  // One quoted value such as 'tcp shm,tcp' would reach UCX_TLS whole and silently measure tcp.
   cmd->add_option("--tls", opt->tls, "UCX_TLS values to measure, one case each (space-separated)")
+      ->check(CLI::Validator(
+          [](std::string& tls) -> std::string {
+            if (tls.empty() || tls.find_first_of(" \t") != std::string::npos)
+              return "'" + tls + "' is not one UCX_TLS value: pass each case as its own argument";
+            return {};
+          },
+          "UCX_TLS"))
       ->capture_default_str();
   cmd->add_option("--sizes", opt->sizes, "Block sizes (B, KiB, MiB; multiples of 64 KiB)")
       ->delimiter(',')
