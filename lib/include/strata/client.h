@@ -246,8 +246,9 @@ class Client {
   // on a machine without CUDA.
   virtual Result<KvCacheId> RegisterKvCache(const Namespace& ns, const KvCacheSpec& spec) = 0;
   virtual Status UnregisterKvCache(KvCacheId cache) = 0;
-  // Where the cache's pages stand with huge pages (all zero for a device cache or kOff).
-  // NotFound for a cache that is not registered.
+  // Where the cache's pages stand with huge pages: what was advised and what the client's
+  // collapser has put into huge pages so far (nothing collapsed unless kCollapse; all zero for a
+  // device cache). NotFound for a cache that is not registered.
   virtual Result<KvCacheHugePages> HugePagesOf(KvCacheId cache) = 0;
   // How many leading blocks of `keys` this rank can load now (every one of its head shards
   // cached).
