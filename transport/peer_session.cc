@@ -50,6 +50,7 @@ void PeerTransport::Impl::OnClientControl(ConnId conn, std::span<const std::byte
     if (Session* s = session_for(err->request_id); s != nullptr && !s->ready) {
       FailConn(s->conn, err->ToStatus().WithContext("peer refused the handshake"), true);
     } else if (auto r = rpcs.find(err->request_id); r != rpcs.end()) {
+      if (r->second.probe) prof.probes_answered.fetch_add(1, std::memory_order_relaxed);
       r->second.promise->set_value(err->ToStatus());
       rpcs.erase(r);
     } else if (auto p = pulls.find(err->request_id); p != pulls.end()) {
@@ -69,6 +70,7 @@ void PeerTransport::Impl::OnClientControl(ConnId conn, std::span<const std::byte
     if (auto* aa = std::get_if<wire::AnnounceAck>(&m)) id = aa->request_id;
     auto r = rpcs.find(id);
     if (id == 0 || r == rpcs.end()) return;
+    if (r->second.probe) prof.probes_answered.fetch_add(1, std::memory_order_relaxed);
     r->second.promise->set_value(std::move(m));
     rpcs.erase(r);
   }

@@ -98,7 +98,11 @@ void PeerTransport::Impl::OnTick() {
     s.probed = now;
     // A failed send fails the control endpoint (UCX peer error mode): on_conn_error then fails
     // the session, its pulls included.
-    SendMessage(s.conn, wire::LookupRequest{0, {}, s.token});
+    const uint64_t id = next_request.fetch_add(1);
+    rpcs[id] = Rpc{s.conn, now + options.request_timeout,
+                   std::make_shared<std::promise<Result<wire::Message>>>(), /*probe=*/true};
+    prof.probes.fetch_add(1, std::memory_order_relaxed);
+    SendMessage(s.conn, wire::LookupRequest{id, {}, s.token});
   }
   std::vector<std::shared_ptr<PullOp::State>> all;
   for (auto& [id, p] : pulls) all.push_back(p);
@@ -212,6 +216,8 @@ TransferProfile PeerTransport::Profile() const {
   p.served_contiguous = c.served_contiguous.load();
   p.landed_multi = c.landed_multi.load();
   p.landed_contiguous = c.landed_contiguous.load();
+  p.probes = c.probes.load();
+  p.probes_answered = c.probes_answered.load();
   p.serve_pin_s = secs(c.serve_pin_ns);
   p.serve_request_s = secs(c.serve_request_ns);
   p.send_s = secs(c.send_ns);

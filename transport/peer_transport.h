@@ -197,6 +197,8 @@ struct TransferProfile {
   uint64_t max_pulls_in_flight = 0;  // most PullRequests outstanding at once (all peers)
   uint64_t landed_multi = 0;         // multi-block data messages accepted
   uint64_t landed_contiguous = 0;    // of those, received into one run of adjacent places
+  uint64_t probes = 0;               // control-endpoint probes of quiet pulls' holders sent
+  uint64_t probes_answered = 0;      // of those, answered (under the probe's own request id)
   // Holder side.
   uint64_t served_requests = 0;      // PullRequests answered
   uint64_t served_blocks = 0;        // blocks sent (a payload, not a bare status)

@@ -37,8 +37,11 @@ inline constexpr std::chrono::milliseconds kCancelGrace{300};
 // makes the transport probe the session's control endpoint (which has it): an empty directory
 // lookup, at most once per this interval per session. Over tcp an idle endpoint does not notice
 // that its peer died, but a send to a dead peer fails, so a holder killed mid-pull is noticed
-// within about this long plus a round trip instead of at the request timeout. A live holder
-// answers the probe with an empty LookupResponse (or an Error without a directory), ignored.
+// within about this long plus a round trip instead of at the request timeout. The probe is a
+// request of its own (an Rpc with its own id, which nobody waits for): a live holder answers it
+// with an empty LookupResponse, or an Error without a directory, under that id, and the answer
+// is matched to the probe and counted (TransferProfile::probes_answered), never taken for an
+// answer to something else; a probe unanswered within the request timeout fails the session.
 inline constexpr std::chrono::milliseconds kProbeAfter{100};
 
 struct PullOp::State {
@@ -108,6 +111,7 @@ struct PeerTransport::Impl {
     ConnId conn = 0;
     Clock::time_point deadline;
     std::shared_ptr<std::promise<Result<wire::Message>>> promise;
+    bool probe = false;  // a quiet pull's probe (kProbeAfter): nobody waits for the answer
   };
 
   PeerTransportOptions options;
@@ -186,6 +190,7 @@ struct PeerTransport::Impl {
     std::atomic<uint64_t> pull_requests{0}, pull_blocks{0}, max_pulls_in_flight{0};
     std::atomic<uint64_t> served_requests{0}, served_blocks{0}, served_messages{0};
     std::atomic<uint64_t> served_contiguous{0}, landed_multi{0}, landed_contiguous{0};
+    std::atomic<uint64_t> probes{0}, probes_answered{0};
     std::atomic<uint64_t> serve_pin_ns{0}, serve_request_ns{0}, send_ns{0};
     std::atomic<uint64_t> max_sends_in_flight{0};
     uint64_t sends_in_flight = 0;  // progress thread only

@@ -47,6 +47,32 @@ StagingMapping::~StagingMapping() {
   fd_ = -1;
 }
 
+namespace {
+
+// 2 MiB, the huge page size of x86-64 and of the daemon's hugetlbfs pool.
+constexpr uint64_t kHugePageBytes = uint64_t{2} << 20;
+
+}  // namespace
+
+Result<void*> ReservePoolAddressSpace(uint64_t bytes) {
+  // Reserved 2 MiB larger, then trimmed to a 2 MiB-aligned range: slabs are multiples of 2 MiB,
+  // so every slab mapped at its place starts on a huge-page boundary (a hugetlbfs slab cannot be
+  // mapped anywhere else: mmap fails with EINVAL; a huge shmem page is mapped by one page-table
+  // entry only there).
+  void* m = ::mmap(nullptr, bytes + kHugePageBytes, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED)
+    return Status::IOError(std::string("reserving address space for the daemon's host pool: ") +
+                           std::strerror(errno));
+  auto* reservation = static_cast<std::byte*>(m);
+  const uint64_t head =
+      (kHugePageBytes - reinterpret_cast<uintptr_t>(reservation) % kHugePageBytes) %
+      kHugePageBytes;
+  if (head > 0) ::munmap(reservation, head);
+  ::munmap(reservation + head + bytes, kHugePageBytes - head);
+  return static_cast<void*>(reservation + head);
+}
+
 Result<std::unique_ptr<SocketChannel>> SocketChannel::Open(
     const std::string& socket_path, int request_timeout_ms, uint64_t staging_bytes,
     std::span<const uint32_t> trusted_daemon_uids, CrossMemory cross_memory) {
@@ -78,11 +104,7 @@ Result<std::unique_ptr<SocketChannel>> SocketChannel::Open(
   if (hr == nullptr || hr->slab_bytes == 0 || hr->pool_bytes % hr->slab_bytes != 0)
     return Status::Internal("daemon did not describe its host pool");
   // Address space only: a slab is mapped over its place when a load first reads from it.
-  void* base = ::mmap(nullptr, hr->pool_bytes, PROT_NONE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (base == MAP_FAILED)
-    return Status::IOError(std::string("reserving address space for the daemon's host pool: ") +
-                           std::strerror(errno));
+  STRATA_ASSIGN_OR_RETURN(void* base, ReservePoolAddressSpace(hr->pool_bytes));
   ch->cross_memory_ = hr->cross_memory && cross_memory != CrossMemory::kOff;
   if (cross_memory == CrossMemory::kRequired && !ch->cross_memory_) {
     ::munmap(base, hr->pool_bytes);

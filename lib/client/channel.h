@@ -88,6 +88,11 @@ class StagingMapping {
   uint64_t bytes_ = 0;
 };
 
+// `bytes` of address space for the daemon's host pool (PROT_NONE, nothing allocated), starting
+// on a 2 MiB boundary, where MapForRead maps each slab at its offset; the caller munmaps it.
+// IOError when the address space cannot be reserved.
+Result<void*> ReservePoolAddressSpace(uint64_t bytes);
+
 class SocketChannel final : public Channel {
  public:
   // Connects, says Hello with a staging memfd of `staging_bytes` and reserves address space for

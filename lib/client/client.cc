@@ -413,9 +413,10 @@ struct RegisteredCache {
   // unaligned layer loses up to 2 MiB at each end; the kernel does not split huge pages again
   // unless memory runs short). Read at each paged store: the path follows the collapse.
   bool InHugePages() const {
-    const uint64_t total = uint64_t{paged.num_layers} * paged.layer_bytes();
+    const uint64_t total = CacheBytes();
     return total > 0 && collapse != nullptr && collapse->collapsed_bytes() * 4 >= total * 3;
   }
+  uint64_t CacheBytes() const { return uint64_t{paged.num_layers} * paged.layer_bytes(); }
 
   uint32_t heads() const { return paged.num_kv_heads; }
   // A shard's [layer][plane][token][head_dim] payload in rows: one row per (layer, plane, token),
@@ -594,6 +595,20 @@ class ClientImpl final : public Client {
     // The engine may free the memory once this returns: no MADV_COLLAPSE of it may run after.
     collapser_.Cancel(c->collapse);
     return Status::OK();
+  }
+
+  Result<KvCacheHugePages> HugePagesOf(KvCacheId cache) override {
+    STRATA_ASSIGN_OR_RETURN(auto c, Cache(cache));
+    KvCacheHugePages h;
+    if (c->device) return h;
+    h.cache_bytes = c->CacheBytes();
+    h.advised_bytes = c->huge_pages.advised_bytes;
+    if (c->collapse != nullptr) {
+      h.collapsed_bytes = c->collapse->collapsed_bytes();
+      h.collapsing = !c->collapse->finished();
+    }
+    h.in_huge_pages = c->InHugePages();
+    return h;
   }
 
   Result<size_t> LookupPaged(KvCacheId cache, std::span<const BlockKey> keys) override {

@@ -260,6 +260,18 @@ std::string RenderPrometheus(const std::string& stats_json, const DaemonGauges& 
     w.Sample("strata_lookup_blocks_total", Label("outcome", "hit"), Num(*l, "hit_blocks"));
     w.Sample("strata_lookup_blocks_total", Label("outcome", "miss"), Num(*l, "miss_blocks"));
   }
+  if (auto p = s.find("store_paths"); p != s.end() && p->is_object()) {
+    w.Family("strata_stored_blocks_total", "counter",
+             "Blocks stores published, by the path their bytes came (staging, cross_memory: "
+             "whole blocks read out of the client, cross_memory_gather: paged stores gathered "
+             "out of the client)");
+    for (auto it = p->begin(); it != p->end(); ++it)
+      w.Sample("strata_stored_blocks_total", Label("path", it.key()), Num(*it, "blocks"));
+    w.Family("strata_stored_bytes_total", "counter",
+             "Payload bytes stores published, by the path their bytes came");
+    for (auto it = p->begin(); it != p->end(); ++it)
+      w.Sample("strata_stored_bytes_total", Label("path", it.key()), Num(*it, "bytes"));
+  }
   if (auto n = s.find("namespaces"); n != s.end() && n->is_object()) {
     static constexpr Scalar kNs[] = {
         {"strata_namespace_hits_total", "hits", "Looked-up blocks found, per namespace"},

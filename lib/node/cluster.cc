@@ -197,6 +197,8 @@ std::string ClusterImpl::StatsJson() {
                            {"served_contiguous", tp.served_contiguous},
                            {"landed_multi", tp.landed_multi},
                            {"landed_contiguous", tp.landed_contiguous},
+                           {"probes", tp.probes},
+                           {"probes_answered", tp.probes_answered},
                            {"serve_pin_s", tp.serve_pin_s},
                            {"serve_request_s", tp.serve_request_s},
                            {"send_s", tp.send_s},

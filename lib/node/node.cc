@@ -378,6 +378,9 @@ class LocalNode final : public Node {
       }
       ++outcome.committed;
       note.blocks.push_back({x.block->key, x.block->parent});
+      StorePathCounters& path = store_paths_[static_cast<size_t>(PathOf(*x.block))];
+      path.blocks.fetch_add(1, std::memory_order_relaxed);
+      path.bytes.fetch_add(x.r.length, std::memory_order_relaxed);
     }
     if (!refused.ok()) return Partial(outcome, refused);
     return outcome;
@@ -490,6 +493,16 @@ class LocalNode final : public Node {
     return erased;
   }
 
+  nlohmann::json StorePathsJson() const {
+    static constexpr const char* kNames[] = {"staging", "cross_memory", "cross_memory_gather"};
+    static_assert(std::size(kNames) == static_cast<size_t>(StorePath::kCount));
+    nlohmann::json j = nlohmann::json::object();
+    for (size_t i = 0; i < std::size(kNames); ++i)
+      j[kNames[i]] = {{"blocks", store_paths_[i].blocks.load(std::memory_order_relaxed)},
+                      {"bytes", store_paths_[i].bytes.load(std::memory_order_relaxed)}};
+    return j;
+  }
+
   std::string StatsJson() override {
     store::StoreStats s = store_->Stats();
     size_t sessions = 0, pins = 0;
@@ -522,6 +535,7 @@ class LocalNode final : public Node {
                         {"pool_populating", store_->host().populating()},
                         {"namespace_fingerprint_mismatches", registry_.mismatches()},
                         {"load_requests", load_requests_.load(std::memory_order_relaxed)},
+                        {"store_paths", StorePathsJson()},
                         {"load_index",
                          {{"entries", store_->host().load_index().entries()},
                           {"tenants", store_->host().load_index().tenants()},
@@ -749,6 +763,19 @@ class LocalNode final : public Node {
   BlockActivity activity_;  // per-block age, hits, last access; stores in flight
   // PinForLoad calls (Load requests) and the access notices of loads through the load index.
   std::atomic<uint64_t> load_requests_{0}, notices_{0}, noticed_blocks_{0}, index_loads_{0};
+  // Blocks Store published, and their payload bytes, by the way their bytes came (Stats:
+  // `store_paths`): which path a client's stores took, e.g. a paged store's switch from staging
+  // to cross-memory once its cache is in huge pages (docs/data-plane.md).
+  enum class StorePath { kStaging, kCrossMemory, kCrossMemoryGather, kCount };
+  static StorePath PathOf(const StagedBlock& b) {
+    return b.client_gather ? StorePath::kCrossMemoryGather
+           : b.client_memory ? StorePath::kCrossMemory
+                             : StorePath::kStaging;
+  }
+  struct StorePathCounters {
+    std::atomic<uint64_t> blocks{0}, bytes{0};
+  };
+  StorePathCounters store_paths_[static_cast<size_t>(StorePath::kCount)];
   FunnelLog funnel_;        // recent lookups and loads per namespace
   const Clock::time_point started_ = Clock::now();
   std::mutex mu_;

@@ -159,6 +159,39 @@ TEST_CASE("Daemon client: the same round trip over the socket", "[lib]") {
   RoundTrip(**client);
 }
 
+// The client maps each pool slab at its offset in an address range it reserves at Hello: the
+// range starts on a 2 MiB boundary, so every slab (a multiple of 2 MiB) does too (a hugetlbfs
+// slab can be mapped nowhere else; a huge shmem page gets one page-table entry only there).
+// Reserved after mappings of odd sizes, which leave the next free address unaligned.
+TEST_CASE("Daemon client: the pool's address space starts on a 2 MiB boundary", "[lib]") {
+  constexpr uint64_t k2MiB = uint64_t{2} << 20, kBytes = uint64_t{64} << 20;
+  std::vector<std::pair<void*, size_t>> odd;
+  for (size_t pages = 1; pages <= 5; ++pages) {
+    void* m = ::mmap(nullptr, pages * 4096 + 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(m != MAP_FAILED);
+    odd.emplace_back(m, pages * 4096 + 4096);
+    auto reserved = ReservePoolAddressSpace(kBytes);
+    REQUIRE(reserved.ok());
+    const auto at = reinterpret_cast<uintptr_t>(*reserved);
+    CHECK(at % k2MiB == 0);
+    // Exactly [at, at + kBytes) is reserved: mapping a page just past it, or over its last page,
+    // at a fixed address succeeds without replacing anything of another mapping.
+    void* past = ::mmap(reinterpret_cast<void*>(at + kBytes), 4096, PROT_READ,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    CHECK(past == reinterpret_cast<void*>(at + kBytes));
+    if (past != MAP_FAILED) ::munmap(past, 4096);
+    void* last = ::mmap(reinterpret_cast<void*>(at + kBytes - 4096), 4096, PROT_READ,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    CHECK(last == MAP_FAILED);  // still reserved
+    CHECK(::munmap(*reserved, kBytes) == 0);
+  }
+  for (auto [m, n] : odd) ::munmap(m, n);
+  InProcessDaemon d("aligned");
+  auto ch = SocketChannel::Open(d.socket, 5000, 1 << 20);
+  REQUIRE(ch.ok());
+  CHECK(reinterpret_cast<uintptr_t>((*ch)->pool_base()) % k2MiB == 0);
+}
+
 // Issue 16: a Load of more than 64 MiB goes in pipelined chunks (the daemon pins chunk k+1 while
 // the client copies chunk k). Every block arrives bit-exact across the chunk boundaries, and a
 // prefix that ends inside a later chunk, or exactly at a chunk boundary, loads exactly its

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "lib/client/huge_page_collapser.h"
 #include "lib/client/huge_pages.h"
@@ -360,6 +361,95 @@ TEST_CASE("huge pages: RegisterKvCache collapses an engine's zeroed KV in the ba
     StoreAndLoadBack(*client, kv, ns, *id);  // from collapsed pages (auto: cross-memory)
     CHECK(client->UnregisterKvCache(*id).ok());
   }
+}
+
+// Blocks (head shards) the daemon published so far by each path (Stats `store_paths`).
+struct StorePaths {
+  uint64_t staging = 0, cross_memory = 0, gather = 0;
+};
+StorePaths StorePathsOf(Client& client) {
+  auto stats = client.Stats();
+  REQUIRE(stats.ok());
+  const nlohmann::json j = nlohmann::json::parse(*stats)["store_paths"];
+  return {j["staging"]["blocks"].get<uint64_t>(), j["cross_memory"]["blocks"].get<uint64_t>(),
+          j["cross_memory_gather"]["blocks"].get<uint64_t>()};
+}
+
+// Under `auto` a paged store follows the collapse: through staging while the cache is in 4 KiB
+// pages, gathered by the daemon out of the engine's pages (cross-memory) once the client's
+// collapser has put three quarters of it into huge pages. The daemon's count of blocks per path
+// says which path each store took.
+TEST_CASE("huge pages: under auto a paged store switches from staging to cross-memory once the "
+          "collapser is done, as the daemon's store_paths counts",
+          "[lib][integration]") {
+  const Namespace ns = MakeNamespace(
+      {KvLayout::kVllmFlashAttn, EngineKv::kHeads, KvDtype::kBFloat16, Codec::kNone}, "switch");
+  Daemon daemon("strata-huge-switch-test");
+  {
+    ClientOptions forced;
+    forced.store_path = ClientOptions::StorePath::kCrossMemory;
+    if (!Client::Connect(daemon.serve->socket(), forced).ok()) {
+      WARN("the daemon cannot read this process's memory here: every store goes through staging");
+      return;
+    }
+  }
+  ClientOptions options;
+  options.kv_huge_pages = ClientOptions::KvHugePages::kCollapse;
+  options.store_path = ClientOptions::StorePath::kAuto;
+  auto client = ConnectTo(&daemon, options);
+  // Caches registered first are collapsed first (one job after another): with these 288 MiB
+  // ahead of it (about 0.1 s of copying at the least), the cache under test is still in 4 KiB
+  // pages during its first store, which takes a millisecond.
+  std::vector<std::unique_ptr<EngineKv>> ahead;
+  for (int i = 0; i < 24; ++i) ahead.push_back(std::make_unique<EngineKv>());
+  EngineKv kv;
+  std::vector<KvCacheId> ahead_ids;
+  for (const auto& a : ahead) {
+    auto id = client->RegisterKvCache(ns, a->Spec());
+    REQUIRE(id.ok());
+    ahead_ids.push_back(*id);
+  }
+  auto id = client->RegisterKvCache(ns, kv.Spec());
+  REQUIRE(id.ok());
+  const uint64_t shards = 8 * EngineKv::kHeads;  // 8 blocks stored each time
+
+  StorePaths before = StorePathsOf(*client);
+  const std::vector<BlockKey> keys = ComputeBlockKeys(ns, Tokens(8, 5));
+  const std::vector<int32_t> pages = {3, 250, 17, 100, 64, 201, 9, 128};
+  auto stored = client->StorePaged(*id, keys, pages).Wait();
+  auto state = client->HugePagesOf(*id);
+  REQUIRE(stored.ok());
+  CHECK(*stored == shards);
+  REQUIRE(state.ok());
+  StorePaths after = StorePathsOf(*client);
+  // The count only grows: not in huge pages now, not during the store either.
+  CHECK_FALSE(state->in_huge_pages);
+  CHECK(after.staging - before.staging == shards);
+  CHECK(after.gather - before.gather == 0);
+
+  for (int i = 0; i < 6000 && client->HugePagesOf(*id)->collapsing; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  state = client->HugePagesOf(*id);
+  REQUIRE(state.ok());
+  CHECK_FALSE(state->collapsing);
+  CHECK(state->cache_bytes == uint64_t{kLayers} * EngineKv::kLayerBytes);
+  before = StorePathsOf(*client);
+  StoreAndLoadBack(*client, kv, ns, *id);
+  after = StorePathsOf(*client);
+  if (state->in_huge_pages) {
+    CHECK(state->collapsed_bytes * 4 >= state->cache_bytes * 3);
+    CHECK(after.gather - before.gather == shards);
+    CHECK(after.staging - before.staging == 0);
+  } else {
+    // No free huge page (or THP `never`): the cache stays in 4 KiB pages and so does the path.
+    WARN("MADV_COLLAPSE put " << state->collapsed_bytes << " of " << state->cache_bytes
+                              << " bytes into huge pages here: the switch cannot be required");
+    CHECK(after.staging - before.staging == shards);
+  }
+  CHECK(after.cross_memory - before.cross_memory == 0);  // whole-block stores: none here
+  CHECK(client->UnregisterKvCache(*id).ok());
+  CHECK(client->HugePagesOf(*id).status().IsNotFound());
+  for (KvCacheId a : ahead_ids) CHECK(client->UnregisterKvCache(a).ok());
 }
 
 TEST_CASE("huge pages: a cache unregistered while it is being collapsed can be freed at once",

@@ -559,6 +559,52 @@ TEST_CASE("a deferred block is served when ready while other pulls go on - a fai
   CHECK(a.pool->pinned() == 0);
 }
 
+// A pull that sees no data for kProbeAfter (100 ms) makes the puller probe the holder's control
+// endpoint. The probe is a request with its own id, and the holder (here without a directory: it
+// answers with an Error) answers under that id: the puller matches every answer to its probe.
+// Sent as request 0, the Error came back "about no request of ours" and was never matched.
+TEST_CASE("a quiet pull's probe is answered under the probe's own request id", "[transport][ucx]") {
+  Node a = MakeNode("a", kSecret, 8, kSlot);
+  Node b = MakeNode("b", kSecret, 8, kSlot);
+  const Namespace ns = MakeNs("");
+  const auto keys = ComputeBlockKeys(ns, Tokens(2, 11));
+  for (size_t i = 0; i < keys.size(); ++i) a.pool->Put(i, keys[i], ns.id(), Payload(kPayload, i));
+  DeferringSource source(a.pool.get());
+  source.deferred = {keys[0]};
+  PeerTransportOptions o;
+  o.node_id = "a3";
+  o.cluster_secret = kSecret;
+  o.regions = {a.pool->region()};
+  o.block_source = &source;
+  o.request_timeout = std::chrono::milliseconds(5000);
+  auto a3 = PeerTransport::Open(std::move(o));
+  REQUIRE(a3.ok());
+  REQUIRE(b.transport->Connect("a3", (*a3)->worker_address()).ok());
+  const TransferProfile before = b.transport->Profile();
+  auto op = b.transport->PreparePull("a3", ns.id(),
+                                     {PullTarget::Into(keys[0], b.pool->slot(0), kSlot),
+                                      PullTarget::Into(keys[1], b.pool->slot(1), kSlot)});
+  REQUIRE(op.ok());
+  REQUIRE((*op)->Post().ok());
+  REQUIRE(WaitUntil([&] { return source.parked() == 1; }));
+  // Block 0 is parked: the pull waits, quiet, and the puller probes the holder.
+  auto probes = [&] { return b.transport->Profile().probes - before.probes; };
+  auto answered = [&] {
+    return b.transport->Profile().probes_answered - before.probes_answered;
+  };
+  REQUIRE(WaitUntil([&] { return probes() >= 2; }));
+  CHECK(WaitUntil([&] { return answered() >= 2; }));
+  source.Release({});
+  PullResult r = (*op)->Wait();
+  REQUIRE(r.blocks.size() == 2);
+  CHECK(r.LeadingOk() == 2);  // the probes' Errors failed nothing
+  for (size_t i : {0, 1}) CHECK(std::memcmp(b.pool->slot(i), a.pool->slot(i), kSlot) == 0);
+  // Every probe sent is answered under its id (none is in flight once the pull is done and the
+  // last answer had time to arrive).
+  CHECK(WaitUntil([&] { return answered() == probes(); }));
+  CHECK(WaitUntil([&] { return a.pool->pinned() == 0; }));
+}
+
 // The progress threads' default spin follows the CPUs this process may run on: none below 4
 // (spinning threads starve the threads they wait for on 2 cores), 2000 rounds from 4.
 TEST_CASE("the default progress spin is 0 below 4 usable CPUs and 2000 from 4", "[transport]") {

@@ -224,7 +224,6 @@ void Run(const Options& opt) {
     if (!codec.ok()) cli::Fail(codec.status().ToString(), 2);
     Namespace ns = EngineNamespace(*codec);
     const std::vector<BlockKey> keys = ComputeBlockKeys(ns, tokens);
-    const uint64_t anon_before = AnonHugePageBytes();
     const auto reg0 = std::chrono::steady_clock::now();
     auto sid = (*client)->RegisterKvCache(ns, src.Spec());
     auto did = (*client)->RegisterKvCache(ns, dst.Spec());
@@ -232,20 +231,23 @@ void Run(const Options& opt) {
     const double register_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - reg0).count();
     // With `collapse` the client puts the two caches into huge pages on a background thread
-    // (client/huge_page_collapser.h): the stores are timed once it is done, as an engine's would
-    // be some seconds after start-up (three quarters of both caches in huge pages, or no progress
-    // for 2 s: a machine without free huge pages). collapse_s: registration to that point.
+    // (client/huge_page_collapser.h): the stores are timed once it is done with both, as an
+    // engine's would be some seconds after start-up (and so that no collapse competes with the
+    // timed stores for the cores). Done is what the client counts (HugePagesOf): every piece
+    // tried, or refused (a machine without free huge pages). collapse_s: registration to that
+    // point; collapsed_bytes: what MADV_COLLAPSE put into huge pages of the two caches.
     double collapse_s = 0;
-    if (EnvOr("STRATA_KV_HUGE_PAGES", "") == "collapse") {
-      const uint64_t want = anon_before + 2 * (2 * kLayers * src.LayerBytes()) * 3 / 4;
-      uint64_t seen = AnonHugePageBytes();
-      auto progress = std::chrono::steady_clock::now();
-      while (seen < want &&
-             std::chrono::steady_clock::now() - progress < std::chrono::seconds(2)) {
+    uint64_t collapsed_bytes = 0;
+    bool in_huge_pages = false;
+    {
+      for (;;) {
+        auto hs = (*client)->HugePagesOf(*sid);
+        auto hd = (*client)->HugePagesOf(*did);
+        if (!hs.ok() || !hd.ok()) cli::Fail("HugePagesOf failed");
+        collapsed_bytes = hs->collapsed_bytes + hd->collapsed_bytes;
+        in_huge_pages = hs->in_huge_pages;
+        if (!hs->collapsing && !hd->collapsing) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        const uint64_t now = AnonHugePageBytes();
-        if (now > seen) progress = std::chrono::steady_clock::now();
-        seen = now;
       }
       collapse_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - reg0).count();
     }
@@ -255,6 +257,13 @@ void Run(const Options& opt) {
     uint64_t stored_bytes = 0;
     memcpy_split.clear();
     memcpy_huge.clear();
+    // Which path the stores took, as the daemon counts it (Stats `store_paths`: blocks published
+    // by staging, cross_memory, cross_memory_gather), read before and after them.
+    auto store_paths = [&] {
+      return nlohmann::json::parse((*client)->Stats().value()).value("store_paths",
+                                                                     nlohmann::json::object());
+    };
+    const nlohmann::json paths_before = store_paths();
     // Each store starts from an empty namespace (Clear, untimed), after one warm-up store.
     std::vector<double> store_times, store_memcpy, load_times, load_memcpy;
     for (int r = 0; r <= opt.reps; ++r) {
@@ -269,6 +278,14 @@ void Run(const Options& opt) {
       if (r > 0) store_times.push_back(std::chrono::duration<double>(t1 - t0).count());
     }
     const double store_s = median(store_times);
+    nlohmann::json stored_by_path = nlohmann::json::object();
+    {
+      const nlohmann::json after = store_paths();
+      for (auto it = after.begin(); it != after.end(); ++it)
+        stored_by_path[it.key()] = it->value("blocks", uint64_t{0}) -
+                                   paths_before.value(it.key(), nlohmann::json::object())
+                                       .value("blocks", uint64_t{0});
+    }
     {
       auto j = nlohmann::json::parse((*client)->Stats().value());
       stored_bytes = j["host"]["payload_bytes"].get<uint64_t>();
@@ -309,6 +326,9 @@ void Run(const Options& opt) {
                             {"anon_huge_bytes", anon_huge},
                             {"register_s", register_s},
                             {"collapse_s", collapse_s},
+                            {"collapsed_bytes", collapsed_bytes},
+                            {"source_in_huge_pages", in_huge_pages},
+                            {"stored_blocks_by_path", stored_by_path},
                             {"kv_huge_pages", EnvOr("STRATA_KV_HUGE_PAGES", "default")},
                             {"store_path", EnvOr("STRATA_STORE_PATH", "default")}};
     nlohmann::json store_extra = extra, load_extra = extra;

@@ -106,6 +106,19 @@ struct KvCacheSpec {
 
 using KvCacheId = uint32_t;
 
+// How far a registered host cache is in transparent huge pages, as the client counts it
+// (ClientOptions::kv_huge_pages; docs/data-plane.md, "Engine KV in huge pages").
+struct KvCacheHugePages {
+  uint64_t cache_bytes = 0;      // the cache's pages: layers x bytes per layer
+  uint64_t advised_bytes = 0;    // the 2 MiB-aligned part that took MADV_HUGEPAGE
+  uint64_t collapsed_bytes = 0;  // of that, put into huge pages by MADV_COLLAPSE so far
+  // kCollapse: part of the cache is still to be collapsed (queued, or a piece in flight).
+  bool collapsing = false;
+  // At least three quarters of the cache collapsed: from here StorePaged (codec none, kAuto)
+  // lets the daemon read the pages itself (cross-memory) instead of gathering into staging.
+  bool in_huge_pages = false;
+};
+
 // A paged store whose layers arrive one at a time (the engine saves layer i as soon as its forward
 // pass has written it). REQUIRES: StoreLayer for every layer, then Finish; the pages of a layer may
 // be overwritten once its StoreLayer returned.
@@ -233,6 +246,10 @@ class Client {
   // on a machine without CUDA.
   virtual Result<KvCacheId> RegisterKvCache(const Namespace& ns, const KvCacheSpec& spec) = 0;
   virtual Status UnregisterKvCache(KvCacheId cache) = 0;
+  // Where the cache's pages stand with huge pages: what was advised and what the client's
+  // collapser has put into huge pages so far (nothing collapsed unless kCollapse; all zero for a
+  // device cache). NotFound for a cache that is not registered.
+  virtual Result<KvCacheHugePages> HugePagesOf(KvCacheId cache) = 0;
   // How many leading blocks of `keys` this rank can load now (every one of its head shards
   // cached).
   virtual Result<size_t> LookupPaged(KvCacheId cache, std::span<const BlockKey> keys) = 0;
