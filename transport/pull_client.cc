@@ -209,10 +209,8 @@ void PeerTransport::Impl::OnMultiData(std::span<const std::byte> header, size_t 
   // rendezvous then gets it zero-copy (cma on one host) in one operation; an iov receive
   // always goes as fragments. Each block is still verified alone when it has landed.
   prof.landed_multi.fetch_add(1, std::memory_order_relaxed);
-  bool adjacent = landing.size() == h->count;
-  for (size_t e = 1; adjacent && e < pieces->size(); ++e)
-    adjacent = (*pieces)[e].data == (*pieces)[e - 1].data + (*pieces)[e - 1].length;
-  if (adjacent && InsideOneUnit((*pieces)[0].data, length)) {
+  if (landing.size() == h->count && Adjacent(*pieces) &&
+      InsideOneUnit((*pieces)[0].data, length)) {
     *dest = (*pieces)[0].data;
     pieces->clear();
     prof.landed_contiguous.fetch_add(1, std::memory_order_relaxed);

@@ -121,10 +121,7 @@ void PeerTransport::Impl::SendBatch(ConnId conn, Batch& batch) {
   }
   prof.served_blocks.fetch_add(n, std::memory_order_relaxed);
   prof.served_messages.fetch_add(1, std::memory_order_relaxed);
-  bool adjacent = true;
-  for (size_t k = 1; adjacent && k < batch.pieces.size(); ++k)
-    adjacent = batch.pieces[k].data == batch.pieces[k - 1].data + batch.pieces[k - 1].length;
-  if (adjacent) prof.served_contiguous.fetch_add(1, std::memory_order_relaxed);
+  if (Adjacent(batch.pieces)) prof.served_contiguous.fetch_add(1, std::memory_order_relaxed);
   RaiseTo(prof.max_sends_in_flight, ++prof.sends_in_flight);
   engine->SendDataPieces(conn, batch.header, std::move(batch.pieces),
                          [this, pins = std::move(pins), queued = Clock::now()](const Status&) {

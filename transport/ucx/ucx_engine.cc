@@ -691,9 +691,7 @@ void UcxEngine::SendDataPieces(ConnId conn, std::span<const std::byte> header,
   // buffer with its memory handle: UCX 1.13's rendezvous packs the sender's remote key (and the
   // receiver may then get the bytes zero-copy, cma on one host) only for a contiguous send; an
   // iov send always goes as fragments through the transport.
-  bool adjacent = !pieces.empty();
-  for (size_t i = 1; adjacent && i < pieces.size(); ++i)
-    adjacent = pieces[i].data == pieces[i - 1].data + pieces[i - 1].length;
+  const bool adjacent = Adjacent(pieces);
   Post([impl = impl_.get(), op, length, adjacent] {
     auto it = impl->conns.find(op->conn);
     if (it == impl->conns.end()) {

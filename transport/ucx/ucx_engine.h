@@ -58,6 +58,14 @@ struct DataPiece {
   size_t length = 0;
 };
 
+// The pieces lie one right after the other in memory (and there is at least one): the message
+// can travel as one contiguous buffer (UcxEngine::SendDataPieces, the puller's receive).
+inline bool Adjacent(std::span<const DataPiece> pieces) {
+  for (size_t i = 1; i < pieces.size(); ++i)
+    if (pieces[i].data != pieces[i - 1].data + pieces[i - 1].length) return false;
+  return !pieces.empty();
+}
+
 // Who notices that the peer of an endpoint died.
 enum class PeerFailure {
   // UCP_ERR_HANDLING_MODE_PEER: UCX does; the endpoint's requests fail and on_conn_error runs.
