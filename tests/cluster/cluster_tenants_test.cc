@@ -31,6 +31,7 @@
 #include "tests/lib/run_as.h"
 #include "tests/lib/scratch_files.h"
 #include "tests/transport/wait_for.h"
+#include "tests/skip.h"
 #include "tools/strata/serve_process.h"
 
 namespace strata {
@@ -46,12 +47,7 @@ constexpr uid_t kUidA = 12011, kUidB = 12012;
 constexpr size_t kBlockBytes = 65536;
 constexpr size_t kBlocks = 16;
 
-void RequireRoot(const char* why) {
-  if (::geteuid() == 0) return;
-  std::printf("SKIPPED: %s\n", why);
-  std::fflush(stdout);
-  std::_Exit(77);
-}
+using testing::RequireRoot;
 
 Namespace TenantNamespace(const std::string& salt) {
   return testing::SmallNamespace("test/cluster-tenant-model", kBlockBytes, salt);

@@ -28,6 +28,7 @@
 #include "strata/key_chain.h"
 #include "tests/lib/client_test_util.h"
 #include "tests/lib/scratch_files.h"
+#include "tests/skip.h"
 #include "tools/strata/serve_process.h"
 
 namespace strata {
@@ -40,11 +41,7 @@ using testing::ScratchDir;
 
 constexpr size_t kBlockBytes = 65536;
 
-[[noreturn]] void Skip(const std::string& why) {
-  std::printf("SKIPPED: %s\n", why.c_str());
-  std::fflush(stdout);
-  std::_Exit(77);
-}
+using testing::SkipTest;
 
 Namespace TestNamespace() {
   return testing::SmallNamespace("test/device-model", kBlockBytes);
@@ -81,7 +78,7 @@ std::string ExpectRefusal(const std::string& dir, std::vector<std::string> extra
 TEST_CASE("strata serve --device-pool refuses to start without a usable GPU and says why",
           "[lib][integration]") {
   const Status available = DevicePoolAvailable(0);
-  if (available.ok()) Skip("a CUDA device is present: the daemon would start");
+  if (available.ok()) SkipTest("a CUDA device is present: the daemon would start");
   const std::string dir = ScratchDir("refuse");
   // The flag, the variable and the YAML key reach the same check, before any socket is bound.
   for (int how = 0; how < 3; ++how) {
@@ -142,7 +139,7 @@ size_t Load(Client& c, const Namespace& ns, const Prompt& p, bool* exact) {
 TEST_CASE("strata serve --device-pool keeps loaded blocks on the GPU and serves them back after "
           "host dropped them",
           "[lib][integration][gpu]") {
-  if (Status st = DevicePoolAvailable(0); !st.ok()) Skip(st.ToString());
+  if (Status st = DevicePoolAvailable(0); !st.ok()) SkipTest(st.ToString());
   const std::string dir = ScratchDir("gpu");
   auto serve = cli::SpawnServe(ServeArgs(dir, {"--device-pool", "64MiB"}));
   INFO(serve.status().ToString() << "\n" << ReadFile(dir + "/serve.log"));

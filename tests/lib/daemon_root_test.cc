@@ -33,6 +33,7 @@
 #include "tests/lib/client_test_util.h"
 #include "tests/lib/run_as.h"
 #include "tests/lib/scratch_files.h"
+#include "tests/skip.h"
 #include "tools/strata/serve_process.h"
 
 namespace strata {
@@ -42,12 +43,7 @@ using testing::Outputs;
 using testing::Prompt;
 using testing::ReadFile;
 
-void RequireRoot(const char* why) {
-  if (::geteuid() == 0) return;
-  std::printf("SKIPPED: %s\n", why);
-  std::fflush(stdout);
-  std::_Exit(77);
-}
+using testing::RequireRoot;
 
 std::string TestDir(const std::string& name) {
   const std::string d = "/tmp/strata-test-root-" + name + "-" + std::to_string(::getpid());

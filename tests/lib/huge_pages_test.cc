@@ -26,6 +26,7 @@
 #include "strata/client.h"
 #include "strata/key_chain.h"
 #include "tests/lib/paged_test_util.h"
+#include "tests/skip.h"
 
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25
@@ -38,13 +39,7 @@ using namespace paged_test;  // NOLINT: the shared fixtures of the paged tests
 
 constexpr uint64_t kMiB = uint64_t{1} << 20;
 
-// A case whose premise this machine lacks: "SKIPPED: <why>", exit 77 (ctest: skipped). Only
-// after every assertion so far passed (REQUIRE): a skip never hides a failure.
-[[noreturn]] void Skip(const std::string& why) {
-  std::printf("SKIPPED: %s\n", why.c_str());
-  std::fflush(stdout);
-  std::_Exit(77);
-}
+using testing::SkipTest;
 
 // The one fake madvise of these tests: it records every call (from any thread) and answers with
 // the errno set for its advice (0: success). With `hold` set, an MADV_COLLAPSE waits inside the
@@ -398,7 +393,7 @@ TEST_CASE("huge pages: under auto a paged store switches from staging to cross-m
     ClientOptions forced;
     forced.store_path = ClientOptions::StorePath::kCrossMemory;
     if (!Client::Connect(daemon.serve->socket(), forced).ok())
-      Skip("the daemon cannot read this process's memory here: every store goes through staging");
+      SkipTest("the daemon cannot read this process's memory here: every store goes through staging");
   }
   ClientOptions options;
   options.kv_huge_pages = ClientOptions::KvHugePages::kCollapse;
@@ -448,7 +443,7 @@ TEST_CASE("huge pages: under auto a paged store switches from staging to cross-m
     // No free huge page (or THP `never`): the cache stays in 4 KiB pages and so does the path;
     // the switch itself cannot be checked here.
     REQUIRE(after.staging - before.staging == shards);
-    Skip("MADV_COLLAPSE put " + std::to_string(state->collapsed_bytes) + " of " +
+    SkipTest("MADV_COLLAPSE put " + std::to_string(state->collapsed_bytes) + " of " +
          std::to_string(state->cache_bytes) + " bytes into huge pages here: no switch to check");
   }
   CHECK(state->collapsed_bytes * 4 >= state->cache_bytes * 3);

@@ -25,6 +25,7 @@
 #include "strata_kernels/cuda_kernels.h"
 #include "strata_kernels/numeric.h"
 #include "tests/lib/paged_test_util.h"
+#include "tests/skip.h"
 #include "tools/strata/serve_process.h"
 
 namespace strata {
@@ -35,9 +36,7 @@ using namespace paged_test;  // NOLINT: the shared fixtures of the paged tests
 void RequireDevice() {
   kernels::KernelStatus st = kernels::cuda::DeviceAvailable();
   if (!st.ok()) {
-    std::printf("SKIPPED: no CUDA device (%s)\n", st.ToString().c_str());
-    std::fflush(stdout);
-    std::_Exit(77);
+    testing::SkipTest("no CUDA device (" + st.ToString() + ")");
   }
 }
 

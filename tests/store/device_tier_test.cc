@@ -16,6 +16,7 @@
 
 #include "store/tiered_store.h"
 #include "store_test_util.h"
+#include "tests/skip.h"
 
 #if defined(STRATA_WITH_DEVICE_TIER)
 #include "store/device_tier.h"
@@ -24,18 +25,14 @@
 namespace strata::store {
 namespace {
 
-[[noreturn]] void Skip(const std::string& why) {
-  std::printf("SKIPPED: %s\n", why.c_str());
-  std::fflush(stdout);
-  std::_Exit(77);
-}
+using ::strata::testing::SkipTest;
 
 // Skips the calling test unless DeviceTier can run here.
 void RequireDevice() {
 #if !defined(STRATA_WITH_DEVICE_TIER)
-  Skip("device tier not built (this build has no CUDA)");
+  SkipTest("device tier not built (this build has no CUDA)");
 #else
-  if (Status st = DeviceTier::CheckDevice(0); !st.ok()) Skip(st.ToString());
+  if (Status st = DeviceTier::CheckDevice(0); !st.ok()) SkipTest(st.ToString());
 #endif
 }
 
