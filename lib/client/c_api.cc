@@ -278,6 +278,21 @@ strata_status strata_unregister_kv_cache(strata_client* client, uint32_t cache) 
   });
 }
 
+strata_status strata_kv_cache_huge_pages_of(strata_client* client, uint32_t cache,
+                                            strata_kv_cache_huge_pages* out) {
+  return Guard([&] {
+    if (client == nullptr || out == nullptr) return Invalid("client and out must not be NULL");
+    auto r = client->client->HugePagesOf(cache);
+    if (!r.ok()) return Report(r.status());
+    out->cache_bytes = r->cache_bytes;
+    out->advised_bytes = r->advised_bytes;
+    out->collapsed_bytes = r->collapsed_bytes;
+    out->collapsing = r->collapsing ? 1 : 0;
+    out->in_huge_pages = r->in_huge_pages ? 1 : 0;
+    return Report(strata::Status::OK());
+  });
+}
+
 strata_status strata_store_paged(strata_client* client, uint32_t cache, const uint8_t* keys,
                                  const int32_t* block_ids, size_t n, size_t* stored) {
   return strata_store_paged_tagged(client, cache, keys, block_ids, n, nullptr, stored);

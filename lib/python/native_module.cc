@@ -469,6 +469,34 @@ PYBIND11_MODULE(_native, m) {
           "block_size, kv_heads, head_dim]), host or CUDA tensors (all on one device); keep the "
           "returned KvCache while using it.")
       .def(
+          "unregister_kv_cache",
+          [](strata::Client& c, const PyKvCache& cache) {
+            py::gil_scoped_release release;
+            Check(c.UnregisterKvCache(cache.id));
+          },
+          py::arg("cache"),
+          "Forget a registered cache (waits for a huge-page collapse piece in flight); its "
+          "tensors may be freed afterwards, not before.")
+      .def(
+          "kv_cache_huge_pages",
+          [](strata::Client& c, const PyKvCache& cache) {
+            strata::KvCacheHugePages h;
+            {
+              py::gil_scoped_release release;
+              h = Unwrap(c.HugePagesOf(cache.id));
+            }
+            py::dict d;
+            d["cache_bytes"] = h.cache_bytes;
+            d["advised_bytes"] = h.advised_bytes;
+            d["collapsed_bytes"] = h.collapsed_bytes;
+            d["collapsing"] = h.collapsing;
+            d["in_huge_pages"] = h.in_huge_pages;
+            return d;
+          },
+          py::arg("cache"),
+          "How much of a host cache is in transparent huge pages (STRATA_KV_HUGE_PAGES): "
+          "cache_bytes, advised_bytes, collapsed_bytes, collapsing, in_huge_pages.")
+      .def(
           "store_paged",
           [](strata::Client& c, const PyKvCache& cache, const std::vector<py::bytes>& keys,
              const std::vector<int32_t>& block_ids,

@@ -126,8 +126,14 @@ int main(int argc, char** argv) {
       CHECK(memcmp(layer0 + at, want0 + at, kPageBytes) == 0);
       CHECK(memcmp(layer1 + at, want1 + at, kPageBytes) == 0);
     }
+  strata_kv_cache_huge_pages huge;
+  CHECK(strata_kv_cache_huge_pages_of(client, cache, &huge) == STRATA_OK);
+  CHECK(huge.cache_bytes == sizeof(layer0) + sizeof(layer1));
+  CHECK(huge.advised_bytes <= huge.cache_bytes && huge.collapsed_bytes <= huge.advised_bytes);
+  CHECK(strata_kv_cache_huge_pages_of(client, cache, NULL) == STRATA_INVALID_ARGUMENT);
   CHECK(strata_unregister_kv_cache(client, cache) == STRATA_OK);
   CHECK(strata_load_paged(client, cache, keys, pages, kBlocks, &loaded) == STRATA_NOT_FOUND);
+  CHECK(strata_kv_cache_huge_pages_of(client, cache, &huge) == STRATA_NOT_FOUND);
 
   char stats[4096];
   CHECK(strata_stats(client, stats, sizeof(stats)) == STRATA_OK);

@@ -180,6 +180,18 @@ def test_paged_vllm_layout_round_trip_and_tensor_parallel(client):
     for l in range(3):
         assert torch.equal(half[l][:, [0, 1, 2, 3]], layers[l][:, src, :, 2:4])
 
+    # What the client knows of the caches' huge pages, and unregistering: the tensors may be freed
+    # afterwards, and the cache's id names nothing any more.
+    hp = client.kv_cache_huge_pages(cache)
+    assert hp["cache_bytes"] == sum(t.numel() * t.element_size() for t in layers)
+    assert hp["collapsed_bytes"] <= hp["advised_bytes"] <= hp["cache_bytes"]
+    for c in (cache, dst, rank1):
+        client.unregister_kv_cache(c)
+    with pytest.raises(KeyError):
+        client.kv_cache_huge_pages(cache)
+    with pytest.raises(KeyError):
+        client.load_paged(dst, keys, [1, 3, 5, 6])
+
 
 def test_set_recompute_rate_reaches_inspect_funnel():
     """The engine's prefill rate, reported through the Python client, weighs its loads."""

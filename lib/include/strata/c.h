@@ -130,6 +130,17 @@ strata_status strata_register_kv_cache_device(strata_client* client, const strat
                                               uint32_t tp_rank, uint32_t tp_size, int device,
                                               uint32_t* cache_out);
 strata_status strata_unregister_kv_cache(strata_client* client, uint32_t cache);
+/* How much of a host cache is in transparent huge pages (STRATA_KV_HUGE_PAGES; docs/data-plane.md,
+ * "Engine KV in huge pages"). Fields as strata::KvCacheHugePages. */
+typedef struct strata_kv_cache_huge_pages {
+  uint64_t cache_bytes;     /* the cache's pages: layers x bytes per layer */
+  uint64_t advised_bytes;   /* the 2 MiB-aligned part that took MADV_HUGEPAGE */
+  uint64_t collapsed_bytes; /* of that, put into huge pages by MADV_COLLAPSE so far */
+  int collapsing;           /* part of the cache is still to be collapsed */
+  int in_huge_pages;        /* at least three quarters collapsed: paged stores go cross-memory */
+} strata_kv_cache_huge_pages;
+strata_status strata_kv_cache_huge_pages_of(strata_client* client, uint32_t cache,
+                                            strata_kv_cache_huge_pages* out);
 /* *stored (may be NULL) = head shards newly stored. */
 strata_status strata_store_paged(strata_client* client, uint32_t cache, const uint8_t* keys,
                                  const int32_t* block_ids, size_t n, size_t* stored);
