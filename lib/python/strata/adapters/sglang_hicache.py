@@ -330,4 +330,6 @@ class StrataHiCacheStorage(HiCacheStorage):
         return out
 
     def close(self) -> None:
+        if self._cache is not None:
+            self.client.unregister_kv_cache(self._cache)
         self._cache = None

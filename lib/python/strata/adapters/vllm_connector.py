@@ -603,3 +603,9 @@ class StrataConnector(KVConnectorBase_V1):
         self.wait_for_all_saves()
         self._executor.shutdown(wait=True)
         logger.info("StrataConnector (%s) counters: %s", self.role.name, self.strata_stats())
+        # The registered caches hold the engine's tensors (and, with STRATA_KV_HUGE_PAGES=collapse,
+        # a collapse in flight): released here, before the engine frees its KV.
+        for cache in (self._cache, self._lookup_cache):
+            if cache is not None:
+                self._client.unregister_kv_cache(cache)
+        self._cache = self._lookup_cache = None
