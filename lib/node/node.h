@@ -94,8 +94,8 @@ struct ClusterOptions {
   // trip, and the Load that follows pulls from that holder. A holder that no longer has the
   // block answers NotFound, the pull's second round asks the directory, and the key is
   // forgotten (docs/cluster.md, "Remembered holders"). 0: every such Lookup asks the directory.
-  // Default: 0 (off).
-  uint32_t holder_memory_ms = 0;
+  // Default: 2000 (as long as a Lookup's holder hints serve the Load that follows).
+  uint32_t holder_memory_ms = 2000;
   // How often announces are flushed to the directory shards. Default: 50 ms.
   uint32_t announce_interval_ms = 50;
   // The daemon's socket, published in membership so that `strata inspect --all` on the same
