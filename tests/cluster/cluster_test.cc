@@ -1072,6 +1072,12 @@ TEST_CASE("cluster: config keys, environment and defaults", "[cluster]") {
     CHECK(spin.ToString().find("STRATA_PROGRESS_SPIN_ROUNDS") != std::string::npos);
   }
   CHECK_FALSE(c.node.cluster.progress_spin_rounds);
+  CHECK(c.node.cluster.holder_memory_ms == 2000);  // remembered holders, as long as hints
+  REQUIRE(ApplyEnvironment({{"STRATA_HOLDER_MEMORY_MS", "0"}}, &c).ok());
+  CHECK(c.node.cluster.holder_memory_ms == 0);
+  const Status memory = ApplyEnvironment({{"STRATA_HOLDER_MEMORY_MS", "2s"}}, &c);
+  CHECK(memory.IsInvalidArgument());
+  CHECK(memory.ToString().find("STRATA_HOLDER_MEMORY_MS") != std::string::npos);
   ConfigWarnings warned;
   REQUIRE(FinishConfig(HostResources{}, &c, &warned).ok());
   bool loopback_warned = false;  // etcd on another host, UCX confined to loopback
