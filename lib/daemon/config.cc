@@ -320,6 +320,8 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
     STRATA_ASSIGN_OR_RETURN(c->node.cluster.pull_read_ahead, ParseBool(key, value));
   } else if (key == "pull_on_lookup") {
     STRATA_ASSIGN_OR_RETURN(c->node.cluster.pull_on_lookup, ParseBool(key, value));
+  } else if (key == "holder_memory_ms") {
+    STRATA_ASSIGN_OR_RETURN(c->node.cluster.holder_memory_ms, ParseU32(key, value));
   } else if (key == "pull_coalesce_bytes") {
     if (value == "0") {
       c->node.cluster.pull_coalesce_bytes = 0;
@@ -413,6 +415,7 @@ constexpr EnvVar kVars[] = {
     {"STRATA_PROGRESS_SPIN_ROUNDS", "progress_spin_rounds"},
     {"STRATA_PULL_READ_AHEAD", "pull_read_ahead"},
     {"STRATA_PULL_ON_LOOKUP", "pull_on_lookup"},
+    {"STRATA_HOLDER_MEMORY_MS", "holder_memory_ms"},
     {"STRATA_ANNOUNCE_INTERVAL_MS", "announce_interval_ms"},
     {"STRATA_KV_EVENTS", "kv_events"},
     {"STRATA_KV_EVENTS_REPLAY", "kv_events_replay"},

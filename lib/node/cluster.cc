@@ -168,6 +168,10 @@ std::string ClusterImpl::StatsJson() {
   j["pulling_waits"] = pulling_waits_.load();
   // Pulls a client Lookup started (pull_on_lookup).
   j["pulls_on_lookup"] = pulls_on_lookup_.load();
+  // Client Lookups answered from remembered holders without the directory (holder_memory_ms),
+  // and remembered keys forgotten because a pull of them failed.
+  j["remembered_lookups"] = remembered_lookups_.load();
+  j["holders_forgotten"] = holders_forgotten_.load();
   // Where Fetch's time went, summed over every Fetch (docs/cluster.md, "Where a pull's time
   // goes"): the directory lookup, connecting and preparing, the pulls (post to the last
   // block), of which the first block's wait and the progress thread's verification, and the

@@ -8,6 +8,16 @@ namespace strata {
 size_t ClusterImpl::RemotePrefix(std::span<const BlockKey> chain, size_t local) {
   if (local >= chain.size()) return 0;
   const std::span<const BlockKey> keys = chain.subspan(local);
+  if (remembering()) {
+    // Every block beyond the local prefix has a live holder this node learned of lately: the
+    // answer needs no directory round trip (one thread hop and a tcp crossing each way).
+    if (auto recalled = Recall(keys)) {
+      remembered_lookups_.fetch_add(1, std::memory_order_relaxed);
+      NoteHints(keys, *recalled);
+      NoteChain(chain);
+      return keys.size();
+    }
+  }
   const auto asked = Clock::now();
   auto holders = client_->Lookup(std::vector<BlockKey>(keys.begin(), keys.end()));
   remote_lookups_.fetch_add(1, std::memory_order_relaxed);
@@ -15,6 +25,7 @@ size_t ClusterImpl::RemotePrefix(std::span<const BlockKey> chain, size_t local) 
   size_t n = 0;
   while (n < holders.size() && HasPeer(holders[n])) ++n;
   NoteHints(keys.first(n), holders);
+  if (remembering()) Remember(keys.first(n), holders);
   if (n > 0) NoteChain(chain.first(local + n));
   return n;
 }
@@ -112,6 +123,52 @@ void ClusterImpl::NoteHints(std::span<const BlockKey> keys, const std::vector<st
   for (size_t i = 0; i < keys.size() && i < h.size(); ++i) hints_[keys[i]] = Hint{h[i], now};
 }
 
+void ClusterImpl::Remember(std::span<const BlockKey> keys,
+                           const std::vector<std::vector<std::string>>& h) {
+  const auto now = Clock::now();
+  std::lock_guard<std::mutex> lock(hints_mu_);
+  if (remembered_.size() + keys.size() > kMaxHints) remembered_.clear();
+  for (size_t i = 0; i < keys.size() && i < h.size(); ++i)
+    remembered_[keys[i]] = Remembered{h[i], now};
+}
+
+std::optional<std::vector<std::vector<std::string>>> ClusterImpl::Recall(
+    std::span<const BlockKey> keys) {
+  const auto now = Clock::now();
+  const auto ttl = std::chrono::milliseconds(options_.holder_memory_ms);
+  std::vector<std::vector<std::string>> out;
+  out.reserve(keys.size());
+  {
+    std::lock_guard<std::mutex> lock(hints_mu_);
+    for (const BlockKey& k : keys) {
+      auto it = remembered_.find(k);
+      if (it == remembered_.end() || now - it->second.at > ttl) return std::nullopt;
+      out.push_back(it->second.holders);
+    }
+  }
+  // Only holders that are members now: one that left is not asked (the directory would not
+  // name it either).
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& holders : out) {
+    std::erase_if(holders,
+                  [&](const std::string& h) { return h == self_.id || !members_.count(h); });
+    if (holders.empty()) return std::nullopt;
+  }
+  return out;
+}
+
+void ClusterImpl::RememberServed(const BlockKey& key, const std::string& holder) {
+  const auto now = Clock::now();
+  std::lock_guard<std::mutex> lock(hints_mu_);
+  if (remembered_.size() >= kMaxHints) remembered_.clear();
+  remembered_[key] = Remembered{{holder}, now};
+}
+
+void ClusterImpl::Forget(const BlockKey& key) {
+  std::lock_guard<std::mutex> lock(hints_mu_);
+  if (remembered_.erase(key) > 0) holders_forgotten_.fetch_add(1, std::memory_order_relaxed);
+}
+
 // The hinted holders of every key of `keys` (taken: a hint serves one Fetch), or nothing when
 // a key has no fresh hint.
 std::optional<std::vector<std::vector<std::string>>> ClusterImpl::TakeHints(std::span<const BlockKey> keys) {
@@ -186,6 +243,7 @@ size_t ClusterImpl::FetchMarked(std::span<const BlockKey> keys, size_t local_pre
   if (from_hints) hinted_fetches_.fetch_add(1, std::memory_order_relaxed);
   size_t n = 0;
   while (n < holders.size() && HasPeer(holders[n])) ++n;
+  if (!from_hints && remembering()) Remember(rest.first(n), holders);
   if (n == 0) return local_prefix;
 
   std::vector<Status> result(n, Status::Unavailable("not pulled"));
@@ -229,6 +287,8 @@ size_t ClusterImpl::FetchMarked(std::span<const BlockKey> keys, size_t local_pre
       // A holder no longer has what the hint named: the second round asks the directory.
       auto fresh = client_->Lookup(std::vector<BlockKey>(rest.begin(), rest.begin() + n));
       for (size_t i = 0; i < n && i < fresh.size(); ++i) holders[i] = std::move(fresh[i]);
+      // Not remembered: the directory may still name the holder that has just refused (its
+      // eviction not announced yet).
     }
     PullRound(keys, local_prefix, ns, first_parent ? &*first_parent : nullptr, holders, want,
               tried, result, done, room, room_tenant);
@@ -403,6 +463,18 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
   std::vector<size_t> order;
   for (const auto& [i, l] : landings) order.push_back(i);
   std::sort(order.begin(), order.end());
+  if (remembering()) {
+    // A holder that served a block verified is remembered for it; a pull that failed (the
+    // holder no longer has it, died, lied, or this node had no room) forgets the key, so that
+    // the next Lookup of it asks the directory.
+    for (const auto& [h, idx] : by_holder)
+      for (size_t i : idx) {
+        if (result[i].ok() && landings[i].reservation)
+          RememberServed(rest[i], h);
+        else
+          Forget(rest[i]);
+      }
+  }
   for (size_t i : order) {
     Landing& l = landings[i];
     if (!l.reservation) {

@@ -143,6 +143,24 @@ class ClusterImpl final : public Cluster {
   // a key has no fresh hint.
   std::optional<std::vector<std::vector<std::string>>> TakeHints(std::span<const BlockKey> keys);
 
+  // Remembered holders (ClusterOptions::holder_memory_ms; docs/cluster.md, "Remembered
+  // holders"): per key, the holders the directory last named or the holder a verified pull
+  // last came from. Unlike a hint it outlives the Fetch that uses it; a pull that fails forgets
+  // the key. At most kMaxHints keys (cleared whole when full, as the hints are).
+  struct Remembered {
+    std::vector<std::string> holders;
+    Clock::time_point at;
+  };
+  bool remembering() const { return options_.holder_memory_ms > 0; }
+  void Remember(std::span<const BlockKey> keys, const std::vector<std::vector<std::string>>& h);
+  // The remembered holders of every key of `keys`, each naming a live member other than this
+  // node and younger than holder_memory_ms, or nothing when a key has none.
+  std::optional<std::vector<std::vector<std::string>>> Recall(std::span<const BlockKey> keys);
+  // After a pull round: `holder` served rest[i] verified (remembered anew) or failed it
+  // (forgotten).
+  void RememberServed(const BlockKey& key, const std::string& holder);
+  void Forget(const BlockKey& key);
+
   bool HasPeer(const std::vector<std::string>& holders) const {
     for (const auto& h : holders)
       if (h != self_.id) return true;
@@ -195,6 +213,7 @@ class ClusterImpl final : public Cluster {
   std::mutex hints_mu_;
   std::unordered_map<BlockKey, Hint, BlockKeyHash> hints_;  // GUARDED_BY(hints_mu_)
   std::unordered_map<BlockKey, ChainPlace, BlockKeyHash> chains_;  // GUARDED_BY(hints_mu_)
+  std::unordered_map<BlockKey, Remembered, BlockKeyHash> remembered_;  // GUARDED_BY(hints_mu_)
   std::mutex pulling_mu_;
   std::condition_variable pulling_cv_;
   std::unordered_map<BlockKey, uint32_t, BlockKeyHash> pulling_;  // GUARDED_BY(pulling_mu_)
@@ -225,7 +244,7 @@ class ClusterImpl final : public Cluster {
       pull_failures_{0};
   // Fetch's stage profile (StatsJson "fetch_profile"), nanoseconds summed over every Fetch.
   std::atomic<uint64_t> room_retries_{0}, hinted_fetches_{0}, read_aheads_{0},
-      pulling_waits_{0}, pulls_on_lookup_{0};
+      pulling_waits_{0}, pulls_on_lookup_{0}, remembered_lookups_{0}, holders_forgotten_{0};
   std::atomic<uint64_t> fetches_{0}, prof_lookup_ns_{0}, prof_prepare_ns_{0}, prof_pull_ns_{0},
       prof_first_data_ns_{0}, prof_verify_ns_{0}, prof_commit_ns_{0}, prof_fetch_ns_{0};
   // The directory part of client Lookups (RemotePrefix), summed.

@@ -88,6 +88,14 @@ struct ClusterOptions {
   // instead of pulling again (docs/cluster.md, "Pulling on lookup"). A Lookup an engine never
   // follows with a Load leaves those blocks cached. Default: false.
   bool pull_on_lookup = false;
+  // How long a holder this node learned of (a directory answer, a block it pulled and verified)
+  // answers a client Lookup without the directory: a Lookup whose blocks beyond the local
+  // prefix all have a remembered holder that is still a live member skips the directory round
+  // trip, and the Load that follows pulls from that holder. A holder that no longer has the
+  // block answers NotFound, the pull's second round asks the directory, and the key is
+  // forgotten (docs/cluster.md, "Remembered holders"). 0: every such Lookup asks the directory.
+  // Default: 2000 (as long as a Lookup's holder hints serve the Load that follows).
+  uint32_t holder_memory_ms = 2000;
   // How often announces are flushed to the directory shards. Default: 50 ms.
   uint32_t announce_interval_ms = 50;
   // The daemon's socket, published in membership so that `strata inspect --all` on the same

@@ -764,6 +764,93 @@ TEST_CASE("cluster: pull_on_lookup starts the pull at the Lookup - the Load wait
   std::filesystem::remove_all(dir);
 }
 
+// Issue 16, one-block latency: with holder_memory_ms a Lookup of blocks whose holder this node
+// learned of lately (a directory answer, a verified pull) is answered without the directory.
+// The failure paths of that answer: a remembered holder that no longer has the blocks answers
+// NotFound, the Load asks the directory in its second round and comes back empty at once, and
+// the keys are forgotten; a remembered holder that was SIGKILLed fails the Load within the
+// bound, and the puller serves on.
+TEST_CASE("cluster: remembered holders answer a Lookup without the directory - a holder that "
+          "no longer has the block or died fails the Load in bounded time",
+          "[cluster]") {
+  for (const std::string tls : {"shm,tcp", "tcp"}) {
+    INFO("UCX_TLS " << tls);
+    const std::string dir = ScratchDir("memory-" + tls.substr(0, 3));
+    StaticPair pair(dir, "mem", "128MiB", "128MiB", {"--ucx-tls", tls},
+                    {"--ucx-tls", tls, "--holder-memory-ms", "60000"});
+    auto& [secret, members, a, b, ca, cb] = pair;
+    constexpr size_t kBlocks = 4, kBytes = 256 << 10;
+    Namespace ns = TestNamespace(kBytes);
+    Prompt p(ns, kBlocks, 53, kBytes);
+    StoreThenPullBitExact(*ca, *cb, ns, p, kBytes);  // the directory names A; A serves
+    auto counters = [&] {
+      auto s = ClusterStats(*cb);
+      return std::make_tuple(s["remembered_lookups"].get<uint64_t>(),
+                             s["fetch_profile"]["remote_lookups"].get<uint64_t>(),
+                             s["holders_forgotten"].get<uint64_t>());
+    };
+
+    // Cleared here: the Lookup names A from memory, with no directory round trip, and the Load
+    // pulls from A bit-exact.
+    REQUIRE(cb->Clear(ns.id()).ok());
+    auto [remembered0, directory0, forgotten0] = counters();
+    CHECK(RemoteBlocks(*cb, p.keys) == kBlocks);
+    auto [remembered1, directory1, forgotten1] = counters();
+    CHECK(remembered1 == remembered0 + 1);
+    CHECK(directory1 == directory0);
+    Outputs o(kBlocks, kBytes);
+    REQUIRE(*cb->Load(ns, p.keys, o.out).Wait() == kBlocks);
+    for (size_t i = 0; i < kBlocks; ++i) CHECK(o.bufs[i] == p.blocks[i]);
+
+    // A no longer has them, which B's memory does not know: B's Lookup still names A, the Load
+    // finds nothing (A answers NotFound, the directory names nobody else) without waiting for
+    // a timeout, and the keys are forgotten: the next Lookup asks the directory.
+    REQUIRE(cb->Clear(ns.id()).ok());
+    REQUIRE(*ca->Clear(ns.id()) == kBlocks);
+    CHECK(RemoteBlocks(*cb, p.keys) == kBlocks);
+    auto t0 = Clock::now();
+    auto loaded = cb->Load(ns, p.keys, o.out).Wait();
+    REQUIRE(loaded.ok());
+    CHECK(*loaded == 0);
+    CHECK(Clock::now() - t0 < 1000ms);
+    auto [remembered2, directory2, forgotten2] = counters();
+    CHECK(forgotten2 >= forgotten1 + kBlocks);
+    (void)RemoteBlocks(*cb, p.keys);
+    CHECK(std::get<1>(counters()) == directory2 + 1);  // forgotten: the directory was asked
+    // The directory itself may have named A until A's eviction was announced (every 50 ms);
+    // a Lookup that remembered that answer is corrected by the next Load that fails.
+    CHECK(WaitFor(5000ms, [&] {
+      if (RemoteBlocks(*cb, p.keys) == 0) return true;
+      (void)cb->Load(ns, p.keys, o.out).Wait();
+      return false;
+    }));
+
+    // Stored again: found through the directory, pulled, remembered. Then A dies: B's Lookup
+    // and Load come back within the bound (nothing loaded), and B serves on.
+    StoreThenPullBitExact(*ca, *cb, ns, p, kBytes);
+    REQUIRE(cb->Clear(ns.id()).ok());
+    const uint64_t remembered3 = std::get<0>(counters());
+    a.Kill();
+    t0 = Clock::now();
+    (void)cb->Lookup(p.keys);
+    loaded = cb->Load(ns, p.keys, o.out).Wait();
+    const auto took = Clock::now() - t0;
+    std::printf("[cluster] %s, remembered holder SIGKILLed: Lookup (%s) + Load %.0f ms\n",
+                tls.c_str(), std::get<0>(counters()) > remembered3 ? "remembered" : "directory",
+                std::chrono::duration<double, std::milli>(took).count());
+    std::fflush(stdout);
+    CHECK(took < 4500ms);  // at most a request timeout (2 s) for the Lookup and for the Load
+    CHECK((!loaded.ok() || *loaded == 0));
+    Namespace small_ns = TestNamespace(16 << 10);
+    Prompt mine(small_ns, 8, 54, 16 << 10);
+    REQUIRE(*cb->Store(small_ns, mine.keys, mine.in).Wait() == 8);
+    Outputs om(8, 16 << 10);
+    REQUIRE(*cb->Load(small_ns, mine.keys, om.out).Wait() == 8);
+    for (size_t i = 0; i < 8; ++i) CHECK(om.bufs[i] == mine.blocks[i]);
+    std::filesystem::remove_all(dir);
+  }
+}
+
 // Issue 16: blocks larger than the default 16 MiB slab. With host_slab 64 MiB both nodes store,
 // announce and pull 32 MiB blocks bit-exact; with the default slab a Store of one is refused with
 // an error that names the slab and the setting, and the daemon serves on.
@@ -985,6 +1072,12 @@ TEST_CASE("cluster: config keys, environment and defaults", "[cluster]") {
     CHECK(spin.ToString().find("STRATA_PROGRESS_SPIN_ROUNDS") != std::string::npos);
   }
   CHECK_FALSE(c.node.cluster.progress_spin_rounds);
+  CHECK(c.node.cluster.holder_memory_ms == 2000);  // remembered holders, as long as hints
+  REQUIRE(ApplyEnvironment({{"STRATA_HOLDER_MEMORY_MS", "0"}}, &c).ok());
+  CHECK(c.node.cluster.holder_memory_ms == 0);
+  const Status memory = ApplyEnvironment({{"STRATA_HOLDER_MEMORY_MS", "2s"}}, &c);
+  CHECK(memory.IsInvalidArgument());
+  CHECK(memory.ToString().find("STRATA_HOLDER_MEMORY_MS") != std::string::npos);
   ConfigWarnings warned;
   REQUIRE(FinishConfig(HostResources{}, &c, &warned).ok());
   bool loopback_warned = false;  // etcd on another host, UCX confined to loopback

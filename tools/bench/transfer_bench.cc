@@ -33,11 +33,17 @@
 //    pinned to CPUs 0 and 1 (`-c`), 4x the iterations, --pinned-runs (5) runs with -e and as
 //    many without; the better of the two medians. Unpinned, the 64 KiB run moved 2.2-7.6 GB/s
 //    from one run to the next here.
+//  - the cma bound (same-host cases; extra fields): one thread's process_vm_readv of the prefix's
+//    bytes, distinct blocks from DRAM to DRAM, message by message (CmaBoundGbps). The pinned
+//    64 KiB ucx_perftest copies one cache-resident buffer and may exceed it (docs/cluster.md,
+//    "Why 64 KiB on one host reached 0.2 of ucx_perftest").
 // ucx_perftest runs before and after the nodes are measured; the better run of each is kept.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -89,6 +95,48 @@ size_t LastLevelCacheBytes() {
 }
 
 using Clock = std::chrono::steady_clock;
+
+// The same-host physical bound of a pull (extra field `cma_bound_gbps`, shm cases): one
+// thread's process_vm_readv (what UCX's cma transport does for a rendezvous get) of `bytes` of
+// distinct source into distinct destination, `piece` bytes per call, as the puller's progress
+// thread gets a prefix message by message; median of 3. From this process's own memory (the
+// kernel takes the same path, page by page, for another process's). ucx_perftest sends one
+// buffer again and again, so at 64 KiB its bytes never leave the cache; a prefix's blocks do.
+double CmaBoundGbps(size_t bytes, size_t piece) {
+  piece = std::min(piece, bytes);
+  bytes -= bytes % piece;
+  auto map = [&] {
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? nullptr : static_cast<std::byte*>(p);
+  };
+  std::byte* src = map();
+  std::byte* dst = map();
+  double gbps = 0;
+  if (src != nullptr && dst != nullptr) {
+    std::memset(src, 1, bytes);  // faulted in, and the caches hold the end of dst at most
+    std::memset(dst, 2, bytes);
+    std::vector<double> runs;
+    for (int r = 0; r < 3; ++r) {
+      const auto t0 = Clock::now();
+      bool ok = true;
+      for (size_t off = 0; off < bytes && ok; off += piece) {
+        iovec local{dst + off, piece}, remote{src + off, piece};
+        ok = ::process_vm_readv(::getpid(), &local, 1, &remote, 1, 0) ==
+             static_cast<ssize_t>(piece);
+      }
+      if (!ok) break;
+      runs.push_back(static_cast<double>(bytes) /
+                     std::chrono::duration<double>(Clock::now() - t0).count() / 1e9);
+    }
+    if (!runs.empty()) {
+      std::sort(runs.begin(), runs.end());
+      gbps = runs[runs.size() / 2];
+    }
+  }
+  if (src != nullptr) ::munmap(src, bytes);
+  if (dst != nullptr) ::munmap(dst, bytes);
+  return gbps;
+}
 
 constexpr char kSecret[] = "strata-bench-transfer-secret-0123456789";
 
@@ -765,6 +813,12 @@ void Run(const Options& opt) {
       PerftestPlace pp{place.netns};
       const size_t perftest_bytes = opt.perftest_mib << 20;
       PerftestResult base = Perftest(*size, place.tls, pp, perftest_bytes, opt.pinned_runs);
+      // Messages of the pull: small blocks travel in 4 MiB messages (pull_coalesce_bytes'
+      // default), the others one per message.
+      const double cma_bound =
+          place.tls.find("shm") != std::string::npos || place.tls.find("cma") != std::string::npos
+              ? CmaBoundGbps(blocks * *size, *size < (size_t{256} << 10) ? size_t{4} << 20 : *size)
+              : 0;
       for (int holders : opt.holders) {
         const std::string tag = size_name + "/" + place.tag + "/holders=" +
                                 std::to_string(holders);
@@ -811,6 +865,8 @@ void Run(const Options& opt) {
                       {"ucx_perftest_pinned_no_e_runs_gbps", base.pinned_no_e_runs},
                       {"ratio_pinned",
                        base.gbps_pinned_median > 0 ? f->gbps / base.gbps_pinned_median : 0},
+                      {"cma_bound_gbps", cma_bound},
+                      {"ratio_cma_bound", cma_bound > 0 ? f->gbps / cma_bound : 0},
                       {"load_ms", f->median_s * 1e3},
                       {"puller_fetch_profile_ms", f->profile_ms_per_load},
                       {"transfer_profile", f->transfer_profile}});
