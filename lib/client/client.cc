@@ -606,7 +606,7 @@ class ClientImpl final : public Client {
   void ShareWithDaemon(RegisteredCache* c) {
     std::vector<MemoryRange> ranges;
     for (const auto& l : c->layers) ranges.push_back({l.data(), l.size()});
-    auto moved = MoveOntoMemfd(ranges, kv_huge_pages_ != ClientOptions::KvHugePages::kOff);
+    auto moved = MoveOntoMemfd(ranges);
     if (!moved.ok()) return;
     ipc::ShareKvRequest share;
     share.bytes = moved->bytes();

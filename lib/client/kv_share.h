@@ -8,8 +8,8 @@
 // shared memory from then on, the same bytes at the same addresses. Mapped MADV_DONTFORK: a
 // forked child does not get it (an engine's child never needs its parent's KV cache; with a
 // shared mapping it would write the parent's). Its pages are shmem pages: 4 KiB unless the
-// operator enables shmem huge pages (transparent_hugepage/shmem_enabled), which the advice
-// (ClientOptions::kv_huge_pages) then reaches. The memory stays the engine's: after
+// operator sets transparent_hugepage/shmem_enabled to `always` or `within_size` (`advise` does
+// not reach pages written with pwrite, as these are). The memory stays the engine's: after
 // UnregisterKvCache the daemon has unmapped it and the engine frees it as before (munmap).
 //
 // Thread-safety: no state. The caller makes sure the engine writes none of the ranges while
@@ -43,7 +43,7 @@ class KvMemfd {
   bool Covers(const std::byte* begin, uint64_t bytes) const;
 
  private:
-  friend Result<KvMemfd> MoveOntoMemfd(std::span<const MemoryRange>, bool);
+  friend Result<KvMemfd> MoveOntoMemfd(std::span<const MemoryRange>);
   int fd_ = -1;
   uint64_t bytes_ = 0;
   std::vector<MemoryRange> ranges_;  // sorted, disjoint, page-aligned
@@ -53,13 +53,12 @@ class KvMemfd {
 // Merges `ranges` where they overlap or touch, rounds each inward to page boundaries, and moves
 // those pages onto one memfd (sealed against shrinking, growing and further seals): each range is
 // copied into a fresh shared mapping of the memfd that then replaces the engine's mapping at the
-// same address (mremap: the old pages stay in place if it fails). With `advise_huge`, the new
-// mapping is advised MADV_HUGEPAGE before the copy. NotSupported, with nothing moved, where
+// same address (mremap: the old pages stay in place if it fails). NotSupported, with nothing moved, where
 // a range is not plain private anonymous memory (a file or device mapping, shared, locked, or
 // marked not to be copied on fork, as pinned DMA memory is: moving those pages would leave a
 // device writing the old ones), other than a cache this function moved before (registered again
 // after UnregisterKvCache: its pages move onto a new memfd); IOError when a system call fails (the ranges moved before it
 // stay moved: same bytes, shared pages).
-Result<KvMemfd> MoveOntoMemfd(std::span<const MemoryRange> ranges, bool advise_huge);
+Result<KvMemfd> MoveOntoMemfd(std::span<const MemoryRange> ranges);
 
 }  // namespace strata

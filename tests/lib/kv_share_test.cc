@@ -128,7 +128,7 @@ TEST_CASE("kv share: what the engine writes after registration is what is stored
   CHECK(client->UnregisterKvCache(*id).ok());
 }
 
-TEST_CASE("kv share: unregistering unmaps the daemon's view; the engine keeps its memory",
+TEST_CASE("kv share: unregistering unmaps the daemon's view, the engine keeps its memory",
           "[lib][integration]") {
   Daemon daemon("strata-kv-share-unregister-test");
   auto client = ConnectTo(&daemon, Sharing());
