@@ -217,6 +217,15 @@ Result<const store::LoadIndexView*> SocketChannel::MapLoadIndex(const NamespaceI
   return &m.view;
 }
 
+Result<uint64_t> SocketChannel::ShareKv(int fd, ipc::ShareKvRequest request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto reply = CallLocked(std::move(request), fd, nullptr);
+  if (!reply.ok()) return reply.status().WithContext("sharing a KV cache with the daemon");
+  const auto* r = std::get_if<ipc::ShareKvReply>(&*reply);
+  if (r == nullptr) return Status::Internal("daemon did not answer ShareKv with a share id");
+  return r->id;
+}
+
 Result<ipc::ResponseBody> SocketChannel::Call(ipc::RequestBody body) {
   std::lock_guard<std::mutex> lock(mu_);
   return CallLocked(std::move(body), -1, nullptr);

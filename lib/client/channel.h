@@ -42,6 +42,13 @@ class Channel {
     (void)ns;
     return Status::NotSupported("the load index is for clients of a daemon");
   }
+  // Hands the daemon the memfd of a KV cache moved onto it (`fd`, sent with the request; the
+  // caller keeps and closes its descriptor): the daemon maps it read-only and answers the share's
+  // id (UnshareKvRequest takes it back). NotSupported where no daemon runs (embedded).
+  virtual Result<uint64_t> ShareKv(int fd, ipc::ShareKvRequest request) {
+    (void)fd, (void)request;
+    return Status::NotSupported("sharing a KV cache is for clients of a daemon");
+  }
   // True when [offset, offset + length) lies in one slab of the pool that this process has
   // mapped at `generation`: a load index hit can be read there with no request.
   virtual bool Readable(uint64_t offset, uint64_t length, uint32_t generation) const {
@@ -112,6 +119,7 @@ class SocketChannel final : public Channel {
   Status Post(ipc::RequestBody body) override;
   Status Notify(ipc::RequestBody body) override;
   Result<const store::LoadIndexView*> MapLoadIndex(const NamespaceId& ns) override;
+  Result<uint64_t> ShareKv(int fd, ipc::ShareKvRequest request) override;
   bool Readable(uint64_t offset, uint64_t length, uint32_t generation) const override {
     const uint64_t slab = offset / slab_bytes_;
     if (slab >= pool_bytes_ / slab_bytes_ || length > slab_bytes_ ||

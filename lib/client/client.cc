@@ -32,6 +32,7 @@
 #include "client/enum_setting.h"
 #include "client/huge_page_collapser.h"
 #include "client/huge_pages.h"
+#include "client/kv_share.h"
 #include "client/staging_allocator.h"
 #include "strata/block_format.h"
 #include "strata/key_chain.h"
@@ -61,6 +62,10 @@ constexpr EnumName<ClientOptions::KvHugePages> kKvHugePagesNames[] = {
     {"collapse", ClientOptions::KvHugePages::kCollapse}};
 constexpr EnumSetting<ClientOptions::KvHugePages> kKvHugePages{
     "STRATA_KV_HUGE_PAGES", "ClientOptions::kv_huge_pages", kKvHugePagesNames};
+constexpr EnumName<ClientOptions::KvShare> kKvShareNames[] = {
+    {"off", ClientOptions::KvShare::kOff}, {"memfd", ClientOptions::KvShare::kMemfd}};
+constexpr EnumSetting<ClientOptions::KvShare> kKvShare{"STRATA_KV_SHARE",
+                                                       "ClientOptions::kv_share", kKvShareNames};
 // Loads through the load index: on unless turned off in the client's environment (the escape
 // hatch, and the A/B switch of the benchmarks); no ClientOptions field.
 constexpr EnumName<bool> kLoadIndexNames[] = {{"on", true}, {"off", false}, {"1", true}, {"0", false}};
@@ -71,6 +76,7 @@ constexpr EnumSetting<bool> kLoadIndex{"STRATA_LOAD_INDEX", "", kLoadIndexNames}
 struct ClientSettings {
   ClientOptions::StorePath store_path = ClientOptions::StorePath::kAuto;
   ClientOptions::KvHugePages kv_huge_pages = ClientOptions::KvHugePages::kAdvise;
+  ClientOptions::KvShare kv_share = ClientOptions::KvShare::kOff;
   bool load_index = true;
 };
 
@@ -79,6 +85,7 @@ Result<ClientSettings> SettingsOf(const ClientOptions& options) {
   STRATA_ASSIGN_OR_RETURN(s.store_path, ResolveEnumSetting(kStorePath, options.store_path));
   STRATA_ASSIGN_OR_RETURN(s.kv_huge_pages,
                           ResolveEnumSetting(kKvHugePages, options.kv_huge_pages));
+  STRATA_ASSIGN_OR_RETURN(s.kv_share, ResolveEnumSetting(kKvShare, options.kv_share));
   STRATA_ASSIGN_OR_RETURN(s.load_index, ResolveEnumSetting(kLoadIndex, true));
   return s;
 }
@@ -408,6 +415,11 @@ struct RegisteredCache {
   HugePageAdvice huge_pages;
   // The background MADV_COLLAPSE of those pages (kCollapse; null otherwise).
   std::shared_ptr<const CollapseJob> collapse;
+  // The share of the cache with the daemon (ClientOptions::kv_share; client/kv_share.h): its id
+  // at the daemon (0: not shared), and whether every layer lies in the moved pages (else the
+  // unaligned edges are only readable cross-memory).
+  uint64_t share_id = 0;
+  bool shared_whole = false;
 
   // Whether MADV_COLLAPSE has put at least three quarters of the pages in huge pages so far (an
   // unaligned layer loses up to 2 MiB at each end; the kernel does not split huge pages again
@@ -459,7 +471,9 @@ class ClientImpl final : public Client {
       : channel_(std::move(channel)),
         staging_(channel_->staging_bytes()),
         forced_cross_memory_(settings.store_path == ClientOptions::StorePath::kCrossMemory),
+        store_path_(settings.store_path),
         kv_huge_pages_(settings.kv_huge_pages),
+        kv_share_(settings.kv_share),
         copy_threads_(options.copy_threads < 0 ? CopyThreads::DefaultHelpers()
                                                : options.copy_threads),
         workers_(options.worker_threads),
@@ -545,7 +559,7 @@ class ClientImpl final : public Client {
                                      " does not divide the namespace's " +
                                      std::to_string(n.num_kv_heads) + " KV heads");
     STRATA_RETURN_IF_ERROR(EnsureOpen(ns));
-    RegisteredCache c{ns, spec, {}, 0, ShapeOf(n, 1), {}, {}, nullptr, {}, nullptr};
+    RegisteredCache c{ns, spec, {}, 0, ShapeOf(n, 1), {}, {}, nullptr, {}, nullptr, 0, false};
     c.paged.layout = static_cast<kernels::PagedLayout>(spec.layout);
     c.paged.dtype = static_cast<kernels::KvDtype>(n.kv_dtype);
     c.paged.num_layers = n.num_layers;
@@ -563,7 +577,11 @@ class ClientImpl final : public Client {
       c.const_layers.emplace_back(static_cast<const std::byte*>(p), layer_bytes);
     }
     if (n.codec != Codec::kNone) STRATA_RETURN_IF_ERROR(ThreadCodec(n.codec, c.shard).status());
-    if (spec.device < 0 && kv_huge_pages_ != ClientOptions::KvHugePages::kOff) {
+    if (spec.device < 0 && kv_share_ == ClientOptions::KvShare::kMemfd &&
+        store_path_ != ClientOptions::StorePath::kStaging && n.codec == Codec::kNone)
+      ShareWithDaemon(&c);
+    if (spec.device < 0 && c.share_id == 0 &&
+        kv_huge_pages_ != ClientOptions::KvHugePages::kOff) {
       std::vector<MemoryRange> ranges;
       for (const auto& l : c.layers) ranges.push_back({l.data(), l.size()});
       c.huge_pages = AdviseHugePages(ranges);
@@ -582,6 +600,29 @@ class ClientImpl final : public Client {
     return id;
   }
 
+  // Moves the host cache `c` onto a memfd and hands it to the daemon (ClientOptions::kv_share,
+  // client/kv_share.h). Best effort, as the huge-page advice: a cache that cannot be moved (not
+  // plain private memory) or a daemon that refuses the share leaves the cache on today's paths.
+  void ShareWithDaemon(RegisteredCache* c) {
+    std::vector<MemoryRange> ranges;
+    for (const auto& l : c->layers) ranges.push_back({l.data(), l.size()});
+    auto moved = MoveOntoMemfd(ranges);
+    if (!moved.ok()) return;
+    ipc::ShareKvRequest share;
+    share.bytes = moved->bytes();
+    for (size_t i = 0; i < moved->ranges().size(); ++i) {
+      share.client_addresses.push_back(reinterpret_cast<uint64_t>(moved->ranges()[i].begin));
+      share.lengths.push_back(moved->ranges()[i].bytes);
+      share.offsets.push_back(moved->offsets()[i]);
+    }
+    auto id = channel_->ShareKv(moved->fd(), std::move(share));
+    if (!id.ok()) return;
+    c->share_id = *id;
+    c->shared_whole = true;
+    for (const auto& l : c->layers)
+      c->shared_whole = c->shared_whole && moved->Covers(l.data(), l.size());
+  }
+
   Status UnregisterKvCache(KvCacheId cache) override {
     std::shared_ptr<const RegisteredCache> c;
     {
@@ -594,6 +635,12 @@ class ClientImpl final : public Client {
     }
     // The engine may free the memory once this returns: no MADV_COLLAPSE of it may run after.
     collapser_.Cancel(c->collapse);
+    // The daemon unmaps its view of the cache; the engine's pages stay where they are (on the
+    // memfd, which its mapping now alone holds) until it frees them.
+    if (c->share_id != 0)
+      STRATA_RETURN_IF_ERROR(
+          channel_->Call(ipc::UnshareKvRequest{c->share_id}).status().WithContext(
+              "UnregisterKvCache"));
     return Status::OK();
   }
 
@@ -1188,6 +1235,10 @@ class ClientImpl final : public Client {
     // page, measured no faster than the client's gather through staging on the 2-core
     // development VM; from pages collapsed into 2 MiB ones it was the fastest store path there
     // (docs/benchmarks.md, "Engine KV in huge pages").
+    // A cache shared with the daemon (ClientOptions::kv_share) is gathered from the daemon's own
+    // mapping of it; its unaligned edges, if any, cross-memory.
+    if (codec == Codec::kNone && c.share_id != 0 && (c.shared_whole || channel_->cross_memory()))
+      return StorePagedCrossMemory(c, keys, ids, engine);
     if (codec == Codec::kNone && channel_->cross_memory() &&
         (forced_cross_memory_ || c.InHugePages()))
       return StorePagedCrossMemory(c, keys, ids, engine);
@@ -1794,7 +1845,9 @@ class ClientImpl final : public Client {
   // one staging round go cross-memory too (with `auto` they go through staging, except StorePaged
   // from caches in huge pages, RegisteredCache::InHugePages).
   const bool forced_cross_memory_;
+  const ClientOptions::StorePath store_path_;
   const ClientOptions::KvHugePages kv_huge_pages_;
+  const ClientOptions::KvShare kv_share_;
   std::mutex caches_mu_;
   std::mutex described_mu_;
   std::unordered_set<NamespaceId, BlockKeyHash> described_;  // GUARDED_BY(described_mu_)

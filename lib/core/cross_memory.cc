@@ -7,6 +7,7 @@
 
 #if defined(__x86_64__)
 #include <emmintrin.h>
+#include <xmmintrin.h>
 #endif
 
 #include <algorithm>
@@ -107,34 +108,97 @@ Result<uint64_t> CopyFromProcessWithChecksum(const ClientProcess& p, uint64_t ad
   return checksum.Digest();
 }
 
-Status GatherFromProcess(const ClientProcess& p, std::span<const uint64_t> chunks,
-                         const ChunkShape& shape, std::span<ShardOut> shards) {
-  const uint64_t chunk = shape.chunk_bytes(), piece = shape.shard_piece_bytes();
+namespace {
+
+// The shards of one gather, chunk after chunk: in one pass per byte where every shard allows it
+// (GatherWithChecksum: rows loaded once, streamed to the pool and hashed from the same
+// registers), else each head's rows put together in an L1 piece, hashed there and streamed out
+// from it. Either way the checksum is of the very bytes written, read once from the source: a
+// source rewritten meanwhile changes only what is both stored and hashed.
+class ShardGather {
+ public:
+  ShardGather(size_t chunks, const ChunkShape& shape, std::span<ShardOut> shards)
+      : shape_(shape), shards_(shards), piece_(shape.shard_piece_bytes()) {
+    const uint64_t shard_bytes = chunks * piece_;
+    one_pass_ = shape.row_bytes % 64 == 0;
+    for (const ShardOut& s : shards)
+      one_pass_ = one_pass_ && GatherWithChecksum::Fits(s.dst, shard_bytes);
+    fused_.clear();
+    if (one_pass_) {
+      for (const ShardOut& s : shards) fused_.emplace_back(s.dst, shard_bytes);
+    } else {
+      if (assembled_.size() < piece_) assembled_.resize(piece_);
+      streams_.assign(shards.size(), PayloadChecksumStream());
+    }
+  }
+
+  // Chunk `index` of the block, at `c` (chunk_bytes() readable bytes).
+  void Add(const std::byte* c, size_t index) {
+    if (one_pass_) {
+      for (size_t s = 0; s < shards_.size(); ++s)
+        fused_[s].AppendRows(c + uint64_t{shards_[s].head} * shape_.row_bytes, shape_.rows,
+                             uint64_t{shape_.heads} * shape_.row_bytes, shape_.row_bytes);
+      return;
+    }
+    for (size_t s = 0; s < shards_.size(); ++s) {
+      std::byte* out = shards_[s].dst + index * piece_;
+      const std::byte* row = c + uint64_t{shards_[s].head} * shape_.row_bytes;
+      const std::byte* whole = row;
+      if (shape_.heads != 1) {
+        for (uint32_t r = 0; r < shape_.rows; ++r)
+          std::memcpy(assembled_.data() + r * shape_.row_bytes,
+                      row + uint64_t{r} * shape_.heads * shape_.row_bytes, shape_.row_bytes);
+        whole = assembled_.data();
+      }
+      streams_[s].Update(std::span<const std::byte>(whole, piece_));
+      StreamOut(out, whole, piece_);
+    }
+  }
+
+  // Fences the streamed stores and sets each shard's checksum.
+  void Finish() {
+#if defined(__x86_64__)
+    _mm_sfence();  // the streamed lines are in memory before the commit is answered
+#endif
+    for (size_t s = 0; s < shards_.size(); ++s)
+      shards_[s].checksum = one_pass_ ? fused_[s].Finish() : streams_[s].Digest();
+  }
+
+ private:
+  const ChunkShape shape_;
+  std::span<ShardOut> shards_;
+  const uint64_t piece_;
+  bool one_pass_ = false;
+  static thread_local std::vector<std::byte> assembled_;  // 16-byte aligned (operator new)
+  static thread_local std::vector<PayloadChecksumStream> streams_;
+  static thread_local std::vector<GatherWithChecksum> fused_;
+};
+thread_local std::vector<std::byte> ShardGather::assembled_;
+thread_local std::vector<PayloadChecksumStream> ShardGather::streams_;
+thread_local std::vector<GatherWithChecksum> ShardGather::fused_;
+
+Status CheckChunkShape(const ChunkShape& shape, const char* what) {
+  const uint64_t chunk = shape.chunk_bytes();
   if (chunk == 0 || chunk > kCrossMemoryChunkBytes)
-    return Status::InvalidArgument("cross-memory gather: an engine chunk of " +
+    return Status::InvalidArgument(std::string(what) + ": an engine chunk of " +
                                    std::to_string(chunk) + " bytes (at most " +
                                    std::to_string(kCrossMemoryChunkBytes) + ")");
+  return Status::OK();
+}
+
+}  // namespace
+
+Status GatherFromProcess(const ClientProcess& p, std::span<const uint64_t> chunks,
+                         const ChunkShape& shape, std::span<ShardOut> shards) {
+  STRATA_RETURN_IF_ERROR(CheckChunkShape(shape, "cross-memory gather"));
+  const uint64_t chunk = shape.chunk_bytes();
   // Chunks per read: the scratch stays in L2, and the kernel takes at most IOV_MAX iovecs.
   const size_t batch = std::min<uint64_t>({kCrossMemoryChunkBytes / chunk, 1024});
-  thread_local std::vector<std::byte> scratch, assembled;  // 16-byte aligned (operator new)
+  thread_local std::vector<std::byte> scratch;  // 16-byte aligned (operator new)
   thread_local std::vector<iovec> remote;
-  thread_local std::vector<PayloadChecksumStream> streams;
-  thread_local std::vector<GatherWithChecksum> fused;
   if (scratch.size() < batch * chunk) scratch.resize(batch * chunk);
   remote.resize(batch);
-  // One pass per byte (GatherWithChecksum: rows loaded from the scratch, streamed to the pool and
-  // hashed from the same registers) where every shard allows it; else each head's rows are put
-  // together in an L1 piece, hashed there and streamed out from it.
-  const uint64_t shard_bytes = chunks.size() * piece;
-  bool one_pass = shape.row_bytes % 64 == 0;
-  for (const ShardOut& s : shards) one_pass = one_pass && GatherWithChecksum::Fits(s.dst, shard_bytes);
-  fused.clear();
-  if (one_pass) {
-    for (const ShardOut& s : shards) fused.emplace_back(s.dst, shard_bytes);
-  } else {
-    if (assembled.size() < piece) assembled.resize(piece);
-    streams.assign(shards.size(), PayloadChecksumStream());
-  }
+  ShardGather gather(chunks.size(), shape, shards);
   for (size_t first = 0; first < chunks.size(); first += batch) {
     const size_t n = std::min(batch, chunks.size() - first);
     for (size_t i = 0; i < n; ++i) {
@@ -146,38 +210,32 @@ Status GatherFromProcess(const ClientProcess& p, std::span<const uint64_t> chunk
     const ssize_t got = ::process_vm_readv(p.pid, &local, 1, remote.data(), n, 0);
     if (got != static_cast<ssize_t>(n * chunk))
       return ReadError(got < 0 ? errno : 0, p.pid, chunks[first], n * chunk);
-    for (size_t i = 0; i < n; ++i) {
-      const std::byte* c = scratch.data() + i * chunk;
-      if (one_pass) {
-        for (size_t s = 0; s < shards.size(); ++s)
-          fused[s].AppendRows(c + uint64_t{shards[s].head} * shape.row_bytes, shape.rows,
-                              uint64_t{shape.heads} * shape.row_bytes, shape.row_bytes);
-        continue;
-      }
-      for (size_t s = 0; s < shards.size(); ++s) {
-        // The head's rows are put together in `assembled` (L1), hashed there and streamed to
-        // the pool from it: the checksum is of the very bytes written, from daemon memory.
-        std::byte* out = shards[s].dst + (first + i) * piece;
-        const std::byte* row = c + uint64_t{shards[s].head} * shape.row_bytes;
-        const std::byte* whole = row;
-        if (shape.heads != 1) {
-          for (uint32_t r = 0; r < shape.rows; ++r)
-            std::memcpy(assembled.data() + r * shape.row_bytes,
-                        row + uint64_t{r} * shape.heads * shape.row_bytes, shape.row_bytes);
-          whole = assembled.data();
-        }
-        streams[s].Update(std::span<const std::byte>(whole, piece));
-        StreamOut(out, whole, piece);
-      }
-    }
+    for (size_t i = 0; i < n; ++i) gather.Add(scratch.data() + i * chunk, first + i);
   }
-#if defined(__x86_64__)
-  _mm_sfence();  // the streamed lines are in memory before the commit is answered
-#endif
   if (!StillThere(p.pidfd))
     return ReadError(ESRCH, p.pid, chunks.empty() ? 0 : chunks[0], chunk);
-  for (size_t s = 0; s < shards.size(); ++s)
-    shards[s].checksum = one_pass ? fused[s].Finish() : streams[s].Digest();
+  gather.Finish();
+  return Status::OK();
+}
+
+Status GatherFromMapping(std::span<const uint64_t> chunks, const ChunkShape& shape,
+                         std::span<ShardOut> shards) {
+  STRATA_RETURN_IF_ERROR(CheckChunkShape(shape, "mapped gather"));
+  const uint64_t chunk = shape.chunk_bytes();
+  ShardGather gather(chunks.size(), shape, shards);
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const auto* c = reinterpret_cast<const std::byte*>(chunks[i]);
+#if defined(__x86_64__)
+    // The next chunk lies elsewhere (a random engine page): ask for it while this one is
+    // gathered, so that the rows of each head come from cache.
+    if (i + 1 < chunks.size()) {
+      const auto* next = reinterpret_cast<const char*>(chunks[i + 1]);
+      for (uint64_t at = 0; at < chunk; at += 64) _mm_prefetch(next + at, _MM_HINT_T1);
+    }
+#endif
+    gather.Add(c, i);
+  }
+  gather.Finish();
   return Status::OK();
 }
 

@@ -73,6 +73,14 @@ struct ShardOut {
 Status GatherFromProcess(const ClientProcess& p, std::span<const uint64_t> chunks,
                          const ChunkShape& shape, std::span<ShardOut> shards);
 
+// As GatherFromProcess, from chunks this process can read itself: `chunks` are addresses in a
+// read-only mapping of the daemon's (a KV cache the client shared, daemon/shared_kv.h), gathered
+// straight from there, no system call. The source may change meanwhile (the engine writes its
+// cache): each row is read once, and what is hashed is what was written.
+// REQUIRES: every chunk readable for shape.chunk_bytes() bytes; every shards[i].head < shape.heads.
+Status GatherFromMapping(std::span<const uint64_t> chunks, const ChunkShape& shape,
+                         std::span<ShardOut> shards);
+
 // Reads `length` (<= 4096) bytes at `address` of process `p` into a scratch buffer: OK when
 // cross-memory reads of that process work, the error of CopyFromProcessWithChecksum otherwise.
 Status ProbeProcessMemory(const ClientProcess& p, uint64_t address, uint64_t length);

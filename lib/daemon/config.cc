@@ -443,7 +443,7 @@ constexpr EnvVar kVars[] = {
 // STRATA_* variables that other Strata programs read (not settings of the daemon): not warned.
 constexpr const char* kOtherVars[] = {
     "STRATA_CLI",          "STRATA_DAEMON_USER",  "STRATA_KV_HUGE_PAGES",
-    "STRATA_LOAD_INDEX",   "STRATA_STORE_PATH",   "STRATA_PEERS_VENV",
+    "STRATA_KV_SHARE",     "STRATA_LOAD_INDEX",   "STRATA_STORE_PATH",   "STRATA_PEERS_VENV",
     "STRATA_ENGINES_VENV", "STRATA_SKIP_ENGINES", "STRATA_ENGINES_MIN_FREE_GIB"};
 
 // Free bytes of the filesystem holding `dir`, or of its nearest existing ancestor (the directory

@@ -22,6 +22,7 @@ struct Daemon::Session {
   ipc::PeerCredentials peer;
   Caller caller;
   StagingMemory staging;  // the client's staging memfd, mapped read-only at its Hello
+  SharedKvSet shared_kv;  // the engine KV caches it shared (ShareKvRequest), mapped read-only
   ipc::UnixConnection conn;
   std::thread thread;
   std::atomic<bool> done{false};
@@ -239,6 +240,7 @@ void Daemon::AcceptLoop() {
     session->owner = next_owner_.fetch_add(1);
     session->caller.admin = IsAdmin(session->peer.uid);
     session->caller.tenants = AllowedTenants(session->peer);
+    session->caller.shared_kv = &session->shared_kv;
     Session* raw = session.get();
     sessions_[raw->owner] = std::move(session);
     raw->thread = std::thread([this, raw] { Serve(raw); });
@@ -260,7 +262,7 @@ void Daemon::Serve(Session* session) {
   while (!stopping_.load()) {
     if (body.capacity() > kKeptBodyBytes) std::string().swap(body);
     lease.Reset();
-    int received_fd = -1;  // only a Hello carries one (the staging memfd)
+    int received_fd = -1;  // only a Hello (staging memfd) and a ShareKv (KV memfd) carry one
     // A descriptor that came with this message and that nothing consumed (std::exchange'd it
     // away) is closed however this iteration ends.
     struct CloseUnconsumed {
@@ -284,7 +286,12 @@ void Daemon::Serve(Session* session) {
     }
     auto request = ipc::DecodeRequest(std::as_bytes(std::span<const char>(body)));
     const auto* hello = request.ok() ? std::get_if<ipc::Hello>(&request->body) : nullptr;
-    if (received_fd >= 0 && (hello == nullptr || hello_done)) {
+    const auto* share =
+        request.ok() ? std::get_if<ipc::ShareKvRequest>(&request->body) : nullptr;
+    const auto* unshare =
+        request.ok() ? std::get_if<ipc::UnshareKvRequest>(&request->body) : nullptr;
+    const bool fd_wanted = (hello != nullptr && !hello_done) || (share != nullptr && hello_done);
+    if (received_fd >= 0 && !fd_wanted) {
       ::close(received_fd);
       received_fd = -1;
     }
@@ -370,6 +377,27 @@ void Daemon::Serve(Session* session) {
         response.body = ipc::MapLoadIndexReply{seg->second, seg->first.bytes};
         pass_fd = close_sent.fd = seg->first.fd;
       }
+    } else if (share != nullptr) {
+      // The engine's KV cache on a sealed memfd: mapped read-only here, once (docs/data-plane.md,
+      // "Engine KV through the daemon's own mapping").
+      malformed = 0;
+      response.id = request->id;
+      auto mapped = SharedKv::Map(std::exchange(received_fd, -1), *share,
+                                  options_.max_shared_kv_bytes);
+      Result<uint64_t> id = mapped.status();
+      if (mapped.ok()) id = session->shared_kv.Add(std::move(mapped).value(),
+                                                   options_.max_shared_kv_bytes);
+      if (!id.ok()) {
+        response.status = id.status();
+        Log(who + ": " + id.status().ToString());
+      } else {
+        response.body = ipc::ShareKvReply{*id};
+      }
+    } else if (unshare != nullptr) {
+      malformed = 0;
+      response.id = request->id;
+      response.status = session->shared_kv.Remove(unshare->id);
+      if (response.status.ok()) response.body = ipc::UnshareKvReply{};
     } else if (std::holds_alternative<ipc::AccessNotice>(request->body)) {
       malformed = 0;
       (void)handler_.Handle(session->owner, *request, session->caller);

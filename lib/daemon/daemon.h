@@ -57,6 +57,10 @@ struct DaemonOptions {
   // Largest staging memfd a client may hand over (its stores are written there, then copied into
   // the pool by the daemon; docs/data-plane.md). Default: 4 GiB.
   uint64_t max_staging_bytes = uint64_t{4} << 30;
+  // Most bytes of engine KV cache one session may share with the daemon (ShareKvRequest: memfds
+  // it maps read-only, populated; their page tables are the daemon's, ~2 MiB per GiB of 4 KiB
+  // pages; docs/data-plane.md). Default: 1 TiB.
+  uint64_t max_shared_kv_bytes = uint64_t{1} << 40;
   // Sessions one uid may hold at once; further ones are refused. Default: 64.
   uint32_t max_clients_per_uid = 64;
   // A session that starts no request for this long is disconnected (releasing its pins and

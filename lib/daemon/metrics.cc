@@ -264,7 +264,8 @@ std::string RenderPrometheus(const std::string& stats_json, const DaemonGauges& 
     w.Family("strata_stored_blocks_total", "counter",
              "Blocks stores published, by the path their bytes came (staging, cross_memory: "
              "whole blocks read out of the client, cross_memory_gather: paged stores gathered "
-             "out of the client)");
+             "out of the client, mapped_gather: paged stores gathered from the daemon's mapping "
+             "of a KV cache the client shared)");
     for (auto it = p->begin(); it != p->end(); ++it)
       w.Sample("strata_stored_blocks_total", Label("path", it.key()), Num(*it, "blocks"));
     w.Family("strata_stored_bytes_total", "counter",

@@ -40,14 +40,18 @@ std::string EventTag(const ipc::CommitEngineBlock& e) {
 // The payloads of `q` inside the client's staging memory, or in its own memory for a
 // cross-memory commit. InvalidArgument for a range outside staging, or addresses from a client
 // that did not permit cross-memory reads (the client chose the offsets and addresses: nothing of
-// them is trusted; the node's reads of client memory fail cleanly on a bad address).
+// them is trusted; the node's reads of client memory fail cleanly on a bad address). A gathered
+// block whose chunks all lie in a KV cache the caller shared is read through the daemon's mapping
+// of it: `mapped` receives those chunks' addresses in this process.
 Result<std::vector<Node::StagedBlock>> StagedBlocks(const ipc::StoreCommitRequest& q,
-                                                    const Caller& caller) {
+                                                    const Caller& caller,
+                                                    std::vector<uint64_t>* mapped) {
   std::vector<Node::StagedBlock> out;
   out.reserve(q.keys.size());
   if (q.gather) {
     const ipc::CrossMemoryGather& g = *q.gather;
-    if (caller.cross_memory_pid <= 0)
+    const bool shared = caller.shared_kv != nullptr && !caller.shared_kv->empty();
+    if (caller.cross_memory_pid <= 0 && !shared)
       return Status::InvalidArgument(
           "StoreCommit: a gather from a connection without cross-memory stores");
     const uint64_t cpb = g.chunks_per_block;
@@ -60,6 +64,21 @@ Result<std::vector<Node::StagedBlock>> StagedBlocks(const ipc::StoreCommitReques
       return Status::InvalidArgument("StoreCommit: a malformed cross-memory gather");
     const uint64_t shard = cpb * g.rows_per_chunk * g.row_bytes;
     const size_t blocks = g.chunk_addresses.size() / cpb;
+    // Per block: read through a share (every chunk in one), else with process_vm_readv.
+    const uint64_t chunk_bytes = uint64_t{g.rows_per_chunk} * g.heads * g.row_bytes;
+    std::vector<uint8_t> block_mapped(blocks, 0);
+    if (shared) {
+      mapped->resize(g.chunk_addresses.size());
+      for (size_t b = 0; b < blocks; ++b) {
+        bool all = true;
+        for (uint64_t c = b * cpb; all && c < (b + 1) * cpb; ++c) {
+          const std::byte* p = caller.shared_kv->Find(g.chunk_addresses[c], chunk_bytes);
+          all = p != nullptr;
+          (*mapped)[c] = reinterpret_cast<uint64_t>(p);
+        }
+        block_mapped[b] = all;
+      }
+    }
     for (size_t i = 0; i < q.keys.size(); ++i) {
       if (g.blocks[i] >= blocks || g.key_heads[i] >= g.heads || q.lengths[i] != shard)
         return Status::InvalidArgument("StoreCommit: gathered shard " + std::to_string(i) +
@@ -69,11 +88,18 @@ Result<std::vector<Node::StagedBlock>> StagedBlocks(const ipc::StoreCommitReques
                                        std::to_string(g.heads) + ", " +
                                        std::to_string(q.lengths[i]) + " bytes of " +
                                        std::to_string(shard));
+      const bool through_share = block_mapped[g.blocks[i]] != 0;
+      if (!through_share && caller.cross_memory_pid <= 0)
+        return Status::InvalidArgument("StoreCommit: gathered shard " + std::to_string(i) +
+                                       " names chunks outside the connection's shared KV caches "
+                                       "and the connection has no cross-memory stores");
       Node::StagedBlock b{q.keys[i], std::nullopt, {}, {}};
       Node::StagedBlock::ClientGather cg;
       cg.pid = caller.cross_memory_pid;
       cg.pidfd = caller.cross_memory_pidfd;
-      cg.chunks = std::span<const uint64_t>(g.chunk_addresses).subspan(g.blocks[i] * cpb, cpb);
+      cg.mapped = through_share;
+      cg.chunks = std::span<const uint64_t>(through_share ? *mapped : g.chunk_addresses)
+                      .subspan(g.blocks[i] * cpb, cpb);
       cg.rows = g.rows_per_chunk;
       cg.heads = g.heads;
       cg.head = g.key_heads[i];
@@ -251,7 +277,8 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
           },
           [&](const ipc::StoreCommitRequest& q) {
             if (r.status = CheckNamespace(q.ns, caller); !r.status.ok()) return;
-            auto blocks = StagedBlocks(q, caller);
+            std::vector<uint64_t> mapped;  // the chunks' addresses in the daemon's shares
+            auto blocks = StagedBlocks(q, caller, &mapped);
             if (!blocks.ok()) {
               r.status = blocks.status();
               return;
@@ -317,6 +344,13 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
           },
           [&](const ipc::MapLoadIndexRequest&) {
             r.status = Status::NotSupported("MapLoadIndex: not over this channel");
+          },
+          [&](const ipc::ShareKvRequest&) {
+            // The session answers them: a share is a mapping of that session's.
+            r.status = Status::NotSupported("ShareKv: not over this channel");
+          },
+          [&](const ipc::UnshareKvRequest&) {
+            r.status = Status::NotSupported("UnshareKv: not over this channel");
           },
           [&](const ipc::AccessNotice& q) {
             // No reply goes back (the session drops it); a refused notice only goes unrecorded.

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/shared_kv.h"
 #include "ipc/ipc_protocol.h"
 #include "node/node.h"
 
@@ -38,6 +39,10 @@ struct Caller {
   // (StoreCommit may then name addresses of its memory); 0: staging only.
   pid_t cross_memory_pid = 0;
   int cross_memory_pidfd = -1;  // a pidfd of cross_memory_pid (owned by the session)
+  // The engine KV caches the caller moved onto memfds and shared (ShareKvRequest), as this
+  // process maps them: a gathered commit whose chunks lie in one is read from there, also from a
+  // caller without cross-memory reads. Null: none (the embedded client).
+  const SharedKvSet* shared_kv = nullptr;
   // The tenants whose namespaces the caller may open and whose slabs it may map: tenants[t] != 0
   // for tenant t. Empty: every tenant (root, the daemon's own user, the embedded client).
   std::vector<uint8_t> tenants;

@@ -215,6 +215,14 @@ std::string EncodeRequest(const Request& request) {
                        reinterpret_cast<const char*>(r.encoding.data()), r.encoding.size());
                  },
                  [&](const MapSlabRequest& r) { m.mutable_map_slab()->set_slab(r.slab); },
+                 [&](const ShareKvRequest& r) {
+                   auto* b = m.mutable_share_kv();
+                   b->set_bytes(r.bytes);
+                   for (uint64_t a : r.client_addresses) b->add_client_addresses(a);
+                   for (uint64_t n : r.lengths) b->add_lengths(n);
+                   for (uint64_t o : r.offsets) b->add_offsets(o);
+                 },
+                 [&](const UnshareKvRequest& r) { m.mutable_unshare_kv()->set_id(r.id); },
                  [&](const MapLoadIndexRequest& r) {
                    m.mutable_map_load_index()->set_namespace_id(PackId(r.ns));
                  },
@@ -419,6 +427,24 @@ Result<Request> DecodeRequest(std::span<const std::byte> body) {
     case pb::Request::kMapSlab:
       out.body = MapSlabRequest{m.map_slab().slab()};
       break;
+    case pb::Request::kShareKv: {
+      const auto& b = m.share_kv();
+      if (b.client_addresses_size() != b.lengths_size() ||
+          b.client_addresses_size() != b.offsets_size())
+        return Malformed("share_kv has " + std::to_string(b.client_addresses_size()) +
+                         " addresses, " + std::to_string(b.lengths_size()) + " lengths and " +
+                         std::to_string(b.offsets_size()) + " offsets");
+      ShareKvRequest r;
+      r.bytes = b.bytes();
+      r.client_addresses.assign(b.client_addresses().begin(), b.client_addresses().end());
+      r.lengths.assign(b.lengths().begin(), b.lengths().end());
+      r.offsets.assign(b.offsets().begin(), b.offsets().end());
+      out.body = std::move(r);
+      break;
+    }
+    case pb::Request::kUnshareKv:
+      out.body = UnshareKvRequest{m.unshare_kv().id()};
+      break;
     case pb::Request::kMapLoadIndex: {
       MapLoadIndexRequest r;
       STRATA_RETURN_IF_ERROR(UnpackId(m.map_load_index().namespace_id(), &r.ns));
@@ -495,6 +521,8 @@ std::string EncodeResponse(const Response& response) {
                    m.mutable_open_namespace()->set_namespace_id(PackId(r.ns));
                  },
                  [&](const MapSlabReply& r) { m.mutable_map_slab()->set_generation(r.generation); },
+                 [&](const ShareKvReply& r) { m.mutable_share_kv()->set_id(r.id); },
+                 [&](const UnshareKvReply&) { m.mutable_unshare_kv(); },
                  [&](const MapLoadIndexReply& r) {
                    auto* b = m.mutable_map_load_index();
                    b->set_tenant(r.tenant);
@@ -579,6 +607,12 @@ Result<Response> DecodeResponse(std::span<const std::byte> body) {
     }
     case pb::Response::kMapSlab:
       out.body = MapSlabReply{m.map_slab().generation()};
+      break;
+    case pb::Response::kShareKv:
+      out.body = ShareKvReply{m.share_kv().id()};
+      break;
+    case pb::Response::kUnshareKv:
+      out.body = UnshareKvReply{};
       break;
     case pb::Response::kMapLoadIndex:
       out.body = MapLoadIndexReply{m.map_load_index().tenant(), m.map_load_index().bytes()};

@@ -210,10 +210,28 @@ struct AccessNotice {
   double recompute_tokens_per_second = 0;  // the engine's prefill rate for `ns`; 0: not reported
 };
 
+// The engine's host KV cache on a sealed memfd, sent with the request (docs/data-plane.md,
+// "Engine KV through the daemon's own mapping"): range i is [client_addresses[i], + lengths[i])
+// of the client, at offsets[i] of the memfd of `bytes` bytes. The daemon maps it read-only.
+struct ShareKvRequest {
+  uint64_t bytes = 0;
+  std::vector<uint64_t> client_addresses;
+  std::vector<uint64_t> lengths;
+  std::vector<uint64_t> offsets;
+};
+struct ShareKvReply {
+  uint64_t id = 0;
+};
+struct UnshareKvRequest {
+  uint64_t id = 0;
+};
+struct UnshareKvReply {};
+
 using RequestBody = std::variant<Hello, LookupRequest, StoreBeginRequest, StoreCommitRequest,
                                  LoadRequest, UnpinRequest, PrefetchRequest, StatsRequest,
                                  ClearRequest, InspectRequest, OpenNamespaceRequest,
-                                 MapSlabRequest, MapLoadIndexRequest, AccessNotice>;
+                                 MapSlabRequest, MapLoadIndexRequest, AccessNotice,
+                                 ShareKvRequest, UnshareKvRequest>;
 struct Request {
   uint64_t id = 0;
   RequestBody body;
@@ -222,7 +240,8 @@ struct Request {
 using ResponseBody =
     std::variant<std::monostate, HelloReply, LookupReply, StoreBeginReply, StoreCommitReply,
                  LoadReply, UnpinReply, PrefetchReply, StatsReply, ClearReply, InspectReply,
-                 OpenNamespaceReply, MapSlabReply, MapLoadIndexReply>;
+                 OpenNamespaceReply, MapSlabReply, MapLoadIndexReply, ShareKvReply,
+                 UnshareKvReply>;
 struct Response {
   uint64_t id = 0;
   Status status;  // not OK: body is empty

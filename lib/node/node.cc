@@ -335,8 +335,10 @@ class LocalNode final : public Node {
           shards.clear();
           for (size_t i = units[u]; i < units[u + 1]; ++i)
             shards.push_back({reserved[i].block->client_gather->head, pool + reserved[i].r.offset});
-          const Status st = GatherFromProcess({g->pid, g->pidfd}, g->chunks,
-                                              {g->rows, g->heads, g->row_bytes}, shards);
+          const ChunkShape shape{g->rows, g->heads, g->row_bytes};
+          const Status st = g->mapped ? GatherFromMapping(g->chunks, shape, shards)
+                                      : GatherFromProcess({g->pid, g->pidfd}, g->chunks, shape,
+                                                          shards);
           for (size_t i = units[u]; i < units[u + 1]; ++i) {
             if (st.ok()) reserved[i].checksum = shards[i - units[u]].checksum;
             else reserved[i].checksum = st;
@@ -494,7 +496,8 @@ class LocalNode final : public Node {
   }
 
   nlohmann::json StorePathsJson() const {
-    static constexpr const char* kNames[] = {"staging", "cross_memory", "cross_memory_gather"};
+    static constexpr const char* kNames[] = {"staging", "cross_memory", "cross_memory_gather",
+                                             "mapped_gather"};
     static_assert(std::size(kNames) == static_cast<size_t>(StorePath::kCount));
     nlohmann::json j = nlohmann::json::object();
     for (size_t i = 0; i < std::size(kNames); ++i)
@@ -766,9 +769,10 @@ class LocalNode final : public Node {
   // Blocks Store published, and their payload bytes, by the way their bytes came (Stats:
   // `store_paths`): which path a client's stores took, e.g. a paged store's switch from staging
   // to cross-memory once its cache is in huge pages (docs/data-plane.md).
-  enum class StorePath { kStaging, kCrossMemory, kCrossMemoryGather, kCount };
+  enum class StorePath { kStaging, kCrossMemory, kCrossMemoryGather, kMappedGather, kCount };
   static StorePath PathOf(const StagedBlock& b) {
-    return b.client_gather ? StorePath::kCrossMemoryGather
+    return b.client_gather ? (b.client_gather->mapped ? StorePath::kMappedGather
+                                                      : StorePath::kCrossMemoryGather)
            : b.client_memory ? StorePath::kCrossMemory
                              : StorePath::kStaging;
   }

@@ -244,6 +244,9 @@ class Node {
       pid_t pid = 0;
       int pidfd = -1;
       std::span<const uint64_t> chunks;  // the block's engine chunks, in the client's memory
+      // True: `chunks` are addresses in this process, in its read-only mapping of a KV cache the
+      // client shared (daemon/shared_kv.h), read directly instead of with process_vm_readv.
+      bool mapped = false;
       uint32_t rows = 0, heads = 0, head = 0;
       uint64_t row_bytes = 0;
       uint64_t length() const { return chunks.size() * rows * row_bytes; }

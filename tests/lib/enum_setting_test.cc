@@ -1,7 +1,7 @@
 // Enum settings of the client (lib/client/enum_setting.h): the variable overrides the field, every
 // spelling of the table is accepted, and a refusal names where the bad value came from; and the
-// three settings of the client (STRATA_STORE_PATH, STRATA_KV_HUGE_PAGES, STRATA_LOAD_INDEX) are
-// checked when a client is made.
+// settings of the client (STRATA_STORE_PATH, STRATA_KV_HUGE_PAGES, STRATA_KV_SHARE,
+// STRATA_LOAD_INDEX) are checked when a client is made.
 #include <cstdlib>
 #include <string>
 
@@ -77,10 +77,11 @@ TEST_CASE("enum setting: a bad value is refused, naming its source and the accep
   }
 }
 
-// The client's three settings go through it: each refused at Connect/Embedded with its name.
+// The client's four settings go through it: each refused at Connect/Embedded with its name.
 TEST_CASE("enum setting: the client's settings are checked when it is made", "[lib]") {
   const EmbeddedOptions pool{64ull << 20, "", 0, "lru"};
-  for (const char* var : {"STRATA_STORE_PATH", "STRATA_KV_HUGE_PAGES", "STRATA_LOAD_INDEX"}) {
+  for (const char* var :
+       {"STRATA_STORE_PATH", "STRATA_KV_HUGE_PAGES", "STRATA_KV_SHARE", "STRATA_LOAD_INDEX"}) {
     INFO(var);
     {
       ScopedEnv env(var, "sometimes");

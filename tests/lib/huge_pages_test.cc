@@ -25,6 +25,7 @@
 #include "lib/client/huge_pages.h"
 #include "strata/client.h"
 #include "strata/key_chain.h"
+#include "tests/lib/engine_kv_util.h"
 #include "tests/lib/paged_test_util.h"
 #include "tests/skip.h"
 
@@ -36,6 +37,9 @@ namespace strata {
 namespace {
 
 using namespace paged_test;  // NOLINT: the shared fixtures of the paged tests
+using engine_kv::EngineKv;
+using engine_kv::StorePaths;
+using engine_kv::StorePathsOf;
 
 constexpr uint64_t kMiB = uint64_t{1} << 20;
 
@@ -259,44 +263,6 @@ bool ThpNever() {
   return s.empty() || s.find("[never]") != std::string::npos;
 }
 
-// An engine's KV cache of kLayers layers of 4 MiB in vLLM's layout, in one mapping from `map`
-// (anonymous, or a file's), zeroed and filled before it is registered, as an engine does.
-struct EngineKv {
-  static constexpr uint32_t kHeads = 4;
-  static constexpr uint64_t kChunk = uint64_t{kBlockSize} * kHeads * kHeadDim * 2;
-  static constexpr uint32_t kPagesPerLayer = 4 * kMiB / (2 * kChunk);  // 256
-  static constexpr uint64_t kLayerBytes = 2 * kPagesPerLayer * kChunk;
-  std::byte* mapping = nullptr;
-  uint64_t mapped = 0;
-  std::byte* base = nullptr;  // 2 MiB-aligned
-
-  explicit EngineKv(int fd = -1) {
-    mapped = kLayers * kLayerBytes + 2 * kMiB;
-    if (fd >= 0) REQUIRE(::ftruncate(fd, static_cast<off_t>(mapped)) == 0);
-    void* m = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE,
-                     fd >= 0 ? MAP_PRIVATE : MAP_PRIVATE | MAP_ANONYMOUS, fd, 0);
-    REQUIRE(m != MAP_FAILED);
-    mapping = static_cast<std::byte*>(m);
-    base = mapping + (2 * kMiB - reinterpret_cast<uintptr_t>(mapping) % (2 * kMiB)) % (2 * kMiB);
-    std::memset(base, 0, kLayers * kLayerBytes);
-    for (uint64_t i = 0; i < kLayers * kLayerBytes; i += 8) {
-      const uint64_t v = i * 0x9E3779B97F4A7C15ull;
-      std::memcpy(base + i, &v, 8);
-    }
-  }
-  ~EngineKv() { ::munmap(mapping, mapped); }
-  KvCacheSpec Spec() const {
-    KvCacheSpec s;
-    s.layout = KvLayout::kVllmFlashAttn;
-    for (uint32_t l = 0; l < kLayers; ++l) s.layers.push_back(base + l * kLayerBytes);
-    s.num_blocks = kPagesPerLayer;
-    return s;
-  }
-  const std::byte* Chunk(uint32_t layer, uint32_t plane, int32_t page) const {
-    return base + layer * kLayerBytes + (uint64_t{plane} * kPagesPerLayer + page) * kChunk;
-  }
-};
-
 // Stores 8 pages of registered cache `id` (over `kv`) and loads them into 8 others; every chunk
 // comes back bit for bit. REQUIREs: a case may Skip after it.
 void StoreAndLoadBack(Client& client, const EngineKv& kv, const Namespace& ns, KvCacheId id) {
@@ -368,17 +334,6 @@ TEST_CASE("huge pages: RegisterKvCache collapses an engine's zeroed KV in the ba
 }
 
 // Blocks (head shards) the daemon published so far by each path (Stats `store_paths`).
-struct StorePaths {
-  uint64_t staging = 0, cross_memory = 0, gather = 0;
-};
-StorePaths StorePathsOf(Client& client) {
-  auto stats = client.Stats();
-  REQUIRE(stats.ok());
-  const nlohmann::json j = nlohmann::json::parse(*stats)["store_paths"];
-  return {j["staging"]["blocks"].get<uint64_t>(), j["cross_memory"]["blocks"].get<uint64_t>(),
-          j["cross_memory_gather"]["blocks"].get<uint64_t>()};
-}
-
 // Under `auto` a paged store follows the collapse: through staging while the cache is in 4 KiB
 // pages, gathered by the daemon out of the engine's pages (cross-memory) once the client's
 // collapser has put three quarters of it into huge pages. The daemon's count of blocks per path

@@ -330,6 +330,7 @@ void Run(const Options& opt) {
                             {"source_in_huge_pages", in_huge_pages},
                             {"stored_blocks_by_path", stored_by_path},
                             {"kv_huge_pages", EnvOr("STRATA_KV_HUGE_PAGES", "default")},
+                            {"kv_share", EnvOr("STRATA_KV_SHARE", "default")},
                             {"store_path", EnvOr("STRATA_STORE_PATH", "default")}};
     nlohmann::json store_extra = extra, load_extra = extra;
     {

@@ -198,6 +198,18 @@ struct ClientOptions {
   // overrides it. Default: kAdvise.
   enum class KvHugePages { kOff, kAdvise, kCollapse };
   KvHugePages kv_huge_pages = KvHugePages::kAdvise;
+  // Whether RegisterKvCache shares a host KV cache with the daemon (docs/data-plane.md, "Engine
+  // KV through the daemon's own mapping"). kMemfd: the cache's pages move onto a sealed memfd,
+  // mapped shared at the same addresses (copied once; the engine must not write the cache during
+  // RegisterKvCache), which the daemon maps read-only; StorePaged of codec none (store_path
+  // kAuto or kCrossMemory) then has the daemon gather the rows straight from its mapping (no
+  // process_vm_readv, and no ptrace permission needed). The moved pages are shmem pages, not
+  // copied into a forked child (MADV_DONTFORK), and not collapsed (kv_huge_pages kCollapse
+  // applies to unshared caches). A cache that is not plain private anonymous memory (pinned,
+  // locked, a file or device mapping) is not moved. kOff: the cache stays private memory.
+  // STRATA_KV_SHARE (off, memfd) overrides it. Default: kOff.
+  enum class KvShare { kOff, kMemfd };
+  KvShare kv_share = KvShare::kOff;
 };
 
 class Client {
