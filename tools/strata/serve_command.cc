@@ -80,6 +80,9 @@ constexpr SettingFlag kSettingFlags[] = {
     {"--pull-on-lookup", "pull_on_lookup",
      "true: a Lookup that finds blocks only peers hold starts pulling the first of them at once "
      "(default false) [STRATA_PULL_ON_LOOKUP]"},
+    {"--verify-loads", "verify_loads",
+     "true: clients hash every block they load against its checksum (default false: the daemon "
+     "verified it before publishing it) [STRATA_VERIFY_LOADS]"},
     {"--progress-spin-rounds", "progress_spin_rounds",
      "Empty rounds the UCX progress thread spins before sleeping; auto = 2000 with 4+ CPUs, "
      "else 0; -1 never sleeps [STRATA_PROGRESS_SPIN_ROUNDS]"},

@@ -160,6 +160,10 @@ struct EmbeddedOptions {
   // Any policy `strata serve --eviction-policy` takes ("learned", "prefix", "lru", "arc", ...);
   // empty: the node's default (NodeOptions::eviction_policy, "learned"). Default: "".
   std::string eviction_policy;
+  // Loads hash every block they copy out of the pool against its checksum, as `strata serve
+  // --verify-loads` has its clients do; STRATA_VERIFY_LOADS (true/false, on/off, 1/0)
+  // overrides it. Default: false (the node verified each block before publishing it).
+  bool verify_loads = false;
 };
 
 struct ClientOptions {
