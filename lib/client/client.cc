@@ -2,7 +2,7 @@
 // (docs/data-plane.md):
 //   Store:      engine buffer -> staging (codec none: memcpy; else the codec's encoder writes it);
 //               the daemon then copies staging -> pool, hashing as it copies.
-//   Load:       pool (read-only mapping) -> engine buffer (codec none: memcpy, or with
+//   Load:       pool (read-only mapping) -> engine buffer (codec none: StreamCopy, or with
 //               verify_loads hashed as it is copied), or decoded straight into the buffer
 //               (verified in place first with verify_loads).
 //   StorePaged: engine pages -> staging, gathered per head shard (codec none), or gathered into
@@ -34,6 +34,7 @@
 #include "client/huge_page_collapser.h"
 #include "client/huge_pages.h"
 #include "client/staging_allocator.h"
+#include "core/checksum_copy.h"
 #include "strata/block_format.h"
 #include "strata/key_chain.h"
 #include "strata_kernels/block_codec.h"
@@ -247,7 +248,8 @@ Result<kernels::BlockCodec*> ThreadCodec(Codec codec, const kernels::BlockShape&
 // How loads take blocks out of the pool (Channel::verify_loads; docs/data-plane.md, "Verified at
 // commit, copied at load"): with `verify`, every byte is hashed (XXH3-64, fused into the copy
 // where the bytes are copied) and compared with the daemon's checksum, a mismatch being a miss;
-// without, the bytes are copied plainly (the daemon verified the block before publishing it).
+// without, the bytes are copied plainly (StreamCopy: non-temporal stores, as the fused pass; the
+// daemon verified the block before publishing it).
 
 // True when `verify` is off or the payload hashes to `checksum` (a check in place, for bytes
 // another pass reads next: a device copy, a layerwise scatter).
@@ -260,8 +262,7 @@ bool ChecksumOk(const std::byte* payload, uint64_t length, uint64_t checksum, bo
 bool ScatterShard(const std::byte* src, uint64_t n, size_t row_bytes, std::byte* const* rows,
                   uint64_t checksum, bool verify) {
   if (verify) return ScatterWithChecksum(src, n, row_bytes, rows) == checksum;
-  for (uint64_t at = 0, r = 0; at < n; at += row_bytes, ++r)
-    std::memcpy(rows[r], src + at, std::min<uint64_t>(row_bytes, n - at));
+  StreamScatter(src, n, row_bytes, rows);
   return true;
 }
 
@@ -273,7 +274,7 @@ bool CopyOutBlock(Codec codec, const kernels::BlockShape& shape, const std::byte
   if (codec == Codec::kNone) {
     if (length != shape.bytes()) return false;
     if (!verify) {
-      std::memcpy(out, payload, length);
+      StreamCopy(out, payload, length);
       return true;
     }
     return CopyWithChecksum(out, payload, length) == checksum;

@@ -29,6 +29,7 @@
 #include "../strata/serve_process.h"
 #include "bench_report.h"
 #include "client/copy_threads.h"
+#include "core/checksum_copy.h"
 #include "strata/client.h"
 #include "strata/key_chain.h"
 
@@ -300,12 +301,18 @@ Timed StrataLoadRun(const std::string& socket, const Case& c, int process, doubl
   return {bytes, timed};
 }
 
-// The load's baseline: one memcpy of each payload out of a buffer ("the pool") into another,
-// after one untimed pass, timed as StrataLoadRun.
-Timed MemcpyLoadRun(const Case& c, int process, double seconds) {
+// The load's baselines: one copy of each payload out of a buffer ("the pool") into another,
+// after one untimed pass, timed as StrataLoadRun: memcpy, or with `stream` the non-temporal copy
+// a load makes without verify_loads (StreamCopy: glibc's memcpy writes these sizes with ordinary
+// stores, each destination line first read; a destination out of cache then costs it a third pass
+// over memory, and the fused copy-and-hash read faster than memcpy: docs/benchmarks.md).
+Timed MemcpyLoadRun(const Case& c, int process, double seconds, bool stream = false) {
   PageBuffers pool = PagePayloads(c, process), out(c.blocks, c.block_bytes);
   auto pass = [&] {
-    for (size_t i = 0; i < c.blocks; ++i) std::memcpy(out[i], pool[i], c.block_bytes);
+    for (size_t i = 0; i < c.blocks; ++i) {
+      if (stream) StreamCopy(out[i], pool[i], c.block_bytes);
+      else std::memcpy(out[i], pool[i], c.block_bytes);
+    }
     DoNotOptimize(out[0][0]);
   };
   pass();
@@ -428,6 +435,9 @@ void Run(const Options& opt) {
         const double load_memcpy =
             RunProcesses(clients, [&](int p) { return MemcpyLoadRun(c, p, opt.seconds); });
         report.Add({load_name, "GB/s", load, "memcpy", load_memcpy, true, extra});
+        const double load_stream = RunProcesses(
+            clients, [&](int p) { return MemcpyLoadRun(c, p, opt.seconds, /*stream=*/true); });
+        report.Add({load_name, "GB/s", load, "stream_copy", load_stream, true, extra});
       }
       if (opt.Has("store_load")) {
         const std::string name = "store_load/" + size + "/clients=" + std::to_string(clients);
