@@ -296,7 +296,7 @@ std::byte* PoolPlaceOf(Node& node, std::span<const std::byte> payload) {
 // default), loads copy the pool's bytes as they are: correct bytes for every block the daemon
 // verified, and the damaged one too (what the setting trades: the check of the daemon's and the
 // memory's faults).
-TEST_CASE("Daemon client: verify_loads on catches a block damaged in the pool on every load path; "
+TEST_CASE("Daemon client: verify_loads on catches a block damaged in the pool on every load path, "
           "off loads the pool's bytes as they are",
           "[lib]") {
   const bool verify = GENERATE(true, false);
