@@ -166,6 +166,7 @@ class Strata:
                 break
             except Exception:
                 if self.proc.poll() is not None or time.monotonic() > end:
+                    self.stop()  # the case fails; its daemon must not outlive it
                     raise
                 time.sleep(0.02)
         end = time.monotonic() + 120
