@@ -42,10 +42,21 @@ Result<int> MapSlabMemory(std::byte* at, uint64_t bytes, bool hugetlb, bool popu
   if (ftruncate(fd, static_cast<off_t>(bytes)) != 0)
     return errno == ENOSPC || errno == ENOMEM ? Status::NoSpace(Errno("ftruncate memfd"))
                                               : Status::IOError(Errno("ftruncate memfd"));
-  const int mflags = MAP_SHARED | MAP_FIXED | (populate ? MAP_POPULATE : 0);
+  // Huge pages: hugetlbfs pages, or transparent ones where shmem THP is `always`, `within_size`
+  // or `advise` (with `advise`, for memory that a MADV_HUGEPAGE mapping faults in; `never`, the
+  // default of many distributions: 4 KiB pages). Advised before any page is faulted in, so that
+  // even the populating faults allocate huge ones; a client's read-only mapping at the slab's
+  // 2 MiB-aligned place then maps each one with a single page-table entry (docs/operations.md,
+  // "Huge pages for the host pool").
+  const int mflags = MAP_SHARED | MAP_FIXED | (populate && hugetlb ? MAP_POPULATE : 0);
   if (mmap(at, bytes, PROT_READ | PROT_WRITE, mflags, fd, 0) == MAP_FAILED)
     return Status::IOError(Errno("mmap memfd"));
-  if (!hugetlb) (void)madvise(at, bytes, MADV_HUGEPAGE);  // best effort (THP for shmem)
+  if (!hugetlb) {
+    (void)madvise(at, bytes, MADV_HUGEPAGE);  // best effort (refused where THP is off)
+    if (populate && madvise(at, bytes, MADV_POPULATE_WRITE) != 0) {
+      for (uint64_t off = 0; off < bytes; off += 4096) at[off] = std::byte{0};  // Linux < 5.14
+    }
+  }
   // From here on nobody can map the memfd writable (F_SEAL_FUTURE_WRITE: the mapping above stays
   // the only writable one) or resize it, and the descriptor kept is a read-only reopen of it,
   // which mode 0400 keeps from being reopened read-write through /proc.
@@ -57,6 +68,30 @@ Result<int> MapSlabMemory(std::byte* at, uint64_t bytes, bool hugetlb, bool popu
   if (read_only_fd < 0)
     return Status::IOError(Errno(("reopening a pool memfd read-only through " + self_fd).c_str()));
   return read_only_fd;
+}
+
+// The selected word of a sysfs choice file ("always [advise] never" -> "advise"); "" when unread.
+std::string SelectedSetting(const char* path) {
+  char buf[256] = {};
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  const ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0) return "";
+  const std::string s(buf, static_cast<size_t>(n));
+  const size_t open_bracket = s.find('['), close_bracket = s.find(']');
+  if (open_bracket == std::string::npos || close_bracket < open_bracket) return "";
+  return s.substr(open_bracket + 1, close_bracket - open_bracket - 1);
+}
+
+// Whether memfd (shmem) memory of a MADV_HUGEPAGE mapping may get 2 MiB transparent pages: the
+// 2 MiB size's own setting (Linux 6.11+), which `inherit` defers to the global one.
+bool ShmemThpFor2MiB() {
+  std::string mode =
+      SelectedSetting("/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/shmem_enabled");
+  if (mode.empty() || mode == "inherit")
+    mode = SelectedSetting("/sys/kernel/mm/transparent_hugepage/shmem_enabled");
+  return mode == "always" || mode == "within_size" || mode == "advise" || mode == "force";
 }
 
 // One descriptor per slab stays open: raise the soft limit towards the hard one if needed.
@@ -143,6 +178,7 @@ Result<std::unique_ptr<HostTier>> HostTier::Open(const HostTierOptions& options)
                                               options.hugetlb, reservation, reservation_size,
                                               headers, header_bytes));
   header_guard.p = nullptr;  // the tier owns the header area now
+  tier->page_kind_ = options.hugetlb ? "hugetlb" : ShmemThpFor2MiB() ? "transparent" : "4KiB";
   STRATA_ASSIGN_OR_RETURN(tier->load_index_,
                           LoadIndex::Create(options.pool.tenants, max_blocks,
                                             options.name + "-load-index"));

@@ -103,6 +103,11 @@ class HostTier final : public BlockPool {
   uint64_t size() const { return size_; }
   // True when MFD_HUGETLB pages back the pool (else 4 KiB pages, THP where the kernel allows).
   bool hugetlb() const { return hugetlb_; }
+  // The pages backing the pool, as far as the host's settings tell (Stats `pool_pages`):
+  // "hugetlb" (MFD_HUGETLB, 2 MiB), "transparent" (shmem THP `always`, `within_size`, `advise`
+  // or `force`: 2 MiB where the kernel finds them), "4KiB" (shmem THP `never` or `deny`), read
+  // when the tier opened.
+  const char* page_kind() const { return page_kind_; }
   // Blocks until the background population is over (at once for kAtOpen / kOnDemand). True when
   // every page was populated; false when the kernel has no MADV_POPULATE_WRITE (Linux < 5.14)
   // or memory ran short (the pages then fault in at first use, as with kOnDemand).
@@ -140,6 +145,7 @@ class HostTier final : public BlockPool {
   std::byte* base_;
   uint64_t size_;
   bool hugetlb_;
+  const char* page_kind_ = "4KiB";
   void* reservation_;
   uint64_t reservation_size_;
   void* headers_;  // max_blocks x 64-byte headers, private to this process

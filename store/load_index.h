@@ -93,8 +93,8 @@ struct LoadIndexHit {
   }
 };
 
-// A client's read-only view of one segment. Never trusts it: every offset it returns is checked by
-// the caller against its pool mapping, and the payload against the checksum.
+// A client's read-only view of one segment. Every offset it returns is checked by the caller
+// against its pool mapping, and, with verify_loads, the payload against the checksum.
 class LoadIndexView {
  public:
   LoadIndexView() = default;

@@ -106,6 +106,7 @@ Result<std::unique_ptr<SocketChannel>> SocketChannel::Open(
   // Address space only: a slab is mapped over its place when a load first reads from it.
   STRATA_ASSIGN_OR_RETURN(void* base, ReservePoolAddressSpace(hr->pool_bytes));
   ch->cross_memory_ = hr->cross_memory && cross_memory != CrossMemory::kOff;
+  ch->verify_loads_ = hr->verify_loads;
   if (cross_memory == CrossMemory::kRequired && !ch->cross_memory_) {
     ::munmap(base, hr->pool_bytes);
     return Status::PermissionDenied(
@@ -287,11 +288,12 @@ Result<ipc::ResponseBody> SocketChannel::CallLocked(ipc::RequestBody body, int p
 }
 
 Result<std::unique_ptr<EmbeddedChannel>> EmbeddedChannel::Open(const NodeOptions& options,
-                                                               uint64_t staging_bytes) {
+                                                               uint64_t staging_bytes,
+                                                               bool verify_loads) {
   STRATA_ASSIGN_OR_RETURN(StagingMapping staging, StagingMapping::Create(staging_bytes));
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Node> node, Node::Open(options));
   return std::unique_ptr<EmbeddedChannel>(
-      new EmbeddedChannel(std::move(node), std::move(staging)));
+      new EmbeddedChannel(std::move(node), std::move(staging), verify_loads));
 }
 
 EmbeddedChannel::~EmbeddedChannel() {

@@ -70,6 +70,11 @@ class Channel {
   // Whether StoreCommit may name addresses of this process's memory instead of staging offsets:
   // the daemon read the Hello's probe (docs/data-plane.md, "Cross-memory store").
   virtual bool cross_memory() const { return false; }
+  // Whether loads hash every block they copy out of the pool against its checksum: the daemon's
+  // verify_loads, told in its HelloReply (embedded: EmbeddedOptions::verify_loads). Otherwise
+  // they copy plainly: the daemon verified every block it published (docs/data-plane.md,
+  // "Verified at commit, copied at load").
+  virtual bool verify_loads() const = 0;
   // `hook(slab)` runs before MapForRead maps a new generation of a slab over an older mapping of
   // it, under the channel's lock: a device registration of the old mapping is dropped there
   // (cuda_paged.h). Null: none. Embedded channels never remap.
@@ -134,6 +139,7 @@ class SocketChannel final : public Channel {
   uint64_t staging_bytes() const override { return staging_.bytes(); }
   uint64_t slab_bytes() const override { return slab_bytes_; }
   bool cross_memory() const override { return cross_memory_; }
+  bool verify_loads() const override { return verify_loads_; }
   void SetSlabRemapHook(std::function<void(uint64_t slab)> hook) override {
     std::lock_guard<std::mutex> lock(mu_);
     remap_hook_ = std::move(hook);
@@ -165,12 +171,13 @@ class SocketChannel final : public Channel {
   std::map<uint32_t, IndexMapping> indexes_;  // GUARDED_BY(mu_)
   StagingMapping staging_;
   bool cross_memory_ = false;  // set once by Open
+  bool verify_loads_ = true;   // set once by Open
 };
 
 class EmbeddedChannel final : public Channel {
  public:
   static Result<std::unique_ptr<EmbeddedChannel>> Open(const NodeOptions& options,
-                                                       uint64_t staging_bytes);
+                                                       uint64_t staging_bytes, bool verify_loads);
   ~EmbeddedChannel() override;
   Result<ipc::ResponseBody> Call(ipc::RequestBody body) override;
   Status Post(ipc::RequestBody body) override { return Call(std::move(body)).status(); }
@@ -180,14 +187,19 @@ class EmbeddedChannel final : public Channel {
   std::byte* staging_base() const override { return staging_.base(); }
   uint64_t staging_bytes() const override { return staging_.bytes(); }
   uint64_t slab_bytes() const override { return node_->pool_bytes(); }
+  bool verify_loads() const override { return verify_loads_; }
 
  private:
   static constexpr Node::OwnerId kOwner = 1;
-  EmbeddedChannel(std::unique_ptr<Node> node, StagingMapping staging)
-      : node_(std::move(node)), handler_(node_.get()), staging_(std::move(staging)) {}
+  EmbeddedChannel(std::unique_ptr<Node> node, StagingMapping staging, bool verify_loads)
+      : node_(std::move(node)),
+        handler_(node_.get()),
+        staging_(std::move(staging)),
+        verify_loads_(verify_loads) {}
   std::unique_ptr<Node> node_;
   RequestHandler handler_;
   StagingMapping staging_;
+  const bool verify_loads_;
   std::atomic<uint64_t> next_id_{1};
 };
 

@@ -2,13 +2,14 @@
 // (docs/data-plane.md):
 //   Store:      engine buffer -> staging (codec none: memcpy; else the codec's encoder writes it);
 //               the daemon then copies staging -> pool, hashing as it copies.
-//   Load:       pool (read-only mapping) -> engine buffer, verified as it is copied (codec none),
-//               or verified in place and decoded straight into the buffer.
+//   Load:       pool (read-only mapping) -> engine buffer (codec none: StreamCopy, or with
+//               verify_loads hashed as it is copied), or decoded straight into the buffer
+//               (verified in place first with verify_loads).
 //   StorePaged: engine pages -> staging, gathered per head shard (codec none), or gathered into
 //               scratch and encoded into staging; then the daemon's copy.
-//   LoadPaged:  pool -> engine pages, each shard hashed and scattered in one pass (codec none,
-//               ScatterWithChecksum; a shard that fails ends the prefix), or decoded
-//               into scratch and scattered.
+//   LoadPaged:  pool -> engine pages, each shard scattered in one pass (codec none; with
+//               verify_loads hashed on the way, ScatterWithChecksum, a shard that fails ending
+//               the prefix), or decoded into scratch and scattered.
 #include "strata/client.h"
 
 #include <atomic>
@@ -34,6 +35,7 @@
 #include "client/huge_pages.h"
 #include "client/kv_share.h"
 #include "client/staging_allocator.h"
+#include "core/checksum_copy.h"
 #include "strata/block_format.h"
 #include "strata/key_chain.h"
 #include "strata_kernels/block_codec.h"
@@ -70,6 +72,13 @@ constexpr EnumSetting<ClientOptions::KvShare> kKvShare{"STRATA_KV_SHARE",
 // hatch, and the A/B switch of the benchmarks); no ClientOptions field.
 constexpr EnumName<bool> kLoadIndexNames[] = {{"on", true}, {"off", false}, {"1", true}, {"0", false}};
 constexpr EnumSetting<bool> kLoadIndex{"STRATA_LOAD_INDEX", "", kLoadIndexNames};
+// An embedded client's verify_loads (a daemon's clients take the daemon's, from its Hello reply):
+// the names `strata serve` takes for STRATA_VERIFY_LOADS.
+constexpr EnumName<bool> kVerifyLoadsNames[] = {{"true", true}, {"false", false}, {"1", true},
+                                                {"0", false},   {"yes", true},    {"no", false},
+                                                {"on", true},   {"off", false}};
+constexpr EnumSetting<bool> kVerifyLoads{"STRATA_VERIFY_LOADS", "EmbeddedOptions::verify_loads",
+                                         kVerifyLoadsNames};
 
 // The settings a client runs with, read once when it connects: an error in any of them fails
 // Connect (and Embedded), naming its source.
@@ -243,15 +252,41 @@ Result<kernels::BlockCodec*> ThreadCodec(Codec codec, const kernels::BlockShape&
   return raw;
 }
 
-// A block's bytes, verified against the daemon's checksum and decoded into `out` (raw bytes of
-// the shape). False when it fails verification or decoding (a miss, never data).
-bool VerifyAndDecode(Codec codec, const kernels::BlockShape& shape, const std::byte* payload,
-                     uint64_t length, uint64_t checksum, std::byte* out) {
+// How loads take blocks out of the pool (Channel::verify_loads; docs/data-plane.md, "Verified at
+// commit, copied at load"): with `verify`, every byte is hashed (XXH3-64, fused into the copy
+// where the bytes are copied) and compared with the daemon's checksum, a mismatch being a miss;
+// without, the bytes are copied plainly (StreamCopy: non-temporal stores, as the fused pass; the
+// daemon verified the block before publishing it).
+
+// True when `verify` is off or the payload hashes to `checksum` (a check in place, for bytes
+// another pass reads next: a device copy, a layerwise scatter).
+bool ChecksumOk(const std::byte* payload, uint64_t length, uint64_t checksum, bool verify) {
+  return !verify || PayloadChecksum({payload, length}) == checksum;
+}
+
+// Copies a shard out of the pool into rows of `row_bytes` (the last may be shorter): one pass,
+// hashed on the way with `verify`. False when the hash is not `checksum`.
+bool ScatterShard(const std::byte* src, uint64_t n, size_t row_bytes, std::byte* const* rows,
+                  uint64_t checksum, bool verify) {
+  if (verify) return ScatterWithChecksum(src, n, row_bytes, rows) == checksum;
+  StreamScatter(src, n, row_bytes, rows);
+  return true;
+}
+
+// A block's bytes copied (codec none) or decoded (a codec: its framing is checked as it is
+// decoded) into `out` (raw bytes of the shape), hashed against the daemon's checksum with
+// `verify`. False when it fails verification or decoding (a miss, never data).
+bool CopyOutBlock(Codec codec, const kernels::BlockShape& shape, const std::byte* payload,
+                  uint64_t length, uint64_t checksum, bool verify, std::byte* out) {
   if (codec == Codec::kNone) {
     if (length != shape.bytes()) return false;
+    if (!verify) {
+      StreamCopy(out, payload, length);
+      return true;
+    }
     return CopyWithChecksum(out, payload, length) == checksum;
   }
-  if (PayloadChecksum({payload, length}) != checksum) return false;
+  if (!ChecksumOk(payload, length, checksum, verify)) return false;
   auto c = ThreadCodec(codec, shape);
   if (!c.ok()) return false;
   return (*c)->Decode({payload, length}, {out, shape.bytes()}).ok();
@@ -477,7 +512,8 @@ class ClientImpl final : public Client {
         copy_threads_(options.copy_threads < 0 ? CopyThreads::DefaultHelpers()
                                                : options.copy_threads),
         workers_(options.worker_threads),
-        use_index_(settings.load_index) {}
+        use_index_(settings.load_index),
+        verify_loads_(channel_->verify_loads()) {}
   ~ClientImpl() override { StopNotices(); }
 
   Result<LookupResult> Lookup(std::span<const BlockKey> keys) override {
@@ -1046,9 +1082,10 @@ class ClientImpl final : public Client {
   }
 
   // The leading blocks of `keys` that the load index of `ns`'s tenant names, read from this
-  // process's read-only pool mapping: entry read under its seqlock, payload verified (and
-  // decoded) into the buffer, seqlock checked again. Stops at the first block it cannot serve so
-  // (not indexed, slab not mapped at the entry's generation, checksum or seqlock failed): that
+  // process's read-only pool mapping: entry read under its seqlock, payload copied (verified
+  // against the entry's checksum with verify_loads; decoded for a codec) into the buffer, seqlock
+  // checked again. Stops at the first block it cannot serve so (not indexed, slab not mapped at
+  // the entry's generation, checksum or seqlock failed): that
   // block and the rest go over IPC. No system call on a hit; the hits are reported to the daemon
   // in batches (NoteLoad).
   size_t LoadThroughIndex(const Namespace& ns, const kernels::BlockShape& shape,
@@ -1064,8 +1101,8 @@ class ClientImpl final : public Client {
       if (!view->Find(keys[n], ns.id(), &hit) || hit.codec != codec ||
           !channel_->Readable(hit.offset, hit.length, hit.slab_generation))
         break;
-      if (!VerifyAndDecode(codec, shape, channel_->pool_base() + hit.offset, hit.length,
-                           hit.checksum, static_cast<std::byte*>(buffers[n].data)) ||
+      if (!CopyOutBlock(codec, shape, channel_->pool_base() + hit.offset, hit.length,
+                        hit.checksum, verify_loads_, static_cast<std::byte*>(buffers[n].data)) ||
           !hit.StillValid())
         break;  // rewritten or being reused meanwhile: a miss here, IPC decides
       bytes += hit.length;
@@ -1194,8 +1231,9 @@ class ClientImpl final : public Client {
       for (; ok < pinned; ++ok) {
         const ipc::Location& loc = reply.locations[ok];
         if (loc.codec != ns.spec().codec) break;  // not this namespace's bytes: a miss
-        if (!VerifyAndDecode(loc.codec, shape, channel_->pool_base() + loc.offset, loc.length,
-                             loc.checksum, static_cast<std::byte*>(buffers[begin + ok].data)))
+        if (!CopyOutBlock(loc.codec, shape, channel_->pool_base() + loc.offset, loc.length,
+                          loc.checksum, verify_loads_,
+                          static_cast<std::byte*>(buffers[begin + ok].data)))
           break;  // a corrupt block is a miss: the prefix ends here
       }
       loaded += ok;
@@ -1453,8 +1491,8 @@ class ClientImpl final : public Client {
         for (uint32_t h = 0; h < heads; ++h) {
           const store::LoadIndexHit& hit = hits[i * heads + h];
           c.ShardRows(ids[i], h, rows.data());
-          if (ScatterWithChecksum(channel_->pool_base() + hit.offset, shard_bytes, c.RowBytes(),
-                                  rows.data()) != hit.checksum ||
+          if (!ScatterShard(channel_->pool_base() + hit.offset, shard_bytes, c.RowBytes(),
+                            rows.data(), hit.checksum, verify_loads_) ||
               !hit.StillValid())
             return;  // this range stops at its first bad block
         }
@@ -1520,12 +1558,14 @@ class ClientImpl final : public Client {
         if (loc.codec != codec) return false;
         const std::byte* p = channel_->pool_base() + loc.offset;
         if (direct) {
-          if (loc.length != shard_bytes || PayloadChecksum({p, loc.length}) != loc.checksum)
+          if (loc.length != shard_bytes ||
+              !ChecksumOk(p, loc.length, loc.checksum, verify_loads_))
             return false;
           src[s] = {p, shard_bytes};
         } else {
           std::byte* out = scratch.data() + (layer_done ? s : h) * shard_bytes;
-          if (!VerifyAndDecode(codec, c.shard, p, loc.length, loc.checksum, out)) return false;
+          if (!CopyOutBlock(codec, c.shard, p, loc.length, loc.checksum, verify_loads_, out))
+            return false;
           src[s] = {out, shard_bytes};
         }
       }
@@ -1552,8 +1592,8 @@ class ClientImpl final : public Client {
               break;
             }
             c.ShardRows(ids[i], h, rows.data());
-            ok = ScatterWithChecksum(channel_->pool_base() + loc.offset, shard_bytes,
-                                     c.RowBytes(), rows.data()) == loc.checksum;
+            ok = ScatterShard(channel_->pool_base() + loc.offset, shard_bytes, c.RowBytes(),
+                              rows.data(), loc.checksum, verify_loads_);
           }
           if (!ok) return;
           verified[i] = 1;
@@ -1749,14 +1789,15 @@ class ClientImpl final : public Client {
           if (loc.codec != codec) return false;
           switch (mode) {
             case Mode::kPool:
-              if (loc.length != shard_bytes || PayloadChecksum({p, loc.length}) != loc.checksum)
+              if (loc.length != shard_bytes ||
+                  !ChecksumOk(p, loc.length, loc.checksum, verify_loads_))
                 return false;
               src[s] = p;
               break;
             case Mode::kDecode: {
               kernels::PayloadHeader header;
               if (loc.length != dev.encoded_bytes() ||
-                  PayloadChecksum({p, loc.length}) != loc.checksum ||
+                  !ChecksumOk(p, loc.length, loc.checksum, verify_loads_) ||
                   !kernels::ReadPayloadHeader({p, loc.length}, static_cast<kernels::Codec>(codec),
                                               c.shard, &header)
                        .ok())
@@ -1766,7 +1807,7 @@ class ClientImpl final : public Client {
             }
             case Mode::kHost: {
               std::byte* out = scratch + ((i - round_first) * heads + h) * shard_bytes;
-              if (!VerifyAndDecode(codec, c.shard, p, loc.length, loc.checksum, out))
+              if (!CopyOutBlock(codec, c.shard, p, loc.length, loc.checksum, verify_loads_, out))
                 return false;
               src[s] = out;
               break;
@@ -1878,6 +1919,7 @@ class ClientImpl final : public Client {
   CopyThreads copy_threads_;  // used by the workers: stops after them
   WorkerPool workers_;        // last: its threads stop before the members they use go
   const bool use_index_;
+  const bool verify_loads_;  // Channel::verify_loads, fixed at connect
 };
 
 // Gathers layer by layer into scratch, then encodes and commits at Finish.
@@ -2110,8 +2152,11 @@ Result<std::unique_ptr<Client>> Client::Embedded(const EmbeddedOptions& options,
   node.data_dir = options.data_dir;
   node.disk_bytes = options.disk_bytes;
   if (!options.eviction_policy.empty()) node.eviction_policy = options.eviction_policy;
-  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<EmbeddedChannel> ch,
-                          EmbeddedChannel::Open(node, client_options.staging_bytes));
+  STRATA_ASSIGN_OR_RETURN(const bool verify_loads,
+                          ResolveEnumSetting(kVerifyLoads, options.verify_loads));
+  STRATA_ASSIGN_OR_RETURN(
+      std::unique_ptr<EmbeddedChannel> ch,
+      EmbeddedChannel::Open(node, client_options.staging_bytes, verify_loads));
   return std::unique_ptr<Client>(new ClientImpl(std::move(ch), client_options, settings));
 }
 

@@ -174,6 +174,28 @@ bool HasAvx2() {
   return avx2;
 }
 
+// src[0, n) to `out` with non-temporal stores, unhashed. REQUIRES: as FusedCopy.
+template <StoreKind kKind>
+XXH_TARGET_AVX2 void StreamPieces(const std::byte* src, size_t n, const Pieces& out) {
+  StripeCursor cursor(out);
+  size_t at = 0;
+  for (; at + kStripe <= n; at += kStripe) {
+    _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(src + at) +
+                                               kPrefetchAhead),
+                 _MM_HINT_T0);
+    const __m256i d0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + at));
+    const __m256i d1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + at + 32));
+    StoreStripe<kKind>(cursor.Take(), d0, d1);
+  }
+  if (at < n) std::memcpy(out.At(at), src + at, n - at);
+  _mm_sfence();
+}
+
+void Stream(const std::byte* src, size_t n, const Pieces& out, uintptr_t dst_bits) {
+  if ((dst_bits & 31) == 0) return StreamPieces<StoreKind::kStream32>(src, n, out);
+  return StreamPieces<StoreKind::kStream16>(src, n, out);
+}
+
 uint64_t Fused(const std::byte* src, size_t n, const Pieces& out, uintptr_t dst_bits) {
   if ((dst_bits & 31) == 0) return FusedCopy<StoreKind::kStream32>(src, n, out);
   if ((dst_bits & 15) == 0) return FusedCopy<StoreKind::kStream16>(src, n, out);
@@ -239,6 +261,28 @@ XXH_TARGET_AVX2 void GatherWithChecksum::AppendRows(const std::byte* src, size_t
 uint64_t GatherWithChecksum::Finish() {
   _mm_sfence();
   return last_;
+}
+
+void StreamCopy(std::byte* dst, const std::byte* src, size_t n) {
+  const uintptr_t bits = reinterpret_cast<uintptr_t>(dst);
+  if (n < kFusedMin || !HasAvx2() || (bits & 15) != 0) {
+    std::memcpy(dst, src, n);
+    return;
+  }
+  std::byte* const pieces[1] = {dst};
+  Stream(src, n, Pieces{pieces, n}, bits);
+}
+
+void StreamScatter(const std::byte* src, size_t n, size_t piece_bytes, std::byte* const* dst) {
+  const size_t count = (n + piece_bytes - 1) / piece_bytes;
+  uintptr_t bits = 0;
+  for (size_t i = 0; i < count; ++i) bits |= reinterpret_cast<uintptr_t>(dst[i]);
+  if (n < kFusedMin || !HasAvx2() || piece_bytes % kStripe != 0 || (bits & 15) != 0) {
+    for (size_t i = 0; i < count; ++i)
+      std::memcpy(dst[i], src + i * piece_bytes, std::min(piece_bytes, n - i * piece_bytes));
+    return;
+  }
+  Stream(src, n, Pieces{dst, piece_bytes}, bits);
 }
 
 uint64_t CopyWithChecksum(std::byte* dst, const std::byte* src, size_t n) {

@@ -8,13 +8,28 @@
 // and stream it out (a third): three passes of CPU work per byte, on the core that also runs the
 // kernel's process_vm_readv copy (docs/benchmarks.md, "Engine KV in huge pages").
 //
-// Thread-safety: one object per payload, used by one thread.
+// StreamCopy and StreamScatter: the same copy loop without the hash (a load's copy out of the
+// pool when verify_loads is off: docs/data-plane.md, "Verified at commit, copied at load").
+// Non-temporal stores, as in the fused pass: glibc's memcpy writes a destination of these sizes
+// (64 KiB to a few MiB, below its non-temporal threshold) with ordinary stores, each line first
+// read for ownership, and measured slower than the fused copy-and-hash pass itself when the
+// destination was not in cache (docs/benchmarks.md, "Loads without the client's hash").
+//
+// Thread-safety: one object per payload, used by one thread; the copies are pure functions.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
 namespace strata {
+
+// Copies n bytes from src to dst with non-temporal stores where that applies (AVX2, dst 16-byte
+// aligned, n above 240 bytes; else memcpy), fenced before it returns.
+void StreamCopy(std::byte* dst, const std::byte* src, size_t n);
+
+// As StreamCopy for a destination in pieces: src[i * piece_bytes, (i + 1) * piece_bytes) goes to
+// dst[i] (the last piece may be shorter).
+void StreamScatter(const std::byte* src, size_t n, size_t piece_bytes, std::byte* const* dst);
 
 class GatherWithChecksum {
  public:

@@ -318,6 +318,8 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
     c->node.cluster.listen_addr = value;
   } else if (key == "pull_read_ahead") {
     STRATA_ASSIGN_OR_RETURN(c->node.cluster.pull_read_ahead, ParseBool(key, value));
+  } else if (key == "verify_loads") {
+    STRATA_ASSIGN_OR_RETURN(c->daemon.verify_loads, ParseBool(key, value));
   } else if (key == "pull_on_lookup") {
     STRATA_ASSIGN_OR_RETURN(c->node.cluster.pull_on_lookup, ParseBool(key, value));
   } else if (key == "holder_memory_ms") {
@@ -415,7 +417,11 @@ constexpr EnvVar kVars[] = {
     {"STRATA_PROGRESS_SPIN_ROUNDS", "progress_spin_rounds"},
     {"STRATA_PULL_READ_AHEAD", "pull_read_ahead"},
     {"STRATA_PULL_ON_LOOKUP", "pull_on_lookup"},
+<<<<<<< HEAD
     {"STRATA_HOLDER_MEMORY_MS", "holder_memory_ms"},
+=======
+    {"STRATA_VERIFY_LOADS", "verify_loads"},
+>>>>>>> peers9
     {"STRATA_ANNOUNCE_INTERVAL_MS", "announce_interval_ms"},
     {"STRATA_KV_EVENTS", "kv_events"},
     {"STRATA_KV_EVENTS_REPLAY", "kv_events_replay"},

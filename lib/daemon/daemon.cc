@@ -67,6 +67,7 @@ Result<gid_t> ResolveGroup(const std::string& name) {
 RequestHandlerOptions HandlerOptions(const DaemonOptions& d) {
   RequestHandlerOptions o;
   o.max_pin_ms = d.max_pin_ms;
+  o.verify_loads = d.verify_loads;
   for (const DaemonOptions::Tenant& t : d.tenants) o.private_salts.push_back(t.salt);
   return o;
 }

@@ -74,6 +74,11 @@ struct DaemonOptions {
   size_t max_buffered_bytes = size_t{64} << 20;
   // Longest pin a client may ask for (RequestHandlerOptions::max_pin_ms). Default: 60000.
   uint32_t max_pin_ms = 60000;
+  // Clients hash every block they load against its checksum, which guards only against faults
+  // of the daemon and of memory: the daemon verified each block before it published it, clients
+  // map the pool read-only, and a load holds a pin or checks the load index's seqlock
+  // (RequestHandlerOptions::verify_loads; docs/data-plane.md). Default: false.
+  bool verify_loads = false;
   // Private tenants (docs/data-plane.md, "Tenants"; docs/operations.md, "Security"): a namespace
   // whose tenant_salt is one of these may be opened only by the users and groups listed with it
   // (and root and the daemon's own user); its blocks live in slabs of their own, which no other

@@ -159,8 +159,10 @@ ipc::Response RequestHandler::HandleHello(const ipc::Request& request, const ipc
                                  ", daemon speaks " + std::to_string(ipc::kIpcProtocolVersion)));
   ipc::Response r;
   r.id = request.id;
-  r.body = ipc::HelloReply{ipc::kIpcProtocolVersion, node_->pool_bytes(), std::string(Version()),
-                           node_->pool_slab_bytes()};
+  ipc::HelloReply reply{ipc::kIpcProtocolVersion, node_->pool_bytes(), std::string(Version()),
+                        node_->pool_slab_bytes()};
+  reply.verify_loads = options_.verify_loads;
+  r.body = std::move(reply);
   return r;
 }
 

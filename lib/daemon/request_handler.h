@@ -25,6 +25,9 @@ struct RequestHandlerOptions {
   // tenant 0 (docs/data-plane.md, "Tenants"). REQUIRES: the node was opened with
   // private_salts.size() + 1 tenants. Default: none.
   std::vector<std::string> private_salts;
+  // Whether clients hash every block they load against its checksum (HelloReply::verify_loads;
+  // docs/data-plane.md, "Verified at commit, copied at load"). Default: false.
+  bool verify_loads = false;
 };
 
 // Who sent a request, as far as the handler's decisions go.

@@ -486,6 +486,7 @@ std::string EncodeResponse(const Response& response) {
                    b->set_daemon_version(r.daemon_version);
                    b->set_slab_bytes(r.slab_bytes);
                    b->set_cross_memory(r.cross_memory);
+                   b->set_loads_unverified(!r.verify_loads);
                  },
                  [&](const LookupReply& r) {
                    auto* b = m.mutable_lookup();
@@ -550,7 +551,7 @@ Result<Response> DecodeResponse(std::span<const std::byte> body) {
     case pb::Response::kHello:
       out.body = HelloReply{m.hello().protocol_version(), m.hello().pool_bytes(),
                             m.hello().daemon_version(), m.hello().slab_bytes(),
-                            m.hello().cross_memory()};
+                            m.hello().cross_memory(), !m.hello().loads_unverified()};
       break;
     case pb::Response::kLookup: {
       LookupReply r;

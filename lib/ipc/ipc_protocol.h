@@ -50,6 +50,8 @@ struct HelloReply {
   std::string daemon_version;
   uint64_t slab_bytes = 0;  // the pool is mapped slab by slab (MapSlabRequest)
   bool cross_memory = false;  // the daemon read the Hello's probe: commits may name addresses
+  // Clients hash every block they load against its checksum (the daemon's verify_loads).
+  bool verify_loads = true;
 };
 struct LookupRequest {
   std::vector<BlockKey> keys;

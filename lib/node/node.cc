@@ -536,6 +536,7 @@ class LocalNode final : public Node {
                         {"pool_bytes", pool_bytes()},
                         {"pool_populated_bytes", store_->host().populated_bytes()},
                         {"pool_populating", store_->host().populating()},
+                        {"pool_pages", store_->host().page_kind()},
                         {"namespace_fingerprint_mismatches", registry_.mismatches()},
                         {"load_requests", load_requests_.load(std::memory_order_relaxed)},
                         {"store_paths", StorePathsJson()},

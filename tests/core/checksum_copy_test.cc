@@ -46,6 +46,41 @@ TEST_CASE("CopyWithChecksum equals memcpy plus XXH3-64 for every length and alig
   }
 }
 
+TEST_CASE("StreamCopy and StreamScatter copy exactly the bytes asked for, any length and alignment",
+          "[core]") {
+  for (size_t n : kLengths) {
+    const auto src = Random(n + 64, static_cast<uint32_t>(n) + 11);
+    for (size_t src_off : {0, 3}) {
+      for (size_t dst_off : {0, 16, 32, 5}) {
+        std::vector<std::byte> dst(n + 128, std::byte{0xEE});
+        auto* base = reinterpret_cast<std::byte*>(
+            (reinterpret_cast<uintptr_t>(dst.data()) + 63) & ~uintptr_t{63});
+        StreamCopy(base + dst_off, src.data() + src_off, n);
+        INFO("n=" << n << " src_off=" << src_off << " dst_off=" << dst_off);
+        REQUIRE(std::equal(base + dst_off, base + dst_off + n, src.data() + src_off));
+        REQUIRE(base[dst_off + n] == std::byte{0xEE});
+        if (dst_off > 0) REQUIRE(base[dst_off - 1] == std::byte{0xEE});
+      }
+    }
+  }
+  for (size_t piece : {64, 128, 4096, 100}) {  // 100: not whole stripes (plain copies)
+    for (size_t n : {size_t{256}, size_t{4096}, size_t{65536}, size_t{1000}}) {
+      const auto src = Random(n, static_cast<uint32_t>(n + piece) + 5);
+      const size_t count = (n + piece - 1) / piece;
+      std::vector<std::byte> out(count * (piece + 64) + 64, std::byte{0xEE});
+      std::vector<std::byte*> dst(count);
+      for (size_t i = 0; i < count; ++i) dst[i] = out.data() + 16 + (count - 1 - i) * (piece + 64);
+      StreamScatter(src.data(), n, piece, dst.data());
+      INFO("piece=" << piece << " n=" << n);
+      for (size_t i = 0; i < count; ++i) {
+        const size_t len = std::min(piece, n - i * piece);
+        REQUIRE(std::equal(dst[i], dst[i] + len, src.data() + i * piece));
+        REQUIRE(dst[i][len] == std::byte{0xEE});
+      }
+    }
+  }
+}
+
 TEST_CASE("ScatterWithChecksum writes each piece to its place and hashes the whole", "[core]") {
   for (size_t piece : {64, 128, 256, 4096}) {
     for (size_t n : {size_t{256}, size_t{4096}, size_t{65536}, size_t{262144}, size_t{1000}}) {

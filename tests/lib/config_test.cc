@@ -203,6 +203,22 @@ TEST_CASE("Config file, then environment, override the defaults", "[lib]") {
   CHECK(c.daemon.socket_path == "/tmp/x.sock");
 }
 
+TEST_CASE("verify_loads is off by default and set by YAML, STRATA_VERIFY_LOADS or a bad value "
+          "is refused",
+          "[lib]") {
+  ServeConfig c;
+  CHECK_FALSE(c.daemon.verify_loads);
+  std::string path = WriteTemp("verify_loads: true\n");
+  REQUIRE(ApplyConfigFile(path, &c).ok());
+  std::remove(path.c_str());
+  CHECK(c.daemon.verify_loads);
+  REQUIRE(ApplyEnvironment({{"STRATA_VERIFY_LOADS", "off"}}, &c).ok());
+  CHECK_FALSE(c.daemon.verify_loads);
+  Status bad = ApplyEnvironment({{"STRATA_VERIFY_LOADS", "sometimes"}}, &c);
+  CHECK(bad.IsInvalidArgument());
+  CHECK(bad.message().find("STRATA_VERIFY_LOADS") != std::string::npos);
+}
+
 TEST_CASE("The device pool is set by YAML device_pool and device or STRATA_DEVICE_POOL and "
           "STRATA_DEVICE",
           "[lib]") {

@@ -25,7 +25,11 @@
 #include "lib/client/huge_pages.h"
 #include "strata/client.h"
 #include "strata/key_chain.h"
+<<<<<<< HEAD
 #include "tests/lib/engine_kv_util.h"
+=======
+#include "tests/lib/client_test_util.h"
+>>>>>>> peers9
 #include "tests/lib/paged_test_util.h"
 #include "tests/skip.h"
 
@@ -448,6 +452,62 @@ TEST_CASE("huge pages: memory the kernel will not collapse still registers and r
   }
   ::close(fd);
   // And a refusing madvise alone (AdviseHugePages above) never reaches the caller as an error.
+}
+
+}  // namespace
+}  // namespace strata
+
+namespace strata {
+namespace {
+
+// A field of a /proc file in kB (e.g. "ShmemPmdMapped:" of /proc/self/smaps_rollup), in bytes;
+// 0 when absent.
+uint64_t ProcKb(const char* path, const std::string& field) {
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(field, 0) == 0) return std::strtoull(line.c_str() + field.size(), nullptr, 10) << 10;
+  return 0;
+}
+
+// The host pool in huge pages (docs/operations.md, "Huge pages for the host pool"): the daemon
+// asks for them (hugetlbfs, else MADV_HUGEPAGE before any page is faulted in), and a client maps
+// each slab at a 2 MiB-aligned place, so that the huge pages the kernel gave the pool are mapped
+// in the client by one page-table entry each (one fault per 2 MiB of a load instead of one per
+// 64 KiB). Where the host gives shmem no huge pages (shmem THP `never`, no hugetlbfs pages:
+// Stats pool_pages "4KiB"), or none came, the case round-trips and reports SKIPPED.
+TEST_CASE("huge pages: where the host gives shmem huge pages, a client maps the pool's blocks "
+          "in 2 MiB pages",
+          "[lib][integration]") {
+  paged_test::Daemon daemon("strata-huge-pool-test");
+  auto c = Client::Connect(daemon.serve->socket());
+  REQUIRE(c.ok());
+  nlohmann::json stats;
+  for (int i = 0; i < 1200; ++i) {  // the daemon populates its pool in the background
+    stats = nlohmann::json::parse(*(*c)->Stats());
+    if (!stats.value("pool_populating", false)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const std::string pages = stats.value("pool_pages", "");
+  INFO("pool_pages " << pages);
+  REQUIRE((pages == "hugetlb" || pages == "transparent" || pages == "4KiB"));
+  constexpr size_t kBlock = size_t{2} << 20;
+  const Namespace ns = testing::SmallNamespace("huge/pool", kBlock);
+  testing::Prompt p(ns, 8, 77, kBlock);
+  REQUIRE(*(*c)->Store(ns, p.keys, p.in).Wait() == 8);
+  testing::Outputs o(8, kBlock);
+  REQUIRE(*(*c)->Load(ns, p.keys, o.out).Wait() == 8);
+  for (size_t i = 0; i < 8; ++i) REQUIRE(o.bufs[i] == p.blocks[i]);
+  if (pages == "4KiB")
+    SkipTest("shmem huge pages are off on this host (shmem_enabled never, no hugetlbfs pages): the "
+         "pool is in 4 KiB pages");
+  if (pages == "hugetlb") {
+    CHECK(ProcKb("/proc/self/smaps_rollup", "Shared_Hugetlb:") >= kBlock);
+    return;
+  }
+  if (ProcKb("/proc/meminfo", "ShmemHugePages:") == 0)
+    SkipTest("shmem huge pages are allowed but the kernel gave the pool none (memory fragmented?)");
+  // The client's read-only mapping of the loaded blocks' slabs: PMD-mapped shmem.
+  CHECK(ProcKb("/proc/self/smaps_rollup", "ShmemPmdMapped:") >= kBlock);
 }
 
 }  // namespace

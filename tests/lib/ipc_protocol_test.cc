@@ -85,6 +85,14 @@ TEST_CASE("Every response type round-trips and errors carry code and message", "
   CHECK(decoded->status.message() == "pool full");
   auto hello = DecodeResponse(Bytes(EncodeResponse(responses[0])));
   CHECK(std::get<HelloReply>(hello->body).slab_bytes == (16u << 20));
+  // verify_loads travels as its negation, so that a reply without the field (a daemon before the
+  // setting) has its clients verify.
+  CHECK(std::get<HelloReply>(hello->body).verify_loads);
+  HelloReply unverified{1, 1 << 30, "0.1.0", 16 << 20};
+  unverified.verify_loads = false;
+  auto off = DecodeResponse(Bytes(EncodeResponse({13, Status::OK(), unverified})));
+  REQUIRE(off.ok());
+  CHECK_FALSE(std::get<HelloReply>(off->body).verify_loads);
   auto load = DecodeResponse(Bytes(EncodeResponse(responses.back())));
   CHECK(std::get<LoadReply>(load->body).locations[0].generation == 9);
   auto open = DecodeRequest(Bytes(EncodeRequest({1, OpenNamespaceRequest{{std::byte{7}}}})));

@@ -6,13 +6,16 @@
 //    driven with SET then GET of the same values through hiredis — the remote backend LMCache users
 //    deploy.
 // Metric: payload GB/s of store + load (bytes stored + bytes loaded per second, all processes);
-// and `store/...` rows: the stores alone (only the Store calls timed) beside one memcpy of the
-// same payloads into a buffer, timed the same way.
+// `store/...` rows: the stores alone (only the Store calls timed) beside one memcpy of the same
+// payloads into a buffer, timed the same way; `load/...` rows: loads alone of blocks stored and
+// loaded once before (host-tier hits, through the load index: the pool's pages already mapped)
+// beside one memcpy of the same payloads out of a buffer.
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +29,7 @@
 #include "../strata/serve_process.h"
 #include "bench_report.h"
 #include "client/copy_threads.h"
+#include "core/checksum_copy.h"
 #include "strata/client.h"
 #include "strata/key_chain.h"
 
@@ -38,6 +42,10 @@ struct Options {
   bool json = false;
   double seconds = 1.5;  // per case and system
   std::vector<int> clients = {1, 4};
+  std::vector<std::string> cases = {"store_load", "store", "load"};
+  bool Has(const std::string& c) const {
+    return std::find(cases.begin(), cases.end(), c) != cases.end();
+  }
 };
 
 struct Case {
@@ -258,6 +266,66 @@ Timed MemcpyStoreRun(const Case& c, int process, double seconds, int helpers = 0
   return {bytes, timed};
 }
 
+// Loads alone: the blocks are stored and loaded once untimed (the client maps their slabs and
+// faults their pages in), then loaded again and again into page-aligned buffers, only the Load
+// calls timed.
+Timed StrataLoadRun(const std::string& socket, const Case& c, int process, double seconds) {
+  auto client = Client::Connect(socket);
+  if (!client.ok()) return {-1, 0};
+  Namespace ns = BenchNamespace(process, c.block_bytes);
+  std::vector<std::vector<std::byte>> in;
+  std::vector<ConstBuffer> ins;
+  PageBuffers out(c.blocks, c.block_bytes);
+  std::vector<MutableBuffer> outs;
+  for (size_t i = 0; i < c.blocks; ++i) {
+    in.push_back(Payload(c.block_bytes, process + int(i)));
+    ins.push_back({in.back().data(), c.block_bytes});
+    outs.push_back({out[i], c.block_bytes});
+  }
+  std::vector<uint32_t> tokens(c.blocks * ns.block_size());
+  for (size_t t = 0; t < tokens.size(); ++t) tokens[t] = 104729 + t;
+  const std::vector<BlockKey> keys = ComputeBlockKeys(ns, tokens);
+  auto stored = (*client)->Store(ns, keys, ins).Wait();
+  auto first = (*client)->Load(ns, keys, outs).Wait();
+  if (!stored.ok() || !first.ok() || *first != c.blocks) return {-1, 0};
+  double bytes = 0, timed = 0;
+  while (timed < seconds) {
+    const auto start = Clock::now();
+    auto loaded = (*client)->Load(ns, keys, outs).Wait();
+    timed += std::chrono::duration<double>(Clock::now() - start).count();
+    if (!loaded.ok() || *loaded != c.blocks) return {-1, 0};
+    bytes += double(c.blocks) * c.block_bytes;
+  }
+  const bool same = std::memcmp(out[c.blocks - 1], in.back().data(), c.block_bytes) == 0;
+  if (!(*client)->Clear(ns.id()).ok() || !same) return {-1, 0};
+  return {bytes, timed};
+}
+
+// The load's baselines: one copy of each payload out of a buffer ("the pool") into another,
+// after one untimed pass, timed as StrataLoadRun: memcpy, or with `stream` the non-temporal copy
+// a load makes without verify_loads (StreamCopy: glibc's memcpy writes these sizes with ordinary
+// stores, each destination line first read; a destination out of cache then costs it a third pass
+// over memory, and the fused copy-and-hash read faster than memcpy: docs/benchmarks.md).
+Timed MemcpyLoadRun(const Case& c, int process, double seconds, bool stream = false) {
+  PageBuffers pool = PagePayloads(c, process), out(c.blocks, c.block_bytes);
+  auto pass = [&] {
+    for (size_t i = 0; i < c.blocks; ++i) {
+      if (stream) StreamCopy(out[i], pool[i], c.block_bytes);
+      else std::memcpy(out[i], pool[i], c.block_bytes);
+    }
+    DoNotOptimize(out[0][0]);
+  };
+  pass();
+  double bytes = 0, timed = 0;
+  while (timed < seconds) {
+    const auto start = Clock::now();
+    pass();
+    timed += std::chrono::duration<double>(Clock::now() - start).count();
+    bytes += double(c.blocks) * c.block_bytes;
+  }
+  return {bytes, timed};
+}
+
 double MemcpyRun(const Case& c, int process, double seconds) {
   PageBuffers in = PagePayloads(c, process), pool(c.blocks, c.block_bytes),
               out(c.blocks, c.block_bytes);
@@ -358,17 +426,33 @@ void Run(const Options& opt) {
   for (const Case& c : cases) {
     const std::string size = c.block_bytes == (64u << 10) ? "64KiB" : "2MiB";
     for (int clients : opt.clients) {
-      const std::string name = "store_load/" + size + "/clients=" + std::to_string(clients);
-      double strata = RunProcesses(clients, [&](int p) {
-        return StrataRun(strata_sock, c, p, opt.seconds);
-      });
-      double memcpy_gbps = RunProcesses(clients, [&](int p) { return MemcpyRun(c, p, opt.seconds); });
-      double redis_gbps = RunProcesses(clients, [&](int p) {
-        return RedisRun(redis_sock, c, p, opt.seconds);
-      });
       nlohmann::json extra = {{"block_bytes", c.block_bytes}, {"clients", clients}};
-      report.Add({name, "GB/s", strata, "memcpy", memcpy_gbps, true, extra});
-      report.Add({name, "GB/s", strata, "redis", redis_gbps, true, extra});
+      if (opt.Has("load")) {
+        const std::string load_name = "load/" + size + "/clients=" + std::to_string(clients);
+        const double load = RunProcesses(clients, [&](int p) {
+          return StrataLoadRun(strata_sock, c, p, opt.seconds);
+        });
+        const double load_memcpy =
+            RunProcesses(clients, [&](int p) { return MemcpyLoadRun(c, p, opt.seconds); });
+        report.Add({load_name, "GB/s", load, "memcpy", load_memcpy, true, extra});
+        const double load_stream = RunProcesses(
+            clients, [&](int p) { return MemcpyLoadRun(c, p, opt.seconds, /*stream=*/true); });
+        report.Add({load_name, "GB/s", load, "stream_copy", load_stream, true, extra});
+      }
+      if (opt.Has("store_load")) {
+        const std::string name = "store_load/" + size + "/clients=" + std::to_string(clients);
+        double strata = RunProcesses(clients, [&](int p) {
+          return StrataRun(strata_sock, c, p, opt.seconds);
+        });
+        double memcpy_gbps =
+            RunProcesses(clients, [&](int p) { return MemcpyRun(c, p, opt.seconds); });
+        double redis_gbps = RunProcesses(clients, [&](int p) {
+          return RedisRun(redis_sock, c, p, opt.seconds);
+        });
+        report.Add({name, "GB/s", strata, "memcpy", memcpy_gbps, true, extra});
+        report.Add({name, "GB/s", strata, "redis", redis_gbps, true, extra});
+      }
+      if (!opt.Has("store")) continue;
       // The store alone, beside one memcpy of the same payloads (issue 14's >= 0.7 goal).
       const std::string store_name = "store/" + size + "/clients=" + std::to_string(clients);
       const double store = RunProcesses(clients, [&](int p) {
@@ -395,6 +479,9 @@ void Run(const Options& opt) {
   AddJsonFlag(*cmd, opt->json);
   cmd->add_option("--seconds", opt->seconds, "Seconds per case and system")->capture_default_str();
   cmd->add_option("--clients", opt->clients, "Client process counts")->capture_default_str();
+  cmd->add_option("--cases", opt->cases, "Cases: store_load, store, load")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"store_load", "store", "load"}));
   cmd->callback([opt] { Run(*opt); });
 });
 

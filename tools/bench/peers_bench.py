@@ -157,7 +157,18 @@ class Strata:
         # Not waiting charged up to a second of the daemon's page clearing to the first case's
         # puts and gets (docs/benchmarks.md, "2 MiB against LMCache in-process").
         import strata
-        c = strata.Client.connect(self.sock)
+        # The socket's file exists from bind(), a moment before listen(): a connect in between
+        # is refused (seen once in a whole-table run), so connect until it is taken.
+        end = time.monotonic() + 20
+        while True:
+            try:
+                c = strata.Client.connect(self.sock)
+                break
+            except Exception:
+                if self.proc.poll() is not None or time.monotonic() > end:
+                    self.stop()  # the case fails; its daemon must not outlive it
+                    raise
+                time.sleep(0.02)
         end = time.monotonic() + 120
         while c.stats().get("pool_populating") and time.monotonic() < end:
             time.sleep(0.05)

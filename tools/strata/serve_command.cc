@@ -83,6 +83,9 @@ constexpr SettingFlag kSettingFlags[] = {
     {"--holder-memory-ms", "holder_memory_ms",
      "How long a remembered holder answers a Lookup without the directory (default 2000; 0: "
      "off) [STRATA_HOLDER_MEMORY_MS]"},
+    {"--verify-loads", "verify_loads",
+     "true: clients hash every block they load against its checksum (default false: the daemon "
+     "verified it before publishing it) [STRATA_VERIFY_LOADS]"},
     {"--progress-spin-rounds", "progress_spin_rounds",
      "Empty rounds the UCX progress thread spins before sleeping; auto = 2000 with 4+ CPUs, "
      "else 0; -1 never sleeps [STRATA_PROGRESS_SPIN_ROUNDS]"},

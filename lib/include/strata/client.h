@@ -4,8 +4,9 @@
 // the same cache in-process (Client::Embedded): the two share every line of request logic. KV bytes
 // never cross the socket (docs/data-plane.md): Store encodes each block with the namespace's codec
 // into the client's own staging memory and the daemon copies it into its pool, computing the
-// checksum itself; Load reads each block from a read-only mapping of the pool, verifies it and
-// decodes it into the caller's buffer. The paged forms gather from and scatter into an engine's
+// checksum itself; Load reads each block from a read-only mapping of the pool (verifying it
+// against that checksum where the daemon's verify_loads asks for it) and decodes it into the
+// caller's buffer. The paged forms gather from and scatter into an engine's
 // paged KV cache on the way, in per-KV-head shards, so that any tensor-parallel degree can load
 // what another stored.
 //
@@ -160,6 +161,10 @@ struct EmbeddedOptions {
   // Any policy `strata serve --eviction-policy` takes ("learned", "prefix", "lru", "arc", ...);
   // empty: the node's default (NodeOptions::eviction_policy, "learned"). Default: "".
   std::string eviction_policy;
+  // Loads hash every block they copy out of the pool against its checksum, as `strata serve
+  // --verify-loads` has its clients do; STRATA_VERIFY_LOADS (true/false, on/off, 1/0)
+  // overrides it. Default: false (the node verified each block before publishing it).
+  bool verify_loads = false;
 };
 
 struct ClientOptions {
@@ -244,9 +249,10 @@ class Client {
     return Store(ns, keys, buffers, StoreOptions{});
   }
 
-  // Loads the longest cached prefix of `keys` (keys of `ns`) into `buffers`, verifying every
-  // checksum and decoding with the namespace's codec; completes with the number of leading blocks
-  // loaded, each ns.block_bytes() long (a block that fails verification ends the prefix).
+  // Loads the longest cached prefix of `keys` (keys of `ns`) into `buffers`, decoding with the
+  // namespace's codec (and, with the daemon's verify_loads, verifying every checksum); completes
+  // with the number of leading blocks loaded, each ns.block_bytes() long (a block that fails
+  // decoding or verification ends the prefix).
   // InvalidArgument when a buffer is smaller than ns.block_bytes().
   // REQUIRES: keys.size() == buffers.size(); the buffers stay valid until Wait() returns.
   virtual Completion<size_t> Load(const Namespace& ns, std::span<const BlockKey> keys,
@@ -275,8 +281,8 @@ class Client {
                                 std::span<const int32_t> block_ids) {
     return StorePaged(cache, keys, block_ids, StoreOptions{});
   }
-  // Loads the longest loadable prefix of `keys` into pages block_ids[0..n): verified, decoded,
-  // scattered. Completes with n. Pages past n are left as they were (the engine recomputes them).
+  // Loads the longest loadable prefix of `keys` into pages block_ids[0..n): decoded (verified
+  // with verify_loads), scattered. Completes with n. Pages past n are left as they were (the engine recomputes them).
   virtual Completion<size_t> LoadPaged(KvCacheId cache, std::span<const BlockKey> keys,
                                        std::span<const int32_t> block_ids) = 0;
   // The layer-by-layer forms. The spans are copied; the pages must stay valid until Finish()'s
