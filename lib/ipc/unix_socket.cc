@@ -400,22 +400,43 @@ Result<UnixListener> UnixListener::Listen(const std::string& path, mode_t mode) 
       return Status::AlreadyExists("a daemon already listens on '" + path + "'");
     ::unlink(path.c_str());  // stale socket of a dead daemon
   }
+  // The socket is bound and listening under a temporary name beside `path` and only then linked
+  // to `path`, so the file a client waits for never exists before connects succeed (bound but not
+  // yet listening, a connect is refused). link(), unlike rename(), fails when `path` appeared
+  // meanwhile: a second daemon racing for the path never replaces the first's socket. A path too
+  // long for the temporary name is bound directly (the window comes back, nothing else).
+  std::string bound = path + "." + std::to_string(::getpid()) + ".tmp";
+  Result<sockaddr_un> bound_addr = MakeAddress(bound);
+  if (!bound_addr.ok()) bound = path;
+  const sockaddr_un& at = bound_addr.ok() ? *bound_addr : addr;
+  if (bound != path) ::unlink(bound.c_str());  // left by a daemon of this pid that was killed
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Errno("socket");
   // Create the socket file with the requested mode from the start (no window with a wider one).
   mode_t old_umask = ::umask(static_cast<mode_t>(~mode & 0777));
-  int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  int rc = ::bind(fd, reinterpret_cast<const sockaddr*>(&at), sizeof(at));
   ::umask(old_umask);
   if (rc != 0) {
-    Status s = Errno("bind '" + path + "'");
+    Status s = Errno("bind '" + bound + "'");
     ::close(fd);
     return s;
   }
-  if (::chmod(path.c_str(), mode) != 0 || ::listen(fd, 128) != 0) {
-    Status s = Errno("listen '" + path + "'");
+  if (::chmod(bound.c_str(), mode) != 0 || ::listen(fd, 128) != 0) {
+    Status s = Errno("listen '" + bound + "'");
     ::close(fd);
-    ::unlink(path.c_str());
+    ::unlink(bound.c_str());
     return s;
+  }
+  if (bound != path) {
+    rc = ::link(bound.c_str(), path.c_str());
+    const int err = errno;
+    ::unlink(bound.c_str());
+    if (rc != 0) {
+      ::close(fd);
+      if (err == EEXIST) return Status::AlreadyExists("'" + path + "' appeared while binding");
+      errno = err;
+      return Errno("link '" + bound + "' to '" + path + "'");
+    }
   }
   return UnixListener(fd, path);
 }

@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -130,6 +131,34 @@ TEST_CASE("A live socket is not stolen and a stale one is replaced", "[lib]") {
   CHECK(UnixConnection::Connect("/tmp/definitely-not-here.sock").status().code() ==
         StatusCode::kUnavailable);
   CHECK(UnixListener::Listen(std::string(200, 'x'), 0600).status().IsInvalidArgument());
+}
+
+TEST_CASE("The socket file appears only once it listens, under its own name only", "[lib]") {
+  // A client that waits for the file and connects at once is never refused (the daemon binds and
+  // listens under a temporary name, then links it into place) and nothing else is left behind.
+  const std::string path = SocketPath("appears");
+  const auto dir = std::filesystem::path(path).parent_path();
+  const auto stem = std::filesystem::path(path).filename().string();
+  bool connected = false;
+  std::thread waiter([&] {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!std::filesystem::exists(path) && std::chrono::steady_clock::now() < give_up)
+      std::this_thread::yield();
+    connected = UnixConnection::Connect(path).ok();
+  });
+  auto listener = UnixListener::Listen(path, 0600);
+  waiter.join();
+  REQUIRE(listener.ok());
+  CHECK(connected);
+  struct stat st;
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  CHECK(S_ISSOCK(st.st_mode));
+  CHECK((st.st_mode & 0777) == 0600);
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    CHECK_FALSE((name.rfind(stem + ".", 0) == 0 && name.size() > 4 &&
+                 name.compare(name.size() - 4, 4, ".tmp") == 0));
+  }
 }
 
 TEST_CASE("Shutdown wakes a blocked Accept", "[lib]") {
