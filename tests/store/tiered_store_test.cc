@@ -21,9 +21,12 @@ constexpr uint64_t kMiB = 1 << 20;
 constexpr size_t kBlock = 64 * 1024;
 const NamespaceId kNs{1, 2};
 
+// min_frequency: the seen-twice filter most cases here exercise; the store's default (0) admits
+// every victim.
 std::unique_ptr<TieredStore> OpenStore(const std::string& dir, WritePolicy wp,
-                                       uint64_t host_bytes = 4 * kMiB) {
+                                       uint64_t host_bytes = 4 * kMiB, uint32_t min_frequency = 2) {
   TieredStoreOptions o;
+  o.disk_admission_min_frequency = min_frequency;
   o.host.capacity_bytes = host_bytes;
   o.host.pool.slab_bytes = 2 * kMiB;
   o.host.hugetlb = false;
@@ -76,6 +79,23 @@ TEST_CASE("write-back demotes evicted blocks that were seen twice, not one-hit w
   // A one-hit wonder that left host is gone from every tier.
   REQUIRE(s->Get(TestKey(1000), out).status().IsNotFound());
   REQUIRE(s->disk()->Find(TestKey(1000)).status().IsNotFound());
+}
+
+TEST_CASE("write-back by default demotes every victim, one-hit wonders too", "[store]") {
+  REQUIRE(TieredStoreOptions{}.disk_admission_min_frequency == 0);
+  TempDir dir;
+  auto s = OpenStore(dir.path(), WritePolicy::kWriteBack, 4 * kMiB,
+                     TieredStoreOptions{}.disk_admission_min_frequency);  // host: 64 blocks
+  for (uint64_t i = 1000; i < 1200; ++i) REQUIRE(Put(*s, i).ok());  // each stored once
+  s->DrainDemotions();
+  const auto st = s->Stats();
+  REQUIRE(st.demotions_rejected == 0);
+  REQUIRE(st.demotions >= 136);  // every block host evicted (200 stored, 64 held)
+  // The first block, stored once and evicted long ago, is read back from disk.
+  std::vector<std::byte> out(kBlock);
+  REQUIRE(s->host().Find(TestKey(1000)).status().IsNotFound());
+  REQUIRE(s->Get(TestKey(1000), out).ok());
+  REQUIRE(IsTestPayload(TestKey(1000), out.data(), kBlock));
 }
 
 TEST_CASE("write-back keeps a shared system prompt on disk, not the one-off tails", "[store]") {

@@ -39,7 +39,7 @@ struct Options {
   bool held_out = false;
   double host_fraction = 0;  // with disk_fraction: the two-tier replay instead
   double disk_fraction = 0;
-  uint32_t admission_min_frequency = 2;  // TieredStoreOptions' default
+  uint32_t admission_min_frequency = 0;  // TieredStoreOptions' default: every victim
   std::string disk_policy;  // two-tier: the disk tier's policy; empty: the node's choice
   std::string learned_leader = "follow";  // `learned` with one expert forced to lead
 };
