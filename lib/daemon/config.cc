@@ -417,11 +417,8 @@ constexpr EnvVar kVars[] = {
     {"STRATA_PROGRESS_SPIN_ROUNDS", "progress_spin_rounds"},
     {"STRATA_PULL_READ_AHEAD", "pull_read_ahead"},
     {"STRATA_PULL_ON_LOOKUP", "pull_on_lookup"},
-<<<<<<< HEAD
     {"STRATA_HOLDER_MEMORY_MS", "holder_memory_ms"},
-=======
     {"STRATA_VERIFY_LOADS", "verify_loads"},
->>>>>>> peers9
     {"STRATA_ANNOUNCE_INTERVAL_MS", "announce_interval_ms"},
     {"STRATA_KV_EVENTS", "kv_events"},
     {"STRATA_KV_EVENTS_REPLAY", "kv_events_replay"},

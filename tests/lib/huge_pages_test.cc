@@ -25,11 +25,8 @@
 #include "lib/client/huge_pages.h"
 #include "strata/client.h"
 #include "strata/key_chain.h"
-<<<<<<< HEAD
 #include "tests/lib/engine_kv_util.h"
-=======
 #include "tests/lib/client_test_util.h"
->>>>>>> peers9
 #include "tests/lib/paged_test_util.h"
 #include "tests/skip.h"
 
