@@ -30,10 +30,7 @@ uint64_t HugePageBytes() {
   return bytes;
 }
 
-HugePageAdvice AdviseHugePages(std::span<const MemoryRange> ranges, MadviseFn madvise_fn) {
-  if (madvise_fn == nullptr) madvise_fn = &::madvise;
-  HugePageAdvice out;
-  // [begin, end) as integers, merged where they overlap or touch.
+std::vector<std::pair<uint64_t, uint64_t>> MergeRanges(std::span<const MemoryRange> ranges) {
   std::vector<std::pair<uint64_t, uint64_t>> merged;
   for (const MemoryRange& r : ranges) {
     const auto b = reinterpret_cast<uint64_t>(r.begin);
@@ -49,6 +46,13 @@ HugePageAdvice AdviseHugePages(std::span<const MemoryRange> ranges, MadviseFn ma
       merged[n++] = merged[i];
   }
   merged.resize(n);
+  return merged;
+}
+
+HugePageAdvice AdviseHugePages(std::span<const MemoryRange> ranges, MadviseFn madvise_fn) {
+  if (madvise_fn == nullptr) madvise_fn = &::madvise;
+  HugePageAdvice out;
+  const std::vector<std::pair<uint64_t, uint64_t>> merged = MergeRanges(ranges);
   const uint64_t huge = HugePageBytes();
   for (const auto& [b, e] : merged) {
     const uint64_t begin = (b + huge - 1) & ~(huge - 1), end = e & ~(huge - 1);

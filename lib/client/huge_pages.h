@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace strata {
@@ -21,6 +22,10 @@ struct MemoryRange {
   std::byte* begin = nullptr;
   uint64_t bytes = 0;
 };
+
+// The ranges as [begin, end) integers, sorted, merged where they overlap or touch; empty and
+// wrapping ranges dropped. One tensor holding every layer comes back as one range.
+std::vector<std::pair<uint64_t, uint64_t>> MergeRanges(std::span<const MemoryRange> ranges);
 
 // What the kernel took of the advice. The errno is the first refusal (0: none).
 struct HugePageAdvice {

@@ -112,21 +112,7 @@ bool KvMemfd::Covers(const std::byte* begin, uint64_t bytes) const {
 
 Result<KvMemfd> MoveOntoMemfd(std::span<const MemoryRange> ranges) {
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  std::vector<std::pair<uint64_t, uint64_t>> merged;
-  for (const MemoryRange& r : ranges) {
-    const auto b = reinterpret_cast<uint64_t>(r.begin);
-    if (r.begin == nullptr || r.bytes == 0 || b + r.bytes < b) continue;
-    merged.emplace_back(b, b + r.bytes);
-  }
-  std::sort(merged.begin(), merged.end());
-  size_t n = 0;
-  for (size_t i = 0; i < merged.size(); ++i) {
-    if (n > 0 && merged[i].first <= merged[n - 1].second)
-      merged[n - 1].second = std::max(merged[n - 1].second, merged[i].second);
-    else
-      merged[n++] = merged[i];
-  }
-  merged.resize(n);
+  const std::vector<std::pair<uint64_t, uint64_t>> merged = MergeRanges(ranges);
   KvMemfd out;
   const std::vector<Vma> vmas = ReadVmas();
   for (const auto& [b, e] : merged) {
