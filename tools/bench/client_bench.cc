@@ -74,6 +74,21 @@ struct Timed {
   double seconds;
 };
 
+// One untimed pass of `pass` (warms caches and page tables), then passes timed until `seconds`
+// have gone by: the memcpy baselines' loop.
+template <typename Pass>
+Timed TimePasses(Pass&& pass, double bytes_per_pass, double seconds) {
+  pass();
+  double bytes = 0, timed = 0;
+  while (timed < seconds) {
+    const auto start = Clock::now();
+    pass();
+    timed += std::chrono::duration<double>(Clock::now() - start).count();
+    bytes += bytes_per_pass;
+  }
+  return {bytes, timed};
+}
+
 // Runs `body(process)` in `n` forked processes after a common start, returns payload bytes moved
 // by all of them divided by the slowest one's wall time. Each body returns its byte count, or -1;
 // or a Timed, whose seconds are used instead of the body's wall time.
@@ -255,15 +270,7 @@ Timed MemcpyStoreRun(const Case& c, int process, double seconds, int helpers = 0
     });
     DoNotOptimize(pool[0][0]);
   };
-  pass();
-  double bytes = 0, timed = 0;
-  while (timed < seconds) {
-    const auto start = Clock::now();
-    pass();
-    timed += std::chrono::duration<double>(Clock::now() - start).count();
-    bytes += double(c.blocks) * c.block_bytes;
-  }
-  return {bytes, timed};
+  return TimePasses(pass, double(c.blocks) * c.block_bytes, seconds);
 }
 
 // Loads alone: the blocks are stored and loaded once untimed (the client maps their slabs and
@@ -315,15 +322,7 @@ Timed MemcpyLoadRun(const Case& c, int process, double seconds, bool stream = fa
     }
     DoNotOptimize(out[0][0]);
   };
-  pass();
-  double bytes = 0, timed = 0;
-  while (timed < seconds) {
-    const auto start = Clock::now();
-    pass();
-    timed += std::chrono::duration<double>(Clock::now() - start).count();
-    bytes += double(c.blocks) * c.block_bytes;
-  }
-  return {bytes, timed};
+  return TimePasses(pass, double(c.blocks) * c.block_bytes, seconds);
 }
 
 double MemcpyRun(const Case& c, int process, double seconds) {
