@@ -25,7 +25,7 @@ SlabAllocator::SlabAllocator(uint64_t slab_bytes, uint32_t num_slabs, uint16_t t
   }
   if (num_classes_ < kMaxClasses && class_bytes_[num_classes_ - 1] != slab_bytes_)
     class_bytes_[num_classes_++] = slab_bytes_;
-  classes_.reset(new ClassState[size_t{num_classes_} * tenants_]);
+  classes_.reset(new ClassState[static_cast<size_t>(num_classes_) * tenants_]);
   free_slabs_.reserve(num_slabs);
   for (uint32_t i = num_slabs; i-- > 0;) free_slabs_.push_back(i);
 }

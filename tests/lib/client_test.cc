@@ -617,7 +617,10 @@ TEST_CASE("strata serve: cross-memory and staging stores round-trip and a bad ad
   std::thread writer([&] {
     uint8_t v = 0;
     while (!stop.load())
-      for (auto& b : q.blocks) std::memset(b.data() + (v++ % 64) * 4096, v, 4096);
+      for (auto& b : q.blocks) {
+        const uint8_t page = v++ % 64;
+        std::memset(b.data() + page * 4096, v, 4096);
+      }
   });
   for (int round = 0; round < 5; ++round) {
     REQUIRE(*c.Store(big, q.keys, q.in).Wait() == 16);
@@ -695,7 +698,7 @@ TEST_CASE("strata serve: a client whose call timed out resynchronises and later 
   std::this_thread::sleep_for(std::chrono::seconds(1));
   bool answered = false;
   for (int attempt = 0; attempt < 200 && !answered; ++attempt) {
-    auto look = ch->Call(ipc::LookupRequest{keys});
+    auto look = ch->Call(ipc::LookupRequest{.keys = keys});
     if (look.status().IsTimedOut()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
       continue;

@@ -22,8 +22,8 @@ TEST_CASE("Every request type round-trips", "[lib]") {
   const NamespaceId ns{0xAB, 0xCD};
   std::vector<Request> requests = {
       {1, Hello{kIpcProtocolVersion, "engine-1", 1 << 28}},
-      {2, LookupRequest{SomeKeys(5)}},
-      {3, StoreBeginRequest{ns, SomeKeys(3)}},
+      {2, LookupRequest{.keys = SomeKeys(5)}},
+      {3, StoreBeginRequest{.ns = ns, .keys = SomeKeys(3)}},
       {4, StoreCommitRequest{ns, Codec::kShuffleLz4, SomeKeys(2), {BlockKey{}, BlockKey{5, 6}},
                              {0, 8192}, {4000, 8192}}},
       {5, StoreCommitRequest{ns, Codec::kNone, {}, {}, {}, {}}},

@@ -127,7 +127,11 @@ void SetMembers(std::map<std::string, DirNode*>& nodes) {
   std::vector<Member> members;
   std::vector<std::string> ids;
   for (auto& [id, n] : nodes) {
-    members.push_back(Member{id, n->transport->worker_address(), "localhost"});
+    Member m;
+    m.id = id;
+    m.address = n->transport->worker_address();
+    m.host = "localhost";
+    members.push_back(m);
     ids.push_back(id);
   }
   for (auto& [id, n] : nodes) n->peers->SetMembers(members);

@@ -28,7 +28,11 @@ using testing::WaitFor;
 Member M(std::string id) {
   std::vector<std::byte> addr;
   for (char c : id + "-worker-address") addr.push_back(static_cast<std::byte>(c));
-  return Member{id, addr, "host-" + id};
+  Member m;
+  m.id = id;
+  m.address = addr;
+  m.host = "host-" + id;
+  return m;
 }
 
 std::vector<std::string> Ids(const std::vector<Member>& ms) {

@@ -98,7 +98,9 @@ struct LocalNode {
     mo.endpoint = etcd;
     mo.prefix = "/strata-process-test/members/";
     mo.lease_ttl = kTtl;
-    mo.self = Member{id, n->transport->worker_address(), "localhost"};
+    mo.self.id = id;
+    mo.self.address = n->transport->worker_address();
+    mo.self.host = "localhost";
     auto m = EtcdMembership::Open(mo);
     if (!m.ok()) return nullptr;
     n->membership = std::move(*m);
