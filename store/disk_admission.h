@@ -18,6 +18,10 @@ namespace strata::store {
 
 class DiskAdmission {
  public:
+  // The largest useful min_frequency: the sketch's counts saturate at 15 (FrequencySketch), so a
+  // larger one would admit shared prefixes only.
+  static constexpr uint32_t kMaxMinFrequency = 15;
+
   // Sized for about `expected_keys` distinct keys (FrequencySketch). min_frequency 0 or 1 admits
   // every victim.
   DiskAdmission(uint64_t expected_keys, uint32_t min_frequency)

@@ -17,6 +17,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "store/disk_admission.h"
 #include "store/disk_compression.h"
 #include "store/eviction_policy.h"
 
@@ -258,6 +259,15 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
     c->node.disk_compression = value;
   } else if (key == "write_through") {
     STRATA_ASSIGN_OR_RETURN(c->node.write_through, ParseBool(key, value));
+  } else if (key == "disk_admission_min_frequency") {
+    STRATA_ASSIGN_OR_RETURN(uint32_t n, ParseU32(key, value));
+    if (n > store::DiskAdmission::kMaxMinFrequency)
+      return Status::InvalidArgument(
+          key + ": '" + value + "' is above " +
+          std::to_string(store::DiskAdmission::kMaxMinFrequency) +
+          ", the most the frequency sketch counts (0 or 1 admits every victim, 2 refuses keys "
+          "seen once)");
+    c->node.disk_admission_min_frequency = n;
   } else if (key == "eviction_policy") {
     if (auto kind = store::ParsePolicyKind(value); !kind.ok())
       return kind.status().WithContext("eviction_policy");
@@ -396,6 +406,7 @@ constexpr EnvVar kVars[] = {
     {"STRATA_DISK", "disk"},
     {"STRATA_DISK_COMPRESSION", "disk_compression"},
     {"STRATA_WRITE_THROUGH", "write_through"},
+    {"STRATA_DISK_ADMISSION_MIN_FREQUENCY", "disk_admission_min_frequency"},
     {"STRATA_EVICTION_POLICY", "eviction_policy"},
     {"STRATA_PIN_MS", "pin_ms"},
     {"STRATA_RECOMPUTE_TOKENS_PER_SECOND", "recompute_tokens_per_second"},

@@ -140,6 +140,8 @@ std::string InspectNode(store::TieredStore* store, Cluster* cluster, const NodeF
                    {"disk_compression", o.data_dir.empty() ? json(nullptr)
                                                            : json(o.disk_compression)},
                    {"write_through", o.write_through},
+                   {"disk_admission_min_frequency",
+                    o.data_dir.empty() ? json(nullptr) : json(o.disk_admission_min_frequency)},
                    {"eviction_policy", o.eviction_policy},
                    {"default_pin_ms", o.default_pin_ms},
                    {"membership", o.cluster.membership.empty() ? json(nullptr)

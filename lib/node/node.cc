@@ -843,6 +843,7 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
   so.host.pool.policy.kind = *policy;
   so.write_policy =
       options.write_through ? store::WritePolicy::kWriteThrough : store::WritePolicy::kWriteBack;
+  so.disk_admission_min_frequency = options.disk_admission_min_frequency;
   if (!options.data_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(options.data_dir, ec);

@@ -126,6 +126,11 @@ struct NodeOptions {
   // true: blocks are also written to disk when stored (write-through); false: written when
   // demoted from host (write-back). Default: false.
   bool write_through = false;
+  // Write-back admission to the disk tier (store/disk_admission.h): a host victim is written to
+  // disk only when the frequency sketch has seen its key this many times, or it is a shared
+  // prefix. 0 or 1: every victim (the most hits); 2: no one-hit wonders on the SSD (fewer
+  // writes, fewer hits: docs/store.md "Hierarchy"). At most 15. Default: 0.
+  uint32_t disk_admission_min_frequency = 0;
   // Bytes of GPU memory for the device tier (docs/store.md "The device tier in the node"): a
   // cache of the blocks clients loaded, copied from host in batches, that serves them back to
   // host when host has dropped them. 0: no device tier. CUDA builds only; Node::Open fails when

@@ -336,6 +336,43 @@ TEST_CASE("Disk compression is set by YAML disk_compression, STRATA_DISK_COMPRES
   CHECK(c.node.disk_compression == "zstd");  // refused values change nothing
 }
 
+TEST_CASE("Disk admission is set by YAML disk_admission_min_frequency, "
+          "STRATA_DISK_ADMISSION_MIN_FREQUENCY or --disk-admission-min-frequency and refuses "
+          "values the sketch cannot count",
+          "[lib]") {
+  ServeConfig c;
+  CHECK(c.node.disk_admission_min_frequency == 0);  // every victim by default
+  std::string path = WriteTemp("disk_admission_min_frequency: 2\n");
+  REQUIRE(ApplyConfigFile(path, &c).ok());
+  std::remove(path.c_str());
+  CHECK(c.node.disk_admission_min_frequency == 2);
+  ConfigWarnings w;
+  REQUIRE(ApplyEnvironment({{"STRATA_DISK_ADMISSION_MIN_FREQUENCY", "3"}}, &c, &w).ok());
+  CHECK(w.empty());  // a known variable
+  CHECK(c.node.disk_admission_min_frequency == 3);
+  REQUIRE(ApplySetting("disk_admission_min_frequency", "15", "flag --disk-admission-min-frequency",
+                       &c)
+              .ok());
+  CHECK(c.node.disk_admission_min_frequency == 15);
+  for (const char* bad : {"16", "-1", "two", "", "2.5", "4294967296"}) {
+    Status st = ApplySetting("disk_admission_min_frequency", bad,
+                             "environment STRATA_DISK_ADMISSION_MIN_FREQUENCY", &c);
+    INFO(st.ToString());
+    CHECK(st.IsInvalidArgument());
+    CHECK(st.ToString().find("environment STRATA_DISK_ADMISSION_MIN_FREQUENCY") !=
+          std::string::npos);
+    CHECK(st.ToString().find("disk_admission_min_frequency") != std::string::npos);
+  }
+  CHECK(ApplySetting("disk_admission_min_frequency", "16", "env", &c).ToString().find("15") !=
+        std::string::npos);  // says the bound
+  CHECK(c.node.disk_admission_min_frequency == 15);  // refused values change nothing
+  path = WriteTemp("disk_admission_min_frequency: 99\n");
+  Status st = ApplyConfigFile(path, &c);
+  std::remove(path.c_str());
+  CHECK(st.IsInvalidArgument());
+  CHECK(st.ToString().find(path) != std::string::npos);
+}
+
 TEST_CASE("Bad config names the key and the file", "[lib]") {
   ServeConfig c;
   for (const char* bad : {"host_pool: lots\n", "colour: blue\n", "write_through: maybe\n",

@@ -211,6 +211,39 @@ TEST_CASE("strata serve: a write-through store that the disk refuses leaves noth
 }
 
 
+// --disk-admission-min-frequency reaches the store: a 16 MiB host pool (256 blocks) given 512
+// blocks each stored once evicts at least 256; with the default (0) every victim is admitted,
+// with 2 the victims seen once that no longer have cached children are refused and counted
+// (admission is decided at eviction; the writes themselves are asynchronous, so not counted here).
+TEST_CASE("strata serve --disk-admission-min-frequency 2 refuses victims seen once; the default "
+          "admits every victim",
+          "[lib][integration]") {
+  const std::string dir = ScratchDir("admission");
+  Namespace ns = TestNamespace();
+  std::vector<Prompt> prompts;
+  for (uint32_t i = 0; i < 8; ++i) prompts.emplace_back(ns, 64, 60 + i, kBlockBytes);
+  auto run = [&](std::vector<std::string> flags) {
+    std::filesystem::remove_all(dir + "/data");
+    Serve serve(dir, std::move(flags), "64MiB", "16MiB");
+    auto c = serve.Connect();
+    for (const Prompt& p : prompts) REQUIRE(c->Store(ns, p.keys, p.in).Wait().ok());
+    nlohmann::json s = Stats(*c);
+    c.reset();
+    REQUIRE(serve.Stop() == 0);
+    return s;
+  };
+  nlohmann::json every = run({});
+  INFO(every.dump());
+  REQUIRE(every["host"]["evictions"].get<uint64_t>() >= 256);
+  CHECK(every["demotions_rejected"] == 0);  // every victim admitted (written or staged)
+  nlohmann::json twice = run({"--disk-admission-min-frequency", "2"});
+  INFO(twice.dump());
+  REQUIRE(twice["host"]["evictions"].get<uint64_t>() >= 256);
+  CHECK(twice["demotions_rejected"].get<uint64_t>() > 0);
+  std::filesystem::remove_all(dir);
+}
+
+
 // Realistic KV bytes (kernels' synthesizer, bf16, the shape of TestNamespace) as a prompt's blocks.
 void UseKvBytes(Prompt* p, uint64_t seed) {
   kernels::BlockShape shape{2, 2, kBlockBytes / 512, 2, 32, kernels::KvDtype::kBFloat16};

@@ -48,6 +48,10 @@ constexpr SettingFlag kSettingFlags[] = {
     {"--disk-compression", "disk_compression",
      "Compress disk tier payloads: none (default), lz4, zstd or zstd:LEVEL "
      "[STRATA_DISK_COMPRESSION]"},
+    {"--disk-admission-min-frequency", "disk_admission_min_frequency",
+     "Write a host victim to disk only when its key was seen this often: 0 (default) every victim, "
+     "2 no one-hit wonders (fewer SSD writes, fewer hits), at most 15 "
+     "[STRATA_DISK_ADMISSION_MIN_FREQUENCY]"},
     {"--eviction-policy", "eviction_policy",
      "learned (default), prefix, lru, arc, s3fifo, wtinylfu or gdsf [STRATA_EVICTION_POLICY]"},
     {"--recompute-tps", "recompute_tokens_per_second",
