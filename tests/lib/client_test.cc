@@ -698,7 +698,7 @@ TEST_CASE("strata serve: a client whose call timed out resynchronises and later 
   std::this_thread::sleep_for(std::chrono::seconds(1));
   bool answered = false;
   for (int attempt = 0; attempt < 200 && !answered; ++attempt) {
-    auto look = ch->Call(ipc::LookupRequest{.keys = keys});
+    auto look = ch->Call(ipc::LookupRequest{.keys = keys, .ns = std::nullopt});
     if (look.status().IsTimedOut()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
       continue;

@@ -34,8 +34,8 @@ int main(int argc, char** argv) {
   const std::vector<BlockKey> keys = {{1, 2}, {3, 4}, {5, 6}};
   const std::vector<Request> requests = {
       {1, Hello{kIpcProtocolVersion, "seed"}},
-      {2, LookupRequest{keys}},
-      {3, StoreBeginRequest{NamespaceId{7, 8}, keys}},
+      {2, LookupRequest{.keys = keys, .ns = std::nullopt}},
+      {3, StoreBeginRequest{.ns = NamespaceId{7, 8}, .keys = keys, .sizes = {}}},
       {4, StoreCommitRequest{NamespaceId{7, 8}, Codec::kShuffleZstd, keys, keys, {0, 64, 128},
                              {64, 64, 64}}},
       {5, LoadRequest{NamespaceId{7, 8}, keys, 1000}},

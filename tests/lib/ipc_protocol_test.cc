@@ -22,8 +22,8 @@ TEST_CASE("Every request type round-trips", "[lib]") {
   const NamespaceId ns{0xAB, 0xCD};
   std::vector<Request> requests = {
       {1, Hello{kIpcProtocolVersion, "engine-1", 1 << 28}},
-      {2, LookupRequest{.keys = SomeKeys(5)}},
-      {3, StoreBeginRequest{.ns = ns, .keys = SomeKeys(3)}},
+      {2, LookupRequest{.keys = SomeKeys(5), .ns = std::nullopt}},
+      {3, StoreBeginRequest{.ns = ns, .keys = SomeKeys(3), .sizes = {}}},
       {4, StoreCommitRequest{ns, Codec::kShuffleLz4, SomeKeys(2), {BlockKey{}, BlockKey{5, 6}},
                              {0, 8192}, {4000, 8192}}},
       {5, StoreCommitRequest{ns, Codec::kNone, {}, {}, {}, {}}},
@@ -110,7 +110,7 @@ TEST_CASE("Malformed requests are rejected with a clear status", "[lib]") {
   expect_bad("\xff\xff\xff", "not a Request");
   expect_bad("", "no body");
   // Keys that are not a multiple of 16 bytes.
-  std::string enc = EncodeRequest({1, LookupRequest{SomeKeys(2)}});
+  std::string enc = EncodeRequest({1, LookupRequest{.keys = SomeKeys(2), .ns = std::nullopt}});
   std::string truncated_keys = enc;
   {
     // Build by hand: a LookupRequest whose keys field is 17 bytes.
