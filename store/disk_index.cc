@@ -23,8 +23,6 @@ Status FromRocks(const rocksdb::Status& s, const char* what) {
 
 rocksdb::Options IndexOptions() {
   rocksdb::Options opts;
-  // The index names every tenant's keys: its files 0600, not RocksDB's default 0644.
-  (void)opts.env->SetAllowNonOwnerAccess(false);
   opts.create_if_missing = true;
   opts.compression = rocksdb::kNoCompression;
   opts.max_background_jobs = 2;
