@@ -43,11 +43,12 @@ bool Aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kAlign == 
 
 Result<std::unique_ptr<PayloadFile>> PayloadFile::Open(const std::string& path, bool direct_io) {
   const int flags = O_RDWR | O_CREAT | O_CLOEXEC | (direct_io ? O_DIRECT : 0);
-  const int fd = ::open(path.c_str(), flags, 0644);
+  // Every tenant's KV: readable by the daemon's user only (an older version's 0644 file too).
+  const int fd = ::open(path.c_str(), flags, 0600);
   if (fd < 0) return Status::IOError(Errno("open " + path));
   struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    Status err = Status::IOError(Errno("fstat " + path));
+  if (fstat(fd, &st) != 0 || ((st.st_mode & 077) != 0 && ::fchmod(fd, st.st_mode & 0700) != 0)) {
+    Status err = Status::IOError(Errno("fstat or fchmod 0600 " + path));
     ::close(fd);
     return err;
   }

@@ -1282,77 +1282,35 @@ class ClientImpl final : public Client {
       return StorePagedCrossMemory(c, keys, ids, engine);
     const uint32_t heads = c.heads();
     const uint64_t shard_bytes = c.shard.bytes();
-    std::vector<BlockKey> shard_keys = c.ShardKeys(keys);
-    const auto shard_engine = ShardEngineInfo(c.ns, engine, heads, c.head_begin);
     uint64_t max_bytes = shard_bytes;
     if (codec != Codec::kNone) {
       STRATA_ASSIGN_OR_RETURN(kernels::BlockCodec * k, ThreadCodec(codec, c.shard));
       max_bytes = k->max_encoded_bytes();
     }
-    STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> exists,
-                            Exists(c.ns.id(), shard_keys, max_bytes));
-    auto add_engine = [&](ipc::StoreCommitRequest* commit, size_t s) {
-      if (!shard_engine.empty()) commit->engine_blocks.push_back(*shard_engine[s]);
-    };
-    // Rounds of blocks. Codec none: a round's shards are gathered straight into staging (a shard
-    // cached already lands in a throwaway buffer). Other codecs: each block's shards are gathered
-    // into this thread's scratch and the missing ones encoded into staging. Round k's commit
-    // runs while round k+1 is written.
-    const uint64_t per_block = uint64_t{heads} * Aligned(max_bytes);
-    if (per_block > staging_.bytes() / 2)
-      return Status::NoSpace("StorePaged: one block needs " + std::to_string(per_block) +
-                             " bytes of staging memory, the client has " +
-                             std::to_string(staging_.bytes()) + " (ClientOptions::staging_bytes)");
-    const uint64_t round_blocks = std::max<uint64_t>(1, RoundLimit() / per_block);
-    thread_local std::vector<std::byte> scratch, discard;
-    if (codec != Codec::kNone && scratch.size() < uint64_t{heads} * shard_bytes)
-      scratch.resize(uint64_t{heads} * shard_bytes);
-    if (discard.size() < shard_bytes) discard.resize(shard_bytes);
-    CommitPipeline pipeline(channel_.get());
-    std::vector<std::span<std::byte>> dst;
-    for (size_t first = 0; first < keys.size(); first += round_blocks) {
-      const size_t last = std::min<size_t>(keys.size(), first + round_blocks);
-      size_t missing = 0;
-      for (size_t s = first * heads; s < last * heads; ++s) missing += !exists[s];
-      if (missing == 0) continue;
-      const uint64_t bytes = missing * Aligned(max_bytes);
-      // An oversized round holds staging alone: never two such leases per call (no deadlock).
-      if (bytes > RoundLimit()) STRATA_RETURN_IF_ERROR(pipeline.Drain());
-      STRATA_ASSIGN_OR_RETURN(uint64_t base, staging_.Acquire(bytes));
-      StagingLease lease(&staging_, base, bytes);
-      std::byte* staging = channel_->staging_base();
-      ipc::StoreCommitRequest commit{c.ns.id(), codec, {}, {}, {}, {}};
-      commit.spec = DescribeOnce(c.ns);
-      uint64_t at = base;
-      auto parent_of = [&](size_t s) { return s >= heads ? shard_keys[s - heads] : BlockKey{}; };
-      if (codec == Codec::kNone) {
-        dst.clear();
-        for (size_t s = first * heads; s < last * heads; ++s) {
-          if (exists[s]) {
-            dst.emplace_back(discard.data(), shard_bytes);
-            continue;
-          }
-          dst.emplace_back(staging + at, shard_bytes);
-          AddToCommit(&commit, shard_keys[s], parent_of(s), at, shard_bytes);
-          add_engine(&commit, s);
-          at += Aligned(max_bytes);
-        }
-        // Split over the copy threads by ranges of blocks: the head-shard gather (rows of one
-        // head, a few hundred bytes each) is the slower half of the store's pipeline.
+    // Codec none: a round's shards are gathered straight into staging, split over the copy
+    // threads by ranges of blocks (the head-shard gather, rows of one head, a few hundred bytes
+    // each, is the slower half of the store's pipeline); a shard cached already lands in a
+    // throwaway buffer. Other codecs: each block's shards are gathered into this thread's scratch
+    // and the missing ones encoded into staging.
+    if (codec == Codec::kNone) {
+      auto gather_round = [&](size_t first, size_t last, std::span<std::byte* const> dst,
+                              std::span<uint64_t> lengths) -> Status {
         std::mutex error_mu;
         Status gather_error;
-        const std::byte* const discard_at = discard.data();  // thread_local: this thread's
         copy_threads_.ParallelFor(
             last - first, std::max<uint64_t>(1, kParallelCopyMin / (uint64_t{heads} * shard_bytes)),
             [&](size_t b, size_t e) {
-              std::vector<std::span<std::byte>> d(dst.begin() + b * heads,
-                                                  dst.begin() + e * heads);
               std::vector<std::byte> own_discard;  // cached shards: one throwaway per range
-              for (auto& span : d)
-                if (span.data() == discard_at) {
-                  if (own_discard.empty()) own_discard.resize(shard_bytes);
-                  span = {own_discard.data(), shard_bytes};
+              std::vector<std::span<std::byte>> d;
+              d.reserve((e - b) * heads);
+              for (size_t j = b * heads; j < e * heads; ++j) {
+                if (dst[j] != nullptr) {
+                  d.emplace_back(dst[j], shard_bytes);
+                  continue;
                 }
+                if (own_discard.empty()) own_discard.resize(shard_bytes);
+                d.emplace_back(own_discard.data(), shard_bytes);
+              }
               Status st = FromKernel(
                   kernels::GatherHeadShardsCpu(
                       c.paged, c.const_layers,
@@ -1364,27 +1322,92 @@ class ClientImpl final : public Client {
                 if (gather_error.ok()) gather_error = st;
               }
             });
-        STRATA_RETURN_IF_ERROR(gather_error);
-      } else {
-        dst.resize(heads);
-        for (uint32_t h = 0; h < heads; ++h)
-          dst[h] = {scratch.data() + uint64_t{h} * shard_bytes, shard_bytes};
-        for (size_t i = first; i < last; ++i) {
-          STRATA_RETURN_IF_ERROR(FromKernel(
-              kernels::GatherHeadShardsCpu(c.paged, c.const_layers,
-                                           std::span<const int32_t>(ids).subspan(i, 1), dst, 0,
-                                           c.paged.num_layers),
-              "StorePaged"));
-          for (uint32_t h = 0; h < heads; ++h) {
-            const size_t s = i * heads + h;
-            if (exists[s]) continue;
-            STRATA_ASSIGN_OR_RETURN(uint64_t n,
-                                    Encode(codec, c.shard, dst[h].data(), staging + at, max_bytes));
-            AddToCommit(&commit, shard_keys[s], parent_of(s), at, n);
-            add_engine(&commit, s);
-            at += Aligned(max_bytes);
-          }
+        std::fill(lengths.begin(), lengths.end(), shard_bytes);
+        return gather_error;
+      };
+      return StorePagedRounds(c, keys, engine, max_bytes, gather_round);
+    }
+    thread_local std::vector<std::byte> scratch;
+    if (scratch.size() < uint64_t{heads} * shard_bytes) scratch.resize(uint64_t{heads} * shard_bytes);
+    auto encode_round = [&](size_t first, size_t last, std::span<std::byte* const> dst,
+                            std::span<uint64_t> lengths) -> Status {
+      std::vector<std::span<std::byte>> pieces(heads);
+      for (uint32_t h = 0; h < heads; ++h)
+        pieces[h] = {scratch.data() + uint64_t{h} * shard_bytes, shard_bytes};
+      for (size_t i = first; i < last; ++i) {
+        STRATA_RETURN_IF_ERROR(FromKernel(
+            kernels::GatherHeadShardsCpu(c.paged, c.const_layers,
+                                         std::span<const int32_t>(ids).subspan(i, 1), pieces, 0,
+                                         c.paged.num_layers),
+            "StorePaged"));
+        for (uint32_t h = 0; h < heads; ++h) {
+          const size_t j = (i - first) * heads + h;
+          if (dst[j] == nullptr) continue;
+          STRATA_ASSIGN_OR_RETURN(lengths[j],
+                                  Encode(codec, c.shard, pieces[h].data(), dst[j], max_bytes));
         }
+      }
+      return Status::OK();
+    };
+    return StorePagedRounds(c, keys, engine, max_bytes, encode_round);
+  }
+
+  // The round loop of every staged paged store (host and device pages): rounds of blocks whose
+  // missing head shards fit one staging round, round k's commit running while round k+1 is
+  // written. `write_round(first, last, dst, lengths)` writes the head shards of blocks
+  // [first, last): dst[j] is where shard j of the round (block-major) goes in staging, null for
+  // one the daemon holds already; it sets lengths[j] to the bytes written there (<= max_bytes).
+  template <typename WriteRound>
+  Result<size_t> StorePagedRounds(const RegisteredCache& c, const std::vector<BlockKey>& keys,
+                                  const std::vector<EngineBlock>& engine, uint64_t max_bytes,
+                                  WriteRound& write_round) {
+    const Codec codec = c.ns.spec().codec;
+    const uint32_t heads = c.heads();
+    std::vector<BlockKey> shard_keys = c.ShardKeys(keys);
+    const auto shard_engine = ShardEngineInfo(c.ns, engine, heads, c.head_begin);
+    STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> exists,
+                            Exists(c.ns.id(), shard_keys, max_bytes));
+    const uint64_t per_block = uint64_t{heads} * Aligned(max_bytes);
+    if (per_block > staging_.bytes() / 2)
+      return Status::NoSpace("StorePaged: one block needs " + std::to_string(per_block) +
+                             " bytes of staging memory, the client has " +
+                             std::to_string(staging_.bytes()) + " (ClientOptions::staging_bytes)");
+    const uint64_t round_blocks = std::max<uint64_t>(1, RoundLimit() / per_block);
+    CommitPipeline pipeline(channel_.get());
+    std::vector<std::byte*> dst;
+    std::vector<uint64_t> lengths;
+    for (size_t first = 0; first < keys.size(); first += round_blocks) {
+      const size_t last = std::min<size_t>(keys.size(), first + round_blocks);
+      size_t missing = 0;
+      for (size_t s = first * heads; s < last * heads; ++s) missing += !exists[s];
+      if (missing == 0) continue;
+      const uint64_t bytes = missing * Aligned(max_bytes);
+      // An oversized round holds staging alone: never two such leases per call (no deadlock).
+      if (bytes > RoundLimit()) STRATA_RETURN_IF_ERROR(pipeline.Drain());
+      STRATA_ASSIGN_OR_RETURN(uint64_t base, staging_.Acquire(bytes));
+      StagingLease lease(&staging_, base, bytes);
+      std::byte* staging = channel_->staging_base();
+      const size_t n = (last - first) * heads;
+      dst.assign(n, nullptr);
+      lengths.assign(n, 0);
+      uint64_t at = base;
+      for (size_t j = 0; j < n; ++j) {
+        if (exists[first * heads + j]) continue;
+        dst[j] = staging + at;
+        at += Aligned(max_bytes);
+      }
+      STRATA_RETURN_IF_ERROR(write_round(first, last, std::span<std::byte* const>(dst),
+                                         std::span<uint64_t>(lengths)));
+      ipc::StoreCommitRequest commit{c.ns.id(), codec, {}, {}, {}, {}};
+      commit.spec = DescribeOnce(c.ns);
+      at = base;
+      for (size_t j = 0; j < n; ++j) {
+        const size_t s = first * heads + j;
+        if (exists[s]) continue;
+        AddToCommit(&commit, shard_keys[s], s >= heads ? shard_keys[s - heads] : BlockKey{}, at,
+                    lengths[j]);
+        if (!shard_engine.empty()) commit.engine_blocks.push_back(*shard_engine[s]);
+        at += Aligned(max_bytes);
       }
       STRATA_RETURN_IF_ERROR(pipeline.Submit(std::move(commit), std::move(lease)));
     }
@@ -1652,13 +1675,8 @@ class ClientImpl final : public Client {
                                     const std::vector<EngineBlock>& engine) {
     DeviceKvCache& dev = *c.device;
     const Codec codec = c.ns.spec().codec;
-    const uint32_t heads = c.heads(), layers = c.paged.num_layers;
+    const uint32_t layers = c.paged.num_layers;
     const uint64_t shard_bytes = c.shard.bytes();
-    std::vector<BlockKey> shard_keys = c.ShardKeys(keys);
-    const auto shard_engine = ShardEngineInfo(c.ns, engine, heads, c.head_begin);
-    auto add_engine = [&](ipc::StoreCommitRequest* commit, size_t s) {
-      if (!shard_engine.empty()) commit->engine_blocks.push_back(*shard_engine[s]);
-    };
     uint64_t max_bytes = shard_bytes;
     if (codec != Codec::kNone) {
       STRATA_ASSIGN_OR_RETURN(kernels::BlockCodec * k, ThreadCodec(codec, c.shard));
@@ -1667,69 +1685,33 @@ class ClientImpl final : public Client {
     const bool device_writes = codec == Codec::kNone || dev.device_codec();
     if (codec != Codec::kNone && dev.device_codec() && dev.encoded_bytes() > max_bytes)
       return Status::Internal("device codec payloads exceed the CPU codec's bound");
-    STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> exists,
-                            Exists(c.ns.id(), shard_keys, max_bytes));
-    const uint64_t per_block = uint64_t{heads} * Aligned(max_bytes);
-    if (per_block > staging_.bytes() / 2)
-      return Status::NoSpace("StorePaged: one block needs " + std::to_string(per_block) +
-                             " bytes of staging memory, the client has " +
-                             std::to_string(staging_.bytes()) + " (ClientOptions::staging_bytes)");
-    const uint64_t round_blocks = std::max<uint64_t>(1, RoundLimit() / per_block);
-    CommitPipeline pipeline(channel_.get());
-    std::vector<std::byte*> dst;
-    for (size_t first = 0; first < keys.size(); first += round_blocks) {
-      const size_t last = std::min<size_t>(keys.size(), first + round_blocks);
-      size_t missing = 0;
-      for (size_t s = first * heads; s < last * heads; ++s) missing += !exists[s];
-      if (missing == 0) continue;
-      const uint64_t bytes = missing * Aligned(max_bytes);
-      if (bytes > RoundLimit()) STRATA_RETURN_IF_ERROR(pipeline.Drain());
-      STRATA_ASSIGN_OR_RETURN(uint64_t base, staging_.Acquire(bytes));
-      StagingLease lease(&staging_, base, bytes);
-      std::byte* staging = channel_->staging_base();
-      ipc::StoreCommitRequest commit{c.ns.id(), codec, {}, {}, {}, {}};
-      commit.spec = DescribeOnce(c.ns);
-      uint64_t at = base;
-      auto parent_of = [&](size_t s) { return s >= heads ? shard_keys[s - heads] : BlockKey{}; };
+    std::vector<std::byte*> pieces;
+    auto write_round = [&](size_t first, size_t last, std::span<std::byte* const> dst,
+                           std::span<uint64_t> lengths) -> Status {
       const auto round_ids = std::span<const int32_t>(ids).subspan(first, last - first);
-      const size_t n = (last - first) * heads;
-      dst.assign(n, nullptr);
-      {
-        auto lock = dev.Lock();
-        if (device_writes) {
-          const uint64_t length = codec == Codec::kNone ? shard_bytes : dev.encoded_bytes();
-          for (size_t j = 0; j < n; ++j) {
-            const size_t s = first * heads + j;
-            if (exists[s]) continue;
-            dst[j] = staging + at;
-            AddToCommit(&commit, shard_keys[s], parent_of(s), at, length);
-            add_engine(&commit, s);
-            at += Aligned(max_bytes);
-          }
-          STRATA_RETURN_IF_ERROR(codec == Codec::kNone ? dev.Gather(round_ids, dst, 0, layers)
-                                                       : dev.GatherEncode(round_ids, dst));
-          STRATA_RETURN_IF_ERROR(dev.Sync());
-        } else {
-          STRATA_ASSIGN_OR_RETURN(std::byte * scratch, dev.HostScratch(n * shard_bytes));
-          for (size_t j = 0; j < n; ++j)
-            if (!exists[first * heads + j]) dst[j] = scratch + j * shard_bytes;
-          STRATA_RETURN_IF_ERROR(dev.Gather(round_ids, dst, 0, layers));
-          STRATA_RETURN_IF_ERROR(dev.Sync());
-          for (size_t j = 0; j < n; ++j) {
-            const size_t s = first * heads + j;
-            if (exists[s]) continue;
-            STRATA_ASSIGN_OR_RETURN(uint64_t len,
-                                    Encode(codec, c.shard, dst[j], staging + at, max_bytes));
-            AddToCommit(&commit, shard_keys[s], parent_of(s), at, len);
-            add_engine(&commit, s);
-            at += Aligned(max_bytes);
-          }
-        }
+      auto lock = dev.Lock();
+      if (device_writes) {
+        STRATA_RETURN_IF_ERROR(codec == Codec::kNone ? dev.Gather(round_ids, dst, 0, layers)
+                                                     : dev.GatherEncode(round_ids, dst));
+        STRATA_RETURN_IF_ERROR(dev.Sync());
+        std::fill(lengths.begin(), lengths.end(),
+                  codec == Codec::kNone ? shard_bytes : dev.encoded_bytes());
+        return Status::OK();
       }
-      STRATA_RETURN_IF_ERROR(pipeline.Submit(std::move(commit), std::move(lease)));
-    }
-    STRATA_RETURN_IF_ERROR(pipeline.Drain());
-    return pipeline.committed();
+      STRATA_ASSIGN_OR_RETURN(std::byte * scratch, dev.HostScratch(dst.size() * shard_bytes));
+      pieces.assign(dst.size(), nullptr);
+      for (size_t j = 0; j < dst.size(); ++j)
+        if (dst[j] != nullptr) pieces[j] = scratch + j * shard_bytes;
+      STRATA_RETURN_IF_ERROR(dev.Gather(round_ids, pieces, 0, layers));
+      STRATA_RETURN_IF_ERROR(dev.Sync());
+      for (size_t j = 0; j < dst.size(); ++j) {
+        if (dst[j] == nullptr) continue;
+        STRATA_ASSIGN_OR_RETURN(lengths[j],
+                                Encode(codec, c.shard, pieces[j], dst[j], max_bytes));
+      }
+      return Status::OK();
+    };
+    return StorePagedRounds(c, keys, engine, max_bytes, write_round);
   }
 
   // As DoLoadPaged for device pages. Every shard is verified by the CPU before any byte reaches

@@ -65,10 +65,13 @@ struct ShardOut {
 };
 
 // Reads the client's chunks (addresses `chunks`, each shape.chunk_bytes() long) in batches of one
-// process_vm_readv into a thread-local scratch that stays in L2; puts each shard's rows of a chunk
-// together in a thread-local piece (L1), hashes it there and writes it to `dst` with
-// non-temporal stores (no read for ownership of the pool's lines; fenced before returning), so
-// the checksum is of the very bytes written. Errors as CopyFromProcessWithChecksum.
+// process_vm_readv into a thread-local scratch that stays in L2, then gathers each shard out of
+// it. Where rows are whole 64-byte lines and the fused copy takes every `dst`
+// (GatherWithChecksum::Fits), in one pass: each row loaded once, streamed to `dst` with
+// non-temporal stores and hashed from the same registers. Otherwise each shard's rows of a chunk
+// are put together in a thread-local piece (L1), hashed there and streamed out from it. Either
+// way the stores are fenced before returning and the checksum is of the very bytes written.
+// Errors as CopyFromProcessWithChecksum.
 // REQUIRES: every shards[i].head < shape.heads.
 Status GatherFromProcess(const ClientProcess& p, std::span<const uint64_t> chunks,
                          const ChunkShape& shape, std::span<ShardOut> shards);

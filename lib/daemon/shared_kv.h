@@ -10,13 +10,22 @@
 // charged to the daemon). The client may write the memory at any time (it is the engine's cache):
 // what is stored is what the daemon copied and hashed, never the mapping itself.
 //
+// The mapping's page tables are filled after the ShareKv reply, by a thread of the share's own,
+// in steps of 64 MiB: filling them took about 1 s per GiB of 4 KiB pages on the development VM,
+// so a cache of tens of GiB populated inside the request outlasted the client's request timeout.
+// A store that comes first takes the page faults itself.
+//
 // Thread-safety: a SharedKvSet is changed only by its session's thread, which is also the only
 // thread that runs the session's stores (their copy threads read it while the session waits).
+// The populating thread only touches the mapping, and is stopped and joined before it is unmapped.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <thread>
 #include <vector>
 
 #include "ipc/ipc_protocol.h"
@@ -31,7 +40,8 @@ class SharedKv {
     uint64_t length = 0;
     uint64_t offset = 0;  // in the memfd
   };
-  // Maps `fd` (always closed, mapped or not) read-only and populated. InvalidArgument when the
+  // Maps `fd` (always closed, mapped or not) read-only, its page tables filled in the
+  // background (above). InvalidArgument when the
   // memfd lacks F_SEAL_SHRINK, F_SEAL_GROW or F_SEAL_SEAL, is not `request.bytes` long, is larger
   // than `max_bytes`, has unallocated pages, or a range is empty, outside the memfd, not
   // page-aligned, wraps around, or overlaps another in the client's address space.
@@ -50,9 +60,13 @@ class SharedKv {
   const std::byte* Find(uint64_t address, uint64_t length) const;
 
  private:
+  void Release();  // stops the populating thread, then unmaps
+
   const std::byte* base_ = nullptr;
   size_t size_ = 0;
   std::vector<Range> ranges_;  // sorted by client_address, disjoint
+  std::unique_ptr<std::atomic<bool>> stop_;  // on the heap: the thread keeps it across moves
+  std::thread populate_;
 };
 
 // The shares of one session, by id.

@@ -1,6 +1,7 @@
 // LocalNode: the Node over the local tier hierarchy (store::TieredStore).
 #include "node/node.h"
 
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -8,6 +9,8 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <condition_variable>
 #include <filesystem>
@@ -833,6 +836,37 @@ Status DevicePoolAvailable(uint32_t device) {
 #endif
 }
 
+namespace {
+
+// The data directory holds every tenant's KV bytes: created 0700, and an existing one that
+// others could read (made by an earlier version, or by hand) is made 0700, logged. Files in it
+// are created 0600 by their writers (PayloadFile, the RocksDB index, the namespace registry).
+Status MakeDataDirPrivate(const std::string& dir) {
+  auto octal = [](mode_t m) {
+    char b[8];
+    std::snprintf(b, sizeof b, "0%o", static_cast<unsigned>(m & 0777));
+    return std::string(b);
+  };
+  std::error_code ec;
+  const bool existed = std::filesystem::exists(dir, ec);
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::IOError("cannot create data_dir '" + dir + "': " + ec.message());
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0)
+    return Status::IOError("data_dir '" + dir + "': " + std::strerror(errno));
+  if ((st.st_mode & 077) == 0) return Status::OK();
+  if (::chmod(dir.c_str(), st.st_mode & 0700) != 0)
+    return Status::PermissionDenied("data_dir '" + dir + "' is open to other users (mode " +
+                                    octal(st.st_mode) + ") and cannot be made 0700: " +
+                                    std::strerror(errno));
+  if (existed)
+    std::cerr << "strata: data_dir '" << dir << "' was mode " << octal(st.st_mode)
+              << ", made 0700 (it holds every tenant's KV)" << std::endl;
+  return Status::OK();
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
   store::TieredStoreOptions so;
   so.host.capacity_bytes =
@@ -845,10 +879,7 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
       options.write_through ? store::WritePolicy::kWriteThrough : store::WritePolicy::kWriteBack;
   so.disk_admission_min_frequency = options.disk_admission_min_frequency;
   if (!options.data_dir.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(options.data_dir, ec);
-    if (ec)
-      return Status::IOError("cannot create data_dir '" + options.data_dir + "': " + ec.message());
+    STRATA_RETURN_IF_ERROR(MakeDataDirPrivate(options.data_dir));
     store::DiskTierOptions disk;
     disk.path = options.data_dir;
     disk.capacity_bytes =

@@ -353,14 +353,17 @@ PYBIND11_MODULE(_native, m) {
           py::arg("socket") = "", "Connect to a `strata serve` daemon.")
       .def_static(
           "embedded",
-          [](uint64_t host_pool_bytes, const std::string& data_dir) {
+          [](uint64_t host_pool_bytes, const std::string& data_dir, bool verify_loads) {
             strata::EmbeddedOptions o;
             o.host_pool_bytes = host_pool_bytes;
             o.data_dir = data_dir;
+            o.verify_loads = verify_loads;
             return Unwrap(strata::Client::Embedded(o));
           },
           py::arg("host_pool_bytes") = 256ull << 20, py::arg("data_dir") = "",
-          "An in-process cache (no daemon).")
+          py::arg("verify_loads") = false,
+          "An in-process cache (no daemon). verify_loads: loads hash every block against its "
+          "checksum (EmbeddedOptions::verify_loads; STRATA_VERIFY_LOADS overrides it).")
       .def(
           "lookup",
           [](strata::Client& c, const std::vector<py::bytes>& keys) {

@@ -4,6 +4,7 @@
 // the disk refuses leaves nothing visible. And `--disk-compression`: blocks written back
 // compressed, a directory read under another setting, damaged compressed records dropped.
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -243,6 +244,37 @@ TEST_CASE("strata serve --disk-admission-min-frequency 2 refuses victims seen on
   std::filesystem::remove_all(dir);
 }
 
+// Regression (issue 14, "Data directory 0700, files 0600"): the data directory was created with
+// the umask's 0755 and its payload file and RocksDB files 0644, so any local user could read
+// every tenant's stored KV from disk. An older version's 0755 directory is made private, logged.
+TEST_CASE("strata serve: the data directory is 0700 and every file in it 0600",
+          "[lib][integration]") {
+  const std::string dir = ScratchDir("modes");
+  const std::string data = dir + "/data";
+  REQUIRE(std::filesystem::create_directories(data));
+  std::filesystem::permissions(data, std::filesystem::perms(0755));
+  Namespace ns = TestNamespace();
+  Prompt p(ns, 8, 48, kBlockBytes);
+  {
+    Serve serve(dir);
+    REQUIRE(*serve.Connect()->Store(ns, p.keys, p.in).Wait() == 8);
+    REQUIRE(serve.Stop() == 0);  // write-back: the clean shutdown writes them and the index
+    CHECK(serve.Log().find("was mode 0755, made 0700") != std::string::npos);
+  }
+  struct stat st {};
+  REQUIRE(::stat(data.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+  size_t files = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(data)) {
+    if (!e.is_regular_file()) continue;
+    REQUIRE(::stat(e.path().c_str(), &st) == 0);
+    INFO(e.path().string());
+    CHECK((st.st_mode & 077) == 0);
+    ++files;
+  }
+  CHECK(files >= 3);  // blocks.data, the index's MANIFEST, CURRENT, tables or log
+  std::filesystem::remove_all(dir);
+}
 
 // Realistic KV bytes (kernels' synthesizer, bf16, the shape of TestNamespace) as a prompt's blocks.
 void UseKvBytes(Prompt* p, uint64_t seed) {

@@ -86,6 +86,24 @@ def test_numpy_round_trip(client):
     assert client.store(ns, keys, blocks) == 0  # already cached
 
 
+def test_embedded_verify_loads_argument(monkeypatch):
+    # EmbeddedOptions::verify_loads reaches Python (it had only the environment): loads hash every
+    # block and still round-trip; a bad STRATA_VERIFY_LOADS fails the call, naming the variable.
+    monkeypatch.delenv("STRATA_VERIFY_LOADS", raising=False)
+    client = strata.Client.embedded(host_pool_bytes=64 << 20, verify_loads=True)
+    ns = make_ns()
+    rng = np.random.default_rng(2)
+    keys = ns.keys(rng.integers(0, 128000, size=16 * 3).tolist())
+    blocks = [rng.standard_normal((4, 2, 16, 2, 64)).astype(np.float16) for _ in keys]
+    assert client.store(ns, keys, blocks) == 3
+    out = [np.empty_like(b) for b in blocks]
+    assert client.load(ns, keys, out) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(blocks, out))
+    monkeypatch.setenv("STRATA_VERIFY_LOADS", "sometimes")
+    with pytest.raises(Exception, match="STRATA_VERIFY_LOADS"):
+        strata.Client.embedded(host_pool_bytes=64 << 20, verify_loads=False)
+
+
 def test_bytes_and_errors(client):
     ns = make_ns()
     keys = ns.keys(list(range(32)))

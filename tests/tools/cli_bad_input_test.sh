@@ -39,6 +39,9 @@ expect 2 "--max-clients-per-uid"   -- serve --max-clients-per-uid 0 --no-disk --
 expect 2 "--idle-timeout-ms"       -- serve --idle-timeout-ms -5 --no-disk --socket "$work/s/s.sock"
 expect 2 "--allow-uid"             -- serve --allow-uid nobody-here --no-disk --socket "$work/s/s.sock"
 expect 1 "node_id: .\.\./\.\./x"   -- serve --membership static --static-dir "$work/st" --node-id ../../x --no-disk --socket "$work/s/s.sock"
+expect 2 "--max-pin-ms"            -- serve --max-pin-ms 0 --no-disk --socket "$work/s/s.sock"
+expect 2 "--requests must be a positive" -- demo --requests -1
+expect 2 "--requests must be a positive" -- demo --requests 0
 expect 2 "subcommand is required|not-a-command" -- not-a-command
 expect 2 "no-such-flag"            -- keys --tokens - --no-such-flag
 expect 2 "--block-size"            -- keys --tokens - --block-size notanumber

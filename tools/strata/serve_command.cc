@@ -3,6 +3,7 @@
 // flushes the disk tier and exits 0.
 #include <malloc.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -193,6 +194,11 @@ void RunServe(const ServeFlags& f) {
   // large bodies from per-thread arenas that keep the memory: a burst of frames against the
   // receive budget then left 120-205 MiB of anonymous memory behind in the daemon for good.
   mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  // Everything the daemon creates is its own: the data directory 0700, its files 0600 (RocksDB
+  // creates its index files 0644 less the umask, and its Env::SetAllowNonOwnerAccess does not
+  // reach the file system in RocksDB 7.x). The socket and its directory set their modes
+  // explicitly (--socket-group), as do the static membership files other nodes read.
+  ::umask(077);
   // Block the stop signals before any thread starts, so that every thread inherits the mask and
   // only sigwait below sees them.
   sigset_t stop_signals;

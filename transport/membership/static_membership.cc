@@ -17,8 +17,14 @@ void SortById(std::vector<Member>& members) {
 }
 
 Status Publish(const std::string& dir, const Member& self) {
+  // Other nodes, possibly of other users, read the directory and the files: 0755 and 0644 even
+  // under `strata serve`'s umask 077 (a member file holds a node's id and address only).
+  namespace fs = std::filesystem;
+  constexpr auto kReadable = fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read;
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
+  if (fs::create_directories(dir, ec))
+    fs::permissions(dir, kReadable | fs::perms::owner_write | fs::perms::owner_exec |
+                              fs::perms::group_exec | fs::perms::others_exec, ec);
   const auto path = std::filesystem::path(dir) / (self.id + ".member");
   const auto tmp = std::filesystem::path(dir) / (self.id + ".member.tmp");
   {
@@ -26,6 +32,7 @@ Status Publish(const std::string& dir, const Member& self) {
     out << EncodeMemberValue(self);
     if (!out) return Status::IOError("cannot write " + tmp.string());
   }
+  fs::permissions(tmp, kReadable | fs::perms::owner_write, ec);
   std::filesystem::rename(tmp, path, ec);
   if (ec) return Status::IOError("cannot publish " + path.string() + ": " + ec.message());
   return Status::OK();
