@@ -258,6 +258,8 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
     c->node.disk_compression = value;
   } else if (key == "write_through") {
     STRATA_ASSIGN_OR_RETURN(c->node.write_through, ParseBool(key, value));
+  } else if (key == "disk_direct_io") {
+    STRATA_ASSIGN_OR_RETURN(c->node.disk_direct_io, ParseBool(key, value));
   } else if (key == "eviction_policy") {
     if (auto kind = store::ParsePolicyKind(value); !kind.ok())
       return kind.status().WithContext("eviction_policy");
@@ -396,6 +398,7 @@ constexpr EnvVar kVars[] = {
     {"STRATA_DISK", "disk"},
     {"STRATA_DISK_COMPRESSION", "disk_compression"},
     {"STRATA_WRITE_THROUGH", "write_through"},
+    {"STRATA_DISK_DIRECT_IO", "disk_direct_io"},
     {"STRATA_EVICTION_POLICY", "eviction_policy"},
     {"STRATA_PIN_MS", "pin_ms"},
     {"STRATA_RECOMPUTE_TOKENS_PER_SECOND", "recompute_tokens_per_second"},
