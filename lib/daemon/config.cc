@@ -268,6 +268,8 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
           ", the most the frequency sketch counts (0 or 1 admits every victim, 2 refuses keys "
           "seen once)");
     c->node.disk_admission_min_frequency = n;
+  } else if (key == "disk_direct_io") {
+    STRATA_ASSIGN_OR_RETURN(c->node.disk_direct_io, ParseBool(key, value));
   } else if (key == "eviction_policy") {
     if (auto kind = store::ParsePolicyKind(value); !kind.ok())
       return kind.status().WithContext("eviction_policy");
@@ -407,6 +409,7 @@ constexpr EnvVar kVars[] = {
     {"STRATA_DISK_COMPRESSION", "disk_compression"},
     {"STRATA_WRITE_THROUGH", "write_through"},
     {"STRATA_DISK_ADMISSION_MIN_FREQUENCY", "disk_admission_min_frequency"},
+    {"STRATA_DISK_DIRECT_IO", "disk_direct_io"},
     {"STRATA_EVICTION_POLICY", "eviction_policy"},
     {"STRATA_PIN_MS", "pin_ms"},
     {"STRATA_RECOMPUTE_TOKENS_PER_SECOND", "recompute_tokens_per_second"},

@@ -142,6 +142,7 @@ std::string InspectNode(store::TieredStore* store, Cluster* cluster, const NodeF
                    {"write_through", o.write_through},
                    {"disk_admission_min_frequency",
                     o.data_dir.empty() ? json(nullptr) : json(o.disk_admission_min_frequency)},
+                   {"disk_direct_io", o.disk_direct_io},
                    {"eviction_policy", o.eviction_policy},
                    {"default_pin_ms", o.default_pin_ms},
                    {"membership", o.cluster.membership.empty() ? json(nullptr)

@@ -888,6 +888,7 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
     auto compression = store::ParseDiskCompression(options.disk_compression);
     if (!compression.ok()) return compression.status().WithContext("disk_compression");
     disk.compression = *compression;
+    disk.direct_io = options.disk_direct_io;
     so.disk = disk;
   }
   // Every block that leaves the host tier is noted for the inspector ("evicted at T"), and again

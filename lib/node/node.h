@@ -131,6 +131,12 @@ struct NodeOptions {
   // prefix. 0 or 1: every victim (the most hits); 2: no one-hit wonders on the SSD (fewer
   // writes, fewer hits: docs/store.md "Hierarchy"). At most 15. Default: 0.
   uint32_t disk_admission_min_frequency = 0;
+  // true: the disk tier's payload file is written and read with O_DIRECT (the bytes of an
+  // acknowledged write-through store are on the device, and the tier's reads do not fill the page
+  // cache); false: through the page cache (an acknowledged store is in the kernel's memory, so it
+  // survives the daemon's crash but not the machine's, as a buffered file write does). A
+  // filesystem without O_DIRECT (tmpfs) gets buffered I/O either way. Default: true.
+  bool disk_direct_io = true;
   // Bytes of GPU memory for the device tier (docs/store.md "The device tier in the node"): a
   // cache of the blocks clients loaded, copied from host in batches, that serves them back to
   // host when host has dropped them. 0: no device tier. CUDA builds only; Node::Open fails when

@@ -182,13 +182,14 @@ TEST_CASE("Config file, then environment, override the defaults", "[lib]") {
   CHECK(c.node.data_dir == "./strata-data");
   std::string path = WriteTemp(
       "socket: /tmp/x.sock\nhost_pool: 2GiB\ndata_dir: /var/lib/strata\nwrite_through: true\n"
-      "eviction_policy: lru\npin_ms: 500\nmax_clients: 8\nsocket_mode: 0660\n");
+      "disk_direct_io: false\neviction_policy: lru\npin_ms: 500\nmax_clients: 8\nsocket_mode: 0660\n");
   REQUIRE(ApplyConfigFile(path, &c).ok());
   std::remove(path.c_str());
   CHECK(c.daemon.socket_path == "/tmp/x.sock");
   CHECK(c.node.host_pool_bytes == 2ull << 30);
   CHECK(c.node.data_dir == "/var/lib/strata");
   CHECK(c.node.write_through);
+  CHECK_FALSE(c.node.disk_direct_io);
   CHECK(c.node.eviction_policy == "lru");
   CHECK(c.node.default_pin_ms == 500);
   CHECK(c.daemon.max_clients == 8);

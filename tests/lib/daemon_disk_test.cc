@@ -3,6 +3,7 @@
 // again; a damaged RocksDB index never stops the daemon from starting; a write-through store that
 // the disk refuses leaves nothing visible. And `--disk-compression`: blocks written back
 // compressed, a directory read under another setting, damaged compressed records dropped.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -211,6 +212,51 @@ TEST_CASE("strata serve: a write-through store that the disk refuses leaves noth
   std::filesystem::remove_all(dir);
 }
 
+// Whether the daemon `pid` holds `path` open with O_DIRECT (the flags line of /proc/PID/fdinfo).
+bool OpenDirect(pid_t pid, const std::string& path) {
+  const std::string fds = "/proc/" + std::to_string(pid) + "/fd";
+  for (const auto& e : std::filesystem::directory_iterator(fds)) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(e.path(), ec) != std::filesystem::path(path)) continue;
+    std::ifstream info("/proc/" + std::to_string(pid) + "/fdinfo/" + e.path().filename().string());
+    for (std::string line; std::getline(info, line);)
+      if (line.rfind("flags:", 0) == 0) return (std::stoul(line.substr(6), nullptr, 8) & O_DIRECT);
+  }
+  FAIL("the daemon does not hold " << path << " open");
+  return false;
+}
+
+TEST_CASE("strata serve disk_direct_io false: write-through through the page cache, every "
+          "acknowledged block served after kill -9",
+          "[lib][integration]") {
+  const std::string dir = ScratchDir("wt-buffered");
+  const std::string yaml = dir + "/strata.yaml";
+  Namespace ns = TestNamespace();
+  Prompt p(ns, 8, 61, kBlockBytes);
+  for (bool direct : {true, false}) {
+    std::ofstream(yaml) << "write_through: true\ndisk_direct_io: " << (direct ? "true" : "false")
+                        << "\n";
+    Serve serve(dir, {"--config", yaml});
+    const bool o_direct = OpenDirect(serve.pid(), serve.data() + "/blocks.data");
+    if (!direct) CHECK_FALSE(o_direct);
+    else if (!o_direct) WARN("no O_DIRECT on " << dir << " (tmpfs?): the tier is buffered");
+  }
+  std::filesystem::remove_all(dir + "/data");
+  {
+    std::ofstream(yaml) << "write_through: true\ndisk_direct_io: false\n";
+    Serve serve(dir, {"--config", yaml});
+    auto c = serve.Connect();
+    REQUIRE(*c->Store(ns, p.keys, p.in).Wait() == 8);
+    CHECK(Stats(*c)["disk"]["blocks"] == 8);  // on disk when acknowledged
+  }  // SIGKILL: no clean shutdown
+  Serve serve(dir);
+  auto c = serve.Connect();
+  bool exact = false;
+  CHECK(Load(*c, ns, p, &exact) == 8);
+  CHECK(exact);
+  serve.Stop();
+  std::filesystem::remove_all(dir);
+}
 
 // --disk-admission-min-frequency reaches the store: a 16 MiB host pool (256 blocks) given 512
 // blocks each stored once evicts at least 256; with the default (0) every victim is admitted,

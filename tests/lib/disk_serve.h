@@ -80,6 +80,7 @@ class DiskServe {
   std::string socket() const { return dir_ + "/s.sock"; }
   std::string data() const { return dir_ + "/data"; }
   std::string Log() const { return ReadFile(log_); }
+  pid_t pid() const { return process_->pid(); }
 
  private:
   std::string dir_;

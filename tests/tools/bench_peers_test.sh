@@ -3,7 +3,8 @@
 # a 1 MiB transfer prefix. Checks that every case prints its JSON line (DESIGN.md, Benchmarks), that
 # Strata's figures are positive with every loaded byte verified, that each peer's case prints a
 # figure or that peer's own error, that Strata's embedded mode is measured beside LMCache
-# in-process, and that Strata serves every block after kill -9.
+# in-process, that each disk peer is compared with Strata's disk tier at the same durability, and
+# that Strata serves every block after kill -9.
 # Exit 77 (skipped) where the peers are not installed (deploy/install-peers.sh).
 # Usage: bench_peers_test.sh STRATA_BINARY
 set -u
@@ -52,6 +53,13 @@ for l in lines:
 if any(l.get('baseline', '').startswith('lmcache ') and 'error' not in l for l in lines):
     emb = [l for l in lines if l.get('strata_tier') == 'embedded']
     assert {l['metric'] for l in emb} >= {'put_GB/s', 'get_GB/s', 'verified'}, emb
+# Each disk peer against Strata's disk tier at the durability of its own put: LMCache's buffered
+# files against the page-cache mode, its O_DIRECT files against O_DIRECT; each row says which.
+tier_of = {'lmcache-disk': 'disk-page-cache', 'lmcache-disk-odirect': 'disk'}
+for l in lines:
+    peer = l.get('baseline', '').split(' ')[0]
+    if peer in tier_of and l['case'].startswith('put_get/') and 'error' not in l:
+        assert l['strata_tier'] == tier_of[peer] and l['durability'], l
 peer_rows = {l['baseline'].split()[0] for l in lines if 'baseline' in l}
 assert {'mooncake', 'lmcache', 'lmcache-disk', 'lmcache-disk-odirect',
         'lmcache-server'} <= peer_rows, peer_rows

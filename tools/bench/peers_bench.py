@@ -13,7 +13,10 @@ machine prints that system's own error, never an estimate.
 Cases (JSON lines in DESIGN.md's format with --json; `baseline` names the peer and its version;
 --cases picks them):
   put_get/<size>/clients=<n>   store then load every block, per-op p50/p99 and GB/s (a disk peer
-                               against Strata with its disk tier, write-through: strata_tier)
+                               against Strata with its disk tier, write-through, acknowledged at
+                               the same durability as the peer's put: strata_tier "disk" =
+                               O_DIRECT, on the device; "disk-page-cache" = buffered, in the page
+                               cache; each row's `durability` says which)
   transfer/<size>/blocks=<n>   prefill -> decode between two nodes: Strata's peer pull between two
                                `strata serve` against Mooncake's TransferEngine over tcp, GB/s and
                                one-block p50/p99
@@ -135,14 +138,17 @@ class Strata:
         self.version = subprocess.run([cli, "version"], capture_output=True,
                                       text=True).stdout.strip() or "?"
 
-    def start(self, capacity: int, data_dir: str | None = None):
+    def start(self, capacity: int, data_dir: str | None = None, direct_io: bool = True):
         self.dir = tempfile.mkdtemp(prefix="strata-peers-")
         self.sock = os.path.join(self.dir, "s.sock")
         args = [self.cli, "serve", "--socket", self.sock, "--host-pool", str(capacity)]
         args += ["--data-dir", data_dir] if data_dir else ["--no-disk"]
         # With a disk tier, write-through: what an operator who wants a cache that survives a
         # crash configures (write-back reaches disk on eviction and clean shutdown only).
-        env = dict(os.environ, STRATA_WRITE_THROUGH="true" if data_dir else "false")
+        # direct_io=False: the payload file through the page cache, so that a put is acknowledged
+        # at the durability of a peer's buffered file write (DISK_DURABILITY).
+        env = dict(os.environ, STRATA_WRITE_THROUGH="true" if data_dir else "false",
+                   STRATA_DISK_DIRECT_IO="true" if direct_io else "false")
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      env=env)
         end = time.monotonic() + 20
@@ -433,6 +439,9 @@ class LmcacheDisk:
     callback fires (the block is on disk), a get reads the file back (get_blocking)."""
     name = "lmcache-disk"
     disk = True
+    # Its put is acknowledged once the file is written into the page cache (write_file: a
+    # buffered write, no fsync): Strata runs its disk tier through the page cache too.
+    disk_tier = "disk-page-cache"
 
     def __init__(self):
         from lmcache.v1.storage_backend.local_disk_backend import LocalDiskBackend  # noqa: F401
@@ -498,6 +507,7 @@ class LmcacheDiskDirect(LmcacheDisk):
     and read with O_DIRECT, as Strata's disk tier writes, so the two are compared on the same
     terms (the plain `lmcache-disk` acknowledges a put once its file is in the page cache)."""
     name = "lmcache-disk-odirect"
+    disk_tier = "disk"  # O_DIRECT writes (no fsync), as Strata's default disk tier
 
 
 class LmcacheDiskDirectClient(LmcacheDiskClient):
@@ -631,11 +641,24 @@ def worker(system, args, block_bytes, first, count, barrier, measure, out):
 CASE_TIMEOUT_S = 240  # a client that hangs this long fails its case (the error is printed)
 
 
+# Where the bytes of an acknowledged put are, per tier of the comparison: Strata's disk tier in
+# each mode, and the disk peer it is compared with (DISK_TIER_OF).
+DISK_DURABILITY = {
+    "disk": "device (O_DIRECT write done at ack; no fdatasync)",
+    "disk-page-cache": "page cache (buffered write done at ack; survives a process crash, "
+                       "not a machine crash)",
+}
+
+
 def put_get(system_obj, block_bytes, clients, blocks_per_client, disk=False):
-    """disk: the system runs with its disk tier (Strata: --data-dir, write-through)."""
+    """disk: False, or the Strata disk tier to run ("disk": --data-dir, write-through, O_DIRECT;
+    "disk-page-cache": the same through the page cache). A disk peer takes any true value."""
     capacity = int(block_bytes * clients * blocks_per_client * 1.5) + (64 << 20)
     d = tempfile.mkdtemp(prefix="peers-disk-") if disk else None
-    system_obj.start(capacity, data_dir=d)
+    if d and isinstance(system_obj, Strata):
+        system_obj.start(capacity, data_dir=d, direct_io=disk != "disk-page-cache")
+    else:
+        system_obj.start(capacity, data_dir=d)
     try:
         ctx = mp.get_context("spawn")
         barrier, out = ctx.Barrier(clients), ctx.Queue()
@@ -1192,12 +1215,13 @@ def main(argv=None):
             case = f"put_get/{size_name}/clients={n}"
             mine_by_tier = {}
             for peer in peers:
-                # A disk peer is measured against Strata with its disk tier (write-through).
-                tier = "disk" if getattr(peer, "disk", False) else "memory"
+                # A disk peer is measured against Strata with its disk tier (write-through),
+                # acknowledged at the peer's durability (DISK_DURABILITY).
+                tier = getattr(peer, "disk_tier", None) or "memory"
                 if tier not in mine_by_tier:
                     try:
                         mine_by_tier[tier] = put_get(strata_sys, block, n, per_client,
-                                                     disk=tier == "disk")
+                                                     disk=tier if tier != "memory" else False)
                     except Exception as e:
                         mine_by_tier[tier] = None
                         emit([{"bench": "peers", "case": case, "tier": tier,
@@ -1207,7 +1231,7 @@ def main(argv=None):
                     continue
                 label = f"{peer.name} {peer.version}"
                 try:
-                    theirs = put_get(peer, block, n, per_client, disk=tier == "disk")
+                    theirs = put_get(peer, block, n, per_client, disk=tier != "memory")
                 except Exception as e:
                     emit([{"bench": "peers", "case": case, "baseline": label,
                            "error": str(e)}], a.json)
@@ -1233,6 +1257,8 @@ def main(argv=None):
                     out[-1]["capacity_bytes"] = mine["capacity_bytes"]
                 for r in out:
                     r["strata_tier"] = tier
+                    if tier in DISK_DURABILITY:
+                        r["durability"] = DISK_DURABILITY[tier]
                 emit(out, a.json)
                 rows += out
                 if peer.name != "lmcache" or not a.embedded:
