@@ -246,7 +246,8 @@ size_t ClusterImpl::FetchMarked(std::span<const BlockKey> keys, size_t local_pre
     first_parent = (*place->chain)[place->pos - 1];
   fetches_.fetch_add(1, std::memory_order_relaxed);
   const auto looked_up = Clock::now();
-  auto hinted = Known(rest);
+  // Known holders that are live members other than this node, for every key, or the directory.
+  auto hinted = Recall(rest);
   const bool from_hints = hinted.has_value();
   auto holders = from_hints ? std::move(*hinted)
                             : client_->Lookup(std::vector<BlockKey>(rest.begin(), rest.end()));

@@ -103,7 +103,7 @@ class ClusterImpl final : public Cluster {
   // Known holders (ClusterOptions::holder_memory_ms; docs/cluster.md, "Remembered holders"):
   // per key, the holders the directory last named (a client Lookup's answer, a Fetch's) or the
   // holder a verified pull last came from, for holder_memory_ms. They answer a client Lookup
-  // without the directory (Recall) and tell the Load that follows where to pull (Known):
+  // without the directory and tell the Load that follows where to pull (both through Recall):
   // one round trip through the shard owner's progress thread less each. A pull that fails
   // forgets its key, so the next Lookup or Fetch asks the directory. At most kMaxHints keys
   // (cleared whole when full) and kMaxKnownHolders holders per key; holder ids are interned
@@ -121,7 +121,7 @@ class ClusterImpl final : public Cluster {
   void Remember(std::span<const BlockKey> keys, const std::vector<std::vector<std::string>>& h);
   // The known holders of every key of `keys`, younger than holder_memory_ms, or nothing when a
   // key has none. Recall also drops holders that are this node or not members now, and answers
-  // nothing when a key is left without one; a Fetch's Known leaves that to the holder choice.
+  // nothing when a key is left without one (a client Lookup and a Fetch then ask the directory).
   std::optional<std::vector<std::vector<std::string>>> Known(std::span<const BlockKey> keys);
   std::optional<std::vector<std::vector<std::string>>> Recall(std::span<const BlockKey> keys);
   // After a pull round: `holder` served `key` verified (remembered anew) or failed it
