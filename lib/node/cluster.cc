@@ -159,8 +159,8 @@ std::string ClusterImpl::StatsJson() {
   // Pulled blocks that found no free space on arrival and were pulled again into room made on
   // the fetch thread (eviction never runs on the progress thread).
   j["pull_room_retries"] = room_retries_.load();
-  // Fetches that pulled from the holders a client's Lookup had just been told (no second
-  // directory lookup).
+  // Fetches that pulled from known holders (a client Lookup's answer, an earlier directory
+  // answer or verified pull, younger than holder_memory_ms) without a directory lookup.
   j["hinted_fetches"] = hinted_fetches_.load();
   // Read-aheads queued for streamed Loads, and Fetches that waited for another's pull of the
   // same blocks (a read-ahead's) instead of pulling them twice.

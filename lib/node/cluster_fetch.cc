@@ -13,7 +13,6 @@ size_t ClusterImpl::RemotePrefix(std::span<const BlockKey> chain, size_t local) 
     // answer needs no directory round trip (one thread hop and a tcp crossing each way).
     if (auto recalled = Recall(keys)) {
       remembered_lookups_.fetch_add(1, std::memory_order_relaxed);
-      NoteHints(keys, *recalled);
       NoteChain(chain);
       return keys.size();
     }
@@ -24,8 +23,7 @@ size_t ClusterImpl::RemotePrefix(std::span<const BlockKey> chain, size_t local) 
   AddNs(prof_remote_lookup_ns_, Clock::now() - asked);
   size_t n = 0;
   while (n < holders.size() && HasPeer(holders[n])) ++n;
-  NoteHints(keys.first(n), holders);
-  if (remembering()) Remember(keys.first(n), holders);
+  Remember(keys.first(n), holders);
   if (n > 0) NoteChain(chain.first(local + n));
   return n;
 }
@@ -41,7 +39,7 @@ void ClusterImpl::NoteChain(std::span<const BlockKey> chain) {
 std::optional<ClusterImpl::ChainPlace> ClusterImpl::FindChain(const BlockKey& key) {
   std::lock_guard<std::mutex> lock(hints_mu_);
   auto it = chains_.find(key);
-  if (it == chains_.end() || Clock::now() - it->second.at > kHintTtl) return std::nullopt;
+  if (it == chains_.end() || Clock::now() - it->second.at > kChainTtl) return std::nullopt;
   return it->second;
 }
 
@@ -116,40 +114,65 @@ void ClusterImpl::UnmarkPulling(std::span<const BlockKey> keys) {
   pulling_cv_.notify_all();
 }
 
-void ClusterImpl::NoteHints(std::span<const BlockKey> keys, const std::vector<std::vector<std::string>>& h) {
-  const auto now = Clock::now();
-  std::lock_guard<std::mutex> lock(hints_mu_);
-  if (hints_.size() + keys.size() > kMaxHints) hints_.clear();
-  for (size_t i = 0; i < keys.size() && i < h.size(); ++i) hints_[keys[i]] = Hint{h[i], now};
+uint16_t ClusterImpl::InternHolder(const std::string& holder) {
+  auto [it, added] = holder_ids_.try_emplace(holder, static_cast<uint16_t>(holder_names_.size()));
+  if (added) holder_names_.push_back(holder);
+  return it->second;
+}
+
+void ClusterImpl::ClearKnownIfFull(size_t adding) {
+  // Names grow only with member ids never seen before (a batch adds at most its distinct
+  // holders, far fewer than the 2^16 - kMaxHolderNames ids left); they empty with the map that
+  // refers to them.
+  if (known_.size() + adding <= kMaxHints && holder_names_.size() < kMaxHolderNames) return;
+  known_.clear();
+  holder_names_.clear();
+  holder_ids_.clear();
 }
 
 void ClusterImpl::Remember(std::span<const BlockKey> keys,
                            const std::vector<std::vector<std::string>>& h) {
+  if (!remembering()) return;
   const auto now = Clock::now();
+  const size_t n = std::min(keys.size(), h.size());
   std::lock_guard<std::mutex> lock(hints_mu_);
-  if (remembered_.size() + keys.size() > kMaxHints) remembered_.clear();
-  for (size_t i = 0; i < keys.size() && i < h.size(); ++i)
-    remembered_[keys[i]] = Remembered{h[i], now};
+  ClearKnownIfFull(n);
+  for (size_t i = 0; i < n; ++i) {
+    KnownHolders k;
+    k.at = now;
+    for (const std::string& holder : h[i]) {
+      if (k.n == kMaxKnownHolders) break;
+      k.ids[k.n++] = InternHolder(holder);
+    }
+    known_[keys[i]] = k;
+  }
 }
 
-std::optional<std::vector<std::vector<std::string>>> ClusterImpl::Recall(
+std::optional<std::vector<std::vector<std::string>>> ClusterImpl::Known(
     std::span<const BlockKey> keys) {
+  if (!remembering()) return std::nullopt;
   const auto now = Clock::now();
   const auto ttl = std::chrono::milliseconds(options_.holder_memory_ms);
   std::vector<std::vector<std::string>> out;
   out.reserve(keys.size());
-  {
-    std::lock_guard<std::mutex> lock(hints_mu_);
-    for (const BlockKey& k : keys) {
-      auto it = remembered_.find(k);
-      if (it == remembered_.end() || now - it->second.at > ttl) return std::nullopt;
-      out.push_back(it->second.holders);
-    }
+  std::lock_guard<std::mutex> lock(hints_mu_);
+  for (const BlockKey& key : keys) {
+    auto it = known_.find(key);
+    if (it == known_.end() || now - it->second.at > ttl) return std::nullopt;
+    std::vector<std::string>& holders = out.emplace_back();
+    for (size_t j = 0; j < it->second.n; ++j) holders.push_back(holder_names_[it->second.ids[j]]);
   }
+  return out;
+}
+
+std::optional<std::vector<std::vector<std::string>>> ClusterImpl::Recall(
+    std::span<const BlockKey> keys) {
+  auto out = Known(keys);
+  if (!out) return std::nullopt;
   // Only holders that are members now: one that left is not asked (the directory would not
   // name it either).
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& holders : out) {
+  for (auto& holders : *out) {
     std::erase_if(holders,
                   [&](const std::string& h) { return h == self_.id || !members_.count(h); });
     if (holders.empty()) return std::nullopt;
@@ -158,31 +181,19 @@ std::optional<std::vector<std::vector<std::string>>> ClusterImpl::Recall(
 }
 
 void ClusterImpl::RememberServed(const BlockKey& key, const std::string& holder) {
+  if (!remembering()) return;
   const auto now = Clock::now();
   std::lock_guard<std::mutex> lock(hints_mu_);
-  if (remembered_.size() >= kMaxHints) remembered_.clear();
-  remembered_[key] = Remembered{{holder}, now};
+  ClearKnownIfFull(1);
+  KnownHolders k;
+  k.at = now;
+  k.ids[k.n++] = InternHolder(holder);
+  known_[key] = k;
 }
 
 void ClusterImpl::Forget(const BlockKey& key) {
   std::lock_guard<std::mutex> lock(hints_mu_);
-  if (remembered_.erase(key) > 0) holders_forgotten_.fetch_add(1, std::memory_order_relaxed);
-}
-
-// The hinted holders of every key of `keys` (taken: a hint serves one Fetch), or nothing when
-// a key has no fresh hint.
-std::optional<std::vector<std::vector<std::string>>> ClusterImpl::TakeHints(std::span<const BlockKey> keys) {
-  const auto now = Clock::now();
-  std::lock_guard<std::mutex> lock(hints_mu_);
-  std::vector<std::vector<std::string>> out;
-  out.reserve(keys.size());
-  for (const BlockKey& k : keys) {
-    auto it = hints_.find(k);
-    if (it == hints_.end() || now - it->second.at > kHintTtl) return std::nullopt;
-    out.push_back(it->second.holders);
-  }
-  for (const BlockKey& k : keys) hints_.erase(k);
-  return out;
+  if (known_.erase(key) > 0) holders_forgotten_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void ClusterImpl::FetchLoop() {
@@ -235,7 +246,8 @@ size_t ClusterImpl::FetchMarked(std::span<const BlockKey> keys, size_t local_pre
     first_parent = (*place->chain)[place->pos - 1];
   fetches_.fetch_add(1, std::memory_order_relaxed);
   const auto looked_up = Clock::now();
-  auto hinted = TakeHints(rest);
+  // Known holders that are live members other than this node, for every key, or the directory.
+  auto hinted = Recall(rest);
   const bool from_hints = hinted.has_value();
   auto holders = from_hints ? std::move(*hinted)
                             : client_->Lookup(std::vector<BlockKey>(rest.begin(), rest.end()));
@@ -243,7 +255,7 @@ size_t ClusterImpl::FetchMarked(std::span<const BlockKey> keys, size_t local_pre
   if (from_hints) hinted_fetches_.fetch_add(1, std::memory_order_relaxed);
   size_t n = 0;
   while (n < holders.size() && HasPeer(holders[n])) ++n;
-  if (!from_hints && remembering()) Remember(rest.first(n), holders);
+  if (!from_hints) Remember(rest.first(n), holders);
   if (n == 0) return local_prefix;
 
   std::vector<Status> result(n, Status::Unavailable("not pulled"));
@@ -463,18 +475,16 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
   std::vector<size_t> order;
   for (const auto& [i, l] : landings) order.push_back(i);
   std::sort(order.begin(), order.end());
-  if (remembering()) {
-    // A holder that served a block verified is remembered for it; a pull that failed (the
-    // holder no longer has it, died, lied, or this node had no room) forgets the key, so that
-    // the next Lookup of it asks the directory.
-    for (const auto& [h, idx] : by_holder)
-      for (size_t i : idx) {
-        if (result[i].ok() && landings[i].reservation)
-          RememberServed(rest[i], h);
-        else
-          Forget(rest[i]);
-      }
-  }
+  // A holder that served a block verified is remembered for it; a pull that failed (the
+  // holder no longer has it, died, lied, or this node had no room) forgets the key, so that
+  // the next Lookup or Fetch of it asks the directory.
+  for (const auto& [h, idx] : by_holder)
+    for (size_t i : idx) {
+      if (result[i].ok() && landings[i].reservation)
+        RememberServed(rest[i], h);
+      else
+        Forget(rest[i]);
+    }
   for (size_t i : order) {
     Landing& l = landings[i];
     if (!l.reservation) {

@@ -100,31 +100,52 @@ class ClusterImpl final : public Cluster {
   Status CheckMembership() override;
 
  private:
-  // Holder hints: what the directory answered a client's Lookup (RemotePrefix), kept for
-  // kHintTtl so that the Load that follows pulls without asking the directory again (one round
-  // trip through the shard owner's progress thread less). A hint is as good as the directory's
-  // answer was: a stale one fails its blocks in the first round, and the second round asks the
-  // directory afresh (Fetch).
-  // 2 s: a streamed Load (one Fetch per 64 MiB chunk) of a long prefix outlasts 500 ms under load,
-  // and its later chunks then paid a directory round trip each.
-  static constexpr auto kHintTtl = std::chrono::milliseconds(2000);
+  // Known holders (ClusterOptions::holder_memory_ms; docs/cluster.md, "Remembered holders"):
+  // per key, the holders the directory last named (a client Lookup's answer, a Fetch's) or the
+  // holder a verified pull last came from, for holder_memory_ms. They answer a client Lookup
+  // without the directory and tell the Load that follows where to pull (both through Recall):
+  // one round trip through the shard owner's progress thread less each. A pull that fails
+  // forgets its key, so the next Lookup or Fetch asks the directory. At most kMaxHints keys
+  // (cleared whole when full) and kMaxKnownHolders holders per key; holder ids are interned
+  // (holder_names_), so an entry holds no string.
   static constexpr size_t kMaxHints = 1 << 16;
-  struct Hint {
-    std::vector<std::string> holders;
+  static constexpr size_t kMaxKnownHolders = 6;
+  static constexpr size_t kMaxHolderNames = 4096;
+  struct KnownHolders {
+    std::array<uint16_t, kMaxKnownHolders> ids{};
+    uint8_t n = 0;
     Clock::time_point at;
   };
-  void NoteHints(std::span<const BlockKey> keys, const std::vector<std::vector<std::string>>& h);
+  bool remembering() const { return options_.holder_memory_ms > 0; }
+  // Records the holders h[i] of keys[i] (no-op unless remembering()).
+  void Remember(std::span<const BlockKey> keys, const std::vector<std::vector<std::string>>& h);
+  // The known holders of every key of `keys`, younger than holder_memory_ms, or nothing when a
+  // key has none. Recall also drops holders that are this node or not members now, and answers
+  // nothing when a key is left without one (a client Lookup and a Fetch then ask the directory).
+  std::optional<std::vector<std::vector<std::string>>> Known(std::span<const BlockKey> keys);
+  std::optional<std::vector<std::vector<std::string>>> Recall(std::span<const BlockKey> keys);
+  // After a pull round: `holder` served `key` verified (remembered anew) or failed it
+  // (forgotten).
+  void RememberServed(const BlockKey& key, const std::string& holder);
+  void Forget(const BlockKey& key);
+  // REQUIRES: hints_mu_ held. The interned id of `holder`.
+  uint16_t InternHolder(const std::string& holder);
+  // REQUIRES: hints_mu_ held. Empties the map and the interned names, when either is full.
+  void ClearKnownIfFull(size_t adding);
 
   // The chains clients looked up, in order, by key: for a Fetch of part of a chain, the block
   // before its first (the parent its first block is committed with) and the blocks after its
-  // last (ReadAhead). Kept kHintTtl, at most kMaxHints keys; a later Lookup replaces a key's.
+  // last (ReadAhead). Kept kChainTtl, at most kMaxHints keys; a later Lookup replaces a key's.
+  // 2 s: a streamed Load (one Fetch per 64 MiB chunk) of a long prefix outlasts 500 ms under
+  // load.
+  static constexpr auto kChainTtl = std::chrono::milliseconds(2000);
   struct ChainPlace {
     std::shared_ptr<const std::vector<BlockKey>> chain;
     size_t pos = 0;
     Clock::time_point at;
   };
   void NoteChain(std::span<const BlockKey> chain);
-  // Where `key` lies in a chain a client looked up in the last kHintTtl, if it does.
+  // Where `key` lies in a chain a client looked up in the last kChainTtl, if it does.
   std::optional<ChainPlace> FindChain(const BlockKey& key);
 
   // Keys some Fetch is pulling now (ReadAhead's on the fetch thread, a Load's on its own): a
@@ -139,28 +160,6 @@ class ClusterImpl final : public Cluster {
   void UnmarkPulling(std::span<const BlockKey> keys);
   // Fetch, for keys[local_prefix, ...) that the caller marked as being pulled.
   size_t FetchMarked(std::span<const BlockKey> keys, size_t local_prefix, const NamespaceId& ns);
-  // The hinted holders of every key of `keys` (taken: a hint serves one Fetch), or nothing when
-  // a key has no fresh hint.
-  std::optional<std::vector<std::vector<std::string>>> TakeHints(std::span<const BlockKey> keys);
-
-  // Remembered holders (ClusterOptions::holder_memory_ms; docs/cluster.md, "Remembered
-  // holders"): per key, the holders the directory last named or the holder a verified pull
-  // last came from. Unlike a hint it outlives the Fetch that uses it; a pull that fails forgets
-  // the key. At most kMaxHints keys (cleared whole when full, as the hints are).
-  struct Remembered {
-    std::vector<std::string> holders;
-    Clock::time_point at;
-  };
-  bool remembering() const { return options_.holder_memory_ms > 0; }
-  void Remember(std::span<const BlockKey> keys, const std::vector<std::vector<std::string>>& h);
-  // The remembered holders of every key of `keys`, each naming a live member other than this
-  // node and younger than holder_memory_ms, or nothing when a key has none.
-  std::optional<std::vector<std::vector<std::string>>> Recall(std::span<const BlockKey> keys);
-  // After a pull round: `holder` served rest[i] verified (remembered anew) or failed it
-  // (forgotten).
-  void RememberServed(const BlockKey& key, const std::string& holder);
-  void Forget(const BlockKey& key);
-
   bool HasPeer(const std::vector<std::string>& holders) const {
     for (const auto& h : holders)
       if (h != self_.id) return true;
@@ -211,9 +210,10 @@ class ClusterImpl final : public Cluster {
   std::unique_ptr<transport::DirectoryClient> client_;
   std::unique_ptr<transport::Membership> membership_;
   std::mutex hints_mu_;
-  std::unordered_map<BlockKey, Hint, BlockKeyHash> hints_;  // GUARDED_BY(hints_mu_)
+  std::unordered_map<BlockKey, KnownHolders, BlockKeyHash> known_;  // GUARDED_BY(hints_mu_)
+  std::vector<std::string> holder_names_;                  // GUARDED_BY(hints_mu_): by id
+  std::unordered_map<std::string, uint16_t> holder_ids_;   // GUARDED_BY(hints_mu_)
   std::unordered_map<BlockKey, ChainPlace, BlockKeyHash> chains_;  // GUARDED_BY(hints_mu_)
-  std::unordered_map<BlockKey, Remembered, BlockKeyHash> remembered_;  // GUARDED_BY(hints_mu_)
   std::mutex pulling_mu_;
   std::condition_variable pulling_cv_;
   std::unordered_map<BlockKey, uint32_t, BlockKeyHash> pulling_;  // GUARDED_BY(pulling_mu_)

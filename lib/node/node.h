@@ -93,8 +93,9 @@ struct ClusterOptions {
   // prefix all have a remembered holder that is still a live member skips the directory round
   // trip, and the Load that follows pulls from that holder. A holder that no longer has the
   // block answers NotFound, the pull's second round asks the directory, and the key is
-  // forgotten (docs/cluster.md, "Remembered holders"). 0: every such Lookup asks the directory.
-  // Default: 2000 (as long as a Lookup's holder hints serve the Load that follows).
+  // forgotten (docs/cluster.md, "Remembered holders"). The same holders tell a Load (a Fetch)
+  // where to pull without asking the directory. 0: off, every such Lookup and every Fetch asks
+  // the directory. Default: 2000.
   uint32_t holder_memory_ms = 2000;
   // How often announces are flushed to the directory shards. Default: 50 ms.
   uint32_t announce_interval_ms = 50;

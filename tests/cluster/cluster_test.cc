@@ -798,9 +798,12 @@ TEST_CASE("cluster: remembered holders answer a Lookup without the directory - a
     auto [remembered1, directory1, forgotten1] = counters();
     CHECK(remembered1 == remembered0 + 1);
     CHECK(directory1 == directory0);
+    // The Load pulls from the same known holders, without a directory lookup either.
+    const uint64_t hinted0 = ClusterStats(*cb)["hinted_fetches"].get<uint64_t>();
     Outputs o(kBlocks, kBytes);
     REQUIRE(*cb->Load(ns, p.keys, o.out).Wait() == kBlocks);
     for (size_t i = 0; i < kBlocks; ++i) CHECK(o.bufs[i] == p.blocks[i]);
+    CHECK(ClusterStats(*cb)["hinted_fetches"].get<uint64_t>() == hinted0 + 1);
 
     // A no longer has them, which B's memory does not know: B's Lookup still names A, the Load
     // finds nothing (A answers NotFound, the directory names nobody else) without waiting for
@@ -849,6 +852,32 @@ TEST_CASE("cluster: remembered holders answer a Lookup without the directory - a
     for (size_t i = 0; i < 8; ++i) CHECK(om.bufs[i] == mine.blocks[i]);
     std::filesystem::remove_all(dir);
   }
+}
+
+// Session 11: the holder hints a Lookup leaves for its Load and the remembered holders are one
+// map kept holder_memory_ms; with 0 neither is kept: the Lookup and the Load each ask the
+// directory, and the Load is still bit-exact.
+TEST_CASE("cluster: holder_memory_ms 0 keeps no known holders - Lookup and Load ask the directory",
+          "[cluster]") {
+  const std::string dir = ScratchDir("memory-off");
+  StaticPair pair(dir, "memoff", "64MiB", "64MiB", {}, {"--holder-memory-ms", "0"});
+  auto& [secret, members, a, b, ca, cb] = pair;
+  constexpr size_t kBlocks = 4, kBytes = 64 << 10;
+  Namespace ns = TestNamespace(kBytes);
+  Prompt p(ns, kBlocks, 57, kBytes);
+  StoreThenPullBitExact(*ca, *cb, ns, p, kBytes);
+  REQUIRE(cb->Clear(ns.id()).ok());
+  auto before = ClusterStats(*cb);
+  CHECK(RemoteBlocks(*cb, p.keys) == kBlocks);
+  Outputs o(kBlocks, kBytes);
+  REQUIRE(*cb->Load(ns, p.keys, o.out).Wait() == kBlocks);
+  for (size_t i = 0; i < kBlocks; ++i) CHECK(o.bufs[i] == p.blocks[i]);
+  auto after = ClusterStats(*cb);
+  CHECK(after["remembered_lookups"] == before["remembered_lookups"]);
+  CHECK(after["hinted_fetches"] == before["hinted_fetches"]);
+  CHECK(after["fetch_profile"]["remote_lookups"].get<uint64_t>() ==
+        before["fetch_profile"]["remote_lookups"].get<uint64_t>() + 1);
+  std::filesystem::remove_all(dir);
 }
 
 // Issue 16: blocks larger than the default 16 MiB slab. With host_slab 64 MiB both nodes store,

@@ -2,9 +2,10 @@
 # `strata bench transfer --netns-only`: two `strata serve` nodes in different network namespaces
 # joined by a veth pair (the shape of two hosts) pull a prefix through the client API, and
 # ucx_perftest runs across the same pair. Checks that every case prints its JSON line (DESIGN.md,
-# Benchmarks) with a positive value and baseline, and each pull line its ucx_perftest run on a
-# message larger than the cache. Exit 77 (skipped) where namespaces cannot be
-# created (not root, no iproute2) or ucx_perftest is missing.
+# Benchmarks) with a positive value and baseline, each pull line its ucx_perftest run on a
+# message larger than the cache, and each latency line its re-pull beside the first pulls. Exit
+# 77 (skipped) where namespaces cannot be created (not root, no iproute2) or ucx_perftest is
+# missing.
 # Usage: bench_transfer_netns_test.sh STRATA_BINARY
 set -u
 strata=$1
@@ -32,5 +33,7 @@ for l in lines:
         # under 1 MiB: the pinned baseline, median of --pinned-runs runs per mode
         assert l['ucx_perftest_pinned_median_gbps'] > 0 and l['ratio_pinned'] > 0, l
         assert len(l['ucx_perftest_pinned_no_e_runs_gbps']) == 3, l
+    if l['case'].startswith('pull_latency_p50/'):  # first pulls, the re-pull beside them
+        assert l['what'].startswith('first pull') and l['repull_p50_us'] > 0, l
 print('ok:', len(lines), 'cases')
 PY

@@ -9,7 +9,12 @@
 //    directory, picks holders, pulls, verifies every checksum, commits to its host tier, and
 //    the client copies the blocks out), timed from the Lookup call to the end of the Load;
 //    Clear on the puller between reps; median of reps; payload bytes per second;
-//  - latency: Load of one block (Clear before each), p50 and p99.
+//  - latency: Lookup + Load of one block the puller has never held nor looked up (a first pull:
+//    each timed iteration takes another of `iters` one-block chains stored on the holders beside
+//    the prefix, so the Lookup asks the directory and the holder reads the block from DRAM),
+//    p50 and p99; and, for continuity with earlier figures, the re-pull of one block (Clear,
+//    then Lookup + Load of the prefix's first block again: its holder remembered, its bytes hot
+//    on the holder), `repull_p50_us`.
 // With several holders the puller stripes the prefix across them (holder choice by blocks in
 // flight). The netns case runs the puller in a network namespace joined to the holders by a veth
 // pair (the shape of two hosts, tcp), ucx_perftest across the same pair; it is skipped with a
@@ -38,6 +43,7 @@
 //    64 KiB ucx_perftest copies one cache-resident buffer and may exceed it (docs/cluster.md,
 //    "Why 64 KiB on one host reached 0.2 of ucx_perftest").
 // ucx_perftest runs before and after the nodes are measured; the better run of each is kept.
+// The nodes are measured once their host pools are populated (no background faulting).
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -553,6 +559,27 @@ Result<std::unique_ptr<Cluster>> StartCluster(const Options& opt, const std::str
                               c->dir + ")");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  // Every node's host pool faulted in: its background population (a thread per node faulting
+  // the pool in, 64 MiB at a time) otherwise competes with the measured pulls for the CPUs
+  // (perf of a 2 MiB tcp run, 2026-12-03: the puller's ran through the warm-up load and the
+  // first timed ones).
+  std::vector<Client*> nodes;
+  for (auto& hc : c->holder_clients) nodes.push_back(hc.get());
+  nodes.push_back(c->puller_client.get());
+  const auto populated_by = Clock::now() + std::chrono::seconds(120);
+  for (Client* n : nodes) {
+    while (true) {
+      auto st = n->Stats();
+      if (st.ok()) {
+        auto j = nlohmann::json::parse(*st, nullptr, false);
+        if (j.is_object() && !j.value("pool_populating", false)) break;
+      }
+      if (Clock::now() > populated_by)
+        return Status::TimedOut("a node's host pool was not populated within 120 s (logs in " +
+                                c->dir + ")");
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
   return c;
 }
 
@@ -578,7 +605,8 @@ Result<Namespace> BenchNamespace(size_t bytes) {
 struct PullFigures {
   double gbps = 0;
   double median_s = 0;  // lookup -> loaded, whole prefix
-  double p50_us = 0, p99_us = 0;
+  double p50_us = 0, p99_us = 0;  // first pulls (a block never held nor looked up)
+  double repull_p50_us = 0;         // the same block pulled again after Clear
   size_t blocks = 0;
   uint64_t pulled_from_holders = 0;  // holders that served blocks in the last rep
   // The puller's Fetch profile over the timed reps (cluster stats "fetch_profile"), ms per
@@ -604,12 +632,27 @@ nlohmann::json ClusterSection(Client& c, const char* name = "fetch_profile") {
 }
 nlohmann::json FetchProfile(Client& c) { return ClusterSection(c); }
 
+// One-block loads the latency run times.
+int LatencyIters(const Options& opt, size_t size) {
+  return opt.lat_iters > 0
+             ? opt.lat_iters
+             : static_cast<int>(std::clamp<size_t>((size_t{256} << 20) / size, 15, 200));
+}
+
 Result<PullFigures> MeasurePulls(const Options& opt, Cluster& c, size_t size, size_t blocks) {
   STRATA_ASSIGN_OR_RETURN(Namespace ns, BenchNamespace(size));
   std::mt19937_64 rng(size * 31 + blocks);
   std::vector<uint32_t> tokens(blocks * ns.block_size());
   for (auto& t : tokens) t = static_cast<uint32_t>(rng() % 128000);
   const std::vector<BlockKey> keys = ComputeBlockKeys(ns, tokens);
+  // The latency run's blocks: one-block chains of their own, never loaded before their turn.
+  const int iters = LatencyIters(opt, size);
+  std::vector<BlockKey> first_keys;
+  for (int i = 0; i < iters; ++i) {
+    std::vector<uint32_t> t(ns.block_size());
+    for (auto& v : t) v = static_cast<uint32_t>(rng() % 128000);
+    first_keys.push_back(ComputeBlockKeys(ns, t).at(0));
+  }
   // One payload for every block (keys differ; the bytes need not): random, so nothing
   // compresses or dedups on the way.
   std::vector<std::byte> payload(size);
@@ -623,6 +666,12 @@ Result<PullFigures> MeasurePulls(const Options& opt, Cluster& c, size_t size, si
     if (stored != blocks)
       return Status::ResourceExhausted("a holder stored " + std::to_string(stored) + " of " +
                                        std::to_string(blocks) + " blocks");
+    for (const BlockKey& k : first_keys) {
+      STRATA_ASSIGN_OR_RETURN(size_t one, hc->Store(ns, std::span<const BlockKey>(&k, 1),
+                                                    std::span<const ConstBuffer>(in.data(), 1))
+                                              .Wait());
+      if (one != 1) return Status::ResourceExhausted("a holder did not store a latency block");
+    }
   }
   Client& p = *c.puller_client;
   const auto deadline = Clock::now() + std::chrono::seconds(20);
@@ -637,6 +686,9 @@ Result<PullFigures> MeasurePulls(const Options& opt, Cluster& c, size_t size, si
       return Status::TimedOut("the puller's directory did not name every block within 20 s");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  // The latency blocks are announced with the prefix (the same flush or the next); not looked
+  // up here, so that the timed Lookup is the puller's first of each. Announces go every 50 ms.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
   std::vector<std::byte> out_bytes(blocks * size);
   std::vector<MutableBuffer> out;
   for (size_t i = 0; i < blocks; ++i) out.push_back({out_bytes.data() + i * size, size});
@@ -718,24 +770,37 @@ Result<PullFigures> MeasurePulls(const Options& opt, Cluster& c, size_t size, si
   f.median_s = times[times.size() / 2];
   f.gbps = static_cast<double>(blocks * size) / f.median_s / 1e9;
 
-  const int iters =
-      opt.lat_iters > 0
-          ? opt.lat_iters
-          : static_cast<int>(std::clamp<size_t>((size_t{256} << 20) / size, 15, 200));
+  // A first pull of first_keys[i], into out[i % blocks]: Lookup + Load, timed.
+  auto first_pull = [&](int i) -> Result<double> {
+    const std::span<const BlockKey> key(&first_keys[i], 1);
+    const std::span<const MutableBuffer> dest(&out[i % blocks], 1);
+    const auto t0 = Clock::now();
+    STRATA_ASSIGN_OR_RETURN(auto look, p.Lookup(key));
+    lookup_s += std::chrono::duration<double>(Clock::now() - t0).count();
+    if (look.matched_blocks != 1) return Status::NotFound("lookup of a latency block found none");
+    STRATA_ASSIGN_OR_RETURN(size_t loaded, p.Load(ns, key, dest).Wait());
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (loaded != 1) return Status::Unavailable("a latency block did not load");
+    return secs;
+  };
   std::vector<double> lat;
+  STRATA_RETURN_IF_ERROR(p.Clear(ns.id()).status());
   const nlohmann::json lat_before = FetchProfile(p);
   lookup_s = 0;
   double reload_s = 0;  // the same block loaded again, now local: the client's side of a Load
   for (int i = 0; i < iters; ++i) {
-    STRATA_ASSIGN_OR_RETURN(double s, load(1));
+    STRATA_ASSIGN_OR_RETURN(double s, first_pull(i));
     lat.push_back(s * 1e6);
     const auto t0 = Clock::now();
-    STRATA_ASSIGN_OR_RETURN(size_t again, p.Load(ns, std::span<const BlockKey>(keys.data(), 1),
-                                                 std::span<const MutableBuffer>(out.data(), 1))
-                                              .Wait());
+    STRATA_ASSIGN_OR_RETURN(size_t again,
+                            p.Load(ns, std::span<const BlockKey>(&first_keys[i], 1),
+                                   std::span<const MutableBuffer>(&out[i % blocks], 1))
+                                .Wait());
     if (again != 1) return Status::Unavailable("a pulled block did not load again locally");
     reload_s += std::chrono::duration<double>(Clock::now() - t0).count();
   }
+  if (std::memcmp(out[(iters - 1) % blocks].data, payload.data(), size) != 0)
+    return Status::Corruption("the last latency block differs from what was stored");
   const nlohmann::json lat_after = FetchProfile(p);
   if (lat_before.is_object() && lat_after.is_object()) {
     double mean_us = 0;
@@ -762,6 +827,14 @@ Result<PullFigures> MeasurePulls(const Options& opt, Cluster& c, size_t size, si
   std::sort(lat.begin(), lat.end());
   f.p50_us = lat[lat.size() / 2];
   f.p99_us = lat[std::min(lat.size() - 1, static_cast<size_t>(lat.size() * 0.99))];
+  // The re-pull (what the latency rows measured up to session 10): keys[0] again and again.
+  std::vector<double> re;
+  for (int i = 0; i < iters; ++i) {
+    STRATA_ASSIGN_OR_RETURN(double s, load(1));
+    re.push_back(s * 1e6);
+  }
+  std::sort(re.begin(), re.end());
+  f.repull_p50_us = re[re.size() / 2];
   for (auto& hc : c.holder_clients) {
     auto s = hc->Stats();
     if (!s.ok()) continue;
@@ -808,7 +881,9 @@ void Run(const Options& opt) {
           opt.prefix_mib > 0 ? opt.prefix_mib << 20
                              : (*size < (size_t{1} << 20) ? size_t{64} << 20 : size_t{512} << 20);
       const size_t blocks = std::max<size_t>(4, prefix_bytes / *size);
-      const size_t pool = std::max<size_t>(blocks * *size + (blocks * *size) / 4, 64 << 20);
+      // Room for the prefix and the latency run's blocks, and a quarter more.
+      const size_t stored = (blocks + LatencyIters(opt, *size)) * *size;
+      const size_t pool = std::max<size_t>(stored + stored / 4, 64 << 20);
       const std::string load_before = LoadAverage();
       PerftestPlace pp{place.netns};
       const size_t perftest_bytes = opt.perftest_mib << 20;
@@ -877,6 +952,8 @@ void Run(const Options& opt) {
                           {"ucx_perftest_lat_e_us", base.lat_e_us},
                           {"ucx_perftest_lat_no_e_us", base.lat_no_e_us},
                           {"target_ratio", 1 / 1.5},
+                          {"what", "first pull: Lookup + Load of a block never held nor looked up"},
+                          {"repull_p50_us", f->repull_p50_us},
                           {"one_block_profile_us", f->one_block_profile_us}});
         report.Add({"pull_latency_p50/" + tag, "us", f->p50_us, "ucx_perftest",
                     base.best_rtt_us(), false, lat_extra});
