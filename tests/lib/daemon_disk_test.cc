@@ -262,7 +262,7 @@ TEST_CASE("strata serve disk_direct_io false: write-through through the page cac
 // blocks each stored once evicts at least 256; with the default (0) every victim is admitted,
 // with 2 the victims seen once that no longer have cached children are refused and counted
 // (admission is decided at eviction; the writes themselves are asynchronous, so not counted here).
-TEST_CASE("strata serve --disk-admission-min-frequency 2 refuses victims seen once; the default "
+TEST_CASE("strata serve --disk-admission-min-frequency 2 refuses victims seen once - the default "
           "admits every victim",
           "[lib][integration]") {
   const std::string dir = ScratchDir("admission");
