@@ -40,10 +40,11 @@ template <size_t B>
 void KeyBlocksFixed(const uint32_t* tokens, size_t n_blocks, uint32_t /*block_size*/,
                     BlockKey prev, BlockKey* out) {
   alignas(64) std::byte frame[BlockKey::kSize + B * sizeof(uint32_t)];
+  const BlockKey tag = prev;  // every key of the chain carries prev's namespace tag
   for (size_t b = 0; b < n_blocks; ++b) {
     PutKey(frame, prev);
     internal::StoreTokensLE(frame + BlockKey::kSize, tokens + b * B, B);
-    prev = WithNamespaceTag(internal::Xxh3_128(frame, sizeof(frame)), prev);
+    prev = WithNamespaceTag(internal::Xxh3_128(frame, sizeof(frame)), tag);
     out[b] = prev;
   }
 }
