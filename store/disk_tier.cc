@@ -187,18 +187,25 @@ Status DiskTier::Impl::Open() {
   std::vector<Found> found;
   std::vector<std::string> bad;
   uint64_t blob_records = 0;  // records of the removed BlobDB back-end
+  uint64_t old_format = 0;    // records of an older block format (keys without namespace tags)
   // Every record of the index (disk_index.h: a damaged index is repaired or moved aside there;
   // a repair reads the records again, so `begin` forgets the last attempt's).
   auto begin = [&](uint64_t estimate) {
     found.clear();
     bad.clear();
     blob_records = 0;
+    old_format = 0;
     found.reserve(std::min<uint64_t>(estimate + estimate / 8, max_blocks_ + uint64_t{1024}));
   };
   auto on_record = [&](std::span<const std::byte> k, std::span<const std::byte> v) {
     const std::byte* vp = v.data();
     auto header = DecodeBlockHeader(v.first(std::min<size_t>(v.size(), kBlockHeaderSize)));
     bool ok = k.size() == BlockKey::kSize && header.ok();
+    if (!header.ok()) {
+      const uint16_t version =
+          BlockHeaderVersion(v.first(std::min<size_t>(v.size(), kBlockHeaderSize)));
+      if (version != 0 && version < kBlockFormatVersion) ++old_format;
+    }
     if (ok) {
       auto kb = BlockKey::FromBytes(std::span<const std::byte, BlockKey::kSize>(k.data(),
                                                                                BlockKey::kSize));
@@ -311,7 +318,8 @@ Status DiskTier::Impl::Open() {
   if (file_bytes > prev_end) space_.Free(prev_end, file_bytes - prev_end);
   file_end_ = file_bytes;
   open_info_.blocks_recovered = keep.size();
-  open_info_.records_dropped = bad.size();
+  open_info_.records_dropped = bad.size() - old_format;
+  open_info_.old_format_dropped = old_format;
   open_info_.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return Status::OK();

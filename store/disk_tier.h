@@ -96,6 +96,9 @@ struct DiskTierOptions {
 struct DiskTierOpenInfo {
   uint64_t blocks_recovered = 0;
   uint64_t records_dropped = 0;  // index records that were corrupt or pointed outside the file
+  // Records of an older block format (block_format.h: version 1 keys carry no namespace tag):
+  // dropped with their index records, their extents freed; the owner logs the count.
+  uint64_t old_format_dropped = 0;
   double seconds = 0;            // wall time of Open
   // Empty when the RocksDB index opened cleanly; else what was done about its damage (repaired
   // by RocksDB, or moved aside to "<path>/index.damaged-<UTC time>" and started empty), for the

@@ -66,6 +66,16 @@ Result<BlockHeader> DecodeBlockHeader(std::span<const std::byte> in) {
   return h;
 }
 
+uint16_t BlockHeaderVersion(std::span<const std::byte> in) {
+  if (in.size() < kBlockHeaderSize) return 0;
+  const std::byte* p = in.data();
+  if (internal::LoadLE<uint32_t>(p) != kBlockMagic ||
+      internal::LoadLE<uint64_t>(p + kHeaderChecksumOffset) !=
+          internal::Xxh3_64(p, kHeaderChecksumOffset))
+    return 0;
+  return internal::LoadLE<uint16_t>(p + 4);
+}
+
 Status VerifyPayload(const BlockHeader& header, std::span<const std::byte> payload) {
   if (payload.size() != header.payload_length)
     return Status::Corruption("block " + header.key.ToHex() + ": payload is " +

@@ -136,7 +136,7 @@ BlockKey KeyOfEngineHash(const NamespaceId& ns_id, const EngineHash& hash) {
   std::byte frame[BlockKey::kSize + 32];
   ns_id.ToBytes(std::span<std::byte, BlockKey::kSize>(frame, BlockKey::kSize));
   std::memcpy(frame + BlockKey::kSize, hash.bytes.data(), hash.size);
-  return internal::Xxh3_128(frame, BlockKey::kSize + hash.size);
+  return WithNamespaceTag(internal::Xxh3_128(frame, BlockKey::kSize + hash.size), ns_id);
 }
 
 EngineHash EngineRootHash(const Namespace& ns) {

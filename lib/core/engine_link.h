@@ -30,7 +30,7 @@ class EngineLinker {
   // selects vLLM's cache_salt extra key.
   EngineHash Link(const EngineHash& parent, std::span<const uint32_t> tokens, bool first_block,
                   std::span<const MmBlockKey> mm = {});
-  // XXH3-128(ns_id || hash).
+  // XXH3-128(ns_id || hash), tagged with ns_id (block_key.h).
   BlockKey Key(const EngineHash& hash) const;
   const EngineHash& root() const { return root_; }
   KeyScheme scheme() const { return scheme_; }

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include <algorithm>
+#include <string>
 
 #include "byte_order.h"
 #include "engine_link.h"
@@ -18,7 +19,8 @@ inline void PutKey(std::byte* p, const BlockKey& key) {
   internal::StoreBE<uint64_t>(p + 8, key.low);
 }
 
-// Hashes the frame  prev || LE32(tokens) || extra  laid out in `frame` (scratch, reused).
+// Hashes the frame  prev || LE32(tokens) || extra  laid out in `frame` (scratch, reused); the key
+// keeps prev's namespace tag (block_key.h: prev is the namespace id or a key of it).
 inline BlockKey HashLink(std::vector<std::byte>& frame, const BlockKey& prev,
                          const uint32_t* tokens, size_t n, std::span<const std::byte> extra) {
   const size_t size = BlockKey::kSize + n * sizeof(uint32_t) + extra.size();
@@ -28,7 +30,7 @@ inline BlockKey HashLink(std::vector<std::byte>& frame, const BlockKey& prev,
   internal::StoreTokensLE(p + BlockKey::kSize, tokens, n);
   if (!extra.empty())
     std::copy(extra.begin(), extra.end(), p + BlockKey::kSize + n * sizeof(uint32_t));
-  return internal::Xxh3_128(p, size);
+  return WithNamespaceTag(internal::Xxh3_128(p, size), prev);
 }
 
 // The chain is latency-bound: each link waits for the previous key. With the block size a
@@ -38,10 +40,11 @@ template <size_t B>
 void KeyBlocksFixed(const uint32_t* tokens, size_t n_blocks, uint32_t /*block_size*/,
                     BlockKey prev, BlockKey* out) {
   alignas(64) std::byte frame[BlockKey::kSize + B * sizeof(uint32_t)];
+  const BlockKey tag = prev;  // every key of the chain carries prev's namespace tag
   for (size_t b = 0; b < n_blocks; ++b) {
     PutKey(frame, prev);
     internal::StoreTokensLE(frame + BlockKey::kSize, tokens + b * B, B);
-    prev = internal::Xxh3_128(frame, sizeof(frame));
+    prev = WithNamespaceTag(internal::Xxh3_128(frame, sizeof(frame)), tag);
     out[b] = prev;
   }
 }
@@ -154,6 +157,22 @@ Status KeyChain::AppendBlock(std::span<const uint32_t> block_tokens,
   return Status::OK();
 }
 
+Status CheckKeysInNamespace(std::span<const BlockKey> keys, const NamespaceId& ns,
+                            std::string_view context) {
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (KeyInNamespace(keys[i], ns)) continue;
+    // The tag is the key's first kNamespaceTagBits / 4 hex digits.
+    const size_t digits = kNamespaceTagBits / 4;
+    const std::string key = keys[i].ToHex(), id = ns.ToHex();
+    return Status::InvalidArgument(
+        std::string(context) + ": block " + std::to_string(i) + "'s key " + key +
+        " was not computed in namespace " + id + ": its namespace tag is " +
+        key.substr(0, digits) + ", the namespace's is " + id.substr(0, digits) +
+        " (docs/keys.md, \"Namespace tag\"); nothing was stored");
+  }
+  return Status::OK();
+}
+
 BlockKey HeadShardKey(const BlockKey& block, uint32_t kv_head) {
   // Layout drawn in docs/keys.md, "Head shards".
   unsigned char frame[16 + 6 + 4];
@@ -161,7 +180,7 @@ BlockKey HeadShardKey(const BlockKey& block, uint32_t kv_head) {
   std::memcpy(frame, key.data(), 16);
   std::memcpy(frame + 16, "kvhead", 6);
   for (int i = 0; i < 4; ++i) frame[22 + i] = static_cast<unsigned char>(kv_head >> (8 * i));
-  return internal::Xxh3_128(frame, sizeof(frame));
+  return WithNamespaceTag(internal::Xxh3_128(frame, sizeof(frame)), block);
 }
 
 }  // namespace strata

@@ -12,6 +12,7 @@
 #include "daemon/log.h"
 #include "daemon/metrics.h"
 #include "events/block_tag.h"
+#include "strata/key_chain.h"
 #include "strata/version.h"
 
 namespace strata {
@@ -273,6 +274,8 @@ ipc::Response RequestHandler::Handle(Node::OwnerId owner, const ipc::Request& re
               r.status = Status::InvalidArgument("StoreBegin: keys and sizes differ in length");
               return;
             }
+            if (r.status = CheckKeysInNamespace(q.keys, q.ns, "StoreBegin"); !r.status.ok())
+              return;
             auto exists = node_->Exists(q.keys, q.sizes);
             if (!exists.ok()) r.status = exists.status().WithContext("Store");
             else r.body = ipc::StoreBeginReply{std::move(exists).value()};

@@ -31,6 +31,8 @@
 #include "node/live_view.h"
 #include "node/namespace_registry.h"
 #include "node/removal_log.h"
+#include "strata/block_format.h"
+#include "strata/key_chain.h"
 #include "store/tiered_store.h"
 #ifdef STRATA_WITH_DEVICE_TIER
 #include "store/device_tier.h"
@@ -248,6 +250,14 @@ class LocalNode final : public Node {
 
   Result<StoreOutcome> Store(const NamespaceId& ns, Codec codec,
                              std::span<const StagedBlock> blocks) override {
+    // Every key must carry ns's tag (docs/keys.md, "Namespace tag"): checked before anything is
+    // reserved, so a refused store leaves nothing.
+    for (const StagedBlock& b : blocks) {
+      if (KeyInNamespace(b.key, ns)) continue;
+      std::vector<BlockKey> keys;  // the error path only: CheckKeysInNamespace names the block
+      for (const StagedBlock& k : blocks) keys.push_back(k.key);
+      return CheckKeysInNamespace(keys, ns, "Store");
+    }
     StoreOutcome outcome;
     store::HostTier& host = store_->host();
     // The committed blocks are noted for the inspector once, whichever way this returns.
@@ -953,9 +963,19 @@ Result<std::unique_ptr<Node>> Node::Open(const NodeOptions& options) {
     });
 #endif
   }
-  if (store::DiskTier* disk = (*store)->disk();
-      disk != nullptr && !disk->open_info().index_recovery.empty())
-    std::cerr << "strata: disk tier: " << disk->open_info().index_recovery << std::endl;
+  if (store::DiskTier* disk = (*store)->disk(); disk != nullptr) {
+    const store::DiskTierOpenInfo& info = disk->open_info();
+    if (!info.index_recovery.empty())
+      std::cerr << "strata: disk tier: " << info.index_recovery << std::endl;
+    if (info.old_format_dropped > 0)
+      std::cerr << "strata: disk tier: dropped " << info.old_format_dropped
+                << " blocks of an older block format (keys without namespace tags; this build "
+                   "writes block format "
+                << kBlockFormatVersion
+                << ", docs/keys.md \"Namespace tag\"); clients store them again under their "
+                   "tagged keys"
+                << std::endl;
+  }
   std::unique_ptr<Cluster> cluster;
   if (!options.cluster.membership.empty()) {
 #ifdef STRATA_HAVE_UCX

@@ -353,17 +353,21 @@ PYBIND11_MODULE(_native, m) {
           py::arg("socket") = "", "Connect to a `strata serve` daemon.")
       .def_static(
           "embedded",
-          [](uint64_t host_pool_bytes, const std::string& data_dir, bool verify_loads) {
+          [](uint64_t host_pool_bytes, const std::string& data_dir, bool verify_loads,
+             const std::string& eviction_policy) {
             strata::EmbeddedOptions o;
             o.host_pool_bytes = host_pool_bytes;
             o.data_dir = data_dir;
             o.verify_loads = verify_loads;
+            o.eviction_policy = eviction_policy;
             return Unwrap(strata::Client::Embedded(o));
           },
           py::arg("host_pool_bytes") = 256ull << 20, py::arg("data_dir") = "",
-          py::arg("verify_loads") = false,
+          py::arg("verify_loads") = false, py::arg("eviction_policy") = "",
           "An in-process cache (no daemon). verify_loads: loads hash every block against its "
-          "checksum (EmbeddedOptions::verify_loads; STRATA_VERIFY_LOADS overrides it).")
+          "checksum (EmbeddedOptions::verify_loads; STRATA_VERIFY_LOADS overrides it). "
+          "eviction_policy: any policy `strata serve --eviction-policy` takes (\"learned\", "
+          "\"prefix\", \"lru\", ...); \"\": the node's default (EmbeddedOptions::eviction_policy).")
       .def(
           "lookup",
           [](strata::Client& c, const std::vector<py::bytes>& keys) {

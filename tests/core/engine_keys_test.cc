@@ -142,10 +142,12 @@ TEST_CASE("vllm-sha256-cbor: vLLM's chain with the default seed", "[core]") {
         std::vector<std::string>{
             "dc918a88b139e5afe60b88eda27508d4aee16c10fdc354791efea06206ac0749",
             "c300ec275d7bf08af8fc63e76cdc0086911bbc7091e03c5cf892553bef84ef0c"});
-  // The Strata key is XXH3-128(ns_id || engine hash), and ComputeBlockKeys follows the scheme.
+  // The Strata key is XXH3-128(ns_id || engine hash) under the namespace's tag (docs/keys.md's
+  // `strata keys` example), and ComputeBlockKeys follows the scheme.
   REQUIRE(k->keys.size() == 2);
   CHECK(k->keys[1] == KeyOfEngineHash(ns.id(), k->hashes[1]));
   CHECK(ComputeBlockKeys(ns, Iota(0, 40)) == k->keys);
+  for (const BlockKey& key : k->keys) CHECK(KeyInNamespace(key, ns.id()));
   // An explicit "vllm-none-hash" is the same namespace as the default.
   CHECK(Make(Spec(KeyScheme::kVllmSha256Cbor, "vllm-none-hash")).id() == ns.id());
 }

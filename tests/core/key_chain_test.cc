@@ -62,8 +62,8 @@ TEST_CASE("Documented test vectors hold (docs/keys.md)", "[core]") {
     Namespace ns = Make(DefaultSpec());
     CHECK(ns.id().ToHex() == "187c067a43dd7ddd405c25c0db1fcd76");
     CHECK(Hex(ComputeBlockKeys(ns, Iota(0, 32))) ==
-          std::vector<std::string>{"d3d95dd701aeafae57409d9461d2813c",
-                                   "5b591d54836a140346d4fa86a8852593"});
+          std::vector<std::string>{"187c067a01aeafae57409d9461d2813c",
+                                   "187c067a7d12525e26dcfba4b50b7705"});
   }
   SECTION("V2: block size 4, tokens 1..9, the 9th token is an unkeyed tail") {
     auto s = DefaultSpec();
@@ -71,8 +71,8 @@ TEST_CASE("Documented test vectors hold (docs/keys.md)", "[core]") {
     Namespace ns = Make(s);
     CHECK(ns.id().ToHex() == "d7c102ab47bed61620e0128092fa23d9");
     CHECK(Hex(ComputeBlockKeys(ns, Iota(1, 9))) ==
-          std::vector<std::string>{"28679a5101cb1f4f9a29b0aea702549a",
-                                   "6e6f87aa5581bf1594e3e5e5a4aa63f4"});
+          std::vector<std::string>{"d7c102ab01cb1f4f9a29b0aea702549a",
+                                   "d7c102ab0a52a203a05ccfec8d205c93"});
   }
   SECTION("V3: tenant salt 'tenant-a'") {
     auto s = DefaultSpec();
@@ -80,12 +80,12 @@ TEST_CASE("Documented test vectors hold (docs/keys.md)", "[core]") {
     Namespace ns = Make(s);
     CHECK(ns.id().ToHex() == "65b1bb83de4852c4f41535e27ef90a35");
     CHECK(Hex(ComputeBlockKeys(ns, Iota(0, 16))) ==
-          std::vector<std::string>{"70bc48574235bfe0d398342cfa415115"});
+          std::vector<std::string>{"65b1bb834235bfe0d398342cfa415115"});
   }
   SECTION("V4: the largest token id") {
     Namespace ns = Make(DefaultSpec());
     CHECK(Hex(ComputeBlockKeys(ns, std::vector<uint32_t>(16, 4294967295u))) ==
-          std::vector<std::string>{"8c50499a9a9d430e297f5d51afe8c2d2"});
+          std::vector<std::string>{"187c067a9a9d430e297f5d51afe8c2d2"});
   }
   SECTION("V5: MLA fp8 namespace, block 64") {
     NamespaceSpec s;
@@ -100,8 +100,8 @@ TEST_CASE("Documented test vectors hold (docs/keys.md)", "[core]") {
     Namespace ns = Make(s);
     CHECK(ns.id().ToHex() == "40016617403f8a9e40adb9bdbdae8a39");
     CHECK(Hex(ComputeBlockKeys(ns, Iota(0, 128, 7))) ==
-          std::vector<std::string>{"6d82884ea8684d06450c429db6927998",
-                                   "9c9e924ca1f02a46ee81eabef3134b33"});
+          std::vector<std::string>{"40016617a8684d06450c429db6927998",
+                                   "400166177f20a6dab5a571857cf4f16c"});
   }
   SECTION("V6: per-block extra bytes on the first block") {
     Namespace ns = Make(DefaultSpec());
@@ -110,15 +110,45 @@ TEST_CASE("Documented test vectors hold (docs/keys.md)", "[core]") {
     for (int i = 1; i <= 8; ++i) extra.push_back(std::byte(i));
     REQUIRE(chain.AppendBlock(Iota(100, 16), extra).ok());
     chain.Append(Iota(116, 16));
-    CHECK(Hex(chain.keys()) == std::vector<std::string>{"87057b0b79cb8ee8e5b19cf16caab565",
-                                                        "1daf8a30ae35a0ba5ed028856c0c89cd"});
+    CHECK(Hex(chain.keys()) == std::vector<std::string>{"187c067a79cb8ee8e5b19cf16caab565",
+                                                        "187c067a32e11c500bbb5950fad7b1b5"});
   }
 }
 
+TEST_CASE("Every key carries its namespace's tag; a key of another namespace is refused",
+          "[core]") {
+  const Namespace ns = Make(DefaultSpec());
+  NamespaceSpec salted = DefaultSpec();
+  salted.tenant_salt = "tenant-a";
+  const Namespace other = Make(salted);
+  REQUIRE((ns.id().high >> 32) != (other.id().high >> 32));  // V1's and V3's tags differ
+  std::vector<BlockKey> keys = ComputeBlockKeys(ns, Iota(0, 16 * 40));
+  keys.push_back(HeadShardKey(keys[3], 5));
+  for (const BlockKey& k : keys) {
+    CHECK(k.high >> 32 == ns.id().high >> 32);
+    CHECK(KeyInNamespace(k, ns.id()));
+    CHECK_FALSE(KeyInNamespace(k, other.id()));
+  }
+  CHECK(CheckKeysInNamespace(keys, ns.id(), "Store").ok());
+  CHECK(CheckKeysInNamespace({}, ns.id(), "Store").ok());
+  // One key of the other namespace among ours: refused, naming the block, its tag and ours.
+  keys.insert(keys.begin() + 7, ComputeBlockKeys(other, Iota(0, 16))[0]);
+  const Status st = CheckKeysInNamespace(keys, ns.id(), "Store");
+  CHECK(st.IsInvalidArgument());
+  const std::string msg(st.message());
+  CHECK(msg.find("block 7") != std::string::npos);
+  CHECK(msg.find("65b1bb83") != std::string::npos);  // the key's tag (V3's namespace)
+  CHECK(msg.find("187c067a") != std::string::npos);  // the namespace's
+  // The tag is the top 32 bits: a key whose other 96 bits change keeps it.
+  const BlockKey forged{(ns.id().high & kNamespaceTagMask) | 0x1234, 99};
+  CHECK(KeyInNamespace(forged, ns.id()));
+  CHECK_FALSE(KeyInNamespace(BlockKey{forged.high ^ (uint64_t{1} << 32), 99}, ns.id()));
+}
+
 TEST_CASE("Head shard keys: documented vector, distinct per head", "[core]") {
-  const BlockKey k = BlockKey::FromHex("d3d95dd701aeafae57409d9461d2813c").value();
-  CHECK(HeadShardKey(k, 3).ToHex() == "e604e1a5fface6e7579a4e782d5b9006");
-  CHECK(HeadShardKey(k, 0).ToHex() == "56b0e14a2ea7e657b44c7f87acbdf0d0");
+  const BlockKey k = BlockKey::FromHex("187c067a01aeafae57409d9461d2813c").value();
+  CHECK(HeadShardKey(k, 3).ToHex() == "187c067a522feed0eb744f376fcdf3aa");
+  CHECK(HeadShardKey(k, 0).ToHex() == "187c067a2b302e2e756d2c5e101bd4dd");
   std::set<BlockKey> seen;
   for (uint32_t h = 0; h < 64; ++h) seen.insert(HeadShardKey(k, h));
   CHECK(seen.size() == 64);
@@ -153,7 +183,8 @@ TEST_CASE("Keys agree with the independent xxh128sum tool over the documented fr
     write(path, frame);
     std::string out = RunCommand("xxh128sum " + path);
     std::remove(path.c_str());
-    CHECK(out.substr(0, 32) == keys[b].ToHex());
+    // The key is the hash with its first 8 hex digits (32 bits) replaced by the namespace's tag.
+    CHECK(ns.id().ToHex().substr(0, 8) + out.substr(8, 24) == keys[b].ToHex());
     prev_hex = keys[b].ToHex();
   }
 

@@ -29,6 +29,7 @@
 #include "strata/key_chain.h"
 #include "tests/lib/client_test_util.h"
 #include "tests/lib/disk_serve.h"
+#include "tests/lib/raw_session.h"
 #include "tests/lib/scratch_files.h"
 #include "tools/strata/serve_process.h"
 
@@ -37,6 +38,7 @@ namespace {
 
 using testing::Outputs;
 using testing::Prompt;
+using testing::RawSession;
 using testing::ScratchDir;
 
 Namespace TestNamespace(const std::string& salt = "", size_t block_bytes = 8192) {
@@ -341,24 +343,11 @@ TEST_CASE("strata serve: a StoreBegin for most of the pool, never committed, hol
   auto serve = testing::StartServe(
       {"serve", "--socket", socket, "--no-disk", "--host-pool", "32MiB"}, socket);
   Namespace ns = TestNamespace("begin", 65536);  // 512 blocks fill the 32 MiB pool
-  auto raw = ipc::UnixConnection::Connect(socket);
-  REQUIRE(raw.ok());
-  auto staging = StagingMapping::Create(1 << 20);
-  REQUIRE(staging.ok());
-  ipc::Hello hello;
-  hello.staging_bytes = 1 << 20;
-  std::string reply;
-  int fd = -1;
-  REQUIRE(raw->Send(ipc::EncodeRequest({1, hello}), staging->fd()).ok());
-  REQUIRE(raw->Receive(&reply, &fd).ok());
+  RawSession raw(socket);
   Prompt hog(ns, 384, 12, 8);  // keys of 24 MiB of blocks (the bytes are never sent)
-  ipc::StoreBeginRequest begin{ns.id(), hog.keys,
-                               std::vector<uint64_t>(hog.keys.size(), ns.block_bytes())};
-  REQUIRE(raw->Send(ipc::EncodeRequest({2, begin})).ok());
-  REQUIRE(raw->Receive(&reply).ok());
-  auto r = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
-  REQUIRE(r.ok());
-  CHECK(r->status.ok());
+  CHECK(raw.Call(ipc::StoreBeginRequest{ns.id(), hog.keys,
+                                        std::vector<uint64_t>(hog.keys.size(), ns.block_bytes())})
+            .status.ok());
   // The begun store's connection stays open and idle; another client stores half the pool.
   auto c = Client::Connect(socket);
   REQUIRE(c.ok());
@@ -479,20 +468,12 @@ TEST_CASE("Malformed or oversized or out-of-order messages get errors and the da
   // outside it is refused.
   REQUIRE(raw->Send(ipc::EncodeRequest({8, ipc::Hello{}})).ok());
   CHECK(response().status.IsInvalidArgument());
-  raw = ipc::UnixConnection::Connect(d.socket);
-  REQUIRE(raw.ok());
-  auto staging = StagingMapping::Create(1 << 20);
-  REQUIRE(staging.ok());
-  ipc::Hello hello;
-  hello.staging_bytes = 1 << 20;
-  REQUIRE(raw->Send(ipc::EncodeRequest({9, hello}), staging->fd()).ok());
-  int fd = -1;
-  REQUIRE(raw->Receive(&reply, &fd).ok());
-  CHECK(fd < 0);  // the pool comes slab by slab (MapSlab), not with the HelloReply
-  ipc::StoreCommitRequest commit{TestNamespace().id(), Codec::kNone, {BlockKey{1, 2}},
-                                 {BlockKey{}}, {(1 << 20) - 100}, {8192}};
-  REQUIRE(raw->Send(ipc::EncodeRequest({10, commit})).ok());
-  auto outside = response();
+  RawSession session(d.socket);
+  CHECK(session.hello_fd < 0);  // the pool comes slab by slab (MapSlab), not with the HelloReply
+  const Namespace ns = TestNamespace();
+  const BlockKey key = Prompt(ns, 1, 3).keys[0];
+  const ipc::Response outside = session.Call(
+      ipc::StoreCommitRequest{ns.id(), Codec::kNone, {key}, {BlockKey{}}, {(1 << 20) - 100}, {8192}});
   CHECK(outside.status.IsInvalidArgument());
   CHECK(std::string(outside.status.message()).find("outside") != std::string::npos);
   // Wrong protocol version: error, then the daemon closes the connection.
@@ -553,6 +534,63 @@ TEST_CASE("strata serve: restart with the disk tier keeps blocks and SIGTERM exi
   std::filesystem::remove_all(dir);
 }
 
+// Regression (issue 14, "keys computed in another namespace"): a store named one namespace but
+// carried keys of another, and the daemon stored them (a later Load through the right namespace
+// refused them, but the blocks took the pool). Each key carries its namespace's tag (docs/keys.md,
+// "Namespace tag"), which the daemon checks on StoreBegin and on the commit.
+TEST_CASE("strata serve: a store whose keys were computed in another namespace is refused",
+          "[lib][integration]") {
+  const std::string dir = ScratchDir("keys-ns");
+  const std::string socket = dir + "/s.sock";
+  auto serve = testing::StartServe(
+      {"serve", "--socket", socket, "--no-disk", "--host-pool", "64MiB"}, socket);
+  Namespace ns = TestNamespace("keys-a");
+  Namespace other = TestNamespace("keys-b");  // same model and block bytes, another tenant salt
+  Prompt mine(ns, 3, 51), theirs(other, 3, 52);
+  auto c = Client::Connect(socket);
+  REQUIRE(c.ok());
+  // Through the client: the whole store is refused, naming the cause, nothing is stored.
+  auto refused = (*c)->Store(ns, theirs.keys, theirs.in).Wait();
+  CHECK(refused.status().IsInvalidArgument());
+  const std::string msg = refused.status().ToString();
+  INFO(msg);
+  CHECK(msg.find("was not computed in namespace " + ns.id().ToHex()) != std::string::npos);
+  std::vector<BlockKey> mixed = mine.keys;
+  mixed[1] = theirs.keys[1];
+  auto mixed_refused = (*c)->Store(ns, mixed, mine.in).Wait();
+  CHECK(mixed_refused.status().IsInvalidArgument());
+  CHECK(mixed_refused.status().ToString().find("block 1's key " + theirs.keys[1].ToHex()) !=
+        std::string::npos);
+  CHECK((*c)->Lookup(theirs.keys)->matched_blocks == 0);
+  CHECK((*c)->Lookup(mine.keys)->matched_blocks == 0);  // its good keys were not stored either
+
+  // Spoken by hand: a StoreBegin and a commit (without a StoreBegin) are each refused.
+  RawSession raw(socket);
+  const ipc::Response begin = raw.Call(ipc::StoreBeginRequest{ns.id(), theirs.keys, {}});
+  CHECK(begin.status.IsInvalidArgument());
+  CHECK(std::string(begin.status.message()).find("StoreBegin") != std::string::npos);
+  std::memcpy(raw.staging.base(), theirs.blocks[0].data(), 8192);
+  const ipc::Response commit = raw.Call(
+      ipc::StoreCommitRequest{ns.id(), Codec::kNone, {theirs.keys[0]}, {BlockKey{}}, {0}, {8192}});
+  CHECK(commit.status.IsInvalidArgument());
+  CHECK(std::string(commit.status.message()).find("not computed in namespace") !=
+        std::string::npos);
+  CHECK((*c)->Lookup(theirs.keys)->matched_blocks == 0);
+  // The same session, and the daemon, keep serving: the key of its own namespace is stored.
+  const ipc::Response good = raw.Call(
+      ipc::StoreCommitRequest{other.id(), Codec::kNone, {theirs.keys[0]}, {BlockKey{}}, {0}, {8192}});
+  REQUIRE(good.status.ok());
+  CHECK(std::get<ipc::StoreCommitReply>(good.body).committed == 1);
+  REQUIRE(*(*c)->Store(ns, mine.keys, mine.in).Wait() == 3);
+  Outputs o(3, 8192);
+  REQUIRE(*(*c)->Load(ns, mine.keys, o.out).Wait() == 3);
+  CHECK(o.bufs == mine.blocks);
+  CHECK(nlohmann::json::parse(*(*c)->Stats())["host"]["blocks"] == 4);
+  int status = serve->Stop();
+  CHECK(WIFEXITED(status));
+  std::filesystem::remove_all(dir);
+}
+
 // The trust boundary (docs/data-plane.md): a second local process, with its own staging memory,
 // can neither write the pool nor make the daemon publish bytes other than those it hashed.
 TEST_CASE("strata serve: clients cannot write the pool or forge a published block",
@@ -568,22 +606,11 @@ TEST_CASE("strata serve: clients cannot write the pool or forge a published bloc
   REQUIRE(*(*a)->Store(ns, p.keys, p.in).Wait() == 6);
 
   // An attacker speaks the protocol itself: it gets a pool slab's descriptor...
-  auto conn = ipc::UnixConnection::Connect(socket);
-  REQUIRE(conn.ok());
-  auto staging = StagingMapping::Create(1 << 20);
-  REQUIRE(staging.ok());
-  ipc::Hello hello;
-  hello.staging_bytes = 1 << 20;
-  REQUIRE(conn->Send(ipc::EncodeRequest({1, hello}), staging->fd()).ok());
-  std::string reply;
-  REQUIRE(conn->Receive(&reply).ok());
-  auto hr = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
-  REQUIRE(hr.ok());
-  const uint64_t slab = std::get<ipc::HelloReply>(hr->body).slab_bytes;
+  RawSession raw(socket);
+  const uint64_t slab = raw.hello.slab_bytes;
   REQUIRE(slab > 0);
-  REQUIRE(conn->Send(ipc::EncodeRequest({4, ipc::MapSlabRequest{0}})).ok());
   int fd = -1;
-  REQUIRE(conn->Receive(&reply, &fd).ok());
+  REQUIRE(raw.Call(ipc::MapSlabRequest{0}, -1, &fd).status.ok());
   REQUIRE(fd >= 0);
   // ... which maps for reading only, cannot be upgraded, reopened read-write or resized.
   CHECK(::mmap(nullptr, slab, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED);
@@ -603,24 +630,19 @@ TEST_CASE("strata serve: clients cannot write the pool or forge a published bloc
   // hashed while copying, and a load verifies against the daemon's checksum.
   Namespace mine = TestNamespace("tenant-b");
   Prompt q(mine, 1, 21);
-  std::memcpy(staging->base(), q.blocks[0].data(), 8192);
-  ipc::StoreCommitRequest commit{mine.id(), Codec::kNone, {q.keys[0]}, {BlockKey{}}, {0}, {8192}};
-  REQUIRE(conn->Send(ipc::EncodeRequest({2, commit})).ok());
-  REQUIRE(conn->Receive(&reply).ok());
-  auto done = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
-  REQUIRE(done.ok());
-  REQUIRE(done->status.ok());
-  CHECK(std::get<ipc::StoreCommitReply>(done->body).committed == 1);
-  std::memset(staging->base(), 0xAB, 8192);  // too late: the pool holds its own copy
+  std::memcpy(raw.staging.base(), q.blocks[0].data(), 8192);
+  const ipc::Response done = raw.Call(
+      ipc::StoreCommitRequest{mine.id(), Codec::kNone, {q.keys[0]}, {BlockKey{}}, {0}, {8192}});
+  REQUIRE(done.status.ok());
+  CHECK(std::get<ipc::StoreCommitReply>(done.body).committed == 1);
+  std::memset(raw.staging.base(), 0xAB, 8192);  // too late: the pool holds its own copy
   // Raw bytes labelled with a codec they are not encoded with are refused, never published.
-  ipc::StoreCommitRequest mislabel{mine.id(), Codec::kFp8E4M3, {BlockKey{9, 9}}, {BlockKey{}},
-                                   {0}, {8192}};
-  REQUIRE(conn->Send(ipc::EncodeRequest({3, mislabel})).ok());
-  REQUIRE(conn->Receive(&reply).ok());
-  auto refused = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
-  REQUIRE(refused.ok());
-  CHECK(refused->status.IsInvalidArgument());
-  CHECK((*a)->Lookup(std::vector<BlockKey>{BlockKey{9, 9}})->matched_blocks == 0);
+  const BlockKey unpublished = Prompt(mine, 1, 22).keys[0];
+  const ipc::Response refused = raw.Call(ipc::StoreCommitRequest{
+      mine.id(), Codec::kFp8E4M3, {unpublished}, {BlockKey{}}, {0}, {8192}});
+  CHECK(refused.status.IsInvalidArgument());
+  CHECK(std::string(refused.status.message()).find("payload") != std::string::npos);
+  CHECK((*a)->Lookup(std::vector<BlockKey>{unpublished})->matched_blocks == 0);
   Outputs qo(1, 8192);
   CHECK(*(*a)->Load(mine, q.keys, qo.out).Wait() == 1);
   CHECK(qo.bufs[0] == q.blocks[0]);
@@ -703,26 +725,12 @@ TEST_CASE("strata serve: cross-memory and staging stores round-trip and a bad ad
   writer.join();
 
   // A raw connection that did not offer its memory in its Hello cannot name addresses.
-  auto conn = ipc::UnixConnection::Connect(socket);
-  REQUIRE(conn.ok());
-  auto mapping = StagingMapping::Create(1 << 20);
-  REQUIRE(mapping.ok());
-  ipc::Hello hello;
-  hello.staging_bytes = 1 << 20;
-  REQUIRE(conn->Send(ipc::EncodeRequest({1, hello}), mapping->fd()).ok());
-  std::string reply;
-  REQUIRE(conn->Receive(&reply).ok());
-  auto hr = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
-  REQUIRE(hr.ok());
-  CHECK_FALSE(std::get<ipc::HelloReply>(hr->body).cross_memory);
+  RawSession raw(socket);
+  CHECK_FALSE(raw.hello.cross_memory);
   Prompt r(ns, 1, 31);
   ipc::StoreCommitRequest commit{ns.id(), Codec::kNone, {r.keys[0]}, {BlockKey{}}, {}, {8192}};
   commit.source_addresses = {reinterpret_cast<uint64_t>(r.blocks[0].data())};
-  REQUIRE(conn->Send(ipc::EncodeRequest({3, commit})).ok());
-  REQUIRE(conn->Receive(&reply).ok());
-  auto done = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
-  REQUIRE(done.ok());
-  CHECK(done->status.IsInvalidArgument());
+  CHECK(raw.Call(commit).status.IsInvalidArgument());
   CHECK(c.Lookup(r.keys)->matched_blocks == 0);
 
   int status = serve->Stop();

@@ -22,6 +22,8 @@
 #include <nlohmann/json.hpp>
 
 #include "strata/client.h"
+#include "store/disk_tier.h"
+#include "strata/block_format.h"
 #include "strata/key_chain.h"
 #include "strata_kernels/kv_synth.h"
 #include "tests/lib/client_test_util.h"
@@ -178,6 +180,59 @@ TEST_CASE("strata serve: a flipped byte in a RocksDB table does not stop the dae
     f.put(static_cast<char>(c ^ 0xFF));
   }
   CheckStartsAndServes(dir, ns, p);
+  std::filesystem::remove_all(dir);
+}
+
+// Issue 14 (keys carry their namespace's tag): a data directory written before the tag holds
+// blocks of block format 1, keyed without it. They must never be served as valid: the daemon
+// starts, drops them with a log line, keeps the directory's format 2 blocks and serves.
+TEST_CASE("strata serve: blocks of block format 1 (untagged keys) on disk are dropped at start "
+          "with a log line; the rest is served",
+          "[lib][integration]") {
+  const std::string dir = ScratchDir("format1");
+  Namespace ns = TestNamespace();
+  Prompt p(ns, 8, 49, kBlockBytes);
+  Populate(dir, ns, p);  // 8 blocks of the current format
+  // 5 blocks as an older build wrote them: version 1 headers, keys without the tag.
+  Prompt old(ns, 5, 50, kBlockBytes);
+  std::vector<BlockKey> old_keys;
+  {
+    store::DiskTierOptions o;
+    o.path = dir + "/data";
+    o.capacity_bytes = 64ull << 20;  // as DiskServe's --disk
+    auto disk = store::DiskTier::Open(o);
+    INFO(disk.status().ToString());
+    REQUIRE(disk.ok());
+    for (size_t i = 0; i < old.keys.size(); ++i) {
+      const BlockKey untagged{old.keys[i].high ^ kNamespaceTagMask, old.keys[i].low};
+      REQUIRE_FALSE(KeyInNamespace(untagged, ns.id()));
+      BlockHeader h = MakeBlockHeader(untagged, ns.id(), Codec::kNone, old.blocks[i]);
+      h.version = 1;
+      REQUIRE((*disk)->Put(h, old.blocks[i]).ok());
+      old_keys.push_back(untagged);
+    }
+    REQUIRE((*disk)->Stats().blocks == 13);
+  }
+  Serve serve(dir);
+  auto c = serve.Connect();
+  const std::string log = serve.Log();
+  INFO(log);
+  CHECK(log.find("dropped 5 blocks of an older block format") != std::string::npos);
+  CHECK(c->Lookup(old_keys)->matched_blocks == 0);
+  CHECK(Stats(*c)["disk"]["blocks"] == 8);
+  CHECK(Stats(*c)["disk"]["corrupt_dropped"] == 0);  // an old format is not damage
+  bool exact = false;
+  CHECK(Load(*c, ns, p, &exact) == 8);
+  CHECK(exact);
+  // The old prompt's blocks are stored again under their tagged keys and served.
+  CHECK(*c->Store(ns, old.keys, old.in).Wait() == 5);
+  CHECK(Load(*c, ns, old, &exact) == 5);
+  CHECK(exact);
+  REQUIRE(serve.Stop() == 0);
+  // The next start finds nothing old to drop.
+  Serve again(dir);
+  CHECK(again.Log().find("older block format") == std::string::npos);
+  again.Stop();
   std::filesystem::remove_all(dir);
 }
 

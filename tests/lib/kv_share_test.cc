@@ -26,6 +26,7 @@
 #include "strata/key_chain.h"
 #include "tests/lib/engine_kv_util.h"
 #include "tests/lib/paged_test_util.h"
+#include "tests/lib/raw_session.h"
 
 namespace strata {
 namespace {
@@ -34,6 +35,7 @@ using namespace paged_test;  // NOLINT: the shared fixtures of the paged tests
 using engine_kv::EngineKv;
 using engine_kv::StorePaths;
 using engine_kv::StorePathsOf;
+using testing::RawSession;
 
 Namespace SharedNamespace(const std::string& salt) {
   return MakeNamespace(
@@ -275,35 +277,6 @@ TEST_CASE("kv share: a cache in a file mapping is not moved and stores as before
   CHECK(StorePathsOf(*client).mapped == a.mapped);
   CHECK(client->UnregisterKvCache(*id).ok());
 }
-
-// A raw session (Hello with a staging memfd) that sends ShareKv requests with the descriptors a
-// hostile or broken client could send.
-struct RawSession {
-  ipc::UnixConnection conn{-1};
-  uint64_t next_id = 1;
-  explicit RawSession(const std::string& socket) {
-    auto c = ipc::UnixConnection::Connect(socket);
-    REQUIRE(c.ok());
-    conn = std::move(c).value();
-    REQUIRE(conn.SetReceiveTimeout(5000).ok());
-    auto staging = StagingMapping::Create(uint64_t{1} << 20);
-    REQUIRE(staging.ok());
-    ipc::Hello hello;
-    hello.client_name = "kv-share-test";
-    hello.staging_bytes = staging->bytes();
-    REQUIRE(Call(hello, staging->fd()).status.ok());
-  }
-  ipc::Response Call(ipc::RequestBody body, int fd = -1) {
-    ipc::Request r{next_id++, std::move(body)};
-    REQUIRE(conn.Send(ipc::EncodeRequest(r), fd).ok());
-    std::string reply;
-    REQUIRE(conn.Receive(&reply).ok());
-    auto decoded = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)));
-    REQUIRE(decoded.ok());
-    REQUIRE(decoded->id == r.id);
-    return std::move(decoded).value();
-  }
-};
 
 // A memfd of `bytes`, written whole (every page allocated) unless `holes`, sealed with `seals`.
 int KvMemfdOf(uint64_t bytes, int seals, bool holes = false) {

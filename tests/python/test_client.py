@@ -49,13 +49,14 @@ def test_keys_match_documented_vector():
                           head_dim=128, block_size=16, kv_dtype="bf16")
     assert ns.id == "187c067a43dd7ddd405c25c0db1fcd76"
     keys = ns.keys(list(range(32)))
-    assert [k.hex() for k in keys] == ["d3d95dd701aeafae57409d9461d2813c",
-                                       "5b591d54836a140346d4fa86a8852593"]
+    assert [k.hex() for k in keys] == ["187c067a01aeafae57409d9461d2813c",
+                                       "187c067a7d12525e26dcfba4b50b7705"]
     assert len(ns.keys(list(range(15)))) == 0
 
 
 def test_namespace_key_scheme_vllm_sha256_cbor():
-    # docs/keys.md "Key schemes": key = XXH3-128(ns_id || vLLM's sha256_cbor block hash).
+    # docs/keys.md "Key schemes": key = XXH3-128(ns_id || vLLM's sha256_cbor block hash), its
+    # first 4 bytes replaced by the namespace id's first 4 ("Namespace tag").
     cbor2 = pytest.importorskip("cbor2")
     xxhash = pytest.importorskip("xxhash")
     import hashlib
@@ -64,7 +65,8 @@ def test_namespace_key_scheme_vllm_sha256_cbor():
     assert ns.key_scheme == "vllm-sha256-cbor" and ns.hash_seed == "vllm-none-hash"
     sha = lambda o: hashlib.sha256(cbor2.dumps(o, canonical=True)).digest()
     h0 = sha((sha("vllm-none-hash"), tuple(range(16)), None))
-    assert ns.keys(list(range(16))) == [xxhash.xxh3_128_digest(bytes.fromhex(ns.id) + h0)]
+    ns_id = bytes.fromhex(ns.id)
+    assert ns.keys(list(range(16))) == [ns_id[:4] + xxhash.xxh3_128_digest(ns_id + h0)[4:]]
     with pytest.raises(Exception, match="PYTHONHASHSEED"):
         strata.Namespace("m", num_layers=1, num_kv_heads=1, head_dim=8,
                          key_scheme="vllm-xxhash-cbor")
@@ -102,6 +104,44 @@ def test_embedded_verify_loads_argument(monkeypatch):
     monkeypatch.setenv("STRATA_VERIFY_LOADS", "sometimes")
     with pytest.raises(Exception, match="STRATA_VERIFY_LOADS"):
         strata.Client.embedded(host_pool_bytes=64 << 20, verify_loads=False)
+
+
+def test_keys_of_another_namespace_are_refused(client):
+    """Issue 14: a store whose keys were computed in another namespace is refused (each key
+    carries its namespace's tag, docs/keys.md "Namespace tag"), nothing of it is stored, and the
+    client (and daemon) keep serving."""
+    ns, other = make_ns("keys-a"), make_ns("keys-b")
+    n = BLOCK_BYTES
+    mine = ns.keys(list(range(48)))
+    theirs = other.keys(list(range(48)))
+    assert all(k[:4] == bytes.fromhex(ns.id)[:4] for k in mine)
+    with pytest.raises(ValueError, match="not computed in namespace " + ns.id):
+        client.store(ns, theirs, [b"t" * n] * 3)
+    mixed = [mine[0], theirs[1], mine[2]]
+    with pytest.raises(ValueError, match="block 1's key " + theirs[1].hex()):
+        client.store(ns, mixed, [b"m" * n] * 3)
+    assert client.lookup(theirs)[0] == 0
+    assert client.lookup(mine)[0] == 0  # the good keys of the refused store were not stored
+    assert client.store(ns, mine, [b"a" * n, b"b" * n, b"c" * n]) == 3
+    out = [bytearray(n) for _ in range(3)]
+    assert client.load(ns, mine, out) == 3
+    assert out[2] == b"c" * n
+    assert client.clear(ns) == 3
+
+
+def test_embedded_eviction_policy():
+    """Client.embedded(eviction_policy=...) runs the named policy, "" the node's default; a wrong
+    name is refused, naming the setting (as EmbeddedOptions::eviction_policy in C++)."""
+    ns = make_ns()
+    keys = ns.keys(list(range(32)))
+    n = BLOCK_BYTES
+    for policy in ("", "lru", "prefix"):
+        c = strata.Client.embedded(host_pool_bytes=64 << 20, eviction_policy=policy)
+        assert c.store(ns, keys, [b"a" * n, b"b" * n]) == 2
+        out = [bytearray(n), bytearray(n)]
+        assert c.load(ns, keys, out) == 2 and out[1] == b"b" * n
+    with pytest.raises(Exception, match="eviction_policy"):
+        strata.Client.embedded(host_pool_bytes=64 << 20, eviction_policy="no-such-policy")
 
 
 def test_bytes_and_errors(client):

@@ -105,10 +105,15 @@ def xxh3_128(b):
     return xxhash.xxh3_128_digest(b)
 
 
+def tagged(h, ns):
+    """docs/keys.md "Namespace tag": the key's first 4 bytes are the namespace id's first 4."""
+    return ns[:4] + h[4:]
+
+
 def check_strata_keys(out, engine_hashes):
-    """key[i] = XXH3-128(ns_id || engine hash i)."""
+    """key[i] = tag(XXH3-128(ns_id || engine hash i))."""
     ns = bytes.fromhex(out["namespace"])
-    assert out["keys"] == [xxh3_128(ns + h).hex() for h in engine_hashes]
+    assert out["keys"] == [tagged(xxh3_128(ns + h), ns).hex() for h in engine_hashes]
 
 
 def token_lists():
@@ -188,7 +193,7 @@ def test_strata_scheme_unchanged_by_engine_flags():
     assert "engine_hashes" not in out
     prev = bytes.fromhex(out["namespace"])
     for i, key in enumerate(out["keys"]):
-        prev = xxh3_128(prev + struct.pack("<16I", *tokens[16 * i:16 * (i + 1)]))
+        prev = tagged(xxh3_128(prev + struct.pack("<16I", *tokens[16 * i:16 * (i + 1)])), prev)
         assert key == prev.hex()
 
 

@@ -4,6 +4,7 @@
 
 #include <signal.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -114,6 +115,36 @@ TEST_CASE("static membership through a shared directory: peers appear and leave 
   CHECK(StaticMembership::OpenInDirectory(none).status().IsInvalidArgument());
   a->reset();
   std::filesystem::remove_all(dir);
+}
+
+// Issue 14 follow-up: under `strata serve`'s umask 077, the static directory's parents that the
+// node created were 0700, so nodes of other users could not reach the 0755 directory inside.
+TEST_CASE("static membership: every directory it creates is 0755 under umask 077, files 0644",
+          "[transport][membership]") {
+  namespace fs = std::filesystem;
+  const std::string root = "/tmp/strata-static-umask-" + std::to_string(::getpid());
+  fs::remove_all(root);
+  fs::create_directory(root);
+  fs::permissions(root, fs::perms::owner_all);  // an existing directory keeps its mode
+  const std::string dir = root + "/a/b/static";
+  const mode_t old_umask = ::umask(077);
+  StaticMembershipOptions o;
+  o.self = M("n1");
+  o.dir = dir;
+  auto s = StaticMembership::OpenInDirectory(std::move(o));
+  ::umask(old_umask);
+  REQUIRE(s.ok());
+  auto mode = [](const std::string& p) { return fs::status(p).permissions() & fs::perms::all; };
+  constexpr auto k0755 = fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                         fs::perms::others_read | fs::perms::others_exec;
+  CHECK(mode(root) == fs::perms::owner_all);
+  CHECK(mode(root + "/a") == k0755);
+  CHECK(mode(root + "/a/b") == k0755);
+  CHECK(mode(dir) == k0755);
+  CHECK(mode(dir + "/n1.member") == (fs::perms::owner_read | fs::perms::owner_write |
+                                     fs::perms::group_read | fs::perms::others_read));
+  s->reset();
+  fs::remove_all(root);
 }
 
 TEST_CASE("member values round-trip - malformed ones are Corruption", "[transport][membership]") {

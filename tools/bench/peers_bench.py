@@ -200,7 +200,7 @@ class StrataClient:
         assert self.ns.block_bytes == block_bytes
 
     def prepare(self, ids) -> None:
-        # Keys of the namespace (XXH3-128(ns id || id)), computed before the clock starts.
+        # Keys of the namespace (tagged XXH3-128(ns id || id)), computed before the clock starts.
         ids = list(ids)
         self.keys = dict(zip(ids, self.ns.engine_keys([i.to_bytes(16, "big") for i in ids])))
 

@@ -18,13 +18,22 @@ void SortById(std::vector<Member>& members) {
 
 Status Publish(const std::string& dir, const Member& self) {
   // Other nodes, possibly of other users, read the directory and the files: 0755 and 0644 even
-  // under `strata serve`'s umask 077 (a member file holds a node's id and address only).
+  // under `strata serve`'s umask 077 (a member file holds a node's id and address only). Every
+  // directory this call creates is 0755, the parents of `dir` included (a 0700 parent would keep
+  // other users' nodes out of the whole tree); directories that existed keep their modes.
   namespace fs = std::filesystem;
   constexpr auto kReadable = fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read;
+  constexpr auto kDirMode = kReadable | fs::perms::owner_write | fs::perms::owner_exec |
+                            fs::perms::group_exec | fs::perms::others_exec;
   std::error_code ec;
-  if (fs::create_directories(dir, ec))
-    fs::permissions(dir, kReadable | fs::perms::owner_write | fs::perms::owner_exec |
-                              fs::perms::group_exec | fs::perms::others_exec, ec);
+  fs::path at;
+  for (const fs::path& part : fs::absolute(dir, ec).lexically_normal()) {
+    at /= part;
+    if (part.empty() || fs::exists(at, ec)) continue;
+    if (!fs::create_directory(at, ec) && ec)
+      return Status::IOError("cannot create " + at.string() + ": " + ec.message());
+    fs::permissions(at, kDirMode, ec);
+  }
   const auto path = std::filesystem::path(dir) / (self.id + ".member");
   const auto tmp = std::filesystem::path(dir) / (self.id + ".member.tmp");
   {

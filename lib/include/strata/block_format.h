@@ -29,7 +29,9 @@
 namespace strata {
 
 inline constexpr size_t kBlockHeaderSize = 64;
-inline constexpr uint16_t kBlockFormatVersion = 1;
+// 2: block keys carry their namespace's tag (block_key.h, docs/keys.md "Namespace tag"); a block
+// of version 1 is keyed without it and is never served (the disk tier drops it at open).
+inline constexpr uint16_t kBlockFormatVersion = 2;
 inline constexpr uint32_t kBlockMagic = 0x4B425453;  // "STBK" in little-endian byte order
 // Upper bound on a payload we accept from a header; larger lengths are treated as corruption.
 inline constexpr uint64_t kMaxBlockPayload = uint64_t{1} << 36;  // 64 GiB
@@ -82,8 +84,11 @@ void EncodeBlockHeader(const BlockHeader& header, std::span<std::byte, kBlockHea
 
 // Decodes the first 64 bytes of `in`. Corruption when `in` is shorter than a header, the magic or
 // header checksum is wrong, the codec is unknown or the length is absurd; NotSupported for a
-// version this build cannot read.
+// version this build cannot read (older or newer: BlockHeaderVersion tells which).
 Result<BlockHeader> DecodeBlockHeader(std::span<const std::byte> in);
+
+// The format version field of a header whose magic and header checksum hold, else 0.
+uint16_t BlockHeaderVersion(std::span<const std::byte> in);
 
 // Corruption unless `payload` has the header's length and checksum.
 Status VerifyPayload(const BlockHeader& header, std::span<const std::byte> payload);

@@ -42,6 +42,24 @@ struct BlockKey {
 // A namespace fingerprint is a 128-bit hash in the same canonical form as a key (docs/keys.md).
 using NamespaceId = BlockKey;
 
+// Namespace tag (docs/keys.md, "Namespace tag"): the first kNamespaceTagBits bits of every block
+// key (the top of `high`; the first 4 canonical bytes) are the first kNamespaceTagBits bits of its
+// namespace id, and the other 96 bits are the chained hash. A daemon, which cannot invert a key,
+// checks with KeyInNamespace that every key of a store belongs to the namespace the store names.
+// A key of another namespace passes with probability 2^-32 (two namespaces share a tag).
+inline constexpr int kNamespaceTagBits = 32;
+inline constexpr uint64_t kNamespaceTagMask = ~uint64_t{0} << (64 - kNamespaceTagBits);
+
+// `hash` with its tag bits replaced by those of `tagged` (a namespace id, or a key of it).
+constexpr BlockKey WithNamespaceTag(const BlockKey& hash, const BlockKey& tagged) {
+  return BlockKey{(tagged.high & kNamespaceTagMask) | (hash.high & ~kNamespaceTagMask), hash.low};
+}
+
+// True when `key` carries the tag of namespace `ns`.
+constexpr bool KeyInNamespace(const BlockKey& key, const NamespaceId& ns) {
+  return ((key.high ^ ns.high) & kNamespaceTagMask) == 0;
+}
+
 struct BlockKeyHash {
   // Keys are already uniform hashes: the low half is a fine bucket index.
   size_t operator()(const BlockKey& k) const noexcept { return static_cast<size_t>(k.low); }

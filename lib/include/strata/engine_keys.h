@@ -87,8 +87,9 @@ Result<std::vector<EngineBlock>> ComputeEngineBlocks(const Namespace& ns,
                                                      std::span<const uint32_t> tokens,
                                                      std::span<const MultimodalItem> mm = {});
 
-// The Strata key of a block whose engine hash is `hash`: XXH3-128(ns_id || hash). Lets an adapter
-// turn the hashes an engine already computed (vLLM's request.block_hashes) into keys.
+// The Strata key of a block whose engine hash is `hash`: XXH3-128(ns_id || hash) with the
+// namespace's tag in its first 32 bits (block_key.h). Lets an adapter turn the hashes an engine
+// already computed (vLLM's request.block_hashes) into keys.
 BlockKey KeyOfEngineHash(const NamespaceId& ns_id, const EngineHash& hash);
 
 // The root of `ns`'s engine chain: vLLM's NONE_HASH for the vLLM schemes; size 0 for sglang

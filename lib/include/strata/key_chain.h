@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include <optional>
@@ -42,6 +43,12 @@ std::vector<BlockKey> ComputeBlockKeys(const Namespace& ns, std::span<const uint
 // API stores each block as one shard per KV head, so that a rank of any tensor-parallel degree
 // loads exactly its heads (docs/keys.md, "Head shards").
 BlockKey HeadShardKey(const BlockKey& block, uint32_t kv_head);
+
+// OK when every key of `keys` carries the namespace tag of `ns` (block_key.h: KeyInNamespace);
+// else InvalidArgument naming `context`, the first key that does not and both tags. A daemon
+// refuses a store with it: a key computed in another namespace cannot be stored under this one.
+Status CheckKeysInNamespace(std::span<const BlockKey> keys, const NamespaceId& ns,
+                            std::string_view context);
 
 // An incrementally extended chain: Append() more tokens later without rehashing earlier blocks
 // (a conversation's next turn, a decode step). Tokens of an unfinished last block wait in a

@@ -9,8 +9,9 @@ Load it out of tree (docs/engines.md):
       "kv_connector_extra_config": {"strata.socket": "/run/strata/strata.sock"}}'
 
 Keys are vLLM's own block hashes: block i of a request is stored under
-`Namespace.engine_keys([request.block_hashes[i]])` = XXH3-128(ns_id || vLLM's hash), so Strata,
-vLLM, its KV events and the routers above it name a block alike (docs/keys.md). The namespace comes
+`Namespace.engine_keys([request.block_hashes[i]])` = XXH3-128(ns_id || vLLM's hash) with the
+namespace's tag in its first 4 bytes, so Strata, vLLM, its KV events and the routers above it name
+a block alike (docs/keys.md). The namespace comes
 from vLLM's config; a configured one that differs is an error in the log and a counter, never a
 silent miss (vllm_common.py). Requests are spot-checked too: the first block of a plain-text
 request is keyed by Strata from its tokens and must equal the key of vLLM's hash.
