@@ -76,6 +76,8 @@ class PeerPoolMapping {
   // True once Locate failed kMaxFailures times in a row: the session's pulls go back to the
   // bytes-on-the-wire path.
   bool off() const { return off_.load(std::memory_order_relaxed); }
+  // True exactly once, for the first caller after off() became true (to log and count it once).
+  bool TakeOffNotice() { return off() && !off_noticed_.exchange(true); }
   uint64_t slabs_mapped() const { return slabs_mapped_.load(std::memory_order_relaxed); }
 
   static constexpr int kMaxFailures = 3;
@@ -89,6 +91,7 @@ class PeerPoolMapping {
   std::unordered_map<uint32_t, std::shared_ptr<const Slab>> slabs_;  // GUARDED_BY(mu_)
   int failures_ = 0;                                                 // GUARDED_BY(mu_)
   std::atomic<bool> off_{false};
+  std::atomic<bool> off_noticed_{false};
   std::atomic<uint64_t> slabs_mapped_{0};
 };
 

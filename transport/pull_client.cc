@@ -466,7 +466,7 @@ PullResult PullOp::Wait() {
         }
       }
       prof.mapped_copy_ns.fetch_add(PeerTransport::Impl::NsSince(t1), std::memory_order_relaxed);
-      if (s.mapping->off())
+      if (s.mapping->TakeOffNotice())
         s.impl->NoteMappedFallback(s.peer, "its slabs could not be mapped " +
                                                std::to_string(PeerPoolMapping::kMaxFailures) +
                                                " times in a row");

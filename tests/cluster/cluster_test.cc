@@ -805,7 +805,7 @@ TEST_CASE("cluster: a mapped block whose holder slot was reused before the copy 
   Prompt new_p(ns, kBlocks, 62, kBytes);
   REQUIRE(*ca->Store(ns, old_p.keys, old_p.in).Wait() == kBlocks);
   REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, old_p.keys) == kBlocks; }));
-  Result<size_t> loaded = Status::Unknown("not run");
+  Result<size_t> loaded = Status::Aborted("not run");
   std::thread loader([&] {
     Outputs o(kBlocks, kBytes);
     loaded = cb->Load(ns, old_p.keys, o.out).Wait();
