@@ -640,10 +640,14 @@ TEST_CASE("cluster: pulls without UCX peer error handling: SIGKILL of the holder
     const auto took = Clock::now() - t0;
     killer.join();
     REQUIRE(loaded.ok());
+    // Same host: the blocks the holder answered before it died come out of its pool mapping
+    // (docs/cluster.md, "Same-host pulls from the holder's pool mapping").
+    const auto mapped = ClusterStats(*cb)["transfer_profile"]["mapped_blocks"].get<uint64_t>();
     std::printf("[cluster] %s, no UCX peer errors: SIGKILL mid-transfer: %zu of %zu blocks in "
-                "%.0f ms\n",
+                "%.0f ms (%llu mapped)\n",
                 tls.c_str(), *loaded, kBlocks,
-                std::chrono::duration<double, std::milli>(took).count());
+                std::chrono::duration<double, std::milli>(took).count(),
+                static_cast<unsigned long long>(mapped));
     std::fflush(stdout);
     // Noticed before the 2 s request timeout: UCX fails the control endpoint (shm,tcp), or a
     // probe of it fails once the pull has been quiet for 100 ms (tcp; an idle tcp endpoint
