@@ -7,7 +7,8 @@
 // pidfd_open(2) once per session and takes a duplicate of a slab's memfd with pidfd_getfd(2)
 // (Linux >= 5.6; it needs the same ptrace access as the cma transport's process_vm_readv), maps
 // it read-only and shared, closes the duplicate and keeps the mapping for the session: one
-// mapping per slab and generation, never per pull. A slab whose generation moved (renewed for
+// mapping per slab and generation, never per pull. A short-lived thread fills each new
+// mapping's page table in the background (MADV_POPULATE_READ), so that copies seldom fault. A slab whose generation moved (renewed for
 // another tenant: a fresh memfd) is taken and mapped again; the old mapping stays valid for
 // whoever still copies from it (shared ownership) and goes when the last user drops it.
 //
