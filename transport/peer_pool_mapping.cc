@@ -2,7 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/pidfd.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,6 +26,12 @@ uint64_t NamespaceInode(const char* path) {
 }
 
 std::string Errno(int e) { return std::strerror(e); }
+
+// Through syscall(2): glibc 2.36's <sys/pidfd.h> declares its wrappers without C linkage.
+int PidfdOpen(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+int PidfdGetfd(int pidfd, int fd) {
+  return static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, fd, 0));
+}
 
 }  // namespace
 
@@ -54,7 +60,7 @@ std::string SameHostMismatch(const wire::SameHost& theirs) {
 }
 
 Result<std::shared_ptr<PeerPoolMapping>> PeerPoolMapping::Open(uint32_t pid) {
-  const int pidfd = ::pidfd_open(static_cast<pid_t>(pid), 0);
+  const int pidfd = PidfdOpen(static_cast<pid_t>(pid));
   if (pidfd < 0) {
     const int e = errno;
     if (e == ENOSYS) return Status::NotSupported("pidfd_open: not in this kernel");
@@ -62,7 +68,7 @@ Result<std::shared_ptr<PeerPoolMapping>> PeerPoolMapping::Open(uint32_t pid) {
   }
   // A descriptor number no process has open: EBADF means the kernel would hand us the holder's
   // descriptors (the ptrace check comes first), EPERM that it would not.
-  const int probe = ::pidfd_getfd(pidfd, INT_MAX - 1, 0);
+  const int probe = PidfdGetfd(pidfd, INT_MAX - 1);
   const int e = errno;
   if (probe >= 0) {
     ::close(probe);
@@ -85,7 +91,7 @@ PeerPoolMapping::Slab::~Slab() {
 
 Result<std::shared_ptr<const PeerPoolMapping::Slab>> PeerPoolMapping::MapSlab(
     const wire::MappedBlock& block) {
-  const int fd = ::pidfd_getfd(pidfd_, block.fd, 0);
+  const int fd = PidfdGetfd(pidfd_, block.fd);
   if (fd < 0)
     return Status::Unavailable("pidfd_getfd of the holder's slab " + std::to_string(block.slab) +
                                ": " + Errno(errno));
