@@ -88,8 +88,10 @@ class ServeNode {
     o.log_file = dir + "/" + id + ".log";
     o.ready = cli::ServeReady::kClientConnects;
     o.stop_signal = SIGKILL;
-    o.args = {"serve", "--socket", o.socket, "--host-pool", pool, "--node-id", id,
-              "--request-timeout-ms", "2000"};
+    o.args = {"serve", "--socket", o.socket, "--host-pool", pool, "--node-id", id};
+    // 2 s unless the caller names its own.
+    if (std::find(extra.begin(), extra.end(), "--request-timeout-ms") == extra.end())
+      for (const char* a : {"--request-timeout-ms", "2000"}) o.args.emplace_back(a);
     // A disk tier only where the caller names one (--data-dir in `extra`).
     if (std::find(extra.begin(), extra.end(), "--data-dir") == extra.end())
       o.args.emplace_back("--no-disk");
