@@ -67,11 +67,11 @@ TEST_CASE("every message type round-trips through a frame", "[transport][wire]")
   CHECK_FALSE(pull.mapped);
   PullRequest mapped_pull{13, Key(99), {Key(7)}, {4096}, Bytes(16, 8), 0, true};
   CHECK(std::get<PullRequest>(*DecodeFrame(*EncodeFrame(mapped_pull))).mapped);
-  auto ok = std::get<AuthOk>(*DecodeFrame(*EncodeFrame(messages[10])));
+  auto ok = std::get<AuthOk>(*DecodeFrame(*EncodeFrame(messages[9])));
   REQUIRE(ok.same_host.has_value());
   CHECK(*ok.same_host == SameHost{"boot", 4026531840, 4026531836, 1000, 4242});
   CHECK_FALSE(std::get<AuthOk>(*DecodeFrame(*EncodeFrame(messages[3]))).same_host.has_value());
-  auto blocks = std::get<MappedBlocks>(*DecodeFrame(*EncodeFrame(messages[11])));
+  auto blocks = std::get<MappedBlocks>(*DecodeFrame(*EncodeFrame(messages[10])));
   REQUIRE(blocks.blocks.size() == 1);
   CHECK(blocks.blocks[0].fd == 33);
   CHECK(blocks.blocks[0].offset == 4096);
