@@ -232,7 +232,8 @@ struct TransferProfile {
   uint64_t mapped_blocks = 0;        // blocks copied out of a holder's mapping, verified
   uint64_t mapped_bytes = 0;         // their payload bytes
   uint64_t mapped_failures = 0;      // mapped blocks refused (checksum, header, mapping, room)
-  uint64_t mapped_slabs = 0;         // holder slabs mapped (once per slab and generation)
+  uint64_t mapped_slabs = 0;         // holder slabs mapped by the ready sessions (once per slab
+                                     // and generation)
   double mapped_copy_s = 0;          // copying and hashing them (CopyWithChecksum)
   // Holder side.
   uint64_t served_requests = 0;      // PullRequests answered

@@ -1279,6 +1279,12 @@ TEST_CASE("cluster: config keys, environment and defaults", "[cluster]") {
   const Status memory = ApplyEnvironment({{"STRATA_HOLDER_MEMORY_MS", "2s"}}, &c);
   CHECK(memory.IsInvalidArgument());
   CHECK(memory.ToString().find("STRATA_HOLDER_MEMORY_MS") != std::string::npos);
+  CHECK(c.node.cluster.pull_mapped);  // same-host mapped pulls on by default
+  REQUIRE(ApplyEnvironment({{"STRATA_PULL_MAPPED", "false"}}, &c).ok());
+  CHECK_FALSE(c.node.cluster.pull_mapped);
+  const Status mapped = ApplyEnvironment({{"STRATA_PULL_MAPPED", "sometimes"}}, &c);
+  CHECK(mapped.IsInvalidArgument());
+  CHECK(mapped.ToString().find("STRATA_PULL_MAPPED") != std::string::npos);
   ConfigWarnings warned;
   REQUIRE(FinishConfig(HostResources{}, &c, &warned).ok());
   bool loopback_warned = false;  // etcd on another host, UCX confined to loopback
