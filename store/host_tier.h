@@ -82,6 +82,11 @@ class HostTier final : public BlockPool {
   };
   // InvalidArgument for a slab out of range; IOError when dup fails.
   Result<SlabDescriptor> DupSlab(uint32_t slab) const;
+  // The tier's own read-only descriptor of slab `slab`'s memfd (not a duplicate: never close
+  // it). It stays open and names this slab while a block of the slab is pinned: a slab that
+  // holds a block is never lent, so never renewed. A same-host peer daemon takes a duplicate of
+  // it with pidfd_getfd (docs/cluster.md, "Same-host pulls from the holder's pool mapping").
+  int SlabFd(uint32_t slab) const { return slabs_[slab].fd.load(std::memory_order_acquire); }
   uint32_t SlabGeneration(uint32_t slab) const {
     return slabs_[slab].generation.load(std::memory_order_acquire);
   }

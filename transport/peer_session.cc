@@ -42,6 +42,7 @@ void PeerTransport::Impl::OnClientControl(ConnId conn, std::span<const std::byte
     if (s == nullptr || s->ready) return;
     s->ready = true;
     s->token = ok->session;
+    SetUpMapping(*s, ok->same_host);
     PublishReady(*s);
     handshakes.erase(s->handshake_id);
     for (auto& w : s->waiters) w->set_value(Status::OK());
@@ -64,6 +65,8 @@ void PeerTransport::Impl::OnClientControl(ConnId conn, std::span<const std::byte
         s.raw_waiters.clear();
       }
     }
+  } else if (auto* mb = std::get_if<wire::MappedBlocks>(&m)) {
+    OnMappedBlocks(*mb);
   } else {
     uint64_t id = 0;
     if (auto* lr = std::get_if<wire::LookupResponse>(&m)) id = lr->request_id;
@@ -124,7 +127,7 @@ void PeerTransport::Impl::OnServerControl(ConnId conn, std::span<const std::byte
       admitted.erase(old->second);
     admitted[TokenKey(token)] = auth->node_id;
     token_of_client[auth->node_id] = TokenKey(token);
-    SendMessage(conn, wire::AuthOk{auth->request_id, token});
+    SendMessage(conn, wire::AuthOk{auth->request_id, token, same_host_offer});
     return;
   }
   if (std::holds_alternative<wire::ErrorMessage>(m)) return;  // never answer an Error
@@ -133,6 +136,7 @@ void PeerTransport::Impl::OnServerControl(ConnId conn, std::span<const std::byte
   if (auto* x = std::get_if<wire::LookupRequest>(&m)) session = &x->session, request_id = x->request_id;
   if (auto* x = std::get_if<wire::Announce>(&m)) session = &x->session, request_id = x->request_id;
   if (auto* x = std::get_if<wire::PullRequest>(&m)) session = &x->session, request_id = x->request_id;
+  if (auto* x = std::get_if<wire::PullRelease>(&m)) session = &x->session, request_id = x->request_id;
   if (session == nullptr) {
     SendError(conn, 0,
               Status::InvalidArgument(std::string(wire::MessageTypeName(wire::TypeOf(m))) +
@@ -165,6 +169,8 @@ void PeerTransport::Impl::OnServerControl(ConnId conn, std::span<const std::byte
       SendError(conn, ann->request_id, st);
   } else if (auto* pull = std::get_if<wire::PullRequest>(&m)) {
     ServePull(conn, *pull);
+  } else if (auto* release = std::get_if<wire::PullRelease>(&m)) {
+    OnPullRelease(*release);
   }
 }
 

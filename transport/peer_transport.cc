@@ -66,9 +66,12 @@ void PeerTransport::Impl::OnTick() {
   const auto now = Clock::now();
   while (!served_pins.empty() &&
          (served_pins.front()->released || served_pins.front()->deadline < now)) {
+    if (!served_pins.front()->released && served_pins.front()->mapped)
+      prof.mapped_expired.fetch_add(1, std::memory_order_relaxed);
     ReleasePin(*served_pins.front());
     served_pins.pop_front();
   }
+  std::erase_if(mapped_pins, [&](const auto& e) { return e.second.deadline < now; });
   std::vector<ConnId> expired;
   for (auto& [peer, s] : sessions)
     if (!s.ready && now > s.deadline) expired.push_back(s.conn);
@@ -121,7 +124,8 @@ void PeerTransport::Impl::OnControl(ConnId conn, std::span<const std::byte> byte
     response = type == wire::MessageType::kHelloAck || type == wire::MessageType::kAuthOk ||
                type == wire::MessageType::kError ||
                type == wire::MessageType::kLookupResponse ||
-               type == wire::MessageType::kAnnounceAck;
+               type == wire::MessageType::kAnnounceAck ||
+               type == wire::MessageType::kMappedBlocks;
   }
   if (response && client_conns.count(conn)) {
     OnClientControl(conn, bytes);
@@ -184,6 +188,8 @@ Result<std::unique_ptr<PeerTransport>> PeerTransport::Open(PeerTransportOptions 
   eo.handlers.on_tick = [raw] { raw->OnTick(); };
   STRATA_ASSIGN_OR_RETURN(impl->engine, UcxEngine::Open(std::move(eo)));
   impl->defer_gate->impl = raw;
+  if (raw->options.mapped_pulls && raw->options.block_source != nullptr)
+    raw->same_host_offer = LocalSameHost();
   return std::unique_ptr<PeerTransport>(new PeerTransport(std::move(impl)));
 }
 
@@ -222,6 +228,20 @@ TransferProfile PeerTransport::Profile() const {
   p.serve_request_s = secs(c.serve_request_ns);
   p.send_s = secs(c.send_ns);
   p.max_sends_in_flight = c.max_sends_in_flight.load();
+  p.mapped_sessions = c.mapped_sessions.load();
+  p.mapped_fallbacks = c.mapped_fallbacks.load();
+  p.mapped_blocks = c.mapped_blocks.load();
+  p.mapped_bytes = c.mapped_bytes.load();
+  p.mapped_failures = c.mapped_failures.load();
+  p.mapped_copy_s = secs(c.mapped_copy_ns);
+  p.served_mapped = c.served_mapped.load();
+  p.mapped_released = c.mapped_released.load();
+  p.mapped_expired = c.mapped_expired.load();
+  {
+    std::lock_guard<std::mutex> lock(impl_->ready_mu);
+    for (const auto& [peer, r] : impl_->ready_sessions)
+      if (r.mapping) p.mapped_slabs += r.mapping->slabs_mapped();
+  }
   return p;
 }
 

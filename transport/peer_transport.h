@@ -60,6 +60,17 @@ struct PinnedBlock {
   const std::byte* header = nullptr;  // split form: the 64-byte block header
 };
 
+// Where a pinned block's payload lies in a memfd of this process, for a same-host peer that maps
+// this process's pool (docs/cluster.md, "Same-host pulls from the holder's pool mapping"):
+// `fd` is this process's read-only descriptor of the slab's memfd, valid (not renewed, not
+// closed) while the block stays pinned.
+struct SharedPlace {
+  int fd = -1;
+  uint32_t slab = 0;
+  uint32_t generation = 0;
+  uint64_t offset = 0;  // of the payload in the memfd
+};
+
 // Called once with a block PinLater made ready (or why it could not), from any thread.
 using PinReady = std::function<void(Result<PinnedBlock>)>;
 
@@ -84,6 +95,10 @@ class BlockSource {
   // A node with private tenants answers true only for its shared tenant's namespaces
   // (docs/operations.md, "What a peer can do"). Default: true.
   virtual bool ServesUnnamed(const NamespaceId& /*ns*/) { return true; }
+  // Where `block` (split form, pinned by Pin or PinLater) lies for a same-host peer that maps
+  // this process's pool; false when it cannot be mapped (the block then travels as bytes).
+  // Called on the progress thread; must not block. Default: false.
+  virtual bool SharedPlaceOf(const PinnedBlock& /*block*/, SharedPlace* /*out*/) { return false; }
 };
 
 // The progress threads' default spin: 2000 empty rounds (~0.3 ms) where this process may run on
@@ -140,6 +155,19 @@ struct PeerTransportOptions {
   // whatever this node asks for. Default: kDefaultPullCoalesceBytes (4 MiB: the best of 256 KiB
   // to 16 MiB measured, 1.3x one block per message in A/B pairs; docs/cluster.md).
   uint64_t pull_coalesce_bytes = kDefaultPullCoalesceBytes;
+  // Same-host mapped pulls (docs/cluster.md, "Same-host pulls from the holder's pool mapping"):
+  // as a holder, offer them in the handshake (AuthOk.same_host) and answer a mapped PullRequest
+  // with where its blocks lie (BlockSource::SharedPlaceOf); as a puller, ask for them from a
+  // holder on this host (same boot id, network and pid namespace, uid) whose descriptors this
+  // process may take (pidfd_getfd), map its slabs once per session and copy each block out with
+  // CopyWithChecksum on the thread in PullOp::Wait. Anything that does not hold falls back to the
+  // bytes-on-the-wire path (cma/UCX), logged once per peer and counted
+  // (TransferProfile::mapped_fallbacks). Default: true.
+  bool mapped_pulls = true;
+  // For tests only: the thread in PullOp::Wait waits this long before copying a mapped pull's
+  // blocks, so that a test can make the holder's pins expire and its slots be reused meanwhile
+  // (`strata serve` reads STRATA_TEST_MAPPED_COPY_DELAY_MS). Default: 0.
+  std::chrono::milliseconds mapped_copy_delay_for_test{0};
   // Serves pulls. Default: none (pulls get NotFound for every key).
   BlockSource* block_source = nullptr;
   // Serves lookups and announces. Default: none (NotSupported).
@@ -199,9 +227,18 @@ struct TransferProfile {
   uint64_t landed_contiguous = 0;    // of those, received into one run of adjacent places
   uint64_t probes = 0;               // control-endpoint probes of quiet pulls' holders sent
   uint64_t probes_answered = 0;      // of those, answered (under the probe's own request id)
+  uint64_t mapped_sessions = 0;      // sessions whose holder's pool this node maps
+  uint64_t mapped_fallbacks = 0;     // sessions (or mappings turned off) that fell back to bytes
+  uint64_t mapped_blocks = 0;        // blocks copied out of a holder's mapping, verified
+  uint64_t mapped_bytes = 0;         // their payload bytes
+  uint64_t mapped_failures = 0;      // mapped blocks refused (checksum, header, mapping, room)
+  uint64_t mapped_slabs = 0;         // holder slabs mapped by the ready sessions (once per slab
+                                     // and generation)
+  double mapped_copy_s = 0;          // copying and hashing them (CopyWithChecksum)
   // Holder side.
   uint64_t served_requests = 0;      // PullRequests answered
-  uint64_t served_blocks = 0;        // blocks sent (a payload, not a bare status)
+  uint64_t served_blocks = 0;        // blocks sent (a payload, not a bare status) or answered
+                                     // with where they lie (served_mapped)
   uint64_t served_messages = 0;      // data messages that carried them (several blocks each
                                      // when coalesced: pull_coalesce_bytes)
   uint64_t served_contiguous = 0;    // multi-block messages whose blocks lay adjacent in the
@@ -210,6 +247,9 @@ struct TransferProfile {
   double serve_request_s = 0;        // handling each request: pins, checks, queueing the sends
   double send_s = 0;                 // every data message's send, queued to complete (they overlap)
   uint64_t max_sends_in_flight = 0;  // most data messages outstanding at once
+  uint64_t served_mapped = 0;        // blocks answered with where they lie (mapped pulls)
+  uint64_t mapped_released = 0;      // of those, unpinned by the puller's PullRelease
+  uint64_t mapped_expired = 0;       // of those, unpinned at their deadline (no release came)
 };
 
 class PeerTransport;

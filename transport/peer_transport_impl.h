@@ -7,6 +7,7 @@
 //   peer_rpc.cc         request/response calls: lookups, announces, raw test messages
 //   pull_client.cc      pulls: prepare/post/wait, data landing, verification
 //   pull_server.cc      serving pulls from the BlockSource
+//   peer_pool_mapping.* a same-host holder's pool mapped by the puller (mapped pulls)
 // Everything here runs on the engine's progress thread unless a comment says otherwise.
 #pragma once
 
@@ -18,10 +19,13 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "transport/peer_pool_mapping.h"
 #include "transport/peer_transport.h"
 #include "transport/wire/auth.h"
 
@@ -75,6 +79,12 @@ struct PullOp::State {
   std::condition_variable verify_cv;
   std::vector<uint32_t> to_verify;  // GUARDED_BY(verify_mu)
   bool all_settled = false;         // GUARDED_BY(verify_mu): MaybeFinish ran
+  // Mapped pulls (a same-host holder whose pool this node maps): the mapping, the session token
+  // for the PullRelease, and the blocks the holder answered with where they lie, handed to the
+  // thread in PullOp::Wait, which reserves, copies and verifies them (CopyWithChecksum).
+  std::shared_ptr<PeerPoolMapping> mapping;  // null: the pull asks for bytes
+  std::vector<std::byte> token;
+  std::vector<wire::MappedBlock> to_copy;  // GUARDED_BY(verify_mu)
   bool posted = false;
   bool finished = false;
   std::promise<PullResult> promise;
@@ -97,6 +107,7 @@ struct PeerTransport::Impl {
     uint64_t handshake_id = 0;
     std::vector<std::byte> token;  // from AuthOk; sent with every request
     Clock::time_point probed;      // the last probe of `conn` (kProbeAfter)
+    std::shared_ptr<PeerPoolMapping> mapping;  // the holder's pool, when mapped pulls hold
     Clock::time_point deadline;
     std::vector<std::shared_ptr<std::promise<Status>>> waiters;
     std::vector<std::shared_ptr<std::promise<Status>>> raw_waiters;
@@ -134,12 +145,13 @@ struct PeerTransport::Impl {
     std::vector<std::byte> address;
     ConnId pull_conn = 0;
     std::vector<std::byte> token;
+    std::shared_ptr<PeerPoolMapping> mapping;
   };
   std::mutex ready_mu;
   std::unordered_map<std::string, ReadySession> ready_sessions;  // GUARDED_BY(ready_mu)
   void PublishReady(const Session& s) {
     std::lock_guard<std::mutex> lock(ready_mu);
-    ready_sessions[s.peer] = ReadySession{s.address, s.PullConn(), s.token};
+    ready_sessions[s.peer] = ReadySession{s.address, s.PullConn(), s.token, s.mapping};
   }
   void UnpublishReady(const std::string& peer) {
     std::lock_guard<std::mutex> lock(ready_mu);
@@ -166,8 +178,24 @@ struct PeerTransport::Impl {
     uint64_t pin = 0;
     Clock::time_point deadline;
     bool released = false;
+    bool mapped = false;  // answered with where it lies (a mapped pull): no send releases it
   };
   std::deque<std::shared_ptr<ServedPin>> served_pins;  // by deadline (requests come in order)
+  // A mapped pull's pins, by request id, until the puller's PullRelease (from the session that
+  // asked) or their deadline.
+  struct MappedPins {
+    std::string token;
+    Clock::time_point deadline;
+    std::vector<std::shared_ptr<ServedPin>> pins;
+  };
+  std::unordered_map<uint64_t, MappedPins> mapped_pins;
+  // What this node offers same-host pullers in AuthOk (options.mapped_pulls and a BlockSource).
+  std::optional<wire::SameHost> same_host_offer;
+  // Peers whose fallback from mapped pulls was logged (once each); any thread.
+  std::mutex fallback_mu;
+  std::set<std::string> fallback_logged;  // GUARDED_BY(fallback_mu)
+  // Logs (once per peer) and counts why pulls from `peer` do not map its pool.
+  void NoteMappedFallback(const std::string& peer, const std::string& why);
 
   void ReleasePin(ServedPin& sp) {
     if (sp.released) return;
@@ -193,6 +221,9 @@ struct PeerTransport::Impl {
     std::atomic<uint64_t> probes{0}, probes_answered{0};
     std::atomic<uint64_t> serve_pin_ns{0}, serve_request_ns{0}, send_ns{0};
     std::atomic<uint64_t> max_sends_in_flight{0};
+    std::atomic<uint64_t> mapped_sessions{0}, mapped_fallbacks{0}, mapped_blocks{0};
+    std::atomic<uint64_t> mapped_bytes{0}, mapped_failures{0}, mapped_copy_ns{0};
+    std::atomic<uint64_t> served_mapped{0}, mapped_released{0}, mapped_expired{0};
     uint64_t sends_in_flight = 0;  // progress thread only
   };
   ProfileCounters prof;
@@ -267,6 +298,20 @@ struct PeerTransport::Impl {
   // when it passes. Runs on the progress thread as the block lands (verify_on_landing) or on
   // the thread in PullOp::Wait.
   static Status Verify(const PullTarget& t, const NamespaceId& ns, size_t* bytes);
+
+  // ---- mapped pulls (puller side) ----
+  // The holder's answer to a mapped pull: each block it names is settled (OK for now) and
+  // handed to the thread in PullOp::Wait, which copies it out (CopyMapped).
+  void OnMappedBlocks(const wire::MappedBlocks& m);
+  // On the thread in PullOp::Wait: reserves the block's place (target.allocate, or its dest),
+  // copies the payload out of the holder's mapping with CopyWithChecksum and compares the sum
+  // with the header's checksum; adds its bytes to *bytes when it passes.
+  static Status CopyMapped(PullOp::State& s, const wire::MappedBlock& b, size_t* bytes);
+  // The session's answer to the handshake says where the holder runs: maps its pool when it is
+  // on this host and lets this process take its descriptors, else notes the fallback.
+  void SetUpMapping(Session& s, const std::optional<wire::SameHost>& holder);
+  // ---- mapped pulls (holder side) ----
+  void OnPullRelease(const wire::PullRelease& m);
 
   // ---- control messages ----
   // Requests go to the server side, responses to the client side. The connection alone cannot

@@ -1,8 +1,10 @@
 // PeerTransport pulls: prepare, post, land, verify (peer_transport_impl.h).
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -275,6 +277,104 @@ Status PeerTransport::Impl::Verify(const PullTarget& t, const NamespaceId& ns, s
   return Status::OK();
 }
 
+// ---- mapped pulls (puller side) ----
+
+void PeerTransport::Impl::NoteMappedFallback(const std::string& peer, const std::string& why) {
+  prof.mapped_fallbacks.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(fallback_mu);
+  if (!fallback_logged.insert(peer).second) return;
+  std::fprintf(stderr,
+               "strata: cluster: pulls from %s do not map its pool (%s): its blocks travel as "
+               "bytes (cma/UCX)\n",
+               peer.c_str(), why.c_str());
+}
+
+void PeerTransport::Impl::SetUpMapping(Session& s, const std::optional<wire::SameHost>& holder) {
+  if (!options.mapped_pulls) return;  // off here: nothing to fall back from
+  if (!holder) {
+    NoteMappedFallback(s.peer, "it offers none: mapped pulls off there, or an older version");
+    return;
+  }
+  if (std::string why = SameHostMismatch(*holder); !why.empty()) {
+    NoteMappedFallback(s.peer, why);
+    return;
+  }
+  auto mapping = PeerPoolMapping::Open(holder->pid);
+  if (!mapping.ok()) {
+    NoteMappedFallback(s.peer, mapping.status().ToString());
+    return;
+  }
+  s.mapping = std::move(mapping).value();
+  prof.mapped_sessions.fetch_add(1, std::memory_order_relaxed);
+}
+
+void PeerTransport::Impl::OnMappedBlocks(const wire::MappedBlocks& m) {
+  auto it = pulls.find(m.request_id);
+  if (it == pulls.end()) return;  // given up: the holder's pins expire at their deadline
+  auto& p = *it->second;
+  if (p.mapping == nullptr || !p.failure.ok()) return;
+  p.last_data = Clock::now();
+  if (p.first_data == Clock::time_point{}) p.first_data = p.last_data;
+  std::vector<wire::MappedBlock> accepted;
+  accepted.reserve(m.blocks.size());
+  for (const wire::MappedBlock& b : m.blocks) {
+    if (b.index >= p.targets.size() || p.settled[b.index]) continue;
+    // Settled OK for now: the thread in PullOp::Wait copies and verifies it, and its verdict
+    // replaces this one.
+    Settle(p, b.index, Status::OK());
+    accepted.push_back(b);
+  }
+  if (!accepted.empty()) {
+    {
+      std::lock_guard<std::mutex> lock(p.verify_mu);
+      p.to_copy.insert(p.to_copy.end(), accepted.begin(), accepted.end());
+    }
+    p.verify_cv.notify_all();
+  }
+  MaybeFinish(it->second);
+}
+
+Status PeerTransport::Impl::CopyMapped(PullOp::State& s, const wire::MappedBlock& b,
+                                       size_t* bytes) {
+  PullTarget& t = s.targets[b.index];
+  auto h = DecodeBlockHeader(std::span<const std::byte>(b.header));
+  if (!h.ok()) return h.status().WithContext("mapped block " + t.key.ToHex());
+  if (h->key != t.key) return Status::Corruption("mapped block has another key");
+  if (s.ns != NamespaceId{} && h->ns != s.ns)
+    return Status::Corruption("mapped block has another namespace");
+  if (h->payload_length != b.length || b.length == 0)
+    return Status::Corruption("mapped block's length disagrees with its header");
+  auto where = s.mapping->Locate(b);
+  if (!where.ok()) return where.status().WithContext("mapping peer " + s.peer + "'s pool");
+  std::byte* dest = nullptr;
+  if (t.dest == nullptr) {
+    // Placed now, on this thread (never the progress thread): the node reserves host-tier room.
+    if (t.header_dest == nullptr || !t.allocate || b.length > t.capacity)
+      return Status::Corruption("mapped block of " + std::to_string(b.length) +
+                                " bytes does not fit its target");
+    dest = t.allocate(*h);
+    if (dest == nullptr)
+      return Status::ResourceExhausted("no local space for pulled block " + t.key.ToHex());
+    t.dest = dest;
+  } else if (t.header_dest != nullptr) {
+    if (b.length > t.capacity) return Status::Corruption("mapped block longer than its target");
+    dest = t.dest;
+  } else {
+    if (b.length + kBlockHeaderSize > t.capacity)
+      return Status::Corruption("mapped block longer than its target");
+    std::memcpy(t.dest, b.header.data(), kBlockHeaderSize);
+    dest = t.dest + kBlockHeaderSize;
+  }
+  if (t.header_dest != nullptr) std::memcpy(t.header_dest, b.header.data(), kBlockHeaderSize);
+  // One pass: copy and XXH3-64 (non-temporal stores), then the sum against the header's.
+  if (CopyWithChecksum(dest, where->payload, b.length) != h->payload_checksum)
+    return Status::Corruption("mapped block " + t.key.ToHex() +
+                              " does not match its checksum (its place in the holder's pool was "
+                              "reused)");
+  *bytes += kBlockHeaderSize + b.length;
+  return Status::OK();
+}
+
 // ---- PullOp ----
 
 PullOp::~PullOp() {
@@ -327,13 +427,19 @@ PullResult PullOp::Wait() {
   std::vector<std::pair<uint32_t, Status>> failed;
   size_t bytes = 0;
   double verify_s = 0;
+  bool mapped = false;
+  PeerTransport::Impl::ProfileCounters& prof = s.impl->prof;
   for (;;) {
     std::vector<uint32_t> batch;
+    std::vector<wire::MappedBlock> copies;
     bool last = false;
     {
       std::unique_lock<std::mutex> lock(s.verify_mu);
-      s.verify_cv.wait(lock, [&] { return !s.to_verify.empty() || s.all_settled; });
+      s.verify_cv.wait(lock, [&] {
+        return !s.to_verify.empty() || !s.to_copy.empty() || s.all_settled;
+      });
       batch.swap(s.to_verify);
+      copies.swap(s.to_copy);
       last = s.all_settled;
     }
     const auto t0 = Clock::now();
@@ -341,8 +447,38 @@ PullResult PullOp::Wait() {
       Status st = PeerTransport::Impl::Verify(s.targets[i], s.ns, &bytes);
       if (!st.ok()) failed.emplace_back(i, std::move(st));
     }
-    verify_s += std::chrono::duration<double>(Clock::now() - t0).count();
-    if (last && batch.empty()) break;
+    const auto t1 = Clock::now();
+    verify_s += std::chrono::duration<double>(t1 - t0).count();
+    if (!copies.empty()) {
+      mapped = true;
+      if (s.impl->options.mapped_copy_delay_for_test.count() > 0)
+        std::this_thread::sleep_for(s.impl->options.mapped_copy_delay_for_test);
+      for (const wire::MappedBlock& b : copies) {
+        const size_t before = bytes;
+        Status st = PeerTransport::Impl::CopyMapped(s, b, &bytes);
+        if (st.ok()) {
+          prof.mapped_blocks.fetch_add(1, std::memory_order_relaxed);
+          prof.mapped_bytes.fetch_add(bytes - before - kBlockHeaderSize,
+                                      std::memory_order_relaxed);
+        } else {
+          prof.mapped_failures.fetch_add(1, std::memory_order_relaxed);
+          failed.emplace_back(b.index, std::move(st));
+        }
+      }
+      prof.mapped_copy_ns.fetch_add(PeerTransport::Impl::NsSince(t1), std::memory_order_relaxed);
+      if (s.mapping->TakeOffNotice())
+        s.impl->NoteMappedFallback(s.peer, "its slabs could not be mapped " +
+                                               std::to_string(PeerPoolMapping::kMaxFailures) +
+                                               " times in a row");
+    }
+    if (last && batch.empty() && copies.empty()) break;
+  }
+  if (mapped) {
+    // Copied (or refused): the holder may unpin them now rather than at their deadline.
+    PeerTransport::Impl* impl = s.impl;
+    impl->engine->Post([impl, conn = s.conn, rid = s.request_id, token = s.token] {
+      impl->SendMessage(conn, wire::PullRelease{rid, token});
+    });
   }
   PullResult r = s.future.get();
   for (auto& [i, st] : failed) r.blocks[i] = std::move(st);
@@ -384,10 +520,13 @@ Result<std::unique_ptr<PullOp>> PeerTransport::PreparePull(const std::string& pe
   // the progress thread (for its answer on why there is none).
   using ConnAndToken = std::pair<ConnId, std::vector<std::byte>>;
   Result<ConnAndToken> conn = Status::Unavailable("");
+  std::shared_ptr<PeerPoolMapping> mapping;
   {
     std::lock_guard<std::mutex> lock(impl_->ready_mu);
-    if (auto it = impl_->ready_sessions.find(peer); it != impl_->ready_sessions.end())
+    if (auto it = impl_->ready_sessions.find(peer); it != impl_->ready_sessions.end()) {
       conn = ConnAndToken{it->second.pull_conn, it->second.token};
+      mapping = it->second.mapping;
+    }
   }
   if (!conn.ok()) conn = impl_->RunSync<Result<ConnAndToken>>(
       [impl = impl_.get(), peer]() -> Result<ConnAndToken> {
@@ -399,6 +538,11 @@ Result<std::unique_ptr<PullOp>> PeerTransport::PreparePull(const std::string& pe
   if (!conn.ok()) return conn.status();
   st->conn = conn->first;
   req.session = conn->second;
+  if (mapping != nullptr && !mapping->off()) {
+    st->mapping = std::move(mapping);
+    st->token = req.session;
+    req.mapped = true;
+  }
   STRATA_ASSIGN_OR_RETURN(st->frame, wire::EncodeFrame(req));
   st->status.assign(targets.size(), Status::OK());
   st->settled.assign(targets.size(), 0);

@@ -34,6 +34,17 @@ void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
                                         wire::kMultiEntrySize);
   Batch batch;
   batch.rid = req.request_id;
+  // A mapped pull (a same-host puller that maps this node's pool): blocks at hand are answered
+  // with where they lie, pinned until the puller's PullRelease or two request timeouts.
+  const bool mapped = req.mapped && same_host_offer.has_value();
+  wire::MappedBlocks answer;
+  answer.request_id = req.request_id;
+  MappedPins* held = nullptr;
+  const auto flush = [&] {
+    if (answer.blocks.empty()) return;
+    SendMessage(conn, answer);
+    answer.blocks.clear();
+  };
   for (uint32_t i = 0; i < req.keys.size(); ++i) {
     if (options.block_source == nullptr) {
       SendBlockStatus(conn, req.request_id, i, StatusCode::kNotFound);
@@ -65,6 +76,36 @@ void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
             });
           });
       if (later) continue;
+    }
+    SharedPlace place;
+    if (mapped && pinned.ok() && pinned->header != nullptr &&
+        CheckServed(req.keys[i], req.namespace_id, req.capacities[i], *pinned) ==
+            StatusCode::kOk &&
+        options.block_source->SharedPlaceOf(*pinned, &place)) {
+      if (held == nullptr) {
+        held = &mapped_pins[req.request_id];
+        held->token = TokenKey(req.session);
+        held->deadline = Clock::now() + 2 * options.request_timeout;
+      }
+      auto sp = std::make_shared<ServedPin>();
+      sp->pin = pinned->pin;
+      sp->deadline = held->deadline;
+      sp->mapped = true;
+      served_pins.push_back(sp);
+      held->pins.push_back(std::move(sp));
+      wire::MappedBlock b;
+      b.index = i;
+      b.slab = place.slab;
+      b.generation = place.generation;
+      b.fd = place.fd;
+      b.offset = place.offset;
+      b.length = pinned->size;
+      std::memcpy(b.header.data(), pinned->header, kBlockHeaderSize);
+      answer.blocks.push_back(b);
+      prof.served_blocks.fetch_add(1, std::memory_order_relaxed);
+      prof.served_mapped.fetch_add(1, std::memory_order_relaxed);
+      if (answer.blocks.size() == wire::kMaxMappedPerMessage) flush();
+      continue;
     }
     const size_t payload = !pinned.ok()                ? 0
                            : pinned->header != nullptr ? pinned->size
@@ -100,9 +141,21 @@ void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
     batch.bytes += payload;
   }
   SendBatch(conn, batch);
+  flush();
   prof.served_requests.fetch_add(1, std::memory_order_relaxed);
   prof.serve_pin_ns.fetch_add(pin_ns, std::memory_order_relaxed);
   prof.serve_request_ns.fetch_add(NsSince(arrived), std::memory_order_relaxed);
+}
+
+void PeerTransport::Impl::OnPullRelease(const wire::PullRelease& m) {
+  auto it = mapped_pins.find(m.request_id);
+  if (it == mapped_pins.end() || it->second.token != TokenKey(m.session)) return;
+  for (const auto& sp : it->second.pins) {
+    if (sp->released) continue;
+    ReleasePin(*sp);
+    prof.mapped_released.fetch_add(1, std::memory_order_relaxed);
+  }
+  mapped_pins.erase(it);
 }
 
 void PeerTransport::Impl::SendBatch(ConnId conn, Batch& batch) {

@@ -332,6 +332,8 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
     STRATA_ASSIGN_OR_RETURN(c->node.cluster.pull_read_ahead, ParseBool(key, value));
   } else if (key == "verify_loads") {
     STRATA_ASSIGN_OR_RETURN(c->daemon.verify_loads, ParseBool(key, value));
+  } else if (key == "pull_mapped") {
+    STRATA_ASSIGN_OR_RETURN(c->node.cluster.pull_mapped, ParseBool(key, value));
   } else if (key == "pull_on_lookup") {
     STRATA_ASSIGN_OR_RETURN(c->node.cluster.pull_on_lookup, ParseBool(key, value));
   } else if (key == "holder_memory_ms") {
@@ -431,6 +433,7 @@ constexpr EnvVar kVars[] = {
     {"STRATA_PROGRESS_SPIN_ROUNDS", "progress_spin_rounds"},
     {"STRATA_PULL_READ_AHEAD", "pull_read_ahead"},
     {"STRATA_PULL_ON_LOOKUP", "pull_on_lookup"},
+    {"STRATA_PULL_MAPPED", "pull_mapped"},
     {"STRATA_HOLDER_MEMORY_MS", "holder_memory_ms"},
     {"STRATA_VERIFY_LOADS", "verify_loads"},
     {"STRATA_ANNOUNCE_INTERVAL_MS", "announce_interval_ms"},

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
@@ -55,6 +56,9 @@ Status ClusterImpl::Start() {
   to.request_timeout = std::chrono::milliseconds(options_.request_timeout_ms);
   to.data_peer_errors = options_.ucx_peer_errors;
   to.pull_coalesce_bytes = options_.pull_coalesce_bytes;
+  to.mapped_pulls = options_.pull_mapped;
+  if (const char* d = std::getenv("STRATA_TEST_MAPPED_COPY_DELAY_MS"))  // tests only
+    to.mapped_copy_delay_for_test = std::chrono::milliseconds(std::atoi(d));
   if (options_.progress_spin_rounds) to.progress_spin_rounds = *options_.progress_spin_rounds;
   to.block_source = &source_;
   to.directory = shard_.get();
@@ -206,7 +210,17 @@ std::string ClusterImpl::StatsJson() {
                            {"serve_pin_s", tp.serve_pin_s},
                            {"serve_request_s", tp.serve_request_s},
                            {"send_s", tp.send_s},
-                           {"max_sends_in_flight", tp.max_sends_in_flight}};
+                           {"max_sends_in_flight", tp.max_sends_in_flight},
+                           {"mapped_sessions", tp.mapped_sessions},
+                           {"mapped_fallbacks", tp.mapped_fallbacks},
+                           {"mapped_blocks", tp.mapped_blocks},
+                           {"mapped_bytes", tp.mapped_bytes},
+                           {"mapped_failures", tp.mapped_failures},
+                           {"mapped_slabs", tp.mapped_slabs},
+                           {"mapped_copy_s", tp.mapped_copy_s},
+                           {"served_mapped", tp.served_mapped},
+                           {"mapped_released", tp.mapped_released},
+                           {"mapped_expired", tp.mapped_expired}};
   return j.dump();
 }
 

@@ -99,6 +99,24 @@ class HostBlockSource final : public transport::BlockSource {
     return false;
   }
 
+  // Where a pinned block's payload lies in its slab's memfd, for a same-host peer that maps this
+  // node's pool. The pin keeps the slab from being renewed, so fd and generation hold as long.
+  bool SharedPlaceOf(const transport::PinnedBlock& block, transport::SharedPlace* out) override {
+    const store::HostTier& host = store_->host();
+    const std::byte* base = host.payload_base();
+    const uint64_t slab_bytes = host.slab_bytes();
+    if (block.data < base || block.data + block.size > base + host.size() || slab_bytes == 0)
+      return false;
+    const uint64_t at = static_cast<uint64_t>(block.data - base);
+    const auto slab = static_cast<uint32_t>(at / slab_bytes);
+    if ((at + block.size - 1) / slab_bytes != slab) return false;
+    out->fd = host.SlabFd(slab);
+    out->slab = slab;
+    out->generation = host.SlabGeneration(slab);
+    out->offset = at % slab_bytes;
+    return out->fd >= 0;
+  }
+
   uint64_t served() const { return served_.load(std::memory_order_relaxed); }
   // Blocks promoted into the host tier to serve a peer's pull, and those that could not be.
   uint64_t promoted() const { return promoted_.load(std::memory_order_relaxed); }

@@ -74,6 +74,14 @@ struct ClusterOptions {
   // (transport::PeerTransportOptions::pull_coalesce_bytes). Default: 4 MiB (docs/cluster.md,
   // "Small blocks in one contiguous message").
   uint64_t pull_coalesce_bytes = uint64_t{4} << 20;
+  // Same-host pulls from the holder's pool mapping (docs/cluster.md): a holder on this host (same
+  // boot id, network and pid namespace, uid) whose descriptors this daemon may take
+  // (pidfd_getfd, the ptrace access cma needs too) answers a pull with where its blocks lie;
+  // this node maps the holder's slabs once per session and copies each block out with one
+  // copy-and-checksum pass. Anything else falls back to cma/UCX by itself (logged once per peer,
+  // counted in cluster stats `transfer_profile.mapped_fallbacks`). false: neither asks nor
+  // offers it (transport::PeerTransportOptions::mapped_pulls). Default: true.
+  bool pull_mapped = true;
   // Empty rounds the UCX progress thread spins before it sleeps on its event fd; -1 never sleeps.
   // Default: unset = transport::AutoProgressSpinRounds() (2000 with 4 or more CPUs, else 0).
   std::optional<int> progress_spin_rounds;

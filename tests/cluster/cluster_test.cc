@@ -88,8 +88,10 @@ class ServeNode {
     o.log_file = dir + "/" + id + ".log";
     o.ready = cli::ServeReady::kClientConnects;
     o.stop_signal = SIGKILL;
-    o.args = {"serve", "--socket", o.socket, "--host-pool", pool, "--node-id", id,
-              "--request-timeout-ms", "2000"};
+    o.args = {"serve", "--socket", o.socket, "--host-pool", pool, "--node-id", id};
+    // 2 s unless the caller names its own.
+    if (std::find(extra.begin(), extra.end(), "--request-timeout-ms") == extra.end())
+      for (const char* a : {"--request-timeout-ms", "2000"}) o.args.emplace_back(a);
     // A disk tier only where the caller names one (--data-dir in `extra`).
     if (std::find(extra.begin(), extra.end(), "--data-dir") == extra.end())
       o.args.emplace_back("--no-disk");
@@ -640,10 +642,14 @@ TEST_CASE("cluster: pulls without UCX peer error handling: SIGKILL of the holder
     const auto took = Clock::now() - t0;
     killer.join();
     REQUIRE(loaded.ok());
+    // Same host: the blocks the holder answered before it died come out of its pool mapping
+    // (docs/cluster.md, "Same-host pulls from the holder's pool mapping").
+    const auto mapped = ClusterStats(*cb)["transfer_profile"]["mapped_blocks"].get<uint64_t>();
     std::printf("[cluster] %s, no UCX peer errors: SIGKILL mid-transfer: %zu of %zu blocks in "
-                "%.0f ms\n",
+                "%.0f ms (%llu mapped)\n",
                 tls.c_str(), *loaded, kBlocks,
-                std::chrono::duration<double, std::milli>(took).count());
+                std::chrono::duration<double, std::milli>(took).count(),
+                static_cast<unsigned long long>(mapped));
     std::fflush(stdout);
     // Noticed before the 2 s request timeout: UCX fails the control endpoint (shm,tcp), or a
     // probe of it fails once the pull has been quiet for 100 ms (tcp; an idle tcp endpoint
@@ -698,6 +704,172 @@ TEST_CASE("cluster: pulls without UCX peer error handling: SIGKILL of the puller
     CHECK(erased == kBlocks);
     std::filesystem::remove_all(dir);
   }
+}
+
+// Issue 16: same-host pulls from the holder's pool mapping (docs/cluster.md). Two nodes on this
+// host map each other's pools: a Load's blocks are copied out of the holder's mapping with one
+// copy-and-checksum pass, pinned on the holder until the puller's release. With pull_mapped
+// false on both, the blocks travel as bytes (cma/UCX) and nothing is mapped; with it off only
+// on the holder (as an older holder would), the puller falls back by itself and counts it.
+nlohmann::json Tp(Client& c) { return ClusterStats(c)["transfer_profile"]; }
+
+size_t CountInFile(const std::string& path, const std::string& what) {
+  std::ifstream in(path);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST_CASE("cluster: a same-host pull maps the holder's pool - bit-exact, taken, pins released; "
+          "pull_mapped false takes the cma path",
+          "[cluster]") {
+  struct Case {
+    const char* name;
+    size_t blocks, bytes;
+  };
+  for (const Case k : {Case{"2MiB", 40, size_t{2} << 20}, Case{"64KiB", 96, size_t{64} << 10}}) {
+    INFO(k.name);
+    const std::string dir = ScratchDir(std::string("mapped-") + k.name);
+    StaticPair pair(dir, "mapped", "256MiB", "256MiB");
+    auto& [secret, members, a, b, ca, cb] = pair;
+    Namespace ns = TestNamespace(k.bytes);
+    Prompt p(ns, k.blocks, 51, k.bytes);
+    StoreThenPullBitExact(*ca, *cb, ns, p, k.bytes);
+    auto tb = Tp(*cb);
+    INFO(tb.dump());
+    CHECK(tb["mapped_sessions"] == 1);
+    CHECK(tb["mapped_fallbacks"] == 0);
+    CHECK(tb["mapped_blocks"] == k.blocks);
+    CHECK(tb["mapped_bytes"] == k.blocks * k.bytes);
+    CHECK(tb["mapped_failures"] == 0);
+    CHECK(tb["mapped_slabs"].get<uint64_t>() >= 1);
+    CHECK(ClusterStats(*cb)["pulled_blocks"] == k.blocks);
+    auto ta = Tp(*ca);
+    CHECK(ta["served_mapped"] == k.blocks);
+    CHECK(ta["served_messages"] == 0);  // no byte of a block went over UCX
+    // Released by the puller, not by their deadline.
+    CHECK(WaitFor(2000ms, [&] { return Tp(*ca)["mapped_released"] == k.blocks; }));
+    CHECK(Tp(*ca)["mapped_expired"] == 0);
+    // Every block of the holder is erasable: no pin left.
+    CHECK(*ca->Clear(ns.id()) == k.blocks);
+    std::filesystem::remove_all(dir);
+  }
+  SECTION("pull_mapped false on both: the cma path, nothing mapped, no fallback counted") {
+    const std::string dir = ScratchDir("mapped-off");
+    StaticPair pair(dir, "mapoff", "256MiB", "256MiB", {"--pull-mapped", "false"},
+                    {"--pull-mapped", "false"});
+    auto& [secret, members, a, b, ca, cb] = pair;
+    constexpr size_t kBlocks = 20, kBytes = size_t{2} << 20;
+    Namespace ns = TestNamespace(kBytes);
+    Prompt p(ns, kBlocks, 52, kBytes);
+    StoreThenPullBitExact(*ca, *cb, ns, p, kBytes);
+    auto tb = Tp(*cb);
+    INFO(tb.dump());
+    CHECK(tb["mapped_sessions"] == 0);
+    CHECK(tb["mapped_fallbacks"] == 0);
+    CHECK(tb["mapped_blocks"] == 0);
+    CHECK(Tp(*ca)["served_mapped"] == 0);
+    CHECK(Tp(*ca)["served_messages"] == kBlocks);  // the bytes went over UCX
+    std::filesystem::remove_all(dir);
+  }
+  SECTION("a holder that offers no mapped pulls (off there, or an older version): fallback") {
+    const std::string dir = ScratchDir("mapped-fallback");
+    StaticPair pair(dir, "mapfb", "256MiB", "256MiB", {"--pull-mapped", "false"}, {});
+    auto& [secret, members, a, b, ca, cb] = pair;
+    constexpr size_t kBlocks = 20, kBytes = size_t{2} << 20;
+    Namespace ns = TestNamespace(kBytes);
+    Prompt p(ns, kBlocks, 53, kBytes);
+    StoreThenPullBitExact(*ca, *cb, ns, p, kBytes);
+    auto tb = Tp(*cb);
+    INFO(tb.dump());
+    CHECK(tb["mapped_sessions"] == 0);
+    CHECK(tb["mapped_fallbacks"].get<uint64_t>() >= 1);
+    CHECK(tb["mapped_blocks"] == 0);
+    CHECK(Tp(*ca)["served_messages"] == kBlocks);
+    // Logged once, naming the reason.
+    CHECK(CountInFile(dir + "/mapfb-b.log", "do not map its pool") == 1);
+    std::filesystem::remove_all(dir);
+  }
+}
+
+// A block whose place in the holder's pool was reused between the holder's answer and the
+// puller's copy (its pin expired, the holder erased it and stored other bytes there) hashes
+// differently from its header: it is not committed. The puller's copy is held back for the test
+// (STRATA_TEST_MAPPED_COPY_DELAY_MS) and the holder's pins expire quickly (request timeout
+// 200 ms: two timeouts).
+TEST_CASE("cluster: a mapped block whose holder slot was reused before the copy is not committed",
+          "[cluster]") {
+  const std::string dir = ScratchDir("mapped-reuse");
+  ::setenv("STRATA_TEST_MAPPED_COPY_DELAY_MS", "2500", 1);
+  StaticPair pair(dir, "reuse", "256MiB", "256MiB", {"--request-timeout-ms", "200"}, {});
+  ::unsetenv("STRATA_TEST_MAPPED_COPY_DELAY_MS");
+  auto& [secret, members, a, b, ca, cb] = pair;
+  constexpr size_t kBlocks = 8, kBytes = size_t{2} << 20;
+  Namespace ns = TestNamespace(kBytes);
+  Prompt old_p(ns, kBlocks, 61, kBytes);
+  Prompt new_p(ns, kBlocks, 62, kBytes);
+  REQUIRE(*ca->Store(ns, old_p.keys, old_p.in).Wait() == kBlocks);
+  REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, old_p.keys) == kBlocks; }));
+  Result<size_t> loaded = Status::Aborted("not run");
+  std::thread loader([&] {
+    Outputs o(kBlocks, kBytes);
+    loaded = cb->Load(ns, old_p.keys, o.out).Wait();
+  });
+  // The holder answered with where the blocks lie, then its pins expired (nobody released them:
+  // the puller is still waiting to copy).
+  REQUIRE(WaitFor(2000ms, [&] { return Tp(*ca)["mapped_expired"] == kBlocks; }));
+  // The old blocks go and new bytes take their places (the allocator hands out the lowest free
+  // chunks again).
+  REQUIRE(*ca->Clear(ns.id()) == kBlocks);
+  REQUIRE(*ca->Store(ns, new_p.keys, new_p.in).Wait() == kBlocks);
+  loader.join();
+  REQUIRE(loaded.ok());
+  CHECK(*loaded == 0);
+  auto tb = Tp(*cb);
+  INFO(tb.dump());
+  CHECK(tb["mapped_failures"] == kBlocks);
+  CHECK(tb["mapped_blocks"] == 0);
+  CHECK(ClusterStats(*cb)["pulled_blocks"] == 0);
+  // Nothing of it was committed on the puller.
+  auto look = cb->Lookup(old_p.keys);
+  REQUIRE(look.ok());
+  for (Tier t : look->tiers) CHECK(t != Tier::kHost);
+  std::filesystem::remove_all(dir);
+}
+
+// The puller dies between the holder's answer and its release (its copy is held back): the
+// holder unpins the blocks at their deadline (two request timeouts), and every block is
+// erasable again.
+TEST_CASE("cluster: SIGKILL of a mapping puller before its release leaves no pin on the holder",
+          "[cluster]") {
+  const std::string dir = ScratchDir("mapped-killp");
+  ::setenv("STRATA_TEST_MAPPED_COPY_DELAY_MS", "10000", 1);
+  StaticPair pair(dir, "mkillp", "256MiB", "256MiB", {"--request-timeout-ms", "500"}, {});
+  ::unsetenv("STRATA_TEST_MAPPED_COPY_DELAY_MS");
+  auto& [secret, members, a, b, ca, cb] = pair;
+  constexpr size_t kBlocks = 16, kBytes = size_t{2} << 20;
+  Namespace ns = TestNamespace(kBytes);
+  Prompt p(ns, kBlocks, 63, kBytes);
+  REQUIRE(*ca->Store(ns, p.keys, p.in).Wait() == kBlocks);
+  REQUIRE(WaitFor(5000ms, [&] { return RemoteBlocks(*cb, p.keys) == kBlocks; }));
+  std::thread loader([&] {
+    Outputs o(kBlocks, kBytes);
+    (void)cb->Load(ns, p.keys, o.out).Wait();  // fails when B dies
+  });
+  REQUIRE(WaitFor(5000ms, [&] { return Tp(*ca)["served_mapped"] == kBlocks; }));
+  b.Kill();
+  loader.join();
+  uint64_t erased = 0;
+  CHECK(WaitFor(6000ms, [&] {
+    auto n = ca->Clear(ns.id());
+    if (n.ok()) erased += *n;
+    return erased == kBlocks;
+  }));
+  CHECK(erased == kBlocks);
+  CHECK(Tp(*ca)["mapped_expired"] == kBlocks);
+  CHECK(Tp(*ca)["mapped_released"] == 0);
+  std::filesystem::remove_all(dir);
 }
 
 // Issue 16: read-ahead. A Load of more than 64 MiB comes in chunks; while the puller pulls
@@ -1107,6 +1279,12 @@ TEST_CASE("cluster: config keys, environment and defaults", "[cluster]") {
   const Status memory = ApplyEnvironment({{"STRATA_HOLDER_MEMORY_MS", "2s"}}, &c);
   CHECK(memory.IsInvalidArgument());
   CHECK(memory.ToString().find("STRATA_HOLDER_MEMORY_MS") != std::string::npos);
+  CHECK(c.node.cluster.pull_mapped);  // same-host mapped pulls on by default
+  REQUIRE(ApplyEnvironment({{"STRATA_PULL_MAPPED", "false"}}, &c).ok());
+  CHECK_FALSE(c.node.cluster.pull_mapped);
+  const Status mapped = ApplyEnvironment({{"STRATA_PULL_MAPPED", "sometimes"}}, &c);
+  CHECK(mapped.IsInvalidArgument());
+  CHECK(mapped.ToString().find("STRATA_PULL_MAPPED") != std::string::npos);
   ConfigWarnings warned;
   REQUIRE(FinishConfig(HostResources{}, &c, &warned).ok());
   bool loopback_warned = false;  // etcd on another host, UCX confined to loopback

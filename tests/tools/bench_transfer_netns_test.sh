@@ -33,6 +33,10 @@ for l in lines:
         # under 1 MiB: the pinned baseline, median of --pinned-runs runs per mode
         assert l['ucx_perftest_pinned_median_gbps'] > 0 and l['ratio_pinned'] > 0, l
         assert len(l['ucx_perftest_pinned_no_e_runs_gbps']) == 3, l
+        # Another network namespace: the puller does not map the holder's pool, by itself.
+        tp = l['transfer_profile']
+        assert tp['puller_mapped_blocks_per_load'] == 0, tp
+        assert tp['puller_mapped_fallbacks'] >= 1 and tp['puller_mapped_sessions'] == 0, tp
     if l['case'].startswith('pull_latency_p50/'):  # first pulls, the re-pull beside them
         assert l['what'].startswith('first pull') and l['repull_p50_us'] > 0, l
 print('ok:', len(lines), 'cases')

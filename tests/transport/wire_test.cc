@@ -35,6 +35,17 @@ TEST_CASE("every message type round-trips through a frame", "[transport][wire]")
   messages.push_back(LookupResponse{9, {{"a", "b"}, {}, {"c"}}});
   messages.push_back(Announce{11, "node-c", {Key(4)}, {Key(5), Key(6)}, true, {}});
   messages.push_back(AnnounceAck{11});
+  messages.push_back(AuthOk{3, Bytes(kSessionSize, 6), SameHost{"boot", 4026531840, 4026531836, 1000, 4242}});
+  wire::MappedBlock mb;
+  mb.index = 1;
+  mb.slab = 7;
+  mb.generation = 2;
+  mb.fd = 33;
+  mb.offset = 4096;
+  mb.length = 65536;
+  mb.header.fill(std::byte{9});
+  messages.push_back(MappedBlocks{15, {mb}});
+  messages.push_back(PullRelease{15, Bytes(16, 8)});
   messages.push_back(PullRequest{13, Key(99), {Key(7), Key(8)}, {4096, 8192}, Bytes(16, 8)});
 
   for (const Message& m : messages) {
@@ -53,6 +64,19 @@ TEST_CASE("every message type round-trips through a frame", "[transport][wire]")
   CHECK(pull.namespace_id == Key(99));
   CHECK(pull.keys == std::vector<BlockKey>{Key(7), Key(8)});
   CHECK(pull.capacities == std::vector<uint64_t>{4096, 8192});
+  CHECK_FALSE(pull.mapped);
+  PullRequest mapped_pull{13, Key(99), {Key(7)}, {4096}, Bytes(16, 8), 0, true};
+  CHECK(std::get<PullRequest>(*DecodeFrame(*EncodeFrame(mapped_pull))).mapped);
+  auto ok = std::get<AuthOk>(*DecodeFrame(*EncodeFrame(messages[9])));
+  REQUIRE(ok.same_host.has_value());
+  CHECK(*ok.same_host == SameHost{"boot", 4026531840, 4026531836, 1000, 4242});
+  CHECK_FALSE(std::get<AuthOk>(*DecodeFrame(*EncodeFrame(messages[3]))).same_host.has_value());
+  auto blocks = std::get<MappedBlocks>(*DecodeFrame(*EncodeFrame(messages[10])));
+  REQUIRE(blocks.blocks.size() == 1);
+  CHECK(blocks.blocks[0].fd == 33);
+  CHECK(blocks.blocks[0].offset == 4096);
+  CHECK(blocks.blocks[0].length == 65536);
+  CHECK(blocks.blocks[0].header == mb.header);
 }
 
 TEST_CASE("truncated frames are Corruption at every length", "[transport][wire]") {

@@ -738,6 +738,12 @@ Result<PullFigures> MeasurePulls(const Options& opt, Cluster& c, size_t size, si
     f.transfer_profile["puller_max_pulls_in_flight"] = tp_after.value("max_pulls_in_flight", 0);
     f.transfer_profile["puller_multi_messages_per_load"] = d("landed_multi") / opt.reps;
     f.transfer_profile["puller_contiguous_messages_per_load"] = d("landed_contiguous") / opt.reps;
+    // Same-host pulls from the holder's pool mapping: blocks copied out of it per load, the copy
+    // (and hash) time, and the sessions that fell back to bytes on the wire (since start).
+    f.transfer_profile["puller_mapped_blocks_per_load"] = d("mapped_blocks") / opt.reps;
+    f.transfer_profile["puller_mapped_copy_ms_per_load"] = d("mapped_copy_s") / opt.reps * 1e3;
+    f.transfer_profile["puller_mapped_sessions"] = tp_after.value("mapped_sessions", 0);
+    f.transfer_profile["puller_mapped_fallbacks"] = tp_after.value("mapped_fallbacks", 0);
   }
   for (size_t h = 0; h < c.holder_clients.size(); ++h) {
     const nlohmann::json a = ClusterSection(*c.holder_clients[h], "transfer_profile");

@@ -85,6 +85,9 @@ constexpr SettingFlag kSettingFlags[] = {
     {"--pull-on-lookup", "pull_on_lookup",
      "true: a Lookup that finds blocks only peers hold starts pulling the first of them at once "
      "(default false) [STRATA_PULL_ON_LOOKUP]"},
+    {"--pull-mapped", "pull_mapped",
+     "false: same-host pulls never map the holder's pool (default true: pidfd_getfd + one "
+     "copy-and-checksum pass where allowed, else cma/UCX) [STRATA_PULL_MAPPED]"},
     {"--holder-memory-ms", "holder_memory_ms",
      "How long a remembered holder answers a Lookup without the directory (default 2000; 0: "
      "off) [STRATA_HOLDER_MEMORY_MS]"},

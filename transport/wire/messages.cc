@@ -110,6 +110,14 @@ Status EncodeBody(const Message& message, std::string* body) {
           pb::AuthOk p;
           p.set_request_id(m.request_id);
           p.set_session(ToBytesString(m.session));
+          if (m.same_host) {
+            auto* h = p.mutable_same_host();
+            h->set_boot_id(m.same_host->boot_id);
+            h->set_net_ns(m.same_host->net_ns);
+            h->set_pid_ns(m.same_host->pid_ns);
+            h->set_uid(m.same_host->uid);
+            h->set_pid(m.same_host->pid);
+          }
           p.SerializeToString(body);
         } else if constexpr (std::is_same_v<T, ErrorMessage>) {
           pb::Error p;
@@ -158,6 +166,30 @@ Status EncodeBody(const Message& message, std::string* body) {
           for (uint64_t c : m.capacities) p.add_capacities(c);
           p.set_session(ToBytesString(m.session));
           p.set_max_message_bytes(m.max_message_bytes);
+          p.set_mapped(m.mapped);
+          p.SerializeToString(body);
+        } else if constexpr (std::is_same_v<T, MappedBlocks>) {
+          if (m.blocks.size() > kMaxMappedPerMessage)
+            return Status::InvalidArgument("MappedBlocks: " + std::to_string(m.blocks.size()) +
+                                           " blocks exceed the limit of " +
+                                           std::to_string(kMaxMappedPerMessage));
+          pb::MappedBlocks p;
+          p.set_request_id(m.request_id);
+          for (const MappedBlock& b : m.blocks) {
+            auto* e = p.add_blocks();
+            e->set_index(b.index);
+            e->set_slab(b.slab);
+            e->set_generation(b.generation);
+            e->set_fd(b.fd);
+            e->set_offset(b.offset);
+            e->set_length(b.length);
+            e->set_header(ToBytesString(b.header));
+          }
+          p.SerializeToString(body);
+        } else if constexpr (std::is_same_v<T, PullRelease>) {
+          pb::PullRelease p;
+          p.set_request_id(m.request_id);
+          p.set_session(ToBytesString(m.session));
           p.SerializeToString(body);
         }
         return Status::OK();
@@ -209,7 +241,11 @@ Result<Message> DecodeBody(MessageType type, std::span<const std::byte> body) {
       pb::AuthOk p;
       STRATA_RETURN_IF_ERROR(ParseProto(body, &p, type));
       STRATA_RETURN_IF_ERROR(CheckSize(p.session().size(), kSessionSize, "AuthOk.session"));
-      return Message(AuthOk{p.request_id(), FromBytesString(p.session())});
+      AuthOk m{p.request_id(), FromBytesString(p.session()), std::nullopt};
+      if (p.has_same_host())
+        m.same_host = SameHost{p.same_host().boot_id(), p.same_host().net_ns(),
+                               p.same_host().pid_ns(), p.same_host().uid(), p.same_host().pid()};
+      return Message(std::move(m));
     }
     case MessageType::kError: {
       pb::Error p;
@@ -277,7 +313,39 @@ Result<Message> DecodeBody(MessageType type, std::span<const std::byte> body) {
       m.capacities.assign(p.capacities().begin(), p.capacities().end());
       m.session = FromBytesString(p.session());
       m.max_message_bytes = p.max_message_bytes();
+      m.mapped = p.mapped();
       return Message(std::move(m));
+    }
+    case MessageType::kMappedBlocks: {
+      pb::MappedBlocks p;
+      STRATA_RETURN_IF_ERROR(ParseProto(body, &p, type));
+      if (static_cast<size_t>(p.blocks_size()) > kMaxMappedPerMessage)
+        return Status::InvalidArgument("MappedBlocks: " + std::to_string(p.blocks_size()) +
+                                       " blocks exceed the limit of " +
+                                       std::to_string(kMaxMappedPerMessage));
+      MappedBlocks m;
+      m.request_id = p.request_id();
+      m.blocks.reserve(p.blocks_size());
+      for (const auto& e : p.blocks()) {
+        if (e.header().size() != 64)
+          return Status::Corruption("MappedBlocks: a block header is " +
+                                    std::to_string(e.header().size()) + " bytes, not 64");
+        MappedBlock b;
+        b.index = e.index();
+        b.slab = e.slab();
+        b.generation = e.generation();
+        b.fd = e.fd();
+        b.offset = e.offset();
+        b.length = e.length();
+        std::memcpy(b.header.data(), e.header().data(), 64);
+        m.blocks.push_back(b);
+      }
+      return Message(std::move(m));
+    }
+    case MessageType::kPullRelease: {
+      pb::PullRelease p;
+      STRATA_RETURN_IF_ERROR(ParseProto(body, &p, type));
+      return Message(PullRelease{p.request_id(), FromBytesString(p.session())});
     }
   }
   return Status::NotSupported("unknown message type " +
@@ -308,6 +376,10 @@ std::string_view MessageTypeName(MessageType type) {
       return "AnnounceAck";
     case MessageType::kPullRequest:
       return "PullRequest";
+    case MessageType::kMappedBlocks:
+      return "MappedBlocks";
+    case MessageType::kPullRelease:
+      return "PullRelease";
   }
   return "unknown";
 }

@@ -20,7 +20,9 @@
 #pragma once
 
 #include <cstddef>
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <variant>
@@ -54,6 +56,8 @@ enum class MessageType : uint16_t {
   kAnnounce = 8,
   kAnnounceAck = 9,
   kPullRequest = 10,
+  kMappedBlocks = 11,
+  kPullRelease = 12,
 };
 
 std::string_view MessageTypeName(MessageType type);
@@ -82,9 +86,22 @@ struct Auth {
 // A session token: kSessionSize random bytes from AuthOk, carried by every request.
 inline constexpr size_t kSessionSize = 16;
 
+// A process's place on its host (AuthOk.same_host): a puller maps a holder's pool only when
+// all but `pid` equal its own (docs/cluster.md, "Same-host pulls from the holder's pool mapping").
+struct SameHost {
+  std::string boot_id;
+  uint64_t net_ns = 0;
+  uint64_t pid_ns = 0;
+  uint32_t uid = 0;
+  uint32_t pid = 0;
+
+  friend bool operator==(const SameHost&, const SameHost&) = default;
+};
+
 struct AuthOk {
   uint64_t request_id = 0;
   std::vector<std::byte> session;  // kSessionSize bytes
+  std::optional<SameHost> same_host;  // set when the server offers mapped pulls
 };
 
 struct ErrorMessage {
@@ -128,10 +145,37 @@ struct PullRequest {
   // > 0: this puller takes several blocks per data message (the multi-block form below), of at
   // most this many payload bytes. 0: one block per message. Old holders ignore it.
   uint64_t max_message_bytes = 0;
+  // True: answer blocks at hand with MappedBlocks instead of their bytes. Old holders ignore it.
+  bool mapped = false;
+};
+
+// Where one pinned block lies in the holder's pool (a mapped pull's answer).
+struct MappedBlock {
+  uint32_t index = 0;
+  uint32_t slab = 0;
+  uint32_t generation = 0;
+  int32_t fd = -1;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  std::array<std::byte, 64> header{};  // the block header (block_format.h)
+};
+
+// At most this many blocks per MappedBlocks message (~100 bytes each: well under kMaxControlBody).
+inline constexpr size_t kMaxMappedPerMessage = 8192;
+
+struct MappedBlocks {
+  uint64_t request_id = 0;
+  std::vector<MappedBlock> blocks;
+};
+
+struct PullRelease {
+  uint64_t request_id = 0;
+  std::vector<std::byte> session;
 };
 
 using Message = std::variant<Hello, HelloAck, Auth, AuthOk, ErrorMessage, LookupRequest,
-                             LookupResponse, Announce, AnnounceAck, PullRequest>;
+                             LookupResponse, Announce, AnnounceAck, PullRequest, MappedBlocks,
+                             PullRelease>;
 
 MessageType TypeOf(const Message& message);
 
