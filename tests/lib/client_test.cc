@@ -921,11 +921,12 @@ std::vector<Vma> SelfMappings() {
   return vmas;
 }
 
-// This process's mappings of the daemon's pool slabs (its memfds, "strata-host-pool").
+// This process's mappings of the daemon's pool slabs (its memfds, "strata-host-pool"; not the
+// load index's, "strata-host-pool-load-index").
 std::vector<Vma> PoolSlabMappings() {
   std::vector<Vma> slabs;
   for (Vma& v : SelfMappings())
-    if (v.path.find("memfd:strata-host-pool") != std::string::npos) slabs.push_back(std::move(v));
+    if (v.path == "/memfd:strata-host-pool (deleted)") slabs.push_back(std::move(v));
   return slabs;
 }
 
@@ -951,9 +952,13 @@ TEST_CASE("strata serve: a client fills its read-only mapping of each pool slab 
   constexpr size_t kBlocks = 8;  // the whole 8 MiB pool: 4 slabs of two blocks
   const std::string dir = ScratchDir("populate");
   const std::string socket = dir + "/s.sock";
-  auto serve = testing::StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool",
-                                    "8MiB", "--host-slab", "2MiB"},
-                                   socket);
+  // Two private tenants (this uid may use both), so that a slab passing from one to the other
+  // gets fresh memory: a new generation.
+  const std::string uid = std::to_string(::getuid());
+  auto serve = testing::StartServe(
+      {"serve", "--socket", socket, "--no-disk", "--host-pool", "8MiB", "--host-slab", "2MiB",
+       "--tenant-uid", "tenant-a:" + uid, "--tenant-uid", "tenant-b:" + uid},
+      socket);
   auto c = Client::Connect(socket);
   REQUIRE(c.ok());
   auto stats = [&] { return nlohmann::json::parse(*(*c)->Stats()); };
