@@ -3,8 +3,9 @@
 # a 1 MiB transfer prefix. Checks that every case prints its JSON line (DESIGN.md, Benchmarks), that
 # Strata's figures are positive with every loaded byte verified, that each peer's case prints a
 # figure or that peer's own error, that Strata's embedded mode is measured beside LMCache
-# in-process, that each disk peer is compared with Strata's disk tier at the same durability, and
-# that Strata serves every block after kill -9.
+# in-process, that each disk peer is compared with Strata's disk tier at the same durability, that
+# the memory per block is plausible (growth while storing >= 0 for every system and below one
+# block for Strata, daemon and embedded), and that Strata serves every block after kill -9.
 # Exit 77 (skipped) where the peers are not installed (deploy/install-peers.sh).
 # Usage: bench_peers_test.sh STRATA_BINARY
 set -u
@@ -60,6 +61,23 @@ for l in lines:
     peer = l.get('baseline', '').split(' ')[0]
     if peer in tier_of and l['case'].startswith('put_get/') and 'error' not in l:
         assert l['strata_tier'] == tier_of[peer] and l['durability'], l
+# Memory per block (one client): growth while storing counts the payload, so no system shrinks
+# while it stores; Strata (daemon and embedded) faults its pool in before the first put, so a
+# block costs it less than the block itself; Strata's footprint beyond the payload is >= 0 (the
+# capacity it was given is 1.5x the data + 64 MiB).
+for l in lines:
+    if 'error' in l or not l['case'].startswith('overhead/'):
+        continue
+    block = {'64KiB': 64 << 10, '2MiB': 2 << 20}[l['case'].split('/')[1]]
+    if l['metric'] == 'pss_growth_B/block':
+        assert 0 <= l['value'] < block, l  # Strata's
+        assert l['baseline_value'] is None or l['baseline_value'] >= 0, l
+    if l['metric'] == 'pss_footprint_B/block_beyond_payload':
+        assert l['value'] >= 0, l
+overheads = {(l.get('strata_tier'), l['metric']) for l in lines
+             if l['case'].startswith('overhead/') and 'error' not in l}
+assert {('memory', 'pss_growth_B/block'), ('embedded', 'pss_growth_B/block')} <= overheads, \
+    overheads
 peer_rows = {l['baseline'].split()[0] for l in lines if 'baseline' in l}
 assert {'mooncake', 'lmcache', 'lmcache-disk', 'lmcache-disk-odirect',
         'lmcache-server'} <= peer_rows, peer_rows

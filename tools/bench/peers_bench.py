@@ -23,9 +23,11 @@ Cases (JSON lines in DESIGN.md's format with --json; `baseline` names the peer a
   restart/<size>               share of the blocks served after kill -9 and restart
   trace/capacity=<f>           hit ratio of Strata's eviction policy and of LMCache's own policy
                                objects (LRU, LFU, FIFO) on the shipped trace, same replay model
-  overhead/<size>              per cached block beyond the payload: PSS growth while storing and
-                               PSS footprint (/proc/PID/smaps_rollup over servers and clients, so
-                               shared memory counts once), and disk bytes (restart case)
+  overhead/<size>              per cached block: memory growth while storing (payload included)
+                               and footprint beyond the payload (PSS of anonymous and shared
+                               memory, /proc/PID/smaps_rollup over servers and clients, so shared
+                               memory counts once and libraries not at all), and disk bytes beyond
+                               the payload (restart case)
   put_get/vllm-*               vLLM's CPU offloading and file-system tier (its own error here)
 
 Run with the peers' virtual environment (deploy/install-peers.sh) and the strata package of this
@@ -72,16 +74,20 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 
 def pss_bytes(pids) -> int:
-    """Proportional set size summed over `pids` (/proc/PID/smaps_rollup): a page shared by k
-    processes counts 1/k in each, so over the daemon and its clients shared memory (Strata's pool
-    and staging memfds, Mooncake's registered segments) counts once."""
+    """Memory a cache holds, summed over `pids` (/proc/PID/smaps_rollup): the proportional set
+    size of anonymous and shared-memory pages (Pss_Anon + Pss_Shmem). A page shared by k processes
+    counts 1/k in each, so over the daemon and its clients shared memory (Strata's pool and
+    staging memfds, Mooncake's registered segments) counts once. File-backed pages (the
+    interpreter's and the libraries' code and data) are left out: they are no cache's memory, and
+    their share moves whenever any process on the machine maps the same file (a Mooncake client
+    starting lowered its store service's Pss_File by 1.7 MiB). Huge pages of hugetlbfs have no PSS
+    and are not counted (none are reserved on the machines measured)."""
     total = 0
     for pid in pids:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("Pss:"):
+                if line.startswith(("Pss_Anon:", "Pss_Shmem:")):
                     total += int(line.split()[1]) * 1024
-                    break
     return total
 
 
@@ -704,11 +710,12 @@ def put_get(system_obj, block_bytes, clients, blocks_per_client, disk=False):
         "put_p50_us": pct(lat("put"), 0.5) * 1e6, "put_p99_us": pct(lat("put"), 0.99) * 1e6,
         "get_p50_us": pct(lat("get"), 0.5) * 1e6, "get_p99_us": pct(lat("get"), 0.99) * 1e6,
         "verified": sum(r["ok"] for r in results) / (clients * blocks_per_client),
-        # Marginal: PSS growth of servers and clients while storing, per block, beyond the payload
-        # (negative: memory allocated and touched before, e.g. a pool faulted in at start).
+        # Marginal: memory growth of servers and clients while storing, per block, the payload
+        # included: a system that takes memory per block grows by at least the block; one that
+        # faulted its whole capacity in before the first put (Strata's pool, LMCache's buffer)
+        # grows by what else a block costs it (its index, a staging area touched the first time).
         "pss_per_block": (None if not pss
-                          else (sum(pss[2]) - sum(pss[1])) / (clients * blocks_per_client)
-                          - block_bytes),
+                          else (sum(pss[2]) - sum(pss[1])) / (clients * blocks_per_client)),
         # Footprint: the servers' whole PSS plus what the clients grew from before they connected,
         # per block, beyond the payload (includes capacity reserved up front: the same capacity
         # is given to every system, capacity_bytes).
@@ -1135,6 +1142,16 @@ def row(case, metric, value, peer, peer_value, higher_better=True):
             "baseline": peer, "baseline_value": peer_value, "ratio": ratio}
 
 
+def overhead_rows(size_name, mine, peer, theirs):
+    """Memory per cached block of one put_get case (one client), Strata's beside the peer's."""
+    growth = row(f"overhead/{size_name}", "pss_growth_B/block", mine["pss_per_block"], peer,
+                 theirs["pss_per_block"], False)
+    footprint = row(f"overhead/{size_name}", "pss_footprint_B/block_beyond_payload",
+                    mine["footprint_per_block"], peer, theirs["footprint_per_block"], False)
+    footprint["capacity_bytes"] = mine["capacity_bytes"]
+    return [growth, footprint]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--strata-cli", default=os.environ.get("STRATA_CLI", "strata"))
@@ -1248,13 +1265,7 @@ def main(argv=None):
                            False),
                        row(case, "verified", mine["verified"], label, theirs["verified"])]
                 if n == 1:
-                    out.append(row(f"overhead/{size_name}", "pss_growth_B/block_beyond_payload",
-                                   mine["pss_per_block"], label, theirs["pss_per_block"], False))
-                    out.append(row(f"overhead/{size_name}",
-                                   "pss_footprint_B/block_beyond_payload",
-                                   mine["footprint_per_block"], label,
-                                   theirs["footprint_per_block"], False))
-                    out[-1]["capacity_bytes"] = mine["capacity_bytes"]
+                    out += overhead_rows(size_name, mine, label, theirs)
                 for r in out:
                     r["strata_tier"] = tier
                     if tier in DISK_DURABILITY:
@@ -1276,6 +1287,8 @@ def main(argv=None):
                     ("put_p50_us", "put_p50_us", False), ("put_p99_us", "put_p99_us", False),
                     ("get_p50_us", "get_p50_us", False), ("get_p99_us", "get_p99_us", False),
                     ("verified", "verified", True))]
+                if n == 1:
+                    out += overhead_rows(size_name, emb, label, theirs)
                 for r in out:
                     r["strata_tier"] = "embedded"
                 emit(out, a.json)
