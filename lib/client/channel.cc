@@ -153,15 +153,11 @@ Status SocketChannel::MapForRead(std::span<const ipc::Location> locations) {
       return Status::IOError(std::string("mapping pool slab ") + std::to_string(slab) + ": " +
                              std::strerror(errno));
     mapped_[slab].store(mr->generation, std::memory_order_release);
-    // The loads that follow find the slab's page-table entries made (its pages the memfd holds),
-    // instead of faulting them in inside their copies.
-    populator_.Add(at, slab_bytes_);
   }
   return Status::OK();
 }
 
 SocketChannel::~SocketChannel() {
-  populator_.Stop();  // before the pool's mappings go
   // Posted requests (a load's Unpin) are answered before this client goes, so that whatever the
   // process does next (another connection's Stats, a test's check) sees their effect; a daemon
   // that does not answer within a second is left to release them with the session.

@@ -14,7 +14,6 @@
 #include <span>
 #include <string>
 
-#include "client/slab_populator.h"
 #include "daemon/request_handler.h"
 #include "ipc/ipc_protocol.h"
 #include "ipc/unix_socket.h"
@@ -173,9 +172,6 @@ class SocketChannel final : public Channel {
   StagingMapping staging_;
   bool cross_memory_ = false;  // set once by Open
   bool verify_loads_ = true;   // set once by Open
-  // Fills the page tables of each slab MapForRead maps, off the caller's path; stopped before
-  // the pool's address space is unmapped.
-  SlabPopulator populator_;
 };
 
 class EmbeddedChannel final : public Channel {

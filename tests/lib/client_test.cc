@@ -12,13 +12,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
-#include <cctype>
 #include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <random>
-#include <set>
-#include <sstream>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -884,137 +880,6 @@ void SteadyStateEviction(const std::vector<std::string>& extra_args, bool requir
   Namespace small_ns = TestNamespace("small");
   Prompt small(small_ns, 4, 18);
   CHECK(*(*c)->Store(small_ns, small.keys, small.in).Wait() == 4);
-  int status = serve->Stop();
-  CHECK(WIFEXITED(status));
-  std::filesystem::remove_all(dir);
-}
-
-// One mapping of this process, as /proc/self/smaps shows it.
-struct Vma {
-  uintptr_t start = 0, end = 0;
-  std::string perms;
-  uint64_t inode = 0;
-  std::string path;
-  uint64_t rss_bytes = 0;
-};
-
-std::vector<Vma> SelfMappings() {
-  std::vector<Vma> vmas;
-  std::ifstream in("/proc/self/smaps");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream f(line);
-    std::string range, perms, offset, dev;
-    uint64_t inode = 0;
-    if (line.rfind("Rss:", 0) == 0 && !vmas.empty()) {
-      std::string key;
-      uint64_t kb = 0;
-      f >> key >> kb;
-      vmas.back().rss_bytes = kb * 1024;
-      continue;
-    }
-    const size_t dash = line.find('-');
-    if (dash == std::string::npos || dash == 0 || !std::isxdigit(static_cast<unsigned char>(line[0])))
-      continue;
-    if (!(f >> range >> perms >> offset >> dev >> inode)) continue;
-    if (range.find(':') != std::string::npos) continue;  // a "Key: value" line
-    Vma v;
-    v.start = std::stoull(range.substr(0, dash), nullptr, 16);
-    v.end = std::stoull(range.substr(dash + 1), nullptr, 16);
-    v.perms = perms;
-    v.inode = inode;
-    std::getline(f >> std::ws, v.path);
-    vmas.push_back(std::move(v));
-  }
-  return vmas;
-}
-
-// This process's mappings of the daemon's pool slabs (its memfds, "strata-host-pool"; not the
-// load index's, "strata-host-pool-load-index").
-std::vector<Vma> PoolSlabMappings() {
-  std::vector<Vma> slabs;
-  for (Vma& v : SelfMappings())
-    if (v.path == "/memfd:strata-host-pool (deleted)") slabs.push_back(std::move(v));
-  return slabs;
-}
-
-// Waits (up to 30 s, for a loaded host; no figure is checked) until `pred()` holds.
-template <typename Pred>
-bool Eventually(Pred pred) {
-  for (int i = 0; i < 1500; ++i) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return pred();
-}
-
-// A client fills its page tables for each slab it maps (client/slab_populator.h), off the load's
-// path, so that later loads from the slab do not fault each page in inside their copies. The
-// mapping stays read-only, and a slab the daemon renewed for another tenant (another generation,
-// mapped over the old one) is filled again. One 1 MiB block is read of each 2 MiB slab checked:
-// without the populator the slab's mapping holds about that 1 MiB (plus the kernel's
-// fault-around), not the whole slab.
-TEST_CASE("strata serve: a client fills its read-only mapping of each pool slab it maps, again "
-          "at a new generation", "[lib][integration]") {
-  constexpr uint64_t kSlab = uint64_t{2} << 20, kBlock = uint64_t{1} << 20;
-  constexpr size_t kBlocks = 8;  // the whole 8 MiB pool: 4 slabs of two blocks
-  const std::string dir = ScratchDir("populate");
-  const std::string socket = dir + "/s.sock";
-  // Two private tenants (this uid may use both), so that a slab passing from one to the other
-  // gets fresh memory: a new generation.
-  const std::string uid = std::to_string(::getuid());
-  auto serve = testing::StartServe(
-      {"serve", "--socket", socket, "--no-disk", "--host-pool", "8MiB", "--host-slab", "2MiB",
-       "--tenant-uid", "tenant-a:" + uid, "--tenant-uid", "tenant-b:" + uid},
-      socket);
-  auto c = Client::Connect(socket);
-  REQUIRE(c.ok());
-  auto stats = [&] { return nlohmann::json::parse(*(*c)->Stats()); };
-  // Every page of the pool resident (the daemon faults it in after it listens), so that a
-  // populated slab maps all of its 2 MiB.
-  REQUIRE(Eventually([&] { return !stats().value("pool_populating", false); }));
-  Namespace a = TestNamespace("tenant-a", kBlock), b = TestNamespace("tenant-b", kBlock);
-  Prompt pa(a, kBlocks, 31, kBlock), pb(b, kBlocks, 32, kBlock);
-  REQUIRE(*(*c)->Store(a, pa.keys, pa.in).Wait() == kBlocks);
-  CHECK(PoolSlabMappings().empty());  // stores go through staging: no slab is mapped yet
-
-  // One block of tenant A: its slab is mapped and then filled whole.
-  Outputs one(1, kBlock);
-  REQUIRE(*(*c)->Load(a, std::span<const BlockKey>(pa.keys).first(1), one.out).Wait() == 1);
-  CHECK(one.bufs[0] == pa.blocks[0]);
-  REQUIRE(PoolSlabMappings().size() == 1);
-  CHECK(Eventually([] { return PoolSlabMappings()[0].rss_bytes == kSlab; }));
-  for (const Vma& v : PoolSlabMappings()) {
-    CHECK(v.perms == "r--s");
-    CHECK(v.end - v.start == kSlab);
-  }
-
-  // All of tenant A's blocks: every slab mapped (first generation).
-  Outputs all(kBlocks, kBlock);
-  REQUIRE(*(*c)->Load(a, pa.keys, all.out).Wait() == kBlocks);
-  for (size_t i = 0; i < kBlocks; ++i) CHECK(all.bufs[i] == pa.blocks[i]);
-  std::set<uint64_t> first_generation;
-  for (const Vma& v : PoolSlabMappings()) first_generation.insert(v.inode);
-  REQUIRE(first_generation.size() == 4);
-
-  // Tenant B takes the whole pool after A is cleared: every slab gets a fresh memfd.
-  REQUIRE(*(*c)->Clear(a.id()) == kBlocks);
-  REQUIRE(*(*c)->Store(b, pb.keys, pb.in).Wait() == kBlocks);
-  // One block of B: its slab is mapped at the new generation over the old mapping, and filled.
-  REQUIRE(*(*c)->Load(b, std::span<const BlockKey>(pb.keys).first(1), one.out).Wait() == 1);
-  CHECK(one.bufs[0] == pb.blocks[0]);
-  auto renewed = [&] {
-    std::vector<Vma> r;
-    for (Vma& v : PoolSlabMappings())
-      if (!first_generation.contains(v.inode)) r.push_back(std::move(v));
-    return r;
-  };
-  REQUIRE(renewed().size() == 1);
-  CHECK(renewed()[0].perms == "r--s");
-  CHECK(Eventually([&] { return renewed()[0].rss_bytes == kSlab; }));
-  // Read-only all the same: the slab cannot be made writable.
-  CHECK(::mprotect(reinterpret_cast<void*>(renewed()[0].start), kSlab, PROT_READ | PROT_WRITE) !=
-        0);
   int status = serve->Stop();
   CHECK(WIFEXITED(status));
   std::filesystem::remove_all(dir);
