@@ -29,7 +29,7 @@ TEST_CASE("every message type round-trips through a frame", "[transport][wire]")
   messages.push_back(Hello{kProtocolVersion, "node-a", Bytes(kNonceSize, 1), Bytes(40, 2), 3});
   messages.push_back(HelloAck{"node-b", Bytes(kNonceSize, 3), Bytes(kMacSize, 4), 3});
   messages.push_back(Auth{Bytes(kMacSize, 5), 3, "node-a"});
-  messages.push_back(AuthOk{3, Bytes(kSessionSize, 6)});
+  messages.push_back(AuthOk{.request_id = 3, .session = Bytes(kSessionSize, 6), .same_host = {}});
   messages.push_back(ErrorMessage{7, StatusCode::kPermissionDenied, "no"});
   messages.push_back(LookupRequest{9, {Key(1), Key(2), Key(3)}, Bytes(kSessionSize, 7)});
   messages.push_back(LookupResponse{9, {{"a", "b"}, {}, {"c"}}});
@@ -90,7 +90,7 @@ TEST_CASE("truncated frames are Corruption at every length", "[transport][wire]"
 }
 
 TEST_CASE("a wrong protocol version is NotSupported and names the version", "[transport][wire]") {
-  auto frame = *EncodeFrame(AuthOk{1, Bytes(kSessionSize, 1)});
+  auto frame = *EncodeFrame(AuthOk{.request_id = 1, .session = Bytes(kSessionSize, 1), .same_host = {}});
   StoreU16(frame.data() + 4, 77);
   auto r = DecodeFrame(frame);
   REQUIRE_FALSE(r.ok());
@@ -154,7 +154,7 @@ TEST_CASE("limits: oversized bodies too many keys short keys and nonces", "[tran
   SECTION("a nonce of the wrong size is refused on both ends") {
     CHECK(
         EncodeFrame(Hello{kProtocolVersion, "a", Bytes(5, 1), {}, 0}).status().IsInvalidArgument());
-    CHECK(EncodeFrame(AuthOk{1, Bytes(3, 1)}).status().IsInvalidArgument());
+    CHECK(EncodeFrame(AuthOk{.request_id = 1, .session = Bytes(3, 1), .same_host = {}}).status().IsInvalidArgument());
   }
   SECTION("pull capacities must match keys") {
     CHECK(EncodeFrame(PullRequest{1, Key(1), {Key(1)}, {}, {}}).status().IsInvalidArgument());
