@@ -19,7 +19,10 @@ size_t PullResult::LeadingOk() const {
   return n;
 }
 
-void PeerTransport::Impl::MaybeFinish(const std::shared_ptr<PullOp::State>& p) {
+void PeerTransport::Impl::MaybeFinish(const std::shared_ptr<PullOp::State>& pull) {
+  // A copy: callers pass the very shared_ptr that `pulls` holds (it->second), which the erase
+  // below destroys; the promise and verify_mu are used after it.
+  const std::shared_ptr<PullOp::State> p = pull;
   if (p->finished) return;
   const bool done = p->unsettled == 0 || (!p->failure.ok() && p->receiving == 0);
   if (!done) return;

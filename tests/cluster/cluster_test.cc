@@ -721,7 +721,7 @@ size_t CountInFile(const std::string& path, const std::string& what) {
   return n;
 }
 
-TEST_CASE("cluster: a same-host pull maps the holder's pool - bit-exact, taken, pins released; "
+TEST_CASE("cluster: a same-host pull maps the holder's pool - bit-exact, taken, pins released - "
           "pull_mapped false takes the cma path",
           "[cluster]") {
   struct Case {

@@ -115,7 +115,7 @@ TEST_CASE("Documented test vectors hold (docs/keys.md)", "[core]") {
   }
 }
 
-TEST_CASE("Every key carries its namespace's tag; a key of another namespace is refused",
+TEST_CASE("Every key carries its namespace's tag - a key of another namespace is refused",
           "[core]") {
   const Namespace ns = Make(DefaultSpec());
   NamespaceSpec salted = DefaultSpec();

@@ -187,7 +187,7 @@ TEST_CASE("strata serve: a flipped byte in a RocksDB table does not stop the dae
 // blocks of block format 1, keyed without it. They must never be served as valid: the daemon
 // starts, drops them with a log line, keeps the directory's format 2 blocks and serves.
 TEST_CASE("strata serve: blocks of block format 1 (untagged keys) on disk are dropped at start "
-          "with a log line; the rest is served",
+          "with a log line - the rest is served",
           "[lib][integration]") {
   const std::string dir = ScratchDir("format1");
   Namespace ns = TestNamespace();

@@ -947,6 +947,17 @@ def strata_transfer(cli: str, block_bytes: int, blocks: int, reps: int, lat_iter
         return {"GBps": blocks * block_bytes / times[len(times) // 2] / 1e9,
                 "p50_us": pct(lat, 0.5) * 1e6, "p99_us": pct(lat, 0.99) * 1e6, "verified": ok,
                 "profile": profile}
+    except Exception as e:
+        # Say what the nodes said: a closed connection is the daemon's exit or its refusal.
+        notes = []
+        for nid, p in procs.items():
+            try:
+                tail = open(os.path.join(d, nid + ".log"), errors="replace").read()[-3000:]
+            except OSError:
+                tail = ""
+            notes.append(f"{nid} node {'exited ' + str(p.poll()) if p.poll() is not None else 'running'}"
+                         f", log tail: {tail!r}")
+        raise RuntimeError(f"{e} ({'; '.join(notes)})") from e
     finally:
         clients.clear()
         for p in procs.values():
