@@ -295,8 +295,9 @@ LookupResult TieredStore::Lookup(std::span<const BlockKey> chain) const {
   return out;
 }
 
-std::shared_ptr<PrefetchTicket> TieredStore::Prefetch(std::span<const BlockKey> keys) {
+std::shared_ptr<PrefetchTicket> TieredStore::Prefetch(std::span<const BlockKey> keys, bool hold) {
   auto ticket = std::make_shared<PrefetchTicket>();
+  ticket->hold_ = hold;
   std::vector<BlockKey> todo;
   for (const BlockKey& key : keys)
     if (disk_ && !host_->Find(key).ok() &&
@@ -351,7 +352,13 @@ void TieredStore::PrefetchLoop() {
         }
       }
     }
+    Result<PinnedBlock> held = Status::NotFound("not held");
+    if (ok && job.ticket->hold_) {
+      held = host_->Acquire(job.key);
+      ok = held.ok();  // evicted between its Put and here: not loaded for this caller
+    }
     std::lock_guard tl(job.ticket->mu_);
+    if (held.ok()) job.ticket->held_.push_back(std::move(held).value());
     ++(ok ? job.ticket->loaded_ : job.ticket->failed_);
     if (--job.ticket->pending_ == 0) job.ticket->cv_.notify_all();
   }

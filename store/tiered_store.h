@@ -122,6 +122,8 @@ class PrefetchTicket {
   size_t pending_ GUARDED_BY(mu_) = 0;
   size_t loaded_ GUARDED_BY(mu_) = 0;
   size_t failed_ GUARDED_BY(mu_) = 0;
+  bool hold_ = false;  // set before the ticket is queued, then read only
+  std::vector<PinnedBlock> held_ GUARDED_BY(mu_);  // with hold_: the blocks brought to host
 };
 
 struct StoreStats {
@@ -172,8 +174,11 @@ class TieredStore {
   Result<BlockHeader> Get(const BlockKey& key, std::span<std::byte> out);
   LookupResult Lookup(std::span<const BlockKey> chain) const;
   // Queues the keys that are on disk and not in host for loading into host; keys elsewhere are
-  // counted as handled at once.
-  std::shared_ptr<PrefetchTicket> Prefetch(std::span<const BlockKey> keys);
+  // counted as handled at once. With `hold`, the ticket keeps each block it brought to host
+  // pinned until the ticket is destroyed, so that a later block of the same call cannot evict an
+  // earlier one before the caller pins it (a load's prefix; a block that finds no room then
+  // fails instead of evicting its predecessors).
+  std::shared_ptr<PrefetchTicket> Prefetch(std::span<const BlockKey> keys, bool hold = false);
   // Copies the blocks of `keys` that are in the device tier and not in host into host, in one
   // batch (one device synchronisation); each payload is verified against its header's checksum
   // as it is published (a device copy that fails is dropped and counted as device_corrupt).

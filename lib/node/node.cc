@@ -215,14 +215,16 @@ class LocalNode final : public Node {
   }
 
   // Whether blocks of `sizes` bytes fit the empty host pool; a block larger than a slab is
-  // refused naming the setting that raises the limit (host_slab).
-  Status FitsHostPool(std::span<const uint64_t> sizes, const char* what) const {
+  // refused naming the setting that raises the limit (host_slab). `what` prefixes the message
+  // (empty: none, where the caller already names the operation).
+  Status FitsHostPool(std::span<const uint64_t> sizes, std::string_view what) const {
     Status fits = store_->host().CheckFits(sizes);
     if (fits.ok()) return fits;
+    const std::string prefix = what.empty() ? std::string() : std::string(what) + ": ";
     if (fits.code() == StatusCode::kInvalidArgument)
-      return Status::InvalidArgument(std::string(what) + ": " + std::string(fits.message()) +
+      return Status::InvalidArgument(prefix + std::string(fits.message()) +
                                      "; a larger host_slab holds it (docs/config.md)");
-    return fits.WithContext(what);
+    return what.empty() ? fits : fits.WithContext(what);
   }
 
   size_t Fetch(std::span<const BlockKey> keys) override {
@@ -243,7 +245,8 @@ class LocalNode final : public Node {
         begun.push_back(keys[i]);
       }
     }
-    if (!uncached.empty()) STRATA_RETURN_IF_ERROR(FitsHostPool(uncached, "Exists"));
+    // The store's first step: the client's error already says "Store".
+    if (!uncached.empty()) STRATA_RETURN_IF_ERROR(FitsHostPool(uncached, ""));
     activity_.Begun(begun);  // a store's first step: in flight until committed
     return out;
   }
@@ -422,9 +425,27 @@ class LocalNode final : public Node {
       if (present.where[i] == store::TierKind::kDevice) on_device.push_back(keys[i]);
       if (present.where[i] == store::TierKind::kDisk) on_disk.push_back(keys[i]);
     }
+    // What is in host now stays there while the rest is brought in (pinned until the loop below
+    // pins it for the client): promotions into a full pool evict, and must not evict the prefix
+    // they extend. Each promoted block is held by its ticket the same way. A prefix the empty
+    // pool could not hold whole is not held (holding its host tail would leave no room for the
+    // blocks before it: the load gets the longest prefix that fits instead).
+    std::vector<store::PinnedBlock> held;
+    for (size_t i = 0; i < present.prefix_blocks && (!on_device.empty() || !on_disk.empty()); ++i)
+      if (present.where[i] == store::TierKind::kHost)
+        if (auto b = store_->host().Acquire(keys[i]); b.ok()) held.push_back(std::move(b).value());
+    if (!held.empty()) {  // the others taken as large as the largest held (codecs vary sizes)
+      uint64_t largest = 0;
+      for (const store::PinnedBlock& b : held)
+        largest = std::max<uint64_t>(largest, b.header().payload_length);
+      const std::vector<uint64_t> sizes(present.prefix_blocks, largest);
+      if (!store_->host().CheckFits(sizes).ok()) held.clear();
+    }
     if (!on_device.empty()) (void)store_->PromoteFromDevice(on_device);
+    std::shared_ptr<store::PrefetchTicket> prefetched;
     if (!on_disk.empty()) {
-      store_->Prefetch(on_disk)->Wait();
+      prefetched = store_->Prefetch(on_disk, /*hold=*/true);
+      prefetched->Wait();
     }
 
     const auto deadline =

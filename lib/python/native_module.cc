@@ -354,17 +354,20 @@ PYBIND11_MODULE(_native, m) {
       .def_static(
           "embedded",
           [](uint64_t host_pool_bytes, const std::string& data_dir, bool verify_loads,
-             const std::string& eviction_policy) {
+             const std::string& eviction_policy, uint64_t disk_bytes) {
             strata::EmbeddedOptions o;
             o.host_pool_bytes = host_pool_bytes;
             o.data_dir = data_dir;
+            o.disk_bytes = disk_bytes;
             o.verify_loads = verify_loads;
             o.eviction_policy = eviction_policy;
             return Unwrap(strata::Client::Embedded(o));
           },
           py::arg("host_pool_bytes") = 256ull << 20, py::arg("data_dir") = "",
           py::arg("verify_loads") = false, py::arg("eviction_policy") = "",
-          "An in-process cache (no daemon). verify_loads: loads hash every block against its "
+          py::arg("disk_bytes") = 0,
+          "An in-process cache (no daemon). disk_bytes: the disk tier's size under data_dir "
+          "(EmbeddedOptions::disk_bytes; 0: 80% of the free space). verify_loads: loads hash every block against its "
           "checksum (EmbeddedOptions::verify_loads; STRATA_VERIFY_LOADS overrides it). "
           "eviction_policy: any policy `strata serve --eviction-policy` takes (\"learned\", "
           "\"prefix\", \"lru\", ...); \"\": the node's default (EmbeddedOptions::eviction_policy).")

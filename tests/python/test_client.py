@@ -144,6 +144,34 @@ def test_embedded_eviction_policy():
         strata.Client.embedded(host_pool_bytes=64 << 20, eviction_policy="no-such-policy")
 
 
+def test_embedded_disk_bytes(tmp_path):
+    """Client.embedded(data_dir=..., disk_bytes=...) sizes the disk tier (EmbeddedOptions::disk_bytes
+    in C++): the stats report that capacity, blocks evicted from a small host pool are demoted
+    to it and load back bit-exact."""
+    ns = make_ns("embedded-disk")
+    n = BLOCK_BYTES
+    c = strata.Client.embedded(host_pool_bytes=16 << 20, data_dir=str(tmp_path),
+                               disk_bytes=48 << 20)
+    assert c.stats()["disk"]["capacity_bytes"] == 48 << 20
+    count = (24 << 20) // n  # more than the host pool holds: the oldest go to disk
+    keys = ns.keys(list(range(count * 16)))
+    blocks = [bytes([i % 251]) * n for i in range(count)]
+    step = 64  # one request must fit the pool (a larger one is refused, naming host_pool)
+    with pytest.raises(RuntimeError, match="NoSpace: Store: a store of 768 blocks needs"):
+        c.store(ns, keys, blocks)
+    for i in range(0, count, step):
+        assert c.store(ns, keys[i:i + step], blocks[i:i + step]) == step
+    stats = c.stats()
+    assert stats["demotions"] > 0 and stats["disk"]["blocks"] > 0
+    # Loads of disk blocks into the full pool: each step loads whole (promotions evict other
+    # blocks, never the prefix being loaded), oldest first.
+    for i in range(0, count, step):
+        out = [bytearray(n) for _ in range(step)]
+        assert c.load(ns, keys[i:i + step], out) == step, i
+        assert all(o == b for o, b in zip(out, blocks[i:i + step])), i
+    assert c.stats()["prefetched"] >= count // 2, c.stats()["prefetched"]  # disk -> host
+
+
 def test_bytes_and_errors(client):
     ns = make_ns()
     keys = ns.keys(list(range(32)))

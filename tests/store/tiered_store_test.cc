@@ -176,6 +176,33 @@ TEST_CASE("prefetch brings disk blocks to host asynchronously", "[store]") {
   REQUIRE(s->Prefetch(keys)->Wait() == 0);
 }
 
+TEST_CASE("a holding prefetch keeps what it brought: a later block never evicts an earlier one",
+          "[store]") {
+  TempDir dir;
+  auto s = OpenStore(dir.path(), WritePolicy::kWriteBack);  // host: 64 blocks
+  std::vector<BlockKey> keys;
+  for (uint64_t i = 0; i < 80; ++i) {  // more than host holds: the tail finds no room
+    keys.push_back(TestKey(i));
+    const auto p = TestPayload(keys.back(), kBlock);
+    REQUIRE(s->disk()->Put(MakeBlockHeader(keys.back(), kNs, Codec::kNone, p), p).ok());
+  }
+  {
+    auto ticket = s->Prefetch(keys, /*hold=*/true);
+    const size_t loaded = ticket->Wait();
+    REQUIRE(loaded >= 32);  // the pool's room, less what its slab classes cost
+    REQUIRE(loaded + ticket->failed() == keys.size());
+    for (size_t i = 0; i < loaded; ++i) {  // the first `loaded` blocks, every one still in host
+      auto view = s->host().Acquire(keys[i]);
+      REQUIRE(view.ok());
+      REQUIRE(IsTestPayload(keys[i], view->payload().data(), kBlock));
+    }
+    for (size_t i = loaded; i < keys.size(); ++i) REQUIRE_FALSE(s->host().Find(keys[i]).ok());
+  }
+  // The ticket gone, nothing is held: a plain prefetch of the tail evicts the head.
+  std::vector<BlockKey> tail(keys.end() - 16, keys.end());
+  REQUIRE(s->Prefetch(tail)->Wait() == 16);
+}
+
 TEST_CASE("pin, unpin and erase go to the tier that holds the block", "[store]") {
   TempDir dir;
   auto s = OpenStore(dir.path(), WritePolicy::kWriteThrough);
