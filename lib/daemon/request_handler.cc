@@ -155,9 +155,14 @@ ipc::Response Error(uint64_t id, Status status) {
 
 ipc::Response RequestHandler::HandleHello(const ipc::Request& request, const ipc::Hello& hello) {
   if (hello.protocol_version != ipc::kIpcProtocolVersion)
-    return Error(request.id, Status::NotSupported(
-                                 "client speaks protocol " + std::to_string(hello.protocol_version) +
-                                 ", daemon speaks " + std::to_string(ipc::kIpcProtocolVersion)));
+    return Error(request.id,
+                 Status::NotSupported(
+                     "client speaks protocol " + std::to_string(hello.protocol_version) +
+                     ", daemon speaks " + std::to_string(ipc::kIpcProtocolVersion) +
+                     (hello.protocol_version < 4
+                          ? " (clients before protocol 4 compute block keys without the "
+                            "namespace tag, docs/keys.md): use a client library of this release"
+                          : std::string())));
   ipc::Response r;
   r.id = request.id;
   ipc::HelloReply reply{ipc::kIpcProtocolVersion, node_->pool_bytes(), std::string(Version()),

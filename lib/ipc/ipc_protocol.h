@@ -25,7 +25,9 @@
 
 namespace strata::ipc {
 
-inline constexpr uint32_t kIpcProtocolVersion = 3;
+// 4: block keys carry their namespace's 32-bit tag (docs/keys.md, "Namespace tag"); a version-3
+// client computes untagged keys, which a daemon would refuse block by block, so Hello refuses it.
+inline constexpr uint32_t kIpcProtocolVersion = 4;
 inline constexpr size_t kLengthPrefixBytes = 4;
 // Largest message body either side sends or accepts; larger lengths close the connection.
 inline constexpr size_t kMaxMessageBytes = size_t{8} << 20;

@@ -483,6 +483,14 @@ TEST_CASE("Malformed or oversized or out-of-order messages get errors and the da
   CHECK(ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)))->status.code() ==
         StatusCode::kNotSupported);
   CHECK(v2->Receive(&reply).code() == StatusCode::kUnavailable);
+  // A client of protocol 3 (keys without the namespace tag) is told why at Hello.
+  auto v3 = ipc::UnixConnection::Connect(d.socket);
+  REQUIRE(v3->Send(ipc::EncodeRequest({1, ipc::Hello{3, "before the tag"}})).ok());
+  REQUIRE(v3->Receive(&reply).ok());
+  const Status old = ipc::DecodeResponse(std::as_bytes(std::span<const char>(reply)))->status;
+  CHECK(old.code() == StatusCode::kNotSupported);
+  CHECK(std::string(old.message()).find("protocol 3, daemon speaks 4") != std::string::npos);
+  CHECK(std::string(old.message()).find("namespace tag") != std::string::npos);
   // An oversized length prefix: the connection is dropped.
   auto big = ipc::UnixConnection::Connect(d.socket);
   const uint32_t huge = 0x7FFFFFFF;
