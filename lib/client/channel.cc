@@ -132,28 +132,42 @@ Status SocketChannel::MapForRead(std::span<const ipc::Location> locations) {
     if (mapped_[slab].load(std::memory_order_acquire) == loc.generation) continue;
     std::lock_guard<std::mutex> lock(mu_);
     if (mapped_[slab].load(std::memory_order_relaxed) == loc.generation) continue;
-    int fd = -1;
-    auto reply = CallLocked(ipc::MapSlabRequest{static_cast<uint32_t>(slab)}, -1, &fd);
-    struct CloseFd {
-      int fd;
-      ~CloseFd() {
-        if (fd >= 0) ::close(fd);
-      }
-    } close_fd{fd};  // the mapping keeps the memory
-    if (!reply.ok())
-      return reply.status().WithContext("mapping pool slab " + std::to_string(slab));
-    const auto* mr = std::get_if<ipc::MapSlabReply>(&*reply);
-    if (mr == nullptr || fd < 0) return Status::Internal("daemon did not hand over a pool slab");
-    // Over the old mapping (PROT_NONE or an older generation) at the slab's place; whoever
-    // registered the old one lets go of it first.
-    if (remap_hook_ && mapped_[slab].load(std::memory_order_relaxed) != kUnmapped)
-      remap_hook_(slab);
-    auto* at = const_cast<std::byte*>(pool_base_) + slab * slab_bytes_;
-    if (::mmap(at, slab_bytes_, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED)
-      return Status::IOError(std::string("mapping pool slab ") + std::to_string(slab) + ": " +
-                             std::strerror(errno));
-    mapped_[slab].store(mr->generation, std::memory_order_release);
+    STRATA_RETURN_IF_ERROR(MapSlabLocked(slab, 0));
   }
+  return Status::OK();
+}
+
+Status SocketChannel::MapPool() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (uint64_t slab = 0; slab < pool_bytes_ / slab_bytes_; ++slab) {
+    Status st = MapSlabLocked(slab, MAP_POPULATE);
+    // Another tenant's slab: not this client's to read (a load never names it).
+    if (!st.ok() && st.code() != StatusCode::kPermissionDenied) return st;
+  }
+  return Status::OK();
+}
+
+Status SocketChannel::MapSlabLocked(uint64_t slab, int extra_flags) {
+  int fd = -1;
+  auto reply = CallLocked(ipc::MapSlabRequest{static_cast<uint32_t>(slab)}, -1, &fd);
+  struct CloseFd {
+    int fd;
+    ~CloseFd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } close_fd{fd};  // the mapping keeps the memory
+  if (!reply.ok()) return reply.status().WithContext("mapping pool slab " + std::to_string(slab));
+  const auto* mr = std::get_if<ipc::MapSlabReply>(&*reply);
+  if (mr == nullptr || fd < 0) return Status::Internal("daemon did not hand over a pool slab");
+  // Over the old mapping (PROT_NONE or an older generation) at the slab's place; whoever
+  // registered the old one lets go of it first.
+  if (remap_hook_ && mapped_[slab].load(std::memory_order_relaxed) != kUnmapped) remap_hook_(slab);
+  auto* at = const_cast<std::byte*>(pool_base_) + slab * slab_bytes_;
+  if (::mmap(at, slab_bytes_, PROT_READ, MAP_SHARED | MAP_FIXED | extra_flags, fd, 0) ==
+      MAP_FAILED)
+    return Status::IOError(std::string("mapping pool slab ") + std::to_string(slab) + ": " +
+                           std::strerror(errno));
+  mapped_[slab].store(mr->generation, std::memory_order_release);
   return Status::OK();
 }
 

@@ -135,6 +135,10 @@ class SocketChannel final : public Channel {
   const std::byte* pool_base() const override { return pool_base_; }
   uint64_t pool_bytes() const override { return pool_bytes_; }
   Status MapForRead(std::span<const ipc::Location> locations) override;
+  // Maps every slab of the pool this client may read (the daemon refuses the others: they stay
+  // unmapped) read-only, page-table entries filled (MAP_POPULATE), on the calling thread:
+  // ClientOptions::MapPool::kConnect. IOError when a slab cannot be mapped.
+  Status MapPool();
   std::byte* staging_base() const override { return staging_.base(); }
   uint64_t staging_bytes() const override { return staging_.bytes(); }
   uint64_t slab_bytes() const override { return slab_bytes_; }
@@ -148,6 +152,9 @@ class SocketChannel final : public Channel {
  private:
   explicit SocketChannel(ipc::UnixConnection conn) : conn_(std::move(conn)) {}
   Result<ipc::ResponseBody> CallLocked(ipc::RequestBody body, int pass_fd, int* received_fd);
+  // Asks for slab `slab` and maps it read-only over its place (with `extra_flags`, e.g.
+  // MAP_POPULATE), recording its generation. REQUIRES: mu_ held.
+  Status MapSlabLocked(uint64_t slab, int extra_flags);
 
   std::mutex mu_;
   ipc::UnixConnection conn_;  // GUARDED_BY(mu_)

@@ -68,6 +68,12 @@ constexpr EnumName<ClientOptions::KvShare> kKvShareNames[] = {
     {"off", ClientOptions::KvShare::kOff}, {"memfd", ClientOptions::KvShare::kMemfd}};
 constexpr EnumSetting<ClientOptions::KvShare> kKvShare{"STRATA_KV_SHARE",
                                                        "ClientOptions::kv_share", kKvShareNames};
+constexpr EnumName<ClientOptions::MapPool> kMapPoolNames[] = {
+    {"auto", ClientOptions::MapPool::kAuto},
+    {"connect", ClientOptions::MapPool::kConnect},
+    {"first_load", ClientOptions::MapPool::kFirstLoad}};
+constexpr EnumSetting<ClientOptions::MapPool> kMapPool{"STRATA_MAP_POOL",
+                                                       "ClientOptions::map_pool", kMapPoolNames};
 // Loads through the load index: on unless turned off in the client's environment (the escape
 // hatch, and the A/B switch of the benchmarks); no ClientOptions field.
 constexpr EnumName<bool> kLoadIndexNames[] = {{"on", true}, {"off", false}, {"1", true}, {"0", false}};
@@ -86,6 +92,7 @@ struct ClientSettings {
   ClientOptions::StorePath store_path = ClientOptions::StorePath::kAuto;
   ClientOptions::KvHugePages kv_huge_pages = ClientOptions::KvHugePages::kAdvise;
   ClientOptions::KvShare kv_share = ClientOptions::KvShare::kOff;
+  ClientOptions::MapPool map_pool = ClientOptions::MapPool::kAuto;
   bool load_index = true;
 };
 
@@ -95,6 +102,7 @@ Result<ClientSettings> SettingsOf(const ClientOptions& options) {
   STRATA_ASSIGN_OR_RETURN(s.kv_huge_pages,
                           ResolveEnumSetting(kKvHugePages, options.kv_huge_pages));
   STRATA_ASSIGN_OR_RETURN(s.kv_share, ResolveEnumSetting(kKvShare, options.kv_share));
+  STRATA_ASSIGN_OR_RETURN(s.map_pool, ResolveEnumSetting(kMapPool, options.map_pool));
   STRATA_ASSIGN_OR_RETURN(s.load_index, ResolveEnumSetting(kLoadIndex, true));
   return s;
 }
@@ -2123,6 +2131,12 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
       std::unique_ptr<SocketChannel> ch,
       SocketChannel::Open(path, options.request_timeout_ms, options.staging_bytes,
                           options.trusted_daemon_uids, cross_memory));
+  // The pool mapped now, page tables filled, so that loads never fault (ClientOptions::map_pool).
+  constexpr uint64_t kMapAtConnectMaxBytes = uint64_t{16} << 30;
+  if (settings.map_pool == ClientOptions::MapPool::kConnect ||
+      (settings.map_pool == ClientOptions::MapPool::kAuto &&
+       ch->pool_bytes() <= kMapAtConnectMaxBytes))
+    STRATA_RETURN_IF_ERROR(ch->MapPool().WithContext("mapping the daemon's host pool at connect"));
   return std::unique_ptr<Client>(new ClientImpl(std::move(ch), options, settings));
 }
 

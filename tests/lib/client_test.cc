@@ -12,9 +12,12 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <cctype>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -378,7 +381,11 @@ TEST_CASE("Small stores and loads: one round trip per store, posted Unpin after 
   Prompt p(ns, 4, 41);
   Outputs o(4, 8192);
   {
-    auto c = Client::Connect(d.socket);
+    // Loads over IPC (a Load and its Unpin): the pool is mapped at the first load, not at
+    // connect, so the first load is not served through the load index.
+    ClientOptions first_load;
+    first_load.map_pool = ClientOptions::MapPool::kFirstLoad;
+    auto c = Client::Connect(d.socket, first_load);
     REQUIRE(c.ok());
     const uint64_t begins = count(metrics::Request::kStoreBegin);
     const uint64_t commits = count(metrics::Request::kStoreCommit);
@@ -888,6 +895,111 @@ void SteadyStateEviction(const std::vector<std::string>& extra_args, bool requir
   Namespace small_ns = TestNamespace("small");
   Prompt small(small_ns, 4, 18);
   CHECK(*(*c)->Store(small_ns, small.keys, small.in).Wait() == 4);
+  int status = serve->Stop();
+  CHECK(WIFEXITED(status));
+  std::filesystem::remove_all(dir);
+}
+
+// One mapping of this process, as /proc/self/smaps shows it.
+struct Vma {
+  uintptr_t start = 0, end = 0;
+  std::string perms;
+  std::string path;
+  uint64_t rss_bytes = 0;
+};
+
+std::vector<Vma> SelfMappings() {
+  std::vector<Vma> vmas;
+  std::ifstream in("/proc/self/smaps");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    if (line.rfind("Rss:", 0) == 0 && !vmas.empty()) {
+      std::string key;
+      uint64_t kb = 0;
+      f >> key >> kb;
+      vmas.back().rss_bytes = kb * 1024;
+      continue;
+    }
+    const size_t dash = line.find('-');
+    if (dash == std::string::npos || dash == 0 ||
+        !std::isxdigit(static_cast<unsigned char>(line[0])))
+      continue;
+    std::string range, perms, offset, dev;
+    uint64_t inode = 0;
+    if (!(f >> range >> perms >> offset >> dev >> inode)) continue;
+    if (range.find(':') != std::string::npos) continue;  // a "Key: value" line
+    Vma v;
+    v.start = std::stoull(range.substr(0, dash), nullptr, 16);
+    v.end = std::stoull(range.substr(dash + 1), nullptr, 16);
+    v.perms = perms;
+    std::getline(f >> std::ws, v.path);
+    vmas.push_back(std::move(v));
+  }
+  return vmas;
+}
+
+// This process's mappings of the daemon's pool slabs (its memfds; not the load index's).
+std::vector<Vma> PoolSlabMappings() {
+  std::vector<Vma> slabs;
+  for (Vma& v : SelfMappings())
+    if (v.path == "/memfd:strata-host-pool (deleted)") slabs.push_back(std::move(v));
+  return slabs;
+}
+
+// ClientOptions::map_pool kConnect: Connect maps every slab of the pool read-only with its page
+// table filled (every page resident in the mapping before any load), the mapping cannot be made
+// writable, and loads read the blocks right through it; kFirstLoad maps nothing at connect.
+TEST_CASE("strata serve: map_pool connect maps the whole pool read-only and filled before any "
+          "load and first_load maps nothing at connect", "[lib][integration]") {
+  constexpr uint64_t kSlab = uint64_t{2} << 20, kBlock = uint64_t{1} << 20;
+  constexpr size_t kBlocks = 6;
+  const std::string dir = ScratchDir("map-pool");
+  const std::string socket = dir + "/s.sock";
+  auto serve = testing::StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool",
+                                    "8MiB", "--host-slab", "2MiB"},
+                                   socket);
+  ClientOptions lazy;
+  lazy.map_pool = ClientOptions::MapPool::kFirstLoad;
+  auto first = Client::Connect(socket, lazy);
+  REQUIRE(first.ok());
+  CHECK(PoolSlabMappings().empty());
+  // The pool is faulted in by the daemon after it listens: wait, so that a filled slab mapping
+  // holds every one of its pages.
+  bool populated = false;
+  for (int i = 0; i < 1500 && !populated; ++i) {
+    populated = !nlohmann::json::parse(*(*first)->Stats()).value("pool_populating", false);
+    if (!populated) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(populated);
+
+  ClientOptions eager;
+  eager.map_pool = ClientOptions::MapPool::kConnect;
+  auto c = Client::Connect(socket, eager);
+  REQUIRE(c.ok());
+  std::vector<Vma> slabs = PoolSlabMappings();
+  REQUIRE(slabs.size() == 4);  // the whole 8 MiB pool, before any store or load
+  for (const Vma& v : slabs) {
+    CHECK(v.perms == "r--s");
+    CHECK(v.end - v.start == kSlab);
+    CHECK(v.rss_bytes == kSlab);  // page table filled at connect
+    CHECK(::mprotect(reinterpret_cast<void*>(v.start), kSlab, PROT_READ | PROT_WRITE) != 0);
+  }
+  Namespace ns = TestNamespace("map-pool", kBlock);
+  Prompt p(ns, kBlocks, 41, kBlock);
+  REQUIRE(*(*c)->Store(ns, p.keys, p.in).Wait() == kBlocks);
+  Outputs all(kBlocks, kBlock);
+  REQUIRE(*(*c)->Load(ns, p.keys, all.out).Wait() == kBlocks);
+  for (size_t i = 0; i < kBlocks; ++i) CHECK(all.bufs[i] == p.blocks[i]);
+  CHECK(PoolSlabMappings().size() == 4);  // no slab mapped again
+  // A setting that is no value: Connect fails and says so.
+  ::setenv("STRATA_MAP_POOL", "always", 1);
+  auto bad = Client::Connect(socket);
+  ::unsetenv("STRATA_MAP_POOL");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.status().message().find("STRATA_MAP_POOL") != std::string::npos);
+  c->reset();
+  first->reset();
   int status = serve->Stop();
   CHECK(WIFEXITED(status));
   std::filesystem::remove_all(dir);
