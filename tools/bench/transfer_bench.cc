@@ -555,7 +555,7 @@ Result<uint64_t> ClusterMembers(Client& c) {
 }
 
 Result<std::unique_ptr<Cluster>> StartCluster(const Options& opt, const std::string& tls,
-                                              int n_holders, size_t pool_bytes,
+                                              int n_holders, size_t pool_bytes, size_t block_bytes,
                                               const NetnsPair* netns) {
   static int counter = 0;
   auto c = std::make_unique<Cluster>();
@@ -588,6 +588,14 @@ Result<std::unique_ptr<Cluster>> StartCluster(const Options& opt, const std::str
                                      "--static-dir", c->dir + "/members", "--static-peers",
                                      peers, "--cluster-secret-file", secret, "--ucx-tls", tls,
                                      "--request-timeout-ms", "10000"};
+    // A host slab holds one block at most (16 MiB by default): larger blocks get slabs of the
+    // next power of two at least twice their size (64 MiB for 32 MiB blocks).
+    if (block_bytes > (size_t{16} << 20)) {
+      size_t slab = size_t{32} << 20;
+      while (slab < 2 * block_bytes) slab <<= 1;
+      args.push_back("--host-slab");
+      args.push_back(std::to_string(slab >> 20) + "MiB");
+    }
     if (opt.data_peer_errors) {
       args.push_back("--ucx-peer-errors");
       args.push_back("true");
@@ -971,7 +979,7 @@ void Run(const Options& opt) {
       for (int holders : opt.holders) {
         const std::string tag = size_name + "/" + place.tag + "/holders=" +
                                 std::to_string(holders);
-        auto cluster = StartCluster(opt, place.tls, holders, pool, place.netns);
+        auto cluster = StartCluster(opt, place.tls, holders, pool, *size, place.netns);
         if (!cluster.ok()) {
           std::cerr << "strata: pull/" << tag << ": " << cluster.status().ToString() << "\n";
           continue;
