@@ -965,8 +965,10 @@ TEST_CASE("cluster: a pipelined tcp pull without the mapping is bit-exact - SIGK
   std::fflush(stdout);
   CHECK(*loaded >= 32);  // the first chunk, committed before the kill
   CHECK(*loaded < kLonger);
-  // The quiet-pull probe notices the dead holder (tcp) before one request timeout (2 s).
-  CHECK(took < 2000ms);
+  // Bounded: the read-ahead's Fetch fails once the quiet-pull probe notices the dead holder
+  // (tcp), and the Load's own Fetch of that chunk, which waited for it, then fails its reconnect;
+  // two request timeouts (2 s each) at most. Measured 656-1754 ms.
+  CHECK(took < 4000ms);
   for (size_t i = 0; i < *loaded; ++i) CHECK(o.bufs[i] == q.blocks[i]);
   // Nothing unverified was committed: whatever B now holds of the prefix loads bit-exact.
   auto look = cb->Lookup(q.keys);
