@@ -42,7 +42,7 @@
 //    bytes, distinct blocks from DRAM to DRAM, message by message (CmaBoundGbps). The pinned
 //    64 KiB ucx_perftest copies one cache-resident buffer and may exceed it (docs/cluster.md,
 //    "Why 64 KiB on one host reached 0.2 of ucx_perftest").
-//  - the mapped-copy bound (cases on one host network namespace; extra fields): one thread's
+//  - the mapped-copy bound (cases outside the netns; extra fields): one thread's
 //    CopyWithChecksum of the prefix's bytes, block by block, out of a read-only mapping of one
 //    memfd into another (MappedCopyBoundGbps): what a same-host pull from the holder's pool
 //    mapping (pull_mapped, the default there) is read against.
