@@ -209,6 +209,13 @@ uint64_t PeerTransport::units_reregistered() const {
   return impl_->engine->units_reregistered();
 }
 
+bool PeerTransport::MapsPoolOf(const std::string& peer) const {
+  std::lock_guard<std::mutex> lock(impl_->ready_mu);
+  auto it = impl_->ready_sessions.find(peer);
+  return it != impl_->ready_sessions.end() && it->second.mapping != nullptr &&
+         !it->second.mapping->off();
+}
+
 TransferProfile PeerTransport::Profile() const {
   const Impl::ProfileCounters& c = impl_->prof;
   auto secs = [](const std::atomic<uint64_t>& ns) { return double(ns.load()) / 1e9; };

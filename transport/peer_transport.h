@@ -140,12 +140,14 @@ struct PeerTransportOptions {
   // rounds cut pull latency (no wake-up on the path) when a core is free to spin; a negative
   // value never sleeps (busy polling). Default: AutoProgressSpinRounds().
   int progress_spin_rounds = AutoProgressSpinRounds();
-  // Where a landed block is verified (header, key, namespace, XXH3-64): on the thread that
-  // landed it, the moment its receive completes, while its bytes are still in cache (true; the
-  // progress thread: cma's get and tcp's receive copy run there), or on the thread in
-  // PullOp::Wait, overlapping later receives but reading the bytes again (false).
-  // Default: true (docs/cluster.md, "Verification where the block lands").
-  bool verify_on_landing = true;
+  // Where a block that came as bytes on the wire is verified (header, key, namespace,
+  // XXH3-64): on the thread that landed it, the moment its receive completes, while its bytes
+  // are still in cache (true; the progress thread: cma's get and tcp's receive copy run there),
+  // or on the thread in PullOp::Wait, overlapping later receives, so that the progress thread
+  // only progresses (false). Mapped pulls always copy and verify in one pass on Wait's thread.
+  // Default: false (docs/cluster.md, "Pipelined wire pulls": on tcp the hash was ~75 % of the
+  // puller's progress thread; same-host pulls, where true measured better through cma, map).
+  bool verify_on_landing = false;
   // Small blocks coalesced (docs/cluster.md, "Small blocks in fewer messages"): a pull asks its
   // holder to send several blocks per data message, of at most this many payload bytes in all
   // (PullRequest.max_message_bytes); the holder then puts every block whose payload is at most
@@ -285,6 +287,9 @@ class PeerTransport {
   Status ReregisterUnit(const void* unit_base);
   uint64_t units_reregistered() const;
   TransferProfile Profile() const;
+  // Whether pulls from `peer` copy out of its mapped pool (a ready session whose mapping is on;
+  // docs/cluster.md, "Same-host pulls from the holder's pool mapping"). Any thread.
+  bool MapsPoolOf(const std::string& peer) const;
 
   // Connects to `peer` at `worker_address` and runs the handshake (or reuses the session).
   // PermissionDenied when the peer refuses our secret or cannot prove it knows it.

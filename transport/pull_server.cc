@@ -78,9 +78,17 @@ void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
       if (later) continue;
     }
     SharedPlace place;
+    if (mapped && pinned.ok() && pinned->header != nullptr) {
+      // Checked once: a refusal is answered here (BlockSource::ServesUnnamed counts each).
+      const StatusCode refuse =
+          CheckServed(req.keys[i], req.namespace_id, req.capacities[i], *pinned);
+      if (refuse != StatusCode::kOk) {
+        options.block_source->Unpin(pinned->pin);
+        SendBlockStatus(conn, req.request_id, i, refuse);
+        continue;
+      }
+    }
     if (mapped && pinned.ok() && pinned->header != nullptr &&
-        CheckServed(req.keys[i], req.namespace_id, req.capacities[i], *pinned) ==
-            StatusCode::kOk &&
         options.block_source->SharedPlaceOf(*pinned, &place)) {
       if (held == nullptr) {
         held = &mapped_pins[req.request_id];

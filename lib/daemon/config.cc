@@ -329,7 +329,12 @@ Status Set(const std::string& key, const std::string& value, ServeConfig* c) {
                                      "' is not an IPv4 or IPv6 address (or * for every interface)");
     c->node.cluster.listen_addr = value;
   } else if (key == "pull_read_ahead") {
-    STRATA_ASSIGN_OR_RETURN(c->node.cluster.pull_read_ahead, ParseBool(key, value));
+    if (value == "auto") {
+      c->node.cluster.pull_read_ahead.reset();
+    } else {
+      STRATA_ASSIGN_OR_RETURN(bool on, ParseBool(key, value));
+      c->node.cluster.pull_read_ahead = on;
+    }
   } else if (key == "verify_loads") {
     STRATA_ASSIGN_OR_RETURN(c->daemon.verify_loads, ParseBool(key, value));
   } else if (key == "pull_mapped") {

@@ -44,13 +44,20 @@ std::optional<ClusterImpl::ChainPlace> ClusterImpl::FindChain(const BlockKey& ke
 }
 
 void ClusterImpl::ReadAhead(std::span<const BlockKey> keys, const NamespaceId& ns) {
-  if (!options_.pull_read_ahead || keys.empty()) return;
+  if (keys.empty() || !options_.pull_read_ahead.value_or(true)) return;  // false: never
   auto place = FindChain(keys.back());
   if (!place) return;
   const std::vector<BlockKey>& chain = *place->chain;
   const size_t begin = place->pos + 1;
   if (begin >= chain.size()) return;
   const size_t end = std::min(chain.size(), begin + keys.size());
+  if (!options_.pull_read_ahead.has_value()) {
+    // Auto: not when the next chunk comes from a same-host holder whose pool this node maps
+    // (holder choice puts such a peer first; a mapped copy is not a wire transfer to overlap).
+    if (auto known = Known(std::span<const BlockKey>(&chain[begin], 1)))
+      for (const std::string& h : (*known)[0])
+        if (transport_->MapsPoolOf(h)) return;
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const FetchJob& j : fetch_queue_)

@@ -87,9 +87,13 @@ struct ClusterOptions {
   std::optional<int> progress_spin_rounds;
   // A Load that comes in chunks (a streamed client Load) has the next chunk of the chain the
   // client looked up pulled on the fetch thread while this one is pulled and copied, so that
-  // two pulls per holder are in flight (docs/cluster.md, "Read-ahead"). Off by default: it did
-  // not measure faster on the 2-core development machine (docs/benchmarks.md). Default: false.
-  bool pull_read_ahead = false;
+  // two pulls per holder are in flight (docs/cluster.md, "Read-ahead" and "Pipelined wire
+  // pulls"): a window of two chunks (2 x 64 MiB, or as many blocks as the Load's chunk) per
+  // chain. true: always; false: never. Unset (auto): for chunks whose holders send bytes on the
+  // wire (tcp, another host or network namespace, mapping off), not when a known holder of the
+  // next chunk is a same-host peer whose pool this node maps (not measured faster there).
+  // Default: unset (auto).
+  std::optional<bool> pull_read_ahead;
   // A client Lookup that finds blocks only peers hold starts pulling the first
   // kPullOnLookupBlocks of them at once on the fetch thread, so that the pull runs while the
   // Lookup's answer travels back and the client's Load comes in; that Load waits for it

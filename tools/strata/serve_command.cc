@@ -80,7 +80,8 @@ constexpr SettingFlag kSettingFlags[] = {
      "Largest data message a pull asks for: small blocks travel several per message (default 0 "
      "= one block per message; e.g. 4MiB) [STRATA_PULL_COALESCE_BYTES]"},
     {"--pull-read-ahead", "pull_read_ahead",
-     "true: a chunked Load's next chunk is pulled ahead on the fetch thread (default false) "
+     "true: a chunked Load's next chunk is pulled ahead on the fetch thread; false: never; "
+     "auto (default): for holders whose blocks come as bytes, not mapped ones "
      "[STRATA_PULL_READ_AHEAD]"},
     {"--pull-on-lookup", "pull_on_lookup",
      "true: a Lookup that finds blocks only peers hold starts pulling the first of them at once "
