@@ -22,6 +22,9 @@ const auto kAll = [](uint32_t) { return true; };
 TEST_CASE("policy names parse and bad ones are rejected", "[store]") {
   REQUIRE(ParsePolicyKind("lru").ok());
   REQUIRE(*ParsePolicyKind("prefix") == PolicyKind::kPrefix);
+  REQUIRE(*ParsePolicyKind("regret") == PolicyKind::kRegret);
+  REQUIRE(Make(PolicyKind::kRegret, 64)->kind() == PolicyKind::kRegret);
+  REQUIRE(DiskPolicyFor(PolicyKind::kRegret) == PolicyKind::kPrefix);
   auto bad = ParsePolicyKind("nope");
   REQUIRE(bad.status().IsInvalidArgument());
   REQUIRE(MakeEvictionPolicy(0).status().IsInvalidArgument());
@@ -238,20 +241,24 @@ TEST_CASE("learned keeps 18 bytes per slot at every capacity", "[store]") {
     for (uint32_t n : {(1u << k) - 1, 1u << k, (1u << k) + 1, (1u << k) + (1u << k) / 2}) {
       INFO(n << " slots");
       REQUIRE(Make(PolicyKind::kLearned, n)->BytesPerSlot() == 18);
+      // regret is the same policy with LeCaR's judge: its history is fixed state, not per slot.
+      REQUIRE(Make(PolicyKind::kRegret, n)->BytesPerSlot() == 18);
     }
 }
 
 // learned's fixed state (OPTgen, the sampled keys, the five miniature simulations with ARC's ghost
-// lists) is what FixedBytes() reports, which the host tier adds to its fixed_metadata_bytes
-// (host_tier_test.cc): it stays under the 512 KiB docs/store.md quotes at every capacity, and is
-// largest just below the capacities where the samples halve (2^k - 1 slots).
+// lists; regret's also LeCaR's history of the sampled keys) is what FixedBytes() reports, which
+// the host tier adds to its fixed_metadata_bytes (host_tier_test.cc): it stays under the 512 KiB
+// docs/store.md quotes at every capacity, and is largest just below the capacities where the
+// samples halve (2^k - 1 slots).
 TEST_CASE("learned's fixed state stays under 512 KiB at every capacity", "[store]") {
   size_t most = 0;
   uint32_t at = 0;
+  for (PolicyKind kind : {PolicyKind::kLearned, PolicyKind::kRegret})
   for (uint32_t k = 1; k <= 20; ++k)
     for (uint32_t n : {(1u << k) - 1, 1u << k, (1u << k) + (1u << k) / 2}) {
-      const size_t fixed = Make(PolicyKind::kLearned, n)->FixedBytes();
-      INFO(n << " slots: " << fixed << " bytes");
+      const size_t fixed = Make(kind, n)->FixedBytes();
+      INFO(PolicyKindName(kind) << ", " << n << " slots: " << fixed << " bytes");
       REQUIRE(fixed > 0);
       REQUIRE(fixed <= 512 * 1024);
       if (fixed > most) {
@@ -259,7 +266,7 @@ TEST_CASE("learned's fixed state stays under 512 KiB at every capacity", "[store
         at = n;
       }
     }
-  WARN("learned fixed state: at most " << most << " bytes (" << at << " slots)");
+  WARN("learned / regret fixed state: at most " << most << " bytes (" << at << " slots)");
 }
 
 // learned's ghosts (ARC's B1/B2, S3-FIFO's G) are the keys of *evicted* blocks, recorded when the
