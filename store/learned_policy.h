@@ -81,7 +81,13 @@ namespace strata::store {
 // pass"). The others force one expert for the whole run, to measure each ordering alone
 // (`strata bench trace --learned-leader`, docs/store.md).
 enum class LearnedLeader : uint8_t {
-  kFollow, kDeadBlock, kRecency, kFrequency, kFifo, kArc, kRegret
+  kFollow,
+  kDeadBlock,
+  kRecency,
+  kFrequency,
+  kFifo,
+  kArc,
+  kRegret
 };
 
 // "follow", "dead_block", "recency", "frequency", "fifo", "arc" or "regret"; InvalidArgument

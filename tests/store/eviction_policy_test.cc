@@ -257,17 +257,17 @@ TEST_CASE("learned's fixed state stays under 512 KiB at every capacity", "[store
   size_t most = 0;
   uint32_t at = 0;
   for (PolicyKind kind : {PolicyKind::kLearned, PolicyKind::kRegret})
-  for (uint32_t k = 1; k <= 20; ++k)
-    for (uint32_t n : {(1u << k) - 1, 1u << k, (1u << k) + (1u << k) / 2}) {
-      const size_t fixed = Make(kind, n)->FixedBytes();
-      INFO(PolicyKindName(kind) << ", " << n << " slots: " << fixed << " bytes");
-      REQUIRE(fixed > 0);
-      REQUIRE(fixed <= 512 * 1024);
-      if (fixed > most) {
-        most = fixed;
-        at = n;
+    for (uint32_t k = 1; k <= 20; ++k)
+      for (uint32_t n : {(1u << k) - 1, 1u << k, (1u << k) + (1u << k) / 2}) {
+        const size_t fixed = Make(kind, n)->FixedBytes();
+        INFO(PolicyKindName(kind) << ", " << n << " slots: " << fixed << " bytes");
+        REQUIRE(fixed > 0);
+        REQUIRE(fixed <= 512 * 1024);
+        if (fixed > most) {
+          most = fixed;
+          at = n;
+        }
       }
-    }
   WARN("learned / regret fixed state: at most " << most << " bytes (" << at << " slots)");
 }
 
