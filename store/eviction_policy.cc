@@ -29,6 +29,8 @@ std::string_view PolicyKindName(PolicyKind kind) {
       return "gdsf";
     case PolicyKind::kLearned:
       return "learned";
+    case PolicyKind::kRegret:
+      return "regret";
   }
   return "unknown";
 }
@@ -36,7 +38,7 @@ std::string_view PolicyKindName(PolicyKind kind) {
 namespace {
 constexpr PolicyKind kAllKinds[] = {kDefaultPolicyKind, PolicyKind::kPrefix, PolicyKind::kLru,
                                     PolicyKind::kArc,   PolicyKind::kS3Fifo, PolicyKind::kWTinyLfu,
-                                    PolicyKind::kGdsf};
+                                    PolicyKind::kGdsf,  PolicyKind::kRegret};
 static_assert(kDefaultPolicyKind == PolicyKind::kLearned, "kAllKinds lists the default first");
 }  // namespace
 
@@ -47,7 +49,7 @@ Result<PolicyKind> ParsePolicyKind(std::string_view name) {
     if (name == PolicyKindName(k)) return k;
   return Status::InvalidArgument(
       "unknown eviction policy '" + std::string(name) +
-      "' (expected learned, prefix, lru, arc, s3fifo, wtinylfu or gdsf)");
+      "' (expected learned, prefix, lru, arc, s3fifo, wtinylfu, gdsf or regret)");
 }
 
 namespace {
@@ -429,6 +431,8 @@ Result<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(uint32_t capacity,
       return MakeGdsfPolicy(capacity);
     case PolicyKind::kLearned:
       return MakeLearnedPolicy(capacity);
+    case PolicyKind::kRegret:
+      return MakeLearnedPolicy(capacity, {LearnedLeader::kRegret});
   }
   return Status::InvalidArgument("unknown eviction policy kind");
 }

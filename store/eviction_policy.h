@@ -46,10 +46,12 @@ enum class PolicyKind : uint8_t {
   kWTinyLfu = 4,  // W-TinyLFU,
   kGdsf = 5,      // GreedyDual-Size-Frequency
   kLearned = 6,   // prefix + online dead-block prediction (learned_policy.h): the default
+  kRegret = 7,  // learned's arc and fifo experts mixed by LeCaR's regret weights (learned_policy.h)
 };
 
 std::string_view PolicyKindName(PolicyKind kind);
-// "lru", "prefix", "arc", "s3fifo", "wtinylfu", "gdsf" or "learned"; InvalidArgument otherwise.
+// "lru", "prefix", "arc", "s3fifo", "wtinylfu", "gdsf", "learned" or "regret"; InvalidArgument
+// otherwise.
 Result<PolicyKind> ParsePolicyKind(std::string_view name);
 // Every kind, the default first.
 std::span<const PolicyKind> AllPolicyKinds();
@@ -103,15 +105,16 @@ class EvictionPolicy {
 
 inline constexpr PolicyKind kDefaultPolicyKind = PolicyKind::kLearned;
 
-// The disk tier's policy under a host tier running `host`: the same, except `learned`, whose
-// dead-block features read the request stream while the disk tier sees the host's victims; its
-// disk analogue is `prefix`. Replayed two-tier on the Mooncake trace (`strata bench trace
+// The disk tier's policy under a host tier running `host`: the same, except `learned` and
+// `regret` (the same policy with another judge), whose dead-block features read the request
+// stream while the disk tier sees the host's victims; their disk analogue is `prefix`. Replayed
+// two-tier on the Mooncake trace (`strata bench trace
 // --host-fraction F --disk-fraction 0.2 --policy learned --disk-policy D`, docs/benchmarks.md),
 // under the `learned` host (issue 17's sixth pass) a `prefix` disk hits 0.278 / 0.212 / 0.159 of
 // requests from disk at host 2% / 5% / 10% where a `learned` disk hits 0.188 / 0.138 / 0.103
 // (and `lru` 0.207 at 5%).
 inline constexpr PolicyKind DiskPolicyFor(PolicyKind host) {
-  return host == PolicyKind::kLearned ? PolicyKind::kPrefix : host;
+  return host == PolicyKind::kLearned || host == PolicyKind::kRegret ? PolicyKind::kPrefix : host;
 }
 
 struct PolicyOptions {

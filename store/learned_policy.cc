@@ -415,25 +415,77 @@ class OptGen {
   uint32_t now_ = 0;
 };
 
+// LeCaR's history (Vietri et al., HotStorage'18; CACHEUS, Rodriguez et al., FAST'21, keeps it):
+// the keys evicted by one expert's choice where the other expert would have evicted another
+// block, each with that expert and the time of the eviction, so that a later miss on the key
+// charges the expert that evicted it. Only the simulations' key sample is remembered (the tier's
+// per-slot budget has no room for the expert: the evicted-keys cell is 14 bits of fingerprint and
+// a 2-bit count), in one entry per simulated block, direct-mapped (LeCaR keeps |H_1| + |H_2| <= N,
+// the cache size; a new ghost overwrites an old one); time is counted in sampled references, so
+// the sample is LeCaR on a miniature cache (SHARDS' scaling) and the weights move per cache
+// turnover as LeCaR's. Entry: 15-bit key fingerprint and the expert (0 or 1), 32-bit time; 6
+// bytes. Not thread-safe: the policy's sampler lock.
+class RegretHistory {
+ public:
+  explicit RegretHistory(uint32_t size) : cells_(size) {}
+
+  void Record(uint64_t key, int expert, uint32_t now) {
+    uint16_t fp;
+    Cell& c = CellOf(key, &fp);
+    c = Cell{static_cast<uint16_t>(fp | expert), static_cast<uint16_t>(now),
+             static_cast<uint16_t>(now >> 16)};
+  }
+  // The expert that evicted `key` and the time (forgetting it: LeCaR removes a ghost it hits);
+  // false when it is not remembered.
+  bool Take(uint64_t key, int* expert, uint32_t* when) {
+    uint16_t fp;
+    Cell& c = CellOf(key, &fp);
+    if (c.tag == 0 || (c.tag & ~1) != fp) return false;
+    *expert = c.tag & 1;
+    *when = c.time_lo | (uint32_t{c.time_hi} << 16);
+    c = Cell{};
+    return true;
+  }
+  size_t MemoryBytes() const { return cells_.size() * sizeof(Cell); }
+
+ private:
+  struct Cell {
+    uint16_t tag = 0;  // fingerprint << 1 | expert; 0: empty
+    uint16_t time_lo = 0, time_hi = 0;
+  };
+  static_assert(sizeof(Cell) == 6);
+  Cell& CellOf(uint64_t key, uint16_t* fingerprint) {
+    const uint64_t h = Mix(key ^ 0x5851F42D4C957F2DULL);
+    *fingerprint = static_cast<uint16_t>(std::max<uint64_t>(1, h & 0x7FFF) << 1);
+    return cells_[((h >> 32) * cells_.size()) >> 32];
+  }
+  std::vector<Cell> cells_;
+};
+
 class LearnedPolicy final : public EvictionPolicy {
  public:
   LearnedPolicy(uint32_t capacity, const LearnedOptions& options)
       : EvictionPolicy(capacity),
         forced_(options.leader != LearnedLeader::kFollow),
+        regret_(options.leader == LearnedLeader::kRegret),
         nodes_(new Node[capacity]),
         sample_shift_(SampleShift(capacity, 256)),
         sim_shift_(SampleShift(capacity, 1024)),
         evicted_(capacity),
         optgen_(std::max<uint32_t>(1, capacity >> sample_shift_)),
-        sampled_keys_(std::max<uint32_t>(1, capacity >> sim_shift_)) {
+        sampled_keys_(std::max<uint32_t>(1, capacity >> sim_shift_)),
+        regret_history_(regret_ ? std::max<uint32_t>(1, capacity >> sim_shift_) : 0),
+        regret_discount_(std::pow(kRegretDiscountAtCapacity,
+                                  1.0 / std::max<uint32_t>(1, capacity >> sim_shift_))) {
     for (auto& c : predictor_) c.store(kFriendly, std::memory_order_relaxed);
-    if (forced_) leader_.store(static_cast<int>(options.leader) - 1, std::memory_order_relaxed);
+    if (forced_ && !regret_)
+      leader_.store(static_cast<int>(options.leader) - 1, std::memory_order_relaxed);
     sims_.reserve(kExperts);
     for (int e = 0; e < kExperts; ++e)
       sims_.emplace_back(std::max<uint32_t>(1, capacity >> sim_shift_), e);
   }
 
-  PolicyKind kind() const override { return PolicyKind::kLearned; }
+  PolicyKind kind() const override { return regret_ ? PolicyKind::kRegret : PolicyKind::kLearned; }
   void OnInsert(uint32_t slot, uint32_t parent, uint64_t key_hash) override {
     Node& n = nodes_[slot];
     // Not live (OnRemove came first), so no other thread writes its fields.
@@ -466,6 +518,7 @@ class LearnedPolicy final : public EvictionPolicy {
     if (sampled) {
       std::lock_guard lock(sampler_mu_);
       tracked = sampled_keys_.Track(slot, key_hash);
+      if (regret_) Regret(key_hash);
       Sampled(key_hash, sig);
     }
     n.flags.store(static_cast<uint8_t>((gen << kGenShift) | kLiveBit | (tracked ? kSampledBit : 0)),
@@ -501,7 +554,19 @@ class LearnedPolicy final : public EvictionPolicy {
   }
 
   void OnEvict(uint32_t slot, uint64_t key_hash) override {
-    if (nodes_[slot].flags.load(std::memory_order_acquire) & kLiveBit) evicted_.Record(key_hash);
+    const uint8_t f = nodes_[slot].flags.load(std::memory_order_acquire);
+    if (f & kLiveBit) {
+      evicted_.Record(key_hash);
+      if (regret_ && (f & kSampledBit)) {
+        // The expert whose choice evicted this slot, when the two disagreed (PickVictim).
+        const uint64_t pick = last_pick_.load(std::memory_order_relaxed);
+        if (static_cast<uint32_t>(pick) == slot && (pick >> 32) != kNoExpert) {
+          std::lock_guard lock(sampler_mu_);
+          regret_history_.Record(key_hash, static_cast<int>(pick >> 32),
+                                 static_cast<uint32_t>(sim_refs_));
+        }
+      }
+    }
     OnRemove(slot);
   }
   void OnRemove(uint32_t slot) override {
@@ -536,6 +601,9 @@ class LearnedPolicy final : public EvictionPolicy {
     const int leader = leader_.load(std::memory_order_relaxed);
     uint32_t victim = kNoSlot;
     uint64_t victim_rank = UINT64_MAX;
+    // kRegret: the `fifo` expert's choice beside the `arc` expert's (victim, victim_rank).
+    uint32_t fifo_victim = kNoSlot;
+    uint64_t fifo_rank = UINT64_MAX;
     uint32_t eligible = 0;
     for (uint32_t probe = 0; probe < capacity() && eligible < kCandidates; ++probe) {
       const uint32_t s = cursor_;
@@ -550,15 +618,35 @@ class LearnedPolicy final : public EvictionPolicy {
       const uint64_t hits = n.meta.load(std::memory_order_relaxed) & kHitsMask;
       // Whoever leads: leaves before blocks with cached children (prefix order), blocks older
       // than the newest tenth before the newest (the nursery), then the leader's order.
-      const uint64_t rank =
-          (uint64_t{interior} << 62) | (uint64_t{young} << 61) |
-          ExpertRank(leader, Features{hits, now - last, averse, from_small, t1_first}, capacity());
+      const Features features{hits, now - last, averse, from_small, t1_first};
+      const uint64_t order = (uint64_t{interior} << 62) | (uint64_t{young} << 61);
+      const uint64_t rank = order | ExpertRank(regret_ ? kArc : leader, features, capacity());
       if (rank < victim_rank) {
         victim_rank = rank;
         victim = s;
       }
+      if (regret_) {
+        const uint64_t r = order | ExpertRank(kFifo, features, capacity());
+        if (r < fifo_rank) {
+          fifo_rank = r;
+          fifo_victim = s;
+        }
+      }
     }
     if (victim == kNoSlot) return kNoSlot;
+    if (regret_) {
+      // LeCaR: the victim is drawn by the experts' weights; where both would evict the same block
+      // neither is charged if it comes back. The draw is a hash of the eviction count, so replays
+      // stay deterministic.
+      uint64_t expert = kNoExpert;
+      if (fifo_victim != victim) {
+        const double u = static_cast<double>(Mix(++draws_ ^ 0x9E3779B97F4A7C15ULL) >> 11) * 0x1p-53;
+        expert = u < arc_weight_.load(std::memory_order_relaxed) ? kRegretArc : kRegretFifo;
+        if (expert == kRegretFifo) victim = fifo_victim;
+      }
+      last_pick_.store((expert << 32) | victim, std::memory_order_relaxed);
+      return victim;
+    }
     if (leader == kDeadBlock && (victim_rank >> 59) == 1) {
       // a friendly old leaf goes: detrain (Hawkeye)
       auto& c = predictor_[nodes_[victim].sig.load(std::memory_order_relaxed) & kSigMask];
@@ -587,7 +675,7 @@ class LearnedPolicy final : public EvictionPolicy {
   NO_THREAD_SAFETY_ANALYSIS size_t FixedBytes() const override {
     size_t bytes = sizeof(predictor_) + optgen_.MemoryBytes() + sampled_keys_.MemoryBytes();
     for (const MiniSim& s : sims_) bytes += s.MemoryBytes();
-    return bytes;
+    return bytes + regret_history_.MemoryBytes();
   }
 
  private:
@@ -600,6 +688,12 @@ class LearnedPolicy final : public EvictionPolicy {
   static constexpr int kGenShift = 4;        // meta: parent's incarnation; flags: own
   static constexpr uint8_t kLiveBit = 1;     // flags
   static constexpr uint8_t kSampledBit = 2;  // flags: the key is in the sample (SampledKeys)
+  // kRegret: LeCaR's constants (HotStorage'18, and CACHEUS's LeCaR): learning rate 0.45, a regret
+  // discounted to 0.005 after one cache size of requests, weights kept within [0.01, 0.99].
+  static constexpr double kRegretLearningRate = 0.45;
+  static constexpr double kRegretDiscountAtCapacity = 0.005;
+  static constexpr double kRegretMinWeight = 0.01;
+  static constexpr uint64_t kRegretArc = 0, kRegretFifo = 1, kNoExpert = 2;  // last_pick_ >> 32
 
   // Node: 16 bytes per slot (two spare).
   struct Node {
@@ -677,6 +771,23 @@ class LearnedPolicy final : public EvictionPolicy {
       leader_.store(best, std::memory_order_relaxed);
   }
 
+  // kRegret, a miss on a sampled key: when the history remembers which expert evicted it, that
+  // expert's weight is multiplied by exp(-learning rate x discount^age), age in sampled
+  // references since the eviction, and the weights renormalised (LeCaR's update; CACHEUS's LeCaR
+  // also clamps them to [0.01, 0.99] so that neither expert is ruled out for good).
+  void Regret(uint64_t key_hash) REQUIRES_LOCK(sampler_mu_) {
+    int expert;
+    uint32_t when;
+    if (!regret_history_.Take(key_hash, &expert, &when)) return;
+    const uint32_t age = static_cast<uint32_t>(sim_refs_) - when;
+    const double cut = std::exp(-kRegretLearningRate * std::pow(regret_discount_, age));
+    double arc = arc_weight_.load(std::memory_order_relaxed);
+    double fifo = 1 - arc;
+    (expert == static_cast<int>(kRegretArc) ? arc : fifo) *= cut;
+    arc = std::clamp(arc / (arc + fifo), kRegretMinWeight, 1 - kRegretMinWeight);
+    arc_weight_.store(arc, std::memory_order_relaxed);
+  }
+
   static uint8_t Gen(uint8_t flags) { return flags >> kGenShift; }
   static uint8_t ParentGen(uint8_t meta) { return meta >> kGenShift; }
   static bool IsIncarnation(const Node& n, uint8_t gen) {
@@ -692,7 +803,8 @@ class LearnedPolicy final : public EvictionPolicy {
     return static_cast<int32_t>(p.last.load(std::memory_order_relaxed) - last) > 0;
   }
 
-  const bool forced_;  // one expert leads throughout (LearnedOptions::leader)
+  const bool forced_;  // one expert leads throughout (LearnedOptions::leader), or kRegret
+  const bool regret_;  // LearnedLeader::kRegret: arc and fifo mixed by LeCaR's weights
   std::unique_ptr<Node[]> nodes_;
   std::atomic<uint32_t> clock_{0};    // inserts so far
   std::atomic<uint8_t> predictor_[kSigMask + 1];
@@ -708,6 +820,13 @@ class LearnedPolicy final : public EvictionPolicy {
   OptGen optgen_ GUARDED_BY(sampler_mu_);
   SampledKeys sampled_keys_ GUARDED_BY(sampler_mu_);
   std::vector<MiniSim> sims_ GUARDED_BY(sampler_mu_);  // one per expert
+  RegretHistory regret_history_ GUARDED_BY(sampler_mu_);  // kRegret only; empty otherwise
+  const double regret_discount_;  // per sampled reference: 0.005 after a sampled capacity
+  // kRegret: the `arc` expert's weight (`fifo`'s is 1 - it), written under sampler_mu_.
+  std::atomic<double> arc_weight_{0.5};
+  // kRegret: the last victim (low 32 bits) and the expert that chose it (kNoExpert: both agreed).
+  std::atomic<uint64_t> last_pick_{uint64_t{kNoExpert} << 32 | kNoSlot};
+  uint64_t draws_ GUARDED_BY(mu_) = 0;
   double sim_hits_[kExperts] GUARDED_BY(sampler_mu_) = {};
   uint64_t sim_refs_ GUARDED_BY(sampler_mu_) = 0;
   std::mutex mu_;
@@ -721,11 +840,13 @@ Result<LearnedLeader> ParseLearnedLeader(std::string_view name) {
   constexpr std::pair<std::string_view, LearnedLeader> kNames[] = {
       {"follow", LearnedLeader::kFollow},       {"dead_block", LearnedLeader::kDeadBlock},
       {"recency", LearnedLeader::kRecency},     {"frequency", LearnedLeader::kFrequency},
-      {"fifo", LearnedLeader::kFifo},           {"arc", LearnedLeader::kArc}};
+      {"fifo", LearnedLeader::kFifo},           {"arc", LearnedLeader::kArc},
+      {"regret", LearnedLeader::kRegret}};
   for (const auto& [n, leader] : kNames)
     if (n == name) return leader;
-  return Status::InvalidArgument("unknown learned leader '" + std::string(name) +
-                                 "' (expected follow, dead_block, recency, frequency, fifo or arc)");
+  return Status::InvalidArgument(
+      "unknown learned leader '" + std::string(name) +
+      "' (expected follow, dead_block, recency, frequency, fifo, arc or regret)");
 }
 
 std::unique_ptr<EvictionPolicy> MakeLearnedPolicy(uint32_t capacity,

@@ -43,13 +43,21 @@
 //    R') fed the references of a 1-in-R' key sample; the leader is the expert whose simulation hit
 //    most (decayed), replaced only when a challenger leads by three standard deviations.
 //  Evicting a friendly block under kDeadBlock detrains its signature (Hawkeye).
+//  - Regret mixing (LearnedLeader::kRegret, the `regret` policy; LeCaR, Vietri et al.,
+//    HotStorage'18; CACHEUS, Rodriguez et al., FAST'21): instead of following one leader, every
+//    eviction is drawn between the two best experts, kArc and kFifo, by their weights; when they
+//    disagree, the evicted key is remembered (for the simulations' key sample only, in a fixed
+//    history of one entry per simulated block) with the expert that chose it and the time, and a
+//    later miss on it cuts that expert's weight by exp(-0.45 x 0.005^(age / sampled capacity))
+//    (LeCaR's learning rate and discount, time counted in sampled references).
 //
 // Per-slot state: a 16-byte node and 2 bytes of the evicted-keys table (BytesPerSlot: 18 from 16
 // slots up; the table is sized to the capacity exactly, not rounded to a power of two);
 // fixed per policy, whatever the capacity: the predictor (128 counters), OPTgen (occupancy vector
-// and history for ~256 sampled blocks of capacity), the keys of the cached sampled blocks by slot
-// and the five simulations (~1024 blocks each: entries, index and evicted-keys table; ARC's also
-// its ghost lists), reported by FixedBytes().
+// and history for ~256 sampled blocks of capacity), the keys of the cached sampled blocks by slot,
+// the five simulations (~1024 blocks each: entries, index and evicted-keys table; ARC's also
+// its ghost lists) and, under kRegret, the regret history (6 bytes per simulated block), reported
+// by FixedBytes().
 //
 // Thread-safety: as EvictionPolicy. OnAccess is relaxed atomic stores (one compare-and-swap on a
 // block's first hit), plus the sampler's spin lock for sampled keys only. OnInsert/OnRemove touch
@@ -68,11 +76,22 @@
 namespace strata::store {
 
 // Which expert's ordering evicts. kFollow: the expert whose miniature simulation leads (the
-// policy). The others force one expert for the whole run, to measure each ordering alone
+// `learned` policy). kRegret: the `arc` and `fifo` experts mixed eviction by eviction by LeCaR's
+// regret weights (the `regret` policy, PolicyKind::kRegret; docs/store.md, "The eleventh
+// pass"). The others force one expert for the whole run, to measure each ordering alone
 // (`strata bench trace --learned-leader`, docs/store.md).
-enum class LearnedLeader : uint8_t { kFollow, kDeadBlock, kRecency, kFrequency, kFifo, kArc };
+enum class LearnedLeader : uint8_t {
+  kFollow,
+  kDeadBlock,
+  kRecency,
+  kFrequency,
+  kFifo,
+  kArc,
+  kRegret
+};
 
-// "follow", "dead_block", "recency", "frequency", "fifo" or "arc"; InvalidArgument otherwise.
+// "follow", "dead_block", "recency", "frequency", "fifo", "arc" or "regret"; InvalidArgument
+// otherwise.
 Result<LearnedLeader> ParseLearnedLeader(std::string_view name);
 
 struct LearnedOptions {

@@ -1013,6 +1013,9 @@ TEST_CASE("strata serve: stores succeed through steady-state eviction of a small
   SECTION("prefix, no disk: every load right after its store is whole") {
     SteadyStateEviction({"--no-disk"}, true);
   }
+  SECTION("regret (LeCaR's mixing of learned's arc and fifo experts), no disk: loads whole") {
+    SteadyStateEviction({"--no-disk", "--eviction-policy", "regret"}, true);
+  }
   SECTION("prefix, write-back to a disk tier") {
     SteadyStateEviction({"--data-dir", "DIR", "--disk", "256MiB"}, true);
   }

@@ -192,6 +192,12 @@ TEST_CASE("Config file, then environment, override the defaults", "[lib]") {
   CHECK_FALSE(c.node.disk_direct_io);
   CHECK(c.node.eviction_policy == "lru");
   CHECK(c.node.default_pin_ms == 500);
+  // Every policy `strata bench trace` replays is a setting (regret: LeCaR's mixing).
+  std::string regret = WriteTemp("eviction_policy: regret\n");
+  ServeConfig r;
+  REQUIRE(ApplyConfigFile(regret, &r).ok());
+  std::remove(regret.c_str());
+  CHECK(r.node.eviction_policy == "regret");
   CHECK(c.daemon.max_clients == 8);
   CHECK(c.daemon.socket_mode == 0660);
 

@@ -135,7 +135,7 @@ def test_embedded_eviction_policy():
     ns = make_ns()
     keys = ns.keys(list(range(32)))
     n = BLOCK_BYTES
-    for policy in ("", "lru", "prefix"):
+    for policy in ("", "lru", "prefix", "regret"):
         c = strata.Client.embedded(host_pool_bytes=64 << 20, eviction_policy=policy)
         assert c.store(ns, keys, [b"a" * n, b"b" * n]) == 2
         out = [bytearray(n), bytearray(n)]

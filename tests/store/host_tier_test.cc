@@ -466,7 +466,8 @@ TEST_CASE("host tier metadata per block is at most 64 bytes at every block count
     cases.push_back({size_t{16} << 10, n});
   for (uint32_t slabs : {4u, 5u, 9u})  // 32, 40, 72 blocks of 2 MiB
     cases.push_back({size_t{2} << 20, slabs * 8});
-  for (PolicyKind kind : {kDefaultPolicyKind, PolicyKind::kPrefix, PolicyKind::kLru})
+  for (PolicyKind kind :
+       {kDefaultPolicyKind, PolicyKind::kPrefix, PolicyKind::kLru, PolicyKind::kRegret})
     for (const Case& c : cases) {
       const uint64_t slab = BlockPoolOptions{}.slab_bytes;
       const uint64_t capacity = (c.blocks * c.block + slab - 1) / slab * slab;

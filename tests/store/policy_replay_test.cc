@@ -179,13 +179,14 @@ Chains GroupTrace(uint64_t seed, int requests) {
   return out;
 }
 
-TEST_CASE("learned: the same trace gives the same decisions", "[store]") {
+TEST_CASE("learned and regret: the same trace gives the same decisions", "[store]") {
   const Chains trace = GroupTrace(3, 3000);
   const uint64_t unique = UniqueBlocks(trace);
-  for (uint64_t capacity : {unique / 50, unique / 10}) {
-    const uint64_t first = Hits(trace, capacity, PolicyKind::kLearned);
-    for (int i = 0; i < 3; ++i) REQUIRE(Hits(trace, capacity, PolicyKind::kLearned) == first);
-  }
+  for (PolicyKind kind : {PolicyKind::kLearned, PolicyKind::kRegret})  // regret's draw: a hash
+    for (uint64_t capacity : {unique / 50, unique / 10}) {
+      const uint64_t first = Hits(trace, capacity, kind);
+      for (int i = 0; i < 3; ++i) REQUIRE(Hits(trace, capacity, kind) == first);
+    }
 }
 
 TEST_CASE("learned follows the expert ordering that the workload rewards", "[store]") {

@@ -235,7 +235,8 @@ void Run(const Options& opt) {
       ->excludes(blocks);
   cmd->add_option("--policy", opt->policy,
                   "Policies to replay, comma-separated (learned, prefix, lru, arc, s3fifo, "
-                  "wtinylfu, gdsf), or all; with more than one, Belady and infinite get lines too")
+                  "wtinylfu, gdsf, regret), or all; with more than one, Belady and infinite get "
+                  "lines too")
       ->capture_default_str();
   cmd->add_flag("--variants", opt->variants,
                 "Also replay derived and synthetic traces (halves, sub-samples, conversation, "
@@ -257,7 +258,8 @@ void Run(const Options& opt) {
                   "tier's except prefix under learned)");
   cmd->add_option("--learned-leader", opt->learned_leader,
                   "learned: force one expert to lead for the whole replay (dead_block, recency, "
-                  "frequency, fifo, arc), or follow the simulations (the policy)")
+                  "frequency, fifo, arc), mix arc and fifo by regret (regret: the `regret` "
+                  "policy), or follow the simulations (the policy)")
       ->capture_default_str();
   host->excludes(blocks);
   cmd->callback([opt] { Run(*opt); });
