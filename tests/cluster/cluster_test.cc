@@ -965,11 +965,12 @@ TEST_CASE("cluster: a pipelined tcp pull without the mapping is bit-exact - SIGK
   std::fflush(stdout);
   CHECK(*loaded >= 32);  // the first chunk, committed before the kill
   CHECK(*loaded < kLonger);
-  // Bounded: the pulls in flight fail once the holder's death is noticed (UCX's peer error on
-  // the endpoint, or the quiet-pull probe), 26-389 ms after the kill here with read-ahead on or
-  // off; the Load's own Fetch of a chunk the read-ahead was pulling waits for it, then fails its
-  // reconnect at once (ucp_ep_create: "Destination is unreachable", 0.1-0.6 ms) and posts
-  // nothing (docs/cluster.md, "Pipelined wire pulls"). A hang guard only: two request timeouts.
+  // Bounded: UCX fails the session ~40 ms after the kill (peer error: "Endpoint timeout"); a
+  // pull with receives outstanding then waits kCancelGrace (300 ms: UCX on tcp does not report
+  // them cancelled), so 26-389 ms after the kill here, read-ahead on or off. The Load's own
+  // Fetch of a chunk the read-ahead was pulling waits for it, then fails its reconnect at once
+  // (ucp_ep_create: "Destination is unreachable", 0.1-0.6 ms) and posts nothing (docs/cluster.md,
+  // "Pipelined wire pulls"). A hang guard only: two request timeouts.
   CHECK(took < 4000ms);
   for (size_t i = 0; i < *loaded; ++i) CHECK(o.bufs[i] == q.blocks[i]);
   // Nothing unverified was committed: whatever B now holds of the prefix loads bit-exact.
