@@ -965,9 +965,12 @@ TEST_CASE("cluster: a pipelined tcp pull without the mapping is bit-exact - SIGK
   std::fflush(stdout);
   CHECK(*loaded >= 32);  // the first chunk, committed before the kill
   CHECK(*loaded < kLonger);
-  // Bounded: the read-ahead's Fetch fails once the quiet-pull probe notices the dead holder
-  // (tcp), and the Load's own Fetch of that chunk, which waited for it, then fails its reconnect;
-  // two request timeouts (2 s each) at most. Measured 656-1754 ms.
+  // Bounded: UCX fails the session ~40 ms after the kill (peer error: "Endpoint timeout"); a
+  // pull with receives outstanding then waits kCancelGrace (300 ms: UCX on tcp does not report
+  // them cancelled), so 26-389 ms after the kill here, read-ahead on or off. The Load's own
+  // Fetch of a chunk the read-ahead was pulling waits for it, then fails its reconnect at once
+  // (ucp_ep_create: "Destination is unreachable", 0.1-0.6 ms) and posts nothing (docs/cluster.md,
+  // "Pipelined wire pulls"). A hang guard only: two request timeouts.
   CHECK(took < 4000ms);
   for (size_t i = 0; i < *loaded; ++i) CHECK(o.bufs[i] == q.blocks[i]);
   // Nothing unverified was committed: whatever B now holds of the prefix loads bit-exact.
@@ -984,6 +987,23 @@ TEST_CASE("cluster: a pipelined tcp pull without the mapping is bit-exact - SIGK
             leading);
     for (size_t i = 0; i < leading; ++i) CHECK(again.bufs[i] == q.blocks[i]);
   }
+  // A dead holder gets no request once its failure was seen: a Load of the whole prefix again
+  // loads what B holds, and its Fetches (the Load's own and the read-ahead's) post no pull
+  // request: the connect to the dead holder fails at once, or no live holder is named (the
+  // failed pulls forgot their hints). A reconnect that posted would wait for the dead peer's
+  // failure to be noticed again, or for a request timeout.
+  const uint64_t requests_after =
+      ClusterStats(*cb)["transfer_profile"]["pull_requests"].get<uint64_t>();
+  {
+    Outputs whole(kLonger, kBytes);
+    auto retry = cb->Load(ns, q.keys, whole.out).Wait();
+    REQUIRE(retry.ok());
+    CHECK(*retry == leading);
+    for (size_t i = 0; i < *retry; ++i) CHECK(whole.bufs[i] == q.blocks[i]);
+  }
+  auto after_retry = ClusterStats(*cb);
+  INFO(after_retry.dump());
+  CHECK(after_retry["transfer_profile"]["pull_requests"].get<uint64_t>() == requests_after);
 
   // B serves on: its own store and load work.
   Namespace small_ns = TestNamespace(16 << 10);
