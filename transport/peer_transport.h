@@ -252,6 +252,38 @@ struct TransferProfile {
   uint64_t served_mapped = 0;        // blocks answered with where they lie (mapped pulls)
   uint64_t mapped_released = 0;      // of those, unpinned by the puller's PullRelease
   uint64_t mapped_expired = 0;       // of those, unpinned at their deadline (no release came)
+
+  // Calls f(name, value) for every field, in the order the node's stats list them
+  // ("transfer_profile" in `strata inspect stats`): the one list of names, so that a new counter
+  // reaches every reader by being added here.
+  template <typename F>
+  void ForEachField(F&& f) const {
+    f("pull_requests", pull_requests);
+    f("pull_blocks", pull_blocks);
+    f("max_pulls_in_flight", max_pulls_in_flight);
+    f("served_requests", served_requests);
+    f("served_blocks", served_blocks);
+    f("served_messages", served_messages);
+    f("served_contiguous", served_contiguous);
+    f("landed_multi", landed_multi);
+    f("landed_contiguous", landed_contiguous);
+    f("probes", probes);
+    f("probes_answered", probes_answered);
+    f("serve_pin_s", serve_pin_s);
+    f("serve_request_s", serve_request_s);
+    f("send_s", send_s);
+    f("max_sends_in_flight", max_sends_in_flight);
+    f("mapped_sessions", mapped_sessions);
+    f("mapped_fallbacks", mapped_fallbacks);
+    f("mapped_blocks", mapped_blocks);
+    f("mapped_bytes", mapped_bytes);
+    f("mapped_failures", mapped_failures);
+    f("mapped_slabs", mapped_slabs);
+    f("mapped_copy_s", mapped_copy_s);
+    f("served_mapped", served_mapped);
+    f("mapped_released", mapped_released);
+    f("mapped_expired", mapped_expired);
+  }
 };
 
 class PeerTransport;

@@ -196,31 +196,8 @@ std::string ClusterImpl::StatsJson() {
   // most in flight at once) and its serving of its peers' pulls (pinning, handling each
   // request, the sends from queued to complete, most in flight at once).
   const transport::TransferProfile tp = transport_->Profile();
-  j["transfer_profile"] = {{"pull_requests", tp.pull_requests},
-                           {"pull_blocks", tp.pull_blocks},
-                           {"max_pulls_in_flight", tp.max_pulls_in_flight},
-                           {"served_requests", tp.served_requests},
-                           {"served_blocks", tp.served_blocks},
-                           {"served_messages", tp.served_messages},
-                           {"served_contiguous", tp.served_contiguous},
-                           {"landed_multi", tp.landed_multi},
-                           {"landed_contiguous", tp.landed_contiguous},
-                           {"probes", tp.probes},
-                           {"probes_answered", tp.probes_answered},
-                           {"serve_pin_s", tp.serve_pin_s},
-                           {"serve_request_s", tp.serve_request_s},
-                           {"send_s", tp.send_s},
-                           {"max_sends_in_flight", tp.max_sends_in_flight},
-                           {"mapped_sessions", tp.mapped_sessions},
-                           {"mapped_fallbacks", tp.mapped_fallbacks},
-                           {"mapped_blocks", tp.mapped_blocks},
-                           {"mapped_bytes", tp.mapped_bytes},
-                           {"mapped_failures", tp.mapped_failures},
-                           {"mapped_slabs", tp.mapped_slabs},
-                           {"mapped_copy_s", tp.mapped_copy_s},
-                           {"served_mapped", tp.served_mapped},
-                           {"mapped_released", tp.mapped_released},
-                           {"mapped_expired", tp.mapped_expired}};
+  nlohmann::json& profile = j["transfer_profile"] = nlohmann::json::object();
+  tp.ForEachField([&](const char* name, auto value) { profile[name] = value; });
   return j.dump();
 }
 

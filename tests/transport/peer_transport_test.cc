@@ -14,6 +14,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -631,6 +632,20 @@ TEST_CASE("the default progress spin is 0 below 4 usable CPUs and 2000 from 4", 
   }
   REQUIRE(::sched_setaffinity(0, sizeof(original), &original) == 0);
   CHECK(AutoProgressSpinRounds() == (cpus.size() >= 4 ? 2000 : 0));
+}
+
+TEST_CASE("TransferProfile::ForEachField names every field once", "[transport]") {
+  TransferProfile p;
+  std::set<std::string> names;
+  size_t calls = 0;
+  p.ForEachField([&](const char* name, auto value) {
+    static_assert(sizeof(value) == 8);
+    names.insert(name);
+    ++calls;
+  });
+  CHECK(calls == names.size());
+  // Every field is 8 bytes: a field added to the struct but not to the list fails here.
+  CHECK(calls * 8 == sizeof(TransferProfile));
 }
 
 }  // namespace
