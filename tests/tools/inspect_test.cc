@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -781,7 +782,11 @@ TEST_CASE("/metrics scraped with curl: counters follow a known workload exactly"
   const Namespace ns = Make(BaseSpec());
   const std::string nsl = "namespace=\"" + ns.id().ToHex() + "\"";
   testing::Prompt p(ns, 4, 41, ns.block_bytes());
+  // The load below is counted by its Load request: a client that maps the pool at connect would
+  // serve it from the load index, and the daemon would count it only at the client's next notice.
+  ::setenv("STRATA_MAP_POOL", "first_load", 1);
   auto c = serve.Connect();
+  ::unsetenv("STRATA_MAP_POOL");
   auto before = Scrape(base + "/metrics");
   CHECK(before["strata_tier_blocks{tier=\"host\"}"] == 0);
   CHECK(before["strata_client_sessions"] == 1);

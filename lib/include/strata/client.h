@@ -223,7 +223,7 @@ struct ClientOptions {
   // table (MAP_POPULATE) on the connecting thread, once, so that loads never fault (a slab
   // renewed for another tenant later is mapped again at its first load, as with kFirstLoad).
   // It costs Connect about 0.1-0.15 s and this process about 2 MiB of page tables per GiB of pool
-  // (4 KiB pages; 2 MiB pages: a 512th of that). kAuto: kConnect for a pool of at most 16 GiB,
+  // (4 KiB pages; 2 MiB pages: a 512th of that). kAuto: kConnect for a pool of at most 1 GiB,
   // else kFirstLoad. STRATA_MAP_POOL (auto, connect, first_load) overrides it. Default: kAuto.
   enum class MapPool { kAuto, kConnect, kFirstLoad };
   MapPool map_pool = MapPool::kAuto;
