@@ -87,7 +87,9 @@ def test_vllm_decodes_strata_events():
         for i in range(0, len(keys), 8):
             client.store(ns, keys[i:i + 8], [bytes(ns.block_bytes)] * 8)
         client.clear()
-        sub.poll(0.5)
+        # Until the clear's event came (a loaded machine publishes later than a fixed poll).
+        sub.poll_until(lambda events: any(
+            (e["type"] if isinstance(e, dict) else e[0]) == "AllBlocksCleared" for e in events))
         del client
     payloads = [p for _, _, p in sub.messages]
     sub.close()
