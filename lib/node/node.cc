@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -430,17 +431,18 @@ class LocalNode final : public Node {
     // they extend. Each promoted block is held by its ticket the same way. A prefix the empty
     // pool could not hold whole is not held (holding its host tail would leave no room for the
     // blocks before it: the load gets the longest prefix that fits instead).
-    std::vector<store::PinnedBlock> held;
+    // held[i]: the pin of the prefix's i-th block, taken here and handed to the client below.
+    std::vector<std::optional<store::PinnedBlock>> held(present.prefix_blocks);
+    uint64_t largest_held = 0;  // the others taken as large as the largest held (codecs vary sizes)
     for (size_t i = 0; i < present.prefix_blocks && (!on_device.empty() || !on_disk.empty()); ++i)
       if (present.where[i] == store::TierKind::kHost)
-        if (auto b = store_->host().Acquire(keys[i]); b.ok()) held.push_back(std::move(b).value());
-    if (!held.empty()) {  // the others taken as large as the largest held (codecs vary sizes)
-      uint64_t largest = 0;
-      for (const store::PinnedBlock& b : held)
-        largest = std::max<uint64_t>(largest, b.header().payload_length);
-      const std::vector<uint64_t> sizes(present.prefix_blocks, largest);
-      if (!store_->host().CheckFits(sizes).ok()) held.clear();
-    }
+        if (auto b = store_->host().Acquire(keys[i]); b.ok()) {
+          largest_held = std::max<uint64_t>(largest_held, b->header().payload_length);
+          held[i] = std::move(b).value();
+        }
+    if (largest_held > 0 &&
+        !store_->host().CheckFits(std::vector<uint64_t>(present.prefix_blocks, largest_held)).ok())
+      for (std::optional<store::PinnedBlock>& h : held) h.reset();
     if (!on_device.empty()) (void)store_->PromoteFromDevice(on_device);
     std::shared_ptr<store::PrefetchTicket> prefetched;
     if (!on_disk.empty()) {
@@ -453,7 +455,8 @@ class LocalNode final : public Node {
     std::vector<ipc::Location> out;
     std::vector<std::pair<BlockKey, Pin>> pins;
     for (size_t i = 0; i < present.prefix_blocks; ++i) {
-      auto block = store_->host().Acquire(keys[i]);
+      Result<store::PinnedBlock> block =
+          held[i] ? Result<store::PinnedBlock>(std::move(*held[i])) : store_->host().Acquire(keys[i]);
       if (!block.ok()) break;  // evicted meanwhile, or on a tier clients cannot map
       if (block->header().ns != ns) break;  // a key of another namespace: not this caller's
       const uint32_t slab = static_cast<uint32_t>(block->offset() / store_->host().slab_bytes());
