@@ -64,8 +64,8 @@ class DiskServe {
     process_ = std::move(serve).value();
   }
 
-  std::unique_ptr<Client> Connect() {
-    auto c = Client::Connect(process_->socket());
+  std::unique_ptr<Client> Connect(const ClientOptions& options = {}) {
+    auto c = Client::Connect(process_->socket(), options);
     INFO(c.status().ToString());
     REQUIRE(c.ok());
     return std::move(c).value();

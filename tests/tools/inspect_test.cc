@@ -784,9 +784,9 @@ TEST_CASE("/metrics scraped with curl: counters follow a known workload exactly"
   testing::Prompt p(ns, 4, 41, ns.block_bytes());
   // The load below is counted by its Load request: a client that maps the pool at connect would
   // serve it from the load index, and the daemon would count it only at the client's next notice.
-  ::setenv("STRATA_MAP_POOL", "first_load", 1);
-  auto c = serve.Connect();
-  ::unsetenv("STRATA_MAP_POOL");
+  ClientOptions first_load;
+  first_load.map_pool = ClientOptions::MapPool::kFirstLoad;
+  auto c = serve.Connect(first_load);
   auto before = Scrape(base + "/metrics");
   CHECK(before["strata_tier_blocks{tier=\"host\"}"] == 0);
   CHECK(before["strata_client_sessions"] == 1);
