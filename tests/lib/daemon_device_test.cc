@@ -27,6 +27,7 @@
 #include "strata/client.h"
 #include "strata/key_chain.h"
 #include "tests/lib/client_test_util.h"
+#include "tests/lib/disk_serve.h"
 #include "tests/lib/scratch_files.h"
 #include "tests/skip.h"
 #include "tools/strata/serve_process.h"
@@ -34,10 +35,12 @@
 namespace strata {
 namespace {
 
+using testing::LoadPrompt;
 using testing::Outputs;
 using testing::Prompt;
 using testing::ReadFile;
 using testing::ScratchDir;
+using testing::StatsJson;
 
 constexpr size_t kBlockBytes = 65536;
 
@@ -121,21 +124,6 @@ TEST_CASE("strata serve --device-pool refuses a bad size or device before touchi
   std::filesystem::remove_all(dir);
 }
 
-nlohmann::json Stats(Client& c) {
-  auto s = c.Stats();
-  REQUIRE(s.ok());
-  return nlohmann::json::parse(*s);
-}
-
-size_t Load(Client& c, const Namespace& ns, const Prompt& p, bool* exact) {
-  Outputs o(p.keys.size(), kBlockBytes);
-  auto loaded = c.Load(ns, p.keys, o.out).Wait();
-  REQUIRE(loaded.ok());
-  *exact = true;
-  for (size_t i = 0; i < *loaded; ++i) *exact &= o.bufs[i] == p.blocks[i];
-  return *loaded;
-}
-
 TEST_CASE("strata serve --device-pool keeps loaded blocks on the GPU and serves them back after "
           "host dropped them",
           "[lib][integration][gpu]") {
@@ -152,12 +140,12 @@ TEST_CASE("strata serve --device-pool keeps loaded blocks on the GPU and serves 
   Prompt p(ns, 8, 7, kBlockBytes);
   REQUIRE(*(*c)->Store(ns, p.keys, p.in).Wait() == 8);
   bool exact = false;
-  REQUIRE(Load(**c, ns, p, &exact) == 8);  // the load queues the copies to the GPU
+  REQUIRE(LoadPrompt(**c, ns, p, &exact) == 8);  // the load queues the copies to the GPU
   CHECK(exact);
-  nlohmann::json s = Stats(**c);
+  nlohmann::json s = StatsJson(**c);
   for (int i = 0; i < 200 && s["device"]["blocks"] != 8; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    s = Stats(**c);
+    s = StatsJson(**c);
   }
   INFO(s.dump(2));
   REQUIRE(s["device"]["blocks"] == 8);
@@ -175,9 +163,9 @@ TEST_CASE("strata serve --device-pool keeps loaded blocks on the GPU and serves 
   size_t on_device = 0;
   for (Tier t : look->tiers) on_device += t == Tier::kDevice;
   REQUIRE(on_device > 0);
-  CHECK(Load(**c, ns, p, &exact) == 8);
+  CHECK(LoadPrompt(**c, ns, p, &exact) == 8);
   CHECK(exact);
-  s = Stats(**c);
+  s = StatsJson(**c);
   CHECK(s["device_promotions"] >= on_device);
   CHECK(s["device_corrupt"] == 0);
   CHECK(s["device"]["served_blocks"] >= on_device);

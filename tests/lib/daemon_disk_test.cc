@@ -36,30 +36,17 @@ namespace strata {
 namespace {
 
 using Serve = testing::DiskServe;
+using testing::LoadPrompt;
 using testing::Outputs;
 using testing::Prompt;
 using testing::ReadFile;
 using testing::ScratchDir;
+using testing::StatsJson;
 
 constexpr size_t kBlockBytes = 65536;
 
 Namespace TestNamespace(size_t block_bytes = kBlockBytes) {
   return testing::SmallNamespace("test/disk-model", block_bytes);
-}
-
-nlohmann::json Stats(Client& c) {
-  auto s = c.Stats();
-  REQUIRE(s.ok());
-  return nlohmann::json::parse(*s);
-}
-
-size_t Load(Client& c, const Namespace& ns, const Prompt& p, bool* exact) {
-  Outputs o(p.keys.size(), kBlockBytes);
-  auto loaded = c.Load(ns, p.keys, o.out).Wait();
-  REQUIRE(loaded.ok());
-  *exact = true;
-  for (size_t i = 0; i < *loaded; ++i) *exact &= o.bufs[i] == p.blocks[i];
-  return *loaded;
 }
 
 TEST_CASE("strata serve: a disk block whose payload was flipped is dropped and counted, then "
@@ -93,18 +80,18 @@ TEST_CASE("strata serve: a disk block whose payload was flipped is dropped and c
   REQUIRE(look.ok());
   CHECK(look->matched_blocks == 8);  // the index still names them: only reading can tell
   bool exact = false;
-  CHECK(Load(*c, ns, p, &exact) == 0);  // never damaged bytes: a miss
-  CHECK(Stats(*c)["disk"]["corrupt_dropped"] == 8);
+  CHECK(LoadPrompt(*c, ns, p, &exact) == 0);  // never damaged bytes: a miss
+  CHECK(StatsJson(*c)["disk"]["corrupt_dropped"] == 8);
   CHECK(c->Lookup(p.keys)->matched_blocks == 0);  // dropped, not left to fail again
   // Stored again: newly committed (not "cached already"), then served bit-exact.
   CHECK(*c->Store(ns, p.keys, p.in).Wait() == 8);
-  CHECK(Load(*c, ns, p, &exact) == 8);
+  CHECK(LoadPrompt(*c, ns, p, &exact) == 8);
   CHECK(exact);
   REQUIRE(serve.Stop() == 0);
   // And after another restart, from disk.
   Serve again(dir);
   auto c2 = again.Connect();
-  CHECK(Load(*c2, ns, p, &exact) == 8);
+  CHECK(LoadPrompt(*c2, ns, p, &exact) == 8);
   CHECK(exact);
   again.Stop();
   std::filesystem::remove_all(dir);
@@ -139,12 +126,12 @@ void CheckStartsAndServes(const std::string& dir, const Namespace& ns, const Pro
   INFO(log);
   CHECK(log.find("disk tier: index at") != std::string::npos);
   bool exact = false;
-  const size_t n = Load(*c, ns, p, &exact);
+  const size_t n = LoadPrompt(*c, ns, p, &exact);
   CHECK(exact);  // whatever survived is served bit-exact
   std::printf("[disk] after the damage: %zu of 8 blocks still served\n", n);
   Prompt fresh(ns, 4, 45, kBlockBytes);
   CHECK(*c->Store(ns, fresh.keys, fresh.in).Wait() == 4);
-  CHECK(Load(*c, ns, fresh, &exact) == 4);
+  CHECK(LoadPrompt(*c, ns, fresh, &exact) == 4);
   CHECK(exact);
   CHECK(serve.Stop() == 0);
 }
@@ -219,14 +206,14 @@ TEST_CASE("strata serve: blocks of block format 1 (untagged keys) on disk are dr
   INFO(log);
   CHECK(log.find("dropped 5 blocks of an older block format") != std::string::npos);
   CHECK(c->Lookup(old_keys)->matched_blocks == 0);
-  CHECK(Stats(*c)["disk"]["blocks"] == 8);
-  CHECK(Stats(*c)["disk"]["corrupt_dropped"] == 0);  // an old format is not damage
+  CHECK(StatsJson(*c)["disk"]["blocks"] == 8);
+  CHECK(StatsJson(*c)["disk"]["corrupt_dropped"] == 0);  // an old format is not damage
   bool exact = false;
-  CHECK(Load(*c, ns, p, &exact) == 8);
+  CHECK(LoadPrompt(*c, ns, p, &exact) == 8);
   CHECK(exact);
   // The old prompt's blocks are stored again under their tagged keys and served.
   CHECK(*c->Store(ns, old.keys, old.in).Wait() == 5);
-  CHECK(Load(*c, ns, old, &exact) == 5);
+  CHECK(LoadPrompt(*c, ns, old, &exact) == 5);
   CHECK(exact);
   REQUIRE(serve.Stop() == 0);
   // The next start finds nothing old to drop.
@@ -257,12 +244,12 @@ TEST_CASE("strata serve: a write-through store that the disk refuses leaves noth
   auto loaded = c->Load(big_ns, big.keys, o.out).Wait();
   REQUIRE(loaded.ok());
   CHECK(*loaded == 0);
-  CHECK(Stats(*c)["host"]["blocks"] == 0);
+  CHECK(StatsJson(*c)["host"]["blocks"] == 0);
   // Blocks the disk can hold are stored through to it as before.
   Namespace ns = TestNamespace();
   Prompt small(ns, 1, 44, kBlockBytes);
   CHECK(*c->Store(ns, small.keys, small.in).Wait() == 1);
-  CHECK(Stats(*c)["disk"]["blocks"] == 1);
+  CHECK(StatsJson(*c)["disk"]["blocks"] == 1);
   serve.Stop();
   std::filesystem::remove_all(dir);
 }
@@ -302,12 +289,12 @@ TEST_CASE("strata serve disk_direct_io false: write-through through the page cac
     Serve serve(dir, {"--config", yaml});
     auto c = serve.Connect();
     REQUIRE(*c->Store(ns, p.keys, p.in).Wait() == 8);
-    CHECK(Stats(*c)["disk"]["blocks"] == 8);  // on disk when acknowledged
+    CHECK(StatsJson(*c)["disk"]["blocks"] == 8);  // on disk when acknowledged
   }  // SIGKILL: no clean shutdown
   Serve serve(dir);
   auto c = serve.Connect();
   bool exact = false;
-  CHECK(Load(*c, ns, p, &exact) == 8);
+  CHECK(LoadPrompt(*c, ns, p, &exact) == 8);
   CHECK(exact);
   serve.Stop();
   std::filesystem::remove_all(dir);
@@ -329,7 +316,7 @@ TEST_CASE("strata serve --disk-admission-min-frequency 2 refuses victims seen on
     Serve serve(dir, std::move(flags), "64MiB", "16MiB");
     auto c = serve.Connect();
     for (const Prompt& p : prompts) REQUIRE(c->Store(ns, p.keys, p.in).Wait().ok());
-    nlohmann::json s = Stats(*c);
+    nlohmann::json s = StatsJson(*c);
     c.reset();
     REQUIRE(serve.Stop() == 0);
     return s;
@@ -407,7 +394,7 @@ TEST_CASE("strata serve --disk-compression zstd: blocks written back compressed,
     Serve serve(dir, {"--disk-compression", "zstd"});
     auto c = serve.Connect();
     REQUIRE(*c->Store(ns, p.keys, p.in).Wait() == 8);
-    CHECK(Stats(*c)["disk"]["blocks"] == 0);  // write-back: on disk at shutdown
+    CHECK(StatsJson(*c)["disk"]["blocks"] == 0);  // write-back: on disk at shutdown
     c.reset();
     REQUIRE(serve.Stop() == 0);
   }
@@ -415,7 +402,7 @@ TEST_CASE("strata serve --disk-compression zstd: blocks written back compressed,
   {
     Serve serve(dir, {"--disk-compression", "zstd"});
     auto c = serve.Connect();
-    nlohmann::json disk = Stats(*c)["disk"];
+    nlohmann::json disk = StatsJson(*c)["disk"];
     INFO(disk.dump());
     CHECK(disk["blocks"] == 8);
     CHECK(disk["compressed_blocks"] == 8);
@@ -426,7 +413,7 @@ TEST_CASE("strata serve --disk-compression zstd: blocks written back compressed,
                 static_cast<unsigned long long>(on_disk), 8 * kBlockBytes,
                 double(8 * kBlockBytes) / double(on_disk));
     bool exact = false;
-    CHECK(Load(*c, ns, p, &exact) == 8);  // read from disk, decompressed, verified, promoted
+    CHECK(LoadPrompt(*c, ns, p, &exact) == 8);  // read from disk, decompressed, verified, promoted
     CHECK(exact);
     c.reset();
     REQUIRE(serve.Stop() == 0);
@@ -451,7 +438,7 @@ TEST_CASE("strata serve --disk-compression zstd: blocks written back compressed,
     Serve serve(dir);
     auto c = serve.Connect();
     bool exact = false;
-    CHECK(Load(*c, ns, p, &exact) == 8);
+    CHECK(LoadPrompt(*c, ns, p, &exact) == 8);
     CHECK(exact);
     REQUIRE(*c->Store(ns, more.keys, more.in).Wait() == 4);
     c.reset();
@@ -470,22 +457,22 @@ TEST_CASE("strata serve --disk-compression zstd: blocks written back compressed,
   Serve serve(dir, {"--disk-compression", "zstd:3"});
   auto c = serve.Connect();
   bool exact = false;
-  CHECK(Load(*c, ns, p, &exact) < 8);  // the load stops at the damaged block, a miss
+  CHECK(LoadPrompt(*c, ns, p, &exact) < 8);  // the load stops at the damaged block, a miss
   CHECK(exact);                        // never damaged bytes
-  CHECK(Load(*c, ns, more, &exact) == 4);
+  CHECK(LoadPrompt(*c, ns, more, &exact) == 4);
   CHECK(exact);
-  nlohmann::json disk = Stats(*c)["disk"];
+  nlohmann::json disk = StatsJson(*c)["disk"];
   INFO(disk.dump());
   CHECK(disk["corrupt_dropped"] == 1);
   CHECK(disk["blocks"] == 11);
   // Stored again: served whole and bit-exact.
   CHECK(*c->Store(ns, p.keys, p.in).Wait() >= 1);
-  CHECK(Load(*c, ns, p, &exact) == 8);
+  CHECK(LoadPrompt(*c, ns, p, &exact) == 8);
   CHECK(exact);
   Prompt fresh(ns, 4, 53, kBlockBytes);
   UseKvBytes(&fresh, 53);
   CHECK(*c->Store(ns, fresh.keys, fresh.in).Wait() == 4);
-  CHECK(Load(*c, ns, fresh, &exact) == 4);
+  CHECK(LoadPrompt(*c, ns, fresh, &exact) == 4);
   CHECK(exact);
   c.reset();
   CHECK(serve.Stop() == 0);

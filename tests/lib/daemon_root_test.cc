@@ -31,6 +31,7 @@
 #include "ipc/unix_socket.h"
 #include "strata/client.h"
 #include "tests/lib/client_test_util.h"
+#include "tests/lib/disk_serve.h"
 #include "tests/lib/run_as.h"
 #include "tests/lib/scratch_files.h"
 #include "tests/skip.h"
@@ -51,24 +52,14 @@ std::string TestDir(const std::string& name) {
   return d;  // the daemon creates it
 }
 
-// A `strata serve` with no disk tier and a 64 MiB pool on `dir`/s.sock, plus `extra` flags; its
-// output goes to `dir`.log. The directory and socket are then opened to everyone, so that only
-// the daemon's own checks stand between another user and it.
+// A `strata serve` (testing::StartPoolServe), its directory and socket then opened to everyone,
+// so that only the daemon's own checks stand between another user and it.
 std::unique_ptr<cli::ServeProcess> StartServe(const std::string& dir,
                                               std::vector<std::string> extra = {}) {
-  cli::ServeOptions o;
-  o.exe = STRATA_CLI_PATH;
-  o.socket = dir + "/s.sock";
-  o.args = {"serve", "--socket", o.socket, "--no-disk", "--host-pool", "64MiB"};
-  o.args.insert(o.args.end(), extra.begin(), extra.end());
-  o.log_file = dir + ".log";
-  o.stop_signal = SIGKILL;
-  auto serve = cli::SpawnServe(std::move(o));
-  INFO(serve.status().ToString() << "\n" << ReadFile(dir + ".log"));
-  REQUIRE(serve.ok());
+  auto serve = testing::StartPoolServe(dir, std::move(extra));
   REQUIRE(::chmod(dir.c_str(), 0711) == 0);
-  REQUIRE(::chmod((*serve)->socket().c_str(), 0666) == 0);
-  return std::move(serve).value();
+  REQUIRE(::chmod(serve->socket().c_str(), 0666) == 0);
+  return serve;
 }
 
 // A raw connection to `path` (no Hello, no client library).

@@ -25,6 +25,7 @@
 #include "ipc/ipc_protocol.h"
 #include "ipc/unix_socket.h"
 #include "strata/client.h"
+#include "tests/lib/disk_serve.h"
 #include "tests/lib/scratch_files.h"
 #include "tools/strata/serve_process.h"
 
@@ -32,28 +33,12 @@ namespace strata {
 namespace {
 
 using testing::ReadFile;
+using testing::StartPoolServe;
 
 std::string TestDir(const std::string& name) {
   const std::string d = "/tmp/strata-test-daemon-" + name + "-" + std::to_string(::getpid());
   std::filesystem::remove_all(d);
   return d;  // the daemon creates it
-}
-
-// A `strata serve` with no disk tier and a 64 MiB pool on `dir`/s.sock, plus `extra` flags; its
-// output goes to `dir`.log.
-std::unique_ptr<cli::ServeProcess> StartServe(const std::string& dir,
-                                              std::vector<std::string> extra = {}) {
-  cli::ServeOptions o;
-  o.exe = STRATA_CLI_PATH;
-  o.socket = dir + "/s.sock";
-  o.args = {"serve", "--socket", o.socket, "--no-disk", "--host-pool", "64MiB"};
-  o.args.insert(o.args.end(), extra.begin(), extra.end());
-  o.log_file = dir + ".log";
-  o.stop_signal = SIGKILL;
-  auto serve = cli::SpawnServe(std::move(o));
-  INFO(serve.status().ToString());
-  REQUIRE(serve.ok());
-  return std::move(serve).value();
 }
 
 size_t FdCount(pid_t pid) {
@@ -109,7 +94,7 @@ void CheckServes(const std::string& socket) {
 TEST_CASE("Daemon: 200 stalled 8 MiB frames hold memory for the bytes sent, not the lengths",
           "[lib][daemon]") {
   const std::string dir = TestDir("stalled");
-  auto serve = StartServe(dir, {"--max-clients-per-uid", "256"});
+  auto serve = StartPoolServe(dir, {"--max-clients-per-uid", "256"});
   const pid_t pid = serve->pid();
   CheckServes(serve->socket());
   const size_t rss_before = RssBytes(pid);
@@ -136,7 +121,7 @@ TEST_CASE("Daemon: 200 stalled 8 MiB frames hold memory for the bytes sent, not 
 TEST_CASE("Daemon: bodies past the shared receive budget drop their sessions, RSS stays bounded",
           "[lib][daemon]") {
   const std::string dir = TestDir("budget");
-  auto serve = StartServe(dir);
+  auto serve = StartPoolServe(dir);
   const pid_t pid = serve->pid();
   const size_t rss_before = RssBytes(pid);
   // 24 connections each send 7 MiB of an 8 MiB message: 168 MiB against a 64 MiB budget.
@@ -173,7 +158,7 @@ TEST_CASE("Daemon: bodies past the shared receive budget drop their sessions, RS
 
 TEST_CASE("Daemon: descriptors sent with messages are all closed", "[lib][daemon]") {
   const std::string dir = TestDir("fds");
-  auto serve = StartServe(dir);
+  auto serve = StartPoolServe(dir);
   const pid_t pid = serve->pid();
   CheckServes(serve->socket());
   const int fd = RawConnect(serve->socket());
@@ -217,7 +202,7 @@ TEST_CASE("Daemon: descriptors sent with messages are all closed", "[lib][daemon
 
 TEST_CASE("Daemon: connections per uid are capped and idle ones are dropped", "[lib][daemon]") {
   const std::string dir = TestDir("caps");
-  auto serve = StartServe(dir, {"--max-clients-per-uid", "4", "--idle-timeout-ms", "600"});
+  auto serve = StartPoolServe(dir, {"--max-clients-per-uid", "4", "--idle-timeout-ms", "600"});
   std::vector<int> held;
   for (int i = 0; i < 4; ++i) {
     held.push_back(RawConnect(serve->socket()));
@@ -247,7 +232,7 @@ TEST_CASE("Daemon: connections per uid are capped and idle ones are dropped", "[
 
 TEST_CASE("Daemon: the socket directory is private", "[lib][daemon]") {
   const std::string dir = TestDir("creds");
-  auto serve = StartServe(dir);
+  auto serve = StartPoolServe(dir);
   struct stat st;
   REQUIRE(::stat(dir.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0700);

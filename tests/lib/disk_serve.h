@@ -16,8 +16,10 @@
 #include <vector>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "strata/client.h"
+#include "tests/lib/client_test_util.h"
 #include "tests/lib/scratch_files.h"
 #include "tools/strata/serve_process.h"
 
@@ -38,6 +40,40 @@ inline std::unique_ptr<cli::ServeProcess> StartServe(const std::vector<std::stri
   INFO(serve.status().ToString());
   REQUIRE(serve.ok());
   return std::move(serve).value();
+}
+
+// A `strata serve` with no disk tier and a 64 MiB pool on `dir`/s.sock, plus `extra` flags; its
+// output goes to `dir`.log (the daemon creates `dir`).
+inline std::unique_ptr<cli::ServeProcess> StartPoolServe(const std::string& dir,
+                                                         std::vector<std::string> extra = {}) {
+  cli::ServeOptions o;
+  o.exe = STRATA_CLI_PATH;
+  o.socket = dir + "/s.sock";
+  o.args = {"serve", "--socket", o.socket, "--no-disk", "--host-pool", "64MiB"};
+  o.args.insert(o.args.end(), extra.begin(), extra.end());
+  o.log_file = dir + ".log";
+  o.stop_signal = SIGKILL;
+  auto serve = cli::SpawnServe(std::move(o));
+  INFO(serve.status().ToString() << "\n" << ReadFile(dir + ".log"));
+  REQUIRE(serve.ok());
+  return std::move(serve).value();
+}
+
+// The daemon's stats (Client::Stats), parsed; fails the test when they cannot be read.
+inline nlohmann::json StatsJson(Client& c) {
+  auto s = c.Stats();
+  REQUIRE(s.ok());
+  return nlohmann::json::parse(*s);
+}
+
+// Loads `p` through `c`: the blocks loaded, and in *exact whether each equals p's payload.
+inline size_t LoadPrompt(Client& c, const Namespace& ns, const Prompt& p, bool* exact) {
+  Outputs o(p.keys.size(), p.blocks.empty() ? 0 : p.blocks.front().size());
+  auto loaded = c.Load(ns, p.keys, o.out).Wait();
+  REQUIRE(loaded.ok());
+  *exact = true;
+  for (size_t i = 0; i < *loaded; ++i) *exact &= o.bufs[i] == p.blocks[i];
+  return *loaded;
 }
 
 class DiskServe {
