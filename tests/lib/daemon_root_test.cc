@@ -32,6 +32,7 @@
 #include "strata/client.h"
 #include "tests/lib/client_test_util.h"
 #include "tests/lib/disk_serve.h"
+#include "tests/lib/raw_session.h"
 #include "tests/lib/run_as.h"
 #include "tests/lib/scratch_files.h"
 #include "tests/skip.h"
@@ -40,9 +41,12 @@
 namespace strata {
 namespace {
 
+using testing::CheckServes;
 using testing::Outputs;
 using testing::Prompt;
+using testing::RawConnect;
 using testing::ReadFile;
+using testing::ReadResponse;
 
 using testing::RequireRoot;
 
@@ -62,48 +66,7 @@ std::unique_ptr<cli::ServeProcess> StartServe(const std::string& dir,
   return serve;
 }
 
-// A raw connection to `path` (no Hello, no client library).
-int RawConnect(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// The next response on raw connection `fd` (within 5 s), or its status when none comes.
-Result<ipc::Response> ReadResponse(int fd, int* received_fd = nullptr) {
-  ipc::UnixConnection conn(::dup(fd));
-  STRATA_RETURN_IF_ERROR(conn.SetReceiveTimeout(5000));
-  std::string body;
-  STRATA_RETURN_IF_ERROR(conn.Receive(&body, received_fd));
-  return ipc::DecodeResponse(std::as_bytes(std::span<const char>(body)));
-}
-
 using testing::RunAs;
-
-// A normal client is served: it connects (Hello) and reads Stats.
-void CheckServesWith(const std::string& socket, const ClientOptions& options) {
-  auto client = Client::Connect(socket, options);
-  INFO(client.status().ToString());
-  REQUIRE(client.ok());
-  auto stats = (*client)->Stats();
-  INFO(stats.status().ToString());
-  CHECK(stats.ok());
-}
-
-void CheckServes(const std::string& socket) {
-  auto client = Client::Connect(socket);
-  INFO(client.status().ToString());
-  REQUIRE(client.ok());
-  auto stats = (*client)->Stats();
-  INFO(stats.status().ToString());
-  CHECK(stats.ok());
-}
 
 TEST_CASE("Daemon: other users are refused by credentials", "[lib][daemon][root]") {
   RequireRoot("connecting as another uid needs root (setuid in a child)");
@@ -198,12 +161,12 @@ TEST_CASE("A daemon socket of another uid is trusted when the client names that 
 
   ClientOptions trusting;
   trusting.trusted_daemon_uids = {65534};
-  CheckServesWith(serve->socket(), trusting);
+  CheckServes(serve->socket(), trusting);
 
   // By name or uid in the environment; another user is still refused, an unknown name is an error.
   const char* nobody = ::getpwuid(65534) != nullptr ? ::getpwuid(65534)->pw_name : "65534";
   ::setenv("STRATA_DAEMON_USER", nobody, 1);
-  CheckServesWith(serve->socket(), ClientOptions{});
+  CheckServes(serve->socket(), ClientOptions{});
   ::setenv("STRATA_DAEMON_USER", "12345", 1);
   CHECK(Client::Connect(serve->socket()).status().code() == StatusCode::kPermissionDenied);
   ::setenv("STRATA_DAEMON_USER", "no-such-user-strata-test", 1);

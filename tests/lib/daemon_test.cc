@@ -26,13 +26,17 @@
 #include "ipc/unix_socket.h"
 #include "strata/client.h"
 #include "tests/lib/disk_serve.h"
+#include "tests/lib/raw_session.h"
 #include "tests/lib/scratch_files.h"
 #include "tools/strata/serve_process.h"
 
 namespace strata {
 namespace {
 
+using testing::CheckServes;
+using testing::RawConnect;
 using testing::ReadFile;
+using testing::ReadResponse;
 using testing::StartPoolServe;
 
 std::string TestDir(const std::string& name) {
@@ -57,38 +61,6 @@ size_t RssBytes(pid_t pid) {
   while (std::getline(in, line))
     if (line.rfind("RssAnon:", 0) == 0) return std::stoull(line.substr(8)) * 1024;
   return 0;
-}
-
-// A raw connection to `path` (no Hello, no client library).
-int RawConnect(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// The next response on raw connection `fd` (within 5 s), or its status when none comes.
-Result<ipc::Response> ReadResponse(int fd) {
-  ipc::UnixConnection conn(::dup(fd));
-  STRATA_RETURN_IF_ERROR(conn.SetReceiveTimeout(5000));
-  std::string body;
-  STRATA_RETURN_IF_ERROR(conn.Receive(&body));
-  return ipc::DecodeResponse(std::as_bytes(std::span<const char>(body)));
-}
-
-// A normal client is served: it connects (Hello, pool mapping) and reads Stats.
-void CheckServes(const std::string& socket) {
-  auto client = Client::Connect(socket);
-  INFO(client.status().ToString());
-  REQUIRE(client.ok());
-  auto stats = (*client)->Stats();
-  INFO(stats.status().ToString());
-  CHECK(stats.ok());
 }
 
 TEST_CASE("Daemon: 200 stalled 8 MiB frames hold memory for the bytes sent, not the lengths",
