@@ -173,7 +173,7 @@ TEST_CASE("data headers round-trip and reject bad input", "[transport][wire]") {
   bad[0] = std::byte{0};
   CHECK(DecodeDataHeader(bad).status().IsCorruption());
   bad = buf;
-  StoreU16(bad.data() + 4, 2);
+  StoreU16(bad.data() + 4, kProtocolVersion + 1);
   CHECK(DecodeDataHeader(bad).status().code() == StatusCode::kNotSupported);
   bad = buf;
   bad[6] = std::byte{200};
@@ -212,7 +212,7 @@ TEST_CASE("multi-block data headers round-trip and reject bad input", "[transpor
   bad[0] = std::byte{0};
   CHECK(DecodeMultiDataHeader(bad).status().IsCorruption());
   bad = buf;
-  StoreU16(bad.data() + 4, 2);
+  StoreU16(bad.data() + 4, kProtocolVersion + 1);
   CHECK(DecodeMultiDataHeader(bad).status().code() == StatusCode::kNotSupported);
   // A pull request carries the largest message its puller takes.
   PullRequest req{5, Key(1), {Key(2)}, {100}, std::vector<std::byte>(16), 1 << 20};

@@ -34,7 +34,10 @@
 
 namespace strata::wire {
 
-inline constexpr uint16_t kProtocolVersion = 1;
+// 2: keys carry their namespace's tag and blocks are block format 2 (docs/keys.md); a node of
+// version 1 computes other keys and sends headers a version-2 node refuses, so the two refuse each
+// other at Hello instead of failing every pull.
+inline constexpr uint16_t kProtocolVersion = 2;
 inline constexpr uint32_t kFrameMagic = 0x52575453;  // "STWR" in little-endian byte order
 inline constexpr size_t kFrameHeaderSize = 16;
 // Largest control body we encode or accept. A lookup of 64K keys is ~1.2 MiB.
