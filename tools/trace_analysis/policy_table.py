@@ -15,6 +15,13 @@ Usage:
   tools/trace_analysis/policy_table.py rows.jsonl [more.jsonl ...]   (or on stdin)
 A second run with `--policy learned --learned-leader arc` can be appended: its rows name the
 policy `learned/arc` and are compared with the same classic baselines.
+
+  tools/trace_analysis/policy_table.py --below learned rows.jsonl forced.jsonl
+also lists, after the summary, every row where `learned` is below the best classic policy (strictly
+or at three decimals): the winner and its hit ratio, the runner-up as a fraction of the winner,
+`learned`'s fraction, and each expert forced to lead (`learned/<expert>` rows from runs with
+`--learned-leader`) as a fraction of the winner, best first: which classic policy wins where the
+default trails, and whether any of its experts reaches it (issue 17's twelfth pass).
 """
 import collections
 import json
@@ -39,8 +46,31 @@ def read_rows(files):
     return rows
 
 
+def print_below(rows, policy):
+    print(f"\nrows where {policy} is below the best classic policy:")
+    for (trace, capacity), got in rows.items():
+        if policy not in got:
+            continue
+        ranked = sorted(CLASSIC, key=lambda p: -got[p])
+        best = got[ranked[0]]
+        if best <= 0:
+            continue
+        q = got[policy] / best
+        if q >= 1 and round(q, 3) >= 1:
+            continue
+        forced = {p.split("/", 1)[1]: got[p] / best for p in got if p.startswith(policy + "/")}
+        experts = ", ".join(f"{e} {f:.3f}" for e, f in sorted(forced.items(), key=lambda x: -x[1]))
+        print(f"{trace:28s} {capacity:>6}  {ranked[0]} {best:.4f} ({ranked[1]} "
+              f"{got[ranked[1]] / best:.3f})  {policy} {q:.3f}" +
+              (f"  forced: {experts}" if experts else ""))
+
+
 def main():
-    files = [open(p) for p in sys.argv[1:]] or [sys.stdin]
+    args = sys.argv[1:]
+    below = None
+    if len(args) >= 2 and args[0] == "--below":
+        below, args = args[1], args[2:]
+    files = [open(p) for p in args] or [sys.stdin]
     rows = read_rows(files)
     groups = collections.OrderedDict()  # (group, policy) -> [fraction]
     for (trace, capacity), got in rows.items():
@@ -65,6 +95,8 @@ def main():
         worst = min(qs)
         print(f"{group:9s} {policy:18s} at/above {at} ({at3} at 3 dp) of {len(qs)}, "
               f"mean {sum(q for q, _ in qs) / len(qs):.4f}, worst {worst[0]:.3f} ({worst[1]})")
+    if below:
+        print_below(rows, below)
 
 
 if __name__ == "__main__":
