@@ -11,11 +11,6 @@
 #include <climits>
 #include <cstring>
 #include <fstream>
-#include <thread>
-
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22  // Linux 5.14
-#endif
 
 namespace strata::transport {
 namespace {
@@ -86,6 +81,7 @@ Result<std::shared_ptr<PeerPoolMapping>> PeerPoolMapping::Open(uint32_t pid) {
 PeerPoolMapping::~PeerPoolMapping() { ::close(pidfd_); }
 
 PeerPoolMapping::Slab::~Slab() {
+  populate.Stop();
   if (base != nullptr) ::munmap(const_cast<std::byte*>(base), bytes);
 }
 
@@ -117,17 +113,10 @@ Result<std::shared_ptr<const PeerPoolMapping::Slab>> PeerPoolMapping::MapSlab(
   slab->bytes = bytes;
   slab->generation = block.generation;
   slabs_mapped_.fetch_add(1, std::memory_order_relaxed);
+  // Fill the mapping's page table in the background, 2 MiB at a time, so that later copies do not
+  // fault (core/page_populate.h); ~Slab stops it before unmapping.
+  slab->populate = BackgroundPopulate(slab->base, bytes, size_t{2} << 20);
   std::shared_ptr<const Slab> out = std::move(slab);
-  // Fill the mapping's page table in the background, 2 MiB at a time (4 KiB pages: ~0.25 ms per
-  // MiB), so that later copies do not fault; a copy that gets there first faults the pages it
-  // reads itself. The thread holds the mapping until it is done.
-  std::thread([out] {
-    constexpr size_t kStep = size_t{2} << 20;
-    for (size_t at = 0; at < out->bytes; at += kStep)
-      if (::madvise(const_cast<std::byte*>(out->base) + at, std::min(kStep, out->bytes - at),
-                    MADV_POPULATE_READ) != 0)
-        return;  // EINVAL before Linux 5.14: the copies fault the pages in
-  }).detach();
   return out;
 }
 

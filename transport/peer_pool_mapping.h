@@ -29,6 +29,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "lib/core/page_populate.h"
 #include "strata/result.h"
 #include "strata/status.h"
 #include "transport/wire/messages.h"
@@ -60,6 +61,7 @@ class PeerPoolMapping {
     const std::byte* base = nullptr;
     size_t bytes = 0;
     uint32_t generation = 0;
+    BackgroundPopulate populate;  // filling the page table; stopped before the unmap
     ~Slab();
   };
   // Where `block` lies in this process: its payload's first byte, and the slab mapping that

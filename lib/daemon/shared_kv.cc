@@ -64,28 +64,12 @@ Result<SharedKv> SharedKv::Map(int fd, const ipc::ShareKvRequest& request, uint6
   m.base_ = static_cast<const std::byte*>(base);
   m.size_ = bytes;
   m.ranges_ = std::move(ranges);
-  m.stop_ = std::make_unique<std::atomic<bool>>(false);
-  m.populate_ = std::thread([p = static_cast<char*>(base), bytes, page, stop = m.stop_.get()] {
-    constexpr uint64_t kStep = uint64_t{64} << 20;
-    bool madvise_works = true;
-    for (uint64_t at = 0; at < bytes && !stop->load(std::memory_order_relaxed); at += kStep) {
-      const uint64_t n = std::min(kStep, bytes - at);
-      if (madvise_works) {
-        if (::madvise(p + at, n, MADV_POPULATE_READ) == 0) continue;
-        if (errno != EINVAL) return;  // stores fault the rest in themselves
-        madvise_works = false;        // before Linux 5.14: a read of each page faults it in
-      }
-      for (uint64_t q = at; q < at + n; q += page) (void)*static_cast<volatile const char*>(p + q);
-    }
-  });
+  m.populate_ = BackgroundPopulate(base, bytes, uint64_t{64} << 20, page);
   return m;
 }
 
 void SharedKv::Release() {
-  if (populate_.joinable()) {
-    stop_->store(true, std::memory_order_relaxed);
-    populate_.join();
-  }
+  populate_.Stop();
   if (base_ != nullptr) ::munmap(const_cast<std::byte*>(base_), size_);
   base_ = nullptr;
 }
@@ -96,7 +80,6 @@ SharedKv& SharedKv::operator=(SharedKv&& other) noexcept {
     base_ = std::exchange(other.base_, nullptr);
     size_ = std::exchange(other.size_, 0);
     ranges_ = std::move(other.ranges_);
-    stop_ = std::move(other.stop_);
     populate_ = std::move(other.populate_);
   }
   return *this;

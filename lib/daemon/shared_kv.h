@@ -20,14 +20,13 @@
 // The populating thread only touches the mapping, and is stopped and joined before it is unmapped.
 #pragma once
 
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <thread>
 #include <vector>
 
+#include "core/page_populate.h"
 #include "ipc/ipc_protocol.h"
 #include "strata/result.h"
 
@@ -65,8 +64,7 @@ class SharedKv {
   const std::byte* base_ = nullptr;
   size_t size_ = 0;
   std::vector<Range> ranges_;  // sorted by client_address, disjoint
-  std::unique_ptr<std::atomic<bool>> stop_;  // on the heap: the thread keeps it across moves
-  std::thread populate_;
+  BackgroundPopulate populate_;  // filling the page tables after the reply
 };
 
 // The shares of one session, by id.
