@@ -873,6 +873,24 @@ TEST_CASE("cluster: SIGKILL of a mapping puller before its release leaves no pin
   std::filesystem::remove_all(dir);
 }
 
+// Stores `blocks` x `bytes` (prompt `seed`) through A and loads them through B, bit-exact, as
+// a streamed Load with read-ahead: two pulls in flight, each block pulled once and served once.
+// Returns B's cluster stats.
+nlohmann::json PullAheadBitExact(StaticPair& pair, size_t blocks, size_t bytes, uint32_t seed) {
+  Namespace ns = TestNamespace(bytes);
+  Prompt p(ns, blocks, seed, bytes);
+  // The client's Lookup (in the wait) names the chain and its holders to the puller.
+  StoreThenPullBitExact(*pair.ca, *pair.cb, ns, p, bytes);
+  auto sb = ClusterStats(*pair.cb);
+  INFO(sb.dump());
+  CHECK(sb["read_aheads"].get<uint64_t>() >= 1);
+  CHECK(sb["pulled_blocks"] == blocks);  // none twice
+  CHECK(sb["transfer_profile"]["pull_blocks"] == blocks);
+  CHECK(sb["transfer_profile"]["max_pulls_in_flight"].get<uint64_t>() >= 2);
+  CHECK(ClusterStats(*pair.ca)["transfer_profile"]["served_blocks"] == blocks);
+  return sb;
+}
+
 // Issue 16: read-ahead. A Load of more than 64 MiB comes in chunks; while the puller pulls
 // the first chunk for the client, its fetch thread pulls the next one (two pull requests to the
 // holder in flight), and the Load's own Fetch of that chunk waits for it instead of pulling it
@@ -886,21 +904,8 @@ TEST_CASE("cluster: a streamed Load reads the next chunk ahead, two pulls in fli
   // check failed 1 run in 2 with the mapping on).
   const std::vector<std::string> flags = {"--pull-read-ahead", "true", "--pull-mapped", "false"};
   StaticPair pair(dir, "ra", "256MiB", "256MiB", flags, flags);
-  auto& [secret, members, a, b, ca, cb] = pair;
   // 40 x 4 MiB = 160 MiB: chunks of 16, 16 and 8 blocks.
-  constexpr size_t kBlocks = 40, kBytes = size_t{4} << 20;
-  Namespace ns = TestNamespace(kBytes);
-  Prompt p(ns, kBlocks, 43, kBytes);
-  // The client's Lookup (in the wait) names the chain and its holders to the puller.
-  StoreThenPullBitExact(*ca, *cb, ns, p, kBytes);
-  auto sb = ClusterStats(*cb);
-  INFO(sb.dump());
-  CHECK(sb["read_aheads"].get<uint64_t>() >= 1);
-  CHECK(sb["pulled_blocks"] == kBlocks);  // none twice
-  CHECK(sb["transfer_profile"]["pull_blocks"] == kBlocks);
-  CHECK(sb["transfer_profile"]["max_pulls_in_flight"].get<uint64_t>() >= 2);
-  auto sa = ClusterStats(*ca);
-  CHECK(sa["transfer_profile"]["served_blocks"] == kBlocks);
+  PullAheadBitExact(pair, 40, size_t{4} << 20, 43);
   std::filesystem::remove_all(dir);
 }
 
@@ -918,20 +923,15 @@ TEST_CASE("cluster: a pipelined tcp pull without the mapping is bit-exact - SIGK
   StaticPair pair(dir, "pipe", "640MiB", "640MiB", flags, flags);
   auto& [secret, members, a, b, ca, cb] = pair;
   // 100 x 2 MiB = 200 MiB: streamed chunks of 32, 32, 32 and 4 blocks.
-  constexpr size_t kBlocks = 100, kBytes = size_t{2} << 20;
+  constexpr size_t kBytes = size_t{2} << 20;
   Namespace ns = TestNamespace(kBytes);
-  Prompt p(ns, kBlocks, 61, kBytes);
-  StoreThenPullBitExact(*ca, *cb, ns, p, kBytes);
-  auto sb = ClusterStats(*cb);
-  INFO(sb.dump());
-  CHECK(sb["read_aheads"].get<uint64_t>() >= 1);
-  CHECK(sb["pulled_blocks"] == kBlocks);  // none twice
-  CHECK(sb["transfer_profile"]["pull_blocks"] == kBlocks);
-  CHECK(sb["transfer_profile"]["max_pulls_in_flight"].get<uint64_t>() >= 2);
-  CHECK(sb["transfer_profile"]["mapped_blocks"] == 0);
-  CHECK(sb["transfer_profile"]["mapped_sessions"] == 0);
-  CHECK(sb["fetch_profile"]["verify_s"].get<double>() > 0);
-  CHECK(ClusterStats(*ca)["transfer_profile"]["served_blocks"] == kBlocks);
+  {
+    auto sb = PullAheadBitExact(pair, 100, kBytes, 61);
+    INFO(sb.dump());
+    CHECK(sb["transfer_profile"]["mapped_blocks"] == 0);
+    CHECK(sb["transfer_profile"]["mapped_sessions"] == 0);
+    CHECK(sb["fetch_profile"]["verify_s"].get<double>() > 0);
+  }
 
   // A second prefix; the holder dies once the first chunk is committed on the puller and the
   // requests for the second and third chunks have reached the holder (the Load's and the
