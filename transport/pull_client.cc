@@ -293,10 +293,8 @@ void PeerTransport::Impl::Landed(PullOp::State& state, size_t index, const Statu
   if (!st.ok()) {
     // A receive cancelled because the pull failed reports why the pull failed.
     Settle(*p, index, p->failure.ok() ? st : p->failure);
-  } else if (!p->settled[index] && (options.verify_on_landing || p->targets.size() == 1)) {
+  } else if (!p->settled[index] && options.verify_on_landing) {
     // Landed, by this thread for cma's get and tcp: verify now, while the bytes are in cache.
-    // A one-block pull always does: the thread in PullOp::Wait has nothing to overlap the
-    // check with, and would read the bytes from another core's cache after a wake-up.
     const auto t0 = Clock::now();
     Settle(*p, index, Verify(p->targets[index], p->ns, &p->landed_bytes));
     p->landed_verify_s += std::chrono::duration<double>(Clock::now() - t0).count();
