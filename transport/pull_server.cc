@@ -80,8 +80,8 @@ void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
     SharedPlace place;
     if (mapped && pinned.ok() && pinned->header != nullptr) {
       // Checked once: a refusal is answered here (BlockSource::ServesUnnamed counts each).
-      if (RefuseUnserved(conn, req.request_id, i, req.keys[i], req.namespace_id,
-                         req.capacities[i], *pinned))
+      if (RefuseUnserved(conn, req.request_id, i, req.keys[i], req.namespace_id, req.capacities[i],
+                         *pinned))
         continue;
     }
     if (mapped && pinned.ok() && pinned->header != nullptr &&
@@ -121,8 +121,8 @@ void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
                  std::move(pinned));
       continue;
     }
-    if (RefuseUnserved(conn, req.request_id, i, req.keys[i], req.namespace_id,
-                       req.capacities[i], *pinned))
+    if (RefuseUnserved(conn, req.request_id, i, req.keys[i], req.namespace_id, req.capacities[i],
+                       *pinned))
       continue;
     if (batch.bytes + payload > message_bytes || batch.pins.size() == max_entries)
       SendBatch(conn, batch);

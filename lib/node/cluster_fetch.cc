@@ -458,9 +458,8 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
       if (k >= is.indices.size()) continue;
       Landing& l = landings[is.indices[k]];
       if (!l.reservation) continue;
-      is.op->ReleaseHeld(k, [store, reservation = *l.reservation] {
-        store->host().Abort(reservation);
-      });
+      is.op->ReleaseHeld(
+          k, [store, reservation = *l.reservation] { store->host().Abort(reservation); });
       l.reservation.reset();
     }
     uint64_t blocks = 0, bytes = 0, failures = 0;

@@ -968,13 +968,13 @@ TEST_CASE("cluster: a pipelined tcp pull without the mapping is bit-exact - SIGK
   const auto tp = ClusterStats(*cb)["transfer_profile"];
   const uint64_t held_blocks = tp["held_blocks"].get<uint64_t>();
   const uint64_t held_released = tp["held_released"].get<uint64_t>();
-  std::printf("[cluster] tcp, pipelined, mapping off: SIGKILL with two pulls in flight: %zu of "
-              "%zu blocks in %.0f ms (%.0f ms after the kill); %llu places held (receives "
-              "outstanding), %llu released\n",
-              *loaded, kLonger, std::chrono::duration<double, std::milli>(took).count(),
-              std::chrono::duration<double, std::milli>(after_kill).count(),
-              static_cast<unsigned long long>(held_blocks),
-              static_cast<unsigned long long>(held_released));
+  std::printf(
+      "[cluster] tcp, pipelined, mapping off: SIGKILL with two pulls in flight: %zu of "
+      "%zu blocks in %.0f ms (%.0f ms after the kill); %llu places held (receives "
+      "outstanding), %llu released\n",
+      *loaded, kLonger, std::chrono::duration<double, std::milli>(took).count(),
+      std::chrono::duration<double, std::milli>(after_kill).count(),
+      static_cast<unsigned long long>(held_blocks), static_cast<unsigned long long>(held_released));
   std::fflush(stdout);
   CHECK(held_released <= held_blocks);
   CHECK(*loaded >= 32);  // the first chunk, committed before the kill

@@ -6,11 +6,11 @@
 
 #include <sched.h>
 
-#include <catch2/catch.hpp>
-#include <cstring>
 #include <algorithm>
-#include <cstdio>
 #include <atomic>
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <mutex>
