@@ -49,16 +49,14 @@ void PeerTransport::Impl::FailConn(ConnId conn, const Status& st, bool close) {
   std::vector<std::shared_ptr<PullOp::State>> hit;
   for (auto& [id, p] : pulls)
     if (hit_conn(p->conn)) hit.push_back(p);
-  const auto now = Clock::now();
   for (auto& p : hit) {
     if (p->failure.ok()) p->failure = st;
-    // The endpoints are force-closed below: OnTick's last-resort cut-off for receives UCX never
-    // reports as cancelled counts from now, not from the request's deadline.
-    p->deadline = std::min(p->deadline, now);
+    // Ends now; places UCX may still write are held until it reports them (MaybeFinish).
     MaybeFinish(p);
   }
   if (close) engine->Close(conn, /*force=*/true);
-  // Force-closing a data endpoint cancels the receives still writing into the pool.
+  // Force-closing a data endpoint fails its sends and the receives UCX tracks on it (a cma
+  // get); a receive waiting for tcp fragments is not reported and stays held.
   if (other != 0) engine->Close(other, /*force=*/true);
 }
 
@@ -82,12 +80,6 @@ void PeerTransport::Impl::OnTick() {
     if (!p->posted || p->finished) continue;
     if (now > p->deadline && p->failure.ok()) expired.push_back(p->conn);
     if (p->failure.ok() && now - p->last_data > kProbeAfter) quiet.push_back(p->peer);
-    // Last resort: UCX never reported the cancelled receives (a force-closed endpoint without
-    // peer error mode may not, on tcp). The endpoint is closed by then, so nothing more lands;
-    // a short grace, not a second request timeout, keeps a dead peer's cost near one timeout.
-    if (now > p->deadline + std::min<std::chrono::milliseconds>(options.request_timeout,
-                                                                 kCancelGrace))
-      p->receiving = 0;
   }
   for (ConnId c : expired)
     FailConn(c, Status::TimedOut("peer did not answer within " +
@@ -146,6 +138,13 @@ PeerTransport::~PeerTransport() {
   // SIGSEGV seen in CI). Everything below is single-threaded.
   impl_->engine->Stop();
   impl_->engine.reset();
+  // The UCX worker is destroyed: nothing writes the held places any more.
+  for (auto& [id, p] : impl_->held_pulls)
+    for (size_t i = 0; i < p->in_ucx.size(); ++i) {
+      p->in_ucx[i] = 0;
+      impl_->MaybeRelease(*p, i);
+    }
+  impl_->held_pulls.clear();
   for (auto& sp : impl_->served_pins) impl_->ReleasePin(*sp);
   const Status st = Status::Aborted("transport shut down");
   for (auto& [peer, s] : impl_->sessions) {
@@ -157,7 +156,7 @@ PeerTransport::~PeerTransport() {
   for (auto& [id, p] : impl_->pulls) all.push_back(p);
   for (auto& p : all) {
     p->failure = st;
-    p->receiving = 0;
+    std::fill(p->in_ucx.begin(), p->in_ucx.end(), 0);  // the worker is gone (above)
     impl_->MaybeFinish(p);
   }
 }
@@ -244,6 +243,8 @@ TransferProfile PeerTransport::Profile() const {
   p.served_mapped = c.served_mapped.load();
   p.mapped_released = c.mapped_released.load();
   p.mapped_expired = c.mapped_expired.load();
+  p.held_blocks = c.held_blocks.load();
+  p.held_released = c.held_released.load();
   {
     std::lock_guard<std::mutex> lock(impl_->ready_mu);
     for (const auto& [peer, r] : impl_->ready_sessions)

@@ -214,6 +214,11 @@ struct PullResult {
   double first_data_s = 0;
   double last_data_s = 0;
   double verify_s = 0;
+  // Blocks whose destination UCX may still write: a data receive it accepted into them had
+  // neither completed nor been reported when the pull ended (it failed or timed out). Their
+  // status is an error; their places must not be reused until the release handed to
+  // PullOp::ReleaseHeld runs (docs/cluster.md, "Where a dead holder's time goes").
+  std::vector<uint32_t> held;
   // Blocks verified from the first one on, without a gap.
   size_t LeadingOk() const;
 };
@@ -237,6 +242,10 @@ struct TransferProfile {
   uint64_t mapped_slabs = 0;         // holder slabs mapped by the ready sessions (once per slab
                                      // and generation)
   double mapped_copy_s = 0;          // copying and hashing them (CopyWithChecksum)
+  uint64_t held_blocks = 0;          // places a pull ended with while UCX could still write them
+                                     // (PullResult::held): not reused until UCX reported
+  uint64_t held_released = 0;        // of those, released (UCX reported the receive); the
+                                     // difference is held now
   // Holder side.
   uint64_t served_requests = 0;      // PullRequests answered
   uint64_t served_blocks = 0;        // blocks sent (a payload, not a bare status) or answered
@@ -283,6 +292,8 @@ struct TransferProfile {
     f("served_mapped", served_mapped);
     f("mapped_released", mapped_released);
     f("mapped_expired", mapped_expired);
+    f("held_blocks", held_blocks);
+    f("held_released", held_released);
   }
 };
 
@@ -298,6 +309,11 @@ class PullOp {
   // progress thread verifies them (verify_on_landing), the calling thread verifies the blocks
   // as they land, while later ones are still being received.
   PullResult Wait();
+  // For block `index` of PullResult::held: runs `release` (on the transport's progress thread)
+  // once UCX has reported the receive into its place, at once if it has already; `release`
+  // frees the place. One that UCX never reports runs when the transport is destroyed, after
+  // its UCX worker. REQUIRES: Wait() returned, `index` is in its result's `held`.
+  void ReleaseHeld(size_t index, std::function<void()> release);
 
  private:
   friend class PeerTransport;

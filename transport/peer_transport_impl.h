@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -32,10 +33,6 @@
 namespace strata::transport {
 
 using Clock = std::chrono::steady_clock;
-
-// How long a timed-out pull waits for UCX to report its cancelled receives before giving up on
-// them (the connection is closed by then).
-inline constexpr std::chrono::milliseconds kCancelGrace{300};
 
 // A pull on a data endpoint without UCX peer error handling that has seen no data for this long
 // makes the transport probe the session's control endpoint (which has it): an empty directory
@@ -64,6 +61,14 @@ struct PullOp::State {
   std::vector<uint8_t> settled;
   size_t unsettled = 0;
   size_t receiving = 0;  // accepted data messages whose bytes have not landed or failed yet
+  // Per block: receives UCX accepted into its place and has not reported yet. A pull that ends
+  // with one outstanding (it failed) holds the place (PullResult::held): UCX offers no way to
+  // cancel an active-message receive (ucp_request_cancel cancels only tag receives), and tcp
+  // keeps reading a connection whose endpoint was force-closed (uct_tcp_ep_destroy keeps its
+  // receive side), so its bytes may still land; docs/cluster.md, "Where a dead holder's time
+  // goes".
+  std::vector<uint16_t> in_ucx;
+  std::vector<std::function<void()>> on_release;  // PullOp::ReleaseHeld's, by block
   Status failure;        // set when the connection failed or the request timed out
   Clock::time_point deadline;
   Clock::time_point posted_at;   // when the progress thread issued the request
@@ -169,6 +174,9 @@ struct PeerTransport::Impl {
   std::unordered_map<std::string, std::string> token_of_client;  // client id -> token
   std::unordered_map<uint64_t, Rpc> rpcs;
   std::unordered_map<uint64_t, std::shared_ptr<PullOp::State>> pulls;
+  // Pulls that ended while UCX still had receives into their places (PullResult::held), until
+  // UCX reports the last of them.
+  std::unordered_map<uint64_t, std::shared_ptr<PullOp::State>> held_pulls;
   // Server side: a block pinned for a send. Released when the send completes, or at `deadline`
   // (two request timeouts after the request came: the puller has given the pull up by then) if
   // it never does: a puller that died may leave the send pending forever on an endpoint without
@@ -224,6 +232,7 @@ struct PeerTransport::Impl {
     std::atomic<uint64_t> mapped_sessions{0}, mapped_fallbacks{0}, mapped_blocks{0};
     std::atomic<uint64_t> mapped_bytes{0}, mapped_failures{0}, mapped_copy_ns{0};
     std::atomic<uint64_t> served_mapped{0}, mapped_released{0}, mapped_expired{0};
+    std::atomic<uint64_t> held_blocks{0}, held_released{0};
     uint64_t sends_in_flight = 0;  // progress thread only
   };
   ProfileCounters prof;
@@ -293,6 +302,11 @@ struct PeerTransport::Impl {
   void Landed(PullOp::State& p, size_t index, const Status& st);
 
   void OnDataDone(ConnId conn, uint64_t cookie, const Status& st);
+  // UCX reported a receive of a pull that has ended (held_pulls): the places it wrote are
+  // released once no receive into them is left.
+  void HeldReceiveDone(const std::shared_ptr<PullOp::State>& p, uint64_t cookie);
+  // UCX has no receive left into block `index`'s place: runs its release, if one was given.
+  void MaybeRelease(PullOp::State& p, size_t index);
 
   // Checks a landed block (header, key, namespace, payload checksum); adds its bytes to *bytes
   // when it passes. Runs on the progress thread as the block lands (verify_on_landing) or on
@@ -343,6 +357,10 @@ struct PeerTransport::Impl {
   // answer (the pin is then released).
   StatusCode CheckServed(const BlockKey& key, const NamespaceId& ns, uint64_t capacity,
                          const PinnedBlock& pinned);
+  // CheckServed, and on a refusal: unpins `pinned` and answers block `index` of request `rid`
+  // with the refusal. True when refused.
+  bool RefuseUnserved(ConnId conn, uint64_t rid, uint32_t index, const BlockKey& key,
+                      const NamespaceId& ns, uint64_t capacity, const PinnedBlock& pinned);
   void SendBatch(ConnId conn, Batch& batch);
 
   // Answers block `index` of request `rid` with `pinned` (or its error): checks it against the

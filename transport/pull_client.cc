@@ -24,13 +24,23 @@ void PeerTransport::Impl::MaybeFinish(const std::shared_ptr<PullOp::State>& pull
   // below destroys; the promise and verify_mu are used after it.
   const std::shared_ptr<PullOp::State> p = pull;
   if (p->finished) return;
-  const bool done = p->unsettled == 0 || (!p->failure.ok() && p->receiving == 0);
+  // A failed pull ends at once, receives outstanding or not: their places are held (below).
+  const bool done = p->unsettled == 0 || !p->failure.ok();
   if (!done) return;
   p->finished = true;
   PullResult r;
   r.blocks = std::move(p->status);
-  for (size_t i = 0; i < r.blocks.size(); ++i)
+  for (size_t i = 0; i < r.blocks.size(); ++i) {
     if (!p->settled[i]) r.blocks[i] = p->failure;
+    if (p->in_ucx[i] == 0) continue;
+    // UCX may still write this place: the block fails, and its place waits for UCX's report.
+    if (r.blocks[i].ok()) r.blocks[i] = Status::Aborted("pull ended while its bytes were landing");
+    r.held.push_back(static_cast<uint32_t>(i));
+  }
+  if (!r.held.empty()) {
+    held_pulls[p->request_id] = p;
+    prof.held_blocks.fetch_add(r.held.size(), std::memory_order_relaxed);
+  }
   const auto now = Clock::now();
   if (p->first_data != Clock::time_point{})
     r.first_data_s = std::chrono::duration<double>(p->first_data - p->posted_at).count();
@@ -126,6 +136,7 @@ void PeerTransport::Impl::OnData(ConnId conn, std::span<const std::byte> header,
   }
   *cookie = (h->request_id << kIndexBits) | h->index;
   ++p.receiving;
+  ++p.in_ucx[h->index];
 }
 
 void PeerTransport::Impl::OnMultiData(std::span<const std::byte> header, size_t length,
@@ -221,6 +232,7 @@ void PeerTransport::Impl::OnMultiData(std::span<const std::byte> header, size_t 
     prof.landed_contiguous.fetch_add(1, std::memory_order_relaxed);
   }
   *cookie = (h->request_id << kIndexBits) | kMultiBit | p.messages.size();
+  for (uint32_t index : landing) ++p.in_ucx[index];
   p.messages.push_back(std::move(landing));
   ++p.receiving;
 }
@@ -229,17 +241,51 @@ void PeerTransport::Impl::OnDataDone(ConnId conn, uint64_t cookie, const Status&
   const uint64_t rid = cookie >> kIndexBits;
   const size_t index = cookie & ((uint64_t{1} << kIndexBits) - 1) & ~kMultiBit;
   auto it = pulls.find(rid);
-  if (it == pulls.end()) return;
+  if (it == pulls.end()) {
+    if (auto h = held_pulls.find(rid); h != held_pulls.end()) HeldReceiveDone(h->second, cookie);
+    return;
+  }
   auto p = it->second;
   p->last_data = Clock::now();
   if (p->receiving > 0) --p->receiving;
+  auto landed = [&](size_t i) {
+    if (i < p->in_ucx.size() && p->in_ucx[i] > 0) --p->in_ucx[i];
+    Landed(*p, i, st);
+  };
   if (cookie & kMultiBit) {
     if (index < p->messages.size())
-      for (uint32_t i : p->messages[index]) Landed(*p, i, st);
+      for (uint32_t i : p->messages[index]) landed(i);
   } else {
-    Landed(*p, index, st);
+    landed(index);
   }
   MaybeFinish(p);
+}
+
+void PeerTransport::Impl::HeldReceiveDone(const std::shared_ptr<PullOp::State>& held,
+                                          uint64_t cookie) {
+  const std::shared_ptr<PullOp::State> p = held;  // the erase below destroys `held`
+  const size_t index = cookie & ((uint64_t{1} << kIndexBits) - 1) & ~kMultiBit;
+  if (p->receiving > 0) --p->receiving;
+  auto done = [&](size_t i) {
+    if (i >= p->in_ucx.size() || p->in_ucx[i] == 0) return;
+    --p->in_ucx[i];
+    MaybeRelease(*p, i);
+  };
+  if (cookie & kMultiBit) {
+    if (index < p->messages.size())
+      for (uint32_t i : p->messages[index]) done(i);
+  } else {
+    done(index);
+  }
+  if (p->receiving == 0) held_pulls.erase(p->request_id);
+}
+
+void PeerTransport::Impl::MaybeRelease(PullOp::State& p, size_t index) {
+  if (p.in_ucx[index] != 0 || !p.on_release[index]) return;
+  auto release = std::move(p.on_release[index]);
+  p.on_release[index] = nullptr;
+  release();
+  prof.held_released.fetch_add(1, std::memory_order_relaxed);
 }
 
 void PeerTransport::Impl::Landed(PullOp::State& state, size_t index, const Status& st) {
@@ -491,6 +537,15 @@ PullResult PullOp::Wait() {
   return r;
 }
 
+void PullOp::ReleaseHeld(size_t index, std::function<void()> release) {
+  auto st = state_;
+  st->impl->engine->Post([st, index, release = std::move(release)]() mutable {
+    if (index >= st->on_release.size()) return;
+    st->on_release[index] = std::move(release);
+    st->impl->MaybeRelease(*st, index);
+  });
+}
+
 Result<std::unique_ptr<PullOp>> PeerTransport::PreparePull(const std::string& peer,
                                                            const NamespaceId& ns,
                                                            std::vector<PullTarget> targets) {
@@ -549,6 +604,8 @@ Result<std::unique_ptr<PullOp>> PeerTransport::PreparePull(const std::string& pe
   STRATA_ASSIGN_OR_RETURN(st->frame, wire::EncodeFrame(req));
   st->status.assign(targets.size(), Status::OK());
   st->settled.assign(targets.size(), 0);
+  st->in_ucx.assign(targets.size(), 0);
+  st->on_release.resize(targets.size());
   st->unsettled = targets.size();
   st->targets = std::move(targets);
   return std::unique_ptr<PullOp>(new PullOp(std::move(st)));

@@ -80,13 +80,9 @@ void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
     SharedPlace place;
     if (mapped && pinned.ok() && pinned->header != nullptr) {
       // Checked once: a refusal is answered here (BlockSource::ServesUnnamed counts each).
-      const StatusCode refuse =
-          CheckServed(req.keys[i], req.namespace_id, req.capacities[i], *pinned);
-      if (refuse != StatusCode::kOk) {
-        options.block_source->Unpin(pinned->pin);
-        SendBlockStatus(conn, req.request_id, i, refuse);
+      if (RefuseUnserved(conn, req.request_id, i, req.keys[i], req.namespace_id, req.capacities[i],
+                         *pinned))
         continue;
-      }
     }
     if (mapped && pinned.ok() && pinned->header != nullptr &&
         options.block_source->SharedPlaceOf(*pinned, &place)) {
@@ -125,13 +121,9 @@ void PeerTransport::Impl::ServePull(ConnId conn, const wire::PullRequest& req) {
                  std::move(pinned));
       continue;
     }
-    const StatusCode refuse =
-        CheckServed(req.keys[i], req.namespace_id, req.capacities[i], *pinned);
-    if (refuse != StatusCode::kOk) {
-      options.block_source->Unpin(pinned->pin);
-      SendBlockStatus(conn, req.request_id, i, refuse);
+    if (RefuseUnserved(conn, req.request_id, i, req.keys[i], req.namespace_id, req.capacities[i],
+                       *pinned))
       continue;
-    }
     if (batch.bytes + payload > message_bytes || batch.pins.size() == max_entries)
       SendBatch(conn, batch);
     const std::byte* header = pinned->header != nullptr ? pinned->header : pinned->data;
@@ -214,6 +206,16 @@ StatusCode PeerTransport::Impl::CheckServed(const BlockKey& key, const Namespace
   return StatusCode::kOk;
 }
 
+bool PeerTransport::Impl::RefuseUnserved(ConnId conn, uint64_t rid, uint32_t index,
+                                         const BlockKey& key, const NamespaceId& ns,
+                                         uint64_t capacity, const PinnedBlock& pinned) {
+  const StatusCode refuse = CheckServed(key, ns, capacity, pinned);
+  if (refuse == StatusCode::kOk) return false;
+  options.block_source->Unpin(pinned.pin);
+  SendBlockStatus(conn, rid, index, refuse);
+  return true;
+}
+
 void PeerTransport::Impl::ServeBlock(ConnId conn, uint64_t rid, uint32_t i, const BlockKey& key,
                                      const NamespaceId& ns, uint64_t capacity,
                                      Result<PinnedBlock> pinned) {
@@ -222,12 +224,7 @@ void PeerTransport::Impl::ServeBlock(ConnId conn, uint64_t rid, uint32_t i, cons
     return;
   }
   const bool split = pinned->header != nullptr;
-  const StatusCode refuse = CheckServed(key, ns, capacity, *pinned);
-  if (refuse != StatusCode::kOk) {
-    options.block_source->Unpin(pinned->pin);
-    SendBlockStatus(conn, rid, i, refuse);
-    return;
-  }
+  if (RefuseUnserved(conn, rid, i, key, ns, capacity, *pinned)) return;
   // Split blocks: the block header rides in the AM header after the DataHeader; the payload
   // is sent zero-copy from the pool.
   std::array<std::byte, wire::kDataHeaderSize + kBlockHeaderSize> hdr;

@@ -452,6 +452,16 @@ void ClusterImpl::PullRound(std::span<const BlockKey> keys, size_t local_prefix,
     if (r.first_data_s > 0 && (first_data_s == 0 || r.first_data_s < first_data_s))
       first_data_s = r.first_data_s;
     const double seconds = std::chrono::duration<double>(Clock::now() - is.posted).count();
+    // Places UCX may still write (the pull failed with their bytes landing): freed when UCX
+    // reports them, never reused before; the block fails.
+    for (uint32_t k : r.held) {
+      if (k >= is.indices.size()) continue;
+      Landing& l = landings[is.indices[k]];
+      if (!l.reservation) continue;
+      is.op->ReleaseHeld(
+          k, [store, reservation = *l.reservation] { store->host().Abort(reservation); });
+      l.reservation.reset();
+    }
     uint64_t blocks = 0, bytes = 0, failures = 0;
     for (size_t k = 0; k < is.indices.size(); ++k) {
       const size_t i = is.indices[k];

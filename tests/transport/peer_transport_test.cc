@@ -6,9 +6,11 @@
 
 #include <sched.h>
 
-#include <catch2/catch.hpp>
-#include <cstring>
+#include <algorithm>
 #include <atomic>
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -604,6 +606,115 @@ TEST_CASE("a quiet pull's probe is answered under the probe's own request id", "
   // last answer had time to arrive).
   CHECK(WaitUntil([&] { return answered() == probes(); }));
   CHECK(WaitUntil([&] { return a.pool->pinned() == 0; }));
+}
+
+// A BlockSource whose Pin of `stall` blocks the holder's progress thread until Unstall(): the
+// holder has posted the sends of the blocks before it and cannot progress them.
+class StallingSource : public BlockSource {
+ public:
+  StallingSource(MemfdBlockPool* pool, const BlockKey& stall) : pool_(pool), stall_(stall) {}
+  Result<PinnedBlock> Pin(const BlockKey& key) override {
+    if (key == stall_) {
+      stalled_ = true;
+      while (!go_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return pool_->Pin(key);
+  }
+  void Unpin(uint64_t pin) override { pool_->Unpin(pin); }
+  bool stalled() const { return stalled_; }
+  void Unstall() { go_ = true; }
+
+ private:
+  MemfdBlockPool* pool_;
+  BlockKey stall_;
+  std::atomic<bool> stalled_{false};
+  std::atomic<bool> go_{false};
+};
+
+// A pull that fails while UCX has a receive into one of its places ends at once (no grace
+// timer), and that place is held: the block fails, PullResult::held names it, and its release
+// runs only once UCX reports the receive, or when the transport (its UCX worker) is gone. UCX
+// cannot cancel an active-message receive, and on tcp a force-closed endpoint keeps reading
+// its connection, so a place handed back at the failure could still be written: the test makes
+// the holder's bytes flow after the pull ended and checks where they went.
+TEST_CASE("a pull that fails with bytes landing holds their place until UCX reports the receive",
+          "[transport][ucx]") {
+  // Large enough that its bytes take tens of ms over tcp: the holder stalls before they are
+  // all sent.
+  constexpr size_t kBig = size_t{64} << 20;
+  constexpr size_t kBigSlot = kBig + kBlockHeaderSize;
+  auto pool_a = *MemfdBlockPool::Open(2, kBigSlot);
+  auto pool_b = *MemfdBlockPool::Open(2, kBigSlot);
+  const Namespace ns = MakeNs("");
+  const auto keys = ComputeBlockKeys(ns, Tokens(2, 21));
+  for (size_t i = 0; i < keys.size(); ++i) pool_a->Put(i, keys[i], ns.id(), Payload(kBig, 30 + i));
+  StallingSource source(pool_a.get(), keys[1]);
+  struct Unstaller {  // a failed REQUIRE must not leave the holder's progress thread stalled
+    StallingSource& s;
+    ~Unstaller() { s.Unstall(); }
+  };
+  auto open = [&](const std::string& id, MemfdBlockPool* pool, BlockSource* src, int timeout_ms) {
+    PeerTransportOptions o;
+    o.node_id = id;
+    o.cluster_secret = kSecret;
+    o.tls = "tcp";  // fragments over a socket: the receive waits for the holder's progress
+    o.regions = {pool->region()};
+    o.block_source = src;
+    o.request_timeout = std::chrono::milliseconds(timeout_ms);
+    auto t = PeerTransport::Open(std::move(o));
+    REQUIRE(t.ok());
+    return std::move(*t);
+  };
+  auto a = open("a", pool_a.get(), &source, 5000);
+  Unstaller unstall{source};
+  auto b = open("b", pool_b.get(), nullptr, 1000);
+  REQUIRE(b->Connect("a", a->worker_address()).ok());
+  std::memset(pool_b->slot(0), 0x5a, 2 * kBigSlot);
+  const TransferProfile before = b->Profile();
+  auto op = b->PreparePull("a", ns.id(), {PullTarget::Into(keys[0], pool_b->slot(0), kBigSlot)});
+  REQUIRE(op.ok());
+  REQUIRE((*op)->Post().ok());
+  // Once the holder is sending block 0, a second pull makes it pin block 1, which stalls its
+  // progress thread: block 0's bytes stop flowing, and the first request times out with UCX's
+  // receive into slot 0 posted.
+  REQUIRE(WaitUntil([&] { return a->Profile().max_sends_in_flight >= 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  auto op2 = b->PreparePull("a", ns.id(), {PullTarget::Into(keys[1], pool_b->slot(1), kBigSlot)});
+  REQUIRE(op2.ok());
+  REQUIRE((*op2)->Post().ok());
+  PullResult r = (*op)->Wait();
+  PullResult r2 = (*op2)->Wait();
+  CHECK(source.stalled());
+  REQUIRE(r.blocks.size() == 1);
+  CHECK(!r.blocks[0].ok());
+  CHECK(!r2.blocks[0].ok());
+  REQUIRE(r.held == std::vector<uint32_t>{0});
+  CHECK(r2.held.empty());  // never accepted: nothing of it was given to UCX
+  CHECK(b->Profile().held_blocks - before.held_blocks == 1);
+  std::atomic<int> released{0};
+  (*op)->ReleaseHeld(0, [&] { ++released; });
+  // Slot 1 was never given to UCX: untouched. Slot 0 stays held while the holder is stalled
+  // (UCX has nothing to report), here for longer than the 300 ms grace after which the
+  // transport used to hand such places back.
+  std::this_thread::sleep_for(std::chrono::milliseconds(350));
+  CHECK(released == 0);
+  CHECK(std::all_of(pool_b->slot(1), pool_b->slot(1) + kBigSlot,
+                    [](std::byte x) { return x == std::byte{0x5a}; }));
+  source.Unstall();
+  // The holder's progress resumes. Whatever UCX does with the receive, the release runs only
+  // after its report: if the bytes arrive (tcp still reads the closed endpoint's connection),
+  // they are block 0's, written into the place that was held for them.
+  const bool reported = WaitUntil([&] { return released == 1; });
+  if (reported) {
+    CHECK(std::memcmp(pool_b->slot(0), pool_a->slot(0), kBigSlot) == 0);
+    CHECK(b->Profile().held_released - before.held_released == 1);
+  }
+  std::printf("[transport] tcp receive of a failed pull: %s\n",
+              reported ? "reported by UCX after the pull ended (its bytes landed)"
+                       : "never reported; released when the worker was destroyed");
+  std::fflush(stdout);
+  b.reset();  // destroys the worker: a place still held is released now
+  CHECK(released == 1);
 }
 
 // The progress threads' default spin follows the CPUs this process may run on: none below 4

@@ -186,8 +186,11 @@ class UcxEngine {
   // The largest AM header UCX carries on this worker (its transports' smallest), from
   // ucp_worker_query.
   size_t max_am_header() const;
-  // Closes `conn`. force: pending operations on it fail at once with Aborted (on_data_done and
-  // send callbacks run with an error); otherwise they are flushed first.
+  // Closes `conn`. force: its sends, and receives that get their bytes through it (a cma get),
+  // fail at once (their callbacks run with an error); otherwise they are flushed first. A data
+  // receive that waits for the peer to send its bytes (tcp fragments) is not reported: UCX
+  // cannot cancel it, and tcp keeps reading a force-closed endpoint's connection, so it may
+  // still complete later (on_data_done) or never; its *dest stays UCX's until then.
   void Close(ConnId conn, bool force);
   // Runs `fn` on the progress thread.
   void Post(std::function<void()> fn);
