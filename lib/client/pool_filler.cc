@@ -27,7 +27,10 @@ PoolFiller::PoolFiller(const std::byte* base, uint64_t slab_bytes, uint64_t slab
       slab_bytes_(slab_bytes),
       slabs_(slabs),
       generation_of_(std::move(generation_of)),
-      thread_([this] { Run(); }) {}
+      thread_([this] { Run(); }) {
+  // Named here, not by the thread: the name is there when Connect returns.
+  (void)pthread_setname_np(thread_.native_handle(), kThreadName);
+}
 
 PoolFiller::~PoolFiller() {
   {
@@ -39,7 +42,6 @@ PoolFiller::~PoolFiller() {
 }
 
 void PoolFiller::Run() {
-  (void)pthread_setname_np(pthread_self(), kThreadName);
   // Only time no other thread of the machine wants (never fails for lowering one's own policy).
   sched_param idle{};
   (void)sched_setscheduler(0, SCHED_IDLE, &idle);
