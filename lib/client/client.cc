@@ -2141,10 +2141,12 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
   if (map_pool == ClientOptions::MapPool::kAuto)
     map_pool = ch->pool_bytes() <= kFillAtConnectMaxBytes ? ClientOptions::MapPool::kConnect
                                                           : ClientOptions::MapPool::kBackground;
-  if (map_pool == ClientOptions::MapPool::kConnect || map_pool == ClientOptions::MapPool::kBackground)
-    STRATA_RETURN_IF_ERROR(ch->MapPool(map_pool == ClientOptions::MapPool::kConnect)
-                               .WithContext("mapping the daemon's host pool at connect"));
-  if (map_pool == ClientOptions::MapPool::kBackground) ch->FillPoolInBackground();
+  const bool fill_now = map_pool == ClientOptions::MapPool::kConnect;
+  const bool fill_later = map_pool == ClientOptions::MapPool::kBackground;
+  if (fill_now || fill_later)
+    STRATA_RETURN_IF_ERROR(
+        ch->MapPool(fill_now).WithContext("mapping the daemon's host pool at connect"));
+  if (fill_later) ch->FillPoolInBackground();
   return std::unique_ptr<Client>(new ClientImpl(std::move(ch), options, settings));
 }
 

@@ -12,8 +12,8 @@
 // in the slab's memfd, and only those are read. So a pool the daemon is still populating, or a
 // slab renewed for another tenant (a fresh memfd holding only the pages written since), is never
 // allocated by this client; pages missing at one pass are tried again at the next, a second
-// later, until a pass fills no slab and finds no page more than the one before (a slab renewed after
-// that is filled by its loads' faults). (A slab renewed between a step's
+// later, until a pass fills no slab and finds no page more than the one before (a slab renewed
+// after that is filled by its loads' faults). (A slab renewed between a step's
 // mincore and its reads can have up to 16 of its new pages allocated by the reads: pages the
 // daemon is about to write anyway.)
 //
