@@ -42,6 +42,10 @@ PoolFiller::~PoolFiller() {
 }
 
 void PoolFiller::Run() {
+  struct Finished {
+    std::atomic<bool>* flag;
+    ~Finished() { flag->store(true, std::memory_order_release); }
+  } finished{&finished_};
   // Only time no other thread of the machine wants (never fails for lowering one's own policy).
   sched_param idle{};
   (void)sched_setscheduler(0, SCHED_IDLE, &idle);

@@ -55,6 +55,8 @@ class PoolFiller {
   // Pool bytes whose page-table entries the thread has made or found (whole slabs, counted once
   // per generation).
   uint64_t filled_bytes() const { return filled_bytes_.load(std::memory_order_relaxed); }
+  // True once the thread has ended: every slab filled, or a pass found nothing more to fill.
+  bool finished() const { return finished_.load(std::memory_order_acquire); }
 
  private:
   void Run();
@@ -73,6 +75,7 @@ class PoolFiller {
   const std::function<uint32_t(uint64_t)> generation_of_;
   std::atomic<uint64_t> filled_bytes_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<bool> finished_{false};
   std::mutex mu_;
   std::condition_variable cv_;  // wakes the thread between passes when stop_ is set
   std::thread thread_;
