@@ -137,14 +137,21 @@ Status SocketChannel::MapForRead(std::span<const ipc::Location> locations) {
   return Status::OK();
 }
 
-Status SocketChannel::MapPool() {
+Status SocketChannel::MapPool(bool fill) {
   std::lock_guard<std::mutex> lock(mu_);
   for (uint64_t slab = 0; slab < pool_bytes_ / slab_bytes_; ++slab) {
-    Status st = MapSlabLocked(slab, MAP_POPULATE);
+    Status st = MapSlabLocked(slab, fill ? MAP_POPULATE : 0);
     // Another tenant's slab: not this client's to read (a load never names it).
     if (!st.ok() && st.code() != StatusCode::kPermissionDenied) return st;
   }
   return Status::OK();
+}
+
+void SocketChannel::FillPoolInBackground() {
+  static_assert(PoolFiller::kUnmapped == kUnmapped);
+  filler_ = std::make_unique<PoolFiller>(
+      pool_base_, slab_bytes_, pool_bytes_ / slab_bytes_,
+      [this](uint64_t slab) { return mapped_[slab].load(std::memory_order_acquire); });
 }
 
 Status SocketChannel::MapSlabLocked(uint64_t slab, int extra_flags) {
@@ -172,6 +179,7 @@ Status SocketChannel::MapSlabLocked(uint64_t slab, int extra_flags) {
 }
 
 SocketChannel::~SocketChannel() {
+  filler_.reset();  // it reads the pool's mapping
   // Posted requests (a load's Unpin) are answered before this client goes, so that whatever the
   // process does next (another connection's Stats, a test's check) sees their effect; a daemon
   // that does not answer within a second is left to release them with the session.

@@ -14,6 +14,7 @@
 #include <span>
 #include <string>
 
+#include "client/pool_filler.h"
 #include "daemon/request_handler.h"
 #include "ipc/ipc_protocol.h"
 #include "ipc/unix_socket.h"
@@ -136,9 +137,13 @@ class SocketChannel final : public Channel {
   uint64_t pool_bytes() const override { return pool_bytes_; }
   Status MapForRead(std::span<const ipc::Location> locations) override;
   // Maps every slab of the pool this client may read (the daemon refuses the others: they stay
-  // unmapped) read-only, page-table entries filled (MAP_POPULATE), on the calling thread:
-  // ClientOptions::MapPool::kConnect. IOError when a slab cannot be mapped.
-  Status MapPool();
+  // unmapped) read-only, on the calling thread; with `fill`, page-table entries filled
+  // (MAP_POPULATE: ClientOptions::MapPool::kConnect). IOError when a slab cannot be mapped.
+  Status MapPool(bool fill);
+  // Starts filling the page table of the slabs mapped (and of those mapped later) on a thread of
+  // its own, pages the daemon has only (ClientOptions::MapPool::kBackground; client/pool_filler.h).
+  // REQUIRES: called once, after MapPool.
+  void FillPoolInBackground();
   std::byte* staging_base() const override { return staging_.base(); }
   uint64_t staging_bytes() const override { return staging_.bytes(); }
   uint64_t slab_bytes() const override { return slab_bytes_; }
@@ -176,6 +181,8 @@ class SocketChannel final : public Channel {
     store::LoadIndexView view;
   };
   std::map<uint32_t, IndexMapping> indexes_;  // GUARDED_BY(mu_)
+  // Reads mapped_; stopped by the destructor before the pool's mapping goes.
+  std::unique_ptr<PoolFiller> filler_;
   StagingMapping staging_;
   bool cross_memory_ = false;  // set once by Open
   bool verify_loads_ = true;   // set once by Open

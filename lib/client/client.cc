@@ -71,7 +71,8 @@ constexpr EnumSetting<ClientOptions::KvShare> kKvShare{"STRATA_KV_SHARE",
 constexpr EnumName<ClientOptions::MapPool> kMapPoolNames[] = {
     {"auto", ClientOptions::MapPool::kAuto},
     {"connect", ClientOptions::MapPool::kConnect},
-    {"first_load", ClientOptions::MapPool::kFirstLoad}};
+    {"first_load", ClientOptions::MapPool::kFirstLoad},
+    {"background", ClientOptions::MapPool::kBackground}};
 constexpr EnumSetting<ClientOptions::MapPool> kMapPool{"STRATA_MAP_POOL",
                                                        "ClientOptions::map_pool", kMapPoolNames};
 // Loads through the load index: on unless turned off in the client's environment (the escape
@@ -2131,14 +2132,21 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
       std::unique_ptr<SocketChannel> ch,
       SocketChannel::Open(path, options.request_timeout_ms, options.staging_bytes,
                           options.trusted_daemon_uids, cross_memory));
-  // The pool mapped now, page tables filled, so that loads never fault (ClientOptions::map_pool).
-  // kAuto's limit: 1 GiB (the fresh-clone CI's 8 GiB connect test took 11 s at 16 GiB: a pool the
-  // daemon has not populated yet is allocated by the client's MAP_POPULATE).
-  constexpr uint64_t kMapAtConnectMaxBytes = uint64_t{1} << 30;
-  if (settings.map_pool == ClientOptions::MapPool::kConnect ||
-      (settings.map_pool == ClientOptions::MapPool::kAuto &&
-       ch->pool_bytes() <= kMapAtConnectMaxBytes))
-    STRATA_RETURN_IF_ERROR(ch->MapPool().WithContext("mapping the daemon's host pool at connect"));
+  // The pool mapped now, so that loads never map and, its page tables filled, never fault
+  // (ClientOptions::map_pool). kAuto: filled on this thread up to 1 GiB (at most ~0.2 s), above
+  // that on the filler's thread (0.2 s per GiB of pool, and pages the daemon has not populated
+  // yet would be allocated by MAP_POPULATE here: an 8 GiB pool connected in 11 s).
+  constexpr uint64_t kFillAtConnectMaxBytes = uint64_t{1} << 30;
+  ClientOptions::MapPool map_pool = settings.map_pool;
+  if (map_pool == ClientOptions::MapPool::kAuto)
+    map_pool = ch->pool_bytes() <= kFillAtConnectMaxBytes ? ClientOptions::MapPool::kConnect
+                                                          : ClientOptions::MapPool::kBackground;
+  const bool fill_now = map_pool == ClientOptions::MapPool::kConnect;
+  const bool fill_later = map_pool == ClientOptions::MapPool::kBackground;
+  if (fill_now || fill_later)
+    STRATA_RETURN_IF_ERROR(
+        ch->MapPool(fill_now).WithContext("mapping the daemon's host pool at connect"));
+  if (fill_later) ch->FillPoolInBackground();
   return std::unique_ptr<Client>(new ClientImpl(std::move(ch), options, settings));
 }
 

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "client/channel.h"
+#include "client/pool_filler.h"
 #include "daemon/daemon.h"
 #include "daemon/metrics.h"
 #include "ipc/ipc_protocol.h"
@@ -1000,6 +1002,135 @@ TEST_CASE("strata serve: map_pool connect maps the whole pool read-only and fill
   CHECK(bad.status().message().find("STRATA_MAP_POOL") != std::string::npos);
   c->reset();
   first->reset();
+  int status = serve->Stop();
+  CHECK(WIFEXITED(status));
+  std::filesystem::remove_all(dir);
+}
+
+// Minor faults of the calling thread so far: the page-table entries it made, by its own faults or
+// by a MAP_POPULATE (the kernel counts those to the thread that asked).
+uint64_t ThreadMinorFaults() {
+  rusage u{};
+  ::getrusage(RUSAGE_THREAD, &u);
+  return static_cast<uint64_t>(u.ru_minflt);
+}
+
+// True while a thread of this process has the pool filler's name.
+bool PoolFillerRunning() {
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(e.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name) && name == PoolFiller::kThreadName) return true;
+  }
+  return false;
+}
+
+// ClientOptions::map_pool kBackground: Connect maps every slab read-only and returns without
+// filling the page table (the connecting thread makes a handful of page-table entries, where
+// kConnect makes one per 16 pool pages), a thread of the client then fills every slab the daemon
+// has populated, and loads read the blocks through the mapping.
+TEST_CASE("strata serve: map_pool background maps the whole pool read-only at connect and fills "
+          "it from a thread of its own, not the connecting thread", "[lib][integration]") {
+  constexpr uint64_t kPool = uint64_t{64} << 20, kSlab = uint64_t{4} << 20;
+  constexpr uint64_t kBlock = uint64_t{1} << 20;
+  constexpr size_t kBlocks = 6;
+  const std::string dir = ScratchDir("map-pool-bg");
+  const std::string socket = dir + "/s.sock";
+  auto serve = testing::StartServe({"serve", "--socket", socket, "--no-disk", "--host-pool",
+                                    "64MiB", "--host-slab", "4MiB"},
+                                   socket);
+  ClientOptions lazy;
+  lazy.map_pool = ClientOptions::MapPool::kFirstLoad;
+  auto first = Client::Connect(socket, lazy);
+  REQUIRE(first.ok());
+  bool populated = false;  // the daemon's pages, so that the filler may fill every slab
+  for (int i = 0; i < 1500 && !populated; ++i) {
+    populated = !nlohmann::json::parse(*(*first)->Stats()).value("pool_populating", false);
+    if (!populated) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(populated);
+  const uint64_t fill_faults = kPool / (uint64_t{64} << 10);  // 16 pages a fault
+
+  ClientOptions background;
+  background.map_pool = ClientOptions::MapPool::kBackground;
+  uint64_t faults = ThreadMinorFaults();
+  auto c = Client::Connect(socket, background);
+  faults = ThreadMinorFaults() - faults;
+  REQUIRE(c.ok());
+  INFO("connecting thread's minor faults " << faults);
+  CHECK(faults < fill_faults / 8);
+  std::vector<Vma> slabs = PoolSlabMappings();
+  REQUIRE(slabs.size() == kPool / kSlab);  // the whole pool, before any store or load
+  for (const Vma& v : slabs) {
+    CHECK(v.perms == "r--s");
+    CHECK(v.end - v.start == kSlab);
+    CHECK(::mprotect(reinterpret_cast<void*>(v.start), kSlab, PROT_READ | PROT_WRITE) != 0);
+  }
+  // The filler ends once every slab is filled.
+  for (int i = 0; i < 3000 && PoolFillerRunning(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  REQUIRE_FALSE(PoolFillerRunning());
+  slabs = PoolSlabMappings();
+  REQUIRE(slabs.size() == kPool / kSlab);
+  for (const Vma& v : slabs) CHECK(v.rss_bytes == kSlab);
+
+  Namespace ns = TestNamespace("map-pool-bg", kBlock);
+  Prompt p(ns, kBlocks, 43, kBlock);
+  REQUIRE(*(*c)->Store(ns, p.keys, p.in).Wait() == kBlocks);
+  Outputs all(kBlocks, kBlock);
+  REQUIRE(*(*c)->Load(ns, p.keys, all.out).Wait() == kBlocks);
+  for (size_t i = 0; i < kBlocks; ++i) CHECK(all.bufs[i] == p.blocks[i]);
+  CHECK(PoolSlabMappings().size() == kPool / kSlab);  // no slab mapped again
+  c->reset();
+  CHECK(PoolSlabMappings().empty());
+
+  // The reference: kConnect fills on the connecting thread, one fault per 16 pages.
+  ClientOptions eager;
+  eager.map_pool = ClientOptions::MapPool::kConnect;
+  faults = ThreadMinorFaults();
+  auto e = Client::Connect(socket, eager);
+  faults = ThreadMinorFaults() - faults;
+  REQUIRE(e.ok());
+  INFO("kConnect: connecting thread's minor faults " << faults);
+  CHECK(faults >= fill_faults);
+  e->reset();
+  first->reset();
+  int status = serve->Stop();
+  CHECK(WIFEXITED(status));
+  std::filesystem::remove_all(dir);
+}
+
+// ClientOptions::map_pool kAuto at a pool over 1 GiB (here 2 GiB, connected while the daemon is
+// still populating it): kBackground. Connect maps every slab read-only without making the page
+// tables of the pool on the connecting thread (kConnect: 32768 faults, and the daemon's missing
+// pages allocated by this client), and loads right after are bit-exact.
+TEST_CASE("strata serve: map_pool auto maps a 2 GiB pool at connect without filling it on the "
+          "connecting thread", "[lib][integration]") {
+  constexpr uint64_t kPool = uint64_t{2} << 30, kSlab = uint64_t{16} << 20;
+  constexpr uint64_t kBlock = uint64_t{2} << 20;
+  constexpr size_t kBlocks = 8;
+  const std::string dir = ScratchDir("map-pool-auto");
+  const std::string socket = dir + "/s.sock";
+  auto serve = testing::StartServe(
+      {"serve", "--socket", socket, "--no-disk", "--host-pool", "2GiB", "--host-slab", "16MiB"},
+      socket);
+  uint64_t faults = ThreadMinorFaults();
+  auto c = Client::Connect(socket);
+  faults = ThreadMinorFaults() - faults;
+  REQUIRE(c.ok());
+  INFO("connecting thread's minor faults " << faults);
+  CHECK(faults < kPool / (uint64_t{64} << 10) / 64);
+  std::vector<Vma> slabs = PoolSlabMappings();
+  CHECK(slabs.size() == kPool / kSlab);
+  for (const Vma& v : slabs) CHECK(v.perms == "r--s");
+  Namespace ns = TestNamespace("map-pool-auto", kBlock);
+  Prompt p(ns, kBlocks, 47, kBlock);
+  REQUIRE(*(*c)->Store(ns, p.keys, p.in).Wait() == kBlocks);
+  Outputs all(kBlocks, kBlock);
+  REQUIRE(*(*c)->Load(ns, p.keys, all.out).Wait() == kBlocks);
+  for (size_t i = 0; i < kBlocks; ++i) CHECK(all.bufs[i] == p.blocks[i]);
+  CHECK(PoolSlabMappings().size() == kPool / kSlab);  // no slab mapped again
+  c->reset();
   int status = serve->Stop();
   CHECK(WIFEXITED(status));
   std::filesystem::remove_all(dir);

@@ -28,6 +28,7 @@ struct Options {
   int reps = 5;
   std::string peers;       // empty: every installed peer
   bool embedded = true;    // Strata's embedded mode beside LMCache in-process
+  int strata_pool_mib = 0;  // Strata's daemon pool of at least this; 0: what the case needs
   std::string python;  // the peers' interpreter; default: see FindPython
 };
 
@@ -80,6 +81,10 @@ std::string FindPython(const std::string& flag) {
     args.push_back(opt.peers);
   }
   if (!opt.embedded) args.push_back("--no-embedded");
+  if (opt.strata_pool_mib > 0) {
+    args.push_back("--strata-pool-mib");
+    args.push_back(std::to_string(opt.strata_pool_mib));
+  }
   if (opt.json) args.push_back("--json");
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -113,6 +118,10 @@ std::string FindPython(const std::string& flag) {
                   "lmcache-server); default: every installed one");
   cmd->add_flag("!--no-embedded", opt->embedded,
                 "Skip Strata's embedded mode (no daemon) beside LMCache in-process");
+  cmd->add_option("--strata-pool-mib", opt->strata_pool_mib,
+                  "Strata's daemon host pool of at least this many MiB (a production-sized pool: "
+                  "how clients map it depends on its size); default: what each case needs")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--python", opt->python,
                   "Interpreter with the peers installed (default: .venv-peers, see "
                   "deploy/install-peers.sh)");

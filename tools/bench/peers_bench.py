@@ -139,15 +139,17 @@ def strata_ns(block_bytes: int):
 class Strata:
     name = "strata"
 
-    def __init__(self, cli: str):
+    def __init__(self, cli: str, pool_bytes: int = 0):
         self.cli = cli
+        self.pool_bytes = pool_bytes  # the daemon's host pool, at least; 0: what the case needs
         self.version = subprocess.run([cli, "version"], capture_output=True,
                                       text=True).stdout.strip() or "?"
 
     def start(self, capacity: int, data_dir: str | None = None, direct_io: bool = True):
         self.dir = tempfile.mkdtemp(prefix="strata-peers-")
         self.sock = os.path.join(self.dir, "s.sock")
-        args = [self.cli, "serve", "--socket", self.sock, "--host-pool", str(capacity)]
+        args = [self.cli, "serve", "--socket", self.sock, "--host-pool",
+                str(max(capacity, self.pool_bytes))]
         args += ["--data-dir", data_dir] if data_dir else ["--no-disk"]
         # With a disk tier, write-through: what an operator who wants a cache that survives a
         # crash configures (write-back reaches disk on eviction and clean shutdown only).
@@ -1188,13 +1190,17 @@ def main(argv=None):
                          "lmcache-disk, lmcache-disk-odirect, lmcache-server); default: all installed")
     ap.add_argument("--no-embedded", dest="embedded", action="store_false",
                     help="skip Strata's embedded mode beside LMCache in-process")
+    ap.add_argument("--strata-pool-mib", type=int, default=0,
+                    help="Strata's daemon host pool of at least this many MiB (a production-sized "
+                         "pool: how clients map it depends on its size); default: what the case "
+                         "needs")
     a = ap.parse_args(argv)
     cases = set(x for x in a.cases.split(",") if x)
     unknown = cases - set(CASES)
     if unknown:
         ap.error(f"unknown case(s) {sorted(unknown)}: choose from {','.join(CASES)}")
 
-    strata_sys = Strata(a.strata_cli)
+    strata_sys = Strata(a.strata_cli, a.strata_pool_mib << 20)
     peers = []
     only = set(x for x in a.peers.split(",") if x)
     for cls in (Mooncake, LmcacheCpu, LmcacheDisk, LmcacheDiskDirect, LmcacheServer):

@@ -215,17 +215,22 @@ struct ClientOptions {
   // STRATA_KV_SHARE (off, memfd) overrides it. Default: kOff.
   enum class KvShare { kOff, kMemfd };
   KvShare kv_share = KvShare::kOff;
-  // When the daemon's host pool is mapped into this process, read-only, for loads
-  // (docs/data-plane.md, "The pool mapped at connect"). kFirstLoad: each slab at the first load
-  // that reads from it, its page-table entries filled by the faults of the loads' copies (16
-  // pages per fault with 4 KiB pool pages: about half of a 2 MiB load's time the first time its
-  // pages are read). kConnect: Connect maps every slab this client may read and fills its page
-  // table (MAP_POPULATE) on the connecting thread, once, so that loads never fault (a slab
-  // renewed for another tenant later is mapped again at its first load, as with kFirstLoad).
-  // It costs Connect about 0.1-0.15 s and this process about 2 MiB of page tables per GiB of pool
-  // (4 KiB pages; 2 MiB pages: a 512th of that). kAuto: kConnect for a pool of at most 1 GiB,
-  // else kFirstLoad. STRATA_MAP_POOL (auto, connect, first_load) overrides it. Default: kAuto.
-  enum class MapPool { kAuto, kConnect, kFirstLoad };
+  // When the daemon's host pool is mapped into this process, read-only, for loads, and when this
+  // process's page table for it is filled (docs/data-plane.md, "The pool mapped at connect").
+  // kFirstLoad: each slab at the first load that reads from it, its page-table entries filled by
+  // the faults of the loads' copies (16 pages per fault with 4 KiB pool pages: about half of a
+  // 2 MiB load's time the first time its pages are read). kConnect: Connect maps every slab this
+  // client may read and fills its page table (MAP_POPULATE) on the connecting thread, once, so
+  // that loads never fault; it costs Connect about 0.1-0.2 s per GiB of pool, and a pool the
+  // daemon is still populating is allocated by this client's fill. kBackground: Connect maps every
+  // slab without filling (milliseconds), and a thread of this client (SCHED_IDLE) then fills the
+  // page table of the pages the daemon already has, low slabs first; loads fault only on pages it
+  // has not reached yet. kConnect and kBackground cost this process about 2 MiB of page tables per
+  // GiB of pool (4 KiB pages; 2 MiB pages: a 512th of that). A slab renewed for another tenant
+  // later is mapped again at its first load, as with kFirstLoad. kAuto: kConnect for a pool of at
+  // most 1 GiB, else kBackground. STRATA_MAP_POOL (auto, connect, background, first_load)
+  // overrides it. Default: kAuto.
+  enum class MapPool { kAuto, kConnect, kFirstLoad, kBackground };
   MapPool map_pool = MapPool::kAuto;
 };
 
