@@ -123,12 +123,12 @@ class ClaimedOnce {
 // synchronous load): it is queued for nobody and wakes nobody, so such a call costs no thread
 // hand-off, no wake-up and no timer (docs/benchmarks.md, "The embedded 2 MiB get at 4 clients").
 // The pool only keeps a weak reference to it, so that a call still unclaimed when the pool stops
-// runs then; a worker takes one up earlier only when Start is called for it (Completion::Ready,
-// or its Completion dropped unwaited: Completion in strata/client.h).
+// runs then; a worker takes one up earlier only when the function Starter returns for it is
+// called (Completion::Ready, or its Completion dropped unwaited: Completion in strata/client.h).
 //
-// Thread-safety: every method may be called from any thread. Start may outlive the pool (a
-// Completion kept after its client was closed): it runs the call in the calling thread then, a
-// no-op since the stopping pool ran it.
+// Thread-safety: every method may be called from any thread. Starter's function may outlive the
+// pool (a Completion kept after its client was closed): it runs the call in the calling thread
+// then, a no-op since the stopping pool ran it.
 class WorkerPool {
  public:
   explicit WorkerPool(int n) : queue_(std::make_shared<Queue>()) {
@@ -808,7 +808,7 @@ class ClientImpl final : public Client {
     return it->second;
   }
 
-  // Runs `fn` on a worker thread. `in_caller`: `fn` waits for its caller instead: the caller's
+  // Runs `fn` on a worker thread. `in_caller`: `fn` is left to its caller instead: the caller's
   // Completion::Wait() runs it in the waiting thread, so a call waited for at once (the C and
   // Python APIs, an engine's synchronous load) costs no hand-off to a worker and back and wakes no
   // thread; Completion::Ready(), or the Completion dropped unwaited, hands it to a worker
