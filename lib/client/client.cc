@@ -108,105 +108,108 @@ Result<ClientSettings> SettingsOf(const ClientOptions& options) {
   return s;
 }
 
+// A call that runs once, on whichever thread claims it first (its caller's Completion::Wait or
+// a worker): Run() after the first is a no-op.
+class ClaimedOnce {
+ public:
+  virtual ~ClaimedOnce() = default;
+  virtual void Run() = 0;
+  virtual bool claimed() const = 0;
+};
+
 // A small pool of threads for asynchronous calls.
+//
+// Submit queues a call for the workers and wakes one. Defer is for a call its caller most likely
+// runs itself (Completion::Wait of a call waited for at once: the Python and C APIs, an engine's
+// synchronous load): it is queued for nobody and wakes nobody, so such a call costs no thread
+// hand-off, no wake-up and no timer (docs/benchmarks.md, "The embedded 2 MiB get at 4 clients").
+// The pool only keeps a weak reference to it, so that a call still unclaimed when the pool stops
+// runs then; a worker takes one up earlier only when the function Starter returns for it is
+// called (Completion::Ready, or its Completion dropped unwaited: Completion in strata/client.h).
+//
+// Thread-safety: every method may be called from any thread. Starter's function may outlive the
+// pool (a Completion kept after its client was closed): it runs the call in the calling thread
+// then, a no-op since the stopping pool ran it.
 class WorkerPool {
  public:
-  explicit WorkerPool(int n) {
-    for (int i = 0; i < std::max(1, n); ++i) threads_.emplace_back([this] { Run(); });
+  explicit WorkerPool(int n) : queue_(std::make_shared<Queue>()) {
+    for (int i = 0; i < std::max(1, n); ++i)
+      threads_.emplace_back([q = queue_.get()] { q->Run(); });
   }
   ~WorkerPool() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
+      std::lock_guard<std::mutex> lock(queue_->mu);
+      queue_->stop = true;
     }
-    cv_.notify_all();
+    queue_->cv.notify_all();
     for (auto& t : threads_) t.join();
   }
-  void Submit(std::function<void()> task) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      tasks_.push_back(std::move(task));
-    }
-    cv_.notify_one();
+  void Submit(std::function<void()> task) { queue_->Submit(std::move(task)); }
+  void Defer(const std::shared_ptr<ClaimedOnce>& call) {
+    std::lock_guard<std::mutex> lock(queue_->mu);
+    queue_->Prune();
+    queue_->deferred.push_back(call);
   }
-  // A task its caller most likely runs itself (an in-caller call, run by Completion::Wait when
-  // no worker has begun it): no worker is woken for it now; the timekeeper (below) takes it up
-  // between kDeferral and 2 x kDeferral after it was queued, a no-op when the caller has claimed
-  // it by then. A worker woken per call competes with the caller and the daemon for the cores
-  // (docs/benchmarks.md, "Per-call cost"). A worker is woken here only when none keeps time and
-  // the queue was empty: the first call of a burst.
-  void SubmitDeferred(std::function<void()> task) {
-    bool wake;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      wake = deferred_.empty() && !timekeeper_;
-      deferred_.push_back({Clock::now() + kDeferral, std::move(task)});
-    }
-    if (wake) cv_.notify_one();
+  // A function that hands `call` to a worker (the Completion's start_elsewhere).
+  std::function<void()> Starter(std::shared_ptr<ClaimedOnce> call) const {
+    return [q = queue_, call = std::move(call)] { q->Submit([call] { call->Run(); }); };
   }
   size_t size() const { return threads_.size(); }
 
-  static constexpr std::chrono::microseconds kDeferral{500};
-
  private:
-  using Clock = std::chrono::steady_clock;
+  struct Queue {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::function<void()>> tasks;             // GUARDED_BY(mu)
+    std::vector<std::weak_ptr<ClaimedOnce>> deferred;    // GUARDED_BY(mu)
+    size_t prune_at = kPruneMin;                         // GUARDED_BY(mu)
+    bool stop = false;                                   // GUARDED_BY(mu)
+    static constexpr size_t kPruneMin = 64;
 
-  // One worker at a time, the timekeeper, sleeps on the deferred queue's clock; the others sleep
-  // until a Submit. It wakes at most once per kDeferral and then runs every entry due by then, one
-  // after another: with a call every 50 us, one timed wake-up per 10 calls, where a wait until
-  // the front entry's due time woke every idle worker once per call.
-  void Run() {
-    std::unique_lock<std::mutex> lock(mu_);
-    bool keeping = false;  // this worker is the timekeeper
-    while (true) {
-      if (stop_) {  // everything deferred runs now
-        for (Deferred& d : deferred_) tasks_.push_back(std::move(d.task));
-        deferred_.clear();
-      }
-      if (!tasks_.empty()) {
-        // A submitted call may run long: the clock passes to another worker meanwhile.
-        if (keeping) {
-          keeping = timekeeper_ = false;
-          if (!deferred_.empty()) cv_.notify_one();
+    void Submit(std::function<void()> task) {
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        if (stop) {  // no worker is left to run it (a Completion kept after its client closed)
+          lock.unlock();
+          task();
+          return;
         }
-        std::function<void()> task = std::move(tasks_.front());
-        tasks_.pop_front();
-        lock.unlock();
-        task();
-        lock.lock();
-        continue;
+        tasks.push_back(std::move(task));
       }
-      if (stop_) return;
-      if (deferred_.empty() || (timekeeper_ && !keeping)) {
-        if (keeping) keeping = timekeeper_ = false;
-        cv_.wait(lock);
-        continue;
-      }
-      keeping = timekeeper_ = true;
-      const auto now = Clock::now();
-      if (deferred_.front().due <= now) {
-        last_tick_ = now;
-        std::function<void()> task = std::move(deferred_.front().task);
-        deferred_.pop_front();
-        lock.unlock();
-        task();
-        lock.lock();
-        continue;
-      }
-      cv_.wait_until(lock, std::max(deferred_.front().due, last_tick_ + kDeferral));
+      cv.notify_one();
     }
-  }
-  struct Deferred {
-    Clock::time_point due;
-    std::function<void()> task;
+    // Drops the records of deferred calls claimed or gone, once they are twice as many as after
+    // the last pruning: amortised O(1) per Defer. REQUIRES: mu held.
+    void Prune() {
+      if (deferred.size() < prune_at) return;
+      std::erase_if(deferred, [](const std::weak_ptr<ClaimedOnce>& w) {
+        auto c = w.lock();
+        return c == nullptr || c->claimed();
+      });
+      prune_at = std::max(kPruneMin, 2 * deferred.size());
+    }
+    void Run() {
+      std::unique_lock<std::mutex> lock(mu);
+      while (true) {
+        if (stop) {  // every deferred call nobody claimed runs now
+          for (auto& w : deferred)
+            if (auto c = w.lock()) tasks.push_back([c] { c->Run(); });
+          deferred.clear();
+        }
+        if (!tasks.empty()) {
+          std::function<void()> task = std::move(tasks.front());
+          tasks.pop_front();
+          lock.unlock();
+          task();
+          lock.lock();
+          continue;
+        }
+        if (stop) return;
+        cv.wait(lock);
+      }
+    }
   };
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_;  // GUARDED_BY(mu_)
-  std::deque<Deferred> deferred_;            // GUARDED_BY(mu_), by due time
-  bool timekeeper_ = false;                  // GUARDED_BY(mu_): a worker keeps deferred_'s time
-  Clock::time_point last_tick_{};            // GUARDED_BY(mu_): when it last ran due entries
-  bool stop_ = false;                        // GUARDED_BY(mu_)
+  std::shared_ptr<Queue> queue_;
   std::vector<std::thread> threads_;
 };
 
@@ -806,33 +809,33 @@ class ClientImpl final : public Client {
     return it->second;
   }
 
-  // Runs `fn` on a worker thread. `in_caller`: the caller's Completion::Wait() runs it instead
-  // when no worker has begun it yet, so a call waited for at once (the C and Python APIs, an
-  // engine's synchronous load) costs no hand-off to a worker and back; no worker is woken for it
-  // either: a worker takes it up 1-2 x WorkerPool::kDeferral later if nobody waited for it by
-  // then.
+  // Runs `fn` on a worker thread. `in_caller`: `fn` is left to its caller instead: the caller's
+  // Completion::Wait() runs it in the waiting thread, so a call waited for at once (the C and
+  // Python APIs, an engine's synchronous load) costs no hand-off to a worker and back and wakes no
+  // thread; Completion::Ready(), or the Completion dropped unwaited, hands it to a worker
+  // (WorkerPool::Defer).
   // REQUIRES for in_caller: `fn` holds at most one staging lease at a time and waits for staging
   // only while it holds none (RoundLimit() bounds the pipelines of the workers, not of callers).
   template <typename T, typename Fn>
   Completion<T> Async(Fn fn, bool in_caller = false) {
-    struct Task {
+    struct Task final : ClaimedOnce {
       explicit Task(Fn f) : fn(std::move(f)) {}
-      void Run() {
-        if (!claimed.exchange(true, std::memory_order_acq_rel)) promise.set_value(fn());
+      void Run() override {
+        if (!claimed_.exchange(true, std::memory_order_acq_rel)) promise.set_value(fn());
       }
-      std::atomic<bool> claimed{false};
+      bool claimed() const override { return claimed_.load(std::memory_order_acquire); }
+      std::atomic<bool> claimed_{false};
       std::promise<Result<T>> promise;
       Fn fn;
     };
     auto task = std::make_shared<Task>(std::move(fn));
-    Completion<T> completion(task->promise.get_future(),
-                             in_caller ? std::function<void()>([task] { task->Run(); })
-                                       : std::function<void()>());
-    if (in_caller)
-      workers_.SubmitDeferred([task] { task->Run(); });
-    else
+    std::future<Result<T>> future = task->promise.get_future();
+    if (!in_caller) {
       workers_.Submit([task] { task->Run(); });
-    return completion;
+      return Completion<T>(std::move(future));
+    }
+    workers_.Defer(task);
+    return Completion<T>(std::move(future), [task] { task->Run(); }, workers_.Starter(task));
   }
 
   // Which keys are cached; `bytes_each` (an upper bound of each payload) lets the daemon refuse a

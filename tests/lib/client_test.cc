@@ -137,6 +137,59 @@ TEST_CASE("Embedded client: no policy named runs the node's default, a wrong nam
   CHECK(refused.status().ToString().find("eviction_policy") != std::string::npos);
 }
 
+TEST_CASE("Embedded client: a call made for its waiter starts only when asked for; Ready, "
+          "dropping or replacing its Completion, or closing the client runs it", "[lib]") {
+  auto client = Client::Embedded({64ull << 20, "", 0, "prefix"});
+  REQUIRE(client.ok());
+  const Namespace ns = TestNamespace("waiter");
+  Prompt p(ns, 6, 11);
+  auto store = [&](size_t i) {  // one block: one round, a call for its waiter (in_caller)
+    return (*client)->Store(ns, std::span(p.keys).subspan(i, 1), std::span(p.in).subspan(i, 1));
+  };
+  auto cached = [&](size_t i) {
+    return (*client)->Lookup(std::span(p.keys).subspan(i, 1))->matched_blocks == 1;
+  };
+  auto poll_until = [](auto done) {
+    for (int i = 0; i < 500 && !done(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return done();
+  };
+
+  // Held, neither waited for nor polled: no worker takes it up (no worker keeps time for such
+  // calls: a caller that waits at once wakes no thread).
+  Completion<size_t> held = store(0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK_FALSE(cached(0));
+  // Ready() hands it to a worker: it completes without a Wait().
+  CHECK(poll_until([&] { return held.Ready(); }));
+  CHECK(cached(0));
+  CHECK(*held.Wait() == 1);
+  CHECK_FALSE(held.Ready());  // waited for: nothing left to start
+
+  // Dropped unwaited: a worker runs it.
+  { Completion<size_t> dropped = store(1); }
+  CHECK(poll_until([&] { return cached(1); }));
+
+  // Replaced by another call's Completion: the call it held still runs; the new one is waited.
+  Completion<size_t> replaced = store(2);
+  replaced = store(3);
+  CHECK(*replaced.Wait() == 1);
+  CHECK(cached(3));
+  CHECK(poll_until([&] { return cached(2); }));
+
+  // Waited for at once: runs in the waiting thread, done when Wait() returns.
+  CHECK(*store(4).Wait() == 1);
+  CHECK(cached(4));
+
+  // Held while the client closes: the closing client runs it, and Wait() afterwards has its
+  // result; a Completion dropped after the close starts nothing.
+  Completion<size_t> last = store(5);
+  Completion<size_t> never_waited = (*client)->Load(ns, std::span(p.keys).subspan(0, 1),
+                                                    std::span<const MutableBuffer>());
+  client->reset();
+  CHECK(*last.Wait() == 1);
+}
+
 struct InProcessDaemon {
   std::unique_ptr<Node> node;
   std::unique_ptr<Daemon> daemon;
@@ -412,15 +465,14 @@ TEST_CASE("Small stores and loads: one round trip per store, posted Unpin after 
     CHECK(*(*c)->Load(ns, absent.keys, none.out).Wait() == 0);
     CHECK(nlohmann::json::parse(*(*c)->Stats())["pins"] == 0);
     CHECK(count(metrics::Request::kUnpin) == unpins + 1);
-    // A call nobody waits for at once still completes on a worker thread.
+    // A call nobody waits for at once still completes on a worker thread once polled.
     auto pending = (*c)->Load(ns, p.keys, o.out);
     for (int i = 0; i < 500 && !pending.Ready(); ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     CHECK(pending.Ready());
     CHECK(*pending.Wait() == 4);
-    // A burst of such calls, queued while callers wait for others (the worker that keeps the
-    // deferred calls' time wakes at most once per WorkerPool::kDeferral and runs every one due),
-    // completes too, each with the whole prefix.
+    // A burst of such calls, held while callers wait for others, completes too once polled,
+    // each with the whole prefix.
     std::vector<Outputs> bursts;
     bursts.reserve(16);  // `out` of each points into its own buffers
     std::vector<Completion<size_t>> unwaited;

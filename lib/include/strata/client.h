@@ -53,28 +53,56 @@ struct MutableBuffer {
 };
 
 // The result of an asynchronous call. Wait() blocks until it is done and may be called once.
-// A call that no worker thread has begun by the time Wait() is called runs in the waiting thread
-// instead (`run_here`: claims the call's work, or does nothing when a worker has claimed it), so
-// a call waited for at once costs no thread hand-off.
+// A call made for its waiter to run (`run_here`: claims the call's work, or does nothing when a
+// worker has claimed it) starts when it is first asked for: Wait() runs it in the waiting thread,
+// so a call waited for at once costs no thread hand-off and wakes no other thread; Ready(), or
+// dropping the Completion before Wait(), hands it to a worker thread (`start_elsewhere`), so a
+// call that is polled, or left to finish on its own, still completes. Such calls are Load,
+// LoadPaged of host pages, Prefetch and a Store of one round; every other call starts on a worker
+// at once. A client that is closed first runs its calls nobody started.
+// Thread-safety: one Completion is used by one thread at a time.
 template <typename T>
 class Completion {
  public:
   Completion() = default;
-  explicit Completion(std::future<Result<T>> f, std::function<void()> run_here = nullptr)
-      : future_(std::move(f)), run_here_(std::move(run_here)) {}
+  explicit Completion(std::future<Result<T>> f, std::function<void()> run_here = nullptr,
+                      std::function<void()> start_elsewhere = nullptr)
+      : future_(std::move(f)),
+        run_here_(std::move(run_here)),
+        start_elsewhere_(std::move(start_elsewhere)) {}
+  Completion(Completion&& other) noexcept
+      : future_(std::move(other.future_)),
+        run_here_(std::exchange(other.run_here_, nullptr)),
+        start_elsewhere_(std::exchange(other.start_elsewhere_, nullptr)) {}
+  Completion& operator=(Completion&& other) noexcept {
+    if (this != &other) {
+      StartElsewhere();  // the call this one held still runs
+      future_ = std::move(other.future_);
+      run_here_ = std::exchange(other.run_here_, nullptr);
+      start_elsewhere_ = std::exchange(other.start_elsewhere_, nullptr);
+    }
+    return *this;
+  }
+  ~Completion() { StartElsewhere(); }
   bool Ready() const {
+    StartElsewhere();
     return future_.valid() &&
            future_.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
   }
   Result<T> Wait() {
     if (!future_.valid()) return Status::InvalidArgument("Completion already waited for");
+    start_elsewhere_ = nullptr;
     if (run_here_) std::exchange(run_here_, nullptr)();
     return future_.get();
   }
 
  private:
+  void StartElsewhere() const {
+    if (start_elsewhere_) std::exchange(start_elsewhere_, nullptr)();
+  }
   std::future<Result<T>> future_;
   std::function<void()> run_here_;
+  mutable std::function<void()> start_elsewhere_;  // null once started or waited for
 };
 
 // How an engine lays out its paged KV cache, per layer (kernels/include/strata_kernels/kv_layout.h
