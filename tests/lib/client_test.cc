@@ -1001,6 +1001,17 @@ std::vector<Vma> PoolSlabMappings() {
   return slabs;
 }
 
+// Waits (up to 30 s) until the daemon says its pool is populated (`pool_populating` false in its
+// stats); the pool is faulted in by the daemon after it listens.
+void WaitPoolPopulated(Client& c) {
+  bool populated = false;
+  for (int i = 0; i < 1500 && !populated; ++i) {
+    populated = !nlohmann::json::parse(*c.Stats()).value("pool_populating", false);
+    if (!populated) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(populated);
+}
+
 // ClientOptions::map_pool kConnect: Connect maps every slab of the pool read-only with its page
 // table filled (every page resident in the mapping before any load), the mapping cannot be made
 // writable, and loads read the blocks right through it; kFirstLoad maps nothing at connect.
@@ -1018,14 +1029,7 @@ TEST_CASE("strata serve: map_pool connect maps the whole pool read-only and fill
   auto first = Client::Connect(socket, lazy);
   REQUIRE(first.ok());
   CHECK(PoolSlabMappings().empty());
-  // The pool is faulted in by the daemon after it listens: wait, so that a filled slab mapping
-  // holds every one of its pages.
-  bool populated = false;
-  for (int i = 0; i < 1500 && !populated; ++i) {
-    populated = !nlohmann::json::parse(*(*first)->Stats()).value("pool_populating", false);
-    if (!populated) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  REQUIRE(populated);
+  WaitPoolPopulated(**first);  // so that a filled slab mapping holds every one of its pages
 
   ClientOptions eager;
   eager.map_pool = ClientOptions::MapPool::kConnect;
@@ -1095,12 +1099,7 @@ TEST_CASE("strata serve: map_pool background maps the whole pool read-only at co
   lazy.map_pool = ClientOptions::MapPool::kFirstLoad;
   auto first = Client::Connect(socket, lazy);
   REQUIRE(first.ok());
-  bool populated = false;  // the daemon's pages, so that the filler may fill every slab
-  for (int i = 0; i < 1500 && !populated; ++i) {
-    populated = !nlohmann::json::parse(*(*first)->Stats()).value("pool_populating", false);
-    if (!populated) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  REQUIRE(populated);
+  WaitPoolPopulated(**first);  // the daemon's pages, so that the filler may fill every slab
   const uint64_t fill_faults = kPool / (uint64_t{64} << 10);  // 16 pages a fault
 
   ClientOptions background;
