@@ -611,14 +611,19 @@ class LearnedPolicy final : public EvictionPolicy {
       const Node& n = nodes_[s];
       if (!(n.flags.load(std::memory_order_acquire) & kLiveBit) || !evictable(s)) continue;
       const uint32_t last = n.last.load(std::memory_order_relaxed);
+      // Inserts since the block's last access. Puts on other threads go on while the window is
+      // ranked (OnInsert and OnAccess take no policy lock): a block inserted or read after `now`
+      // was read has `last` ahead of it and is the newest, age 0 (wrap-safe, as Bypassed), not
+      // 2^32 inserts old, which would take it out of the nursery and evict it first.
+      const uint32_t age = static_cast<int32_t>(now - last) > 0 ? now - last : 0;
       const bool interior = n.children.load(std::memory_order_relaxed) > 0;
-      const bool young = now - last < nursery;
+      const bool young = age < nursery;
       const bool averse = Bypassed(n, last) || !Friendly(n.sig.load(std::memory_order_relaxed));
       if (!interior && !young) ++eligible;
       const uint64_t hits = n.meta.load(std::memory_order_relaxed) & kHitsMask;
       // Whoever leads: leaves before blocks with cached children (prefix order), blocks older
       // than the newest tenth before the newest (the nursery), then the leader's order.
-      const Features features{hits, now - last, averse, from_small, t1_first};
+      const Features features{hits, age, averse, from_small, t1_first};
       const uint64_t order = (uint64_t{interior} << 62) | (uint64_t{young} << 61);
       const uint64_t rank = order | ExpertRank(regret_ ? kArc : leader, features, capacity());
       if (rank < victim_rank) {
