@@ -137,7 +137,7 @@ TEST_CASE("Embedded client: no policy named runs the node's default, a wrong nam
   CHECK(refused.status().ToString().find("eviction_policy") != std::string::npos);
 }
 
-TEST_CASE("Embedded client: a call made for its waiter starts only when asked for; Ready, "
+TEST_CASE("Embedded client: a call made for its waiter starts only when asked for - Ready, "
           "dropping or replacing its Completion, or closing the client runs it", "[lib]") {
   auto client = Client::Embedded({64ull << 20, "", 0, "prefix"});
   REQUIRE(client.ok());
