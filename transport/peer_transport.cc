@@ -62,6 +62,11 @@ void PeerTransport::Impl::FailConn(ConnId conn, const Status& st, bool close) {
 
 void PeerTransport::Impl::OnTick() {
   const auto now = Clock::now();
+  while (!failed_receives.empty() && failed_receives.front().due <= now) {
+    FailedReceive f = std::move(failed_receives.front());
+    failed_receives.pop_front();
+    ReceiveReported(f.pull, f.cookie);
+  }
   while (!served_pins.empty() &&
          (served_pins.front()->released || served_pins.front()->deadline < now)) {
     if (!served_pins.front()->released && served_pins.front()->mapped)
@@ -204,6 +209,8 @@ Status PeerTransport::ReregisterUnit(const void* unit_base) {
   return impl_->engine->ReregisterUnit(unit_base);
 }
 
+uint64_t PeerTransport::flushing_closes() const { return impl_->engine->flushing_closes(); }
+
 uint64_t PeerTransport::units_reregistered() const {
   return impl_->engine->units_reregistered();
 }
@@ -245,6 +252,7 @@ TransferProfile PeerTransport::Profile() const {
   p.mapped_expired = c.mapped_expired.load();
   p.held_blocks = c.held_blocks.load();
   p.held_released = c.held_released.load();
+  p.failed_receives = c.failed_receives.load();
   {
     std::lock_guard<std::mutex> lock(impl_->ready_mu);
     for (const auto& [peer, r] : impl_->ready_sessions)

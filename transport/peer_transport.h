@@ -246,6 +246,8 @@ struct TransferProfile {
                                      // (PullResult::held): not reused until UCX reported
   uint64_t held_released = 0;        // of those, released (UCX reported the receive); the
                                      // difference is held now
+  uint64_t failed_receives = 0;      // receives UCX ended with an error (their endpoint failed);
+                                     // their places are released kFailedReceiveGrace later
   // Holder side.
   uint64_t served_requests = 0;      // PullRequests answered
   uint64_t served_blocks = 0;        // blocks sent (a payload, not a bare status) or answered
@@ -294,6 +296,7 @@ struct TransferProfile {
     f("mapped_expired", mapped_expired);
     f("held_blocks", held_blocks);
     f("held_released", held_released);
+    f("failed_receives", failed_receives);
   }
 };
 
@@ -334,6 +337,8 @@ class PeerTransport {
   // the same address (a host slab renewed for another tenant). Any thread.
   Status ReregisterUnit(const void* unit_base);
   uint64_t units_reregistered() const;
+  // Data endpoints closed by flushing (UcxEngine::flushing_closes).
+  uint64_t flushing_closes() const;
   TransferProfile Profile() const;
   // Whether pulls from `peer` copy out of its mapped pool (a ready session whose mapping is on;
   // docs/cluster.md, "Same-host pulls from the holder's pool mapping"). Any thread.

@@ -177,6 +177,18 @@ struct PeerTransport::Impl {
   // Pulls that ended while UCX still had receives into their places (PullResult::held), until
   // UCX reports the last of them.
   std::unordered_map<uint64_t, std::shared_ptr<PullOp::State>> held_pulls;
+  // Receives UCX ended with an error (their endpoint failed: the holder died, or the endpoint
+  // was closed), counted as reported only kFailedReceiveGrace later: the failure comes as the
+  // first of the dead peer's sockets closes, and bytes it had already sent on another may still
+  // be waiting in this host's socket buffers for the next progress rounds. A dead peer sends
+  // nothing new, so past the grace no late write can reach the place.
+  static constexpr auto kFailedReceiveGrace = std::chrono::milliseconds(250);
+  struct FailedReceive {
+    Clock::time_point due;
+    std::shared_ptr<PullOp::State> pull;
+    uint64_t cookie = 0;
+  };
+  std::deque<FailedReceive> failed_receives;
   // Server side: a block pinned for a send. Released when the send completes, or at `deadline`
   // (two request timeouts after the request came: the puller has given the pull up by then) if
   // it never does: a puller that died may leave the send pending forever on an endpoint without
@@ -232,7 +244,7 @@ struct PeerTransport::Impl {
     std::atomic<uint64_t> mapped_sessions{0}, mapped_fallbacks{0}, mapped_blocks{0};
     std::atomic<uint64_t> mapped_bytes{0}, mapped_failures{0}, mapped_copy_ns{0};
     std::atomic<uint64_t> served_mapped{0}, mapped_released{0}, mapped_expired{0};
-    std::atomic<uint64_t> held_blocks{0}, held_released{0};
+    std::atomic<uint64_t> held_blocks{0}, held_released{0}, failed_receives{0};
     uint64_t sends_in_flight = 0;  // progress thread only
   };
   ProfileCounters prof;
@@ -305,6 +317,12 @@ struct PeerTransport::Impl {
   // UCX reported a receive of a pull that has ended (held_pulls): the places it wrote are
   // released once no receive into them is left.
   void HeldReceiveDone(const std::shared_ptr<PullOp::State>& p, uint64_t cookie);
+  // A receive of `p` no longer in UCX's hands (reported, or failed and past its grace): counts
+  // it off the pull in flight, or off the ended pull's held places.
+  void ReceiveReported(const std::shared_ptr<PullOp::State>& p, uint64_t cookie);
+  // Calls fn(i) for every block index the receive `cookie` of `p` carries.
+  template <typename Fn>
+  static void ForEachIndex(const PullOp::State& p, uint64_t cookie, Fn&& fn);
   // UCX has no receive left into block `index`'s place: runs its release, if one was given.
   void MaybeRelease(PullOp::State& p, size_t index);
 

@@ -237,46 +237,75 @@ void PeerTransport::Impl::OnMultiData(std::span<const std::byte> header, size_t 
   ++p.receiving;
 }
 
+template <typename Fn>
+void PeerTransport::Impl::ForEachIndex(const PullOp::State& p, uint64_t cookie, Fn&& fn) {
+  const size_t index = cookie & ((uint64_t{1} << kIndexBits) - 1) & ~kMultiBit;
+  if (cookie & kMultiBit) {
+    if (index < p.messages.size())
+      for (uint32_t i : p.messages[index]) fn(i);
+  } else {
+    fn(index);
+  }
+}
+
 void PeerTransport::Impl::OnDataDone(ConnId conn, uint64_t cookie, const Status& st) {
   const uint64_t rid = cookie >> kIndexBits;
-  const size_t index = cookie & ((uint64_t{1} << kIndexBits) - 1) & ~kMultiBit;
   auto it = pulls.find(rid);
-  if (it == pulls.end()) {
-    if (auto h = held_pulls.find(rid); h != held_pulls.end()) HeldReceiveDone(h->second, cookie);
+  std::shared_ptr<PullOp::State> p;
+  if (it != pulls.end()) {
+    p = it->second;
+  } else if (auto h = held_pulls.find(rid); h != held_pulls.end()) {
+    p = h->second;
+  } else {
     return;
   }
-  auto p = it->second;
+  if (!st.ok()) {
+    // The block fails now; its place stays UCX's until the grace has passed (failed_receives).
+    prof.failed_receives.fetch_add(1, std::memory_order_relaxed);
+    failed_receives.push_back({Clock::now() + kFailedReceiveGrace, p, cookie});
+    if (it == pulls.end()) return;
+    ForEachIndex(*p, cookie, [&](size_t i) { Landed(*p, i, st); });
+    MaybeFinish(p);
+    return;
+  }
+  if (it == pulls.end()) {
+    HeldReceiveDone(p, cookie);
+    return;
+  }
   p->last_data = Clock::now();
   if (p->receiving > 0) --p->receiving;
-  auto landed = [&](size_t i) {
+  ForEachIndex(*p, cookie, [&](size_t i) {
     if (i < p->in_ucx.size() && p->in_ucx[i] > 0) --p->in_ucx[i];
     Landed(*p, i, st);
-  };
-  if (cookie & kMultiBit) {
-    if (index < p->messages.size())
-      for (uint32_t i : p->messages[index]) landed(i);
-  } else {
-    landed(index);
-  }
+  });
   MaybeFinish(p);
+}
+
+void PeerTransport::Impl::ReceiveReported(const std::shared_ptr<PullOp::State>& p,
+                                          uint64_t cookie) {
+  const uint64_t rid = cookie >> kIndexBits;
+  if (auto it = pulls.find(rid); it != pulls.end() && it->second == p) {
+    // Still in flight: the block was settled when UCX failed the receive.
+    if (p->receiving > 0) --p->receiving;
+    ForEachIndex(*p, cookie, [&](size_t i) {
+      if (i < p->in_ucx.size() && p->in_ucx[i] > 0) --p->in_ucx[i];
+    });
+    MaybeFinish(p);
+    return;
+  }
+  if (auto h = held_pulls.find(rid); h != held_pulls.end() && h->second == p)
+    HeldReceiveDone(p, cookie);
 }
 
 void PeerTransport::Impl::HeldReceiveDone(const std::shared_ptr<PullOp::State>& held,
                                           uint64_t cookie) {
   const std::shared_ptr<PullOp::State> p = held;  // the erase below destroys `held`
-  const size_t index = cookie & ((uint64_t{1} << kIndexBits) - 1) & ~kMultiBit;
   if (p->receiving > 0) --p->receiving;
-  auto done = [&](size_t i) {
+  ForEachIndex(*p, cookie, [&](size_t i) {
     if (i >= p->in_ucx.size() || p->in_ucx[i] == 0) return;
     --p->in_ucx[i];
     MaybeRelease(*p, i);
-  };
-  if (cookie & kMultiBit) {
-    if (index < p->messages.size())
-      for (uint32_t i : p->messages[index]) done(i);
-  } else {
-    done(index);
-  }
+  });
   if (p->receiving == 0) held_pulls.erase(p->request_id);
 }
 

@@ -145,6 +145,7 @@ std::string ClusterImpl::StatsJson() {
   j["refused_blocks"] = source_.refused();  // private tenants' blocks asked for by key alone
   // Host slabs registered with UCX again after they got fresh memory for another tenant.
   j["slabs_reregistered"] = transport_->units_reregistered();
+  j["endpoint_flushing_closes"] = transport_->flushing_closes();
   // Per peer: this node's pulls from it (counters) and their time, as histogram buckets.
   nlohmann::json peers = nlohmann::json::object();
   {

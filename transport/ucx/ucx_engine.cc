@@ -94,6 +94,8 @@ struct UcxEngine::Impl {
   std::unordered_map<ConnId, Conn> conns;
   std::unordered_map<ucp_ep_h, ConnId> by_ep;
   std::unordered_map<Op*, ucs_status_ptr_t> inflight;  // op -> UCX request, for shutdown
+  std::vector<ucs_status_ptr_t> closing;  // endpoint close requests not complete yet
+  std::atomic<uint64_t> refused_force_closes{0};
 
   ~Impl() {
     for (Registered& r : registered)
@@ -173,18 +175,26 @@ struct UcxEngine::Impl {
     p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
     p.flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0;
     ucs_status_ptr_t r = ucp_ep_close_nbx(ep, &p);
-    if (UCS_PTR_IS_PTR(r)) {
-      // Finish the close in the background; nothing waits on it.
-      Post([this, r] { WaitClose(r); });
+    if (force && UCS_PTR_STATUS(r) == UCS_ERR_INVALID_PARAM) {
+      // UCX refuses a forced close of an endpoint without peer error handling (a data
+      // endpoint) and closes nothing: it stayed connected, receiving, until the worker went.
+      // Such an endpoint is closed by flushing it: done at once when its peer is gone (the
+      // failed lanes have nothing to flush), else once what it has in flight completes.
+      refused_force_closes.fetch_add(1, std::memory_order_relaxed);
+      p.flags = 0;
+      r = ucp_ep_close_nbx(ep, &p);
     }
+    if (UCS_PTR_IS_PTR(r)) closing.push_back(r);  // freed by ReapCloses once complete
   }
 
-  void WaitClose(ucs_status_ptr_t r) {
-    if (ucp_request_check_status(r) == UCS_INPROGRESS) {
-      Post([this, r] { WaitClose(r); });
-      return;
-    }
-    ucp_request_free(r);
+  // Frees the close requests that completed; the rest are checked again on the next tick (a
+  // flush to a stalled peer can take until its sockets time out).
+  void ReapCloses() {
+    std::erase_if(closing, [](ucs_status_ptr_t r) {
+      if (ucp_request_check_status(r) == UCS_INPROGRESS) return false;
+      ucp_request_free(r);
+      return true;
+    });
   }
 
   void Post(std::function<void()> fn) {  // from the progress thread: run on the next round
@@ -335,6 +345,7 @@ struct UcxEngine::Impl {
       const auto now = std::chrono::steady_clock::now();
       if (now - last_tick >= options.tick) {
         last_tick = now;
+        ReapCloses();
         if (options.handlers.on_tick) options.handlers.on_tick();
       }
       if (n != 0) {
@@ -388,6 +399,10 @@ struct UcxEngine::Impl {
       ucp_worker_progress(worker);
       RunTasks();
     }
+    // A flushing close still waiting on a live peer is released by UCX when it completes.
+    ReapCloses();
+    for (ucs_status_ptr_t r : closing) ucp_request_free(r);
+    closing.clear();
   }
 };
 
@@ -455,6 +470,17 @@ Result<std::unique_ptr<UcxEngine>> UcxEngine::Open(UcxEngineOptions options) {
     if (s != UCS_OK) {
       ucp_config_release(config);
       return FromUcs(s, "UCX_NET_DEVICES=" + impl->net_device);
+    }
+  }
+  if (std::getenv("UCX_PROTO_INDIRECT_ID") == nullptr) {
+    // Requests tracked per endpoint on every endpoint, not only those with peer error handling:
+    // when a data endpoint's peer dies (its socket closes), UCX then completes the rendezvous
+    // receives it had accepted from that peer with an error, and their places in the pool are
+    // released (PullResult::held); untracked (UCX's default there), they never completed.
+    s = ucp_config_modify(config, "PROTO_INDIRECT_ID", "on");
+    if (s != UCS_OK) {
+      ucp_config_release(config);
+      return FromUcs(s, "UCX_PROTO_INDIRECT_ID=on");
     }
   }
   ucp_params_t params{};
@@ -570,6 +596,10 @@ Status UcxEngine::ReregisterUnit(const void* unit_base) {
     return Status::OK();
   }
   return Status::InvalidArgument("UcxEngine: no registered unit starts at that address");
+}
+
+uint64_t UcxEngine::flushing_closes() const {
+  return impl_->refused_force_closes.load(std::memory_order_relaxed);
 }
 
 uint64_t UcxEngine::units_reregistered() const {

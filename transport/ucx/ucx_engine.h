@@ -164,6 +164,9 @@ class UcxEngine {
   Status ReregisterUnit(const void* unit_base);
   // Units registered again so far (ReregisterUnit calls that succeeded).
   uint64_t units_reregistered() const;
+  // Endpoints without peer error handling closed by flushing them, where a forced close was
+  // asked for (UCX refuses to force-close those).
+  uint64_t flushing_closes() const;
 
   // Creates an endpoint to the worker at `worker_address`. Blocks until created (local work).
   Result<ConnId> Connect(std::span<const std::byte> worker_address,
