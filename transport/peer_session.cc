@@ -41,6 +41,7 @@ void PeerTransport::Impl::OnClientControl(ConnId conn, std::span<const std::byte
     Session* s = session_for(ok->request_id);
     if (s == nullptr || s->ready) return;
     s->ready = true;
+    connect_backoff.erase(s->peer);
     s->token = ok->session;
     SetUpMapping(*s, ok->same_host);
     PublishReady(*s);
@@ -177,6 +178,22 @@ void PeerTransport::Impl::OnServerControl(ConnId conn, std::span<const std::byte
 // ---- client helpers (run on the progress thread) ----
 void PeerTransport::Impl::StartSession(const std::string& peer, std::vector<std::byte> address,
                   std::shared_ptr<std::promise<Status>> waiter) {
+  if (auto b = connect_backoff.find(peer); b != connect_backoff.end()) {
+    if (b->second.address != address) {
+      connect_backoff.erase(b);  // a new incarnation of the peer: dial it now
+    } else if (Clock::now() < b->second.next) {
+      const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+          b->second.next - Clock::now());
+      // The last attempt's code (a peer that refused the secret stays PermissionDenied).
+      const StatusCode code =
+          b->second.last.ok() ? StatusCode::kUnavailable : b->second.last.code();
+      waiter->set_value(Status(code,
+                               "peer " + peer + " could not be reached (" +
+                                   b->second.last.ToString() + "); next attempt in " +
+                                   std::to_string(wait.count()) + " ms"));
+      return;
+    }
+  }
   auto it = sessions.find(peer);
   if (it != sessions.end()) {
     if (it->second.address == address) {
@@ -190,6 +207,7 @@ void PeerTransport::Impl::StartSession(const std::string& peer, std::vector<std:
   }
   auto conn = engine->Connect(address);
   if (!conn.ok()) {
+    NoteUnreachable(peer, address, conn.status());
     waiter->set_value(conn.status());
     return;
   }
@@ -200,6 +218,7 @@ void PeerTransport::Impl::StartSession(const std::string& peer, std::vector<std:
     auto data = engine->Connect(address, PeerFailure::kDetectedByCaller);
     if (!data.ok()) {
       engine->Close(*conn, /*force=*/true);
+      NoteUnreachable(peer, address, data.status());
       waiter->set_value(data.status());
       return;
     }

@@ -21,6 +21,17 @@ int AutoProgressSpinRounds() {
 
 // Fails everything that rides on `conn` and, when `conn` belongs to a session, on the
 // session's other endpoint; force-closes `conn` when `close`, the other endpoint always.
+void PeerTransport::Impl::NoteUnreachable(const std::string& peer,
+                                          const std::vector<std::byte>& address,
+                                          const Status& why) {
+  ConnectBackoff& b = connect_backoff[peer];
+  if (b.address != address) b = ConnectBackoff{address};
+  b.delay = b.delay.count() == 0 ? kFirstConnectBackoff : std::min(2 * b.delay, kMaxConnectBackoff);
+  b.next = Clock::now() + b.delay;
+  b.last = why;
+  prof.connect_backoffs.fetch_add(1, std::memory_order_relaxed);
+}
+
 void PeerTransport::Impl::FailConn(ConnId conn, const Status& st, bool close) {
   ConnId other = 0;
   if (auto it = client_conns.find(conn); it != client_conns.end()) {
@@ -30,6 +41,7 @@ void PeerTransport::Impl::FailConn(ConnId conn, const Status& st, bool close) {
     if (s != sessions.end() && (s->second.conn == conn || s->second.data_conn == conn)) {
       other = s->second.conn == conn ? s->second.data_conn : s->second.conn;
       if (other != 0) client_conns.erase(other);
+      if (!s->second.ready) NoteUnreachable(key, s->second.address, st);
       for (auto& w : s->second.waiters) w->set_value(st);
       for (auto& w : s->second.raw_waiters) w->set_value(st);
       handshakes.erase(s->second.handshake_id);
@@ -55,8 +67,9 @@ void PeerTransport::Impl::FailConn(ConnId conn, const Status& st, bool close) {
     MaybeFinish(p);
   }
   if (close) engine->Close(conn, /*force=*/true);
-  // Force-closing a data endpoint fails its sends and the receives UCX tracks on it (a cma
-  // get); a receive waiting for tcp fragments is not reported and stays held.
+  // The data endpoint (no peer error handling) is closed by flushing it (UcxEngine::CloseEp).
+  // The receives UCX tracks on it end with an error once its peer's sockets close (a dead
+  // holder); those of a living peer wait for its bytes and stay held (PullResult::held).
   if (other != 0) engine->Close(other, /*force=*/true);
 }
 
@@ -253,6 +266,7 @@ TransferProfile PeerTransport::Profile() const {
   p.held_blocks = c.held_blocks.load();
   p.held_released = c.held_released.load();
   p.failed_receives = c.failed_receives.load();
+  p.connect_backoffs = c.connect_backoffs.load();
   {
     std::lock_guard<std::mutex> lock(impl_->ready_mu);
     for (const auto& [peer, r] : impl_->ready_sessions)

@@ -248,6 +248,8 @@ struct TransferProfile {
                                      // difference is held now
   uint64_t failed_receives = 0;      // receives UCX ended with an error (their endpoint failed);
                                      // their places are released kFailedReceiveGrace later
+  uint64_t connect_backoffs = 0;     // sessions that failed before their handshake completed:
+                                     // their peer is not dialled again for 100 ms .. 2 s
   // Holder side.
   uint64_t served_requests = 0;      // PullRequests answered
   uint64_t served_blocks = 0;        // blocks sent (a payload, not a bare status) or answered
@@ -297,6 +299,7 @@ struct TransferProfile {
     f("held_blocks", held_blocks);
     f("held_released", held_released);
     f("failed_receives", failed_receives);
+    f("connect_backoffs", connect_backoffs);
   }
 };
 

@@ -117,6 +117,24 @@ struct PeerTransport::Impl {
     std::vector<std::shared_ptr<std::promise<Status>>> waiters;
     std::vector<std::shared_ptr<std::promise<Status>>> raw_waiters;
   };
+  // A peer whose last session failed before its handshake completed (its process gone, its
+  // port closed, or it never answered) is not dialled again before `next`: otherwise every
+  // caller (membership updates, the directory's announces every 50 ms, each Fetch) starts a
+  // new connection to it, and UCX logs each refused connect as an ERROR. The delay doubles
+  // from kFirstConnectBackoff to kMaxConnectBackoff; a session that completes, or a new address
+  // for the peer (a restarted node), clears it.
+  static constexpr auto kFirstConnectBackoff = std::chrono::milliseconds(100);
+  static constexpr auto kMaxConnectBackoff = std::chrono::milliseconds(2000);
+  struct ConnectBackoff {
+    std::vector<std::byte> address;
+    Clock::time_point next;
+    std::chrono::milliseconds delay{0};
+    Status last;  // why the last attempt failed
+  };
+  std::unordered_map<std::string, ConnectBackoff> connect_backoff;  // by peer id
+  // `peer` at `address` could not be reached (`why`): not dialled again before the backoff.
+  void NoteUnreachable(const std::string& peer, const std::vector<std::byte>& address,
+                       const Status& why);
   // Server side of a handshake in progress, by client id.
   struct PendingHandshake {
     uint64_t request_id = 0;
@@ -245,6 +263,7 @@ struct PeerTransport::Impl {
     std::atomic<uint64_t> mapped_bytes{0}, mapped_failures{0}, mapped_copy_ns{0};
     std::atomic<uint64_t> served_mapped{0}, mapped_released{0}, mapped_expired{0};
     std::atomic<uint64_t> held_blocks{0}, held_released{0}, failed_receives{0};
+    std::atomic<uint64_t> connect_backoffs{0};
     uint64_t sends_in_flight = 0;  // progress thread only
   };
   ProfileCounters prof;

@@ -1033,6 +1033,15 @@ TEST_CASE("cluster: a pipelined tcp pull without the mapping is bit-exact - SIGK
   Outputs om(16, 16 << 10);
   REQUIRE(*cb->Load(small_ns, mine.keys, om.out).Wait() == 16);
   for (size_t i = 0; i < 16; ++i) CHECK(om.bufs[i] == mine.blocks[i]);
+  // The dead holder's member file stays (SIGKILL), so membership, the directory's announces and
+  // the Loads above keep asking for it: it is dialled again only after a backoff (100 ms
+  // doubling to 2 s), not every 50 ms (UCX logs each refused connect as an ERROR: 38 lines in
+  // the 1.6 s after the kill before the backoff).
+  const auto since_kill = std::chrono::duration<double>(Clock::now() - killed_at.load()).count();
+  const size_t refused = CountInFile(dir + "/pipe-b.log", "Connection refused");
+  INFO("refused connects in B's log: " << refused << " in " << since_kill << " s since the kill");
+  CHECK(ClusterStats(*cb)["transfer_profile"]["connect_backoffs"].get<uint64_t>() >= 1);
+  CHECK(refused <= 4 * (2 + static_cast<size_t>(since_kill / 2.0)) + 8);
   std::filesystem::remove_all(dir);
 }
 

@@ -151,6 +151,45 @@ TEST_CASE("a pulled block whose bytes do not match its checksum is Corruption - 
   CHECK(r->verify_s > 0);
 }
 
+// A peer that cannot be reached (its process gone: its port refuses connections) is not dialled
+// again by every caller at once: after a failed attempt the next waits 100 ms, doubling to 2 s
+// (UCX logs each refused connect as an ERROR, and membership, the directory's announces and every
+// Fetch would otherwise dial it every few ms). A new address (a restarted node) is dialled at once.
+TEST_CASE("an unreachable peer is dialled again only after a backoff - a new address at once",
+          "[transport][ucx]") {
+  Node b = MakeNode("b", kSecret, 4, kSlot);
+  std::vector<std::byte> gone;
+  {
+    Node a = MakeNode("a", kSecret, 4, kSlot);
+    gone = a.transport->worker_address();
+  }
+  const Status first = b.transport->Connect("a", gone);
+  INFO(first.ToString());
+  REQUIRE_FALSE(first.ok());
+  CHECK(b.transport->Profile().connect_backoffs == 1);
+  const Status again = b.transport->Connect("a", gone);
+  INFO(again.ToString());
+  CHECK(again.code() == first.code());  // the last attempt's code, answered from the backoff
+  CHECK(again.message().find("next attempt in") != std::string_view::npos);
+  CHECK(b.transport->Profile().connect_backoffs == 1);  // answered without an attempt
+  // Past the first delay the peer is dialled again (and fails again: a second backoff).
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  const Status later = b.transport->Connect("a", gone);
+  INFO(later.ToString());
+  CHECK_FALSE(later.ok());
+  CHECK(later.message().find("next attempt in") == std::string_view::npos);
+  CHECK(b.transport->Profile().connect_backoffs == 2);
+  // The peer restarted: a new worker address is dialled at once, and the session works.
+  Node a2 = MakeNode("a", kSecret, 4, kSlot);
+  REQUIRE(b.transport->Connect("a", a2.transport->worker_address()).ok());
+  const Namespace ns = MakeNs("");
+  const auto keys = ComputeBlockKeys(ns, Tokens(1, 5));
+  a2.pool->Put(0, keys[0], ns.id(), Payload(kPayload, 5));
+  auto r = b.transport->Pull("a", ns.id(), {PullTarget::Into(keys[0], b.pool->slot(0), kSlot)});
+  REQUIRE(r.ok());
+  CHECK(r->LeadingOk() == 1);
+}
+
 TEST_CASE("a peer with the wrong cluster secret is refused before it can pull",
           "[transport][ucx][auth]") {
   Node a = MakeNode("a", kSecret, 4, kSlot);
