@@ -19,8 +19,6 @@ int AutoProgressSpinRounds() {
   return n >= 4 ? 2000 : 0;
 }
 
-// Fails everything that rides on `conn` and, when `conn` belongs to a session, on the
-// session's other endpoint; force-closes `conn` when `close`, the other endpoint always.
 void PeerTransport::Impl::NoteUnreachable(const std::string& peer,
                                           const std::vector<std::byte>& address,
                                           const Status& why) {
@@ -32,6 +30,8 @@ void PeerTransport::Impl::NoteUnreachable(const std::string& peer,
   prof.connect_backoffs.fetch_add(1, std::memory_order_relaxed);
 }
 
+// Fails everything that rides on `conn` and, when `conn` belongs to a session, on the
+// session's other endpoint; force-closes `conn` when `close`, the other endpoint always.
 void PeerTransport::Impl::FailConn(ConnId conn, const Status& st, bool close) {
   ConnId other = 0;
   if (auto it = client_conns.find(conn); it != client_conns.end()) {
@@ -75,9 +75,9 @@ void PeerTransport::Impl::FailConn(ConnId conn, const Status& st, bool close) {
 
 void PeerTransport::Impl::OnTick() {
   const auto now = Clock::now();
-  while (!failed_receives.empty() && failed_receives.front().due <= now) {
-    FailedReceive f = std::move(failed_receives.front());
-    failed_receives.pop_front();
+  while (!quarantined_receives.empty() && quarantined_receives.front().due <= now) {
+    FailedReceive f = std::move(quarantined_receives.front());
+    quarantined_receives.pop_front();
     ReceiveReported(f.pull, f.cookie);
   }
   while (!served_pins.empty() &&

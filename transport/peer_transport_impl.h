@@ -206,7 +206,7 @@ struct PeerTransport::Impl {
     std::shared_ptr<PullOp::State> pull;
     uint64_t cookie = 0;
   };
-  std::deque<FailedReceive> failed_receives;
+  std::deque<FailedReceive> quarantined_receives;
   // Server side: a block pinned for a send. Released when the send completes, or at `deadline`
   // (two request timeouts after the request came: the puller has given the pull up by then) if
   // it never does: a puller that died may leave the send pending forever on an endpoint without

@@ -260,9 +260,9 @@ void PeerTransport::Impl::OnDataDone(ConnId conn, uint64_t cookie, const Status&
     return;
   }
   if (!st.ok()) {
-    // The block fails now; its place stays UCX's until the grace has passed (failed_receives).
+    // The block fails now; its place stays UCX's until the grace has passed.
     prof.failed_receives.fetch_add(1, std::memory_order_relaxed);
-    failed_receives.push_back({Clock::now() + kFailedReceiveGrace, p, cookie});
+    quarantined_receives.push_back({Clock::now() + kFailedReceiveGrace, p, cookie});
     if (it == pulls.end()) return;
     ForEachIndex(*p, cookie, [&](size_t i) { Landed(*p, i, st); });
     MaybeFinish(p);

@@ -95,7 +95,7 @@ struct UcxEngine::Impl {
   std::unordered_map<ucp_ep_h, ConnId> by_ep;
   std::unordered_map<Op*, ucs_status_ptr_t> inflight;  // op -> UCX request, for shutdown
   std::vector<ucs_status_ptr_t> closing;  // endpoint close requests not complete yet
-  std::atomic<uint64_t> refused_force_closes{0};
+  std::atomic<uint64_t> flushing_closes{0};
 
   ~Impl() {
     for (Registered& r : registered)
@@ -180,7 +180,7 @@ struct UcxEngine::Impl {
       // endpoint) and closes nothing: it stayed connected, receiving, until the worker went.
       // Such an endpoint is closed by flushing it: done at once when its peer is gone (the
       // failed lanes have nothing to flush), else once what it has in flight completes.
-      refused_force_closes.fetch_add(1, std::memory_order_relaxed);
+      flushing_closes.fetch_add(1, std::memory_order_relaxed);
       p.flags = 0;
       r = ucp_ep_close_nbx(ep, &p);
     }
@@ -599,7 +599,7 @@ Status UcxEngine::ReregisterUnit(const void* unit_base) {
 }
 
 uint64_t UcxEngine::flushing_closes() const {
-  return impl_->refused_force_closes.load(std::memory_order_relaxed);
+  return impl_->flushing_closes.load(std::memory_order_relaxed);
 }
 
 uint64_t UcxEngine::units_reregistered() const {
