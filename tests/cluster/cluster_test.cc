@@ -1041,6 +1041,9 @@ TEST_CASE("cluster: a pipelined tcp pull without the mapping is bit-exact - SIGK
   const size_t refused = CountInFile(dir + "/pipe-b.log", "Connection refused");
   INFO("refused connects in B's log: " << refused << " in " << since_kill << " s since the kill");
   CHECK(ClusterStats(*cb)["transfer_profile"]["connect_backoffs"].get<uint64_t>() >= 1);
+  // The failed session's data endpoint was closed (by flushing: UCX refuses to force-close an
+  // endpoint without peer error handling, and the refused close used to leave it open).
+  CHECK(ClusterStats(*cb)["endpoint_flushing_closes"].get<uint64_t>() >= 1);
   CHECK(refused <= 4 * (2 + static_cast<size_t>(since_kill / 2.0)) + 8);
   std::filesystem::remove_all(dir);
 }
